@@ -1,0 +1,3 @@
+from stackforge_operator.cli import main
+
+raise SystemExit(main())

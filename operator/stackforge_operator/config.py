@@ -1,0 +1,34 @@
+"""kopf settings for the StackForge operator, fixed from day one.
+
+Storage prefix and finalizer name are part of the on-cluster contract: changing
+them later orphans the annotations and finalizers already written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from stackforge_operator import API_GROUP
+
+FINALIZER = f"{API_GROUP}/finalizer"
+STORAGE_PREFIX = API_GROUP
+# Blocking clients (kubernetes, boto3) run in this many worker threads.
+MAX_SYNC_WORKERS = 8
+
+
+def apply_settings(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    settings.execution.max_workers = MAX_SYNC_WORKERS
+    # Ask the API server to end each watch well before load balancers would
+    # silently drop it, and notice a stalled stream ourselves.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # Events are posted on purpose by the reconcilers; routine INFO logs stay logs.
+    settings.posting.level = logging.WARNING

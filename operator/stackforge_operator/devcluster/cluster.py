@@ -1,0 +1,418 @@
+"""Start and stop a local control plane: etcd, kube-apiserver, controller-manager,
+scheduler and kwok, each a process of the one multi-call binary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import yaml
+
+from stackforge_operator.devcluster import stages as kwok_stages
+from stackforge_operator.devcluster.binary import ensure_binary
+from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
+from stackforge_operator.devcluster.pki import ClusterPKI, create_pki
+from stackforge_operator.devcluster.processes import ManagedProcess, pid_alive
+
+SERVICE_CIDR = "10.96.0.0/16"
+# The first address of the service range is the `kubernetes` Service's.
+SERVICE_IP = "10.96.0.1"
+FAKE_NODE_PREFIX = "kwok-node-"
+ZONES = ("zone-a", "zone-b", "zone-c")
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StartupTimings:
+    etcd: float
+    apiserver: float
+    components: float
+    total: float
+
+    def summary(self) -> str:
+        return (
+            f"control plane usable in {self.total:.1f}s "
+            f"(etcd {self.etcd:.1f}s, apiserver {self.apiserver:.1f}s, "
+            f"nodes and controllers {self.components:.1f}s)"
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fake_node_manifest(index: int) -> dict[str, object]:
+    name = f"{FAKE_NODE_PREFIX}{index}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            # kwok manages exactly the nodes carrying this annotation.
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": ZONES[index % len(ZONES)],
+            },
+        },
+        "spec": {},
+    }
+
+
+class LocalCluster:
+    """A real Kubernetes API for tests and local runs.
+
+    Everything lives in ``run_dir``: certificates, kubeconfigs and one log per
+    component. ``stop()`` leaves no process behind; children also die with
+    the launching process if it is killed.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        *,
+        binary: Path | None = None,
+        nodes: int = 3,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="stackforge-cp-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._binary = binary
+        self._node_count = nodes
+        self._log = log or (lambda _msg: None)
+        self._processes: list[ManagedProcess] = []
+        self._etcd_dir: Path | None = None
+        self.pki: ClusterPKI | None = None
+        self.server = ""
+        self.kubeconfig = self.run_dir / "admin.kubeconfig"
+        self.timings: StartupTimings | None = None
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def binary(self) -> Path:
+        if self._binary is None:
+            self._binary = ensure_binary()
+        return self._binary
+
+    def start(self, timeout: float = 60.0) -> StartupTimings:
+        binary = self.binary  # building, when needed, is not start-up time
+        started = time.monotonic()
+        deadline = started + timeout
+        try:
+            self.pki = create_pki(self.run_dir / "pki", SERVICE_IP)
+            etcd_url = self._start_etcd(binary, deadline)
+            etcd_done = time.monotonic()
+            self._start_apiserver(binary, etcd_url, deadline)
+            apiserver_done = time.monotonic()
+            self._start_components(binary)
+            self._create_nodes()
+            self._wait_usable(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        finished = time.monotonic()
+        self.timings = StartupTimings(
+            etcd=etcd_done - started,
+            apiserver=apiserver_done - etcd_done,
+            components=finished - apiserver_done,
+            total=finished - started,
+        )
+        self._log(self.timings.summary())
+        return self.timings
+
+    def stop(self) -> None:
+        # Reverse order: clients of the API first, etcd last.
+        for process in reversed(self._processes):
+            process.stop()
+        if self._etcd_dir is not None:
+            shutil.rmtree(self._etcd_dir, ignore_errors=True)
+            self._etcd_dir = None
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    def alive_pids(self) -> list[int]:
+        return [pid for pid in self.pids() if pid_alive(pid)]
+
+    def component_logs(self) -> dict[str, Path]:
+        return {p.name: p.log_path for p in self._processes}
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        return run_kubectl(
+            self.binary, kubeconfig or self.kubeconfig, args, input=input, check=check,
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- steps ----------------------------------------------------------------
+
+    def _spawn(self, name: str, binary: Path, args: Sequence[str]) -> ManagedProcess:
+        process = ManagedProcess(
+            name=name,
+            argv=[str(binary), name, *args],
+            log_path=self.run_dir / f"{name}.log",
+            # Components must not pick up a developer's KUBECONFIG by accident.
+            env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+        )
+        process.start()
+        self._processes.append(process)
+        self._log(f"started {name} (pid {process.pid}), log {process.log_path}")
+        return process
+
+    def _start_etcd(self, binary: Path, deadline: float) -> str:
+        # A RAM-backed data dir plus no fsync make etcd fast; nothing in it
+        # outlives the run.
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.run_dir
+        self._etcd_dir = Path(tempfile.mkdtemp(prefix="stackforge-etcd-", dir=base))
+        client_port, peer_port = free_port(), free_port()
+        client_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        process = self._spawn(
+            "etcd",
+            binary,
+            [
+                "--name=default",
+                f"--data-dir={self._etcd_dir}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                "--quota-backend-bytes=4294967296",
+            ],
+        )
+
+        def healthy() -> bool:
+            response = httpx.get(f"{client_url}/health", timeout=2)
+            return response.status_code == 200 and response.json().get("health") == "true"
+
+        _wait_for("etcd health", healthy, deadline, process)
+        return client_url
+
+    def _start_apiserver(self, binary: Path, etcd_url: str, deadline: float) -> None:
+        assert self.pki is not None
+        pki = self.pki
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
+        cert_dir = self.run_dir / "apiserver-certs"
+        cert_dir.mkdir(exist_ok=True)
+        process = self._spawn(
+            "kube-apiserver",
+            binary,
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                # Without it, a host with no default route cannot pick one.
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={cert_dir}",
+                f"--tls-cert-file={pki.apiserver.cert}",
+                f"--tls-private-key-file={pki.apiserver.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.service_account_pub}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # RBAC on, so the operator's own roles are tested for real.
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        admin = write_kubeconfig(
+            self.kubeconfig, self.server, pki.ca.cert, pki.admin, name="stackforge-local"
+        )
+        context = ssl.create_default_context(cafile=str(pki.ca.cert))
+        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+
+        def ready() -> bool:
+            response = httpx.get(f"{self.server}/readyz", verify=context, timeout=2)
+            return response.status_code == 200
+
+        _wait_for("kube-apiserver /readyz", ready, deadline, process)
+        self._log(f"API server ready at {self.server}; kubeconfig {admin}")
+
+    def _start_components(self, binary: Path) -> None:
+        assert self.pki is not None
+        pki = self.pki
+        cm_config = write_kubeconfig(
+            self.run_dir / "controller-manager.kubeconfig",
+            self.server, pki.ca.cert, pki.controller_manager, name="controller-manager",
+        )
+        scheduler_config = write_kubeconfig(
+            self.run_dir / "scheduler.kubeconfig",
+            self.server, pki.ca.cert, pki.scheduler, name="scheduler",
+        )
+        self._spawn(
+            "kube-controller-manager",
+            binary,
+            [
+                f"--kubeconfig={cm_config}",
+                f"--authentication-kubeconfig={cm_config}",
+                f"--authorization-kubeconfig={cm_config}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.run_dir / 'controller-manager-certs'}",
+                # Each controller acts as its own ServiceAccount with the
+                # bootstrap policy's rights, as in a production cluster.
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca.cert}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--cluster-name=stackforge-local",
+                "--v=2",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            binary,
+            [
+                f"--kubeconfig={scheduler_config}",
+                f"--authentication-kubeconfig={scheduler_config}",
+                f"--authorization-kubeconfig={scheduler_config}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.run_dir / 'scheduler-certs'}",
+                "--v=1",
+            ],
+        )
+        stages_text = subprocess.run(
+            [str(binary), "stages"], check=True, capture_output=True, text=True
+        ).stdout
+        stages = kwok_stages.exclude_runner_pods(kwok_stages.parse_stages(stages_text))
+        kwok_config = self.run_dir / "kwok.yaml"
+        kwok_config.write_text(kwok_stages.render_kwok_config(stages))
+        self._spawn(
+            "kwok",
+            binary,
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={kwok_config}",
+                f"--server-address=127.0.0.1:{free_port()}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            ],
+        )
+
+    def _create_nodes(self) -> None:
+        documents = [fake_node_manifest(i) for i in range(self._node_count)]
+        self.kubectl(
+            "apply", "--server-side", "--field-manager=stackforge-devcluster", "-f", "-",
+            input=yaml.safe_dump_all(documents),
+        )
+
+    def _wait_usable(self, deadline: float) -> None:
+        def nodes_ready() -> bool:
+            result = self.kubectl(
+                "get", "nodes", "-l", "type=kwok", "-o",
+                'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}'
+                "{\"\\n\"}{end}",
+                check=False,
+            )
+            statuses = result.stdout.split()
+            return len(statuses) == self._node_count and all(s == "True" for s in statuses)
+
+        # Pods can only be created once the ServiceAccount controller has made
+        # the namespace's `default` account.
+        def default_service_account() -> bool:
+            return self.kubectl("get", "serviceaccount", "default", "-n", "default",
+                                check=False).returncode == 0
+
+        for what, check in (("fake nodes Ready", nodes_ready),
+                            ("default ServiceAccount", default_service_account)):
+            _wait_for(what, check, deadline, None, processes=self._processes)
+
+
+def run_kubectl(
+    binary: Path,
+    kubeconfig: Path,
+    args: Sequence[str],
+    *,
+    input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+    check: bool = True,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(binary), "kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise ControlPlaneError(
+            f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+        )
+    return result
+
+
+def _wait_for(
+    what: str,
+    check: Callable[[], bool],
+    deadline: float,
+    process: ManagedProcess | None,
+    *,
+    processes: Sequence[ManagedProcess] = (),
+) -> None:
+    watched = [process] if process else list(processes)
+    last_error = ""
+    while time.monotonic() < deadline:
+        for proc in watched:
+            if not proc.running():
+                raise ControlPlaneError(
+                    f"{proc.name} exited while waiting for {what}; last log lines:\n"
+                    f"{proc.log_tail()}"
+                )
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError, ValueError) as error:
+            last_error = str(error)
+        time.sleep(0.1)
+    tails = "\n".join(f"--- {p.name}\n{p.log_tail(10)}" for p in watched)
+    raise ControlPlaneError(f"timed out waiting for {what} ({last_error})\n{tails}")

@@ -1,0 +1,133 @@
+"""Session-wide cluster, per-test namespaces, and the operator in two forms."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.devcluster import LocalCluster
+from stackforge_operator.devcluster.binary import default_binary_path
+from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.devcluster.processes import processes_mentioning
+from tests.support.clusters import (
+    PROVIDERS,
+    ClusterHandle,
+    kind_handle,
+    kubeconfig_handle,
+    local_handle,
+)
+
+_startup_report: list[str] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stackforge")
+    group.addoption(
+        "--cluster-provider",
+        choices=PROVIDERS,
+        default=os.environ.get("STACKFORGE_CLUSTER_PROVIDER", "local"),
+        help="where cluster tests run: the built local control plane (default), "
+        "kind (needs Docker and pytest-kind), or an existing --kubeconfig",
+    )
+    group.addoption("--kubeconfig", default=None, help="kubeconfig for --cluster-provider=kubeconfig")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/cluster/" in item.nodeid:
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _startup_report:
+        terminalreporter.write_line(line)
+
+
+def _kind_cluster(request: pytest.FixtureRequest) -> ClusterHandle:
+    if shutil.which("docker") is None or not Path("/var/run/docker.sock").exists():
+        pytest.skip("cluster provider 'kind' needs a running Docker engine; none here")
+    try:
+        import pytest_kind  # noqa: F401
+    except ImportError:
+        pytest.skip("cluster provider 'kind' needs pytest-kind (pip install '.[kind]')")
+    kind = request.getfixturevalue("kind_cluster")
+    return kind_handle(Path(kind.kubeconfig_path), [str(kind.kubectl_path)])
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterHandle]:
+    provider = request.config.getoption("--cluster-provider")
+    if provider == "kind":
+        yield _kind_cluster(request)
+        return
+    if provider == "kubeconfig":
+        path = request.config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
+        if not path:
+            pytest.fail("--cluster-provider=kubeconfig needs --kubeconfig or KUBECONFIG")
+        yield kubeconfig_handle(Path(path), default_binary_path())
+        return
+
+    run_dir = tmp_path_factory.mktemp("controlplane")
+    local = LocalCluster(run_dir)
+    timings = local.start()
+    _startup_report.append(f"local control plane: {timings.summary()}; logs in {run_dir}")
+    try:
+        yield local_handle(local)
+    finally:
+        local.stop()
+        # The run must leave nothing behind; fail the session loudly if it does.
+        leftovers = local.alive_pids() + processes_mentioning(str(run_dir))
+        if leftovers:
+            raise RuntimeError(f"control-plane processes survived teardown: {leftovers}")
+        _startup_report.append("local control plane stopped; no component process remains")
+
+
+def _namespace_name(nodeid: str) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", nodeid.split("::")[-1].lower()).strip("-")[:40]
+    return f"t-{base}-{uuid.uuid4().hex[:5]}".replace("--", "-")
+
+
+@pytest.fixture
+def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    name = _namespace_name(request.node.nodeid)
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def operator_subprocess(cluster: ClusterHandle, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """`stackforge-operator run` as a child process, as users run it."""
+    operator = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log")
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+@pytest.fixture
+def operator_in_process(
+    cluster: ClusterHandle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[object, str]]:
+    """The operator in this process through kopf's KopfRunner (always with a timeout)."""
+    from kopf.testing import KopfRunner
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    args = ["run", "--standalone", "--all-namespaces", f"--liveness={liveness}",
+            "-m", "stackforge_operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        yield runner, liveness

@@ -1,0 +1,92 @@
+"""Cluster providers for the tests: the local control plane, kind, or a kubeconfig."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client, config
+
+from stackforge_operator.devcluster import LocalCluster
+
+PROVIDERS = ("local", "kind", "kubeconfig")
+
+
+@dataclass
+class ClusterHandle:
+    """What a test needs of a cluster, whichever provider made it."""
+
+    provider: str
+    kubeconfig: Path
+    kubectl_argv: list[str]
+    local: LocalCluster | None = None
+    _api: client.ApiClient | None = field(default=None, repr=False)
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [*self.kubectl_argv, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        result = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
+        return result
+
+    @property
+    def api(self) -> client.ApiClient:
+        """One ApiClient for the whole session, authenticated as cluster admin."""
+        if self._api is None:
+            self._api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        return self._api
+
+    def api_as(self, token: str) -> client.ApiClient:
+        """An ApiClient for the same server that authenticates with a bearer token."""
+        admin = self.api.configuration
+        configuration = client.Configuration()
+        configuration.host = admin.host
+        configuration.ssl_ca_cert = admin.ssl_ca_cert
+        configuration.verify_ssl = admin.verify_ssl
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        return client.ApiClient(configuration)
+
+
+def bundled_or_system_kubectl(local_binary: Path | None) -> list[str]:
+    if local_binary is not None and local_binary.exists():
+        return [str(local_binary), "kubectl"]
+    system = shutil.which("kubectl")
+    if system is None:
+        raise RuntimeError("no kubectl: build the control plane or install kubectl")
+    return [system]
+
+
+def local_handle(cluster: LocalCluster) -> ClusterHandle:
+    return ClusterHandle(
+        provider="local",
+        kubeconfig=cluster.kubeconfig,
+        kubectl_argv=[str(cluster.binary), "kubectl"],
+        local=cluster,
+    )
+
+
+def kubeconfig_handle(path: Path, local_binary: Path | None) -> ClusterHandle:
+    return ClusterHandle(
+        provider="kubeconfig",
+        kubeconfig=path,
+        kubectl_argv=bundled_or_system_kubectl(local_binary),
+    )
+
+
+def kind_handle(kubeconfig: Path, kubectl: Sequence[str]) -> ClusterHandle:
+    return ClusterHandle(provider="kind", kubeconfig=kubeconfig, kubectl_argv=list(kubectl))
