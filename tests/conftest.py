@@ -37,7 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where cluster tests run: the built local control plane (default), "
         "kind (needs Docker and pytest-kind), or an existing --kubeconfig",
     )
-    group.addoption("--kubeconfig", default=None, help="kubeconfig for --cluster-provider=kubeconfig")
+    group.addoption(
+        "--kubeconfig", default=None, help="kubeconfig for --cluster-provider=kubeconfig"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -160,7 +160,7 @@ class LocalCluster:
     def kubectl(
         self,
         *args: str,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         kubeconfig: Path | None = None,
         timeout: float = 120.0,
@@ -200,7 +200,7 @@ class LocalCluster:
     def _start_etcd(self, binary: Path, deadline: float) -> str:
         # A RAM-backed data dir plus no fsync make etcd fast; nothing in it
         # outlives the run.
-        shm = Path("/dev/shm")
+        shm = Path("/dev/shm")  # noqa: S108 - mkdtemp below makes a private dir in it
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.run_dir
         self._etcd_dir = Path(tempfile.mkdtemp(prefix="stackforge-etcd-", dir=base))
         client_port, peer_port = free_port(), free_port()
@@ -372,7 +372,7 @@ def run_kubectl(
     kubeconfig: Path,
     args: Sequence[str],
     *,
-    input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | None = None,
     check: bool = True,
     timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:

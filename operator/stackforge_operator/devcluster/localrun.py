@@ -49,7 +49,7 @@ def install_crds(cluster: LocalCluster) -> None:
 
 def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:
     started = time.monotonic()
-    _step(1, "control-plane binary (a cold Go build takes 20-30 minutes on 2 cores)")
+    _step(1, "control-plane binary (a cold Go build takes about 4 minutes on 2 cores)")
     binary = ensure_binary()
     _info(f"{binary}")
 

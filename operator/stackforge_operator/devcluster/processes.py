@@ -38,7 +38,7 @@ class ManagedProcess:
                 # Own process group: a terminal's Ctrl-C reaches the launcher,
                 # which then stops the components in order.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded start
+                preexec_fn=_die_with_parent,
             )
 
     @property
