@@ -6,14 +6,27 @@ the same credentials through :func:`connection_info`.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from stackforge_operator import FIELD_MANAGER
+
+Obj = dict[str, Any]
 
 _lock = threading.Lock()
 _api_client: client.ApiClient | None = None
+_dynamic: DynamicClient | None = None
 
 
 def load_configuration() -> client.Configuration:
@@ -34,11 +47,16 @@ def load_configuration() -> client.Configuration:
 
 
 def api_client() -> client.ApiClient:
-    global _api_client
     with _lock:
-        if _api_client is None:
-            _api_client = client.ApiClient(load_configuration())
-        return _api_client
+        return api_client_unlocked()
+
+
+def reset_clients() -> None:
+    """Forget the process's clients, so the next call reads the credentials afresh."""
+    global _api_client, _dynamic
+    with _lock:
+        _api_client = None
+        _dynamic = None
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -56,3 +74,117 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
     )
+
+
+# -- generic object access (DynamicClient: any kind, CRDs included) ---------------
+
+# Statuses worth retrying: conflict, invalid-for-now (e.g. a namespace still
+# terminating), throttling and server trouble.
+_RETRYABLE = {409, 422, 429, 500, 502, 503, 504}
+
+
+def dynamic() -> DynamicClient:
+    global _dynamic
+    with _lock:
+        if _dynamic is None:
+            _dynamic = DynamicClient(api_client_unlocked())
+        return _dynamic
+
+
+def api_client_unlocked() -> client.ApiClient:
+    global _api_client
+    if _api_client is None:
+        _api_client = client.ApiClient(load_configuration())
+    return _api_client
+
+
+@contextmanager
+def translated_errors(action: str) -> Iterator[None]:
+    """Turn API errors into kopf's retry semantics, with a message that says what failed."""
+    try:
+        yield
+    except ApiException as error:
+        reason = _reason(error)
+        if error.status in _RETRYABLE:
+            raise kopf.TemporaryError(f"{action}: {reason}", delay=5) from error
+        if error.status == 403:
+            # RBAC is fixed by a human, but then the operator must recover by
+            # itself: retry, slowly.
+            raise kopf.TemporaryError(f"{action}: forbidden: {reason}", delay=60) from error
+        raise
+
+
+def _reason(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+    except ValueError:
+        return str(error.reason)
+    return str(body.get("message") or error.reason)
+
+
+def _resource(api_version: str, kind: str) -> Resource:
+    found: Resource = dynamic().resources.get(api_version=api_version, kind=kind)
+    return found
+
+
+def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    with translated_errors(f"reading {kind} {namespace or ''}/{name}"):
+        try:
+            found = _resource(api_version, kind).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        result: Obj = found.to_dict()
+        return result
+
+
+def list_objects(
+    api_version: str, kind: str, *, namespace: str | None = None, label_selector: str = ""
+) -> list[Obj]:
+    with translated_errors(f"listing {kind}"):
+        found = _resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+        return [item.to_dict() for item in found.items]
+
+
+def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
+    """Server-side apply; forcing, because the operator is the authority on its fields."""
+    meta = manifest["metadata"]
+    what = f"applying {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
+    with translated_errors(what):
+        applied = dynamic().server_side_apply(
+            _resource(manifest["apiVersion"], manifest["kind"]),
+            body=manifest,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+        result: Obj = applied.to_dict()
+        return result
+
+
+def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+    """Delete in the background; False when it was already gone."""
+    with translated_errors(f"deleting {kind} {namespace or ''}/{name}"):
+        try:
+            _resource(api_version, kind).delete(
+                name=name, namespace=namespace, propagation_policy="Background"
+            )
+        except NotFoundError:
+            return False
+        return True
+
+
+def patch_status(
+    api_version: str, kind: str, name: str, namespace: str | None, status: Obj
+) -> Obj:
+    """Merge-patch the status subresource (lists inside are replaced whole)."""
+    resource = _resource(api_version, kind).subresources["status"]
+    with translated_errors(f"writing status of {kind} {namespace or ''}/{name}"):
+        patched = resource.patch(
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+        result: Obj = patched.to_dict()
+        return result

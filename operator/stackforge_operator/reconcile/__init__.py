@@ -1,0 +1,1 @@
+"""Reconcilers: observe -> desired -> diff -> apply, idempotent, one entry per kind."""

@@ -1,0 +1,84 @@
+"""Pure comparison of a desired child object with the live one.
+
+Server-side apply is itself idempotent, but every apply is a write request.
+To make a converged resync write nothing, a child is applied only when the
+live object differs from what we want in a field we set. Fields we do not set
+(server defaults, status, annotations added by Argo CD or people) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+# Metadata that the API server owns; desired objects never set these, and
+# comparing them would always differ.
+_SERVER_METADATA = frozenset(
+    {"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"}
+)
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"m": Decimal("0.001"), "k": Decimal(10**3), "M": Decimal(10**6),
+            "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15)}
+
+
+def _as_quantity(value: str) -> Decimal | None:
+    # The API server canonicalises quantities ("1024Mi" is stored as "1Gi",
+    # "0.5" as "500m"); compare them by value, not by spelling.
+    for suffixes in (_BINARY, _DECIMAL):
+        for suffix, factor in suffixes.items():
+            if value.endswith(suffix):
+                try:
+                    return Decimal(value[: -len(suffix)]) * factor
+                except InvalidOperation:
+                    return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == []
+
+
+def _scalars_equal(desired: Any, live: Any) -> bool:
+    if desired == live:
+        return True
+    if isinstance(desired, str | int) and isinstance(live, str | int):
+        a, b = _as_quantity(str(desired)), _as_quantity(str(live))
+        return a is not None and a == b
+    return False
+
+
+def differences(desired: Any, live: Any, path: str = "") -> list[str]:
+    """Paths where ``live`` does not hold what ``desired`` says (empty: converged)."""
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return [] if _empty(desired) and _empty(live) else [path or "."]
+        found: list[str] = []
+        for key, want in desired.items():
+            if path == ".metadata" and key in _SERVER_METADATA:
+                continue
+            child = f"{path}.{key}"
+            if key not in live:
+                if not _empty(want):
+                    found.append(child)
+                continue
+            found.extend(differences(want, live[key], child))
+        return found
+    if isinstance(desired, Sequence) and not isinstance(desired, str):
+        if not isinstance(live, Sequence) or isinstance(live, str):
+            return [] if _empty(desired) and _empty(live) else [path]
+        if len(desired) != len(live):
+            return [path]
+        found = []
+        for index, (want, have) in enumerate(zip(desired, live, strict=True)):
+            found.extend(differences(want, have, f"{path}[{index}]"))
+        return found
+    return [] if _scalars_equal(desired, live) else [path or "."]
+
+
+def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    return live is None or bool(differences(desired, live))
