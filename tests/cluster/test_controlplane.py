@@ -291,3 +291,35 @@ def test_components_die_with_a_killed_launcher(tmp_path: Path) -> None:
         launcher.kill()
         launcher.wait()
     eventually(lambda: processes_mentioning(str(run_dir)) == [], timeout=15)
+
+
+def test_statefulset_volume_claims_are_bound(cluster: ClusterHandle, namespace: str) -> None:
+    """kwok's volume stages provision claims of the default StorageClass."""
+    manifest = textwrap.dedent(
+        f"""
+        apiVersion: apps/v1
+        kind: StatefulSet
+        metadata: {{name: db, namespace: {namespace}}}
+        spec:
+          serviceName: db
+          replicas: 2
+          selector: {{matchLabels: {{app: db}}}}
+          template:
+            metadata: {{labels: {{app: db}}}}
+            spec:
+              containers: [{{name: db, image: "postgres:16"}}]
+          volumeClaimTemplates:
+          - metadata: {{name: data}}
+            spec:
+              accessModes: [ReadWriteOnce]
+              resources: {{requests: {{storage: 1Gi}}}}
+        """
+    )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
+    apps = client.AppsV1Api(cluster.api)
+    eventually(lambda: apps.read_namespaced_stateful_set_status("db", namespace).status
+               .ready_replicas == 2)
+    claims = client.CoreV1Api(cluster.api).list_namespaced_persistent_volume_claim(namespace)
+    assert sorted(c.metadata.name for c in claims.items) == ["data-db-0", "data-db-1"]
+    assert all(c.status.phase == "Bound" for c in claims.items)
+    assert all(c.spec.storage_class_name == "kwok-volume" for c in claims.items)

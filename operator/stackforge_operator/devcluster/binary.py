@@ -104,3 +104,20 @@ def ensure_binary(binary: Path | None = None, *, log: bool = True) -> Path:
             )
         build(binary, module, log=log)
     return binary
+
+
+def kwok_source_dir(module: Path | None = None) -> Path:
+    """Where the kwok module the binary is built from lies in the Go module cache."""
+    module = module or module_dir()
+    result = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
+        cwd=module,
+        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    directory = result.stdout.strip()
+    if result.returncode != 0 or not directory:
+        raise ControlPlaneBuildError(f"cannot locate the kwok module: {result.stderr.strip()}")
+    return Path(directory)

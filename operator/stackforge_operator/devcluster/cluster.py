@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from stackforge_operator.devcluster import stages as kwok_stages
-from stackforge_operator.devcluster.binary import ensure_binary
+from stackforge_operator.devcluster.binary import ensure_binary, kwok_source_dir
 from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
 from stackforge_operator.devcluster.pki import ClusterPKI, create_pki
 from stackforge_operator.devcluster.processes import ManagedProcess, pid_alive
@@ -105,6 +105,7 @@ class LocalCluster:
         self.server = ""
         self.kubeconfig = self.run_dir / "admin.kubeconfig"
         self.timings: StartupTimings | None = None
+        self._storage_class: dict[str, object] = {}
 
     # -- public API ---------------------------------------------------------
 
@@ -324,6 +325,8 @@ class LocalCluster:
             [str(binary), "stages"], check=True, capture_output=True, text=True
         ).stdout
         stages = kwok_stages.exclude_runner_pods(kwok_stages.parse_stages(stages_text))
+        volume_stages, self._storage_class = kwok_stages.load_volume_stages(kwok_source_dir())
+        stages += volume_stages
         kwok_config = self.run_dir / "kwok.yaml"
         kwok_config.write_text(kwok_stages.render_kwok_config(stages))
         self._spawn(
@@ -339,7 +342,9 @@ class LocalCluster:
         )
 
     def _create_nodes(self) -> None:
-        documents = [fake_node_manifest(i) for i in range(self._node_count)]
+        # The default StorageClass, whose claims kwok's volume stages bind.
+        documents = [self._storage_class]
+        documents += [fake_node_manifest(i) for i in range(self._node_count)]
         self.kubectl(
             "apply", "--server-side", "--field-manager=stackforge-devcluster", "-f", "-",
             input=yaml.safe_dump_all(documents),

@@ -10,6 +10,7 @@ can never look successful without having been made.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,6 +34,26 @@ def exclude_runner_pods(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {"key": f'.metadata.labels.["{RUNNER_LABEL}"]', "operator": "DoesNotExist"}
         )
     return adjusted
+
+
+def load_volume_stages(kwok_source: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """kwok's volume stages (PVC provisioning and binding) and their StorageClass.
+
+    kwok ships them as YAML beside its source rather than as embedded strings,
+    so they are read from the kwok module the control plane was built from.
+    """
+    directory = kwok_source / "kustomize" / "stage" / "volume" / "fast"
+    stage_docs: list[dict[str, Any]] = []
+    storage_class: dict[str, Any] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in parse_stages(path.read_text()):
+            if doc.get("kind") == "Stage":
+                stage_docs.append(doc)
+            elif doc.get("kind") == "StorageClass":
+                storage_class = doc
+    if not stage_docs or not storage_class:
+        raise FileNotFoundError(f"no kwok volume stages or StorageClass under {directory}")
+    return stage_docs, storage_class
 
 
 def render_kwok_config(stages: list[dict[str, Any]]) -> str:
