@@ -1,0 +1,286 @@
+"""BackupPolicy: scheduled backups of one tenant to S3-compatible object storage.
+
+Namespaced, normally in the tenant's namespace; the Secrets it names live
+beside it.  Unset schedule and time zone fall back to the tenant's
+``spec.backup`` and then to the tier (02:00 daily, Etc/UTC).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StrictBool, StrictInt
+
+from stackforge_operator.models.cel import Rule, ServerDefault
+from stackforge_operator.models.common import (
+    DNS_SUBDOMAIN_RE,
+    SECRET_KEY_RE,
+    Conditions,
+    Cron,
+    HttpUrl,
+    LocalObjectRef,
+    SecretKeyRef,
+    SpecModel,
+    StatusModel,
+    TimeZone,
+    condition_list_field,
+    unique,
+)
+
+
+class BackupTarget(enum.StrEnum):
+    """Something a backup run saves."""
+
+    POSTGRES = "Postgres"  # pg_dump -Fc of the application database
+    CONFIGURATION = "Configuration"  # the tenant's rendered objects, as JSON
+    GRAFANA_DASHBOARDS = "GrafanaDashboards"  # dashboards exported over Grafana's HTTP API
+
+
+DEFAULT_TARGETS = [BackupTarget.POSTGRES, BackupTarget.CONFIGURATION]
+
+
+class GrafanaSource(SpecModel):
+    """The Grafana whose dashboards are exported."""
+
+    url: HttpUrl = Field(description="Base URL of Grafana, e.g. http://grafana.monitoring:3000.")
+    api_token_secret_ref: SecretKeyRef = Field(description="Secret key holding an API token.")
+
+
+class CredentialsRef(SpecModel):
+    """A Secret with S3 access keys (omit to use the pod's ambient identity)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_RE)] = Field(
+        description="Name of the Secret."
+    )
+    access_key_id_key: Annotated[str, Field(max_length=253, pattern=SECRET_KEY_RE)] = Field(
+        "AWS_ACCESS_KEY_ID", description="Key holding the access key id."
+    )
+    secret_access_key_key: Annotated[str, Field(max_length=253, pattern=SECRET_KEY_RE)] = Field(
+        "AWS_SECRET_ACCESS_KEY", description="Key holding the secret access key."
+    )
+
+
+class SSEAlgorithm(enum.StrEnum):
+    """S3 server-side encryption algorithm."""
+
+    AES256 = "AES256"
+    KMS = "aws:kms"
+
+
+class ServerSideEncryption(SpecModel):
+    """Server-side encryption of uploaded objects."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.kmsKeyId) == (self.algorithm == 'aws:kms')",
+            message=(
+                "serverSideEncryption.kmsKeyId is required with algorithm aws:kms "
+                "and not allowed otherwise"
+            ),
+            field_path=".kmsKeyId",
+            check=lambda s: (s.kms_key_id is not None) == (s.algorithm == SSEAlgorithm.KMS),
+        ),
+    )
+
+    algorithm: SSEAlgorithm = Field(description="AES256 (S3-managed keys) or aws:kms.")
+    kms_key_id: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        None, description="KMS key id or ARN (aws:kms only)."
+    )
+
+
+class ObjectStorage(SpecModel):
+    """Where backups are written: <prefix>/<tenant>/<run-id>/..."""
+
+    bucket: Annotated[
+        str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    ] = Field(description="Bucket name.")
+    prefix: Annotated[
+        str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    ] = Field("stackforge", description="Key prefix, without leading or trailing slash.")
+    endpoint: HttpUrl | None = Field(
+        None, description="S3-compatible endpoint URL (MinIO etc.). Default: AWS S3."
+    )
+    region: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")] | None = (
+        Field(None, description="Region, e.g. eu-central-1. Default: us-east-1.")
+    )
+    force_path_style: StrictBool | None = Field(
+        None, description="Address buckets by path (most S3-compatible servers need it)."
+    )
+    credentials_secret_ref: CredentialsRef | None = Field(
+        None, description="Access keys. Default: the pod's ambient credentials."
+    )
+    server_side_encryption: ServerSideEncryption | None = Field(
+        None, description="Encrypt objects at rest. Default: the bucket's setting."
+    )
+
+
+_MAX_AGE_COVERS_COUNTS = (
+    "!has(self.maxAgeDays) || ("
+    "(!has(self.daily) || self.maxAgeDays >= self.daily) && "
+    "(!has(self.weekly) || self.maxAgeDays >= 7 * self.weekly) && "
+    "(!has(self.monthly) || self.maxAgeDays >= 31 * self.monthly))"
+)
+
+
+def _max_age_covers_counts(r: Retention) -> bool:
+    if r.max_age_days is None:
+        return True
+    return all(
+        n is None or r.max_age_days >= days * n
+        for n, days in ((r.daily, 1), (r.weekly, 7), (r.monthly, 31))
+    )
+
+
+class Retention(SpecModel):
+    """Which complete backups to keep; a backup is kept if any rule keeps it.
+
+    The newest complete backup is never deleted, whatever the rules say.
+    """
+
+    cel_rules = (
+        Rule(
+            cel=(
+                "has(self.keepLast) || has(self.daily) || has(self.weekly) || "
+                "has(self.monthly) || has(self.maxAgeDays)"
+            ),
+            message=(
+                "retention must set at least one of keepLast, daily, weekly, monthly, maxAgeDays"
+            ),
+            check=lambda r: any(
+                v is not None for v in (r.keep_last, r.daily, r.weekly, r.monthly, r.max_age_days)
+            ),
+        ),
+        Rule(
+            cel=_MAX_AGE_COVERS_COUNTS,
+            message=(
+                "retention.maxAgeDays is shorter than the daily/weekly/monthly backups it must "
+                "keep (weekly counts 7 days, monthly 31)"
+            ),
+            field_path=".maxAgeDays",
+            check=_max_age_covers_counts,
+        ),
+    )
+
+    keep_last: StrictInt | None = Field(
+        None, ge=1, le=1000, description="Keep the newest N backups."
+    )
+    daily: StrictInt | None = Field(
+        None, ge=0, le=366, description="Keep the newest backup of N days."
+    )
+    weekly: StrictInt | None = Field(None, ge=0, le=260, description="Keep the newest of N weeks.")
+    monthly: StrictInt | None = Field(
+        None, ge=0, le=120, description="Keep the newest of N months."
+    )
+    max_age_days: StrictInt | None = Field(
+        None, ge=1, le=3650, description="Delete backups older than this (other rules permitting)."
+    )
+
+
+class BackupPolicySpec(SpecModel):
+    """Desired backups of one tenant."""
+
+    cel_rules = (
+        Rule(
+            cel=(
+                "!has(self.targets) || !self.targets.exists(t, t == 'GrafanaDashboards') || "
+                "has(self.grafana)"
+            ),
+            message="grafana is required when targets include GrafanaDashboards",
+            field_path=".grafana",
+            reason="FieldValueRequired",
+            check=lambda s: (
+                BackupTarget.GRAFANA_DASHBOARDS not in s.targets or s.grafana is not None
+            ),
+        ),
+        Rule(
+            cel="self.tenantRef == oldSelf.tenantRef",
+            message="tenantRef is immutable: create another BackupPolicy for another tenant",
+            field_path=".tenantRef",
+            check_update=lambda old, new: old.tenant_ref == new.tenant_ref,
+        ),
+    )
+
+    tenant_ref: LocalObjectRef = Field(description="The StackForgeTenant to back up. Immutable.")
+    schedule: Cron | None = Field(
+        None, description="Cron schedule. Default: the tenant's spec.backup.schedule (02:00)."
+    )
+    time_zone: TimeZone | None = Field(
+        None, description="IANA time zone of the schedule. Default: the tenant's, else Etc/UTC."
+    )
+    suspend: StrictBool = Field(
+        False, description="Skip scheduled runs (on-demand runs still work)."
+    )
+    targets: Annotated[
+        list[BackupTarget],
+        Field(min_length=1, max_length=3),
+        AfterValidator(unique()),
+        ServerDefault([t.value for t in DEFAULT_TARGETS]),
+    ] = Field(
+        default_factory=lambda: list(DEFAULT_TARGETS),
+        description="What to save: Postgres, Configuration, GrafanaDashboards.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    grafana: GrafanaSource | None = Field(None, description="Grafana to export dashboards from.")
+    storage: ObjectStorage = Field(description="Object storage for the backups.")
+    retention: Retention = Field(description="Which backups to keep.")
+    active_deadline_seconds: StrictInt | None = Field(
+        None, ge=60, le=86400, description="Fail a run that takes longer. Default: 6 hours."
+    )
+
+
+# --------------------------------------------------------------------------- status
+
+
+class RunResult(enum.StrEnum):
+    """Outcome of a backup run."""
+
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Artifact(StatusModel):
+    """One object a run uploaded."""
+
+    name: str = Field(max_length=64, description="Artifact name: postgres, configuration, grafana.")
+    key: str = Field(max_length=1024, description="Object key in the bucket.")
+    size_bytes: int = Field(ge=0, description="Size in bytes.")
+    sha256: str = Field(max_length=64, description="Hex SHA-256 of the object.")
+
+
+class BackupRun(StatusModel):
+    """One backup run, as recorded by its manifest in object storage."""
+
+    id: str = Field(max_length=128, description="Run id (also the object key segment).")
+    result: RunResult = Field(description="Running, Succeeded or Failed.")
+    reason: str | None = Field(None, max_length=128, description="CamelCase failure reason.")
+    message: str | None = Field(None, max_length=4096, description="Failure details.")
+    start_time: datetime | None = Field(None, description="When the run started.")
+    completion_time: datetime | None = Field(None, description="When the run finished.")
+    size_bytes: int | None = Field(None, ge=0, description="Total size of the artifacts.")
+    sha256: str | None = Field(None, max_length=64, description="Hex SHA-256 of the database dump.")
+    location: str | None = Field(None, max_length=2048, description="s3:// URL of the run.")
+    job_name: str | None = Field(None, max_length=253, description="Job that ran it.")
+    postgres_version: str | None = Field(None, max_length=32, description="Server version dumped.")
+    artifacts: Annotated[list[Artifact], Field(max_length=8)] = Field(
+        default_factory=list, description="Uploaded objects."
+    )
+
+
+class BackupPolicyStatus(StatusModel):
+    """Observed state of a BackupPolicy."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation this status describes."
+    )
+    conditions: Conditions = condition_list_field()
+    schedule: str | None = Field(None, max_length=100, description="Schedule in effect.")
+    time_zone: str | None = Field(None, max_length=64, description="Time zone in effect.")
+    cron_job_name: str | None = Field(None, max_length=253, description="CronJob running it.")
+    last_schedule_time: datetime | None = Field(None, description="Last scheduled run time.")
+    next_schedule_time: datetime | None = Field(None, description="Next scheduled run time.")
+    active_run: BackupRun | None = Field(None, description="Run in progress.")
+    last_run: BackupRun | None = Field(None, description="Newest finished run.")
+    last_successful_run: BackupRun | None = Field(None, description="Newest complete backup.")

@@ -1,0 +1,266 @@
+"""A tenant's spec with every unset value filled in from its tier.
+
+Builders read these frozen values instead of re-implementing "spec, else
+tier" at each use; nothing here is ever written back to the object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from stackforge_operator.models.common import ResourceList, ResourceRequirements, SecretKeyRef
+from stackforge_operator.models.tenant import (
+    TENANT_NAMESPACE_PREFIX,
+    AdminRole,
+    AppServiceSpec,
+    NotificationsSpec,
+    StackForgeTenantSpec,
+    TLSSpec,
+)
+from stackforge_operator.models.tiers import (
+    DEFAULT_TIME_ZONE,
+    TARGET_CPU_UTILIZATION,
+    TIERS,
+    NodeSize,
+    Provider,
+    Quota,
+    Res,
+    Tier,
+)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Concrete requests and limits (quantities as strings or ints)."""
+
+    cpu_request: int | str
+    memory_request: int | str
+    cpu_limit: int | str
+    memory_limit: int | str
+
+
+def _resources(spec: ResourceRequirements | None, default: Res) -> Resources:
+    req = spec.requests if spec and spec.requests else ResourceList()
+    lim = spec.limits if spec and spec.limits else ResourceList()
+    return Resources(
+        cpu_request=req.cpu if req.cpu is not None else default.cpu_request,
+        memory_request=req.memory if req.memory is not None else default.memory_request,
+        cpu_limit=lim.cpu if lim.cpu is not None else default.cpu_limit,
+        memory_limit=lim.memory if lim.memory is not None else default.memory_limit,
+    )
+
+
+T = TypeVar("T")
+
+
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class Pooler:
+    enabled: bool
+    replicas: int
+    pool_mode: str
+    default_pool_size: int
+    max_client_connections: int
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class Postgres:
+    enabled: bool
+    version: int
+    database: str
+    storage: str
+    storage_class_name: str | None
+    read_replicas: int
+    pooler: Pooler
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class Stateful:
+    """Redis, Kafka or Consul."""
+
+    enabled: bool
+    version: str
+    replicas: int
+    storage: str
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class Kong:
+    version: str
+    replicas: int
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    image: str
+    port: int
+    replicas: int
+    autoscaling: bool
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int
+    path: str
+    health_check_path: str | None
+    env: dict[str, str]
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class Admin:
+    username: str
+    email: str
+    role: AdminRole
+    # None: the operator generates the password.
+    password_secret_ref: SecretKeyRef | None
+
+
+@dataclass(frozen=True)
+class EffectiveTenant:
+    """Everything the builders need, with no value left unset."""
+
+    name: str
+    tier: Tier
+    provider: Provider
+    namespace: str
+    suspend: bool
+    isolate: bool
+    domain: str | None
+    tls: TLSSpec | None
+    admin_accounts: tuple[Admin, ...]
+    notifications: NotificationsSpec | None
+    node_size: NodeSize
+    node_count: int
+    quota: Quota
+    postgres: Postgres
+    redis: Stateful
+    kafka: Stateful
+    kong: Kong
+    consul: Stateful
+    apps: tuple[App, ...]
+    backup_schedule: str
+    backup_time_zone: str
+    drill_schedule: str
+    drill_time_zone: str
+    rto_seconds: int
+    rpo_seconds: int
+
+
+def _app(app: AppServiceSpec, tier: Tier) -> App:
+    t = TIERS[tier]
+    auto = app.autoscaling
+    # min/max are set together (a CEL rule): take both from the spec or both from the tier.
+    if auto is not None and auto.min_replicas is not None and auto.max_replicas is not None:
+        low, high = auto.min_replicas, auto.max_replicas
+    else:
+        low, high = t.app_min_replicas, t.app_max_replicas
+    return App(
+        name=app.name,
+        image=app.image,
+        port=app.port,
+        replicas=_pick(app.replicas, t.app_replicas),
+        # Explicit replicas without an autoscaling switch mean "fixed size".
+        autoscaling=_pick(
+            auto.enabled if auto else None,
+            False if app.replicas is not None else t.app_autoscaling,
+        ),
+        min_replicas=low,
+        max_replicas=high,
+        target_cpu_utilization=_pick(
+            auto.target_cpu_utilization_percentage if auto else None, TARGET_CPU_UTILIZATION
+        ),
+        path=app.route_path(),
+        health_check_path=app.health_check_path,
+        env=dict(app.env or {}),
+        resources=_resources(app.resources, t.app_res),
+    )
+
+
+def resolve(name: str, spec: StackForgeTenantSpec) -> EffectiveTenant:
+    """Fill every unset value of ``spec`` from its tier."""
+    t = TIERS[spec.tier]
+    c = spec.components
+    pg, pool = c.postgres, c.postgres.pooler
+    quota = spec.quota
+    backup = spec.backup
+    drill = spec.drill
+    return EffectiveTenant(
+        name=name,
+        tier=spec.tier,
+        provider=spec.provider,
+        namespace=_pick(spec.namespace, f"{TENANT_NAMESPACE_PREFIX}{name}"),
+        suspend=spec.suspend,
+        isolate=spec.isolate,
+        domain=spec.domain,
+        tls=spec.tls,
+        admin_accounts=tuple(
+            Admin(a.username, a.email, a.role, a.password_secret_ref) for a in spec.admin_accounts
+        ),
+        notifications=spec.notifications,
+        node_size=_pick(spec.nodes.size if spec.nodes else None, t.node_size),
+        node_count=_pick(spec.nodes.count if spec.nodes else None, t.node_count),
+        quota=Quota(
+            cpu=str(_pick(quota.cpu if quota else None, t.quota.cpu)),
+            memory=str(_pick(quota.memory if quota else None, t.quota.memory)),
+            storage=_pick(quota.storage if quota else None, t.quota.storage),
+            pods=_pick(quota.pods if quota else None, t.quota.pods),
+        ),
+        postgres=Postgres(
+            enabled=_pick(pg.enabled, t.postgres),
+            version=pg.version,
+            database=pg.database,
+            storage=_pick(pg.storage, t.postgres_storage),
+            storage_class_name=pg.storage_class_name,
+            read_replicas=_pick(pg.read_replicas, t.postgres_read_replicas),
+            pooler=Pooler(
+                enabled=_pick(pool.enabled, t.pooler),
+                replicas=_pick(pool.replicas, t.pooler_replicas),
+                pool_mode=_pick(pool.pool_mode, "transaction"),
+                default_pool_size=_pick(pool.default_pool_size, t.pool_size),
+                max_client_connections=_pick(pool.max_client_connections, t.max_client_connections),
+                resources=_resources(pool.resources, t.pooler_res),
+            ),
+            resources=_resources(pg.resources, t.postgres_res),
+        ),
+        redis=Stateful(
+            enabled=_pick(c.redis.enabled, t.redis),
+            version=c.redis.version,
+            replicas=1,
+            storage=_pick(c.redis.storage, t.redis_storage),
+            resources=_resources(c.redis.resources, t.redis_res),
+        ),
+        kafka=Stateful(
+            enabled=_pick(c.kafka.enabled, t.kafka),
+            version=c.kafka.version,
+            replicas=_pick(c.kafka.replicas, t.kafka_replicas),
+            storage=_pick(c.kafka.storage, t.kafka_storage),
+            resources=_resources(c.kafka.resources, t.kafka_res),
+        ),
+        kong=Kong(
+            version=c.kong.version,
+            replicas=_pick(c.kong.replicas, t.kong_replicas),
+            resources=_resources(c.kong.resources, t.kong_res),
+        ),
+        consul=Stateful(
+            enabled=_pick(c.consul.enabled, t.consul),
+            version=c.consul.version,
+            replicas=_pick(c.consul.replicas, t.consul_replicas),
+            storage=_pick(c.consul.storage, t.consul_storage),
+            resources=_resources(c.consul.resources, t.consul_res),
+        ),
+        apps=tuple(_app(a, spec.tier) for a in c.apps),
+        backup_schedule=_pick(backup.schedule if backup else None, t.backup_schedule),
+        backup_time_zone=_pick(backup.time_zone if backup else None, DEFAULT_TIME_ZONE),
+        drill_schedule=_pick(drill.schedule if drill else None, t.drill_schedule),
+        drill_time_zone=_pick(drill.time_zone if drill else None, DEFAULT_TIME_ZONE),
+        rto_seconds=_pick(drill.rto_seconds if drill else None, t.rto_seconds),
+        rpo_seconds=_pick(drill.rpo_seconds if drill else None, t.rpo_seconds),
+    )

@@ -1,0 +1,662 @@
+"""StackForgeTenant: one customer's isolated stack.
+
+Cluster-scoped: the tenant owns its namespace (``spec.namespace``, default
+``tenant-<name>``), so the object cannot live inside it.  Every field left
+unset takes the tier's value (:mod:`stackforge_operator.models.tiers`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StrictBool, StrictInt
+
+from stackforge_operator.models.backup import RunResult
+from stackforge_operator.models.cel import Cel, Rule, ServerDefault
+from stackforge_operator.models.common import (
+    DNS_LABEL_RE,
+    EMAIL_RE,
+    IMAGE_RE,
+    Conditions,
+    Cron,
+    DNSLabel,
+    Domain,
+    Quantity,
+    ResourceRequirements,
+    SecretKeyRef,
+    SpecModel,
+    StatusModel,
+    StorageSize,
+    TimeZone,
+    condition_list_field,
+    list_map,
+    parse_quantity,
+    unique,
+)
+from stackforge_operator.models.drill import Verdict
+from stackforge_operator.models.tiers import NodeSize, Provider, Tier
+
+# Namespace names the operator must never adopt: a tenant could otherwise take
+# over (and on deletion, delete) a system namespace.
+RESERVED_NAMESPACES = ("default", "stackforge-system")
+TENANT_NAMESPACE_PREFIX = "tenant-"
+# "tenant-" + name must fit in a 63-character namespace name.
+MAX_TENANT_NAME = 63 - len(TENANT_NAMESPACE_PREFIX)
+POSTGRES_DEFAULT_VERSION = 16
+
+
+def _storage_may_not_shrink(component: str) -> Rule:
+    return Rule(
+        cel=(
+            "!has(oldSelf.storage) || !has(self.storage) || "
+            "quantity(self.storage).compareTo(quantity(oldSelf.storage)) >= 0"
+        ),
+        message=f"{component}.storage cannot shrink: volumes can only grow",
+        field_path=".storage",
+        check_update=lambda old, new: (
+            old.storage is None
+            or new.storage is None
+            or parse_quantity(new.storage) >= parse_quantity(old.storage)
+        ),
+    )
+
+
+Version = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+(\.[0-9]+){0,2}$")]
+
+# --------------------------------------------------------------------------- components
+
+
+class PoolerSpec(SpecModel):
+    """PgBouncer connection pooler in front of PostgreSQL (runbook: Database Scaling)."""
+
+    cel_rules = (
+        Rule(
+            cel=(
+                "!has(self.defaultPoolSize) || !has(self.maxClientConnections) || "
+                "self.defaultPoolSize <= self.maxClientConnections"
+            ),
+            message="pooler.defaultPoolSize must not exceed pooler.maxClientConnections",
+            field_path=".defaultPoolSize",
+            check=lambda p: (
+                p.default_pool_size is None
+                or p.max_client_connections is None
+                or p.default_pool_size <= p.max_client_connections
+            ),
+        ),
+    )
+
+    enabled: StrictBool | None = Field(None, description="Run the pooler. Default: the tier's.")
+    replicas: StrictInt | None = Field(None, ge=1, le=10, description="Pooler replicas.")
+    pool_mode: Literal["session", "transaction", "statement"] | None = Field(
+        None, description="PgBouncer pool_mode. Default: transaction."
+    )
+    default_pool_size: StrictInt | None = Field(
+        None, ge=1, le=10000, description="Server connections per database/user pair."
+    )
+    max_client_connections: StrictInt | None = Field(
+        None, ge=1, le=100000, description="Client connections the pooler accepts."
+    )
+    resources: ResourceRequirements | None = Field(None, description="Pooler pod resources.")
+
+
+class PostgresSpec(SpecModel):
+    """The tenant's PostgreSQL application database."""
+
+    cel_rules = (
+        Rule(
+            cel="!has(oldSelf.version) || !has(self.version) || self.version >= oldSelf.version",
+            message=(
+                "postgres.version cannot be lowered: a major-version downgrade needs a dump "
+                "and a restore into a new tenant"
+            ),
+            field_path=".version",
+            check_update=lambda old, new: new.version >= old.version,
+        ),
+        _storage_may_not_shrink("postgres"),
+    )
+
+    enabled: StrictBool | None = Field(
+        None, description="Run PostgreSQL. Default: the tier's (on)."
+    )
+    # Pinned server-side at creation, so that an operator release with a newer
+    # default never upgrades an existing database's major version by itself.
+    version: Annotated[StrictInt, ServerDefault(POSTGRES_DEFAULT_VERSION)] = Field(
+        POSTGRES_DEFAULT_VERSION,
+        ge=13,
+        le=18,
+        description="PostgreSQL major version; may be raised (upgrade) but never lowered.",
+    )
+    database: Annotated[str, Field(max_length=63, pattern=r"^[a-z_][a-z0-9_]*$")] = Field(
+        "app", description="Name of the application database."
+    )
+    storage: StorageSize | None = Field(
+        None, description="Volume size per instance, e.g. 50Gi; can grow, never shrink."
+    )
+    storage_class_name: DNSLabel | None = Field(
+        None, description="StorageClass of the volumes. Default: the cluster default."
+    )
+    read_replicas: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="Streaming-replication read replicas behind a read-only Service.",
+    )
+    pooler: Annotated[PoolerSpec, ServerDefault({})] = Field(
+        default_factory=PoolerSpec, description="Connection pooler settings."
+    )
+    resources: ResourceRequirements | None = Field(None, description="Database pod resources.")
+
+
+class RedisSpec(SpecModel):
+    """Redis cache."""
+
+    cel_rules = (_storage_may_not_shrink("redis"),)
+
+    enabled: StrictBool | None = Field(None, description="Run Redis. Default: the tier's.")
+    version: Version = Field("7.2", description="Redis version, e.g. 7.2.")
+    storage: StorageSize | None = Field(None, description="Persistence volume size.")
+    resources: ResourceRequirements | None = Field(None, description="Redis pod resources.")
+
+
+class KafkaSpec(SpecModel):
+    """Kafka message broker (KRaft mode)."""
+
+    cel_rules = (_storage_may_not_shrink("kafka"),)
+
+    enabled: StrictBool | None = Field(None, description="Run Kafka. Default: the tier's.")
+    version: Version = Field("3.7.0", description="Kafka version, e.g. 3.7.0.")
+    replicas: StrictInt | None = Field(None, ge=1, le=9, description="Number of brokers.")
+    storage: StorageSize | None = Field(None, description="Log volume size per broker.")
+    resources: ResourceRequirements | None = Field(None, description="Broker pod resources.")
+
+
+class KongSpec(SpecModel):
+    """Kong API gateway: always on, the tenant's only way in.
+
+    ``replicas`` is the target of the tenant's scale subresource
+    (``kubectl scale sft/NAME --replicas=N``).
+    """
+
+    version: Version = Field("3.6", description="Kong version, e.g. 3.6.")
+    replicas: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=50,
+        description="Gateway replicas; what `kubectl scale` and an HPA on the tenant change.",
+    )
+    resources: ResourceRequirements | None = Field(None, description="Gateway pod resources.")
+
+
+class ConsulSpec(SpecModel):
+    """Consul service discovery; every app instance is registered."""
+
+    cel_rules = (_storage_may_not_shrink("consul"),)
+
+    enabled: StrictBool | None = Field(None, description="Run Consul. Default: the tier's.")
+    version: Version = Field("1.18", description="Consul version, e.g. 1.18.")
+    replicas: Literal[1, 3, 5] | None = Field(
+        None, description="Consul servers: 1, 3 or 5 (an odd quorum)."
+    )
+    storage: StorageSize | None = Field(None, description="Data volume size per server.")
+    resources: ResourceRequirements | None = Field(None, description="Consul pod resources.")
+
+
+class AutoscalingSpec(SpecModel):
+    """HorizontalPodAutoscaler bounds of an app service."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.minReplicas) == has(self.maxReplicas)",
+            message="autoscaling.minReplicas and autoscaling.maxReplicas must be set together",
+            field_path=".maxReplicas",
+            check=lambda a: (a.min_replicas is None) == (a.max_replicas is None),
+        ),
+        Rule(
+            cel=(
+                "!has(self.minReplicas) || !has(self.maxReplicas) || "
+                "self.minReplicas <= self.maxReplicas"
+            ),
+            message="autoscaling.minReplicas must be less than or equal to maxReplicas",
+            field_path=".minReplicas",
+            check=lambda a: (
+                a.min_replicas is None or a.max_replicas is None or a.min_replicas <= a.max_replicas
+            ),
+        ),
+    )
+
+    enabled: StrictBool | None = Field(
+        None,
+        description=("Create an HPA. Default: off when the app sets replicas, else the tier's."),
+    )
+    min_replicas: StrictInt | None = Field(None, ge=1, le=100, description="Lower bound.")
+    max_replicas: StrictInt | None = Field(None, ge=1, le=100, description="Upper bound.")
+    target_cpu_utilization_percentage: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU utilisation to aim for. Default: 80 (runbook alert threshold).",
+    )
+
+
+class AppServiceSpec(SpecModel):
+    """One application service: a Deployment and Service behind Kong, registered in Consul."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL_RE)] = Field(
+        description="Service name, unique within the tenant (a DNS label of up to 40 characters)."
+    )
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_RE)] = Field(
+        description="Container image, e.g. registry.example.com/acme/api:1.4.2."
+    )
+    port: StrictInt = Field(ge=1, le=65535, description="Container port the service listens on.")
+    replicas: StrictInt | None = Field(
+        None, ge=0, le=100, description="Replicas when not autoscaled. Default: the tier's."
+    )
+    autoscaling: AutoscalingSpec | None = Field(None, description="Autoscaling bounds.")
+    path: (
+        Annotated[str, Field(min_length=1, max_length=256, pattern=r"^/[A-Za-z0-9/_.~-]*$")] | None
+    ) = Field(None, description="Route path prefix in Kong. Default: /<name>.")
+    health_check_path: (
+        Annotated[str, Field(min_length=1, max_length=256, pattern=r"^/[A-Za-z0-9/_.~-]*$")] | None
+    ) = Field(None, description="HTTP path of the readiness probe. Default: TCP probe.")
+    env: (
+        Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] | None
+    ) = Field(None, description="Plain environment variables (put secrets in Secrets).")
+    resources: ResourceRequirements | None = Field(None, description="Pod resources.")
+
+    def route_path(self) -> str:
+        """The Kong route prefix in effect."""
+        return self.path if self.path is not None else f"/{self.name}"
+
+
+_APP_PATH = "(has({v}.path) ? {v}.path : '/' + {v}.name)"
+
+
+class ComponentsSpec(SpecModel):
+    """The parts of the stack the tenant runs."""
+
+    cel_rules = (
+        Rule(
+            cel=(
+                "!has(self.apps) || self.apps.all(a, self.apps.exists_one(b, "
+                f"{_APP_PATH.format(v='a')} == {_APP_PATH.format(v='b')}))"
+            ),
+            message=(
+                "apps: every app service needs its own Kong route path (path defaults to /<name>)"
+            ),
+            field_path=".apps",
+            check=lambda c: len({a.route_path() for a in c.apps}) == len(c.apps),
+        ),
+    )
+
+    postgres: Annotated[PostgresSpec, ServerDefault({})] = Field(
+        default_factory=PostgresSpec, description="PostgreSQL application database."
+    )
+    redis: RedisSpec = Field(default_factory=RedisSpec, description="Redis cache.")
+    kafka: KafkaSpec = Field(default_factory=KafkaSpec, description="Kafka broker.")
+    kong: KongSpec = Field(default_factory=KongSpec, description="Kong gateway (always on).")
+    consul: ConsulSpec = Field(default_factory=ConsulSpec, description="Consul service discovery.")
+    apps: Annotated[list[AppServiceSpec], Field(max_length=20), AfterValidator(unique("name"))] = (
+        Field(
+            default_factory=list,
+            description="Application services, unique by name.",
+            json_schema_extra=list_map("name"),
+        )
+    )
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+class IssuerRef(SpecModel):
+    """A cert-manager issuer."""
+
+    name: DNSLabel = Field(description="Name of the Issuer or ClusterIssuer.")
+    kind: Literal["Issuer", "ClusterIssuer"] = Field(
+        "ClusterIssuer", description="Issuer (in the tenant namespace) or ClusterIssuer."
+    )
+
+
+class TLSSpec(SpecModel):
+    """Where the certificate for the domain comes from: an issuer or an existing Secret."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.issuerRef) != has(self.secretName)",
+            message="tls must set exactly one of issuerRef or secretName",
+            check=lambda t: (t.issuer_ref is None) != (t.secret_name is None),
+        ),
+    )
+
+    issuer_ref: IssuerRef | None = Field(
+        None, description="Issue the certificate with cert-manager using this issuer."
+    )
+    secret_name: DNSLabel | None = Field(
+        None, description="Use this kubernetes.io/tls Secret from the tenant namespace."
+    )
+
+
+class AdminRole(enum.StrEnum):
+    """What an admin account may do."""
+
+    ADMIN = "Admin"
+    OPERATOR = "Operator"
+    VIEWER = "Viewer"
+
+
+class AdminAccount(SpecModel):
+    """A customer administrator (runbook onboarding: set up customer admin accounts)."""
+
+    username: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_.-]*$")] = (
+        Field(description="Login name, unique within the tenant.")
+    )
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_RE)] = Field(
+        description="Contact address for the account."
+    )
+    role: AdminRole = Field(AdminRole.ADMIN, description="Admin, Operator or Viewer.")
+    password_secret_ref: SecretKeyRef | None = Field(
+        None, description="Initial password. Default: generated into a Secret in the namespace."
+    )
+
+
+class BackupCadence(SpecModel):
+    """The tenant's backup cadence: the default for its BackupPolicies and its freshness bar."""
+
+    schedule: Cron | None = Field(None, description="Cron schedule. Default: the tier's (02:00).")
+    time_zone: TimeZone | None = Field(
+        None, description="IANA time zone of the schedule, e.g. Europe/Berlin. Default: Etc/UTC."
+    )
+
+
+class DrillCadence(SpecModel):
+    """The tenant's disaster-recovery drill cadence and objectives (defaults for its DRDrills)."""
+
+    schedule: Cron | None = Field(
+        None, description="Cron schedule of drills. Default: the tier's (monthly for Growth)."
+    )
+    time_zone: TimeZone | None = Field(None, description="IANA time zone of the schedule.")
+    rto_seconds: StrictInt | None = Field(
+        None, gt=0, le=604800, description="Recovery time objective in seconds."
+    )
+    rpo_seconds: StrictInt | None = Field(
+        None, gt=0, le=7776000, description="Recovery point objective in seconds."
+    )
+
+
+class NotificationEvent(enum.StrEnum):
+    """Events that can be notified."""
+
+    BACKUP_FAILED = "BackupFailed"
+    BACKUP_STALE = "BackupStale"
+    DRILL_FAILED = "DrillFailed"
+    COMPONENT_DEGRADED = "ComponentDegraded"
+    CERTIFICATE_EXPIRING = "CertificateExpiring"
+    TENANT_ISOLATED = "TenantIsolated"
+
+
+class SlackChannel(SpecModel):
+    """A Slack incoming webhook."""
+
+    webhook_url_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the webhook URL (URLs are credentials)."
+    )
+    channel: (
+        Annotated[str, Field(min_length=2, max_length=81, pattern=r"^#[a-z0-9_-]+$")] | None
+    ) = Field(None, description="Channel override, e.g. #stackforge-alerts.")
+
+
+class WebhookChannel(SpecModel):
+    """A generic HTTP webhook receiving JSON events."""
+
+    name: DNSLabel = Field(description="Name of the webhook, unique within the tenant.")
+    url_secret_ref: SecretKeyRef = Field(description="Secret key holding the webhook URL.")
+
+
+class NotificationsSpec(SpecModel):
+    """Where to send alerts about the tenant."""
+
+    cel_rules = (
+        Rule(
+            cel="has(self.slack) || (has(self.webhooks) && size(self.webhooks) > 0)",
+            message="notifications must name at least one channel: slack or webhooks",
+            check=lambda n: n.slack is not None or bool(n.webhooks),
+        ),
+    )
+
+    slack: SlackChannel | None = Field(None, description="Slack channel.")
+    webhooks: Annotated[
+        list[WebhookChannel], Field(max_length=10), AfterValidator(unique("name"))
+    ] = Field(
+        default_factory=list, description="Generic webhooks.", json_schema_extra=list_map("name")
+    )
+    events: Annotated[list[NotificationEvent], Field(max_length=16)] | None = Field(
+        None,
+        description="Events to send. Default: all.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class QuotaSpec(SpecModel):
+    """Overrides of the tier's namespace ResourceQuota."""
+
+    cpu: Quantity | None = Field(None, description="Total CPU requests.")
+    memory: Quantity | None = Field(None, description="Total memory requests.")
+    storage: StorageSize | None = Field(None, description="Total requested storage.")
+    pods: StrictInt | None = Field(None, ge=1, le=10000, description="Maximum number of pods.")
+
+
+class NodesSpec(SpecModel):
+    """Overrides of the tier's node sizing used by the cost estimate."""
+
+    size: NodeSize | None = Field(None, description="Node size: 2cpu-4gb, 4cpu-8gb or 8cpu-16gb.")
+    count: StrictInt | None = Field(None, ge=1, le=100, description="Number of nodes.")
+
+
+def _namespace_rule() -> Rule:
+    return Rule(
+        cel="!self.startsWith('kube-') && !(self in ['default', 'stackforge-system'])",
+        message="namespace must not be default, stackforge-system or a kube-* namespace",
+        check=lambda ns: not ns.startswith("kube-") and ns not in RESERVED_NAMESPACES,
+    )
+
+
+class StackForgeTenantSpec(SpecModel):
+    """Desired state of a tenant's stack."""
+
+    cel_rules = (
+        Rule(
+            cel="!has(self.tls) || has(self.domain)",
+            message="tls requires domain",
+            field_path=".tls",
+            check=lambda s: s.tls is None or s.domain is not None,
+        ),
+        Rule(
+            # "namespace" is a CEL reserved word: Kubernetes exposes the
+            # property as __namespace__ (plain self.namespace is an untyped
+            # lookup whose cost the API server cannot bound).
+            cel=(
+                "has(self.__namespace__) == has(oldSelf.__namespace__) && "
+                "(!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)"
+            ),
+            message="namespace is immutable: it cannot be set, changed or removed after creation",
+            field_path=".namespace",
+            check_update=lambda old, new: old.namespace == new.namespace,
+        ),
+    )
+
+    tier: Tier = Field(description="Service tier: Starter, Growth or Enterprise.")
+    provider: Provider = Field(
+        Provider.DIGITALOCEAN,
+        description="Cloud provider priced by the cost estimate: digitalocean, aws or linode.",
+    )
+    namespace: (
+        Annotated[
+            str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_RE), Cel(_namespace_rule())
+        ]
+        | None
+    ) = Field(None, description="Namespace the tenant owns. Default: tenant-<name>. Immutable.")
+    suspend: StrictBool = Field(
+        False, description="Scale every workload to zero, keeping data and configuration."
+    )
+    isolate: StrictBool = Field(
+        False,
+        description="Security incident switch: cut all ingress and egress except the operator's.",
+    )
+    domain: Domain | None = Field(None, description="Custom domain served through Kong.")
+    tls: TLSSpec | None = Field(None, description="TLS for the domain.")
+    components: Annotated[ComponentsSpec, ServerDefault({})] = Field(
+        default_factory=ComponentsSpec, description="Components of the stack."
+    )
+    admin_accounts: Annotated[
+        list[AdminAccount], Field(max_length=20), AfterValidator(unique("username"))
+    ] = Field(
+        default_factory=list,
+        description="Customer administrator accounts, unique by username.",
+        json_schema_extra=list_map("username"),
+    )
+    backup: BackupCadence | None = Field(None, description="Backup cadence.")
+    drill: DrillCadence | None = Field(None, description="Disaster-recovery drill cadence.")
+    notifications: NotificationsSpec | None = Field(None, description="Alert channels.")
+    quota: QuotaSpec | None = Field(None, description="Namespace quota overrides.")
+    nodes: NodesSpec | None = Field(
+        None, description="Node sizing overrides for the cost estimate."
+    )
+
+
+def tenant_name_rule() -> Rule:
+    """Root-level rule: the default namespace ``tenant-<name>`` must be a valid name."""
+    return Rule(
+        cel=(
+            "has(self.spec.__namespace__) || (size(self.metadata.name) <= "
+            f"{MAX_TENANT_NAME} && self.metadata.name.matches('{DNS_LABEL_RE}'))"
+        ),
+        message=(
+            f"metadata.name must be a DNS label of at most {MAX_TENANT_NAME} characters "
+            "(the namespace defaults to tenant-<name>) unless spec.namespace is set"
+        ),
+        # No fieldPath: the CRD schema does not declare metadata's properties,
+        # and the API server refuses a fieldPath it cannot resolve.
+        check=lambda obj: (
+            obj["spec"].get("namespace") is not None
+            or (
+                len(obj["metadata"]["name"]) <= MAX_TENANT_NAME
+                and re.fullmatch(DNS_LABEL_RE, obj["metadata"]["name"]) is not None
+            )
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- status
+
+
+class ComponentKind(enum.StrEnum):
+    """Kinds of workloads a tenant runs."""
+
+    POSTGRES = "Postgres"
+    POOLER = "Pooler"
+    REDIS = "Redis"
+    KAFKA = "Kafka"
+    KONG = "Kong"
+    CONSUL = "Consul"
+    APP = "App"
+
+
+class ComponentStatus(StatusModel):
+    """Observed state of one component."""
+
+    name: str = Field(max_length=63, description="Component name (postgres, kong, an app's name).")
+    kind: ComponentKind = Field(description="What kind of component this is.")
+    ready: bool = Field(description="All desired replicas are ready.")
+    replicas: int = Field(0, ge=0, description="Desired replicas.")
+    ready_replicas: int = Field(0, ge=0, description="Ready replicas.")
+    version: str | None = Field(None, max_length=64, description="Running version.")
+    message: str | None = Field(None, max_length=1024, description="Why it is not ready.")
+
+
+Money = Annotated[str, Field(max_length=32, pattern=r"^[0-9]+\.[0-9]{2}$")]
+
+
+class CostStatus(StatusModel):
+    """Monthly cost estimate (runbook Cost Management), decimal strings in USD."""
+
+    provider: Provider = Field(description="Provider whose prices were used.")
+    node_size: NodeSize = Field(description="Node size priced.")
+    node_count: int = Field(ge=0, description="Nodes priced.")
+    currency: Literal["USD"] = Field("USD", description="Currency of the amounts.")
+    compute_monthly: Money = Field(description="Nodes per month.")
+    storage_monthly: Money = Field(description="Block storage per month.")
+    backup_monthly: Money = Field(description="Backup overhead per month (20 % of infrastructure).")
+    infrastructure_monthly: Money = Field(description="Total infrastructure cost per month.")
+    price_monthly: Money = Field(description="Customer price per month: infrastructure x 3.")
+
+
+class LastBackupSummary(StatusModel):
+    """The newest backup run of the tenant's BackupPolicies."""
+
+    policy: str = Field(max_length=253, description="BackupPolicy that ran it.")
+    run_id: str = Field(max_length=128, description="Run identifier.")
+    result: RunResult = Field(description="Outcome of the run.")
+    completion_time: datetime | None = Field(None, description="When it finished.")
+    last_success_time: datetime | None = Field(
+        None, description="When the newest complete backup finished."
+    )
+    size_bytes: int | None = Field(None, ge=0, description="Total size of the artifacts.")
+
+
+class LastDrillSummary(StatusModel):
+    """The newest finished DR drill of the tenant."""
+
+    drill: str = Field(max_length=253, description="DRDrill that ran it.")
+    run_id: str = Field(max_length=128, description="Run identifier.")
+    verdict: Verdict = Field(description="Passed or Failed.")
+    completion_time: datetime | None = Field(None, description="When it finished.")
+    rto_seconds: int | None = Field(None, ge=0, description="Measured recovery time.")
+    rpo_seconds: int | None = Field(None, ge=0, description="Measured recovery point age.")
+
+
+class CertificateStatus(StatusModel):
+    """The TLS certificate served for the domain."""
+
+    secret_name: str = Field(max_length=253, description="Secret holding the certificate.")
+    not_after: datetime | None = Field(None, description="Expiry time.")
+    days_remaining: int | None = Field(None, description="Whole days until expiry.")
+
+
+class StackForgeTenantStatus(StatusModel):
+    """Observed state of a tenant (kstatus conventions, see docs/api.md)."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation this status describes."
+    )
+    conditions: Conditions = condition_list_field()
+    namespace: str | None = Field(None, max_length=63, description="Namespace in use.")
+    replicas: int | None = Field(
+        None, ge=0, description="Gateway replicas (scale subresource statusReplicasPath)."
+    )
+    ready_replicas: int | None = Field(None, ge=0, description="Ready gateway replicas.")
+    selector: str | None = Field(
+        None,
+        max_length=1024,
+        description="Label selector of the gateway pods (scale subresource labelSelectorPath).",
+    )
+    components: Annotated[list[ComponentStatus], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="Per-component readiness.",
+        json_schema_extra=list_map("name"),
+    )
+    components_ready: str | None = Field(
+        None, max_length=16, description="Ready components out of wanted ones, e.g. 6/7."
+    )
+    endpoint: str | None = Field(None, max_length=2048, description="URL the tenant is served at.")
+    cost: CostStatus | None = Field(None, description="Monthly cost estimate.")
+    last_backup: LastBackupSummary | None = Field(None, description="Newest backup run.")
+    last_drill: LastDrillSummary | None = Field(None, description="Newest finished DR drill.")
+    certificate: CertificateStatus | None = Field(None, description="TLS certificate state.")
+    suspended: bool | None = Field(None, description="Workloads are scaled to zero.")
+    isolated: bool | None = Field(None, description="Isolation network policies are in force.")
+    credentials_rotated_at: datetime | None = Field(
+        None, description="When generated credentials were last rotated."
+    )

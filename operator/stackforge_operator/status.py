@@ -1,0 +1,239 @@
+"""Pure status logic: conditions shaped like metav1.Condition, and the roll-up.
+
+Conventions (DESIGN.md section 2): ``Ready`` exists from the first reconcile;
+whenever it is False exactly one of ``Reconciling`` (still converging) or
+``Stalled`` (needs a human) is True; ``lastTransitionTime`` moves only when a
+condition's status flips; every condition carries the generation it saw.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stackforge_operator.models.common import Condition, ConditionStatus
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+
+class Progress(enum.Enum):
+    """Where the object stands overall."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One condition as a reconcile observed it (no timestamps yet)."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+
+
+def _flag(value: bool) -> ConditionStatus:
+    return ConditionStatus.TRUE if value else ConditionStatus.FALSE
+
+
+def find(conditions: Iterable[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def is_true(conditions: Iterable[Condition], type_: str) -> bool:
+    found = find(conditions, type_)
+    return found is not None and found.status == ConditionStatus.TRUE
+
+
+def merge(
+    existing: Sequence[Condition],
+    observations: Iterable[Observation],
+    *,
+    generation: int,
+    now: datetime,
+    drop: Iterable[str] = (),
+) -> list[Condition]:
+    """The full new conditions list (a merge patch replaces lists whole).
+
+    Observed types replace their old entries, keeping ``lastTransitionTime``
+    when the status did not flip; types in ``drop`` (a component switched
+    off) disappear; other types not observed this time are kept.
+    """
+    dropped = set(drop)
+    by_type = {c.type: c for c in existing if c.type not in dropped}
+    for seen in observations:
+        old = by_type.get(seen.type)
+        flipped = old is None or old.status != seen.status
+        by_type[seen.type] = Condition(
+            type=seen.type,
+            status=seen.status,
+            reason=seen.reason,
+            message=seen.message,
+            last_transition_time=now if flipped or old is None else old.last_transition_time,
+            observed_generation=generation,
+        )
+    return sorted(by_type.values(), key=_order)
+
+
+def rollup(progress: Progress, reason: str, message: str) -> list[Observation]:
+    """Ready, Reconciling and Stalled for one overall state, mutually consistent."""
+    return [
+        Observation(READY, _flag(progress is Progress.READY), reason, message),
+        Observation(
+            RECONCILING,
+            _flag(progress is Progress.RECONCILING),
+            reason if progress is Progress.RECONCILING else "Converged",
+            message if progress is Progress.RECONCILING else "",
+        ),
+        Observation(
+            STALLED,
+            _flag(progress is Progress.STALLED),
+            reason if progress is Progress.STALLED else "NotStalled",
+            message if progress is Progress.STALLED else "",
+        ),
+    ]
+
+
+def same_conditions(a: Sequence[Condition], b: Sequence[Condition]) -> bool:
+    """True when writing ``b`` over ``a`` would change nothing a reader cares about."""
+    return [c.model_dump(mode="json") for c in sorted(a, key=_order)] == [
+        c.model_dump(mode="json") for c in sorted(b, key=_order)
+    ]
+
+
+def _order(condition: Condition) -> tuple[int, str]:
+    # Ready first, then the kstatus pair, then the rest alphabetically: a
+    # stable order keeps status patches free of spurious list changes.
+    rank = {READY: 0, RECONCILING: 1, STALLED: 2}
+    return (rank.get(condition.type, 3), condition.type)
+
+
+# -- tenants: workloads -> component readiness -> conditions ----------------------
+
+# Component label value -> (kind shown in status, condition type it feeds).
+COMPONENT_CONDITIONS: dict[str, tuple[str, str]] = {
+    "postgres": ("Postgres", "PostgresReady"),
+    "postgres-replica": ("Postgres", "PostgresReady"),
+    "pooler": ("Pooler", "PoolerReady"),
+    "redis": ("Redis", "RedisReady"),
+    "kafka": ("Kafka", "KafkaReady"),
+    "kong": ("Kong", "KongReady"),
+    "consul": ("Consul", "ConsulReady"),
+    "app": ("App", "AppsReady"),
+}
+ALL_COMPONENT_CONDITIONS = frozenset(c for _, c in COMPONENT_CONDITIONS.values())
+INFORMATIONAL_CONDITIONS = ("BackupHealthy", "DrillPassing", "CertificatesValid")
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """What a Deployment's or StatefulSet's status says about its readiness."""
+
+    name: str
+    component: str
+    replicas: int
+    ready_replicas: int
+    ready: bool
+    message: str
+
+
+def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> WorkloadState:
+    """Readiness of one workload the tenant wants, from its live object (None: missing)."""
+    meta = desired["metadata"]
+    component = meta["labels"].get("app.kubernetes.io/component", meta["name"])
+    if live is None:
+        return WorkloadState(meta["name"], component, 0, 0, False, "not created yet")
+    spec, status = live.get("spec") or {}, live.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    current = int(status.get("replicas") or 0)
+    seen = int(status.get("observedGeneration") or 0) >= int(live["metadata"].get("generation", 0))
+    if not seen:
+        return WorkloadState(meta["name"], component, wanted, ready, False, "rollout not observed")
+    if wanted == 0:
+        done = current == 0
+        return WorkloadState(meta["name"], component, 0, ready, done,
+                             "" if done else f"{current} replicas still stopping")
+    done = ready >= wanted and updated >= wanted
+    message = "" if done else f"{ready}/{wanted} replicas ready, {updated} updated"
+    return WorkloadState(meta["name"], component, wanted, ready, done, message)
+
+
+def component_observations(states: Sequence[WorkloadState]) -> list[Observation]:
+    """One condition per component kind in use (e.g. all apps roll into AppsReady)."""
+    grouped: dict[str, list[WorkloadState]] = {}
+    for state in states:
+        _, condition = COMPONENT_CONDITIONS.get(state.component, ("App", "AppsReady"))
+        grouped.setdefault(condition, []).append(state)
+    observations = []
+    for condition, members in sorted(grouped.items()):
+        waiting = [s for s in members if not s.ready]
+        if waiting:
+            message = "; ".join(f"{s.name}: {s.message}" for s in waiting)
+            observations.append(Observation(condition, ConditionStatus.FALSE, "NotReady", message))
+        else:
+            names = ", ".join(s.name for s in members)
+            observations.append(Observation(condition, ConditionStatus.TRUE, "Ready",
+                                            f"ready: {names}"))
+    return observations
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a human has to fix; it makes the object Stalled."""
+
+    reason: str
+    message: str
+
+
+def tenant_progress(
+    components: Sequence[Observation],
+    informational: Sequence[Observation],
+    problems: Sequence[Problem],
+    *,
+    suspended: bool,
+) -> tuple[Progress, str, str]:
+    """The roll-up: (progress, reason, message) for Ready/Reconciling/Stalled."""
+    if problems:
+        return (Progress.STALLED, problems[0].reason, "; ".join(p.message for p in problems))
+    failing = [o for o in informational if o.status == ConditionStatus.FALSE]
+    if failing:
+        return (Progress.STALLED, failing[0].reason, "; ".join(
+            f"{o.type}: {o.message}" for o in failing))
+    waiting = [o for o in components if o.status != ConditionStatus.TRUE]
+    if waiting:
+        return (Progress.RECONCILING, "ComponentsNotReady", "; ".join(
+            f"{o.type}: {o.message}" for o in waiting))
+    if suspended:
+        return (Progress.READY, "Suspended", "workloads are scaled to zero; data is kept")
+    return (Progress.READY, "AllComponentsReady", f"{len(components)} components ready")
+
+
+# Conditions whose False is bad news (a Warning event); for the others
+# (Reconciling, Stalled) True is.
+_BAD_WHEN_TRUE = frozenset({RECONCILING, STALLED})
+
+
+def transitions(
+    old: Sequence[Condition], new: Sequence[Condition]
+) -> list[tuple[str, str, str]]:
+    """(event type, reason, message) for every condition whose status flipped or appeared."""
+    before = {c.type: c.status for c in old}
+    events = []
+    for condition in new:
+        if before.get(condition.type) == condition.status:
+            continue
+        good = (condition.status == ConditionStatus.TRUE) != (condition.type in _BAD_WHEN_TRUE)
+        if condition.type == RECONCILING and condition.status == ConditionStatus.TRUE:
+            good = True  # converging is routine, not a warning
+        message = f"{condition.type}={condition.status.value}: {condition.message}".rstrip(": ")
+        events.append(("Normal" if good else "Warning", condition.reason, message))
+    return events

@@ -1,0 +1,485 @@
+"""Malformed objects the API server must refuse at admission, as data.
+
+Every case starts from an object in ``examples/`` and breaks one thing.  The
+``expect`` text is what must appear in the API server's error: schema errors
+name the field path (``spec.components.apps[0].port``), CEL errors carry the
+rule's message (which names the field too).
+
+How to apply them:
+
+* create with ``fieldValidation=Strict`` (kubectl's default): unknown-field
+  cases (``strict=True``) are otherwise pruned silently instead of refused;
+* namespaced manifests carry ``metadata.namespace: tenant-acme``; set it to
+  the test's namespace before applying;
+* every manifest has a distinct ``metadata.name``, so a case wrongly accepted
+  cannot hide another one.
+
+``UPDATE_CASES`` create ``original`` (which must succeed), then replace it
+with ``modified`` (which must fail).  ``ACCEPTED_UPDATES`` are the positive
+controls: the same rules must not refuse legitimate changes.
+
+The unit tests check the same tables against the pydantic models and the CEL
+rules offline (tests/unit/test_admission_cases.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FILES = {
+    "StackForgeTenant": "tenant-acme.yaml",
+    "BackupPolicy": "backuppolicy-acme.yaml",
+    "DRDrill": "drdrill-acme.yaml",
+}
+KINDS = tuple(FILES)
+Manifest = dict[str, Any]
+
+
+@cache
+def _example(kind: str) -> Manifest:
+    loaded: Manifest = yaml.safe_load((EXAMPLES / FILES[kind]).read_text())
+    return loaded
+
+
+def example(kind: str) -> Manifest:
+    """A fresh copy of the example object of ``kind``."""
+    return copy.deepcopy(_example(kind))
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _walk(obj: Any, path: str) -> tuple[Any, str | int]:
+    steps: list[str | int] = [int(index) if index else key for key, index in _STEP.findall(path)]
+    for step in steps[:-1]:
+        obj = obj.setdefault(step, {}) if isinstance(step, str) else obj[step]
+    return obj, steps[-1]
+
+
+# Marks a field to remove rather than set.
+DELETE = object()
+
+
+def changed(kind: str, name: str, changes: dict[str, Any]) -> Manifest:
+    """The example of ``kind`` named ``name`` with ``{"spec.a[0].b": value}`` applied."""
+    obj = example(kind)
+    obj["metadata"]["name"] = name
+    for path, value in changes.items():
+        parent, last = _walk(obj, path)
+        if value is DELETE:
+            del parent[last]
+        else:
+            parent[last] = copy.deepcopy(value)
+    return obj
+
+
+@dataclass(frozen=True)
+class Case:
+    """One object that must be refused on create."""
+
+    id: str
+    kind: str
+    manifest: Manifest
+    expect: str
+    strict: bool = False  # refused only with fieldValidation=Strict (unknown field)
+
+
+@dataclass(frozen=True)
+class UpdateCase:
+    """``original`` is accepted; replacing it with ``modified`` must be refused."""
+
+    id: str
+    kind: str
+    original: Manifest
+    modified: Manifest
+    expect: str
+
+
+T, BP, DR = KINDS
+CRON_MESSAGE = "schedule must be a cron expression"
+
+
+def _case(kind: str, id_: str, changes: dict[str, Any], expect: str, strict: bool = False) -> Case:
+    prefix = {T: "t", BP: "bp", DR: "dr"}[kind]
+    return Case(id_, kind, changed(kind, f"{prefix}-{id_}"[:56], changes), expect, strict)
+
+
+def _app(**fields: Any) -> dict[str, Any]:
+    app = {"name": "extra", "image": "registry.example.com/acme/extra:1.0.0", "port": 8080}
+    app.update(fields)
+    return app
+
+
+def _tenant_cases() -> list[Case]:
+    c: Callable[..., Case] = lambda *a, **k: _case(T, *a, **k)  # noqa: E731
+    apps = "spec.components.apps"
+    return [
+        c("bad-tier", {"spec.tier": "Platinum"}, "spec.tier"),
+        c("lowercase-tier", {"spec.tier": "growth"}, "spec.tier"),
+        c("missing-tier", {"spec.tier": DELETE}, "spec.tier"),
+        c("bad-provider", {"spec.provider": "gcp"}, "spec.provider"),
+        c(
+            "unknown-component",
+            {"spec.components.mongodb": {"enabled": True}},
+            "spec.components.mongodb",
+            strict=True,
+        ),
+        c("unknown-spec-field", {"spec.replicaCount": 3}, "spec.replicaCount", strict=True),
+        c("malformed-domain", {"spec.domain": "Acme_Example.com"}, "spec.domain"),
+        c("single-label-domain", {"spec.domain": "acme"}, "spec.domain"),
+        c(
+            "tls-issuer-and-secret",
+            {"spec.tls.secretName": "acme-tls"},
+            "tls must set exactly one of issuerRef or secretName",
+        ),
+        c("tls-neither", {"spec.tls": {}}, "tls must set exactly one of issuerRef or secretName"),
+        c("tls-without-domain", {"spec.domain": DELETE}, "tls requires domain"),
+        c("bad-issuer-kind", {"spec.tls.issuerRef.kind": "Vault"}, "spec.tls.issuerRef.kind"),
+        c("duplicate-app-names", {f"{apps}[1].name": "api"}, f"{apps}[1]"),
+        c(
+            "duplicate-app-paths",
+            {f"{apps}[1].path": "/api"},
+            "every app service needs its own Kong route path",
+        ),
+        c("bad-app-name", {f"{apps}[0].name": "Web_API"}, f"{apps}[0].name"),
+        c("app-port-zero", {f"{apps}[0].port": 0}, f"{apps}[0].port"),
+        c("app-port-too-big", {f"{apps}[0].port": 70000}, f"{apps}[0].port"),
+        c("negative-app-replicas", {f"{apps}[1].replicas": -1}, f"{apps}[1].replicas"),
+        c(
+            "autoscaling-min-gt-max",
+            {f"{apps}[0].autoscaling.minReplicas": 8},
+            "autoscaling.minReplicas must be less than or equal to maxReplicas",
+        ),
+        c(
+            "autoscaling-min-zero",
+            {f"{apps}[0].autoscaling.minReplicas": 0},
+            f"{apps}[0].autoscaling.minReplicas",
+        ),
+        c(
+            "autoscaling-min-without-max",
+            {f"{apps}[0].autoscaling.maxReplicas": DELETE},
+            "autoscaling.minReplicas and autoscaling.maxReplicas must be set together",
+        ),
+        c(
+            "autoscaling-cpu-over-100",
+            {f"{apps}[0].autoscaling.targetCPUUtilizationPercentage": 150},
+            f"{apps}[0].autoscaling.targetCPUUtilizationPercentage",
+        ),
+        c("empty-image", {f"{apps}[0].image": ""}, f"{apps}[0].image"),
+        c("image-with-space", {f"{apps}[0].image": "acme/api 1.4"}, f"{apps}[0].image"),
+        c("too-many-apps", {apps: [_app(name=f"app{i}", path=f"/a{i}") for i in range(21)]}, apps),
+        c("route-path-not-absolute", {f"{apps}[0].path": "api"}, f"{apps}[0].path"),
+        c(
+            "postgres-version-too-old",
+            {"spec.components.postgres.version": 9},
+            "spec.components.postgres.version",
+        ),
+        c(
+            "negative-read-replicas",
+            {"spec.components.postgres.readReplicas": -1},
+            "spec.components.postgres.readReplicas",
+        ),
+        c(
+            "postgres-storage-not-quantity",
+            {"spec.components.postgres.storage": "lots"},
+            "spec.components.postgres.storage",
+        ),
+        c(
+            "bad-pool-mode",
+            {"spec.components.postgres.pooler.poolMode": "bogus"},
+            "spec.components.postgres.pooler.poolMode",
+        ),
+        c(
+            "pool-larger-than-connections",
+            {"spec.components.postgres.pooler.defaultPoolSize": 600},
+            "pooler.defaultPoolSize must not exceed pooler.maxClientConnections",
+        ),
+        c(
+            "requests-exceed-limits",
+            {"spec.components.postgres.resources.requests.cpu": "4"},
+            "resources.requests must not exceed resources.limits",
+        ),
+        c(
+            "memory-not-quantity",
+            {"spec.components.postgres.resources.limits.memory": "12 GB"},
+            "spec.components.postgres.resources.limits.memory",
+        ),
+        c(
+            "zero-kafka-brokers",
+            {"spec.components.kafka.replicas": 0},
+            "spec.components.kafka.replicas",
+        ),
+        c(
+            "negative-kong-replicas",
+            {"spec.components.kong.replicas": -1},
+            "spec.components.kong.replicas",
+        ),
+        c(
+            "even-consul-quorum",
+            {"spec.components.consul.replicas": 2},
+            "spec.components.consul.replicas",
+        ),
+        c(
+            "bad-redis-version",
+            {"spec.components.redis.version": "latest"},
+            "spec.components.redis.version",
+        ),
+        c(
+            "bad-admin-email",
+            {"spec.adminAccounts[0].email": "jane-at-acme"},
+            "spec.adminAccounts[0].email",
+        ),
+        c("duplicate-admin", {"spec.adminAccounts[1].username": "jane"}, "spec.adminAccounts[1]"),
+        c("bad-admin-role", {"spec.adminAccounts[0].role": "root"}, "spec.adminAccounts[0].role"),
+        c("invalid-backup-cron", {"spec.backup.schedule": "every day at 2"}, CRON_MESSAGE),
+        c("backup-cron-minute-61", {"spec.backup.schedule": "61 2 * * *"}, CRON_MESSAGE),
+        c("backup-cron-six-fields", {"spec.backup.schedule": "0 0 2 * * *"}, CRON_MESSAGE),
+        c("bad-time-zone", {"spec.backup.timeZone": "Mars/Olympus Mons"}, "spec.backup.timeZone"),
+        c("utc-offset-time-zone", {"spec.drill.timeZone": "+05:00"}, "spec.drill.timeZone"),
+        c("invalid-drill-cron", {"spec.drill.schedule": "0 3 32 * *"}, CRON_MESSAGE),
+        c("zero-rto", {"spec.drill.rtoSeconds": 0}, "spec.drill.rtoSeconds"),
+        c("negative-rpo", {"spec.drill.rpoSeconds": -60}, "spec.drill.rpoSeconds"),
+        c(
+            "slack-ref-without-key",
+            {"spec.notifications.slack.webhookUrlSecretRef.key": DELETE},
+            "spec.notifications.slack.webhookUrlSecretRef.key",
+        ),
+        c(
+            "bad-slack-channel",
+            {"spec.notifications.slack.channel": "alerts"},
+            "spec.notifications.slack.channel",
+        ),
+        c(
+            "duplicate-webhook",
+            {
+                "spec.notifications.webhooks": [
+                    {"name": "hook", "urlSecretRef": {"name": "s", "key": "a"}},
+                    {"name": "hook", "urlSecretRef": {"name": "s", "key": "b"}},
+                ]
+            },
+            "spec.notifications.webhooks[1]",
+        ),
+        c(
+            "unknown-event",
+            {"spec.notifications.events": ["Everything"]},
+            "spec.notifications.events[0]",
+        ),
+        c(
+            "no-notification-channel",
+            {"spec.notifications": {"events": ["BackupFailed"]}},
+            "notifications must name at least one channel",
+        ),
+        c(
+            "system-namespace",
+            {"spec.namespace": "kube-system"},
+            "namespace must not be default, stackforge-system or a kube-* namespace",
+        ),
+        c("invalid-namespace", {"spec.namespace": "Tenant_Acme"}, "spec.namespace"),
+        c("suspend-not-bool", {"spec.suspend": "yes"}, "spec.suspend"),
+        c("isolate-not-bool", {"spec.isolate": 1}, "spec.isolate"),
+        c("bad-node-size", {"spec.nodes": {"size": "64cpu-256gb"}}, "spec.nodes.size"),
+        c("quota-pods-zero", {"spec.quota": {"pods": 0}}, "spec.quota.pods"),
+        c(
+            "name-too-long-for-namespace",
+            {"metadata.name": "a" * 60},
+            "metadata.name must be a DNS label",
+        ),
+        c("name-with-dots", {"metadata.name": "acme.corp"}, "metadata.name must be a DNS label"),
+    ]
+
+
+def _backup_cases() -> list[Case]:
+    c: Callable[..., Case] = lambda *a, **k: _case(BP, *a, **k)  # noqa: E731
+    return [
+        c("missing-bucket", {"spec.storage.bucket": DELETE}, "spec.storage.bucket"),
+        c("missing-storage", {"spec.storage": DELETE}, "spec.storage"),
+        c("bad-bucket-name", {"spec.storage.bucket": "My_Bucket"}, "spec.storage.bucket"),
+        c("missing-tenant-ref", {"spec.tenantRef": DELETE}, "spec.tenantRef"),
+        c("invalid-cron", {"spec.schedule": "daily at 2am"}, CRON_MESSAGE),
+        c("cron-hour-24", {"spec.schedule": "0 24 * * *"}, CRON_MESSAGE),
+        c("bad-time-zone", {"spec.timeZone": "Europe/Berlin Time"}, "spec.timeZone"),
+        c("endpoint-not-url", {"spec.storage.endpoint": "not a url"}, "spec.storage.endpoint"),
+        c(
+            "endpoint-ftp",
+            {"spec.storage.endpoint": "ftp://s3.example.com"},
+            "spec.storage.endpoint",
+        ),
+        c("grafana-url-bad", {"spec.grafana.url": "grafana:3000"}, "spec.grafana.url"),
+        c("prefix-leading-slash", {"spec.storage.prefix": "/backups"}, "spec.storage.prefix"),
+        c(
+            "kms-without-key",
+            {"spec.storage.serverSideEncryption": {"algorithm": "aws:kms"}},
+            "serverSideEncryption.kmsKeyId is required with algorithm aws:kms",
+        ),
+        c(
+            "aes-with-kms-key",
+            {"spec.storage.serverSideEncryption.kmsKeyId": "alias/backups"},
+            "serverSideEncryption.kmsKeyId is required with algorithm aws:kms",
+        ),
+        c(
+            "bad-sse-algorithm",
+            {"spec.storage.serverSideEncryption.algorithm": "rot13"},
+            "spec.storage.serverSideEncryption.algorithm",
+        ),
+        c("retention-keep-last-zero", {"spec.retention.keepLast": 0}, "spec.retention.keepLast"),
+        c("retention-negative-daily", {"spec.retention.daily": -1}, "spec.retention.daily"),
+        c("retention-empty", {"spec.retention": {}}, "retention must set at least one of keepLast"),
+        c(
+            "retention-max-age-too-short",
+            {"spec.retention.maxAgeDays": 30},
+            "retention.maxAgeDays is shorter than the daily/weekly/monthly backups",
+        ),
+        c("unknown-target", {"spec.targets": ["Postgres", "Everything"]}, "spec.targets[1]"),
+        c("duplicate-target", {"spec.targets": ["Postgres", "Postgres"]}, "spec.targets[1]"),
+        c("empty-targets", {"spec.targets": []}, "spec.targets"),
+        c(
+            "grafana-target-without-grafana",
+            {"spec.grafana": DELETE},
+            "grafana is required when targets include GrafanaDashboards",
+        ),
+        c("deadline-too-short", {"spec.activeDeadlineSeconds": 5}, "spec.activeDeadlineSeconds"),
+        c("unknown-field", {"spec.encryptionKey": "hunter2"}, "spec.encryptionKey", strict=True),
+    ]
+
+
+def _drill_cases() -> list[Case]:
+    c: Callable[..., Case] = lambda *a, **k: _case(DR, *a, **k)  # noqa: E731
+    return [
+        c("zero-rto", {"spec.objectives.rtoSeconds": 0}, "spec.objectives.rtoSeconds"),
+        c("negative-rto", {"spec.objectives.rtoSeconds": -5}, "spec.objectives.rtoSeconds"),
+        c("zero-rpo", {"spec.objectives.rpoSeconds": 0}, "spec.objectives.rpoSeconds"),
+        c(
+            "by-id-without-id",
+            {"spec.backup.source": "ById"},
+            "backup.id is required with source ById",
+        ),
+        c(
+            "latest-with-id",
+            {"spec.backup.id": "20250101-020000"},
+            "backup.id is required with source ById",
+        ),
+        c(
+            "point-in-time-missing",
+            {"spec.backup.source": "PointInTime"},
+            "backup.pointInTime is required with source PointInTime",
+        ),
+        c(
+            "point-in-time-not-a-time",
+            {"spec.backup": {"source": "PointInTime", "pointInTime": "yesterday"}},
+            "spec.backup.pointInTime",
+        ),
+        c("bad-backup-source", {"spec.backup.source": "Yesterday"}, "spec.backup.source"),
+        c("invalid-cron", {"spec.schedule": "monthly"}, CRON_MESSAGE),
+        c("once-with-schedule", {"spec.once": True}, "once and schedule are mutually exclusive"),
+        c("sandbox-ttl-too-short", {"spec.sandbox.ttlSeconds": 10}, "spec.sandbox.ttlSeconds"),
+        c("history-limit-zero", {"spec.historyLimit": 0}, "spec.historyLimit"),
+        c("history-limit-huge", {"spec.historyLimit": 1000}, "spec.historyLimit"),
+        c(
+            "duplicate-query-names",
+            {"spec.checks.queries[1].name": "customers-present"},
+            "spec.checks.queries[1]",
+        ),
+        c(
+            "query-both-expectations",
+            {"spec.checks.queries[0].expectedRows": 1},
+            "query check must set exactly one of expectedRows or expectedValue",
+        ),
+        c(
+            "query-no-expectation",
+            {"spec.checks.queries[1].expectedRows": DELETE},
+            "query check must set exactly one of expectedRows or expectedValue",
+        ),
+        c("empty-sql", {"spec.checks.queries[0].sql": ""}, "spec.checks.queries[0].sql"),
+        c("missing-tenant-ref", {"spec.tenantRef": DELETE}, "spec.tenantRef"),
+        c(
+            "unknown-field",
+            {"spec.verification": {"rowCounts": True}},
+            "spec.verification",
+            strict=True,
+        ),
+    ]
+
+
+CASES: list[Case] = _tenant_cases() + _backup_cases() + _drill_cases()
+
+
+def _update(
+    kind: str, id_: str, before: dict[str, Any], after: dict[str, Any], expect: str
+) -> UpdateCase:
+    prefix = {T: "t", BP: "bp", DR: "dr"}[kind]
+    name = f"{prefix}-u-{id_}"[:56]
+    original = changed(kind, name, before)
+    modified = copy.deepcopy(original)
+    for path, value in after.items():
+        parent, last = _walk(modified, path)
+        if value is DELETE:
+            del parent[last]
+        else:
+            parent[last] = copy.deepcopy(value)
+    return UpdateCase(id_, kind, original, modified, expect)
+
+
+NS_IMMUTABLE = "namespace is immutable"
+UPDATE_CASES: list[UpdateCase] = [
+    _update(
+        T,
+        "namespace-changed",
+        {"spec.namespace": "nsc-prod"},
+        {"spec.namespace": "nsc-staging"},
+        NS_IMMUTABLE,
+    ),
+    _update(T, "namespace-added", {}, {"spec.namespace": "nsa-prod"}, NS_IMMUTABLE),
+    _update(
+        T,
+        "namespace-removed",
+        {"spec.namespace": "nsr-prod"},
+        {"spec.namespace": DELETE},
+        NS_IMMUTABLE,
+    ),
+    _update(
+        T,
+        "postgres-downgrade",
+        {},
+        {"spec.components.postgres.version": 15},
+        "postgres.version cannot be lowered",
+    ),
+    _update(
+        T,
+        "postgres-storage-shrink",
+        {},
+        {"spec.components.postgres.storage": "20Gi"},
+        "postgres.storage cannot shrink",
+    ),
+    _update(
+        T,
+        "kafka-storage-shrink",
+        {},
+        {"spec.components.kafka.storage": "10Gi"},
+        "kafka.storage cannot shrink",
+    ),
+    _update(
+        BP, "tenant-ref-changed", {}, {"spec.tenantRef.name": "globex"}, "tenantRef is immutable"
+    ),
+    _update(
+        DR, "tenant-ref-changed", {}, {"spec.tenantRef.name": "globex"}, "tenantRef is immutable"
+    ),
+]
+
+# Positive controls: legitimate updates the transition rules must let through.
+ACCEPTED_UPDATES: list[UpdateCase] = [
+    _update(T, "postgres-upgrade", {}, {"spec.components.postgres.version": 17}, ""),
+    _update(T, "postgres-storage-grow", {}, {"spec.components.postgres.storage": "80Gi"}, ""),
+    _update(T, "tier-change", {}, {"spec.tier": "Enterprise"}, ""),
+    _update(T, "namespace-unchanged", {"spec.namespace": "nsu-prod"}, {"spec.isolate": True}, ""),
+    _update(BP, "schedule-change", {}, {"spec.schedule": "30 1 * * *"}, ""),
+    _update(DR, "objectives-change", {}, {"spec.objectives.rtoSeconds": 1800}, ""),
+]
