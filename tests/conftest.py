@@ -94,6 +94,22 @@ def cluster(
         _startup_report.append("local control plane stopped; no component process remains")
 
 
+@pytest.fixture(scope="session")
+def stackforge_crds(cluster: ClusterHandle) -> list[str]:
+    """The generated CRDs, installed and Established; returns their names."""
+    from stackforge_operator import crdgen
+
+    rendered = crdgen.render_all()
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=stackforge-tests", "-f", "-",
+        input="---\n".join(rendered.values()),
+    )
+    names = [f"{c['spec']['names']['plural']}.{c['spec']['group']}" for c in crdgen.crds()]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    *(f"crd/{n}" for n in names))
+    return names
+
+
 def _namespace_name(nodeid: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", nodeid.split("::")[-1].lower()).strip("-")[:40]
     return f"t-{base}-{uuid.uuid4().hex[:5]}".replace("--", "-")

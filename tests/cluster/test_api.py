@@ -1,0 +1,181 @@
+"""The CRDs on the real API server: admission, kubectl explain, printer columns, examples."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stackforge_operator import API_GROUP, API_VERSION
+from tests.cluster.admission_cases import (
+    ACCEPTED_UPDATES,
+    CASES,
+    UPDATE_CASES,
+    Case,
+    UpdateCase,
+    example,
+)
+from tests.support.clusters import ClusterHandle
+
+PLURALS = {
+    "StackForgeTenant": "stackforgetenants",
+    "BackupPolicy": "backuppolicies",
+    "DRDrill": "drdrills",
+}
+pytestmark = pytest.mark.usefixtures("stackforge_crds")
+
+
+def _create(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -> Any:
+    objects = client.CustomObjectsApi(cluster.api)
+    plural = PLURALS[manifest["kind"]]
+    if manifest["kind"] == "StackForgeTenant":
+        return objects.create_cluster_custom_object(
+            API_GROUP, API_VERSION, plural, manifest, field_validation="Strict"
+        )
+    manifest["metadata"]["namespace"] = namespace
+    return objects.create_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, plural, manifest, field_validation="Strict"
+    )
+
+
+def _replace(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -> Any:
+    objects = client.CustomObjectsApi(cluster.api)
+    plural = PLURALS[manifest["kind"]]
+    name = manifest["metadata"]["name"]
+    if manifest["kind"] == "StackForgeTenant":
+        live = objects.get_cluster_custom_object(API_GROUP, API_VERSION, plural, name)
+        manifest["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+        return objects.replace_cluster_custom_object(
+            API_GROUP, API_VERSION, plural, name, manifest, field_validation="Strict"
+        )
+    manifest["metadata"]["namespace"] = namespace
+    live = objects.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
+    manifest["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+    return objects.replace_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, plural, name, manifest, field_validation="Strict"
+    )
+
+
+@pytest.fixture
+def cleanup_tenants(cluster: ClusterHandle) -> Iterator[list[str]]:
+    """Tenants are cluster-scoped: delete the ones a test created."""
+    names: list[str] = []
+    yield names
+    objects = client.CustomObjectsApi(cluster.api)
+    for name in names:
+        try:
+            objects.delete_cluster_custom_object(
+                API_GROUP, API_VERSION, "stackforgetenants", name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}-{c.id}" for c in CASES])
+def test_malformed_object_is_refused_at_admission_naming_the_field(
+    cluster: ClusterHandle, namespace: str, case: Case, cleanup_tenants: list[str]
+) -> None:
+    manifest = copy.deepcopy(case.manifest)
+    if manifest["kind"] == "StackForgeTenant":
+        cleanup_tenants.append(manifest["metadata"]["name"])
+    with pytest.raises(ApiException) as refused:
+        _create(cluster, manifest, namespace)
+    assert refused.value.status == 422 or (case.strict and refused.value.status == 400), (
+        refused.value.body
+    )
+    assert case.expect in refused.value.body
+
+
+@pytest.mark.parametrize("case", UPDATE_CASES, ids=[f"{c.kind}-{c.id}" for c in UPDATE_CASES])
+def test_forbidden_change_is_refused(
+    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup_tenants: list[str]
+) -> None:
+    original = copy.deepcopy(case.original)
+    if original["kind"] == "StackForgeTenant":
+        cleanup_tenants.append(original["metadata"]["name"])
+    _create(cluster, original, namespace)
+    with pytest.raises(ApiException) as refused:
+        _replace(cluster, copy.deepcopy(case.modified), namespace)
+    assert refused.value.status == 422
+    assert case.expect in refused.value.body
+
+
+@pytest.mark.parametrize(
+    "case", ACCEPTED_UPDATES, ids=[f"{c.kind}-{c.id}" for c in ACCEPTED_UPDATES]
+)
+def test_legitimate_change_is_accepted(
+    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup_tenants: list[str]
+) -> None:
+    original = copy.deepcopy(case.original)
+    if original["kind"] == "StackForgeTenant":
+        cleanup_tenants.append(original["metadata"]["name"])
+    _create(cluster, original, namespace)
+    _replace(cluster, copy.deepcopy(case.modified), namespace)
+
+
+def test_examples_are_accepted_and_shown_with_printer_columns(
+    cluster: ClusterHandle, namespace: str, cleanup_tenants: list[str]
+) -> None:
+    for kind in PLURALS:
+        manifest = example(kind)
+        if kind == "StackForgeTenant":
+            manifest["metadata"]["name"] = "acme-api-test"
+            cleanup_tenants.append("acme-api-test")
+        _create(cluster, manifest, namespace)
+
+    tenants = cluster.kubectl("get", "sft", "acme-api-test").stdout.splitlines()
+    assert tenants[0].split() == [
+        "NAME", "TIER", "READY", "REASON", "COMPONENTS", "LAST", "BACKUP", "LAST", "DRILL", "AGE"
+    ]
+    assert tenants[1].split()[:2] == ["acme-api-test", "Growth"]
+
+    policies = cluster.kubectl("get", "sfbp", "-n", namespace).stdout.splitlines()
+    assert policies[0].split()[:4] == ["NAME", "TENANT", "SCHEDULE", "READY"]
+    drills = cluster.kubectl("get", "sfdr", "-n", namespace).stdout.splitlines()
+    assert drills[0].split()[:2] == ["NAME", "TENANT"]
+    assert len(drills) == 2
+
+    # The category lists all three kinds at once.
+    everything = cluster.kubectl("get", "stackforge", "-A", "-o", "name").stdout.split()
+    assert f"stackforgetenant.{API_GROUP}/acme-api-test" in everything
+    assert any(n.startswith(f"backuppolicy.{API_GROUP}/") for n in everything)
+    assert any(n.startswith(f"drdrill.{API_GROUP}/") for n in everything)
+
+
+@pytest.mark.parametrize(
+    ("resource", "field", "words"),
+    [
+        ("sft", "spec.tier", "Service tier"),
+        ("sft", "spec.components.postgres.readReplicas", "read replicas"),
+        ("sfbp", "spec.schedule", "Cron"),
+        ("sfdr", "spec.objectives", "RTO"),
+        ("sft", "status.conditions", "Ready"),
+    ],
+)
+def test_kubectl_explain_shows_field_descriptions(
+    cluster: ClusterHandle, resource: str, field: str, words: str
+) -> None:
+    explained = cluster.kubectl("explain", f"{resource}.{field}").stdout
+    assert "DESCRIPTION" in explained or "FIELD" in explained
+    assert words.lower() in explained.lower(), explained
+
+
+def test_every_crd_has_status_subresource_short_name_and_category(
+    cluster: ClusterHandle, stackforge_crds: list[str]
+) -> None:
+    extensions = client.ApiextensionsV1Api(cluster.api)
+    short_names = set()
+    for name in stackforge_crds:
+        crd = extensions.read_custom_resource_definition(name)
+        version = crd.spec.versions[0]
+        assert version.subresources.status is not None
+        assert "stackforge" in crd.spec.names.categories
+        short_names.update(crd.spec.names.short_names)
+        columns = [c.name for c in version.additional_printer_columns]
+        assert {"Ready", "Reason"} <= set(columns)
+    assert short_names == {"sft", "sfbp", "sfdr"}
