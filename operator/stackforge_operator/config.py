@@ -7,6 +7,7 @@ them later orphans the annotations and finalizers already written.
 from __future__ import annotations
 
 import logging
+import os
 
 import kopf
 
@@ -16,6 +17,16 @@ FINALIZER = f"{API_GROUP}/finalizer"
 STORAGE_PREFIX = API_GROUP
 # Blocking clients (kubernetes, boto3) run in this many worker threads.
 MAX_SYNC_WORKERS = 8
+# Tenants reconciled at the same time.
+RECONCILE_WORKERS = 8
+# Retry delay after an unexpected API error.
+RETRY_SECONDS = 10.0
+# How often a converged tenant is looked at again (drift in children that are
+# not watched, e.g. Secrets). Environment override for tests and tuning.
+RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
+# A stalled tenant waits for a human; look again this often (a Secret that
+# appears is not a watch event the operator receives).
+STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:

@@ -7,10 +7,13 @@ the same credentials through :func:`connection_info`.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -23,6 +26,7 @@ from kubernetes.dynamic.resource import Resource
 from stackforge_operator import FIELD_MANAGER
 
 Obj = dict[str, Any]
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _api_client: client.ApiClient | None = None
@@ -188,3 +192,36 @@ def patch_status(
         )
         result: Obj = patched.to_dict()
         return result
+
+
+def record_event(involved: Obj, event_type: str, reason: str, message: str) -> None:
+    """Post a core/v1 Event about ``involved``; losing one must not fail a reconcile."""
+    meta = involved["metadata"]
+    # Events of cluster-scoped objects conventionally live in "default".
+    namespace = meta.get("namespace") or "default"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved["apiVersion"],
+            "kind": involved["kind"],
+            "name": meta["name"],
+            "namespace": meta.get("namespace") or "",
+            "uid": meta.get("uid", ""),
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": socket.gethostname(),
+    }
+    try:
+        _resource("v1", "Event").create(body=body, namespace=namespace)
+    except ApiException as error:
+        logger.warning("could not post event %s for %s: %s", reason, meta["name"], _reason(error))

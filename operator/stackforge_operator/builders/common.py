@@ -1,0 +1,338 @@
+"""Names, labels and security settings every child object shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from stackforge_operator import API_GROUP
+from stackforge_operator.models.effective import EffectiveTenant, Resources
+
+Manifest = dict[str, Any]
+
+TENANT_LABEL = f"{API_GROUP}/tenant"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+# App services share the component "app" and are told apart by this label.
+APP_LABEL = f"{API_GROUP}/app"
+APP_COMPONENT = "app"
+# Pods of backup and drill runners; the database admits them.
+RUNNER_LABEL = f"{API_GROUP}/runner"
+MANAGED_BY = "stackforge-operator"
+PART_OF = "stackforge"
+
+# The operator's own namespace: isolation keeps exactly its traffic.
+OPERATOR_NAMESPACE = "stackforge-system"
+
+# Well-known ports of the components (containers and Services alike).
+POSTGRES_PORT = 5432
+POOLER_PORT = 6432
+REDIS_PORT = 6379
+KAFKA_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+KONG_PROXY_PORT = 8000
+KONG_PROXY_TLS_PORT = 8443
+KONG_STATUS_PORT = 8100
+CONSUL_HTTP_PORT = 8500
+CONSUL_SERVER_PORT = 8300
+CONSUL_SERF_LAN_PORT = 8301
+DNS_PORT = 53
+
+
+def selector_labels(t: EffectiveTenant, component: str) -> dict[str, str]:
+    """The immutable subset used in selectors: never add to it, or selectors break."""
+    return {TENANT_LABEL: t.name, COMPONENT_LABEL: component}
+
+
+def labels(t: EffectiveTenant, component: str) -> dict[str, str]:
+    return {
+        **selector_labels(t, component),
+        NAME_LABEL: component,
+        INSTANCE_LABEL: f"{t.name}-{component}",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        PART_OF_LABEL: PART_OF,
+    }
+
+
+def metadata(t: EffectiveTenant, name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": t.namespace, "labels": labels(t, component)}
+
+
+def resources(r: Resources) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": r.cpu_request, "memory": r.memory_request},
+        "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit},
+    }
+
+
+def pod_security_context(user_id: int | None) -> dict[str, Any]:
+    """Pod-level settings the namespace's Pod Security `restricted` level demands.
+
+    ``user_id=None`` keeps the image's own (non-root) user: tenant app images
+    decide their user, and forcing one would break images that own their files.
+    """
+    if user_id is None:
+        return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": user_id,
+        "runAsGroup": user_id,
+        "fsGroup": user_id,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(*, read_only_root_filesystem: bool = False) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if read_only_root_filesystem:
+        ctx["readOnlyRootFilesystem"] = True
+    return ctx
+
+
+def replicas(t: EffectiveTenant, wanted: int) -> int:
+    """Suspended tenants run nothing; their volumes and configuration stay."""
+    return 0 if t.suspend else wanted
+
+
+# --------------------------------------------------------------------------- apps
+
+# App pods carry component APP_COMPONENT plus APP_LABEL=<name>, so that an app's
+# selector can never match another app's pods, nor Kong's or PostgreSQL's.
+
+
+def app_selector_labels(t: EffectiveTenant, app: str) -> dict[str, str]:
+    return {**selector_labels(t, APP_COMPONENT), APP_LABEL: app}
+
+
+def app_labels(t: EffectiveTenant, app: str) -> dict[str, str]:
+    return {
+        **labels(t, APP_COMPONENT),
+        NAME_LABEL: app,
+        INSTANCE_LABEL: f"{t.name}-{app}",
+        APP_LABEL: app,
+    }
+
+
+def app_metadata(t: EffectiveTenant, app: str) -> dict[str, Any]:
+    meta = metadata(t, app, APP_COMPONENT)
+    meta["labels"] = app_labels(t, app)
+    return meta
+
+
+# Object names the component builders use; an app service must not take one
+# (its Deployment and Service are named after it).
+RESERVED_NAMES = frozenset(
+    {
+        "consul", "consul-headless", "consul-services",
+        "kafka", "kafka-headless",
+        "kong", "kong-config", "kong-proxy",
+        "pooler", "pooler-config",
+        "postgres", "postgres-headless", "postgres-init", "postgres-read",
+        "postgres-replica",
+        "redis",
+        "tenant",
+    }
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- rendering
+
+# Pod-template annotation holding a digest of the configuration the pods read
+# at start-up: a config change rolls the pods, nothing else does.
+CONFIG_HASH_ANNOTATION = f"{API_GROUP}/config-hash"
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling of ``value``: sorted keys, fixed separators."""
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def config_hash(*texts: str) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")  # "ab","c" and "a","bc" must differ
+    return digest.hexdigest()
+
+
+def service_dns(t: EffectiveTenant, service: str) -> str:
+    """A Service's name as seen from anywhere in the cluster."""
+    return f"{service}.{t.namespace}.svc"
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """A credential reaches a container only this way: never as a literal value."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def field_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}
+
+
+def container_port(name: str, port: int, protocol: str = "TCP") -> dict[str, Any]:
+    return {"name": name, "containerPort": port, "protocol": protocol}
+
+
+def mount(name: str, path: str, *, read_only: bool = False) -> dict[str, Any]:
+    m: dict[str, Any] = {"name": name, "mountPath": path}
+    if read_only:
+        m["readOnly"] = True
+    return m
+
+
+def empty_dir(name: str) -> dict[str, Any]:
+    return {"name": name, "emptyDir": {}}
+
+
+def config_map_volume(name: str, config_map: str, *, mode: int | None = None) -> dict[str, Any]:
+    source: dict[str, Any] = {"name": config_map}
+    if mode is not None:
+        source["defaultMode"] = mode
+    return {"name": name, "configMap": source}
+
+
+def pod_spec(
+    *,
+    containers: list[dict[str, Any]],
+    user_id: int | None,
+    volumes: Iterable[dict[str, Any]] = (),
+    init_containers: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A restricted pod: no API token and no service-link env vars.
+
+    Service links would inject e.g. KAFKA_PORT=tcp://... into every pod of a
+    namespace with a "kafka" Service, which Kafka images read as settings.
+    """
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(user_id),
+    }
+    inits = list(init_containers)
+    if inits:
+        spec["initContainers"] = inits
+    spec["containers"] = containers
+    vols = sorted(volumes, key=lambda v: str(v["name"]))
+    if vols:
+        spec["volumes"] = vols
+    return spec
+
+
+def pod_template(
+    labels_: Mapping[str, str], spec: dict[str, Any], *, config: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"labels": dict(labels_)}
+    if config is not None:
+        meta["annotations"] = {CONFIG_HASH_ANNOTATION: config}
+    return {"metadata": meta, "spec": spec}
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def service_port(name: str, port: int, target: int | str | None = None,
+                 protocol: str = "TCP") -> dict[str, Any]:
+    return {"name": name, "port": port, "targetPort": port if target is None else target,
+            "protocol": protocol}
+
+
+def service(
+    t: EffectiveTenant,
+    name: str,
+    component: str,
+    *,
+    selector: Mapping[str, str],
+    ports: list[dict[str, Any]],
+    headless: bool = False,
+) -> Manifest:
+    spec: dict[str, Any] = {"selector": dict(selector), "ports": ports}
+    if headless:
+        # Peers must find each other before any of them is Ready (quorum,
+        # replication), so the headless Service publishes unready pods too.
+        spec["clusterIP"] = "None"
+        spec["publishNotReadyAddresses"] = True
+    else:
+        spec["type"] = "ClusterIP"
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": metadata(t, name, component), "spec": spec}
+
+
+def config_map(t: EffectiveTenant, name: str, component: str, data: Mapping[str, str]) -> Manifest:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": metadata(t, name, component), "data": dict(sorted(data.items()))}
+
+
+def volume_claim_template(name: str, storage: str, storage_class: str | None = None
+                          ) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage}},
+    }
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def stateful_set(
+    t: EffectiveTenant,
+    name: str,
+    component: str,
+    *,
+    replicas_: int,
+    service_name: str,
+    template: dict[str, Any],
+    claims: list[dict[str, Any]],
+    parallel: bool = False,
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "replicas": replicas_,
+        "serviceName": service_name,
+        "selector": {"matchLabels": selector_labels(t, component)},
+        # Quorum members (Kafka, Consul) must all start to elect a leader;
+        # OrderedReady would wait for pod 0 to be Ready, which needs a quorum.
+        "podManagementPolicy": "Parallel" if parallel else "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": template,
+        "volumeClaimTemplates": claims,
+    }
+    if claims:
+        # Suspending scales to zero and must keep the data: retain the PVCs.
+        spec["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": "Retain", "whenScaled": "Retain"}
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": metadata(t, name, component), "spec": spec}
+
+
+def deployment(
+    meta: dict[str, Any],
+    *,
+    replicas_: int | None,
+    selector: Mapping[str, str],
+    template: dict[str, Any],
+) -> Manifest:
+    """``replicas_=None`` leaves the count to an HPA (the field is not ours then)."""
+    spec: dict[str, Any] = {}
+    if replicas_ is not None:
+        spec["replicas"] = replicas_
+    spec["selector"] = {"matchLabels": dict(selector)}
+    spec["strategy"] = {"type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    spec["template"] = template
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}

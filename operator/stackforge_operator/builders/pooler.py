@@ -1,0 +1,144 @@
+"""PgBouncer in front of the PostgreSQL primary (runbook: Database Scaling).
+
+pgbouncer.ini lives in a ConfigMap and holds no password; PgBouncer reads the
+application user's password from an auth file that an init container writes
+into a memory-backed emptyDir from the credentials Secret.
+"""
+
+from __future__ import annotations
+
+from stackforge_operator.builders.common import (
+    POOLER_PORT,
+    POSTGRES_PORT,
+    Manifest,
+    config_hash,
+    config_map,
+    config_map_volume,
+    container_port,
+    container_security_context,
+    deployment,
+    labels,
+    metadata,
+    mount,
+    pod_spec,
+    pod_template,
+    replicas,
+    resources,
+    secret_env,
+    selector_labels,
+    service,
+    service_port,
+)
+from stackforge_operator.builders.postgres import NAME as POSTGRES_SERVICE
+from stackforge_operator.builders.secrets_names import (
+    POSTGRES_PASSWORD_KEY,
+    POSTGRES_SECRET,
+    POSTGRES_USER_KEY,
+)
+from stackforge_operator.models.effective import EffectiveTenant
+
+COMPONENT = "pooler"
+NAME = "pooler"
+CONFIG = "pooler-config"
+IMAGE = "ghcr.io/cloudnative-pg/pgbouncer:1.23.0"
+# Any non-root uid works: PgBouncer writes nothing but the auth file below.
+POOLER_UID = 998
+CONFIG_DIR = "/etc/pgbouncer"
+AUTH_DIR = "/var/run/pgbouncer-auth"
+AUTH_FILE = f"{AUTH_DIR}/userlist.txt"
+
+# userlist.txt doubles '"' inside quoted fields; umask keeps the file private.
+USERLIST_SH = f"""\
+set -eu
+umask 077
+escape() {{ printf '%s' "$1" | sed 's/"/""/g'; }}
+printf '"%s" "%s"\\n' "$(escape "$DB_USER")" "$(escape "$DB_PASSWORD")" > {AUTH_FILE}
+"""
+
+
+def build(t: EffectiveTenant) -> list[Manifest]:
+    if not (t.postgres.enabled and t.postgres.pooler.enabled):
+        return []
+    ini = pgbouncer_ini(t)
+    return [
+        config_map(t, CONFIG, COMPONENT, {"pgbouncer.ini": ini}),
+        service(
+            t,
+            NAME,
+            COMPONENT,
+            selector=selector_labels(t, COMPONENT),
+            ports=[service_port("pgbouncer", POOLER_PORT)],
+        ),
+        _deployment(t, config_hash(ini)),
+    ]
+
+
+def pgbouncer_ini(t: EffectiveTenant) -> str:
+    p = t.postgres.pooler
+    db = t.postgres.database
+    return f"""\
+[databases]
+{db} = host={POSTGRES_SERVICE} port={POSTGRES_PORT} dbname={db}
+
+[pgbouncer]
+listen_addr = 0.0.0.0
+listen_port = {POOLER_PORT}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {AUTH_FILE}
+pool_mode = {p.pool_mode}
+default_pool_size = {p.default_pool_size}
+max_client_conn = {p.max_client_connections}
+ignore_startup_parameters = extra_float_digits
+logfile =
+pidfile =
+log_connections = 0
+log_disconnections = 0
+"""
+
+
+def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
+    userlist = {
+        "name": "userlist",
+        "image": IMAGE,
+        "command": ["sh", "-c", USERLIST_SH],
+        "env": [
+            secret_env("DB_USER", POSTGRES_SECRET, POSTGRES_USER_KEY),
+            secret_env("DB_PASSWORD", POSTGRES_SECRET, POSTGRES_PASSWORD_KEY),
+        ],
+        "resources": resources(t.postgres.pooler.resources),
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+        "volumeMounts": [mount("auth", AUTH_DIR)],
+    }
+    pgbouncer = {
+        "name": "pgbouncer",
+        "image": IMAGE,
+        "command": ["pgbouncer", f"{CONFIG_DIR}/pgbouncer.ini"],
+        "ports": [container_port("pgbouncer", POOLER_PORT)],
+        "readinessProbe": {"tcpSocket": {"port": "pgbouncer"}, "periodSeconds": 10},
+        "livenessProbe": {
+            "tcpSocket": {"port": "pgbouncer"},
+            "periodSeconds": 20,
+            "failureThreshold": 6,
+        },
+        "resources": resources(t.postgres.pooler.resources),
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+        "volumeMounts": [
+            mount("auth", AUTH_DIR, read_only=True),
+            mount("config", CONFIG_DIR, read_only=True),
+        ],
+    }
+    volumes = [
+        # Memory-backed: the plaintext auth file never reaches the node's disk.
+        {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        config_map_volume("config", CONFIG),
+    ]
+    spec = pod_spec(
+        containers=[pgbouncer], init_containers=[userlist], user_id=POOLER_UID, volumes=volumes
+    )
+    return deployment(
+        metadata(t, NAME, COMPONENT),
+        replicas_=replicas(t, t.postgres.pooler.replicas),
+        selector=selector_labels(t, COMPONENT),
+        template=pod_template(labels(t, COMPONENT), spec, config=digest),
+    )

@@ -1,0 +1,288 @@
+"""Reconcile one StackForgeTenant: observe -> desired -> diff -> apply -> status.
+
+Idempotent and restartable at any point: children have deterministic names
+and are applied with server-side apply, so a run interrupted anywhere (even
+by SIGKILL) is completed by the next one without duplicates. A converged
+tenant costs reads only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, status
+from stackforge_operator.builders import credentials, ingress, stack
+from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from stackforge_operator.cost import estimate
+from stackforge_operator.models.effective import EffectiveTenant, resolve
+from stackforge_operator.models.tenant import (
+    ComponentStatus,
+    StackForgeTenantSpec,
+    StackForgeTenantStatus,
+)
+from stackforge_operator.reconcile import tenant_observe as observe
+from stackforge_operator.reconcile.diff import needs_apply
+
+logger = logging.getLogger(__name__)
+
+API = f"{API_GROUP}/{API_VERSION}"
+KIND = "StackForgeTenant"
+
+# How soon to look again: converged, converging, or waiting for a human.
+RESYNC_SECONDS = config.RESYNC_SECONDS
+CONVERGING_SECONDS = 5.0
+STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
+
+# Namespaced kinds a tenant's children can be; pruning looks at exactly these.
+MANAGED_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+)
+CERTIFICATE_KIND = ("cert-manager.io/v1", "Certificate")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile did, for logs, metrics and tests."""
+
+    applied: tuple[str, ...]
+    pruned: tuple[str, ...]
+    progress: status.Progress
+    requeue_after: float
+    # The tenant as the status write returned it (None: nothing written).
+    latest: dict[str, Any] | None = None
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": KIND,
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _owned(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    manifest["metadata"]["ownerReferences"] = [owner]
+    return manifest
+
+
+def _selector(name: str) -> str:
+    return f"{TENANT_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
+
+
+def reconcile(body: Mapping[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    name, generation = meta["name"], int(meta.get("generation", 0))
+    old_status = StackForgeTenantStatus.model_validate(body.get("status") or {})
+    try:
+        spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        problem = status.Problem("InvalidSpec", observe.validation_summary(error))
+        return _stalled(body, old_status, generation, [problem])
+    t = resolve(name, spec)
+
+    live_namespace = kube.get("v1", "Namespace", t.namespace)
+    if live_namespace is not None and not observe.may_adopt(live_namespace, name, meta["uid"]):
+        problem = status.Problem(
+            "NamespaceConflict",
+            f"namespace {t.namespace} already exists and does not belong to this tenant "
+            f"(label it {TENANT_LABEL}={name} to hand it over)",
+        )
+        return _stalled(body, old_status, generation, [problem])
+
+    live = _observe_children(t, name, with_certificates=observe.cert_manager_installed())
+    rotation = (meta.get("annotations") or {}).get(credentials.ROTATE_ANNOTATION) or None
+    live_secrets = {n: s for (k, n), s in live.items() if k == "Secret"}
+    handled = {
+        n: (s["metadata"].get("annotations") or {}).get(credentials.ROTATION_HANDLED_ANNOTATION, "")
+        for n, s in live_secrets.items()
+    }
+    secrets = credentials.build(
+        t,
+        existing={n: credentials.decode(s) for n, s in live_secrets.items()},
+        existing_rotation=handled,
+        rotation_request=rotation,
+    )
+    rotated = bool(rotation) and any(
+        n in live_secrets and handled.get(n) != rotation
+        for n in (m["metadata"]["name"] for m in secrets)
+    )
+    owner = owner_reference(body)
+    desired = [_owned(m, owner) for m in stack.desired_children(
+        t, secrets=secrets, tls=spec.tls, rotation=rotation)]
+    issuer = spec.tls.issuer_ref if spec.tls else None
+    if issuer is not None and t.domain and observe.cert_manager_installed():
+        desired.append(_owned(ingress.build_certificate(t, issuer.name, issuer.kind), owner))
+
+    live[("Namespace", t.namespace)] = live_namespace or {}
+    applied = []
+    for manifest in desired:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        current = live.get(key) or None
+        if needs_apply(manifest, current):
+            live[key] = kube.apply(manifest)
+            applied.append(f"{key[0]}/{key[1]}")
+    pruned = _prune(t, live, stack.by_key(desired))
+
+    return _report(body, old_status, t, spec, generation, desired, live,
+                   tuple(applied), pruned, rotated)
+
+
+def _observe_children(
+    t: EffectiveTenant, name: str, *, with_certificates: bool
+) -> dict[tuple[str, str], dict[str, Any]]:
+    kinds = [*MANAGED_KINDS, *([CERTIFICATE_KIND] if with_certificates else [])]
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for api_version, kind in kinds:
+        for obj in kube.list_objects(api_version, kind, namespace=t.namespace,
+                                     label_selector=_selector(name)):
+            found[(kind, obj["metadata"]["name"])] = obj
+    return found
+
+
+def _prune(
+    t: EffectiveTenant,
+    live: Mapping[tuple[str, str], dict[str, Any]],
+    desired: Mapping[tuple[str, str], Any],
+) -> tuple[str, ...]:
+    """Delete children no longer wanted (a component switched off, isolation on)."""
+    pruned = []
+    for (kind, child), obj in live.items():
+        if kind == "Namespace" or (kind, child) in desired or not obj:
+            continue
+        api_version = obj.get("apiVersion") or dict(MANAGED_KINDS).get(kind, "v1")
+        if kube.delete(api_version, kind, child, t.namespace):
+            pruned.append(f"{kind}/{child}")
+    return tuple(pruned)
+
+
+def _stalled(
+    body: Mapping[str, Any],
+    old_status: StackForgeTenantStatus,
+    generation: int,
+    problems: Sequence[status.Problem],
+) -> Outcome:
+    progress, reason, message = status.tenant_progress([], [], problems, suspended=False)
+    conditions = status.merge(
+        old_status.conditions, status.rollup(progress, reason, message),
+        generation=generation, now=datetime.now(UTC),
+    )
+    new_status = old_status.model_copy(
+        update={"observed_generation": generation, "conditions": conditions}
+    )
+    latest = _write_status(body, old_status, new_status)
+    logger.warning("tenant %s is stalled: %s", body["metadata"]["name"], message)
+    return Outcome((), (), progress, STALLED_SECONDS, latest)
+
+
+def _report(
+    body: Mapping[str, Any],
+    old_status: StackForgeTenantStatus,
+    t: EffectiveTenant,
+    spec: StackForgeTenantSpec,
+    generation: int,
+    desired: Sequence[dict[str, Any]],
+    live: Mapping[tuple[str, str], dict[str, Any]],
+    applied: tuple[str, ...],
+    pruned: tuple[str, ...],
+    rotated: bool,
+) -> Outcome:
+    now = datetime.now(UTC)
+    states = [
+        status.workload_state(m, live.get((m["kind"], m["metadata"]["name"])) or None)
+        for m in desired if m["kind"] in stack.WORKLOAD_KINDS
+    ]
+    components = status.component_observations(states)
+    problems = observe.missing_references(t, spec)
+    certificate, certificate_condition = observe.certificate(t, spec, now)
+    backups, last_backup = observe.backup_health(t.name)
+    drills, last_drill = observe.drill_health(t.name)
+    informational = [backups, drills, certificate_condition]
+    progress, reason, message = status.tenant_progress(
+        components, informational, problems, suspended=t.suspend
+    )
+    in_use = {o.type for o in components}
+    conditions = status.merge(
+        old_status.conditions,
+        [*status.rollup(progress, reason, message), *components, *informational],
+        generation=generation,
+        now=now,
+        drop=status.ALL_COMPONENT_CONDITIONS - in_use,
+    )
+    kong_live = live.get(("Deployment", "kong")) or {}
+    kong_status = kong_live.get("status") or {}
+    component_status = [
+        ComponentStatus(
+            name=s.name,
+            kind=status.COMPONENT_CONDITIONS.get(s.component, ("App", ""))[0],
+            ready=s.ready,
+            replicas=s.replicas,
+            ready_replicas=s.ready_replicas,
+            message=s.message or None,
+        )
+        for s in states
+    ]
+    new_status = StackForgeTenantStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        namespace=t.namespace,
+        replicas=int(kong_status.get("replicas") or 0),
+        ready_replicas=int(kong_status.get("readyReplicas") or 0),
+        selector=observe.kong_selector(t),
+        components=component_status,
+        components_ready=f"{sum(s.ready for s in states)}/{len(states)}",
+        endpoint=f"https://{t.domain}" if t.domain else None,
+        cost=estimate(t),
+        last_backup=last_backup,
+        last_drill=last_drill,
+        certificate=certificate,
+        suspended=t.suspend,
+        isolated=t.isolate,
+        credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
+    )
+    latest = _write_status(body, old_status, new_status)
+    requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
+        STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
+    if applied or pruned:
+        logger.info("tenant %s: applied %s; pruned %s", t.name, list(applied), list(pruned))
+    return Outcome(applied, pruned, progress, requeue, latest)
+
+
+def _dump(s: StackForgeTenantStatus) -> dict[str, Any]:
+    return s.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _write_status(
+    body: Mapping[str, Any],
+    old: StackForgeTenantStatus,
+    new: StackForgeTenantStatus,
+) -> dict[str, Any] | None:
+    """Patch the status only when it changed, and post an event per flipped condition."""
+    if body.get("status") and _dump(new) == _dump(old):
+        return None
+    # Nulls in a merge patch delete fields that are gone (a certificate removed).
+    patch = new.model_dump(mode="json", by_alias=True)
+    meta = body["metadata"]
+    latest = kube.patch_status(API, KIND, meta["name"], None, patch)
+    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
+        kube.record_event(dict(body), event_type, reason, message)
+    return latest
+

@@ -1,0 +1,229 @@
+"""What a tenant reconcile reads besides its own children: references, the TLS
+certificate, the BackupPolicies and DRDrills that name it, cert-manager."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from pydantic import ValidationError
+
+from stackforge_operator import API_GROUP, API_VERSION, kube
+from stackforge_operator.builders import ingress
+from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
+from stackforge_operator.models import conditions as types
+from stackforge_operator.models.backup import BackupPolicyStatus, RunResult
+from stackforge_operator.models.common import ConditionStatus, SecretKeyRef
+from stackforge_operator.models.drill import DRDrillStatus, Verdict
+from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.tenant import (
+    CertificateStatus,
+    LastBackupSummary,
+    LastDrillSummary,
+    StackForgeTenantSpec,
+)
+from stackforge_operator.status import Observation, Problem
+
+API = f"{API_GROUP}/{API_VERSION}"
+# The runbook's weekly check: "alert if < 30 days".
+CERTIFICATE_WARNING_DAYS = 30
+_CERT_MANAGER_CRD = "certificates.cert-manager.io"
+_CACHE_SECONDS = 30.0
+_cache_lock = threading.Lock()
+_cert_manager: tuple[float, bool] | None = None
+
+
+def validation_summary(error: ValidationError, limit: int = 3) -> str:
+    """Field-named reasons, e.g. "spec.components.apps.0.port: ..."."""
+    parts = [
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:limit]
+    ]
+    more = error.error_count() - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def may_adopt(namespace: Mapping[str, Any], tenant: str, uid: str) -> bool:
+    """A namespace is the tenant's if it owns it, or if someone labelled it for the tenant.
+
+    Adopting makes the tenant its owner, so deleting the tenant deletes the
+    namespace: that must never happen to a namespace nobody handed over.
+    """
+    labels = namespace["metadata"].get("labels") or {}
+    owners = namespace["metadata"].get("ownerReferences") or []
+    handed_over = labels.get(TENANT_LABEL) == tenant and not owners
+    return owned_by(namespace, uid) or handed_over
+
+
+def cert_manager_installed() -> bool:
+    """Whether cert-manager's Certificate CRD exists (cached briefly: it rarely changes)."""
+    global _cert_manager
+    with _cache_lock:
+        if _cert_manager is not None and time.monotonic() - _cert_manager[0] < _CACHE_SECONDS:
+            return _cert_manager[1]
+    found = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                     _CERT_MANAGER_CRD) is not None
+    with _cache_lock:
+        _cert_manager = (time.monotonic(), found)
+    return found
+
+
+def _secret_refs(spec: StackForgeTenantSpec) -> list[tuple[str, SecretKeyRef]]:
+    refs: list[tuple[str, SecretKeyRef]] = []
+    notifications = spec.notifications
+    if notifications is not None:
+        if notifications.slack is not None:
+            refs.append(("spec.notifications.slack.webhookUrlSecretRef",
+                         notifications.slack.webhook_url_secret_ref))
+        refs += [(f"spec.notifications.webhooks[{hook.name}].urlSecretRef", hook.url_secret_ref)
+                 for hook in notifications.webhooks]
+    refs += [(f"spec.adminAccounts[{a.username}].passwordSecretRef", a.password_secret_ref)
+             for a in spec.admin_accounts if a.password_secret_ref is not None]
+    return refs
+
+
+def missing_references(t: EffectiveTenant, spec: StackForgeTenantSpec) -> list[Problem]:
+    """Secrets the spec names that do not exist (the schema cannot know)."""
+    problems = []
+    for field, ref in _secret_refs(spec):
+        secret = kube.get("v1", "Secret", ref.name, t.namespace)
+        if secret is None:
+            problems.append(Problem(
+                "MissingSecret", f"{field}: Secret {t.namespace}/{ref.name} does not exist"))
+        elif ref.key not in (secret.get("data") or {}):
+            problems.append(Problem(
+                "MissingSecretKey",
+                f"{field}: Secret {t.namespace}/{ref.name} has no key {ref.key!r}"))
+    tls_secret = spec.tls.secret_name if spec.tls is not None else None
+    if tls_secret is not None and kube.get("v1", "Secret", tls_secret, t.namespace) is None:
+        message = f"spec.tls.secretName: Secret {t.namespace}/{tls_secret} does not exist"
+        problems.append(Problem("MissingSecret", message))
+    return problems
+
+
+def _not_after(secret: Mapping[str, Any]) -> datetime | None:
+    import base64
+
+    pem = (secret.get("data") or {}).get("tls.crt")
+    if not pem:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(base64.b64decode(pem))
+    except ValueError:
+        return None
+    return cert.not_valid_after_utc
+
+
+def certificate(
+    t: EffectiveTenant, spec: StackForgeTenantSpec, now: datetime
+) -> tuple[CertificateStatus | None, Observation]:
+    """The served certificate's expiry, and CertificatesValid (False under 30 days)."""
+    name = ingress.tls_secret_name(t, spec.tls) if t.domain else None
+    if name is None:
+        return None, Observation(types.CERTIFICATES_VALID, ConditionStatus.TRUE, "NoTLS",
+                                 "the tenant serves no TLS domain")
+    secret = kube.get("v1", "Secret", name, t.namespace)
+    not_after = _not_after(secret) if secret is not None else None
+    if not_after is None:
+        return CertificateStatus(secret_name=name), Observation(
+            types.CERTIFICATES_VALID, ConditionStatus.UNKNOWN, "CertificatePending",
+            f"no certificate in Secret {t.namespace}/{name} yet")
+    days = int((not_after - now).total_seconds() // 86400)
+    state = CertificateStatus(secret_name=name, not_after=not_after, days_remaining=days)
+    if days <= 0:
+        return state, Observation(types.CERTIFICATES_VALID, ConditionStatus.FALSE, "Expired",
+                                  f"the certificate in {name} expired on {not_after:%Y-%m-%d}")
+    if days < CERTIFICATE_WARNING_DAYS:
+        return state, Observation(
+            types.CERTIFICATES_VALID, ConditionStatus.FALSE, "ExpiringSoon",
+            f"the certificate in {name} expires in {days} days ({not_after:%Y-%m-%d})")
+    return state, Observation(types.CERTIFICATES_VALID, ConditionStatus.TRUE, "Valid",
+                              f"{days} days left")
+
+
+def _for_tenant(kind: str, tenant: str) -> list[dict[str, Any]]:
+    return [o for o in kube.list_objects(API, kind)
+            if ((o.get("spec") or {}).get("tenantRef") or {}).get("name") == tenant]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _when(run: Any) -> datetime:
+    """When a run finished (or started), for picking the newest; runs without times sort first."""
+    found: datetime | None = run.completion_time or run.start_time
+    return found or _EPOCH
+
+
+def _condition(conditions: Sequence[Any], type_: str) -> Any:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def backup_health(tenant: str) -> tuple[Observation, LastBackupSummary | None]:
+    """BackupHealthy from the tenant's BackupPolicies' own conditions."""
+    policies = _for_tenant("BackupPolicy", tenant)
+    if not policies:
+        return Observation(types.BACKUP_HEALTHY, ConditionStatus.UNKNOWN, "NoBackupPolicy",
+                           "no BackupPolicy backs this tenant up"), None
+    failing, unknown, newest = [], [], None
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        st = BackupPolicyStatus.model_validate(policy.get("status") or {})
+        for type_ in (types.LAST_BACKUP_SUCCEEDED, types.BACKUP_FRESH):
+            found = _condition(st.conditions, type_)
+            if found is None or found.status == ConditionStatus.UNKNOWN:
+                unknown.append(name)
+            elif found.status == ConditionStatus.FALSE:
+                failing.append(f"{name}: {found.reason}: {found.message}")
+        run = st.last_run
+        if run is not None and (newest is None or _when(run) > _when(newest[1])):
+            newest = (name, run, st.last_successful_run)
+    summary = None
+    if newest is not None:
+        name, run, success = newest
+        summary = LastBackupSummary(
+            policy=name, run_id=run.id, result=run.result, completion_time=run.completion_time,
+            last_success_time=success.completion_time if success else None,
+            size_bytes=run.size_bytes if run.result == RunResult.SUCCEEDED else None)
+    if failing:
+        return Observation(types.BACKUP_HEALTHY, ConditionStatus.FALSE, "BackupUnhealthy",
+                           "; ".join(failing)), summary
+    if unknown:
+        return Observation(types.BACKUP_HEALTHY, ConditionStatus.UNKNOWN, "NoBackupYet",
+                           f"no complete backup yet: {', '.join(sorted(set(unknown)))}"), summary
+    return Observation(types.BACKUP_HEALTHY, ConditionStatus.TRUE, "BackupsFresh",
+                       f"{len(policies)} policies fresh"), summary
+
+
+def drill_health(tenant: str) -> tuple[Observation, LastDrillSummary | None]:
+    """DrillPassing from the newest verdict of the tenant's DRDrills."""
+    newest: tuple[str, Any] | None = None
+    for drill in _for_tenant("DRDrill", tenant):
+        result = DRDrillStatus.model_validate(drill.get("status") or {}).last_result
+        if result is not None and (newest is None or _when(result) > _when(newest[1])):
+            newest = (drill["metadata"]["name"], result)
+    if newest is None:
+        return Observation(types.DRILL_PASSING, ConditionStatus.UNKNOWN, "NoDrillYet",
+                           "no DR drill has finished"), None
+    name, result = newest
+    summary = LastDrillSummary(
+        drill=name, run_id=result.run_id, verdict=result.verdict,
+        completion_time=result.completion_time, rto_seconds=result.rto_seconds,
+        rpo_seconds=result.rpo_seconds)
+    if result.verdict == Verdict.PASSED:
+        return Observation(types.DRILL_PASSING, ConditionStatus.TRUE, "DrillPassed",
+                           f"{name} passed run {result.run_id}"), summary
+    return Observation(types.DRILL_PASSING, ConditionStatus.FALSE, result.reason or "DrillFailed",
+                       f"{name} failed run {result.run_id}: {result.message or ''}"), summary
+
+
+def kong_selector(t: EffectiveTenant) -> str:
+    """The gateway pods' selector, as the scale subresource reports it."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(t, "kong").items()))

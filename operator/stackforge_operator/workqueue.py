@@ -1,0 +1,115 @@
+"""A keyed work queue for reconcilers, in the manner of controller-runtime.
+
+Watch events only *enqueue* a key (a tenant name); workers run the reconcile
+for it. A key is never reconciled by two workers at once, bursts of events
+for one key collapse into one run, and a key that changes while it is being
+reconciled runs once more afterwards. Every outcome decides when the key runs
+next: a periodic resync, a short retry, or a long wait for a human.
+
+Reconciling from a queue rather than from kopf's per-object handlers needs
+no finalizer (kopf adds one for daemons and timers) and writes no progress
+annotations, so a converged resync makes no write requests at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+# What a reconcile returns: seconds until the key should run again (None: never,
+# until an event enqueues it).
+Reconcile = Callable[[str], Awaitable[float | None]]
+
+
+@dataclass
+class WorkQueue:
+    reconcile: Reconcile
+    workers: int = 4
+    _queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue, init=False)
+    _queued: set[str] = field(default_factory=set, init=False)
+    _running: set[str] = field(default_factory=set, init=False)
+    _dirty: set[str] = field(default_factory=set, init=False)
+    _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    runs: int = field(default=0, init=False)
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"reconcile-worker-{i}")
+            for i in range(self.workers)
+        ]
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def add(self, key: str) -> None:
+        """Reconcile ``key`` soon (now, unless it is running: then right after)."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._running:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Reconcile ``key`` in ``delay`` seconds unless something enqueues it earlier."""
+        loop = asyncio.get_running_loop()
+        existing = self._timers.get(key)
+        due = loop.time() + delay
+        if existing is not None and existing.when() <= due:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._timers[key] = loop.call_at(due, self._fire, key)
+
+    def forget(self, key: str) -> None:
+        """The object is gone: drop pending timers (a queued run finds it gone)."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._dirty.discard(key)
+
+    def pending(self) -> int:
+        return len(self._queued) + len(self._running)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._running.add(key)
+            started = time.monotonic()
+            try:
+                again = await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug, not an expected failure: log it and retry later
+                # rather than lose the key.
+                logger.exception("reconcile of %s failed unexpectedly", key)
+                again = 30.0
+            finally:
+                self._running.discard(key)
+                self.runs += 1
+            logger.debug("reconciled %s in %.3fs", key, time.monotonic() - started)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
+            elif again is not None:
+                self.add_after(key, again)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from stackforge_operator.workqueue import WorkQueue
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_bursts_collapse_and_keys_never_run_concurrently() -> None:
+    calls: Counter[str] = Counter()
+    active: set[str] = set()
+    overlaps: list[str] = []
+
+    async def reconcile(key: str) -> float | None:
+        if key in active:
+            overlaps.append(key)
+        active.add(key)
+        calls[key] += 1
+        await asyncio.sleep(0.05)
+        active.discard(key)
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=4)
+        queue.start()
+        for _ in range(10):
+            queue.add("a")
+        queue.add("b")
+        await asyncio.sleep(0.01)
+        # "a" is running now: more events make exactly one more run.
+        for _ in range(5):
+            queue.add("a")
+        await asyncio.sleep(0.3)
+        await queue.stop()
+
+    run(scenario())
+    assert overlaps == []
+    assert calls == {"a": 2, "b": 1}
+
+
+def test_returned_delay_schedules_the_next_run() -> None:
+    times: list[float] = []
+
+    async def reconcile(key: str) -> float | None:
+        times.append(asyncio.get_running_loop().time())
+        return 0.05 if len(times) < 3 else None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("a")
+        await asyncio.sleep(0.4)
+        await queue.stop()
+
+    run(scenario())
+    assert len(times) == 3
+    assert all(b - a >= 0.04 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_an_event_overrides_a_later_timer_and_forget_cancels() -> None:
+    calls: Counter[str] = Counter()
+
+    async def reconcile(key: str) -> float | None:
+        calls[key] += 1
+        return 60.0
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("a")
+        await asyncio.sleep(0.05)
+        queue.add("a")  # an event: runs now, not in 60 s
+        await asyncio.sleep(0.05)
+        queue.forget("a")
+        await asyncio.sleep(0.05)
+        assert queue._timers == {}
+        await queue.stop()
+
+    run(scenario())
+    assert calls["a"] == 2
+
+
+def test_an_unexpected_exception_does_not_lose_the_key() -> None:
+    calls: Counter[str] = Counter()
+
+    async def reconcile(key: str) -> float | None:
+        calls[key] += 1
+        if calls[key] == 1:
+            raise RuntimeError("bug")
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("a")
+        await asyncio.sleep(0.05)
+        assert "a" in queue._timers  # retried later
+        queue.add("a")
+        await asyncio.sleep(0.05)
+        await queue.stop()
+
+    run(scenario())
+    assert calls["a"] == 2
