@@ -201,10 +201,16 @@ def empty_dir(name: str) -> dict[str, Any]:
     return {"name": name, "emptyDir": {}}
 
 
-def config_map_volume(name: str, config_map: str, *, mode: int | None = None) -> dict[str, Any]:
+def config_map_volume(
+    name: str, config_map: str, *, mode: int | None = None, keys: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A ConfigMap as files; ``keys`` limits them to those (each at its own name)."""
     source: dict[str, Any] = {"name": config_map}
     if mode is not None:
         source["defaultMode"] = mode
+    items = [{"key": k, "path": k} for k in keys]
+    if items:
+        source["items"] = items
     return {"name": name, "configMap": source}
 
 

@@ -123,8 +123,8 @@ def _container(t: EffectiveTenant) -> dict[str, Any]:
             "periodSeconds": 20,
             "failureThreshold": 6,
         },
-        # Finish in-flight requests before the pod goes away on scale-down.
-        "lifecycle": {"preStop": {"exec": {"command": ["kong", "quit", "--wait=15"]}}},
+        # Keep serving while the pod leaves the Service endpoints, then drain.
+        "lifecycle": {"preStop": {"exec": {"command": ["kong", "quit", "--wait", "15"]}}},
         "resources": resources(t.kong.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [

@@ -3,6 +3,9 @@
 The primary is initialised by the official image's entrypoint; our init script
 (ConfigMap ``postgres-init``) adds the application and replication roles with
 passwords read from the environment, so no credential ever sits in a manifest.
+A small sidecar sets the roles' passwords from the Secret again at every start
+of the primary: a credentials rotation restarts the pods, and the database
+must then accept the new passwords, not only the clients hold them.
 """
 
 from __future__ import annotations
@@ -62,12 +65,19 @@ CONFIG_DIR = "/etc/postgresql/stackforge"
 HBA_FILE = f"{CONFIG_DIR}/pg_hba.conf"
 INITDB_DIR = "/docker-entrypoint-initdb.d"
 INIT_SCRIPT = "10-stackforge-roles.sh"
+SYNC_SCRIPT = "sync-role-passwords.sh"
+RUN_DIR = "/var/run/postgresql"
+SYNCED_MARKER = "/tmp/role-passwords-synced"  # noqa: S108 - the pod's own emptyDir
 
 # pg_hba cannot name a namespace: addresses are open here and the tenant's
-# NetworkPolicy limits who reaches port 5432 to pods of the namespace. Every
-# line still needs a SCRAM password; replication only for the replication role.
+# NetworkPolicy limits who reaches port 5432 to pods of the namespace. Network
+# lines need a SCRAM password; replication only for the replication role. The
+# superuser may log in by peer (OS user postgres) on the Unix socket, which
+# lives in the pod's private emptyDir: that is how the password sync below logs
+# in after a rotation, when the stored superuser password is the old one.
 PG_HBA = """\
 # TYPE  DATABASE     USER        ADDRESS  METHOD
+local   all          postgres             peer
 local   all          all                  scram-sha-256
 host    all          all         all      scram-sha-256
 host    replication  replicator  all      scram-sha-256
@@ -87,6 +97,34 @@ ALTER DATABASE :"db" OWNER TO :"app_user";
 CREATE ROLE :"repl_user" WITH REPLICATION LOGIN PASSWORD :'repl_password';
 SQL
 """
+
+# Runs in the primary's "role-sync" sidecar at every pod start: retries until
+# the server is up and the roles exist, then marks the pod ready to serve.
+SYNC_SH = f"""\
+#!/bin/sh
+set -u
+trap 'exit 0' TERM
+rm -f {SYNCED_MARKER}
+until psql -v ON_ERROR_STOP=1 --quiet --no-psqlrc --host={RUN_DIR} \\
+  --username=postgres --dbname=postgres \\
+  --set superuser="$POSTGRES_USER" --set superuser_password="$POSTGRES_PASSWORD" \\
+  --set app_user="$APP_USER" --set app_password="$APP_PASSWORD" \\
+  --set repl_user="$REPLICATION_USER" --set repl_password="$REPLICATION_PASSWORD" <<'SQL'
+ALTER ROLE :"superuser" PASSWORD :'superuser_password';
+ALTER ROLE :"app_user" PASSWORD :'app_password';
+ALTER ROLE :"repl_user" PASSWORD :'repl_password';
+SQL
+do
+  sleep 5
+done
+touch {SYNCED_MARKER}
+echo "role passwords match the credentials Secret"
+while :; do sleep 3600 & wait $!; done
+"""
+SIDECAR_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"cpu": "100m", "memory": "64Mi"},
+}
 
 # Streaming settings do not depend on the replica count, so adding or
 # removing read replicas never changes (and never restarts) the primary.
@@ -154,7 +192,12 @@ def build(t: EffectiveTenant) -> list[Manifest]:
 
 
 def _init_config(t: EffectiveTenant) -> Manifest:
-    return config_map(t, INIT_CONFIG, COMPONENT, {INIT_SCRIPT: INIT_SH, "pg_hba.conf": PG_HBA})
+    return config_map(
+        t,
+        INIT_CONFIG,
+        COMPONENT,
+        {INIT_SCRIPT: INIT_SH, SYNC_SCRIPT: SYNC_SH, "pg_hba.conf": PG_HBA},
+    )
 
 
 def _postgres_container(
@@ -184,7 +227,7 @@ def _postgres_container(
             [
                 mount("data", DATA_DIR),
                 mount("config", CONFIG_DIR, read_only=True),
-                mount("run", "/var/run/postgresql"),
+                mount("run", RUN_DIR),
                 mount("tmp", "/tmp"),  # noqa: S108 - a private emptyDir, not the host's /tmp
                 *extra_mounts,
             ],
@@ -195,30 +238,58 @@ def _postgres_container(
 
 def _volumes() -> list[dict[str, Any]]:
     return [
-        config_map_volume("config", INIT_CONFIG, mode=0o555),
+        config_map_volume("config", INIT_CONFIG),
         empty_dir("run"),
         empty_dir("tmp"),
     ]
 
 
+def _role_env(t: EffectiveTenant) -> list[dict[str, Any]]:
+    return [
+        env("POSTGRES_USER", SUPERUSER),
+        secret_env("POSTGRES_PASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
+        env("POSTGRES_DB", t.postgres.database),
+        secret_env("APP_USER", POSTGRES_SECRET, POSTGRES_USER_KEY),
+        secret_env("APP_PASSWORD", POSTGRES_SECRET, POSTGRES_PASSWORD_KEY),
+        env("REPLICATION_USER", REPLICATION_USER),
+        secret_env("REPLICATION_PASSWORD", POSTGRES_SECRET, POSTGRES_REPLICATION_PASSWORD_KEY),
+    ]
+
+
+def _role_sync(t: EffectiveTenant) -> dict[str, Any]:
+    return {
+        "name": "role-sync",
+        "image": image(t),
+        "command": ["sh", f"{CONFIG_DIR}/{SYNC_SCRIPT}"],
+        "env": _role_env(t),
+        # The pod is Ready only once the database takes the Secret's passwords.
+        "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]}, "periodSeconds": 5},
+        "resources": SIDECAR_RESOURCES,
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+        "volumeMounts": [
+            mount("config", CONFIG_DIR, read_only=True),
+            mount("run", RUN_DIR),
+            mount("tmp", "/tmp"),  # noqa: S108 - a private emptyDir
+        ],
+    }
+
+
 def _primary(t: EffectiveTenant) -> Manifest:
-    container = _postgres_container(
+    server = _postgres_container(
         t,
         "postgres",
         SERVER_ARGS,
-        [
-            env("POSTGRES_USER", SUPERUSER),
-            secret_env("POSTGRES_PASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
-            env("POSTGRES_DB", t.postgres.database),
-            secret_env("APP_USER", POSTGRES_SECRET, POSTGRES_USER_KEY),
-            secret_env("APP_PASSWORD", POSTGRES_SECRET, POSTGRES_PASSWORD_KEY),
-            env("REPLICATION_USER", REPLICATION_USER),
-            secret_env("REPLICATION_PASSWORD", POSTGRES_SECRET, POSTGRES_REPLICATION_PASSWORD_KEY),
-        ],
-        # The entrypoint runs the *.sh files there and ignores pg_hba.conf.
-        [mount("config", INITDB_DIR, read_only=True)],
+        _role_env(t),
+        [mount("initdb", INITDB_DIR, read_only=True)],
     )
-    spec = pod_spec(containers=[container], user_id=POSTGRES_UID, volumes=_volumes())
+    # Only the init script goes there: the entrypoint runs every *.sh it finds,
+    # and the endless sync script would hang the initialisation.
+    initdb = config_map_volume("initdb", INIT_CONFIG, mode=0o555, keys=[INIT_SCRIPT])
+    spec = pod_spec(
+        containers=[server, _role_sync(t)],
+        user_id=POSTGRES_UID,
+        volumes=[*_volumes(), initdb],
+    )
     return stateful_set(
         t,
         NAME,
@@ -272,6 +343,6 @@ def _replicas(t: EffectiveTenant) -> Manifest:
 
 
 def _config_digest() -> str:
-    # pg_hba.conf is read at start: a change must roll the pods. The init
-    # script only ever runs on an empty volume, so it does not count.
-    return config_hash(PG_HBA)
+    # pg_hba.conf and the sync script are read at start: a change must roll the
+    # pods. The init script only ever runs on an empty volume, so it does not count.
+    return config_hash(PG_HBA, SYNC_SH)

@@ -1,0 +1,214 @@
+"""Properties every child from every builder must have, across tenant scenarios."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders.common import (
+    APP_LABEL,
+    COMPONENT_LABEL,
+    RESERVED_NAMES,
+    TENANT_LABEL,
+    Manifest,
+    app_labels,
+    labels,
+)
+from stackforge_operator.models.effective import EffectiveTenant
+from tests.unit.builders.tenants import (
+    SCENARIOS,
+    everything,
+    merge,
+    scenarios,
+    tenant,
+    workloads,
+)
+
+ALL = list(scenarios())
+ENTERPRISE_ALL = SCENARIOS["enterprise"]
+IDS = [label for label, _ in ALL]
+TENANTS = [t for _, t in ALL]
+
+KNOWN_SECRET_KEYS = {
+    (sn.POSTGRES_SECRET, sn.POSTGRES_USER_KEY),
+    (sn.POSTGRES_SECRET, sn.POSTGRES_PASSWORD_KEY),
+    (sn.POSTGRES_SECRET, sn.POSTGRES_SUPERUSER_PASSWORD_KEY),
+    (sn.POSTGRES_SECRET, sn.POSTGRES_REPLICATION_PASSWORD_KEY),
+    (sn.REDIS_SECRET, sn.REDIS_PASSWORD_KEY),
+    (sn.CONSUL_SECRET, sn.CONSUL_GOSSIP_KEY),
+}
+
+
+def pod_specs(manifests: list[Manifest]) -> list[tuple[str, dict[str, Any]]]:
+    return [(m["metadata"]["name"], m["spec"]["template"]["spec"]) for m in workloads(manifests)]
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What Pod Security `restricted` (v1.36) would refuse in this pod spec."""
+    found = []
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            found.append(flag)
+    psc = pod.get("securityContext", {})
+    if psc.get("runAsUser") == 0:
+        found.append("pod runAsUser 0")
+    for vol in pod.get("volumes", []):
+        allowed = {
+            "name",
+            "configMap",
+            "emptyDir",
+            "secret",
+            "persistentVolumeClaim",
+            "projected",
+            "downwardAPI",
+            "ephemeral",
+            "csi",
+        }
+        if set(vol) - allowed:
+            found.append(f"volume {vol['name']}: {sorted(set(vol) - allowed)}")
+    for c in [*pod.get("initContainers", []), *pod["containers"]]:
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation")
+        if sc.get("privileged"):
+            found.append(f"{where}: privileged")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            found.append(f"{where}: capabilities not dropped")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: capabilities added")
+        run_as_non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if run_as_non_root is not True:
+            found.append(f"{where}: runAsNonRoot")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            found.append(f"{where}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccompProfile")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            found.append(f"{where}: hostPort")
+    return found
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_every_workload_passes_pod_security_restricted(t: EffectiveTenant) -> None:
+    specs = pod_specs(everything(t))
+    assert specs  # Kong at least, in every scenario
+    for name, pod in specs:
+        assert restricted_violations(pod) == [], name
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_pods_get_no_api_token_and_no_service_links(t: EffectiveTenant) -> None:
+    for name, pod in pod_specs(everything(t)):
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["enableServiceLinks"] is False, name
+
+
+def test_the_checker_catches_a_privileged_pod() -> None:
+    bad = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": True}}],
+    }
+    assert len(restricted_violations(bad)) >= 6
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_credentials_only_by_secret_reference(t: EffectiveTenant) -> None:
+    """Every secret a container gets is a secretKeyRef to a generated Secret key."""
+    text = json.dumps(everything(t))
+    for name, pod in pod_specs(everything(t)):
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref is not None:
+                    assert (ref["name"], ref["key"]) in KNOWN_SECRET_KEYS, (name, e)
+                    assert "value" not in e
+                elif any(w in e["name"] for w in ("PASSWORD", "AUTH", "GOSSIP", "TOKEN")):
+                    pytest.fail(f"{name}/{c['name']}: {e['name']} is not a secretKeyRef")
+    # No Secret objects and no inline data from this task's builders.
+    assert '"kind": "Secret"' not in text
+    assert '"stringData"' not in text
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_metadata_namespace_labels_and_no_owner_references(t: EffectiveTenant) -> None:
+    for m in everything(t):
+        meta = m["metadata"]
+        assert meta["namespace"] == t.namespace
+        assert meta["labels"][TENANT_LABEL] == t.name
+        assert "ownerReferences" not in meta
+        assert "generateName" not in meta
+        app = meta["labels"].get(APP_LABEL)
+        if app is not None:
+            assert meta["labels"] == app_labels(t, app)
+        else:
+            assert meta["labels"] == labels(t, meta["labels"][COMPONENT_LABEL])
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_names_are_unique_per_kind(t: EffectiveTenant) -> None:
+    keys = [(m["kind"], m["metadata"]["name"]) for m in everything(t)]
+    assert len(keys) == len(set(keys))
+
+
+def test_component_object_names_are_reserved() -> None:
+    t = tenant(ENTERPRISE_ALL)
+    app_names = {a.name for a in t.apps}
+    fixed = {m["metadata"]["name"] for m in everything(t)} - app_names
+    assert fixed <= RESERVED_NAMES
+    assert not app_names & RESERVED_NAMES
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_selectors_match_their_own_pods_only(t: EffectiveTenant) -> None:
+    wl = workloads(everything(t))
+    for owner in wl:
+        selector = owner["spec"]["selector"]["matchLabels"]
+        for other in wl:
+            pod_labels = other["spec"]["template"]["metadata"]["labels"]
+            matches = selector.items() <= pod_labels.items()
+            assert matches == (other is owner), (
+                owner["metadata"]["name"],
+                other["metadata"]["name"],
+            )
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_services_select_existing_pods(t: EffectiveTenant) -> None:
+    objs = everything(t)
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in workloads(objs)]
+    for svc in (m for m in objs if m["kind"] == "Service"):
+        selector = svc["spec"]["selector"]
+        assert any(selector.items() <= p.items() for p in pods), svc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("label", list(SCENARIOS))
+def test_same_input_gives_byte_identical_output(label: str) -> None:
+    first = json.dumps(everything(tenant(SCENARIOS[label])))
+    second = json.dumps(everything(tenant(SCENARIOS[label])))
+    assert first == second
+
+
+def test_output_is_plain_json_data() -> None:
+    objs = everything(tenant(ENTERPRISE_ALL))
+    assert json.loads(json.dumps(objs)) == objs
+
+
+def test_suspend_scales_every_workload_to_zero_and_keeps_the_rest() -> None:
+    running = everything(tenant(ENTERPRISE_ALL))
+    suspended = everything(tenant(merge(ENTERPRISE_ALL, {"suspend": True})))
+    for w in workloads(suspended):
+        assert w["spec"]["replicas"] == 0, w["metadata"]["name"]
+    # Nothing is deleted but the PDBs; pod templates stay as they were.
+    kinds = {(m["kind"], m["metadata"]["name"]) for m in running}
+    kept = {(m["kind"], m["metadata"]["name"]) for m in suspended}
+    assert kinds - kept == {k for k in kinds if k[0] == "PodDisruptionBudget"}
+    by_key = {(m["kind"], m["metadata"]["name"]): m for m in running}
+    for w in workloads(suspended):
+        before = by_key[(w["kind"], w["metadata"]["name"])]
+        assert w["spec"]["template"] == before["spec"]["template"]

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stackforge_operator.builders import consul
+from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders.common import CONFIG_HASH_ANNOTATION, CONSUL_HTTP_PORT
+from tests.unit.builders.tenants import BASE, container, env_of, find, secret_ref, tenant
+
+ON: dict[str, Any] = {"components": {"consul": {"enabled": True, "replicas": 3}}}
+
+
+def registered(t_changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    cm = find(consul.build(tenant(t_changes)), "ConfigMap", "consul-services")
+    services = json.loads(cm["data"][consul.SERVICES_FILE])["services"]
+    return {s["name"]: s for s in services}
+
+
+def test_disabled_consul_builds_nothing() -> None:
+    assert consul.build(tenant({"components": {"consul": {"enabled": False}}})) == []
+
+
+def test_servers_expect_the_replica_count() -> None:
+    sts = find(consul.build(tenant(ON)), "StatefulSet", "consul")
+    assert sts["spec"]["replicas"] == 3
+    args = container(sts)["args"]
+    assert "-server" in args and "-bootstrap-expect=3" in args
+    joins = [a for a in args if a.startswith("-retry-join=")]
+    assert joins == [f"-retry-join=consul-{i}.consul-headless.tenant-acme.svc" for i in range(3)]
+
+
+def test_gossip_key_from_the_secret() -> None:
+    c = container(find(consul.build(tenant(ON)), "StatefulSet", "consul"))
+    assert "-encrypt=$(CONSUL_GOSSIP_KEY)" in c["args"]
+    assert secret_ref(env_of(c)["CONSUL_GOSSIP_KEY"]) == (sn.CONSUL_SECRET, sn.CONSUL_GOSSIP_KEY)
+
+
+def test_services() -> None:
+    objs = consul.build(tenant(ON))
+    http = find(objs, "Service", "consul")["spec"]
+    assert [p["port"] for p in http["ports"]] == [CONSUL_HTTP_PORT]
+    headless = find(objs, "Service", "consul-headless")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert {p["protocol"] for p in headless["ports"]} == {"TCP", "UDP"}
+
+
+def test_every_app_is_registered_with_its_service_address_and_a_check() -> None:
+    services = registered(ON)
+    assert set(services) == {a["name"] for a in BASE["components"]["apps"]}
+    api, worker = services["api"], services["worker"]
+    assert api["address"] == "api.tenant-acme.svc" and api["port"] == 8080
+    assert api["checks"][0]["http"] == "http://api.tenant-acme.svc:8080/healthz"
+    # No health-check path: a TCP check.
+    assert worker["checks"][0]["tcp"] == "worker.tenant-acme.svc:9000"
+    assert "http" not in worker["checks"][0]
+
+
+def test_a_new_app_is_registered_and_rolls_the_servers() -> None:
+    extra = {"name": "billing", "image": "registry.example.com/acme/billing:1.0", "port": 7000}
+    more = {"components": {**ON["components"], "apps": [*BASE["components"]["apps"], extra]}}
+    assert "billing" in registered(more)
+
+    def digest(changes: dict[str, Any]) -> str:
+        sts = find(consul.build(tenant(changes)), "StatefulSet", "consul")
+        return str(sts["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION])
+
+    assert digest(more) != digest(ON)
+
+
+def test_app_order_and_app_scaling_do_not_change_the_registration() -> None:
+    apps = BASE["components"]["apps"]
+    reordered = {"components": {**ON["components"], "apps": list(reversed(apps))}}
+    scaled = {
+        "components": {
+            **ON["components"],
+            "apps": [{**a, "replicas": 5} if a["name"] == "web" else a for a in apps],
+        }
+    }
+    base = find(consul.build(tenant(ON)), "StatefulSet", "consul")
+    for changes in (reordered, scaled):
+        assert find(consul.build(tenant(changes)), "StatefulSet", "consul") == base

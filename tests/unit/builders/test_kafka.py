@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any
+
+from stackforge_operator.builders import kafka
+from stackforge_operator.builders.common import KAFKA_CONTROLLER_PORT, KAFKA_PORT
+from tests.unit.builders.tenants import container, env_of, find, tenant
+
+
+def brokers(n: int, **changes: Any) -> dict[str, Any]:
+    return {"components": {"kafka": {"enabled": True, "replicas": n}}, **changes}
+
+
+def test_disabled_kafka_builds_nothing() -> None:
+    assert kafka.build(tenant({"components": {"kafka": {"enabled": False}}})) == []
+
+
+def test_kraft_quorum_from_the_replica_count() -> None:
+    objs = kafka.build(tenant(brokers(3)))
+    sts = find(objs, "StatefulSet", "kafka")
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["serviceName"] == "kafka-headless"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    env = env_of(container(sts))
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"]["value"] == ",".join(
+        f"{i}@kafka-{i}.kafka-headless.tenant-acme.svc:{KAFKA_CONTROLLER_PORT}" for i in range(3)
+    )
+    assert env["KAFKA_PROCESS_ROLES"]["value"] == "broker,controller"
+    # Node id = the pod's ordinal.
+    assert env["KAFKA_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    assert env["KAFKA_ADVERTISED_LISTENERS"]["value"] == (
+        f"PLAINTEXT://$(POD_NAME).kafka-headless.tenant-acme.svc:{KAFKA_PORT}"
+    )
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]["value"] == "3"
+    assert env["KAFKA_LOG_DIRS"]["value"].startswith("/var/lib/kafka/data/")
+
+
+def test_single_broker_replication_factors() -> None:
+    env = env_of(container(find(kafka.build(tenant(brokers(1))), "StatefulSet", "kafka")))
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"]["value"].count("@") == 1
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]["value"] == "1"
+    assert env["KAFKA_MIN_INSYNC_REPLICAS"]["value"] == "1"
+
+
+def test_services() -> None:
+    objs = kafka.build(tenant(brokers(3)))
+    headless = find(objs, "Service", "kafka-headless")["spec"]
+    assert headless["clusterIP"] == "None"
+    # Controllers must resolve each other before any of them is Ready.
+    assert headless["publishNotReadyAddresses"] is True
+    assert {p["port"] for p in headless["ports"]} == {KAFKA_PORT, KAFKA_CONTROLLER_PORT}
+    client = find(objs, "Service", "kafka")["spec"]
+    assert [p["port"] for p in client["ports"]] == [KAFKA_PORT]
+
+
+def test_cluster_id_is_stable_valid_and_per_tenant() -> None:
+    a = kafka.cluster_id(tenant(brokers(1)))
+    assert a == kafka.cluster_id(tenant(brokers(3)))
+    assert len(a) == 22 and "=" not in a
+    assert a != kafka.cluster_id(tenant(brokers(1), name="other"))
+
+
+def test_suspend_leaves_the_template_alone() -> None:
+    running = find(kafka.build(tenant(brokers(3))), "StatefulSet", "kafka")
+    suspended = find(kafka.build(tenant(brokers(3, suspend=True))), "StatefulSet", "kafka")
+    assert suspended["spec"]["replicas"] == 0
+    assert suspended["spec"]["template"] == running["spec"]["template"]

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Any
+
+from stackforge_operator.builders import pooler
+from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders.common import CONFIG_HASH_ANNOTATION, POOLER_PORT
+from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
+
+POOL = {"poolMode": "session", "defaultPoolSize": 40, "maxClientConnections": 400}
+
+
+def with_pool(**changes: object) -> dict[str, object]:
+    return {"components": {"postgres": {"pooler": {"enabled": True, **POOL, **changes}}}}
+
+
+def test_off_when_pooler_or_postgres_is_off() -> None:
+    assert pooler.build(tenant({"components": {"postgres": {"pooler": {"enabled": False}}}})) == []
+    off = {"components": {"postgres": {"enabled": False, "pooler": {"enabled": True}}}}
+    assert pooler.build(tenant(off)) == []
+
+
+def test_pool_sizes_from_the_spec_in_pgbouncer_ini() -> None:
+    ini = find(pooler.build(tenant(with_pool())), "ConfigMap", "pooler-config")["data"][
+        "pgbouncer.ini"
+    ]
+    settings = dict(line.split(" = ", 1) for line in ini.splitlines() if " = " in line)
+    assert settings["pool_mode"] == "session"
+    assert settings["default_pool_size"] == "40"
+    assert settings["max_client_conn"] == "400"
+    assert settings["listen_port"] == str(POOLER_PORT)
+    assert settings["acme"] == "host=postgres port=5432 dbname=acme"
+    assert "password" not in ini.lower()
+
+
+def test_pool_sizes_default_from_the_tier() -> None:
+    t = tenant({"tier": "Enterprise"})
+    ini = find(pooler.build(t), "ConfigMap", "pooler-config")["data"]["pgbouncer.ini"]
+    assert "default_pool_size = 100" in ini and "max_client_conn = 2000" in ini
+    assert find(pooler.build(t), "Deployment", "pooler")["spec"]["replicas"] == 2
+
+
+def test_auth_from_the_secret_into_a_memory_volume() -> None:
+    dep = find(pooler.build(tenant(with_pool())), "Deployment", "pooler")
+    pod = dep["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    env = env_of(init)
+    assert secret_ref(env["DB_USER"]) == (sn.POSTGRES_SECRET, sn.POSTGRES_USER_KEY)
+    assert secret_ref(env["DB_PASSWORD"]) == (sn.POSTGRES_SECRET, sn.POSTGRES_PASSWORD_KEY)
+    auth = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert auth["emptyDir"]["medium"] == "Memory"
+
+
+def test_service_and_port() -> None:
+    objs = pooler.build(tenant(with_pool()))
+    svc = find(objs, "Service", "pooler")
+    assert [p["port"] for p in svc["spec"]["ports"]] == [POOLER_PORT]
+    dep = find(objs, "Deployment", "pooler")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert container(dep)["ports"][0]["containerPort"] == POOLER_PORT
+
+
+def test_config_change_rolls_the_pooler_and_scaling_does_not() -> None:
+    def template(**changes: object) -> Any:
+        return find(pooler.build(tenant(with_pool(**changes))), "Deployment", "pooler")["spec"][
+            "template"
+        ]
+
+    base = template()
+    assert template(replicas=3) == base
+    changed = template(defaultPoolSize=41)
+    digest = changed["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    assert digest != base["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    assert {**changed, "metadata": base["metadata"]} == base  # nothing else moved

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from stackforge_operator.builders import postgres
+from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders.common import POSTGRES_PORT, selector_labels
+from tests.unit.builders.tenants import container, env_of, find, names, secret_ref, tenant
+
+
+def test_disabled_postgres_builds_nothing() -> None:
+    assert postgres.build(tenant({"components": {"postgres": {"enabled": False}}})) == []
+
+
+def test_primary_statefulset() -> None:
+    t = tenant()
+    sts = find(postgres.build(t), "StatefulSet", "postgres")
+    spec = sts["spec"]
+    assert spec["replicas"] == 1
+    assert spec["serviceName"] == "postgres-headless"
+    c = container(sts, "postgres")
+    assert c["image"] == "postgres:16"
+    env = env_of(c)
+    pgdata = env["PGDATA"]["value"]
+    data_mount = next(m for m in c["volumeMounts"] if m["name"] == "data")["mountPath"]
+    assert pgdata.startswith(data_mount + "/")
+    assert c["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert spec["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/var/run/postgresql", "/tmp"} <= mounts
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["run"] and "emptyDir" in volumes["tmp"]
+
+
+def test_storage_class_is_left_to_the_cluster_default_when_unset() -> None:
+    t = tenant({"components": {"postgres": {"storageClassName": None}}})
+    [claim] = find(postgres.build(t), "StatefulSet", "postgres")["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in claim["spec"]
+
+
+def test_major_version_picks_the_image() -> None:
+    t = tenant({"components": {"postgres": {"version": 17}}})
+    assert (
+        container(find(postgres.build(t), "StatefulSet", "postgres"), "postgres")["image"]
+        == "postgres:17"
+    )
+
+
+def test_credentials_come_from_the_secret() -> None:
+    env = env_of(container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "postgres"))
+    assert secret_ref(env["POSTGRES_PASSWORD"]) == (
+        sn.POSTGRES_SECRET,
+        sn.POSTGRES_SUPERUSER_PASSWORD_KEY,
+    )
+    assert secret_ref(env["APP_PASSWORD"]) == (sn.POSTGRES_SECRET, sn.POSTGRES_PASSWORD_KEY)
+    assert secret_ref(env["REPLICATION_PASSWORD"]) == (
+        sn.POSTGRES_SECRET,
+        sn.POSTGRES_REPLICATION_PASSWORD_KEY,
+    )
+    assert env["POSTGRES_DB"]["value"] == "acme"
+
+
+def test_services() -> None:
+    objs = postgres.build(tenant())
+    headless = find(objs, "Service", "postgres-headless")["spec"]
+    client = find(objs, "Service", "postgres")["spec"]
+    assert headless["clusterIP"] == "None"
+    assert client["type"] == "ClusterIP"
+    for spec in (headless, client):
+        assert spec["selector"] == selector_labels(tenant(), "postgres")
+        assert [p["port"] for p in spec["ports"]] == [POSTGRES_PORT]
+
+
+def test_init_config_creates_roles_from_env_without_passwords() -> None:
+    cm = find(postgres.build(tenant()), "ConfigMap", "postgres-init")
+    script = cm["data"][postgres.INIT_SCRIPT]
+    assert "REPLICATION" in script and "$REPLICATION_PASSWORD" in script
+    assert "$APP_PASSWORD" in script
+    hba = cm["data"]["pg_hba.conf"]
+    assert any(
+        line.split()[:3] == ["host", "replication", postgres.REPLICATION_USER]
+        for line in hba.splitlines()
+    )
+    assert "trust" not in hba
+    # The primary reads this pg_hba.conf and runs the script at init.
+    c = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "postgres")
+    assert f"hba_file={postgres.HBA_FILE}" in c["args"]
+    assert postgres.INITDB_DIR in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_no_read_replicas_means_no_replica_objects() -> None:
+    objs = postgres.build(tenant({"components": {"postgres": {"readReplicas": 0}}}))
+    assert names(objs, "StatefulSet") == ["postgres"]
+    assert names(objs, "Service") == ["postgres", "postgres-headless"]
+
+
+def test_read_replicas_stream_from_the_primary() -> None:
+    t = tenant({"components": {"postgres": {"readReplicas": 2}}})
+    objs = postgres.build(t)
+    sts = find(objs, "StatefulSet", "postgres-replica")
+    assert sts["spec"]["replicas"] == 2
+    pod = sts["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    script = init["command"][-1]
+    assert "pg_basebackup" in script and "--host=postgres" in script
+    assert "standby.signal" in script
+    assert secret_ref(env_of(init)["PGPASSWORD"]) == (
+        sn.POSTGRES_SECRET,
+        sn.POSTGRES_REPLICATION_PASSWORD_KEY,
+    )
+    server = container(sts)
+    conninfo = next(a for a in server["args"] if a.startswith("primary_conninfo="))
+    assert "host=postgres " in conninfo and "password" not in conninfo
+    assert secret_ref(env_of(server)["PGPASSWORD"])[1] == sn.POSTGRES_REPLICATION_PASSWORD_KEY
+    read = find(objs, "Service", "postgres-read")
+    assert read["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert read["spec"]["selector"] != selector_labels(t, "postgres")
+
+
+def test_replica_count_never_touches_the_primary() -> None:
+    primaries = [
+        find(
+            postgres.build(tenant({"components": {"postgres": {"readReplicas": n}}})),
+            "StatefulSet",
+            "postgres",
+        )
+        for n in (0, 1, 3)
+    ]
+    assert primaries[0] == primaries[1] == primaries[2]
+
+
+def test_replica_count_only_changes_replicas() -> None:
+    def replica_set(n: int) -> dict[str, object]:
+        t = tenant({"components": {"postgres": {"readReplicas": n}}})
+        sts = find(postgres.build(t), "StatefulSet", "postgres-replica")
+        return {k: v for k, v in sts["spec"].items() if k != "replicas"}
+
+    assert replica_set(1) == replica_set(4)
+
+
+def test_suspend_keeps_volumes() -> None:
+    objs = postgres.build(
+        tenant({"suspend": True, "components": {"postgres": {"readReplicas": 1}}})
+    )
+    for name in ("postgres", "postgres-replica"):
+        spec = find(objs, "StatefulSet", name)["spec"]
+        assert spec["replicas"] == 0
+        assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+
+
+def test_only_the_init_script_is_in_the_initdb_directory() -> None:
+    sts = find(postgres.build(tenant()), "StatefulSet", "postgres")
+    c = container(sts, "postgres")
+    [initdb_mount] = [m for m in c["volumeMounts"] if m["mountPath"] == postgres.INITDB_DIR]
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    source = volumes[initdb_mount["name"]]["configMap"]
+    # The entrypoint runs every *.sh there; the endless sync script must not be one.
+    assert source["items"] == [{"key": postgres.INIT_SCRIPT, "path": postgres.INIT_SCRIPT}]
+    assert source["defaultMode"] == 0o555
+
+
+def test_role_passwords_are_synced_from_the_secret_at_every_start() -> None:
+    objs = postgres.build(tenant())
+    sync = container(find(objs, "StatefulSet", "postgres"), "role-sync")
+    env = env_of(sync)
+    for var, key in (
+        ("POSTGRES_PASSWORD", sn.POSTGRES_SUPERUSER_PASSWORD_KEY),
+        ("APP_PASSWORD", sn.POSTGRES_PASSWORD_KEY),
+        ("REPLICATION_PASSWORD", sn.POSTGRES_REPLICATION_PASSWORD_KEY),
+    ):
+        assert secret_ref(env[var]) == (sn.POSTGRES_SECRET, key)
+    script = find(objs, "ConfigMap", "postgres-init")["data"][postgres.SYNC_SCRIPT]
+    assert sync["command"][-1].endswith(postgres.SYNC_SCRIPT)
+    for role in ("superuser", "app_user", "repl_user"):
+        assert f'ALTER ROLE :"{role}" PASSWORD' in script
+    # It logs in by peer over the pod-private socket, so a rotated superuser
+    # password cannot lock it out.
+    hba = find(objs, "ConfigMap", "postgres-init")["data"]["pg_hba.conf"]
+    assert hba.splitlines()[1].split() == ["local", "all", "postgres", "peer"]
+    assert sync["readinessProbe"]["exec"]["command"] == ["test", "-e", postgres.SYNCED_MARKER]

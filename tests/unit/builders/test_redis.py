@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from stackforge_operator.builders import redis
+from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders.common import REDIS_PORT
+from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
+
+
+def test_disabled_redis_builds_nothing() -> None:
+    assert redis.build(tenant({"components": {"redis": {"enabled": False}}})) == []
+
+
+def test_password_by_reference_in_args() -> None:
+    c = container(find(redis.build(tenant()), "StatefulSet", "redis"))
+    args = c["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert secret_ref(env_of(c)["REDIS_PASSWORD"]) == (sn.REDIS_SECRET, sn.REDIS_PASSWORD_KEY)
+    assert secret_ref(env_of(c)["REDISCLI_AUTH"]) == (sn.REDIS_SECRET, sn.REDIS_PASSWORD_KEY)
+
+
+def test_statefulset_volume_and_service() -> None:
+    t = tenant({"components": {"redis": {"version": "7.4", "storage": "3Gi"}}})
+    objs = redis.build(t)
+    sts = find(objs, "StatefulSet", "redis")
+    assert container(sts)["image"] == "redis:7.4"
+    assert sts["spec"]["replicas"] == 1
+    [claim] = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    data = next(m for m in container(sts)["volumeMounts"] if m["name"] == "data")
+    assert data["mountPath"] == "/data"
+    svc = find(objs, "Service", "redis")
+    assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in svc["spec"]["ports"]] == [REDIS_PORT]
+
+
+def test_suspend() -> None:
+    sts = find(redis.build(tenant({"suspend": True})), "StatefulSet", "redis")
+    assert sts["spec"]["replicas"] == 0
