@@ -149,3 +149,20 @@ def operator_in_process(
             "-m", "stackforge_operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
         yield runner, liveness
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ClusterHandle, stackforge_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator as users run it, for a whole test module, resyncing every few seconds."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(
+        cluster.kubeconfig, log, extra_args=("--verbose",),
+        extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3"},
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

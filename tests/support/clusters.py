@@ -28,7 +28,7 @@ class ClusterHandle:
     def kubectl(
         self,
         *args: str,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         kubeconfig: Path | None = None,
         timeout: float = 120.0,

@@ -327,6 +327,8 @@ class LocalCluster:
         stages = kwok_stages.exclude_runner_pods(kwok_stages.parse_stages(stages_text))
         volume_stages, self._storage_class = kwok_stages.load_volume_stages(kwok_source_dir())
         stages += volume_stages
+        # Like most production classes, let claims grow (resizing is instant here).
+        self._storage_class["allowVolumeExpansion"] = True
         kwok_config = self.run_dir / "kwok.yaml"
         kwok_config.write_text(kwok_stages.render_kwok_config(stages))
         self._spawn(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, status
@@ -26,6 +27,7 @@ from stackforge_operator.models.tenant import (
     StackForgeTenantSpec,
     StackForgeTenantStatus,
 )
+from stackforge_operator.reconcile import immutable
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.diff import needs_apply
 
@@ -133,17 +135,46 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         desired.append(_owned(ingress.build_certificate(t, issuer.name, issuer.kind), owner))
 
     live[("Namespace", t.namespace)] = live_namespace or {}
-    applied = []
+    applied: list[str] = []
+    problems: list[status.Problem] = []
     for manifest in desired:
         key = (manifest["kind"], manifest["metadata"]["name"])
         current = live.get(key) or None
+        if key[0] == "StatefulSet" and current is not None:
+            problems += _grow_volumes(t, manifest, current, applied)
+            manifest = immutable.keep_live_claim_templates(manifest, current)
         if needs_apply(manifest, current):
             live[key] = kube.apply(manifest)
             applied.append(f"{key[0]}/{key[1]}")
     pruned = _prune(t, live, stack.by_key(desired))
 
     return _report(body, old_status, t, spec, generation, desired, live,
-                   tuple(applied), pruned, rotated)
+                   tuple(applied), pruned, rotated, problems)
+
+
+def _grow_volumes(
+    t: EffectiveTenant, desired: dict[str, Any], live: dict[str, Any], applied: list[str]
+) -> list[status.Problem]:
+    """Resize the claims of a StatefulSet whose storage grew (its templates cannot change)."""
+    if not immutable.grown_templates(desired, live):
+        return []
+    claims = {c["metadata"]["name"]: c
+              for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)}
+    problems = []
+    for resize in immutable.claim_resizes(desired, claims):
+        patch = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": resize.claim, "namespace": t.namespace},
+            "spec": {"resources": {"requests": {"storage": resize.storage}}},
+        }
+        try:
+            kube.apply(patch)
+            applied.append(f"PersistentVolumeClaim/{resize.claim}")
+        except kopf.TemporaryError as error:
+            # Typically a StorageClass without allowVolumeExpansion: a human decides.
+            problems.append(status.Problem("VolumeResizeFailed", str(error)))
+    return problems
 
 
 def _observe_children(
@@ -204,6 +235,7 @@ def _report(
     applied: tuple[str, ...],
     pruned: tuple[str, ...],
     rotated: bool,
+    apply_problems: Sequence[status.Problem],
 ) -> Outcome:
     now = datetime.now(UTC)
     states = [
@@ -211,7 +243,7 @@ def _report(
         for m in desired if m["kind"] in stack.WORKLOAD_KINDS
     ]
     components = status.component_observations(states)
-    problems = observe.missing_references(t, spec)
+    problems = [*apply_problems, *observe.missing_references(t, spec)]
     certificate, certificate_condition = observe.certificate(t, spec, now)
     backups, last_backup = observe.backup_health(t.name)
     drills, last_drill = observe.drill_health(t.name)

@@ -1,0 +1,70 @@
+"""Fields the API server refuses to change in place, and what to do instead.
+
+A StatefulSet's volumeClaimTemplates are immutable. Growing a component's
+storage therefore keeps the live templates (so the apply is accepted) and
+resizes each existing claim instead, which is how volumes really grow.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stackforge_operator.models.common import parse_quantity
+
+
+@dataclass(frozen=True)
+class ClaimResize:
+    claim: str
+    storage: str
+
+
+def keep_live_claim_templates(
+    desired: Mapping[str, Any], live: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The desired StatefulSet carrying the live (immutable) volumeClaimTemplates."""
+    kept = copy.deepcopy(dict(desired))
+    live_templates = (live.get("spec") or {}).get("volumeClaimTemplates")
+    if live_templates is not None:
+        kept["spec"]["volumeClaimTemplates"] = [
+            {k: v for k, v in template.items() if k != "status"} for template in live_templates
+        ]
+    return kept
+
+
+def grown_templates(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether any claim template asks for more storage than the live StatefulSet has."""
+    have = {
+        t["metadata"]["name"]: t["spec"]["resources"]["requests"]["storage"]
+        for t in (live.get("spec") or {}).get("volumeClaimTemplates") or []
+    }
+    return any(
+        t["metadata"]["name"] in have
+        and parse_quantity(t["spec"]["resources"]["requests"]["storage"])
+        > parse_quantity(have[t["metadata"]["name"]])
+        for t in desired["spec"].get("volumeClaimTemplates", [])
+    )
+
+
+def claim_resizes(
+    desired: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]]
+) -> list[ClaimResize]:
+    """Claims of this StatefulSet whose requested size is below the desired one.
+
+    ``claims`` maps claim name -> live PersistentVolumeClaim. Claims are named
+    ``<template>-<statefulset>-<ordinal>`` by the StatefulSet controller.
+    """
+    name = desired["metadata"]["name"]
+    resizes = []
+    for template in desired["spec"].get("volumeClaimTemplates", []):
+        want = template["spec"]["resources"]["requests"]["storage"]
+        prefix = f"{template['metadata']['name']}-{name}-"
+        for claim_name, claim in sorted(claims.items()):
+            if not claim_name.startswith(prefix) or not claim_name[len(prefix):].isdigit():
+                continue
+            have = claim["spec"]["resources"]["requests"]["storage"]
+            if parse_quantity(want) > parse_quantity(have):
+                resizes.append(ClaimResize(claim_name, want))
+    return resizes

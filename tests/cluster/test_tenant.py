@@ -1,0 +1,295 @@
+"""Tenant provisioning on the real control plane, with the operator as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+from tests.support.metrics import request_totals, writes_between
+from tests.support.tenants import eventually
+
+OPERATOR_WRITES = frozenset({
+    "stackforgetenants", "namespaces", "secrets", "configmaps", "services", "resourcequotas",
+    "limitranges", "deployments", "statefulsets", "networkpolicies", "ingresses",
+    "poddisruptionbudgets", "horizontalpodautoscalers", "events",
+})
+COMPONENT_CONDITIONS = ("PostgresReady", "PoolerReady", "RedisReady", "KafkaReady", "KongReady",
+                        "ConsulReady", "AppsReady")
+
+
+@pytest.fixture
+def cleanup(cluster: ClusterHandle) -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    # Wait: a tenant still being torn down would write during the next test.
+    for name in names:
+        tenants.delete(cluster, name, wait=True)
+
+
+def _kinds(cluster: ClusterHandle, namespace: str, kinds: str) -> set[str]:
+    out = cluster.kubectl("get", kinds, "-n", namespace, "-o", "name").stdout
+    return set(out.split())
+
+
+def test_example_tenant_becomes_ready(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("acme")
+    tenants.apply(cluster, tenants.example_tenant("acme"))
+    eventually(lambda: tenants.namespace_exists(cluster, "tenant-acme"))
+    # The example's notification channels name this Secret; it lives in the
+    # namespace the operator creates.
+    tenants.example_alert_secret(cluster, "tenant-acme")
+
+    waited = cluster.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "sft/acme",
+                             timeout=150)
+    assert "condition met" in waited.stdout
+    tenant = tenants.get(cluster, "acme")
+    assert tenant is not None
+    for type_ in COMPONENT_CONDITIONS:
+        found = tenants.condition(tenant, type_)
+        assert found is not None and found["status"] == "True", (type_, found)
+    assert tenants.condition(tenant, "Reconciling")["status"] == "False"  # type: ignore[index]
+    assert tenants.condition(tenant, "Stalled")["status"] == "False"  # type: ignore[index]
+    status = tenant["status"]
+    assert status["observedGeneration"] == tenant["metadata"]["generation"]
+    assert status["componentsReady"] == "9/9"
+    assert status["cost"]["priceMonthly"] == "393.15"
+    assert status["replicas"] == 2 and status["readyReplicas"] == 2
+    assert status["selector"] == "app.kubernetes.io/component=kong,stackforge.io/tenant=acme"
+
+    namespace = client.CoreV1Api(cluster.api).read_namespace("tenant-acme")
+    assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert namespace.metadata.owner_references[0].name == "acme"
+    children = _kinds(cluster, "tenant-acme", "statefulsets,deployments")
+    assert children == {
+        "statefulset.apps/postgres", "statefulset.apps/postgres-replica", "statefulset.apps/redis",
+        "statefulset.apps/kafka", "statefulset.apps/consul", "deployment.apps/kong",
+        "deployment.apps/pooler", "deployment.apps/api", "deployment.apps/web",
+    }
+    shown = cluster.kubectl("get", "sft", "acme").stdout.splitlines()[1].split()
+    assert shown[:5] == ["acme", "Growth", "True", "AllComponentsReady", "9/9"]
+
+
+def test_missing_secret_stalls_with_a_clear_reason_then_recovers(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("stalls")
+    manifest = tenants.small_tenant("stalls", notifications={
+        "slack": {"webhookUrlSecretRef": {"name": "alerts", "key": "url"}}})
+    tenants.apply(cluster, manifest)
+    tenant = tenants.wait_condition(cluster, "stalls", "Stalled", "True")
+    stalled = tenants.condition(tenant, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "MissingSecret"
+    assert "spec.notifications.slack.webhookUrlSecretRef" in stalled["message"]
+    assert "tenant-stalls/alerts does not exist" in stalled["message"]
+    assert tenants.condition(tenant, "Ready")["status"] == "False"  # type: ignore[index]
+    assert tenants.condition(tenant, "Reconciling")["status"] == "False"  # type: ignore[index]
+
+    tenants.put_secret(cluster, "tenant-stalls", "alerts", {"url": "http://127.0.0.1:9/x"})
+    tenants.wait_condition(cluster, "stalls", "Ready", "True", timeout=60)
+
+
+def test_noop_resync_makes_zero_write_requests(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("quiet")
+    tenants.apply(cluster, tenants.small_tenant("quiet"))
+    tenants.wait_condition(cluster, "quiet", "Ready", "True")
+    time.sleep(4)  # let the last status write's watch event come back around
+
+    before = request_totals(cluster)
+    time.sleep(10)  # at least three 3-second resyncs
+    after = request_totals(cluster)
+    delta = after - before
+    # Everything the operator ever writes; controllers and kwok write other
+    # resources (node heartbeats, leases, endpoints) on their own schedule.
+    assert writes_between(before, after, resources=OPERATOR_WRITES) == {}
+    # The operator did look: each resync lists the tenant's StatefulSets.
+    assert delta[("LIST", "statefulsets", "")] >= 3
+
+
+def test_owned_objects_are_restored_and_foreign_annotations_kept(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("drift")
+    tenants.apply(cluster, tenants.small_tenant("drift"))
+    tenants.wait_condition(cluster, "drift", "Ready", "True")
+    ns = "tenant-drift"
+    apps = client.AppsV1Api(cluster.api)
+    original_uid = apps.read_namespaced_deployment("kong", ns).metadata.uid
+
+    # A deleted workload comes back.
+    apps.delete_namespaced_deployment("kong", ns)
+    eventually(lambda: (d := _deployment(apps, "kong", ns)) is not None
+               and d.metadata.uid != original_uid)
+
+    # A hand edit of an owned field is reverted; an annotation added by
+    # someone else (Argo CD here) survives.
+    patch = {
+        "metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "shop:apps/Deployment"}},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.example.com/evil:6.6.6"}]}}},
+    }
+    cluster.kubectl("patch", "deployment", "api", "-n", ns, "--type=strategic",
+                    "-p", json.dumps(patch))
+
+    def reverted() -> bool:
+        d = apps.read_namespaced_deployment("api", ns)
+        return d.spec.template.spec.containers[0].image == "registry.example.com/shop/api:1.0.0"
+
+    eventually(reverted, timeout=30)
+    annotations = apps.read_namespaced_deployment("api", ns).metadata.annotations
+    assert annotations["argocd.argoproj.io/tracking-id"] == "shop:apps/Deployment"
+
+
+def _deployment(apps: client.AppsV1Api, name: str, namespace: str) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return apps.read_namespaced_deployment(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def test_generated_credentials_never_reach_the_logs(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("secretive")
+    tenants.apply(cluster, tenants.small_tenant("secretive", adminAccounts=[
+        {"username": "jane", "email": "jane@example.com"}]))
+    tenants.wait_condition(cluster, "secretive", "Ready", "True")
+    core = client.CoreV1Api(cluster.api)
+    values = []
+    for name in ("postgres-credentials", "redis-credentials", "admin-accounts"):
+        secret = core.read_namespaced_secret(name, "tenant-secretive")
+        values += [base64.b64decode(v).decode() for k, v in secret.data.items()
+                   if k != "username"]
+    assert len(values) >= 5 and all(len(v) >= 20 for v in values)
+    time.sleep(4)  # a resync or two more
+    log = operator.process.log_path.read_text()
+    assert "tenant secretive" in log or "secretive" in log  # the log does talk about it
+    leaked = [v for v in values if v in log or base64.b64encode(v.encode()).decode() in log]
+    assert leaked == []
+
+
+def test_credentials_are_kept_across_reconciles_and_rotated_on_request(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("rotate")
+    tenants.apply(cluster, tenants.small_tenant("rotate"))
+    tenants.wait_condition(cluster, "rotate", "Ready", "True")
+    core = client.CoreV1Api(cluster.api)
+
+    def password() -> str:
+        data = core.read_namespaced_secret("postgres-credentials", "tenant-rotate").data
+        return str(data["password"])
+
+    first = password()
+    time.sleep(4)
+    assert password() == first  # resyncs never regenerate
+
+    cluster.kubectl("annotate", "sft", "rotate", "stackforge.io/rotate-credentials=incident-42")
+    eventually(lambda: password() != first, timeout=30)
+    rotated = password()
+    time.sleep(4)
+    assert password() == rotated  # one request, one rotation
+    template = client.AppsV1Api(cluster.api).read_namespaced_stateful_set(
+        "postgres", "tenant-rotate").spec.template.metadata.annotations
+    assert template["stackforge.io/rotation"] == "incident-42"
+    tenant = tenants.wait_condition(cluster, "rotate", "Ready", "True")
+    assert tenant["status"]["credentialsRotatedAt"]
+
+
+def test_changes_converge(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("shifty")
+    ns = "tenant-shifty"
+    tenants.apply(cluster, tenants.small_tenant("shifty", components={
+        "kafka": {"enabled": True},
+        "apps": [{"name": "api", "image": "registry.example.com/shop/api:1.0.0", "port": 8080}],
+    }))
+    tenants.wait_condition(cluster, "shifty", "Ready", "True")
+    assert "statefulset.apps/kafka" in _kinds(cluster, ns, "statefulsets")
+    core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
+    assert core.read_namespaced_resource_quota("tenant-quota", ns).spec.hard["requests.cpu"] == "4"
+
+    # Tier change resizes; disabling a component removes its children;
+    # a version bump rolls the workload.
+    tenants.apply(cluster, tenants.small_tenant("shifty", tier="Growth", components={
+        "kafka": {"enabled": False},
+        "postgres": {"version": 17},
+        "apps": [{"name": "api", "image": "registry.example.com/shop/api:1.0.0", "port": 8080}],
+    }))
+    tenants.wait_condition(cluster, "shifty", "Ready", "True")
+    assert core.read_namespaced_resource_quota("tenant-quota", ns).spec.hard["requests.cpu"] == "8"
+    eventually(lambda: "statefulset.apps/kafka" not in _kinds(cluster, ns, "statefulsets"))
+    assert not any("kafka" in n for n in _kinds(cluster, ns, "services"))
+    postgres = apps.read_namespaced_stateful_set("postgres", ns)
+    assert postgres.spec.template.spec.containers[0].image == "postgres:17"
+    # Growth's database volume is larger: the existing claim grows in place
+    # (the StatefulSet's claim template itself is immutable).
+    claim = core.read_namespaced_persistent_volume_claim("data-postgres-0", ns)
+    assert claim.spec.resources.requests["storage"] == "50Gi"
+
+    # Suspend scales to zero and keeps the data.
+    claims_before = {c.metadata.name for c in
+                     core.list_namespaced_persistent_volume_claim(ns).items}
+    tenants.apply(cluster, tenants.small_tenant("shifty", tier="Growth", suspend=True,
+                  components={"kafka": {"enabled": False}, "postgres": {"version": 17},
+                              "apps": [{"name": "api", "port": 8080,
+                                        "image": "registry.example.com/shop/api:1.0.0"}]}))
+    tenant = tenants.wait_condition(cluster, "shifty", "Ready", "True")
+    assert tenants.condition(tenant, "Ready")["reason"] == "Suspended"  # type: ignore[index]
+    assert apps.read_namespaced_stateful_set("postgres", ns).spec.replicas == 0
+    assert apps.read_namespaced_deployment("kong", ns).spec.replicas == 0
+    eventually(lambda: not core.list_namespaced_pod(ns).items)
+    claims_after = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(ns).items}
+    assert claims_before and claims_before <= claims_after
+
+
+def test_isolate_cuts_everything_but_the_operator(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("incident")
+    ns = "tenant-incident"
+    tenants.apply(cluster, tenants.small_tenant("incident"))
+    tenants.wait_condition(cluster, "incident", "Ready", "True")
+    assert len(_kinds(cluster, ns, "networkpolicies")) > 3
+
+    tenants.apply(cluster, tenants.small_tenant("incident", isolate=True))
+    eventually(lambda: _kinds(cluster, ns, "networkpolicies") == {
+        "networkpolicy.networking.k8s.io/default-deny",
+        "networkpolicy.networking.k8s.io/allow-operator"})
+    policies = client.NetworkingV1Api(cluster.api)
+    deny = policies.read_namespaced_network_policy("default-deny", ns)
+    assert deny.spec.pod_selector.match_labels is None
+    assert sorted(deny.spec.policy_types) == ["Egress", "Ingress"]
+    assert not deny.spec.ingress and not deny.spec.egress
+    allow = policies.read_namespaced_network_policy("allow-operator", ns)
+    peer = allow.spec.ingress[0]._from[0].namespace_selector.match_labels
+    assert peer == {"kubernetes.io/metadata.name": "stackforge-system"}
+    tenant = tenants.wait_condition(cluster, "incident", "Ready", "True")
+    assert tenant["status"]["isolated"] is True
+
+
+def test_deleting_the_tenant_removes_everything(
+    cluster: ClusterHandle, operator: OperatorProcess
+) -> None:
+    tenants.apply(cluster, tenants.small_tenant("gone"))
+    tenants.wait_condition(cluster, "gone", "Ready", "True")
+    tenants.delete(cluster, "gone", wait=True)
+    eventually(lambda: not tenants.namespace_exists(cluster, "tenant-gone"), timeout=120)

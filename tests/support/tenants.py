@@ -1,0 +1,139 @@
+"""Tenants in tests: manifests, applying, waiting on conditions, cleaning up."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stackforge_operator import API_GROUP, API_VERSION
+from tests.support.clusters import ClusterHandle
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PLURAL = "stackforgetenants"
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25) -> Any:
+    """Poll until ``check`` returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+
+
+def example_tenant(name: str = "acme") -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / "tenant-acme.yaml").read_text())
+    loaded["metadata"]["name"] = name
+    return loaded
+
+
+def small_tenant(name: str, **spec: Any) -> dict[str, Any]:
+    """A Starter tenant with one app: quick to converge, easy to reason about."""
+    body: dict[str, Any] = {
+        "tier": "Starter",
+        "components": {
+            "apps": [{"name": "api", "image": "registry.example.com/shop/api:1.0.0",
+                      "port": 8080}],
+        },
+    }
+    body.update(copy.deepcopy(spec))
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "StackForgeTenant",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def apply(cluster: ClusterHandle, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "--force-conflicts",
+                    "-f", "-", input=json.dumps(manifest))
+
+
+def get(cluster: ClusterHandle, name: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_cluster_custom_object(
+            API_GROUP, API_VERSION, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found
+
+
+def condition(tenant: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for found in ((tenant or {}).get("status") or {}).get("conditions") or []:
+        if found["type"] == type_:
+            return dict(found)
+    return None
+
+
+def wait_condition(
+    cluster: ClusterHandle, name: str, type_: str, status: str = "True", timeout: float = 120.0,
+) -> dict[str, Any]:
+    def matches() -> dict[str, Any] | None:
+        tenant = get(cluster, name)
+        found = condition(tenant, type_)
+        if found and found["status"] == status and (tenant or {}).get("status", {}).get(
+                "observedGeneration") == tenant["metadata"]["generation"]:  # type: ignore[index]
+            return tenant
+        return None
+
+    result: dict[str, Any] = eventually(matches, timeout=timeout, interval=0.5)
+    return result
+
+
+def put_secret(cluster: ClusterHandle, namespace: str, name: str, data: dict[str, str]) -> None:
+    core = client.CoreV1Api(cluster.api)
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name),
+        data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    )
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        core.replace_namespaced_secret(name, namespace, body)
+
+
+def example_alert_secret(cluster: ClusterHandle, namespace: str) -> None:
+    """The Secret the example tenant's notification channels name."""
+    put_secret(cluster, namespace, "acme-alerts", {
+        "slack-webhook-url": "http://127.0.0.1:9/slack",
+        "pagerduty-url": "http://127.0.0.1:9/pagerduty",
+    })
+
+
+def namespace_exists(cluster: ClusterHandle, name: str) -> bool:
+    try:
+        client.CoreV1Api(cluster.api).read_namespace(name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def delete(cluster: ClusterHandle, name: str, *, wait: bool = True) -> None:
+    objects = client.CustomObjectsApi(cluster.api)
+    try:
+        objects.delete_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, name,
+                                             propagation_policy="Foreground")
+    except ApiException as error:
+        if error.status != 404:
+            raise
+    if wait:
+        eventually(lambda: get(cluster, name) is None, timeout=120)
