@@ -293,3 +293,63 @@ def test_deleting_the_tenant_removes_everything(
     tenants.wait_condition(cluster, "gone", "Ready", "True")
     tenants.delete(cluster, "gone", wait=True)
     eventually(lambda: not tenants.namespace_exists(cluster, "tenant-gone"), timeout=120)
+
+
+def _certificate_pem(days: int) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.example.com")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days, hours=12))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def test_expiring_certificate_is_reported_with_days_left(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("certs")
+    ns = "tenant-certs"
+    tenants.apply(cluster, tenants.small_tenant(
+        "certs", domain="shop.example.com", tls={"secretName": "shop-tls"}))
+    eventually(lambda: tenants.namespace_exists(cluster, ns))
+    cert, key = _certificate_pem(days=10)
+    tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
+
+    tenant = tenants.wait_condition(cluster, "certs", "CertificatesValid", "False")
+    found = tenants.condition(tenant, "CertificatesValid")
+    assert found is not None and found["reason"] == "ExpiringSoon"
+    assert "expires in 10 days" in found["message"]
+    assert tenant["status"]["certificate"]["daysRemaining"] == 10
+    assert tenant["status"]["certificate"]["secretName"] == "shop-tls"
+    # The runbook's weekly check needs a human: Ready falls, Stalled says why.
+    tenant = tenants.wait_condition(cluster, "certs", "Stalled", "True")
+    assert tenants.condition(tenant, "Ready")["status"] == "False"  # type: ignore[index]
+    events = cluster.kubectl(
+        "get", "events", "-n", "default", "--field-selector",
+        "involvedObject.name=certs,involvedObject.kind=StackForgeTenant",
+        "-o", "jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}").stdout
+    assert "Warning ExpiringSoon" in events
+
+    cert, key = _certificate_pem(days=90)
+    tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
+    tenant = tenants.wait_condition(cluster, "certs", "Ready", "True", timeout=60)
+    assert tenants.condition(tenant, "CertificatesValid")["status"] == "True"  # type: ignore[index]
+    events = cluster.kubectl(
+        "get", "events", "-n", "default", "--field-selector",
+        "involvedObject.name=certs,involvedObject.kind=StackForgeTenant",
+        "-o", "jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}").stdout
+    assert "Normal AllComponentsReady" in events
