@@ -47,6 +47,33 @@ def install_crds(cluster: LocalCluster) -> None:
     )
 
 
+def apply_examples(cluster: LocalCluster, timeout: float = 90.0) -> None:
+    """Tenants first; the other examples live in the namespaces the operator creates for them."""
+    documents = [
+        doc for path in sorted(EXAMPLES_DIR.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text()) if doc
+    ]
+    tenants = [d for d in documents if d["kind"] == "StackForgeTenant"]
+    others = [d for d in documents if d["kind"] != "StackForgeTenant"]
+    for batch in (tenants, others):
+        if not batch:
+            continue
+        namespaces = {d["metadata"]["namespace"] for d in batch if d["metadata"].get("namespace")}
+        deadline = time.monotonic() + timeout
+        for namespace in sorted(namespaces):
+            _info(f"waiting for the operator to create namespace {namespace}")
+            while cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"namespace {namespace} never appeared")
+                time.sleep(0.5)
+        result = cluster.kubectl(
+            "apply", "--server-side", "-f", "-",
+            input=yaml.safe_dump_all(batch),
+        )
+        for line in result.stdout.splitlines():
+            _info(line)
+
+
 def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:
     started = time.monotonic()
     _step(1, "control-plane binary (a cold Go build takes about 4 minutes on 2 cores)")
@@ -72,9 +99,7 @@ def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:
 
         _step(5, f"applying {EXAMPLES_DIR}")
         if EXAMPLES_DIR.is_dir():
-            result = cluster.kubectl("apply", "--server-side", "-f", str(EXAMPLES_DIR))
-            for line in result.stdout.splitlines():
-                _info(line)
+            apply_examples(cluster)
         else:
             _info("no examples/ directory next to the package; nothing applied")
 
