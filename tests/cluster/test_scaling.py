@@ -1,0 +1,191 @@
+"""Horizontal scaling on the real control plane: the scale subresource, HPAs,
+read replicas and the pooler, Kong routes and Consul registrations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+from tests.support.tenants import eventually
+
+NAME = "scaly"
+NS = f"tenant-{NAME}"
+APPS = [
+    {"name": "api", "image": "registry.example.com/shop/api:1.0.0", "port": 8080,
+     "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5}},
+    {"name": "web", "image": "registry.example.com/shop/web:1.0.0", "port": 3000,
+     "path": "/", "replicas": 2},
+]
+
+
+def _spec(**components: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"consul": {"enabled": True}, "apps": APPS}
+    base.update(components)
+    return {"components": base}
+
+
+@pytest.fixture(scope="module")
+def scaly(cluster: ClusterHandle, operator: OperatorProcess) -> Iterator[str]:
+    tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(kong={"replicas": 2})))
+    tenants.wait_condition(cluster, NAME, "Ready", "True")
+    yield NAME
+    tenants.delete(cluster, NAME, wait=True)
+
+
+def _kong_pods(cluster: ClusterHandle) -> dict[str, str]:
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
+        NS, label_selector="app.kubernetes.io/component=kong").items
+    return {p.metadata.uid: p.status.phase for p in pods if not p.metadata.deletion_timestamp}
+
+
+def _scale(cluster: ClusterHandle, replicas: int) -> dict[str, Any]:
+    cluster.kubectl("scale", f"sft/{NAME}", f"--replicas={replicas}")
+
+    def converged() -> dict[str, Any] | None:
+        tenant = tenants.get(cluster, NAME) or {}
+        st = tenant.get("status") or {}
+        ready = tenants.condition(tenant, "Ready") or {}
+        running = [p for p in _kong_pods(cluster).values() if p == "Running"]
+        if (st.get("replicas") == replicas and st.get("readyReplicas", 0) == replicas
+                and ready.get("status") == "True" and len(running) == replicas
+                and st.get("observedGeneration") == tenant["metadata"]["generation"]):
+            return tenant
+        return None
+
+    result: dict[str, Any] = eventually(converged, timeout=90, interval=0.5)
+    return result
+
+
+def test_kubectl_scale_adds_pods_without_restarting_running_ones(
+    cluster: ClusterHandle, scaly: str
+) -> None:
+    before = set(_kong_pods(cluster))
+    assert len(before) == 2
+    tenant = _scale(cluster, 4)
+    after = set(_kong_pods(cluster))
+    assert before <= after and len(after) == 4
+    assert tenant["spec"]["components"]["kong"]["replicas"] == 4
+    assert tenant["status"]["selector"] == (
+        f"app.kubernetes.io/component=kong,stackforge.io/tenant={NAME}")
+    scale = client.CustomObjectsApi(cluster.api).get_cluster_custom_object_scale(
+        "stackforge.io", "v1alpha1", "stackforgetenants", NAME)
+    assert scale["spec"]["replicas"] == 4 and scale["status"]["replicas"] == 4
+    # The PodDisruptionBudget follows the replica count.
+    pdb = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget("kong", NS)
+    assert pdb.spec.max_unavailable == 1
+    assert pdb.status.expected_pods == 4
+
+
+def test_scale_to_zero_and_back_converges_each_time(cluster: ClusterHandle, scaly: str) -> None:
+    policy = client.PolicyV1Api(cluster.api)
+    for replicas in (0, 3, 0, 3):
+        _scale(cluster, replicas)
+        try:
+            policy.read_namespaced_pod_disruption_budget("kong", NS)
+            has_pdb = True
+        except ApiException as error:
+            assert error.status == 404
+            has_pdb = False
+        assert has_pdb == (replicas > 1)
+
+
+def test_spec_change_scales_too(cluster: ClusterHandle, scaly: str) -> None:
+    tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(kong={"replicas": 1})))
+    eventually(lambda: len(_kong_pods(cluster)) == 1, timeout=60)
+    tenant = tenants.wait_condition(cluster, NAME, "Ready", "True")
+    assert tenant["status"]["replicas"] == 1
+
+
+def test_app_hpas_resolve_their_scale_targets(cluster: ClusterHandle, scaly: str) -> None:
+    autoscaling = client.AutoscalingV2Api(cluster.api)
+    app_hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("api", NS)
+    assert app_hpa.spec.min_replicas == 2 and app_hpa.spec.max_replicas == 5
+    assert app_hpa.spec.metrics[0].resource.target.average_utilization == 80
+    assert app_hpa.spec.behavior.scale_down.stabilization_window_seconds == 300
+
+    def able_to_scale() -> bool:
+        hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("api", NS)
+        conditions = {c.type: c for c in hpa.status.conditions or []}
+        able = conditions.get("AbleToScale")
+        return able is not None and able.status == "True" and able.reason == "SucceededGetScale"
+
+    # The controller-manager's HPA controller read the Deployment's scale
+    # subresource (CPU metrics themselves need a metrics server, absent here).
+    eventually(able_to_scale, timeout=90)
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(NS).items
+    assert not [e for e in events if e.reason == "FailedGetScale"]
+    if cluster.local is not None:
+        log = cluster.local.component_logs()["kube-controller-manager"].read_text()
+        assert f"failed to query scale subresource for Deployment/{NS}/api" not in log
+
+
+def test_every_app_is_routed_by_kong_and_registered_in_consul(
+    cluster: ClusterHandle, scaly: str
+) -> None:
+    core = client.CoreV1Api(cluster.api)
+    kong = yaml.safe_load(core.read_namespaced_config_map("kong-config", NS).data["kong.yml"])
+    routes = {s["name"]: (s["url"], s["routes"][0]["paths"]) for s in kong["services"]}
+    assert routes == {
+        "api": (f"http://api.{NS}.svc:8080", ["/api"]),
+        "web": (f"http://web.{NS}.svc:3000", ["/"]),
+    }
+    consul = json.loads(core.read_namespaced_config_map("consul-services", NS)
+                        .data["services.json"])
+    registered = {s["name"]: (s["address"], s["port"]) for s in consul["services"]}
+    assert registered == {
+        "api": (f"api.{NS}.svc", 8080),
+        "web": (f"web.{NS}.svc", 3000),
+    }
+    # Each routed address is a real Service selecting the app's pods.
+    for app in ("api", "web"):
+        svc = core.read_namespaced_service(app, NS)
+        pods = core.list_namespaced_pod(NS, label_selector=",".join(
+            f"{k}={v}" for k, v in svc.spec.selector.items())).items
+        assert len(pods) >= 2
+
+
+def test_read_replicas_and_pooler_follow_the_spec(cluster: ClusterHandle, scaly: str) -> None:
+    apps = client.AppsV1Api(cluster.api)
+    core = client.CoreV1Api(cluster.api)
+
+    def app_env() -> dict[str, str]:
+        container = apps.read_namespaced_deployment("web", NS).spec.template.spec.containers[0]
+        return {e.name: e.value for e in container.env if e.value is not None}
+
+    tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(
+        kong={"replicas": 1},
+        postgres={"readReplicas": 2, "pooler": {"enabled": True, "defaultPoolSize": 30}})))
+    tenants.wait_condition(cluster, NAME, "Ready", "True")
+    assert apps.read_namespaced_stateful_set("postgres-replica", NS).spec.replicas == 2
+    assert core.read_namespaced_service("postgres-read", NS).spec.selector[
+        "app.kubernetes.io/component"] == "postgres-replica"
+    assert apps.read_namespaced_deployment("pooler", NS).status.ready_replicas == 1
+    ini = core.read_namespaced_config_map("pooler-config", NS).data["pgbouncer.ini"]
+    assert "default_pool_size = 30" in ini
+    env = app_env()
+    assert (env["DATABASE_HOST"], env["DATABASE_PORT"]) == ("pooler", "6432")
+    assert env["DATABASE_READ_HOST"] == "postgres-read"
+
+    tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(
+        kong={"replicas": 1}, postgres={"readReplicas": 0, "pooler": {"enabled": False}})))
+    tenants.wait_condition(cluster, NAME, "Ready", "True")
+
+    def gone() -> bool:
+        names = {d.metadata.name for d in apps.list_namespaced_deployment(NS).items}
+        names |= {s.metadata.name for s in apps.list_namespaced_stateful_set(NS).items}
+        names |= {s.metadata.name for s in core.list_namespaced_service(NS).items}
+        return not names & {"pooler", "postgres-replica", "postgres-read"}
+
+    eventually(gone, timeout=60)
+    env = app_env()
+    assert (env["DATABASE_HOST"], env["DATABASE_PORT"]) == ("postgres", "5432")
+    assert "DATABASE_READ_HOST" not in env
