@@ -353,3 +353,66 @@ def test_expiring_certificate_is_reported_with_days_left(
         "involvedObject.name=certs,involvedObject.kind=StackForgeTenant",
         "-o", "jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}").stdout
     assert "Normal AllComponentsReady" in events
+
+
+CERT_MANAGER_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "certificates.cert-manager.io"},
+    "spec": {
+        "group": "cert-manager.io",
+        "scope": "Namespaced",
+        "names": {"kind": "Certificate", "plural": "certificates", "singular": "certificate"},
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        }],
+    },
+}
+
+
+def test_certificate_is_requested_from_cert_manager_when_installed(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(CERT_MANAGER_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                    "crd/certificates.cert-manager.io")
+    try:
+        cleanup.append("issued")
+        ns = "tenant-issued"
+        tenants.apply(cluster, tenants.small_tenant("issued", domain="issued.example.com", tls={
+            "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}}))
+        objects = client.CustomObjectsApi(cluster.api)
+
+        def certificate() -> dict[str, Any] | None:
+            from kubernetes.client.exceptions import ApiException
+
+            try:
+                found: dict[str, Any] = objects.get_namespaced_custom_object(
+                    "cert-manager.io", "v1", ns, "certificates", "tenant")
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            return found
+
+        # The operator notices the CRD within its discovery cache period.
+        found = eventually(certificate, timeout=90)
+        assert found["spec"]["dnsNames"] == ["issued.example.com"]
+        assert found["spec"]["issuerRef"] == {"name": "letsencrypt", "kind": "ClusterIssuer",
+                                              "group": "cert-manager.io"}
+        assert found["spec"]["secretName"] == "issued-tls"
+        ingress = client.NetworkingV1Api(cluster.api).read_namespaced_ingress("tenant", ns)
+        assert ingress.spec.tls[0].secret_name == "issued-tls"
+        pending = tenants.wait_condition(cluster, "issued", "CertificatesValid", "Unknown")
+        assert tenants.condition(pending, "CertificatesValid")["reason"] == (  # type: ignore[index]
+            "CertificatePending")
+
+        # What cert-manager would do: fill the Secret.
+        cert, key = _certificate_pem(days=90)
+        tenants.put_secret(cluster, ns, "issued-tls", {"tls.crt": cert, "tls.key": key})
+        tenant = tenants.wait_condition(cluster, "issued", "CertificatesValid", "True")
+        assert tenant["status"]["certificate"]["daysRemaining"] == 90
+    finally:
+        cluster.kubectl("delete", "crd", "certificates.cert-manager.io", "--wait=false")
