@@ -12,6 +12,7 @@ import os
 import kopf
 
 from stackforge_operator import API_GROUP
+from stackforge_operator.version import VERSION
 
 FINALIZER = f"{API_GROUP}/finalizer"
 STORAGE_PREFIX = API_GROUP
@@ -43,3 +44,8 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 30
     # Events are posted on purpose by the reconcilers; routine INFO logs stay logs.
     settings.posting.level = logging.WARNING
+
+# The image backup and drill Jobs run (the operator's own: it holds the runners).
+OPERATOR_IMAGE = os.environ.get(
+    "STACKFORGE_OPERATOR_IMAGE", f"stackforge/stackforge-operator:{VERSION}"
+)

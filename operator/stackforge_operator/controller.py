@@ -1,29 +1,55 @@
-"""Runs tenant reconciles from a work queue, fed by watch events (see workqueue.py)."""
+"""Runs reconciles from a work queue, fed by watch events (see workqueue.py).
+
+One Controller per kind: it keeps the latest body of every object (from the
+watch, so a reconcile starts without a read), and reconciles them in threads
+because the kubernetes client and boto3 block.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import logging
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
 from stackforge_operator import config
-from stackforge_operator.reconcile import tenant
 from stackforge_operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
 
-class TenantController:
-    """The latest body of every tenant, and the queue that reconciles them."""
+class Outcome(Protocol):
+    @property
+    def requeue_after(self) -> float: ...
 
-    def __init__(self, workers: int = config.RECONCILE_WORKERS) -> None:
+    @property
+    def latest(self) -> dict[str, Any] | None: ...
+
+
+Reconcile = Callable[[Mapping[str, Any]], Outcome]
+
+
+def object_key(body: Mapping[str, Any]) -> str:
+    meta = body["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
+
+
+class Controller:
+    """The latest body of every object of one kind, and the queue that reconciles them."""
+
+    def __init__(
+        self, kind: str, reconcile: Reconcile, *, workers: int = config.RECONCILE_WORKERS,
+        stalled_seconds: float = config.STALLED_RECHECK_SECONDS,
+    ) -> None:
+        self.kind = kind
+        self._reconcile_fn = reconcile
+        self._stalled_seconds = stalled_seconds
         self._bodies: dict[str, dict[str, Any]] = {}
-        # The kubernetes client blocks: reconciles run in these threads.
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tenant")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=kind)
         self.queue = WorkQueue(self._reconcile, workers=workers)
 
     def start(self) -> None:
@@ -33,35 +59,42 @@ class TenantController:
         await self.queue.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def observed(self, name: str, body: dict[str, Any]) -> None:
-        self._bodies[name] = copy.deepcopy(body)
-        self.queue.add(name)
+    def observed(self, body: Mapping[str, Any]) -> None:
+        key = object_key(body)
+        self._bodies[key] = copy.deepcopy(dict(body))
+        self.queue.add(key)
 
-    def deleted(self, name: str) -> None:
-        self._bodies.pop(name, None)
-        self.queue.forget(name)
+    def deleted(self, body: Mapping[str, Any]) -> None:
+        key = object_key(body)
+        self._bodies.pop(key, None)
+        self.queue.forget(key)
 
-    def poke(self, name: str) -> None:
-        """A child changed: look at its tenant again."""
-        if name in self._bodies:
-            self.queue.add(name)
+    def poke(self, key: str) -> None:
+        """Something it owns changed: look at it again."""
+        if key in self._bodies:
+            self.queue.add(key)
 
-    async def _reconcile(self, name: str) -> float | None:
-        body = self._bodies.get(name)
+    def keys(self) -> list[str]:
+        return list(self._bodies)
+
+    def body(self, key: str) -> dict[str, Any] | None:
+        return self._bodies.get(key)
+
+    async def _reconcile(self, key: str) -> float | None:
+        body = self._bodies.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(self._executor, tenant.reconcile, body)
+            outcome = await loop.run_in_executor(self._executor, self._reconcile_fn, body)
         except kopf.TemporaryError as error:
-            logger.info("tenant %s: %s; retrying in %ss", name, error, error.delay)
+            logger.info("%s %s: %s; retrying in %ss", self.kind, key, error, error.delay)
             return float(error.delay or config.RETRY_SECONDS)
         except kopf.PermanentError as error:
-            logger.error("tenant %s: %s", name, error)
-            return tenant.STALLED_SECONDS
+            logger.error("%s %s: %s", self.kind, key, error)
+            return self._stalled_seconds
         latest = outcome.latest
-        current = self._bodies.get(name)
-        # Keep the status we just wrote, unless a newer event replaced the body meanwhile.
-        if latest is not None and current is body:
-            self._bodies[name] = latest
+        # Keep the status just written, unless a newer event replaced the body meanwhile.
+        if latest is not None and self._bodies.get(key) is body:
+            self._bodies[key] = latest
         return outcome.requeue_after

@@ -7,11 +7,14 @@ from typing import Any
 import kopf
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube
+from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
-from stackforge_operator.controller import TenantController
+from stackforge_operator.controller import Controller
+from stackforge_operator.reconcile import backup, tenant
 from stackforge_operator.version import VERSION
 
 TENANTS = (API_GROUP, API_VERSION, "stackforgetenants")
+BACKUP_POLICIES = (API_GROUP, API_VERSION, "backuppolicies")
 # Children whose changes should wake their tenant at once (the rest are
 # repaired by the periodic resync). Secrets are deliberately not watched: the
 # operator would otherwise receive every Secret of the cluster.
@@ -23,10 +26,8 @@ WATCHED_CHILDREN = (
     ("apps/v1", "statefulsets"),
     ("networking.k8s.io/v1", "networkpolicies"),
 )
-OWNED: dict[str, Any] = {
-    MANAGED_BY_LABEL: MANAGED_BY,
-    TENANT_LABEL: kopf.PRESENT,
-}
+OWNED: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: kopf.PRESENT}
+BACKUP_JOBS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, POLICY_LABEL: kopf.PRESENT}
 
 
 @kopf.on.login()
@@ -37,23 +38,35 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config.apply_settings(settings)
-    memo.tenants = TenantController()
+    memo.tenants = Controller("tenant", tenant.reconcile)
+    memo.backups = Controller("backuppolicy", backup.reconcile)
     memo.tenants.start()
+    memo.backups.start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.tenants.stop()
+    await memo.backups.stop()
+
+
+def _feed(controller: Controller, event_type: str, body: kopf.Body) -> None:
+    if event_type == "DELETED":
+        controller.deleted(body)
+    else:
+        controller.observed(body)
 
 
 @kopf.on.event(*TENANTS)
-async def tenant_changed(
-    type: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
-    if type == "DELETED":
-        memo.tenants.deleted(name)
-    else:
-        memo.tenants.observed(name, dict(body))
+async def tenant_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _feed(memo.tenants, type, body)
+
+
+@kopf.on.event(*BACKUP_POLICIES)
+async def policy_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _feed(memo.backups, type, body)
+    # A policy's runs feed its tenant's BackupHealthy.
+    memo.tenants.poke(str(body.get("spec", {}).get("tenantRef", {}).get("name", "")))
 
 
 async def _child_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
@@ -65,6 +78,13 @@ for _api_version, _plural in WATCHED_CHILDREN:
     kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")(
         _child_changed
     )
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=BACKUP_JOBS)
+async def backup_job_changed(
+    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    memo.backups.poke(f"{namespace}/{labels[POLICY_LABEL]}")
 
 
 @kopf.on.probe(id="version")
