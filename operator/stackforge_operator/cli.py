@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,9 @@ def _run(args: argparse.Namespace) -> int:
     import stackforge_operator.handlers  # noqa: F401
 
     kopf.configure(verbose=args.verbose)
+    # Their debug output includes request headers (signatures, tokens): never log it.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes.client.rest"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -45,6 +49,12 @@ def _dev(args: argparse.Namespace) -> int:
         once=args.once,
         nodes=args.nodes,
     )
+
+
+def _backup_run(args: argparse.Namespace) -> int:
+    from stackforge_operator.backup import cli as backup_cli
+
+    return backup_cli.run_from_args(args, args.backup_run_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after showing the applied examples instead of watching until Ctrl-C",
     )
     dev.set_defaults(func=_dev)
+
+    backup = commands.add_parser("backup", help="backup runner (what a backup Job's pod runs)")
+    backup_commands = backup.add_subparsers(dest="backup_command", required=True)
+    backup_run = backup_commands.add_parser(
+        "run", help="stream pg_dump and the configuration to S3, then write the manifest",
+    )
+    from stackforge_operator.backup.cli import add_run_arguments
+
+    add_run_arguments(backup_run)
+    backup_run.set_defaults(func=_backup_run, backup_run_parser=backup_run)
     return parser
 
 

@@ -146,7 +146,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         if needs_apply(manifest, current):
             live[key] = kube.apply(manifest)
             applied.append(f"{key[0]}/{key[1]}")
-    pruned = _prune(t, live, stack.by_key(desired))
+    pruned = _prune(t, live, stack.by_key(desired), meta["uid"])
 
     return _report(body, old_status, t, spec, generation, desired, live,
                    tuple(applied), pruned, rotated, problems)
@@ -193,11 +193,18 @@ def _prune(
     t: EffectiveTenant,
     live: Mapping[tuple[str, str], dict[str, Any]],
     desired: Mapping[tuple[str, str], Any],
+    uid: str,
 ) -> tuple[str, ...]:
-    """Delete children no longer wanted (a component switched off, isolation on)."""
+    """Delete children no longer wanted (a component switched off, isolation on).
+
+    Only objects this tenant controls: others in its namespace carry its label
+    too (a BackupPolicy's CronJob and configuration) but belong to their owner.
+    """
     pruned = []
     for (kind, child), obj in live.items():
         if kind == "Namespace" or (kind, child) in desired or not obj:
+            continue
+        if not observe.owned_by(obj, uid):
             continue
         api_version = obj.get("apiVersion") or dict(MANAGED_KINDS).get(kind, "v1")
         if kube.delete(api_version, kind, child, t.namespace):

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Benchmark: the backup runner vs ``pg_dump -Fc | aws s3 cp - s3://...``, same servers, same run.
+
+Starts a throwaway PostgreSQL (Debian's packages) and moto's S3 server,
+generates a database of at least ``--size-mib`` (default 1100 MiB), then
+alternates the two contenders ``--rounds`` times each, plus one
+``pg_dump -Fc > /dev/null`` to show what the producer alone manages.
+Prints a table: dump size, seconds, MB/s, the ratio runner/pipeline, and the
+runner's peak RSS (from wait4, so it includes the pg_dump and psql it reaped).
+
+    .venv/bin/python bench/backup.py [--size-mib 1100] [--rounds 2]
+
+Needs: postgresql (apt), moto[server] and awscli (pip).  Run from the repo root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import postgres_server as pg  # noqa: E402
+from tests.support import s3_server as s3  # noqa: E402
+from tests.support.fixtures_backup import run_runner_measured, runner_argv  # noqa: E402
+
+from stackforge_operator.backup.manifest import Manifest  # noqa: E402
+
+MB = 1_000_000
+MiB = 1024 * 1024
+
+
+@dataclass
+class Sample:
+    who: str
+    seconds: float
+    size_bytes: int
+    peak_rss_bytes: int | None = None
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.size_bytes / MB / self.seconds
+
+
+def _aws_cli() -> str:
+    beside = Path(sys.executable).parent / "aws"
+    found = str(beside) if beside.exists() else shutil.which("aws")
+    if not found:
+        raise SystemExit("awscli not found: pip install awscli")
+    return found
+
+
+def pipeline(
+    server: pg.PostgresServer, s3srv: s3.S3Server, database: str, bucket: str, key: str
+) -> Sample:
+    env = pg.env_for(server, database, s3srv.env())
+    script = (
+        'set -o pipefail; "$PG_DUMP" -Fc --no-password | '
+        '"$AWS" s3 cp - "s3://$BUCKET/$KEY" --endpoint-url "$ENDPOINT" --only-show-errors'
+    )
+    env.update(PG_DUMP=server.bin("pg_dump"), AWS=_aws_cli(), BUCKET=bucket, KEY=key,
+               ENDPOINT=s3srv.endpoint)
+    started = time.monotonic()
+    subprocess.run(["bash", "-c", script], env=env, check=True)
+    seconds = time.monotonic() - started
+    size = s3srv.client().head_object(Bucket=bucket, Key=key)["ContentLength"]
+    return Sample("pg_dump | aws s3 cp", seconds, size)
+
+
+def runner(
+    server: pg.PostgresServer, s3srv: s3.S3Server, database: str, bucket: str
+) -> Sample:
+    argv = runner_argv(tenant="bench", bucket=bucket, endpoint=s3srv.endpoint,
+                       extra=["--pg-bin-dir", str(server.bin_dir)])
+    run = run_runner_measured(argv, pg.env_for(server, database, s3srv.env()))
+    if run.returncode != 0:
+        raise SystemExit(f"runner failed:\n{run.stdout}\n{run.stderr}")
+    body = s3srv.client().get_object(Bucket=bucket, Key=run.result["manifestKey"])["Body"]
+    dump = Manifest.from_json(body.read()).artifact("postgres")
+    assert dump is not None
+    return Sample("stackforge runner", run.seconds, dump.size_bytes, run.peak_rss_bytes)
+
+
+def dump_to_null(server: pg.PostgresServer, database: str) -> Sample:
+    env = pg.env_for(server, database)
+    started = time.monotonic()
+    with Path(os.devnull).open("wb") as null:
+        proc = subprocess.Popen([server.bin("pg_dump"), "-Fc", "--no-password"],
+                                stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        size = 0
+        while chunk := proc.stdout.read(MiB):
+            size += len(chunk)
+            null.write(chunk)
+        proc.wait()
+    return Sample("pg_dump -Fc > /dev/null", time.monotonic() - started, size)
+
+
+def _empty_bucket(s3srv: s3.S3Server, bucket: str) -> None:
+    # moto keeps objects in memory: drop each run's dump before the next.
+    client = s3srv.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
+def machine_facts() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, "
+            f"Linux {platform.release()}, Python {platform.python_version()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--size-mib", type=int, default=1100, help="database size to generate")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each contender")
+    args = parser.parse_args()
+
+    t0 = time.monotonic()
+    server = pg.PostgresServer()
+    s3srv = s3.S3Server()
+    server.start()
+    try:
+        s3srv.start()
+        database = server.create_database("bench")
+        print(f"generating ~{args.size_mib} MiB ...", flush=True)
+        started = time.monotonic()
+        pg.seed_bulk(server, database, args.size_mib)
+        db_size = pg.database_size(server, database)
+        print(f"database: {db_size / MiB:.0f} MiB in {time.monotonic() - started:.0f}s",
+              flush=True)
+        bucket = s3srv.create_bucket("bench")
+
+        samples: list[Sample] = [dump_to_null(server, database)]
+        print(f"  {samples[-1].who}: {samples[-1].mb_per_s:.1f} MB/s", flush=True)
+        for round_ in range(args.rounds):
+            # Alternate who goes first so that neither always gets a warm cache.
+            order = ("pipeline", "runner") if round_ % 2 == 0 else ("runner", "pipeline")
+            for who in order:
+                if who == "pipeline":
+                    sample = pipeline(server, s3srv, database, bucket, f"pipe/{round_}.dump")
+                else:
+                    sample = runner(server, s3srv, database, bucket)
+                samples.append(sample)
+                print(f"  {sample.who}: {sample.mb_per_s:.1f} MB/s "
+                      f"({sample.size_bytes / MiB:.0f} MiB in {sample.seconds:.1f}s)", flush=True)
+                _empty_bucket(s3srv, bucket)
+    finally:
+        s3srv.stop()
+        server.stop()
+
+    pipe = [s for s in samples if s.who.startswith("pg_dump |")]
+    ours = [s for s in samples if s.who == "stackforge runner"]
+    pipe_rate = statistics.median(s.mb_per_s for s in pipe)
+    ours_rate = statistics.median(s.mb_per_s for s in ours)
+    peak = max(s.peak_rss_bytes or 0 for s in ours)
+    print()
+    print(f"machine: {machine_facts()}")
+    print(f"database: {db_size / MiB:.0f} MiB (pg_database_size); "
+          f"{args.rounds} rounds; total {time.monotonic() - t0:.0f}s")
+    print()
+    print("| contender | dump MiB | seconds | MB/s |")
+    print("|---|---:|---:|---:|")
+    for s in samples:
+        label = s.who.replace("|", "\\|")
+        print(f"| {label} | {s.size_bytes / MiB:.0f} | {s.seconds:.1f} | {s.mb_per_s:.1f} |")
+    print()
+    print("| median runner MB/s | median pipeline MB/s | ratio runner/pipeline | "
+          "runner peak RSS |")
+    print("|---:|---:|---:|---:|")
+    print(f"| {ours_rate:.1f} | {pipe_rate:.1f} | {ours_rate / pipe_rate:.3f} | "
+          f"{peak / MiB:.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""``stackforge-operator backup run ...``: the command a backup Job's pod runs.
+
+Secrets come only from the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+PGPASSWORD, GRAFANA_TOKEN) and the connection from libpq's PG* variables;
+nothing secret is ever a flag.  The outcome is one JSON line on stdout (and in
+``--termination-log``, for the pod's termination message); progress goes to
+stderr.  Exit 0: a complete backup exists for the run id.  Exit 1: the run
+failed, with a CamelCase ``reason``.  Exit 2: bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from stackforge_operator.backup.runner import BackupRequest, run_backup
+from stackforge_operator.backup.store import MiB, StoreConfig
+from stackforge_operator.models.backup import BackupTarget, SSEAlgorithm
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``backup run`` flags, for this module's parser and for cli.py's subcommand."""
+    parser.add_argument("--tenant", required=True, help="tenant name (the key segment)")
+    parser.add_argument("--run-id", help="YYYYMMDDTHHMMSSZ-<suffix>; default: now + random hex")
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default="stackforge", help="key prefix (default: %(default)s)")
+    parser.add_argument("--endpoint", help="S3-compatible endpoint URL; default: AWS")
+    parser.add_argument("--region", help="default: us-east-1")
+    parser.add_argument("--force-path-style", action="store_true",
+                        help="address the bucket by path (most S3-compatible servers)")
+    parser.add_argument("--sse", choices=[a.value for a in SSEAlgorithm],
+                        help="server-side encryption; default: the bucket's setting")
+    parser.add_argument("--kms-key-id", help="KMS key for --sse aws:kms")
+    parser.add_argument(
+        "--targets",
+        help="comma-separated: Postgres,Configuration,GrafanaDashboards; default: Postgres, "
+        "plus Configuration with --config-file and GrafanaDashboards with --grafana-url",
+    )
+    parser.add_argument("--config-file", type=Path,
+                        help="the tenant's rendered objects, as JSON, to store beside the dump")
+    parser.add_argument("--grafana-url", help="Grafana base URL; token from GRAFANA_TOKEN")
+    parser.add_argument("--pg-bin-dir", type=Path,
+                        help="directory of pg_dump and psql; default: PATH")
+    parser.add_argument("--part-size-mib", type=int, default=8,
+                        help="multipart part size; 10,000 parts at most (default: %(default)s)")
+    parser.add_argument("--termination-log", type=Path,
+                        help="also write the result line here (e.g. /dev/termination-log)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stackforge-operator backup run", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(parser)
+    return parser
+
+
+def _targets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> frozenset[BackupTarget]:
+    if args.targets:
+        try:
+            targets = frozenset(BackupTarget(t.strip()) for t in args.targets.split(",") if t)
+        except ValueError as exc:
+            parser.error(f"--targets: {exc}")
+    else:
+        targets = frozenset({BackupTarget.POSTGRES})
+        if args.config_file:
+            targets |= {BackupTarget.CONFIGURATION}
+        if args.grafana_url:
+            targets |= {BackupTarget.GRAFANA_DASHBOARDS}
+    if BackupTarget.CONFIGURATION in targets and not args.config_file:
+        parser.error("--targets includes Configuration: --config-file is required")
+    if BackupTarget.GRAFANA_DASHBOARDS in targets and not args.grafana_url:
+        parser.error("--targets includes GrafanaDashboards: --grafana-url is required")
+    return targets
+
+
+def request_from_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> BackupRequest:
+    sse = SSEAlgorithm(args.sse) if args.sse else None
+    if (args.kms_key_id is not None) != (sse == SSEAlgorithm.KMS):
+        parser.error("--kms-key-id goes with --sse aws:kms, and only with it")
+    if args.part_size_mib < 5:
+        parser.error("--part-size-mib must be at least 5 (S3's minimum part size)")
+    store = StoreConfig(
+        bucket=args.bucket,
+        prefix=args.prefix.strip("/"),
+        endpoint=args.endpoint,
+        region=args.region,
+        force_path_style=args.force_path_style or None,
+        sse=sse,
+        kms_key_id=args.kms_key_id,
+    )
+    return BackupRequest(
+        tenant=args.tenant,
+        store=store,
+        run_id=args.run_id,
+        targets=_targets(args, parser),
+        configuration_file=args.config_file,
+        grafana_url=args.grafana_url,
+        pg_bin_dir=args.pg_bin_dir,
+        part_size=args.part_size_mib * MiB,
+    )
+
+
+def _interrupt_on_sigterm() -> None:
+    # Kubernetes stops a pod (activeDeadlineSeconds, eviction) with SIGTERM:
+    # turn it into KeyboardInterrupt so the runner aborts its upload.
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    request = request_from_args(args, parser)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    # botocore's own debug output would include request headers.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    _interrupt_on_sigterm()
+    outcome = run_backup(request)
+    line = outcome.to_json_line()
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if args.termination_log:
+        try:
+            args.termination_log.write_text(line + "\n")
+        except OSError as exc:
+            logging.getLogger(__name__).warning("termination log: %s", exc)
+    return 0 if outcome.succeeded else 1
+
+
+def main_backup_run(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``stackforge-operator backup run``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_from_args(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main_backup_run())

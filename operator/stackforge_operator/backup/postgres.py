@@ -1,0 +1,268 @@
+"""pg_dump and psql as child processes, with the connection only in the environment.
+
+libpq reads PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE by itself, so
+no argument list built here ever names a host, a user or a password: what
+``ps`` or ``/proc/<pid>/cmdline`` shows is safe to show.
+
+The row counts in the manifest are taken in the very snapshot pg_dump dumps:
+a psql session opens a repeatable-read transaction, exports its snapshot,
+counts, and stays open until pg_dump has finished (``--snapshot``).  A
+restore of the dump must therefore reproduce the counts exactly, however
+busy the database was during the backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from stackforge_operator.backup.failures import BackupFailure, database_failure
+
+APPLICATION_NAME = "stackforge-backup"
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
+PIPE_SIZE = 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT = "15"
+
+# Each statement answers with exactly one line of JSON, so the session can be
+# driven over pipes without parsing psql's output further.
+_SNAPSHOT_QUERY = r"""
+SELECT json_build_object(
+  'snapshot', pg_export_snapshot(),
+  'serverVersion', current_setting('server_version'),
+  'serverVersionNum', current_setting('server_version_num')::int,
+  'database', current_database()
+);
+"""
+# An exact count of every user table; query_to_xml runs each count inside this
+# transaction, so inside the exported snapshot.
+_COUNT_QUERY = r"""
+SELECT coalesce((
+  SELECT json_object_agg(n.nspname || '.' || c.relname, (xpath('/row/c/text()',
+    query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname),
+                 false, true, '')))[1]::text::bigint ORDER BY n.nspname, c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p')
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+), '{}'::json);
+"""
+
+
+def find_tool(name: str, bin_dir: Path | None = None) -> str:
+    """``bin_dir/name`` if given, else the first on PATH."""
+    if bin_dir is not None:
+        return str(bin_dir / name)
+    found = shutil.which(name)
+    if found is None:
+        raise BackupFailure("ToolMissing", f"{name} not found on PATH")
+    return found
+
+
+def tool_version(binary: str) -> str:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BackupFailure("ToolMissing", f"{binary} --version: {exc}") from exc
+    return out.stdout.strip()
+
+
+def _widen_pipe(pipe: IO[bytes]) -> None:
+    # A 64 KiB pipe stalls pg_dump whenever the reader is briefly busy (GIL,
+    # a part being handed over); 1 MiB rides that out. Best effort: the
+    # system limit (fs.pipe-max-size) may be lower.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def libpq_env(base: Mapping[str, str], application: str) -> dict[str, str]:
+    """The child's environment: ours plus defaults that keep it from hanging or prompting."""
+    env = dict(base)
+    env.setdefault("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
+    env["PGAPPNAME"] = application
+    return env
+
+
+class _StderrTail:
+    """Drains a pipe in a thread, keeping the last lines (a full pipe would stall the child)."""
+
+    def __init__(self, pipe: IO[bytes], keep: int = 20) -> None:
+        self._lines: deque[str] = deque(maxlen=keep)
+        self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe: IO[bytes]) -> None:
+        for line in pipe:
+            self._lines.append(line.decode(errors="replace").rstrip())
+
+    def text(self, timeout: float = 5.0) -> str:
+        self._thread.join(timeout)
+        return "\n".join(self._lines)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    snapshot: str
+    server_version: str
+    server_version_num: int
+    database: str
+
+
+class SnapshotSession:
+    """A psql session holding an exported snapshot open (context manager).
+
+    ``open`` exports the snapshot; ``start_counting`` sends the row-count
+    query and ``row_counts`` collects its answer, so the counting runs while
+    pg_dump streams (both read the same snapshot, so the order is free).
+    """
+
+    def __init__(
+        self,
+        psql: str,
+        env: Mapping[str, str],
+        lock_timeout_ms: int,
+    ) -> None:
+        self._argv = [psql, "--no-psqlrc", "--quiet", "--no-align", "--tuples-only",
+                      "--no-password", "--set=ON_ERROR_STOP=1"]
+        self._env = libpq_env(env, f"{APPLICATION_NAME}/psql")
+        self._lock_timeout_ms = lock_timeout_ms
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: _StderrTail | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return list(self._argv)
+
+    def __enter__(self) -> SnapshotInfo:
+        return self.open()
+
+    def open(self) -> SnapshotInfo:
+        """Start psql and export a snapshot; the session stays open until ``close``."""
+        try:
+            self._proc = subprocess.Popen(
+                self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=self._env,
+            )
+        except OSError as exc:
+            raise BackupFailure("ToolMissing", f"starting psql: {exc}") from exc
+        assert self._proc.stderr is not None
+        self._stderr = _StderrTail(self._proc.stderr)
+        self._send(
+            f"SET lock_timeout = {int(self._lock_timeout_ms)};\n"
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+            + _SNAPSHOT_QUERY
+        )
+        data = self._answer("connecting to the database")
+        return SnapshotInfo(
+            snapshot=data["snapshot"],
+            server_version=data["serverVersion"],
+            server_version_num=data["serverVersionNum"],
+            database=data["database"],
+        )
+
+    def start_counting(self) -> None:
+        self._send(_COUNT_QUERY)
+
+    def row_counts(self) -> dict[str, int]:
+        data = self._answer("counting rows")
+        return {k: int(v) for k, v in data.items()}
+
+    def _send(self, sql: str) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(sql.encode())
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # psql already exited; _answer reports why from its stderr
+
+    def _answer(self, doing: str) -> Any:
+        assert self._proc is not None and self._proc.stdout is not None
+        assert self._stderr is not None
+        # With ON_ERROR_STOP psql exits on the first error, so this read ends
+        # either with the line or with EOF; it cannot wait forever.
+        line = self._proc.stdout.readline()
+        if not line.strip():
+            self._proc.wait(timeout=30)
+            raise database_failure(self._stderr.text(), doing)
+        return json.loads(line)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin and proc.poll() is None:
+                proc.stdin.write(b"COMMIT;\n\\q\n")
+                proc.stdin.close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+
+class PgDump:
+    """``pg_dump --format=custom`` writing to a pipe, started in the given snapshot."""
+
+    def __init__(
+        self,
+        pg_dump: str,
+        env: Mapping[str, str],
+        *,
+        snapshot: str | None,
+        lock_timeout_ms: int,
+        compress: int | None = None,
+    ) -> None:
+        argv = [pg_dump, "--format=custom", "--no-password",
+                f"--lock-wait-timeout={int(lock_timeout_ms)}"]
+        if snapshot:
+            argv.append(f"--snapshot={snapshot}")
+        if compress is not None:
+            argv.append(f"--compress={int(compress)}")
+        self.argv = argv
+        self._env = libpq_env(env, f"{APPLICATION_NAME}/pg_dump")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stderr: _StderrTail | None = None
+
+    def start(self) -> IO[bytes]:
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=self._env,
+            )
+        except OSError as exc:
+            raise BackupFailure("ToolMissing", f"starting pg_dump: {exc}") from exc
+        assert self.proc.stdout and self.proc.stderr
+        self._stderr = _StderrTail(self.proc.stderr)
+        _widen_pipe(self.proc.stdout)
+        return self.proc.stdout
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Raise PgDumpFailed unless pg_dump exited 0."""
+        assert self.proc is not None and self._stderr is not None
+        code = self.proc.wait(timeout=timeout)
+        if code != 0:
+            stderr = self._stderr.text()
+            raise BackupFailure("PgDumpFailed", f"pg_dump exited {code}: {stderr}".strip())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+

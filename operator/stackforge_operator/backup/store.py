@@ -1,0 +1,447 @@
+"""The backup bucket through boto3: streaming multipart uploads, runs, manifests, clean-up.
+
+Credentials are never handled here: boto3's default chain reads
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` from the environment (set
+from the policy's Secret) or the pod's ambient identity.
+
+Everything here blocks; the operator calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from stackforge_operator.backup.manifest import MANIFEST_NAME, Manifest
+from stackforge_operator.backup.runid import run_started_at
+from stackforge_operator.models.backup import ObjectStorage, SSEAlgorithm
+
+if TYPE_CHECKING:
+    from botocore.config import _S3Dict
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+MiB = 1024 * 1024
+DEFAULT_PART_SIZE = 8 * MiB
+# S3's limits: parts of 5 MiB at least (but the last), at most 10,000 of them.
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+# Parts uploading while the next one is read: enough to keep the pipe from
+# pg_dump flowing, few enough that memory stays (parts + 1) x part size.
+DEFAULT_PARTS_IN_FLIGHT = 2
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where and how to write; built from the BackupPolicy's ``spec.storage`` or CLI flags."""
+
+    bucket: str
+    prefix: str = "stackforge"
+    endpoint: str | None = None
+    region: str | None = None
+    force_path_style: bool | None = None
+    sse: SSEAlgorithm | None = None
+    kms_key_id: str | None = None
+    # botocore retries: a few, so that a blip is ridden out but an unreachable
+    # endpoint fails the run within seconds rather than minutes.
+    max_attempts: int = 3
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+    @classmethod
+    def from_policy(cls, storage: ObjectStorage, **overrides: Any) -> StoreConfig:
+        sse = storage.server_side_encryption
+        values: dict[str, Any] = {
+            "bucket": storage.bucket,
+            "prefix": storage.prefix,
+            "endpoint": storage.endpoint,
+            "region": storage.region,
+            "force_path_style": storage.force_path_style,
+            "sse": sse.algorithm if sse else None,
+            "kms_key_id": sse.kms_key_id if sse else None,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def sse_args(self) -> dict[str, Any]:
+        """Extra arguments for PutObject/CreateMultipartUpload."""
+        if self.sse is None:
+            return {}
+        args: dict[str, Any] = {"ServerSideEncryption": self.sse.value}
+        if self.sse == SSEAlgorithm.KMS and self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    def tenant_prefix(self, tenant: str) -> str:
+        return f"{self.prefix}/{tenant}/"
+
+    def run_prefix(self, tenant: str, run_id: str) -> str:
+        return f"{self.prefix}/{tenant}/{run_id}/"
+
+
+def make_client(config: StoreConfig) -> S3Client:
+    s3_options: _S3Dict = {"addressing_style": "path"} if config.force_path_style else {}
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=config.endpoint,
+        region_name=config.region or "us-east-1",
+        config=Config(
+            s3=s3_options,
+            retries={"max_attempts": config.max_attempts, "mode": "standard"},
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            # Room for the upload threads and the main thread at once.
+            max_pool_connections=DEFAULT_PARTS_IN_FLIGHT + 4,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    key: str
+    size_bytes: int
+    sha256: str
+    parts: int
+
+
+class TooLarge(Exception):  # noqa: N818 - named for the reason it reports
+    """The stream needs more than S3's 10,000 parts at this part size."""
+
+
+class MultipartUpload:
+    """One S3 multipart upload fed from a stream, with bounded memory.
+
+    ``upload_from`` reads ``part_size`` bytes at a time, hashes them, and hands
+    them to a small thread pool; it waits for the oldest part when
+    ``parts_in_flight`` are already uploading, so at most
+    ``parts_in_flight + 1`` parts are ever held. ``complete`` and ``abort`` are
+    separate so that the caller can decide after the producer (pg_dump) has
+    exited: a dump whose producer failed must never be completed.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        config: StoreConfig,
+        key: str,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT,
+        content_type: str = "application/octet-stream",
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self.client = client
+        self.config = config
+        self.key = key
+        self.part_size = part_size
+        self.parts_in_flight = max(1, parts_in_flight)
+        self.content_type = content_type
+        self.upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+        self._size = 0
+        self._sha256 = hashlib.sha256()
+
+    def start(self) -> None:
+        response = self.client.create_multipart_upload(
+            Bucket=self.config.bucket,
+            Key=self.key,
+            ContentType=self.content_type,
+            **self.config.sse_args(),
+        )
+        self.upload_id = response["UploadId"]
+
+    def upload_from(self, stream: IO[bytes]) -> None:
+        """Upload everything ``stream`` yields until EOF; raises on the first failed part."""
+        if self.upload_id is None:
+            self.start()
+        pending: deque[tuple[int, Future[str]]] = deque()
+        with ThreadPoolExecutor(self.parts_in_flight, thread_name_prefix="s3-part") as pool:
+            try:
+                number = 0
+                while True:
+                    # On a pipe, read(n) blocks until n bytes or EOF: one
+                    # allocation per part, no extra copy.
+                    data = stream.read(self.part_size)
+                    if not data and number > 0:
+                        break
+                    number += 1
+                    if number > MAX_PARTS:
+                        raise TooLarge(
+                            f"more than {MAX_PARTS} parts of {self.part_size // MiB} MiB"
+                        )
+                    self._sha256.update(data)
+                    self._size += len(data)
+                    pending.append((number, pool.submit(self._put_part, number, data)))
+                    del data
+                    # Hold at most parts_in_flight, and surface a failed part at once.
+                    while pending and (
+                        len(pending) >= self.parts_in_flight or pending[0][1].done()
+                    ):
+                        self._collect(pending.popleft())
+                while pending:
+                    self._collect(pending.popleft())
+            finally:
+                # Leaving the pool waits for parts already uploading, so an
+                # abort after this cannot race a part still arriving.
+                for _, future in pending:
+                    future.cancel()
+
+    def _put_part(self, number: int, data: bytes) -> str:
+        assert self.upload_id is not None
+        response = self.client.upload_part(
+            Bucket=self.config.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        return response["ETag"]
+
+    def _collect(self, item: tuple[int, Future[str]]) -> None:
+        number, future = item
+        self._parts.append({"PartNumber": number, "ETag": future.result()})
+
+    def complete(self) -> UploadResult:
+        assert self.upload_id is not None
+        parts = sorted(self._parts, key=lambda p: p["PartNumber"])
+        self.client.complete_multipart_upload(
+            Bucket=self.config.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        self.upload_id = None
+        return UploadResult(self.key, self._size, self._sha256.hexdigest(), len(parts))
+
+    def abort(self) -> None:
+        """Best effort: the server drops the parts; retention sweeps up what this misses."""
+        if self.upload_id is None:
+            return
+        upload_id, self.upload_id = self.upload_id, None
+        self.client.abort_multipart_upload(
+            Bucket=self.config.bucket, Key=self.key, UploadId=upload_id
+        )
+
+    @property
+    def bytes_read(self) -> int:
+        return self._size
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size_bytes: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass
+class RunListing:
+    """What the bucket holds for one run id (objects, open uploads); no manifest parsing."""
+
+    run_id: str
+    started_at: datetime
+    objects: list[StoredObject] = field(default_factory=list)
+    open_uploads: list[OpenUpload] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return any(o.key.endswith("/" + MANIFEST_NAME) for o in self.objects)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(o.size_bytes for o in self.objects)
+
+
+class BackupStore:
+    """Reads and writes one bucket's backups; all keys live under ``config.prefix``."""
+
+    def __init__(self, config: StoreConfig, client: S3Client | None = None) -> None:
+        self.config = config
+        self.client = client or make_client(config)
+
+    @property
+    def bucket(self) -> str:
+        return self.config.bucket
+
+    # -- small objects ---------------------------------------------------------
+
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/json"
+    ) -> UploadResult:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            **self.config.sse_args(),
+        )
+        return UploadResult(key, len(data), hashlib.sha256(data).hexdigest(), 1)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def object_size(self, key: str) -> int:
+        return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+
+    def manifest_key(self, tenant: str, run_id: str) -> str:
+        return self.config.run_prefix(tenant, run_id) + MANIFEST_NAME
+
+    def write_manifest(self, manifest: Manifest) -> str:
+        key = self.manifest_key(manifest.tenant, manifest.run_id)
+        self.put_bytes(key, manifest.to_json())
+        return key
+
+    def read_manifest(self, tenant: str, run_id: str) -> Manifest | None:
+        """The run's manifest, or None when the run is incomplete (no manifest object)."""
+        try:
+            data = self.get_bytes(self.manifest_key(tenant, run_id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return Manifest.from_json(data)
+
+    def download(self, key: str, sink: IO[bytes], chunk_size: int = MiB) -> str:
+        """Stream an object into ``sink``; returns its sha256 as computed on the way."""
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        digest = hashlib.sha256()
+        for chunk in body.iter_chunks(chunk_size):
+            digest.update(chunk)
+            sink.write(chunk)
+        return digest.hexdigest()
+
+    def iter_object(self, key: str, chunk_size: int = MiB) -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        yield from body.iter_chunks(chunk_size)
+
+    # -- runs ------------------------------------------------------------------
+
+    def _objects(self, prefix: str) -> Iterator[StoredObject]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield StoredObject(obj["Key"], obj["Size"], obj["LastModified"])
+
+    def open_uploads(self, prefix: str) -> list[OpenUpload]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                found.append(OpenUpload(upload["Key"], upload["UploadId"], upload["Initiated"]))
+        return found
+
+    def list_runs(self, tenant: str) -> list[RunListing]:
+        """Every run id under ``<prefix>/<tenant>/``, oldest first.
+
+        Keys whose second-to-last segment is not a run id are not ours and are
+        left out (and so never deleted by retention).
+        """
+        tenant_prefix = self.config.tenant_prefix(tenant)
+        runs: dict[str, RunListing] = {}
+
+        def listing(key: str) -> RunListing | None:
+            run_id = key[len(tenant_prefix):].split("/", 1)[0]
+            started = run_started_at(run_id)
+            if started is None or "/" not in key[len(tenant_prefix):]:
+                return None
+            return runs.setdefault(run_id, RunListing(run_id, started))
+
+        for obj in self._objects(tenant_prefix):
+            if (run := listing(obj.key)) is not None:
+                run.objects.append(obj)
+        for upload in self.open_uploads(tenant_prefix):
+            if (run := listing(upload.key)) is not None:
+                run.open_uploads.append(upload)
+        return sorted(runs.values(), key=lambda r: (r.started_at, r.run_id))
+
+    def manifests(self, tenant: str) -> list[Manifest]:
+        """Manifests of the complete runs, oldest first: the backups that exist."""
+        found = []
+        for run in self.list_runs(tenant):
+            if run.complete and (manifest := self.read_manifest(tenant, run.run_id)):
+                found.append(manifest)
+        return found
+
+    def delete_run(self, tenant: str, run_id: str) -> int:
+        """Delete a run's objects and abort its open uploads; returns objects deleted.
+
+        The manifest goes first: if the deletion stops half-way, what is left
+        is an incomplete run (garbage), never a "complete" run missing its dump.
+        """
+        prefix = self.config.run_prefix(tenant, run_id)
+        keys = [o.key for o in self._objects(prefix)]
+        manifest = prefix + MANIFEST_NAME
+        had_manifest = manifest in keys
+        if had_manifest:
+            self.client.delete_object(Bucket=self.bucket, Key=manifest)
+            keys.remove(manifest)
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            response = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+            if errors := response.get("Errors"):
+                first = errors[0]
+                raise RuntimeError(
+                    f"deleting {first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
+        for upload in self.open_uploads(prefix):
+            self.abort_upload(upload)
+        return len(keys) + had_manifest
+
+    # -- abandoned uploads -------------------------------------------------------
+
+    def abandoned_uploads(
+        self, tenant: str, older_than: timedelta, now: datetime | None = None
+    ) -> list[OpenUpload]:
+        """Open multipart uploads of the tenant's runs older than ``older_than``.
+
+        Age counts from the later of the server's ``Initiated`` and the run id's
+        time: some S3-compatible servers report a fixed ``Initiated``, and a run
+        cannot start uploading before its id was made, so both must be old.
+        """
+        now = now or datetime.now(UTC)
+        old = []
+        for upload in self.open_uploads(self.config.tenant_prefix(tenant)):
+            run_id = upload.key[len(self.config.tenant_prefix(tenant)):].split("/", 1)[0]
+            started = run_started_at(run_id)
+            if started is None:
+                continue  # not a run of ours: not ours to abort
+            if now - max(upload.initiated, started) > older_than:
+                old.append(upload)
+        return old
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id
+            )
+        except ClientError as exc:
+            # Already gone (completed or aborted by someone else): nothing to do.
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+

@@ -1,0 +1,227 @@
+"""A BackupPolicy's children: the CronJob running `stackforge-operator backup run`, the
+on-demand Job, and the ConfigMap holding the tenant configuration the runner stores.
+
+Credentials reach the runner only through the environment, from Secrets by
+reference: never as arguments (visible in the process list) and never in a
+manifest. Runner pods carry the ``stackforge.io/runner=backup`` label: the
+tenant's database admits them, and the test control plane leaves them to a
+harness that runs their command for real.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stackforge_operator import API_GROUP, config
+from stackforge_operator.builders.common import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    POSTGRES_PORT,
+    RUNNER_LABEL,
+    TENANT_LABEL,
+    Manifest,
+    container_security_context,
+    pod_security_context,
+)
+from stackforge_operator.builders.secrets_names import (
+    POSTGRES_PASSWORD_KEY,
+    POSTGRES_SECRET,
+    POSTGRES_USER_KEY,
+)
+from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget
+from stackforge_operator.models.effective import EffectiveTenant
+
+POLICY_LABEL = f"{API_GROUP}/backup-policy"
+BACKUP_NOW_ANNOTATION = f"{API_GROUP}/backup-now"
+CONFIG_MOUNT = "/etc/stackforge/configuration"
+CONFIG_FILE = "tenant.json"
+DEFAULT_DEADLINE_SECONDS = 6 * 3600
+# The runner's own user (the operator image runs as non-root).
+RUNNER_UID = 65532
+
+
+def cron_job_name(policy: str) -> str:
+    return f"backup-{policy}"
+
+
+def configuration_name(policy: str) -> str:
+    return f"backup-{policy}-configuration"
+
+
+def manual_job_name(policy: str, request: str) -> str:
+    """One Job per on-demand request: the same request never runs twice."""
+    digest = hashlib.sha256(request.encode()).hexdigest()[:10]
+    return f"backup-{policy}-now-{digest}"
+
+
+def _labels(policy: str, tenant: str) -> dict[str, str]:
+    return {POLICY_LABEL: policy, TENANT_LABEL: tenant, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def _meta(name: str, namespace: str, policy: str, tenant: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": _labels(policy, tenant)}
+
+
+def configuration(
+    policy: str, namespace: str, t: EffectiveTenant, tenant_spec: Mapping[str, Any],
+    children: Sequence[Manifest],
+) -> Manifest:
+    """The tenant's configuration as the runner stores it: its spec and rendered objects.
+
+    Secrets are left out entirely (their values must never reach the backup
+    bucket in clear text, and generated ones are recreated on restore).
+    """
+    document = {
+        "tenant": t.name,
+        "spec": tenant_spec,
+        "objects": [c for c in children if c["kind"] != "Secret"],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(configuration_name(policy), namespace, policy, t.name),
+        "data": {CONFIG_FILE: json.dumps(document, sort_keys=True, indent=1)},
+    }
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _runner_args(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[str]:
+    storage = policy_spec.storage
+    args = ["backup", "run", "--tenant", t.name, "--bucket", storage.bucket,
+            "--prefix", storage.prefix]
+    if storage.endpoint:
+        args += ["--endpoint", storage.endpoint]
+    if storage.region:
+        args += ["--region", storage.region]
+    if storage.force_path_style:
+        args.append("--force-path-style")
+    sse = storage.server_side_encryption
+    if sse is not None:
+        args += ["--sse", sse.algorithm.value]
+        if sse.kms_key_id:
+            args += ["--kms-key-id", sse.kms_key_id]
+    targets = sorted(target.value for target in policy_spec.targets)
+    args += ["--targets", ",".join(targets)]
+    if BackupTarget.CONFIGURATION in policy_spec.targets:
+        args += ["--config-file", f"{CONFIG_MOUNT}/{CONFIG_FILE}"]
+    if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and policy_spec.grafana:
+        args += ["--grafana-url", policy_spec.grafana.url]
+    args += ["--termination-log", "/dev/termination-log"]
+    return args
+
+
+def _env(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "PGHOST", "value": f"postgres.{t.namespace}.svc"},
+        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
+        {"name": "PGDATABASE", "value": t.postgres.database},
+        _secret_env("PGUSER", POSTGRES_SECRET, POSTGRES_USER_KEY),
+        _secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_PASSWORD_KEY),
+    ]
+    creds = policy_spec.storage.credentials_secret_ref
+    if creds is not None:
+        env += [
+            _secret_env("AWS_ACCESS_KEY_ID", creds.name, creds.access_key_id_key),
+            _secret_env("AWS_SECRET_ACCESS_KEY", creds.name, creds.secret_access_key_key),
+        ]
+    if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and policy_spec.grafana:
+        ref = policy_spec.grafana.api_token_secret_ref
+        env.append(_secret_env("GRAFANA_TOKEN", ref.name, ref.key))
+    return env
+
+
+def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant) -> dict[str, Any]:
+    """The Job spec both the CronJob and on-demand runs use."""
+    labels = {**_labels(policy, t.name), RUNNER_LABEL: "backup"}
+    return {
+        "metadata": {"labels": _labels(policy, t.name)},
+        "spec": {
+            # A failed backup is reported, not retried blindly: the next
+            # scheduled (or on-demand) run is the retry.
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": policy_spec.active_deadline_seconds
+            or DEFAULT_DEADLINE_SECONDS,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(RUNNER_UID),
+                    "containers": [{
+                        "name": "backup",
+                        "image": config.OPERATOR_IMAGE,
+                        "command": ["stackforge-operator"],
+                        "args": _runner_args(policy_spec, t),
+                        "env": _env(policy_spec, t),
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": container_security_context(
+                            read_only_root_filesystem=True),
+                        # The runner streams; its memory stays bounded whatever the size.
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"cpu": "1", "memory": "256Mi"},
+                        },
+                        "volumeMounts": [
+                            {"name": "configuration", "mountPath": CONFIG_MOUNT,
+                             "readOnly": True},
+                            # A private emptyDir, not the node's /tmp.
+                            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "configuration",
+                         "configMap": {"name": configuration_name(policy)}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def cron_job(
+    policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
+    schedule: str, time_zone: str,
+) -> Manifest:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(cron_job_name(policy), namespace, policy, t.name),
+        "spec": {
+            "schedule": schedule,
+            "timeZone": time_zone,
+            "suspend": policy_spec.suspend,
+            # Never two dumps of one database at once.
+            "concurrencyPolicy": "Forbid",
+            # A run missed by more than an hour (control plane down) is skipped;
+            # BackupFresh then reports the gap.
+            "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": job_template(policy, policy_spec, t),
+        },
+    }
+
+
+def manual_job(
+    policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
+    request: str,
+) -> Manifest:
+    template = copy.deepcopy(job_template(policy, policy_spec, t))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **_meta(manual_job_name(policy, request), namespace, policy, t.name),
+            "annotations": {BACKUP_NOW_ANNOTATION: request},
+        },
+        "spec": template["spec"],
+    }

@@ -1,0 +1,220 @@
+"""Every Kubernetes permission the operator needs, as data (no I/O).
+
+This is the one place the operator's RBAC is written down:
+
+- ``manifests/clusterrole.yaml`` is generated from :data:`REQUIRED_RULES`
+  (``python -m stackforge_operator.manifestgen``); a unit test fails when the
+  committed file drifts;
+- ``tests/unit/test_manifests.py`` scans the package for the API calls it makes
+  (``kube.*`` calls, kopf handlers) and checks each one is allowed here;
+- the DR drill builds its sandbox Role from :data:`SANDBOX_ROLE_RULES`. RBAC
+  refuses to let anyone grant a permission they do not hold themselves (unless
+  they have ``escalate``/``bind``, which the operator deliberately lacks), so
+  every sandbox rule must also be in :data:`REQUIRED_RULES` (tested).
+
+Why a ClusterRole rather than Roles: tenant namespaces (and drill sandboxes)
+are created at run time, so their names are not known when the operator is
+installed. The alternative, the operator binding a per-namespace Role to itself
+in each namespace it creates, needs ``bind`` on that role, plus RoleBinding
+create rights in every namespace: that is as powerful as holding the rules
+cluster-wide, and more moving parts. What keeps the grant small is the verb
+lists: exact verbs per resource, no wildcards, no ``update`` (writes are
+server-side apply, i.e. ``patch``; the one exception is the virtual
+``<kind>/finalizers`` check for ``blockOwnerDeletion``), ``watch`` only where
+something watches.
+
+Server-side apply of an object that does not exist yet creates it, and the API
+server then checks ``create`` as well as ``patch``: every applied kind has both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from stackforge_operator import API_GROUP, API_VERSION
+
+# The verbs an applied (server-side apply) and pruned child needs.
+_APPLIED: Final = ("get", "list", "create", "patch", "delete")
+_APPLIED_WATCHED: Final = ("get", "list", "watch", "create", "patch", "delete")
+
+# Verbs that would let the operator hand out rights it does not hold, or act
+# as someone else: never granted (tested).
+FORBIDDEN_VERBS: Final = frozenset({"*", "escalate", "bind", "impersonate"})
+
+# The ClusterKopfPeering object used with `stackforge-operator run --peering`.
+PEERING_NAME: Final = "stackforge"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One RBAC PolicyRule, with the reason it exists (rendered as a comment)."""
+
+    group: str  # "" is the core group
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+    resource_names: tuple[str, ...] = ()
+
+    def as_policy_rule(self) -> dict[str, Any]:
+        rule: dict[str, Any] = {
+            "apiGroups": [self.group],
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
+        if self.resource_names:
+            rule["resourceNames"] = list(self.resource_names)
+        return rule
+
+
+REQUIRED_RULES: Final[tuple[Rule, ...]] = (
+    # --- the operator's own kinds -------------------------------------------------
+    Rule(API_GROUP, ("stackforgetenants",), ("get", "list", "watch"),
+         "kopf watches tenants; BackupPolicy and DRDrill resolve their tenantRef"),
+    Rule(API_GROUP, ("backuppolicies", "drdrills"), ("get", "list", "watch", "patch"),
+         "watched by kopf, listed by the tenant's BackupHealthy/DrillPassing; patch for "
+         "kopf's finalizer and handler-progress annotations"),
+    Rule(API_GROUP, ("stackforgetenants/status", "backuppolicies/status", "drdrills/status"),
+         ("patch",),
+         "status is written as a merge patch of the status subresource"),
+    Rule(API_GROUP,
+         ("stackforgetenants/finalizers", "backuppolicies/finalizers", "drdrills/finalizers"),
+         ("update",),
+         "children name their owner with blockOwnerDeletion; where the "
+         "OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift, hardened "
+         "clusters) that needs update on the owner's finalizers; grants nothing else"),
+    # --- tenant children (reconcile/tenant.py MANAGED_KINDS) ------------------------
+    Rule("", ("namespaces",), _APPLIED_WATCHED,
+         "tenant namespaces and drill sandboxes are applied; a namespace change wakes its "
+         "tenant; delete only for drill sandboxes (tenant namespaces go by ownerReference GC)"),
+    Rule("", ("secrets",), _APPLIED,
+         "generated credentials are applied and pruned; referenced Secrets (S3, TLS, "
+         "notification URLs) are read; list only with the tenant's label selector; no watch, "
+         "so the operator never streams every Secret of the cluster"),
+    Rule("", ("configmaps", "services"), _APPLIED_WATCHED,
+         "component configuration and Services; changes wake the tenant"),
+    Rule("", ("resourcequotas", "limitranges"), _APPLIED,
+         "the tier's quota and default limits in each tenant namespace"),
+    Rule("", ("persistentvolumeclaims",), ("get", "list", "patch"),
+         "grow claims when a component's storage grows (StatefulSet templates are "
+         "immutable); never create: StatefulSets create their claims"),
+    Rule("apps", ("deployments", "statefulsets"), _APPLIED_WATCHED,
+         "component workloads; rollout progress wakes the tenant"),
+    Rule("networking.k8s.io", ("networkpolicies",), _APPLIED_WATCHED,
+         "tenant isolation policies; a tampered policy wakes the tenant"),
+    Rule("networking.k8s.io", ("ingresses",), _APPLIED, "the tenant's domain through Kong"),
+    Rule("policy", ("poddisruptionbudgets",), _APPLIED, "PDBs of replicated components"),
+    Rule("autoscaling", ("horizontalpodautoscalers",), _APPLIED, "app autoscaling"),
+    Rule("cert-manager.io", ("certificates",), _APPLIED,
+         "the domain's Certificate when cert-manager is installed"),
+    Rule("monitoring.coreos.com", ("prometheusrules", "servicemonitors"), _APPLIED,
+         "per-tenant alert rules and scrape targets when the Prometheus Operator is installed"),
+    # --- backups and drills ---------------------------------------------------------
+    Rule("batch", ("cronjobs",), _APPLIED, "a CronJob per BackupPolicy"),
+    Rule("batch", ("jobs",), _APPLIED_WATCHED,
+         "on-demand backup Jobs and drill restore Jobs; a finished Job wakes its owner"),
+    Rule("", ("pods",), ("get", "list"),
+         "read the runner pods' termination messages (backup and drill results)"),
+    Rule("", ("serviceaccounts",), _APPLIED, "the drill sandbox's ServiceAccount"),
+    Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), _APPLIED,
+         "the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no "
+         "escalate or bind needed) and its RoleBinding"),
+    # --- platform -------------------------------------------------------------------
+    Rule("", ("events",), ("create",),
+         "condition transitions and kopf's warnings are posted as core/v1 Events"),
+    Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch"),
+         "get: detect cert-manager and the Prometheus Operator; list/watch: kopf's resource "
+         "scanning (it serves CRDs that appear or change while it runs)"),
+)
+
+# What the DR drill's per-sandbox Role grants its restore pod's ServiceAccount:
+# see its own pods (the scratch database's readiness), nothing else. Secrets
+# reach the pod as environment variables from secretKeyRef, never through the
+# API; logs go out as the termination message, so no pods/log either.
+SANDBOX_ROLE_RULES: Final[tuple[Rule, ...]] = (
+    Rule("", ("pods",), ("get", "list"),
+         "the restore runner waits for the scratch database pod in its sandbox"),
+)
+
+# Only with `stackforge-operator run --peering=stackforge` (HA with several
+# replicas). A cluster-wide operator peers through ClusterKopfPeering in
+# kopf.dev; kopf lists/watches the kind and patches its own object's status.
+PEERING_RULES: Final[tuple[Rule, ...]] = (
+    Rule("kopf.dev", ("clusterkopfpeerings",), ("list", "watch"),
+         "kopf watches the peering objects to see the other replicas"),
+    Rule("kopf.dev", ("clusterkopfpeerings",), ("get", "patch"),
+         "kopf writes its keep-alive into its own peering object", (PEERING_NAME,)),
+)
+
+# (apiVersion, kind) -> (API group, plural) for every kind the operator touches.
+# Lets tests turn a `kube.get("v1", "Secret", ...)` call into an RBAC question.
+RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
+    (f"{API_GROUP}/{API_VERSION}", "StackForgeTenant"): (API_GROUP, "stackforgetenants"),
+    (f"{API_GROUP}/{API_VERSION}", "BackupPolicy"): (API_GROUP, "backuppolicies"),
+    (f"{API_GROUP}/{API_VERSION}", "DRDrill"): (API_GROUP, "drdrills"),
+    ("v1", "Namespace"): ("", "namespaces"),
+    ("v1", "Secret"): ("", "secrets"),
+    ("v1", "ConfigMap"): ("", "configmaps"),
+    ("v1", "Service"): ("", "services"),
+    ("v1", "ResourceQuota"): ("", "resourcequotas"),
+    ("v1", "LimitRange"): ("", "limitranges"),
+    ("v1", "PersistentVolumeClaim"): ("", "persistentvolumeclaims"),
+    ("v1", "Pod"): ("", "pods"),
+    ("v1", "ServiceAccount"): ("", "serviceaccounts"),
+    ("v1", "Event"): ("", "events"),
+    ("apps/v1", "Deployment"): ("apps", "deployments"),
+    ("apps/v1", "StatefulSet"): ("apps", "statefulsets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networking.k8s.io", "networkpolicies"),
+    ("networking.k8s.io/v1", "Ingress"): ("networking.k8s.io", "ingresses"),
+    ("policy/v1", "PodDisruptionBudget"): ("policy", "poddisruptionbudgets"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("autoscaling", "horizontalpodautoscalers"),
+    ("batch/v1", "CronJob"): ("batch", "cronjobs"),
+    ("batch/v1", "Job"): ("batch", "jobs"),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rbac.authorization.k8s.io", "rolebindings"),
+    ("cert-manager.io/v1", "Certificate"): ("cert-manager.io", "certificates"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ("monitoring.coreos.com", "prometheusrules"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("monitoring.coreos.com", "servicemonitors"),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"):
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+}
+
+
+def resource_of(api_version: str, kind: str) -> tuple[str, str]:
+    """(group, plural) of a kind; KeyError names the kind to add to RESOURCES."""
+    try:
+        return RESOURCES[(api_version, kind)]
+    except KeyError:
+        raise KeyError(f"{api_version} {kind}: add it to rbac.RESOURCES") from None
+
+
+def allows(
+    rules: Iterable[Rule], group: str, resource: str, verb: str, name: str | None = None
+) -> bool:
+    """Whether ``rules`` allow ``verb`` on ``group``/``resource`` (RBAC's own matching).
+
+    A rule with resourceNames only matches a request for one of those names,
+    so an unnamed request (list, watch, create) never matches it.
+    """
+    for rule in rules:
+        if rule.group != group or resource not in rule.resources or verb not in rule.verbs:
+            continue
+        if not rule.resource_names or (name is not None and name in rule.resource_names):
+            return True
+    return False
+
+
+def policy_rules(rules: Sequence[Rule]) -> list[dict[str, Any]]:
+    """The rules as Kubernetes PolicyRule dicts (for a Role or ClusterRole)."""
+    return [rule.as_policy_rule() for rule in rules]
+
+
+def sandbox_role(name: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """The drill sandbox's Role manifest, granting exactly SANDBOX_ROLE_RULES."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "rules": policy_rules(SANDBOX_ROLE_RULES),
+    }

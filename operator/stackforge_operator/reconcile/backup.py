@@ -1,0 +1,376 @@
+"""Reconcile one BackupPolicy: its CronJob, on-demand runs, and the truth from S3.
+
+The bucket is the source of truth: a run counts as a backup only when its
+manifest exists (the runner writes it last). Jobs tell what is running and
+why a run failed; a Job that succeeded without leaving a manifest is a
+failure too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from stackforge_operator import API_GROUP, API_VERSION, kube, schedule, status
+from stackforge_operator.backup.housekeeping import apply_retention
+from stackforge_operator.backup.manifest import Manifest
+from stackforge_operator.backup.store import BackupStore, StoreConfig
+from stackforge_operator.builders import backup as builders
+from stackforge_operator.builders import credentials, stack
+from stackforge_operator.models import conditions as types
+from stackforge_operator.models.backup import (
+    BackupPolicySpec,
+    BackupPolicyStatus,
+    BackupRun,
+    BackupTarget,
+    RunResult,
+)
+from stackforge_operator.models.common import ConditionStatus
+from stackforge_operator.models.effective import EffectiveTenant, resolve
+from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.reconcile.diff import needs_apply
+from stackforge_operator.reconcile.tenant_observe import validation_summary
+
+logger = logging.getLogger(__name__)
+
+API = f"{API_GROUP}/{API_VERSION}"
+KIND = "BackupPolicy"
+# How late the newest complete backup may be beyond one schedule interval.
+GRACE = timedelta(seconds=float(os.environ.get("STACKFORGE_BACKUP_GRACE_SECONDS", "7200")))
+ACTIVE_SECONDS = 5.0
+IDLE_SECONDS = 60.0
+STALLED_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requeue_after: float
+    latest: dict[str, Any] | None = None
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": KIND, "name": body["metadata"]["name"],
+            "uid": body["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def reconcile(body: Mapping[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 0))
+    old = BackupPolicyStatus.model_validate(body.get("status") or {})
+    try:
+        spec = BackupPolicySpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        return _stalled(body, old, [status.Problem("InvalidSpec", validation_summary(error))])
+    t, tenant_spec, problem = _tenant(spec.tenant_ref.name, namespace)
+    if t is None or tenant_spec is None:
+        return _stalled(body, old, [problem] if problem else [])
+    when = spec.schedule or t.backup_schedule
+    zone = spec.time_zone or t.backup_time_zone
+    problems = _missing_secrets(spec, namespace)
+    try:
+        schedule.zone(zone)
+    except schedule.UnknownTimeZoneError as error:
+        problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
+    if problems:
+        return _stalled(body, old, problems)
+
+    owner = owner_reference(body)
+    children = [
+        builders.configuration(name, namespace, t, tenant_spec.model_dump(
+            mode="json", by_alias=True, exclude_none=True), _rendered(t)),
+        builders.cron_job(name, namespace, spec, t, when, zone),
+    ]
+    request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
+    if request:
+        children.append(builders.manual_job(name, namespace, spec, t, request))
+    live_cron = None
+    for child in children:
+        child["metadata"]["ownerReferences"] = [owner]
+        live = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"], namespace)
+        if child["kind"] == "Job" and live is not None:
+            continue  # a Job's template is immutable, and this request already ran
+        if needs_apply(child, live):
+            live = kube.apply(child)
+        if child["kind"] == "CronJob":
+            live_cron = live
+
+    now = datetime.now(UTC)
+    jobs = kube.list_objects("batch/v1", "Job", namespace=namespace,
+                             label_selector=f"{builders.POLICY_LABEL}={name}")
+    job_runs = [_job_run(namespace, job) for job in jobs]
+    storage_error: str | None = None
+    store = _store(spec, namespace)
+    try:
+        manifests = store.manifests(t.name)
+    except (BotoCoreError, ClientError) as error:
+        # The bucket cannot be read: keep what was known, and say why.
+        storage_error = str(error)[:1024]
+        manifests = []
+
+    newest = manifests[-1] if manifests else None
+    active = [r for r in job_runs if r.result == RunResult.RUNNING]
+    finished = [r for r in job_runs if r.result != RunResult.RUNNING]
+    successes = {m.run_id for m in manifests}
+    failures = [r for r in finished if r.result == RunResult.FAILED and r.id not in successes
+                and not (storage_error and r.reason == "NoManifest")]
+    last_success = newest.to_backup_run() if newest else (
+        old.last_successful_run if storage_error else None)
+    candidates = [*failures, *([last_success] if last_success else [])]
+    last_run = max(candidates, key=_finished_at, default=None)
+
+    if storage_error is None and newest is not None and (
+            old.last_successful_run is None or old.last_successful_run.id != newest.run_id):
+        report = apply_retention(store, t.name, spec.retention, now,
+                                 running=[r.id for r in active])
+        if report.deleted:
+            logger.info("policy %s/%s: retention deleted %s", namespace, name, report.deleted)
+
+    conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
+                             storage_error)
+    next_time = schedule.next_fire(when, zone, now)
+    cron_status = (live_cron or {}).get("status") or {}
+    new = BackupPolicyStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        schedule=when,
+        time_zone=zone,
+        cron_job_name=builders.cron_job_name(name),
+        last_schedule_time=cron_status.get("lastScheduleTime"),
+        next_schedule_time=None if spec.suspend else next_time,
+        active_run=active[0] if active else None,
+        last_run=last_run,
+        last_successful_run=last_success,
+    )
+    latest = _write(body, old, new)
+    if last_run is not None and (old.last_run is None or old.last_run.id != last_run.id
+                                 or old.last_run.result != last_run.result):
+        if last_run.result == RunResult.SUCCEEDED:
+            kube.record_event(dict(body), "Normal", "BackupSucceeded",
+                              f"backup {last_run.id} complete: {last_run.location}")
+        else:
+            kube.record_event(dict(body), "Warning", last_run.reason or "BackupFailed",
+                              f"backup {last_run.id} failed: {last_run.message or ''}")
+    if active:
+        return Outcome(ACTIVE_SECONDS, latest)
+    return Outcome(min(IDLE_SECONDS, max(1.0, (next_time - now).total_seconds())), latest)
+
+
+def _tenant(
+    tenant: str, namespace: str
+) -> tuple[EffectiveTenant | None, StackForgeTenantSpec | None, status.Problem | None]:
+    body = kube.get(API, "StackForgeTenant", tenant)
+    if body is None:
+        return None, None, status.Problem(
+            "TenantNotFound", f"spec.tenantRef.name: StackForgeTenant {tenant} does not exist")
+    try:
+        tenant_spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        return None, None, status.Problem("TenantInvalid", validation_summary(error))
+    t = resolve(tenant, tenant_spec)
+    if t.namespace != namespace:
+        return None, None, status.Problem(
+            "WrongNamespace",
+            f"a BackupPolicy must live in its tenant's namespace {t.namespace}, "
+            "where the database credentials are")
+    return t, tenant_spec, None
+
+
+def _rendered(t: EffectiveTenant) -> list[dict[str, Any]]:
+    secrets = [{"kind": "Secret", "metadata": {"name": n}} for n in credentials.wanted_keys(t)]
+    return stack.desired_children(t, secrets=secrets, tls=None, rotation=None)
+
+
+def _missing_secrets(spec: BackupPolicySpec, namespace: str) -> list[status.Problem]:
+    wanted: list[tuple[str, str, list[str]]] = []
+    creds = spec.storage.credentials_secret_ref
+    if creds is not None:
+        wanted.append(("spec.storage.credentialsSecretRef", creds.name,
+                       [creds.access_key_id_key, creds.secret_access_key_key]))
+    if BackupTarget.GRAFANA_DASHBOARDS in spec.targets and spec.grafana is not None:
+        ref = spec.grafana.api_token_secret_ref
+        wanted.append(("spec.grafana.apiTokenSecretRef", ref.name, [ref.key]))
+    problems = []
+    for field, secret_name, keys in wanted:
+        secret = kube.get("v1", "Secret", secret_name, namespace)
+        if secret is None:
+            problems.append(status.Problem(
+                "MissingSecret", f"{field}: Secret {namespace}/{secret_name} does not exist"))
+            continue
+        absent = [k for k in keys if k not in (secret.get("data") or {})]
+        if absent:
+            problems.append(status.Problem(
+                "MissingSecretKey",
+                f"{field}: Secret {namespace}/{secret_name} lacks {', '.join(absent)}"))
+    return problems
+
+
+def _store(spec: BackupPolicySpec, namespace: str) -> BackupStore:
+    """The policy's bucket, with the policy's own credentials (never the operator's)."""
+    config = StoreConfig.from_policy(spec.storage, max_attempts=2, connect_timeout=5.0,
+                                     read_timeout=30.0)
+    access_key = secret_key = None
+    creds = spec.storage.credentials_secret_ref
+    if creds is not None:
+        data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
+        access_key = data.get(creds.access_key_id_key)
+        secret_key = data.get(creds.secret_access_key_key)
+    session = boto3.session.Session(aws_access_key_id=access_key,
+                                    aws_secret_access_key=secret_key)
+    client = session.client(
+        "s3",
+        endpoint_url=config.endpoint,
+        region_name=config.region or "us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"} if config.force_path_style else {},
+            retries={"max_attempts": config.max_attempts, "mode": "standard"},
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+        ),
+    )
+    return BackupStore(config, client=client)
+
+
+def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:
+    """What a Job says about its run (the manifest, read elsewhere, has the last word)."""
+    job_status = job.get("status") or {}
+    name = job["metadata"]["name"]
+    job_conditions = {c["type"]: c for c in job_status.get("conditions") or []
+                      if c.get("status") == "True"}
+    started = job_status.get("startTime") or job["metadata"].get("creationTimestamp")
+    if not ({"Complete", "Failed"} & set(job_conditions)):
+        return BackupRun(id=f"job:{name}", result=RunResult.RUNNING, start_time=started,
+                         job_name=name)
+    result = _termination_result(namespace, name)
+    run_id = str(result.get("runId") or f"job:{name}")
+    finished = job_status.get("completionTime") or (
+        job_conditions.get("Failed") or job_conditions.get("Complete") or {}
+    ).get("lastTransitionTime")
+    if "Complete" in job_conditions and result.get("result") == "Succeeded":
+        # Confirmed only if its manifest is in the bucket (the caller checks).
+        return BackupRun(id=run_id, result=RunResult.FAILED, reason="NoManifest",
+                         message="the Job succeeded but no manifest exists for its run",
+                         start_time=started, completion_time=finished, job_name=name)
+    failed = job_conditions.get("Failed") or {}
+    return BackupRun(
+        id=run_id, result=RunResult.FAILED,
+        reason=str(result.get("reason") or failed.get("reason") or "JobFailed")[:128],
+        message=str(result.get("message") or failed.get("message") or "")[:4096] or None,
+        start_time=started, completion_time=finished, job_name=name,
+    )
+
+
+def _termination_result(namespace: str, job: str) -> dict[str, Any]:
+    """The runner's JSON result line, from its pod's termination message."""
+    for pod in kube.list_objects("v1", "Pod", namespace=namespace,
+                                 label_selector=f"job-name={job}"):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if not message:
+                continue
+            try:
+                parsed = json.loads(message.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                continue
+            if isinstance(parsed, dict):
+                return parsed
+    return {}
+
+
+def _finished_at(run: BackupRun) -> datetime:
+    return run.completion_time or run.start_time or datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _conditions(
+    old: BackupPolicyStatus, generation: int, now: datetime, when: str, zone: str,
+    last_run: BackupRun | None, newest: Manifest | None, body: Mapping[str, Any],
+    active: Sequence[BackupRun], storage_error: str | None,
+) -> list[Any]:
+    if last_run is None:
+        succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.UNKNOWN,
+                                       "NoRunYet", "no backup has run yet")
+    elif last_run.result == RunResult.SUCCEEDED:
+        succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.TRUE,
+                                       "Succeeded", f"run {last_run.id} is complete")
+    else:
+        succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.FALSE,
+                                       last_run.reason or "Failed",
+                                       f"run {last_run.id}: {last_run.message or 'failed'}")
+    limit = schedule.staleness_limit(when, zone, now, GRACE)
+    if storage_error is not None:
+        # Freshness cannot be judged without the bucket.
+        fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.UNKNOWN,
+                                   "StorageUnavailable", storage_error)
+        progress = status.Progress.STALLED
+        message = f"cannot read the backup bucket: {storage_error}"
+        return status.merge(old.conditions, [
+            *status.rollup(progress, "StorageUnavailable", message), succeeded, fresh],
+            generation=generation, now=now)
+    created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    if newest is not None:
+        age = now - newest.finished_at
+        fresh = status.Observation(
+            types.BACKUP_FRESH, ConditionStatus.TRUE if age <= limit else ConditionStatus.FALSE,
+            "Fresh" if age <= limit else "Stale",
+            f"newest complete backup {newest.run_id} is {_hours(age)} old "
+            f"(allowed: {_hours(limit)})")
+    elif now - created > limit:
+        fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.FALSE, "NoBackup",
+                                   f"no complete backup within {_hours(limit)}")
+    else:
+        fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.UNKNOWN, "NoBackupYet",
+                                   "no complete backup yet")
+    failing = [o for o in (succeeded, fresh) if o.status == ConditionStatus.FALSE]
+    if failing:
+        progress = status.Progress.STALLED
+        reason, message = failing[0].reason, "; ".join(o.message for o in failing)
+    else:
+        progress, reason = status.Progress.READY, "Scheduled"
+        message = f"backups run on {when!r} ({zone})" + (
+            f"; {len(active)} running" if active else "")
+    return status.merge(old.conditions, [*status.rollup(progress, reason, message),
+                                         succeeded, fresh], generation=generation, now=now)
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f}h" if hours < 48 else f"{hours / 24:.1f}d"
+
+
+def _stalled(
+    body: Mapping[str, Any], old: BackupPolicyStatus, problems: Sequence[status.Problem]
+) -> Outcome:
+    generation = int(body["metadata"].get("generation", 0))
+    reason = problems[0].reason if problems else "Unknown"
+    message = "; ".join(p.message for p in problems)
+    conditions = status.merge(old.conditions,
+                              status.rollup(status.Progress.STALLED, reason, message),
+                              generation=generation, now=datetime.now(UTC))
+    new = old.model_copy(update={"observed_generation": generation, "conditions": conditions})
+    return Outcome(STALLED_SECONDS, _write(body, old, new))
+
+
+def _dump(s: BackupPolicyStatus) -> dict[str, Any]:
+    return s.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _write(
+    body: Mapping[str, Any], old: BackupPolicyStatus, new: BackupPolicyStatus
+) -> dict[str, Any] | None:
+    if body.get("status") and _dump(new) == _dump(old):
+        return None
+    meta = body["metadata"]
+    latest = kube.patch_status(API, KIND, meta["name"], meta["namespace"],
+                               new.model_dump(mode="json", by_alias=True))
+    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
+        kube.record_event(dict(body), event_type, reason, message)
+    return latest

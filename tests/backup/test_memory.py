@@ -1,0 +1,35 @@
+"""The runner streams: its memory does not grow with the database."""
+
+from __future__ import annotations
+
+from tests.support import postgres_server as pg
+from tests.support.fixtures_backup import run_runner_measured, runner_argv
+from tests.support.s3_server import S3Server
+
+MiB = 1024 * 1024
+LIMIT = 128 * MiB
+
+
+def test_peak_rss_stays_bounded_for_a_large_database(
+    postgres_server: pg.PostgresServer, s3_server: S3Server, pg_database: str, s3_bucket: str
+) -> None:
+    pg.seed_bulk(postgres_server, pg_database, 230)
+    size = pg.database_size(postgres_server, pg_database)
+    assert size >= 200 * MiB, f"database is only {size / MiB:.0f} MiB"
+
+    argv = runner_argv(
+        tenant="big", bucket=s3_bucket, endpoint=s3_server.endpoint,
+        extra=["--pg-bin-dir", str(postgres_server.bin_dir)],
+    )
+    run = run_runner_measured(argv, pg.env_for(postgres_server, pg_database, s3_server.env()))
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = run.result
+    dumped = result["sizeBytes"]
+    # wait4's figure covers the runner and the pg_dump/psql it reaped: an upper bound.
+    print(
+        f"database {size / MiB:.0f} MiB, dump {dumped / MiB:.0f} MiB in {run.seconds:.1f}s, "
+        f"peak RSS runner+children {run.peak_rss_bytes / MiB:.0f} MiB, "
+        f"runner alone {result['peakRssBytes'] / MiB:.0f} MiB"
+    )
+    assert dumped > 3 * 8 * MiB, "the dump must span many parts for this to mean anything"
+    assert run.peak_rss_bytes < LIMIT * 0.85, f"peak RSS {run.peak_rss_bytes / MiB:.0f} MiB"

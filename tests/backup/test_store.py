@@ -1,0 +1,188 @@
+"""The S3 store and retention against the real S3 server: uploads, listing, deletion, sweeping."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stackforge_operator.backup.housekeeping import apply_retention
+from stackforge_operator.backup.manifest import Manifest, ManifestArtifact
+from stackforge_operator.backup.store import BackupStore, MiB, MultipartUpload, StoreConfig
+from stackforge_operator.models.backup import Retention
+from tests.support.s3_server import S3Server, multipart_uploads
+
+TENANT = "globex"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _store(s3: S3Server, bucket: str) -> BackupStore:
+    return BackupStore(StoreConfig(bucket=bucket, prefix="sf"), client=s3.client())
+
+
+class _Stream(io.RawIOBase):
+    """``total`` deterministic bytes, then EOF, or an error after ``fail_after`` bytes."""
+
+    def __init__(self, total: int, fail_after: int | None = None) -> None:
+        self.total, self.sent, self.fail_after = total, 0, fail_after
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.fail_after is not None and self.sent >= self.fail_after:
+            raise OSError("producer died")
+        n = min(len(buffer), self.total - self.sent, 1 << 20)
+        block = hashlib.sha256(str(self.sent).encode()).digest() * (n // 32 + 1)
+        buffer[:n] = block[:n]
+        self.sent += n
+        return n
+
+
+def _expected_sha256(total: int) -> str:
+    digest = hashlib.sha256()
+    stream = io.BufferedReader(_Stream(total))
+    while chunk := stream.read(MiB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_multipart_upload_streams_and_hashes(s3_server: S3Server, s3_bucket: str) -> None:
+    store = _store(s3_server, s3_bucket)
+    total = 23 * MiB + 123
+    upload = MultipartUpload(store.client, store.config, "sf/x/blob", part_size=5 * MiB)
+    upload.upload_from(io.BufferedReader(_Stream(total)))
+    result = upload.complete()
+    assert (result.size_bytes, result.parts) == (total, 5)
+    assert result.sha256 == _expected_sha256(total)
+    sink = io.BytesIO()
+    assert store.download("sf/x/blob", sink) == result.sha256
+    assert len(sink.getvalue()) == total
+
+
+def test_a_failing_stream_is_aborted_without_a_trace(s3_server: S3Server, s3_bucket: str) -> None:
+    store = _store(s3_server, s3_bucket)
+    upload = MultipartUpload(store.client, store.config, "sf/x/broken", part_size=5 * MiB)
+    with pytest.raises(OSError, match="producer died"):
+        upload.upload_from(io.BufferedReader(_Stream(50 * MiB, fail_after=12 * MiB)))
+    assert multipart_uploads(store.client, s3_bucket) == ["sf/x/broken"]
+    upload.abort()
+    assert multipart_uploads(store.client, s3_bucket) == []
+    assert store.client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+
+
+def _run_id(when: datetime, suffix: str) -> str:
+    return f"{when.strftime('%Y%m%dT%H%M%SZ')}-{suffix}"
+
+
+def _complete_run(store: BackupStore, when: datetime, suffix: str) -> str:
+    run_id = _run_id(when, suffix)
+    prefix = store.config.run_prefix(TENANT, run_id)
+    dump = store.put_bytes(prefix + "postgres.dump", b"dump " + run_id.encode())
+    store.write_manifest(
+        Manifest(
+            tenant=TENANT, run_id=run_id, bucket=store.bucket, prefix=prefix.rstrip("/"),
+            started_at=when, finished_at=when + timedelta(minutes=2),
+            artifacts=[ManifestArtifact(name="postgres", key=dump.key,
+                                        size_bytes=dump.size_bytes, sha256=dump.sha256)],
+        )
+    )
+    return run_id
+
+
+def _open_upload(store: BackupStore, run_id: str) -> str:
+    key = store.config.run_prefix(TENANT, run_id) + "postgres.dump"
+    upload = MultipartUpload(store.client, store.config, key)
+    upload.start()
+    return key
+
+
+@pytest.fixture
+def history(s3_server: S3Server, s3_bucket: str) -> Iterator[dict[str, str]]:
+    """Ten nightly backups, a stale and a fresh incomplete run, an abandoned upload."""
+    store = _store(s3_server, s3_bucket)
+    runs = {}
+    for days in range(10):
+        runs[f"complete-{days}"] = _complete_run(store, NOW - timedelta(days=days, hours=1),
+                                                 f"c{days:05d}")
+    stale = _run_id(NOW - timedelta(days=2), "stale0")
+    store.put_bytes(store.config.run_prefix(TENANT, stale) + "configuration.json", b"{}")
+    runs["stale"] = stale
+    fresh = _run_id(NOW - timedelta(minutes=20), "fresh0")
+    store.put_bytes(store.config.run_prefix(TENANT, fresh) + "configuration.json", b"{}")
+    runs["fresh-upload"] = _open_upload(store, fresh)
+    runs["fresh"] = fresh
+    abandoned = _run_id(NOW - timedelta(days=1), "gone00")
+    runs["abandoned-upload"] = _open_upload(store, abandoned)
+    store.put_bytes(f"sf/{TENANT}/README.txt", b"not a run")
+    store.put_bytes("sf/other-tenant/" + _run_id(NOW - timedelta(days=90), "aaaaaa")
+                    + "/postgres.dump", b"another tenant")
+    yield runs
+
+
+def test_listing_tells_complete_from_incomplete(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    runs = {r.run_id: r for r in _store(s3_server, s3_bucket).list_runs(TENANT)}
+    assert runs[history["complete-0"]].complete
+    assert not runs[history["stale"]].complete
+    assert not runs[history["fresh"]].complete
+    assert [u.key for u in runs[history["fresh"]].open_uploads] == [history["fresh-upload"]]
+    # A run that exists only as an open upload is still listed.
+    assert history["abandoned-upload"].split("/")[2] in runs
+    assert len(runs) == 13
+    manifests = _store(s3_server, s3_bucket).manifests(TENANT)
+    assert [m.run_id for m in manifests] == sorted(
+        history[f"complete-{d}"] for d in range(10)
+    )
+
+
+def test_retention_deletes_what_it_selects_and_sweeps_abandoned_uploads(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    store = _store(s3_server, s3_bucket)
+    report = apply_retention(store, TENANT, Retention(keep_last=3), NOW,
+                             in_progress_grace=timedelta(hours=7))
+    remaining = {r.run_id for r in store.list_runs(TENANT)}
+    assert remaining == {history["complete-0"], history["complete-1"], history["complete-2"],
+                         history["fresh"]}
+    assert set(report.deleted) == (
+        {history[f"complete-{d}"] for d in range(3, 10)}
+        | {history["stale"], history["abandoned-upload"].split("/")[2]}
+    )
+    # The fresh run's upload may still finish; the abandoned one is gone.
+    assert multipart_uploads(store.client, s3_bucket) == [history["fresh-upload"]]
+    # Not ours: untouched.
+    keys = {o["Key"] for o in store.client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert f"sf/{TENANT}/README.txt" in keys
+    assert any(k.startswith("sf/other-tenant/") for k in keys)
+    # Applying it again changes nothing.
+    again = apply_retention(store, TENANT, Retention(keep_last=3), NOW)
+    assert again.deleted == [] and again.aborted_uploads == []
+
+
+def test_a_run_marked_running_keeps_its_upload(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    store = _store(s3_server, s3_bucket)
+    abandoned_run = history["abandoned-upload"].split("/")[2]
+    apply_retention(store, TENANT, Retention(keep_last=20), NOW, running={abandoned_run})
+    assert history["abandoned-upload"] in multipart_uploads(store.client, s3_bucket)
+    # Later, once the Job is known gone, it is swept.
+    apply_retention(store, TENANT, Retention(keep_last=20), NOW)
+    assert history["abandoned-upload"] not in multipart_uploads(store.client, s3_bucket)
+
+
+def test_deleting_a_run_removes_all_its_objects(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    store = _store(s3_server, s3_bucket)
+    run_id = history["complete-4"]
+    assert store.delete_run(TENANT, run_id) == 2
+    assert store.read_manifest(TENANT, run_id) is None
+    assert store.client.list_objects_v2(
+        Bucket=s3_bucket, Prefix=store.config.run_prefix(TENANT, run_id)
+    ).get("KeyCount", 0) == 0

@@ -1,0 +1,7 @@
+"""Real PostgreSQL and S3 servers for the cluster tests that back up and restore."""
+
+from tests.support.fixtures_backup import (  # noqa: F401 - registered as fixtures
+    postgres_server,
+    s3_bucket,
+    s3_server,
+)

@@ -1,0 +1,260 @@
+"""Fixtures for anything that backs up or restores: a real PostgreSQL and a real S3 server.
+
+Register them in a conftest with::
+
+    from tests.support.fixtures_backup import (  # noqa: F401
+        pg_database, postgres_server, s3_bucket, s3_server, seeded_database,
+    )
+
+Both servers are started once per session and stopped at its end; teardown
+fails the session if any of their processes survived.  When PostgreSQL or
+moto_server is missing the fixtures skip, except under CI (``CI`` set),
+where a missing install is an error rather than a quiet skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackforge_operator.devcluster.processes import pid_alive, processes_mentioning
+from tests.support import postgres_server as pg
+from tests.support import s3_server as s3
+
+
+def _missing(what: str) -> None:
+    message = f"{what}; .ci/run installs it"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.PostgresServer]:
+    """A PostgreSQL server from Debian's packages for the whole session."""
+    if not pg.available():
+        _missing("PostgreSQL server binaries not found (apt-get install postgresql)")
+    server = pg.PostgresServer()
+    server.start()
+    pid = server.pid
+    try:
+        yield server
+    finally:
+        server.stop()
+        leftovers = ([pid] if pid and pid_alive(pid) else []) + processes_mentioning(
+            str(server.root)
+        )
+        if leftovers:
+            raise RuntimeError(f"PostgreSQL processes survived teardown: {leftovers}")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[s3.S3Server]:
+    """moto's standalone S3 server over HTTP, with IAM authentication enforced."""
+    if not s3.available():
+        _missing("moto_server not found (pip install 'moto[server]')")
+    server = s3.S3Server()
+    server.start()
+    pid = server.pid
+    try:
+        yield server
+    finally:
+        server.stop()
+        if pid and pid_alive(pid):
+            raise RuntimeError(f"moto_server (pid {pid}) survived teardown")
+
+
+@pytest.fixture
+def pg_database(postgres_server: pg.PostgresServer) -> Iterator[str]:
+    """An empty database of its own for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    postgres_server.create_database(name)
+    try:
+        yield name
+    finally:
+        postgres_server.drop_database(name)
+
+
+@dataclass(frozen=True)
+class SeededDatabase:
+    name: str
+    row_counts: dict[str, int]
+
+
+@pytest.fixture
+def seeded_database(postgres_server: pg.PostgresServer, pg_database: str) -> SeededDatabase:
+    """``pg_database`` with a few tables of every common shape, and their row counts."""
+    return SeededDatabase(pg_database, pg.seed_small(postgres_server, pg_database))
+
+
+@pytest.fixture
+def s3_bucket(s3_server: s3.S3Server) -> str:
+    """A fresh, empty bucket for one test."""
+    return s3_server.create_bucket()
+
+
+# ---------------------------------------------------------------------- the runner as a Job's pod
+
+
+@dataclass
+class RunnerProcess:
+    """The outcome of ``stackforge-operator backup run`` run as a child process."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_bytes: int  # of the runner and the children it waited for (pg_dump, psql)
+    children_argv: list[list[str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The single JSON line the runner prints on stdout."""
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one JSON line on stdout, got: {self.stdout!r}"
+        data: dict[str, Any] = json.loads(lines[0])
+        return data
+
+
+def runner_argv(
+    *,
+    tenant: str,
+    bucket: str,
+    endpoint: str,
+    region: str = s3.REGION,
+    prefix: str = "stackforge",
+    run_id: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    argv = [
+        sys.executable, "-m", "stackforge_operator.backup.cli",
+        "--tenant", tenant, "--bucket", bucket, "--prefix", prefix,
+        "--endpoint", endpoint, "--region", region, "--force-path-style",
+    ]
+    if run_id:
+        argv += ["--run-id", run_id]
+    return argv + list(extra)
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    found = [int(c) for c in children]
+    for child in list(found):
+        found += _descendants(child)
+    return found
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part] or None
+
+
+def run_runner(
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    timeout: float = 600.0,
+    while_running: Callable[[int], None] | None = None,
+) -> RunnerProcess:
+    """Run the runner to completion, recording its children's argv as a kubelet could see them.
+
+    ``while_running(pid)`` is called from a thread while the runner runs
+    (e.g. to kill the database connection mid-dump).
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env), text=True
+    )
+    seen: dict[int, list[str]] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        # Samples /proc until the runner exits: every child it started shows
+        # up here with the argument list any user of `ps` would see.
+        while not done.is_set():
+            for child in _descendants(proc.pid):
+                if child not in seen and (cmd := _cmdline(child)):
+                    seen[child] = cmd
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    helper = None
+    if while_running is not None:
+        helper = threading.Thread(target=while_running, args=(proc.pid,), daemon=True)
+        helper.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        raise
+    finally:
+        done.set()
+        watcher.join(5)
+        if helper is not None:
+            helper.join(30)
+    # Popen reaped the child already; its rusage is gone with it, so the peak
+    # RSS comes from the runner's own report (ru_maxrss, RUSAGE_SELF).
+    peak = 0
+    with contextlib.suppress(ValueError, IndexError):
+        peak = int(json.loads(stdout.strip().splitlines()[-1]).get("peakRssBytes", 0))
+    return RunnerProcess(
+        argv=argv, returncode=proc.returncode, stdout=stdout, stderr=stderr,
+        peak_rss_bytes=peak, children_argv=list(seen.values()),
+        seconds=time.monotonic() - started,
+    )
+
+
+def run_runner_measured(
+    argv: list[str], env: Mapping[str, str], *, timeout: float = 1800.0
+) -> RunnerProcess:
+    """Run the runner and measure its peak RSS from outside, with wait4 (no sampling gaps).
+
+    The figure covers the runner and the children it reaped (pg_dump, psql):
+    an upper bound on the runner's own peak.
+    """
+    started = time.monotonic()
+    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"runner-{uuid.uuid4().hex}"
+    with out_path.with_suffix(".out").open("w+") as out, out_path.with_suffix(
+        ".err"
+    ).open("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=dict(env))
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"runner did not finish in {timeout}s")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    out_path.with_suffix(".out").unlink()
+    out_path.with_suffix(".err").unlink()
+    return RunnerProcess(
+        argv=argv, returncode=proc.returncode, stdout=stdout, stderr=stderr,
+        peak_rss_bytes=usage.ru_maxrss * 1024, seconds=time.monotonic() - started,
+    )
