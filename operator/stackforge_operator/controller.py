@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import kopf
 
 from stackforge_operator import config
+from stackforge_operator.metrics import METRICS, result_of_progress
 from stackforge_operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,13 @@ class Controller:
     def __init__(
         self, kind: str, reconcile: Reconcile, *, workers: int = config.RECONCILE_WORKERS,
         stalled_seconds: float = config.STALLED_RECHECK_SECONDS,
+        observe: Callable[[str, Mapping[str, Any] | None], None] | None = None,
+        forget: Callable[[str], None] | None = None,
     ) -> None:
         self.kind = kind
+        # Called with every status the controller learns of, and on deletion (metrics).
+        self._observe = observe
+        self._forget = forget
         self._reconcile_fn = reconcile
         self._stalled_seconds = stalled_seconds
         self._bodies: dict[str, dict[str, Any]] = {}
@@ -68,6 +74,8 @@ class Controller:
         key = object_key(body)
         self._bodies.pop(key, None)
         self.queue.forget(key)
+        if self._forget is not None:
+            self._forget(key)
 
     def poke(self, key: str) -> None:
         """Something it owns changed: look at it again."""
@@ -86,7 +94,11 @@ class Controller:
             return None
         loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(self._executor, self._reconcile_fn, body)
+            with METRICS.time_reconcile(self.kind) as timing:
+                outcome = await loop.run_in_executor(self._executor, self._reconcile_fn, body)
+                progress = getattr(outcome, "progress", None)
+                if progress is not None:
+                    timing.result = result_of_progress(progress.value)
         except kopf.TemporaryError as error:
             logger.info("%s %s: %s; retrying in %ss", self.kind, key, error, error.delay)
             return float(error.delay or config.RETRY_SECONDS)
@@ -97,4 +109,6 @@ class Controller:
         # Keep the status just written, unless a newer event replaced the body meanwhile.
         if latest is not None and self._bodies.get(key) is body:
             self._bodies[key] = latest
+        if self._observe is not None:
+            self._observe(key, (latest or body).get("status"))
         return outcome.requeue_after

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, metrics
 from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.controller import Controller
 from stackforge_operator.reconcile import backup, tenant
 from stackforge_operator.version import VERSION
+
+logger = logging.getLogger(__name__)
 
 TENANTS = (API_GROUP, API_VERSION, "stackforgetenants")
 BACKUP_POLICIES = (API_GROUP, API_VERSION, "backuppolicies")
@@ -38,16 +41,28 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config.apply_settings(settings)
-    memo.tenants = Controller("tenant", tenant.reconcile)
-    memo.backups = Controller("backuppolicy", backup.reconcile)
+    memo.tenants = Controller("StackForgeTenant", tenant.reconcile,
+                              observe=metrics.METRICS.observe_tenant,
+                              forget=metrics.METRICS.forget_tenant)
+    memo.backups = Controller("BackupPolicy", backup.reconcile)
     memo.tenants.start()
     memo.backups.start()
+    memo.metrics_server = None
+    port = metrics.port_from_env()
+    if port:
+        try:
+            memo.metrics_server = metrics.METRICS.serve(port)
+        except OSError as error:
+            # Metrics are for humans; the operator works without them.
+            logger.error("cannot serve metrics on port %s: %s", port, error)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.tenants.stop()
     await memo.backups.stop()
+    if memo.metrics_server is not None:
+        memo.metrics_server.stop()
 
 
 def _feed(controller: Controller, event_type: str, body: kopf.Body) -> None:

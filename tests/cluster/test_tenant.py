@@ -416,3 +416,30 @@ def test_certificate_is_requested_from_cert_manager_when_installed(
         assert tenant["status"]["certificate"]["daysRemaining"] == 90
     finally:
         cluster.kubectl("delete", "crd", "certificates.cert-manager.io", "--wait=false")
+
+
+def test_operator_metrics_count_reconciles_and_tenants(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    import httpx
+
+    cleanup.append("measured")
+    tenants.apply(cluster, tenants.small_tenant("measured"))
+    tenants.wait_condition(cluster, "measured", "Ready", "True")
+
+    def samples() -> dict[str, float]:
+        text = httpx.get(operator.metrics_url, timeout=5).text
+        found = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                found[name] = float(value)
+        return found
+
+    def counted() -> dict[str, float] | None:
+        found = samples()
+        ready = found.get('stackforge_reconciles_total{kind="StackForgeTenant",result="ready"}')
+        return found if ready and found.get('stackforge_tenants{ready="true"}', 0) >= 1 else None
+
+    found = eventually(counted, timeout=30)
+    assert found['stackforge_reconcile_duration_seconds_count{kind="StackForgeTenant"}'] >= 1

@@ -23,7 +23,14 @@ class OperatorProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(extra_env or {})}
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "STACKFORGE_METRICS_PORT": str(self.metrics_port),
+            **(extra_env or {}),
+        }
         self.process = ManagedProcess(
             name="stackforge-operator",
             argv=[
