@@ -16,13 +16,16 @@ Needs: postgresql (apt), moto[server] and awscli (pip).  Run from the repo root.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +48,47 @@ class Sample:
     seconds: float
     size_bytes: int
     peak_rss_bytes: int | None = None
+    client_cpu: float = 0.0  # the contender and its children (pg_dump, psql or aws)
+    server_cpu: float = 0.0  # PostgreSQL backends and moto_server
 
     @property
     def mb_per_s(self) -> float:
         return self.size_bytes / MB / self.seconds
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds of a process and the children it reaped (a postmaster's backends)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 after the name.
+    ticks = sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    server: pg.PostgresServer, s3srv: s3.S3Server, contender: Callable[[], Sample]
+) -> Sample:
+    """Run one contender, adding what it cost in CPU on both sides.
+
+    CPU seconds do not depend on what else the machine is doing, unlike wall
+    time on a shared 2-core box, so they compare the two fairly even when the
+    throughput figures are noisy.
+    """
+    client0 = _children_cpu()
+    server0 = _process_cpu(server.pid) + _process_cpu(s3srv.pid)
+    sample = contender()
+    # Backends are reaped (and their CPU added to the postmaster's) a moment
+    # after the client disconnects: let that happen, outside the timed part.
+    time.sleep(1.0)
+    sample.client_cpu = _children_cpu() - client0
+    sample.server_cpu = _process_cpu(server.pid) + _process_cpu(s3srv.pid) - server0
+    return sample
 
 
 def _aws_cli() -> str:
@@ -148,16 +188,22 @@ def main() -> int:
               flush=True)
         bucket = s3srv.create_bucket("bench")
 
-        samples: list[Sample] = [dump_to_null(server, database)]
+        samples: list[Sample] = [
+            measured(server, s3srv, lambda: dump_to_null(server, database))
+        ]
+        load_before = os.getloadavg()[0]
         print(f"  {samples[-1].who}: {samples[-1].mb_per_s:.1f} MB/s", flush=True)
         for round_ in range(args.rounds):
             # Alternate who goes first so that neither always gets a warm cache.
             order = ("pipeline", "runner") if round_ % 2 == 0 else ("runner", "pipeline")
             for who in order:
-                if who == "pipeline":
-                    sample = pipeline(server, s3srv, database, bucket, f"pipe/{round_}.dump")
-                else:
-                    sample = runner(server, s3srv, database, bucket)
+                contender = (
+                    functools.partial(pipeline, server, s3srv, database, bucket,
+                                      f"pipe/{round_}.dump")
+                    if who == "pipeline"
+                    else functools.partial(runner, server, s3srv, database, bucket)
+                )
+                sample = measured(server, s3srv, contender)
                 samples.append(sample)
                 print(f"  {sample.who}: {sample.mb_per_s:.1f} MB/s "
                       f"({sample.size_bytes / MiB:.0f} MiB in {sample.seconds:.1f}s)", flush=True)
@@ -173,19 +219,27 @@ def main() -> int:
     peak = max(s.peak_rss_bytes or 0 for s in ours)
     print()
     print(f"machine: {machine_facts()}")
+    # Each round's runner against the pipeline run next to it in time: slow
+    # drifts in background load cancel out of these.
+    pair_ratios = [o.mb_per_s / p.mb_per_s for o, p in zip(ours, pipe, strict=True)]
+    cpu_ours = statistics.median(s.client_cpu + s.server_cpu for s in ours)
+    cpu_pipe = statistics.median(s.client_cpu + s.server_cpu for s in pipe)
     print(f"database: {db_size / MiB:.0f} MiB (pg_database_size); "
-          f"{args.rounds} rounds; total {time.monotonic() - t0:.0f}s")
+          f"{args.rounds} rounds; total {time.monotonic() - t0:.0f}s; "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print()
-    print("| contender | dump MiB | seconds | MB/s |")
-    print("|---|---:|---:|---:|")
+    print("| contender | dump MiB | seconds | MB/s | CPU s client | CPU s servers |")
+    print("|---|---:|---:|---:|---:|---:|")
     for s in samples:
         label = s.who.replace("|", "\\|")
-        print(f"| {label} | {s.size_bytes / MiB:.0f} | {s.seconds:.1f} | {s.mb_per_s:.1f} |")
+        print(f"| {label} | {s.size_bytes / MiB:.0f} | {s.seconds:.1f} | {s.mb_per_s:.1f} "
+              f"| {s.client_cpu:.1f} | {s.server_cpu:.1f} |")
     print()
-    print("| median runner MB/s | median pipeline MB/s | ratio runner/pipeline | "
-          "runner peak RSS |")
-    print("|---:|---:|---:|---:|")
+    print("| median runner MB/s | median pipeline MB/s | ratio of medians | "
+          "median of per-round ratios | CPU s runner / pipeline | runner peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|")
     print(f"| {ours_rate:.1f} | {pipe_rate:.1f} | {ours_rate / pipe_rate:.3f} | "
+          f"{statistics.median(pair_ratios):.3f} | {cpu_ours:.1f} / {cpu_pipe:.1f} | "
           f"{peak / MiB:.0f} MiB |")
     return 0
 

@@ -1,4 +1,4 @@
-"""Command line: `stackforge-operator run | crds | dev`."""
+"""Command line: `stackforge-operator run | crds | dev | backup run | drill run`."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def _backup_run(args: argparse.Namespace) -> int:
     return backup_cli.run_from_args(args, args.backup_run_parser)
 
 
+def _drill_run(args: argparse.Namespace) -> int:
+    from stackforge_operator.drill import cli as drill_cli
+
+    return drill_cli.run_from_args(args, args.drill_run_parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackforge-operator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(backup_run)
     backup_run.set_defaults(func=_backup_run, backup_run_parser=backup_run)
+
+    drill = commands.add_parser("drill", help="DR drill runner (what a drill Job's pod runs)")
+    drill_commands = drill.add_subparsers(dest="drill_command", required=True)
+    drill_run = drill_commands.add_parser(
+        "run", help="restore a backup from S3 into a scratch database, verify it, grade RTO/RPO",
+    )
+    from stackforge_operator.drill.cli import add_run_arguments as add_drill_run_arguments
+
+    add_drill_run_arguments(drill_run)
+    drill_run.set_defaults(func=_drill_run, drill_run_parser=drill_run)
     return parser
 
 

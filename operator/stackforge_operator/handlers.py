@@ -10,14 +10,16 @@ import kopf
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, metrics
 from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
 from stackforge_operator.controller import Controller
-from stackforge_operator.reconcile import backup, tenant
+from stackforge_operator.reconcile import backup, drill, tenant
 from stackforge_operator.version import VERSION
 
 logger = logging.getLogger(__name__)
 
 TENANTS = (API_GROUP, API_VERSION, "stackforgetenants")
 BACKUP_POLICIES = (API_GROUP, API_VERSION, "backuppolicies")
+DRILLS = (API_GROUP, API_VERSION, "drdrills")
 # Children whose changes should wake their tenant at once (the rest are
 # repaired by the periodic resync). Secrets are deliberately not watched: the
 # operator would otherwise receive every Secret of the cluster.
@@ -31,6 +33,7 @@ WATCHED_CHILDREN = (
 )
 OWNED: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: kopf.PRESENT}
 BACKUP_JOBS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, POLICY_LABEL: kopf.PRESENT}
+SANDBOX_OBJECTS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, DRILL_LABEL: kopf.PRESENT}
 
 
 @kopf.on.login()
@@ -45,8 +48,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
                               observe=metrics.METRICS.observe_tenant,
                               forget=metrics.METRICS.forget_tenant)
     memo.backups = Controller("BackupPolicy", backup.reconcile)
-    memo.tenants.start()
-    memo.backups.start()
+    memo.drills = Controller("DRDrill", drill.reconcile)
+    for controller in (memo.tenants, memo.backups, memo.drills):
+        controller.start()
     memo.metrics_server = None
     port = metrics.port_from_env()
     if port:
@@ -59,8 +63,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    await memo.tenants.stop()
-    await memo.backups.stop()
+    for controller in (memo.tenants, memo.backups, memo.drills):
+        await controller.stop()
     if memo.metrics_server is not None:
         memo.metrics_server.stop()
 
@@ -82,6 +86,22 @@ async def policy_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
     _feed(memo.backups, type, body)
     # A policy's runs feed its tenant's BackupHealthy.
     memo.tenants.poke(str(body.get("spec", {}).get("tenantRef", {}).get("name", "")))
+
+
+@kopf.on.event(*DRILLS)
+async def drill_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _feed(memo.drills, type, body)
+    # A drill's verdict feeds its tenant's DrillPassing.
+    memo.tenants.poke(str(body.get("spec", {}).get("tenantRef", {}).get("name", "")))
+
+
+async def _sandbox_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    memo.drills.poke(f"{labels[DRILL_NAMESPACE_LABEL]}/{labels[DRILL_LABEL]}")
+
+
+for _plural_group in (("batch", "v1", "jobs"), ("apps", "v1", "statefulsets")):
+    kopf.on.event(*_plural_group, labels=SANDBOX_OBJECTS,
+                  id=f"sandbox-{_plural_group[2]}")(_sandbox_changed)
 
 
 async def _child_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:

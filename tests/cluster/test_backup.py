@@ -6,122 +6,27 @@ sees an ordinary completed or failed Job and reads the truth from S3.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from stackforge_operator import API_GROUP, API_VERSION
-from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
+from tests.support.backup_stack import (
+    Stack,
+    condition_of,
+    get_policy,
+    policy_manifest,
+    run_backup,
+)
 from tests.support.clusters import ClusterHandle
-from tests.support.kubelet import RunnerKubelet
-from tests.support.postgres_server import PostgresServer, seed_small
+from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import S3Server
 from tests.support.tenants import eventually
-
-PLURAL = "backuppolicies"
-
-
-@dataclass
-class Stack:
-    tenant: str
-    namespace: str
-    database: str
-    seeded: dict[str, int]
-    bucket: str
-    kubelet: RunnerKubelet
-
-
-def _policy(name: str, tenant: str, namespace: str, bucket: str, endpoint: str,
-            **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "tenantRef": {"name": tenant},
-        "schedule": "0 2 * * *",
-        "targets": ["Postgres", "Configuration"],
-        "storage": {
-            "bucket": bucket, "prefix": "backups", "endpoint": endpoint, "region": "us-east-1",
-            "forcePathStyle": True, "credentialsSecretRef": {"name": "s3-credentials"},
-        },
-        "retention": {"keepLast": 5},
-    }
-    spec.update(overrides)
-    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "BackupPolicy",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-
-
-def _get_policy(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-        API_GROUP, API_VERSION, namespace, PLURAL, name)
-    return found
-
-
-def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for found in (obj.get("status") or {}).get("conditions") or []:
-        if found["type"] == type_:
-            return dict(found)
-    return {}
-
-
-def _trigger(cluster: ClusterHandle, namespace: str, name: str, request: str) -> None:
-    cluster.kubectl("annotate", "--overwrite", "-n", namespace, f"sfbp/{name}",
-                    f"stackforge.io/backup-now={request}")
-
-
-def _database_role(server: PostgresServer, cluster: ClusterHandle, namespace: str,
-                   database: str) -> None:
-    """What the tenant's PostgreSQL does at start: the app role with the Secret's password."""
-    secret = client.CoreV1Api(cluster.api).read_namespaced_secret(
-        "postgres-credentials", namespace)
-    password = base64.b64decode(secret.data["password"]).decode()
-    server.psql(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') "
-        "THEN CREATE ROLE app LOGIN; END IF; END $$;\n"
-        "ALTER ROLE app PASSWORD :'pw';", variables={"pw": password})
-    server.psql("GRANT USAGE ON SCHEMA shop, public TO app;\n"
-                "GRANT SELECT ON ALL TABLES IN SCHEMA shop, public TO app;\n"
-                "GRANT SELECT ON ALL SEQUENCES IN SCHEMA shop, public TO app;", database)
-
-
-@pytest.fixture
-def stack(
-    cluster: ClusterHandle, operator: OperatorProcess, postgres_server: PostgresServer,
-    s3_server: S3Server, s3_bucket: str,
-) -> Iterator[Stack]:
-    name = f"vault-{uuid.uuid4().hex[:5]}"
-    namespace = f"tenant-{name}"
-    database = f"db_{name.replace('-', '_')}"
-    tenants.apply(cluster, tenants.small_tenant(
-        name, components={"postgres": {"database": database}, "apps": []}))
-    tenants.wait_condition(cluster, name, "Ready", "True")
-    postgres_server.create_database(database)
-    seeded = seed_small(postgres_server, database)
-    _database_role(postgres_server, cluster, namespace, database)
-    tenants.put_secret(cluster, namespace, "s3-credentials", {
-        "AWS_ACCESS_KEY_ID": s3_server.credentials.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": s3_server.credentials.secret_access_key,
-    })
-    kubelet = RunnerKubelet(
-        cluster, services={f"postgres.{namespace}.svc": ("127.0.0.1", postgres_server.port)},
-        path_prefix=str(postgres_server.bin_dir))
-    try:
-        yield Stack(name, namespace, database, seeded, s3_bucket, kubelet)
-    finally:
-        tenants.delete(cluster, name, wait=True)
-        postgres_server.drop_database(database)
-
-
-def _run_backup(cluster: ClusterHandle, stack: Stack, policy: str, request: str) -> Any:
-    _trigger(cluster, stack.namespace, policy, request)
-    return stack.kubelet.run_next(stack.namespace, "backup", timeout=60)
 
 
 def _manifest(s3: S3Server, bucket: str, tenant: str, run_id: str) -> dict[str, Any]:
@@ -135,7 +40,7 @@ def test_on_demand_backup_end_to_end(
 ) -> None:
     ns = stack.namespace
     cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
-        _policy("nightly", stack.tenant, ns, stack.bucket, s3_server.endpoint)))
+        policy_manifest("nightly", stack.tenant, ns, stack.bucket, s3_server.endpoint)))
     batch = client.BatchV1Api(cluster.api)
     cron = eventually(lambda: next(iter(batch.list_namespaced_cron_job(ns).items), None))
     assert cron.spec.schedule == "0 2 * * *" and cron.spec.time_zone == "Etc/UTC"
@@ -148,20 +53,20 @@ def test_on_demand_backup_end_to_end(
     assert by_name["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == "s3-credentials"
     assert all(e.value is None for n, e in by_name.items() if "PASSWORD" in n or "SECRET" in n)
 
-    ran = _run_backup(cluster, stack, "nightly", "first")
+    ran = run_backup(cluster, stack, "nightly", "first")
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.termination_message.strip().splitlines()[-1])
     run_id = result["runId"]
 
     def succeeded() -> dict[str, Any] | None:
-        policy = _get_policy(cluster, ns, "nightly")
+        policy = get_policy(cluster, ns, "nightly")
         last = (policy.get("status") or {}).get("lastSuccessfulRun") or {}
-        ok = _condition(policy, "LastBackupSucceeded").get("status") == "True"
+        ok = condition_of(policy, "LastBackupSucceeded").get("status") == "True"
         return policy if ok and last.get("id") == run_id else None
 
     policy = eventually(succeeded, timeout=60)
-    assert _condition(policy, "BackupFresh")["status"] == "True"
-    assert _condition(policy, "Ready")["status"] == "True"
+    assert condition_of(policy, "BackupFresh")["status"] == "True"
+    assert condition_of(policy, "Ready")["status"] == "True"
     assert policy["status"]["lastRun"]["id"] == run_id
     assert policy["status"]["nextScheduleTime"]
 
@@ -194,21 +99,21 @@ def test_on_demand_backup_end_to_end(
     s3_server.client().put_object(
         Bucket=stack.bucket, Key=f"backups/{stack.tenant}/{run_id}/manifest.json",
         Body=json.dumps(manifest).encode())
-    eventually(lambda: _condition(_get_policy(cluster, ns, "nightly"), "BackupFresh")
+    eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "BackupFresh")
                .get("reason") == "Stale", timeout=60)
     tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "False", timeout=60)
 
     # ... and fresh again after a new run.
-    ran = _run_backup(cluster, stack, "nightly", "second")
+    ran = run_backup(cluster, stack, "nightly", "second")
     assert ran.returncode == 0, ran.stderr
-    eventually(lambda: _condition(_get_policy(cluster, ns, "nightly"), "BackupFresh")
+    eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "BackupFresh")
                .get("status") == "True", timeout=60)
     tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "True", timeout=60)
 
 
 def _earlier_backup(cluster: ClusterHandle, stack: Stack, s3_server: S3Server) -> dict[str, str]:
     """One good backup first; returns key -> sha256 of everything it stored."""
-    ran = _run_backup(cluster, stack, "nightly", "baseline")
+    ran = run_backup(cluster, stack, "nightly", "baseline")
     assert ran.returncode == 0, ran.stderr
     s3 = s3_server.client()
     objects = s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"backups/{stack.tenant}/")
@@ -224,9 +129,9 @@ def test_failed_run_is_reported_and_earlier_backups_are_untouched(
 ) -> None:
     ns = stack.namespace
     cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
-        _policy("nightly", stack.tenant, ns, stack.bucket, s3_server.endpoint)))
+        policy_manifest("nightly", stack.tenant, ns, stack.bucket, s3_server.endpoint)))
     before = _earlier_backup(cluster, stack, s3_server)
-    eventually(lambda: _condition(_get_policy(cluster, ns, "nightly"), "LastBackupSucceeded")
+    eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "LastBackupSucceeded")
                .get("status") == "True", timeout=60)
 
     if failure == "database-unreachable":
@@ -234,26 +139,26 @@ def test_failed_run_is_reported_and_earlier_backups_are_untouched(
     elif failure == "pg-dump-fails":
         postgres_server.psql("REVOKE SELECT ON shop.orders FROM app", stack.database)
     elif failure == "s3-unreachable":
-        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_policy(
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(policy_manifest(
             "nightly", stack.tenant, ns, stack.bucket, "http://127.0.0.1:9")))
     else:
         tenants.put_secret(cluster, ns, "s3-credentials", {
             "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG1",
             "AWS_SECRET_ACCESS_KEY": "wrong-secret-wrong-secret-wrong-secret12",
         })
-    ran = _run_backup(cluster, stack, "nightly", f"fail-{failure}")
+    ran = run_backup(cluster, stack, "nightly", f"fail-{failure}")
     assert ran.returncode != 0
     outcome = json.loads(ran.termination_message.strip().splitlines()[-1])
     assert outcome["result"] == "Failed" and outcome["reason"]
 
     def failed() -> dict[str, Any] | None:
-        policy = _get_policy(cluster, ns, "nightly")
+        policy = get_policy(cluster, ns, "nightly")
         last = (policy.get("status") or {}).get("lastRun") or {}
         return policy if last.get("result") == "Failed" else None
 
     policy = eventually(failed, timeout=60)
     assert policy["status"]["lastRun"]["reason"] == outcome["reason"]
-    assert _condition(policy, "LastBackupSucceeded")["status"] == "False"
+    assert condition_of(policy, "LastBackupSucceeded")["status"] == "False"
     events = client.CoreV1Api(cluster.api).list_namespaced_event(
         ns, field_selector="involvedObject.name=nightly").items
     assert any(e.type == "Warning" and e.reason == outcome["reason"] for e in events)

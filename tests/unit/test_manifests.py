@@ -254,6 +254,13 @@ def tenant_children() -> list[tuple[str, str]]:
     return [*MANAGED_KINDS, CERTIFICATE_KIND]
 
 
+def drill_sandbox_kinds() -> list[tuple[str, str]]:
+    return [("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "Secret"),
+            ("v1", "Service"), ("apps/v1", "StatefulSet"), ("v1", "ConfigMap")]
+
+
 # Calls whose kind is decided at run time, with the kinds they can touch.
 # A new such call fails test_every_dynamic_call_is_accounted_for: add it here.
 ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
@@ -267,6 +274,10 @@ ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
         lambda: [("v1", "ConfigMap"), ("batch/v1", "CronJob"), ("batch/v1", "Job")],
     ("stackforge_operator.reconcile.backup:reconcile", "apply"):
         lambda: [("v1", "ConfigMap"), ("batch/v1", "CronJob"), ("batch/v1", "Job")],
+    # builders/drill.py: a run's sandbox and what lives in it.
+    ("stackforge_operator.reconcile.drill:_drive", "get"): drill_sandbox_kinds,
+    ("stackforge_operator.reconcile.drill:_drive", "apply"):
+        lambda: [*drill_sandbox_kinds(), ("batch/v1", "Job")],
 }
 # Server-side apply needs `create` only when the object is missing. These
 # sites patch objects that exist and must never create one.
@@ -283,10 +294,6 @@ FRAMEWORK = [
 # Rules for code still to come; remove an entry when its code lands (the
 # scan then has to find the use, or the rule goes).
 PLANNED = {
-    ("", "serviceaccounts"): "DR drill: sandbox ServiceAccount",
-    ("rbac.authorization.k8s.io", "roles"): "DR drill: sandbox Role",
-    ("rbac.authorization.k8s.io", "rolebindings"): "DR drill: sandbox RoleBinding",
-    (API_GROUP, "drdrills/status"): "DR drill reconcile",
     ("monitoring.coreos.com", "prometheusrules"): "tenant monitoring",
     ("monitoring.coreos.com", "servicemonitors"): "tenant monitoring",
     (API_GROUP, "drdrills/finalizers"): "DR drill: sandbox children owned by the drill",

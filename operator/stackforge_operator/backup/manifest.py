@@ -50,6 +50,9 @@ class PostgresInfo(_ManifestModel):
     # Counted inside the same snapshot that pg_dump used, so a restore of this
     # dump must reproduce them exactly, however busy the database was.
     row_counts: dict[str, int] = Field(default_factory=dict, description="schema.table -> rows.")
+    # When the dumped snapshot was taken: the data's real recovery point.
+    # Older manifests lack it; a drill then falls back to ``finished_at``.
+    snapshot_time: datetime | None = Field(None, description="When the snapshot was taken.")
 
     @property
     def short_version(self) -> str:

@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,12 +40,16 @@ SELECT json_build_object(
   'snapshot', pg_export_snapshot(),
   'serverVersion', current_setting('server_version'),
   'serverVersionNum', current_setting('server_version_num')::int,
-  'database', current_database()
+  'database', current_database(),
+  -- The recovery point a drill measures RPO from: this statement started
+  -- before its snapshot was taken, so the time errs on the early (honest) side.
+  'snapshotTime', statement_timestamp()
 );
 """
 # An exact count of every user table; query_to_xml runs each count inside this
-# transaction, so inside the exported snapshot.
-_COUNT_QUERY = r"""
+# transaction, so inside the exported snapshot.  The drill runs the same query
+# on the restored database, so both sides count exactly the same way.
+ROW_COUNT_QUERY = r"""
 SELECT coalesce((
   SELECT json_object_agg(n.nspname || '.' || c.relname, (xpath('/row/c/text()',
     query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname),
@@ -77,7 +82,7 @@ def tool_version(binary: str) -> str:
     return out.stdout.strip()
 
 
-def _widen_pipe(pipe: IO[bytes]) -> None:
+def widen_pipe(pipe: IO[bytes]) -> None:
     # A 64 KiB pipe stalls pg_dump whenever the reader is briefly busy (GIL,
     # a part being handed over); 1 MiB rides that out. Best effort: the
     # system limit (fs.pipe-max-size) may be lower.
@@ -93,7 +98,7 @@ def libpq_env(base: Mapping[str, str], application: str) -> dict[str, str]:
     return env
 
 
-class _StderrTail:
+class StderrTail:
     """Drains a pipe in a thread, keeping the last lines (a full pipe would stall the child)."""
 
     def __init__(self, pipe: IO[bytes], keep: int = 20) -> None:
@@ -116,6 +121,7 @@ class SnapshotInfo:
     server_version: str
     server_version_num: int
     database: str
+    snapshot_time: datetime | None = None
 
 
 class SnapshotSession:
@@ -137,7 +143,7 @@ class SnapshotSession:
         self._env = libpq_env(env, f"{APPLICATION_NAME}/psql")
         self._lock_timeout_ms = lock_timeout_ms
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: _StderrTail | None = None
+        self._stderr: StderrTail | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -156,7 +162,7 @@ class SnapshotSession:
         except OSError as exc:
             raise BackupFailure("ToolMissing", f"starting psql: {exc}") from exc
         assert self._proc.stderr is not None
-        self._stderr = _StderrTail(self._proc.stderr)
+        self._stderr = StderrTail(self._proc.stderr)
         self._send(
             f"SET lock_timeout = {int(self._lock_timeout_ms)};\n"
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
@@ -168,10 +174,13 @@ class SnapshotSession:
             server_version=data["serverVersion"],
             server_version_num=data["serverVersionNum"],
             database=data["database"],
+            snapshot_time=(
+                datetime.fromisoformat(data["snapshotTime"]) if data.get("snapshotTime") else None
+            ),
         )
 
     def start_counting(self) -> None:
-        self._send(_COUNT_QUERY)
+        self._send(ROW_COUNT_QUERY)
 
     def row_counts(self) -> dict[str, int]:
         data = self._answer("counting rows")
@@ -234,7 +243,7 @@ class PgDump:
         self.argv = argv
         self._env = libpq_env(env, f"{APPLICATION_NAME}/pg_dump")
         self.proc: subprocess.Popen[bytes] | None = None
-        self._stderr: _StderrTail | None = None
+        self._stderr: StderrTail | None = None
 
     def start(self) -> IO[bytes]:
         try:
@@ -245,8 +254,8 @@ class PgDump:
         except OSError as exc:
             raise BackupFailure("ToolMissing", f"starting pg_dump: {exc}") from exc
         assert self.proc.stdout and self.proc.stderr
-        self._stderr = _StderrTail(self.proc.stderr)
-        _widen_pipe(self.proc.stdout)
+        self._stderr = StderrTail(self.proc.stderr)
+        widen_pipe(self.proc.stdout)
         return self.proc.stdout
 
     @property

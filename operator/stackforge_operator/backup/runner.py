@@ -261,6 +261,7 @@ class _Run:
                 server_version_num=info.server_version_num,
                 database=info.database,
                 row_counts=self.row_counts,
+                snapshot_time=info.snapshot_time,
             )
             self.session.close()
 

@@ -353,11 +353,13 @@ class BackupStore:
                 found.append(OpenUpload(upload["Key"], upload["UploadId"], upload["Initiated"]))
         return found
 
-    def list_runs(self, tenant: str) -> list[RunListing]:
+    def list_runs(self, tenant: str, *, uploads: bool = True) -> list[RunListing]:
         """Every run id under ``<prefix>/<tenant>/``, oldest first.
 
         Keys whose second-to-last segment is not a run id are not ours and are
-        left out (and so never deleted by retention).
+        left out (and so never deleted by retention).  ``uploads=False`` skips
+        the open multipart uploads: a reader that only looks for complete runs
+        (a drill) then needs no ListBucketMultipartUploads permission.
         """
         tenant_prefix = self.config.tenant_prefix(tenant)
         runs: dict[str, RunListing] = {}
@@ -372,7 +374,7 @@ class BackupStore:
         for obj in self._objects(tenant_prefix):
             if (run := listing(obj.key)) is not None:
                 run.objects.append(obj)
-        for upload in self.open_uploads(tenant_prefix):
+        for upload in self.open_uploads(tenant_prefix) if uploads else ():
             if (run := listing(upload.key)) is not None:
                 run.open_uploads.append(upload)
         return sorted(runs.values(), key=lambda r: (r.started_at, r.run_id))

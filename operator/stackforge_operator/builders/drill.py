@@ -1,0 +1,271 @@
+"""A DR drill run's sandbox: namespace, network isolation, RBAC, scratch PostgreSQL, restore Job.
+
+Everything of one run lives in its own namespace, named after the drill and
+the run, so a retried reconcile finds (and completes) what it started. The
+sandbox is cluster-scoped and cannot be owned by the namespaced DRDrill: the
+operator deletes it when the run ends, and sweeps any sandbox whose
+``stackforge.io/expires-at`` has passed, whether or not its drill still exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from stackforge_operator import API_GROUP, config, rbac
+from stackforge_operator.builders.common import (
+    DNS_PORT,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    POSTGRES_PORT,
+    RUNNER_LABEL,
+    Manifest,
+    container_security_context,
+    pod_security_context,
+)
+from stackforge_operator.models.drill import DRDrillSpec
+from stackforge_operator.models.effective import EffectiveTenant
+
+DRILL_LABEL = f"{API_GROUP}/drill"
+DRILL_NAMESPACE_LABEL = f"{API_GROUP}/drill-namespace"
+EXPIRES_ANNOTATION = f"{API_GROUP}/expires-at"
+SCRATCH = "scratch-postgres"
+SCRATCH_SECRET = "scratch-credentials"  # noqa: S105 - a Secret's name
+S3_SECRET = "drill-s3-credentials"  # noqa: S105 - a Secret's name
+RUNNER_ACCOUNT = "drill-runner"
+CHECKS_CONFIG = "drill-checks"
+CHECKS_MOUNT = "/etc/stackforge/checks"
+CHECKS_FILE = "checks.json"
+JOB = "drill-restore"
+SCRATCH_DATABASE = "restore"
+POSTGRES_UID = 999
+RUNNER_UID = 65532
+
+
+def sandbox_name(drill: str, run_id: str) -> str:
+    return f"drill-{drill}-{run_id.lower()}"[:63].rstrip("-")
+
+
+def _labels(drill: str, drill_namespace: str) -> dict[str, str]:
+    return {DRILL_LABEL: drill, DRILL_NAMESPACE_LABEL: drill_namespace,
+            MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def _meta(name: str, sandbox: str, drill: str, drill_namespace: str) -> dict[str, Any]:
+    return {"name": name, "namespace": sandbox, "labels": _labels(drill, drill_namespace)}
+
+
+def namespace(sandbox: str, drill: str, drill_namespace: str, expires: datetime) -> Manifest:
+    labels = {
+        **_labels(drill, drill_namespace),
+        **{f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")},
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": sandbox, "labels": labels,
+                     "annotations": {EXPIRES_ANNOTATION: expires.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+    }
+
+
+def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str) -> (
+    Manifest
+):
+    """Nothing comes in; out only to DNS, the sandbox itself, and anything but the tenant."""
+    not_tenant = {"namespaceSelector": {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": [tenant_namespace, sandbox]}]}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta("sandbox-isolation", sandbox, drill, drill_namespace),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+            "egress": [
+                {"to": [{"podSelector": {}}]},
+                {"ports": [{"protocol": "UDP", "port": DNS_PORT},
+                           {"protocol": "TCP", "port": DNS_PORT}]},
+                # Object storage lives outside the cluster (or in another
+                # namespace): reachable; the tenant's namespace is not.
+                {"to": [not_tenant, {"ipBlock": {"cidr": "0.0.0.0/0"}}]},
+            ],
+        },
+    }
+
+
+def rbac_objects(sandbox: str, drill: str, drill_namespace: str) -> list[Manifest]:
+    """The restore pod's identity: rights in its own sandbox only."""
+    labels = _labels(drill, drill_namespace)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": _meta(RUNNER_ACCOUNT, sandbox, drill, drill_namespace),
+         "automountServiceAccountToken": False},
+        rbac.sandbox_role(RUNNER_ACCOUNT, sandbox, labels),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _meta(RUNNER_ACCOUNT, sandbox, drill, drill_namespace),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": RUNNER_ACCOUNT},
+         "subjects": [{"kind": "ServiceAccount", "name": RUNNER_ACCOUNT,
+                       "namespace": sandbox}]},
+    ]
+
+
+def _secret(name: str, sandbox: str, drill: str, drill_namespace: str,
+            data: Mapping[str, str]) -> Manifest:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": _meta(name, sandbox, drill, drill_namespace),
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
+    }
+
+
+def secrets(sandbox: str, drill: str, drill_namespace: str, scratch_password: str,
+            s3_keys: Mapping[str, str]) -> list[Manifest]:
+    out = [_secret(SCRATCH_SECRET, sandbox, drill, drill_namespace,
+                   {"password": scratch_password})]
+    if s3_keys:
+        out.append(_secret(S3_SECRET, sandbox, drill, drill_namespace, s3_keys))
+    return out
+
+
+def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant) -> (
+    list[Manifest]
+):
+    """A throw-away PostgreSQL of the tenant's major version; its data dies with the sandbox."""
+    selector = {**_labels(drill, drill_namespace), "app.kubernetes.io/component": SCRATCH}
+    container = {
+        "name": "postgres",
+        "image": f"postgres:{t.postgres.version}",
+        "env": [
+            {"name": "POSTGRES_DB", "value": SCRATCH_DATABASE},
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {
+                "name": SCRATCH_SECRET, "key": "password"}}},
+        ],
+        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "postgres"]},
+                           "periodSeconds": 5},
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                         {"name": "run", "mountPath": "/var/run/postgresql"}],
+    }
+    return [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": _meta(SCRATCH, sandbox, drill, drill_namespace),
+         "spec": {"selector": selector, "ports": [
+             {"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet",
+         "metadata": _meta(SCRATCH, sandbox, drill, drill_namespace),
+         "spec": {
+             "serviceName": SCRATCH, "replicas": 1,
+             "selector": {"matchLabels": selector},
+             "template": {
+                 "metadata": {"labels": selector},
+                 "spec": {
+                     "automountServiceAccountToken": False,
+                     "enableServiceLinks": False,
+                     "securityContext": pod_security_context(POSTGRES_UID),
+                     "containers": [container],
+                     "volumes": [{"name": "data", "emptyDir": {}},
+                                 {"name": "run", "emptyDir": {"medium": "Memory"}}],
+                 },
+             },
+         }},
+    ]
+
+
+def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec) -> Manifest:
+    checks = []
+    for q in spec.checks.queries:
+        check: dict[str, Any] = {"name": q.name, "sql": q.sql}
+        if q.database is not None:
+            check["database"] = q.database
+        if q.expected_rows is not None:
+            check["expectedRows"] = q.expected_rows
+        else:
+            check["expected"] = q.expected_value
+        checks.append(check)
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": _meta(CHECKS_CONFIG, sandbox, drill, drill_namespace),
+        "data": {CHECKS_FILE: json.dumps(checks, sort_keys=True, indent=1)},
+    }
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def restore_job(
+    sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec, t: EffectiveTenant,
+    *, storage: Mapping[str, Any], backup_id: str, run_id: str, started_at: datetime,
+    rto_seconds: int, rpo_seconds: int, with_s3_keys: bool,
+) -> Manifest:
+    args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
+            "--prefix", storage.get("prefix", "stackforge"), "--backup", backup_id,
+            "--run-id", run_id,
+            "--started-at", started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "--rto-seconds", str(rto_seconds), "--rpo-seconds", str(rpo_seconds),
+            "--checks-file", f"{CHECKS_MOUNT}/{CHECKS_FILE}",
+            "--termination-log", "/dev/termination-log"]
+    if storage.get("endpoint"):
+        args += ["--endpoint", storage["endpoint"]]
+    if storage.get("region"):
+        args += ["--region", storage["region"]]
+    if storage.get("forcePathStyle"):
+        args.append("--force-path-style")
+    if not spec.checks.row_counts:
+        args.append("--no-row-counts")
+    env: list[dict[str, Any]] = [
+        {"name": "PGHOST", "value": f"{SCRATCH}.{sandbox}.svc"},
+        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
+        {"name": "PGUSER", "value": "postgres"},
+        {"name": "PGDATABASE", "value": SCRATCH_DATABASE},
+        _secret_env("PGPASSWORD", SCRATCH_SECRET, "password"),
+    ]
+    if with_s3_keys:
+        env += [_secret_env("AWS_ACCESS_KEY_ID", S3_SECRET, "AWS_ACCESS_KEY_ID"),
+                _secret_env("AWS_SECRET_ACCESS_KEY", S3_SECRET, "AWS_SECRET_ACCESS_KEY")]
+    labels = {**_labels(drill, drill_namespace), RUNNER_LABEL: "drill"}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _meta(JOB, sandbox, drill, drill_namespace),
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": spec.sandbox.ttl_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": RUNNER_ACCOUNT,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(RUNNER_UID),
+                    "containers": [{
+                        "name": "drill",
+                        "image": config.OPERATOR_IMAGE,
+                        "command": ["stackforge-operator"],
+                        "args": args,
+                        "env": env,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": container_security_context(
+                            read_only_root_filesystem=True),
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": "1", "memory": "256Mi"}},
+                        "volumeMounts": [
+                            {"name": "checks", "mountPath": CHECKS_MOUNT, "readOnly": True},
+                            # A private emptyDir, not the node's /tmp.
+                            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+                        ],
+                    }],
+                    "volumes": [{"name": "checks", "configMap": {"name": CHECKS_CONFIG}},
+                                {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }

@@ -1,0 +1,8 @@
+"""DR drills outside the reconcile loop: the restore runner a drill Job's pod executes.
+
+``stackforge-operator drill run`` picks a complete backup, streams its dump
+from S3 into ``pg_restore`` (hashing it on the way), verifies the restored
+database, grades the run against the RTO/RPO objectives, and leaves a JSON
+report beside the backup: ``<prefix>/<tenant>/<backup-run-id>/drills/<drill-run-id>.json``
+(or ``<prefix>/<tenant>/drills/<drill-run-id>.json`` when no backup was found).
+"""

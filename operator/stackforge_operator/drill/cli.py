@@ -1,0 +1,160 @@
+"""``stackforge-operator drill run ...``: the command a drill Job's pod runs.
+
+Secrets come only from the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+PGPASSWORD) and the scratch database only from libpq's PG* variables; nothing
+secret is ever a flag.  SQL checks come from a file (a mounted ConfigMap) to
+keep the argument list short.  The outcome is one JSON line of at most 4000
+bytes on stdout (and in ``--termination-log``, for the pod's termination
+message); progress goes to stderr; the full report goes to S3.
+Exit 0: Passed.  Exit 1: Failed, with a CamelCase ``reason``.  Exit 2: bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from stackforge_operator.backup.store import StoreConfig
+from stackforge_operator.drill.checks import DEFAULT_QUERY_TIMEOUT_SECONDS, load_query_checks
+from stackforge_operator.drill.grading import Objectives
+from stackforge_operator.drill.runner import DrillRequest, run_drill
+from stackforge_operator.drill.selection import BackupChoice, parse_time
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``drill run`` flags, for this module's parser and for cli.py's subcommand."""
+    parser.add_argument("--tenant", required=True, help="tenant name (the key segment)")
+    parser.add_argument("--run-id", help="drill run id (names the report); default: now + hex")
+    parser.add_argument(
+        "--backup", default="latest",
+        help="'latest' (newest complete backup), a backup run id, or 'before=<ISO time>' "
+        "(newest complete backup finished at or before it); default: %(default)s",
+    )
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default="stackforge", help="key prefix (default: %(default)s)")
+    parser.add_argument("--endpoint", help="S3-compatible endpoint URL; default: AWS")
+    parser.add_argument("--region", help="default: us-east-1")
+    parser.add_argument("--force-path-style", action="store_true",
+                        help="address the bucket by path (most S3-compatible servers)")
+    parser.add_argument("--started-at",
+                        help="when the drill started (ISO 8601), the origin of RTO and RPO; "
+                        "default: now")
+    parser.add_argument("--rto-seconds", type=float,
+                        help="recovery time objective; unset: RTO is measured, not graded")
+    parser.add_argument("--rpo-seconds", type=float,
+                        help="recovery point objective; unset: RPO is measured, not graded")
+    parser.add_argument("--checks-file", type=Path,
+                        help="JSON list of SQL checks: [{name, sql, expected | expectedRows, "
+                        "database?}]")
+    parser.add_argument("--no-row-counts", action="store_true",
+                        help="skip comparing every table's row count with the manifest")
+    parser.add_argument("--query-timeout-seconds", type=float,
+                        default=DEFAULT_QUERY_TIMEOUT_SECONDS,
+                        help="statement timeout of each SQL check (default: %(default)s)")
+    parser.add_argument("--pg-bin-dir", type=Path,
+                        help="directory of pg_restore and psql; default: PATH")
+    parser.add_argument("--termination-log", type=Path,
+                        help="also write the result line here (e.g. /dev/termination-log)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stackforge-operator drill run", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(parser)
+    return parser
+
+
+def _positive(parser: argparse.ArgumentParser, flag: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        parser.error(f"{flag} must be positive")
+
+
+def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> DrillRequest:
+    try:
+        choice = BackupChoice.parse(args.backup)
+    except ValueError as exc:
+        parser.error(f"--backup: {exc}")
+    started_at = None
+    if args.started_at:
+        try:
+            started_at = parse_time(args.started_at)
+        except ValueError as exc:
+            parser.error(f"--started-at: {exc}")
+    _positive(parser, "--rto-seconds", args.rto_seconds)
+    _positive(parser, "--rpo-seconds", args.rpo_seconds)
+    _positive(parser, "--query-timeout-seconds", args.query_timeout_seconds)
+    queries = []
+    if args.checks_file:
+        try:
+            queries = load_query_checks(args.checks_file)
+        except ValueError as exc:
+            parser.error(f"--checks-file: {exc}")
+    store = StoreConfig(
+        bucket=args.bucket,
+        prefix=args.prefix.strip("/"),
+        endpoint=args.endpoint,
+        region=args.region,
+        force_path_style=args.force_path_style or None,
+    )
+    return DrillRequest(
+        tenant=args.tenant,
+        store=store,
+        backup=choice,
+        run_id=args.run_id,
+        started_at=started_at,
+        objectives=Objectives(args.rto_seconds, args.rpo_seconds),
+        row_counts=not args.no_row_counts,
+        queries=tuple(queries),
+        pg_bin_dir=args.pg_bin_dir,
+        query_timeout_seconds=args.query_timeout_seconds,
+    )
+
+
+def _interrupt_on_sigterm() -> None:
+    # Kubernetes stops a pod (activeDeadlineSeconds, sandbox TTL) with
+    # SIGTERM: turn it into KeyboardInterrupt so pg_restore is stopped and
+    # the run still reports (reason Interrupted).
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    request = request_from_args(args, parser)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    # botocore's own debug output would include request headers.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    _interrupt_on_sigterm()
+    outcome = run_drill(request)
+    line = outcome.to_json_line()
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if args.termination_log:
+        try:
+            args.termination_log.write_text(line + "\n")
+        except OSError as exc:
+            logging.getLogger(__name__).warning("termination log: %s", exc)
+    return 0 if outcome.passed else 1
+
+
+def main_drill_run(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``stackforge-operator drill run``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_from_args(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main_drill_run())

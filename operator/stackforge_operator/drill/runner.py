@@ -1,0 +1,280 @@
+"""One DR drill, as a drill Job's pod executes it.
+
+1. find the backup's manifest (``latest``, a run id, or ``before=<time>``);
+2. stream its dump from S3 into ``pg_restore`` in the scratch database,
+   hashing the bytes on the way (no temporary file: a drill of a 100 GiB
+   backup must not need 100 GiB of disk);
+3. compare the hash with the manifest's, whatever pg_restore said;
+4. verify: the database answers, every table has the manifest's row count,
+   every SQL check returns what it expects;
+5. grade: RTO = verified-restore time - drill start, RPO = drill start -
+   recovery point (the dump's snapshot time, else the backup's finish);
+6. store the full report beside the backup, even for a failed drill.
+
+Failures come back as a Failed outcome with a CamelCase reason, never as an
+exception; only S3 being unreachable leaves no report behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from stackforge_operator.backup.failures import BackupFailure, redact, s3_failure, secret_values
+from stackforge_operator.backup.manifest import Manifest
+from stackforge_operator.backup.postgres import find_tool, tool_version
+from stackforge_operator.backup.runid import new_run_id
+from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig
+from stackforge_operator.drill import checks as verify
+from stackforge_operator.drill.grading import (
+    Failure,
+    Objectives,
+    Reason,
+    elapsed_seconds,
+    grade,
+)
+from stackforge_operator.drill.outcome import DrillOutcome, RestoreFacts
+from stackforge_operator.drill.restore import stream_restore
+from stackforge_operator.drill.selection import DUMP_ARTIFACT, BackupChoice, select_backup
+from stackforge_operator.models.drill import CheckResult
+from stackforge_operator.version import VERSION
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("stackforge_operator.drill")
+
+# Large reads keep Python's per-chunk work (hash, pipe write) small next to the bytes moved.
+DEFAULT_CHUNK_SIZE = 4 * MiB
+_TENANT_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# The drill run id is a key segment of the report: no slashes, no dot-only names.
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Reasons after which there is no point in trying to write a report.
+_NO_REPORT = {"S3Unreachable", "S3Timeout"}
+
+
+@dataclass(frozen=True)
+class DrillRequest:
+    """What to drill and how to grade it; secrets are not here (they stay in the environment)."""
+
+    tenant: str
+    store: StoreConfig
+    backup: BackupChoice = field(default_factory=BackupChoice)
+    run_id: str | None = None
+    started_at: datetime | None = None
+    objectives: Objectives = field(default_factory=Objectives)
+    row_counts: bool = True
+    queries: tuple[verify.QueryCheckSpec, ...] = ()
+    pg_bin_dir: Path | None = None
+    query_timeout_seconds: float = verify.DEFAULT_QUERY_TIMEOUT_SECONDS
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def report_key(store: StoreConfig, tenant: str, backup_id: str | None, run_id: str) -> str:
+    """Beside the backup; without one, under the tenant (never a run id retention would see)."""
+    if backup_id is None:
+        return f"{store.tenant_prefix(tenant)}drills/{run_id}.json"
+    return f"{store.run_prefix(tenant, backup_id)}drills/{run_id}.json"
+
+
+def run_drill(
+    request: DrillRequest,
+    *,
+    env: Mapping[str, str] | None = None,
+    client: S3Client | None = None,
+    clock: Callable[[], datetime] = _now,
+) -> DrillOutcome:
+    """Run one drill; never raises for a failure of the drill, returns it instead.
+
+    ``env`` is what pg_restore and psql get (libpq's PGHOST, PGPORT, PGUSER,
+    PGPASSWORD, PGDATABASE name the scratch database; default: ours).  boto3
+    takes its credentials from this process's environment, or pass ``client``.
+    """
+    env = dict(os.environ if env is None else env)
+    started = request.started_at or clock()
+    run_id = request.run_id or new_run_id(clock())
+    secrets = secret_values([env.get("AWS_SECRET_ACCESS_KEY", ""), env.get("PGPASSWORD", "")])
+    drill = _Drill(request, BackupStore(request.store, client), env, secrets, clock)
+    try:
+        drill.execute()
+    except BackupFailure as exc:
+        drill.fail(exc.reason, exc.message)
+    except (ClientError, BotoCoreError) as exc:
+        failure = s3_failure(exc, drill.doing)
+        drill.fail(failure.reason, failure.message)
+    except KeyboardInterrupt:
+        drill.fail("Interrupted", f"interrupted while {drill.doing}")
+    except Exception as exc:  # reported, not swallowed: the drill fails with it
+        drill.fail("InternalError", f"{drill.doing}: {type(exc).__name__}: {exc}")
+    return drill.finish(run_id, started)
+
+
+class _Drill:
+    def __init__(
+        self,
+        request: DrillRequest,
+        store: BackupStore,
+        env: dict[str, str],
+        secrets: list[str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.request = request
+        self.store = store
+        self.env = env
+        self.secrets = secrets
+        self.clock = clock
+        self.doing = "starting"
+        self.failures: list[Failure] = []
+        self.manifest: Manifest | None = None
+        self.checks: list[CheckResult] = []
+        self.restore: RestoreFacts | None = None
+        self.verified_at: datetime | None = None
+        self.tools = {"stackforge-operator": VERSION}
+
+    def step(self, doing: str) -> None:
+        self.doing = doing
+        log.info("%s", doing)
+
+    def fail(self, reason: str, message: str) -> None:
+        self.failures.append(Failure(reason, redact(message, self.secrets)))
+
+    # -- the drill -----------------------------------------------------------------
+
+    def execute(self) -> None:
+        request = self.request
+        if not _TENANT_RE.match(request.tenant):
+            raise BackupFailure("InvalidArguments",
+                                f"tenant {request.tenant!r} is not a DNS-1123 label")
+        if request.run_id is not None and not _RUN_ID_RE.match(request.run_id):
+            raise BackupFailure("InvalidArguments", f"run id {request.run_id!r} is not usable "
+                                "as a key segment ([A-Za-z0-9._-], at most 128)")
+        pg_restore = find_tool("pg_restore", request.pg_bin_dir)
+        psql = find_tool("psql", request.pg_bin_dir)
+        self.tools["pg_restore"] = tool_version(pg_restore)
+
+        self.step(f"looking for {request.backup.describe()} of {request.tenant} "
+                  f"in s3://{self.store.bucket}/{self.store.config.tenant_prefix(request.tenant)}")
+        manifest = self._select()
+        self.manifest = manifest
+        dump = manifest.artifact(DUMP_ARTIFACT)
+        assert dump is not None  # select_backup returns only manifests with a dump
+
+        self.step(f"restoring s3://{self.store.bucket}/{dump.key} ({dump.size_bytes} bytes)")
+        result = stream_restore(self._open_dump(dump.key), pg_restore, self.env)
+        tail = redact_lines(result.stderr_tail, self.secrets)
+        self.restore = RestoreFacts(result.seconds, result.size_bytes, result.sha256,
+                                    result.exit_code, tail)
+        log.info("pg_restore exited %d after %.1fs, %d bytes", result.exit_code,
+                 result.seconds, result.size_bytes)
+        checksum = verify.checksum_check(dump.sha256, result.sha256, result.size_bytes,
+                                         dump.size_bytes)
+        self.checks.append(checksum)
+        if not checksum.passed:
+            self.fail(Reason.CHECKSUM_MISMATCH, f"{dump.key}: {checksum.message}")
+        if not result.restored:
+            self.fail(Reason.RESTORE_FAILED,
+                      f"pg_restore exited {result.exit_code}: {tail or '(no output)'}")
+        if self.failures:
+            # Rows restored from a corrupt or half-restored archive prove
+            # nothing: the run has failed already, skip the data checks.
+            return
+        self.step("verifying the restored database")
+        self.checks.extend(self._verify(psql, manifest))
+        self.verified_at = self.clock()
+
+    def _select(self) -> Manifest:
+        request = self.request
+        runs = [] if request.backup.run_id else self.store.list_runs(request.tenant, uploads=False)
+        manifest = select_backup(
+            request.backup, runs, lambda run_id: self.store.read_manifest(request.tenant, run_id)
+        )
+        if manifest is None:
+            raise BackupFailure(
+                Reason.BACKUP_NOT_FOUND,
+                f"no {request.backup.describe()} with a PostgreSQL dump for tenant "
+                f"{request.tenant} under s3://{self.store.bucket}/"
+                f"{self.store.config.tenant_prefix(request.tenant)}",
+            )
+        log.info("backup %s (finished %s)", manifest.run_id, manifest.finished_at.isoformat())
+        return manifest
+
+    def _open_dump(self, key: str) -> Iterator[bytes]:
+        # GET before pg_restore starts: a missing object is BackupNotFound,
+        # not a restore that died on empty input.
+        try:
+            body = self.store.client.get_object(Bucket=self.store.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BackupFailure(
+                    Reason.BACKUP_NOT_FOUND, f"the manifest names {key}, which is gone"
+                ) from exc
+            raise
+        return body.iter_chunks(self.request.chunk_size)
+
+    def _verify(self, psql_path: str, manifest: Manifest) -> list[CheckResult]:
+        request = self.request
+        psql = verify.Psql(psql_path, self.env, secrets=self.secrets,
+                           query_timeout_seconds=request.query_timeout_seconds)
+        connectivity = verify.connectivity_check(psql)
+        if not connectivity.passed:
+            return [connectivity]
+        found = [connectivity]
+        if request.row_counts:
+            expected = manifest.postgres.row_counts if manifest.postgres else {}
+            found.extend(verify.row_count_checks(psql, expected))
+        found.extend(verify.query_check(psql, spec) for spec in request.queries)
+        return found
+
+    # -- the outcome -----------------------------------------------------------------
+
+    def finish(self, run_id: str, started: datetime) -> DrillOutcome:
+        manifest = self.manifest
+        recovery_point = None
+        if manifest is not None:
+            snapshot = manifest.postgres.snapshot_time if manifest.postgres else None
+            recovery_point = snapshot or manifest.finished_at
+        rto = elapsed_seconds(self.verified_at, started) if self.verified_at else None
+        rpo = elapsed_seconds(started, recovery_point) if recovery_point else None
+        verdict = grade(self.checks, rto_seconds=rto, rpo_seconds=rpo,
+                        objectives=self.request.objectives, failures=self.failures)
+        outcome = DrillOutcome(
+            tenant=self.request.tenant, run_id=run_id, grade=verdict, started_at=started,
+            finished_at=self.clock(), selection=self.request.backup.describe(),
+            objectives=self.request.objectives, manifest=manifest,
+            recovery_point=recovery_point, verified_at=self.verified_at, rto_seconds=rto,
+            rpo_seconds=rpo, checks=self.checks, restore=self.restore, tools=self.tools,
+        )
+        log.info("verdict %s%s", verdict.verdict.value,
+                 f" ({verdict.reason}): {verdict.message}" if verdict.reason else "")
+        if not any(f.reason in _NO_REPORT for f in self.failures):
+            self._write_report(outcome)
+        return outcome
+
+    def _write_report(self, outcome: DrillOutcome) -> None:
+        key = report_key(self.store.config, outcome.tenant, outcome.backup_id, outcome.run_id)
+        try:
+            self.store.put_bytes(key, outcome.report_json())
+        except (ClientError, BotoCoreError) as exc:
+            failure = s3_failure(exc, f"writing the report {key}")
+            outcome.report_error = redact(f"{failure.reason}: {failure.message}", self.secrets)
+            log.warning("%s", outcome.report_error)
+            return
+        outcome.report_location = f"s3://{self.store.bucket}/{key}"
+        log.info("report: %s", outcome.report_location)
+
+
+def redact_lines(text: str, secrets: list[str]) -> str:
+    """``redact`` for multi-line tool output: each line cleaned, line breaks kept."""
+    return "\n".join(redact(line, secrets) for line in text.splitlines())

@@ -1,0 +1,382 @@
+"""Reconcile one DRDrill: start runs when due, drive the active run, record verdicts.
+
+A run is a small state machine kept in ``status.activeRun``: its start is
+written before anything is created, so a restarted operator continues the
+same run (same sandbox name, same Job) instead of starting another. Scheduled
+runs never flip Reconciling: they live under activeRun/lastResult.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from stackforge_operator import API_GROUP, API_VERSION, kube, schedule, status
+from stackforge_operator.builders import credentials
+from stackforge_operator.builders import drill as builders
+from stackforge_operator.models import conditions as types
+from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.common import ConditionStatus
+from stackforge_operator.models.drill import (
+    ActiveDrillRun,
+    BackupSource,
+    CheckResult,
+    DRDrillSpec,
+    DRDrillStatus,
+    DrillPhase,
+    DrillResult,
+    DrillRunSummary,
+    DrillStep,
+    Verdict,
+)
+from stackforge_operator.models.effective import EffectiveTenant, resolve
+from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.reconcile.diff import needs_apply
+from stackforge_operator.reconcile.tenant_observe import validation_summary
+
+logger = logging.getLogger(__name__)
+
+API = f"{API_GROUP}/{API_VERSION}"
+KIND = "DRDrill"
+ACTIVE_SECONDS = 2.0
+IDLE_SECONDS = 60.0
+STALLED_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requeue_after: float
+    latest: dict[str, Any] | None = None
+
+
+def reconcile(body: Mapping[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    old = DRDrillStatus.model_validate(body.get("status") or {})
+    now = datetime.now(UTC)
+    try:
+        spec = DRDrillSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        return _stalled(body, old, "InvalidSpec", validation_summary(error))
+    found = _references(spec, namespace)
+    if isinstance(found, status.Problem):
+        return _stalled(body, old, found.reason, found.message)
+    t, policy = found
+    _sweep(namespace, old.active_run, now)
+
+    new = old.model_copy(deep=True)
+    active = new.active_run
+    if active is None and _due(spec, t, old, now):
+        run_id = now.strftime("%Y%m%dT%H%M%SZ")
+        active = ActiveDrillRun(
+            run_id=run_id, start_time=now, step=DrillStep.CREATING_SANDBOX,
+            backup_id=_backup_argument(spec), sandbox_namespace=builders.sandbox_name(name, run_id))
+        new.active_run = active
+        new.phase = DrillPhase.RUNNING
+        # Recorded before anything exists, so a restart continues this very run.
+        body = _write(body, old, new) or body
+        old = new.model_copy(deep=True)
+        kube.record_event(dict(body), "Normal", "DrillStarted",
+                          f"run {run_id} restores {active.backup_id} in {active.sandbox_namespace}")
+    if active is not None:
+        _drive(body, spec, t, policy, new, now)
+    new.observed_generation = int(meta.get("generation", 0))
+    new.conditions = _conditions(old, new, now)
+    latest = _write(body, old, new)
+    if new.active_run is not None:
+        return Outcome(ACTIVE_SECONDS, latest)
+    return Outcome(_until_next(spec, t, new, now), latest)
+
+
+# -- references and scheduling ------------------------------------------------------
+
+
+def _references(
+    spec: DRDrillSpec, namespace: str
+) -> tuple[EffectiveTenant, BackupPolicySpec] | status.Problem:
+    tenant = kube.get(API, "StackForgeTenant", spec.tenant_ref.name)
+    if tenant is None:
+        return status.Problem("TenantNotFound",
+                              f"spec.tenantRef.name: StackForgeTenant {spec.tenant_ref.name} "
+                              "does not exist")
+    try:
+        t = resolve(spec.tenant_ref.name, StackForgeTenantSpec.model_validate(tenant["spec"]))
+    except ValidationError as error:
+        return status.Problem("TenantInvalid", validation_summary(error))
+    if spec.backup_policy_ref is not None:
+        policies = [p for p in [kube.get(API, "BackupPolicy", spec.backup_policy_ref.name,
+                                         namespace)] if p is not None]
+    else:
+        policies = [p for p in kube.list_objects(API, "BackupPolicy", namespace=namespace)
+                    if p["spec"]["tenantRef"]["name"] == t.name]
+    if len(policies) != 1:
+        what = (f"BackupPolicy {spec.backup_policy_ref.name}" if spec.backup_policy_ref
+                else f"exactly one BackupPolicy of tenant {t.name}")
+        return status.Problem("BackupPolicyNotFound",
+                              f"spec.backupPolicyRef: {what} must exist in {namespace}")
+    return t, BackupPolicySpec.model_validate(policies[0]["spec"])
+
+
+def _backup_argument(spec: DRDrillSpec) -> str:
+    if spec.backup.source == BackupSource.BY_ID and spec.backup.id:
+        return spec.backup.id
+    if spec.backup.source == BackupSource.POINT_IN_TIME and spec.backup.point_in_time:
+        return f"before={spec.backup.point_in_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return "latest"
+
+
+def _last_start(old: DRDrillStatus) -> datetime | None:
+    starts = [r.start_time for r in [old.last_result, *old.history] if r and r.start_time]
+    return max(starts, default=None)
+
+
+def _schedule(spec: DRDrillSpec, t: EffectiveTenant) -> tuple[str, str]:
+    return spec.schedule or t.drill_schedule, spec.time_zone or t.drill_time_zone
+
+
+def _due(spec: DRDrillSpec, t: EffectiveTenant, old: DRDrillStatus, now: datetime) -> bool:
+    last = _last_start(old)
+    if last is None:
+        return True  # every drill runs once when created
+    if spec.once or spec.suspend:
+        return False
+    when, zone = _schedule(spec, t)
+    return schedule.next_fire(when, zone, last) <= now
+
+
+def _until_next(spec: DRDrillSpec, t: EffectiveTenant, new: DRDrillStatus,
+                now: datetime) -> float:
+    last = _last_start(new)
+    if spec.once or spec.suspend or last is None:
+        return IDLE_SECONDS
+    when, zone = _schedule(spec, t)
+    seconds = (schedule.next_fire(when, zone, last) - now).total_seconds()
+    return min(IDLE_SECONDS, max(0.5, seconds))
+
+
+# -- the active run ---------------------------------------------------------------------
+
+
+def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
+           policy: BackupPolicySpec, new: DRDrillStatus, now: datetime) -> None:
+    active = new.active_run
+    assert active is not None and active.sandbox_namespace is not None
+    meta = body["metadata"]
+    drill, namespace, sandbox = meta["name"], meta["namespace"], active.sandbox_namespace
+    expires = active.start_time + timedelta(seconds=spec.sandbox.ttl_seconds)
+    if now > expires:
+        _finish(body, spec, new, {"verdict": "Failed", "reason": "Timeout",
+                                  "message": f"no verdict within {spec.sandbox.ttl_seconds}s"},
+                now)
+        return
+
+    live_secret = kube.get("v1", "Secret", builders.SCRATCH_SECRET, sandbox)
+    password = credentials.decode(live_secret).get("password") if live_secret else None
+    s3_keys = _s3_keys(policy, namespace)
+    children = [
+        builders.namespace(sandbox, drill, namespace, expires),
+        builders.network_policy(sandbox, drill, namespace, t.namespace),
+        *builders.rbac_objects(sandbox, drill, namespace),
+        *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
+                          s3_keys),
+        *builders.scratch_database(sandbox, drill, namespace, t),
+        builders.checks_config(sandbox, drill, namespace, spec),
+    ]
+    live: dict[str, Any] = {}
+    for child in children:
+        current = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"],
+                           child["metadata"].get("namespace"))
+        if needs_apply(child, current):
+            current = kube.apply(child)
+        live[child["kind"] + "/" + child["metadata"]["name"]] = current
+    scratch = (live.get(f"StatefulSet/{builders.SCRATCH}") or {}).get("status") or {}
+    job = kube.get("batch/v1", "Job", builders.JOB, sandbox)
+    if job is None:
+        if int(scratch.get("readyReplicas") or 0) < 1:
+            return  # the scratch database is still starting
+        objectives = spec.objectives
+        rto = (objectives.rto_seconds if objectives and objectives.rto_seconds else
+               t.rto_seconds)
+        rpo = (objectives.rpo_seconds if objectives and objectives.rpo_seconds else
+               t.rpo_seconds)
+        kube.apply(builders.restore_job(
+            sandbox, drill, namespace, spec, t,
+            storage=policy.storage.model_dump(mode="json", by_alias=True, exclude_none=True),
+            backup_id=active.backup_id or "latest", run_id=active.run_id,
+            started_at=active.start_time, rto_seconds=rto, rpo_seconds=rpo,
+            with_s3_keys=bool(s3_keys)))
+        active.step = DrillStep.RESTORING
+        active.job_name = builders.JOB
+        kube.record_event(dict(body), "Normal", "RestoreStarted",
+                          f"run {active.run_id}: restoring into {sandbox}")
+        return
+    conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or []
+                  if c.get("status") == "True"}
+    if not {"Complete", "Failed"} & conditions:
+        active.step = DrillStep.VERIFYING if active.step == DrillStep.VERIFYING else (
+            DrillStep.RESTORING)
+        return
+    result = _termination_result(sandbox)
+    if not result:
+        result = {"verdict": "Failed", "reason": "RunnerFailed",
+                  "message": "the restore Job ended without a result"}
+    _finish(body, spec, new, result, now)
+
+
+def _s3_keys(policy: BackupPolicySpec, namespace: str) -> dict[str, str]:
+    """The policy's S3 keys, copied into the sandbox (a Job cannot reference another namespace)."""
+    creds = policy.storage.credentials_secret_ref
+    if creds is None:
+        return {}
+    data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
+    return {"AWS_ACCESS_KEY_ID": data.get(creds.access_key_id_key, ""),
+            "AWS_SECRET_ACCESS_KEY": data.get(creds.secret_access_key_key, "")}
+
+
+def _termination_result(sandbox: str) -> dict[str, Any]:
+    for pod in kube.list_objects("v1", "Pod", namespace=sandbox,
+                                 label_selector=f"job-name={builders.JOB}"):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if not message:
+                continue
+            try:
+                parsed = json.loads(message.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                continue
+            if isinstance(parsed, dict):
+                return parsed
+    return {}
+
+
+def _checks(result: Mapping[str, Any]) -> list[CheckResult]:
+    out = []
+    for check in result.get("checks") or []:
+        try:
+            out.append(CheckResult.model_validate(check))
+        except ValidationError:
+            continue
+    return out
+
+
+def _finish(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
+            result: Mapping[str, Any], now: datetime) -> None:
+    active = new.active_run
+    assert active is not None
+    verdict = Verdict.PASSED if result.get("verdict") == "Passed" else Verdict.FAILED
+    outcome = DrillResult(
+        run_id=active.run_id,
+        verdict=verdict,
+        reason=None if verdict == Verdict.PASSED else str(result.get("reason") or "Failed")[:128],
+        message=str(result.get("message") or "")[:4096] or None,
+        start_time=active.start_time,
+        completion_time=now,
+        backup_id=result.get("backupId") or active.backup_id,
+        backup_location=result.get("backupLocation"),
+        recovery_point_time=result.get("recoveryPointTime"),
+        rto_seconds=result.get("rtoSeconds"),
+        rpo_seconds=result.get("rpoSeconds"),
+        rto_objective_seconds=result.get("rtoObjectiveSeconds"),
+        rpo_objective_seconds=result.get("rpoObjectiveSeconds"),
+        rto_met=result.get("rtoMet"),
+        rpo_met=result.get("rpoMet"),
+        checks=_checks(result),
+        report_location=result.get("reportLocation"),
+        restore_log_tail=(str(result["restoreLogTail"])[-4096:]
+                          if result.get("restoreLogTail") else None),
+    )
+    summary = DrillRunSummary.model_validate(outcome.model_dump(
+        include=set(DrillRunSummary.model_fields)))
+    new.last_result = outcome
+    new.history = [summary, *new.history][: spec.history_limit]
+    new.active_run = None
+    new.phase = DrillPhase.PASSED if verdict == Verdict.PASSED else DrillPhase.FAILED
+    keep = verdict == Verdict.FAILED and spec.sandbox.keep_on_failure
+    if not keep and active.sandbox_namespace:
+        kube.delete("v1", "Namespace", active.sandbox_namespace)
+    if verdict == Verdict.PASSED:
+        kube.record_event(dict(body), "Normal", "DrillPassed",
+                          f"run {active.run_id} passed: RTO {outcome.rto_seconds}s, "
+                          f"RPO {outcome.rpo_seconds}s")
+    else:
+        kube.record_event(dict(body), "Warning", outcome.reason or "DrillFailed",
+                          f"run {active.run_id} failed: {outcome.message or ''}")
+
+
+def _sweep(namespace: str, active: ActiveDrillRun | None, now: datetime) -> None:
+    """Delete expired sandboxes of this namespace's drills (kept failures, lost runs)."""
+    for sandbox in kube.list_objects("v1", "Namespace",
+                                     label_selector=f"{builders.DRILL_NAMESPACE_LABEL}={namespace}"):
+        name = sandbox["metadata"]["name"]
+        if active is not None and name == active.sandbox_namespace:
+            continue
+        if sandbox["metadata"].get("deletionTimestamp"):
+            continue
+        expires = (sandbox["metadata"].get("annotations") or {}).get(builders.EXPIRES_ANNOTATION)
+        if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now:
+            kube.delete("v1", "Namespace", name)
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime) -> list[Any]:
+    result = new.last_result
+    observations: list[status.Observation] = []
+    if result is None:
+        observations.append(status.Observation(types.LAST_DRILL_PASSED, ConditionStatus.UNKNOWN,
+                                               "NoRunYet", "no drill has finished yet"))
+        rollup = status.rollup(status.Progress.READY, "Scheduled", "the first drill is running")
+    else:
+        passed = result.verdict == Verdict.PASSED
+        observations.append(status.Observation(
+            types.LAST_DRILL_PASSED, ConditionStatus.TRUE if passed else ConditionStatus.FALSE,
+            "Passed" if passed else (result.reason or "Failed"),
+            f"run {result.run_id}: {result.message or result.verdict.value}"))
+        met = result.rto_met is not False and result.rpo_met is not False
+        observations.append(status.Observation(
+            types.OBJECTIVES_MET, ConditionStatus.TRUE if met else ConditionStatus.FALSE,
+            "ObjectivesMet" if met else "ObjectivesMissed",
+            f"RTO {result.rto_seconds}s (objective {result.rto_objective_seconds}s), "
+            f"RPO {result.rpo_seconds}s (objective {result.rpo_objective_seconds}s)"))
+        rollup = (status.rollup(status.Progress.READY, "DrillPassed", f"run {result.run_id} passed")
+                  if passed else
+                  status.rollup(status.Progress.STALLED, result.reason or "DrillFailed",
+                                f"run {result.run_id} failed: {result.message or ''}"))
+    generation = new.observed_generation or 0
+    return status.merge(old.conditions, [*rollup, *observations], generation=generation, now=now)
+
+
+def _stalled(body: Mapping[str, Any], old: DRDrillStatus, reason: str, message: str) -> Outcome:
+    generation = int(body["metadata"].get("generation", 0))
+    new = old.model_copy(update={
+        "observed_generation": generation,
+        "conditions": status.merge(old.conditions,
+                                   status.rollup(status.Progress.STALLED, reason, message),
+                                   generation=generation, now=datetime.now(UTC)),
+    })
+    return Outcome(STALLED_SECONDS, _write(body, old, new))
+
+
+def _dump(s: DRDrillStatus) -> dict[str, Any]:
+    return s.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _write(body: Mapping[str, Any], old: DRDrillStatus,
+           new: DRDrillStatus) -> dict[str, Any] | None:
+    if body.get("status") and _dump(new) == _dump(old):
+        return None
+    meta = body["metadata"]
+    latest = kube.patch_status(API, KIND, meta["name"], meta["namespace"],
+                               new.model_dump(mode="json", by_alias=True))
+    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
+        kube.record_event(dict(body), event_type, reason, message)
+    return latest
+

@@ -1,0 +1,215 @@
+"""DRDrill end to end: sandbox, scratch database, restore Job run for real, verdict, RTO/RPO."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stackforge_operator import API_GROUP, API_VERSION
+from tests.support import tenants
+from tests.support.backup_stack import Stack, policy_manifest, run_backup
+from tests.support.clusters import ClusterHandle
+from tests.support.postgres_server import PostgresServer
+from tests.support.s3_server import S3Server
+from tests.support.tenants import eventually
+
+PLURAL = "drdrills"
+
+
+def _drill(name: str, stack: Stack, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "tenantRef": {"name": stack.tenant},
+        "backupPolicyRef": {"name": "nightly"},
+        "once": True,
+        "objectives": {"rtoSeconds": 600, "rpoSeconds": 3600},
+        "checks": {"queries": [
+            {"name": "customers", "sql": "SELECT count(*) FROM shop.customers",
+             "expectedValue": "500"},
+            {"name": "no-orphans", "expectedRows": 0, "sql":
+             "SELECT o.id FROM shop.orders o LEFT JOIN shop.customers c "
+             "ON c.id = o.customer_id WHERE c.id IS NULL"},
+        ]},
+    }
+    body.update(spec)
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill",
+            "metadata": {"name": name, "namespace": stack.namespace}, "spec": body}
+
+
+def _get(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, PLURAL, name)
+    return found
+
+
+@pytest.fixture
+def backed_up(cluster: ClusterHandle, stack: Stack, s3_server: S3Server) -> Iterator[Stack]:
+    """The stack with a BackupPolicy and one complete backup."""
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
+        policy_manifest("nightly", stack.tenant, stack.namespace, stack.bucket,
+                        s3_server.endpoint)))
+    ran = run_backup(cluster, stack, "nightly", "for-drill")
+    assert ran.returncode == 0, ran.stderr
+    yield stack
+
+
+def _tenant_snapshot(cluster: ClusterHandle, stack: Stack,
+                     postgres: PostgresServer) -> tuple[set[str], dict[str, str]]:
+    kinds = "deployments,statefulsets,services,configmaps,secrets,networkpolicies,cronjobs"
+    objects = cluster.kubectl(
+        "get", kinds, "-n", stack.namespace, "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}\n{end}",
+    ).stdout.split()
+    checksums = {t: postgres.table_checksum(stack.database, *t.split("."))
+                 for t in postgres.row_counts(stack.database)}
+    return set(objects), checksums
+
+
+def _run_drill_pod(cluster: ClusterHandle, stack: Stack, postgres: PostgresServer,
+                   drill: str) -> Any:
+    """Play the sandbox's PostgreSQL and kubelet: the restore really happens."""
+    def sandbox() -> str | None:
+        active = (_get(cluster, stack.namespace, drill).get("status") or {}).get("activeRun")
+        return active.get("sandboxNamespace") if active else None
+
+    sandbox_ns: str = eventually(sandbox, timeout=60)
+    pod = stack.kubelet.wait_for_pod(sandbox_ns, "drill", timeout=90)
+    secret = client.CoreV1Api(cluster.api).read_namespaced_secret(
+        "scratch-credentials", sandbox_ns)
+    import base64
+
+    password = base64.b64decode(secret.data["password"]).decode()
+    stack.kubelet.services[f"scratch-postgres.{sandbox_ns}.svc"] = ("127.0.0.1", postgres.port)
+    postgres.psql("DROP DATABASE IF EXISTS restore WITH (FORCE); CREATE DATABASE restore;")
+    postgres.psql("ALTER ROLE postgres PASSWORD :'pw'", variables={"pw": password})
+    try:
+        return sandbox_ns, stack.kubelet.run(pod)
+    finally:
+        postgres.psql("ALTER ROLE postgres PASSWORD :'pw'", variables={"pw": postgres.password})
+        postgres.psql("DROP DATABASE IF EXISTS restore WITH (FORCE)")
+
+
+def _finished(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        drill = _get(cluster, namespace, name)
+        st = drill.get("status") or {}
+        return drill if st.get("lastResult") and not st.get("activeRun") else None
+
+    result: dict[str, Any] = eventually(done, timeout=60)
+    return result
+
+
+def _namespace_gone(cluster: ClusterHandle, name: str) -> bool:
+    try:
+        ns = client.CoreV1Api(cluster.api).read_namespace(name)
+    except ApiException as error:
+        return error.status == 404
+    return ns.status.phase == "Terminating"
+
+
+def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+    s3_server: S3Server,
+) -> None:
+    stack = backed_up
+    before = _tenant_snapshot(cluster, stack, postgres_server)
+    cluster.kubectl("apply", "--server-side", "-f", "-",
+                    input=json.dumps(_drill("monthly", stack)))
+
+    def sandbox_ready() -> str | None:
+        active = (_get(cluster, stack.namespace, "monthly").get("status") or {}).get("activeRun")
+        return active.get("sandboxNamespace") if active and active.get("jobName") else None
+
+    sandbox = eventually(sandbox_ready, timeout=90)
+    # The restore pod's identity has rights in its sandbox only.
+    account = f"system:serviceaccount:{sandbox}:drill-runner"
+    for verb, resource, namespace, allowed in (
+        ("list", "pods", sandbox, "yes"),
+        ("create", "pods", stack.namespace, "no"),
+        ("get", "secrets", stack.namespace, "no"),
+        ("delete", "statefulsets", stack.namespace, "no"),
+        ("create", "secrets", sandbox, "no"),
+    ):
+        answer = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace,
+                                 f"--as={account}", check=False).stdout.strip()
+        assert answer == allowed, (verb, resource, namespace, answer)
+    policy = client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
+        "sandbox-isolation", sandbox)
+    blocked = policy.spec.egress[2].to[0].namespace_selector.match_expressions[0]
+    assert blocked.operator == "NotIn" and stack.namespace in blocked.values
+
+    _, ran = _run_drill_pod(cluster, stack, postgres_server, "monthly")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    drill = _finished(cluster, stack.namespace, "monthly")
+    result = drill["status"]["lastResult"]
+    assert result["verdict"] == "Passed", result
+    assert result["rtoSeconds"] >= 0 and result["rpoSeconds"] >= 0
+    assert result["rtoMet"] is True and result["rpoMet"] is True
+    assert {c["kind"] for c in result["checks"]} >= {"RowCount", "Query", "Checksum"}
+    assert all(c["passed"] for c in result["checks"])
+    assert drill["status"]["phase"] == "Passed"
+    assert [h["runId"] for h in drill["status"]["history"]] == [result["runId"]]
+    # The evidence is in S3, next to the backup.
+    key = result["reportLocation"].split(f"s3://{stack.bucket}/", 1)[1]
+    report = json.loads(s3_server.client().get_object(Bucket=stack.bucket, Key=key)["Body"]
+                        .read())
+    assert report["verdict"] == "Passed"
+    # The sandbox is gone, the tenant unchanged, and DrillPassing follows.
+    eventually(lambda: _namespace_gone(cluster, sandbox), timeout=60)
+    assert _tenant_snapshot(cluster, stack, postgres_server) == before
+    tenant = tenants.wait_condition(cluster, stack.tenant, "DrillPassing", "True", timeout=60)
+    assert tenant["status"]["lastDrill"]["verdict"] == "Passed"
+
+
+def test_corrupted_backup_fails_with_checksum_mismatch(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+    s3_server: S3Server,
+) -> None:
+    stack = backed_up
+    s3 = s3_server.client()
+    keys = [o["Key"] for o in s3.list_objects_v2(
+        Bucket=stack.bucket, Prefix=f"backups/{stack.tenant}/")["Contents"]]
+    dump_key = next(k for k in keys if k.endswith(".dump") or "postgres" in k.rsplit("/", 1)[1])
+    data = bytearray(s3.get_object(Bucket=stack.bucket, Key=dump_key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF  # flip bytes in the middle of the dump
+    s3.put_object(Bucket=stack.bucket, Key=dump_key, Body=bytes(data))
+
+    cluster.kubectl("apply", "--server-side", "-f", "-",
+                    input=json.dumps(_drill("corrupt", stack)))
+    _, ran = _run_drill_pod(cluster, stack, postgres_server, "corrupt")
+    assert ran.returncode != 0
+    drill = _finished(cluster, stack.namespace, "corrupt")
+    result = drill["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "ChecksumMismatch")
+    ready = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
+    assert ready["status"] == "True" and ready["reason"] == "ChecksumMismatch"
+    tenants.wait_condition(cluster, stack.tenant, "DrillPassing", "False", timeout=60)
+
+
+def test_missed_rto_objective_is_reported(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+) -> None:
+    stack = backed_up
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
+        "hasty", stack, objectives={"rtoSeconds": 1, "rpoSeconds": 3600})))
+    _run_drill_pod(cluster, stack, postgres_server, "hasty")
+    result = _finished(cluster, stack.namespace, "hasty")["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "RTOMissed")
+    assert result["rtoMet"] is False and result["rtoSeconds"] > 1
+
+
+def test_missing_backup_stalls_the_drill(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+) -> None:
+    stack = backed_up
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
+        "lost", stack, backup={"source": "ById", "id": "20200101T000000Z-000000"})))
+    _run_drill_pod(cluster, stack, postgres_server, "lost")
+    drill = _finished(cluster, stack.namespace, "lost")
+    assert drill["status"]["lastResult"]["reason"] == "BackupNotFound"
+    stalled = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"

@@ -1,0 +1,455 @@
+"""The drill runner as a drill Job's pod runs it, against a real PostgreSQL and a real S3 server.
+
+Every backup here is made by the real backup runner, and every drill is
+``python -m stackforge_operator.drill.cli`` as a child process with its
+configuration in flags and its secrets and scratch database in the
+environment, exactly as the drill Job's container runs ``stackforge-operator
+drill run``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackforge_operator.backup.manifest import Manifest
+from stackforge_operator.backup.store import BackupStore, StoreConfig
+from stackforge_operator.devcluster.cluster import free_port
+from tests.support import postgres_server as pg
+from tests.support.drill import drill_argv
+from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
+from tests.support.s3_server import S3Credentials, S3Server
+
+TENANT = "acme"
+
+
+@pytest.fixture
+def scratch_database(postgres_server: pg.PostgresServer) -> Iterator[str]:
+    """The empty database a drill restores into, dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    postgres_server.create_database(name)
+    try:
+        yield name
+    finally:
+        postgres_server.drop_database(name)
+
+
+def _store(s3: S3Server, bucket: str) -> BackupStore:
+    return BackupStore(StoreConfig(bucket=bucket), client=s3.client())
+
+
+def _backup(postgres: pg.PostgresServer, s3: S3Server, database: str, bucket: str) -> Manifest:
+    argv = runner_argv(tenant=TENANT, bucket=bucket, endpoint=s3.endpoint,
+                       extra=["--pg-bin-dir", str(postgres.bin_dir)])
+    run = run_runner(argv, pg.env_for(postgres, database, s3.env()))
+    assert run.returncode == 0, f"backup failed:\n{run.stdout}\n{run.stderr}"
+    manifest = _store(s3, bucket).read_manifest(TENANT, run.result["runId"])
+    assert manifest is not None
+    return manifest
+
+
+def _drill(
+    postgres: pg.PostgresServer,
+    s3: S3Server,
+    scratch: str,
+    bucket: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    endpoint: str | None = None,
+    **kwargs: Any,
+) -> RunnerProcess:
+    argv = drill_argv(tenant=TENANT, bucket=bucket, endpoint=endpoint or s3.endpoint,
+                      extra=["--pg-bin-dir", str(postgres.bin_dir), *extra])
+    process_env = pg.env_for(postgres, scratch, s3.env())
+    process_env.update(env or {})
+    return run_runner(argv, process_env, **kwargs)
+
+
+def _verdict(run: RunnerProcess, verdict: str, reason: str | None = None) -> dict[str, Any]:
+    result = run.result
+    assert result["verdict"] == verdict, f"{result}\n{run.stderr}"
+    assert result.get("reason") == reason, f"{result}\n{run.stderr}"
+    assert run.returncode == (0 if verdict == "Passed" else 1)
+    return result
+
+
+def _report(s3: S3Server, bucket: str, result: dict[str, Any]) -> dict[str, Any]:
+    location = result["reportLocation"]
+    assert location.startswith(f"s3://{bucket}/")
+    key = location[len(f"s3://{bucket}/"):]
+    body = s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    report: dict[str, Any] = json.loads(body)
+    return report
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat()
+
+
+# ---------------------------------------------------------------------- a drill that passes
+
+
+def test_drill_restores_the_latest_backup_and_passes(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    checks_file = tmp_path / "checks.json"
+    checks_file.write_text(json.dumps([
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"},
+        {"name": "tier-2-customers", "sql": "SELECT id FROM shop.customers "
+         "WHERE meta->>'tier' = '2'", "expectedRows": 167},
+        {"name": "quotes", "sql": "SET search_path = public; "
+         "SELECT line FROM audit_log WHERE id = 1", "expected": "event 1 with\ttab and 'quote'"},
+    ]))
+    termination_log = tmp_path / "termination-log"
+    started = datetime.now(UTC)
+    run = _drill(
+        postgres_server, s3_server, scratch_database, s3_bucket,
+        "--run-id", "drill-1", "--started-at", _iso(started),
+        "--rto-seconds", "600", "--rpo-seconds", "3600",
+        "--checks-file", str(checks_file), "--termination-log", str(termination_log),
+    )
+    result = _verdict(run, "Passed")
+    assert termination_log.read_text() == run.stdout
+
+    assert result["backupId"] == manifest.run_id
+    assert result["backupLocation"] == manifest.location
+    assert manifest.postgres is not None and manifest.postgres.snapshot_time is not None
+    # The recovery point is the dump's snapshot, which precedes the backup's end.
+    recovery_point = datetime.fromisoformat(result["recoveryPointTime"])
+    assert recovery_point == manifest.postgres.snapshot_time
+    assert manifest.started_at <= recovery_point <= manifest.finished_at
+    assert 0 <= result["rpoSeconds"] <= 60 and result["rpoMet"] is True
+    assert 0 < result["rtoSeconds"] <= 60 and result["rtoMet"] is True
+    assert (result["rtoObjectiveSeconds"], result["rpoObjectiveSeconds"]) == (600, 3600)
+
+    kinds = [(c["kind"], c["name"]) for c in result["checks"]]
+    assert kinds[:2] == [("Checksum", "postgres.dump"), ("Connectivity", "connectivity")]
+    assert [name for kind, name in kinds if kind == "RowCount"] == sorted(
+        seeded_database.row_counts
+    )
+    assert [name for kind, name in kinds if kind == "Query"] == [
+        "orders", "tier-2-customers", "quotes",
+    ]
+    assert all(c["passed"] for c in result["checks"])
+    assert result["checkSummary"] == {"total": 9, "passed": 9, "failed": 0}
+
+    # The restored data is the source's, table for table.
+    assert postgres_server.row_counts(scratch_database) == seeded_database.row_counts
+    for table in ("customers", "orders"):
+        assert postgres_server.table_checksum(
+            scratch_database, "shop", table
+        ) == postgres_server.table_checksum(seeded_database.name, "shop", table)
+
+    # The evidence beside the backup: which backup, every check, RTO, RPO, verdict.
+    assert result["reportLocation"] == (
+        f"s3://{s3_bucket}/stackforge/{TENANT}/{manifest.run_id}/drills/drill-1.json"
+    )
+    report = _report(s3_server, s3_bucket, result)
+    assert report["verdict"] == "Passed" and report["runId"] == "drill-1"
+    assert report["backup"]["id"] == manifest.run_id
+    assert report["backup"]["dump"]["sha256"] == manifest.artifact("postgres").sha256  # type: ignore[union-attr]
+    assert report["restore"]["sha256"] == report["backup"]["dump"]["sha256"]
+    assert report["restore"]["exitCode"] == 0
+    assert report["checks"] == result["checks"]
+    assert report["rto"]["met"] is True and report["rto"]["objectiveSeconds"] == 600
+    assert datetime.fromisoformat(report["startedAt"]) == started
+    assert started < datetime.fromisoformat(report["verifiedAt"])
+    assert report["rto"]["seconds"] == pytest.approx(
+        (datetime.fromisoformat(report["verifiedAt"]) - started).total_seconds(), abs=0.01
+    )
+    # A report is not a backup: the bucket still holds exactly one complete run.
+    runs = _store(s3_server, s3_bucket).list_runs(TENANT)
+    assert [(r.run_id, r.complete) for r in runs] == [(manifest.run_id, True)]
+
+
+def test_backup_chosen_by_id_and_by_time(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+) -> None:
+    first = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    postgres_server.psql("INSERT INTO public.audit_log (line) VALUES ('later')",
+                         seeded_database.name)
+    second = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    assert first.postgres and second.postgres
+    assert second.postgres.row_counts["public.audit_log"] == 1235
+
+    for selector, expected in [
+        ("latest", second),
+        (first.run_id, first),
+        (f"before={_iso(first.finished_at)}", first),
+        (f"before={_iso(second.finished_at + timedelta(seconds=1))}", second),
+    ]:
+        scratch = postgres_server.create_database(f"scratch_{uuid.uuid4().hex[:10]}")
+        try:
+            run = _drill(postgres_server, s3_server, scratch, s3_bucket, "--backup", selector)
+            result = _verdict(run, "Passed")
+            assert result["backupId"] == expected.run_id, selector
+            assert postgres_server.row_counts(scratch) == expected.postgres.row_counts  # type: ignore[union-attr]
+        finally:
+            postgres_server.drop_database(scratch)
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_flipped_bytes_in_the_dump_fail_with_checksum_mismatch(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    dump = manifest.artifact("postgres")
+    assert dump is not None
+    client = s3_server.client()
+    data = bytearray(client.get_object(Bucket=s3_bucket, Key=dump.key)["Body"].read())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    client.put_object(Bucket=s3_bucket, Key=dump.key, Body=bytes(data))
+
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, "--run-id", "corrupt")
+    result = _verdict(run, "Failed", "ChecksumMismatch")
+    checksum = next(c for c in result["checks"] if c["kind"] == "Checksum")
+    assert checksum["passed"] is False
+    assert checksum["expected"] == dump.sha256 and checksum["actual"] != dump.sha256
+    assert dump.key in result["message"]
+    # Nothing restored from a corrupt archive counts as verified.
+    assert [c["kind"] for c in result["checks"]] == ["Checksum"]
+    assert "rtoSeconds" not in result
+    report = _report(s3_server, s3_bucket, result)
+    assert report["verdict"] == "Failed" and report["reason"] == "ChecksumMismatch"
+    assert result["reportLocation"].endswith(f"/{manifest.run_id}/drills/corrupt.json")
+
+
+def test_a_table_missing_from_the_restored_data_fails_the_row_count_check(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """The manifest says shop.invoices had rows and orders had one more: the restore has neither."""
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    assert manifest.postgres is not None
+    manifest.postgres.row_counts["shop.invoices"] = 12
+    manifest.postgres.row_counts["shop.orders"] += 1
+    _store(s3_server, s3_bucket).write_manifest(manifest)
+
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket)
+    result = _verdict(run, "Failed", "CheckFailed")
+    failing = [c for c in result["checks"] if not c["passed"]]
+    # Failing checks come first, each naming its table.
+    assert result["checks"][: len(failing)] == failing
+    assert [(c["kind"], c["name"]) for c in failing] == [
+        ("RowCount", "shop.invoices"), ("RowCount", "shop.orders"),
+    ]
+    assert failing[0]["expected"] == "12" and "missing" in failing[0]["message"]
+    assert (failing[1]["expected"], failing[1]["actual"]) == ("4001", "4000")
+    assert "shop.invoices" in result["message"]
+    assert result["checkSummary"]["failed"] == 2
+    # The drill still measured how long the restore took.
+    assert result["rtoSeconds"] >= 0
+    assert _report(s3_server, s3_bucket, result)["reason"] == "CheckFailed"
+
+
+def test_a_query_check_that_fails_is_named(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    checks = tmp_path / "checks.json"
+    checks.write_text(json.dumps([
+        {"name": "deleted-table", "sql": "SELECT count(*) FROM public.gone", "expected": "1"},
+        {"name": "wrong-count", "sql": "SELECT count(*) FROM shop.customers",
+         "expected": "501"},
+        {"name": "read-only", "sql": "CREATE TABLE public.sneaky (i int)", "expectedRows": 0},
+    ]))
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--checks-file", str(checks))
+    result = _verdict(run, "Failed", "CheckFailed")
+    failing = {c["name"]: c for c in result["checks"] if not c["passed"]}
+    assert set(failing) == {"deleted-table", "wrong-count", "read-only"}
+    assert 'relation "public.gone" does not exist' in failing["deleted-table"]["message"]
+    assert failing["wrong-count"]["actual"] == "500"
+    # Checks run read-only: verifying never changes the restored data.
+    assert "read-only transaction" in failing["read-only"]["message"]
+    assert "public.sneaky" not in postgres_server.row_counts(scratch_database)
+
+
+def test_an_rto_of_one_second_is_missed(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--started-at", _iso(started), "--rto-seconds", "1", "--rpo-seconds", "3600")
+    result = _verdict(run, "Failed", "RTOMissed")
+    assert result["reasons"] == ["RTOMissed"]
+    assert result["rtoMet"] is False and result["rpoMet"] is True
+    assert result["rtoSeconds"] > 5 and result["rtoObjectiveSeconds"] == 1
+    assert all(c["passed"] for c in result["checks"])
+    assert "exceeds the objective of 1s" in result["message"]
+
+
+def test_an_rpo_objective_older_than_the_backup_is_missed(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    # A drill started two minutes after the backup, with a one-minute RPO.
+    started = manifest.finished_at + timedelta(minutes=2)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--started-at", _iso(started), "--rpo-seconds", "60")
+    result = _verdict(run, "Failed", "RPOMissed")
+    assert result["rpoSeconds"] >= 120 and result["rpoMet"] is False
+
+
+@pytest.mark.parametrize("selector", ["latest", "20260101T000000Z-abcdef", "before=2020-01-01"])
+def test_no_backup_is_backup_not_found(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    selector: str,
+) -> None:
+    if selector != "latest":
+        _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--backup", selector, "--run-id", "nothing")
+    result = _verdict(run, "Failed", "BackupNotFound")
+    assert "backupId" not in result and "rpoSeconds" not in result
+    assert not any("pg_restore" in " ".join(argv) for argv in run.children_argv
+                   if "--version" not in argv)
+    # The report goes under the tenant, outside any run a retention pass would see.
+    assert result["reportLocation"] == f"s3://{s3_bucket}/stackforge/{TENANT}/drills/nothing.json"
+    assert _report(s3_server, s3_bucket, result)["reason"] == "BackupNotFound"
+    assert all(r.complete for r in _store(s3_server, s3_bucket).list_runs(TENANT))
+
+
+def test_restore_into_a_missing_database_fails_with_the_stderr_tail(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    run = _drill(postgres_server, s3_server, "no_such_scratch", s3_bucket)
+    result = _verdict(run, "Failed", "RestoreFailed")
+    assert 'database "no_such_scratch" does not exist' in result["restoreLogTail"]
+    assert 'database "no_such_scratch" does not exist' in result["message"]
+    assert [(c["kind"], c["passed"]) for c in result["checks"]] == [("Checksum", True)]
+    report = _report(s3_server, s3_bucket, result)
+    assert report["restore"]["exitCode"] == 1
+    assert "no_such_scratch" in report["restore"]["stderrTail"]
+
+
+def test_restore_into_a_database_that_is_not_empty_fails(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    # The source itself: every CREATE collides, and --exit-on-error stops at the first.
+    run = _drill(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    result = _verdict(run, "Failed", "RestoreFailed")
+    assert "already exists" in result["restoreLogTail"]
+
+
+def test_s3_unreachable_leaves_no_report(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, endpoint=closed)
+    result = _verdict(run, "Failed", "S3Unreachable")
+    assert "reportLocation" not in result and "reportError" not in result
+
+
+def test_read_only_credentials_drill_but_cannot_store_the_report(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 env=s3_server.read_only_credentials.env())
+    result = _verdict(run, "Passed")
+    assert "reportLocation" not in result
+    assert result["reportError"].startswith("S3AccessDenied")
+
+
+# ---------------------------------------------------------------------- secrets
+
+
+def test_no_secret_in_output_or_in_any_child_argv(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    pg.seed_bulk(postgres_server, seeded_database.name, 20)  # pg_restore lives long enough to see
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    checks = tmp_path / "checks.json"
+    checks.write_text(json.dumps([{"name": "n", "sql": "SELECT 'check-sql-text'",
+                                   "expected": "check-sql-text"}]))
+    runs = [_drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                   "--checks-file", str(checks))]
+    _verdict(runs[0], "Passed")
+    # Failures print messages from libpq and boto3: those must be clean too.
+    runs.append(_drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                       env={"PGPASSWORD": "wrong-pg-password-123"}))
+    runs.append(_drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                       env=S3Credentials(s3_server.credentials.access_key_id,
+                                         "wrong-aws-secret-456").env()))
+    assert [r.result["reason"] for r in runs[1:]] == ["RestoreFailed", "S3AuthenticationFailed"]
+    assert "password authentication failed" in runs[1].result["restoreLogTail"]
+    secrets = [postgres_server.password, s3_server.credentials.secret_access_key,
+               "wrong-pg-password-123", "wrong-aws-secret-456"]
+    connection = [str(postgres_server.port), scratch_database, "127.0.0.1"]
+    for run in runs:
+        for secret in secrets:
+            assert secret not in run.stdout
+            assert secret not in run.stderr
+        # A child caught between fork and exec still shows its parent's command line.
+        for argv in (a for a in run.children_argv if a != run.argv):
+            joined = " ".join(argv)
+            # The SQL travels on psql's stdin, not in its arguments.
+            for value in [*secrets, *connection, "check-sql-text"]:
+                assert value not in joined, f"{value!r} in child argv {argv}"
+    seen = [" ".join(argv) for argv in runs[0].children_argv]
+    assert any("pg_restore" in a and "--dbname=" in a for a in seen), seen
+    assert any("psql" in a for a in seen), seen
