@@ -6,6 +6,7 @@ sees an ordinary completed or failed Job and reads the truth from S3.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.backup_stack import (
     Stack,
@@ -37,6 +39,7 @@ def _manifest(s3: S3Server, bucket: str, tenant: str, run_id: str) -> dict[str, 
 
 def test_on_demand_backup_end_to_end(
     cluster: ClusterHandle, stack: Stack, s3_server: S3Server, postgres_server: PostgresServer,
+    operator: OperatorProcess,
 ) -> None:
     ns = stack.namespace
     cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
@@ -109,6 +112,15 @@ def test_on_demand_backup_end_to_end(
     eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "BackupFresh")
                .get("status") == "True", timeout=60)
     tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "True", timeout=60)
+
+    # No credential in the operator's log (it reads the S3 keys to list the bucket)
+    # nor in the runner's argument list.
+    pg_password = base64.b64decode(client.CoreV1Api(cluster.api).read_namespaced_secret(
+        "postgres-credentials", stack.namespace).data["password"]).decode()
+    secret_values = [s3_server.credentials.secret_access_key, pg_password]
+    log = operator.process.log_path.read_text()
+    assert not [v for v in secret_values if v in log]
+    assert not [v for v in secret_values if any(v in a for a in ran.argv)]
 
 
 def _earlier_backup(cluster: ClusterHandle, stack: Stack, s3_server: S3Server) -> dict[str, str]:

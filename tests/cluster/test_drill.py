@@ -70,13 +70,14 @@ def _tenant_snapshot(cluster: ClusterHandle, stack: Stack,
 
 
 def _run_drill_pod(cluster: ClusterHandle, stack: Stack, postgres: PostgresServer,
-                   drill: str) -> Any:
+                   drill: str, *, exclude: str | None = None, timeout: float = 60) -> Any:
     """Play the sandbox's PostgreSQL and kubelet: the restore really happens."""
     def sandbox() -> str | None:
         active = (_get(cluster, stack.namespace, drill).get("status") or {}).get("activeRun")
-        return active.get("sandboxNamespace") if active else None
+        found = active.get("sandboxNamespace") if active else None
+        return found if found != exclude else None
 
-    sandbox_ns: str = eventually(sandbox, timeout=60)
+    sandbox_ns: str = eventually(sandbox, timeout=timeout)
     pod = stack.kubelet.wait_for_pod(sandbox_ns, "drill", timeout=90)
     secret = client.CoreV1Api(cluster.api).read_namespaced_secret(
         "scratch-credentials", sandbox_ns)
@@ -213,3 +214,32 @@ def test_missing_backup_stalls_the_drill(
     assert drill["status"]["lastResult"]["reason"] == "BackupNotFound"
     stalled = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True"
+
+
+def test_scheduled_drill_runs_on_schedule_with_bounded_history(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+) -> None:
+    stack = backed_up
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
+        "every-minute", stack, once=False, schedule="* * * * *", historyLimit=1)))
+    first_sandbox, ran = _run_drill_pod(cluster, stack, postgres_server, "every-minute")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    # The next run may already be active by now: wait for the result alone.
+    first = eventually(lambda: (_get(cluster, stack.namespace, "every-minute").get("status")
+                                or {}).get("lastResult"), timeout=60)
+    # The next minute starts the next run by itself.
+    _, ran = _run_drill_pod(cluster, stack, postgres_server, "every-minute",
+                            exclude=first_sandbox, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    def second_done() -> dict[str, Any] | None:
+        drill = _get(cluster, stack.namespace, "every-minute")
+        last = (drill.get("status") or {}).get("lastResult") or {}
+        return drill if last.get("runId") not in (None, first["runId"]) else None
+
+    drill = eventually(second_done, timeout=60)
+    history = drill["status"]["history"]
+    assert [h["runId"] for h in history] == [drill["status"]["lastResult"]["runId"]]
+    assert history[0]["runId"] > first["runId"]
+    assert history[0]["verdict"] == "Passed"
+    cluster.kubectl("delete", "sfdr", "every-minute", "-n", stack.namespace)
