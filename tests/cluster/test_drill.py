@@ -243,3 +243,27 @@ def test_scheduled_drill_runs_on_schedule_with_bounded_history(
     assert history[0]["runId"] > first["runId"]
     assert history[0]["verdict"] == "Passed"
     cluster.kubectl("delete", "sfdr", "every-minute", "-n", stack.namespace)
+
+
+def test_a_table_missing_from_the_restored_data_fails_the_row_count_check(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+    s3_server: S3Server,
+) -> None:
+    """The manifest knows a table (counted at backup time) that the restore lacks."""
+    stack = backed_up
+    s3 = s3_server.client()
+    key = next(o["Key"] for o in s3.list_objects_v2(
+        Bucket=stack.bucket, Prefix=f"backups/{stack.tenant}/")["Contents"]
+        if o["Key"].endswith("/manifest.json"))
+    manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    manifest["postgres"]["rowCounts"]["shop.invoices"] = 42
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=json.dumps(manifest).encode())
+
+    cluster.kubectl("apply", "--server-side", "-f", "-",
+                    input=json.dumps(_drill("gaps", stack)))
+    _run_drill_pod(cluster, stack, postgres_server, "gaps")
+    result = _finished(cluster, stack.namespace, "gaps")["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "CheckFailed")
+    failing = [c for c in result["checks"] if not c["passed"]]
+    assert [(c["kind"], c["name"]) for c in failing] == [("RowCount", "shop.invoices")]
+    assert failing[0]["expected"] == "42"
