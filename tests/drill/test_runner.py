@@ -10,6 +10,9 @@ drill run``.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -408,6 +411,41 @@ def test_read_only_credentials_drill_but_cannot_store_the_report(
     result = _verdict(run, "Passed")
     assert "reportLocation" not in result
     assert result["reportError"].startswith("S3AccessDenied")
+
+
+def test_sigterm_mid_restore_stops_pg_restore_and_still_reports(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """What activeDeadlineSeconds or the sandbox's expiry does to the pod."""
+    pg.seed_bulk(postgres_server, seeded_database.name, 100)
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    application = "stackforge-drill/pg_restore"
+    signalled: list[int] = []
+
+    def terminate_once_restoring(pid: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if postgres_server.backend_pids(application):
+                os.kill(pid, signal.SIGTERM)
+                signalled.append(pid)
+                return
+            time.sleep(0.01)
+
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, "--run-id", "stopped",
+                 while_running=terminate_once_restoring)
+    assert signalled, "pg_restore was never seen restoring"
+    result = _verdict(run, "Failed", "Interrupted")
+    assert "restoring" in result["message"]
+    # pg_restore went with the runner: its session ends, nothing keeps writing.
+    deadline = time.monotonic() + 10
+    while postgres_server.backend_pids(application) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert postgres_server.backend_pids(application) == []
+    assert result["reportLocation"].endswith(f"/{manifest.run_id}/drills/stopped.json")
 
 
 # ---------------------------------------------------------------------- secrets

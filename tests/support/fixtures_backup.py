@@ -116,7 +116,8 @@ class RunnerProcess:
     returncode: int
     stdout: str
     stderr: str
-    peak_rss_bytes: int  # of the runner and the children it waited for (pg_dump, psql)
+    peak_rss_bytes: int  # the runner's own peak (VmHWM)
+    children_peak_bytes: int = 0  # the largest of its children's (pg_dump, psql)
     children_argv: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -225,36 +226,52 @@ def run_runner(
     )
 
 
+def _vm_hwm(pid: int) -> int:
+    """A process's peak resident memory so far (kernel's VmHWM), in bytes; 0 once gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 def run_runner_measured(
     argv: list[str], env: Mapping[str, str], *, timeout: float = 1800.0
 ) -> RunnerProcess:
-    """Run the runner and measure its peak RSS from outside, with wait4 (no sampling gaps).
+    """Run the runner and measure its own peak RSS from outside.
 
-    The figure covers the runner and the children it reaped (pg_dump, psql):
-    an upper bound on the runner's own peak.
+    VmHWM is the kernel's high-water mark of the process's own memory, reset at
+    exec. (wait4's ru_maxrss is not: Linux carries the parent's peak into a
+    child across fork and exec, so it would report the test runner's memory.)
+    Children (pg_dump, psql) are measured separately, in ``children_peak_bytes``.
     """
     started = time.monotonic()
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"runner-{uuid.uuid4().hex}"
+    runner_peak = 0
+    children_peak: dict[int, int] = {}
     with out_path.with_suffix(".out").open("w+") as out, out_path.with_suffix(
         ".err"
     ).open("w+") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=dict(env))
         deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
+        while proc.poll() is None:
+            runner_peak = max(runner_peak, _vm_hwm(proc.pid))
+            for child in _descendants(proc.pid):
+                children_peak[child] = max(children_peak.get(child, 0), _vm_hwm(child))
             if time.monotonic() > deadline:
                 proc.kill()
                 raise TimeoutError(f"runner did not finish in {timeout}s")
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            time.sleep(0.02)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     out_path.with_suffix(".out").unlink()
     out_path.with_suffix(".err").unlink()
-    return RunnerProcess(
+    result = RunnerProcess(
         argv=argv, returncode=proc.returncode, stdout=stdout, stderr=stderr,
-        peak_rss_bytes=usage.ru_maxrss * 1024, seconds=time.monotonic() - started,
+        peak_rss_bytes=runner_peak, seconds=time.monotonic() - started,
     )
+    result.children_peak_bytes = max(children_peak.values(), default=0)
+    return result

@@ -43,7 +43,12 @@ from stackforge_operator.drill.grading import (
 )
 from stackforge_operator.drill.outcome import DrillOutcome, RestoreFacts
 from stackforge_operator.drill.restore import stream_restore
-from stackforge_operator.drill.selection import DUMP_ARTIFACT, BackupChoice, select_backup
+from stackforge_operator.drill.selection import (
+    DUMP_ARTIFACT,
+    BackupChoice,
+    recovery_point,
+    select_backup,
+)
 from stackforge_operator.models.drill import CheckResult
 from stackforge_operator.version import VERSION
 
@@ -241,19 +246,16 @@ class _Drill:
 
     def finish(self, run_id: str, started: datetime) -> DrillOutcome:
         manifest = self.manifest
-        recovery_point = None
-        if manifest is not None:
-            snapshot = manifest.postgres.snapshot_time if manifest.postgres else None
-            recovery_point = snapshot or manifest.finished_at
+        point = recovery_point(manifest) if manifest is not None else None
         rto = elapsed_seconds(self.verified_at, started) if self.verified_at else None
-        rpo = elapsed_seconds(started, recovery_point) if recovery_point else None
+        rpo = elapsed_seconds(started, point) if point else None
         verdict = grade(self.checks, rto_seconds=rto, rpo_seconds=rpo,
                         objectives=self.request.objectives, failures=self.failures)
         outcome = DrillOutcome(
             tenant=self.request.tenant, run_id=run_id, grade=verdict, started_at=started,
             finished_at=self.clock(), selection=self.request.backup.describe(),
             objectives=self.request.objectives, manifest=manifest,
-            recovery_point=recovery_point, verified_at=self.verified_at, rto_seconds=rto,
+            recovery_point=point, verified_at=self.verified_at, rto_seconds=rto,
             rpo_seconds=rpo, checks=self.checks, restore=self.restore, tools=self.tools,
         )
         log.info("verdict %s%s", verdict.verdict.value,
@@ -270,6 +272,10 @@ class _Drill:
             failure = s3_failure(exc, f"writing the report {key}")
             outcome.report_error = redact(f"{failure.reason}: {failure.message}", self.secrets)
             log.warning("%s", outcome.report_error)
+            return
+        except KeyboardInterrupt:
+            # SIGTERM while the report uploads: the verdict line still goes out.
+            outcome.report_error = f"Interrupted: writing the report {key}"
             return
         outcome.report_location = f"s3://{self.store.bucket}/{key}"
         log.info("report: %s", outcome.report_location)

@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
 
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.runid import is_run_id
@@ -65,6 +66,17 @@ class BackupChoice:
         return "the newest complete backup"
 
 
+def recovery_point(manifest: Manifest) -> datetime:
+    """When the restored data is from: the dump's snapshot, else the backup's end.
+
+    Manifests written before the snapshot time was recorded fall back to
+    ``finished_at``, which is later than the data (RPO then reads short by
+    the dump's duration).
+    """
+    snapshot = manifest.postgres.snapshot_time if manifest.postgres else None
+    return snapshot or manifest.finished_at
+
+
 def has_dump(manifest: Manifest) -> bool:
     return manifest.artifact(DUMP_ARTIFACT) is not None
 
@@ -76,24 +88,35 @@ def select_backup(
 ) -> Manifest | None:
     """The manifest ``choice`` names among ``runs``, or None when there is none.
 
-    ``load(run_id)`` reads a run's manifest (None when it has none).  A run
-    id names its start time, and a backup finishes after it starts, so runs
-    that started after ``before`` are skipped without reading them.
+    "Newest" means the freshest data: runs go by the start time in their id
+    (a backup's snapshot follows its start within moments), and runs that
+    started in the same second by their recovery point, read from their
+    manifests.  ``load(run_id)`` reads a run's manifest (None when it has
+    none).  A backup finishes after it starts, so runs that started after
+    ``before`` are skipped without reading them.
     """
     if choice.kind == SelectionKind.BY_ID:
         assert choice.run_id is not None
         manifest = load(choice.run_id)
         return manifest if manifest is not None and has_dump(manifest) else None
-    newest_first = sorted(runs, key=lambda r: (r.started_at, r.run_id), reverse=True)
-    for run in newest_first:
-        if not run.complete:
-            continue
-        if choice.before is not None and run.started_at > choice.before:
-            continue
-        manifest = load(run.run_id)
-        if manifest is None or not has_dump(manifest):
-            continue  # deleted meanwhile, or a backup without a database dump
-        if choice.before is not None and manifest.finished_at > choice.before:
-            continue
-        return manifest
+    newest_first = sorted(runs, key=lambda r: r.started_at, reverse=True)
+    for _, same_second in groupby(newest_first, key=lambda r: r.started_at):
+        found = [m for run in same_second if (m := _candidate(choice, run, load)) is not None]
+        if found:
+            return max(found, key=lambda m: (recovery_point(m), m.finished_at))
     return None
+
+
+def _candidate(
+    choice: BackupChoice, run: RunListing, load: Callable[[str], Manifest | None]
+) -> Manifest | None:
+    if not run.complete:
+        return None
+    if choice.before is not None and run.started_at > choice.before:
+        return None
+    manifest = load(run.run_id)
+    if manifest is None or not has_dump(manifest):
+        return None  # deleted meanwhile, or a backup without a database dump
+    if choice.before is not None and manifest.finished_at > choice.before:
+        return None
+    return manifest

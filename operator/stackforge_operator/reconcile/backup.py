@@ -8,7 +8,6 @@ failure too.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,12 @@ from stackforge_operator.models.backup import (
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.reconcile.common import (
+    post_transitions,
+    status_changed,
+    status_patch,
+    termination_result,
+)
 from stackforge_operator.reconcile.diff import needs_apply
 from stackforge_operator.reconcile.tenant_observe import validation_summary
 
@@ -250,7 +255,7 @@ def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:
     if not ({"Complete", "Failed"} & set(job_conditions)):
         return BackupRun(id=f"job:{name}", result=RunResult.RUNNING, start_time=started,
                          job_name=name)
-    result = _termination_result(namespace, name)
+    result = termination_result(namespace, name)
     run_id = str(result.get("runId") or f"job:{name}")
     finished = job_status.get("completionTime") or (
         job_conditions.get("Failed") or job_conditions.get("Complete") or {}
@@ -267,23 +272,6 @@ def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:
         message=str(result.get("message") or failed.get("message") or "")[:4096] or None,
         start_time=started, completion_time=finished, job_name=name,
     )
-
-
-def _termination_result(namespace: str, job: str) -> dict[str, Any]:
-    """The runner's JSON result line, from its pod's termination message."""
-    for pod in kube.list_objects("v1", "Pod", namespace=namespace,
-                                 label_selector=f"job-name={job}"):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
-            if not message:
-                continue
-            try:
-                parsed = json.loads(message.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                continue
-            if isinstance(parsed, dict):
-                return parsed
-    return {}
 
 
 def _finished_at(run: BackupRun) -> datetime:
@@ -359,18 +347,12 @@ def _stalled(
     return Outcome(STALLED_SECONDS, _write(body, old, new))
 
 
-def _dump(s: BackupPolicyStatus) -> dict[str, Any]:
-    return s.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
 def _write(
     body: Mapping[str, Any], old: BackupPolicyStatus, new: BackupPolicyStatus
 ) -> dict[str, Any] | None:
-    if body.get("status") and _dump(new) == _dump(old):
+    if not status_changed(body, old, new):
         return None
     meta = body["metadata"]
-    latest = kube.patch_status(API, KIND, meta["name"], meta["namespace"],
-                               new.model_dump(mode="json", by_alias=True))
-    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
-        kube.record_event(dict(body), event_type, reason, message)
+    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new))
+    post_transitions(body, old, new)
     return latest

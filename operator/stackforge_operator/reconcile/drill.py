@@ -8,7 +8,6 @@ runs never flip Reconciling: they live under activeRun/lastResult.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Mapping
@@ -38,6 +37,12 @@ from stackforge_operator.models.drill import (
 )
 from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.reconcile.common import (
+    post_transitions,
+    status_changed,
+    status_patch,
+    termination_result,
+)
 from stackforge_operator.reconcile.diff import needs_apply
 from stackforge_operator.reconcile.tenant_observe import validation_summary
 
@@ -223,7 +228,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         active.step = DrillStep.VERIFYING if active.step == DrillStep.VERIFYING else (
             DrillStep.RESTORING)
         return
-    result = _termination_result(sandbox)
+    result = termination_result(sandbox, builders.JOB)
     if not result:
         result = {"verdict": "Failed", "reason": "RunnerFailed",
                   "message": "the restore Job ended without a result"}
@@ -238,22 +243,6 @@ def _s3_keys(policy: BackupPolicySpec, namespace: str) -> dict[str, str]:
     data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
     return {"AWS_ACCESS_KEY_ID": data.get(creds.access_key_id_key, ""),
             "AWS_SECRET_ACCESS_KEY": data.get(creds.secret_access_key_key, "")}
-
-
-def _termination_result(sandbox: str) -> dict[str, Any]:
-    for pod in kube.list_objects("v1", "Pod", namespace=sandbox,
-                                 label_selector=f"job-name={builders.JOB}"):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
-            if not message:
-                continue
-            try:
-                parsed = json.loads(message.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                continue
-            if isinstance(parsed, dict):
-                return parsed
-    return {}
 
 
 def _checks(result: Mapping[str, Any]) -> list[CheckResult]:
@@ -365,18 +354,11 @@ def _stalled(body: Mapping[str, Any], old: DRDrillStatus, reason: str, message: 
     return Outcome(STALLED_SECONDS, _write(body, old, new))
 
 
-def _dump(s: DRDrillStatus) -> dict[str, Any]:
-    return s.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
 def _write(body: Mapping[str, Any], old: DRDrillStatus,
            new: DRDrillStatus) -> dict[str, Any] | None:
-    if body.get("status") and _dump(new) == _dump(old):
+    if not status_changed(body, old, new):
         return None
     meta = body["metadata"]
-    latest = kube.patch_status(API, KIND, meta["name"], meta["namespace"],
-                               new.model_dump(mode="json", by_alias=True))
-    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
-        kube.record_event(dict(body), event_type, reason, message)
+    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new))
+    post_transitions(body, old, new)
     return latest
-

@@ -29,6 +29,7 @@ from stackforge_operator.models.tenant import (
 )
 from stackforge_operator.reconcile import immutable
 from stackforge_operator.reconcile import tenant_observe as observe
+from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
 from stackforge_operator.reconcile.diff import needs_apply
 
 logger = logging.getLogger(__name__)
@@ -305,23 +306,14 @@ def _report(
     return Outcome(applied, pruned, progress, requeue, latest)
 
 
-def _dump(s: StackForgeTenantStatus) -> dict[str, Any]:
-    return s.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
 def _write_status(
     body: Mapping[str, Any],
     old: StackForgeTenantStatus,
     new: StackForgeTenantStatus,
 ) -> dict[str, Any] | None:
-    """Patch the status only when it changed, and post an event per flipped condition."""
-    if body.get("status") and _dump(new) == _dump(old):
+    if not status_changed(body, old, new):
         return None
-    # Nulls in a merge patch delete fields that are gone (a certificate removed).
-    patch = new.model_dump(mode="json", by_alias=True)
     meta = body["metadata"]
-    latest = kube.patch_status(API, KIND, meta["name"], None, patch)
-    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
-        kube.record_event(dict(body), event_type, reason, message)
+    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new))
+    post_transitions(body, old, new)
     return latest
-

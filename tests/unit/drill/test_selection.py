@@ -6,10 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from stackforge_operator.backup.manifest import Manifest, ManifestArtifact
+from stackforge_operator.backup.manifest import Manifest, ManifestArtifact, PostgresInfo
 from stackforge_operator.backup.runid import run_started_at
 from stackforge_operator.backup.store import RunListing, StoredObject
-from stackforge_operator.drill.selection import BackupChoice, SelectionKind, select_backup
+from stackforge_operator.drill.selection import (
+    BackupChoice,
+    SelectionKind,
+    recovery_point,
+    select_backup,
+)
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
@@ -124,3 +129,30 @@ def test_a_manifest_deleted_between_listing_and_reading_is_skipped() -> None:
     bucket = Bucket(_manifest(1), _manifest(2))
     del bucket.manifests[_run_id(2)]  # retention got there first
     assert bucket.select(BackupChoice()) == _run_id(1)
+
+
+def test_the_recovery_point_is_the_snapshot_else_the_end_of_the_backup() -> None:
+    manifest = _manifest(1)
+    assert recovery_point(manifest) == manifest.finished_at  # no PostgresInfo at all
+    snapshot = manifest.started_at + timedelta(seconds=2)
+    info = PostgresInfo(server_version="15.18", server_version_num=150018, database="app")
+    manifest.postgres = info
+    assert recovery_point(manifest) == manifest.finished_at  # written before snapshotTime
+    manifest.postgres = info.model_copy(update={"snapshot_time": snapshot})
+    assert recovery_point(manifest) == snapshot
+    # Round trip through the manifest's JSON keeps it.
+    assert Manifest.from_json(manifest.to_json()).postgres.snapshot_time == snapshot  # type: ignore[union-attr]
+
+
+def test_runs_started_in_the_same_second_go_by_their_recovery_point() -> None:
+    # The random suffix orders these two the other way round.
+    early, late = _manifest(5), _manifest(5)
+    early.run_id, late.run_id = "20261105T020000Z-ffffff", "20261105T020000Z-000000"
+    info = PostgresInfo(server_version="15.18", server_version_num=150018, database="app")
+    early.postgres = info.model_copy(update={"snapshot_time": early.started_at})
+    late.postgres = info.model_copy(
+        update={"snapshot_time": late.started_at + timedelta(milliseconds=400)}
+    )
+    bucket = Bucket(_manifest(4), early, late)
+    assert bucket.select(BackupChoice()) == late.run_id
+    assert sorted(bucket.loads) == sorted([early.run_id, late.run_id])  # not day 4

@@ -1,0 +1,59 @@
+"""What every reconciler does the same way: judge and announce a status change, read a
+runner's result. (Each reconciler writes its own kind's status, so RBAC scans see it.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from stackforge_operator import kube, status
+from stackforge_operator.models.common import Condition
+
+
+class StatusWithConditions(Protocol):
+    conditions: list[Condition]
+
+    def model_dump(self, *, mode: str, by_alias: bool, exclude_none: bool = ...) -> dict[str, Any]:
+        ...
+
+
+def _dump(model: StatusWithConditions) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def status_changed(
+    body: Mapping[str, Any], old: StatusWithConditions, new: StatusWithConditions
+) -> bool:
+    """Whether writing ``new`` changes anything: a converged object costs no write."""
+    return not body.get("status") or _dump(new) != _dump(old)
+
+
+def status_patch(new: StatusWithConditions) -> dict[str, Any]:
+    # Nulls in a merge patch delete fields that are gone.
+    return new.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+
+def post_transitions(
+    body: Mapping[str, Any], old: StatusWithConditions, new: StatusWithConditions
+) -> None:
+    """An Event for every condition that flipped."""
+    for event_type, reason, message in status.transitions(old.conditions, new.conditions):
+        kube.record_event(dict(body), event_type, reason, message)
+
+
+def termination_result(namespace: str, job: str) -> dict[str, Any]:
+    """A runner's JSON result line, from its Job's pod's termination message ({} if none)."""
+    for pod in kube.list_objects("v1", "Pod", namespace=namespace,
+                                 label_selector=f"job-name={job}"):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if not message:
+                continue
+            try:
+                parsed = json.loads(message.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                continue
+            if isinstance(parsed, dict):
+                return parsed
+    return {}
