@@ -20,7 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, kube, schedule, status
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, status
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.store import BackupStore, StoreConfig
@@ -53,8 +53,9 @@ KIND = "BackupPolicy"
 # How late the newest complete backup may be beyond one schedule interval.
 GRACE = timedelta(seconds=float(os.environ.get("STACKFORGE_BACKUP_GRACE_SECONDS", "7200")))
 ACTIVE_SECONDS = 5.0
-IDLE_SECONDS = 60.0
-STALLED_SECONDS = 30.0
+# A converged object is looked at again this often (S3 changes are no watch event).
+IDLE_SECONDS = config.RESYNC_SECONDS
+STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
 
 
 @dataclass(frozen=True)

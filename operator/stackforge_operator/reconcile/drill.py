@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, kube, schedule, status
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, status
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders import drill as builders
 from stackforge_operator.models import conditions as types
@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 API = f"{API_GROUP}/{API_VERSION}"
 KIND = "DRDrill"
 ACTIVE_SECONDS = 2.0
-IDLE_SECONDS = 60.0
-STALLED_SECONDS = 30.0
+# A converged object is looked at again this often (S3 changes are no watch event).
+IDLE_SECONDS = config.RESYNC_SECONDS
+STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
 
 
 @dataclass(frozen=True)
