@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,7 +71,8 @@ def _tenant_snapshot(cluster: ClusterHandle, stack: Stack,
 
 
 def _run_drill_pod(cluster: ClusterHandle, stack: Stack, postgres: PostgresServer,
-                   drill: str, *, exclude: str | None = None, timeout: float = 60) -> Any:
+                   drill: str, *, exclude: str | None = None, timeout: float = 60,
+                   start_delay: float = 0.0) -> Any:
     """Play the sandbox's PostgreSQL and kubelet: the restore really happens."""
     def sandbox() -> str | None:
         active = (_get(cluster, stack.namespace, drill).get("status") or {}).get("activeRun")
@@ -88,6 +90,8 @@ def _run_drill_pod(cluster: ClusterHandle, stack: Stack, postgres: PostgresServe
     postgres.psql("DROP DATABASE IF EXISTS restore WITH (FORCE); CREATE DATABASE restore;")
     postgres.psql("ALTER ROLE postgres PASSWORD :'pw'", variables={"pw": password})
     try:
+        # A slower kubelet (image pull, container start) delays the restore.
+        time.sleep(start_delay)
         return sandbox_ns, stack.kubelet.run(pod)
     finally:
         postgres.psql("ALTER ROLE postgres PASSWORD :'pw'", variables={"pw": postgres.password})
@@ -197,7 +201,9 @@ def test_missed_rto_objective_is_reported(
     stack = backed_up
     cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
         "hasty", stack, objectives={"rtoSeconds": 1, "rpoSeconds": 3600})))
-    _run_drill_pod(cluster, stack, postgres_server, "hasty")
+    # A small restore here can finish within a second of the drill's start;
+    # the container start a real kubelet needs makes sure it does not.
+    _run_drill_pod(cluster, stack, postgres_server, "hasty", start_delay=2.0)
     result = _finished(cluster, stack.namespace, "hasty")["status"]["lastResult"]
     assert (result["verdict"], result["reason"]) == ("Failed", "RTOMissed")
     assert result["rtoMet"] is False and result["rtoSeconds"] > 1
