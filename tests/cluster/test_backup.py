@@ -67,7 +67,7 @@ def test_on_demand_backup_end_to_end(
         ok = condition_of(policy, "LastBackupSucceeded").get("status") == "True"
         return policy if ok and last.get("id") == run_id else None
 
-    policy = eventually(succeeded, timeout=60)
+    policy = eventually(succeeded, timeout=120)
     assert condition_of(policy, "BackupFresh")["status"] == "True"
     assert condition_of(policy, "Ready")["status"] == "True"
     assert policy["status"]["lastRun"]["id"] == run_id
@@ -94,7 +94,7 @@ def test_on_demand_backup_end_to_end(
     assert configuration["sizeBytes"] > 0
 
     # The tenant's BackupHealthy follows.
-    tenant = tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "True", timeout=60)
+    tenant = tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "True", timeout=120)
     assert tenant["status"]["lastBackup"]["runId"] == run_id
 
     # Made stale (the manifest now says the backup finished three days ago)...
@@ -103,15 +103,15 @@ def test_on_demand_backup_end_to_end(
         Bucket=stack.bucket, Key=f"backups/{stack.tenant}/{run_id}/manifest.json",
         Body=json.dumps(manifest).encode())
     eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "BackupFresh")
-               .get("reason") == "Stale", timeout=60)
-    tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "False", timeout=60)
+               .get("reason") == "Stale", timeout=120)
+    tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "False", timeout=120)
 
     # ... and fresh again after a new run.
     ran = run_backup(cluster, stack, "nightly", "second")
     assert ran.returncode == 0, ran.stderr
     eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "BackupFresh")
-               .get("status") == "True", timeout=60)
-    tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "True", timeout=60)
+               .get("status") == "True", timeout=120)
+    tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "True", timeout=120)
 
     # No credential in the operator's log (it reads the S3 keys to list the bucket)
     # nor in the runner's argument list.
@@ -144,7 +144,7 @@ def test_failed_run_is_reported_and_earlier_backups_are_untouched(
         policy_manifest("nightly", stack.tenant, ns, stack.bucket, s3_server.endpoint)))
     before = _earlier_backup(cluster, stack, s3_server)
     eventually(lambda: condition_of(get_policy(cluster, ns, "nightly"), "LastBackupSucceeded")
-               .get("status") == "True", timeout=60)
+               .get("status") == "True", timeout=120)
 
     if failure == "database-unreachable":
         stack.kubelet.services[f"postgres.{ns}.svc"] = ("127.0.0.1", 9)
@@ -168,7 +168,7 @@ def test_failed_run_is_reported_and_earlier_backups_are_untouched(
         last = (policy.get("status") or {}).get("lastRun") or {}
         return policy if last.get("result") == "Failed" else None
 
-    policy = eventually(failed, timeout=60)
+    policy = eventually(failed, timeout=120)
     assert policy["status"]["lastRun"]["reason"] == outcome["reason"]
     assert condition_of(policy, "LastBackupSucceeded")["status"] == "False"
     events = client.CoreV1Api(cluster.api).list_namespaced_event(

@@ -112,6 +112,6 @@ def stack(
 
 def run_backup(cluster: ClusterHandle, stack: Stack, policy: str, request: str) -> Any:
     trigger_backup(cluster, stack.namespace, policy, request)
-    return stack.kubelet.run_next(stack.namespace, "backup", timeout=60)
+    return stack.kubelet.run_next(stack.namespace, "backup", timeout=120)
 
 
