@@ -11,13 +11,11 @@ failed, with a CamelCase ``reason``.  Exit 2: bad arguments.
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from stackforge_operator import runner_process
 from stackforge_operator.backup.runner import BackupRequest, run_backup
 from stackforge_operator.backup.store import MiB, StoreConfig
 from stackforge_operator.models.backup import BackupTarget, SSEAlgorithm
@@ -109,34 +107,11 @@ def request_from_args(
     )
 
 
-def _interrupt_on_sigterm() -> None:
-    # Kubernetes stops a pod (activeDeadlineSeconds, eviction) with SIGTERM:
-    # turn it into KeyboardInterrupt so the runner aborts its upload.
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     request = request_from_args(args, parser)
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
-    # botocore's own debug output would include request headers.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    _interrupt_on_sigterm()
+    runner_process.prepare()
     outcome = run_backup(request)
-    line = outcome.to_json_line()
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    if args.termination_log:
-        try:
-            args.termination_log.write_text(line + "\n")
-        except OSError as exc:
-            logging.getLogger(__name__).warning("termination log: %s", exc)
+    runner_process.report(outcome.to_json_line(), args.termination_log)
     return 0 if outcome.succeeded else 1
 
 
