@@ -17,6 +17,7 @@ from stackforge_operator.devcluster.binary import default_binary_path
 from stackforge_operator.devcluster.cluster import free_port
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
+from tests.support import operator_identity
 from tests.support.clusters import (
     PROVIDERS,
     ClusterHandle,
@@ -110,6 +111,19 @@ def stackforge_crds(cluster: ClusterHandle) -> list[str]:
     return names
 
 
+@pytest.fixture(scope="session")
+def operator_identity_installed(
+    cluster: ClusterHandle, stackforge_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> operator_identity.OperatorIdentity:
+    """manifests/' ServiceAccount and ClusterRole, and a kubeconfig with its token.
+
+    Every operator the tests start authenticates with it, so the whole suite runs
+    with the shipped least-privilege RBAC rather than as cluster admin.
+    """
+    path = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    return operator_identity.install(cluster, path)
+
+
 def _namespace_name(nodeid: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", nodeid.split("::")[-1].lower()).strip("-")[:40]
     return f"t-{base}-{uuid.uuid4().hex[:5]}".replace("--", "-")
@@ -126,9 +140,11 @@ def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterato
 
 
 @pytest.fixture
-def operator_subprocess(cluster: ClusterHandle, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """`stackforge-operator run` as a child process, as users run it."""
-    operator = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log")
+def operator_subprocess(
+    operator_identity_installed: operator_identity.OperatorIdentity, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """`stackforge-operator run` as a child process, as users run it (as its ServiceAccount)."""
+    operator = OperatorProcess(operator_identity_installed.kubeconfig, tmp_path / "operator.log")
     operator.start()
     try:
         yield operator
@@ -138,12 +154,13 @@ def operator_subprocess(cluster: ClusterHandle, tmp_path: Path) -> Iterator[Oper
 
 @pytest.fixture
 def operator_in_process(
-    cluster: ClusterHandle, monkeypatch: pytest.MonkeyPatch
+    operator_identity_installed: operator_identity.OperatorIdentity,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[object, str]]:
     """The operator in this process through kopf's KopfRunner (always with a timeout)."""
     from kopf.testing import KopfRunner
 
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(operator_identity_installed.kubeconfig))
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     args = ["run", "--standalone", "--all-namespaces", f"--liveness={liveness}",
             "-m", "stackforge_operator.handlers"]
@@ -153,12 +170,14 @@ def operator_in_process(
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: ClusterHandle, stackforge_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+    operator_identity_installed: operator_identity.OperatorIdentity,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    """The operator as users run it, for a whole test module, resyncing every few seconds."""
+    """The operator as users run it (as its ServiceAccount), for a whole test module,
+    resyncing every few seconds."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(
-        cluster.kubeconfig, log, extra_args=("--verbose",),
+        operator_identity_installed.kubeconfig, log, extra_args=("--verbose",),
         extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3"},
     )
     process.start()

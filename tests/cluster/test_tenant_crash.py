@@ -22,6 +22,7 @@ from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.operator_identity import OperatorIdentity
 from tests.support.tenants import eventually
 
 TENANTS = [f"crash-{i:02d}" for i in range(20)]
@@ -45,8 +46,11 @@ def _live_children(cluster: ClusterHandle, name: str) -> list[dict[str, object]]
 
 
 def test_killed_operator_leaves_no_duplicates_or_orphans(
-    cluster: ClusterHandle, stackforge_crds: list[str], tmp_path: Path
+    cluster: ClusterHandle,
+    operator_identity_installed: OperatorIdentity,
+    tmp_path: Path,
 ) -> None:
+    kubeconfig = operator_identity_installed.kubeconfig
     manifests = [tenants.small_tenant(n) for n in TENANTS]
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(manifests))
     rng = random.Random(20261127)
@@ -54,7 +58,7 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
     kill_points = []
     try:
         for attempt in range(KILL_POINTS):
-            operator = OperatorProcess(cluster.kubeconfig, tmp_path / f"operator-{attempt}.log",
+            operator = OperatorProcess(kubeconfig, tmp_path / f"operator-{attempt}.log",
                                        extra_env=env)
             operator.start()
             delay = rng.uniform(0.1, 3.0)
@@ -70,8 +74,7 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
         # Kill points must really fall while provisioning is under way.
         assert any(ready < len(TENANTS) for _, ready in kill_points), kill_points
 
-        final = OperatorProcess(cluster.kubeconfig, tmp_path / "operator-final.log",
-                                extra_env=env)
+        final = OperatorProcess(kubeconfig, tmp_path / "operator-final.log", extra_env=env)
         final.start()
         try:
             for name in TENANTS:
