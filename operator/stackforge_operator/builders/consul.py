@@ -134,6 +134,8 @@ def _args(t: EffectiveTenant) -> list[str]:
         "-node=$(POD_NAME)",
         # Expanded by the kubelet from the Secret-backed variable.
         "-encrypt=$(CONSUL_GOSSIP_KEY)",
+        # Keeps metrics for /v1/agent/metrics?format=prometheus (builders/exporters.py).
+        '-hcl=telemetry { prometheus_retention_time = "60s" disable_hostname = true }',
         *joins,
     ]
 

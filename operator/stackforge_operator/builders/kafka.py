@@ -12,6 +12,7 @@ import base64
 import hashlib
 from typing import Any
 
+from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     KAFKA_CONTROLLER_PORT,
     KAFKA_PORT,
@@ -145,7 +146,7 @@ def _stateful_set(t: EffectiveTenant) -> Manifest:
         "securityContext": container_security_context(),
         "volumeMounts": [mount("data", DATA_DIR)],
     }
-    spec = pod_spec(containers=[container], user_id=KAFKA_UID)
+    spec = pod_spec(containers=[container, exporters.kafka_exporter()], user_id=KAFKA_UID)
     spec["terminationGracePeriodSeconds"] = 60  # a clean shutdown moves leadership first
     return stateful_set(
         t,

@@ -66,7 +66,12 @@ def declarative_config(t: EffectiveTenant) -> dict[str, Any]:
         # Sorted by name: reordering apps in the spec must not roll the gateway.
         for app in sorted(t.apps, key=lambda a: a.name)
     ]
-    return {"_format_version": "3.0", "services": services}
+    # The prometheus plugin serves /metrics on the status listener
+    # (builders/exporters.py): requests, status codes and latency per service.
+    plugins = [{"name": "prometheus", "config": {
+        "status_code_metrics": True, "latency_metrics": True,
+        "bandwidth_metrics": True, "upstream_health_metrics": True}}]
+    return {"_format_version": "3.0", "services": services, "plugins": plugins}
 
 
 def render_config(t: EffectiveTenant) -> str:

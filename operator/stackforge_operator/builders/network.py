@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     APP_COMPONENT,
     APP_LABEL,
@@ -85,6 +86,14 @@ BACKUP_RUNNERS = Peer(
              ("podSelector", {"matchLabels": {RUNNER_LABEL: "backup"}})),
 )
 
+# Prometheus may run anywhere; the namespace it runs in opts in with this label
+# (docs/operator.md, "Monitoring"). Only the metrics ports are open to it.
+SCRAPER_NAMESPACE_LABEL = "stackforge.io/metrics-scraper"
+SCRAPERS = Peer(
+    "metrics-scrapers",
+    outside=(("namespaceSelector", {"matchLabels": {SCRAPER_NAMESPACE_LABEL: "true"}}),),
+)
+
 
 def _tcp(*ports: int) -> tuple[tuple[str, int], ...]:
     return tuple(("TCP", p) for p in ports)
@@ -123,6 +132,8 @@ def flows(t: EffectiveTenant) -> list[Flow]:
         gossip = (*_tcp(CONSUL_SERVER_PORT, CONSUL_SERF_LAN_PORT), ("UDP", CONSUL_SERF_LAN_PORT))
         result.append(Flow(consul, consul, gossip))
     result += [Flow(app, backend, ports) for app, _ in apps for backend, ports in backends]
+    result += [Flow(SCRAPERS, component(t, target.component), _tcp(target.port))
+               for target in exporters.scrape_targets(t)]
     return result
 
 

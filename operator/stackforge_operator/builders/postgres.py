@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     POSTGRES_PORT,
     Manifest,
@@ -286,7 +287,7 @@ def _primary(t: EffectiveTenant) -> Manifest:
     # and the endless sync script would hang the initialisation.
     initdb = config_map_volume("initdb", INIT_CONFIG, mode=0o555, keys=[INIT_SCRIPT])
     spec = pod_spec(
-        containers=[server, _role_sync(t)],
+        containers=[server, _role_sync(t), exporters.postgres_exporter()],
         user_id=POSTGRES_UID,
         volumes=[*_volumes(), initdb],
     )

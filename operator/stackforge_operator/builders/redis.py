@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     REDIS_PORT,
     Manifest,
@@ -83,7 +84,8 @@ def _stateful_set(t: EffectiveTenant) -> Manifest:
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [mount("data", DATA_DIR), mount("tmp", "/tmp")],  # noqa: S108
     }
-    spec = pod_spec(containers=[container], user_id=REDIS_UID, volumes=[empty_dir("tmp")])
+    spec = pod_spec(containers=[container, exporters.redis_exporter()], user_id=REDIS_UID,
+                    volumes=[empty_dir("tmp")])
     return stateful_set(
         t,
         NAME,

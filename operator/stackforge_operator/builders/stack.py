@@ -9,6 +9,7 @@ from stackforge_operator.builders import (
     apps,
     consul,
     credentials,
+    exporters,
     ingress,
     kafka,
     kong,
@@ -48,6 +49,7 @@ def desired_children(
         *secrets,
         *network.build(t),
         *stack,
+        *exporters.metrics_services(t),
         *pdb.build(t, stack),
         *ingress.build(t, tls),
     ]

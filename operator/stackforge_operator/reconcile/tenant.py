@@ -18,7 +18,7 @@ import kopf
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, status
-from stackforge_operator.builders import credentials, ingress, stack
+from stackforge_operator.builders import credentials, ingress, monitoring, stack
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cost import estimate
 from stackforge_operator.models.effective import EffectiveTenant, resolve
@@ -57,6 +57,11 @@ MANAGED_KINDS: tuple[tuple[str, str], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
 )
 CERTIFICATE_KIND = ("cert-manager.io/v1", "Certificate")
+# Only where the Prometheus Operator is installed (builders/monitoring.py).
+MONITORING_KINDS: tuple[tuple[str, str], ...] = (
+    (monitoring.API_VERSION, "PrometheusRule"),
+    (monitoring.API_VERSION, "ServiceMonitor"),
+)
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         )
         return _stalled(body, old_status, generation, [problem])
 
-    live = _observe_children(t, name, with_certificates=observe.cert_manager_installed())
+    with_monitoring = observe.prometheus_operator_installed()
+    live = _observe_children(t, name, with_certificates=observe.cert_manager_installed(),
+                             with_monitoring=with_monitoring)
     rotation = (meta.get("annotations") or {}).get(credentials.ROTATE_ANNOTATION) or None
     live_secrets = {n: s for (k, n), s in live.items() if k == "Secret"}
     handled = {
@@ -134,6 +141,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     issuer = spec.tls.issuer_ref if spec.tls else None
     if issuer is not None and t.domain and observe.cert_manager_installed():
         desired.append(_owned(ingress.build_certificate(t, issuer.name, issuer.kind), owner))
+    if with_monitoring:
+        desired += [_owned(m, owner) for m in monitoring.build(t)]
 
     live[("Namespace", t.namespace)] = live_namespace or {}
     applied: list[str] = []
@@ -179,9 +188,10 @@ def _grow_volumes(
 
 
 def _observe_children(
-    t: EffectiveTenant, name: str, *, with_certificates: bool
+    t: EffectiveTenant, name: str, *, with_certificates: bool, with_monitoring: bool
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    kinds = [*MANAGED_KINDS, *([CERTIFICATE_KIND] if with_certificates else [])]
+    kinds = [*MANAGED_KINDS, *([CERTIFICATE_KIND] if with_certificates else []),
+             *(MONITORING_KINDS if with_monitoring else ())]
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for api_version, kind in kinds:
         for obj in kube.list_objects(api_version, kind, namespace=t.namespace,

@@ -32,9 +32,13 @@ API = f"{API_GROUP}/{API_VERSION}"
 # The runbook's weekly check: "alert if < 30 days".
 CERTIFICATE_WARNING_DAYS = 30
 _CERT_MANAGER_CRD = "certificates.cert-manager.io"
+# The Prometheus Operator's kinds the tenant uses (builders/monitoring.py).
+_PROMETHEUS_OPERATOR_CRDS = ("prometheusrules.monitoring.coreos.com",
+                             "servicemonitors.monitoring.coreos.com")
 _CACHE_SECONDS = 30.0
 _cache_lock = threading.Lock()
-_cert_manager: tuple[float, bool] | None = None
+# CRD name -> (when looked up, whether it exists)
+_crds_seen: dict[str, tuple[float, bool]] = {}
 
 
 def validation_summary(error: ValidationError, limit: int = 3) -> str:
@@ -62,17 +66,24 @@ def may_adopt(namespace: Mapping[str, Any], tenant: str, uid: str) -> bool:
     return owned_by(namespace, uid) or handed_over
 
 
-def cert_manager_installed() -> bool:
-    """Whether cert-manager's Certificate CRD exists (cached briefly: it rarely changes)."""
-    global _cert_manager
+def crd_installed(name: str) -> bool:
+    """Whether a CRD exists (cached briefly: add-ons are rarely installed or removed)."""
     with _cache_lock:
-        if _cert_manager is not None and time.monotonic() - _cert_manager[0] < _CACHE_SECONDS:
-            return _cert_manager[1]
-    found = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
-                     _CERT_MANAGER_CRD) is not None
+        seen = _crds_seen.get(name)
+        if seen is not None and time.monotonic() - seen[0] < _CACHE_SECONDS:
+            return seen[1]
+    found = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) is not None
     with _cache_lock:
-        _cert_manager = (time.monotonic(), found)
+        _crds_seen[name] = (time.monotonic(), found)
     return found
+
+
+def cert_manager_installed() -> bool:
+    return crd_installed(_CERT_MANAGER_CRD)
+
+
+def prometheus_operator_installed() -> bool:
+    return all(crd_installed(name) for name in _PROMETHEUS_OPERATOR_CRDS)
 
 
 def _secret_refs(spec: StackForgeTenantSpec) -> list[tuple[str, SecretKeyRef]]:

@@ -21,7 +21,7 @@ def test_kraft_quorum_from_the_replica_count() -> None:
     assert sts["spec"]["replicas"] == 3
     assert sts["spec"]["serviceName"] == "kafka-headless"
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
-    env = env_of(container(sts))
+    env = env_of(container(sts, "kafka"))
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"]["value"] == ",".join(
         f"{i}@kafka-{i}.kafka-headless.tenant-acme.svc:{KAFKA_CONTROLLER_PORT}" for i in range(3)
     )
@@ -38,7 +38,7 @@ def test_kraft_quorum_from_the_replica_count() -> None:
 
 
 def test_single_broker_replication_factors() -> None:
-    env = env_of(container(find(kafka.build(tenant(brokers(1))), "StatefulSet", "kafka")))
+    env = env_of(container(find(kafka.build(tenant(brokers(1))), "StatefulSet", "kafka"), "kafka"))
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"]["value"].count("@") == 1
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]["value"] == "1"
     assert env["KAFKA_MIN_INSYNC_REPLICAS"]["value"] == "1"

@@ -11,7 +11,7 @@ def test_disabled_redis_builds_nothing() -> None:
 
 
 def test_password_by_reference_in_args() -> None:
-    c = container(find(redis.build(tenant()), "StatefulSet", "redis"))
+    c = container(find(redis.build(tenant()), "StatefulSet", "redis"), "redis")
     args = c["args"]
     assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
     assert secret_ref(env_of(c)["REDIS_PASSWORD"]) == (sn.REDIS_SECRET, sn.REDIS_PASSWORD_KEY)
@@ -22,11 +22,11 @@ def test_statefulset_volume_and_service() -> None:
     t = tenant({"components": {"redis": {"version": "7.4", "storage": "3Gi"}}})
     objs = redis.build(t)
     sts = find(objs, "StatefulSet", "redis")
-    assert container(sts)["image"] == "redis:7.4"
+    assert container(sts, "redis")["image"] == "redis:7.4"
     assert sts["spec"]["replicas"] == 1
     [claim] = sts["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
-    data = next(m for m in container(sts)["volumeMounts"] if m["name"] == "data")
+    data = next(m for m in container(sts, "redis")["volumeMounts"] if m["name"] == "data")
     assert data["mountPath"] == "/data"
     svc = find(objs, "Service", "redis")
     assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]

@@ -1,0 +1,144 @@
+"""Prometheus exporter sidecars and the per-component metrics Services they sit behind.
+
+PostgreSQL, Redis and Kafka speak no Prometheus format themselves, so each
+gets the community exporter as a sidecar next to the server it watches (it
+talks to it over localhost, with the same Secret-backed credentials as the
+server). Kong and Consul serve metrics natively (Kong's status listener with
+its prometheus plugin, Consul's agent endpoint). Every scraped component has a
+``<component>-metrics`` Service exposing one port named ``metrics``: the
+ServiceMonitors (builders/monitoring.py) select those Services, and the client
+Services apps use stay free of scrape ports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stackforge_operator.builders.common import (
+    CONSUL_HTTP_PORT,
+    KAFKA_PORT,
+    KONG_STATUS_PORT,
+    POSTGRES_PORT,
+    REDIS_PORT,
+    Manifest,
+    container_port,
+    container_security_context,
+    env,
+    labels,
+    secret_env,
+    selector_labels,
+    service_port,
+)
+from stackforge_operator.builders.secrets_names import (
+    POSTGRES_SECRET,
+    POSTGRES_SUPERUSER_PASSWORD_KEY,
+    REDIS_PASSWORD_KEY,
+    REDIS_SECRET,
+)
+from stackforge_operator.models.effective import EffectiveTenant
+
+METRICS_PORT_NAME = "metrics"
+# Label on every metrics Service; the ServiceMonitors select on it.
+METRICS_LABEL = "stackforge.io/metrics"
+POSTGRES_EXPORTER_PORT = 9187
+REDIS_EXPORTER_PORT = 9121
+KAFKA_EXPORTER_PORT = 9308
+POSTGRES_EXPORTER_IMAGE = "prometheuscommunity/postgres-exporter:v0.17.1"
+REDIS_EXPORTER_IMAGE = "oliver006/redis_exporter:v1.67.0"
+KAFKA_EXPORTER_IMAGE = "danielqsj/kafka-exporter:v1.9.0"
+# Exporters are small and must fit in every tier's quota next to their server.
+EXPORTER_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "100m", "memory": "64Mi"},
+}
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One component's metrics endpoint: which pods, which port, which path."""
+
+    component: str
+    port: int
+    path: str = "/metrics"
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def service_name(self) -> str:
+        return f"{self.component}-metrics"
+
+
+def scrape_targets(t: EffectiveTenant) -> list[ScrapeTarget]:
+    """The components of this tenant that expose metrics, in a stable order."""
+    targets = []
+    if t.postgres.enabled:
+        targets.append(ScrapeTarget("postgres", POSTGRES_EXPORTER_PORT))
+    if t.redis.enabled:
+        targets.append(ScrapeTarget("redis", REDIS_EXPORTER_PORT))
+    if t.kafka.enabled:
+        targets.append(ScrapeTarget("kafka", KAFKA_EXPORTER_PORT))
+    if t.consul.enabled:
+        targets.append(ScrapeTarget("consul", CONSUL_HTTP_PORT, "/v1/agent/metrics",
+                                    (("format", "prometheus"),)))
+    # Kong is always on (the tenant's only ingress).
+    targets.append(ScrapeTarget("kong", KONG_STATUS_PORT))
+    return targets
+
+
+def metrics_services(t: EffectiveTenant) -> list[Manifest]:
+    return [_metrics_service(t, target) for target in scrape_targets(t)]
+
+
+def _metrics_service(t: EffectiveTenant, target: ScrapeTarget) -> Manifest:
+    meta_labels = {**labels(t, target.component), METRICS_LABEL: "true"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": target.service_name, "namespace": t.namespace,
+                     "labels": meta_labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(t, target.component),
+            "ports": [service_port(METRICS_PORT_NAME, target.port)],
+        },
+    }
+
+
+def _sidecar(name: str, image: str, port: int, environment: list[dict[str, Any]],
+             args: list[str] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "env": environment,
+        "ports": [container_port(METRICS_PORT_NAME, port)],
+        "readinessProbe": {"tcpSocket": {"port": METRICS_PORT_NAME}, "periodSeconds": 20},
+        "resources": EXPORTER_RESOURCES,
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+    }
+    if args:
+        container["args"] = args
+    return container
+
+
+def postgres_exporter() -> dict[str, Any]:
+    # The superuser sees every backend in pg_stat_activity (the connections
+    # alert needs them all); the password stays in the Secret, referenced by
+    # name, and the exporter reads it from its environment.
+    return _sidecar("postgres-exporter", POSTGRES_EXPORTER_IMAGE, POSTGRES_EXPORTER_PORT, [
+        env("DATA_SOURCE_URI", f"localhost:{POSTGRES_PORT}/postgres?sslmode=disable"),
+        env("DATA_SOURCE_USER", "postgres"),
+        secret_env("DATA_SOURCE_PASS", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
+    ])
+
+
+def redis_exporter() -> dict[str, Any]:
+    return _sidecar("redis-exporter", REDIS_EXPORTER_IMAGE, REDIS_EXPORTER_PORT, [
+        env("REDIS_ADDR", f"redis://localhost:{REDIS_PORT}"),
+        secret_env("REDIS_PASSWORD", REDIS_SECRET, REDIS_PASSWORD_KEY),
+    ])
+
+
+def kafka_exporter() -> dict[str, Any]:
+    return _sidecar("kafka-exporter", KAFKA_EXPORTER_IMAGE, KAFKA_EXPORTER_PORT, [],
+                    args=[f"--kafka.server=localhost:{KAFKA_PORT}",
+                          f"--web.listen-address=:{KAFKA_EXPORTER_PORT}"])

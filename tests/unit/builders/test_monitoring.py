@@ -1,0 +1,150 @@
+"""PrometheusRule and ServiceMonitors: the runbook's thresholds, valid PromQL, right targets."""
+
+from __future__ import annotations
+
+import re
+
+import promql_parser
+import pytest
+
+from stackforge_operator.builders import (
+    exporters,
+    kafka,
+    kong,
+    monitoring,
+    network,
+    postgres,
+    redis,
+)
+from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
+from stackforge_operator.models.effective import EffectiveTenant
+from tests.unit.builders.tenants import (
+    ENTERPRISE,
+    EVERYTHING_OFF,
+    container,
+    find,
+    scenarios,
+    tenant,
+)
+
+
+def _rules(t: EffectiveTenant) -> dict[str, dict[str, object]]:
+    rule = monitoring.prometheus_rule(t)
+    (group,) = rule["spec"]["groups"]
+    return {r["alert"]: r for r in group["rules"]}
+
+
+@pytest.mark.parametrize(("label", "t"), list(scenarios()))
+def test_every_expression_is_valid_promql_scoped_to_the_tenant_namespace(
+    label: str, t: EffectiveTenant
+) -> None:
+    for name, rule in _rules(t).items():
+        expr = str(rule["expr"])
+        promql_parser.parse(expr)  # raises ValueError on a syntax error
+        selectors = re.findall(r"\w+\{([^}]*)\}", expr)
+        assert selectors, name
+        for selector in selectors:
+            assert f'namespace="{t.namespace}"' in selector, (label, name, selector)
+
+
+def test_the_runbooks_thresholds_are_in_the_rules() -> None:
+    rules = _rules(tenant(ENTERPRISE))
+    expected = {
+        "StackForgeHighCPU": ("> 0.8", "5m"),
+        "StackForgeHighMemory": ("> 0.9", None),
+        "StackForgeDiskFilling": ("> 0.85", None),
+        "StackForgeHighErrorRate": ("> 0.01", None),
+        "StackForgeSlowResponses": ("> 500", None),
+        "StackForgeServiceDown": ("== 0", "2m"),
+        "StackForgeDatabaseConnectionsHigh": ("> 0.8", None),
+        "StackForgeKafkaLagIncreasing": ("delta(kafka_consumergroup_lag", None),
+        "StackForgeLoginFailureSpike": ("> 3 *", None),
+    }
+    assert set(rules) == set(expected)
+    for name, (fragment, duration) in expected.items():
+        assert fragment in str(rules[name]["expr"]), name
+        if duration:
+            assert rules[name]["for"] == duration, name
+    connections = str(rules["StackForgeDatabaseConnectionsHigh"]["expr"])
+    assert "pg_stat_activity_count" in connections and "pg_settings_max_connections" in connections
+    assert "histogram_quantile(0.95" in str(rules["StackForgeSlowResponses"]["expr"])
+
+
+def test_component_alerts_only_for_components_that_run() -> None:
+    rules = _rules(tenant(EVERYTHING_OFF))
+    assert "StackForgeDatabaseConnectionsHigh" not in rules
+    assert "StackForgeKafkaLagIncreasing" not in rules
+    assert "StackForgeHighCPU" in rules
+
+
+def test_alerts_carry_severity_and_tenant_labels() -> None:
+    for rule in _rules(tenant()).values():
+        labels = rule["labels"]
+        assert isinstance(labels, dict)
+        assert labels["tenant"] == "acme" and labels["severity"] in {"warning", "critical"}
+        assert str(rule["annotations"]["summary"]).startswith("acme: ")  # type: ignore[index]
+
+
+def test_one_service_monitor_per_scraped_component_selecting_its_metrics_service() -> None:
+    t = tenant(ENTERPRISE)
+    monitors = {m["metadata"]["name"]: m for m in monitoring.service_monitors(t)}
+    assert set(monitors) == {"postgres", "redis", "kafka", "consul", "kong"}
+    services = {s["metadata"]["name"]: s for s in exporters.metrics_services(t)}
+    for component, monitor in monitors.items():
+        service = services[f"{component}-metrics"]
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        assert wanted.items() <= service["metadata"]["labels"].items()
+        assert wanted[TENANT_LABEL] == "acme" and wanted[COMPONENT_LABEL] == component
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": [t.namespace]}
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == "metrics"
+        assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+    assert monitors["consul"]["spec"]["endpoints"][0]["params"] == {"format": ["prometheus"]}
+
+
+def test_nothing_scraped_for_components_switched_off() -> None:
+    t = tenant(EVERYTHING_OFF)
+    assert [m["metadata"]["name"] for m in monitoring.service_monitors(t)] == ["kong"]
+
+
+def test_metrics_services_reach_the_exporter_ports_of_the_component_pods() -> None:
+    t = tenant(ENTERPRISE)
+    pods = {
+        "postgres": find(postgres.build(t), "StatefulSet", "postgres"),
+        "redis": find(redis.build(t), "StatefulSet", "redis"),
+        "kafka": find(kafka.build(t), "StatefulSet", "kafka"),
+        "kong": find(kong.build(t), "Deployment", "kong"),
+    }
+    for service in exporters.metrics_services(t):
+        component = service["metadata"]["labels"][COMPONENT_LABEL]
+        if component not in pods:
+            continue
+        template = pods[component]["spec"]["template"]
+        assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+        port = service["spec"]["ports"][0]["targetPort"]
+        exposed = {p["containerPort"] for c in template["spec"]["containers"]
+                   for p in c.get("ports", [])}
+        assert port in exposed, (component, port, exposed)
+
+
+def test_exporters_read_credentials_by_reference_only() -> None:
+    t = tenant(ENTERPRISE)
+    sidecar = container(find(postgres.build(t), "StatefulSet", "postgres"), "postgres-exporter")
+    password = next(e for e in sidecar["env"] if e["name"] == "DATA_SOURCE_PASS")
+    assert "value" not in password and password["valueFrom"]["secretKeyRef"]
+    sidecar = container(find(redis.build(t), "StatefulSet", "redis"), "redis-exporter")
+    password = next(e for e in sidecar["env"] if e["name"] == "REDIS_PASSWORD")
+    assert "value" not in password and password["valueFrom"]["secretKeyRef"]
+
+
+def test_kong_serves_prometheus_metrics_through_its_plugin() -> None:
+    config = kong.declarative_config(tenant())
+    assert [p["name"] for p in config["plugins"]] == ["prometheus"]
+
+
+def test_only_scraper_namespaces_reach_the_metrics_ports() -> None:
+    t = tenant(ENTERPRISE)
+    scraped = [f for f in network.flows(t) if f.source == network.SCRAPERS]
+    targets = {(f.destination.name, f.ports) for f in scraped}
+    assert targets == {(target.component, (("TCP", target.port),))
+                       for target in exporters.scrape_targets(t)}
