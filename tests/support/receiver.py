@@ -23,6 +23,7 @@ class Received:
     body: Any  # parsed JSON, or the raw text when it is not JSON
     headers: dict[str, str]
     at: float  # time.monotonic() when it arrived
+    status: int  # what it was answered (or was about to be, for a hanging request)
 
 
 class Receiver:
@@ -93,10 +94,13 @@ class Receiver:
 
     # -- the server ---------------------------------------------------------------
 
-    def _record(self, request: Received) -> tuple[int, dict[str, str]]:
+    def _record(self, method: str, path: str, body: Any, headers: dict[str, str]
+                ) -> tuple[int, dict[str, str]]:
         with self._lock:
-            self._requests.append(request)
-            return self._fail.pop(0) if self._fail else (200, {})
+            status, extra = self._fail.pop(0) if self._fail else (200, {})
+            self._requests.append(Received(method, path, body, headers, time.monotonic(),
+                                           status))
+            return status, extra
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -109,8 +113,8 @@ class Receiver:
                     body: Any = json.loads(raw)
                 except ValueError:
                     body = raw
-                status, headers = receiver._record(Received(
-                    "POST", self.path, body, dict(self.headers.items()), time.monotonic()))
+                status, headers = receiver._record("POST", self.path, body,
+                                                   dict(self.headers.items()))
                 if receiver.hang_seconds:
                     receiver._stop_hanging.wait(receiver.hang_seconds)
                 try:

@@ -305,18 +305,23 @@ def _report(
         isolated=t.isolate,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
     )
-    new_status.incidents, messages = tenant_notify.review(
+    incidents, messages = tenant_notify.review(
         new_status, old_status.incidents, policies, spec.notifications, now)
+    sends = tenant_notify.deliveries(t.name, t.namespace, spec.notifications, messages)
+    if messages and not sends:
+        # No channel can be reached (its Secret is missing): announce nothing and
+        # remember nothing, so these incidents are announced once one works.
+        incidents, messages = old_status.incidents, []
+    new_status.incidents = incidents
     # Messages go out only once the incidents they announce are recorded, and
     # that record is written only over the latest status (resourceVersion):
     # a stale read can never announce an incident a second time.
     latest = _write_status(body, old_status, new_status, guarded=bool(messages))
     if messages:
-        sends = tenant_notify.deliveries(t.name, t.namespace, spec.notifications, messages)
-        if notify is not None:
-            notify(sends)
         logger.info("tenant %s: notifying %s", t.name,
                     [f"{m.key} {m.state}" for m in messages])
+        if notify is not None:
+            notify(sends)
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
     if applied or pruned:
