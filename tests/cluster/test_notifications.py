@@ -18,6 +18,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.backup_stack import Stack, condition_of, get_policy, policy_manifest, run_backup
 from tests.support.clusters import ClusterHandle
+from tests.support.drill_stack import drill_manifest, finished_drill, run_drill_pod
 from tests.support.postgres_server import PostgresServer
 from tests.support.receiver import Receiver
 from tests.support.s3_server import S3Server
@@ -66,7 +67,7 @@ class Channels:
         self.hook_path = f"/hooks/{self.token}"
 
     def subscribe(self, cluster: ClusterHandle, tenant: str, namespace: str,
-                  *, slack: bool = True) -> None:
+                  *, slack: bool = True, events: list[str] | None = None) -> None:
         tenants.put_secret(cluster, namespace, "alerts", {
             "slack-url": self.receiver.url(self.slack_path),
             "hook-url": self.receiver.url(self.hook_path),
@@ -77,6 +78,8 @@ class Channels:
             notifications["slack"] = {
                 "webhookUrlSecretRef": {"name": "alerts", "key": "slack-url"},
                 "channel": "#stackforge-alerts"}
+        if events is not None:
+            notifications["events"] = events
         client.CustomObjectsApi(cluster.api).patch_cluster_custom_object(
             "stackforge.io", "v1alpha1", "stackforgetenants", tenant,
             {"spec": {"notifications": notifications}})
@@ -150,6 +153,42 @@ def test_failed_backup_is_notified_once_per_channel_and_resolved_once(
     # Every message went to a URL the operator read from a Secret; none is in its log.
     assert channels.token not in _log(operator)
     assert "delivered" in _log(operator)
+
+
+def test_failed_drill_is_notified_and_resolved_by_a_passing_drill(
+    cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
+    receiver: Receiver, operator: OperatorProcess,
+) -> None:
+    stack, channels = backed_up, Channels(receiver)
+    # Subscribed to drills only: the failing backup below is no message of theirs.
+    channels.subscribe(cluster, stack.tenant, stack.namespace, slack=False,
+                       events=["DrillFailed"])
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(drill_manifest(
+        "lost", stack, backup={"source": "ById", "id": "20200101T000000Z-000000"})))
+    run_drill_pod(cluster, stack, postgres_server, "lost")
+    assert finished_drill(cluster, stack.namespace, "lost")["status"]["lastResult"][
+        "verdict"] == "Failed"
+    eventually(lambda: channels.webhook("DrillFailed/lost", "opened"), timeout=60)
+    [opened] = channels.webhook("DrillFailed/lost", "opened")
+    assert opened["summary"].startswith("DR drill lost failed run")
+
+    stack.kubelet.services[f"postgres.{stack.namespace}.svc"] = ("127.0.0.1", 9)
+    assert run_backup(cluster, stack, "nightly", "fail").returncode != 0
+    tenants.wait_condition(cluster, stack.tenant, "BackupHealthy", "False", timeout=120)
+    stack.kubelet.services[f"postgres.{stack.namespace}.svc"] = ("127.0.0.1",
+                                                                 postgres_server.port)
+
+    cluster.kubectl("apply", "--server-side", "-f", "-",
+                    input=json.dumps(drill_manifest("monthly", stack)))
+    run_drill_pod(cluster, stack, postgres_server, "monthly")
+    assert finished_drill(cluster, stack.namespace, "monthly")["status"]["lastResult"][
+        "verdict"] == "Passed"
+    eventually(lambda: channels.webhook("DrillFailed/lost", "resolved"), timeout=60)
+    time.sleep(6)
+    bodies = [r.body for r in receiver.requests(channels.hook_path)]
+    assert [(b["incident"], b["state"]) for b in bodies] == [
+        ("DrillFailed/lost", "opened"), ("DrillFailed/lost", "resolved")]
+    assert channels.token not in _log(operator)
 
 
 def _pods(cluster: ClusterHandle, namespace: str) -> int:
