@@ -627,6 +627,10 @@ class CertificateStatus(StatusModel):
     days_remaining: int | None = Field(None, description="Whole days until expiry.")
 
 
+# status.incidents' maxItems; notify/changes.py never remembers more.
+MAX_INCIDENTS = 64
+
+
 class OpenIncident(StatusModel):
     """An incident the tenant's channels were told about, until it resolves.
 
@@ -677,7 +681,7 @@ class StackForgeTenantStatus(StatusModel):
     credentials_rotated_at: datetime | None = Field(
         None, description="When generated credentials were last rotated."
     )
-    incidents: Annotated[list[OpenIncident], Field(max_length=64)] = Field(
+    incidents: Annotated[list[OpenIncident], Field(max_length=MAX_INCIDENTS)] = Field(
         default_factory=list,
         description="Open incidents already notified; each is notified again once, resolved.",
         json_schema_extra=list_map("key"),

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from stackforge_operator.models.tenant import (
+    MAX_INCIDENTS,
     NotificationEvent,
     NotificationsSpec,
     OpenIncident,
 )
 from stackforge_operator.notify.incidents import Incident
+
+# status.incidents holds at most this many (its schema's maxItems): a status the
+# API server refuses would stop the tenant's reconciles, not just its messages.
+MAX_OPEN = MAX_INCIDENTS
 
 
 class State(enum.StrEnum):
@@ -55,6 +60,9 @@ def diff(
     """(the incidents to remember, the messages to send)."""
     known = {i.key: i for i in before}
     current = {i.key: i for i in now if i.event in enabled}
+    # Beyond the cap, incidents already announced keep their place; new ones wait.
+    kept = sorted(current, key=lambda key: (key not in known, key))[:MAX_OPEN]
+    current = {key: current[key] for key in kept}
     remember = [
         # An incident keeps the start it was announced with.
         known[key] if key in known else OpenIncident(key=key, event=i.event, since=i.since)

@@ -126,7 +126,10 @@ class Sender:
                                delivery.label)
             return
         for delivery in deliveries:
-            loop.call_soon_threadsafe(queue.put_nowait, (delivery, 1))
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (delivery, 1))
+            except RuntimeError:  # the loop closed meanwhile (shutdown)
+                logger.warning("notification %s dropped: the sender stopped", delivery.label)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is queued, in flight or waiting for a retry (for tests)."""

@@ -11,7 +11,7 @@ from stackforge_operator.models.tenant import (
     OpenIncident,
     SlackChannel,
 )
-from stackforge_operator.notify.changes import State, diff, enabled_events
+from stackforge_operator.notify.changes import MAX_OPEN, State, diff, enabled_events
 from stackforge_operator.notify.incidents import Incident
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -72,3 +72,13 @@ def test_enabled_events_default_to_all_and_need_a_channel() -> None:
     chosen = NotificationsSpec(slack=SlackChannel(webhook_url_secret_ref=ref),
                                events=[E.DRILL_FAILED])
     assert enabled_events(chosen) == frozenset({E.DRILL_FAILED})
+
+
+def test_at_most_max_open_and_announced_ones_keep_their_place() -> None:
+    before = [OpenIncident(key="BackupFailed/zz", event=E.BACKUP_FAILED, since=NOW)]
+    found = [incident(f"BackupFailed/p{n:03}", E.BACKUP_FAILED) for n in range(MAX_OPEN + 5)]
+    found.append(incident("BackupFailed/zz", E.BACKUP_FAILED))
+    remember, changes = diff(before, found, ALL, NOW)
+    assert len(remember) == MAX_OPEN and "BackupFailed/zz" in {i.key for i in remember}
+    assert len(changes) == MAX_OPEN - 1
+    assert all(c.state is State.OPENED for c in changes)
