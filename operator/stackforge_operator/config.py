@@ -29,6 +29,15 @@ RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # appears is not a watch event the operator receives).
 STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))
 
+# Notifications (notify/). The runbook: "Notify customers if >15 min downtime".
+NOT_READY_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_NOT_READY_NOTIFY_SECONDS", "900"))
+# One HTTP attempt may take this long; a hanging receiver costs a sender slot, no more.
+NOTIFY_TIMEOUT_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_TIMEOUT_SECONDS", "10"))
+# Attempts per message, and the first retry delay (doubling, capped at NOTIFY_MAX_BACKOFF).
+NOTIFY_ATTEMPTS = int(os.environ.get("STACKFORGE_NOTIFY_ATTEMPTS", "6"))
+NOTIFY_BACKOFF_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_BACKOFF_SECONDS", "1"))
+NOTIFY_MAX_BACKOFF_SECONDS = 300.0
+
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
 from stackforge_operator.controller import Controller
+from stackforge_operator.notify.sender import Backoff, Sender
 from stackforge_operator.reconcile import backup, drill, tenant
 from stackforge_operator.version import VERSION
 
@@ -44,7 +46,15 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config.apply_settings(settings)
-    memo.tenants = Controller("StackForgeTenant", tenant.reconcile,
+    # Notifications go out from tasks of their own: a reconcile only queues them.
+    memo.notifier = Sender(
+        timeout=config.NOTIFY_TIMEOUT_SECONDS, attempts=config.NOTIFY_ATTEMPTS,
+        backoff=Backoff(first=config.NOTIFY_BACKOFF_SECONDS,
+                        cap=config.NOTIFY_MAX_BACKOFF_SECONDS),
+        on_result=metrics.METRICS.record_notification)
+    await memo.notifier.start()
+    memo.tenants = Controller("StackForgeTenant",
+                              functools.partial(tenant.reconcile, notify=memo.notifier.submit),
                               observe=metrics.METRICS.observe_tenant,
                               forget=metrics.METRICS.forget_tenant)
     memo.backups = Controller("BackupPolicy", backup.reconcile)
@@ -65,6 +75,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for controller in (memo.tenants, memo.backups, memo.drills):
         await controller.stop()
+    await memo.notifier.stop()
     if memo.metrics_server is not None:
         memo.metrics_server.stop()
 

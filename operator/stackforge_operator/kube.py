@@ -179,13 +179,22 @@ def delete(api_version: str, kind: str, name: str, namespace: str | None = None)
 
 
 def patch_status(
-    api_version: str, kind: str, name: str, namespace: str | None, status: Obj
+    api_version: str, kind: str, name: str, namespace: str | None, status: Obj,
+    *, resource_version: str | None = None,
 ) -> Obj:
-    """Merge-patch the status subresource (lists inside are replaced whole)."""
+    """Merge-patch the status subresource (lists inside are replaced whole).
+
+    With ``resource_version`` the write happens only if the object is still at
+    that version (409, i.e. a TemporaryError, otherwise): for status that must
+    never be written from a stale read.
+    """
     resource = _resource(api_version, kind).subresources["status"]
+    body: Obj = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
     with translated_errors(f"writing status of {kind} {namespace or ''}/{name}"):
         patched = resource.patch(
-            body={"status": status},
+            body=body,
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",

@@ -9,7 +9,8 @@ isolated set. Series (all prefixed ``stackforge_``):
 - ``tenants{ready="true"|"false"}``: tenants by their Ready condition;
 - ``backup_newest_age_seconds{tenant}``: age of the newest complete backup;
 - ``drill_last_verdict{tenant, verdict}``: 1 for the newest drill's verdict, 0 for the others;
-- ``drill_last_rto_seconds{tenant}``: measured RTO of the newest drill.
+- ``drill_last_rto_seconds{tenant}``: measured RTO of the newest drill;
+- ``notifications_total{event, result}``: notification attempts: sent, retried, failed.
 
 The per-tenant series come from each tenant's own status (``lastBackup``,
 ``lastDrill``, the ``Ready`` condition), which already summarises all of its
@@ -186,12 +187,18 @@ class OperatorMetrics:
         self.reconcile_duration = Histogram(
             f"{PREFIX}_reconcile_duration_seconds", "Time one reconcile took.",
             ["kind"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.notifications = Counter(
+            f"{PREFIX}_notifications", "Notification attempts, by event and result "
+            "(sent, retried, failed).", ["event", "result"], registry=self.registry)
         self._tenants = _TenantCollector(clock)
         self.registry.register(self._tenants)
 
     def record_reconcile(self, kind: str, result: Result, seconds: float) -> None:
         self.reconciles.labels(kind=kind, result=result.value).inc()
         self.reconcile_duration.labels(kind=kind).observe(seconds)
+
+    def record_notification(self, event: str, result: str) -> None:
+        self.notifications.labels(event=event, result=result).inc()
 
     @contextmanager
     def time_reconcile(self, kind: str) -> Iterator[_Timing]:

@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from stackforge_operator import API_GROUP, API_VERSION
 from tests.support import tenants
-from tests.support.backup_stack import Stack, policy_manifest, run_backup
+from tests.support.backup_stack import Stack
 from tests.support.clusters import ClusterHandle
+from tests.support.drill_stack import drill_manifest, finished_drill, get_drill, run_drill_pod
 from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import S3Server
 from tests.support.tenants import eventually
-
-PLURAL = "drdrills"
-
-
-def _drill(name: str, stack: Stack, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "tenantRef": {"name": stack.tenant},
-        "backupPolicyRef": {"name": "nightly"},
-        "once": True,
-        "objectives": {"rtoSeconds": 600, "rpoSeconds": 3600},
-        "checks": {"queries": [
-            {"name": "customers", "sql": "SELECT count(*) FROM shop.customers",
-             "expectedValue": "500"},
-            {"name": "no-orphans", "expectedRows": 0, "sql":
-             "SELECT o.id FROM shop.orders o LEFT JOIN shop.customers c "
-             "ON c.id = o.customer_id WHERE c.id IS NULL"},
-        ]},
-    }
-    body.update(spec)
-    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill",
-            "metadata": {"name": name, "namespace": stack.namespace}, "spec": body}
-
-
-def _get(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-        API_GROUP, API_VERSION, namespace, PLURAL, name)
-    return found
-
-
-@pytest.fixture
-def backed_up(cluster: ClusterHandle, stack: Stack, s3_server: S3Server) -> Iterator[Stack]:
-    """The stack with a BackupPolicy and one complete backup."""
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
-        policy_manifest("nightly", stack.tenant, stack.namespace, stack.bucket,
-                        s3_server.endpoint)))
-    ran = run_backup(cluster, stack, "nightly", "for-drill")
-    assert ran.returncode == 0, ran.stderr
-    yield stack
 
 
 def _tenant_snapshot(cluster: ClusterHandle, stack: Stack,
@@ -68,44 +27,6 @@ def _tenant_snapshot(cluster: ClusterHandle, stack: Stack,
     checksums = {t: postgres.table_checksum(stack.database, *t.split("."))
                  for t in postgres.row_counts(stack.database)}
     return set(objects), checksums
-
-
-def _run_drill_pod(cluster: ClusterHandle, stack: Stack, postgres: PostgresServer,
-                   drill: str, *, exclude: str | None = None, timeout: float = 60,
-                   start_delay: float = 0.0) -> Any:
-    """Play the sandbox's PostgreSQL and kubelet: the restore really happens."""
-    def sandbox() -> str | None:
-        active = (_get(cluster, stack.namespace, drill).get("status") or {}).get("activeRun")
-        found = active.get("sandboxNamespace") if active else None
-        return found if found != exclude else None
-
-    sandbox_ns: str = eventually(sandbox, timeout=timeout)
-    pod = stack.kubelet.wait_for_pod(sandbox_ns, "drill", timeout=90)
-    secret = client.CoreV1Api(cluster.api).read_namespaced_secret(
-        "scratch-credentials", sandbox_ns)
-    import base64
-
-    password = base64.b64decode(secret.data["password"]).decode()
-    stack.kubelet.services[f"scratch-postgres.{sandbox_ns}.svc"] = ("127.0.0.1", postgres.port)
-    postgres.psql("DROP DATABASE IF EXISTS restore WITH (FORCE); CREATE DATABASE restore;")
-    postgres.psql("ALTER ROLE postgres PASSWORD :'pw'", variables={"pw": password})
-    try:
-        # A slower kubelet (image pull, container start) delays the restore.
-        time.sleep(start_delay)
-        return sandbox_ns, stack.kubelet.run(pod)
-    finally:
-        postgres.psql("ALTER ROLE postgres PASSWORD :'pw'", variables={"pw": postgres.password})
-        postgres.psql("DROP DATABASE IF EXISTS restore WITH (FORCE)")
-
-
-def _finished(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        drill = _get(cluster, namespace, name)
-        st = drill.get("status") or {}
-        return drill if st.get("lastResult") and not st.get("activeRun") else None
-
-    result: dict[str, Any] = eventually(done, timeout=60)
-    return result
 
 
 def _namespace_gone(cluster: ClusterHandle, name: str) -> bool:
@@ -123,10 +44,11 @@ def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
     stack = backed_up
     before = _tenant_snapshot(cluster, stack, postgres_server)
     cluster.kubectl("apply", "--server-side", "-f", "-",
-                    input=json.dumps(_drill("monthly", stack)))
+                    input=json.dumps(drill_manifest("monthly", stack)))
 
     def sandbox_ready() -> str | None:
-        active = (_get(cluster, stack.namespace, "monthly").get("status") or {}).get("activeRun")
+        drill = get_drill(cluster, stack.namespace, "monthly")
+        active = (drill.get("status") or {}).get("activeRun")
         return active.get("sandboxNamespace") if active and active.get("jobName") else None
 
     sandbox = eventually(sandbox_ready, timeout=90)
@@ -147,9 +69,9 @@ def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
     blocked = policy.spec.egress[2].to[0].namespace_selector.match_expressions[0]
     assert blocked.operator == "NotIn" and stack.namespace in blocked.values
 
-    _, ran = _run_drill_pod(cluster, stack, postgres_server, "monthly")
+    _, ran = run_drill_pod(cluster, stack, postgres_server, "monthly")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    drill = _finished(cluster, stack.namespace, "monthly")
+    drill = finished_drill(cluster, stack.namespace, "monthly")
     result = drill["status"]["lastResult"]
     assert result["verdict"] == "Passed", result
     assert result["rtoSeconds"] >= 0 and result["rpoSeconds"] >= 0
@@ -184,10 +106,10 @@ def test_corrupted_backup_fails_with_checksum_mismatch(
     s3.put_object(Bucket=stack.bucket, Key=dump_key, Body=bytes(data))
 
     cluster.kubectl("apply", "--server-side", "-f", "-",
-                    input=json.dumps(_drill("corrupt", stack)))
-    _, ran = _run_drill_pod(cluster, stack, postgres_server, "corrupt")
+                    input=json.dumps(drill_manifest("corrupt", stack)))
+    _, ran = run_drill_pod(cluster, stack, postgres_server, "corrupt")
     assert ran.returncode != 0
-    drill = _finished(cluster, stack.namespace, "corrupt")
+    drill = finished_drill(cluster, stack.namespace, "corrupt")
     result = drill["status"]["lastResult"]
     assert (result["verdict"], result["reason"]) == ("Failed", "ChecksumMismatch")
     ready = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
@@ -199,12 +121,12 @@ def test_missed_rto_objective_is_reported(
     cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
 ) -> None:
     stack = backed_up
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(drill_manifest(
         "hasty", stack, objectives={"rtoSeconds": 1, "rpoSeconds": 3600})))
     # A small restore here can finish within a second of the drill's start;
     # the container start a real kubelet needs makes sure it does not.
-    _run_drill_pod(cluster, stack, postgres_server, "hasty", start_delay=2.0)
-    result = _finished(cluster, stack.namespace, "hasty")["status"]["lastResult"]
+    run_drill_pod(cluster, stack, postgres_server, "hasty", start_delay=2.0)
+    result = finished_drill(cluster, stack.namespace, "hasty")["status"]["lastResult"]
     assert (result["verdict"], result["reason"]) == ("Failed", "RTOMissed")
     assert result["rtoMet"] is False and result["rtoSeconds"] > 1
 
@@ -213,10 +135,10 @@ def test_missing_backup_stalls_the_drill(
     cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
 ) -> None:
     stack = backed_up
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(drill_manifest(
         "lost", stack, backup={"source": "ById", "id": "20200101T000000Z-000000"})))
-    _run_drill_pod(cluster, stack, postgres_server, "lost")
-    drill = _finished(cluster, stack.namespace, "lost")
+    run_drill_pod(cluster, stack, postgres_server, "lost")
+    drill = finished_drill(cluster, stack.namespace, "lost")
     assert drill["status"]["lastResult"]["reason"] == "BackupNotFound"
     stalled = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True"
@@ -226,20 +148,20 @@ def test_scheduled_drill_runs_on_schedule_with_bounded_history(
     cluster: ClusterHandle, backed_up: Stack, postgres_server: PostgresServer,
 ) -> None:
     stack = backed_up
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_drill(
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(drill_manifest(
         "every-minute", stack, once=False, schedule="* * * * *", historyLimit=1)))
-    first_sandbox, ran = _run_drill_pod(cluster, stack, postgres_server, "every-minute")
+    first_sandbox, ran = run_drill_pod(cluster, stack, postgres_server, "every-minute")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     # The next run may already be active by now: wait for the result alone.
-    first = eventually(lambda: (_get(cluster, stack.namespace, "every-minute").get("status")
+    first = eventually(lambda: (get_drill(cluster, stack.namespace, "every-minute").get("status")
                                 or {}).get("lastResult"), timeout=60)
     # The next minute starts the next run by itself.
-    _, ran = _run_drill_pod(cluster, stack, postgres_server, "every-minute",
+    _, ran = run_drill_pod(cluster, stack, postgres_server, "every-minute",
                             exclude=first_sandbox, timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
 
     def second_done() -> dict[str, Any] | None:
-        drill = _get(cluster, stack.namespace, "every-minute")
+        drill = get_drill(cluster, stack.namespace, "every-minute")
         last = (drill.get("status") or {}).get("lastResult") or {}
         return drill if last.get("runId") not in (None, first["runId"]) else None
 
@@ -266,9 +188,9 @@ def test_a_table_missing_from_the_restored_data_fails_the_row_count_check(
     s3.put_object(Bucket=stack.bucket, Key=key, Body=json.dumps(manifest).encode())
 
     cluster.kubectl("apply", "--server-side", "-f", "-",
-                    input=json.dumps(_drill("gaps", stack)))
-    _run_drill_pod(cluster, stack, postgres_server, "gaps")
-    result = _finished(cluster, stack.namespace, "gaps")["status"]["lastResult"]
+                    input=json.dumps(drill_manifest("gaps", stack)))
+    run_drill_pod(cluster, stack, postgres_server, "gaps")
+    result = finished_drill(cluster, stack.namespace, "gaps")["status"]["lastResult"]
     assert (result["verdict"], result["reason"]) == ("Failed", "CheckFailed")
     failing = [c for c in result["checks"] if not c["passed"]]
     assert [(c["kind"], c["name"]) for c in failing] == [("RowCount", "shop.invoices")]

@@ -93,3 +93,30 @@ def test_conflicts_become_temporary_errors(namespace: str) -> None:
     stale["metadata"]["resourceVersion"] = str(int(live["metadata"]["resourceVersion"]) - 1)
     with pytest.raises(kopf.TemporaryError, match="applying ConfigMap"):
         kube.apply(stale)
+
+
+@pytest.mark.usefixtures("operator_credentials")
+def test_status_written_over_a_stale_read_is_refused(
+    cluster: ClusterHandle, stackforge_crds: list[str]
+) -> None:
+    """What keeps a notification from going out twice: status.incidents is written only
+    over the version the reconcile read."""
+    from stackforge_operator import API_GROUP, API_VERSION
+    from tests.support import tenants
+
+    api = f"{API_GROUP}/{API_VERSION}"
+    tenants.apply(cluster, tenants.small_tenant("guarded"))
+    try:
+        read = kube.get(api, "StackForgeTenant", "guarded")
+        assert read is not None
+        version = read["metadata"]["resourceVersion"]
+        written = kube.patch_status(api, "StackForgeTenant", "guarded", None,
+                                    {"observedGeneration": 1}, resource_version=version)
+        assert written["status"]["observedGeneration"] == 1
+        with pytest.raises(kopf.TemporaryError, match="writing status of StackForgeTenant"):
+            kube.patch_status(api, "StackForgeTenant", "guarded", None,
+                              {"observedGeneration": 2}, resource_version=version)
+        # Unguarded writes (every other status field) are unchanged.
+        kube.patch_status(api, "StackForgeTenant", "guarded", None, {"observedGeneration": 3})
+    finally:
+        tenants.delete(cluster, "guarded", wait=False)

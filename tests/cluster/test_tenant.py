@@ -300,29 +300,6 @@ def test_deleting_the_tenant_removes_everything(
     eventually(lambda: not tenants.namespace_exists(cluster, "tenant-gone"), timeout=120)
 
 
-def _certificate_pem(days: int) -> tuple[str, str]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.example.com")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days, hours=12))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
-
-
 def test_expiring_certificate_is_reported_with_days_left(
     cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
 ) -> None:
@@ -331,7 +308,7 @@ def test_expiring_certificate_is_reported_with_days_left(
     tenants.apply(cluster, tenants.small_tenant(
         "certs", domain="shop.example.com", tls={"secretName": "shop-tls"}))
     eventually(lambda: tenants.namespace_exists(cluster, ns))
-    cert, key = _certificate_pem(days=10)
+    cert, key = tenants.certificate_pem(days=10)
     tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
 
     tenant = tenants.wait_condition(cluster, "certs", "CertificatesValid", "False")
@@ -349,7 +326,7 @@ def test_expiring_certificate_is_reported_with_days_left(
         "-o", "jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}").stdout
     assert "Warning ExpiringSoon" in events
 
-    cert, key = _certificate_pem(days=90)
+    cert, key = tenants.certificate_pem(days=90)
     tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
     tenant = tenants.wait_condition(cluster, "certs", "Ready", "True", timeout=60)
     assert tenants.condition(tenant, "CertificatesValid")["status"] == "True"  # type: ignore[index]
@@ -415,7 +392,7 @@ def test_certificate_is_requested_from_cert_manager_when_installed(
             "CertificatePending")
 
         # What cert-manager would do: fill the Secret.
-        cert, key = _certificate_pem(days=90)
+        cert, key = tenants.certificate_pem(days=90)
         tenants.put_secret(cluster, ns, "issued-tls", {"tls.crt": cert, "tls.key": key})
         tenant = tenants.wait_condition(cluster, "issued", "CertificatesValid", "True")
         assert tenant["status"]["certificate"]["daysRemaining"] == 90

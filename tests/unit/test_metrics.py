@@ -217,6 +217,7 @@ def sample_names() -> set[str]:
     m = OperatorMetrics(clock=lambda: NOW.timestamp())
     m.record_reconcile("StackForgeTenant", Result.READY, 0.1)
     m.observe_tenant("acme", tenant_status(ready=True, backup=NOW, verdict="Passed", rto=1))
+    m.record_notification("BackupFailed", "sent")
     return {s.name for family in m.registry.collect() for s in family.samples}
 
 

@@ -395,6 +395,8 @@ class NotificationEvent(enum.StrEnum):
     COMPONENT_DEGRADED = "ComponentDegraded"
     CERTIFICATE_EXPIRING = "CertificateExpiring"
     TENANT_ISOLATED = "TenantIsolated"
+    # Not Ready for longer than the runbook's 15 minutes ("notify customers").
+    TENANT_NOT_READY = "TenantNotReady"
 
 
 class SlackChannel(SpecModel):
@@ -625,6 +627,25 @@ class CertificateStatus(StatusModel):
     days_remaining: int | None = Field(None, description="Whole days until expiry.")
 
 
+# status.incidents' maxItems; notify/changes.py never remembers more.
+MAX_INCIDENTS = 64
+
+
+class OpenIncident(StatusModel):
+    """An incident the tenant's channels were told about, until it resolves.
+
+    Kept in status (not in the operator's memory) so that one incident gives
+    one message however often the tenant is reconciled and across restarts.
+    """
+
+    key: str = Field(
+        max_length=320,
+        description="Incident identity: event and subject, e.g. BackupFailed/nightly.",
+    )
+    event: NotificationEvent = Field(description="What kind of incident this is.")
+    since: datetime = Field(description="When the condition behind it began.")
+
+
 class StackForgeTenantStatus(StatusModel):
     """Observed state of a tenant (kstatus conventions, see docs/api.md)."""
 
@@ -659,4 +680,9 @@ class StackForgeTenantStatus(StatusModel):
     isolated: bool | None = Field(None, description="Isolation network policies are in force.")
     credentials_rotated_at: datetime | None = Field(
         None, description="When generated credentials were last rotated."
+    )
+    incidents: Annotated[list[OpenIncident], Field(max_length=MAX_INCIDENTS)] = Field(
+        default_factory=list,
+        description="Open incidents already notified; each is notified again once, resolved.",
+        json_schema_extra=list_map("key"),
     )

@@ -9,7 +9,7 @@ tenant costs reads only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,8 @@ from stackforge_operator.models.tenant import (
     StackForgeTenantSpec,
     StackForgeTenantStatus,
 )
-from stackforge_operator.reconcile import immutable
+from stackforge_operator.notify.sender import Delivery
+from stackforge_operator.reconcile import immutable, tenant_notify
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
 from stackforge_operator.reconcile.diff import needs_apply
@@ -96,7 +97,11 @@ def _selector(name: str) -> str:
     return f"{TENANT_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 
-def reconcile(body: Mapping[str, Any]) -> Outcome:
+# Hands deliveries to the sender; must return at once (never waits for a receiver).
+Notify = Callable[[Sequence[Delivery]], None]
+
+
+def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     meta = body["metadata"]
     name, generation = meta["name"], int(meta.get("generation", 0))
     old_status = StackForgeTenantStatus.model_validate(body.get("status") or {})
@@ -159,7 +164,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     pruned = _prune(t, live, stack.by_key(desired), meta["uid"])
 
     return _report(body, old_status, t, spec, generation, desired, live,
-                   tuple(applied), pruned, rotated, problems)
+                   tuple(applied), pruned, rotated, problems, notify)
 
 
 def _grow_volumes(
@@ -254,6 +259,7 @@ def _report(
     pruned: tuple[str, ...],
     rotated: bool,
     apply_problems: Sequence[status.Problem],
+    notify: Notify | None,
 ) -> Outcome:
     now = datetime.now(UTC)
     states = [
@@ -263,7 +269,8 @@ def _report(
     components = status.component_observations(states)
     problems = [*apply_problems, *observe.missing_references(t, spec)]
     certificate, certificate_condition = observe.certificate(t, spec, now)
-    backups, last_backup = observe.backup_health(t.name)
+    policies = observe.backup_policies(t.name)
+    backups, last_backup = observe.backup_health(policies)
     drills, last_drill = observe.drill_health(t.name)
     informational = [backups, drills, certificate_condition]
     progress, reason, message = status.tenant_progress(
@@ -308,7 +315,23 @@ def _report(
         isolated=t.isolate,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
     )
-    latest = _write_status(body, old_status, new_status)
+    incidents, messages = tenant_notify.review(
+        new_status, old_status.incidents, policies, spec.notifications, now)
+    sends = tenant_notify.deliveries(t.name, t.namespace, spec.notifications, messages)
+    if messages and not sends:
+        # No channel can be reached (its Secret is missing): announce nothing and
+        # remember nothing, so these incidents are announced once one works.
+        incidents, messages = old_status.incidents, []
+    new_status.incidents = incidents
+    # Messages go out only once the incidents they announce are recorded, and
+    # that record is written only over the latest status (resourceVersion):
+    # a stale read can never announce an incident a second time.
+    latest = _write_status(body, old_status, new_status, guarded=bool(messages))
+    if messages:
+        logger.info("tenant %s: notifying %s", t.name,
+                    [f"{m.key} {m.state}" for m in messages])
+        if notify is not None:
+            notify(sends)
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
     if applied or pruned:
@@ -320,10 +343,13 @@ def _write_status(
     body: Mapping[str, Any],
     old: StackForgeTenantStatus,
     new: StackForgeTenantStatus,
+    *,
+    guarded: bool = False,
 ) -> dict[str, Any] | None:
     if not status_changed(body, old, new):
         return None
     meta = body["metadata"]
-    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new))
+    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new),
+                               resource_version=meta.get("resourceVersion") if guarded else None)
     post_transitions(body, old, new)
     return latest

@@ -177,9 +177,15 @@ def _condition(conditions: Sequence[Any], type_: str) -> Any:
     return next((c for c in conditions if c.type == type_), None)
 
 
-def backup_health(tenant: str) -> tuple[Observation, LastBackupSummary | None]:
+def backup_policies(tenant: str) -> list[dict[str, Any]]:
+    """The BackupPolicies that back the tenant up (read once, for health and notifications)."""
+    return _for_tenant("BackupPolicy", tenant)
+
+
+def backup_health(
+    policies: Sequence[Mapping[str, Any]],
+) -> tuple[Observation, LastBackupSummary | None]:
     """BackupHealthy from the tenant's BackupPolicies' own conditions."""
-    policies = _for_tenant("BackupPolicy", tenant)
     if not policies:
         return Observation(types.BACKUP_HEALTHY, ConditionStatus.UNKNOWN, "NoBackupPolicy",
                            "no BackupPolicy backs this tenant up"), None

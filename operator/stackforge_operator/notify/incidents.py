@@ -1,0 +1,133 @@
+"""Pure: which incidents a tenant has now, read from status alone (no I/O).
+
+An incident has a key (its identity: event and subject), the moment its
+condition began, and a summary for humans. The moment comes from timestamps
+already in status (a condition's lastTransitionTime, a run's completion), so
+detecting the same incident twice gives the same answer: status stays
+unchanged and a converged resync costs no write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from stackforge_operator.models import conditions as types
+from stackforge_operator.models.backup import BackupPolicyStatus
+from stackforge_operator.models.common import Condition, ConditionStatus
+from stackforge_operator.models.drill import Verdict
+from stackforge_operator.models.tenant import NotificationEvent, StackForgeTenantStatus
+
+Event = NotificationEvent
+# The runbook's weekly certificate check: "alert if < 30 days".
+CERTIFICATE_DAYS = 30
+# Failing informational conditions have incidents of their own; alone, they
+# do not make the tenant "down" (its components serve).
+_INFORMATIONAL = frozenset({types.BACKUP_HEALTHY, types.DRILL_PASSING, types.CERTIFICATES_VALID})
+
+
+@dataclass(frozen=True)
+class Incident:
+    key: str
+    event: NotificationEvent
+    since: datetime
+    summary: str
+
+
+def _find(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def down_since(conditions: Sequence[Condition]) -> datetime | None:
+    """Since when the tenant has been down (not Ready for a reason of its own), or None.
+
+    Not Ready only because a backup, drill or certificate is failing is not
+    downtime: those are notified as what they are. A component not ready, or a
+    problem only a human can fix (a missing Secret, an invalid spec), is.
+    """
+    ready = _find(conditions, types.READY)
+    if ready is None or ready.status == ConditionStatus.TRUE:
+        return None
+    components = [c for c in conditions if c.type in types.TENANT_COMPONENT_CONDITIONS
+                  and c.status != ConditionStatus.TRUE]
+    informational = [c for c in conditions
+                     if c.type in _INFORMATIONAL and c.status == ConditionStatus.FALSE]
+    if informational and not components:
+        return None
+    since = ready.last_transition_time
+    if components:
+        # Ready may have gone False earlier for an informational reason: the
+        # outage began when the first component failed, not before.
+        since = max(since, min(c.last_transition_time for c in components))
+    return since
+
+
+def tenant_not_ready(
+    conditions: Sequence[Condition], now: datetime, after: timedelta
+) -> Incident | None:
+    since = down_since(conditions)
+    if since is None or now - since < after:
+        return None
+    ready = _find(conditions, types.READY)
+    reason = f"{ready.reason}: {ready.message}" if ready is not None else ""
+    minutes = int((now - since).total_seconds() // 60)
+    return Incident(Event.TENANT_NOT_READY.value, Event.TENANT_NOT_READY, since,
+                    f"not Ready for {minutes} min ({reason})".rstrip())
+
+
+def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
+    """BackupFailed and BackupStale of one BackupPolicy, from its own conditions."""
+    found = []
+    for type_, event, what in ((types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "failed"),
+                               (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale")):
+        condition = _find(policy.conditions, type_)
+        if condition is not None and condition.status == ConditionStatus.FALSE:
+            found.append(Incident(f"{event.value}/{name}", event, condition.last_transition_time,
+                                  f"backup policy {name} {what}: {condition.message}"))
+    return found
+
+
+def drill_incident(status: StackForgeTenantStatus, now: datetime) -> Incident | None:
+    """The tenant's newest DR drill verdict, when it is Failed."""
+    drill = status.last_drill
+    if drill is None or drill.verdict != Verdict.FAILED:
+        return None
+    passing = _find(status.conditions, types.DRILL_PASSING)
+    message = passing.message if passing is not None else f"run {drill.run_id} failed"
+    return Incident(f"{Event.DRILL_FAILED.value}/{drill.drill}", Event.DRILL_FAILED,
+                    drill.completion_time or now, f"DR drill {message}")
+
+
+def certificate_incident(status: StackForgeTenantStatus, days: int) -> Incident | None:
+    cert = status.certificate
+    if cert is None or cert.days_remaining is None or cert.not_after is None:
+        return None
+    if cert.days_remaining >= days:
+        return None
+    # Since it entered the warning window: stable from one reconcile to the next.
+    since = cert.not_after - timedelta(days=days)
+    left = "expired" if cert.days_remaining <= 0 else f"expires in {cert.days_remaining} days"
+    return Incident(f"{Event.CERTIFICATE_EXPIRING.value}/{cert.secret_name}",
+                    Event.CERTIFICATE_EXPIRING, since,
+                    f"TLS certificate in {cert.secret_name} {left} "
+                    f"({cert.not_after:%Y-%m-%d %H:%M} UTC)")
+
+
+def detect(
+    status: StackForgeTenantStatus,
+    policies: Sequence[tuple[str, BackupPolicyStatus]],
+    now: datetime,
+    *,
+    not_ready_after: timedelta,
+    certificate_days: int = CERTIFICATE_DAYS,
+) -> list[Incident]:
+    """Every incident the tenant has now (unfiltered), sorted by key."""
+    found: list[Incident | None] = [
+        tenant_not_ready(status.conditions, now, not_ready_after),
+        drill_incident(status, now),
+        certificate_incident(status, certificate_days),
+    ]
+    for name, policy in policies:
+        found += backup_incidents(name, policy)
+    return sorted((i for i in found if i is not None), key=lambda i: i.key)

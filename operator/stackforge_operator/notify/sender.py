@@ -1,0 +1,212 @@
+"""Deliver messages in the background: httpx, bounded retries with backoff, timeouts.
+
+Reconciles run in threads and must never wait for a receiver: they only
+:meth:`Sender.submit`, which hands the messages to the event loop and
+returns at once. A few worker tasks post them; a failed attempt is put back
+on the queue after its backoff (a timer, not a sleeping worker), so a slow
+or failing receiver costs at most one worker for one timeout at a time.
+
+A webhook URL is a credential: it never appears in a log line. Only the
+delivery's ``label`` (tenant, channel name, incident, state) is logged, and
+httpx's own request log (which prints URLs) is silenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+# Statuses worth another attempt: the receiver may recover by itself.
+RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to one channel."""
+
+    url: str = field(repr=False)  # a credential: kept out of repr and logs
+    payload: Mapping[str, Any]
+    label: str  # safe to log: "tenant acme slack BackupFailed/nightly opened"
+    event: str
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``first * 2**(attempt-1)``, capped, with jitter."""
+
+    first: float = 1.0
+    cap: float = 300.0
+    # Spreads retries of many messages to one recovering receiver; tests pass 1.0.
+    jitter: Callable[[], float] = field(default=lambda: random.uniform(0.75, 1.0))  # noqa: S311
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            # The receiver said when (429/503); honour it, within the cap.
+            return min(max(retry_after, 0.0), self.cap)
+        factor: float = self.jitter()
+        return float(min(self.first * 2 ** (attempt - 1), self.cap) * factor)
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header (delta-seconds or an HTTP date) in seconds; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+# (event, result) -> None, with result one of "sent", "retried", "failed".
+ResultHook = Callable[[str, str], None]
+
+
+class Sender:
+    """A queue of deliveries and the tasks that post them. Start and stop on one loop."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        timeout: float = 10.0,
+        attempts: int = 6,
+        backoff: Backoff | None = None,
+        on_result: ResultHook | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._workers = workers
+        self._timeout = timeout
+        self._attempts = max(1, attempts)
+        self._backoff = backoff or Backoff()
+        self._on_result = on_result
+        self._transport = transport
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[Delivery, int]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._busy = 0
+
+    async def start(self) -> None:
+        for noisy in ("httpx", "httpcore"):
+            # httpx logs every request's full URL at INFO: a credential here.
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout), follow_redirects=False,
+            transport=self._transport,
+            headers={"User-Agent": "stackforge-operator"})
+        self._tasks = [asyncio.create_task(self._work(), name=f"notify-{n}")
+                       for n in range(self._workers)]
+
+    def submit(self, deliveries: Iterable[Delivery]) -> None:
+        """Queue deliveries; callable from any thread, never blocks."""
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None or loop.is_closed():
+            for delivery in deliveries:
+                logger.warning("notification %s dropped: the sender is not running",
+                               delivery.label)
+            return
+        for delivery in deliveries:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (delivery, 1))
+            except RuntimeError:  # the loop closed meanwhile (shutdown)
+                logger.warning("notification %s dropped: the sender stopped", delivery.label)
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is queued, in flight or waiting for a retry (for tests)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._queue is not None and (not self._queue.empty() or self._busy
+                                           or self._timers):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("notifications still pending")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop now: queued messages and pending retries are dropped (with a log line)."""
+        for timer in self._timers:
+            timer.cancel()
+        pending = len(self._timers) + (self._queue.qsize() if self._queue else 0)
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if pending:
+            logger.warning("%d notifications not delivered at shutdown", pending)
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            delivery, attempt = await self._queue.get()
+            self._busy += 1
+            try:
+                await self._attempt(delivery, attempt)
+            except Exception:  # a bug must not kill the worker
+                logger.exception("notification %s: unexpected error", delivery.label)
+            finally:
+                self._busy -= 1
+
+    async def _attempt(self, delivery: Delivery, attempt: int) -> None:
+        assert self._client is not None
+        retry_after: float | None = None
+        try:
+            response = await self._client.post(delivery.url, json=dict(delivery.payload))
+        except httpx.HTTPError as error:
+            # The exception's text can carry the URL: log its type only.
+            problem, retryable = type(error).__name__, True
+        else:
+            if response.is_success:
+                logger.info("notification %s delivered (attempt %d)", delivery.label, attempt)
+                self._report(delivery, "sent")
+                return
+            problem = f"HTTP {response.status_code}"
+            retryable = response.status_code in RETRYABLE
+            if response.status_code in (429, 503):
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        if not retryable or attempt >= self._attempts:
+            logger.error("notification %s failed after %d attempts: %s",
+                         delivery.label, attempt, problem)
+            self._report(delivery, "failed")
+            return
+        delay = self._backoff.delay(attempt, retry_after)
+        logger.warning("notification %s: attempt %d failed (%s); retrying in %.1fs",
+                       delivery.label, attempt, problem, delay)
+        self._report(delivery, "retried")
+        self._retry_later(delivery, attempt + 1, delay)
+
+    def _retry_later(self, delivery: Delivery, attempt: int, delay: float) -> None:
+        assert self._loop is not None and self._queue is not None
+        queue = self._queue
+
+        def due() -> None:
+            self._timers.discard(timer)
+            queue.put_nowait((delivery, attempt))
+
+        timer = self._loop.call_later(delay, due)
+        self._timers.add(timer)
+
+    def _report(self, delivery: Delivery, result: str) -> None:
+        if self._on_result is not None:
+            self._on_result(delivery.event, result)

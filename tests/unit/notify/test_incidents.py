@@ -1,0 +1,119 @@
+"""Incident detection from status alone (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from stackforge_operator.models.backup import BackupPolicyStatus
+from stackforge_operator.models.common import Condition, ConditionStatus
+from stackforge_operator.models.drill import Verdict
+from stackforge_operator.models.tenant import (
+    CertificateStatus,
+    LastDrillSummary,
+    NotificationEvent,
+    StackForgeTenantStatus,
+)
+from stackforge_operator.notify import incidents
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
+QUARTER = timedelta(minutes=15)
+
+
+def cond(type_: str, status: ConditionStatus, ago: timedelta = timedelta(0),
+         reason: str = "R", message: str = "m") -> Condition:
+    return Condition(type=type_, status=status, reason=reason, message=message,
+                     last_transition_time=NOW - ago, observed_generation=1)
+
+
+def test_ready_tenant_is_not_down() -> None:
+    assert incidents.down_since([cond("Ready", T), cond("KongReady", T)]) is None
+
+
+def test_component_outage_counts_from_the_first_failing_component() -> None:
+    conditions = [cond("Ready", F, timedelta(hours=2)), cond("KongReady", F, timedelta(minutes=20)),
+                  cond("AppsReady", F, timedelta(minutes=16)), cond("BackupHealthy", F)]
+    # Ready went False two hours ago for another reason; the outage is 20 min old.
+    assert incidents.down_since(conditions) == NOW - timedelta(minutes=20)
+
+
+def test_failing_backup_alone_is_not_downtime() -> None:
+    conditions = [cond("Ready", F, timedelta(hours=1)), cond("KongReady", T),
+                  cond("BackupHealthy", F, timedelta(hours=1))]
+    assert incidents.down_since(conditions) is None
+
+
+def test_a_problem_for_a_human_is_downtime() -> None:
+    # Stalled on a missing Secret: no component condition says why, Ready does.
+    assert incidents.down_since([cond("Ready", F, timedelta(minutes=3))]) == NOW - timedelta(
+        minutes=3)
+
+
+def test_not_ready_opens_only_after_the_threshold() -> None:
+    early = [cond("Ready", F, timedelta(minutes=14), "ComponentsNotReady", "KongReady: 0/1")]
+    assert incidents.tenant_not_ready(early, NOW, QUARTER) is None
+    late = [cond("Ready", F, timedelta(minutes=16), "ComponentsNotReady", "KongReady: 0/1")]
+    found = incidents.tenant_not_ready(late, NOW, QUARTER)
+    assert found is not None
+    assert found.key == "TenantNotReady" and found.event is NotificationEvent.TENANT_NOT_READY
+    assert found.since == NOW - timedelta(minutes=16)
+    assert "16 min" in found.summary and "KongReady: 0/1" in found.summary
+
+
+def test_backup_failed_and_stale_per_policy() -> None:
+    policy = BackupPolicyStatus(conditions=[
+        cond("LastBackupSucceeded", F, timedelta(hours=1), "PgDumpFailed", "run x: denied"),
+        cond("BackupFresh", F, timedelta(minutes=5), "Stale", "3 days old"),
+    ])
+    healthy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", T),
+                                             cond("BackupFresh", T)])
+    found = incidents.detect(StackForgeTenantStatus(), [("nightly", policy), ("ok", healthy)],
+                             NOW, not_ready_after=QUARTER)
+    assert [(i.key, i.event, i.since) for i in found] == [
+        ("BackupFailed/nightly", NotificationEvent.BACKUP_FAILED, NOW - timedelta(hours=1)),
+        ("BackupStale/nightly", NotificationEvent.BACKUP_STALE, NOW - timedelta(minutes=5)),
+    ]
+    assert "run x: denied" in found[0].summary
+
+
+def test_unknown_backup_conditions_are_no_incident() -> None:
+    policy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", ConditionStatus.UNKNOWN)])
+    assert incidents.backup_incidents("nightly", policy) == []
+
+
+def test_failed_drill_is_an_incident_until_a_pass() -> None:
+    failed = StackForgeTenantStatus(last_drill=LastDrillSummary(
+        drill="monthly", run_id="r1", verdict=Verdict.FAILED, completion_time=NOW))
+    found = incidents.drill_incident(failed, NOW)
+    assert found is not None and found.key == "DrillFailed/monthly" and found.since == NOW
+    passed = StackForgeTenantStatus(last_drill=LastDrillSummary(
+        drill="monthly", run_id="r2", verdict=Verdict.PASSED, completion_time=NOW))
+    assert incidents.drill_incident(passed, NOW) is None
+
+
+def test_certificate_under_thirty_days() -> None:
+    expiry = NOW + timedelta(days=10)
+    status = StackForgeTenantStatus(certificate=CertificateStatus(
+        secret_name="shop-tls", not_after=expiry, days_remaining=10))
+    found = incidents.certificate_incident(status, 30)
+    assert found is not None and found.key == "CertificateExpiring/shop-tls"
+    # Stable across reconciles: the moment it entered the 30-day window.
+    assert found.since == expiry - timedelta(days=30)
+    assert "expires in 10 days" in found.summary
+    fine = StackForgeTenantStatus(certificate=CertificateStatus(
+        secret_name="shop-tls", not_after=NOW + timedelta(days=31), days_remaining=31))
+    assert incidents.certificate_incident(fine, 30) is None
+
+
+def test_detect_is_stable_and_sorted() -> None:
+    status = StackForgeTenantStatus(
+        conditions=[cond("Ready", F, timedelta(hours=1)), cond("KongReady", F, timedelta(hours=1))],
+        last_drill=LastDrillSummary(drill="d", run_id="r", verdict=Verdict.FAILED,
+                                    completion_time=NOW - timedelta(days=1)),
+    )
+    policy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", F, timedelta(hours=3))])
+    first = incidents.detect(status, [("p", policy)], NOW, not_ready_after=QUARTER)
+    later = incidents.detect(status, [("p", policy)], NOW + timedelta(minutes=1),
+                             not_ready_after=QUARTER)
+    assert [i.key for i in first] == ["BackupFailed/p", "DrillFailed/d", "TenantNotReady"]
+    assert [(i.key, i.since) for i in first] == [(i.key, i.since) for i in later]

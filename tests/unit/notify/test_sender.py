@@ -1,0 +1,175 @@
+"""The sender against a real HTTP server in this process: delivery, retries, backoff, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from stackforge_operator.notify.sender import Backoff, Delivery, Sender, retry_after_seconds
+from tests.support.receiver import Receiver
+
+FAST = Backoff(first=0.05, cap=1.0, jitter=lambda: 1.0)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+def delivery(receiver: Receiver, path: str = "/hook/s3cr3t-token", n: int = 1) -> Delivery:
+    return Delivery(url=receiver.url(path), payload={"n": n}, label=f"test message {n}",
+                    event="BackupFailed")
+
+
+def run(sender: Sender, deliveries: list[Delivery], *, settle: float = 10.0) -> list[tuple[
+        str, str]]:
+    """Start the sender, submit from another thread (as reconciles do), wait until idle."""
+    results: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        sender._on_result = lambda event, result: results.append((event, result))
+        await sender.start()
+        try:
+            await asyncio.to_thread(sender.submit, deliveries)
+            await asyncio.sleep(0.05)
+            await sender.idle(settle)
+        finally:
+            await sender.stop()
+
+    asyncio.run(main())
+    return results
+
+
+def test_backoff_doubles_up_to_the_cap_and_honours_retry_after() -> None:
+    backoff = Backoff(first=1.0, cap=10.0, jitter=lambda: 1.0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert backoff.delay(1, retry_after=7.0) == 7.0
+    assert backoff.delay(1, retry_after=3600.0) == 10.0
+    jittered = Backoff(first=1.0, cap=10.0)
+    assert all(0.75 <= jittered.delay(1) <= 1.0 for _ in range(50))
+
+
+def test_retry_after_header_forms() -> None:
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert retry_after_seconds("5") == 5.0
+    assert retry_after_seconds("Fri, 27 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Fri, 27 Nov 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_delivers_json(receiver: Receiver) -> None:
+    results = run(Sender(backoff=FAST), [delivery(receiver, n=1), delivery(receiver, n=2)])
+    got = receiver.requests()
+    assert sorted(r.body["n"] for r in got) == [1, 2]
+    assert all(r.method == "POST" and r.path == "/hook/s3cr3t-token" for r in got)
+    assert got[0].headers["Content-Type"] == "application/json"
+    assert sorted(results) == [("BackupFailed", "sent")] * 2
+
+
+def test_server_errors_are_retried_with_growing_delays(receiver: Receiver) -> None:
+    receiver.fail_next(3, 503)
+    results = run(Sender(backoff=FAST, attempts=5), [delivery(receiver)])
+    got = receiver.requests()
+    assert len(got) == 4
+    gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
+    # 0.05, 0.1, 0.2 s: each wait at least its backoff, and growing.
+    assert gaps[0] >= 0.045 and gaps[1] >= 0.095 and gaps[2] >= 0.195
+    assert gaps[2] > gaps[0]
+    assert results == [("BackupFailed", "retried")] * 3 + [("BackupFailed", "sent")]
+
+
+def test_gives_up_after_the_last_attempt(receiver: Receiver) -> None:
+    receiver.fail_next(10, 500)
+    results = run(Sender(backoff=FAST, attempts=3), [delivery(receiver)])
+    assert len(receiver.requests()) == 3
+    assert results[-1] == ("BackupFailed", "failed")
+
+
+def test_client_errors_are_not_retried(receiver: Receiver) -> None:
+    receiver.fail_next(1, 404)
+    results = run(Sender(backoff=FAST, attempts=5), [delivery(receiver)])
+    assert len(receiver.requests()) == 1 and results == [("BackupFailed", "failed")]
+
+
+def test_429_waits_as_long_as_retry_after_says(receiver: Receiver) -> None:
+    receiver.fail_next(1, 429, {"Retry-After": "1"})
+    run(Sender(backoff=FAST, attempts=3), [delivery(receiver)])
+    first, second = receiver.requests()
+    assert second.at - first.at >= 0.95  # not the 0.05 s backoff
+
+
+def test_a_hanging_receiver_times_out_and_does_not_hold_up_others(receiver: Receiver) -> None:
+    with Receiver() as healthy:
+        receiver.hang(5)
+        started = time.monotonic()
+        sender = Sender(backoff=FAST, attempts=1, timeout=0.5, workers=2)
+        results: list[tuple[str, str]] = []
+
+        async def main() -> None:
+            sender._on_result = lambda event, result: results.append((event, result))
+            await sender.start()
+            sender.submit([delivery(receiver)])
+            await asyncio.sleep(0.05)
+            sender.submit([delivery(healthy, "/other", n=2)])
+            # The healthy receiver is answered while the other one hangs.
+            while not healthy.requests():
+                await asyncio.sleep(0.01)
+            assert time.monotonic() - started < 0.5
+            await sender.idle(5)
+            await sender.stop()
+
+        asyncio.run(main())
+        receiver.hang(0)
+        assert time.monotonic() - started < 3
+        assert sorted(results) == [("BackupFailed", "failed"), ("BackupFailed", "sent")]
+
+
+def test_unreachable_receiver_is_retried_then_dropped() -> None:
+    gone = Delivery(url="http://127.0.0.1:9/hook/s3cr3t-token", payload={}, label="to nowhere",
+                    event="DrillFailed")
+    results = run(Sender(backoff=FAST, attempts=2, timeout=1), [gone])
+    assert results == [("DrillFailed", "retried"), ("DrillFailed", "failed")]
+
+
+def test_no_url_in_logs(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver.fail_next(1, 500)
+    run(Sender(backoff=FAST), [delivery(receiver)])
+    gone = Delivery(url="http://127.0.0.1:9/hook/s3cr3t-token", payload={}, label="nowhere",
+                    event="DrillFailed")
+    run(Sender(backoff=FAST, attempts=1), [gone])
+    assert "test message 1" in caplog.text and "delivered" in caplog.text
+    assert "s3cr3t-token" not in caplog.text
+    assert "s3cr3t-token" not in repr(gone)
+
+
+def test_submit_before_start_drops_with_a_warning(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    Sender().submit([delivery(receiver)])
+    assert "dropped" in caplog.text and receiver.requests() == []
+
+
+def test_stop_drops_pending_retries(receiver: Receiver) -> None:
+    receiver.fail_next(1, 500)
+
+    async def main() -> None:
+        sender = Sender(backoff=Backoff(first=60, jitter=lambda: 1.0))
+        await sender.start()
+        sender.submit([delivery(receiver)])
+        while not receiver.requests():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await sender.stop()
+        assert time.monotonic() - started < 1
+
+    asyncio.run(main())
+    assert len(receiver.requests()) == 1
