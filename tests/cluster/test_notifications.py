@@ -19,6 +19,7 @@ from tests.support import tenants
 from tests.support.backup_stack import Stack, condition_of, get_policy, policy_manifest, run_backup
 from tests.support.clusters import ClusterHandle
 from tests.support.drill_stack import drill_manifest, finished_drill, run_drill_pod
+from tests.support.operator_identity import OperatorIdentity
 from tests.support.postgres_server import PostgresServer
 from tests.support.receiver import Receiver
 from tests.support.s3_server import S3Server
@@ -31,12 +32,13 @@ SEND_TIMEOUT_SECONDS = 20
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: ClusterHandle, stackforge_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+    operator_identity_installed: OperatorIdentity, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """The operator with a short not-Ready threshold and quick retries (this module only)."""
+    """The operator (as its ServiceAccount) with a short not-Ready threshold and quick
+    retries (this module only)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(
-        cluster.kubeconfig, log, extra_args=("--verbose",),
+        operator_identity_installed.kubeconfig, log, extra_args=("--verbose",),
         extra_env={
             "STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3",
             "STACKFORGE_NOT_READY_NOTIFY_SECONDS": str(NOT_READY_SECONDS),
