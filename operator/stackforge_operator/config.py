@@ -31,6 +31,8 @@ STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECON
 
 # Notifications (notify/). The runbook: "Notify customers if >15 min downtime".
 NOT_READY_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_NOT_READY_NOTIFY_SECONDS", "900"))
+# ... and the operators' one: "Service down for >2 minutes" (ComponentDegraded).
+DEGRADED_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_DEGRADED_NOTIFY_SECONDS", "120"))
 # One HTTP attempt may take this long; a hanging receiver costs a sender slot, no more.
 NOTIFY_TIMEOUT_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_TIMEOUT_SECONDS", "10"))
 # Attempts per message, and the first retry delay (doubling, capped at NOTIFY_MAX_BACKOFF).

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from stackforge_operator.models.common import Condition, ConditionStatus
+from stackforge_operator.models.conditions import ISOLATED
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -99,6 +100,16 @@ def rollup(progress: Progress, reason: str, message: str) -> list[Observation]:
             message if progress is Progress.STALLED else "",
         ),
     ]
+
+
+def isolation(isolated: bool) -> Observation:
+    """Isolated: True while spec.isolate cuts the tenant off (not part of Ready: an
+    isolated tenant is deliberately unreachable, its components may well be fine)."""
+    if isolated:
+        return Observation(ISOLATED, ConditionStatus.TRUE, "IsolationRequested",
+                           "spec.isolate is set: only the operator's traffic is allowed")
+    return Observation(ISOLATED, ConditionStatus.FALSE, "NotIsolated",
+                       "network policies allow the stack's own flows")
 
 
 def same_conditions(a: Sequence[Condition], b: Sequence[Condition]) -> bool:

@@ -22,6 +22,8 @@ from stackforge_operator.models.tenant import NotificationEvent, StackForgeTenan
 Event = NotificationEvent
 # The runbook's weekly certificate check: "alert if < 30 days".
 CERTIFICATE_DAYS = 30
+# The runbook's "service down for > 2 minutes".
+DEGRADED_AFTER = timedelta(minutes=2)
 # Failing informational conditions have incidents of their own; alone, they
 # do not make the tenant "down" (its components serve).
 _INFORMATIONAL = frozenset({types.BACKUP_HEALTHY, types.DRILL_PASSING, types.CERTIFICATES_VALID})
@@ -76,6 +78,38 @@ def tenant_not_ready(
                     f"not Ready for {minutes} min ({reason})".rstrip())
 
 
+def component_incidents(
+    conditions: Sequence[Condition], now: datetime, after: timedelta
+) -> list[Incident]:
+    """ComponentDegraded per component condition False for longer than ``after``.
+
+    The operators' alert (runbook: "service down for > 2 minutes"); the
+    customers' one is TenantNotReady, after 15. Unknown (still being created)
+    is not degraded.
+    """
+    found = []
+    for condition in conditions:
+        if (condition.type in types.TENANT_COMPONENT_CONDITIONS
+                and condition.status == ConditionStatus.FALSE
+                and now - condition.last_transition_time >= after):
+            component = condition.type.removesuffix("Ready")
+            found.append(Incident(
+                f"{Event.COMPONENT_DEGRADED.value}/{component}", Event.COMPONENT_DEGRADED,
+                condition.last_transition_time,
+                f"{component} degraded: {condition.reason}: {condition.message}"))
+    return found
+
+
+def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:
+    """The tenant is cut off (spec.isolate, a security incident) for as long as it lasts."""
+    isolated = _find(conditions, types.ISOLATED)
+    if isolated is None or isolated.status != ConditionStatus.TRUE:
+        return None
+    return Incident(Event.TENANT_ISOLATED.value, Event.TENANT_ISOLATED,
+                    isolated.last_transition_time,
+                    f"isolated: all traffic except the operator's is blocked ({isolated.message})")
+
+
 def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
     """BackupFailed and BackupStale of one BackupPolicy, from its own conditions."""
     found = []
@@ -120,13 +154,16 @@ def detect(
     now: datetime,
     *,
     not_ready_after: timedelta,
+    degraded_after: timedelta = DEGRADED_AFTER,
     certificate_days: int = CERTIFICATE_DAYS,
 ) -> list[Incident]:
     """Every incident the tenant has now (unfiltered), sorted by key."""
     found: list[Incident | None] = [
         tenant_not_ready(status.conditions, now, not_ready_after),
+        isolated_incident(status.conditions),
         drill_incident(status, now),
         certificate_incident(status, certificate_days),
+        *component_incidents(status.conditions, now, degraded_after),
     ]
     for name, policy in policies:
         found += backup_incidents(name, policy)

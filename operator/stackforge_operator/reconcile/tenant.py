@@ -279,7 +279,8 @@ def _report(
     in_use = {o.type for o in components}
     conditions = status.merge(
         old_status.conditions,
-        [*status.rollup(progress, reason, message), *components, *informational],
+        [*status.rollup(progress, reason, message), *components, *informational,
+         status.isolation(t.isolate)],
         generation=generation,
         now=now,
         drop=status.ALL_COMPONENT_CONDITIONS - in_use,

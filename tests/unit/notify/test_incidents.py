@@ -115,5 +115,32 @@ def test_detect_is_stable_and_sorted() -> None:
     first = incidents.detect(status, [("p", policy)], NOW, not_ready_after=QUARTER)
     later = incidents.detect(status, [("p", policy)], NOW + timedelta(minutes=1),
                              not_ready_after=QUARTER)
-    assert [i.key for i in first] == ["BackupFailed/p", "DrillFailed/d", "TenantNotReady"]
+    assert [i.key for i in first] == ["BackupFailed/p", "ComponentDegraded/Kong",
+                                      "DrillFailed/d", "TenantNotReady"]
     assert [(i.key, i.since) for i in first] == [(i.key, i.since) for i in later]
+
+
+def test_component_degraded_after_two_minutes_per_component() -> None:
+    conditions = [cond("Ready", F, timedelta(minutes=5)),
+                  cond("KongReady", F, timedelta(minutes=3), reason="Unavailable"),
+                  cond("AppsReady", F, timedelta(seconds=30)),
+                  cond("PostgresReady", ConditionStatus.UNKNOWN, timedelta(minutes=10)),
+                  cond("RedisReady", T, timedelta(minutes=10))]
+    found = incidents.component_incidents(conditions, NOW, incidents.DEGRADED_AFTER)
+    assert [(i.key, i.event) for i in found] == [
+        ("ComponentDegraded/Kong", NotificationEvent.COMPONENT_DEGRADED)]
+    assert found[0].since == NOW - timedelta(minutes=3)
+    assert "Unavailable" in found[0].summary
+    # Thirty seconds later the apps have been down long enough too.
+    later = incidents.component_incidents(conditions, NOW + timedelta(seconds=90),
+                                          incidents.DEGRADED_AFTER)
+    assert [i.key for i in later] == ["ComponentDegraded/Kong", "ComponentDegraded/Apps"]
+
+
+def test_isolation_is_an_incident_while_it_lasts() -> None:
+    isolated = [cond("Isolated", T, timedelta(minutes=1), message="spec.isolate is set")]
+    found = incidents.isolated_incident(isolated)
+    assert found is not None and found.event == NotificationEvent.TENANT_ISOLATED
+    assert found.since == NOW - timedelta(minutes=1)
+    assert incidents.isolated_incident([cond("Isolated", F)]) is None
+    assert incidents.isolated_incident([]) is None
