@@ -9,7 +9,9 @@ isolated set. Series (all prefixed ``stackforge_``):
 - ``tenants{ready="true"|"false"}``: tenants by their Ready condition;
 - ``backup_newest_age_seconds{tenant}``: age of the newest complete backup;
 - ``drill_last_verdict{tenant, verdict}``: 1 for the newest drill's verdict, 0 for the others;
-- ``drill_last_rto_seconds{tenant}``: measured RTO of the newest drill.
+- ``drill_last_rto_seconds{tenant}``: measured RTO of the newest drill;
+- ``active``: 1 while this replica reconciles, 0 while it stands by (kopf
+  peering: another replica is active). Summed over replicas it must be 1.
 
 The per-tenant series come from each tenant's own status (``lastBackup``,
 ``lastDrill``, the ``Ready`` condition), which already summarises all of its
@@ -32,7 +34,7 @@ from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
 import kopf
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 PREFIX: Final = "stackforge"
@@ -186,6 +188,10 @@ class OperatorMetrics:
         self.reconcile_duration = Histogram(
             f"{PREFIX}_reconcile_duration_seconds", "Time one reconcile took.",
             ["kind"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.active = Gauge(
+            f"{PREFIX}_active",
+            "1 while this replica reconciles, 0 while it stands by (peering).",
+            registry=self.registry)
         self._tenants = _TenantCollector(clock)
         self.registry.register(self._tenants)
 
