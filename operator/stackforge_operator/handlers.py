@@ -82,7 +82,7 @@ def _leadership_changed(memo: kopf.Memo, active: bool) -> None:
         logger.info("active: reconciling what kopf lists")
         return
     dropped = sum(c.stand_by() for c in (memo.tenants, memo.backups, memo.drills))
-    logger.info("standing by (kopf peering paused this replica); forgot %d objects", dropped)
+    logger.info("standing by (kopf peering paused this replica); forgot %d object(s)", dropped)
 
 
 @kopf.on.cleanup()
