@@ -95,7 +95,10 @@ def render_peering() -> str:
             "kopf peering: each replica writes its priority and keep-alive into this object's "
             "status; only the live replica with the highest priority reconciles. kopf never "
             "creates it. Its CRD is crds/kopf.dev_clusterkopfpeerings.yaml.", "")
-        + "# Argo CD: the CRD comes in the same sync; do not dry-run this object before it.\n"
+        + _comment(
+            "Its CRD comes in the same apply: plain kubectl refuses the object until the CRD is "
+            "established (docs/install.md: CRDs first); Argo CD applies it in a later wave and "
+            "skips its dry run.", "")
         + f"apiVersion: {obj['apiVersion']}\n"
         + f"kind: {obj['kind']}\n"
         + "metadata:\n"
@@ -103,6 +106,7 @@ def render_peering() -> str:
         + "  labels:\n"
         + _labels("    ")
         + "  annotations:\n"
+        + "    argocd.argoproj.io/sync-wave: \"1\"\n"
         + "    argocd.argoproj.io/sync-options: SkipDryRunOnMissingResource=true\n"
     )
 
