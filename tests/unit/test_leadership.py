@@ -7,10 +7,12 @@ import inspect
 from collections.abc import Coroutine
 from typing import Any
 
+import kopf
+import pytest
 from kopf._cogs.aiokits.aiotoggles import ToggleSet
 from kopf._core.reactor import orchestration, running
 
-from stackforge_operator import leadership
+from stackforge_operator import handlers, leadership
 from stackforge_operator.leadership import Leadership
 
 
@@ -107,8 +109,20 @@ def test_kopf_still_has_the_seam() -> None:
     # The pinned kopf's run hands its pause toggles to the orchestrator by
     # keyword, looked up on the module at run time. A kopf that changes this
     # fails here (and a peering replica refuses to start, handlers.start).
-    import stackforge_operator.handlers as handlers
-
     assert handlers.PAUSE_SEAM
     assert "operator_paused=operator_paused" in inspect.getsource(running.spawn_tasks)
     assert "orchestration.orchestrator(" in inspect.getsource(running.spawn_tasks)
+
+
+def test_a_peering_replica_without_kopfs_toggles_refuses_to_start() -> None:
+    # Ungated controllers on a paused replica would reconcile beside the active one.
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = False
+
+    async def scenario() -> None:
+        assert leadership.recorded_toggles() is None  # a loop kopf did not start
+        with pytest.raises(kopf.PermanentError, match="peering needs kopf's pause state"):
+            start: Any = handlers.start  # kopf's decorator types it as an ActivityFn
+            await start(settings=settings, memo=kopf.Memo())
+
+    run(scenario())
