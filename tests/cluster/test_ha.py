@@ -107,13 +107,15 @@ def operator_identity(
                         f"{peering.PLURAL}.{peering.GROUP}/{rbac.PEERING_NAME}")
 
 
-def _replica(kubeconfig: Path, log: Path, priority: int) -> OperatorProcess:
+def _replica(
+    kubeconfig: Path, log: Path, priority: int, lifetime: int = LIFETIME_SECONDS
+) -> OperatorProcess:
     return OperatorProcess(
         kubeconfig, log,
         extra_args=("--verbose", f"--peering={rbac.PEERING_NAME}", f"--priority={priority}"),
         extra_env={"STACKFORGE_RESYNC_SECONDS": str(RESYNC_SECONDS),
                    "STACKFORGE_STALLED_RECHECK_SECONDS": str(RESYNC_SECONDS),
-                   "STACKFORGE_PEERING_LIFETIME_SECONDS": str(LIFETIME_SECONDS)},
+                   "STACKFORGE_PEERING_LIFETIME_SECONDS": str(lifetime)},
     )
 
 
@@ -212,13 +214,15 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
 def test_peering_object_lists_both_replicas_with_their_priorities(
     cluster: ClusterHandle, operator_identity: Path, tmp_path: Path
 ) -> None:
-    replicas = [_replica(operator_identity, tmp_path / f"r{p}.log", p) for p in (5, 6)]
+    # A lifetime other than the default shows the setting reaches kopf.
+    replicas = [_replica(operator_identity, tmp_path / f"r{p}.log", p, lifetime=15)
+                for p in (5, 6)]
     try:
         for replica in replicas:
             replica.start()
         status = eventually(lambda: len(peers(cluster)) >= 2 and peers(cluster), timeout=60)
         assert sorted(p["priority"] for p in status.values()) == [5, 6]
-        assert {p["lifetime"] for p in status.values()} == {LIFETIME_SECONDS}
+        assert {p["lifetime"] for p in status.values()} == {15}
         eventually(lambda: active(replicas[1]) and not active(replicas[0]), timeout=60)
     finally:
         for replica in replicas:
