@@ -108,7 +108,7 @@ def operator_identity(
 
 
 def _replica(
-    kubeconfig: Path, log: Path, priority: int, lifetime: int = LIFETIME_SECONDS
+    kubeconfig: Path, log: Path, priority: int | str, lifetime: int = LIFETIME_SECONDS
 ) -> OperatorProcess:
     return OperatorProcess(
         kubeconfig, log,
@@ -229,3 +229,38 @@ def test_peering_object_lists_both_replicas_with_their_priorities(
             replica.stop()
     # A replica that stops cleanly removes its own record (kopf's last touch).
     eventually(lambda: not peers(cluster), timeout=30)
+
+
+def test_auto_priorities_elect_exactly_one_and_equal_ones_none(
+    cluster: ClusterHandle, operator_identity: Path, tmp_path: Path
+) -> None:
+    # What the Deployment does: one pod template, --priority=auto in both pods.
+    replicas = [_replica(operator_identity, tmp_path / f"auto{i}.log", "auto") for i in (0, 1)]
+    try:
+        for replica in replicas:
+            replica.start()
+        eventually(lambda: sum(active(r) for r in replicas) == 1, timeout=60)
+        priorities = sorted(p["priority"] for p in peers(cluster).values())
+        assert len(priorities) == 2 and priorities[0] != priorities[1] and priorities[0] > 0
+        for replica in replicas:
+            assert "(drawn at random: --priority=auto)" in replica.process.log_path.read_text()
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+    # Equal priorities: kopf pauses both, so neither may reconcile.
+    same = [_replica(operator_identity, tmp_path / f"same{i}.log", 7) for i in (0, 1)]
+    try:
+        for replica in same:
+            replica.start()
+
+        def warned(replica: OperatorProcess) -> bool:
+            return "conflicting operators with the same priority" in (
+                replica.process.log_path.read_text())
+
+        eventually(lambda: all(warned(r) for r in same), timeout=60)
+        time.sleep(2)
+        assert not any(active(r) for r in same)
+    finally:
+        for replica in same:
+            replica.stop()
