@@ -239,7 +239,11 @@ def test_auto_priorities_elect_exactly_one_and_equal_ones_none(
     try:
         for replica in replicas:
             replica.start()
-        eventually(lambda: sum(active(r) for r in replicas) == 1, timeout=60)
+        # Both have written their records, so each has seen the other: stable now.
+        eventually(lambda: len(peers(cluster)) == 2, timeout=60)
+        eventually(lambda: sum(active(r) for r in replicas) == 1, timeout=30)
+        time.sleep(2)
+        assert sum(active(r) for r in replicas) == 1
         priorities = sorted(p["priority"] for p in peers(cluster).values())
         assert len(priorities) == 2 and priorities[0] != priorities[1] and priorities[0] > 0
         for replica in replicas:
