@@ -54,7 +54,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         raise kopf.PermanentError(
             "peering needs kopf's pause state, which this kopf version does not expose "
             "where stackforge_operator.leadership looks for it; run one replica standalone")
-    gate = leadership.Leadership(toggles, peering=not settings.peering.standalone)
+    # Mandatory peering (--peering NAME) starts paused until kopf has read the
+    # peering object; kopf's auto-detected peering starts unpaused, like kopf.
+    gate = leadership.Leadership(toggles, peering=settings.peering.mandatory)
     memo.tenants = Controller("StackForgeTenant", tenant.reconcile,
                               observe=metrics.METRICS.observe_tenant,
                               forget=metrics.METRICS.forget_tenant,

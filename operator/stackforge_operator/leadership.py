@@ -91,9 +91,10 @@ class Leadership:
     """The gate the controllers consult before every reconcile.
 
     ``toggles`` None means no peering seam (a standalone run): always active.
-    ``peering``: kopf's orchestrator first adds its "peering CRD is missing"
-    toggle (off), and only later, before starting any watch stream, one toggle
-    per peering object, switched on until kopf has read that object. Until
+    ``peering`` (mandatory peering, ``--peering NAME``): kopf's orchestrator
+    first adds its "peering CRD is missing" toggle (off), and only later,
+    before starting any watch stream, one toggle per peering object, switched
+    on until kopf has read that object. Until
     then the set looks "not paused" although kopf has not decided yet; with
     peering the gate waits for that second toggle. Nothing is watched (so
     nothing reconciled) in that window either way; this keeps the gate, its
