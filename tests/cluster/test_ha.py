@@ -159,6 +159,7 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
     cluster: ClusterHandle, operator_identity: Path, tmp_path: Path
 ) -> None:
     first = tenants.small_tenant("ha-first")
+    steady = tenants.small_tenant("ha-steady")  # never touched after the kill
     second = tenants.small_tenant("ha-second")
     replicas: list[OperatorProcess] = []
 
@@ -173,14 +174,16 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
         standby = start("standby", 10)
         eventually(lambda: active(standby), timeout=60)
         tenants.apply(cluster, first)
+        tenants.apply(cluster, steady)
         _ready(cluster, "ha-first", timeout=120)
+        _ready(cluster, "ha-steady", timeout=120)
         # ...until a higher-priority replica appears: it takes over, the first pauses.
         leader = start("leader", 20)
         _only_one_reconciles(leader, standby)
         assert "standing by" in standby.process.log_path.read_text()
         # The standby shows no per-tenant series either: only the active one reports.
         assert _metrics(standby).get("stackforge_tenants") == 0
-        assert _metrics(leader).get("stackforge_tenants") == 1
+        assert _metrics(leader).get("stackforge_tenants") == 2
 
         # SIGKILL the active replica just after its keep-alive: no goodbye in the
         # peering object, and its record stays valid for a whole lifetime.
@@ -200,6 +203,9 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
               f"(peering lifetime {LIFETIME_SECONDS}s)")
         assert took <= FAILOVER_BUDGET, f"standby needed {took:.1f}s"
         assert active(standby) and reconciles(standby) > 0
+        # It had forgotten everything when it paused; kopf's re-listing on resume
+        # brought back the tenant nobody touched since, and it was reconciled.
+        eventually(lambda: _metrics(standby).get("stackforge_tenants") == 3, timeout=10)
 
         # A higher priority again: the standby's controllers stop, gated.
         newer = start("newer", 30)
@@ -207,7 +213,7 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
     finally:
         for replica in replicas:
             replica.stop()
-        for name in ("ha-first", "ha-second"):
+        for name in ("ha-first", "ha-steady", "ha-second"):
             tenants.delete(cluster, name, wait=False)
 
 
