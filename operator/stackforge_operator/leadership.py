@@ -25,12 +25,9 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
-
-logger = logging.getLogger(__name__)
 
 # How often to look again while kopf's orchestrator has not set up its
 # toggles yet (a fraction of a second at start-up; kopf watches nothing then).
@@ -90,15 +87,15 @@ def recorded_toggles() -> PauseToggles | None:
 class Leadership:
     """The gate the controllers consult before every reconcile.
 
-    ``toggles`` None means no peering seam (a standalone run): always active.
-    ``peering`` (mandatory peering, ``--peering NAME``): kopf's orchestrator
-    first adds its "peering CRD is missing" toggle (off), and only later,
-    before starting any watch stream, one toggle per peering object, switched
-    on until kopf has read that object. Until
-    then the set looks "not paused" although kopf has not decided yet; with
-    peering the gate waits for that second toggle. Nothing is watched (so
-    nothing reconciled) in that window either way; this keeps the gate, its
-    log line and ``stackforge_active`` from claiming leadership for a moment.
+    ``toggles`` None (kopf without the seam, allowed only standalone): always
+    active. ``peering`` (mandatory peering, ``--peering NAME``): kopf's
+    orchestrator first adds its "peering CRD is missing" toggle (off), and only
+    later, before starting any watch stream, one toggle per peering object,
+    switched on until kopf has read that object. In between, the set looks
+    "not paused" although kopf has not decided yet, so with peering the gate
+    waits for that second toggle. Nothing is watched (so nothing reconciled)
+    in that window either way; this keeps the gate, its log line and
+    ``stackforge_active`` from claiming leadership for a moment.
     """
 
     def __init__(self, toggles: PauseToggles | None, *, peering: bool = False) -> None:
