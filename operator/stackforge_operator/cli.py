@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stackforge_operator import peering
+
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
@@ -19,12 +21,17 @@ def _run(args: argparse.Namespace) -> int:
     # Their debug output includes request headers (signatures, tokens): never log it.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes.client.rest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    priority = peering.resolve_priority(args.priority)
+    if args.peering is not None:
+        logging.getLogger(__name__).info(
+            "peering %r with priority %d%s", args.peering, priority,
+            " (drawn at random: --priority=auto)" if args.priority == peering.AUTO else "")
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=args.liveness,
     )
     return 0
@@ -78,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable); default: the whole cluster",
     )
     run.add_argument("--peering", help="peering object name for HA; default: standalone")
-    run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.add_argument(
+        "--priority", type=peering.parse_priority, default=0,
+        help="peering priority: an integer, or 'auto' for a random one drawn at start "
+             "(replicas of one Deployment need distinct priorities); default: 0",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 import kopf
 
@@ -28,6 +29,27 @@ RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).
 STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))
+# With peering: how long a replica's keep-alive stays valid. A killed active
+# replica is replaced once its record expires, i.e. within this time (kopf's
+# default, 60 s, is too slow for a 30 s failover). kopf renews the record
+# 5-10 s before it expires (not separately configurable), so much below
+# MIN_PEERING_LIFETIME a busy replica could miss its own renewal and be
+# taken over while still working.
+PEERING_LIFETIME_ENV = "STACKFORGE_PEERING_LIFETIME_SECONDS"
+MIN_PEERING_LIFETIME = 10
+DEFAULT_PEERING_LIFETIME = 20
+
+
+def peering_lifetime(environ: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if environ is None else environ).get(
+        PEERING_LIFETIME_ENV, str(DEFAULT_PEERING_LIFETIME))
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise ValueError(f"{PEERING_LIFETIME_ENV}={raw}: not a whole number of seconds") from None
+    if seconds < MIN_PEERING_LIFETIME:
+        raise ValueError(f"{PEERING_LIFETIME_ENV}={raw}: at least {MIN_PEERING_LIFETIME} s")
+    return seconds
 
 # Notifications (notify/). The runbook: "Notify customers if >15 min downtime".
 NOT_READY_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_NOT_READY_NOTIFY_SECONDS", "900"))
@@ -55,6 +77,7 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 30
     # Events are posted on purpose by the reconcilers; routine INFO logs stay logs.
     settings.posting.level = logging.WARNING
+    settings.peering.lifetime = peering_lifetime()
 
 # The image backup and drill Jobs run (the operator's own: it holds the runners).
 OPERATOR_IMAGE = os.environ.get(

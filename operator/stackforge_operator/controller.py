@@ -34,6 +34,10 @@ class Outcome(Protocol):
 Reconcile = Callable[[Mapping[str, Any]], Outcome]
 
 
+def _always() -> bool:
+    return True
+
+
 def object_key(body: Mapping[str, Any]) -> str:
     meta = body["metadata"]
     return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
@@ -47,8 +51,13 @@ class Controller:
         stalled_seconds: float = config.STALLED_RECHECK_SECONDS,
         observe: Callable[[str, Mapping[str, Any] | None], None] | None = None,
         forget: Callable[[str], None] | None = None,
+        is_active: Callable[[], bool] = _always,
     ) -> None:
         self.kind = kind
+        # Whether this replica may reconcile now (leadership.Leadership.active):
+        # asked at every entry, so a paused replica never starts a reconcile even
+        # before stand_by() has emptied the queue.
+        self._is_active = is_active
         # Called with every status the controller learns of, and on deletion (metrics).
         self._observe = observe
         self._forget = forget
@@ -66,6 +75,10 @@ class Controller:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def observed(self, body: Mapping[str, Any]) -> None:
+        if not self._is_active():
+            # An event kopf let through while pausing: the active peer owns it,
+            # and kopf re-lists everything when this replica resumes.
+            return
         key = object_key(body)
         self._bodies[key] = copy.deepcopy(dict(body))
         self.queue.add(key)
@@ -79,8 +92,24 @@ class Controller:
 
     def poke(self, key: str) -> None:
         """Something it owns changed: look at it again."""
-        if key in self._bodies:
+        if key in self._bodies and self._is_active():
             self.queue.add(key)
+
+    def stand_by(self) -> int:
+        """Another replica is active: forget every object; returns how many.
+
+        Bodies held on would go stale while the other replica works (a spec
+        changed, a tenant deleted); reconciling them on resume could undo its
+        work. kopf re-lists every watched object when it resumes, and that
+        refills the controller with fresh bodies.
+        """
+        keys = list(self._bodies)
+        self._bodies.clear()
+        self.queue.clear()
+        if self._forget is not None:
+            for key in keys:
+                self._forget(key)
+        return len(keys)
 
     def keys(self) -> list[str]:
         return list(self._bodies)
@@ -89,8 +118,13 @@ class Controller:
         return self._bodies.get(key)
 
     async def _reconcile(self, key: str) -> float | None:
+        again = await self._run(key)
+        # Paused meanwhile: stand_by() forgot the object; no retry, no resync.
+        return again if self._is_active() else None
+
+    async def _run(self, key: str) -> float | None:
         body = self._bodies.get(key)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None or body["metadata"].get("deletionTimestamp") or not self._is_active():
             return None
         loop = asyncio.get_running_loop()
         try:
@@ -105,6 +139,9 @@ class Controller:
         except kopf.PermanentError as error:
             logger.error("%s %s: %s", self.kind, key, error)
             return self._stalled_seconds
+        if key not in self._bodies:
+            # Deleted or forgotten (stand_by) meanwhile: do not bring its series back.
+            return None
         latest = outcome.latest
         # Keep the status just written, unless a newer event replaced the body meanwhile.
         if latest is not None and self._bodies.get(key) is body:

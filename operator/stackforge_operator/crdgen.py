@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator import API_GROUP, API_VERSION, peering
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
 from stackforge_operator.models.cel import (
     SERVER_DEFAULT_KEY,
@@ -491,13 +491,26 @@ _Dumper.add_representer(str, _str)
 
 def render(kind: Kind) -> str:
     """YAML text of one kind's CRD file."""
-    body = yaml.dump(crd(kind), Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
-    return HEADER + body
+    return HEADER + _dump(crd(kind))
+
+
+PEERING_FILE = f"{peering.GROUP}_{peering.PLURAL}.yaml"
+PEERING_HEADER = (
+    "# Generated from operator/stackforge_operator/peering.py by stackforge_operator.crdgen.\n"
+    "# kopf's ClusterKopfPeering CRD (as in kopf's peering.yaml), for operator replicas that\n"
+    "# peer (HA); shared with any other kopf operator peering cluster-wide.\n"
+)
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
 
 
 def render_all() -> dict[str, str]:
-    """File name -> YAML text, one file per kind."""
-    return {k.file_name: render(k) for k in KINDS}
+    """File name -> YAML text: one file per kind, and kopf's peering CRD."""
+    files = {k.file_name: render(k) for k in KINDS}
+    files[PEERING_FILE] = PEERING_HEADER + _dump(peering.cluster_peering_crd())
+    return files
 
 
 def write_crds(directory: Path | str) -> list[Path]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any
 
 import kopf
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, metrics
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, leadership, metrics
 from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
@@ -33,6 +34,9 @@ WATCHED_CHILDREN = (
     ("apps/v1", "statefulsets"),
     ("networking.k8s.io/v1", "networkpolicies"),
 )
+# Like the decorators below, this hooks into kopf at import, before kopf.run
+# (`stackforge-operator run` and `kopf run -m stackforge_operator.handlers` alike).
+PAUSE_SEAM = leadership.install()
 OWNED: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: kopf.PRESENT}
 BACKUP_JOBS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, POLICY_LABEL: kopf.PRESENT}
 SANDBOX_OBJECTS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, DRILL_LABEL: kopf.PRESENT}
@@ -46,6 +50,15 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config.apply_settings(settings)
+    toggles = leadership.recorded_toggles()
+    if toggles is None and not settings.peering.standalone:
+        # Ungated controllers of a paused replica would reconcile beside the active one.
+        raise kopf.PermanentError(
+            "peering needs kopf's pause state, which this kopf version does not expose "
+            "where stackforge_operator.leadership looks for it; run one replica standalone")
+    # Mandatory peering (--peering NAME) starts paused until kopf has read the
+    # peering object; kopf's auto-detected peering starts unpaused, like kopf.
+    gate = leadership.Leadership(toggles, peering=settings.peering.mandatory)
     # Notifications go out from tasks of their own: a reconcile only queues them.
     memo.notifier = Sender(
         timeout=config.NOTIFY_TIMEOUT_SECONDS, attempts=config.NOTIFY_ATTEMPTS,
@@ -56,11 +69,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.tenants = Controller("StackForgeTenant",
                               functools.partial(tenant.reconcile, notify=memo.notifier.submit),
                               observe=metrics.METRICS.observe_tenant,
-                              forget=metrics.METRICS.forget_tenant)
-    memo.backups = Controller("BackupPolicy", backup.reconcile)
-    memo.drills = Controller("DRDrill", drill.reconcile)
+                              forget=metrics.METRICS.forget_tenant,
+                              is_active=lambda: gate.active)
+    memo.backups = Controller("BackupPolicy", backup.reconcile, is_active=lambda: gate.active)
+    memo.drills = Controller("DRDrill", drill.reconcile, is_active=lambda: gate.active)
     for controller in (memo.tenants, memo.backups, memo.drills):
         controller.start()
+    memo.leadership = asyncio.create_task(
+        gate.follow(lambda active: _leadership_changed(memo, active)), name="leadership")
     memo.metrics_server = None
     port = metrics.port_from_env()
     if port:
@@ -71,8 +87,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             logger.error("cannot serve metrics on port %s: %s", port, error)
 
 
+def _leadership_changed(memo: kopf.Memo, active: bool) -> None:
+    metrics.METRICS.active.set(1 if active else 0)
+    if active:
+        # kopf has resumed its watch streams; their re-listing feeds the controllers.
+        logger.info("active: reconciling what kopf lists")
+        return
+    dropped = sum(c.stand_by() for c in (memo.tenants, memo.backups, memo.drills))
+    logger.info("standing by (kopf peering paused this replica); forgot %d object(s)", dropped)
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.leadership.cancel()
     for controller in (memo.tenants, memo.backups, memo.drills):
         await controller.stop()
     await memo.notifier.stop()

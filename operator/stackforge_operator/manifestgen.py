@@ -1,6 +1,7 @@
 """Generated files under ``manifests/``: ``python -m stackforge_operator.manifestgen [DIR]``.
 
 - ``clusterrole.yaml`` from :mod:`stackforge_operator.rbac` (one reason comment per rule);
+- ``peering.yaml``: the ClusterKopfPeering object named :data:`rbac.PEERING_NAME`;
 - ``crds/*.yaml``: copies of ``crds/`` (kustomize refuses files outside the
   kustomization's directory, so ``kubectl apply -k manifests/`` and an Argo CD
   Application on ``manifests/`` need them inside it);
@@ -19,7 +20,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from stackforge_operator import API_GROUP, crdgen, rbac
+from stackforge_operator import API_GROUP, crdgen, peering, rbac
 
 OPERATOR_NAME = "stackforge-operator"
 LABELS = {"app.kubernetes.io/name": OPERATOR_NAME, "app.kubernetes.io/part-of": "stackforge"}
@@ -81,7 +82,32 @@ def render_cluster_role() -> str:
         + "  labels:\n"
         + _labels("    ")
         + "rules:\n"
-        + render_rules(rbac.REQUIRED_RULES)
+        + render_rules(rbac.CLUSTER_ROLE_RULES)
+    )
+
+
+def render_peering() -> str:
+    """The ClusterKopfPeering object the operator's replicas peer through."""
+    obj = peering.cluster_peering(rbac.PEERING_NAME)
+    return (
+        _HEADER.format(source="operator/stackforge_operator/peering.py")
+        + _comment(
+            "kopf peering: each replica writes its priority and keep-alive into this object's "
+            "status; only the live replica with the highest priority reconciles. kopf never "
+            "creates it. Its CRD is crds/kopf.dev_clusterkopfpeerings.yaml.", "")
+        + _comment(
+            "Its CRD comes in the same apply: plain kubectl refuses the object until the CRD is "
+            "established (docs/install.md: CRDs first); Argo CD applies it in a later wave and "
+            "skips its dry run.", "")
+        + f"apiVersion: {obj['apiVersion']}\n"
+        + f"kind: {obj['kind']}\n"
+        + "metadata:\n"
+        + f"  name: {obj['metadata']['name']}\n"
+        + "  labels:\n"
+        + _labels("    ")
+        + "  annotations:\n"
+        + "    argocd.argoproj.io/sync-wave: \"1\"\n"
+        + "    argocd.argoproj.io/sync-options: SkipDryRunOnMissingResource=true\n"
     )
 
 
@@ -123,6 +149,7 @@ def render_all(manifests_dir: Path) -> dict[Path, str]:
     script = (manifests_dir / HEALTH_SCRIPT).read_text(encoding="utf-8")
     files = {
         Path("clusterrole.yaml"): render_cluster_role(),
+        Path("peering.yaml"): render_peering(),
         Path("argocd") / "argocd-cm.yaml": render_argocd_cm(script),
     }
     for name, text in crdgen.render_all().items():

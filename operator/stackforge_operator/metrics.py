@@ -11,6 +11,8 @@ isolated set. Series (all prefixed ``stackforge_``):
 - ``drill_last_verdict{tenant, verdict}``: 1 for the newest drill's verdict, 0 for the others;
 - ``drill_last_rto_seconds{tenant}``: measured RTO of the newest drill;
 - ``notifications_total{event, result}``: notification attempts: sent, retried, failed.
+- ``active``: 1 while this replica reconciles, 0 while it stands by (kopf
+  peering: another replica is active). Summed over replicas it must be 1.
 
 The per-tenant series come from each tenant's own status (``lastBackup``,
 ``lastDrill``, the ``Ready`` condition), which already summarises all of its
@@ -33,7 +35,7 @@ from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
 import kopf
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 PREFIX: Final = "stackforge"
@@ -190,6 +192,10 @@ class OperatorMetrics:
         self.notifications = Counter(
             f"{PREFIX}_notifications", "Notification attempts, by event and result "
             "(sent, retried, failed).", ["event", "result"], registry=self.registry)
+        self.active = Gauge(
+            f"{PREFIX}_active",
+            "1 while this replica reconciles, 0 while it stands by (peering).",
+            registry=self.registry)
         self._tenants = _TenantCollector(clock)
         self.registry.register(self._tenants)
 

@@ -2,8 +2,9 @@
 
 This is the one place the operator's RBAC is written down:
 
-- ``manifests/clusterrole.yaml`` is generated from :data:`REQUIRED_RULES`
-  (``python -m stackforge_operator.manifestgen``); a unit test fails when the
+- ``manifests/clusterrole.yaml`` is generated from :data:`CLUSTER_ROLE_RULES`
+  (:data:`REQUIRED_RULES` plus :data:`PEERING_RULES`;
+  ``python -m stackforge_operator.manifestgen``); a unit test fails when the
   committed file drifts;
 - ``tests/unit/test_manifests.py`` scans the package for the API calls it makes
   (``kube.*`` calls, kopf handlers) and checks each one is allowed here;
@@ -137,15 +138,22 @@ SANDBOX_ROLE_RULES: Final[tuple[Rule, ...]] = (
          "the restore runner waits for the scratch database pod in its sandbox"),
 )
 
-# Only with `stackforge-operator run --peering=stackforge` (HA with several
-# replicas). A cluster-wide operator peers through ClusterKopfPeering in
-# kopf.dev; kopf lists/watches the kind and patches its own object's status.
+# For `stackforge-operator run --peering=stackforge`: the shipped Deployment
+# runs two replicas that way (HA). A cluster-wide operator peers through
+# ClusterKopfPeering in kopf.dev: kopf lists and watches the kind (it cannot
+# watch one name) and merge-patches its keep-alive into the status of its own
+# object (the CRD has no status subresource). It never reads the object with
+# get, nor creates it: the object ships in manifests/peering.yaml.
 PEERING_RULES: Final[tuple[Rule, ...]] = (
     Rule("kopf.dev", ("clusterkopfpeerings",), ("list", "watch"),
-         "kopf watches the peering objects to see the other replicas"),
-    Rule("kopf.dev", ("clusterkopfpeerings",), ("get", "patch"),
-         "kopf writes its keep-alive into its own peering object", (PEERING_NAME,)),
+         "kopf peering (two replicas, one active): kopf watches the peering objects to see "
+         "the other replicas"),
+    Rule("kopf.dev", ("clusterkopfpeerings",), ("patch",),
+         "kopf writes this replica's keep-alive into its own peering object", (PEERING_NAME,)),
 )
+
+# The generated ClusterRole (manifests/clusterrole.yaml): the shipped Deployment peers.
+CLUSTER_ROLE_RULES: Final[tuple[Rule, ...]] = (*REQUIRED_RULES, *PEERING_RULES)
 
 # (apiVersion, kind) -> (API group, plural) for every kind the operator touches.
 # Lets tests turn a `kube.get("v1", "Secret", ...)` call into an RBAC question.

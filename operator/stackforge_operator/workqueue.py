@@ -82,6 +82,17 @@ class WorkQueue:
             timer.cancel()
         self._dirty.discard(key)
 
+    def clear(self) -> None:
+        """Drop every queued key, timer and rerun; a running reconcile finishes (threads
+        cannot be interrupted) but is not repeated unless added again."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._dirty.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queued.clear()
+
     def pending(self) -> int:
         return len(self._queued) + len(self._running)
 

@@ -51,6 +51,8 @@ EXPECTED = {
     ("CustomResourceDefinition", "stackforgetenants.stackforge.io"),
     ("CustomResourceDefinition", "backuppolicies.stackforge.io"),
     ("CustomResourceDefinition", "drdrills.stackforge.io"),
+    ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
+    ("ClusterKopfPeering", rbac.PEERING_NAME),
 }
 
 
@@ -105,7 +107,7 @@ def test_kustomization_lists_every_manifest() -> None:
 def test_namespaced_objects_live_in_the_operator_namespace() -> None:
     for doc in installed():
         if doc["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding",
-                           "CustomResourceDefinition"):
+                           "CustomResourceDefinition", "ClusterKopfPeering"):
             assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == OPERATOR_NAMESPACE, doc["kind"]
@@ -197,8 +199,11 @@ def test_every_rule_says_why() -> None:
         assert len(rule.why) > 10, rule
 
 
-def test_cluster_role_is_the_required_rules() -> None:
-    assert one("ClusterRole", NAME)["rules"] == rbac.policy_rules(rbac.REQUIRED_RULES)
+def test_cluster_role_is_the_required_and_peering_rules() -> None:
+    # The shipped Deployment peers (--peering), so its role carries PEERING_RULES.
+    assert "--peering=stackforge" in container()["args"]
+    assert one("ClusterRole", NAME)["rules"] == rbac.policy_rules(
+        (*rbac.REQUIRED_RULES, *rbac.PEERING_RULES))
 
 
 def test_sandbox_role_grants_only_what_the_operator_holds() -> None:
@@ -222,9 +227,23 @@ def test_peering_rules_cover_kopf_peering() -> None:
     rules = rbac.PEERING_RULES
     for verb in ("list", "watch"):
         assert rbac.allows(rules, "kopf.dev", "clusterkopfpeerings", verb)
-    for verb in ("get", "patch"):
-        assert rbac.allows(rules, "kopf.dev", "clusterkopfpeerings", verb, rbac.PEERING_NAME)
-        assert not rbac.allows(rules, "kopf.dev", "clusterkopfpeerings", verb, "other")
+    # Keep-alives are merge patches of the object itself: kopf never gets,
+    # creates or deletes it, nor touches another one.
+    assert rbac.allows(rules, "kopf.dev", "clusterkopfpeerings", "patch", rbac.PEERING_NAME)
+    assert not rbac.allows(rules, "kopf.dev", "clusterkopfpeerings", "patch", "other")
+    for verb in ("get", "create", "delete", "update"):
+        assert not rbac.allows(rules, "kopf.dev", "clusterkopfpeerings", verb, rbac.PEERING_NAME)
+    assert not rbac.allows(rules, "kopf.dev", "clusterkopfpeerings/status", "patch",
+                           rbac.PEERING_NAME)
+
+
+def test_peering_crd_has_no_status_subresource() -> None:
+    # With one, kopf would patch clusterkopfpeerings/status, which no rule grants.
+    crd = one("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
+    assert crd["spec"]["scope"] == "Cluster"
+    assert [v.get("subresources") for v in crd["spec"]["versions"]] == [None]
+    peering = one("ClusterKopfPeering", rbac.PEERING_NAME)
+    assert peering["apiVersion"] == "kopf.dev/v1"
 
 
 def test_allows_matches_rbac_semantics() -> None:
@@ -291,6 +310,13 @@ FRAMEWORK = [
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "events", "create"),
 ]
+# kopf peering (kopf/_core/engines/peering.py): the watch on the peering kind,
+# and keep-alives patched into the one object the Deployment names.
+PEERING = [
+    ("kopf.dev", "clusterkopfpeerings", "list", None),
+    ("kopf.dev", "clusterkopfpeerings", "watch", None),
+    ("kopf.dev", "clusterkopfpeerings", "patch", rbac.PEERING_NAME),
+]
 # Rules for code still to come; remove an entry when its code lands (the
 # scan then has to find the use, or the rule goes).
 PLANNED = {
@@ -344,6 +370,8 @@ def test_every_kopf_watch_is_allowed() -> None:
     needs = [*kopf_watches(), *((g, r, v, "kopf") for g, r, v in FRAMEWORK)]
     denied = [n for n in needs if not rbac.allows(rbac.REQUIRED_RULES, *n[:3])]
     assert not denied, f"add rules to stackforge_operator/rbac.py for: {denied}"
+    denied_peering = [n for n in PEERING if not rbac.allows(rbac.PEERING_RULES, *n)]
+    assert not denied_peering, f"add rules to rbac.PEERING_RULES for: {denied_peering}"
 
 
 def test_every_rule_is_used_or_planned() -> None:
@@ -352,7 +380,8 @@ def test_every_rule_is_used_or_planned() -> None:
     used |= {(g, r) for g, r, _, _ in kopf_watches()} | {(g, r) for g, r, _ in FRAMEWORK}
     # Rules every sandbox Role grant requires the operator to hold.
     used |= {(r.group, res) for r in rbac.SANDBOX_ROLE_RULES for res in r.resources}
-    granted = {(rule.group, res) for rule in rbac.REQUIRED_RULES for res in rule.resources}
+    used |= {(g, r) for g, r, _, _ in PEERING}
+    granted = {(rule.group, res) for rule in rbac.CLUSTER_ROLE_RULES for res in rule.resources}
     unused = granted - used - set(PLANNED)
     assert not unused, f"rules nothing in the code needs: {sorted(unused)}"
     landed = set(PLANNED) & used
@@ -409,7 +438,7 @@ def test_liveness_probe_is_kopfs_endpoint() -> None:
     probe = c["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
-    assert c["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert c["args"][:2] == ["run", "--liveness=http://0.0.0.0:8080/healthz"]
 
 
 def test_resources_are_bounded() -> None:
@@ -418,16 +447,22 @@ def test_resources_are_bounded() -> None:
         assert set(resources[bound]) == {"cpu", "memory"}
 
 
-def test_one_replica_replaced_not_rolled() -> None:
-    # Two kopf operators without peering would reconcile the same objects.
+def test_two_replicas_peer_with_distinct_priorities() -> None:
+    # Two kopf operators reconcile the same objects unless they peer, and peers
+    # of equal priority all pause: one pod template needs --priority=auto.
     spec = one("Deployment", NAME)["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert container()["args"][2:] == [f"--peering={rbac.PEERING_NAME}", "--priority=auto"]
+    env = {e["name"]: e for e in container()["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert int(env["STACKFORGE_PEERING_LIFETIME_SECONDS"]["value"]) < 30
     assert container()["image"] == "ghcr.io/stackforge/stackforge-operator:0.1.0"
 
 
 def test_metrics_port_agrees_everywhere() -> None:
     c = container()
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     service = one("Service", f"{NAME}-metrics")
     assert int(env[PORT_ENV]) == ports["metrics"] == DEFAULT_PORT

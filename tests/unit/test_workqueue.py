@@ -106,3 +106,29 @@ def test_an_unexpected_exception_does_not_lose_the_key() -> None:
 
     run(scenario())
     assert calls["a"] == 2
+
+
+def test_clear_drops_queued_keys_timers_and_reruns() -> None:
+    calls: Counter[str] = Counter()
+
+    async def reconcile(key: str) -> float | None:
+        calls[key] += 1
+        await asyncio.sleep(0.05)
+        return 0.05  # resync soon
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        for key in ("a", "b", "c"):
+            queue.add(key)
+        await asyncio.sleep(0.01)  # "a" runs; "b", "c" wait
+        queue.add("a")  # a rerun of the running key
+        queue.clear()
+        await asyncio.sleep(0.3)
+        await queue.stop()
+
+    run(scenario())
+    # What waited is gone. The running key finishes, and its own outcome decides
+    # what follows (a paused Controller returns None there: no resync).
+    assert calls["b"] == calls["c"] == 0
+    assert calls["a"] >= 1
