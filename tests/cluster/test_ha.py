@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,14 +23,13 @@ from stackforge_operator import peering, rbac
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.operator_identity import MANIFESTS, OperatorIdentity
 from tests.support.tenants import eventually
 
-REPO = Path(__file__).resolve().parents[2]
 RESYNC_SECONDS = 2
 # The shipped default (config.DEFAULT_PEERING_LIFETIME): the failover bound under test.
 LIFETIME_SECONDS = 20
 FAILOVER_BUDGET = 30.0
-ACCOUNT = "stackforge-operator"
 
 
 def _metrics(process: OperatorProcess) -> dict[str, float]:
@@ -52,58 +50,20 @@ def active(process: OperatorProcess) -> bool:
     return _metrics(process).get("stackforge_active", 0.0) == 1.0
 
 
-def _service_account_kubeconfig(cluster: ClusterHandle, namespace: str, path: Path) -> Path:
-    """A kubeconfig for a ServiceAccount bound to the generated ClusterRole."""
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=ACCOUNT)))
-    granted = core.create_namespaced_service_account_token(
-        ACCOUNT, namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
-    )
-    assert granted.status is not None
-    token = granted.status.token
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    cluster_entry = next(c for c in admin["clusters"]
-                         if c["name"] == context["context"]["cluster"])
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [cluster_entry],
-        "users": [{"name": ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": ACCOUNT,
-                      "context": {"cluster": cluster_entry["name"], "user": ACCOUNT}}],
-        "current-context": ACCOUNT,
-    }))
-    return path
-
-
 @pytest.fixture
-def operator_identity(
-    cluster: ClusterHandle, stackforge_crds: list[str], namespace: str, tmp_path: Path
+def peered_identity(
+    cluster: ClusterHandle, operator_identity_installed: OperatorIdentity
 ) -> Iterator[Path]:
-    """The shipped ClusterRole and peering object, bound to a fresh ServiceAccount."""
-    role = yaml.safe_load((REPO / "manifests" / "clusterrole.yaml").read_text())
-    role["metadata"]["name"] = f"{ACCOUNT}-{namespace}"
-    binding: dict[str, Any] = {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": f"{ACCOUNT}-{namespace}"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": role["metadata"]["name"]},
-        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
-    }
+    """manifests/' ServiceAccount and ClusterRole (tests/conftest.py) and its peering
+    object, as shipped; yields the ServiceAccount's kubeconfig."""
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     f"crd/{peering.PLURAL}.{peering.GROUP}")
-    peering_object = peering.cluster_peering(rbac.PEERING_NAME)
-    cluster.kubectl("apply", "--server-side", "-f", "-",
-                    input=yaml.safe_dump_all([role, binding, peering_object]))
+    cluster.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "peering.yaml"))
     try:
-        yield _service_account_kubeconfig(cluster, namespace, tmp_path / "operator.kubeconfig")
+        yield operator_identity_installed.kubeconfig
     finally:
-        cluster.kubectl("delete", "--wait=false", "--ignore-not-found",
-                        f"clusterrolebinding/{binding['metadata']['name']}",
-                        f"clusterrole/{role['metadata']['name']}",
+        # A fresh object per test: no replica records left over from the previous one.
+        cluster.kubectl("delete", "--wait=true", "--ignore-not-found",
                         f"{peering.PLURAL}.{peering.GROUP}/{rbac.PEERING_NAME}")
 
 
@@ -156,7 +116,7 @@ def _ready(cluster: ClusterHandle, name: str, timeout: float) -> dict[str, Any]:
 
 
 def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
-    cluster: ClusterHandle, operator_identity: Path, tmp_path: Path
+    cluster: ClusterHandle, peered_identity: Path, tmp_path: Path
 ) -> None:
     first = tenants.small_tenant("ha-first")
     steady = tenants.small_tenant("ha-steady")  # never touched after the kill
@@ -164,7 +124,7 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
     replicas: list[OperatorProcess] = []
 
     def start(name: str, priority: int) -> OperatorProcess:
-        replica = _replica(operator_identity, tmp_path / f"{name}.log", priority)
+        replica = _replica(peered_identity, tmp_path / f"{name}.log", priority)
         replicas.append(replica)
         replica.start()
         return replica
@@ -218,10 +178,10 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
 
 
 def test_peering_object_lists_both_replicas_with_their_priorities(
-    cluster: ClusterHandle, operator_identity: Path, tmp_path: Path
+    cluster: ClusterHandle, peered_identity: Path, tmp_path: Path
 ) -> None:
     # A lifetime other than the default shows the setting reaches kopf.
-    replicas = [_replica(operator_identity, tmp_path / f"r{p}.log", p, lifetime=15)
+    replicas = [_replica(peered_identity, tmp_path / f"r{p}.log", p, lifetime=15)
                 for p in (5, 6)]
     try:
         for replica in replicas:
@@ -238,10 +198,10 @@ def test_peering_object_lists_both_replicas_with_their_priorities(
 
 
 def test_auto_priorities_elect_exactly_one_and_equal_ones_none(
-    cluster: ClusterHandle, operator_identity: Path, tmp_path: Path
+    cluster: ClusterHandle, peered_identity: Path, tmp_path: Path
 ) -> None:
     # What the Deployment does: one pod template, --priority=auto in both pods.
-    replicas = [_replica(operator_identity, tmp_path / f"auto{i}.log", "auto") for i in (0, 1)]
+    replicas = [_replica(peered_identity, tmp_path / f"auto{i}.log", "auto") for i in (0, 1)]
     try:
         for replica in replicas:
             replica.start()
@@ -259,7 +219,7 @@ def test_auto_priorities_elect_exactly_one_and_equal_ones_none(
             replica.stop()
 
     # Equal priorities: kopf pauses both, so neither may reconcile.
-    same = [_replica(operator_identity, tmp_path / f"same{i}.log", 7) for i in (0, 1)]
+    same = [_replica(peered_identity, tmp_path / f"same{i}.log", 7) for i in (0, 1)]
     try:
         for replica in same:
             replica.start()
