@@ -48,6 +48,7 @@ EXPECTED = {
     ("ClusterRoleBinding", NAME),
     ("Service", f"{NAME}-metrics"),
     ("Deployment", NAME),
+    ("PodDisruptionBudget", NAME),
     ("CustomResourceDefinition", "stackforgetenants.stackforge.io"),
     ("CustomResourceDefinition", "backuppolicies.stackforge.io"),
     ("CustomResourceDefinition", "drdrills.stackforge.io"),
@@ -477,3 +478,12 @@ def test_every_stackforge_variable_is_read_by_the_operator() -> None:
     for entry in container()["env"]:
         if entry["name"].startswith("STACKFORGE_"):
             assert f'"{entry["name"]}"' in source, entry["name"]
+
+
+def test_disruption_budget_keeps_a_standby_through_a_drain() -> None:
+    documents = {(d["kind"], d["metadata"]["name"]): d for d in installed()}
+    budget = documents[("PodDisruptionBudget", NAME)]["spec"]
+    deployment = documents[("Deployment", NAME)]["spec"]
+    assert deployment["replicas"] == 2 and budget["maxUnavailable"] == 1
+    pod_labels = deployment["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
