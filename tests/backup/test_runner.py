@@ -407,9 +407,13 @@ def test_no_secret_in_output_or_in_any_child_argv(
     token = "grafana-secret-token-7f3a9"
     config_file = tmp_path / "c.json"
     config_file.write_text("{}")
+    # Every PostgreSQL client the runner starts goes through a shim that records its
+    # argv: short-lived children (psql) are checked for sure, not only when sampled.
+    shims, invocations = _recording_pg_bin_dir(postgres_server, tmp_path)
     runs = []
     with GrafanaAPI(token, [{"uid": "a", "title": "A"}]) as grafana:
-        extra = ("--config-file", str(config_file), "--grafana-url", grafana.url)
+        extra = ("--config-file", str(config_file), "--grafana-url", grafana.url,
+                 "--pg-bin-dir", str(shims))
         env = {"GRAFANA_TOKEN": token}
         runs.append(_backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
                             *extra, env=env))
@@ -444,7 +448,27 @@ def test_no_secret_in_output_or_in_any_child_argv(
                 assert value not in joined, f"{value!r} in child argv {argv}"
     dumps = [argv for argv in runs[0].children_argv if "--format=custom" in argv]
     assert dumps, f"pg_dump was never seen running: {runs[0].children_argv}"
-    assert any(any("psql" in part for part in argv) for argv in runs[0].children_argv)
+    recorded = [path.read_bytes().split(b"\0")[:-1] for path in invocations.iterdir()]
+    assert {Path(argv[0].decode()).name for argv in recorded} >= {"pg_dump", "psql"}
+    for argv in recorded:
+        joined = b" ".join(argv).decode()
+        for value in secrets + connection:
+            assert value not in joined, f"{value!r} in {joined}"
+
+
+def _recording_pg_bin_dir(postgres: pg.PostgresServer, tmp_path: Path) -> tuple[Path, Path]:
+    """A --pg-bin-dir whose clients write their argv to a file each, then exec the real one."""
+    shims, invocations = tmp_path / "pg-bin", tmp_path / "invocations"
+    shims.mkdir()
+    invocations.mkdir()
+    for name in ("pg_dump", "psql", "pg_restore"):
+        shim = shims / name
+        shim.write_text(
+            "#!/bin/sh\n"
+            f"printf '%s\\0' \"$0\" \"$@\" > '{invocations}/{name}.'$$\n"
+            f"exec '{postgres.bin(name)}' \"$@\"\n")
+        shim.chmod(0o755)
+    return shims, invocations
 
 
 # ---------------------------------------------------------------------- tolerance of the store
