@@ -122,6 +122,20 @@ def test_lint_passes() -> None:
     assert "0 chart(s) failed" in out
 
 
+def test_lint_fails_on_values_the_schema_refuses() -> None:
+    with pytest.raises(HelmError) as refused:
+        helm.lint("--set", "replicaCount=-1")
+    assert "1 chart(s) failed" in str(refused.value)
+    assert "/replicaCount" in str(refused.value)
+
+
+def test_helm_usage_errors_exit_non_zero() -> None:
+    with pytest.raises(HelmError, match="expected 2 arguments"):
+        helm.helm("template", str(CHART))
+    with pytest.raises(HelmError, match="unknown command"):
+        helm.helm("install", RELEASE, str(CHART))
+
+
 # --------------------------------------------------------------------------- values.schema.json
 
 
