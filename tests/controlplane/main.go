@@ -1,6 +1,7 @@
 // Command controlplane is one multi-call binary holding every process the
 // StackForge tests need for a real Kubernetes API: etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler, kwok and kubectl.
+// kube-controller-manager, kube-scheduler, kwok and kubectl; plus helm
+// (template, lint) for the chart tests.
 //
 // It dispatches on its first argument ("controlplane etcd --name x ...") or,
 // when invoked through a symlink, on the basename of argv[0]. Only the
@@ -27,6 +28,7 @@ var components = map[string]component{
 	"kube-scheduler":          runScheduler,
 	"kwok":                    runKwok,
 	"kubectl":                 runKubectl,
+	"helm":                    runHelm,
 	"stages":                  printStages,
 }
 

@@ -38,6 +38,7 @@ from tests.unit.builders.tenants import ENTERPRISE, tenant
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
+CHART = REPO / "charts" / "stackforge-operator"
 NAME = "stackforge-operator"
 API = f"{API_GROUP}/{API_VERSION}"
 
@@ -128,6 +129,42 @@ def test_generated_files_are_up_to_date() -> None:
     stale = [str(p) for p, text in rendered.items()
              if not (MANIFESTS / p).exists() or (MANIFESTS / p).read_text() != text]
     assert not stale, f"run `python -m stackforge_operator.manifestgen`: {stale}"
+
+
+def chart_drift(chart: Path, crds: Path, manifests: Path) -> list[str]:
+    """Generated chart files that differ from what manifestgen renders, or have no source."""
+    rendered = manifestgen.render_chart(crds, manifests)
+    stale = [str(p) for p, text in rendered.items()
+             if not (chart / p).exists() or (chart / p).read_text() != text]
+    return stale + [str(p) for p in manifestgen.stale_chart_crds(chart, crds)]
+
+
+def test_chart_generated_files_are_up_to_date() -> None:
+    stale = chart_drift(CHART, REPO / "crds", MANIFESTS)
+    assert not stale, f"run `python -m stackforge_operator.manifestgen`: {stale}"
+    # Every file of crds/ ships with the chart, whatever generated it.
+    assert {p.name for p in (CHART / "crds").iterdir()} == {
+        p.name for p in (REPO / "crds").glob("*.yaml")}
+
+
+def test_chart_drift_is_caught(tmp_path: Path) -> None:
+    chart, crds = tmp_path / "chart", tmp_path / "crds"
+    shutil.copytree(REPO / "crds", crds)
+    written = manifestgen.write_chart(chart, crds, MANIFESTS)
+    assert chart_drift(chart, crds, MANIFESTS) == []
+    assert {p.relative_to(chart) for p in written} == set(
+        manifestgen.render_chart(crds, MANIFESTS))
+    # A stale CRD copy, a stale rules template, a new CRD file and a removed one.
+    (chart / "crds" / "stackforge.io_drdrills.yaml").write_text("stale\n")
+    (chart / "templates" / "_rbac_generated.tpl").write_text("stale\n")
+    (crds / "stackforge.io_new.yaml").write_text("kind: CustomResourceDefinition\n")
+    (crds / "stackforge.io_backuppolicies.yaml").unlink()
+    assert sorted(chart_drift(chart, crds, MANIFESTS)) == sorted([
+        "crds/stackforge.io_drdrills.yaml", "templates/_rbac_generated.tpl",
+        "crds/stackforge.io_new.yaml", str(chart / "crds" / "stackforge.io_backuppolicies.yaml")])
+    manifestgen.write_chart(chart, crds, MANIFESTS)
+    assert chart_drift(chart, crds, MANIFESTS) == []
+    assert not (chart / "crds" / "stackforge.io_backuppolicies.yaml").exists()
 
 
 def test_crd_copies_match_crds_dir() -> None:

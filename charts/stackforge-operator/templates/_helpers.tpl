@@ -1,0 +1,41 @@
+{{/*
+Names. Namespaced objects keep the names manifests/ gives them (one operator
+per namespace, and tenant NetworkPolicies expect the operator's labels).
+Cluster-scoped objects carry the release's namespace and name, so two
+releases, or a release and `kubectl apply -k manifests/`, never fight over
+one ClusterRole.
+*/}}
+{{- define "stackforge-operator.name" -}}
+stackforge-operator
+{{- end }}
+
+{{- define "stackforge-operator.clusterName" -}}
+{{- printf "stackforge-operator:%s:%s" .Release.Namespace .Release.Name | trunc 253 -}}
+{{- end }}
+
+{{- define "stackforge-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stackforge-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "stackforge-operator.labels" -}}
+{{ include "stackforge-operator.selectorLabels" . }}
+app.kubernetes.io/part-of: stackforge
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "stackforge-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end }}
+
+{{/* kopf's liveness endpoint; fixed, as in manifests/deployment.yaml. */}}
+{{- define "stackforge-operator.healthzPort" -}}
+8080
+{{- end }}
+
+{{/* Several replicas only work with kopf peering (one active replica). */}}
+{{- define "stackforge-operator.peering" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end -}}
+{{- end }}

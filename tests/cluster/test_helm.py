@@ -1,0 +1,149 @@
+"""The Helm chart, rendered by Helm's library and applied to a real API server.
+
+What `helm install` would send is applied into a fresh namespace that enforces
+Pod Security `restricted`; the objects must come back as rendered, the
+operator's Deployment must become Available (kwok's nodes run its pod), and the
+ServiceAccount must hold exactly the ClusterRole's rules, i.e. rbac.py's, on
+top of what every authenticated identity gets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from stackforge_operator import rbac
+from tests.support import helm
+from tests.support.clusters import ClusterHandle
+from tests.support.tenants import eventually
+
+RELEASE = "t-helm"
+FIELD_MANAGER = "stackforge-tests"  # the same as the stackforge_crds fixture: no CRD conflicts
+
+Grant = tuple[str, str, str, str]  # group, resource, verb, resourceName ("" for any)
+
+
+def _grants(rules: Iterable[dict[str, Any]]) -> set[Grant]:
+    """RBAC rules as single grants, so differently grouped rules compare equal."""
+    return {
+        (group, resource, verb, name)
+        for rule in rules
+        for group in rule.get("apiGroups") or []
+        for resource in rule.get("resources") or []
+        for verb in rule.get("verbs") or []
+        for name in rule.get("resourceNames") or [""]
+    }
+
+
+def _contains(actual: Any, expected: Any, path: str = "") -> list[str]:
+    """Where ``actual`` (read back) lacks what ``expected`` (rendered) says.
+
+    The API server may add defaults; it must not change or drop anything rendered.
+    """
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: {actual!r}"]
+        return [miss for key, value in expected.items()
+                for miss in _contains(actual.get(key), value, f"{path}.{key}")]
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{path}: {actual!r} != {expected!r}"]
+        return [miss for i, (a, e) in enumerate(zip(actual, expected, strict=True))
+                for miss in _contains(a, e, f"{path}[{i}]")]
+    return [] if actual == expected else [f"{path}: {actual!r} != {expected!r}"]
+
+
+@pytest.fixture
+def rendered(cluster: ClusterHandle, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """The chart rendered for a release in ``namespace``; its cluster-scoped objects removed after.
+
+    The CRDs stay: they are the repository's, which other tests in the session use.
+    """
+    text = helm.template_text(release=RELEASE, namespace=namespace, include_crds=True)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    yield text, docs
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], "--ignore-not-found")
+
+
+def _restricted(cluster: ClusterHandle, namespace: str) -> None:
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    client.CoreV1Api(cluster.api).patch_namespace(namespace, {"metadata": {"labels": labels}})
+
+
+def _service_account_rules(cluster: ClusterHandle, namespace: str, name: str) -> set[Grant]:
+    """What the ServiceAccount may do in ``namespace``, as the API server's authorizer says."""
+    core = client.CoreV1Api(cluster.api)
+    token = core.create_namespaced_service_account_token(
+        name, namespace,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
+    ).status.token
+    review = client.AuthorizationV1Api(cluster.api_as(token)).create_self_subject_rules_review(
+        client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(
+            namespace=namespace)))
+    assert not review.status.incomplete, review.status.evaluation_error
+    return _grants(client.ApiClient().sanitize_for_serialization(review.status.resource_rules))
+
+
+def _granted_to_everyone(cluster: ClusterHandle, namespace: str) -> set[Grant]:
+    """Resource rules every ServiceAccount of ``namespace`` gets from the default bindings."""
+    groups = {"system:authenticated", "system:serviceaccounts",
+              f"system:serviceaccounts:{namespace}"}
+    api = client.RbacAuthorizationV1Api(cluster.api)
+    roles = {b.role_ref.name for b in api.list_cluster_role_binding().items
+             if any(s.kind == "Group" and s.name in groups for s in b.subjects or [])}
+    rules = [client.ApiClient().sanitize_for_serialization(rule)
+             for role in roles for rule in api.read_cluster_role(role).rules or []]
+    return _grants(rules)
+
+
+def test_chart_installs_and_runs(
+    cluster: ClusterHandle, namespace: str, rendered: tuple[str, list[dict[str, Any]]]
+) -> None:
+    text, docs = rendered
+    _restricted(cluster, namespace)
+    applied = cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
+                              "-f", "-", input=text)
+    assert "Warning" not in applied.stderr, applied.stderr  # e.g. a Pod Security warning
+
+    # Every object is there as rendered (the API server only adds defaults).
+    for doc in docs:
+        scope = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
+        found = json.loads(cluster.kubectl(
+            "get", doc["kind"], doc["metadata"]["name"], *scope, "-o", "json").stdout)
+        assert _contains(found, doc) == [], doc["kind"]
+
+    # The operator's pod passes restricted admission and becomes ready on a kwok node.
+    waited = cluster.kubectl("wait", "-n", namespace, "--for=condition=Available",
+                             "--timeout=90s", "deployment/stackforge-operator")
+    assert "condition met" in waited.stdout
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
+    assert len(pods) == 1 and pods[0].spec.node_name.startswith("kwok-node-")
+    assert pods[0].spec.service_account_name == "stackforge-operator"
+
+    # The ServiceAccount holds exactly rbac.py's rules beyond what everyone holds;
+    # the binding reaches the authorizer's cache within moments.
+    role = helm.only(docs, "ClusterRole")
+    assert _grants(role["rules"]) == _grants(rbac.policy_rules(rbac.REQUIRED_RULES))
+    expected = _grants(role["rules"]) | _granted_to_everyone(cluster, namespace)
+    eventually(lambda: _service_account_rules(cluster, namespace, "stackforge-operator")
+               == expected, timeout=15)
+
+    subject = f"--as=system:serviceaccount:{namespace}:stackforge-operator"
+    for verb, resource, extra, allowed in [
+        ("watch", "secrets", [], "no"),
+        ("patch", "stackforgetenants.stackforge.io", ["--subresource=status"], "yes"),
+        ("update", "deployments.apps", [], "no"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", [], "no"),
+    ]:
+        answer = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-A", subject,
+                                 check=False)
+        assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)

@@ -1,0 +1,270 @@
+"""charts/stackforge-operator/ rendered by Helm's own library (the control-plane binary).
+
+The chart must install what manifests/ installs: the same rules (both come
+from rbac.py), the same pod (security context, probes, resources, env), with
+only names of cluster-scoped objects, labels and the namespace depending on
+the release. Needs the binary (built on first use), not a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stackforge_operator import rbac
+from tests.support import helm
+from tests.support.helm import CHART, NAMESPACE, RELEASE, HelmError, find, only, template
+from tests.support.pod_security import restricted_violations
+from tests.unit import test_manifests as manifests
+
+CLUSTER_NAME = f"stackforge-operator:{NAMESPACE}:{RELEASE}"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    return template()
+
+
+def _pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = only(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = _pod_spec(docs)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# --------------------------------------------------------------------------- same as manifests/
+
+
+def test_renders_the_objects_manifests_install(rendered: list[dict[str, Any]]) -> None:
+    # The namespace comes from `helm install -n ... --create-namespace`, the CRDs from crds/.
+    expected = {(kind, name) for kind, name in manifests.EXPECTED
+                if kind not in ("Namespace", "CustomResourceDefinition")}
+    renamed = {"ClusterRole": CLUSTER_NAME, "ClusterRoleBinding": CLUSTER_NAME}
+    expected = {(kind, renamed.get(kind, name)) for kind, name in expected}
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == expected
+
+
+def test_cluster_role_has_the_manifests_rules(rendered: list[dict[str, Any]]) -> None:
+    rules = only(rendered, "ClusterRole")["rules"]
+    assert rules == manifests.one("ClusterRole", manifests.NAME)["rules"]
+    assert rules == rbac.policy_rules(rbac.REQUIRED_RULES)
+
+
+def test_binding_ties_the_role_to_the_release_service_account() -> None:
+    docs = template(release="other", namespace="ops")
+    binding = only(docs, "ClusterRoleBinding")
+    role = only(docs, "ClusterRole")
+    # Cluster-scoped names carry namespace and release: no clash with manifests/ or another release.
+    assert role["metadata"]["name"] == "stackforge-operator:ops:other"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stackforge-operator",
+                                    "namespace": "ops"}]
+    assert _pod_spec(docs)["serviceAccountName"] == "stackforge-operator"
+
+
+def test_namespaced_objects_live_in_the_release_namespace() -> None:
+    for doc in template(namespace="ops"):
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in doc["metadata"]
+        else:
+            assert doc["metadata"]["namespace"] == "ops", doc["kind"]
+
+
+def test_deployment_is_the_manifests_deployment(rendered: list[dict[str, Any]]) -> None:
+    ours, theirs = only(rendered, "Deployment"), manifests.one("Deployment", manifests.NAME)
+    # Everything in the pod but its labels is identical: security contexts,
+    # probes, resources, env, ports, volumes, node selector.
+    assert _pod_spec(rendered) == manifests.pod_spec()
+    assert ours["spec"]["replicas"] == theirs["spec"]["replicas"] == 1
+    assert ours["spec"]["strategy"] == theirs["spec"]["strategy"] == {"type": "Recreate"}
+    # The release's instance label narrows the selector; the manifests' labels remain.
+    assert theirs["spec"]["selector"]["matchLabels"].items() <= (
+        ours["spec"]["selector"]["matchLabels"].items())
+    assert theirs["spec"]["template"]["metadata"]["labels"].items() <= (
+        ours["spec"]["template"]["metadata"]["labels"].items())
+    assert theirs["metadata"]["labels"].items() <= ours["metadata"]["labels"].items()
+
+
+def test_service_is_the_manifests_service(rendered: list[dict[str, Any]]) -> None:
+    ours = only(rendered, "Service")
+    theirs = manifests.one("Service", f"{manifests.NAME}-metrics")
+    assert ours["spec"]["ports"] == theirs["spec"]["ports"]
+    pod_labels = only(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert ours["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_pod_meets_the_restricted_profile(rendered: list[dict[str, Any]]) -> None:
+    assert restricted_violations(_pod_spec(rendered)) == []
+
+
+def test_crds_are_the_repository_crds() -> None:
+    crds = find(template(include_crds=True), "CustomResourceDefinition")
+    on_disk = [d for p in sorted((helm.REPO / "crds").glob("*.yaml"))
+               for d in yaml.safe_load_all(p.read_text()) if d]
+    key = lambda d: d["metadata"]["name"]  # noqa: E731
+    assert sorted(crds, key=key) == sorted(on_disk, key=key)
+
+
+def test_lint_passes() -> None:
+    out = helm.lint()
+    assert "0 chart(s) failed" in out
+    out = helm.lint("--strict", "--set", "replicaCount=3", "--set", "grafanaDashboard.enabled=true",
+                    "--set", "argocdHealthChecks.enabled=true")
+    assert "0 chart(s) failed" in out
+
+
+def test_lint_fails_on_values_the_schema_refuses() -> None:
+    with pytest.raises(HelmError) as refused:
+        helm.lint("--set", "replicaCount=-1")
+    assert "1 chart(s) failed" in str(refused.value)
+    assert "/replicaCount" in str(refused.value)
+
+
+def test_helm_usage_errors_exit_non_zero() -> None:
+    with pytest.raises(HelmError, match="expected 2 arguments"):
+        helm.helm("template", str(CHART))
+    with pytest.raises(HelmError, match="unknown command"):
+        helm.helm("install", RELEASE, str(CHART))
+
+
+# --------------------------------------------------------------------------- values.schema.json
+
+
+@pytest.mark.parametrize(("args", "field", "problem"), [
+    (["--set", "replicaCount=-1"], "/replicaCount", "minimum"),
+    (["--set", "replicaCount=two"], "/replicaCount", "want integer"),
+    (["--set", "replicas=2"], "additional properties 'replicas'", "not allowed"),
+    (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy", "one of"),
+    (["--set", "image.registry=x"], "/image", "additional properties 'registry'"),
+    (["--set", "resyncSeconds=0"], "/resyncSeconds", "minimum"),
+    (["--set", "metrics.port=70000"], "/metrics/port", "maximum"),
+    (["--set", "metrics.port=8080"], "/metrics/port", "not"),
+    (["--set", "resources.limits.memory=lots"], "/resources/limits/memory", ""),
+    (["--set", "grafanaDashboard.enabled=yes please"], "/grafanaDashboard/enabled",
+     "want boolean"),
+    (["--set", "extraEnv[0].name=HOME", "--set", "extraEnv[0].value=/x"],
+     "/extraEnv/0/name", "not"),
+    (["--set", "tolerations[0].operator=Maybe"], "/tolerations/0/operator", "one of"),
+])
+def test_schema_rejects_bad_values(args: list[str], field: str, problem: str) -> None:
+    with pytest.raises(HelmError) as refused:
+        helm.helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *args)
+    message = str(refused.value)
+    assert "values don't meet the specifications of the schema" in message
+    assert field in message and problem in message, message
+
+
+def test_schema_rejects_a_values_file_of_the_wrong_shape(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("resources: big\nnodeSelector: [linux]\n")
+    with pytest.raises(HelmError) as refused:
+        template(value_files=[values])
+    assert "/resources" in str(refused.value) and "/nodeSelector" in str(refused.value)
+
+
+def test_every_default_value_is_described_by_the_schema() -> None:
+    # additionalProperties: false everywhere, so a key added to values.yaml but
+    # not to the schema would fail every install; render the defaults explicitly.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(defaults) == set(schema["properties"])
+    template(value_files=[CHART / "values.yaml"])
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_two_replicas_peer() -> None:
+    docs = template(values={"replicaCount": "2"})
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    # Peering elects one active replica, so both may run during a rollout.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert _container(docs)["args"] == [
+        "run", "--liveness=http://0.0.0.0:8080/healthz", "--peering=stackforge",
+        "--priority=auto"]
+    rules = only(docs, "ClusterRole")["rules"]
+    assert rules == rbac.policy_rules((*rbac.REQUIRED_RULES, *rbac.PEERING_RULES))
+
+
+def test_one_replica_does_not_peer(rendered: list[dict[str, Any]]) -> None:
+    assert not any("peering" in arg for arg in _container(rendered)["args"])
+    assert not any("kopf.dev" in r["apiGroups"] for r in only(rendered, "ClusterRole")["rules"])
+
+
+def test_values_reach_the_pod(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "image": {"repository": "registry.example/sf", "tag": "1.2.3", "pullPolicy": "Always"},
+        "resyncSeconds": 120, "stalledRecheckSeconds": 15, "metrics": {"port": 9100},
+        # Helm merges maps with the defaults; null removes a default (no CPU limit).
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                      "limits": {"cpu": None, "memory": "1Gi"}},
+        "nodeSelector": {"pool": "ops"},
+        "tolerations": [{"key": "ops", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "podAnnotations": {"team": "platform"},
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    }))
+    docs = template(value_files=[values])
+    pod, container = _pod_spec(docs), _container(docs)
+    assert container["image"] == "registry.example/sf:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["STACKFORGE_RESYNC_SECONDS"] == "120"
+    assert env["STACKFORGE_STALLED_RECHECK_SECONDS"] == "15"
+    assert env["STACKFORGE_METRICS_PORT"] == "9100"
+    assert env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "healthz": 8080, "metrics": 9100}
+    assert only(docs, "Service")["spec"]["ports"][0]["port"] == 9100
+    assert container["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                      "limits": {"memory": "1Gi"}}
+    # Merged with the default, as Helm merges every map.
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "ops"}
+    assert pod["tolerations"] == [{"key": "ops", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nodeAffinity" in pod["affinity"]
+    template_meta = only(docs, "Deployment")["spec"]["template"]["metadata"]
+    assert template_meta["annotations"] == {"team": "platform"}
+    assert restricted_violations(pod) == []
+
+
+def test_metrics_port_zero_turns_metrics_off() -> None:
+    docs = template(values={"metrics.port": "0"})
+    assert find(docs, "Service") == []
+    container = _container(docs)
+    assert [p["name"] for p in container["ports"]] == ["healthz"]
+    assert {e["name"]: e["value"] for e in container["env"]}["STACKFORGE_METRICS_PORT"] == "0"
+
+
+def test_grafana_dashboard_is_optional(rendered: list[dict[str, Any]]) -> None:
+    assert find(rendered, "ConfigMap") == []
+    docs = template(values={"grafanaDashboard.enabled": "true",
+                            "grafanaDashboard.namespace": "monitoring",
+                            "grafanaDashboard.labels.team": "platform"})
+    dashboard = only(docs, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["labels"]["team"] == "platform"
+    shipped = json.loads((CHART / "dashboards" / "operator.json").read_text())
+    assert json.loads(dashboard["data"]["stackforge-operator.json"]) == shipped
+
+
+def test_argocd_health_checks_are_optional(rendered: list[dict[str, Any]]) -> None:
+    assert find(rendered, "ConfigMap") == []
+    config = only(template(values={"argocdHealthChecks.enabled": "true"}), "ConfigMap")
+    assert config["metadata"]["namespace"] == NAMESPACE
+    patch = yaml.safe_load((manifests.MANIFESTS / "argocd" / "argocd-cm.yaml").read_text())
+    # The same keys and script as the argocd-cm patch in manifests/argocd/.
+    assert config["data"] == patch["data"]
