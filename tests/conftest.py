@@ -178,7 +178,8 @@ def operator(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(
         operator_identity_installed.kubeconfig, log, extra_args=("--verbose",),
-        extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3"},
+        extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3",
+                   "STACKFORGE_ADDON_CHECK_SECONDS": "3"},
     )
     process.start()
     try:

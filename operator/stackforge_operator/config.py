@@ -29,6 +29,9 @@ RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).
 STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))
+# Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is looked
+# up again after this long: they are rarely installed, and each look is a request.
+ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))
 # With peering: how long a replica's keep-alive stays valid. A killed active
 # replica is replaced once its record expires, i.e. within this time (kopf's
 # default, 60 s, is too slow for a 30 s failover). kopf renews the record

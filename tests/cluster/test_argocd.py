@@ -17,8 +17,10 @@ from tests.support.tenants import eventually
 def cleanup(cluster: ClusterHandle) -> Iterator[list[str]]:
     names: list[str] = []
     yield names
+    # In the background: names are unique, and the operator (module-scoped) finishes
+    # the deletions while the next tests run.
     for name in names:
-        tenants.delete(cluster, name, wait=True)
+        tenants.delete(cluster, name, wait=False)
 
 
 def _health(cluster: ClusterHandle, name: str) -> tuple[str, str]:

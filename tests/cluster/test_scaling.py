@@ -38,7 +38,7 @@ def scaly(cluster: ClusterHandle, operator: OperatorProcess) -> Iterator[str]:
     tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(kong={"replicas": 2})))
     tenants.wait_condition(cluster, NAME, "Ready", "True")
     yield NAME
-    tenants.delete(cluster, NAME, wait=True)
+    tenants.delete(cluster, NAME, wait=False)  # in the background; the name is not reused
 
 
 def _kong_pods(cluster: ClusterHandle) -> dict[str, str]:

@@ -106,7 +106,9 @@ def stack(
     try:
         yield Stack(name, namespace, database, seeded, s3_bucket, kubelet)
     finally:
-        tenants.delete(cluster, name, wait=True)
+        # In the background: names are unique, and the (module-scoped) operator
+        # finishes the deletion while the next test runs.
+        tenants.delete(cluster, name, wait=False)
         postgres_server.drop_database(database)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from cryptography import x509
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, kube
+from stackforge_operator import API_GROUP, API_VERSION, config, kube
 from stackforge_operator.builders import ingress
 from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
 from stackforge_operator.models import conditions as types
@@ -35,7 +35,7 @@ _CERT_MANAGER_CRD = "certificates.cert-manager.io"
 # The Prometheus Operator's kinds the tenant uses (builders/monitoring.py).
 _PROMETHEUS_OPERATOR_CRDS = ("prometheusrules.monitoring.coreos.com",
                              "servicemonitors.monitoring.coreos.com")
-_CACHE_SECONDS = 30.0
+_CACHE_SECONDS = config.ADDON_CHECK_SECONDS
 _cache_lock = threading.Lock()
 # CRD name -> (when looked up, whether it exists)
 _crds_seen: dict[str, tuple[float, bool]] = {}
