@@ -1,8 +1,10 @@
 """The Helm chart, rendered by Helm's library and applied to a real API server.
 
 What `helm install` would send is applied into a fresh namespace that enforces
-Pod Security `restricted`; the objects must come back as rendered, the
-operator's Deployment must become Available (kwok's nodes run its pod), and the
+Pod Security `restricted`, CRDs first (as Helm installs crds/ before the
+templates; the ClusterKopfPeering needs its CRD Established); the objects must
+come back as rendered, the operator's Deployment (two peered replicas by
+default) must become Available (kwok's nodes run its pods), and the
 ServiceAccount must hold exactly the ClusterRole's rules, i.e. rbac.py's, on
 top of what every authenticated identity gets.
 """
@@ -17,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from stackforge_operator import rbac
+from stackforge_operator import peering, rbac
 from tests.support import helm
 from tests.support.clusters import ClusterHandle
 from tests.support.tenants import eventually
@@ -58,18 +60,37 @@ def _contains(actual: Any, expected: Any, path: str = "") -> list[str]:
     return [] if actual == expected else [f"{path}: {actual!r} != {expected!r}"]
 
 
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
+_UNKNOWN_KIND = "doesn't have a resource type"  # kubectl, before the CRD is installed
+
+
 @pytest.fixture
 def rendered(cluster: ClusterHandle, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """The chart rendered for a release in ``namespace``; its cluster-scoped objects removed after.
 
-    The CRDs stay: they are the repository's, which other tests in the session use.
+    The peering object is named after the namespace, not rbac.PEERING_NAME:
+    tests/cluster/test_ha.py creates and deletes "stackforge" itself. The CRDs
+    stay: they are the repository's, which other tests in the session use.
     """
-    text = helm.template_text(release=RELEASE, namespace=namespace, include_crds=True)
+    text = helm.template_text(release=RELEASE, namespace=namespace, include_crds=True,
+                              values={"peering.name": namespace})
     docs = [d for d in yaml.safe_load_all(text) if d]
-    yield text, docs
-    for doc in docs:
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], "--ignore-not-found")
+    ours = [d for d in docs if d["kind"] in CLUSTER_SCOPED]
+    # Only delete afterwards what this test created. (Before the first apply of
+    # the CRDs in a session, the peering kind itself may be unknown: none exists.)
+    for doc in ours:
+        found = cluster.kubectl("get", doc["kind"], doc["metadata"]["name"],
+                                "--ignore-not-found", "-o", "name", check=False)
+        unknown = found.returncode != 0 and _UNKNOWN_KIND in found.stderr
+        assert unknown or found.returncode == 0, found.stderr
+        assert not found.stdout.strip(), f"{found.stdout.strip()} exists before the test"
+    try:
+        yield text, docs
+    finally:
+        for doc in ours:
+            deleted = cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"],
+                                      "--ignore-not-found", "--wait=true", check=False)
+            assert deleted.returncode == 0 or _UNKNOWN_KIND in deleted.stderr, deleted.stderr
 
 
 def _restricted(cluster: ClusterHandle, namespace: str) -> None:
@@ -107,11 +128,19 @@ def _granted_to_everyone(cluster: ClusterHandle, namespace: str) -> set[Grant]:
 def test_chart_installs_and_runs(
     cluster: ClusterHandle, namespace: str, rendered: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    text, docs = rendered
+    _, docs = rendered
     _restricted(cluster, namespace)
-    applied = cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
-                              "-f", "-", input=text)
-    assert "Warning" not in applied.stderr, applied.stderr  # e.g. a Pod Security warning
+    # As Helm: crds/ first, Established, then the templates (the peering object needs its CRD).
+    crds = helm.find(docs, "CustomResourceDefinition")
+    assert f"{peering.PLURAL}.{peering.GROUP}" in {c["metadata"]["name"] for c in crds}
+    others = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    for batch in (crds, others):
+        applied = cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
+                                  "-f", "-", input=yaml.safe_dump_all(batch))
+        assert "Warning" not in applied.stderr, applied.stderr  # e.g. a Pod Security warning
+        if batch is crds:
+            cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                            *(f"crd/{c['metadata']['name']}" for c in crds))
 
     # Every object is there as rendered (the API server only adds defaults).
     for doc in docs:
@@ -120,19 +149,28 @@ def test_chart_installs_and_runs(
             "get", doc["kind"], doc["metadata"]["name"], *scope, "-o", "json").stdout)
         assert _contains(found, doc) == [], doc["kind"]
 
-    # The operator's pod passes restricted admission and becomes ready on a kwok node.
+    # The operator's pods pass restricted admission and become ready on kwok nodes,
+    # each peering through this release's peering object.
     waited = cluster.kubectl("wait", "-n", namespace, "--for=condition=Available",
                              "--timeout=90s", "deployment/stackforge-operator")
     assert "condition met" in waited.stdout
     pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
         namespace, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
-    assert len(pods) == 1 and pods[0].spec.node_name.startswith("kwok-node-")
-    assert pods[0].spec.service_account_name == "stackforge-operator"
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod.spec.node_name.startswith("kwok-node-")
+        assert pod.spec.service_account_name == "stackforge-operator"
+        assert f"--peering={namespace}" in pod.spec.containers[0].args
+    # Where the scheduler puts the standby is its call: the anti-affinity is only
+    # preferred (the rendered rule is checked in tests/unit/test_chart.py).
 
-    # The ServiceAccount holds exactly rbac.py's rules beyond what everyone holds;
+    # The ServiceAccount holds exactly rbac.py's rules beyond what everyone holds
+    # (the peering patch rule naming this release's peering object);
     # the binding reaches the authorizer's cache within moments.
     role = helm.only(docs, "ClusterRole")
-    assert _grants(role["rules"]) == _grants(rbac.policy_rules(rbac.REQUIRED_RULES))
+    assert _grants(role["rules"]) == {
+        (group, resource, verb, namespace if name == rbac.PEERING_NAME else name)
+        for group, resource, verb, name in _grants(rbac.policy_rules(rbac.CLUSTER_ROLE_RULES))}
     expected = _grants(role["rules"]) | _granted_to_everyone(cluster, namespace)
     eventually(lambda: _service_account_rules(cluster, namespace, "stackforge-operator")
                == expected, timeout=15)
@@ -143,6 +181,8 @@ def test_chart_installs_and_runs(
         ("patch", "stackforgetenants.stackforge.io", ["--subresource=status"], "yes"),
         ("update", "deployments.apps", [], "no"),
         ("bind", "clusterroles.rbac.authorization.k8s.io", [], "no"),
+        ("patch", f"clusterkopfpeerings.kopf.dev/{namespace}", [], "yes"),
+        ("patch", f"clusterkopfpeerings.kopf.dev/{rbac.PEERING_NAME}", [], "no"),
     ]:
         answer = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-A", subject,
                                  check=False)

@@ -55,7 +55,7 @@ def test_renders_the_objects_manifests_install(rendered: list[dict[str, Any]]) -
 def test_cluster_role_has_the_manifests_rules(rendered: list[dict[str, Any]]) -> None:
     rules = only(rendered, "ClusterRole")["rules"]
     assert rules == manifests.one("ClusterRole", manifests.NAME)["rules"]
-    assert rules == rbac.policy_rules(rbac.REQUIRED_RULES)
+    assert rules == rbac.policy_rules(rbac.CLUSTER_ROLE_RULES)
 
 
 def test_binding_ties_the_role_to_the_release_service_account() -> None:
@@ -73,7 +73,7 @@ def test_binding_ties_the_role_to_the_release_service_account() -> None:
 
 def test_namespaced_objects_live_in_the_release_namespace() -> None:
     for doc in template(namespace="ops"):
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
             assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == "ops", doc["kind"]
@@ -84,13 +84,36 @@ def test_deployment_is_the_manifests_deployment(rendered: list[dict[str, Any]]) 
     # Everything in the pod but its labels is identical: security contexts,
     # probes, resources, env, ports, volumes, node selector.
     assert _pod_spec(rendered) == manifests.pod_spec()
-    assert ours["spec"]["replicas"] == theirs["spec"]["replicas"] == 1
-    assert ours["spec"]["strategy"] == theirs["spec"]["strategy"] == {"type": "Recreate"}
+    assert ours["spec"]["replicas"] == theirs["spec"]["replicas"] == 2
+    assert ours["spec"]["strategy"] == theirs["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     # The release's instance label narrows the selector; the manifests' labels remain.
     assert theirs["spec"]["selector"]["matchLabels"].items() <= (
         ours["spec"]["selector"]["matchLabels"].items())
     assert theirs["spec"]["template"]["metadata"]["labels"].items() <= (
         ours["spec"]["template"]["metadata"]["labels"].items())
+    assert theirs["metadata"]["labels"].items() <= ours["metadata"]["labels"].items()
+
+
+def test_peering_is_the_manifests_peering(rendered: list[dict[str, Any]]) -> None:
+    ours = only(rendered, "ClusterKopfPeering")
+    theirs = manifests.one("ClusterKopfPeering", rbac.PEERING_NAME)
+    assert ours["apiVersion"] == theirs["apiVersion"] == "kopf.dev/v1"
+    assert ours["metadata"]["name"] == theirs["metadata"]["name"]
+    # The Argo CD sync wave and dry-run option: the CRD must be there first.
+    assert ours["metadata"]["annotations"] == theirs["metadata"]["annotations"]
+    assert theirs["metadata"]["labels"].items() <= ours["metadata"]["labels"].items()
+    assert ours.keys() == theirs.keys() == {"apiVersion", "kind", "metadata"}
+
+
+def test_disruption_budget_is_the_manifests_budget(rendered: list[dict[str, Any]]) -> None:
+    ours = only(rendered, "PodDisruptionBudget")
+    theirs = manifests.one("PodDisruptionBudget", manifests.NAME)
+    assert ours["spec"]["maxUnavailable"] == theirs["spec"]["maxUnavailable"] == 1
+    assert theirs["spec"]["selector"]["matchLabels"].items() <= (
+        ours["spec"]["selector"]["matchLabels"].items())
+    # It selects exactly the Deployment's pods.
+    assert ours["spec"]["selector"] == only(rendered, "Deployment")["spec"]["selector"]
     assert theirs["metadata"]["labels"].items() <= ours["metadata"]["labels"].items()
 
 
@@ -117,9 +140,11 @@ def test_crds_are_the_repository_crds() -> None:
 def test_lint_passes() -> None:
     out = helm.lint()
     assert "0 chart(s) failed" in out
-    out = helm.lint("--strict", "--set", "replicaCount=3", "--set", "grafanaDashboard.enabled=true",
-                    "--set", "argocdHealthChecks.enabled=true")
-    assert "0 chart(s) failed" in out
+    for replicas in ("0", "1", "2", "3"):
+        out = helm.lint("--strict", "--set", f"replicaCount={replicas}",
+                        "--set", "grafanaDashboard.enabled=true",
+                        "--set", "argocdHealthChecks.enabled=true")
+        assert "0 chart(s) failed" in out
 
 
 def test_lint_fails_on_values_the_schema_refuses() -> None:
@@ -154,6 +179,13 @@ def test_helm_usage_errors_exit_non_zero() -> None:
     (["--set", "extraEnv[0].name=HOME", "--set", "extraEnv[0].value=/x"],
      "/extraEnv/0/name", "not"),
     (["--set", "tolerations[0].operator=Maybe"], "/tolerations/0/operator", "one of"),
+    (["--set", "extraEnv[0].name=POD_ID", "--set", "extraEnv[0].value=x"],
+     "/extraEnv/0/name", "not"),
+    (["--set", "peering.lifetimeSeconds=5"], "/peering/lifetimeSeconds", "minimum"),
+    (["--set", "peering.name=Stack_Forge"], "/peering/name", "does not match pattern"),
+    (["--set", "peering.leader=x"], "/peering", "additional properties 'leader'"),
+    (["--set", "affinity.podAntiAffinity=nearby"], "/affinity/podAntiAffinity",
+     "want object"),
 ])
 def test_schema_rejects_bad_values(args: list[str], field: str, problem: str) -> None:
     with pytest.raises(HelmError) as refused:
@@ -183,22 +215,81 @@ def test_every_default_value_is_described_by_the_schema() -> None:
 # --------------------------------------------------------------------------- values
 
 
-def test_two_replicas_peer() -> None:
-    docs = template(values={"replicaCount": "2"})
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_several_replicas_peer(replicas: int) -> None:
+    docs = template(values={"replicaCount": str(replicas)})
     deployment = only(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 2
-    # Peering elects one active replica, so both may run during a rollout.
-    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
-    assert _container(docs)["args"] == [
+    assert deployment["spec"]["replicas"] == replicas
+    # Peering elects one active replica, so old and new may run during a rollout.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    container = _container(docs)
+    assert container["args"] == [
         "run", "--liveness=http://0.0.0.0:8080/healthz", "--peering=stackforge",
         "--priority=auto"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["STACKFORGE_PEERING_LIFETIME_SECONDS"]["value"] == "20"
+    assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == rbac.PEERING_NAME
+    assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     rules = only(docs, "ClusterRole")["rules"]
     assert rules == rbac.policy_rules((*rbac.REQUIRED_RULES, *rbac.PEERING_RULES))
 
 
-def test_one_replica_does_not_peer(rendered: list[dict[str, Any]]) -> None:
-    assert not any("peering" in arg for arg in _container(rendered)["args"])
-    assert not any("kopf.dev" in r["apiGroups"] for r in only(rendered, "ClusterRole")["rules"])
+@pytest.mark.parametrize("replicas", [0, 1])
+def test_one_replica_is_a_standalone_operator(replicas: int) -> None:
+    docs = template(values={"replicaCount": str(replicas)})
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == replicas
+    # Two kopf operators without peering would both reconcile: never both at once.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = _container(docs)
+    assert container["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert not {"POD_ID", "STACKFORGE_PEERING_LIFETIME_SECONDS"} & {
+        e["name"] for e in container["env"]}
+    assert find(docs, "ClusterKopfPeering") == []
+    assert find(docs, "PodDisruptionBudget") == []
+    assert not any("kopf.dev" in r["apiGroups"] for r in only(docs, "ClusterRole")["rules"])
+    # Otherwise the same pod as the default, peered one.
+    default = template()
+    peered = _pod_spec(default)
+    peered["containers"][0]["args"] = peered["containers"][0]["args"][:2]
+    peered["containers"][0]["env"] = [
+        e for e in peered["containers"][0]["env"]
+        if e["name"] not in ("POD_ID", "STACKFORGE_PEERING_LIFETIME_SECONDS")]
+    assert _pod_spec(docs) == peered
+    kinds = {d["kind"] for d in default} - {"ClusterKopfPeering", "PodDisruptionBudget"}
+    assert {d["kind"] for d in docs} == kinds
+
+
+def test_peering_name_and_lifetime_are_values() -> None:
+    docs = template(values={"peering.name": "sf-blue", "peering.lifetimeSeconds": "45"})
+    assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == "sf-blue"
+    container = _container(docs)
+    assert "--peering=sf-blue" in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STACKFORGE_PEERING_LIFETIME_SECONDS"] == "45"
+    # The ClusterRole may patch that peering object and no other.
+    rules = only(docs, "ClusterRole")["rules"]
+    named = [r for r in rules if "kopf.dev" in r["apiGroups"] and "resourceNames" in r]
+    assert [r["resourceNames"] for r in named] == [["sf-blue"]]
+    assert len(rules) == len(rbac.policy_rules(rbac.CLUSTER_ROLE_RULES))
+
+
+def test_anti_affinity_merges_with_user_affinity_and_can_be_removed() -> None:
+    default = _pod_spec(template())["affinity"]
+    assert default == manifests.pod_spec()["affinity"]
+    merged = _pod_spec(template(values={
+        "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight": "1",
+        "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+        ".preference.matchExpressions[0].key": "zone",
+        "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+        ".preference.matchExpressions[0].operator": "Exists",
+    }))["affinity"]
+    assert merged["podAntiAffinity"] == default["podAntiAffinity"]
+    assert "nodeAffinity" in merged
+    # null removes a default, as everywhere in Helm: no affinity at all.
+    assert "affinity" not in _pod_spec(template(values={"affinity.podAntiAffinity": "null"}))
 
 
 def test_values_reach_the_pod(tmp_path: Path) -> None:
@@ -221,7 +312,7 @@ def test_values_reach_the_pod(tmp_path: Path) -> None:
     pod, container = _pod_spec(docs), _container(docs)
     assert container["image"] == "registry.example/sf:1.2.3"
     assert container["imagePullPolicy"] == "Always"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STACKFORGE_RESYNC_SECONDS"] == "120"
     assert env["STACKFORGE_STALLED_RECHECK_SECONDS"] == "15"
     assert env["STACKFORGE_METRICS_PORT"] == "9100"
@@ -245,7 +336,7 @@ def test_metrics_port_zero_turns_metrics_off() -> None:
     assert find(docs, "Service") == []
     container = _container(docs)
     assert [p["name"] for p in container["ports"]] == ["healthz"]
-    assert {e["name"]: e["value"] for e in container["env"]}["STACKFORGE_METRICS_PORT"] == "0"
+    assert {e["name"]: e.get("value") for e in container["env"]}["STACKFORGE_METRICS_PORT"] == "0"
 
 
 def test_grafana_dashboard_is_optional(rendered: list[dict[str, Any]]) -> None:
