@@ -4,6 +4,7 @@ scale, an expiring certificate)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -98,6 +99,17 @@ class Channels:
     def slack(self, text: str) -> list[Any]:
         return [r.body for r in self.receiver.requests(self.slack_path)
                 if r.status == 200 and text in r.body.get("text", "")]
+
+
+@contextlib.contextmanager
+def _tenant(cluster: ClusterHandle, prefix: str, **spec: Any) -> Iterator[tuple[str, str]]:
+    """A small tenant with a fresh name, deleted in the background afterwards: (name, ns)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    tenants.apply(cluster, tenants.small_tenant(name, **spec))
+    try:
+        yield name, f"tenant-{name}"
+    finally:
+        tenants.delete(cluster, name, wait=False)
 
 
 def _log(operator: OperatorProcess) -> str:
@@ -217,11 +229,8 @@ def _app_replicas(cluster: ClusterHandle, name: str, replicas: int, pods: int) -
 def test_tenant_down_beyond_the_threshold_is_notified_after_retries_and_resolved(
     cluster: ClusterHandle, receiver: Receiver, operator: OperatorProcess,
 ) -> None:
-    name = f"down-{uuid.uuid4().hex[:5]}"
-    ns = f"tenant-{name}"
     channels = Channels(receiver)
-    tenants.apply(cluster, tenants.small_tenant(name))
-    try:
+    with _tenant(cluster, "down") as (name, ns):
         tenants.wait_condition(cluster, name, "Ready", "True")
         channels.subscribe(cluster, name, ns, slack=False)
         # A quota of exactly the pods running: the app cannot scale up (an outage the
@@ -264,63 +273,55 @@ def test_tenant_down_beyond_the_threshold_is_notified_after_retries_and_resolved
         assert _incidents(cluster, name) == []
         log = _log(operator)
         assert channels.token not in log and "retrying in" in log
-    finally:
-        tenants.delete(cluster, name, wait=False)
 
 
 def test_a_hanging_receiver_does_not_delay_reconciling(
     cluster: ClusterHandle, receiver: Receiver, operator: OperatorProcess,
 ) -> None:
-    name = f"hang-{uuid.uuid4().hex[:5]}"
-    ns = f"tenant-{name}"
     channels = Channels(receiver)
-    manifest = tenants.small_tenant(name, domain="shop.example.com",
-                                    tls={"secretName": "shop-tls"})
-    tenants.apply(cluster, manifest)
-    try:
-        eventually(lambda: tenants.namespace_exists(cluster, ns))
-        cert, key = tenants.certificate_pem(days=10)
-        tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
-        tenants.wait_condition(cluster, name, "CertificatesValid", "False")
-        receiver.hang(3 * SEND_TIMEOUT_SECONDS)
-        channels.subscribe(cluster, name, ns, slack=False)
-        incident = "CertificateExpiring/shop-tls"
-        # The message is on its way and the receiver holds it...
-        eventually(lambda: channels.webhook(incident, "opened", delivered=False), timeout=60)
+    spec: dict[str, Any] = {"domain": "shop.example.com", "tls": {"secretName": "shop-tls"}}
+    with _tenant(cluster, "hang", **spec) as (name, ns):
+        manifest = tenants.small_tenant(name, **spec)
+        try:
+            eventually(lambda: tenants.namespace_exists(cluster, ns))
+            cert, key = tenants.certificate_pem(days=10)
+            tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
+            tenants.wait_condition(cluster, name, "CertificatesValid", "False")
+            receiver.hang(3 * SEND_TIMEOUT_SECONDS)
+            channels.subscribe(cluster, name, ns, slack=False)
+            incident = "CertificateExpiring/shop-tls"
+            # The message is on its way and the receiver holds it...
+            eventually(lambda: channels.webhook(incident, "opened", delivered=False), timeout=60)
 
-        # ... while the tenant's status keeps up with its spec.
-        started = time.monotonic()
-        manifest["spec"]["components"]["kong"] = {"replicas": 2}
-        tenants.apply(cluster, manifest)
+            # ... while the tenant's status keeps up with its spec.
+            started = time.monotonic()
+            manifest["spec"]["components"]["kong"] = {"replicas": 2}
+            tenants.apply(cluster, manifest)
 
-        def kong_scaled() -> bool:
-            tenant = tenants.get(cluster, name) or {}
-            st = tenant.get("status") or {}
-            return bool(st.get("observedGeneration") == tenant["metadata"]["generation"]
-                        and st.get("readyReplicas") == 2)
+            def kong_scaled() -> bool:
+                tenant = tenants.get(cluster, name) or {}
+                st = tenant.get("status") or {}
+                return bool(st.get("observedGeneration") == tenant["metadata"]["generation"]
+                            and st.get("readyReplicas") == 2)
 
-        eventually(kong_scaled, timeout=30)
-        assert time.monotonic() - started < SEND_TIMEOUT_SECONDS / 2
-        delivered = f"notification tenant {name} webhook/ops {incident} opened delivered"
-        assert delivered not in _log(operator)  # still held by the receiver
+            eventually(kong_scaled, timeout=30)
+            assert time.monotonic() - started < SEND_TIMEOUT_SECONDS / 2
+            delivered = f"notification tenant {name} webhook/ops {incident} opened delivered"
+            assert delivered not in _log(operator)  # still held by the receiver
 
-        receiver.hang(0)  # the receiver answers at last
-        eventually(lambda: delivered in _log(operator), timeout=60)
-        assert len(channels.webhook(incident, "opened")) >= 1
-        assert channels.token not in _log(operator)
-    finally:
-        receiver.hang(0)
-        tenants.delete(cluster, name, wait=False)
+            receiver.hang(0)  # the receiver answers at last
+            eventually(lambda: delivered in _log(operator), timeout=60)
+            assert len(channels.webhook(incident, "opened")) >= 1
+            assert channels.token not in _log(operator)
+        finally:
+            receiver.hang(0)
 
 
 def test_isolation_is_notified_while_it_lasts(
     cluster: ClusterHandle, receiver: Receiver, operator: OperatorProcess,
 ) -> None:
-    name = f"cut-{uuid.uuid4().hex[:5]}"
-    ns = f"tenant-{name}"
     channels = Channels(receiver)
-    tenants.apply(cluster, tenants.small_tenant(name))
-    try:
+    with _tenant(cluster, "cut") as (name, ns):
         tenants.wait_condition(cluster, name, "Ready", "True")
         tenants.wait_condition(cluster, name, "Isolated", "False")
         channels.subscribe(cluster, name, ns)
@@ -335,5 +336,3 @@ def test_isolation_is_notified_while_it_lasts(
         tenants.wait_condition(cluster, name, "Isolated", "False")
         eventually(lambda: channels.webhook("TenantIsolated", "resolved"), timeout=60)
         assert "TenantIsolated" not in _incidents(cluster, name)
-    finally:
-        tenants.delete(cluster, name, wait=False)

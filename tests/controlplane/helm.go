@@ -94,6 +94,26 @@ func (f *chartFlags) parse(args []string, positional int) ([]string, error) {
 	return f.set.Args(), nil
 }
 
+// parseAll parses the arguments, then reads the values and the Kubernetes
+// version they name: what every subcommand needs before it loads the chart.
+func (f *chartFlags) parseAll(args []string, positional int) (
+	[]string, map[string]interface{}, *chartutil.KubeVersion, error,
+) {
+	names, err := f.parse(args, positional)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	vals, err := f.mergedValues()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kubeVersion, err := f.parsedKubeVersion()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return names, vals, kubeVersion, nil
+}
+
 // mergedValues reads -f files and --set flags; only local files are
 // accepted (no getter providers), so a test can never reach the network.
 func (f *chartFlags) mergedValues() (map[string]interface{}, error) {
@@ -114,15 +134,7 @@ func (f *chartFlags) parsedKubeVersion() (*chartutil.KubeVersion, error) {
 func helmTemplate(args []string, out io.Writer) error {
 	flags := newChartFlags("template")
 	includeCRDs := flags.set.Bool("include-crds", false, "include the chart's crds/ in the output")
-	positional, err := flags.parse(args, 2)
-	if err != nil {
-		return err
-	}
-	vals, err := flags.mergedValues()
-	if err != nil {
-		return err
-	}
-	kubeVersion, err := flags.parsedKubeVersion()
+	positional, vals, kubeVersion, err := flags.parseAll(args, 2)
 	if err != nil {
 		return err
 	}
@@ -164,15 +176,7 @@ func helmTemplate(args []string, out io.Writer) error {
 func helmLint(args []string, out io.Writer) error {
 	flags := newChartFlags("lint")
 	strict := flags.set.Bool("strict", false, "fail on lint warnings")
-	positional, err := flags.parse(args, 1)
-	if err != nil {
-		return err
-	}
-	vals, err := flags.mergedValues()
-	if err != nil {
-		return err
-	}
-	kubeVersion, err := flags.parsedKubeVersion()
+	positional, vals, kubeVersion, err := flags.parseAll(args, 1)
 	if err != nil {
 		return err
 	}
