@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 def prepare() -> None:
@@ -38,3 +41,25 @@ def report(line: str, termination_log: Path | None) -> None:
             termination_log.write_text(line + "\n")
         except OSError as exc:
             logging.getLogger(__name__).warning("termination log: %s", exc)
+
+
+def find_result_line(
+    text: str, is_result: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """The last line of ``text`` that is a JSON object ``is_result`` accepts, if any.
+
+    A runner's pod runs with ``terminationMessagePolicy: FallbackToLogsOnError``:
+    its termination message is the result file, or, when that is empty, the
+    log's last lines, with the result line among them.
+    """
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and is_result(data):
+            return data
+    return None

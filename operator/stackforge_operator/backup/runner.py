@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stackforge_operator import runner_process
 from stackforge_operator.backup.failures import BackupFailure, redact, s3_failure, secret_values
 from stackforge_operator.backup.grafana import export_dashboards
 from stackforge_operator.backup.manifest import Manifest, ManifestArtifact, PostgresInfo
@@ -121,23 +122,9 @@ class RunOutcome:
 
 
 def parse_result(text: str) -> dict[str, Any] | None:
-    """The runner's result from a termination message or a log tail, if there is one.
-
-    With ``terminationMessagePolicy: FallbackToLogsOnError`` the message may
-    be the last log lines rather than the result file: take the last line
-    that parses as a result object.
-    """
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("result") in ("Succeeded", "Failed"):
-            return data
-    return None
+    """The runner's result from a termination message or a log tail, if there is one."""
+    return runner_process.find_result_line(
+        text, lambda data: data.get("result") in ("Succeeded", "Failed"))
 
 
 def peak_rss_bytes() -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from stackforge_operator import runner_process
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.drill.grading import Grade, Objectives, whole_seconds
 from stackforge_operator.models.drill import CheckResult, Verdict
@@ -219,22 +220,9 @@ class DrillOutcome:
 
 
 def parse_result(text: str) -> dict[str, Any] | None:
-    """The drill's result from a termination message or a log tail, if there is one.
-
-    With ``FallbackToLogsOnError`` the message may be the log's last lines:
-    the last line that parses as a result object wins.
-    """
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("verdict") in (Verdict.PASSED, Verdict.FAILED):
-            return data
-    return None
+    """The drill's result from a termination message or a log tail, if there is one."""
+    return runner_process.find_result_line(
+        text, lambda data: data.get("verdict") in (Verdict.PASSED, Verdict.FAILED))
 
 
 def _dumps(data: dict[str, Any]) -> str:

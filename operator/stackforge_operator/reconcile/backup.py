@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, status
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest
+from stackforge_operator.backup.runner import parse_result
 from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.builders import backup as builders
 from stackforge_operator.builders import credentials, stack
@@ -256,7 +257,7 @@ def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:
     if not ({"Complete", "Failed"} & set(job_conditions)):
         return BackupRun(id=f"job:{name}", result=RunResult.RUNNING, start_time=started,
                          job_name=name)
-    result = termination_result(namespace, name)
+    result = termination_result(namespace, name, parse_result)
     run_id = str(result.get("runId") or f"job:{name}")
     finished = job_status.get("completionTime") or (
         job_conditions.get("Failed") or job_conditions.get("Complete") or {}

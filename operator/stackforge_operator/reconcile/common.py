@@ -3,8 +3,7 @@ runner's result. (Each reconciler writes its own kind's status, so RBAC scans se
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from stackforge_operator import kube, status
@@ -42,18 +41,19 @@ def post_transitions(
         kube.record_event(dict(body), event_type, reason, message)
 
 
-def termination_result(namespace: str, job: str) -> dict[str, Any]:
-    """A runner's JSON result line, from its Job's pod's termination message ({} if none)."""
+def termination_result(
+    namespace: str, job: str, parse: Callable[[str], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """A runner's result, from its Job's pod's termination message ({} if none).
+
+    ``parse`` is the runner's own reader (backup.runner / drill.outcome
+    ``parse_result``), which also finds the line in a log tail.
+    """
     for pod in kube.list_objects("v1", "Pod", namespace=namespace,
                                  label_selector=f"job-name={job}"):
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             message = ((container.get("state") or {}).get("terminated") or {}).get("message")
-            if not message:
-                continue
-            try:
-                parsed = json.loads(message.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                continue
-            if isinstance(parsed, dict):
+            parsed = parse(message) if message else None
+            if parsed is not None:
                 return parsed
     return {}

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, status
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders import drill as builders
+from stackforge_operator.drill.outcome import parse_result
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.common import ConditionStatus
@@ -229,7 +230,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         active.step = DrillStep.VERIFYING if active.step == DrillStep.VERIFYING else (
             DrillStep.RESTORING)
         return
-    result = termination_result(sandbox, builders.JOB)
+    result = termination_result(sandbox, builders.JOB, parse_result)
     if not result:
         result = {"verdict": "Failed", "reason": "RunnerFailed",
                   "message": "the restore Job ended without a result"}
