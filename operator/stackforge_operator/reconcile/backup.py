@@ -36,10 +36,11 @@ from stackforge_operator.models.backup import (
     RunResult,
 )
 from stackforge_operator.models.common import ConditionStatus
-from stackforge_operator.models.effective import EffectiveTenant, resolve
+from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import StackForgeTenantSpec
 from stackforge_operator.reconcile.common import (
     post_transitions,
+    referenced_tenant,
     status_changed,
     status_patch,
     termination_result,
@@ -175,15 +176,10 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
 def _tenant(
     tenant: str, namespace: str
 ) -> tuple[EffectiveTenant | None, StackForgeTenantSpec | None, status.Problem | None]:
-    body = kube.get(API, "StackForgeTenant", tenant)
-    if body is None:
-        return None, None, status.Problem(
-            "TenantNotFound", f"spec.tenantRef.name: StackForgeTenant {tenant} does not exist")
-    try:
-        tenant_spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
-    except ValidationError as error:
-        return None, None, status.Problem("TenantInvalid", validation_summary(error))
-    t = resolve(tenant, tenant_spec)
+    found = referenced_tenant(tenant)
+    if isinstance(found, status.Problem):
+        return None, None, found
+    t, tenant_spec = found
     if t.namespace != namespace:
         return None, None, status.Problem(
             "WrongNamespace",

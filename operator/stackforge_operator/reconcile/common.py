@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from stackforge_operator import kube, status
+from pydantic import ValidationError
+
+from stackforge_operator import API_GROUP, API_VERSION, kube, status
 from stackforge_operator.models.common import Condition
+from stackforge_operator.models.effective import EffectiveTenant, resolve
+from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.reconcile.tenant_observe import validation_summary
+
+API = f"{API_GROUP}/{API_VERSION}"
 
 
 class StatusWithConditions(Protocol):
@@ -57,3 +64,18 @@ def termination_result(
             if parsed is not None:
                 return parsed
     return {}
+
+
+def referenced_tenant(
+    name: str,
+) -> tuple[EffectiveTenant, StackForgeTenantSpec] | status.Problem:
+    """The tenant a BackupPolicy or DRDrill names in ``spec.tenantRef``, or why not."""
+    body = kube.get(API, "StackForgeTenant", name)
+    if body is None:
+        return status.Problem(
+            "TenantNotFound", f"spec.tenantRef.name: StackForgeTenant {name} does not exist")
+    try:
+        spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        return status.Problem("TenantInvalid", validation_summary(error))
+    return resolve(name, spec), spec

@@ -36,10 +36,10 @@ from stackforge_operator.models.drill import (
     DrillStep,
     Verdict,
 )
-from stackforge_operator.models.effective import EffectiveTenant, resolve
-from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.reconcile.common import (
     post_transitions,
+    referenced_tenant,
     status_changed,
     status_patch,
     termination_result,
@@ -108,15 +108,10 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
 def _references(
     spec: DRDrillSpec, namespace: str
 ) -> tuple[EffectiveTenant, BackupPolicySpec] | status.Problem:
-    tenant = kube.get(API, "StackForgeTenant", spec.tenant_ref.name)
-    if tenant is None:
-        return status.Problem("TenantNotFound",
-                              f"spec.tenantRef.name: StackForgeTenant {spec.tenant_ref.name} "
-                              "does not exist")
-    try:
-        t = resolve(spec.tenant_ref.name, StackForgeTenantSpec.model_validate(tenant["spec"]))
-    except ValidationError as error:
-        return status.Problem("TenantInvalid", validation_summary(error))
+    found = referenced_tenant(spec.tenant_ref.name)
+    if isinstance(found, status.Problem):
+        return found
+    t, _ = found
     if spec.backup_policy_ref is not None:
         policies = [p for p in [kube.get(API, "BackupPolicy", spec.backup_policy_ref.name,
                                          namespace)] if p is not None]
