@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stackforge_operator import runner_process
+from stackforge_operator.backup import store
 from stackforge_operator.backup.runner import BackupRequest, run_backup
-from stackforge_operator.backup.store import MiB, StoreConfig
+from stackforge_operator.backup.store import MiB
 from stackforge_operator.models.backup import BackupTarget, SSEAlgorithm
 
 
@@ -25,12 +26,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``backup run`` flags, for this module's parser and for cli.py's subcommand."""
     parser.add_argument("--tenant", required=True, help="tenant name (the key segment)")
     parser.add_argument("--run-id", help="YYYYMMDDTHHMMSSZ-<suffix>; default: now + random hex")
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--prefix", default="stackforge", help="key prefix (default: %(default)s)")
-    parser.add_argument("--endpoint", help="S3-compatible endpoint URL; default: AWS")
-    parser.add_argument("--region", help="default: us-east-1")
-    parser.add_argument("--force-path-style", action="store_true",
-                        help="address the bucket by path (most S3-compatible servers)")
+    store.add_location_arguments(parser)
     parser.add_argument("--sse", choices=[a.value for a in SSEAlgorithm],
                         help="server-side encryption; default: the bucket's setting")
     parser.add_argument("--kms-key-id", help="KMS key for --sse aws:kms")
@@ -86,18 +82,9 @@ def request_from_args(
         parser.error("--kms-key-id goes with --sse aws:kms, and only with it")
     if args.part_size_mib < 5:
         parser.error("--part-size-mib must be at least 5 (S3's minimum part size)")
-    store = StoreConfig(
-        bucket=args.bucket,
-        prefix=args.prefix.strip("/"),
-        endpoint=args.endpoint,
-        region=args.region,
-        force_path_style=args.force_path_style or None,
-        sse=sse,
-        kms_key_id=args.kms_key_id,
-    )
     return BackupRequest(
         tenant=args.tenant,
-        store=store,
+        store=store.config_from_arguments(args, sse=sse, kms_key_id=args.kms_key_id),
         run_id=args.run_id,
         targets=_targets(args, parser),
         configuration_file=args.config_file,

@@ -9,6 +9,7 @@ Everything here blocks; the operator calls it from a worker thread.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections import deque
 from collections.abc import Iterator
@@ -86,6 +87,29 @@ class StoreConfig:
 
     def run_prefix(self, tenant: str, run_id: str) -> str:
         return f"{self.prefix}/{tenant}/{run_id}/"
+
+
+
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags naming where backups are (``backup run`` and ``drill run`` alike)."""
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default="stackforge", help="key prefix (default: %(default)s)")
+    parser.add_argument("--endpoint", help="S3-compatible endpoint URL; default: AWS")
+    parser.add_argument("--region", help="default: us-east-1")
+    parser.add_argument("--force-path-style", action="store_true",
+                        help="address the bucket by path (most S3-compatible servers)")
+
+
+def config_from_arguments(args: argparse.Namespace, **options: Any) -> StoreConfig:
+    """A StoreConfig from :func:`add_location_arguments`' flags, plus ``options``."""
+    return StoreConfig(
+        bucket=args.bucket,
+        prefix=args.prefix.strip("/"),
+        endpoint=args.endpoint,
+        region=args.region,
+        force_path_style=args.force_path_style or None,
+        **options,
+    )
 
 
 def make_client(config: StoreConfig) -> S3Client:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stackforge_operator import runner_process
-from stackforge_operator.backup.store import StoreConfig
+from stackforge_operator.backup import store
 from stackforge_operator.drill.checks import DEFAULT_QUERY_TIMEOUT_SECONDS, load_query_checks
 from stackforge_operator.drill.grading import Objectives
 from stackforge_operator.drill.runner import DrillRequest, run_drill
@@ -33,12 +33,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="'latest' (newest complete backup), a backup run id, or 'before=<ISO time>' "
         "(newest complete backup finished at or before it); default: %(default)s",
     )
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--prefix", default="stackforge", help="key prefix (default: %(default)s)")
-    parser.add_argument("--endpoint", help="S3-compatible endpoint URL; default: AWS")
-    parser.add_argument("--region", help="default: us-east-1")
-    parser.add_argument("--force-path-style", action="store_true",
-                        help="address the bucket by path (most S3-compatible servers)")
+    store.add_location_arguments(parser)
     parser.add_argument("--started-at",
                         help="when the drill started (ISO 8601), the origin of RTO and RPO; "
                         "default: now")
@@ -94,16 +89,9 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
             queries = load_query_checks(args.checks_file)
         except ValueError as exc:
             parser.error(f"--checks-file: {exc}")
-    store = StoreConfig(
-        bucket=args.bucket,
-        prefix=args.prefix.strip("/"),
-        endpoint=args.endpoint,
-        region=args.region,
-        force_path_style=args.force_path_style or None,
-    )
     return DrillRequest(
         tenant=args.tenant,
-        store=store,
+        store=store.config_from_arguments(args),
         backup=choice,
         run_id=args.run_id,
         started_at=started_at,
