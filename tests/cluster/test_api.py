@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -60,29 +59,13 @@ def _replace(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -
     )
 
 
-@pytest.fixture
-def cleanup_tenants(cluster: ClusterHandle) -> Iterator[list[str]]:
-    """Tenants are cluster-scoped: delete the ones a test created."""
-    names: list[str] = []
-    yield names
-    objects = client.CustomObjectsApi(cluster.api)
-    for name in names:
-        try:
-            objects.delete_cluster_custom_object(
-                API_GROUP, API_VERSION, "stackforgetenants", name
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}-{c.id}" for c in CASES])
 def test_malformed_object_is_refused_at_admission_naming_the_field(
-    cluster: ClusterHandle, namespace: str, case: Case, cleanup_tenants: list[str]
+    cluster: ClusterHandle, namespace: str, case: Case, cleanup: list[str]
 ) -> None:
     manifest = copy.deepcopy(case.manifest)
     if manifest["kind"] == "StackForgeTenant":
-        cleanup_tenants.append(manifest["metadata"]["name"])
+        cleanup.append(manifest["metadata"]["name"])
     with pytest.raises(ApiException) as refused:
         _create(cluster, manifest, namespace)
     assert refused.value.status == 422 or (case.strict and refused.value.status == 400), (
@@ -93,11 +76,11 @@ def test_malformed_object_is_refused_at_admission_naming_the_field(
 
 @pytest.mark.parametrize("case", UPDATE_CASES, ids=[f"{c.kind}-{c.id}" for c in UPDATE_CASES])
 def test_forbidden_change_is_refused(
-    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup_tenants: list[str]
+    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup: list[str]
 ) -> None:
     original = copy.deepcopy(case.original)
     if original["kind"] == "StackForgeTenant":
-        cleanup_tenants.append(original["metadata"]["name"])
+        cleanup.append(original["metadata"]["name"])
     _create(cluster, original, namespace)
     with pytest.raises(ApiException) as refused:
         _replace(cluster, copy.deepcopy(case.modified), namespace)
@@ -109,23 +92,23 @@ def test_forbidden_change_is_refused(
     "case", ACCEPTED_UPDATES, ids=[f"{c.kind}-{c.id}" for c in ACCEPTED_UPDATES]
 )
 def test_legitimate_change_is_accepted(
-    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup_tenants: list[str]
+    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup: list[str]
 ) -> None:
     original = copy.deepcopy(case.original)
     if original["kind"] == "StackForgeTenant":
-        cleanup_tenants.append(original["metadata"]["name"])
+        cleanup.append(original["metadata"]["name"])
     _create(cluster, original, namespace)
     _replace(cluster, copy.deepcopy(case.modified), namespace)
 
 
 def test_examples_are_accepted_and_shown_with_printer_columns(
-    cluster: ClusterHandle, namespace: str, cleanup_tenants: list[str]
+    cluster: ClusterHandle, namespace: str, cleanup: list[str]
 ) -> None:
     for kind in PLURALS:
         manifest = example(kind)
         if kind == "StackForgeTenant":
             manifest["metadata"]["name"] = "acme-api-test"
-            cleanup_tenants.append("acme-api-test")
+            cleanup.append("acme-api-test")
         _create(cluster, manifest, namespace)
 
     tenants = cluster.kubectl("get", "sft", "acme-api-test").stdout.splitlines()

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.argocd import health
 from tests.support.clusters import ClusterHandle
 from tests.support.tenants import eventually
-
-
-@pytest.fixture
-def cleanup(cluster: ClusterHandle) -> Iterator[list[str]]:
-    names: list[str] = []
-    yield names
-    # In the background: names are unique, and the operator (module-scoped) finishes
-    # the deletions while the next tests run.
-    for name in names:
-        tenants.delete(cluster, name, wait=False)
 
 
 def _health(cluster: ClusterHandle, name: str) -> tuple[str, str]:

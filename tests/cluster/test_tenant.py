@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from stackforge_operator.devcluster.operator_process import OperatorProcess
@@ -24,16 +22,6 @@ OPERATOR_WRITES = frozenset({
 })
 COMPONENT_CONDITIONS = ("PostgresReady", "PoolerReady", "RedisReady", "KafkaReady", "KongReady",
                         "ConsulReady", "AppsReady")
-
-
-@pytest.fixture
-def cleanup(cluster: ClusterHandle) -> Iterator[list[str]]:
-    names: list[str] = []
-    yield names
-    # Not waiting: teardown of namespaces runs beside the next test. The one
-    # test that counts writes waits for a quiet cluster itself.
-    for name in names:
-        tenants.delete(cluster, name, wait=False)
 
 
 def _kinds(cluster: ClusterHandle, namespace: str, kinds: str) -> set[str]:
