@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine_facts  # noqa: E402
 from tests.support import postgres_server as pg  # noqa: E402
 from tests.support import s3_server as s3  # noqa: E402
 from tests.support.fixtures_backup import run_runner_measured, runner_argv  # noqa: E402
@@ -151,20 +151,6 @@ def _empty_bucket(s3srv: s3.S3Server, bucket: str) -> None:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
             client.delete_object(Bucket=bucket, Key=obj["Key"])
-
-
-def machine_facts() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, "
-            f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
 def main() -> int:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -48,10 +47,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine_facts  # noqa: E402
 from tests.support import postgres_server as pg  # noqa: E402
 from tests.support import s3_server as s3  # noqa: E402
 from tests.support.drill import drill_argv  # noqa: E402
-from tests.support.fixtures_backup import run_runner_measured, runner_argv  # noqa: E402
+from tests.support.fixtures_backup import (  # noqa: E402
+    run_runner_measured,
+    runner_argv,
+    vm_hwm,
+)
 
 from stackforge_operator.backup.manifest import Manifest  # noqa: E402
 
@@ -96,16 +100,6 @@ def fresh_scratch(server: pg.PostgresServer, name: str) -> str:
     return server.create_database(name)
 
 
-def _vm_hwm(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return None
-
-
 def run_with_peak(argv: list[str], env: dict[str, str]) -> tuple[str, str, int, float]:
     """Run to completion; returns stdout, stderr, the process's own peak RSS, and CPU seconds.
 
@@ -121,7 +115,7 @@ def run_with_peak(argv: list[str], env: dict[str, str]) -> tuple[str, str, int, 
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _vm_hwm(proc.pid) or 0)
+            peak = max(peak, vm_hwm(proc.pid))
             time.sleep(0.05)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0 and proc.returncode != 1:
@@ -175,20 +169,6 @@ def single_get_config(directory: Path) -> Path:
     path = directory / "aws-config"
     path.write_text("[default]\ns3 =\n  multipart_threshold = 1TB\n")
     return path
-
-
-def machine_facts() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, "
-            f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
 def main() -> int:

@@ -225,7 +225,7 @@ def run_runner(
     )
 
 
-def _vm_hwm(pid: int) -> int:
+def vm_hwm(pid: int) -> int:
     """A process's peak resident memory so far (kernel's VmHWM), in bytes; 0 once gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -256,9 +256,9 @@ def run_runner_measured(
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=dict(env))
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
-            runner_peak = max(runner_peak, _vm_hwm(proc.pid))
+            runner_peak = max(runner_peak, vm_hwm(proc.pid))
             for child in _descendants(proc.pid):
-                children_peak[child] = max(children_peak.get(child, 0), _vm_hwm(child))
+                children_peak[child] = max(children_peak.get(child, 0), vm_hwm(child))
             if time.monotonic() > deadline:
                 proc.kill()
                 raise TimeoutError(f"runner did not finish in {timeout}s")
