@@ -37,7 +37,7 @@ SPEC: dict[str, Any] = {
 
 def rendered_children(name: str) -> list[dict[str, Any]]:
     """What the operator would create for a tenant, rendered by the same builders."""
-    t = resolve(name, StackForgeTenantSpec.model_validate(SPEC))
+    t = resolve(name, StackForgeTenantSpec.model_validate(SPEC), namespace=f"tenant-{name}")
     secrets = credentials.build(t, existing={}, existing_rotation={}, rotation_request=None)
     return stack.desired_children(t, secrets=secrets, tls=None, rotation=None)
 
@@ -116,12 +116,18 @@ def main() -> int:
         applied = time.monotonic() - started
         raw_seconds = applied + wait(lambda: workloads_ready(apps, "raw-", n))
 
-        # Operator: n tenants applied at once.
+        # Operator: n tenants applied at once, each with its namespace (made first, as the
+        # raw side's are: kubectl applies a List in order).
         operator = OperatorProcess(cluster.kubeconfig, run_dir / "operator.log")
         operator.start()
         assert operator.process.pid is not None
-        manifests = [{"apiVersion": "stackforge.io/v1alpha1", "kind": "StackForgeTenant",
-                      "metadata": {"name": f"op-{i:02d}"}, "spec": SPEC} for i in range(n)]
+        manifests = [
+            *({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"tenant-op-{i:02d}"}}
+              for i in range(n)),
+            *({"apiVersion": "stackforge.io/v1alpha1", "kind": "StackForgeTenant",
+               "metadata": {"name": f"op-{i:02d}", "namespace": f"tenant-op-{i:02d}"},
+               "spec": SPEC} for i in range(n)),
+        ]
         started = time.monotonic()
         cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": manifests}), timeout=600)

@@ -307,10 +307,12 @@ TENANT = Kind(
     kind="StackForgeTenant",
     plural="stackforgetenants",
     short_name="sft",
-    scope="Cluster",
+    # Namespaced, so that an HPA (which resolves scaleTargetRef in its own
+    # namespace) can target the tenant; one tenant per namespace.
+    scope="Namespaced",
     description=(
-        "A customer's isolated StackForge stack: its namespace, PostgreSQL, Redis, Kafka, "
-        "Kong, Consul and app services, domain and TLS, quotas and cost estimate."
+        "A customer's isolated StackForge stack, in a namespace of its own: PostgreSQL, "
+        "Redis, Kafka, Kong, Consul and app services, domain and TLS, quotas and cost estimate."
     ),
     spec=StackForgeTenantSpec,
     status=StackForgeTenantStatus,
@@ -326,7 +328,6 @@ TENANT = Kind(
         ),
         Column("Last Drill", ".status.lastDrill.verdict", description="Verdict of the last drill."),
         Column("Price", ".status.cost.priceMonthly", description="USD per month.", priority=1),
-        Column("Namespace", ".status.namespace", description="Tenant namespace.", priority=1),
         AGE,
     ),
     root_rules=(tenant_name_rule(),),

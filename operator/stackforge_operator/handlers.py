@@ -123,14 +123,20 @@ async def tenant_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
 async def policy_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _feed(memo.backups, type, body)
     # A policy's runs feed its tenant's BackupHealthy.
-    memo.tenants.poke(str(body.get("spec", {}).get("tenantRef", {}).get("name", "")))
+    memo.tenants.poke(_referenced_tenant_key(body))
 
 
 @kopf.on.event(*DRILLS)
 async def drill_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _feed(memo.drills, type, body)
     # A drill's verdict feeds its tenant's DrillPassing.
-    memo.tenants.poke(str(body.get("spec", {}).get("tenantRef", {}).get("name", "")))
+    memo.tenants.poke(_referenced_tenant_key(body))
+
+
+def _referenced_tenant_key(body: kopf.Body) -> str:
+    # tenantRef resolves in the referrer's own namespace.
+    name = str(body.get("spec", {}).get("tenantRef", {}).get("name", ""))
+    return f"{body.metadata.namespace}/{name}"
 
 
 async def _sandbox_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
@@ -142,8 +148,11 @@ for _plural_group in (("batch", "v1", "jobs"), ("apps", "v1", "statefulsets")):
                   id=f"sandbox-{_plural_group[2]}")(_sandbox_changed)
 
 
-async def _child_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    memo.tenants.poke(labels[TENANT_LABEL])
+async def _child_changed(
+    labels: kopf.Labels, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    # A tenant's children live in its namespace; the namespace itself has none.
+    memo.tenants.poke(f"{namespace or name}/{labels[TENANT_LABEL]}")
 
 
 for _api_version, _plural in WATCHED_CHILDREN:

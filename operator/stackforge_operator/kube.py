@@ -142,10 +142,12 @@ def get(api_version: str, kind: str, name: str, namespace: str | None = None) ->
 
 
 def list_objects(
-    api_version: str, kind: str, *, namespace: str | None = None, label_selector: str = ""
+    api_version: str, kind: str, *, namespace: str | None = None, label_selector: str = "",
+    field_selector: str = "",
 ) -> list[Obj]:
     with translated_errors(f"listing {kind}"):
-        found = _resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+        found = _resource(api_version, kind).get(
+            namespace=namespace, label_selector=label_selector, field_selector=field_selector)
         return [item.to_dict() for item in found.items]
 
 

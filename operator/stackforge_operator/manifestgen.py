@@ -82,7 +82,8 @@ def render_rules(rules: Sequence[rbac.Rule], indent: str = "  ") -> str:
 
 def render_cluster_role() -> str:
     header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(
-        "Cluster-wide because tenant namespaces and drill sandboxes are created at run time; "
+        "Cluster-wide because tenants live in namespaces of their own and drill sandboxes are "
+        "created at run time; "
         "least privilege comes from the exact verbs below (no wildcards, no update, no "
         "escalate/bind/impersonate, no watch on Secrets). See rbac.py for the reasoning.",
         "",

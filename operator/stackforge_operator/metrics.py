@@ -143,27 +143,33 @@ class _TenantCollector:
             f"{PREFIX}_tenants", "StackForgeTenants by their Ready condition.", labels=["ready"])
         age = GaugeMetricFamily(
             f"{PREFIX}_backup_newest_age_seconds",
-            "Seconds since the tenant's newest complete backup finished.", labels=["tenant"])
+            "Seconds since the tenant's newest complete backup finished.",
+            labels=["namespace", "tenant"])
         verdict = GaugeMetricFamily(
             f"{PREFIX}_drill_last_verdict",
             "1 for the verdict of the tenant's newest DR drill, 0 for the others.",
-            labels=["tenant", "verdict"])
+            labels=["namespace", "tenant", "verdict"])
         rto = GaugeMetricFamily(
             f"{PREFIX}_drill_last_rto_seconds",
-            "Measured recovery time of the tenant's newest DR drill.", labels=["tenant"])
+            "Measured recovery time of the tenant's newest DR drill.",
+            labels=["namespace", "tenant"])
         if tenants is not None:
             ready = sum(h.ready for h in tenants.values())
             count.add_metric(["true"], ready)
             count.add_metric(["false"], len(tenants) - ready)
-            for name, h in sorted(tenants.items()):
+            for key, h in sorted(tenants.items()):
+                # Controller keys: "<namespace>/<name>".
+                namespace, _, name = key.rpartition("/")
                 if h.newest_backup is not None:
-                    age.add_metric([name], max(0.0, now - h.newest_backup.timestamp()))
+                    age.add_metric([namespace, name],
+                                   max(0.0, now - h.newest_backup.timestamp()))
                 if h.drill_verdict is not None:
                     known = dict.fromkeys((*VERDICTS, h.drill_verdict))
                     for v in known:
-                        verdict.add_metric([name, v], 1.0 if v == h.drill_verdict else 0.0)
+                        verdict.add_metric([namespace, name, v],
+                                           1.0 if v == h.drill_verdict else 0.0)
                 if h.drill_rto_seconds is not None:
-                    rto.add_metric([name], h.drill_rto_seconds)
+                    rto.add_metric([namespace, name], h.drill_rto_seconds)
         return [count, age, verdict, rto]
 
 
@@ -219,13 +225,13 @@ class OperatorMetrics:
         # A cancelled reconcile (operator shutting down) is not counted at all.
         self.record_reconcile(kind, timing.result, time.monotonic() - start)
 
-    def observe_tenant(self, name: str, status: Mapping[str, Any] | None) -> None:
-        """Take the per-tenant series from the tenant's latest status."""
-        self._tenants.update(name, tenant_health(status))
+    def observe_tenant(self, key: str, status: Mapping[str, Any] | None) -> None:
+        """Take the per-tenant series from the tenant's latest status ("<namespace>/<name>")."""
+        self._tenants.update(key, tenant_health(status))
 
-    def forget_tenant(self, name: str) -> None:
+    def forget_tenant(self, key: str) -> None:
         """The tenant is gone: drop its series."""
-        self._tenants.forget(name)
+        self._tenants.forget(key)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> MetricsServer:  # noqa: S104
         """Serve /metrics from a daemon thread (port 0: any free port)."""

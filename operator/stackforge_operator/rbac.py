@@ -13,9 +13,9 @@ This is the one place the operator's RBAC is written down:
   they have ``escalate``/``bind``, which the operator deliberately lacks), so
   every sandbox rule must also be in :data:`REQUIRED_RULES` (tested).
 
-Why a ClusterRole rather than Roles: tenant namespaces (and drill sandboxes)
-are created at run time, so their names are not known when the operator is
-installed. The alternative, the operator binding a per-namespace Role to itself
+Why a ClusterRole rather than Roles: tenants are created in namespaces, and
+drill sandboxes are created at run time, whose names are not known when the
+operator is installed. The alternative, the operator binding a per-namespace Role to itself
 in each namespace it creates, needs ``bind`` on that role, plus RoleBinding
 create rights in every namespace: that is as powerful as holding the rules
 cluster-wide, and more moving parts. What keeps the grant small is the verb
@@ -87,8 +87,9 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "clusters) that needs update on the owner's finalizers; grants nothing else"),
     # --- tenant children (reconcile/tenant.py MANAGED_KINDS) ------------------------
     Rule("", ("namespaces",), _APPLIED_WATCHED,
-         "tenant namespaces and drill sandboxes are applied; a namespace change wakes its "
-         "tenant; delete only for drill sandboxes (tenant namespaces go by ownerReference GC)"),
+         "drill sandboxes are applied, and the labels (Pod Security, tenant) of each tenant's "
+         "namespace; a namespace change wakes its tenant; delete only for drill sandboxes "
+         "(a tenant never deletes the namespace it lives in)"),
     Rule("", ("secrets",), _APPLIED,
          "generated credentials are applied and pruned; referenced Secrets (S3, TLS, "
          "notification URLs) are read; list only with the tenant's label selector; no watch, "

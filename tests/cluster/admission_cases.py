@@ -278,18 +278,14 @@ def _tenant_cases() -> list[Case]:
             {"spec.notifications": {"events": ["BackupFailed"]}},
             "notifications must name at least one channel",
         ),
-        c(
-            "system-namespace",
-            {"spec.namespace": "kube-system"},
-            "namespace must not be default, stackforge-system or a kube-* namespace",
-        ),
-        c("invalid-namespace", {"spec.namespace": "Tenant_Acme"}, "spec.namespace"),
+        # The tenant lives in its namespace; there is no spec.namespace to name another.
+        c("namespace-field", {"spec.namespace": "tenant-other"}, "spec.namespace", strict=True),
         c("suspend-not-bool", {"spec.suspend": "yes"}, "spec.suspend"),
         c("isolate-not-bool", {"spec.isolate": 1}, "spec.isolate"),
         c("bad-node-size", {"spec.nodes": {"size": "64cpu-256gb"}}, "spec.nodes.size"),
         c("quota-pods-zero", {"spec.quota": {"pods": 0}}, "spec.quota.pods"),
         c(
-            "name-too-long-for-namespace",
+            "name-too-long",
             {"metadata.name": "a" * 60},
             "metadata.name must be a DNS label",
         ),
@@ -428,23 +424,7 @@ def _update(
     return UpdateCase(id_, kind, original, modified, expect)
 
 
-NS_IMMUTABLE = "namespace is immutable"
 UPDATE_CASES: list[UpdateCase] = [
-    _update(
-        T,
-        "namespace-changed",
-        {"spec.namespace": "nsc-prod"},
-        {"spec.namespace": "nsc-staging"},
-        NS_IMMUTABLE,
-    ),
-    _update(T, "namespace-added", {}, {"spec.namespace": "nsa-prod"}, NS_IMMUTABLE),
-    _update(
-        T,
-        "namespace-removed",
-        {"spec.namespace": "nsr-prod"},
-        {"spec.namespace": DELETE},
-        NS_IMMUTABLE,
-    ),
     _update(
         T,
         "postgres-downgrade",
@@ -479,7 +459,7 @@ ACCEPTED_UPDATES: list[UpdateCase] = [
     _update(T, "postgres-upgrade", {}, {"spec.components.postgres.version": 17}, ""),
     _update(T, "postgres-storage-grow", {}, {"spec.components.postgres.storage": "80Gi"}, ""),
     _update(T, "tier-change", {}, {"spec.tier": "Enterprise"}, ""),
-    _update(T, "namespace-unchanged", {"spec.namespace": "nsu-prod"}, {"spec.isolate": True}, ""),
+    _update(T, "isolate", {}, {"spec.isolate": True}, ""),
     _update(BP, "schedule-change", {}, {"spec.schedule": "30 1 * * *"}, ""),
     _update(DR, "objectives-change", {}, {"spec.objectives.rtoSeconds": 1800}, ""),
 ]

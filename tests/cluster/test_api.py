@@ -31,10 +31,6 @@ pytestmark = pytest.mark.usefixtures("stackforge_crds")
 def _create(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -> Any:
     objects = client.CustomObjectsApi(cluster.api)
     plural = PLURALS[manifest["kind"]]
-    if manifest["kind"] == "StackForgeTenant":
-        return objects.create_cluster_custom_object(
-            API_GROUP, API_VERSION, plural, manifest, field_validation="Strict"
-        )
     manifest["metadata"]["namespace"] = namespace
     return objects.create_namespaced_custom_object(
         API_GROUP, API_VERSION, namespace, plural, manifest, field_validation="Strict"
@@ -45,12 +41,6 @@ def _replace(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -
     objects = client.CustomObjectsApi(cluster.api)
     plural = PLURALS[manifest["kind"]]
     name = manifest["metadata"]["name"]
-    if manifest["kind"] == "StackForgeTenant":
-        live = objects.get_cluster_custom_object(API_GROUP, API_VERSION, plural, name)
-        manifest["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-        return objects.replace_cluster_custom_object(
-            API_GROUP, API_VERSION, plural, name, manifest, field_validation="Strict"
-        )
     manifest["metadata"]["namespace"] = namespace
     live = objects.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
     manifest["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
@@ -61,11 +51,9 @@ def _replace(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}-{c.id}" for c in CASES])
 def test_malformed_object_is_refused_at_admission_naming_the_field(
-    cluster: ClusterHandle, namespace: str, case: Case, cleanup: list[str]
+    cluster: ClusterHandle, namespace: str, case: Case
 ) -> None:
     manifest = copy.deepcopy(case.manifest)
-    if manifest["kind"] == "StackForgeTenant":
-        cleanup.append(manifest["metadata"]["name"])
     with pytest.raises(ApiException) as refused:
         _create(cluster, manifest, namespace)
     assert refused.value.status == 422 or (case.strict and refused.value.status == 400), (
@@ -76,11 +64,9 @@ def test_malformed_object_is_refused_at_admission_naming_the_field(
 
 @pytest.mark.parametrize("case", UPDATE_CASES, ids=[f"{c.kind}-{c.id}" for c in UPDATE_CASES])
 def test_forbidden_change_is_refused(
-    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup: list[str]
+    cluster: ClusterHandle, namespace: str, case: UpdateCase
 ) -> None:
     original = copy.deepcopy(case.original)
-    if original["kind"] == "StackForgeTenant":
-        cleanup.append(original["metadata"]["name"])
     _create(cluster, original, namespace)
     with pytest.raises(ApiException) as refused:
         _replace(cluster, copy.deepcopy(case.modified), namespace)
@@ -92,26 +78,23 @@ def test_forbidden_change_is_refused(
     "case", ACCEPTED_UPDATES, ids=[f"{c.kind}-{c.id}" for c in ACCEPTED_UPDATES]
 )
 def test_legitimate_change_is_accepted(
-    cluster: ClusterHandle, namespace: str, case: UpdateCase, cleanup: list[str]
+    cluster: ClusterHandle, namespace: str, case: UpdateCase
 ) -> None:
     original = copy.deepcopy(case.original)
-    if original["kind"] == "StackForgeTenant":
-        cleanup.append(original["metadata"]["name"])
     _create(cluster, original, namespace)
     _replace(cluster, copy.deepcopy(case.modified), namespace)
 
 
 def test_examples_are_accepted_and_shown_with_printer_columns(
-    cluster: ClusterHandle, namespace: str, cleanup: list[str]
+    cluster: ClusterHandle, namespace: str
 ) -> None:
     for kind in PLURALS:
         manifest = example(kind)
         if kind == "StackForgeTenant":
             manifest["metadata"]["name"] = "acme-api-test"
-            cleanup.append("acme-api-test")
         _create(cluster, manifest, namespace)
 
-    tenants = cluster.kubectl("get", "sft", "acme-api-test").stdout.splitlines()
+    tenants = cluster.kubectl("get", "sft", "acme-api-test", "-n", namespace).stdout.splitlines()
     assert tenants[0].split() == [
         "NAME", "TIER", "READY", "REASON", "COMPONENTS", "LAST", "BACKUP", "LAST", "DRILL", "AGE"
     ]

@@ -174,7 +174,7 @@ def test_standby_takes_over_within_30s_and_yields_to_a_higher_priority(
         for replica in replicas:
             replica.stop()
         for name in ("ha-first", "ha-steady", "ha-second"):
-            tenants.delete(cluster, name, wait=False)
+            tenants.discard(cluster, name)
 
 
 def test_peering_object_lists_both_replicas_with_their_priorities(

@@ -13,6 +13,7 @@ from stackforge_operator import FIELD_MANAGER, kube
 from stackforge_operator.reconcile.diff import needs_apply
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals, writes_between
+from tests.support.tenants import wait_for_no_terminating_namespace
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def _config_map(namespace: str, data: dict[str, str]) -> dict[str, Any]:
 def test_apply_is_owned_by_the_operator_and_converged_resync_writes_nothing(
     cluster: ClusterHandle, namespace: str
 ) -> None:
+    wait_for_no_terminating_namespace(cluster)
     desired = _config_map(namespace, {"mode": "fast"})
     assert kube.get("v1", "ConfigMap", "settings", namespace) is None
     applied = kube.apply(desired)
@@ -107,16 +109,17 @@ def test_status_written_over_a_stale_read_is_refused(
     api = f"{API_GROUP}/{API_VERSION}"
     tenants.apply(cluster, tenants.small_tenant("guarded"))
     try:
-        read = kube.get(api, "StackForgeTenant", "guarded")
+        ns = tenants.namespace_of("guarded")
+        read = kube.get(api, "StackForgeTenant", "guarded", ns)
         assert read is not None
         version = read["metadata"]["resourceVersion"]
-        written = kube.patch_status(api, "StackForgeTenant", "guarded", None,
+        written = kube.patch_status(api, "StackForgeTenant", "guarded", ns,
                                     {"observedGeneration": 1}, resource_version=version)
         assert written["status"]["observedGeneration"] == 1
         with pytest.raises(kopf.TemporaryError, match="writing status of StackForgeTenant"):
-            kube.patch_status(api, "StackForgeTenant", "guarded", None,
+            kube.patch_status(api, "StackForgeTenant", "guarded", ns,
                               {"observedGeneration": 2}, resource_version=version)
         # Unguarded writes (every other status field) are unchanged.
-        kube.patch_status(api, "StackForgeTenant", "guarded", None, {"observedGeneration": 3})
+        kube.patch_status(api, "StackForgeTenant", "guarded", ns, {"observedGeneration": 3})
     finally:
-        tenants.delete(cluster, "guarded", wait=False)
+        tenants.discard(cluster, "guarded")

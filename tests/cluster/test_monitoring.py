@@ -41,7 +41,7 @@ def watched(cluster: ClusterHandle, prometheus_crds: None,
     }))
     tenants.wait_condition(cluster, NAME, "Ready", "True")
     yield NAME
-    tenants.delete(cluster, NAME, wait=False)  # in the background; the name is not reused
+    tenants.discard(cluster, NAME)  # in the background; the name is not reused
 
 
 def _objects(cluster: ClusterHandle, plural: str) -> dict[str, dict[str, Any]]:

@@ -38,7 +38,7 @@ def scaly(cluster: ClusterHandle, operator: OperatorProcess) -> Iterator[str]:
     tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(kong={"replicas": 2})))
     tenants.wait_condition(cluster, NAME, "Ready", "True")
     yield NAME
-    tenants.delete(cluster, NAME, wait=False)  # in the background; the name is not reused
+    tenants.discard(cluster, NAME)  # in the background; the name is not reused
 
 
 def _kong_pods(cluster: ClusterHandle) -> dict[str, str]:
@@ -48,8 +48,12 @@ def _kong_pods(cluster: ClusterHandle) -> dict[str, str]:
 
 
 def _scale(cluster: ClusterHandle, replicas: int) -> dict[str, Any]:
-    cluster.kubectl("scale", f"sft/{NAME}", f"--replicas={replicas}")
+    cluster.kubectl("scale", f"sft/{NAME}", "-n", NS, f"--replicas={replicas}")
+    return _converged(cluster, replicas)
 
+
+def _converged(cluster: ClusterHandle, replicas: int) -> dict[str, Any]:
+    """The tenant once its gateway runs ``replicas`` ready pods and its status says so."""
     def converged() -> dict[str, Any] | None:
         tenant = tenants.get(cluster, NAME) or {}
         st = tenant.get("status") or {}
@@ -76,8 +80,8 @@ def test_kubectl_scale_adds_pods_without_restarting_running_ones(
     assert tenant["spec"]["components"]["kong"]["replicas"] == 4
     assert tenant["status"]["selector"] == (
         f"app.kubernetes.io/component=kong,stackforge.io/tenant={NAME}")
-    scale = client.CustomObjectsApi(cluster.api).get_cluster_custom_object_scale(
-        "stackforge.io", "v1alpha1", "stackforgetenants", NAME)
+    scale = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object_scale(
+        "stackforge.io", "v1alpha1", NS, "stackforgetenants", NAME)
     assert scale["spec"]["replicas"] == 4 and scale["status"]["replicas"] == 4
     # The PodDisruptionBudget follows the replica count.
     pdb = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget("kong", NS)
@@ -126,6 +130,53 @@ def test_app_hpas_resolve_their_scale_targets(cluster: ClusterHandle, scaly: str
     if cluster.local is not None:
         log = cluster.local.component_logs()["kube-controller-manager"].read_text()
         assert f"failed to query scale subresource for Deployment/{NS}/api" not in log
+
+
+TENANT_HPA = {
+    "apiVersion": "autoscaling/v2",
+    "kind": "HorizontalPodAutoscaler",
+    "metadata": {"name": "tenant-gateway", "namespace": NS},
+    "spec": {
+        "scaleTargetRef": {"apiVersion": "stackforge.io/v1alpha1", "kind": "StackForgeTenant",
+                           "name": NAME},
+        "minReplicas": 3,
+        "maxReplicas": 5,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+    },
+}
+
+
+def test_an_hpa_scales_the_tenant_through_its_scale_subresource(
+    cluster: ClusterHandle, scaly: str
+) -> None:
+    """An HPA in the tenant's namespace targets the tenant itself (why it is namespaced)."""
+    before = set(_kong_pods(cluster))
+    _scale(cluster, 2)
+    autoscaling = client.AutoscalingV2Api(cluster.api)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(TENANT_HPA))
+    try:
+        # Below minReplicas the HPA controller raises the tenant to 3 by writing
+        # its scale subresource (no metrics needed); the operator follows.
+        tenant = _converged(cluster, 3)
+        assert tenant["spec"]["components"]["kong"]["replicas"] == 3
+        assert before <= set(_kong_pods(cluster)), "running gateway pods were replaced"
+        hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("tenant-gateway", NS)
+        conditions = {c.type: c for c in hpa.status.conditions or []}
+        assert conditions["AbleToScale"].status == "True", conditions["AbleToScale"]
+        assert hpa.status.current_replicas == 3 or hpa.status.desired_replicas == 3
+        events = client.CoreV1Api(cluster.api).list_namespaced_event(
+            NS, field_selector="involvedObject.name=tenant-gateway").items
+        reasons = {e.reason for e in events}
+        assert "SuccessfulRescale" in reasons and "FailedGetScale" not in reasons, reasons
+        if cluster.local is not None:
+            log = cluster.local.component_logs()["kube-controller-manager"].read_text()
+            failures = [line for line in log.splitlines()
+                        if "failed to query scale subresource" in line
+                        and "StackForgeTenant" in line]
+            assert failures == []
+    finally:
+        autoscaling.delete_namespaced_horizontal_pod_autoscaler("tenant-gateway", NS)
 
 
 def test_every_app_is_routed_by_kong_and_registered_in_consul(

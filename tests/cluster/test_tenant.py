@@ -34,13 +34,11 @@ def test_example_tenant_becomes_ready(
 ) -> None:
     cleanup.append("acme")
     tenants.apply(cluster, tenants.example_tenant("acme"))
-    eventually(lambda: tenants.namespace_exists(cluster, "tenant-acme"))
-    # The example's notification channels name this Secret; it lives in the
-    # namespace the operator creates.
+    # The example's notification channels name this Secret, in the tenant's namespace.
     tenants.example_alert_secret(cluster, "tenant-acme")
 
     waited = cluster.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "sft/acme",
-                             timeout=150)
+                             "-n", "tenant-acme", timeout=150)
     assert "condition met" in waited.stdout
     tenant = tenants.get(cluster, "acme")
     assert tenant is not None
@@ -58,14 +56,17 @@ def test_example_tenant_becomes_ready(
 
     namespace = client.CoreV1Api(cluster.api).read_namespace("tenant-acme")
     assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert namespace.metadata.owner_references[0].name == "acme"
+    assert namespace.metadata.labels["stackforge.io/tenant"] == "acme"
+    # The tenant lives in the namespace; it labels it but does not own it.
+    assert not namespace.metadata.owner_references
     children = _kinds(cluster, "tenant-acme", "statefulsets,deployments")
     assert children == {
         "statefulset.apps/postgres", "statefulset.apps/postgres-replica", "statefulset.apps/redis",
         "statefulset.apps/kafka", "statefulset.apps/consul", "deployment.apps/kong",
         "deployment.apps/pooler", "deployment.apps/api", "deployment.apps/web",
     }
-    shown = cluster.kubectl("get", "sft", "acme").stdout.splitlines()[1].split()
+    shown = cluster.kubectl("get", "sft", "acme", "-n", "tenant-acme").stdout.splitlines()
+    shown = shown[1].split()
     assert shown[:5] == ["acme", "Growth", "True", "AllComponentsReady", "9/9"]
 
 
@@ -94,9 +95,7 @@ def test_noop_resync_makes_zero_write_requests(
 ) -> None:
     cleanup.append("quiet")
     # Tenants of earlier tests still being torn down would write meanwhile.
-    core = client.CoreV1Api(cluster.api)
-    eventually(lambda: not core.list_namespace(label_selector="stackforge.io/tenant").items,
-               timeout=180, interval=1)
+    tenants.wait_for_no_terminating_namespace(cluster)
     tenants.apply(cluster, tenants.small_tenant("quiet"))
     tenants.wait_condition(cluster, "quiet", "Ready", "True")
     time.sleep(4)  # let the last status write's watch event come back around
@@ -194,7 +193,8 @@ def test_credentials_are_kept_across_reconciles_and_rotated_on_request(
     time.sleep(4)
     assert password() == first  # resyncs never regenerate
 
-    cluster.kubectl("annotate", "sft", "rotate", "stackforge.io/rotate-credentials=incident-42")
+    cluster.kubectl("annotate", "sft", "rotate", "-n", "tenant-rotate",
+                    "stackforge.io/rotate-credentials=incident-42")
     eventually(lambda: password() != first, timeout=30)
     rotated = password()
     time.sleep(4)
@@ -279,13 +279,84 @@ def test_isolate_cuts_everything_but_the_operator(
     assert tenant["status"]["isolated"] is True
 
 
-def test_deleting_the_tenant_removes_everything(
-    cluster: ClusterHandle, operator: OperatorProcess
+def test_deleting_the_tenant_removes_its_stack_and_keeps_its_namespace(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
 ) -> None:
+    cleanup.append("gone")
     tenants.apply(cluster, tenants.small_tenant("gone"))
     tenants.wait_condition(cluster, "gone", "Ready", "True")
+    core = client.CoreV1Api(cluster.api)
+    # Something of the user's beside the tenant: not the tenant's to delete.
+    core.create_namespaced_config_map("tenant-gone", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="users-own")))
+    claims = eventually(lambda: {
+        c.metadata.name for c in core.list_namespaced_persistent_volume_claim("tenant-gone").items})
     tenants.delete(cluster, "gone", wait=True)
-    eventually(lambda: not tenants.namespace_exists(cluster, "tenant-gone"), timeout=120)
+
+    def stack_gone() -> bool:
+        return not _kinds(cluster, "tenant-gone",
+                          "statefulsets,deployments,services,secrets,networkpolicies,"
+                          "resourcequotas,poddisruptionbudgets,horizontalpodautoscalers")
+
+    eventually(stack_gone, timeout=120)
+    assert tenants.namespace_exists(cluster, "tenant-gone")
+    assert core.read_namespaced_config_map("users-own", "tenant-gone").metadata.name
+    # The data outlives the tenant (the StatefulSets retain their claims).
+    kept = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(
+        "tenant-gone").items}
+    assert claims and claims <= kept, (claims, kept)
+
+
+def test_a_tenant_needs_a_namespace_and_a_name_of_its_own(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup += ["first", "taken", "second"]
+    tenants.apply(cluster, tenants.small_tenant("first"))
+    tenants.wait_condition(cluster, "first", "Ready", "True")
+
+    # A second tenant in the first one's namespace waits for it to leave.
+    sharer = tenants.small_tenant("second")
+    sharer["metadata"]["namespace"] = "tenant-first"
+    tenants.apply(cluster, sharer)
+    shared = tenants.wait_condition(cluster, "second", "Stalled", "True", namespace="tenant-first")
+    stalled = tenants.condition(shared, "Stalled") or {}
+    assert stalled["reason"] == "NamespaceShared", stalled
+    assert "tenant-first already holds StackForgeTenant first" in stalled["message"]
+
+    # A namesake in another namespace: names key backups, metrics and alerts.
+    namesake = tenants.small_tenant("first")
+    namesake["metadata"]["namespace"] = "tenant-taken"
+    tenants.apply(cluster, namesake)
+    taken = tenants.wait_condition(cluster, "first", "Stalled", "True", namespace="tenant-taken")
+    stalled = tenants.condition(taken, "Stalled") or {}
+    assert stalled["reason"] == "TenantNameTaken", stalled
+    assert "already exists in namespace tenant-first" in stalled["message"]
+    # The refused ones built nothing; the first one is untouched.
+    assert _kinds(cluster, "tenant-taken", "statefulsets,deployments") == set()
+    assert tenants.condition(tenants.get(cluster, "first"), "Ready")["status"] == "True"  # type: ignore[index]
+
+    # Once the first tenant is gone, both take over.
+    tenants.delete(cluster, "first", wait=True)
+    tenants.wait_condition(cluster, "second", "Ready", "True", namespace="tenant-first")
+    tenants.wait_condition(cluster, "first", "Ready", "True", namespace="tenant-taken")
+
+
+def test_tenant_in_a_system_namespace_is_refused(
+    cluster: ClusterHandle, operator: OperatorProcess
+) -> None:
+    intruder = tenants.small_tenant("intruder")
+    intruder["metadata"]["namespace"] = "default"
+    tenants.apply(cluster, intruder)
+    try:
+        refused = tenants.wait_condition(cluster, "intruder", "Stalled", "True",
+                                         namespace="default")
+        stalled = tenants.condition(refused, "Stalled") or {}
+        assert stalled["reason"] == "ReservedNamespace", stalled
+        labels = client.CoreV1Api(cluster.api).read_namespace("default").metadata.labels or {}
+        assert "stackforge.io/tenant" not in labels
+        assert _kinds(cluster, "default", "statefulsets,deployments") == set()
+    finally:
+        tenants.delete(cluster, "intruder", namespace="default")
 
 
 def test_expiring_certificate_is_reported_with_days_left(
@@ -295,7 +366,6 @@ def test_expiring_certificate_is_reported_with_days_left(
     ns = "tenant-certs"
     tenants.apply(cluster, tenants.small_tenant(
         "certs", domain="shop.example.com", tls={"secretName": "shop-tls"}))
-    eventually(lambda: tenants.namespace_exists(cluster, ns))
     cert, key = tenants.certificate_pem(days=10)
     tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
 
@@ -309,7 +379,7 @@ def test_expiring_certificate_is_reported_with_days_left(
     tenant = tenants.wait_condition(cluster, "certs", "Stalled", "True")
     assert tenants.condition(tenant, "Ready")["status"] == "False"  # type: ignore[index]
     events = cluster.kubectl(
-        "get", "events", "-n", "default", "--field-selector",
+        "get", "events", "-n", ns, "--field-selector",
         "involvedObject.name=certs,involvedObject.kind=StackForgeTenant",
         "-o", "jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}").stdout
     assert "Warning ExpiringSoon" in events
@@ -319,7 +389,7 @@ def test_expiring_certificate_is_reported_with_days_left(
     tenant = tenants.wait_condition(cluster, "certs", "Ready", "True", timeout=60)
     assert tenants.condition(tenant, "CertificatesValid")["status"] == "True"  # type: ignore[index]
     events = cluster.kubectl(
-        "get", "events", "-n", "default", "--field-selector",
+        "get", "events", "-n", ns, "--field-selector",
         "involvedObject.name=certs,involvedObject.kind=StackForgeTenant",
         "-o", "jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}").stdout
     assert "Normal AllComponentsReady" in events

@@ -30,7 +30,8 @@ KILL_POINTS = 10
 
 
 def _expected_children(name: str, spec: dict[str, object]) -> set[tuple[str, str]]:
-    t = resolve(name, StackForgeTenantSpec.model_validate(spec))
+    t = resolve(name, StackForgeTenantSpec.model_validate(spec),
+                namespace=tenants.namespace_of(name))
     secrets = [{"kind": "Secret", "metadata": {"name": n}} for n in credentials.wanted_keys(t)]
     children = stack.desired_children(t, secrets=secrets, tls=None, rotation=None)
     return {(m["kind"], m["metadata"]["name"]) for m in children if m["kind"] != "Namespace"}
@@ -51,8 +52,11 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
     tmp_path: Path,
 ) -> None:
     kubeconfig = operator_identity_installed.kubeconfig
+    namespaces = [{"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": tenants.namespace_of(n)}} for n in TENANTS]
     manifests = [tenants.small_tenant(n) for n in TENANTS]
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(manifests))
+    cluster.kubectl("apply", "--server-side", "-f", "-",
+                    input=yaml.safe_dump_all([*namespaces, *manifests]))
     rng = random.Random(20261127)
     env = {"STACKFORGE_RESYNC_SECONDS": "3"}
     kill_points = []
@@ -108,6 +112,6 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
         assert stray == []
     finally:
         for name in TENANTS:
-            tenants.delete(cluster, name, wait=False)
+            tenants.discard(cluster, name)
         for name in TENANTS:
             eventually(lambda n=name: tenants.get(cluster, n) is None, timeout=180)

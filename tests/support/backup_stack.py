@@ -108,7 +108,7 @@ def stack(
     finally:
         # In the background: names are unique, and the (module-scoped) operator
         # finishes the deletion while the next test runs.
-        tenants.delete(cluster, name, wait=False)
+        tenants.discard(cluster, name)
         postgres_server.drop_database(database)
 
 

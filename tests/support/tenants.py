@@ -33,9 +33,15 @@ def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float 
     raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
 
 
+def namespace_of(name: str) -> str:
+    """Where the tests put tenant ``name``: a namespace of its own, as the example does."""
+    return f"tenant-{name}"
+
+
 def example_tenant(name: str = "acme") -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / "tenant-acme.yaml").read_text())
     loaded["metadata"]["name"] = name
+    loaded["metadata"]["namespace"] = namespace_of(name)
     return loaded
 
 
@@ -52,20 +58,32 @@ def small_tenant(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "StackForgeTenant",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "namespace": namespace_of(name)},
         "spec": body,
     }
 
 
+def ensure_namespace(cluster: ClusterHandle, name: str) -> None:
+    try:
+        client.CoreV1Api(cluster.api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except ApiException as error:
+        if error.status != 409:
+            raise
+
+
 def apply(cluster: ClusterHandle, manifest: dict[str, Any]) -> None:
+    """Apply a tenant, making its namespace first as a user would."""
+    if manifest["kind"] == "StackForgeTenant":
+        ensure_namespace(cluster, manifest["metadata"]["namespace"])
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "--force-conflicts",
                     "-f", "-", input=json.dumps(manifest))
 
 
-def get(cluster: ClusterHandle, name: str) -> dict[str, Any] | None:
+def get(cluster: ClusterHandle, name: str, namespace: str | None = None) -> dict[str, Any] | None:
     try:
-        found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_cluster_custom_object(
-            API_GROUP, API_VERSION, PLURAL, name)
+        found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace or namespace_of(name), PLURAL, name)
     except ApiException as error:
         if error.status == 404:
             return None
@@ -82,9 +100,10 @@ def condition(tenant: dict[str, Any] | None, type_: str) -> dict[str, Any] | Non
 
 def wait_condition(
     cluster: ClusterHandle, name: str, type_: str, status: str = "True", timeout: float = 120.0,
+    namespace: str | None = None,
 ) -> dict[str, Any]:
     def matches() -> dict[str, Any] | None:
-        tenant = get(cluster, name)
+        tenant = get(cluster, name, namespace)
         found = condition(tenant, type_)
         if found and found["status"] == status and (tenant or {}).get("status", {}).get(
                 "observedGeneration") == tenant["metadata"]["generation"]:  # type: ignore[index]
@@ -127,16 +146,40 @@ def namespace_exists(cluster: ClusterHandle, name: str) -> bool:
     return True
 
 
-def delete(cluster: ClusterHandle, name: str, *, wait: bool = True) -> None:
+def delete(
+    cluster: ClusterHandle, name: str, *, namespace: str | None = None, wait: bool = True
+) -> None:
+    """Delete the tenant alone: its children go by GC, its namespace stays."""
     objects = client.CustomObjectsApi(cluster.api)
     try:
-        objects.delete_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, name,
-                                             propagation_policy="Foreground")
+        objects.delete_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace or namespace_of(name), PLURAL, name,
+            propagation_policy="Foreground")
     except ApiException as error:
         if error.status != 404:
             raise
     if wait:
-        eventually(lambda: get(cluster, name) is None, timeout=120)
+        eventually(lambda: get(cluster, name, namespace) is None, timeout=120)
+
+
+def discard(cluster: ClusterHandle, name: str, namespace: str | None = None) -> None:
+    """Clean up after a test: delete the tenant's namespace, with everything in it
+    (not waiting; test names are unique)."""
+    try:
+        client.CoreV1Api(cluster.api).delete_namespace(
+            namespace or namespace_of(name), propagation_policy="Background")
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def wait_for_no_terminating_namespace(cluster: ClusterHandle, timeout: float = 180.0) -> None:
+    """Wait out earlier tests' namespace deletions: while a namespace terminates,
+    controllers keep writing in it (e.g. re-creating kube-root-ca.crt), which a
+    test counting write requests would see."""
+    core = client.CoreV1Api(cluster.api)
+    eventually(lambda: not [n for n in core.list_namespace().items
+                            if n.status.phase == "Terminating"], timeout=timeout, interval=1)
 
 
 def certificate_pem(days: int) -> tuple[str, str]:

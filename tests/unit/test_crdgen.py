@@ -253,7 +253,7 @@ def test_crd_names_scope_and_subresources(kind: Kind) -> None:
 def test_kinds_table() -> None:
     assert {k.short_name for k in KINDS} == {"sft", "sfbp", "sfdr"}
     assert {k.kind: k.scope for k in KINDS} == {
-        "StackForgeTenant": "Cluster",
+        "StackForgeTenant": "Namespaced",
         "BackupPolicy": "Namespaced",
         "DRDrill": "Namespaced",
     }

@@ -40,6 +40,11 @@ def m(clock: Clock) -> OperatorMetrics:
     return OperatorMetrics(clock=clock)
 
 
+# Tenants are keyed "<namespace>/<name>", as the controller keys them.
+ACME_KEY = "tenant-acme/acme"
+ACME = {"namespace": "tenant-acme", "tenant": "acme"}
+
+
 def value(m: OperatorMetrics, name: str, **labels: str) -> float | None:
     return m.registry.get_sample_value(name, labels)
 
@@ -146,46 +151,47 @@ def test_a_cancelled_reconcile_is_not_counted(m: OperatorMetrics) -> None:
 def test_tenants_by_ready(m: OperatorMetrics) -> None:
     assert value(m, "stackforge_tenants", ready="true") == 0
     assert value(m, "stackforge_tenants", ready="false") == 0
-    m.observe_tenant("acme", tenant_status(ready=True))
-    m.observe_tenant("globex", tenant_status(ready=False))
-    m.observe_tenant("initech", tenant_status(ready=True))
-    m.observe_tenant("globex", tenant_status(ready=True))  # a tenant counts once, as it is now
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True))
+    m.observe_tenant("tenant-globex/globex", tenant_status(ready=False))
+    m.observe_tenant("tenant-initech/initech", tenant_status(ready=True))
+    # A tenant counts once, as it is now.
+    m.observe_tenant("tenant-globex/globex", tenant_status(ready=True))
     assert value(m, "stackforge_tenants", ready="true") == 3
     assert value(m, "stackforge_tenants", ready="false") == 0
-    m.forget_tenant("acme")
-    m.forget_tenant("never-seen")
+    m.forget_tenant(ACME_KEY)
+    m.forget_tenant("tenant-never-seen/never-seen")
     assert value(m, "stackforge_tenants", ready="true") == 2
 
 
 def test_backup_age_grows_between_reconciles(m: OperatorMetrics, clock: Clock) -> None:
-    m.observe_tenant("acme", tenant_status(ready=True, backup=NOW - timedelta(hours=10)))
-    assert value(m, "stackforge_backup_newest_age_seconds", tenant="acme") == 10 * 3600
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True, backup=NOW - timedelta(hours=10)))
+    assert value(m, "stackforge_backup_newest_age_seconds", **ACME) == 10 * 3600
     clock.now += timedelta(hours=17)  # no reconcile meanwhile: the age is still right
-    assert value(m, "stackforge_backup_newest_age_seconds", tenant="acme") == 27 * 3600
+    assert value(m, "stackforge_backup_newest_age_seconds", **ACME) == 27 * 3600
 
 
 def test_no_backup_no_series(m: OperatorMetrics) -> None:
-    m.observe_tenant("acme", tenant_status(ready=True))
-    assert value(m, "stackforge_backup_newest_age_seconds", tenant="acme") is None
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True))
+    assert value(m, "stackforge_backup_newest_age_seconds", **ACME) is None
 
 
 def test_drill_verdict_is_one_hot(m: OperatorMetrics) -> None:
-    m.observe_tenant("acme", tenant_status(ready=True, verdict="Passed", rto=412))
-    assert value(m, "stackforge_drill_last_verdict", tenant="acme", verdict="Passed") == 1
-    assert value(m, "stackforge_drill_last_verdict", tenant="acme", verdict="Failed") == 0
-    assert value(m, "stackforge_drill_last_rto_seconds", tenant="acme") == 412
-    m.observe_tenant("acme", tenant_status(ready=False, verdict="Failed"))
-    assert value(m, "stackforge_drill_last_verdict", tenant="acme", verdict="Passed") == 0
-    assert value(m, "stackforge_drill_last_verdict", tenant="acme", verdict="Failed") == 1
-    assert value(m, "stackforge_drill_last_rto_seconds", tenant="acme") is None
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True, verdict="Passed", rto=412))
+    assert value(m, "stackforge_drill_last_verdict", **ACME, verdict="Passed") == 1
+    assert value(m, "stackforge_drill_last_verdict", **ACME, verdict="Failed") == 0
+    assert value(m, "stackforge_drill_last_rto_seconds", **ACME) == 412
+    m.observe_tenant(ACME_KEY, tenant_status(ready=False, verdict="Failed"))
+    assert value(m, "stackforge_drill_last_verdict", **ACME, verdict="Passed") == 0
+    assert value(m, "stackforge_drill_last_verdict", **ACME, verdict="Failed") == 1
+    assert value(m, "stackforge_drill_last_rto_seconds", **ACME) is None
 
 
 def test_a_deleted_tenant_leaves_no_series(m: OperatorMetrics) -> None:
-    m.observe_tenant("acme", tenant_status(ready=True, backup=NOW, verdict="Passed", rto=5))
-    m.forget_tenant("acme")
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True, backup=NOW, verdict="Passed", rto=5))
+    m.forget_tenant(ACME_KEY)
     for name in ("stackforge_backup_newest_age_seconds", "stackforge_drill_last_rto_seconds"):
-        assert value(m, name, tenant="acme") is None
-    assert value(m, "stackforge_drill_last_verdict", tenant="acme", verdict="Passed") is None
+        assert value(m, name, **ACME) is None
+    assert value(m, "stackforge_drill_last_verdict", **ACME, verdict="Passed") is None
 
 
 def test_own_registry_not_the_global_one(m: OperatorMetrics) -> None:
@@ -197,7 +203,7 @@ def test_own_registry_not_the_global_one(m: OperatorMetrics) -> None:
 
 
 def test_served_over_http(m: OperatorMetrics) -> None:
-    m.observe_tenant("acme", tenant_status(ready=True, verdict="Passed", rto=60))
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True, verdict="Passed", rto=60))
     server = m.serve(0, addr="127.0.0.1")
     try:
         url = f"http://127.0.0.1:{server.port}/metrics"
@@ -205,7 +211,7 @@ def test_served_over_http(m: OperatorMetrics) -> None:
             text = response.read().decode()
     finally:
         server.stop()
-    assert 'stackforge_drill_last_rto_seconds{tenant="acme"} 60.0' in text
+    assert 'stackforge_drill_last_rto_seconds{namespace="tenant-acme",tenant="acme"} 60.0' in text
     assert 'stackforge_tenants{ready="true"} 1.0' in text
 
 
@@ -216,7 +222,7 @@ def sample_names() -> set[str]:
     """Every series name the operator exposes, with one of everything recorded."""
     m = OperatorMetrics(clock=lambda: NOW.timestamp())
     m.record_reconcile("StackForgeTenant", Result.READY, 0.1)
-    m.observe_tenant("acme", tenant_status(ready=True, backup=NOW, verdict="Passed", rto=1))
+    m.observe_tenant(ACME_KEY, tenant_status(ready=True, backup=NOW, verdict="Passed", rto=1))
     m.record_notification("BackupFailed", "sent")
     return {s.name for family in m.registry.collect() for s in family.samples}
 

@@ -51,7 +51,7 @@ def test_minimal_tenant_takes_everything_from_its_tier() -> None:
     assert spec.provider is Provider.DIGITALOCEAN
     assert spec.components.postgres.version == 16
     assert spec.components.apps == []
-    eff = resolve("globex", spec)
+    eff = resolve("globex", spec, namespace="tenant-globex")
     starter = TIERS[Tier.STARTER]
     assert eff.namespace == "tenant-globex"
     assert (eff.postgres.enabled, eff.redis.enabled) == (True, True)
@@ -69,7 +69,6 @@ def test_spec_overrides_win_over_tier() -> None:
     spec = StackForgeTenantSpec.model_validate(
         {
             "tier": "Growth",
-            "namespace": "acme-prod",
             "components": {
                 "postgres": {"storage": "80Gi", "readReplicas": 0, "pooler": {"enabled": False}},
                 "kafka": {"enabled": False},
@@ -90,7 +89,7 @@ def test_spec_overrides_win_over_tier() -> None:
             "drill": {"rtoSeconds": 900},
         }
     )
-    eff = resolve("acme", spec)
+    eff = resolve("acme", spec, namespace="acme-prod")
     growth = TIERS[Tier.GROWTH]
     assert eff.namespace == "acme-prod"
     assert eff.postgres.storage == "80Gi"
@@ -121,7 +120,7 @@ def test_partial_resource_override_keeps_other_tier_values() -> None:
             "components": {"redis": {"resources": {"limits": {"memory": "4Gi"}}}},
         }
     )
-    res = resolve("x", spec).redis.resources
+    res = resolve("x", spec, namespace="tenant-x").redis.resources
     tier = TIERS[Tier.ENTERPRISE].redis_res
     assert res.memory_limit == "4Gi"
     assert (res.cpu_request, res.memory_request, res.cpu_limit) == (
@@ -199,11 +198,8 @@ def test_status_ignores_unknown_fields() -> None:
         (StackForgeTenantSpec, {"tier": "Growth", "extra": 1}, "extra: Extra inputs"),
         (StackForgeTenantSpec, {"tier": "Growth", "components": {"mongo": {}}}, "components.mongo"),
         (StackForgeTenantSpec, {"tier": "Growth", "domain": "ex ample.com"}, "domain"),
-        (
-            StackForgeTenantSpec,
-            {"tier": "Growth", "namespace": "kube-public"},
-            "namespace must not be default",
-        ),
+        # The tenant lives in its namespace: the spec has no field to name another.
+        (StackForgeTenantSpec, {"tier": "Growth", "namespace": "x"}, "namespace: Extra inputs"),
         (
             StackForgeTenantSpec,
             {
@@ -382,9 +378,6 @@ def test_update_rules() -> None:
     ]
     shrink = update_violations(old, _tenant(postgres={"version": 16, "storage": "10Gi"}))
     assert shrink == ["postgres.storage cannot shrink: volumes can only grow"]
-    ns_old = StackForgeTenantSpec.model_validate({"tier": "Growth", "namespace": "a"})
-    ns_new = StackForgeTenantSpec.model_validate({"tier": "Growth", "namespace": "b"})
-    assert any("namespace is immutable" in m for m in update_violations(ns_old, ns_new))
     bp_old = BackupPolicySpec.model_validate(_bp())
     bp_new = BackupPolicySpec.model_validate(_bp(tenantRef={"name": "other"}))
     assert update_violations(bp_old, bp_new) == [

@@ -23,8 +23,9 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["stackforge.io"]
     resources: ["stackforgetenants/finalizers", "backuppolicies/finalizers", "drdrills/finalizers"]
     verbs: ["update"]
-  # tenant namespaces and drill sandboxes are applied; a namespace change wakes its tenant; delete
-  # only for drill sandboxes (tenant namespaces go by ownerReference GC)
+  # drill sandboxes are applied, and the labels (Pod Security, tenant) of each tenant's namespace;
+  # a namespace change wakes its tenant; delete only for drill sandboxes (a tenant never deletes
+  # the namespace it lives in)
   - apiGroups: [""]
     resources: ["namespaces"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]

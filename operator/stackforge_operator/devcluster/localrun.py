@@ -47,31 +47,17 @@ def install_crds(cluster: LocalCluster) -> None:
     )
 
 
-def apply_examples(cluster: LocalCluster, timeout: float = 90.0) -> None:
-    """Tenants first; the other examples live in the namespaces the operator creates for them."""
+def apply_examples(cluster: LocalCluster) -> None:
+    """Namespaces first, then everything that lives in them (kubectl keeps file order)."""
     documents = [
         doc for path in sorted(EXAMPLES_DIR.glob("*.yaml"))
         for doc in yaml.safe_load_all(path.read_text()) if doc
     ]
-    tenants = [d for d in documents if d["kind"] == "StackForgeTenant"]
-    others = [d for d in documents if d["kind"] != "StackForgeTenant"]
-    for batch in (tenants, others):
-        if not batch:
-            continue
-        namespaces = {d["metadata"]["namespace"] for d in batch if d["metadata"].get("namespace")}
-        deadline = time.monotonic() + timeout
-        for namespace in sorted(namespaces):
-            _info(f"waiting for the operator to create namespace {namespace}")
-            while cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0:
-                if time.monotonic() > deadline:
-                    raise ControlPlaneError(f"namespace {namespace} never appeared")
-                time.sleep(0.5)
-        result = cluster.kubectl(
-            "apply", "--server-side", "-f", "-",
-            input=yaml.safe_dump_all(batch),
-        )
-        for line in result.stdout.splitlines():
-            _info(line)
+    ordered = sorted(documents, key=lambda d: d["kind"] != "Namespace")
+    result = cluster.kubectl("apply", "--server-side", "-f", "-",
+                             input=yaml.safe_dump_all(ordered))
+    for line in result.stdout.splitlines():
+        _info(line)
 
 
 def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:

@@ -11,7 +11,6 @@ from typing import TypeVar
 
 from stackforge_operator.models.common import ResourceList, ResourceRequirements, SecretKeyRef
 from stackforge_operator.models.tenant import (
-    TENANT_NAMESPACE_PREFIX,
     AdminRole,
     AppServiceSpec,
     NotificationsSpec,
@@ -184,8 +183,8 @@ def _app(app: AppServiceSpec, tier: Tier) -> App:
     )
 
 
-def resolve(name: str, spec: StackForgeTenantSpec) -> EffectiveTenant:
-    """Fill every unset value of ``spec`` from its tier."""
+def resolve(name: str, spec: StackForgeTenantSpec, *, namespace: str) -> EffectiveTenant:
+    """Fill every unset value of ``spec`` from its tier; ``namespace`` is the tenant's own."""
     t = TIERS[spec.tier]
     c = spec.components
     pg, pool = c.postgres, c.postgres.pooler
@@ -196,7 +195,7 @@ def resolve(name: str, spec: StackForgeTenantSpec) -> EffectiveTenant:
         name=name,
         tier=spec.tier,
         provider=spec.provider,
-        namespace=_pick(spec.namespace, f"{TENANT_NAMESPACE_PREFIX}{name}"),
+        namespace=namespace,
         suspend=spec.suspend,
         isolate=spec.isolate,
         domain=spec.domain,

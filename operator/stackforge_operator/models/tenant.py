@@ -1,8 +1,11 @@
 """StackForgeTenant: one customer's isolated stack.
 
-Cluster-scoped: the tenant owns its namespace (``spec.namespace``, default
-``tenant-<name>``), so the object cannot live inside it.  Every field left
-unset takes the tier's value (:mod:`stackforge_operator.models.tiers`).
+Namespaced, one tenant per namespace: the tenant lives in the namespace its
+stack runs in, which someone (a human, Argo CD's ``CreateNamespace``) made
+beforehand.  Being namespaced is what lets a HorizontalPodAutoscaler target
+the tenant's scale subresource: an HPA only resolves targets in its own
+namespace.  Every field left unset takes the tier's value
+(:mod:`stackforge_operator.models.tiers`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StrictBool, StrictInt
 
 from stackforge_operator.models.backup import RunResult
-from stackforge_operator.models.cel import Cel, Rule, ServerDefault
+from stackforge_operator.models.cel import Rule, ServerDefault
 from stackforge_operator.models.common import (
     DNS_LABEL_RE,
     EMAIL_RE,
@@ -39,12 +42,12 @@ from stackforge_operator.models.common import (
 from stackforge_operator.models.drill import Verdict
 from stackforge_operator.models.tiers import NodeSize, Provider, Tier
 
-# Namespace names the operator must never adopt: a tenant could otherwise take
-# over (and on deletion, delete) a system namespace.
+# Namespaces a tenant must never run in: it would relabel them (Pod Security
+# "restricted") and fill them with its stack. kube-* are refused as well.
 RESERVED_NAMESPACES = ("default", "stackforge-system")
-TENANT_NAMESPACE_PREFIX = "tenant-"
-# "tenant-" + name must fit in a 63-character namespace name.
-MAX_TENANT_NAME = 63 - len(TENANT_NAMESPACE_PREFIX)
+# The name is a label value and part of child names ("<name>-tls"); kept to
+# the length it always had so every derived name still fits.
+MAX_TENANT_NAME = 56
 POSTGRES_DEFAULT_VERSION = 16
 
 
@@ -457,12 +460,8 @@ class NodesSpec(SpecModel):
     count: StrictInt | None = Field(None, ge=1, le=100, description="Number of nodes.")
 
 
-def _namespace_rule() -> Rule:
-    return Rule(
-        cel="!self.startsWith('kube-') && !(self in ['default', 'stackforge-system'])",
-        message="namespace must not be default, stackforge-system or a kube-* namespace",
-        check=lambda ns: not ns.startswith("kube-") and ns not in RESERVED_NAMESPACES,
-    )
+def reserved_namespace(namespace: str) -> bool:
+    return namespace.startswith("kube-") or namespace in RESERVED_NAMESPACES
 
 
 class StackForgeTenantSpec(SpecModel):
@@ -475,18 +474,6 @@ class StackForgeTenantSpec(SpecModel):
             field_path=".tls",
             check=lambda s: s.tls is None or s.domain is not None,
         ),
-        Rule(
-            # "namespace" is a CEL reserved word: Kubernetes exposes the
-            # property as __namespace__ (plain self.namespace is an untyped
-            # lookup whose cost the API server cannot bound).
-            cel=(
-                "has(self.__namespace__) == has(oldSelf.__namespace__) && "
-                "(!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)"
-            ),
-            message="namespace is immutable: it cannot be set, changed or removed after creation",
-            field_path=".namespace",
-            check_update=lambda old, new: old.namespace == new.namespace,
-        ),
     )
 
     tier: Tier = Field(description="Service tier: Starter, Growth or Enterprise.")
@@ -494,12 +481,6 @@ class StackForgeTenantSpec(SpecModel):
         Provider.DIGITALOCEAN,
         description="Cloud provider priced by the cost estimate: digitalocean, aws or linode.",
     )
-    namespace: (
-        Annotated[
-            str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_RE), Cel(_namespace_rule())
-        ]
-        | None
-    ) = Field(None, description="Namespace the tenant owns. Default: tenant-<name>. Immutable.")
     suspend: StrictBool = Field(
         False, description="Scale every workload to zero, keeping data and configuration."
     )
@@ -529,24 +510,18 @@ class StackForgeTenantSpec(SpecModel):
 
 
 def tenant_name_rule() -> Rule:
-    """Root-level rule: the default namespace ``tenant-<name>`` must be a valid name."""
+    """Root-level rule: the name is used as a label value and inside child names."""
     return Rule(
         cel=(
-            "has(self.spec.__namespace__) || (size(self.metadata.name) <= "
-            f"{MAX_TENANT_NAME} && self.metadata.name.matches('{DNS_LABEL_RE}'))"
+            f"size(self.metadata.name) <= {MAX_TENANT_NAME} && "
+            f"self.metadata.name.matches('{DNS_LABEL_RE}')"
         ),
-        message=(
-            f"metadata.name must be a DNS label of at most {MAX_TENANT_NAME} characters "
-            "(the namespace defaults to tenant-<name>) unless spec.namespace is set"
-        ),
+        message=f"metadata.name must be a DNS label of at most {MAX_TENANT_NAME} characters",
         # No fieldPath: the CRD schema does not declare metadata's properties,
         # and the API server refuses a fieldPath it cannot resolve.
         check=lambda obj: (
-            obj["spec"].get("namespace") is not None
-            or (
-                len(obj["metadata"]["name"]) <= MAX_TENANT_NAME
-                and re.fullmatch(DNS_LABEL_RE, obj["metadata"]["name"]) is not None
-            )
+            len(obj["metadata"]["name"]) <= MAX_TENANT_NAME
+            and re.fullmatch(DNS_LABEL_RE, obj["metadata"]["name"]) is not None
         ),
     )
 
@@ -653,7 +628,6 @@ class StackForgeTenantStatus(StatusModel):
         None, ge=0, description="metadata.generation this status describes."
     )
     conditions: Conditions = condition_list_field()
-    namespace: str | None = Field(None, max_length=63, description="Namespace in use.")
     replicas: int | None = Field(
         None, ge=0, description="Gateway replicas (scale subresource statusReplicasPath)."
     )

@@ -176,15 +176,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
 def _tenant(
     tenant: str, namespace: str
 ) -> tuple[EffectiveTenant | None, StackForgeTenantSpec | None, status.Problem | None]:
-    found = referenced_tenant(tenant)
+    # The tenant is looked up in the policy's namespace, where the database
+    # credentials are: a policy elsewhere finds no tenant (TenantNotFound).
+    found = referenced_tenant(tenant, namespace)
     if isinstance(found, status.Problem):
         return None, None, found
     t, tenant_spec = found
-    if t.namespace != namespace:
-        return None, None, status.Problem(
-            "WrongNamespace",
-            f"a BackupPolicy must live in its tenant's namespace {t.namespace}, "
-            "where the database credentials are")
     return t, tenant_spec, None
 
 

@@ -67,15 +67,21 @@ def termination_result(
 
 
 def referenced_tenant(
-    name: str,
+    name: str, namespace: str,
 ) -> tuple[EffectiveTenant, StackForgeTenantSpec] | status.Problem:
-    """The tenant a BackupPolicy or DRDrill names in ``spec.tenantRef``, or why not."""
-    body = kube.get(API, "StackForgeTenant", name)
+    """The tenant a BackupPolicy or DRDrill names in ``spec.tenantRef``, or why not.
+
+    Like an HPA's target, the tenant is looked up in the referrer's own
+    namespace: backups and drills live beside the tenant they serve.
+    """
+    body = kube.get(API, "StackForgeTenant", name, namespace)
     if body is None:
         return status.Problem(
-            "TenantNotFound", f"spec.tenantRef.name: StackForgeTenant {name} does not exist")
+            "TenantNotFound",
+            f"spec.tenantRef.name: StackForgeTenant {name} does not exist in namespace "
+            f"{namespace}")
     try:
         spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         return status.Problem("TenantInvalid", validation_summary(error))
-    return resolve(name, spec), spec
+    return resolve(name, spec, namespace=namespace), spec

@@ -108,7 +108,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
 def _references(
     spec: DRDrillSpec, namespace: str
 ) -> tuple[EffectiveTenant, BackupPolicySpec] | status.Problem:
-    found = referenced_tenant(spec.tenant_ref.name)
+    found = referenced_tenant(spec.tenant_ref.name, namespace)
     if isinstance(found, status.Problem):
         return found
     t, _ = found

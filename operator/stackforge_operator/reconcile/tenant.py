@@ -89,7 +89,11 @@ def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _owned(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
-    manifest["metadata"]["ownerReferences"] = [owner]
+    # The namespace is not the tenant's to own: it was there first (the tenant
+    # lives in it), and a namespaced owner of a cluster-scoped object is invalid.
+    # The operator only applies its labels (Pod Security, tenant).
+    if manifest["kind"] != "Namespace":
+        manifest["metadata"]["ownerReferences"] = [owner]
     return manifest
 
 
@@ -110,16 +114,11 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     except ValidationError as error:
         problem = status.Problem("InvalidSpec", observe.validation_summary(error))
         return _stalled(body, old_status, generation, [problem])
-    t = resolve(name, spec)
-
+    t = resolve(name, spec, namespace=meta["namespace"])
+    placement = observe.placement_problem(meta)
+    if placement is not None:
+        return _stalled(body, old_status, generation, [placement])
     live_namespace = kube.get("v1", "Namespace", t.namespace)
-    if live_namespace is not None and not observe.may_adopt(live_namespace, name, meta["uid"]):
-        problem = status.Problem(
-            "NamespaceConflict",
-            f"namespace {t.namespace} already exists and does not belong to this tenant "
-            f"(label it {TENANT_LABEL}={name} to hand it over)",
-        )
-        return _stalled(body, old_status, generation, [problem])
 
     with_monitoring = observe.prometheus_operator_installed()
     live = _observe_children(t, name, with_certificates=observe.cert_manager_installed(),
@@ -269,9 +268,9 @@ def _report(
     components = status.component_observations(states)
     problems = [*apply_problems, *observe.missing_references(t, spec)]
     certificate, certificate_condition = observe.certificate(t, spec, now)
-    policies = observe.backup_policies(t.name)
+    policies = observe.backup_policies(t.name, t.namespace)
     backups, last_backup = observe.backup_health(policies)
-    drills, last_drill = observe.drill_health(t.name)
+    drills, last_drill = observe.drill_health(t.name, t.namespace)
     informational = [backups, drills, certificate_condition]
     progress, reason, message = status.tenant_progress(
         components, informational, problems, suspended=t.suspend
@@ -301,7 +300,6 @@ def _report(
     new_status = StackForgeTenantStatus(
         observed_generation=generation,
         conditions=conditions,
-        namespace=t.namespace,
         replicas=int(kong_status.get("replicas") or 0),
         ready_replicas=int(kong_status.get("readyReplicas") or 0),
         selector=observe.kong_selector(t),

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube
 from stackforge_operator.builders import ingress
-from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
+from stackforge_operator.builders.common import selector_labels
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicyStatus, RunResult
 from stackforge_operator.models.common import ConditionStatus, SecretKeyRef
@@ -25,10 +25,12 @@ from stackforge_operator.models.tenant import (
     LastBackupSummary,
     LastDrillSummary,
     StackForgeTenantSpec,
+    reserved_namespace,
 )
 from stackforge_operator.status import Observation, Problem
 
 API = f"{API_GROUP}/{API_VERSION}"
+TENANT_KIND = "StackForgeTenant"
 # The runbook's weekly check: "alert if < 30 days".
 CERTIFICATE_WARNING_DAYS = 30
 _CERT_MANAGER_CRD = "certificates.cert-manager.io"
@@ -54,16 +56,49 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-def may_adopt(namespace: Mapping[str, Any], tenant: str, uid: str) -> bool:
-    """A namespace is the tenant's if it owns it, or if someone labelled it for the tenant.
+def placement_problem(meta: Mapping[str, Any]) -> Problem | None:
+    """Why the tenant described by ``meta`` may not run where it is, or None.
 
-    Adopting makes the tenant its owner, so deleting the tenant deletes the
-    namespace: that must never happen to a namespace nobody handed over.
+    A tenant needs a namespace of its own, and its name must be unique across
+    the cluster: backups in the object store, metrics and alerts are keyed by
+    the name alone. Of two tenants that collide, the older keeps its place and
+    the newer one waits (Stalled) until the older is gone.
     """
-    labels = namespace["metadata"].get("labels") or {}
-    owners = namespace["metadata"].get("ownerReferences") or []
-    handed_over = labels.get(TENANT_LABEL) == tenant and not owners
-    return owned_by(namespace, uid) or handed_over
+    name, namespace = meta["name"], meta["namespace"]
+    if reserved_namespace(namespace):
+        return Problem(
+            "ReservedNamespace",
+            f"namespace {namespace} is reserved: put the tenant in a namespace of its own "
+            "(not default, stackforge-system or kube-*)")
+    neighbour = first_claimant(
+        meta, kube.list_objects(API, TENANT_KIND, namespace=namespace))
+    if neighbour is not None:
+        return Problem(
+            "NamespaceShared",
+            f"namespace {namespace} already holds StackForgeTenant {neighbour['name']}: "
+            "each tenant needs a namespace of its own")
+    namesake = first_claimant(
+        meta, kube.list_objects(API, TENANT_KIND, field_selector=f"metadata.name={name}"))
+    if namesake is not None:
+        return Problem(
+            "TenantNameTaken",
+            f"a StackForgeTenant named {name} already exists in namespace "
+            f"{namesake['namespace']}: tenant names are unique across the cluster, because "
+            "backups, metrics and alerts are keyed by them")
+    return None
+
+
+def first_claimant(
+    meta: Mapping[str, Any], others: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The metadata of the oldest of ``others`` created before ``meta`` (uid breaks ties)."""
+    def age(m: Mapping[str, Any]) -> tuple[str, str]:
+        # RFC 3339 timestamps of one API server compare correctly as strings.
+        return (str(m.get("creationTimestamp") or ""), str(m.get("uid") or ""))
+
+    earlier = [o["metadata"] for o in others
+               if o["metadata"].get("uid") != meta.get("uid") and age(o["metadata"]) < age(meta)]
+    return min(earlier, key=age) if earlier else None
 
 
 def crd_installed(name: str) -> bool:
@@ -159,8 +194,9 @@ def certificate(
                               f"{days} days left")
 
 
-def _for_tenant(kind: str, tenant: str) -> list[dict[str, Any]]:
-    return [o for o in kube.list_objects(API, kind)
+def _for_tenant(kind: str, tenant: str, namespace: str) -> list[dict[str, Any]]:
+    # They resolve tenantRef in their own namespace (reconcile.common.referenced_tenant).
+    return [o for o in kube.list_objects(API, kind, namespace=namespace)
             if ((o.get("spec") or {}).get("tenantRef") or {}).get("name") == tenant]
 
 
@@ -177,9 +213,9 @@ def _condition(conditions: Sequence[Any], type_: str) -> Any:
     return next((c for c in conditions if c.type == type_), None)
 
 
-def backup_policies(tenant: str) -> list[dict[str, Any]]:
+def backup_policies(tenant: str, namespace: str) -> list[dict[str, Any]]:
     """The BackupPolicies that back the tenant up (read once, for health and notifications)."""
-    return _for_tenant("BackupPolicy", tenant)
+    return _for_tenant("BackupPolicy", tenant, namespace)
 
 
 def backup_health(
@@ -219,10 +255,10 @@ def backup_health(
                        f"{len(policies)} policies fresh"), summary
 
 
-def drill_health(tenant: str) -> tuple[Observation, LastDrillSummary | None]:
+def drill_health(tenant: str, namespace: str) -> tuple[Observation, LastDrillSummary | None]:
     """DrillPassing from the newest verdict of the tenant's DRDrills."""
     newest: tuple[str, Any] | None = None
-    for drill in _for_tenant("DRDrill", tenant):
+    for drill in _for_tenant("DRDrill", tenant, namespace):
         result = DRDrillStatus.model_validate(drill.get("status") or {}).last_result
         if result is not None and (newest is None or _when(result) > _when(newest[1])):
             newest = (drill["metadata"]["name"], result)

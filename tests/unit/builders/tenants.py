@@ -69,7 +69,7 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def tenant(changes: dict[str, Any] | None = None, *, name: str = "acme") -> EffectiveTenant:
     spec = merge(BASE, changes or {})
-    return resolve(name, StackForgeTenantSpec.model_validate(spec))
+    return resolve(name, StackForgeTenantSpec.model_validate(spec), namespace=f"tenant-{name}")
 
 
 ENTERPRISE: dict[str, Any] = {"tier": "Enterprise"}

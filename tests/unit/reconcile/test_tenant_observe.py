@@ -1,0 +1,55 @@
+"""The pure parts of a tenant's placement rules: which of two colliding tenants keeps its place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stackforge_operator.models.tenant import reserved_namespace
+from stackforge_operator.reconcile.tenant_observe import first_claimant
+
+
+def _tenant(uid: str, created: str, name: str = "acme", namespace: str = "ns") -> dict[str, Any]:
+    return {"metadata": {"uid": uid, "name": name, "namespace": namespace,
+                         "creationTimestamp": created}}
+
+
+def test_an_older_tenant_claims_first() -> None:
+    older = _tenant("b", "2026-11-27T08:00:00Z", name="older")
+    me = _tenant("a", "2026-11-27T09:00:00Z")["metadata"]
+    assert first_claimant(me, [older])["name"] == "older"  # type: ignore[index]
+
+
+def test_a_younger_tenant_does_not_claim() -> None:
+    younger = _tenant("b", "2026-11-27T10:00:00Z")
+    me = _tenant("a", "2026-11-27T09:00:00Z")["metadata"]
+    assert first_claimant(me, [younger]) is None
+
+
+def test_a_tenant_never_collides_with_itself() -> None:
+    me = _tenant("a", "2026-11-27T09:00:00Z")
+    assert first_claimant(me["metadata"], [me]) is None
+
+
+def test_same_second_the_uid_decides_and_both_sides_agree() -> None:
+    # Timestamps have one-second resolution: two tenants made together tie.
+    one = _tenant("1111", "2026-11-27T09:00:00Z", name="one")
+    two = _tenant("2222", "2026-11-27T09:00:00Z", name="two")
+    assert first_claimant(two["metadata"], [one, two])["name"] == "one"  # type: ignore[index]
+    assert first_claimant(one["metadata"], [one, two]) is None
+
+
+def test_the_oldest_of_several_is_named() -> None:
+    me = _tenant("z", "2026-11-27T12:00:00Z")["metadata"]
+    others = [_tenant("b", "2026-11-27T10:00:00Z", name="middle"),
+              _tenant("c", "2026-11-27T08:00:00Z", name="oldest")]
+    assert first_claimant(me, others)["name"] == "oldest"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("namespace", "reserved"), [
+    ("default", True), ("stackforge-system", True), ("kube-system", True), ("kube-public", True),
+    ("tenant-acme", False), ("kubeflow", False), ("acme-prod", False),
+])
+def test_reserved_namespaces(namespace: str, reserved: bool) -> None:
+    assert reserved_namespace(namespace) is reserved
