@@ -141,7 +141,7 @@ def main() -> int:
         print(f"| what ({n} tenants, {len(rest) // n + 1} objects each) | time to all Ready |")
         print("|---|---|")
         print(f"| kubectl apply --server-side of the rendered children | {raw_seconds:.1f} s |")
-        print(f"| operator (tenants applied at once) | {operator_seconds:.1f} s |")
+        print(f"| operator (namespaces and tenants applied at once) | {operator_seconds:.1f} s |")
         print(f"| ratio operator / raw (target <= 1.3) | {ratio:.2f} |")
         print(f"| operator peak RSS | {rss:.0f} MiB |")
         return 0
