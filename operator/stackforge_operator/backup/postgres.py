@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +115,23 @@ class StderrTail:
         return "\n".join(self._lines)
 
 
+def start_tool(
+    argv: Sequence[str], env: Mapping[str, str], *, stdin: int, stdout: int, keep: int = 20,
+) -> tuple[subprocess.Popen[bytes], StderrTail]:
+    """Start a PostgreSQL client with its stderr drained into a tail.
+
+    Every client (psql, pg_dump, pg_restore) starts this way, so a missing or
+    unrunnable binary always fails the same way: ToolMissing, naming the tool.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=dict(env))
+    except OSError as exc:
+        raise BackupFailure("ToolMissing", f"starting {Path(argv[0]).name}: {exc}") from exc
+    assert proc.stderr is not None
+    return proc, StderrTail(proc.stderr, keep=keep)
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     snapshot: str
@@ -154,15 +171,8 @@ class SnapshotSession:
 
     def open(self) -> SnapshotInfo:
         """Start psql and export a snapshot; the session stays open until ``close``."""
-        try:
-            self._proc = subprocess.Popen(
-                self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=self._env,
-            )
-        except OSError as exc:
-            raise BackupFailure("ToolMissing", f"starting psql: {exc}") from exc
-        assert self._proc.stderr is not None
-        self._stderr = StderrTail(self._proc.stderr)
+        self._proc, self._stderr = start_tool(
+            self._argv, self._env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._send(
             f"SET lock_timeout = {int(self._lock_timeout_ms)};\n"
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
@@ -246,15 +256,9 @@ class PgDump:
         self._stderr: StderrTail | None = None
 
     def start(self) -> IO[bytes]:
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=self._env,
-            )
-        except OSError as exc:
-            raise BackupFailure("ToolMissing", f"starting pg_dump: {exc}") from exc
-        assert self.proc.stdout and self.proc.stderr
-        self._stderr = StderrTail(self.proc.stderr)
+        self.proc, self._stderr = start_tool(
+            self.argv, self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
         widen_pipe(self.proc.stdout)
         return self.proc.stdout
 

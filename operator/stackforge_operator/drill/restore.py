@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stackforge_operator.backup.failures import BackupFailure
-from stackforge_operator.backup.postgres import StderrTail, libpq_env, widen_pipe
+from stackforge_operator.backup.postgres import StderrTail, libpq_env, start_tool, widen_pipe
 
 log = logging.getLogger("stackforge_operator.drill")
 
@@ -60,15 +59,10 @@ class PgRestore:
         self._stderr: StderrTail | None = None
 
     def start(self) -> None:
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, env=self._env,
-            )
-        except OSError as exc:
-            raise BackupFailure("ToolMissing", f"starting pg_restore: {exc}") from exc
-        assert self.proc.stdin is not None and self.proc.stderr is not None
-        self._stderr = StderrTail(self.proc.stderr, keep=STDERR_LINES)
+        self.proc, self._stderr = start_tool(
+            self.argv, self._env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            keep=STDERR_LINES)
+        assert self.proc.stdin is not None
         widen_pipe(self.proc.stdin)
 
     def feed(self, chunks: Iterable[bytes]) -> tuple[int, str, bool]:
