@@ -6,6 +6,8 @@ Under ``manifests/``:
 
 - ``clusterrole.yaml`` from :mod:`stackforge_operator.rbac` (one reason comment per rule);
 - ``peering.yaml``: the ClusterKopfPeering object named :data:`rbac.PEERING_NAME`;
+- ``admissionpolicy.yaml``: the ValidatingAdmissionPolicy (and its binding) from
+  :mod:`stackforge_operator.admission`;
 - ``crds/*.yaml``: copies of ``crds/`` (kustomize refuses files outside the
   kustomization's directory, so ``kubectl apply -k manifests/`` and an Argo CD
   Application on ``manifests/`` need them inside it);
@@ -17,8 +19,9 @@ Under ``charts/stackforge-operator/``:
 - ``crds/*.yaml``: copies of every file of the repository's ``crds/`` (Helm
   installs a chart's ``crds/`` before its templates and never templates them);
 - ``templates/_rbac_generated.tpl``: the ClusterRole rules (and the peering
-  rules for ``replicaCount > 1``) from :mod:`stackforge_operator.rbac`, and
-  the argocd-cm keys, as named templates;
+  rules for ``replicaCount > 1``) from :mod:`stackforge_operator.rbac`, the
+  admission policy's spec from :mod:`stackforge_operator.admission`, and the
+  argocd-cm keys, as named templates;
 - ``files/health.lua``: a copy of ``manifests/argocd/health.lua``.
 
 A unit test fails when a committed file differs from what this renders (or a
@@ -34,7 +37,9 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from stackforge_operator import API_GROUP, crdgen, peering, rbac
+import yaml
+
+from stackforge_operator import API_GROUP, admission, crdgen, peering, rbac
 
 OPERATOR_NAME = "stackforge-operator"
 LABELS = {"app.kubernetes.io/name": OPERATOR_NAME, "app.kubernetes.io/part-of": "stackforge"}
@@ -126,6 +131,34 @@ def render_peering() -> str:
     )
 
 
+def _yaml(value: object, indent: str) -> str:
+    text = yaml.safe_dump(value, sort_keys=False, width=10_000)
+    return "".join(f"{indent}{line}\n" for line in text.splitlines())
+
+
+def render_admission_policy() -> str:
+    """The ValidatingAdmissionPolicy refusing tenants in reserved namespaces, and its binding."""
+    meta = (f"metadata:\n  name: {admission.POLICY_NAME}\n  labels:\n" + _labels("    "))
+    return (
+        _HEADER.format(source="operator/stackforge_operator/admission.py")
+        + _comment(
+            "Refuses a StackForgeTenant created in default, stackforge-system or kube-* at "
+            "admission (the operator would refuse it too, but only once it exists). Needs "
+            "Kubernetes 1.30 or later (admissionregistration.k8s.io/v1).", "")
+        + "apiVersion: admissionregistration.k8s.io/v1\n"
+        + "kind: ValidatingAdmissionPolicy\n"
+        + meta
+        + "spec:\n"
+        + _yaml(admission.policy_spec(), "  ")
+        + "---\n"
+        + "apiVersion: admissionregistration.k8s.io/v1\n"
+        + "kind: ValidatingAdmissionPolicyBinding\n"
+        + meta
+        + "spec:\n"
+        + _yaml(admission.binding_spec(admission.POLICY_NAME), "  ")
+    )
+
+
 def _literal_block(text: str, indent: str) -> str:
     # Blank lines stay empty: trailing spaces would break the literal block.
     return "".join(f"{indent}{line}\n" if line else "\n" for line in text.splitlines())
@@ -165,6 +198,7 @@ def render_all(manifests_dir: Path) -> dict[Path, str]:
     files = {
         Path("clusterrole.yaml"): render_cluster_role(),
         Path("peering.yaml"): render_peering(),
+        Path("admissionpolicy.yaml"): render_admission_policy(),
         Path("argocd") / "argocd-cm.yaml": render_argocd_cm(script),
     }
     for name, text in crdgen.render_all().items():
@@ -196,6 +230,9 @@ def render_chart_rbac() -> str:
         + "\n"
         + "{{/* Only with replicaCount > 1 (kopf peering, see rbac.PEERING_RULES). */}}\n"
         + _define("peeringRules", render_rules(rbac.PEERING_RULES))
+        + "\n"
+        + "{{/* The tenant-namespace admission policy's spec (admission.py). */}}\n"
+        + _define("tenantNamespacePolicySpec", _yaml(admission.policy_spec(), ""))
         + "\n"
         + "{{/* The argocd-cm keys files/health.lua is registered under, one per line. */}}\n"
         # Trimmed on both sides: the template splits the text on newlines.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from tests.cluster.admission_cases import (
     example,
 )
 from tests.support.clusters import ClusterHandle
+from tests.support.tenants import eventually
 
 PLURALS = {
     "StackForgeTenant": "stackforgetenants",
@@ -26,6 +28,7 @@ PLURALS = {
     "DRDrill": "drdrills",
 }
 pytestmark = pytest.mark.usefixtures("stackforge_crds")
+ADMISSION_POLICY = Path(__file__).resolve().parents[2] / "manifests" / "admissionpolicy.yaml"
 
 
 def _create(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -> Any:
@@ -145,3 +148,38 @@ def test_every_crd_has_status_subresource_short_name_and_category(
         columns = [c.name for c in version.additional_printer_columns]
         assert {"Ready", "Reason"} <= set(columns)
     assert short_names == {"sft", "sfbp", "sfdr"}
+
+
+def _created_or_refused(cluster: ClusterHandle, name: str, namespace: str) -> str | None:
+    """Create a tenant: the refusal's body, or None once it was admitted (then deleted again)."""
+    manifest = example("StackForgeTenant")
+    manifest["metadata"]["name"] = name
+    try:
+        _create(cluster, manifest, namespace)
+    except ApiException as error:
+        assert error.status == 403, error.body
+        return str(error.body)
+    client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, PLURALS["StackForgeTenant"], name)
+    return None
+
+
+def test_admission_policy_refuses_a_tenant_in_a_reserved_namespace(
+    cluster: ClusterHandle, namespace: str
+) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(ADMISSION_POLICY))
+    try:
+        # The API server compiles a new policy within a second or so.
+        refused = eventually(lambda: _created_or_refused(cluster, "intruder", "kube-public"),
+                             timeout=30)
+        assert ("StackForgeTenant intruder: namespace kube-public is reserved; put the tenant "
+                "in a namespace of its own") in refused
+        assert _created_or_refused(cluster, "intruder", "default") is not None
+        # A namespace of its own is admitted; updates are not checked again.
+        manifest = example("StackForgeTenant")
+        _create(cluster, manifest, namespace)
+        _replace(cluster, example("StackForgeTenant"), namespace)
+    finally:
+        cluster.kubectl("delete", "-f", str(ADMISSION_POLICY))
+    # Gone for the tests after this one (test_tenant shows the operator's own refusal).
+    eventually(lambda: _created_or_refused(cluster, "probe", "default") is None, timeout=30)

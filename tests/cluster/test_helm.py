@@ -60,7 +60,8 @@ def _contains(actual: Any, expected: Any, path: str = "") -> list[str]:
     return [] if actual == expected else [f"{path}: {actual!r} != {expected!r}"]
 
 
-CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
+                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 _UNKNOWN_KIND = "doesn't have a resource type"  # kubectl, before the CRD is installed
 
 

@@ -22,6 +22,7 @@ from tests.support.pod_security import restricted_violations
 from tests.unit import test_manifests as manifests
 
 CLUSTER_NAME = f"stackforge-operator:{NAMESPACE}:{RELEASE}"
+POLICY_NAME = f"stackforge-tenant-namespace.{NAMESPACE}.{RELEASE}"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,9 @@ def test_renders_the_objects_manifests_install(rendered: list[dict[str, Any]]) -
     # The namespace comes from `helm install -n ... --create-namespace`, the CRDs from crds/.
     expected = {(kind, name) for kind, name in manifests.EXPECTED
                 if kind not in ("Namespace", "CustomResourceDefinition")}
-    renamed = {"ClusterRole": CLUSTER_NAME, "ClusterRoleBinding": CLUSTER_NAME}
+    renamed = {"ClusterRole": CLUSTER_NAME, "ClusterRoleBinding": CLUSTER_NAME,
+               "ValidatingAdmissionPolicy": POLICY_NAME,
+               "ValidatingAdmissionPolicyBinding": POLICY_NAME}
     expected = {(kind, renamed.get(kind, name)) for kind, name in expected}
     assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == expected
 
@@ -56,6 +59,13 @@ def test_cluster_role_has_the_manifests_rules(rendered: list[dict[str, Any]]) ->
     rules = only(rendered, "ClusterRole")["rules"]
     assert rules == manifests.one("ClusterRole", manifests.NAME)["rules"]
     assert rules == rbac.policy_rules(rbac.CLUSTER_ROLE_RULES)
+
+
+def test_admission_policy_is_the_manifests_policy(rendered: list[dict[str, Any]]) -> None:
+    policy = only(rendered, "ValidatingAdmissionPolicy")
+    assert policy["spec"] == manifests.one("ValidatingAdmissionPolicy")["spec"]
+    binding = only(rendered, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": POLICY_NAME, "validationActions": ["Deny"]}
 
 
 def test_binding_ties_the_role_to_the_release_service_account() -> None:
@@ -73,7 +83,8 @@ def test_binding_ties_the_role_to_the_release_service_account() -> None:
 
 def test_namespaced_objects_live_in_the_release_namespace() -> None:
     for doc in template(namespace="ops"):
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
+                           "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
             assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == "ops", doc["kind"]

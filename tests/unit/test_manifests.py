@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stackforge_operator import API_GROUP, API_VERSION, manifestgen, rbac
+from stackforge_operator import API_GROUP, API_VERSION, admission, manifestgen, rbac
 from stackforge_operator.builders import credentials, ingress, stack
 from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.crdgen import render_all as render_crds
@@ -55,6 +55,8 @@ EXPECTED = {
     ("CustomResourceDefinition", "drdrills.stackforge.io"),
     ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
     ("ClusterKopfPeering", rbac.PEERING_NAME),
+    ("ValidatingAdmissionPolicy", admission.POLICY_NAME),
+    ("ValidatingAdmissionPolicyBinding", admission.POLICY_NAME),
 }
 
 
@@ -109,7 +111,8 @@ def test_kustomization_lists_every_manifest() -> None:
 def test_namespaced_objects_live_in_the_operator_namespace() -> None:
     for doc in installed():
         if doc["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding",
-                           "CustomResourceDefinition", "ClusterKopfPeering"):
+                           "CustomResourceDefinition", "ClusterKopfPeering",
+                           "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
             assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == OPERATOR_NAMESPACE, doc["kind"]

@@ -13,6 +13,11 @@ stackforge-operator
 {{- printf "stackforge-operator:%s:%s" .Release.Namespace .Release.Name | trunc 253 -}}
 {{- end }}
 
+{{/* Admission policy names are DNS subdomains: no colons. */}}
+{{- define "stackforge-operator.policyName" -}}
+{{- printf "stackforge-tenant-namespace.%s.%s" .Release.Namespace .Release.Name | trunc 253 -}}
+{{- end }}
+
 {{- define "stackforge-operator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "stackforge-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}

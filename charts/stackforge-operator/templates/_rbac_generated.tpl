@@ -122,6 +122,25 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
     verbs: ["patch"]
 {{- end }}
 
+{{/* The tenant-namespace admission policy's spec (admission.py). */}}
+{{- define "stackforge-operator.tenantNamespacePolicySpec" }}
+failurePolicy: Fail
+matchConstraints:
+  resourceRules:
+  - apiGroups:
+    - stackforge.io
+    apiVersions:
+    - '*'
+    operations:
+    - CREATE
+    resources:
+    - stackforgetenants
+validations:
+- expression: '!request.namespace.startsWith("kube-") && !(request.namespace in ["default", "stackforge-system"])'
+  messageExpression: '"StackForgeTenant " + object.metadata.name + ": namespace " + request.namespace + " is reserved; put the tenant in a namespace of its own (not default, stackforge-system or kube-*)"'
+  reason: Forbidden
+{{- end }}
+
 {{/* The argocd-cm keys files/health.lua is registered under, one per line. */}}
 {{- define "stackforge-operator.argocdHealthKeys" -}}
 resource.customizations.health.stackforge.io_StackForgeTenant

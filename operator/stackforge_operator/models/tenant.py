@@ -45,6 +45,7 @@ from stackforge_operator.models.tiers import NodeSize, Provider, Tier
 # Namespaces a tenant must never run in: it would relabel them (Pod Security
 # "restricted") and fill them with its stack. kube-* are refused as well.
 RESERVED_NAMESPACES = ("default", "stackforge-system")
+RESERVED_NAMESPACE_PREFIX = "kube-"
 # The name is a label value and part of child names ("<name>-tls"); kept to
 # the length it always had so every derived name still fits.
 MAX_TENANT_NAME = 56
@@ -461,7 +462,8 @@ class NodesSpec(SpecModel):
 
 
 def reserved_namespace(namespace: str) -> bool:
-    return namespace.startswith("kube-") or namespace in RESERVED_NAMESPACES
+    # Twin of admission.NAMESPACE_ALLOWED (the admission policy's CEL).
+    return namespace.startswith(RESERVED_NAMESPACE_PREFIX) or namespace in RESERVED_NAMESPACES
 
 
 class StackForgeTenantSpec(SpecModel):
