@@ -307,33 +307,33 @@ def test_deleting_the_tenant_removes_its_stack_and_keeps_its_namespace(
     assert claims and claims <= kept, (claims, kept)
 
 
+def _stalled_in(cluster: ClusterHandle, name: str, namespace: str) -> dict[str, Any]:
+    """Apply a small tenant ``name`` into ``namespace``; its Stalled condition once True."""
+    tenants.apply(cluster, tenants.small_tenant(name, namespace=namespace))
+    tenant = tenants.wait_condition(cluster, name, "Stalled", "True", namespace=namespace)
+    return tenants.condition(tenant, "Stalled") or {}
+
+
 def test_a_tenant_needs_a_namespace_and_a_name_of_its_own(
     cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
 ) -> None:
-    cleanup += ["first", "taken", "second"]
+    cleanup += ["first", "taken"]
     tenants.apply(cluster, tenants.small_tenant("first"))
     tenants.wait_condition(cluster, "first", "Ready", "True")
 
     # A second tenant in the first one's namespace waits for it to leave.
-    sharer = tenants.small_tenant("second")
-    sharer["metadata"]["namespace"] = "tenant-first"
-    tenants.apply(cluster, sharer)
-    shared = tenants.wait_condition(cluster, "second", "Stalled", "True", namespace="tenant-first")
-    stalled = tenants.condition(shared, "Stalled") or {}
+    stalled = _stalled_in(cluster, "second", "tenant-first")
     assert stalled["reason"] == "NamespaceShared", stalled
     assert "tenant-first already holds StackForgeTenant first" in stalled["message"]
 
     # A namesake in another namespace: names key backups, metrics and alerts.
-    namesake = tenants.small_tenant("first")
-    namesake["metadata"]["namespace"] = "tenant-taken"
-    tenants.apply(cluster, namesake)
-    taken = tenants.wait_condition(cluster, "first", "Stalled", "True", namespace="tenant-taken")
-    stalled = tenants.condition(taken, "Stalled") or {}
+    stalled = _stalled_in(cluster, "first", "tenant-taken")
     assert stalled["reason"] == "TenantNameTaken", stalled
     assert "already exists in namespace tenant-first" in stalled["message"]
     # The refused ones built nothing; the first one is untouched.
     assert _kinds(cluster, "tenant-taken", "statefulsets,deployments") == set()
-    assert tenants.condition(tenants.get(cluster, "first"), "Ready")["status"] == "True"  # type: ignore[index]
+    first = tenants.get(cluster, "first")
+    assert (tenants.condition(first, "Ready") or {}).get("status") == "True"
 
     # Once the first tenant is gone, both take over.
     tenants.delete(cluster, "first", wait=True)
@@ -344,13 +344,8 @@ def test_a_tenant_needs_a_namespace_and_a_name_of_its_own(
 def test_tenant_in_a_system_namespace_is_refused(
     cluster: ClusterHandle, operator: OperatorProcess
 ) -> None:
-    intruder = tenants.small_tenant("intruder")
-    intruder["metadata"]["namespace"] = "default"
-    tenants.apply(cluster, intruder)
     try:
-        refused = tenants.wait_condition(cluster, "intruder", "Stalled", "True",
-                                         namespace="default")
-        stalled = tenants.condition(refused, "Stalled") or {}
+        stalled = _stalled_in(cluster, "intruder", "default")
         assert stalled["reason"] == "ReservedNamespace", stalled
         labels = client.CoreV1Api(cluster.api).read_namespace("default").metadata.labels or {}
         assert "stackforge.io/tenant" not in labels

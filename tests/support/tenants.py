@@ -45,8 +45,10 @@ def example_tenant(name: str = "acme") -> dict[str, Any]:
     return loaded
 
 
-def small_tenant(name: str, **spec: Any) -> dict[str, Any]:
-    """A Starter tenant with one app: quick to converge, easy to reason about."""
+def small_tenant(name: str, *, namespace: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A Starter tenant with one app: quick to converge, easy to reason about.
+
+    In ``namespace``, by default its own (:func:`namespace_of`)."""
     body: dict[str, Any] = {
         "tier": "Starter",
         "components": {
@@ -58,7 +60,7 @@ def small_tenant(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "StackForgeTenant",
-        "metadata": {"name": name, "namespace": namespace_of(name)},
+        "metadata": {"name": name, "namespace": namespace or namespace_of(name)},
         "spec": body,
     }
 
