@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -15,7 +16,7 @@ from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TE
 from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
 from stackforge_operator.controller import Controller
 from stackforge_operator.notify.sender import Backoff, Sender
-from stackforge_operator.reconcile import backup, drill, tenant
+from stackforge_operator.reconcile import backup, drill, tenant, tenant_notify
 from stackforge_operator.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             "where stackforge_operator.leadership looks for it; run one replica standalone")
     # Mandatory peering (--peering NAME) starts paused until kopf has read the
     # peering object; kopf's auto-detected peering starts unpaused, like kopf.
-    gate = leadership.Leadership(toggles, peering=settings.peering.mandatory)
+    gate = memo.gate = leadership.Leadership(toggles, peering=settings.peering.mandatory)
     # Notifications go out from tasks of their own: a reconcile only queues them.
     memo.notifier = Sender(
         timeout=config.NOTIFY_TIMEOUT_SECONDS, attempts=config.NOTIFY_ATTEMPTS,
@@ -117,6 +118,10 @@ def _feed(controller: Controller, event_type: str, body: kopf.Body) -> None:
 @kopf.on.event(*TENANTS)
 async def tenant_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _feed(memo.tenants, type, body)
+    if type == "DELETED" and memo.gate.active:
+        # Reading the channels' Secrets blocks: off the event loop.
+        sends = await asyncio.to_thread(tenant_notify.farewell, dict(body), datetime.now(UTC))
+        memo.notifier.submit(sends)
 
 
 @kopf.on.event(*BACKUP_POLICIES)

@@ -335,3 +335,24 @@ def test_isolation_is_notified_while_it_lasts(
         tenants.wait_condition(cluster, name, "Isolated", "False")
         eventually(lambda: channels.webhook("TenantIsolated", "resolved"), timeout=60)
         assert "TenantIsolated" not in _incidents(cluster, name)
+
+
+def test_deleting_a_tenant_resolves_its_open_incidents_once(
+    cluster: ClusterHandle, receiver: Receiver, operator: OperatorProcess,
+) -> None:
+    channels = Channels(receiver)
+    with _tenant(cluster, "bye", isolate=True) as (name, ns):
+        tenants.wait_condition(cluster, name, "Isolated", "True")
+        channels.subscribe(cluster, name, ns)
+        eventually(lambda: channels.webhook("TenantIsolated", "opened"), timeout=60)
+        eventually(lambda: "TenantIsolated" in _incidents(cluster, name), timeout=30)
+
+        # The tenant alone: its namespace, and the channels' Secret, stay.
+        tenants.delete(cluster, name, namespace=ns)
+        resolved = eventually(lambda: channels.webhook("TenantIsolated", "resolved"),
+                              timeout=60)
+        assert resolved[0]["summary"] == "TenantIsolated resolved: tenant deleted"
+        assert eventually(lambda: channels.slack("Resolved: TenantIsolated"), timeout=30)
+        time.sleep(4)
+        assert len(channels.webhook("TenantIsolated", "resolved")) == 1
+        assert channels.token not in _log(operator)

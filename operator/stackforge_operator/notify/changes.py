@@ -76,6 +76,16 @@ def diff(
     return remember, changes
 
 
+def farewell(
+    before: Sequence[OpenIncident], enabled: Collection[NotificationEvent], at: datetime,
+) -> list[Change]:
+    """The tenant was deleted: every incident it announced is resolved, saying why
+    (otherwise receivers would keep them open for ever)."""
+    return [Change(State.RESOLVED, old.key, old.event, old.since,
+                   f"{resolved_summary(old)}: tenant deleted", at)
+            for old in sorted(before, key=lambda i: i.key) if old.event in enabled]
+
+
 def resolved_summary(incident: OpenIncident) -> str:
     _, _, subject = incident.key.partition("/")
     return f"{incident.event.value}{f' ({subject})' if subject else ''} resolved"

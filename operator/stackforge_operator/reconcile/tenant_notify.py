@@ -7,9 +7,11 @@ I/O a reconcile owns: reading the channels' URLs from the tenant's Secrets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+
+from pydantic import ValidationError
 
 from stackforge_operator import config, kube
 from stackforge_operator.builders import credentials
@@ -18,6 +20,7 @@ from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.tenant import (
     NotificationsSpec,
     OpenIncident,
+    StackForgeTenantSpec,
     StackForgeTenantStatus,
 )
 from stackforge_operator.notify import changes, incidents, payloads
@@ -76,3 +79,21 @@ def deliveries(
             out.append(Delivery(url=url, payload=payload, event=change.event.value,
                                 label=f"tenant {tenant} {channel} {change.key} {change.state}"))
     return out
+
+
+def farewell(body: Mapping[str, Any], now: datetime) -> list[Delivery]:
+    """Messages resolving every incident a just-deleted tenant had announced.
+
+    Best effort, by design: sent once, by the active replica that sees the
+    deletion, and only while the channels' Secrets still exist (deleting the
+    tenant alone keeps its namespace; deleting the namespace may take them first).
+    """
+    try:
+        spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
+        status = StackForgeTenantStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return []
+    messages = changes.farewell(
+        status.incidents, changes.enabled_events(spec.notifications), now)
+    meta = body["metadata"]
+    return deliveries(meta["name"], meta["namespace"], spec.notifications, messages)

@@ -11,7 +11,7 @@ from stackforge_operator.models.tenant import (
     OpenIncident,
     SlackChannel,
 )
-from stackforge_operator.notify.changes import MAX_OPEN, State, diff, enabled_events
+from stackforge_operator.notify.changes import MAX_OPEN, State, diff, enabled_events, farewell
 from stackforge_operator.notify.incidents import Incident
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -82,3 +82,16 @@ def test_at_most_max_open_and_announced_ones_keep_their_place() -> None:
     assert len(remember) == MAX_OPEN and "BackupFailed/zz" in {i.key for i in remember}
     assert len(changes) == MAX_OPEN - 1
     assert all(c.state is State.OPENED for c in changes)
+
+
+def test_a_deleted_tenant_resolves_what_it_announced_saying_why() -> None:
+    before = [OpenIncident(key="TenantIsolated", event=E.TENANT_ISOLATED, since=NOW),
+              OpenIncident(key="BackupFailed/p", event=E.BACKUP_FAILED, since=NOW)]
+    said = farewell(before, ALL, NOW)
+    assert [(c.state, c.key) for c in said] == [
+        (State.RESOLVED, "BackupFailed/p"), (State.RESOLVED, "TenantIsolated")]
+    assert said[0].summary == "BackupFailed (p) resolved: tenant deleted"
+    # Unsubscribed meanwhile: not resolved ("resolved" of what was never said is untrue).
+    assert farewell(before, {E.TENANT_ISOLATED}, NOW)[0].key == "TenantIsolated"
+    assert len(farewell(before, {E.TENANT_ISOLATED}, NOW)) == 1
+    assert farewell([], ALL, NOW) == []

@@ -15,7 +15,7 @@ from stackforge_operator.models.tenant import (
     WebhookChannel,
 )
 from stackforge_operator.notify.changes import State
-from stackforge_operator.reconcile.tenant_notify import review
+from stackforge_operator.reconcile.tenant_notify import farewell, review
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SPEC = NotificationsSpec(webhooks=[WebhookChannel(
@@ -46,3 +46,15 @@ def test_opened_once_then_quiet_then_resolved() -> None:
 def test_no_channels_no_incidents() -> None:
     assert review(StackForgeTenantStatus(), [], [policy("nightly", "False")], None, NOW) == (
         [], [])
+
+
+def _deleted(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "acme", "namespace": "tenant-acme"}, "spec": spec,
+            "status": {"incidents": [{"key": "TenantIsolated", "event": "TenantIsolated",
+                                      "since": NOW.isoformat()}]}}
+
+
+def test_a_deleted_tenant_without_channels_or_with_a_bad_spec_sends_nothing() -> None:
+    # Neither reads a Secret (there is no cluster here): nothing to send to.
+    assert farewell(_deleted({"tier": "Starter"}), NOW) == []
+    assert farewell(_deleted({"tier": "Gold"}), NOW) == []
