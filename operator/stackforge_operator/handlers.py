@@ -120,7 +120,13 @@ async def tenant_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
     _feed(memo.tenants, type, body)
     if type == "DELETED" and memo.gate.active:
         # Reading the channels' Secrets blocks: off the event loop.
-        sends = await asyncio.to_thread(tenant_notify.farewell, dict(body), datetime.now(UTC))
+        try:
+            sends = await asyncio.to_thread(tenant_notify.farewell, dict(body), datetime.now(UTC))
+        except kopf.TemporaryError as error:
+            # No later reconcile can send them: the tenant is gone.
+            logger.warning("tenant %s deleted; its incidents stay unresolved: %s",
+                           body.metadata.name, error)
+            return
         memo.notifier.submit(sends)
 
 
