@@ -596,6 +596,11 @@ class LastDrillSummary(StatusModel):
     rpo_seconds: int | None = Field(None, ge=0, description="Measured recovery point age.")
 
 
+# The runbook's weekly certificate check: "alert if < 30 days". CertificatesValid
+# turns False, and CertificateExpiring is notified, inside this window.
+CERTIFICATE_WARNING_DAYS = 30
+
+
 class CertificateStatus(StatusModel):
     """The TLS certificate served for the domain."""
 

@@ -13,17 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from stackforge_operator import config
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicyStatus
 from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.drill import Verdict
-from stackforge_operator.models.tenant import NotificationEvent, StackForgeTenantStatus
+from stackforge_operator.models.tenant import (
+    CERTIFICATE_WARNING_DAYS,
+    NotificationEvent,
+    StackForgeTenantStatus,
+)
+from stackforge_operator.status import find
 
 Event = NotificationEvent
-# The runbook's weekly certificate check: "alert if < 30 days".
-CERTIFICATE_DAYS = 30
-# The runbook's "service down for > 2 minutes".
-DEGRADED_AFTER = timedelta(minutes=2)
+# The runbook's "service down for > 2 minutes" (STACKFORGE_DEGRADED_NOTIFY_SECONDS).
+DEGRADED_AFTER = timedelta(seconds=config.DEGRADED_NOTIFY_SECONDS)
 # Failing informational conditions have incidents of their own; alone, they
 # do not make the tenant "down" (its components serve).
 _INFORMATIONAL = frozenset({types.BACKUP_HEALTHY, types.DRILL_PASSING, types.CERTIFICATES_VALID})
@@ -37,10 +41,6 @@ class Incident:
     summary: str
 
 
-def _find(conditions: Sequence[Condition], type_: str) -> Condition | None:
-    return next((c for c in conditions if c.type == type_), None)
-
-
 def down_since(conditions: Sequence[Condition]) -> datetime | None:
     """Since when the tenant has been down (not Ready for a reason of its own), or None.
 
@@ -48,7 +48,7 @@ def down_since(conditions: Sequence[Condition]) -> datetime | None:
     downtime: those are notified as what they are. A component not ready, or a
     problem only a human can fix (a missing Secret, an invalid spec), is.
     """
-    ready = _find(conditions, types.READY)
+    ready = find(conditions, types.READY)
     if ready is None or ready.status == ConditionStatus.TRUE:
         return None
     components = [c for c in conditions if c.type in types.TENANT_COMPONENT_CONDITIONS
@@ -71,7 +71,7 @@ def tenant_not_ready(
     since = down_since(conditions)
     if since is None or now - since < after:
         return None
-    ready = _find(conditions, types.READY)
+    ready = find(conditions, types.READY)
     reason = f"{ready.reason}: {ready.message}" if ready is not None else ""
     minutes = int((now - since).total_seconds() // 60)
     return Incident(Event.TENANT_NOT_READY.value, Event.TENANT_NOT_READY, since,
@@ -102,7 +102,7 @@ def component_incidents(
 
 def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:
     """The tenant is cut off (spec.isolate, a security incident) for as long as it lasts."""
-    isolated = _find(conditions, types.ISOLATED)
+    isolated = find(conditions, types.ISOLATED)
     if isolated is None or isolated.status != ConditionStatus.TRUE:
         return None
     return Incident(Event.TENANT_ISOLATED.value, Event.TENANT_ISOLATED,
@@ -115,7 +115,7 @@ def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
     found = []
     for type_, event, what in ((types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "failed"),
                                (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale")):
-        condition = _find(policy.conditions, type_)
+        condition = find(policy.conditions, type_)
         if condition is not None and condition.status == ConditionStatus.FALSE:
             found.append(Incident(f"{event.value}/{name}", event, condition.last_transition_time,
                                   f"backup policy {name} {what}: {condition.message}"))
@@ -127,7 +127,7 @@ def drill_incident(status: StackForgeTenantStatus, now: datetime) -> Incident | 
     drill = status.last_drill
     if drill is None or drill.verdict != Verdict.FAILED:
         return None
-    passing = _find(status.conditions, types.DRILL_PASSING)
+    passing = find(status.conditions, types.DRILL_PASSING)
     message = passing.message if passing is not None else f"run {drill.run_id} failed"
     return Incident(f"{Event.DRILL_FAILED.value}/{drill.drill}", Event.DRILL_FAILED,
                     drill.completion_time or now, f"DR drill {message}")
@@ -155,7 +155,7 @@ def detect(
     *,
     not_ready_after: timedelta,
     degraded_after: timedelta = DEGRADED_AFTER,
-    certificate_days: int = CERTIFICATE_DAYS,
+    certificate_days: int = CERTIFICATE_WARNING_DAYS,
 ) -> list[Incident]:
     """Every incident the tenant has now (unfiltered), sorted by key."""
     found: list[Incident | None] = [

@@ -42,8 +42,7 @@ def review(
         for p in policies]
     found = incidents.detect(
         new, policy_states, now,
-        not_ready_after=timedelta(seconds=config.NOT_READY_NOTIFY_SECONDS),
-        degraded_after=timedelta(seconds=config.DEGRADED_NOTIFY_SECONDS))
+        not_ready_after=timedelta(seconds=config.NOT_READY_NOTIFY_SECONDS))
     return changes.diff(old_incidents, found, changes.enabled_events(spec), now)
 
 

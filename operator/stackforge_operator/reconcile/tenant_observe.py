@@ -21,18 +21,17 @@ from stackforge_operator.models.common import ConditionStatus, SecretKeyRef
 from stackforge_operator.models.drill import DRDrillStatus, Verdict
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import (
+    CERTIFICATE_WARNING_DAYS,
     CertificateStatus,
     LastBackupSummary,
     LastDrillSummary,
     StackForgeTenantSpec,
     reserved_namespace,
 )
-from stackforge_operator.status import Observation, Problem
+from stackforge_operator.status import Observation, Problem, find
 
 API = f"{API_GROUP}/{API_VERSION}"
 TENANT_KIND = "StackForgeTenant"
-# The runbook's weekly check: "alert if < 30 days".
-CERTIFICATE_WARNING_DAYS = 30
 _CERT_MANAGER_CRD = "certificates.cert-manager.io"
 # The Prometheus Operator's kinds the tenant uses (builders/monitoring.py).
 _PROMETHEUS_OPERATOR_CRDS = ("prometheusrules.monitoring.coreos.com",
@@ -209,10 +208,6 @@ def _when(run: Any) -> datetime:
     return found or _EPOCH
 
 
-def _condition(conditions: Sequence[Any], type_: str) -> Any:
-    return next((c for c in conditions if c.type == type_), None)
-
-
 def backup_policies(tenant: str, namespace: str) -> list[dict[str, Any]]:
     """The BackupPolicies that back the tenant up (read once, for health and notifications)."""
     return _for_tenant("BackupPolicy", tenant, namespace)
@@ -230,7 +225,7 @@ def backup_health(
         name = policy["metadata"]["name"]
         st = BackupPolicyStatus.model_validate(policy.get("status") or {})
         for type_ in (types.LAST_BACKUP_SUCCEEDED, types.BACKUP_FRESH):
-            found = _condition(st.conditions, type_)
+            found = find(st.conditions, type_)
             if found is None or found.status == ConditionStatus.UNKNOWN:
                 unknown.append(name)
             elif found.status == ConditionStatus.FALSE:
