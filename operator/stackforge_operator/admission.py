@@ -19,7 +19,11 @@ import json
 from typing import Any
 
 from stackforge_operator import API_GROUP
-from stackforge_operator.models.tenant import RESERVED_NAMESPACE_PREFIX, RESERVED_NAMESPACES
+from stackforge_operator.models.tenant import (
+    RESERVED_NAMESPACE_PREFIX,
+    RESERVED_NAMESPACES,
+    RESERVED_NAMESPACES_TEXT,
+)
 
 POLICY_NAME = "stackforge-tenant-namespace"
 
@@ -28,10 +32,7 @@ NAMESPACE_ALLOWED = (
     f"!request.namespace.startsWith({json.dumps(RESERVED_NAMESPACE_PREFIX)}) && "
     f"!(request.namespace in {json.dumps(list(RESERVED_NAMESPACES))})"
 )
-_REASON = (
-    " is reserved; put the tenant in a namespace of its own (not "
-    + ", ".join(RESERVED_NAMESPACES) + f" or {RESERVED_NAMESPACE_PREFIX}*)"
-)
+_REASON = f" is reserved; put the tenant in a namespace of its own (not {RESERVED_NAMESPACES_TEXT})"
 MESSAGE = (
     '"StackForgeTenant " + object.metadata.name + ": namespace " + request.namespace + '
     + json.dumps(_REASON)

@@ -89,7 +89,6 @@ class StoreConfig:
         return f"{self.prefix}/{tenant}/{run_id}/"
 
 
-
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags naming where backups are (``backup run`` and ``drill run`` alike)."""
     parser.add_argument("--bucket", required=True)

@@ -46,6 +46,9 @@ from stackforge_operator.models.tiers import NodeSize, Provider, Tier
 # "restricted") and fill them with its stack. kube-* are refused as well.
 RESERVED_NAMESPACES = ("default", "stackforge-system")
 RESERVED_NAMESPACE_PREFIX = "kube-"
+# For messages: "default, stackforge-system or kube-*".
+RESERVED_NAMESPACES_TEXT = (
+    ", ".join(RESERVED_NAMESPACES) + f" or {RESERVED_NAMESPACE_PREFIX}*")
 # The name is a label value and part of child names ("<name>-tls"); kept to
 # the length it always had so every derived name still fits.
 MAX_TENANT_NAME = 56

@@ -120,8 +120,10 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         return _stalled(body, old_status, generation, [placement])
     live_namespace = kube.get("v1", "Namespace", t.namespace)
 
+    # Asked once: the children observed and the children desired must agree.
+    with_certificates = observe.cert_manager_installed()
     with_monitoring = observe.prometheus_operator_installed()
-    live = _observe_children(t, name, with_certificates=observe.cert_manager_installed(),
+    live = _observe_children(t, name, with_certificates=with_certificates,
                              with_monitoring=with_monitoring)
     rotation = (meta.get("annotations") or {}).get(credentials.ROTATE_ANNOTATION) or None
     live_secrets = {n: s for (k, n), s in live.items() if k == "Secret"}
@@ -143,7 +145,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     desired = [_owned(m, owner) for m in stack.desired_children(
         t, secrets=secrets, tls=spec.tls, rotation=rotation)]
     issuer = spec.tls.issuer_ref if spec.tls else None
-    if issuer is not None and t.domain and observe.cert_manager_installed():
+    if issuer is not None and t.domain and with_certificates:
         desired.append(_owned(ingress.build_certificate(t, issuer.name, issuer.kind), owner))
     if with_monitoring:
         desired += [_owned(m, owner) for m in monitoring.build(t)]

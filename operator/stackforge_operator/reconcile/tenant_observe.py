@@ -22,6 +22,7 @@ from stackforge_operator.models.drill import DRDrillStatus, Verdict
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import (
     CERTIFICATE_WARNING_DAYS,
+    RESERVED_NAMESPACES_TEXT,
     CertificateStatus,
     LastBackupSummary,
     LastDrillSummary,
@@ -68,7 +69,7 @@ def placement_problem(meta: Mapping[str, Any]) -> Problem | None:
         return Problem(
             "ReservedNamespace",
             f"namespace {namespace} is reserved: put the tenant in a namespace of its own "
-            "(not default, stackforge-system or kube-*)")
+            f"(not {RESERVED_NAMESPACES_TEXT})")
     neighbour = first_claimant(
         meta, kube.list_objects(API, TENANT_KIND, namespace=namespace))
     if neighbour is not None:
