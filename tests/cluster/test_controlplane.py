@@ -115,12 +115,7 @@ def test_rbac_is_enforced(cluster: ClusterHandle, namespace: str) -> None:
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))
     )
-    token = core.create_namespaced_service_account_token(
-        "reader", namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
-        ),
-    ).status.token
+    token = cluster.service_account_token(namespace, "reader")
     as_reader = client.CoreV1Api(cluster.api_as(token))
 
     with pytest.raises(ApiException) as denied:

@@ -101,12 +101,7 @@ def _restricted(cluster: ClusterHandle, namespace: str) -> None:
 
 def _service_account_rules(cluster: ClusterHandle, namespace: str, name: str) -> set[Grant]:
     """What the ServiceAccount may do in ``namespace``, as the API server's authorizer says."""
-    core = client.CoreV1Api(cluster.api)
-    token = core.create_namespaced_service_account_token(
-        name, namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
-    ).status.token
+    token = cluster.service_account_token(namespace, name)
     review = client.AuthorizationV1Api(cluster.api_as(token)).create_self_subject_rules_review(
         client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(
             namespace=namespace)))

@@ -50,6 +50,14 @@ class ClusterHandle:
             self._api = config.new_client_from_config(config_file=str(self.kubeconfig))
         return self._api
 
+    def service_account_token(self, namespace: str, name: str, seconds: int = 600) -> str:
+        """A token for ServiceAccount ``namespace/name`` (TokenRequest; the API server may
+        shorten ``seconds`` to its own maximum)."""
+        issued = client.CoreV1Api(self.api).create_namespaced_service_account_token(
+            name, namespace, client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)))
+        return str(issued.status.token)
+
     def api_as(self, token: str) -> client.ApiClient:
         """An ApiClient for the same server that authenticates with a bearer token."""
         admin = self.api.configuration

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from kubernetes import client
 
 from tests.support.clusters import ClusterHandle
 
@@ -57,13 +56,7 @@ def install(cluster: ClusterHandle, kubeconfig_path: Path) -> OperatorIdentity:
     role = _manifest("clusterrole.yaml")["metadata"]
     assert isinstance(account, dict) and isinstance(role, dict)
     namespace, name = str(account["namespace"]), str(account["name"])
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
-    )
-    issued = client.CoreV1Api(cluster.api).create_namespaced_service_account_token(
-        name, namespace, request
-    )
-    token = str(issued.status.token)
+    token = cluster.service_account_token(namespace, name, TOKEN_SECONDS)
     _write_kubeconfig(cluster.kubeconfig, kubeconfig_path, token)
     return OperatorIdentity(namespace=namespace, service_account=name,
                             cluster_role=str(role["name"]), kubeconfig=kubeconfig_path,
