@@ -25,9 +25,9 @@ from stackforge_operator.builders.common import (
     container_port,
     container_security_context,
     env,
-    labels,
     secret_env,
     selector_labels,
+    service,
     service_port,
 )
 from stackforge_operator.builders.secrets_names import (
@@ -90,18 +90,11 @@ def metrics_services(t: EffectiveTenant) -> list[Manifest]:
 
 
 def _metrics_service(t: EffectiveTenant, target: ScrapeTarget) -> Manifest:
-    meta_labels = {**labels(t, target.component), METRICS_LABEL: "true"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": target.service_name, "namespace": t.namespace,
-                     "labels": meta_labels},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(t, target.component),
-            "ports": [service_port(METRICS_PORT_NAME, target.port)],
-        },
-    }
+    manifest = service(t, target.service_name, target.component,
+                       selector=selector_labels(t, target.component),
+                       ports=[service_port(METRICS_PORT_NAME, target.port)])
+    manifest["metadata"]["labels"][METRICS_LABEL] = "true"
+    return manifest
 
 
 def _sidecar(name: str, image: str, port: int, environment: list[dict[str, Any]],
