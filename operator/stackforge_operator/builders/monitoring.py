@@ -17,12 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from stackforge_operator.builders.common import (
-    COMPONENT_LABEL,
-    TENANT_LABEL,
-    Manifest,
-    metadata,
-)
+from stackforge_operator.builders.common import Manifest, metadata, selector_labels
 from stackforge_operator.builders.exporters import METRICS_LABEL, METRICS_PORT_NAME, scrape_targets
 from stackforge_operator.models.effective import EffectiveTenant
 
@@ -164,11 +159,9 @@ def service_monitors(t: EffectiveTenant) -> list[Manifest]:
             "kind": "ServiceMonitor",
             "metadata": metadata(t, target.component, COMPONENT),
             "spec": {
+                # The labels exporters._metrics_service puts on the Service.
                 "selector": {"matchLabels": {
-                    TENANT_LABEL: t.name,
-                    COMPONENT_LABEL: target.component,
-                    METRICS_LABEL: "true",
-                }},
+                    **selector_labels(t, target.component), METRICS_LABEL: "true"}},
                 "namespaceSelector": {"matchNames": [t.namespace]},
                 "endpoints": [endpoint],
             },
