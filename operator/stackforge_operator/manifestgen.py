@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from stackforge_operator import API_GROUP, admission, crdgen, peering, rbac
+from stackforge_operator.models.tenant import RESERVED_NAMESPACES_TEXT
 
 OPERATOR_NAME = "stackforge-operator"
 LABELS = {"app.kubernetes.io/name": OPERATOR_NAME, "app.kubernetes.io/part-of": "stackforge"}
@@ -142,7 +143,7 @@ def render_admission_policy() -> str:
     return (
         _HEADER.format(source="operator/stackforge_operator/admission.py")
         + _comment(
-            "Refuses a StackForgeTenant created in default, stackforge-system or kube-* at "
+            f"Refuses a StackForgeTenant created in {RESERVED_NAMESPACES_TEXT} at "
             "admission (the operator would refuse it too, but only once it exists). Needs "
             "Kubernetes 1.30 or later (admissionregistration.k8s.io/v1).", "")
         + "apiVersion: admissionregistration.k8s.io/v1\n"
@@ -221,7 +222,8 @@ def _define(name: str, body: str) -> str:
 
 
 def render_chart_rbac() -> str:
-    """``templates/_rbac_generated.tpl``: rbac.py's rules and the argocd-cm keys for the chart."""
+    """``templates/_rbac_generated.tpl``: rbac.py's rules, the admission policy's spec and
+    the argocd-cm keys, for the chart."""
     keys = "".join(f"{health_key(kind)}\n" for kind in HEALTH_KINDS)
     return (
         _TPL_HEADER.format(source="operator/stackforge_operator/rbac.py")
