@@ -18,6 +18,7 @@ from types import TracebackType
 import httpx
 import yaml
 
+from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.devcluster import stages as kwok_stages
 from stackforge_operator.devcluster.binary import ensure_binary, kwok_source_dir
 from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
@@ -28,6 +29,11 @@ SERVICE_CIDR = "10.96.0.0/16"
 # The first address of the service range is the `kubernetes` Service's.
 SERVICE_IP = "10.96.0.1"
 FAKE_NODE_PREFIX = "kwok-node-"
+# The API server audits exactly the writes made by ServiceAccounts of the
+# operator's namespace (JSON lines in <run dir>/audit.log): what the operator
+# changed, attributed to it, which the request counters cannot do.
+AUDITED_GROUP = f"system:serviceaccounts:{OPERATOR_NAMESPACE}"
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 ZONES = ("zone-a", "zone-b", "zone-c")
 
 
@@ -55,6 +61,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def audit_policy_document() -> dict[str, object]:
+    """Metadata-level entries for writes by :data:`AUDITED_GROUP`, nothing else."""
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "Metadata", "userGroups": [AUDITED_GROUP], "verbs": list(WRITE_VERBS)},
+            {"level": "None"},
+        ],
+    }
 
 
 def fake_node_manifest(index: int) -> dict[str, object]:
@@ -104,6 +123,7 @@ class LocalCluster:
         self.pki: ClusterPKI | None = None
         self.server = ""
         self.kubeconfig = self.run_dir / "admin.kubeconfig"
+        self.audit_log = self.run_dir / "audit.log"
         self.timings: StartupTimings | None = None
         self._storage_class: dict[str, object] = {}
 
@@ -238,6 +258,8 @@ class LocalCluster:
         self.server = f"https://127.0.0.1:{port}"
         cert_dir = self.run_dir / "apiserver-certs"
         cert_dir.mkdir(exist_ok=True)
+        audit_policy = self.run_dir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(audit_policy_document()))
         process = self._spawn(
             "kube-apiserver",
             binary,
@@ -259,6 +281,11 @@ class LocalCluster:
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                # Each entry is written before the request returns.
+                "--audit-log-mode=blocking",
                 "--v=1",
             ],
         )

@@ -1,0 +1,45 @@
+"""Writes attributed to their author: the local control plane's audit log.
+
+The API server's request counters say what was written, not by whom, so a
+controller aggregating an Event looks like the operator writing. The local
+control plane audits every write by a ServiceAccount of the operator's
+namespace (devcluster.cluster.audit_policy_document); this reads those entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Write:
+    verb: str
+    resource: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource} {self.namespace}/{self.name}"
+
+
+def mark(audit_log: Path) -> int:
+    """Where the log ends now; pass it to :func:`writes_since`."""
+    return audit_log.stat().st_size if audit_log.exists() else 0
+
+
+def writes_since(audit_log: Path, offset: int, username: str) -> list[Write]:
+    """Completed writes by ``username`` logged after ``offset``."""
+    with audit_log.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode().splitlines()
+    found = []
+    for line in lines:
+        entry = json.loads(line)
+        if entry.get("stage") != "ResponseComplete" or entry["user"]["username"] != username:
+            continue
+        ref = entry.get("objectRef") or {}
+        found.append(Write(entry["verb"], ref.get("resource", ""), ref.get("namespace", ""),
+                           ref.get("name", "")))
+    return found
