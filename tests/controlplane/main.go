@@ -1,7 +1,7 @@
 // Command controlplane is one multi-call binary holding every process the
 // StackForge tests need for a real Kubernetes API: etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler, kwok and kubectl; plus helm
-// (template, lint) for the chart tests.
+// kube-controller-manager, kube-scheduler, kwok and kubectl; kubelet and
+// kube-proxy for the real node; plus helm (template, lint) for the chart tests.
 //
 // It dispatches on its first argument ("controlplane etcd --name x ...") or,
 // when invoked through a symlink, on the basename of argv[0]. Only the
@@ -27,6 +27,8 @@ var components = map[string]component{
 	"kube-controller-manager": runControllerManager,
 	"kube-scheduler":          runScheduler,
 	"kwok":                    runKwok,
+	"kubelet":                 runKubelet,
+	"kube-proxy":              runKubeProxy,
 	"kubectl":                 runKubectl,
 	"helm":                    runHelm,
 	"stages":                  printStages,
