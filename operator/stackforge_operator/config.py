@@ -13,7 +13,6 @@ from collections.abc import Mapping
 import kopf
 
 from stackforge_operator import API_GROUP
-from stackforge_operator.version import VERSION
 
 FINALIZER = f"{API_GROUP}/finalizer"
 STORAGE_PREFIX = API_GROUP
@@ -82,7 +81,5 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING
     settings.peering.lifetime = peering_lifetime()
 
-# The image backup and drill Jobs run (the operator's own: it holds the runners).
-OPERATOR_IMAGE = os.environ.get(
-    "STACKFORGE_OPERATOR_IMAGE", f"stackforge/stackforge-operator:{VERSION}"
-)
+# Container images (the operator's own, which backup and drill Jobs run, and the
+# components'): image_catalog.py.

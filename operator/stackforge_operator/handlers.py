@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, leadership, metrics
+from stackforge_operator import (
+    API_GROUP,
+    API_VERSION,
+    config,
+    image_catalog,
+    kube,
+    leadership,
+    metrics,
+)
 from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
@@ -51,6 +60,12 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config.apply_settings(settings)
+    try:
+        image_catalog.current()
+    except image_catalog.CatalogError as error:
+        # A wrong image setting would fail every reconcile: refuse to start instead.
+        raise kopf.PermanentError(str(error)) from error
+    await asyncio.to_thread(adopt_own_image)
     toggles = leadership.recorded_toggles()
     if toggles is None and not settings.peering.standalone:
         # Ungated controllers of a paused replica would reconcile beside the active one.
@@ -86,6 +101,28 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         except OSError as error:
             # Metrics are for humans; the operator works without them.
             logger.error("cannot serve metrics on port %s: %s", port, error)
+
+
+def adopt_own_image() -> None:
+    """Runner Jobs run the image this operator runs in, unless a setting names one.
+
+    Read once from the operator's own Pod (named by the downward API): the
+    Deployment, however it was installed and whatever registry it pulls from,
+    and the Jobs then cannot disagree. Outside a pod the default stays.
+    """
+    catalog = image_catalog.current()
+    pod = image_catalog.own_pod(os.environ)
+    if catalog.operator_pinned or pod is None:
+        return
+    found = kube.get("v1", "Pod", pod.name, pod.namespace)
+    image = image_catalog.container_image(found or {}, image_catalog.OPERATOR_CONTAINER)
+    if image is None:
+        logger.warning("no container %r in my pod %s/%s; runner Jobs use %s",
+                       image_catalog.OPERATOR_CONTAINER, pod.namespace, pod.name,
+                       catalog.operator)
+        return
+    image_catalog.install(catalog.with_operator(image))
+    logger.info("runner Jobs use my own image %s", image)
 
 
 def _leadership_changed(memo: kopf.Memo, active: bool) -> None:

@@ -117,7 +117,9 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("batch", ("jobs",), _APPLIED_WATCHED,
          "on-demand backup Jobs and drill restore Jobs; a finished Job wakes its owner"),
     Rule("", ("pods",), ("get", "list"),
-         "read the runner pods' termination messages (backup and drill results)"),
+         "read the runner pods' termination messages (backup and drill results); get: the "
+         "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
+         "image it runs itself (image_catalog.py)"),
     Rule("", ("serviceaccounts",), _APPLIED, "the drill sandbox's ServiceAccount"),
     Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), _APPLIED,
          "the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no "

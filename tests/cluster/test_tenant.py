@@ -246,7 +246,7 @@ def test_changes_converge(
     eventually(lambda: "statefulset.apps/kafka" not in _kinds(cluster, ns, "statefulsets"))
     assert not any("kafka" in n for n in _kinds(cluster, ns, "services"))
     postgres = apps.read_namespaced_stateful_set("postgres", ns)
-    assert postgres.spec.template.spec.containers[0].image == "postgres:17"
+    assert postgres.spec.template.spec.containers[0].image == "stackforge/postgres:17"
     # Growth's database volume is larger: the existing claim grows in place
     # (the StatefulSet's claim template itself is immutable).
     claim = core.read_namespaced_persistent_volume_claim("data-postgres-0", ns)

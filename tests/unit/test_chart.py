@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stackforge_operator import rbac
+from stackforge_operator import image_catalog, rbac
 from tests.support import helm
 from tests.support.helm import CHART, NAMESPACE, RELEASE, HelmError, find, only, template
 from tests.support.pod_security import restricted_violations
@@ -156,6 +156,10 @@ def test_lint_passes() -> None:
                         "--set", "grafanaDashboard.enabled=true",
                         "--set", "argocdHealthChecks.enabled=true")
         assert "0 chart(s) failed" in out
+    out = helm.lint("--strict", "--set", "images.overrides.redis=acme/redis:{version}",
+                    "--set", "images.registry=mirror.example.internal:5000/team",
+                    "--set", "images.pullSecrets[0]=regcred")
+    assert "0 chart(s) failed" in out
 
 
 def test_lint_fails_on_values_the_schema_refuses() -> None:
@@ -197,6 +201,23 @@ def test_helm_usage_errors_exit_non_zero() -> None:
     (["--set", "peering.leader=x"], "/peering", "additional properties 'leader'"),
     (["--set", "affinity.podAntiAffinity=nearby"], "/affinity/podAntiAffinity",
      "want object"),
+    (["--set", "images.overrides.zookeeper=zk:3"], "/images/overrides",
+     "additional properties 'zookeeper'"),
+    (["--set", "images.overrides.operator=acme/op:1"], "/images/overrides",
+     "additional properties 'operator'"),
+    (["--set", "images.overrides.postgres=postgres:16"], "/images/overrides/postgres",
+     "does not match pattern '\\\\{major\\\\}'"),
+    (["--set", "images.overrides.redis=redis:7.2"], "/images/overrides/redis",
+     "does not match pattern '\\\\{version\\\\}'"),
+    (["--set", "images.registry=https://mirror.example.internal"], "/images/registry",
+     "does not match pattern"),
+    (["--set", "images.pullSecrets[0]=Bad_Name"], "/images/pullSecrets/0",
+     "does not match pattern"),
+    (["--set", "images.mirror=x"], "/images", "additional properties 'mirror'"),
+    (["--set", "extraEnv[0].name=STACKFORGE_IMAGE_REGISTRY", "--set", "extraEnv[0].value=x"],
+     "/extraEnv/0/name", "not"),
+    (["--set", "extraEnv[0].name=POD_NAMESPACE", "--set", "extraEnv[0].value=x"],
+     "/extraEnv/0/name", "not"),
 ])
 def test_schema_rejects_bad_values(args: list[str], field: str, problem: str) -> None:
     with pytest.raises(HelmError) as refused:
@@ -370,3 +391,65 @@ def test_argocd_health_checks_are_optional(rendered: list[dict[str, Any]]) -> No
     patch = yaml.safe_load((manifests.MANIFESTS / "argocd" / "argocd-cm.yaml").read_text())
     # The same keys and script as the argocd-cm patch in manifests/argocd/.
     assert config["data"] == patch["data"]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_default_images_add_no_objects_and_no_catalog_file(rendered: list[dict[str, Any]]) -> None:
+    pod = _pod_spec(rendered)
+    assert "imagePullSecrets" not in pod
+    env = {e["name"]: e.get("value") for e in _container(rendered)["env"]}
+    assert env[image_catalog.REGISTRY_ENV] == env[image_catalog.PULL_SECRETS_ENV] == ""
+    assert image_catalog.CATALOG_ENV not in env
+    assert find(rendered, "ConfigMap") == []
+
+
+def test_image_values_reach_the_operator(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "imagePullSecrets": [{"name": "operator-pull"}, {"name": "regcred"}],
+        "images": {
+            "registry": "mirror.example.internal:5000/team",
+            "pullSecrets": ["regcred", "mirror-pull"],
+            "overrides": {"redis": "acme/redis:{version}",
+                          "postgres-exporter": "prom/postgres-exporter:v0.17.1"},
+        },
+    }))
+    docs = template(value_files=[values])
+    pod, container = _pod_spec(docs), _container(docs)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[image_catalog.REGISTRY_ENV] == "mirror.example.internal:5000/team"
+    assert env[image_catalog.PULL_SECRETS_ENV] == "regcred,mirror-pull"
+    # The operator's own pod pulls with its secrets and the catalog's, each once.
+    assert pod["imagePullSecrets"] == [
+        {"name": "operator-pull"}, {"name": "regcred"}, {"name": "mirror-pull"}]
+    # The overrides become the catalog file, mounted where the variable says.
+    config_map = only(docs, "ConfigMap")
+    assert config_map["metadata"]["name"] == "stackforge-operator-images"
+    path = Path(env[image_catalog.CATALOG_ENV])
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "image-catalog"]
+    assert Path(mount["mountPath"]) == path.parent and mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == "image-catalog"]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    catalog = image_catalog.load({
+        image_catalog.REGISTRY_ENV: env[image_catalog.REGISTRY_ENV],
+        image_catalog.PULL_SECRETS_ENV: env[image_catalog.PULL_SECRETS_ENV],
+        image_catalog.CATALOG_ENV: str(_written(tmp_path, config_map, path.name)),
+    })
+    assert catalog.redis_image("7.2") == "mirror.example.internal:5000/team/acme/redis:7.2"
+    assert catalog.postgres_exporter_image(15) == (
+        "mirror.example.internal:5000/team/prom/postgres-exporter:v0.17.1")
+    assert catalog.image_pull_secrets == ("regcred", "mirror-pull")
+    # The operator reads the file once: a changed catalog rolls the pod.
+    annotations = only(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    values.write_text(yaml.safe_dump({"images": {"overrides": {"redis": "b/redis:{version}"}}}))
+    changed = only(template(value_files=[values]), "Deployment")
+    key = "stackforge.io/image-catalog-checksum"
+    assert changed["spec"]["template"]["metadata"]["annotations"][key] != annotations[key]
+
+
+def _written(directory: Path, config_map: dict[str, Any], key: str) -> Path:
+    path = directory / key
+    path.write_text(config_map["data"][key])
+    return path

@@ -498,7 +498,7 @@ def test_two_replicas_peer_with_distinct_priorities() -> None:
     env = {e["name"]: e for e in container()["env"]}
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert int(env["STACKFORGE_PEERING_LIFETIME_SECONDS"]["value"]) < 30
-    assert container()["image"] == "ghcr.io/stackforge/stackforge-operator:0.1.0"
+    assert container()["image"] == "stackforge/stackforge-operator:0.1.0"
 
 
 def test_metrics_port_agrees_everywhere() -> None:

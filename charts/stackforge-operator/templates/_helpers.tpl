@@ -35,6 +35,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end }}
 
+{{/* images.overrides as the catalog file the operator reads (STACKFORGE_IMAGE_CATALOG). */}}
+{{- define "stackforge-operator.imageCatalog" -}}
+{{- toYaml .Values.images.overrides }}
+{{- end }}
+
+{{- define "stackforge-operator.imageCatalogDir" -}}
+/etc/stackforge/images
+{{- end }}
+
+{{- define "stackforge-operator.imageCatalogPath" -}}
+{{- include "stackforge-operator.imageCatalogDir" . }}/catalog.yaml
+{{- end }}
+
 {{/* kopf's liveness endpoint; fixed, as in manifests/deployment.yaml. */}}
 {{- define "stackforge-operator.healthzPort" -}}
 8080

@@ -84,7 +84,9 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["batch"]
     resources: ["jobs"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # read the runner pods' termination messages (backup and drill results)
+  # read the runner pods' termination messages (backup and drill results); get: the operator reads
+  # its own Pod once at start-up, to run backup and drill Jobs from the image it runs itself
+  # (image_catalog.py)
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["get", "list"]

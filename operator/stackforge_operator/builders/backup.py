@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stackforge_operator import API_GROUP, config
+from stackforge_operator import API_GROUP, image_catalog
 from stackforge_operator.builders.common import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -25,6 +25,7 @@ from stackforge_operator.builders.common import (
     TENANT_LABEL,
     Manifest,
     container_security_context,
+    image_pull_secrets,
     pod_security_context,
 )
 from stackforge_operator.builders.secrets_names import (
@@ -155,9 +156,10 @@ def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant)
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(RUNNER_UID),
+                    **image_pull_secrets(),
                     "containers": [{
                         "name": "backup",
-                        "image": config.OPERATOR_IMAGE,
+                        "image": image_catalog.current().operator,
                         "command": ["stackforge-operator"],
                         "args": _runner_args(policy_spec, t),
                         "env": _env(policy_spec, t),

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stackforge_operator import API_GROUP
+from stackforge_operator import API_GROUP, image_catalog
 from stackforge_operator.models.effective import EffectiveTenant, Resources
 
 Manifest = dict[str, Any]
@@ -214,6 +214,16 @@ def config_map_volume(
     return {"name": name, "configMap": source}
 
 
+def image_pull_secrets() -> dict[str, Any]:
+    """The catalog's pull secrets as pod spec fields (none: the field stays unset).
+
+    Every pod the operator creates spreads this in: tenant workloads through
+    :func:`pod_spec`, the backup and drill pods, which build their specs themselves.
+    """
+    secrets = image_catalog.current().pod_pull_secrets()
+    return {"imagePullSecrets": secrets} if secrets else {}
+
+
 def pod_spec(
     *,
     containers: list[dict[str, Any]],
@@ -230,6 +240,7 @@ def pod_spec(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(user_id),
+        **image_pull_secrets(),
     }
     inits = list(init_containers)
     if inits:

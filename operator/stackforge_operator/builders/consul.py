@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders.common import (
     CONSUL_HTTP_PORT,
     CONSUL_SERF_LAN_PORT,
@@ -54,7 +55,7 @@ CHECK_TIMEOUT = "2s"
 
 
 def image(t: EffectiveTenant) -> str:
-    return f"hashicorp/consul:{t.consul.version}"
+    return image_catalog.current().consul_image(t.consul.version)
 
 
 # What CONSUL_HTTP_ADDR holds for the apps: the client Service, same namespace.

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from stackforge_operator import API_GROUP, config, rbac
+from stackforge_operator import API_GROUP, image_catalog, rbac
 from stackforge_operator.builders.common import (
     DNS_PORT,
     MANAGED_BY,
@@ -24,6 +24,7 @@ from stackforge_operator.builders.common import (
     RUNNER_LABEL,
     Manifest,
     container_security_context,
+    image_pull_secrets,
     pod_security_context,
 )
 from stackforge_operator.models.drill import DRDrillSpec
@@ -140,7 +141,7 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
     selector = {**_labels(drill, drill_namespace), "app.kubernetes.io/component": SCRATCH}
     container = {
         "name": "postgres",
-        "image": f"postgres:{t.postgres.version}",
+        "image": image_catalog.current().postgres_image(t.postgres.version),
         "env": [
             {"name": "POSTGRES_DB", "value": SCRATCH_DATABASE},
             {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
@@ -170,6 +171,7 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
                      "automountServiceAccountToken": False,
                      "enableServiceLinks": False,
                      "securityContext": pod_security_context(POSTGRES_UID),
+                     **image_pull_secrets(),
                      "containers": [container],
                      "volumes": [{"name": "data", "emptyDir": {}},
                                  {"name": "run", "emptyDir": {"medium": "Memory"}}],
@@ -246,9 +248,11 @@ def restore_job(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(RUNNER_UID),
+                    **image_pull_secrets(),
                     "containers": [{
                         "name": "drill",
-                        "image": config.OPERATOR_IMAGE,
+                        # The operator's own image: it holds the restore runner.
+                        "image": image_catalog.current().operator,
                         "command": ["stackforge-operator"],
                         "args": args,
                         "env": env,

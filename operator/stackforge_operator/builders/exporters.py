@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders.common import (
     CONSUL_HTTP_PORT,
     KAFKA_PORT,
@@ -44,9 +45,6 @@ METRICS_LABEL = "stackforge.io/metrics"
 POSTGRES_EXPORTER_PORT = 9187
 REDIS_EXPORTER_PORT = 9121
 KAFKA_EXPORTER_PORT = 9308
-POSTGRES_EXPORTER_IMAGE = "prometheuscommunity/postgres-exporter:v0.17.1"
-REDIS_EXPORTER_IMAGE = "oliver006/redis_exporter:v1.67.0"
-KAFKA_EXPORTER_IMAGE = "danielqsj/kafka-exporter:v1.9.0"
 # Exporters are small and must fit in every tier's quota next to their server.
 EXPORTER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -97,41 +95,50 @@ def _metrics_service(t: EffectiveTenant, target: ScrapeTarget) -> Manifest:
     return manifest
 
 
-def _sidecar(name: str, image: str, port: int, environment: list[dict[str, Any]],
-             args: list[str] | None = None) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": name,
-        "image": image,
+def _sidecar(name: str, image: str, port: int, environment: list[dict[str, Any]], *,
+             command: list[str] | None = None, args: list[str] | None = None
+             ) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": image}
+    if command:
+        container["command"] = command
+    container.update({
         "env": environment,
         "ports": [container_port(METRICS_PORT_NAME, port)],
         "readinessProbe": {"tcpSocket": {"port": METRICS_PORT_NAME}, "periodSeconds": 20},
         "resources": EXPORTER_RESOURCES,
         "securityContext": container_security_context(read_only_root_filesystem=True),
-    }
+    })
     if args:
         container["args"] = args
     return container
 
 
-def postgres_exporter() -> dict[str, Any]:
+def postgres_exporter(major: int) -> dict[str, Any]:
     # The superuser sees every backend in pg_stat_activity (the connections
     # alert needs them all); the password stays in the Secret, referenced by
     # name, and the exporter reads it from its environment.
-    return _sidecar("postgres-exporter", POSTGRES_EXPORTER_IMAGE, POSTGRES_EXPORTER_PORT, [
+    # By default the exporter comes with the PostgreSQL image of the same major,
+    # whose entrypoint starts PostgreSQL: the command is named explicitly.
+    # `postgres_exporter` is on the PATH of the upstream exporter image too
+    # (its entrypoint, /bin/postgres_exporter), so an override to it still works.
+    image = image_catalog.current().postgres_exporter_image(major)
+    return _sidecar("postgres-exporter", image, POSTGRES_EXPORTER_PORT, [
         env("DATA_SOURCE_URI", f"localhost:{POSTGRES_PORT}/postgres?sslmode=disable"),
         env("DATA_SOURCE_USER", "postgres"),
         secret_env("DATA_SOURCE_PASS", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
-    ])
+    ], command=["postgres_exporter"])
 
 
 def redis_exporter() -> dict[str, Any]:
-    return _sidecar("redis-exporter", REDIS_EXPORTER_IMAGE, REDIS_EXPORTER_PORT, [
+    image = image_catalog.current().redis_exporter
+    return _sidecar("redis-exporter", image, REDIS_EXPORTER_PORT, [
         env("REDIS_ADDR", f"redis://localhost:{REDIS_PORT}"),
         secret_env("REDIS_PASSWORD", REDIS_SECRET, REDIS_PASSWORD_KEY),
     ])
 
 
 def kafka_exporter() -> dict[str, Any]:
-    return _sidecar("kafka-exporter", KAFKA_EXPORTER_IMAGE, KAFKA_EXPORTER_PORT, [],
+    image = image_catalog.current().kafka_exporter
+    return _sidecar("kafka-exporter", image, KAFKA_EXPORTER_PORT, [],
                     args=[f"--kafka.server=localhost:{KAFKA_PORT}",
                           f"--web.listen-address=:{KAFKA_EXPORTER_PORT}"])

@@ -12,6 +12,7 @@ import base64
 import hashlib
 from typing import Any
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     KAFKA_CONTROLLER_PORT,
@@ -47,7 +48,7 @@ LOG_DIR = f"{DATA_DIR}/logs"
 
 
 def image(t: EffectiveTenant) -> str:
-    return f"apache/kafka:{t.kafka.version}"
+    return image_catalog.current().kafka_image(t.kafka.version)
 
 
 def cluster_id(t: EffectiveTenant) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders.common import (
     KONG_PROXY_PORT,
     KONG_PROXY_TLS_PORT,
@@ -52,7 +53,7 @@ HTTPS_PORT = 443
 
 
 def image(t: EffectiveTenant) -> str:
-    return f"kong:{t.kong.version}"
+    return image_catalog.current().kong_image(t.kong.version)
 
 
 def declarative_config(t: EffectiveTenant) -> dict[str, Any]:

@@ -7,6 +7,7 @@ into a memory-backed emptyDir from the credentials Secret.
 
 from __future__ import annotations
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders.common import (
     POOLER_PORT,
     POSTGRES_PORT,
@@ -40,7 +41,6 @@ from stackforge_operator.models.effective import EffectiveTenant
 COMPONENT = "pooler"
 NAME = "pooler"
 CONFIG = "pooler-config"
-IMAGE = "ghcr.io/cloudnative-pg/pgbouncer:1.23.0"
 # Any non-root uid works: PgBouncer writes nothing but the auth file below.
 POOLER_UID = 998
 CONFIG_DIR = "/etc/pgbouncer"
@@ -98,9 +98,10 @@ log_disconnections = 0
 
 
 def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
+    image = image_catalog.current().pgbouncer
     userlist = {
         "name": "userlist",
-        "image": IMAGE,
+        "image": image,
         "command": ["sh", "-c", USERLIST_SH],
         "env": [
             secret_env("DB_USER", POSTGRES_SECRET, POSTGRES_USER_KEY),
@@ -112,7 +113,7 @@ def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
     }
     pgbouncer = {
         "name": "pgbouncer",
-        "image": IMAGE,
+        "image": image,
         "command": ["pgbouncer", f"{CONFIG_DIR}/pgbouncer.ini"],
         "ports": [container_port("pgbouncer", POOLER_PORT)],
         "readinessProbe": {"tcpSocket": {"port": "pgbouncer"}, "periodSeconds": 10},

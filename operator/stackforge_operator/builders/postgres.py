@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     POSTGRES_PORT,
@@ -153,7 +154,7 @@ touch "$PGDATA/standby.signal"
 
 
 def image(t: EffectiveTenant) -> str:
-    return f"postgres:{t.postgres.version}"
+    return image_catalog.current().postgres_image(t.postgres.version)
 
 
 def build(t: EffectiveTenant) -> list[Manifest]:
@@ -287,7 +288,7 @@ def _primary(t: EffectiveTenant) -> Manifest:
     # and the endless sync script would hang the initialisation.
     initdb = config_map_volume("initdb", INIT_CONFIG, mode=0o555, keys=[INIT_SCRIPT])
     spec = pod_spec(
-        containers=[server, _role_sync(t), exporters.postgres_exporter()],
+        containers=[server, _role_sync(t), exporters.postgres_exporter(t.postgres.version)],
         user_id=POSTGRES_UID,
         volumes=[*_volumes(), initdb],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     REDIS_PORT,
@@ -33,7 +34,7 @@ DATA_DIR = "/data"
 
 
 def image(t: EffectiveTenant) -> str:
-    return f"redis:{t.redis.version}"
+    return image_catalog.current().redis_image(t.redis.version)
 
 
 def build(t: EffectiveTenant) -> list[Manifest]:

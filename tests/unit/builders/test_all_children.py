@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from stackforge_operator import image_catalog
 from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders import stack
 from stackforge_operator.builders.common import (
     APP_LABEL,
     COMPONENT_LABEL,
@@ -18,6 +20,8 @@ from stackforge_operator.builders.common import (
     labels,
 )
 from stackforge_operator.models.effective import EffectiveTenant
+from tests.unit.builders.runners import pod_specs as all_pod_specs
+from tests.unit.builders.runners import runner_objects
 from tests.unit.builders.tenants import (
     SCENARIOS,
     everything,
@@ -212,3 +216,58 @@ def test_suspend_scales_every_workload_to_zero_and_keeps_the_rest() -> None:
     for w in workloads(suspended):
         before = by_key[(w["kind"], w["metadata"]["name"])]
         assert w["spec"]["template"] == before["spec"]["template"]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def every_pod(t: EffectiveTenant) -> list[tuple[str, dict[str, Any]]]:
+    """Every pod the operator creates for ``t``: its stack, backup and drill runners, and
+    the drill's scratch database."""
+    children = stack.desired_children(t, secrets=[], tls=None, rotation=None)
+    return all_pod_specs([*children, *runner_objects(t)])
+
+
+def test_every_pod_is_found() -> None:
+    # The shape-based search must see every kind of pod owner, or the tests
+    # below prove nothing for the ones it misses.
+    owners = {where.split("/")[0] for where, _ in every_pod(tenant(ENTERPRISE_ALL))}
+    assert owners == {"Deployment", "StatefulSet", "CronJob", "Job"}
+    names = {where for where, _ in every_pod(tenant(ENTERPRISE_ALL))}
+    assert {"StatefulSet/scratch-postgres", "Job/drill-restore",
+            "CronJob/backup-acme-nightly", "Deployment/pooler"} <= names
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_pull_secrets_reach_every_pod(t: EffectiveTenant) -> None:
+    image_catalog.install(image_catalog.from_settings(
+        {image_catalog.PULL_SECRETS_ENV: "regcred, mirror-pull,regcred"}))
+    for where, pod in every_pod(t):
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-pull"}], where
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_no_pull_secrets_field_without_pull_secrets(t: EffectiveTenant) -> None:
+    # An empty list would be a field the operator owns for nothing.
+    for where, pod in every_pod(t):
+        assert "imagePullSecrets" not in pod, where
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_every_image_but_the_apps_comes_from_the_catalog(t: EffectiveTenant) -> None:
+    registry = "mirror.example.internal:5000/team"
+    image_catalog.install(image_catalog.from_settings({image_catalog.REGISTRY_ENV: registry}))
+    apps = {app.image for app in t.apps}
+    for where, pod in every_pod(t):
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            if c["image"] in apps:
+                continue  # the tenant's own images, as the tenant wrote them
+            assert c["image"].startswith(f"{registry}/"), (where, c["name"], c["image"])
+
+
+def test_default_images_name_no_registry() -> None:
+    t = tenant(ENTERPRISE_ALL)
+    apps = {app.image for app in t.apps}
+    images = {c["image"] for _, pod in every_pod(t)
+              for c in [*pod.get("initContainers", []), *pod["containers"]]} - apps
+    assert images and not any(image_catalog.has_host(i) for i in images), images

@@ -17,7 +17,7 @@ def test_primary_statefulset() -> None:
     assert spec["replicas"] == 1
     assert spec["serviceName"] == "postgres-headless"
     c = container(sts, "postgres")
-    assert c["image"] == "postgres:16"
+    assert c["image"] == "stackforge/postgres:16"
     env = env_of(c)
     pgdata = env["PGDATA"]["value"]
     data_mount = next(m for m in c["volumeMounts"] if m["name"] == "data")["mountPath"]
@@ -45,7 +45,7 @@ def test_major_version_picks_the_image() -> None:
     t = tenant({"components": {"postgres": {"version": 17}}})
     assert (
         container(find(postgres.build(t), "StatefulSet", "postgres"), "postgres")["image"]
-        == "postgres:17"
+        == "stackforge/postgres:17"
     )
 
 
