@@ -1,5 +1,6 @@
 """Start and stop a local control plane: etcd, kube-apiserver, controller-manager,
-scheduler and kwok, each a process of the one multi-call binary."""
+scheduler and kwok, each a process of the one multi-call binary; optionally
+with one real node (``real_node=True``) whose pods really run."""
 
 from __future__ import annotations
 
@@ -22,7 +23,12 @@ from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.devcluster import stages as kwok_stages
 from stackforge_operator.devcluster.binary import ensure_binary, kwok_source_dir
 from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
-from stackforge_operator.devcluster.pki import ClusterPKI, create_pki
+from stackforge_operator.devcluster.node.realnode import (
+    KUBELET_CLIENT_USER,
+    ImageArchive,
+    RealNode,
+)
+from stackforge_operator.devcluster.pki import ClusterPKI, KeyPair, create_pki, issue_certificate
 from stackforge_operator.devcluster.processes import ManagedProcess, pid_alive
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -112,6 +118,8 @@ class LocalCluster:
         binary: Path | None = None,
         nodes: int = 3,
         log: Callable[[str], None] | None = None,
+        real_node: bool = False,
+        images: Sequence[ImageArchive] = (),
     ) -> None:
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="stackforge-cp-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +134,16 @@ class LocalCluster:
         self.audit_log = self.run_dir / "audit.log"
         self.timings: StartupTimings | None = None
         self._storage_class: dict[str, object] = {}
+        self.node: RealNode | None = RealNode(self.run_dir, log=self._log) if real_node else None
+        self._images = list(images)
+        # What the teardown could not put back on the host (empty when clean).
+        self.host_differences: list[str] = []
+        self._kubelet_client: KeyPair | None = None
+
+    @property
+    def bind_address(self) -> str:
+        """Where the API server listens: the node address when pods must reach it."""
+        return self.node.network.node_ip if self.node else "127.0.0.1"
 
     # -- public API ---------------------------------------------------------
 
@@ -137,10 +155,16 @@ class LocalCluster:
 
     def start(self, timeout: float = 60.0) -> StartupTimings:
         binary = self.binary  # building, when needed, is not start-up time
+        if self.node is not None:
+            self.node.prepare_host()
         started = time.monotonic()
         deadline = started + timeout
         try:
-            self.pki = create_pki(self.run_dir / "pki", SERVICE_IP)
+            extra_ips = (self.bind_address,) if self.node else ()
+            self.pki = create_pki(self.run_dir / "pki", SERVICE_IP, extra_server_ips=extra_ips)
+            if self.node is not None:
+                self._kubelet_client = issue_certificate(
+                    self.pki, "apiserver-kubelet-client", KUBELET_CLIENT_USER)
             etcd_url = self._start_etcd(binary, deadline)
             etcd_done = time.monotonic()
             self._start_apiserver(binary, etcd_url, deadline)
@@ -148,6 +172,8 @@ class LocalCluster:
             self._start_components(binary)
             self._create_nodes()
             self._wait_usable(deadline)
+            if self.node is not None:
+                self.node.start(self, self._images, deadline)
         except BaseException:
             self.stop()
             raise
@@ -162,21 +188,28 @@ class LocalCluster:
         return self.timings
 
     def stop(self) -> None:
-        # Reverse order: clients of the API first, etcd last.
+        # The node first (its containers die with it), then clients of the
+        # API, etcd last; the host is put back once nothing runs any more.
+        if self.node is not None:
+            self.node.stop_processes()
         for process in reversed(self._processes):
             process.stop()
         if self._etcd_dir is not None:
             shutil.rmtree(self._etcd_dir, ignore_errors=True)
             self._etcd_dir = None
+        if self.node is not None:
+            self.host_differences = self.node.restore_host()
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self._processes if p.pid is not None]
+        node = self.node.processes() if self.node else []
+        return [p.pid for p in [*self._processes, *node] if p.pid is not None]
 
     def alive_pids(self) -> list[int]:
         return [pid for pid in self.pids() if pid_alive(pid)]
 
     def component_logs(self) -> dict[str, Path]:
-        return {p.name: p.log_path for p in self._processes}
+        node = self.node.log_paths() if self.node else {}
+        return {**{p.name: p.log_path for p in self._processes}, **node}
 
     def kubectl(
         self,
@@ -255,7 +288,7 @@ class LocalCluster:
         assert self.pki is not None
         pki = self.pki
         port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        self.server = f"https://{self.bind_address}:{port}"
         cert_dir = self.run_dir / "apiserver-certs"
         cert_dir.mkdir(exist_ok=True)
         audit_policy = self.run_dir / "audit-policy.yaml"
@@ -265,9 +298,12 @@ class LocalCluster:
             binary,
             [
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                # Without it, a host with no default route cannot pick one.
-                "--advertise-address=127.0.0.1",
+                # The node address when a real node runs: pods reach the
+                # `kubernetes` Service's endpoint there. Advertised explicitly:
+                # a host with no default route cannot pick one.
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.bind_address}",
+                *self._kubelet_client_args(),
                 f"--secure-port={port}",
                 f"--cert-dir={cert_dir}",
                 f"--tls-cert-file={pki.apiserver.cert}",
@@ -301,6 +337,17 @@ class LocalCluster:
 
         _wait_for("kube-apiserver /readyz", ready, deadline, process)
         self._log(f"API server ready at {self.server}; kubeconfig {admin}")
+
+    def _kubelet_client_args(self) -> list[str]:
+        """How the API server reaches kubelets (logs, exec), when one runs."""
+        if self._kubelet_client is None or self.pki is None:
+            return []
+        return [
+            f"--kubelet-client-certificate={self._kubelet_client.cert}",
+            f"--kubelet-client-key={self._kubelet_client.key}",
+            f"--kubelet-certificate-authority={self.pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _start_components(self, binary: Path) -> None:
         assert self.pki is not None
@@ -348,6 +395,8 @@ class LocalCluster:
                 "--v=1",
             ],
         )
+        if self._node_count == 0:
+            return  # no fake nodes: kwok has nothing to manage
         stages_text = subprocess.run(
             [str(binary), "stages"], check=True, capture_output=True, text=True
         ).stdout
@@ -371,6 +420,8 @@ class LocalCluster:
         )
 
     def _create_nodes(self) -> None:
+        if self._node_count == 0:
+            return
         # The default StorageClass, whose claims kwok's volume stages bind.
         documents = [self._storage_class]
         documents += [fake_node_manifest(i) for i in range(self._node_count)]

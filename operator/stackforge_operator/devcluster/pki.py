@@ -105,8 +105,14 @@ def _issue(
     return pair
 
 
-def create_pki(directory: Path, service_ip: str) -> ClusterPKI:
-    """Write a fresh CA, serving/client certificates and SA keys into ``directory``."""
+def create_pki(
+    directory: Path, service_ip: str, *, extra_server_ips: tuple[str, ...] = ()
+) -> ClusterPKI:
+    """Write a fresh CA, serving/client certificates and SA keys into ``directory``.
+
+    ``extra_server_ips`` are further addresses the API server is reached at
+    (the real node's address, which pods route to).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("stackforge-local-ca")
@@ -146,7 +152,7 @@ def create_pki(directory: Path, service_ip: str) -> ClusterPKI:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        server_ips=("127.0.0.1", service_ip),
+        server_ips=("127.0.0.1", service_ip, *extra_server_ips),
     )
     # Identities the bootstrap RBAC policy already knows: system:masters for
     # the admin, and the components' own users so they run with their real,
@@ -175,3 +181,48 @@ def create_pki(directory: Path, service_ip: str) -> ClusterPKI:
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )
+
+
+def issue_certificate(
+    pki: ClusterPKI,
+    stem: str,
+    common_name: str,
+    organization: str | None = None,
+    *,
+    server_names: tuple[str, ...] = (),
+    server_ips: tuple[str, ...] = (),
+) -> KeyPair:
+    """Another certificate signed by the cluster CA, beside the CA's files.
+
+    For identities only some clusters need: the real node's kubelet (client
+    and serving), kube-proxy, and the API server's client to kubelets.
+    """
+    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_name = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes()).subject
+    return _issue(
+        pki.ca.cert.parent, stem, ca_key, ca_name, _name(common_name, organization),
+        server_names=server_names, server_ips=server_ips,
+    )
+
+
+def create_server_tls(
+    directory: Path, common_name: str, *, server_names: tuple[str, ...] = (),
+    server_ips: tuple[str, ...] = (),
+) -> tuple[KeyPair, KeyPair]:
+    """A CA of its own and one serving certificate it signed, for a test service
+    (the S3 server pods reach over TLS). Returns (ca, server)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"{common_name} CA")
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca = KeyPair(cert=directory / "ca.crt", key=directory / "ca.key")
+    _write_cert(ca.cert, ca_cert)
+    _write_key(ca.key, ca_key)
+    server = _issue(directory, "server", ca_key, ca_name, _name(common_name),
+                    server_names=server_names, server_ips=server_ips)
+    return ca, server

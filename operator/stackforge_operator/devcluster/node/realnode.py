@@ -1,0 +1,287 @@
+"""One real node (containerd + runc, kubelet, kube-proxy, DNS, policy enforcer).
+
+Order of a start: the host state is recorded and the bridge made *before* the
+API server starts (it binds the node address); then, once the API answers:
+identities and their RBAC, containerd, images, kubelet (Node Ready),
+kube-proxy, storage, then CoreDNS and the enforcer as pods. A stop kills the
+node's processes and every container, then puts the host back as recorded,
+and raises if anything still differs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient
+
+from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
+from stackforge_operator.devcluster.node import hoststate, network, policy, runtime, services
+from stackforge_operator.devcluster.node.agent import (
+    KubeletPaths,
+    kubelet_args,
+    kubelet_configuration,
+)
+from stackforge_operator.devcluster.node.scratch_image import ScratchImage, write_archive
+from stackforge_operator.devcluster.node.storage import (
+    LocalVolumeProvisioner,
+    storage_class_manifest,
+)
+from stackforge_operator.devcluster.node.tools import ensure_node_tools
+from stackforge_operator.devcluster.pki import issue_certificate
+from stackforge_operator.devcluster.processes import ManagedProcess
+
+if TYPE_CHECKING:
+    from stackforge_operator.devcluster.cluster import LocalCluster
+
+NODE_NAME = "real-node-0"
+CATATONIT = Path("/usr/bin/catatonit")
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+
+
+class RealNodeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageArchive:
+    """A built image to import: the reference pods use, and its archive file."""
+
+    reference: str
+    archive: Path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RealNode:
+    def __init__(self, run_dir: Path, *, log: Callable[[str], None] | None = None,
+                 network_: network.NodeNetwork | None = None) -> None:
+        self.dir = run_dir / "node"
+        self.network = network_ or network.NodeNetwork()
+        self.name = NODE_NAME
+        self._log = log or (lambda _msg: None)
+        self._before: hoststate.HostState | None = None
+        self._processes: list[ManagedProcess] = []
+        self.runtime_paths = runtime.RuntimePaths(self.dir / "containerd")
+        self.kubelet_paths = KubeletPaths(self.dir)
+        self._provisioner: LocalVolumeProvisioner | None = None
+        self.tools_dir: Path | None = None
+
+    # -- before the API server ---------------------------------------------------
+
+    def prepare_host(self) -> None:
+        """Record the host, then make the bridge the API server will bind on."""
+        if os.geteuid() != 0:
+            raise RealNodeError("a real node needs root (kubelet, containerd, bridge, iptables)")
+        self.tools_dir = ensure_node_tools()
+        self._before = hoststate.snapshot()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "host-before.txt").write_text(repr(self._before.sysctls) + "\n")
+        network.create_bridge(self.network)
+
+    # -- after the API server ------------------------------------------------------
+
+    def start(self, cluster: LocalCluster, images: Sequence[ImageArchive],
+              deadline: float) -> None:
+        assert self.tools_dir is not None, "prepare_host() first"
+        kubelet_kubeconfig, proxy_kubeconfig = self._identities(cluster)
+        self._start_containerd(deadline)
+        self._import_images(images)
+        self._start_kubelet(cluster, kubelet_kubeconfig, deadline)
+        self._start_kube_proxy(cluster, proxy_kubeconfig)
+        self._provisioner = LocalVolumeProvisioner(cluster_api(cluster), self.name,
+                                                   self.dir / "volumes")
+        self._provisioner.start()
+        documents = [storage_class_manifest(), *services.dns_manifests(self.network),
+                     *policy.enforcer_manifests(_free_port())]
+        cluster.kubectl("apply", "--server-side", "--field-manager=stackforge-devcluster",
+                        "-f", "-", input=yaml.safe_dump_all(documents))
+        self._wait_rollout(cluster, deadline)
+
+    def stop_processes(self) -> None:
+        """Stop the node's programs and every container (the API may already be gone)."""
+        if self._provisioner is not None:
+            self._provisioner.stop()
+            self._provisioner = None
+        # kube-proxy and kubelet first, so nothing restarts containers; then
+        # every pod process and shim; containerd last.
+        for process in reversed(self._processes):
+            if process.name != "containerd":
+                process.stop(timeout=5)
+        hoststate.kill_node_processes(self._before.node_processes if self._before else
+                                      frozenset())
+        for process in self._processes:
+            process.stop(timeout=5)
+
+    def restore_host(self) -> list[str]:
+        """Put the host back as recorded; returns what still differs (empty when clean)."""
+        if self._before is None:
+            return []
+        left = hoststate.restore(self._before)
+        self._before = None
+        return left
+
+    def log_paths(self) -> dict[str, Path]:
+        return {p.name: p.log_path for p in self._processes}
+
+    def processes(self) -> list[ManagedProcess]:
+        return list(self._processes)
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _identities(self, cluster: LocalCluster) -> tuple[Path, Path]:
+        pki = cluster.pki
+        assert pki is not None
+        kubelet_client = issue_certificate(pki, "kubelet-client", f"system:node:{self.name}",
+                                           "system:nodes")
+        self.kubelet_serving = issue_certificate(
+            pki, "kubelet-serving", f"system:node:{self.name}", "system:nodes",
+            server_names=(self.name,), server_ips=(self.network.node_ip,))
+        proxy_client = issue_certificate(pki, "kube-proxy", "system:kube-proxy")
+        kubelet_kubeconfig = write_kubeconfig(self.dir / "kubelet.kubeconfig", cluster.server,
+                                              pki.ca.cert, kubelet_client, name="kubelet")
+        proxy_kubeconfig = write_kubeconfig(self.dir / "kube-proxy.kubeconfig", cluster.server,
+                                            pki.ca.cert, proxy_client, name="kube-proxy")
+        # RBAC-only authorisation: nodes get the system:node role by group, and
+        # the API server's client to kubelets (logs, exec) the kubelet API role.
+        bindings = [
+            _cluster_role_binding("stackforge:nodes", "system:node",
+                                  {"kind": "Group", "name": "system:nodes"}),
+            _cluster_role_binding("stackforge:apiserver-kubelet", "system:kubelet-api-admin",
+                                  {"kind": "User", "name": KUBELET_CLIENT_USER}),
+        ]
+        cluster.kubectl("apply", "--server-side", "--field-manager=stackforge-devcluster",
+                        "-f", "-", input=yaml.safe_dump_all(bindings))
+        return kubelet_kubeconfig, proxy_kubeconfig
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None
+               ) -> ManagedProcess:
+        path = f"{self.tools_dir}:{os.environ.get('PATH', '')}"
+        process = ManagedProcess(
+            name=name, argv=argv, log_path=self.dir / f"{name}.log",
+            env={**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, "PATH": path,
+                 **(env or {})},
+        )
+        process.start()
+        self._processes.append(process)
+        self._log(f"started {name} (pid {process.pid}), log {process.log_path}")
+        return process
+
+    def _start_containerd(self, deadline: float) -> None:
+        assert self.tools_dir is not None
+        paths = self.runtime_paths
+        paths.root.mkdir(parents=True, exist_ok=True)
+        network.write_cni_config(self.network, paths.cni_conf_dir, paths.ipam_dir)
+        paths.config.write_text(runtime.containerd_config(
+            paths, pause_image=services.PAUSE_IMAGE))
+        process = self._spawn("containerd", [str(self.tools_dir / "containerd"),
+                                             f"--config={paths.config}"])
+        _wait(lambda: paths.socket.exists(), "containerd socket", deadline, [process])
+
+    def _import_images(self, images: Sequence[ImageArchive]) -> None:
+        assert self.tools_dir is not None
+        archives = self.dir / "images"
+        scratch = [
+            ScratchImage(services.PAUSE_IMAGE, CATATONIT,
+                         "/catatonit", ("/catatonit", "-P")),
+            ScratchImage(services.COREDNS_IMAGE,
+                         self.tools_dir / "coredns", "/coredns", ("/coredns",)),
+            ScratchImage(policy.ENFORCER_IMAGE,
+                         self.tools_dir / "kube-network-policies",
+                         policy.ENFORCER_BINARY_IN_IMAGE, (policy.ENFORCER_BINARY_IN_IMAGE,),
+                         user="0:0"),
+        ]
+        wanted = [ImageArchive(i.reference, archives / f"{i.binary.name}.oci.tar") for i in scratch]
+        for image, archive in zip(scratch, wanted, strict=True):
+            write_archive(image, archive.archive)
+        started = time.monotonic()
+        for item in [*wanted, *images]:
+            runtime.import_image(self.tools_dir / "ctr", self.runtime_paths, item.archive,
+                                 item.reference)
+        self._log(f"imported {len(wanted) + len(images)} images in "
+                  f"{time.monotonic() - started:.1f}s")
+
+    def _start_kubelet(self, cluster: LocalCluster, kubeconfig: Path, deadline: float) -> None:
+        assert self.tools_dir is not None and cluster.pki is not None
+        paths = self.kubelet_paths
+        paths.resolv_conf.write_text("nameserver 127.0.0.53\noptions ndots:1\n")
+        config = kubelet_configuration(
+            network=self.network, paths=paths, runtime_endpoint=self.runtime_paths.endpoint,
+            client_ca=cluster.pki.ca.cert, serving_cert=self.kubelet_serving.cert,
+            serving_key=self.kubelet_serving.key, port=_free_port(), healthz_port=_free_port(),
+        )
+        paths.config.write_text(yaml.safe_dump(config))
+        process = self._spawn("kubelet", [
+            str(cluster.binary), "kubelet",
+            *kubelet_args(paths=paths, kubeconfig=kubeconfig, node_name=self.name,
+                          network=self.network)])
+
+        def ready() -> bool:
+            result = cluster.kubectl(
+                "get", "node", self.name, "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False)
+            return result.stdout.strip() == "True"
+
+        _wait(ready, "real node Ready", deadline, [process])
+
+    def _start_kube_proxy(self, cluster: LocalCluster, kubeconfig: Path) -> None:
+        config_path = self.dir / "kube-proxy-config.yaml"
+        config_path.write_text(yaml.safe_dump(services.kube_proxy_configuration(
+            network=self.network, kubeconfig=kubeconfig, node_name=self.name,
+            healthz_port=_free_port(), metrics_port=_free_port())))
+        self._spawn("kube-proxy", [str(cluster.binary), "kube-proxy",
+                                   f"--config={config_path}", "--v=1"])
+
+    def _wait_rollout(self, cluster: LocalCluster, deadline: float) -> None:
+        for kind, name in (("deployment", "coredns"), ("daemonset", "kube-network-policies")):
+            remaining = max(1, int(deadline - time.monotonic()))
+            result = cluster.kubectl("rollout", "status", "-n", "kube-system", f"{kind}/{name}",
+                                     f"--timeout={remaining}s", check=False,
+                                     timeout=remaining + 10)
+            if result.returncode != 0:
+                pods = cluster.kubectl("get", "pods", "-n", "kube-system", "-o", "wide",
+                                       check=False).stdout
+                raise RealNodeError(f"{kind}/{name} did not become ready: "
+                                    f"{result.stderr.strip()}\n{pods}")
+
+
+def _cluster_role_binding(name: str, role: str, subject: dict[str, str]) -> dict[str, object]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", **subject}],
+    }
+
+
+def cluster_api(cluster: LocalCluster) -> ApiClient:
+    api: ApiClient = kube_config.new_client_from_config(str(cluster.kubeconfig))
+    return api
+
+
+def _wait(check: Callable[[], bool], what: str, deadline: float,
+          watched: Sequence[ManagedProcess]) -> None:
+    while time.monotonic() < deadline:
+        for process in watched:
+            if not process.running():
+                raise RealNodeError(f"{process.name} exited while waiting for {what}:\n"
+                                    f"{process.log_tail()}")
+        if check():
+            return
+        time.sleep(0.1)
+    tails = "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in watched)
+    raise RealNodeError(f"timed out waiting for {what}\n{tails}")

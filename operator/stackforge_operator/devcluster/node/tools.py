@@ -1,0 +1,116 @@
+"""The node's Go programs that are not part of the control-plane binary:
+containerd (with ctr and the runc shim), CoreDNS and kube-network-policies.
+
+Each is built from its Go module at a pinned version with the machine's Go
+toolchain, into ``<controlplane module>/bin/node/``. A stamp file beside each
+binary records what it was built from, so a warm run rebuilds nothing and a
+version change rebuilds exactly that program.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackforge_operator.devcluster.binary import ControlPlaneBuildError, module_dir
+
+NODE_BIN_ENV = "STACKFORGE_NODE_BIN_DIR"
+
+
+@dataclass(frozen=True)
+class GoProgram:
+    """One binary: ``package`` at ``version`` installed as ``name``."""
+
+    name: str
+    package: str
+    version: str
+    tags: tuple[str, ...] = ()
+
+    @property
+    def stamp(self) -> str:
+        return f"{self.package}@{self.version} tags={','.join(self.tags)}\n"
+
+
+# containerd 2.3 is the line containerd supports for Kubernetes 1.36; the
+# storage drivers it would need cgo or kernel features for are left out.
+_CONTAINERD_TAGS = ("no_btrfs", "no_devmapper", "no_zfs")
+CONTAINERD_VERSION = "v2.3.7"
+PROGRAMS = (
+    GoProgram("containerd", "github.com/containerd/containerd/v2/cmd/containerd",
+              CONTAINERD_VERSION, _CONTAINERD_TAGS),
+    GoProgram("ctr", "github.com/containerd/containerd/v2/cmd/ctr",
+              CONTAINERD_VERSION, _CONTAINERD_TAGS),
+    GoProgram("containerd-shim-runc-v2",
+              "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+              CONTAINERD_VERSION, _CONTAINERD_TAGS),
+    GoProgram("coredns", "github.com/coredns/coredns", "v1.15.0"),
+    # What kind runs as its NetworkPolicy enforcer: one small program over
+    # nftables and an nfqueue, no CNI of its own, so it sits beside the plain
+    # bridge plugin.
+    GoProgram("kube-network-policies", "sigs.k8s.io/kube-network-policies/cmd", "v0.8.0"),
+)
+
+
+def node_bin_dir() -> Path:
+    if configured := os.environ.get(NODE_BIN_ENV):
+        return Path(configured)
+    return module_dir() / "bin" / "node"
+
+
+def is_current(program: GoProgram, directory: Path) -> bool:
+    stamp = directory / f"{program.name}.stamp"
+    return (directory / program.name).exists() and stamp.exists() and (
+        stamp.read_text() == program.stamp
+    )
+
+
+def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise ControlPlaneBuildError(
+            f"the Go toolchain is needed to build {program.name}; install Go or point "
+            f"{NODE_BIN_ENV} at a directory holding prebuilt node programs"
+        )
+    started = time.monotonic()
+    if log:
+        print(f"building {program.name} ({program.package}@{program.version})",
+              file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="stackforge-gobin-") as gobin:
+        command = [go, "install", "-trimpath", "-ldflags=-s -w"]
+        if program.tags:
+            command.append(f"-tags={' '.join(program.tags)}")
+        command.append(f"{program.package}@{program.version}")
+        env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOBIN": gobin,
+               "GOFLAGS": ""}
+        result = subprocess.run(command, env=env, check=False)
+        if result.returncode != 0:
+            raise ControlPlaneBuildError(
+                f"go install {program.package}@{program.version} failed "
+                f"(exit {result.returncode})")
+        built = Path(gobin) / Path(program.package).name
+        directory.mkdir(parents=True, exist_ok=True)
+        # Move first, stamp last: an interrupted build never looks current.
+        shutil.move(str(built), directory / program.name)
+    (directory / f"{program.name}.stamp").write_text(program.stamp)
+    if log:
+        print(f"built {program.name} in {time.monotonic() - started:.0f}s",
+              file=sys.stderr, flush=True)
+
+
+def ensure_node_tools(directory: Path | None = None, *, log: bool = True) -> Path:
+    """Build every program that is missing or was built from another version."""
+    directory = directory or node_bin_dir()
+    for program in PROGRAMS:
+        if not is_current(program, directory):
+            _install(program, directory, log=log)
+    return directory
+
+
+if __name__ == "__main__":
+    print(ensure_node_tools())
