@@ -91,9 +91,10 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "namespace; a namespace change wakes its tenant; delete only for drill sandboxes "
          "(a tenant never deletes the namespace it lives in)"),
     Rule("", ("secrets",), _APPLIED,
-         "generated credentials are applied and pruned; referenced Secrets (S3, TLS, "
-         "notification URLs) are read; list only with the tenant's label selector; no watch, "
-         "so the operator never streams every Secret of the cluster"),
+         "generated credentials are applied and pruned; referenced Secrets (S3 keys and CA, "
+         "TLS, notification URLs, image pull secrets) are read, and copied into drill "
+         "sandboxes; list only with the tenant's label selector; no watch, so the operator "
+         "never streams every Secret of the cluster"),
     Rule("", ("configmaps", "services"), _APPLIED_WATCHED,
          "component configuration and Services; changes wake the tenant"),
     Rule("", ("resourcequotas", "limitranges"), _APPLIED,
@@ -104,7 +105,8 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("apps", ("deployments", "statefulsets"), _APPLIED_WATCHED,
          "component workloads; rollout progress wakes the tenant"),
     Rule("networking.k8s.io", ("networkpolicies",), _APPLIED_WATCHED,
-         "tenant isolation policies; a tampered policy wakes the tenant"),
+         "tenant isolation policies, each BackupPolicy's runner egress, drill sandbox "
+         "isolation; a tampered policy wakes the tenant"),
     Rule("networking.k8s.io", ("ingresses",), _APPLIED, "the tenant's domain through Kong"),
     Rule("policy", ("poddisruptionbudgets",), _APPLIED, "PDBs of replicated components"),
     Rule("autoscaling", ("horizontalpodautoscalers",), _APPLIED, "app autoscaling"),

@@ -314,6 +314,11 @@ def tenant_children() -> list[tuple[str, str]]:
     return [*MANAGED_KINDS, CERTIFICATE_KIND]
 
 
+def backup_policy_kinds() -> list[tuple[str, str]]:
+    return [("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "ConfigMap"),
+            ("batch/v1", "CronJob"), ("batch/v1", "Job")]
+
+
 def drill_sandbox_kinds() -> list[tuple[str, str]]:
     return [("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"),
             ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
@@ -329,11 +334,10 @@ ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
     ("stackforge_operator.reconcile.tenant:_prune", "delete"): tenant_children,
     ("stackforge_operator.reconcile.tenant_observe:_for_tenant", "list_objects"):
         lambda: [(API, "BackupPolicy"), (API, "DRDrill")],
-    # builders/backup.py: the configuration snapshot, the CronJob, an on-demand Job.
-    ("stackforge_operator.reconcile.backup:reconcile", "get"):
-        lambda: [("v1", "ConfigMap"), ("batch/v1", "CronJob"), ("batch/v1", "Job")],
-    ("stackforge_operator.reconcile.backup:reconcile", "apply"):
-        lambda: [("v1", "ConfigMap"), ("batch/v1", "CronJob"), ("batch/v1", "Job")],
+    # builders/backup.py: the configuration snapshot, the CronJob, an on-demand Job;
+    # builders/backup_network.py: the runners' egress policy.
+    ("stackforge_operator.reconcile.backup:reconcile", "get"): backup_policy_kinds,
+    ("stackforge_operator.reconcile.backup:reconcile", "apply"): backup_policy_kinds,
     # builders/drill.py: a run's sandbox and what lives in it.
     ("stackforge_operator.reconcile.drill:_drive", "get"): drill_sandbox_kinds,
     ("stackforge_operator.reconcile.drill:_drive", "apply"):

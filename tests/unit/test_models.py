@@ -396,3 +396,28 @@ def test_rules_must_have_their_python_twin() -> None:
 
 def test_field_path() -> None:
     assert field_path(("spec", "components", "apps", 0, "port")) == "spec.components.apps[0].port"
+
+
+def test_endpoint_ca_names_a_secret_key_with_ca_crt_by_default() -> None:
+    storage = {"bucket": "backups", "endpoint": "https://10.0.0.5:9000"}
+    bp = BackupPolicySpec.model_validate(_bp(storage={**storage, "endpointCA": {"name": "s3-ca"}}))
+    assert bp.storage.endpoint_ca is not None
+    assert (bp.storage.endpoint_ca.name, bp.storage.endpoint_ca.key) == ("s3-ca", "ca.crt")
+    dumped = bp.model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert dumped["storage"]["endpointCA"] == {"name": "s3-ca", "key": "ca.crt"}
+    assert BackupPolicySpec.model_validate(dumped) == bp
+    # Unset: the system's CAs.
+    assert BackupPolicySpec.model_validate(_bp(storage=storage)).storage.endpoint_ca is None
+
+
+@pytest.mark.parametrize(("endpoint_ca", "where"), [
+    ({"key": "ca.crt"}, "storage.endpointCA.name"),
+    ({"name": "S3_CA"}, "storage.endpointCA.name"),
+    ({"name": "s3-ca", "key": "ca/crt"}, "storage.endpointCA.key"),
+    ({"name": "s3-ca", "namespace": "other"}, "storage.endpointCA.namespace"),
+])
+def test_endpoint_ca_refuses_bad_references(endpoint_ca: dict[str, Any], where: str) -> None:
+    # No namespace field: the Secret is the policy's neighbour, like every *SecretRef.
+    errors = _errors(BackupPolicySpec, _bp(storage={"bucket": "backups",
+                                                    "endpointCA": endpoint_ca}))
+    assert where in errors

@@ -29,9 +29,10 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["namespaces"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # generated credentials are applied and pruned; referenced Secrets (S3, TLS, notification URLs)
-  # are read; list only with the tenant's label selector; no watch, so the operator never streams
-  # every Secret of the cluster
+  # generated credentials are applied and pruned; referenced Secrets (S3 keys and CA, TLS,
+  # notification URLs, image pull secrets) are read, and copied into drill sandboxes; list only
+  # with the tenant's label selector; no watch, so the operator never streams every Secret of the
+  # cluster
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "list", "create", "patch", "delete"]
@@ -52,7 +53,8 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["apps"]
     resources: ["deployments", "statefulsets"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # tenant isolation policies; a tampered policy wakes the tenant
+  # tenant isolation policies, each BackupPolicy's runner egress, drill sandbox isolation; a
+  # tampered policy wakes the tenant
   - apiGroups: ["networking.k8s.io"]
     resources: ["networkpolicies"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]

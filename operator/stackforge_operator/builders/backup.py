@@ -3,8 +3,11 @@ on-demand Job, and the ConfigMap holding the tenant configuration the runner sto
 
 Credentials reach the runner only through the environment, from Secrets by
 reference: never as arguments (visible in the process list) and never in a
-manifest. Runner pods carry the ``stackforge.io/runner=backup`` label: the
-tenant's database admits them, and the test control plane leaves them to a
+manifest. The S3 endpoint's CA bundle (``spec.storage.endpointCA``) is no
+secret but a file: mounted, and named by ``AWS_CA_BUNDLE`` (builders/s3ca.py).
+Runner pods carry the ``stackforge.io/runner=backup`` label: the tenant's
+database admits them, their policy's NetworkPolicy lets them out
+(builders/backup_network.py), and the test control plane leaves them to a
 harness that runs their command for real.
 """
 
@@ -17,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog
+from stackforge_operator.builders import s3ca
 from stackforge_operator.builders.common import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -63,7 +67,7 @@ def _labels(policy: str, tenant: str) -> dict[str, str]:
     return {POLICY_LABEL: policy, TENANT_LABEL: tenant, MANAGED_BY_LABEL: MANAGED_BY}
 
 
-def _meta(name: str, namespace: str, policy: str, tenant: str) -> dict[str, Any]:
+def child_metadata(name: str, namespace: str, policy: str, tenant: str) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "labels": _labels(policy, tenant)}
 
 
@@ -84,7 +88,7 @@ def configuration(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(configuration_name(policy), namespace, policy, t.name),
+        "metadata": child_metadata(configuration_name(policy), namespace, policy, t.name),
         "data": {CONFIG_FILE: json.dumps(document, sort_keys=True, indent=1)},
     }
 
@@ -135,12 +139,35 @@ def _env(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[dict[str, An
     if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and policy_spec.grafana:
         ref = policy_spec.grafana.api_token_secret_ref
         env.append(_secret_env("GRAFANA_TOKEN", ref.name, ref.key))
+    if policy_spec.storage.endpoint_ca is not None:
+        env.append(s3ca.env())
     return env
+
+
+def _volumes(policy: str, policy_spec: BackupPolicySpec) -> tuple[
+    list[dict[str, Any]], list[dict[str, Any]]
+]:
+    """(volumeMounts, volumes) of the runner container."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "configuration", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        # A private emptyDir, not the node's /tmp.
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "configuration", "configMap": {"name": configuration_name(policy)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    ca = policy_spec.storage.endpoint_ca
+    if ca is not None:
+        mounts.append(s3ca.mount())
+        volumes.append(s3ca.volume(ca.name, ca.key))
+    return mounts, volumes
 
 
 def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant) -> dict[str, Any]:
     """The Job spec both the CronJob and on-demand runs use."""
     labels = {**_labels(policy, t.name), RUNNER_LABEL: "backup"}
+    mounts, volumes = _volumes(policy, policy_spec)
     return {
         "metadata": {"labels": _labels(policy, t.name)},
         "spec": {
@@ -171,18 +198,9 @@ def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant)
                             "requests": {"cpu": "100m", "memory": "128Mi"},
                             "limits": {"cpu": "1", "memory": "256Mi"},
                         },
-                        "volumeMounts": [
-                            {"name": "configuration", "mountPath": CONFIG_MOUNT,
-                             "readOnly": True},
-                            # A private emptyDir, not the node's /tmp.
-                            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-                        ],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [
-                        {"name": "configuration",
-                         "configMap": {"name": configuration_name(policy)}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -196,7 +214,7 @@ def cron_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": _meta(cron_job_name(policy), namespace, policy, t.name),
+        "metadata": child_metadata(cron_job_name(policy), namespace, policy, t.name),
         "spec": {
             "schedule": schedule,
             "timeZone": time_zone,
@@ -222,7 +240,7 @@ def manual_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **_meta(manual_job_name(policy, request), namespace, policy, t.name),
+            **child_metadata(manual_job_name(policy, request), namespace, policy, t.name),
             "annotations": {BACKUP_NOW_ANNOTATION: request},
         },
         "spec": template["spec"],

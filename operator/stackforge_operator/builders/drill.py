@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog, rbac
+from stackforge_operator.builders import s3ca
 from stackforge_operator.builders.common import (
     DNS_PORT,
     MANAGED_BY,
@@ -36,6 +37,9 @@ EXPIRES_ANNOTATION = f"{API_GROUP}/expires-at"
 SCRATCH = "scratch-postgres"
 SCRATCH_SECRET = "scratch-credentials"  # noqa: S105 - a Secret's name
 S3_SECRET = "drill-s3-credentials"  # noqa: S105 - a Secret's name
+S3_CA_SECRET = "drill-s3-ca"  # noqa: S105 - a Secret's name
+# The sandbox's own Secrets: a pull secret of the same name is not copied over them.
+OWN_SECRETS = frozenset({SCRATCH_SECRET, S3_SECRET, S3_CA_SECRET})
 RUNNER_ACCOUNT = "drill-runner"
 CHECKS_CONFIG = "drill-checks"
 CHECKS_MOUNT = "/etc/stackforge/checks"
@@ -126,12 +130,40 @@ def _secret(name: str, sandbox: str, drill: str, drill_namespace: str,
 
 
 def secrets(sandbox: str, drill: str, drill_namespace: str, scratch_password: str,
-            s3_keys: Mapping[str, str]) -> list[Manifest]:
+            s3_keys: Mapping[str, str], s3_ca: str | None = None) -> list[Manifest]:
+    """The scratch password, and what the policy's Secrets hold, copied into the sandbox.
+
+    A pod can only reference Secrets of its own namespace, hence copies.
+    ``s3_ca`` is the PEM bundle of the policy's ``storage.endpointCA``.
+    """
     out = [_secret(SCRATCH_SECRET, sandbox, drill, drill_namespace,
                    {"password": scratch_password})]
     if s3_keys:
         out.append(_secret(S3_SECRET, sandbox, drill, drill_namespace, s3_keys))
+    if s3_ca is not None:
+        out.append(_secret(S3_CA_SECRET, sandbox, drill, drill_namespace,
+                           {s3ca.CA_FILE_NAME: s3_ca}))
     return out
+
+
+def pull_secret_copies(sandbox: str, drill: str, drill_namespace: str,
+                       found: Mapping[str, Mapping[str, Any]]) -> list[Manifest]:
+    """The image catalog's pull secrets, as read from the drill's namespace, for the sandbox.
+
+    Type and data are copied as they are (data stays base64, never decoded);
+    nothing else of the original (owners, labels) comes along.
+    """
+    clashes = sorted(OWN_SECRETS & set(found))
+    if clashes:
+        raise ValueError(f"pull secret {', '.join(clashes)} would replace the sandbox's own "
+                         "Secret of that name")
+    return [
+        {"apiVersion": "v1", "kind": "Secret",
+         "type": str(secret.get("type") or "Opaque"),
+         "metadata": _meta(name, sandbox, drill, drill_namespace),
+         "data": dict(secret.get("data") or {})}
+        for name, secret in sorted(found.items())
+    ]
 
 
 def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant) -> (
@@ -206,8 +238,9 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 def restore_job(
     sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec, t: EffectiveTenant,
     *, storage: Mapping[str, Any], backup_id: str, run_id: str, started_at: datetime,
-    rto_seconds: int, rpo_seconds: int, with_s3_keys: bool,
+    rto_seconds: int, rpo_seconds: int, with_s3_keys: bool, with_s3_ca: bool = False,
 ) -> Manifest:
+    """The restore runner; ``with_s3_ca``: verify S3 with the sandbox's copy of endpointCA."""
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), "--backup", backup_id,
             "--run-id", run_id,
@@ -233,6 +266,17 @@ def restore_job(
     if with_s3_keys:
         env += [_secret_env("AWS_ACCESS_KEY_ID", S3_SECRET, "AWS_ACCESS_KEY_ID"),
                 _secret_env("AWS_SECRET_ACCESS_KEY", S3_SECRET, "AWS_SECRET_ACCESS_KEY")]
+    mounts = [
+        {"name": "checks", "mountPath": CHECKS_MOUNT, "readOnly": True},
+        # A private emptyDir, not the node's /tmp.
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+    ]
+    volumes = [{"name": "checks", "configMap": {"name": CHECKS_CONFIG}},
+               {"name": "tmp", "emptyDir": {}}]
+    if with_s3_ca:
+        env.append(s3ca.env())
+        mounts.append(s3ca.mount())
+        volumes.append(s3ca.volume(S3_CA_SECRET, s3ca.CA_FILE_NAME))
     labels = {**_labels(drill, drill_namespace), RUNNER_LABEL: "drill"}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
@@ -261,14 +305,9 @@ def restore_job(
                             read_only_root_filesystem=True),
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                       "limits": {"cpu": "1", "memory": "256Mi"}},
-                        "volumeMounts": [
-                            {"name": "checks", "mountPath": CHECKS_MOUNT, "readOnly": True},
-                            # A private emptyDir, not the node's /tmp.
-                            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-                        ],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [{"name": "checks", "configMap": {"name": CHECKS_CONFIG}},
-                                {"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

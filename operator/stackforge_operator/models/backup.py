@@ -62,6 +62,25 @@ class CredentialsRef(SpecModel):
     )
 
 
+DEFAULT_CA_KEY = "ca.crt"
+
+
+class EndpointCA(SpecModel):
+    """A Secret key holding the PEM CA bundle that verifies the S3 endpoint's certificate.
+
+    For an endpoint whose certificate comes from a private CA: the runner Jobs
+    mount the key and the operator verifies with it, instead of the system's
+    public CAs.
+    """
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_RE)] = Field(
+        description="Name of the Secret, in the BackupPolicy's namespace."
+    )
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY_RE)] = Field(
+        DEFAULT_CA_KEY, description="Key holding the PEM bundle. Default: ca.crt."
+    )
+
+
 class SSEAlgorithm(enum.StrEnum):
     """S3 server-side encryption algorithm."""
 
@@ -110,6 +129,14 @@ class ObjectStorage(SpecModel):
     )
     credentials_secret_ref: CredentialsRef | None = Field(
         None, description="Access keys. Default: the pod's ambient credentials."
+    )
+    endpoint_ca: EndpointCA | None = Field(
+        None,
+        alias="endpointCA",
+        description=(
+            "CA bundle verifying the endpoint's TLS certificate (private CA). "
+            "Default: the system's public CAs."
+        ),
     )
     server_side_encryption: ServerSideEncryption | None = Field(
         None, description="Encrypt objects at rest. Default: the bucket's setting."

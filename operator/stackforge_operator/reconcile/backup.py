@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
@@ -24,9 +22,8 @@ from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, 
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.runner import parse_result
-from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.builders import backup as builders
-from stackforge_operator.builders import credentials, stack
+from stackforge_operator.builders import backup_network, credentials, stack
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import (
     BackupPolicySpec,
@@ -38,6 +35,7 @@ from stackforge_operator.models.backup import (
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.reconcile import storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
     referenced_tenant,
@@ -89,11 +87,17 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         schedule.zone(zone)
     except schedule.UnknownTimeZoneError as error:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
+    try:
+        egress = backup_network.runner_egress(name, namespace, spec, t)
+    except ValueError as error:
+        problems.append(status.Problem("InvalidSpec", str(error)))
     if problems:
         return _stalled(body, old, problems)
 
     owner = owner_reference(body)
     children = [
+        # First: a runner started before its egress policy exists reaches nothing.
+        egress,
         builders.configuration(name, namespace, t, tenant_spec.model_dump(
             mode="json", by_alias=True, exclude_none=True), _rendered(t)),
         builders.cron_job(name, namespace, spec, t, when, zone),
@@ -117,16 +121,25 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
                              label_selector=f"{builders.POLICY_LABEL}={name}")
     job_runs = [_job_run(namespace, job) for job in jobs]
     storage_error: str | None = None
-    store = _store(spec, namespace)
-    try:
-        manifests = store.manifests(t.name)
-    except (BotoCoreError, ClientError) as error:
-        # The bucket cannot be read: keep what was known, and say why.
-        storage_error = str(error)[:1024]
-        manifests = []
-
-    newest = manifests[-1] if manifests else None
     active = [r for r in job_runs if r.result == RunResult.RUNNING]
+    # The block bounds the life of the CA bundle's temporary file.
+    with storage.policy_store(spec.storage, namespace) as store:
+        try:
+            manifests = store.manifests(t.name)
+        except (BotoCoreError, ClientError) as error:
+            # The bucket cannot be read: keep what was known, and say why.
+            storage_error = str(error)[:1024]
+            manifests = []
+        newest = manifests[-1] if manifests else None
+        if storage_error is None and newest is not None and (
+                old.last_successful_run is None
+                or old.last_successful_run.id != newest.run_id):
+            report = apply_retention(store, t.name, spec.retention, now,
+                                     running=[r.id for r in active])
+            if report.deleted:
+                logger.info("policy %s/%s: retention deleted %s", namespace, name,
+                            report.deleted)
+
     finished = [r for r in job_runs if r.result != RunResult.RUNNING]
     successes = {m.run_id for m in manifests}
     failures = [r for r in finished if r.result == RunResult.FAILED and r.id not in successes
@@ -135,13 +148,6 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         old.last_successful_run if storage_error else None)
     candidates = [*failures, *([last_success] if last_success else [])]
     last_run = max(candidates, key=_finished_at, default=None)
-
-    if storage_error is None and newest is not None and (
-            old.last_successful_run is None or old.last_successful_run.id != newest.run_id):
-        report = apply_retention(store, t.name, spec.retention, now,
-                                 running=[r.id for r in active])
-        if report.deleted:
-            logger.info("policy %s/%s: retention deleted %s", namespace, name, report.deleted)
 
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
                              storage_error)
@@ -191,53 +197,12 @@ def _rendered(t: EffectiveTenant) -> list[dict[str, Any]]:
 
 
 def _missing_secrets(spec: BackupPolicySpec, namespace: str) -> list[status.Problem]:
-    wanted: list[tuple[str, str, list[str]]] = []
-    creds = spec.storage.credentials_secret_ref
-    if creds is not None:
-        wanted.append(("spec.storage.credentialsSecretRef", creds.name,
-                       [creds.access_key_id_key, creds.secret_access_key_key]))
+    wanted = storage.storage_secrets(spec.storage)
     if BackupTarget.GRAFANA_DASHBOARDS in spec.targets and spec.grafana is not None:
         ref = spec.grafana.api_token_secret_ref
-        wanted.append(("spec.grafana.apiTokenSecretRef", ref.name, [ref.key]))
-    problems = []
-    for field, secret_name, keys in wanted:
-        secret = kube.get("v1", "Secret", secret_name, namespace)
-        if secret is None:
-            problems.append(status.Problem(
-                "MissingSecret", f"{field}: Secret {namespace}/{secret_name} does not exist"))
-            continue
-        absent = [k for k in keys if k not in (secret.get("data") or {})]
-        if absent:
-            problems.append(status.Problem(
-                "MissingSecretKey",
-                f"{field}: Secret {namespace}/{secret_name} lacks {', '.join(absent)}"))
-    return problems
-
-
-def _store(spec: BackupPolicySpec, namespace: str) -> BackupStore:
-    """The policy's bucket, with the policy's own credentials (never the operator's)."""
-    config = StoreConfig.from_policy(spec.storage, max_attempts=2, connect_timeout=5.0,
-                                     read_timeout=30.0)
-    access_key = secret_key = None
-    creds = spec.storage.credentials_secret_ref
-    if creds is not None:
-        data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
-        access_key = data.get(creds.access_key_id_key)
-        secret_key = data.get(creds.secret_access_key_key)
-    session = boto3.session.Session(aws_access_key_id=access_key,
-                                    aws_secret_access_key=secret_key)
-    client = session.client(
-        "s3",
-        endpoint_url=config.endpoint,
-        region_name=config.region or "us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"} if config.force_path_style else {},
-            retries={"max_attempts": config.max_attempts, "mode": "standard"},
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-        ),
-    )
-    return BackupStore(config, client=client)
+        wanted.append(storage.SecretKeys("spec.grafana.apiTokenSecretRef", ref.name, (ref.key,)))
+    return storage.secret_problems(wanted, namespace) or storage.ca_problems(
+        spec.storage, namespace)
 
 
 def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:

@@ -17,7 +17,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, status
+from stackforge_operator import (
+    API_GROUP,
+    API_VERSION,
+    config,
+    image_catalog,
+    kube,
+    schedule,
+    status,
+)
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders import drill as builders
 from stackforge_operator.drill.outcome import parse_result
@@ -37,6 +45,7 @@ from stackforge_operator.models.drill import (
     Verdict,
 )
 from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.reconcile import storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
     referenced_tenant,
@@ -76,6 +85,10 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if isinstance(found, status.Problem):
         return _stalled(body, old, found.reason, found.message)
     t, policy = found
+    # The restore Job gets copies of the policy's Secrets: they must be there.
+    problems = storage.storage_problems(policy.storage, namespace)
+    if problems:
+        return _stalled(body, old, problems[0].reason, "; ".join(p.message for p in problems))
     _sweep(namespace, old.active_run, now)
 
     new = old.model_copy(deep=True)
@@ -182,12 +195,14 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     live_secret = kube.get("v1", "Secret", builders.SCRATCH_SECRET, sandbox)
     password = credentials.decode(live_secret).get("password") if live_secret else None
     s3_keys = _s3_keys(policy, namespace)
+    s3_ca = storage.ca_bundle(policy.storage, namespace)
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace),
         *builders.rbac_objects(sandbox, drill, namespace),
         *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
-                          s3_keys),
+                          s3_keys, s3_ca),
+        *builders.pull_secret_copies(sandbox, drill, namespace, _pull_secrets(namespace)),
         *builders.scratch_database(sandbox, drill, namespace, t),
         builders.checks_config(sandbox, drill, namespace, spec),
     ]
@@ -213,7 +228,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
             storage=policy.storage.model_dump(mode="json", by_alias=True, exclude_none=True),
             backup_id=active.backup_id or "latest", run_id=active.run_id,
             started_at=active.start_time, rto_seconds=rto, rpo_seconds=rpo,
-            with_s3_keys=bool(s3_keys)))
+            with_s3_keys=bool(s3_keys), with_s3_ca=s3_ca is not None))
         active.step = DrillStep.RESTORING
         active.job_name = builders.JOB
         kube.record_event(dict(body), "Normal", "RestoreStarted",
@@ -240,6 +255,25 @@ def _s3_keys(policy: BackupPolicySpec, namespace: str) -> dict[str, str]:
     data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
     return {"AWS_ACCESS_KEY_ID": data.get(creds.access_key_id_key, ""),
             "AWS_SECRET_ACCESS_KEY": data.get(creds.secret_access_key_key, "")}
+
+
+def _pull_secrets(namespace: str) -> dict[str, dict[str, Any]]:
+    """The image catalog's pull secrets as found in the drill's (the tenant's) namespace.
+
+    The sandbox's pods name them in ``imagePullSecrets`` like every pod the
+    operator creates; one missing here is missing for the tenant's pods too,
+    and the runtime then pulls without it.
+    """
+    found = {}
+    for name in image_catalog.current().image_pull_secrets:
+        if name in builders.OWN_SECRETS:
+            logger.warning("pull secret %s not copied into drill sandboxes: the sandbox has "
+                           "a Secret of its own by that name", name)
+            continue
+        secret = kube.get("v1", "Secret", name, namespace)
+        if secret is not None:
+            found[name] = secret
+    return found
 
 
 def _checks(result: Mapping[str, Any]) -> list[CheckResult]:

@@ -1,0 +1,160 @@
+"""A BackupPolicy's object storage as the operator reaches it: its Secrets, its S3 client.
+
+The operator reads the bucket (BackupPolicy status, retention) with the
+policy's own credentials and CA bundle, never its own: a policy gets exactly
+the access its Secrets give. Every Secret is read in the policy's namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from stackforge_operator import kube, status
+from stackforge_operator.backup.store import BackupStore, StoreConfig
+from stackforge_operator.builders import credentials
+from stackforge_operator.models.backup import ObjectStorage
+
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+
+
+@dataclass(frozen=True)
+class SecretKeys:
+    """Keys a spec field needs from one Secret."""
+
+    field: str  # the spec field naming the Secret, for the message
+    secret: str
+    keys: tuple[str, ...]
+
+
+def storage_secrets(storage: ObjectStorage) -> list[SecretKeys]:
+    """The Secrets ``spec.storage`` names, with the keys read from each."""
+    wanted = []
+    creds = storage.credentials_secret_ref
+    if creds is not None:
+        wanted.append(SecretKeys("spec.storage.credentialsSecretRef", creds.name,
+                                 (creds.access_key_id_key, creds.secret_access_key_key)))
+    if storage.endpoint_ca is not None:
+        wanted.append(SecretKeys("spec.storage.endpointCA", storage.endpoint_ca.name,
+                                 (storage.endpoint_ca.key,)))
+    return wanted
+
+
+def secret_problems(wanted: Sequence[SecretKeys], namespace: str) -> list[status.Problem]:
+    """MissingSecret / MissingSecretKey for each Secret or key that is not there."""
+    problems = []
+    for need in wanted:
+        secret = kube.get("v1", "Secret", need.secret, namespace)
+        if secret is None:
+            problems.append(status.Problem(
+                "MissingSecret", f"{need.field}: Secret {namespace}/{need.secret} does not exist"))
+            continue
+        absent = [k for k in need.keys if k not in (secret.get("data") or {})]
+        if absent:
+            problems.append(status.Problem(
+                "MissingSecretKey",
+                f"{need.field}: Secret {namespace}/{need.secret} lacks {', '.join(absent)}"))
+    return problems
+
+
+def ca_problems(storage: ObjectStorage, namespace: str) -> list[status.Problem]:
+    """A CA bundle that is there but holds no PEM certificate (checked after presence).
+
+    Caught here, the user reads which key is wrong; caught by TLS, only that
+    the endpoint cannot be verified.
+    """
+    ref = storage.endpoint_ca
+    pem = ca_bundle(storage, namespace)
+    if ref is None or pem is None or PEM_CERTIFICATE in pem:
+        return []
+    return [status.Problem(
+        "InvalidEndpointCA",
+        f"spec.storage.endpointCA: key {ref.key} of Secret {namespace}/{ref.name} holds no "
+        "PEM certificate (want one or more '-----BEGIN CERTIFICATE-----' blocks)")]
+
+
+def storage_problems(storage: ObjectStorage, namespace: str) -> list[status.Problem]:
+    """Everything wrong with the Secrets ``spec.storage`` names."""
+    return secret_problems(storage_secrets(storage), namespace) or ca_problems(
+        storage, namespace)
+
+
+def ca_bundle(storage: ObjectStorage, namespace: str) -> str | None:
+    """The PEM text of ``spec.storage.endpointCA``; None when unset or not (yet) there."""
+    ref = storage.endpoint_ca
+    if ref is None:
+        return None
+    secret = kube.get("v1", "Secret", ref.name, namespace)
+    encoded = ((secret or {}).get("data") or {}).get(ref.key)
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(str(encoded)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return ""  # not text: certainly no PEM (ca_problems says so)
+
+
+@contextmanager
+def private_file(data: str) -> Iterator[Path]:
+    """``data`` in a file only this process's user can read, removed on exit.
+
+    boto3 takes a CA bundle only as a path, and reads it whenever it opens a
+    connection: the file must outlive the client's use, no longer.
+    """
+    with tempfile.TemporaryDirectory(prefix="stackforge-ca-") as directory:  # mode 0700
+        path = Path(directory) / "ca.crt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        yield path
+
+
+@contextmanager
+def policy_store(storage: ObjectStorage, namespace: str) -> Iterator[BackupStore]:
+    """The policy's bucket, with the policy's credentials and CA (never the operator's).
+
+    Use it inside ``with``: the CA bundle's file lives as long as the block.
+    """
+    config = StoreConfig.from_policy(storage, max_attempts=2, connect_timeout=5.0,
+                                     read_timeout=30.0)
+    access_key = secret_key = None
+    creds = storage.credentials_secret_ref
+    if creds is not None:
+        data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
+        access_key = data.get(creds.access_key_id_key)
+        secret_key = data.get(creds.secret_access_key_key)
+    pem = ca_bundle(storage, namespace)
+    with _maybe_file(pem) as ca_path:
+        session = boto3.session.Session(aws_access_key_id=access_key,
+                                        aws_secret_access_key=secret_key)
+        client = session.client(
+            "s3",
+            endpoint_url=config.endpoint,
+            region_name=config.region or "us-east-1",
+            # None: botocore's default (the system's CAs, or the operator's AWS_CA_BUNDLE).
+            verify=str(ca_path) if ca_path else None,
+            config=Config(
+                s3={"addressing_style": "path"} if config.force_path_style else {},
+                retries={"max_attempts": config.max_attempts, "mode": "standard"},
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+            ),
+        )
+        yield BackupStore(config, client=client)
+
+
+@contextmanager
+def _maybe_file(data: str | None) -> Iterator[Path | None]:
+    if data is None:
+        yield None
+        return
+    with private_file(data) as path:
+        yield path
