@@ -17,7 +17,7 @@ from stackforge_operator.devcluster.binary import default_binary_path
 from stackforge_operator.devcluster.cluster import free_port
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
-from tests.support import operator_identity
+from tests.support import crds, operator_identity
 from tests.support.clusters import (
     PROVIDERS,
     ClusterHandle,
@@ -98,17 +98,7 @@ def cluster(
 @pytest.fixture(scope="session")
 def stackforge_crds(cluster: ClusterHandle) -> list[str]:
     """The generated CRDs, installed and Established; returns their names."""
-    from stackforge_operator import crdgen
-
-    rendered = crdgen.render_all()
-    cluster.kubectl(
-        "apply", "--server-side", "--field-manager=stackforge-tests", "-f", "-",
-        input="---\n".join(rendered.values()),
-    )
-    names = [f"{c['spec']['names']['plural']}.{c['spec']['group']}" for c in crdgen.crds()]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    *(f"crd/{n}" for n in names))
-    return names
+    return crds.install(cluster)
 
 
 @pytest.fixture(scope="session")

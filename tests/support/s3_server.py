@@ -34,6 +34,7 @@ import httpx
 from botocore.config import Config
 
 from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.pki import create_server_tls
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -83,13 +84,28 @@ class S3Credentials:
 
 
 class S3Server:
-    """One ``moto_server`` process with IAM authentication enforced."""
+    """One ``moto_server`` process with IAM authentication enforced.
 
-    def __init__(self) -> None:
+    With ``tls=True`` it serves HTTPS with a certificate of its own CA
+    (:attr:`ca_bundle`), for ``host`` and 127.0.0.1: what pods on the real node
+    reach it at (``host`` is then the node address), and what pgBackRest needs.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", tls: bool = False) -> None:
+        self.host = host
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.endpoint = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.region = REGION
         self.dir = Path(tempfile.mkdtemp(prefix="sf-s3-"))
+        self.ca_bundle: Path | None = None
+        self._tls_args: list[str] = []
+        if tls:
+            ca, server = create_server_tls(self.dir / "tls", "stackforge-test-s3",
+                                           server_names=("localhost",),
+                                           server_ips=tuple({host, "127.0.0.1"}))
+            self.ca_bundle = ca.cert
+            self._tls_args = ["--ssl-cert", str(server.cert), "--ssl-key", str(server.key)]
         self.log_path = self.dir / "moto.log"
         self._popen: subprocess.Popen[bytes] | None = None
         self.credentials = S3Credentials("", "")
@@ -108,7 +124,7 @@ class S3Server:
         env["TMPDIR"] = str(self.dir)
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+                [binary, "-H", self.host, "-p", str(self.port), *self._tls_args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True, preexec_fn=_die_with_parent,
             )
@@ -116,7 +132,8 @@ class S3Server:
         self.credentials = self._create_user("stackforge-backup", _ALLOW_ALL)
         self.read_only_credentials = self._create_user("stackforge-read-only", _READ_ONLY)
         # From here on every request must be signed by a known key.
-        response = httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"0", timeout=10)
+        response = httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"0", timeout=10,
+                              verify=self.verify)
         response.raise_for_status()
 
     def _wait_listening(self, timeout: float) -> None:
@@ -126,7 +143,7 @@ class S3Server:
             if self._popen.poll() is not None:
                 raise RuntimeError(f"moto_server exited during start-up:\n{self.log_tail()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
             except OSError:
                 time.sleep(0.1)
                 continue
@@ -139,7 +156,7 @@ class S3Server:
         # signs with placeholder keys.
         iam = boto3.client(
             "iam", endpoint_url=self.endpoint, region_name=self.region,
-            aws_access_key_id="setup", aws_secret_access_key="setup",
+            aws_access_key_id="setup", aws_secret_access_key="setup", verify=self.verify,
         )
         iam.create_user(UserName=name)
         iam.put_user_policy(UserName=name, PolicyName="backup", PolicyDocument=json.dumps(policy))
@@ -155,6 +172,11 @@ class S3Server:
                 os.killpg(self._popen.pid, signal.SIGKILL)
                 self._popen.wait(timeout=timeout)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def verify(self) -> str | bool:
+        """What a client verifies the server with: its CA file, or the default."""
+        return str(self.ca_bundle) if self.ca_bundle else True
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -173,6 +195,7 @@ class S3Server:
             aws_access_key_id=creds.access_key_id,
             aws_secret_access_key=creds.secret_access_key,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            verify=self.verify,
         )
 
     def create_bucket(self, name: str | None = None) -> str:
