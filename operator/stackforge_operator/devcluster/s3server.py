@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -136,8 +137,10 @@ class S3Server:
         self.credentials = self._create_user("stackforge-backup", _ALLOW_ALL)
         self.read_only_credentials = self._create_user("stackforge-read-only", _READ_ONLY)
         # From here on every request must be signed by a known key.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(self.ca_bundle)) if self.ca_bundle else True)
         response = httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"0", timeout=10,
-                              verify=self.verify)
+                              verify=verify)
         response.raise_for_status()
 
     def _wait_listening(self, timeout: float) -> None:

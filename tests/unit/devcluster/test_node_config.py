@@ -106,3 +106,16 @@ def test_scratch_image_is_a_consistent_deterministic_oci_layout(tmp_path: Path) 
         member = layer_tar.getmember("bin/tool")
         assert member.mode == 0o755
         assert layer_tar.extractfile(member).read() == b"\x7fELF pretend"  # type: ignore[union-attr]
+
+
+def test_netfilter_tables_compare_regardless_of_chain_order_and_counters() -> None:
+    from stackforge_operator.devcluster.node.hoststate import canonical_table
+
+    created = ("table ip filter {\n\tchain B {\n\t\tcounter packets 3 bytes 4 accept\n\t}\n"
+               "\tchain A {\n\t\tdrop\n\t}\n}\n")
+    restored = ("table ip filter {\n\tchain A {\n\t\tdrop\n\t}\n"
+                "\tchain B {\n\t\tcounter packets 0 bytes 0 accept\n\t}\n}\n")
+    assert canonical_table(created) == canonical_table(restored)
+    reordered_rules = ("table ip filter {\n\tchain A {\n\t\taccept\n\t\tdrop\n\t}\n}\n")
+    assert canonical_table(reordered_rules) != canonical_table(
+        "table ip filter {\n\tchain A {\n\t\tdrop\n\t\taccept\n\t}\n}\n")

@@ -75,6 +75,8 @@ class HostState:
     # "iptables"/"ip6tables" -> table name -> iptables-save text of that table.
     iptables_saves: dict[str, dict[str, str]]
     links: frozenset[str]
+    # ipset names (kube-router's policy enforcement keeps pod and namespace sets).
+    ipsets: frozenset[str]
     netns: frozenset[str]
     mounts: tuple[str, ...]
     cgroups: frozenset[str]
@@ -108,14 +110,33 @@ def read_sysctls(keys: Iterable[str] = WATCHED_SYSCTLS) -> dict[str, str]:
     return values
 
 
+def canonical_table(listing: str) -> str:
+    """``nft list table`` output with counters blanked and chains (and sets) in name
+    order: nft lists them in creation order, which a restore does not reproduce,
+    while the order of rules inside a chain is meaningful and kept."""
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for raw in _COUNTER.sub("counter", listing).splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or line.startswith("table ") or line == "}":
+            if line == "}" and current is not None:
+                blocks.append(current)
+                current = None
+            continue
+        if line.endswith("{") and current is None:
+            current = [line]
+        elif current is not None:
+            current.append(line)
+    return "\n".join("\n".join(block) for block in sorted(blocks, key=lambda b: b[0]))
+
+
 def _nft_tables() -> dict[str, str]:
     tables = {}
     for line in _run("nft", "list", "tables").splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0] == "table":
             key = f"{parts[1]} {parts[2]}"
-            body = _run("nft", "list", "table", parts[1], parts[2])
-            tables[key] = _COUNTER.sub("counter", body)
+            tables[key] = canonical_table(_run("nft", "list", "table", parts[1], parts[2]))
     return tables
 
 
@@ -147,6 +168,10 @@ def _links() -> frozenset[str]:
     return frozenset(names)
 
 
+def _ipsets() -> frozenset[str]:
+    return frozenset(_run("ipset", "list", "-name").split())
+
+
 def _netns() -> frozenset[str]:
     directory = Path("/var/run/netns")
     return frozenset(p.name for p in directory.iterdir()) if directory.is_dir() else frozenset()
@@ -160,12 +185,21 @@ def _mounts() -> tuple[str, ...]:
     return tuple(points)
 
 
+# The kubelet (cgroupsPerQOS) makes "kubepods" under each hierarchy's root and
+# puts every pod and container below it; containerd's cgroupfs driver follows
+# the paths the kubelet gives. Other programs' cgroups (a podman build running
+# beside the tests, say) are not the node's to judge or remove.
+NODE_CGROUP = "kubepods"
+
+
 def _cgroups() -> frozenset[str]:
     root = Path("/sys/fs/cgroup")
     found = set()
     for dirpath, dirnames, _files in os.walk(root):
         for name in dirnames:
-            found.add(str(Path(dirpath, name).relative_to(root)))
+            relative = str(Path(dirpath, name).relative_to(root))
+            if NODE_CGROUP in relative:
+                found.add(relative)
     return frozenset(found)
 
 
@@ -178,11 +212,13 @@ def _directories() -> dict[str, frozenset[str] | None]:
 
 
 NODE_PROGRAMS = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "coredns",
-                 "kube-network-policies")
+                 "kube-router")
 
 
-def node_process_pids() -> dict[int, str]:
-    """Pids of node programs and of every process living in a pod's cgroup."""
+def node_process_pids(scope: str | None = None) -> dict[int, str]:
+    """Pids of every process living in a pod's cgroup, and of node programs: those
+    whose command line mentions ``scope`` (a node's directory), or with no scope
+    any program of a node's name."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -190,27 +226,35 @@ def node_process_pids() -> dict[int, str]:
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             cgroup = (entry / "cgroup").read_text()
-        except OSError:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
+        if state == "Z":
+            continue  # already dead, only not yet reaped by its parent
         words = [w.decode(errors="replace") for w in argv[:2] if w]
         names = {Path(w).name for w in words}
         in_pod = "/kubepods" in cgroup
-        if in_pod or names & set(NODE_PROGRAMS):
+        if scope is not None:
+            ours = scope in b" ".join(argv).decode(errors="replace")
+        else:
+            ours = bool(names & set(NODE_PROGRAMS))
+        if in_pod or ours:
             found[int(entry.name)] = " ".join(words) + (" (in a pod cgroup)" if in_pod else "")
     return found
 
 
-def snapshot() -> HostState:
+def snapshot(scope: str | None = None) -> HostState:
     return HostState(
         sysctls=read_sysctls(),
         nft_tables=_nft_tables(),
         iptables_saves=_iptables_saves(),
         links=_links(),
+        ipsets=_ipsets(),
         netns=_netns(),
         mounts=_mounts(),
         cgroups=_cgroups(),
         directories=_directories(),
-        node_processes=frozenset(node_process_pids().values()),
+        node_processes=frozenset(node_process_pids(scope).values()),
     )
 
 
@@ -229,12 +273,17 @@ def differences(before: HostState, after: HostState) -> list[str]:
             found.append(f"nft table {table} has other rules or chains")
     for kind, before_set, after_set in (
         ("link", before.links, after.links),
+        ("ipset", before.ipsets, after.ipsets),
         ("network namespace", before.netns, after.netns),
         ("cgroup", before.cgroups, after.cgroups),
-        ("mount", frozenset(before.mounts), frozenset(after.mounts)),
     ):
         found += [f"{kind} {name} was added" for name in sorted(after_set - before_set)]
         found += [f"{kind} {name} is gone" for name in sorted(before_set - after_set)]
+    # Only added mounts are the node's: restore() unmounts nothing else, and
+    # other programs (a container build beside the tests) mount and unmount
+    # on their own.
+    found += [f"mount {name} was added"
+              for name in sorted(frozenset(after.mounts) - frozenset(before.mounts))]
     for directory, listing in before.directories.items():
         now = after.directories.get(directory)
         if listing != now:
@@ -253,34 +302,46 @@ def _describe(listing: frozenset[str] | None) -> str:
 # -- restoring -------------------------------------------------------------------
 
 
-def kill_node_processes(already_there: frozenset[str] = frozenset()) -> None:
-    """SIGKILL every node program and pod process that was not there before."""
-    for pid, description in node_process_pids().items():
+def kill_node_processes(already_there: frozenset[str] = frozenset(),
+                        scope: str | None = None) -> None:
+    """SIGKILL every node program (of ``scope``) and pod process that was not there before."""
+    for pid, description in node_process_pids(scope).items():
         if description in already_there or pid == os.getpid():
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def restore(before: HostState, *, protected_mounts: Iterable[str] = ()) -> list[str]:
+# Where a node mounts besides its own directory: network namespaces (the CRI
+# keeps them there whatever its configuration says).
+NODE_MOUNT_ROOTS = ("/run/netns", "/var/run/netns")
+
+
+def restore(before: HostState, scope: str | None = None) -> list[str]:
     """Undo what differs from ``before``; returns what could not be undone.
 
-    Run it after the node's processes have stopped (it kills stragglers).
+    Run it after the node's processes have stopped (it kills stragglers). With
+    ``scope`` (the node's directory), only mounts below it or below
+    :data:`NODE_MOUNT_ROOTS` are unmounted and only its processes killed, so
+    other work on the host (a container build) is left alone.
     """
-    kill_node_processes(before.node_processes)
-    _restore_mounts(before, frozenset(protected_mounts))
+    kill_node_processes(before.node_processes, scope)
+    _restore_mounts(before, scope)
     _restore_netns(before)
     _restore_links(before)
     _restore_netfilter(before)
+    _restore_ipsets(before)
     _restore_cgroups(before)
     _restore_directories(before)
     _restore_sysctls(before)
-    return differences(before, snapshot())
+    return differences(before, snapshot(scope))
 
 
-def _restore_mounts(before: HostState, protected: frozenset[str]) -> None:
-    known = set(before.mounts) | protected
-    added = [m for m in _mounts() if m not in known]
+def _restore_mounts(before: HostState, scope: str | None) -> None:
+    known = set(before.mounts)
+    roots = (*NODE_MOUNT_ROOTS, scope) if scope else None
+    added = [m for m in _mounts() if m not in known
+             and (roots is None or any(m == r or m.startswith(r + "/") for r in roots))]
     # Deepest first, lazily: a busy mount still leaves the namespace at once.
     for point in sorted(added, key=lambda p: p.count("/"), reverse=True):
         subprocess.run(["umount", "--lazy", point.encode().decode("unicode_escape")],
@@ -312,12 +373,14 @@ def _restore_netfilter(before: HostState) -> None:
             if now.get(key) != before.nft_tables.get(key) or saves[tool].get(name) != text:
                 # Replaces the table's rules and drops chains the node added.
                 _run(f"{tool}-restore", stdin=text)
-    for table in before.nft_tables.keys() & now.keys():
-        if _nft_tables().get(table) != before.nft_tables[table]:
-            family, name = table.split()
-            if family not in _IPTABLES_FAMILIES:
-                _run("nft", "delete", "table", family, name)
-                _run("nft", "-f", "-", stdin=before.nft_tables[table])
+    # A table of another family that the node changed (none known) is
+    # reported by differences(), not rewritten: its owner knows its rules.
+
+
+def _restore_ipsets(before: HostState) -> None:
+    # After the rules that referenced them are gone: a set in use cannot go.
+    for name in _ipsets() - before.ipsets:
+        _run("ipset", "destroy", name)
 
 
 def _restore_cgroups(before: HostState) -> None:

@@ -1,75 +1,36 @@
-"""The NetworkPolicy enforcer: kube-network-policies, as a host-network pod.
+"""The NetworkPolicy enforcer: kube-router with only its firewall on, as a host process.
 
-Chosen over kube-router's firewall mode because it does one job (enforce
-NetworkPolicy, nothing about routing or Services), is what kind runs, sits
-beside the plain bridge plugin without owning the CNI, and is one static
-binary that talks to nftables over netlink, so its image is the binary alone.
-It queues the first packet of each new connection of a pod under a policy to
-userspace and accepts or drops it there.
+Chosen for what this kernel offers. kube-network-policies (what kind runs)
+was the first choice, but it decides in userspace through nftables' ``queue``
+expression, and this kernel has no nft_queue: every sync fails with "netlink
+receive: no such file or directory" and no policy is ever enforced.
+kube-router's firewall uses iptables (through iptables-nft here) and ipsets,
+both of which this kernel has, and does nothing else when its router and
+service proxy are off: the bridge CNI keeps the pod network, kube-proxy the
+Services. It reads the API with a kubeconfig, so it needs no image.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-ENFORCER_VERSION = "v0.8.0"
-ENFORCER_IMAGE = f"localhost/stackforge/kube-network-policies:{ENFORCER_VERSION}"
-ENFORCER_NAMESPACE = "kube-system"
-ENFORCER_BINARY_IN_IMAGE = "/bin/netpol"
+ENFORCER_VERSION = "v2.1.0"
 
 
-def enforcer_manifests(metrics_port: int) -> list[dict[str, Any]]:
-    labels = {"k8s-app": "kube-network-policies"}
-    meta = {"namespace": ENFORCER_NAMESPACE, "labels": labels}
+def kube_router_args(*, kubeconfig: Path, node_name: str, health_port: int) -> list[str]:
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": "kube-network-policies", **meta}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "stackforge:kube-network-policies"},
-         "rules": [
-             {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"],
-              "verbs": ["list", "watch"]},
-             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-              "verbs": ["list", "watch"]},
-         ]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "stackforge:kube-network-policies"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": "stackforge:kube-network-policies"},
-         "subjects": [{"kind": "ServiceAccount", "name": "kube-network-policies",
-                       "namespace": ENFORCER_NAMESPACE}]},
-        {"apiVersion": "apps/v1", "kind": "DaemonSet",
-         "metadata": {"name": "kube-network-policies", **meta},
-         "spec": {
-             "selector": {"matchLabels": labels},
-             "template": {
-                 "metadata": {"labels": labels},
-                 "spec": {
-                     "hostNetwork": True,
-                     "serviceAccountName": "kube-network-policies",
-                     "priorityClassName": "system-node-critical",
-                     "nodeSelector": {"type": "real"},
-                     "tolerations": [{"operator": "Exists"}],
-                     "containers": [{
-                         "name": "kube-network-policies",
-                         "image": ENFORCER_IMAGE,
-                         "imagePullPolicy": "Never",
-                         "command": [ENFORCER_BINARY_IN_IMAGE],
-                         "args": [
-                             "--hostname-override=$(NODE_NAME)",
-                             # Pod addresses come from the API; containerd's NRI is off.
-                             "--disable-nri=true",
-                             f"--metrics-bind-address=127.0.0.1:{metrics_port}",
-                             "--v=2",
-                         ],
-                         "env": [{"name": "NODE_NAME",
-                                  "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
-                         # nftables and the nfqueue of the host's network namespace.
-                         "securityContext": {"privileged": True,
-                                             "capabilities": {"add": ["NET_ADMIN"]}},
-                     }],
-                 },
-             },
-         }},
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={node_name}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--run-loadbalancer=false",
+        # The bridge plugin owns the CNI configuration.
+        "--enable-cni=false",
+        "--enable-pod-egress=false",
+        f"--health-port={health_port}",
+        "--metrics-port=0",
+        # Re-check every rule often: tests change policies and expect them at once.
+        "--iptables-sync-period=5s",
+        "--v=1",
     ]

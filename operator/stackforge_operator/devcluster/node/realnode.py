@@ -3,9 +3,9 @@
 Order of a start: the host state is recorded and the bridge made *before* the
 API server starts (it binds the node address); then, once the API answers:
 identities and their RBAC, containerd, images, kubelet (Node Ready),
-kube-proxy, storage, then CoreDNS and the enforcer as pods. A stop kills the
-node's processes and every container, then puts the host back as recorded,
-and raises if anything still differs.
+kube-proxy, the policy enforcer (kube-router), storage, then CoreDNS as a
+pod. A stop kills the node's processes and every container, then puts the
+host back as recorded and reports what still differs.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 NODE_NAME = "real-node-0"
 CATATONIT = Path("/usr/bin/catatonit")
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+ENFORCER_USER = "stackforge:network-policy"
 
 
 class RealNodeError(RuntimeError):
@@ -86,7 +87,7 @@ class RealNode:
         if os.geteuid() != 0:
             raise RealNodeError("a real node needs root (kubelet, containerd, bridge, iptables)")
         self.tools_dir = ensure_node_tools()
-        self._before = hoststate.snapshot()
+        self._before = hoststate.snapshot(str(self.dir))
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "host-before.txt").write_text(repr(self._before.sysctls) + "\n")
         network.create_bridge(self.network)
@@ -96,16 +97,16 @@ class RealNode:
     def start(self, cluster: LocalCluster, images: Sequence[ImageArchive],
               deadline: float) -> None:
         assert self.tools_dir is not None, "prepare_host() first"
-        kubelet_kubeconfig, proxy_kubeconfig = self._identities(cluster)
+        kubelet_kubeconfig, proxy_kubeconfig, enforcer_kubeconfig = self._identities(cluster)
         self._start_containerd(deadline)
         self._import_images(images)
         self._start_kubelet(cluster, kubelet_kubeconfig, deadline)
         self._start_kube_proxy(cluster, proxy_kubeconfig)
+        self._start_enforcer(enforcer_kubeconfig)
         self._provisioner = LocalVolumeProvisioner(cluster_api(cluster), self.name,
                                                    self.dir / "volumes")
         self._provisioner.start()
-        documents = [storage_class_manifest(), *services.dns_manifests(self.network),
-                     *policy.enforcer_manifests(_free_port())]
+        documents = [storage_class_manifest(), *services.dns_manifests(self.network)]
         cluster.kubectl("apply", "--server-side", "--field-manager=stackforge-devcluster",
                         "-f", "-", input=yaml.safe_dump_all(documents))
         self._wait_rollout(cluster, deadline)
@@ -120,8 +121,8 @@ class RealNode:
         for process in reversed(self._processes):
             if process.name != "containerd":
                 process.stop(timeout=5)
-        hoststate.kill_node_processes(self._before.node_processes if self._before else
-                                      frozenset())
+        hoststate.kill_node_processes(
+            self._before.node_processes if self._before else frozenset(), str(self.dir))
         for process in self._processes:
             process.stop(timeout=5)
 
@@ -129,7 +130,7 @@ class RealNode:
         """Put the host back as recorded; returns what still differs (empty when clean)."""
         if self._before is None:
             return []
-        left = hoststate.restore(self._before)
+        left = hoststate.restore(self._before, str(self.dir))
         self._before = None
         return left
 
@@ -141,7 +142,7 @@ class RealNode:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _identities(self, cluster: LocalCluster) -> tuple[Path, Path]:
+    def _identities(self, cluster: LocalCluster) -> tuple[Path, Path, Path]:
         pki = cluster.pki
         assert pki is not None
         kubelet_client = issue_certificate(pki, "kubelet-client", f"system:node:{self.name}",
@@ -154,6 +155,10 @@ class RealNode:
                                               pki.ca.cert, kubelet_client, name="kubelet")
         proxy_kubeconfig = write_kubeconfig(self.dir / "kube-proxy.kubeconfig", cluster.server,
                                             pki.ca.cert, proxy_client, name="kube-proxy")
+        enforcer_client = issue_certificate(pki, "network-policy", ENFORCER_USER)
+        enforcer_kubeconfig = write_kubeconfig(
+            self.dir / "network-policy.kubeconfig", cluster.server, pki.ca.cert,
+            enforcer_client, name="network-policy")
         # RBAC-only authorisation: nodes get the system:node role by group, and
         # the API server's client to kubelets (logs, exec) the kubelet API role.
         bindings = [
@@ -161,10 +166,13 @@ class RealNode:
                                   {"kind": "Group", "name": "system:nodes"}),
             _cluster_role_binding("stackforge:apiserver-kubelet", "system:kubelet-api-admin",
                                   {"kind": "User", "name": KUBELET_CLIENT_USER}),
+            _enforcer_role(),
+            _cluster_role_binding("stackforge:network-policy", "stackforge:network-policy",
+                                  {"kind": "User", "name": ENFORCER_USER}),
         ]
         cluster.kubectl("apply", "--server-side", "--field-manager=stackforge-devcluster",
                         "-f", "-", input=yaml.safe_dump_all(bindings))
-        return kubelet_kubeconfig, proxy_kubeconfig
+        return kubelet_kubeconfig, proxy_kubeconfig, enforcer_kubeconfig
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None
                ) -> ManagedProcess:
@@ -198,10 +206,6 @@ class RealNode:
                          "/catatonit", ("/catatonit", "-P")),
             ScratchImage(services.COREDNS_IMAGE,
                          self.tools_dir / "coredns", "/coredns", ("/coredns",)),
-            ScratchImage(policy.ENFORCER_IMAGE,
-                         self.tools_dir / "kube-network-policies",
-                         policy.ENFORCER_BINARY_IN_IMAGE, (policy.ENFORCER_BINARY_IN_IMAGE,),
-                         user="0:0"),
         ]
         wanted = [ImageArchive(i.reference, archives / f"{i.binary.name}.oci.tar") for i in scratch]
         for image, archive in zip(scratch, wanted, strict=True):
@@ -244,8 +248,13 @@ class RealNode:
         self._spawn("kube-proxy", [str(cluster.binary), "kube-proxy",
                                    f"--config={config_path}", "--v=1"])
 
+    def _start_enforcer(self, kubeconfig: Path) -> None:
+        assert self.tools_dir is not None
+        self._spawn("kube-router", [str(self.tools_dir / "kube-router"), *policy.kube_router_args(
+            kubeconfig=kubeconfig, node_name=self.name, health_port=_free_port())])
+
     def _wait_rollout(self, cluster: LocalCluster, deadline: float) -> None:
-        for kind, name in (("deployment", "coredns"), ("daemonset", "kube-network-policies")):
+        for kind, name in (("deployment", "coredns"),):
             remaining = max(1, int(deadline - time.monotonic()))
             result = cluster.kubectl("rollout", "status", "-n", "kube-system", f"{kind}/{name}",
                                      f"--timeout={remaining}s", check=False,
@@ -255,6 +264,24 @@ class RealNode:
                                        check=False).stdout
                 raise RealNodeError(f"{kind}/{name} did not become ready: "
                                     f"{result.stderr.strip()}\n{pods}")
+
+
+def _enforcer_role() -> dict[str, object]:
+    """What kube-router's firewall reads: pods, namespaces, nodes and the policies."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "stackforge:network-policy"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes", "services",
+                                              "endpoints"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+             "verbs": ["get", "list", "watch"]},
+        ],
+    }
 
 
 def _cluster_role_binding(name: str, role: str, subject: dict[str, str]) -> dict[str, object]:

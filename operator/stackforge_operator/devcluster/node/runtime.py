@@ -13,9 +13,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackforge_operator.devcluster.image_reference import LOCAL_REGISTRY, local_reference
 from stackforge_operator.devcluster.node.network import cni_bin_dir
 
 K8S_NAMESPACE = "k8s.io"
+__all__ = ["K8S_NAMESPACE", "LOCAL_REGISTRY", "local_reference"]
 
 
 class ContainerRuntimeError(RuntimeError):
@@ -117,21 +119,6 @@ def containerd_config(paths: RuntimePaths, *, pause_image: str) -> str:
     return "\n".join(lines)
 
 
-# Images built and imported here are named under "localhost/", as podman names
-# local builds: a name with a domain is looked up by the CRI exactly as written,
-# so what pods ask for and what was imported match without any registry. The
-# test cluster sets the operator's image registry prefix to this value.
-LOCAL_REGISTRY = "localhost"
-
-
-def local_reference(reference: str) -> str:
-    """``reference`` under :data:`LOCAL_REGISTRY`, unless it already names a registry."""
-    first, _, rest = reference.partition("/")
-    if rest and ("." in first or ":" in first or first == LOCAL_REGISTRY):
-        return reference
-    return f"{LOCAL_REGISTRY}/{reference}"
-
-
 def _ctr(ctr: Path, paths: RuntimePaths, *args: str) -> str:
     result = subprocess.run(
         [str(ctr), f"--address={paths.socket}", f"--namespace={K8S_NAMESPACE}", *args],
@@ -162,6 +149,11 @@ def import_image(ctr: Path, paths: RuntimePaths, archive: Path, reference: str) 
         raise ContainerRuntimeError(
             f"importing {archive} named no image; ctr said: {output.strip()}")
     _ctr(ctr, paths, "images", "tag", "--force", candidates[0], target)
+    # One name per image, the one pods use: whatever names the archive carried
+    # would otherwise show up in `ctr containers list` instead.
+    extra = [n for n in imported if n != target]
+    if extra:
+        _ctr(ctr, paths, "images", "remove", *extra)
 
 
 def image_names(ctr: Path, paths: RuntimePaths) -> list[str]:

@@ -1,5 +1,5 @@
 """The node's Go programs that are not part of the control-plane binary:
-containerd (with ctr and the runc shim), CoreDNS and kube-network-policies.
+containerd (with ctr and the runc shim), CoreDNS and kube-router (its firewall).
 
 Each is built from its Go module at a pinned version with the machine's Go
 toolchain, into ``<controlplane module>/bin/node/``. A stamp file beside each
@@ -50,10 +50,9 @@ PROGRAMS = (
               "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
               CONTAINERD_VERSION, _CONTAINERD_TAGS),
     GoProgram("coredns", "github.com/coredns/coredns", "v1.15.0"),
-    # What kind runs as its NetworkPolicy enforcer: one small program over
-    # nftables and an nfqueue, no CNI of its own, so it sits beside the plain
-    # bridge plugin.
-    GoProgram("kube-network-policies", "sigs.k8s.io/kube-network-policies/cmd", "v0.8.0"),
+    # The NetworkPolicy enforcer (firewall only; why this one: node/policy.py).
+    GoProgram("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+              "v2.1.0"),
 )
 
 

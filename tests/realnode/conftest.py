@@ -1,0 +1,81 @@
+"""The real-node cluster: control plane plus one kubelet/containerd node whose pods run.
+
+One per session (a real node is host-global), started on first use. Its
+teardown puts the host back and fails the session if anything differs from
+before: sysctls, netfilter tables, links, network namespaces, mounts,
+cgroups, well-known directories, processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from stackforge_operator.devcluster import LocalCluster
+from stackforge_operator.devcluster.node.realnode import ImageArchive
+from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.devcluster.processes import processes_mentioning
+from tests.support import crds, operator_identity
+from tests.support.clusters import ClusterHandle, local_handle
+
+
+def project_images() -> list[ImageArchive]:
+    """The project's own images, built from images/ (cached by a hash of their inputs)."""
+    from stackforge_operator.devcluster import images
+
+    return [ImageArchive(built.reference, built.archive_path)
+            for built in images.ensure_images()]
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    if os.geteuid() != 0:
+        pytest.fail("the real node needs root (kubelet, containerd, a bridge, iptables)")
+    run_dir = tmp_path_factory.mktemp("realnode")
+    local = LocalCluster(run_dir, nodes=0, real_node=True, images=project_images())
+    local.start(timeout=180)
+    try:
+        yield local_handle(local)
+    finally:
+        local.stop()
+        leftovers = local.alive_pids() + processes_mentioning(str(run_dir))
+        problems = [f"process survived teardown: {pid}" for pid in leftovers]
+        problems += local.host_differences
+        if problems:
+            raise RuntimeError("the real node did not leave the host as it found it:\n"
+                               + "\n".join(problems))
+
+
+@pytest.fixture(scope="session")
+def real_operator_identity(
+    real_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
+) -> operator_identity.OperatorIdentity:
+    """The CRDs and the operator's shipped ServiceAccount and RBAC, on the real-node cluster."""
+    crds.install(real_cluster)
+    path = tmp_path_factory.mktemp("real-operator-identity") / "kubeconfig"
+    return operator_identity.install(real_cluster, path)
+
+
+@pytest.fixture(scope="module")
+def real_operator(
+    real_operator_identity: operator_identity.OperatorIdentity,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator, as its ServiceAccount, managing the real-node cluster; its runner
+    Jobs run the project's operator image on the node."""
+    log = tmp_path_factory.mktemp("real-operator") / "operator.log"
+    process = OperatorProcess(
+        real_operator_identity.kubeconfig, log, extra_args=("--verbose",),
+        extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3",
+                   "STACKFORGE_ADDON_CHECK_SECONDS": "3",
+                   # Every image the operator names is one imported into the node.
+                   "STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY},
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

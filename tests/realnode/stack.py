@@ -1,0 +1,62 @@
+"""A tenant on the real node: PostgreSQL only (the one component with an image
+here), seeded through `kubectl exec` as its application role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+
+DATABASE = "shop"
+CUSTOMERS = 500
+ORDERS = 1200
+
+# Owned by the application role, as an application would create them, so the
+# backup (which connects as that role) can dump them.
+SEED_SQL = f"""
+CREATE SCHEMA shop AUTHORIZATION CURRENT_USER;
+CREATE TABLE shop.customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int REFERENCES shop.customers,
+                          total numeric(10, 2));
+INSERT INTO shop.customers SELECT g, 'customer ' || g FROM generate_series(1, {CUSTOMERS}) g;
+INSERT INTO shop.orders SELECT g, 1 + g % {CUSTOMERS}, g * 1.5
+  FROM generate_series(1, {ORDERS}) g;
+"""  # noqa: S608 - built from this module's constants, no input
+
+
+def postgres_only(name: str) -> dict[str, Any]:
+    return tenants.small_tenant(name, components={
+        "postgres": {"version": 15, "database": DATABASE, "storage": "1Gi"},
+        "redis": {"enabled": False},
+        # Kong is always part of a stack; at zero replicas it needs no image here.
+        "kong": {"replicas": 0},
+        "apps": [],
+    })
+
+
+def wait_ready(cluster: ClusterHandle, name: str, timeout: float = 240) -> None:
+    try:
+        tenants.wait_condition(cluster, name, "Ready", "True", timeout=timeout)
+    except AssertionError:
+        ns = tenants.namespace_of(name)
+        pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
+        described = cluster.kubectl("describe", "pods", "-n", ns, check=False).stdout
+        raise AssertionError(f"tenant {name} not Ready; pods:\n{pods}\n{described[-4000:]}"
+                             ) from None
+
+
+def psql(cluster: ClusterHandle, namespace: str, sql: str, *, as_app: bool = False) -> str:
+    """Run SQL in the primary through `kubectl exec` (the superuser over the socket,
+    or switched to the application role)."""
+    if as_app:
+        owner = cluster.kubectl(
+            "exec", "-n", namespace, "postgres-0", "-c", "postgres", "--", "psql", "-U",
+            "postgres", "-h", "/var/run/postgresql", "-d", DATABASE, "-tAc",
+            "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database "
+            "WHERE datname = current_database()").stdout.strip()
+        sql = f'SET ROLE "{owner}";\n{sql}'
+    return cluster.kubectl(
+        "exec", "-i", "-n", namespace, "postgres-0", "-c", "postgres", "--",
+        "psql", "-U", "postgres", "-h", "/var/run/postgresql", "-d", DATABASE,
+        "-v", "ON_ERROR_STOP=1", "-tA", input=sql).stdout.strip()
