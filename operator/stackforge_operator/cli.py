@@ -55,6 +55,7 @@ def _dev(args: argparse.Namespace) -> int:
         run_dir=Path(args.run_dir) if args.run_dir else None,
         once=args.once,
         nodes=args.nodes,
+        kwok=args.kwok,
     )
 
 
@@ -102,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a local control plane, install the CRDs, run the operator, apply examples/",
     )
     dev.add_argument("--run-dir", help="keep certificates, kubeconfig and logs here")
-    dev.add_argument("--nodes", type=int, default=3, help="fake kwok nodes (default: 3)")
+    dev.add_argument(
+        "--kwok", action="store_true",
+        help="today's fake-node cluster instead of one real node: many nodes, pods never run",
+    )
+    dev.add_argument("--nodes", type=int, default=3,
+                     help="fake kwok nodes with --kwok (default: 3)")
     dev.add_argument(
         "--once", action="store_true",
         help="stop after showing the applied examples instead of watching until Ctrl-C",

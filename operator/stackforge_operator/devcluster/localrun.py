@@ -1,8 +1,11 @@
 """`stackforge-operator dev`: everything a developer needs to see the operator work.
 
-Builds (when needed) and starts the local control plane, installs the CRDs,
-runs the operator as a child process, applies ``examples/`` and shows
-``kubectl get`` of the StackForge resources.
+By default on one real node: builds (when needed) the control plane, the
+node's programs and the project's images, starts the cluster, an S3 server
+pods reach over TLS and the operator, then applies ``examples/`` (adjusted to
+what runs on the node, each change printed), seeds the example database, and
+shows the tenant Ready on running pods, a backup Succeeded and a drill Passed.
+``--kwok`` keeps the fake-node cluster, where pods never run.
 """
 
 from __future__ import annotations
@@ -60,19 +63,24 @@ def apply_examples(cluster: LocalCluster) -> None:
         _info(line)
 
 
-def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:
+def run_local(run_dir: Path | None, *, once: bool, nodes: int, kwok: bool = False) -> int:
+    if kwok:
+        return _run_kwok(run_dir, once=once, nodes=nodes)
+    from stackforge_operator.devcluster.realrun import run_real_node
+
+    return run_real_node(run_dir, once=once)
+
+
+def _run_kwok(run_dir: Path | None, *, once: bool, nodes: int) -> int:
     started = time.monotonic()
-    _step(1, "control-plane binary (a cold Go build takes about 4 minutes on 2 cores)")
+    _step(1, "control-plane binary (a cold Go build takes about 15 minutes on 2 cores)")
     binary = ensure_binary()
     _info(f"{binary}")
 
-    _step(2, "starting etcd, kube-apiserver, controller-manager, scheduler and kwok")
+    _step(2, f"starting etcd, kube-apiserver, controller-manager, scheduler and kwok "
+             f"({nodes} fake nodes: pods are marked Ready and never run)")
     cluster = LocalCluster(run_dir, binary=binary, nodes=nodes, log=_info)
     operator: OperatorProcess | None = None
-
-    def interrupted(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
     signal.signal(signal.SIGTERM, interrupted)
     try:
         cluster.start()
@@ -90,19 +98,13 @@ def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:
             _info("no examples/ directory next to the package; nothing applied")
 
         _step(6, "kubectl get stackforge (all StackForge resources)")
-        print(_get_all(cluster), flush=True)
+        print(get_all(cluster), flush=True)
         _info(f"ready in {time.monotonic() - started:.0f}s")
         _info(f"export KUBECONFIG={cluster.kubeconfig}")
         _info(f"kubectl is bundled: {binary} kubectl get stackforge -A")
         if once:
             return 0
-        _info("watching; Ctrl-C stops the operator and the control plane")
-        while True:
-            time.sleep(10)
-            if not operator.process.running():
-                print("the operator exited:\n" + operator.process.log_tail(), file=sys.stderr)
-                return 1
-            print(_get_all(cluster), flush=True)
+        return watch(cluster, operator)
     except KeyboardInterrupt:
         return 0
     except ControlPlaneError as error:
@@ -115,6 +117,28 @@ def run_local(run_dir: Path | None, *, once: bool, nodes: int) -> int:
         cluster.stop()
 
 
-def _get_all(cluster: LocalCluster) -> str:
+def interrupted(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def watch(cluster: LocalCluster, operator: OperatorProcess) -> int:
+    """Until Ctrl-C: a line whenever a StackForge resource's row changes."""
+    _info("watching; Ctrl-C stops everything (a line appears when a resource changes)")
+    shown = get_all(cluster)
+    while True:
+        time.sleep(5)
+        if not operator.process.running():
+            print("the operator exited:\n" + operator.process.log_tail(), file=sys.stderr)
+            return 1
+        now = get_all(cluster)
+        if now != shown:
+            old_rows = set(shown.splitlines())
+            for row in now.splitlines():
+                if row not in old_rows:
+                    print(f"{time.strftime('%H:%M:%S')} {row}", flush=True)
+            shown = now
+
+
+def get_all(cluster: LocalCluster) -> str:
     result = cluster.kubectl("get", "stackforge", "--all-namespaces", check=False)
     return (result.stdout or result.stderr).rstrip()
