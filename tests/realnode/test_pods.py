@@ -11,15 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from stackforge_operator.devcluster.node.realnode import NODE_NAME
 from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
+from tests.realnode import pods
 from tests.support.clusters import ClusterHandle
-
-# What the test cluster's catalog (registry prefix "localhost") names.
-POSTGRES_IMAGE = "localhost/stackforge/postgres:15"
 
 
 @pytest.fixture
@@ -29,52 +26,6 @@ def ns(real_cluster: ClusterHandle) -> Iterator[str]:
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     client.CoreV1Api(real_cluster.api).delete_namespace(name, propagation_policy="Background")
-
-
-def _apply(cluster: ClusterHandle, *documents: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(documents))
-
-
-def _postgres_pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999,
-                                "runAsNonRoot": True},
-            "containers": [{
-                "name": "postgres", "image": POSTGRES_IMAGE, "imagePullPolicy": "Never",
-                "args": ["postgres"],
-                "env": [{"name": "POSTGRES_PASSWORD", "value": "real-node-test"},
-                        {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
-                "ports": [{"containerPort": 5432, "name": "postgres"}],
-                "readinessProbe": {"exec": {"command": ["pg_isready", "--host=127.0.0.1"]},
-                                   "periodSeconds": 1},
-                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
-                                 {"name": "run", "mountPath": "/var/run/postgresql"}],
-            }],
-            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "run", "emptyDir": {}}],
-        },
-    }
-
-
-def _service(name: str, namespace: str, selector: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"selector": selector, "ports": [{"port": 5432, "targetPort": 5432}]}}
-
-
-def _wait_ready(cluster: ClusterHandle, namespace: str, pod: str, timeout: int = 90) -> None:
-    result = cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"pod/{pod}",
-                             f"--timeout={timeout}s", check=False, timeout=timeout + 10)
-    if result.returncode != 0:
-        described = cluster.kubectl("describe", "pod", "-n", namespace, pod, check=False).stdout
-        raise AssertionError(f"pod {namespace}/{pod} not Ready:\n{described[-3000:]}")
-
-
-def _exec(cluster: ClusterHandle, namespace: str, pod: str, *command: str,
-          check: bool = True) -> subprocess.CompletedProcess[str]:
-    return cluster.kubectl("exec", "-n", namespace, pod, "--", *command, check=check)
 
 
 def test_the_node_is_real_and_ready(real_cluster: ClusterHandle) -> None:
@@ -87,11 +38,11 @@ def test_the_node_is_real_and_ready(real_cluster: ClusterHandle) -> None:
 
 def test_project_postgres_image_runs_and_answers_exec(real_cluster: ClusterHandle,
                                                       ns: str) -> None:
-    _apply(real_cluster, _postgres_pod("db", ns, {"app": "db"}))
-    _wait_ready(real_cluster, ns, "db")
+    pods.apply(real_cluster, pods.postgres_pod("db", ns, {"app": "db"}))
+    pods.wait_ready(real_cluster, ns, "db")
 
-    version = _exec(real_cluster, ns, "db", "psql", "-U", "postgres", "-h", "/var/run/postgresql",
-                    "-tAc", "select version()").stdout
+    version = pods.exec_in(real_cluster, ns, "db", "psql", "-U", "postgres", "-h",
+                        "/var/run/postgresql", "-tAc", "select version()").stdout
     assert version.startswith("PostgreSQL 15."), version
     logs = real_cluster.kubectl("logs", "-n", ns, "db").stdout
     assert "database system is ready to accept connections" in logs
@@ -106,27 +57,23 @@ def test_project_postgres_image_runs_and_answers_exec(real_cluster: ClusterHandl
     status = client.CoreV1Api(real_cluster.api).read_namespaced_pod("db", ns).status
     container_id = status.container_statuses[0].container_id.split("://", 1)[1]
     line = next(row for row in listing.splitlines() if row.startswith(container_id))
-    assert POSTGRES_IMAGE in line
+    assert pods.POSTGRES_IMAGE in line
     assert status.container_statuses[0].state.running is not None
 
 
 def test_service_names_resolve_and_route_to_pods(real_cluster: ClusterHandle, ns: str) -> None:
-    _apply(real_cluster, _postgres_pod("db", ns, {"app": "db"}), _service("db", ns, {"app": "db"}),
-           _postgres_pod("client", ns, {"app": "client"}))
-    _wait_ready(real_cluster, ns, "db")
-    _wait_ready(real_cluster, ns, "client")
-    resolved = _exec(real_cluster, ns, "client", "getent", "hosts",
+    pods.apply(real_cluster, pods.postgres_pod("db", ns, {"app": "db"}),
+               pods.service("db", ns, {"app": "db"}),
+               pods.postgres_pod("client", ns, {"app": "client"}))
+    pods.wait_ready(real_cluster, ns, "db")
+    pods.wait_ready(real_cluster, ns, "client")
+    resolved = pods.exec_in(real_cluster, ns, "client", "getent", "hosts",
                      f"db.{ns}.svc.cluster.local").stdout
     service = client.CoreV1Api(real_cluster.api).read_namespaced_service("db", ns)
     service_ip = service.spec.cluster_ip
     assert resolved.split()[0] == service_ip
-    answered = _exec(real_cluster, ns, "client", "pg_isready", "-h", "db", "-t", "5")
+    answered = pods.exec_in(real_cluster, ns, "client", "pg_isready", "-h", "db", "-t", "5")
     assert "accepting connections" in answered.stdout
-
-
-def _reachable(cluster: ClusterHandle, namespace: str, pod: str, host: str) -> bool:
-    result = _exec(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3", check=False)
-    return result.returncode == 0
 
 
 def test_network_policy_is_enforced(real_cluster: ClusterHandle, ns: str) -> None:
@@ -134,18 +81,18 @@ def test_network_policy_is_enforced(real_cluster: ClusterHandle, ns: str) -> Non
     client.CoreV1Api(real_cluster.api).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=outsider_ns)))
     try:
-        _apply(real_cluster, _postgres_pod("db", ns, {"app": "db"}),
-               _service("db", ns, {"app": "db"}),
-               _postgres_pod("allowed", ns, {"role": "client"}),
-               _postgres_pod("other", ns, {"role": "other"}),
-               _postgres_pod("outsider", outsider_ns, {"role": "client"}))
+        pods.apply(real_cluster, pods.postgres_pod("db", ns, {"app": "db"}),
+               pods.service("db", ns, {"app": "db"}),
+               pods.postgres_pod("allowed", ns, {"role": "client"}),
+               pods.postgres_pod("other", ns, {"role": "other"}),
+               pods.postgres_pod("outsider", outsider_ns, {"role": "client"}))
         for namespace, pod in ((ns, "db"), (ns, "allowed"), (ns, "other"),
                                (outsider_ns, "outsider")):
-            _wait_ready(real_cluster, namespace, pod)
+            pods.wait_ready(real_cluster, namespace, pod)
         target = f"db.{ns}.svc.cluster.local"
-        assert _reachable(real_cluster, outsider_ns, "outsider", target)  # before any policy
+        assert pods.reachable(real_cluster, outsider_ns, "outsider", target)  # before any policy
 
-        _apply(real_cluster, {
+        pods.apply(real_cluster, {
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "db-from-clients", "namespace": ns},
             "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
@@ -153,11 +100,11 @@ def test_network_policy_is_enforced(real_cluster: ClusterHandle, ns: str) -> Non
                                   "ports": [{"port": 5432, "protocol": "TCP"}]}]},
         })
         deadline = time.monotonic() + 30
-        while _reachable(real_cluster, outsider_ns, "outsider", target):
+        while pods.reachable(real_cluster, outsider_ns, "outsider", target):
             assert time.monotonic() < deadline, "the policy was never enforced"
             time.sleep(1)
-        assert not _reachable(real_cluster, ns, "other", target)
-        assert _reachable(real_cluster, ns, "allowed", target)
+        assert not pods.reachable(real_cluster, ns, "other", target)
+        assert pods.reachable(real_cluster, ns, "allowed", target)
     finally:
         client.CoreV1Api(real_cluster.api).delete_namespace(outsider_ns,
                                                             propagation_policy="Background")
@@ -165,10 +112,10 @@ def test_network_policy_is_enforced(real_cluster: ClusterHandle, ns: str) -> Non
 
 def test_claims_get_local_volumes_whose_data_survives_the_pod(real_cluster: ClusterHandle,
                                                               ns: str) -> None:
-    pod = _postgres_pod("db-0", ns, {"app": "db"})
+    pod = pods.postgres_pod("db-0", ns, {"app": "db"})
     template = {"metadata": {"labels": {"app": "db"}}, "spec": pod["spec"]}
     template["spec"]["volumes"] = [v for v in template["spec"]["volumes"] if v["name"] != "data"]
-    _apply(real_cluster, {
+    pods.apply(real_cluster, {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "db", "namespace": ns},
         "spec": {
@@ -180,9 +127,9 @@ def test_claims_get_local_volumes_whose_data_survives_the_pod(real_cluster: Clus
         },
     })
     _wait_until_pod(real_cluster, ns, "db-0")
-    _wait_ready(real_cluster, ns, "db-0")
+    pods.wait_ready(real_cluster, ns, "db-0")
     psql = ("psql", "-U", "postgres", "-h", "/var/run/postgresql", "-v", "ON_ERROR_STOP=1")
-    _exec(real_cluster, ns, "db-0", *psql, "-c",
+    pods.exec_in(real_cluster, ns, "db-0", *psql, "-c",
           "create table kept(v text); insert into kept values ('survives')")
     first_uid = client.CoreV1Api(real_cluster.api).read_namespaced_pod("db-0", ns).metadata.uid
     real_cluster.kubectl("delete", "pod", "-n", ns, "db-0", "--wait=true")
@@ -195,8 +142,8 @@ def test_claims_get_local_volumes_whose_data_survives_the_pod(real_cluster: Clus
         return bool(pod.metadata.uid != first_uid)
 
     _eventually(replaced, 60)
-    _wait_ready(real_cluster, ns, "db-0")
-    kept = _exec(real_cluster, ns, "db-0", *psql, "-tAc", "select v from kept").stdout
+    pods.wait_ready(real_cluster, ns, "db-0")
+    kept = pods.exec_in(real_cluster, ns, "db-0", *psql, "-tAc", "select v from kept").stdout
     assert kept.strip() == "survives"
     claim = client.CoreV1Api(real_cluster.api).read_namespaced_persistent_volume_claim(
         "data-db-0", ns)

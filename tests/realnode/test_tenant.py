@@ -12,7 +12,7 @@ from kubernetes import client
 
 from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from tests.realnode import stack
+from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
@@ -67,3 +67,27 @@ def test_tenant_postgres_runs_the_project_image_and_keeps_its_data(
     real_cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/postgres-0",
                          "--timeout=120s", timeout=130)
     assert _psql(real_cluster, ns, "select count(*) from orders") == "250"
+
+
+def test_the_tenants_policies_keep_other_pods_from_its_database(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """Enforced on the node: a pod of another namespace, or an unlisted pod of the
+    tenant's own, cannot open a connection to PostgreSQL. (The allowed flows are
+    proven by the backup test: its runner reaches PostgreSQL and S3 through them.)"""
+    ns = tenants.namespace_of(tenant)
+    outside = f"{ns}-outside"
+    tenants.ensure_namespace(real_cluster, outside)
+    try:
+        pods.apply(real_cluster, pods.postgres_pod("outsider", outside, {"role": "client"}),
+                   pods.postgres_pod("stranger", ns, {"role": "client"}))
+        pods.wait_ready(real_cluster, outside, "outsider")
+        pods.wait_ready(real_cluster, ns, "stranger")
+        target = f"postgres.{ns}.svc.cluster.local"
+        assert not pods.reachable(real_cluster, outside, "outsider", target)
+        assert not pods.reachable(real_cluster, ns, "stranger", target)
+        # The database itself answers on its own address: the refusal is the policy's.
+        assert pods.exec_in(real_cluster, ns, "postgres-0", "pg_isready", "-h", "127.0.0.1",
+                            "-t", "3").returncode == 0
+    finally:
+        client.CoreV1Api(real_cluster.api).delete_namespace(outside,
+                                                            propagation_policy="Background")

@@ -76,6 +76,8 @@ def _tenant(spec: dict[str, Any]) -> list[str]:
     if "resources" in postgres:
         del postgres["resources"]
         notes.append("PostgreSQL resources: the tier's defaults (one 2-core node)")
+    if spec.pop("notifications", None):
+        notes.append("notifications off (no Slack or webhook receiver here)")
     return notes
 
 

@@ -111,6 +111,9 @@ def _run_kwok(run_dir: Path | None, *, once: bool, nodes: int) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C must not cut the teardown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _info("stopping")
         if operator is not None:
             operator.stop()

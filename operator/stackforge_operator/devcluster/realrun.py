@@ -199,6 +199,10 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C (or the TERM a wrapper forwards) must not cut the
+        # teardown short: a half-stopped node leaves the host changed.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         clock.info("stopping: operator, S3, node (the host is put back), control plane")
         if operator is not None:
             operator.stop()

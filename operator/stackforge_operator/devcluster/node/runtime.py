@@ -96,6 +96,8 @@ def containerd_config(paths: RuntimePaths, *, pause_image: str) -> str:
         "",
         f"[{cri_runtime}.containerd.runtimes.runc.options]",
         f"  BinaryName = {_toml_string(runc_path())}",
+        # runc's state with containerd's, not in /run/containerd/runc.
+        f"  Root = {_toml_string(str(paths.root / 'runc'))}",
         "  SystemdCgroup = false",
         "",
         f"[{cri_runtime}.cni]",

@@ -1,0 +1,71 @@
+"""Plain pods on the real node for tests: a PostgreSQL server or client from the
+project's image, a Service, waiting, exec and reachability."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import yaml
+
+from tests.support.clusters import ClusterHandle
+
+# What the test cluster's catalog (registry prefix "localhost") names.
+POSTGRES_IMAGE = "localhost/stackforge/postgres:15"
+
+
+def apply(cluster: ClusterHandle, *documents: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(documents))
+
+
+def postgres_pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Admitted anywhere: Pod Security "restricted" and a tenant's ResourceQuota."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999,
+                                "runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "postgres", "image": POSTGRES_IMAGE, "imagePullPolicy": "Never",
+                "args": ["postgres"],
+                "env": [{"name": "POSTGRES_PASSWORD", "value": "real-node-test"},
+                        {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
+                "ports": [{"containerPort": 5432, "name": "postgres"}],
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "readinessProbe": {"exec": {"command": ["pg_isready", "--host=127.0.0.1"]},
+                                   "periodSeconds": 1},
+                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                                 {"name": "run", "mountPath": "/var/run/postgresql"}],
+            }],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "run", "emptyDir": {}}],
+        },
+    }
+
+
+def service(name: str, namespace: str, selector: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": selector, "ports": [{"port": 5432, "targetPort": 5432}]}}
+
+
+def wait_ready(cluster: ClusterHandle, namespace: str, pod: str, timeout: int = 90) -> None:
+    result = cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"pod/{pod}",
+                             f"--timeout={timeout}s", check=False, timeout=timeout + 10)
+    if result.returncode != 0:
+        described = cluster.kubectl("describe", "pod", "-n", namespace, pod, check=False).stdout
+        raise AssertionError(f"pod {namespace}/{pod} not Ready:\n{described[-3000:]}")
+
+
+def exec_in(cluster: ClusterHandle, namespace: str, pod: str, *command: str,
+          check: bool = True) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl("exec", "-n", namespace, pod, "--", *command, check=check)
+
+
+def reachable(cluster: ClusterHandle, namespace: str, pod: str, host: str) -> bool:
+    result = exec_in(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3", check=False)
+    return result.returncode == 0
