@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from tests.support.clusters import ClusterHandle
 
 # What the test cluster's catalog (registry prefix "localhost") names.
@@ -69,3 +70,17 @@ def exec_in(cluster: ClusterHandle, namespace: str, pod: str, *command: str,
 def reachable(cluster: ClusterHandle, namespace: str, pod: str, host: str) -> bool:
     result = exec_in(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3", check=False)
     return result.returncode == 0
+
+
+def image_containerd_runs(cluster: ClusterHandle, container_id: str) -> str:
+    """The image of a running container as the node's containerd lists it (through
+    its own API, not the kubelet's report)."""
+    local = cluster.local
+    assert local is not None and local.node is not None and local.node.tools_dir is not None
+    listing = subprocess.run(
+        [str(local.node.tools_dir / "ctr"), f"--address={local.node.runtime_paths.socket}",
+         f"--namespace={K8S_NAMESPACE}", "containers", "list"],
+        capture_output=True, text=True, check=True).stdout
+    bare_id = container_id.split("://", 1)[1]
+    row = next(r for r in listing.splitlines() if r.startswith(bare_id))
+    return row.split()[1]

@@ -4,7 +4,6 @@ volumes, logs/exec, and NetworkPolicy enforcement."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ import pytest
 from kubernetes import client
 
 from stackforge_operator.devcluster.node.realnode import NODE_NAME
-from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from tests.realnode import pods
 from tests.support.clusters import ClusterHandle
 
@@ -48,16 +46,9 @@ def test_project_postgres_image_runs_and_answers_exec(real_cluster: ClusterHandl
     assert "database system is ready to accept connections" in logs
 
     # The container the kubelet runs is the project's image, as containerd sees it.
-    local = real_cluster.local
-    assert local is not None and local.node is not None and local.node.tools_dir is not None
-    listing = subprocess.run(
-        [str(local.node.tools_dir / "ctr"), f"--address={local.node.runtime_paths.socket}",
-         f"--namespace={K8S_NAMESPACE}", "containers", "list"],
-        capture_output=True, text=True, check=True).stdout
     status = client.CoreV1Api(real_cluster.api).read_namespaced_pod("db", ns).status
-    container_id = status.container_statuses[0].container_id.split("://", 1)[1]
-    line = next(row for row in listing.splitlines() if row.startswith(container_id))
-    assert pods.POSTGRES_IMAGE in line
+    assert pods.image_containerd_runs(
+        real_cluster, status.container_statuses[0].container_id) == pods.POSTGRES_IMAGE
     assert status.container_statuses[0].state.running is not None
 
 

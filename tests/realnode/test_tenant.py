@@ -3,21 +3,17 @@ reachable by exec, its data surviving the pod."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
-from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
-# What the test cluster's catalog (registry prefix "localhost") names.
-POSTGRES_IMAGE = "localhost/stackforge/postgres:15"
 
 
 @pytest.fixture
@@ -45,15 +41,7 @@ def test_tenant_postgres_runs_the_project_image_and_keeps_its_data(
     assert pod.spec.node_name == "real-node-0"
     postgres = next(s for s in pod.status.container_statuses if s.name == "postgres")
     assert postgres.state.running is not None
-    local = real_cluster.local
-    assert local is not None and local.node is not None and local.node.tools_dir is not None
-    listing = subprocess.run(
-        [str(local.node.tools_dir / "ctr"), f"--address={local.node.runtime_paths.socket}",
-         f"--namespace={K8S_NAMESPACE}", "containers", "list"],
-        capture_output=True, text=True, check=True).stdout
-    row = next(r for r in listing.splitlines()
-               if r.startswith(postgres.container_id.split("://", 1)[1]))
-    assert POSTGRES_IMAGE in row
+    assert pods.image_containerd_runs(real_cluster, postgres.container_id) == pods.POSTGRES_IMAGE
 
     real_cluster.kubectl("delete", "pod", "-n", ns, "postgres-0", "--wait=true")
     def replaced() -> bool:
