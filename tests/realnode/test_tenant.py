@@ -15,7 +15,6 @@ from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
 
-
 @pytest.fixture
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
     name = f"rn-{uuid.uuid4().hex[:5]}"
