@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stackforge_operator.devcluster import image_podman, images
+from stackforge_operator.devcluster import images
 from stackforge_operator.devcluster.image_podman import Podman
 
 
@@ -48,17 +48,3 @@ def test_cache_dir_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert images.default_cache_dir() == tmp_path / "home" / ".cache" / "stackforge" / "images"
     monkeypatch.setenv(images.CACHE_ENV, str(tmp_path / "mine"))
     assert images.default_cache_dir() == tmp_path / "mine"
-
-
-def test_no_registry_host_in_the_image_sources() -> None:
-    """Only the CRI normalisation constant may name the default registry's domain."""
-    root = images.repository_root()
-    domain = images.CRI_DEFAULT_DOMAIN
-    sources = [*sorted((root / "images").rglob("*")), root / ".dockerignore",
-               root / "docs" / "images.md",
-               *sorted(Path(image_podman.__file__).parent.glob("image*.py"))]  # fmt: skip
-    offenders = [
-        str(path.relative_to(root)) for path in sources
-        if path.is_file() and path.name != "image_reference.py" and domain in path.read_text()
-    ]  # fmt: skip
-    assert offenders == []
