@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stackforge_operator.devcluster.node.network import NodeNetwork
 from stackforge_operator.devcluster.processes import processes_mentioning
 
@@ -23,6 +25,8 @@ def _dev(run_dir: Path, *extra: str, timeout: float) -> subprocess.CompletedProc
     )
 
 
+# Builds are cached by then (.ci/run builds first); a cold image build could take longer.
+@pytest.mark.timeout(1000)
 def test_dev_shows_the_example_tenant_ready_on_running_pods_a_backup_and_a_drill(
         tmp_path: Path) -> None:
     bridge = NodeNetwork().bridge
