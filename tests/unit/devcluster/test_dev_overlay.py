@@ -33,7 +33,9 @@ def test_only_what_has_an_image_here_runs_and_every_change_is_said() -> None:
     assert not tenant["postgres"]["pooler"]["enabled"]
     assert all(not tenant[c]["enabled"] for c in ("redis", "kafka", "consul"))
     assert tenant["kong"]["replicas"] == 0 and tenant["apps"] == []
-    for component in ("redis", "kafka", "consul", "kong", "apps", "pooler", "PostgreSQL"):
+    assert "notifications" not in _kind(adjusted, "StackForgeTenant")["spec"]
+    for component in ("redis", "kafka", "consul", "kong", "apps", "pooler", "PostgreSQL",
+                      "notifications"):
         assert any(component in note for note in notes), component
     # The files themselves are untouched.
     assert _kind(original, "StackForgeTenant")["spec"]["components"]["redis"]["enabled"]
