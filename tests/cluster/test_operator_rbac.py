@@ -1,11 +1,12 @@
 """The operator runs with manifests/' least-privilege identity, which is not cluster-admin.
 
 Every operator the cluster tests start (tests/conftest.py) authenticates with a
-token of manifests/serviceaccount.yaml, bound to the generated ClusterRole. The
-tenant, backup and drill tests (test_tenant.py, test_backup.py, test_drill.py)
-are therefore the whole tenant → backup → drill flow under exactly that RBAC;
-this module checks that the identity is really the one in use and that it is
-narrow.
+token of manifests/serviceaccount.yaml, bound to the generated ClusterRole (so
+does the real-node operator, tests/realnode/conftest.py). The tenant tests and
+the real-node backup and drill tests (tests/realnode/test_backup_runs.py,
+test_drill_runs.py) are therefore the whole tenant → backup → drill flow under
+exactly that RBAC; this module checks that the identity is really the one in use
+and that it is narrow.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
 from tests.support import crds, operator_identity
 from tests.support.clusters import ClusterHandle, local_handle
+from tests.support.s3_server import S3Server
 
 
 def project_images() -> list[ImageArchive]:
@@ -79,3 +80,17 @@ def real_operator(
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def pod_s3(real_cluster: ClusterHandle) -> Iterator[S3Server]:
+    """S3 over HTTPS on the node address, where pods (and the operator) reach it;
+    one for every module (each test takes buckets of its own)."""
+    local = real_cluster.local
+    assert local is not None and local.node is not None
+    server = S3Server(host=local.node.network.node_ip, tls=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -71,17 +72,27 @@ def put_s3_secrets(cluster: ClusterHandle, namespace: str, s3: S3Server,
 
 
 def set_suspended(cluster: ClusterHandle, tenant: Tenant, suspended: bool) -> None:
-    """Suspend (every workload scaled to zero, data kept) or resume the tenant."""
+    """Suspend (every workload scaled to zero, data kept) or resume the tenant, and
+    wait for its PostgreSQL pod to be gone, or back and Ready. (Not the tenant's
+    Ready: a failing BackupPolicy keeps that False.)"""
     manifest = stack.postgres_only(tenant.name)
     manifest["spec"]["suspend"] = suspended
     tenants.apply(cluster, manifest)
-    core = client.CoreV1Api(cluster.api)
-    if suspended:
-        eventually(lambda: not core.list_namespaced_pod(
-            tenant.namespace, label_selector="app.kubernetes.io/component=postgres").items,
-            timeout=120, interval=0.5)
-    else:
-        stack.wait_ready(cluster, tenant.name)
+    apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
+
+    def settled() -> bool:
+        sts = apps.read_namespaced_stateful_set("postgres", tenant.namespace)
+        if suspended:
+            pods = core.list_namespaced_pod(tenant.namespace,
+                                            field_selector="metadata.name=postgres-0").items
+            return sts.spec.replicas == 0 and not pods
+        return bool(sts.spec.replicas == 1 and sts.status.ready_replicas == 1
+                    and sts.status.updated_replicas == 1)
+
+    try:
+        eventually(settled, timeout=120, interval=0.5)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{explain(cluster, tenant.namespace)}") from None
 
 
 def psql_db(cluster: ClusterHandle, namespace: str, database: str, sql: str) -> str:
@@ -112,9 +123,8 @@ def row_counts(cluster: ClusterHandle, namespace: str, database: str) -> dict[st
 
 def table_checksums(cluster: ClusterHandle, namespace: str, database: str) -> dict[str, str]:
     """md5 over every row's text, in text order, per table: equal data, equal checksums."""
-    return {t: psql_db(cluster, namespace, database,
-                       "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
-                       f"FROM {t} t")  # noqa: S608 - table names read from the catalog
+    query = "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t"
+    return {t: psql_db(cluster, namespace, database, query.format(t))
             for t in row_counts(cluster, namespace, database)}
 
 
@@ -214,6 +224,10 @@ def run_backup(cluster: ClusterHandle, namespace: str, policy: str, request: str
         return _pod_run(eventually(finished, timeout=timeout, interval=0.5))
     except AssertionError as error:
         raise AssertionError(f"{error}\n{explain(cluster, namespace)}") from None
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # -- drills ---------------------------------------------------------------------------

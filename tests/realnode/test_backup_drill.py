@@ -25,19 +25,6 @@ from tests.support.s3_server import S3Server
 OPERATOR_IMAGE = "localhost/stackforge/stackforge-operator:0.1.0"
 
 
-@pytest.fixture(scope="module")
-def pod_s3(real_cluster: ClusterHandle) -> Iterator[S3Server]:
-    """S3 over HTTPS on the node address, where pods (and the operator) reach it."""
-    local = real_cluster.local
-    assert local is not None and local.node is not None
-    server = S3Server(host=local.node.network.node_ip, tls=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def seeded_tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
                   pod_s3: S3Server) -> Iterator[str]:

@@ -1,0 +1,250 @@
+"""DRDrill end to end on the real node: the operator's sandbox namespace, a scratch
+PostgreSQL pod from the catalog, the restore Job's pod in the operator's image,
+verdict, RTO/RPO."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from tests.realnode import runs, stack
+from tests.realnode.runs import (
+    Tenant,
+    drill_manifest,
+    finished_drill,
+    get_drill,
+    policy_manifest,
+    run_backup,
+    sandbox_of,
+    watch_drill_pod,
+)
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+from tests.support.s3_server import S3Server
+from tests.support.tenants import eventually
+
+
+@dataclass
+class Backup:
+    tenant: Tenant
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
+           pod_s3: S3Server) -> Iterator[Tenant]:
+    """One seeded tenant with the BackupPolicy "nightly", for the whole module."""
+    made = runs.seeded_tenant(real_cluster, pod_s3, "dr")
+    runs.apply(real_cluster, policy_manifest("nightly", made, pod_s3.endpoint))
+    yield made
+    tenants.discard(real_cluster, made.name)
+
+
+@pytest.fixture
+def backed_up(real_cluster: ClusterHandle, tenant: Tenant,
+              request: pytest.FixtureRequest) -> Iterator[Backup]:
+    """A fresh complete backup, the newest, for this test alone (which may spoil it);
+    the test's drills are deleted after it."""
+    ran = run_backup(real_cluster, tenant.namespace, "nightly", request.node.name)
+    assert ran.returncode == 0, ran.termination_message
+    run_id = ran.outcome()["runId"]
+    # Drills restore the policy's newest successful run: wait until that is this one.
+    eventually(lambda: ((runs.get_policy(real_cluster, tenant.namespace, "nightly")
+                         .get("status") or {}).get("lastSuccessfulRun") or {})
+               .get("id") == run_id, timeout=120)
+    yield Backup(tenant, run_id)
+    real_cluster.kubectl("delete", "sfdr", "--all", "-n", tenant.namespace, "--wait=false",
+                         check=False)
+
+
+def _tenant_snapshot(cluster: ClusterHandle, tenant: Tenant) -> tuple[set[str], dict[str, str]]:
+    kinds = "deployments,statefulsets,services,configmaps,secrets,networkpolicies,cronjobs"
+    objects = cluster.kubectl(
+        "get", kinds, "-n", tenant.namespace, "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}\n{end}",
+    ).stdout.split()
+    return set(objects), runs.table_checksums(cluster, tenant.namespace, stack.DATABASE)
+
+
+def _namespace_gone(cluster: ClusterHandle, name: str) -> bool:
+    try:
+        ns = client.CoreV1Api(cluster.api).read_namespace(name)
+    except ApiException as error:
+        return error.status == 404
+    return ns.status.phase == "Terminating"
+
+
+def _allowed(cluster: ClusterHandle, sandbox: str, verb: str, resource: str,
+             namespace: str) -> bool:
+    """What `kubectl auth can-i --as=<the restore pod's ServiceAccount>` answers, through
+    the API (quick: the sandbox lives only as long as the restore)."""
+    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user=f"system:serviceaccount:{sandbox}:drill-runner",
+        groups=["system:serviceaccounts", f"system:serviceaccounts:{sandbox}",
+                "system:authenticated"],
+        resource_attributes=client.V1ResourceAttributes(
+            verb=verb, resource=resource, namespace=namespace)))
+    answer = client.AuthorizationV1Api(cluster.api).create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+def _spoil(s3: S3Server, backup: Backup, change: Any) -> None:
+    """Rewrite one object of the backup: ``change(manifest, s3 client, bucket)``."""
+    tenant = backup.tenant
+    key = f"backups/{tenant.name}/{backup.run_id}/manifest.json"
+    manifest = json.loads(s3.client().get_object(Bucket=tenant.bucket, Key=key)["Body"].read())
+    change(manifest, s3.client(), tenant.bucket, key)
+
+
+def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
+    real_cluster: ClusterHandle, backed_up: Backup, pod_s3: S3Server,
+) -> None:
+    cluster, tenant = real_cluster, backed_up.tenant
+    before = _tenant_snapshot(cluster, tenant)
+    runs.apply(cluster, drill_manifest("monthly", tenant))
+    sandbox = sandbox_of(cluster, tenant.namespace, "monthly")
+    with ThreadPoolExecutor(1) as pool:
+        watching = pool.submit(watch_drill_pod, cluster, sandbox)
+        # The restore pod's identity has rights in its sandbox only.
+        for verb, resource, namespace, allowed in (
+            ("list", "pods", sandbox, True),
+            ("create", "pods", tenant.namespace, False),
+            ("get", "secrets", tenant.namespace, False),
+            ("delete", "statefulsets", tenant.namespace, False),
+            ("create", "secrets", sandbox, False),
+        ):
+            assert _allowed(cluster, sandbox, verb, resource, namespace) is allowed, (
+                verb, resource, namespace)
+        policy = client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
+            "sandbox-isolation", sandbox)
+        blocked = policy.spec.egress[2].to[0].namespace_selector.match_expressions[0]
+        assert blocked.operator == "NotIn" and tenant.namespace in blocked.values
+        ran = watching.result()
+    assert ran.returncode == 0, ran.termination_message
+    drill = finished_drill(cluster, tenant.namespace, "monthly")
+    result = drill["status"]["lastResult"]
+    assert result["verdict"] == "Passed", result
+    assert result["rtoSeconds"] >= 0 and result["rpoSeconds"] >= 0
+    assert result["rtoMet"] is True and result["rpoMet"] is True
+    assert {c["kind"] for c in result["checks"]} >= {"RowCount", "Query", "Checksum"}
+    assert all(c["passed"] for c in result["checks"])
+    assert drill["status"]["phase"] == "Passed"
+    assert [h["runId"] for h in drill["status"]["history"]] == [result["runId"]]
+    # The evidence is in S3, next to the backup.
+    key = result["reportLocation"].split(f"s3://{tenant.bucket}/", 1)[1]
+    report = json.loads(pod_s3.client().get_object(Bucket=tenant.bucket, Key=key)["Body"]
+                        .read())
+    assert report["verdict"] == "Passed"
+    # The sandbox is gone, the tenant unchanged, and DrillPassing follows.
+    eventually(lambda: _namespace_gone(cluster, sandbox), timeout=60)
+    assert _tenant_snapshot(cluster, tenant) == before
+    found = tenants.wait_condition(cluster, tenant.name, "DrillPassing", "True", timeout=60)
+    assert found["status"]["lastDrill"]["verdict"] == "Passed"
+
+
+def test_corrupted_backup_fails_with_checksum_mismatch(
+    real_cluster: ClusterHandle, backed_up: Backup, pod_s3: S3Server,
+) -> None:
+    cluster, tenant = real_cluster, backed_up.tenant
+
+    def flip(manifest: dict[str, Any], s3: Any, bucket: str, _key: str) -> None:
+        dump_key = next(a["key"] for a in manifest["artifacts"] if a["name"] == "postgres")
+        data = bytearray(s3.get_object(Bucket=bucket, Key=dump_key)["Body"].read())
+        data[len(data) // 2] ^= 0xFF  # flip bytes in the middle of the dump
+        s3.put_object(Bucket=bucket, Key=dump_key, Body=bytes(data))
+
+    _spoil(pod_s3, backed_up, flip)
+    runs.apply(cluster, drill_manifest("corrupt", tenant))
+    ran = watch_drill_pod(cluster, sandbox_of(cluster, tenant.namespace, "corrupt"))
+    assert ran.returncode != 0
+    drill = finished_drill(cluster, tenant.namespace, "corrupt")
+    result = drill["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "ChecksumMismatch")
+    assert result["backupId"] == backed_up.run_id
+    stalled = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "ChecksumMismatch"
+    tenants.wait_condition(cluster, tenant.name, "DrillPassing", "False", timeout=60)
+
+
+def test_missed_rto_objective_is_reported(real_cluster: ClusterHandle,
+                                          backed_up: Backup) -> None:
+    cluster, tenant = real_cluster, backed_up.tenant
+    runs.apply(cluster, drill_manifest("hasty", tenant,
+                                       objectives={"rtoSeconds": 1, "rpoSeconds": 3600}))
+    # Nothing slows the restore down on purpose: a real node takes seconds to make
+    # the sandbox, start the scratch PostgreSQL (initdb included) and the restore pod.
+    ran = watch_drill_pod(cluster, sandbox_of(cluster, tenant.namespace, "hasty"))
+    result = finished_drill(cluster, tenant.namespace, "hasty")["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "RTOMissed")
+    assert result["rtoMet"] is False and result["rtoSeconds"] > 1
+    # The reported RTO counts from the drill's start, so it covers the time until
+    # the restore pod's container even started (whole seconds, hence the 1 s slack).
+    started = runs.parse_time(result["startTime"])
+    assert result["rtoSeconds"] >= (ran.started_at - started).total_seconds() - 1, (
+        result, ran.started_at)
+
+
+def test_missing_backup_stalls_the_drill(real_cluster: ClusterHandle, backed_up: Backup) -> None:
+    cluster, tenant = real_cluster, backed_up.tenant
+    runs.apply(cluster, drill_manifest(
+        "lost", tenant, backup={"source": "ById", "id": "20200101T000000Z-000000"}))
+    drill = finished_drill(cluster, tenant.namespace, "lost")
+    assert drill["status"]["lastResult"]["reason"] == "BackupNotFound"
+    stalled = next(c for c in drill["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+
+
+def test_a_table_missing_from_the_restored_data_fails_the_row_count_check(
+    real_cluster: ClusterHandle, backed_up: Backup, pod_s3: S3Server,
+) -> None:
+    """The manifest knows a table (counted at backup time) that the restore lacks."""
+    cluster, tenant = real_cluster, backed_up.tenant
+
+    def add_table(manifest: dict[str, Any], s3: Any, bucket: str, key: str) -> None:
+        manifest["postgres"]["rowCounts"]["shop.invoices"] = 42
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
+
+    _spoil(pod_s3, backed_up, add_table)
+    runs.apply(cluster, drill_manifest("gaps", tenant))
+    result = finished_drill(cluster, tenant.namespace, "gaps")["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "CheckFailed")
+    failing = [c for c in result["checks"] if not c["passed"]]
+    assert [(c["kind"], c["name"]) for c in failing] == [("RowCount", "shop.invoices")]
+    assert failing[0]["expected"] == "42"
+
+
+def test_scheduled_drill_runs_on_schedule_with_bounded_history(
+    real_cluster: ClusterHandle, backed_up: Backup,
+) -> None:
+    cluster, tenant = real_cluster, backed_up.tenant
+    runs.apply(cluster, drill_manifest("every-minute", tenant, once=False,
+                                       schedule="* * * * *", historyLimit=1))
+    first_sandbox = sandbox_of(cluster, tenant.namespace, "every-minute", timeout=120)
+    ran = watch_drill_pod(cluster, first_sandbox)
+    assert ran.returncode == 0, ran.termination_message
+    # The next run may already be active by now: wait for the result alone.
+    first = eventually(lambda: (get_drill(cluster, tenant.namespace, "every-minute")
+                                .get("status") or {}).get("lastResult"), timeout=60)
+    # The next minute starts the next run by itself.
+    ran = watch_drill_pod(cluster, sandbox_of(cluster, tenant.namespace, "every-minute",
+                                              exclude=first_sandbox, timeout=120))
+    assert ran.returncode == 0, ran.termination_message
+
+    def second_done() -> dict[str, Any] | None:
+        drill = get_drill(cluster, tenant.namespace, "every-minute")
+        last = (drill.get("status") or {}).get("lastResult") or {}
+        return drill if last.get("runId") not in (None, first["runId"]) else None
+
+    drill = eventually(second_done, timeout=60)
+    history = drill["status"]["history"]
+    assert [h["runId"] for h in history] == [drill["status"]["lastResult"]["runId"]]
+    assert history[0]["runId"] > first["runId"]
+    assert history[0]["verdict"] == "Passed"
