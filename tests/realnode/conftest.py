@@ -27,7 +27,7 @@ def project_images() -> list[ImageArchive]:
     """The project's own images, built from images/ (cached by a hash of their inputs)."""
     from stackforge_operator.devcluster import images
 
-    return [ImageArchive(built.reference, built.archive_path)
+    return [ImageArchive(built.reference, built.archive_path, built.inputs)
             for built in images.ensure_images()]
 
 

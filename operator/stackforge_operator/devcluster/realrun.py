@@ -116,7 +116,8 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
     clock.step(2, "starting the control plane and one real node "
                   "(kubelet, containerd, kube-proxy, CoreDNS, NetworkPolicy enforcer)")
     cluster = LocalCluster(run_dir, binary=binary, nodes=0, real_node=True, log=clock.info,
-                           images=[ImageArchive(i.reference, i.archive_path) for i in built])
+                           images=[ImageArchive(i.reference, i.archive_path, i.inputs)
+                                   for i in built])
     operator: OperatorProcess | None = None
     s3: Any = None
     try:

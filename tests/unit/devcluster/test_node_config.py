@@ -35,15 +35,19 @@ def test_local_images_are_named_under_localhost_unless_they_name_a_registry() ->
 
 
 def test_containerd_keeps_its_files_under_its_directory(tmp_path: Path) -> None:
-    paths = runtime.RuntimePaths(tmp_path)
+    paths = runtime.RuntimePaths(tmp_path / "node", store=tmp_path / "kept")
     parsed = tomllib.loads(runtime.containerd_config(paths, pause_image="x/pause:1"))
     assert parsed["version"] == 4
-    assert parsed["root"].startswith(str(tmp_path)) and parsed["state"].startswith(str(tmp_path))
+    # Images and their layers are kept between runs; everything else is the run's.
+    assert parsed["root"].startswith(str(tmp_path / "kept"))
+    assert parsed["state"].startswith(str(tmp_path / "node"))
     servers = parsed["plugins"]
     assert servers["io.containerd.server.v1.grpc"]["address"] == str(paths.socket)
     assert servers["io.containerd.server.v1.ttrpc"]["address"].startswith(str(tmp_path))
     cri = parsed["plugins"]["io.containerd.cri.v1.runtime"]
     assert cri["cni"]["conf_dir"] == str(paths.cni_conf_dir)
+    runc_root = cri["containerd"]["runtimes"]["runc"]["options"]["Root"]
+    assert runc_root.startswith(str(tmp_path / "node"))
     options = cri["containerd"]["runtimes"]["runc"]["options"]
     assert options["SystemdCgroup"] is False and options["BinaryName"].endswith("runc")
     images = parsed["plugins"]["io.containerd.cri.v1.images"]

@@ -10,6 +10,7 @@ host back as recorded and reports what still differs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -53,10 +54,12 @@ class RealNodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageArchive:
-    """A built image to import: the reference pods use, and its archive file."""
+    """A built image to import: the reference pods use, its archive file, and what
+    it was built from (an import is skipped when the node already has that)."""
 
     reference: str
     archive: Path
+    fingerprint: str
 
 
 def _free_port() -> int:
@@ -200,21 +203,27 @@ class RealNode:
 
     def _import_images(self, images: Sequence[ImageArchive]) -> None:
         assert self.tools_dir is not None
+        ctr = self.tools_dir / "ctr"
+        runtime.forget_containers(ctr, self.runtime_paths)
         archives = self.dir / "images"
         scratch = [
-            ScratchImage(services.PAUSE_IMAGE, CATATONIT,
-                         "/catatonit", ("/catatonit", "-P")),
-            ScratchImage(services.COREDNS_IMAGE,
-                         self.tools_dir / "coredns", "/coredns", ("/coredns",)),
+            ScratchImage(services.PAUSE_IMAGE, CATATONIT, "/catatonit", ("/catatonit", "-P")),
+            ScratchImage(services.COREDNS_IMAGE, self.tools_dir / "coredns", "/coredns",
+                         ("/coredns",)),
         ]
-        wanted = [ImageArchive(i.reference, archives / f"{i.binary.name}.oci.tar") for i in scratch]
-        for image, archive in zip(scratch, wanted, strict=True):
-            write_archive(image, archive.archive)
+        wanted = []
+        for image in scratch:
+            fingerprint = _scratch_fingerprint(image)
+            archive = archives / f"{image.binary.name}.oci.tar"
+            if not runtime.is_imported(ctr, self.runtime_paths, image.reference, fingerprint):
+                write_archive(image, archive)
+            wanted.append(ImageArchive(image.reference, archive, fingerprint))
         started = time.monotonic()
-        for item in [*wanted, *images]:
-            runtime.import_image(self.tools_dir / "ctr", self.runtime_paths, item.archive,
-                                 item.reference)
-        self._log(f"imported {len(wanted) + len(images)} images in "
+        imported = [item.reference for item in [*wanted, *images]
+                    if runtime.import_image(ctr, self.runtime_paths, item.archive,
+                                            item.reference, item.fingerprint)]
+        self._log(f"images: {len(imported)} imported ({', '.join(imported) or 'none'}), "
+                  f"{len(wanted) + len(images) - len(imported)} already on the node, "
                   f"{time.monotonic() - started:.1f}s")
 
     def _start_kubelet(self, cluster: LocalCluster, kubeconfig: Path, deadline: float) -> None:
@@ -282,6 +291,12 @@ def _enforcer_role() -> dict[str, object]:
              "verbs": ["get", "list", "watch"]},
         ],
     }
+
+
+def _scratch_fingerprint(image: ScratchImage) -> str:
+    digest = hashlib.sha256(image.binary.read_bytes())
+    digest.update(repr((image.path_in_image, image.entrypoint, image.user)).encode())
+    return digest.hexdigest()
 
 
 def _cluster_role_binding(name: str, role: str, subject: dict[str, str]) -> dict[str, object]:

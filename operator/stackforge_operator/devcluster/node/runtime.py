@@ -1,22 +1,30 @@
 """containerd for the real node: its configuration, and importing images into it.
 
-containerd keeps its root, state and socket under the node's directory; the
-only host path its CRI plugin insists on is /var/run/netns, which the
-teardown cleans. runc comes from Debian (with the cgroupfs driver; crun
-refuses this host's hybrid cgroup layout).
+containerd's state and socket live under the node's directory. Its root (the
+image content and unpacked layers) lives in a cache directory that outlives
+the run, like the image cache: importing the project's images (two of about
+500 MB) into a fresh root took most of a start-up. What a run leaves in that
+root besides images (container records and their snapshots) is removed at the
+next start, before the kubelet sees any of it. The only host paths the CRI
+plugin insists on, /var/run/netns and /run/containerd/s (shim sockets), are
+cleaned by the teardown. runc comes from Debian (with the cgroupfs driver;
+crun refuses this host's hybrid cgroup layout).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stackforge_operator.devcluster.image_reference import LOCAL_REGISTRY, local_reference
 from stackforge_operator.devcluster.node.network import cni_bin_dir
 
 K8S_NAMESPACE = "k8s.io"
+STORE_ENV = "STACKFORGE_CONTAINERD_STORE"
 __all__ = ["K8S_NAMESPACE", "LOCAL_REGISTRY", "local_reference"]
 
 
@@ -27,6 +35,8 @@ class ContainerRuntimeError(RuntimeError):
 @dataclass(frozen=True)
 class RuntimePaths:
     root: Path
+    # containerd's own root (content, snapshots, metadata): kept between runs.
+    store: Path = field(default_factory=lambda: default_store())
 
     @property
     def socket(self) -> Path:
@@ -49,6 +59,13 @@ class RuntimePaths:
         return f"unix://{self.socket}"
 
 
+def default_store() -> Path:
+    if configured := os.environ.get(STORE_ENV):
+        return Path(configured)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "stackforge" / "containerd"
+
+
 def runc_path() -> str:
     found = shutil.which("runc") or ("/usr/sbin/runc" if Path("/usr/sbin/runc").exists() else None)
     if found is None:
@@ -66,7 +83,7 @@ def containerd_config(paths: RuntimePaths, *, pause_image: str) -> str:
     cri_images = "plugins.'io.containerd.cri.v1.images'"
     lines = [
         "version = 4",
-        f"root = {_toml_string(str(paths.root / 'root'))}",
+        f"root = {_toml_string(str(paths.store / 'root'))}",
         f"state = {_toml_string(str(paths.root / 'state'))}",
         # Scores cannot be lowered here (no CAP_SYS_RESOURCE); do not try.
         "oom_score = 0",
@@ -131,31 +148,69 @@ def _ctr(ctr: Path, paths: RuntimePaths, *args: str) -> str:
     return result.stdout
 
 
-def import_image(ctr: Path, paths: RuntimePaths, archive: Path, reference: str) -> None:
-    """Import an OCI or docker archive into the CRI namespace, unpacked for the
-    overlayfs snapshotter, and name it as pods ask for it.
+def forget_containers(ctr: Path, paths: RuntimePaths) -> None:
+    """Remove container and sandbox records (and their snapshots) an earlier run
+    left in the kept root; images stay. Run before the kubelet starts."""
+    containers = _ctr(ctr, paths, "containers", "list", "--quiet").split()
+    if containers:
+        _ctr(ctr, paths, "containers", "rm", *containers)
+    # `sandboxes list` has no --quiet: a table whose first column is the id.
+    sandboxes = [row.split()[0] for row in
+                 _ctr(ctr, paths, "sandboxes", "list").splitlines()[1:] if row.strip()]
+    if sandboxes:
+        _ctr(ctr, paths, "sandboxes", "rm", "--force", *sandboxes)
 
-    Builders name a local image differently (podman prefixes "localhost/"), so
-    the image is found by its digest after the import and tagged explicitly.
+
+def _imported_record(paths: RuntimePaths) -> Path:
+    return paths.store / "imported.json"
+
+
+def _imported(paths: RuntimePaths) -> dict[str, str]:
+    record = _imported_record(paths)
+    found: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
+    return found
+
+
+def is_imported(ctr: Path, paths: RuntimePaths, reference: str, fingerprint: str) -> bool:
+    """Whether the kept root holds ``reference`` imported from what ``fingerprint`` names."""
+    target = local_reference(reference)
+    return _imported(paths).get(target) == fingerprint and target in image_names(ctr, paths)
+
+
+def import_image(ctr: Path, paths: RuntimePaths, archive: Path, reference: str,
+                 fingerprint: str) -> bool:
+    """Import an OCI or docker archive into the CRI namespace, unpacked for the
+    overlayfs snapshotter, and name it as pods ask for it; returns whether it
+    imported anything.
+
+    Skipped when the kept root already holds ``reference`` from an archive of
+    the same ``fingerprint`` (what the image was built from). Builders name a
+    local image differently (podman prefixes "localhost/"), so the image is
+    found by what the import added and tagged explicitly.
     """
+    if is_imported(ctr, paths, reference, fingerprint):
+        return False
+    target = local_reference(reference)
     before = set(image_names(ctr, paths))
     output = _ctr(ctr, paths, "images", "import", "--snapshotter=overlayfs", "--digests",
                   str(archive))
     imported = [n for n in image_names(ctr, paths) if n not in before]
     # Re-importing an unchanged archive adds no name: take the digest name it printed.
     candidates = imported or [w for w in output.split() if w.startswith("import-")]
-    target = local_reference(reference)
-    if target in before and not imported:
-        return
-    if not candidates:
+    if candidates:
+        _ctr(ctr, paths, "images", "tag", "--force", candidates[0], target)
+    elif target not in before:
         raise ContainerRuntimeError(
             f"importing {archive} named no image; ctr said: {output.strip()}")
-    _ctr(ctr, paths, "images", "tag", "--force", candidates[0], target)
     # One name per image, the one pods use: whatever names the archive carried
     # would otherwise show up in `ctr containers list` instead.
     extra = [n for n in imported if n != target]
     if extra:
         _ctr(ctr, paths, "images", "remove", *extra)
+    record = _imported(paths)
+    record[target] = fingerprint
+    _imported_record(paths).write_text(json.dumps(record, indent=1, sort_keys=True))
+    return True
 
 
 def image_names(ctr: Path, paths: RuntimePaths) -> list[str]:
