@@ -71,7 +71,7 @@ def build(binary: Path, module: Path, *, log: bool = True) -> None:
     if log:
         print(
             f"building the control plane ({KUBERNETES_VERSION}) in {module}; "
-            "a cold build takes about 4 minutes on 2 cores",
+            "a cold build (with kubelet and kube-proxy) takes up to 15 minutes on 2 cores",
             file=sys.stderr,
             flush=True,
         )
