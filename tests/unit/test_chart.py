@@ -400,7 +400,7 @@ def test_default_images_add_no_objects_and_no_catalog_file(rendered: list[dict[s
     pod = _pod_spec(rendered)
     assert "imagePullSecrets" not in pod
     env = {e["name"]: e.get("value") for e in _container(rendered)["env"]}
-    assert env[image_catalog.REGISTRY_ENV] == env[image_catalog.PULL_SECRETS_ENV] == ""
+    assert env[image_catalog.REGISTRY_ENV] is None and env[image_catalog.PULL_SECRETS_ENV] is None
     assert image_catalog.CATALOG_ENV not in env
     assert find(rendered, "ConfigMap") == []
 
