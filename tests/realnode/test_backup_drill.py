@@ -17,7 +17,7 @@ from kubernetes import client
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.devcluster.node.realnode import NODE_NAME
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from tests.realnode import stack
+from tests.realnode import runs, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.s3_server import S3Server
@@ -38,26 +38,6 @@ def seeded_tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
     tenants.put_secret(real_cluster, ns, "s3-ca", {"ca.crt": pod_s3.ca_bundle.read_text()})
     yield name
     tenants.discard(real_cluster, name)
-
-
-def _custom(cluster: ClusterHandle, namespace: str, plural: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-        API_GROUP, API_VERSION, namespace, plural, name)
-    return found
-
-
-def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for found in (obj.get("status") or {}).get("conditions") or []:
-        if found["type"] == type_:
-            return dict(found)
-    return {}
-
-
-def _explain(cluster: ClusterHandle, namespace: str) -> str:
-    pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
-    logs = cluster.kubectl("logs", "-n", namespace, "-l", "stackforge.io/runner",
-                           "--tail=30", check=False)
-    return f"pods:\n{pods}\nrunner logs:\n{logs.stdout}{logs.stderr}"
 
 
 def test_backup_and_drill_run_as_pods_on_the_node(
@@ -83,17 +63,17 @@ def test_backup_and_drill_run_as_pods_on_the_node(
                          "stackforge.io/backup-now=first")
 
     def backed_up() -> dict[str, Any] | None:
-        found = _custom(real_cluster, ns, "backuppolicies", "nightly")
+        found = runs.custom(real_cluster, ns, "backuppolicies", "nightly")
         last = (found.get("status") or {}).get("lastRun") or {}
         return found if last.get("result") in ("Succeeded", "Failed") else None
 
     try:
         done = tenants.eventually(backed_up, timeout=240, interval=1)
     except AssertionError as error:
-        raise AssertionError(f"{error}\n{_explain(real_cluster, ns)}") from None
+        raise AssertionError(f"{error}\n{runs.explain(real_cluster, ns)}") from None
     assert done["status"]["lastRun"]["result"] == "Succeeded", (
-        json.dumps(done["status"], indent=1) + _explain(real_cluster, ns))
-    assert _condition(done, "LastBackupSucceeded")["status"] == "True"
+        json.dumps(done["status"], indent=1) + runs.explain(real_cluster, ns))
+    assert runs.condition_of(done, "LastBackupSucceeded")["status"] == "True"
 
     # The Job's pod ran, in the operator's image, on the real node, and exited 0.
     core = client.CoreV1Api(real_cluster.api)
@@ -127,7 +107,7 @@ def test_backup_and_drill_run_as_pods_on_the_node(
     real_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(drill))
 
     def drilled() -> dict[str, Any] | None:
-        found = _custom(real_cluster, ns, "drdrills", "restore-check")
+        found = runs.custom(real_cluster, ns, "drdrills", "restore-check")
         st = found.get("status") or {}
         return found if st.get("lastResult") and not st.get("activeRun") else None
 
