@@ -22,6 +22,12 @@ class NodeNetwork:
     """Addresses of the one real node; fixed, since only one runs per host."""
 
     bridge: str = "sfbr0"
+    # Set, not left to the kernel: a bridge whose address the kernel chose takes
+    # the lowest address of its ports, so it changed whenever a pod's veth came or
+    # went, and every pod holding the old one in its ARP cache lost the node (the
+    # API server, Services, the tests' S3 server) for the 30-60 s until the entry
+    # expired. Locally administered (02:...), "SF" in the middle.
+    bridge_mac: str = "02:53:46:00:00:01"
     node_ip: str = "10.244.0.1"
     pod_subnet: str = "10.244.0.0/24"
     # kube-proxy's view of all pod addresses (for masquerade decisions).
@@ -87,7 +93,8 @@ def _ip(*args: str) -> None:
 
 
 def create_bridge(network: NodeNetwork) -> None:
-    """The bridge, up, with the node address; refuses to reuse a leftover one."""
+    """The bridge, up, with the node address and a fixed MAC address (see
+    :attr:`NodeNetwork.bridge_mac`); refuses to reuse a leftover one."""
     existing = subprocess.run(["ip", "link", "show", network.bridge], capture_output=True,
                               check=False)
     if existing.returncode == 0:
@@ -95,7 +102,7 @@ def create_bridge(network: NodeNetwork) -> None:
             f"link {network.bridge} already exists: another real node is running on this host, "
             "or one was killed without its teardown; stop it, or remove the link with "
             f"`ip link delete {network.bridge}`")
-    _ip("link", "add", network.bridge, "type", "bridge")
+    _ip("link", "add", network.bridge, "address", network.bridge_mac, "type", "bridge")
     _ip("addr", "add", f"{network.node_ip}/{network.prefix_length}", "dev", network.bridge)
     _ip("link", "set", network.bridge, "up")
 
