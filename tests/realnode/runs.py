@@ -5,11 +5,13 @@ server, and reading a runner pod's outcome from its termination message."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -221,9 +223,35 @@ def run_backup(cluster: ClusterHandle, namespace: str, policy: str, request: str
         return next((p for p in pods if _terminated(p) is not None), None)
 
     try:
-        return _pod_run(eventually(finished, timeout=timeout, interval=0.5))
+        ran = _pod_run(eventually(finished, timeout=timeout, interval=0.5))
     except AssertionError as error:
         raise AssertionError(f"{error}\n{explain(cluster, namespace)}") from None
+    if ran.returncode != 0:
+        # Kept whether or not the test meant the run to fail: when it did not, what
+        # the enforcer held at that moment is what explains it.
+        record_dataplane(cluster, f"{namespace}-{ran.pod}")
+    return ran
+
+
+def record_dataplane(cluster: ClusterHandle, label: str) -> Path | None:
+    """Write the pods' addresses and the node's firewall rules and ipsets to a file
+    in the run directory (root only), for a run that failed: returns its path."""
+    if cluster.local is None or os.geteuid() != 0:
+        return None
+    pods = cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+    by_ip: dict[str, list[str]] = {}
+    for line in pods.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 6 and fields[3] not in ("Completed", "Error") and fields[6] != "<none>":
+            by_ip.setdefault(fields[6], []).append(f"{fields[0]}/{fields[1]}")
+    shared = {ip: names for ip, names in by_ip.items() if len(names) > 1}
+    rules = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True,
+                           check=False).stdout
+    sets = subprocess.run(["ipset", "save"], capture_output=True, text=True, check=False).stdout
+    path = cluster.local.run_dir / f"dataplane-{label}-{int(time.time())}.txt"
+    path.write_text(f"addresses held by more than one pod: {shared}\n\npods:\n{pods}\n"
+                    f"iptables (filter):\n{rules}\nipsets:\n{sets}")
+    return path
 
 
 def parse_time(text: str) -> datetime:

@@ -190,9 +190,14 @@ def _fail_a_run(cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server, failur
     policy = eventually(failed, timeout=120)
     assert policy["status"]["lastRun"]["reason"] == outcome["reason"]
     assert condition_of(policy, "LastBackupSucceeded")["status"] == "False"
-    events = client.CoreV1Api(cluster.api).list_namespaced_event(
-        ns, field_selector=f"involvedObject.name={name}").items
-    assert any(e.type == "Warning" and e.reason == outcome["reason"] for e in events)
+
+    # The operator writes the status first and the Event after it.
+    def warned() -> bool:
+        events = client.CoreV1Api(cluster.api).list_namespaced_event(
+            ns, field_selector=f"involvedObject.name={name}").items
+        return any(e.type == "Warning" and e.reason == outcome["reason"] for e in events)
+
+    eventually(warned, timeout=30)
 
     # Nothing of the failed run counts, and the earlier backup is intact.
     after = _object_sha256s(pod_s3, bucket, tenant)
