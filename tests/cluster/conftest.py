@@ -1,19 +1,12 @@
-"""Fixtures of the cluster tests: tenant clean-up, and real PostgreSQL and S3 servers for
-the tests that back up and restore."""
+"""Fixtures of the cluster tests: tenant clean-up. (Backups and drills run on the real
+node: tests/realnode.)"""
 
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import tenants
-from tests.support.backup_stack import stack  # noqa: F401 - registered as a fixture
 from tests.support.clusters import ClusterHandle
-from tests.support.drill_stack import backed_up  # noqa: F401 - registered as a fixture
-from tests.support.fixtures_backup import (  # noqa: F401 - registered as fixtures
-    postgres_server,
-    s3_bucket,
-    s3_server,
-)
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.node.realnode import ImageArchive
-from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
+from tests.realnode.operators import operator_running
 from tests.support import crds, operator_identity
 from tests.support.clusters import ClusterHandle, local_handle
 from tests.support.s3_server import S3Server
@@ -65,21 +65,10 @@ def real_operator(
     real_operator_identity: operator_identity.OperatorIdentity,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    """The operator, as its ServiceAccount, managing the real-node cluster; its runner
-    Jobs run the project's operator image on the node."""
-    log = tmp_path_factory.mktemp("real-operator") / "operator.log"
-    process = OperatorProcess(
-        real_operator_identity.kubeconfig, log, extra_args=("--verbose",),
-        extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3",
-                   "STACKFORGE_ADDON_CHECK_SECONDS": "3",
-                   # Every image the operator names is one imported into the node.
-                   "STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY},
-    )
-    process.start()
-    try:
+    """The operator for a module (a module wanting other settings overrides this
+    fixture with :func:`operator_running`)."""
+    with operator_running(real_operator_identity, tmp_path_factory) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")
