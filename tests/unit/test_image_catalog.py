@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.config import ConfigException
 
-from stackforge_operator import handlers, image_catalog, kube, rbac
+from stackforge_operator import handlers, image_catalog, rbac
 from stackforge_operator.builders import exporters
 from stackforge_operator.image_catalog import (
     CATALOG_ENV,
@@ -218,57 +218,31 @@ def test_deployment_container_is_the_one_looked_up() -> None:
     assert manifests.container()["name"] == image_catalog.OPERATOR_CONTAINER
 
 
-@pytest.fixture
-def in_a_pod(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+# Reading the Pod (its image adopted, a missing pod or container) is
+# tests/cluster/test_image_catalog.py, against the API server; here, where nothing is read.
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_a_setting_wins_over_the_own_image(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAME", "op-1")
     monkeypatch.setenv("POD_NAMESPACE", "stackforge-system")
-    reads: list[tuple[str, ...]] = []
-
-    def get(api_version: str, kind: str, name: str, namespace: str | None = None
-            ) -> dict[str, Any]:
-        reads.append((api_version, kind, name, namespace or ""))
-        return _pod(f"{MIRROR}/stackforge/stackforge-operator:0.1.0")
-
-    monkeypatch.setattr(kube, "get", get)
-    return reads
-
-
-def test_the_operator_adopts_its_own_image(in_a_pod: list[tuple[str, ...]]) -> None:
-    handlers.adopt_own_image()
-    assert in_a_pod == [("v1", "Pod", "op-1", "stackforge-system")]
-    # As the pod spec names it: no prefix added, nothing normalised.
-    assert image_catalog.current().operator == f"{MIRROR}/stackforge/stackforge-operator:0.1.0"
-
-
-def test_a_setting_wins_over_the_own_image(in_a_pod: list[tuple[str, ...]]) -> None:
     image_catalog.install(from_settings({OPERATOR_IMAGE_ENV: "acme/op:9"}))
     handlers.adopt_own_image()
-    assert in_a_pod == []
     assert image_catalog.current().operator == "acme/op:9"
+    # Had the pod been read, it would have failed like this:
+    image_catalog.install(from_settings({}))
+    with pytest.raises(ConfigException):
+        handlers.adopt_own_image()
 
 
-def test_outside_a_pod_the_default_stays(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("POD_NAME", raising=False)
-    def get(*_: Any, **__: Any) -> None:
-        pytest.fail("no API call expected")
-
-    monkeypatch.setattr(kube, "get", get)
+@pytest.mark.usefixtures("no_cluster")
+@pytest.mark.parametrize("unset", ["POD_NAME", "POD_NAMESPACE"])
+def test_outside_a_pod_the_default_stays(monkeypatch: pytest.MonkeyPatch, unset: str) -> None:
+    monkeypatch.setenv("POD_NAME", "op-1")
+    monkeypatch.setenv("POD_NAMESPACE", "stackforge-system")
+    monkeypatch.delenv(unset)
     handlers.adopt_own_image()
     assert image_catalog.current().operator == f"stackforge/stackforge-operator:{VERSION}"
-
-
-def test_a_pod_without_the_container_keeps_the_default(
-    monkeypatch: pytest.MonkeyPatch, in_a_pod: list[tuple[str, ...]],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    def get(*_: Any, **__: Any) -> None:
-        return None
-
-    monkeypatch.setattr(kube, "get", get)
-    with caplog.at_level(logging.WARNING):
-        handlers.adopt_own_image()
-    assert image_catalog.current().operator == f"stackforge/stackforge-operator:{VERSION}"
-    assert "no container 'operator'" in caplog.text
 
 
 def test_the_cluster_role_lets_the_operator_read_its_pod() -> None:

@@ -3,7 +3,9 @@
 The backup and drill Jobs run the operator's image (it holds the runners). The
 three are rendered here as a user gets them: manifests/deployment.yaml as
 kustomize installs it, the chart through Helm (tests/support/helm.py), and the
-Jobs from the builders with the process's image catalog.
+Jobs from the builders with the process's image catalog. That the Jobs follow the
+image of the operator's own Pod, read from the API server, is
+tests/cluster/test_operator_image.py.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from stackforge_operator import handlers, image_catalog, kube
-from stackforge_operator.builders.common import Manifest
+from stackforge_operator import image_catalog
 from stackforge_operator.version import VERSION
 from tests.support.helm import only, template
 from tests.unit import test_manifests as manifests
-from tests.unit.builders.runners import backup_objects, drill_objects, pod_specs
+from tests.unit.builders.runners import runner_images
 from tests.unit.builders.tenants import tenant
 
 IMAGE = "stackforge/stackforge-operator:0.1.0"
@@ -35,51 +36,14 @@ def _chart_image(**kwargs: Any) -> str:
     return str(container["image"])
 
 
-def _runner_images() -> set[str]:
-    """The images of the backup CronJob, an on-demand backup and a drill's restore Job."""
-    t = tenant()
-    runners: list[Manifest] = [*backup_objects(t),
-                               *(m for m in drill_objects(t) if m["kind"] == "Job")]
-    specs = pod_specs(runners)
-    assert {where.split("/")[0] for where, _ in specs} == {"CronJob", "Job"}
-    return {c["image"] for _, pod in specs for c in pod["containers"]}
-
-
 def test_deployment_chart_and_runner_jobs_name_one_image() -> None:
     kustomized = manifests.container()["image"]
     charted = _chart_image()
     # The catalog's default: what the Jobs run when the operator does not run in
     # a pod (or cannot find its container there).
     assert kustomized == charted == image_catalog.current().operator == IMAGE
-    assert _runner_images() == {IMAGE}
+    assert runner_images(tenant()) == {IMAGE}
     assert IMAGE.rpartition(":")[2] == VERSION
-
-
-def test_runner_jobs_follow_the_deployment_wherever_it_pulls_from(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A user points the chart at a mirror; the operator finds that image in its
-    # own pod at start-up, and the Jobs run it too.
-    repository = "mirror.example.internal:5000/team/stackforge/stackforge-operator"
-    docs = template(values={"image.repository": repository, "image.tag": "0.1.0-rc1"})
-    deployment = only(docs, "Deployment")
-    pod = {"metadata": {"name": "stackforge-operator-1", "namespace": "stackforge-system"},
-           "spec": deployment["spec"]["template"]["spec"]}
-    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
-    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    monkeypatch.setenv("POD_NAME", "stackforge-operator-1")
-    monkeypatch.setenv("POD_NAMESPACE", "stackforge-system")
-
-    def get(api_version: str, kind: str, name: str, namespace: str | None = None
-            ) -> dict[str, Any]:
-        assert (api_version, kind, name, namespace) == (
-            "v1", "Pod", "stackforge-operator-1", "stackforge-system")
-        return pod
-
-    monkeypatch.setattr(kube, "get", get)
-    handlers.adopt_own_image()
-    assert _runner_images() == {f"{repository}:0.1.0-rc1"}
 
 
 def test_manifests_and_chart_set_the_same_image_settings() -> None:

@@ -68,3 +68,12 @@ def pod_specs(manifests: list[Manifest]) -> list[tuple[str, dict[str, Any]]]:
     for m in manifests:
         walk(m.get("spec"), f"{m['kind']}/{m['metadata']['name']}")
     return found
+
+
+def runner_images(t: EffectiveTenant) -> set[str]:
+    """The images of the backup CronJob, an on-demand backup and a drill's restore Job:
+    the pods that run the operator's image (it holds the runners)."""
+    jobs = [*backup_objects(t), *(m for m in drill_objects(t) if m["kind"] == "Job")]
+    specs = pod_specs(jobs)
+    assert {where.split("/")[0] for where, _ in specs} == {"CronJob", "Job"}
+    return {c["image"] for _, pod in specs for c in pod["containers"]}
