@@ -51,12 +51,18 @@ def _crds(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from stackforge_operator.devcluster.localrun import run_local
 
-    return run_local(
-        run_dir=Path(args.run_dir) if args.run_dir else None,
-        once=args.once,
-        nodes=args.nodes,
-        kwok=args.kwok,
-    )
+    try:
+        return run_local(
+            run_dir=Path(args.run_dir) if args.run_dir else None,
+            once=args.once,
+            nodes=args.nodes,
+            kwok=args.kwok,
+        )
+    except KeyboardInterrupt:
+        # Only reaches here while building, before any component started (from then
+        # on run_local stops everything itself): a line, not a traceback.
+        print("dev: interrupted; nothing was started", file=sys.stderr)
+        return 130
 
 
 def _backup_run(args: argparse.Namespace) -> int:

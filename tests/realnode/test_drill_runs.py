@@ -5,6 +5,7 @@ verdict, RTO/RPO."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from stackforge_operator.builders.drill import DRILL_NAMESPACE_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import runs, stack
 from tests.realnode.runs import (
@@ -248,3 +250,62 @@ def test_scheduled_drill_runs_on_schedule_with_bounded_history(
     assert [h["runId"] for h in history] == [drill["status"]["lastResult"]["runId"]]
     assert history[0]["runId"] > first["runId"]
     assert history[0]["verdict"] == "Passed"
+
+
+def _sandboxes(cluster: ClusterHandle, tenant: Tenant, drill: str) -> list[str]:
+    """The drill's sandbox namespaces that exist (named after the drill and its run)."""
+    listed = client.CoreV1Api(cluster.api).list_namespace(
+        label_selector=f"{DRILL_NAMESPACE_LABEL}={tenant.namespace}").items
+    return [n.metadata.name for n in listed
+            if n.metadata.name.startswith(f"drill-{drill}-")]
+
+
+def _rollup(cluster: ClusterHandle, tenant: Tenant, drill: str, type_: str) -> dict[str, Any]:
+    return runs.condition_of(get_drill(cluster, tenant.namespace, drill), type_)
+
+
+def test_a_suspended_drill_starts_nothing_until_resumed(real_cluster: ClusterHandle,
+                                                        backed_up: Backup) -> None:
+    cluster, tenant = real_cluster, backed_up.tenant
+    runs.apply(cluster, drill_manifest("paused", tenant, suspend=True))
+    eventually(lambda: _rollup(cluster, tenant, "paused", "Ready").get("reason") == "Suspended",
+               timeout=60)
+    time.sleep(8)  # resyncs every 3 s: none of them starts the first run
+    found = get_drill(cluster, tenant.namespace, "paused").get("status") or {}
+    assert not found.get("activeRun") and not found.get("lastResult"), found
+    assert _sandboxes(cluster, tenant, "paused") == []
+
+    runs.apply(cluster, drill_manifest("paused", tenant, suspend=False))
+    ran = watch_drill_pod(cluster, sandbox_of(cluster, tenant.namespace, "paused"))
+    assert ran.returncode == 0, ran.termination_message
+    assert finished_drill(cluster, tenant.namespace, "paused")["status"]["lastResult"][
+        "verdict"] == "Passed"
+
+
+def test_a_drill_waits_for_its_policys_first_backup(
+    real_cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server,
+) -> None:
+    """A drill of a policy that has made no backup yet says so and starts nothing (a run
+    could only fail); the policy's first backup starts it."""
+    cluster, ns = real_cluster, tenant.namespace
+    runs.apply(cluster, policy_manifest("fresh", tenant, pod_s3.endpoint,
+                                        bucket=pod_s3.create_bucket()))
+    try:
+        runs.apply(cluster, drill_manifest("early", tenant, backupPolicyRef={"name": "fresh"}))
+        waiting = eventually(lambda: (c := _rollup(cluster, tenant, "early", "Reconciling"))
+                             .get("reason") == "WaitingForBackup" and c, timeout=60)
+        assert waiting["status"] == "True" and "BackupPolicy fresh" in waiting["message"]
+        time.sleep(6)
+        found = get_drill(cluster, ns, "early").get("status") or {}
+        assert not found.get("activeRun") and not found.get("lastResult"), found
+        assert _sandboxes(cluster, tenant, "early") == []
+
+        first = run_backup(cluster, ns, "fresh", "first")
+        assert first.returncode == 0, first.termination_message
+        ran = watch_drill_pod(cluster, sandbox_of(cluster, ns, "early", timeout=120))
+        assert ran.returncode == 0, ran.termination_message
+        result = finished_drill(cluster, ns, "early")["status"]["lastResult"]
+        assert (result["verdict"], result["backupId"]) == ("Passed", first.outcome()["runId"])
+    finally:
+        cluster.kubectl("delete", "sfdr", "early", "-n", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "sfbp", "fresh", "-n", ns, "--wait=false", check=False)

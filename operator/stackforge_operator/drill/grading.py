@@ -116,6 +116,8 @@ def grade(
     measured: RTO is not measured when the restore never got verified, and
     that run has already failed for the reason that stopped it.
     """
+    # Messages give the figures as status does (whole seconds, rounded up), so a
+    # message never shows "60.0s exceeds 60s" beside a status of 61.
     rto_met = _met(rto_seconds, objectives.rto_seconds)
     rpo_met = _met(rpo_seconds, objectives.rpo_seconds)
     found: dict[str, str] = {}
@@ -130,19 +132,21 @@ def grade(
         )
     if rto_met is False:
         found[Reason.RTO_MISSED] = (
-            f"RTO {rto_seconds:.1f}s exceeds the objective of {objectives.rto_seconds:g}s"
+            f"RTO {whole_seconds(rto_seconds)}s exceeds the objective of "
+            f"{objectives.rto_seconds:g}s"
         )
     if rpo_met is False:
         found[Reason.RPO_MISSED] = (
-            f"RPO {rpo_seconds:.1f}s exceeds the objective of {objectives.rpo_seconds:g}s"
+            f"RPO {whole_seconds(rpo_seconds)}s exceeds the objective of "
+            f"{objectives.rpo_seconds:g}s"
         )
     ranked = sorted(found, key=lambda r: _PRIORITY.index(r) if r in _PRIORITY else -1)
     if not ranked:
         parts = [f"all {len(checks)} checks passed"]
         if rto_seconds is not None:
-            parts.append(f"RTO {rto_seconds:.1f}s" + _within(objectives.rto_seconds))
+            parts.append(f"RTO {whole_seconds(rto_seconds)}s" + _within(objectives.rto_seconds))
         if rpo_seconds is not None:
-            parts.append(f"RPO {rpo_seconds:.1f}s" + _within(objectives.rpo_seconds))
+            parts.append(f"RPO {whole_seconds(rpo_seconds)}s" + _within(objectives.rpo_seconds))
         return Grade(Verdict.PASSED, [], "; ".join(parts), rto_met, rpo_met)
     message = "; ".join(found[r] for r in ranked)
     return Grade(Verdict.FAILED, ranked, message, rto_met, rpo_met)

@@ -191,7 +191,9 @@ class DRDrillSpec(SpecModel):
     history_limit: Annotated[StrictInt, ServerDefault(DEFAULT_HISTORY_LIMIT)] = Field(
         DEFAULT_HISTORY_LIMIT, ge=1, le=50, description="Finished runs kept in status.history."
     )
-    suspend: StrictBool = Field(False, description="Skip scheduled drills.")
+    suspend: StrictBool = Field(
+        False, description="Start no run while set, not even the first one a new drill "
+        "makes; a run already going finishes.")
 
 
 # --------------------------------------------------------------------------- status

@@ -84,7 +84,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     found = _references(spec, namespace)
     if isinstance(found, status.Problem):
         return _stalled(body, old, found.reason, found.message)
-    t, policy = found
+    t, policy, policy_body = found
     # The restore Job gets copies of the policy's Secrets: they must be there.
     problems = storage.storage_problems(policy.storage, namespace)
     if problems:
@@ -93,7 +93,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
 
     new = old.model_copy(deep=True)
     active = new.active_run
-    if active is None and _due(spec, t, old, now):
+    due = active is None and _due(spec, t, old, now)
+    if due and (waiting := _without_backup(spec, policy_body)) is not None:
+        # A run now could only fail: there is nothing to restore yet.
+        return _reconciling(body, old, "WaitingForBackup", waiting)
+    if due:
         run_id = now.strftime("%Y%m%dT%H%M%SZ")
         active = ActiveDrillRun(
             run_id=run_id, start_time=now, step=DrillStep.CREATING_SANDBOX,
@@ -108,7 +112,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if active is not None:
         _drive(body, spec, t, policy, new, now)
     new.observed_generation = int(meta.get("generation", 0))
-    new.conditions = _conditions(old, new, now)
+    new.conditions = _conditions(old, new, now, suspended=spec.suspend)
     latest = _write(body, old, new)
     if new.active_run is not None:
         return Outcome(ACTIVE_SECONDS, latest)
@@ -120,7 +124,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
 
 def _references(
     spec: DRDrillSpec, namespace: str
-) -> tuple[EffectiveTenant, BackupPolicySpec] | status.Problem:
+) -> tuple[EffectiveTenant, BackupPolicySpec, Mapping[str, Any]] | status.Problem:
     found = referenced_tenant(spec.tenant_ref.name, namespace)
     if isinstance(found, status.Problem):
         return found
@@ -136,7 +140,21 @@ def _references(
                 else f"exactly one BackupPolicy of tenant {t.name}")
         return status.Problem("BackupPolicyNotFound",
                               f"spec.backupPolicyRef: {what} must exist in {namespace}")
-    return t, BackupPolicySpec.model_validate(policies[0]["spec"])
+    return t, BackupPolicySpec.model_validate(policies[0]["spec"]), policies[0]
+
+
+def _without_backup(spec: DRDrillSpec, policy: Mapping[str, Any]) -> str | None:
+    """Why no run can start yet: the policy has no complete backup to restore.
+
+    Only for the newest backup or a point in time: a backup named by id may be
+    one an earlier policy of that name made, which only the restore can look for.
+    """
+    if spec.backup.source == BackupSource.BY_ID:
+        return None
+    if ((policy.get("status") or {}).get("lastSuccessfulRun") or {}).get("id"):
+        return None
+    return (f"BackupPolicy {policy['metadata']['name']} has no complete backup yet; "
+            "the drill starts after its first one")
 
 
 def _backup_argument(spec: DRDrillSpec) -> str:
@@ -157,10 +175,12 @@ def _schedule(spec: DRDrillSpec, t: EffectiveTenant) -> tuple[str, str]:
 
 
 def _due(spec: DRDrillSpec, t: EffectiveTenant, old: DRDrillStatus, now: datetime) -> bool:
+    if spec.suspend:
+        return False
     last = _last_start(old)
     if last is None:
         return True  # every drill runs once when created
-    if spec.once or spec.suspend:
+    if spec.once:
         return False
     when, zone = _schedule(spec, t)
     return schedule.next_fire(when, zone, last) <= now
@@ -347,13 +367,17 @@ def _sweep(namespace: str, active: ActiveDrillRun | None, now: datetime) -> None
 # -- status ------------------------------------------------------------------------------
 
 
-def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime) -> list[Any]:
+def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime, *,
+                suspended: bool) -> list[Any]:
     result = new.last_result
     observations: list[status.Observation] = []
     if result is None:
         observations.append(status.Observation(types.LAST_DRILL_PASSED, ConditionStatus.UNKNOWN,
                                                "NoRunYet", "no drill has finished yet"))
-        rollup = status.rollup(status.Progress.READY, "Scheduled", "the first drill is running")
+        rollup = (status.rollup(status.Progress.READY, "Suspended",
+                                "spec.suspend is set: no drill starts")
+                  if suspended and new.active_run is None else
+                  status.rollup(status.Progress.READY, "Scheduled", "the first drill is running"))
     else:
         passed = result.verdict == Verdict.PASSED
         observations.append(status.Observation(
@@ -375,11 +399,21 @@ def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime) -> list[A
 
 
 def _stalled(body: Mapping[str, Any], old: DRDrillStatus, reason: str, message: str) -> Outcome:
+    return _held(body, old, status.Progress.STALLED, reason, message)
+
+
+def _reconciling(body: Mapping[str, Any], old: DRDrillStatus, reason: str,
+                 message: str) -> Outcome:
+    return _held(body, old, status.Progress.RECONCILING, reason, message)
+
+
+def _held(body: Mapping[str, Any], old: DRDrillStatus, progress: status.Progress,
+          reason: str, message: str) -> Outcome:
+    """No run started: the rollup says why, everything else in status stays."""
     generation = int(body["metadata"].get("generation", 0))
     new = old.model_copy(update={
         "observed_generation": generation,
-        "conditions": status.merge(old.conditions,
-                                   status.rollup(status.Progress.STALLED, reason, message),
+        "conditions": status.merge(old.conditions, status.rollup(progress, reason, message),
                                    generation=generation, now=datetime.now(UTC)),
     })
     return Outcome(STALLED_SECONDS, _write(body, old, new))

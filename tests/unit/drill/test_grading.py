@@ -32,7 +32,7 @@ def test_everything_fine_passes() -> None:
     assert result.verdict == Verdict.PASSED
     assert (result.reason, result.reasons) == (None, [])
     assert (result.rto_met, result.rpo_met) == (True, True)
-    assert result.message == "all 3 checks passed; RTO 12.5s (objective 60s); RPO 600.0s " \
+    assert result.message == "all 3 checks passed; RTO 13s (objective 60s); RPO 600s " \
         "(objective 3600s)"
 
 
@@ -49,7 +49,9 @@ def test_objectives_are_inclusive_and_each_has_its_reason() -> None:
     late = grade(OK, rto_seconds=60.001, rpo_seconds=3600.5, objectives=OBJECTIVES)
     assert late.reasons == [Reason.RTO_MISSED, Reason.RPO_MISSED]
     assert (late.rto_met, late.rpo_met) == (False, False)
-    assert "RTO 60.0s exceeds the objective of 60s" in late.message
+    # The message's figures are the status's: whole seconds, rounded up.
+    assert "RTO 61s exceeds the objective of 60s" in late.message
+    assert "RPO 3601s exceeds the objective of 3600s" in late.message
 
 
 def test_without_objectives_nothing_is_graded_but_checks() -> None:
