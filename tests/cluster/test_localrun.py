@@ -28,11 +28,12 @@ def _dev(run_dir: Path, *extra: str, timeout: float) -> subprocess.CompletedProc
 # Builds are cached by then (.ci/run builds first); a cold image build could take longer.
 @pytest.mark.timeout(1000)
 def test_dev_shows_the_example_tenant_ready_on_running_pods_a_backup_and_a_drill(
-        tmp_path: Path) -> None:
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     bridge = NodeNetwork().bridge
     assert subprocess.run(["ip", "link", "show", bridge], capture_output=True,
                           check=False).returncode != 0, f"a real node is running ({bridge})"
-    run_dir = tmp_path / "dev"
+    # Short: the node's unix sockets live under it (a test's own tmp_path is too deep).
+    run_dir = tmp_path_factory.mktemp("dev")
     result = _dev(run_dir, timeout=900)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

@@ -9,7 +9,9 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from stackforge_operator.devcluster.node import network, runtime, services
+import pytest
+
+from stackforge_operator.devcluster.node import network, realnode, runtime, services
 from stackforge_operator.devcluster.node.agent import KubeletPaths, kubelet_configuration
 from stackforge_operator.devcluster.node.scratch_image import ScratchImage, write_archive
 
@@ -123,3 +125,14 @@ def test_netfilter_tables_compare_regardless_of_chain_order_and_counters() -> No
     reordered_rules = ("table ip filter {\n\tchain A {\n\t\taccept\n\t\tdrop\n\t}\n}\n")
     assert canonical_table(reordered_rules) != canonical_table(
         "table ip filter {\n\tchain A {\n\t\tdrop\n\t\taccept\n\t}\n}\n")
+
+
+def test_a_run_directory_too_deep_for_the_sockets_is_refused_before_any_change(
+        tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * (realnode.UNIX_PATH_MAX - len(str(tmp_path))))
+    node = realnode.RealNode(deep)
+    with pytest.raises(realnode.RealNodeError, match="use a shorter run directory"):
+        node.prepare_host()
+    assert not deep.exists()  # refused before making anything
+    shallow = realnode.RealNode(Path("/tmp/pytest-of-root/pytest-999/popen-gw1/dev0"))
+    assert all(len(str(p)) <= realnode.UNIX_PATH_MAX for p in shallow.sockets())

@@ -48,6 +48,10 @@ KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 ENFORCER_USER = "stackforge:network-policy"
 
 
+# sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
+UNIX_PATH_MAX = 107
+
+
 class RealNodeError(RuntimeError):
     pass
 
@@ -87,6 +91,7 @@ class RealNode:
 
     def prepare_host(self) -> None:
         """Record the host, then make the bridge the API server will bind on."""
+        self._check_socket_paths()
         if os.geteuid() != 0:
             raise RealNodeError("a real node needs root (kubelet, containerd, bridge, iptables)")
         self.tools_dir = ensure_node_tools()
@@ -94,6 +99,22 @@ class RealNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "host-before.txt").write_text(repr(self._before.sysctls) + "\n")
         network.create_bridge(self.network)
+
+    def sockets(self) -> list[Path]:
+        """The unix sockets the node's programs make under its directory (the longest)."""
+        kubelet = self.kubelet_paths.root_dir
+        return [self.runtime_paths.root / "containerd.sock.ttrpc",
+                kubelet / "device-plugins" / "kubelet.sock",
+                kubelet / "pod-resources" / "kubelet.sock"]
+
+    def _check_socket_paths(self) -> None:
+        # Before anything changes on the host: past this length containerd or the
+        # kubelet fails to listen, minutes in and with a message about a socket.
+        too_long = [str(p) for p in self.sockets() if len(os.fsencode(p)) > UNIX_PATH_MAX]
+        if too_long:
+            raise RealNodeError(
+                f"the run directory is too deep for the node's unix sockets ({too_long[0]} "
+                f"is longer than {UNIX_PATH_MAX} bytes): use a shorter run directory")
 
     # -- after the API server ------------------------------------------------------
 
