@@ -127,7 +127,7 @@ def test_examples_are_accepted_and_shown_with_printer_columns(
     ],
 )
 def test_kubectl_explain_shows_field_descriptions(
-    cluster: ClusterHandle, resource: str, field: str, words: str
+    cluster: ClusterHandle, stackforge_crds: list[str], resource: str, field: str, words: str
 ) -> None:
     explained = cluster.kubectl("explain", f"{resource}.{field}").stdout
     assert "DESCRIPTION" in explained or "FIELD" in explained

@@ -33,7 +33,12 @@ class ClusterHandle:
         kubeconfig: Path | None = None,
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[str]:
-        argv = [*self.kubectl_argv, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        # A discovery cache of this cluster's own: the shared ~/.kube/cache is keyed by
+        # host:port, which another (earlier, or parallel) test cluster may have used
+        # with other resources, and `kubectl explain` trusts it.
+        cache = self.kubeconfig.parent / "kubectl-cache"
+        argv = [*self.kubectl_argv, f"--kubeconfig={kubeconfig or self.kubeconfig}",
+                f"--cache-dir={cache}", *args]
         result = subprocess.run(
             argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
         )
