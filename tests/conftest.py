@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -43,10 +44,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Tests that start a real node, judge the host's state, or run podman containers (whose
+# mounts the host-state check would see): with `-n 2`, one worker runs all of them, one
+# after another in collection order (dev's own nodes, then the host checks, then the
+# images, then the session's real node), while the other runs the rest, module by module.
+HOST_GLOBAL = (
+    "tests/cluster/test_localrun.py::test_dev_shows_the_example_tenant_ready_on_running_pods",
+    "tests/host/", "tests/images/", "tests/realnode/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's module-by-module scheduling, with the host-global tests as one unit.
+
+    (Not `--dist loadgroup`: its group marks are applied by renaming test ids, which
+    this pytest ignores; the groups silently split.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    # Units in collection order (the host-global one first: see modifyitems), not
+    # largest first.
+    config.option.loadscopereorder = False
+
+    class HostGlobalFirst(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(HOST_GLOBAL):
+                return "host-global"
+            scope: str = super()._split_scope(nodeid)
+            return scope
+
+    return HostGlobalFirst(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/cluster/" in item.nodeid:
             item.add_marker(pytest.mark.cluster)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # The host-global tests are the longest chain: first in the queue, so that
+        # one worker starts on them at once while the other takes everything else.
+        # (A stable sort: their own order stays.)
+        items.sort(key=lambda item: not item.nodeid.startswith(HOST_GLOBAL))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
