@@ -20,12 +20,12 @@ from botocore.exceptions import ClientError, SSLError
 from kubernetes import client
 
 from stackforge_operator.devcluster.pki import create_server_tls
-from stackforge_operator.devcluster.processes import pid_alive
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.reconcile import storage
 from stackforge_operator.status import Problem
 from tests.support.clusters import ClusterHandle
-from tests.support.s3_server import S3Server, available
+from tests.support.fixtures_backup import running_s3_server
+from tests.support.s3_server import S3Server
 
 pytestmark = pytest.mark.usefixtures("kube_as_operator")
 
@@ -119,17 +119,8 @@ def test_a_ca_key_without_pem_is_invalid(cluster: ClusterHandle, namespace: str,
 @pytest.fixture(scope="module")
 def tls_s3() -> Iterator[S3Server]:
     """moto's S3 server over HTTPS, its certificate signed by a CA of its own."""
-    if not available():
-        pytest.fail("moto_server not found (pip install 'moto[server]'); .ci/run installs it")
-    server = S3Server(tls=True)
-    server.start()
-    pid = server.pid
-    try:
+    with running_s3_server(tls=True) as server:
         yield server
-    finally:
-        server.stop()
-        if pid and pid_alive(pid):
-            raise RuntimeError(f"moto_server (pid {pid}) survived teardown")
 
 
 @pytest.fixture

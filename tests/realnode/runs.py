@@ -4,11 +4,13 @@ server, and reading a runner pod's outcome from its termination message."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +66,18 @@ def seeded_tenant(cluster: ClusterHandle, s3: S3Server, prefix: str) -> Tenant:
     stack.psql(cluster, ns, stack.SEED_SQL, as_app=True)
     put_s3_secrets(cluster, ns, s3)
     return Tenant(name, ns, s3.create_bucket())
+
+
+@contextlib.contextmanager
+def nightly_tenant(cluster: ClusterHandle, s3: S3Server, prefix: str) -> Iterator[Tenant]:
+    """A seeded tenant with the BackupPolicy "nightly" (the one drills restore), discarded
+    afterwards."""
+    made = seeded_tenant(cluster, s3, prefix)
+    apply(cluster, policy_manifest("nightly", made, s3.endpoint))
+    try:
+        yield made
+    finally:
+        tenants.discard(cluster, made.name)
 
 
 def put_s3_secrets(cluster: ClusterHandle, namespace: str, s3: S3Server,

@@ -44,10 +44,8 @@ class Backup:
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
            pod_s3: S3Server) -> Iterator[Tenant]:
     """One seeded tenant with the BackupPolicy "nightly", for the whole module."""
-    made = runs.seeded_tenant(real_cluster, pod_s3, "dr")
-    runs.apply(real_cluster, policy_manifest("nightly", made, pod_s3.endpoint))
-    yield made
-    tenants.discard(real_cluster, made.name)
+    with runs.nightly_tenant(real_cluster, pod_s3, "dr") as made:
+        yield made
 
 
 @pytest.fixture

@@ -50,10 +50,8 @@ def real_operator(
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
            pod_s3: S3Server) -> Iterator[Tenant]:
     """One seeded tenant with the BackupPolicy "nightly" (which drills restore)."""
-    made = runs.seeded_tenant(real_cluster, pod_s3, "nt")
-    runs.apply(real_cluster, policy_manifest("nightly", made, pod_s3.endpoint))
-    yield made
-    tenants.discard(real_cluster, made.name)
+    with runs.nightly_tenant(real_cluster, pod_s3, "nt") as made:
+        yield made
 
 
 @pytest.fixture

@@ -59,12 +59,13 @@ def postgres_server() -> Iterator[pg.PostgresServer]:
             raise RuntimeError(f"PostgreSQL processes survived teardown: {leftovers}")
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[s3.S3Server]:
-    """moto's standalone S3 server over HTTP, with IAM authentication enforced."""
+@contextlib.contextmanager
+def running_s3_server(*, tls: bool = False) -> Iterator[s3.S3Server]:
+    """moto's standalone S3 server (over HTTPS with a CA of its own when ``tls``), with
+    IAM authentication enforced; stopped afterwards, failing if its process survives."""
     if not s3.available():
         _missing("moto_server not found (pip install 'moto[server]')")
-    server = s3.S3Server()
+    server = s3.S3Server(tls=tls)
     server.start()
     pid = server.pid
     try:
@@ -73,6 +74,13 @@ def s3_server() -> Iterator[s3.S3Server]:
         server.stop()
         if pid and pid_alive(pid):
             raise RuntimeError(f"moto_server (pid {pid}) survived teardown")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[s3.S3Server]:
+    """moto's standalone S3 server over HTTP, with IAM authentication enforced."""
+    with running_s3_server() as server:
+        yield server
 
 
 @pytest.fixture
