@@ -430,7 +430,14 @@ UPDATE_CASES: list[UpdateCase] = [
         "postgres-downgrade",
         {},
         {"spec.components.postgres.version": 15},
-        "postgres.version cannot be lowered",
+        "postgres.version cannot change on an existing tenant",
+    ),
+    _update(
+        T,
+        "postgres-major-upgrade",
+        {},
+        {"spec.components.postgres.version": 17},
+        "create a new tenant with that version and restore a backup of this one into it",
     ),
     _update(
         T,
@@ -456,7 +463,7 @@ UPDATE_CASES: list[UpdateCase] = [
 
 # Positive controls: legitimate updates the transition rules must let through.
 ACCEPTED_UPDATES: list[UpdateCase] = [
-    _update(T, "postgres-upgrade", {}, {"spec.components.postgres.version": 17}, ""),
+    _update(T, "postgres-same-major", {}, {"spec.components.postgres.version": 16}, ""),
     _update(T, "postgres-storage-grow", {}, {"spec.components.postgres.storage": "80Gi"}, ""),
     _update(T, "tier-change", {}, {"spec.tier": "Enterprise"}, ""),
     _update(T, "isolate", {}, {"spec.isolate": True}, ""),

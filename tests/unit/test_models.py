@@ -371,11 +371,13 @@ def _tenant(**components: Any) -> StackForgeTenantSpec:
 
 def test_update_rules() -> None:
     old = _tenant(postgres={"version": 16, "storage": "50Gi"})
-    assert update_violations(old, _tenant(postgres={"version": 17, "storage": "60Gi"})) == []
-    assert update_violations(old, _tenant(postgres={"version": 15, "storage": "50Gi"})) == [
-        "postgres.version cannot be lowered: a major-version downgrade needs a dump and a "
-        "restore into a new tenant"
-    ]
+    assert update_violations(old, _tenant(postgres={"version": 16, "storage": "60Gi"})) == []
+    for other in (15, 17):
+        assert update_violations(old, _tenant(postgres={"version": other, "storage": "50Gi"})) == [
+            "postgres.version cannot change on an existing tenant: its data files are of one "
+            "major version; to move to another, create a new tenant with that version and "
+            "restore a backup of this one into it"
+        ]
     shrink = update_violations(old, _tenant(postgres={"version": 16, "storage": "10Gi"}))
     assert shrink == ["postgres.storage cannot shrink: volumes can only grow"]
     bp_old = BackupPolicySpec.model_validate(_bp())

@@ -113,14 +113,18 @@ class PostgresSpec(SpecModel):
     """The tenant's PostgreSQL application database."""
 
     cel_rules = (
+        # A data directory belongs to one major version: a newer server refuses it
+        # ("database files are incompatible with server") and crash-loops, an older
+        # one too. No in-place pg_upgrade here: the way is a new tenant.
         Rule(
-            cel="!has(oldSelf.version) || !has(self.version) || self.version >= oldSelf.version",
+            cel="!has(oldSelf.version) || !has(self.version) || self.version == oldSelf.version",
             message=(
-                "postgres.version cannot be lowered: a major-version downgrade needs a dump "
-                "and a restore into a new tenant"
+                "postgres.version cannot change on an existing tenant: its data files are of "
+                "one major version; to move to another, create a new tenant with that "
+                "version and restore a backup of this one into it"
             ),
             field_path=".version",
-            check_update=lambda old, new: new.version >= old.version,
+            check_update=lambda old, new: new.version == old.version,
         ),
         _storage_may_not_shrink("postgres"),
     )
@@ -134,7 +138,10 @@ class PostgresSpec(SpecModel):
         POSTGRES_DEFAULT_VERSION,
         ge=13,
         le=18,
-        description="PostgreSQL major version; may be raised (upgrade) but never lowered.",
+        description=(
+            "PostgreSQL major version, fixed at creation (a new major is a new tenant "
+            "restored from a backup); minor updates come with the image."
+        ),
     )
     database: Annotated[str, Field(max_length=63, pattern=r"^[a-z_][a-z0-9_]*$")] = Field(
         "app", description="Name of the application database."
