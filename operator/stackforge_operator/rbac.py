@@ -118,8 +118,11 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("batch", ("cronjobs",), _APPLIED, "a CronJob per BackupPolicy"),
     Rule("batch", ("jobs",), _APPLIED_WATCHED,
          "on-demand backup Jobs and drill restore Jobs; a finished Job wakes its owner"),
-    Rule("", ("pods",), ("get", "list"),
-         "read the runner pods' termination messages (backup and drill results); get: the "
+    Rule("", ("pods",), ("get", "list", "delete"),
+         "read the runner pods' termination messages (backup and drill results) and, while "
+         "a component is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); "
+         "delete: a StatefulSet pod broken by the previous template, which the set never "
+         "replaces by itself; get: the "
          "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
          "image it runs itself (image_catalog.py)"),
     Rule("", ("serviceaccounts",), _APPLIED, "the drill sandbox's ServiceAccount"),

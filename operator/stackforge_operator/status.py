@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.conditions import ISOLATED
+from stackforge_operator.pod_health import PodFault, workload_fault
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -153,10 +154,24 @@ class WorkloadState:
     ready_replicas: int
     ready: bool
     message: str
+    # Why its pods do not run, in their own words (image pull, crash loop, OOM, ...).
+    fault: PodFault | None = None
 
 
-def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> WorkloadState:
-    """Readiness of one workload the tenant wants, from its live object (None: missing)."""
+def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None,
+                   pods: Sequence[Mapping[str, Any]] = ()) -> WorkloadState:
+    """Readiness of one workload the tenant wants, from its live object (None: missing)
+    and, when it is not ready, its pods."""
+    state = _workload_state(desired, live)
+    if state.ready or live is None:
+        return state
+    fault = workload_fault(live, pods)
+    if fault is None:
+        return state
+    return replace(state, fault=fault, message=f"{state.message}; {fault.describe()}")
+
+
+def _workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> WorkloadState:
     meta = desired["metadata"]
     component = meta["labels"].get("app.kubernetes.io/component", meta["name"])
     if live is None:
@@ -189,7 +204,9 @@ def component_observations(states: Sequence[WorkloadState]) -> list[Observation]
         waiting = [s for s in members if not s.ready]
         if waiting:
             message = "; ".join(f"{s.name}: {s.message}" for s in waiting)
-            observations.append(Observation(condition, ConditionStatus.FALSE, "NotReady", message))
+            # The pods' own reason (ImagePullBackOff, OOMKilled, ...) when one says why.
+            reason = next((s.fault.reason for s in waiting if s.fault), "NotReady")
+            observations.append(Observation(condition, ConditionStatus.FALSE, reason, message))
         else:
             names = ", ".join(s.name for s in members)
             observations.append(Observation(condition, ConditionStatus.TRUE, "Ready",
@@ -203,6 +220,13 @@ class Problem:
 
     reason: str
     message: str
+
+
+def stuck_workloads(states: Sequence[WorkloadState]) -> list[Problem]:
+    """Workloads whose pods wait for a change only a person makes (a bad image, a
+    missing Secret, a crash loop, too little memory): Stalled, not Reconciling forever."""
+    return [Problem(s.fault.reason, f"{s.name}: {s.fault.describe()}")
+            for s in states if s.fault is not None and not s.fault.heals_by_itself]
 
 
 def tenant_progress(

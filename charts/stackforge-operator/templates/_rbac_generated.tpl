@@ -86,12 +86,14 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["batch"]
     resources: ["jobs"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # read the runner pods' termination messages (backup and drill results); get: the operator reads
-  # its own Pod once at start-up, to run backup and drill Jobs from the image it runs itself
+  # read the runner pods' termination messages (backup and drill results) and, while a component
+  # is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); delete: a StatefulSet pod
+  # broken by the previous template, which the set never replaces by itself; get: the operator
+  # reads its own Pod once at start-up, to run backup and drill Jobs from the image it runs itself
   # (image_catalog.py)
   - apiGroups: [""]
     resources: ["pods"]
-    verbs: ["get", "list"]
+    verbs: ["get", "list", "delete"]
   # the drill sandbox's ServiceAccount
   - apiGroups: [""]
     resources: ["serviceaccounts"]

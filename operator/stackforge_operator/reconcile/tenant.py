@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, status
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, pod_health, status
 from stackforge_operator.builders import credentials, ingress, monitoring, stack
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cost import estimate
@@ -229,6 +229,16 @@ def _prune(
     return tuple(pruned)
 
 
+def _replace_stuck_pods(t: EffectiveTenant, statefulsets: Sequence[Mapping[str, Any]],
+                        pods: Sequence[Mapping[str, Any]]) -> None:
+    for statefulset in statefulsets:
+        for pod in pod_health.stuck_on_an_old_revision(statefulset, pods):
+            logger.info("tenant %s: deleting pod %s, broken by the previous template of "
+                        "StatefulSet %s, so that it is made from the current one", t.name,
+                        pod, statefulset["metadata"]["name"])
+            kube.delete("v1", "Pod", pod, t.namespace)
+
+
 def _stalled(
     body: Mapping[str, Any],
     old_status: StackForgeTenantStatus,
@@ -263,12 +273,19 @@ def _report(
     notify: Notify | None,
 ) -> Outcome:
     now = datetime.now(UTC)
-    states = [
-        status.workload_state(m, live.get((m["kind"], m["metadata"]["name"])) or None)
-        for m in desired if m["kind"] in stack.WORKLOAD_KINDS
-    ]
+    workloads = [(m, live.get((m["kind"], m["metadata"]["name"])) or None)
+                 for m in desired if m["kind"] in stack.WORKLOAD_KINDS]
+    states = [status.workload_state(m, obj) for m, obj in workloads]
+    if any(not s.ready for s in states):
+        # Only then are the pods read: they say why (a converged tenant costs no LIST).
+        pods = kube.list_objects("v1", "Pod", namespace=t.namespace,
+                                 label_selector=f"{TENANT_LABEL}={t.name}")
+        states = [status.workload_state(m, obj, pods) for m, obj in workloads]
+        _replace_stuck_pods(t, [obj for m, obj in workloads
+                                if obj is not None and m["kind"] == "StatefulSet"], pods)
     components = status.component_observations(states)
-    problems = [*apply_problems, *observe.missing_references(t, spec)]
+    problems = [*apply_problems, *observe.missing_references(t, spec),
+                *status.stuck_workloads(states)]
     certificate, certificate_condition = observe.certificate(t, spec, now)
     policies = observe.backup_policies(t.name, t.namespace)
     backups, last_backup = observe.backup_health(policies)

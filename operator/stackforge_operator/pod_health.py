@@ -1,0 +1,133 @@
+"""Why a workload's pods are not running, in the words of their own status.
+
+A StatefulSet or Deployment only says "0/1 ready"; its pods say why: an image
+that cannot be pulled, a container that crash-loops or was OOM-killed, a
+Secret a container needs that is missing, a pod no node can take. Pure
+functions over pod objects as the API returns them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Waiting reasons that only a change (of the spec, an image, a Secret) ends:
+# retrying forever is what the kubelet does, not a way out.
+_STUCK_WAITING = frozenset({
+    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff",
+})
+# Reasons of a container's last termination worth naming instead of the
+# CrashLoopBackOff they lead to.
+_TERMINATION_REASONS = frozenset({"OOMKilled", "ContainerCannotRun", "StartError"})
+MAX_MESSAGE = 512
+
+
+@dataclass(frozen=True)
+class PodFault:
+    """What keeps one pod from running."""
+
+    pod: str
+    reason: str
+    message: str
+    # False: it stays this way until someone changes something (the tenant is Stalled).
+    heals_by_itself: bool
+
+    def describe(self) -> str:
+        return f"{self.pod}: {self.reason}: {self.message}" if self.message else (
+            f"{self.pod}: {self.reason}")
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _container_fault(pod: str, container: Mapping[str, Any]) -> PodFault | None:
+    state = container.get("state") or {}
+    waiting = state.get("waiting")
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    if waiting and waiting.get("reason") in _STUCK_WAITING:
+        reason, message = waiting["reason"], waiting.get("message") or ""
+        if reason == "CrashLoopBackOff" and last.get("reason") in _TERMINATION_REASONS:
+            # "back-off restarting failed container" says less than why it failed.
+            exit_code = last.get("exitCode")
+            reason = last["reason"]
+            message = (f"container {container.get('name')} was killed ({reason}, exit code "
+                       f"{exit_code}) and is restarting with back-off"
+                       + (f": {last['message']}" if last.get("message") else ""))
+        return PodFault(pod, reason, _clip(message), heals_by_itself=False)
+    terminated = state.get("terminated") or {}
+    if terminated.get("reason") in _TERMINATION_REASONS:
+        return PodFault(pod, terminated["reason"],
+                        _clip(f"container {container.get('name')} ended with exit code "
+                              f"{terminated.get('exitCode')}"), heals_by_itself=False)
+    return None
+
+
+def pod_fault(pod: Mapping[str, Any]) -> PodFault | None:
+    """The first reason this pod does not run, or None (running, or only starting)."""
+    name = pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    for container in [*(status.get("initContainerStatuses") or []),
+                      *(status.get("containerStatuses") or [])]:
+        fault = _container_fault(name, container)
+        if fault is not None:
+            return fault
+    for condition in status.get("conditions") or []:
+        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"):
+            # Capacity may come (a node joins, another pod goes): it can heal.
+            return PodFault(name, "Unschedulable", _clip(condition.get("message") or ""),
+                            heals_by_itself=True)
+    return None
+
+
+def selects(selector: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """Whether a workload's ``matchLabels`` selector takes this pod."""
+    wanted = selector.get("matchLabels") or {}
+    labels = pod["metadata"].get("labels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def workload_fault(workload: Mapping[str, Any],
+                   pods: Iterable[Mapping[str, Any]]) -> PodFault | None:
+    """The first fault among the workload's own pods (by name order), if any."""
+    selector = (workload.get("spec") or {}).get("selector") or {}
+    own = sorted((p for p in pods if selects(selector, p)), key=lambda p: p["metadata"]["name"])
+    for pod in own:
+        if (pod["metadata"].get("deletionTimestamp")):
+            continue  # on its way out: a replacement will say its own
+        fault = pod_fault(pod)
+        if fault is not None:
+            return fault
+    return None
+
+
+def stuck_on_an_old_revision(statefulset: Mapping[str, Any],
+                             pods: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Pods of a StatefulSet that will never be replaced by themselves: broken (a fault
+    that does not heal) and of a revision older than the one the set now wants.
+
+    A StatefulSet rolls a pod only once it is Running and Ready, so a pod broken by
+    the old template (OOM-killed, a bad image) keeps crash-looping after the spec
+    is fixed; Kubernetes' answer is to delete it, and the set makes it again from
+    the new template (what a person would do, done for them).
+    """
+    status = statefulset.get("status") or {}
+    wanted = status.get("updateRevision")
+    if not wanted:
+        return []
+    selector = (statefulset.get("spec") or {}).get("selector") or {}
+    stuck = []
+    for pod in pods:
+        meta = pod["metadata"]
+        revision = (meta.get("labels") or {}).get("controller-revision-hash")
+        if (not selects(selector, pod) or meta.get("deletionTimestamp")
+                or revision in (None, wanted)):
+            continue
+        fault = pod_fault(pod)
+        if fault is not None and not fault.heals_by_itself:
+            stuck.append(meta["name"])
+    return sorted(stuck)
