@@ -28,6 +28,11 @@ RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).
 STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))
+# The liveness endpoint fails when a controller's queue has had keys waiting and no
+# reconcile finished for this long, or one reconcile has run this long: the process
+# is alive but does no work, and only a restart mends that. Far above any healthy
+# reconcile (API calls time out well before).
+WEDGED_SECONDS = float(os.environ.get("STACKFORGE_WEDGED_SECONDS", "300"))
 # Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is looked
 # up again after this long: they are rarely installed, and each look is a request.
 ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))

@@ -222,3 +222,20 @@ def report_version(**_: Any) -> str:
     # Cheap on purpose: liveness must not depend on the API server being up,
     # or an API blip would restart every operator replica.
     return VERSION
+
+
+@kopf.on.probe(id="workQueues")
+def check_work_queues(memo: kopf.Memo, **_: Any) -> str:
+    """Fails the liveness endpoint (kopf answers 500 when a probe fails for good) when a
+    controller's queue has stopped making progress: the process is up but does no
+    work, which only a restart mends. Reads memory only, like the version probe."""
+    wedged = [f"{controller.kind}: {reason}"
+              for controller in (getattr(memo, name, None)
+                                 for name in ("tenants", "backups", "drills"))
+              if controller is not None
+              and (reason := controller.queue.wedged(config.WEDGED_SECONDS)) is not None]
+    if wedged:
+        logger.error("liveness: work queue stopped: %s", "; ".join(wedged))
+        # Permanent: kopf would otherwise retry the probe in 60 s, holding the request.
+        raise kopf.PermanentError("work queue stopped: " + "; ".join(wedged))
+    return "progressing"

@@ -36,6 +36,10 @@ class WorkQueue:
     _dirty: set[str] = field(default_factory=set, init=False)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    # When each running key started, and when a reconcile last finished (or the
+    # queue last had nothing waiting): what the liveness probe judges progress by.
+    _started: dict[str, float] = field(default_factory=dict, init=False)
+    _progress_at: float = field(default_factory=time.monotonic, init=False)
     runs: int = field(default=0, init=False)
 
     def start(self) -> None:
@@ -96,6 +100,25 @@ class WorkQueue:
     def pending(self) -> int:
         return len(self._queued) + len(self._running)
 
+    def wedged(self, after: float) -> str | None:
+        """Why this queue has made no progress for ``after`` seconds, or None.
+
+        Progress is a reconcile finishing. A queue with keys waiting and none
+        finished for that long is wedged (every worker stuck, or none running);
+        so is one reconcile running for that long, whatever the others do. An
+        idle queue is fine however long it is idle.
+        """
+        now = time.monotonic()
+        if not self._queued:
+            self._progress_at = now
+        elif now - self._progress_at > after:
+            return (f"{len(self._queued)} keys waiting and no reconcile finished for "
+                    f"{now - self._progress_at:.0f}s")
+        longest = max(self._started.items(), key=lambda item: now - item[1], default=None)
+        if longest is not None and now - longest[1] > after:
+            return f"the reconcile of {longest[0]} has been running for {now - longest[1]:.0f}s"
+        return None
+
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
         self.add(key)
@@ -106,6 +129,7 @@ class WorkQueue:
             self._queued.discard(key)
             self._running.add(key)
             started = time.monotonic()
+            self._started[key] = started
             try:
                 again = await self.reconcile(key)
             except asyncio.CancelledError:
@@ -117,6 +141,8 @@ class WorkQueue:
                 again = 30.0
             finally:
                 self._running.discard(key)
+                self._started.pop(key, None)
+                self._progress_at = time.monotonic()
                 self.runs += 1
             logger.debug("reconciled %s in %.3fs", key, time.monotonic() - started)
             if key in self._dirty:

@@ -132,3 +132,60 @@ def test_clear_drops_queued_keys_timers_and_reruns() -> None:
     # what follows (a paused Controller returns None there: no resync).
     assert calls["b"] == calls["c"] == 0
     assert calls["a"] >= 1
+
+
+def test_a_queue_whose_workers_are_stuck_is_reported_wedged_and_recovers() -> None:
+    """What the liveness probe reads: keys waiting and nothing finishing (one worker,
+    blocked on an event no one sets) is wedged; so is one reconcile running too long;
+    an idle queue never is."""
+    release = asyncio.Event()
+    reports: list[str | None] = []
+
+    async def reconcile(key: str) -> float | None:
+        if key == "stuck":
+            await release.wait()
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        await asyncio.sleep(0.3)
+        reports.append(queue.wedged(0.2))  # idle for longer than the bound: fine
+        queue.add("stuck")
+        await asyncio.sleep(0.05)
+        reports.append(queue.wedged(0.2))  # running, not for long yet
+        queue.add("waiting")
+        await asyncio.sleep(0.3)
+        reports.append(queue.wedged(0.2))  # "waiting" waits, nothing finishes
+        release.set()
+        await asyncio.sleep(0.05)
+        reports.append(queue.wedged(0.2))  # both done: progressing again
+        await queue.stop()
+
+    run(scenario())
+    assert reports[0] is None and reports[1] is None and reports[3] is None
+    assert reports[2] is not None and "1 keys waiting" in reports[2]
+
+
+def test_one_reconcile_running_too_long_is_wedged_even_with_idle_workers() -> None:
+    release = asyncio.Event()
+    reports: list[str | None] = []
+
+    async def reconcile(key: str) -> float | None:
+        await release.wait()
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=4)
+        queue.start()
+        queue.add("tenant-a/acme")
+        await asyncio.sleep(0.3)
+        reports.append(queue.wedged(0.2))
+        release.set()
+        await asyncio.sleep(0.05)
+        reports.append(queue.wedged(0.2))
+        await queue.stop()
+
+    run(scenario())
+    assert reports[0] is not None and "tenant-a/acme has been running" in reports[0]
+    assert reports[1] is None
