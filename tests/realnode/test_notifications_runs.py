@@ -92,13 +92,13 @@ def test_failed_backup_is_notified_once_per_channel_and_resolved_once(
         assert slack["channel"] == "#stackforge-alerts" and tenant.name in slack["text"]
         assert incidents(cluster, tenant.name) == [key]
 
-        # A second failed run is the same incident; several resyncs (3 s) add nothing.
+        # A second failed run is the same incident; two resyncs (3 s) add nothing.
         second = run_backup(cluster, ns, "flaky", "fail-2")
         assert second.returncode != 0, second.termination_message
         run_id = second.outcome()["runId"]
         eventually(lambda: ((get_policy(cluster, ns, "flaky").get("status") or {})
                             .get("lastRun") or {}).get("id") == run_id, timeout=120)
-        time.sleep(10)
+        time.sleep(7)
         assert len(channels.webhook(key, "opened")) == 1
         assert len(channels.slack("Backup failed")) == 1
 
@@ -111,7 +111,7 @@ def test_failed_backup_is_notified_once_per_channel_and_resolved_once(
                    timeout=120)
         eventually(lambda: channels.webhook(key, "resolved") and channels.slack("Resolved"),
                    timeout=60)
-        time.sleep(8)
+        time.sleep(7)
         [resolved] = channels.webhook(key, "resolved")
         assert resolved["since"] == opened["since"] and resolved["id"] != opened["id"]
         assert len(channels.slack("Resolved: Backup failed")) == 1
