@@ -7,10 +7,8 @@ later (one real node per host).
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,29 +68,3 @@ def test_dev_with_kwok_applies_the_examples_to_fake_nodes(tmp_path: Path) -> Non
     assert "stackforgetenant.stackforge.io/acme" in out and "Growth" in out
     assert processes_mentioning(str(run_dir)) == []
     assert (run_dir / "operator.log").exists()
-
-
-def test_two_ctrl_c_stop_dev_cleanly(tmp_path: Path) -> None:
-    """Ctrl-C while it runs, and again while it stops (an impatient user): a clean stop,
-    no traceback, nothing left running. (The kwok path: the signal handling is the same.)"""
-    run_dir = tmp_path / "dev-interrupted"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stackforge_operator", "dev", "--kwok", "--run-dir",
-         str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    try:
-        for line in process.stdout:
-            if "[4/6]" in line:  # the control plane is up and the operator starting
-                break
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        process.send_signal(signal.SIGINT)  # while it is stopping
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
-    assert "Traceback" not in err and "Traceback" not in out, err
-    assert "stopping" in out
-    assert processes_mentioning(str(run_dir)) == []
