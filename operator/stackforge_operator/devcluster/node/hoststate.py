@@ -229,8 +229,10 @@ def node_process_pids(scope: str | None = None) -> dict[int, str]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state == "Z":
-            continue  # already dead, only not yet reaped by its parent
+        if state == "Z" or not argv[0]:
+            # Dead and not yet reaped; or exiting, its memory (and command line)
+            # already released: kernel threads are the only others without one.
+            continue
         words = [w.decode(errors="replace") for w in argv[:2] if w]
         names = {Path(w).name for w in words}
         in_pod = "/kubepods" in cgroup
