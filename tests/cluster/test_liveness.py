@@ -54,6 +54,11 @@ def test_liveness_fails_while_no_reconcile_can_finish_and_recovers(
         operator.start()
         try:
             tenants.apply(cluster, tenants.small_tenant("wedge"))
+            # Reconciled once (a status written), so the tenant is on the queue and
+            # resyncs every second: on a busy machine the operator's first lists can
+            # wait on the API server's CRD caches for a while.
+            eventually(lambda: ((tenants.get(cluster, "wedge") or {}).get("status") or {})
+                       .get("observedGeneration"), timeout=120)
             eventually(lambda: (r := _health(operator)) is not None and r.status_code == 200,
                        timeout=60)
             api_server = _api_server_pid(run_dir)
