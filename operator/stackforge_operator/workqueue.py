@@ -32,13 +32,12 @@ class WorkQueue:
     workers: int = 4
     _queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue, init=False)
     _queued: set[str] = field(default_factory=set, init=False)
-    _running: set[str] = field(default_factory=set, init=False)
+    # Running keys, and when each started (the liveness probe judges progress by it).
+    _running: dict[str, float] = field(default_factory=dict, init=False)
     _dirty: set[str] = field(default_factory=set, init=False)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
-    # When each running key started, and when a reconcile last finished (or the
-    # queue last had nothing waiting): what the liveness probe judges progress by.
-    _started: dict[str, float] = field(default_factory=dict, init=False)
+    # When a reconcile last finished (or the queue last had nothing waiting).
     _progress_at: float = field(default_factory=time.monotonic, init=False)
     runs: int = field(default=0, init=False)
 
@@ -114,7 +113,7 @@ class WorkQueue:
         elif now - self._progress_at > after:
             return (f"{len(self._queued)} keys waiting and no reconcile finished for "
                     f"{now - self._progress_at:.0f}s")
-        longest = max(self._started.items(), key=lambda item: now - item[1], default=None)
+        longest = max(self._running.items(), key=lambda item: now - item[1], default=None)
         if longest is not None and now - longest[1] > after:
             return f"the reconcile of {longest[0]} has been running for {now - longest[1]:.0f}s"
         return None
@@ -127,9 +126,8 @@ class WorkQueue:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
-            self._running.add(key)
             started = time.monotonic()
-            self._started[key] = started
+            self._running[key] = started
             try:
                 again = await self.reconcile(key)
             except asyncio.CancelledError:
@@ -140,8 +138,7 @@ class WorkQueue:
                 logger.exception("reconcile of %s failed unexpectedly", key)
                 again = 30.0
             finally:
-                self._running.discard(key)
-                self._started.pop(key, None)
+                self._running.pop(key, None)
                 self._progress_at = time.monotonic()
                 self.runs += 1
             logger.debug("reconciled %s in %.3fs", key, time.monotonic() - started)
