@@ -37,7 +37,8 @@ class WorkQueue:
     _dirty: set[str] = field(default_factory=set, init=False)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
-    # When a reconcile last finished (or the queue last had nothing waiting).
+    # When a reconcile last finished, or a key came to a queue with nothing waiting:
+    # waiting keys are late only when neither happened for a while.
     _progress_at: float = field(default_factory=time.monotonic, init=False)
     runs: int = field(default=0, init=False)
 
@@ -64,6 +65,8 @@ class WorkQueue:
         if key in self._running:
             self._dirty.add(key)
         elif key not in self._queued:
+            if not self._queued:
+                self._progress_at = time.monotonic()
             self._queued.add(key)
             self._queue.put_nowait(key)
 
@@ -108,9 +111,7 @@ class WorkQueue:
         idle queue is fine however long it is idle.
         """
         now = time.monotonic()
-        if not self._queued:
-            self._progress_at = now
-        elif now - self._progress_at > after:
+        if self._queued and now - self._progress_at > after:
             return (f"{len(self._queued)} keys waiting and no reconcile finished for "
                     f"{now - self._progress_at:.0f}s")
         longest = max(self._running.items(), key=lambda item: now - item[1], default=None)

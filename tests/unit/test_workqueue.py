@@ -189,3 +189,29 @@ def test_one_reconcile_running_too_long_is_wedged_even_with_idle_workers() -> No
     run(scenario())
     assert reports[0] is not None and "tenant-a/acme has been running" in reports[0]
     assert reports[1] is None
+
+
+def test_a_key_arriving_after_a_long_idle_spell_is_not_late() -> None:
+    """The wait is counted from when keys began to wait, not from the last finish of an
+    idle queue that nobody asked about meanwhile."""
+    release = asyncio.Event()
+    reports: list[str | None] = []
+
+    async def reconcile(key: str) -> float | None:
+        await release.wait()
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        await asyncio.sleep(0.3)  # idle, and not asked, for longer than the bound
+        queue.add("running")
+        await asyncio.sleep(0.01)
+        queue.add("waiting")
+        reports.append(queue.wedged(0.2))
+        release.set()
+        await asyncio.sleep(0.05)
+        await queue.stop()
+
+    run(scenario())
+    assert reports == [None]
