@@ -158,11 +158,9 @@ class WorkloadState:
     fault: PodFault | None = None
 
 
-def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None,
-                   pods: Sequence[Mapping[str, Any]] = ()) -> WorkloadState:
-    """Readiness of one workload the tenant wants, from its live object (None: missing)
-    and, when it is not ready, its pods."""
-    state = _workload_state(desired, live)
+def with_pod_fault(state: WorkloadState, live: Mapping[str, Any] | None,
+                   pods: Sequence[Mapping[str, Any]]) -> WorkloadState:
+    """A workload that is not ready, with why its pods do not run (when they say)."""
     if state.ready or live is None:
         return state
     fault = workload_fault(live, pods)
@@ -171,7 +169,8 @@ def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None,
     return replace(state, fault=fault, message=f"{state.message}; {fault.describe()}")
 
 
-def _workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> WorkloadState:
+def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> WorkloadState:
+    """Readiness of one workload the tenant wants, from its live object (None: missing)."""
     meta = desired["metadata"]
     component = meta["labels"].get("app.kubernetes.io/component", meta["name"])
     if live is None:

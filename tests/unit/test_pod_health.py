@@ -107,7 +107,7 @@ def _statefulset() -> tuple[dict[str, Any], dict[str, Any]]:
 def test_the_component_condition_carries_the_pods_reason_and_the_tenant_stalls() -> None:
     desired, live = _statefulset()
     pod = _pod(containers=[_waiting("ImagePullBackOff", PULL)])
-    state = status.workload_state(desired, live, [pod])
+    state = status.with_pod_fault(status.workload_state(desired, live), live, [pod])
     [observation] = status.component_observations([state])
     assert (observation.type, observation.status.value, observation.reason) == (
         "PostgresReady", "False", "ImagePullBackOff")
@@ -121,7 +121,8 @@ def test_the_component_condition_carries_the_pods_reason_and_the_tenant_stalls()
 
 def test_without_a_pod_fault_the_component_is_only_not_ready() -> None:
     desired, live = _statefulset()
-    state = status.workload_state(desired, live, [_pod(containers=[_waiting("ContainerCreating")])])
+    state = status.with_pod_fault(status.workload_state(desired, live), live,
+                                  [_pod(containers=[_waiting("ContainerCreating")])])
     [observation] = status.component_observations([state])
     assert observation.reason == "NotReady" and status.stuck_workloads([state]) == []
 

@@ -280,7 +280,8 @@ def _report(
         # Only then are the pods read: they say why (a converged tenant costs no LIST).
         pods = kube.list_objects("v1", "Pod", namespace=t.namespace,
                                  label_selector=f"{TENANT_LABEL}={t.name}")
-        states = [status.workload_state(m, obj, pods) for m, obj in workloads]
+        states = [status.with_pod_fault(state, obj, pods)
+                  for state, (_, obj) in zip(states, workloads, strict=True)]
         _replace_stuck_pods(t, [obj for m, obj in workloads
                                 if obj is not None and m["kind"] == "StatefulSet"], pods)
     components = status.component_observations(states)
