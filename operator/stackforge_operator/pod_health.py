@@ -91,14 +91,20 @@ def selects(selector: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
     return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
 
 
+def _own_staying_pods(workload: Mapping[str, Any],
+                      pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The workload's pods (by name order) but those being deleted: on their way out,
+    a replacement will say its own."""
+    selector = (workload.get("spec") or {}).get("selector") or {}
+    return sorted((p for p in pods
+                   if selects(selector, p) and not p["metadata"].get("deletionTimestamp")),
+                  key=lambda p: p["metadata"]["name"])
+
+
 def workload_fault(workload: Mapping[str, Any],
                    pods: Iterable[Mapping[str, Any]]) -> PodFault | None:
     """The first fault among the workload's own pods (by name order), if any."""
-    selector = (workload.get("spec") or {}).get("selector") or {}
-    own = sorted((p for p in pods if selects(selector, p)), key=lambda p: p["metadata"]["name"])
-    for pod in own:
-        if (pod["metadata"].get("deletionTimestamp")):
-            continue  # on its way out: a replacement will say its own
+    for pod in _own_staying_pods(workload, pods):
         fault = pod_fault(pod)
         if fault is not None:
             return fault
@@ -119,15 +125,12 @@ def stuck_on_an_old_revision(statefulset: Mapping[str, Any],
     wanted = status.get("updateRevision")
     if not wanted:
         return []
-    selector = (statefulset.get("spec") or {}).get("selector") or {}
     stuck = []
-    for pod in pods:
-        meta = pod["metadata"]
-        revision = (meta.get("labels") or {}).get("controller-revision-hash")
-        if (not selects(selector, pod) or meta.get("deletionTimestamp")
-                or revision in (None, wanted)):
+    for pod in _own_staying_pods(statefulset, pods):
+        revision = (pod["metadata"].get("labels") or {}).get("controller-revision-hash")
+        if revision in (None, wanted):
             continue
         fault = pod_fault(pod)
         if fault is not None and not fault.heals_by_itself:
-            stuck.append(meta["name"])
-    return sorted(stuck)
+            stuck.append(pod["metadata"]["name"])
+    return stuck
