@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -58,10 +57,6 @@ def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
 def receiver() -> Iterator[Receiver]:
     with Receiver() as running:
         yield running
-
-
-def _log(operator: OperatorProcess) -> str:
-    return Path(operator.process.log_path).read_text()
 
 
 def _failing_policy(cluster: ClusterHandle, tenant: Tenant, s3: S3Server, name: str) -> None:
@@ -118,8 +113,8 @@ def test_failed_backup_is_notified_once_per_channel_and_resolved_once(
         assert len(channels.webhook(key, "opened")) == 1
         assert incidents(cluster, tenant.name) == []
         # Every message went to a URL the operator read from a Secret; none is in its log.
-        assert channels.token not in _log(real_operator)
-        assert "delivered" in _log(real_operator)
+        assert channels.token not in real_operator.process.log_path.read_text()
+        assert "delivered" in real_operator.process.log_path.read_text()
     finally:
         cluster.kubectl("delete", "sfbp", "flaky", "-n", ns, "--wait=false", check=False)
 
@@ -160,7 +155,7 @@ def test_failed_drill_is_notified_and_resolved_by_a_passing_drill(
         bodies = [r.body for r in receiver.requests(channels.hook_path)]
         assert [(b["incident"], b["state"]) for b in bodies] == [
             ("DrillFailed/lost", "opened"), ("DrillFailed/lost", "resolved")]
-        assert channels.token not in _log(real_operator)
+        assert channels.token not in real_operator.process.log_path.read_text()
     finally:
         cluster.kubectl("delete", "sfdr", "--all", "-n", ns, "--wait=false", check=False)
         cluster.kubectl("delete", "sfbp", "broken", "-n", ns, "--wait=false", check=False)
