@@ -74,7 +74,9 @@ ROLES: Final[tuple[Role, ...]] = (
     Role("operator", f"stackforge/stackforge-operator:{VERSION}"),
     # The project's own PostgreSQL image (images/postgres/).
     Role("postgres", f"stackforge/postgres:{MAJOR}", MAJOR, placeholder_required=True),
-    Role("pgbouncer", "cloudnative-pg/pgbouncer:1.23.0"),
+    # The project's own PgBouncer image (images/pgbouncer/): its init program
+    # writes the auth file (builders/pooler.py).
+    Role("pgbouncer", "stackforge/pgbouncer:1.18"),
     Role("redis", f"redis:{VERSION_PLACEHOLDER}", VERSION_PLACEHOLDER, placeholder_required=True),
     Role("kafka", f"apache/kafka:{VERSION_PLACEHOLDER}", VERSION_PLACEHOLDER,
          placeholder_required=True),

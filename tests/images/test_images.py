@@ -1,4 +1,4 @@
-"""Both images, built for real with podman and run.
+"""The project's images, built for real with podman and run.
 
 The first run builds the Debian base and both images (minutes); later runs
 reuse the cache (``$STACKFORGE_IMAGE_CACHE``, by default
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from stackforge_operator.builders import postgres as postgres_builder
 from stackforge_operator.builders.backup import RUNNER_UID
+from stackforge_operator.builders.pooler import POOLER_UID, USERLIST_PROGRAM
 from stackforge_operator.builders.postgres import POSTGRES_UID
 from stackforge_operator.devcluster import images
 from stackforge_operator.devcluster.image_podman import Podman
@@ -38,6 +40,11 @@ def podman() -> Podman:
 @pytest.fixture
 def postgres(built: dict[str, images.BuiltImage]) -> images.BuiltImage:
     return built["stackforge/postgres"]
+
+
+@pytest.fixture
+def pgbouncer(built: dict[str, images.BuiltImage]) -> images.BuiltImage:
+    return built["stackforge/pgbouncer"]
 
 
 @pytest.fixture
@@ -82,7 +89,28 @@ def test_postgres_image_tools(podman: Podman, postgres: images.BuiltImage) -> No
     # The exporter sidecar's command (builders/exporters.py) is on the PATH.
     assert "postgres_exporter" in run(podman, postgres, "postgres_exporter", "--version")
     assert run(podman, postgres, "pgbackrest", "version").startswith("pgBackRest 2.")
+    # The operator's programs for its pods (builders/postgres.py) are on the PATH,
+    # and the roles script is where the entrypoint runs init scripts from.
+    for program in (postgres_builder.UPKEEP_PROGRAM, postgres_builder.CLONE_PROGRAM,
+                    postgres_builder.REPLICA_READY_PROGRAM):
+        assert run(podman, postgres, "-c", f"command -v {program}", entrypoint="sh").strip() \
+            == f"/usr/local/bin/{program}"
+    assert run(podman, postgres, "-c", "ls /docker-entrypoint-initdb.d",
+               entrypoint="sh").split() == ["10-stackforge-roles.sh"]  # fmt: skip
     no_compilers(podman, postgres)
+
+
+def test_pgbouncer_image(podman: Podman, pgbouncer: images.BuiltImage) -> None:
+    assert pgbouncer.reference == "stackforge/pgbouncer:1.18"
+    assert "PgBouncer 1.18" in run(podman, pgbouncer, "--version")
+    assert run(podman, pgbouncer, "-u", entrypoint="id").strip() == str(POOLER_UID)
+    # The init program writes the auth file where the pooler's volume is.
+    written = run(podman, pgbouncer, "-c", f"{USERLIST_PROGRAM} && cat /tmp/users.txt",
+                  entrypoint="sh", options=("--read-only", "--tmpfs", "/tmp",
+                                            "--env", 'DB_USER=shop', "--env", 'DB_PASSWORD=a"b',
+                                            "--env", "USERLIST_FILE=/tmp/users.txt"))  # fmt: skip
+    assert '"shop" "a""b"' in written
+    no_compilers(podman, pgbouncer)
 
 
 @pytest.fixture

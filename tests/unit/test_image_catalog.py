@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert c.operator == f"stackforge/stackforge-operator:{VERSION}"
     assert c.postgres_image(15) == "stackforge/postgres:15"
     assert c.postgres_exporter_image(16) == "stackforge/postgres:16"
-    assert c.pgbouncer == "cloudnative-pg/pgbouncer:1.23.0"
+    assert c.pgbouncer == "stackforge/pgbouncer:1.18"
     assert c.redis_image("7.2") == "redis:7.2"
     assert c.kafka_image("3.7.0") == "apache/kafka:3.7.0"
     assert c.kong_image("3.6") == "kong:3.6"
@@ -70,7 +70,7 @@ def test_registry_prefixes_every_host_less_reference() -> None:
     assert c.registry == MIRROR
     assert c.operator == f"{MIRROR}/stackforge/stackforge-operator:{VERSION}"
     assert c.postgres_image(15) == f"{MIRROR}/stackforge/postgres:15"
-    assert c.pgbouncer == f"{MIRROR}/cloudnative-pg/pgbouncer:1.23.0"
+    assert c.pgbouncer == f"{MIRROR}/stackforge/pgbouncer:1.18"
     # File entries alike; one that names its host keeps it.
     assert c.redis_image("7.2") == f"{MIRROR}/acme/redis:7.2"
     assert c.kong_image("3.6") == "registry.example.com/kong:3.6"

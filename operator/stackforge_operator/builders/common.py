@@ -83,6 +83,10 @@ def pod_security_context(user_id: int | None) -> dict[str, Any]:
         "runAsUser": user_id,
         "runAsGroup": user_id,
         "fsGroup": user_id,
+        # The kubelet chowns a volume to fsGroup only when its root is not
+        # already the group's: a recursive chown at every mount makes a
+        # PostgreSQL data directory group-writable, which the server refuses.
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 

@@ -1,8 +1,9 @@
 """PgBouncer in front of the PostgreSQL primary (runbook: Database Scaling).
 
 pgbouncer.ini lives in a ConfigMap and holds no password; PgBouncer reads the
-application user's password from an auth file that an init container writes
-into a memory-backed emptyDir from the credentials Secret.
+application user's password from an auth file that an init container (the
+image's ``stackforge-pgbouncer-userlist``, images/pgbouncer/) writes into a
+memory-backed emptyDir from the credentials Secret.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stackforge_operator.builders.common import (
     container_port,
     container_security_context,
     deployment,
+    env,
     labels,
     metadata,
     mount,
@@ -47,13 +49,7 @@ CONFIG_DIR = "/etc/pgbouncer"
 AUTH_DIR = "/var/run/pgbouncer-auth"
 AUTH_FILE = f"{AUTH_DIR}/userlist.txt"
 
-# userlist.txt doubles '"' inside quoted fields; umask keeps the file private.
-USERLIST_SH = f"""\
-set -eu
-umask 077
-escape() {{ printf '%s' "$1" | sed 's/"/""/g'; }}
-printf '"%s" "%s"\\n' "$(escape "$DB_USER")" "$(escape "$DB_PASSWORD")" > {AUTH_FILE}
-"""
+USERLIST_PROGRAM = "stackforge-pgbouncer-userlist"
 
 
 def build(t: EffectiveTenant) -> list[Manifest]:
@@ -102,8 +98,9 @@ def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
     userlist = {
         "name": "userlist",
         "image": image,
-        "command": ["sh", "-c", USERLIST_SH],
+        "command": [USERLIST_PROGRAM],
         "env": [
+            env("USERLIST_FILE", AUTH_FILE),
             secret_env("DB_USER", POSTGRES_SECRET, POSTGRES_USER_KEY),
             secret_env("DB_PASSWORD", POSTGRES_SECRET, POSTGRES_PASSWORD_KEY),
         ],

@@ -1,11 +1,16 @@
 """PostgreSQL: a primary StatefulSet, optional streaming read replicas, their Services.
 
-The primary is initialised by the official image's entrypoint; our init script
-(ConfigMap ``postgres-init``) adds the application and replication roles with
-passwords read from the environment, so no credential ever sits in a manifest.
-A small sidecar sets the roles' passwords from the Secret again at every start
-of the primary: a credentials rotation restarts the pods, and the database
-must then accept the new passwords, not only the clients hold them.
+What runs inside these pods is the project's PostgreSQL image (images/postgres/):
+its entrypoint initialises an empty volume and runs the image's
+``10-stackforge-roles.sh``, which makes the application and replication roles
+with passwords read from the environment, so no credential ever sits in a
+manifest; ``stackforge-primary-upkeep``, a sidecar of the primary, sets the
+roles' passwords from the Secret again at every start (a credentials rotation
+restarts the pods, and the database must then accept the new passwords, not
+only the clients hold them) and keeps one replication slot per read replica;
+``stackforge-clone-replica`` clones a read replica, which is Ready only while
+it streams (``stackforge-replica-ready``). This module only wires them up:
+their environment, volumes and probes.
 """
 
 from __future__ import annotations
@@ -65,11 +70,20 @@ DATA_DIR = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_DIR}/pgdata"
 CONFIG_DIR = "/etc/postgresql/stackforge"
 HBA_FILE = f"{CONFIG_DIR}/pg_hba.conf"
-INITDB_DIR = "/docker-entrypoint-initdb.d"
-INIT_SCRIPT = "10-stackforge-roles.sh"
-SYNC_SCRIPT = "sync-role-passwords.sh"
+# Programs of the image (images/postgres/), on its PATH.
+UPKEEP_PROGRAM = "stackforge-primary-upkeep"
+CLONE_PROGRAM = "stackforge-clone-replica"
+REPLICA_READY_PROGRAM = "stackforge-replica-ready"
+# Replica N streams through slot postgres_replica_N; the upkeep sidecar creates
+# the slots listed in the ConfigMap and drops other slots of this prefix.
+SLOT_PREFIX = "postgres_replica_"
+SLOTS_KEY = "replica-slots"
+# Set by the StatefulSet controller on each pod: its ordinal.
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 RUN_DIR = "/var/run/postgresql"
-SYNCED_MARKER = "/tmp/role-passwords-synced"  # noqa: S108 - the pod's own emptyDir
+# Where the upkeep sidecar says the passwords are set (its READY_MARKER; in the
+# pod's own emptyDir).
+SYNCED_MARKER = "/tmp/role-passwords-synced"  # noqa: S108
 
 # pg_hba cannot name a namespace: addresses are open here and the tenant's
 # NetworkPolicy limits who reaches port 5432 to pods of the namespace. Network
@@ -85,44 +99,8 @@ host    all          all         all      scram-sha-256
 host    replication  replicator  all      scram-sha-256
 """
 
-# Runs once, on the empty data directory, inside the entrypoint's temporary
-# server. psql's :'var' quoting keeps any password character harmless.
-INIT_SH = """\
-#!/bin/sh
-set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \\
-  --set app_user="$APP_USER" --set app_password="$APP_PASSWORD" \\
-  --set db="$POSTGRES_DB" \\
-  --set repl_user="$REPLICATION_USER" --set repl_password="$REPLICATION_PASSWORD" <<'SQL'
-CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password';
-ALTER DATABASE :"db" OWNER TO :"app_user";
-CREATE ROLE :"repl_user" WITH REPLICATION LOGIN PASSWORD :'repl_password';
-SQL
-"""
-
-# Runs in the primary's "role-sync" sidecar at every pod start: retries until
-# the server is up and the roles exist, then marks the pod ready to serve.
-SYNC_SH = f"""\
-#!/bin/sh
-set -u
-trap 'exit 0' TERM
-rm -f {SYNCED_MARKER}
-until psql -v ON_ERROR_STOP=1 --quiet --no-psqlrc --host={RUN_DIR} \\
-  --username=postgres --dbname=postgres \\
-  --set superuser="$POSTGRES_USER" --set superuser_password="$POSTGRES_PASSWORD" \\
-  --set app_user="$APP_USER" --set app_password="$APP_PASSWORD" \\
-  --set repl_user="$REPLICATION_USER" --set repl_password="$REPLICATION_PASSWORD" <<'SQL'
-ALTER ROLE :"superuser" PASSWORD :'superuser_password';
-ALTER ROLE :"app_user" PASSWORD :'app_password';
-ALTER ROLE :"repl_user" PASSWORD :'repl_password';
-SQL
-do
-  sleep 5
-done
-touch {SYNCED_MARKER}
-echo "role passwords match the credentials Secret"
-while :; do sleep 3600 & wait $!; done
-"""
+# The primary is ready when it answers on its own address.
+PRIMARY_READY = ["pg_isready", "--host=127.0.0.1", f"--port={POSTGRES_PORT}"]
 SIDECAR_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
     "limits": {"cpu": "100m", "memory": "64Mi"},
@@ -138,20 +116,6 @@ SERVER_ARGS = [
     "-c", "max_wal_senders=10",
     "-c", "hot_standby=on",
 ]  # fmt: skip
-
-# Restart on a standby that was cloned before: keep its data, only make sure it
-# still starts as a standby. A fresh one is cloned from the primary's Service.
-BASEBACKUP_SH = f"""\
-set -eu
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  rm -rf "$PGDATA"
-  pg_basebackup --host={NAME} --port={POSTGRES_PORT} --username={REPLICATION_USER} \\
-    --pgdata="$PGDATA" --wal-method=stream --checkpoint=fast --no-password
-fi
-chmod 0700 "$PGDATA"
-touch "$PGDATA/standby.signal"
-"""
-
 
 def image(t: EffectiveTenant) -> str:
     return image_catalog.current().postgres_image(t.postgres.version)
@@ -198,8 +162,16 @@ def _init_config(t: EffectiveTenant) -> Manifest:
         t,
         INIT_CONFIG,
         COMPONENT,
-        {INIT_SCRIPT: INIT_SH, SYNC_SCRIPT: SYNC_SH, "pg_hba.conf": PG_HBA},
+        # The slot list is read while the primary runs (the kubelet refreshes
+        # the file): scaling the replicas never restarts the primary.
+        {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t)},
     )
+
+
+def replica_slots(t: EffectiveTenant) -> str:
+    """The slot names of the tenant's read replicas, one a line (kept while suspended:
+    the replicas' volumes are, and they resume from their slots)."""
+    return "".join(f"{SLOT_PREFIX}{i}\n" for i in range(t.postgres.read_replicas))
 
 
 def _postgres_container(
@@ -208,6 +180,7 @@ def _postgres_container(
     args: list[str],
     extra_env: list[dict[str, Any]],
     extra_mounts: list[dict[str, Any]],
+    ready: list[str],
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -216,7 +189,7 @@ def _postgres_container(
         "env": [env("PGDATA", PGDATA), *extra_env],
         "ports": [container_port("postgres", POSTGRES_PORT)],
         "readinessProbe": {
-            "exec": {"command": ["pg_isready", "--host=127.0.0.1", f"--port={POSTGRES_PORT}"]},
+            "exec": {"command": ready},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
@@ -258,12 +231,17 @@ def _role_env(t: EffectiveTenant) -> list[dict[str, Any]]:
     ]
 
 
-def _role_sync(t: EffectiveTenant) -> dict[str, Any]:
+def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
     return {
-        "name": "role-sync",
+        "name": "upkeep",
         "image": image(t),
-        "command": ["sh", f"{CONFIG_DIR}/{SYNC_SCRIPT}"],
-        "env": _role_env(t),
+        "command": [UPKEEP_PROGRAM],
+        "env": [
+            *_role_env(t),
+            env("READY_MARKER", SYNCED_MARKER),
+            env("SLOTS_FILE", f"{CONFIG_DIR}/{SLOTS_KEY}"),
+            env("SLOT_PREFIX", SLOT_PREFIX),
+        ],
         # The pod is Ready only once the database takes the Secret's passwords.
         "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]}, "periodSeconds": 5},
         "resources": SIDECAR_RESOURCES,
@@ -277,20 +255,11 @@ def _role_sync(t: EffectiveTenant) -> dict[str, Any]:
 
 
 def _primary(t: EffectiveTenant) -> Manifest:
-    server = _postgres_container(
-        t,
-        "postgres",
-        SERVER_ARGS,
-        _role_env(t),
-        [mount("initdb", INITDB_DIR, read_only=True)],
-    )
-    # Only the init script goes there: the entrypoint runs every *.sh it finds,
-    # and the endless sync script would hang the initialisation.
-    initdb = config_map_volume("initdb", INIT_CONFIG, mode=0o555, keys=[INIT_SCRIPT])
+    server = _postgres_container(t, "postgres", SERVER_ARGS, _role_env(t), [], PRIMARY_READY)
     spec = pod_spec(
-        containers=[server, _role_sync(t), exporters.postgres_exporter(t.postgres.version)],
+        containers=[server, _upkeep(t), exporters.postgres_exporter(t.postgres.version)],
         user_id=POSTGRES_UID,
-        volumes=[*_volumes(), initdb],
+        volumes=_volumes(),
     )
     return stateful_set(
         t,
@@ -306,11 +275,22 @@ def _primary(t: EffectiveTenant) -> Manifest:
 
 def _replicas(t: EffectiveTenant) -> Manifest:
     password = secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_REPLICATION_PASSWORD_KEY)
+    pod_index = field_env("POD_INDEX", f"metadata.labels['{POD_INDEX_LABEL}']")
+    # The kubelet expands $(POD_INDEX) from the variable defined before it.
+    slot = f"{SLOT_PREFIX}$(POD_INDEX)"
     clone = {
         "name": "basebackup",
         "image": image(t),
-        "command": ["sh", "-c", BASEBACKUP_SH],
-        "env": [env("PGDATA", PGDATA), password],
+        "command": [CLONE_PROGRAM],
+        "env": [
+            env("PGDATA", PGDATA),
+            env("PRIMARY_HOST", NAME),
+            env("PRIMARY_PORT", str(POSTGRES_PORT)),
+            env("REPLICATION_USER", REPLICATION_USER),
+            pod_index,
+            env("REPLICATION_SLOT", slot),
+            password,
+        ],
         "resources": resources(t.postgres.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [mount("data", DATA_DIR), mount("tmp", "/tmp")],  # noqa: S108
@@ -323,9 +303,12 @@ def _replicas(t: EffectiveTenant) -> Manifest:
     server = _postgres_container(
         t,
         "postgres",
-        [*SERVER_ARGS, "-c", f"primary_conninfo={conninfo}"],
-        [field_env("POD_NAME", "metadata.name"), password],
+        [*SERVER_ARGS, "-c", f"primary_conninfo={conninfo}", "-c", f"primary_slot_name={slot}"],
+        [field_env("POD_NAME", "metadata.name"), pod_index, password],
         [],
+        # Ready only while streaming: a replica that lost its primary or its WAL
+        # leaves the read Service instead of serving ever older data.
+        [REPLICA_READY_PROGRAM],
     )
     spec = pod_spec(
         containers=[server], init_containers=[clone], user_id=POSTGRES_UID, volumes=_volumes()
@@ -345,6 +328,6 @@ def _replicas(t: EffectiveTenant) -> Manifest:
 
 
 def _config_digest() -> str:
-    # pg_hba.conf and the sync script are read at start: a change must roll the
-    # pods. The init script only ever runs on an empty volume, so it does not count.
-    return config_hash(PG_HBA, SYNC_SH)
+    # pg_hba.conf is read at start: a change must roll the pods. (The programs
+    # come with the image, whose reference is in the template already.)
+    return config_hash(PG_HBA)

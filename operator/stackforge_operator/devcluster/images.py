@@ -124,6 +124,8 @@ def default_specs(root: Path | None = None) -> tuple[ImageSpec, ...]:
     return (
         ImageSpec("stackforge/postgres", "15", images / "postgres" / "Containerfile",
                   images / "postgres"),
+        ImageSpec("stackforge/pgbouncer", "1.18", images / "pgbouncer" / "Containerfile",
+                  images / "pgbouncer"),
         ImageSpec("stackforge/stackforge-operator", operator_version(root),
                   images / "operator" / "Containerfile", root),
     )  # fmt: skip

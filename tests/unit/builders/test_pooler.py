@@ -5,6 +5,7 @@ from typing import Any
 from stackforge_operator.builders import pooler
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import CONFIG_HASH_ANNOTATION, POOLER_PORT
+from tests.unit.builders.image_programs import IMAGES, script_required
 from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
 
 POOL = {"poolMode": "session", "defaultPoolSize": 40, "maxClientConnections": 400}
@@ -49,6 +50,12 @@ def test_auth_from_the_secret_into_a_memory_volume() -> None:
     assert secret_ref(env["DB_PASSWORD"]) == (sn.POSTGRES_SECRET, sn.POSTGRES_PASSWORD_KEY)
     auth = next(v for v in pod["volumes"] if v["name"] == "auth")
     assert auth["emptyDir"]["medium"] == "Memory"
+    # The image's program writes the file pgbouncer.ini names, on that volume.
+    assert init["command"] == [pooler.USERLIST_PROGRAM]
+    assert script_required(IMAGES / "pgbouncer" / "stackforge-pgbouncer-userlist.sh") <= set(env)
+    assert env["USERLIST_FILE"]["value"] == pooler.AUTH_FILE
+    [mounted] = [m for m in init["volumeMounts"] if m["name"] == "auth"]
+    assert pooler.AUTH_FILE.startswith(mounted["mountPath"] + "/")
 
 
 def test_service_and_port() -> None:

@@ -3,7 +3,10 @@ from __future__ import annotations
 from stackforge_operator.builders import postgres
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import POSTGRES_PORT, selector_labels
+from tests.unit.builders.image_programs import IMAGES, script_required, script_variables
 from tests.unit.builders.tenants import container, env_of, find, names, secret_ref, tenant
+
+IMAGE = IMAGES / "postgres"
 
 
 def test_disabled_postgres_builds_nothing() -> None:
@@ -28,6 +31,8 @@ def test_primary_statefulset() -> None:
     assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
     assert claim["spec"]["storageClassName"] == "fast-ssd"
     assert spec["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    # No recursive chown of the data volume at every start (PGDATA must stay 0700).
+    assert spec["template"]["spec"]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/var/run/postgresql", "/tmp"} <= mounts
@@ -74,21 +79,26 @@ def test_services() -> None:
         assert [p["port"] for p in spec["ports"]] == [POSTGRES_PORT]
 
 
-def test_init_config_creates_roles_from_env_without_passwords() -> None:
+def test_pg_hba_takes_passwords_only_and_replication_only_for_its_role() -> None:
     cm = find(postgres.build(tenant()), "ConfigMap", "postgres-init")
-    script = cm["data"][postgres.INIT_SCRIPT]
-    assert "REPLICATION" in script and "$REPLICATION_PASSWORD" in script
-    assert "$APP_PASSWORD" in script
     hba = cm["data"]["pg_hba.conf"]
     assert any(
         line.split()[:3] == ["host", "replication", postgres.REPLICATION_USER]
         for line in hba.splitlines()
     )
     assert "trust" not in hba
-    # The primary reads this pg_hba.conf and runs the script at init.
     c = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "postgres")
     assert f"hba_file={postgres.HBA_FILE}" in c["args"]
-    assert postgres.INITDB_DIR in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_the_primary_gives_the_images_roles_script_what_it_reads() -> None:
+    # The entrypoint runs initdb.d/10-stackforge-roles.sh with the server's
+    # environment: every variable it reads must be there, passwords by reference.
+    c = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "postgres")
+    env = env_of(c)
+    assert script_variables(IMAGE / "initdb.d" / "10-stackforge-roles.sh") <= set(env)
+    for var in ("APP_PASSWORD", "REPLICATION_PASSWORD"):
+        assert "valueFrom" in env[var]
 
 
 def test_no_read_replicas_means_no_replica_objects() -> None:
@@ -104,9 +114,9 @@ def test_read_replicas_stream_from_the_primary() -> None:
     assert sts["spec"]["replicas"] == 2
     pod = sts["spec"]["template"]["spec"]
     [init] = pod["initContainers"]
-    script = init["command"][-1]
-    assert "pg_basebackup" in script and "--host=postgres" in script
-    assert "standby.signal" in script
+    assert init["command"] == [postgres.CLONE_PROGRAM]
+    assert script_required(IMAGE / "stackforge-clone-replica.sh") <= set(env_of(init))
+    assert env_of(init)["PRIMARY_HOST"]["value"] == postgres.NAME
     assert secret_ref(env_of(init)["PGPASSWORD"]) == (
         sn.POSTGRES_SECRET,
         sn.POSTGRES_REPLICATION_PASSWORD_KEY,
@@ -118,6 +128,42 @@ def test_read_replicas_stream_from_the_primary() -> None:
     read = find(objs, "Service", "postgres-read")
     assert read["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     assert read["spec"]["selector"] != selector_labels(t, "postgres")
+
+
+def test_each_replica_streams_through_a_slot_the_primary_keeps() -> None:
+    t = tenant({"components": {"postgres": {"readReplicas": 2}}})
+    objs = postgres.build(t)
+    config = find(objs, "ConfigMap", "postgres-init")["data"]
+    assert config[postgres.SLOTS_KEY] == "postgres_replica_0\npostgres_replica_1\n"
+    # The primary's sidecar reads the list from the mounted ConfigMap.
+    upkeep = container(find(objs, "StatefulSet", "postgres"), "upkeep")
+    slots_file = env_of(upkeep)["SLOTS_FILE"]["value"]
+    [config_mount] = [m for m in upkeep["volumeMounts"] if m["name"] == "config"]
+    assert slots_file == f"{config_mount['mountPath']}/{postgres.SLOTS_KEY}"
+    assert env_of(upkeep)["SLOT_PREFIX"]["value"] == postgres.SLOT_PREFIX
+    # Replica N names slot postgres_replica_N, from the ordinal the StatefulSet
+    # controller puts on its pod, in the server's settings and for its clone.
+    sts = find(objs, "StatefulSet", "postgres-replica")
+    pod = sts["spec"]["template"]["spec"]
+    server = container(sts)
+    [init] = pod["initContainers"]
+    for c in (server, init):
+        index = env_of(c)["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert index == "metadata.labels['apps.kubernetes.io/pod-index']"
+        names_ = [e["name"] for e in c["env"]]
+        assert names_.index("POD_INDEX") < names_.index("PGPASSWORD")
+    assert "primary_slot_name=postgres_replica_$(POD_INDEX)" in server["args"]
+    assert env_of(init)["REPLICATION_SLOT"]["value"] == "postgres_replica_$(POD_INDEX)"
+    assert [e["name"] for e in init["env"]].index("POD_INDEX") < [
+        e["name"] for e in init["env"]].index("REPLICATION_SLOT")
+    # Ready only while streaming.
+    assert server["readinessProbe"]["exec"]["command"] == [postgres.REPLICA_READY_PROGRAM]
+
+
+def test_no_replicas_no_slots() -> None:
+    t = tenant({"components": {"postgres": {"readReplicas": 0}}})
+    config = find(postgres.build(t), "ConfigMap", "postgres-init")["data"]
+    assert config[postgres.SLOTS_KEY] == ""
 
 
 def test_replica_count_never_touches_the_primary() -> None:
@@ -151,20 +197,9 @@ def test_suspend_keeps_volumes() -> None:
         assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
 
 
-def test_only_the_init_script_is_in_the_initdb_directory() -> None:
-    sts = find(postgres.build(tenant()), "StatefulSet", "postgres")
-    c = container(sts, "postgres")
-    [initdb_mount] = [m for m in c["volumeMounts"] if m["mountPath"] == postgres.INITDB_DIR]
-    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
-    source = volumes[initdb_mount["name"]]["configMap"]
-    # The entrypoint runs every *.sh there; the endless sync script must not be one.
-    assert source["items"] == [{"key": postgres.INIT_SCRIPT, "path": postgres.INIT_SCRIPT}]
-    assert source["defaultMode"] == 0o555
-
-
 def test_role_passwords_are_synced_from_the_secret_at_every_start() -> None:
     objs = postgres.build(tenant())
-    sync = container(find(objs, "StatefulSet", "postgres"), "role-sync")
+    sync = container(find(objs, "StatefulSet", "postgres"), "upkeep")
     env = env_of(sync)
     for var, key in (
         ("POSTGRES_PASSWORD", sn.POSTGRES_SUPERUSER_PASSWORD_KEY),
@@ -172,10 +207,9 @@ def test_role_passwords_are_synced_from_the_secret_at_every_start() -> None:
         ("REPLICATION_PASSWORD", sn.POSTGRES_REPLICATION_PASSWORD_KEY),
     ):
         assert secret_ref(env[var]) == (sn.POSTGRES_SECRET, key)
-    script = find(objs, "ConfigMap", "postgres-init")["data"][postgres.SYNC_SCRIPT]
-    assert sync["command"][-1].endswith(postgres.SYNC_SCRIPT)
-    for role in ("superuser", "app_user", "repl_user"):
-        assert f'ALTER ROLE :"{role}" PASSWORD' in script
+    assert sync["command"] == [postgres.UPKEEP_PROGRAM]
+    assert script_required(IMAGE / "stackforge-primary-upkeep.sh") <= set(env)
+    assert env["READY_MARKER"]["value"] == postgres.SYNCED_MARKER
     # It logs in by peer over the pod-private socket, so a rotated superuser
     # password cannot lock it out.
     hba = find(objs, "ConfigMap", "postgres-init")["data"]["pg_hba.conf"]

@@ -109,7 +109,7 @@ def test_digest_follows_copied_files_only(tmp_path: Path) -> None:
 
 def test_the_real_images_inputs(tmp_path: Path) -> None:
     """The operator image hashes the package sources, never caches or the virtualenv."""
-    postgres, operator = default_specs()
+    postgres, pgbouncer, operator = default_specs()
     assert postgres.reference == "stackforge/postgres:15"
     assert operator.reference.startswith("stackforge/stackforge-operator:")
     root = repository_root()
@@ -125,4 +125,12 @@ def test_the_real_images_inputs(tmp_path: Path) -> None:
     assert not any("__pycache__" in p or "egg-info" in p for p in relative)
     pg_files = context_files(postgres.context, copy_sources(postgres.containerfile.read_text()),
                              IgnoreRules.for_context(postgres.context))  # fmt: skip
-    assert [f.name for f in pg_files] == ["docker-entrypoint.sh"]
+    # Every program the operator's pods run from the image counts, the init
+    # script's directory included.
+    assert sorted(f.relative_to(postgres.context).as_posix() for f in pg_files) == [
+        "docker-entrypoint.sh", "initdb.d/10-stackforge-roles.sh", "stackforge-clone-replica.sh",
+        "stackforge-primary-upkeep.sh", "stackforge-replica-ready.sh"]
+    pooler_files = context_files(pgbouncer.context,
+                                 copy_sources(pgbouncer.containerfile.read_text()),
+                                 IgnoreRules.for_context(pgbouncer.context))  # fmt: skip
+    assert [f.name for f in pooler_files] == ["stackforge-pgbouncer-userlist.sh"]

@@ -1,0 +1,285 @@
+"""The programs the PostgreSQL and PgBouncer images run for the operator's pods,
+run for real against the host's PostgreSQL 15:
+
+- ``stackforge-primary-upkeep`` (the primary's sidecar) makes the server take
+  the passwords of its environment, and refuse the ones it had; then keeps one
+  replication slot per listed replica, never dropping a slot in use nor one
+  that is not its own;
+- ``stackforge-clone-replica`` (a replica's init container) clones a streaming
+  replica from the primary through its slot, keeps an earlier clone, and
+  leaves nothing behind when the clone fails;
+- ``stackforge-replica-ready`` (a replica's readiness probe) passes only while
+  the replica streams;
+- ``stackforge-pgbouncer-userlist`` writes PgBouncer's auth file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.images.postgres_pods import (
+    APP_PASSWORD,
+    PG15_BIN,
+    SUPERUSER_PASSWORD,
+    Pod,
+    Server,
+    chown_tree,
+    make_pod,
+    program,
+    query,
+    run_program,
+    start,
+    start_program,
+)
+
+UPKEEP = program("postgres/stackforge-primary-upkeep.sh")
+REPLICA_READY = program("postgres/stackforge-replica-ready.sh")
+CLONE_REPLICA = program("postgres/stackforge-clone-replica.sh")
+USERLIST = program("pgbouncer/stackforge-pgbouncer-userlist.sh")
+REPLICATION_PASSWORD = "replication-password"
+
+
+def logs_in(pod: Pod, user: str, password: str) -> bool:
+    try:
+        return query(pod, "SELECT 1", user=user, password=password, database="postgres") == "1"
+    except subprocess.CalledProcessError as refused:
+        assert "password authentication failed" in refused.stderr, refused.stderr
+        return False
+
+
+def wait_for(path: Path, process: subprocess.Popen[bytes], log: Path,
+             timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+
+
+def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
+    pod: Pod, servers: list[Server]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run the tests as root")
+    initialised = start(pod, servers)
+    initialised.wait_ready()
+    initialised.stop()
+
+    # Rotated: what the Secret now holds. The sidecar starts before the server,
+    # as it may in the pod, and must keep trying.
+    rotated = {"POSTGRES_PASSWORD": "new super", "APP_PASSWORD": "new 'app'",
+               "REPLICATION_PASSWORD": "new $repl"}
+    marker = pod.root / "tmp" / "synced"
+    log = pod.root / "upkeep.log"
+    sidecar = start_program(pod, UPKEEP, pod.env(
+        PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
+        RETRY_SECONDS="0.2", **rotated), log)
+    try:
+        time.sleep(1)
+        assert sidecar.poll() is None and not marker.exists()
+        # The server comes back with the old passwords in its catalogue.
+        start(pod, servers, **rotated).wait_ready()
+        wait_for(marker, sidecar, log)
+        for user, old, new in (("postgres", SUPERUSER_PASSWORD, rotated["POSTGRES_PASSWORD"]),
+                               ("shop_app", APP_PASSWORD, rotated["APP_PASSWORD"]),
+                               ("replicator", REPLICATION_PASSWORD,
+                                rotated["REPLICATION_PASSWORD"])):
+            assert logs_in(pod, user, new), user
+            assert not logs_in(pod, user, old), user
+        # No password in what it prints (the pod's log).
+        printed = log.read_text()
+        assert "role passwords match" in printed
+        assert not any(p in printed for p in rotated.values())
+        # TERM (the pod stopping) ends it at once, successfully.
+        sidecar.send_signal(signal.SIGTERM)
+        assert sidecar.wait(5) == 0
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
+def test_upkeep_refuses_to_start_without_its_settings(pod: Pod) -> None:
+    env = pod.env(PGHOST=str(pod.run_dir))
+    del env["APP_PASSWORD"]
+    result = run_program(pod, UPKEEP, env, timeout=10)
+    assert result.returncode != 0
+    assert "APP_PASSWORD must be set" in result.stderr
+
+
+@pytest.fixture
+def replica() -> Iterator[Pod]:
+    """A second pod's tree: the replica's volume, empty."""
+    yield from make_pod()
+
+
+def clone_env(primary: Pod, replica: Pod, password: str = REPLICATION_PASSWORD,
+              slot: str = "postgres_replica_0") -> dict[str, str]:
+    return {"PATH": f"{PG15_BIN}:/usr/bin:/bin", "PGDATA": str(replica.pgdata),
+            "PRIMARY_HOST": "127.0.0.1", "PRIMARY_PORT": str(primary.port),
+            "REPLICATION_USER": "replicator", "PGPASSWORD": password,
+            "REPLICATION_SLOT": slot, "TMPDIR": str(replica.root / "tmp")}
+
+
+def superuser_query(pod: Pod, sql: str) -> str:
+    return query(pod, sql, user="postgres", password=SUPERUSER_PASSWORD, database="postgres")
+
+
+def slots(pod: Pod) -> str:
+    """name:active of every slot, in name order."""
+    return superuser_query(pod, "SELECT coalesce(string_agg(slot_name || ':' || active, ',' "
+                                "ORDER BY slot_name), '') FROM pg_replication_slots")
+
+
+def eventually_equal(read: Callable[[], str], wanted: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (value := read()) != wanted:
+        assert time.monotonic() < deadline, f"{value!r}, not {wanted!r}, after {timeout}s"
+        time.sleep(0.2)
+
+
+def replica_ready(replica: Pod) -> subprocess.CompletedProcess[str]:
+    return run_program(replica, REPLICA_READY, {"PATH": f"{PG15_BIN}:/usr/bin:/bin",
+                                                "PGHOST": str(replica.run_dir),
+                                                "PGPORT": str(replica.port)})
+
+
+@pytest.fixture
+def upkeep(pod: Pod) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Start the primary's sidecar with a slot list; stopped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def run(slot_list: str) -> subprocess.Popen[bytes]:
+        (pod.root / "tmp" / "replica-slots").write_text(slot_list)
+        chown_tree(pod.root / "tmp", pod.user)
+        process = start_program(pod, UPKEEP, pod.env(
+            PGHOST=str(pod.run_dir), PGPORT=str(pod.port),
+            READY_MARKER=str(pod.root / "tmp" / "synced"), RETRY_SECONDS="0.2",
+            SLOTS_FILE=str(pod.root / "tmp" / "replica-slots"), SLOT_SYNC_SECONDS="0.3"),
+            pod.root / "upkeep.log")
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_clone_replica_streams_through_its_slot_and_keeps_its_clone_across_restarts(
+    pod: Pod, replica: Pod, servers: list[Server],
+    upkeep: Callable[[str], subprocess.Popen[bytes]],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+    primary = start(pod, servers)
+    primary.wait_ready()
+    query(pod, "CREATE TABLE t AS SELECT generate_series(1, 100) AS n", user="shop_app",
+          password=APP_PASSWORD, database="shop")
+
+    # The primary has not heard of this replica yet: the clone has its slot made.
+    cloned = run_program(replica, CLONE_REPLICA, clone_env(pod, replica))
+    assert cloned.returncode == 0, cloned.stderr
+    assert "creating replication slot postgres_replica_0" in cloned.stderr
+    assert slots(pod) == "postgres_replica_0:false"
+    assert (replica.pgdata / "PG_VERSION").read_text().strip() == "15"
+    assert (replica.pgdata / "standby.signal").exists()
+    assert oct(replica.pgdata.stat().st_mode & 0o777) == oct(0o700)
+    assert not Path(f"{replica.pgdata}.clone").exists()
+
+    # The StatefulSet's arguments; the replica's add its primary and its slot.
+    conninfo = (f"host=127.0.0.1 port={pod.port} user=replicator "
+                f"password={REPLICATION_PASSWORD} application_name=replica-0")
+    standby = Server(replica, replica.env(), extra_args=[
+        "-c", f"primary_conninfo={conninfo}", "-c", "primary_slot_name=postgres_replica_0"])
+    servers.append(standby)
+    standby.wait_ready()
+    eventually_equal(lambda: replica_ready(replica).stderr.strip(), "")
+    assert replica_ready(replica).returncode == 0
+    query(pod, "INSERT INTO t VALUES (101)", user="shop_app", password=APP_PASSWORD,
+          database="shop")
+    eventually_equal(lambda: query(replica, "SELECT count(*) FROM t", user="shop_app",
+                                   password=APP_PASSWORD, database="shop"), "101")
+    assert superuser_query(pod, "SELECT application_name || ':' || state FROM "
+                                "pg_stat_replication") == "replica-0:streaming"
+
+    # The upkeep keeps the listed slots (making the missing one), and does not
+    # drop an unlisted slot while a replica uses it, nor a slot not its own.
+    superuser_query(pod, "SELECT 1 FROM pg_create_physical_replication_slot('someone_elses')")
+    sidecar = upkeep("postgres_replica_1\n")
+    eventually_equal(lambda: slots(pod),
+                     "postgres_replica_0:true,postgres_replica_1:false,someone_elses:false")
+    time.sleep(1.5)  # several passes
+    assert slots(pod) == "postgres_replica_0:true,postgres_replica_1:false,someone_elses:false"
+
+    # The replica stops: it is not listed, so its slot goes (it holds WAL back).
+    standby.stop()
+    result = replica_ready(replica)
+    assert result.returncode != 0 and "not ready" in result.stderr
+    eventually_equal(lambda: slots(pod), "postgres_replica_1:false,someone_elses:false")
+    assert sidecar.poll() is None
+    log = (pod.root / "upkeep.log").read_text()
+    assert "replication slot postgres_replica_1 created" in log
+    assert "replication slot postgres_replica_0 dropped" in log
+
+    # A restart of the pod keeps the clone (no second pg_basebackup) and repairs
+    # the mode a recursive fsGroup chown leaves.
+    (replica.pgdata / "standby.signal").unlink()
+    replica.pgdata.chmod(0o770)
+    again = run_program(replica, CLONE_REPLICA, clone_env(pod, replica))
+    assert again.returncode == 0, again.stderr
+    assert "cloning" not in again.stderr
+    assert (replica.pgdata / "standby.signal").exists()
+    assert oct(replica.pgdata.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_clone_uses_the_slot_the_primary_made(
+    pod: Pod, replica: Pod, servers: list[Server]
+) -> None:
+    start(pod, servers).wait_ready()
+    superuser_query(pod, "SELECT 1 FROM pg_create_physical_replication_slot('postgres_replica_3')")
+    cloned = run_program(replica, CLONE_REPLICA, clone_env(pod, replica,
+                                                           slot="postgres_replica_3"))
+    assert cloned.returncode == 0, cloned.stderr
+    assert "creating replication slot" not in cloned.stderr
+    # The clone held the slot: it now reserves WAL from the clone's start on.
+    assert superuser_query(pod, "SELECT restart_lsn IS NOT NULL FROM pg_replication_slots "
+                                "WHERE slot_name = 'postgres_replica_3'") == "t"
+
+
+def test_a_failed_clone_leaves_nothing_a_restart_would_take_for_a_replica(
+    pod: Pod, replica: Pod, servers: list[Server]
+) -> None:
+    start(pod, servers).wait_ready()
+    failed = run_program(replica, CLONE_REPLICA, clone_env(pod, replica, password="wrong"))
+    assert failed.returncode != 0
+    assert "password authentication failed" in failed.stderr
+    assert not (replica.pgdata / "PG_VERSION").exists()
+    assert not Path(f"{replica.pgdata}.clone", "PG_VERSION").exists()
+
+    missing = clone_env(pod, replica)
+    del missing["PRIMARY_HOST"]
+    refused = run_program(replica, CLONE_REPLICA, missing)
+    assert refused.returncode != 0 and "PRIMARY_HOST" in refused.stderr
+
+
+def test_userlist_writes_a_private_auth_file_with_quotes_doubled(tmp_path: Path) -> None:
+    auth_file = tmp_path / "userlist.txt"
+    result = subprocess.run(
+        [str(USERLIST)], capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin", "DB_USER": 'shop"app', "DB_PASSWORD": 'p "w" $x',
+             "USERLIST_FILE": str(auth_file)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert auth_file.read_text() == '"shop""app" "p ""w"" $x"\n'
+    assert oct(auth_file.stat().st_mode & 0o777) == oct(0o600)
+    assert "p \"w\"" not in result.stderr
+    assert not Path(f"{auth_file}.new").exists()
