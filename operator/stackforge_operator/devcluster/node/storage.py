@@ -105,7 +105,11 @@ class LocalVolumeProvisioner:
         if (claim.spec.storage_class_name != STORAGE_CLASS or claim.spec.volume_name
                 or claim.status.phase != "Pending" or annotations.get(SELECTED_NODE) != self._node):
             return
-        path = self._directory / f"{claim.metadata.namespace}-{claim.metadata.name}"
+        # The claim's uid too: a claim deleted and made again under the same name
+        # (a replica's lost volume) must get an empty directory, never the old
+        # one, which the old volume's release removes at a moment of its own.
+        path = self._directory / (f"{claim.metadata.namespace}-{claim.metadata.name}-"
+                                  f"{claim.metadata.uid}")
         # Owned by root; the kubelet gives it the pod's fsGroup when mounting.
         path.mkdir(parents=True, exist_ok=True)
         try:
