@@ -50,7 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # images, then the session's real node), while the other runs the rest, module by module.
 HOST_GLOBAL = (
     "tests/cluster/test_localrun.py::test_dev_shows_the_example_tenant_ready_on_running_pods",
-    "tests/host/", "tests/images/", "tests/realnode/")
+    # podman's containers and builds (mounts, cgroups); the other image tests run
+    # host programs only (PostgreSQL servers on loopback, shell scripts).
+    "tests/host/", "tests/images/test_images.py", "tests/realnode/")
 
 
 @pytest.hookimpl(optionalhook=True)

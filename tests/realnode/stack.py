@@ -39,11 +39,21 @@ def wait_ready(cluster: ClusterHandle, name: str, timeout: float = 240) -> None:
     try:
         tenants.wait_condition(cluster, name, "Ready", "True", timeout=timeout)
     except AssertionError:
-        ns = tenants.namespace_of(name)
-        pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
-        described = cluster.kubectl("describe", "pods", "-n", ns, check=False).stdout
-        raise AssertionError(f"tenant {name} not Ready; pods:\n{pods}\n{described[-4000:]}"
-                             ) from None
+        raise AssertionError(f"tenant {name} not Ready; "
+                             f"{diagnosis(cluster, tenants.namespace_of(name))}") from None
+
+
+def diagnosis(cluster: ClusterHandle, namespace: str, pods: str = "") -> str:
+    """What a person would look at: pods, claims, recent events, and the pods described
+    (``pods``: only these, space-separated)."""
+    listing = cluster.kubectl("get", "pods,pvc", "-n", namespace, "-o", "wide",
+                              check=False).stdout
+    events = cluster.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp",
+                             check=False).stdout
+    described = cluster.kubectl("describe", "pods", "-n", namespace, *pods.split(),
+                                check=False).stdout
+    return (f"\n{listing}\nevents (last ones):\n{events[-3000:]}\n"
+            f"described:\n{described[-4000:]}")
 
 
 def psql(cluster: ClusterHandle, namespace: str, sql: str, *, as_app: bool = False) -> str:

@@ -1,0 +1,248 @@
+"""Streaming replicas and credentials, on running pods, on one tenant with two
+read replicas and a pooler (the tests run in order, each leaving it Ready):
+
+- rows written on the primary reach both replicas, each streaming through its
+  own slot; a replica whose volume is lost is cloned again;
+- after a rotation request the new passwords log in and the old ones are
+  refused, for the superuser, the application role, the replication role (the
+  replicas reconnect and stream) and through PgBouncer; the application's
+  connection through the pooler works after it;
+- replicas scaled away leave no slot behind.
+
+The client is a pod labelled as the tenant's app ``client`` (declared with
+zero replicas), so the tenant's own NetworkPolicies let it reach PostgreSQL,
+the read replicas and the pooler, as the application would.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.builders import secrets_names as sn
+from stackforge_operator.builders.common import (
+    APP_COMPONENT,
+    APP_LABEL,
+    COMPONENT_LABEL,
+    POOLER_PORT,
+    TENANT_LABEL,
+)
+from stackforge_operator.builders.credentials import ROTATE_ANNOTATION
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from tests.realnode import pods, stack
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+
+CLIENT = "client"
+
+
+def replicated_tenant(name: str) -> dict[str, Any]:
+    manifest = stack.postgres_only(name)
+    components = manifest["spec"]["components"]
+    components["postgres"].update({"readReplicas": 2, "pooler": {"enabled": True, "replicas": 1}})
+    components["apps"] = [{"name": CLIENT, "image": pods.POSTGRES_IMAGE, "port": 8080,
+                           "replicas": 0}]
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
+    name = f"cred-{uuid.uuid4().hex[:5]}"
+    tenants.apply(real_cluster, replicated_tenant(name))
+    ns = tenants.namespace_of(name)
+    pods.apply(real_cluster, pods.postgres_pod(CLIENT, ns, {
+        APP_LABEL: CLIENT, COMPONENT_LABEL: APP_COMPONENT, TENANT_LABEL: name}))
+    stack.wait_ready(real_cluster, name, timeout=300)
+    pods.wait_ready(real_cluster, ns, CLIENT)
+    yield name
+    tenants.discard(real_cluster, name)
+
+
+def secret(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
+    found = client.CoreV1Api(cluster.api).read_namespaced_secret(sn.POSTGRES_SECRET, namespace)
+    return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+
+
+def connect(cluster: ClusterHandle, namespace: str, conninfo: str,
+            sql: str) -> subprocess.CompletedProcess[str]:
+    """psql from the client pod. The conninfo, password included, is an argument:
+    the test's passwords are throwaway ones of a throwaway tenant."""
+    return cluster.kubectl(
+        "exec", "-n", namespace, CLIENT, "--", "psql", "-X", "-tA", "-v", "ON_ERROR_STOP=1",
+        conninfo, "-c", sql, check=False, timeout=60)
+
+
+def logs_in(cluster: ClusterHandle, namespace: str, conninfo: str, sql: str = "SELECT 1") -> bool:
+    result = connect(cluster, namespace, conninfo, sql)
+    if result.returncode == 0:
+        return True
+    # PostgreSQL's words, or PgBouncer's.
+    assert ("password authentication failed" in result.stderr
+            or "SASL authentication failed" in result.stderr), result.stderr
+    return False
+
+
+def wait_for_login(cluster: ClusterHandle, namespace: str, conninfo: str, sql: str) -> None:
+    """Until the login works; meanwhile the server may be restarting (refused
+    connections) or still have the old password."""
+    tenants.eventually(lambda: connect(cluster, namespace, conninfo, sql).returncode == 0,
+                       timeout=240, interval=2)
+
+
+def logins(credentials: dict[str, str], database: str) -> dict[str, tuple[str, str]]:
+    """Who logs in where, as (conninfo, a statement that role may run)."""
+    app = credentials[sn.POSTGRES_USER_KEY]
+    return {
+        "superuser": (f"host=postgres user=postgres dbname=postgres "
+                      f"password={credentials[sn.POSTGRES_SUPERUSER_PASSWORD_KEY]}", "SELECT 1"),
+        "app": (f"host=postgres user={app} dbname={database} "
+                f"password={credentials[sn.POSTGRES_PASSWORD_KEY]}", "SELECT 1"),
+        # A replication connection, as the replica's walreceiver makes.
+        "replication": (f"host=postgres user=replicator replication=database dbname=postgres "
+                        f"password={credentials[sn.POSTGRES_REPLICATION_PASSWORD_KEY]}",
+                        "IDENTIFY_SYSTEM"),
+        "pooler": (f"host=pooler port={POOLER_PORT} user={app} dbname={database} "
+                   f"password={credentials[sn.POSTGRES_PASSWORD_KEY]}", "SELECT 1"),
+    }
+
+
+STREAMING = "postgres-replica-0:streaming,postgres-replica-1:streaming"
+# Which replica streams through which slot, as the primary sees it.
+SLOTS_SQL = ("SELECT coalesce(string_agg(s.slot_name || ':' || coalesce(r.application_name, "
+             "'unused'), ',' ORDER BY s.slot_name), '') FROM pg_replication_slots s "
+             "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid")
+
+
+def streaming_replicas(cluster: ClusterHandle, namespace: str) -> str:
+    return stack.psql(cluster, namespace,
+                      "SELECT coalesce(string_agg(application_name || ':' || state, ',' "
+                      "ORDER BY application_name), '') FROM pg_stat_replication")
+
+
+def on_replica(cluster: ClusterHandle, namespace: str, pod: str, sql: str) -> str:
+    """SQL in a replica's own server (the superuser by peer on its socket)."""
+    return cluster.kubectl(
+        "exec", "-n", namespace, pod, "-c", "postgres", "--", "psql", "-X", "-tA",
+        "-U", "postgres", "-h", "/var/run/postgresql", "-d", stack.DATABASE, "-c", sql,
+        check=False, timeout=60).stdout.strip()
+
+
+def test_rows_reach_both_replicas_each_through_its_own_slot(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
+                       timeout=120, interval=2)
+    assert stack.psql(real_cluster, ns, SLOTS_SQL) == (
+        "postgres_replica_0:postgres-replica-0,postgres_replica_1:postgres-replica-1")
+    stack.psql(real_cluster, ns, "CREATE TABLE shipped AS SELECT generate_series(1, 300) AS n",
+               as_app=True)
+    for pod in ("postgres-replica-0", "postgres-replica-1"):
+        tenants.eventually(lambda p=pod: on_replica(real_cluster, ns, p,
+                                                    "SELECT count(*) FROM shipped") == "300",
+                           timeout=60, interval=1)
+        # A replica is a standby: it refuses writes.
+        refused = real_cluster.kubectl(
+            "exec", "-n", ns, pod, "-c", "postgres", "--", "psql", "-X", "-U", "postgres",
+            "-h", "/var/run/postgresql", "-d", stack.DATABASE, "-c",
+            "INSERT INTO shipped VALUES (0)", check=False)
+        assert "read-only transaction" in refused.stderr
+
+
+def test_a_replica_whose_volume_is_lost_is_cloned_again(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    core = client.CoreV1Api(real_cluster.api)
+    claim = "data-postgres-replica-1"
+    old_claim = core.read_namespaced_persistent_volume_claim(claim, ns).metadata.uid
+    stack.psql(real_cluster, ns, "CREATE TABLE after_loss AS SELECT 7 AS n", as_app=True)
+    # The claim goes once no pod uses it: delete it, then the pod.
+    real_cluster.kubectl("delete", "pvc", "-n", ns, claim, "--wait=false")
+    real_cluster.kubectl("delete", "pod", "-n", ns, "postgres-replica-1", "--wait=true")
+
+    def cloned_again() -> bool:
+        try:
+            fresh = core.read_namespaced_persistent_volume_claim(claim, ns)
+            pod = core.read_namespaced_pod("postgres-replica-1", ns)
+        except client.ApiException:
+            return False
+        ready = any(c.type == "Ready" and c.status == "True"
+                    for c in (pod.status.conditions or []))
+        return bool(fresh.metadata.uid != old_claim and ready)
+
+    try:
+        tenants.eventually(cloned_again, timeout=180, interval=2)
+    except AssertionError:
+        raise AssertionError("postgres-replica-1 was not cloned again: "
+                             + stack.diagnosis(real_cluster, ns, "postgres-replica-1")) from None
+    log = real_cluster.kubectl("logs", "-n", ns, "postgres-replica-1", "-c", "basebackup").stdout
+    assert "cloning postgres:5432" in log and "clone complete" in log
+    assert on_replica(real_cluster, ns, "postgres-replica-1",
+                      "SELECT n FROM after_loss") == "7"
+    tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
+                       timeout=60, interval=2)
+
+
+def test_rotation_changes_every_password_in_the_database_and_the_pooler(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    old = secret(real_cluster, ns)
+    before = logins(old, stack.DATABASE)
+    for role, (conninfo, sql) in before.items():
+        assert logs_in(real_cluster, ns, conninfo, sql), role
+    assert streaming_replicas(real_cluster, ns) == STREAMING
+
+    real_cluster.kubectl("annotate", "stackforgetenant", "-n", ns, tenant,
+                         f"{ROTATE_ANNOTATION}=r1", "--overwrite")
+    new = tenants.eventually(
+        lambda: (s := secret(real_cluster, ns))[sn.POSTGRES_PASSWORD_KEY]
+        != old[sn.POSTGRES_PASSWORD_KEY] and s, timeout=60)
+    assert new[sn.POSTGRES_USER_KEY] == old[sn.POSTGRES_USER_KEY]
+    for key in (sn.POSTGRES_PASSWORD_KEY, sn.POSTGRES_SUPERUSER_PASSWORD_KEY,
+                sn.POSTGRES_REPLICATION_PASSWORD_KEY):
+        assert new[key] != old[key], key
+    after = logins(new, stack.DATABASE)
+
+    # The pods restart with the new Secret; the database and the pooler then
+    # take the new passwords (each within the rollout) ...
+    for conninfo, sql in after.values():
+        wait_for_login(real_cluster, ns, conninfo, sql)
+    stack.wait_ready(real_cluster, tenant, timeout=240)
+    # ... and refuse the old ones.
+    for role, (conninfo, sql) in before.items():
+        assert not logs_in(real_cluster, ns, conninfo, sql), f"{role}: old password accepted"
+
+    # The replicas reconnected with the new replication password and stream.
+    tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
+                       timeout=120, interval=2)
+    app_conninfo, _ = after["app"]
+    written = connect(real_cluster, ns, app_conninfo,
+                      "CREATE TABLE rotated AS SELECT 42 AS answer")
+    assert written.returncode == 0, written.stderr
+    read_only = app_conninfo.replace("host=postgres ", "host=postgres-read ")
+    tenants.eventually(lambda: connect(real_cluster, ns, read_only,
+                                       "SELECT answer FROM rotated").stdout.strip() == "42",
+                       timeout=60, interval=1)
+    # The application's connection through the pooler works after the rotation.
+    pooled, _ = after["pooler"]
+    through_pooler = connect(real_cluster, ns, pooled, "SELECT answer FROM rotated")
+    assert through_pooler.stdout.strip() == "42", through_pooler.stderr
+
+
+def test_replicas_scaled_away_leave_no_slot(real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    manifest = replicated_tenant(tenant)
+    manifest["spec"]["components"]["postgres"]["readReplicas"] = 0
+    tenants.apply(real_cluster, manifest)
+    # The primary's sidecar sees the shorter list once the kubelet refreshes the
+    # ConfigMap's file (up to a minute or so), and the replicas' pods are gone.
+    tenants.eventually(lambda: stack.psql(real_cluster, ns, SLOTS_SQL) == "",
+                       timeout=180, interval=3)
+    log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
+    assert "replication slot postgres_replica_1 dropped" in log
+    stack.wait_ready(real_cluster, tenant)
