@@ -18,12 +18,23 @@
 #    at two passes in a row: a replica being scaled away may hold its slot for
 #    a moment, and a list a little behind a scale-up must not drop the slot a
 #    new replica is about to use. Slots of any other name are not ours.
+# 3. Admin accounts, at the same passes, whenever ADMIN_ACCOUNTS_FILE changes
+#    (a JSON list of {"name", "role", "password"}, from a Secret volume the
+#    kubelet refreshes): each becomes a login role in POSTGRES_DB's cluster,
+#    member of the group role stackforge_admin_accounts, with its password and
+#    the privileges of its role: Admin is a member of the database owner's
+#    role, Operator gets pg_read_all_data, pg_write_all_data and pg_monitor,
+#    Viewer pg_read_all_data. A member of the group no longer listed loses its
+#    login (NOLOGIN) but keeps what it owns. A role of a listed name that is
+#    not a member of the group is not ours and is left alone (the operator
+#    refuses the stack's own names before they get here).
 #
 # Environment: POSTGRES_USER POSTGRES_PASSWORD APP_USER APP_PASSWORD
 #   REPLICATION_USER REPLICATION_PASSWORD; PGHOST [/var/run/postgresql];
 #   READY_MARKER [/tmp/role-passwords-synced]; RETRY_SECONDS [5];
 #   SLOTS_FILE [none: no slot is managed]; SLOT_PREFIX [postgres_replica_];
-#   SLOT_SYNC_SECONDS [10]
+#   SLOT_SYNC_SECONDS [10]; ADMIN_ACCOUNTS_FILE [none: no account is managed];
+#   POSTGRES_DB (the database Admin accounts own through its owner)
 set -u
 
 : "${PGHOST:=/var/run/postgresql}"
@@ -32,6 +43,7 @@ set -u
 : "${SLOTS_FILE:=}"
 : "${SLOT_PREFIX:=postgres_replica_}"
 : "${SLOT_SYNC_SECONDS:=10}"
+: "${ADMIN_ACCOUNTS_FILE:=}"
 export PGHOST
 : "${POSTGRES_USER:?POSTGRES_USER must be set}"
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
@@ -87,6 +99,61 @@ SELECT 'unused ' || string_agg(slot_name, ',')
 SQL
 }
 
+# The accounts as psql reads them; passwords stay inside the server's session
+# (set_config), never in a statement's text that a log could show.
+sync_admin_accounts() {
+	as_superuser --dbname="$POSTGRES_DB" --set=accounts="$(cat "$ADMIN_ACCOUNTS_FILE")" <<'SQL'
+SELECT set_config('stackforge.admin_accounts', :'accounts', false) \gset ignored_
+DO $do$
+DECLARE
+  account record;
+  owner name := (SELECT pg_get_userbyid(datdba) FROM pg_database
+                  WHERE datname = current_database());
+  grp oid;
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stackforge_admin_accounts') THEN
+    CREATE ROLE stackforge_admin_accounts NOLOGIN;
+  END IF;
+  grp := (SELECT oid FROM pg_roles WHERE rolname = 'stackforge_admin_accounts');
+  FOR account IN
+    SELECT * FROM json_to_recordset(current_setting('stackforge.admin_accounts')::json)
+      AS a(name text, role text, password text)
+  LOOP
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = account.name) THEN
+      EXECUTE format('CREATE ROLE %I LOGIN IN ROLE stackforge_admin_accounts', account.name);
+      RAISE NOTICE 'admin account % created', account.name;
+    ELSIF NOT EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                       WHERE m.roleid = grp AND r.rolname = account.name) THEN
+      RAISE WARNING 'role % exists and is not an admin account; left alone', account.name;
+      CONTINUE;
+    END IF;
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', account.name, account.password);
+    EXECUTE format('REVOKE pg_read_all_data, pg_write_all_data, pg_monitor, %I FROM %I',
+                   owner, account.name);
+    CASE account.role
+      WHEN 'Admin' THEN
+        EXECUTE format('GRANT %I TO %I', owner, account.name);
+      WHEN 'Operator' THEN
+        EXECUTE format('GRANT pg_read_all_data, pg_write_all_data, pg_monitor TO %I',
+                       account.name);
+      ELSE
+        EXECUTE format('GRANT pg_read_all_data TO %I', account.name);
+    END CASE;
+  END LOOP;
+  FOR account IN
+    SELECT r.rolname AS name FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+     WHERE m.roleid = grp AND r.rolcanlogin
+       AND r.rolname NOT IN (SELECT a.name FROM json_to_recordset(
+             current_setting('stackforge.admin_accounts')::json) AS a(name text))
+  LOOP
+    EXECUTE format('ALTER ROLE %I NOLOGIN', account.name);
+    RAISE NOTICE 'admin account % removed: login disabled, what it owns kept', account.name;
+  END LOOP;
+END
+$do$;
+SQL
+}
+
 until sync_passwords; do
 	pause "$RETRY_SECONDS"
 done
@@ -94,7 +161,26 @@ touch "$READY_MARKER"
 echo "role passwords match the credentials Secret"
 
 unused_before=
+applied_accounts=
 while :; do
+	if [ -n "$ADMIN_ACCOUNTS_FILE" ] && [ -r "$ADMIN_ACCOUNTS_FILE" ]; then
+		# Applied again only when the file changes (the Secret volume is
+		# refreshed by swapping a symlink; its content is what counts).
+		current=$(cksum <"$ADMIN_ACCOUNTS_FILE")
+		if [ "$current" != "$applied_accounts" ]; then
+			report="${TMPDIR:-/tmp}/admin-accounts.out"
+			if sync_admin_accounts >"$report" 2>&1; then
+				applied_accounts=$current
+			else
+				echo "could not apply the admin accounts; retrying" >&2
+			fi
+			# Only psql's message lines: an error's CONTEXT lines would quote
+			# the statement, and an ALTER ROLE statement holds a password.
+			sed -n 's/^.*NOTICE: *//p; s/^.*WARNING: */warning: /p; s/^.*ERROR: */error: /p' \
+				"$report"
+			rm -f "$report"
+		fi
+	fi
 	if [ -n "$SLOTS_FILE" ]; then
 		if report=$(sync_slots); then
 			printf '%s\n' "$report" | while read -r verb rest; do

@@ -69,6 +69,9 @@ def _walk(obj: Any, path: str) -> tuple[Any, str | int]:
 DELETE = object()
 
 
+ADMIN_NAME_MESSAGE = "those roles belong to the stack"
+
+
 def changed(kind: str, name: str, changes: dict[str, Any]) -> Manifest:
     """The example of ``kind`` named ``name`` with ``{"spec.a[0].b": value}`` applied."""
     obj = example(kind)
@@ -240,6 +243,11 @@ def _tenant_cases() -> list[Case]:
         ),
         c("duplicate-admin", {"spec.adminAccounts[1].username": "jane"}, "spec.adminAccounts[1]"),
         c("bad-admin-role", {"spec.adminAccounts[0].role": "root"}, "spec.adminAccounts[0].role"),
+        # The stack's own roles cannot be taken over by an admin account.
+        c("admin-takes-the-superuser", {"spec.adminAccounts[0].username": "postgres"},
+          ADMIN_NAME_MESSAGE),
+        c("admin-takes-a-pg-role", {"spec.adminAccounts[0].username": "pg_monitor"},
+          ADMIN_NAME_MESSAGE),
         c("invalid-backup-cron", {"spec.backup.schedule": "every day at 2"}, CRON_MESSAGE),
         c("backup-cron-minute-61", {"spec.backup.schedule": "61 2 * * *"}, CRON_MESSAGE),
         c("backup-cron-six-fields", {"spec.backup.schedule": "0 0 2 * * *"}, CRON_MESSAGE),

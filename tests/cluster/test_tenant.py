@@ -179,7 +179,7 @@ def test_generated_credentials_never_reach_the_logs(
     tenants.wait_condition(cluster, "secretive", "Ready", "True")
     core = client.CoreV1Api(cluster.api)
     values = []
-    for name in ("postgres-credentials", "redis-credentials", "admin-accounts"):
+    for name in ("postgres-credentials", "redis-credentials", "admin-jane"):
         secret = core.read_namespaced_secret(name, "tenant-secretive")
         values += [base64.b64decode(v).decode() for k, v in secret.data.items()
                    if k != "username"]

@@ -4,7 +4,8 @@ run for real against the host's PostgreSQL 15:
 - ``stackforge-primary-upkeep`` (the primary's sidecar) makes the server take
   the passwords of its environment, and refuse the ones it had; then keeps one
   replication slot per listed replica, never dropping a slot in use nor one
-  that is not its own;
+  that is not its own, and makes the admin accounts login roles with their
+  role's privileges, disabling the login of removed ones;
 - ``stackforge-clone-replica`` (a replica's init container) clones a streaming
   replica from the primary through its slot, keeps an earlier clone, and
   leaves nothing behind when the clone fails;
@@ -15,6 +16,7 @@ run for real against the host's PostgreSQL 15:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -152,18 +154,18 @@ def replica_ready(replica: Pod) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def upkeep(pod: Pod) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+def upkeep(pod: Pod) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start the primary's sidecar with a slot list; stopped at the end."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def run(slot_list: str) -> subprocess.Popen[bytes]:
+    def run(slot_list: str, **extra_env: str) -> subprocess.Popen[bytes]:
         (pod.root / "tmp" / "replica-slots").write_text(slot_list)
         chown_tree(pod.root / "tmp", pod.user)
         process = start_program(pod, UPKEEP, pod.env(
             PGHOST=str(pod.run_dir), PGPORT=str(pod.port),
             READY_MARKER=str(pod.root / "tmp" / "synced"), RETRY_SECONDS="0.2",
-            SLOTS_FILE=str(pod.root / "tmp" / "replica-slots"), SLOT_SYNC_SECONDS="0.3"),
-            pod.root / "upkeep.log")
+            SLOTS_FILE=str(pod.root / "tmp" / "replica-slots"), SLOT_SYNC_SECONDS="0.3",
+            **extra_env), pod.root / "upkeep.log")
         started.append(process)
         return process
 
@@ -176,7 +178,7 @@ def upkeep(pod: Pod) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
 
 def test_clone_replica_streams_through_its_slot_and_keeps_its_clone_across_restarts(
     pod: Pod, replica: Pod, servers: list[Server],
-    upkeep: Callable[[str], subprocess.Popen[bytes]],
+    upkeep: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     if os.geteuid() != 0:
         pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
@@ -283,3 +285,56 @@ def test_userlist_writes_a_private_auth_file_with_quotes_doubled(tmp_path: Path)
     assert oct(auth_file.stat().st_mode & 0o777) == oct(0o600)
     assert "p \"w\"" not in result.stderr
     assert not Path(f"{auth_file}.new").exists()
+
+
+def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
+    pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+    start(pod, servers).wait_ready()
+    query(pod, "CREATE TABLE orders AS SELECT generate_series(1, 3) AS id", user="shop_app",
+          password=APP_PASSWORD, database="shop")
+    superuser_query(pod, "CREATE ROLE mallory LOGIN PASSWORD 'kept'")
+    accounts_file = pod.root / "tmp" / "accounts.json"
+
+    def accounts(*entries: tuple[str, str, str]) -> None:
+        accounts_file.write_text(json.dumps(
+            [{"name": n, "role": r, "password": p} for n, r, p in entries]))
+        chown_tree(pod.root / "tmp", pod.user)
+
+    everyone = [("alice", "Admin", "alice's pw"), ("olga", "Operator", "olga-pw"),
+                ("vic", "Viewer", "vic-pw"), ("mallory", "Viewer", "taken")]
+    accounts(*everyone)
+    upkeep("", ADMIN_ACCOUNTS_FILE=str(accounts_file), POSTGRES_DB="shop")
+    log = pod.root / "upkeep.log"
+    eventually_equal(lambda: str("admin account vic created" in log.read_text()), "True")
+
+    def as_(user: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(PG15_BIN / "psql"), "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(pod.port), "-U", user, "-d", "shop", "-c", sql],
+            env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, check=False)  # fmt: skip
+
+    # Admin: the owner's rights (DDL, all data).
+    assert as_("alice", "alice's pw", "CREATE TABLE audit (n int); INSERT INTO orders "
+                                      "VALUES (4)").returncode == 0
+    # Operator: reads and writes every table, no DDL.
+    assert as_("olga", "olga-pw", "INSERT INTO orders VALUES (5)").returncode == 0
+    assert "permission denied" in as_("olga", "olga-pw", "CREATE TABLE x (n int)").stderr
+    # Viewer: reads only.
+    assert as_("vic", "vic-pw", "SELECT count(*) FROM orders").stdout.strip() == "5"
+    assert "permission denied" in as_("vic", "vic-pw", "INSERT INTO orders VALUES (6)").stderr
+    # A role that was there before is not an admin account: left as it was.
+    assert as_("mallory", "kept", "SELECT 1").returncode == 0
+    assert "warning: role mallory exists and is not an admin account" in log.read_text()
+    assert not any(p in log.read_text() for _, _, p in everyone)
+
+    # Removing an account stops its login and keeps the role (and what it owns).
+    accounts(*everyone[:2])
+    eventually_equal(lambda: str("admin account vic removed" in log.read_text()), "True")
+    refused = as_("vic", "vic-pw", "SELECT 1")
+    assert "not permitted to log in" in refused.stderr
+    assert superuser_query(pod, "SELECT count(*) FROM pg_roles WHERE rolname = 'vic'") == "1"
+    assert as_("alice", "alice's pw", "SELECT count(*) FROM audit").returncode == 0

@@ -84,3 +84,13 @@ def image_containerd_runs(cluster: ClusterHandle, container_id: str) -> str:
     bare_id = container_id.split("://", 1)[1]
     row = next(r for r in listing.splitlines() if r.startswith(bare_id))
     return row.split()[1]
+
+
+def tag_image(cluster: ClusterHandle, source: str, target: str) -> None:
+    """Give an image the node already has a second name, as a pushed new tag would."""
+    local = cluster.local
+    assert local is not None and local.node is not None and local.node.tools_dir is not None
+    subprocess.run(
+        [str(local.node.tools_dir / "ctr"), f"--address={local.node.runtime_paths.socket}",
+         f"--namespace={K8S_NAMESPACE}", "images", "tag", "--force", source, target],
+        capture_output=True, text=True, check=True)

@@ -7,6 +7,8 @@ read replicas and a pooler (the tests run in order, each leaving it Ready):
   refused, for the superuser, the application role, the replication role (the
   replicas reconnect and stream) and through PgBouncer; the application's
   connection through the pooler works after it;
+- admin accounts log in with their role's privileges (Admin writes and
+  creates, Viewer only reads), and a removed account can no longer log in;
 - replicas scaled away leave no slot behind.
 
 The client is a pod labelled as the tenant's app ``client`` (declared with
@@ -35,6 +37,7 @@ from stackforge_operator.builders.common import (
 )
 from stackforge_operator.builders.credentials import ROTATE_ANNOTATION
 from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.models.tenant import admin_secret_name
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
@@ -48,6 +51,9 @@ def replicated_tenant(name: str) -> dict[str, Any]:
     components["postgres"].update({"readReplicas": 2, "pooler": {"enabled": True, "replicas": 1}})
     components["apps"] = [{"name": CLIENT, "image": pods.POSTGRES_IMAGE, "port": 8080,
                            "replicas": 0}]
+    manifest["spec"]["adminAccounts"] = [
+        {"username": "alice", "email": "alice@example.com", "role": "Admin"},
+        {"username": "vic_viewer", "email": "vic@example.com", "role": "Viewer"}]
     return manifest
 
 
@@ -234,10 +240,48 @@ def test_rotation_changes_every_password_in_the_database_and_the_pooler(
     assert through_pooler.stdout.strip() == "42", through_pooler.stderr
 
 
+def test_admin_accounts_log_in_with_their_roles_privileges_until_removed(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    core = client.CoreV1Api(real_cluster.api)
+
+    def login(account: str) -> str:
+        data = core.read_namespaced_secret(admin_secret_name(account), ns).data
+        password = base64.b64decode(data[sn.ADMIN_PASSWORD_KEY]).decode()
+        return f"host=postgres user={account} dbname={stack.DATABASE} password={password}"
+
+    alice, vic = login("alice"), login("vic_viewer")
+    # The primary's sidecar applies the accounts within a pass or two.
+    tenants.eventually(lambda: connect(real_cluster, ns, vic, "SELECT 1").returncode == 0,
+                       timeout=120, interval=2)
+    created = connect(real_cluster, ns, alice,
+                      "CREATE TABLE audit (n int); INSERT INTO audit VALUES (1); "
+                      "INSERT INTO shipped VALUES (301)")
+    assert created.returncode == 0, created.stderr
+    assert connect(real_cluster, ns, vic, "SELECT count(*) FROM audit").stdout.strip() \
+        == "1"
+    refused = connect(real_cluster, ns, vic, "INSERT INTO audit VALUES (2)")
+    assert "permission denied" in refused.stderr
+
+    manifest = replicated_tenant(tenant)
+    manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
+    tenants.apply(real_cluster, manifest)
+
+    def vic_refused() -> bool:
+        return "not permitted to log in" in connect(real_cluster, ns, vic, "SELECT 1").stderr
+
+    # The kubelet refreshes the Secret volume, then the sidecar's next pass.
+    tenants.eventually(vic_refused, timeout=180, interval=3)
+    assert connect(real_cluster, ns, alice, "SELECT count(*) FROM audit").returncode == 0
+    log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
+    assert "admin account vic_viewer removed" in log
+
+
 def test_replicas_scaled_away_leave_no_slot(real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
     manifest = replicated_tenant(tenant)
     manifest["spec"]["components"]["postgres"]["readReplicas"] = 0
+    manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
     tenants.apply(real_cluster, manifest)
     # The primary's sidecar sees the shorter list once the kubelet refreshes the
     # ConfigMap's file (up to a minute or so), and the replicas' pods are gone.

@@ -17,6 +17,7 @@ from stackforge_operator import API_GROUP
 from stackforge_operator.builders import secrets_names as names
 from stackforge_operator.builders.common import Manifest, metadata
 from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.tenant import admin_secret_name
 
 ROTATE_ANNOTATION = f"{API_GROUP}/rotate-credentials"
 ROTATION_HANDLED_ANNOTATION = f"{API_GROUP}/rotation"
@@ -36,6 +37,10 @@ def gossip_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+def _fixed(value: str) -> Generator:
+    return lambda: value
+
+
 def wanted_keys(t: EffectiveTenant) -> dict[str, dict[str, Generator]]:
     """Secret name -> key -> how to generate it, for the components in use."""
     wanted: dict[str, dict[str, Generator]] = {}
@@ -50,10 +55,13 @@ def wanted_keys(t: EffectiveTenant) -> dict[str, dict[str, Generator]]:
         wanted[names.REDIS_SECRET] = {names.REDIS_PASSWORD_KEY: random_password}
     if t.consul.enabled:
         wanted[names.CONSUL_SECRET] = {names.CONSUL_GOSSIP_KEY: gossip_key}
-    # Accounts whose initial password the customer supplies get none generated.
-    generated = sorted(a.username for a in t.admin_accounts if a.password_secret_ref is None)
-    if generated:
-        wanted[names.ADMIN_ACCOUNTS_SECRET] = {account: random_password for account in generated}
+    # One Secret per account; accounts whose password the customer supplies get none.
+    for account in t.admin_accounts:
+        if account.password_secret_ref is None:
+            wanted[admin_secret_name(account.username)] = {
+                names.ADMIN_USERNAME_KEY: _fixed(account.username),
+                names.ADMIN_PASSWORD_KEY: random_password,
+            }
     return wanted
 
 
@@ -74,6 +82,8 @@ def build(
         rotate = bool(rotation_request) and existing_rotation.get(name) != rotation_request
         data = {}
         for key, generate in keys.items():
+            # A rotation changes passwords, never user names (the same key in
+            # every Secret that has one).
             keep = key in have and not (rotate and key != names.POSTGRES_USER_KEY)
             data[key] = have[key] if keep else generate()
         meta = metadata(t, name, "credentials")

@@ -15,6 +15,9 @@ their environment, volumes and probes.
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from stackforge_operator import image_catalog
@@ -31,6 +34,7 @@ from stackforge_operator.builders.common import (
     env,
     field_env,
     labels,
+    metadata,
     mount,
     pod_spec,
     pod_template,
@@ -44,6 +48,8 @@ from stackforge_operator.builders.common import (
     volume_claim_template,
 )
 from stackforge_operator.builders.secrets_names import (
+    POSTGRES_ADMIN_ROLES_KEY,
+    POSTGRES_ADMIN_ROLES_SECRET,
     POSTGRES_PASSWORD_KEY,
     POSTGRES_REPLICATION_PASSWORD_KEY,
     POSTGRES_SECRET,
@@ -78,6 +84,8 @@ REPLICA_READY_PROGRAM = "stackforge-replica-ready"
 # the slots listed in the ConfigMap and drops other slots of this prefix.
 SLOT_PREFIX = "postgres_replica_"
 SLOTS_KEY = "replica-slots"
+# The admin accounts (role and password each), where the upkeep sidecar reads them.
+ADMIN_ROLES_DIR = "/etc/postgresql/stackforge-admins"
 # Set by the StatefulSet controller on each pod: its ordinal.
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 RUN_DIR = "/var/run/postgresql"
@@ -168,6 +176,27 @@ def _init_config(t: EffectiveTenant) -> Manifest:
     )
 
 
+def admin_roles_secret(t: EffectiveTenant, passwords: Mapping[str, str]) -> Manifest:
+    """Every admin account the database should have, with its role and password
+    (``passwords``: username -> password; an account without one is left out
+    until its password Secret exists). The primary's upkeep sidecar reads this
+    from a Secret volume, which the kubelet refreshes: adding or removing an
+    account never restarts the primary."""
+    accounts = [
+        {"name": a.username, "role": a.role.value, "password": passwords[a.username]}
+        for a in sorted(t.admin_accounts, key=lambda a: a.username)
+        if a.username in passwords
+    ]
+    document = json.dumps(accounts, separators=(",", ":"))
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(t, POSTGRES_ADMIN_ROLES_SECRET, COMPONENT),
+        "type": "Opaque",
+        "data": {POSTGRES_ADMIN_ROLES_KEY: base64.b64encode(document.encode()).decode("ascii")},
+    }
+
+
 def replica_slots(t: EffectiveTenant) -> str:
     """The slot names of the tenant's read replicas, one a line (kept while suspended:
     the replicas' volumes are, and they resume from their slots)."""
@@ -241,12 +270,14 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
             env("READY_MARKER", SYNCED_MARKER),
             env("SLOTS_FILE", f"{CONFIG_DIR}/{SLOTS_KEY}"),
             env("SLOT_PREFIX", SLOT_PREFIX),
+            env("ADMIN_ACCOUNTS_FILE", f"{ADMIN_ROLES_DIR}/{POSTGRES_ADMIN_ROLES_KEY}"),
         ],
         # The pod is Ready only once the database takes the Secret's passwords.
         "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]}, "periodSeconds": 5},
         "resources": SIDECAR_RESOURCES,
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [
+            mount("admin-roles", ADMIN_ROLES_DIR, read_only=True),
             mount("config", CONFIG_DIR, read_only=True),
             mount("run", RUN_DIR),
             mount("tmp", "/tmp"),  # noqa: S108 - a private emptyDir
@@ -259,7 +290,12 @@ def _primary(t: EffectiveTenant) -> Manifest:
     spec = pod_spec(
         containers=[server, _upkeep(t), exporters.postgres_exporter(t.postgres.version)],
         user_id=POSTGRES_UID,
-        volumes=_volumes(),
+        volumes=[
+            *_volumes(),
+            # Readable by the pod's group only (fsGroup): it holds passwords.
+            {"name": "admin-roles",
+             "secret": {"secretName": POSTGRES_ADMIN_ROLES_SECRET, "defaultMode": 0o440}},
+        ],
     )
     return stateful_set(
         t,

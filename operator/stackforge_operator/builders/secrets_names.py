@@ -18,4 +18,11 @@ REDIS_PASSWORD_KEY = "password"
 CONSUL_SECRET = "consul-gossip"
 CONSUL_GOSSIP_KEY = "key"
 
-ADMIN_ACCOUNTS_SECRET = "admin-accounts"
+# Each admin account's generated password: Secret admin-<username> (models.tenant
+# admin_secret_name), with these keys.
+ADMIN_USERNAME_KEY = "username"
+ADMIN_PASSWORD_KEY = "password"
+# Every admin account with its role and password, for the PostgreSQL primary's
+# upkeep sidecar, which reads it from a Secret volume (refreshed without a restart).
+POSTGRES_ADMIN_ROLES_SECRET = "postgres-admin-roles"
+POSTGRES_ADMIN_ROLES_KEY = "accounts.json"

@@ -354,26 +354,78 @@ class TLSSpec(SpecModel):
 
 
 class AdminRole(enum.StrEnum):
-    """What an admin account may do."""
+    """What an admin account may do in the tenant's database (docs/api.md has the mapping)."""
 
     ADMIN = "Admin"
     OPERATOR = "Operator"
     VIEWER = "Viewer"
 
 
-class AdminAccount(SpecModel):
-    """A customer administrator (runbook onboarding: set up customer admin accounts)."""
+# Role names the stack itself uses: an admin account may not take them over.
+RESERVED_ADMIN_NAMES = ("postgres", "replicator", "app")
+# Dot-separated labels of letters, digits, '-' and '_', starting with a letter:
+# a PostgreSQL role name that, '_' read as '-', also names a Secret.
+ADMIN_USERNAME_RE = r"^[a-z]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*$"
 
-    username: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_.-]*$")] = (
-        Field(description="Login name, unique within the tenant.")
+
+def admin_secret_name(username: str) -> str:
+    """The Secret holding an admin account's generated password (``admin-<username>``,
+    with '_' written '-', which Secret names cannot hold)."""
+    return "admin-" + username.replace("_", "-")
+
+
+class AdminAccount(SpecModel):
+    """A customer administrator (runbook onboarding: set up customer admin accounts):
+    a PostgreSQL login role with the privileges its role names."""
+
+    cel_rules = (
+        Rule(
+            cel=(
+                "!(self.username in " + str(list(RESERVED_ADMIN_NAMES)) + ") && "
+                "!self.username.startsWith('pg_') && !self.username.startsWith('stackforge')"
+            ),
+            message=(
+                "adminAccounts.username may not be postgres, replicator or app, nor start "
+                "with pg_ or stackforge: those roles belong to the stack"
+            ),
+            field_path=".username",
+            check=lambda a: a.username not in RESERVED_ADMIN_NAMES
+            and not a.username.startswith(("pg_", "stackforge")),
+        ),
+    )
+
+    username: Annotated[str, Field(min_length=1, max_length=32, pattern=ADMIN_USERNAME_RE)] = (
+        Field(description="Login name (a PostgreSQL role), unique within the tenant.")
     )
     email: Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_RE)] = Field(
         description="Contact address for the account."
     )
-    role: AdminRole = Field(AdminRole.ADMIN, description="Admin, Operator or Viewer.")
-    password_secret_ref: SecretKeyRef | None = Field(
-        None, description="Initial password. Default: generated into a Secret in the namespace."
+    role: AdminRole = Field(
+        AdminRole.ADMIN,
+        description=(
+            "Admin (the database owner's rights), Operator (read and write all data, "
+            "monitoring) or Viewer (read all data)."
+        ),
     )
+    password_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=(
+            "Initial password. Default: generated into the Secret admin-<username> "
+            "('_' written '-') in the namespace."
+        ),
+    )
+
+
+def _admin_secret_names_distinct(accounts: list[AdminAccount]) -> list[AdminAccount]:
+    seen: dict[str, str] = {}
+    for account in accounts:
+        secret = admin_secret_name(account.username)
+        if secret in seen:
+            raise ValueError(
+                f"adminAccounts: {seen[secret]!r} and {account.username!r} would share the "
+                f"Secret {secret} ('_' is written '-' in Secret names)")
+        seen[secret] = account.username
+    return accounts
 
 
 class BackupCadence(SpecModel):
@@ -506,7 +558,10 @@ class StackForgeTenantSpec(SpecModel):
         default_factory=ComponentsSpec, description="Components of the stack."
     )
     admin_accounts: Annotated[
-        list[AdminAccount], Field(max_length=20), AfterValidator(unique("username"))
+        list[AdminAccount],
+        Field(max_length=20),
+        AfterValidator(unique("username")),
+        AfterValidator(_admin_secret_names_distinct),
     ] = Field(
         default_factory=list,
         description="Customer administrator accounts, unique by username.",

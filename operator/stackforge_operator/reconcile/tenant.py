@@ -18,7 +18,8 @@ import kopf
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, pod_health, status
-from stackforge_operator.builders import credentials, ingress, monitoring, stack
+from stackforge_operator.builders import credentials, ingress, monitoring, postgres, stack
+from stackforge_operator.builders import secrets_names as names
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cost import estimate
 from stackforge_operator.models.effective import EffectiveTenant, resolve
@@ -26,6 +27,7 @@ from stackforge_operator.models.tenant import (
     ComponentStatus,
     StackForgeTenantSpec,
     StackForgeTenantStatus,
+    admin_secret_name,
 )
 from stackforge_operator.notify.sender import Delivery
 from stackforge_operator.reconcile import immutable, tenant_notify
@@ -97,6 +99,21 @@ def _owned(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def _admin_passwords(t: EffectiveTenant, secrets: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """username -> password of every admin account: generated (in the Secrets just
+    built) or the customer's own."""
+    generated = {credentials.decode(s).get(names.ADMIN_USERNAME_KEY, ""): credentials.decode(s)
+                 for s in secrets if s["metadata"]["name"] in _admin_secret_names(t)}
+    passwords = {user: data[names.ADMIN_PASSWORD_KEY] for user, data in generated.items()}
+    passwords.update(observe.supplied_admin_passwords(t))
+    return passwords
+
+
+def _admin_secret_names(t: EffectiveTenant) -> set[str]:
+    return {admin_secret_name(a.username) for a in t.admin_accounts
+            if a.password_secret_ref is None}
+
+
 def _selector(name: str) -> str:
     return f"{TENANT_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
 
@@ -141,6 +158,9 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         n in live_secrets and handled.get(n) != rotation
         for n in (m["metadata"]["name"] for m in secrets)
     )
+    if t.postgres.enabled:
+        # Not a credentials Secret of its own (no rotation record): it follows them.
+        secrets.append(postgres.admin_roles_secret(t, _admin_passwords(t, secrets)))
     owner = owner_reference(body)
     desired = [_owned(m, owner) for m in stack.desired_children(
         t, secrets=secrets, tls=spec.tls, rotation=rotation)]

@@ -3,6 +3,7 @@ certificate, the BackupPolicies and DRDrills that name it, cert-manager."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,22 @@ def _secret_refs(spec: StackForgeTenantSpec) -> list[tuple[str, SecretKeyRef]]:
     return refs
 
 
+def supplied_admin_passwords(t: EffectiveTenant) -> dict[str, str]:
+    """username -> password of the admin accounts whose password the customer's
+    own Secret holds (an account whose Secret or key is missing is left out;
+    missing_references reports it)."""
+    found = {}
+    for account in t.admin_accounts:
+        ref = account.password_secret_ref
+        if ref is None:
+            continue
+        secret = kube.get("v1", "Secret", ref.name, t.namespace)
+        value = ((secret or {}).get("data") or {}).get(ref.key)
+        if value is not None:
+            found[account.username] = base64.b64decode(value).decode()
+    return found
+
+
 def missing_references(t: EffectiveTenant, spec: StackForgeTenantSpec) -> list[Problem]:
     """Secrets the spec names that do not exist (the schema cannot know)."""
     problems = []
@@ -155,8 +172,6 @@ def missing_references(t: EffectiveTenant, spec: StackForgeTenantSpec) -> list[P
 
 
 def _not_after(secret: Mapping[str, Any]) -> datetime | None:
-    import base64
-
     pem = (secret.get("data") or {}).get("tls.crt")
     if not pem:
         return None

@@ -1,0 +1,54 @@
+"""A minor update: the PostgreSQL image of the same major changes (a new tag in the
+image catalog, as a security update would bring), the pods roll onto it, and the
+data stays. (A major change is refused at admission: tests/cluster/test_tenant.py.)"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
+from tests.realnode import pods, stack
+from tests.realnode.operators import operator_running
+from tests.support import operator_identity, tenants
+from tests.support.clusters import ClusterHandle
+
+UPDATED = f"{LOCAL_REGISTRY}/stackforge/postgres:15-minor"
+
+
+def primary_image(cluster: ClusterHandle, namespace: str) -> tuple[str, bool]:
+    pod = client.CoreV1Api(cluster.api).read_namespaced_pod("postgres-0", namespace)
+    server = next(c for c in pod.spec.containers if c.name == "postgres")
+    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    return server.image, ready
+
+
+def test_a_new_image_of_the_same_major_rolls_the_pods_and_keeps_the_data(
+        real_cluster: ClusterHandle,
+        real_operator_identity: operator_identity.OperatorIdentity,
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    name = f"mu-{uuid.uuid4().hex[:5]}"
+    ns = tenants.namespace_of(name)
+    pods.tag_image(real_cluster, pods.POSTGRES_IMAGE, UPDATED)
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("postgres: stackforge/postgres:{major}-minor\n")
+    try:
+        with operator_running(real_operator_identity, tmp_path_factory):
+            tenants.apply(real_cluster, stack.postgres_only(name))
+            stack.wait_ready(real_cluster, name)
+            stack.psql(real_cluster, ns, stack.SEED_SQL, as_app=True)
+            assert primary_image(real_cluster, ns)[0] == pods.POSTGRES_IMAGE
+        # The operator restarts with the new catalog entry (the way an operator
+        # upgrade or a mirror's new tag arrives).
+        with operator_running(real_operator_identity, tmp_path_factory,
+                              STACKFORGE_IMAGE_CATALOG=str(catalog)):
+            tenants.eventually(lambda: primary_image(real_cluster, ns) == (UPDATED, True),
+                               timeout=180, interval=2)
+            stack.wait_ready(real_cluster, name)
+            counted = stack.psql(real_cluster, ns, "SELECT count(*) FROM shop.orders")
+            assert counted == str(stack.ORDERS)
+    finally:
+        tenants.discard(real_cluster, name)
