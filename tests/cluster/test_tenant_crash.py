@@ -17,6 +17,7 @@ from kubernetes import client
 
 from stackforge_operator.builders import credentials, stack
 from stackforge_operator.builders.common import TENANT_LABEL
+from stackforge_operator.builders.secrets_names import POSTGRES_ADMIN_ROLES_SECRET
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
@@ -32,7 +33,11 @@ KILL_POINTS = 10
 def _expected_children(name: str, spec: dict[str, object]) -> set[tuple[str, str]]:
     t = resolve(name, StackForgeTenantSpec.model_validate(spec),
                 namespace=tenants.namespace_of(name))
-    secrets = [{"kind": "Secret", "metadata": {"name": n}} for n in credentials.wanted_keys(t)]
+    names = list(credentials.wanted_keys(t))
+    if t.postgres.enabled:
+        # Written by the reconcile beside the credentials (reconcile/tenant.py).
+        names.append(POSTGRES_ADMIN_ROLES_SECRET)
+    secrets = [{"kind": "Secret", "metadata": {"name": n}} for n in names]
     children = stack.desired_children(t, secrets=secrets, tls=None, rotation=None)
     return {(m["kind"], m["metadata"]["name"]) for m in children if m["kind"] != "Namespace"}
 

@@ -19,6 +19,7 @@ the read replicas and the pooler, as the application would.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -146,6 +147,15 @@ def test_rows_reach_both_replicas_each_through_its_own_slot(
                        timeout=120, interval=2)
     assert stack.psql(real_cluster, ns, SLOTS_SQL) == (
         "postgres_replica_0:postgres-replica-0,postgres_replica_1:postgres-replica-1")
+    # The lag the replication alert reads, per replica, from the primary's exporter
+    # (fetched with the image's Perl: there is no HTTP client in it otherwise).
+    metrics = real_cluster.kubectl(
+        "exec", "-n", ns, "postgres-0", "-c", "postgres", "--", "perl", "-MHTTP::Tiny", "-e",
+        'print HTTP::Tiny->new->get("http://127.0.0.1:9187/metrics")->{content}').stdout
+    lag_lines = [line for line in metrics.splitlines()
+                 if line.startswith("pg_stat_replication_pg_wal_lsn_diff{")]
+    assert sorted(re.search(r'application_name="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+                  for line in lag_lines) == ["postgres-replica-0", "postgres-replica-1"], metrics
     stack.psql(real_cluster, ns, "CREATE TABLE shipped AS SELECT generate_series(1, 300) AS n",
                as_app=True)
     for pod in ("postgres-replica-0", "postgres-replica-1"):

@@ -39,6 +39,9 @@ class Thresholds:
     latency_p95_ms: float = 500.0  # p95 response time > 500 ms
     down_for: str = "2m"  # service down > 2 minutes
     db_connections_ratio: float = 0.80  # database connections > 80 % of max
+    # A read replica more than this far behind the primary's WAL (64 MiB) ...
+    replication_lag_bytes: int = 64 * 1024 * 1024
+    replication_lag_for: str = "5m"  # ... for this long
     kafka_lag_window: str = "15m"  # Kafka lag increasing (over this window)
     login_failure_spike: float = 3.0  # login failures at 3x their usual rate
     login_failure_min_per_second: float = 0.1  # ... and not a handful
@@ -116,6 +119,17 @@ def alerts(t: EffectiveTenant, th: Thresholds = THRESHOLDS) -> list[Alert]:
             f" > {th.db_connections_ratio}",
             "5m", "warning",
             f"database connections above {th.db_connections_ratio:.0%} of max_connections",
+            "postgres-exporter"))
+    if t.postgres.enabled and t.postgres.read_replicas > 0:
+        # The primary's exporter reads pg_stat_replication: pg_wal_lsn_diff is how
+        # far a replica's replay is behind the primary's current WAL position.
+        out.append(Alert(
+            "StackForgeReplicationLagHigh",
+            f"max by (namespace, application_name) "
+            f"(pg_stat_replication_pg_wal_lsn_diff{{{ns}}}) > {th.replication_lag_bytes}",
+            th.replication_lag_for, "warning",
+            f"a read replica is more than {th.replication_lag_bytes // (1024 * 1024)} MiB "
+            "of WAL behind the primary",
             "postgres-exporter"))
     if t.kafka.enabled:
         out.append(Alert(

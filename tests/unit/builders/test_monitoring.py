@@ -59,6 +59,7 @@ def test_the_runbooks_thresholds_are_in_the_rules() -> None:
         "StackForgeDatabaseConnectionsHigh": ("> 0.8", None),
         "StackForgeKafkaLagIncreasing": ("delta(kafka_consumergroup_lag", None),
         "StackForgeLoginFailureSpike": ("> 3 *", None),
+        "StackForgeReplicationLagHigh": ("> 67108864", "5m"),
     }
     assert set(rules) == set(expected)
     for name, (fragment, duration) in expected.items():
@@ -68,12 +69,22 @@ def test_the_runbooks_thresholds_are_in_the_rules() -> None:
     connections = str(rules["StackForgeDatabaseConnectionsHigh"]["expr"])
     assert "pg_stat_activity_count" in connections and "pg_settings_max_connections" in connections
     assert "histogram_quantile(0.95" in str(rules["StackForgeSlowResponses"]["expr"])
+    # The metric the Debian exporter in the PostgreSQL image (0.11.1) has for
+    # pg_stat_replication's replay lag, by replica.
+    lag = str(rules["StackForgeReplicationLagHigh"]["expr"])
+    assert "pg_stat_replication_pg_wal_lsn_diff" in lag and "application_name" in lag
+
+
+def test_replication_lag_alert_only_with_read_replicas() -> None:
+    assert "StackForgeReplicationLagHigh" not in _rules(
+        tenant({"components": {"postgres": {"readReplicas": 0}}}))
 
 
 def test_component_alerts_only_for_components_that_run() -> None:
     rules = _rules(tenant(EVERYTHING_OFF))
     assert "StackForgeDatabaseConnectionsHigh" not in rules
     assert "StackForgeKafkaLagIncreasing" not in rules
+    assert "StackForgeReplicationLagHigh" not in rules
     assert "StackForgeHighCPU" in rules
 
 
