@@ -18,6 +18,9 @@
 #    at two passes in a row: a replica being scaled away may hold its slot for
 #    a moment, and a list a little behind a scale-up must not drop the slot a
 #    new replica is about to use. Slots of any other name are not ours.
+#    SLOT_WAL_LIMIT_FILE holds max_slot_wal_keep_size in megabytes: set with
+#    ALTER SYSTEM and a reload whenever it differs from the server's, so the
+#    WAL a missing replica holds back cannot fill the primary's volume.
 # 3. Admin accounts, at the same passes, whenever ADMIN_ACCOUNTS_FILE changes
 #    (a JSON list of {"name", "role", "password"}, from a Secret volume the
 #    kubelet refreshes): each becomes a login role in POSTGRES_DB's cluster,
@@ -33,7 +36,8 @@
 #   REPLICATION_USER REPLICATION_PASSWORD; PGHOST [/var/run/postgresql];
 #   READY_MARKER [/tmp/role-passwords-synced]; RETRY_SECONDS [5];
 #   SLOTS_FILE [none: no slot is managed]; SLOT_PREFIX [postgres_replica_];
-#   SLOT_SYNC_SECONDS [10]; ADMIN_ACCOUNTS_FILE [none: no account is managed];
+#   SLOT_SYNC_SECONDS [10]; SLOT_WAL_LIMIT_FILE [none: the server's setting stays];
+#   ADMIN_ACCOUNTS_FILE [none: no account is managed];
 #   POSTGRES_DB (the database Admin accounts own through its owner)
 set -u
 
@@ -44,6 +48,7 @@ set -u
 : "${SLOT_PREFIX:=postgres_replica_}"
 : "${SLOT_SYNC_SECONDS:=10}"
 : "${ADMIN_ACCOUNTS_FILE:=}"
+: "${SLOT_WAL_LIMIT_FILE:=}"
 export PGHOST
 : "${POSTGRES_USER:?POSTGRES_USER must be set}"
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
@@ -97,6 +102,22 @@ SELECT 'unused ' || string_agg(slot_name, ',')
  WHERE slot_type = 'physical' AND starts_with(slot_name, :'prefix') AND NOT active
    AND slot_name <> ALL (string_to_array(:'wanted', ','));
 SQL
+}
+
+# max_slot_wal_keep_size from its file (megabytes, the setting's own unit), when
+# the server's differs. A value that is no number is refused by the server (and
+# said in the log), never half-applied.
+sync_slot_wal_limit() {
+	limit_wanted=$(tr -d ' \t\r\n' <"$SLOT_WAL_LIMIT_FILE")
+	[ -n "$limit_wanted" ] || return 0
+	limit_now=$(as_superuser --command="SELECT setting FROM pg_settings
+		WHERE name = 'max_slot_wal_keep_size'") || return 1
+	[ "$limit_now" != "$limit_wanted" ] || return 0
+	as_superuser --set=wanted="$limit_wanted" <<'SQL' || return 1
+ALTER SYSTEM SET max_slot_wal_keep_size = :'wanted';
+SELECT pg_reload_conf() \gset ignored_
+SQL
+	echo "max_slot_wal_keep_size set to ${limit_wanted}MB (was ${limit_now}MB)"
 }
 
 # The accounts as psql reads them; passwords stay inside the server's session
@@ -180,6 +201,9 @@ while :; do
 				"$report"
 			rm -f "$report"
 		fi
+	fi
+	if [ -n "$SLOT_WAL_LIMIT_FILE" ] && [ -r "$SLOT_WAL_LIMIT_FILE" ]; then
+		sync_slot_wal_limit || echo "could not set max_slot_wal_keep_size; retrying" >&2
 	fi
 	if [ -n "$SLOTS_FILE" ]; then
 		if report=$(sync_slots); then

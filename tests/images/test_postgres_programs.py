@@ -338,3 +338,27 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     assert "not permitted to log in" in refused.stderr
     assert superuser_query(pod, "SELECT count(*) FROM pg_roles WHERE rolname = 'vic'") == "1"
     assert as_("alice", "alice's pw", "SELECT count(*) FROM audit").returncode == 0
+
+
+def test_upkeep_bounds_the_wal_slots_may_hold_back(
+    pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+    start(pod, servers).wait_ready()
+    limit_file = pod.root / "tmp" / "max-slot-wal-keep-size"
+    limit_file.write_text("256")
+    upkeep("", SLOT_WAL_LIMIT_FILE=str(limit_file))
+
+    def limit() -> str:
+        return superuser_query(pod, "SHOW max_slot_wal_keep_size")
+
+    eventually_equal(limit, "256MB")
+    # A new value (the volume grew) is applied by a reload: the same server process.
+    started = superuser_query(pod, "SELECT pg_postmaster_start_time()")
+    limit_file.write_text("2048\n")
+    eventually_equal(limit, "2GB")
+    assert superuser_query(pod, "SELECT pg_postmaster_start_time()") == started
+    log = (pod.root / "upkeep.log").read_text()
+    assert "max_slot_wal_keep_size set to 256MB (was -1MB)" in log
+    assert log.count("max_slot_wal_keep_size set to") == 2  # once per change, not per pass

@@ -147,6 +147,9 @@ def test_rows_reach_both_replicas_each_through_its_own_slot(
                        timeout=120, interval=2)
     assert stack.psql(real_cluster, ns, SLOTS_SQL) == (
         "postgres_replica_0:postgres-replica-0,postgres_replica_1:postgres-replica-1")
+    # The slots may hold back a fifth of the primary's 1Gi volume, no more.
+    tenants.eventually(lambda: stack.psql(real_cluster, ns, "SHOW max_slot_wal_keep_size")
+                       == "204MB", timeout=60, interval=2)
     # The lag the replication alert reads, per replica, from the primary's exporter
     # (fetched with the image's Perl: there is no HTTP client in it otherwise).
     metrics = real_cluster.kubectl(

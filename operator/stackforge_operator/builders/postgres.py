@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from stackforge_operator import image_catalog
@@ -56,6 +57,7 @@ from stackforge_operator.builders.secrets_names import (
     POSTGRES_SUPERUSER_PASSWORD_KEY,
     POSTGRES_USER_KEY,
 )
+from stackforge_operator.models.common import parse_quantity
 from stackforge_operator.models.effective import EffectiveTenant
 
 COMPONENT = "postgres"
@@ -84,6 +86,12 @@ REPLICA_READY_PROGRAM = "stackforge-replica-ready"
 # the slots listed in the ConfigMap and drops other slots of this prefix.
 SLOT_PREFIX = "postgres_replica_"
 SLOTS_KEY = "replica-slots"
+# How much WAL the slots may hold back on the primary's volume, as a share of it:
+# a replica that stays away loses its slot (and must be cloned again) before the
+# primary's disk fills. Applied by the upkeep sidecar (ALTER SYSTEM, a reload):
+# resizing the volume never restarts the primary.
+SLOT_WAL_LIMIT_KEY = "max-slot-wal-keep-size"
+SLOT_WAL_SHARE = Decimal("0.2")
 # The admin accounts (role and password each), where the upkeep sidecar reads them.
 ADMIN_ROLES_DIR = "/etc/postgresql/stackforge-admins"
 # Set by the StatefulSet controller on each pod: its ordinal.
@@ -172,7 +180,8 @@ def _init_config(t: EffectiveTenant) -> Manifest:
         COMPONENT,
         # The slot list is read while the primary runs (the kubelet refreshes
         # the file): scaling the replicas never restarts the primary.
-        {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t)},
+        {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t),
+         SLOT_WAL_LIMIT_KEY: slot_wal_limit(t)},
     )
 
 
@@ -195,6 +204,13 @@ def admin_roles_secret(t: EffectiveTenant, passwords: Mapping[str, str]) -> Mani
         "type": "Opaque",
         "data": {POSTGRES_ADMIN_ROLES_KEY: base64.b64encode(document.encode()).decode("ascii")},
     }
+
+
+def slot_wal_limit(t: EffectiveTenant) -> str:
+    """max_slot_wal_keep_size for the primary, in megabytes (its unit): a fifth of
+    its volume, at least 64."""
+    megabytes = int(parse_quantity(t.postgres.storage) * SLOT_WAL_SHARE / (1024 * 1024))
+    return str(max(megabytes, 64))
 
 
 def replica_slots(t: EffectiveTenant) -> str:
@@ -269,6 +285,7 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
             *_role_env(t),
             env("READY_MARKER", SYNCED_MARKER),
             env("SLOTS_FILE", f"{CONFIG_DIR}/{SLOTS_KEY}"),
+            env("SLOT_WAL_LIMIT_FILE", f"{CONFIG_DIR}/{SLOT_WAL_LIMIT_KEY}"),
             env("SLOT_PREFIX", SLOT_PREFIX),
             env("ADMIN_ACCOUNTS_FILE", f"{ADMIN_ROLES_DIR}/{POSTGRES_ADMIN_ROLES_KEY}"),
         ],

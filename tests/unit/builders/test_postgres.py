@@ -160,6 +160,27 @@ def test_each_replica_streams_through_a_slot_the_primary_keeps() -> None:
     assert server["readinessProbe"]["exec"]["command"] == [postgres.REPLICA_READY_PROGRAM]
 
 
+def test_slots_may_hold_back_a_fifth_of_the_primarys_volume_without_a_restart() -> None:
+    def limit(storage: str) -> str:
+        t = tenant({"components": {"postgres": {"storage": storage}}})
+        return str(find(postgres.build(t), "ConfigMap", "postgres-init")["data"][
+            postgres.SLOT_WAL_LIMIT_KEY])
+
+    assert limit("50Gi") == "10240"  # megabytes, max_slot_wal_keep_size's unit
+    assert limit("1Gi") == "204"
+    assert limit("100Mi") == "64"  # never less
+    upkeep = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "upkeep")
+    assert env_of(upkeep)["SLOT_WAL_LIMIT_FILE"]["value"] == (
+        f"{postgres.CONFIG_DIR}/{postgres.SLOT_WAL_LIMIT_KEY}")
+
+    # A bigger volume changes the limit, never the primary's pod template.
+    def template(storage: str) -> object:
+        t = tenant({"components": {"postgres": {"storage": storage}}})
+        return find(postgres.build(t), "StatefulSet", "postgres")["spec"]["template"]
+
+    assert template("50Gi") == template("80Gi")
+
+
 def test_no_replicas_no_slots() -> None:
     t = tenant({"components": {"postgres": {"readReplicas": 0}}})
     config = find(postgres.build(t), "ConfigMap", "postgres-init")["data"]
