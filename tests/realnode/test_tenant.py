@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
+from stackforge_operator.builders.common import RUNNER_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
@@ -58,19 +59,23 @@ def test_tenant_postgres_runs_the_project_image_and_keeps_its_data(
 
 def test_the_tenants_policies_keep_other_pods_from_its_database(
         real_cluster: ClusterHandle, tenant: str) -> None:
-    """Enforced on the node: a pod of another namespace, or an unlisted pod of the
-    tenant's own, cannot open a connection to PostgreSQL. (The allowed flows are
-    proven by the backup test: its runner reaches PostgreSQL and S3 through them.)"""
+    """Enforced on the node: a pod of another namespace (even one labelled as a backup
+    runner), or an unlisted pod of the tenant's own, cannot open a connection to
+    PostgreSQL. (The allowed flows are proven by the backup test: its runner, in the
+    tenant's namespace, reaches PostgreSQL and S3 through them.)"""
     ns = tenants.namespace_of(tenant)
     outside = f"{ns}-outside"
     tenants.ensure_namespace(real_cluster, outside)
     try:
         pods.apply(real_cluster, pods.postgres_pod("outsider", outside, {"role": "client"}),
+                   pods.postgres_pod("fake-runner", outside, {RUNNER_LABEL: "backup"}),
                    pods.postgres_pod("stranger", ns, {"role": "client"}))
         pods.wait_ready(real_cluster, outside, "outsider")
+        pods.wait_ready(real_cluster, outside, "fake-runner")
         pods.wait_ready(real_cluster, ns, "stranger")
         target = f"postgres.{ns}.svc.cluster.local"
         assert not pods.reachable(real_cluster, outside, "outsider", target)
+        assert not pods.reachable(real_cluster, outside, "fake-runner", target)
         assert not pods.reachable(real_cluster, ns, "stranger", target)
         # The database itself answers on its own address: the refusal is the policy's.
         assert pods.exec_in(real_cluster, ns, "postgres-0", "pg_isready", "-h", "127.0.0.1",

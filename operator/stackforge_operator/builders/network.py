@@ -79,11 +79,13 @@ def _app(t: EffectiveTenant, app_name: str) -> Peer:
 
 
 ANYWHERE = Peer("anywhere", outside=())
-# Backup runners may run in any namespace (BackupPolicy is namespaced).
+# Backup runners run in the tenant's own namespace (a BackupPolicy names a tenant
+# of its namespace, and its Jobs run there): a pod selector with no namespace
+# selector admits them from this namespace only. (Admitting the label from any
+# namespace let whoever may create a pod anywhere reach every tenant's database.)
 BACKUP_RUNNERS = Peer(
     "backup-runners",
-    outside=(("namespaceSelector", {}),
-             ("podSelector", {"matchLabels": {RUNNER_LABEL: "backup"}})),
+    outside=(("podSelector", {"matchLabels": {RUNNER_LABEL: "backup"}}),),
 )
 
 # Prometheus may run anywhere; the namespace it runs in opts in with this label

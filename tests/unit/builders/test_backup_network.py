@@ -111,8 +111,8 @@ def test_postgres_rule_matches_the_tenant_policy_admitting_runners() -> None:
     t = tenant()
     ingress = next(p for p in tenant_policies(t) if p["metadata"]["name"] == "allow-postgres")
     admitted = [r for r in ingress["spec"]["ingress"]
-                if {"podSelector": {"matchLabels": {"stackforge.io/runner": "backup"}},
-                    "namespaceSelector": {}} in r.get("from", [])]
+                if {"podSelector": {"matchLabels": {"stackforge.io/runner": "backup"}}}
+                in r.get("from", [])]
     assert admitted and admitted[0]["ports"] == POSTGRES_RULE["ports"]
     assert ingress["spec"]["podSelector"] == POSTGRES_RULE["to"][0]["podSelector"]
 
