@@ -48,6 +48,13 @@ USERLIST = program("pgbouncer/stackforge-pgbouncer-userlist.sh")
 REPLICATION_PASSWORD = "replication-password"
 
 
+def require_peer_login() -> None:
+    """The upkeep sidecar logs in by peer as OS user postgres: the server must run as
+    that user, which it does only when the tests run as root."""
+    if os.geteuid() != 0:
+        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+
+
 def logs_in(pod: Pod, user: str, password: str) -> bool:
     try:
         return query(pod, "SELECT 1", user=user, password=password, database="postgres") == "1"
@@ -68,8 +75,7 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], log: Path,
 def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
     pod: Pod, servers: list[Server]
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run the tests as root")
+    require_peer_login()
     initialised = start(pod, servers)
     initialised.wait_ready()
     initialised.stop()
@@ -180,8 +186,7 @@ def test_clone_replica_streams_through_its_slot_and_keeps_its_clone_across_resta
     pod: Pod, replica: Pod, servers: list[Server],
     upkeep: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+    require_peer_login()
     primary = start(pod, servers)
     primary.wait_ready()
     query(pod, "CREATE TABLE t AS SELECT generate_series(1, 100) AS n", user="shop_app",
@@ -290,8 +295,7 @@ def test_userlist_writes_a_private_auth_file_with_quotes_doubled(tmp_path: Path)
 def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+    require_peer_login()
     start(pod, servers).wait_ready()
     query(pod, "CREATE TABLE orders AS SELECT generate_series(1, 3) AS id", user="shop_app",
           password=APP_PASSWORD, database="shop")
@@ -343,8 +347,7 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
 def test_upkeep_bounds_the_wal_slots_may_hold_back(
     pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the upkeep sidecar logs in by peer as OS user postgres: run as root")
+    require_peer_login()
     start(pod, servers).wait_ready()
     limit_file = pod.root / "tmp" / "max-slot-wal-keep-size"
     limit_file.write_text("256")
