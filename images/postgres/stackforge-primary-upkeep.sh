@@ -57,13 +57,16 @@ export PGHOST
 : "${REPLICATION_USER:?REPLICATION_USER must be set}"
 : "${REPLICATION_PASSWORD:?REPLICATION_PASSWORD must be set}"
 
-trap 'exit 0' TERM INT
+# On TERM the pause's sleep goes too: nothing of the sidecar outlives it.
+sleeper=
+trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
 rm -f "$READY_MARKER"
 
 # A sleep in the background and wait: TERM then ends the pod at once.
 pause() {
 	sleep "$1" &
-	wait $!
+	sleeper=$!
+	wait "$sleeper"
 }
 
 as_superuser() {

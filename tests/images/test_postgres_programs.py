@@ -48,6 +48,20 @@ USERLIST = program("pgbouncer/stackforge-pgbouncer-userlist.sh")
 REPLICATION_PASSWORD = "replication-password"
 
 
+def processes_in_group(group: int) -> list[int]:
+    """Live processes of a process group (the sidecar's session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def require_peer_login() -> None:
     """The upkeep sidecar logs in by peer as OS user postgres: the server must run as
     that user, which it does only when the tests run as root."""
@@ -105,9 +119,12 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
         printed = log.read_text()
         assert "role passwords match" in printed
         assert not any(p in printed for p in rotated.values())
-        # TERM (the pod stopping) ends it at once, successfully.
+        # TERM (the pod stopping) ends it at once, successfully, and nothing of it
+        # stays behind (its pause's sleep included).
         sidecar.send_signal(signal.SIGTERM)
         assert sidecar.wait(5) == 0
+        time.sleep(0.2)
+        assert processes_in_group(sidecar.pid) == []
     finally:
         if sidecar.poll() is None:
             os.killpg(sidecar.pid, signal.SIGKILL)
