@@ -89,7 +89,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
                               is_active=lambda: gate.active)
     memo.backups = Controller("BackupPolicy", backup.reconcile, is_active=lambda: gate.active)
     memo.drills = Controller("DRDrill", drill.reconcile, is_active=lambda: gate.active)
-    for controller in (memo.tenants, memo.backups, memo.drills):
+    memo.controllers = (memo.tenants, memo.backups, memo.drills)
+    for controller in memo.controllers:
         controller.start()
     memo.leadership = asyncio.create_task(
         gate.follow(lambda active: _leadership_changed(memo, active)), name="leadership")
@@ -131,14 +132,14 @@ def _leadership_changed(memo: kopf.Memo, active: bool) -> None:
         # kopf has resumed its watch streams; their re-listing feeds the controllers.
         logger.info("active: reconciling what kopf lists")
         return
-    dropped = sum(c.stand_by() for c in (memo.tenants, memo.backups, memo.drills))
+    dropped = sum(c.stand_by() for c in memo.controllers)
     logger.info("standing by (kopf peering paused this replica); forgot %d object(s)", dropped)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.leadership.cancel()
-    for controller in (memo.tenants, memo.backups, memo.drills):
+    for controller in memo.controllers:
         await controller.stop()
     await memo.notifier.stop()
     if memo.metrics_server is not None:
@@ -229,11 +230,10 @@ def check_work_queues(memo: kopf.Memo, **_: Any) -> str:
     """Fails the liveness endpoint (kopf answers 500 when a probe fails for good) when a
     controller's queue has stopped making progress: the process is up but does no
     work, which only a restart mends. Reads memory only, like the version probe."""
+    # Before start-up has made them, there is nothing to judge.
     wedged = [f"{controller.kind}: {reason}"
-              for controller in (getattr(memo, name, None)
-                                 for name in ("tenants", "backups", "drills"))
-              if controller is not None
-              and (reason := controller.queue.wedged(config.WEDGED_SECONDS)) is not None]
+              for controller in getattr(memo, "controllers", ())
+              if (reason := controller.queue.wedged(config.WEDGED_SECONDS)) is not None]
     if wedged:
         logger.error("liveness: work queue stopped: %s", "; ".join(wedged))
         # Permanent: kopf would otherwise retry the probe in 60 s, holding the request.

@@ -114,9 +114,9 @@ class WorkQueue:
         if self._queued and now - self._progress_at > after:
             return (f"{len(self._queued)} keys waiting and no reconcile finished for "
                     f"{now - self._progress_at:.0f}s")
-        longest = max(self._running.items(), key=lambda item: now - item[1], default=None)
-        if longest is not None and now - longest[1] > after:
-            return f"the reconcile of {longest[0]} has been running for {now - longest[1]:.0f}s"
+        oldest = min(self._running.items(), key=lambda item: item[1], default=None)
+        if oldest is not None and now - oldest[1] > after:
+            return f"the reconcile of {oldest[0]} has been running for {now - oldest[1]:.0f}s"
         return None
 
     def _fire(self, key: str) -> None:

@@ -102,16 +102,14 @@ def _owned(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
 def _admin_passwords(t: EffectiveTenant, secrets: Sequence[dict[str, Any]]) -> dict[str, str]:
     """username -> password of every admin account: generated (in the Secrets just
     built) or the customer's own."""
-    generated = {credentials.decode(s).get(names.ADMIN_USERNAME_KEY, ""): credentials.decode(s)
-                 for s in secrets if s["metadata"]["name"] in _admin_secret_names(t)}
-    passwords = {user: data[names.ADMIN_PASSWORD_KEY] for user, data in generated.items()}
+    built = {s["metadata"]["name"]: s for s in secrets}
+    passwords = {
+        a.username: credentials.decode(built[admin_secret_name(a.username)])[
+            names.ADMIN_PASSWORD_KEY]
+        for a in t.admin_accounts if a.password_secret_ref is None
+    }
     passwords.update(observe.supplied_admin_passwords(t))
     return passwords
-
-
-def _admin_secret_names(t: EffectiveTenant) -> set[str]:
-    return {admin_secret_name(a.username) for a in t.admin_accounts
-            if a.password_secret_ref is None}
 
 
 def _selector(name: str) -> str:
