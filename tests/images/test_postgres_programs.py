@@ -40,6 +40,7 @@ from tests.images.postgres_pods import (
     start,
     start_program,
 )
+from tests.support.tenants import eventually
 
 UPKEEP = program("postgres/stackforge-primary-upkeep.sh")
 REPLICA_READY = program("postgres/stackforge-replica-ready.sh")
@@ -329,7 +330,7 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     accounts(*everyone)
     upkeep("", ADMIN_ACCOUNTS_FILE=str(accounts_file), POSTGRES_DB="shop")
     log = pod.root / "upkeep.log"
-    eventually_equal(lambda: str("admin account vic created" in log.read_text()), "True")
+    eventually(lambda: "admin account vic created" in log.read_text(), timeout=30)
 
     def as_(user: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -354,7 +355,7 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
 
     # Removing an account stops its login and keeps the role (and what it owns).
     accounts(*everyone[:2])
-    eventually_equal(lambda: str("admin account vic removed" in log.read_text()), "True")
+    eventually(lambda: "admin account vic removed" in log.read_text(), timeout=30)
     refused = as_("vic", "vic-pw", "SELECT 1")
     assert "not permitted to log in" in refused.stderr
     assert superuser_query(pod, "SELECT count(*) FROM pg_roles WHERE rolname = 'vic'") == "1"

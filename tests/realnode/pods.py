@@ -54,6 +54,12 @@ def service(name: str, namespace: str, selector: dict[str, str]) -> dict[str, An
             "spec": {"selector": selector, "ports": [{"port": 5432, "targetPort": 5432}]}}
 
 
+def is_ready(pod: Any) -> bool:
+    """A pod (kubernetes client object) whose Ready condition is True."""
+    return any(c.type == "Ready" and c.status == "True"
+               for c in (pod.status.conditions or []))
+
+
 def wait_ready(cluster: ClusterHandle, namespace: str, pod: str, timeout: int = 90) -> None:
     result = cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"pod/{pod}",
                              f"--timeout={timeout}s", check=False, timeout=timeout + 10)

@@ -22,8 +22,7 @@ UPDATED = f"{LOCAL_REGISTRY}/stackforge/postgres:15-minor"
 def primary_image(cluster: ClusterHandle, namespace: str) -> tuple[str, bool]:
     pod = client.CoreV1Api(cluster.api).read_namespaced_pod("postgres-0", namespace)
     server = next(c for c in pod.spec.containers if c.name == "postgres")
-    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    return server.image, ready
+    return server.image, pods.is_ready(pod)
 
 
 def test_a_new_image_of_the_same_major_rolls_the_pods_and_keeps_the_data(

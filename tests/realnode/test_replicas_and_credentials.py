@@ -132,12 +132,18 @@ def streaming_replicas(cluster: ClusterHandle, namespace: str) -> str:
                       "ORDER BY application_name), '') FROM pg_stat_replication")
 
 
-def on_replica(cluster: ClusterHandle, namespace: str, pod: str, sql: str) -> str:
-    """SQL in a replica's own server (the superuser by peer on its socket)."""
+def psql_in(cluster: ClusterHandle, namespace: str, pod: str,
+            sql: str) -> subprocess.CompletedProcess[str]:
+    """SQL in a pod's own server (the superuser by peer on its socket); not checked."""
     return cluster.kubectl(
         "exec", "-n", namespace, pod, "-c", "postgres", "--", "psql", "-X", "-tA",
         "-U", "postgres", "-h", "/var/run/postgresql", "-d", stack.DATABASE, "-c", sql,
-        check=False, timeout=60).stdout.strip()
+        check=False, timeout=60)
+
+
+def on_replica(cluster: ClusterHandle, namespace: str, pod: str, sql: str) -> str:
+    """What SQL in a replica's own server prints."""
+    return psql_in(cluster, namespace, pod, sql).stdout.strip()
 
 
 def test_rows_reach_both_replicas_each_through_its_own_slot(
@@ -166,10 +172,7 @@ def test_rows_reach_both_replicas_each_through_its_own_slot(
                                                     "SELECT count(*) FROM shipped") == "300",
                            timeout=60, interval=1)
         # A replica is a standby: it refuses writes.
-        refused = real_cluster.kubectl(
-            "exec", "-n", ns, pod, "-c", "postgres", "--", "psql", "-X", "-U", "postgres",
-            "-h", "/var/run/postgresql", "-d", stack.DATABASE, "-c",
-            "INSERT INTO shipped VALUES (0)", check=False)
+        refused = psql_in(real_cluster, ns, pod, "INSERT INTO shipped VALUES (0)")
         assert "read-only transaction" in refused.stderr
 
 
@@ -190,9 +193,7 @@ def test_a_replica_whose_volume_is_lost_is_cloned_again(
             pod = core.read_namespaced_pod("postgres-replica-1", ns)
         except client.ApiException:
             return False
-        ready = any(c.type == "Ready" and c.status == "True"
-                    for c in (pod.status.conditions or []))
-        return bool(fresh.metadata.uid != old_claim and ready)
+        return bool(fresh.metadata.uid != old_claim and pods.is_ready(pod))
 
     try:
         tenants.eventually(cloned_again, timeout=180, interval=2)

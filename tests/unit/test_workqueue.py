@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from stackforge_operator.workqueue import WorkQueue
 
@@ -134,6 +135,15 @@ def test_clear_drops_queued_keys_timers_and_reruns() -> None:
     assert calls["a"] >= 1
 
 
+def held_until(release: asyncio.Event) -> Callable[[str], Awaitable[float | None]]:
+    """A reconcile that runs until ``release`` is set, then asks for nothing more."""
+    async def reconcile(key: str) -> float | None:
+        await release.wait()
+        return None
+
+    return reconcile
+
+
 def test_a_queue_whose_workers_are_stuck_is_reported_wedged_and_recovers() -> None:
     """What the liveness probe reads: keys waiting and nothing finishing (one worker,
     blocked on an event no one sets) is wedged; so is one reconcile running too long;
@@ -170,10 +180,7 @@ def test_a_queue_whose_workers_are_stuck_is_reported_wedged_and_recovers() -> No
 def test_one_reconcile_running_too_long_is_wedged_even_with_idle_workers() -> None:
     release = asyncio.Event()
     reports: list[str | None] = []
-
-    async def reconcile(key: str) -> float | None:
-        await release.wait()
-        return None
+    reconcile = held_until(release)
 
     async def scenario() -> None:
         queue = WorkQueue(reconcile, workers=4)
@@ -196,10 +203,7 @@ def test_a_key_arriving_after_a_long_idle_spell_is_not_late() -> None:
     idle queue that nobody asked about meanwhile."""
     release = asyncio.Event()
     reports: list[str | None] = []
-
-    async def reconcile(key: str) -> float | None:
-        await release.wait()
-        return None
+    reconcile = held_until(release)
 
     async def scenario() -> None:
         queue = WorkQueue(reconcile, workers=1)

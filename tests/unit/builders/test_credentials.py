@@ -68,7 +68,10 @@ def test_the_primary_reads_every_account_with_its_role_and_password() -> None:
     assert postgres.build(tenant()) == postgres.build(t)  # accounts never touch the pods
 
 
-@pytest.mark.parametrize("username", ["postgres", "replicator", "app", "pg_monitor",
+# The stack's own role names, from where the stack takes them, and the prefixes of
+# PostgreSQL's predefined roles and of the upkeep sidecar's group role.
+@pytest.mark.parametrize("username", [postgres.SUPERUSER, postgres.REPLICATION_USER,
+                                      sn.POSTGRES_APP_USER, "pg_monitor",
                                       "stackforge_admin_accounts"])
 def test_the_stacks_own_roles_are_no_admin_accounts(username: str) -> None:
     with pytest.raises(ValidationError, match="belong to the stack"):
