@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
+from stackforge_operator.builders.postgres import ANSWERS_ON_TCP
 from tests.images.postgres_pods import (
     APP_PASSWORD,
     ENTRYPOINT,
+    PG15_BIN,
     SUPERUSER_PASSWORD,
     Pod,
     Server,
@@ -72,6 +75,40 @@ def test_first_start_initialises_and_a_restart_keeps_the_data(
     assert query(pod, "SELECT id FROM from_sql", user="postgres", password=SUPERUSER_PASSWORD,
                  database="shop") == "7"
     assert oct(pod.pgdata.stat().st_mode & 0o777) == oct(0o700)
+
+
+def probe_passes(command: list[str], port: int) -> bool:
+    """The readiness probe's command, run on the host against the pod's port."""
+    argv = [str(PG15_BIN / command[0]),
+            *(f"--port={port}" if arg.startswith("--port=") else arg for arg in command[1:])]
+    return subprocess.run(argv, check=False, capture_output=True).returncode == 0
+
+
+def test_the_readiness_probe_fails_while_init_scripts_run(
+    pod: Pod, servers: list[Server]
+) -> None:
+    # Init scripts run under a temporary, socket-only server; a client let in
+    # then (a drill's pg_restore) is refused once it stops. A DR drill failed
+    # that way while the scratch database's probe asked the socket.
+    release = pod.root / "tmp" / "release"
+    waiting = pod.root / "tmp" / "waiting"
+    pod.add_init_file("20-wait.sh", f"#!/bin/sh\ntouch {waiting}\n"
+                      f"while [ ! -e {release} ]; do sleep 0.1; done\n", 0o755)
+    chown_tree(pod.initdb_dir, pod.user)
+    server = start(pod, servers)
+    deadline = time.monotonic() + 60
+    while not waiting.exists():
+        assert time.monotonic() < deadline and server.process.poll() is None, server.log
+        time.sleep(0.1)
+
+    # The temporary server keeps the default port, as in the pod.
+    socket_probe = ["pg_isready", f"--host={pod.run_dir}", "--port=5432"]
+    assert probe_passes(socket_probe, 5432), "the temporary server should be up"
+    assert not probe_passes(ANSWERS_ON_TCP, pod.port)
+
+    release.touch()
+    server.wait_ready()
+    assert probe_passes(ANSWERS_ON_TCP, pod.port)
 
 
 def test_a_failed_initialisation_is_retried_from_scratch(

@@ -28,6 +28,7 @@ from stackforge_operator.builders.common import (
     image_pull_secrets,
     pod_security_context,
 )
+from stackforge_operator.builders.postgres import ANSWERS_ON_TCP
 from stackforge_operator.models.drill import DRDrillSpec
 from stackforge_operator.models.effective import EffectiveTenant
 
@@ -181,7 +182,7 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
                 "name": SCRATCH_SECRET, "key": "password"}}},
         ],
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "postgres"]},
+        "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP},
                            "periodSeconds": 5},
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},

@@ -115,8 +115,10 @@ host    all          all         all      scram-sha-256
 host    replication  replicator  all      scram-sha-256
 """
 
-# The primary is ready when it answers on its own address.
-PRIMARY_READY = ["pg_isready", "--host=127.0.0.1", f"--port={POSTGRES_PORT}"]
+# A server is ready when it answers on its own address, not on its socket:
+# the image's first start runs initdb.d under a socket-only server that is
+# stopped again afterwards, and a socket probe would call that one Ready.
+ANSWERS_ON_TCP = ["pg_isready", "--host=127.0.0.1", f"--port={POSTGRES_PORT}"]
 SIDECAR_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
     "limits": {"cpu": "100m", "memory": "64Mi"},
@@ -303,7 +305,7 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
 
 
 def _primary(t: EffectiveTenant) -> Manifest:
-    server = _postgres_container(t, "postgres", SERVER_ARGS, _role_env(t), [], PRIMARY_READY)
+    server = _postgres_container(t, "postgres", SERVER_ARGS, _role_env(t), [], ANSWERS_ON_TCP)
     spec = pod_spec(
         containers=[server, _upkeep(t), exporters.postgres_exporter(t.postgres.version)],
         user_id=POSTGRES_UID,
