@@ -198,11 +198,12 @@ def program(name: str) -> Path:
     return IMAGE_DIR.parent / name
 
 
-def run_program(pod: Pod, path: Path, env: Mapping[str, str], *, check: bool = False,
+def run_program(pod: Pod, path: Path, env: Mapping[str, str], *args: str, check: bool = False,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run a program of the image to its end, as the pod's user."""
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [str(path)], env=dict(env), capture_output=True, text=True, check=check, timeout=timeout,
+        [str(path), *args], env=dict(env), capture_output=True, text=True, check=check,
+        timeout=timeout,
         **pod.user.popen_kwargs(),
     )  # fmt: skip
 

@@ -45,6 +45,7 @@ from tests.support.tenants import eventually
 UPKEEP = program("postgres/stackforge-primary-upkeep.sh")
 REPLICA_READY = program("postgres/stackforge-replica-ready.sh")
 CLONE_REPLICA = program("postgres/stackforge-clone-replica.sh")
+REPLICA_FOLLOWS = program("postgres/stackforge-replica-follows.sh")
 USERLIST = program("pgbouncer/stackforge-pgbouncer-userlist.sh")
 REPLICATION_PASSWORD = "replication-password"
 
@@ -280,6 +281,26 @@ def test_a_clone_uses_the_slot_the_primary_made(
                                 "WHERE slot_name = 'postgres_replica_3'") == "t"
 
 
+def test_a_clone_waits_for_its_primary_to_answer_then_runs_the_server(
+    pod: Pod, replica: Pod, servers: list[Server]
+) -> None:
+    log = replica.root / "clone.log"
+    env = {**clone_env(pod, replica), "PRIMARY_WAIT_INTERVAL": "0.2"}
+    clone = start_program(replica, CLONE_REPLICA, env, log)
+    try:
+        eventually(lambda: "waiting for the primary" in log.read_text(), timeout=30)
+        time.sleep(1)
+        assert clone.poll() is None, log.read_text()  # still waiting, not failed
+        start(pod, servers).wait_ready()
+        assert clone.wait(60) == 0, log.read_text()
+    finally:
+        if clone.poll() is None:
+            os.killpg(clone.pid, signal.SIGKILL)
+            clone.wait()
+    assert "clone complete" in log.read_text()
+    assert (replica.pgdata / "standby.signal").exists()
+
+
 def test_a_failed_clone_leaves_nothing_a_restart_would_take_for_a_replica(
     pod: Pod, replica: Pod, servers: list[Server]
 ) -> None:
@@ -294,6 +315,120 @@ def test_a_failed_clone_leaves_nothing_a_restart_would_take_for_a_replica(
     del missing["PRIMARY_HOST"]
     refused = run_program(replica, CLONE_REPLICA, missing)
     assert refused.returncode != 0 and "PRIMARY_HOST" in refused.stderr
+
+
+def start_standby(primary: Pod, replica: Pod, servers: list[Server],
+                  slot: str = "postgres_replica_0") -> Server:
+    """The replica's server as its StatefulSet starts it: its primary and its slot added."""
+    conninfo = (f"host=127.0.0.1 port={primary.port} user=replicator "
+                f"password={REPLICATION_PASSWORD} application_name=replica-0")
+    standby = Server(replica, replica.env(), extra_args=[
+        "-c", f"primary_conninfo={conninfo}", "-c", f"primary_slot_name={slot}"])
+    servers.append(standby)
+    standby.wait_ready()
+    return standby
+
+
+def follows_env(primary: Pod, replica: Pod) -> dict[str, str]:
+    """The liveness probe's environment: the replica container's, this tree's paths."""
+    return {**clone_env(primary, replica), "PGHOST": str(replica.run_dir),
+            "PGPORT": str(replica.port), "STALL_STATE": str(replica.root / "tmp" / "stall"),
+            "STALL_CHECKS": "2",
+            "TERMINATION_LOG": str(replica.root / "tmp" / "termination-log")}
+
+
+def probe_until_it_fails(replica: Pod, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + 60
+    while (probe := run_program(replica, REPLICA_FOLLOWS, env)).returncode == 0:
+        assert time.monotonic() < deadline, "the probe never failed"
+        time.sleep(0.5)
+    return probe
+
+
+def test_a_replica_whose_slot_was_invalidated_is_recloned_and_streams_again(
+    pod: Pod, replica: Pod, servers: list[Server]
+) -> None:
+    require_peer_login()
+    start(pod, servers).wait_ready()
+    query(pod, "CREATE TABLE t AS SELECT generate_series(1, 100) AS n", user="shop_app",
+          password=APP_PASSWORD, database="shop")
+    cloned = run_program(replica, CLONE_REPLICA, clone_env(pod, replica))
+    assert cloned.returncode == 0, cloned.stderr
+    standby = start_standby(pod, replica, servers)
+    eventually_equal(lambda: replica_ready(replica).stderr.strip(), "")
+    env = follows_env(pod, replica)
+    marker = Path(f"{replica.pgdata}.reclone")
+    for _ in range(3):  # streaming: never a failure, however often asked
+        assert run_program(replica, REPLICA_FOLLOWS, env).returncode == 0
+    assert not marker.exists()
+
+    # The replica is away while the primary writes more WAL than a slot may hold.
+    superuser_query(pod, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    superuser_query(pod, "SELECT pg_reload_conf()")
+    standby.stop()
+    for n in range(3):
+        query(pod, f"INSERT INTO t SELECT generate_series(1, 20000) + {n} * 20000",
+              user="shop_app", password=APP_PASSWORD, database="shop")
+        superuser_query(pod, "SELECT pg_switch_wal()")
+    superuser_query(pod, "CHECKPOINT")
+    assert superuser_query(pod, "SELECT wal_status FROM pg_replication_slots") == "lost"
+
+    # Back, it cannot stream; the probe proves it, leaves the marker and says why.
+    standby = start_standby(pod, replica, servers)
+    assert replica_ready(replica).returncode != 0
+    failed = probe_until_it_fails(replica, env)
+    assert "invalidated slot postgres_replica_0" in failed.stderr
+    assert "max_slot_wal_keep_size" in marker.read_text()
+    termination = (replica.root / "tmp" / "termination-log").read_text()
+    assert termination.startswith("re-clone: the primary invalidated slot postgres_replica_0")
+
+    # The next start throws the copy away, drops the dead slot, clones anew and
+    # runs the server (its arguments).
+    standby.stop()
+    recloned = run_program(replica, CLONE_REPLICA, clone_env(pod, replica),
+                           "echo", "the server starts")
+    assert recloned.returncode == 0, recloned.stderr
+    assert "re-cloning: the primary invalidated slot" in recloned.stderr
+    assert "dropped invalidated slot postgres_replica_0" in recloned.stderr
+    assert "creating replication slot postgres_replica_0" in recloned.stderr
+    assert recloned.stdout.strip() == "the server starts"
+    assert not marker.exists()
+    start_standby(pod, replica, servers)
+    eventually_equal(lambda: replica_ready(replica).stderr.strip(), "")
+    assert query(replica, "SELECT count(*) FROM t", user="shop_app", password=APP_PASSWORD,
+                 database="shop") == "60100"
+    assert run_program(replica, REPLICA_FOLLOWS, env).returncode == 0
+
+
+def test_the_liveness_probe_passes_without_proof_and_fails_for_another_cluster(
+    pod: Pod, replica: Pod, servers: list[Server]
+) -> None:
+    require_peer_login()
+    primary = start(pod, servers)
+    primary.wait_ready()
+    assert run_program(replica, CLONE_REPLICA, clone_env(pod, replica)).returncode == 0
+    env = follows_env(pod, replica)
+    # This server not answering (starting, recovering) is not proof.
+    for _ in range(3):
+        assert run_program(replica, REPLICA_FOLLOWS, env).returncode == 0
+    standby = start_standby(pod, replica, servers)
+    eventually_equal(lambda: replica_ready(replica).stderr.strip(), "")
+    # Nor is a primary that does not answer: the replica waits for it.
+    primary.stop()
+    eventually_equal(lambda: str(replica_ready(replica).returncode), "1")
+    for _ in range(4):
+        assert run_program(replica, REPLICA_FOLLOWS, env).returncode == 0
+    assert not Path(f"{replica.pgdata}.reclone").exists()
+
+    # A primary made anew on an empty volume is another cluster: proof.
+    standby.stop()
+    for path in pod.data_dir.iterdir():
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    start(pod, servers).wait_ready()
+    start_standby(pod, replica, servers)
+    failed = probe_until_it_fails(replica, env)
+    assert "the primary is another cluster" in failed.stderr
+    assert Path(f"{replica.pgdata}.reclone").exists()
 
 
 def test_userlist_writes_a_private_auth_file_with_quotes_doubled(tmp_path: Path) -> None:

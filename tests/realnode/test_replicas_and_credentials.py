@@ -2,7 +2,9 @@
 read replicas and a pooler (the tests run in order, each leaving it Ready):
 
 - rows written on the primary reach both replicas, each streaming through its
-  own slot; a replica whose volume is lost is cloned again;
+  own slot, and their lag is in the tenant's status; a replica whose volume is
+  lost is cloned again; a replica whose WAL the primary no longer has is
+  proven unable to follow, cloned anew by itself, and the status says why;
 - after a rotation request the new passwords log in and the old ones are
   refused, for the superuser, the application role, the replication role (the
   replicas reconnect and stream) and through PgBouncer; the application's
@@ -146,6 +148,14 @@ def on_replica(cluster: ClusterHandle, namespace: str, pod: str, sql: str) -> st
     return psql_in(cluster, namespace, pod, sql).stdout.strip()
 
 
+def replication_status(cluster: ClusterHandle, tenant: str) -> list[tuple[str, Any, bool]]:
+    """(replica, streaming, whether its lag in bytes and seconds is known) from the status."""
+    found = tenants.get(cluster, tenant) or {}
+    return [(r["name"], r.get("streaming"),
+             isinstance(r.get("lagBytes"), int) and isinstance(r.get("lagSeconds"), (int, float)))
+            for r in (found.get("status") or {}).get("replication") or []]
+
+
 def test_rows_reach_both_replicas_each_through_its_own_slot(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
@@ -161,10 +171,15 @@ def test_rows_reach_both_replicas_each_through_its_own_slot(
     metrics = real_cluster.kubectl(
         "exec", "-n", ns, "postgres-0", "-c", "postgres", "--", "perl", "-MHTTP::Tiny", "-e",
         'print HTTP::Tiny->new->get("http://127.0.0.1:9187/metrics")->{content}').stdout
-    lag_lines = [line for line in metrics.splitlines()
-                 if line.startswith("pg_stat_replication_pg_wal_lsn_diff{")]
-    assert sorted(re.search(r'application_name="([^"]+)"', line).group(1)  # type: ignore[union-attr]
-                  for line in lag_lines) == ["postgres-replica-0", "postgres-replica-1"], metrics
+    for metric in ("stackforge_replication_lag_bytes", "stackforge_replication_lag_seconds"):
+        lag_lines = [line for line in metrics.splitlines() if line.startswith(f"{metric}{{")]
+        replicas = sorted(re.search(r'replica="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+                          for line in lag_lines)
+        assert replicas == ["postgres-replica-0", "postgres-replica-1"], metrics
+    # The operator reads the same into the tenant's status.
+    tenants.eventually(lambda: replication_status(real_cluster, tenant) == [
+        ("postgres-replica-0", True, True), ("postgres-replica-1", True, True)],
+        timeout=60, interval=2)
     stack.psql(real_cluster, ns, "CREATE TABLE shipped AS SELECT generate_series(1, 300) AS n",
                as_app=True)
     for pod in ("postgres-replica-0", "postgres-replica-1"):
@@ -200,12 +215,79 @@ def test_a_replica_whose_volume_is_lost_is_cloned_again(
     except AssertionError:
         raise AssertionError("postgres-replica-1 was not cloned again: "
                              + stack.diagnosis(real_cluster, ns, "postgres-replica-1")) from None
-    log = real_cluster.kubectl("logs", "-n", ns, "postgres-replica-1", "-c", "basebackup").stdout
+    log = real_cluster.kubectl("logs", "-n", ns, "postgres-replica-1", "-c", "postgres").stdout
     assert "cloning postgres:5432" in log and "clone complete" in log
     assert on_replica(real_cluster, ns, "postgres-replica-1",
                       "SELECT n FROM after_loss") == "7"
     tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
                        timeout=60, interval=2)
+
+
+def test_a_replica_whose_wal_is_gone_is_cloned_anew_and_the_status_says_why(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    core = client.CoreV1Api(real_cluster.api)
+    restarts_before = {pod: pod_restarts(core, ns, pod)
+                       for pod in ("postgres-replica-0", "postgres-replica-1")}
+    # Replica 1 is cut off (replica 0 keeps its connection) and the WAL it
+    # would need is written past; its slot is dropped once a checkpoint is past
+    # that WAL (the primary's upkeep makes the slot anew, and a new physical
+    # slot keeps WAL from the last checkpoint on), and the WAL is recycled.
+    def sql(statement: str, *, as_app: bool = False) -> str:
+        return stack.psql(real_cluster, ns, statement, as_app=as_app)
+
+    def write_and_switch(rows: int) -> None:
+        sql(f"INSERT INTO while_away SELECT generate_series(1, {rows})", as_app=True)
+        sql("SELECT pg_switch_wal()")
+
+    sql("CREATE TABLE while_away (n int)", as_app=True)
+    sql("ALTER ROLE replicator NOLOGIN")
+    try:
+        sql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication "
+            "WHERE application_name = 'postgres-replica-1'")
+        tenants.eventually(lambda: sql("SELECT count(*) FROM pg_replication_slots WHERE "
+                                       "slot_name = 'postgres_replica_1' AND NOT active") == "1",
+                           timeout=30)
+        write_and_switch(10000)
+        sql("CHECKPOINT")
+        sql("SELECT pg_drop_replication_slot('postgres_replica_1')")
+        tenants.eventually(lambda: sql("SELECT count(*) FROM pg_replication_slots "
+                                       "WHERE slot_name = 'postgres_replica_1'") == "1",
+                           timeout=30)
+        write_and_switch(10000)
+        write_and_switch(10000)
+        sql("CHECKPOINT")
+    finally:
+        sql("ALTER ROLE replicator LOGIN")
+
+    def reclone_reason() -> str | None:
+        for replica in (tenants.get(real_cluster, tenant) or {}).get("status", {}).get(
+                "replication") or []:
+            if replica["name"] == "postgres-replica-1":
+                return replica.get("lastRecloneReason")
+        return None
+
+    try:
+        reason = tenants.eventually(reclone_reason, timeout=240, interval=3)
+    except AssertionError:
+        raise AssertionError("postgres-replica-1 was not cloned anew: "
+                             + stack.diagnosis(real_cluster, ns, "postgres-replica-1")) from None
+    assert "slot postgres_replica_1 keeps WAL from" in reason
+    assert pod_restarts(core, ns, "postgres-replica-1") > restarts_before["postgres-replica-1"]
+    tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
+                       timeout=180, interval=2)
+    log = real_cluster.kubectl("logs", "-n", ns, "postgres-replica-1", "-c", "postgres").stdout
+    assert "re-cloning: slot postgres_replica_1 keeps WAL from" in log
+    assert on_replica(real_cluster, ns, "postgres-replica-1",
+                      "SELECT count(*) FROM while_away") == "30000"
+    # Replica 0 was never in doubt.
+    assert pod_restarts(core, ns, "postgres-replica-0") == restarts_before["postgres-replica-0"]
+    stack.wait_ready(real_cluster, tenant, timeout=120)
+
+
+def pod_restarts(core: client.CoreV1Api, namespace: str, pod: str) -> int:
+    found = core.read_namespaced_pod(pod, namespace)
+    return sum(c.restart_count for c in (found.status.container_statuses or []))
 
 
 def test_rotation_changes_every_password_in_the_database_and_the_pooler(

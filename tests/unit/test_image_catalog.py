@@ -184,7 +184,7 @@ def test_chart_overrides_are_the_catalogs_roles() -> None:
 
 def test_postgres_exporter_names_its_command() -> None:
     # The default image is PostgreSQL's, whose entrypoint would start a server.
-    sidecar = exporters.postgres_exporter(15)
+    sidecar = exporters.postgres_exporter(15, "config", "/etc/config", "queries.yaml")
     assert sidecar["image"] == "stackforge/postgres:15"
     assert sidecar["command"] == ["postgres_exporter"]
     assert "args" not in sidecar

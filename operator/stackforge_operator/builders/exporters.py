@@ -12,6 +12,7 @@ Services apps use stay free of scrape ports.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from stackforge_operator.builders.common import (
     container_port,
     container_security_context,
     env,
+    mount,
     secret_env,
     selector_labels,
     service,
@@ -45,6 +47,29 @@ METRICS_LABEL = "stackforge.io/metrics"
 POSTGRES_EXPORTER_PORT = 9187
 REDIS_EXPORTER_PORT = 9121
 KAFKA_EXPORTER_PORT = 9308
+# The lag of each read replica as the primary sees it, under names of our own
+# (the operator reads them into the tenant's status; the alert watches them):
+# stackforge_replication_lag_bytes / _lag_seconds{replica=<pod>, state=...}.
+# replay_lag is NULL once an idle replica has caught up: no lag, not unknown.
+REPLICATION_LAG_METRIC = "stackforge_replication"
+_REPLICATION_LAG_QUERY = """\
+SELECT application_name AS replica, state,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 AS lag_bytes,
+       coalesce(extract(epoch FROM replay_lag), 0)::float8 AS lag_seconds
+FROM pg_stat_replication WHERE replay_lsn IS NOT NULL"""
+POSTGRES_EXPORTER_QUERIES = json.dumps({  # JSON is YAML: the exporter's format
+    REPLICATION_LAG_METRIC: {
+        "query": _REPLICATION_LAG_QUERY,
+        "metrics": [
+            {"replica": {"usage": "LABEL", "description": "The replica's pod"}},
+            {"state": {"usage": "LABEL", "description": "Its WAL sender's state"}},
+            {"lag_bytes": {"usage": "GAUGE",
+                           "description": "WAL written on the primary, not yet replayed"}},
+            {"lag_seconds": {"usage": "GAUGE",
+                             "description": "How long the last replayed WAL took to replay"}},
+        ],
+    },
+}, indent=1, sort_keys=True) + "\n"
 # Exporters are small and must fit in every tier's quota next to their server.
 EXPORTER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -113,7 +138,10 @@ def _sidecar(name: str, image: str, port: int, environment: list[dict[str, Any]]
     return container
 
 
-def postgres_exporter(major: int) -> dict[str, Any]:
+def postgres_exporter(major: int, config_volume: str, config_dir: str,
+                      queries_key: str) -> dict[str, Any]:
+    """``config_volume`` (mounted at ``config_dir``) holds POSTGRES_EXPORTER_QUERIES
+    at ``queries_key``."""
     # The superuser sees every backend in pg_stat_activity (the connections
     # alert needs them all); the password stays in the Secret, referenced by
     # name, and the exporter reads it from its environment.
@@ -122,11 +150,14 @@ def postgres_exporter(major: int) -> dict[str, Any]:
     # `postgres_exporter` is on the PATH of the upstream exporter image too
     # (its entrypoint, /bin/postgres_exporter), so an override to it still works.
     image = image_catalog.current().postgres_exporter_image(major)
-    return _sidecar("postgres-exporter", image, POSTGRES_EXPORTER_PORT, [
+    container = _sidecar("postgres-exporter", image, POSTGRES_EXPORTER_PORT, [
         env("DATA_SOURCE_URI", f"localhost:{POSTGRES_PORT}/postgres?sslmode=disable"),
         env("DATA_SOURCE_USER", "postgres"),
         secret_env("DATA_SOURCE_PASS", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
+        env("PG_EXPORTER_EXTEND_QUERY_PATH", f"{config_dir}/{queries_key}"),
     ], command=["postgres_exporter"])
+    container["volumeMounts"] = [mount(config_volume, config_dir, read_only=True)]
+    return container
 
 
 def redis_exporter() -> dict[str, Any]:

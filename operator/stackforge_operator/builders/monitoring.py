@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from stackforge_operator.builders.common import Manifest, metadata, selector_labels
-from stackforge_operator.builders.exporters import METRICS_LABEL, METRICS_PORT_NAME, scrape_targets
+from stackforge_operator.builders.exporters import (
+    METRICS_LABEL,
+    METRICS_PORT_NAME,
+    REPLICATION_LAG_METRIC,
+    scrape_targets,
+)
 from stackforge_operator.models.effective import EffectiveTenant
 
 API_VERSION: Final = "monitoring.coreos.com/v1"
@@ -121,12 +126,13 @@ def alerts(t: EffectiveTenant, th: Thresholds = THRESHOLDS) -> list[Alert]:
             f"database connections above {th.db_connections_ratio:.0%} of max_connections",
             "postgres-exporter"))
     if t.postgres.enabled and t.postgres.read_replicas > 0:
-        # The primary's exporter reads pg_stat_replication: pg_wal_lsn_diff is how
-        # far a replica's replay is behind the primary's current WAL position.
+        # The primary's exporter reads pg_stat_replication (our own query,
+        # builders/exporters.py): how far a replica's replay is behind the
+        # primary's current WAL position.
         out.append(Alert(
             "StackForgeReplicationLagHigh",
-            f"max by (namespace, application_name) "
-            f"(pg_stat_replication_pg_wal_lsn_diff{{{ns}}}) > {th.replication_lag_bytes}",
+            f"max by (namespace, replica) ({REPLICATION_LAG_METRIC}_lag_bytes{{{ns}}})"
+            f" > {th.replication_lag_bytes}",
             th.replication_lag_for, "warning",
             f"a read replica is more than {th.replication_lag_bytes // (1024 * 1024)} MiB "
             "of WAL behind the primary",

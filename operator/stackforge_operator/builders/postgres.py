@@ -82,10 +82,17 @@ HBA_FILE = f"{CONFIG_DIR}/pg_hba.conf"
 UPKEEP_PROGRAM = "stackforge-primary-upkeep"
 CLONE_PROGRAM = "stackforge-clone-replica"
 REPLICA_READY_PROGRAM = "stackforge-replica-ready"
+REPLICA_FOLLOWS_PROGRAM = "stackforge-replica-follows"
+# The image's entrypoint: the replica's start runs it once its data is ready.
+ENTRYPOINT = "docker-entrypoint.sh"
+# What the replica's liveness probe writes to its termination message when it
+# proves the replica can never follow the primary again (a re-clone follows).
+RECLONE_MESSAGE_PREFIX = "re-clone: "
 # Replica N streams through slot postgres_replica_N; the upkeep sidecar creates
 # the slots listed in the ConfigMap and drops other slots of this prefix.
 SLOT_PREFIX = "postgres_replica_"
 SLOTS_KEY = "replica-slots"
+EXPORTER_QUERIES_KEY = "exporter-queries.yaml"
 # How much WAL the slots may hold back on the primary's volume, as a share of it:
 # a replica that stays away loses its slot (and must be cloned again) before the
 # primary's disk fills. Applied by the upkeep sidecar (ALTER SYSTEM, a reload):
@@ -183,7 +190,8 @@ def _init_config(t: EffectiveTenant) -> Manifest:
         # The slot list is read while the primary runs (the kubelet refreshes
         # the file): scaling the replicas never restarts the primary.
         {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t),
-         SLOT_WAL_LIMIT_KEY: slot_wal_limit(t)},
+         SLOT_WAL_LIMIT_KEY: slot_wal_limit(t),
+         EXPORTER_QUERIES_KEY: exporters.POSTGRES_EXPORTER_QUERIES},
     )
 
 
@@ -307,7 +315,8 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
 def _primary(t: EffectiveTenant) -> Manifest:
     server = _postgres_container(t, "postgres", SERVER_ARGS, _role_env(t), [], ANSWERS_ON_TCP)
     spec = pod_spec(
-        containers=[server, _upkeep(t), exporters.postgres_exporter(t.postgres.version)],
+        containers=[server, _upkeep(t), exporters.postgres_exporter(
+            t.postgres.version, "config", CONFIG_DIR, EXPORTER_QUERIES_KEY)],
         user_id=POSTGRES_UID,
         volumes=[
             *_volumes(),
@@ -333,23 +342,6 @@ def _replicas(t: EffectiveTenant) -> Manifest:
     pod_index = field_env("POD_INDEX", f"metadata.labels['{POD_INDEX_LABEL}']")
     # The kubelet expands $(POD_INDEX) from the variable defined before it.
     slot = f"{SLOT_PREFIX}$(POD_INDEX)"
-    clone = {
-        "name": "basebackup",
-        "image": image(t),
-        "command": [CLONE_PROGRAM],
-        "env": [
-            env("PGDATA", PGDATA),
-            env("PRIMARY_HOST", NAME),
-            env("PRIMARY_PORT", str(POSTGRES_PORT)),
-            env("REPLICATION_USER", REPLICATION_USER),
-            pod_index,
-            env("REPLICATION_SLOT", slot),
-            password,
-        ],
-        "resources": resources(t.postgres.resources),
-        "securityContext": container_security_context(read_only_root_filesystem=True),
-        "volumeMounts": [mount("data", DATA_DIR), mount("tmp", "/tmp")],  # noqa: S108
-    }
     # The walreceiver is a libpq client: it takes the password from PGPASSWORD
     # in the server's environment, so primary_conninfo names none.
     conninfo = (
@@ -359,15 +351,34 @@ def _replicas(t: EffectiveTenant) -> Manifest:
         t,
         "postgres",
         [*SERVER_ARGS, "-c", f"primary_conninfo={conninfo}", "-c", f"primary_slot_name={slot}"],
-        [field_env("POD_NAME", "metadata.name"), pod_index, password],
+        [
+            field_env("POD_NAME", "metadata.name"),
+            pod_index,
+            env("PRIMARY_HOST", NAME),
+            env("PRIMARY_PORT", str(POSTGRES_PORT)),
+            env("REPLICATION_USER", REPLICATION_USER),
+            env("REPLICATION_SLOT", slot),
+            password,
+        ],
         [],
         # Ready only while streaming: a replica that lost its primary or its WAL
         # leaves the read Service instead of serving ever older data.
         [REPLICA_READY_PROGRAM],
     )
-    spec = pod_spec(
-        containers=[server], init_containers=[clone], user_id=POSTGRES_UID, volumes=_volumes()
-    )
+    # The clone is the container's own start, not an init container's: when the
+    # liveness probe proves the copy can never follow the primary again (its
+    # WAL is gone, the primary is another cluster), the restart it causes
+    # clones anew, and an init container does not run on a container restart.
+    server["command"] = [CLONE_PROGRAM, ENTRYPOINT]
+    server["livenessProbe"] = {
+        "exec": {"command": [REPLICA_FOLLOWS_PROGRAM]},
+        # The program asks for proof over several probes itself (STALL_CHECKS),
+        # so one failure is enough: it is never a slow start or a busy primary.
+        "periodSeconds": 10,
+        "timeoutSeconds": 10,
+        "failureThreshold": 1,
+    }
+    spec = pod_spec(containers=[server], user_id=POSTGRES_UID, volumes=_volumes())
     return stateful_set(
         t,
         REPLICA_NAME,
@@ -385,4 +396,5 @@ def _replicas(t: EffectiveTenant) -> Manifest:
 def _config_digest() -> str:
     # pg_hba.conf is read at start: a change must roll the pods. (The programs
     # come with the image, whose reference is in the template already.)
-    return config_hash(PG_HBA)
+    # The exporter reads its queries once, at its start.
+    return config_hash(PG_HBA + exporters.POSTGRES_EXPORTER_QUERIES)

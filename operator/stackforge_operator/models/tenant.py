@@ -620,6 +620,31 @@ class ComponentStatus(StatusModel):
     message: str | None = Field(None, max_length=1024, description="Why it is not ready.")
 
 
+class ReplicaStatus(StatusModel):
+    """One read replica: its lag as the primary sees it, and its last re-clone."""
+
+    name: str = Field(max_length=253, description="The replica's pod.")
+    streaming: bool | None = Field(
+        None, description="It streams WAL from the primary now; unset while that is unknown."
+    )
+    state: str | None = Field(
+        None, max_length=32,
+        description="Its WAL sender's state on the primary (streaming, catchup).",
+    )
+    lag_bytes: int | None = Field(
+        None, ge=0, description="WAL written on the primary that it has not replayed yet."
+    )
+    lag_seconds: float | None = Field(
+        None, ge=0, description="How long its last replayed WAL took to replay (replay_lag)."
+    )
+    last_reclone_time: datetime | None = Field(
+        None, description="When it was last thrown away and cloned anew from the primary."
+    )
+    last_reclone_reason: str | None = Field(
+        None, max_length=1024, description="Why: the proof that it could not follow the primary."
+    )
+
+
 Money = Annotated[str, Field(max_length=32, pattern=r"^[0-9]+\.[0-9]{2}$")]
 
 
@@ -726,6 +751,11 @@ class StackForgeTenantStatus(StatusModel):
     isolated: bool | None = Field(None, description="Isolation network policies are in force.")
     credentials_rotated_at: datetime | None = Field(
         None, description="When generated credentials were last rotated."
+    )
+    replication: Annotated[list[ReplicaStatus], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="The PostgreSQL read replicas, in pod order.",
+        json_schema_extra=list_map("name"),
     )
     incidents: Annotated[list[OpenIncident], Field(max_length=MAX_INCIDENTS)] = Field(
         default_factory=list,

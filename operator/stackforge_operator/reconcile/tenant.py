@@ -351,6 +351,7 @@ def _report(
         suspended=t.suspend,
         isolated=t.isolate,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
+        replication=observe.replicas(t, old_status.replication),
     )
     incidents, messages = tenant_notify.review(
         new_status, old_status.incidents, policies, spec.notifications, now)

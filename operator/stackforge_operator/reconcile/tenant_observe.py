@@ -1,5 +1,6 @@
 """What a tenant reconcile reads besides its own children: references, the TLS
-certificate, the BackupPolicies and DRDrills that name it, cert-manager."""
+certificate, the BackupPolicies and DRDrills that name it, cert-manager, the
+read replicas' lag."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 from cryptography import x509
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube
-from stackforge_operator.builders import ingress
-from stackforge_operator.builders.common import selector_labels
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication
+from stackforge_operator.builders import ingress, postgres
+from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL, selector_labels
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicyStatus, RunResult
 from stackforge_operator.models.common import ConditionStatus, SecretKeyRef
@@ -27,6 +28,7 @@ from stackforge_operator.models.tenant import (
     CertificateStatus,
     LastBackupSummary,
     LastDrillSummary,
+    ReplicaStatus,
     StackForgeTenantSpec,
     reserved_namespace,
 )
@@ -291,3 +293,18 @@ def drill_health(tenant: str, namespace: str) -> tuple[Observation, LastDrillSum
 def kong_selector(t: EffectiveTenant) -> str:
     """The gateway pods' selector, as the scale subresource reports it."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(t, "kong").items()))
+
+
+def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus]) -> list[ReplicaStatus]:
+    """The read replicas' lag (from the primary's exporter) and last re-clones.
+
+    Nothing is read for a tenant without read replicas, nor while it is
+    suspended (no pod runs)."""
+    if not t.postgres.enabled or t.postgres.read_replicas == 0 or t.suspend:
+        return []
+    components = f"{postgres.COMPONENT},{postgres.REPLICA_COMPONENT}"
+    pods = kube.list_objects("v1", "Pod", namespace=t.namespace, label_selector=(
+        f"{TENANT_LABEL}={t.name},{COMPONENT_LABEL} in ({components})"))
+    primary = next((p for p in pods if p["metadata"]["name"] == f"{postgres.NAME}-0"), None)
+    names = [f"{postgres.REPLICA_NAME}-{i}" for i in range(t.postgres.read_replicas)]
+    return replication.replica_statuses(names, replication.read_lag(primary), pods, previous)

@@ -69,10 +69,9 @@ def test_the_runbooks_thresholds_are_in_the_rules() -> None:
     connections = str(rules["StackForgeDatabaseConnectionsHigh"]["expr"])
     assert "pg_stat_activity_count" in connections and "pg_settings_max_connections" in connections
     assert "histogram_quantile(0.95" in str(rules["StackForgeSlowResponses"]["expr"])
-    # The metric the Debian exporter in the PostgreSQL image (0.11.1) has for
-    # pg_stat_replication's replay lag, by replica.
+    # The primary exporter's own query (the real-node test reads it served), by replica.
     lag = str(rules["StackForgeReplicationLagHigh"]["expr"])
-    assert "pg_stat_replication_pg_wal_lsn_diff" in lag and "application_name" in lag
+    assert "stackforge_replication_lag_bytes{" in lag and "by (namespace, replica)" in lag
 
 
 def test_replication_lag_alert_only_with_read_replicas() -> None:

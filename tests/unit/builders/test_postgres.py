@@ -113,15 +113,17 @@ def test_read_replicas_stream_from_the_primary() -> None:
     sts = find(objs, "StatefulSet", "postgres-replica")
     assert sts["spec"]["replicas"] == 2
     pod = sts["spec"]["template"]["spec"]
-    [init] = pod["initContainers"]
-    assert init["command"] == [postgres.CLONE_PROGRAM]
-    assert script_required(IMAGE / "stackforge-clone-replica.sh") <= set(env_of(init))
-    assert env_of(init)["PRIMARY_HOST"]["value"] == postgres.NAME
-    assert secret_ref(env_of(init)["PGPASSWORD"]) == (
+    # The server's container clones at its start, then runs the image's entrypoint.
+    assert "initContainers" not in pod
+    server = container(sts)
+    assert server["command"] == [postgres.CLONE_PROGRAM, postgres.ENTRYPOINT]
+    assert f'ENTRYPOINT ["{postgres.ENTRYPOINT}"]' in (IMAGE / "Containerfile").read_text()
+    assert script_required(IMAGE / "stackforge-clone-replica.sh") <= set(env_of(server))
+    assert env_of(server)["PRIMARY_HOST"]["value"] == postgres.NAME
+    assert secret_ref(env_of(server)["PGPASSWORD"]) == (
         sn.POSTGRES_SECRET,
         sn.POSTGRES_REPLICATION_PASSWORD_KEY,
     )
-    server = container(sts)
     conninfo = next(a for a in server["args"] if a.startswith("primary_conninfo="))
     assert "host=postgres " in conninfo and "password" not in conninfo
     assert secret_ref(env_of(server)["PGPASSWORD"])[1] == sn.POSTGRES_REPLICATION_PASSWORD_KEY
@@ -144,20 +146,22 @@ def test_each_replica_streams_through_a_slot_the_primary_keeps() -> None:
     # Replica N names slot postgres_replica_N, from the ordinal the StatefulSet
     # controller puts on its pod, in the server's settings and for its clone.
     sts = find(objs, "StatefulSet", "postgres-replica")
-    pod = sts["spec"]["template"]["spec"]
     server = container(sts)
-    [init] = pod["initContainers"]
-    for c in (server, init):
-        index = env_of(c)["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
-        assert index == "metadata.labels['apps.kubernetes.io/pod-index']"
-        names_ = [e["name"] for e in c["env"]]
-        assert names_.index("POD_INDEX") < names_.index("PGPASSWORD")
+    index = env_of(server)["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index == "metadata.labels['apps.kubernetes.io/pod-index']"
+    names_ = [e["name"] for e in server["env"]]
+    assert names_.index("POD_INDEX") < names_.index("REPLICATION_SLOT")
     assert "primary_slot_name=postgres_replica_$(POD_INDEX)" in server["args"]
-    assert env_of(init)["REPLICATION_SLOT"]["value"] == "postgres_replica_$(POD_INDEX)"
-    assert [e["name"] for e in init["env"]].index("POD_INDEX") < [
-        e["name"] for e in init["env"]].index("REPLICATION_SLOT")
-    # Ready only while streaming.
+    assert env_of(server)["REPLICATION_SLOT"]["value"] == "postgres_replica_$(POD_INDEX)"
+    # Ready only while streaming; restarted (and so cloned anew) only on the
+    # liveness program's proof, which it gathers over several probes itself.
     assert server["readinessProbe"]["exec"]["command"] == [postgres.REPLICA_READY_PROGRAM]
+    liveness = server["livenessProbe"]
+    assert liveness["exec"]["command"] == [postgres.REPLICA_FOLLOWS_PROGRAM]
+    assert liveness["failureThreshold"] == 1
+    assert script_required(IMAGE / "stackforge-replica-follows.sh") <= set(env_of(server))
+    assert f"{postgres.RECLONE_MESSAGE_PREFIX}%s" in (
+        IMAGE / "stackforge-replica-follows.sh").read_text()
 
 
 def test_slots_may_hold_back_a_fifth_of_the_primarys_volume_without_a_restart() -> None:

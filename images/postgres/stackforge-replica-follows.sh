@@ -1,0 +1,102 @@
+#!/bin/sh
+# A read replica's liveness probe (installed as /usr/local/bin/stackforge-replica-follows).
+#
+# Fails only on proof that this copy can never follow the primary again, and
+# then leaves RECLONE_MARKER (next to PGDATA, on the volume) for the replica's
+# start (stackforge-clone-replica), which throws the copy away and clones
+# anew. The proof is asked of the primary once the replica has stopped: not
+# streaming, and the same replay position at STALL_CHECKS probes in a row
+# (a replica still replaying its own WAL after a restart is left alone). Then:
+#   - the primary is another cluster (its system identifier differs: its
+#     volume was made anew);
+#   - the primary invalidated this replica's slot (it fell further behind
+#     than max_slot_wal_keep_size lets the primary keep);
+#   - the slot keeps WAL only from a position past where this replica stopped
+#     (the slot was dropped and made anew while the replica was away).
+# Anything short of proof passes: this server or the primary not answering, a
+# missing slot (the primary's upkeep sidecar creates it), a replica catching
+# up. The reason goes to stderr and to TERMINATION_LOG, where the kubelet
+# finds it and the operator reads it into the tenant's status.
+#
+# Environment: PGDATA; PRIMARY_HOST; PRIMARY_PORT [5432]; REPLICATION_USER;
+#   REPLICATION_SLOT; PGPASSWORD (the replication role's, read by libpq);
+#   PGHOST (this server's socket) [/var/run/postgresql];
+#   RECLONE_MARKER [$PGDATA.reclone]; STALL_STATE [/tmp/replica-stall];
+#   STALL_CHECKS [3]; TERMINATION_LOG [/dev/termination-log]
+set -eu
+
+: "${PGDATA:?PGDATA names the data directory}"
+: "${PRIMARY_HOST:?PRIMARY_HOST names the primary}"
+: "${PRIMARY_PORT:=5432}"
+: "${REPLICATION_USER:?REPLICATION_USER names the replication role}"
+: "${REPLICATION_SLOT:?REPLICATION_SLOT names the slot of this replica}"
+: "${PGHOST:=/var/run/postgresql}"
+PGDATA=${PGDATA%/}
+: "${RECLONE_MARKER:=$PGDATA.reclone}"
+: "${STALL_STATE:=/tmp/replica-stall}"
+: "${STALL_CHECKS:=3}"
+: "${TERMINATION_LOG:=/dev/termination-log}"
+
+sql() {
+	psql --no-psqlrc --quiet --tuples-only --no-align --field-separator=' ' \
+		--set=ON_ERROR_STOP=1 "$@"
+}
+
+# This server, by peer login over its socket; not answering means starting or
+# recovering, which is not this probe's business.
+here=$(sql --host="$PGHOST" --username=postgres --dbname=postgres --command="
+	SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'stopped'),
+	       coalesce(pg_last_wal_replay_lsn()::text, 'none'),
+	       system_identifier
+	FROM pg_control_system()") || exit 0
+read -r receiver replayed system <<EOF
+$here
+EOF
+if [ "$receiver" = streaming ] || [ "$replayed" = none ]; then
+	rm -f "$STALL_STATE"
+	exit 0
+fi
+
+# How many probes in a row have seen the replica stopped at this position.
+seen=0
+if [ -r "$STALL_STATE" ]; then
+	read -r position count <"$STALL_STATE" || true
+	if [ "${position:-}" = "$replayed" ]; then
+		seen=${count:-0}
+	fi
+fi
+seen=$((seen + 1))
+printf '%s %s\n' "$replayed" "$seen" >"$STALL_STATE"
+if [ "$seen" -lt "$STALL_CHECKS" ]; then
+	exit 0
+fi
+
+# The primary, as the replication role (the walreceiver's own login).
+there=$(PGCONNECT_TIMEOUT=3 sql --host="$PRIMARY_HOST" --port="$PRIMARY_PORT" \
+	--username="$REPLICATION_USER" --no-password --dbname=postgres \
+	--set=slot="$REPLICATION_SLOT" --set=replayed="$replayed" <<'SQL'
+SELECT (SELECT system_identifier FROM pg_control_system()),
+       coalesce(s.wal_status, 'missing'),
+       coalesce(s.restart_lsn::text, 'none'),
+       coalesce(s.restart_lsn > :'replayed'::pg_lsn, false)
+FROM (SELECT 1) AS one
+LEFT JOIN pg_replication_slots AS s ON s.slot_name = :'slot'
+SQL
+) || exit 0
+read -r primary_system slot_status kept_from past_us <<EOF
+$there
+EOF
+
+if [ "$primary_system" != "$system" ]; then
+	reason="the primary is another cluster (system $primary_system; this copy is of $system)"
+elif [ "$slot_status" = lost ]; then
+	reason="the primary invalidated slot $REPLICATION_SLOT: this replica fell further behind than max_slot_wal_keep_size"
+elif [ "$past_us" = t ]; then
+	reason="slot $REPLICATION_SLOT keeps WAL from $kept_from only; this replica stopped at $replayed"
+else
+	exit 0
+fi
+printf '%s\n' "$reason" >"$RECLONE_MARKER"
+printf 're-clone: %s\n' "$reason" >"$TERMINATION_LOG" 2>/dev/null || true
+echo "cannot follow the primary, re-cloning: $reason" >&2
+exit 1
