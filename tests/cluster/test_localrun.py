@@ -7,8 +7,11 @@ later (one real node per host).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,11 +56,40 @@ def test_dev_shows_the_example_tenant_ready_on_running_pods_a_backup_and_a_drill
     assert (run_dir / "operator.log").exists()
 
 
-def test_dev_with_kwok_applies_the_examples_to_fake_nodes(tmp_path: Path) -> None:
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes],
+                   timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        assert process.poll() is None, f"dev exited before {text!r}:\n{path.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{path.read_text()}"
+        time.sleep(0.2)
+
+
+def test_dev_with_kwok_applies_the_examples_and_two_ctrl_cs_stop_it_cleanly(
+        tmp_path: Path) -> None:
     run_dir = tmp_path / "dev-kwok"
-    result = _dev(run_dir, "--kwok", timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
+        # A session of its own: Ctrl-C in a terminal reaches the whole foreground
+        # process group, the components dev started included, and so does this.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stackforge_operator", "dev", "--kwok",
+             "--run-dir", str(run_dir)],
+            stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_line(out_path, "watching", process, timeout=300)
+        os.killpg(process.pid, signal.SIGINT)
+        # The second Ctrl-C lands while it is stopping: no traceback, no early exit.
+        _wait_for_line(out_path, "stopping", process, timeout=30)
+        os.killpg(process.pid, signal.SIGINT)
+        returncode = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    out, err = out_path.read_text(), err_path.read_text()
+    assert returncode == 0, out + err
+    assert "Traceback" not in err, err
     for step in range(1, 7):
         assert f"[{step}/6]" in out
     assert "control plane usable in" in out
