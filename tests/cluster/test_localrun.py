@@ -20,12 +20,37 @@ from stackforge_operator.devcluster.node.network import NodeNetwork
 from stackforge_operator.devcluster.processes import processes_mentioning
 
 
-def _dev(run_dir: Path, *extra: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stackforge_operator", "dev", "--once", "--run-dir", str(run_dir),
-         *extra],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes],
+                   timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        assert process.poll() is None, f"dev exited before {text!r}:\n{path.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{path.read_text()}"
+        time.sleep(0.2)
+
+
+def _run_until_watching_then_ctrl_c_twice(run_dir: Path, tmp_path: Path, *extra: str,
+                                          timeout: float) -> tuple[int, str, str]:
+    """dev until it watches, then two Ctrl-Cs the way a terminal sends them (to
+    the whole foreground process group, the components dev started included),
+    the second while it is stopping. Its exit code, stdout and stderr."""
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stackforge_operator", "dev", "--run-dir", str(run_dir),
+             *extra],
+            stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_line(out_path, "watching", process, timeout=timeout)
+        os.killpg(process.pid, signal.SIGINT)
+        _wait_for_line(out_path, "stopping", process, timeout=30)
+        os.killpg(process.pid, signal.SIGINT)
+        returncode = process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return returncode, out_path.read_text(), err_path.read_text()
 
 
 # Builds are cached by then (.ci/run builds first); a cold image build could take longer.
@@ -37,9 +62,10 @@ def test_dev_shows_the_example_tenant_ready_on_running_pods_a_backup_and_a_drill
                           check=False).returncode != 0, f"a real node is running ({bridge})"
     # Short: the node's unix sockets live under it (a test's own tmp_path is too deep).
     run_dir = tmp_path_factory.mktemp("dev")
-    result = _dev(run_dir, timeout=900)
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    returncode, out, err = _run_until_watching_then_ctrl_c_twice(
+        run_dir, tmp_path_factory.mktemp("dev-output"), timeout=900)
+    assert returncode == 0, out + err
+    assert "Traceback" not in err, err
     for step in range(1, 9):
         assert f"[{step}/8]" in out
     assert "node Ready" in out
@@ -50,44 +76,20 @@ def test_dev_shows_the_example_tenant_ready_on_running_pods_a_backup_and_a_drill
     assert "backup Succeeded" in out
     assert "drill Passed" in out
     assert "AllComponentsReady" in out
-    # Everything it started is gone, and the host is as it was.
+    # Everything it started is gone, and the host is as it was, although the
+    # Ctrl-Cs reached the node's own processes too.
     assert processes_mentioning(str(run_dir)) == []
-    assert "host not restored" not in result.stderr
+    assert "host not restored" not in err
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True,
+                          check=False).returncode != 0
     assert (run_dir / "operator.log").exists()
-
-
-def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes],
-                   timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
-        assert process.poll() is None, f"dev exited before {text!r}:\n{path.read_text()}"
-        assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{path.read_text()}"
-        time.sleep(0.2)
 
 
 def test_dev_with_kwok_applies_the_examples_and_two_ctrl_cs_stop_it_cleanly(
         tmp_path: Path) -> None:
     run_dir = tmp_path / "dev-kwok"
-    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
-    with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
-        # A session of its own: Ctrl-C in a terminal reaches the whole foreground
-        # process group, the components dev started included, and so does this.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stackforge_operator", "dev", "--kwok",
-             "--run-dir", str(run_dir)],
-            stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _wait_for_line(out_path, "watching", process, timeout=300)
-        os.killpg(process.pid, signal.SIGINT)
-        # The second Ctrl-C lands while it is stopping: no traceback, no early exit.
-        _wait_for_line(out_path, "stopping", process, timeout=30)
-        os.killpg(process.pid, signal.SIGINT)
-        returncode = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    out, err = out_path.read_text(), err_path.read_text()
+    returncode, out, err = _run_until_watching_then_ctrl_c_twice(
+        run_dir, tmp_path, "--kwok", timeout=300)
     assert returncode == 0, out + err
     assert "Traceback" not in err, err
     for step in range(1, 7):
