@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from stackforge_operator.devcluster import build_cache
+
 # The Kubernetes release the Go module pins; stamped into the binaries so that
 # `kubectl version` and discovery report a real version instead of v0.0.0.
 KUBERNETES_VERSION = "v1.36.3"
@@ -35,9 +37,34 @@ def default_binary_path() -> Path:
     return module_dir() / "bin" / "controlplane"
 
 
+def _sources(module: Path) -> list[Path]:
+    return [p for p in [*sorted(module.glob("*.go")), module / "go.mod", module / "go.sum"]
+            if p.exists()]
+
+
 def _newest_source_mtime(module: Path) -> float:
-    sources = [*module.glob("*.go"), module / "go.mod", module / "go.sum"]
-    return max(p.stat().st_mtime for p in sources if p.exists())
+    return max(p.stat().st_mtime for p in _sources(module))
+
+
+def _ldflags() -> str:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    return " ".join(
+        [
+            "-s -w",
+            f"-X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION}",
+            f"-X k8s.io/component-base/version.gitMajor={major}",
+            f"-X k8s.io/component-base/version.gitMinor={minor}",
+            "-X k8s.io/component-base/version.gitTreeState=clean",
+        ]
+    )
+
+
+def cache_key(module: Path, go: str) -> str:
+    """What the binary is built from: every source's name and bytes, the flags, Go."""
+    parts: list[str | bytes] = [build_cache.go_version(go), _ldflags()]
+    for source in _sources(module):
+        parts += [source.name, source.read_bytes()]
+    return build_cache.key(parts)
 
 
 def is_stale(binary: Path, module: Path) -> bool:
@@ -56,17 +83,14 @@ def build(binary: Path, module: Path, *, log: bool = True) -> None:
             "the Go toolchain is needed to build the local control plane; install Go "
             f"or point {BINARY_ENV} at a prebuilt binary"
         )
-    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
-    ldflags = " ".join(
-        [
-            "-s -w",
-            f"-X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION}",
-            f"-X k8s.io/component-base/version.gitMajor={major}",
-            f"-X k8s.io/component-base/version.gitMinor={minor}",
-            "-X k8s.io/component-base/version.gitTreeState=clean",
-        ]
-    )
+    ldflags = _ldflags()
     binary.parent.mkdir(parents=True, exist_ok=True)
+    cached_as = cache_key(module, go)
+    if build_cache.fetch(cached_as, binary.name, binary):
+        if log:
+            print(f"control plane from the build cache ({build_cache.cache_root()})",
+                  file=sys.stderr, flush=True)
+        return
     env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
     if log:
         print(
@@ -87,6 +111,7 @@ def build(binary: Path, module: Path, *, log: bool = True) -> None:
         raise ControlPlaneBuildError(f"go build failed with exit code {result.returncode}")
     # Rename last, so an interrupted build never leaves a binary that looks fresh.
     tmp.replace(binary)
+    build_cache.store(cached_as, binary.name, binary)
     if log:
         print(
             f"built {binary} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True

@@ -4,7 +4,8 @@ containerd (with ctr and the runc shim), CoreDNS and kube-router (its firewall).
 Each is built from its Go module at a pinned version with the machine's Go
 toolchain, into ``<controlplane module>/bin/node/``. A stamp file beside each
 binary records what it was built from, so a warm run rebuilds nothing and a
-version change rebuilds exactly that program.
+version change rebuilds exactly that program; a fresh clone copies them from
+the build cache (build_cache.py) when they were built before on this machine.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackforge_operator.devcluster import build_cache
 from stackforge_operator.devcluster.binary import ControlPlaneBuildError, module_dir
 
 NODE_BIN_ENV = "STACKFORGE_NODE_BIN_DIR"
@@ -69,6 +71,11 @@ def is_current(program: GoProgram, directory: Path) -> bool:
     )
 
 
+def cache_key(program: GoProgram, go: str) -> str:
+    """What the program is built from: its pinned package and tags, the flags, Go."""
+    return build_cache.key([build_cache.go_version(go), program.stamp, "-s -w"])
+
+
 def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
     go = shutil.which("go")
     if go is None:
@@ -77,6 +84,12 @@ def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
             f"{NODE_BIN_ENV} at a directory holding prebuilt node programs"
         )
     started = time.monotonic()
+    cached_as = cache_key(program, go)
+    if build_cache.fetch(cached_as, program.name, directory / program.name):
+        (directory / f"{program.name}.stamp").write_text(program.stamp)
+        if log:
+            print(f"{program.name} from the build cache", file=sys.stderr, flush=True)
+        return
     if log:
         print(f"building {program.name} ({program.package}@{program.version})",
               file=sys.stderr, flush=True)
@@ -96,6 +109,7 @@ def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         # Move first, stamp last: an interrupted build never looks current.
         shutil.move(str(built), directory / program.name)
+    build_cache.store(cached_as, program.name, directory / program.name)
     (directory / f"{program.name}.stamp").write_text(program.stamp)
     if log:
         print(f"built {program.name} in {time.monotonic() - started:.0f}s",
