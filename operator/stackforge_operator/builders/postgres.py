@@ -372,11 +372,12 @@ def _replicas(t: EffectiveTenant) -> Manifest:
     server["command"] = [CLONE_PROGRAM, ENTRYPOINT]
     server["livenessProbe"] = {
         "exec": {"command": [REPLICA_FOLLOWS_PROGRAM]},
-        # The program asks for proof over several probes itself (STALL_CHECKS),
-        # so one failure is enough: it is never a slow start or a busy primary.
+        # The program gathers its proof over several probes itself (STALL_CHECKS)
+        # and fails only on it; a second failure in a row guards against one
+        # probe that could not run (an exec error, a timeout) restarting it.
         "periodSeconds": 10,
         "timeoutSeconds": 10,
-        "failureThreshold": 1,
+        "failureThreshold": 2,
     }
     spec = pod_spec(containers=[server], user_id=POSTGRES_UID, volumes=_volumes())
     return stateful_set(

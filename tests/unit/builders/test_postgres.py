@@ -158,7 +158,8 @@ def test_each_replica_streams_through_a_slot_the_primary_keeps() -> None:
     assert server["readinessProbe"]["exec"]["command"] == [postgres.REPLICA_READY_PROGRAM]
     liveness = server["livenessProbe"]
     assert liveness["exec"]["command"] == [postgres.REPLICA_FOLLOWS_PROGRAM]
-    assert liveness["failureThreshold"] == 1
+    assert liveness["failureThreshold"] == 2
+    assert liveness["timeoutSeconds"] > 8  # the program bounds itself to 2 x (2 s + 2 s)
     assert script_required(IMAGE / "stackforge-replica-follows.sh") <= set(env_of(server))
     assert f"{postgres.RECLONE_MESSAGE_PREFIX}%s" in (
         IMAGE / "stackforge-replica-follows.sh").read_text()
