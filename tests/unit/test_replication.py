@@ -10,18 +10,20 @@ from stackforge_operator.builders import exporters
 from stackforge_operator.models.tenant import ReplicaStatus
 
 # As the exporter serves its own query's rows, among its other metrics.
-METRICS = """\
+_ZERO = 'replica="postgres-replica-0",server="localhost:5432",state="streaming"'
+_ONE = 'replica="postgres-replica-1",server="localhost:5432",state="catchup"'
+METRICS = f"""\
 # HELP pg_up Whether the last scrape could connect to the server.
 # TYPE pg_up gauge
 pg_up 1
 # HELP stackforge_replication_lag_bytes WAL written on the primary, not yet replayed
 # TYPE stackforge_replication_lag_bytes gauge
-stackforge_replication_lag_bytes{replica="postgres-replica-0",server="localhost:5432",state="streaming"} 0
-stackforge_replication_lag_bytes{replica="postgres-replica-1",server="localhost:5432",state="catchup"} 7.340032e+07
+stackforge_replication_lag_bytes{{{_ZERO}}} 0
+stackforge_replication_lag_bytes{{{_ONE}}} 7.340032e+07
 # HELP stackforge_replication_lag_seconds How long the last replayed WAL took to replay
 # TYPE stackforge_replication_lag_seconds gauge
-stackforge_replication_lag_seconds{replica="postgres-replica-0",server="localhost:5432",state="streaming"} 0.0012345
-stackforge_replication_lag_seconds{replica="postgres-replica-1",server="localhost:5432",state="catchup"} 41.5
+stackforge_replication_lag_seconds{{{_ZERO}}} 0.0012345
+stackforge_replication_lag_seconds{{{_ONE}}} 41.5
 """
 
 
@@ -54,8 +56,8 @@ def pod(name: str, message: str | None = None, finished: str = "2026-11-30T06:00
 
 def test_a_reclone_is_read_from_the_termination_message_and_kept() -> None:
     names = ["postgres-replica-0", "postgres-replica-1"]
-    pods = [pod("postgres-replica-0"),
-            pod("postgres-replica-1", "re-clone: slot postgres_replica_1 keeps WAL from 0/5 only\n")]
+    proof = "re-clone: slot postgres_replica_1 keeps WAL from 0/5 only\n"
+    pods = [pod("postgres-replica-0"), pod("postgres-replica-1", proof)]
     lag = replication.parse_lag(METRICS)
     first = replication.replica_statuses(names, lag, pods, [])
     assert [(r.name, r.streaming, r.lag_bytes) for r in first] == [
