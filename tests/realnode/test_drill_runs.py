@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator.builders.drill import DRILL_NAMESPACE_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from tests.realnode import runs, stack
+from tests.realnode import pods, runs, stack
 from tests.realnode.runs import (
     Tenant,
     drill_manifest,
@@ -307,3 +307,53 @@ def test_a_drill_waits_for_its_policys_first_backup(
     finally:
         cluster.kubectl("delete", "sfdr", "early", "-n", ns, "--wait=false", check=False)
         cluster.kubectl("delete", "sfbp", "fresh", "-n", ns, "--wait=false", check=False)
+
+
+def test_a_sandbox_reaches_storage_and_dns_but_never_the_tenant(
+    real_cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server,
+) -> None:
+    """The sandbox's own policy, on a pod in a namespace of its own, towards a pod
+    of the tenant's namespace that admits everyone (its own policy, made here):
+    what stops the sandbox must be the sandbox's egress. The dataplane
+    (kube-router) matches ipBlocks against pod addresses too, so a block of every
+    address let a sandbox reach the tenant's pods."""
+    from stackforge_operator.builders import drill as drill_builders
+    from stackforge_operator.reconcile import storage
+
+    cluster = real_cluster
+    sandbox = f"sandbox-probe-{tenant.name}"
+    target = {"app": "open-target"}
+    cluster.kubectl("create", "namespace", sandbox)
+    try:
+        pods.apply(
+            cluster,
+            pods.postgres_pod("probe", sandbox, {"app": "probe"}),
+            pods.postgres_pod("open-target", tenant.namespace, target),
+            {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": {"name": "open-target", "namespace": tenant.namespace},
+             "spec": {"podSelector": {"matchLabels": target}, "policyTypes": ["Ingress"],
+                      "ingress": [{}]}})
+        pods.wait_ready(cluster, sandbox, "probe")
+        pods.wait_ready(cluster, tenant.namespace, "open-target")
+        core = client.CoreV1Api(cluster.api)
+        target_ip = core.read_namespaced_pod("open-target", tenant.namespace).status.pod_ip
+
+        def opens(host: str, port: int) -> bool:
+            return pods.exec_in(cluster, sandbox, "probe", "timeout", "4", "bash", "-c",
+                                f"exec 3<>/dev/tcp/{host}/{port}", check=False).returncode == 0
+
+        # Before the sandbox's policy the probe connects: the target admits everyone.
+        eventually(lambda: opens(target_ip, 5432), timeout=30)
+        runs.apply(cluster, drill_builders.network_policy(
+            sandbox, "probe", tenant.namespace, tenant.namespace,
+            storage.endpoint_addresses(pod_s3.endpoint)))
+        eventually(lambda: not opens(target_ip, 5432), timeout=30)
+        assert opens(pod_s3.host, pod_s3.port), "the sandbox cannot reach its object storage"
+        assert pods.exec_in(cluster, sandbox, "probe", "getent", "hosts",
+                            f"postgres.{tenant.namespace}.svc", check=False).returncode == 0
+        time.sleep(3)  # still refused once the policy has settled
+        assert not opens(target_ip, 5432), "the sandbox reaches the tenant's pods"
+    finally:
+        cluster.kubectl("delete", "namespace", sandbox, "--wait=false", check=False)
+        cluster.kubectl("delete", "pod,networkpolicy", "-n", tenant.namespace, "open-target",
+                        "--wait=false", check=False)

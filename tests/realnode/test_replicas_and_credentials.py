@@ -11,6 +11,9 @@ read replicas and a pooler (the tests run in order, each leaving it Ready):
   connection through the pooler works after it;
 - admin accounts log in with their role's privileges (Admin writes and
   creates, Viewer only reads), and a removed account can no longer log in;
+- isolation refuses every flow of the stack (by Service address, and DNS) but
+  the operator's, without making a replica throw its copy away; lifting it
+  restores them;
 - replicas scaled away leave no slot behind.
 
 The client is a pod labelled as the tenant's app ``client`` (declared with
@@ -23,6 +26,7 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -371,6 +375,65 @@ def test_admin_accounts_log_in_with_their_roles_privileges_until_removed(
     assert connect(real_cluster, ns, alice, "SELECT count(*) FROM audit").returncode == 0
     log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
     assert "admin account vic_viewer removed" in log
+
+
+def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_them(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    core = client.CoreV1Api(real_cluster.api)
+    credentials = secret(real_cluster, ns)
+    app, password = credentials[sn.POSTGRES_USER_KEY], credentials[sn.POSTGRES_PASSWORD_KEY]
+
+    def address(service: str) -> str:
+        return str(core.read_namespaced_service(service, ns).spec.cluster_ip)
+
+    # By Service address, so that a refusal is the connection's, not DNS's.
+    flows = {service: (f"host={address(service)} port={port} user={app} "
+                       f"dbname={stack.DATABASE} password={password} connect_timeout=3")
+             for service, port in (("postgres", 5432), ("postgres-read", 5432),
+                                   ("pooler", POOLER_PORT))}
+
+    def works(conninfo: str) -> bool:
+        return connect(real_cluster, ns, conninfo, "SELECT 1").returncode == 0
+
+    def resolves() -> bool:
+        return pods.exec_in(real_cluster, ns, CLIENT, "getent", "hosts", "postgres",
+                            check=False).returncode == 0
+
+    for service, conninfo in flows.items():
+        assert works(conninfo), service
+    assert resolves()
+    restarts = {pod: pod_restarts(core, ns, pod)
+                for pod in ("postgres-replica-0", "postgres-replica-1")}
+
+    isolated = replicated_tenant(tenant)
+    isolated["spec"]["adminAccounts"] = isolated["spec"]["adminAccounts"][:1]
+    isolated["spec"]["isolate"] = True
+    tenants.apply(real_cluster, isolated)
+    cut_at = time.monotonic()
+    tenants.eventually(lambda: not works(flows["postgres"]), timeout=60, interval=2)
+    for service, conninfo in flows.items():
+        assert not works(conninfo), f"{service} still reachable while isolated"
+    assert not resolves()
+    # The replicas lose their primary; the operator still reads the primary's
+    # exporter (its own flow) and says so: known, and not streaming.
+    tenants.eventually(lambda: replication_status(real_cluster, tenant) == [
+        ("postgres-replica-0", False, False), ("postgres-replica-1", False, False)],
+        timeout=90, interval=3)
+    # Held past the replicas' liveness proof window (three stalled probes and
+    # two failures, 10 s apart): a primary they cannot reach is no proof, so
+    # isolation never has a replica throw its copy away.
+    time.sleep(max(0.0, 60 - (time.monotonic() - cut_at)))
+
+    lifted = replicated_tenant(tenant)
+    lifted["spec"]["adminAccounts"] = lifted["spec"]["adminAccounts"][:1]
+    tenants.apply(real_cluster, lifted)
+    tenants.eventually(lambda: all(works(c) for c in flows.values()), timeout=120, interval=2)
+    assert resolves()
+    tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
+                       timeout=120, interval=2)
+    assert {pod: pod_restarts(core, ns, pod) for pod in restarts} == restarts
+    stack.wait_ready(real_cluster, tenant, timeout=120)
 
 
 def test_replicas_scaled_away_leave_no_slot(real_cluster: ClusterHandle, tenant: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,13 +77,34 @@ def namespace(sandbox: str, drill: str, drill_namespace: str, expires: datetime)
     }
 
 
-def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str) -> (
-    Manifest
-):
-    """Nothing comes in; out only to DNS, the sandbox itself, and anything but the tenant."""
+# Where pod, service and node networks live: private, shared (carrier-grade
+# NAT) and link-local ranges. The sandbox reaches the public internet (an S3
+# service named by no endpoint) through an ipBlock; dataplanes that match
+# ipBlocks against pod addresses too (kube-router does) would otherwise let
+# "every address" include the tenant's pods.
+NON_PUBLIC_NETWORKS = {
+    "0.0.0.0/0": ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+                  "192.168.0.0/16"],
+    "::/0": ["fc00::/7", "fe80::/10"],
+}
+
+
+def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str,
+                   storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
+    """Nothing comes in; out only to DNS, the sandbox itself, the object storage
+    (``storage_addresses``: its endpoint's addresses and port, see
+    reconcile/storage.py; or any public address), and pods of namespaces other
+    than the tenant's (an S3 server running in the cluster)."""
     not_tenant = {"namespaceSelector": {"matchExpressions": [{
         "key": "kubernetes.io/metadata.name", "operator": "NotIn",
         "values": [tenant_namespace, sandbox]}]}}
+    public = [{"ipBlock": {"cidr": everything, "except": excluded}}
+              for everything, excluded in NON_PUBLIC_NETWORKS.items()]
+    storage = [
+        {"to": [{"ipBlock": {"cidr": f"{address}/{128 if ':' in address else 32}"}}],
+         "ports": [{"protocol": "TCP", "port": port}]}
+        for address, port in storage_addresses
+    ]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -96,9 +117,9 @@ def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namesp
                 {"to": [{"podSelector": {}}]},
                 {"ports": [{"protocol": "UDP", "port": DNS_PORT},
                            {"protocol": "TCP", "port": DNS_PORT}]},
-                # Object storage lives outside the cluster (or in another
-                # namespace): reachable; the tenant's namespace is not.
-                {"to": [not_tenant, {"ipBlock": {"cidr": "0.0.0.0/0"}}]},
+                {"to": [not_tenant]},
+                {"to": public},
+                *storage,
             ],
         },
     }

@@ -8,12 +8,15 @@ the access its Secrets give. Every Secret is read in the policy's namespace.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -158,3 +161,29 @@ def _maybe_file(data: str | None) -> Iterator[Path | None]:
         return
     with private_file(data) as path:
         yield path
+
+
+def endpoint_addresses(endpoint: str | None) -> list[tuple[str, int]]:
+    """The addresses and port a storage endpoint URL is reached at, for a NetworkPolicy.
+
+    An IP literal is taken as it is; a host name is resolved now (by the
+    operator, in the cluster: a drill sandbox lives minutes, and it is made
+    anew at each run). A name that does not resolve gives nothing: the sandbox
+    then reaches public addresses only (builders/drill.py).
+    """
+    if not endpoint:
+        return []
+    url = urlsplit(endpoint)
+    host = url.hostname
+    if not host:
+        return []
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        return [(str(ipaddress.ip_address(host)), port)]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({(str(info[4][0]), port) for info in found})

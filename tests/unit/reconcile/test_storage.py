@@ -32,3 +32,13 @@ def test_private_file_is_owner_only_and_removed_after() -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert not path.exists() and not path.parent.exists()
+
+
+def test_endpoint_addresses_for_the_drill_sandboxs_policy() -> None:
+    assert storage.endpoint_addresses(None) == []
+    assert storage.endpoint_addresses("https://10.244.0.1:9443/") == [("10.244.0.1", 9443)]
+    assert storage.endpoint_addresses("http://[fd00::5]/") == [("fd00::5", 80)]
+    assert storage.endpoint_addresses("https://127.0.0.1") == [("127.0.0.1", 443)]
+    # A name is resolved (here by /etc/hosts); one that does not resolve gives nothing.
+    assert ("127.0.0.1", 9000) in storage.endpoint_addresses("http://localhost:9000")
+    assert storage.endpoint_addresses("https://no-such-host.invalid:9000") == []
