@@ -31,6 +31,12 @@
 #    login (NOLOGIN) but keeps what it owns. A role of a listed name that is
 #    not a member of the group is not ours and is left alone (the operator
 #    refuses the stack's own names before they get here).
+# 4. Isolation, at the same passes: while ISOLATION_FILE holds "true" (the
+#    tenant is isolated), every session that came over the network (clients,
+#    the replicas' WAL senders, the pooler's) is closed. The NetworkPolicies
+#    refuse new connections, but the dataplane lets connections already open
+#    go on; closed, they cannot come back. Sessions over the socket or the
+#    loopback address (this sidecar, the exporter) stay.
 #
 # Environment: POSTGRES_USER POSTGRES_PASSWORD APP_USER APP_PASSWORD
 #   REPLICATION_USER REPLICATION_PASSWORD; PGHOST [/var/run/postgresql];
@@ -38,6 +44,7 @@
 #   SLOTS_FILE [none: no slot is managed]; SLOT_PREFIX [postgres_replica_];
 #   SLOT_SYNC_SECONDS [10]; SLOT_WAL_LIMIT_FILE [none: the server's setting stays];
 #   ADMIN_ACCOUNTS_FILE [none: no account is managed];
+#   ISOLATION_FILE [none: sessions are never closed];
 #   POSTGRES_DB (the database Admin accounts own through its owner)
 set -u
 
@@ -49,6 +56,7 @@ set -u
 : "${SLOT_SYNC_SECONDS:=10}"
 : "${ADMIN_ACCOUNTS_FILE:=}"
 : "${SLOT_WAL_LIMIT_FILE:=}"
+: "${ISOLATION_FILE:=}"
 export PGHOST
 : "${POSTGRES_USER:?POSTGRES_USER must be set}"
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
@@ -184,9 +192,27 @@ done
 touch "$READY_MARKER"
 echo "role passwords match the credentials Secret"
 
+# Sessions from the network, closed; prints how many.
+close_network_sessions() {
+	as_superuser <<'SQL'
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE pid <> pg_backend_pid()
+  AND backend_type IN ('client backend', 'walsender')
+  AND client_addr IS NOT NULL
+  AND NOT (client_addr << inet '127.0.0.0/8' OR client_addr = inet '::1')
+SQL
+}
+
 unused_before=
 applied_accounts=
 while :; do
+	if [ -n "$ISOLATION_FILE" ] && [ "$(cat "$ISOLATION_FILE" 2>/dev/null)" = true ]; then
+		if closed=$(close_network_sessions); then
+			[ "$closed" = 0 ] || echo "isolated: closed $closed network sessions"
+		else
+			echo "could not close the network sessions of an isolated tenant; retrying" >&2
+		fi
+	fi
 	if [ -n "$ADMIN_ACCOUNTS_FILE" ] && [ -r "$ADMIN_ACCOUNTS_FILE" ]; then
 		# Applied again only when the file changes (the Secret volume is
 		# refreshed by swapping a symlink; its content is what counts).

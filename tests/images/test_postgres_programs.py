@@ -521,3 +521,52 @@ def test_upkeep_bounds_the_wal_slots_may_hold_back(
     log = (pod.root / "upkeep.log").read_text()
     assert "max_slot_wal_keep_size set to 256MB (was -1MB)" in log
     assert log.count("max_slot_wal_keep_size set to") == 2  # once per change, not per pass
+
+
+def host_address() -> str:
+    """An IPv4 address of this host other than loopback, as a pod's peer would use."""
+    found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False)
+    addresses = [a for a in found.stdout.split() if "." in a and not a.startswith("127.")]
+    if not addresses:
+        pytest.skip("no IPv4 address besides loopback to connect from")
+    return addresses[0]
+
+
+def test_upkeep_closes_network_sessions_while_the_tenant_is_isolated(
+    pod: Pod, upkeep: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    require_peer_login()
+    address = host_address()
+    server = Server(pod, pod.env(), extra_args=["-c", f"listen_addresses=127.0.0.1,{address}"])
+    try:
+        server.wait_ready()
+        isolation = pod.root / "tmp" / "isolated"
+        isolation.write_text("false")
+
+        def session(host: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [str(PG15_BIN / "psql"), "-X", "-h", host, "-p", str(pod.port), "-U", "shop_app",
+                 "-d", "shop", "-c", "SELECT pg_sleep(120)"],
+                env={"PGPASSWORD": APP_PASSWORD, "PATH": "/usr/bin:/bin"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        remote, local = session(address), session("127.0.0.1")
+        try:
+            upkeep("", ISOLATION_FILE=str(isolation))
+            time.sleep(1.5)  # passes while not isolated: nothing is closed
+            assert remote.poll() is None and local.poll() is None
+            isolation.write_text("true\n")
+            assert remote.wait(30) != 0
+            assert remote.stderr is not None
+            assert "terminating connection" in remote.stderr.read().decode()
+            # The loopback session (the exporter's kind) stays.
+            assert local.poll() is None
+            log = (pod.root / "upkeep.log").read_text()
+            assert "isolated: closed 1 network sessions" in log
+        finally:
+            for process in (remote, local):
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+    finally:
+        server.stop()

@@ -160,6 +160,14 @@ def replication_status(cluster: ClusterHandle, tenant: str) -> list[tuple[str, A
             for r in (found.get("status") or {}).get("replication") or []]
 
 
+def wait_for_replication_status(cluster: ClusterHandle, tenant: str,
+                                expected: list[tuple[str, Any, bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := replication_status(cluster, tenant)) != expected:
+        assert time.monotonic() < deadline, f"replication status {found}, not {expected}"
+        time.sleep(2)
+
+
 def test_rows_reach_both_replicas_each_through_its_own_slot(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
@@ -181,9 +189,8 @@ def test_rows_reach_both_replicas_each_through_its_own_slot(
                           for line in lag_lines)
         assert replicas == ["postgres-replica-0", "postgres-replica-1"], metrics
     # The operator reads the same into the tenant's status.
-    tenants.eventually(lambda: replication_status(real_cluster, tenant) == [
-        ("postgres-replica-0", True, True), ("postgres-replica-1", True, True)],
-        timeout=60, interval=2)
+    wait_for_replication_status(real_cluster, tenant, [
+        ("postgres-replica-0", True, True), ("postgres-replica-1", True, True)], timeout=60)
     stack.psql(real_cluster, ns, "CREATE TABLE shipped AS SELECT generate_series(1, 300) AS n",
                as_app=True)
     for pod in ("postgres-replica-0", "postgres-replica-1"):
@@ -406,20 +413,39 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
     restarts = {pod: pod_restarts(core, ns, pod)
                 for pod in ("postgres-replica-0", "postgres-replica-1")}
 
-    isolated = replicated_tenant(tenant)
-    isolated["spec"]["adminAccounts"] = isolated["spec"]["adminAccounts"][:1]
-    isolated["spec"]["isolate"] = True
-    tenants.apply(real_cluster, isolated)
-    cut_at = time.monotonic()
-    tenants.eventually(lambda: not works(flows["postgres"]), timeout=60, interval=2)
-    for service, conninfo in flows.items():
-        assert not works(conninfo), f"{service} still reachable while isolated"
-    assert not resolves()
-    # The replicas lose their primary; the operator still reads the primary's
-    # exporter (its own flow) and says so: known, and not streaming.
-    tenants.eventually(lambda: replication_status(real_cluster, tenant) == [
-        ("postgres-replica-0", False, False), ("postgres-replica-1", False, False)],
-        timeout=90, interval=3)
+    # A session open before the isolation, as an attacker's would be: the
+    # dataplane lets open connections go on, so the primary's sidecar closes it.
+    held_open = subprocess.Popen(
+        [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}",
+         "exec", "-n", ns, CLIENT, "--", "psql", "-X",
+         flows["postgres"], "-c", "SELECT pg_sleep(600)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        tenants.eventually(lambda: stack.psql(
+            real_cluster, ns, "SELECT count(*) FROM pg_stat_activity "
+            "WHERE query LIKE 'SELECT pg_sleep(600)%'") == "1", timeout=30)
+        isolated = replicated_tenant(tenant)
+        isolated["spec"]["adminAccounts"] = isolated["spec"]["adminAccounts"][:1]
+        isolated["spec"]["isolate"] = True
+        tenants.apply(real_cluster, isolated)
+        cut_at = time.monotonic()
+        tenants.eventually(lambda: not works(flows["postgres"]), timeout=60, interval=2)
+        for service, conninfo in flows.items():
+            assert not works(conninfo), f"{service} still reachable while isolated"
+        assert not resolves()
+        # The kubelet refreshes the sidecar's file within a minute or so.
+        held_open.wait(timeout=180)
+        assert "terminating connection" in (held_open.stderr.read() if held_open.stderr else "")
+    finally:
+        if held_open.poll() is None:
+            held_open.kill()
+        held_open.wait()
+    log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
+    assert "isolated: closed" in log
+    # The replicas' connections were closed too and cannot come back; the
+    # operator still reads the primary's exporter (its own flow) and says so.
+    wait_for_replication_status(real_cluster, tenant, [
+        ("postgres-replica-0", False, False), ("postgres-replica-1", False, False)], timeout=60)
     # Held past the replicas' liveness proof window (three stalled probes and
     # two failures, 10 s apart): a primary they cannot reach is no proof, so
     # isolation never has a replica throw its copy away.

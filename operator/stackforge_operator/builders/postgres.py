@@ -93,6 +93,9 @@ RECLONE_MESSAGE_PREFIX = "re-clone: "
 SLOT_PREFIX = "postgres_replica_"
 SLOTS_KEY = "replica-slots"
 EXPORTER_QUERIES_KEY = "exporter-queries.yaml"
+# "true" while the tenant is isolated: the upkeep sidecar then closes sessions
+# that came over the network, which the NetworkPolicies alone leave open.
+ISOLATION_KEY = "isolated"
 # How much WAL the slots may hold back on the primary's volume, as a share of it:
 # a replica that stays away loses its slot (and must be cloned again) before the
 # primary's disk fills. Applied by the upkeep sidecar (ALTER SYSTEM, a reload):
@@ -191,7 +194,8 @@ def _init_config(t: EffectiveTenant) -> Manifest:
         # the file): scaling the replicas never restarts the primary.
         {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t),
          SLOT_WAL_LIMIT_KEY: slot_wal_limit(t),
-         EXPORTER_QUERIES_KEY: exporters.POSTGRES_EXPORTER_QUERIES},
+         EXPORTER_QUERIES_KEY: exporters.POSTGRES_EXPORTER_QUERIES,
+         ISOLATION_KEY: "true" if t.isolate else "false"},
     )
 
 
@@ -298,6 +302,7 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
             env("SLOT_WAL_LIMIT_FILE", f"{CONFIG_DIR}/{SLOT_WAL_LIMIT_KEY}"),
             env("SLOT_PREFIX", SLOT_PREFIX),
             env("ADMIN_ACCOUNTS_FILE", f"{ADMIN_ROLES_DIR}/{POSTGRES_ADMIN_ROLES_KEY}"),
+            env("ISOLATION_FILE", f"{CONFIG_DIR}/{ISOLATION_KEY}"),
         ],
         # The pod is Ready only once the database takes the Secret's passwords.
         "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]}, "periodSeconds": 5},

@@ -241,3 +241,18 @@ def test_role_passwords_are_synced_from_the_secret_at_every_start() -> None:
     hba = find(objs, "ConfigMap", "postgres-init")["data"]["pg_hba.conf"]
     assert hba.splitlines()[1].split() == ["local", "all", "postgres", "peer"]
     assert sync["readinessProbe"]["exec"]["command"] == ["test", "-e", postgres.SYNCED_MARKER]
+
+
+def test_isolation_reaches_the_primarys_sidecar_without_a_restart() -> None:
+    def config_and_template(isolate: bool) -> tuple[str, object]:
+        objs = postgres.build(tenant({"isolate": isolate}))
+        config = find(objs, "ConfigMap", "postgres-init")["data"][postgres.ISOLATION_KEY]
+        return config, find(objs, "StatefulSet", "postgres")["spec"]["template"]
+
+    assert config_and_template(True)[0] == "true"
+    assert config_and_template(False)[0] == "false"
+    # The file changes under the running sidecar: the pod template does not.
+    assert config_and_template(True)[1] == config_and_template(False)[1]
+    upkeep = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "upkeep")
+    assert env_of(upkeep)["ISOLATION_FILE"]["value"] == (
+        f"{postgres.CONFIG_DIR}/{postgres.ISOLATION_KEY}")
