@@ -29,6 +29,13 @@ def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes],
         time.sleep(0.2)
 
 
+def _as_in_a_terminal() -> None:
+    # A terminal's program gets SIGINT at its default; a pytest-xdist worker
+    # ignores it, and a child would inherit that (Python then never raises
+    # KeyboardInterrupt), so it is put back before dev starts.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_until_watching_then_ctrl_c_twice(run_dir: Path, tmp_path: Path, *extra: str,
                                           timeout: float) -> tuple[int, str, str]:
     """dev until it watches, then two Ctrl-Cs the way a terminal sends them (to
@@ -39,7 +46,8 @@ def _run_until_watching_then_ctrl_c_twice(run_dir: Path, tmp_path: Path, *extra:
         process = subprocess.Popen(
             [sys.executable, "-m", "stackforge_operator", "dev", "--run-dir", str(run_dir),
              *extra],
-            stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_as_in_a_terminal)
     try:
         _wait_for_line(out_path, "watching", process, timeout=timeout)
         os.killpg(process.pid, signal.SIGINT)
@@ -48,8 +56,14 @@ def _run_until_watching_then_ctrl_c_twice(run_dir: Path, tmp_path: Path, *extra:
         returncode = process.wait(timeout=180)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            # Failed above: still let it stop everything (a real node left running
+            # would change the host for every later test), then insist.
+            process.terminate()
+            try:
+                process.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     return returncode, out_path.read_text(), err_path.read_text()
 
 

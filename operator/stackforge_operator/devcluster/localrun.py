@@ -10,6 +10,7 @@ shows the tenant Ready on running pods, a backup Succeeded and a drill Passed.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import time
@@ -124,6 +125,21 @@ def interrupted(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+# kubectl shows times as ages ("26s", "5m10s", "3d"): they change by themselves.
+_AGE = re.compile(r"^\d+[smhdy](\d+[smhd])?$")
+
+
+def without_ages(row: str) -> str:
+    """A row as far as it says something happened: its age columns blanked."""
+    return " ".join("-" if _AGE.match(word) else word for word in row.split())
+
+
+def changed_rows(shown: str, now: str) -> list[str]:
+    """Rows of ``now`` that say something ``shown`` did not (an age going by is not news)."""
+    seen = {without_ages(row) for row in shown.splitlines()}
+    return [row for row in now.splitlines() if without_ages(row) not in seen]
+
+
 def watch(cluster: LocalCluster, operator: OperatorProcess) -> int:
     """Until Ctrl-C: a line whenever a StackForge resource's row changes."""
     _info("watching; Ctrl-C stops everything (a line appears when a resource changes)")
@@ -134,12 +150,9 @@ def watch(cluster: LocalCluster, operator: OperatorProcess) -> int:
             print("the operator exited:\n" + operator.process.log_tail(), file=sys.stderr)
             return 1
         now = get_all(cluster)
-        if now != shown:
-            old_rows = set(shown.splitlines())
-            for row in now.splitlines():
-                if row not in old_rows:
-                    print(f"{time.strftime('%H:%M:%S')} {row}", flush=True)
-            shown = now
+        for row in changed_rows(shown, now):
+            print(f"{time.strftime('%H:%M:%S')} {row}", flush=True)
+        shown = now
 
 
 def get_all(cluster: LocalCluster) -> str:
