@@ -523,20 +523,26 @@ def test_upkeep_bounds_the_wal_slots_may_hold_back(
     assert log.count("max_slot_wal_keep_size set to") == 2  # once per change, not per pass
 
 
-def host_address() -> str:
-    """An IPv4 address of this host other than loopback, as a pod's peer would use."""
-    found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False)
-    addresses = [a for a in found.stdout.split() if "." in a and not a.startswith("127.")]
-    if not addresses:
-        pytest.skip("no IPv4 address besides loopback to connect from")
-    return addresses[0]
+# A client address that is not loopback, as a pod's peer has: from the
+# benchmarking range (RFC 2544), which no real peer uses, put on lo for the test.
+CLIENT_ADDRESS = "198.18.0.77"
+
+
+@pytest.fixture
+def network_address() -> Iterator[str]:
+    require_peer_login()  # root: it changes the host's addresses, and puts them back
+    subprocess.run(["ip", "address", "add", f"{CLIENT_ADDRESS}/32", "dev", "lo"], check=True)
+    try:
+        yield CLIENT_ADDRESS
+    finally:
+        subprocess.run(["ip", "address", "del", f"{CLIENT_ADDRESS}/32", "dev", "lo"],
+                       check=False)
 
 
 def test_upkeep_closes_network_sessions_while_the_tenant_is_isolated(
-    pod: Pod, upkeep: Callable[..., subprocess.Popen[bytes]]
+    pod: Pod, upkeep: Callable[..., subprocess.Popen[bytes]], network_address: str
 ) -> None:
-    require_peer_login()
-    address = host_address()
+    address = network_address
     server = Server(pod, pod.env(), extra_args=["-c", f"listen_addresses=127.0.0.1,{address}"])
     try:
         server.wait_ready()
