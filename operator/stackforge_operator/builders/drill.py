@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog, rbac
-from stackforge_operator.builders import s3ca
+from stackforge_operator.builders import backup_network, s3ca
 from stackforge_operator.builders.common import (
     DNS_PORT,
     MANAGED_BY,
@@ -100,11 +100,9 @@ def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namesp
         "values": [tenant_namespace, sandbox]}]}}
     public = [{"ipBlock": {"cidr": everything, "except": excluded}}
               for everything, excluded in NON_PUBLIC_NETWORKS.items()]
-    storage = [
-        {"to": [{"ipBlock": {"cidr": f"{address}/{128 if ':' in address else 32}"}}],
-         "ports": [{"protocol": "TCP", "port": port}]}
-        for address, port in storage_addresses
-    ]
+    storage = [{"to": backup_network.destination(address),
+                "ports": [{"protocol": "TCP", "port": port}]}
+               for address, port in storage_addresses]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -219,8 +219,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace,
-                                storage.endpoint_addresses(
-                                    str(policy.storage.endpoint or "") or None)),
+                                storage.endpoint_addresses(policy.storage.endpoint)),
         *builders.rbac_objects(sandbox, drill, namespace),
         *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
                           s3_keys, s3_ca),

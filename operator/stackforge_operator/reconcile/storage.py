@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -24,6 +23,7 @@ from botocore.config import Config
 from stackforge_operator import kube, status
 from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.builders import credentials
+from stackforge_operator.builders.backup_network import url_host_port
 from stackforge_operator.models.backup import ObjectStorage
 
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
@@ -173,11 +173,10 @@ def endpoint_addresses(endpoint: str | None) -> list[tuple[str, int]]:
     """
     if not endpoint:
         return []
-    url = urlsplit(endpoint)
-    host = url.hostname
-    if not host:
+    try:
+        host, port = url_host_port(endpoint)
+    except ValueError:
         return []
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
         return [(str(ipaddress.ip_address(host)), port)]
     except ValueError:
