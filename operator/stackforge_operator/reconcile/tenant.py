@@ -294,10 +294,10 @@ def _report(
     workloads = [(m, live.get((m["kind"], m["metadata"]["name"])) or None)
                  for m in desired if m["kind"] in stack.WORKLOAD_KINDS]
     states = [status.workload_state(m, obj) for m, obj in workloads]
+    pods: list[dict[str, Any]] | None = None
     if any(not s.ready for s in states):
         # Only then are the pods read: they say why (a converged tenant costs no LIST).
-        pods = kube.list_objects("v1", "Pod", namespace=t.namespace,
-                                 label_selector=f"{TENANT_LABEL}={t.name}")
+        pods = observe.tenant_pods(t)
         states = [status.with_pod_fault(state, obj, pods)
                   for state, (_, obj) in zip(states, workloads, strict=True)]
         _replace_stuck_pods(t, [obj for m, obj in workloads
@@ -351,7 +351,7 @@ def _report(
         suspended=t.suspend,
         isolated=t.isolate,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
-        replication=observe.replicas(t, old_status.replication),
+        replication=observe.replicas(t, old_status.replication, pods),
     )
     incidents, messages = tenant_notify.review(
         new_status, old_status.incidents, policies, spec.notifications, now)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication
 from stackforge_operator.builders import ingress, postgres
-from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL, selector_labels
+from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicyStatus, RunResult
 from stackforge_operator.models.common import ConditionStatus, SecretKeyRef
@@ -295,16 +295,22 @@ def kong_selector(t: EffectiveTenant) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(t, "kong").items()))
 
 
-def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus]) -> list[ReplicaStatus]:
-    """The read replicas' lag (from the primary's exporter) and last re-clones.
+def tenant_pods(t: EffectiveTenant) -> list[dict[str, Any]]:
+    return kube.list_objects("v1", "Pod", namespace=t.namespace,
+                             label_selector=f"{TENANT_LABEL}={t.name}")
+
+
+def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus],
+             pods: Sequence[Mapping[str, Any]] | None) -> list[ReplicaStatus]:
+    """The read replicas' lag (from the primary's exporter) and last re-clones;
+    ``pods``: the tenant's, when the reconcile has read them already.
 
     Nothing is read for a tenant without read replicas, nor while it is
     suspended (no pod runs)."""
     if not t.postgres.enabled or t.postgres.read_replicas == 0 or t.suspend:
         return []
-    components = f"{postgres.COMPONENT},{postgres.REPLICA_COMPONENT}"
-    pods = kube.list_objects("v1", "Pod", namespace=t.namespace, label_selector=(
-        f"{TENANT_LABEL}={t.name},{COMPONENT_LABEL} in ({components})"))
+    if pods is None:
+        pods = tenant_pods(t)
     primary = next((p for p in pods if p["metadata"]["name"] == f"{postgres.NAME}-0"), None)
     names = [f"{postgres.REPLICA_NAME}-{i}" for i in range(t.postgres.read_replicas)]
     return replication.replica_statuses(names, replication.read_lag(primary), pods, previous)
