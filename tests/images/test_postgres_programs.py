@@ -221,13 +221,7 @@ def test_clone_replica_streams_through_its_slot_and_keeps_its_clone_across_resta
     assert oct(replica.pgdata.stat().st_mode & 0o777) == oct(0o700)
     assert not Path(f"{replica.pgdata}.clone").exists()
 
-    # The StatefulSet's arguments; the replica's add its primary and its slot.
-    conninfo = (f"host=127.0.0.1 port={pod.port} user=replicator "
-                f"password={REPLICATION_PASSWORD} application_name=replica-0")
-    standby = Server(replica, replica.env(), extra_args=[
-        "-c", f"primary_conninfo={conninfo}", "-c", "primary_slot_name=postgres_replica_0"])
-    servers.append(standby)
-    standby.wait_ready()
+    standby = start_standby(pod, replica, servers)
     eventually_equal(lambda: replica_ready(replica).stderr.strip(), "")
     assert replica_ready(replica).returncode == 0
     query(pod, "INSERT INTO t VALUES (101)", user="shop_app", password=APP_PASSWORD,

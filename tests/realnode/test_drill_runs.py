@@ -15,8 +15,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from stackforge_operator.builders import drill as drill_builders
 from stackforge_operator.builders.drill import DRILL_NAMESPACE_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.reconcile import storage
 from tests.realnode import pods, runs, stack
 from tests.realnode.runs import (
     Tenant,
@@ -317,9 +319,6 @@ def test_a_sandbox_reaches_storage_and_dns_but_never_the_tenant(
     what stops the sandbox must be the sandbox's egress. The dataplane
     (kube-router) matches ipBlocks against pod addresses too, so a block of every
     address let a sandbox reach the tenant's pods."""
-    from stackforge_operator.builders import drill as drill_builders
-    from stackforge_operator.reconcile import storage
-
     cluster = real_cluster
     sandbox = f"sandbox-probe-{tenant.name}"
     target = {"app": "open-target"}
