@@ -59,7 +59,8 @@ Schema = dict[str, Any]
 
 CATEGORY = "stackforge"
 # The formats the API server checks; anything else would be silently ignored.
-KNOWN_FORMATS = frozenset({"date-time", "int32", "int64"})
+# "cidr": net.ParseCIDR in the API server (apiextensions validation formats).
+KNOWN_FORMATS = frozenset({"cidr", "date-time", "int32", "int64"})
 FORBIDDEN_KEYS = frozenset(
     {
         "$ref", "$defs", "definitions", "anyOf", "oneOf", "allOf", "not", "const",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from stackforge_operator.models.common import (
     parse_quantity,
 )
 from stackforge_operator.models.effective import resolve
+from stackforge_operator.models.tenant import AppEgressRule
 from stackforge_operator.models.tiers import NODE_PRICE_USD, NodeSize, Provider
 from tests.cluster.admission_cases import example
 
@@ -423,3 +425,16 @@ def test_endpoint_ca_refuses_bad_references(endpoint_ca: dict[str, Any], where: 
     errors = _errors(BackupPolicySpec, _bp(storage={"bucket": "backups",
                                                     "endpointCA": endpoint_ca}))
     assert where in errors
+
+
+@pytest.mark.parametrize(("cidr", "says"), [
+    ("203.0.113.5/24", "host bits"),
+    ("203.0.113.0", "write the CIDR as 203.0.113.0/32"),
+    ("2001:DB8::/32", "write the CIDR as 2001:db8::/32"),
+    ("payments.example", "not a CIDR"),
+])
+def test_app_egress_cidr_is_canonical_or_refused_with_the_fix(cidr: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        AppEgressRule.model_validate({"cidr": cidr, "ports": [{"port": 443}]})
+    assert AppEgressRule.model_validate(
+        {"cidr": "::/0", "except": ["fc00::/7"], "ports": [{"port": 443}]}).except_ == ["fc00::/7"]

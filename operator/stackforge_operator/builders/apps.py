@@ -119,8 +119,13 @@ def _deployment(t: EffectiveTenant, app: App) -> Manifest:
         # Root filesystem left writable: tenant images are not ours to know.
         "securityContext": container_security_context(),
     }
-    # The image's own user, which must be non-root (kubelet refuses root).
+    # The image's own user unless the spec names one; never root (the kubelet
+    # refuses to start a runAsNonRoot container whose user is 0).
     spec = pod_spec(containers=[container], user_id=None)
+    if app.run_as_user is not None:
+        spec["securityContext"]["runAsUser"] = app.run_as_user
+    if app.run_as_group is not None:
+        spec["securityContext"]["runAsGroup"] = app.run_as_group
     return deployment(
         app_metadata(t, app.name),
         replicas_=desired_replicas(t, app),

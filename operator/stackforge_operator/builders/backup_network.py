@@ -11,7 +11,7 @@ endpoint and Grafana, and it goes with the policy.
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,11 +28,6 @@ _SCHEME_PORTS = {"https": 443, "http": 80}
 
 def runner_egress_name(policy: str) -> str:
     return f"{policy}-runner-egress"
-
-
-def runner_selector(policy: str) -> dict[str, Any]:
-    """This policy's runner pods (job_template's labels), not another policy's."""
-    return {"matchLabels": {RUNNER_LABEL: "backup", POLICY_LABEL: policy}}
 
 
 def url_host_port(url: str) -> tuple[str, int]:
@@ -53,61 +48,90 @@ def url_host_port(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-def _anywhere() -> list[dict[str, Any]]:
-    return [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"namespaceSelector": {}}]
+def runner_peer(policy: str) -> network.Peer:
+    """This policy's runner pods (job_template's labels), not another policy's."""
+    return network.Peer(f"backup-runner-{policy}",
+                        pod_labels=((RUNNER_LABEL, "backup"), (POLICY_LABEL, policy)))
 
 
-def destination(host: str) -> list[dict[str, Any]]:
-    """The peers that reach ``host``: exactly it when it is an IP, else anywhere.
+def runner_selector(policy: str) -> dict[str, Any]:
+    return runner_peer(policy).selector()
 
-    A host name's addresses are unknown to a NetworkPolicy (and change), so
-    any address is allowed, on the one port only. ``ipBlock`` alone is not
-    enough: several enforcers (Cilium, for one) never match a cluster pod's IP
-    with it, so an in-cluster server (MinIO, Grafana) also needs the pod peer
-    ``namespaceSelector: {}``.
-    """
+
+# AWS S3 named by no endpoint: any IPv4 address (a VPC endpoint of S3 may
+# answer at a private one).
+AWS_S3 = network.Peer("aws-s3", outside=(("ipBlock", {"cidr": "0.0.0.0/0"}),))
+
+
+def url_destinations(url: str, tenant_namespace: str,
+                     resolved: Sequence[str] = ()) -> list[network.Peer]:
+    """Where a URL's host is: exactly it when it is an IP; for a host name (whose
+    addresses a NetworkPolicy cannot name, and which change) the addresses it
+    resolved to now, public addresses, and pods of namespaces other than the
+    tenant's (an in-cluster server: some enforcers never match a pod's IP with an
+    ipBlock, and kube-router matches pods with one, hence no "0.0.0.0/0")."""
+    host, _ = url_host_port(url)
     try:
-        address = ipaddress.ip_address(host)
+        return [network.address(host)]
     except ValueError:
-        return _anywhere()
-    return [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+        pass
+    # Public addresses are covered already; naming them would rewrite the
+    # policy whenever round-robin DNS answers another set.
+    private = sorted({ip for ip in resolved if not network.is_public(ip)})
+    return [*(network.address(ip) for ip in private), *network.PUBLIC_INTERNET,
+            network.other_namespaces(tenant_namespace)]
 
 
-def _tcp(port: int) -> list[dict[str, Any]]:
-    return [{"protocol": "TCP", "port": port}]
-
-
-def egress_rules(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[dict[str, Any]]:
+def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
+                 storage_addresses: Sequence[str] = ()) -> list[network.Flow]:
     """Where a runner connects: PostgreSQL, S3, Grafana (each only when a target needs it).
 
-    Raises ValueError, naming the field, for a URL whose port no policy can hold.
+    ``storage_addresses``: what the endpoint's host name resolves to now
+    (reconcile/storage.py). Raises ValueError, naming the field, for a URL
+    whose port no policy can hold.
     """
-    rules: list[dict[str, Any]] = []
+    runner = runner_peer(policy)
+    flows: list[network.Flow] = []
     if BackupTarget.POSTGRES in policy_spec.targets:
-        postgres = network.component(t, "postgres")
-        rules.append({"to": [{"podSelector": postgres.selector()}],
-                      "ports": _tcp(POSTGRES_PORT)})
+        flows.append(network.Flow(runner, network.component(t, "postgres"),
+                                  _tcp(POSTGRES_PORT), "the runner dumps the database"))
     endpoint = policy_spec.storage.endpoint
     if endpoint is None:
-        rules.append({"to": _anywhere(), "ports": _tcp(DEFAULT_S3_PORT)})
+        flows.append(network.Flow(runner, AWS_S3, _tcp(DEFAULT_S3_PORT),
+                                  "the runner uploads to AWS S3"))
     else:
-        rules.append(_to_url("spec.storage.endpoint", endpoint))
+        flows += _to_url("spec.storage.endpoint", endpoint, runner, t, storage_addresses,
+                         "the runner uploads to the S3 endpoint")
     grafana = policy_spec.grafana
     if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and grafana is not None:
-        rules.append(_to_url("spec.grafana.url", grafana.url))
-    return rules
+        flows += _to_url("spec.grafana.url", grafana.url, runner, t, (),
+                         "the runner exports Grafana's dashboards")
+    return flows
 
 
-def _to_url(field: str, url: str) -> dict[str, Any]:
+def _tcp(port: int) -> tuple[tuple[str, int], ...]:
+    return (("TCP", port),)
+
+
+def _to_url(field: str, url: str, runner: network.Peer, t: EffectiveTenant,
+            resolved: Sequence[str], why: str) -> list[network.Flow]:
     try:
-        host, port = url_host_port(url)
+        _, port = url_host_port(url)
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
-    return {"to": destination(host), "ports": _tcp(port)}
+    return [network.Flow(runner, peer, _tcp(port), why)
+            for peer in url_destinations(url, t.namespace, resolved)]
+
+
+def egress_rules(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
+                 storage_addresses: Sequence[str] = ()) -> list[dict[str, Any]]:
+    return [network.egress_rule(flow)
+            for flow in runner_flows(policy, policy_spec, t, storage_addresses)]
 
 
 def runner_egress(
-    policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant
+    policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
+    storage_addresses: Sequence[str] = (),
 ) -> Manifest:
     """The runner pods' egress; none at all while the tenant is isolated.
 
@@ -115,7 +139,7 @@ def runner_egress(
     operator's own traffic: a backup must not carry data out meanwhile, so
     the policy stays (selecting the runners) with no egress rule.
     """
-    rules = [] if t.isolate else egress_rules(policy_spec, t)
+    rules = [] if t.isolate else egress_rules(policy, policy_spec, t, storage_addresses)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

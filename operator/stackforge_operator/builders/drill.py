@@ -16,9 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog, rbac
-from stackforge_operator.builders import backup_network, s3ca
+from stackforge_operator.builders import network, s3ca
 from stackforge_operator.builders.common import (
-    DNS_PORT,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     POSTGRES_PORT,
@@ -77,49 +76,35 @@ def namespace(sandbox: str, drill: str, drill_namespace: str, expires: datetime)
     }
 
 
-# Where pod, service and node networks live: private, shared (carrier-grade
-# NAT) and link-local ranges. The sandbox reaches the public internet (an S3
-# service named by no endpoint) through an ipBlock; dataplanes that match
-# ipBlocks against pod addresses too (kube-router does) would otherwise let
-# "every address" include the tenant's pods.
-NON_PUBLIC_NETWORKS = {
-    "0.0.0.0/0": ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
-                  "192.168.0.0/16"],
-    "::/0": ["fc00::/7", "fe80::/10"],
-}
-
-
-def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str,
-                   storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
+def sandbox_flows(sandbox: str, tenant_namespace: str,
+                  storage_addresses: Sequence[tuple[str, int]] = ()) -> list[network.Flow]:
     """Nothing comes in; out only to DNS, the sandbox itself, the object storage
     (``storage_addresses``: its endpoint's addresses and port, see
     reconcile/storage.py; or any public address), and pods of namespaces other
     than the tenant's (an S3 server running in the cluster)."""
-    not_tenant = {"namespaceSelector": {"matchExpressions": [{
-        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-        "values": [tenant_namespace, sandbox]}]}}
-    public = [{"ipBlock": {"cidr": everything, "except": excluded}}
-              for everything, excluded in NON_PUBLIC_NETWORKS.items()]
-    storage = [{"to": backup_network.destination(address),
-                "ports": [{"protocol": "TCP", "port": port}]}
-               for address, port in storage_addresses]
+    everyone = network.EVERY_POD
+    return [
+        network.Flow(everyone, everyone, (), "the restore runner and its scratch database"),
+        network.Flow(everyone, network.ANYWHERE, network.DNS_PORTS, "DNS"),
+        network.Flow(everyone, network.other_namespaces(tenant_namespace, sandbox), (),
+                     "an S3 server in the cluster; never the tenant's pods"),
+        *(network.Flow(everyone, peer, (), "an S3 service on the internet")
+          for peer in network.PUBLIC_INTERNET),
+        *(network.Flow(everyone, network.address(ip), (("TCP", port),),
+                       "the storage endpoint's addresses")
+          for ip, port in storage_addresses),
+    ]
+
+
+def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str,
+                   storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
+    ((_, rules),) = network.rules_by_pod(
+        sandbox_flows(sandbox, tenant_namespace, storage_addresses)).items()
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta("sandbox-isolation", sandbox, drill, drill_namespace),
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {}}]}],
-            "egress": [
-                {"to": [{"podSelector": {}}]},
-                {"ports": [{"protocol": "UDP", "port": DNS_PORT},
-                           {"protocol": "TCP", "port": DNS_PORT}]},
-                {"to": [not_tenant]},
-                {"to": public},
-                *storage,
-            ],
-        },
+        "spec": network.policy_spec(network.EVERY_POD, rules),
     }
 
 

@@ -7,6 +7,7 @@ change (``kubectl scale sft/NAME``) touches ``spec.replicas`` and nothing else.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -37,6 +38,7 @@ from stackforge_operator.builders.common import (
     service_dns,
     service_port,
 )
+from stackforge_operator.models.common import parse_quantity
 from stackforge_operator.models.effective import EffectiveTenant
 
 COMPONENT = "kong"
@@ -98,6 +100,16 @@ def build(t: EffectiveTenant) -> list[Manifest]:
     ]
 
 
+def worker_processes(t: EffectiveTenant) -> int:
+    """One nginx worker per core of Kong's CPU limit, rounded up.
+
+    Kong's default ("auto") starts one per core of the node: on a 64-core
+    node, 64 workers share a limit of one core, each with its own memory and
+    connection pools, and the container is throttled or killed for memory.
+    """
+    return max(1, math.ceil(parse_quantity(t.kong.resources.cpu_limit)))
+
+
 def _container(t: EffectiveTenant) -> dict[str, Any]:
     return {
         "name": "kong",
@@ -114,6 +126,7 @@ def _container(t: EffectiveTenant) -> dict[str, Any]:
             env("KONG_ADMIN_LISTEN", "off"),
             env("KONG_PROXY_ACCESS_LOG", "/dev/stdout"),
             env("KONG_PROXY_ERROR_LOG", "/dev/stderr"),
+            env("KONG_NGINX_WORKER_PROCESSES", str(worker_processes(t))),
         ],
         "ports": [
             container_port("proxy", KONG_PROXY_PORT),

@@ -9,6 +9,7 @@ operator's own traffic.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from stackforge_operator.builders.common import (
     Manifest,
     metadata,
 )
-from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.effective import App, EffectiveTenant
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -45,13 +46,13 @@ class Peer:
     """One side of a flow: pods of a component in the tenant, or something outside."""
 
     name: str
-    # Pod selector inside the tenant namespace; None for outside peers.
+    # Pod selector inside the tenant namespace (empty: every pod); None for outside peers.
     pod_labels: tuple[tuple[str, str], ...] | None = None
-    # NetworkPolicy peer for outside peers.
+    # NetworkPolicy peer for outside peers (empty: anywhere).
     outside: tuple[tuple[str, Any], ...] | None = None
 
     def selector(self) -> dict[str, Any]:
-        return {"matchLabels": dict(self.pod_labels or ())}
+        return {"matchLabels": dict(self.pod_labels)} if self.pod_labels else {}
 
     def as_peer(self) -> dict[str, Any] | None:
         if self.outside is not None:
@@ -63,14 +64,15 @@ class Peer:
 class Flow:
     source: Peer
     destination: Peer
-    ports: tuple[tuple[str, int], ...]  # (protocol, port)
+    ports: tuple[tuple[str, int], ...]  # (protocol, port); empty: every port
+    why: str
 
 
 def component(t: EffectiveTenant, name: str) -> Peer:
     return Peer(name, pod_labels=((COMPONENT_LABEL, name), (TENANT_LABEL, t.name)))
 
 
-def _app(t: EffectiveTenant, app_name: str) -> Peer:
+def app_peer(t: EffectiveTenant, app_name: str) -> Peer:
     return Peer(
         f"app-{app_name}",
         pod_labels=((APP_LABEL, app_name), (COMPONENT_LABEL, APP_COMPONENT),
@@ -79,6 +81,16 @@ def _app(t: EffectiveTenant, app_name: str) -> Peer:
 
 
 ANYWHERE = Peer("anywhere", outside=())
+EVERY_POD = Peer("every-pod", pod_labels=())
+OPERATOR = Peer(
+    "operator",
+    outside=(("namespaceSelector", {"matchLabels": {NAMESPACE_NAME_LABEL: OPERATOR_NAMESPACE}}),),
+)
+KUBE_DNS = Peer(
+    "kube-dns",
+    outside=(("namespaceSelector", {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}}),
+             ("podSelector", {"matchLabels": {"k8s-app": "kube-dns"}})),
+)
 # Backup runners run in the tenant's own namespace (a BackupPolicy names a tenant
 # of its namespace, and its Jobs run there): a pod selector with no namespace
 # selector admits them from this namespace only. (Admitting the label from any
@@ -96,45 +108,139 @@ SCRAPERS = Peer(
     outside=(("namespaceSelector", {"matchLabels": {SCRAPER_NAMESPACE_LABEL: "true"}}),),
 )
 
+# cert-manager answers an HTTP-01 challenge from a solver pod it starts in the
+# certificate's namespace; the ACME server reaches it through the cluster's
+# ingress controller, wherever that runs. The pod serves only the token.
+ACME_SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
+ACME_SOLVER_PORT = 8089
+ACME_SOLVER = Peer("acme-solver", pod_labels=((ACME_SOLVER_LABEL, "true"),))
+
+
+# Where pod, service and node networks live: private, shared (carrier-grade
+# NAT) and link-local ranges. Dataplanes that match ipBlocks against pod
+# addresses too (kube-router does) would otherwise let "every address" include
+# the cluster's pods; a peer in the cluster is named by its namespace instead.
+NON_PUBLIC_NETWORKS = {
+    "0.0.0.0/0": ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+                  "192.168.0.0/16"],
+    "::/0": ["fc00::/7", "fe80::/10"],
+}
+PUBLIC_INTERNET = tuple(
+    Peer(f"public-ipv{4 if everything.startswith('0') else 6}",
+         outside=(("ipBlock", {"cidr": everything, "except": excluded}),))
+    for everything, excluded in NON_PUBLIC_NETWORKS.items()
+)
+
+
+def is_public(ip: str) -> bool:
+    """Whether PUBLIC_INTERNET covers the address."""
+    parsed = ipaddress.ip_address(ip)
+    return not any(parsed in ipaddress.ip_network(excluded)
+                   for ranges in NON_PUBLIC_NETWORKS.values() for excluded in ranges)
+
+
+def address(ip: str) -> Peer:
+    """Exactly one address (an IP literal)."""
+    parsed = ipaddress.ip_address(ip)
+    return Peer(str(parsed),
+                outside=(("ipBlock", {"cidr": f"{parsed}/{parsed.max_prefixlen}"}),))
+
+
+def other_namespaces(*excluded: str) -> Peer:
+    """Pods of every namespace but these (an S3 server or Grafana in the cluster)."""
+    return Peer(
+        "other-namespaces",
+        outside=(("namespaceSelector", {"matchExpressions": [{
+            "key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(excluded)}]}),),
+    )
+
 
 def _tcp(*ports: int) -> tuple[tuple[str, int], ...]:
     return tuple(("TCP", p) for p in ports)
 
 
+DNS_PORTS = (("UDP", DNS_PORT), ("TCP", DNS_PORT))
+
+
+def operator_flows() -> list[Flow]:
+    """The operator's own access, kept while the tenant is isolated."""
+    return [
+        Flow(OPERATOR, EVERY_POD, (), "the operator reads the exporters (replication lag) "
+             "and checks the stack"),
+        Flow(EVERY_POD, OPERATOR, (), "replies and the operator's endpoints"),
+    ]
+
+
+def dns_flow() -> Flow:
+    return Flow(EVERY_POD, KUBE_DNS, DNS_PORTS, "Service names (cluster DNS)")
+
+
+def _issues_certificates(t: EffectiveTenant) -> bool:
+    return t.domain is not None and t.tls is not None and t.tls.issuer_ref is not None
+
+
+def _app_egress(app: App, source: Peer) -> list[Flow]:
+    result = []
+    for index, rule in enumerate(app.egress):
+        block: dict[str, Any] = {"cidr": rule.cidr}
+        if rule.except_:
+            block["except"] = list(rule.except_)
+        destination = Peer(f"{source.name}-egress-{index}", outside=(("ipBlock", block),))
+        ports = tuple((p.protocol, p.port) for p in rule.ports)
+        result.append(Flow(source, destination, ports,
+                           f"spec.components.apps[{app.name}].egress[{index}]"))
+    return result
+
+
 def flows(t: EffectiveTenant) -> list[Flow]:
     """Every connection the tenant's stack makes, and nothing else."""
     kong = component(t, "kong")
-    apps = [(_app(t, a.name), a.port) for a in t.apps]
-    result = [Flow(ANYWHERE, kong, _tcp(KONG_PROXY_PORT, KONG_PROXY_TLS_PORT))]
-    result += [Flow(kong, app, _tcp(port)) for app, port in apps]
+    apps = [(app, app_peer(t, app.name)) for app in t.apps]
+    result = [Flow(ANYWHERE, kong, _tcp(KONG_PROXY_PORT, KONG_PROXY_TLS_PORT),
+                   "outside traffic enters through Kong only")]
+    result += [Flow(kong, peer, _tcp(app.port), "Kong routes to the app")
+               for app, peer in apps]
+    if _issues_certificates(t):
+        result.append(Flow(ANYWHERE, ACME_SOLVER, _tcp(ACME_SOLVER_PORT),
+                           "cert-manager's HTTP-01 challenge, through the ingress controller"))
 
     backends: list[tuple[Peer, tuple[tuple[str, int], ...]]] = []
     if t.postgres.enabled:
         postgres = component(t, "postgres")
         backends.append((postgres, _tcp(POSTGRES_PORT)))
-        result.append(Flow(BACKUP_RUNNERS, postgres, _tcp(POSTGRES_PORT)))
+        result.append(Flow(BACKUP_RUNNERS, postgres, _tcp(POSTGRES_PORT),
+                           "backup runners of this namespace dump the database"))
         if t.postgres.read_replicas > 0:
             replica = component(t, "postgres-replica")
-            result.append(Flow(replica, postgres, _tcp(POSTGRES_PORT)))
+            result.append(Flow(replica, postgres, _tcp(POSTGRES_PORT),
+                               "replicas stream WAL and are cloned from the primary"))
             backends.append((replica, _tcp(POSTGRES_PORT)))
         if t.postgres.pooler.enabled:
             pooler = component(t, "pooler")
-            result.append(Flow(pooler, postgres, _tcp(POSTGRES_PORT)))
+            result.append(Flow(pooler, postgres, _tcp(POSTGRES_PORT),
+                               "PgBouncer's server connections"))
             backends.append((pooler, _tcp(POOLER_PORT)))
     if t.redis.enabled:
         backends.append((component(t, "redis"), _tcp(REDIS_PORT)))
     if t.kafka.enabled:
         kafka = component(t, "kafka")
         backends.append((kafka, _tcp(KAFKA_PORT)))
-        result.append(Flow(kafka, kafka, _tcp(KAFKA_PORT, KAFKA_CONTROLLER_PORT)))
+        result.append(Flow(kafka, kafka, _tcp(KAFKA_PORT, KAFKA_CONTROLLER_PORT),
+                           "Kafka replication and its KRaft controller quorum"))
     if t.consul.enabled:
         consul = component(t, "consul")
         backends.append((consul, _tcp(CONSUL_HTTP_PORT)))
-        result.append(Flow(kong, consul, _tcp(CONSUL_HTTP_PORT)))
+        result.append(Flow(kong, consul, _tcp(CONSUL_HTTP_PORT),
+                           "Kong resolves services in Consul's catalog"))
         gossip = (*_tcp(CONSUL_SERVER_PORT, CONSUL_SERF_LAN_PORT), ("UDP", CONSUL_SERF_LAN_PORT))
-        result.append(Flow(consul, consul, gossip))
-    result += [Flow(app, backend, ports) for app, _ in apps for backend, ports in backends]
-    result += [Flow(SCRAPERS, component(t, target.component), _tcp(target.port))
+        result.append(Flow(consul, consul, gossip, "Consul's Raft and gossip"))
+        result += [Flow(consul, peer, _tcp(app.port), "Consul's health check of the app")
+                   for app, peer in apps]
+    result += [Flow(peer, backend, ports, "the app uses the stack")
+               for _, peer in apps for backend, ports in backends]
+    result += [flow for app, peer in apps for flow in _app_egress(app, peer)]
+    result += [Flow(SCRAPERS, component(t, target.component), _tcp(target.port),
+                    "Prometheus scrapes the exporter")
                for target in exporters.scrape_targets(t)]
     return result
 
@@ -156,63 +262,59 @@ def _default_deny(t: EffectiveTenant) -> Manifest:
     return _policy(t, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
 
 
-def _operator_access(t: EffectiveTenant) -> Manifest:
-    operator = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: OPERATOR_NAMESPACE}}}
-    return _policy(
-        t,
-        "allow-operator",
-        {
-            "podSelector": {},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [operator]}],
-            "egress": [{"to": [operator]}],
-        },
-    )
+def ingress_rule(flow: Flow) -> dict[str, Any]:
+    return _rule(flow, "from", flow.source)
 
 
-def _dns(t: EffectiveTenant) -> Manifest:
-    kube_dns = {
-        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-    }
-    return _policy(
-        t,
-        "allow-dns",
-        {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [{"to": [kube_dns], "ports": _ports((("UDP", DNS_PORT), ("TCP", DNS_PORT)))}],
-        },
-    )
+def egress_rule(flow: Flow) -> dict[str, Any]:
+    return _rule(flow, "to", flow.destination)
+
+
+def _rule(flow: Flow, direction: str, peer: Peer) -> dict[str, Any]:
+    """One ingress (``from``) or egress (``to``) rule of a flow; an empty peer or
+    an empty port list means "any", which NetworkPolicy writes as a left-out key."""
+    rule: dict[str, Any] = {}
+    selected = peer.as_peer()
+    if selected:
+        rule[direction] = [selected]
+    if flow.ports:
+        rule["ports"] = _ports(flow.ports)
+    return rule
+
+
+def rules_by_pod(flow_list: list[Flow]) -> dict[Peer, dict[str, list[dict[str, Any]]]]:
+    """Each flow as an ingress rule on its destination and an egress rule on its
+    source, for those that are pods of the namespace; grouped by those pods."""
+    by_pod: dict[Peer, dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: {"Ingress": [], "Egress": []})
+    for flow in flow_list:
+        if flow.destination.pod_labels is not None:
+            by_pod[flow.destination]["Ingress"].append(ingress_rule(flow))
+        if flow.source.pod_labels is not None:
+            by_pod[flow.source]["Egress"].append(egress_rule(flow))
+    return by_pod
+
+
+def policy_spec(peer: Peer, rules: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podSelector": peer.selector(), "policyTypes": []}
+    for kind in ("Ingress", "Egress"):
+        if rules[kind]:
+            spec["policyTypes"].append(kind)
+            spec[kind.lower()] = rules[kind]
+    return spec
+
+
+def _one_policy(t: EffectiveTenant, name: str, flow_list: list[Flow]) -> Manifest:
+    ((peer, rules),) = rules_by_pod(flow_list).items()
+    return _policy(t, name, policy_spec(peer, rules))
 
 
 def build(t: EffectiveTenant) -> list[Manifest]:
-    policies = [_default_deny(t), _operator_access(t)]
+    policies = [_default_deny(t), _one_policy(t, "allow-operator", operator_flows())]
     if t.isolate:
         return policies
-    policies.append(_dns(t))
-
-    ingress: dict[Peer, list[dict[str, Any]]] = defaultdict(list)
-    egress: dict[Peer, list[dict[str, Any]]] = defaultdict(list)
-    for flow in flows(t):
-        if flow.destination.pod_labels is not None:
-            rule: dict[str, Any] = {"ports": _ports(flow.ports)}
-            source = flow.source.as_peer()
-            if source:  # an empty peer means "from anywhere": leave `from` out
-                rule["from"] = [source]
-            ingress[flow.destination].append(rule)
-        if flow.source.pod_labels is not None:
-            egress[flow.source].append(
-                {"to": [flow.destination.as_peer()], "ports": _ports(flow.ports)}
-            )
-
-    for peer in sorted(set(ingress) | set(egress), key=lambda p: p.name):
-        spec: dict[str, Any] = {"podSelector": peer.selector(), "policyTypes": []}
-        if peer in ingress:
-            spec["policyTypes"].append("Ingress")
-            spec["ingress"] = ingress[peer]
-        if peer in egress:
-            spec["policyTypes"].append("Egress")
-            spec["egress"] = egress[peer]
-        policies.append(_policy(t, f"allow-{peer.name}", spec))
+    policies.append(_one_policy(t, "allow-dns", [dns_flow()]))
+    by_pod = rules_by_pod(flows(t))
+    for peer in sorted(by_pod, key=lambda p: p.name):
+        policies.append(_policy(t, f"allow-{peer.name}", policy_spec(peer, by_pod[peer])))
     return policies

@@ -12,6 +12,7 @@ from typing import TypeVar
 from stackforge_operator.models.common import ResourceList, ResourceRequirements, SecretKeyRef
 from stackforge_operator.models.tenant import (
     AdminRole,
+    AppEgressRule,
     AppServiceSpec,
     NotificationsSpec,
     StackForgeTenantSpec,
@@ -111,6 +112,10 @@ class App:
     health_check_path: str | None
     env: dict[str, str]
     resources: Resources
+    egress: tuple[AppEgressRule, ...] = ()
+    # None: the image's own user (and group).
+    run_as_user: int | None = None
+    run_as_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,9 @@ def _app(app: AppServiceSpec, tier: Tier) -> App:
         health_check_path=app.health_check_path,
         env=dict(app.env or {}),
         resources=_resources(app.resources, t.app_res),
+        egress=tuple(app.egress or ()),
+        run_as_user=app.security_context.run_as_user if app.security_context else None,
+        run_as_group=app.security_context.run_as_group if app.security_context else None,
     )
 
 

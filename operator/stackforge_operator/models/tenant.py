@@ -11,6 +11,7 @@ namespace.  Every field left unset takes the tier's value
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -256,6 +257,55 @@ class AutoscalingSpec(SpecModel):
     )
 
 
+def _canonical_cidr(value: str) -> str:
+    """A CIDR as NetworkPolicy validation wants it: no host bits set, canonical form."""
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise ValueError(f"not a CIDR with its host bits zero, e.g. 203.0.113.0/24: {error}"
+                         ) from None
+    if str(network) != value or "/" not in value:
+        raise ValueError(f"write the CIDR as {network}")
+    return value
+
+
+CIDR = Annotated[
+    str,
+    Field(min_length=3, max_length=43, json_schema_extra={"format": "cidr"}),
+    AfterValidator(_canonical_cidr),
+]
+
+
+class EgressPort(SpecModel):
+    """A destination port."""
+
+    port: StrictInt = Field(ge=1, le=65535, description="Destination port.")
+    protocol: Literal["TCP", "UDP"] = Field("TCP", description="TCP or UDP.")
+
+
+class AppEgressRule(SpecModel):
+    """Outside addresses an app may open connections to."""
+
+    cidr: CIDR = Field(description="Destination addresses, e.g. 203.0.113.0/24 or ::/0.")
+    except_: Annotated[list[CIDR], Field(max_length=32)] | None = Field(
+        None, alias="except", description="Addresses inside cidr that stay refused."
+    )
+    ports: Annotated[list[EgressPort], Field(min_length=1, max_length=16)] = Field(
+        description="Destination ports (at least one: an egress rule never opens every port)."
+    )
+
+
+class AppSecurityContext(SpecModel):
+    """Who the app's processes run as; within Pod Security "restricted" (never root)."""
+
+    run_as_user: StrictInt = Field(
+        ge=1, le=2147483647, description="User id (not 0: the namespace refuses root)."
+    )
+    run_as_group: StrictInt | None = Field(
+        None, ge=0, le=2147483647, description="Group id. Default: the image's."
+    )
+
+
 class AppServiceSpec(SpecModel):
     """One application service: a Deployment and Service behind Kong, registered in Consul."""
 
@@ -280,6 +330,16 @@ class AppServiceSpec(SpecModel):
         Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] | None
     ) = Field(None, description="Plain environment variables (put secrets in Secrets).")
     resources: ResourceRequirements | None = Field(None, description="Pod resources.")
+    egress: Annotated[list[AppEgressRule], Field(max_length=32)] | None = Field(
+        None,
+        description=(
+            "Addresses outside the stack the app may connect to (payment APIs, SMTP, ...). "
+            "Default: none; the app reaches only the tenant's stack and DNS."
+        ),
+    )
+    security_context: AppSecurityContext | None = Field(
+        None, description="The user and group the app runs as. Default: the image's own."
+    )
 
     def route_path(self) -> str:
         """The Kong route prefix in effect."""

@@ -88,7 +88,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     except schedule.UnknownTimeZoneError as error:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
     try:
-        egress = backup_network.runner_egress(name, namespace, spec, t)
+        egress = backup_network.runner_egress(
+            name, namespace, spec, t,
+            [ip for ip, _ in storage.endpoint_addresses(spec.storage.endpoint)])
     except ValueError as error:
         problems.append(status.Problem("InvalidSpec", str(error)))
     if problems:

@@ -170,3 +170,16 @@ def test_scaling_a_fixed_app_changes_only_replicas() -> None:
     two, six = web(2), web(6)
     assert two["spec"]["replicas"] == 2 and six["spec"]["replicas"] == 6
     assert {**two["spec"], "replicas": 0} == {**six["spec"], "replicas": 0}
+
+
+def test_security_context_knob_sets_user_and_group_within_restricted() -> None:
+    changes = {"components": {"apps": [{**APPS[2], "securityContext": {
+        "runAsUser": 10001, "runAsGroup": 0}}]}}
+    pod = find(apps.build(tenant(changes)), "Deployment", "worker")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsGroup"] == 0
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # Without it, the image's own (non-root) user: no id is forced.
+    default = find(apps.build(tenant()), "Deployment", "worker")["spec"]["template"]["spec"]
+    assert "runAsUser" not in default["securityContext"]
+    assert "runAsGroup" not in default["securityContext"]

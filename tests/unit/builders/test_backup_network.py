@@ -16,7 +16,21 @@ POSTGRES_RULE: dict[str, Any] = {
     "to": [{"podSelector": {"matchLabels": {COMPONENT_LABEL: "postgres", TENANT_LABEL: "acme"}}}],
     "ports": [{"protocol": "TCP", "port": 5432}],
 }
-ANYWHERE = [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"namespaceSelector": {}}]
+PUBLIC = [
+    {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "100.64.0.0/10",
+                                                  "169.254.0.0/16", "172.16.0.0/12",
+                                                  "192.168.0.0/16"]}},
+    {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}},
+]
+NOT_THE_TENANTS_NAMESPACE = {"namespaceSelector": {"matchExpressions": [{
+    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["tenant-acme"]}]}}
+# A host name: public addresses and pods of other namespaces, never 0.0.0.0/0
+# (which kube-router matches against the tenant's own pods too).
+HOST_NAME = [*PUBLIC, NOT_THE_TENANTS_NAMESPACE]
+
+
+def _on_port(peers: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
+    return [{"to": [peer], "ports": [{"protocol": "TCP", "port": port}]} for peer in peers]
 GRAFANA = {"url": "http://grafana.monitoring.svc:3000",
            "apiTokenSecretRef": {"name": "acme-grafana", "key": "token"}}
 
@@ -67,9 +81,16 @@ def test_ip_endpoint_gets_a_single_address_block() -> None:
     ]
 
 
-def test_hostname_endpoint_gets_anywhere_on_its_port_only() -> None:
-    assert _egress(_spec("https://minio.storage.svc:9443"))[1] == {
-        "to": ANYWHERE, "ports": [{"protocol": "TCP", "port": 9443}]}
+def test_hostname_endpoint_gets_public_addresses_and_other_namespaces_on_its_port() -> None:
+    assert _egress(_spec("https://minio.storage.svc:9443"))[1:] == _on_port(HOST_NAME, 9443)
+
+
+def test_private_addresses_the_host_name_resolved_to_are_named_public_ones_not() -> None:
+    policy = backup_network.runner_egress(
+        "nightly", "tenant-acme", _spec("https://s3.corp.example:9000"), tenant(),
+        ["10.5.5.5", "203.0.113.7", "10.5.5.5"])
+    assert policy["spec"]["egress"][1:] == _on_port(
+        [{"ipBlock": {"cidr": "10.5.5.5/32"}}, *HOST_NAME], 9000)
 
 
 @pytest.mark.parametrize(("endpoint", "port"), [
@@ -83,14 +104,13 @@ def test_endpoint_without_port_takes_the_schemes(endpoint: str, port: int) -> No
 
 def test_no_endpoint_means_aws_over_https() -> None:
     assert _egress(_spec()) == [
-        POSTGRES_RULE, {"to": ANYWHERE, "ports": [{"protocol": "TCP", "port": 443}]}]
+        POSTGRES_RULE, *_on_port([{"ipBlock": {"cidr": "0.0.0.0/0"}}], 443)]
 
 
 def test_grafana_only_when_its_target_is_on() -> None:
     on = _spec("https://10.1.2.3:9000", targets=["Postgres", "GrafanaDashboards"],
                grafana=GRAFANA)
-    assert _egress(on)[2:] == [
-        {"to": ANYWHERE, "ports": [{"protocol": "TCP", "port": 3000}]}]
+    assert _egress(on)[2:] == _on_port(HOST_NAME, 3000)
     # Configured but not a target: no way out to it.
     off = _spec("https://10.1.2.3:9000", targets=["Postgres"], grafana=GRAFANA)
     assert len(_egress(off)) == 2

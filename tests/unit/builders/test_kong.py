@@ -83,3 +83,16 @@ def test_a_routing_change_rolls_kong() -> None:
     assert digest({}) != digest({"components": {"apps": moved}})
     # Reordering apps is not a routing change.
     assert digest({}) == digest({"components": {"apps": list(reversed(APPS))}})
+
+
+def test_workers_follow_the_cpu_limit_rounded_up_not_the_nodes_cores() -> None:
+    def workers(limit: str) -> str:
+        changes = {"components": {"kong": {"resources": {"limits": {"cpu": limit}}}}}
+        dep = find(kong.build(tenant(changes)), "Deployment", "kong")
+        value: str = env_of(container(dep))["KONG_NGINX_WORKER_PROCESSES"]["value"]
+        return value
+
+    assert workers("500m") == "1"
+    assert workers("1") == "1"
+    assert workers("1500m") == "2"
+    assert workers("4") == "4"
