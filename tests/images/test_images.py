@@ -20,6 +20,7 @@ from stackforge_operator.builders import postgres as postgres_builder
 from stackforge_operator.builders.backup import RUNNER_UID
 from stackforge_operator.builders.pooler import POOLER_UID, USERLIST_PROGRAM
 from stackforge_operator.builders.postgres import POSTGRES_UID
+from stackforge_operator.builders.redis import REDIS_UID
 from stackforge_operator.devcluster import images
 from stackforge_operator.devcluster.image_podman import Podman
 
@@ -45,6 +46,11 @@ def postgres(built: dict[str, images.BuiltImage]) -> images.BuiltImage:
 @pytest.fixture
 def pgbouncer(built: dict[str, images.BuiltImage]) -> images.BuiltImage:
     return built["stackforge/pgbouncer"]
+
+
+@pytest.fixture
+def redis(built: dict[str, images.BuiltImage]) -> images.BuiltImage:
+    return built["stackforge/redis"]
 
 
 @pytest.fixture
@@ -111,6 +117,16 @@ def test_pgbouncer_image(podman: Podman, pgbouncer: images.BuiltImage) -> None:
                                             "--env", "USERLIST_FILE=/tmp/users.txt"))  # fmt: skip
     assert '"shop" "a""b"' in written
     no_compilers(podman, pgbouncer)
+
+
+def test_redis_image(podman: Podman, redis: images.BuiltImage) -> None:
+    assert redis.reference == "stackforge/redis:7.0"
+    assert "Redis server v=7.0." in run(podman, redis, "redis-server", "--version")
+    assert run(podman, redis, "id", "-u").strip() == str(REDIS_UID)
+    # The exporter sidecar's command (builders/exporters.py), where upstream has it.
+    assert "Redis Metrics Exporter" in run(podman, redis, "--version",
+                                           entrypoint="/redis_exporter")
+    no_compilers(podman, redis)
 
 
 @pytest.fixture

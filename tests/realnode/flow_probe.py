@@ -2,6 +2,7 @@
 
     flow_probe.py listen PORT[/udp] ...     serve each port: TCP accepts, UDP answers
     flow_probe.py connect IP:PORT[/udp] ... try each at once; print {target: reached}
+    flow_probe.py get URL                   print the body of an HTTP GET (exit 1: none)
 
 A TCP target is reached when the handshake completes; a UDP one when any
 answer comes back to a DNS query (the listener answers anything, and CoreDNS
@@ -14,6 +15,7 @@ import json
 import socket
 import sys
 import threading
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 TIMEOUT_SECONDS = 2.0
@@ -72,10 +74,22 @@ def connect(targets: list[str]) -> None:
     print(json.dumps(results))
 
 
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+            sys.stdout.write(response.read().decode())
+    except OSError as error:
+        print(f"no answer from {url}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("listen", "connect"):
+    if len(argv) < 2 or argv[0] not in ("listen", "connect", "get"):
         print(__doc__, file=sys.stderr)
         return 2
+    if argv[0] == "get":
+        return get(argv[1])
     (listen if argv[0] == "listen" else connect)(argv[1:])
     return 0
 

@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
+from stackforge_operator.devcluster.images import PROJECT_CATALOG
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import operator_identity
@@ -20,13 +22,16 @@ def operator_running(identity: operator_identity.OperatorIdentity,
     """The operator, as its ServiceAccount, managing the real-node cluster with quick
     resyncs (plus ``extra_env``); its runner Jobs run the project's operator image on
     the node."""
-    log = tmp_path_factory.mktemp("real-operator") / "operator.log"
+    directory = tmp_path_factory.mktemp("real-operator")
+    catalog = directory / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(PROJECT_CATALOG))
     process = OperatorProcess(
-        identity.kubeconfig, log, extra_args=("--verbose",),
+        identity.kubeconfig, directory / "operator.log", extra_args=("--verbose",),
         extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3",
                    "STACKFORGE_ADDON_CHECK_SECONDS": "3",
                    # Every image the operator names is one imported into the node.
-                   "STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY, **extra_env},
+                   "STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,
+                   "STACKFORGE_IMAGE_CATALOG": str(catalog), **extra_env},
     )
     process.start()
     try:

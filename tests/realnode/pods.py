@@ -4,6 +4,8 @@ project's image, a Service, waiting, exec and reachability."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,6 +15,45 @@ from tests.support.clusters import ClusterHandle
 
 # What the test cluster's catalog (registry prefix "localhost") names.
 POSTGRES_IMAGE = "localhost/stackforge/postgres:15"
+OPERATOR_IMAGE = "localhost/stackforge/stackforge-operator:0.1.0"
+# flow_probe.py, mounted from a ConfigMap into pods of the operator image.
+PROBE_CONFIG_MAP = "flow-probe"
+PROBE = ("python3", "/probe/flow_probe.py")
+
+
+def probe_config_map(namespace: str) -> dict[str, Any]:
+    source = Path(__file__).with_name("flow_probe.py").read_text(encoding="utf-8")
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": PROBE_CONFIG_MAP, "namespace": namespace},
+            "data": {"flow_probe.py": source}}
+
+
+def probe_pod(name: str, namespace: str, labels: dict[str, str],
+              listens: Sequence[str] = ()) -> dict[str, Any]:
+    """A pod of the operator image that serves ``listens`` with flow_probe.py (or
+    only waits), for ``kubectl exec`` of the probe's other verbs; it needs
+    :func:`probe_config_map` in its namespace."""
+    command = [*PROBE, "listen", *listens] if listens else ["sleep", "infinity"]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 0,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": OPERATOR_IMAGE, "imagePullPolicy": "Never",
+                "command": command,
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "resources": {"requests": {"cpu": "5m", "memory": "24Mi"},
+                              "limits": {"memory": "64Mi"}},
+                "volumeMounts": [{"name": "probe", "mountPath": "/probe"}],
+            }],
+            "volumes": [{"name": "probe", "configMap": {"name": PROBE_CONFIG_MAP}}],
+        },
+    }
 
 
 def apply(cluster: ClusterHandle, *documents: dict[str, Any]) -> None:

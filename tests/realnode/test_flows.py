@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +33,6 @@ from tests.realnode import pods
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
-PROBE = Path(__file__).with_name("flow_probe.py")
-OPERATOR_IMAGE = "localhost/stackforge/stackforge-operator:0.1.0"
 TENANT = "acme"
 POLICY = "acme-nightly"
 UNLISTED = 9999  # every stand-in listens here; no flow opens it
@@ -110,10 +107,7 @@ class Lab:
                 metadata=client.V1ObjectMeta(name=name, labels=labels)))
         tenants.ensure_namespace(self.cluster, OPERATOR_NAMESPACE)
         for name in (*self.namespaces(), OPERATOR_NAMESPACE):
-            pods.apply(self.cluster, {
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "flow-probe", "namespace": name},
-                "data": {"flow_probe.py": PROBE.read_text(encoding="utf-8")}})
+            pods.apply(self.cluster, pods.probe_config_map(name))
 
     def tenant_model(self, *, isolate: bool = False) -> EffectiveTenant:
         """The example tenant, its app ``api`` allowed out to the outsider's payments port."""
@@ -182,7 +176,7 @@ class Lab:
         core = client.CoreV1Api(self.cluster.api)
         for name in self.namespaces():
             core.delete_namespace(name, propagation_policy="Background")
-        for obj in (("pod", self.operator.name), ("configmap", "flow-probe")):
+        for obj in (("pod", self.operator.name), ("configmap", pods.PROBE_CONFIG_MAP)):
             self.cluster.kubectl("delete", "-n", OPERATOR_NAMESPACE, *obj, "--wait=false",
                                  "--ignore-not-found", check=False)
 
@@ -230,27 +224,7 @@ class Lab:
 
 
 def _pod(s: StandIn) -> dict[str, Any]:
-    command = ["python3", "/probe/flow_probe.py", "listen", *sorted(s.listens)]
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": s.name, "namespace": s.namespace, "labels": s.labels},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "probe", "image": OPERATOR_IMAGE, "imagePullPolicy": "Never",
-                "command": command if s.listens else ["sleep", "infinity"],
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "resources": {"requests": {"cpu": "5m", "memory": "24Mi"},
-                              "limits": {"memory": "64Mi"}},
-                "volumeMounts": [{"name": "probe", "mountPath": "/probe"}],
-            }],
-            "volumes": [{"name": "probe", "configMap": {"name": "flow-probe"}}],
-        },
-    }
+    return pods.probe_pod(s.name, s.namespace, s.labels, sorted(s.listens))
 
 
 def _row(flow: network.Flow) -> str:
@@ -317,8 +291,8 @@ def controls(lab: Lab) -> list[Check]:
 
 
 def _probe(lab: Lab, source: StandIn, targets: list[str]) -> dict[str, bool]:
-    result = pods.exec_in(lab.cluster, source.namespace, source.name, "python3",
-                          "/probe/flow_probe.py", "connect", *targets)
+    result = pods.exec_in(lab.cluster, source.namespace, source.name, *pods.PROBE, "connect",
+                          *targets)
     found: dict[str, bool] = json.loads(result.stdout)
     return found
 

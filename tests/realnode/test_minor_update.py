@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
+from stackforge_operator.devcluster.images import PROJECT_CATALOG
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
 from tests.realnode import pods, stack
 from tests.realnode.operators import operator_running
@@ -33,7 +35,8 @@ def test_a_new_image_of_the_same_major_rolls_the_pods_and_keeps_the_data(
     ns = tenants.namespace_of(name)
     pods.tag_image(real_cluster, pods.POSTGRES_IMAGE, UPDATED)
     catalog = tmp_path / "catalog.yaml"
-    catalog.write_text("postgres: stackforge/postgres:{major}-minor\n")
+    catalog.write_text(yaml.safe_dump(
+        {**PROJECT_CATALOG, "postgres": "stackforge/postgres:{major}-minor"}))
     try:
         with operator_running(real_operator_identity, tmp_path_factory):
             tenants.apply(real_cluster, stack.postgres_only(name))

@@ -161,11 +161,14 @@ def postgres_exporter(major: int, config_volume: str, config_dir: str,
 
 
 def redis_exporter() -> dict[str, Any]:
+    # /redis_exporter is the upstream image's entrypoint, and the project's
+    # Redis image (which carries the exporter) has it at the same path: named
+    # explicitly, since that image's own command starts Redis.
     image = image_catalog.current().redis_exporter
     return _sidecar("redis-exporter", image, REDIS_EXPORTER_PORT, [
         env("REDIS_ADDR", f"redis://localhost:{REDIS_PORT}"),
         secret_env("REDIS_PASSWORD", REDIS_SECRET, REDIS_PASSWORD_KEY),
-    ])
+    ], command=["/redis_exporter"])
 
 
 def kafka_exporter() -> dict[str, Any]:

@@ -40,6 +40,7 @@ from stackforge_operator.devcluster.image_reference import LOCAL_REGISTRY, local
 
 __all__ = [
     "LOCAL_REGISTRY",
+    "PROJECT_CATALOG",
     "BaseImage",
     "BuiltImage",
     "ImageBuildError",
@@ -126,9 +127,21 @@ def default_specs(root: Path | None = None) -> tuple[ImageSpec, ...]:
                   images / "postgres"),
         ImageSpec("stackforge/pgbouncer", "1.18", images / "pgbouncer" / "Containerfile",
                   images / "pgbouncer"),
+        ImageSpec("stackforge/redis", "7.0", images / "redis" / "Containerfile",
+                  images / "redis"),
         ImageSpec("stackforge/stackforge-operator", operator_version(root),
                   images / "operator" / "Containerfile", root),
     )  # fmt: skip
+
+
+# Catalog entries (image_catalog.py) for the roles the project's own images
+# serve where the catalog's defaults name upstream images: the test cluster's
+# operator runs with them, so every pod it makes runs an image built here.
+PROJECT_CATALOG: Final = {
+    "redis": "stackforge/redis:{version}",
+    # The Redis image carries the exporter (images/redis/Containerfile).
+    "redis-exporter": "stackforge/redis:7.0",
+}
 
 
 def default_cache_dir() -> Path:

@@ -109,7 +109,8 @@ def test_digest_follows_copied_files_only(tmp_path: Path) -> None:
 
 def test_the_real_images_inputs(tmp_path: Path) -> None:
     """The operator image hashes the package sources, never caches or the virtualenv."""
-    postgres, pgbouncer, operator = default_specs()
+    postgres, pgbouncer, redis, operator = default_specs()
+    assert redis.reference == "stackforge/redis:7.0"
     assert postgres.reference == "stackforge/postgres:15"
     assert operator.reference.startswith("stackforge/stackforge-operator:")
     root = repository_root()

@@ -1,0 +1,110 @@
+"""Redis on the real node, from the project's image through the image catalog: a
+password is required, data lives on the volume across a pod restart, and the
+exporter beside it answers a scraper where the metrics flow allows one only."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.builders.exporters import REDIS_EXPORTER_PORT
+from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from tests.realnode import pods, stack
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+
+# What the project's image carries (Debian bookworm's redis-server 7.0).
+REDIS_VERSION = "7.0"
+REDIS_IMAGE = f"localhost/stackforge/redis:{REDIS_VERSION}"
+
+
+def redis_only(name: str) -> dict[str, Any]:
+    return tenants.small_tenant(name, components={
+        "postgres": {"enabled": False},
+        "redis": {"enabled": True, "version": REDIS_VERSION, "storage": "1Gi"},
+        "kong": {"replicas": 0},
+        "apps": [],
+    })
+
+
+@pytest.fixture(scope="module")
+def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
+    name = f"rd-{uuid.uuid4().hex[:5]}"
+    tenants.apply(real_cluster, redis_only(name))
+    try:
+        stack.wait_ready(real_cluster, name)
+        yield name
+    finally:
+        tenants.discard(real_cluster, name)
+
+
+def _redis_cli(cluster: ClusterHandle, namespace: str, *args: str,
+               authenticated: bool = True) -> subprocess.CompletedProcess[str]:
+    # The container's REDISCLI_AUTH (from the tenant's Secret) authenticates
+    # redis-cli; without it, the client is anyone who reaches the port.
+    prefix = () if authenticated else ("env", "-u", "REDISCLI_AUTH")
+    return cluster.kubectl("exec", "-n", namespace, "redis-0", "-c", "redis", "--",
+                           *prefix, "redis-cli", *args, check=False)
+
+
+def test_runs_the_project_image_and_refuses_commands_without_the_password(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    status = client.CoreV1Api(real_cluster.api).read_namespaced_pod("redis-0", ns).status
+    redis = next(c for c in status.container_statuses if c.name == "redis")
+    assert pods.image_containerd_runs(real_cluster, redis.container_id) == REDIS_IMAGE
+    refused = _redis_cli(real_cluster, ns, "set", "intruder", "1", authenticated=False)
+    assert "NOAUTH" in refused.stdout + refused.stderr
+    assert _redis_cli(real_cluster, ns, "exists", "intruder").stdout.strip() == "0"
+    assert _redis_cli(real_cluster, ns, "ping").stdout.strip() == "PONG"
+
+
+def test_data_survives_the_pod(real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    assert _redis_cli(real_cluster, ns, "set", "order:1", "paid").stdout.strip() == "OK"
+    first = client.CoreV1Api(real_cluster.api).read_namespaced_pod("redis-0", ns).metadata.uid
+    real_cluster.kubectl("delete", "pod", "-n", ns, "redis-0", "--wait=true")
+
+    def replaced_and_ready() -> bool:
+        try:
+            pod = client.CoreV1Api(real_cluster.api).read_namespaced_pod("redis-0", ns)
+        except client.ApiException:
+            return False
+        return bool(pod.metadata.uid != first and pods.is_ready(pod))
+
+    tenants.eventually(replaced_and_ready, timeout=120, interval=1)
+    assert _redis_cli(real_cluster, ns, "get", "order:1").stdout.strip() == "paid"
+
+
+def test_exporter_answers_a_scraper_namespace_and_no_other(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    redis_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod(
+        "redis-0", ns).status.pod_ip
+    url = f"http://{redis_ip}:{REDIS_EXPORTER_PORT}/metrics"
+    scraper_ns, other_ns = f"{ns}-scr", f"{ns}-oth"
+    core = client.CoreV1Api(real_cluster.api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=scraper_ns, labels={SCRAPER_NAMESPACE_LABEL: "true"})))
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other_ns)))
+    try:
+        for namespace in (scraper_ns, other_ns):
+            pods.apply(real_cluster, pods.probe_config_map(namespace),
+                       pods.probe_pod("scraper", namespace, {"role": "scraper"}))
+        for namespace in (scraper_ns, other_ns):
+            pods.wait_ready(real_cluster, namespace, "scraper")
+        scraped = pods.exec_in(real_cluster, scraper_ns, "scraper", *pods.PROBE, "get", url)
+        # The exporter logged in with the tenant's password: Redis answers it.
+        assert "redis_up 1" in scraped.stdout
+        refused = pods.exec_in(real_cluster, other_ns, "scraper", *pods.PROBE, "get", url,
+                               check=False)
+        assert refused.returncode == 1, refused.stdout[:500]
+    finally:
+        for namespace in (scraper_ns, other_ns):
+            core.delete_namespace(namespace, propagation_policy="Background")
