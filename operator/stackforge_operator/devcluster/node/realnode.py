@@ -231,11 +231,18 @@ class RealNode:
             ScratchImage(services.PAUSE_IMAGE, CATATONIT, "/catatonit", ("/catatonit", "-P")),
             ScratchImage(services.COREDNS_IMAGE, self.tools_dir / "coredns", "/coredns",
                          ("/coredns",)),
+            ScratchImage(services.TESTAPP_IMAGE, self.tools_dir / "testapp", "/testapp",
+                         ("/testapp",), user="65532:65532"),
+            # The same program as an image that runs as root, as many do: the
+            # namespace's Pod Security refuses it unless the app names a user.
+            ScratchImage(services.TESTAPP_ROOT_IMAGE, self.tools_dir / "testapp", "/testapp",
+                         ("/testapp",), user="0:0"),
         ]
         wanted = []
         for image in scratch:
             fingerprint = _scratch_fingerprint(image)
-            archive = archives / f"{image.binary.name}.oci.tar"
+            archive = archives / (image.reference.rsplit("/", 1)[1].replace(":", "_")
+                                  + ".oci.tar")
             if not runtime.is_imported(ctr, self.runtime_paths, image.reference, fingerprint):
                 write_archive(image, archive)
             wanted.append(ImageArchive(image.reference, archive, fingerprint))

@@ -17,6 +17,9 @@ COREDNS_VERSION = "1.15.0"
 # Images of the test cluster only, made from static binaries (scratch_image).
 COREDNS_IMAGE = f"localhost/stackforge/coredns:{COREDNS_VERSION}"
 PAUSE_IMAGE = "localhost/stackforge/pause:catatonit"
+# The tenant app of the real-node tests (tests/controlplane/cmd/testapp).
+TESTAPP_IMAGE = "localhost/stackforge/testapp:1"
+TESTAPP_ROOT_IMAGE = "localhost/stackforge/testapp:root"
 DNS_NAMESPACE = "kube-system"
 
 COREFILE = """\

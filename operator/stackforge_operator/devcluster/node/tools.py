@@ -27,15 +27,22 @@ NODE_BIN_ENV = "STACKFORGE_NODE_BIN_DIR"
 
 @dataclass(frozen=True)
 class GoProgram:
-    """One binary: ``package`` at ``version`` installed as ``name``."""
+    """One binary: ``package`` at ``version`` installed as ``name``; or, ``local``,
+    a package of the test cluster's own module (``version`` is then unused: the
+    stamp is its sources' digest)."""
 
     name: str
     package: str
     version: str
     tags: tuple[str, ...] = ()
+    local: bool = False
 
     @property
     def stamp(self) -> str:
+        if self.local:
+            sources = sorted((module_dir() / self.package).rglob("*.go"))
+            digest = build_cache.key([p.read_bytes() for p in sources])
+            return f"{self.package} local {digest}\n"
         return f"{self.package}@{self.version} tags={','.join(self.tags)}\n"
 
 
@@ -55,6 +62,8 @@ PROGRAMS = (
     # The NetworkPolicy enforcer (firewall only; why this one: node/policy.py).
     GoProgram("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
               "v2.1.0"),
+    # The tenant app the real-node tests run (a single-binary image, node/realnode.py).
+    GoProgram("testapp", "./cmd/testapp", "", local=True),
 )
 
 
@@ -94,18 +103,22 @@ def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
         print(f"building {program.name} ({program.package}@{program.version})",
               file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="stackforge-gobin-") as gobin:
-        command = [go, "install", "-trimpath", "-ldflags=-s -w"]
-        if program.tags:
-            command.append(f"-tags={' '.join(program.tags)}")
-        command.append(f"{program.package}@{program.version}")
+        built = Path(gobin) / Path(program.package).name
+        if program.local:
+            command = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(built),
+                       program.package]
+        else:
+            command = [go, "install", "-trimpath", "-ldflags=-s -w"]
+            if program.tags:
+                command.append(f"-tags={' '.join(program.tags)}")
+            command.append(f"{program.package}@{program.version}")
         env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOBIN": gobin,
                "GOFLAGS": ""}
-        result = subprocess.run(command, env=env, check=False)
+        result = subprocess.run(command, env=env, check=False,
+                                cwd=module_dir() if program.local else None)
         if result.returncode != 0:
             raise ControlPlaneBuildError(
-                f"go install {program.package}@{program.version} failed "
-                f"(exit {result.returncode})")
-        built = Path(gobin) / Path(program.package).name
+                f"go {command[1]} {program.package} failed (exit {result.returncode})")
         directory.mkdir(parents=True, exist_ok=True)
         # Move first, stamp last: an interrupted build never looks current.
         shutil.move(str(built), directory / program.name)
