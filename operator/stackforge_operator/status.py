@@ -141,6 +141,8 @@ COMPONENT_CONDITIONS: dict[str, tuple[str, str]] = {
     "app": ("App", "AppsReady"),
 }
 ALL_COMPONENT_CONDITIONS = frozenset(c for _, c in COMPONENT_CONDITIONS.values())
+# Components that serve while a majority of their servers is ready (Raft).
+QUORUM_COMPONENTS = frozenset({"consul"})
 INFORMATIONAL_CONDITIONS = ("BackupHealthy", "DrillPassing", "CertificatesValid")
 
 
@@ -187,6 +189,17 @@ def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -
         done = current == 0
         return WorkloadState(meta["name"], component, 0, ready, done,
                              "" if done else f"{current} replicas still stopping")
+    if component in QUORUM_COMPONENTS:
+        # Ready servers are those that know a leader (builders/consul.py): the
+        # service is up while a majority is, one server down is degraded, not down.
+        quorum = wanted // 2 + 1
+        done = ready >= quorum and updated >= wanted
+        if done and ready < wanted:
+            return WorkloadState(meta["name"], component, wanted, ready, True,
+                                 f"{ready}/{wanted} servers ready: quorum holds, degraded")
+        message = "" if done else (
+            f"{ready}/{wanted} servers ready (quorum needs {quorum}), {updated} updated")
+        return WorkloadState(meta["name"], component, wanted, ready, done, message)
     done = ready >= wanted and updated >= wanted
     message = "" if done else f"{ready}/{wanted} replicas ready, {updated} updated"
     return WorkloadState(meta["name"], component, wanted, ready, done, message)
@@ -208,8 +221,9 @@ def component_observations(states: Sequence[WorkloadState]) -> list[Observation]
             observations.append(Observation(condition, ConditionStatus.FALSE, reason, message))
         else:
             names = ", ".join(s.name for s in members)
+            notes = "".join(f"; {s.name}: {s.message}" for s in members if s.message)
             observations.append(Observation(condition, ConditionStatus.TRUE, "Ready",
-                                            f"ready: {names}"))
+                                            f"ready: {names}{notes}"))
     return observations
 
 

@@ -158,11 +158,15 @@ def _stateful_set(t: EffectiveTenant, digest: str) -> Manifest:
             container_port("serf-lan-udp", CONSUL_SERF_LAN_PORT, "UDP"),
             container_port("http", CONSUL_HTTP_PORT),
         ],
+        # Ready only while this server knows a leader: the raft configuration is
+        # read consistently, which fails with "No cluster leader" when there is
+        # none. (/v1/status/leader answers 200 with an empty body then.) The
+        # headless Service publishes unready pods, so servers still find each
+        # other to elect one; status.py counts ready servers against the quorum.
         "readinessProbe": {
-            # Answers 200 once the HTTP API is up; the body names the leader (empty
-            # while there is none), so a quorum still forming does not flap the pods.
-            "httpGet": {"path": "/v1/status/leader", "port": "http"},
+            "exec": {"command": ["consul", "operator", "raft", "list-peers"]},
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
         },
         "resources": resources(t.consul.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),

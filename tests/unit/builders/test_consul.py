@@ -80,3 +80,14 @@ def test_app_order_and_app_scaling_do_not_change_the_registration() -> None:
     base = find(consul.build(tenant(ON)), "StatefulSet", "consul")
     for changes in (reordered, scaled):
         assert find(consul.build(tenant(changes)), "StatefulSet", "consul") == base
+
+
+def test_readiness_needs_a_known_leader_not_just_the_http_api() -> None:
+    sts = find(consul.build(tenant()), "StatefulSet", "consul")
+    probe = container(sts)["readinessProbe"]
+    # /v1/status/leader answers 200 with no leader; a consistent raft read does not.
+    assert probe["exec"]["command"] == ["consul", "operator", "raft", "list-peers"]
+    assert "httpGet" not in probe
+    # Unready servers must still find each other to elect a leader.
+    headless = find(consul.build(tenant()), "Service", "consul-headless")
+    assert headless["spec"]["publishNotReadyAddresses"] is True
