@@ -3,6 +3,9 @@
     flow_probe.py listen PORT[/udp] ...     serve each port: TCP accepts, UDP answers
     flow_probe.py connect IP:PORT[/udp] ... try each at once; print {target: reached}
     flow_probe.py get URL                   print the body of an HTTP GET (exit 1: none)
+    flow_probe.py hold IP:PORT SECONDS      open a connection and wait for the server
+                                            to close it: print "closed" (exit 0), or
+                                            "open" when SECONDS pass (exit 1)
 
 A TCP target is reached when the handshake completes; a UDP one when any
 answer comes back to a DNS query (the listener answers anything, and CoreDNS
@@ -84,12 +87,31 @@ def get(url: str) -> int:
     return 0
 
 
+def hold(target: str, seconds: float) -> int:
+    host, _, port = target.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT_SECONDS) as held:
+        print("connected", flush=True)
+        held.settimeout(seconds)
+        try:
+            while held.recv(4096):
+                pass
+        except TimeoutError:
+            print("open")
+            return 1
+        except OSError:
+            pass  # reset by the peer: closed too
+    print("closed")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("listen", "connect", "get"):
+    if len(argv) < 2 or argv[0] not in ("listen", "connect", "get", "hold"):
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "get":
         return get(argv[1])
+    if argv[0] == "hold":
+        return hold(argv[1], float(argv[2]))
     (listen if argv[0] == "listen" else connect)(argv[1:])
     return 0
 

@@ -4,11 +4,13 @@ project's image, a Service, waiting, exec and reachability."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 
 from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from tests.support.clusters import ClusterHandle
@@ -107,6 +109,24 @@ def wait_ready(cluster: ClusterHandle, namespace: str, pod: str, timeout: int = 
     if result.returncode != 0:
         described = cluster.kubectl("describe", "pod", "-n", namespace, pod, check=False).stdout
         raise AssertionError(f"pod {namespace}/{pod} not Ready:\n{described[-3000:]}")
+
+
+def replace_pod(cluster: ClusterHandle, namespace: str, pod: str, timeout: float = 120) -> None:
+    """Delete a pod of a StatefulSet and wait until its replacement (same name, new
+    uid) is Ready."""
+    core = client.CoreV1Api(cluster.api)
+    first = core.read_namespaced_pod(pod, namespace).metadata.uid
+    cluster.kubectl("delete", "pod", "-n", namespace, pod, "--wait=true")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            current = core.read_namespaced_pod(pod, namespace)
+        except client.ApiException:
+            current = None  # between the old pod and its replacement
+        if current is not None and current.metadata.uid != first and is_ready(current):
+            return
+        assert time.monotonic() < deadline, f"{namespace}/{pod} not replaced in {timeout}s"
+        time.sleep(0.5)
 
 
 def exec_in(cluster: ClusterHandle, namespace: str, pod: str, *command: str,

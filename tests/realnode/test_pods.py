@@ -122,18 +122,7 @@ def test_claims_get_local_volumes_whose_data_survives_the_pod(real_cluster: Clus
     psql = ("psql", "-U", "postgres", "-h", "/var/run/postgresql", "-v", "ON_ERROR_STOP=1")
     pods.exec_in(real_cluster, ns, "db-0", *psql, "-c",
           "create table kept(v text); insert into kept values ('survives')")
-    first_uid = client.CoreV1Api(real_cluster.api).read_namespaced_pod("db-0", ns).metadata.uid
-    real_cluster.kubectl("delete", "pod", "-n", ns, "db-0", "--wait=true")
-
-    def replaced() -> bool:
-        try:
-            pod = client.CoreV1Api(real_cluster.api).read_namespaced_pod("db-0", ns)
-        except client.ApiException:
-            return False
-        return bool(pod.metadata.uid != first_uid)
-
-    _eventually(replaced, 60)
-    pods.wait_ready(real_cluster, ns, "db-0")
+    pods.replace_pod(real_cluster, ns, "db-0", timeout=150)
     kept = pods.exec_in(real_cluster, ns, "db-0", *psql, "-tAc", "select v from kept").stdout
     assert kept.strip() == "survives"
     claim = client.CoreV1Api(real_cluster.api).read_namespaced_persistent_volume_claim(

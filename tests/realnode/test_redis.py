@@ -1,9 +1,12 @@
 """Redis on the real node, from the project's image through the image catalog: a
-password is required, data lives on the volume across a pod restart, and the
-exporter beside it answers a scraper where the metrics flow allows one only."""
+password is required, data lives on the volume across a pod restart, the
+exporter beside it answers a scraper where the metrics flow allows one only,
+and isolating the tenant closes the sessions already open, refuses new ones,
+and lifting it lets the app in again, data intact."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from kubernetes import client
 
 from stackforge_operator.builders.exporters import REDIS_EXPORTER_PORT
 from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
@@ -24,19 +28,20 @@ REDIS_VERSION = "7.0"
 REDIS_IMAGE = f"localhost/stackforge/redis:{REDIS_VERSION}"
 
 
-def redis_only(name: str) -> dict[str, Any]:
+def redis_and_an_app(name: str) -> dict[str, Any]:
+    """Redis, and the app whose flow to it the isolation test uses."""
     return tenants.small_tenant(name, components={
         "postgres": {"enabled": False},
         "redis": {"enabled": True, "version": REDIS_VERSION, "storage": "1Gi"},
         "kong": {"replicas": 0},
-        "apps": [],
+        "apps": [{"name": "api", "image": TESTAPP_IMAGE, "port": 8080, "replicas": 1}],
     })
 
 
 @pytest.fixture(scope="module")
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
     name = f"rd-{uuid.uuid4().hex[:5]}"
-    tenants.apply(real_cluster, redis_only(name))
+    tenants.apply(real_cluster, redis_and_an_app(name))
     try:
         stack.wait_ready(real_cluster, name)
         yield name
@@ -68,17 +73,7 @@ def test_runs_the_project_image_and_refuses_commands_without_the_password(
 def test_data_survives_the_pod(real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
     assert _redis_cli(real_cluster, ns, "set", "order:1", "paid").stdout.strip() == "OK"
-    first = client.CoreV1Api(real_cluster.api).read_namespaced_pod("redis-0", ns).metadata.uid
-    real_cluster.kubectl("delete", "pod", "-n", ns, "redis-0", "--wait=true")
-
-    def replaced_and_ready() -> bool:
-        try:
-            pod = client.CoreV1Api(real_cluster.api).read_namespaced_pod("redis-0", ns)
-        except client.ApiException:
-            return False
-        return bool(pod.metadata.uid != first and pods.is_ready(pod))
-
-    tenants.eventually(replaced_and_ready, timeout=120, interval=1)
+    pods.replace_pod(real_cluster, ns, "redis-0")
     assert _redis_cli(real_cluster, ns, "get", "order:1").stdout.strip() == "paid"
 
 
@@ -108,3 +103,52 @@ def test_exporter_answers_a_scraper_namespace_and_no_other(
     finally:
         for namespace in (scraper_ns, other_ns):
             core.delete_namespace(namespace, propagation_policy="Background")
+
+
+def _reaches(cluster: ClusterHandle, namespace: str, pod: str, target: str) -> bool:
+    answer = pods.exec_in(cluster, namespace, pod, *pods.PROBE, "connect", target)
+    reached: bool = json.loads(answer.stdout)[target]
+    return reached
+
+
+def _isolate(cluster: ClusterHandle, tenant: str, isolate: bool) -> None:
+    cluster.kubectl("patch", "stackforgetenant", tenant, "-n", tenants.namespace_of(tenant),
+                    "--type=merge", "-p", json.dumps({"spec": {"isolate": isolate}}))
+
+
+def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    assert _redis_cli(real_cluster, ns, "set", "cart:7", "kept").stdout.strip() == "OK"
+    service_ip = client.CoreV1Api(real_cluster.api).read_namespaced_service(
+        "redis", ns).spec.cluster_ip
+    target = f"{service_ip}:6379"
+    # A pod the tenant's policies treat as its app "api" (which may reach Redis).
+    app_labels = {"stackforge.io/app": "api", "app.kubernetes.io/component": "app",
+                  "stackforge.io/tenant": tenant}
+    pods.apply(real_cluster, pods.probe_config_map(ns), pods.probe_pod("holder", ns, app_labels))
+    pods.wait_ready(real_cluster, ns, "holder")
+    assert _reaches(real_cluster, ns, "holder", target)
+
+    held = subprocess.Popen(
+        [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}", "exec", "-n",
+         ns, "holder", "--", *pods.PROBE, "hold", target, "150"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert held.stdout is not None and held.stdout.readline().strip() == "connected"
+        _isolate(real_cluster, tenant, True)
+        output, _ = held.communicate(timeout=170)
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+    assert held.returncode == 0 and output.strip() == "closed", output
+    tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
+    tenants.eventually(lambda: not _reaches(real_cluster, ns, "holder", target),
+                       timeout=60, interval=1)
+
+    _isolate(real_cluster, tenant, False)
+    stack.wait_ready(real_cluster, tenant)
+    tenants.eventually(lambda: _reaches(real_cluster, ns, "holder", target),
+                       timeout=90, interval=1)
+    assert _redis_cli(real_cluster, ns, "get", "cart:7").stdout.strip() == "kept"

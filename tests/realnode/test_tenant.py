@@ -43,17 +43,7 @@ def test_tenant_postgres_runs_the_project_image_and_keeps_its_data(
     assert postgres.state.running is not None
     assert pods.image_containerd_runs(real_cluster, postgres.container_id) == pods.POSTGRES_IMAGE
 
-    real_cluster.kubectl("delete", "pod", "-n", ns, "postgres-0", "--wait=true")
-    def replaced() -> bool:
-        try:
-            return bool(core.read_namespaced_pod("postgres-0", ns).metadata.uid
-                        != pod.metadata.uid)
-        except client.ApiException:
-            return False  # between the old pod and its replacement
-
-    tenants.eventually(replaced, timeout=60)
-    real_cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/postgres-0",
-                         "--timeout=120s", timeout=130)
+    pods.replace_pod(real_cluster, ns, "postgres-0", timeout=180)
     assert _psql(real_cluster, ns, "select count(*) from orders") == "250"
 
 

@@ -94,10 +94,10 @@ def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
     flows: list[network.Flow] = []
     if BackupTarget.POSTGRES in policy_spec.targets:
         flows.append(network.Flow(runner, network.component(t, "postgres"),
-                                  _tcp(POSTGRES_PORT), "the runner dumps the database"))
+                                  network.tcp(POSTGRES_PORT), "the runner dumps the database"))
     endpoint = policy_spec.storage.endpoint
     if endpoint is None:
-        flows.append(network.Flow(runner, AWS_S3, _tcp(DEFAULT_S3_PORT),
+        flows.append(network.Flow(runner, AWS_S3, network.tcp(DEFAULT_S3_PORT),
                                   "the runner uploads to AWS S3"))
     else:
         flows += _to_url("spec.storage.endpoint", endpoint, runner, t, storage_addresses,
@@ -109,17 +109,13 @@ def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
     return flows
 
 
-def _tcp(port: int) -> tuple[tuple[str, int], ...]:
-    return (("TCP", port),)
-
-
 def _to_url(field: str, url: str, runner: network.Peer, t: EffectiveTenant,
             resolved: Sequence[str], why: str) -> list[network.Flow]:
     try:
         _, port = url_host_port(url)
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
-    return [network.Flow(runner, peer, _tcp(port), why)
+    return [network.Flow(runner, peer, network.tcp(port), why)
             for peer in url_destinations(url, t.namespace, resolved)]
 
 

@@ -154,6 +154,9 @@ RESERVED_NAMES = frozenset(
 # Pod-template annotation holding a digest of the configuration the pods read
 # at start-up: a config change rolls the pods, nothing else does.
 CONFIG_HASH_ANNOTATION = f"{API_GROUP}/config-hash"
+# On the pod template of a component whose open sessions only a restart closes
+# (NetworkPolicy keeps established connections on some dataplanes).
+ISOLATED_ANNOTATION = f"{API_GROUP}/isolated"
 
 
 def canonical_json(value: Any) -> str:
@@ -257,11 +260,19 @@ def pod_spec(
 
 
 def pod_template(
-    labels_: Mapping[str, str], spec: dict[str, Any], *, config: str | None = None
+    labels_: Mapping[str, str], spec: dict[str, Any], *, config: str | None = None,
+    isolated: bool = False,
 ) -> dict[str, Any]:
+    """``isolated``: mark the template while the tenant is isolated, which replaces
+    the pods once when isolation starts (and once when it ends)."""
     meta: dict[str, Any] = {"labels": dict(labels_)}
+    annotations = {}
     if config is not None:
-        meta["annotations"] = {CONFIG_HASH_ANNOTATION: config}
+        annotations[CONFIG_HASH_ANNOTATION] = config
+    if isolated:
+        annotations[ISOLATED_ANNOTATION] = "true"
+    if annotations:
+        meta["annotations"] = annotations
     return {"metadata": meta, "spec": spec}
 
 

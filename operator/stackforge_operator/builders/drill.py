@@ -90,7 +90,7 @@ def sandbox_flows(sandbox: str, tenant_namespace: str,
                      "an S3 server in the cluster; never the tenant's pods"),
         *(network.Flow(everyone, peer, (), "an S3 service on the internet")
           for peer in network.PUBLIC_INTERNET),
-        *(network.Flow(everyone, network.address(ip), (("TCP", port),),
+        *(network.Flow(everyone, network.address(ip), network.tcp(port),
                        "the storage endpoint's addresses")
           for ip, port in storage_addresses),
     ]

@@ -155,7 +155,7 @@ def other_namespaces(*excluded: str) -> Peer:
     )
 
 
-def _tcp(*ports: int) -> tuple[tuple[str, int], ...]:
+def tcp(*ports: int) -> tuple[tuple[str, int], ...]:
     return tuple(("TCP", p) for p in ports)
 
 
@@ -196,50 +196,50 @@ def flows(t: EffectiveTenant) -> list[Flow]:
     """Every connection the tenant's stack makes, and nothing else."""
     kong = component(t, "kong")
     apps = [(app, app_peer(t, app.name)) for app in t.apps]
-    result = [Flow(ANYWHERE, kong, _tcp(KONG_PROXY_PORT, KONG_PROXY_TLS_PORT),
+    result = [Flow(ANYWHERE, kong, tcp(KONG_PROXY_PORT, KONG_PROXY_TLS_PORT),
                    "outside traffic enters through Kong only")]
-    result += [Flow(kong, peer, _tcp(app.port), "Kong routes to the app")
+    result += [Flow(kong, peer, tcp(app.port), "Kong routes to the app")
                for app, peer in apps]
     if _issues_certificates(t):
-        result.append(Flow(ANYWHERE, ACME_SOLVER, _tcp(ACME_SOLVER_PORT),
+        result.append(Flow(ANYWHERE, ACME_SOLVER, tcp(ACME_SOLVER_PORT),
                            "cert-manager's HTTP-01 challenge, through the ingress controller"))
 
     backends: list[tuple[Peer, tuple[tuple[str, int], ...]]] = []
     if t.postgres.enabled:
         postgres = component(t, "postgres")
-        backends.append((postgres, _tcp(POSTGRES_PORT)))
-        result.append(Flow(BACKUP_RUNNERS, postgres, _tcp(POSTGRES_PORT),
+        backends.append((postgres, tcp(POSTGRES_PORT)))
+        result.append(Flow(BACKUP_RUNNERS, postgres, tcp(POSTGRES_PORT),
                            "backup runners of this namespace dump the database"))
         if t.postgres.read_replicas > 0:
             replica = component(t, "postgres-replica")
-            result.append(Flow(replica, postgres, _tcp(POSTGRES_PORT),
+            result.append(Flow(replica, postgres, tcp(POSTGRES_PORT),
                                "replicas stream WAL and are cloned from the primary"))
-            backends.append((replica, _tcp(POSTGRES_PORT)))
+            backends.append((replica, tcp(POSTGRES_PORT)))
         if t.postgres.pooler.enabled:
             pooler = component(t, "pooler")
-            result.append(Flow(pooler, postgres, _tcp(POSTGRES_PORT),
+            result.append(Flow(pooler, postgres, tcp(POSTGRES_PORT),
                                "PgBouncer's server connections"))
-            backends.append((pooler, _tcp(POOLER_PORT)))
+            backends.append((pooler, tcp(POOLER_PORT)))
     if t.redis.enabled:
-        backends.append((component(t, "redis"), _tcp(REDIS_PORT)))
+        backends.append((component(t, "redis"), tcp(REDIS_PORT)))
     if t.kafka.enabled:
         kafka = component(t, "kafka")
-        backends.append((kafka, _tcp(KAFKA_PORT)))
-        result.append(Flow(kafka, kafka, _tcp(KAFKA_PORT, KAFKA_CONTROLLER_PORT),
+        backends.append((kafka, tcp(KAFKA_PORT)))
+        result.append(Flow(kafka, kafka, tcp(KAFKA_PORT, KAFKA_CONTROLLER_PORT),
                            "Kafka replication and its KRaft controller quorum"))
     if t.consul.enabled:
         consul = component(t, "consul")
-        backends.append((consul, _tcp(CONSUL_HTTP_PORT)))
-        result.append(Flow(kong, consul, _tcp(CONSUL_HTTP_PORT),
+        backends.append((consul, tcp(CONSUL_HTTP_PORT)))
+        result.append(Flow(kong, consul, tcp(CONSUL_HTTP_PORT),
                            "Kong resolves services in Consul's catalog"))
-        gossip = (*_tcp(CONSUL_SERVER_PORT, CONSUL_SERF_LAN_PORT), ("UDP", CONSUL_SERF_LAN_PORT))
+        gossip = (*tcp(CONSUL_SERVER_PORT, CONSUL_SERF_LAN_PORT), ("UDP", CONSUL_SERF_LAN_PORT))
         result.append(Flow(consul, consul, gossip, "Consul's Raft and gossip"))
-        result += [Flow(consul, peer, _tcp(app.port), "Consul's health check of the app")
+        result += [Flow(consul, peer, tcp(app.port), "Consul's health check of the app")
                    for app, peer in apps]
     result += [Flow(peer, backend, ports, "the app uses the stack")
                for _, peer in apps for backend, ports in backends]
     result += [flow for app, peer in apps for flow in _app_egress(app, peer)]
-    result += [Flow(SCRAPERS, component(t, target.component), _tcp(target.port),
+    result += [Flow(SCRAPERS, component(t, target.component), tcp(target.port),
                     "Prometheus scrapes the exporter")
                for target in exporters.scrape_targets(t)]
     return result

@@ -95,6 +95,9 @@ def _stateful_set(t: EffectiveTenant) -> Manifest:
         # A single instance nobody addresses by pod name: the client Service
         # governs the set instead of an extra headless one.
         service_name=NAME,
-        template=pod_template(labels(t, COMPONENT), spec),
+        # Isolation closes the sessions already open by replacing the pod (Redis
+        # has no notion of "network clients only"; its data is on the volume):
+        # NetworkPolicy alone leaves established connections up on some dataplanes.
+        template=pod_template(labels(t, COMPONENT), spec, isolated=t.isolate),
         claims=[volume_claim_template("data", t.redis.storage)],
     )

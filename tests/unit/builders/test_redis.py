@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 from stackforge_operator.builders import redis
 from stackforge_operator.builders import secrets_names as sn
-from stackforge_operator.builders.common import REDIS_PORT
+from stackforge_operator.builders.common import ISOLATED_ANNOTATION, REDIS_PORT
 from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
 
 
@@ -36,3 +38,22 @@ def test_statefulset_volume_and_service() -> None:
 def test_suspend() -> None:
     sts = find(redis.build(tenant({"suspend": True})), "StatefulSet", "redis")
     assert sts["spec"]["replicas"] == 0
+
+
+def test_isolation_replaces_the_pod_once_and_nothing_else_changes() -> None:
+    def template(**changes: Any) -> dict[str, Any]:
+        sts = find(redis.build(tenant({"components": {"redis": {"enabled": True}},
+                                       **changes})), "StatefulSet", "redis")
+        found: dict[str, Any] = sts["spec"]["template"]
+        return found
+
+    isolated, normal = template(isolate=True), template()
+    assert isolated["metadata"]["annotations"] == {ISOLATED_ANNOTATION: "true"}
+    assert "annotations" not in normal["metadata"]
+    assert isolated["spec"] == normal["spec"]
+
+
+def test_exporter_names_its_command_where_upstream_and_the_project_image_have_it() -> None:
+    sts = find(redis.build(tenant({"components": {"redis": {"enabled": True}}})),
+               "StatefulSet", "redis")
+    assert container(sts, "redis-exporter")["command"] == ["/redis_exporter"]
