@@ -120,6 +120,36 @@ def test_on_demand_backup_end_to_end(
     assert not [v for v in secret_values if any(v in a for a in ran.argv)]
 
 
+def test_the_schedule_itself_starts_a_backup_that_passes_the_tenants_policies(
+        real_cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server) -> None:
+    """No request: the CronJob controller starts the run at the next minute, and the
+    runner gets through the tenant's default-deny to PostgreSQL and S3 by the
+    policy's own egress (the enforcer is kube-router on the node)."""
+    cluster, ns = real_cluster, tenant.namespace
+    policies = client.NetworkingV1Api(cluster.api).list_namespaced_network_policy(ns).items
+    assert "default-deny" in {p.metadata.name for p in policies}
+    bucket = pod_s3.create_bucket()
+    runs.apply(cluster, policy_manifest("every-minute", tenant, pod_s3.endpoint, bucket=bucket,
+                                        schedule="* * * * *"))
+
+    def scheduled_run() -> dict[str, Any] | None:
+        policy = get_policy(cluster, ns, "every-minute")
+        last = (policy.get("status") or {}).get("lastSuccessfulRun") or {}
+        return policy if last.get("id") else None
+
+    policy = eventually(scheduled_run, timeout=240, interval=2)
+    run_id = policy["status"]["lastSuccessfulRun"]["id"]
+    jobs = client.BatchV1Api(cluster.api).list_namespaced_job(ns).items
+    started_by = {j.metadata.name: [o.kind for o in j.metadata.owner_references or []]
+                  for j in jobs if j.metadata.name.startswith("every-minute")}
+    assert any(kinds == ["CronJob"] for kinds in started_by.values()), started_by
+    manifest = _manifest(pod_s3, bucket, tenant.name, run_id)
+    assert {a["name"] for a in manifest["artifacts"]} == {"postgres", "configuration"}
+    # Stop it: the next minutes must not keep running backups beside the other tests.
+    runs.apply(cluster, policy_manifest("every-minute", tenant, pod_s3.endpoint, bucket=bucket,
+                                        schedule="* * * * *", suspend=True))
+
+
 def _object_sha256s(s3: S3Server, bucket: str, tenant: Tenant) -> dict[str, str]:
     client_ = s3.client()
     objects = client_.list_objects_v2(Bucket=bucket, Prefix=f"backups/{tenant.name}/")
