@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from stackforge_operator.builders.backup import POLICY_LABEL, cron_job_name
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import runs, stack
 from tests.realnode.runs import Tenant, condition_of, get_policy, policy_manifest, run_backup
@@ -139,10 +140,12 @@ def test_the_schedule_itself_starts_a_backup_that_passes_the_tenants_policies(
 
     policy = eventually(scheduled_run, timeout=240, interval=2)
     run_id = policy["status"]["lastSuccessfulRun"]["id"]
-    jobs = client.BatchV1Api(cluster.api).list_namespaced_job(ns).items
-    started_by = {j.metadata.name: [o.kind for o in j.metadata.owner_references or []]
-                  for j in jobs if j.metadata.name.startswith("every-minute")}
-    assert any(kinds == ["CronJob"] for kinds in started_by.values()), started_by
+    jobs = client.BatchV1Api(cluster.api).list_namespaced_job(
+        ns, label_selector=f"{POLICY_LABEL}=every-minute").items
+    started_by = {j.metadata.name: [o.name for o in j.metadata.owner_references or []]
+                  for j in jobs}
+    assert any(owners == [cron_job_name("every-minute")] for owners in started_by.values()), \
+        started_by
     manifest = _manifest(pod_s3, bucket, tenant.name, run_id)
     assert {a["name"] for a in manifest["artifacts"]} == {"postgres", "configuration"}
     # Stop it: the next minutes must not keep running backups beside the other tests.
