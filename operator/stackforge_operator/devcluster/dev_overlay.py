@@ -2,7 +2,8 @@
 
 The examples describe a production tenant: Redis, Kafka, Kong, Consul and two
 apps beside PostgreSQL, AWS S3 and a Grafana. On the local real node only the
-project's own images exist (PostgreSQL, the operator), and the S3 server is a
+project's own images exist (PostgreSQL, PgBouncer, Redis, the operator, and a
+small test app standing in for the customer's apps), and the S3 server is a
 local one. This module changes exactly what cannot run here and says why, one
 note per change, so ``dev`` can print them; the files themselves stay the
 production example.
@@ -14,9 +15,12 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-# What the node has an image for: the project's PostgreSQL image.
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
+
+# What the node has images for: the project's PostgreSQL and Redis images.
 POSTGRES_MAJOR_ON_NODE = 15
-COMPONENTS_WITHOUT_IMAGE = ("redis", "kafka", "consul")
+REDIS_VERSION_ON_NODE = "7.0"
+COMPONENTS_WITHOUT_IMAGE = ("kafka", "consul")
 DEV_ONLY_LABEL = "stackforge.io/dev-only"
 S3_CA_SECRET = "stackforge-dev-s3-ca"  # noqa: S105 - a Secret's name
 
@@ -58,18 +62,24 @@ def _tenant(spec: dict[str, Any]) -> list[str]:
     if kong.get("replicas") != 0:
         kong["replicas"] = 0
         notes.append("kong at 0 replicas (no Kong image on this node)")
-    if components.get("apps"):
-        names = ", ".join(a["name"] for a in components["apps"])
-        components["apps"] = []
-        notes.append(f"apps {names} left out (their images are the customer's)")
+    redis = components.get("redis", {})
+    if redis.get("enabled") and redis.get("version") != REDIS_VERSION_ON_NODE:
+        notes.append(f"Redis {redis.get('version')} -> {REDIS_VERSION_ON_NODE} "
+                     "(the version the project's image ships)")
+        redis["version"] = REDIS_VERSION_ON_NODE
+    for app in components.get("apps", []):
+        app["image"] = TESTAPP_IMAGE
+        app.setdefault("env", {})["PORT"] = str(app["port"])
+        app.pop("resources", None)
+        app.pop("autoscaling", None)
+        app["replicas"] = 1
+        notes.append(f"app {app['name']}: the test app image, one replica "
+                     "(its image is the customer's; one 2-core node)")
     postgres = components.setdefault("postgres", {})
     if postgres.get("version") != POSTGRES_MAJOR_ON_NODE:
         notes.append(f"PostgreSQL {postgres.get('version')} -> {POSTGRES_MAJOR_ON_NODE} "
                      "(the major the project's image ships)")
         postgres["version"] = POSTGRES_MAJOR_ON_NODE
-    if postgres.get("pooler", {}).get("enabled"):
-        postgres["pooler"]["enabled"] = False
-        notes.append("pooler off (no PgBouncer image on this node yet)")
     if postgres.get("readReplicas"):
         postgres["readReplicas"] = 0
         notes.append("no read replica (one 2-core node)")

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from stackforge_operator.devcluster import dev_overlay
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.drill import DRDrillSpec
 from stackforge_operator.models.tenant import StackForgeTenantSpec
@@ -30,15 +31,23 @@ def test_only_what_has_an_image_here_runs_and_every_change_is_said() -> None:
     adjusted, notes = dev_overlay.adjust(original, S3)
     tenant = _kind(adjusted, "StackForgeTenant")["spec"]["components"]
     assert tenant["postgres"]["version"] == dev_overlay.POSTGRES_MAJOR_ON_NODE
-    assert not tenant["postgres"]["pooler"]["enabled"]
-    assert all(not tenant[c]["enabled"] for c in ("redis", "kafka", "consul"))
-    assert tenant["kong"]["replicas"] == 0 and tenant["apps"] == []
+    assert tenant["postgres"]["pooler"]["enabled"]  # the project's PgBouncer image
+    assert tenant["redis"]["enabled"]
+    assert tenant["redis"]["version"] == dev_overlay.REDIS_VERSION_ON_NODE
+    assert all(not tenant[c]["enabled"] for c in ("kafka", "consul"))
+    assert tenant["kong"]["replicas"] == 0
+    apps = {a["name"]: a for a in tenant["apps"]}
+    assert set(apps) == {"api", "web"}
+    for app in apps.values():
+        assert app["image"] == TESTAPP_IMAGE and app["replicas"] == 1
+        assert app["env"]["PORT"] == str(app["port"]) and "autoscaling" not in app
     assert "notifications" not in _kind(adjusted, "StackForgeTenant")["spec"]
-    for component in ("redis", "kafka", "consul", "kong", "apps", "pooler", "PostgreSQL",
+    for component in ("Redis", "kafka", "consul", "kong", "app api", "app web", "PostgreSQL",
                       "notifications"):
         assert any(component in note for note in notes), component
     # The files themselves are untouched.
-    assert _kind(original, "StackForgeTenant")["spec"]["components"]["redis"]["enabled"]
+    original_apps = _kind(original, "StackForgeTenant")["spec"]["components"]["apps"]
+    assert original_apps[0]["image"] != TESTAPP_IMAGE
 
 
 def test_backups_go_to_the_local_server_and_the_drill_runs_at_once() -> None:
