@@ -76,13 +76,20 @@ def test_backup_and_drill_run_as_pods_on_the_node(
     assert runs.condition_of(done, "LastBackupSucceeded")["status"] == "True"
 
     # The Job's pod ran, in the operator's image, on the real node, and exited 0.
+    # The operator reads the run's result from S3, which can be there before the
+    # kubelet has reported the container terminated: wait for the pod's own word.
     core = client.CoreV1Api(real_cluster.api)
-    runner = next(p for p in core.list_namespaced_pod(
-        ns, label_selector="stackforge.io/runner=backup").items)
+
+    def runner_terminated() -> Any:
+        runner = next(p for p in core.list_namespaced_pod(
+            ns, label_selector="stackforge.io/runner=backup").items)
+        statuses = runner.status.container_statuses or []
+        return runner if statuses and statuses[0].state.terminated is not None else None
+
+    runner = tenants.eventually(runner_terminated, timeout=60, interval=0.5)
     assert runner.spec.node_name == NODE_NAME
     assert runner.spec.containers[0].image == OPERATOR_IMAGE
-    terminated = runner.status.container_statuses[0].state.terminated
-    assert terminated is not None and terminated.exit_code == 0
+    assert runner.status.container_statuses[0].state.terminated.exit_code == 0
     run_id = done["status"]["lastSuccessfulRun"]["id"]
     keys = [o["Key"] for o in pod_s3.client().list_objects_v2(
         Bucket=bucket, Prefix=f"backups/{seeded_tenant}/{run_id}/").get("Contents", [])]
