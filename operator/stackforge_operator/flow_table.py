@@ -95,6 +95,12 @@ def _table(title: str, flows: Iterable[network.Flow]) -> list[str]:
     return [*lines, ""]
 
 
+def tenant_namespace_flows(t: EffectiveTenant, policy_name: str,
+                           policy: BackupPolicySpec) -> list[network.Flow]:
+    """Every flow of the tenant's namespace: the first three tables, in order."""
+    return [flow for _, flows in sections(t, policy_name, policy)[:3] for flow in flows]
+
+
 def sections(t: EffectiveTenant, policy_name: str,
              policy: BackupPolicySpec) -> list[tuple[str, list[network.Flow]]]:
     """The flows of each place, in the order the document lists them."""

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from stackforge_operator import flow_table
 from stackforge_operator.builders import backup_network, network
 from stackforge_operator.builders.common import OPERATOR_NAMESPACE, RUNNER_LABEL
 from stackforge_operator.models.backup import BackupPolicySpec
@@ -122,8 +123,7 @@ class Lab:
         return backup_network.runner_egress(POLICY, self.tenant_ns, BACKUP_POLICY, t)
 
     def all_flows(self, t: EffectiveTenant) -> list[network.Flow]:
-        return [*network.operator_flows(), network.dns_flow(), *network.flows(t),
-                *backup_network.runner_flows(POLICY, BACKUP_POLICY, t)]
+        return flow_table.tenant_namespace_flows(t, POLICY, BACKUP_POLICY)
 
     def plan_stand_ins(self, flows: list[network.Flow]) -> None:
         for flow in flows:

@@ -98,13 +98,12 @@ def sandbox_flows(sandbox: str, tenant_namespace: str,
 
 def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str,
                    storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
-    ((_, rules),) = network.rules_by_pod(
-        sandbox_flows(sandbox, tenant_namespace, storage_addresses)).items()
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta("sandbox-isolation", sandbox, drill, drill_namespace),
-        "spec": network.policy_spec(network.EVERY_POD, rules),
+        "spec": network.single_policy_spec(
+            sandbox_flows(sandbox, tenant_namespace, storage_addresses)),
     }
 
 

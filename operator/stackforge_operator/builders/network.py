@@ -304,9 +304,14 @@ def policy_spec(peer: Peer, rules: dict[str, list[dict[str, Any]]]) -> dict[str,
     return spec
 
 
-def _one_policy(t: EffectiveTenant, name: str, flow_list: list[Flow]) -> Manifest:
+def single_policy_spec(flow_list: list[Flow]) -> dict[str, Any]:
+    """The spec of one policy for flows that all concern the same pods."""
     ((peer, rules),) = rules_by_pod(flow_list).items()
-    return _policy(t, name, policy_spec(peer, rules))
+    return policy_spec(peer, rules)
+
+
+def _one_policy(t: EffectiveTenant, name: str, flow_list: list[Flow]) -> Manifest:
+    return _policy(t, name, single_policy_spec(flow_list))
 
 
 def build(t: EffectiveTenant) -> list[Manifest]:
