@@ -117,6 +117,11 @@ def operator_version(root: Path) -> str:
         return str(tomllib.load(data)["project"]["version"])
 
 
+# The Kafka release images/kafka/pom.xml resolves; the image's tag, which a
+# tenant's kafka.version names.
+KAFKA_VERSION: Final = "4.1.1"
+
+
 def default_specs(root: Path | None = None) -> tuple[ImageSpec, ...]:
     root = root or repository_root()
     images = root / "images"
@@ -129,6 +134,8 @@ def default_specs(root: Path | None = None) -> tuple[ImageSpec, ...]:
                   images / "pgbouncer"),
         ImageSpec("stackforge/redis", "7.0", images / "redis" / "Containerfile",
                   images / "redis"),
+        ImageSpec("stackforge/kafka", KAFKA_VERSION, images / "kafka" / "Containerfile",
+                  images / "kafka"),
         ImageSpec("stackforge/stackforge-operator", operator_version(root),
                   images / "operator" / "Containerfile", root),
     )  # fmt: skip
@@ -141,6 +148,9 @@ PROJECT_CATALOG: Final = {
     "redis": "stackforge/redis:{version}",
     # The Redis image carries the exporter (images/redis/Containerfile).
     "redis-exporter": "stackforge/redis:7.0",
+    "kafka": "stackforge/kafka:{version}",
+    # So does the Kafka image (its own exporter, images/kafka/exporter).
+    "kafka-exporter": f"stackforge/kafka:{KAFKA_VERSION}",
 }
 
 

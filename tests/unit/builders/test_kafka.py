@@ -67,3 +67,13 @@ def test_suspend_leaves_the_template_alone() -> None:
     suspended = find(kafka.build(tenant(brokers(3, suspend=True))), "StatefulSet", "kafka")
     assert suspended["spec"]["replicas"] == 0
     assert suspended["spec"]["template"] == running["spec"]["template"]
+
+
+def test_the_exporter_sidecar_names_its_program_and_has_room_for_a_jvm() -> None:
+    sts = find(kafka.build(tenant(brokers(3))), "StatefulSet", "kafka")
+    exporter = container(sts, "kafka-exporter")
+    # The community image's entrypoint path, where the project's image has its own.
+    assert exporter["command"] == ["/bin/kafka_exporter"]
+    assert exporter["args"] == [f"--kafka.server=localhost:{KAFKA_PORT}",
+                                "--web.listen-address=:9308"]
+    assert exporter["resources"]["limits"]["memory"] == "256Mi"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -12,7 +13,7 @@ from stackforge_operator.devcluster.image_context import (
     copy_sources,
     inputs_digest,
 )
-from stackforge_operator.devcluster.images import default_specs, repository_root
+from stackforge_operator.devcluster.images import PROJECT_CATALOG, default_specs, repository_root
 
 CONTAINERFILE = """\
 FROM base AS builder
@@ -109,7 +110,7 @@ def test_digest_follows_copied_files_only(tmp_path: Path) -> None:
 
 def test_the_real_images_inputs(tmp_path: Path) -> None:
     """The operator image hashes the package sources, never caches or the virtualenv."""
-    postgres, pgbouncer, redis, operator = default_specs()
+    postgres, pgbouncer, redis, kafka, operator = default_specs()
     assert redis.reference == "stackforge/redis:7.0"
     assert postgres.reference == "stackforge/postgres:15"
     assert operator.reference.startswith("stackforge/stackforge-operator:")
@@ -136,3 +137,18 @@ def test_the_real_images_inputs(tmp_path: Path) -> None:
                                  copy_sources(pgbouncer.containerfile.read_text()),
                                  IgnoreRules.for_context(pgbouncer.context))  # fmt: skip
     assert [f.name for f in pooler_files] == ["stackforge-pgbouncer-userlist.sh"]
+    kafka_files = context_files(kafka.context, copy_sources(kafka.containerfile.read_text()),
+                                IgnoreRules.for_context(kafka.context))
+    # The class path's pom and the exporter's source are inputs: a new Kafka
+    # release or exporter change rebuilds the image.
+    assert sorted(f.relative_to(kafka.context).as_posix() for f in kafka_files) == [
+        "exporter/KafkaExporter.java", "kafka-tools.sh", "kafka_exporter.sh",
+        "log4j2.properties", "pom.xml", "stackforge-kafka-start.sh"]
+
+
+def test_the_kafka_image_tag_is_the_release_its_pom_resolves() -> None:
+    kafka = next(spec for spec in default_specs() if spec.name == "stackforge/kafka")
+    pom = ElementTree.parse(kafka.context / "pom.xml").getroot()  # noqa: S314 - our own file
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    assert pom.findtext("m:properties/m:kafka.version", namespaces=namespace) == kafka.tag
+    assert PROJECT_CATALOG["kafka-exporter"] == f"stackforge/kafka:{kafka.tag}"
