@@ -472,6 +472,13 @@ UPDATE_CASES: list[UpdateCase] = [
         "kafka.storage cannot shrink",
     ),
     _update(
+        T,
+        "kafka-replicas-change",
+        {"spec.components.kafka.replicas": 3},
+        {"spec.components.kafka.replicas": 5},
+        "kafka.replicas cannot change on an existing tenant",
+    ),
+    _update(
         BP, "tenant-ref-changed", {}, {"spec.tenantRef.name": "globex"}, "tenantRef is immutable"
     ),
     _update(
@@ -484,6 +491,10 @@ ACCEPTED_UPDATES: list[UpdateCase] = [
     _update(T, "postgres-same-major", {}, {"spec.components.postgres.version": 16}, ""),
     _update(T, "postgres-storage-grow", {}, {"spec.components.postgres.storage": "80Gi"}, ""),
     _update(T, "tier-change", {}, {"spec.tier": "Enterprise"}, ""),
+    # Dropping the field is let through: the operator refuses the tier's count if it
+    # differs from the running cluster's (reconcile/tenant.py).
+    _update(T, "kafka-replicas-dropped", {"spec.components.kafka.replicas": 3},
+            {"spec.components.kafka.replicas": DELETE}, ""),
     _update(T, "isolate", {}, {"spec.isolate": True}, ""),
     _update(BP, "schedule-change", {}, {"spec.schedule": "30 1 * * *"}, ""),
     _update(DR, "objectives-change", {}, {"spec.objectives.rtoSeconds": 1800}, ""),

@@ -84,7 +84,7 @@ def test_dev_shows_the_example_tenant_ready_on_running_pods_a_backup_and_a_drill
         assert f"[{step}/8]" in out
     assert "node Ready" in out
     # Every change to examples/ is said.
-    assert "StackForgeTenant acme: kafka off" in out
+    assert "StackForgeTenant acme: consul off" in out
     assert "tenant tenant-acme/acme Ready on running pods" in out
     assert "real-node-0" in out  # `kubectl get pods -o wide` of the tenant
     assert "backup Succeeded" in out

@@ -45,6 +45,8 @@ KAFKA_UID = 1000
 DATA_DIR = "/var/lib/kafka/data"
 # A subdirectory: Kafka refuses a log dir holding lost+found.
 LOG_DIR = f"{DATA_DIR}/logs"
+# The static KRaft voter list (reconcile/immutable.py refuses to change it).
+VOTERS_VARIABLE = "KAFKA_CONTROLLER_QUORUM_VOTERS"
 
 
 def image(t: EffectiveTenant) -> str:
@@ -115,7 +117,7 @@ def _env(t: EffectiveTenant) -> list[dict[str, Any]]:
         env("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"),
         env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
         env("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT"),
-        env("KAFKA_CONTROLLER_QUORUM_VOTERS", quorum_voters(t)),
+        env(VOTERS_VARIABLE, quorum_voters(t)),
         env("KAFKA_LOG_DIRS", LOG_DIR),
         # Replication factors cannot exceed the broker count; min ISR of 2
         # keeps acks=all writes safe once there are three brokers.

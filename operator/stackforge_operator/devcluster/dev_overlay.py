@@ -2,8 +2,8 @@
 
 The examples describe a production tenant: Redis, Kafka, Kong, Consul and two
 apps beside PostgreSQL, AWS S3 and a Grafana. On the local real node only the
-project's own images exist (PostgreSQL, PgBouncer, Redis, the operator, and a
-small test app standing in for the customer's apps), and the S3 server is a
+project's own images exist (PostgreSQL, PgBouncer, Redis, Kafka, the operator,
+and a small test app standing in for the customer's apps), and the S3 server is a
 local one. This module changes exactly what cannot run here and says why, one
 note per change, so ``dev`` can print them; the files themselves stay the
 production example.
@@ -15,12 +15,17 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from stackforge_operator.devcluster.images import KAFKA_VERSION
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 
-# What the node has images for: the project's PostgreSQL and Redis images.
+# What the node has images for: the project's PostgreSQL, Redis and Kafka images.
 POSTGRES_MAJOR_ON_NODE = 15
 REDIS_VERSION_ON_NODE = "7.0"
-COMPONENTS_WITHOUT_IMAGE = ("kafka", "consul")
+KAFKA_VERSION_ON_NODE = KAFKA_VERSION
+# A JVM broker in little memory (half of the limit is its heap): one 2-core node.
+KAFKA_RESOURCES_ON_NODE = {"requests": {"cpu": "50m", "memory": "512Mi"},
+                           "limits": {"cpu": "1", "memory": "768Mi"}}
+COMPONENTS_WITHOUT_IMAGE = ("consul",)
 DEV_ONLY_LABEL = "stackforge.io/dev-only"
 S3_CA_SECRET = "stackforge-dev-s3-ca"  # noqa: S105 - a Secret's name
 
@@ -58,6 +63,15 @@ def _tenant(spec: dict[str, Any]) -> list[str]:
         if components.get(name, {}).get("enabled"):
             components[name]["enabled"] = False
             notes.append(f"{name} off (no {name} image on this node yet)")
+    kafka = components.get("kafka", {})
+    if kafka.get("enabled"):
+        if kafka.get("version") != KAFKA_VERSION_ON_NODE:
+            notes.append(f"Kafka {kafka.get('version')} -> {KAFKA_VERSION_ON_NODE} "
+                         "(the version the project's image ships)")
+            kafka["version"] = KAFKA_VERSION_ON_NODE
+        kafka["resources"] = KAFKA_RESOURCES_ON_NODE
+        kafka["storage"] = "1Gi"
+        notes.append("Kafka: 768Mi and 1Gi of storage per node (one 2-core node)")
     kong = components.setdefault("kong", {})
     if kong.get("replicas") != 0:
         kong["replicas"] = 0

@@ -179,11 +179,34 @@ class RedisSpec(SpecModel):
 class KafkaSpec(SpecModel):
     """Kafka message broker (KRaft mode)."""
 
-    cel_rules = (_storage_may_not_shrink("kafka"),)
+    cel_rules = (
+        # Every node is a KRaft controller and the voter set is static: each
+        # node's log directory records it. A new count would start nodes that
+        # disagree with the existing ones about who votes (no quorum, or two).
+        # So the count is fixed once given; the operator refuses a change that
+        # arrives without this field (a tier's default) the same way.
+        Rule(
+            cel=("!has(oldSelf.replicas) || !has(self.replicas) "
+                 "|| self.replicas == oldSelf.replicas"),
+            message=(
+                "kafka.replicas cannot change on an existing tenant: every Kafka node is a "
+                "KRaft controller and the voter set is fixed when the cluster is formed; "
+                "for another broker count, create a new tenant and move the topics"
+            ),
+            field_path=".replicas",
+            check_update=lambda old, new: (
+                old.replicas is None or new.replicas is None or new.replicas == old.replicas
+            ),
+        ),
+        _storage_may_not_shrink("kafka"),
+    )
 
     enabled: StrictBool | None = Field(None, description="Run Kafka. Default: the tier's.")
     version: Version = Field("3.7.0", description="Kafka version, e.g. 3.7.0.")
-    replicas: StrictInt | None = Field(None, ge=1, le=9, description="Number of brokers.")
+    replicas: StrictInt | None = Field(
+        None, ge=1, le=9,
+        description="Number of nodes (each broker and controller); fixed once the cluster runs.",
+    )
     storage: StorageSize | None = Field(None, description="Log volume size per broker.")
     resources: ResourceRequirements | None = Field(None, description="Broker pod resources.")
 

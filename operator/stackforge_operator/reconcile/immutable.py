@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stackforge_operator.builders import kafka
 from stackforge_operator.models.common import parse_quantity
 
 
@@ -68,3 +69,32 @@ def claim_resizes(
             if parse_quantity(want) > parse_quantity(have):
                 resizes.append(ClaimResize(claim_name, want))
     return resizes
+
+
+def _env_value(statefulset: Mapping[str, Any], container: str, variable: str) -> str | None:
+    for candidate in statefulset["spec"]["template"]["spec"].get("containers", []):
+        if candidate.get("name") == container:
+            for entry in candidate.get("env") or []:
+                if entry.get("name") == variable:
+                    value = entry.get("value")
+                    return str(value) if value is not None else None
+    return None
+
+
+def kafka_voters_change(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """Why the desired Kafka StatefulSet may not replace the live one, or None.
+
+    Its nodes' KRaft voter set is written into their log directories when the
+    cluster forms; nodes started with another set would not agree on a quorum.
+    The API server refuses a changed ``kafka.replicas`` (models/tenant.py); a
+    count that changes without it (a tier's default) is refused here.
+    """
+    wanted = _env_value(desired, kafka.NAME, kafka.VOTERS_VARIABLE)
+    running = _env_value(live, kafka.NAME, kafka.VOTERS_VARIABLE)
+    if running is None or wanted == running:
+        return None
+    return (f"Kafka runs with {len(running.split(','))} nodes and would need "
+            f"{len((wanted or '').split(','))}: the KRaft voter set is fixed when the "
+            f"cluster forms, so the change is not applied; set spec.components.kafka.replicas "
+            f"to {len(running.split(','))} to keep this cluster, or create a new tenant for "
+            f"another count")

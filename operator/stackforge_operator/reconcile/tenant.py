@@ -18,7 +18,7 @@ import kopf
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, pod_health, status
-from stackforge_operator.builders import credentials, ingress, monitoring, postgres, stack
+from stackforge_operator.builders import credentials, ingress, kafka, monitoring, postgres, stack
 from stackforge_operator.builders import secrets_names as names
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cost import estimate
@@ -174,6 +174,12 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     for manifest in desired:
         key = (manifest["kind"], manifest["metadata"]["name"])
         current = live.get(key) or None
+        if key == ("StatefulSet", kafka.NAME) and current is not None:
+            refused = immutable.kafka_voters_change(manifest, current)
+            if refused is not None:
+                # The running cluster stays as it is; the tenant says why.
+                problems.append(status.Problem("KafkaVotersFixed", refused))
+                continue
         if key[0] == "StatefulSet" and current is not None:
             problems += _grow_volumes(t, manifest, current, applied)
             manifest = immutable.keep_live_claim_templates(manifest, current)

@@ -34,7 +34,9 @@ def test_only_what_has_an_image_here_runs_and_every_change_is_said() -> None:
     assert tenant["postgres"]["pooler"]["enabled"]  # the project's PgBouncer image
     assert tenant["redis"]["enabled"]
     assert tenant["redis"]["version"] == dev_overlay.REDIS_VERSION_ON_NODE
-    assert all(not tenant[c]["enabled"] for c in ("kafka", "consul"))
+    assert not tenant["consul"]["enabled"]
+    assert tenant["kafka"]["enabled"]  # the project's Kafka image
+    assert tenant["kafka"]["version"] == dev_overlay.KAFKA_VERSION_ON_NODE
     assert tenant["kong"]["replicas"] == 0
     apps = {a["name"]: a for a in tenant["apps"]}
     assert set(apps) == {"api", "web"}
@@ -42,7 +44,7 @@ def test_only_what_has_an_image_here_runs_and_every_change_is_said() -> None:
         assert app["image"] == TESTAPP_IMAGE and app["replicas"] == 1
         assert app["env"]["PORT"] == str(app["port"]) and "autoscaling" not in app
     assert "notifications" not in _kind(adjusted, "StackForgeTenant")["spec"]
-    for component in ("Redis", "kafka", "consul", "kong", "app api", "app web", "PostgreSQL",
+    for component in ("Redis", "Kafka", "consul", "kong", "app api", "app web", "PostgreSQL",
                       "notifications"):
         assert any(component in note for note in notes), component
     # The files themselves are untouched.
