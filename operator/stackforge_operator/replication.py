@@ -59,6 +59,12 @@ def parse_lag(metrics_text: str) -> dict[str, Lag]:
     return lags
 
 
+# Exporter URLs whose last read failed: a failure is logged when it starts and
+# when it ends, not at every reconcile in between (an isolated tenant's
+# exporter stays unreachable for as long as the isolation lasts).
+_unreadable: set[str] = set()
+
+
 def read_lag(primary_pod: Mapping[str, Any] | None) -> dict[str, Lag] | None:
     """The lag the primary's exporter serves now; None when it cannot be read."""
     address = ((primary_pod or {}).get("status") or {}).get("podIP")
@@ -69,8 +75,13 @@ def read_lag(primary_pod: Mapping[str, Any] | None) -> dict[str, Lag] | None:
         response = httpx.get(url, timeout=METRICS_TIMEOUT_SECONDS)
         response.raise_for_status()
     except httpx.HTTPError as error:
-        logger.info("replication lag unknown: %s: %s", url, error)
+        if url not in _unreadable:
+            _unreadable.add(url)
+            logger.info("replication lag unknown: %s: %s", url, error)
         return None
+    if url in _unreadable:
+        _unreadable.discard(url)
+        logger.info("replication lag readable again: %s", url)
     return parse_lag(response.text)
 
 

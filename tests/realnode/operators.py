@@ -7,9 +7,8 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
-from stackforge_operator.devcluster.images import PROJECT_CATALOG
+from stackforge_operator.devcluster.images import write_project_catalog
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import operator_identity
@@ -23,8 +22,7 @@ def operator_running(identity: operator_identity.OperatorIdentity,
     resyncs (plus ``extra_env``); its runner Jobs run the project's operator image on
     the node."""
     directory = tmp_path_factory.mktemp("real-operator")
-    catalog = directory / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(PROJECT_CATALOG))
+    catalog = write_project_catalog(directory / "catalog.yaml")
     process = OperatorProcess(
         identity.kubeconfig, directory / "operator.log", extra_args=("--verbose",),
         extra_env={"STACKFORGE_RESYNC_SECONDS": "3", "STACKFORGE_STALLED_RECHECK_SECONDS": "3",

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import http.server
+import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import yaml
 
 from stackforge_operator import replication
@@ -87,3 +91,35 @@ def test_an_exporter_that_does_not_answer_is_no_error() -> None:
     assert replication.read_lag({"status": {}}) is None
     # A closed port on this host: refused at once.
     assert replication.read_lag({"status": {"podIP": "127.0.0.1"}}) is None
+
+
+def test_an_unreadable_exporter_is_logged_once_until_it_answers_again(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replication, "_unreadable", set())
+    body = b'stackforge_replication_lag_bytes{replica="r0",state="streaming"} 0\n'
+
+    class Exporter(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    pod = {"status": {"podIP": "127.0.0.1"}}
+    with caplog.at_level(logging.INFO, logger=replication.logger.name):
+        for _ in range(3):
+            assert replication.read_lag(pod) is None  # nothing listens on the port
+        server = http.server.HTTPServer(("127.0.0.1", exporters.POSTGRES_EXPORTER_PORT),
+                                           Exporter)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            assert replication.read_lag(pod) is not None
+        finally:
+            server.shutdown()
+            server.server_close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("replication lag unknown" in m for m in messages) == 1, messages
+    assert sum("readable again" in m for m in messages) == 1, messages

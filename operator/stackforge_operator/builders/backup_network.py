@@ -54,10 +54,6 @@ def runner_peer(policy: str) -> network.Peer:
                         pod_labels=((RUNNER_LABEL, "backup"), (POLICY_LABEL, policy)))
 
 
-def runner_selector(policy: str) -> dict[str, Any]:
-    return runner_peer(policy).selector()
-
-
 # AWS S3 named by no endpoint: any IPv4 address (a VPC endpoint of S3 may
 # answer at a private one).
 AWS_S3 = network.Peer("aws-s3", outside=(("ipBlock", {"cidr": "0.0.0.0/0"}),))
@@ -141,7 +137,7 @@ def runner_egress(
         "kind": "NetworkPolicy",
         "metadata": child_metadata(runner_egress_name(policy), namespace, policy, t.name),
         "spec": {
-            "podSelector": runner_selector(policy),
+            "podSelector": runner_peer(policy).selector(),
             "policyTypes": ["Egress"],
             "egress": rules,
         },

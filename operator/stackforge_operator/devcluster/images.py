@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+import yaml
+
 from stackforge_operator.devcluster.image_archive import archive_references
 from stackforge_operator.devcluster.image_base import BaseImage, ensure_base_image
 from stackforge_operator.devcluster.image_context import inputs_digest
@@ -152,6 +154,12 @@ PROJECT_CATALOG: Final = {
     # So does the Kafka image (its own exporter, images/kafka/exporter).
     "kafka-exporter": f"stackforge/kafka:{KAFKA_VERSION}",
 }
+
+
+def write_project_catalog(path: Path) -> Path:
+    """PROJECT_CATALOG as the file STACKFORGE_IMAGE_CATALOG names; returns ``path``."""
+    path.write_text(yaml.safe_dump(PROJECT_CATALOG))
+    return path
 
 
 def default_cache_dir() -> Path:

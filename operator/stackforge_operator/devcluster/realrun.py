@@ -125,8 +125,7 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
         clock.done(f"node Ready; export KUBECONFIG={cluster.kubeconfig}")
         clock.step(3, "CRDs, then the operator (stackforge-operator run)")
         install_crds(cluster)
-        catalog = cluster.run_dir / "image-catalog.yaml"
-        catalog.write_text(yaml.safe_dump(images.PROJECT_CATALOG))
+        catalog = images.write_project_catalog(cluster.run_dir / "image-catalog.yaml")
         operator = OperatorProcess(
             cluster.kubeconfig, cluster.run_dir / "operator.log",
             extra_env={"STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,

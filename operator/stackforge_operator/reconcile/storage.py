@@ -12,10 +12,12 @@ import ipaddress
 import os
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -163,13 +165,38 @@ def _maybe_file(data: str | None) -> Iterator[Path | None]:
         yield path
 
 
+# Host names resolved, kept for RESOLVE_TTL_SECONDS: a BackupPolicy reconciles at
+# every resync, and a lookup blocks its handler. A failed lookup keeps the last
+# answer: a resolver's hiccup must not narrow the runners' egress policy (and
+# widen it again a resync later).
+RESOLVE_TTL_SECONDS = 60.0
+_resolved: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
+
+
+def resolve(host: str, port: int, *,
+            lookup: Callable[..., Sequence[tuple[Any, ...]]] = socket.getaddrinfo,
+            clock: Callable[[], float] = time.monotonic) -> list[tuple[str, int]]:
+    """The addresses ``host`` resolves to, cached as said above."""
+    now = clock()
+    cached = _resolved.get((host, port))
+    if cached is not None and now - cached[0] < RESOLVE_TTL_SECONDS:
+        return cached[1]
+    try:
+        found = lookup(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return cached[1] if cached is not None else []
+    addresses = sorted({(str(info[4][0]), port) for info in found})
+    _resolved[(host, port)] = (now, addresses)
+    return addresses
+
+
 def endpoint_addresses(endpoint: str | None) -> list[tuple[str, int]]:
     """The addresses and port a storage endpoint URL is reached at, for a NetworkPolicy.
 
-    An IP literal is taken as it is; a host name is resolved now (by the
-    operator, in the cluster: a drill sandbox lives minutes, and it is made
-    anew at each run). A name that does not resolve gives nothing: the sandbox
-    then reaches public addresses only (builders/drill.py).
+    An IP literal is taken as it is; a host name is resolved by the operator, in
+    the cluster (at most once a minute per name, the last answer kept while a
+    lookup fails). A name that never resolved gives nothing: the pods then reach
+    public addresses only (builders/backup_network.py, builders/drill.py).
     """
     if not endpoint:
         return []
@@ -181,8 +208,4 @@ def endpoint_addresses(endpoint: str | None) -> list[tuple[str, int]]:
         return [(str(ipaddress.ip_address(host)), port)]
     except ValueError:
         pass
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return []
-    return sorted({(str(info[4][0]), port) for info in found})
+    return resolve(host, port)

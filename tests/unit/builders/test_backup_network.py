@@ -66,7 +66,7 @@ def test_shape_name_and_selector() -> None:
 def test_selects_exactly_this_policys_runner_pods() -> None:
     spec = _spec("https://10.1.2.3:9000")
     t = tenant()
-    selector = backup_network.runner_selector("nightly")["matchLabels"]
+    selector = backup_network.runner_peer("nightly").selector()["matchLabels"]
     pod_labels = backup.job_template("nightly", spec, t)["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
     other = backup.job_template("weekly", spec, t)["spec"]["template"]["metadata"]["labels"]

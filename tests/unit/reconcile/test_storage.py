@@ -3,7 +3,9 @@ bundle's private file. (The Secrets and the S3 client: tests/cluster/test_storag
 
 from __future__ import annotations
 
+import socket
 import stat
+from typing import Any
 
 import pytest
 from kubernetes.config import ConfigException
@@ -42,3 +44,32 @@ def test_endpoint_addresses_for_the_drill_sandboxs_policy() -> None:
     # A name is resolved (here by /etc/hosts); one that does not resolve gives nothing.
     assert ("127.0.0.1", 9000) in storage.endpoint_addresses("http://localhost:9000")
     assert storage.endpoint_addresses("https://no-such-host.invalid:9000") == []
+
+
+def test_a_name_is_looked_up_once_a_minute_and_a_failed_lookup_keeps_the_last_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    answers: list[list[str] | None] = [["10.9.0.1"], None, ["10.9.0.2"]]
+
+    def lookup(host: str, port: int, type: int) -> list[tuple[Any, ...]]:
+        calls.append(host)
+        answer = answers.pop(0)
+        if answer is None:
+            raise socket.gaierror("temporary failure in name resolution")
+        return [(socket.AF_INET, type, 6, "", (ip, port)) for ip in answer]
+
+    clock = [1000.0]
+    monkeypatch.setattr(storage, "_resolved", {})
+
+    def resolve() -> list[tuple[str, int]]:
+        return storage.resolve("s3.internal.example", 9000, lookup=lookup,
+                               clock=lambda: clock[0])
+
+    assert resolve() == [("10.9.0.1", 9000)]
+    clock[0] += 30
+    assert resolve() == [("10.9.0.1", 9000)]
+    assert len(calls) == 1  # within the minute: no lookup
+    clock[0] += 31
+    assert resolve() == [("10.9.0.1", 9000)]  # the lookup failed: the last answer
+    assert resolve() == [("10.9.0.2", 9000)]  # answered again
+    assert len(calls) == 3
