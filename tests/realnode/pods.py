@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
 from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from tests.support.clusters import ClusterHandle
 
@@ -161,3 +162,27 @@ def tag_image(cluster: ClusterHandle, source: str, target: str) -> None:
         [str(local.node.tools_dir / "ctr"), f"--address={local.node.runtime_paths.socket}",
          f"--namespace={K8S_NAMESPACE}", "images", "tag", "--force", source, target],
         capture_output=True, text=True, check=True)
+
+
+def scrape_from_a_scraper_and_an_outsider(cluster: ClusterHandle, namespace: str,
+                                          url: str) -> tuple[str, int]:
+    """GET ``url`` from a pod in a namespace labelled as Prometheus's and from one in
+    a namespace without the label (both made for the call, named after
+    ``namespace``, deleted after): the scraper's body, and the outsider's exit
+    status (1: refused or timed out; what the metrics flow must give it)."""
+    scraper_ns, other_ns = f"{namespace}-scr", f"{namespace}-oth"
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=scraper_ns, labels={SCRAPER_NAMESPACE_LABEL: "true"})))
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other_ns)))
+    try:
+        for ns in (scraper_ns, other_ns):
+            apply(cluster, probe_config_map(ns), probe_pod("scraper", ns, {"role": "scraper"}))
+        for ns in (scraper_ns, other_ns):
+            wait_ready(cluster, ns, "scraper")
+        scraped = exec_in(cluster, scraper_ns, "scraper", *PROBE, "get", url).stdout
+        refused = exec_in(cluster, other_ns, "scraper", *PROBE, "get", url, check=False)
+        return scraped, refused.returncode
+    finally:
+        for ns in (scraper_ns, other_ns):
+            core.delete_namespace(ns, propagation_policy="Background")

@@ -18,7 +18,6 @@ from kubernetes import client
 
 from stackforge_operator.builders.exporters import KAFKA_EXPORTER_PORT
 from stackforge_operator.builders.kafka import VOTERS_VARIABLE
-from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
 from stackforge_operator.devcluster.images import KAFKA_VERSION
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
@@ -153,31 +152,14 @@ def test_the_exporter_reports_a_groups_lag_to_a_scraper_namespace_only(
 
     pod_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-1", ns).status.pod_ip
     url = f"http://{pod_ip}:{KAFKA_EXPORTER_PORT}/metrics"
-    scraper_ns, other_ns = f"{ns}-scr", f"{ns}-oth"
-    core = client.CoreV1Api(real_cluster.api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=scraper_ns, labels={SCRAPER_NAMESPACE_LABEL: "true"})))
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other_ns)))
-    try:
-        for namespace in (scraper_ns, other_ns):
-            pods.apply(real_cluster, pods.probe_config_map(namespace),
-                       pods.probe_pod("scraper", namespace, {"role": "scraper"}))
-        for namespace in (scraper_ns, other_ns):
-            pods.wait_ready(real_cluster, namespace, "scraper")
-        scraped = pods.exec_in(real_cluster, scraper_ns, "scraper", *pods.PROBE, "get",
-                               url).stdout
-        samples = dict(line.rsplit(" ", 1) for line in scraped.splitlines()
-                       if line and not line.startswith("#"))
-        assert samples["kafka_brokers"] == str(NODES), scraped
-        assert samples["kafka_exporter_scrape_success"] == "1", scraped
-        lag = 'kafka_consumergroup_lag{consumergroup="billing",partition="0",topic="invoices"}'
-        assert samples[lag] == "6", scraped
-        refused = pods.exec_in(real_cluster, other_ns, "scraper", *pods.PROBE, "get", url,
-                               check=False)
-        assert refused.returncode == 1, refused.stdout[:500]
-    finally:
-        for namespace in (scraper_ns, other_ns):
-            core.delete_namespace(namespace, propagation_policy="Background")
+    scraped, outsider = pods.scrape_from_a_scraper_and_an_outsider(real_cluster, ns, url)
+    samples = dict(line.rsplit(" ", 1) for line in scraped.splitlines()
+                   if line and not line.startswith("#"))
+    assert samples["kafka_brokers"] == str(NODES), scraped
+    assert samples["kafka_exporter_scrape_success"] == "1", scraped
+    lag = 'kafka_consumergroup_lag{consumergroup="billing",partition="0",topic="invoices"}'
+    assert samples[lag] == "6", scraped
+    assert outsider == 1
 
 
 def _ready_reason(cluster: ClusterHandle, tenant: str) -> tuple[str, str]:

@@ -16,7 +16,6 @@ import pytest
 from kubernetes import client
 
 from stackforge_operator.builders.exporters import REDIS_EXPORTER_PORT
-from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
@@ -83,26 +82,10 @@ def test_exporter_answers_a_scraper_namespace_and_no_other(
     redis_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod(
         "redis-0", ns).status.pod_ip
     url = f"http://{redis_ip}:{REDIS_EXPORTER_PORT}/metrics"
-    scraper_ns, other_ns = f"{ns}-scr", f"{ns}-oth"
-    core = client.CoreV1Api(real_cluster.api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=scraper_ns, labels={SCRAPER_NAMESPACE_LABEL: "true"})))
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other_ns)))
-    try:
-        for namespace in (scraper_ns, other_ns):
-            pods.apply(real_cluster, pods.probe_config_map(namespace),
-                       pods.probe_pod("scraper", namespace, {"role": "scraper"}))
-        for namespace in (scraper_ns, other_ns):
-            pods.wait_ready(real_cluster, namespace, "scraper")
-        scraped = pods.exec_in(real_cluster, scraper_ns, "scraper", *pods.PROBE, "get", url)
-        # The exporter logged in with the tenant's password: Redis answers it.
-        assert "redis_up 1" in scraped.stdout
-        refused = pods.exec_in(real_cluster, other_ns, "scraper", *pods.PROBE, "get", url,
-                               check=False)
-        assert refused.returncode == 1, refused.stdout[:500]
-    finally:
-        for namespace in (scraper_ns, other_ns):
-            core.delete_namespace(namespace, propagation_policy="Background")
+    scraped, outsider = pods.scrape_from_a_scraper_and_an_outsider(real_cluster, ns, url)
+    # The exporter logged in with the tenant's password: Redis answers it.
+    assert "redis_up 1" in scraped
+    assert outsider == 1
 
 
 def _reaches(cluster: ClusterHandle, namespace: str, pod: str, target: str) -> bool:
