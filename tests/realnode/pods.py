@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +186,25 @@ def scrape_from_a_scraper_and_an_outsider(cluster: ClusterHandle, namespace: str
     finally:
         for ns in (scraper_ns, other_ns):
             core.delete_namespace(ns, propagation_policy="Background")
+
+
+def held_connection_outcome(cluster: ClusterHandle, namespace: str, pod: str, target: str,
+                            action: Callable[[], None], seconds: int = 150) -> str:
+    """Open a TCP connection from ``pod`` (a probe pod) to ``target`` and hold it,
+    run ``action`` meanwhile, and return what became of the connection: "closed"
+    when the server side closed it within ``seconds``, else the probe's output."""
+    held = subprocess.Popen(
+        [*cluster.kubectl_argv, f"--kubeconfig={cluster.kubeconfig}", "exec", "-n",
+         namespace, pod, "--", *PROBE, "hold", target, str(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert held.stdout is not None
+        first = held.stdout.readline().strip()
+        assert first == "connected", first
+        action()
+        output, _ = held.communicate(timeout=seconds + 20)
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+    return output.strip() if held.returncode == 0 else f"exit {held.returncode}: {output}"

@@ -1,9 +1,10 @@
 """Kafka on the real node, from the project's image through the image catalog: three
 KRaft nodes form one quorum, an app produces and consumes through the bootstrap
 Service, the exporter beside each node reports a consumer group's lag to a scraper
-(and to no other namespace), and a change of the node count is refused, by the API
+(and to no other namespace), a change of the node count is refused, by the API
 server when the field changes and by the operator when a default would change it,
-while the cluster keeps serving."""
+while the cluster keeps serving, and isolating the tenant closes a session already
+open (lifting it, the cluster serves again)."""
 
 from __future__ import annotations
 
@@ -209,6 +210,46 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     real_cluster.kubectl("patch", "stackforgetenant", tenant, "-n", ns, "--type=merge", "-p",
                          json.dumps({"spec": {"components": {"kafka": {"replicas": NODES}}}}))
     tenants.wait_condition(real_cluster, tenant, "Ready", "True", timeout=60)
+
+
+def _reaches(cluster: ClusterHandle, namespace: str, target: str) -> bool:
+    answer = pods.exec_in(cluster, namespace, "holder", *pods.PROBE, "connect", target)
+    reached: bool = json.loads(answer.stdout)[target]
+    return reached
+
+
+def _isolate(cluster: ClusterHandle, tenant: str, isolate: bool) -> None:
+    cluster.kubectl("patch", "stackforgetenant", tenant, "-n", tenants.namespace_of(tenant),
+                    "--type=merge", "-p", json.dumps({"spec": {"isolate": isolate}}))
+
+
+def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    ns = tenants.namespace_of(tenant)
+    app_labels = {"stackforge.io/app": "api", "app.kubernetes.io/component": "app",
+                  "stackforge.io/tenant": tenant}
+    pods.apply(real_cluster, pods.probe_config_map(ns), pods.probe_pod("holder", ns, app_labels))
+    pods.wait_ready(real_cluster, ns, "holder")
+    pod_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
+    target = f"{pod_ip}:9092"
+    assert _reaches(real_cluster, ns, target)
+
+    # kafka-0 is the last node the rolling replacement reaches.
+    outcome = pods.held_connection_outcome(
+        real_cluster, ns, "holder", target, lambda: _isolate(real_cluster, tenant, True),
+        seconds=400)
+    assert outcome == "closed", outcome
+    tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
+    new_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
+    assert not _reaches(real_cluster, ns, f"{new_ip}:9092")
+
+    _isolate(real_cluster, tenant, False)
+    stack.wait_ready(real_cluster, tenant, timeout=400)
+    _tool(real_cluster, ns, "kafka-topics", "--bootstrap-server", BOOTSTRAP, "--create",
+          "--topic", "after-isolation", "--replication-factor", str(NODES))
+    _tool(real_cluster, ns, "kafka-console-producer", "--bootstrap-server", BOOTSTRAP,
+          "--topic", "after-isolation", stdin="served-again\n")
+    assert _consume(real_cluster, ns, "after-isolation", "returning", 1) == ["served-again"]
 
 
 def _kafka_selector() -> str:

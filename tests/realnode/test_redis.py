@@ -113,19 +113,9 @@ def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
     pods.wait_ready(real_cluster, ns, "holder")
     assert _reaches(real_cluster, ns, "holder", target)
 
-    held = subprocess.Popen(
-        [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}", "exec", "-n",
-         ns, "holder", "--", *pods.PROBE, "hold", target, "150"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert held.stdout is not None and held.stdout.readline().strip() == "connected"
-        _isolate(real_cluster, tenant, True)
-        output, _ = held.communicate(timeout=170)
-    finally:
-        if held.poll() is None:
-            held.kill()
-            held.wait()
-    assert held.returncode == 0 and output.strip() == "closed", output
+    outcome = pods.held_connection_outcome(
+        real_cluster, ns, "holder", target, lambda: _isolate(real_cluster, tenant, True))
+    assert outcome == "closed", outcome
     tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
     tenants.eventually(lambda: not _reaches(real_cluster, ns, "holder", target),
                        timeout=60, interval=1)

@@ -30,7 +30,7 @@ from stackforge_operator.models.tenant import (
     admin_secret_name,
 )
 from stackforge_operator.notify.sender import Delivery
-from stackforge_operator.reconcile import immutable, tenant_notify
+from stackforge_operator.reconcile import immutable, isolation, tenant_notify
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
 from stackforge_operator.reconcile.diff import needs_apply
@@ -187,9 +187,23 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             live[key] = kube.apply(manifest)
             applied.append(f"{key[0]}/{key[1]}")
     pruned = _prune(t, live, stack.by_key(desired), meta["uid"])
+    if t.isolate:
+        _close_quorum_sessions(t, old_status)
 
     return _report(body, old_status, t, spec, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify)
+
+
+def _close_quorum_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
+    """Delete the Kafka and Consul pods made before the isolation started
+    (reconcile/isolation.py says why not a rolling replacement)."""
+    if not (t.kafka.enabled or t.consul.enabled):
+        return
+    since = isolation.isolated_since(old_status.conditions, datetime.now(UTC))
+    for pod in isolation.pods_to_replace(observe.tenant_pods(t), since):
+        logger.info("tenant %s is isolated: deleting pod %s, which may hold sessions "
+                    "opened before", t.name, pod)
+        kube.delete("v1", "Pod", pod, t.namespace)
 
 
 def _grow_volumes(

@@ -77,3 +77,4 @@ def test_the_exporter_sidecar_names_its_program_and_has_room_for_a_jvm() -> None
     assert exporter["args"] == [f"--kafka.server=localhost:{KAFKA_PORT}",
                                 "--web.listen-address=:9308"]
     assert exporter["resources"]["limits"]["memory"] == "256Mi"
+

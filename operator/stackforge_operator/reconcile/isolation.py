@@ -1,0 +1,54 @@
+"""Closing the sessions that are open when a tenant's isolation starts.
+
+The dataplane refuses new connections once the isolating NetworkPolicies are
+in place, but lets established ones go on. Each component closes its own:
+PostgreSQL's upkeep sidecar ends network sessions, Redis's pod is replaced
+through its template (builders/redis.py). Kafka and Consul run quorums whose
+members talk over the flows isolation removes, so a rolling replacement stalls
+on the first member that cannot rejoin (tried: the open session outlived 400 s
+of it). Their pods are deleted together instead, once: every pod created
+before the isolation started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from stackforge_operator.builders.common import COMPONENT_LABEL
+from stackforge_operator.models.common import Condition, ConditionStatus
+from stackforge_operator.models.conditions import ISOLATED
+
+# Components whose pods are replaced all at once when isolation starts.
+QUORUM_COMPONENTS = ("kafka", "consul")
+
+
+def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
+    """When the isolation started: the Isolated condition's transition, or now
+    when the condition (as last written) does not say True yet."""
+    for condition in conditions:
+        if condition.type == ISOLATED and condition.status == ConditionStatus.TRUE:
+            return condition.last_transition_time
+    return now
+
+
+def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[str]:
+    """The quorum components' pods made before ``since`` (still holding sessions).
+
+    Compared in whole seconds, as the API server records a pod's creation: a
+    replacement made within the second the isolation started is not taken for
+    an old pod.
+    """
+    since = since.replace(microsecond=0)
+    names = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(COMPONENT_LABEL) not in QUORUM_COMPONENTS:
+            continue
+        if meta.get("deletionTimestamp"):
+            continue
+        created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+        if created < since:
+            names.append(str(meta["name"]))
+    return sorted(names)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stackforge_operator.models.common import Condition, ConditionStatus
+from stackforge_operator.reconcile import isolation
+
+NOW = datetime(2026, 11, 30, 12, 0, 0, 700000, tzinfo=UTC)
+
+
+def _pod(name: str, component: str, created: datetime, **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"app.kubernetes.io/component": component},
+                         "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"), **meta}}
+
+
+def _isolated(status: ConditionStatus, since: datetime) -> Condition:
+    return Condition(type="Isolated", status=status, reason="X", last_transition_time=since)
+
+
+def test_isolation_starts_now_until_the_condition_says_true() -> None:
+    earlier = NOW - timedelta(hours=1)
+    assert isolation.isolated_since([], NOW) == NOW
+    assert isolation.isolated_since([_isolated(ConditionStatus.FALSE, earlier)], NOW) == NOW
+    assert isolation.isolated_since([_isolated(ConditionStatus.TRUE, earlier)], NOW) == earlier
+
+
+def test_only_quorum_pods_older_than_the_isolation_are_replaced() -> None:
+    old = NOW - timedelta(minutes=5)
+    pods = [
+        _pod("kafka-0", "kafka", old), _pod("kafka-1", "kafka", old),
+        _pod("consul-0", "consul", old),
+        # Others close their own sessions (PostgreSQL) or roll (Redis).
+        _pod("redis-0", "redis", old), _pod("postgres-0", "postgres", old),
+        # A replacement, made within the second the isolation started.
+        _pod("kafka-2", "kafka", NOW),
+        # Already on its way out.
+        _pod("kafka-3", "kafka", old, deletionTimestamp="2026-11-30T12:00:00Z"),
+    ]
+    assert isolation.pods_to_replace(pods, NOW) == ["consul-0", "kafka-0", "kafka-1"]
+    # Once replaced, nothing more: the next reconcile finds only new pods.
+    later = [_pod(n, "kafka", NOW + timedelta(seconds=2)) for n in ("kafka-0", "kafka-1")]
+    assert isolation.pods_to_replace(later, NOW) == []
