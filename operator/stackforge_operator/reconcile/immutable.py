@@ -91,10 +91,10 @@ def kafka_voters_change(desired: Mapping[str, Any], live: Mapping[str, Any]) -> 
     """
     wanted = _env_value(desired, kafka.NAME, kafka.VOTERS_VARIABLE)
     running = _env_value(live, kafka.NAME, kafka.VOTERS_VARIABLE)
-    if running is None or wanted == running:
+    if running is None or wanted is None or wanted == running:
         return None
-    return (f"Kafka runs with {len(running.split(','))} nodes and would need "
-            f"{len((wanted or '').split(','))}: the KRaft voter set is fixed when the "
-            f"cluster forms, so the change is not applied; set spec.components.kafka.replicas "
-            f"to {len(running.split(','))} to keep this cluster, or create a new tenant for "
-            f"another count")
+    have, need = len(running.split(",")), len(wanted.split(","))
+    return (f"Kafka runs with {have} nodes and would need {need}: the KRaft voter set is "
+            f"fixed when the cluster forms, so the change is not applied; set "
+            f"spec.components.kafka.replicas to {have} to keep this cluster, or create a new "
+            f"tenant for another count")
