@@ -3,6 +3,7 @@ project's image, a Service, waiting, exec and reachability."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -208,3 +209,10 @@ def held_connection_outcome(cluster: ClusterHandle, namespace: str, pod: str, ta
             held.kill()
             held.wait()
     return output.strip() if held.returncode == 0 else f"exit {held.returncode}: {output}"
+
+
+def probe_reaches(cluster: ClusterHandle, namespace: str, pod: str, target: str) -> bool:
+    """Whether the probe pod ``pod`` completes a TCP handshake with ``target`` (IP:PORT)."""
+    answer = exec_in(cluster, namespace, pod, *PROBE, "connect", target)
+    reached: bool = json.loads(answer.stdout)[target]
+    return reached

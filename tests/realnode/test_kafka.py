@@ -212,17 +212,6 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     tenants.wait_condition(real_cluster, tenant, "Ready", "True", timeout=60)
 
 
-def _reaches(cluster: ClusterHandle, namespace: str, target: str) -> bool:
-    answer = pods.exec_in(cluster, namespace, "holder", *pods.PROBE, "connect", target)
-    reached: bool = json.loads(answer.stdout)[target]
-    return reached
-
-
-def _isolate(cluster: ClusterHandle, tenant: str, isolate: bool) -> None:
-    cluster.kubectl("patch", "stackforgetenant", tenant, "-n", tenants.namespace_of(tenant),
-                    "--type=merge", "-p", json.dumps({"spec": {"isolate": isolate}}))
-
-
 def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
@@ -232,18 +221,18 @@ def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
     pods.wait_ready(real_cluster, ns, "holder")
     pod_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
     target = f"{pod_ip}:9092"
-    assert _reaches(real_cluster, ns, target)
+    assert pods.probe_reaches(real_cluster, ns, "holder", target)
 
-    # kafka-0 is the last node the rolling replacement reaches.
+    # The operator deletes the Kafka pods made before the isolation (all of them).
     outcome = pods.held_connection_outcome(
-        real_cluster, ns, "holder", target, lambda: _isolate(real_cluster, tenant, True),
-        seconds=400)
+        real_cluster, ns, "holder", target,
+        lambda: tenants.set_isolation(real_cluster, tenant, True), seconds=200)
     assert outcome == "closed", outcome
     tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
     new_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
-    assert not _reaches(real_cluster, ns, f"{new_ip}:9092")
+    assert not pods.probe_reaches(real_cluster, ns, "holder", f"{new_ip}:9092")
 
-    _isolate(real_cluster, tenant, False)
+    tenants.set_isolation(real_cluster, tenant, False)
     stack.wait_ready(real_cluster, tenant, timeout=400)
     _tool(real_cluster, ns, "kafka-topics", "--bootstrap-server", BOOTSTRAP, "--create",
           "--topic", "after-isolation", "--replication-factor", str(NODES))

@@ -6,7 +6,6 @@ and lifting it lets the app in again, data intact."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -88,17 +87,6 @@ def test_exporter_answers_a_scraper_namespace_and_no_other(
     assert outsider == 1
 
 
-def _reaches(cluster: ClusterHandle, namespace: str, pod: str, target: str) -> bool:
-    answer = pods.exec_in(cluster, namespace, pod, *pods.PROBE, "connect", target)
-    reached: bool = json.loads(answer.stdout)[target]
-    return reached
-
-
-def _isolate(cluster: ClusterHandle, tenant: str, isolate: bool) -> None:
-    cluster.kubectl("patch", "stackforgetenant", tenant, "-n", tenants.namespace_of(tenant),
-                    "--type=merge", "-p", json.dumps({"spec": {"isolate": isolate}}))
-
-
 def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
@@ -111,17 +99,18 @@ def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
                   "stackforge.io/tenant": tenant}
     pods.apply(real_cluster, pods.probe_config_map(ns), pods.probe_pod("holder", ns, app_labels))
     pods.wait_ready(real_cluster, ns, "holder")
-    assert _reaches(real_cluster, ns, "holder", target)
+    assert pods.probe_reaches(real_cluster, ns, "holder", target)
 
     outcome = pods.held_connection_outcome(
-        real_cluster, ns, "holder", target, lambda: _isolate(real_cluster, tenant, True))
+        real_cluster, ns, "holder", target,
+        lambda: tenants.set_isolation(real_cluster, tenant, True))
     assert outcome == "closed", outcome
     tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
-    tenants.eventually(lambda: not _reaches(real_cluster, ns, "holder", target),
+    tenants.eventually(lambda: not pods.probe_reaches(real_cluster, ns, "holder", target),
                        timeout=60, interval=1)
 
-    _isolate(real_cluster, tenant, False)
+    tenants.set_isolation(real_cluster, tenant, False)
     stack.wait_ready(real_cluster, tenant)
-    tenants.eventually(lambda: _reaches(real_cluster, ns, "holder", target),
+    tenants.eventually(lambda: pods.probe_reaches(real_cluster, ns, "holder", target),
                        timeout=90, interval=1)
     assert _redis_cli(real_cluster, ns, "get", "cart:7").stdout.strip() == "kept"

@@ -206,3 +206,9 @@ def certificate_pem(days: int) -> tuple[str, str]:
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def set_isolation(cluster: ClusterHandle, name: str, isolate: bool) -> None:
+    """Turn the tenant's ``spec.isolate`` on or off, as a person would with kubectl."""
+    cluster.kubectl("patch", "stackforgetenant", name, "-n", namespace_of(name),
+                    "--type=merge", "-p", json.dumps({"spec": {"isolate": isolate}}))
