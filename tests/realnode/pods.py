@@ -13,6 +13,12 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from stackforge_operator.builders.common import (
+    APP_COMPONENT,
+    APP_LABEL,
+    COMPONENT_LABEL,
+    TENANT_LABEL,
+)
 from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
 from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from tests.support.clusters import ClusterHandle
@@ -23,6 +29,12 @@ OPERATOR_IMAGE = "localhost/stackforge/stackforge-operator:0.1.0"
 # flow_probe.py, mounted from a ConfigMap into pods of the operator image.
 PROBE_CONFIG_MAP = "flow-probe"
 PROBE = ("python3", "/probe/flow_probe.py")
+
+
+def app_labels(tenant: str, app: str = "api") -> dict[str, str]:
+    """The labels the tenant's policies know its app ``app`` by (builders/network.app_peer):
+    a pod carrying them stands in for that app."""
+    return {APP_LABEL: app, COMPONENT_LABEL: APP_COMPONENT, TENANT_LABEL: tenant}
 
 
 def probe_config_map(namespace: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from stackforge_operator.builders.common import COMPONENT_LABEL
 from stackforge_operator.builders.exporters import KAFKA_EXPORTER_PORT
 from stackforge_operator.builders.kafka import VOTERS_VARIABLE
 from stackforge_operator.devcluster.images import KAFKA_VERSION
@@ -30,6 +31,7 @@ KAFKA_IMAGE = f"localhost/stackforge/kafka:{KAFKA_VERSION}"
 NODES = 3
 BOOTSTRAP = "kafka:9092"
 CLIENT = "client"
+KAFKA_PODS = f"{COMPONENT_LABEL}=kafka"
 
 
 def kafka_and_an_app(name: str) -> dict[str, Any]:
@@ -51,9 +53,8 @@ def client_pod(namespace: str, tenant: str) -> dict[str, Any]:
     """A pod the tenant's policies treat as its app "api", with Kafka's tools."""
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": CLIENT, "namespace": namespace, "labels": {
-            "stackforge.io/app": "api", "app.kubernetes.io/component": "app",
-            "stackforge.io/tenant": tenant}},
+        "metadata": {"name": CLIENT, "namespace": namespace,
+                     "labels": pods.app_labels(tenant)},
         "spec": {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 0,
@@ -98,6 +99,16 @@ def _consume(cluster: ClusterHandle, namespace: str, topic: str, group: str,
                 "--topic", topic, "--group", group, "--from-beginning",
                 "--max-messages", str(count), "--timeout-ms", "60000")
     return out.split()
+
+
+def _round_trip(cluster: ClusterHandle, namespace: str, topic: str) -> list[str]:
+    """A new topic on every node, one message (the topic's name) produced to it, and
+    what a new group reads back."""
+    _tool(cluster, namespace, "kafka-topics", "--bootstrap-server", BOOTSTRAP, "--create",
+          "--topic", topic, "--replication-factor", str(NODES))
+    _tool(cluster, namespace, "kafka-console-producer", "--bootstrap-server", BOOTSTRAP,
+          "--topic", topic, stdin=f"{topic}\n")
+    return _consume(cluster, namespace, topic, f"{topic}-reader", 1)
 
 
 def _voters(statefulset: Any) -> str:
@@ -175,7 +186,7 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     core = client.CoreV1Api(real_cluster.api)
     before = apps.read_namespaced_stateful_set("kafka", ns)
     uids = {p.metadata.name: p.metadata.uid
-            for p in core.list_namespaced_pod(ns, label_selector=_kafka_selector()).items}
+            for p in core.list_namespaced_pod(ns, label_selector=KAFKA_PODS).items}
     assert len(uids) == NODES
 
     # The field itself: the API server refuses the change.
@@ -199,12 +210,8 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     assert after.metadata.generation == before.metadata.generation
     # Nothing was restarted, and the cluster serves.
     assert {p.metadata.name: p.metadata.uid for p in core.list_namespaced_pod(
-        ns, label_selector=_kafka_selector()).items} == uids
-    _tool(real_cluster, ns, "kafka-topics", "--bootstrap-server", BOOTSTRAP, "--create",
-          "--topic", "after-refusal", "--replication-factor", str(NODES))
-    _tool(real_cluster, ns, "kafka-console-producer", "--bootstrap-server", BOOTSTRAP,
-          "--topic", "after-refusal", stdin="still-served\n")
-    assert _consume(real_cluster, ns, "after-refusal", "late-reader", 1) == ["still-served"]
+        ns, label_selector=KAFKA_PODS).items} == uids
+    assert _round_trip(real_cluster, ns, "after-refusal") == ["after-refusal"]
 
     # Naming the running count again makes the tenant Ready.
     real_cluster.kubectl("patch", "stackforgetenant", tenant, "-n", ns, "--type=merge", "-p",
@@ -215,9 +222,8 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
 def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
-    app_labels = {"stackforge.io/app": "api", "app.kubernetes.io/component": "app",
-                  "stackforge.io/tenant": tenant}
-    pods.apply(real_cluster, pods.probe_config_map(ns), pods.probe_pod("holder", ns, app_labels))
+    pods.apply(real_cluster, pods.probe_config_map(ns),
+               pods.probe_pod("holder", ns, pods.app_labels(tenant)))
     pods.wait_ready(real_cluster, ns, "holder")
     pod_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
     target = f"{pod_ip}:9092"
@@ -234,12 +240,4 @@ def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
 
     tenants.set_isolation(real_cluster, tenant, False)
     stack.wait_ready(real_cluster, tenant, timeout=400)
-    _tool(real_cluster, ns, "kafka-topics", "--bootstrap-server", BOOTSTRAP, "--create",
-          "--topic", "after-isolation", "--replication-factor", str(NODES))
-    _tool(real_cluster, ns, "kafka-console-producer", "--bootstrap-server", BOOTSTRAP,
-          "--topic", "after-isolation", stdin="served-again\n")
-    assert _consume(real_cluster, ns, "after-isolation", "returning", 1) == ["served-again"]
-
-
-def _kafka_selector() -> str:
-    return "app.kubernetes.io/component=kafka"
+    assert _round_trip(real_cluster, ns, "after-isolation") == ["after-isolation"]

@@ -95,9 +95,8 @@ def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
         "redis", ns).spec.cluster_ip
     target = f"{service_ip}:6379"
     # A pod the tenant's policies treat as its app "api" (which may reach Redis).
-    app_labels = {"stackforge.io/app": "api", "app.kubernetes.io/component": "app",
-                  "stackforge.io/tenant": tenant}
-    pods.apply(real_cluster, pods.probe_config_map(ns), pods.probe_pod("holder", ns, app_labels))
+    pods.apply(real_cluster, pods.probe_config_map(ns),
+               pods.probe_pod("holder", ns, pods.app_labels(tenant)))
     pods.wait_ready(real_cluster, ns, "holder")
     assert pods.probe_reaches(real_cluster, ns, "holder", target)
 
