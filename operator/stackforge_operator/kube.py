@@ -131,14 +131,31 @@ def _resource(api_version: str, kind: str) -> Resource:
     return found
 
 
+def _as_dicts(_client: DynamicClient, data: Obj) -> Obj:
+    """The response as the API server sent it, parsed once.
+
+    The dynamic client's default wraps every nested field in an object, which
+    ``to_dict()`` then unwraps again: a fifth of the operator's CPU per
+    reconcile went to that round trip. Like the wrapper, the items of a list
+    get the ``apiVersion`` and ``kind`` the server leaves out of them.
+    """
+    kind = str(data.get("kind", ""))
+    if kind.endswith("List") and "items" in data:
+        data["items"] = data["items"] or []
+        for item in data["items"]:
+            item.setdefault("apiVersion", data.get("apiVersion"))
+            item.setdefault("kind", kind[: -len("List")])
+    return data
+
+
 def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
     with translated_errors(f"reading {kind} {namespace or ''}/{name}"):
         try:
-            found = _resource(api_version, kind).get(name=name, namespace=namespace)
+            found: Obj = _resource(api_version, kind).get(
+                name=name, namespace=namespace, serializer=_as_dicts)
         except NotFoundError:
             return None
-        result: Obj = found.to_dict()
-        return result
+        return found
 
 
 def list_objects(
@@ -146,9 +163,11 @@ def list_objects(
     field_selector: str = "",
 ) -> list[Obj]:
     with translated_errors(f"listing {kind}"):
-        found = _resource(api_version, kind).get(
-            namespace=namespace, label_selector=label_selector, field_selector=field_selector)
-        return [item.to_dict() for item in found.items]
+        found: Obj = _resource(api_version, kind).get(
+            namespace=namespace, label_selector=label_selector, field_selector=field_selector,
+            serializer=_as_dicts)
+        items: list[Obj] = found["items"]
+        return items
 
 
 def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
@@ -163,8 +182,9 @@ def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
             namespace=meta.get("namespace"),
             field_manager=field_manager,
             force_conflicts=True,
+            serializer=_as_dicts,
         )
-        result: Obj = applied.to_dict()
+        result: Obj = applied
         return result
 
 
@@ -200,8 +220,9 @@ def patch_status(
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
+            serializer=_as_dicts,
         )
-        result: Obj = patched.to_dict()
+        result: Obj = patched
         return result
 
 
