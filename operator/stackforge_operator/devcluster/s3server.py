@@ -4,8 +4,10 @@ Used by the tests and by ``stackforge-operator dev`` (whose backups and drills
 need somewhere to write); moto is a development dependency, so nothing in the
 operator itself imports this module.
 
-``moto_server`` is a separate process with a real HTTP listener on a loopback
-port: boto3 in the runner talks to it exactly as it would to AWS or MinIO.
+moto's server is a separate process with a real HTTP listener on a loopback
+port (or the node's address): boto3 in the runner talks to it exactly as it
+would to AWS or MinIO, and so does pgBackRest, over TLS: it runs moto's
+application behind ``s3app.py``, which ends every response as pgBackRest needs.
 
 Authentication is really enforced: at start-up the harness creates an IAM
 user with an access key (moto accepts unsigned set-up requests until told
@@ -129,7 +131,9 @@ class S3Server:
         env["TMPDIR"] = str(self.dir)
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                [binary, "-H", self.host, "-p", str(self.port), *self._tls_args],
+                # moto's server with framed responses (s3app.py says why).
+                [sys.executable, "-m", "stackforge_operator.devcluster.s3app",
+                 "-H", self.host, "-p", str(self.port), *self._tls_args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True, preexec_fn=_die_with_parent,
             )
