@@ -104,8 +104,11 @@ class PgConnection:
 class PostgresServer:
     """One postmaster in a temporary directory; ``start()`` then ``stop()``."""
 
-    def __init__(self, base_dir: Path | None = None, *, bin_dir: Path | None = None) -> None:
+    def __init__(self, base_dir: Path | None = None, *, bin_dir: Path | None = None,
+                 settings: Mapping[str, str] | None = None) -> None:
+        """``settings``: server parameters on top of the defaults below."""
         self.bin_dir = bin_dir or find_bin_dir()
+        self.settings = dict(settings or {})
         self.os_user = PgUser.for_server()
         # Not pytest's tmp_path: that is private to root (0700), and the server
         # may run as another user, so it gets a directory of its own.
@@ -171,6 +174,7 @@ class PostgresServer:
             "-c", "full_page_writes=off",
             "-c", "max_connections=50",
             "-c", "log_min_messages=warning",
+            *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")),
         ]
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(  # type: ignore[call-overload]

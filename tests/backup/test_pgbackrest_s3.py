@@ -1,0 +1,154 @@
+"""pgBackRest, the tool of the physical backups to come, against the tests' S3 server.
+
+pgBackRest speaks S3 over HTTPS only, checks the server's name against DNS
+names in its certificate (not IP addresses), and, on OpenSSL 3, fails a request
+whose TLS session ends without a close_notify, which moto's own server does
+after every response (devcluster/s3app.py). This proves the S3 server the
+tests and ``dev`` run is one pgBackRest works with: a repository is created,
+PostgreSQL's archive_command pushes a WAL segment into it, encrypted, and
+``info`` reads it back. (A loopback PostgreSQL: what is under test is the S3
+server and the tool, not a pod.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import postgres_server as pg
+from tests.support.fixtures_backup import running_s3_server
+from tests.support.s3_server import S3Server
+
+STANZA = "main"
+REPOSITORY_PATH = "/tenants/archiving/incarnation-1"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class Archiving:
+    server: pg.PostgresServer
+    s3: S3Server
+    bucket: str
+    config: Path
+    cipher_pass: str
+
+
+def _pgbackrest_config(s3: S3Server, bucket: str, server: pg.PostgresServer, state: Path,
+                       cipher_pass: str) -> str:
+    assert s3.ca_bundle is not None
+    return "\n".join([
+        "[global]",
+        "repo1-type=s3",
+        f"repo1-s3-bucket={bucket}",
+        # A name the certificate carries: pgBackRest 2.45 matches DNS names only.
+        "repo1-s3-endpoint=localhost",
+        f"repo1-storage-port={s3.port}",
+        f"repo1-s3-region={s3.region}",
+        f"repo1-s3-key={s3.credentials.access_key_id}",
+        f"repo1-s3-key-secret={s3.credentials.secret_access_key}",
+        "repo1-s3-uri-style=path",
+        f"repo1-storage-ca-file={state / 'ca.pem'}",
+        f"repo1-path={REPOSITORY_PATH}",
+        "repo1-cipher-type=aes-256-cbc",
+        f"repo1-cipher-pass={cipher_pass}",
+        "compress-type=zst",
+        "archive-async=y",
+        f"spool-path={state / 'spool'}",
+        f"lock-path={state / 'lock'}",
+        f"log-path={state / 'log'}",
+        "log-level-file=off",
+        # What each command did, on its output (the keys are redacted there).
+        "log-level-console=info",
+        # Fail within the test's patience, not pgBackRest's default minute.
+        "io-timeout=10",
+        "",
+        f"[{STANZA}]",
+        f"pg1-path={server.data_dir}",
+        f"pg1-socket-path={server.socket_dir}",
+        f"pg1-port={server.port}",
+        f"pg1-user={server.superuser}",
+        "",
+    ])
+
+
+@pytest.fixture
+def archiving() -> Iterator[Archiving]:
+    if shutil.which("pgbackrest") is None:
+        pytest.fail("pgbackrest not found (apt-get install pgbackrest); .ci/run installs it")
+    if not pg.available():
+        pytest.fail("PostgreSQL not found (apt-get install postgresql); .ci/run installs it")
+    with running_s3_server(tls=True) as s3:
+        bucket = s3.create_bucket()
+        state = Path(tempfile.mkdtemp(prefix="sf-pgbackrest-"))
+        config = state / "pgbackrest.conf"
+        cipher_pass = secrets.token_urlsafe(24)
+        server = pg.PostgresServer(settings={
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": f"pgbackrest --config={config} --stanza={STANZA} archive-push %p",
+        })
+        try:
+            assert s3.ca_bundle is not None
+            shutil.copy(s3.ca_bundle, state / "ca.pem")
+            config.write_text(_pgbackrest_config(s3, bucket, server, state, cipher_pass))
+            config.chmod(0o600)
+            for path in (state, *state.iterdir()):
+                os.chown(path, server.os_user.uid, server.os_user.gid)
+            server.start()
+            yield Archiving(server, s3, bucket, config, cipher_pass)
+        finally:
+            server.stop()
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _pgbackrest(archiving: Archiving, *command: str) -> subprocess.CompletedProcess[str]:
+    """A pgBackRest command as the server's user (it reads the data directory)."""
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        ["pgbackrest", f"--config={archiving.config}", f"--stanza={STANZA}", *command],
+        capture_output=True, text=True, timeout=120, check=False,
+        **archiving.server.os_user.popen_kwargs())
+
+
+def test_archive_command_pushes_wal_into_an_encrypted_repository_over_tls(
+        archiving: Archiving) -> None:
+    created = _pgbackrest(archiving, "stanza-create")
+    assert created.returncode == 0, created.stdout + created.stderr
+    # `check` switches to a new WAL segment and waits until archive_command has
+    # put it into the repository.
+    checked = _pgbackrest(archiving, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "successfully archived" in checked.stdout
+
+    shown = _pgbackrest(archiving, "info", "--output=json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    [stanza] = json.loads(shown.stdout)
+    # WAL but no backup yet: the repository is sound, with nothing to restore from.
+    assert stanza["status"]["message"] == "no valid backups"
+    assert stanza["cipher"] == "aes-256-cbc"
+    [archive] = stanza["archive"]
+    assert archive["min"] and archive["max"] >= archive["min"]
+
+    objects = archiving.s3.client().list_objects_v2(Bucket=archiving.bucket)["Contents"]
+    keys = [o["Key"] for o in objects]
+    prefix = REPOSITORY_PATH.lstrip("/") + "/"
+    assert keys and all(k.startswith(prefix) for k in keys), keys
+    segments = [k for k in keys if k.startswith(f"{prefix}archive/{STANZA}/") and
+                k.endswith(".zst")]
+    assert segments, keys
+    # Encrypted at rest by pgBackRest itself: not even the compression's magic shows.
+    body = archiving.s3.client().get_object(Bucket=archiving.bucket, Key=segments[0])["Body"]
+    assert not body.read().startswith(ZSTD_MAGIC)
+
+    # The keys stay out of what the commands print (pgBackRest redacts them).
+    printed = created.stdout + created.stderr + checked.stdout + checked.stderr
+    for secret in (archiving.cipher_pass, archiving.s3.credentials.secret_access_key):
+        assert secret not in printed
