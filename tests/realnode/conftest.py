@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.node.realnode import ImageArchive
@@ -71,15 +72,43 @@ def real_operator(
         yield process
 
 
+# Pods also reach the S3 server by this name (a Service in front of the node
+# address), which its certificate carries: pgBackRest verifies names, not addresses.
+S3_NAMESPACE = "stackforge-s3"
+S3_SERVICE = "s3"
+S3_SERVICE_NAME = f"{S3_SERVICE}.{S3_NAMESPACE}.svc"
+
+
+def s3_service(node_ip: str, port: int) -> list[dict[str, object]]:
+    """A Service without a selector, and its one endpoint: the S3 server on the host."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": S3_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": S3_SERVICE, "namespace": S3_NAMESPACE},
+         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": S3_SERVICE, "namespace": S3_NAMESPACE,
+                      "labels": {"kubernetes.io/service-name": S3_SERVICE}},
+         "addressType": "IPv4",
+         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+         "endpoints": [{"addresses": [node_ip], "conditions": {"ready": True}}]},
+    ]
+
+
 @pytest.fixture(scope="session")
 def pod_s3(real_cluster: ClusterHandle) -> Iterator[S3Server]:
-    """S3 over HTTPS on the node address, where pods (and the operator) reach it;
-    one for every module (each test takes buckets of its own)."""
+    """S3 over HTTPS on the node address, where pods (and the operator) reach it, and by
+    the name S3_SERVICE_NAME (port 443) inside the cluster; one for every module (each
+    test takes buckets of its own)."""
     local = real_cluster.local
     assert local is not None and local.node is not None
-    server = S3Server(host=local.node.network.node_ip, tls=True)
+    node_ip = local.node.network.node_ip
+    server = S3Server(host=node_ip, tls=True,
+                      server_names=(S3_SERVICE_NAME, f"{S3_SERVICE_NAME}.cluster.local"))
     server.start()
     try:
+        real_cluster.kubectl("apply", "--server-side", "-f", "-",
+                             input=yaml.safe_dump_all(s3_service(node_ip, server.port)))
         yield server
     finally:
         server.stop()

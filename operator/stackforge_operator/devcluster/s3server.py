@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,7 +99,10 @@ class S3Server:
     reach it at (``host`` is then the node address), and what pgBackRest needs.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", tls: bool = False) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", tls: bool = False,
+                 server_names: Sequence[str] = ()) -> None:
+        """``server_names``: DNS names the certificate carries besides ``localhost``
+        (pgBackRest matches its endpoint against names only, never addresses)."""
         self.host = host
         self.port = free_port()
         self.tls = tls
@@ -109,7 +113,7 @@ class S3Server:
         self._tls_args: list[str] = []
         if tls:
             ca, server = create_server_tls(self.dir / "tls", "stackforge-test-s3",
-                                           server_names=("localhost",),
+                                           server_names=("localhost", *server_names),
                                            server_ips=tuple({host, "127.0.0.1"}))
             self.ca_bundle = ca.cert
             self._tls_args = ["--ssl-cert", str(server.cert), "--ssl-key", str(server.key)]
@@ -129,6 +133,9 @@ class S3Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
         # Keep large objects on disk rather than in the server's memory.
         env["TMPDIR"] = str(self.dir)
+        # Path-style only: moto would otherwise take the first label of any dotted
+        # host name it is reached by (a Service name, say) for a bucket.
+        env["S3_IGNORE_SUBDOMAIN_BUCKETNAME"] = "true"
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
                 # moto's server with framed responses (s3app.py says why).
