@@ -21,8 +21,15 @@ from tests.support.clusters import ClusterHandle
 UPDATED = f"{LOCAL_REGISTRY}/stackforge/postgres:15-minor"
 
 
-def primary_image(cluster: ClusterHandle, namespace: str) -> tuple[str, bool]:
-    pod = client.CoreV1Api(cluster.api).read_namespaced_pod("postgres-0", namespace)
+def primary_image(cluster: ClusterHandle, namespace: str) -> tuple[str, bool] | None:
+    """The primary pod's image and readiness; None while it is being replaced (the
+    rolling update deletes the pod before its successor exists)."""
+    try:
+        pod = client.CoreV1Api(cluster.api).read_namespaced_pod("postgres-0", namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
     server = next(c for c in pod.spec.containers if c.name == "postgres")
     return server.image, pods.is_ready(pod)
 
@@ -42,7 +49,8 @@ def test_a_new_image_of_the_same_major_rolls_the_pods_and_keeps_the_data(
             tenants.apply(real_cluster, stack.postgres_only(name))
             stack.wait_ready(real_cluster, name)
             stack.psql(real_cluster, ns, stack.SEED_SQL, as_app=True)
-            assert primary_image(real_cluster, ns)[0] == pods.POSTGRES_IMAGE
+            current = primary_image(real_cluster, ns)
+            assert current is not None and current[0] == pods.POSTGRES_IMAGE
         # The operator restarts with the new catalog entry (the way an operator
         # upgrade or a mirror's new tag arrives).
         with operator_running(real_operator_identity, tmp_path_factory,
