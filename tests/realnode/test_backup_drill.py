@@ -33,9 +33,7 @@ def seeded_tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
     stack.wait_ready(real_cluster, name)
     ns = tenants.namespace_of(name)
     stack.psql(real_cluster, ns, stack.SEED_SQL, as_app=True)
-    tenants.put_secret(real_cluster, ns, "s3-credentials", pod_s3.credentials.env())
-    assert pod_s3.ca_bundle is not None
-    tenants.put_secret(real_cluster, ns, "s3-ca", {"ca.crt": pod_s3.ca_bundle.read_text()})
+    runs.put_s3_secrets(real_cluster, ns, pod_s3)
     yield name
     tenants.discard(real_cluster, name)
 

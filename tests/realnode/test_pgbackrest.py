@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.realnode import pods
+from tests.realnode import pods, runs
 from tests.realnode.conftest import S3_SERVICE_NAME
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
@@ -41,9 +41,7 @@ def _pgbackrest_pod(namespace: str) -> dict[str, Any]:
 def namespace(real_cluster: ClusterHandle, pod_s3: S3Server) -> Iterator[str]:
     ns = f"pgbr-{uuid.uuid4().hex[:6]}"
     tenants.ensure_namespace(real_cluster, ns)
-    tenants.put_secret(real_cluster, ns, "s3-credentials", pod_s3.credentials.env())
-    assert pod_s3.ca_bundle is not None
-    tenants.put_secret(real_cluster, ns, "s3-ca", {"ca.crt": pod_s3.ca_bundle.read_text()})
+    runs.put_s3_secrets(real_cluster, ns, pod_s3)
     pods.apply(real_cluster, _pgbackrest_pod(ns))
     pods.wait_ready(real_cluster, ns, POD)
     try:
