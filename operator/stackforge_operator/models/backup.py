@@ -205,6 +205,37 @@ class Retention(SpecModel):
     )
 
 
+# The archive_timeout PostgreSQL gets when the policy names none: a committed
+# row is in the archive within about this long, even on a quiet database.
+DEFAULT_ARCHIVE_TIMEOUT_SECONDS = 60
+
+
+class ContinuousArchiving(SpecModel):
+    """WAL archiving of the tenant's primary to the policy's bucket, through pgBackRest.
+
+    Beside the logical dumps (``targets``), not instead of them: the dumps stay
+    runs under ``<prefix>/<tenant>/<run-id>/``, and the archive is a pgBackRest
+    repository under ``<prefix>/_pgbackrest/<tenant>/<incarnation>/``, one per
+    incarnation of the database, so WAL of an older incarnation can never mix
+    with a later one's. Turning it on (or changing it) restarts the primary:
+    PostgreSQL reads archive_mode only at its start.
+    """
+
+    archive_timeout_seconds: StrictInt = Field(
+        DEFAULT_ARCHIVE_TIMEOUT_SECONDS, ge=10, le=3600,
+        description=(
+            "PostgreSQL's archive_timeout: the most a committed change waits before its WAL "
+            "segment is archived. Default: 60."
+        ),
+    )
+    repository_cipher_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding pgBackRest's repository passphrase (aes-256-cbc), on top of "
+            "the bucket's own encryption. Keep it safe: nothing archived can be read without it."
+        ),
+    )
+
+
 class BackupPolicySpec(SpecModel):
     """Desired backups of one tenant."""
 
@@ -219,6 +250,21 @@ class BackupPolicySpec(SpecModel):
             reason="FieldValueRequired",
             check=lambda s: (
                 BackupTarget.GRAFANA_DASHBOARDS not in s.targets or s.grafana is not None
+            ),
+        ),
+        Rule(
+            cel=(
+                "!has(self.continuousArchiving) || !has(self.storage.endpoint) || "
+                "self.storage.endpoint.startsWith('https://')"
+            ),
+            message=(
+                "continuousArchiving needs an https storage.endpoint: pgBackRest speaks S3 "
+                "over HTTPS only"
+            ),
+            field_path=".storage.endpoint",
+            check=lambda s: (
+                s.continuous_archiving is None or s.storage.endpoint is None
+                or s.storage.endpoint.startswith("https://")
             ),
         ),
         Rule(
@@ -254,6 +300,13 @@ class BackupPolicySpec(SpecModel):
     retention: Retention = Field(description="Which backups to keep.")
     active_deadline_seconds: StrictInt | None = Field(
         None, ge=60, le=86400, description="Fail a run that takes longer. Default: 6 hours."
+    )
+    continuous_archiving: ContinuousArchiving | None = Field(
+        None,
+        description=(
+            "Archive every WAL segment of the tenant's primary (pgBackRest). Default: off. "
+            "One policy of a tenant archives; another one asking too is refused."
+        ),
     )
 
 
@@ -296,6 +349,23 @@ class BackupRun(StatusModel):
     )
 
 
+class ArchiveStatus(StatusModel):
+    """What the policy's WAL archive holds, as read from the bucket."""
+
+    repository_path: str | None = Field(
+        None, max_length=1024, description="The pgBackRest repository (repo1-path) in use."
+    )
+    last_archived_wal: str | None = Field(
+        None, max_length=64, description="Name of the newest WAL segment in the archive."
+    )
+    last_archived_time: datetime | None = Field(
+        None, description="When the newest WAL segment reached the archive."
+    )
+    last_archived_key: str | None = Field(
+        None, max_length=2048, description="Its object key (listing resumes after it)."
+    )
+
+
 class BackupPolicyStatus(StatusModel):
     """Observed state of a BackupPolicy."""
 
@@ -311,3 +381,6 @@ class BackupPolicyStatus(StatusModel):
     active_run: BackupRun | None = Field(None, description="Run in progress.")
     last_run: BackupRun | None = Field(None, description="Newest finished run.")
     last_successful_run: BackupRun | None = Field(None, description="Newest complete backup.")
+    continuous_archiving: ArchiveStatus | None = Field(
+        None, description="The WAL archive, when spec.continuousArchiving is set."
+    )

@@ -40,6 +40,7 @@ TENANT_COMPONENT_CONDITIONS: Final = (
 # BackupPolicy.
 LAST_BACKUP_SUCCEEDED: Final = "LastBackupSucceeded"
 BACKUP_FRESH: Final = "BackupFresh"
+CONTINUOUS_ARCHIVING: Final = "ContinuousArchiving"
 
 # DRDrill.
 LAST_DRILL_PASSED: Final = "LastDrillPassed"

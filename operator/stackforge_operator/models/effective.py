@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
+from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import ResourceList, ResourceRequirements, SecretKeyRef
 from stackforge_operator.models.tenant import (
     AdminRole,
@@ -78,6 +79,17 @@ class Postgres:
     read_replicas: int
     pooler: Pooler
     resources: Resources
+
+
+@dataclass(frozen=True)
+class Archiving:
+    """WAL archiving of the primary, as the one BackupPolicy that asks for it says
+    (reconcile/archiving_policy.py picks it; not part of the tenant's spec)."""
+
+    policy: str
+    storage: ObjectStorage
+    archive_timeout_seconds: int
+    cipher: SecretKeyRef
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,8 @@ class EffectiveTenant:
     drill_time_zone: str
     rto_seconds: int
     rpo_seconds: int
+    # Set by the tenant's reconcile from its BackupPolicies, never from its spec.
+    archiving: Archiving | None = None
 
 
 def _app(app: AppServiceSpec, tier: Tier) -> App:

@@ -540,6 +540,8 @@ class NotificationEvent(enum.StrEnum):
 
     BACKUP_FAILED = "BackupFailed"
     BACKUP_STALE = "BackupStale"
+    # The policy's ContinuousArchiving is False: WAL is not reaching the archive.
+    ARCHIVING_FAILED = "ArchivingFailed"
     DRILL_FAILED = "DrillFailed"
     COMPONENT_DEGRADED = "ComponentDegraded"
     CERTIFICATE_EXPIRING = "CertificateExpiring"
