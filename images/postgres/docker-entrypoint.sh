@@ -17,6 +17,12 @@
 #   POSTGRES_SOCKET_DIR  the temporary server's socket directory [/var/run/postgresql]
 #   POSTGRES_INITDB_DIR  the init scripts' directory [/docker-entrypoint-initdb.d]
 #
+# It also names the data directory's incarnation, once: PGDATA/stackforge-incarnation
+# holds "<system identifier>-<UTC time>", the last part of the path its WAL is
+# archived under (stackforge-pgbackrest). A replica's clone copies its primary's
+# file, so a promoted replica archives where its primary did; a restore writes
+# a new one, so a restored database never archives into its source's path.
+#
 # Everything it writes goes to PGDATA, the socket directory and TMPDIR, so the
 # root filesystem may be read-only.
 set -eu
@@ -29,6 +35,16 @@ PGDATA=${PGDATA%/}
 : "${POSTGRES_SOCKET_DIR:=/var/run/postgresql}"
 : "${POSTGRES_INITDB_DIR:=/docker-entrypoint-initdb.d}"
 export PGDATA
+
+name_incarnation() {
+	file="$PGDATA/stackforge-incarnation"
+	[ ! -s "$file" ] || return 0
+	system_id=$(pg_controldata "$PGDATA" | sed -n 's/^Database system identifier: *//p')
+	[ -n "$system_id" ] || die "cannot read the system identifier of PGDATA=$PGDATA"
+	printf '%s-%s\n' "$system_id" "$(date -u +%Y%m%dT%H%M%SZ)" >"$file.new"
+	mv "$file.new" "$file"
+	log "incarnation $(cat "$file")"
+}
 
 log() {
 	printf '%s: %s\n' "entrypoint" "$*" >&2
@@ -178,6 +194,7 @@ if [ "${1:-}" = postgres ] && ! wants_help "$@"; then
 	# Also repairs a directory that a recursive fsGroup chown made
 	# group-writable, which PostgreSQL refuses to start with.
 	chmod 0700 "$PGDATA" || die "cannot set the mode of PGDATA=$PGDATA (is it owned by uid $(id -u)?)"
+	name_incarnation
 fi
 
 exec "$@"

@@ -10,6 +10,7 @@ directories of a fresh temporary tree instead of the pod's volumes.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -61,6 +62,11 @@ def test_first_start_initialises_and_a_restart_keeps_the_data(
     assert "ignoring" in first.log and "50-ignored.txt" in first.log
     assert oct(pod.pgdata.stat().st_mode & 0o777) == oct(0o700)
     assert not Path(f"{pod.pgdata}.init").exists()
+    # The incarnation its WAL is archived under: the system identifier and a time.
+    incarnation = (pod.pgdata / "stackforge-incarnation").read_text().strip()
+    system_id = query(pod, "SELECT system_identifier FROM pg_control_system()", user="postgres",
+                      password=SUPERUSER_PASSWORD, database="postgres")
+    assert re.fullmatch(rf"{system_id}-\d{{8}}T\d{{6}}Z", incarnation), incarnation
     # The temporary server left nothing behind in TMPDIR (password file, hba).
     assert sorted(p.name for p in (pod.root / "tmp").iterdir()) == ["executable-ran"]
 
@@ -75,6 +81,8 @@ def test_first_start_initialises_and_a_restart_keeps_the_data(
     assert query(pod, "SELECT id FROM from_sql", user="postgres", password=SUPERUSER_PASSWORD,
                  database="shop") == "7"
     assert oct(pod.pgdata.stat().st_mode & 0o777) == oct(0o700)
+    # Named once: a restart archives where the first start did.
+    assert (pod.pgdata / "stackforge-incarnation").read_text().strip() == incarnation
 
 
 def probe_passes(command: list[str], port: int) -> bool:
