@@ -105,8 +105,8 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("apps", ("deployments", "statefulsets"), _APPLIED_WATCHED,
          "component workloads; rollout progress wakes the tenant"),
     Rule("networking.k8s.io", ("networkpolicies",), _APPLIED_WATCHED,
-         "tenant isolation policies, each BackupPolicy's runner egress, drill sandbox "
-         "isolation; a tampered policy wakes the tenant"),
+         "tenant isolation policies, each BackupPolicy's runner and archive egress, drill "
+         "sandbox isolation; a tampered policy wakes the tenant"),
     Rule("networking.k8s.io", ("ingresses",), _APPLIED, "the tenant's domain through Kong"),
     Rule("policy", ("poddisruptionbudgets",), _APPLIED, "PDBs of replicated components"),
     Rule("autoscaling", ("horizontalpodautoscalers",), _APPLIED, "app autoscaling"),
@@ -125,6 +125,10 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "replaces by itself; get: the "
          "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
          "image it runs itself (image_catalog.py)"),
+    Rule("discovery.k8s.io", ("endpointslices",), ("list",),
+         "a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses "
+         "and ports go into the egress policies (they are matched after the Service's "
+         "translation)"),
     Rule("", ("serviceaccounts",), _APPLIED, "the drill sandbox's ServiceAccount"),
     Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), _APPLIED,
          "the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no "
@@ -179,6 +183,7 @@ RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
     ("v1", "Pod"): ("", "pods"),
     ("v1", "ServiceAccount"): ("", "serviceaccounts"),
     ("v1", "Event"): ("", "events"),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "endpointslices"),
     ("apps/v1", "Deployment"): ("apps", "deployments"),
     ("apps/v1", "StatefulSet"): ("apps", "statefulsets"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networking.k8s.io", "networkpolicies"),

@@ -53,8 +53,8 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["apps"]
     resources: ["deployments", "statefulsets"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # tenant isolation policies, each BackupPolicy's runner egress, drill sandbox isolation; a
-  # tampered policy wakes the tenant
+  # tenant isolation policies, each BackupPolicy's runner and archive egress, drill sandbox
+  # isolation; a tampered policy wakes the tenant
   - apiGroups: ["networking.k8s.io"]
     resources: ["networkpolicies"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -94,6 +94,11 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["get", "list", "delete"]
+  # a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses and ports go
+  # into the egress policies (they are matched after the Service's translation)
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["list"]
   # the drill sandbox's ServiceAccount
   - apiGroups: [""]
     resources: ["serviceaccounts"]

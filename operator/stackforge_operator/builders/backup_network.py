@@ -79,11 +79,12 @@ def url_destinations(url: str, tenant_namespace: str,
 
 
 def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
-                 storage_addresses: Sequence[str] = ()) -> list[network.Flow]:
+                 storage_addresses: Sequence[tuple[str, int]] = ()) -> list[network.Flow]:
     """Where a runner connects: PostgreSQL, S3, Grafana (each only when a target needs it).
 
-    ``storage_addresses``: what the endpoint's host name resolves to now
-    (reconcile/storage.py). Raises ValueError, naming the field, for a URL
+    ``storage_addresses``: the addresses and ports the endpoint's host name leads
+    to now (reconcile/storage.py: what it resolves to and, for a Service, its
+    endpoints). Raises ValueError, naming the field, for a URL
     whose port no policy can hold.
     """
     runner = runner_peer(policy)
@@ -106,24 +107,66 @@ def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
 
 
 def _to_url(field: str, url: str, runner: network.Peer, t: EffectiveTenant,
-            resolved: Sequence[str], why: str) -> list[network.Flow]:
+            resolved: Sequence[tuple[str, int]], why: str) -> list[network.Flow]:
     try:
         _, port = url_host_port(url)
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
-    return [network.Flow(runner, peer, network.tcp(port), why)
-            for peer in url_destinations(url, t.namespace, resolved)]
+    flows = [network.Flow(runner, peer, network.tcp(port), why) for peer in url_destinations(
+        url, t.namespace, [ip for ip, at in resolved if at == port])]
+    # A Service's endpoints serve on ports of their own (its targetPort); the
+    # policies are matched after the translation.
+    flows += [network.Flow(runner, network.address(ip), network.tcp(at), why)
+              for ip, at in sorted(set(resolved)) if at != port and not network.is_public(ip)]
+    return flows
+
+
+def archive_egress_name(policy: str) -> str:
+    return f"{policy}-archive-egress"
+
+
+def archive_flows(policy_spec: BackupPolicySpec, t: EffectiveTenant,
+                  storage_addresses: Sequence[tuple[str, int]] = ()) -> list[network.Flow]:
+    """Where the primary's archive_command connects: the bucket's endpoint (always
+    https: a CEL rule of the policy). Raises ValueError as runner_flows does."""
+    primary = network.component(t, "postgres")
+    endpoint = policy_spec.storage.endpoint
+    if endpoint is None:
+        return [network.Flow(primary, AWS_S3, network.tcp(DEFAULT_S3_PORT),
+                             "the primary archives WAL to AWS S3")]
+    return _to_url("spec.storage.endpoint", endpoint, primary, t, storage_addresses,
+                   "the primary archives WAL to the S3 endpoint")
+
+
+def archive_egress(
+    policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
+    storage_addresses: Sequence[tuple[str, int]] = (),
+) -> Manifest:
+    """The primary's egress to the archive, owned by the policy that archives (none
+    while the tenant is isolated: no data leaves it then, as for the runners)."""
+    rules = [] if t.isolate else [
+        network.egress_rule(flow) for flow in archive_flows(policy_spec, t, storage_addresses)]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(archive_egress_name(policy), namespace, policy, t.name),
+        "spec": {
+            "podSelector": network.component(t, "postgres").selector(),
+            "policyTypes": ["Egress"],
+            "egress": rules,
+        },
+    }
 
 
 def egress_rules(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
-                 storage_addresses: Sequence[str] = ()) -> list[dict[str, Any]]:
+                 storage_addresses: Sequence[tuple[str, int]] = ()) -> list[dict[str, Any]]:
     return [network.egress_rule(flow)
             for flow in runner_flows(policy, policy_spec, t, storage_addresses)]
 
 
 def runner_egress(
     policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
-    storage_addresses: Sequence[str] = (),
+    storage_addresses: Sequence[tuple[str, int]] = (),
 ) -> Manifest:
     """The runner pods' egress; none at all while the tenant is isolated.
 

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from stackforge_operator import image_catalog
-from stackforge_operator.builders import exporters
+from stackforge_operator.builders import archiving, exporters
 from stackforge_operator.builders.common import (
     POSTGRES_PORT,
     Manifest,
@@ -48,6 +48,7 @@ from stackforge_operator.builders.common import (
     stateful_set,
     volume_claim_template,
 )
+from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA, RUN_DIR
 from stackforge_operator.builders.secrets_names import (
     POSTGRES_ADMIN_ROLES_KEY,
     POSTGRES_ADMIN_ROLES_SECRET,
@@ -73,9 +74,6 @@ POSTGRES_UID = 999
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
 
-DATA_DIR = "/var/lib/postgresql/data"
-# A subdirectory: the volume's root may hold lost+found, which initdb refuses.
-PGDATA = f"{DATA_DIR}/pgdata"
 CONFIG_DIR = "/etc/postgresql/stackforge"
 HBA_FILE = f"{CONFIG_DIR}/pg_hba.conf"
 # Programs of the image (images/postgres/), on its PATH.
@@ -106,7 +104,6 @@ SLOT_WAL_SHARE = Decimal("0.2")
 ADMIN_ROLES_DIR = "/etc/postgresql/stackforge-admins"
 # Set by the StatefulSet controller on each pod: its ordinal.
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
-RUN_DIR = "/var/run/postgresql"
 # Where the upkeep sidecar says the passwords are set (its READY_MARKER; in the
 # pod's own emptyDir).
 SYNCED_MARKER = "/tmp/role-passwords-synced"  # noqa: S108
@@ -318,16 +315,26 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
 
 
 def _primary(t: EffectiveTenant) -> Manifest:
-    server = _postgres_container(t, "postgres", SERVER_ARGS, _role_env(t), [], ANSWERS_ON_TCP)
+    a = t.archiving
+    server = _postgres_container(
+        t, "postgres",
+        SERVER_ARGS + (archiving.server_args(a) if a else []),
+        _role_env(t) + (archiving.environment(a, t.name) if a else []),
+        archiving.mounts(a) if a else [],
+        ANSWERS_ON_TCP)
+    sidecars = [_upkeep(t), exporters.postgres_exporter(
+        t.postgres.version, "config", CONFIG_DIR, EXPORTER_QUERIES_KEY)]
+    if a is not None:
+        sidecars.append(archiving.archiver_container(a, t.name, image(t), SIDECAR_RESOURCES))
     spec = pod_spec(
-        containers=[server, _upkeep(t), exporters.postgres_exporter(
-            t.postgres.version, "config", CONFIG_DIR, EXPORTER_QUERIES_KEY)],
+        containers=[server, *sidecars],
         user_id=POSTGRES_UID,
         volumes=[
             *_volumes(),
             # Readable by the pod's group only (fsGroup): it holds passwords.
             {"name": "admin-roles",
              "secret": {"secretName": POSTGRES_ADMIN_ROLES_SECRET, "defaultMode": 0o440}},
+            *(archiving.volumes(a) if a else []),
         ],
     )
     return stateful_set(

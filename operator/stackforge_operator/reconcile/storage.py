@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,13 +191,70 @@ def resolve(host: str, port: int, *,
     return addresses
 
 
+# <service>.<namespace>.svc, as the cluster's DNS serves it (with or without the
+# cluster domain; the default one only, which is what a pod's search list has).
+_SERVICE_HOST = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+                           r"\.svc(\.cluster\.local)?\.?$")
+_backends: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
+
+
+def service_backends(host: str, port: int, *,
+                     clock: Callable[[], float] = time.monotonic) -> list[tuple[str, int]]:
+    """For a host name that is a cluster Service, the addresses and ports its
+    endpoints serve ``port`` at (cached like :func:`resolve`).
+
+    NetworkPolicies are matched after the Service's address is translated to
+    an endpoint's (kube-router, Cilium, Calico and kube-network-policies all
+    do), so a pod allowed only the Service's cluster IP and port is refused: an
+    S3 server behind a Service without a selector (outside the pod network)
+    needs its endpoints named. Endpoints that are pods are covered anyway.
+    """
+    match = _SERVICE_HOST.match(host)
+    if match is None:
+        return []
+    name, namespace = match.group(1), match.group(3)
+    now = clock()
+    cached = _backends.get((host, port))
+    if cached is not None and now - cached[0] < RESOLVE_TTL_SECONDS:
+        return cached[1]
+    service = kube.get("v1", "Service", name, namespace)
+    slices = kube.list_objects("discovery.k8s.io/v1", "EndpointSlice", namespace=namespace,
+                               label_selector=f"kubernetes.io/service-name={name}"
+                               ) if service is not None else []
+    found = backends(service, slices, port)
+    _backends[(host, port)] = (now, found)
+    return found
+
+
+def backends(service: Mapping[str, Any] | None, slices: Sequence[Mapping[str, Any]],
+             port: int) -> list[tuple[str, int]]:
+    """(address, port) of every endpoint serving the Service's ``port``, from its
+    EndpointSlices (an endpoint port is matched to the Service's by name)."""
+    ports = [p for p in ((service or {}).get("spec") or {}).get("ports") or []
+             if p.get("port") == port]
+    if not ports:
+        return []
+    port_name = ports[0].get("name") or ""
+    found: set[tuple[str, int]] = set()
+    for piece in slices:
+        for served in piece.get("ports") or []:
+            if (served.get("name") or "") != port_name or not served.get("port"):
+                continue
+            for endpoint in piece.get("endpoints") or []:
+                found.update((str(address), int(served["port"]))
+                             for address in endpoint.get("addresses") or [])
+    return sorted(found)
+
+
 def endpoint_addresses(endpoint: str | None) -> list[tuple[str, int]]:
-    """The addresses and port a storage endpoint URL is reached at, for a NetworkPolicy.
+    """The addresses and ports a storage endpoint URL is reached at, for a NetworkPolicy.
 
     An IP literal is taken as it is; a host name is resolved by the operator, in
     the cluster (at most once a minute per name, the last answer kept while a
-    lookup fails). A name that never resolved gives nothing: the pods then reach
-    public addresses only (builders/backup_network.py, builders/drill.py).
+    lookup fails), and when it names a cluster Service its endpoints come too,
+    each with the port it serves on (:func:`service_backends`). A name that
+    never resolved gives nothing: the pods then reach public addresses only
+    (builders/backup_network.py, builders/drill.py).
     """
     if not endpoint:
         return []
@@ -208,4 +266,4 @@ def endpoint_addresses(endpoint: str | None) -> list[tuple[str, int]]:
         return [(str(ipaddress.ip_address(host)), port)]
     except ValueError:
         pass
-    return resolve(host, port)
+    return sorted({*resolve(host, port), *service_backends(host, port)})

@@ -88,9 +88,20 @@ def test_hostname_endpoint_gets_public_addresses_and_other_namespaces_on_its_por
 def test_private_addresses_the_host_name_resolved_to_are_named_public_ones_not() -> None:
     policy = backup_network.runner_egress(
         "nightly", "tenant-acme", _spec("https://s3.corp.example:9000"), tenant(),
-        ["10.5.5.5", "203.0.113.7", "10.5.5.5"])
+        [("10.5.5.5", 9000), ("203.0.113.7", 9000), ("10.5.5.5", 9000)])
     assert policy["spec"]["egress"][1:] == _on_port(
         [{"ipBlock": {"cidr": "10.5.5.5/32"}}, *HOST_NAME], 9000)
+
+
+def test_a_services_private_endpoints_are_named_with_the_port_they_serve_on() -> None:
+    # The Service's cluster IP on its own port, its endpoint on the target port:
+    # the policies are matched after the translation.
+    policy = backup_network.runner_egress(
+        "nightly", "tenant-acme", _spec("https://s3.storage.svc"), tenant(),
+        [("10.96.0.20", 443), ("192.168.1.5", 9443), ("203.0.113.7", 8443)])
+    assert policy["spec"]["egress"][1:] == [
+        *_on_port([{"ipBlock": {"cidr": "10.96.0.20/32"}}, *HOST_NAME], 443),
+        *_on_port([{"ipBlock": {"cidr": "192.168.1.5/32"}}], 9443)]
 
 
 @pytest.mark.parametrize(("endpoint", "port"), [

@@ -73,3 +73,34 @@ def test_a_name_is_looked_up_once_a_minute_and_a_failed_lookup_keeps_the_last_an
     assert resolve() == [("10.9.0.1", 9000)]  # the lookup failed: the last answer
     assert resolve() == [("10.9.0.2", 9000)]  # answered again
     assert len(calls) == 3
+
+
+SERVICE = {"spec": {"ports": [{"name": "https", "port": 443, "targetPort": 9443},
+                              {"name": "metrics", "port": 9000}]}}
+
+
+def _slice(port_name: str, port: int, *addresses: str) -> dict[str, Any]:
+    return {"ports": [{"name": port_name, "port": port}],
+            "endpoints": [{"addresses": [a]} for a in addresses]}
+
+
+def test_a_services_backends_are_its_endpoints_on_the_matching_port() -> None:
+    slices = [_slice("https", 9443, "192.168.1.5", "192.168.1.6"),
+              _slice("metrics", 9100, "192.168.1.5"),
+              _slice("https", 9443, "192.168.1.5")]
+    assert storage.backends(SERVICE, slices, 443) == [("192.168.1.5", 9443),
+                                                      ("192.168.1.6", 9443)]
+    # A port the Service does not have, or no Service at all: nothing.
+    assert storage.backends(SERVICE, slices, 8443) == []
+    assert storage.backends(None, slices, 443) == []
+
+
+@pytest.mark.parametrize("host", ["s3.storage.svc", "s3.storage.svc.cluster.local",
+                                  "s3.storage.svc."])
+def test_only_service_names_are_looked_up(host: str) -> None:
+    assert storage._SERVICE_HOST.match(host) is not None
+
+
+@pytest.mark.parametrize("host", ["s3.amazonaws.com", "minio", "s3.storage", "a.b.svc.example"])
+def test_other_names_are_not_services(host: str) -> None:
+    assert storage.service_backends(host, 443) == []

@@ -1,0 +1,173 @@
+"""WAL archiving of a tenant's primary through pgBackRest: its settings, environment and sidecar.
+
+The primary's server archives every WAL segment with ``archive_command``
+(``stackforge-pgbackrest archive-push %p``, asynchronous, with its spool on the
+data volume); the ``archiver`` sidecar creates the repository's stanza and
+makes sure a quiet database still closes a segment every ``archive_timeout``
+so that the age of the newest archived segment tells whether archiving works
+(reconcile/archive_status.py). Both run the image's programs
+(images/postgres/), which take every pgBackRest option from the environment
+built here (pgBackRest reads ``PGBACKREST_<OPTION>`` itself) and the
+repository path from the incarnation file: ``<base>/<incarnation>``.
+
+Secrets are referenced as optional: a missing one fails archiving (and the
+policy says so), never the database's start.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from stackforge_operator.builders import s3ca
+from stackforge_operator.builders.backup_network import url_host_port
+from stackforge_operator.builders.common import (
+    container_security_context,
+    env,
+    mount,
+)
+from stackforge_operator.builders.postgres_paths import DATA_DIR, INCARNATION_FILE, PGDATA, RUN_DIR
+from stackforge_operator.models.backup import ObjectStorage
+from stackforge_operator.models.effective import Archiving
+
+# Programs of the PostgreSQL image.
+PGBACKREST_PROGRAM: Final = "stackforge-pgbackrest"
+ARCHIVER_PROGRAM: Final = "stackforge-archiver"
+ARCHIVER_CONTAINER: Final = "archiver"
+# Under the policy's prefix, beside the tenants' logical runs: no tenant can be
+# called this (object names have no "_"), so no tenant's runs are ever here.
+REPOSITORY_DIR: Final = "_pgbackrest"
+# On the data volume, outside PGDATA: a replica's clone must not copy it.
+SPOOL_PATH: Final = f"{DATA_DIR}/pgbackrest-spool"
+CIPHER_TYPE: Final = "aes-256-cbc"
+COMPRESS_TYPE: Final = "zst"
+DEFAULT_REGION: Final = "us-east-1"
+_SCHEME_PORTS: Final = {"https": 443}
+
+
+def stanza(tenant: str) -> str:
+    return tenant
+
+
+def repository_base(storage: ObjectStorage, tenant: str) -> str:
+    """The tenant's repositories' parent (pgBackRest's repo1-path, less the incarnation)."""
+    return f"/{storage.prefix}/{REPOSITORY_DIR}/{tenant}"
+
+
+def repository_key_prefix(storage: ObjectStorage, tenant: str) -> str:
+    """The same place as an object key prefix (no leading slash, a trailing one)."""
+    return f"{repository_base(storage, tenant).lstrip('/')}/"
+
+
+def server_args(a: Archiving) -> list[str]:
+    """Settings of the primary's server (archive_mode is read only at a start)."""
+    return [
+        "-c", "archive_mode=on",
+        "-c", f"archive_command={PGBACKREST_PROGRAM} archive-push %p",
+        "-c", f"archive_timeout={a.archive_timeout_seconds}s",
+    ]  # fmt: skip
+
+
+def _endpoint(storage: ObjectStorage) -> tuple[str, int | None]:
+    """pgBackRest wants a host and a port apart; AWS's regional endpoint when none is named."""
+    if storage.endpoint is None:
+        return f"s3.{storage.region or DEFAULT_REGION}.amazonaws.com", None
+    host, port = url_host_port(storage.endpoint)
+    return host, None if port == 443 else port
+
+
+def _optional_secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+
+
+def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
+    """pgBackRest's options for the server's archive_command and the archiver sidecar."""
+    storage = a.storage
+    host, port = _endpoint(storage)
+    out = [
+        env("PGBACKREST_STANZA", stanza(tenant)),
+        env("PGBACKREST_PG1_PATH", PGDATA),
+        env("PGBACKREST_PG1_SOCKET_PATH", RUN_DIR),
+        env("PGBACKREST_PG1_USER", "postgres"),
+        env("PGBACKREST_REPO1_TYPE", "s3"),
+        env("PGBACKREST_REPO1_S3_BUCKET", storage.bucket),
+        env("PGBACKREST_REPO1_S3_ENDPOINT", host),
+        env("PGBACKREST_REPO1_S3_REGION", storage.region or DEFAULT_REGION),
+        env("PGBACKREST_REPO1_S3_URI_STYLE", "path" if storage.force_path_style else "host"),
+        env("PGBACKREST_REPO1_CIPHER_TYPE", CIPHER_TYPE),
+        _optional_secret_env("PGBACKREST_REPO1_CIPHER_PASS", a.cipher.name, a.cipher.key),
+        env("PGBACKREST_COMPRESS_TYPE", COMPRESS_TYPE),
+        # archive_command returns as soon as the segment is in the spool; a
+        # background process pushes the queue, several segments at a time.
+        env("PGBACKREST_ARCHIVE_ASYNC", "y"),
+        env("PGBACKREST_SPOOL_PATH", SPOOL_PATH),
+        # Its messages go to the server's log (the container's output), not to files.
+        env("PGBACKREST_LOG_LEVEL_FILE", "off"),
+        env("STACKFORGE_REPOSITORY_BASE", repository_base(storage, tenant)),
+        env("STACKFORGE_INCARNATION_FILE", INCARNATION_FILE),
+    ]
+    if port is not None:
+        out.append(env("PGBACKREST_REPO1_STORAGE_PORT", str(port)))
+    creds = storage.credentials_secret_ref
+    if creds is None:
+        # The pod's own identity (an IAM role for its service account).
+        out.append(env("PGBACKREST_REPO1_S3_KEY_TYPE", "auto"))
+    else:
+        out += [
+            _optional_secret_env("PGBACKREST_REPO1_S3_KEY", creds.name, creds.access_key_id_key),
+            _optional_secret_env("PGBACKREST_REPO1_S3_KEY_SECRET", creds.name,
+                                 creds.secret_access_key_key),
+        ]
+    if storage.endpoint_ca is not None:
+        out.append(env("PGBACKREST_REPO1_STORAGE_CA_FILE", s3ca.CA_PATH))
+    sse = storage.server_side_encryption
+    if sse is not None and sse.kms_key_id:
+        # AES256 needs nothing: pgBackRest 2.45 cannot ask for it per object,
+        # and the bucket's default encryption applies.
+        out.append(env("PGBACKREST_REPO1_S3_KMS_KEY_ID", sse.kms_key_id))
+    return sorted(out, key=lambda e: str(e["name"]))
+
+
+def volumes(a: Archiving) -> list[dict[str, Any]]:
+    ca = a.storage.endpoint_ca
+    if ca is None:
+        return []
+    volume = s3ca.volume(ca.name, ca.key)
+    volume["secret"]["optional"] = True
+    return [volume]
+
+
+def mounts(a: Archiving) -> list[dict[str, Any]]:
+    return [s3ca.mount()] if a.storage.endpoint_ca is not None else []
+
+
+def heartbeat_seconds(a: Archiving) -> int:
+    """Twice per archive_timeout: every check of the timeout then finds a record
+    to close a segment for, so a segment is archived once per timeout."""
+    return max(a.archive_timeout_seconds // 2, 5)
+
+
+def archiver_container(
+    a: Archiving, tenant: str, image: str, resources: dict[str, Any]
+) -> dict[str, Any]:
+    """The sidecar: the stanza, then a WAL record twice per archive_timeout (see the module)."""
+    return {
+        "name": ARCHIVER_CONTAINER,
+        "image": image,
+        "command": [ARCHIVER_PROGRAM],
+        "env": [*environment(a, tenant),
+                env("HEARTBEAT_SECONDS", str(heartbeat_seconds(a))),
+                env("PGHOST", RUN_DIR)],
+        "resources": resources,
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+        "volumeMounts": sorted(
+            [
+                # pgBackRest reads pg_control and the incarnation file; it writes nothing there.
+                mount("data", DATA_DIR, read_only=True),
+                mount("run", RUN_DIR),
+                mount("tmp", "/tmp"),  # noqa: S108 - the pod's private emptyDir
+                *mounts(a),
+            ],
+            key=lambda m: str(m["mountPath"]),
+        ),
+    }
