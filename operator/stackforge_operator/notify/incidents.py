@@ -111,10 +111,13 @@ def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:
 
 
 def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
-    """BackupFailed and BackupStale of one BackupPolicy, from its own conditions."""
+    """BackupFailed, BackupStale and ArchivingFailed of one BackupPolicy, from its own
+    conditions."""
     found = []
     for type_, event, what in ((types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "failed"),
-                               (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale")):
+                               (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale"),
+                               (types.CONTINUOUS_ARCHIVING, Event.ARCHIVING_FAILED,
+                                "cannot archive WAL")):
         condition = find(policy.conditions, type_)
         if condition is not None and condition.status == ConditionStatus.FALSE:
             found.append(Incident(f"{event.value}/{name}", event, condition.last_transition_time,

@@ -11,6 +11,7 @@ from stackforge_operator.notify.changes import Change, State
 _TITLES = {
     "BackupFailed": "Backup failed",
     "BackupStale": "Backup stale",
+    "ArchivingFailed": "WAL archiving failing",
     "DrillFailed": "DR drill failed",
     "CertificateExpiring": "Certificate expiring",
     "TenantNotReady": "Tenant not Ready",

@@ -26,6 +26,7 @@ from stackforge_operator.builders import backup as builders
 from stackforge_operator.builders import backup_network, credentials, stack
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import (
+    ArchiveStatus,
     BackupPolicySpec,
     BackupPolicyStatus,
     BackupRun,
@@ -35,7 +36,7 @@ from stackforge_operator.models.backup import (
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import StackForgeTenantSpec
-from stackforge_operator.reconcile import storage
+from stackforge_operator.reconcile import archive_status, archiving_policy, storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
     referenced_tenant,
@@ -44,7 +45,7 @@ from stackforge_operator.reconcile.common import (
     termination_result,
 )
 from stackforge_operator.reconcile.diff import needs_apply
-from stackforge_operator.reconcile.tenant_observe import validation_summary
+from stackforge_operator.reconcile.tenant_observe import backup_policies, validation_summary
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +88,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         schedule.zone(zone)
     except schedule.UnknownTimeZoneError as error:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
+    archiver = _archiving_policy(namespace, spec, t.name)
+    addresses = storage.endpoint_addresses(spec.storage.endpoint)
     try:
-        egress = backup_network.runner_egress(
-            name, namespace, spec, t,
-            [ip for ip, _ in storage.endpoint_addresses(spec.storage.endpoint)])
+        egress = backup_network.runner_egress(name, namespace, spec, t, addresses)
+        archive_egress = backup_network.archive_egress(name, namespace, spec, t, addresses) if (
+            archiver == name) else None
     except ValueError as error:
         problems.append(status.Problem("InvalidSpec", str(error)))
     if problems:
@@ -100,6 +103,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     children = [
         # First: a runner started before its egress policy exists reaches nothing.
         egress,
+        *([archive_egress] if archive_egress is not None else []),
         builders.configuration(name, namespace, t, tenant_spec.model_dump(
             mode="json", by_alias=True, exclude_none=True), _rendered(t)),
         builders.cron_job(name, namespace, spec, t, when, zone),
@@ -117,6 +121,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             live = kube.apply(child)
         if child["kind"] == "CronJob":
             live_cron = live
+    if archive_egress is None and old.continuous_archiving is not None:
+        # This policy archived and no longer does (turned off, or another one's
+        # now): the primary's way out goes. (The status forgets the archive
+        # below, so this is asked once, not at every resync.)
+        kube.delete("networking.k8s.io/v1", "NetworkPolicy",
+                    backup_network.archive_egress_name(name), namespace)
 
     now = datetime.now(UTC)
     jobs = kube.list_objects("batch/v1", "Job", namespace=namespace,
@@ -124,14 +134,19 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     job_runs = [_job_run(namespace, job) for job in jobs]
     storage_error: str | None = None
     active = [r for r in job_runs if r.result == RunResult.RUNNING]
+    archive = None
     # The block bounds the life of the CA bundle's temporary file.
     with storage.policy_store(spec.storage, namespace) as store:
         try:
             manifests = store.manifests(t.name)
+            if archiver == name:
+                archive = archive_status.read(store.client, spec.storage, t.name,
+                                              old.continuous_archiving)
         except (BotoCoreError, ClientError) as error:
             # The bucket cannot be read: keep what was known, and say why.
             storage_error = str(error)[:1024]
             manifests = []
+            archive = old.continuous_archiving if archiver == name else None
         newest = manifests[-1] if manifests else None
         if storage_error is None and newest is not None and (
                 old.last_successful_run is None
@@ -151,8 +166,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     candidates = [*failures, *([last_success] if last_success else [])]
     last_run = max(candidates, key=_finished_at, default=None)
 
+    archived = _archiving_observation(spec, name, archiver, old, archive, now, storage_error)
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
-                             storage_error)
+                             storage_error, archived)
     next_time = schedule.next_fire(when, zone, now)
     cron_status = (live_cron or {}).get("status") or {}
     new = BackupPolicyStatus(
@@ -166,6 +182,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         active_run=active[0] if active else None,
         last_run=last_run,
         last_successful_run=last_success,
+        continuous_archiving=archive,
     )
     latest = _write(body, old, new)
     if last_run is not None and (old.last_run is None or old.last_run.id != last_run.id
@@ -179,6 +196,36 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if active:
         return Outcome(ACTIVE_SECONDS, latest)
     return Outcome(min(IDLE_SECONDS, max(1.0, (next_time - now).total_seconds())), latest)
+
+
+def _archiving_policy(namespace: str, spec: BackupPolicySpec, tenant: str) -> str | None:
+    """The name of the tenant's policy that archives (read only when this one asks to)."""
+    if spec.continuous_archiving is None:
+        return None
+    found = archiving_policy.chosen(backup_policies(tenant, namespace))
+    return found[0] if found else None
+
+
+def _archiving_observation(
+    spec: BackupPolicySpec, name: str, archiver: str | None, old: BackupPolicyStatus,
+    archive: ArchiveStatus | None, now: datetime, storage_error: str | None,
+) -> status.Observation | None:
+    settings = spec.continuous_archiving
+    if settings is None:
+        return None
+    if archiver != name:
+        return status.Observation(
+            types.CONTINUOUS_ARCHIVING, ConditionStatus.FALSE, "AnotherPolicyArchives",
+            f"BackupPolicy {archiver} archives this tenant's WAL already (a database has one "
+            "archive); remove continuousArchiving here" if archiver else
+            "waiting for the tenant's policies to be read")
+    previous = status.find(old.conditions, types.CONTINUOUS_ARCHIVING)
+    waiting_since = now
+    if previous is not None and previous.reason == "WaitingForFirstSegment" and (
+            previous.last_transition_time is not None):
+        waiting_since = previous.last_transition_time
+    return archive_status.observation(archive, settings.archive_timeout_seconds, now,
+                                      waiting_since, storage_error)
 
 
 def _tenant(
@@ -244,7 +291,9 @@ def _conditions(
     old: BackupPolicyStatus, generation: int, now: datetime, when: str, zone: str,
     last_run: BackupRun | None, newest: Manifest | None, body: Mapping[str, Any],
     active: Sequence[BackupRun], storage_error: str | None,
+    archived: status.Observation | None,
 ) -> list[Any]:
+    extra = [archived] if archived is not None else []
     if last_run is None:
         succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.UNKNOWN,
                                        "NoRunYet", "no backup has run yet")
@@ -263,8 +312,8 @@ def _conditions(
         progress = status.Progress.STALLED
         message = f"cannot read the backup bucket: {storage_error}"
         return status.merge(old.conditions, [
-            *status.rollup(progress, "StorageUnavailable", message), succeeded, fresh],
-            generation=generation, now=now)
+            *status.rollup(progress, "StorageUnavailable", message), succeeded, fresh, *extra],
+            generation=generation, now=now, drop=_dropped(archived))
     created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     if newest is not None:
         age = now - newest.finished_at
@@ -279,7 +328,7 @@ def _conditions(
     else:
         fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.UNKNOWN, "NoBackupYet",
                                    "no complete backup yet")
-    failing = [o for o in (succeeded, fresh) if o.status == ConditionStatus.FALSE]
+    failing = [o for o in (succeeded, fresh, *extra) if o.status == ConditionStatus.FALSE]
     if failing:
         progress = status.Progress.STALLED
         reason, message = failing[0].reason, "; ".join(o.message for o in failing)
@@ -288,7 +337,13 @@ def _conditions(
         message = f"backups run on {when!r} ({zone})" + (
             f"; {len(active)} running" if active else "")
     return status.merge(old.conditions, [*status.rollup(progress, reason, message),
-                                         succeeded, fresh], generation=generation, now=now)
+                                         succeeded, fresh, *extra], generation=generation,
+                        now=now, drop=_dropped(archived))
+
+
+def _dropped(archived: status.Observation | None) -> set[str]:
+    """ContinuousArchiving goes with spec.continuousArchiving."""
+    return set() if archived is not None else {types.CONTINUOUS_ARCHIVING}
 
 
 def _hours(delta: timedelta) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from stackforge_operator.models.tenant import (
     admin_secret_name,
 )
 from stackforge_operator.notify.sender import Delivery
-from stackforge_operator.reconcile import immutable, isolation, tenant_notify
+from stackforge_operator.reconcile import archiving_policy, immutable, isolation, tenant_notify
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
 from stackforge_operator.reconcile.diff import needs_apply
@@ -134,6 +134,9 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if placement is not None:
         return _stalled(body, old_status, generation, [placement])
     live_namespace = kube.get("v1", "Namespace", t.namespace)
+    # Read once: they configure the primary's archiving and report backup health.
+    policies = observe.backup_policies(t.name, t.namespace)
+    t = replace(t, archiving=archiving_policy.archiving(policies))
 
     # Asked once: the children observed and the children desired must agree.
     with_certificates = observe.cert_manager_installed()
@@ -191,7 +194,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         _close_quorum_sessions(t, old_status)
 
     return _report(body, old_status, t, spec, generation, desired, live,
-                   tuple(applied), pruned, rotated, problems, notify)
+                   tuple(applied), pruned, rotated, problems, notify, policies)
 
 
 def _close_quorum_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
@@ -309,6 +312,7 @@ def _report(
     rotated: bool,
     apply_problems: Sequence[status.Problem],
     notify: Notify | None,
+    policies: Sequence[dict[str, Any]],
 ) -> Outcome:
     now = datetime.now(UTC)
     workloads = [(m, live.get((m["kind"], m["metadata"]["name"])) or None)
@@ -326,7 +330,6 @@ def _report(
     problems = [*apply_problems, *observe.missing_references(t, spec),
                 *status.stuck_workloads(states)]
     certificate, certificate_condition = observe.certificate(t, spec, now)
-    policies = observe.backup_policies(t.name, t.namespace)
     backups, last_backup = observe.backup_health(policies)
     drills, last_drill = observe.drill_health(t.name, t.namespace)
     informational = [backups, drills, certificate_condition]

@@ -76,6 +76,21 @@ def test_backup_failed_and_stale_per_policy() -> None:
     assert "run x: denied" in found[0].summary
 
 
+def test_failing_wal_archiving_is_an_incident_of_its_policy() -> None:
+    policy = BackupPolicyStatus(conditions=[
+        cond("LastBackupSucceeded", T), cond("BackupFresh", T),
+        cond("ContinuousArchiving", F, timedelta(minutes=4), "ArchivingStalled",
+             "newest segment 000000010000000000000007 archived 240s ago (allowed: 180s)"),
+    ])
+    [found] = incidents.backup_incidents("archive", policy)
+    assert (found.key, found.event, found.since) == (
+        "ArchivingFailed/archive", NotificationEvent.ARCHIVING_FAILED, NOW - timedelta(minutes=4))
+    assert "cannot archive WAL" in found.summary and "240s ago" in found.summary
+    waiting = BackupPolicyStatus(conditions=[
+        cond("ContinuousArchiving", ConditionStatus.UNKNOWN, reason="WaitingForFirstSegment")])
+    assert incidents.backup_incidents("archive", waiting) == []
+
+
 def test_unknown_backup_conditions_are_no_incident() -> None:
     policy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", ConditionStatus.UNKNOWN)])
     assert incidents.backup_incidents("nightly", policy) == []

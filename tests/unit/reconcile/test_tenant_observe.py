@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from stackforge_operator.models.tenant import reserved_namespace
-from stackforge_operator.reconcile.tenant_observe import first_claimant
+from stackforge_operator.reconcile.tenant_observe import backup_health, first_claimant
 
 
 def _tenant(uid: str, created: str, name: str = "acme", namespace: str = "ns") -> dict[str, Any]:
@@ -53,3 +53,20 @@ def test_the_oldest_of_several_is_named() -> None:
 ])
 def test_reserved_namespaces(namespace: str, reserved: bool) -> None:
     assert reserved_namespace(namespace) is reserved
+
+
+def _policy_with(*conditions: tuple[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": "archive"}, "status": {"conditions": [
+        {"type": t, "status": s, "reason": "R", "message": f"{t} is {s}",
+         "lastTransitionTime": "2026-11-30T12:00:00Z"} for t, s in conditions]}}
+
+
+def test_failing_wal_archiving_makes_the_backups_unhealthy() -> None:
+    fresh = [("LastBackupSucceeded", "True"), ("BackupFresh", "True")]
+    healthy, _ = backup_health([_policy_with(*fresh, ("ContinuousArchiving", "True"))])
+    assert healthy.status == "True"
+    failing, _ = backup_health([_policy_with(*fresh, ("ContinuousArchiving", "False"))])
+    assert failing.status == "False" and "ContinuousArchiving is False" in failing.message
+    # Still waiting for its first segment: not a failure.
+    waiting, _ = backup_health([_policy_with(*fresh, ("ContinuousArchiving", "Unknown"))])
+    assert waiting.status == "True"

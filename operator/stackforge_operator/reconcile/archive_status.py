@@ -1,0 +1,142 @@
+"""The WAL archive as the bucket shows it, and the ContinuousArchiving condition.
+
+The bucket is the truth here too: a segment counts as archived when its
+object exists. The operator does not ask the database (it holds no
+connection to it); the primary's archiver sidecar makes sure a segment is
+archived every ``archive_timeout`` while archiving works
+(images/postgres/stackforge-archiver.sh), so the newest segment's age is
+enough to tell archiving that works from archiving that does not.
+
+Listing stays cheap however long the archive grows: only the newest
+incarnation's directory is read (incarnation names sort by age: a system
+identifier starts with the time of its initdb, and a restore keeps it and
+adds a later time), and from the last segment seen on (``StartAfter``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from stackforge_operator import status
+from stackforge_operator.builders import archiving
+from stackforge_operator.models import conditions as types
+from stackforge_operator.models.backup import ArchiveStatus, ObjectStorage
+from stackforge_operator.models.common import ConditionStatus
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# pgBackRest's name for an archived segment: the segment, its SHA-1, an
+# optional compression extension.
+_SEGMENT_RE = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}(\.[a-z0-9]+)?$")
+# A primary that restarts to take archive_mode, then creates its stanza.
+STARTUP_GRACE = timedelta(minutes=5)
+# pgBackRest pushes in the background; a slow bucket may take this long.
+PUSH_MARGIN = timedelta(seconds=60)
+
+
+def allowed_age(archive_timeout_seconds: int) -> timedelta:
+    """How old the newest archived segment may be while archiving works: the
+    server closes a segment at every archive_timeout that saw a WAL record, and
+    the archiver writes one twice per timeout (builders/archiving.py)."""
+    return timedelta(seconds=archive_timeout_seconds) + PUSH_MARGIN
+
+
+def _segment(key: str) -> str | None:
+    match = _SEGMENT_RE.match(key.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
+def _list(client: S3Client, **kwargs: Any) -> list[Mapping[str, Any]]:
+    pages: list[Mapping[str, Any]] = []
+    token: str | None = None
+    while True:
+        if token:
+            kwargs["ContinuationToken"] = token
+        page: Mapping[str, Any] = client.list_objects_v2(**kwargs)
+        pages.append(page)
+        if not page.get("IsTruncated"):
+            return pages
+        token = page["NextContinuationToken"]
+
+
+def read(client: S3Client, storage: ObjectStorage, tenant: str,
+         previous: ArchiveStatus | None) -> ArchiveStatus | None:
+    """The newest segment of the tenant's newest incarnation (None: nothing archived).
+    Raises the client's errors (the caller reports the bucket unreadable)."""
+    base = archiving.repository_key_prefix(storage, tenant)
+    incarnations = sorted(
+        str(p["Prefix"]) for page in _list(client, Bucket=storage.bucket, Prefix=base,
+                                           Delimiter="/")
+        for p in page.get("CommonPrefixes") or [])
+    if not incarnations:
+        return None
+    newest = incarnations[-1]
+    archive_prefix = f"{newest}archive/{archiving.stanza(tenant)}/"
+    resume = previous.last_archived_key if previous and previous.last_archived_key else None
+    options: dict[str, Any] = {"Bucket": storage.bucket, "Prefix": archive_prefix}
+    if resume and resume.startswith(archive_prefix):
+        options["StartAfter"] = resume
+    else:
+        previous = None  # another incarnation: start over
+    last: Mapping[str, Any] | None = None
+    for page in _list(client, **options):
+        for obj in page.get("Contents") or []:
+            if _segment(str(obj["Key"])) is not None:
+                last = obj  # keys sort by timeline and position: the last is the newest
+    repository_path = f"/{newest.rstrip('/')}"
+    if last is None:
+        if previous is not None:
+            return previous
+        return ArchiveStatus(repository_path=repository_path)
+    modified = last["LastModified"]
+    return ArchiveStatus(
+        repository_path=repository_path,
+        last_archived_wal=_segment(str(last["Key"])),
+        last_archived_time=modified.astimezone(UTC) if isinstance(modified, datetime) else None,
+        last_archived_key=str(last["Key"]),
+    )
+
+
+def observation(
+    archive: ArchiveStatus | None, archive_timeout_seconds: int, now: datetime,
+    waiting_since: datetime, storage_error: str | None,
+) -> status.Observation:
+    """ContinuousArchiving. ``waiting_since``: when archiving was asked for (the
+    first segment may take a restart of the primary and a stanza to come)."""
+    allowed = allowed_age(archive_timeout_seconds)
+    if storage_error is not None:
+        # What was archived last is known from before: once it is too old, the
+        # archive is failing whether or not the bucket can be read (the primary
+        # most likely cannot reach it either).
+        last = archive.last_archived_time if archive else None
+        if last is not None and now - last > allowed:
+            return status.Observation(
+                types.CONTINUOUS_ARCHIVING, ConditionStatus.FALSE, "ArchivingStalled",
+                f"newest segment known, {archive.last_archived_wal if archive else ''}, was "
+                f"archived {_seconds(now - last)} ago (allowed: {_seconds(allowed)}); the "
+                f"bucket cannot be read: {storage_error}")
+        return status.Observation(types.CONTINUOUS_ARCHIVING, ConditionStatus.UNKNOWN,
+                                  "StorageUnavailable", storage_error)
+    if archive is None or archive.last_archived_time is None:
+        if now - waiting_since <= allowed + STARTUP_GRACE:
+            return status.Observation(types.CONTINUOUS_ARCHIVING, ConditionStatus.UNKNOWN,
+                                      "WaitingForFirstSegment", "no WAL segment archived yet")
+        return status.Observation(
+            types.CONTINUOUS_ARCHIVING, ConditionStatus.FALSE, "NothingArchived",
+            f"no WAL segment archived within {_seconds(allowed + STARTUP_GRACE)} of asking")
+    age = max(now - archive.last_archived_time, timedelta(0))
+    newest = (f"newest segment {archive.last_archived_wal} archived {_seconds(age)} ago "
+              f"(allowed: {_seconds(allowed)})")
+    if age <= allowed:
+        return status.Observation(types.CONTINUOUS_ARCHIVING, ConditionStatus.TRUE,
+                                  "Archiving", newest)
+    return status.Observation(types.CONTINUOUS_ARCHIVING, ConditionStatus.FALSE,
+                              "ArchivingStalled", newest)
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds())}s"

@@ -1,0 +1,52 @@
+"""Which BackupPolicy's continuous archiving a tenant's primary follows.
+
+A database has one archive: of the tenant's policies that ask for it, the
+oldest (by creation, then name) wins, and the others are refused with the
+winner's name (reconcile/backup.py). Both the tenant's reconcile (which
+configures the primary) and each policy's (which reports) ask this one
+function, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.effective import Archiving
+
+
+def _archiving_spec(policy: Mapping[str, Any]) -> BackupPolicySpec | None:
+    meta = policy.get("metadata") or {}
+    spec = policy.get("spec") or {}
+    if meta.get("deletionTimestamp") or not spec.get("continuousArchiving"):
+        return None
+    try:
+        return BackupPolicySpec.model_validate(spec)
+    except ValidationError:
+        return None  # its own reconcile says what is wrong with it
+
+
+def chosen(policies: Sequence[Mapping[str, Any]]) -> tuple[str, BackupPolicySpec] | None:
+    """(name, spec) of the archiving policy among one tenant's policies, or None."""
+    candidates = [(p, spec) for p in policies if (spec := _archiving_spec(p)) is not None]
+    if not candidates:
+        return None
+    policy, spec = min(candidates, key=lambda c: (
+        str(c[0]["metadata"].get("creationTimestamp") or ""), str(c[0]["metadata"]["name"])))
+    return str(policy["metadata"]["name"]), spec
+
+
+def archiving(policies: Sequence[Mapping[str, Any]]) -> Archiving | None:
+    """The primary's archiving settings, from the chosen policy."""
+    found = chosen(policies)
+    if found is None:
+        return None
+    name, spec = found
+    settings = spec.continuous_archiving
+    assert settings is not None  # chosen() keeps archiving policies only
+    return Archiving(policy=name, storage=spec.storage,
+                     archive_timeout_seconds=settings.archive_timeout_seconds,
+                     cipher=settings.repository_cipher_secret_ref)

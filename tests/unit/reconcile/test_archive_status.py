@@ -1,0 +1,136 @@
+"""The WAL archive as read from the bucket, and the ContinuousArchiving condition."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stackforge_operator.models.backup import ArchiveStatus, ObjectStorage
+from stackforge_operator.models.common import ConditionStatus
+from stackforge_operator.reconcile import archive_status
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+STORAGE = ObjectStorage.model_validate({"bucket": "bkt", "prefix": "sf"})
+BASE = "sf/_pgbackrest/acme/"
+OLD = f"{BASE}7300000000000000001-20260101T000000Z/"
+NEW = f"{BASE}7400000000000000001-20261101T000000Z/"
+SHA = "0" * 40
+
+
+def _segment_key(incarnation: str, segment: str, suffix: str = ".zst") -> str:
+    return f"{incarnation}archive/acme/15-1/{segment[:16]}/{segment}-{SHA}{suffix}"
+
+
+class Bucket:
+    """list_objects_v2 over a dict of key -> LastModified, in pages of ``page``."""
+
+    def __init__(self, objects: dict[str, datetime], page: int = 2) -> None:
+        self.objects = objects
+        self.page = page
+        self.calls: list[dict[str, Any]] = []
+
+    def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        prefix = kwargs["Prefix"]
+        keys = sorted(k for k in self.objects if k.startswith(prefix)
+                      and k > kwargs.get("StartAfter", ""))
+        if kwargs.get("Delimiter") == "/":
+            prefixes = sorted({prefix + k[len(prefix):].split("/", 1)[0] + "/"
+                               for k in keys if "/" in k[len(prefix):]})
+            return {"CommonPrefixes": [{"Prefix": p} for p in prefixes], "IsTruncated": False}
+        start = int(kwargs.get("ContinuationToken", "0"))
+        chunk = keys[start:start + self.page]
+        more = start + self.page < len(keys)
+        page: dict[str, Any] = {"Contents": [{"Key": k, "LastModified": self.objects[k]}
+                                             for k in chunk], "IsTruncated": more}
+        if more:
+            page["NextContinuationToken"] = str(start + self.page)
+        return page
+
+
+SEGMENTS = ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003"]
+
+
+def _bucket() -> Bucket:
+    objects = {f"{OLD}archive/acme/archive.info": NOW - timedelta(days=300),
+               _segment_key(OLD, "000000010000000000000009"): NOW - timedelta(days=200),
+               f"{NEW}archive/acme/archive.info": NOW - timedelta(hours=1),
+               f"{NEW}archive/acme/15-1/00000001.history": NOW - timedelta(hours=1)}
+    for i, segment in enumerate(SEGMENTS):
+        objects[_segment_key(NEW, segment)] = NOW - timedelta(minutes=10 - i)
+    return Bucket(objects)
+
+
+def test_the_newest_segment_of_the_newest_incarnation() -> None:
+    found = archive_status.read(_bucket(), STORAGE, "acme", None)  # type: ignore[arg-type]
+    assert found == ArchiveStatus(
+        repository_path=f"/{NEW.rstrip('/')}", last_archived_wal=SEGMENTS[-1],
+        last_archived_time=NOW - timedelta(minutes=8),
+        last_archived_key=_segment_key(NEW, SEGMENTS[-1]))
+
+
+def test_listing_resumes_after_the_last_segment_seen() -> None:
+    bucket = _bucket()
+    first = archive_status.read(bucket, STORAGE, "acme", None)  # type: ignore[arg-type]
+    bucket.calls.clear()
+    again = archive_status.read(bucket, STORAGE, "acme", first)  # type: ignore[arg-type]
+    assert again == first  # nothing new: what was known stays
+    assert bucket.calls[-1]["StartAfter"] == _segment_key(NEW, SEGMENTS[-1])
+    newer = "000000010000000000000004"
+    bucket.objects[_segment_key(NEW, newer)] = NOW
+    latest = archive_status.read(bucket, STORAGE, "acme", first)  # type: ignore[arg-type]
+    assert latest is not None and latest.last_archived_wal == newer
+    assert latest.last_archived_time == NOW
+
+
+def test_a_new_incarnation_starts_over() -> None:
+    bucket = _bucket()
+    previous = ArchiveStatus(repository_path="/x", last_archived_wal="0" * 24,
+                             last_archived_key=_segment_key(OLD, "000000010000000000000009"),
+                             last_archived_time=NOW - timedelta(days=200))
+    found = archive_status.read(bucket, STORAGE, "acme", previous)  # type: ignore[arg-type]
+    assert found is not None and found.last_archived_wal == SEGMENTS[-1]
+    assert "StartAfter" not in bucket.calls[-1]
+
+
+def test_nothing_archived_yet() -> None:
+    assert archive_status.read(Bucket({}), STORAGE, "acme", None) is None  # type: ignore[arg-type]
+    only_info = Bucket({f"{NEW}archive/acme/archive.info": NOW})
+    found = archive_status.read(only_info, STORAGE, "acme", None)  # type: ignore[arg-type]
+    assert found == ArchiveStatus(repository_path=f"/{NEW.rstrip('/')}")
+
+
+def _archived(ago: timedelta) -> ArchiveStatus:
+    return ArchiveStatus(last_archived_wal=SEGMENTS[0], last_archived_time=NOW - ago)
+
+
+def test_true_while_the_newest_segment_is_younger_than_a_timeout_and_a_margin() -> None:
+    allowed = archive_status.allowed_age(60)
+    assert allowed == timedelta(seconds=120)
+    ok = archive_status.observation(_archived(allowed), 60, NOW, NOW, None)
+    assert (ok.status, ok.reason) == (ConditionStatus.TRUE, "Archiving")
+    late = archive_status.observation(_archived(allowed + timedelta(seconds=1)), 60, NOW, NOW,
+                                      None)
+    assert (late.status, late.reason) == (ConditionStatus.FALSE, "ArchivingStalled")
+    assert SEGMENTS[0] in late.message and "121s ago" in late.message
+
+
+def test_waiting_for_the_first_segment_then_false() -> None:
+    grace = archive_status.allowed_age(60) + archive_status.STARTUP_GRACE
+    waiting = archive_status.observation(None, 60, NOW, NOW - grace, None)
+    assert (waiting.status, waiting.reason) == (ConditionStatus.UNKNOWN, "WaitingForFirstSegment")
+    empty = ArchiveStatus(repository_path="/x")
+    never = archive_status.observation(empty, 60, NOW, NOW - grace - timedelta(seconds=1), None)
+    assert (never.status, never.reason) == (ConditionStatus.FALSE, "NothingArchived")
+
+
+def test_an_unreadable_bucket_is_unknown_until_the_last_known_segment_is_too_old() -> None:
+    found = archive_status.observation(_archived(timedelta(0)), 60, NOW, NOW, "denied")
+    assert (found.status, found.reason, found.message) == (
+        ConditionStatus.UNKNOWN, "StorageUnavailable", "denied")
+    assert archive_status.observation(None, 60, NOW, NOW, "denied").reason == (
+        "StorageUnavailable")
+    stale = archive_status.observation(_archived(timedelta(seconds=121)), 60, NOW, NOW,
+                                       "connection refused")
+    assert (stale.status, stale.reason) == (ConditionStatus.FALSE, "ArchivingStalled")
+    assert "121s ago" in stale.message and "connection refused" in stale.message
