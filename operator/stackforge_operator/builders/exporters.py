@@ -57,7 +57,31 @@ SELECT application_name AS replica, state,
        pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8 AS lag_bytes,
        coalesce(extract(epoch FROM replay_lag), 0)::float8 AS lag_seconds
 FROM pg_stat_replication WHERE replay_lsn IS NOT NULL"""
+# pg_stat_archiver, as the WAL archiving alerts read it (builders/monitoring.py):
+# stackforge_archiver_archived_count / _failed_count (since the statistics'
+# reset) and the times of the last success and failure in seconds since the
+# epoch (0: never). Archiving is judged from the bucket too
+# (reconcile/archive_status.py); this is what the database itself says.
+ARCHIVER_METRIC = "stackforge_archiver"
+_ARCHIVER_QUERY = """\
+SELECT archived_count::float8 AS archived_count, failed_count::float8 AS failed_count,
+       coalesce(extract(epoch FROM last_archived_time), 0)::float8 AS last_archived_time_seconds,
+       coalesce(extract(epoch FROM last_failed_time), 0)::float8 AS last_failed_time_seconds
+FROM pg_stat_archiver"""
 POSTGRES_EXPORTER_QUERIES = json.dumps({  # JSON is YAML: the exporter's format
+    ARCHIVER_METRIC: {
+        "query": _ARCHIVER_QUERY,
+        "metrics": [
+            {"archived_count": {"usage": "COUNTER",
+                                "description": "WAL segments archived successfully"}},
+            {"failed_count": {"usage": "COUNTER",
+                              "description": "Failed attempts to archive a WAL segment"}},
+            {"last_archived_time_seconds": {
+                "usage": "GAUGE", "description": "When a segment was last archived (0: never)"}},
+            {"last_failed_time_seconds": {
+                "usage": "GAUGE", "description": "When archiving last failed (0: never)"}},
+        ],
+    },
     REPLICATION_LAG_METRIC: {
         "query": _REPLICATION_LAG_QUERY,
         "metrics": [

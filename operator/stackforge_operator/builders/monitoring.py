@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from stackforge_operator.builders.common import Manifest, metadata, selector_labels
 from stackforge_operator.builders.exporters import (
+    ARCHIVER_METRIC,
     METRICS_LABEL,
     METRICS_PORT_NAME,
     REPLICATION_LAG_METRIC,
@@ -48,6 +49,11 @@ class Thresholds:
     replication_lag_bytes: int = 64 * 1024 * 1024
     replication_lag_for: str = "5m"  # ... for this long
     kafka_lag_window: str = "15m"  # Kafka lag increasing (over this window)
+    # WAL archiving failing (its last failure newer than its last success), or no
+    # segment archived for a timeout plus this margin (the heartbeat makes one
+    # every timeout) ...
+    archive_margin_seconds: int = 60
+    archive_failing_for: str = "5m"  # ... for this long
     login_failure_spike: float = 3.0  # login failures at 3x their usual rate
     login_failure_min_per_second: float = 0.1  # ... and not a handful
 
@@ -137,6 +143,21 @@ def alerts(t: EffectiveTenant, th: Thresholds = THRESHOLDS) -> list[Alert]:
             f"a read replica is more than {th.replication_lag_bytes // (1024 * 1024)} MiB "
             "of WAL behind the primary",
             "postgres-exporter"))
+    if t.postgres.enabled and t.archiving is not None:
+        # What the database says (pg_stat_archiver through the exporter); the
+        # policy's ContinuousArchiving says what reached the bucket.
+        archived = f"max by (namespace) ({ARCHIVER_METRIC}_last_archived_time_seconds{{{ns}}})"
+        failed = f"max by (namespace) ({ARCHIVER_METRIC}_last_failed_time_seconds{{{ns}}})"
+        stale = t.archiving.archive_timeout_seconds + th.archive_margin_seconds
+        out += [
+            Alert("StackForgeWALArchivingFailing", f"{failed} > {archived}",
+                  th.archive_failing_for, "critical",
+                  "WAL archiving fails: the last failure is newer than the last success",
+                  "postgres-exporter"),
+            Alert("StackForgeWALArchiveStale", f"time() - {archived} > {stale}",
+                  th.archive_failing_for, "critical",
+                  f"no WAL segment archived for over {stale}s", "postgres-exporter"),
+        ]
     if t.kafka.enabled:
         out.append(Alert(
             "StackForgeKafkaLagIncreasing",

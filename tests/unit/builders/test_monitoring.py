@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import promql_parser
 import pytest
+import yaml
 
 from stackforge_operator.builders import (
     exporters,
@@ -17,7 +19,9 @@ from stackforge_operator.builders import (
     redis,
 )
 from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
-from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.backup import ObjectStorage
+from stackforge_operator.models.common import SecretKeyRef
+from stackforge_operator.models.effective import Archiving, EffectiveTenant
 from tests.unit.builders.tenants import (
     ENTERPRISE,
     EVERYTHING_OFF,
@@ -77,6 +81,32 @@ def test_the_runbooks_thresholds_are_in_the_rules() -> None:
 def test_replication_lag_alert_only_with_read_replicas() -> None:
     assert "StackForgeReplicationLagHigh" not in _rules(
         tenant({"components": {"postgres": {"readReplicas": 0}}}))
+
+
+def test_wal_archiving_alerts_only_where_a_policy_archives() -> None:
+    assert not {"StackForgeWALArchivingFailing", "StackForgeWALArchiveStale"} & set(
+        _rules(tenant()))
+    archived = replace(tenant(), archiving=Archiving(
+        policy="nightly", storage=ObjectStorage.model_validate({"bucket": "backups"}),
+        archive_timeout_seconds=60, cipher=SecretKeyRef(name="c", key="k")))
+    rules = _rules(archived)
+    failing = str(rules["StackForgeWALArchivingFailing"]["expr"])
+    assert ("stackforge_archiver_last_failed_time_seconds{" in failing
+            and "> max by (namespace) (stackforge_archiver_last_archived_time_seconds{" in failing)
+    stale = str(rules["StackForgeWALArchiveStale"]["expr"])
+    assert stale.startswith("time() - ") and stale.endswith("> 120")
+    for name in ("StackForgeWALArchivingFailing", "StackForgeWALArchiveStale"):
+        promql_parser.parse(str(rules[name]["expr"]))
+        assert rules[name]["labels"]["severity"] == "critical"  # type: ignore[index]
+
+
+def test_the_archiver_query_names_every_metric_column() -> None:
+    query = yaml.safe_load(exporters.POSTGRES_EXPORTER_QUERIES)[exporters.ARCHIVER_METRIC]
+    columns = {name for m in query["metrics"] for name in m}
+    assert columns == {"archived_count", "failed_count", "last_archived_time_seconds",
+                       "last_failed_time_seconds"}
+    for column in columns:
+        assert f" AS {column}" in query["query"]
 
 
 def test_component_alerts_only_for_components_that_run() -> None:
