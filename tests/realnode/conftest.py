@@ -19,6 +19,7 @@ from stackforge_operator.devcluster.node.realnode import ImageArchive
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
 from tests.realnode.operators import operator_running
+from tests.realnode.s3_service import S3_SERVICE_NAME, s3_service
 from tests.support import crds, operator_identity
 from tests.support.clusters import ClusterHandle, local_handle
 from tests.support.s3_server import S3Server
@@ -70,29 +71,6 @@ def real_operator(
     fixture with :func:`operator_running`)."""
     with operator_running(real_operator_identity, tmp_path_factory) as process:
         yield process
-
-
-# Pods also reach the S3 server by this name (a Service in front of the node
-# address), which its certificate carries: pgBackRest verifies names, not addresses.
-S3_NAMESPACE = "stackforge-s3"
-S3_SERVICE = "s3"
-S3_SERVICE_NAME = f"{S3_SERVICE}.{S3_NAMESPACE}.svc"
-
-
-def s3_service(node_ip: str, port: int) -> list[dict[str, object]]:
-    """A Service without a selector, and its one endpoint: the S3 server on the host."""
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": S3_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": S3_SERVICE, "namespace": S3_NAMESPACE},
-         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": S3_SERVICE, "namespace": S3_NAMESPACE,
-                      "labels": {"kubernetes.io/service-name": S3_SERVICE}},
-         "addressType": "IPv4",
-         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-         "endpoints": [{"addresses": [node_ip], "conditions": {"ready": True}}]},
-    ]
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,8 @@ from kubernetes import client
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import runs, stack
-from tests.realnode.conftest import S3_NAMESPACE, S3_SERVICE, S3_SERVICE_NAME, s3_service
 from tests.realnode.operators import operator_running
+from tests.realnode.s3_service import S3_NAMESPACE, S3_SERVICE, S3_SERVICE_NAME, s3_service
 from tests.support import operator_identity, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.s3_server import S3Server

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.realnode import pods, runs
-from tests.realnode.conftest import S3_SERVICE_NAME
+from tests.realnode.s3_service import S3_SERVICE_NAME
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.s3_server import S3Server
