@@ -36,6 +36,10 @@ WEDGED_SECONDS = float(os.environ.get("STACKFORGE_WEDGED_SECONDS", "300"))
 # Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is looked
 # up again after this long: they are rarely installed, and each look is a request.
 ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))
+# How late, beyond its archive_timeout, a tenant's newest archived WAL segment may
+# be before ContinuousArchiving turns False (pgBackRest pushes in the background,
+# and a slow bucket takes a while). Lower only to see a failure sooner (tests).
+ARCHIVE_MARGIN_SECONDS = float(os.environ.get("STACKFORGE_ARCHIVE_MARGIN_SECONDS", "60"))
 # With peering: how long a replica's keep-alive stays valid. A killed active
 # replica is replaced once its record expires, i.e. within this time (kopf's
 # default, 60 s, is too slow for a 30 s failover). kopf renews the record

@@ -16,11 +16,11 @@ adds a later time), and from the last segment seen on (``StartAfter``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from stackforge_operator import status
+from stackforge_operator import config, status
 from stackforge_operator.builders import archiving
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import ArchiveStatus, ObjectStorage
@@ -35,7 +35,7 @@ _SEGMENT_RE = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}(\.[a-z0-9]+)?$")
 # A primary that restarts to take archive_mode, then creates its stanza.
 STARTUP_GRACE = timedelta(minutes=5)
 # pgBackRest pushes in the background; a slow bucket may take this long.
-PUSH_MARGIN = timedelta(seconds=60)
+PUSH_MARGIN = timedelta(seconds=config.ARCHIVE_MARGIN_SECONDS)
 
 
 def allowed_age(archive_timeout_seconds: int) -> timedelta:
@@ -50,17 +50,14 @@ def _segment(key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _list(client: S3Client, **kwargs: Any) -> list[Mapping[str, Any]]:
-    pages: list[Mapping[str, Any]] = []
-    token: str | None = None
+def _list(client: S3Client, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
+    """The listing's pages, one at a time (a year of segments is half a million keys)."""
     while True:
-        if token:
-            kwargs["ContinuationToken"] = token
         page: Mapping[str, Any] = client.list_objects_v2(**kwargs)
-        pages.append(page)
+        yield page
         if not page.get("IsTruncated"):
-            return pages
-        token = page["NextContinuationToken"]
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def read(client: S3Client, storage: ObjectStorage, tenant: str,

@@ -79,9 +79,9 @@ def test_server_errors_are_retried_with_growing_delays(receiver: Receiver) -> No
     got = receiver.requests()
     assert len(got) == 4
     gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
-    # 0.05, 0.1, 0.2 s: each wait at least its backoff, and growing.
+    # 0.05, 0.1, 0.2 s: each wait at least its backoff, which grows. (Only lower
+    # bounds: on a busy machine any gap may run long.)
     assert gaps[0] >= 0.045 and gaps[1] >= 0.095 and gaps[2] >= 0.195
-    assert gaps[2] > gaps[0]
     assert results == [("BackupFailed", "retried")] * 3 + [("BackupFailed", "sent")]
 
 
@@ -107,9 +107,11 @@ def test_429_waits_as_long_as_retry_after_says(receiver: Receiver) -> None:
 
 def test_a_hanging_receiver_times_out_and_does_not_hold_up_others(receiver: Receiver) -> None:
     with Receiver() as healthy:
-        receiver.hang(5)
+        receiver.hang(20)
         started = time.monotonic()
-        sender = Sender(backoff=FAST, attempts=1, timeout=0.5, workers=2)
+        # The timeout is far above what the healthy delivery needs even on a busy
+        # machine: that one answered before it proves nothing waited for the other.
+        sender = Sender(backoff=FAST, attempts=1, timeout=4, workers=2)
         results: list[tuple[str, str]] = []
 
         async def main() -> None:
@@ -121,13 +123,14 @@ def test_a_hanging_receiver_times_out_and_does_not_hold_up_others(receiver: Rece
             # The healthy receiver is answered while the other one hangs.
             while not healthy.requests():
                 await asyncio.sleep(0.01)
-            assert time.monotonic() - started < 0.5
-            await sender.idle(5)
+            assert time.monotonic() - started < 4
+            await sender.idle(10)
             await sender.stop()
 
         asyncio.run(main())
         receiver.hang(0)
-        assert time.monotonic() - started < 3
+        # The hanging one was given up after its timeout, not its 20 s.
+        assert time.monotonic() - started < 12
         assert sorted(results) == [("BackupFailed", "failed"), ("BackupFailed", "sent")]
 
 

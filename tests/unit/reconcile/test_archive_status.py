@@ -106,6 +106,7 @@ def _archived(ago: timedelta) -> ArchiveStatus:
 
 def test_true_while_the_newest_segment_is_younger_than_a_timeout_and_a_margin() -> None:
     allowed = archive_status.allowed_age(60)
+    assert timedelta(seconds=60) == archive_status.PUSH_MARGIN  # the default
     assert allowed == timedelta(seconds=120)
     ok = archive_status.observation(_archived(allowed), 60, NOW, NOW, None)
     assert (ok.status, ok.reason) == (ConditionStatus.TRUE, "Archiving")
