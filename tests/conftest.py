@@ -156,7 +156,10 @@ def operator_identity_installed(
 
 def _namespace_name(nodeid: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", nodeid.split("::")[-1].lower()).strip("-")[:40]
-    return f"t-{base}-{uuid.uuid4().hex[:5]}".replace("--", "-")
+    # Ten hex digits: the cases of one parametrized test share the 40-character
+    # prefix, and with five a run of ~150 of them collided about once in a
+    # hundred runs (409: the namespace exists, being deleted).
+    return f"t-{base}-{uuid.uuid4().hex[:10]}".replace("--", "-")
 
 
 @pytest.fixture
