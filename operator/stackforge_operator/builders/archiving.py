@@ -24,6 +24,7 @@ from stackforge_operator.builders.common import (
     container_security_context,
     env,
     mount,
+    secret_env,
 )
 from stackforge_operator.builders.postgres_paths import DATA_DIR, INCARNATION_FILE, PGDATA, RUN_DIR
 from stackforge_operator.models.backup import ObjectStorage
@@ -41,7 +42,6 @@ SPOOL_PATH: Final = f"{DATA_DIR}/pgbackrest-spool"
 CIPHER_TYPE: Final = "aes-256-cbc"
 COMPRESS_TYPE: Final = "zst"
 DEFAULT_REGION: Final = "us-east-1"
-_SCHEME_PORTS: Final = {"https": 443}
 
 
 def stanza(tenant: str) -> str:
@@ -75,11 +75,6 @@ def _endpoint(storage: ObjectStorage) -> tuple[str, int | None]:
     return host, None if port == 443 else port
 
 
-def _optional_secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name,
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-
-
 def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
     """pgBackRest's options for the server's archive_command and the archiver sidecar."""
     storage = a.storage
@@ -95,7 +90,7 @@ def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
         env("PGBACKREST_REPO1_S3_REGION", storage.region or DEFAULT_REGION),
         env("PGBACKREST_REPO1_S3_URI_STYLE", "path" if storage.force_path_style else "host"),
         env("PGBACKREST_REPO1_CIPHER_TYPE", CIPHER_TYPE),
-        _optional_secret_env("PGBACKREST_REPO1_CIPHER_PASS", a.cipher.name, a.cipher.key),
+        secret_env("PGBACKREST_REPO1_CIPHER_PASS", a.cipher.name, a.cipher.key, optional=True),
         env("PGBACKREST_COMPRESS_TYPE", COMPRESS_TYPE),
         # archive_command returns as soon as the segment is in the spool; a
         # background process pushes the queue, several segments at a time.
@@ -114,9 +109,10 @@ def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
         out.append(env("PGBACKREST_REPO1_S3_KEY_TYPE", "auto"))
     else:
         out += [
-            _optional_secret_env("PGBACKREST_REPO1_S3_KEY", creds.name, creds.access_key_id_key),
-            _optional_secret_env("PGBACKREST_REPO1_S3_KEY_SECRET", creds.name,
-                                 creds.secret_access_key_key),
+            secret_env("PGBACKREST_REPO1_S3_KEY", creds.name, creds.access_key_id_key,
+                       optional=True),
+            secret_env("PGBACKREST_REPO1_S3_KEY_SECRET", creds.name,
+                       creds.secret_access_key_key, optional=True),
         ]
     if storage.endpoint_ca is not None:
         out.append(env("PGBACKREST_REPO1_STORAGE_CA_FILE", s3ca.CA_PATH))

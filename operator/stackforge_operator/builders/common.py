@@ -184,9 +184,13 @@ def env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
-def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    """A credential reaches a container only this way: never as a literal value."""
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+def secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
+    """A credential reaches a container only this way: never as a literal value.
+    ``optional``: the container starts without it when the Secret or key is missing."""
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
 def field_env(name: str, field_path: str) -> dict[str, Any]:
