@@ -8,26 +8,50 @@
 #    archive_command fails and PostgreSQL keeps the segments: it is retried
 #    every RETRY_SECONDS.
 # 2. A heartbeat. Every HEARTBEAT_SECONDS (half the server's archive_timeout)
-#    one WAL record, a logical-decoding message that touches no table:
-#    archive_timeout switches segments only when WAL was written, so a quiet
-#    database would archive nothing, and the age of the newest archived segment
-#    (what the operator reads from the bucket) could not tell a quiet database
-#    from a broken archive. With one in every timeout's span, a segment reaches
-#    the archive at every timeout while archiving works.
+#    one committed transaction that touches no table (a transactional
+#    logical-decoding message): archive_timeout switches segments only when
+#    WAL was written, so a quiet database would archive nothing, and the age
+#    of the newest archived segment (what the operator reads from the bucket)
+#    could not tell a quiet database from a broken archive. With one in every
+#    timeout's span, a segment reaches the archive at every timeout while
+#    archiving works; and its commit record gives a restore to a moment a
+#    commit later than that moment to stop at.
+# 3. Physical backups. REQUEST_FILE (the pod's request annotation, through the
+#    downward API) holds "<id> <full|diff|incr> <count|time> <n>"; a request
+#    with a newer id (ids are UTC times) runs one pgBackRest backup of that
+#    type, in the background (the heartbeat goes on), whose expiry keeps n full
+#    backups (count) or the full backups of n days (time). The id of the last request handled is kept
+#    in STATE_DIR, which outlives a restart of the container: a request is run
+#    once, or again after an interruption. The result is the repository (a
+#    backup is complete when its manifest is there); it is logged here too.
 #
 # Environment: the PGBACKREST_* options and STACKFORGE_REPOSITORY_BASE of
 #   stackforge-pgbackrest; PGHOST [/var/run/postgresql]; HEARTBEAT_SECONDS [60];
-#   RETRY_SECONDS [10].
-set -u
+#   RETRY_SECONDS [10]; REQUEST_FILE [none: no backups]; POLL_SECONDS [2];
+#   STATE_DIR [/tmp].
+set -uf  # f: no pathname expansion (the request is split into words)
 
 : "${PGHOST:=/var/run/postgresql}"
 : "${HEARTBEAT_SECONDS:=60}"
 : "${RETRY_SECONDS:=10}"
+: "${REQUEST_FILE:=}"
+: "${POLL_SECONDS:=2}"
+: "${STATE_DIR:=/tmp}"
 export PGHOST
 
-# On TERM the pause's sleep goes too: nothing of the sidecar outlives it.
+handled_file="$STATE_DIR/stackforge-backup-handled"
+result_file="$STATE_DIR/stackforge-backup-result"
+
+# On TERM the pause's sleep and a running backup go too: nothing of the
+# sidecar outlives it (pgBackRest, stopped, leaves a backup the next one resumes).
 sleeper=
-trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
+backup=
+stop() {
+	[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null
+	[ -z "$backup" ] || kill "$backup" 2>/dev/null
+	exit 0
+}
+trap stop TERM INT
 
 pause() {
 	sleep "$1" &
@@ -42,9 +66,9 @@ done
 echo "archiver: stanza $PGBACKREST_STANZA is ready"
 
 beating=
-while :; do
+heartbeat() {
 	if psql --quiet --no-psqlrc --tuples-only --no-align --username=postgres --dbname=postgres \
-		--command="SELECT pg_logical_emit_message(false, 'stackforge.heartbeat', now()::text)" \
+		--command="SELECT pg_logical_emit_message(true, 'stackforge.heartbeat', now()::text)" \
 		>/dev/null; then
 		[ -n "$beating" ] || echo "archiver: heartbeat every ${HEARTBEAT_SECONDS}s"
 		beating=1
@@ -52,5 +76,80 @@ while :; do
 		echo "archiver: could not write the heartbeat; retrying" >&2
 		beating=
 	fi
-	pause "$HEARTBEAT_SECONDS"
+}
+
+# Runs in a subshell of its own: it writes pgBackRest's exit status to
+# result_file, and stops pgBackRest when it is stopped.
+run_backup() {
+	id=$1 type=$2 retention_type=$3 retention=$4
+	(
+		pgbackrest_pid=
+		trap '[ -z "$pgbackrest_pid" ] || kill "$pgbackrest_pid" 2>/dev/null; exit 143' TERM
+		stackforge-pgbackrest backup --type="$type" --start-fast \
+			--repo1-retention-full-type="$retention_type" --repo1-retention-full="$retention" \
+			--annotation=stackforge-request="$id" &
+		pgbackrest_pid=$!
+		wait "$pgbackrest_pid"
+		echo "$id $?" >"$result_file"
+	) &
+	backup=$!
+}
+
+# The request, if it is one and newer than the last handled: "id type retention-type n".
+ignored=
+new_request() {
+	[ -n "$REQUEST_FILE" ] && [ -r "$REQUEST_FILE" ] || return 1
+	request=$(cat "$REQUEST_FILE")
+	[ -n "$request" ] || return 1
+	# Word splitting is meant: the request is four words.
+	# shellcheck disable=SC2086
+	set -- $request
+	if [ $# -ne 4 ] || ! valid_request "$@"; then
+		# Said once; it is not handled, so that it cannot hide a later request.
+		[ "$request" = "$ignored" ] ||
+			echo "archiver: ignoring the backup request '$request' (not <id> <full|diff|incr> <count|time> <n>)" >&2
+		ignored=$request
+		return 1
+	fi
+	# Ids are times (YYYYMMDDTHHMMSSZ): only one newer than the last handled is new.
+	handled=$(cat "$handled_file" 2>/dev/null) || handled=
+	[ -z "$handled" ] || expr "x$1" \> "x$handled" >/dev/null
+}
+
+valid_request() {
+	case $1 in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;; *) return 1 ;; esac
+	case $2 in full | diff | incr) ;; *) return 1 ;; esac
+	case $3 in count | time) ;; *) return 1 ;; esac
+	case $4 in '' | *[!0-9]*) return 1 ;; esac
+	return 0
+}
+
+next_beat=0
+running=
+while :; do
+	now=$(date +%s)
+	if [ "$now" -ge "$next_beat" ]; then
+		heartbeat
+		next_beat=$((now + HEARTBEAT_SECONDS))
+	fi
+	if [ -n "$running" ] && [ -s "$result_file" ]; then
+		read -r finished status <"$result_file"
+		if [ "$status" = 0 ]; then
+			echo "archiver: backup request $finished is complete"
+		else
+			echo "archiver: backup request $finished failed (pgBackRest exit status $status)" >&2
+		fi
+		echo "$finished" >"$handled_file"
+		running=
+		backup=
+	fi
+	if [ -z "$running" ] && new_request; then
+		# shellcheck disable=SC2086
+		set -- $request
+		echo "archiver: backup request $1: a $2 backup (retention: $4 by $3)"
+		rm -f "$result_file"
+		run_backup "$@"
+		running=$1
+	fi
+	pause "$POLL_SECONDS"
 done

@@ -362,7 +362,34 @@ def _backup_cases() -> list[Case]:
         ),
         c("deadline-too-short", {"spec.activeDeadlineSeconds": 5}, "spec.activeDeadlineSeconds"),
         c("unknown-field", {"spec.encryptionKey": "hunter2"}, "spec.encryptionKey", strict=True),
+        c(
+            "archiving-over-http",
+            {"spec.storage.endpoint": "http://minio.storage.svc:9000",
+             "spec.continuousArchiving": ARCHIVING},
+            "continuousArchiving needs an https storage.endpoint",
+        ),
+        c(
+            "physical-without-archiving",
+            {"spec.physicalBackups": PHYSICAL},
+            "physicalBackups needs continuousArchiving",
+        ),
+        c(
+            "physical-two-retentions",
+            {"spec.continuousArchiving": ARCHIVING,
+             "spec.physicalBackups": {**PHYSICAL, "retention": {"fullCount": 2, "fullDays": 7}}},
+            "physicalBackups.retention needs exactly one of fullCount and fullDays",
+        ),
+        c(
+            "physical-bad-cron",
+            {"spec.continuousArchiving": ARCHIVING,
+             "spec.physicalBackups": {**PHYSICAL, "incrementalSchedule": "hourly"}},
+            CRON_MESSAGE,
+        ),
     ]
+
+
+ARCHIVING = {"repositoryCipherSecretRef": {"name": "acme-archive", "key": "passphrase"}}
+PHYSICAL = {"fullSchedule": "0 1 * * 0", "retention": {"fullCount": 2}}
 
 
 def _drill_cases() -> list[Case]:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,117 @@ def test_the_archiver_retries_the_stanza_then_beats_and_ends_on_term(tmp_path: P
     printed = log.read_text()
     assert "retrying in 1s" in printed and "stanza acme is ready" in printed
     assert "heartbeat every 1s" in printed
+
+
+def _start_archiver(tmp_path: Path, bin_dir: Path, request_file: Path) -> subprocess.Popen[bytes]:
+    log = tmp_path / "archiver.log"
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme",
+                 "RETRY_SECONDS": "1", "HEARTBEAT_SECONDS": "1", "POLL_SECONDS": "0.2",
+                 "REQUEST_FILE": str(request_file), "STATE_DIR": str(tmp_path / "state")})
+
+
+def test_the_archiver_runs_each_backup_request_once_and_beats_meanwhile(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "state").mkdir()
+    calls = tmp_path / "calls"
+    release = tmp_path / "release"
+    # The backup "runs" until the test releases it; its exit status is the file's content.
+    _tool(bin_dir, "stackforge-pgbackrest",
+          f'echo "pgbackrest $*" >>{calls}\n'
+          f'[ "$1" = backup ] || exit 0\n'
+          f'while [ ! -e {release} ]; do sleep 0.1; done\n'
+          f'exit "$(cat {release})"\n')
+    _tool(bin_dir, "psql", f'echo "psql $*" >>{calls}\n')
+    request = tmp_path / "request"
+    request.write_text("")  # no annotation: the downward API's file is empty
+
+    def lines() -> list[str]:
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    def wait_for(check: Any, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not check():
+            assert time.monotonic() < deadline, f"{what}: {lines()}"
+            time.sleep(0.1)
+
+    archiver = _start_archiver(tmp_path, bin_dir, request)
+    try:
+        wait_for(lambda: any(line.startswith("psql") for line in lines()), "a heartbeat")
+        request.write_text("20261130T221505Z diff count 3")
+        wait_for(lambda: any("backup" in line for line in lines()), "the backup")
+        [backup] = [line for line in lines() if " backup " in f"{line} "]
+        assert backup == ("pgbackrest backup --type=diff --start-fast "
+                          "--repo1-retention-full-type=count --repo1-retention-full=3 "
+                          "--annotation=stackforge-request=20261130T221505Z")
+        # The heartbeat goes on while the backup runs (it may take hours).
+        beats = sum(line.startswith("psql") for line in lines())
+        wait_for(lambda: sum(line.startswith("psql") for line in lines()) >= beats + 2,
+                 "heartbeats during the backup")
+        release.write_text("0")
+        wait_for(lambda: "request 20261130T221505Z is complete" in
+                 (tmp_path / "archiver.log").read_text(), "the result")
+        # The same request is not run again; a new one is, and its failure is logged.
+        time.sleep(1)
+        release.unlink()
+        assert sum(" backup " in f"{line} " for line in lines()) == 1
+        request.write_text("20261130T231505Z full time 7")
+        wait_for(lambda: sum(" backup " in f"{line} " for line in lines()) == 2, "the second")
+        release.write_text("1")
+        wait_for(lambda: "request 20261130T231505Z failed (pgBackRest exit status 1)" in
+                 (tmp_path / "archiver.log").read_text(), "the failure")
+        # A request that is not one is logged and skipped, not run.
+        request.write_text("20261201T000000Z weekly count 3")
+        wait_for(lambda: "ignoring the backup request" in
+                 (tmp_path / "archiver.log").read_text(), "the refusal")
+        assert sum(" backup " in f"{line} " for line in lines()) == 2
+        # A restart of the container (its state directory stays) runs nothing again.
+        os.kill(archiver.pid, signal.SIGTERM)
+        assert archiver.wait(10) == 0
+        request.write_text("20261130T231505Z full time 7")
+        archiver = _start_archiver(tmp_path, bin_dir, request)
+        wait_for(lambda: sum(line.startswith("pgbackrest stanza-create") for line in lines())
+                 == 2, "the restart")
+        time.sleep(1)
+        assert sum(" backup " in f"{line} " for line in lines()) == 2
+    finally:
+        if archiver.poll() is None:
+            os.killpg(archiver.pid, signal.SIGKILL)
+
+
+def test_term_stops_a_running_backup_too(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "state").mkdir()
+    pid_file = tmp_path / "backup.pid"
+    _tool(bin_dir, "stackforge-pgbackrest",
+          f'[ "$1" = backup ] || exit 0\necho $$ >{pid_file}\nexec sleep 600\n')
+    _tool(bin_dir, "psql", "")
+    request = tmp_path / "request"
+    request.write_text("20261130T221505Z full count 1")
+    archiver = _start_archiver(tmp_path, bin_dir, request)
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline, (tmp_path / "archiver.log").read_text()
+            time.sleep(0.1)
+        backup = int(pid_file.read_text())
+        os.kill(archiver.pid, signal.SIGTERM)
+        assert archiver.wait(10) == 0
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{backup}").exists() and "Z" not in _state(backup):
+            assert time.monotonic() < deadline, "the backup outlived the archiver"
+            time.sleep(0.1)
+    finally:
+        if archiver.poll() is None:
+            os.killpg(archiver.pid, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"

@@ -12,12 +12,24 @@ repository path from the incarnation file: ``<base>/<incarnation>``.
 
 Secrets are referenced as optional: a missing one fails archiving (and the
 policy says so), never the database's start.
+
+Physical backups are asked of the archiver too: the operator writes a request
+on the primary pod (``REQUEST_ANNOTATION``, ``request_value``), the kubelet
+puts it in a file of the sidecar (a downward API volume, refreshed on every
+sync of the pod: seconds), and the sidecar runs pgBackRest's backup where the
+data directory is. The request is the pod's, so it goes with the pod: a new
+primary is asked again. Its result is the repository itself
+(reconcile/physical_backups.py reads it).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
+from stackforge_operator import API_GROUP
 from stackforge_operator.builders import s3ca
 from stackforge_operator.builders.backup_network import url_host_port
 from stackforge_operator.builders.common import (
@@ -27,7 +39,7 @@ from stackforge_operator.builders.common import (
     secret_env,
 )
 from stackforge_operator.builders.postgres_paths import DATA_DIR, INCARNATION_FILE, PGDATA, RUN_DIR
-from stackforge_operator.models.backup import ObjectStorage
+from stackforge_operator.models.backup import ObjectStorage, PhysicalBackupType, PhysicalRetention
 from stackforge_operator.models.effective import Archiving
 
 # Programs of the PostgreSQL image.
@@ -42,6 +54,51 @@ SPOOL_PATH: Final = f"{DATA_DIR}/pgbackrest-spool"
 CIPHER_TYPE: Final = "aes-256-cbc"
 COMPRESS_TYPE: Final = "zst"
 DEFAULT_REGION: Final = "us-east-1"
+# The physical backup the archiver is asked for (see the module).
+REQUEST_ANNOTATION: Final = f"{API_GROUP}/physical-backup-request"
+REQUEST_VOLUME: Final = "backup-request"
+REQUEST_DIR: Final = "/etc/stackforge/backup-request"
+REQUEST_FILE: Final = f"{REQUEST_DIR}/request"
+_REQUEST_ID_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+_REQUEST_RE: Final = re.compile(r"^(\d{8}T\d{6}Z) (full|diff|incr) (count|time) (\d{1,4})$")
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """A physical backup asked of the archiver: what, and what pgBackRest's expiry keeps after."""
+
+    requested_at: datetime
+    type: PhysicalBackupType
+    retention_type: str  # pgBackRest's repo1-retention-full-type: count or time (days)
+    retention: int
+
+    @property
+    def id(self) -> str:
+        return self.requested_at.astimezone(UTC).strftime(_REQUEST_ID_FORMAT)
+
+
+def backup_request(at: datetime, kind: PhysicalBackupType,
+                   retention: PhysicalRetention) -> BackupRequest:
+    if retention.full_count is not None:
+        return BackupRequest(at.replace(microsecond=0), kind, "count", retention.full_count)
+    if retention.full_days is None:
+        raise ValueError("physicalBackups.retention sets neither fullCount nor fullDays")
+    return BackupRequest(at.replace(microsecond=0), kind, "time", retention.full_days)
+
+
+def request_value(request: BackupRequest) -> str:
+    """The annotation's value, as stackforge-archiver parses it: four words."""
+    return f"{request.id} {request.type.value} {request.retention_type} {request.retention}"
+
+
+def parse_request(value: str | None) -> BackupRequest | None:
+    """The request an annotation holds (None: none, or not one of ours)."""
+    match = _REQUEST_RE.match(value or "")
+    if match is None:
+        return None
+    at = datetime.strptime(match.group(1), _REQUEST_ID_FORMAT).replace(tzinfo=UTC)
+    return BackupRequest(at, PhysicalBackupType(match.group(2)), match.group(3),
+                         int(match.group(4)))
 
 
 def stanza(tenant: str) -> str:
@@ -125,12 +182,18 @@ def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
 
 
 def volumes(a: Archiving) -> list[dict[str, Any]]:
+    # The request volume is there whenever the pod archives: physical backups
+    # can then be turned on and off without a restart of the primary.
+    request = {"name": REQUEST_VOLUME, "downwardAPI": {"items": [{
+        "path": REQUEST_FILE.rsplit("/", 1)[-1],
+        "fieldRef": {"fieldPath": f"metadata.annotations['{REQUEST_ANNOTATION}']"},
+    }]}}
     ca = a.storage.endpoint_ca
     if ca is None:
-        return []
+        return [request]
     volume = s3ca.volume(ca.name, ca.key)
     volume["secret"]["optional"] = True
-    return [volume]
+    return [volume, request]
 
 
 def mounts(a: Archiving) -> list[dict[str, Any]]:
@@ -146,20 +209,23 @@ def heartbeat_seconds(a: Archiving) -> int:
 def archiver_container(
     a: Archiving, tenant: str, image: str, resources: dict[str, Any]
 ) -> dict[str, Any]:
-    """The sidecar: the stanza, then a WAL record twice per archive_timeout (see the module)."""
+    """The sidecar: the stanza, then a WAL record twice per archive_timeout and
+    the physical backups asked for (see the module)."""
     return {
         "name": ARCHIVER_CONTAINER,
         "image": image,
         "command": [ARCHIVER_PROGRAM],
         "env": [*environment(a, tenant),
                 env("HEARTBEAT_SECONDS", str(heartbeat_seconds(a))),
-                env("PGHOST", RUN_DIR)],
+                env("PGHOST", RUN_DIR),
+                env("REQUEST_FILE", REQUEST_FILE)],
         "resources": resources,
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": sorted(
             [
                 # pgBackRest reads pg_control and the incarnation file; it writes nothing there.
                 mount("data", DATA_DIR, read_only=True),
+                mount(REQUEST_VOLUME, REQUEST_DIR, read_only=True),
                 mount("run", RUN_DIR),
                 mount("tmp", "/tmp"),  # noqa: S108 - the pod's private emptyDir
                 *mounts(a),

@@ -236,6 +236,55 @@ class ContinuousArchiving(SpecModel):
     )
 
 
+class PhysicalRetention(SpecModel):
+    """Which full physical backups pgBackRest keeps (with everything they need).
+
+    pgBackRest's own expiry, after every backup: a differential or incremental
+    backup goes with the full one it depends on, and WAL older than the oldest
+    kept backup goes too, so whatever is kept stays restorable up to the newest
+    archived segment.
+    """
+
+    cel_rules = (
+        Rule(
+            cel="has(self.fullCount) != has(self.fullDays)",
+            message="physicalBackups.retention needs exactly one of fullCount and fullDays",
+            check=lambda r: (r.full_count is None) != (r.full_days is None),
+        ),
+    )
+
+    full_count: StrictInt | None = Field(
+        None, ge=1, le=100, description="Keep the newest N full backups."
+    )
+    full_days: StrictInt | None = Field(
+        None, ge=1, le=3650,
+        description=(
+            "Keep every full backup needed to restore to any moment of the last N days "
+            "(the newest full backup older than that stays too)."
+        ),
+    )
+
+
+class PhysicalBackups(SpecModel):
+    """pgBackRest backups of the primary's data directory, the base of a point-in-time restore.
+
+    They go to the WAL archive's repository (``continuousArchiving`` is
+    required); each schedule fires in the policy's time zone. A backup due at a
+    fire time is satisfied by any backup of at least that kind (a full one
+    counts as differential and incremental too) finished since. While the
+    repository has no full backup yet, one is taken at once.
+    """
+
+    full_schedule: Cron = Field(description="Cron schedule of full backups, e.g. '0 1 * * 0'.")
+    differential_schedule: Cron | None = Field(
+        None, description="Cron schedule of differential backups (changes since the last full)."
+    )
+    incremental_schedule: Cron | None = Field(
+        None, description="Cron schedule of incremental backups (changes since the last backup)."
+    )
+    retention: PhysicalRetention = Field(description="Which full backups to keep.")
+
+
 class BackupPolicySpec(SpecModel):
     """Desired backups of one tenant."""
 
@@ -266,6 +315,15 @@ class BackupPolicySpec(SpecModel):
                 s.continuous_archiving is None or s.storage.endpoint is None
                 or s.storage.endpoint.startswith("https://")
             ),
+        ),
+        Rule(
+            cel="!has(self.physicalBackups) || has(self.continuousArchiving)",
+            message=(
+                "physicalBackups needs continuousArchiving: a physical backup is restorable "
+                "only with the WAL archived during it"
+            ),
+            field_path=".physicalBackups",
+            check=lambda s: s.physical_backups is None or s.continuous_archiving is not None,
         ),
         Rule(
             cel="self.tenantRef == oldSelf.tenantRef",
@@ -306,6 +364,13 @@ class BackupPolicySpec(SpecModel):
         description=(
             "Archive every WAL segment of the tenant's primary (pgBackRest). Default: off. "
             "One policy of a tenant archives; another one asking too is refused."
+        ),
+    )
+    physical_backups: PhysicalBackups | None = Field(
+        None,
+        description=(
+            "Full, differential and incremental pgBackRest backups into the WAL archive's "
+            "repository, on their own schedules. Needs continuousArchiving. Default: none."
         ),
     )
 
@@ -366,6 +431,60 @@ class ArchiveStatus(StatusModel):
     )
 
 
+class PhysicalBackupType(enum.StrEnum):
+    """pgBackRest's kinds of backup, by what they copy."""
+
+    FULL = "full"
+    DIFFERENTIAL = "diff"  # what changed since the last full backup
+    INCREMENTAL = "incr"  # what changed since the last backup of any kind
+
+
+class PhysicalBackup(StatusModel):
+    """One complete pgBackRest backup in the repository."""
+
+    label: str = Field(max_length=64, description="pgBackRest's label, e.g. 20261130-220000F.")
+    type: PhysicalBackupType = Field(description="full, diff or incr.")
+    start_time: datetime | None = Field(None, description="When it started (from its label).")
+    stop_time: datetime = Field(
+        description="When it was complete: the earliest moment it restores to."
+    )
+
+
+class PhysicalBackupRequest(StatusModel):
+    """A backup the operator asked the primary's archiver for, not in the repository yet."""
+
+    id: str = Field(max_length=32, description="The request's id: its time, UTC.")
+    type: PhysicalBackupType = Field(description="full, diff or incr.")
+    pod: str = Field(max_length=253, description="The primary pod asked.")
+
+
+class RecoverabilityWindow(StatusModel):
+    """The moments a point-in-time restore can reach, as read from the repository."""
+
+    first_point: datetime = Field(description="The end of the oldest complete backup.")
+    last_point: datetime = Field(
+        description=(
+            "One archive_timeout before the newest archived segment reached the bucket: "
+            "the archiver commits a record twice per timeout, so one later than this is "
+            "archived."
+        ),
+    )
+
+
+class PhysicalBackupsStatus(StatusModel):
+    """The physical backups of the archive's current repository."""
+
+    backups: Annotated[list[PhysicalBackup], Field(max_length=400)] = Field(
+        default_factory=list, description="Complete backups, oldest first."
+    )
+    pending_request: PhysicalBackupRequest | None = Field(
+        None, description="The backup asked for and not complete yet."
+    )
+    recoverability_window: RecoverabilityWindow | None = Field(
+        None, description="First and last moment a restore can reach (none before a backup)."
+    )
+
+
 class BackupPolicyStatus(StatusModel):
     """Observed state of a BackupPolicy."""
 
@@ -383,4 +502,7 @@ class BackupPolicyStatus(StatusModel):
     last_successful_run: BackupRun | None = Field(None, description="Newest complete backup.")
     continuous_archiving: ArchiveStatus | None = Field(
         None, description="The WAL archive, when spec.continuousArchiving is set."
+    )
+    physical_backups: PhysicalBackupsStatus | None = Field(
+        None, description="Physical backups, when spec.physicalBackups is set."
     )

@@ -41,6 +41,7 @@ TENANT_COMPONENT_CONDITIONS: Final = (
 LAST_BACKUP_SUCCEEDED: Final = "LastBackupSucceeded"
 BACKUP_FRESH: Final = "BackupFresh"
 CONTINUOUS_ARCHIVING: Final = "ContinuousArchiving"
+PHYSICAL_BACKUPS: Final = "PhysicalBackups"
 
 # DRDrill.
 LAST_DRILL_PASSED: Final = "LastDrillPassed"

@@ -4,13 +4,18 @@ and the egress to the bucket, built from the policy that archives."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from stackforge_operator.builders import archiving, backup_network, postgres, s3ca
 from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
-from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.backup import (
+    BackupPolicySpec,
+    PhysicalBackupType,
+    PhysicalRetention,
+)
 from stackforge_operator.models.effective import Archiving, EffectiveTenant
 from stackforge_operator.reconcile.archiving_policy import archiving as chosen_archiving
 from tests.unit.builders.tenants import find, tenant
@@ -137,6 +142,54 @@ def test_the_archiver_sidecar_reads_the_data_volume_and_beats_twice_per_timeout(
     assert data == {"name": "data", "mountPath": "/var/lib/postgresql/data", "readOnly": True}
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
     assert sidecar["image"] == _containers(tenant())["postgres"]["image"]
+
+
+def test_the_archiver_reads_backup_requests_from_the_pods_annotation() -> None:
+    t = _archived(tenant())
+    sts = find(postgres.build(t), "StatefulSet", postgres.NAME)
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[archiving.REQUEST_VOLUME]["downwardAPI"] == {"items": [{
+        "path": "request",
+        "fieldRef": {"fieldPath":
+                     "metadata.annotations['stackforge.io/physical-backup-request']"}}]}
+    containers = _containers(t)
+    sidecar = containers[archiving.ARCHIVER_CONTAINER]
+    assert {"name": archiving.REQUEST_VOLUME, "mountPath": archiving.REQUEST_DIR,
+            "readOnly": True} in sidecar["volumeMounts"]
+    assert _env(sidecar)["REQUEST_FILE"] == f"{archiving.REQUEST_DIR}/request"
+    # The server itself never sees requests.
+    assert not any(m["name"] == archiving.REQUEST_VOLUME
+                   for m in containers["postgres"]["volumeMounts"])
+
+
+@pytest.mark.parametrize(("retention", "value"), [
+    ({"fullCount": 3}, "20261130T221505Z diff count 3"),
+    ({"fullDays": 14}, "20261130T221505Z diff time 14"),
+])
+def test_a_backup_request_is_four_words_and_reads_back(retention: dict[str, int],
+                                                       value: str) -> None:
+    at = datetime(2026, 11, 30, 22, 15, 5, 999, tzinfo=UTC)
+    request = archiving.backup_request(at, PhysicalBackupType.DIFFERENTIAL,
+                                       PhysicalRetention.model_validate(retention))
+    assert archiving.request_value(request) == value
+    assert archiving.parse_request(value) == request
+    for other in (None, "", "20261130T221505Z diff", "x diff count 3",
+                  "20261130T221505Z weekly count 3", "20261130T221505Z full count -1"):
+        assert archiving.parse_request(other) is None
+
+
+def test_physical_backups_need_archiving_and_one_retention() -> None:
+    physical = {"fullSchedule": "0 1 * * 0", "retention": {"fullCount": 2}}
+    base = {"tenantRef": {"name": "acme"}, "storage": {"bucket": "backups"},
+            "retention": {"keepLast": 3}}
+    with pytest.raises(ValueError, match="physicalBackups needs continuousArchiving"):
+        BackupPolicySpec.model_validate({**base, "physicalBackups": physical})
+    archived = {**base, "continuousArchiving": {"repositoryCipherSecretRef": CIPHER}}
+    assert BackupPolicySpec.model_validate({**archived, "physicalBackups": physical})
+    for retention in ({}, {"fullCount": 2, "fullDays": 7}):
+        with pytest.raises(ValueError, match="exactly one of fullCount and fullDays"):
+            BackupPolicySpec.model_validate(
+                {**archived, "physicalBackups": {**physical, "retention": retention}})
 
 
 def test_replicas_never_archive() -> None:
