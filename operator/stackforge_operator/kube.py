@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -198,6 +198,21 @@ def delete(api_version: str, kind: str, name: str, namespace: str | None = None)
         except NotFoundError:
             return False
         return True
+
+
+def annotate(api_version: str, kind: str, name: str, namespace: str | None,
+             annotations: Mapping[str, str | None]) -> Obj:
+    """Merge-patch the object's annotations (None removes one)."""
+    with translated_errors(f"annotating {kind} {namespace or ''}/{name}"):
+        patched = _resource(api_version, kind).patch(
+            body={"metadata": {"annotations": dict(annotations)}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+            serializer=_as_dicts,
+        )
+        result: Obj = patched
+        return result
 
 
 def patch_status(

@@ -118,11 +118,12 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("batch", ("cronjobs",), _APPLIED, "a CronJob per BackupPolicy"),
     Rule("batch", ("jobs",), _APPLIED_WATCHED,
          "on-demand backup Jobs and drill restore Jobs; a finished Job wakes its owner"),
-    Rule("", ("pods",), ("get", "list", "delete"),
+    Rule("", ("pods",), ("get", "list", "delete", "patch"),
          "read the runner pods' termination messages (backup and drill results) and, while "
          "a component is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); "
          "delete: a StatefulSet pod broken by the previous template, which the set never "
-         "replaces by itself; get: the "
+         "replaces by itself; patch: the primary's physical-backup request annotation, "
+         "which its archiver sidecar reads through the downward API; get: the "
          "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
          "image it runs itself (image_catalog.py)"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list",),

@@ -26,6 +26,14 @@ def next_fire(expression: str, time_zone: str, after: datetime) -> datetime:
     return found.astimezone(after.tzinfo)
 
 
+def previous_fire(expression: str, time_zone: str, at: datetime) -> datetime:
+    """The last time the schedule fired at or before ``at`` (aware, in UTC)."""
+    local = at.astimezone(zone(time_zone))
+    # croniter's get_prev is strictly before its start: start a second later.
+    found: datetime = croniter(expression, local + timedelta(seconds=1)).get_prev(datetime)
+    return found.astimezone(at.tzinfo)
+
+
 def interval(expression: str, time_zone: str, at: datetime) -> timedelta:
     """The gap between the next two fire times after ``at`` (a day for "0 2 * * *")."""
     first = next_fire(expression, time_zone, at)

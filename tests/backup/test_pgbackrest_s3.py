@@ -1,4 +1,4 @@
-"""pgBackRest, the tool of the physical backups to come, against the tests' S3 server.
+"""pgBackRest, the tool of the physical backups, against the tests' S3 server.
 
 pgBackRest speaks S3 over HTTPS only, checks the server's name against DNS
 names in its certificate (not IP addresses), and, on OpenSSL 3, fails a request
@@ -20,10 +20,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
+from stackforge_operator.reconcile import physical_backups
 from tests.support import postgres_server as pg
 from tests.support.fixtures_backup import running_s3_server
 from tests.support.s3_server import S3Server
@@ -152,3 +155,55 @@ def test_archive_command_pushes_wal_into_an_encrypted_repository_over_tls(
     printed = created.stdout + created.stderr + checked.stdout + checked.stderr
     for secret in (archiving.cipher_pass, archiving.s3.credentials.secret_access_key):
         assert secret not in printed
+
+
+def _backup(archiving: Archiving, kind: str) -> None:
+    # The options the archiver passes (images/postgres/stackforge-archiver.sh).
+    ran = _pgbackrest(archiving, "backup", f"--type={kind}", "--start-fast",
+                      "--repo1-retention-full-type=count", "--repo1-retention-full=1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+def test_the_operator_reads_complete_backups_and_their_expiry_from_the_repository(
+        archiving: Archiving) -> None:
+    """What reconcile/physical_backups.py reads of a repository pgBackRest really
+    wrote: the labels of complete backups, their types and times, without the
+    cipher's passphrase; an interrupted backup is none; expiry removes them."""
+    created = _pgbackrest(archiving, "stanza-create")
+    assert created.returncode == 0, created.stdout + created.stderr
+    client, bucket = archiving.s3.client(), archiving.bucket
+
+    def read() -> list[PhysicalBackup]:
+        return physical_backups.read(client, bucket, REPOSITORY_PATH, STANZA, [])
+
+    def labels_in_info() -> list[str]:
+        shown = _pgbackrest(archiving, "info", "--output=json")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        [stanza] = json.loads(shown.stdout)
+        return [b["label"] for b in stanza["backup"]]
+
+    assert read() == []
+    before_full = datetime.now(UTC)
+    _backup(archiving, "full")
+    _backup(archiving, "incr")
+    first = read()
+    assert [b.label for b in first] == labels_in_info()
+    assert [b.type for b in first] == [PhysicalBackupType.FULL, PhysicalBackupType.INCREMENTAL]
+    full, incremental = first
+    assert incremental.label.startswith(f"{full.label}_")
+    for backup in first:
+        assert backup.start_time is not None
+        # The label's time is the archiver's clock, to the second.
+        assert before_full - timedelta(seconds=1) <= backup.start_time <= backup.stop_time
+    # A backup that was interrupted (files, no manifest) is no backup.
+    interrupted = f"{physical_backups.backup_prefix(REPOSITORY_PATH, STANZA)}20990101-000000F/"
+    client.put_object(Bucket=bucket, Key=f"{interrupted}pg_data/PG_VERSION.zst", Body=b"x")
+    assert read() == first
+    client.delete_object(Bucket=bucket, Key=f"{interrupted}pg_data/PG_VERSION.zst")
+
+    # Retention 1 (by count): the next full backup's expiry removes the first
+    # one with the incremental that depends on it.
+    _backup(archiving, "full")
+    [newer] = read()
+    assert newer.type == PhysicalBackupType.FULL and newer.label > full.label
+    assert labels_in_info() == [newer.label]

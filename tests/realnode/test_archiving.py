@@ -241,3 +241,94 @@ def test_an_unreachable_bucket_turns_archiving_false_and_the_queue_follows_witho
     numbers = [int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names]
     assert numbers == list(range(numbers[0], numbers[-1] + 1)), names
     assert written in names
+
+
+def _physical_spec(cluster: ClusterHandle, namespace: str, physical: dict[str, Any] | None) -> None:
+    cluster.kubectl("patch", "backuppolicies.stackforge.io", "archive", "-n", namespace,
+                    "--type=merge", "-p", json.dumps({"spec": {"physicalBackups": physical}}))
+
+
+def _physical_status(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
+    return dict((runs.get_policy(cluster, namespace, "archive").get("status") or {}).get(
+        "physicalBackups") or {})
+
+
+def _pgbackrest_info(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
+    shown = cluster.kubectl("exec", "-n", namespace, "postgres-0", "-c", "archiver", "--",
+                            "stackforge-pgbackrest", "info", "--output=json").stdout
+    [stanza] = json.loads(shown)
+    return dict(stanza)
+
+
+def test_physical_backups_run_on_their_schedules_and_expire_by_retention(
+        real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str],
+        pod_s3: S3Server) -> None:
+    name, bucket, _ = archived_tenant
+    ns = tenants.namespace_of(name)
+    tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
+    # A full backup once a year (so only the first, asked for at once: the
+    # repository has none), an incremental one every minute, one full kept.
+    _physical_spec(real_cluster, ns, {"fullSchedule": "0 0 1 1 *",
+                                      "incrementalSchedule": "* * * * *",
+                                      "retention": {"fullCount": 1}})
+    try:
+        def backed_up() -> dict[str, Any] | None:
+            found = _physical_status(real_cluster, ns)
+            kinds = [b["type"] for b in found.get("backups") or []]
+            return found if kinds[:1] == ["full"] and "incr" in kinds else None
+
+        try:
+            first = tenants.eventually(backed_up, timeout=300, interval=2)
+        except AssertionError as error:
+            logs = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "archiver").stdout
+            raise AssertionError(f"{error}\n{_physical_status(real_cluster, ns)}\n{logs}"
+                                 f"{runs.explain(real_cluster, ns)}") from None
+        condition = runs.condition_of(runs.get_policy(real_cluster, ns, "archive"),
+                                      "PhysicalBackups")
+        assert condition["status"] == "True", condition
+        full = first["backups"][0]
+        # What the policy says is what pgBackRest itself lists (it decrypts the
+        # repository; the operator reads object names and times only).
+        info = _pgbackrest_info(real_cluster, ns)
+        listed = [b["label"] for b in info["backup"]]
+        labels = [b["label"] for b in first["backups"]]
+        assert labels == listed[:len(labels)], (labels, listed)
+        assert all(b["label"].startswith(f"{full['label']}_") for b in first["backups"][1:])
+        window = first["recoverabilityWindow"]
+        assert window["firstPoint"] == full["stopTime"], (window, full)
+        assert runs.parse_time(window["lastPoint"]) >= runs.parse_time(window["firstPoint"])
+        wal_before = info["archive"][0]["min"]
+
+        # A new full backup (now due every minute) expires the first one with
+        # the incrementals that depend on it, and the WAL before it.
+        _physical_spec(real_cluster, ns, {"fullSchedule": "* * * * *",
+                                          "retention": {"fullCount": 1}})
+
+        def replaced() -> dict[str, Any] | None:
+            found = _physical_status(real_cluster, ns)
+            fulls = [b for b in found.get("backups") or [] if b["type"] == "full"]
+            return found if fulls and fulls[0]["label"] > full["label"] else None
+
+        second = tenants.eventually(replaced, timeout=300, interval=2)
+        # Held still: no more fires while the rest is checked.
+        _physical_spec(real_cluster, ns, {"fullSchedule": "0 0 1 1 *",
+                                          "retention": {"fullCount": 1}})
+        assert full["label"] not in {b["label"] for b in second["backups"]}
+        prefix = f"{first_repository(real_cluster, ns)}/backup/{name}/{full['label']}/"
+        gone = pod_s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+        assert gone.get("KeyCount", 0) == 0, gone.get("Contents")
+        assert second["recoverabilityWindow"]["firstPoint"] == second["backups"][0]["stopTime"]
+        info = _pgbackrest_info(real_cluster, ns)
+        assert info["archive"][0]["min"] > wal_before, (info["archive"], wal_before)
+        # Answered: the request is gone from the pod and the status.
+        tenants.eventually(lambda: not _physical_status(real_cluster, ns).get("pendingRequest"),
+                           timeout=60, interval=2)
+        pod = client.CoreV1Api(real_cluster.api).read_namespaced_pod("postgres-0", ns)
+        assert "stackforge.io/physical-backup-request" not in (pod.metadata.annotations or {})
+    finally:
+        _physical_spec(real_cluster, ns, None)
+
+
+def first_repository(cluster: ClusterHandle, namespace: str) -> str:
+    policy = runs.get_policy(cluster, namespace, "archive")
+    return str(policy["status"]["continuousArchiving"]["repositoryPath"]).strip("/")

@@ -88,12 +88,13 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
   # read the runner pods' termination messages (backup and drill results) and, while a component
   # is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); delete: a StatefulSet pod
-  # broken by the previous template, which the set never replaces by itself; get: the operator
-  # reads its own Pod once at start-up, to run backup and drill Jobs from the image it runs itself
-  # (image_catalog.py)
+  # broken by the previous template, which the set never replaces by itself; patch: the primary's
+  # physical-backup request annotation, which its archiver sidecar reads through the downward API;
+  # get: the operator reads its own Pod once at start-up, to run backup and drill Jobs from the
+  # image it runs itself (image_catalog.py)
   - apiGroups: [""]
     resources: ["pods"]
-    verbs: ["get", "list", "delete"]
+    verbs: ["get", "list", "delete", "patch"]
   # a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses and ports go
   # into the egress policies (they are matched after the Service's translation)
   - apiGroups: ["discovery.k8s.io"]

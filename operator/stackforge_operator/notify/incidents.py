@@ -111,8 +111,8 @@ def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:
 
 
 def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
-    """BackupFailed, BackupStale and ArchivingFailed of one BackupPolicy, from its own
-    conditions."""
+    """BackupFailed (of the dumps, of the physical backups), BackupStale and
+    ArchivingFailed of one BackupPolicy, from its own conditions."""
     found = []
     for type_, event, what in ((types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "failed"),
                                (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale"),
@@ -122,6 +122,13 @@ def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
         if condition is not None and condition.status == ConditionStatus.FALSE:
             found.append(Incident(f"{event.value}/{name}", event, condition.last_transition_time,
                                   f"backup policy {name} {what}: {condition.message}"))
+    physical = find(policy.conditions, types.PHYSICAL_BACKUPS)
+    if physical is not None and physical.status == ConditionStatus.FALSE:
+        # A BackupFailed of its own: it opens and resolves apart from the dumps'.
+        found.append(Incident(f"{Event.BACKUP_FAILED.value}/{name}/physical", Event.BACKUP_FAILED,
+                              physical.last_transition_time,
+                              f"backup policy {name}: a physical backup failed: "
+                              f"{physical.message}"))
     return found
 
 

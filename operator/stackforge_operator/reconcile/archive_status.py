@@ -50,7 +50,7 @@ def _segment(key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _list(client: S3Client, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
+def list_pages(client: S3Client, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
     """The listing's pages, one at a time (a year of segments is half a million keys)."""
     while True:
         page: Mapping[str, Any] = client.list_objects_v2(**kwargs)
@@ -66,7 +66,7 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
     Raises the client's errors (the caller reports the bucket unreadable)."""
     base = archiving.repository_key_prefix(storage, tenant)
     incarnations = sorted(
-        str(p["Prefix"]) for page in _list(client, Bucket=storage.bucket, Prefix=base,
+        str(p["Prefix"]) for page in list_pages(client, Bucket=storage.bucket, Prefix=base,
                                            Delimiter="/")
         for p in page.get("CommonPrefixes") or [])
     if not incarnations:
@@ -80,7 +80,7 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
     else:
         previous = None  # another incarnation: start over
     last: Mapping[str, Any] | None = None
-    for page in _list(client, **options):
+    for page in list_pages(client, **options):
         for obj in page.get("Contents") or []:
             if _segment(str(obj["Key"])) is not None:
                 last = obj  # keys sort by timeline and position: the last is the newest

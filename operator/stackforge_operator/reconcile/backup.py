@@ -22,8 +22,8 @@ from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, 
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.runner import parse_result
+from stackforge_operator.builders import archiving, backup_network, credentials, postgres, stack
 from stackforge_operator.builders import backup as builders
-from stackforge_operator.builders import backup_network, credentials, stack
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import (
     ArchiveStatus,
@@ -31,12 +31,20 @@ from stackforge_operator.models.backup import (
     BackupPolicyStatus,
     BackupRun,
     BackupTarget,
+    PhysicalBackup,
+    PhysicalBackupRequest,
+    PhysicalBackupsStatus,
     RunResult,
 )
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import StackForgeTenantSpec
-from stackforge_operator.reconcile import archive_status, archiving_policy, storage
+from stackforge_operator.reconcile import (
+    archive_status,
+    archiving_policy,
+    physical_backups,
+    storage,
+)
 from stackforge_operator.reconcile.common import (
     post_transitions,
     referenced_tenant,
@@ -135,6 +143,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     storage_error: str | None = None
     active = [r for r in job_runs if r.result == RunResult.RUNNING]
     archive = None
+    known = old.physical_backups.backups if old.physical_backups else []
+    backups: list[PhysicalBackup] = []
     # The block bounds the life of the CA bundle's temporary file.
     with storage.policy_store(spec.storage, namespace) as store:
         try:
@@ -142,11 +152,16 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             if archiver == name:
                 archive = archive_status.read(store.client, spec.storage, t.name,
                                               old.continuous_archiving)
+                if spec.physical_backups is not None and archive and archive.repository_path:
+                    backups = physical_backups.read(
+                        store.client, spec.storage.bucket, archive.repository_path,
+                        archiving.stanza(t.name), known)
         except (BotoCoreError, ClientError) as error:
             # The bucket cannot be read: keep what was known, and say why.
             storage_error = str(error)[:1024]
             manifests = []
             archive = old.continuous_archiving if archiver == name else None
+            backups = list(known)
         newest = manifests[-1] if manifests else None
         if storage_error is None and newest is not None and (
                 old.last_successful_run is None
@@ -167,9 +182,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     last_run = max(candidates, key=_finished_at, default=None)
 
     archived = _archiving_observation(spec, name, archiver, old, archive, now, storage_error)
+    physical, physical_seen = (None, None) if archiver != name else _physical(
+        body, spec, t, zone, now, backups, archive, old, usable=storage_error is None)
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
-                             storage_error, archived)
+                             storage_error, [o for o in (archived, physical_seen) if o])
     next_time = schedule.next_fire(when, zone, now)
+    physical_fire = _next_physical_fire(spec, zone, now) if physical is not None else None
     cron_status = (live_cron or {}).get("status") or {}
     new = BackupPolicyStatus(
         observed_generation=generation,
@@ -183,6 +201,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         last_run=last_run,
         last_successful_run=last_success,
         continuous_archiving=archive,
+        physical_backups=physical,
     )
     latest = _write(body, old, new)
     if last_run is not None and (old.last_run is None or old.last_run.id != last_run.id
@@ -193,9 +212,67 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         else:
             kube.record_event(dict(body), "Warning", last_run.reason or "BackupFailed",
                               f"backup {last_run.id} failed: {last_run.message or ''}")
-    if active:
+    if active or (physical is not None and physical.pending_request is not None):
         return Outcome(ACTIVE_SECONDS, latest)
-    return Outcome(min(IDLE_SECONDS, max(1.0, (next_time - now).total_seconds())), latest)
+    upcoming = min(next_time, physical_fire) if physical_fire else next_time
+    return Outcome(min(IDLE_SECONDS, max(1.0, (upcoming - now).total_seconds())), latest)
+
+
+def _physical(
+    body: Mapping[str, Any], spec: BackupPolicySpec, t: EffectiveTenant, zone: str,
+    now: datetime, backups: list[PhysicalBackup], archive: ArchiveStatus | None,
+    old: BackupPolicyStatus, *, usable: bool,
+) -> tuple[PhysicalBackupsStatus | None, status.Observation | None]:
+    """The physical backups of the archiving policy: ask the primary for the one
+    due (reconcile/physical_backups.py), and say what the repository holds."""
+    settings, archiving_settings = spec.physical_backups, spec.continuous_archiving
+    if settings is None or archiving_settings is None:
+        return None, None
+    pod_name = f"{postgres.NAME}-0"
+    pod = kube.get("v1", "Pod", pod_name, t.namespace)
+    live = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(
+        archiving.REQUEST_ANNOTATION)
+    current = archiving.parse_request(live)
+    # A request needs the primary and its repository (the archiver makes the
+    # stanza first), a readable bucket to judge what is due, and a tenant that
+    # is not isolated (no data leaves it then).
+    if pod is not None and archive is not None and archive.repository_path and usable and (
+            not t.isolate):
+        plan = physical_backups.plan(settings, zone, now, backups, current)
+        wanted = archiving.request_value(plan.request) if plan.request else None
+        if wanted != live:
+            kube.annotate("v1", "Pod", pod_name, t.namespace,
+                          {archiving.REQUEST_ANNOTATION: wanted})
+            if plan.request is not None and plan.request != current:
+                kube.record_event(dict(body), "Normal", "PhysicalBackupRequested",
+                                  f"a {plan.request.type.value} backup asked of pod "
+                                  f"{pod_name} (request {plan.request.id})")
+        pending = plan.pending
+    else:
+        pending = current if current and not physical_backups.satisfied(current, backups) else None
+    new = {b.label for b in backups} - {b.label for b in (
+        old.physical_backups.backups if old.physical_backups else [])}
+    for label in sorted(new):
+        kube.record_event(dict(body), "Normal", "PhysicalBackupComplete",
+                          f"physical backup {label} is in the repository")
+    deadline = timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
+    found = PhysicalBackupsStatus(
+        backups=backups,
+        pending_request=PhysicalBackupRequest(id=pending.id, type=pending.type, pod=pod_name)
+        if pending else None,
+        recoverability_window=physical_backups.window(
+            backups, archive, archiving_settings.archive_timeout_seconds),
+    )
+    return found, physical_backups.observation(backups, pending, pod_name, now, deadline)
+
+
+def _next_physical_fire(spec: BackupPolicySpec, zone: str, now: datetime) -> datetime | None:
+    settings = spec.physical_backups
+    if settings is None:
+        return None
+    return min(schedule.next_fire(e, zone, now) for e in (
+        settings.full_schedule, settings.differential_schedule, settings.incremental_schedule)
+        if e is not None)
 
 
 def _archiving_policy(namespace: str, spec: BackupPolicySpec, tenant: str) -> str | None:
@@ -291,9 +368,8 @@ def _conditions(
     old: BackupPolicyStatus, generation: int, now: datetime, when: str, zone: str,
     last_run: BackupRun | None, newest: Manifest | None, body: Mapping[str, Any],
     active: Sequence[BackupRun], storage_error: str | None,
-    archived: status.Observation | None,
+    extra: Sequence[status.Observation],
 ) -> list[Any]:
-    extra = [archived] if archived is not None else []
     if last_run is None:
         succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.UNKNOWN,
                                        "NoRunYet", "no backup has run yet")
@@ -313,7 +389,7 @@ def _conditions(
         message = f"cannot read the backup bucket: {storage_error}"
         return status.merge(old.conditions, [
             *status.rollup(progress, "StorageUnavailable", message), succeeded, fresh, *extra],
-            generation=generation, now=now, drop=_dropped(archived))
+            generation=generation, now=now, drop=_dropped(extra))
     created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     if newest is not None:
         age = now - newest.finished_at
@@ -338,12 +414,12 @@ def _conditions(
             f"; {len(active)} running" if active else "")
     return status.merge(old.conditions, [*status.rollup(progress, reason, message),
                                          succeeded, fresh, *extra], generation=generation,
-                        now=now, drop=_dropped(archived))
+                        now=now, drop=_dropped(extra))
 
 
-def _dropped(archived: status.Observation | None) -> set[str]:
-    """ContinuousArchiving goes with spec.continuousArchiving."""
-    return set() if archived is not None else {types.CONTINUOUS_ARCHIVING}
+def _dropped(extra: Sequence[status.Observation]) -> set[str]:
+    """ContinuousArchiving and PhysicalBackups go with their part of the spec."""
+    return {types.CONTINUOUS_ARCHIVING, types.PHYSICAL_BACKUPS} - {o.type for o in extra}
 
 
 def _hours(delta: timedelta) -> str:

@@ -248,10 +248,12 @@ def backup_health(
                 unknown.append(name)
             elif found.status == ConditionStatus.FALSE:
                 failing.append(f"{name}: {found.reason}: {found.message}")
-        # Only on a policy that archives; failing WAL archiving is failing backups.
-        archiving = find(st.conditions, types.CONTINUOUS_ARCHIVING)
-        if archiving is not None and archiving.status == ConditionStatus.FALSE:
-            failing.append(f"{name}: {archiving.reason}: {archiving.message}")
+        # Only on a policy that archives; failing WAL archiving (or physical
+        # backups) is failing backups.
+        for type_ in (types.CONTINUOUS_ARCHIVING, types.PHYSICAL_BACKUPS):
+            found = find(st.conditions, type_)
+            if found is not None and found.status == ConditionStatus.FALSE:
+                failing.append(f"{name}: {found.reason}: {found.message}")
         run = st.last_run
         if run is not None and (newest is None or _when(run) > _when(newest[1])):
             newest = (name, run, st.last_successful_run)

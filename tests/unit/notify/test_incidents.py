@@ -91,6 +91,20 @@ def test_failing_wal_archiving_is_an_incident_of_its_policy() -> None:
     assert incidents.backup_incidents("archive", waiting) == []
 
 
+def test_an_overdue_physical_backup_is_a_backup_failure_of_its_own() -> None:
+    policy = BackupPolicyStatus(conditions=[
+        cond("LastBackupSucceeded", F, timedelta(hours=2), "PgDumpFailed", "denied"),
+        cond("PhysicalBackups", F, timedelta(hours=1), "BackupOverdue",
+             "the diff backup asked of pod postgres-0 is not in the repository after 6h00m"),
+    ])
+    dumps, physical = incidents.backup_incidents("archive", policy)
+    assert dumps.key == "BackupFailed/archive"
+    assert (physical.key, physical.event, physical.since) == (
+        "BackupFailed/archive/physical", NotificationEvent.BACKUP_FAILED,
+        NOW - timedelta(hours=1))
+    assert "a physical backup failed" in physical.summary and "6h00m" in physical.summary
+
+
 def test_unknown_backup_conditions_are_no_incident() -> None:
     policy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", ConditionStatus.UNKNOWN)])
     assert incidents.backup_incidents("nightly", policy) == []

@@ -70,3 +70,14 @@ def test_failing_wal_archiving_makes_the_backups_unhealthy() -> None:
     # Still waiting for its first segment: not a failure.
     waiting, _ = backup_health([_policy_with(*fresh, ("ContinuousArchiving", "Unknown"))])
     assert waiting.status == "True"
+
+
+def test_an_overdue_physical_backup_makes_the_backups_unhealthy() -> None:
+    fresh = [("LastBackupSucceeded", "True"), ("BackupFresh", "True"),
+             ("ContinuousArchiving", "True")]
+    healthy, _ = backup_health([_policy_with(*fresh, ("PhysicalBackups", "True"))])
+    assert healthy.status == "True"
+    failing, _ = backup_health([_policy_with(*fresh, ("PhysicalBackups", "False"))])
+    assert failing.status == "False" and "PhysicalBackups is False" in failing.message
+    first, _ = backup_health([_policy_with(*fresh, ("PhysicalBackups", "Unknown"))])
+    assert first.status == "True"

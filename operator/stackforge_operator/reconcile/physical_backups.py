@@ -1,0 +1,192 @@
+"""Physical backups: which one is due, what the repository holds, the PhysicalBackups condition.
+
+The operator asks the primary's archiver for a backup with an annotation on
+the pod (builders/archiving.py) and learns the result from the bucket alone:
+pgBackRest writes a backup's ``backup.manifest`` last, so a label directory
+with one is a complete backup, and expiry removes the directories of what it
+no longer keeps. Label names and object times are not encrypted by the
+repository cipher, so the operator needs no passphrase to read them.
+
+A listing with a delimiter reads one key per backup (never their files), and
+each backup's manifest is looked at once: a backup already in the status is
+taken from there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from stackforge_operator import schedule, status
+from stackforge_operator.builders import archiving
+from stackforge_operator.builders.archiving import BackupRequest
+from stackforge_operator.models import conditions as types
+from stackforge_operator.models.backup import (
+    ArchiveStatus,
+    PhysicalBackup,
+    PhysicalBackups,
+    PhysicalBackupType,
+    RecoverabilityWindow,
+)
+from stackforge_operator.models.common import ConditionStatus
+from stackforge_operator.reconcile.archive_status import list_pages
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# <full start>F, or <full start>F_<start>D|I; times as the archiver's clock
+# (UTC: the image sets no other zone) names them.
+_LABEL_RE = re.compile(r"^(\d{8}-\d{6})F(?:_(\d{8}-\d{6})([DI]))?$")
+_LABEL_TIME = "%Y%m%d-%H%M%S"
+_TYPES = {"D": PhysicalBackupType.DIFFERENTIAL, "I": PhysicalBackupType.INCREMENTAL}
+# What a backup of a type stands in for: a full one is also the newest
+# differential and incremental, a differential one the newest incremental.
+_RANK = {PhysicalBackupType.FULL: 3, PhysicalBackupType.DIFFERENTIAL: 2,
+         PhysicalBackupType.INCREMENTAL: 1}
+MANIFEST = "backup.manifest"
+
+
+def parse_label(label: str) -> tuple[PhysicalBackupType, datetime] | None:
+    """A label's type and start time (None: not a backup's label)."""
+    match = _LABEL_RE.match(label)
+    if match is None:
+        return None
+    started = match.group(2) or match.group(1)
+    kind = _TYPES[match.group(3)] if match.group(3) else PhysicalBackupType.FULL
+    return kind, datetime.strptime(started, _LABEL_TIME).replace(tzinfo=UTC)
+
+
+def backup_prefix(repository_path: str, stanza: str) -> str:
+    return f"{repository_path.strip('/')}/backup/{stanza}/"
+
+
+def read(client: S3Client, bucket: str, repository_path: str, stanza: str,
+         known: Sequence[PhysicalBackup]) -> list[PhysicalBackup]:
+    """The complete backups of the repository, oldest first. Raises the client's errors."""
+    prefix = backup_prefix(repository_path, stanza)
+    seen = {b.label: b for b in known}
+    found: list[PhysicalBackup] = []
+    for page in list_pages(client, Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for common in page.get("CommonPrefixes") or []:
+            label = str(common["Prefix"])[len(prefix):].rstrip("/")
+            parsed = parse_label(label)
+            if parsed is None:
+                continue  # backup.history/ and the like
+            if label in seen:
+                found.append(seen[label])
+                continue
+            try:
+                head = client.head_object(Bucket=bucket, Key=f"{prefix}{label}/{MANIFEST}")
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404",
+                                                                   "NotFound"):
+                    continue  # still running, or interrupted: not a backup
+                raise
+            found.append(PhysicalBackup(label=label, type=parsed[0], start_time=parsed[1],
+                                        stop_time=head["LastModified"].astimezone(UTC)))
+    return sorted(found, key=lambda b: (b.start_time or b.stop_time, b.label))
+
+
+@dataclass(frozen=True)
+class Due:
+    """A backup that a schedule asks for; ``fired`` is None when it is due
+    whatever the schedules say (the repository has no full backup)."""
+
+    type: PhysicalBackupType
+    fired: datetime | None
+
+
+def due(spec: PhysicalBackups, zone: str, now: datetime,
+        backups: Sequence[PhysicalBackup]) -> Due | None:
+    """The backup due now, the biggest kind first (None: every schedule is satisfied).
+
+    A fire time is satisfied by a backup of at least its kind finished since."""
+    if not any(b.type == PhysicalBackupType.FULL for b in backups):
+        return Due(PhysicalBackupType.FULL, None)
+    for kind, expression in ((PhysicalBackupType.FULL, spec.full_schedule),
+                             (PhysicalBackupType.DIFFERENTIAL, spec.differential_schedule),
+                             (PhysicalBackupType.INCREMENTAL, spec.incremental_schedule)):
+        if expression is None:
+            continue
+        fired = schedule.previous_fire(expression, zone, now)
+        if not any(_RANK[b.type] >= _RANK[kind] and b.stop_time >= fired for b in backups):
+            return Due(kind, fired)
+    return None
+
+
+def satisfied(request: BackupRequest, backups: Sequence[PhysicalBackup]) -> bool:
+    """Whether a backup finished since the request (pgBackRest may have made a
+    full one of a differential: any kind will do)."""
+    return any(b.stop_time >= request.requested_at for b in backups)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the primary pod's request annotation should hold, and what is awaited."""
+
+    request: BackupRequest | None  # None: no annotation
+    pending: BackupRequest | None
+
+
+def plan(spec: PhysicalBackups, zone: str, now: datetime, backups: Sequence[PhysicalBackup],
+         current: BackupRequest | None) -> Plan:
+    """The next request, given the one the primary has (``current``)."""
+    outstanding = current if current is not None and not satisfied(current, backups) else None
+    wanted = due(spec, zone, now, backups)
+    if wanted is None:
+        return Plan(outstanding, outstanding)
+    if outstanding is not None and (
+            wanted.fired is None or wanted.fired <= outstanding.requested_at):
+        # The request out there covers it. A later fire replaces a request that
+        # never completed (the archiver takes it once it is free); its id, the
+        # time to the second, differs: fires are whole minutes, after the old one.
+        return Plan(outstanding, outstanding)
+    request = archiving.backup_request(now, wanted.type, spec.retention)
+    return Plan(request, request)
+
+
+def window(backups: Sequence[PhysicalBackup], archive: ArchiveStatus | None,
+           archive_timeout_seconds: int) -> RecoverabilityWindow | None:
+    """From the end of the oldest backup to a moment a commit later than which is archived."""
+    if not backups or archive is None or archive.last_archived_time is None:
+        return None
+    first = min(b.stop_time for b in backups)
+    last = archive.last_archived_time - timedelta(seconds=archive_timeout_seconds)
+    return RecoverabilityWindow(first_point=first, last_point=max(first, last))
+
+
+def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None,
+                pod: str | None, now: datetime, deadline: timedelta) -> status.Observation:
+    """PhysicalBackups: False once a request waited longer than the policy's deadline."""
+    if pending is not None and now - pending.requested_at > deadline:
+        where = f"pod {pod}" if pod else "the primary"
+        return status.Observation(
+            types.PHYSICAL_BACKUPS, ConditionStatus.FALSE, "BackupOverdue",
+            f"the {pending.type.value} backup asked of {where} at "
+            f"{pending.requested_at.isoformat()} is not in the repository after "
+            f"{_duration(deadline)}; the archiver's log says why "
+            f"(kubectl logs {pod or 'postgres-0'} -c {archiving.ARCHIVER_CONTAINER})")
+    if not backups:
+        if pending is not None:
+            return status.Observation(types.PHYSICAL_BACKUPS, ConditionStatus.UNKNOWN,
+                                      "FirstBackupRunning",
+                                      f"the first full backup was asked of pod {pod} at "
+                                      f"{pending.requested_at.isoformat()}")
+        return status.Observation(types.PHYSICAL_BACKUPS, ConditionStatus.UNKNOWN,
+                                  "WaitingForRepository",
+                                  "no backup yet: waiting for the primary and its repository")
+    newest = max(backups, key=lambda b: b.stop_time)
+    return status.Observation(
+        types.PHYSICAL_BACKUPS, ConditionStatus.TRUE, "BackupsCurrent",
+        f"{len(backups)} backups; the newest, {newest.label} ({newest.type.value}), was "
+        f"complete at {newest.stop_time.isoformat()}")
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"

@@ -1,0 +1,162 @@
+"""Which physical backup is due, what a request becomes, the window and the condition.
+
+(What is read from a repository pgBackRest really wrote: tests/backup/
+test_pgbackrest_s3.py; on running pods: tests/realnode/test_archiving.py.)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stackforge_operator.builders import archiving
+from stackforge_operator.models.backup import (
+    ArchiveStatus,
+    PhysicalBackup,
+    PhysicalBackups,
+    PhysicalBackupType,
+)
+from stackforge_operator.models.common import ConditionStatus
+from stackforge_operator.reconcile import physical_backups as physical
+
+FULL, DIFF, INCR = (PhysicalBackupType.FULL, PhysicalBackupType.DIFFERENTIAL,
+                    PhysicalBackupType.INCREMENTAL)
+NOW = datetime(2026, 11, 30, 22, 30, tzinfo=UTC)  # a Monday
+SPEC = PhysicalBackups.model_validate({
+    "fullSchedule": "0 1 * * 0",  # Sundays 01:00
+    "differentialSchedule": "0 1 * * *",  # daily 01:00
+    "incrementalSchedule": "0 * * * *",  # hourly
+    "retention": {"fullCount": 2},
+})
+ZONE = "Etc/UTC"
+
+
+def _backup(kind: PhysicalBackupType, stop: datetime) -> PhysicalBackup:
+    label = stop.strftime("%Y%m%d-%H%M%SF") + (
+        "" if kind == FULL else "_" + stop.strftime("%Y%m%d-%H%M%S") + kind.value[0].upper())
+    return PhysicalBackup(label=label, type=kind, start_time=stop - timedelta(minutes=1),
+                          stop_time=stop)
+
+
+@pytest.mark.parametrize(("label", "expected"), [
+    ("20261130-220000F", (FULL, datetime(2026, 11, 30, 22, 0, tzinfo=UTC))),
+    ("20261130-220000F_20261130-230510D", (DIFF, datetime(2026, 11, 30, 23, 5, 10, tzinfo=UTC))),
+    ("20261130-220000F_20261201-000000I", (INCR, datetime(2026, 12, 1, tzinfo=UTC))),
+    ("backup.history", None),
+    ("20261130-220000X", None),
+    ("20261130-220000F_20261130-230000F", None),
+])
+def test_labels_name_type_and_start(label: str,
+                                    expected: tuple[PhysicalBackupType, datetime] | None) -> None:
+    assert physical.parse_label(label) == expected
+
+
+def test_without_a_full_backup_one_is_due_at_once() -> None:
+    assert physical.due(SPEC, ZONE, NOW, []) == physical.Due(FULL, None)
+    # An incremental alone (its full expired by hand) restores nothing.
+    assert physical.due(SPEC, ZONE, NOW, [_backup(INCR, NOW)]) == physical.Due(FULL, None)
+
+
+def test_the_biggest_kind_whose_last_fire_is_unsatisfied_is_due() -> None:
+    sunday = datetime(2026, 11, 29, 1, tzinfo=UTC)
+    today = datetime(2026, 11, 30, 1, tzinfo=UTC)
+    hour = datetime(2026, 11, 30, 22, tzinfo=UTC)
+    # The last full is older than Sunday's fire: a full is due.
+    assert physical.due(SPEC, ZONE, NOW, [_backup(FULL, sunday - timedelta(days=1))]) == (
+        physical.Due(FULL, sunday))
+    # Sunday's full was made: today's differential is due.
+    done = [_backup(FULL, sunday + timedelta(minutes=5))]
+    assert physical.due(SPEC, ZONE, NOW, done) == physical.Due(DIFF, today)
+    # Then the hour's incremental.
+    done.append(_backup(DIFF, today + timedelta(minutes=5)))
+    assert physical.due(SPEC, ZONE, NOW, done) == physical.Due(INCR, hour)
+    done.append(_backup(INCR, hour + timedelta(minutes=2)))
+    assert physical.due(SPEC, ZONE, NOW, done) is None
+
+
+def test_a_bigger_backup_stands_in_for_smaller_ones() -> None:
+    # A full finished after the hour's fire is the day's differential and the
+    # hour's incremental too.
+    assert physical.due(SPEC, ZONE, NOW, [_backup(FULL, NOW - timedelta(minutes=10))]) is None
+    # An incremental is no differential.
+    done = [_backup(FULL, datetime(2026, 11, 29, 1, 5, tzinfo=UTC)),
+            _backup(INCR, NOW - timedelta(minutes=10))]
+    assert physical.due(SPEC, ZONE, NOW, done) == physical.Due(
+        DIFF, datetime(2026, 11, 30, 1, tzinfo=UTC))
+
+
+def test_schedules_fire_in_the_policys_time_zone() -> None:
+    spec = SPEC.model_copy(update={"differential_schedule": None, "incremental_schedule": None,
+                                   "full_schedule": "0 23 * * *"})
+    done = [_backup(FULL, datetime(2026, 11, 29, 23, 5, tzinfo=UTC))]
+    # 23:00 in Berlin is 22:00 UTC: fired already; in UTC not yet.
+    assert physical.due(spec, "Europe/Berlin", NOW, done) == physical.Due(
+        FULL, datetime(2026, 11, 30, 22, tzinfo=UTC))
+    assert physical.due(spec, ZONE, NOW, done) is None
+
+
+def _request(at: datetime, kind: PhysicalBackupType = FULL) -> archiving.BackupRequest:
+    return archiving.backup_request(at, kind, SPEC.retention)
+
+
+def test_a_due_backup_is_asked_for_with_the_retention() -> None:
+    plan = physical.plan(SPEC, ZONE, NOW, [], None)
+    assert plan.request == plan.pending == _request(NOW)
+    assert archiving.request_value(plan.request) == "20261130T223000Z full count 2"
+
+
+def test_an_outstanding_request_stands_until_a_backup_completes_after_it() -> None:
+    asked = _request(NOW - timedelta(minutes=3))
+    plan = physical.plan(SPEC, ZONE, NOW, [], asked)
+    assert plan.request == plan.pending == asked
+    # A backup that finished before the request does not answer it.
+    older = [_backup(FULL, NOW - timedelta(minutes=4))]
+    assert physical.plan(SPEC, ZONE, NOW, older, asked).pending == asked
+    # Once answered, the annotation goes and nothing is pending.
+    done = [_backup(FULL, NOW - timedelta(minutes=1))]
+    assert physical.plan(SPEC, ZONE, NOW, done, asked) == physical.Plan(None, None)
+
+
+def test_a_later_fire_replaces_a_request_that_never_completed() -> None:
+    sunday_full = [_backup(FULL, datetime(2026, 11, 29, 1, 5, tzinfo=UTC))]
+    stuck = _request(datetime(2026, 11, 30, 1, 0, 30, tzinfo=UTC), DIFF)
+    # The day's differential is still what is due, and the request covers it.
+    assert physical.plan(SPEC, ZONE, NOW, sunday_full, stuck).request == stuck
+    # An incremental done since does not satisfy a differential request ...
+    done = [*sunday_full, _backup(INCR, datetime(2026, 11, 30, 0, 30, tzinfo=UTC))]
+    assert physical.plan(SPEC, ZONE, NOW, done, stuck).pending == stuck
+    # ... but a request older than a fire of its kind is asked again, anew.
+    old = _request(datetime(2026, 11, 29, 0, 30, tzinfo=UTC), DIFF)
+    plan = physical.plan(SPEC, ZONE, NOW, sunday_full, old)
+    assert plan.request == _request(NOW, DIFF)
+
+
+def test_the_window_runs_from_the_oldest_backup_to_a_timeout_before_the_newest_segment() -> None:
+    backups = [_backup(FULL, NOW - timedelta(days=2)), _backup(INCR, NOW - timedelta(hours=1))]
+    archive = ArchiveStatus(last_archived_time=NOW - timedelta(seconds=20))
+    found = physical.window(backups, archive, 60)
+    assert found is not None
+    assert found.first_point == NOW - timedelta(days=2)
+    assert found.last_point == NOW - timedelta(seconds=80)
+    # Just after the first backup: the window is its end alone.
+    just = physical.window([_backup(FULL, NOW - timedelta(seconds=30))], archive, 60)
+    assert just is not None and just.first_point == just.last_point
+    assert physical.window([], archive, 60) is None
+    assert physical.window(backups, ArchiveStatus(), 60) is None
+
+
+def test_the_condition_turns_false_when_a_request_outlives_the_deadline() -> None:
+    deadline = timedelta(hours=6)
+    asked = _request(NOW - timedelta(hours=7), DIFF)
+    backups = [_backup(FULL, NOW - timedelta(days=1))]
+    late = physical.observation(backups, asked, "postgres-0", NOW, deadline)
+    assert (late.status, late.reason) == (ConditionStatus.FALSE, "BackupOverdue")
+    assert "kubectl logs postgres-0 -c archiver" in late.message and "6h00m" in late.message
+    fine = physical.observation(backups, _request(NOW - timedelta(hours=1), DIFF), "postgres-0",
+                                NOW, deadline)
+    assert (fine.status, fine.reason) == (ConditionStatus.TRUE, "BackupsCurrent")
+    first = physical.observation([], _request(NOW), "postgres-0", NOW, deadline)
+    assert (first.status, first.reason) == (ConditionStatus.UNKNOWN, "FirstBackupRunning")
+    nothing = physical.observation([], None, None, NOW, deadline)
+    assert (nothing.status, nothing.reason) == (ConditionStatus.UNKNOWN, "WaitingForRepository")
