@@ -283,9 +283,15 @@ def test_physical_backups_run_on_their_schedules_and_expire_by_retention(
             logs = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "archiver").stdout
             raise AssertionError(f"{error}\n{_physical_status(real_cluster, ns)}\n{logs}"
                                  f"{runs.explain(real_cluster, ns)}") from None
-        condition = runs.condition_of(runs.get_policy(real_cluster, ns, "archive"),
-                                      "PhysicalBackups")
+        policy = runs.get_policy(real_cluster, ns, "archive")
+        condition = runs.condition_of(policy, "PhysicalBackups")
         assert condition["status"] == "True", condition
+        # Restorable to a moment now: BackupFresh is the RPO check (no dump has run).
+        fresh = tenants.eventually(
+            lambda: (c := runs.condition_of(runs.get_policy(real_cluster, ns, "archive"),
+                                            "BackupFresh")).get("reason") == "WithinRPO" and c,
+            timeout=30, interval=1)
+        assert fresh["status"] == "True", fresh
         full = first["backups"][0]
         # What the policy says is what pgBackRest itself lists (it decrypts the
         # repository; the operator reads object names and times only).

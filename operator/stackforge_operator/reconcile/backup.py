@@ -184,8 +184,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     archived = _archiving_observation(spec, name, archiver, old, archive, now, storage_error)
     physical, physical_seen = (None, None) if archiver != name else _physical(
         body, spec, t, zone, now, backups, archive, old, usable=storage_error is None)
+    rpo = None
+    if physical is not None and physical.recoverability_window is not None and (
+            spec.continuous_archiving is not None):
+        rpo = physical_backups.freshness(archive, spec.continuous_archiving.archive_timeout_seconds,
+                                         now)
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
-                             storage_error, [o for o in (archived, physical_seen) if o])
+                             storage_error, [o for o in (archived, physical_seen) if o], rpo)
     next_time = schedule.next_fire(when, zone, now)
     physical_fire = _next_physical_fire(spec, zone, now) if physical is not None else None
     cron_status = (live_cron or {}).get("status") or {}
@@ -368,8 +373,10 @@ def _conditions(
     old: BackupPolicyStatus, generation: int, now: datetime, when: str, zone: str,
     last_run: BackupRun | None, newest: Manifest | None, body: Mapping[str, Any],
     active: Sequence[BackupRun], storage_error: str | None,
-    extra: Sequence[status.Observation],
+    extra: Sequence[status.Observation], rpo: status.Observation | None = None,
 ) -> list[Any]:
+    """``rpo``: BackupFresh as judged from the archive, which replaces the
+    dumps' freshness once a restore to a moment is possible."""
     if last_run is None:
         succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.UNKNOWN,
                                        "NoRunYet", "no backup has run yet")
@@ -404,6 +411,9 @@ def _conditions(
     else:
         fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.UNKNOWN, "NoBackupYet",
                                    "no complete backup yet")
+    if rpo is not None:
+        fresh = status.Observation(rpo.type, rpo.status, rpo.reason,
+                                   f"{rpo.message}; logical dumps: {fresh.message}")
     failing = [o for o in (succeeded, fresh, *extra) if o.status == ConditionStatus.FALSE]
     if failing:
         progress = status.Progress.STALLED

@@ -34,7 +34,7 @@ from stackforge_operator.models.backup import (
     RecoverabilityWindow,
 )
 from stackforge_operator.models.common import ConditionStatus
-from stackforge_operator.reconcile.archive_status import list_pages
+from stackforge_operator.reconcile.archive_status import allowed_age, list_pages
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -158,6 +158,23 @@ def window(backups: Sequence[PhysicalBackup], archive: ArchiveStatus | None,
     first = min(b.stop_time for b in backups)
     last = archive.last_archived_time - timedelta(seconds=archive_timeout_seconds)
     return RecoverabilityWindow(first_point=first, last_point=max(first, last))
+
+
+def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
+              now: datetime) -> status.Observation | None:
+    """BackupFresh as an RPO check, for a policy with a recoverability window:
+    what a restore would lose is what came after the last archived point, so
+    that point must be as young as archiving promises (None: nothing archived)."""
+    if archive is None or archive.last_archived_time is None:
+        return None
+    age = now - archive.last_archived_time
+    allowed = allowed_age(archive_timeout_seconds)
+    within = age <= allowed
+    return status.Observation(
+        types.BACKUP_FRESH, ConditionStatus.TRUE if within else ConditionStatus.FALSE,
+        "WithinRPO" if within else "RPOExceeded",
+        f"the last archived point, {archive.last_archived_time.isoformat()}, is "
+        f"{int(age.total_seconds())}s old (allowed: {int(allowed.total_seconds())}s)")
 
 
 def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None,

@@ -160,3 +160,18 @@ def test_the_condition_turns_false_when_a_request_outlives_the_deadline() -> Non
     assert (first.status, first.reason) == (ConditionStatus.UNKNOWN, "FirstBackupRunning")
     nothing = physical.observation([], None, None, NOW, deadline)
     assert (nothing.status, nothing.reason) == (ConditionStatus.UNKNOWN, "WaitingForRepository")
+
+
+def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() -> None:
+    margin = physical.allowed_age(60)  # the timeout plus the operator's push margin
+    young = physical.freshness(ArchiveStatus(last_archived_time=NOW - timedelta(seconds=30)),
+                               60, NOW)
+    assert young is not None
+    assert (young.type, young.status, young.reason) == ("BackupFresh", ConditionStatus.TRUE,
+                                                        "WithinRPO")
+    assert "30s old" in young.message
+    old = physical.freshness(ArchiveStatus(last_archived_time=NOW - margin - timedelta(seconds=1)),
+                             60, NOW)
+    assert old is not None and (old.status, old.reason) == (ConditionStatus.FALSE, "RPOExceeded")
+    assert physical.freshness(ArchiveStatus(), 60, NOW) is None
+    assert physical.freshness(None, 60, NOW) is None
