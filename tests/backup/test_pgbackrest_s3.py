@@ -18,6 +18,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,9 @@ import pytest
 
 from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
 from stackforge_operator.reconcile import physical_backups
+from tests.images.postgres_pods import program
 from tests.support import postgres_server as pg
+from tests.support import tenants
 from tests.support.fixtures_backup import running_s3_server
 from tests.support.s3_server import S3Server
 
@@ -64,6 +67,8 @@ def _pgbackrest_config(s3: S3Server, bucket: str, server: pg.PostgresServer, sta
         "repo1-cipher-type=aes-256-cbc",
         f"repo1-cipher-pass={cipher_pass}",
         "compress-type=zst",
+        # As the pods have it (builders/archiving.py): small files in bundles.
+        "repo1-bundle=y",
         "archive-async=y",
         f"spool-path={state / 'spool'}",
         f"lock-path={state / 'lock'}",
@@ -207,3 +212,87 @@ def test_the_operator_reads_complete_backups_and_their_expiry_from_the_repositor
     [newer] = read()
     assert newer.type == PhysicalBackupType.FULL and newer.label > full.label
     assert labels_in_info() == [newer.label]
+
+
+RESTORE = program("postgres/stackforge-restore.sh")
+
+
+def _restore(archiving: Archiving, data_dir: Path, target: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [str(RESTORE)], capture_output=True, text=True, timeout=180, check=False,
+        env={"PATH": os.environ["PATH"], "PGDATA": str(data_dir),
+             "PGBACKREST_CONFIG": str(archiving.config),
+             "STACKFORGE_RESTORE_REPOSITORY": REPOSITORY_PATH,
+             "STACKFORGE_RESTORE_STANZA": STANZA, "STACKFORGE_RESTORE_TARGET": target},
+        **archiving.server.os_user.popen_kwargs())
+
+
+def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
+        archiving: Archiving) -> None:
+    """The image's stackforge-restore on a repository pgBackRest wrote: rows
+    committed before T are there, later ones are not, a table dropped after T
+    is there; the restored database is promoted and carries no incarnation."""
+    server = archiving.server
+    created = _pgbackrest(archiving, "stanza-create")
+    assert created.returncode == 0, created.stdout + created.stderr
+    # The source's incarnation name goes into the backup with PGDATA.
+    incarnation = server.data_dir / "stackforge-incarnation"
+    incarnation.write_text("7400000000000000001-20261130T000000Z\n")
+    os.chown(incarnation, server.os_user.uid, server.os_user.gid)
+    server.psql("CREATE TABLE kept (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp());"
+                "CREATE TABLE dropped (id int);"
+                "INSERT INTO kept (id) SELECT generate_series(1, 100);"
+                "INSERT INTO dropped VALUES (1);")
+    _backup(archiving, "full")
+    server.psql("INSERT INTO kept (id) SELECT generate_series(101, 200);")
+    time.sleep(1.1)
+    target = server.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                         "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").strip()
+    time.sleep(1.1)
+    server.psql("INSERT INTO kept (id) SELECT generate_series(201, 300);")
+    server.psql("DROP TABLE dropped;")
+    # `check` switches WAL and waits until the segment with the drop is archived.
+    checked = _pgbackrest(archiving, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    restored = pg.PostgresServer()
+    try:
+        os.chown(restored.root, server.os_user.uid, server.os_user.gid)
+        ran = _restore(archiving, restored.data_dir, target)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert not (restored.data_dir / "stackforge-incarnation").exists()
+        # Never over a database.
+        again = _restore(archiving, restored.data_dir, target)
+        assert again.returncode != 0 and "is not empty" in again.stderr, again.stderr
+        restored.start(initdb=False, environment={"PGBACKREST_CONFIG": str(archiving.config)})
+
+        def promoted() -> bool:
+            return restored.psql("SELECT pg_is_in_recovery()").strip() == "f"
+
+        tenants.eventually(promoted, timeout=60, interval=0.5)
+        ids = restored.psql("SELECT min(id), max(id), count(*) FROM kept").strip()
+        assert ids == "1|200|200", (ids, restored.log_tail())
+        assert restored.psql("SELECT count(*) FROM dropped").strip() == "1"
+        latest = restored.psql("SELECT max(at) <= :'target'::timestamptz FROM kept",
+                               variables={"target": target}).strip()
+        assert latest == "t"
+        # A timeline of its own: it can never be taken for the source's.
+        assert restored.psql("SELECT timeline_id FROM pg_control_checkpoint()").strip() != "1"
+    finally:
+        restored.stop()
+
+
+@pytest.mark.parametrize(("target", "refusal"), [
+    ("yesterday", "neither 'latest' nor an RFC 3339 time"),
+    ("2026-11-30T22:15:05", "needs a zone"),
+    ("2026-11-30T22:15:05Z'; DROP", "is not an RFC 3339 time"),
+])
+def test_the_restore_refuses_a_target_that_is_no_moment(tmp_path: Path, target: str,
+                                                         refusal: str) -> None:
+    ran = subprocess.run(
+        [str(RESTORE)], capture_output=True, text=True, timeout=30, check=False,
+        env={"PATH": os.environ["PATH"], "PGDATA": str(tmp_path / "data"),
+             "STACKFORGE_RESTORE_REPOSITORY": REPOSITORY_PATH,
+             "STACKFORGE_RESTORE_STANZA": STANZA, "STACKFORGE_RESTORE_TARGET": target})
+    assert ran.returncode == 1 and refusal in ran.stderr, ran.stderr
+    assert not (tmp_path / "data").exists()

@@ -140,28 +140,16 @@ class PostgresServer:
         )
         return out.stdout.strip()
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, *, initdb: bool = True,
+              environment: Mapping[str, str] | None = None) -> None:
+        """``initdb=False``: start on the data directory already there (a
+        restored one); ``environment``: added to the server's (its
+        restore_command's, say)."""
         self.socket_dir.mkdir()
         os.chown(self.root, self.os_user.uid, self.os_user.gid)
         os.chown(self.socket_dir, self.os_user.uid, self.os_user.gid)
-        pwfile = self.root / "pwfile"
-        pwfile.write_text(self.password + "\n")
-        os.chown(pwfile, self.os_user.uid, self.os_user.gid)
-        pwfile.chmod(0o600)
-        try:
-            self._as_server_user(
-                self.bin("initdb"),
-                "--pgdata", str(self.data_dir),
-                "--username", self.superuser,
-                "--pwfile", str(pwfile),
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            )
-        finally:
-            pwfile.unlink()
+        if initdb:
+            self._initdb()
         argv = [
             self.bin("postgres"),
             "-D", str(self.data_dir),
@@ -184,9 +172,30 @@ class PostgresServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                env={**os.environ, **(environment or {})},
                 **self.os_user.popen_kwargs(),
             )
         self._wait_ready(timeout)
+
+    def _initdb(self) -> None:
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        os.chown(pwfile, self.os_user.uid, self.os_user.gid)
+        pwfile.chmod(0o600)
+        try:
+            self._as_server_user(
+                self.bin("initdb"),
+                "--pgdata", str(self.data_dir),
+                "--username", self.superuser,
+                "--pwfile", str(pwfile),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+        finally:
+            pwfile.unlink()
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

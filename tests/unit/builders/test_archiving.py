@@ -92,6 +92,7 @@ def test_pgbackrest_options_come_from_the_policy_and_secrets_by_reference() -> N
         assert env["PGBACKREST_REPO1_STORAGE_CA_FILE"] == s3ca.CA_PATH
         assert env["PGBACKREST_REPO1_CIPHER_TYPE"] == "aes-256-cbc"
         assert env["PGBACKREST_ARCHIVE_ASYNC"] == "y"
+        assert env["PGBACKREST_REPO1_BUNDLE"] == "y"
         assert env["PGBACKREST_SPOOL_PATH"].startswith("/var/lib/postgresql/data/")
         assert not env["PGBACKREST_SPOOL_PATH"].startswith(postgres.PGDATA)
         assert env["PGBACKREST_STANZA"] == "acme"

@@ -1,0 +1,76 @@
+#!/bin/sh
+# Makes an empty PGDATA the database of a pgBackRest repository as it was at a
+# moment (installed as /usr/local/bin/stackforge-restore): the base of a
+# point-in-time drill, a clone, and an in-place recovery.
+#
+# pgBackRest restores the newest backup that ended before the target and
+# writes the recovery settings; the server's next start replays archived WAL
+# up to the target (every transaction committed at or before it, none after)
+# and is promoted, on a timeline of its own. WAL comes from the source
+# repository named here, whatever the server archives to afterwards: the
+# restore_command names it outright.
+#
+# The restored directory is a new incarnation: the source's name
+# (stackforge-incarnation, copied by the backup) is removed, so that the
+# entrypoint names it anew and the restored database can never archive into
+# the source's repository.
+#
+# Environment:
+#   PGDATA                         the data directory to fill; must be empty or absent
+#   STACKFORGE_RESTORE_REPOSITORY  the source's repository (repo1-path, an incarnation's)
+#   STACKFORGE_RESTORE_STANZA      the source's stanza
+#   STACKFORGE_RESTORE_TARGET      an RFC 3339 time (2026-11-30T22:15:05Z), or "latest":
+#                                  the end of the archived WAL
+#   PGBACKREST_*                   every other pgBackRest option (bucket, keys, cipher)
+set -eu
+
+die() {
+	printf 'stackforge-restore: %s\n' "$*" >&2
+	exit 1
+}
+
+: "${PGDATA:?PGDATA must be set}"
+: "${STACKFORGE_RESTORE_REPOSITORY:?STACKFORGE_RESTORE_REPOSITORY must be set}"
+: "${STACKFORGE_RESTORE_STANZA:?STACKFORGE_RESTORE_STANZA must be set}"
+: "${STACKFORGE_RESTORE_TARGET:?STACKFORGE_RESTORE_TARGET must be set}"
+
+case $STACKFORGE_RESTORE_REPOSITORY in
+/*) ;;
+*) die "STACKFORGE_RESTORE_REPOSITORY must be an absolute repository path: '$STACKFORGE_RESTORE_REPOSITORY'" ;;
+esac
+case $STACKFORGE_RESTORE_REPOSITORY$STACKFORGE_RESTORE_STANZA$PGDATA in
+*[!0-9A-Za-z/._-]*) die "the repository path, stanza and PGDATA may hold letters, digits, '/', '.', '_' and '-' only" ;;
+esac
+
+target=$STACKFORGE_RESTORE_TARGET
+case $target in
+latest)
+	# No target: recovery replays every archived segment, then promotes.
+	set -- --type=default
+	;;
+[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9]*)
+	case $target in
+	*[!0-9TZ:.+-]*) die "STACKFORGE_RESTORE_TARGET is not an RFC 3339 time: '$target'" ;;
+	*Z | *[+-][0-9][0-9]:[0-9][0-9]) ;;
+	*) die "STACKFORGE_RESTORE_TARGET needs a zone (Z or +hh:mm): '$target'" ;;
+	esac
+	# pgBackRest (which picks the backup by it) and the server both read
+	# "YYYY-MM-DD HH:MM:SS[.fraction]+hh[:mm]".
+	moment=$(printf '%s' "$target" | sed -e 's/T/ /' -e 's/Z$/+00/')
+	set -- --type=time "--target=$moment" --target-action=promote
+	;;
+*) die "STACKFORGE_RESTORE_TARGET is neither 'latest' nor an RFC 3339 time: '$target'" ;;
+esac
+
+if [ -e "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
+	die "PGDATA=$PGDATA is not empty: a restore never writes over a database"
+fi
+
+source="--repo1-path=$STACKFORGE_RESTORE_REPOSITORY --stanza=$STACKFORGE_RESTORE_STANZA"
+echo "stackforge-restore: restoring $STACKFORGE_RESTORE_REPOSITORY (stanza $STACKFORGE_RESTORE_STANZA) to $target"
+# $source is two words on purpose; its characters were checked above.
+# shellcheck disable=SC2086
+pgbackrest $source --pg1-path="$PGDATA" restore "$@" \
+	--recovery-option="restore_command=pgbackrest $source --pg1-path=$PGDATA archive-get %f \"%p\""
+rm -f "$PGDATA/stackforge-incarnation"
+echo "stackforge-restore: restored; the server's next start recovers to $target"
