@@ -16,6 +16,9 @@
 #   PGDATA               the data directory [/var/lib/postgresql/data/pgdata]
 #   POSTGRES_SOCKET_DIR  the temporary server's socket directory [/var/run/postgresql]
 #   POSTGRES_INITDB_DIR  the init scripts' directory [/docker-entrypoint-initdb.d]
+#   STACKFORGE_RESTORE_TARGET  when set, an empty data directory is restored from a
+#                        pgBackRest repository to this moment instead of initialised
+#                        (stackforge-restore, and its STACKFORGE_RESTORE_* settings)
 #
 # It also names the data directory's incarnation, once: PGDATA/stackforge-incarnation
 # holds "<system identifier>-<UTC time>", the last part of the path its WAL is
@@ -187,9 +190,16 @@ esac
 if [ "${1:-}" = postgres ] && ! wants_help "$@"; then
 	[ "$(id -u)" != 0 ] || die "PostgreSQL does not run as root; run as uid 999 (the image's user)"
 	if [ ! -s "$PGDATA/PG_VERSION" ]; then
-		# A subshell: its exports, trap and temporary files end with it, so the
-		# server below starts with the environment it was given.
-		(initialise)
+		if [ -n "${STACKFORGE_RESTORE_TARGET:-}" ]; then
+			# A database from a backup instead of a new one; the server below
+			# replays WAL to the target and is promoted (stackforge-restore).
+			log "restoring $PGDATA from a backup"
+			stackforge-restore || die "the restore of $PGDATA failed"
+		else
+			# A subshell: its exports, trap and temporary files end with it, so the
+			# server below starts with the environment it was given.
+			(initialise)
+		fi
 	fi
 	# Also repairs a directory that a recursive fsGroup chown made
 	# group-writable, which PostgreSQL refuses to start with.

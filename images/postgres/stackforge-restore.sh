@@ -67,10 +67,21 @@ if [ -e "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
 fi
 
 source="--repo1-path=$STACKFORGE_RESTORE_REPOSITORY --stanza=$STACKFORGE_RESTORE_STANZA"
+# Restored next to its place and moved there only once complete: a restore
+# interrupted half-way leaves nothing a restart would take for a database.
+partial="$PGDATA.restore"
+rm -rf "$partial"
 echo "stackforge-restore: restoring $STACKFORGE_RESTORE_REPOSITORY (stanza $STACKFORGE_RESTORE_STANZA) to $target"
-# $source is two words on purpose; its characters were checked above.
+# $source is two words on purpose; its characters were checked above. The
+# restore_command names the final PGDATA: pgBackRest checks it against the
+# server's working directory.
 # shellcheck disable=SC2086
-pgbackrest $source --pg1-path="$PGDATA" restore "$@" \
+pgbackrest $source --pg1-path="$partial" restore "$@" \
 	--recovery-option="restore_command=pgbackrest $source --pg1-path=$PGDATA archive-get %f \"%p\""
-rm -f "$PGDATA/stackforge-incarnation"
+rm -f "$partial/stackforge-incarnation"
+chmod 0700 "$partial"
+if [ -d "$PGDATA" ]; then
+	rmdir "$PGDATA"
+fi
+mv "$partial" "$PGDATA"
 echo "stackforge-restore: restored; the server's next start recovers to $target"

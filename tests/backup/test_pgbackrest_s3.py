@@ -28,7 +28,15 @@ import pytest
 
 from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
 from stackforge_operator.reconcile import physical_backups
-from tests.images.postgres_pods import program
+from tests.images.postgres_pods import (
+    PG15_BIN,
+    Server,
+    chown_tree,
+    make_pod,
+    program,
+    query,
+    start,
+)
 from tests.support import postgres_server as pg
 from tests.support import tenants
 from tests.support.fixtures_backup import running_s3_server
@@ -229,9 +237,10 @@ def _restore(archiving: Archiving, data_dir: Path, target: str) -> subprocess.Co
 
 def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         archiving: Archiving) -> None:
-    """The image's stackforge-restore on a repository pgBackRest wrote: rows
-    committed before T are there, later ones are not, a table dropped after T
-    is there; the restored database is promoted and carries no incarnation."""
+    """The image's entrypoint and stackforge-restore on a repository pgBackRest
+    wrote: rows committed before T are there, later ones are not, a table
+    dropped after T is there; the restored database is promoted and named as an
+    incarnation of its own."""
     server = archiving.server
     created = _pgbackrest(archiving, "stanza-create")
     assert created.returncode == 0, created.stdout + created.stderr
@@ -255,31 +264,54 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
     checked = _pgbackrest(archiving, "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
-    restored = pg.PostgresServer()
+    pods = make_pod()
+    pod = next(pods)
+    servers: list[Server] = []
     try:
-        os.chown(restored.root, server.os_user.uid, server.os_user.gid)
-        ran = _restore(archiving, restored.data_dir, target)
-        assert ran.returncode == 0, ran.stdout + ran.stderr
-        assert not (restored.data_dir / "stackforge-incarnation").exists()
         # Never over a database.
-        again = _restore(archiving, restored.data_dir, target)
-        assert again.returncode != 0 and "is not empty" in again.stderr, again.stderr
-        restored.start(initdb=False, environment={"PGBACKREST_CONFIG": str(archiving.config)})
+        pod.pgdata.mkdir()
+        (pod.pgdata / "PG_VERSION").write_text("15\n")
+        chown_tree(pod.data_dir, pod.user)
+        refused = _restore(archiving, pod.pgdata, target)
+        assert refused.returncode != 0 and "is not empty" in refused.stderr, refused.stderr
+        shutil.rmtree(pod.pgdata)
 
-        def promoted() -> bool:
-            return restored.psql("SELECT pg_is_in_recovery()").strip() == "f"
+        # The pod's way: the entrypoint, with a restore target and an empty
+        # volume, restores instead of initialising, then starts the server,
+        # which replays the archive to the target and is promoted.
+        bin_dir = pod.root / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "stackforge-restore").symlink_to(RESTORE)
+        restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
+                         PGBACKREST_CONFIG=str(archiving.config),
+                         STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
+                         STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET=target)
+        restored.wait_ready()
 
-        tenants.eventually(promoted, timeout=60, interval=0.5)
-        ids = restored.psql("SELECT min(id), max(id), count(*) FROM kept").strip()
-        assert ids == "1|200|200", (ids, restored.log_tail())
-        assert restored.psql("SELECT count(*) FROM dropped").strip() == "1"
-        latest = restored.psql("SELECT max(at) <= :'target'::timestamptz FROM kept",
-                               variables={"target": target}).strip()
-        assert latest == "t"
-        # A timeline of its own: it can never be taken for the source's.
-        assert restored.psql("SELECT timeline_id FROM pg_control_checkpoint()").strip() != "1"
+        def sql(text: str) -> str:
+            return query(pod, text, user="postgres", password=server.password,
+                         database="postgres")
+
+        tenants.eventually(lambda: sql("SELECT pg_is_in_recovery()") == "f", timeout=60,
+                           interval=0.5)
+        assert "restoring" in restored.log and "initialising" not in restored.log
+        assert sql("SELECT min(id) || '|' || max(id) || '|' || count(*) FROM kept") == (
+            "1|200|200"), restored.log
+        assert sql("SELECT count(*) FROM dropped") == "1"
+        newest = float(sql("SELECT extract(epoch FROM max(at)) FROM kept"))
+        assert newest <= datetime.fromisoformat(target).timestamp()
+        # A timeline of its own, and an incarnation of its own: it can never
+        # be taken for the source, nor archive into the source's repository.
+        assert sql("SELECT timeline_id FROM pg_control_checkpoint()") != "1"
+        named = (pod.pgdata / "stackforge-incarnation").read_text().strip()
+        assert named != "7400000000000000001-20261130T000000Z"
+        system_id = sql("SELECT system_identifier FROM pg_control_system()")
+        assert named.startswith(f"{system_id}-"), (named, system_id)
+        assert not Path(f"{pod.pgdata}.restore").exists()
     finally:
-        restored.stop()
+        for started in servers:
+            started.stop()
+        next(pods, None)
 
 
 @pytest.mark.parametrize(("target", "refusal"), [
