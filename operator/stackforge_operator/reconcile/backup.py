@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,7 +96,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         schedule.zone(zone)
     except schedule.UnknownTimeZoneError as error:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
-    archiver = _archiving_policy(namespace, spec, t.name)
+    # The tenant's policies, read once: which one archives, and the primary's
+    # archiving settings in the configuration this policy saves.
+    policies = backup_policies(t.name, namespace)
+    found = archiving_policy.chosen(policies)
+    archiver = found[0] if found and spec.continuous_archiving is not None else None
+    t = replace(t, archiving=archiving_policy.archiving(policies))
     addresses = storage.endpoint_addresses(spec.storage.endpoint)
     try:
         egress = backup_network.runner_egress(name, namespace, spec, t, addresses)
@@ -278,14 +283,6 @@ def _next_physical_fire(spec: BackupPolicySpec, zone: str, now: datetime) -> dat
     return min(schedule.next_fire(e, zone, now) for e in (
         settings.full_schedule, settings.differential_schedule, settings.incremental_schedule)
         if e is not None)
-
-
-def _archiving_policy(namespace: str, spec: BackupPolicySpec, tenant: str) -> str | None:
-    """The name of the tenant's policy that archives (read only when this one asks to)."""
-    if spec.continuous_archiving is None:
-        return None
-    found = archiving_policy.chosen(backup_policies(tenant, namespace))
-    return found[0] if found else None
 
 
 def _archiving_observation(
