@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,114 +34,40 @@ from tests.images.postgres_pods import (
     query,
     start,
 )
-from tests.support import postgres_server as pg
 from tests.support import tenants
-from tests.support.fixtures_backup import running_s3_server
-from tests.support.s3_server import S3Server
+from tests.support.pgbackrest_repo import (
+    REPOSITORY_PATH,
+    STANZA,
+    Archiving,
+    archiving_server,
+    pgbackrest,
+)
 
-STANZA = "main"
-REPOSITORY_PATH = "/tenants/archiving/incarnation-1"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-@dataclass(frozen=True)
-class Archiving:
-    server: pg.PostgresServer
-    s3: S3Server
-    bucket: str
-    config: Path
-    cipher_pass: str
-
-
-def _pgbackrest_config(s3: S3Server, bucket: str, server: pg.PostgresServer, state: Path,
-                       cipher_pass: str) -> str:
-    assert s3.ca_bundle is not None
-    return "\n".join([
-        "[global]",
-        "repo1-type=s3",
-        f"repo1-s3-bucket={bucket}",
-        # A name the certificate carries: pgBackRest 2.45 matches DNS names only.
-        "repo1-s3-endpoint=localhost",
-        f"repo1-storage-port={s3.port}",
-        f"repo1-s3-region={s3.region}",
-        f"repo1-s3-key={s3.credentials.access_key_id}",
-        f"repo1-s3-key-secret={s3.credentials.secret_access_key}",
-        "repo1-s3-uri-style=path",
-        f"repo1-storage-ca-file={state / 'ca.pem'}",
-        f"repo1-path={REPOSITORY_PATH}",
-        "repo1-cipher-type=aes-256-cbc",
-        f"repo1-cipher-pass={cipher_pass}",
-        "compress-type=zst",
-        # As the pods have it (builders/archiving.py): small files in bundles.
-        "repo1-bundle=y",
-        "archive-async=y",
-        f"spool-path={state / 'spool'}",
-        f"lock-path={state / 'lock'}",
-        f"log-path={state / 'log'}",
-        "log-level-file=off",
-        # What each command did, on its output (the keys are redacted there).
-        "log-level-console=info",
-        # Fail within the test's patience, not pgBackRest's default minute.
-        "io-timeout=10",
-        "",
-        f"[{STANZA}]",
-        f"pg1-path={server.data_dir}",
-        f"pg1-socket-path={server.socket_dir}",
-        f"pg1-port={server.port}",
-        f"pg1-user={server.superuser}",
-        "",
-    ])
 
 
 @pytest.fixture
 def archiving() -> Iterator[Archiving]:
-    if shutil.which("pgbackrest") is None:
-        pytest.fail("pgbackrest not found (apt-get install pgbackrest); .ci/run installs it")
-    if not pg.available():
-        pytest.fail("PostgreSQL not found (apt-get install postgresql); .ci/run installs it")
-    with running_s3_server(tls=True) as s3:
-        bucket = s3.create_bucket()
-        state = Path(tempfile.mkdtemp(prefix="sf-pgbackrest-"))
-        config = state / "pgbackrest.conf"
-        cipher_pass = secrets.token_urlsafe(24)
-        server = pg.PostgresServer(settings={
-            "wal_level": "replica",
-            "archive_mode": "on",
-            "archive_command": f"pgbackrest --config={config} --stanza={STANZA} archive-push %p",
-        })
-        try:
-            assert s3.ca_bundle is not None
-            shutil.copy(s3.ca_bundle, state / "ca.pem")
-            config.write_text(_pgbackrest_config(s3, bucket, server, state, cipher_pass))
-            config.chmod(0o600)
-            for path in (state, *state.iterdir()):
-                os.chown(path, server.os_user.uid, server.os_user.gid)
-            server.start()
-            yield Archiving(server, s3, bucket, config, cipher_pass)
-        finally:
-            server.stop()
-            shutil.rmtree(state, ignore_errors=True)
-
-
-def _pgbackrest(archiving: Archiving, *command: str) -> subprocess.CompletedProcess[str]:
-    """A pgBackRest command as the server's user (it reads the data directory)."""
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        ["pgbackrest", f"--config={archiving.config}", f"--stanza={STANZA}", *command],
-        capture_output=True, text=True, timeout=120, check=False,
-        **archiving.server.os_user.popen_kwargs())
+    try:
+        with archiving_server() as found:
+            yield found
+    except RuntimeError as error:
+        if "not found" in str(error):
+            pytest.fail(str(error))
+        raise
 
 
 def test_archive_command_pushes_wal_into_an_encrypted_repository_over_tls(
         archiving: Archiving) -> None:
-    created = _pgbackrest(archiving, "stanza-create")
+    created = pgbackrest(archiving, "stanza-create")
     assert created.returncode == 0, created.stdout + created.stderr
     # `check` switches to a new WAL segment and waits until archive_command has
     # put it into the repository.
-    checked = _pgbackrest(archiving, "check")
+    checked = pgbackrest(archiving, "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "successfully archived" in checked.stdout
 
-    shown = _pgbackrest(archiving, "info", "--output=json")
+    shown = pgbackrest(archiving, "info", "--output=json")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     [stanza] = json.loads(shown.stdout)
     # WAL but no backup yet: the repository is sound, with nothing to restore from.
@@ -172,7 +95,7 @@ def test_archive_command_pushes_wal_into_an_encrypted_repository_over_tls(
 
 def _backup(archiving: Archiving, kind: str) -> None:
     # The options the archiver passes (images/postgres/stackforge-archiver.sh).
-    ran = _pgbackrest(archiving, "backup", f"--type={kind}", "--start-fast",
+    ran = pgbackrest(archiving, "backup", f"--type={kind}", "--start-fast",
                       "--repo1-retention-full-type=count", "--repo1-retention-full=1")
     assert ran.returncode == 0, ran.stdout + ran.stderr
 
@@ -182,7 +105,7 @@ def test_the_operator_reads_complete_backups_and_their_expiry_from_the_repositor
     """What reconcile/physical_backups.py reads of a repository pgBackRest really
     wrote: the labels of complete backups, their types and times, without the
     cipher's passphrase; an interrupted backup is none; expiry removes them."""
-    created = _pgbackrest(archiving, "stanza-create")
+    created = pgbackrest(archiving, "stanza-create")
     assert created.returncode == 0, created.stdout + created.stderr
     client, bucket = archiving.s3.client(), archiving.bucket
 
@@ -190,7 +113,7 @@ def test_the_operator_reads_complete_backups_and_their_expiry_from_the_repositor
         return physical_backups.read(client, bucket, REPOSITORY_PATH, STANZA, [])
 
     def labels_in_info() -> list[str]:
-        shown = _pgbackrest(archiving, "info", "--output=json")
+        shown = pgbackrest(archiving, "info", "--output=json")
         assert shown.returncode == 0, shown.stdout + shown.stderr
         [stanza] = json.loads(shown.stdout)
         return [b["label"] for b in stanza["backup"]]
@@ -242,7 +165,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
     dropped after T is there; the restored database is promoted and named as an
     incarnation of its own."""
     server = archiving.server
-    created = _pgbackrest(archiving, "stanza-create")
+    created = pgbackrest(archiving, "stanza-create")
     assert created.returncode == 0, created.stdout + created.stderr
     # The source's incarnation name goes into the backup with PGDATA.
     incarnation = server.data_dir / "stackforge-incarnation"
@@ -261,7 +184,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
     server.psql("INSERT INTO kept (id) SELECT generate_series(201, 300);")
     server.psql("DROP TABLE dropped;")
     # `check` switches WAL and waits until the segment with the drop is archived.
-    checked = _pgbackrest(archiving, "check")
+    checked = pgbackrest(archiving, "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     pods = make_pod()
