@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from stackforge_operator.backup.manifest import MANIFEST_NAME, Manifest
 from stackforge_operator.backup.runid import run_started_at
-from stackforge_operator.models.backup import ObjectStorage, SSEAlgorithm
+from stackforge_operator.models.backup import DEFAULT_REGION, ObjectStorage, SSEAlgorithm
 
 if TYPE_CHECKING:
     from botocore.config import _S3Dict
@@ -94,7 +94,7 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--prefix", default="stackforge", help="key prefix (default: %(default)s)")
     parser.add_argument("--endpoint", help="S3-compatible endpoint URL; default: AWS")
-    parser.add_argument("--region", help="default: us-east-1")
+    parser.add_argument("--region", help=f"default: {DEFAULT_REGION}")
     parser.add_argument("--force-path-style", action="store_true",
                         help="address the bucket by path (most S3-compatible servers)")
 
@@ -116,7 +116,7 @@ def make_client(config: StoreConfig) -> S3Client:
     return boto3.session.Session().client(
         "s3",
         endpoint_url=config.endpoint,
-        region_name=config.region or "us-east-1",
+        region_name=config.region or DEFAULT_REGION,
         config=Config(
             s3=s3_options,
             retries={"max_attempts": config.max_attempts, "mode": "standard"},

@@ -39,7 +39,12 @@ from stackforge_operator.builders.common import (
     secret_env,
 )
 from stackforge_operator.builders.postgres_paths import DATA_DIR, INCARNATION_FILE, PGDATA, RUN_DIR
-from stackforge_operator.models.backup import ObjectStorage, PhysicalBackupType, PhysicalRetention
+from stackforge_operator.models.backup import (
+    DEFAULT_REGION,
+    ObjectStorage,
+    PhysicalBackupType,
+    PhysicalRetention,
+)
 from stackforge_operator.models.effective import Archiving
 
 # Programs of the PostgreSQL image.
@@ -53,7 +58,6 @@ REPOSITORY_DIR: Final = "_pgbackrest"
 SPOOL_PATH: Final = f"{DATA_DIR}/pgbackrest-spool"
 CIPHER_TYPE: Final = "aes-256-cbc"
 COMPRESS_TYPE: Final = "zst"
-DEFAULT_REGION: Final = "us-east-1"
 # The physical backup the archiver is asked for (see the module).
 REQUEST_ANNOTATION: Final = f"{API_GROUP}/physical-backup-request"
 REQUEST_VOLUME: Final = "backup-request"

@@ -109,6 +109,11 @@ class ServerSideEncryption(SpecModel):
     )
 
 
+# The region S3 clients sign for when the policy names none (AWS's default, and
+# what S3-compatible servers accept).
+DEFAULT_REGION = "us-east-1"
+
+
 class ObjectStorage(SpecModel):
     """Where backups are written: <prefix>/<tenant>/<run-id>/..."""
 
@@ -122,7 +127,7 @@ class ObjectStorage(SpecModel):
         None, description="S3-compatible endpoint URL (MinIO etc.). Default: AWS S3."
     )
     region: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")] | None = (
-        Field(None, description="Region, e.g. eu-central-1. Default: us-east-1.")
+        Field(None, description=f"Region, e.g. eu-central-1. Default: {DEFAULT_REGION}.")
     )
     force_path_style: StrictBool | None = Field(
         None, description="Address buckets by path (most S3-compatible servers need it)."

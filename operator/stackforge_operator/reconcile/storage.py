@@ -27,7 +27,7 @@ from stackforge_operator import kube, status
 from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders.backup_network import url_host_port
-from stackforge_operator.models.backup import ObjectStorage
+from stackforge_operator.models.backup import DEFAULT_REGION, ObjectStorage
 
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
@@ -144,7 +144,7 @@ def policy_store(storage: ObjectStorage, namespace: str) -> Iterator[BackupStore
         client = session.client(
             "s3",
             endpoint_url=config.endpoint,
-            region_name=config.region or "us-east-1",
+            region_name=config.region or DEFAULT_REGION,
             # None: botocore's default (the system's CAs, or the operator's AWS_CA_BUNDLE).
             verify=str(ca_path) if ca_path else None,
             config=Config(
