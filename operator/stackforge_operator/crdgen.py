@@ -359,6 +359,10 @@ BACKUP_POLICY = Kind(
         ),
         Column("Last Result", ".status.lastRun.result", description="Result of the newest run."),
         Column("Next", ".status.nextScheduleTime", description="Next run.", priority=1),
+        Column("Last WAL", ".status.continuousArchiving.lastArchivedTime", "date",
+               "Age of the newest archived WAL segment.", priority=1),
+        Column("Restorable From", ".status.physicalBackups.recoverabilityWindow.firstPoint",
+               description="First moment a point-in-time restore reaches.", priority=1),
         AGE,
     ),
 )
