@@ -200,12 +200,11 @@ def delete(api_version: str, kind: str, name: str, namespace: str | None = None)
         return True
 
 
-def annotate(api_version: str, kind: str, name: str, namespace: str | None,
-             annotations: Mapping[str, str | None]) -> Obj:
-    """Merge-patch the object's annotations (None removes one)."""
-    with translated_errors(f"annotating {kind} {namespace or ''}/{name}"):
-        patched = _resource(api_version, kind).patch(
-            body={"metadata": {"annotations": dict(annotations)}},
+def _merge_patch(resource: Resource, name: str, namespace: str | None, body: Obj,
+                 action: str) -> Obj:
+    with translated_errors(action):
+        patched = resource.patch(
+            body=body,
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
@@ -213,6 +212,14 @@ def annotate(api_version: str, kind: str, name: str, namespace: str | None,
         )
         result: Obj = patched
         return result
+
+
+def annotate(api_version: str, kind: str, name: str, namespace: str | None,
+             annotations: Mapping[str, str | None]) -> Obj:
+    """Merge-patch the object's annotations (None removes one)."""
+    return _merge_patch(_resource(api_version, kind), name, namespace,
+                        {"metadata": {"annotations": dict(annotations)}},
+                        f"annotating {kind} {namespace or ''}/{name}")
 
 
 def patch_status(
@@ -225,20 +232,11 @@ def patch_status(
     that version (409, i.e. a TemporaryError, otherwise): for status that must
     never be written from a stale read.
     """
-    resource = _resource(api_version, kind).subresources["status"]
     body: Obj = {"status": status}
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
-    with translated_errors(f"writing status of {kind} {namespace or ''}/{name}"):
-        patched = resource.patch(
-            body=body,
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-            serializer=_as_dicts,
-        )
-        result: Obj = patched
-        return result
+    return _merge_patch(_resource(api_version, kind).subresources["status"], name, namespace,
+                        body, f"writing status of {kind} {namespace or ''}/{name}")
 
 
 def record_event(involved: Obj, event_type: str, reason: str, message: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 import pytest
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from stackforge_operator import FIELD_MANAGER, kube
 from stackforge_operator.reconcile.diff import needs_apply
@@ -84,6 +85,25 @@ def test_list_and_delete(namespace: str) -> None:
     assert [o["metadata"]["name"] for o in listed] == ["settings"]
     assert kube.delete("v1", "ConfigMap", "settings", namespace) is True
     assert kube.delete("v1", "ConfigMap", "settings", namespace) is False
+
+
+@pytest.mark.usefixtures("operator_credentials")
+def test_annotate_sets_and_removes_one_annotation_leaving_the_others(namespace: str) -> None:
+    manifest = _config_map(namespace, {"a": "1"})
+    manifest["metadata"]["annotations"] = {"someone.else/keep": "yes"}
+    kube.apply(manifest)
+    kube.annotate("v1", "ConfigMap", "settings", namespace, {"stackforge.io/request": "r1"})
+    live = kube.get("v1", "ConfigMap", "settings", namespace)
+    assert live is not None
+    assert live["metadata"]["annotations"] == {"someone.else/keep": "yes",
+                                               "stackforge.io/request": "r1"}
+    kube.annotate("v1", "ConfigMap", "settings", namespace, {"stackforge.io/request": None})
+    live = kube.get("v1", "ConfigMap", "settings", namespace)
+    assert live is not None
+    assert live["metadata"]["annotations"] == {"someone.else/keep": "yes"}
+    # A pod gone between the read and the write: the reconcile fails and is retried.
+    with pytest.raises(NotFoundError):
+        kube.annotate("v1", "ConfigMap", "missing", namespace, {"stackforge.io/request": "r"})
 
 
 @pytest.mark.usefixtures("operator_credentials")
