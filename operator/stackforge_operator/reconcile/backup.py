@@ -260,8 +260,9 @@ def _physical(
         pending = plan.pending
     else:
         pending = current if current and not physical_backups.satisfied(current, backups) else None
-    new = {b.label for b in backups} - {b.label for b in (
-        old.physical_backups.backups if old.physical_backups else [])}
+    # Announced as they appear (not all at once when the status first lists them).
+    new = {b.label for b in backups} - {b.label for b in old.physical_backups.backups} if (
+        old.physical_backups is not None) else set()
     for label in sorted(new):
         kube.record_event(dict(body), "Normal", "PhysicalBackupComplete",
                           f"physical backup {label} is in the repository")
