@@ -132,7 +132,8 @@ def test_the_real_images_inputs(tmp_path: Path) -> None:
     assert sorted(f.relative_to(postgres.context).as_posix() for f in pg_files) == [
         "docker-entrypoint.sh", "initdb.d/10-stackforge-roles.sh", "stackforge-archiver.sh",
         "stackforge-clone-replica.sh", "stackforge-pgbackrest.sh", "stackforge-primary-upkeep.sh",
-        "stackforge-replica-follows.sh", "stackforge-replica-ready.sh"]
+        "stackforge-replica-follows.sh", "stackforge-replica-ready.sh",
+        "stackforge-restore.sh"]
     pooler_files = context_files(pgbouncer.context,
                                  copy_sources(pgbouncer.containerfile.read_text()),
                                  IgnoreRules.for_context(pgbouncer.context))  # fmt: skip
