@@ -89,6 +89,12 @@ class StoreConfig:
         return f"{self.prefix}/{tenant}/{run_id}/"
 
 
+def missing_object(error: ClientError) -> bool:
+    """Whether S3 answered that the object is not there (GET: NoSuchKey; HEAD,
+    which has no body to name the error: its status, 404)."""
+    return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
+
+
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags naming where backups are (``backup run`` and ``drill run`` alike)."""
     parser.add_argument("--bucket", required=True)
@@ -342,7 +348,7 @@ class BackupStore:
         try:
             data = self.get_bytes(self.manifest_key(tenant, run_id))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if missing_object(exc):
                 return None
             raise
         return Manifest.from_json(data)

@@ -32,7 +32,7 @@ from stackforge_operator.backup.failures import BackupFailure, redact, s3_failur
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.postgres import find_tool, tool_version
 from stackforge_operator.backup.runid import new_run_id
-from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig
+from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig, missing_object
 from stackforge_operator.drill import checks as verify
 from stackforge_operator.drill.grading import (
     Failure,
@@ -221,7 +221,7 @@ class _Drill:
         try:
             body = self.store.client.get_object(Bucket=self.store.bucket, Key=key)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if missing_object(exc):
                 raise BackupFailure(
                     Reason.BACKUP_NOT_FOUND, f"the manifest names {key}, which is gone"
                 ) from exc

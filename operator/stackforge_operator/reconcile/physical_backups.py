@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from stackforge_operator import schedule, status
+from stackforge_operator.backup.store import missing_object
 from stackforge_operator.builders import archiving
 from stackforge_operator.builders.archiving import BackupRequest
 from stackforge_operator.models import conditions as types
@@ -83,8 +84,7 @@ def read(client: S3Client, bucket: str, repository_path: str, stanza: str,
             try:
                 head = client.head_object(Bucket=bucket, Key=f"{prefix}{label}/{MANIFEST}")
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404",
-                                                                   "NotFound"):
+                if missing_object(error):
                     continue  # still running, or interrupted: not a backup
                 raise
             found.append(PhysicalBackup(label=label, type=parsed[0], start_time=parsed[1],
