@@ -98,10 +98,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
     # The tenant's policies, read once: which one archives, and the primary's
     # archiving settings in the configuration this policy saves.
-    policies = backup_policies(t.name, namespace)
-    found = archiving_policy.chosen(policies)
-    archiver = found[0] if found and spec.continuous_archiving is not None else None
-    t = replace(t, archiving=archiving_policy.archiving(policies))
+    t = replace(t, archiving=archiving_policy.archiving(backup_policies(t.name, namespace)))
+    archiver = (t.archiving.policy if t.archiving is not None
+                and spec.continuous_archiving is not None else None)
     addresses = storage.endpoint_addresses(spec.storage.endpoint)
     try:
         egress = backup_network.runner_egress(name, namespace, spec, t, addresses)
