@@ -13,6 +13,7 @@ server and the tool, not a pod.)
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,6 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from stackforge_operator.backup.store import StoreConfig
+from stackforge_operator.drill.checks import QueryCheckSpec
+from stackforge_operator.drill.outcome import DrillOutcome
+from stackforge_operator.drill.runner import DrillRequest, PhysicalRecovery, run_drill
+from stackforge_operator.drill.selection import parse_time
 from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
 from stackforge_operator.reconcile import physical_backups
 from tests.images.postgres_pods import (
@@ -231,6 +237,44 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         system_id = sql("SELECT system_identifier FROM pg_control_system()")
         assert named.startswith(f"{system_id}-"), (named, system_id)
         assert not Path(f"{pod.pgdata}.restore").exists()
+
+        # The drill runner's Physical checks on it: promoted, nothing after the
+        # target; RPO is the target less the last replayed commit (the inserts
+        # 1.1 s before it). Against a target before that commit, they fail.
+        def drill(moment: datetime) -> DrillOutcome:
+            kept = QueryCheckSpec(name="kept", sql="SELECT count(*) FROM kept",
+                                  expected_value="200")
+            dropped = QueryCheckSpec(name="dropped", sql="SELECT count(*) FROM dropped",
+                                     expected_value="1")
+            return run_drill(
+                DrillRequest(tenant="restored", store=StoreConfig(bucket=archiving.bucket),
+                             recovery=PhysicalRecovery(REPOSITORY_PATH, moment),
+                             queries=(kept, dropped), pg_bin_dir=PG15_BIN),
+                env={"PGHOST": "127.0.0.1", "PGPORT": str(pod.port), "PGUSER": "postgres",
+                     "PGPASSWORD": server.password, "PGDATABASE": "postgres",
+                     "PATH": "/usr/bin:/bin"},
+                client=archiving.s3.client())
+
+        moment = parse_time(target)
+        outcome = drill(moment)
+        line = json.loads(outcome.to_json_line())
+        assert outcome.passed, line
+        assert [c.name for c in outcome.checks] == ["connectivity", "recovery", "kept", "dropped"]
+        assert outcome.recovery_point is not None
+        assert moment - timedelta(seconds=3) < outcome.recovery_point <= moment
+        assert line["rpoSeconds"] == math.ceil((moment - outcome.recovery_point).total_seconds())
+        assert line["recoveryTarget"] == moment.isoformat()
+        assert line["backupLocation"] == f"s3://{archiving.bucket}{REPOSITORY_PATH}"
+        report = json.loads(archiving.s3.client().get_object(
+            Bucket=archiving.bucket, Key="stackforge/restored/drills/"
+            f"{outcome.run_id}.json")["Body"].read())
+        assert report["backup"]["method"] == "Physical", report
+        assert report["rpo"]["measuredTo"] == "backup.recoveryTarget"
+
+        early = drill(outcome.recovery_point - timedelta(seconds=1))
+        assert not early.passed and early.grade.reason == "CheckFailed"
+        [recovery] = [c for c in early.checks if c.name == "recovery"]
+        assert not recovery.passed and "after the target" in (recovery.message or "")
     finally:
         for started in servers:
             started.stop()

@@ -419,6 +419,12 @@ def _drill_cases() -> list[Case]:
             "spec.backup.pointInTime",
         ),
         c("bad-backup-source", {"spec.backup.source": "Yesterday"}, "spec.backup.source"),
+        c(
+            "physical-by-id",
+            {"spec.backup": {"method": "Physical", "source": "ById", "id": "20250101-020000"}},
+            "a Physical restore takes Latest or PointInTime",
+        ),
+        c("bad-backup-method", {"spec.backup.method": "Snapshot"}, "spec.backup.method"),
         c("invalid-cron", {"spec.schedule": "monthly"}, CRON_MESSAGE),
         c("once-with-schedule", {"spec.once": True}, "once and schedule are mutually exclusive"),
         c("sandbox-ttl-too-short", {"spec.sandbox.ttlSeconds": 10}, "spec.sandbox.ttlSeconds"),

@@ -20,6 +20,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,121 @@ def test_physical_backups_run_on_their_schedules_and_expire_by_retention(
 def first_repository(cluster: ClusterHandle, namespace: str) -> str:
     policy = runs.get_policy(cluster, namespace, "archive")
     return str(policy["status"]["continuousArchiving"]["repositoryPath"]).strip("/")
+
+
+def _physical_drill(name: str, tenant: str, namespace: str, backup: dict[str, Any],
+                    queries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"tenantRef": {"name": tenant}, "backupPolicyRef": {"name": "archive"},
+                     "once": True, "objectives": {"rtoSeconds": 600, "rpoSeconds": 60},
+                     "backup": {"method": "Physical", **backup},
+                     "checks": {"queries": queries}}}
+
+
+def _rollup(cluster: ClusterHandle, namespace: str, drill: str, type_: str) -> dict[str, Any]:
+    found = runs.get_drill(cluster, namespace, drill)
+    return runs.condition_of(found, type_) if found.get("status") else {}
+
+
+def _sandboxes(cluster: ClusterHandle, namespace: str) -> list[str]:
+    listed = client.CoreV1Api(cluster.api).list_namespace(
+        label_selector=f"{API_GROUP}/drill-namespace={namespace}")
+    return [n.metadata.name for n in listed.items]
+
+
+def test_a_drill_restores_the_database_as_it_was_at_a_moment(
+        real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str]) -> None:
+    """Rows written around a moment T, a table dropped at T + 10 s: a Physical drill
+    restored to T has the table and every row committed before T, none after. A
+    moment before the recoverability window is refused, and so is one after it
+    until the archive passes it, with the window in the message; neither makes a
+    sandbox."""
+    name, _, _ = archived_tenant
+    ns = tenants.namespace_of(name)
+    tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
+    _physical_spec(real_cluster, ns, {"fullSchedule": "0 0 1 1 *",
+                                      "retention": {"fullCount": 1}})
+    drills = ("pitr", "pitr-too-early")
+    try:
+        window = tenants.eventually(
+            lambda: _physical_status(real_cluster, ns).get("recoverabilityWindow"),
+            timeout=300, interval=2)
+        too_early = runs.parse_time(window["firstPoint"]) - timedelta(days=1)
+        runs.apply(real_cluster, _physical_drill(
+            "pitr-too-early", name, ns,
+            {"source": "PointInTime", "pointInTime": too_early.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            []))
+        stalled = tenants.eventually(
+            lambda: (c := _rollup(real_cluster, ns, "pitr-too-early", "Stalled")).get(
+                "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
+        assert stalled["status"] == "True", stalled
+        assert "is before the recoverability window" in stalled["message"], stalled
+        assert window["firstPoint"].rstrip("Z") in stalled["message"], (stalled, window)
+
+        # One row a quarter second for ten seconds; T falls between two of them.
+        stack.psql(real_cluster, ns,
+                   "CREATE TABLE ledger (id int PRIMARY KEY, "
+                   "at timestamptz NOT NULL DEFAULT clock_timestamp());"
+                   "CREATE TABLE precious (id int);"
+                   "INSERT INTO precious SELECT generate_series(1, 7);")
+        # \gexec runs each statement on its own: each INSERT is its own commit.
+        stack.psql(real_cluster, ns,
+                   "SELECT sql FROM generate_series(1, 40) AS i, LATERAL (VALUES "
+                   "(1, format('INSERT INTO ledger (id) VALUES (%s)', i)), "
+                   "(2, 'SELECT pg_sleep(0.25)')) AS step(n, sql) ORDER BY i, n \\gexec\n")
+        times = [runs.parse_time(line.split("|")[1].replace(" ", "T"))
+                 for line in stack.psql(real_cluster, ns, "SELECT id, to_char(at AT TIME ZONE "
+                                        "'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"Z\"') FROM ledger "
+                                        "ORDER BY id").splitlines()]
+        before = 20
+        target = times[before - 1] + (times[before] - times[before - 1]) / 2
+        target_text = target.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        time.sleep(max(0.0, (target + timedelta(seconds=10)
+                             - datetime.now(UTC)).total_seconds()))
+        stack.psql(real_cluster, ns, "DROP TABLE precious;")
+
+        runs.apply(real_cluster, _physical_drill(
+            "pitr", name, ns, {"source": "PointInTime", "pointInTime": target_text}, [
+                {"name": "rows-before-target", "expectedValue": f"{before}:{before}",
+                 "sql": "SELECT count(*) || ':' || max(id) FROM ledger"},
+                {"name": "none-after-target", "expectedRows": 0,
+                 "sql": f"SELECT id FROM ledger WHERE at > '{target_text}'"},  # noqa: S608
+                {"name": "dropped-table-is-there", "expectedValue": "7",
+                 "sql": "SELECT count(*) FROM precious"},
+            ]))
+        # The archive's last point is an archive_timeout behind: T is past it for now.
+        waiting = tenants.eventually(
+            lambda: (c := _rollup(real_cluster, ns, "pitr", "Reconciling")).get(
+                "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
+        assert "is after the recoverability window" in waiting["message"], waiting
+        assert _sandboxes(real_cluster, ns) == [], "a refused drill made a sandbox"
+
+        try:
+            done = runs.finished_drill(real_cluster, ns, "pitr", timeout=420)
+        except AssertionError as error:
+            sandboxes = _sandboxes(real_cluster, ns)
+            extra = "".join(stack.diagnosis(real_cluster, s) for s in sandboxes)
+            raise AssertionError(f"{error}\n{extra}{runs.explain(real_cluster, ns)}") from None
+        result = done["status"]["lastResult"]
+        assert result["verdict"] == "Passed", result
+        assert {c["name"]: c["passed"] for c in result["checks"]} == {
+            "connectivity": True, "recovery": True, "rows-before-target": True,
+            "none-after-target": True, "dropped-table-is-there": True}, result["checks"]
+        assert runs.parse_time(result["recoveryTarget"]) == target, result
+        point = runs.parse_time(result["recoveryPointTime"])
+        assert times[before - 1] <= point <= target, (point, times[before - 1], target)
+        assert result["rpoSeconds"] <= 1 and result["rtoSeconds"] > 0, result
+        assert result["backupLocation"].endswith(first_repository(real_cluster, ns)), result
+        # The source is untouched: the table is gone there, the rows after T are not.
+        assert stack.psql(real_cluster, ns, "SELECT to_regclass('precious') IS NULL") == "t"
+        assert stack.psql(real_cluster, ns, "SELECT count(*) FROM ledger") == "40"
+        tenants.eventually(lambda: not _sandboxes(real_cluster, ns), timeout=120, interval=1)
+        # The too-early drill never started anything.
+        assert not (runs.get_drill(real_cluster, ns, "pitr-too-early").get("status") or {}).get(
+            "lastResult")
+    finally:
+        for drill in drills:
+            real_cluster.kubectl("delete", "drdrills.stackforge.io", drill, "-n", ns,
+                                 "--ignore-not-found", "--wait=false")
+        _physical_spec(real_cluster, ns, None)

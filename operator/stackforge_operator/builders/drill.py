@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog, rbac
-from stackforge_operator.builders import network, s3ca
+from stackforge_operator.builders import archiving, network, s3ca
 from stackforge_operator.builders.common import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -24,12 +25,24 @@ from stackforge_operator.builders.common import (
     RUNNER_LABEL,
     Manifest,
     container_security_context,
+    env,
     image_pull_secrets,
+    mount,
     pod_security_context,
+    secret_env,
 )
-from stackforge_operator.builders.postgres import ANSWERS_ON_TCP
+from stackforge_operator.builders.postgres import (
+    ANSWERS_ON_TCP,
+    REPLICATION_USER,
+    SUPERUSER,
+    SYNCED_MARKER,
+    UPKEEP_PROGRAM,
+)
+from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA, RUN_DIR
+from stackforge_operator.models.backup import CredentialsRef, EndpointCA, ObjectStorage
+from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.drill import DRDrillSpec
-from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.effective import Archiving, EffectiveTenant
 
 DRILL_LABEL = f"{API_GROUP}/drill"
 DRILL_NAMESPACE_LABEL = f"{API_GROUP}/drill-namespace"
@@ -38,8 +51,12 @@ SCRATCH = "scratch-postgres"
 SCRATCH_SECRET = "scratch-credentials"  # noqa: S105 - a Secret's name
 S3_SECRET = "drill-s3-credentials"  # noqa: S105 - a Secret's name
 S3_CA_SECRET = "drill-s3-ca"  # noqa: S105 - a Secret's name
+CIPHER_SECRET = "drill-repository-cipher"  # noqa: S105 - a Secret's name
+CIPHER_KEY = "passphrase"
 # The sandbox's own Secrets: a pull secret of the same name is not copied over them.
-OWN_SECRETS = frozenset({SCRATCH_SECRET, S3_SECRET, S3_CA_SECRET})
+OWN_SECRETS = frozenset({SCRATCH_SECRET, S3_SECRET, S3_CA_SECRET, CIPHER_SECRET})
+S3_KEY_ID_KEY = "AWS_ACCESS_KEY_ID"
+S3_SECRET_KEY_KEY = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a key's name
 RUNNER_ACCOUNT = "drill-runner"
 CHECKS_CONFIG = "drill-checks"
 CHECKS_MOUNT = "/etc/stackforge/checks"
@@ -48,6 +65,18 @@ JOB = "drill-restore"
 SCRATCH_DATABASE = "restore"
 POSTGRES_UID = 999
 RUNNER_UID = 65532
+# The restored server's upkeep sidecar retries its password change this often
+# while recovery still runs: a second at most is added to the drill's RTO.
+RESTORED_RETRY_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class PhysicalSource:
+    """What a Physical drill restores: a pgBackRest repository (an incarnation's
+    repo1-path) to a target, an RFC 3339 time or "latest" (stackforge-restore)."""
+
+    repository_path: str
+    target: str
 
 
 def sandbox_name(drill: str, run_id: str) -> str:
@@ -134,11 +163,13 @@ def _secret(name: str, sandbox: str, drill: str, drill_namespace: str,
 
 
 def secrets(sandbox: str, drill: str, drill_namespace: str, scratch_password: str,
-            s3_keys: Mapping[str, str], s3_ca: str | None = None) -> list[Manifest]:
+            s3_keys: Mapping[str, str], s3_ca: str | None = None,
+            cipher_passphrase: str | None = None) -> list[Manifest]:
     """The scratch password, and what the policy's Secrets hold, copied into the sandbox.
 
     A pod can only reference Secrets of its own namespace, hence copies.
-    ``s3_ca`` is the PEM bundle of the policy's ``storage.endpointCA``.
+    ``s3_ca`` is the PEM bundle of the policy's ``storage.endpointCA``;
+    ``cipher_passphrase`` its repository's (a Physical drill's restore reads it).
     """
     out = [_secret(SCRATCH_SECRET, sandbox, drill, drill_namespace,
                    {"password": scratch_password})]
@@ -147,6 +178,9 @@ def secrets(sandbox: str, drill: str, drill_namespace: str, scratch_password: st
     if s3_ca is not None:
         out.append(_secret(S3_CA_SECRET, sandbox, drill, drill_namespace,
                            {s3ca.CA_FILE_NAME: s3_ca}))
+    if cipher_passphrase is not None:
+        out.append(_secret(CIPHER_SECRET, sandbox, drill, drill_namespace,
+                           {CIPHER_KEY: cipher_passphrase}))
     return out
 
 
@@ -174,13 +208,12 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
     list[Manifest]
 ):
     """A throw-away PostgreSQL of the tenant's major version; its data dies with the sandbox."""
-    selector = {**_labels(drill, drill_namespace), "app.kubernetes.io/component": SCRATCH}
     container = {
         "name": "postgres",
         "image": image_catalog.current().postgres_image(t.postgres.version),
         "env": [
             {"name": "POSTGRES_DB", "value": SCRATCH_DATABASE},
-            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+            {"name": "PGDATA", "value": PGDATA},
             {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {
                 "name": SCRATCH_SECRET, "key": "password"}}},
         ],
@@ -188,9 +221,111 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
         "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP},
                            "periodSeconds": 5},
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
-                         {"name": "run", "mountPath": "/var/run/postgresql"}],
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR},
+                         {"name": "run", "mountPath": RUN_DIR}],
     }
+    return _scratch(sandbox, drill, drill_namespace, [container],
+                    [{"name": "data", "emptyDir": {}},
+                     {"name": "run", "emptyDir": {"medium": "Memory"}}])
+
+
+def _sandbox_storage(storage: ObjectStorage) -> ObjectStorage:
+    """The policy's storage as the sandbox's copies of its Secrets name it (see secrets())."""
+    creds = storage.credentials_secret_ref
+    return storage.model_copy(update={
+        "credentials_secret_ref": None if creds is None else CredentialsRef(
+            name=S3_SECRET, access_key_id_key=S3_KEY_ID_KEY,
+            secret_access_key_key=S3_SECRET_KEY_KEY),
+        "endpoint_ca": None if storage.endpoint_ca is None else EndpointCA(
+            name=S3_CA_SECRET, key=s3ca.CA_FILE_NAME),
+    })
+
+
+def restore_environment(t: EffectiveTenant, policy: str, storage: ObjectStorage,
+                        source: PhysicalSource) -> list[dict[str, Any]]:
+    """stackforge-restore's settings: the source repository, the target, and pgBackRest's
+    options as the tenant's primary has them, with the sandbox's copies of the Secrets.
+
+    Nothing of where the primary archives to: a restored database in a sandbox
+    archives nowhere (its server gets no archive_command).
+    """
+    sandbox_archiving = Archiving(
+        policy=policy, storage=_sandbox_storage(storage),
+        archive_timeout_seconds=0,  # no server here archives: not used
+        cipher=SecretKeyRef(name=CIPHER_SECRET, key=CIPHER_KEY))
+    pgbackrest = [e for e in archiving.environment(sandbox_archiving, t.name)
+                  if not str(e["name"]).startswith("STACKFORGE_")]
+    return [
+        env("PGDATA", PGDATA),
+        env("STACKFORGE_RESTORE_REPOSITORY", source.repository_path),
+        env("STACKFORGE_RESTORE_STANZA", archiving.stanza(t.name)),
+        env("STACKFORGE_RESTORE_TARGET", source.target),
+        *pgbackrest,
+    ]
+
+
+def restored_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant, *,
+                      policy: str, storage: ObjectStorage, source: PhysicalSource,
+                      app_user: str) -> list[Manifest]:
+    """The tenant's database restored from its physical backups to ``source.target``.
+
+    The image's entrypoint restores the empty data directory (stackforge-restore)
+    and starts the server, which replays WAL to the target and is promoted. The
+    restored roles keep the tenant's passwords, which the sandbox must not know:
+    the upkeep sidecar, by peer over the socket once the server takes writes,
+    sets the superuser's, the application's and the replication role's to the
+    scratch password, then marks the pod Ready. Ready therefore means restored,
+    promoted and reachable with the scratch password.
+    """
+    image = image_catalog.current().postgres_image(t.postgres.version)
+    server = {
+        "name": "postgres",
+        "image": image,
+        "env": restore_environment(t, policy, storage, source),
+        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP}, "periodSeconds": 1},
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+        "volumeMounts": sorted([
+            mount("data", DATA_DIR), mount("run", RUN_DIR),
+            mount("tmp", "/tmp"),  # noqa: S108 - the pod's private emptyDir
+            *([s3ca.mount()] if storage.endpoint_ca is not None else []),
+        ], key=lambda m: str(m["mountPath"])),
+    }
+    upkeep = {
+        "name": "upkeep",
+        "image": image,
+        "command": [UPKEEP_PROGRAM],
+        "env": [
+            env("POSTGRES_USER", SUPERUSER),
+            secret_env("POSTGRES_PASSWORD", SCRATCH_SECRET, "password"),
+            env("APP_USER", app_user),
+            secret_env("APP_PASSWORD", SCRATCH_SECRET, "password"),
+            env("REPLICATION_USER", REPLICATION_USER),
+            secret_env("REPLICATION_PASSWORD", SCRATCH_SECRET, "password"),
+            env("PGHOST", RUN_DIR),
+            env("READY_MARKER", SYNCED_MARKER),
+            env("RETRY_SECONDS", str(RESTORED_RETRY_SECONDS)),
+        ],
+        "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]},
+                           "periodSeconds": 1},
+        "securityContext": container_security_context(read_only_root_filesystem=True),
+        "volumeMounts": [mount("run", RUN_DIR),
+                         mount("tmp", "/tmp")],  # noqa: S108 - the pod's private emptyDir
+    }
+    volumes: list[dict[str, Any]] = [
+        {"name": "data", "emptyDir": {}},
+        {"name": "run", "emptyDir": {"medium": "Memory"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if storage.endpoint_ca is not None:
+        volumes.append(s3ca.volume(S3_CA_SECRET, s3ca.CA_FILE_NAME))
+    return _scratch(sandbox, drill, drill_namespace, [server, upkeep], volumes)
+
+
+def _scratch(sandbox: str, drill: str, drill_namespace: str,
+             containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> list[Manifest]:
+    """The scratch database's Service and one-pod StatefulSet."""
+    selector = {**_labels(drill, drill_namespace), "app.kubernetes.io/component": SCRATCH}
     return [
         {"apiVersion": "v1", "kind": "Service",
          "metadata": _meta(SCRATCH, sandbox, drill, drill_namespace),
@@ -208,9 +343,8 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
                      "enableServiceLinks": False,
                      "securityContext": pod_security_context(POSTGRES_UID),
                      **image_pull_secrets(),
-                     "containers": [container],
-                     "volumes": [{"name": "data", "emptyDir": {}},
-                                 {"name": "run", "emptyDir": {"medium": "Memory"}}],
+                     "containers": containers,
+                     "volumes": volumes,
                  },
              },
          }},
@@ -235,18 +369,26 @@ def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillS
     }
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
 def restore_job(
     sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec, t: EffectiveTenant,
     *, storage: Mapping[str, Any], backup_id: str, run_id: str, started_at: datetime,
     rto_seconds: int, rpo_seconds: int, with_s3_keys: bool, with_s3_ca: bool = False,
+    physical: PhysicalSource | None = None,
 ) -> Manifest:
-    """The restore runner; ``with_s3_ca``: verify S3 with the sandbox's copy of endpointCA."""
+    """The restore runner; ``with_s3_ca``: verify S3 with the sandbox's copy of endpointCA.
+
+    ``physical``: the scratch database is the restored one already (restored_database);
+    the runner verifies it, in the tenant's own database, and grades it.
+    """
+    if physical is None:
+        chosen = ["--backup", backup_id]
+        database = SCRATCH_DATABASE
+    else:
+        chosen = ["--recovery-target", physical.target,
+                  "--repository", physical.repository_path]
+        database = t.postgres.database
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
-            "--prefix", storage.get("prefix", "stackforge"), "--backup", backup_id,
+            "--prefix", storage.get("prefix", "stackforge"), *chosen,
             "--run-id", run_id,
             "--started-at", started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "--rto-seconds", str(rto_seconds), "--rpo-seconds", str(rpo_seconds),
@@ -258,18 +400,18 @@ def restore_job(
         args += ["--region", storage["region"]]
     if storage.get("forcePathStyle"):
         args.append("--force-path-style")
-    if not spec.checks.row_counts:
+    if not spec.checks.row_counts and physical is None:
         args.append("--no-row-counts")
-    env: list[dict[str, Any]] = [
+    variables: list[dict[str, Any]] = [
         {"name": "PGHOST", "value": f"{SCRATCH}.{sandbox}.svc"},
         {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-        {"name": "PGUSER", "value": "postgres"},
-        {"name": "PGDATABASE", "value": SCRATCH_DATABASE},
-        _secret_env("PGPASSWORD", SCRATCH_SECRET, "password"),
+        {"name": "PGUSER", "value": SUPERUSER},
+        {"name": "PGDATABASE", "value": database},
+        secret_env("PGPASSWORD", SCRATCH_SECRET, "password"),
     ]
     if with_s3_keys:
-        env += [_secret_env("AWS_ACCESS_KEY_ID", S3_SECRET, "AWS_ACCESS_KEY_ID"),
-                _secret_env("AWS_SECRET_ACCESS_KEY", S3_SECRET, "AWS_SECRET_ACCESS_KEY")]
+        variables += [secret_env("AWS_ACCESS_KEY_ID", S3_SECRET, S3_KEY_ID_KEY),
+                      secret_env("AWS_SECRET_ACCESS_KEY", S3_SECRET, S3_SECRET_KEY_KEY)]
     mounts = [
         {"name": "checks", "mountPath": CHECKS_MOUNT, "readOnly": True},
         # A private emptyDir, not the node's /tmp.
@@ -278,7 +420,7 @@ def restore_job(
     volumes = [{"name": "checks", "configMap": {"name": CHECKS_CONFIG}},
                {"name": "tmp", "emptyDir": {}}]
     if with_s3_ca:
-        env.append(s3ca.env())
+        variables.append(s3ca.env())
         mounts.append(s3ca.mount())
         volumes.append(s3ca.volume(S3_CA_SECRET, s3ca.CA_FILE_NAME))
     labels = {**_labels(drill, drill_namespace), RUNNER_LABEL: "drill"}
@@ -303,7 +445,7 @@ def restore_job(
                         "image": image_catalog.current().operator,
                         "command": ["stackforge-operator"],
                         "args": args,
-                        "env": env,
+                        "env": variables,
                         "terminationMessagePolicy": "FallbackToLogsOnError",
                         "securityContext": container_security_context(
                             read_only_root_filesystem=True),

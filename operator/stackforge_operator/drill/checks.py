@@ -15,6 +15,7 @@ import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -32,6 +33,7 @@ from pydantic.alias_generators import to_camel
 from stackforge_operator.backup.failures import redact
 from stackforge_operator.backup.postgres import ROW_COUNT_QUERY, libpq_env
 from stackforge_operator.drill.grading import MAX_CHECK_NAME, clip
+from stackforge_operator.drill.selection import parse_time
 from stackforge_operator.models.drill import CheckKind, CheckResult
 
 APPLICATION_NAME = "stackforge-drill/psql"
@@ -39,6 +41,14 @@ DEFAULT_QUERY_TIMEOUT_SECONDS = 300
 CHECKSUM_NAME = "postgres.dump"
 CONNECTIVITY_NAME = "connectivity"
 ROW_COUNTS_NAME = "row-counts"
+RECOVERY_NAME = "recovery"
+# Whether the server still recovers, and the commit time of the last transaction
+# its recovery replayed (it stays after the promotion), in UTC.
+RECOVERY_QUERY = (
+    "SELECT pg_is_in_recovery()::text || ' ' || coalesce(to_char("
+    "pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), '-')"
+)
 
 
 def _scalar_text(value: Any) -> Any:
@@ -251,3 +261,34 @@ def query_check(psql: Psql, spec: QueryCheckSpec) -> CheckResult:
                             actual=str(answer.rows), message=message)
     return check_result(spec.name, CheckKind.QUERY, answer.first_value == spec.expected_value,
                         expected=expected, actual=answer.first_value)
+
+
+def recovery_check(psql: Psql, target: datetime | None) -> tuple[CheckResult, datetime | None]:
+    """A physical restore: promoted (recovery over), its last replayed transaction
+    at or before ``target`` (None: the end of the archive, any is right).
+
+    Also returns that transaction's commit time, the restore's recovery point
+    (None when recovery replayed no transaction).
+    """
+    expected = "promoted" + (f", no transaction after {target.isoformat()}" if target else "")
+    try:
+        answer = psql.query(RECOVERY_QUERY)
+    except QueryFailed as exc:
+        return check_result(RECOVERY_NAME, CheckKind.RECOVERY, False, expected=expected,
+                            message=str(exc)), None
+    state, _, replayed_text = (answer.first_value or "").partition(" ")
+    try:
+        replayed = None if replayed_text in ("", "-") else parse_time(replayed_text)
+    except ValueError:
+        replayed = None
+    promoted = state == "false"
+    actual = ("promoted" if promoted else "in recovery") + (
+        f", last transaction replayed {replayed.isoformat()}" if replayed
+        else ", no transaction replayed")
+    problems = []
+    if not promoted:
+        problems.append("the server is still in recovery: it was not promoted")
+    if target is not None and replayed is not None and replayed > target:
+        problems.append("recovery replayed a transaction committed after the target")
+    return check_result(RECOVERY_NAME, CheckKind.RECOVERY, not problems, expected=expected,
+                        actual=actual, message="; ".join(problems) or None), replayed

@@ -20,7 +20,7 @@ from stackforge_operator import runner_process
 from stackforge_operator.backup import store
 from stackforge_operator.drill.checks import DEFAULT_QUERY_TIMEOUT_SECONDS, load_query_checks
 from stackforge_operator.drill.grading import Objectives
-from stackforge_operator.drill.runner import DrillRequest, run_drill
+from stackforge_operator.drill.runner import DrillRequest, PhysicalRecovery, run_drill
 from stackforge_operator.drill.selection import BackupChoice, parse_time
 
 
@@ -33,6 +33,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="'latest' (newest complete backup), a backup run id, or 'before=<ISO time>' "
         "(newest complete backup finished at or before it); default: %(default)s",
     )
+    parser.add_argument(
+        "--recovery-target",
+        help="a Physical drill: the scratch database was restored from a pgBackRest "
+        "repository to this moment ('latest' or an ISO time); verify it instead of "
+        "restoring a dump (needs --repository; --backup does not apply)")
+    parser.add_argument("--repository",
+                        help="with --recovery-target: the repository's path in the bucket "
+                        "(repo1-path), for the report")
     store.add_location_arguments(parser)
     parser.add_argument("--started-at",
                         help="when the drill started (ISO 8601), the origin of RTO and RPO; "
@@ -83,6 +91,11 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     _positive(parser, "--rto-seconds", args.rto_seconds)
     _positive(parser, "--rpo-seconds", args.rpo_seconds)
     _positive(parser, "--query-timeout-seconds", args.query_timeout_seconds)
+    recovery = None
+    if args.recovery_target is not None:
+        recovery = _recovery(args, parser)
+    elif args.repository is not None:
+        parser.error("--repository only goes with --recovery-target")
     queries = []
     if args.checks_file:
         try:
@@ -100,7 +113,21 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         queries=tuple(queries),
         pg_bin_dir=args.pg_bin_dir,
         query_timeout_seconds=args.query_timeout_seconds,
+        recovery=recovery,
     )
+
+
+def _recovery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> PhysicalRecovery:
+    if args.backup.strip().lower() != "latest":
+        parser.error("--backup names a dump: it does not go with --recovery-target")
+    if not args.repository or not args.repository.startswith("/"):
+        parser.error("--recovery-target needs --repository, an absolute repository path")
+    if args.recovery_target.strip().lower() == "latest":
+        return PhysicalRecovery(args.repository)
+    try:
+        return PhysicalRecovery(args.repository, parse_time(args.recovery_target))
+    except ValueError as exc:
+        parser.error(f"--recovery-target: {exc}")
 
 
 def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

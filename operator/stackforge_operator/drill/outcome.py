@@ -51,6 +51,18 @@ class RestoreFacts:
     stderr_tail: str = ""
 
 
+@dataclass(frozen=True)
+class PhysicalFacts:
+    """What a Physical drill restored: its repository, to what moment (None: the latest)."""
+
+    location: str
+    target: datetime | None
+
+    @property
+    def target_text(self) -> str:
+        return self.target.isoformat() if self.target else "latest"
+
+
 @dataclass
 class DrillOutcome:
     """One drill run's result; never raised, always returned."""
@@ -72,6 +84,7 @@ class DrillOutcome:
     report_location: str | None = None
     report_error: str | None = None
     tools: dict[str, str] = field(default_factory=dict)
+    physical: PhysicalFacts | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -97,7 +110,9 @@ class DrillOutcome:
             "tenant": self.tenant,
             "runId": self.run_id,
             "backupId": self.backup_id,
-            "backupLocation": manifest.location if manifest else None,
+            "backupLocation": (manifest.location if manifest else
+                               self.physical.location if self.physical else None),
+            "recoveryTarget": self.physical.target_text if self.physical else None,
             "recoveryPointTime": _iso(self.recovery_point),
             "startTime": _iso(self.started_at),
             "completionTime": _iso(self.finished_at),
@@ -175,6 +190,13 @@ class DrillOutcome:
                 "dump": {"key": dump.key, "sizeBytes": dump.size_bytes, "sha256": dump.sha256}
                 if dump else None,
             }
+        elif self.physical is not None:
+            backup = {
+                "method": "Physical",
+                "location": self.physical.location,
+                "recoveryTarget": self.physical.target_text,
+                "recoveryPointTime": _iso(self.recovery_point),
+            }
         restore = None
         if self.restore is not None:
             restore = {
@@ -209,7 +231,9 @@ class DrillOutcome:
                 "seconds": _round(self.rpo_seconds),
                 "objectiveSeconds": self.objectives.rpo_seconds,
                 "met": self.grade.rpo_met,
-                "measuredFrom": "backup.recoveryPointTime", "measuredTo": "startedAt",
+                "measuredFrom": "backup.recoveryPointTime",
+                "measuredTo": ("backup.recoveryTarget"
+                               if self.physical and self.physical.target else "startedAt"),
             },
             "checks": [_check_json(c) for c in self.checks],
             "tools": self.tools,

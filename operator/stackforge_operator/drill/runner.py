@@ -11,6 +11,13 @@
    recovery point (the dump's snapshot time, else the backup's finish);
 6. store the full report beside the backup, even for a failed drill.
 
+A Physical drill (``PhysicalRecovery``) finds its database restored already:
+the scratch pod restored it from the pgBackRest repository to the target
+(images/postgres/stackforge-restore.sh) and is Ready only once promoted. Its
+run is step 4 (with a Recovery check: promoted, nothing replayed past the
+target) and 5, with RPO = target (or drill start, for the latest point) - the
+last transaction replayed; the report goes under the tenant's ``drills/``.
+
 Failures come back as a Failed outcome with a CamelCase reason, never as an
 exception; only S3 being unreachable leaves no report behind.
 """
@@ -41,7 +48,7 @@ from stackforge_operator.drill.grading import (
     elapsed_seconds,
     grade,
 )
-from stackforge_operator.drill.outcome import DrillOutcome, RestoreFacts
+from stackforge_operator.drill.outcome import DrillOutcome, PhysicalFacts, RestoreFacts
 from stackforge_operator.drill.restore import stream_restore
 from stackforge_operator.drill.selection import (
     DUMP_ARTIFACT,
@@ -67,6 +74,18 @@ _NO_REPORT = {"S3Unreachable", "S3Timeout"}
 
 
 @dataclass(frozen=True)
+class PhysicalRecovery:
+    """A Physical drill's restore, done by the scratch pod: from where, to when."""
+
+    repository: str  # pgBackRest's repo1-path in the bucket
+    target: datetime | None = None  # None: the end of the archive
+
+    def describe(self) -> str:
+        moment = self.target.isoformat() if self.target else "the last archived moment"
+        return f"a physical restore of {self.repository} to {moment}"
+
+
+@dataclass(frozen=True)
 class DrillRequest:
     """What to drill and how to grade it; secrets are not here (they stay in the environment)."""
 
@@ -81,6 +100,10 @@ class DrillRequest:
     pg_bin_dir: Path | None = None
     query_timeout_seconds: float = verify.DEFAULT_QUERY_TIMEOUT_SECONDS
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    recovery: PhysicalRecovery | None = None
+
+    def describe(self) -> str:
+        return self.recovery.describe() if self.recovery else self.backup.describe()
 
 
 def _now() -> datetime:
@@ -145,6 +168,7 @@ class _Drill:
         self.manifest: Manifest | None = None
         self.checks: list[CheckResult] = []
         self.restore: RestoreFacts | None = None
+        self.recovery_point: datetime | None = None  # Physical: the last replayed commit
         self.verified_at: datetime | None = None
         self.tools = {"stackforge-operator": VERSION}
 
@@ -165,8 +189,12 @@ class _Drill:
         if request.run_id is not None and not _RUN_ID_RE.match(request.run_id):
             raise BackupFailure("InvalidArguments", f"run id {request.run_id!r} is not usable "
                                 "as a key segment ([A-Za-z0-9._-], at most 128)")
-        pg_restore = find_tool("pg_restore", request.pg_bin_dir)
         psql = find_tool("psql", request.pg_bin_dir)
+        if request.recovery is not None:
+            self.tools["psql"] = tool_version(psql)
+            self._verify_physical(psql, request.recovery)
+            return
+        pg_restore = find_tool("pg_restore", request.pg_bin_dir)
         self.tools["pg_restore"] = tool_version(pg_restore)
 
         self.step(f"looking for {request.backup.describe()} of {request.tenant} "
@@ -197,6 +225,20 @@ class _Drill:
             return
         self.step("verifying the restored database")
         self.checks.extend(self._verify(psql, manifest))
+        self.verified_at = self.clock()
+
+    def _verify_physical(self, psql_path: str, recovery: PhysicalRecovery) -> None:
+        self.step(f"verifying {recovery.describe()} "
+                  f"(s3://{self.store.bucket}{recovery.repository})")
+        psql = verify.Psql(psql_path, self.env, secrets=self.secrets,
+                           query_timeout_seconds=self.request.query_timeout_seconds)
+        connectivity = verify.connectivity_check(psql)
+        self.checks.append(connectivity)
+        if not connectivity.passed:
+            return
+        recovered, self.recovery_point = verify.recovery_check(psql, recovery.target)
+        self.checks.append(recovered)
+        self.checks.extend(verify.query_check(psql, spec) for spec in self.request.queries)
         self.verified_at = self.clock()
 
     def _select(self) -> Manifest:
@@ -246,17 +288,23 @@ class _Drill:
 
     def finish(self, run_id: str, started: datetime) -> DrillOutcome:
         manifest = self.manifest
-        point = recovery_point(manifest) if manifest is not None else None
+        recovery = self.request.recovery
+        point = recovery_point(manifest) if manifest is not None else self.recovery_point
         rto = elapsed_seconds(self.verified_at, started) if self.verified_at else None
-        rpo = elapsed_seconds(started, point) if point else None
+        # What the restore lost: up to the moment asked for, or up to the drill's start.
+        wanted = recovery.target if recovery is not None and recovery.target else started
+        rpo = elapsed_seconds(wanted, point) if point else None
         verdict = grade(self.checks, rto_seconds=rto, rpo_seconds=rpo,
                         objectives=self.request.objectives, failures=self.failures)
         outcome = DrillOutcome(
             tenant=self.request.tenant, run_id=run_id, grade=verdict, started_at=started,
-            finished_at=self.clock(), selection=self.request.backup.describe(),
+            finished_at=self.clock(), selection=self.request.describe(),
             objectives=self.request.objectives, manifest=manifest,
             recovery_point=point, verified_at=self.verified_at, rto_seconds=rto,
             rpo_seconds=rpo, checks=self.checks, restore=self.restore, tools=self.tools,
+            physical=None if recovery is None else PhysicalFacts(
+                location=f"s3://{self.store.bucket}{recovery.repository}",
+                target=recovery.target),
         )
         log.info("verdict %s%s", verdict.verdict.value,
                  f" ({verdict.reason}): {verdict.message}" if verdict.reason else "")

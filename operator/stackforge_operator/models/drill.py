@@ -31,12 +31,21 @@ DEFAULT_HISTORY_LIMIT = 10
 DEFAULT_SANDBOX_TTL_SECONDS = 3600
 
 
+class BackupMethod(enum.StrEnum):
+    """What a drill restores."""
+
+    LOGICAL = "Logical"  # a dump of the policy's backup runs, through pg_restore
+    PHYSICAL = "Physical"  # a pgBackRest backup and the archived WAL after it
+
+
 class BackupSource(enum.StrEnum):
     """How the backup to restore is chosen."""
 
-    LATEST = "Latest"  # the newest complete backup
-    BY_ID = "ById"  # the run named by backup.id
-    POINT_IN_TIME = "PointInTime"  # the newest complete backup before backup.pointInTime
+    LATEST = "Latest"  # the newest complete dump; Physical: the last archived moment
+    BY_ID = "ById"  # the run named by backup.id (Logical only)
+    # Logical: the newest complete dump before backup.pointInTime; Physical:
+    # the database exactly as it was then.
+    POINT_IN_TIME = "PointInTime"
 
 
 class BackupSelector(SpecModel):
@@ -59,16 +68,44 @@ class BackupSelector(SpecModel):
                 (b.point_in_time is not None) == (b.source == BackupSource.POINT_IN_TIME)
             ),
         ),
+        Rule(
+            cel="!(has(self.method) && self.method == 'Physical' "
+                "&& has(self.source) && self.source == 'ById')",
+            message="backup.source ById names a logical backup run: a Physical restore "
+            "takes Latest or PointInTime",
+            field_path=".source",
+            check=lambda b: not (b.method == BackupMethod.PHYSICAL
+                                 and b.source == BackupSource.BY_ID),
+        ),
     )
 
+    method: BackupMethod = Field(
+        BackupMethod.LOGICAL,
+        description=(
+            "Logical: a dump of the policy's backup runs, restored with pg_restore. "
+            "Physical: the policy's pgBackRest backups and archived WAL (it needs "
+            "continuousArchiving and physicalBackups), restored to a moment of the "
+            "policy's recoverability window. Default: Logical."
+        ),
+    )
     source: BackupSource = Field(
-        BackupSource.LATEST, description="Latest, ById or PointInTime. Default: Latest."
+        BackupSource.LATEST,
+        description=(
+            "Latest, ById or PointInTime. Default: Latest (Physical: the last archived "
+            "moment)."
+        ),
     )
     id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")] | None = (
         Field(None, description="Backup run id (source ById).")
     )
     point_in_time: datetime | None = Field(
-        None, description="RFC 3339 time; the newest backup before it is used (source PointInTime)."
+        None,
+        description=(
+            "RFC 3339 time (source PointInTime). Logical: the newest dump finished before "
+            "it is restored. Physical: the database as it was at that moment, every "
+            "transaction committed at or before it and none after; a moment outside the "
+            "recoverability window is refused before the run starts."
+        ),
     )
 
 
@@ -119,10 +156,18 @@ class Checks(SpecModel):
     """Verification of the restored data."""
 
     row_counts: StrictBool = Field(
-        True, description="Compare every table's row count with the backup manifest."
+        True,
+        description=(
+            "Compare every table's row count with the backup manifest (Logical only: a "
+            "physical backup has no manifest of rows)."
+        ),
     )
     checksum: StrictBool = Field(
-        True, description="Verify the dump's SHA-256 against the manifest."
+        True,
+        description=(
+            "Verify the dump's SHA-256 against the manifest (Logical only: pgBackRest "
+            "checks every file it restores itself)."
+        ),
     )
     queries: Annotated[list[QueryCheck], Field(max_length=20), AfterValidator(unique("name"))] = (
         Field(
@@ -232,13 +277,16 @@ class CheckKind(enum.StrEnum):
     QUERY = "Query"
     CHECKSUM = "Checksum"
     CONNECTIVITY = "Connectivity"
+    RECOVERY = "Recovery"  # a physical restore ended promoted, at its target
 
 
 class CheckResult(StatusModel):
     """Outcome of one check."""
 
     name: str = Field(max_length=253, description="Check name (table name for row counts).")
-    kind: CheckKind = Field(description="RowCount, Query, Checksum or Connectivity.")
+    kind: CheckKind = Field(
+        description="RowCount, Query, Checksum, Connectivity or Recovery."
+    )
     passed: bool = Field(description="The check passed.")
     expected: str | None = Field(None, max_length=1024, description="Expected value, as text.")
     actual: str | None = Field(None, max_length=1024, description="Observed value, as text.")
@@ -252,6 +300,14 @@ class ActiveDrillRun(StatusModel):
     start_time: datetime = Field(description="When the run started (RTO is measured from here).")
     step: DrillStep = Field(description="Current step.")
     backup_id: str | None = Field(None, max_length=128, description="Backup being restored.")
+    recovery_target: str | None = Field(
+        None, max_length=64,
+        description="Physical: the moment restored to (RFC 3339), or latest.",
+    )
+    repository_path: str | None = Field(
+        None, max_length=1024,
+        description="Physical: the pgBackRest repository restored from, fixed at the start.",
+    )
     sandbox_namespace: str | None = Field(None, max_length=63, description="Sandbox namespace.")
     job_name: str | None = Field(None, max_length=253, description="Restore Job.")
 
@@ -274,7 +330,17 @@ class DrillResult(DrillRunSummary):
 
     message: str | None = Field(None, max_length=4096, description="Human-readable verdict.")
     backup_location: str | None = Field(None, max_length=2048, description="s3:// URL restored.")
-    recovery_point_time: datetime | None = Field(None, description="When the backup was taken.")
+    recovery_target: str | None = Field(
+        None, max_length=64,
+        description="Physical: the moment restored to (RFC 3339), or latest.",
+    )
+    recovery_point_time: datetime | None = Field(
+        None,
+        description=(
+            "When the restored data is from: the dump's snapshot; Physical: the last "
+            "transaction replayed."
+        ),
+    )
     rto_objective_seconds: int | None = Field(None, ge=0, description="RTO objective applied.")
     rpo_objective_seconds: int | None = Field(None, ge=0, description="RPO objective applied.")
     rto_met: bool | None = Field(None, description="Measured RTO within the objective.")

@@ -28,12 +28,14 @@ from stackforge_operator import (
 )
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders import drill as builders
+from stackforge_operator.builders import secrets_names as names
 from stackforge_operator.drill.outcome import parse_result
 from stackforge_operator.models import conditions as types
-from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.models.drill import (
     ActiveDrillRun,
+    BackupMethod,
     BackupSource,
     CheckResult,
     DRDrillSpec,
@@ -45,7 +47,7 @@ from stackforge_operator.models.drill import (
     Verdict,
 )
 from stackforge_operator.models.effective import EffectiveTenant
-from stackforge_operator.reconcile import storage
+from stackforge_operator.reconcile import drill_recovery, storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
     referenced_tenant,
@@ -86,7 +88,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         return _stalled(body, old, found.reason, found.message)
     t, policy, policy_body = found
     # The restore Job gets copies of the policy's Secrets: they must be there.
-    problems = storage.storage_problems(policy.storage, namespace)
+    problems = storage.storage_problems(policy.storage, namespace) + _cipher_problems(
+        spec, policy, namespace)
     if problems:
         return _stalled(body, old, problems[0].reason, "; ".join(p.message for p in problems))
     _sweep(namespace, old.active_run, now)
@@ -94,23 +97,36 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     new = old.model_copy(deep=True)
     active = new.active_run
     due = active is None and _due(spec, t, old, now)
-    if due and (waiting := _without_backup(spec, policy_body)) is not None:
+    physical: builders.PhysicalSource | None = None
+    if due and spec.backup.method == BackupMethod.PHYSICAL:
+        chosen = drill_recovery.physical_source(
+            spec.backup, policy_body["metadata"]["name"], policy, _policy_status(policy_body))
+        if isinstance(chosen, drill_recovery.Refusal):
+            # Nothing is created for a run that could only fail.
+            return _held(body, old, chosen.progress, chosen.reason, chosen.message)
+        physical = chosen
+    elif due and (waiting := _without_backup(spec, policy_body)) is not None:
         # A run now could only fail: there is nothing to restore yet.
         return _reconciling(body, old, "WaitingForBackup", waiting)
     if due:
         run_id = now.strftime("%Y%m%dT%H%M%SZ")
         active = ActiveDrillRun(
             run_id=run_id, start_time=now, step=DrillStep.CREATING_SANDBOX,
-            backup_id=_backup_argument(spec), sandbox_namespace=builders.sandbox_name(name, run_id))
+            backup_id=None if physical else _backup_argument(spec),
+            recovery_target=physical.target if physical else None,
+            repository_path=physical.repository_path if physical else None,
+            sandbox_namespace=builders.sandbox_name(name, run_id))
         new.active_run = active
         new.phase = DrillPhase.RUNNING
         # Recorded before anything exists, so a restart continues this very run.
         body = _write(body, old, new) or body
         old = new.model_copy(deep=True)
+        what = (f"{physical.repository_path} to {physical.target}" if physical
+                else active.backup_id)
         kube.record_event(dict(body), "Normal", "DrillStarted",
-                          f"run {run_id} restores {active.backup_id} in {active.sandbox_namespace}")
+                          f"run {run_id} restores {what} in {active.sandbox_namespace}")
     if active is not None:
-        _drive(body, spec, t, policy, new, now)
+        _drive(body, spec, t, policy, policy_body["metadata"]["name"], new, now)
     new.observed_generation = int(meta.get("generation", 0))
     new.conditions = _conditions(old, new, now, suspended=spec.suspend)
     latest = _write(body, old, new)
@@ -141,6 +157,25 @@ def _references(
         return status.Problem("BackupPolicyNotFound",
                               f"spec.backupPolicyRef: {what} must exist in {namespace}")
     return t, BackupPolicySpec.model_validate(policies[0]["spec"]), policies[0]
+
+
+def _policy_status(policy: Mapping[str, Any]) -> BackupPolicyStatus:
+    try:
+        return BackupPolicyStatus.model_validate(policy.get("status") or {})
+    except ValidationError:
+        # Not what this operator writes: as good as no status yet.
+        return BackupPolicyStatus()
+
+
+def _cipher_problems(spec: DRDrillSpec, policy: BackupPolicySpec,
+                     namespace: str) -> list[status.Problem]:
+    """A Physical drill's restore reads the repository's passphrase: it must be there."""
+    archive = policy.continuous_archiving
+    if spec.backup.method != BackupMethod.PHYSICAL or archive is None:
+        return []
+    ref = archive.repository_cipher_secret_ref
+    return storage.secret_problems([storage.SecretKeys(
+        "spec.continuousArchiving.repositoryCipherSecretRef", ref.name, (ref.key,))], namespace)
 
 
 def _without_backup(spec: DRDrillSpec, policy: Mapping[str, Any]) -> str | None:
@@ -200,7 +235,8 @@ def _until_next(spec: DRDrillSpec, t: EffectiveTenant, new: DRDrillStatus,
 
 
 def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
-           policy: BackupPolicySpec, new: DRDrillStatus, now: datetime) -> None:
+           policy: BackupPolicySpec, policy_name: str, new: DRDrillStatus,
+           now: datetime) -> None:
     active = new.active_run
     assert active is not None and active.sandbox_namespace is not None
     meta = body["metadata"]
@@ -216,15 +252,23 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     password = credentials.decode(live_secret).get("password") if live_secret else None
     s3_keys = _s3_keys(policy, namespace)
     s3_ca = storage.ca_bundle(policy.storage, namespace)
+    physical = (builders.PhysicalSource(active.repository_path, active.recovery_target)
+                if active.repository_path and active.recovery_target else None)
+    if physical is None:
+        scratch_objects = builders.scratch_database(sandbox, drill, namespace, t)
+    else:
+        scratch_objects = builders.restored_database(
+            sandbox, drill, namespace, t, policy=policy_name,
+            storage=policy.storage, source=physical, app_user=_app_user(t))
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace,
                                 storage.endpoint_addresses(policy.storage.endpoint)),
         *builders.rbac_objects(sandbox, drill, namespace),
         *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
-                          s3_keys, s3_ca),
+                          s3_keys, s3_ca, _cipher_passphrase(policy, namespace, physical)),
         *builders.pull_secret_copies(sandbox, drill, namespace, _pull_secrets(namespace)),
-        *builders.scratch_database(sandbox, drill, namespace, t),
+        *scratch_objects,
         builders.checks_config(sandbox, drill, namespace, spec),
     ]
     live: dict[str, Any] = {}
@@ -249,7 +293,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
             storage=policy.storage.model_dump(mode="json", by_alias=True, exclude_none=True),
             backup_id=active.backup_id or "latest", run_id=active.run_id,
             started_at=active.start_time, rto_seconds=rto, rpo_seconds=rpo,
-            with_s3_keys=bool(s3_keys), with_s3_ca=s3_ca is not None))
+            with_s3_keys=bool(s3_keys), with_s3_ca=s3_ca is not None, physical=physical))
         active.step = DrillStep.RESTORING
         active.job_name = builders.JOB
         kube.record_event(dict(body), "Normal", "RestoreStarted",
@@ -274,8 +318,24 @@ def _s3_keys(policy: BackupPolicySpec, namespace: str) -> dict[str, str]:
     if creds is None:
         return {}
     data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
-    return {"AWS_ACCESS_KEY_ID": data.get(creds.access_key_id_key, ""),
-            "AWS_SECRET_ACCESS_KEY": data.get(creds.secret_access_key_key, "")}
+    return {builders.S3_KEY_ID_KEY: data.get(creds.access_key_id_key, ""),
+            builders.S3_SECRET_KEY_KEY: data.get(creds.secret_access_key_key, "")}
+
+
+def _cipher_passphrase(policy: BackupPolicySpec, namespace: str,
+                       physical: builders.PhysicalSource | None) -> str | None:
+    """The repository's passphrase, for a Physical run's copy in its sandbox."""
+    archive = policy.continuous_archiving
+    if physical is None or archive is None:
+        return None
+    ref = archive.repository_cipher_secret_ref
+    return credentials.decode(kube.get("v1", "Secret", ref.name, namespace) or {}).get(ref.key)
+
+
+def _app_user(t: EffectiveTenant) -> str:
+    """The application role's name, as the tenant's credentials Secret says."""
+    secret = kube.get("v1", "Secret", names.POSTGRES_SECRET, t.namespace) or {}
+    return credentials.decode(secret).get(names.POSTGRES_USER_KEY) or names.POSTGRES_APP_USER
 
 
 def _pull_secrets(namespace: str) -> dict[str, dict[str, Any]]:
@@ -321,6 +381,7 @@ def _finish(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
         completion_time=now,
         backup_id=result.get("backupId") or active.backup_id,
         backup_location=result.get("backupLocation"),
+        recovery_target=result.get("recoveryTarget") or active.recovery_target,
         recovery_point_time=result.get("recoveryPointTime"),
         rto_seconds=result.get("rtoSeconds"),
         rpo_seconds=result.get("rpoSeconds"),

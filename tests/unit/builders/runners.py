@@ -33,13 +33,21 @@ def backup_objects(t: EffectiveTenant) -> list[Manifest]:
 
 
 def drill_objects(t: EffectiveTenant) -> list[Manifest]:
-    """The example DRDrill's scratch database and restore Job."""
+    """The example DRDrill's scratch database and restore Job, and a Physical run's."""
     spec = DRDrillSpec.model_validate(_spec("drdrill-acme.yaml"))
-    job = drill.restore_job(
-        SANDBOX, DRILL, t.namespace, spec, t, storage={"bucket": "backups"}, backup_id="b1",
-        run_id="1", started_at=datetime(2026, 1, 1, tzinfo=UTC), rto_seconds=3600,
-        rpo_seconds=93600, with_s3_keys=True)
-    return [*drill.scratch_database(SANDBOX, DRILL, t.namespace, t), job]
+    physical = drill.PhysicalSource("/backups/_pgbackrest/acme/7400-20260101T000000Z", "latest")
+    policy = BackupPolicySpec.model_validate(_spec("backuppolicy-acme.yaml"))
+
+    def job(source: drill.PhysicalSource | None) -> Manifest:
+        return drill.restore_job(
+            SANDBOX, DRILL, t.namespace, spec, t, storage={"bucket": "backups"},
+            backup_id="b1", run_id="1", started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            rto_seconds=3600, rpo_seconds=93600, with_s3_keys=True, physical=source)
+
+    return [*drill.scratch_database(SANDBOX, DRILL, t.namespace, t), job(None),
+            *drill.restored_database(SANDBOX, DRILL, t.namespace, t, policy=POLICY,
+                                     storage=policy.storage, source=physical, app_user="app"),
+            job(physical)]
 
 
 def runner_objects(t: EffectiveTenant) -> list[Manifest]:

@@ -19,7 +19,7 @@ from stackforge_operator.drill.checks import (
     parse_csv_answer,
 )
 from stackforge_operator.drill.restore import pg_restore_argv, stream_restore
-from stackforge_operator.drill.runner import DrillRequest, report_key
+from stackforge_operator.drill.runner import DrillRequest, PhysicalRecovery, report_key
 from stackforge_operator.drill.selection import SelectionKind
 from stackforge_operator.models.drill import CheckKind
 
@@ -192,6 +192,21 @@ def test_everything(tmp_path: Path) -> None:
     assert report_key(request.store, "acme", None, "drill-7") == "x/y/acme/drills/drill-7.json"
 
 
+REPOSITORY = "/backups/_pgbackrest/acme/7400-20261129T000000Z"
+
+
+def test_a_physical_drill_verifies_a_restore_to_its_target() -> None:
+    request = _parse(*BASE, "--recovery-target", "2026-12-01T10:15:05+01:00",
+                     "--repository", REPOSITORY)
+    assert request.recovery == PhysicalRecovery(REPOSITORY, datetime(2026, 12, 1, 9, 15, 5,
+                                                                       tzinfo=UTC))
+    assert "to 2026-12-01T10:15:05+01:00" in request.describe()
+    latest = _parse(*BASE, "--recovery-target", "latest", "--repository", REPOSITORY)
+    assert latest.recovery == PhysicalRecovery(REPOSITORY)
+    assert "to the last archived moment" in latest.describe()
+    assert _parse(*BASE).recovery is None
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -200,6 +215,12 @@ def test_everything(tmp_path: Path) -> None:
         ("--rto-seconds", "0"),
         ("--rpo-seconds", "-5"),
         ("--checks-file", "/nonexistent/checks.json"),
+        ("--recovery-target", "yesterday", "--repository", REPOSITORY),
+        ("--recovery-target", "latest"),
+        ("--recovery-target", "latest", "--repository", "backups/relative"),
+        ("--repository", REPOSITORY),
+        ("--backup", "20261127T020000Z-abcdef", "--recovery-target", "latest",
+         "--repository", REPOSITORY),
     ],
 )
 def test_bad_arguments_exit_2(extra: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:

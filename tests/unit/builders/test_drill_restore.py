@@ -1,0 +1,116 @@
+"""A Physical drill's sandbox: the tenant's database restored by its own pod, and the runner
+that verifies it.
+
+(The sandbox's network: test_drill_sandbox_network.py; every pod's security
+settings: test_all_children.py; on running pods: tests/realnode/test_archiving.py.)
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from stackforge_operator.builders import drill, s3ca
+from stackforge_operator.models.backup import ObjectStorage
+from stackforge_operator.models.drill import DRDrillSpec
+from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
+
+SANDBOX, DRILL, NAMESPACE = "drill-pitr-1", "pitr", "tenant-acme"
+SOURCE = drill.PhysicalSource("/backups/_pgbackrest/acme/7400-20261129T000000Z",
+                              "2026-12-01T10:15:05Z")
+STORAGE = ObjectStorage.model_validate({
+    "bucket": "backups", "prefix": "backups", "endpoint": "https://s3.internal:9000",
+    "region": "eu-west-1", "forcePathStyle": True,
+    "credentialsSecretRef": {"name": "tenant-s3", "accessKeyIdKey": "id",
+                             "secretAccessKeyKey": "secret"},
+    "endpointCA": {"name": "tenant-ca", "key": "bundle.pem"},
+})
+
+
+def _restored(storage: ObjectStorage = STORAGE) -> list[dict[str, Any]]:
+    return drill.restored_database(SANDBOX, DRILL, NAMESPACE, tenant(), policy="nightly",
+                                   storage=storage, source=SOURCE, app_user="acme_app")
+
+
+def test_the_server_restores_the_repository_to_the_target_with_the_sandboxs_secrets() -> None:
+    server = container(find(_restored(), "StatefulSet", drill.SCRATCH), "postgres")
+    env = env_of(server)
+    assert env["STACKFORGE_RESTORE_REPOSITORY"]["value"] == SOURCE.repository_path
+    assert env["STACKFORGE_RESTORE_TARGET"]["value"] == SOURCE.target
+    assert env["STACKFORGE_RESTORE_STANZA"]["value"] == "acme"
+    assert env["PGBACKREST_REPO1_S3_BUCKET"]["value"] == "backups"
+    assert env["PGBACKREST_REPO1_S3_ENDPOINT"]["value"] == "s3.internal"
+    assert env["PGBACKREST_REPO1_STORAGE_PORT"]["value"] == "9000"
+    # Only the sandbox's copies: a pod cannot read the tenant namespace's Secrets.
+    assert secret_ref(env["PGBACKREST_REPO1_CIPHER_PASS"]) == (drill.CIPHER_SECRET,
+                                                                 drill.CIPHER_KEY)
+    assert secret_ref(env["PGBACKREST_REPO1_S3_KEY"]) == (drill.S3_SECRET, drill.S3_KEY_ID_KEY)
+    assert secret_ref(env["PGBACKREST_REPO1_S3_KEY_SECRET"]) == (drill.S3_SECRET,
+                                                                   drill.S3_SECRET_KEY_KEY)
+    assert env["PGBACKREST_REPO1_STORAGE_CA_FILE"]["value"] == s3ca.CA_PATH
+    pod = find(_restored(), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
+    [ca] = [v for v in pod["volumes"] if "secret" in v]
+    assert ca["secret"]["secretName"] == drill.S3_CA_SECRET
+    assert s3ca.CA_PATH.startswith(next(m["mountPath"] for m in server["volumeMounts"]
+                                        if m["name"] == ca["name"]))
+    # Where the tenant archives is no business of a sandbox: it archives nowhere.
+    assert not {"STACKFORGE_REPOSITORY_BASE", "STACKFORGE_INCARNATION_FILE"} & set(env)
+    assert "args" not in server and "command" not in server
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_without_keys_or_ca_the_pods_identity_reaches_the_bucket() -> None:
+    plain = ObjectStorage.model_validate({"bucket": "backups", "region": "eu-west-1"})
+    server = container(find(_restored(plain), "StatefulSet", drill.SCRATCH), "postgres")
+    env = env_of(server)
+    assert env["PGBACKREST_REPO1_S3_KEY_TYPE"]["value"] == "auto"
+    assert env["PGBACKREST_REPO1_S3_ENDPOINT"]["value"] == "s3.eu-west-1.amazonaws.com"
+    assert "PGBACKREST_REPO1_STORAGE_CA_FILE" not in env
+    pod = find(_restored(plain), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "secret" in v]
+
+
+def test_the_pod_is_ready_once_the_restored_roles_take_the_scratch_password() -> None:
+    upkeep = container(find(_restored(), "StatefulSet", drill.SCRATCH), "upkeep")
+    env = env_of(upkeep)
+    for role in ("POSTGRES", "APP", "REPLICATION"):
+        assert secret_ref(env[f"{role}_PASSWORD"]) == (drill.SCRATCH_SECRET, "password")
+    assert (env["POSTGRES_USER"]["value"], env["APP_USER"]["value"],
+            env["REPLICATION_USER"]["value"]) == ("postgres", "acme_app", "replicator")
+    marker = env["READY_MARKER"]["value"]
+    assert upkeep["readinessProbe"]["exec"]["command"] == ["test", "-e", marker]
+    assert env["RETRY_SECONDS"]["value"] == "1"
+    # No slots, admin accounts or isolation in a sandbox.
+    assert not {"SLOTS_FILE", "ADMIN_ACCOUNTS_FILE", "ISOLATION_FILE"} & set(env)
+
+
+def test_the_cipher_passphrase_is_copied_only_when_given() -> None:
+    copies = drill.secrets(SANDBOX, DRILL, NAMESPACE, "pw", {}, None, "s3cr3t-phrase")
+    cipher = find(copies, "Secret", drill.CIPHER_SECRET)
+    assert base64.b64decode(cipher["data"][drill.CIPHER_KEY]) == b"s3cr3t-phrase"
+    assert drill.CIPHER_SECRET not in {
+        s["metadata"]["name"] for s in drill.secrets(SANDBOX, DRILL, NAMESPACE, "pw", {})}
+    assert drill.CIPHER_SECRET in drill.OWN_SECRETS
+
+
+def _job(physical: drill.PhysicalSource | None) -> dict[str, Any]:
+    spec = DRDrillSpec.model_validate({"tenantRef": {"name": "acme"},
+                                       "checks": {"rowCounts": False}})
+    return drill.restore_job(
+        SANDBOX, DRILL, NAMESPACE, spec, tenant(), storage={"bucket": "backups"},
+        backup_id="latest", run_id="1", started_at=datetime(2026, 12, 1, tzinfo=UTC),
+        rto_seconds=3600, rpo_seconds=60, with_s3_keys=True, physical=physical)
+
+
+def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> None:
+    runner = container(_job(SOURCE))
+    args = runner["args"]
+    assert args[args.index("--recovery-target") + 1] == SOURCE.target
+    assert args[args.index("--repository") + 1] == SOURCE.repository_path
+    assert "--backup" not in args and "--no-row-counts" not in args
+    assert env_of(runner)["PGDATABASE"]["value"] == tenant().postgres.database
+    logical = container(_job(None))
+    assert logical["args"][logical["args"].index("--backup") + 1] == "latest"
+    assert "--no-row-counts" in logical["args"]
+    assert env_of(logical)["PGDATABASE"]["value"] == drill.SCRATCH_DATABASE
