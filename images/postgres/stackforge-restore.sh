@@ -15,13 +15,25 @@
 # entrypoint names it anew and the restored database can never archive into
 # the source's repository.
 #
+# The source's pgBackRest options (bucket, keys, cipher) come as
+# STACKFORGE_RESTORE_PGBACKREST_<OPTION>, never as PGBACKREST_<OPTION>: a
+# restored tenant's server has options of its own there (the repository it
+# archives to, maybe another bucket with other keys). Every PGBACKREST_*
+# variable is dropped and the source's take their place, for the restore and
+# for each WAL segment the server fetches during its recovery: the
+# restore_command is "stackforge-restore archive-get %f %p", which does the
+# same in the server's environment (the container's).
+#
+# Usage: stackforge-restore                  restore PGDATA
+#        stackforge-restore archive-get F P  fetch WAL segment F of the source to P
+#
 # Environment:
 #   PGDATA                         the data directory to fill; must be empty or absent
 #   STACKFORGE_RESTORE_REPOSITORY  the source's repository (repo1-path, an incarnation's)
 #   STACKFORGE_RESTORE_STANZA      the source's stanza
 #   STACKFORGE_RESTORE_TARGET      an RFC 3339 time (2026-11-30T22:15:05Z), or "latest":
 #                                  the end of the archived WAL
-#   PGBACKREST_*                   every other pgBackRest option (bucket, keys, cipher)
+#   STACKFORGE_RESTORE_PGBACKREST_* every other pgBackRest option of the source
 set -eu
 
 die() {
@@ -41,6 +53,29 @@ esac
 case $STACKFORGE_RESTORE_REPOSITORY$STACKFORGE_RESTORE_STANZA$PGDATA in
 *[!0-9A-Za-z/._-]*) die "the repository path, stanza and PGDATA may hold letters, digits, '/', '.', '_' and '-' only" ;;
 esac
+
+# The source's options in place of whatever PGBACKREST_* this process has.
+# Names are only ever [A-Z0-9_] (sed's pattern), so eval sees no value.
+use_source_options() {
+	for name in $(env | sed -n 's/^\(PGBACKREST_[A-Z0-9_]*\)=.*/\1/p'); do
+		unset "$name"
+	done
+	for name in $(env | sed -n 's/^STACKFORGE_RESTORE_\(PGBACKREST_[A-Z0-9_]*\)=.*/\1/p'); do
+		eval "$name=\$STACKFORGE_RESTORE_$name"
+		export "${name?}"
+	done
+}
+
+source="--repo1-path=$STACKFORGE_RESTORE_REPOSITORY --stanza=$STACKFORGE_RESTORE_STANZA"
+
+if [ "${1:-}" = archive-get ]; then
+	[ $# -eq 3 ] || die "usage: stackforge-restore archive-get <segment> <path>"
+	use_source_options
+	# $source is two words on purpose; its characters were checked above.
+	# shellcheck disable=SC2086
+	exec pgbackrest $source --pg1-path="$PGDATA" archive-get "$2" "$3"
+fi
+[ $# -eq 0 ] || die "usage: stackforge-restore [archive-get <segment> <path>]"
 
 target=$STACKFORGE_RESTORE_TARGET
 case $target in
@@ -66,18 +101,18 @@ if [ -e "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
 	die "PGDATA=$PGDATA is not empty: a restore never writes over a database"
 fi
 
-source="--repo1-path=$STACKFORGE_RESTORE_REPOSITORY --stanza=$STACKFORGE_RESTORE_STANZA"
+use_source_options
 # Restored next to its place and moved there only once complete: a restore
 # interrupted half-way leaves nothing a restart would take for a database.
 partial="$PGDATA.restore"
 rm -rf "$partial"
 echo "stackforge-restore: restoring $STACKFORGE_RESTORE_REPOSITORY (stanza $STACKFORGE_RESTORE_STANZA) to $target"
 # $source is two words on purpose; its characters were checked above. The
-# restore_command names the final PGDATA: pgBackRest checks it against the
-# server's working directory.
+# restore_command runs this program again (see the top), which names the
+# final PGDATA: pgBackRest checks it against the server's working directory.
 # shellcheck disable=SC2086
 pgbackrest $source --pg1-path="$partial" restore "$@" \
-	--recovery-option="restore_command=pgbackrest $source --pg1-path=$PGDATA archive-get %f \"%p\""
+	--recovery-option="restore_command=stackforge-restore archive-get %f \"%p\""
 rm -f "$partial/stackforge-incarnation"
 chmod 0700 "$partial"
 if [ -d "$PGDATA" ]; then

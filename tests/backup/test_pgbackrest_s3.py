@@ -154,11 +154,20 @@ def test_the_operator_reads_complete_backups_and_their_expiry_from_the_repositor
 RESTORE = program("postgres/stackforge-restore.sh")
 
 
+def _source_options(archiving: Archiving) -> dict[str, str]:
+    """The source's options as stackforge-restore takes them, beside options of the
+    restored server's own that name another repository (a restored tenant's, where
+    it archives to): the restore and every WAL fetch must use the source's only."""
+    return {"STACKFORGE_RESTORE_PGBACKREST_CONFIG": str(archiving.config),
+            "PGBACKREST_CONFIG": "/nonexistent/pgbackrest.conf",
+            "PGBACKREST_REPO1_PATH": "/somewhere/else", "PGBACKREST_STANZA": "other"}
+
+
 def _restore(archiving: Archiving, data_dir: Path, target: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [str(RESTORE)], capture_output=True, text=True, timeout=180, check=False,
         env={"PATH": os.environ["PATH"], "PGDATA": str(data_dir),
-             "PGBACKREST_CONFIG": str(archiving.config),
+             **_source_options(archiving),
              "STACKFORGE_RESTORE_REPOSITORY": REPOSITORY_PATH,
              "STACKFORGE_RESTORE_STANZA": STANZA, "STACKFORGE_RESTORE_TARGET": target},
         **archiving.server.os_user.popen_kwargs())
@@ -212,7 +221,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         bin_dir.mkdir()
         (bin_dir / "stackforge-restore").symlink_to(RESTORE)
         restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
-                         PGBACKREST_CONFIG=str(archiving.config),
+                         **_source_options(archiving),
                          STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
                          STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET=target)
         restored.wait_ready()

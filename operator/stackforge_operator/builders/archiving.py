@@ -45,6 +45,7 @@ from stackforge_operator.models.backup import (
     PhysicalBackupType,
     PhysicalRetention,
 )
+from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import Archiving
 
 # Programs of the PostgreSQL image.
@@ -64,6 +65,8 @@ REQUEST_VOLUME: Final = "backup-request"
 REQUEST_DIR: Final = "/etc/stackforge/backup-request"
 REQUEST_FILE: Final = f"{REQUEST_DIR}/request"
 _REQUEST_ID_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+# Where stackforge-restore takes the source repository's pgBackRest options from.
+RESTORE_OPTION_PREFIX: Final = "STACKFORGE_RESTORE_"
 _REQUEST_RE: Final = re.compile(r"^(\d{8}T\d{6}Z) (full|diff|incr) (count|time) (\d{1,4})$")
 
 
@@ -187,6 +190,27 @@ def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
         # and the bucket's default encryption applies.
         out.append(env("PGBACKREST_REPO1_S3_KMS_KEY_ID", sse.kms_key_id))
     return sorted(out, key=lambda e: str(e["name"]))
+
+
+def restore_environment(storage: ObjectStorage, cipher: SecretKeyRef, *, stanza_name: str,
+                        repository_path: str, target: str) -> list[dict[str, Any]]:
+    """stackforge-restore's settings: a repository (an incarnation's path in ``storage``,
+    whose Secrets and ``cipher`` the pod can read) restored to ``target``.
+
+    The source's pgBackRest options go under ``RESTORE_OPTION_PREFIX``, apart
+    from the server's own ``PGBACKREST_*``, which may name the repository a
+    restored tenant archives to (images/postgres/stackforge-restore.sh).
+    """
+    source = Archiving(policy="", storage=storage, archive_timeout_seconds=0, cipher=cipher)
+    options = [{**e, "name": RESTORE_OPTION_PREFIX + str(e["name"])}
+               for e in environment(source, stanza_name)
+               if str(e["name"]).startswith("PGBACKREST_")]
+    return [
+        env("STACKFORGE_RESTORE_REPOSITORY", repository_path),
+        env("STACKFORGE_RESTORE_STANZA", stanza(stanza_name)),
+        env("STACKFORGE_RESTORE_TARGET", target),
+        *options,
+    ]
 
 
 def volumes(a: Archiving) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA, RUN_DI
 from stackforge_operator.models.backup import CredentialsRef, EndpointCA, ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.drill import DRDrillSpec
-from stackforge_operator.models.effective import Archiving, EffectiveTenant
+from stackforge_operator.models.effective import EffectiveTenant
 
 DRILL_LABEL = f"{API_GROUP}/drill"
 DRILL_NAMESPACE_LABEL = f"{API_GROUP}/drill-namespace"
@@ -241,31 +241,20 @@ def _sandbox_storage(storage: ObjectStorage) -> ObjectStorage:
     })
 
 
-def restore_environment(t: EffectiveTenant, policy: str, storage: ObjectStorage,
+def restore_environment(t: EffectiveTenant, storage: ObjectStorage,
                         source: PhysicalSource) -> list[dict[str, Any]]:
-    """stackforge-restore's settings: the source repository, the target, and pgBackRest's
-    options as the tenant's primary has them, with the sandbox's copies of the Secrets.
+    """stackforge-restore's settings, with the sandbox's copies of the policy's Secrets.
 
     Nothing of where the primary archives to: a restored database in a sandbox
     archives nowhere (its server gets no archive_command).
     """
-    sandbox_archiving = Archiving(
-        policy=policy, storage=_sandbox_storage(storage),
-        archive_timeout_seconds=0,  # no server here archives: not used
-        cipher=SecretKeyRef(name=CIPHER_SECRET, key=CIPHER_KEY))
-    pgbackrest = [e for e in archiving.environment(sandbox_archiving, t.name)
-                  if not str(e["name"]).startswith("STACKFORGE_")]
-    return [
-        env("PGDATA", PGDATA),
-        env("STACKFORGE_RESTORE_REPOSITORY", source.repository_path),
-        env("STACKFORGE_RESTORE_STANZA", archiving.stanza(t.name)),
-        env("STACKFORGE_RESTORE_TARGET", source.target),
-        *pgbackrest,
-    ]
+    return [env("PGDATA", PGDATA), *archiving.restore_environment(
+        _sandbox_storage(storage), SecretKeyRef(name=CIPHER_SECRET, key=CIPHER_KEY),
+        stanza_name=t.name, repository_path=source.repository_path, target=source.target)]
 
 
 def restored_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant, *,
-                      policy: str, storage: ObjectStorage, source: PhysicalSource,
+                      storage: ObjectStorage, source: PhysicalSource,
                       app_user: str) -> list[Manifest]:
     """The tenant's database restored from its physical backups to ``source.target``.
 
@@ -281,7 +270,7 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
     server = {
         "name": "postgres",
         "image": image,
-        "env": restore_environment(t, policy, storage, source),
+        "env": restore_environment(t, storage, source),
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
         "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP}, "periodSeconds": 1},
         "securityContext": container_security_context(read_only_root_filesystem=True),

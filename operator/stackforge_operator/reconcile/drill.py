@@ -126,7 +126,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         kube.record_event(dict(body), "Normal", "DrillStarted",
                           f"run {run_id} restores {what} in {active.sandbox_namespace}")
     if active is not None:
-        _drive(body, spec, t, policy, policy_body["metadata"]["name"], new, now)
+        _drive(body, spec, t, policy, new, now)
     new.observed_generation = int(meta.get("generation", 0))
     new.conditions = _conditions(old, new, now, suspended=spec.suspend)
     latest = _write(body, old, new)
@@ -235,8 +235,7 @@ def _until_next(spec: DRDrillSpec, t: EffectiveTenant, new: DRDrillStatus,
 
 
 def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
-           policy: BackupPolicySpec, policy_name: str, new: DRDrillStatus,
-           now: datetime) -> None:
+           policy: BackupPolicySpec, new: DRDrillStatus, now: datetime) -> None:
     active = new.active_run
     assert active is not None and active.sandbox_namespace is not None
     meta = body["metadata"]
@@ -258,8 +257,8 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         scratch_objects = builders.scratch_database(sandbox, drill, namespace, t)
     else:
         scratch_objects = builders.restored_database(
-            sandbox, drill, namespace, t, policy=policy_name,
-            storage=policy.storage, source=physical, app_user=_app_user(t))
+            sandbox, drill, namespace, t, storage=policy.storage, source=physical,
+            app_user=_app_user(t))
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace,

@@ -45,8 +45,8 @@ def drill_objects(t: EffectiveTenant) -> list[Manifest]:
             rto_seconds=3600, rpo_seconds=93600, with_s3_keys=True, physical=source)
 
     return [*drill.scratch_database(SANDBOX, DRILL, t.namespace, t), job(None),
-            *drill.restored_database(SANDBOX, DRILL, t.namespace, t, policy=POLICY,
-                                     storage=policy.storage, source=physical, app_user="app"),
+            *drill.restored_database(SANDBOX, DRILL, t.namespace, t, storage=policy.storage,
+                                     source=physical, app_user="app"),
             job(physical)]
 
 

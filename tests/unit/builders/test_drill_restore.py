@@ -29,26 +29,32 @@ STORAGE = ObjectStorage.model_validate({
 
 
 def _restored(storage: ObjectStorage = STORAGE) -> list[dict[str, Any]]:
-    return drill.restored_database(SANDBOX, DRILL, NAMESPACE, tenant(), policy="nightly",
-                                   storage=storage, source=SOURCE, app_user="acme_app")
+    return drill.restored_database(SANDBOX, DRILL, NAMESPACE, tenant(), storage=storage,
+                                   source=SOURCE, app_user="acme_app")
+
+
+def _source_options(env: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """stackforge-restore's pgBackRest options of the source, by option name."""
+    prefix = "STACKFORGE_RESTORE_PGBACKREST_"
+    return {name.removeprefix(prefix): e for name, e in env.items() if name.startswith(prefix)}
 
 
 def test_the_server_restores_the_repository_to_the_target_with_the_sandboxs_secrets() -> None:
     server = container(find(_restored(), "StatefulSet", drill.SCRATCH), "postgres")
     env = env_of(server)
+    options = _source_options(env)
     assert env["STACKFORGE_RESTORE_REPOSITORY"]["value"] == SOURCE.repository_path
     assert env["STACKFORGE_RESTORE_TARGET"]["value"] == SOURCE.target
     assert env["STACKFORGE_RESTORE_STANZA"]["value"] == "acme"
-    assert env["PGBACKREST_REPO1_S3_BUCKET"]["value"] == "backups"
-    assert env["PGBACKREST_REPO1_S3_ENDPOINT"]["value"] == "s3.internal"
-    assert env["PGBACKREST_REPO1_STORAGE_PORT"]["value"] == "9000"
+    assert options["REPO1_S3_BUCKET"]["value"] == "backups"
+    assert options["REPO1_S3_ENDPOINT"]["value"] == "s3.internal"
+    assert options["REPO1_STORAGE_PORT"]["value"] == "9000"
     # Only the sandbox's copies: a pod cannot read the tenant namespace's Secrets.
-    assert secret_ref(env["PGBACKREST_REPO1_CIPHER_PASS"]) == (drill.CIPHER_SECRET,
-                                                                 drill.CIPHER_KEY)
-    assert secret_ref(env["PGBACKREST_REPO1_S3_KEY"]) == (drill.S3_SECRET, drill.S3_KEY_ID_KEY)
-    assert secret_ref(env["PGBACKREST_REPO1_S3_KEY_SECRET"]) == (drill.S3_SECRET,
-                                                                   drill.S3_SECRET_KEY_KEY)
-    assert env["PGBACKREST_REPO1_STORAGE_CA_FILE"]["value"] == s3ca.CA_PATH
+    assert secret_ref(options["REPO1_CIPHER_PASS"]) == (drill.CIPHER_SECRET, drill.CIPHER_KEY)
+    assert secret_ref(options["REPO1_S3_KEY"]) == (drill.S3_SECRET, drill.S3_KEY_ID_KEY)
+    assert secret_ref(options["REPO1_S3_KEY_SECRET"]) == (drill.S3_SECRET,
+                                                          drill.S3_SECRET_KEY_KEY)
+    assert options["REPO1_STORAGE_CA_FILE"]["value"] == s3ca.CA_PATH
     pod = find(_restored(), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
     [ca] = [v for v in pod["volumes"] if "secret" in v]
     assert ca["secret"]["secretName"] == drill.S3_CA_SECRET
@@ -56,6 +62,7 @@ def test_the_server_restores_the_repository_to_the_target_with_the_sandboxs_secr
                                         if m["name"] == ca["name"]))
     # Where the tenant archives is no business of a sandbox: it archives nowhere.
     assert not {"STACKFORGE_REPOSITORY_BASE", "STACKFORGE_INCARNATION_FILE"} & set(env)
+    assert not [name for name in env if name.startswith("PGBACKREST_")]
     assert "args" not in server and "command" not in server
     assert server["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -63,10 +70,10 @@ def test_the_server_restores_the_repository_to_the_target_with_the_sandboxs_secr
 def test_without_keys_or_ca_the_pods_identity_reaches_the_bucket() -> None:
     plain = ObjectStorage.model_validate({"bucket": "backups", "region": "eu-west-1"})
     server = container(find(_restored(plain), "StatefulSet", drill.SCRATCH), "postgres")
-    env = env_of(server)
-    assert env["PGBACKREST_REPO1_S3_KEY_TYPE"]["value"] == "auto"
-    assert env["PGBACKREST_REPO1_S3_ENDPOINT"]["value"] == "s3.eu-west-1.amazonaws.com"
-    assert "PGBACKREST_REPO1_STORAGE_CA_FILE" not in env
+    options = _source_options(env_of(server))
+    assert options["REPO1_S3_KEY_TYPE"]["value"] == "auto"
+    assert options["REPO1_S3_ENDPOINT"]["value"] == "s3.eu-west-1.amazonaws.com"
+    assert "REPO1_STORAGE_CA_FILE" not in options
     pod = find(_restored(plain), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
     assert not [v for v in pod["volumes"] if "secret" in v]
 
