@@ -374,6 +374,17 @@ def _backup_cases() -> list[Case]:
             "physicalBackups needs continuousArchiving",
         ),
         c(
+            "restore-namespace-not-a-name",
+            {"spec.continuousArchiving": {**ARCHIVING, "allowedRestoreNamespaces": ["Tenant_B"]}},
+            "spec.continuousArchiving.allowedRestoreNamespaces[0]",
+        ),
+        c(
+            "restore-namespace-twice",
+            {"spec.continuousArchiving": {**ARCHIVING,
+                                          "allowedRestoreNamespaces": ["tenant-b", "tenant-b"]}},
+            "spec.continuousArchiving.allowedRestoreNamespaces",
+        ),
+        c(
             "physical-two-retentions",
             {"spec.continuousArchiving": ARCHIVING,
              "spec.physicalBackups": {**PHYSICAL, "retention": {"fullCount": 2, "fullDays": 7}}},
@@ -459,6 +470,9 @@ def _drill_cases() -> list[Case]:
 CASES: list[Case] = _tenant_cases() + _backup_cases() + _drill_cases()
 
 
+BOOTSTRAP: dict[str, Any] = {"recovery": {"tenant": "globex"}}
+
+
 def _update(
     kind: str, id_: str, before: dict[str, Any], after: dict[str, Any], expect: str
 ) -> UpdateCase:
@@ -511,6 +525,13 @@ UPDATE_CASES: list[UpdateCase] = [
         {"spec.components.kafka.replicas": 5},
         "kafka.replicas cannot change on an existing tenant",
     ),
+    _update(T, "bootstrap-added", {}, {"spec.bootstrap": BOOTSTRAP},
+            "bootstrap is immutable"),
+    _update(T, "bootstrap-removed", {"spec.bootstrap": BOOTSTRAP}, {"spec.bootstrap": DELETE},
+            "bootstrap is immutable"),
+    _update(T, "bootstrap-changed", {"spec.bootstrap": BOOTSTRAP},
+            {"spec.bootstrap.recovery.pointInTime": "2026-12-01T10:15:05Z"},
+            "bootstrap is immutable"),
     _update(
         BP, "tenant-ref-changed", {}, {"spec.tenantRef.name": "globex"}, "tenantRef is immutable"
     ),
@@ -529,6 +550,8 @@ ACCEPTED_UPDATES: list[UpdateCase] = [
     _update(T, "kafka-replicas-dropped", {"spec.components.kafka.replicas": 3},
             {"spec.components.kafka.replicas": DELETE}, ""),
     _update(T, "isolate", {}, {"spec.isolate": True}, ""),
+    _update(T, "bootstrapped-tier-change", {"spec.bootstrap": BOOTSTRAP},
+            {"spec.tier": "Enterprise"}, ""),
     _update(BP, "schedule-change", {}, {"spec.schedule": "30 1 * * *"}, ""),
     _update(DR, "objectives-change", {}, {"spec.objectives.rtoSeconds": 1800}, ""),
 ]

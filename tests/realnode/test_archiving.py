@@ -69,15 +69,25 @@ def archived_tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
                     pod_s3: S3Server) -> Iterator[tuple[str, str, str]]:
     """(tenant, bucket, cipher passphrase): a Ready tenant whose policy archives."""
     name = f"wal-{uuid.uuid4().hex[:5]}"
-    ns = tenants.namespace_of(name)
     # The policy first, as a platform engineer would: the primary then archives
     # from its first start, with no restart to take archive_mode.
-    tenants.ensure_namespace(real_cluster, ns)
-    runs.put_s3_secrets(real_cluster, ns, pod_s3)
-    passphrase = secrets.token_urlsafe(32)
-    tenants.put_secret(real_cluster, ns, CIPHER_SECRET, {"passphrase": passphrase})
     bucket = pod_s3.create_bucket()
-    runs.apply(real_cluster, {
+    passphrase = _archiving_policy(real_cluster, pod_s3, name, bucket)
+    tenants.apply(real_cluster, stack.postgres_only(name))
+    stack.wait_ready(real_cluster, name)
+    yield name, bucket, passphrase
+    tenants.discard(real_cluster, name)
+
+
+def _archiving_policy(cluster: ClusterHandle, s3: S3Server, name: str, bucket: str) -> str:
+    """Tenant ``name``'s namespace and BackupPolicy "archive" that archives into
+    ``bucket``; returns the repository's passphrase."""
+    ns = tenants.namespace_of(name)
+    tenants.ensure_namespace(cluster, ns)
+    runs.put_s3_secrets(cluster, ns, s3)
+    passphrase = secrets.token_urlsafe(32)
+    tenants.put_secret(cluster, ns, CIPHER_SECRET, {"passphrase": passphrase})
+    runs.apply(cluster, {
         "apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "BackupPolicy",
         "metadata": {"name": "archive", "namespace": ns},
         "spec": {
@@ -94,10 +104,7 @@ def archived_tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
                 "repositoryCipherSecretRef": {"name": CIPHER_SECRET, "key": "passphrase"}},
         },
     })
-    tenants.apply(real_cluster, stack.postgres_only(name))
-    stack.wait_ready(real_cluster, name)
-    yield name, bucket, passphrase
-    tenants.discard(real_cluster, name)
+    return passphrase
 
 
 def _archiving(cluster: ClusterHandle, namespace: str) -> dict[str, Any] | None:
@@ -457,3 +464,99 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
             real_cluster.kubectl("delete", "drdrills.stackforge.io", drill, "-n", ns,
                                  "--ignore-not-found", "--wait=false")
         _physical_spec(real_cluster, ns, None)
+
+
+def _objects(s3: S3Server, bucket: str, prefix: str) -> dict[str, str]:
+    """Object key -> ETag of everything under ``prefix``."""
+    found: dict[str, str] = {}
+    for page in s3.client().get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix):
+        found.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+    return found
+
+
+def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
+        real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str],
+        pod_s3: S3Server) -> None:
+    """A new tenant from another's backups at T: the source's rows before T and none
+    after; it archives under its own path; the source's repository gets nothing
+    from it (the objects there before are unchanged, and every new one is the
+    source's own WAL of its own timeline)."""
+    name, bucket, _ = archived_tenant
+    ns = tenants.namespace_of(name)
+    clone = f"{name}-past"
+    clone_ns = tenants.namespace_of(clone)
+    tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
+    real_cluster.kubectl(
+        "patch", "backuppolicies.stackforge.io", "archive", "-n", ns, "--type=merge", "-p",
+        json.dumps({"spec": {
+            "physicalBackups": {"fullSchedule": "0 0 1 1 *", "retention": {"fullCount": 1}},
+            "continuousArchiving": {"allowedRestoreNamespaces": [clone_ns]}}}))
+    try:
+        tenants.eventually(
+            lambda: _physical_status(real_cluster, ns).get("recoverabilityWindow"),
+            timeout=300, interval=2)
+        stack.psql(real_cluster, ns, "CREATE TABLE cloned (id int PRIMARY KEY);"
+                                     "INSERT INTO cloned SELECT generate_series(1, 10);")
+        time.sleep(1.2)
+        target = stack.psql(real_cluster, ns, "SELECT to_char(clock_timestamp() AT TIME ZONE "
+                                              "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        time.sleep(1.2)
+        stack.psql(real_cluster, ns, "INSERT INTO cloned SELECT generate_series(11, 20);")
+        repository = first_repository(real_cluster, ns)
+        before = _objects(pod_s3, bucket, repository + "/")
+
+        _archiving_policy(real_cluster, pod_s3, clone, bucket)
+        manifest = stack.postgres_only(clone)
+        manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": target}}
+        tenants.apply(real_cluster, manifest)
+        # T is newer than the archive's last point for a while: the tenant waits,
+        # and nothing of it exists yet (a primary now would initialise instead).
+        waiting = tenants.eventually(
+            lambda: (c := runs.condition_of(tenants.get(real_cluster, clone, clone_ns) or {},
+                                            "Reconciling")).get("reason")
+            == "TargetOutsideWindow" and c, timeout=60, interval=1)
+        assert "spec.bootstrap.recovery.pointInTime" in waiting["message"], waiting
+        apps = client.AppsV1Api(real_cluster.api)
+        assert not apps.list_namespaced_stateful_set(clone_ns).items
+
+        def restored() -> dict[str, Any] | None:
+            found = tenants.get(real_cluster, clone, clone_ns) or {}
+            done = ((found.get("status") or {}).get("bootstrap") or {}).get("completionTime")
+            ready = runs.condition_of(found, "Ready").get("status") == "True"
+            return found if done and ready else None
+
+        try:
+            found = tenants.eventually(restored, timeout=420, interval=2)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{stack.diagnosis(real_cluster, clone_ns)}") from None
+        record = found["status"]["bootstrap"]
+        assert record["sourceTenant"] == name and record["backupPolicy"] == "archive", record
+        assert record["repositoryPath"].strip("/") == repository, record
+        assert runs.parse_time(record["recoveryTarget"]) == runs.parse_time(target), record
+        # The copies of the source's Secrets go once the restore is done.
+        core = client.CoreV1Api(real_cluster.api)
+        tenants.eventually(lambda: not {s.metadata.name for s in core.list_namespaced_secret(
+            clone_ns).items} & {"bootstrap-s3-credentials", "bootstrap-s3-ca",
+                                 "bootstrap-repository-cipher"}, timeout=60, interval=1)
+        stack.wait_ready(real_cluster, clone)
+        assert stack.psql(real_cluster, clone_ns, "SELECT count(*) || ':' || max(id) "
+                                                  "FROM cloned") == "10:10"
+        assert stack.psql(real_cluster, ns, "SELECT count(*) FROM cloned") == "20"
+        # Its own archive, under its own name.
+        own = tenants.eventually(lambda: _archiving(real_cluster, clone_ns), timeout=300,
+                                 interval=2)
+        own_path = own["status"]["continuousArchiving"]["repositoryPath"]
+        assert f"/_pgbackrest/{clone}/" in own_path and repository not in own_path, own_path
+
+        after = _objects(pod_s3, bucket, repository + "/")
+        assert {k: after.get(k) for k in before} == before
+        added = sorted(set(after) - set(before))
+        assert all(k.startswith(f"{repository}/archive/{name}/") for k in added), added
+        assert all(k.rsplit("/", 1)[-1].startswith("00000001") for k in added), added
+    finally:
+        tenants.discard(real_cluster, clone, clone_ns)
+        real_cluster.kubectl(
+            "patch", "backuppolicies.stackforge.io", "archive", "-n", ns, "--type=merge", "-p",
+            json.dumps({"spec": {"physicalBackups": None,
+                                 "continuousArchiving": {"allowedRestoreNamespaces": None}}}))

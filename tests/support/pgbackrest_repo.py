@@ -76,8 +76,10 @@ def _config(s3: S3Server, bucket: str, server: pg.PostgresServer, state: Path,
 
 
 @contextmanager
-def archiving_server(*, io_timeout: int = 10) -> Iterator[Archiving]:
-    """The server, started, and its repository's configuration (no stanza yet)."""
+def archiving_server(*, io_timeout: int = 10,
+                     settings: dict[str, str] | None = None) -> Iterator[Archiving]:
+    """The server, started, and its repository's configuration (no stanza yet);
+    ``settings``: more of the server's (archive_timeout, ...)."""
     if shutil.which("pgbackrest") is None:
         raise RuntimeError("pgbackrest not found (apt-get install pgbackrest); .ci/run installs it")
     if not pg.available():
@@ -91,6 +93,7 @@ def archiving_server(*, io_timeout: int = 10) -> Iterator[Archiving]:
             "wal_level": "replica",
             "archive_mode": "on",
             "archive_command": f"pgbackrest --config={config} --stanza={STANZA} archive-push %p",
+            **(settings or {}),
         })
         try:
             assert s3.ca_bundle is not None

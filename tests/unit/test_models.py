@@ -389,6 +389,18 @@ def test_update_rules() -> None:
     ]
 
 
+def test_bootstrap_is_fixed_at_creation() -> None:
+    plain = StackForgeTenantSpec.model_validate({"tier": "Growth"})
+    cloned = StackForgeTenantSpec.model_validate(
+        {"tier": "Growth", "bootstrap": {"recovery": {"tenant": "acme"}}})
+    moved = StackForgeTenantSpec.model_validate({"tier": "Growth", "bootstrap": {
+        "recovery": {"tenant": "acme", "pointInTime": "2026-12-01T10:15:05Z"}}})
+    message = ["bootstrap is immutable: it says where the database came from"]
+    assert update_violations(cloned, cloned.model_copy()) == []
+    for old, new in ((plain, cloned), (cloned, plain), (cloned, moved)):
+        assert update_violations(old, new) == message
+
+
 def test_rules_must_have_their_python_twin() -> None:
     with pytest.raises(ValueError, match="Python twin"):
         Rule(cel="self.a > 0", message="a must be positive")

@@ -46,7 +46,7 @@ from stackforge_operator.models.backup import (
     PhysicalRetention,
 )
 from stackforge_operator.models.common import SecretKeyRef
-from stackforge_operator.models.effective import Archiving
+from stackforge_operator.models.effective import Archiving, Restore
 
 # Programs of the PostgreSQL image.
 PGBACKREST_PROGRAM: Final = "stackforge-pgbackrest"
@@ -67,6 +67,9 @@ REQUEST_FILE: Final = f"{REQUEST_DIR}/request"
 _REQUEST_ID_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 # Where stackforge-restore takes the source repository's pgBackRest options from.
 RESTORE_OPTION_PREFIX: Final = "STACKFORGE_RESTORE_"
+# A restoring primary's copy of the source endpoint's CA (its own archive's is s3ca's).
+RESTORE_CA_VOLUME: Final = "restore-s3-ca"
+RESTORE_CA_DIR: Final = "/etc/stackforge/restore-s3-ca"
 _REQUEST_RE: Final = re.compile(r"^(\d{8}T\d{6}Z) (full|diff|incr) (count|time) (\d{1,4})$")
 
 
@@ -193,9 +196,11 @@ def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
 
 
 def restore_environment(storage: ObjectStorage, cipher: SecretKeyRef, *, stanza_name: str,
-                        repository_path: str, target: str) -> list[dict[str, Any]]:
+                        repository_path: str, target: str,
+                        ca_file: str = s3ca.CA_PATH) -> list[dict[str, Any]]:
     """stackforge-restore's settings: a repository (an incarnation's path in ``storage``,
-    whose Secrets and ``cipher`` the pod can read) restored to ``target``.
+    whose Secrets and ``cipher`` the pod can read) restored to ``target``; ``ca_file``
+    is where the pod has ``storage.endpointCA``.
 
     The source's pgBackRest options go under ``RESTORE_OPTION_PREFIX``, apart
     from the server's own ``PGBACKREST_*``, which may name the repository a
@@ -205,12 +210,37 @@ def restore_environment(storage: ObjectStorage, cipher: SecretKeyRef, *, stanza_
     options = [{**e, "name": RESTORE_OPTION_PREFIX + str(e["name"])}
                for e in environment(source, stanza_name)
                if str(e["name"]).startswith("PGBACKREST_")]
+    for option in options:
+        if option["name"] == f"{RESTORE_OPTION_PREFIX}PGBACKREST_REPO1_STORAGE_CA_FILE":
+            option["value"] = ca_file
     return [
         env("STACKFORGE_RESTORE_REPOSITORY", repository_path),
         env("STACKFORGE_RESTORE_STANZA", stanza(stanza_name)),
         env("STACKFORGE_RESTORE_TARGET", target),
         *options,
     ]
+
+
+def restore_volumes(r: Restore) -> list[dict[str, Any]]:
+    """The source endpoint's CA for a restoring primary, apart from its own archive's."""
+    ca = r.storage.endpoint_ca
+    if ca is None:
+        return []
+    return [{"name": RESTORE_CA_VOLUME, "secret": {
+        "secretName": ca.name, "optional": True,
+        "items": [{"key": ca.key, "path": s3ca.CA_FILE_NAME}]}}]
+
+
+def restore_mounts(r: Restore) -> list[dict[str, Any]]:
+    if r.storage.endpoint_ca is None:
+        return []
+    return [mount(RESTORE_CA_VOLUME, RESTORE_CA_DIR, read_only=True)]
+
+
+def primary_restore_environment(r: Restore) -> list[dict[str, Any]]:
+    return restore_environment(r.storage, r.cipher, stanza_name=r.source_tenant,
+                               repository_path=r.repository_path, target=r.target,
+                               ca_file=f"{RESTORE_CA_DIR}/{s3ca.CA_FILE_NAME}")
 
 
 def volumes(a: Archiving) -> list[dict[str, Any]]:

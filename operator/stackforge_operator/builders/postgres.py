@@ -315,12 +315,15 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
 
 
 def _primary(t: EffectiveTenant) -> Manifest:
-    a = t.archiving
+    a, r = t.archiving, t.restore
+    # With a restore (spec.bootstrap), the first start on an empty volume
+    # restores the source's archive instead of initdb (the image's entrypoint).
     server = _postgres_container(
         t, "postgres",
         SERVER_ARGS + (archiving.server_args(a) if a else []),
-        _role_env(t) + (archiving.environment(a, t.name) if a else []),
-        archiving.mounts(a) if a else [],
+        _role_env(t) + (archiving.environment(a, t.name) if a else [])
+        + (archiving.primary_restore_environment(r) if r else []),
+        (archiving.mounts(a) if a else []) + (archiving.restore_mounts(r) if r else []),
         ANSWERS_ON_TCP)
     sidecars = [_upkeep(t), exporters.postgres_exporter(
         t.postgres.version, "config", CONFIG_DIR, EXPORTER_QUERIES_KEY)]
@@ -335,6 +338,7 @@ def _primary(t: EffectiveTenant) -> Manifest:
             {"name": "admin-roles",
              "secret": {"secretName": POSTGRES_ADMIN_ROLES_SECRET, "defaultMode": 0o440}},
             *(archiving.volumes(a) if a else []),
+            *(archiving.restore_volumes(r) if r else []),
         ],
     )
     return stateful_set(

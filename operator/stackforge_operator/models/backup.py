@@ -19,6 +19,7 @@ from stackforge_operator.models.common import (
     SECRET_KEY_RE,
     Conditions,
     Cron,
+    DNSLabel,
     HttpUrl,
     LocalObjectRef,
     SecretKeyRef,
@@ -238,6 +239,18 @@ class ContinuousArchiving(SpecModel):
             "Secret key holding pgBackRest's repository passphrase (aes-256-cbc), on top of "
             "the bucket's own encryption. Keep it safe: nothing archived can be read without it."
         ),
+    )
+    allowed_restore_namespaces: Annotated[
+        list[DNSLabel], Field(max_length=50), AfterValidator(unique())
+    ] = Field(
+        default_factory=list,
+        description=(
+            "Namespaces whose new tenants may be created from this archive "
+            "(StackForgeTenant spec.bootstrap.recovery). Each such tenant gets copies of "
+            "the bucket's keys and the repository's passphrase until its restore is done. "
+            "Default: none."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
 

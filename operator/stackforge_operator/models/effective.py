@@ -93,6 +93,19 @@ class Archiving:
 
 
 @dataclass(frozen=True)
+class Restore:
+    """The primary's first start restores another tenant's archive (spec.bootstrap), as
+    reconcile/bootstrap.py resolved it; ``storage`` and ``cipher`` name this tenant's
+    namespace's copies of the source's Secrets. Not part of the tenant's spec."""
+
+    source_tenant: str  # its stanza
+    repository_path: str
+    target: str  # RFC 3339, or "latest"
+    storage: ObjectStorage
+    cipher: SecretKeyRef
+
+
+@dataclass(frozen=True)
 class Stateful:
     """Redis, Kafka or Consul."""
 
@@ -170,6 +183,7 @@ class EffectiveTenant:
     rpo_seconds: int
     # Set by the tenant's reconcile from its BackupPolicies, never from its spec.
     archiving: Archiving | None = None
+    restore: Restore | None = None
 
 
 def _app(app: AppServiceSpec, tier: Tier) -> App:

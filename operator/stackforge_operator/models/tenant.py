@@ -608,6 +608,41 @@ class NodesSpec(SpecModel):
     count: StrictInt | None = Field(None, ge=1, le=100, description="Number of nodes.")
 
 
+class RecoverySource(SpecModel):
+    """Another tenant's physical backups, restored into this tenant's new database."""
+
+    tenant: DNSLabel = Field(
+        description="The tenant whose backups are restored (names are unique in the cluster)."
+    )
+    backup_policy: DNSLabel | None = Field(
+        None,
+        description=(
+            "Its BackupPolicy whose archive is restored; it must list this tenant's "
+            "namespace in continuousArchiving.allowedRestoreNamespaces. Default: its "
+            "policy that archives."
+        ),
+    )
+    point_in_time: datetime | None = Field(
+        None,
+        description=(
+            "RFC 3339: the source's database as it was at that moment (every transaction "
+            "committed at or before it, none after); it must be inside the policy's "
+            "recoverability window. Default: the last archived moment."
+        ),
+    )
+
+
+class Bootstrap(SpecModel):
+    """Where a new tenant's database comes from, instead of an empty one."""
+
+    recovery: RecoverySource = Field(
+        description=(
+            "Restore another tenant's physical backups (a clone): the primary's first "
+            "start restores them, then archives under this tenant's own path."
+        ),
+    )
+
+
 def reserved_namespace(namespace: str) -> bool:
     # Twin of admission.NAMESPACE_ALLOWED (the admission policy's CEL).
     return namespace.startswith(RESERVED_NAMESPACE_PREFIX) or namespace in RESERVED_NAMESPACES
@@ -622,6 +657,13 @@ class StackForgeTenantSpec(SpecModel):
             message="tls requires domain",
             field_path=".tls",
             check=lambda s: s.tls is None or s.domain is not None,
+        ),
+        Rule(
+            cel="has(self.bootstrap) == has(oldSelf.bootstrap) && "
+                "(!has(self.bootstrap) || self.bootstrap == oldSelf.bootstrap)",
+            message="bootstrap is immutable: it says where the database came from",
+            field_path=".bootstrap",
+            check_update=lambda old, new: old.bootstrap == new.bootstrap,
         ),
     )
 
@@ -658,6 +700,13 @@ class StackForgeTenantSpec(SpecModel):
     quota: QuotaSpec | None = Field(None, description="Namespace quota overrides.")
     nodes: NodesSpec | None = Field(
         None, description="Node sizing overrides for the cost estimate."
+    )
+    bootstrap: Bootstrap | None = Field(
+        None,
+        description=(
+            "Create the database from another tenant's backups instead of empty. "
+            "Immutable; only the first start of the primary uses it."
+        ),
     )
 
 
@@ -803,6 +852,28 @@ class OpenIncident(StatusModel):
     since: datetime = Field(description="When the condition behind it began.")
 
 
+class BootstrapStatus(StatusModel):
+    """The restore a tenant's database was created from (spec.bootstrap), fixed when it began."""
+
+    source_tenant: str = Field(max_length=63, description="The tenant restored from.")
+    source_namespace: str = Field(max_length=63, description="Its namespace.")
+    backup_policy: str = Field(max_length=253, description="Its BackupPolicy restored from.")
+    repository_path: str = Field(
+        max_length=1024, description="The pgBackRest repository (repo1-path) restored."
+    )
+    recovery_target: str = Field(
+        max_length=64, description="The moment restored to (RFC 3339), or latest."
+    )
+    start_time: datetime = Field(description="When the restore was set up.")
+    completion_time: datetime | None = Field(
+        None,
+        description=(
+            "When the restored primary was first Ready (promoted, this tenant's "
+            "passwords set); the copies of the source's Secrets are deleted then."
+        ),
+    )
+
+
 class StackForgeTenantStatus(StatusModel):
     """Observed state of a tenant (kstatus conventions, see docs/api.md)."""
 
@@ -846,4 +917,7 @@ class StackForgeTenantStatus(StatusModel):
         default_factory=list,
         description="Open incidents already notified; each is notified again once, resolved.",
         json_schema_extra=list_map("key"),
+    )
+    bootstrap: BootstrapStatus | None = Field(
+        None, description="The restore the database was created from (spec.bootstrap)."
     )

@@ -66,6 +66,7 @@ ACTIVE_SECONDS = 2.0
 # A converged object is looked at again this often (S3 changes are no watch event).
 IDLE_SECONDS = config.RESYNC_SECONDS
 STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
+WAITING_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     due = active is None and _due(spec, t, old, now)
     physical: builders.PhysicalSource | None = None
     if due and spec.backup.method == BackupMethod.PHYSICAL:
+        point = (spec.backup.point_in_time
+                 if spec.backup.source == BackupSource.POINT_IN_TIME else None)
         chosen = drill_recovery.physical_source(
-            spec.backup, policy_body["metadata"]["name"], policy, _policy_status(policy_body))
+            point, policy_body["metadata"]["name"], policy, _policy_status(policy_body),
+            field="spec.backup.pointInTime", what="the drill's run")
         if isinstance(chosen, drill_recovery.Refusal):
             # Nothing is created for a run that could only fail.
             return _held(body, old, chosen.progress, chosen.reason, chosen.message)
@@ -477,7 +481,10 @@ def _held(body: Mapping[str, Any], old: DRDrillStatus, progress: status.Progress
         "conditions": status.merge(old.conditions, status.rollup(progress, reason, message),
                                    generation=generation, now=datetime.now(UTC)),
     })
-    return Outcome(STALLED_SECONDS, _write(body, old, new))
+    # Waiting (for a backup, for the archive to pass a target) ends by itself:
+    # looked at again soon. Stalled needs a change, which a watch event brings.
+    again = WAITING_SECONDS if progress is status.Progress.RECONCILING else STALLED_SECONDS
+    return Outcome(again, _write(body, old, new))
 
 
 def _write(body: Mapping[str, Any], old: DRDrillStatus,

@@ -1,15 +1,16 @@
-"""What a Physical drill restores, decided before its run starts: or why it cannot start.
+"""What a restore from an archive restores, decided before it starts: or why it cannot start.
 
-A point-in-time restore can only reach the moments its policy's repository
-covers (``status.physicalBackups.recoverabilityWindow``). A target before the
-window can never be restored: the drill stalls, saying the window. A target
-after it is not archived yet: the drill waits for the window to pass it. In
-both cases nothing is created, so a drill that could only fail never costs a
-sandbox.
+For a Physical drill's run and for a tenant created from another's backups
+(spec.bootstrap). A point-in-time restore can only reach the moments its
+policy's repository covers (``status.physicalBackups.recoverabilityWindow``).
+A target before the window can never be restored: it stalls, saying the
+window. A target after it is not archived yet: it waits for the window to pass
+it. In both cases nothing is created, so a restore that could only fail never
+costs a sandbox or a database.
 
-The repository is fixed when the run starts (``ActiveDrillRun.repositoryPath``):
-a new incarnation of the tenant's database while the run goes on does not move
-the restore to another repository.
+The repository is fixed when the restore starts (a drill's
+``activeRun.repositoryPath``, a tenant's ``status.bootstrap``): a new
+incarnation of the source's database meanwhile does not move it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from datetime import UTC, datetime
 from stackforge_operator import status
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
-from stackforge_operator.models.drill import BackupSelector, BackupSource
 
 LATEST = "latest"
 
@@ -44,13 +44,15 @@ def window_text(first: datetime, last: datetime) -> str:
     return f"{rfc3339(first)} to {rfc3339(last)}"
 
 
-def physical_source(selector: BackupSelector, policy_name: str, policy: BackupPolicySpec,
-                    observed: BackupPolicyStatus) -> PhysicalSource | Refusal:
-    """The repository and target of a Physical drill's next run, or why there is none."""
+def physical_source(point_in_time: datetime | None, policy_name: str, policy: BackupPolicySpec,
+                    observed: BackupPolicyStatus, *, field: str,
+                    what: str) -> PhysicalSource | Refusal:
+    """The repository and target of a restore to ``point_in_time`` (None: the latest),
+    or why there is none; ``field`` names the time in messages, ``what`` the restore."""
     if policy.continuous_archiving is None or policy.physical_backups is None:
         return Refusal(
             status.Progress.STALLED, "PhysicalBackupsNotConfigured",
-            f"spec.backup.method Physical restores pgBackRest backups: BackupPolicy "
+            f"{what} restores pgBackRest backups: BackupPolicy "
             f"{policy_name} needs continuousArchiving and physicalBackups")
     repository = (observed.continuous_archiving.repository_path
                   if observed.continuous_archiving else None)
@@ -59,21 +61,21 @@ def physical_source(selector: BackupSelector, policy_name: str, policy: BackupPo
     if repository is None or window is None:
         return Refusal(
             status.Progress.RECONCILING, "WaitingForBackup",
-            f"BackupPolicy {policy_name} has no physical backup yet; the drill starts "
+            f"BackupPolicy {policy_name} has no physical backup yet; {what} starts "
             "after its first one")
-    if selector.source != BackupSource.POINT_IN_TIME or selector.point_in_time is None:
+    if point_in_time is None:
         return PhysicalSource(repository, LATEST)
-    target = selector.point_in_time.astimezone(UTC)
+    target = point_in_time.astimezone(UTC)
     span = window_text(window.first_point, window.last_point)
     if target < window.first_point:
         return Refusal(
             status.Progress.STALLED, "TargetOutsideWindow",
-            f"spec.backup.pointInTime {rfc3339(target)} is before the recoverability window "
+            f"{field} {rfc3339(target)} is before the recoverability window "
             f"of BackupPolicy {policy_name} ({span}): no backup restores to it")
     if target > window.last_point:
         return Refusal(
             status.Progress.RECONCILING, "TargetOutsideWindow",
-            f"spec.backup.pointInTime {rfc3339(target)} is after the recoverability window "
-            f"of BackupPolicy {policy_name} ({span}): the run starts once the WAL past it "
+            f"{field} {rfc3339(target)} is after the recoverability window "
+            f"of BackupPolicy {policy_name} ({span}): {what} starts once the WAL past it "
             "is archived")
     return PhysicalSource(repository, rfc3339(target))

@@ -24,13 +24,20 @@ from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TE
 from stackforge_operator.cost import estimate
 from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import (
+    BootstrapStatus,
     ComponentStatus,
     StackForgeTenantSpec,
     StackForgeTenantStatus,
     admin_secret_name,
 )
 from stackforge_operator.notify.sender import Delivery
-from stackforge_operator.reconcile import archiving_policy, immutable, isolation, tenant_notify
+from stackforge_operator.reconcile import (
+    archiving_policy,
+    bootstrap,
+    immutable,
+    isolation,
+    tenant_notify,
+)
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
 from stackforge_operator.reconcile.diff import needs_apply
@@ -137,6 +144,13 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     # Read once: they configure the primary's archiving and report backup health.
     policies = observe.backup_policies(t.name, t.namespace)
     t = replace(t, archiving=archiving_policy.archiving(policies))
+    prepared = bootstrap.prepare(t, spec, old_status.bootstrap, datetime.now(UTC))
+    if isinstance(prepared, bootstrap.Held):
+        # Nothing before the restore is set up: the primary would initialise instead.
+        return _held(body, old_status, generation, prepared.progress, prepared.reason,
+                     prepared.message)
+    if prepared is not None:
+        t = replace(t, restore=prepared.restore)
 
     # Asked once: the children observed and the children desired must agree.
     with_certificates = observe.cert_manager_installed()
@@ -162,6 +176,8 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if t.postgres.enabled:
         # Not a credentials Secret of its own (no rotation record): it follows them.
         secrets.append(postgres.admin_roles_secret(t, _admin_passwords(t, secrets)))
+    if prepared is not None:
+        secrets += prepared.copies
     owner = owner_reference(body)
     desired = [_owned(m, owner) for m in stack.desired_children(
         t, secrets=secrets, tls=spec.tls, rotation=rotation)]
@@ -194,7 +210,8 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         _close_quorum_sessions(t, old_status)
 
     return _report(body, old_status, t, spec, generation, desired, live,
-                   tuple(applied), pruned, rotated, problems, notify, policies)
+                   tuple(applied), pruned, rotated, problems, notify, policies,
+                   prepared.recorded if prepared else None)
 
 
 def _close_quorum_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
@@ -287,6 +304,12 @@ def _stalled(
     problems: Sequence[status.Problem],
 ) -> Outcome:
     progress, reason, message = status.tenant_progress([], [], problems, suspended=False)
+    return _held(body, old_status, generation, progress, reason, message)
+
+
+def _held(body: Mapping[str, Any], old_status: StackForgeTenantStatus, generation: int,
+          progress: status.Progress, reason: str, message: str) -> Outcome:
+    """Nothing applied: the rollup says why; the rest of the status stays."""
     conditions = status.merge(
         old_status.conditions, status.rollup(progress, reason, message),
         generation=generation, now=datetime.now(UTC),
@@ -295,8 +318,10 @@ def _stalled(
         update={"observed_generation": generation, "conditions": conditions}
     )
     latest = _write_status(body, old_status, new_status)
-    logger.warning("tenant %s is stalled: %s", body["metadata"]["name"], message)
-    return Outcome((), (), progress, STALLED_SECONDS, latest)
+    logger.warning("tenant %s is held (%s): %s", body["metadata"]["name"], reason, message)
+    # Waiting (a restore's source not archived that far yet) ends by itself.
+    again = CONVERGING_SECONDS if progress is status.Progress.RECONCILING else STALLED_SECONDS
+    return Outcome((), (), progress, again, latest)
 
 
 def _report(
@@ -313,6 +338,7 @@ def _report(
     apply_problems: Sequence[status.Problem],
     notify: Notify | None,
     policies: Sequence[dict[str, Any]],
+    restored: BootstrapStatus | None,
 ) -> Outcome:
     now = datetime.now(UTC)
     workloads = [(m, live.get((m["kind"], m["metadata"]["name"])) or None)
@@ -375,7 +401,10 @@ def _report(
         isolated=t.isolate,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
         replication=observe.replicas(t, old_status.replication, pods),
+        bootstrap=None if restored is None else bootstrap.completed(
+            restored, any(s.name == postgres.NAME and s.ready for s in states), now),
     )
+    _bootstrap_events(body, old_status.bootstrap, new_status.bootstrap)
     incidents, messages = tenant_notify.review(
         new_status, old_status.incidents, policies, spec.notifications, now)
     sends = tenant_notify.deliveries(t.name, t.namespace, spec.notifications, messages)
@@ -398,6 +427,20 @@ def _report(
     if applied or pruned:
         logger.info("tenant %s: applied %s; pruned %s", t.name, list(applied), list(pruned))
     return Outcome(applied, pruned, progress, requeue, latest)
+
+
+def _bootstrap_events(body: Mapping[str, Any], old: BootstrapStatus | None,
+                      new: BootstrapStatus | None) -> None:
+    if new is None:
+        return
+    if old is None:
+        kube.record_event(dict(body), "Normal", "RestoreStarted",
+                          f"restoring {new.repository_path} of tenant {new.source_tenant} "
+                          f"to {new.recovery_target}")
+    if new.completion_time is not None and (old is None or old.completion_time is None):
+        kube.record_event(dict(body), "Normal", "RestoreComplete",
+                          f"the database is tenant {new.source_tenant}'s at "
+                          f"{new.recovery_target}; the copies of its Secrets are deleted")
 
 
 def _write_status(

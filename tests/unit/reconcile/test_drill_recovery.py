@@ -13,8 +13,8 @@ import pytest
 from stackforge_operator import status
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
-from stackforge_operator.models.drill import BackupSelector
-from stackforge_operator.reconcile.drill_recovery import Refusal, physical_source, rfc3339
+from stackforge_operator.reconcile import drill_recovery
+from stackforge_operator.reconcile.drill_recovery import Refusal, rfc3339
 
 FIRST = datetime(2026, 11, 30, 1, 5, 12, tzinfo=UTC)
 LAST = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -43,21 +43,20 @@ def _status(*, window: bool = True) -> BackupPolicyStatus:
     return BackupPolicyStatus.model_validate(observed)
 
 
-def _selector(point: datetime | None = None) -> BackupSelector:
-    if point is None:
-        return BackupSelector.model_validate({"method": "Physical"})
-    return BackupSelector.model_validate(
-        {"method": "Physical", "source": "PointInTime", "pointInTime": point.isoformat()})
+def physical_source(point: datetime | None, policy_name: str, policy: BackupPolicySpec,
+                    observed: BackupPolicyStatus) -> PhysicalSource | Refusal:
+    return drill_recovery.physical_source(point, policy_name, policy, observed,
+                                          field="spec.backup.pointInTime", what="the run")
 
 
 def test_latest_restores_the_current_repository_to_its_end() -> None:
-    assert physical_source(_selector(), "nightly", _policy(), _status()) == (
+    assert physical_source(None, "nightly", _policy(), _status()) == (
         PhysicalSource(REPOSITORY, "latest"))
 
 
 @pytest.mark.parametrize("point", [FIRST, FIRST + timedelta(hours=3), LAST])
 def test_a_moment_inside_the_window_is_the_target(point: datetime) -> None:
-    chosen = physical_source(_selector(point), "nightly", _policy(), _status())
+    chosen = physical_source(point, "nightly", _policy(), _status())
     assert chosen == PhysicalSource(REPOSITORY, rfc3339(point))
 
 
@@ -69,16 +68,17 @@ def test_a_target_keeps_its_fraction_and_is_given_in_utc() -> None:
 
 
 def test_a_moment_before_the_window_is_refused_for_good_with_the_window() -> None:
-    chosen = physical_source(_selector(FIRST - timedelta(seconds=1)), "nightly", _policy(),
+    chosen = physical_source(FIRST - timedelta(seconds=1), "nightly", _policy(),
                              _status())
     assert isinstance(chosen, Refusal)
     assert (chosen.progress, chosen.reason) == (status.Progress.STALLED, "TargetOutsideWindow")
-    assert "2026-11-30T01:05:11Z is before the recoverability window" in chosen.message
+    assert ("spec.backup.pointInTime 2026-11-30T01:05:11Z is before the recoverability window"
+            in chosen.message)
     assert f"BackupPolicy nightly ({SPAN})" in chosen.message
 
 
 def test_a_moment_after_the_window_waits_for_the_archive_with_the_window() -> None:
-    chosen = physical_source(_selector(LAST + timedelta(minutes=2)), "nightly", _policy(),
+    chosen = physical_source(LAST + timedelta(minutes=2), "nightly", _policy(),
                              _status())
     assert isinstance(chosen, Refusal)
     assert (chosen.progress, chosen.reason) == (status.Progress.RECONCILING,
@@ -89,7 +89,7 @@ def test_a_moment_after_the_window_waits_for_the_archive_with_the_window() -> No
 @pytest.mark.parametrize(("archiving", "physical"), [(False, False), (True, False)])
 def test_a_policy_without_physical_backups_stalls_the_drill(archiving: bool,
                                                              physical: bool) -> None:
-    chosen = physical_source(_selector(), "nightly",
+    chosen = physical_source(None, "nightly",
                              _policy(archiving=archiving, physical=physical), _status())
     assert isinstance(chosen, Refusal)
     assert (chosen.progress, chosen.reason) == (status.Progress.STALLED,
@@ -99,6 +99,6 @@ def test_a_policy_without_physical_backups_stalls_the_drill(archiving: bool,
 
 @pytest.mark.parametrize("observed", [BackupPolicyStatus(), _status(window=False)])
 def test_before_the_first_physical_backup_the_drill_waits(observed: BackupPolicyStatus) -> None:
-    chosen = physical_source(_selector(FIRST), "nightly", _policy(), observed)
+    chosen = physical_source(FIRST, "nightly", _policy(), observed)
     assert isinstance(chosen, Refusal)
     assert (chosen.progress, chosen.reason) == (status.Progress.RECONCILING, "WaitingForBackup")
