@@ -121,14 +121,14 @@ def restored_newest(archiving: Archiving, segments: list[str]) -> datetime:
     allowed = work / "allowed"
     allowed.write_text("".join(f"{s}\n" for s in segments))
     fetch = work / "fetch"
+    restored = pg.PostgresServer(settings={"archive_mode": "off"})
     # A segment the archive did not have at D is not there (a lost primary's).
     fetch.write_text(
         "#!/bin/sh\n"
         f'grep -qx "$1" {allowed} || exit 1\n'
         f'exec pgbackrest --config={archiving.config} --stanza={STANZA} '
-        f'--no-archive-async archive-get "$1" "$2"\n')
+        f'--pg1-path={restored.data_dir} --no-archive-async archive-get "$1" "$2"\n')
     fetch.chmod(0o755)
-    restored = pg.PostgresServer(settings={"archive_mode": "off"})
     try:
         for path in (work, allowed, fetch, restored.root):
             os.chown(path, server.os_user.uid, server.os_user.gid)
@@ -169,6 +169,12 @@ def main() -> None:
                 raise SystemExit(f"pgbackrest {command[0]} failed:\n{ran.stdout}{ran.stderr}")
         archiver = Archiver(archiving)
         writer = Writer(archiving.server)
+        # The table and its first rows in the archive before any disaster:
+        # `check` switches the segment and waits until it is archived.
+        time.sleep(1)
+        checked = pgbackrest(archiving, "check", timeout=600)
+        if checked.returncode != 0:
+            raise SystemExit(f"pgbackrest check failed:\n{checked.stdout}{checked.stderr}")
         dump_taken = datetime.now(UTC)
         dumped = subprocess.run(  # type: ignore[call-overload]
             [archiving.server.bin("pg_dump"), "-Fc", "-h", str(archiving.server.socket_dir),
