@@ -48,13 +48,8 @@ API = f"{API_GROUP}/{API_VERSION}"
 FIELD = "spec.bootstrap.recovery"
 
 
-@dataclass(frozen=True)
-class Held:
-    """Nothing of the tenant is applied: the rollup says why."""
-
-    progress: status.Progress
-    reason: str
-    message: str
+# Nothing of the tenant is applied: the rollup says why (a refusal of the restore's).
+Held = drill_recovery.Refusal
 
 
 @dataclass(frozen=True)
@@ -98,8 +93,8 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
         chosen = drill_recovery.physical_source(
             wanted.point_in_time, policy_name, policy, observed,
             field=f"{FIELD}.pointInTime", what="the restore")
-        if isinstance(chosen, drill_recovery.Refusal):
-            return Held(chosen.progress, chosen.reason, chosen.message)
+        if isinstance(chosen, Held):
+            return chosen
         recorded = BootstrapStatus(
             source_tenant=wanted.tenant, source_namespace=namespace, backup_policy=policy_name,
             repository_path=chosen.repository_path, recovery_target=chosen.target,
