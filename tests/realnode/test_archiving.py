@@ -34,7 +34,9 @@ from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
 from tests.realnode.s3_service import S3_NAMESPACE, S3_SERVICE, S3_SERVICE_NAME, s3_service
 from tests.support import operator_identity, tenants
+from tests.support.channels import Channels
 from tests.support.clusters import ClusterHandle
+from tests.support.receiver import Receiver
 from tests.support.s3_server import S3Server
 
 ARCHIVE_TIMEOUT_SECONDS = 60
@@ -203,6 +205,21 @@ def test_an_unreachable_bucket_turns_archiving_false_and_the_queue_follows_witho
     name, bucket, _ = archived_tenant
     ns = tenants.namespace_of(name)
     tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
+    with Receiver() as receiver:
+        channels = Channels(receiver)
+        channels.subscribe(real_cluster, name, ns, slack=False)
+        try:
+            _outage(real_cluster, name, bucket, pod_s3, channels)
+        finally:
+            client.CustomObjectsApi(real_cluster.api).patch_namespaced_custom_object(
+                API_GROUP, API_VERSION, ns, "stackforgetenants", name,
+                {"spec": {"notifications": None}})
+
+
+def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Server,
+            channels: Channels) -> None:
+    ns = tenants.namespace_of(name)
+    key = "ArchivingFailed/archive"
     local = real_cluster.local
     assert local is not None and local.node is not None
     node_ip = local.node.network.node_ip
@@ -217,6 +234,10 @@ def test_an_unreachable_bucket_turns_archiving_false_and_the_queue_follows_witho
         assert down["reason"] == "ArchivingStalled", down
         assert "cannot be read" in down["message"], down
         tenants.wait_condition(real_cluster, name, "BackupHealthy", "False", timeout=60)
+        # The tenant's channel hears of it, once.
+        [opened] = tenants.eventually(lambda: channels.webhook(key, "opened"), timeout=60)
+        assert opened["event"] == "ArchivingFailed" and "cannot archive WAL" in opened[
+            "summary"], opened
         # Written while the bucket is away: archived once it is back.
         printed = stack.psql(
             real_cluster, ns,
@@ -249,6 +270,9 @@ def test_an_unreachable_bucket_turns_archiving_false_and_the_queue_follows_witho
     numbers = [int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names]
     assert numbers == list(range(numbers[0], numbers[-1] + 1)), names
     assert written in names
+    [resolved] = tenants.eventually(lambda: channels.webhook(key, "resolved"), timeout=60)
+    assert resolved["since"] == opened["since"], (opened, resolved)
+    assert len(channels.webhook(key, "opened")) == 1
 
 
 def _physical_spec(cluster: ClusterHandle, namespace: str, physical: dict[str, Any] | None) -> None:

@@ -66,8 +66,8 @@ SCRATCH_DATABASE = "restore"
 POSTGRES_UID = 999
 RUNNER_UID = 65532
 # The restored server's upkeep sidecar retries its password change this often
-# while recovery still runs: a second at most is added to the drill's RTO.
-RESTORED_RETRY_SECONDS = 1
+# (seconds, for sleep(1)) while recovery still runs: what it adds to the RTO.
+RESTORED_RETRY_SECONDS = "0.2"
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
             secret_env("REPLICATION_PASSWORD", SCRATCH_SECRET, "password"),
             env("PGHOST", RUN_DIR),
             env("READY_MARKER", SYNCED_MARKER),
-            env("RETRY_SECONDS", str(RESTORED_RETRY_SECONDS)),
+            env("RETRY_SECONDS", RESTORED_RETRY_SECONDS),
         ],
         "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]},
                            "periodSeconds": 1},
@@ -374,7 +374,10 @@ def restore_job(
         database = SCRATCH_DATABASE
     else:
         chosen = ["--recovery-target", physical.target,
-                  "--repository", physical.repository_path]
+                  "--repository", physical.repository_path,
+                  # The Job starts with the restore (reconcile/drill.py): as long
+                  # as the sandbox lives, the database may still be coming.
+                  "--wait-seconds", str(spec.sandbox.ttl_seconds)]
         database = t.postgres.database
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,

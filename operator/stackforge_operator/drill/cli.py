@@ -41,6 +41,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository",
                         help="with --recovery-target: the repository's path in the bucket "
                         "(repo1-path), for the report")
+    parser.add_argument("--wait-seconds", type=float, default=0,
+                        help="with --recovery-target: how long the restored database may take "
+                        "to answer (it may still be restoring); default: not at all")
     store.add_location_arguments(parser)
     parser.add_argument("--started-at",
                         help="when the drill started (ISO 8601), the origin of RTO and RPO; "
@@ -122,10 +125,13 @@ def _recovery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Phys
         parser.error("--backup names a dump: it does not go with --recovery-target")
     if not args.repository or not args.repository.startswith("/"):
         parser.error("--recovery-target needs --repository, an absolute repository path")
+    if args.wait_seconds < 0:
+        parser.error("--wait-seconds must not be negative")
     if args.recovery_target.strip().lower() == "latest":
-        return PhysicalRecovery(args.repository)
+        return PhysicalRecovery(args.repository, wait_seconds=args.wait_seconds)
     try:
-        return PhysicalRecovery(args.repository, parse_time(args.recovery_target))
+        return PhysicalRecovery(args.repository, parse_time(args.recovery_target),
+                                wait_seconds=args.wait_seconds)
     except ValueError as exc:
         parser.error(f"--recovery-target: {exc}")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,9 @@ DEFAULT_CHUNK_SIZE = 4 * MiB
 _TENANT_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # The drill run id is a key segment of the report: no slashes, no dot-only names.
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A Physical drill's runner asks the restored database this often until it answers.
+RESTORED_POLL_SECONDS = 0.2
+WAITING = "waiting for the restored database to answer"
 # Reasons after which there is no point in trying to write a report.
 _NO_REPORT = {"S3Unreachable", "S3Timeout"}
 
@@ -79,6 +83,10 @@ class PhysicalRecovery:
 
     repository: str  # pgBackRest's repo1-path in the bucket
     target: datetime | None = None  # None: the end of the archive
+    # How long the database may take to answer: the scratch pod may still be
+    # restoring when the runner starts (it answers, with the scratch password,
+    # only once promoted).
+    wait_seconds: float = 0
 
     def describe(self) -> str:
         moment = self.target.isoformat() if self.target else "the last archived moment"
@@ -232,7 +240,7 @@ class _Drill:
                   f"(s3://{self.store.bucket}{recovery.repository})")
         psql = verify.Psql(psql_path, self.env, secrets=self.secrets,
                            query_timeout_seconds=self.request.query_timeout_seconds)
-        connectivity = verify.connectivity_check(psql)
+        connectivity = self._restored(psql, recovery.wait_seconds)
         self.checks.append(connectivity)
         if not connectivity.passed:
             return
@@ -240,6 +248,17 @@ class _Drill:
         self.checks.append(recovered)
         self.checks.extend(verify.query_check(psql, spec) for spec in self.request.queries)
         self.verified_at = self.clock()
+
+    def _restored(self, psql: verify.Psql, wait_seconds: float) -> CheckResult:
+        """The connectivity check, retried while the restored database may still come."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            connectivity = verify.connectivity_check(psql)
+            if connectivity.passed or time.monotonic() >= deadline:
+                return connectivity
+            if self.doing != WAITING:
+                self.step(WAITING)
+            time.sleep(RESTORED_POLL_SECONDS)
 
     def _select(self) -> Manifest:
         request = self.request

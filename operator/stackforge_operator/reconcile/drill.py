@@ -284,7 +284,11 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     scratch = (live.get(f"StatefulSet/{builders.SCRATCH}") or {}).get("status") or {}
     job = kube.get("batch/v1", "Job", builders.JOB, sandbox)
     if job is None:
-        if int(scratch.get("readyReplicas") or 0) < 1:
+        # A dump is restored into a running scratch database: wait for it. A
+        # physical restore is the scratch pod's own work, and its runner waits
+        # for the database itself: started with it, its pod's start and the
+        # runner's overlap the restore instead of adding to the RTO.
+        if physical is None and int(scratch.get("readyReplicas") or 0) < 1:
             return  # the scratch database is still starting
         objectives = spec.objectives
         rto = (objectives.rto_seconds if objectives and objectives.rto_seconds else

@@ -87,7 +87,7 @@ def test_the_pod_is_ready_once_the_restored_roles_take_the_scratch_password() ->
             env["REPLICATION_USER"]["value"]) == ("postgres", "acme_app", "replicator")
     marker = env["READY_MARKER"]["value"]
     assert upkeep["readinessProbe"]["exec"]["command"] == ["test", "-e", marker]
-    assert env["RETRY_SECONDS"]["value"] == "1"
+    assert float(env["RETRY_SECONDS"]["value"]) < 1
     # No slots, admin accounts or isolation in a sandbox.
     assert not {"SLOTS_FILE", "ADMIN_ACCOUNTS_FILE", "ISOLATION_FILE"} & set(env)
 
@@ -115,6 +115,8 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     args = runner["args"]
     assert args[args.index("--recovery-target") + 1] == SOURCE.target
     assert args[args.index("--repository") + 1] == SOURCE.repository_path
+    # It starts with the restore and waits for it as long as the sandbox lives.
+    assert args[args.index("--wait-seconds") + 1] == "3600"
     assert "--backup" not in args and "--no-row-counts" not in args
     assert env_of(runner)["PGDATABASE"]["value"] == tenant().postgres.database
     logical = container(_job(None))

@@ -197,9 +197,9 @@ REPOSITORY = "/backups/_pgbackrest/acme/7400-20261129T000000Z"
 
 def test_a_physical_drill_verifies_a_restore_to_its_target() -> None:
     request = _parse(*BASE, "--recovery-target", "2026-12-01T10:15:05+01:00",
-                     "--repository", REPOSITORY)
+                     "--repository", REPOSITORY, "--wait-seconds", "600")
     assert request.recovery == PhysicalRecovery(REPOSITORY, datetime(2026, 12, 1, 9, 15, 5,
-                                                                       tzinfo=UTC))
+                                                                       tzinfo=UTC), 600)
     assert "to 2026-12-01T10:15:05+01:00" in request.describe()
     latest = _parse(*BASE, "--recovery-target", "latest", "--repository", REPOSITORY)
     assert latest.recovery == PhysicalRecovery(REPOSITORY)
@@ -218,6 +218,7 @@ def test_a_physical_drill_verifies_a_restore_to_its_target() -> None:
         ("--recovery-target", "yesterday", "--repository", REPOSITORY),
         ("--recovery-target", "latest"),
         ("--recovery-target", "latest", "--repository", "backups/relative"),
+        ("--recovery-target", "latest", "--repository", REPOSITORY, "--wait-seconds", "-1"),
         ("--repository", REPOSITORY),
         ("--backup", "20261127T020000Z-abcdef", "--recovery-target", "latest",
          "--repository", REPOSITORY),
