@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Benchmark: a Physical DR drill's RTO vs a raw ``pgbackrest restore`` + start-up replay.
+
+On the real node (the project's cluster, its images, the operator on the
+host): a tenant whose BackupPolicy archives its WAL and takes a full physical
+backup after it is seeded with ``--size-mib`` of table data. Then, alternating,
+``--rounds`` times each:
+
+- the drill: a DRDrill with ``backup.method: Physical`` restoring the last
+  archived moment; its RTO is the drill's own (status ``lastResult.rtoSeconds``
+  is whole seconds; the report in S3 has it to the millisecond): from the
+  run's start, through the sandbox, the scratch pod's restore and replay, its
+  promotion and password change, to the runner's verified checks;
+- the baseline: the same repository restored by pgBackRest on the host (the
+  same S3 server, reached at localhost, the same options as the pod: zstd,
+  cipher, asynchronous archive-get), then PostgreSQL 15 started on it until it
+  is promoted (the time of ``pgbackrest restore`` + the server's replay,
+  nothing else).
+
+Prints a table and the ratio of the median times (the issue's goal: at most 1.1).
+
+    .venv/bin/python bench/pitr_drill.py [--size-mib 1024] [--rounds 2]
+
+Needs what `.ci/run` installs (the real node's programs, the images, PostgreSQL
+15 and pgBackRest on the host). Run from the repo root as root, with no other
+real node running (it is host-global).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine_facts  # noqa: E402
+from tests.realnode import stack  # noqa: E402
+from tests.realnode.s3_service import (  # noqa: E402
+    S3_NAMESPACE,
+    S3_SERVICE,
+    S3_SERVICE_NAME,
+    s3_service,
+)
+from tests.support import postgres_server as pg  # noqa: E402
+from tests.support import tenants  # noqa: E402
+
+from stackforge_operator import API_GROUP, API_VERSION  # noqa: E402
+from stackforge_operator.devcluster import images  # noqa: E402
+from stackforge_operator.devcluster.binary import ensure_binary  # noqa: E402
+from stackforge_operator.devcluster.cluster import LocalCluster, free_port  # noqa: E402
+from stackforge_operator.devcluster.localrun import install_crds  # noqa: E402
+from stackforge_operator.devcluster.node.realnode import ImageArchive  # noqa: E402
+from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: E402
+from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
+from stackforge_operator.devcluster.operator_process import OperatorProcess  # noqa: E402
+from stackforge_operator.devcluster.s3server import S3Server  # noqa: E402
+
+TENANT = "rto"
+NAMESPACE = f"tenant-{TENANT}"
+POLICY = "archive"
+CIPHER = "archive-cipher"
+GOAL = 1.1
+CLUSTER_NAMES = ROOT / "tests/realnode/cluster_names"
+
+
+@dataclass
+class Sample:
+    who: str
+    seconds: float
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    try:
+        return tenants.eventually(check, timeout=timeout, interval=interval)
+    except AssertionError as error:
+        raise SystemExit(f"gave up waiting for {what}: {error}") from None
+
+
+class Bench:
+    def __init__(self, cluster: LocalCluster, s3: S3Server, bucket: str) -> None:
+        self.cluster, self.s3, self.bucket = cluster, s3, bucket
+        self.passphrase = secrets.token_urlsafe(32)
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.cluster.kubectl(*args, input=stdin).stdout
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                     stdin=yaml.safe_dump_all(documents))
+
+    def get(self, resource: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.kubectl("get", resource, name, "-n", NAMESPACE,
+                                                        "-o", "json"))
+        return found
+
+    def psql(self, sql: str, **variables: int) -> str:
+        """SQL in the tenant's primary; ``variables`` as psql's (``:name`` in ``sql``)."""
+        settings = [f"--set={k}={v}" for k, v in variables.items()]
+        return self.kubectl("exec", "-i", "-n", NAMESPACE, "postgres-0", "-c", "postgres", "--",
+                            "psql", "-U", "postgres", "-h", "/var/run/postgresql", "-d",
+                            stack.DATABASE, "-v", "ON_ERROR_STOP=1", *settings, "-tA",
+                            stdin=sql).strip()
+
+    # -- the tenant ----------------------------------------------------------------
+
+    def tenant(self, size_mib: int) -> None:
+        keys = self.s3.credentials
+        assert self.s3.ca_bundle is not None
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"namespace": NAMESPACE}}
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        self.apply(
+            {**secret, "metadata": {**secret["metadata"], "name": "s3-credentials"},
+             "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id,
+                            "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}},
+            {**secret, "metadata": {**secret["metadata"], "name": "s3-ca"},
+             "stringData": {"ca.crt": self.s3.ca_bundle.read_text()}},
+            {**secret, "metadata": {**secret["metadata"], "name": CIPHER},
+             "stringData": {"passphrase": self.passphrase}},
+            self.policy(physical=False))
+        tenant = stack.postgres_only(TENANT)
+        tenant["spec"]["components"]["postgres"]["storage"] = f"{max(4, size_mib // 256)}Gi"
+        self.apply(tenant)
+        _until("the tenant Ready", lambda: _condition(self.get("sft", TENANT), "Ready") == "True",
+               600)
+        print(f"seeding {size_mib} MiB", flush=True)
+        rows = size_mib * 1024 * 1024 // 120
+        self.psql("CREATE UNLOGGED TABLE bulk (id bigint, a text, b text, n double precision)")
+        for first in range(1, rows + 1, 2_000_000):
+            last = min(rows, first + 2_000_000 - 1)
+            self.psql("INSERT INTO bulk SELECT g, md5(g::text), md5((g * 31)::text), random() "
+                      "FROM generate_series(:first::bigint, :last::bigint) g",
+                      first=first, last=last)
+        self.psql("ALTER TABLE bulk SET LOGGED; CHECKPOINT;")
+        print("a full backup of it", flush=True)
+        self.apply(self.policy(physical=True))
+
+        def backed_up() -> bool:
+            found = (self.get("sfbp", POLICY).get("status") or {}).get("physicalBackups") or {}
+            return bool(found.get("recoverabilityWindow")) and not found.get("pendingRequest")
+
+        _until("the full backup", backed_up, 1800, 2)
+
+    def policy(self, *, physical: bool) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "tenantRef": {"name": TENANT}, "targets": ["Postgres"],
+            "storage": {"bucket": self.bucket, "prefix": "backups",
+                        "endpoint": f"https://{S3_SERVICE_NAME}", "region": "us-east-1",
+                        "forcePathStyle": True,
+                        "credentialsSecretRef": {"name": "s3-credentials"},
+                        "endpointCA": {"name": "s3-ca"}},
+            "retention": {"keepLast": 3},
+            "continuousArchiving": {"repositoryCipherSecretRef": {"name": CIPHER,
+                                                                  "key": "passphrase"}},
+        }
+        if physical:
+            spec["physicalBackups"] = {"fullSchedule": "0 0 1 1 *",
+                                       "retention": {"fullCount": 1}}
+        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "BackupPolicy",
+                "metadata": {"name": POLICY, "namespace": NAMESPACE}, "spec": spec}
+
+    # -- the contenders --------------------------------------------------------------
+
+    def drill(self, number: int) -> Sample:
+        name = f"rto-{number}"
+        self.apply({"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill",
+                    "metadata": {"name": name, "namespace": NAMESPACE},
+                    "spec": {"tenantRef": {"name": TENANT}, "backupPolicyRef": {"name": POLICY},
+                             "once": True, "backup": {"method": "Physical"},
+                             "checks": {"queries": [{"name": "rows", "expectedRows": 1,
+                                                     "sql": "SELECT 1 FROM bulk LIMIT 1"}]}}})
+
+        def finished() -> dict[str, Any] | None:
+            found = self.get("sfdr", name).get("status") or {}
+            return found if found.get("lastResult") and not found.get("activeRun") else None
+
+        result = _until(f"drill {name}", finished, 3600, 0.5)["lastResult"]
+        if result["verdict"] != "Passed":
+            raise SystemExit(f"drill {name} failed: {result}")
+        key = result["reportLocation"].split("/", 3)[3]
+        report = json.loads(self.s3.client().get_object(Bucket=self.bucket, Key=key)["Body"]
+                            .read())
+        return Sample("drill (Physical, latest)", float(report["rto"]["seconds"]))
+
+    def raw(self) -> Sample:
+        repository = self.get("sfbp", POLICY)["status"]["continuousArchiving"]["repositoryPath"]
+        user = pg.PgUser.for_server()
+        work = Path(tempfile.mkdtemp(prefix="sf-bench-rto-"))
+        data, run = work / "data", work / "run"
+        config = work / "pgbackrest.conf"
+        assert self.cluster.node is not None and self.s3.ca_bundle is not None
+        keys = self.s3.credentials
+        config.write_text("\n".join([
+            "[global]", "repo1-type=s3", f"repo1-s3-bucket={self.bucket}",
+            # The host reaches the server by a name its certificate has (pgBackRest
+            # checks the host it connects to, by name only).
+            "repo1-s3-endpoint=localhost",
+            f"repo1-storage-port={self.s3.port}", "repo1-s3-region=us-east-1",
+            f"repo1-s3-key={keys.access_key_id}", f"repo1-s3-key-secret={keys.secret_access_key}",
+            "repo1-s3-uri-style=path", f"repo1-storage-ca-file={work / 'ca.pem'}",
+            f"repo1-path={repository}", "repo1-cipher-type=aes-256-cbc",
+            f"repo1-cipher-pass={self.passphrase}", "archive-async=y",
+            f"spool-path={work / 'spool'}", f"lock-path={work / 'lock'}", "log-level-file=off",
+            f"[{TENANT}]", f"pg1-path={data}", ""]))
+        run.mkdir()
+        # The server's copy: the S3 server's own directory is root's only.
+        shutil.copy(self.s3.ca_bundle, work / "ca.pem")
+        for path in (work, config, run, work / "ca.pem"):
+            os.chown(path, user.uid, user.gid)
+        config.chmod(0o600)
+        bin_dir = pg.find_bin_dir()
+        server: subprocess.Popen[bytes] | None = None
+        started = time.monotonic()
+        try:
+            ran = subprocess.run(  # type: ignore[call-overload]
+                ["pgbackrest", f"--config={config}", f"--stanza={TENANT}", "restore"],
+                capture_output=True, text=True, check=False, **user.popen_kwargs())
+            if ran.returncode != 0:
+                raise SystemExit(f"pgbackrest restore failed:\n{ran.stdout}{ran.stderr}")
+            port = str(free_port())
+            env = {**os.environ, "PGBACKREST_CONFIG": str(config)}
+            server = subprocess.Popen(  # type: ignore[call-overload]
+                [str(bin_dir / "postgres"), "-D", str(data), "-p", port,
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={run}",
+                 "-c", f"restore_command=pgbackrest --config={config} --stanza={TENANT} "
+                       "archive-get %f \"%p\""],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                start_new_session=True, **user.popen_kwargs())
+
+            def promoted() -> bool:
+                asked = subprocess.run(  # type: ignore[call-overload]
+                    [str(bin_dir / "psql"), "-X", "-tA", "-h", str(run), "-p", port,
+                     "-U", "postgres", "-d", "postgres", "-c", "SELECT pg_is_in_recovery()"],
+                    capture_output=True, text=True, check=False, **user.popen_kwargs())
+                return bool(asked.stdout.strip() == "f")
+
+            _until("the raw restore's promotion", promoted, 3600, 0.1)
+            return Sample("pgbackrest restore + replay", time.monotonic() - started)
+        finally:
+            if server is not None:
+                server.send_signal(signal.SIGINT)
+                server.wait(60)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _condition(found: dict[str, Any], type_: str) -> str | None:
+    for condition in (found.get("status") or {}).get("conditions") or []:
+        if condition["type"] == type_:
+            return str(condition["status"])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print(machine_facts(), flush=True)
+
+    binary = ensure_binary()
+    ensure_node_tools()
+    built = images.ensure_images()
+    cluster = LocalCluster(None, binary=binary, nodes=0, real_node=True,
+                           images=[ImageArchive(i.reference, i.archive_path, i.inputs)
+                                   for i in built])
+    operator: OperatorProcess | None = None
+    s3: S3Server | None = None
+    samples: list[Sample] = []
+    try:
+        cluster.start(timeout=180)
+        install_crds(cluster)
+        assert cluster.node is not None
+        node_ip = cluster.node.network.node_ip
+        # On every address: pods reach it at the node's (through the Service), the
+        # baseline on the host at localhost.
+        s3 = S3Server(host="0.0.0.0", tls=True, server_names=(S3_SERVICE_NAME,))  # noqa: S104
+        s3.start()
+        bucket = s3.create_bucket()
+        cluster.kubectl("apply", "--server-side", "-f", "-",
+                        input=yaml.safe_dump_all(s3_service(node_ip, s3.port)))
+        service_ip = json.loads(cluster.kubectl(
+            "get", "service", S3_SERVICE, "-n", S3_NAMESPACE, "-o", "json").stdout)[
+            "spec"]["clusterIP"]
+        catalog = images.write_project_catalog(cluster.run_dir / "image-catalog.yaml")
+        operator = OperatorProcess(
+            cluster.kubeconfig, cluster.run_dir / "operator.log",
+            extra_env={"STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,
+                       "STACKFORGE_IMAGE_CATALOG": str(catalog),
+                       # The operator on the host reaches S3 by the name pods use.
+                       "PYTHONPATH": str(CLUSTER_NAMES),
+                       "STACKFORGE_TEST_SERVICE_ADDRESSES": f"{S3_SERVICE_NAME}={service_ip}"})
+        operator.start()
+        bench = Bench(cluster, s3, bucket)
+        bench.tenant(args.size_mib)
+        size = int(bench.psql("SELECT pg_database_size(current_database())"))
+        for number in range(1, args.rounds + 1):
+            samples.append(bench.drill(number))
+            print(f"drill {number}: {samples[-1].seconds:.1f} s", flush=True)
+            samples.append(bench.raw())
+            print(f"raw {number}: {samples[-1].seconds:.1f} s", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if operator is not None:
+            operator.stop()
+        if s3 is not None:
+            s3.stop()
+        cluster.stop()
+        for difference in cluster.host_differences:
+            print(f"warning: host not restored: {difference}", file=sys.stderr)
+
+    print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds each, alternating\n")
+    print(f"| {'contender':<28} | {'seconds (each)':<24} | {'median':>8} |")
+    print(f"|{'-' * 30}|{'-' * 26}|{'-' * 10}|")
+    medians = {}
+    for who in ("drill (Physical, latest)", "pgbackrest restore + replay"):
+        mine = [s.seconds for s in samples if s.who == who]
+        medians[who] = statistics.median(mine)
+        each = ", ".join(f"{s:.1f}" for s in mine)
+        print(f"| {who:<28} | {each:<24} | {medians[who]:>6.1f} s |")
+    ratio = medians["drill (Physical, latest)"] / medians["pgbackrest restore + replay"]
+    print(f"\ndrill RTO / raw restore + replay: {ratio:.2f} (goal: <= {GOAL})")
+
+
+if __name__ == "__main__":
+    main()
