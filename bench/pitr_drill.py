@@ -69,6 +69,7 @@ from stackforge_operator.devcluster.node.realnode import ImageArchive  # noqa: E
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: E402
 from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
 from stackforge_operator.devcluster.operator_process import OperatorProcess  # noqa: E402
+from stackforge_operator.devcluster.realrun import stop_everything  # noqa: E402
 from stackforge_operator.devcluster.s3server import S3Server  # noqa: E402
 
 TENANT = "rto"
@@ -315,14 +316,7 @@ def main() -> None:
             samples.append(bench.raw())
             print(f"raw {number}: {samples[-1].seconds:.1f} s", flush=True)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if operator is not None:
-            operator.stop()
-        if s3 is not None:
-            s3.stop()
-        cluster.stop()
-        for difference in cluster.host_differences:
-            print(f"warning: host not restored: {difference}", file=sys.stderr)
+        stop_everything(cluster, operator, s3)
 
     print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds each, alternating\n")
     print(f"| {'contender':<28} | {'seconds (each)':<24} | {'median':>8} |")

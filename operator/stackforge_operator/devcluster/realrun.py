@@ -202,18 +202,26 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        # A second Ctrl-C (or the TERM a wrapper forwards) must not cut the
-        # teardown short: a half-stopped node leaves the host changed.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         clock.info("stopping: operator, S3, node (the host is put back), control plane")
-        if operator is not None:
-            operator.stop()
-        if s3 is not None:
-            s3.stop()
-        cluster.stop()
-        for difference in cluster.host_differences:
-            print(f"warning: host not restored: {difference}", file=sys.stderr)
+        stop_everything(cluster, operator, s3)
+
+
+def stop_everything(cluster: LocalCluster, operator: OperatorProcess | None, s3: Any) -> None:
+    """Operator, S3 server (either may be None), then the cluster, whatever happens.
+
+    A second Ctrl-C (or the TERM a wrapper forwards) must not cut this short:
+    a half-stopped node leaves the host changed. Differences from the host as
+    it was are printed.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if operator is not None:
+        operator.stop()
+    if s3 is not None:
+        s3.stop()
+    cluster.stop()
+    for difference in cluster.host_differences:
+        print(f"warning: host not restored: {difference}", file=sys.stderr)
 
 
 def _start_s3(cluster: LocalCluster) -> Any:
