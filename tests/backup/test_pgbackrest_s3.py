@@ -33,6 +33,7 @@ from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
 from stackforge_operator.reconcile import physical_backups
 from tests.images.postgres_pods import (
     PG15_BIN,
+    Pod,
     Server,
     chown_tree,
     make_pod,
@@ -154,20 +155,30 @@ def test_the_operator_reads_complete_backups_and_their_expiry_from_the_repositor
 RESTORE = program("postgres/stackforge-restore.sh")
 
 
-def _source_options(archiving: Archiving) -> dict[str, str]:
+def _source_options(archiving: Archiving, pod: Pod) -> dict[str, str]:
     """The source's options as stackforge-restore takes them, beside options of the
     restored server's own that name another repository (a restored tenant's, where
-    it archives to): the restore and every WAL fetch must use the source's only."""
+    it archives to): the restore and every WAL fetch must use the source's only.
+
+    Locks and spool in the pod's own directory, as in a pod: the source's
+    server runs on this host too, and an asynchronous archive-get holding its
+    lock would leave the source's archive-push waiting.
+    """
+    state = pod.root / "pgbackrest"
+    state.mkdir(exist_ok=True)
+    chown_tree(state, pod.user)
     return {"STACKFORGE_RESTORE_PGBACKREST_CONFIG": str(archiving.config),
+            "STACKFORGE_RESTORE_PGBACKREST_LOCK_PATH": str(state / "lock"),
+            "STACKFORGE_RESTORE_PGBACKREST_SPOOL_PATH": str(state / "spool"),
             "PGBACKREST_CONFIG": "/nonexistent/pgbackrest.conf",
             "PGBACKREST_REPO1_PATH": "/somewhere/else", "PGBACKREST_STANZA": "other"}
 
 
-def _restore(archiving: Archiving, data_dir: Path, target: str) -> subprocess.CompletedProcess[str]:
+def _restore(archiving: Archiving, pod: Pod, target: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [str(RESTORE)], capture_output=True, text=True, timeout=180, check=False,
-        env={"PATH": os.environ["PATH"], "PGDATA": str(data_dir),
-             **_source_options(archiving),
+        env={"PATH": os.environ["PATH"], "PGDATA": str(pod.pgdata),
+             **_source_options(archiving, pod),
              "STACKFORGE_RESTORE_REPOSITORY": REPOSITORY_PATH,
              "STACKFORGE_RESTORE_STANZA": STANZA, "STACKFORGE_RESTORE_TARGET": target},
         **archiving.server.os_user.popen_kwargs())
@@ -210,7 +221,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         pod.pgdata.mkdir()
         (pod.pgdata / "PG_VERSION").write_text("15\n")
         chown_tree(pod.data_dir, pod.user)
-        refused = _restore(archiving, pod.pgdata, target)
+        refused = _restore(archiving, pod, target)
         assert refused.returncode != 0 and "is not empty" in refused.stderr, refused.stderr
         shutil.rmtree(pod.pgdata)
 
@@ -221,7 +232,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         bin_dir.mkdir()
         (bin_dir / "stackforge-restore").symlink_to(RESTORE)
         restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
-                         **_source_options(archiving),
+                         **_source_options(archiving, pod),
                          STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
                          STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET=target)
         restored.wait_ready()
