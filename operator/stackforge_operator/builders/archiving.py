@@ -41,6 +41,8 @@ from stackforge_operator.builders.common import (
 from stackforge_operator.builders.postgres_paths import DATA_DIR, INCARNATION_FILE, PGDATA, RUN_DIR
 from stackforge_operator.models.backup import (
     DEFAULT_REGION,
+    CredentialsRef,
+    EndpointCA,
     ObjectStorage,
     PhysicalBackupType,
     PhysicalRetention,
@@ -193,6 +195,20 @@ def environment(a: Archiving, tenant: str) -> list[dict[str, Any]]:
         # and the bucket's default encryption applies.
         out.append(env("PGBACKREST_REPO1_S3_KMS_KEY_ID", sse.kms_key_id))
     return sorted(out, key=lambda e: str(e["name"]))
+
+
+def storage_with_copies(storage: ObjectStorage, *, credentials: str, key_id_key: str,
+                        secret_key_key: str, ca: str) -> ObjectStorage:
+    """``storage`` as a pod of another namespace reads it: its Secrets named by the
+    copies there (``credentials`` with the two keys, ``ca`` under s3ca's file name)."""
+    creds = storage.credentials_secret_ref
+    return storage.model_copy(update={
+        "credentials_secret_ref": None if creds is None else CredentialsRef(
+            name=credentials, access_key_id_key=key_id_key,
+            secret_access_key_key=secret_key_key),
+        "endpoint_ca": None if storage.endpoint_ca is None else EndpointCA(
+            name=ca, key=s3ca.CA_FILE_NAME),
+    })
 
 
 def restore_environment(storage: ObjectStorage, cipher: SecretKeyRef, *, stanza_name: str,

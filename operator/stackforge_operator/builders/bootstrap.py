@@ -13,9 +13,9 @@ import base64
 from collections.abc import Mapping
 from typing import Final
 
-from stackforge_operator.builders import s3ca
+from stackforge_operator.builders import archiving, s3ca
 from stackforge_operator.builders.common import Manifest, metadata
-from stackforge_operator.models.backup import CredentialsRef, EndpointCA, ObjectStorage
+from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 
@@ -32,12 +32,9 @@ COMPONENT: Final = "bootstrap"
 def restore(source_tenant: str, repository_path: str, target: str,
             source_storage: ObjectStorage) -> Restore:
     """The restore as the primary runs it: the source's storage, named by the copies."""
-    creds, ca = source_storage.credentials_secret_ref, source_storage.endpoint_ca
-    storage = source_storage.model_copy(update={
-        "credentials_secret_ref": None if creds is None else CredentialsRef(
-            name=S3_COPY, access_key_id_key=KEY_ID_KEY, secret_access_key_key=SECRET_KEY_KEY),
-        "endpoint_ca": None if ca is None else EndpointCA(name=CA_COPY, key=s3ca.CA_FILE_NAME),
-    })
+    storage = archiving.storage_with_copies(source_storage, credentials=S3_COPY,
+                                            key_id_key=KEY_ID_KEY,
+                                            secret_key_key=SECRET_KEY_KEY, ca=CA_COPY)
     return Restore(source_tenant=source_tenant, repository_path=repository_path, target=target,
                    storage=storage, cipher=SecretKeyRef(name=CIPHER_COPY, key=CIPHER_KEY))
 

@@ -39,7 +39,7 @@ from stackforge_operator.builders.postgres import (
     UPKEEP_PROGRAM,
 )
 from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA, RUN_DIR
-from stackforge_operator.models.backup import CredentialsRef, EndpointCA, ObjectStorage
+from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.drill import DRDrillSpec
 from stackforge_operator.models.effective import EffectiveTenant
@@ -231,14 +231,9 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
 
 def _sandbox_storage(storage: ObjectStorage) -> ObjectStorage:
     """The policy's storage as the sandbox's copies of its Secrets name it (see secrets())."""
-    creds = storage.credentials_secret_ref
-    return storage.model_copy(update={
-        "credentials_secret_ref": None if creds is None else CredentialsRef(
-            name=S3_SECRET, access_key_id_key=S3_KEY_ID_KEY,
-            secret_access_key_key=S3_SECRET_KEY_KEY),
-        "endpoint_ca": None if storage.endpoint_ca is None else EndpointCA(
-            name=S3_CA_SECRET, key=s3ca.CA_FILE_NAME),
-    })
+    return archiving.storage_with_copies(storage, credentials=S3_SECRET,
+                                         key_id_key=S3_KEY_ID_KEY,
+                                         secret_key_key=S3_SECRET_KEY_KEY, ca=S3_CA_SECRET)
 
 
 def restore_environment(t: EffectiveTenant, storage: ObjectStorage,
