@@ -36,6 +36,10 @@ WEDGED_SECONDS = float(os.environ.get("STACKFORGE_WEDGED_SECONDS", "300"))
 # Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is looked
 # up again after this long: they are rarely installed, and each look is a request.
 ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))
+# How long an in-place recovery's restore may take before it is rolled back
+# (reconcile/recovery.py): a restore that never ends must not keep the apps down.
+RECOVERY_RESTORE_DEADLINE_SECONDS = float(
+    os.environ.get("STACKFORGE_RECOVERY_RESTORE_DEADLINE_SECONDS", "7200"))
 # How late, beyond its archive_timeout, a tenant's newest archived WAL segment may
 # be before ContinuousArchiving turns False (pgBackRest pushes in the background,
 # and a slow bucket takes a while). Lower only to see a failure sooner (tests).

@@ -99,9 +99,11 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "component configuration and Services; changes wake the tenant"),
     Rule("", ("resourcequotas", "limitranges"), _APPLIED,
          "the tier's quota and default limits in each tenant namespace"),
-    Rule("", ("persistentvolumeclaims",), ("get", "list", "patch"),
+    Rule("", ("persistentvolumeclaims",), ("get", "list", "patch", "delete"),
          "grow claims when a component's storage grows (StatefulSet templates are "
-         "immutable); never create: StatefulSets create their claims"),
+         "immutable); delete only an in-place recovery's failed restore and an old "
+         "database's volume its release annotation names; never create: StatefulSets "
+         "create their claims"),
     Rule("apps", ("deployments", "statefulsets"), _APPLIED_WATCHED,
          "component workloads; rollout progress wakes the tenant"),
     Rule("networking.k8s.io", ("networkpolicies",), _APPLIED_WATCHED,

@@ -56,17 +56,19 @@ def diagnosis(cluster: ClusterHandle, namespace: str, pods: str = "") -> str:
             f"described:\n{described[-4000:]}")
 
 
-def psql(cluster: ClusterHandle, namespace: str, sql: str, *, as_app: bool = False) -> str:
+def psql(cluster: ClusterHandle, namespace: str, sql: str, *, as_app: bool = False,
+         pod: str = "postgres-0") -> str:
     """Run SQL in the primary through `kubectl exec` (the superuser over the socket,
-    or switched to the application role)."""
+    or switched to the application role); ``pod``: the primary's pod (another after
+    an in-place recovery)."""
     if as_app:
         owner = cluster.kubectl(
-            "exec", "-n", namespace, "postgres-0", "-c", "postgres", "--", "psql", "-U",
+            "exec", "-n", namespace, pod, "-c", "postgres", "--", "psql", "-U",
             "postgres", "-h", "/var/run/postgresql", "-d", DATABASE, "-tAc",
             "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database "
             "WHERE datname = current_database()").stdout.strip()
         sql = f'SET ROLE "{owner}";\n{sql}'
     return cluster.kubectl(
-        "exec", "-i", "-n", namespace, "postgres-0", "-c", "postgres", "--",
+        "exec", "-i", "-n", namespace, pod, "-c", "postgres", "--",
         "psql", "-U", "postgres", "-h", "/var/run/postgresql", "-d", DATABASE,
         "-v", "ON_ERROR_STOP=1", "-tA", input=sql).stdout.strip()

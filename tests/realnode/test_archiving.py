@@ -13,6 +13,7 @@ its Service's cluster IP for it (cluster_names/sitecustomize.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import yaml
 from kubernetes import client
 
 from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
@@ -584,3 +586,166 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
             "patch", "backuppolicies.stackforge.io", "archive", "-n", ns, "--type=merge", "-p",
             json.dumps({"spec": {"physicalBackups": None,
                                  "continuousArchiving": {"allowedRestoreNamespaces": None}}}))
+
+
+# What the recovery must keep: who owns what, and who may do what with it.
+OWNERSHIP_SQL = (
+    "SELECT string_agg(format('%s|%s|%s', c.relname, pg_get_userbyid(c.relowner), "
+    "coalesce(c.relacl::text, '')), ';' ORDER BY c.relname) FROM pg_class c "
+    "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+    "AND c.relname IN ('ledger', 'precious')")
+
+
+def _recovery(cluster: ClusterHandle, name: str, namespace: str) -> dict[str, Any]:
+    found = tenants.get(cluster, name, namespace) or {}
+    return dict((found.get("status") or {}).get("recovery") or {})
+
+
+def _annotate(cluster: ClusterHandle, name: str, namespace: str, **values: str) -> None:
+    cluster.kubectl("annotate", "--overwrite", "stackforgetenants.stackforge.io", name,
+                    "-n", namespace, *(f"{API_GROUP}/{k.replace('_', '-')}={v}"
+                                       for k, v in values.items()))
+
+
+def _checks_drill(name: str, tenant: str, namespace: str,
+                  queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A DRDrill that never runs: its queries verify the in-place recovery."""
+    drill = _physical_drill(name, tenant, namespace, {"source": "Latest"}, queries)
+    drill["spec"].pop("once")
+    drill["spec"]["suspend"] = True
+    return drill
+
+
+def _app_replicas(cluster: ClusterHandle, namespace: str) -> int:
+    found = client.AppsV1Api(cluster.api).read_namespaced_deployment("api", namespace)
+    return int(found.spec.replicas or 0)
+
+
+def _recovered(cluster: ClusterHandle, name: str, namespace: str, phase: str,
+               seen_apps: set[int]) -> dict[str, Any]:
+    """Wait for the recovery to reach ``phase``; ``seen_apps`` gains the app's replica
+    count whenever the recovery is between stopping writes and switching over."""
+    def reached() -> dict[str, Any] | None:
+        found = _recovery(cluster, name, namespace)
+        if found.get("phase") in ("Restoring", "Verifying"):
+            seen_apps.add(_app_replicas(cluster, namespace))
+        return found if found.get("phase") == phase else None
+    try:
+        return tenants.eventually(reached, timeout=420, interval=1)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{_recovery(cluster, name, namespace)}\n"
+                             f"{stack.diagnosis(cluster, namespace)}") from None
+
+
+def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_database(
+        real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str]) -> None:
+    """The runbook's "database corruption": a table dropped at T + 10 s, the tenant
+    recovered in place to T. Unconfirmed, or before the window, nothing starts.
+    A recovery whose verification fails rolls back: the tenant runs its old
+    database (the table still dropped, every row there), the restored volume is
+    gone. One that passes: the table and the rows before T are back, owners and
+    grants as they were, the apps stopped meanwhile and running after; the old
+    volume stays until released. Every step is recorded with its times."""
+    name, _, _ = archived_tenant
+    ns = tenants.namespace_of(name)
+    tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
+    _physical_spec(real_cluster, ns, {"fullSchedule": "0 0 1 1 *",
+                                      "retention": {"fullCount": 1}})
+    manifest = stack.postgres_only(name)
+    manifest["spec"]["components"]["apps"] = [{
+        "name": "api", "image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz",
+        "replicas": 1, "env": {"PORT": "8080"}}]
+    tenants.apply(real_cluster, manifest)
+    drills = ("verify-wrong", "verify-right")
+    try:
+        window = tenants.eventually(
+            lambda: _physical_status(real_cluster, ns).get("recoverabilityWindow"),
+            timeout=300, interval=2)
+        stack.wait_ready(real_cluster, name)
+        # Unconfirmed: refused, saying what confirms it; nothing stops.
+        early = (runs.parse_time(window["firstPoint"]) - timedelta(days=1)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+        _annotate(real_cluster, name, ns, recover_to=early)
+        refused = tenants.eventually(
+            lambda: (r := _recovery(real_cluster, name, ns)).get("phase") == "Refused" and r,
+            timeout=60, interval=1)
+        assert f"recover-confirm={ns}/{name}@{early}" in refused["message"], refused
+        # Confirmed, but before the window: refused with the window in the message.
+        _annotate(real_cluster, name, ns, recover_confirm=f"{ns}/{name}@{early}")
+        refused = tenants.eventually(
+            lambda: "recoverability window" in (
+                r := _recovery(real_cluster, name, ns)).get("message", "") and r,
+            timeout=60, interval=1)
+        assert refused["phase"] == "Refused", refused
+        assert window["firstPoint"].rstrip("Z") in refused["message"], (refused, window)
+        assert _app_replicas(real_cluster, ns) == 1
+
+        stack.psql(real_cluster, ns, "CREATE ROLE reporting NOLOGIN;")
+        stack.psql(real_cluster, ns,
+                   "CREATE TABLE ledger (id int PRIMARY KEY);"
+                   "CREATE TABLE precious (id int);"
+                   "INSERT INTO precious SELECT generate_series(1, 7);"
+                   "INSERT INTO ledger SELECT generate_series(1, 20);", as_app=True)
+        stack.psql(real_cluster, ns, "GRANT SELECT ON precious TO reporting;", as_app=True)
+        owned = stack.psql(real_cluster, ns, OWNERSHIP_SQL)
+        assert "reporting=r/" in owned, owned
+        time.sleep(1.2)
+        target = stack.psql(real_cluster, ns, "SELECT to_char(clock_timestamp() AT TIME ZONE "
+                                              "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        time.sleep(1.2)
+        stack.psql(real_cluster, ns, "INSERT INTO ledger SELECT generate_series(21, 40);")
+        time.sleep(max(0.0, (runs.parse_time(target) + timedelta(seconds=10)
+                             - datetime.now(UTC)).total_seconds()))
+        stack.psql(real_cluster, ns, "DROP TABLE precious;")
+
+        # A verification that fails: rolled back onto the old database.
+        runs.apply(real_cluster, _checks_drill("verify-wrong", name, ns, [
+            {"name": "precious", "expectedValue": "8", "sql": "SELECT count(*) FROM precious"}]))
+        runs.apply(real_cluster, _checks_drill("verify-right", name, ns, [
+            {"name": "precious", "expectedValue": "7", "sql": "SELECT count(*) FROM precious"},
+            {"name": "ledger", "expectedValue": "20", "sql": "SELECT count(*) FROM ledger"}]))
+        _annotate(real_cluster, name, ns, recover_to=target,
+                  recover_confirm=f"{ns}/{name}@{target}", recover_verify_drill="verify-wrong")
+        seen_apps: set[int] = set()
+        failed = _recovered(real_cluster, name, ns, "Failed", seen_apps)
+        assert [s["name"] for s in failed["steps"]] == [
+            "StopWrites", "Restore", "Verify", "RollBack"], failed
+        assert "the verification failed" in failed["message"], failed
+        assert seen_apps == {0}, seen_apps
+        core = client.CoreV1Api(real_cluster.api)
+        claims = lambda: {c.metadata.name for c in  # noqa: E731
+                          core.list_namespaced_persistent_volume_claim(ns).items}
+        tenants.eventually(lambda: "data-postgres-1" not in claims(), timeout=60, interval=1)
+        stack.wait_ready(real_cluster, name)
+        assert stack.psql(real_cluster, ns, "SELECT to_regclass('precious') IS NULL") == "t"
+        assert stack.psql(real_cluster, ns, "SELECT count(*) FROM ledger") == "40"
+        assert _app_replicas(real_cluster, ns) == 1
+
+        # The same moment, verified by the right checks: recovered in place.
+        _annotate(real_cluster, name, ns, recover_verify_drill="verify-right")
+        seen_apps.clear()
+        done = _recovered(real_cluster, name, ns, "Succeeded", seen_apps)
+        assert [s["name"] for s in done["steps"]] == [
+            "StopWrites", "Restore", "Verify", "SwitchOver"], done
+        times = [runs.parse_time(t) for s in done["steps"]
+                 for t in (s["startTime"], s["completionTime"])]
+        assert times == sorted(times), done["steps"]
+        assert runs.parse_time(done["recoveryTarget"]) == runs.parse_time(target), done
+        assert done["previousOrdinal"] == 0 and done["ordinal"] == 1, done
+        assert done["keptVolumes"] == ["data-postgres-0"], done
+        assert seen_apps == {0}, seen_apps
+        stack.wait_ready(real_cluster, name)
+        tenants.eventually(lambda: _app_replicas(real_cluster, ns) == 1, timeout=60, interval=1)
+        restored = functools.partial(stack.psql, real_cluster, ns, pod="postgres-1")
+        assert restored("SELECT count(*) || ':' || max(id) FROM precious") == "7:7"
+        assert restored("SELECT count(*) FROM ledger") == "20"
+        assert restored(OWNERSHIP_SQL) == owned
+        assert "data-postgres-0" in claims()
+
+        _annotate(real_cluster, name, ns, release_volume="data-postgres-0")
+        tenants.eventually(lambda: "data-postgres-0" not in claims(), timeout=60, interval=1)
+        assert _recovery(real_cluster, name, ns)["keptVolumes"] == []
+    finally:
+        for drill in drills:
+            real_cluster.kubectl("delete", "drdrills.stackforge.io", drill, "-n", ns,
+                                 "--ignore-not-found", "--wait=false")

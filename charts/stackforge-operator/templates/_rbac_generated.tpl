@@ -44,11 +44,12 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["resourcequotas", "limitranges"]
     verbs: ["get", "list", "create", "patch", "delete"]
-  # grow claims when a component's storage grows (StatefulSet templates are immutable); never
-  # create: StatefulSets create their claims
+  # grow claims when a component's storage grows (StatefulSet templates are immutable); delete
+  # only an in-place recovery's failed restore and an old database's volume its release annotation
+  # names; never create: StatefulSets create their claims
   - apiGroups: [""]
     resources: ["persistentvolumeclaims"]
-    verbs: ["get", "list", "patch"]
+    verbs: ["get", "list", "patch", "delete"]
   # component workloads; rollout progress wakes the tenant
   - apiGroups: ["apps"]
     resources: ["deployments", "statefulsets"]

@@ -140,6 +140,9 @@ def desired_replicas(t: EffectiveTenant, app: App) -> int | None:
     Suspending still writes 0; an HPA does not scale a workload up from zero,
     and leaving the field out again on resume hands the count back to it.
     """
+    if t.writes_stopped:
+        # An in-place recovery: nothing may write to the database meanwhile.
+        return 0
     if app.autoscaling and not t.suspend:
         return None
     return replicas(t, app.replicas)

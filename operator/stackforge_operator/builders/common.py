@@ -336,7 +336,10 @@ def stateful_set(
     template: dict[str, Any],
     claims: list[dict[str, Any]],
     parallel: bool = False,
+    first_ordinal: int | None = None,
 ) -> Manifest:
+    """``first_ordinal``: the first pod's number, so its claims' names (written even
+    when 0, so that going back to 0 is a change to apply)."""
     spec: dict[str, Any] = {
         "replicas": replicas_,
         "serviceName": service_name,
@@ -348,6 +351,8 @@ def stateful_set(
         "template": template,
         "volumeClaimTemplates": claims,
     }
+    if first_ordinal is not None:
+        spec["ordinals"] = {"start": first_ordinal}
     if claims:
         # Suspending scales to zero and must keep the data: retain the PVCs.
         spec["persistentVolumeClaimRetentionPolicy"] = {

@@ -41,7 +41,7 @@ from stackforge_operator.builders.postgres import (
 from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA, RUN_DIR
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
-from stackforge_operator.models.drill import DRDrillSpec
+from stackforge_operator.models.drill import DRDrillSpec, QueryCheck
 from stackforge_operator.models.effective import EffectiveTenant
 
 DRILL_LABEL = f"{API_GROUP}/drill"
@@ -335,9 +335,10 @@ def _scratch(sandbox: str, drill: str, drill_namespace: str,
     ]
 
 
-def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec) -> Manifest:
+def checks_document(queries: Sequence[QueryCheck]) -> str:
+    """The runner's --checks-file: the drill's queries, as JSON."""
     checks = []
-    for q in spec.checks.queries:
+    for q in queries:
         check: dict[str, Any] = {"name": q.name, "sql": q.sql}
         if q.database is not None:
             check["database"] = q.database
@@ -346,10 +347,14 @@ def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillS
         else:
             check["expected"] = q.expected_value
         checks.append(check)
+    return json.dumps(checks, sort_keys=True, indent=1)
+
+
+def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec) -> Manifest:
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": _meta(CHECKS_CONFIG, sandbox, drill, drill_namespace),
-        "data": {CHECKS_FILE: json.dumps(checks, sort_keys=True, indent=1)},
+        "data": {CHECKS_FILE: checks_document(spec.checks.queries)},
     }
 
 

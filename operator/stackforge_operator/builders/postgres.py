@@ -142,6 +142,16 @@ SERVER_ARGS = [
     "-c", "hot_standby=on",
 ]  # fmt: skip
 
+def primary_pod(ordinal: int) -> str:
+    """The primary's pod name: its StatefulSet's pods start at ``ordinal``."""
+    return f"{NAME}-{ordinal}"
+
+
+def data_claim(statefulset: str, ordinal: int) -> str:
+    """The data volume's claim of pod ``ordinal`` (the StatefulSet controller's name)."""
+    return f"data-{statefulset}-{ordinal}"
+
+
 def image(t: EffectiveTenant) -> str:
     return image_catalog.current().postgres_image(t.postgres.version)
 
@@ -346,7 +356,10 @@ def _primary(t: EffectiveTenant) -> Manifest:
         NAME,
         COMPONENT,
         # One primary: PostgreSQL has no multi-writer mode; reads scale out below.
-        replicas_=replicas(t, 1),
+        replicas_=0 if t.primary_stopped else replicas(t, 1),
+        # An in-place recovery restores into the next pod number, so a new claim,
+        # and keeps the claim of the database it recovers over (reconcile/recovery.py).
+        first_ordinal=t.primary_ordinal,
         service_name=HEADLESS,
         template=pod_template(labels(t, COMPONENT), spec, config=_config_digest()),
         claims=[volume_claim_template("data", t.postgres.storage, t.postgres.storage_class_name)],
@@ -400,7 +413,8 @@ def _replicas(t: EffectiveTenant) -> Manifest:
         t,
         REPLICA_NAME,
         REPLICA_COMPONENT,
-        replicas_=replicas(t, t.postgres.read_replicas),
+        # Stopped (not removed) while an in-place recovery replaces the primary.
+        replicas_=0 if t.writes_stopped else replicas(t, t.postgres.read_replicas),
         # Replicas are reached through postgres-read only; nothing needs their
         # per-pod DNS names, so the read Service governs the set.
         service_name=READ_SERVICE,

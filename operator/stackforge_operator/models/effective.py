@@ -94,9 +94,10 @@ class Archiving:
 
 @dataclass(frozen=True)
 class Restore:
-    """The primary's first start restores another tenant's archive (spec.bootstrap), as
-    reconcile/bootstrap.py resolved it; ``storage`` and ``cipher`` name this tenant's
-    namespace's copies of the source's Secrets. Not part of the tenant's spec."""
+    """The primary's first start on an empty volume restores an archive: another
+    tenant's (spec.bootstrap, reconcile/bootstrap.py; ``storage`` and ``cipher`` then
+    name this namespace's copies of the source's Secrets) or its own (an in-place
+    recovery, reconcile/recovery.py). Not part of the tenant's spec."""
 
     source_tenant: str  # its stanza
     repository_path: str
@@ -184,6 +185,12 @@ class EffectiveTenant:
     # Set by the tenant's reconcile from its BackupPolicies, never from its spec.
     archiving: Archiving | None = None
     restore: Restore | None = None
+    # Set by an in-place recovery (reconcile/recovery.py): which of the primary's
+    # pods (and so volumes) is the database, whether it runs, and whether what
+    # writes to it or follows it (the apps, the read replicas) is stopped.
+    primary_ordinal: int = 0
+    primary_stopped: bool = False
+    writes_stopped: bool = False
 
 
 def _app(app: AppServiceSpec, tier: Tier) -> App:

@@ -548,6 +548,10 @@ class NotificationEvent(enum.StrEnum):
     TENANT_ISOLATED = "TenantIsolated"
     # Not Ready for longer than the runbook's 15 minutes ("notify customers").
     TENANT_NOT_READY = "TenantNotReady"
+    # An in-place recovery runs (the apps are stopped) until it succeeds or fails.
+    TENANT_RECOVERING = "TenantRecovering"
+    # The last in-place recovery failed: the tenant is back on its old database.
+    RECOVERY_FAILED = "RecoveryFailed"
 
 
 class SlackChannel(SpecModel):
@@ -874,6 +878,60 @@ class BootstrapStatus(StatusModel):
     )
 
 
+class RecoveryPhase(enum.StrEnum):
+    """Where an in-place recovery is (reconcile/recovery.py has the steps)."""
+
+    REFUSED = "Refused"
+    STOPPING_WRITES = "StoppingWrites"
+    RESTORING = "Restoring"
+    VERIFYING = "Verifying"
+    SWITCHING_OVER = "SwitchingOver"
+    ROLLING_BACK = "RollingBack"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+ClaimName = Annotated[str, Field(max_length=253)]
+
+
+class RecoveryStep(StatusModel):
+    """One step of an in-place recovery, as it ran."""
+
+    name: str = Field(max_length=32, description="StopWrites, Restore, Verify, SwitchOver "
+                                                 "or RollBack.")
+    start_time: datetime = Field(description="When the step began.")
+    completion_time: datetime | None = Field(None, description="When it ended.")
+    message: str | None = Field(None, max_length=1024, description="How it ended.")
+
+
+class RecoveryStatus(StatusModel):
+    """The tenant's latest in-place recovery (asked with the recover-to and
+    recover-confirm annotations, docs/api.md)."""
+
+    request: str = Field(max_length=64, description="The recover-to annotation it answers.")
+    phase: RecoveryPhase = Field(description="Where it is.")
+    message: str | None = Field(None, max_length=2048, description="Why it is there.")
+    recovery_target: str | None = Field(
+        None, max_length=64, description="The moment restored to (RFC 3339).")
+    backup_policy: str | None = Field(None, max_length=253,
+                                      description="The BackupPolicy restored from.")
+    repository_path: str | None = Field(
+        None, max_length=1024, description="The pgBackRest repository (repo1-path) restored.")
+    verify_drill: str | None = Field(
+        None, max_length=253, description="The DRDrill whose queries verified the database.")
+    previous_ordinal: int = Field(
+        0, ge=0, description="The primary's pod ordinal (and volume) before the recovery.")
+    ordinal: int = Field(0, ge=0, description="The restored primary's pod ordinal.")
+    start_time: datetime | None = Field(None, description="When the recovery began.")
+    completion_time: datetime | None = Field(None, description="When it succeeded or failed.")
+    steps: Annotated[list[RecoveryStep], Field(max_length=8)] = Field(
+        default_factory=list, description="Every step, in order, with its times.")
+    kept_volumes: Annotated[list[ClaimName], Field(max_length=16)] = Field(
+        default_factory=list,
+        description=("Claims of databases recovered over, kept until released with the "
+                     "release-volume annotation."))
+
+
 class StackForgeTenantStatus(StatusModel):
     """Observed state of a tenant (kstatus conventions, see docs/api.md)."""
 
@@ -921,3 +979,5 @@ class StackForgeTenantStatus(StatusModel):
     bootstrap: BootstrapStatus | None = Field(
         None, description="The restore the database was created from (spec.bootstrap)."
     )
+    recovery: RecoveryStatus | None = Field(
+        None, description="The latest in-place recovery of the database.")

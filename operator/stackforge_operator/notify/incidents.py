@@ -21,6 +21,7 @@ from stackforge_operator.models.drill import Verdict
 from stackforge_operator.models.tenant import (
     CERTIFICATE_WARNING_DAYS,
     NotificationEvent,
+    RecoveryPhase,
     StackForgeTenantStatus,
 )
 from stackforge_operator.status import find
@@ -158,6 +159,25 @@ def certificate_incident(status: StackForgeTenantStatus, days: int) -> Incident 
                     f"({cert.not_after:%Y-%m-%d %H:%M} UTC)")
 
 
+def recovery_incidents(status: StackForgeTenantStatus) -> list[Incident]:
+    """TenantRecovering while an in-place recovery runs (its apps are stopped), and
+    RecoveryFailed once one failed, until the next one starts."""
+    recovery = status.recovery
+    if recovery is None or recovery.start_time is None:
+        return []
+    target = recovery.recovery_target or recovery.request
+    if recovery.phase in (RecoveryPhase.SUCCEEDED, RecoveryPhase.REFUSED):
+        return []
+    if recovery.phase == RecoveryPhase.FAILED:
+        return [Incident(f"{Event.RECOVERY_FAILED.value}/{recovery.request}",
+                         Event.RECOVERY_FAILED, recovery.completion_time or recovery.start_time,
+                         f"the in-place recovery to {target} failed: {recovery.message}")]
+    return [Incident(f"{Event.TENANT_RECOVERING.value}/{recovery.request}",
+                     Event.TENANT_RECOVERING, recovery.start_time,
+                     f"recovering the database in place to {target}: the apps are stopped "
+                     f"until it is done ({recovery.phase.value})")]
+
+
 def detect(
     status: StackForgeTenantStatus,
     policies: Sequence[tuple[str, BackupPolicyStatus]],
@@ -174,6 +194,7 @@ def detect(
         drill_incident(status, now),
         certificate_incident(status, certificate_days),
         *component_incidents(status.conditions, now, degraded_after),
+        *recovery_incidents(status),
     ]
     for name, policy in policies:
         found += backup_incidents(name, policy)

@@ -15,6 +15,8 @@ _TITLES = {
     "DrillFailed": "DR drill failed",
     "CertificateExpiring": "Certificate expiring",
     "TenantNotReady": "Tenant not Ready",
+    "TenantRecovering": "Database recovery in progress",
+    "RecoveryFailed": "Database recovery failed",
 }
 
 

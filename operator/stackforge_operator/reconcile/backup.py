@@ -237,7 +237,7 @@ def _physical(
     settings, archiving_settings = spec.physical_backups, spec.continuous_archiving
     if settings is None or archiving_settings is None:
         return None, None
-    pod_name = f"{postgres.NAME}-0"
+    pod_name = postgres.primary_pod(t.primary_ordinal)
     pod = kube.get("v1", "Pod", pod_name, t.namespace)
     live = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(
         archiving.REQUEST_ANNOTATION)
@@ -245,8 +245,9 @@ def _physical(
     # A request needs the primary and its repository (the archiver makes the
     # stanza first), a readable bucket to judge what is due, and a tenant that
     # is not isolated (no data leaves it then).
+    # Nor while an in-place recovery replaces the database (its apps are stopped).
     if pod is not None and archive is not None and archive.repository_path and usable and (
-            not t.isolate):
+            not t.isolate and not t.writes_stopped):
         plan = physical_backups.plan(settings, zone, now, backups, current)
         wanted = archiving.request_value(plan.request) if plan.request else None
         if wanted != live:

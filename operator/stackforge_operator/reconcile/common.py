@@ -3,6 +3,7 @@ runner's result. (Each reconciler writes its own kind's status, so RBAC scans se
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -11,8 +12,11 @@ from pydantic import ValidationError
 from stackforge_operator import API_GROUP, API_VERSION, kube, status
 from stackforge_operator.models.common import Condition
 from stackforge_operator.models.effective import EffectiveTenant, resolve
-from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.models.tenant import RecoveryStatus, StackForgeTenantSpec
+from stackforge_operator.reconcile import recovery
 from stackforge_operator.reconcile.tenant_observe import validation_summary
+
+logger = logging.getLogger(__name__)
 
 API = f"{API_GROUP}/{API_VERSION}"
 
@@ -84,4 +88,13 @@ def referenced_tenant(
         spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         return status.Problem("TenantInvalid", validation_summary(error))
-    return resolve(name, spec, namespace=namespace), spec
+    t = resolve(name, spec, namespace=namespace)
+    # Where its database is now (an in-place recovery moves it to another pod).
+    found = (body.get("status") or {}).get("recovery")
+    if found:
+        try:
+            t = recovery.with_plan(t, RecoveryStatus.model_validate(found), None)
+        except ValidationError:
+            logger.warning("StackForgeTenant %s/%s: status.recovery unreadable; taking its "
+                           "database to be pod 0's", namespace, name)
+    return t, spec

@@ -26,6 +26,7 @@ from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import (
     BootstrapStatus,
     ComponentStatus,
+    RecoveryStatus,
     StackForgeTenantSpec,
     StackForgeTenantStatus,
     admin_secret_name,
@@ -36,7 +37,9 @@ from stackforge_operator.reconcile import (
     bootstrap,
     immutable,
     isolation,
+    recovery,
     tenant_notify,
+    tenant_recovery,
 )
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
@@ -157,6 +160,10 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     with_monitoring = observe.prometheus_operator_installed()
     live = _observe_children(t, name, with_certificates=with_certificates,
                              with_monitoring=with_monitoring)
+    # An in-place recovery (annotations) decides how the database and apps are built.
+    recovering = tenant_recovery.run(body, t, old_status.recovery, policies, live,
+                                     datetime.now(UTC))
+    t = recovering.t
     rotation = (meta.get("annotations") or {}).get(credentials.ROTATE_ANNOTATION) or None
     live_secrets = {n: s for (k, n), s in live.items() if k == "Secret"}
     handled = {
@@ -186,6 +193,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         desired.append(_owned(ingress.build_certificate(t, issuer.name, issuer.kind), owner))
     if with_monitoring:
         desired += [_owned(m, owner) for m in monitoring.build(t)]
+    desired += [_owned(m, owner) for m in recovering.children]
 
     live[("Namespace", t.namespace)] = live_namespace or {}
     applied: list[str] = []
@@ -211,7 +219,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
 
     return _report(body, old_status, t, spec, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
-                   prepared.recorded if prepared else None)
+                   prepared.recorded if prepared else None, recovering.recovery)
 
 
 def _close_quorum_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
@@ -339,6 +347,7 @@ def _report(
     notify: Notify | None,
     policies: Sequence[dict[str, Any]],
     restored: BootstrapStatus | None,
+    recovered: RecoveryStatus | None,
 ) -> Outcome:
     now = datetime.now(UTC)
     workloads = [(m, live.get((m["kind"], m["metadata"]["name"])) or None)
@@ -362,6 +371,13 @@ def _report(
     progress, reason, message = status.tenant_progress(
         components, informational, problems, suspended=t.suspend
     )
+    if recovery.active(recovered):
+        assert recovered is not None
+        # Stopped apps and a database being replaced are the recovery's doing.
+        progress, reason, message = (
+            status.Progress.RECONCILING, "Recovering",
+            f"in-place recovery to {recovered.recovery_target}: {recovered.phase.value}: "
+            f"{recovered.message or ''}".rstrip(": "))
     in_use = {o.type for o in components}
     conditions = status.merge(
         old_status.conditions,
@@ -403,7 +419,10 @@ def _report(
         replication=observe.replicas(t, old_status.replication, pods),
         bootstrap=None if restored is None else bootstrap.completed(
             restored, any(s.name == postgres.NAME and s.ready for s in states), now),
+        recovery=recovered,
     )
+    for kind, event, text in recovery.events(old_status.recovery, recovered):
+        kube.record_event(dict(body), kind, event, text)
     _bootstrap_events(body, old_status.bootstrap, new_status.bootstrap)
     incidents, messages = tenant_notify.review(
         new_status, old_status.incidents, policies, spec.notifications, now)

@@ -317,6 +317,7 @@ def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus],
         return []
     if pods is None:
         pods = tenant_pods(t)
-    primary = next((p for p in pods if p["metadata"]["name"] == f"{postgres.NAME}-0"), None)
+    primary = next((p for p in pods
+                    if p["metadata"]["name"] == postgres.primary_pod(t.primary_ordinal)), None)
     names = [f"{postgres.REPLICA_NAME}-{i}" for i in range(t.postgres.read_replicas)]
     return replication.replica_statuses(names, replication.read_lag(primary), pods, previous)

@@ -11,6 +11,8 @@ from stackforge_operator.models.tenant import (
     CertificateStatus,
     LastDrillSummary,
     NotificationEvent,
+    RecoveryPhase,
+    RecoveryStatus,
     StackForgeTenantStatus,
 )
 from stackforge_operator.notify import incidents
@@ -118,6 +120,30 @@ def test_failed_drill_is_an_incident_until_a_pass() -> None:
     passed = StackForgeTenantStatus(last_drill=LastDrillSummary(
         drill="monthly", run_id="r2", verdict=Verdict.PASSED, completion_time=NOW))
     assert incidents.drill_incident(passed, NOW) is None
+
+
+def test_an_in_place_recovery_is_an_incident_while_it_runs_and_once_it_failed() -> None:
+    started = NOW - timedelta(minutes=4)
+
+    def status(phase: RecoveryPhase) -> StackForgeTenantStatus:
+        return StackForgeTenantStatus(recovery=RecoveryStatus(
+            request="2026-12-01T05:40:00Z", phase=phase, message="why",
+            recovery_target="2026-12-01T05:40:00Z", start_time=started,
+            completion_time=NOW if phase == RecoveryPhase.FAILED else None))
+
+    for phase in (RecoveryPhase.STOPPING_WRITES, RecoveryPhase.VERIFYING,
+                  RecoveryPhase.ROLLING_BACK):
+        [running] = incidents.recovery_incidents(status(phase))
+        assert running.key == "TenantRecovering/2026-12-01T05:40:00Z"
+        assert running.since == started and "the apps are stopped" in running.summary
+    [failed] = incidents.recovery_incidents(status(RecoveryPhase.FAILED))
+    assert failed.key == "RecoveryFailed/2026-12-01T05:40:00Z" and failed.since == NOW
+    assert failed.summary.endswith("failed: why")
+    assert incidents.recovery_incidents(status(RecoveryPhase.SUCCEEDED)) == []
+    refused = StackForgeTenantStatus(recovery=RecoveryStatus(
+        request="yesterday", phase=RecoveryPhase.REFUSED, message="not a time"))
+    assert incidents.recovery_incidents(refused) == []
+    assert incidents.recovery_incidents(StackForgeTenantStatus()) == []
 
 
 def test_certificate_under_thirty_days() -> None:

@@ -1,0 +1,166 @@
+"""The verification of an in-place recovery: the drill's runner, against the restored primary.
+
+The runner (``drill run --recovery-target``) checks what a Physical drill
+checks: the server answers, it is promoted and replayed nothing after the
+target, and the queries of the DRDrill the request names return what they
+should. It writes its report beside the drills' in the policy's bucket. It
+runs in the tenant's namespace as a backup runner, whose NetworkPolicies
+already let it reach the database and the bucket, and it logs in as the
+superuser: verifying reads every table, whoever owns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from stackforge_operator import image_catalog
+from stackforge_operator.builders import drill, s3ca
+from stackforge_operator.builders.backup import POLICY_LABEL
+from stackforge_operator.builders.common import (
+    POSTGRES_PORT,
+    RUNNER_LABEL,
+    Manifest,
+    container_security_context,
+    image_pull_secrets,
+    labels,
+    metadata,
+    pod_security_context,
+    secret_env,
+)
+from stackforge_operator.builders.postgres import HEADLESS, SUPERUSER, primary_pod
+from stackforge_operator.builders.secrets_names import (
+    POSTGRES_SECRET,
+    POSTGRES_SUPERUSER_PASSWORD_KEY,
+)
+from stackforge_operator.models.backup import ObjectStorage
+from stackforge_operator.models.drill import QueryCheck
+from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.tenant import RecoveryStatus
+
+COMPONENT: Final = "recovery"
+CHECKS_PREFIX: Final = "recovery-checks"
+JOB_PREFIX: Final = "recovery-verify"
+RUNNER_UID: Final = 65532
+# How long the runner waits for the restored server to answer (it is Ready
+# before the Job is made: a margin for a restart, not a restore).
+WAIT_SECONDS: Final = 120
+DEADLINE_SECONDS: Final = 1800
+
+
+def _suffix(recovery: RecoveryStatus) -> str:
+    # One name per recovery: a later one never finds an earlier one's Job.
+    seed = f"{recovery.request}/{recovery.start_time}/{recovery.ordinal}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:10]
+
+
+def job_name(recovery: RecoveryStatus) -> str:
+    return f"{JOB_PREFIX}-{_suffix(recovery)}"
+
+
+def checks_name(recovery: RecoveryStatus) -> str:
+    return f"{CHECKS_PREFIX}-{_suffix(recovery)}"
+
+
+def run_id(recovery: RecoveryStatus) -> str:
+    """The report's name: ``recovery-`` and when the recovery began."""
+    started = recovery.start_time.strftime("%Y%m%dT%H%M%SZ") if recovery.start_time else "x"
+    return f"recovery-{started}-{_suffix(recovery)[:6]}"
+
+
+def checks_config(t: EffectiveTenant, recovery: RecoveryStatus,
+                  queries: Sequence[QueryCheck]) -> Manifest:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": metadata(t, checks_name(recovery), COMPONENT),
+        "data": {drill.CHECKS_FILE: drill.checks_document(queries)},
+    }
+
+
+def _storage_args(storage: ObjectStorage) -> list[str]:
+    args = ["--bucket", storage.bucket, "--prefix", storage.prefix]
+    if storage.endpoint:
+        args += ["--endpoint", storage.endpoint]
+    if storage.region:
+        args += ["--region", storage.region]
+    if storage.force_path_style:
+        args.append("--force-path-style")
+    return args
+
+
+def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: ObjectStorage,
+                     started_at: datetime) -> Manifest:
+    """The runner's Job; the checks ConfigMap (checks_config) must exist beside it."""
+    assert recovery.recovery_target and recovery.repository_path  # set when it began
+    args = ["drill", "run", "--tenant", t.name, *_storage_args(storage),
+            "--recovery-target", recovery.recovery_target,
+            "--repository", recovery.repository_path,
+            "--wait-seconds", str(WAIT_SECONDS),
+            "--run-id", run_id(recovery),
+            "--started-at", started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "--checks-file", f"{drill.CHECKS_MOUNT}/{drill.CHECKS_FILE}",
+            "--termination-log", "/dev/termination-log"]
+    variables: list[dict[str, Any]] = [
+        # The restored pod itself, by its own name: nothing else may answer.
+        {"name": "PGHOST",
+         "value": f"{primary_pod(recovery.ordinal)}.{HEADLESS}.{t.namespace}.svc"},
+        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
+        {"name": "PGUSER", "value": SUPERUSER},
+        {"name": "PGDATABASE", "value": t.postgres.database},
+        secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "checks", "mountPath": drill.CHECKS_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "checks", "configMap": {"name": checks_name(recovery)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    creds = storage.credentials_secret_ref
+    if creds is not None:
+        variables += [secret_env("AWS_ACCESS_KEY_ID", creds.name, creds.access_key_id_key),
+                      secret_env("AWS_SECRET_ACCESS_KEY", creds.name,
+                                 creds.secret_access_key_key)]
+    if storage.endpoint_ca is not None:
+        variables.append(s3ca.env())
+        mounts.append(s3ca.mount())
+        volumes.append(s3ca.volume(storage.endpoint_ca.name, storage.endpoint_ca.key))
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": metadata(t, job_name(recovery), COMPONENT),
+        "spec": {
+            # A failed verification rolls the recovery back; it is not retried.
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": DEADLINE_SECONDS,
+            "template": {
+                # A backup runner of the policy restored from: the tenant's and the
+                # policy's NetworkPolicies let it reach the database and the bucket.
+                "metadata": {"labels": {**labels(t, COMPONENT), RUNNER_LABEL: "backup",
+                                        POLICY_LABEL: recovery.backup_policy or ""}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(RUNNER_UID),
+                    **image_pull_secrets(),
+                    "containers": [{
+                        "name": "verify",
+                        "image": image_catalog.current().operator,
+                        "command": ["stackforge-operator"],
+                        "args": args,
+                        "env": variables,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": container_security_context(
+                            read_only_root_filesystem=True),
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": "1", "memory": "256Mi"}},
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

@@ -1,0 +1,392 @@
+"""In-place recovery of a tenant's database: the runbook's "database corruption" procedure.
+
+Asked with two annotations on the StackForgeTenant, never with the spec (a
+GitOps sync or a copied manifest must not start one):
+
+- ``stackforge.io/recover-to``: the moment to restore, RFC 3339;
+- ``stackforge.io/recover-confirm``: ``<namespace>/<name>@<recover-to>``, the
+  tenant and the moment typed again. A confirmation copied from another
+  tenant, or left over from an earlier target, confirms nothing.
+
+Optionally ``stackforge.io/recover-verify-drill`` names a DRDrill of the
+namespace whose queries must pass on the restored database. A request (the
+moment and the drill) is answered once (``status.recovery``); a refused one is looked at again
+on every reconcile, so a target the archive has not reached yet starts once it
+has, and a missing confirmation can be added.
+
+The steps, each recorded with its times in ``status.recovery.steps``:
+
+1. StopWrites: the apps are scaled to zero (no traffic, no writes) and the
+   primary is shut down. Its volume is not touched again.
+2. Restore: the primary's StatefulSet starts at the next pod number
+   (``spec.ordinals.start``), so its pod gets a new claim, and the first start
+   on it restores the tenant's own archive to the target (the image's
+   ``stackforge-restore``): the old volume is kept as it was.
+3. Verify: the drill's runner checks the restored server (builders/recovery.py).
+4. SwitchOver: the restore's settings leave the primary (one restart; it is a
+   new incarnation and archives from now on, under a path of its own: not
+   before, so that a rolled back restore leaves nothing in the bucket), the
+   apps and read replicas come back. The old claim is listed in ``keptVolumes`` until the
+   ``stackforge.io/release-volume`` annotation names it.
+
+A failure of Restore (the restore keeps failing, or does not finish in time)
+or of Verify rolls back: the StatefulSet goes back to the old pod number,
+whose volume holds the database as it was stopped, the new claim is deleted,
+and the apps come back. ``Failed`` then says why; the tenant runs as before.
+
+Everything here is pure; reconcile/tenant.py observes and applies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from stackforge_operator import API_GROUP, config
+from stackforge_operator.builders import postgres
+from stackforge_operator.builders.archiving import RESTORE_OPTION_PREFIX
+from stackforge_operator.builders.common import APP_COMPONENT, COMPONENT_LABEL
+from stackforge_operator.builders.drill import PhysicalSource
+from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.effective import EffectiveTenant, Restore
+from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
+
+RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
+RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
+RECOVER_VERIFY_ANNOTATION: Final = f"{API_GROUP}/recover-verify-drill"
+RELEASE_VOLUME_ANNOTATION: Final = f"{API_GROUP}/release-volume"
+
+Phase = RecoveryPhase
+ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING,
+                           Phase.SWITCHING_OVER, Phase.ROLLING_BACK})
+# The database pod is the restored one (the new pod number).
+_ON_RESTORED: Final = frozenset({Phase.RESTORING, Phase.VERIFYING, Phase.SWITCHING_OVER,
+                                 Phase.SUCCEEDED})
+# A restore that exits in error this often will not succeed by trying again.
+RESTORE_ATTEMPTS: Final = 3
+STOP_WRITES, RESTORE, VERIFY, SWITCH_OVER, ROLL_BACK = (
+    "StopWrites", "Restore", "Verify", "SwitchOver", "RollBack")
+
+
+def confirmation(namespace: str, name: str, target: str) -> str:
+    """What recover-confirm must say for a recovery of this tenant to ``target``."""
+    return f"{namespace}/{name}@{target}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A confirmed request: restore to ``point``, verify with a drill's queries."""
+
+    target: str  # as written in the annotation
+    point: datetime
+    verify_drill: str | None
+
+
+def request(annotations: Mapping[str, str], namespace: str, name: str,
+            recorded: RecoveryStatus | None) -> Request | str | None:
+    """The request to act on, why the one written is refused (a message), or None."""
+    target = (annotations.get(RECOVER_TO_ANNOTATION) or "").strip()
+    if not target:
+        return None
+    drill = (annotations.get(RECOVER_VERIFY_ANNOTATION) or "").strip() or None
+    if (recorded is not None and recorded.request == target and recorded.phase != Phase.REFUSED
+            and recorded.verify_drill == drill):
+        return None  # answered already (another drill to verify with is a new request)
+    wanted = confirmation(namespace, name, target)
+    if (annotations.get(RECOVER_CONFIRM_ANNOTATION) or "").strip() != wanted:
+        return (f"annotation {RECOVER_TO_ANNOTATION} asks for an in-place recovery, which "
+                f"replaces the database: confirm it with annotation "
+                f"{RECOVER_CONFIRM_ANNOTATION}={wanted}")
+    try:
+        point = datetime.fromisoformat(target)
+    except ValueError:
+        point = None
+    if point is None or point.tzinfo is None:
+        return (f"annotation {RECOVER_TO_ANNOTATION}: {target!r} is not an RFC 3339 time "
+                "with a zone, e.g. 2026-12-01T06:00:00Z")
+    return Request(target, point, drill)
+
+
+def primary_ordinal(recovery: RecoveryStatus | None) -> int:
+    """The pod number (and so the claim) of the tenant's database now."""
+    if recovery is None:
+        return 0
+    return recovery.ordinal if recovery.phase in _ON_RESTORED else recovery.previous_ordinal
+
+
+def active(recovery: RecoveryStatus | None) -> bool:
+    return recovery is not None and recovery.phase in ACTIVE
+
+
+def refused(req_target: str, message: str, previous: RecoveryStatus | None) -> RecoveryStatus:
+    """A request not started; what an earlier recovery left stays."""
+    ordinal = primary_ordinal(previous)
+    return RecoveryStatus(request=req_target, phase=Phase.REFUSED, message=message,
+                          previous_ordinal=ordinal, ordinal=ordinal,
+                          kept_volumes=list(previous.kept_volumes) if previous else [])
+
+
+def begin(req: Request, source: PhysicalSource, policy: str, previous: RecoveryStatus | None,
+          now: datetime) -> RecoveryStatus:
+    ordinal = primary_ordinal(previous)
+    return RecoveryStatus(
+        request=req.target, phase=Phase.STOPPING_WRITES,
+        message="stopping the apps and the primary",
+        recovery_target=source.target, backup_policy=policy,
+        repository_path=source.repository_path, verify_drill=req.verify_drill,
+        previous_ordinal=ordinal, ordinal=ordinal + 1, start_time=now,
+        steps=[RecoveryStep(name=STOP_WRITES, start_time=now)],
+        kept_volumes=list(previous.kept_volumes) if previous else [])
+
+
+def with_plan(t: EffectiveTenant, recovery: RecoveryStatus | None,
+              policy: BackupPolicySpec | None) -> EffectiveTenant:
+    """The tenant as the recovery's phase wants it built."""
+    phase = recovery.phase if recovery is not None else None
+    t = replace(t, primary_ordinal=primary_ordinal(recovery),
+                primary_stopped=phase == Phase.STOPPING_WRITES,
+                # Back with the switch-over, or once rolled back: never while
+                # the Service may still reach a database being replaced. (The
+                # read replicas too: they clone the restored primary again.)
+                writes_stopped=phase in ACTIVE - {Phase.SWITCHING_OVER})
+    if (recovery is not None and phase in (Phase.RESTORING, Phase.VERIFYING)
+            and policy is not None and policy.continuous_archiving is not None):
+        assert recovery.repository_path and recovery.recovery_target  # set by begin
+        # Archiving waits for the switch-over: a restore that fails its
+        # verification must leave no incarnation in the bucket (the policy
+        # reads the newest one as the tenant's).
+        t = replace(t, archiving=None, restore=Restore(
+            source_tenant=t.name, repository_path=recovery.repository_path,
+            target=recovery.recovery_target, storage=policy.storage,
+            cipher=policy.continuous_archiving.repository_cipher_secret_ref))
+    return t
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the reconcile observed for the recovery's next step."""
+
+    now: datetime
+    pods: Mapping[str, Mapping[str, Any]]  # the tenant's pods, by name
+    primary: Mapping[str, Any] | None  # the primary's live StatefulSet
+    job: Mapping[str, Any] | None  # the verification Job, while verifying
+
+
+@dataclass(frozen=True)
+class Step:
+    """The recovery after this reconcile, and the claims to delete for it."""
+
+    recovery: RecoveryStatus
+    delete_claims: tuple[str, ...] = ()
+
+
+def advance(recovery: RecoveryStatus, facts: Facts) -> Step:
+    """The next state of an active recovery, from what is observed."""
+    now = facts.now
+    if recovery.phase == Phase.STOPPING_WRITES:
+        old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
+        apps = [n for n, p in facts.pods.items() if _component(p) == APP_COMPONENT]
+        if old is None and not apps:
+            return Step(_next(recovery, now, Phase.RESTORING, RESTORE,
+                              "the apps and the primary are stopped",
+                              f"restoring {recovery.repository_path} to "
+                              f"{recovery.recovery_target} into a new volume"))
+        waiting = [*apps, *([postgres.primary_pod(recovery.previous_ordinal)] if old else [])]
+        return Step(replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} "
+                                              "to stop"))
+    if recovery.phase == Phase.RESTORING:
+        pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
+        if _ready(pod):
+            return Step(_next(recovery, now, Phase.VERIFYING, VERIFY,
+                              "the restored primary is Ready",
+                              "verifying the restored database"))
+        failure = restore_failure(pod)
+        started = recovery.steps[-1].start_time if recovery.steps else now
+        if failure is None and now - started > timedelta(
+                seconds=config.RECOVERY_RESTORE_DEADLINE_SECONDS):
+            failure = (f"the restore did not finish within "
+                       f"{int(config.RECOVERY_RESTORE_DEADLINE_SECONDS)} s")
+        if failure is not None:
+            return Step(roll_back(recovery, now, failure))
+        return recovery_unchanged(recovery)
+    if recovery.phase == Phase.VERIFYING:
+        result = job_result(facts.job, facts.pods)
+        if result is None:
+            return recovery_unchanged(recovery)
+        passed, message = result
+        if passed:
+            return Step(_next(recovery, now, Phase.SWITCHING_OVER, SWITCH_OVER,
+                              f"verified: {message}",
+                              "restarting the primary without the restore, then the apps"))
+        return Step(roll_back(recovery, now, f"the verification failed: {message}"))
+    if recovery.phase == Phase.SWITCHING_OVER:
+        if not switched(facts.primary, recovery.ordinal):
+            return recovery_unchanged(recovery)
+        kept = postgres.data_claim(postgres.NAME, recovery.previous_ordinal)
+        done = _finish(recovery, now, Phase.SUCCEEDED,
+                       f"the database is restored to {recovery.recovery_target}; the apps "
+                       f"are back; the old database's volume {kept} is kept until released",
+                       "the primary runs the restored database")
+        return Step(done.model_copy(update={
+            "kept_volumes": [*recovery.kept_volumes, kept][-16:]}))
+    if recovery.phase == Phase.ROLLING_BACK:
+        restored = postgres.primary_pod(recovery.ordinal)
+        old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
+        failure = recovery.steps[-2].message if len(recovery.steps) > 1 else None
+        if restored in facts.pods or not _ready(old):
+            return Step(replace_message(recovery, (
+                f"{failure or 'the recovery failed'}; waiting for the old primary to be "
+                f"Ready and {restored} to stop")))
+        claim = postgres.data_claim(postgres.NAME, recovery.ordinal)
+        return Step(_finish(recovery, now, Phase.FAILED,
+                            f"{failure or 'the recovery failed'}; the tenant runs its old "
+                            "database again", f"the old database is back; {claim} deleted"),
+                    delete_claims=(claim,))
+    return Step(recovery)
+
+
+def recovery_unchanged(recovery: RecoveryStatus) -> Step:
+    return Step(recovery)
+
+
+def replace_message(recovery: RecoveryStatus, message: str) -> RecoveryStatus:
+    return recovery.model_copy(update={"message": message[:2048]})
+
+
+def _closed(steps: Sequence[RecoveryStep], now: datetime, message: str) -> list[RecoveryStep]:
+    out = list(steps)
+    if out and out[-1].completion_time is None:
+        out[-1] = out[-1].model_copy(update={"completion_time": now, "message": message[:1024]})
+    return out
+
+
+def _next(recovery: RecoveryStatus, now: datetime, phase: RecoveryPhase, step: str,
+          done: str, doing: str) -> RecoveryStatus:
+    steps = [*_closed(recovery.steps, now, done), RecoveryStep(name=step, start_time=now)]
+    return recovery.model_copy(update={"phase": phase, "message": doing, "steps": steps})
+
+
+def roll_back(recovery: RecoveryStatus, now: datetime, failure: str) -> RecoveryStatus:
+    """The failed step closed with ``failure``; back to the old database."""
+    return _next(recovery, now, Phase.ROLLING_BACK, ROLL_BACK, failure,
+                 f"{failure}; rolling back to the old database")
+
+
+def _finish(recovery: RecoveryStatus, now: datetime, phase: RecoveryPhase, message: str,
+            step_message: str) -> RecoveryStatus:
+    return recovery.model_copy(update={
+        "phase": phase, "message": message[:2048], "completion_time": now,
+        "steps": _closed(recovery.steps, now, step_message)})
+
+
+def _component(pod: Mapping[str, Any]) -> str | None:
+    value = (pod.get("metadata", {}).get("labels") or {}).get(COMPONENT_LABEL)
+    return str(value) if value is not None else None
+
+
+def _ready(pod: Mapping[str, Any] | None) -> bool:
+    if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def restore_failure(pod: Mapping[str, Any] | None) -> str | None:
+    """Why the restoring primary will not come up, once its server exited in error
+    ``RESTORE_ATTEMPTS`` times (each start retries the restore), or None."""
+    if pod is None:
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") != "postgres":
+            continue
+        last = (status.get("lastState") or {}).get("terminated") or {}
+        if int(status.get("restartCount") or 0) >= RESTORE_ATTEMPTS and last.get("exitCode"):
+            return (f"the restore failed {status['restartCount']} times (exit code "
+                    f"{last['exitCode']}; kubectl logs {pod['metadata']['name']} -c postgres "
+                    "--previous)")
+    return None
+
+
+def job_result(job: Mapping[str, Any] | None,
+               pods: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str] | None:
+    """(passed, the runner's message) once the verification Job ended, else None."""
+    if job is None:
+        return None
+    state = job.get("status") or {}
+    ended = {c.get("type") for c in state.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" not in ended and "Failed" not in ended:
+        return None
+    name = job["metadata"]["name"]
+    message = ""
+    for pod in pods.values():
+        if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != name:
+            continue
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            text = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
+            message = _runner_message(text) or message
+    if not message:
+        message = "the runner's result is gone" if "Complete" in ended else (
+            f"Job {name} failed (kubectl logs job/{name})")
+    return "Complete" in ended and "Failed" not in ended, message
+
+
+def _runner_message(text: str) -> str:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("message"):
+            return str(data["message"])[:1024]
+    return text.strip()[-512:]
+
+
+def switched(statefulset: Mapping[str, Any] | None, ordinal: int) -> bool:
+    """The primary's StatefulSet runs, Ready, a template without the restore, at ``ordinal``."""
+    if statefulset is None:
+        return False
+    spec, state = statefulset.get("spec") or {}, statefulset.get("status") or {}
+    if (spec.get("ordinals") or {}).get("start", 0) != ordinal:
+        return False
+    for container in spec.get("template", {}).get("spec", {}).get("containers") or []:
+        if any(str(e.get("name", "")).startswith(RESTORE_OPTION_PREFIX) or
+               e.get("name") == "STACKFORGE_RESTORE_TARGET" for e in container.get("env") or []):
+            return False
+    return (int(state.get("observedGeneration") or 0)
+            >= int(statefulset["metadata"].get("generation") or 0)
+            and bool(state.get("updateRevision"))
+            and state.get("updateRevision") == state.get("currentRevision")
+            and int(state.get("readyReplicas") or 0) >= 1)
+
+
+def release(recovery: RecoveryStatus | None, claim: str | None) -> tuple[RecoveryStatus | None,
+                                                                         str | None]:
+    """(the recovery without ``claim`` among its kept volumes, the claim to delete)."""
+    if recovery is None or not claim or claim not in recovery.kept_volumes:
+        return recovery, None
+    return recovery.model_copy(update={
+        "kept_volumes": [c for c in recovery.kept_volumes if c != claim]}), claim
+
+
+def events(old: RecoveryStatus | None,
+           new: RecoveryStatus | None) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Kubernetes Events a change of phase makes."""
+    if new is None or (old is not None and old.phase == new.phase
+                       and old.request == new.request):
+        return []  # nothing, or a new message within a phase
+    reasons = {
+        Phase.REFUSED: ("Warning", "RecoveryRefused"),
+        Phase.STOPPING_WRITES: ("Normal", "RecoveryStarted"),
+        Phase.RESTORING: ("Normal", "RecoveryRestoring"),
+        Phase.VERIFYING: ("Normal", "RecoveryVerifying"),
+        Phase.SWITCHING_OVER: ("Normal", "RecoverySwitchingOver"),
+        Phase.ROLLING_BACK: ("Warning", "RecoveryRollingBack"),
+        Phase.SUCCEEDED: ("Normal", "RecoverySucceeded"),
+        Phase.FAILED: ("Warning", "RecoveryFailed"),
+    }
+    kind, reason = reasons[new.phase]
+    return [(kind, reason, new.message or new.phase.value)]
+

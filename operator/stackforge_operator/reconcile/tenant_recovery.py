@@ -1,0 +1,151 @@
+"""The tenant's reconcile's part of an in-place recovery: what it reads, deletes and adds.
+
+reconcile/recovery.py decides; this module observes for it (the tenant's
+pods, the verification Job, the policy and drill it names), deletes the claims
+it gives up, and returns the tenant as the recovery's phase wants it built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from stackforge_operator import API_GROUP, API_VERSION, kube
+from stackforge_operator.builders import postgres
+from stackforge_operator.builders import recovery as builders
+from stackforge_operator.builders.common import Manifest
+from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
+from stackforge_operator.models.drill import DRDrillSpec, QueryCheck
+from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus
+from stackforge_operator.reconcile import archiving_policy, drill_recovery, recovery
+from stackforge_operator.reconcile import tenant_observe as observe
+
+API = f"{API_GROUP}/{API_VERSION}"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recovering:
+    """The tenant to build, the recovery to record, and its objects to apply."""
+
+    t: EffectiveTenant
+    recovery: RecoveryStatus | None
+    children: list[Manifest]
+
+
+def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | None,
+        policies: Sequence[Mapping[str, Any]], live: dict[tuple[str, str], dict[str, Any]],
+        now: datetime) -> Recovering:
+    """One reconcile's step of the recovery; ``live`` gains the verification Job (so
+    that it is pruned once the recovery is past it)."""
+    annotations = body["metadata"].get("annotations") or {}
+    recorded = _release(body, t, recorded, annotations.get(recovery.RELEASE_VOLUME_ANNOTATION))
+    if recovery.active(recorded):
+        assert recorded is not None
+        job = None
+        if recorded.phase == RecoveryPhase.VERIFYING:
+            name = builders.job_name(recorded)
+            job = kube.get("batch/v1", "Job", name, t.namespace)
+            if job is not None:
+                live[("Job", name)] = job
+        pods = {p["metadata"]["name"]: p for p in observe.tenant_pods(t)}
+        step = recovery.advance(recorded, recovery.Facts(
+            now, pods, live.get(("StatefulSet", postgres.NAME)), job))
+        for claim in step.delete_claims:
+            kube.delete("v1", "PersistentVolumeClaim", claim, t.namespace)
+        recorded = step.recovery
+    else:
+        recorded = _answer(t, annotations, recorded, policies, now)
+    policy = _policy_spec(policies, recorded.backup_policy) if recorded else None
+    built = recovery.with_plan(t, recorded, policy)
+    children: list[Manifest] = []
+    if recorded is not None and recorded.phase == RecoveryPhase.VERIFYING and policy is not None:
+        queries = _queries(t.namespace, recorded.verify_drill)
+        if queries is None:
+            # The drill was deleted meanwhile: what it would check cannot be.
+            recorded = recovery.roll_back(recorded, now, f"the verification failed: DRDrill "
+                                                         f"{recorded.verify_drill} is gone")
+            built = recovery.with_plan(t, recorded, policy)
+        else:
+            assert recorded.start_time is not None  # set by begin
+            children = [builders.checks_config(built, recorded, queries),
+                        builders.verification_job(built, recorded, policy.storage,
+                                                  recorded.start_time)]
+    return Recovering(built, recorded, children)
+
+
+def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
+            recorded: RecoveryStatus | None, policies: Sequence[Mapping[str, Any]],
+            now: datetime) -> RecoveryStatus | None:
+    """A new request started, refused, or nothing new."""
+    wanted = recovery.request(annotations, t.namespace, t.name, recorded)
+    if wanted is None:
+        return recorded
+    target = (annotations.get(recovery.RECOVER_TO_ANNOTATION) or "").strip()
+    if isinstance(wanted, str):
+        return recovery.refused(target, wanted, recorded)
+    if not t.postgres.enabled or t.suspend:
+        return recovery.refused(target, "an in-place recovery needs a running PostgreSQL "
+                                        "(spec.components.postgres enabled, not suspended)",
+                                recorded)
+    chosen = archiving_policy.chosen(policies)
+    if chosen is None:
+        return recovery.refused(target, "no BackupPolicy of this tenant archives its WAL "
+                                        "(spec.continuousArchiving): nothing restores to a "
+                                        "moment", recorded)
+    policy_name, spec = chosen
+    if wanted.verify_drill is not None and _queries(t.namespace, wanted.verify_drill) is None:
+        return recovery.refused(target, f"annotation {recovery.RECOVER_VERIFY_ANNOTATION}: "
+                                        f"DRDrill {t.namespace}/{wanted.verify_drill} does "
+                                        "not exist", recorded)
+    observed = next((BackupPolicyStatus.model_validate(p.get("status") or {})
+                     for p in policies if p["metadata"]["name"] == policy_name),
+                    BackupPolicyStatus())
+    source = drill_recovery.physical_source(
+        wanted.point, policy_name, spec, observed,
+        field=f"annotation {recovery.RECOVER_TO_ANNOTATION}", what="the recovery")
+    if isinstance(source, drill_recovery.Refusal):
+        return recovery.refused(target, source.message, recorded)
+    logger.warning("tenant %s/%s: in-place recovery to %s confirmed; stopping its apps",
+                   t.namespace, t.name, source.target)
+    return recovery.begin(wanted, source, policy_name, recorded, now)
+
+
+def _policy_spec(policies: Sequence[Mapping[str, Any]], name: str | None) -> (
+        BackupPolicySpec | None):
+    for policy in policies:
+        if policy["metadata"]["name"] == name:
+            try:
+                return BackupPolicySpec.model_validate(policy.get("spec") or {})
+            except ValidationError:
+                return None
+    return None
+
+
+def _queries(namespace: str, drill: str | None) -> list[QueryCheck] | None:
+    """The named drill's queries (none without a drill), or None when it is missing."""
+    if drill is None:
+        return []
+    body = kube.get(API, "DRDrill", drill, namespace)
+    if body is None:
+        return None
+    try:
+        return list(DRDrillSpec.model_validate(body.get("spec") or {}).checks.queries)
+    except ValidationError:
+        return None
+
+
+def _release(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | None,
+             claim: str | None) -> RecoveryStatus | None:
+    kept, release = recovery.release(recorded, claim)
+    if release is not None:
+        kube.delete("v1", "PersistentVolumeClaim", release, t.namespace)
+        kube.record_event(dict(body), "Normal", "VolumeReleased",
+                          f"deleted {release}, the volume of a database recovered over")
+    return kept

@@ -1,0 +1,364 @@
+"""In-place recovery: what starts one, each step's way forward, its roll-back, and
+how the tenant is built meanwhile.
+
+(The recovery itself on running pods: tests/realnode/test_archiving.py.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stackforge_operator import config
+from stackforge_operator.builders import apps, postgres
+from stackforge_operator.builders.drill import PhysicalSource
+from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus
+from stackforge_operator.reconcile import archiving_policy, recovery
+from stackforge_operator.reconcile.recovery import Facts, Phase
+from tests.unit.builders.tenants import find, tenant
+
+NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+TARGET = "2026-12-01T05:40:00Z"
+REPOSITORY = "/backups/_pgbackrest/acme/7400000000000000001-20261129T000000Z"
+CONFIRM = f"tenant-acme/acme@{TARGET}"
+
+
+def _annotations(**values: str) -> dict[str, str]:
+    return {f"stackforge.io/{k.replace('_', '-')}": v for k, v in values.items()}
+
+
+def _request(**values: str) -> recovery.Request | str | None:
+    return recovery.request(_annotations(**values), "tenant-acme", "acme", None)
+
+
+def _policy() -> BackupPolicySpec:
+    return BackupPolicySpec.model_validate({
+        "tenantRef": {"name": "acme"},
+        "storage": {"bucket": "backups", "prefix": "backups",
+                    "credentialsSecretRef": {"name": "s3-credentials"}},
+        "retention": {"keepLast": 7},
+        "continuousArchiving": {
+            "repositoryCipherSecretRef": {"name": "cipher", "key": "passphrase"}}})
+
+
+def _begun(previous: RecoveryStatus | None = None) -> RecoveryStatus:
+    wanted = _request(recover_to=TARGET, recover_confirm=CONFIRM)
+    assert isinstance(wanted, recovery.Request)
+    return recovery.begin(wanted, PhysicalSource(REPOSITORY, TARGET), "archive", previous, NOW)
+
+
+def _pod(name: str, *, ready: bool = True, component: str = "postgres",
+         restarts: int = 0, exit_code: int = 0, labels: dict[str, str] | None = None,
+         message: str = "") -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        "containerStatuses": [{
+            "name": "postgres", "restartCount": restarts,
+            "lastState": {"terminated": {"exitCode": exit_code}} if exit_code else {},
+            "state": {"terminated": {"message": message}} if message else {}}]}
+    return {"metadata": {"name": name, "labels": {
+        "app.kubernetes.io/component": component, **(labels or {})}}, "status": status}
+
+
+def _facts(*pods: dict[str, Any], statefulset: dict[str, Any] | None = None,
+           job: dict[str, Any] | None = None, at: datetime = NOW) -> Facts:
+    return Facts(at, {p["metadata"]["name"]: p for p in pods}, statefulset, job)
+
+
+def _in(phase: RecoveryPhase, steps: int = 1) -> RecoveryStatus:
+    """A recovery in ``phase``, got there the way advance gets it."""
+    found = _begun()
+    path = [Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING, Phase.SWITCHING_OVER]
+    names = ["StopWrites", "Restore", "Verify", "SwitchOver"]
+    index = path.index(phase)
+    steps_ = [found.steps[0].model_copy(update={
+        "name": n, "completion_time": NOW if i < index else None})
+        for i, n in enumerate(names[:index + 1])]
+    return found.model_copy(update={"phase": phase, "steps": steps_})
+
+
+def _job(condition: str | None) -> dict[str, Any]:
+    conditions = [{"type": condition, "status": "True"}] if condition else []
+    return {"metadata": {"name": "recovery-verify-x"}, "status": {"conditions": conditions}}
+
+
+def _statefulset(*, ordinal: int, restoring: bool = False, rolled: bool = True,
+                 ready: int = 1) -> dict[str, Any]:
+    env = [{"name": "STACKFORGE_RESTORE_TARGET", "value": TARGET}] if restoring else []
+    return {"metadata": {"name": "postgres", "generation": 4},
+            "spec": {"ordinals": {"start": ordinal},
+                     "template": {"spec": {"containers": [{"name": "postgres", "env": env}]}}},
+            "status": {"observedGeneration": 4 if rolled else 3, "readyReplicas": ready,
+                       "currentRevision": "postgres-b", "updateRevision": "postgres-b"}}
+
+
+# --- the request ---------------------------------------------------------------------
+
+
+def test_no_annotation_asks_nothing() -> None:
+    assert _request() is None
+
+
+@pytest.mark.parametrize("confirm", [
+    None, "", "acme", "tenant-acme/acme@2026-12-01T05:41:00Z", f"tenant-other/acme@{TARGET}",
+    f"tenant-acme/other@{TARGET}"])
+def test_a_request_not_confirmed_for_this_tenant_and_moment_is_refused(
+        confirm: str | None) -> None:
+    values = {"recover_to": TARGET, **({"recover_confirm": confirm} if confirm is not None
+                                       else {})}
+    refused = _request(**values)
+    assert isinstance(refused, str)
+    assert f"stackforge.io/recover-confirm={CONFIRM}" in refused
+
+
+@pytest.mark.parametrize("target", ["yesterday", "2026-12-01T05:40:00"])
+def test_a_target_that_is_not_a_moment_with_a_zone_is_refused(target: str) -> None:
+    refused = _request(recover_to=target, recover_confirm=f"tenant-acme/acme@{target}")
+    assert isinstance(refused, str) and "not an RFC 3339 time with a zone" in refused
+
+
+def test_a_confirmed_request_carries_its_moment_and_drill() -> None:
+    wanted = _request(recover_to=TARGET, recover_confirm=CONFIRM, recover_verify_drill="nightly")
+    assert wanted == recovery.Request(TARGET, datetime(2026, 12, 1, 5, 40, tzinfo=UTC),
+                                      "nightly")
+
+
+def test_a_request_is_answered_once_but_a_refused_one_is_looked_at_again() -> None:
+    annotations = _annotations(recover_to=TARGET, recover_confirm=CONFIRM)
+    done = _begun().model_copy(update={"phase": Phase.FAILED})
+    assert recovery.request(annotations, "tenant-acme", "acme", done) is None
+    refused = recovery.refused(TARGET, "after the window", None)
+    assert isinstance(recovery.request(annotations, "tenant-acme", "acme", refused),
+                      recovery.Request)
+    # Another drill to verify with is another request.
+    other = _annotations(recover_to=TARGET, recover_confirm=CONFIRM, recover_verify_drill="x")
+    assert isinstance(recovery.request(other, "tenant-acme", "acme", done), recovery.Request)
+
+
+def test_a_new_recovery_restores_into_the_next_pod_and_keeps_what_was_kept() -> None:
+    first = _begun()
+    assert (first.phase, first.previous_ordinal, first.ordinal) == (Phase.STOPPING_WRITES, 0, 1)
+    assert first.repository_path == REPOSITORY and first.recovery_target == TARGET
+    assert [s.name for s in first.steps] == ["StopWrites"] and first.start_time == NOW
+    succeeded = first.model_copy(update={"phase": Phase.SUCCEEDED,
+                                         "kept_volumes": ["data-postgres-0"]})
+    second = _begun(succeeded)
+    assert (second.previous_ordinal, second.ordinal) == (1, 2)
+    assert second.kept_volumes == ["data-postgres-0"]
+    failed = first.model_copy(update={"phase": Phase.FAILED})
+    assert (_begun(failed).previous_ordinal, _begun(failed).ordinal) == (0, 1)
+    refused = recovery.refused(TARGET, "no", succeeded)
+    assert (refused.previous_ordinal, refused.ordinal, refused.kept_volumes) == (
+        1, 1, ["data-postgres-0"])
+
+
+@pytest.mark.parametrize(("phase", "ordinal"), [
+    (Phase.STOPPING_WRITES, 0), (Phase.RESTORING, 1), (Phase.VERIFYING, 1),
+    (Phase.SWITCHING_OVER, 1), (Phase.SUCCEEDED, 1), (Phase.ROLLING_BACK, 0),
+    (Phase.FAILED, 0), (Phase.REFUSED, 0)])
+def test_the_database_is_the_restored_pods_only_from_the_restore_on(
+        phase: RecoveryPhase, ordinal: int) -> None:
+    assert recovery.primary_ordinal(_begun().model_copy(update={"phase": phase})) == ordinal
+    assert recovery.primary_ordinal(None) == 0
+
+
+# --- how the tenant is built ---------------------------------------------------------
+
+
+def _built(phase: RecoveryPhase | None) -> list[dict[str, Any]]:
+    t = replace(tenant({"components": {"postgres": {"readReplicas": 2}}}),
+                archiving=archiving_policy.archiving([{
+                    "metadata": {"name": "archive"},
+                    "spec": _policy().model_dump(mode="json", by_alias=True)}]))
+    found = _begun().model_copy(update={"phase": phase}) if phase else None
+    planned = recovery.with_plan(t, found, _policy())
+    return [*postgres.build(planned), *apps.build(planned)]
+
+
+def _env_names(statefulset: dict[str, Any]) -> set[str]:
+    return {e["name"] for c in statefulset["spec"]["template"]["spec"]["containers"]
+            for e in c.get("env", [])}
+
+
+def test_without_a_recovery_the_primary_is_pod_0_and_everything_runs() -> None:
+    built = _built(None)
+    primary = find(built, "StatefulSet", "postgres")
+    assert primary["spec"]["ordinals"] == {"start": 0} and primary["spec"]["replicas"] == 1
+    assert find(built, "StatefulSet", "postgres-replica")["spec"]["replicas"] == 2
+    assert find(built, "Deployment", "worker")["spec"]["replicas"] == 1
+
+
+def test_stopping_writes_stops_the_apps_and_the_old_primary() -> None:
+    built = _built(Phase.STOPPING_WRITES)
+    primary = find(built, "StatefulSet", "postgres")
+    assert primary["spec"]["ordinals"] == {"start": 0} and primary["spec"]["replicas"] == 0
+    assert find(built, "StatefulSet", "postgres-replica")["spec"]["replicas"] == 0
+    # Even the autoscaled app: an HPA never scales up from zero.
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in built
+            if d["kind"] == "Deployment"} == {"api": 0, "worker": 0, "web": 0}
+
+
+@pytest.mark.parametrize("phase", [Phase.RESTORING, Phase.VERIFYING])
+def test_the_restore_runs_in_the_next_pod_with_the_tenants_own_archive(
+        phase: RecoveryPhase) -> None:
+    built = _built(phase)
+    primary = find(built, "StatefulSet", "postgres")
+    assert primary["spec"]["ordinals"] == {"start": 1} and primary["spec"]["replicas"] == 1
+    server = primary["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") or e.get("valueFrom") for e in server["env"]}
+    assert env["STACKFORGE_RESTORE_TARGET"] == TARGET
+    assert env["STACKFORGE_RESTORE_REPOSITORY"] == REPOSITORY
+    assert env["STACKFORGE_RESTORE_STANZA"] == "acme"
+    assert env["STACKFORGE_RESTORE_PGBACKREST_REPO1_CIPHER_PASS"] == {
+        "secretKeyRef": {"name": "cipher", "key": "passphrase", "optional": True}}
+    # Nothing archived before the switch-over.
+    assert not [n for n in env if n.startswith("PGBACKREST_")] and "archiver" not in {
+        c["name"] for c in primary["spec"]["template"]["spec"]["containers"]}
+    assert find(built, "Deployment", "api")["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize("phase", [Phase.SWITCHING_OVER, Phase.SUCCEEDED])
+def test_switching_over_drops_the_restore_and_brings_the_apps_and_replicas_back(
+        phase: RecoveryPhase) -> None:
+    built = _built(phase)
+    primary = find(built, "StatefulSet", "postgres")
+    assert primary["spec"]["ordinals"] == {"start": 1} and primary["spec"]["replicas"] == 1
+    assert not {n for n in _env_names(primary) if n.startswith("STACKFORGE_RESTORE")}
+    assert "archiver" in {c["name"] for c in primary["spec"]["template"]["spec"]["containers"]}
+    assert "PGBACKREST_REPO1_S3_BUCKET" in _env_names(primary)
+    assert find(built, "Deployment", "worker")["spec"]["replicas"] == 1
+    assert find(built, "Deployment", "api")["spec"].get("replicas") is None  # the HPA's
+    replicas = find(built, "StatefulSet", "postgres-replica")["spec"]["replicas"]
+    assert replicas == 2
+
+
+def test_rolling_back_runs_the_old_pod_without_the_restore_and_keeps_the_writes_stopped() -> None:
+    built = _built(Phase.ROLLING_BACK)
+    primary = find(built, "StatefulSet", "postgres")
+    assert primary["spec"]["ordinals"] == {"start": 0} and primary["spec"]["replicas"] == 1
+    assert not {n for n in _env_names(primary) if n.startswith("STACKFORGE_RESTORE")}
+    assert find(built, "Deployment", "worker")["spec"]["replicas"] == 0
+
+
+# --- the steps -----------------------------------------------------------------------
+
+
+def test_writes_are_stopped_once_no_app_and_no_old_primary_is_left() -> None:
+    begun = _begun()
+    waiting = recovery.advance(begun, _facts(_pod("postgres-0"), _pod("api-1", component="app")))
+    assert waiting.recovery.phase == Phase.STOPPING_WRITES
+    assert "api-1, postgres-0" in (waiting.recovery.message or "")
+    later = NOW + timedelta(seconds=20)
+    moved = recovery.advance(begun, _facts(_pod("redis-0", component="redis"), at=later))
+    assert moved.recovery.phase == Phase.RESTORING
+    assert [(s.name, s.completion_time) for s in moved.recovery.steps] == [
+        ("StopWrites", later), ("Restore", None)]
+
+
+def test_the_restore_is_done_when_the_new_primary_is_ready() -> None:
+    restoring = _in(Phase.RESTORING)
+    assert recovery.advance(restoring, _facts(_pod("postgres-1", ready=False))).recovery == (
+        restoring)
+    moved = recovery.advance(restoring, _facts(_pod("postgres-1")))
+    assert moved.recovery.phase == Phase.VERIFYING and moved.recovery.steps[-1].name == "Verify"
+
+
+def test_a_restore_that_keeps_failing_rolls_back() -> None:
+    restoring = _in(Phase.RESTORING)
+    once = _pod("postgres-1", ready=False, restarts=1, exit_code=1)
+    assert recovery.advance(restoring, _facts(once)).recovery.phase == Phase.RESTORING
+    failing = _pod("postgres-1", ready=False, restarts=3, exit_code=1)
+    moved = recovery.advance(restoring, _facts(failing)).recovery
+    assert moved.phase == Phase.ROLLING_BACK
+    assert moved.steps[-2].message is not None and "failed 3 times" in moved.steps[-2].message
+    assert "kubectl logs postgres-1 -c postgres --previous" in moved.steps[-2].message
+
+
+def test_a_restore_past_its_deadline_rolls_back() -> None:
+    restoring = _in(Phase.RESTORING)
+    late = NOW + timedelta(seconds=config.RECOVERY_RESTORE_DEADLINE_SECONDS + 1)
+    moved = recovery.advance(restoring, _facts(_pod("postgres-1", ready=False), at=late))
+    assert moved.recovery.phase == Phase.ROLLING_BACK
+    assert "did not finish within" in (moved.recovery.message or "")
+
+
+def test_verification_waits_for_the_job_and_follows_its_result() -> None:
+    verifying = _in(Phase.VERIFYING)
+    assert recovery.advance(verifying, _facts(job=None)).recovery == verifying
+    assert recovery.advance(verifying, _facts(job=_job(None))).recovery == verifying
+    passed = recovery.advance(verifying, _facts(
+        _pod("recovery-verify-x-abcde", component="recovery",
+             labels={"job-name": "recovery-verify-x"},
+             message='{"verdict": "Passed", "message": "all 3 checks passed"}'),
+        job=_job("Complete"))).recovery
+    assert passed.phase == Phase.SWITCHING_OVER
+    assert passed.steps[-2].message == "verified: all 3 checks passed"
+    failed = recovery.advance(verifying, _facts(
+        _pod("recovery-verify-x-abcde", component="recovery",
+             labels={"job-name": "recovery-verify-x"},
+             message='{"verdict": "Failed", "message": "check precious: got 7, want 8"}'),
+        job=_job("Failed"))).recovery
+    assert failed.phase == Phase.ROLLING_BACK
+    assert failed.steps[-2].message == (
+        "the verification failed: check precious: got 7, want 8")
+    gone = recovery.advance(verifying, _facts(job=_job("Failed"))).recovery
+    assert "kubectl logs job/recovery-verify-x" in (gone.message or "")
+
+
+def test_the_switch_over_ends_once_the_primary_runs_without_the_restore() -> None:
+    switching = _in(Phase.SWITCHING_OVER)
+    for statefulset in (None, _statefulset(ordinal=1, restoring=True),
+                        _statefulset(ordinal=1, rolled=False),
+                        _statefulset(ordinal=1, ready=0), _statefulset(ordinal=0)):
+        assert recovery.advance(switching, _facts(statefulset=statefulset)).recovery == (
+            switching)
+    later = NOW + timedelta(minutes=3)
+    done = recovery.advance(switching, _facts(statefulset=_statefulset(ordinal=1),
+                                              at=later)).recovery
+    assert done.phase == Phase.SUCCEEDED and done.completion_time == later
+    assert done.kept_volumes == ["data-postgres-0"]
+    assert all(s.completion_time is not None for s in done.steps)
+    assert "data-postgres-0 is kept until released" in (done.message or "")
+
+
+def test_a_roll_back_ends_with_the_old_primary_ready_and_deletes_the_new_claim() -> None:
+    rolling = recovery.roll_back(_in(Phase.VERIFYING), NOW, "the verification failed: no")
+    assert rolling.phase == Phase.ROLLING_BACK
+    both = recovery.advance(rolling, _facts(_pod("postgres-0"), _pod("postgres-1")))
+    assert both.recovery.phase == Phase.ROLLING_BACK and not both.delete_claims
+    again = recovery.advance(both.recovery, _facts(_pod("postgres-1"))).recovery
+    assert again.message == both.recovery.message == (
+        "the verification failed: no; waiting for the old primary to be Ready and "
+        "postgres-1 to stop")
+    not_ready = recovery.advance(rolling, _facts(_pod("postgres-0", ready=False)))
+    assert not_ready.recovery.phase == Phase.ROLLING_BACK
+    done = recovery.advance(rolling, _facts(_pod("postgres-0")))
+    assert done.recovery.phase == Phase.FAILED and done.delete_claims == ("data-postgres-1",)
+    assert [s.name for s in done.recovery.steps] == ["StopWrites", "Restore", "Verify",
+                                                     "RollBack"]
+    assert (done.recovery.message or "").startswith("the verification failed: no; the tenant "
+                                                    "runs its old database again")
+
+
+def test_release_deletes_only_a_kept_volume() -> None:
+    kept = _begun().model_copy(update={"phase": Phase.SUCCEEDED,
+                                       "kept_volumes": ["data-postgres-0"]})
+    assert recovery.release(kept, "data-postgres-1") == (kept, None)
+    assert recovery.release(kept, None) == (kept, None)
+    assert recovery.release(None, "data-postgres-0") == (None, None)
+    released, claim = recovery.release(kept, "data-postgres-0")
+    assert claim == "data-postgres-0" and released is not None and released.kept_volumes == []
+
+
+def test_events_say_each_phase_once() -> None:
+    begun = _begun()
+    assert recovery.events(None, begun) == [("Normal", "RecoveryStarted",
+                                             "stopping the apps and the primary")]
+    assert recovery.events(begun, begun.model_copy(update={"message": "waiting"})) == []
+    failed = begun.model_copy(update={"phase": Phase.FAILED, "message": "no"})
+    assert recovery.events(begun, failed) == [("Warning", "RecoveryFailed", "no")]
+    assert recovery.events(begun, None) == []
