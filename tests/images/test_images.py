@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stackforge_operator.builders import postgres as postgres_builder
-from stackforge_operator.builders.backup import RUNNER_UID
+from stackforge_operator.builders.common import RUNNER_UID
 from stackforge_operator.builders.pooler import POOLER_UID, USERLIST_PROGRAM
 from stackforge_operator.builders.postgres import POSTGRES_UID
 from stackforge_operator.builders.redis import REDIS_UID

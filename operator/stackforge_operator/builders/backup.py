@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stackforge_operator import API_GROUP, image_catalog
+from stackforge_operator import API_GROUP
 from stackforge_operator.builders import s3ca
 from stackforge_operator.builders.common import (
     MANAGED_BY,
@@ -28,16 +28,14 @@ from stackforge_operator.builders.common import (
     RUNNER_LABEL,
     TENANT_LABEL,
     Manifest,
-    container_security_context,
-    image_pull_secrets,
-    pod_security_context,
+    runner_pod,
 )
 from stackforge_operator.builders.secrets_names import (
     POSTGRES_PASSWORD_KEY,
     POSTGRES_SECRET,
     POSTGRES_USER_KEY,
 )
-from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget
+from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget, ObjectStorage
 from stackforge_operator.models.effective import EffectiveTenant
 
 POLICY_LABEL = f"{API_GROUP}/backup-policy"
@@ -46,7 +44,6 @@ CONFIG_MOUNT = "/etc/stackforge/configuration"
 CONFIG_FILE = "tenant.json"
 DEFAULT_DEADLINE_SECONDS = 6 * 3600
 # The runner's own user (the operator image runs as non-root).
-RUNNER_UID = 65532
 
 
 def cron_job_name(policy: str) -> str:
@@ -97,16 +94,21 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _runner_args(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[str]:
-    storage = policy_spec.storage
-    args = ["backup", "run", "--tenant", t.name, "--bucket", storage.bucket,
-            "--prefix", storage.prefix]
+def storage_args(storage: ObjectStorage) -> list[str]:
+    """A runner's arguments naming the bucket (its keys and CA come from the environment)."""
+    args = ["--bucket", storage.bucket, "--prefix", storage.prefix]
     if storage.endpoint:
         args += ["--endpoint", storage.endpoint]
     if storage.region:
         args += ["--region", storage.region]
     if storage.force_path_style:
         args.append("--force-path-style")
+    return args
+
+
+def _runner_args(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[str]:
+    storage = policy_spec.storage
+    args = ["backup", "run", "--tenant", t.name, *storage_args(storage)]
     sse = storage.server_side_encryption
     if sse is not None:
         args += ["--sse", sse.algorithm.value]
@@ -178,30 +180,8 @@ def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant)
             or DEFAULT_DEADLINE_SECONDS,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(RUNNER_UID),
-                    **image_pull_secrets(),
-                    "containers": [{
-                        "name": "backup",
-                        "image": image_catalog.current().operator,
-                        "command": ["stackforge-operator"],
-                        "args": _runner_args(policy_spec, t),
-                        "env": _env(policy_spec, t),
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": container_security_context(
-                            read_only_root_filesystem=True),
-                        # The runner streams; its memory stays bounded whatever the size.
-                        "resources": {
-                            "requests": {"cpu": "100m", "memory": "128Mi"},
-                            "limits": {"cpu": "1", "memory": "256Mi"},
-                        },
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
-                },
+                "spec": runner_pod("backup", _runner_args(policy_spec, t),
+                                   _env(policy_spec, t), mounts, volumes),
             },
         },
     }

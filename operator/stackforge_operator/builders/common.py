@@ -377,3 +377,40 @@ def deployment(
                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     spec["template"] = template
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+# The runners (backups, drills, a recovery's verification) run as this user of
+# the operator's image.
+RUNNER_UID = 65532
+
+
+def runner_pod(container: str, args: list[str], variables: list[dict[str, Any]],
+               mounts: list[dict[str, Any]], volumes: list[dict[str, Any]], *,
+               service_account: str | None = None) -> dict[str, Any]:
+    """The pod spec of a runner Job: the operator's own image (it holds the runners),
+    run once, its result in the termination message."""
+    spec: dict[str, Any] = {"restartPolicy": "Never"}
+    if service_account is not None:
+        spec["serviceAccountName"] = service_account
+    return {
+        **spec,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(RUNNER_UID),
+        **image_pull_secrets(),
+        "containers": [{
+            "name": container,
+            "image": image_catalog.current().operator,
+            "command": ["stackforge-operator"],
+            "args": args,
+            "env": variables,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": container_security_context(read_only_root_filesystem=True),
+            # The runners stream; their memory stays bounded whatever the size.
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                          "limits": {"cpu": "1", "memory": "256Mi"}},
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes,
+    }
+

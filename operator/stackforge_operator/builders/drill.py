@@ -29,6 +29,7 @@ from stackforge_operator.builders.common import (
     image_pull_secrets,
     mount,
     pod_security_context,
+    runner_pod,
     secret_env,
 )
 from stackforge_operator.builders.postgres import (
@@ -64,7 +65,6 @@ CHECKS_FILE = "checks.json"
 JOB = "drill-restore"
 SCRATCH_DATABASE = "restore"
 POSTGRES_UID = 999
-RUNNER_UID = 65532
 # The restored server's upkeep sidecar retries its password change this often
 # (seconds, for sleep(1)) while recovery still runs: what it adds to the RTO.
 RESTORED_RETRY_SECONDS = "0.2"
@@ -404,7 +404,7 @@ def restore_job(
     if with_s3_keys:
         variables += [secret_env("AWS_ACCESS_KEY_ID", S3_SECRET, S3_KEY_ID_KEY),
                       secret_env("AWS_SECRET_ACCESS_KEY", S3_SECRET, S3_SECRET_KEY_KEY)]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "checks", "mountPath": CHECKS_MOUNT, "readOnly": True},
         # A private emptyDir, not the node's /tmp.
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
@@ -424,29 +424,8 @@ def restore_job(
             "activeDeadlineSeconds": spec.sandbox.ttl_seconds,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": RUNNER_ACCOUNT,
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(RUNNER_UID),
-                    **image_pull_secrets(),
-                    "containers": [{
-                        "name": "drill",
-                        # The operator's own image: it holds the restore runner.
-                        "image": image_catalog.current().operator,
-                        "command": ["stackforge-operator"],
-                        "args": args,
-                        "env": variables,
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": container_security_context(
-                            read_only_root_filesystem=True),
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                      "limits": {"cpu": "1", "memory": "256Mi"}},
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
-                },
+                "spec": runner_pod("drill", args, variables, mounts, volumes,
+                                   service_account=RUNNER_ACCOUNT),
             },
         },
     }

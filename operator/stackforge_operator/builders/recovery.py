@@ -16,18 +16,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from stackforge_operator import image_catalog
 from stackforge_operator.builders import drill, s3ca
-from stackforge_operator.builders.backup import POLICY_LABEL
+from stackforge_operator.builders.backup import POLICY_LABEL, storage_args
 from stackforge_operator.builders.common import (
     POSTGRES_PORT,
     RUNNER_LABEL,
     Manifest,
-    container_security_context,
-    image_pull_secrets,
     labels,
     metadata,
-    pod_security_context,
+    runner_pod,
     secret_env,
 )
 from stackforge_operator.builders.postgres import HEADLESS, SUPERUSER, primary_pod
@@ -43,7 +40,6 @@ from stackforge_operator.models.tenant import RecoveryStatus
 COMPONENT: Final = "recovery"
 CHECKS_PREFIX: Final = "recovery-checks"
 JOB_PREFIX: Final = "recovery-verify"
-RUNNER_UID: Final = 65532
 # How long the runner waits for the restored server to answer (it is Ready
 # before the Job is made: a margin for a restart, not a restore).
 WAIT_SECONDS: Final = 120
@@ -79,22 +75,11 @@ def checks_config(t: EffectiveTenant, recovery: RecoveryStatus,
     }
 
 
-def _storage_args(storage: ObjectStorage) -> list[str]:
-    args = ["--bucket", storage.bucket, "--prefix", storage.prefix]
-    if storage.endpoint:
-        args += ["--endpoint", storage.endpoint]
-    if storage.region:
-        args += ["--region", storage.region]
-    if storage.force_path_style:
-        args.append("--force-path-style")
-    return args
-
-
 def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: ObjectStorage,
                      started_at: datetime) -> Manifest:
     """The runner's Job; the checks ConfigMap (checks_config) must exist beside it."""
     assert recovery.recovery_target and recovery.repository_path  # set when it began
-    args = ["drill", "run", "--tenant", t.name, *_storage_args(storage),
+    args = ["drill", "run", "--tenant", t.name, *storage_args(storage),
             "--recovery-target", recovery.recovery_target,
             "--repository", recovery.repository_path,
             "--wait-seconds", str(WAIT_SECONDS),
@@ -140,27 +125,7 @@ def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: Obje
                 # policy's NetworkPolicies let it reach the database and the bucket.
                 "metadata": {"labels": {**labels(t, COMPONENT), RUNNER_LABEL: "backup",
                                         POLICY_LABEL: recovery.backup_policy or ""}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(RUNNER_UID),
-                    **image_pull_secrets(),
-                    "containers": [{
-                        "name": "verify",
-                        "image": image_catalog.current().operator,
-                        "command": ["stackforge-operator"],
-                        "args": args,
-                        "env": variables,
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": container_security_context(
-                            read_only_root_filesystem=True),
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                      "limits": {"cpu": "1", "memory": "256Mi"}},
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
-                },
+                "spec": runner_pod("verify", args, variables, mounts, volumes),
             },
         },
     }

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 from stackforge_operator.builders import backup_network, recovery, s3ca
 from stackforge_operator.builders.common import RUNNER_LABEL
-from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.drill import QueryCheck
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus
 from tests.unit.builders.tenants import container, env_of, secret_ref, tenant
+from tests.unit.builders.test_drill_restore import STORAGE
 
 STARTED = datetime(2026, 12, 1, 6, 0, 5, tzinfo=UTC)
 RECOVERY = RecoveryStatus(
@@ -22,13 +22,6 @@ RECOVERY = RecoveryStatus(
     recovery_target="2026-12-01T05:40:00Z", backup_policy="archive",
     repository_path="/backups/_pgbackrest/acme/7400-20261129T000000Z",
     previous_ordinal=0, ordinal=1, start_time=STARTED)
-STORAGE = ObjectStorage.model_validate({
-    "bucket": "backups", "prefix": "backups", "endpoint": "https://s3.internal:9000",
-    "region": "eu-west-1", "forcePathStyle": True,
-    "credentialsSecretRef": {"name": "tenant-s3", "accessKeyIdKey": "id",
-                             "secretAccessKeyKey": "secret"},
-    "endpointCA": {"name": "tenant-ca", "key": "bundle.pem"},
-})
 
 
 def test_the_runner_verifies_the_restored_pod_to_the_target_and_reports_beside_the_drills(
