@@ -99,11 +99,10 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "component configuration and Services; changes wake the tenant"),
     Rule("", ("resourcequotas", "limitranges"), _APPLIED,
          "the tier's quota and default limits in each tenant namespace"),
-    Rule("", ("persistentvolumeclaims",), ("get", "list", "patch", "delete"),
+    Rule("", ("persistentvolumeclaims",), ("get", "list", "patch"),
          "grow claims when a component's storage grows (StatefulSet templates are "
-         "immutable); delete only an in-place recovery's failed restore and an old "
-         "database's volume its release annotation names; never create: StatefulSets "
-         "create their claims"),
+         "immutable); never create: StatefulSets create their claims; never delete: "
+         "the volumes an in-place recovery leaves are a person's to delete"),
     Rule("apps", ("deployments", "statefulsets"), _APPLIED_WATCHED,
          "component workloads; rollout progress wakes the tenant"),
     Rule("networking.k8s.io", ("networkpolicies",), _APPLIED_WATCHED,

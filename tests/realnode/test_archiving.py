@@ -504,8 +504,10 @@ def _objects(s3: S3Server, bucket: str, prefix: str) -> dict[str, str]:
 def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str],
         pod_s3: S3Server) -> None:
-    """A new tenant from another's backups at T: the source's rows before T and none
-    after; it archives under its own path; the source's repository gets nothing
+    """A new tenant from another's backups at T, with no BackupPolicy of its own (its
+    primary reaches the source's bucket through the tenant's restore egress, gone
+    once restored): the source's rows before T and none after; with a policy of
+    its own it then archives under its own path; the source's repository gets nothing
     from it (the objects there before are unchanged, and every new one is the
     source's own WAL of its own timeline)."""
     name, bucket, _ = archived_tenant
@@ -532,7 +534,8 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         repository = first_repository(real_cluster, ns)
         before = _objects(pod_s3, bucket, repository + "/")
 
-        _archiving_policy(real_cluster, pod_s3, clone, bucket)
+        # No policy of its own yet: the restore reaches the source's bucket through
+        # the tenant's own restore egress, as a clone with no backups of its own must.
         manifest = stack.postgres_only(clone)
         manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": target}}
         tenants.apply(real_cluster, manifest)
@@ -569,7 +572,10 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         assert stack.psql(real_cluster, clone_ns, "SELECT count(*) || ':' || max(id) "
                                                   "FROM cloned") == "10:10"
         assert stack.psql(real_cluster, ns, "SELECT count(*) FROM cloned") == "20"
+        assert "restore-egress" not in {p.metadata.name for p in client.NetworkingV1Api(
+            real_cluster.api).list_namespaced_network_policy(clone_ns).items}
         # Its own archive, under its own name.
+        _archiving_policy(real_cluster, pod_s3, clone, bucket)
         own = tenants.eventually(lambda: _archiving(real_cluster, clone_ns), timeout=300,
                                  interval=2)
         own_path = own["status"]["continuousArchiving"]["repositoryPath"]
@@ -643,9 +649,10 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
     recovered in place to T. Unconfirmed, or before the window, nothing starts.
     A recovery whose verification fails rolls back: the tenant runs its old
     database (the table still dropped, every row there), the restored volume is
-    gone. One that passes: the table and the rows before T are back, owners and
+    kept. One that passes: the table and the rows before T are back, owners and
     grants as they were, the apps stopped meanwhile and running after; the old
-    volume stays until released. Every step is recorded with its times."""
+    volume stays until a person deletes it. Every step is recorded with its
+    times."""
     name, _, _ = archived_tenant
     ns = tenants.namespace_of(name)
     tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
@@ -712,10 +719,12 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
             "StopWrites", "Restore", "Verify", "RollBack"], failed
         assert "the verification failed" in failed["message"], failed
         assert seen_apps == {0}, seen_apps
+        # The failed restore's volume is kept (the operator never deletes one).
+        assert failed["keptVolumes"] == ["data-postgres-1"], failed
         core = client.CoreV1Api(real_cluster.api)
         claims = lambda: {c.metadata.name for c in  # noqa: E731
                           core.list_namespaced_persistent_volume_claim(ns).items}
-        tenants.eventually(lambda: "data-postgres-1" not in claims(), timeout=60, interval=1)
+        assert {"data-postgres-0", "data-postgres-1"} <= claims()
         stack.wait_ready(real_cluster, name)
         assert stack.psql(real_cluster, ns, "SELECT to_regclass('precious') IS NULL") == "t"
         assert stack.psql(real_cluster, ns, "SELECT count(*) FROM ledger") == "40"
@@ -731,20 +740,23 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
                  for t in (s["startTime"], s["completionTime"])]
         assert times == sorted(times), done["steps"]
         assert runs.parse_time(done["recoveryTarget"]) == runs.parse_time(target), done
-        assert done["previousOrdinal"] == 0 and done["ordinal"] == 1, done
-        assert done["keptVolumes"] == ["data-postgres-0"], done
+        # Pod numbers only grow: the kept data-postgres-1 is never restored over.
+        assert done["previousOrdinal"] == 0 and done["ordinal"] == 2, done
+        assert done["keptVolumes"] == ["data-postgres-1", "data-postgres-0"], done
         assert seen_apps == {0}, seen_apps
         stack.wait_ready(real_cluster, name)
         tenants.eventually(lambda: _app_replicas(real_cluster, ns) == 1, timeout=60, interval=1)
-        restored = functools.partial(stack.psql, real_cluster, ns, pod="postgres-1")
+        restored = functools.partial(stack.psql, real_cluster, ns, pod="postgres-2")
         assert restored("SELECT count(*) || ':' || max(id) FROM precious") == "7:7"
         assert restored("SELECT count(*) FROM ledger") == "20"
         assert restored(OWNERSHIP_SQL) == owned
-        assert "data-postgres-0" in claims()
+        assert {"data-postgres-0", "data-postgres-1"} <= claims()
 
-        _annotate(real_cluster, name, ns, release_volume="data-postgres-0")
-        tenants.eventually(lambda: "data-postgres-0" not in claims(), timeout=60, interval=1)
-        assert _recovery(real_cluster, name, ns)["keptVolumes"] == []
+        # A person deletes the kept volumes; the recovery's record forgets them.
+        real_cluster.kubectl("delete", "pvc", "-n", ns, "data-postgres-0", "data-postgres-1",
+                             "--wait=false")
+        tenants.eventually(lambda: _recovery(real_cluster, name, ns)["keptVolumes"] == [],
+                           timeout=120, interval=1)
     finally:
         for drill in drills:
             real_cluster.kubectl("delete", "drdrills.stackforge.io", drill, "-n", ns,

@@ -44,12 +44,12 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["resourcequotas", "limitranges"]
     verbs: ["get", "list", "create", "patch", "delete"]
-  # grow claims when a component's storage grows (StatefulSet templates are immutable); delete
-  # only an in-place recovery's failed restore and an old database's volume its release annotation
-  # names; never create: StatefulSets create their claims
+  # grow claims when a component's storage grows (StatefulSet templates are immutable); never
+  # create: StatefulSets create their claims; never delete: the volumes an in-place recovery
+  # leaves are a person's to delete
   - apiGroups: [""]
     resources: ["persistentvolumeclaims"]
-    verbs: ["get", "list", "patch", "delete"]
+    verbs: ["get", "list", "patch"]
   # component workloads; rollout progress wakes the tenant
   - apiGroups: ["apps"]
     resources: ["deployments", "statefulsets"]

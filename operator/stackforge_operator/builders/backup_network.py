@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from stackforge_operator.builders import network
 from stackforge_operator.builders.backup import POLICY_LABEL, child_metadata
-from stackforge_operator.builders.common import POSTGRES_PORT, RUNNER_LABEL, Manifest
-from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget
+from stackforge_operator.builders.common import POSTGRES_PORT, RUNNER_LABEL, Manifest, metadata
+from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget, ObjectStorage
 from stackforge_operator.models.effective import EffectiveTenant
 
 # AWS S3 when the policy names no endpoint: HTTPS.
@@ -150,6 +150,41 @@ def archive_egress(
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": child_metadata(archive_egress_name(policy), namespace, policy, t.name),
+        "spec": {
+            "podSelector": network.component(t, "postgres").selector(),
+            "policyTypes": ["Egress"],
+            "egress": rules,
+        },
+    }
+
+
+RESTORE_EGRESS = "restore-egress"
+
+
+def restore_flows(storage: ObjectStorage, t: EffectiveTenant,
+                  storage_addresses: Sequence[tuple[str, int]] = ()) -> list[network.Flow]:
+    """Where a restoring primary reads the archive (its restore_command and
+    ``pgbackrest restore``): the restored repository's endpoint."""
+    primary = network.component(t, "postgres")
+    if storage.endpoint is None:
+        return [network.Flow(primary, AWS_S3, network.tcp(DEFAULT_S3_PORT),
+                             "the primary restores from AWS S3")]
+    return _to_url("the restore's storage.endpoint", storage.endpoint, primary, t,
+                   storage_addresses, "the primary restores from the S3 endpoint")
+
+
+def restore_egress(t: EffectiveTenant, storage: ObjectStorage,
+                   storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
+    """The restoring primary's egress to the archive it restores, the tenant's while
+    the restore lasts (spec.bootstrap, an in-place recovery): the archive may be
+    another tenant's, with no policy here opening its endpoint. None while the
+    tenant is isolated, as for the runners. Raises ValueError as runner_flows does."""
+    rules = [] if t.isolate else [
+        network.egress_rule(flow) for flow in restore_flows(storage, t, storage_addresses)]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(t, RESTORE_EGRESS, "network"),
         "spec": {
             "podSelector": network.component(t, "postgres").selector(),
             "policyTypes": ["Egress"],

@@ -928,8 +928,8 @@ class RecoveryStatus(StatusModel):
         default_factory=list, description="Every step, in order, with its times.")
     kept_volumes: Annotated[list[ClaimName], Field(max_length=16)] = Field(
         default_factory=list,
-        description=("Claims of databases recovered over, kept until released with the "
-                     "release-volume annotation."))
+        description=("Claims a recovery left (the old database's after a success, the "
+                     "restore's after a roll-back), kept until a person deletes them."))
 
 
 class StackForgeTenantStatus(StatusModel):

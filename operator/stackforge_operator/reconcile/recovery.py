@@ -26,13 +26,18 @@ The steps, each recorded with its times in ``status.recovery.steps``:
 4. SwitchOver: the restore's settings leave the primary (one restart; it is a
    new incarnation and archives from now on, under a path of its own: not
    before, so that a rolled back restore leaves nothing in the bucket), the
-   apps and read replicas come back. The old claim is listed in ``keptVolumes`` until the
-   ``stackforge.io/release-volume`` annotation names it.
+   apps and read replicas come back.
 
 A failure of Restore (the restore keeps failing, or does not finish in time)
 or of Verify rolls back: the StatefulSet goes back to the old pod number,
-whose volume holds the database as it was stopped, the new claim is deleted,
-and the apps come back. ``Failed`` then says why; the tenant runs as before.
+whose volume holds the database as it was stopped, and the apps come back.
+``Failed`` then says why; the tenant runs as before.
+
+The operator deletes no claim (it may not: its role never deletes data). The
+claim a recovery leaves behind (the old database's after a success, the
+failed restore's after a roll-back) is listed in ``keptVolumes`` until a
+person deletes it; pod numbers only grow, so a later recovery never starts
+on one of them.
 
 Everything here is pure; reconcile/tenant.py observes and applies.
 """
@@ -40,7 +45,7 @@ Everything here is pure; reconcile/tenant.py observes and applies.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -57,7 +62,6 @@ from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, Rec
 RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
 RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
 RECOVER_VERIFY_ANNOTATION: Final = f"{API_GROUP}/recover-verify-drill"
-RELEASE_VOLUME_ANNOTATION: Final = f"{API_GROUP}/release-volume"
 
 Phase = RecoveryPhase
 ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING,
@@ -114,6 +118,8 @@ def primary_ordinal(recovery: RecoveryStatus | None) -> int:
     """The pod number (and so the claim) of the tenant's database now."""
     if recovery is None:
         return 0
+    if recovery.phase == Phase.REFUSED:
+        return recovery.previous_ordinal
     return recovery.ordinal if recovery.phase in _ON_RESTORED else recovery.previous_ordinal
 
 
@@ -121,23 +127,27 @@ def active(recovery: RecoveryStatus | None) -> bool:
     return recovery is not None and recovery.phase in ACTIVE
 
 
+def _highest(previous: RecoveryStatus | None) -> int:
+    """The highest pod number a recovery used: the next one starts above it."""
+    return max(previous.previous_ordinal, previous.ordinal) if previous else 0
+
+
 def refused(req_target: str, message: str, previous: RecoveryStatus | None) -> RecoveryStatus:
     """A request not started; what an earlier recovery left stays."""
-    ordinal = primary_ordinal(previous)
     return RecoveryStatus(request=req_target, phase=Phase.REFUSED, message=message,
-                          previous_ordinal=ordinal, ordinal=ordinal,
+                          previous_ordinal=primary_ordinal(previous), ordinal=_highest(previous),
                           kept_volumes=list(previous.kept_volumes) if previous else [])
 
 
 def begin(req: Request, source: PhysicalSource, policy: str, previous: RecoveryStatus | None,
           now: datetime) -> RecoveryStatus:
-    ordinal = primary_ordinal(previous)
     return RecoveryStatus(
         request=req.target, phase=Phase.STOPPING_WRITES,
         message="stopping the apps and the primary",
         recovery_target=source.target, backup_policy=policy,
         repository_path=source.repository_path, verify_drill=req.verify_drill,
-        previous_ordinal=ordinal, ordinal=ordinal + 1, start_time=now,
+        previous_ordinal=primary_ordinal(previous), ordinal=_highest(previous) + 1,
+        start_time=now,
         steps=[RecoveryStep(name=STOP_WRITES, start_time=now)],
         kept_volumes=list(previous.kept_volumes) if previous else [])
 
@@ -175,34 +185,24 @@ class Facts:
     job: Mapping[str, Any] | None  # the verification Job, while verifying
 
 
-@dataclass(frozen=True)
-class Step:
-    """The recovery after this reconcile, and the claims to delete for it."""
-
-    recovery: RecoveryStatus
-    delete_claims: tuple[str, ...] = ()
-
-
-def advance(recovery: RecoveryStatus, facts: Facts) -> Step:
+def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
     """The next state of an active recovery, from what is observed."""
     now = facts.now
     if recovery.phase == Phase.STOPPING_WRITES:
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         apps = [n for n, p in facts.pods.items() if _component(p) == APP_COMPONENT]
         if old is None and not apps:
-            return Step(_next(recovery, now, Phase.RESTORING, RESTORE,
-                              "the apps and the primary are stopped",
-                              f"restoring {recovery.repository_path} to "
-                              f"{recovery.recovery_target} into a new volume"))
+            return _next(recovery, now, Phase.RESTORING, RESTORE,
+                         "the apps and the primary are stopped",
+                         f"restoring {recovery.repository_path} to "
+                         f"{recovery.recovery_target} into a new volume")
         waiting = [*apps, *([postgres.primary_pod(recovery.previous_ordinal)] if old else [])]
-        return Step(replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} "
-                                              "to stop"))
+        return replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} to stop")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
         if _ready(pod):
-            return Step(_next(recovery, now, Phase.VERIFYING, VERIFY,
-                              "the restored primary is Ready",
-                              "verifying the restored database"))
+            return _next(recovery, now, Phase.VERIFYING, VERIFY,
+                         "the restored primary is Ready", "verifying the restored database")
         failure = restore_failure(pod)
         started = recovery.steps[-1].start_time if recovery.steps else now
         if failure is None and now - started > timedelta(
@@ -210,46 +210,43 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> Step:
             failure = (f"the restore did not finish within "
                        f"{int(config.RECOVERY_RESTORE_DEADLINE_SECONDS)} s")
         if failure is not None:
-            return Step(roll_back(recovery, now, failure))
-        return recovery_unchanged(recovery)
+            return roll_back(recovery, now, failure)
+        return recovery
     if recovery.phase == Phase.VERIFYING:
         result = job_result(facts.job, facts.pods)
         if result is None:
-            return recovery_unchanged(recovery)
+            return recovery
         passed, message = result
         if passed:
-            return Step(_next(recovery, now, Phase.SWITCHING_OVER, SWITCH_OVER,
-                              f"verified: {message}",
-                              "restarting the primary without the restore, then the apps"))
-        return Step(roll_back(recovery, now, f"the verification failed: {message}"))
+            return _next(recovery, now, Phase.SWITCHING_OVER, SWITCH_OVER,
+                         f"verified: {message}",
+                         "restarting the primary without the restore, then the apps")
+        return roll_back(recovery, now, f"the verification failed: {message}")
     if recovery.phase == Phase.SWITCHING_OVER:
         if not switched(facts.primary, recovery.ordinal):
-            return recovery_unchanged(recovery)
+            return recovery
         kept = postgres.data_claim(postgres.NAME, recovery.previous_ordinal)
         done = _finish(recovery, now, Phase.SUCCEEDED,
                        f"the database is restored to {recovery.recovery_target}; the apps "
-                       f"are back; the old database's volume {kept} is kept until released",
+                       f"are back; the old database's volume {kept} is kept until you "
+                       "delete it",
                        "the primary runs the restored database")
-        return Step(done.model_copy(update={
-            "kept_volumes": [*recovery.kept_volumes, kept][-16:]}))
+        return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, kept][-16:]})
     if recovery.phase == Phase.ROLLING_BACK:
         restored = postgres.primary_pod(recovery.ordinal)
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         failure = recovery.steps[-2].message if len(recovery.steps) > 1 else None
         if restored in facts.pods or not _ready(old):
-            return Step(replace_message(recovery, (
+            return replace_message(recovery, (
                 f"{failure or 'the recovery failed'}; waiting for the old primary to be "
-                f"Ready and {restored} to stop")))
+                f"Ready and {restored} to stop"))
         claim = postgres.data_claim(postgres.NAME, recovery.ordinal)
-        return Step(_finish(recovery, now, Phase.FAILED,
-                            f"{failure or 'the recovery failed'}; the tenant runs its old "
-                            "database again", f"the old database is back; {claim} deleted"),
-                    delete_claims=(claim,))
-    return Step(recovery)
-
-
-def recovery_unchanged(recovery: RecoveryStatus) -> Step:
-    return Step(recovery)
+        done = _finish(recovery, now, Phase.FAILED,
+                       f"{failure or 'the recovery failed'}; the tenant runs its old database "
+                       f"again; the restore's volume {claim} is kept until you delete it",
+                       "the old database is back")
+        return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, claim][-16:]})
+    return recovery
 
 
 def replace_message(recovery: RecoveryStatus, message: str) -> RecoveryStatus:
@@ -362,13 +359,13 @@ def switched(statefulset: Mapping[str, Any] | None, ordinal: int) -> bool:
             and int(state.get("readyReplicas") or 0) >= 1)
 
 
-def release(recovery: RecoveryStatus | None, claim: str | None) -> tuple[RecoveryStatus | None,
-                                                                         str | None]:
-    """(the recovery without ``claim`` among its kept volumes, the claim to delete)."""
-    if recovery is None or not claim or claim not in recovery.kept_volumes:
-        return recovery, None
+def forget_deleted(recovery: RecoveryStatus | None,
+                   claims: Collection[str]) -> RecoveryStatus | None:
+    """The recovery without the kept volumes no longer among ``claims`` (deleted)."""
+    if recovery is None or all(c in claims for c in recovery.kept_volumes):
+        return recovery
     return recovery.model_copy(update={
-        "kept_volumes": [c for c in recovery.kept_volumes if c != claim]}), claim
+        "kept_volumes": [c for c in recovery.kept_volumes if c in claims]})
 
 
 def events(old: RecoveryStatus | None,

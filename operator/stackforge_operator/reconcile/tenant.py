@@ -18,7 +18,15 @@ import kopf
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, pod_health, status
-from stackforge_operator.builders import credentials, ingress, kafka, monitoring, postgres, stack
+from stackforge_operator.builders import (
+    backup_network,
+    credentials,
+    ingress,
+    kafka,
+    monitoring,
+    postgres,
+    stack,
+)
 from stackforge_operator.builders import secrets_names as names
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cost import estimate
@@ -38,6 +46,7 @@ from stackforge_operator.reconcile import (
     immutable,
     isolation,
     recovery,
+    storage,
     tenant_notify,
     tenant_recovery,
 )
@@ -194,10 +203,18 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if with_monitoring:
         desired += [_owned(m, owner) for m in monitoring.build(t)]
     desired += [_owned(m, owner) for m in recovering.children]
+    problems: list[status.Problem] = []
+    if t.restore is not None:
+        # The archive may be another tenant's: no policy of this one opens its endpoint.
+        try:
+            desired.append(_owned(backup_network.restore_egress(
+                t, t.restore.storage, storage.endpoint_addresses(t.restore.storage.endpoint)),
+                owner))
+        except ValueError as error:
+            problems.append(status.Problem("RestoreUnreachable", str(error)))
 
     live[("Namespace", t.namespace)] = live_namespace or {}
     applied: list[str] = []
-    problems: list[status.Problem] = []
     for manifest in desired:
         key = (manifest["kind"], manifest["metadata"]["name"])
         current = live.get(key) or None

@@ -1,8 +1,8 @@
 """The tenant's reconcile's part of an in-place recovery: what it reads, deletes and adds.
 
 reconcile/recovery.py decides; this module observes for it (the tenant's
-pods, the verification Job, the policy and drill it names), deletes the claims
-it gives up, and returns the tenant as the recovery's phase wants it built.
+pods and claims, the verification Job, the policy and drill it names) and
+returns the tenant as the recovery's phase wants it built.
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
     """One reconcile's step of the recovery; ``live`` gains the verification Job (so
     that it is pruned once the recovery is past it)."""
     annotations = body["metadata"].get("annotations") or {}
-    recorded = _release(body, t, recorded, annotations.get(recovery.RELEASE_VOLUME_ANNOTATION))
+    if recorded is not None and recorded.kept_volumes:
+        # A person deletes a kept volume when done with it; it is forgotten then.
+        recorded = recovery.forget_deleted(recorded, {
+            c["metadata"]["name"]
+            for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)})
     if recovery.active(recorded):
         assert recorded is not None
         job = None
@@ -55,11 +59,8 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
             if job is not None:
                 live[("Job", name)] = job
         pods = {p["metadata"]["name"]: p for p in observe.tenant_pods(t)}
-        step = recovery.advance(recorded, recovery.Facts(
+        recorded = recovery.advance(recorded, recovery.Facts(
             now, pods, live.get(("StatefulSet", postgres.NAME)), job))
-        for claim in step.delete_claims:
-            kube.delete("v1", "PersistentVolumeClaim", claim, t.namespace)
-        recorded = step.recovery
     else:
         recorded = _answer(t, annotations, recorded, policies, now)
     policy = _policy_spec(policies, recorded.backup_policy) if recorded else None
@@ -139,13 +140,3 @@ def _queries(namespace: str, drill: str | None) -> list[QueryCheck] | None:
         return list(DRDrillSpec.model_validate(body.get("spec") or {}).checks.queries)
     except ValidationError:
         return None
-
-
-def _release(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | None,
-             claim: str | None) -> RecoveryStatus | None:
-    kept, release = recovery.release(recorded, claim)
-    if release is not None:
-        kube.delete("v1", "PersistentVolumeClaim", release, t.namespace)
-        kube.record_event(dict(body), "Normal", "VolumeReleased",
-                          f"deleted {release}, the volume of a database recovered over")
-    return kept

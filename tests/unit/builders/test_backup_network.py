@@ -169,3 +169,22 @@ def test_a_port_no_policy_can_hold_is_refused_by_field(changes: dict[str, Any],
         "retention": {"keepLast": 3}, **changes})
     with pytest.raises(ValueError, match=f"^{field}: .*1-65535"):
         backup_network.runner_egress("nightly", "tenant-acme", spec, tenant())
+
+
+def test_a_restoring_primary_reaches_the_archives_endpoint_only() -> None:
+    storage = _spec("https://s3.other.svc:9000").storage
+    policy = backup_network.restore_egress(tenant(), storage, [("10.96.0.20", 9000),
+                                                               ("10.244.0.7", 9443)])
+    assert policy["metadata"]["name"] == backup_network.RESTORE_EGRESS
+    assert policy["metadata"]["namespace"] == "tenant-acme"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {
+        COMPONENT_LABEL: "postgres", TENANT_LABEL: "acme"}}
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    assert policy["spec"]["egress"] == [
+        *_on_port([{"ipBlock": {"cidr": "10.96.0.20/32"}}, *HOST_NAME], 9000),
+        *_on_port([{"ipBlock": {"cidr": "10.244.0.7/32"}}], 9443)]
+    aws = backup_network.restore_egress(tenant(), _spec().storage)
+    assert aws["spec"]["egress"] == [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                      "ports": [{"protocol": "TCP", "port": 443}]}]
+    isolated = backup_network.restore_egress(tenant({"isolate": True}), storage)
+    assert isolated["spec"]["egress"] == []

@@ -149,11 +149,18 @@ def test_a_new_recovery_restores_into_the_next_pod_and_keeps_what_was_kept() -> 
     second = _begun(succeeded)
     assert (second.previous_ordinal, second.ordinal) == (1, 2)
     assert second.kept_volumes == ["data-postgres-0"]
-    failed = first.model_copy(update={"phase": Phase.FAILED})
-    assert (_begun(failed).previous_ordinal, _begun(failed).ordinal) == (0, 1)
-    refused = recovery.refused(TARGET, "no", succeeded)
+    # After a roll-back the database is pod 0's again, but pod 1's claim is kept:
+    # the next restore goes to pod 2, and a refusal between keeps counting.
+    failed = first.model_copy(update={"phase": Phase.FAILED,
+                                      "kept_volumes": ["data-postgres-1"]})
+    assert (_begun(failed).previous_ordinal, _begun(failed).ordinal) == (0, 2)
+    refused = recovery.refused(TARGET, "no", failed)
     assert (refused.previous_ordinal, refused.ordinal, refused.kept_volumes) == (
-        1, 1, ["data-postgres-0"])
+        0, 1, ["data-postgres-1"])
+    assert recovery.primary_ordinal(refused) == 0
+    assert (_begun(refused).previous_ordinal, _begun(refused).ordinal) == (0, 2)
+    refused_after_success = recovery.refused(TARGET, "no", succeeded)
+    assert (refused_after_success.previous_ordinal, refused_after_success.ordinal) == (1, 1)
 
 
 @pytest.mark.parametrize(("phase", "ordinal"), [
@@ -250,29 +257,28 @@ def test_rolling_back_runs_the_old_pod_without_the_restore_and_keeps_the_writes_
 def test_writes_are_stopped_once_no_app_and_no_old_primary_is_left() -> None:
     begun = _begun()
     waiting = recovery.advance(begun, _facts(_pod("postgres-0"), _pod("api-1", component="app")))
-    assert waiting.recovery.phase == Phase.STOPPING_WRITES
-    assert "api-1, postgres-0" in (waiting.recovery.message or "")
+    assert waiting.phase == Phase.STOPPING_WRITES
+    assert "api-1, postgres-0" in (waiting.message or "")
     later = NOW + timedelta(seconds=20)
     moved = recovery.advance(begun, _facts(_pod("redis-0", component="redis"), at=later))
-    assert moved.recovery.phase == Phase.RESTORING
-    assert [(s.name, s.completion_time) for s in moved.recovery.steps] == [
+    assert moved.phase == Phase.RESTORING
+    assert [(s.name, s.completion_time) for s in moved.steps] == [
         ("StopWrites", later), ("Restore", None)]
 
 
 def test_the_restore_is_done_when_the_new_primary_is_ready() -> None:
     restoring = _in(Phase.RESTORING)
-    assert recovery.advance(restoring, _facts(_pod("postgres-1", ready=False))).recovery == (
-        restoring)
+    assert recovery.advance(restoring, _facts(_pod("postgres-1", ready=False))) == restoring
     moved = recovery.advance(restoring, _facts(_pod("postgres-1")))
-    assert moved.recovery.phase == Phase.VERIFYING and moved.recovery.steps[-1].name == "Verify"
+    assert moved.phase == Phase.VERIFYING and moved.steps[-1].name == "Verify"
 
 
 def test_a_restore_that_keeps_failing_rolls_back() -> None:
     restoring = _in(Phase.RESTORING)
     once = _pod("postgres-1", ready=False, restarts=1, exit_code=1)
-    assert recovery.advance(restoring, _facts(once)).recovery.phase == Phase.RESTORING
+    assert recovery.advance(restoring, _facts(once)).phase == Phase.RESTORING
     failing = _pod("postgres-1", ready=False, restarts=3, exit_code=1)
-    moved = recovery.advance(restoring, _facts(failing)).recovery
+    moved = recovery.advance(restoring, _facts(failing))
     assert moved.phase == Phase.ROLLING_BACK
     assert moved.steps[-2].message is not None and "failed 3 times" in moved.steps[-2].message
     assert "kubectl logs postgres-1 -c postgres --previous" in moved.steps[-2].message
@@ -282,30 +288,30 @@ def test_a_restore_past_its_deadline_rolls_back() -> None:
     restoring = _in(Phase.RESTORING)
     late = NOW + timedelta(seconds=config.RECOVERY_RESTORE_DEADLINE_SECONDS + 1)
     moved = recovery.advance(restoring, _facts(_pod("postgres-1", ready=False), at=late))
-    assert moved.recovery.phase == Phase.ROLLING_BACK
-    assert "did not finish within" in (moved.recovery.message or "")
+    assert moved.phase == Phase.ROLLING_BACK
+    assert "did not finish within" in (moved.message or "")
 
 
 def test_verification_waits_for_the_job_and_follows_its_result() -> None:
     verifying = _in(Phase.VERIFYING)
-    assert recovery.advance(verifying, _facts(job=None)).recovery == verifying
-    assert recovery.advance(verifying, _facts(job=_job(None))).recovery == verifying
+    assert recovery.advance(verifying, _facts(job=None)) == verifying
+    assert recovery.advance(verifying, _facts(job=_job(None))) == verifying
     passed = recovery.advance(verifying, _facts(
         _pod("recovery-verify-x-abcde", component="recovery",
              labels={"job-name": "recovery-verify-x"},
              message='{"verdict": "Passed", "message": "all 3 checks passed"}'),
-        job=_job("Complete"))).recovery
+        job=_job("Complete")))
     assert passed.phase == Phase.SWITCHING_OVER
     assert passed.steps[-2].message == "verified: all 3 checks passed"
     failed = recovery.advance(verifying, _facts(
         _pod("recovery-verify-x-abcde", component="recovery",
              labels={"job-name": "recovery-verify-x"},
              message='{"verdict": "Failed", "message": "check precious: got 7, want 8"}'),
-        job=_job("Failed"))).recovery
+        job=_job("Failed")))
     assert failed.phase == Phase.ROLLING_BACK
     assert failed.steps[-2].message == (
         "the verification failed: check precious: got 7, want 8")
-    gone = recovery.advance(verifying, _facts(job=_job("Failed"))).recovery
+    gone = recovery.advance(verifying, _facts(job=_job("Failed")))
     assert "kubectl logs job/recovery-verify-x" in (gone.message or "")
 
 
@@ -314,44 +320,44 @@ def test_the_switch_over_ends_once_the_primary_runs_without_the_restore() -> Non
     for statefulset in (None, _statefulset(ordinal=1, restoring=True),
                         _statefulset(ordinal=1, rolled=False),
                         _statefulset(ordinal=1, ready=0), _statefulset(ordinal=0)):
-        assert recovery.advance(switching, _facts(statefulset=statefulset)).recovery == (
+        assert recovery.advance(switching, _facts(statefulset=statefulset)) == (
             switching)
     later = NOW + timedelta(minutes=3)
     done = recovery.advance(switching, _facts(statefulset=_statefulset(ordinal=1),
-                                              at=later)).recovery
+                                              at=later))
     assert done.phase == Phase.SUCCEEDED and done.completion_time == later
     assert done.kept_volumes == ["data-postgres-0"]
     assert all(s.completion_time is not None for s in done.steps)
-    assert "data-postgres-0 is kept until released" in (done.message or "")
+    assert "data-postgres-0 is kept until you delete it" in (done.message or "")
 
 
-def test_a_roll_back_ends_with_the_old_primary_ready_and_deletes_the_new_claim() -> None:
+def test_a_roll_back_ends_with_the_old_primary_ready_and_keeps_the_restores_claim() -> None:
     rolling = recovery.roll_back(_in(Phase.VERIFYING), NOW, "the verification failed: no")
     assert rolling.phase == Phase.ROLLING_BACK
     both = recovery.advance(rolling, _facts(_pod("postgres-0"), _pod("postgres-1")))
-    assert both.recovery.phase == Phase.ROLLING_BACK and not both.delete_claims
-    again = recovery.advance(both.recovery, _facts(_pod("postgres-1"))).recovery
-    assert again.message == both.recovery.message == (
+    assert both.phase == Phase.ROLLING_BACK
+    again = recovery.advance(both, _facts(_pod("postgres-1")))
+    assert again.message == both.message == (
         "the verification failed: no; waiting for the old primary to be Ready and "
         "postgres-1 to stop")
     not_ready = recovery.advance(rolling, _facts(_pod("postgres-0", ready=False)))
-    assert not_ready.recovery.phase == Phase.ROLLING_BACK
+    assert not_ready.phase == Phase.ROLLING_BACK
     done = recovery.advance(rolling, _facts(_pod("postgres-0")))
-    assert done.recovery.phase == Phase.FAILED and done.delete_claims == ("data-postgres-1",)
-    assert [s.name for s in done.recovery.steps] == ["StopWrites", "Restore", "Verify",
+    assert done.phase == Phase.FAILED and done.kept_volumes == ["data-postgres-1"]
+    assert [s.name for s in done.steps] == ["StopWrites", "Restore", "Verify",
                                                      "RollBack"]
-    assert (done.recovery.message or "").startswith("the verification failed: no; the tenant "
+    assert (done.message or "").startswith("the verification failed: no; the tenant "
                                                     "runs its old database again")
 
 
-def test_release_deletes_only_a_kept_volume() -> None:
+def test_a_kept_volume_is_forgotten_once_deleted() -> None:
     kept = _begun().model_copy(update={"phase": Phase.SUCCEEDED,
-                                       "kept_volumes": ["data-postgres-0"]})
-    assert recovery.release(kept, "data-postgres-1") == (kept, None)
-    assert recovery.release(kept, None) == (kept, None)
-    assert recovery.release(None, "data-postgres-0") == (None, None)
-    released, claim = recovery.release(kept, "data-postgres-0")
-    assert claim == "data-postgres-0" and released is not None and released.kept_volumes == []
+                                       "kept_volumes": ["data-postgres-1", "data-postgres-0"]})
+    assert recovery.forget_deleted(kept, {"data-postgres-0", "data-postgres-1",
+                                          "data-postgres-2"}) == kept
+    forgot = recovery.forget_deleted(kept, {"data-postgres-1", "data-postgres-2"})
+    assert forgot is not None and forgot.kept_volumes == ["data-postgres-1"]
+    assert recovery.forget_deleted(None, set()) is None
 
 
 def test_events_say_each_phase_once() -> None:
