@@ -504,10 +504,9 @@ def _objects(s3: S3Server, bucket: str, prefix: str) -> dict[str, str]:
 def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str],
         pod_s3: S3Server) -> None:
-    """A new tenant from another's backups at T, with no BackupPolicy of its own (its
-    primary reaches the source's bucket through the tenant's restore egress, gone
-    once restored): the source's rows before T and none after; with a policy of
-    its own it then archives under its own path; the source's repository gets nothing
+    """A new tenant from another's backups at T: the source's rows before T and none
+    after (the primary's restore egress gone once restored); it archives under
+    its own path; the source's repository gets nothing
     from it (the objects there before are unchanged, and every new one is the
     source's own WAL of its own timeline)."""
     name, bucket, _ = archived_tenant
@@ -534,8 +533,7 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         repository = first_repository(real_cluster, ns)
         before = _objects(pod_s3, bucket, repository + "/")
 
-        # No policy of its own yet: the restore reaches the source's bucket through
-        # the tenant's own restore egress, as a clone with no backups of its own must.
+        _archiving_policy(real_cluster, pod_s3, clone, bucket)
         manifest = stack.postgres_only(clone)
         manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": target}}
         tenants.apply(real_cluster, manifest)
@@ -572,10 +570,10 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         assert stack.psql(real_cluster, clone_ns, "SELECT count(*) || ':' || max(id) "
                                                   "FROM cloned") == "10:10"
         assert stack.psql(real_cluster, ns, "SELECT count(*) FROM cloned") == "20"
+        # The primary's route to the source's bucket goes with the restore.
         assert "restore-egress" not in {p.metadata.name for p in client.NetworkingV1Api(
             real_cluster.api).list_namespaced_network_policy(clone_ns).items}
         # Its own archive, under its own name.
-        _archiving_policy(real_cluster, pod_s3, clone, bucket)
         own = tenants.eventually(lambda: _archiving(real_cluster, clone_ns), timeout=300,
                                  interval=2)
         own_path = own["status"]["continuousArchiving"]["repositoryPath"]
@@ -599,7 +597,7 @@ OWNERSHIP_SQL = (
     "SELECT string_agg(format('%s|%s|%s', c.relname, pg_get_userbyid(c.relowner), "
     "coalesce(c.relacl::text, '')), ';' ORDER BY c.relname) FROM pg_class c "
     "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
-    "AND c.relname IN ('ledger', 'precious')")
+    "AND c.relname IN ('journal', 'treasure')")
 
 
 def _recovery(cluster: ClusterHandle, name: str, namespace: str) -> dict[str, Any]:
@@ -634,7 +632,13 @@ def _recovered(cluster: ClusterHandle, name: str, namespace: str, phase: str,
     def reached() -> dict[str, Any] | None:
         found = _recovery(cluster, name, namespace)
         if found.get("phase") in ("Restoring", "Verifying"):
-            seen_apps.add(_app_replicas(cluster, namespace))
+            # Counted only when the phase is the same after the read: phases can
+            # pass quickly, and a count read after the switch-over is 1.
+            replicas = _app_replicas(cluster, namespace)
+            again = _recovery(cluster, name, namespace)
+            if (again.get("phase"), again.get("request")) == (
+                    found.get("phase"), found.get("request")):
+                seen_apps.add(replicas)
         return found if found.get("phase") == phase else None
     try:
         return tenants.eventually(reached, timeout=420, interval=1)
@@ -689,28 +693,28 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
 
         stack.psql(real_cluster, ns, "CREATE ROLE reporting NOLOGIN;")
         stack.psql(real_cluster, ns,
-                   "CREATE TABLE ledger (id int PRIMARY KEY);"
-                   "CREATE TABLE precious (id int);"
-                   "INSERT INTO precious SELECT generate_series(1, 7);"
-                   "INSERT INTO ledger SELECT generate_series(1, 20);", as_app=True)
-        stack.psql(real_cluster, ns, "GRANT SELECT ON precious TO reporting;", as_app=True)
+                   "CREATE TABLE journal (id int PRIMARY KEY);"
+                   "CREATE TABLE treasure (id int);"
+                   "INSERT INTO treasure SELECT generate_series(1, 7);"
+                   "INSERT INTO journal SELECT generate_series(1, 20);", as_app=True)
+        stack.psql(real_cluster, ns, "GRANT SELECT ON treasure TO reporting;", as_app=True)
         owned = stack.psql(real_cluster, ns, OWNERSHIP_SQL)
         assert "reporting=r/" in owned, owned
         time.sleep(1.2)
         target = stack.psql(real_cluster, ns, "SELECT to_char(clock_timestamp() AT TIME ZONE "
                                               "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
         time.sleep(1.2)
-        stack.psql(real_cluster, ns, "INSERT INTO ledger SELECT generate_series(21, 40);")
+        stack.psql(real_cluster, ns, "INSERT INTO journal SELECT generate_series(21, 40);")
         time.sleep(max(0.0, (runs.parse_time(target) + timedelta(seconds=10)
                              - datetime.now(UTC)).total_seconds()))
-        stack.psql(real_cluster, ns, "DROP TABLE precious;")
+        stack.psql(real_cluster, ns, "DROP TABLE treasure;")
 
         # A verification that fails: rolled back onto the old database.
         runs.apply(real_cluster, _checks_drill("verify-wrong", name, ns, [
-            {"name": "precious", "expectedValue": "8", "sql": "SELECT count(*) FROM precious"}]))
+            {"name": "treasure", "expectedValue": "8", "sql": "SELECT count(*) FROM treasure"}]))
         runs.apply(real_cluster, _checks_drill("verify-right", name, ns, [
-            {"name": "precious", "expectedValue": "7", "sql": "SELECT count(*) FROM precious"},
-            {"name": "ledger", "expectedValue": "20", "sql": "SELECT count(*) FROM ledger"}]))
+            {"name": "treasure", "expectedValue": "7", "sql": "SELECT count(*) FROM treasure"},
+            {"name": "journal", "expectedValue": "20", "sql": "SELECT count(*) FROM journal"}]))
         _annotate(real_cluster, name, ns, recover_to=target,
                   recover_confirm=f"{ns}/{name}@{target}", recover_verify_drill="verify-wrong")
         seen_apps: set[int] = set()
@@ -726,8 +730,8 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
                           core.list_namespaced_persistent_volume_claim(ns).items}
         assert {"data-postgres-0", "data-postgres-1"} <= claims()
         stack.wait_ready(real_cluster, name)
-        assert stack.psql(real_cluster, ns, "SELECT to_regclass('precious') IS NULL") == "t"
-        assert stack.psql(real_cluster, ns, "SELECT count(*) FROM ledger") == "40"
+        assert stack.psql(real_cluster, ns, "SELECT to_regclass('treasure') IS NULL") == "t"
+        assert stack.psql(real_cluster, ns, "SELECT count(*) FROM journal") == "40"
         assert _app_replicas(real_cluster, ns) == 1
 
         # The same moment, verified by the right checks: recovered in place.
@@ -747,8 +751,8 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
         stack.wait_ready(real_cluster, name)
         tenants.eventually(lambda: _app_replicas(real_cluster, ns) == 1, timeout=60, interval=1)
         restored = functools.partial(stack.psql, real_cluster, ns, pod="postgres-2")
-        assert restored("SELECT count(*) || ':' || max(id) FROM precious") == "7:7"
-        assert restored("SELECT count(*) FROM ledger") == "20"
+        assert restored("SELECT count(*) || ':' || max(id) FROM treasure") == "7:7"
+        assert restored("SELECT count(*) FROM journal") == "20"
         assert restored(OWNERSHIP_SQL) == owned
         assert {"data-postgres-0", "data-postgres-1"} <= claims()
 
