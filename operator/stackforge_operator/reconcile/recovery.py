@@ -44,7 +44,6 @@ Everything here is pure; reconcile/tenant.py observes and applies.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -55,6 +54,7 @@ from stackforge_operator.builders import postgres
 from stackforge_operator.builders.archiving import RESTORE_OPTION_PREFIX
 from stackforge_operator.builders.common import APP_COMPONENT, COMPONENT_LABEL
 from stackforge_operator.builders.drill import PhysicalSource
+from stackforge_operator.drill import outcome
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
@@ -331,13 +331,10 @@ def job_result(job: Mapping[str, Any] | None,
 
 
 def _runner_message(text: str) -> str:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("message"):
-            return str(data["message"])[:1024]
+    # The drill runner's own reader: it also finds the line in a log tail.
+    result = outcome.parse_result(text)
+    if result is not None and result.get("message"):
+        return str(result["message"])[:1024]
     return text.strip()[-512:]
 
 

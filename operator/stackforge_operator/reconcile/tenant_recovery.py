@@ -1,4 +1,4 @@
-"""The tenant's reconcile's part of an in-place recovery: what it reads, deletes and adds.
+"""The tenant's reconcile's part of an in-place recovery: what it reads and adds.
 
 reconcile/recovery.py decides; this module observes for it (the tenant's
 pods and claims, the verification Job, the policy and drill it names) and
