@@ -129,6 +129,24 @@ def completed(recorded: BootstrapStatus, primary_ready: bool, now: datetime) -> 
     return recorded.model_copy(update={"completion_time": now})
 
 
+def rollup(recorded: BootstrapStatus | None, progress: status.Progress, reason: str,
+           message: str) -> tuple[status.Progress, str, str]:
+    """The tenant's rollup while its primary still carries the restore's settings.
+
+    The reconcile that sees the restored primary Ready records the completion,
+    and only the next one takes the restore's settings off the primary, which
+    restarts it: Ready now would let a reader (``kubectl wait``, a person's
+    psql) meet the pod as it goes away.
+    """
+    if recorded is None or recorded.completion_time is not None \
+            or progress is not status.Progress.READY:
+        return progress, reason, message
+    return (status.Progress.RECONCILING, "Restored",
+            f"restored from tenant {recorded.source_tenant} to "
+            f"{recorded.recovery_target}: the primary restarts "
+            f"without the restore's settings")
+
+
 def _source_tenant(wanted: RecoverySource) -> tuple[Mapping[str, Any], EffectiveTenant] | Held:
     found = kube.list_objects(API, "StackForgeTenant",
                               field_selector=f"metadata.name={wanted.tenant}")

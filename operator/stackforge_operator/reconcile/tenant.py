@@ -388,6 +388,7 @@ def _report(
     progress, reason, message = status.tenant_progress(
         components, informational, problems, suspended=t.suspend
     )
+    progress, reason, message = bootstrap.rollup(restored, progress, reason, message)
     if recovery.active(recovered):
         assert recovered is not None
         # Stopped apps and a database being replaced are the recovery's doing.

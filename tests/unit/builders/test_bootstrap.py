@@ -11,12 +11,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from stackforge_operator import status
 from stackforge_operator.builders import archiving, bootstrap, postgres, s3ca
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import Archiving
 from stackforge_operator.models.tenant import BootstrapStatus
-from stackforge_operator.reconcile.bootstrap import compatibility_problem, completed
+from stackforge_operator.reconcile.bootstrap import compatibility_problem, completed, rollup
 from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
 
 SOURCE_STORAGE = ObjectStorage.model_validate({
@@ -111,3 +112,19 @@ def test_the_restore_is_done_once_the_primary_is_first_ready() -> None:
     assert done.completion_time == started.replace(minute=5)
     assert completed(done, True, started.replace(minute=9)).completion_time == (
         started.replace(minute=5))
+
+
+def test_the_tenant_is_not_ready_until_the_restores_settings_have_left_the_primary() -> None:
+    started = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    recorded = BootstrapStatus(source_tenant="acme", source_namespace="tenant-acme",
+                               backup_policy="nightly", repository_path=REPOSITORY,
+                               recovery_target="2026-12-01T09:00:00Z", start_time=started)
+    ready = (status.Progress.READY, "AllComponentsReady", "3 components ready")
+    progress, reason, message = rollup(recorded, *ready)
+    assert (progress, reason) == (status.Progress.RECONCILING, "Restored")
+    assert "acme" in message and "2026-12-01T09:00:00Z" in message
+    # Once recorded done, the next reconcile's rollout speaks for itself.
+    assert rollup(completed(recorded, True, started), *ready) == ready
+    stalled = (status.Progress.STALLED, "ImagePullBackOff", "no image")
+    assert rollup(recorded, *stalled) == stalled
+    assert rollup(None, *ready) == ready
