@@ -493,3 +493,79 @@ def test_no_secret_in_output_or_in_any_child_argv(
     # machine.
     seen = [" ".join(argv) for argv in runs[0].children_argv]
     assert any("pg_restore" in a or "psql" in a for a in seen), seen
+
+
+# ---------------------------------------------------------------------- into a tenant's database
+
+
+def test_keep_owners_restores_owners_grants_and_the_missing_roles_and_writes_no_report(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    owner, reader = (f"own_{uuid.uuid4().hex[:6]}", f"read_{uuid.uuid4().hex[:6]}")
+    names = {"owner": owner, "reader": reader}
+    postgres_server.psql('CREATE ROLE :"owner" NOLOGIN; CREATE ROLE :"reader" NOLOGIN;'
+                         'ALTER TABLE shop.orders OWNER TO :"owner";'
+                         'GRANT SELECT ON shop.customers TO :"reader";',
+                         seeded_database.name, variables=names)
+    acl = "SELECT pg_get_userbyid(relowner) || ' ' || relacl::text FROM pg_class WHERE oid = {}"
+    before = [postgres_server.psql(acl.format(f"'shop.{t}'::regclass"), seeded_database.name)
+              for t in ("orders", "customers")]
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    assert manifest.postgres is not None and {owner, reader} <= set(manifest.postgres.roles)
+    drop_roles = 'DROP DATABASE IF EXISTS :"db" WITH (FORCE); DROP ROLE IF EXISTS :"owner";' \
+                 'DROP ROLE IF EXISTS :"reader";'
+    # Gone from the cluster, as in a new tenant that never had them.
+    postgres_server.psql(drop_roles, variables={**names, "db": seeded_database.name})
+    objects = sorted(o["Key"] for o in s3_server.client().list_objects_v2(
+        Bucket=s3_bucket).get("Contents", []))
+    try:
+        _restore_keeping_owners(postgres_server, s3_server, scratch_database, s3_bucket,
+                                names, before, objects, seeded_database.row_counts)
+    finally:
+        postgres_server.psql(drop_roles, variables={**names, "db": scratch_database})
+
+
+def _restore_keeping_owners(postgres_server: pg.PostgresServer, s3_server: S3Server,
+                            scratch_database: str, s3_bucket: str, names: dict[str, str],
+                            before: list[str], objects: list[str],
+                            rows: dict[str, int]) -> None:
+    owner, reader = names["owner"], names["reader"]
+    acl = "SELECT pg_get_userbyid(relowner) || ' ' || relacl::text FROM pg_class WHERE oid = {}"
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--keep-owners", "--no-report")
+    result = _verdict(run, "Passed")
+    roles = next(c for c in result["checks"] if c["kind"] == "Roles")
+    assert roles["passed"] and owner in roles["message"] and reader in roles["message"], roles
+    assert [postgres_server.psql(acl.format(f"'shop.{t}'::regclass"), scratch_database)
+            for t in ("orders", "customers")] == before
+    assert postgres_server.psql(
+        "SELECT string_agg(rolcanlogin::text, ',') FROM pg_roles WHERE rolname IN "
+        "(:'owner', :'reader')", variables=names).strip() == "false,false"
+    assert postgres_server.row_counts(scratch_database) == rows
+    # The bucket is another tenant's: nothing written into it.
+    assert "reportLocation" not in result
+    assert sorted(o["Key"] for o in s3_server.client().list_objects_v2(
+        Bucket=s3_bucket).get("Contents", [])) == objects
+
+
+def test_a_keep_owners_restore_that_fails_leaves_the_database_as_it_was(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    # One table of the dump is there already: the restore collides with it.
+    postgres_server.psql("CREATE SCHEMA shop; CREATE TABLE shop.orders (id int);",
+                         scratch_database)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--keep-owners", "--no-report")
+    result = _verdict(run, "Failed", "RestoreFailed")
+    assert "already exists" in result["restoreLogTail"]
+    # One transaction: nothing of the dump stayed beside what was there.
+    assert postgres_server.row_counts(scratch_database) == {"shop.orders": 0}

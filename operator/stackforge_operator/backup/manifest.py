@@ -53,6 +53,9 @@ class PostgresInfo(_ManifestModel):
     # When the dumped snapshot was taken: the data's real recovery point.
     # Older manifests lack it; a drill then falls back to ``finished_at``.
     snapshot_time: datetime | None = Field(None, description="When the snapshot was taken.")
+    # The roles the dump's owners and grants name (the superuser among them):
+    # a restore that keeps owners makes the missing ones. Older manifests lack it.
+    roles: list[str] = Field(default_factory=list, description="Roles owning or granted objects.")
 
     @property
     def short_version(self) -> str:

@@ -43,7 +43,22 @@ SELECT json_build_object(
   'database', current_database(),
   -- The recovery point a drill measures RPO from: this statement started
   -- before its snapshot was taken, so the time errs on the early (honest) side.
-  'snapshotTime', statement_timestamp()
+  'snapshotTime', statement_timestamp(),
+  -- The roles the dump's ownerships and grants name (restoring it with them
+  -- needs them to exist): the dump itself lists them nowhere it can be read
+  -- without reading all of it.
+  'roles', (SELECT coalesce(json_agg(r.rolname ORDER BY r.rolname), '[]'::json)
+            FROM pg_roles r WHERE r.rolname !~ '^pg_' AND r.oid IN (
+              SELECT relowner FROM pg_class
+              UNION SELECT nspowner FROM pg_namespace
+              UNION SELECT proowner FROM pg_proc
+              UNION SELECT typowner FROM pg_type
+              UNION SELECT defaclrole FROM pg_default_acl
+              UNION SELECT (aclexplode(relacl)).grantee FROM pg_class
+              UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace
+              UNION SELECT (aclexplode(proacl)).grantee FROM pg_proc
+              UNION SELECT (aclexplode(typacl)).grantee FROM pg_type
+              UNION SELECT (aclexplode(defaclacl)).grantee FROM pg_default_acl))
 );
 """
 # An exact count of every user table; query_to_xml runs each count inside this
@@ -139,6 +154,7 @@ class SnapshotInfo:
     server_version_num: int
     database: str
     snapshot_time: datetime | None = None
+    roles: tuple[str, ...] = ()
 
 
 class SnapshotSession:
@@ -187,6 +203,7 @@ class SnapshotSession:
             snapshot_time=(
                 datetime.fromisoformat(data["snapshotTime"]) if data.get("snapshotTime") else None
             ),
+            roles=tuple(str(r) for r in data.get("roles") or ()),
         )
 
     def start_counting(self) -> None:

@@ -249,6 +249,7 @@ class _Run:
                 database=info.database,
                 row_counts=self.row_counts,
                 snapshot_time=info.snapshot_time,
+                roles=list(info.roles),
             )
             self.session.close()
 

@@ -60,6 +60,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-timeout-seconds", type=float,
                         default=DEFAULT_QUERY_TIMEOUT_SECONDS,
                         help="statement timeout of each SQL check (default: %(default)s)")
+    parser.add_argument("--keep-owners", action="store_true",
+                        help="restore the dump with its owners and grants, in one transaction, "
+                        "making the roles it names where missing (NOLOGIN): a tenant's "
+                        "database, not a scratch one (not with --recovery-target)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write no report to the bucket (the result line only)")
     parser.add_argument("--pg-bin-dir", type=Path,
                         help="directory of pg_restore and psql; default: PATH")
     parser.add_argument("--termination-log", type=Path,
@@ -97,6 +103,8 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     recovery = None
     if args.recovery_target is not None:
         recovery = _recovery(args, parser)
+        if args.keep_owners:
+            parser.error("--keep-owners restores a dump: it does not go with --recovery-target")
     elif args.repository is not None:
         parser.error("--repository only goes with --recovery-target")
     queries = []
@@ -117,6 +125,8 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         pg_bin_dir=args.pg_bin_dir,
         query_timeout_seconds=args.query_timeout_seconds,
         recovery=recovery,
+        keep_owners=args.keep_owners,
+        write_report=not args.no_report,
     )
 
 

@@ -41,10 +41,18 @@ class StreamResult:
         return self.exit_code == 0
 
 
-def pg_restore_argv(pg_restore: str) -> list[str]:
-    # --no-owner/--no-privileges: the scratch database has none of the
-    # tenant's roles, and a drill must not need them.  --exit-on-error: a
-    # restore that skipped an object must not pass as a restore.
+def pg_restore_argv(pg_restore: str, *, keep_owners: bool = False) -> list[str]:
+    """--exit-on-error: a restore that skipped an object must not pass as a restore.
+
+    A drill restores with --no-owner/--no-privileges: the scratch database has
+    none of the tenant's roles, and a drill must not need them. A tenant's
+    database (``keep_owners``) keeps who owns what and who may do what, in
+    one transaction: a restore that fails leaves the database as it was, so
+    it can simply be run again.
+    """
+    if keep_owners:
+        return [pg_restore, "--format=custom", "--single-transaction", "--exit-on-error",
+                "--no-password", "--dbname="]
     return [pg_restore, "--format=custom", "--no-owner", "--no-privileges",
             "--exit-on-error", "--no-password", "--dbname="]
 
@@ -52,8 +60,9 @@ def pg_restore_argv(pg_restore: str) -> list[str]:
 class PgRestore:
     """One ``pg_restore`` reading the archive from stdin."""
 
-    def __init__(self, pg_restore: str, env: Mapping[str, str]) -> None:
-        self.argv = pg_restore_argv(pg_restore)
+    def __init__(self, pg_restore: str, env: Mapping[str, str], *,
+                 keep_owners: bool = False) -> None:
+        self.argv = pg_restore_argv(pg_restore, keep_owners=keep_owners)
         self._env = libpq_env(env, f"{APPLICATION_NAME}/pg_restore")
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: StderrTail | None = None
@@ -102,11 +111,12 @@ class PgRestore:
 
 
 def stream_restore(
-    chunks: Iterable[bytes], pg_restore: str, env: Mapping[str, str]
+    chunks: Iterable[bytes], pg_restore: str, env: Mapping[str, str], *,
+    keep_owners: bool = False,
 ) -> StreamResult:
     """Restore the archive ``chunks`` yields into the database libpq's env names."""
     started = time.monotonic()
-    restore = PgRestore(pg_restore, env)
+    restore = PgRestore(pg_restore, env, keep_owners=keep_owners)
     restore.start()
     try:
         size, sha256, cut_short = restore.feed(chunks)

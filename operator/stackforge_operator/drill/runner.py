@@ -42,6 +42,7 @@ from stackforge_operator.backup.postgres import find_tool, tool_version
 from stackforge_operator.backup.runid import new_run_id
 from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig, missing_object
 from stackforge_operator.drill import checks as verify
+from stackforge_operator.drill import roles
 from stackforge_operator.drill.grading import (
     Failure,
     Objectives,
@@ -109,6 +110,11 @@ class DrillRequest:
     query_timeout_seconds: float = verify.DEFAULT_QUERY_TIMEOUT_SECONDS
     chunk_size: int = DEFAULT_CHUNK_SIZE
     recovery: PhysicalRecovery | None = None
+    # A tenant's database created from the dump (spec.bootstrap.logical), not a
+    # drill's scratch one: owners and grants kept, their roles made where
+    # missing; and no report, since the bucket is another tenant's.
+    keep_owners: bool = False
+    write_report: bool = True
 
     def describe(self) -> str:
         return self.recovery.describe() if self.recovery else self.backup.describe()
@@ -212,8 +218,17 @@ class _Drill:
         dump = manifest.artifact(DUMP_ARTIFACT)
         assert dump is not None  # select_backup returns only manifests with a dump
 
+        if request.keep_owners:
+            self.step("making the roles the dump names")
+            made = roles.ensure(psql, self.env,
+                                manifest.postgres.roles if manifest.postgres else [],
+                                self.secrets)
+            self.checks.append(made)
+            if not made.passed:
+                raise BackupFailure(Reason.RESTORE_FAILED, made.message or "making roles failed")
         self.step(f"restoring s3://{self.store.bucket}/{dump.key} ({dump.size_bytes} bytes)")
-        result = stream_restore(self._open_dump(dump.key), pg_restore, self.env)
+        result = stream_restore(self._open_dump(dump.key), pg_restore, self.env,
+                                keep_owners=request.keep_owners)
         tail = redact_lines(result.stderr_tail, self.secrets)
         self.restore = RestoreFacts(result.seconds, result.size_bytes, result.sha256,
                                     result.exit_code, tail)
@@ -327,7 +342,8 @@ class _Drill:
         )
         log.info("verdict %s%s", verdict.verdict.value,
                  f" ({verdict.reason}): {verdict.message}" if verdict.reason else "")
-        if not any(f.reason in _NO_REPORT for f in self.failures):
+        if self.request.write_report and not any(f.reason in _NO_REPORT
+                                                 for f in self.failures):
             self._write_report(outcome)
         return outcome
 

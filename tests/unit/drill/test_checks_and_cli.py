@@ -152,6 +152,10 @@ def test_pg_restore_argv_names_no_connection() -> None:
     argv = pg_restore_argv("/usr/bin/pg_restore")
     assert argv[-1] == "--dbname="  # empty: libpq takes PGDATABASE
     assert {"--no-owner", "--no-privileges", "--exit-on-error"} <= set(argv)
+    # Into a tenant's database: owners and grants kept, all or nothing.
+    kept = pg_restore_argv("/usr/bin/pg_restore", keep_owners=True)
+    assert kept[-1] == "--dbname=" and "--single-transaction" in kept
+    assert not {"--no-owner", "--no-privileges"} & set(kept)
 
 
 # ---------------------------------------------------------------------- command line
@@ -207,6 +211,12 @@ def test_a_physical_drill_verifies_a_restore_to_its_target() -> None:
     assert _parse(*BASE).recovery is None
 
 
+def test_a_restore_into_a_tenant_keeps_owners_and_writes_no_report() -> None:
+    request = _parse(*BASE, "--keep-owners", "--no-report")
+    assert request.keep_owners and not request.write_report
+    assert not _parse(*BASE).keep_owners and _parse(*BASE).write_report
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -222,6 +232,7 @@ def test_a_physical_drill_verifies_a_restore_to_its_target() -> None:
         ("--repository", REPOSITORY),
         ("--backup", "20261127T020000Z-abcdef", "--recovery-target", "latest",
          "--repository", REPOSITORY),
+        ("--keep-owners", "--recovery-target", "latest", "--repository", REPOSITORY),
     ],
 )
 def test_bad_arguments_exit_2(extra: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
