@@ -25,6 +25,14 @@ INSERT INTO shop.orders SELECT g, 1 + g % {CUSTOMERS}, g * 1.5
 """  # noqa: S608 - built from this module's constants, no input
 
 
+# What a restore into a tenant must keep: who owns what, and who may do what with it.
+OWNERSHIP_SQL = (
+    "SELECT string_agg(format('%s|%s|%s', c.relname, pg_get_userbyid(c.relowner), "
+    "coalesce(c.relacl::text, '')), ';' ORDER BY c.relname) FROM pg_class c "
+    "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+    "AND c.relname IN ('journal', 'treasure')")
+
+
 def postgres_only(name: str) -> dict[str, Any]:
     return tenants.small_tenant(name, components={
         "postgres": {"version": 15, "database": DATABASE, "storage": "1Gi"},

@@ -592,14 +592,6 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
                                  "continuousArchiving": {"allowedRestoreNamespaces": None}}}))
 
 
-# What the recovery must keep: who owns what, and who may do what with it.
-OWNERSHIP_SQL = (
-    "SELECT string_agg(format('%s|%s|%s', c.relname, pg_get_userbyid(c.relowner), "
-    "coalesce(c.relacl::text, '')), ';' ORDER BY c.relname) FROM pg_class c "
-    "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
-    "AND c.relname IN ('journal', 'treasure')")
-
-
 def _recovery(cluster: ClusterHandle, name: str, namespace: str) -> dict[str, Any]:
     found = tenants.get(cluster, name, namespace) or {}
     return dict((found.get("status") or {}).get("recovery") or {})
@@ -698,7 +690,7 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
                    "INSERT INTO treasure SELECT generate_series(1, 7);"
                    "INSERT INTO journal SELECT generate_series(1, 20);", as_app=True)
         stack.psql(real_cluster, ns, "GRANT SELECT ON treasure TO reporting;", as_app=True)
-        owned = stack.psql(real_cluster, ns, OWNERSHIP_SQL)
+        owned = stack.psql(real_cluster, ns, stack.OWNERSHIP_SQL)
         assert "reporting=r/" in owned, owned
         time.sleep(1.2)
         target = stack.psql(real_cluster, ns, "SELECT to_char(clock_timestamp() AT TIME ZONE "
@@ -753,7 +745,7 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
         restored = functools.partial(stack.psql, real_cluster, ns, pod="postgres-2")
         assert restored("SELECT count(*) || ':' || max(id) FROM treasure") == "7:7"
         assert restored("SELECT count(*) FROM journal") == "20"
-        assert restored(OWNERSHIP_SQL) == owned
+        assert restored(stack.OWNERSHIP_SQL) == owned
         assert {"data-postgres-0", "data-postgres-1"} <= claims()
 
         # A person deletes the kept volumes; the recovery's record forgets them.

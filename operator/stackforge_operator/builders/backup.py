@@ -106,6 +106,24 @@ def storage_args(storage: ObjectStorage) -> list[str]:
     return args
 
 
+def storage_access(storage: ObjectStorage) -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A runner's S3 keys (from their Secret) and endpoint CA: (env, mounts, volumes)."""
+    variables: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    creds = storage.credentials_secret_ref
+    if creds is not None:
+        variables += [_secret_env("AWS_ACCESS_KEY_ID", creds.name, creds.access_key_id_key),
+                      _secret_env("AWS_SECRET_ACCESS_KEY", creds.name,
+                                  creds.secret_access_key_key)]
+    if storage.endpoint_ca is not None:
+        variables.append(s3ca.env())
+        mounts.append(s3ca.mount())
+        volumes.append(s3ca.volume(storage.endpoint_ca.name, storage.endpoint_ca.key))
+    return variables, mounts, volumes
+
+
 def _runner_args(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[str]:
     storage = policy_spec.storage
     args = ["backup", "run", "--tenant", t.name, *storage_args(storage)]

@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 
 from stackforge_operator.builders import network
 from stackforge_operator.builders.backup import POLICY_LABEL, child_metadata
-from stackforge_operator.builders.common import POSTGRES_PORT, RUNNER_LABEL, Manifest, metadata
+from stackforge_operator.builders.common import (
+    COMPONENT_LABEL,
+    POSTGRES_PORT,
+    RUNNER_LABEL,
+    TENANT_LABEL,
+    Manifest,
+    metadata,
+)
 from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget, ObjectStorage
 from stackforge_operator.models.effective import EffectiveTenant
 
@@ -187,6 +194,48 @@ def restore_egress(t: EffectiveTenant, storage: ObjectStorage,
         "metadata": metadata(t, RESTORE_EGRESS, "network"),
         "spec": {
             "podSelector": network.component(t, "postgres").selector(),
+            "policyTypes": ["Egress"],
+            "egress": rules,
+        },
+    }
+
+
+DUMP_EGRESS = "bootstrap-dump-egress"
+
+
+def dump_runner(t: EffectiveTenant) -> network.Peer:
+    """The pods of the Job restoring a dump into a new tenant (builders/bootstrap.py)."""
+    return network.Peer("bootstrap-dump-runner", pod_labels=(
+        (COMPONENT_LABEL, "bootstrap"), (TENANT_LABEL, t.name), (RUNNER_LABEL, "backup")))
+
+
+def dump_restore_flows(storage: ObjectStorage, t: EffectiveTenant,
+                       storage_addresses: Sequence[tuple[str, int]] = ()) -> list[network.Flow]:
+    """Where the runner restoring a dump into a new tenant connects: the dump's
+    endpoint, and the tenant's PostgreSQL (which admits backup runners)."""
+    runner = dump_runner(t)
+    flows = [network.Flow(runner, network.component(t, "postgres"), network.tcp(POSTGRES_PORT),
+                          "the runner restores the dump into the primary")]
+    if storage.endpoint is None:
+        return [*flows, network.Flow(runner, AWS_S3, network.tcp(DEFAULT_S3_PORT),
+                                     "the runner reads the dump from AWS S3")]
+    return flows + _to_url("the dump's storage.endpoint", storage.endpoint, runner, t,
+                           storage_addresses, "the runner reads the dump from the S3 endpoint")
+
+
+def dump_restore_egress(t: EffectiveTenant, storage: ObjectStorage,
+                        storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
+    """The dump runner's egress, the tenant's while the restore lasts (spec.bootstrap.
+    logical): the bucket is another tenant's, with no policy here opening its
+    endpoint. None while the tenant is isolated. Raises ValueError as runner_flows does."""
+    rules = [] if t.isolate else [
+        network.egress_rule(flow) for flow in dump_restore_flows(storage, t, storage_addresses)]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(t, DUMP_EGRESS, "network"),
+        "spec": {
+            "podSelector": dump_runner(t).selector(),
             "policyTypes": ["Egress"],
             "egress": rules,
         },

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from stackforge_operator.builders import drill, s3ca
-from stackforge_operator.builders.backup import POLICY_LABEL, storage_args
+from stackforge_operator.builders import drill
+from stackforge_operator.builders.backup import POLICY_LABEL, storage_access, storage_args
 from stackforge_operator.builders.common import (
     POSTGRES_PORT,
     RUNNER_LABEL,
@@ -96,23 +96,18 @@ def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: Obje
         {"name": "PGDATABASE", "value": t.postgres.database},
         secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
     ]
+    s3_variables, s3_mounts, s3_volumes = storage_access(storage)
+    variables += s3_variables
     mounts: list[dict[str, Any]] = [
         {"name": "checks", "mountPath": drill.CHECKS_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+        *s3_mounts,
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "checks", "configMap": {"name": checks_name(recovery)}},
         {"name": "tmp", "emptyDir": {}},
+        *s3_volumes,
     ]
-    creds = storage.credentials_secret_ref
-    if creds is not None:
-        variables += [secret_env("AWS_ACCESS_KEY_ID", creds.name, creds.access_key_id_key),
-                      secret_env("AWS_SECRET_ACCESS_KEY", creds.name,
-                                 creds.secret_access_key_key)]
-    if storage.endpoint_ca is not None:
-        variables.append(s3ca.env())
-        mounts.append(s3ca.mount())
-        volumes.append(s3ca.volume(storage.endpoint_ca.name, storage.endpoint_ca.key))
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": metadata(t, job_name(recovery), COMPONENT),

@@ -391,6 +391,17 @@ class BackupPolicySpec(SpecModel):
             "repository, on their own schedules. Needs continuousArchiving. Default: none."
         ),
     )
+    allowed_dump_restore_namespaces: Annotated[
+        list[DNSLabel], Field(max_length=50), AfterValidator(unique())
+    ] = Field(
+        default_factory=list,
+        description=(
+            "Namespaces whose new tenants may be created from this policy's PostgreSQL dumps "
+            "(StackForgeTenant spec.bootstrap.logical). Each such tenant gets a copy of the "
+            "bucket's keys until its restore is done. Default: none."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
 
 
 # --------------------------------------------------------------------------- status

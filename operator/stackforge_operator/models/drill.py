@@ -278,6 +278,7 @@ class CheckKind(enum.StrEnum):
     CHECKSUM = "Checksum"
     CONNECTIVITY = "Connectivity"
     RECOVERY = "Recovery"  # a physical restore ended promoted, at its target
+    ROLES = "Roles"  # a restore keeping owners: the roles the dump names exist
 
 
 class CheckResult(StatusModel):

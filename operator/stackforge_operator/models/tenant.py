@@ -636,13 +636,64 @@ class RecoverySource(SpecModel):
     )
 
 
+class DumpSource(SpecModel):
+    """Another tenant's logical dumps (its nightly pg_dump backups), restored into this
+    tenant's new database with their owners and grants."""
+
+    cel_rules = (
+        Rule(
+            cel="!(has(self.backupId) && has(self.finishedBefore))",
+            message="backupId and finishedBefore each choose the dump: give one of them",
+            field_path=".finishedBefore",
+            check=lambda d: d.backup_id is None or d.finished_before is None,
+        ),
+    )
+
+    tenant: DNSLabel = Field(
+        description="The tenant whose dump is restored (names are unique in the cluster)."
+    )
+    backup_policy: DNSLabel | None = Field(
+        None,
+        description=(
+            "Its BackupPolicy whose dumps are restored; it must list this tenant's namespace "
+            "in allowedDumpRestoreNamespaces. Default: its only policy that dumps PostgreSQL."
+        ),
+    )
+    backup_id: Annotated[str, Field(max_length=56,
+                                    pattern=r"^\d{8}T\d{6}Z-[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$",
+                                    )] | None = Field(
+        None, description="The backup run whose dump is restored (YYYYMMDDTHHMMSSZ-<suffix>, "
+                          "as the policy's status names it). Default: the newest complete one.")
+    finished_before: datetime | None = Field(
+        None, description="RFC 3339: the newest complete dump finished at or before it.")
+
+
 class Bootstrap(SpecModel):
     """Where a new tenant's database comes from, instead of an empty one."""
 
-    recovery: RecoverySource = Field(
+    cel_rules = (
+        Rule(
+            cel="has(self.recovery) != has(self.logical)",
+            message="bootstrap takes exactly one of recovery and logical",
+            field_path=".recovery",
+            check=lambda b: (b.recovery is None) != (b.logical is None),
+        ),
+    )
+
+    recovery: RecoverySource | None = Field(
+        None,
         description=(
             "Restore another tenant's physical backups (a clone): the primary's first "
             "start restores them, then archives under this tenant's own path."
+        ),
+    )
+    logical: DumpSource | None = Field(
+        None,
+        description=(
+            "Restore another tenant's logical dump, for tenants with only logical backups: "
+            "once the new primary is Ready, a runner restores the dump into its database in "
+            "one transaction, keeping owners and grants (a role the dump names and this "
+            "tenant lacks is made NOLOGIN); the apps and read replicas start after it."
         ),
     )
 
@@ -856,24 +907,46 @@ class OpenIncident(StatusModel):
     since: datetime = Field(description="When the condition behind it began.")
 
 
+class BootstrapMethod(enum.StrEnum):
+    """What a tenant's database was created from."""
+
+    PHYSICAL = "Physical"  # spec.bootstrap.recovery: pgBackRest backups and WAL
+    LOGICAL = "Logical"  # spec.bootstrap.logical: a pg_dump backup run
+
+
 class BootstrapStatus(StatusModel):
     """The restore a tenant's database was created from (spec.bootstrap), fixed when it began."""
 
+    method: BootstrapMethod = Field(BootstrapMethod.PHYSICAL, description="Physical or Logical.")
     source_tenant: str = Field(max_length=63, description="The tenant restored from.")
     source_namespace: str = Field(max_length=63, description="Its namespace.")
     backup_policy: str = Field(max_length=253, description="Its BackupPolicy restored from.")
-    repository_path: str = Field(
-        max_length=1024, description="The pgBackRest repository (repo1-path) restored."
+    repository_path: str | None = Field(
+        None, max_length=1024, description="Physical: the pgBackRest repository (repo1-path) "
+                                           "restored."
     )
-    recovery_target: str = Field(
-        max_length=64, description="The moment restored to (RFC 3339), or latest."
+    recovery_target: str | None = Field(
+        None, max_length=64, description="Physical: the moment restored to (RFC 3339), or latest."
+    )
+    backup: str | None = Field(
+        None, max_length=160, description="Logical: the dump asked for: latest, a run id, or "
+                                          "before=<RFC 3339>."
+    )
+    backup_id: str | None = Field(
+        None, max_length=128, description="Logical: the backup run whose dump was restored."
+    )
+    job_name: str | None = Field(None, max_length=63,
+                                 description="Logical: the Job restoring the dump.")
+    message: str | None = Field(
+        None, max_length=2048, description="Logical: why the last restore attempt failed."
     )
     start_time: datetime = Field(description="When the restore was set up.")
     completion_time: datetime | None = Field(
         None,
         description=(
-            "When the restored primary was first Ready (promoted, this tenant's "
-            "passwords set); the copies of the source's Secrets are deleted then."
+            "Physical: when the restored primary was first Ready (promoted, this tenant's "
+            "passwords set). Logical: when the dump was restored and verified. The copies of "
+            "the source's Secrets are deleted then."
         ),
     )
 

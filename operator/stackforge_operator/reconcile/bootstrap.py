@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,10 +35,13 @@ from stackforge_operator import API_GROUP, API_VERSION, kube, status
 from stackforge_operator.builders import bootstrap as builders
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders.common import Manifest
-from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
+from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus, BackupTarget
+from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import EffectiveTenant, Restore, resolve
 from stackforge_operator.models.tenant import (
+    BootstrapMethod,
     BootstrapStatus,
+    DumpSource,
     RecoverySource,
     StackForgeTenantSpec,
 )
@@ -46,6 +49,7 @@ from stackforge_operator.reconcile import archiving_policy, drill_recovery, stor
 
 API = f"{API_GROUP}/{API_VERSION}"
 FIELD = "spec.bootstrap.recovery"
+DUMP_FIELD = "spec.bootstrap.logical"
 
 
 # Nothing of the tenant is applied: the rollup says why (a refusal of the restore's).
@@ -54,11 +58,16 @@ Held = drill_recovery.Refusal
 
 @dataclass(frozen=True)
 class Prepared:
-    """The restore, its record, and the Secret copies it needs (none once done)."""
+    """The restore, its record, and the Secret copies it needs (none once done).
+
+    ``restore``: an archive, restored by the primary's first start; ``dump``: a
+    dump, restored by a runner Job once the primary is Ready.
+    """
 
     restore: Restore | None
     recorded: BootstrapStatus
     copies: list[Manifest]
+    dump: builders.DumpRestore | None = None
 
 
 def _stalled(reason: str, message: str) -> Held:
@@ -72,8 +81,11 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
         return None
     if recorded is not None and recorded.completion_time is not None:
         return Prepared(None, recorded, [])
+    if spec.bootstrap.logical is not None:
+        return _prepare_dump(t, spec.bootstrap.logical, recorded, now)
     wanted = spec.bootstrap.recovery
-    source = _source_tenant(wanted)
+    assert wanted is not None  # a CEL rule: exactly one of recovery and logical
+    source = _source_tenant(wanted.tenant, FIELD)
     if isinstance(source, Held):
         return source
     source_body, source_t = source
@@ -102,9 +114,62 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
     copies = _copies(t, policy, namespace)
     if isinstance(copies, Held):
         return copies
+    assert recorded.repository_path and recorded.recovery_target  # a Physical record
     restore = builders.restore(recorded.source_tenant, recorded.repository_path,
                                recorded.recovery_target, policy.storage)
     return Prepared(restore, recorded, copies)
+
+
+def _prepare_dump(t: EffectiveTenant, wanted: DumpSource, recorded: BootstrapStatus | None,
+                  now: datetime) -> Prepared | Held:
+    """spec.bootstrap.logical: the source's dump, the policy that made it, its Secrets."""
+    source = _source_tenant(wanted.tenant, DUMP_FIELD)
+    if isinstance(source, Held):
+        return source
+    source_body, source_t = source
+    if (mismatch := dump_compatibility_problem(t, source_t)) is not None:
+        return _stalled("BootstrapIncompatible", mismatch)
+    namespace = source_body["metadata"]["namespace"]
+    found = _dump_policy(wanted, source_t.name, namespace)
+    if isinstance(found, Held):
+        return found
+    policy_name, policy = found
+    if t.namespace not in policy.allowed_dump_restore_namespaces:
+        return _stalled("RestoreNotAllowed", (
+            f"{DUMP_FIELD}: BackupPolicy {namespace}/{policy_name} does not list namespace "
+            f"{t.namespace} in spec.allowedDumpRestoreNamespaces"))
+    if recorded is None:
+        recorded = BootstrapStatus(
+            method=BootstrapMethod.LOGICAL, source_tenant=wanted.tenant,
+            source_namespace=namespace, backup_policy=policy_name,
+            backup=dump_argument(wanted), job_name=builders.DUMP_JOB, start_time=now)
+    copies = _storage_copies(t, policy, namespace, DUMP_FIELD)
+    if isinstance(copies, Held):
+        return copies
+    dump = builders.dump_restore(recorded.source_tenant, recorded.backup or "latest",
+                                 policy.storage)
+    return Prepared(None, recorded, copies, dump)
+
+
+def dump_argument(wanted: DumpSource) -> str:
+    """The runner's ``--backup``: a run id, ``before=<time>``, or latest."""
+    if wanted.backup_id is not None:
+        return wanted.backup_id
+    if wanted.finished_before is not None:
+        return f"before={wanted.finished_before.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return "latest"
+
+
+def dump_compatibility_problem(t: EffectiveTenant, source: EffectiveTenant) -> str | None:
+    """Why this tenant cannot take the source's dump, or None: pg_restore reads a dump
+    into the same or a newer major version (the upgrade path), never an older one."""
+    if not t.postgres.enabled:
+        return f"{DUMP_FIELD} restores a database: spec.components.postgres must be enabled"
+    if int(t.postgres.version) < int(source.postgres.version):
+        return (f"{DUMP_FIELD}: tenant {source.name}'s PostgreSQL {source.postgres.version} "
+                f"dump cannot be restored into PostgreSQL {t.postgres.version}: set "
+                f"spec.components.postgres.version to {source.postgres.version} or newer")
+    return None
 
 
 def compatibility_problem(t: EffectiveTenant, source: EffectiveTenant) -> str | None:
@@ -123,23 +188,88 @@ def compatibility_problem(t: EffectiveTenant, source: EffectiveTenant) -> str | 
 
 
 def completed(recorded: BootstrapStatus, primary_ready: bool, now: datetime) -> BootstrapStatus:
-    """The record, with its completion once the restored primary is Ready."""
-    if recorded.completion_time is not None or not primary_ready:
+    """The record, with its completion once the restored primary is Ready (an archive;
+    a dump is done when its Job is: ``dump_progress``)."""
+    if recorded.completion_time is not None or not primary_ready \
+            or recorded.method is BootstrapMethod.LOGICAL:
         return recorded
     return recorded.model_copy(update={"completion_time": now})
 
 
+def dump_progress(recorded: BootstrapStatus, job: Mapping[str, Any] | None,
+                  result: Mapping[str, Any], now: datetime) -> BootstrapStatus:
+    """The record after a look at the dump's Job and its runner's result line.
+
+    Done when the Job completed and the runner passed (restored, checksum and
+    row counts verified); a failed Job's reason is kept until a new one runs.
+    """
+    if recorded.completion_time is not None or job is None:
+        return recorded
+    ended = {c.get("type") for c in (job.get("status") or {}).get("conditions") or []
+             if c.get("status") == "True"}
+    passed = result.get("verdict") == "Passed"
+    if "Complete" in ended and passed:
+        return recorded.model_copy(update={
+            "completion_time": now, "message": None,
+            "backup_id": str(result.get("backupId") or "") or None})
+    if "Failed" in ended or "Complete" in ended:
+        reason = result.get("reason") or "JobFailed"
+        text = str(result.get("message") or f"kubectl logs -n {job['metadata']['namespace']} "
+                                            f"job/{job['metadata']['name']}")
+        return recorded.model_copy(update={
+            "message": f"{reason}: {text}"[:2048],
+            "backup_id": str(result.get("backupId") or "") or recorded.backup_id})
+    if recorded.message is not None and not ended:
+        # A new Job (the failed one deleted): its own result will speak.
+        return recorded.model_copy(update={"message": None})
+    return recorded
+
+
+def events(old: BootstrapStatus | None,
+           new: BootstrapStatus | None) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events the record's change calls for."""
+    if new is None:
+        return []
+    logical = new.method is BootstrapMethod.LOGICAL
+    what = (f"tenant {new.source_tenant}'s dump ({new.backup})" if logical
+            else f"{new.repository_path} of tenant {new.source_tenant} to {new.recovery_target}")
+    out = []
+    if old is None:
+        out.append(("Normal", "RestoreStarted", f"restoring {what}"))
+    if new.message and (old is None or old.message != new.message):
+        out.append(("Warning", "RestoreFailed", f"restoring {what}: {new.message}"))
+    if new.completion_time is not None and (old is None or old.completion_time is None):
+        done = (f"the database holds tenant {new.source_tenant}'s dump {new.backup_id}, "
+                f"owners and grants included" if logical
+                else f"the database is tenant {new.source_tenant}'s at {new.recovery_target}")
+        out.append(("Normal", "RestoreComplete",
+                    f"{done}; the copies of its Secrets are deleted"))
+    return out
+
+
 def rollup(recorded: BootstrapStatus | None, progress: status.Progress, reason: str,
            message: str) -> tuple[status.Progress, str, str]:
-    """The tenant's rollup while its primary still carries the restore's settings.
+    """The tenant's rollup while its bootstrap is not done.
 
-    The reconcile that sees the restored primary Ready records the completion,
-    and only the next one takes the restore's settings off the primary, which
-    restarts it: Ready now would let a reader (``kubectl wait``, a person's
-    psql) meet the pod as it goes away.
+    An archive: the reconcile that sees the restored primary Ready records the
+    completion, and only the next one takes the restore's settings off the
+    primary, which restarts it: Ready now would let a reader (``kubectl wait``,
+    a person's psql) meet the pod as it goes away. A dump: the apps are held
+    until it is restored; a failed restore stalls the tenant with its reason.
     """
     if recorded is None or recorded.completion_time is not None \
-            or progress is not status.Progress.READY:
+            or progress is status.Progress.STALLED:
+        return progress, reason, message
+    if recorded.method is BootstrapMethod.LOGICAL:
+        if recorded.message:
+            return (status.Progress.STALLED, "BootstrapFailed",
+                    f"restoring tenant {recorded.source_tenant}'s dump ({recorded.backup}) "
+                    f"failed: {recorded.message}; the restore is one transaction, the "
+                    f"database is as it was: delete Job {recorded.job_name} to try again")
+        return (status.Progress.RECONCILING, "RestoringDump",
+                f"restoring tenant {recorded.source_tenant}'s dump ({recorded.backup}); "
+                f"the apps and read replicas start after it")
+    if progress is not status.Progress.READY:
         return progress, reason, message
     return (status.Progress.RECONCILING, "Restored",
             f"restored from tenant {recorded.source_tenant} to "
@@ -147,19 +277,18 @@ def rollup(recorded: BootstrapStatus | None, progress: status.Progress, reason: 
             f"without the restore's settings")
 
 
-def _source_tenant(wanted: RecoverySource) -> tuple[Mapping[str, Any], EffectiveTenant] | Held:
-    found = kube.list_objects(API, "StackForgeTenant",
-                              field_selector=f"metadata.name={wanted.tenant}")
+def _source_tenant(name: str, field: str) -> tuple[Mapping[str, Any], EffectiveTenant] | Held:
+    found = kube.list_objects(API, "StackForgeTenant", field_selector=f"metadata.name={name}")
     if not found:
         return _stalled("BootstrapSourceNotFound",
-                        f"{FIELD}.tenant: no StackForgeTenant {wanted.tenant} in the cluster")
+                        f"{field}.tenant: no StackForgeTenant {name} in the cluster")
     body = found[0]
     try:
         spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
     except ValidationError:
         return _stalled("BootstrapSourceNotFound",
-                        f"{FIELD}.tenant: StackForgeTenant {wanted.tenant} has an invalid spec")
-    return body, resolve(wanted.tenant, spec, namespace=body["metadata"]["namespace"])
+                        f"{field}.tenant: StackForgeTenant {name} has an invalid spec")
+    return body, resolve(name, spec, namespace=body["metadata"]["namespace"])
 
 
 def _policy(wanted: RecoverySource, source: EffectiveTenant, namespace: str) -> (
@@ -188,19 +317,55 @@ def _policy(wanted: RecoverySource, source: EffectiveTenant, namespace: str) -> 
     return body["metadata"]["name"], spec, observed
 
 
-def _copies(t: EffectiveTenant, policy: BackupPolicySpec, namespace: str) -> list[Manifest] | Held:
-    """The source policy's Secrets, read in its namespace, as copies for this one."""
-    archive = policy.continuous_archiving
-    assert archive is not None  # physical_source() refused a policy without it
-    cipher = archive.repository_cipher_secret_ref
-    problems: Sequence[status.Problem] = storage.storage_problems(
-        policy.storage, namespace) + storage.secret_problems([storage.SecretKeys(
+def _dump_policy(wanted: DumpSource, source: str, namespace: str) -> (
+    tuple[str, BackupPolicySpec] | Held
+):
+    """The source's policy whose dumps are restored: the one named, else its only
+    policy that dumps PostgreSQL."""
+    found: list[tuple[str, BackupPolicySpec]] = []
+    for body in kube.list_objects(API, "BackupPolicy", namespace=namespace):
+        if (body.get("spec") or {}).get("tenantRef", {}).get("name") != source:
+            continue
+        name = body["metadata"]["name"]
+        if wanted.backup_policy is not None and name != wanted.backup_policy:
+            continue
+        try:
+            spec = BackupPolicySpec.model_validate(body["spec"])
+        except ValidationError:
+            return _stalled("BootstrapSourceNotFound",
+                            f"{DUMP_FIELD}: BackupPolicy {namespace}/{name} is invalid")
+        if BackupTarget.POSTGRES in spec.targets:
+            found.append((name, spec))
+    if not found:
+        named = f"BackupPolicy {wanted.backup_policy}" if wanted.backup_policy else (
+            "BackupPolicy")
+        return _stalled("BootstrapSourceNotFound",
+                        f"{DUMP_FIELD}: tenant {source} has no {named} that dumps PostgreSQL "
+                        f"in {namespace}")
+    if len(found) > 1:
+        return _stalled("BootstrapSourceAmbiguous", (
+            f"{DUMP_FIELD}: tenant {source}'s BackupPolicies "
+            f"{', '.join(sorted(n for n, _ in found))} all dump PostgreSQL: name one in "
+            f"{DUMP_FIELD}.backupPolicy"))
+    return found[0]
+
+
+def _storage_copies(t: EffectiveTenant, policy: BackupPolicySpec, namespace: str,
+                    field: str, cipher: SecretKeyRef | None = None) -> list[Manifest] | Held:
+    """The source policy's Secrets (its bucket's keys and CA, the archive's
+    passphrase when ``cipher``), read in its namespace, as copies for this one."""
+    problems: Sequence[status.Problem] = storage.storage_problems(policy.storage, namespace)
+    if cipher is not None:
+        problems = [*problems, *storage.secret_problems([storage.SecretKeys(
             "spec.continuousArchiving.repositoryCipherSecretRef", cipher.name,
-            (cipher.key,))], namespace)
+            (cipher.key,))], namespace)]
     if problems:
-        return _stalled("BootstrapSourceSecrets", f"{FIELD}: the source's " + "; ".join(
+        return _stalled("BootstrapSourceSecrets", f"{field}: the source's " + "; ".join(
             p.message for p in problems))
-    passphrase = credentials.decode(kube.get("v1", "Secret", cipher.name, namespace) or {})
+    passphrase = None
+    if cipher is not None:
+        passphrase = credentials.decode(
+            kube.get("v1", "Secret", cipher.name, namespace) or {})[cipher.key]
     keys = None
     creds = policy.storage.credentials_secret_ref
     if creds is not None:
@@ -208,4 +373,10 @@ def _copies(t: EffectiveTenant, policy: BackupPolicySpec, namespace: str) -> lis
         keys = (data[creds.access_key_id_key], data[creds.secret_access_key_key])
     return builders.secret_copies(t, s3_keys=keys, ca_pem=storage.ca_bundle(policy.storage,
                                                                               namespace),
-                                  passphrase=passphrase[cipher.key])
+                                  passphrase=passphrase)
+
+
+def _copies(t: EffectiveTenant, policy: BackupPolicySpec, namespace: str) -> list[Manifest] | Held:
+    archive = policy.continuous_archiving
+    assert archive is not None  # physical_source() refused a policy without it
+    return _storage_copies(t, policy, namespace, FIELD, archive.repository_cipher_secret_ref)

@@ -52,6 +52,16 @@ def post_transitions(
         kube.record_event(dict(body), event_type, reason, message)
 
 
+def termination_messages(namespace: str, job: str) -> list[str]:
+    """The termination messages of a Job's pods' containers, those that have one."""
+    return [message
+            for pod in kube.list_objects("v1", "Pod", namespace=namespace,
+                                         label_selector=f"job-name={job}")
+            for container in (pod.get("status") or {}).get("containerStatuses") or []
+            if (message := ((container.get("state") or {}).get("terminated") or {})
+                .get("message"))]
+
+
 def termination_result(
     namespace: str, job: str, parse: Callable[[str], dict[str, Any] | None]
 ) -> dict[str, Any]:
@@ -60,13 +70,10 @@ def termination_result(
     ``parse`` is the runner's own reader (backup.runner / drill.outcome
     ``parse_result``), which also finds the line in a log tail.
     """
-    for pod in kube.list_objects("v1", "Pod", namespace=namespace,
-                                 label_selector=f"job-name={job}"):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
-            parsed = parse(message) if message else None
-            if parsed is not None:
-                return parsed
+    for message in termination_messages(namespace, job):
+        parsed = parse(message)
+        if parsed is not None:
+            return parsed
     return {}
 
 

@@ -47,6 +47,7 @@ from stackforge_operator.reconcile import (
     isolation,
     recovery,
     storage,
+    tenant_bootstrap,
     tenant_notify,
     tenant_recovery,
 )
@@ -173,6 +174,12 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     recovering = tenant_recovery.run(body, t, old_status.recovery, policies, live,
                                      datetime.now(UTC))
     t = recovering.t
+    dumped = None
+    if prepared is not None and prepared.dump is not None:
+        dumped = tenant_bootstrap.run(t, prepared, live, datetime.now(UTC))
+        if dumped.pending:
+            # Nothing may write to (or follow) the database before the dump is in.
+            t = replace(t, writes_stopped=True)
     rotation = (meta.get("annotations") or {}).get(credentials.ROTATE_ANNOTATION) or None
     live_secrets = {n: s for (k, n), s in live.items() if k == "Secret"}
     handled = {
@@ -192,7 +199,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if t.postgres.enabled:
         # Not a credentials Secret of its own (no rotation record): it follows them.
         secrets.append(postgres.admin_roles_secret(t, _admin_passwords(t, secrets)))
-    if prepared is not None:
+    if prepared is not None and (dumped is None or dumped.pending):
         secrets += prepared.copies
     owner = owner_reference(body)
     desired = [_owned(m, owner) for m in stack.desired_children(
@@ -204,6 +211,9 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         desired += [_owned(m, owner) for m in monitoring.build(t)]
     desired += [_owned(m, owner) for m in recovering.children]
     problems: list[status.Problem] = []
+    if dumped is not None:
+        desired += [_owned(m, owner) for m in dumped.children]
+        problems += dumped.problems
     if t.restore is not None:
         # The archive may be another tenant's: no policy of this one opens its endpoint.
         try:
@@ -236,7 +246,8 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
 
     return _report(body, old_status, t, spec, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
-                   prepared.recorded if prepared else None, recovering.recovery)
+                   dumped.recorded if dumped else prepared.recorded if prepared else None,
+                   recovering.recovery)
 
 
 def _close_quorum_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
@@ -468,16 +479,8 @@ def _report(
 
 def _bootstrap_events(body: Mapping[str, Any], old: BootstrapStatus | None,
                       new: BootstrapStatus | None) -> None:
-    if new is None:
-        return
-    if old is None:
-        kube.record_event(dict(body), "Normal", "RestoreStarted",
-                          f"restoring {new.repository_path} of tenant {new.source_tenant} "
-                          f"to {new.recovery_target}")
-    if new.completion_time is not None and (old is None or old.completion_time is None):
-        kube.record_event(dict(body), "Normal", "RestoreComplete",
-                          f"the database is tenant {new.source_tenant}'s at "
-                          f"{new.recovery_target}; the copies of its Secrets are deleted")
+    for kind, reason, text in bootstrap.events(old, new):
+        kube.record_event(dict(body), kind, reason, text)
 
 
 def _write_status(

@@ -188,3 +188,22 @@ def test_a_restoring_primary_reaches_the_archives_endpoint_only() -> None:
                                       "ports": [{"protocol": "TCP", "port": 443}]}]
     isolated = backup_network.restore_egress(tenant({"isolate": True}), storage)
     assert isolated["spec"]["egress"] == []
+
+
+def test_a_dump_restoring_runner_reaches_the_new_primary_and_the_dumps_endpoint_only() -> None:
+    storage = _spec("https://s3.other.svc:9000").storage
+    policy = backup_network.dump_restore_egress(tenant(), storage, [("10.96.0.20", 9000)])
+    assert policy["metadata"]["name"] == backup_network.DUMP_EGRESS
+    assert policy["spec"]["podSelector"] == {"matchLabels": {
+        COMPONENT_LABEL: "bootstrap", TENANT_LABEL: "acme", "stackforge.io/runner": "backup"}}
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    to_postgres = {"to": [{"podSelector": {"matchLabels": {
+        COMPONENT_LABEL: "postgres", TENANT_LABEL: "acme"}}}],
+        "ports": [{"protocol": "TCP", "port": 5432}]}
+    assert policy["spec"]["egress"] == [
+        to_postgres, *_on_port([{"ipBlock": {"cidr": "10.96.0.20/32"}}, *HOST_NAME], 9000)]
+    aws = backup_network.dump_restore_egress(tenant(), _spec().storage)
+    assert aws["spec"]["egress"] == [to_postgres, {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}]
+    isolated = backup_network.dump_restore_egress(tenant({"isolate": True}), storage)
+    assert isolated["spec"]["egress"] == []

@@ -11,13 +11,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from stackforge_operator import status
 from stackforge_operator.builders import archiving, bootstrap, postgres, s3ca
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import Archiving
 from stackforge_operator.models.tenant import BootstrapStatus
-from stackforge_operator.reconcile.bootstrap import compatibility_problem, completed, rollup
+from stackforge_operator.reconcile.bootstrap import compatibility_problem, completed
 from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
 
 SOURCE_STORAGE = ObjectStorage.model_validate({
@@ -114,17 +113,32 @@ def test_the_restore_is_done_once_the_primary_is_first_ready() -> None:
         started.replace(minute=5))
 
 
-def test_the_tenant_is_not_ready_until_the_restores_settings_have_left_the_primary() -> None:
-    started = datetime(2026, 12, 1, 10, tzinfo=UTC)
-    recorded = BootstrapStatus(source_tenant="acme", source_namespace="tenant-acme",
-                               backup_policy="nightly", repository_path=REPOSITORY,
-                               recovery_target="2026-12-01T09:00:00Z", start_time=started)
-    ready = (status.Progress.READY, "AllComponentsReady", "3 components ready")
-    progress, reason, message = rollup(recorded, *ready)
-    assert (progress, reason) == (status.Progress.RECONCILING, "Restored")
-    assert "acme" in message and "2026-12-01T09:00:00Z" in message
-    # Once recorded done, the next reconcile's rollout speaks for itself.
-    assert rollup(completed(recorded, True, started), *ready) == ready
-    stalled = (status.Progress.STALLED, "ImagePullBackOff", "no image")
-    assert rollup(recorded, *stalled) == stalled
-    assert rollup(None, *ready) == ready
+def test_a_dump_is_restored_by_the_runner_into_the_primary_keeping_owners() -> None:
+    dump = bootstrap.dump_restore("acme", "before=2026-12-01T02:30:00Z", SOURCE_STORAGE)
+    t = replace(tenant(name="acme-copy"), primary_ordinal=0)
+    job = bootstrap.dump_restore_job(t, dump)
+    assert job["metadata"]["name"] == bootstrap.DUMP_JOB
+    assert job["metadata"]["namespace"] == t.namespace
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"]["stackforge.io/runner"] == "backup"
+    runner = pod["spec"]["containers"][0]
+    args = runner["args"]
+    assert args[:4] == ["drill", "run", "--tenant", "acme"]
+    assert args[args.index("--backup") + 1] == "before=2026-12-01T02:30:00Z"
+    assert {"--keep-owners", "--no-report"} <= set(args)
+    assert args[args.index("--bucket") + 1] == "source-backups"
+    env = env_of(runner)
+    assert env["PGHOST"]["value"] == f"postgres-0.postgres-headless.{t.namespace}.svc"
+    assert env["PGUSER"]["value"] == "postgres"
+    # Secrets by reference only, and only the copies in the new tenant's namespace.
+    assert secret_ref(env["PGPASSWORD"])[0] == "postgres-credentials"
+    assert secret_ref(env["AWS_SECRET_ACCESS_KEY"]) == (
+        bootstrap.S3_COPY, bootstrap.SECRET_KEY_KEY)
+    assert not {v.get("value") for k, v in env.items() if "PASSWORD" in k or "SECRET" in k} - {
+        None}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[s3ca.CA_VOLUME]["secret"]["secretName"] == bootstrap.CA_COPY
+    # A dump needs no repository passphrase.
+    assert [c["metadata"]["name"] for c in bootstrap.secret_copies(
+        t, s3_keys=("id", "s"), ca_pem="PEM", passphrase=None)] == [
+        bootstrap.S3_COPY, bootstrap.CA_COPY]

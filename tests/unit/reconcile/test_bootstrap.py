@@ -1,0 +1,108 @@
+"""What a tenant's bootstrap record says and does as its restore goes (reconcile/bootstrap.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from stackforge_operator import status
+from stackforge_operator.models.tenant import BootstrapMethod, BootstrapStatus, DumpSource
+from stackforge_operator.reconcile.bootstrap import (
+    completed,
+    dump_argument,
+    dump_compatibility_problem,
+    dump_progress,
+    events,
+    rollup,
+)
+from tests.unit.builders.tenants import tenant
+
+STARTED = datetime(2026, 12, 1, 10, tzinfo=UTC)
+ARCHIVE = BootstrapStatus(source_tenant="acme", source_namespace="tenant-acme",
+                          backup_policy="nightly", repository_path="/backups/_pgbackrest/acme/x",
+                          recovery_target="2026-12-01T09:00:00Z", start_time=STARTED)
+DUMP = BootstrapStatus(method=BootstrapMethod.LOGICAL, source_tenant="acme",
+                       source_namespace="tenant-acme", backup_policy="nightly", backup="latest",
+                       job_name="bootstrap-dump-restore", start_time=STARTED)
+READY = (status.Progress.READY, "AllComponentsReady", "3 components ready")
+
+
+def _job(*ended: str) -> dict[str, Any]:
+    return {"metadata": {"name": "bootstrap-dump-restore", "namespace": "tenant-acme-copy"},
+            "status": {"conditions": [{"type": c, "status": "True"} for c in ended]}}
+
+
+def test_the_dump_asked_for_is_a_run_id_a_time_or_the_latest() -> None:
+    assert dump_argument(DumpSource(tenant="acme")) == "latest"
+    assert dump_argument(DumpSource(tenant="acme", backup_id="20261201T020000Z-ab")) == (
+        "20261201T020000Z-ab")
+    assert dump_argument(DumpSource.model_validate(
+        {"tenant": "acme", "finishedBefore": "2026-12-01T03:30:00+01:00"})) == (
+        "before=2026-12-01T02:30:00Z")
+
+
+def test_a_dump_goes_into_the_same_or_a_newer_major_only() -> None:
+    source = tenant({"components": {"postgres": {"version": 15}}}, name="acme")
+    assert dump_compatibility_problem(tenant({"components": {"postgres": {"version": 16}}},
+                                             name="acme-copy"), source) is None
+    assert dump_compatibility_problem(tenant(name="acme-copy"), source) is None
+    older = tenant({"components": {"postgres": {"version": 14}}}, name="acme-copy")
+    assert "set spec.components.postgres.version to 15 or newer" in (
+        dump_compatibility_problem(older, source) or "")
+
+
+def test_a_dump_is_done_when_its_job_passed_not_when_the_primary_is_ready() -> None:
+    assert completed(DUMP, True, STARTED).completion_time is None
+    assert dump_progress(DUMP, None, {}, STARTED) == DUMP
+    assert dump_progress(DUMP, _job(), {}, STARTED) == DUMP
+    done = dump_progress(DUMP, _job("Complete"), {"verdict": "Passed",
+                                                  "backupId": "20261201T020000Z-ab"}, STARTED)
+    assert done.completion_time == STARTED and done.backup_id == "20261201T020000Z-ab"
+    assert dump_progress(done, _job("Failed"), {}, STARTED.replace(hour=11)) == done
+
+
+def test_a_failed_job_keeps_its_reason_until_another_job_runs() -> None:
+    failed = dump_progress(DUMP, _job("Failed"), {
+        "verdict": "Failed", "reason": "BackupNotFound", "message": "no run no-such-run"},
+        STARTED)
+    assert failed.completion_time is None
+    assert failed.message == "BackupNotFound: no run no-such-run"
+    # Gone without a result line: where to look instead.
+    assert dump_progress(DUMP, _job("Failed"), {}, STARTED).message == (
+        "JobFailed: kubectl logs -n tenant-acme-copy job/bootstrap-dump-restore")
+    # A Job that "completed" without passing has not restored anything.
+    assert dump_progress(DUMP, _job("Complete"), {"verdict": "Failed", "reason": "CheckFailed",
+                                                  "message": "x"}, STARTED).completion_time is None
+    # The failed Job deleted by a person: the new one speaks for itself.
+    assert dump_progress(failed, _job(), {}, STARTED).message is None
+
+
+def test_the_rollup_holds_the_tenant_until_its_restore_is_done() -> None:
+    # An archive: not Ready while the restore's settings still restart the primary.
+    progress, reason, message = rollup(ARCHIVE, *READY)
+    assert (progress, reason) == (status.Progress.RECONCILING, "Restored")
+    assert "acme" in message and "2026-12-01T09:00:00Z" in message
+    assert rollup(completed(ARCHIVE, True, STARTED), *READY) == READY
+    # A dump: restoring, then stalled with the reason and how to try again.
+    assert rollup(DUMP, *READY)[:2] == (status.Progress.RECONCILING, "RestoringDump")
+    stalled = rollup(DUMP.model_copy(update={"message": "BackupNotFound: gone"}), *READY)
+    assert stalled[:2] == (status.Progress.STALLED, "BootstrapFailed")
+    assert "BackupNotFound: gone" in stalled[2]
+    assert "delete Job bootstrap-dump-restore" in stalled[2]
+    # A problem of the tenant's own speaks first; no bootstrap, no change.
+    own = (status.Progress.STALLED, "ImagePullBackOff", "no image")
+    assert rollup(DUMP, *own) == own and rollup(None, *READY) == READY
+
+
+def test_events_say_what_is_restored_how_it_failed_and_when_it_is_done() -> None:
+    assert [e[1] for e in events(None, DUMP)] == ["RestoreStarted"]
+    assert "tenant acme's dump (latest)" in events(None, DUMP)[0][2]
+    failed = DUMP.model_copy(update={"message": "RestoreFailed: role x"})
+    assert events(DUMP, failed) == [
+        ("Warning", "RestoreFailed", "restoring tenant acme's dump (latest): RestoreFailed: "
+                                     "role x")]
+    assert events(failed, failed) == []
+    done = DUMP.model_copy(update={"completion_time": STARTED, "backup_id": "r1"})
+    assert [(e[0], e[1]) for e in events(DUMP, done)] == [("Normal", "RestoreComplete")]
+    assert "owners and grants included" in events(DUMP, done)[0][2]
+    assert "at 2026-12-01T09:00:00Z" in events(ARCHIVE, completed(ARCHIVE, True, STARTED))[0][2]
