@@ -151,18 +151,10 @@ def archive_egress(
 ) -> Manifest:
     """The primary's egress to the archive, owned by the policy that archives (none
     while the tenant is isolated: no data leaves it then, as for the runners)."""
-    rules = [] if t.isolate else [
-        network.egress_rule(flow) for flow in archive_flows(policy_spec, t, storage_addresses)]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": child_metadata(archive_egress_name(policy), namespace, policy, t.name),
-        "spec": {
-            "podSelector": network.component(t, "postgres").selector(),
-            "policyTypes": ["Egress"],
-            "egress": rules,
-        },
-    }
+    flows = [] if t.isolate else archive_flows(policy_spec, t, storage_addresses)
+    return _egress_policy(
+        child_metadata(archive_egress_name(policy), namespace, policy, t.name),
+        network.component(t, "postgres"), flows)
 
 
 RESTORE_EGRESS = "restore-egress"
@@ -186,16 +178,22 @@ def restore_egress(t: EffectiveTenant, storage: ObjectStorage,
     the restore lasts (spec.bootstrap, an in-place recovery): the archive may be
     another tenant's, with no policy here opening its endpoint. None while the
     tenant is isolated, as for the runners. Raises ValueError as runner_flows does."""
-    rules = [] if t.isolate else [
-        network.egress_rule(flow) for flow in restore_flows(storage, t, storage_addresses)]
+    flows = [] if t.isolate else restore_flows(storage, t, storage_addresses)
+    return _egress_policy(metadata(t, RESTORE_EGRESS, "network"),
+                          network.component(t, "postgres"), flows)
+
+
+def _egress_policy(meta: dict[str, Any], pods: network.Peer,
+                   flows: Sequence[network.Flow]) -> Manifest:
+    """A NetworkPolicy opening only ``flows``' egress for ``pods`` (none: all closed)."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": metadata(t, RESTORE_EGRESS, "network"),
+        "metadata": meta,
         "spec": {
-            "podSelector": network.component(t, "postgres").selector(),
+            "podSelector": pods.selector(),
             "policyTypes": ["Egress"],
-            "egress": rules,
+            "egress": [network.egress_rule(flow) for flow in flows],
         },
     }
 
@@ -228,24 +226,8 @@ def dump_restore_egress(t: EffectiveTenant, storage: ObjectStorage,
     """The dump runner's egress, the tenant's while the restore lasts (spec.bootstrap.
     logical): the bucket is another tenant's, with no policy here opening its
     endpoint. None while the tenant is isolated. Raises ValueError as runner_flows does."""
-    rules = [] if t.isolate else [
-        network.egress_rule(flow) for flow in dump_restore_flows(storage, t, storage_addresses)]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(t, DUMP_EGRESS, "network"),
-        "spec": {
-            "podSelector": dump_runner(t).selector(),
-            "policyTypes": ["Egress"],
-            "egress": rules,
-        },
-    }
-
-
-def egress_rules(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
-                 storage_addresses: Sequence[tuple[str, int]] = ()) -> list[dict[str, Any]]:
-    return [network.egress_rule(flow)
-            for flow in runner_flows(policy, policy_spec, t, storage_addresses)]
+    flows = [] if t.isolate else dump_restore_flows(storage, t, storage_addresses)
+    return _egress_policy(metadata(t, DUMP_EGRESS, "network"), dump_runner(t), flows)
 
 
 def runner_egress(
@@ -258,14 +240,7 @@ def runner_egress(
     operator's own traffic: a backup must not carry data out meanwhile, so
     the policy stays (selecting the runners) with no egress rule.
     """
-    rules = [] if t.isolate else egress_rules(policy, policy_spec, t, storage_addresses)
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": child_metadata(runner_egress_name(policy), namespace, policy, t.name),
-        "spec": {
-            "podSelector": runner_peer(policy).selector(),
-            "policyTypes": ["Egress"],
-            "egress": rules,
-        },
-    }
+    flows = [] if t.isolate else runner_flows(policy, policy_spec, t, storage_addresses)
+    return _egress_policy(
+        child_metadata(runner_egress_name(policy), namespace, policy, t.name),
+        runner_peer(policy), flows)

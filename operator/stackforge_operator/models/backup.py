@@ -216,6 +216,10 @@ class Retention(SpecModel):
 DEFAULT_ARCHIVE_TIMEOUT_SECONDS = 60
 
 
+# Namespaces whose new tenants may be made from a policy's backups (a set).
+RestoreNamespaces = Annotated[list[DNSLabel], Field(max_length=50), AfterValidator(unique())]
+
+
 class ContinuousArchiving(SpecModel):
     """WAL archiving of the tenant's primary to the policy's bucket, through pgBackRest.
 
@@ -240,9 +244,7 @@ class ContinuousArchiving(SpecModel):
             "the bucket's own encryption. Keep it safe: nothing archived can be read without it."
         ),
     )
-    allowed_restore_namespaces: Annotated[
-        list[DNSLabel], Field(max_length=50), AfterValidator(unique())
-    ] = Field(
+    allowed_restore_namespaces: RestoreNamespaces = Field(
         default_factory=list,
         description=(
             "Namespaces whose new tenants may be created from this archive "
@@ -391,9 +393,7 @@ class BackupPolicySpec(SpecModel):
             "repository, on their own schedules. Needs continuousArchiving. Default: none."
         ),
     )
-    allowed_dump_restore_namespaces: Annotated[
-        list[DNSLabel], Field(max_length=50), AfterValidator(unique())
-    ] = Field(
+    allowed_dump_restore_namespaces: RestoreNamespaces = Field(
         default_factory=list,
         description=(
             "Namespaces whose new tenants may be created from this policy's PostgreSQL dumps "

@@ -74,6 +74,11 @@ def _stalled(reason: str, message: str) -> Held:
     return Held(status.Progress.STALLED, reason, message)
 
 
+def _not_allowed(field: str, policy: str, namespace: str, list_field: str) -> Held:
+    return _stalled("RestoreNotAllowed", f"{field}: BackupPolicy {policy} does not list "
+                                         f"namespace {namespace} in {list_field}")
+
+
 def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapStatus | None,
             now: datetime) -> Prepared | Held | None:
     """What the tenant's reconcile applies for its bootstrap (None: it has none)."""
@@ -98,9 +103,8 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
     policy_name, policy, observed = found
     archive = policy.continuous_archiving
     if archive is not None and t.namespace not in archive.allowed_restore_namespaces:
-        return _stalled("RestoreNotAllowed", (
-            f"{FIELD}: BackupPolicy {namespace}/{policy_name} does not list namespace "
-            f"{t.namespace} in spec.continuousArchiving.allowedRestoreNamespaces"))
+        return _not_allowed(FIELD, f"{namespace}/{policy_name}", t.namespace,
+                            "spec.continuousArchiving.allowedRestoreNamespaces")
     if recorded is None:
         chosen = drill_recovery.physical_source(
             wanted.point_in_time, policy_name, policy, observed,
@@ -135,9 +139,8 @@ def _prepare_dump(t: EffectiveTenant, wanted: DumpSource, recorded: BootstrapSta
         return found
     policy_name, policy = found
     if t.namespace not in policy.allowed_dump_restore_namespaces:
-        return _stalled("RestoreNotAllowed", (
-            f"{DUMP_FIELD}: BackupPolicy {namespace}/{policy_name} does not list namespace "
-            f"{t.namespace} in spec.allowedDumpRestoreNamespaces"))
+        return _not_allowed(DUMP_FIELD, f"{namespace}/{policy_name}", t.namespace,
+                            "spec.allowedDumpRestoreNamespaces")
     if recorded is None:
         recorded = BootstrapStatus(
             method=BootstrapMethod.LOGICAL, source_tenant=wanted.tenant,
