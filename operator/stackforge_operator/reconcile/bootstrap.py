@@ -24,7 +24,7 @@ tenant's own repository path if a policy of its own asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,13 +90,10 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
         return _prepare_dump(t, spec.bootstrap.logical, recorded, now)
     wanted = spec.bootstrap.recovery
     assert wanted is not None  # a CEL rule: exactly one of recovery and logical
-    source = _source_tenant(wanted.tenant, FIELD)
+    source = _compatible_source(t, wanted.tenant, FIELD, compatibility_problem)
     if isinstance(source, Held):
         return source
-    source_body, source_t = source
-    if (mismatch := compatibility_problem(t, source_t)) is not None:
-        return _stalled("BootstrapIncompatible", mismatch)
-    namespace = source_body["metadata"]["namespace"]
+    namespace, source_t = source
     found = _policy(wanted, source_t, namespace)
     if isinstance(found, Held):
         return found
@@ -127,13 +124,10 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
 def _prepare_dump(t: EffectiveTenant, wanted: DumpSource, recorded: BootstrapStatus | None,
                   now: datetime) -> Prepared | Held:
     """spec.bootstrap.logical: the source's dump, the policy that made it, its Secrets."""
-    source = _source_tenant(wanted.tenant, DUMP_FIELD)
+    source = _compatible_source(t, wanted.tenant, DUMP_FIELD, dump_compatibility_problem)
     if isinstance(source, Held):
         return source
-    source_body, source_t = source
-    if (mismatch := dump_compatibility_problem(t, source_t)) is not None:
-        return _stalled("BootstrapIncompatible", mismatch)
-    namespace = source_body["metadata"]["namespace"]
+    namespace, source_t = source
     found = _dump_policy(wanted, source_t.name, namespace)
     if isinstance(found, Held):
         return found
@@ -278,6 +272,20 @@ def rollup(recorded: BootstrapStatus | None, progress: status.Progress, reason: 
             f"restored from tenant {recorded.source_tenant} to "
             f"{recorded.recovery_target}: the primary restarts "
             f"without the restore's settings")
+
+
+def _compatible_source(
+    t: EffectiveTenant, name: str, field: str,
+    problem: Callable[[EffectiveTenant, EffectiveTenant], str | None],
+) -> tuple[str, EffectiveTenant] | Held:
+    """The source tenant's namespace and settings, if this tenant can take its database."""
+    source = _source_tenant(name, field)
+    if isinstance(source, Held):
+        return source
+    body, source_t = source
+    if (mismatch := problem(t, source_t)) is not None:
+        return _stalled("BootstrapIncompatible", mismatch)
+    return body["metadata"]["namespace"], source_t
 
 
 def _source_tenant(name: str, field: str) -> tuple[Mapping[str, Any], EffectiveTenant] | Held:
