@@ -37,7 +37,12 @@ not name), each refusal checked against a listener that answers someone
 else. Rows to public addresses are the exception: nothing public answers on
 the test machine. The drill sandbox's rows are proven by
 `tests/realnode/test_drill_runs.py` (the sandbox reaches S3 and DNS, not the
-tenant's pods).
+tenant's pods). The last three tables exist only while their feature is in
+use: the archive's by `tests/realnode/test_archiving.py` (WAL reaches the
+bucket), the dump restore's by `tests/realnode/test_dump_bootstrap.py` (the
+new tenant has no policy of its own: this is its runner's only way out); the
+restoring primary's table is shown working only beside the archive's, which
+opens the same endpoint in those tests.
 
 Every tenant namespace starts from `default-deny` (ingress and egress); each
 flow is rendered twice, as an ingress rule on its destination and as an egress
@@ -113,6 +118,15 @@ def sections(t: EffectiveTenant, policy_name: str,
          backup_network.runner_flows(policy_name, policy, t)),
         ("A drill's sandbox namespace (policy `sandbox-isolation`)",
          drill.sandbox_flows("<sandbox>", t.namespace)),
+        (f"The primary archiving WAL for BackupPolicy `{policy_name}` (egress, with "
+         f"`continuousArchiving`; policy `{backup_network.archive_egress_name(policy_name)}`)",
+         backup_network.archive_flows(policy, t)),
+        (f"A primary restoring an archive (egress, while a clone or an in-place recovery "
+         f"restores; policy `{backup_network.RESTORE_EGRESS}`)",
+         backup_network.restore_flows(policy.storage, t)),
+        (f"The runner restoring a dump into a new tenant (egress, while "
+         f"`spec.bootstrap.logical` restores; policy `{backup_network.DUMP_EGRESS}`)",
+         backup_network.dump_restore_flows(policy.storage, t)),
     ]
 
 
