@@ -433,7 +433,7 @@ def _drill_cases() -> list[Case]:
         ),
         c(
             "latest-with-id",
-            {"spec.backup.id": "20250101-020000"},
+            {"spec.backup.id": "20250101T020000Z-abc123"},
             "backup.id is required with source ById",
         ),
         c(
@@ -447,9 +447,12 @@ def _drill_cases() -> list[Case]:
             "spec.backup.pointInTime",
         ),
         c("bad-backup-source", {"spec.backup.source": "Yesterday"}, "spec.backup.source"),
+        c("backup-id-not-a-run-id", {"spec.backup": {"source": "ById", "id": "last-night"}},
+          "spec.backup.id"),
         c(
             "physical-by-id",
-            {"spec.backup": {"method": "Physical", "source": "ById", "id": "20250101-020000"}},
+            {"spec.backup": {"method": "Physical", "source": "ById",
+                             "id": "20250101T020000Z-abc123"}},
             "a Physical restore takes Latest or PointInTime",
         ),
         c("bad-backup-method", {"spec.backup.method": "Snapshot"}, "spec.backup.method"),

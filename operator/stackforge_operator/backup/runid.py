@@ -6,10 +6,12 @@ import re
 import secrets
 from datetime import UTC, datetime
 
+from stackforge_operator.models.common import RUN_ID_PATTERN
+
 _TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 # The suffix keeps two runs started in the same second apart: random hex by
 # default, or something the caller derives (a Job's name hash).
-RUN_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?)$")
+RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 
 def new_run_id(now: datetime | None = None) -> str:

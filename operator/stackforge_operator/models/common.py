@@ -149,7 +149,12 @@ CRON_RE = (
 _CRON = re.compile(CRON_RE)
 assert "\\" not in CRON_RE and "'" not in CRON_RE
 
+# A backup run's id, as the runner names it (backup/runid.py): its start in UTC
+# and a suffix, e.g. 20261127T020000Z-3fa9c1.
+RUN_ID_PATTERN = r"^([0-9]{8}T[0-9]{6}Z)-([a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?)$"
+
 DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_RE)]
+RunId = Annotated[str, Field(min_length=18, max_length=56, pattern=RUN_ID_PATTERN)]
 Domain = Annotated[str, Field(min_length=4, max_length=253, pattern=DOMAIN_RE)]
 TimeZone = Annotated[str, Field(min_length=1, max_length=64, pattern=TIME_ZONE_RE)]
 HttpUrl = Annotated[str, Field(min_length=8, max_length=2048, pattern=HTTP_URL_RE)]

@@ -19,6 +19,7 @@ from stackforge_operator.models.common import (
     DNSLabel,
     LocalObjectRef,
     ResourceRequirements,
+    RunId,
     SpecModel,
     StatusModel,
     TimeZone,
@@ -95,9 +96,8 @@ class BackupSelector(SpecModel):
             "moment)."
         ),
     )
-    id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")] | None = (
-        Field(None, description="Backup run id (source ById).")
-    )
+    id: RunId | None = Field(
+        None, description="Backup run id (source ById), e.g. 20261127T020000Z-3fa9c1.")
     point_in_time: datetime | None = Field(
         None,
         description=(

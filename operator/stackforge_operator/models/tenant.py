@@ -30,6 +30,7 @@ from stackforge_operator.models.common import (
     Domain,
     Quantity,
     ResourceRequirements,
+    RunId,
     SecretKeyRef,
     SpecModel,
     StatusModel,
@@ -659,9 +660,7 @@ class DumpSource(SpecModel):
             "in allowedDumpRestoreNamespaces. Default: its only policy that dumps PostgreSQL."
         ),
     )
-    backup_id: Annotated[str, Field(max_length=56,
-                                    pattern=r"^\d{8}T\d{6}Z-[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$",
-                                    )] | None = Field(
+    backup_id: RunId | None = Field(
         None, description="The backup run whose dump is restored (YYYYMMDDTHHMMSSZ-<suffix>, "
                           "as the policy's status names it). Default: the newest complete one.")
     finished_before: datetime | None = Field(
