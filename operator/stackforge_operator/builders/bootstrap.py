@@ -19,24 +19,18 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from stackforge_operator.builders import archiving, s3ca
 from stackforge_operator.builders.backup import storage_access, storage_args
 from stackforge_operator.builders.common import (
-    POSTGRES_PORT,
     RUNNER_LABEL,
     Manifest,
     labels,
     metadata,
     runner_pod,
-    secret_env,
 )
-from stackforge_operator.builders.postgres import HEADLESS, SUPERUSER, primary_pod
-from stackforge_operator.builders.secrets_names import (
-    POSTGRES_SECRET,
-    POSTGRES_SUPERUSER_PASSWORD_KEY,
-)
+from stackforge_operator.builders.postgres import superuser_connection
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import EffectiveTenant, Restore
@@ -93,16 +87,7 @@ def dump_restore_job(t: EffectiveTenant, dump: DumpRestore) -> Manifest:
             "--backup", dump.backup, "--keep-owners", "--no-report",
             "--termination-log", "/dev/termination-log"]
     s3_variables, s3_mounts, s3_volumes = storage_access(dump.storage)
-    variables: list[dict[str, Any]] = [
-        # The primary itself, by its pod's name: a replica must never be the target.
-        {"name": "PGHOST",
-         "value": f"{primary_pod(t.primary_ordinal)}.{HEADLESS}.{t.namespace}.svc"},
-        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-        {"name": "PGUSER", "value": SUPERUSER},
-        {"name": "PGDATABASE", "value": t.postgres.database},
-        secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
-        *s3_variables,
-    ]
+    variables = [*superuser_connection(t, t.primary_ordinal), *s3_variables]
     mounts = [{"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
               *s3_mounts]
     volumes = [{"name": "tmp", "emptyDir": {}}, *s3_volumes]

@@ -147,6 +147,18 @@ def primary_pod(ordinal: int) -> str:
     return f"{NAME}-{ordinal}"
 
 
+def superuser_connection(t: EffectiveTenant, ordinal: int) -> list[dict[str, Any]]:
+    """libpq's environment for a runner logging in as the superuser to the primary's
+    pod ``ordinal`` itself, by its own DNS name (never a replica, never the Service)."""
+    return [
+        {"name": "PGHOST", "value": f"{primary_pod(ordinal)}.{HEADLESS}.{t.namespace}.svc"},
+        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
+        {"name": "PGUSER", "value": SUPERUSER},
+        {"name": "PGDATABASE", "value": t.postgres.database},
+        secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
+    ]
+
+
 def data_claim(statefulset: str, ordinal: int) -> str:
     """The data volume's claim of pod ``ordinal`` (the StatefulSet controller's name)."""
     return f"data-{statefulset}-{ordinal}"

@@ -19,19 +19,13 @@ from typing import Any, Final
 from stackforge_operator.builders import drill
 from stackforge_operator.builders.backup import POLICY_LABEL, storage_access, storage_args
 from stackforge_operator.builders.common import (
-    POSTGRES_PORT,
     RUNNER_LABEL,
     Manifest,
     labels,
     metadata,
     runner_pod,
-    secret_env,
 )
-from stackforge_operator.builders.postgres import HEADLESS, SUPERUSER, primary_pod
-from stackforge_operator.builders.secrets_names import (
-    POSTGRES_SECRET,
-    POSTGRES_SUPERUSER_PASSWORD_KEY,
-)
+from stackforge_operator.builders.postgres import superuser_connection
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.drill import QueryCheck
 from stackforge_operator.models.effective import EffectiveTenant
@@ -87,15 +81,8 @@ def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: Obje
             "--started-at", started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "--checks-file", f"{drill.CHECKS_MOUNT}/{drill.CHECKS_FILE}",
             "--termination-log", "/dev/termination-log"]
-    variables: list[dict[str, Any]] = [
-        # The restored pod itself, by its own name: nothing else may answer.
-        {"name": "PGHOST",
-         "value": f"{primary_pod(recovery.ordinal)}.{HEADLESS}.{t.namespace}.svc"},
-        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-        {"name": "PGUSER", "value": SUPERUSER},
-        {"name": "PGDATABASE", "value": t.postgres.database},
-        secret_env("PGPASSWORD", POSTGRES_SECRET, POSTGRES_SUPERUSER_PASSWORD_KEY),
-    ]
+    # The restored pod itself: nothing else may answer.
+    variables = superuser_connection(t, recovery.ordinal)
     s3_variables, s3_mounts, s3_volumes = storage_access(storage)
     variables += s3_variables
     mounts: list[dict[str, Any]] = [
