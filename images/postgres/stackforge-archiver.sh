@@ -20,15 +20,22 @@
 #    downward API) holds "<id> <full|diff|incr> <count|time> <n>"; a request
 #    with a newer id (ids are UTC times) runs one pgBackRest backup of that
 #    type, in the background (the heartbeat goes on), whose expiry keeps n full
-#    backups (count) or the full backups of n days (time). The id of the last request handled is kept
-#    in STATE_DIR, which outlives a restart of the container: a request is run
-#    once, or again after an interruption. The result is the repository (a
-#    backup is complete when its manifest is there); it is logged here too.
+#    backups (count) or the full backups of n days (time). The id of the last
+#    request done is kept in STATE_DIR, which outlives a restart of the
+#    container: a request is run until it succeeds, once. One that failed is
+#    run again BACKUP_RETRY_SECONDS later (a newer request at once): the
+#    operator asks for a backup only when one is due, and a first full backup
+#    is due until there is one. The result is the repository (a backup is
+#    complete when its manifest is there); it is logged here too.
+#    A backup waits up to BACKUP_ARCHIVE_TIMEOUT_SECONDS for the WAL of its
+#    start and stop to be archived: after a bulk load the asynchronous
+#    archive's queue can take many minutes, and pgBackRest's own default (60 s)
+#    failed the first full backup of a freshly loaded database on the real node.
 #
 # Environment: the PGBACKREST_* options and STACKFORGE_REPOSITORY_BASE of
 #   stackforge-pgbackrest; PGHOST [/var/run/postgresql]; HEARTBEAT_SECONDS [60];
 #   RETRY_SECONDS [10]; REQUEST_FILE [none: no backups]; POLL_SECONDS [2];
-#   STATE_DIR [/tmp].
+#   STATE_DIR [/tmp]; BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600].
 set -uf  # f: no pathname expansion (the request is split into words)
 
 : "${PGHOST:=/var/run/postgresql}"
@@ -37,6 +44,8 @@ set -uf  # f: no pathname expansion (the request is split into words)
 : "${REQUEST_FILE:=}"
 : "${POLL_SECONDS:=2}"
 : "${STATE_DIR:=/tmp}"
+: "${BACKUP_RETRY_SECONDS:=300}"
+: "${BACKUP_ARCHIVE_TIMEOUT_SECONDS:=3600}"
 export PGHOST
 
 handled_file="$STATE_DIR/stackforge-backup-handled"
@@ -86,6 +95,7 @@ run_backup() {
 		pgbackrest_pid=
 		trap '[ -z "$pgbackrest_pid" ] || kill "$pgbackrest_pid" 2>/dev/null; exit 143' TERM
 		stackforge-pgbackrest backup --type="$type" --start-fast \
+			--archive-timeout="$BACKUP_ARCHIVE_TIMEOUT_SECONDS" \
 			--repo1-retention-full-type="$retention_type" --repo1-retention-full="$retention" \
 			--annotation=stackforge-request="$id" &
 		pgbackrest_pid=$!
@@ -126,6 +136,8 @@ valid_request() {
 
 next_beat=0
 running=
+failed=
+retry_at=0
 while :; do
 	now=$(date +%s)
 	if [ "$now" -ge "$next_beat" ]; then
@@ -136,20 +148,26 @@ while :; do
 		read -r finished status <"$result_file"
 		if [ "$status" = 0 ]; then
 			echo "archiver: backup request $finished is complete"
+			echo "$finished" >"$handled_file"
+			failed=
 		else
-			echo "archiver: backup request $finished failed (pgBackRest exit status $status)" >&2
+			echo "archiver: backup request $finished failed (pgBackRest exit status $status);" \
+				"retrying in ${BACKUP_RETRY_SECONDS}s" >&2
+			failed=$finished
+			retry_at=$((now + BACKUP_RETRY_SECONDS))
 		fi
-		echo "$finished" >"$handled_file"
 		running=
 		backup=
 	fi
 	if [ -z "$running" ] && new_request; then
 		# shellcheck disable=SC2086
 		set -- $request
-		echo "archiver: backup request $1: a $2 backup (retention: $4 by $3)"
-		rm -f "$result_file"
-		run_backup "$@"
-		running=$1
+		if [ "$1" != "$failed" ] || [ "$now" -ge "$retry_at" ]; then
+			echo "archiver: backup request $1: a $2 backup (retention: $4 by $3)"
+			rm -f "$result_file"
+			run_backup "$@"
+			running=$1
+		fi
 	fi
 	pause "$POLL_SECONDS"
 done

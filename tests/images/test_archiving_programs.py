@@ -120,6 +120,7 @@ def _start_archiver(tmp_path: Path, bin_dir: Path, request_file: Path) -> subpro
             [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme",
                  "RETRY_SECONDS": "1", "HEARTBEAT_SECONDS": "1", "POLL_SECONDS": "0.2",
+                 "BACKUP_RETRY_SECONDS": "2", "BACKUP_ARCHIVE_TIMEOUT_SECONDS": "900",
                  "REQUEST_FILE": str(request_file), "STATE_DIR": str(tmp_path / "state")})
 
 
@@ -154,7 +155,7 @@ def test_the_archiver_runs_each_backup_request_once_and_beats_meanwhile(tmp_path
         request.write_text("20261130T221505Z diff count 3")
         wait_for(lambda: any("backup" in line for line in lines()), "the backup")
         [backup] = [line for line in lines() if " backup " in f"{line} "]
-        assert backup == ("pgbackrest backup --type=diff --start-fast "
+        assert backup == ("pgbackrest backup --type=diff --start-fast --archive-timeout=900 "
                           "--repo1-retention-full-type=count --repo1-retention-full=3 "
                           "--annotation=stackforge-request=20261130T221505Z")
         # The heartbeat goes on while the backup runs (it may take hours).
@@ -171,13 +172,22 @@ def test_the_archiver_runs_each_backup_request_once_and_beats_meanwhile(tmp_path
         request.write_text("20261130T231505Z full time 7")
         wait_for(lambda: sum(" backup " in f"{line} " for line in lines()) == 2, "the second")
         release.write_text("1")
-        wait_for(lambda: "request 20261130T231505Z failed (pgBackRest exit status 1)" in
-                 (tmp_path / "archiver.log").read_text(), "the failure")
+        wait_for(lambda: "request 20261130T231505Z failed (pgBackRest exit status 1); "
+                 "retrying in 2s" in (tmp_path / "archiver.log").read_text(), "the failure")
+        # A failed request is run again after its pause, until it succeeds.
+        failed_at = time.monotonic()
+        wait_for(lambda: sum(" backup " in f"{line} " for line in lines()) == 3, "the retry")
+        assert time.monotonic() - failed_at > 1
+        release.write_text("0")
+        wait_for(lambda: "request 20261130T231505Z is complete" in
+                 (tmp_path / "archiver.log").read_text(), "the retry's success")
+        done = sum(" backup " in f"{line} " for line in lines())
         # A request that is not one is logged and skipped, not run.
         request.write_text("20261201T000000Z weekly count 3")
         wait_for(lambda: "ignoring the backup request" in
                  (tmp_path / "archiver.log").read_text(), "the refusal")
-        assert sum(" backup " in f"{line} " for line in lines()) == 2
+        time.sleep(3)
+        assert sum(" backup " in f"{line} " for line in lines()) == done
         # A restart of the container (its state directory stays) runs nothing again.
         os.kill(archiver.pid, signal.SIGTERM)
         assert archiver.wait(10) == 0
@@ -186,7 +196,7 @@ def test_the_archiver_runs_each_backup_request_once_and_beats_meanwhile(tmp_path
         wait_for(lambda: sum(line.startswith("pgbackrest stanza-create") for line in lines())
                  == 2, "the restart")
         time.sleep(1)
-        assert sum(" backup " in f"{line} " for line in lines()) == 2
+        assert sum(" backup " in f"{line} " for line in lines()) == done
     finally:
         if archiver.poll() is None:
             os.killpg(archiver.pid, signal.SIGKILL)
