@@ -134,3 +134,9 @@ def stuck_on_an_old_revision(statefulset: Mapping[str, Any],
         if fault is not None and not fault.heals_by_itself:
             stuck.append(pod["metadata"]["name"])
     return stuck
+
+
+def job_conditions(job: Mapping[str, Any] | None) -> set[str]:
+    """The types of a Job's true conditions ("Complete", "Failed", ...)."""
+    return {c.get("type") for c in ((job or {}).get("status") or {}).get("conditions") or []
+            if c.get("status") == "True"}

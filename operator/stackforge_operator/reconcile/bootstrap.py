@@ -45,6 +45,7 @@ from stackforge_operator.models.tenant import (
     RecoverySource,
     StackForgeTenantSpec,
 )
+from stackforge_operator.pod_health import job_conditions
 from stackforge_operator.reconcile import archiving_policy, drill_recovery, storage
 
 API = f"{API_GROUP}/{API_VERSION}"
@@ -202,8 +203,7 @@ def dump_progress(recorded: BootstrapStatus, job: Mapping[str, Any] | None,
     """
     if recorded.completion_time is not None or job is None:
         return recorded
-    ended = {c.get("type") for c in (job.get("status") or {}).get("conditions") or []
-             if c.get("status") == "True"}
+    ended = job_conditions(job)
     passed = result.get("verdict") == "Passed"
     if "Complete" in ended and passed:
         return recorded.model_copy(update={

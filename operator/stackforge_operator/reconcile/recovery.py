@@ -58,6 +58,7 @@ from stackforge_operator.drill import outcome
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
+from stackforge_operator.pod_health import job_conditions
 
 RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
 RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
@@ -312,8 +313,7 @@ def job_result(job: Mapping[str, Any] | None,
     """(passed, the runner's message) once the verification Job ended, else None."""
     if job is None:
         return None
-    state = job.get("status") or {}
-    ended = {c.get("type") for c in state.get("conditions") or [] if c.get("status") == "True"}
+    ended = job_conditions(job)
     if "Complete" not in ended and "Failed" not in ended:
         return None
     name = job["metadata"]["name"]

@@ -23,6 +23,7 @@ from stackforge_operator.builders.common import Manifest
 from stackforge_operator.drill import outcome
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import BootstrapStatus
+from stackforge_operator.pod_health import job_conditions
 from stackforge_operator.reconcile import bootstrap, storage
 from stackforge_operator.reconcile.common import termination_messages
 
@@ -69,8 +70,7 @@ def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
     result: dict[str, Any] = {}
     if job is not None:
         live[("Job", builders.DUMP_JOB)] = job
-        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or []):
+        if job_conditions(job) & {"Complete", "Failed"}:
             result = _result(t.namespace)
     recorded = bootstrap.dump_progress(prepared.recorded, job, result, now)
     if recorded.completion_time is not None:
