@@ -172,10 +172,10 @@ def eventually_equal(read: Callable[[], str], wanted: str, timeout: float = 30) 
         time.sleep(0.2)
 
 
-def replica_ready(replica: Pod) -> subprocess.CompletedProcess[str]:
+def replica_ready(replica: Pod, **extra_env: str) -> subprocess.CompletedProcess[str]:
     return run_program(replica, REPLICA_READY, {"PATH": f"{PG15_BIN}:/usr/bin:/bin",
                                                 "PGHOST": str(replica.run_dir),
-                                                "PGPORT": str(replica.port)})
+                                                "PGPORT": str(replica.port), **extra_env})
 
 
 @pytest.fixture
@@ -349,6 +349,11 @@ def test_a_replica_whose_slot_was_invalidated_is_recloned_and_streams_again(
     cloned = run_program(replica, CLONE_REPLICA, clone_env(pod, replica))
     assert cloned.returncode == 0, cloned.stderr
     standby = start_standby(pod, replica, servers)
+    # Streaming only after a while: a receiver the primary is about to refuse
+    # also says "streaming", for a few milliseconds.
+    young = replica_ready(replica, STREAMING_SECONDS="600")
+    assert young.returncode == 1
+    assert "the WAL receiver connected less than 600 s ago" in young.stderr, young.stderr
     eventually_equal(lambda: replica_ready(replica).stderr.strip(), "")
     env = follows_env(pod, replica)
     marker = Path(f"{replica.pgdata}.reclone")
@@ -372,7 +377,10 @@ def test_a_replica_whose_slot_was_invalidated_is_recloned_and_streams_again(
 
     # Back, it cannot stream; the probe proves it, leaves the marker and says why.
     standby = start_standby(pod, replica, servers)
-    assert replica_ready(replica).returncode != 0
+    # Never ready, however often asked across the receiver's retries (every 5 s).
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert replica_ready(replica).returncode != 0
     failed = probe_until_it_fails(replica, env)
     assert "invalidated slot postgres_replica_0" in failed.stderr
     assert "max_slot_wal_keep_size" in marker.read_text()
