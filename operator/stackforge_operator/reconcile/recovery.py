@@ -176,6 +176,22 @@ def with_plan(t: EffectiveTenant, recovery: RecoveryStatus | None,
     return t
 
 
+def plan(before: RecoveryStatus | None, after: RecoveryStatus | None) -> RecoveryStatus | None:
+    """The recovery to build the tenant from, ``after`` this reconcile's step.
+
+    The switch-over (apps back, the restore's settings off the primary) takes
+    effect from the reconcile after the one that decides it, once the status
+    says ``SwitchingOver``: objects are applied before the status is written,
+    and whoever reads ``Restoring`` or ``Verifying`` must never meet an app
+    running on a database not yet verified. The recovery stays active
+    meanwhile, so the tenant is not Ready. Every other step takes effect at
+    once (those that stop writes leave the status lagging on the safe side)."""
+    if (after is not None and after.phase == Phase.SWITCHING_OVER
+            and before is not None and before.phase != Phase.SWITCHING_OVER):
+        return before
+    return after
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the reconcile observed for the recovery's next step."""

@@ -50,6 +50,7 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
         recorded = recovery.forget_deleted(recorded, {
             c["metadata"]["name"]
             for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)})
+    before = recorded
     if recovery.active(recorded):
         assert recorded is not None
         job = None
@@ -64,7 +65,7 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
     else:
         recorded = _answer(t, annotations, recorded, policies, now)
     policy = _policy_spec(policies, recorded.backup_policy) if recorded else None
-    built = recovery.with_plan(t, recorded, policy)
+    built = recovery.with_plan(t, recovery.plan(before, recorded), policy)
     children: list[Manifest] = []
     if recorded is not None and recorded.phase == RecoveryPhase.VERIFYING and policy is not None:
         queries = _queries(t.namespace, recorded.verify_drill)

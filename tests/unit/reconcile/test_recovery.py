@@ -251,6 +251,22 @@ def test_rolling_back_runs_the_old_pod_without_the_restore_and_keeps_the_writes_
     assert find(built, "Deployment", "worker")["spec"]["replicas"] == 0
 
 
+def test_the_switch_over_is_built_only_once_the_status_says_so() -> None:
+    """Applied before the status is written, apps started by the reconcile that
+    saw the verification pass would run while the status still says Verifying."""
+    verifying, switching = _in(Phase.VERIFYING), _in(Phase.SWITCHING_OVER)
+    assert recovery.plan(verifying, switching) == verifying
+    assert recovery.plan(switching, switching) == switching
+    succeeded = switching.model_copy(update={"phase": Phase.SUCCEEDED})
+    assert recovery.plan(switching, succeeded) == succeeded
+    # Steps that stop writes, and the end of a roll-back, take effect at once.
+    rolling_back = verifying.model_copy(update={"phase": Phase.ROLLING_BACK})
+    failed = verifying.model_copy(update={"phase": Phase.FAILED})
+    for before, after in ((None, _begun()), (_begun(), _in(Phase.RESTORING)),
+                          (verifying, rolling_back), (rolling_back, failed), (None, None)):
+        assert recovery.plan(before, after) == after
+
+
 # --- the steps -----------------------------------------------------------------------
 
 
