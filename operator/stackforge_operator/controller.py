@@ -75,6 +75,8 @@ class Controller:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def observed(self, body: Mapping[str, Any]) -> None:
+        # Counted whether or not this replica reconciles: it tells a live watch.
+        METRICS.record_watch_event(self.kind)
         if not self._is_active():
             # An event kopf let through while pausing: the active peer owns it,
             # and kopf re-lists everything when this replica resumes.
@@ -84,6 +86,7 @@ class Controller:
         self.queue.add(key)
 
     def deleted(self, body: Mapping[str, Any]) -> None:
+        METRICS.record_watch_event(self.kind)
         key = object_key(body)
         self._bodies.pop(key, None)
         self.queue.forget(key)

@@ -195,6 +195,10 @@ class OperatorMetrics:
         self.reconcile_duration = Histogram(
             f"{PREFIX}_reconcile_duration_seconds", "Time one reconcile took.",
             ["kind"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.watch_events = Counter(
+            f"{PREFIX}_watch_events", "Watch events of the reconciled kinds, by kind: a flat "
+            "line while objects change means a watch that stopped.", ["kind"],
+            registry=self.registry)
         self.notifications = Counter(
             f"{PREFIX}_notifications", "Notification attempts, by event and result "
             "(sent, retried, failed).", ["event", "result"], registry=self.registry)
@@ -208,6 +212,9 @@ class OperatorMetrics:
     def record_reconcile(self, kind: str, result: Result, seconds: float) -> None:
         self.reconciles.labels(kind=kind, result=result.value).inc()
         self.reconcile_duration.labels(kind=kind).observe(seconds)
+
+    def record_watch_event(self, kind: str) -> None:
+        self.watch_events.labels(kind=kind).inc()
 
     def record_notification(self, event: str, result: str) -> None:
         self.notifications.labels(event=event, result=result).inc()

@@ -104,3 +104,20 @@ def test_a_reconcile_running_when_paused_is_not_repeated_or_remembered() -> None
         await c.stop()
 
     asyncio.run(scenario())
+
+
+def test_every_watch_event_is_counted_even_on_a_paused_replica() -> None:
+    from stackforge_operator.metrics import METRICS
+
+    def events() -> float:
+        return METRICS.registry.get_sample_value(
+            "stackforge_watch_events_total", {"kind": "Counted"}) or 0.0
+
+    rec, active = Recorder(), [False]
+    c = Controller("Counted", rec.reconcile, workers=1, is_active=lambda: active[0])
+    before = events()
+    c.observed(body("a"))  # paused: not reconciled, still a sign of a live watch
+    active[0] = True
+    c.observed(body("a", generation=2))
+    c.deleted(body("a"))
+    assert events() - before == 3

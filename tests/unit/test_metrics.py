@@ -224,6 +224,7 @@ def sample_names() -> set[str]:
     m.record_reconcile("StackForgeTenant", Result.READY, 0.1)
     m.observe_tenant(ACME_KEY, tenant_status(ready=True, backup=NOW, verdict="Passed", rto=1))
     m.record_notification("BackupFailed", "sent")
+    m.record_watch_event("StackForgeTenant")
     return {s.name for family in m.registry.collect() for s in family.samples}
 
 
