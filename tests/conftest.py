@@ -92,6 +92,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _startup_report:
         terminalreporter.write_line(line)
+    # The chaos tests' figures (record_property("chaos", ...)): workers' too.
+    figures = [f"{report.nodeid}: {value}"
+               for report in terminalreporter.stats.get("passed", [])
+               for key, value in getattr(report, "user_properties", []) if key == "chaos"]
+    if figures:
+        terminalreporter.write_sep("=", "chaos figures")
+        for line in figures:
+            terminalreporter.write_line(line)
 
 
 def _kind_cluster(request: pytest.FixtureRequest) -> ClusterHandle:

@@ -9,46 +9,20 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 import yaml
 from kubernetes import client
 
-from stackforge_operator.builders import credentials, stack
 from stackforge_operator.builders.common import TENANT_LABEL
-from stackforge_operator.builders.secrets_names import POSTGRES_ADMIN_ROLES_SECRET
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from stackforge_operator.models.effective import resolve
-from stackforge_operator.models.tenant import StackForgeTenantSpec
-from tests.support import tenants
+from tests.support import children, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.operator_identity import OperatorIdentity
 from tests.support.tenants import eventually
 
 TENANTS = [f"crash-{i:02d}" for i in range(20)]
 KILL_POINTS = 10
-
-
-def _expected_children(name: str, spec: dict[str, object]) -> set[tuple[str, str]]:
-    t = resolve(name, StackForgeTenantSpec.model_validate(spec),
-                namespace=tenants.namespace_of(name))
-    names = list(credentials.wanted_keys(t))
-    if t.postgres.enabled:
-        # Written by the reconcile beside the credentials (reconcile/tenant.py).
-        names.append(POSTGRES_ADMIN_ROLES_SECRET)
-    secrets = [{"kind": "Secret", "metadata": {"name": n}} for n in names]
-    children = stack.desired_children(t, secrets=secrets, tls=None, rotation=None)
-    return {(m["kind"], m["metadata"]["name"]) for m in children if m["kind"] != "Namespace"}
-
-
-def _live_children(cluster: ClusterHandle, name: str) -> list[dict[str, object]]:
-    kinds = ("secrets,configmaps,services,resourcequotas,limitranges,deployments,statefulsets,"
-             "networkpolicies,poddisruptionbudgets,horizontalpodautoscalers,ingresses")
-    out = cluster.kubectl("get", kinds, "-n", f"tenant-{name}", "-l", f"{TENANT_LABEL}={name}",
-                          "-o", "yaml").stdout
-    items: list[dict[str, object]] = yaml.safe_load(out)["items"]
-    return items
 
 
 def test_killed_operator_leaves_no_duplicates_or_orphans(
@@ -91,23 +65,9 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
         finally:
             final.stop()
 
-        core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
-        for manifest in manifests:
-            name = manifest["metadata"]["name"]
-            tenant = tenants.get(cluster, name)
-            assert tenant is not None
-            uid = tenant["metadata"]["uid"]
-            live = _live_children(cluster, name)
-            keys = Counter((o["kind"], o["metadata"]["name"]) for o in live)  # type: ignore[index]
-            assert set(keys) == _expected_children(name, manifest["spec"]), name
-            assert max(keys.values()) == 1
-            for obj in live:
-                owners = obj["metadata"].get("ownerReferences")  # type: ignore[attr-defined]
-                assert owners and [o["uid"] for o in owners] == [uid], obj["metadata"]
-            # No pod-template churn: one ReplicaSet per Deployment, ever.
-            replica_sets = apps.list_namespaced_replica_set(f"tenant-{name}").items
-            owners_of_rs = Counter(rs.metadata.owner_references[0].name for rs in replica_sets)
-            assert owners_of_rs and max(owners_of_rs.values()) == 1, owners_of_rs
+        core = client.CoreV1Api(cluster.api)
+        wrong = [p for manifest in manifests for p in children.problems(cluster, manifest)]
+        assert wrong == []
         # Nothing labelled for these tenants lives outside their namespaces.
         stray = [
             ns.metadata.name for ns in core.list_namespace(label_selector=TENANT_LABEL).items

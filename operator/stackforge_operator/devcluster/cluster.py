@@ -128,6 +128,7 @@ class LocalCluster:
         self._log = log or (lambda _msg: None)
         self._processes: list[ManagedProcess] = []
         self._etcd_dir: Path | None = None
+        self._etcd_url = ""
         self.pki: ClusterPKI | None = None
         self.server = ""
         self.kubeconfig = self.run_dir / "admin.kubeconfig"
@@ -199,6 +200,35 @@ class LocalCluster:
             self._etcd_dir = None
         if self.node is not None:
             self.host_differences = self.node.restore_host()
+
+    def component(self, name: str) -> ManagedProcess:
+        """A running component by name: etcd, kube-apiserver, kubelet, containerd..."""
+        node = self.node.processes() if self.node else []
+        for process in [*self._processes, *node]:
+            if process.name == name:
+                return process
+        raise KeyError(f"no component {name!r}")
+
+    def restart_component(self, name: str, timeout: float = 60.0) -> None:
+        """Start a killed component again with its arguments (its port, its data),
+        and wait until it serves: /health for etcd, /readyz for the API server,
+        its socket for containerd, running for the others."""
+        process = self.component(name)
+        if process.running():
+            raise ControlPlaneError(f"{name} is running: kill it first")
+        process.start()
+        self._log(f"restarted {name} (pid {process.pid})")
+        deadline = time.monotonic() + timeout
+        if name == "etcd":
+            assert self._etcd_url
+            _wait_for("etcd health", lambda: _etcd_healthy(self._etcd_url), deadline, process)
+        elif name == "kube-apiserver":
+            _wait_for("kube-apiserver /readyz", self._apiserver_ready, deadline, process)
+        elif name == "containerd" and self.node is not None:
+            # The kubelet exits at start-up when the runtime does not answer yet.
+            _wait_for("containerd socket", self.node.runtime_answers, deadline, process)
+        elif not process.running():
+            raise ControlPlaneError(f"{name} exited at once:\n{process.log_tail()}")
 
     def pids(self) -> list[int]:
         node = self.node.processes() if self.node else []
@@ -277,11 +307,8 @@ class LocalCluster:
             ],
         )
 
-        def healthy() -> bool:
-            response = httpx.get(f"{client_url}/health", timeout=2)
-            return response.status_code == 200 and response.json().get("health") == "true"
-
-        _wait_for("etcd health", healthy, deadline, process)
+        self._etcd_url = client_url
+        _wait_for("etcd health", lambda: _etcd_healthy(client_url), deadline, process)
         return client_url
 
     def _start_apiserver(self, binary: Path, etcd_url: str, deadline: float) -> None:
@@ -328,15 +355,15 @@ class LocalCluster:
         admin = write_kubeconfig(
             self.kubeconfig, self.server, pki.ca.cert, pki.admin, name="stackforge-local"
         )
-        context = ssl.create_default_context(cafile=str(pki.ca.cert))
-        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
-
-        def ready() -> bool:
-            response = httpx.get(f"{self.server}/readyz", verify=context, timeout=2)
-            return response.status_code == 200
-
-        _wait_for("kube-apiserver /readyz", ready, deadline, process)
+        _wait_for("kube-apiserver /readyz", self._apiserver_ready, deadline, process)
         self._log(f"API server ready at {self.server}; kubeconfig {admin}")
+
+    def _apiserver_ready(self) -> bool:
+        assert self.pki is not None
+        context = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+        context.load_cert_chain(str(self.pki.admin.cert), str(self.pki.admin.key))
+        response = httpx.get(f"{self.server}/readyz", verify=context, timeout=2)
+        return response.status_code == 200
 
     def _kubelet_client_args(self) -> list[str]:
         """How the API server reaches kubelets (logs, exec), when one runs."""
@@ -474,6 +501,11 @@ def run_kubectl(
             f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
         )
     return result
+
+
+def _etcd_healthy(client_url: str) -> bool:
+    response = httpx.get(f"{client_url}/health", timeout=2)
+    return response.status_code == 200 and response.json().get("health") == "true"
 
 
 def _wait_for(

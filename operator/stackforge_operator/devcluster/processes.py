@@ -58,6 +58,15 @@ class ManagedProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=timeout)
 
+    def kill(self, timeout: float = 30.0) -> None:
+        """SIGKILL the process alone, not its group (a container runtime's shims,
+        and so its containers, must outlive it), and reap it: a fault for the
+        chaos tests. ``start()`` runs it again with the same arguments."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.kill()
+        self.popen.wait(timeout=timeout)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -107,6 +107,13 @@ class RealNode:
                 kubelet / "device-plugins" / "kubelet.sock",
                 kubelet / "pod-resources" / "kubelet.sock"]
 
+    def runtime_answers(self) -> bool:
+        """containerd accepts connections on its socket (a killed one leaves the file)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(2)
+            connection.connect(str(self.runtime_paths.socket))
+        return True
+
     def _check_socket_paths(self) -> None:
         # Before anything changes on the host: past this length containerd or the
         # kubelet fails to listen, minutes in and with a message about a socket.

@@ -1,0 +1,34 @@
+"""A control plane of the chaos tests' own: its API server and etcd are killed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stackforge_operator.devcluster import LocalCluster
+from stackforge_operator.devcluster.processes import processes_mentioning
+from tests.support import crds, operator_identity
+from tests.support.clusters import ClusterHandle, local_handle
+from tests.support.operator_identity import OperatorIdentity
+
+
+@pytest.fixture(scope="module")
+def faulty_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   ) -> Iterator[tuple[LocalCluster, ClusterHandle, OperatorIdentity]]:
+    """A local control plane with kwok nodes, the CRDs and the operator's identity;
+    not the session's: killing its components must not touch other tests."""
+    if request.config.getoption("--cluster-provider") != "local":
+        pytest.skip("the chaos tests kill control-plane processes: local provider only")
+    run_dir = tmp_path_factory.mktemp("faulty-controlplane")
+    local = LocalCluster(run_dir, nodes=3)
+    local.start()
+    try:
+        handle = local_handle(local)
+        crds.install(handle)
+        identity = operator_identity.install(handle, run_dir / "operator.kubeconfig")
+        yield local, handle, identity
+    finally:
+        local.stop()
+        leftovers = local.alive_pids() + processes_mentioning(str(run_dir))
+        assert leftovers == [], f"control-plane processes survived: {leftovers}"

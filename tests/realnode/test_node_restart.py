@@ -1,0 +1,102 @@
+"""Chaos on the real node (issue #17, case 5): kubelet and containerd killed
+together and started again under a running tenant.
+
+Containers belong to their shims, not to containerd, and the kubelet finds its
+pods again from the runtime: every pod keeps its uid, its containers and their
+restart counts, the tenant is Ready again (or never left it), and the data is
+all there.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
+from tests.realnode import stack
+from tests.realnode.operators import operator_running
+from tests.support import operator_identity, tenants
+from tests.support.clusters import ClusterHandle
+
+pytestmark = pytest.mark.chaos
+
+DOWN_SECONDS = 10
+
+
+def _containers(cluster: ClusterHandle, namespace: str) -> dict[str, tuple[str, ...]]:
+    """Per pod: its uid, then each container's id and restart count."""
+    found = {}
+    for pod in client.CoreV1Api(cluster.api).list_namespaced_pod(namespace).items:
+        statuses = sorted(pod.status.container_statuses or [], key=lambda s: s.name)
+        found[pod.metadata.name] = (pod.metadata.uid, *(
+            f"{s.name}={s.container_id}#{s.restart_count}" for s in statuses))
+    return found
+
+
+def _heartbeat_after(cluster: ClusterHandle, moment: datetime) -> bool:
+    """The node's kubelet has renewed its lease since ``moment`` (the node's status
+    itself is written only when it changes, or every 5 minutes)."""
+    core = client.CoreV1Api(cluster.api)
+    node = core.list_node().items[0].metadata.name
+    lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease(node, "kube-node-lease")
+    return bool(lease.spec.renew_time > moment)
+
+
+def test_running_pods_survive_a_kubelet_and_containerd_restart(
+        real_cluster: ClusterHandle,
+        real_operator_identity: operator_identity.OperatorIdentity,
+        tmp_path_factory: pytest.TempPathFactory,
+        record_property: Callable[[str, object], None]) -> None:
+    local = real_cluster.local
+    assert local is not None and local.node is not None
+    name = f"nr-{uuid.uuid4().hex[:5]}"
+    ns = tenants.namespace_of(name)
+    manifest = stack.postgres_only(name)
+    manifest["spec"]["components"]["apps"] = [{
+        "name": "api", "image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz",
+        "replicas": 1, "env": {"PORT": "8080"}}]
+    try:
+        with operator_running(real_operator_identity, tmp_path_factory):
+            tenants.apply(real_cluster, manifest)
+            stack.wait_ready(real_cluster, name)
+            stack.psql(real_cluster, ns, stack.SEED_SQL, as_app=True)
+            checksum_sql = ("SELECT count(*) || ':' || md5(string_agg(id::text, ',' "
+                            "ORDER BY id)) FROM shop.orders")
+            seeded = stack.psql(real_cluster, ns, checksum_sql)
+            started = stack.psql(real_cluster, ns, "SELECT pg_postmaster_start_time()")
+            before = _containers(real_cluster, ns)
+            assert {"postgres-0"} < set(before), before
+
+            killed_at = datetime.now(UTC)
+            local.component("kubelet").kill()
+            local.component("containerd").kill()
+            time.sleep(DOWN_SECONDS)
+            # The tenant's processes ran on meanwhile: their containers' shims hold them.
+            local.restart_component("containerd")
+            local.restart_component("kubelet")
+            back = time.monotonic()
+            tenants.eventually(lambda: _heartbeat_after(real_cluster, killed_at),
+                               timeout=60, interval=1)
+            node_back = time.monotonic() - back
+            stack.wait_ready(real_cluster, name, timeout=120)
+            tenant_back = time.monotonic() - back
+
+            assert _containers(real_cluster, ns) == before
+            assert stack.psql(real_cluster, ns, checksum_sql) == seeded
+            # The same server process all along, not one started again.
+            assert stack.psql(real_cluster, ns, "SELECT pg_postmaster_start_time()") == started
+            # The node still starts new containers: a pod deleted comes back.
+            real_cluster.kubectl("delete", "pod", "-n", ns, "-l",
+                                 "app.kubernetes.io/component=app", "--wait=true")
+            stack.wait_ready(real_cluster, name, timeout=120)
+        record_property("chaos", f"kubelet and containerd killed for {DOWN_SECONDS} s: "
+                                 f"{len(before)} pods kept, no restart; node Ready "
+                                 f"{node_back:.1f} s and tenant Ready {tenant_back:.1f} s "
+                                 "after their return")
+    finally:
+        tenants.discard(real_cluster, name)
