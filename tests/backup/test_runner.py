@@ -493,3 +493,35 @@ def test_runs_not_made_by_us_are_ignored(
     manifests = _store(s3_server, s3_bucket).manifests(TENANT)
     assert [m.run_id for m in manifests] == [result["runId"]]
     assert isinstance(manifests[0], Manifest)
+
+
+def test_a_table_the_backup_role_may_not_read_is_the_reason_given(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+) -> None:
+    """Found on the real node: the counting session fails on the table first, which
+    ends the snapshot pg_dump imports; the run said only "invalid snapshot identifier"."""
+    earlier = _earlier_backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    database = seeded_database.name
+    postgres_server.psql(
+        "CREATE ROLE limited_backup LOGIN PASSWORD 'limited-backup-password';"
+        'GRANT CONNECT ON DATABASE :"db" TO limited_backup;', variables={"db": database})
+    # Everything readable but the one table made afterwards.
+    postgres_server.psql("""
+        DO $$ DECLARE s name; BEGIN
+          FOR s IN SELECT nspname FROM pg_namespace
+                   WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' LOOP
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO limited_backup', s);
+            EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO limited_backup', s);
+            EXECUTE format('GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO limited_backup', s);
+          END LOOP;
+        END $$;
+        CREATE TABLE public.locked_away AS SELECT 1 AS n;""", database)
+    run = _backup(postgres_server, s3_server, database, s3_bucket,
+                  env={"PGUSER": "limited_backup", "PGPASSWORD": "limited-backup-password"})
+    result = _assert_failed_cleanly(run, "DatabasePermissionDenied", s3_server, s3_bucket,
+                                    earlier)
+    assert "permission denied for table locked_away" in result["message"], result
+    assert "limited-backup-password" not in run.stdout + run.stderr

@@ -96,6 +96,9 @@ def database_failure(stderr: str, doing: str) -> BackupFailure:
         reason = "DatabaseAuthenticationFailed"
     elif "does not exist" in lowered and "database" in lowered:
         reason = "DatabaseNotFound"
+    elif "permission denied" in lowered:
+        # The backup's role may not read an object: a grant to fix, not an outage.
+        reason = "DatabasePermissionDenied"
     elif any(
         marker in lowered
         for marker in (

@@ -213,6 +213,16 @@ class SnapshotSession:
         data = self._answer("counting rows")
         return {k: int(v) for k, v in data.items()}
 
+    def failure(self, doing: str) -> BackupFailure | None:
+        """Why the session ended, if it has or does within a moment (psql stops at
+        the first error; a failure seen elsewhere may be only its consequence)."""
+        assert self._proc is not None and self._stderr is not None
+        try:
+            code = self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None  # still open: not why anything failed
+        return None if code == 0 else database_failure(self._stderr.text(), doing)
+
     def _send(self, sql: str) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         try:

@@ -332,7 +332,16 @@ class _Run:
         self.upload.upload_from(stream)
         stream.close()
         # Only a dump whose producer exited 0 is whole: check before completing.
-        self.dump.wait()
+        try:
+            self.dump.wait()
+        except BackupFailure as dump_failed:
+            # pg_dump imports the snapshot the counting session exported: when that
+            # session failed first (a table its role may not read, say), pg_dump's
+            # "invalid snapshot identifier" would hide why.
+            cause = self.session.failure("counting rows in the dump's snapshot")
+            if cause is not None:
+                raise cause from dump_failed
+            raise
         self.stage("collecting the row counts")
         self.row_counts = self.session.row_counts()
         log.info("%d tables counted", len(self.row_counts))
