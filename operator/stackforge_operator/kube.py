@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -116,6 +117,16 @@ def translated_errors(action: str) -> Iterator[None]:
             # itself: retry, slowly.
             raise kopf.TemporaryError(f"{action}: forbidden: {reason}", delay=60) from error
         raise
+    except urllib3.exceptions.HTTPError as error:
+        # The connection broke (reset, closed mid-answer, retries used up): the
+        # API server or the way to it is away for a while, not a bug to trace.
+        raise kopf.TemporaryError(f"{action}: the connection to the API server failed: "
+                                  f"{type(error).__name__}", delay=5) from error
+
+
+def answer_lost(error: BaseException) -> bool:
+    """The connection broke after the request left: it may have been carried out."""
+    return isinstance(error.__cause__, urllib3.exceptions.HTTPError)
 
 
 def _reason(error: ApiException) -> str:

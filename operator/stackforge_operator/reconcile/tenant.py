@@ -493,7 +493,21 @@ def _write_status(
     if not status_changed(body, old, new):
         return None
     meta = body["metadata"]
-    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new),
-                               resource_version=meta.get("resourceVersion") if guarded else None)
+    try:
+        latest = kube.patch_status(
+            API, KIND, meta["name"], meta.get("namespace"), status_patch(new),
+            resource_version=meta.get("resourceVersion") if guarded else None)
+    except kopf.TemporaryError as error:
+        if not guarded or not kube.answer_lost(error):
+            raise
+        # The answer was lost, not necessarily the write. Had it landed, the next
+        # reconcile would find the incidents recorded and announce nothing: ask
+        # the API server what it holds. (Seen with the connection reset every 2 s.)
+        held = kube.get(API, KIND, meta["name"], meta.get("namespace"))
+        if held is None or not tenant_notify.recorded(held, new.incidents):
+            raise
+        latest = held
+        logger.info("tenant %s: the status write's answer was lost, but it was written",
+                    meta["name"])
     post_transitions(body, old, new)
     return latest

@@ -46,6 +46,16 @@ def review(
     return changes.diff(old_incidents, found, changes.enabled_events(spec), now)
 
 
+def recorded(body: Mapping[str, Any], wanted: Sequence[OpenIncident]) -> bool:
+    """The tenant ``body`` holds exactly the ``wanted`` incidents in its status."""
+    try:
+        held = StackForgeTenantStatus.model_validate(body.get("status") or {}).incidents
+    except ValidationError:
+        return False
+    return ([i.model_dump(mode="json") for i in held]
+            == [i.model_dump(mode="json") for i in wanted])
+
+
 def _url(namespace: str, ref: SecretKeyRef) -> str | None:
     secret = kube.get("v1", "Secret", ref.name, namespace)
     url = credentials.decode(secret).get(ref.key, "").strip() if secret else ""

@@ -58,3 +58,19 @@ def test_a_deleted_tenant_without_channels_or_with_a_bad_spec_sends_nothing() ->
     # Neither reads a Secret (there is no cluster here): nothing to send to.
     assert farewell(_deleted({"tier": "Starter"}), NOW) == []
     assert farewell(_deleted({"tier": "Gold"}), NOW) == []
+
+
+def test_recorded_tells_whether_a_lost_status_write_had_landed() -> None:
+    """After a status write whose answer was lost, the tenant read back says whether
+    the incidents it recorded are there (then their messages must go out)."""
+    from stackforge_operator.models.tenant import OpenIncident
+    from stackforge_operator.reconcile.tenant_notify import recorded
+
+    opened = OpenIncident(key="TenantIsolated", event="TenantIsolated", since=NOW)
+    written = {"status": {"incidents": [opened.model_dump(mode="json", by_alias=True)]}}
+    assert recorded(written, [opened])
+    assert not recorded({"status": {}}, [opened])  # the write never landed
+    assert recorded({"status": {}}, [])  # a resolution that landed
+    assert not recorded(written, [])
+    later = opened.model_copy(update={"since": NOW + timedelta(minutes=1)})
+    assert not recorded(written, [later])
