@@ -225,10 +225,20 @@ def _pod_run(pod: Any) -> PodRun:
 def run_backup(cluster: ClusterHandle, namespace: str, policy: str, request: str,
                timeout: float = 180) -> PodRun:
     """Ask for an on-demand backup; wait for its pod (on the node) to terminate."""
-    from stackforge_operator.builders.backup import manual_job_name
+    ask_backup(cluster, namespace, policy, request)
+    return backup_ran(cluster, namespace, policy, request, timeout)
 
+
+def ask_backup(cluster: ClusterHandle, namespace: str, policy: str, request: str) -> None:
     cluster.kubectl("annotate", "--overwrite", "-n", namespace, f"sfbp/{policy}",
                     f"stackforge.io/backup-now={request}")
+
+
+def backup_ran(cluster: ClusterHandle, namespace: str, policy: str, request: str,
+               timeout: float = 180) -> PodRun:
+    """Wait for the pod of an on-demand backup asked before to terminate."""
+    from stackforge_operator.builders.backup import manual_job_name
+
     core = client.CoreV1Api(cluster.api)
     selector = f"job-name={manual_job_name(policy, request)}"
 
