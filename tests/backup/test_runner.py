@@ -22,6 +22,7 @@ from stackforge_operator.devcluster.cluster import free_port
 from tests.support import postgres_server as pg
 from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
 from tests.support.grafana_api import GrafanaAPI
+from tests.support.s3_fault_proxy import S3FaultProxy
 from tests.support.s3_server import S3Credentials, S3Server, multipart_uploads, object_sha256s
 
 TENANT = "acme"
@@ -525,3 +526,80 @@ def test_a_table_the_backup_role_may_not_read_is_the_reason_given(
                                     earlier)
     assert "permission denied for table locked_away" in result["message"], result
     assert "limited-backup-password" not in run.stdout + run.stderr
+
+
+# ---------------------------------------------------------------------- S3 faults
+
+
+@pytest.mark.chaos
+def test_an_s3_answering_503_now_and_then_and_slowly_is_ridden_out(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    """#17 case 8: every third request answered 503 SlowDown, every answer 0.2 s late;
+    the run retries within its deadline and stores a dump that hashes as its
+    manifest says (read from the server itself, not through the proxy)."""
+    pg.seed_bulk(postgres_server, seeded_database.name, 20)
+    with S3FaultProxy(s3_server.endpoint) as proxy:
+        proxy.fail_every(3, 503)
+        proxy.delay(0.2)
+        run = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                      "--part-size-mib", "5", endpoint=proxy.endpoint)
+    result = _succeeded(run)
+    assert proxy.failed >= 3, (proxy.requests, proxy.failed)
+    store = _store(s3_server, s3_bucket)
+    manifest = store.read_manifest(TENANT, result["runId"])
+    assert manifest is not None
+    dump = manifest.artifact("postgres")
+    assert dump is not None
+    with (tmp_path / "dump").open("wb") as sink:
+        assert store.download(dump.key, sink) == dump.sha256
+    assert multipart_uploads(s3_server.client(), s3_bucket) == []
+    record_property("chaos", f"{proxy.failed} of {proxy.requests} S3 requests answered 503, "
+                             f"all 0.2 s late: the run succeeded in {run.seconds:.1f} s with "
+                             f"{dump.size_bytes // 2**20} MiB dumped, its sha256 verified")
+
+
+@pytest.mark.chaos
+def test_an_s3_failing_for_good_fails_the_run_with_a_reason_within_seconds(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+    record_property: Any,
+) -> None:
+    """#17 case 8: S3 answers 500 to everything once the dump's first part is stored.
+    The run fails with the reason (after botocore's few retries, not hanging), leaves
+    no manifest, and the next run, S3 healed, succeeds."""
+    earlier = _earlier_backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    pg.seed_bulk(postgres_server, seeded_database.name, 20)
+    with S3FaultProxy(s3_server.endpoint) as proxy:
+        run = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                      "--part-size-mib", "5", endpoint=proxy.endpoint,
+                      while_running=_kill_when_parts_are_up(
+                          postgres_server, s3_server, s3_bucket,
+                          lambda _pid: proxy.fail_all(500)))
+        assert run.returncode == 1, f"{run.stdout}\n{run.stderr}"
+        result = run.result
+        assert result["result"] == "Failed" and result["reason"] == "S3Error", result
+        assert "InternalError" in result["message"], result
+        assert run.seconds < 60, run.seconds
+        # Nothing of it counts: no manifest under its prefix (its upload may stay
+        # open, as S3 refused the abort too: retention aborts old ones).
+        keys = [o["Key"] for o in s3_server.client().list_objects_v2(
+            Bucket=s3_bucket, Prefix=f"stackforge/{TENANT}/{result['runId']}/").get(
+            "Contents", [])]
+        assert not [k for k in keys if k.endswith("manifest.json")], keys
+        assert {k: v for k, v in object_sha256s(s3_server.client(), s3_bucket,
+                                                 "stackforge/").items()
+                if k in earlier} == earlier
+        proxy.heal()
+        _succeeded(_backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                           endpoint=proxy.endpoint))
+    record_property("chaos", f"S3 answering 500 to everything mid-upload: the run failed "
+                             f"{result['reason']} after {run.seconds:.1f} s; no manifest; "
+                             "the next run, S3 healed, succeeded")
