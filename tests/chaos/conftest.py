@@ -7,9 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from stackforge_operator.devcluster import LocalCluster
-from stackforge_operator.devcluster.processes import processes_mentioning
-from tests.support import crds, operator_identity
-from tests.support.clusters import ClusterHandle, local_handle
+from tests.support import operator_identity
+from tests.support.clusters import ClusterHandle, private_cluster
 from tests.support.operator_identity import OperatorIdentity
 
 
@@ -21,14 +20,6 @@ def faulty_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     if request.config.getoption("--cluster-provider") != "local":
         pytest.skip("the chaos tests kill control-plane processes: local provider only")
     run_dir = tmp_path_factory.mktemp("faulty-controlplane")
-    local = LocalCluster(run_dir, nodes=3)
-    local.start()
-    try:
-        handle = local_handle(local)
-        crds.install(handle)
+    with private_cluster(run_dir, nodes=3) as (local, handle):
         identity = operator_identity.install(handle, run_dir / "operator.kubeconfig")
         yield local, handle, identity
-    finally:
-        local.stop()
-        leftovers = local.alive_pids() + processes_mentioning(str(run_dir))
-        assert leftovers == [], f"control-plane processes survived: {leftovers}"

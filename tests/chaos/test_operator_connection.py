@@ -70,8 +70,8 @@ def _scale_app(cluster: ClusterHandle, names: list[str], replicas: int) -> None:
 
 def _app_replicas(cluster: ClusterHandle, names: list[str]) -> set[int]:
     apps = client.AppsV1Api(cluster.api)
-    return {apps.read_namespaced_deployment("api", tenants.namespace_of(n)).spec.replicas
-            for n in names}
+    return {int(apps.read_namespaced_deployment("api", tenants.namespace_of(n)).spec.replicas
+                or 0) for n in names}
 
 
 def _isolate(cluster: ClusterHandle, names: list[str], on: bool) -> None:

@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
-from tests.support import crds, tenants
-from tests.support.clusters import local_handle
+from tests.support import tenants
+from tests.support.clusters import private_cluster
 from tests.support.tenants import eventually
 
 WEDGED_SECONDS = 3
@@ -43,11 +42,7 @@ def _health(operator: OperatorProcess) -> httpx.Response | None:
 def test_liveness_fails_while_no_reconcile_can_finish_and_recovers(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     run_dir = tmp_path_factory.mktemp("wedge")
-    local = LocalCluster(run_dir, nodes=0)
-    local.start()
-    try:
-        cluster = local_handle(local)
-        crds.install(cluster)
+    with private_cluster(run_dir, nodes=0) as (local, cluster):
         operator = OperatorProcess(local.kubeconfig, run_dir / "operator.log", extra_env={
             "STACKFORGE_WEDGED_SECONDS": str(WEDGED_SECONDS),
             "STACKFORGE_RESYNC_SECONDS": "1", "STACKFORGE_RECONCILE_WORKERS": "1"})
@@ -77,5 +72,3 @@ def test_liveness_fails_while_no_reconcile_can_finish_and_recovers(
             assert "liveness: work queue stopped: StackForgeTenant:" in log
         finally:
             operator.stop()
-    finally:
-        local.stop()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,3 +104,23 @@ def kubeconfig_handle(path: Path, local_binary: Path | None) -> ClusterHandle:
 
 def kind_handle(kubeconfig: Path, kubectl: Sequence[str]) -> ClusterHandle:
     return ClusterHandle(provider="kind", kubeconfig=kubeconfig, kubectl_argv=list(kubectl))
+
+
+@contextlib.contextmanager
+def private_cluster(run_dir: Path, nodes: int) -> Iterator[tuple[LocalCluster, ClusterHandle]]:
+    """A local control plane of a test's own (kwok nodes, the CRDs installed), for a
+    test that breaks it; stopped afterwards, and no component may outlive it."""
+    from stackforge_operator.devcluster.processes import processes_mentioning
+    from tests.support import crds
+
+    local = LocalCluster(run_dir, nodes=nodes)
+    local.start()
+    try:
+        handle = local_handle(local)
+        crds.install(handle)
+        yield local, handle
+    finally:
+        local.stop()
+        leftovers = local.alive_pids() + processes_mentioning(str(run_dir))
+        if leftovers:
+            raise RuntimeError(f"control-plane processes survived teardown: {leftovers}")

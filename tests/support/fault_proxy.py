@@ -20,8 +20,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 _CHUNK = 65536
 
@@ -95,10 +96,8 @@ class FaultProxy:
             done.set()
             worker.join(timeout=seconds + 10)
 
-    def _call(self, coroutine: object) -> int:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
-        result: int = future.result(timeout=30)
-        return result
+    def _call(self, coroutine: Coroutine[Any, Any, int]) -> int:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
 
     # -- in the proxy's loop ---------------------------------------------------------
 
