@@ -82,8 +82,13 @@ class Controller:
             # and kopf re-lists everything when this replica resumes.
             return
         key = object_key(body)
+        known = self._bodies.get(key)
+        # The same version again (kopf re-lists everything when a watch resumes;
+        # the echo of a status this operator wrote) changes nothing: due, not urgent.
+        changed = known is None or (known["metadata"].get("resourceVersion")
+                                    != body["metadata"].get("resourceVersion"))
         self._bodies[key] = copy.deepcopy(dict(body))
-        self.queue.add(key)
+        self.queue.add(key, changed=changed)
 
     def deleted(self, body: Mapping[str, Any]) -> None:
         METRICS.record_watch_event(self.kind)

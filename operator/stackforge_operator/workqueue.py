@@ -6,6 +6,11 @@ for one key collapse into one run, and a key that changes while it is being
 reconciled runs once more afterwards. Every outcome decides when the key runs
 next: a periodic resync, a short retry, or a long wait for a human.
 
+Keys added for a change (a new or changed object, a child that moved) go
+ahead of keys whose timer fired (resyncs, retries): a tenant applied while
+every tenant's resync is due, or while an outage's retries are queued,
+does not wait behind them.
+
 Reconciling from a queue rather than from kopf's per-object handlers needs
 no finalizer (kopf adds one for daemons and timers) and writes no progress
 annotations, so a converged resync makes no write requests at all.
@@ -14,7 +19,9 @@ annotations, so a converged resync makes no write requests at all.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,14 +31,31 @@ logger = logging.getLogger(__name__)
 # What a reconcile returns: seconds until the key should run again (None: never,
 # until an event enqueues it).
 Reconcile = Callable[[str], Awaitable[float | None]]
+# Queue priorities: lower runs first.
+CHANGED, DUE = 0, 1
+# Delays this long or longer (resyncs, waits for a human) are spread by up to a
+# tenth either way: tenants applied together would otherwise resync together,
+# a wave every minute. Short retries keep their time.
+SPREAD_FROM_SECONDS = 10.0
+SPREAD = 0.1
+
+
+def spread(delay: float) -> float:
+    if delay < SPREAD_FROM_SECONDS:
+        return delay
+    return delay * random.uniform(1 - SPREAD, 1 + SPREAD)  # noqa: S311 - timing, not secrets
 
 
 @dataclass
 class WorkQueue:
     reconcile: Reconcile
     workers: int = 4
-    _queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue, init=False)
-    _queued: set[str] = field(default_factory=set, init=False)
+    # (priority, arrival, key); a key promoted to CHANGED leaves a stale DUE entry
+    # behind, which the workers skip (``_queued`` holds each key's priority).
+    _queue: asyncio.PriorityQueue[tuple[int, int, str]] = field(
+        default_factory=asyncio.PriorityQueue, init=False)
+    _queued: dict[str, int] = field(default_factory=dict, init=False)
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count, init=False)
     # Running keys, and when each started (the liveness probe judges progress by it).
     _running: dict[str, float] = field(default_factory=dict, init=False)
     _dirty: set[str] = field(default_factory=set, init=False)
@@ -57,18 +81,20 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def add(self, key: str) -> None:
-        """Reconcile ``key`` soon (now, unless it is running: then right after)."""
+    def add(self, key: str, *, changed: bool = True) -> None:
+        """Reconcile ``key`` soon (now, unless it is running: then right after);
+        ahead of the keys merely due (``changed=False``) when something changed."""
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        priority = CHANGED if changed else DUE
         if key in self._running:
             self._dirty.add(key)
-        elif key not in self._queued:
+        elif priority < self._queued.get(key, DUE + 1):
             if not self._queued:
                 self._progress_at = time.monotonic()
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._queued[key] = priority
+            self._queue.put_nowait((priority, next(self._arrivals), key))
 
     def add_after(self, key: str, delay: float) -> None:
         """Reconcile ``key`` in ``delay`` seconds unless something enqueues it earlier."""
@@ -121,12 +147,14 @@ class WorkQueue:
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
-        self.add(key)
+        self.add(key, changed=False)
 
     async def _work(self) -> None:
         while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
+            priority, _, key = await self._queue.get()
+            if self._queued.get(key) != priority:
+                continue  # promoted (its CHANGED entry runs it), or cleared
+            del self._queued[key]
             started = time.monotonic()
             self._running[key] = started
             try:
@@ -147,4 +175,4 @@ class WorkQueue:
                 self._dirty.discard(key)
                 self.add(key)
             elif again is not None:
-                self.add_after(key, again)
+                self.add_after(key, spread(again))

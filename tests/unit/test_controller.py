@@ -121,3 +121,20 @@ def test_every_watch_event_is_counted_even_on_a_paused_replica() -> None:
     c.observed(body("a", generation=2))
     c.deleted(body("a"))
     assert events() - before == 3
+
+
+def test_an_unchanged_version_is_due_and_a_new_one_urgent() -> None:
+    """kopf re-lists every object when a watch resumes: those, like the echo of the
+    status the operator wrote, must not crowd out what really changed."""
+    rec, active = Recorder(), [True]
+    c = Controller("Versions", rec.reconcile, workers=1, is_active=lambda: active[0])
+    added: list[tuple[str, bool]] = []
+    c.queue.add = lambda key, *, changed=True: added.append((key, changed))  # type: ignore[method-assign]
+
+    def versioned(name: str, version: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "resourceVersion": version}}
+
+    c.observed(versioned("a", "1"))  # new
+    c.observed(versioned("a", "1"))  # re-listed
+    c.observed(versioned("a", "2"))  # changed
+    assert added == [("a", True), ("a", False), ("a", True)]

@@ -219,3 +219,40 @@ def test_a_key_arriving_after_a_long_idle_spell_is_not_late() -> None:
 
     run(scenario())
     assert reports == [None]
+
+
+def test_a_changed_key_goes_ahead_of_keys_merely_due() -> None:
+    """A tenant applied during a resync wave (or an outage's retries) runs next."""
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(key: str) -> float | None:
+        await gate.wait()
+        order.append(key)
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("busy")  # holds the one worker until the gate opens
+        await asyncio.sleep(0.01)
+        for n in range(5):
+            queue.add(f"due-{n}", changed=False)
+        queue.add("new")
+        queue.add("due-3")  # an event for one already due: promoted
+        queue.add("new", changed=False)  # a timer firing does not demote it
+        gate.set()
+        await asyncio.sleep(0.1)
+        await queue.stop()
+
+    run(scenario())
+    assert order == ["busy", "new", "due-3", "due-0", "due-1", "due-2", "due-4"]
+
+
+def test_long_delays_are_spread_and_short_retries_kept() -> None:
+    from stackforge_operator.workqueue import spread
+
+    assert spread(5.0) == 5.0
+    resyncs = [spread(60.0) for _ in range(200)]
+    assert all(54.0 <= r <= 66.0 for r in resyncs)
+    assert max(resyncs) - min(resyncs) > 6.0  # really spread, not one value
