@@ -98,10 +98,11 @@ class Controller:
         if self._forget is not None:
             self._forget(key)
 
-    def poke(self, key: str) -> None:
-        """Something it owns changed: look at it again."""
+    def poke(self, key: str, *, changed: bool = True) -> None:
+        """Something it owns changed (or, ``changed=False``, was only listed again
+        when its watch resumed): look at it again."""
         if key in self._bodies and self._is_active():
-            self.queue.add(key)
+            self.queue.add(key, changed=changed)
 
     def stand_by(self) -> int:
         """Another replica is active: forget every object; returns how many.

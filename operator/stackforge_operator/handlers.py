@@ -198,10 +198,12 @@ for _plural_group in (("batch", "v1", "jobs"), ("apps", "v1", "statefulsets")):
 
 
 async def _child_changed(
-    labels: kopf.Labels, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any
+    type: str | None, labels: kopf.Labels, namespace: str | None, name: str | None,
+    memo: kopf.Memo, **_: Any
 ) -> None:
     # A tenant's children live in its namespace; the namespace itself has none.
-    memo.tenants.poke(f"{namespace or name}/{labels[TENANT_LABEL]}")
+    # (No type: kopf listing every child again as a watch resumes; nothing moved.)
+    memo.tenants.poke(f"{namespace or name}/{labels[TENANT_LABEL]}", changed=type is not None)
 
 
 for _api_version, _plural in WATCHED_CHILDREN:

@@ -137,4 +137,6 @@ def test_an_unchanged_version_is_due_and_a_new_one_urgent() -> None:
     c.observed(versioned("a", "1"))  # new
     c.observed(versioned("a", "1"))  # re-listed
     c.observed(versioned("a", "2"))  # changed
-    assert added == [("a", True), ("a", False), ("a", True)]
+    c.poke("a", changed=False)  # a child listed again
+    c.poke("a")  # a child moved
+    assert added == [("a", True), ("a", False), ("a", True), ("a", False), ("a", True)]
