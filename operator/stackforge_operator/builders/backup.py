@@ -216,7 +216,11 @@ def cron_job(
         "spec": {
             "schedule": schedule,
             "timeZone": time_zone,
-            "suspend": policy_spec.suspend,
+            # Also while the tenant's database is replaced or still being made (an
+            # in-place recovery, a bootstrap from a backup): a dump then would be of
+            # no database or of half of one. A run missed meanwhile starts once it
+            # is back, within the starting deadline below.
+            "suspend": policy_spec.suspend or t.writes_stopped,
             # Never two dumps of one database at once.
             "concurrencyPolicy": "Forbid",
             # A run missed by more than an hour (control plane down) is skipped;

@@ -116,8 +116,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         # First: a runner started before its egress policy exists reaches nothing.
         egress,
         *([archive_egress] if archive_egress is not None else []),
+        # The configuration as the tenant asks for it (not with its writes stopped
+        # for a recovery or a bootstrap under way).
         builders.configuration(name, namespace, t, tenant_spec.model_dump(
-            mode="json", by_alias=True, exclude_none=True), _rendered(t)),
+            mode="json", by_alias=True, exclude_none=True),
+            _rendered(replace(t, writes_stopped=False))),
         builders.cron_job(name, namespace, spec, t, when, zone),
     ]
     request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)

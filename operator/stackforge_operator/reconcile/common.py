@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -91,6 +92,15 @@ def referenced_tenant(
             "TenantNotFound",
             f"spec.tenantRef.name: StackForgeTenant {name} does not exist in namespace "
             f"{namespace}")
+    return as_referenced(body)
+
+
+def as_referenced(
+    body: Mapping[str, Any],
+) -> tuple[EffectiveTenant, StackForgeTenantSpec] | status.Problem:
+    """The tenant ``body`` as its backups and drills see it: where its database is
+    now, and whether writes to it are stopped."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     try:
         spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
@@ -104,4 +114,9 @@ def referenced_tenant(
         except ValidationError:
             logger.warning("StackForgeTenant %s/%s: status.recovery unreadable; taking its "
                            "database to be pod 0's", namespace, name)
+    if spec.bootstrap is not None and not ((body.get("status") or {}).get("bootstrap") or {}
+                                           ).get("completionTime"):
+        # Its database is still being made from another's backup: a backup of it
+        # now would be of a database half restored (or empty), and the newest.
+        t = replace(t, writes_stopped=True)
     return t, spec
