@@ -4,7 +4,7 @@ runner's result. (Each reconciler writes its own kind's status, so RBAC scans se
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -64,17 +64,31 @@ def termination_messages(namespace: str, job: str) -> list[str]:
 
 
 def termination_result(
-    namespace: str, job: str, parse: Callable[[str], dict[str, Any] | None]
+    namespace: str, job: str, parse: Callable[[str], dict[str, Any] | None], *,
+    log_tail_as_message: bool = False,
 ) -> dict[str, Any]:
     """A runner's result, from its Job's pod's termination message ({} if none).
 
     ``parse`` is the runner's own reader (backup.runner / drill.outcome
-    ``parse_result``), which also finds the line in a log tail.
+    ``parse_result``), which also finds the line in a log tail. Without a result
+    line (the runner died before it could say, or refused its arguments), and
+    with ``log_tail_as_message``: the end of what it printed, as ``message``.
     """
-    for message in termination_messages(namespace, job):
+    return result_of(termination_messages(namespace, job), parse,
+                     log_tail_as_message=log_tail_as_message)
+
+
+def result_of(
+    messages: Sequence[str], parse: Callable[[str], dict[str, Any] | None], *,
+    log_tail_as_message: bool = False,
+) -> dict[str, Any]:
+    """The first result line among termination ``messages`` (see termination_result)."""
+    for message in messages:
         parsed = parse(message)
         if parsed is not None:
             return parsed
+    if log_tail_as_message and messages:
+        return {"message": messages[-1].strip()[-512:]}
     return {}
 
 

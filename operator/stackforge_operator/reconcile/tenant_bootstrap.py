@@ -25,7 +25,7 @@ from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import BootstrapStatus
 from stackforge_operator.pod_health import job_conditions
 from stackforge_operator.reconcile import bootstrap, storage
-from stackforge_operator.reconcile.common import termination_messages
+from stackforge_operator.reconcile.common import termination_result
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,6 @@ def primary_ready(statefulset: Mapping[str, Any] | None) -> bool:
             and int(state.get("updatedReplicas") or 0) >= 1)
 
 
-def _result(namespace: str) -> dict[str, Any]:
-    """The runner's result line; without one (it died before it could say, or refused
-    its arguments), the end of what it printed (its log, by FallbackToLogsOnError)."""
-    messages = termination_messages(namespace, builders.DUMP_JOB)
-    for message in messages:
-        parsed = outcome.parse_result(message)
-        if parsed is not None:
-            return parsed
-    return {"message": messages[-1].strip()[-512:]} if messages else {}
-
-
 def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
         live: dict[tuple[str, str], dict[str, Any]], now: datetime) -> DumpStep:
     """Look at the runner's Job; ``live`` gains it, so that it is pruned once done."""
@@ -71,7 +60,9 @@ def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
     if job is not None:
         live[("Job", builders.DUMP_JOB)] = job
         if job_conditions(job) & {"Complete", "Failed"}:
-            result = _result(t.namespace)
+            # Its log's end by FallbackToLogsOnError, when it printed no result.
+            result = termination_result(t.namespace, builders.DUMP_JOB, outcome.parse_result,
+                                        log_tail_as_message=True)
     recorded = bootstrap.dump_progress(prepared.recorded, job, result, now)
     if recorded.completion_time is not None:
         return DumpStep(recorded)

@@ -54,3 +54,15 @@ def test_no_nightly_dump_runs_while_writes_are_stopped() -> None:
     held = backup.cron_job("nightly", t.namespace, policy, replace(t, writes_stopped=True),
                            "0 2 * * *", "Etc/UTC")
     assert running["spec"]["suspend"] is False and held["spec"]["suspend"] is True
+
+
+def test_a_runner_that_printed_no_result_is_known_by_the_end_of_its_log() -> None:
+    from stackforge_operator.drill.outcome import parse_result
+    from stackforge_operator.reconcile.common import result_of
+
+    line = '{"verdict":"Failed","reason":"BackupNotFound","message":"no such run"}'
+    assert result_of(["noise", f"log\n{line}"], parse_result)["reason"] == "BackupNotFound"
+    died = "usage: stackforge-operator drill run ...\nerror: unrecognized arguments: --x"
+    assert result_of([died], parse_result) == {}
+    assert result_of([died], parse_result, log_tail_as_message=True) == {"message": died}
+    assert result_of([], parse_result, log_tail_as_message=True) == {}
