@@ -8,7 +8,7 @@ functions over pod objects as the API returns them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,3 +140,30 @@ def job_conditions(job: Mapping[str, Any] | None) -> set[str]:
     """The types of a Job's true conditions ("Complete", "Failed", ...)."""
     return {c.get("type") for c in ((job or {}).get("status") or {}).get("conditions") or []
             if c.get("status") == "True"}
+
+
+def job_messages(pods: Iterable[Mapping[str, Any]], job: str) -> list[str]:
+    """The termination messages of the containers of ``job``'s pods, those that have one."""
+    return [message
+            for pod in pods
+            if ((pod.get("metadata") or {}).get("labels") or {}).get("job-name") == job
+            for container in (pod.get("status") or {}).get("containerStatuses") or []
+            if (message := ((container.get("state") or {}).get("terminated") or {})
+                .get("message"))]
+
+
+def result_of(
+    messages: Sequence[str], parse: Callable[[str], dict[str, Any] | None], *,
+    log_tail_as_message: bool = False,
+) -> dict[str, Any]:
+    """The first result line among a runner's termination ``messages`` (``parse`` is
+    the runner's own reader, which also finds it in a log tail). Without one (the
+    runner died before it could say, or refused its arguments) and with
+    ``log_tail_as_message``: the end of what it printed, as ``message``."""
+    for message in messages:
+        parsed = parse(message)
+        if parsed is not None:
+            return parsed
+    if log_tail_as_message and messages:
+        return {"message": messages[-1].strip()[-512:]}
+    return {}

@@ -4,7 +4,7 @@ runner's result. (Each reconciler writes its own kind's status, so RBAC scans se
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ from stackforge_operator import API_GROUP, API_VERSION, kube, status
 from stackforge_operator.models.common import Condition
 from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import RecoveryStatus, StackForgeTenantSpec
+from stackforge_operator.pod_health import job_messages, result_of
 from stackforge_operator.reconcile import recovery
 from stackforge_operator.reconcile.tenant_observe import validation_summary
 
@@ -55,41 +56,18 @@ def post_transitions(
 
 def termination_messages(namespace: str, job: str) -> list[str]:
     """The termination messages of a Job's pods' containers, those that have one."""
-    return [message
-            for pod in kube.list_objects("v1", "Pod", namespace=namespace,
-                                         label_selector=f"job-name={job}")
-            for container in (pod.get("status") or {}).get("containerStatuses") or []
-            if (message := ((container.get("state") or {}).get("terminated") or {})
-                .get("message"))]
+    return job_messages(kube.list_objects("v1", "Pod", namespace=namespace,
+                                          label_selector=f"job-name={job}"), job)
 
 
 def termination_result(
     namespace: str, job: str, parse: Callable[[str], dict[str, Any] | None], *,
     log_tail_as_message: bool = False,
 ) -> dict[str, Any]:
-    """A runner's result, from its Job's pod's termination message ({} if none).
-
-    ``parse`` is the runner's own reader (backup.runner / drill.outcome
-    ``parse_result``), which also finds the line in a log tail. Without a result
-    line (the runner died before it could say, or refused its arguments), and
-    with ``log_tail_as_message``: the end of what it printed, as ``message``.
-    """
+    """A runner's result, from its Job's pods' termination messages ({} if none; see
+    pod_health.result_of)."""
     return result_of(termination_messages(namespace, job), parse,
                      log_tail_as_message=log_tail_as_message)
-
-
-def result_of(
-    messages: Sequence[str], parse: Callable[[str], dict[str, Any] | None], *,
-    log_tail_as_message: bool = False,
-) -> dict[str, Any]:
-    """The first result line among termination ``messages`` (see termination_result)."""
-    for message in messages:
-        parsed = parse(message)
-        if parsed is not None:
-            return parsed
-    if log_tail_as_message and messages:
-        return {"message": messages[-1].strip()[-512:]}
-    return {}
 
 
 def referenced_tenant(

@@ -58,7 +58,7 @@ from stackforge_operator.drill import outcome
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
-from stackforge_operator.pod_health import job_conditions
+from stackforge_operator.pod_health import job_conditions, job_messages, result_of
 
 RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
 RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
@@ -333,25 +333,14 @@ def job_result(job: Mapping[str, Any] | None,
     if "Complete" not in ended and "Failed" not in ended:
         return None
     name = job["metadata"]["name"]
-    message = ""
-    for pod in pods.values():
-        if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != name:
-            continue
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            text = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
-            message = _runner_message(text) or message
+    # The drill runner's result line (its reader also finds it in a log tail), or
+    # the end of what it printed.
+    message = str(result_of(job_messages(pods.values(), name), outcome.parse_result,
+                            log_tail_as_message=True).get("message") or "")[:1024]
     if not message:
         message = "the runner's result is gone" if "Complete" in ended else (
             f"Job {name} failed (kubectl logs job/{name})")
     return "Complete" in ended and "Failed" not in ended, message
-
-
-def _runner_message(text: str) -> str:
-    # The drill runner's own reader: it also finds the line in a log tail.
-    result = outcome.parse_result(text)
-    if result is not None and result.get("message"):
-        return str(result["message"])[:1024]
-    return text.strip()[-512:]
 
 
 def switched(statefulset: Mapping[str, Any] | None, ordinal: int) -> bool:

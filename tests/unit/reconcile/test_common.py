@@ -58,7 +58,7 @@ def test_no_nightly_dump_runs_while_writes_are_stopped() -> None:
 
 def test_a_runner_that_printed_no_result_is_known_by_the_end_of_its_log() -> None:
     from stackforge_operator.drill.outcome import parse_result
-    from stackforge_operator.reconcile.common import result_of
+    from stackforge_operator.pod_health import result_of
 
     line = '{"verdict":"Failed","reason":"BackupNotFound","message":"no such run"}'
     assert result_of(["noise", f"log\n{line}"], parse_result)["reason"] == "BackupNotFound"
