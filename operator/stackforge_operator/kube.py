@@ -281,3 +281,8 @@ def record_event(involved: Obj, event_type: str, reason: str, message: str) -> N
         _resource("v1", "Event").create(body=body, namespace=namespace)
     except ApiException as error:
         logger.warning("could not post event %s for %s: %s", reason, meta["name"], _reason(error))
+    except urllib3.exceptions.HTTPError as error:
+        # Also a broken connection: what follows an Event (the notifications of the
+        # status just written) must still happen. (Seen with connections reset.)
+        logger.warning("could not post event %s for %s: %s", reason, meta["name"],
+                       type(error).__name__)

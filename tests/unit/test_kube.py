@@ -83,3 +83,18 @@ def test_only_a_broken_connection_leaves_the_outcome_of_a_write_unknown() -> Non
     with pytest.raises(kopf.TemporaryError) as refused, kube.translated_errors("writing status"):
         raise ApiException(status=409, reason="Conflict")
     assert not kube.answer_lost(refused.value)
+
+
+def test_an_event_lost_to_a_broken_connection_does_not_fail_the_reconcile(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Seen in the chaos tests: the status (with a new incident) was written, the
+    Event after it met a reset, and the notification after that was never sent."""
+    class Broken:
+        def create(self, **_: object) -> None:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.")
+
+    monkeypatch.setattr(kube, "_resource", lambda *_: Broken())
+    tenant = {"apiVersion": "stackforge.io/v1alpha1", "kind": "StackForgeTenant",
+              "metadata": {"name": "acme", "namespace": "tenant-acme", "uid": "u1"}}
+    kube.record_event(tenant, "Warning", "TenantIsolated", "isolated")
+    assert "could not post event TenantIsolated for acme: ProtocolError" in caplog.text
