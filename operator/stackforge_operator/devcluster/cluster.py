@@ -129,6 +129,7 @@ class LocalCluster:
         self._processes: list[ManagedProcess] = []
         self._etcd_dir: Path | None = None
         self._etcd_url = ""
+        self._admin_tls: ssl.SSLContext | None = None
         self.pki: ClusterPKI | None = None
         self.server = ""
         self.kubeconfig = self.run_dir / "admin.kubeconfig"
@@ -163,6 +164,7 @@ class LocalCluster:
         try:
             extra_ips = (self.bind_address,) if self.node else ()
             self.pki = create_pki(self.run_dir / "pki", SERVICE_IP, extra_server_ips=extra_ips)
+            self._admin_tls = None  # of this PKI, made when first needed
             if self.node is not None:
                 self._kubelet_client = issue_certificate(
                     self.pki, "apiserver-kubelet-client", KUBELET_CLIENT_USER)
@@ -359,10 +361,12 @@ class LocalCluster:
         self._log(f"API server ready at {self.server}; kubeconfig {admin}")
 
     def _apiserver_ready(self) -> bool:
-        assert self.pki is not None
-        context = ssl.create_default_context(cafile=str(self.pki.ca.cert))
-        context.load_cert_chain(str(self.pki.admin.cert), str(self.pki.admin.key))
-        response = httpx.get(f"{self.server}/readyz", verify=context, timeout=2)
+        if self._admin_tls is None:
+            # Made once: this is polled every quarter second while the API server starts.
+            assert self.pki is not None
+            self._admin_tls = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+            self._admin_tls.load_cert_chain(str(self.pki.admin.cert), str(self.pki.admin.key))
+        response = httpx.get(f"{self.server}/readyz", verify=self._admin_tls, timeout=2)
         return response.status_code == 200
 
     def _kubelet_client_args(self) -> list[str]:
