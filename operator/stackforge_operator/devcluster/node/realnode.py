@@ -33,7 +33,7 @@ from stackforge_operator.devcluster.node.agent import (
 from stackforge_operator.devcluster.node.scratch_image import ScratchImage, write_archive
 from stackforge_operator.devcluster.node.storage import (
     LocalVolumeProvisioner,
-    storage_class_manifest,
+    storage_class_manifests,
 )
 from stackforge_operator.devcluster.node.tools import ensure_node_tools
 from stackforge_operator.devcluster.pki import issue_certificate
@@ -137,7 +137,7 @@ class RealNode:
         self._provisioner = LocalVolumeProvisioner(cluster_api(cluster), self.name,
                                                    self.dir / "volumes")
         self._provisioner.start()
-        documents = [storage_class_manifest(), *services.dns_manifests(self.network)]
+        documents = [*storage_class_manifests(), *services.dns_manifests(self.network)]
         cluster.kubectl("apply", "--server-side", "--field-manager=stackforge-devcluster",
                         "-f", "-", input=yaml.safe_dump_all(documents))
         self._wait_rollout(cluster, deadline)
