@@ -22,6 +22,11 @@ _STUCK_WAITING = frozenset({
 # CrashLoopBackOff they lead to.
 _TERMINATION_REASONS = frozenset({"OOMKilled", "ContainerCannotRun", "StartError"})
 MAX_MESSAGE = 512
+# A container that stopped because its volume is full (ENOSPC, in the log
+# tail the kubelet keeps as its termination message): only a larger volume,
+# or less data, ends it.
+DISK_FULL = "DiskFull"
+NO_SPACE = "No space left on device"
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,30 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
+def no_space_line(termination_message: str) -> str | None:
+    """The last line of a termination message that says the disk is full, if any."""
+    lines = [line for line in termination_message.splitlines() if NO_SPACE in line]
+    return lines[-1].strip() if lines else None
+
+
+def _disk_full(pod: str, container: Mapping[str, Any]) -> PodFault | None:
+    """A container stopped (or waiting to restart) after its volume filled up."""
+    state = container.get("state") or {}
+    if "running" in state:
+        return None  # restarted: it may be fine now; its next stop says again
+    stopped = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+    line = no_space_line((stopped or {}).get("message") or "")
+    if line is None:
+        return None
+    return PodFault(pod, DISK_FULL,
+                    _clip(f"container {container.get('name')} stopped: its volume is full "
+                          f"and must grow ({line})"), heals_by_itself=False)
+
+
 def _container_fault(pod: str, container: Mapping[str, Any]) -> PodFault | None:
+    disk_full = _disk_full(pod, container)
+    if disk_full is not None:
+        return disk_full
     state = container.get("state") or {}
     waiting = state.get("waiting")
     last = (container.get("lastState") or {}).get("terminated") or {}

@@ -55,6 +55,50 @@ def test_a_plain_crash_loop_keeps_its_reason() -> None:
                                                                     "back-off 10s")
 
 
+# The log tail PostgreSQL 15 left when its volume filled (a loopback server on
+# a 96 MiB tmpfs, the crash recovery after the PANIC failing the same way).
+NO_SPACE_TAIL = """\
+LOG:  redo done at 0/2FFFB90 system usage: CPU: user: 0.03 s, system: 0.04 s, elapsed: 0.08 s
+FATAL:  could not write to file "pg_wal/xlogtemp.21590": No space left on device
+LOG:  startup process (PID 21590) exited with exit code 1
+LOG:  shutting down due to startup process failure
+LOG:  database system is shut down
+"""
+
+
+def test_a_server_stopped_by_a_full_volume_is_disk_full_with_its_own_line() -> None:
+    container = _waiting("CrashLoopBackOff", "back-off 20s",
+                         last={"reason": "Error", "exitCode": 1, "message": NO_SPACE_TAIL})
+    fault = pod_health.pod_fault(_pod(containers=[container]))
+    assert fault is not None and fault.reason == pod_health.DISK_FULL
+    assert not fault.heals_by_itself
+    assert fault.message == ('container postgres stopped: its volume is full and must grow '
+                             '(FATAL: could not write to file "pg_wal/xlogtemp.21590": '
+                             'No space left on device)')
+
+
+def test_a_server_just_stopped_by_a_full_volume_is_disk_full_before_its_back_off() -> None:
+    container = {"name": "postgres", "state": {"terminated": {
+        "reason": "Error", "exitCode": 1, "message": NO_SPACE_TAIL}}}
+    fault = pod_health.pod_fault(_pod(containers=[container]))
+    assert fault is not None and fault.reason == pod_health.DISK_FULL
+
+
+def test_a_server_running_again_after_a_full_volume_has_no_fault() -> None:
+    container = {"name": "postgres", "state": {"running": {}},
+                 "lastState": {"terminated": {"reason": "Error", "exitCode": 1,
+                                              "message": NO_SPACE_TAIL}}}
+    assert pod_health.pod_fault(_pod(containers=[container])) is None
+
+
+def test_a_crash_loop_for_another_cause_is_not_disk_full() -> None:
+    container = _waiting("CrashLoopBackOff", "back-off 10s", last={
+        "reason": "Error", "exitCode": 1,
+        "message": "FATAL:  data directory has invalid permissions"})
+    fault = pod_health.pod_fault(_pod(containers=[container]))
+    assert fault is not None and fault.reason == "CrashLoopBackOff"
+
+
 def test_a_missing_secret_is_a_config_error() -> None:
     message = 'secret "postgres-credentials" not found'
     fault = pod_health.pod_fault(_pod(containers=[_waiting("CreateContainerConfigError",

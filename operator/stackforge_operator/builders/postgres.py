@@ -275,6 +275,10 @@ def _postgres_container(
         # No liveness probe: killing a server in crash recovery restarts the
         # recovery from scratch and never lets it finish.
         "resources": resources(t.postgres.resources),
+        # A server that stops on its own says why in its last log lines (a full
+        # volume's "No space left on device"): the pod's status keeps them for
+        # the operator, which reads no logs (pod_health.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": sorted(
             [

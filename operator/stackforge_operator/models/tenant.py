@@ -553,6 +553,9 @@ class NotificationEvent(enum.StrEnum):
     TENANT_RECOVERING = "TenantRecovering"
     # The last in-place recovery failed: the tenant is back on its old database.
     RECOVERY_FAILED = "RecoveryFailed"
+    # A component's server stopped because its volume is full: at once, since
+    # only growing the volume (or removing data) ends it.
+    VOLUME_FULL = "VolumeFull"
 
 
 class SlackChannel(SpecModel):

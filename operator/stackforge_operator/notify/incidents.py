@@ -24,6 +24,7 @@ from stackforge_operator.models.tenant import (
     RecoveryPhase,
     StackForgeTenantStatus,
 )
+from stackforge_operator.pod_health import DISK_FULL
 from stackforge_operator.status import find
 
 Event = NotificationEvent
@@ -99,6 +100,19 @@ def component_incidents(
                 condition.last_transition_time,
                 f"{component} degraded: {condition.reason}: {condition.message}"))
     return found
+
+
+def volume_full_incidents(conditions: Sequence[Condition]) -> list[Incident]:
+    """VolumeFull per component whose server stopped on a full volume (its condition's
+    reason DiskFull), without waiting: it cannot heal by itself."""
+    return [
+        Incident(f"{Event.VOLUME_FULL.value}/{condition.type.removesuffix('Ready')}",
+                 Event.VOLUME_FULL, condition.last_transition_time,
+                 f"{condition.type.removesuffix('Ready')} volume full: {condition.message}")
+        for condition in conditions
+        if (condition.type in types.TENANT_COMPONENT_CONDITIONS
+            and condition.status == ConditionStatus.FALSE and condition.reason == DISK_FULL)
+    ]
 
 
 def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:
@@ -194,6 +208,7 @@ def detect(
         drill_incident(status, now),
         certificate_incident(status, certificate_days),
         *component_incidents(status.conditions, now, degraded_after),
+        *volume_full_incidents(status.conditions),
         *recovery_incidents(status),
     ]
     for name, policy in policies:

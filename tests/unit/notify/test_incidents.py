@@ -199,3 +199,19 @@ def test_isolation_is_an_incident_while_it_lasts() -> None:
     assert found.since == NOW - timedelta(minutes=1)
     assert incidents.isolated_incident([cond("Isolated", F)]) is None
     assert incidents.isolated_incident([]) is None
+
+
+def test_a_full_volume_is_an_incident_at_once_per_component() -> None:
+    message = "postgres-0: DiskFull: container postgres stopped: its volume is full"
+    conditions = [cond("Ready", F, timedelta(seconds=5)),
+                  cond("PostgresReady", F, timedelta(seconds=5), reason="DiskFull",
+                       message=message),
+                  cond("RedisReady", F, timedelta(minutes=5), reason="CrashLoopBackOff")]
+    found = incidents.volume_full_incidents(conditions)
+    assert [(i.key, i.event, i.since) for i in found] == [
+        ("VolumeFull/Postgres", NotificationEvent.VOLUME_FULL, NOW - timedelta(seconds=5))]
+    assert found[0].summary == f"Postgres volume full: {message}"
+    assert "VolumeFull/Postgres" in [i.key for i in incidents.detect(
+        StackForgeTenantStatus(conditions=conditions), [], NOW, not_ready_after=QUARTER)]
+    # Grown and running again: the condition's reason is another one, the incident resolves.
+    assert incidents.volume_full_incidents([cond("PostgresReady", T, reason="Ready")]) == []
