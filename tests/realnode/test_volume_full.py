@@ -1,0 +1,138 @@
+"""Chaos on the real node (issue #17, case 6): the database volume fills up.
+
+The tenant's PostgreSQL runs on a sized volume of the real node (a tmpfs of
+the claim's size, grown online by the node's provisioner). Writing until it is
+full makes PostgreSQL 15 PANIC on a WAL write and its crash recovery fail the
+same way, so the server stops and crash-loops. The tenant must say so
+(PostgresReady False, reason DiskFull), the VolumeFull alert must go out once;
+after `spec.postgres.storage` grows, the server starts again by itself with
+every committed row, and the alert resolves once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.devcluster.node.storage import SIZED_STORAGE_CLASS
+from tests.realnode import stack
+from tests.realnode.operators import operator_running
+from tests.support import operator_identity, tenants
+from tests.support.channels import Channels, incidents
+from tests.support.clusters import ClusterHandle
+from tests.support.receiver import Receiver
+
+pytestmark = pytest.mark.chaos
+
+# initdb and the first WAL segments take ~40 MiB: room for the seed and a little more.
+FULL_SIZE = "160Mi"
+GROWN_SIZE = "320Mi"
+# Each fill statement adds ~10 MiB of heap (and as much WAL).
+FILL_ROWS = 10_000
+FILL_SQL = ("INSERT INTO filler SELECT repeat(md5(g::text), 30) "  # noqa: S608 - constants
+            f"FROM generate_series(1, {FILL_ROWS}) g")
+CHECKSUM_SQL = ("SELECT count(*) || ':' || md5(string_agg(id::text || '/' || total::text, ',' "
+                "ORDER BY id)) FROM shop.orders")
+INCIDENT = "VolumeFull/Postgres"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+def _postgres_condition(cluster: ClusterHandle, name: str) -> dict[str, Any]:
+    return tenants.condition(tenants.get(cluster, name), "PostgresReady") or {}
+
+
+def _claim_capacity(cluster: ClusterHandle, namespace: str) -> str | None:
+    claim = client.CoreV1Api(cluster.api).read_namespaced_persistent_volume_claim(
+        "data-postgres-0", namespace)
+    return (claim.status.capacity or {}).get("storage")
+
+
+def _fill(cluster: ClusterHandle, namespace: str) -> int:
+    """Insert until the server fails; the rows of the statements that committed."""
+    committed = 0
+    for _ in range(40):
+        done = cluster.kubectl(
+            "exec", "-i", "-n", namespace, "postgres-0", "-c", "postgres", "--",
+            "psql", "-U", "postgres", "-h", "/var/run/postgresql", "-d", stack.DATABASE,
+            "-v", "ON_ERROR_STOP=1", "-tA", input=FILL_SQL, check=False)
+        if done.returncode != 0:
+            return committed
+        committed += FILL_ROWS
+    raise AssertionError(f"{40 * FILL_ROWS} rows fitted on a {FULL_SIZE} volume")
+
+
+def test_a_full_database_volume_is_reported_and_growing_it_recovers_every_row(
+        real_cluster: ClusterHandle,
+        real_operator_identity: operator_identity.OperatorIdentity,
+        tmp_path_factory: pytest.TempPathFactory,
+        receiver: Receiver,
+        record_property: Callable[[str, object], None]) -> None:
+    cluster = real_cluster
+    name = f"vf-{uuid.uuid4().hex[:5]}"
+    ns = tenants.namespace_of(name)
+    manifest = stack.postgres_only(name)
+    manifest["spec"]["components"]["postgres"].update(
+        {"storage": FULL_SIZE, "storageClassName": SIZED_STORAGE_CLASS})
+    channels = Channels(receiver)
+    try:
+        with operator_running(real_operator_identity, tmp_path_factory,
+                              STACKFORGE_NOTIFY_BACKOFF_SECONDS="0.5"):
+            tenants.apply(cluster, manifest)
+            stack.wait_ready(cluster, name)
+            channels.subscribe(cluster, name, ns, slack=False)
+            stack.psql(cluster, ns, stack.SEED_SQL, as_app=True)
+            seeded = stack.psql(cluster, ns, CHECKSUM_SQL)
+            stack.psql(cluster, ns, "CREATE TABLE filler (x text)")
+            assert _claim_capacity(cluster, ns) == FULL_SIZE
+
+            committed = _fill(cluster, ns)
+            stopped = time.monotonic()
+            full = tenants.eventually(
+                lambda: (c := _postgres_condition(cluster, name)).get("reason") == "DiskFull"
+                and c, timeout=120, interval=0.5)
+            reported = time.monotonic() - stopped
+            assert full["status"] == "False"
+            assert "No space left on device" in full["message"], full
+            tenants.eventually(lambda: channels.webhook(INCIDENT, "opened"), timeout=60)
+            alerted = time.monotonic() - stopped
+            [opened] = channels.webhook(INCIDENT, "opened")
+            assert opened["event"] == "VolumeFull" and "volume is full" in opened["summary"]
+            assert INCIDENT in incidents(cluster, name)
+
+            grow = time.monotonic()
+            cluster.kubectl("patch", "sft", name, "-n", ns, "--type=merge", "-p", json.dumps(
+                {"spec": {"components": {"postgres": {"storage": GROWN_SIZE}}}}))
+            tenants.eventually(lambda: _claim_capacity(cluster, ns) == GROWN_SIZE, timeout=60)
+            # The server starts again at its next restart (the kubelet's back-off).
+            stack.wait_ready(cluster, name, timeout=360)
+            recovered = time.monotonic() - grow
+
+            assert stack.psql(cluster, ns, CHECKSUM_SQL) == seeded
+            # Every statement that committed before the disk filled, none of the one that did not.
+            assert stack.psql(cluster, ns, "SELECT count(*) FROM filler") == str(committed)
+            size = stack.psql(cluster, ns, "SELECT setting FROM pg_settings "
+                                           "WHERE name = 'data_directory'")
+            free = cluster.kubectl("exec", "-n", ns, "postgres-0", "-c", "postgres", "--",
+                                   "df", "-B1", "--output=size", size).stdout.split()[-1]
+            assert int(free) == 320 * 1024 * 1024
+            tenants.eventually(lambda: channels.webhook(INCIDENT, "resolved"), timeout=60)
+            time.sleep(5)  # two resyncs: nothing more arrives
+            assert len(channels.webhook(INCIDENT, "opened")) == 1
+            assert len(channels.webhook(INCIDENT, "resolved")) == 1
+        record_property("chaos", f"volume full after {committed} filler rows: DiskFull "
+                                 f"{reported:.1f} s and VolumeFull sent {alerted:.1f} s after "
+                                 f"the server stopped; Ready {recovered:.1f} s after growing "
+                                 f"{FULL_SIZE} -> {GROWN_SIZE}, every row kept")
+    finally:
+        tenants.discard(cluster, name)
