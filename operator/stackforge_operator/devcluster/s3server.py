@@ -42,7 +42,7 @@ import httpx
 from botocore.config import Config
 
 from stackforge_operator.devcluster.cluster import free_port
-from stackforge_operator.devcluster.pki import create_server_tls
+from stackforge_operator.devcluster.pki import KeyPair, create_server_tls
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -110,12 +110,16 @@ class S3Server:
         self.region = REGION
         self.dir = Path(tempfile.mkdtemp(prefix="sf-s3-"))
         self.ca_bundle: Path | None = None
+        # The serving certificate and key: a proxy put in front of the server
+        # (the tests' S3 fault proxy) serves the same names with them.
+        self.serving_tls: KeyPair | None = None
         self._tls_args: list[str] = []
         if tls:
             ca, server = create_server_tls(self.dir / "tls", "stackforge-test-s3",
                                            server_names=("localhost", *server_names),
                                            server_ips=tuple({host, "127.0.0.1"}))
             self.ca_bundle = ca.cert
+            self.serving_tls = server
             self._tls_args = ["--ssl-cert", str(server.cert), "--ssl-key", str(server.key)]
         self.log_path = self.dir / "moto.log"
         self._popen: subprocess.Popen[bytes] | None = None
