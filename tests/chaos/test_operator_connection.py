@@ -7,7 +7,8 @@ Slow, a change of the tenants' specs still converges. Reset over and over while 
 isolated, each isolation is notified exactly once. Silenced while the isolation
 is lifted, the operator neither exits nor acts on what it cannot see; once the
 connection is back it converges, each lifted isolation is resolved exactly
-once, and every child exists exactly once, owned by its tenant.
+once, and every child exists exactly once, owned by its tenant; a backup asked
+while connections reset has one Job, its policy one CronJob.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ import pytest
 import yaml
 from kubernetes import client
 
+from stackforge_operator.builders.backup import (
+    BACKUP_NOW_ANNOTATION,
+    POLICY_LABEL,
+    cron_job_name,
+    manual_job_name,
+)
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import children, tenants
@@ -37,6 +44,8 @@ TENANTS = 5
 LATENCY_SECONDS = 2.0
 RESET_EVERY_SECONDS = 2.0
 BLACK_HOLE_SECONDS = 60
+POLICY = "nightly"
+BACKUP_REQUEST = "during-resets"
 
 
 @pytest.fixture
@@ -79,6 +88,39 @@ def _isolate(cluster: ClusterHandle, names: list[str], on: bool) -> None:
         cluster.kubectl("patch", "stackforgetenants.stackforge.io", name, "-n",
                         tenants.namespace_of(name), "--type=merge", "-p",
                         f'{{"spec": {{"isolate": {str(on).lower()}}}}}')
+
+
+def _ask_a_backup(cluster: ClusterHandle, names: list[str]) -> None:
+    """A BackupPolicy per tenant, asked for a backup now. Its S3 is nowhere (the
+    operator's reads of the bucket fail): the Jobs are what is counted here."""
+    for name in names:
+        namespace = tenants.namespace_of(name)
+        tenants.put_secret(cluster, namespace, "s3-credentials", {
+            "AWS_ACCESS_KEY_ID": "AKIACHAOSCHAOSCHAOS1",
+            "AWS_SECRET_ACCESS_KEY": "chaos-chaos-chaos-chaos-chaos-chaos-chaos1"})
+        policy = {
+            "apiVersion": "stackforge.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": POLICY, "namespace": namespace,
+                         "annotations": {BACKUP_NOW_ANNOTATION: BACKUP_REQUEST}},
+            "spec": {"tenantRef": {"name": name}, "targets": ["Postgres"],
+                     "storage": {"bucket": "nowhere", "endpoint": "http://127.0.0.1:9",
+                                 "credentialsSecretRef": {"name": "s3-credentials"}},
+                     "retention": {"keepLast": 3}}}
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(policy))
+
+
+def _backup_jobs(cluster: ClusterHandle, names: list[str]) -> dict[str, list[str]]:
+    """Per tenant: the names of its policy's Jobs and CronJobs (not the Jobs its
+    CronJob starts: those are the controller-manager's, one per slot by name)."""
+    batch = client.BatchV1Api(cluster.api)
+    selector = f"{POLICY_LABEL}={POLICY}"
+    return {name: sorted(
+        [j.metadata.name for j in batch.list_namespaced_job(
+            tenants.namespace_of(name), label_selector=selector).items
+         if not any(o.kind == "CronJob" for o in j.metadata.owner_references or [])]
+        + [c.metadata.name for c in batch.list_namespaced_cron_job(
+            tenants.namespace_of(name), label_selector=selector).items])
+        for name in names}
 
 
 def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
@@ -124,6 +166,10 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
                 tenants.eventually(lambda: all(c.webhook("TenantIsolated", "opened")
                                                for c in channels.values()),
                                    timeout=120, interval=1)
+                # A backup asked now, while connections break under the applies.
+                _ask_a_backup(cluster, names)
+                tenants.eventually(lambda: all(len(j) >= 2 for j in _backup_jobs(
+                    cluster, names).values()), timeout=120, interval=1)
                 time.sleep(3 * RESET_EVERY_SECONDS)  # resyncs and resets go on
             assert sum(resets) > 0, resets
             for name, channel in channels.items():
@@ -155,6 +201,9 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
             current = [tenants.get(cluster, n) or {} for n in names]
             wrong = [p for m in current for p in children.problems(cluster, m)]
             assert wrong == []
+            # One Job for the one request, one CronJob for the schedule: none doubled.
+            expected = sorted([manual_job_name(POLICY, BACKUP_REQUEST), cron_job_name(POLICY)])
+            assert _backup_jobs(cluster, names) == {n: expected for n in names}
             record_property("chaos", f"{TENANTS} tenants' apps scaled through "
                                      f"{LATENCY_SECONDS:.0f} s of latency, Ready again in "
                                      f"{slow:.1f} s; {sum(resets)} connections "

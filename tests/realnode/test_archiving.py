@@ -40,6 +40,7 @@ from tests.support import operator_identity, tenants
 from tests.support.channels import Channels
 from tests.support.clusters import ClusterHandle
 from tests.support.receiver import Receiver
+from tests.support.s3_fault_proxy import S3FaultProxy
 from tests.support.s3_server import S3Server
 
 ARCHIVE_TIMEOUT_SECONDS = 60
@@ -288,6 +289,80 @@ def _assert_no_gap(s3: S3Server, bucket: str, name: str, policy: dict[str, Any],
     numbers = [int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names]
     assert numbers == list(range(numbers[0], numbers[-1] + 1)), names
     assert segment in names
+
+
+def _route_s3(cluster: ClusterHandle, port: int, node_ip: str) -> None:
+    """Point the S3 Service (what the pods and the operator use) at ``port`` on the host."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                    input=yaml.safe_dump(_endpoint_slice(port, node_ip)))
+
+
+def _rows_then_switch(cluster: ClusterHandle, namespace: str, table: str) -> str:
+    """Commit 1,000 rows into ``table`` and end their WAL segment; that segment's name."""
+    printed = stack.psql(
+        cluster, namespace,
+        f"CREATE TABLE IF NOT EXISTS {table} (id int);\n"
+        f"INSERT INTO {table} SELECT generate_series(1, 1000);\n"
+        "SELECT pg_walfile_name(pg_switch_wal());")
+    return printed.splitlines()[-1]
+
+
+@pytest.mark.chaos
+def test_archiving_rides_out_s3_errors_and_catches_up_after_500s_without_a_gap(
+        real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str],
+        pod_s3: S3Server, record_property: Callable[[str, object], None]) -> None:
+    """#17 case 8 for WAL archiving: pgBackRest (HTTPS only) through a fault proxy
+    that terminates TLS with the S3 server's own certificate. Every third request
+    answered 503 and every answer 0.2 s late: segments still arrive and the policy
+    never says otherwise. Then 500 to everything: ContinuousArchiving False with a
+    reason. Healed: the queue follows, no segment missing."""
+    name, bucket, _ = archived_tenant
+    ns = tenants.namespace_of(name)
+    local = real_cluster.local
+    assert local is not None and local.node is not None
+    assert pod_s3.serving_tls is not None and pod_s3.ca_bundle is not None
+    node_ip = local.node.network.node_ip
+    tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
+    archiving_since = _condition(real_cluster, ns)["lastTransitionTime"]
+    with S3FaultProxy(pod_s3.endpoint, host=node_ip,
+                      serving=(pod_s3.serving_tls.cert, pod_s3.serving_tls.key),
+                      upstream_ca=pod_s3.ca_bundle) as proxy:
+        _route_s3(real_cluster, proxy.port, node_ip)
+        try:
+            proxy.fail_every(3, 503)
+            proxy.delay(0.2)
+            started = time.monotonic()
+            flaky = _rows_then_switch(real_cluster, ns, "flaky_s3_rows")
+            _archived_up_to(real_cluster, ns, flaky)
+            flaky_seconds = time.monotonic() - started
+            assert proxy.failed >= 3, (proxy.requests, proxy.failed)
+            # Ridden out: ContinuousArchiving stayed True all along.
+            assert _condition(real_cluster, ns)["lastTransitionTime"] == archiving_since
+            flaky_failed, flaky_requests = proxy.failed, proxy.requests
+
+            proxy.heal()
+            proxy.fail_all(500)
+            failing_from = time.monotonic()
+            failing = _rows_then_switch(real_cluster, ns, "failing_s3_rows")
+            down = tenants.eventually(
+                lambda: (c := _condition(real_cluster, ns)).get("status") == "False" and c,
+                timeout=300, interval=2)
+            failed_after = time.monotonic() - failing_from
+            assert down["reason"] and down["message"], down
+        finally:
+            proxy.heal()
+            _route_s3(real_cluster, pod_s3.port, node_ip)
+    healed = time.monotonic()
+    policy = _archived_up_to(real_cluster, ns, failing)
+    caught_up = time.monotonic() - healed
+    _assert_no_gap(pod_s3, bucket, name, policy, failing)
+    assert stack.psql(real_cluster, ns, "SELECT count(*) FROM failing_s3_rows") == "1000"
+    record_property("chaos", f"WAL archiving through S3 answering {flaky_failed} of "
+                             f"{flaky_requests} requests 503, all 0.2 s late: segment archived "
+                             f"{flaky_seconds:.1f} s after its switch, condition never False; "
+                             f"all 500: ContinuousArchiving False ({down['reason']}) after "
+                             f"{failed_after:.1f} s; healed: caught up in {caught_up:.1f} s, "
+                             "no segment missing")
 
 
 @pytest.mark.chaos

@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client
 
 from stackforge_operator.builders import credentials, stack
+from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import TENANT_LABEL
 from stackforge_operator.builders.secrets_names import POSTGRES_ADMIN_ROLES_SECRET
 from stackforge_operator.models.effective import resolve
@@ -39,9 +40,10 @@ def expected(name: str, spec: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def live(cluster: ClusterHandle, name: str) -> list[dict[str, Any]]:
-    """The objects labelled as the tenant's in its namespace."""
+    """The objects labelled as the tenant's in its namespace (not its BackupPolicies'
+    children, which carry its label too but are theirs)."""
     out = cluster.kubectl("get", _KINDS, "-n", tenants.namespace_of(name), "-l",
-                          f"{TENANT_LABEL}={name}", "-o", "yaml").stdout
+                          f"{TENANT_LABEL}={name},!{POLICY_LABEL}", "-o", "yaml").stdout
     items: list[dict[str, Any]] = yaml.safe_load(out)["items"]
     return items
 
