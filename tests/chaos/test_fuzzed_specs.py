@@ -10,8 +10,7 @@ nothing is stored):
   or ``metadata``), so a user learns what to fix;
 - every object it admits goes through the operator's own reading of it (the
   pydantic models, then the builders of what it would create): no exception;
-- and the first admitted ones of each kind (a sample: reconciling 500 tenants
-  means 13,000 objects) are created for real and reconciled by the operator,
+- and every admitted one is created for real and reconciled by the operator,
   each ending Ready, Reconciling or Stalled with a reason, with no traceback
   in the operator's log.
 """
@@ -47,11 +46,13 @@ from tests.support.operator_identity import OperatorIdentity
 pytestmark = pytest.mark.chaos
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-KINDS = {"StackForgeTenant": ("stackforgetenants", "tenant-acme.yaml"),
+# Tenants last: each kind's operator also reconciles what the kinds before it
+# left (nothing is deleted: the module's control plane goes as a whole), and
+# policies and drills without their tenant are cheap to go over again.
+KINDS = {"DRDrill": ("drdrills", "drdrill-acme.yaml"),
          "BackupPolicy": ("backuppolicies", "backuppolicy-acme.yaml"),
-         "DRDrill": ("drdrills", "drdrill-acme.yaml")}
+         "StackForgeTenant": ("stackforgetenants", "tenant-acme.yaml")}
 PER_KIND = 500
-SAMPLE = 8
 NAMESPACE = "tenant-fuzz"
 # A refusal names the field: "spec.components.apps[0].port: Invalid value ...".
 FIELD_PATH = re.compile(r"\b(spec|metadata)[.[]")
@@ -158,8 +159,8 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
     assert len(refused) + len(admitted) >= PER_KIND * 0.9  # hypothesis drops duplicates
     assert refused and admitted, (len(refused), len(admitted))
 
-    # A sample of the admitted ones, reconciled for real by the operator.
-    sample = admitted[:SAMPLE]
+    # Every admitted one, reconciled for real by the operator.
+    sample = admitted
     api = client.CustomObjectsApi(cluster.api)
     operator = OperatorProcess(identity.kubeconfig, tmp_path / "operator.log",
                                extra_env={"STACKFORGE_RESYNC_SECONDS": "5"})
@@ -188,8 +189,6 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
         assert operator.process.running()
     finally:
         operator.stop()
-        for namespace, _ in created:
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     record_property("chaos", f"{kind}: {len(refused)} refused naming a field, "
                              f"{len(admitted)} admitted and read without error; "
                              f"{len(sample)} reconciled, reasons {sorted(set(outcomes))}")
