@@ -56,10 +56,13 @@ def no_space_line(termination_message: str) -> str | None:
 
 
 def _disk_full(pod: str, container: Mapping[str, Any]) -> PodFault | None:
-    """A container stopped (or waiting to restart) after its volume filled up."""
+    """A container stopped, or not serving since, after its volume filled up."""
     state = container.get("state") or {}
-    if "running" in state:
-        return None  # restarted: it may be fine now; its next stop says again
+    if "running" in state and container.get("ready"):
+        return None  # it serves again (the volume grew, or data went)
+    # Started again but not ready (a crash-looping server's few seconds of
+    # recovery) is still the full volume until it proves otherwise: the
+    # condition, and the alert, must not flap with each restart.
     stopped = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
     line = no_space_line((stopped or {}).get("message") or "")
     if line is None:

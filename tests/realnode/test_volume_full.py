@@ -4,7 +4,9 @@ The tenant's PostgreSQL runs on a sized volume of the real node (a tmpfs of
 the claim's size, grown online by the node's provisioner). Writing until it is
 full makes PostgreSQL 15 PANIC on a WAL write and its crash recovery fail the
 same way, so the server stops and crash-loops. The tenant must say so
-(PostgresReady False, reason DiskFull), the VolumeFull alert must go out once;
+(PostgresReady False, reason DiskFull), the VolumeFull alert must go out once,
+and the kubelet's volume statistics (what the StackForgeDiskFilling alert
+reads) must show it above the alert's threshold;
 after `spec.postgres.storage` grows, the server starts again by itself with
 every committed row, and the alert resolves once.
 """
@@ -19,7 +21,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
+from stackforge_operator.builders.monitoring import Thresholds
 from stackforge_operator.devcluster.node.storage import SIZED_STORAGE_CLASS
 from tests.realnode import stack
 from tests.realnode.operators import operator_running
@@ -56,6 +60,24 @@ def _claim_capacity(cluster: ClusterHandle, namespace: str) -> str | None:
     claim = client.CoreV1Api(cluster.api).read_namespaced_persistent_volume_claim(
         "data-postgres-0", namespace)
     return (claim.status.capacity or {}).get("storage")
+
+
+def _volume_usage(cluster: ClusterHandle, namespace: str) -> float | None:
+    """The database claim's used share as the kubelet reports it (its /metrics, which
+    the StackForgeDiskFilling alert reads), or None before it has a sample."""
+    core = client.CoreV1Api(cluster.api)
+    node = core.list_node().items[0].metadata.name
+    page = core.connect_get_node_proxy_with_path(node, "metrics")
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if (sample.name.startswith("kubelet_volume_stats_")
+                    and sample.labels.get("namespace") == namespace
+                    and sample.labels.get("persistentvolumeclaim") == "data-postgres-0"):
+                values[sample.name] = sample.value
+    used = values.get("kubelet_volume_stats_used_bytes")
+    capacity = values.get("kubelet_volume_stats_capacity_bytes")
+    return used / capacity if used is not None and capacity else None
 
 
 def _fill(cluster: ClusterHandle, namespace: str) -> int:
@@ -109,6 +131,12 @@ def test_a_full_database_volume_is_reported_and_growing_it_recovers_every_row(
             [opened] = channels.webhook(INCIDENT, "opened")
             assert opened["event"] == "VolumeFull" and "volume is full" in opened["summary"]
             assert INCIDENT in incidents(cluster, name)
+            # What the StackForgeDiskFilling alert reads crosses its threshold (no
+            # Prometheus runs here: the kubelet's own samples, its expression's ratio).
+            threshold = Thresholds().disk_ratio
+            usage = tenants.eventually(
+                lambda: (u := _volume_usage(cluster, ns)) is not None and u > threshold and u,
+                timeout=150, interval=5)
 
             grow = time.monotonic()
             cluster.kubectl("patch", "sft", name, "-n", ns, "--type=merge", "-p", json.dumps(
@@ -132,7 +160,8 @@ def test_a_full_database_volume_is_reported_and_growing_it_recovers_every_row(
             assert len(channels.webhook(INCIDENT, "resolved")) == 1
         record_property("chaos", f"volume full after {committed} filler rows: DiskFull "
                                  f"{reported:.1f} s and VolumeFull sent {alerted:.1f} s after "
-                                 f"the server stopped; Ready {recovered:.1f} s after growing "
+                                 f"the server stopped, the kubelet saw it {usage:.0%} full; "
+                                 f"Ready {recovered:.1f} s after growing "
                                  f"{FULL_SIZE} -> {GROWN_SIZE}, every row kept")
     finally:
         tenants.discard(cluster, name)

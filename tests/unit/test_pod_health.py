@@ -84,11 +84,20 @@ def test_a_server_just_stopped_by_a_full_volume_is_disk_full_before_its_back_off
     assert fault is not None and fault.reason == pod_health.DISK_FULL
 
 
-def test_a_server_running_again_after_a_full_volume_has_no_fault() -> None:
-    container = {"name": "postgres", "state": {"running": {}},
+def test_a_server_serving_again_after_a_full_volume_has_no_fault() -> None:
+    container = {"name": "postgres", "state": {"running": {}}, "ready": True,
                  "lastState": {"terminated": {"reason": "Error", "exitCode": 1,
                                               "message": NO_SPACE_TAIL}}}
     assert pod_health.pod_fault(_pod(containers=[container])) is None
+
+
+def test_a_server_restarted_but_not_ready_after_a_full_volume_is_still_disk_full() -> None:
+    """Between two crashes of the loop it runs for a few seconds: no flapping."""
+    container = {"name": "postgres", "state": {"running": {}}, "ready": False,
+                 "lastState": {"terminated": {"reason": "Error", "exitCode": 1,
+                                              "message": NO_SPACE_TAIL}}}
+    fault = pod_health.pod_fault(_pod(containers=[container]))
+    assert fault is not None and fault.reason == pod_health.DISK_FULL
 
 
 def test_a_crash_loop_for_another_cause_is_not_disk_full() -> None:
