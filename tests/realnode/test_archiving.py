@@ -198,6 +198,12 @@ def _endpoint_slice(port: int, node_ip: str) -> dict[str, Any]:
     return found
 
 
+def _route_s3(cluster: ClusterHandle, port: int, node_ip: str) -> None:
+    """Point the S3 Service (what the pods and the operator use) at ``port`` on the host."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                    input=yaml.safe_dump(_endpoint_slice(port, node_ip)))
+
+
 def _condition(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
     return runs.condition_of(runs.get_policy(cluster, namespace, "archive"),
                              "ContinuousArchiving")
@@ -229,8 +235,7 @@ def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Serve
     node_ip = local.node.network.node_ip
     # The S3 Service leads nowhere: the pods and the operator lose the bucket
     # alike (both reach it through the Service), while its data stays.
-    real_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                         input=yaml.safe_dump(_endpoint_slice(1, node_ip)))
+    _route_s3(real_cluster, 1, node_ip)
     try:
         down = tenants.eventually(
             lambda: (c := _condition(real_cluster, ns)).get("status") == "False" and c,
@@ -250,8 +255,7 @@ def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Serve
             "SELECT pg_walfile_name(pg_current_wal_insert_lsn());")
         written = printed.splitlines()[-1]
     finally:
-        real_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                             input=yaml.safe_dump(_endpoint_slice(pod_s3.port, node_ip)))
+        _route_s3(real_cluster, pod_s3.port, node_ip)
 
     policy = _archived_up_to(real_cluster, ns, written)
     # No longer failing (Unknown, not True: this policy has made no dump yet).
@@ -289,12 +293,6 @@ def _assert_no_gap(s3: S3Server, bucket: str, name: str, policy: dict[str, Any],
     numbers = [int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names]
     assert numbers == list(range(numbers[0], numbers[-1] + 1)), names
     assert segment in names
-
-
-def _route_s3(cluster: ClusterHandle, port: int, node_ip: str) -> None:
-    """Point the S3 Service (what the pods and the operator use) at ``port`` on the host."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                    input=yaml.safe_dump(_endpoint_slice(port, node_ip)))
 
 
 def _rows_then_switch(cluster: ClusterHandle, namespace: str, table: str) -> str:

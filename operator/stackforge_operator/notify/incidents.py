@@ -105,14 +105,15 @@ def component_incidents(
 def volume_full_incidents(conditions: Sequence[Condition]) -> list[Incident]:
     """VolumeFull per component whose server stopped on a full volume (its condition's
     reason DiskFull), without waiting: it cannot heal by itself."""
-    return [
-        Incident(f"{Event.VOLUME_FULL.value}/{condition.type.removesuffix('Ready')}",
-                 Event.VOLUME_FULL, condition.last_transition_time,
-                 f"{condition.type.removesuffix('Ready')} volume full: {condition.message}")
-        for condition in conditions
+    found = []
+    for condition in conditions:
         if (condition.type in types.TENANT_COMPONENT_CONDITIONS
-            and condition.status == ConditionStatus.FALSE and condition.reason == DISK_FULL)
-    ]
+                and condition.status == ConditionStatus.FALSE and condition.reason == DISK_FULL):
+            component = condition.type.removesuffix("Ready")
+            found.append(Incident(f"{Event.VOLUME_FULL.value}/{component}", Event.VOLUME_FULL,
+                                  condition.last_transition_time,
+                                  f"{component} volume full: {condition.message}"))
+    return found
 
 
 def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:

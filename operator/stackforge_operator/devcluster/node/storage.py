@@ -33,6 +33,7 @@ from kubernetes.utils import parse_quantity
 
 STORAGE_CLASS = "stackforge-local"
 SIZED_STORAGE_CLASS = "stackforge-local-sized"
+_CLASSES = (STORAGE_CLASS, SIZED_STORAGE_CLASS)
 PROVISIONER = "stackforge.io/devcluster-local"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 
@@ -55,7 +56,7 @@ def storage_class_manifest(name: str = STORAGE_CLASS) -> dict[str, Any]:
 
 
 def storage_class_manifests() -> list[dict[str, Any]]:
-    return [storage_class_manifest(STORAGE_CLASS), storage_class_manifest(SIZED_STORAGE_CLASS)]
+    return [storage_class_manifest(name) for name in _CLASSES]
 
 
 def size_bytes(quantity: str) -> int:
@@ -138,7 +139,7 @@ class LocalVolumeProvisioner:
 
     def _provision(self, claim: Any) -> None:
         annotations = claim.metadata.annotations or {}
-        if (claim.spec.storage_class_name not in (STORAGE_CLASS, SIZED_STORAGE_CLASS)
+        if (claim.spec.storage_class_name not in _CLASSES
                 or claim.spec.volume_name or claim.status.phase != "Pending"
                 or annotations.get(SELECTED_NODE) != self._node):
             return
@@ -165,7 +166,7 @@ class LocalVolumeProvisioner:
         the volume first (a sized one remounted larger, online), then the
         PersistentVolume's capacity, then the claim's status, which is what
         says the growth is done."""
-        if (claim.spec.storage_class_name not in (STORAGE_CLASS, SIZED_STORAGE_CLASS)
+        if (claim.spec.storage_class_name not in _CLASSES
                 or claim.status.phase != "Bound" or not claim.spec.volume_name):
             return
         requested = claim.spec.resources.requests["storage"]
