@@ -7,9 +7,12 @@ incidents of backup and drill runs are notified on the real node
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,14 @@ import pytest
 from kubernetes import client
 
 from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.models.tenant import CRITICAL_EVENTS
+from stackforge_operator.notify import payloads
 from tests.support import tenants
 from tests.support.channels import Channels, incidents
 from tests.support.clusters import ClusterHandle
 from tests.support.operator_identity import OperatorIdentity
 from tests.support.receiver import Receiver
+from tests.support.smtp_server import USERNAME, SmtpServer
 from tests.support.tenants import eventually
 
 NOT_READY_SECONDS = 8
@@ -224,3 +230,91 @@ def test_deleting_a_tenant_resolves_its_open_incidents_once(
         time.sleep(4)
         assert len(channels.webhook("TenantIsolated", "resolved")) == 1
         assert channels.token not in _log(operator)
+
+
+def _mails(server: SmtpServer, incident: str, state: str) -> list[EmailMessage]:
+    return [r.message for r in server.messages()
+            if r.message["X-StackForge-Incident"] == incident
+            and r.message["X-StackForge-State"] == state]
+
+
+def _texts(receiver: Receiver, path: str, incident_word: str) -> list[dict[str, str]]:
+    found = []
+    for request in receiver.requests(path):
+        fields = {k: v[0] for k, v in urllib.parse.parse_qs(request.body).items()}
+        if request.status == 200 and incident_word in fields.get("Body", ""):
+            found.append({**fields, "Authorization": request.headers.get("Authorization", "")})
+    return found
+
+
+def test_email_hears_of_every_incident_and_sms_of_critical_ones_only(
+    cluster: ClusterHandle, receiver: Receiver, operator: OperatorProcess,
+) -> None:
+    """The runbook's channels: email (a real SMTP server, STARTTLS verified against its
+    CA, a login) gets each incident once opened and once resolved; SMS (a provider's
+    form API on the receiver) only the critical one. A first 451 is retried."""
+    password = secrets.token_urlsafe(16)
+    sms_path = f"/2010-04-01/Accounts/AC{uuid.uuid4().hex}/Messages.json"
+    spec: dict[str, Any] = {"domain": "shop.example.com", "tls": {"secretName": "shop-tls"}}
+    with SmtpServer(password) as mail, _tenant(cluster, "mail", **spec) as (name, ns):
+        cert, key = tenants.certificate_pem(days=90)
+        tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
+        tenants.wait_condition(cluster, name, "Ready", "True")
+        tenants.put_secret(cluster, ns, "alert-accounts", {
+            "smtp-username": USERNAME, "smtp-password": password, "smtp-ca": mail.ca_pem,
+            "sms-url": receiver.url(sms_path), "sms-authorization": f"Basic {password}"})
+        client.CustomObjectsApi(cluster.api).patch_namespaced_custom_object(
+            "stackforge.io", "v1alpha1", ns, "stackforgetenants", name, {"spec": {
+                "notifications": {
+                    "email": {"host": mail.host, "port": mail.port,
+                              "credentialsSecretRef": {"name": "alert-accounts",
+                                                       "usernameKey": "smtp-username",
+                                                       "passwordKey": "smtp-password"},
+                              "caSecretRef": {"name": "alert-accounts", "key": "smtp-ca"},
+                              "fromAddress": "alerts@stackforge.io",
+                              "to": ["ops@stackforge.io", "oncall@stackforge.io"]},
+                    "sms": {"urlSecretRef": {"name": "alert-accounts", "key": "sms-url"},
+                            "authorizationSecretRef": {"name": "alert-accounts",
+                                                       "key": "sms-authorization"},
+                            "fromNumber": "+15550100000", "to": ["+15550100001"]}}}})
+        mail.fail_next(1)  # the server is busy at first: 451, sent again
+        # A certificate about to expire (a warning) and the tenant isolated (critical).
+        cert, key = tenants.certificate_pem(days=10)
+        tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
+        expiring = "CertificateExpiring/shop-tls"
+        eventually(lambda: _mails(mail, expiring, "opened"), timeout=60)
+        tenants.apply(cluster, tenants.small_tenant(name, isolate=True, **spec))
+        eventually(lambda: _mails(mail, "TenantIsolated", "opened"), timeout=60)
+        [text] = eventually(lambda: _texts(receiver, sms_path, "TenantIsolated"), timeout=60)
+        assert text["To"] == "+15550100001" and text["From"] == "+15550100000"
+        assert text["Authorization"] == f"Basic {password}"
+        assert text["Body"].startswith(f"StackForge [{name}] TenantIsolated")
+
+        # Healed: a fresh certificate, the isolation lifted.
+        cert, key = tenants.certificate_pem(days=90)
+        tenants.put_secret(cluster, ns, "shop-tls", {"tls.crt": cert, "tls.key": key})
+        tenants.apply(cluster, tenants.small_tenant(name, isolate=False, **spec))
+        eventually(lambda: _mails(mail, expiring, "resolved")
+                   and _mails(mail, "TenantIsolated", "resolved"), timeout=60)
+        eventually(lambda: _texts(receiver, sms_path, "Resolved: TenantIsolated"), timeout=60)
+        time.sleep(6)  # resyncs: nothing more is sent
+        for incident in (expiring, "TenantIsolated"):
+            [opened] = _mails(mail, incident, "opened")
+            [resolved] = _mails(mail, incident, "resolved")
+            assert resolved["In-Reply-To"] == opened["Message-ID"]
+            assert opened["To"] == "ops@stackforge.io, oncall@stackforge.io"
+        received = mail.messages()
+        assert {r.login for r in received} == {USERNAME}
+        assert all(r.recipients == ["ops@stackforge.io", "oncall@stackforge.io"]
+                   for r in received)
+        # SMS: the critical incident, once opened and once resolved; nothing else
+        # but critical ones (a slow start could add TenantNotReady, critical too).
+        assert len(_texts(receiver, sms_path, "TenantIsolated")) == 2
+        titles = [payloads.event_title(e) for e in CRITICAL_EVENTS]
+        assert all(any(f"[{name}] {t}" in b or f"Resolved: {t}" in b for t in titles)
+                   for b in (t["Body"] for t in _texts(receiver, sms_path, ""))), titles
+        assert _texts(receiver, sms_path, "Certificate") == []
+        log = _log(operator)
+        assert f"tenant {name} email " in log and "attempt 1 failed (SMTP 451)" in log
+        for secret in (password, "+15550100001", sms_path):
+            assert secret not in log

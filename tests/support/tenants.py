@@ -135,6 +135,8 @@ def example_alert_secret(cluster: ClusterHandle, namespace: str) -> None:
     put_secret(cluster, namespace, "acme-alerts", {
         "slack-webhook-url": "http://127.0.0.1:9/slack",
         "pagerduty-url": "http://127.0.0.1:9/pagerduty",
+        "smtp-username": "acme-alerts", "smtp-password": "not-a-real-password",
+        "sms-url": "http://127.0.0.1:9/sms", "sms-authorization": "Basic bm90OnJlYWw=",
     })
 
 

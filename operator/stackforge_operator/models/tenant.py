@@ -22,8 +22,10 @@ from stackforge_operator.models.backup import RunResult
 from stackforge_operator.models.cel import Rule, ServerDefault
 from stackforge_operator.models.common import (
     DNS_LABEL_RE,
+    DNS_SUBDOMAIN_RE,
     EMAIL_RE,
     IMAGE_RE,
+    SECRET_KEY_RE,
     Conditions,
     Cron,
     DNSLabel,
@@ -558,6 +560,113 @@ class NotificationEvent(enum.StrEnum):
     VOLUME_FULL = "VolumeFull"
 
 
+# The runbook's "SMS: for critical issues only": what must wake a person. The
+# tenant down for its customers, a database stopped by a full volume or left on
+# its old data by a failed recovery, WAL no longer archived (every minute of it
+# is a minute point-in-time recovery cannot give back), and an isolated tenant
+# (a security incident). The others wait for working hours: Slack and email.
+CRITICAL_EVENTS: frozenset[NotificationEvent] = frozenset({
+    NotificationEvent.TENANT_NOT_READY,
+    NotificationEvent.VOLUME_FULL,
+    NotificationEvent.RECOVERY_FAILED,
+    NotificationEvent.ARCHIVING_FAILED,
+    NotificationEvent.TENANT_ISOLATED,
+})
+
+EmailAddress = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_RE)]
+# E.164: a plus, the country code, at most 15 digits.
+PhoneNumber = Annotated[str, Field(min_length=8, max_length=16, pattern=r"^\+[1-9][0-9]{6,14}$")]
+_SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_RE)]
+_SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY_RE)]
+# A name of a request's field: what providers' APIs use.
+_FieldName = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+
+
+class SmtpSecurity(enum.StrEnum):
+    """How the connection to the SMTP server is encrypted; never in clear text,
+    since the credentials and the incidents travel on it."""
+
+    # A plain connection upgraded with STARTTLS before anything else (port 587).
+    START_TLS = "StartTLS"
+    # TLS from the first byte ("SMTPS", port 465).
+    TLS = "TLS"
+
+
+class SmtpCredentials(SpecModel):
+    """A Secret with the SMTP account's user name and password."""
+
+    name: _SecretName = Field(description="Name of the Secret.")
+    username_key: _SecretKey = Field("username", description="Key holding the user name.")
+    password_key: _SecretKey = Field("password", description="Key holding the password.")
+
+
+class EmailChannel(SpecModel):
+    """Email through an SMTP server: every subscribed event, like Slack."""
+
+    host: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_RE)] = Field(
+        description="SMTP server's host name or IPv4 address.")
+    port: StrictInt = Field(587, ge=1, le=65535, description="SMTP server's port.")
+    security: SmtpSecurity = Field(
+        SmtpSecurity.START_TLS, description="StartTLS (port 587) or TLS (port 465).")
+    credentials_secret_ref: SmtpCredentials | None = Field(
+        None, description="The account to log in with; omit for a server that needs none.")
+    ca_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the PEM CA bundle that verifies the server's "
+                          "certificate (default: the system's CAs).")
+    from_address: EmailAddress = Field(description="Sender address, e.g. alerts@stackforge.io.")
+    to: Annotated[list[EmailAddress], Field(min_length=1, max_length=20),
+                  AfterValidator(unique())] = Field(
+        description="Recipients, e.g. ops@stackforge.io.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+
+
+class LocalSecretRef(SpecModel):
+    """A Secret in the referring object's namespace."""
+
+    name: _SecretName = Field(description="Name of the Secret.")
+
+
+class SmsEncoding(enum.StrEnum):
+    """How the provider's API takes a message's fields."""
+
+    FORM = "Form"  # application/x-www-form-urlencoded (Twilio, Vonage, Plivo's v1)
+    JSON = "JSON"  # application/json (MessageBird, Vonage, Plivo)
+
+
+class SmsFieldNames(SpecModel):
+    """The names the provider gives a message's fields (Twilio's by default)."""
+
+    to: _FieldName = Field("To", description="Field of the recipient's number.")
+    from_: _FieldName = Field("From", alias="from", description="Field of the sender.")
+    body: _FieldName = Field("Body", description="Field of the text.")
+
+
+class SmsChannel(SpecModel):
+    """Text messages through a provider's HTTP API, for critical incidents only
+    (TenantNotReady, VolumeFull, RecoveryFailed, ArchivingFailed, TenantIsolated):
+    one POST per recipient and message."""
+
+    url_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the API's messages URL (it may carry the account).")
+    authorization_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the Authorization header's value, e.g. "
+                          "'Basic <base64 of sid:token>' or 'AccessKey <key>'.")
+    credential_fields_secret_ref: LocalSecretRef | None = Field(
+        None, description="A Secret whose every key is sent as a field of each request "
+                          "(api_key and api_secret for providers that want them so).")
+    encoding: SmsEncoding = Field(SmsEncoding.FORM, description="Form or JSON.")
+    field_names: SmsFieldNames = Field(
+        default_factory=SmsFieldNames, description="The provider's names of the fields.")
+    from_number: Annotated[str, Field(min_length=1, max_length=16,
+                                      pattern=r"^(\+[1-9][0-9]{6,14}|[A-Za-z0-9]{1,11})$")] = Field(
+        description="Sender: an E.164 number or an alphanumeric sender ID.")
+    to: Annotated[list[PhoneNumber], Field(min_length=1, max_length=10),
+                  AfterValidator(unique())] = Field(
+        description="Recipients' E.164 numbers.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+
+
 class SlackChannel(SpecModel):
     """A Slack incoming webhook."""
 
@@ -581,13 +690,19 @@ class NotificationsSpec(SpecModel):
 
     cel_rules = (
         Rule(
-            cel="has(self.slack) || (has(self.webhooks) && size(self.webhooks) > 0)",
-            message="notifications must name at least one channel: slack or webhooks",
-            check=lambda n: n.slack is not None or bool(n.webhooks),
+            cel="has(self.slack) || (has(self.webhooks) && size(self.webhooks) > 0)"
+                " || has(self.email) || has(self.sms)",
+            message="notifications must name at least one channel: slack, webhooks, email "
+                    "or sms",
+            check=lambda n: (n.slack is not None or bool(n.webhooks) or n.email is not None
+                             or n.sms is not None),
         ),
     )
 
     slack: SlackChannel | None = Field(None, description="Slack channel.")
+    email: EmailChannel | None = Field(None, description="Email through an SMTP server.")
+    sms: SmsChannel | None = Field(
+        None, description="Text messages through a provider's HTTP API (critical incidents).")
     webhooks: Annotated[
         list[WebhookChannel], Field(max_length=10), AfterValidator(unique("name"))
     ] = Field(

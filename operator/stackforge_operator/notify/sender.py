@@ -1,4 +1,5 @@
-"""Deliver messages in the background: httpx, bounded retries with backoff, timeouts.
+"""Deliver messages in the background: HTTP POSTs (httpx) and emails (SMTP), bounded
+retries with backoff, timeouts.
 
 Reconciles run in threads and must never wait for a receiver: they only
 :meth:`Sender.submit`, which hands the messages to the event loop and
@@ -20,9 +21,12 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
+
+from stackforge_operator.notify import smtp
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +35,29 @@ RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
+class HttpPost:
+    """A POST of JSON (``json``) or of a form (``form``)."""
+
+    url: str = field(repr=False)  # a credential: kept out of repr and logs
+    json: Mapping[str, Any] | None = None
+    # A provider's fields may hold its API keys; headers its Authorization.
+    form: Mapping[str, str] | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Mail:
+    """An email, and the SMTP server to hand it to."""
+
+    server: smtp.SmtpServer
+    message: EmailMessage
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One message to one channel."""
 
-    url: str = field(repr=False)  # a credential: kept out of repr and logs
-    payload: Mapping[str, Any]
+    target: HttpPost | Mail
     label: str  # safe to log: "tenant acme slack BackupFailed/nightly opened"
     event: str
 
@@ -168,23 +190,40 @@ class Sender:
             finally:
                 self._busy -= 1
 
-    async def _attempt(self, delivery: Delivery, attempt: int) -> None:
+    async def _post(self, post: HttpPost) -> tuple[str | None, bool, float | None]:
+        """(problem or None when delivered, retryable, the receiver's Retry-After)."""
         assert self._client is not None
-        retry_after: float | None = None
         try:
-            response = await self._client.post(delivery.url, json=dict(delivery.payload))
+            response = await self._client.post(
+                post.url, json=dict(post.json) if post.json is not None else None,
+                data=dict(post.form) if post.form is not None else None,
+                headers=dict(post.headers))
         except httpx.HTTPError as error:
             # The exception's text can carry the URL: log its type only.
-            problem, retryable = type(error).__name__, True
-        else:
-            if response.is_success:
-                logger.info("notification %s delivered (attempt %d)", delivery.label, attempt)
-                self._report(delivery, "sent")
-                return
-            problem = f"HTTP {response.status_code}"
-            retryable = response.status_code in RETRYABLE
-            if response.status_code in (429, 503):
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            return type(error).__name__, True, None
+        if response.is_success:
+            return None, False, None
+        retry_after = None
+        if response.status_code in (429, 503):
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        return f"HTTP {response.status_code}", response.status_code in RETRYABLE, retry_after
+
+    async def _mail(self, mail: Mail) -> tuple[str | None, bool, float | None]:
+        # smtplib blocks: a thread of the loop's executor, bounded by the timeout.
+        try:
+            await asyncio.to_thread(smtp.send, mail.server, mail.message, self._timeout)
+        except smtp.SmtpError as failure:
+            return failure.problem, failure.retryable, None
+        return None, False, None
+
+    async def _attempt(self, delivery: Delivery, attempt: int) -> None:
+        target = delivery.target
+        problem, retryable, retry_after = await (
+            self._mail(target) if isinstance(target, Mail) else self._post(target))
+        if problem is None:
+            logger.info("notification %s delivered (attempt %d)", delivery.label, attempt)
+            self._report(delivery, "sent")
+            return
         if not retryable or attempt >= self._attempts:
             logger.error("notification %s failed after %d attempts: %s",
                          delivery.label, attempt, problem)

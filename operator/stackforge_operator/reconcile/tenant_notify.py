@@ -1,7 +1,8 @@
 """A tenant's notifications: incidents from the status just computed, and its channels.
 
 The pure parts live in :mod:`stackforge_operator.notify`; this module adds the
-I/O a reconcile owns: reading the channels' URLs from the tenant's Secrets.
+I/O a reconcile owns: reading the channels' URLs, accounts and CAs from the
+tenant's Secrets.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from stackforge_operator.builders import credentials
 from stackforge_operator.models.backup import BackupPolicyStatus
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.tenant import (
+    CRITICAL_EVENTS,
+    EmailChannel,
     NotificationsSpec,
     OpenIncident,
+    SmsChannel,
+    SmsEncoding,
+    SmtpSecurity,
     StackForgeTenantSpec,
     StackForgeTenantStatus,
 )
-from stackforge_operator.notify import changes, incidents, payloads
-from stackforge_operator.notify.sender import Delivery
+from stackforge_operator.notify import changes, incidents, payloads, smtp
+from stackforge_operator.notify.sender import Delivery, HttpPost, Mail
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +62,23 @@ def recorded(body: Mapping[str, Any], wanted: Sequence[OpenIncident]) -> bool:
             == [i.model_dump(mode="json") for i in wanted])
 
 
-def _url(namespace: str, ref: SecretKeyRef) -> str | None:
+def _value(namespace: str, ref: SecretKeyRef) -> str | None:
     secret = kube.get("v1", "Secret", ref.name, namespace)
-    url = credentials.decode(secret).get(ref.key, "").strip() if secret else ""
+    value = credentials.decode(secret).get(ref.key) if secret else None
+    return value.strip() if value is not None else None
+
+
+def _url(namespace: str, ref: SecretKeyRef) -> str | None:
+    url = _value(namespace, ref) or ""
     return url if url.startswith(("https://", "http://")) else None
 
 
-def deliveries(
-    tenant: str, namespace: str, spec: NotificationsSpec | None,
-    to_send: Sequence[changes.Change],
-) -> list[Delivery]:
-    """Every message to every channel. A channel whose URL is missing is skipped:
-    the tenant already reports the missing Secret as a problem."""
-    if spec is None or not to_send:
-        return []
+def _skipped(tenant: str, channel: str, why: str, count: int) -> None:
+    logger.warning("tenant %s: %s %s; %d notifications not sent", tenant, channel, why, count)
+
+
+def _http_channels(tenant: str, namespace: str, spec: NotificationsSpec,
+                   to_send: Sequence[changes.Change]) -> list[Delivery]:
     out: list[Delivery] = []
     channels: list[tuple[str, SecretKeyRef, str | None]] = []
     if spec.slack is not None:
@@ -78,15 +87,106 @@ def deliveries(
     for channel, ref, slack_channel in channels:
         url = _url(namespace, ref)
         if url is None:
-            logger.warning("tenant %s: %s has no usable URL in Secret %s key %s; "
-                           "%d notifications not sent", tenant, channel, ref.name, ref.key,
-                           len(to_send))
+            _skipped(tenant, channel, f"has no usable URL in Secret {ref.name} key {ref.key}",
+                     len(to_send))
             continue
         for change in to_send:
             payload = (payloads.slack(tenant, change, slack_channel) if channel == "slack"
                        else payloads.webhook(tenant, change))
-            out.append(Delivery(url=url, payload=payload, event=change.event.value,
+            out.append(Delivery(HttpPost(url, json=payload), event=change.event.value,
                                 label=f"tenant {tenant} {channel} {change.key} {change.state}"))
+    return out
+
+
+def _smtp_server(namespace: str, channel: EmailChannel) -> smtp.SmtpServer | str:
+    """The server with its credentials and CA, or why there is none."""
+    username = password = ca = None
+    account = channel.credentials_secret_ref
+    if account is not None:
+        username = _value(namespace, SecretKeyRef(name=account.name, key=account.username_key))
+        password = _value(namespace, SecretKeyRef(name=account.name, key=account.password_key))
+        if username is None or password is None:
+            return f"has no user name or password in Secret {account.name}"
+    if channel.ca_secret_ref is not None:
+        ca = _value(namespace, channel.ca_secret_ref)
+        if not ca:
+            return (f"has no CA in Secret {channel.ca_secret_ref.name} "
+                    f"key {channel.ca_secret_ref.key}")
+    return smtp.SmtpServer(channel.host, channel.port,
+                           implicit_tls=channel.security is SmtpSecurity.TLS,
+                           ca_pem=ca, username=username, password=password)
+
+
+def _email(tenant: str, namespace: str, channel: EmailChannel,
+           to_send: Sequence[changes.Change]) -> list[Delivery]:
+    server = _smtp_server(namespace, channel)
+    if isinstance(server, str):
+        _skipped(tenant, "email", server, len(to_send))
+        return []
+    return [Delivery(Mail(server, payloads.email(tenant, change, channel.from_address,
+                                                 channel.to)),
+                     event=change.event.value,
+                     label=f"tenant {tenant} email {change.key} {change.state}")
+            for change in to_send]
+
+
+def _sms(tenant: str, namespace: str, channel: SmsChannel,
+         to_send: Sequence[changes.Change]) -> list[Delivery]:
+    critical = [c for c in to_send if c.event in CRITICAL_EVENTS]
+    if not critical:
+        return []
+    url = _url(namespace, channel.url_secret_ref)
+    if url is None:
+        ref = channel.url_secret_ref
+        _skipped(tenant, "sms", f"has no usable URL in Secret {ref.name} key {ref.key}",
+                 len(critical))
+        return []
+    headers: dict[str, str] = {}
+    if channel.authorization_secret_ref is not None:
+        authorization = _value(namespace, channel.authorization_secret_ref)
+        if not authorization:
+            _skipped(tenant, "sms", "has no Authorization value in Secret "
+                     f"{channel.authorization_secret_ref.name}", len(critical))
+            return []
+        headers["Authorization"] = authorization
+    fields: dict[str, str] = {}
+    if channel.credential_fields_secret_ref is not None:
+        secret = kube.get("v1", "Secret", channel.credential_fields_secret_ref.name, namespace)
+        if secret is None:
+            _skipped(tenant, "sms", "has no Secret "
+                     f"{channel.credential_fields_secret_ref.name}", len(critical))
+            return []
+        fields = credentials.decode(secret)
+    names = {"to": channel.field_names.to, "from": channel.field_names.from_,
+             "body": channel.field_names.body}
+    out = []
+    for change in critical:
+        text = payloads.sms_text(tenant, change)
+        for number, recipient in enumerate(channel.to, 1):
+            body = payloads.sms_fields(names, channel.from_number, recipient, text, fields)
+            post = (HttpPost(url, json=body, headers=headers)
+                    if channel.encoding is SmsEncoding.JSON
+                    else HttpPost(url, form=body, headers=headers))
+            # Recipients by their place in the list: a phone number is personal data.
+            out.append(Delivery(post, event=change.event.value,
+                                label=f"tenant {tenant} sms#{number} {change.key} "
+                                      f"{change.state}"))
+    return out
+
+
+def deliveries(
+    tenant: str, namespace: str, spec: NotificationsSpec | None,
+    to_send: Sequence[changes.Change],
+) -> list[Delivery]:
+    """Every message to every channel (SMS: critical events only). A channel whose
+    Secret is missing is skipped: the tenant already reports it as a problem."""
+    if spec is None or not to_send:
+        return []
+    out = _http_channels(tenant, namespace, spec, to_send)
+    if spec.email is not None:
+        out += _email(tenant, namespace, spec.email, to_send)
+    if spec.sms is not None:
+        out += _sms(tenant, namespace, spec.sms, to_send)
     return out
 
 

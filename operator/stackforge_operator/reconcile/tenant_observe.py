@@ -133,6 +133,19 @@ def _secret_refs(spec: StackForgeTenantSpec) -> list[tuple[str, SecretKeyRef]]:
                          notifications.slack.webhook_url_secret_ref))
         refs += [(f"spec.notifications.webhooks[{hook.name}].urlSecretRef", hook.url_secret_ref)
                  for hook in notifications.webhooks]
+        email, sms = notifications.email, notifications.sms
+        if email is not None and email.credentials_secret_ref is not None:
+            account = email.credentials_secret_ref
+            refs += [("spec.notifications.email.credentialsSecretRef",
+                      SecretKeyRef(name=account.name, key=key))
+                     for key in (account.username_key, account.password_key)]
+        if email is not None and email.ca_secret_ref is not None:
+            refs.append(("spec.notifications.email.caSecretRef", email.ca_secret_ref))
+        if sms is not None:
+            refs.append(("spec.notifications.sms.urlSecretRef", sms.url_secret_ref))
+            if sms.authorization_secret_ref is not None:
+                refs.append(("spec.notifications.sms.authorizationSecretRef",
+                             sms.authorization_secret_ref))
     refs += [(f"spec.adminAccounts[{a.username}].passwordSecretRef", a.password_secret_ref)
              for a in spec.admin_accounts if a.password_secret_ref is not None]
     return refs
@@ -156,16 +169,21 @@ def supplied_admin_passwords(t: EffectiveTenant) -> dict[str, str]:
 
 def missing_references(t: EffectiveTenant, spec: StackForgeTenantSpec) -> list[Problem]:
     """Secrets the spec names that do not exist (the schema cannot know)."""
-    problems = []
+    problems: list[Problem] = []
     for field, ref in _secret_refs(spec):
         secret = kube.get("v1", "Secret", ref.name, t.namespace)
         if secret is None:
-            problems.append(Problem(
-                "MissingSecret", f"{field}: Secret {t.namespace}/{ref.name} does not exist"))
+            problem = Problem(
+                "MissingSecret", f"{field}: Secret {t.namespace}/{ref.name} does not exist")
         elif ref.key not in (secret.get("data") or {}):
-            problems.append(Problem(
+            problem = Problem(
                 "MissingSecretKey",
-                f"{field}: Secret {t.namespace}/{ref.name} has no key {ref.key!r}"))
+                f"{field}: Secret {t.namespace}/{ref.name} has no key {ref.key!r}")
+        else:
+            continue
+        # Once each: an SMTP account's two keys are in one Secret.
+        if problem not in problems:
+            problems.append(problem)
     tls_secret = spec.tls.secret_name if spec.tls is not None else None
     if tls_secret is not None and kube.get("v1", "Secret", tls_secret, t.namespace) is None:
         message = f"spec.tls.secretName: Secret {t.namespace}/{tls_secret} does not exist"

@@ -8,11 +8,21 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 
-from stackforge_operator.notify.sender import Backoff, Delivery, Sender, retry_after_seconds
+from stackforge_operator.notify import smtp
+from stackforge_operator.notify.sender import (
+    Backoff,
+    Delivery,
+    HttpPost,
+    Mail,
+    Sender,
+    retry_after_seconds,
+)
 from tests.support.receiver import Receiver
+from tests.support.smtp_server import USERNAME, SmtpServer
 
 FAST = Backoff(first=0.05, cap=1.0, jitter=lambda: 1.0)
 
@@ -24,7 +34,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def delivery(receiver: Receiver, path: str = "/hook/s3cr3t-token", n: int = 1) -> Delivery:
-    return Delivery(url=receiver.url(path), payload={"n": n}, label=f"test message {n}",
+    return Delivery(HttpPost(receiver.url(path), json={"n": n}), label=f"test message {n}",
                     event="BackupFailed")
 
 
@@ -135,8 +145,8 @@ def test_a_hanging_receiver_times_out_and_does_not_hold_up_others(receiver: Rece
 
 
 def test_unreachable_receiver_is_retried_then_dropped() -> None:
-    gone = Delivery(url="http://127.0.0.1:9/hook/s3cr3t-token", payload={}, label="to nowhere",
-                    event="DrillFailed")
+    gone = Delivery(HttpPost("http://127.0.0.1:9/hook/s3cr3t-token", json={}),
+                    label="to nowhere", event="DrillFailed")
     results = run(Sender(backoff=FAST, attempts=2, timeout=1), [gone])
     assert results == [("DrillFailed", "retried"), ("DrillFailed", "failed")]
 
@@ -145,7 +155,7 @@ def test_no_url_in_logs(receiver: Receiver, caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.DEBUG)
     receiver.fail_next(1, 500)
     run(Sender(backoff=FAST), [delivery(receiver)])
-    gone = Delivery(url="http://127.0.0.1:9/hook/s3cr3t-token", payload={}, label="nowhere",
+    gone = Delivery(HttpPost("http://127.0.0.1:9/hook/s3cr3t-token", json={}), label="nowhere",
                     event="DrillFailed")
     run(Sender(backoff=FAST, attempts=1), [gone])
     assert "test message 1" in caplog.text and "delivered" in caplog.text
@@ -176,3 +186,32 @@ def test_stop_drops_pending_retries(receiver: Receiver) -> None:
 
     asyncio.run(main())
     assert len(receiver.requests()) == 1
+
+
+def test_a_form_with_an_authorization_header_as_sms_providers_take_it(
+        receiver: Receiver) -> None:
+    post = HttpPost(receiver.url("/2010-04-01/Accounts/AC1/Messages.json"),
+                    form={"To": "+15550002222", "From": "+15550001111", "Body": "a b&c"},
+                    headers={"Authorization": "Basic QUMxOnRva2Vu"})
+    assert run(Sender(backoff=FAST), [Delivery(post, label="sms#1", event="VolumeFull")]) == [
+        ("VolumeFull", "sent")]
+    [got] = receiver.requests()
+    assert got.body == "To=%2B15550002222&From=%2B15550001111&Body=a+b%26c"
+    assert got.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert got.headers["Authorization"] == "Basic QUMxOnRva2Vu"
+    # The provider's keys (in fields or the header) stay out of repr, as URLs do.
+    assert "QUMxOnRva2Vu" not in repr(post) and "+1555" not in repr(post)
+
+
+def test_an_email_refused_for_now_is_sent_again() -> None:
+    with SmtpServer("pw") as server:
+        server.fail_next(1)  # 451
+        message = EmailMessage()
+        message["Subject"], message["From"], message["To"] = "s", "a@sf.io", "ops@sf.io"
+        message.set_content("body")
+        mail = Mail(smtp.SmtpServer(server.host, server.port, ca_pem=server.ca_pem,
+                                    username=USERNAME, password="pw"), message)
+        results = run(Sender(backoff=FAST), [Delivery(mail, label="mail", event="BackupFailed")])
+        assert results == [("BackupFailed", "retried"), ("BackupFailed", "sent")]
+        [received] = server.messages()
+        assert received.message["Subject"] == "s" and received.recipients == ["ops@sf.io"]
