@@ -198,10 +198,26 @@ def _endpoint_slice(port: int, node_ip: str) -> dict[str, Any]:
     return found
 
 
-def _route_s3(cluster: ClusterHandle, port: int, node_ip: str) -> None:
-    """Point the S3 Service (what the pods and the operator use) at ``port`` on the host."""
+def _route_s3(cluster: ClusterHandle, port: int, node_ip: str,
+              follow: str | None = None) -> float:
+    """Point the S3 Service (what the pods and the operator use) at ``port`` on the
+    host. ``follow``: the namespace whose archive egress must then admit the new
+    endpoint (the operator follows a Service's endpoints); the seconds that took."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                     input=yaml.safe_dump(_endpoint_slice(port, node_ip)))
+    moved = time.monotonic()
+    if follow is not None:
+        tenants.eventually(lambda: _egress_admits(cluster, follow, node_ip, port),
+                           timeout=60, interval=0.5)
+    return time.monotonic() - moved
+
+
+def _egress_admits(cluster: ClusterHandle, namespace: str, ip: str, port: int) -> bool:
+    policy = client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
+        "archive-archive-egress", namespace)
+    return any(p.port == port and any(to.ip_block and to.ip_block.cidr == f"{ip}/32"
+                                      for to in rule.to or [])
+               for rule in policy.spec.egress or [] for p in rule.ports or [])
 
 
 def _condition(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
@@ -270,9 +286,15 @@ def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Serve
     assert len(channels.webhook(key, "opened")) == 1
 
 
-def _archived_up_to(cluster: ClusterHandle, namespace: str, segment: str) -> dict[str, Any]:
-    """The policy once it reports ``segment`` (or a later one) archived."""
+def _archived_up_to(cluster: ClusterHandle, namespace: str, segment: str,
+                    seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The policy once it reports ``segment`` (or a later one) archived. ``seen``
+    collects every ContinuousArchiving condition met on the way."""
     def caught_up() -> dict[str, Any] | None:
+        if seen is not None:
+            condition = _condition(cluster, namespace)
+            if not seen or seen[-1] != condition:
+                seen.append(condition)
         found = _archiving(cluster, namespace)
         last = ((found or {}).get("status") or {}).get("continuousArchiving") or {}
         return found if (last.get("lastArchivedWal") or "") >= segment else None
@@ -325,17 +347,20 @@ def test_archiving_rides_out_s3_errors_and_catches_up_after_500s_without_a_gap(
     with S3FaultProxy(pod_s3.endpoint, host=node_ip,
                       serving=(pod_s3.serving_tls.cert, pod_s3.serving_tls.key),
                       upstream_ca=pod_s3.ca_bundle) as proxy:
-        _route_s3(real_cluster, proxy.port, node_ip)
+        # The egress first: this test is about S3's answers, not about its move.
+        followed = _route_s3(real_cluster, proxy.port, node_ip, follow=ns)
         try:
             proxy.fail_every(3, 503)
             proxy.delay(0.2)
             started = time.monotonic()
             flaky = _rows_then_switch(real_cluster, ns, "flaky_s3_rows")
-            _archived_up_to(real_cluster, ns, flaky)
+            seen: list[dict[str, Any]] = []
+            _archived_up_to(real_cluster, ns, flaky, seen)
             flaky_seconds = time.monotonic() - started
             assert proxy.failed >= 3, (proxy.requests, proxy.failed)
             # Ridden out: ContinuousArchiving stayed True all along.
-            assert _condition(real_cluster, ns)["lastTransitionTime"] == archiving_since
+            seen.append(_condition(real_cluster, ns))
+            assert all(c["lastTransitionTime"] == archiving_since for c in seen), seen
             flaky_failed, flaky_requests = proxy.failed, proxy.requests
 
             proxy.heal()
@@ -355,7 +380,9 @@ def test_archiving_rides_out_s3_errors_and_catches_up_after_500s_without_a_gap(
     caught_up = time.monotonic() - healed
     _assert_no_gap(pod_s3, bucket, name, policy, failing)
     assert stack.psql(real_cluster, ns, "SELECT count(*) FROM failing_s3_rows") == "1000"
-    record_property("chaos", f"WAL archiving through S3 answering {flaky_failed} of "
+    record_property("chaos", f"the archive egress followed the S3 Service to the proxy in "
+                             f"{followed:.1f} s; "
+                             f"WAL archiving through S3 answering {flaky_failed} of "
                              f"{flaky_requests} requests 503, all 0.2 s late: segment archived "
                              f"{flaky_seconds:.1f} s after its switch, condition never False; "
                              f"all 500: ContinuousArchiving False ({down['reason']}) after "
@@ -396,7 +423,10 @@ def test_the_primary_deleted_during_a_backup_fails_that_run_only(
     try:
         runs.ask_backup(real_cluster, ns, "archive", "cut-short")
         # Streaming into the bucket: the dump is under way.
-        tenants.eventually(dump_uploads, timeout=180, interval=0.2)
+        try:
+            tenants.eventually(dump_uploads, timeout=180, interval=0.2)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{runs.explain(real_cluster, ns)}") from None
         core = client.CoreV1Api(real_cluster.api)
         deleted = core.read_namespaced_pod("postgres-0", ns).metadata.uid
         real_cluster.kubectl("delete", "pod", "-n", ns, "postgres-0", "--wait=false")

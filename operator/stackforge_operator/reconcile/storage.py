@@ -195,13 +195,19 @@ def resolve(host: str, port: int, *,
 # cluster domain; the default one only, which is what a pod's search list has).
 _SERVICE_HOST = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)"
                            r"\.svc(\.cluster\.local)?\.?$")
+# A Service's endpoints are kept for a few seconds only: they come from the API,
+# not a resolver, and they move (a selectorless Service pointed elsewhere). Until
+# the egress policy follows, connections to the new address are dropped: a
+# segment's push then fails after pgBackRest's minute (seen on the real node,
+# where the minute of RESOLVE_TTL_SECONDS held the old endpoint that long).
+BACKENDS_TTL_SECONDS = 5.0
 _backends: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
 
 
 def service_backends(host: str, port: int, *,
                      clock: Callable[[], float] = time.monotonic) -> list[tuple[str, int]]:
     """For a host name that is a cluster Service, the addresses and ports its
-    endpoints serve ``port`` at (cached like :func:`resolve`).
+    endpoints serve ``port`` at (cached for BACKENDS_TTL_SECONDS).
 
     NetworkPolicies are matched after the Service's address is translated to
     an endpoint's (kube-router, Cilium, Calico and kube-network-policies all
@@ -215,7 +221,7 @@ def service_backends(host: str, port: int, *,
     name, namespace = match.group(1), match.group(3)
     now = clock()
     cached = _backends.get((host, port))
-    if cached is not None and now - cached[0] < RESOLVE_TTL_SECONDS:
+    if cached is not None and now - cached[0] < BACKENDS_TTL_SECONDS:
         return cached[1]
     service = kube.get("v1", "Service", name, namespace)
     slices = kube.list_objects("discovery.k8s.io/v1", "EndpointSlice", namespace=namespace,
