@@ -5,6 +5,9 @@ storage  = every persistent volume the stack requests, in GB, x block-storage pr
 backups  = 20 % of compute + storage
 infra    = compute + storage + backups
 price    = infra x 3 (the runbook's pricing formula: infra + labour + profit)
+
+Suspend windows (dev environments out of hours) take their share of the week
+off compute, and the backup overhead on it; the saving is stated apart.
 """
 
 from __future__ import annotations
@@ -40,11 +43,23 @@ def _money(value: Decimal) -> str:
     return str(value.quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
-def estimate(t: EffectiveTenant) -> CostStatus:
-    compute = NODE_PRICE_USD[t.provider][t.node_size] * t.node_count
-    storage = storage_gb(t) * BLOCK_STORAGE_USD_PER_GB
+def _infrastructure(compute: Decimal, storage: Decimal) -> tuple[Decimal, Decimal]:
     backup = (compute + storage) * BACKUP_OVERHEAD
-    infrastructure = compute + storage + backup
+    return backup, compute + storage + backup
+
+
+def estimate(t: EffectiveTenant, suspended_share: float | None = None) -> CostStatus:
+    """``suspended_share``: the share of the week the tenant's suspend windows hold it
+    suspended; its nodes are not paid then (a suspended tenant runs no pod, and the
+    cluster's autoscaler gives their nodes back), its volumes are."""
+    full_compute = NODE_PRICE_USD[t.provider][t.node_size] * t.node_count
+    share = Decimal(str(suspended_share or 0))
+    compute = full_compute * (1 - share)
+    storage = storage_gb(t) * BLOCK_STORAGE_USD_PER_GB
+    backup, infrastructure = _infrastructure(compute, storage)
+    saving = None
+    if suspended_share is not None:
+        saving = _money(_infrastructure(full_compute, storage)[1] - infrastructure)
     return CostStatus(
         provider=t.provider,
         node_size=t.node_size,
@@ -54,4 +69,6 @@ def estimate(t: EffectiveTenant) -> CostStatus:
         backup_monthly=_money(backup),
         infrastructure_monthly=_money(infrastructure),
         price_monthly=_money(infrastructure * PRICE_MULTIPLIER),
+        suspended_share=None if suspended_share is None else round(suspended_share, 4),
+        scheduled_saving_monthly=saving,
     )

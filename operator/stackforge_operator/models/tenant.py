@@ -820,6 +820,23 @@ def reserved_namespace(namespace: str) -> bool:
     return namespace.startswith(RESERVED_NAMESPACE_PREFIX) or namespace in RESERVED_NAMESPACES
 
 
+class SuspendWindow(SpecModel):
+    """A recurring time during which the tenant is suspended (a dev environment at
+    night): it opens when ``start`` fires and closes when ``end`` fires."""
+
+    cel_rules = (
+        Rule(
+            cel="self.start != self.end",
+            message="a suspend window's start and end must be different schedules",
+            check=lambda w: w.start != w.end,
+        ),
+    )
+
+    start: Cron = Field(description="When the window opens, e.g. '0 20 * * 1-5'.")
+    end: Cron = Field(description="When it closes, e.g. '0 7 * * 1-5'.")
+    time_zone: TimeZone = Field("UTC", description="IANA time zone of both schedules.")
+
+
 class StackForgeTenantSpec(SpecModel):
     """Desired state of a tenant's stack."""
 
@@ -847,6 +864,10 @@ class StackForgeTenantSpec(SpecModel):
     suspend: StrictBool = Field(
         False, description="Scale every workload to zero, keeping data and configuration."
     )
+    suspend_windows: Annotated[list[SuspendWindow], Field(max_length=7)] = Field(
+        default_factory=list,
+        description="Recurring windows during which the tenant is suspended as by "
+                    "spec.suspend (dev environments out of hours); resumed when they close.")
     isolate: StrictBool = Field(
         False,
         description="Security incident switch: cut all ingress and egress except the operator's.",
@@ -966,6 +987,12 @@ class CostStatus(StatusModel):
     backup_monthly: Money = Field(description="Backup overhead per month (20 % of infrastructure).")
     infrastructure_monthly: Money = Field(description="Total infrastructure cost per month.")
     price_monthly: Money = Field(description="Customer price per month: infrastructure x 3.")
+    suspended_share: float | None = Field(
+        None, ge=0, le=1, description="Share of a week spec.suspendWindows keep the tenant "
+                                      "suspended.")
+    scheduled_saving_monthly: Money | None = Field(
+        None, description="Infrastructure not paid while suspended by spec.suspendWindows, "
+                          "per month (the amounts above are net of it).")
 
 
 class LastBackupSummary(StatusModel):
@@ -1122,6 +1149,14 @@ class RecoveryStatus(StatusModel):
                      "restore's after a roll-back), kept until a person deletes them."))
 
 
+class SuspendWindowStatus(StatusModel):
+    """Whether a suspend window holds the tenant suspended, and until when."""
+
+    open: bool = Field(description="A window is open: the tenant is suspended by it.")
+    next_change: datetime | None = Field(
+        None, description="The next time a window opens or closes.")
+
+
 class StackForgeTenantStatus(StatusModel):
     """Observed state of a tenant (kstatus conventions, see docs/api.md)."""
 
@@ -1152,6 +1187,8 @@ class StackForgeTenantStatus(StatusModel):
     last_drill: LastDrillSummary | None = Field(None, description="Newest finished DR drill.")
     certificate: CertificateStatus | None = Field(None, description="TLS certificate state.")
     suspended: bool | None = Field(None, description="Workloads are scaled to zero.")
+    suspend_window: SuspendWindowStatus | None = Field(
+        None, description="The suspend windows' state, when the spec has some.")
     isolated: bool | None = Field(None, description="Isolation network policies are in force.")
     credentials_rotated_at: datetime | None = Field(
         None, description="When generated credentials were last rotated."

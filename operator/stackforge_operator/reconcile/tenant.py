@@ -17,7 +17,16 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, pod_health, status
+from stackforge_operator import (
+    API_GROUP,
+    API_VERSION,
+    clock,
+    config,
+    kube,
+    pod_health,
+    status,
+    suspend_windows,
+)
 from stackforge_operator.builders import (
     backup_network,
     credentials,
@@ -37,6 +46,7 @@ from stackforge_operator.models.tenant import (
     RecoveryStatus,
     StackForgeTenantSpec,
     StackForgeTenantStatus,
+    SuspendWindowStatus,
     admin_secret_name,
 )
 from stackforge_operator.notify.sender import Delivery
@@ -150,6 +160,10 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         problem = status.Problem("InvalidSpec", observe.validation_summary(error))
         return _stalled(body, old_status, generation, [problem])
     t = resolve(name, spec, namespace=meta["namespace"])
+    window = suspend_windows.state(spec.suspend_windows, clock.now())
+    if window.suspended:
+        # Exactly as spec.suspend: scaled to zero, data and configuration kept.
+        t = replace(t, suspend=True)
     placement = observe.placement_problem(meta)
     if placement is not None:
         return _stalled(body, old_status, generation, [placement])
@@ -244,7 +258,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if t.isolate:
         _close_quorum_sessions(t, old_status)
 
-    return _report(body, old_status, t, spec, generation, desired, live,
+    return _report(body, old_status, t, spec, window, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
                    dumped.recorded if dumped else prepared.recorded if prepared else None,
                    recovering.recovery)
@@ -365,6 +379,7 @@ def _report(
     old_status: StackForgeTenantStatus,
     t: EffectiveTenant,
     spec: StackForgeTenantSpec,
+    window: suspend_windows.WindowState,
     generation: int,
     desired: Sequence[dict[str, Any]],
     live: Mapping[tuple[str, str], dict[str, Any]],
@@ -438,11 +453,16 @@ def _report(
         components=component_status,
         components_ready=f"{sum(s.ready for s in states)}/{len(states)}",
         endpoint=f"https://{t.domain}" if t.domain else None,
-        cost=estimate(t),
+        cost=estimate(t, suspend_windows.suspended_share(
+            spec.suspend_windows, suspend_windows.week_start(now))
+            if spec.suspend_windows else None),
         last_backup=last_backup,
         last_drill=last_drill,
         certificate=certificate,
         suspended=t.suspend,
+        suspend_window=SuspendWindowStatus(open=window.suspended,
+                                           next_change=window.next_change)
+        if spec.suspend_windows else None,
         isolated=t.isolate,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
         replication=observe.replicas(t, old_status.replication, pods),
@@ -472,6 +492,9 @@ def _report(
             notify(sends)
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
+    if window.next_change is not None:
+        # Looked at again when a window opens or closes, not up to a resync late.
+        requeue = min(requeue, max(1.0, (window.next_change - clock.now()).total_seconds()))
     if applied or pruned:
         logger.info("tenant %s: applied %s; pruned %s", t.name, list(applied), list(pruned))
     return Outcome(applied, pruned, progress, requeue, latest)
