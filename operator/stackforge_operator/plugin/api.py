@@ -1,0 +1,171 @@
+"""The plugin's only module that talks to the Kubernetes API: the kubeconfig
+resolved as kubectl does (``--kubeconfig``, else $KUBECONFIG, else ~/.kube/config;
+``--context``; the context's namespace), read and write calls, exec."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.stream import stream
+
+from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
+
+Obj = dict[str, Any]
+OPERATOR_NAMESPACE = "stackforge-system"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=stackforge-operator"
+# What a report gathers from the tenant's namespace, beside its own kinds.
+BUNDLED_KINDS = (
+    ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("v1", "Pod"),
+    ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount"), ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"), ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
+
+
+class NotFoundError(Exception):
+    pass
+
+
+class Cluster:
+    def __init__(self, kubeconfig: str | None, context: str | None,
+                 namespace: str | None) -> None:
+        # $KUBECONFIG read now (the client reads it at import): kubectl passes its
+        # --kubeconfig to a plugin only so, as flags may not precede a plugin's name.
+        self.api = config.new_client_from_config(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None, context=context)
+        self.dynamic = DynamicClient(self.api)
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    def _list(self, plural: str, namespace: str | None = None) -> list[Obj]:
+        found: Any
+        if namespace is None:
+            found = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, plural)
+        else:
+            found = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION,
+                                                              namespace, plural)
+        items: list[Obj] = found.get("items") or []
+        return items
+
+    def tenants(self) -> list[Obj]:
+        return self._list("stackforgetenants", self.namespace)
+
+    def tenant(self, name: str) -> Obj:
+        """The tenant of that name: in ``--namespace`` when given, else wherever it is
+        (a tenant's name is unique across the cluster)."""
+        found = [t for t in self.tenants() if t["metadata"]["name"] == name]
+        if not found:
+            where = f"namespace {self.namespace}" if self.namespace else "any namespace"
+            raise NotFoundError(f"no StackForgeTenant {name} in {where}")
+        return found[0]
+
+    def of_tenant(self, plural: str, tenant: Obj) -> list[Obj]:
+        """The tenant's BackupPolicies or DRDrills (those whose tenantRef names it)."""
+        return [o for o in self._list(plural, tenant["metadata"]["namespace"])
+                if ((o.get("spec") or {}).get("tenantRef") or {}).get("name")
+                == tenant["metadata"]["name"]]
+
+    def patch_tenant(self, tenant: Obj, patch: Obj) -> Obj:
+        meta = tenant["metadata"]
+        patched: Any = self.custom.patch_namespaced_custom_object(
+            API_GROUP, API_VERSION, meta["namespace"], "stackforgetenants", meta["name"], patch)
+        return dict(patched)
+
+    def annotate(self, plural: str, obj: Obj, annotations: dict[str, str]) -> None:
+        meta = obj["metadata"]
+        self.custom.patch_namespaced_custom_object(
+            API_GROUP, API_VERSION, meta["namespace"], plural, meta["name"],
+            {"metadata": {"annotations": annotations}})
+
+    def _objects(self, api_version: str, kind: str, namespace: str,
+                 selector: str | None = None) -> list[Obj]:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        found = resource.get(namespace=namespace, label_selector=selector or "").to_dict()
+        return [{"apiVersion": api_version, "kind": kind, **item}
+                for item in found.get("items") or []]
+
+    def _pods(self, namespace: str, selector: str) -> list[Obj]:
+        return self._objects("v1", "Pod", namespace, selector)
+
+    def namespace_objects(self, namespace: str) -> list[Obj]:
+        """Every object of BUNDLED_KINDS and the operator's kinds in ``namespace``
+        (a kind the cluster lacks, or the caller may not list, is left out)."""
+        out: list[Obj] = []
+        for api_version, kind in BUNDLED_KINDS:
+            try:
+                out += self._objects(api_version, kind, namespace)
+            except (ApiException, ResourceNotFoundError):
+                continue
+        for plural, kind in (("stackforgetenants", "StackForgeTenant"),
+                             ("backuppolicies", "BackupPolicy"), ("drdrills", "DRDrill")):
+            out += [{"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": kind, **item}
+                    for item in self._list(plural, namespace)]
+        return out
+
+    def jobs(self, namespace: str, selector: str) -> list[Obj]:
+        return self._objects("batch/v1", "Job", namespace, selector)
+
+    def events(self, namespace: str) -> list[Obj]:
+        return self._objects("v1", "Event", namespace)
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail: int) -> str:
+        try:
+            text: Any = self.core.read_namespaced_pod_log(pod, namespace, container=container,
+                                                          tail_lines=tail)
+        except ApiException as error:
+            return f"(no log: {error.status} {error.reason})\n"
+        return str(text)
+
+    def operator_log_lines(self, tenant: Obj, tail: int) -> dict[str, str]:
+        """The operator pods' lines naming the tenant (its name or namespace)."""
+        name, namespace = tenant["metadata"]["name"], tenant["metadata"]["namespace"]
+        try:
+            pods = self._pods(OPERATOR_NAMESPACE, OPERATOR_SELECTOR)
+        except ApiException:
+            return {}
+        out = {}
+        for pod in pods:
+            pod_name = str(pod["metadata"]["name"])
+            text = self.pod_log(OPERATOR_NAMESPACE, pod_name, "operator", 20 * tail)
+            lines = [line for line in text.splitlines() if name in line or namespace in line]
+            out[pod_name] = "\n".join(lines[-tail:]) + "\n"
+        return out
+
+    def postgres_pod(self, tenant: Obj, replica: bool) -> str:
+        """A running pod of the tenant's primary (or of a read replica)."""
+        component = "postgres-replica" if replica else "postgres"
+        pods = self._pods(tenant["metadata"]["namespace"],
+                          f"{TENANT_LABEL}={tenant['metadata']['name']},"
+                          f"{COMPONENT_LABEL}={component}")
+        running = sorted(str(p["metadata"]["name"]) for p in pods
+                         if (p.get("status") or {}).get("phase") == "Running")
+        if not running:
+            raise NotFoundError(f"no running {component} pod of tenant "
+                                f"{tenant['metadata']['name']}")
+        return running[0]
+
+    def exec(self, namespace: str, pod: str, container: str,
+             command: list[str]) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``command`` in the container."""
+        response = stream(self.core.connect_get_namespaced_pod_exec, pod, namespace,
+                          container=container, command=command, stdin=False, stdout=True,
+                          stderr=True, tty=False, _preload_content=False)
+        out, err = [], []
+        while response.is_open():
+            response.update(timeout=1)
+            if response.peek_stdout():
+                out.append(response.read_stdout())
+            if response.peek_stderr():
+                err.append(response.read_stderr())
+        response.close()
+        code = response.returncode
+        return (code if code is not None else 1), "".join(out), "".join(err)

@@ -1,0 +1,231 @@
+"""kubectl stackforge: the runbook's daily work on StackForge tenants.
+
+Exit codes: 0 done; 1 failed (no such tenant, a backup that failed, SQL that
+failed, the API refusing); 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from stackforge_operator.builders.backup import BACKUP_NOW_ANNOTATION, POLICY_LABEL
+from stackforge_operator.models.effective import resolve
+from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.plugin import bundle, render
+from stackforge_operator.plugin.api import Cluster, NotFoundError
+
+PSQL = ["psql", "-U", "postgres", "-h", "/var/run/postgresql", "-v", "ON_ERROR_STOP=1"]
+
+
+class CommandError(Exception):
+    """A failure to report as one line and exit code 1."""
+
+
+def _print_object(obj: Any, output: str) -> None:
+    if output == "json":
+        print(json.dumps(obj, indent=2, sort_keys=True))
+    else:
+        print(yaml.safe_dump(obj, sort_keys=False), end="")
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _status(cluster: Cluster, args: argparse.Namespace) -> int:
+    if args.tenant is None:
+        tenants = cluster.tenants()
+        if args.output != "text":
+            _print_object({"apiVersion": "v1", "kind": "List", "items": tenants}, args.output)
+        else:
+            print(render.cluster_summary(tenants, color=_color()), end="")
+        return 0
+    tenant = cluster.tenant(args.tenant)
+    if args.output != "text":
+        _print_object(tenant, args.output)
+        return 0
+    print(render.tenant_screen(tenant, cluster.of_tenant("backuppolicies", tenant),
+                               cluster.of_tenant("drdrills", tenant), color=_color()), end="")
+    return 0
+
+
+def _policy(cluster: Cluster, tenant: dict[str, Any], wanted: str | None) -> dict[str, Any]:
+    policies = cluster.of_tenant("backuppolicies", tenant)
+    names = sorted(p["metadata"]["name"] for p in policies)
+    if wanted is not None:
+        chosen = [p for p in policies if p["metadata"]["name"] == wanted]
+        if not chosen:
+            raise CommandError(f"tenant {tenant['metadata']['name']} has no BackupPolicy "
+                               f"{wanted} (it has: {', '.join(names) or 'none'})")
+        return chosen[0]
+    if len(policies) != 1:
+        raise CommandError(f"tenant {tenant['metadata']['name']} has "
+                           f"{len(policies)} BackupPolicies ({', '.join(names) or 'none'}): "
+                           "name one with --policy")
+    return policies[0]
+
+
+def _backup(cluster: Cluster, args: argparse.Namespace) -> int:
+    tenant = cluster.tenant(args.tenant)
+    policy = _policy(cluster, tenant, args.policy)
+    request = datetime.now(UTC).strftime("cli-%Y%m%d%H%M%S")
+    cluster.annotate("backuppolicies", policy, {BACKUP_NOW_ANNOTATION: request})
+    namespace, name = policy["metadata"]["namespace"], policy["metadata"]["name"]
+    print(f"backup {request} asked of BackupPolicy {namespace}/{name}")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        for job in cluster.jobs(namespace, f"{POLICY_LABEL}={name}"):
+            annotations = ((job.get("spec") or {}).get("template") or {}).get(
+                "metadata", {}).get("annotations") or {}
+            if annotations.get(BACKUP_NOW_ANNOTATION) != request:
+                continue
+            done = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []
+                    if c.get("status") == "True"}
+            if "Complete" in done:
+                print(f"backup {request} succeeded (Job {job['metadata']['name']})")
+                return 0
+            if "Failed" in done:
+                raise CommandError(f"backup {request} failed (Job {job['metadata']['name']}: "
+                                   f"{done['Failed'].get('message', '')})")
+            print(f"  running (Job {job['metadata']['name']})", file=sys.stderr)
+        time.sleep(2)
+    raise CommandError(f"backup {request} not finished within {args.timeout:.0f} s")
+
+
+def _isolation(value: bool) -> Callable[[Cluster, argparse.Namespace], int]:
+    def run(cluster: Cluster, args: argparse.Namespace) -> int:
+        tenant = cluster.tenant(args.tenant)
+        cluster.patch_tenant(tenant, {"spec": {"isolate": value}})
+        print(f"tenant {args.tenant}: spec.isolate set to {str(value).lower()}")
+        return 0
+    return run
+
+
+def _database(tenant: dict[str, Any]) -> str:
+    meta = tenant["metadata"]
+    spec = StackForgeTenantSpec.model_validate(tenant.get("spec") or {})
+    return resolve(meta["name"], spec, namespace=meta["namespace"]).postgres.database
+
+
+def _psql(cluster: Cluster, args: argparse.Namespace) -> int:
+    tenant = cluster.tenant(args.tenant)
+    pod = cluster.postgres_pod(tenant, replica=args.replica)
+    namespace = tenant["metadata"]["namespace"]
+    command = [*PSQL, "-d", _database(tenant)]
+    if args.command is None:
+        # Interactive: kubectl's own exec, with a terminal (kubectl runs this plugin).
+        flags = [f"--{k}={v}" for k, v in (("kubeconfig", args.kubeconfig),
+                                           ("context", args.context)) if v]
+        os.execvp("kubectl", ["kubectl", *flags, "exec", "-it", "-n", namespace, pod,  # noqa: S606
+                              "-c", "postgres", "--", *command])
+    code, out, err = cluster.exec(namespace, pod, "postgres", [*command, "-c", args.command])
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return 0 if code == 0 else 1
+
+
+def _report(cluster: Cluster, args: argparse.Namespace) -> int:
+    tenant = cluster.tenant(args.tenant)
+    name, namespace = tenant["metadata"]["name"], tenant["metadata"]["namespace"]
+    files: dict[str, bytes] = {}
+    objects = cluster.namespace_objects(namespace)
+    for obj in objects:
+        safe = bundle.redacted(obj)
+        files[f"objects/{obj['kind']}/{obj['metadata']['name']}.yaml"] = yaml.safe_dump(
+            safe, sort_keys=False).encode()
+    files["events.yaml"] = yaml.safe_dump(cluster.events(namespace), sort_keys=False).encode()
+    for pod in (o for o in objects if o["kind"] == "Pod"):
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            files[f"logs/{pod['metadata']['name']}/{container['name']}.log"] = cluster.pod_log(
+                namespace, pod["metadata"]["name"], container["name"], args.tail).encode()
+    for pod_name, lines in cluster.operator_log_lines(tenant, args.tail).items():
+        files[f"operator/{pod_name}.log"] = lines.encode()
+    files["status.txt"] = render.tenant_screen(
+        tenant, cluster.of_tenant("backuppolicies", tenant),
+        cluster.of_tenant("drdrills", tenant)).encode()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    root = f"stackforge-report-{name}-{stamp}"
+    path = Path(args.file or f"{root}.tar.gz")
+    path.write_bytes(bundle.archive(files, root))
+    print(f"{path}: {len(files)} files (Secrets' values redacted; {bundle.MANIFEST} inside)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl stackforge", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kubeconfig", help="the kubeconfig file (default: $KUBECONFIG, "
+                                             "then ~/.kube/config)")
+    parser.add_argument("--context", help="the kubeconfig context to use")
+    parser.add_argument("-n", "--namespace", help="the tenants' namespace (default: any)")
+    commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+
+    status = commands.add_parser(
+        "status", help="a tenant on one screen; every tenant without a name")
+    status.add_argument("tenant", nargs="?")
+    status.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    status.set_defaults(run=_status)
+
+    backup = commands.add_parser("backup", help="start a backup of the tenant now")
+    backup.add_argument("tenant")
+    backup.add_argument("--policy", help="the BackupPolicy (needed when it has several)")
+    backup.add_argument("--wait", action="store_true", help="wait for its result")
+    backup.add_argument("--timeout", type=float, default=1800, help="seconds (--wait)")
+    backup.set_defaults(run=_backup)
+
+    for name, value, text in (("isolate", True, "cut the tenant off (security incident)"),
+                              ("unisolate", False, "lift the isolation")):
+        isolation = commands.add_parser(name, help=text)
+        isolation.add_argument("tenant")
+        isolation.set_defaults(run=_isolation(value))
+
+    psql = commands.add_parser("psql", help="psql in the tenant's database")
+    psql.add_argument("tenant")
+    psql.add_argument("--replica", action="store_true", help="on a read replica")
+    psql.add_argument("-c", "--command", help="run this SQL and exit (else interactive)")
+    psql.set_defaults(run=_psql)
+
+    report = commands.add_parser(
+        "report", help="a support bundle: the tenant, its objects (Secrets redacted), "
+                       "events, logs, the operator's lines about it")
+    report.add_argument("tenant")
+    report.add_argument("-f", "--file", help="where to write the .tar.gz")
+    report.add_argument("--tail", type=int, default=200, help="log lines per container")
+    report.set_defaults(run=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+        code: int = args.run(cluster, args)
+    except (CommandError, NotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ApiException as error:
+        print(f"error: the API server answered {error.status} {error.reason}", file=sys.stderr)
+        return 1
+    except (HTTPError, OSError) as error:
+        print(f"error: cannot reach the cluster: {type(error).__name__}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""`kubectl stackforge` against the test cluster, as users run it: the installed
+`kubectl-stackforge` with the admin kubeconfig, and through kubectl's own plugin
+lookup. On kwok: status, isolation, backup's refusals and the support bundle need
+objects, not running pods (psql and a report with logs: tests/realnode/test_plugin.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.plugin import bundle
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+
+PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
+
+
+def plugin(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def tenant(cluster: ClusterHandle, operator: OperatorProcess) -> Iterator[tuple[str, str]]:
+    name = f"cli-{uuid.uuid4().hex[:5]}"
+    tenants.apply(cluster, tenants.small_tenant(name))
+    try:
+        tenants.wait_condition(cluster, name, "Ready", "True")
+        yield name, tenants.namespace_of(name)
+    finally:
+        tenants.discard(cluster, name)
+
+
+def test_status_of_one_tenant_of_all_and_of_none(cluster: ClusterHandle,
+                                                 tenant: tuple[str, str]) -> None:
+    name, ns = tenant
+    shown = plugin(cluster, "status", name)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Tenant {name} (namespace {ns}): Ready=True" in shown.stdout
+    assert "Components (" in shown.stdout and "Cost: " in shown.stdout
+    assert "\033[" not in shown.stdout  # not a terminal: no colour
+    as_json = plugin(cluster, "-n", ns, "status", name, "-o", "json")
+    assert json.loads(as_json.stdout)["metadata"]["name"] == name
+    assert yaml.safe_load(plugin(cluster, "status", name, "-o", "yaml").stdout)[
+        "kind"] == "StackForgeTenant"
+    every = plugin(cluster, "status")
+    assert every.returncode == 0 and any(line.split()[:2] == [ns, name]
+                                         for line in every.stdout.splitlines())
+    assert "tenants," in every.stdout.splitlines()[-1]
+    missing = plugin(cluster, "status", "no-such-tenant")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no StackForgeTenant no-such-tenant in any namespace"
+    elsewhere = plugin(cluster, "-n", "default", "status", name)
+    assert elsewhere.returncode == 1 and "in namespace default" in elsewhere.stderr
+
+
+def test_isolate_and_unisolate_and_a_backup_without_a_policy(
+        cluster: ClusterHandle, tenant: tuple[str, str]) -> None:
+    name, _ = tenant
+    ran = plugin(cluster, "isolate", name)
+    assert ran.returncode == 0, ran.stderr
+    tenants.wait_condition(cluster, name, "Isolated", "True")
+    assert plugin(cluster, "unisolate", name).returncode == 0
+    tenants.wait_condition(cluster, name, "Isolated", "False")
+    refused = plugin(cluster, "backup", name)
+    assert refused.returncode == 1
+    assert "has 0 BackupPolicies (none): name one with --policy" in refused.stderr
+
+
+def test_kubectl_finds_the_plugin_on_its_path(cluster: ClusterHandle,
+                                             tenant: tuple[str, str]) -> None:
+    name, _ = tenant
+    # kubectl refuses flags before a plugin's name: the kubeconfig travels as $KUBECONFIG.
+    env = {**os.environ, "PATH": f"{PLUGIN.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "KUBECONFIG": str(cluster.kubeconfig)}
+    ran = subprocess.run([*cluster.kubectl_argv, "stackforge", "status", name, "-o", "json"],
+                         capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["metadata"]["name"] == name
+
+
+def test_the_report_bundles_the_tenants_objects_with_no_secret_value(
+        cluster: ClusterHandle, tenant: tuple[str, str], tmp_path: Path) -> None:
+    name, ns = tenant
+    out = tmp_path / "report.tar.gz"
+    ran = plugin(cluster, "report", name, "-f", str(out))
+    assert ran.returncode == 0, ran.stderr
+    files = bundle.verify(out.read_bytes())
+    assert f"objects/StackForgeTenant/{name}.yaml" in files
+    assert "events.yaml" in files and "status.txt" in files
+    assert any(f.startswith("objects/StatefulSet/") for f in files)
+    secrets = client.CoreV1Api(cluster.api).list_namespaced_secret(ns).items
+    assert secrets, "the tenant has generated credentials"
+    values = {base64.b64decode(v).decode(errors="replace")
+              for s in secrets for v in (s.data or {}).values()} | {
+        v for s in secrets for v in (s.data or {}).values()}
+    values = {v for v in values if len(v) >= 8}
+    assert values
+    everything = b"".join(files.values()).decode(errors="replace")
+    leaked = [v[:4] + "..." for v in values if v in everything]
+    assert not leaked, leaked
+    for s in secrets:
+        kept = yaml.safe_load(files[f"objects/Secret/{s.metadata.name}.yaml"])
+        assert set(kept.get("data") or {}) == set(s.data or {})  # the keys stay

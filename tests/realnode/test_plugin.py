@@ -1,0 +1,77 @@
+"""`kubectl stackforge` on running pods (issue #19): psql in the tenant's database,
+its exit code on failing SQL, and a support bundle with the pods' real logs and no
+Secret value (the commands without running pods: tests/cluster/test_plugin.py)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.plugin import bundle
+from tests.realnode import stack
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+
+PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
+
+
+def plugin(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
+    name = f"cli-{uuid.uuid4().hex[:5]}"
+    tenants.apply(real_cluster, stack.postgres_only(name))
+    try:
+        stack.wait_ready(real_cluster, name)
+        yield name
+    finally:
+        tenants.discard(real_cluster, name)
+
+
+def test_psql_runs_sql_in_the_tenants_database_and_fails_with_it(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    made = plugin(real_cluster, "psql", tenant, "-c",
+                  "CREATE TABLE cli_rows AS SELECT generate_series(1, 42) AS n")
+    assert made.returncode == 0, made.stderr
+    counted = plugin(real_cluster, "psql", tenant, "-c",
+                     "SELECT current_database() || ':' || count(*) FROM cli_rows")
+    assert counted.returncode == 0, counted.stderr
+    assert f"{stack.DATABASE}:42" in counted.stdout
+    # The rows are in the database itself, as the tests' own psql sees it.
+    assert stack.psql(real_cluster, tenants.namespace_of(tenant),
+                      "SELECT count(*) FROM cli_rows") == "42"
+    failed = plugin(real_cluster, "psql", tenant, "-c", "SELECT * FROM no_such_table")
+    assert failed.returncode == 1
+    assert 'relation "no_such_table" does not exist' in failed.stderr
+    no_replica = plugin(real_cluster, "psql", tenant, "--replica", "-c", "SELECT 1")
+    assert no_replica.returncode == 1
+    assert f"no running postgres-replica pod of tenant {tenant}" in no_replica.stderr
+
+
+def test_the_report_has_the_running_pods_logs_and_no_secret_value(
+        real_cluster: ClusterHandle, tenant: str, tmp_path: Path) -> None:
+    out = tmp_path / "bundle.tar.gz"
+    ran = plugin(real_cluster, "report", tenant, "-f", str(out), "--tail", "500")
+    assert ran.returncode == 0, ran.stderr
+    files = bundle.verify(out.read_bytes())
+    log = files["logs/postgres-0/postgres.log"].decode()
+    assert "database system is ready to accept connections" in log
+    ns = tenants.namespace_of(tenant)
+    secrets = client.CoreV1Api(real_cluster.api).list_namespaced_secret(ns).items
+    values = {base64.b64decode(v).decode(errors="replace")
+              for s in secrets for v in (s.data or {}).values()}
+    values = {v for v in values if len(v) >= 8}
+    assert values
+    everything = b"".join(files.values()).decode(errors="replace")
+    assert not [v[:4] for v in values if v in everything]

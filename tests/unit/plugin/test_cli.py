@@ -1,0 +1,41 @@
+"""`kubectl stackforge`'s commands, options and exit codes without a cluster (the
+commands against one: tests/cluster/test_plugin.py, tests/realnode/test_plugin.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stackforge_operator.plugin import cli
+
+PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
+
+
+def test_the_plugin_is_installed_and_its_help_lists_every_command() -> None:
+    ran = subprocess.run([str(PLUGIN), "--help"], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    for command in ("status", "backup", "isolate", "unisolate", "psql", "report"):
+        assert f"    {command} " in ran.stdout, command
+    assert "--kubeconfig" in ran.stdout and "--context" in ran.stdout
+
+
+def test_wrong_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["status", "acme", "-o", "table"])
+    assert ended.value.code == 2
+    assert "invalid choice: 'table'" in capsys.readouterr().err
+
+
+def test_an_unreachable_cluster_exits_1_with_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+        "clusters: [{name: gone, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: gone, context: {cluster: gone, user: u}}]\n")
+    assert cli.main(["--kubeconfig", str(kubeconfig), "status"]) == 1
+    assert capsys.readouterr().err.startswith("error: cannot reach the cluster")
