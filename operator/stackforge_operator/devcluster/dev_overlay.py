@@ -101,7 +101,7 @@ def _tenant(spec: dict[str, Any]) -> list[str]:
         del postgres["resources"]
         notes.append("PostgreSQL resources: the tier's defaults (one 2-core node)")
     if spec.pop("notifications", None):
-        notes.append("notifications off (no Slack or webhook receiver here)")
+        notes.append("notifications off (no Slack, webhook, SMTP or SMS receiver here)")
     return notes
 
 
