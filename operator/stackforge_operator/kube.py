@@ -169,6 +169,19 @@ def get(api_version: str, kind: str, name: str, namespace: str | None = None) ->
         return found
 
 
+def pod_log(namespace: str, pod: str, container: str, tail_lines: int) -> str:
+    """A container's last lines (empty when it has none yet)."""
+    with translated_errors(f"reading the log of {namespace}/{pod} {container}"):
+        try:
+            text: Any = client.CoreV1Api(api_client()).read_namespaced_pod_log(
+                pod, namespace, container=container, tail_lines=tail_lines)
+        except ApiException as error:
+            if error.status in (400, 404):  # not started yet, or gone
+                return ""
+            raise
+        return str(text)
+
+
 def list_objects(
     api_version: str, kind: str, *, namespace: str | None = None, label_selector: str = "",
     field_selector: str = "",

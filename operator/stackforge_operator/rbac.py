@@ -136,8 +136,12 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no "
          "escalate or bind needed) and its RoleBinding"),
     # --- platform -------------------------------------------------------------------
-    Rule("", ("events",), ("create",),
-         "condition transitions and kopf's warnings are posted as core/v1 Events"),
+    Rule("", ("events",), ("create", "list"),
+         "condition transitions and kopf's warnings are posted as core/v1 Events; list: an "
+         "isolated tenant's namespace events go into its evidence bundle"),
+    Rule("", ("pods/log",), ("get",),
+         "an isolated tenant's containers' last log lines go into its evidence bundle "
+         "(the runbook's security incident: capture logs and evidence)"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch"),
          "get: detect cert-manager and the Prometheus Operator; list/watch: kopf's resource "
          "scanning (it serves CRDs that appear or change while it runs)"),

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from stackforge_operator.plugin import bundle
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 

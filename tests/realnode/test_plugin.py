@@ -1,22 +1,27 @@
 """`kubectl stackforge` on running pods (issue #19): psql in the tenant's database,
-its exit code on failing SQL, and a support bundle with the pods' real logs and no
-Secret value (the commands without running pods: tests/cluster/test_plugin.py)."""
+its exit code on failing SQL, a support bundle with the pods' real logs and no
+Secret value, and the evidence bundle the operator writes to the tenant's bucket
+when it is isolated (the commands without running pods: tests/cluster/test_plugin.py)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
+from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from stackforge_operator.plugin import bundle
-from tests.realnode import stack
+from stackforge_operator.devcluster.s3server import S3Server
+from tests.realnode import runs, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
@@ -75,3 +80,53 @@ def test_the_report_has_the_running_pods_logs_and_no_secret_value(
     assert values
     everything = b"".join(files.values()).decode(errors="replace")
     assert not [v[:4] for v in values if v in everything]
+
+
+def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
+        real_cluster: ClusterHandle, tenant: str, pod_s3: S3Server) -> None:
+    """#19 item 3: the runbook's security incident, "isolate", then "capture logs and
+    evidence": the operator writes the bundle to the tenant's backup bucket, with its
+    sha256, and says where in the status."""
+    ns = tenants.namespace_of(tenant)
+    bucket = pod_s3.create_bucket()
+    runs.put_s3_secrets(real_cluster, ns, pod_s3)
+    runs.apply(real_cluster, runs.policy_manifest("nightly", runs.Tenant(tenant, ns, bucket),
+                                                  pod_s3.endpoint))
+    try:
+        assert plugin(real_cluster, "isolate", tenant).returncode == 0
+        tenants.wait_condition(real_cluster, tenant, "Isolated", "True")
+
+        def captured() -> dict[str, Any] | None:
+            found = ((tenants.get(real_cluster, tenant) or {}).get("status") or {}).get(
+                "evidence") or {}
+            return found if found.get("location") else None
+
+        evidence = tenants.eventually(captured, timeout=120, interval=1)
+        prefix = f"s3://{bucket}/backups/evidence/{tenant}/evidence-{tenant}-"
+        assert evidence["location"].startswith(prefix) and evidence["location"].endswith(
+            ".tar.gz"), evidence
+        key = evidence["location"].removeprefix(f"s3://{bucket}/")
+        s3 = pod_s3.client()
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == evidence["sha256"]
+        beside = s3.get_object(Bucket=bucket, Key=f"{key}.sha256")["Body"].read().decode()
+        assert beside.split()[0] == evidence["sha256"]
+        files = bundle.verify(data)
+        assert len(files) == evidence["files"]
+        assert "database system is ready to accept connections" in files[
+            "logs/postgres-0/postgres.log"].decode()
+        assert f"objects/StackForgeTenant/{tenant}.yaml" in files
+        assert "objects/NetworkPolicy/default-deny.yaml" in files and "events.yaml" in files
+        secrets = client.CoreV1Api(real_cluster.api).list_namespaced_secret(ns).items
+        values = {base64.b64decode(v).decode(errors="replace")
+                  for s in secrets for v in (s.data or {}).values()}
+        values = {v for v in values if len(v) >= 8}
+        everything = b"".join(files.values()).decode(errors="replace")
+        assert values and not [v[:4] for v in values if v in everything]
+        # Once per isolation: resyncs while isolated write nothing more.
+        time.sleep(8)
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"backups/evidence/{tenant}/")
+        assert len(listed.get("Contents", [])) == 2  # the bundle and its .sha256
+    finally:
+        plugin(real_cluster, "unisolate", tenant)
+        tenants.wait_condition(real_cluster, tenant, "Isolated", "False")

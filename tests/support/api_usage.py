@@ -2,7 +2,7 @@
 
 Two sources, both without a cluster:
 
-- every call of ``kube.get/list_objects/apply/delete/patch_status/record_event``
+- every call of ``kube.get/list_objects/apply/delete/patch_status/record_event/pod_log``
   in the package (kube.py is the only module that talks to the API), read
   with ``ast``; arguments that are string literals or module-level string
   constants are resolved, the rest is reported as :class:`Unresolved` for the
@@ -40,6 +40,7 @@ VERBS = {
     "delete": ("delete",),
     "patch_status": ("patch",),
     "record_event": ("create",),
+    "pod_log": ("get",),
 }
 
 
@@ -142,6 +143,8 @@ class _Visitor(ast.NodeVisitor):
         kind: tuple[str, str] | None = None
         if function == "record_event":
             kind = ("v1", "Event")
+        elif function == "pod_log":
+            kind = ("v1", "Pod")
         elif function == "apply" and call.args:
             target: ast.AST = call.args[0]
             if isinstance(target, ast.Name):
@@ -153,7 +156,7 @@ class _Visitor(ast.NodeVisitor):
         if kind is None:
             self.unresolved.append(Unresolved(where, function, ast.unparse(call)))
             return
-        sub = "status" if function == "patch_status" else ""
+        sub = {"patch_status": "status", "pod_log": "log"}.get(function, "")
         self.uses += [Use(kind[0], kind[1], verb, where, sub) for verb in VERBS[function]]
 
 

@@ -24,6 +24,7 @@ from stackforge_operator.builders import credentials, ingress, stack
 from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.crdgen import render_all as render_crds
 from stackforge_operator.metrics import DEFAULT_PORT, PORT_ENV
+from stackforge_operator.reconcile import tenant_evidence
 from stackforge_operator.reconcile.tenant import CERTIFICATE_KIND, MANAGED_KINDS
 from tests.support.api_usage import (
     PACKAGE_DIR,
@@ -342,6 +343,9 @@ ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
     ("stackforge_operator.reconcile.drill:_drive", "get"): drill_sandbox_kinds,
     ("stackforge_operator.reconcile.drill:_drive", "apply"):
         lambda: [*drill_sandbox_kinds(), ("batch/v1", "Job")],
+    # An isolated tenant's evidence: the kinds it bundles.
+    ("stackforge_operator.reconcile.tenant_evidence:_files", "list_objects"):
+        lambda: list(tenant_evidence.KINDS),
 }
 # Server-side apply needs `create` only when the object is missing. These
 # sites patch objects that exist and must never create one.

@@ -110,10 +110,16 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["rbac.authorization.k8s.io"]
     resources: ["roles", "rolebindings"]
     verbs: ["get", "list", "create", "patch", "delete"]
-  # condition transitions and kopf's warnings are posted as core/v1 Events
+  # condition transitions and kopf's warnings are posted as core/v1 Events; list: an isolated
+  # tenant's namespace events go into its evidence bundle
   - apiGroups: [""]
     resources: ["events"]
-    verbs: ["create"]
+    verbs: ["create", "list"]
+  # an isolated tenant's containers' last log lines go into its evidence bundle (the runbook's
+  # security incident: capture logs and evidence)
+  - apiGroups: [""]
+    resources: ["pods/log"]
+    verbs: ["get"]
   # get: detect cert-manager and the Prometheus Operator; list/watch: kopf's resource scanning (it
   # serves CRDs that appear or change while it runs)
   - apiGroups: ["apiextensions.k8s.io"]

@@ -1024,6 +1024,19 @@ class LastDrillSummary(StatusModel):
 CERTIFICATE_WARNING_DAYS = 30
 
 
+class EvidenceStatus(StatusModel):
+    """The evidence bundle captured when the tenant was last isolated."""
+
+    isolated_at: datetime = Field(description="When the isolation it belongs to was seen.")
+    location: str | None = Field(None, max_length=2048,
+                                 description="s3://bucket/key of the bundle (.tar.gz).")
+    sha256: str | None = Field(None, max_length=64, description="The bundle's SHA-256.")
+    files: int | None = Field(None, ge=0, description="Files in the bundle.")
+    captured_at: datetime | None = Field(None, description="When it was written.")
+    error: str | None = Field(None, max_length=1024,
+                              description="Why it is not captured yet (retried).")
+
+
 class CertificateStatus(StatusModel):
     """The TLS certificate served for the domain."""
 
@@ -1190,6 +1203,8 @@ class StackForgeTenantStatus(StatusModel):
     suspend_window: SuspendWindowStatus | None = Field(
         None, description="The suspend windows' state, when the spec has some.")
     isolated: bool | None = Field(None, description="Isolation network policies are in force.")
+    evidence: EvidenceStatus | None = Field(
+        None, description="Logs and objects captured to the backup bucket when isolated.")
     credentials_rotated_at: datetime | None = Field(
         None, description="When generated credentials were last rotated."
     )

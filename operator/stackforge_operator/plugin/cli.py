@@ -20,10 +20,11 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from stackforge_operator import support_bundle as bundle
 from stackforge_operator.builders.backup import BACKUP_NOW_ANNOTATION, POLICY_LABEL
 from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
-from stackforge_operator.plugin import bundle, render
+from stackforge_operator.plugin import render
 from stackforge_operator.plugin.api import Cluster, NotFoundError
 
 PSQL = ["psql", "-U", "postgres", "-h", "/var/run/postgresql", "-v", "ON_ERROR_STOP=1"]
@@ -141,22 +142,17 @@ def _psql(cluster: Cluster, args: argparse.Namespace) -> int:
 def _report(cluster: Cluster, args: argparse.Namespace) -> int:
     tenant = cluster.tenant(args.tenant)
     name, namespace = tenant["metadata"]["name"], tenant["metadata"]["namespace"]
-    files: dict[str, bytes] = {}
     objects = cluster.namespace_objects(namespace)
-    for obj in objects:
-        safe = bundle.redacted(obj)
-        files[f"objects/{obj['kind']}/{obj['metadata']['name']}.yaml"] = yaml.safe_dump(
-            safe, sort_keys=False).encode()
-    files["events.yaml"] = yaml.safe_dump(cluster.events(namespace), sort_keys=False).encode()
-    for pod in (o for o in objects if o["kind"] == "Pod"):
-        for container in (pod.get("spec") or {}).get("containers") or []:
-            files[f"logs/{pod['metadata']['name']}/{container['name']}.log"] = cluster.pod_log(
-                namespace, pod["metadata"]["name"], container["name"], args.tail).encode()
-    for pod_name, lines in cluster.operator_log_lines(tenant, args.tail).items():
-        files[f"operator/{pod_name}.log"] = lines.encode()
-    files["status.txt"] = render.tenant_screen(
+    logs = {(pod["metadata"]["name"], container["name"]): cluster.pod_log(
+        namespace, pod["metadata"]["name"], container["name"], args.tail)
+        for pod in objects if pod["kind"] == "Pod"
+        for container in (pod.get("spec") or {}).get("containers") or []}
+    extra = {f"operator/{pod}.log": lines
+             for pod, lines in cluster.operator_log_lines(tenant, args.tail).items()}
+    extra["status.txt"] = render.tenant_screen(
         tenant, cluster.of_tenant("backuppolicies", tenant),
-        cluster.of_tenant("drdrills", tenant)).encode()
+        cluster.of_tenant("drdrills", tenant))
+    files = bundle.assemble(objects, cluster.events(namespace), logs, extra)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     root = f"stackforge-report-{name}-{stamp}"
     path = Path(args.file or f"{root}.tar.gz")

@@ -43,6 +43,7 @@ from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import (
     BootstrapStatus,
     ComponentStatus,
+    EvidenceStatus,
     RecoveryStatus,
     StackForgeTenantSpec,
     StackForgeTenantStatus,
@@ -58,6 +59,7 @@ from stackforge_operator.reconcile import (
     recovery,
     storage,
     tenant_bootstrap,
+    tenant_evidence,
     tenant_notify,
     tenant_recovery,
 )
@@ -237,6 +239,13 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         except ValueError as error:
             problems.append(status.Problem("RestoreUnreachable", str(error)))
 
+    evidence = old_status.evidence
+    if tenant_evidence.due(t.isolate, old_status):
+        # Before the isolation's own changes are applied, as the runbook's step 2.
+        evidence = tenant_evidence.capture(t, body, policies, datetime.now(UTC))
+        if evidence.location is not None:
+            kube.record_event(dict(body), "Normal", "EvidenceCaptured",
+                              f"{evidence.files} files written to {evidence.location}")
     live[("Namespace", t.namespace)] = live_namespace or {}
     applied: list[str] = []
     for manifest in desired:
@@ -258,7 +267,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if t.isolate:
         _close_quorum_sessions(t, old_status)
 
-    return _report(body, old_status, t, spec, window, generation, desired, live,
+    return _report(body, old_status, t, spec, window, evidence, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
                    dumped.recorded if dumped else prepared.recorded if prepared else None,
                    recovering.recovery)
@@ -380,6 +389,7 @@ def _report(
     t: EffectiveTenant,
     spec: StackForgeTenantSpec,
     window: suspend_windows.WindowState,
+    evidence: EvidenceStatus | None,
     generation: int,
     desired: Sequence[dict[str, Any]],
     live: Mapping[tuple[str, str], dict[str, Any]],
@@ -464,6 +474,7 @@ def _report(
                                            next_change=window.next_change)
         if spec.suspend_windows else None,
         isolated=t.isolate,
+        evidence=evidence,
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
         replication=observe.replicas(t, old_status.replication, pods),
         bootstrap=None if restored is None else bootstrap.completed(

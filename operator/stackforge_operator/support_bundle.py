@@ -1,4 +1,5 @@
-"""Pure: a support bundle's contents made safe to hand over, and its archive.
+"""Pure: a support bundle (`kubectl stackforge report`, and the evidence the operator
+captures when a tenant is isolated): its files, made safe to hand over, and its archive.
 
 Every Secret's values are replaced by their length (its keys stay: what a
 person debugging needs is which keys exist), as is kubectl's
@@ -13,8 +14,10 @@ import copy
 import hashlib
 import io
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import yaml
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MANIFEST = "MANIFEST.sha256"
@@ -33,6 +36,20 @@ def redacted(obj: Mapping[str, Any]) -> dict[str, Any]:
             annotations[LAST_APPLIED] = "<redacted>"
         (out.get("metadata") or {}).pop("managedFields", None)
     return out
+
+
+def assemble(objects: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
+             logs: Mapping[tuple[str, str], str], extra: Mapping[str, str]) -> dict[str, bytes]:
+    """The bundle's files: ``objects/<Kind>/<name>.yaml`` (redacted), ``events.yaml``,
+    ``logs/<pod>/<container>.log`` (``logs``: (pod, container) -> text), and ``extra``
+    (path -> text)."""
+    files = {f"objects/{o['kind']}/{o['metadata']['name']}.yaml":
+             yaml.safe_dump(redacted(o), sort_keys=False).encode() for o in objects}
+    files["events.yaml"] = yaml.safe_dump(list(events), sort_keys=False).encode()
+    files.update({f"logs/{pod}/{container}.log": text.encode()
+                  for (pod, container), text in logs.items()})
+    files.update({path: text.encode() for path, text in extra.items()})
+    return files
 
 
 def manifest(files: Mapping[str, bytes]) -> bytes:

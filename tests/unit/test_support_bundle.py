@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from stackforge_operator.plugin import bundle
+from stackforge_operator import support_bundle as bundle
 
 
 def test_a_secrets_values_are_replaced_by_their_length_and_its_keys_kept() -> None:
@@ -53,3 +53,15 @@ def test_an_archive_verifies_and_a_changed_one_does_not() -> None:
         bundle.verify(_tar(changed))
     with pytest.raises(ValueError, match="do not match"):
         bundle.verify(_tar(files))  # no manifest at all
+
+
+def test_the_files_of_a_bundle() -> None:
+    pod = {"kind": "Pod", "metadata": {"name": "postgres-0"}}
+    secret = {"kind": "Secret", "metadata": {"name": "app"}, "data": {"password": "c2VjcmV0"}}
+    files = bundle.assemble([pod, secret], [{"reason": "Killing"}],
+                            {("postgres-0", "postgres"): "ready\n"}, {"status.txt": "ok\n"})
+    assert sorted(files) == ["events.yaml", "logs/postgres-0/postgres.log",
+                             "objects/Pod/postgres-0.yaml", "objects/Secret/app.yaml",
+                             "status.txt"]
+    assert b"c2VjcmV0" not in files["objects/Secret/app.yaml"]
+    assert files["logs/postgres-0/postgres.log"] == b"ready\n"

@@ -1,0 +1,108 @@
+"""Evidence of an isolated tenant: the runbook's security incident, step 2 ("capture
+logs and evidence"), done by the operator when ``spec.isolate`` is set.
+
+At the first reconcile that sees the isolation, before anyone rotates its
+credentials or restores it, the tenant's objects (Secrets with their keys, not
+their values), its namespace's events and every container's last log lines
+go into one bundle (support_bundle.py: a .tar.gz with its MANIFEST.sha256),
+written to the bucket of the tenant's first BackupPolicy (by name) under
+``<prefix>/evidence/<tenant>/``, with the archive's own SHA-256 beside it. The
+status records where, or why not yet (a failure is tried again at the next
+reconcile while the tenant stays isolated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import yaml
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from stackforge_operator import kube, support_bundle
+from stackforge_operator.builders.common import TENANT_LABEL
+from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.tenant import EvidenceStatus, StackForgeTenantStatus
+from stackforge_operator.reconcile import storage
+
+logger = logging.getLogger(__name__)
+
+LOG_LINES = 1000
+# What a person investigating needs of the namespace (Secrets: the tenant's own only).
+KINDS = (
+    ("v1", "Pod"), ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"),
+    ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"), ("networking.k8s.io/v1", "NetworkPolicy"),
+)
+
+
+def due(isolate: bool, old: StackForgeTenantStatus) -> bool:
+    """A capture is due when the tenant is isolated and this isolation has none yet:
+    it just began (the status said not isolated), or its capture failed."""
+    if not isolate:
+        return False
+    return not old.isolated or old.evidence is None or old.evidence.location is None
+
+
+def _policy(policies: Sequence[Mapping[str, Any]]) -> tuple[str, BackupPolicySpec] | None:
+    for policy in sorted(policies, key=lambda p: p["metadata"]["name"]):
+        try:
+            return policy["metadata"]["name"], BackupPolicySpec.model_validate(
+                policy.get("spec") or {})
+        except ValidationError:
+            continue
+    return None
+
+
+def _files(t: EffectiveTenant, body: Mapping[str, Any]) -> dict[str, bytes]:
+    ns = t.namespace
+    objects: list[Mapping[str, Any]] = [body]
+    for api_version, kind in KINDS:
+        objects += [{"apiVersion": api_version, "kind": kind, **o}
+                    for o in kube.list_objects(api_version, kind, namespace=ns)]
+    objects += [{"apiVersion": "v1", "kind": "Secret", **o} for o in kube.list_objects(
+        "v1", "Secret", namespace=ns, label_selector=f"{TENANT_LABEL}={t.name}")]
+    logs = {(pod["metadata"]["name"], c["name"]): kube.pod_log(
+        ns, pod["metadata"]["name"], c["name"], LOG_LINES)
+        for pod in objects if pod["kind"] == "Pod"
+        for c in (pod.get("spec") or {}).get("containers") or []}
+    events = kube.list_objects("v1", "Event", namespace=ns)
+    status = yaml.safe_dump(body.get("status") or {}, sort_keys=False)
+    return support_bundle.assemble(objects, events, logs, {"tenant-status.yaml": status})
+
+
+def capture(t: EffectiveTenant, body: Mapping[str, Any],
+            policies: Sequence[Mapping[str, Any]], now: datetime) -> EvidenceStatus:
+    chosen = _policy(policies)
+    if chosen is None:
+        return EvidenceStatus(isolated_at=now, error="no BackupPolicy of this tenant: no "
+                                                     "bucket to write the evidence to")
+    policy_name, spec = chosen
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    root = f"evidence-{t.name}-{stamp}"
+    files = _files(t, body)
+    data = support_bundle.archive(files, root)
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"{spec.storage.prefix.strip('/')}/evidence/{t.name}/{root}.tar.gz".lstrip("/")
+    try:
+        with storage.policy_store(spec.storage, t.namespace) as store:
+            extra = store.config.sse_args()
+            store.client.put_object(Bucket=spec.storage.bucket, Key=key, Body=data,
+                                    ContentType="application/gzip", **extra)
+            store.client.put_object(Bucket=spec.storage.bucket, Key=f"{key}.sha256",
+                                    Body=f"{digest}  {root}.tar.gz\n".encode(), **extra)
+    except (BotoCoreError, ClientError) as error:
+        logger.warning("tenant %s: evidence not written to BackupPolicy %s's bucket: %s",
+                       t.name, policy_name, type(error).__name__)
+        return EvidenceStatus(isolated_at=now, error=f"BackupPolicy {policy_name}'s bucket: "
+                                                     f"{str(error)[:900]}")
+    location = f"s3://{spec.storage.bucket}/{key}"
+    logger.info("tenant %s: isolation evidence written to %s (%d files)", t.name, location,
+                len(files))
+    return EvidenceStatus(isolated_at=now, location=location, sha256=digest, files=len(files),
+                          captured_at=now)
