@@ -92,6 +92,12 @@ def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
     runs.put_s3_secrets(real_cluster, ns, pod_s3)
     runs.apply(real_cluster, runs.policy_manifest("nightly", runs.Tenant(tenant, ns, bucket),
                                                   pod_s3.endpoint))
+    # The backup reads as the app's owner: the superuser's table of the psql test too.
+    owner = runs.app_owner(real_cluster, ns)
+    stack.psql(real_cluster, ns, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{owner}"')
+    backed_up = plugin(real_cluster, "backup", tenant, "--wait", "--timeout", "300")
+    assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
+    assert "succeeded (Job " in backed_up.stdout
     try:
         assert plugin(real_cluster, "isolate", tenant).returncode == 0
         tenants.wait_condition(real_cluster, tenant, "Isolated", "True")

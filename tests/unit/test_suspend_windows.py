@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from stackforge_operator import schedule
 from stackforge_operator import suspend_windows as sw
 from stackforge_operator.models.tenant import SuspendWindow
 
@@ -71,3 +72,10 @@ def test_a_window_opening_every_minute_is_counted_as_far_as_its_edges_go() -> No
     busy = SuspendWindow(start="* * * * *", end="0 0 1 1 *")
     share = sw.suspended_share([busy], sw.week_start(TUESDAY))
     assert 0 < share <= 1
+
+
+def test_a_zone_the_database_does_not_know_is_refused() -> None:
+    # The schema lets zone-shaped names through; the tenant then stalls with this.
+    mars = SuspendWindow(start="0 20 * * *", end="0 7 * * *", time_zone="Mars/Olympus_Mons")
+    with pytest.raises(schedule.UnknownTimeZoneError, match="Mars/Olympus_Mons"):
+        sw.state([mars], TUESDAY)

@@ -90,8 +90,7 @@ def _backup(cluster: Cluster, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         for job in cluster.jobs(namespace, f"{POLICY_LABEL}={name}"):
-            annotations = ((job.get("spec") or {}).get("template") or {}).get(
-                "metadata", {}).get("annotations") or {}
+            annotations = job["metadata"].get("annotations") or {}
             if annotations.get(BACKUP_NOW_ANNOTATION) != request:
                 continue
             done = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []

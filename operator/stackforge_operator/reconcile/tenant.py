@@ -24,6 +24,7 @@ from stackforge_operator import (
     config,
     kube,
     pod_health,
+    schedule,
     status,
     suspend_windows,
 )
@@ -162,7 +163,12 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         problem = status.Problem("InvalidSpec", observe.validation_summary(error))
         return _stalled(body, old_status, generation, [problem])
     t = resolve(name, spec, namespace=meta["namespace"])
-    window = suspend_windows.state(spec.suspend_windows, clock.now())
+    try:
+        window = suspend_windows.state(spec.suspend_windows, clock.now())
+    except schedule.UnknownTimeZoneError as error:
+        # The schema allows any zone-shaped name; the zone database decides.
+        return _stalled(body, old_status, generation,
+                        [status.Problem("UnknownTimeZone", f"spec.suspendWindows: {error}")])
     if window.suspended:
         # Exactly as spec.suspend: scaled to zero, data and configuration kept.
         t = replace(t, suspend=True)

@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import kopf
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from stackforge_operator import kube, support_bundle
@@ -85,7 +87,12 @@ def capture(t: EffectiveTenant, body: Mapping[str, Any],
     policy_name, spec = chosen
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     root = f"evidence-{t.name}-{stamp}"
-    files = _files(t, body)
+    try:
+        files = _files(t, body)
+    except (kopf.TemporaryError, ApiException) as error:
+        # The isolation must not wait for its evidence (a Forbidden pods/log of an
+        # operator whose ClusterRole predates this, an API hiccup): said, retried.
+        return EvidenceStatus(isolated_at=now, error=f"gathering: {str(error)[:900]}")
     data = support_bundle.archive(files, root)
     digest = hashlib.sha256(data).hexdigest()
     key = f"{spec.storage.prefix.strip('/')}/evidence/{t.name}/{root}.tar.gz".lstrip("/")
