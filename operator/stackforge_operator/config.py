@@ -68,6 +68,10 @@ def peering_lifetime(environ: Mapping[str, str] | None = None) -> int:
 
 # Notifications (notify/). The runbook: "Notify customers if >15 min downtime".
 NOT_READY_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_NOT_READY_NOTIFY_SECONDS", "900"))
+# How often a tenant's status.usage is read again (a ResourceQuota and the metrics
+# API): figures that move all the time would otherwise rewrite every status at
+# every resync.
+USAGE_REFRESH_SECONDS = float(os.environ.get("STACKFORGE_USAGE_REFRESH_SECONDS", "300"))
 # ... and the operators' one: "Service down for >2 minutes" (ComponentDegraded).
 DEGRADED_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_DEGRADED_NOTIFY_SECONDS", "120"))
 # One HTTP attempt may take this long; a hanging receiver costs a sender slot, no more.

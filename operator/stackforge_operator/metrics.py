@@ -10,6 +10,7 @@ isolated set. Series (all prefixed ``stackforge_``):
 - ``backup_newest_age_seconds{tenant}``: age of the newest complete backup;
 - ``drill_last_verdict{tenant, verdict}``: 1 for the newest drill's verdict, 0 for the others;
 - ``drill_last_rto_seconds{tenant}``: measured RTO of the newest drill;
+- ``tenant_resources{tenant, resource, figure}``: requested, quota and used (status.usage);
 - ``notifications_total{event, result}``: notification attempts: sent, retried, failed.
 - ``active``: 1 while this replica reconciles, 0 while it stands by (kopf
   peering: another replica is active). Summed over replicas it must be 1.
@@ -37,6 +38,8 @@ from wsgiref.simple_server import WSGIServer
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from stackforge_operator.models.common import parse_quantity
 
 PREFIX: Final = "stackforge"
 DEFAULT_PORT: Final = 9090
@@ -80,6 +83,8 @@ class TenantHealth:
     newest_backup: datetime | None = None
     drill_verdict: str | None = None
     drill_rto_seconds: float | None = None
+    # (resource, figure, value in cores/bytes/pods) from status.usage.
+    usage: tuple[tuple[str, str, float], ...] = ()
 
 
 def _time(value: Any) -> datetime | None:
@@ -108,7 +113,22 @@ def tenant_health(status: Mapping[str, Any] | None) -> TenantHealth:
         newest_backup=_time(backup.get("lastSuccessTime")),
         drill_verdict=drill.get("verdict") or None,
         drill_rto_seconds=float(rto) if isinstance(rto, int | float) else None,
+        usage=_usage(status.get("usage") or {}),
     )
+
+
+def _usage(usage: Mapping[str, Any]) -> tuple[tuple[str, str, float], ...]:
+    out = []
+    for resource in ("cpu", "memory", "storage", "pods"):
+        for figure in ("requested", "quota", "used"):
+            value = (usage.get(resource) or {}).get(figure)
+            if value is None:
+                continue
+            try:
+                out.append((resource, figure, float(parse_quantity(str(value)))))
+            except ValueError:
+                continue
+    return tuple(out)
 
 
 class _TenantCollector:
@@ -153,6 +173,11 @@ class _TenantCollector:
             f"{PREFIX}_drill_last_rto_seconds",
             "Measured recovery time of the tenant's newest DR drill.",
             labels=["namespace", "tenant"])
+        resources = GaugeMetricFamily(
+            f"{PREFIX}_tenant_resources",
+            "A tenant's requested, quota and used (metrics API) CPU cores, memory and "
+            "storage bytes, and pods (status.usage).",
+            labels=["namespace", "tenant", "resource", "figure"])
         if tenants is not None:
             ready = sum(h.ready for h in tenants.values())
             count.add_metric(["true"], ready)
@@ -170,7 +195,9 @@ class _TenantCollector:
                                            1.0 if v == h.drill_verdict else 0.0)
                 if h.drill_rto_seconds is not None:
                     rto.add_metric([namespace, name], h.drill_rto_seconds)
-        return [count, age, verdict, rto]
+                for resource, figure, value in h.usage:
+                    resources.add_metric([namespace, name, resource, figure], value)
+        return [count, age, verdict, rto, resources]
 
 
 @dataclass

@@ -127,6 +127,9 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "which its archiver sidecar reads through the downward API; get: the "
          "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
          "image it runs itself (image_catalog.py)"),
+    Rule("metrics.k8s.io", ("pods",), ("list",),
+         "status.usage: what a tenant's pods use, when the cluster serves the metrics API "
+         "(metrics-server)"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list",),
          "a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses "
          "and ports go into the egress policies (they are matched after the Service's "
@@ -189,6 +192,7 @@ RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
     ("v1", "Pod"): ("", "pods"),
     ("v1", "ServiceAccount"): ("", "serviceaccounts"),
     ("v1", "Event"): ("", "events"),
+    ("metrics.k8s.io/v1beta1", "PodMetrics"): ("metrics.k8s.io", "pods"),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "endpointslices"),
     ("apps/v1", "Deployment"): ("apps", "deployments"),
     ("apps/v1", "StatefulSet"): ("apps", "statefulsets"),

@@ -22,7 +22,8 @@ from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.s3server import S3Server
 from tests.realnode import runs, stack
-from tests.support import tenants
+from tests.realnode.operators import operator_running
+from tests.support import operator_identity, tenants
 from tests.support.clusters import ClusterHandle
 
 PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
@@ -34,6 +35,15 @@ def plugin(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
+def real_operator(real_operator_identity: operator_identity.OperatorIdentity,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator, reading a tenant's usage at every reconcile (not every 5 minutes)."""
+    with operator_running(real_operator_identity, tmp_path_factory,
+                          STACKFORGE_USAGE_REFRESH_SECONDS="0") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
     name = f"cli-{uuid.uuid4().hex[:5]}"
     tenants.apply(real_cluster, stack.postgres_only(name))
@@ -42,6 +52,40 @@ def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Itera
         yield name
     finally:
         tenants.discard(real_cluster, name)
+
+
+def test_usage_figures_in_status_on_running_pods(real_cluster: ClusterHandle,
+                                                tenant: str) -> None:
+    """#19 item 5: requested vs quota from the namespace's ResourceQuota (the API
+    server's count of the running pods' requests), used unknown here (no
+    metrics-server on the real node) and said so; the plugin shows them."""
+    ns = tenants.namespace_of(tenant)
+    core = client.CoreV1Api(real_cluster.api)
+
+    def agreed() -> tuple[dict[str, Any], Any] | None:
+        quota = core.read_namespaced_resource_quota("tenant-quota", ns).status
+        usage = ((tenants.get(real_cluster, tenant) or {}).get("status") or {}).get("usage")
+        if not usage or not quota.used:
+            return None
+        same = all(usage[r].get("requested") == quota.used.get(k) and
+                   usage[r].get("quota") == quota.hard.get(k)
+                   for r, k in (("cpu", "requests.cpu"), ("memory", "requests.memory"),
+                                ("storage", "requests.storage"), ("pods", "pods")))
+        return (usage, quota) if same else None
+
+    usage, quota = tenants.eventually(agreed, timeout=90, interval=1)
+    running = [p for p in core.list_namespaced_pod(ns).items
+               if p.status.phase in ("Pending", "Running")]
+    assert usage["pods"]["requested"] == str(len(running))
+    assert usage["cpu"]["requested"] not in (None, "0")  # the primary's own request
+    assert "used" not in usage["cpu"] and "no metrics API" in usage["unmeasured"]
+    shown = plugin(real_cluster, "status", tenant)
+    assert (f"  cpu: {usage['cpu']['requested']} / {quota.hard['requests.cpu']} / -"
+            in shown.stdout), shown.stdout
+    every = plugin(real_cluster, "status")
+    [row] = [line.split() for line in every.stdout.splitlines()
+             if line.split()[:2] == [ns, tenant]]
+    assert f"{usage['cpu']['requested']}/{quota.hard['requests.cpu']}" in row
 
 
 def test_psql_runs_sql_in_the_tenants_database_and_fails_with_it(

@@ -222,7 +222,9 @@ def sample_names() -> set[str]:
     """Every series name the operator exposes, with one of everything recorded."""
     m = OperatorMetrics(clock=lambda: NOW.timestamp())
     m.record_reconcile("StackForgeTenant", Result.READY, 0.1)
-    m.observe_tenant(ACME_KEY, tenant_status(ready=True, backup=NOW, verdict="Passed", rto=1))
+    m.observe_tenant(ACME_KEY, {
+        **tenant_status(ready=True, backup=NOW, verdict="Passed", rto=1),
+        "usage": {"cpu": {"requested": "1500m", "quota": "4", "used": "120m"}}})
     m.record_notification("BackupFailed", "sent")
     m.record_watch_event("StackForgeTenant")
     return {s.name for family in m.registry.collect() for s in family.samples}

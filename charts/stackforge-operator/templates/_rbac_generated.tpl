@@ -96,6 +96,11 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["get", "list", "delete", "patch"]
+  # status.usage: what a tenant's pods use, when the cluster serves the metrics API (metrics-
+  # server)
+  - apiGroups: ["metrics.k8s.io"]
+    resources: ["pods"]
+    verbs: ["list"]
   # a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses and ports go
   # into the egress policies (they are matched after the Service's translation)
   - apiGroups: ["discovery.k8s.io"]

@@ -1024,6 +1024,30 @@ class LastDrillSummary(StatusModel):
 CERTIFICATE_WARNING_DAYS = 30
 
 
+class ResourceUsage(StatusModel):
+    """One resource: what the pods request, the quota, and what they use."""
+
+    requested: str | None = Field(None, max_length=64,
+                                  description="Requested by the tenant's pods (the quota's count).")
+    quota: str | None = Field(None, max_length=64, description="The namespace's quota.")
+    used: str | None = Field(None, max_length=64,
+                             description="Used now (metrics API); absent when not measured.")
+
+
+class UsageStatus(StatusModel):
+    """The tenant's usage for capacity planning and billing."""
+
+    cpu: ResourceUsage = Field(description="CPU (cores).")
+    memory: ResourceUsage = Field(description="Memory (bytes).")
+    storage: ResourceUsage = Field(description="Requested volume storage (bytes).")
+    pods: ResourceUsage = Field(description="Pods.")
+    measured_by: str | None = Field(None, max_length=64,
+                                    description="Where the used figures come from.")
+    unmeasured: str | None = Field(None, max_length=256,
+                                   description="Why there are no used figures.")
+    observed_at: datetime = Field(description="When these figures were read.")
+
+
 class EvidenceStatus(StatusModel):
     """The evidence bundle captured when the tenant was last isolated."""
 
@@ -1205,6 +1229,8 @@ class StackForgeTenantStatus(StatusModel):
     isolated: bool | None = Field(None, description="Isolation network policies are in force.")
     evidence: EvidenceStatus | None = Field(
         None, description="Logs and objects captured to the backup bucket when isolated.")
+    usage: UsageStatus | None = Field(
+        None, description="Requested vs quota vs used, refreshed every few minutes.")
     credentials_rotated_at: datetime | None = Field(
         None, description="When generated credentials were last rotated."
     )

@@ -91,6 +91,15 @@ def tenant_screen(tenant: Mapping[str, Any], policies: Sequence[Mapping[str, Any
     lines += ["", f"Incidents ({len(incidents)} open):"]
     lines += [f"  {_paint(i.get('key', ''), 'False', color)} since {i.get('since', '')}"
               for i in incidents] or ["  none"]
+    usage = st.get("usage") or {}
+    if usage:
+        lines += ["", "Usage (requested / quota / used):"]
+        for resource in ("cpu", "memory", "storage", "pods"):
+            f = usage.get(resource) or {}
+            lines.append(f"  {resource}: {f.get('requested') or '-'} / {f.get('quota') or '-'}"
+                         f" / {f.get('used') or '-'}")
+        if usage.get("unmeasured"):
+            lines.append(f"  ({usage['unmeasured']})")
     cost = st.get("cost") or {}
     if cost:
         lines += ["", f"Cost: {cost.get('priceMonthly')} {cost.get('currency', 'USD')}/month "
@@ -102,9 +111,15 @@ def tenant_screen(tenant: Mapping[str, Any], policies: Sequence[Mapping[str, Any
     return "\n".join(lines) + "\n"
 
 
+def _share(figures: Mapping[str, Any] | None) -> str:
+    figures = figures or {}
+    return f"{figures.get('requested') or '-'}/{figures.get('quota') or '-'}"
+
+
 def cluster_summary(tenants: Sequence[Mapping[str, Any]], *, color: bool = False) -> str:
     """Every tenant on a line, and the totals."""
-    rows = [["NAMESPACE", "TENANT", "TIER", "READY", "COMPONENTS", "INCIDENTS", "PRICE/MONTH"]]
+    rows = [["NAMESPACE", "TENANT", "TIER", "READY", "COMPONENTS", "INCIDENTS",
+             "CPU REQ/QUOTA", "MEMORY REQ/QUOTA", "PRICE/MONTH"]]
     total = 0.0
     ready_count = 0
     for t in sorted(tenants, key=lambda x: (x["metadata"]["namespace"], x["metadata"]["name"])):
@@ -113,10 +128,11 @@ def cluster_summary(tenants: Sequence[Mapping[str, Any]], *, color: bool = False
         ready_count += ready == "True"
         price = (st.get("cost") or {}).get("priceMonthly") or "0"
         total += float(price)
+        usage = st.get("usage") or {}
         rows.append([t["metadata"]["namespace"], t["metadata"]["name"],
                      str((t.get("spec") or {}).get("tier", "")), ready,
                      st.get("componentsReady", "-"), str(len(st.get("incidents") or [])),
-                     price])
+                     _share(usage.get("cpu")), _share(usage.get("memory")), price])
     lines = _table(rows)
     if color:
         lines = [lines[0]] + [line.replace(" True ", f" {_GREEN}True{_RESET} ").replace(

@@ -11,10 +11,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 from cryptography import x509
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication
+from stackforge_operator import usage as tenant_usage
 from stackforge_operator.builders import ingress, postgres
 from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
 from stackforge_operator.models import conditions as types
@@ -30,6 +33,7 @@ from stackforge_operator.models.tenant import (
     LastDrillSummary,
     ReplicaStatus,
     StackForgeTenantSpec,
+    UsageStatus,
     reserved_namespace,
 )
 from stackforge_operator.status import Observation, Problem, find
@@ -339,3 +343,22 @@ def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus],
                     if p["metadata"]["name"] == postgres.primary_pod(t.primary_ordinal)), None)
     names = [f"{postgres.REPLICA_NAME}-{i}" for i in range(t.postgres.read_replicas)]
     return replication.replica_statuses(names, replication.read_lag(primary), pods, previous)
+
+
+def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageStatus:
+    """status.usage: the last figures while fresh (USAGE_REFRESH_SECONDS) and complete,
+    else read again: the quota's counts and, when the cluster serves the metrics
+    API, what the pods use."""
+    if old is not None and old.cpu.requested is not None and (
+            (now - old.observed_at).total_seconds() < config.USAGE_REFRESH_SECONDS):
+        return old
+    quota = kube.get("v1", "ResourceQuota", "tenant-quota", t.namespace)
+    why: str | None = None
+    metrics: list[dict[str, Any]] | None = None
+    try:
+        metrics = kube.list_objects("metrics.k8s.io/v1beta1", "PodMetrics", namespace=t.namespace)
+    except ResourceNotFoundError:
+        why = "the cluster serves no metrics API (metrics-server): used is unknown"
+    except kopf.TemporaryError as error:
+        why = f"the metrics API failed: {str(error)[:200]}"
+    return tenant_usage.usage(quota, metrics, why, now)

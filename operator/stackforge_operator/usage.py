@@ -1,0 +1,59 @@
+"""Pure: a tenant's usage for capacity planning and billing (the runbook's
+"review usage"): what its pods request against its quota, from the namespace's
+ResourceQuota (the API server's own count), and what they use, from the
+metrics API (metrics-server) when the cluster serves one.
+
+Figures are Kubernetes quantities as the quota writes them (``1500m``,
+``3Gi``); measured ones are rounded to millicores and mebibytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from stackforge_operator.models.common import parse_quantity
+from stackforge_operator.models.tenant import ResourceUsage, UsageStatus
+
+# The quota's keys for each figure (builders/namespace.py sets them).
+QUOTA_KEYS = {"cpu": "requests.cpu", "memory": "requests.memory",
+              "storage": "requests.storage", "pods": "pods"}
+_MI = Decimal(2**20)
+
+
+def _millicores(value: Decimal) -> str:
+    return f"{int((value * 1000).to_integral_value(ROUND_CEILING))}m"
+
+
+def _mebibytes(value: Decimal) -> str:
+    return f"{int((value / _MI).to_integral_value(ROUND_CEILING))}Mi"
+
+
+def measured(pod_metrics: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """(cpu, memory) the pods use now: the sum of their containers' samples."""
+    cpu = memory = Decimal(0)
+    for pod in pod_metrics:
+        for container in pod.get("containers") or []:
+            sample = container.get("usage") or {}
+            cpu += parse_quantity(sample.get("cpu", "0"))
+            memory += parse_quantity(sample.get("memory", "0"))
+    return _millicores(cpu), _mebibytes(memory)
+
+
+def usage(quota: Mapping[str, Any] | None, pod_metrics: Sequence[Mapping[str, Any]] | None,
+          why_unmeasured: str | None, now: datetime) -> UsageStatus:
+    """``pod_metrics``: the metrics API's PodMetrics of the namespace, or None with
+    ``why_unmeasured`` when the cluster serves none."""
+    state = (quota or {}).get("status") or {}
+    hard, used = state.get("hard") or {}, state.get("used") or {}
+    cpu = memory = None
+    if pod_metrics is not None:
+        cpu, memory = measured(pod_metrics)
+    figures = {name: ResourceUsage(requested=used.get(key), quota=hard.get(key))
+               for name, key in QUOTA_KEYS.items()}
+    figures["cpu"].used, figures["memory"].used = cpu, memory
+    return UsageStatus(**figures, measured_by="metrics.k8s.io" if pod_metrics is not None
+                       else None, unmeasured=why_unmeasured if pod_metrics is None else None,
+                       observed_at=now)

@@ -1,0 +1,45 @@
+"""A tenant's usage (pure): the quota's counts, and the metrics API's samples summed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from stackforge_operator import usage
+from stackforge_operator.metrics import tenant_health
+
+NOW = datetime(2026, 12, 1, 21, tzinfo=UTC)
+QUOTA = {"status": {"hard": {"requests.cpu": "4", "requests.memory": "8Gi",
+                             "requests.storage": "50Gi", "pods": "20"},
+                    "used": {"requests.cpu": "1500m", "requests.memory": "3Gi",
+                             "requests.storage": "12Gi", "pods": "5"}}}
+
+
+def test_requested_and_quota_from_the_quota_and_used_from_the_metrics_api() -> None:
+    pods = [{"containers": [{"usage": {"cpu": "120250n", "memory": "50Mi"}},
+                            {"usage": {"cpu": "3m", "memory": "1024Ki"}}]},
+            {"containers": [{"usage": {"cpu": "0.1", "memory": "100000000"}}]}]
+    found = usage.usage(QUOTA, pods, None, NOW)
+    assert (found.cpu.requested, found.cpu.quota, found.cpu.used) == ("1500m", "4", "104m")
+    # 50 Mi + 1 Mi + 95.4 Mi = 146.4 Mi, rounded up.
+    assert (found.memory.requested, found.memory.quota, found.memory.used) == (
+        "3Gi", "8Gi", "147Mi")
+    assert (found.storage.requested, found.pods.quota) == ("12Gi", "20")
+    assert found.storage.used is None and found.measured_by == "metrics.k8s.io"
+    assert found.unmeasured is None and found.observed_at == NOW
+
+
+def test_without_a_metrics_api_used_is_unknown_and_says_why() -> None:
+    found = usage.usage(QUOTA, None, "no metrics API", NOW)
+    assert found.cpu.used is None and found.memory.used is None
+    assert found.unmeasured == "no metrics API" and found.measured_by is None
+    # A quota not counted yet: nothing requested is known either.
+    assert usage.usage(None, None, "x", NOW).cpu.requested is None
+
+
+def test_the_figures_reach_the_metrics_in_base_units() -> None:
+    status = {"usage": usage.usage(QUOTA, [], None, NOW).model_dump(mode="json",
+                                                                    by_alias=True)}
+    figures = {(r, f): v for r, f, v in tenant_health(status).usage}
+    assert figures[("cpu", "requested")] == 1.5 and figures[("cpu", "used")] == 0
+    assert figures[("memory", "quota")] == 8 * 2**30 and figures[("pods", "requested")] == 5
+    assert ("storage", "used") not in figures
