@@ -31,6 +31,12 @@ pytestmark = pytest.mark.chaos
 TENANTS = 30
 DOWN_SECONDS = 10
 WATCH_RESUME_LIMIT_SECONDS = 30
+# All tenants Ready within this of the component's return. The operator's part is
+# bounded above (its watch within 30 s, a new tenant answered); the rest waits on
+# the test cluster's own controllers, which after an etcd restart have been seen
+# silent for five minutes (docs/reliability.md): ten, so that such a run shows
+# whether they come back by themselves, and the logs below when they do not.
+CONVERGE_LIMIT_SECONDS = 600
 
 
 def _ready(cluster: ClusterHandle, names: list[str]) -> int:
@@ -45,12 +51,23 @@ def _watch_events(operator: OperatorProcess) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _controllers_story(local: LocalCluster) -> str:
+    """The last lines of the test cluster's own components: who went silent."""
+    out = []
+    for name, path in sorted(local.component_logs().items()):
+        if name in ("kube-apiserver", "kube-controller-manager", "etcd") or "kwok" in name:
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            out.append(f"--- {name} ({len(lines)} lines), last 15:\n" + "\n".join(lines[-15:]))
+    return "\n".join(out)
+
+
 def _answered(cluster: ClusterHandle, name: str) -> bool:
     """The operator has reconciled the tenant once (its status names a generation)."""
     found = tenants.get(cluster, name)
     return bool(found and (found.get("status") or {}).get("observedGeneration"))
 
 
+@pytest.mark.timeout(CONVERGE_LIMIT_SECONDS + 300)
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
 def test_tenants_converge_when_a_control_plane_component_dies_mid_provisioning(
         faulty_cluster: tuple[LocalCluster, ClusterHandle, OperatorIdentity], component: str,
@@ -89,8 +106,14 @@ def test_tenants_converge_when_a_control_plane_component_dies_mid_provisioning(
         late_answered = time.monotonic() - back
 
         everyone = [*names, late_name]
-        for name in everyone:
-            tenants.wait_condition(cluster, name, "Ready", "True", timeout=300)
+        try:
+            tenants.eventually(lambda: _ready(cluster, everyone) == len(everyone),
+                               timeout=CONVERGE_LIMIT_SECONDS, interval=2)
+        except AssertionError:
+            raise AssertionError(
+                f"{_ready(cluster, everyone)}/{len(everyone)} tenants Ready "
+                f"{time.monotonic() - back:.0f} s after {component}'s return\n"
+                f"{_controllers_story(local)}") from None
         converged = time.monotonic() - back
         assert operator.process.running(), operator.process.log_tail()
         wrong = [p for m in [*manifests, late] for p in children.problems(cluster, m)]
