@@ -182,6 +182,22 @@ def pod_log(namespace: str, pod: str, container: str, tail_lines: int) -> str:
         return str(text)
 
 
+def list_pod_metrics(namespace: str) -> list[Obj] | None:
+    """The metrics API's PodMetrics of a namespace; None when the cluster serves no
+    metrics API. Through its plain path, not the dynamic client: a kind missing
+    from discovery makes that client rebuild its shared cache, which races the
+    other reconcile threads reading it (seen: KeyError inside its discovery)."""
+    with translated_errors(f"listing PodMetrics in {namespace}"):
+        try:
+            found: Any = client.CustomObjectsApi(api_client()).list_namespaced_custom_object(
+                "metrics.k8s.io", "v1beta1", namespace, "pods")
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return list(found.get("items") or [])
+
+
 def list_objects(
     api_version: str, kind: str, *, namespace: str | None = None, label_selector: str = "",
     field_selector: str = "",

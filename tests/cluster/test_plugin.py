@@ -113,3 +113,59 @@ def test_the_report_bundles_the_tenants_objects_with_no_secret_value(
     for s in secrets:
         kept = yaml.safe_load(files[f"objects/Secret/{s.metadata.name}.yaml"])
         assert set(kept.get("data") or {}) == set(s.data or {})  # the keys stay
+
+
+def test_a_drill_now_copies_the_tenants_drill_to_run_once(
+        cluster: ClusterHandle, tenant: tuple[str, str]) -> None:
+    name, ns = tenant
+    refused = plugin(cluster, "drill", name)
+    assert refused.returncode == 1
+    assert f"tenant {name} has 0 DRDrills (none): name one with --from" in refused.stderr
+    monthly = {"apiVersion": "stackforge.io/v1alpha1", "kind": "DRDrill",
+               "metadata": {"name": "monthly", "namespace": ns},
+               "spec": {"tenantRef": {"name": name}, "schedule": "0 3 1 * *",
+                        "timeZone": "Etc/UTC",
+                        "checks": {"queries": [{"name": "one", "sql": "SELECT 1",
+                                                "expectedValue": "1"}]}}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(monthly))
+    started = plugin(cluster, "drill", name)
+    assert started.returncode == 0, started.stderr
+    drills = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+        "stackforge.io", "v1alpha1", ns, "drdrills")["items"]
+    [made] = [d for d in drills if d["metadata"]["name"].startswith("monthly-now-")]
+    assert f"drill {ns}/{made['metadata']['name']} started" in started.stdout
+    assert made["spec"]["once"] is True and "schedule" not in made["spec"]
+    assert made["spec"]["checks"] == monthly["spec"]["checks"]
+    assert made["spec"]["tenantRef"] == {"name": name}
+    other = plugin(cluster, "drill", name, "--from", "weekly")
+    assert other.returncode == 1 and "none is weekly" in other.stderr
+
+
+def test_a_restore_is_asked_only_when_confirmed(cluster: ClusterHandle,
+                                               tenant: tuple[str, str]) -> None:
+    name, ns = tenant
+    moment = "2026-12-01T02:00:00Z"
+    unconfirmed = subprocess.run(
+        [str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), "restore", name, "--to", moment],
+        capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
+    assert unconfirmed.returncode == 1
+    assert f"--confirm must be exactly {ns}/{name}@{moment}" in unconfirmed.stderr
+    wrong = plugin(cluster, "restore", name, "--to", moment,
+                   "--confirm", f"other/{name}@{moment}")
+    assert wrong.returncode == 1
+    assert plugin(cluster, "restore", name, "--to", "yesterday",
+                  "--confirm", "x").returncode == 1
+    annotations = (tenants.get(cluster, name) or {})["metadata"].get("annotations") or {}
+    assert "stackforge.io/recover-to" not in annotations  # nothing asked so far
+
+    asked = plugin(cluster, "restore", name, "--to", moment,
+                   "--confirm", f"{ns}/{name}@{moment}")
+    assert asked.returncode == 0, asked.stderr
+    annotations = (tenants.get(cluster, name) or {})["metadata"]["annotations"]
+    assert annotations["stackforge.io/recover-to"] == moment
+    assert annotations["stackforge.io/recover-confirm"] == f"{ns}/{name}@{moment}"
+    # The operator answers it (refused here: this tenant archives nothing).
+    recovery = tenants.eventually(
+        lambda: ((tenants.get(cluster, name) or {}).get("status") or {}).get("recovery"),
+        timeout=60)
+    assert recovery["phase"] == "Refused" and recovery["message"], recovery

@@ -2,7 +2,8 @@
 
 Two sources, both without a cluster:
 
-- every call of ``kube.get/list_objects/apply/delete/patch_status/record_event/pod_log``
+- every call of the ``kube`` functions that reach the API (``get``, ``list_objects``,
+  ``apply``, ``delete``, ``patch_status``, ``record_event``, ``pod_log``, ``list_pod_metrics``)
   in the package (kube.py is the only module that talks to the API), read
   with ``ast``; arguments that are string literals or module-level string
   constants are resolved, the rest is reported as :class:`Unresolved` for the
@@ -41,6 +42,7 @@ VERBS = {
     "patch_status": ("patch",),
     "record_event": ("create",),
     "pod_log": ("get",),
+    "list_pod_metrics": ("list",),
 }
 
 
@@ -145,6 +147,8 @@ class _Visitor(ast.NodeVisitor):
             kind = ("v1", "Event")
         elif function == "pod_log":
             kind = ("v1", "Pod")
+        elif function == "list_pod_metrics":
+            kind = ("metrics.k8s.io/v1beta1", "PodMetrics")
         elif function == "apply" and call.args:
             target: ast.AST = call.args[0]
             if isinstance(target, ast.Name):

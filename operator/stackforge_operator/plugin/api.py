@@ -86,6 +86,16 @@ class Cluster:
             API_GROUP, API_VERSION, meta["namespace"], plural, meta["name"],
             {"metadata": {"annotations": annotations}})
 
+    def create_drill(self, namespace: str, body: Obj) -> None:
+        self.custom.create_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, "drdrills",
+            {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill", **body})
+
+    def drill(self, namespace: str, name: str) -> Obj:
+        found: Any = self.custom.get_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, "drdrills", name)
+        return dict(found)
+
     def _objects(self, api_version: str, kind: str, namespace: str,
                  selector: str | None = None) -> list[Obj]:
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -26,6 +26,11 @@ from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
 from stackforge_operator.plugin import render
 from stackforge_operator.plugin.api import Cluster, NotFoundError
+from stackforge_operator.reconcile.recovery import (
+    RECOVER_CONFIRM_ANNOTATION,
+    RECOVER_TO_ANNOTATION,
+    RECOVER_VERIFY_ANNOTATION,
+)
 
 PSQL = ["psql", "-U", "postgres", "-h", "/var/run/postgresql", "-v", "ON_ERROR_STOP=1"]
 
@@ -106,6 +111,68 @@ def _backup(cluster: Cluster, args: argparse.Namespace) -> int:
     raise CommandError(f"backup {request} not finished within {args.timeout:.0f} s")
 
 
+def _drill(cluster: Cluster, args: argparse.Namespace) -> int:
+    """A one-off run now: a new DRDrill with the spec of the tenant's drill, once."""
+    tenant = cluster.tenant(args.tenant)
+    drills = cluster.of_tenant("drdrills", tenant)
+    names = sorted(d["metadata"]["name"] for d in drills)
+    chosen = [d for d in drills if args.source in (None, d["metadata"]["name"])]
+    if len(chosen) != 1:
+        raise CommandError(f"tenant {args.tenant} has {len(drills)} DRDrills "
+                           f"({', '.join(names) or 'none'}): "
+                           + ("name one with --from" if args.source is None
+                              else f"none is {args.source}"))
+    source = chosen[0]
+    spec = {k: v for k, v in (source.get("spec") or {}).items()
+            if k not in ("schedule", "timeZone", "suspend")}
+    name = f"{source['metadata']['name'][:40]}-now-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    namespace = source["metadata"]["namespace"]
+    cluster.create_drill(namespace, {
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/created-by": "kubectl-stackforge"}},
+        "spec": {**spec, "once": True}})
+    print(f"drill {namespace}/{name} started (the spec of {source['metadata']['name']}, once)")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        result = (cluster.drill(namespace, name).get("status") or {}).get("lastResult") or {}
+        verdict = result.get("verdict")
+        if verdict:
+            print(f"drill {name}: {verdict}"
+                  + (f", RTO {result['rtoSeconds']} s" if "rtoSeconds" in result else "")
+                  + (f", RPO {result['rpoSeconds']} s" if "rpoSeconds" in result else ""))
+            return 0 if verdict == "Passed" else 1
+        time.sleep(2)
+    raise CommandError(f"drill {name} has no verdict within {args.timeout:.0f} s")
+
+
+def _restore(cluster: Cluster, args: argparse.Namespace) -> int:
+    """The in-place recovery request: its two annotations, the second typed again."""
+    tenant = cluster.tenant(args.tenant)
+    meta = tenant["metadata"]
+    try:
+        target = datetime.fromisoformat(args.to.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"--to {args.to!r} is no RFC 3339 time") from None
+    if target.tzinfo is None:
+        raise CommandError(f"--to {args.to!r} names no time zone (e.g. Z or +01:00)")
+    wanted = f"{meta['namespace']}/{meta['name']}@{args.to}"
+    confirmation = args.confirm
+    if confirmation is None and sys.stdin.isatty():
+        confirmation = input(f"This stops {meta['name']}'s apps and replaces its database "
+                             f"with the archive's at {args.to}.\nType {wanted} to go on: ")
+    if confirmation != wanted:
+        raise CommandError(f"not confirmed: --confirm must be exactly {wanted}")
+    annotations = {RECOVER_TO_ANNOTATION: args.to, RECOVER_CONFIRM_ANNOTATION: wanted}
+    if args.verify_drill:
+        annotations[RECOVER_VERIFY_ANNOTATION] = args.verify_drill
+    cluster.annotate("stackforgetenants", tenant, annotations)
+    print(f"recovery of {meta['namespace']}/{meta['name']} to {args.to} asked "
+          "(status.recovery follows it)")
+    return 0
+
+
 def _isolation(value: bool) -> Callable[[Cluster, argparse.Namespace], int]:
     def run(cluster: Cluster, args: argparse.Namespace) -> int:
         tenant = cluster.tenant(args.tenant)
@@ -182,6 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--wait", action="store_true", help="wait for its result")
     backup.add_argument("--timeout", type=float, default=1800, help="seconds (--wait)")
     backup.set_defaults(run=_backup)
+
+    drill = commands.add_parser("drill", help="a DR drill now: the tenant's drill, run once")
+    drill.add_argument("tenant")
+    drill.add_argument("--from", dest="source", help="the DRDrill to copy (needed when the "
+                                                     "tenant has several)")
+    drill.add_argument("--wait", action="store_true", help="wait for its verdict (exit 1 "
+                                                           "unless Passed)")
+    drill.add_argument("--timeout", type=float, default=3600, help="seconds (--wait)")
+    drill.set_defaults(run=_drill)
+
+    restore = commands.add_parser(
+        "restore", help="recover the tenant's database in place to a moment "
+                        "(point-in-time; stops its apps meanwhile)")
+    restore.add_argument("tenant")
+    restore.add_argument("--to", required=True, help="the moment, RFC 3339 (2026-12-01T02:00:00Z)")
+    restore.add_argument("--confirm", help="NAMESPACE/NAME@TO typed again (asked on a terminal)")
+    restore.add_argument("--verify-drill", help="a DRDrill whose queries must pass on the "
+                                                "restored database before it takes over")
+    restore.set_defaults(run=_restore)
 
     for name, value, text in (("isolate", True, "cut the tenant off (security incident)"),
                               ("unisolate", False, "lift the isolation")):

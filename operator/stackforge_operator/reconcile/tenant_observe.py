@@ -13,7 +13,6 @@ from typing import Any
 
 import kopf
 from cryptography import x509
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication
@@ -356,9 +355,10 @@ def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageSt
     why: str | None = None
     metrics: list[dict[str, Any]] | None = None
     try:
-        metrics = kube.list_objects("metrics.k8s.io/v1beta1", "PodMetrics", namespace=t.namespace)
-    except ResourceNotFoundError:
-        why = "the cluster serves no metrics API (metrics-server): used is unknown"
+        metrics = kube.list_pod_metrics(t.namespace)
     except kopf.TemporaryError as error:
         why = f"the metrics API failed: {str(error)[:200]}"
+    else:
+        if metrics is None:
+            why = "the cluster serves no metrics API (metrics-server): used is unknown"
     return tenant_usage.usage(quota, metrics, why, now)
