@@ -52,6 +52,12 @@ def assemble(objects: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str,
     return files
 
 
+def containers(objects: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(pod, container) of every Pod among ``objects``: whose logs a bundle holds."""
+    return [(o["metadata"]["name"], c["name"]) for o in objects if o["kind"] == "Pod"
+            for c in (o.get("spec") or {}).get("containers") or []]
+
+
 def manifest(files: Mapping[str, bytes]) -> bytes:
     return "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n"
                    for name, data in sorted(files.items())).encode()

@@ -41,11 +41,14 @@ def build_namespace(t: EffectiveTenant) -> Manifest:
     }
 
 
+QUOTA_NAME = "tenant-quota"
+
+
 def build_quota(t: EffectiveTenant) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
-        "metadata": metadata(t, "tenant-quota", "quota"),
+        "metadata": metadata(t, QUOTA_NAME, "quota"),
         "spec": {
             "hard": {
                 "requests.cpu": t.quota.cpu,

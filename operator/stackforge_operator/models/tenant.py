@@ -600,6 +600,11 @@ class SmtpCredentials(SpecModel):
     username_key: _SecretKey = Field("username", description="Key holding the user name.")
     password_key: _SecretKey = Field("password", description="Key holding the password.")
 
+    def key_refs(self) -> tuple[SecretKeyRef, SecretKeyRef]:
+        """(user name, password) as references to their Secret's keys."""
+        return (SecretKeyRef(name=self.name, key=self.username_key),
+                SecretKeyRef(name=self.name, key=self.password_key))
+
 
 class EmailChannel(SpecModel):
     """Email through an SMTP server: every subscribed event, like Slack."""

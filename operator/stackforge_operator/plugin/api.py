@@ -14,6 +14,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.stream import stream
 
 from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.builders import postgres
 from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
 
 Obj = dict[str, Any]
@@ -152,7 +153,7 @@ class Cluster:
 
     def postgres_pod(self, tenant: Obj, replica: bool) -> str:
         """A running pod of the tenant's primary (or of a read replica)."""
-        component = "postgres-replica" if replica else "postgres"
+        component = postgres.REPLICA_COMPONENT if replica else postgres.COMPONENT
         pods = self._pods(tenant["metadata"]["namespace"],
                           f"{TENANT_LABEL}={tenant['metadata']['name']},"
                           f"{COMPONENT_LABEL}={component}")

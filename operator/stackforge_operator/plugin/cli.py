@@ -209,10 +209,8 @@ def _report(cluster: Cluster, args: argparse.Namespace) -> int:
     tenant = cluster.tenant(args.tenant)
     name, namespace = tenant["metadata"]["name"], tenant["metadata"]["namespace"]
     objects = cluster.namespace_objects(namespace)
-    logs = {(pod["metadata"]["name"], container["name"]): cluster.pod_log(
-        namespace, pod["metadata"]["name"], container["name"], args.tail)
-        for pod in objects if pod["kind"] == "Pod"
-        for container in (pod.get("spec") or {}).get("containers") or []}
+    logs = {(pod, container): cluster.pod_log(namespace, pod, container, args.tail)
+            for pod, container in bundle.containers(objects)}
     extra = {f"operator/{pod}.log": lines
              for pod, lines in cluster.operator_log_lines(tenant, args.tail).items()}
     extra["status.txt"] = render.tenant_screen(

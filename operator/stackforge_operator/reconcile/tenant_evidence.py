@@ -69,10 +69,8 @@ def _files(t: EffectiveTenant, body: Mapping[str, Any]) -> dict[str, bytes]:
                     for o in kube.list_objects(api_version, kind, namespace=ns)]
     objects += [{"apiVersion": "v1", "kind": "Secret", **o} for o in kube.list_objects(
         "v1", "Secret", namespace=ns, label_selector=f"{TENANT_LABEL}={t.name}")]
-    logs = {(pod["metadata"]["name"], c["name"]): kube.pod_log(
-        ns, pod["metadata"]["name"], c["name"], LOG_LINES)
-        for pod in objects if pod["kind"] == "Pod"
-        for c in (pod.get("spec") or {}).get("containers") or []}
+    logs = {(pod, container): kube.pod_log(ns, pod, container, LOG_LINES)
+            for pod, container in support_bundle.containers(objects)}
     events = kube.list_objects("v1", "Event", namespace=ns)
     status = yaml.safe_dump(body.get("status") or {}, sort_keys=False)
     return support_bundle.assemble(objects, events, logs, {"tenant-status.yaml": status})

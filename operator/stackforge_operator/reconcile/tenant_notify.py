@@ -103,8 +103,7 @@ def _smtp_server(namespace: str, channel: EmailChannel) -> smtp.SmtpServer | str
     username = password = ca = None
     account = channel.credentials_secret_ref
     if account is not None:
-        username = _value(namespace, SecretKeyRef(name=account.name, key=account.username_key))
-        password = _value(namespace, SecretKeyRef(name=account.name, key=account.password_key))
+        username, password = (_value(namespace, ref) for ref in account.key_refs())
         if username is None or password is None:
             return f"has no user name or password in Secret {account.name}"
     if channel.ca_secret_ref is not None:

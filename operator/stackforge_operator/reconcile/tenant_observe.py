@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication
 from stackforge_operator import usage as tenant_usage
 from stackforge_operator.builders import ingress, postgres
+from stackforge_operator.builders import namespace as namespace_builder
 from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicyStatus, RunResult
@@ -138,10 +139,8 @@ def _secret_refs(spec: StackForgeTenantSpec) -> list[tuple[str, SecretKeyRef]]:
                  for hook in notifications.webhooks]
         email, sms = notifications.email, notifications.sms
         if email is not None and email.credentials_secret_ref is not None:
-            account = email.credentials_secret_ref
-            refs += [("spec.notifications.email.credentialsSecretRef",
-                      SecretKeyRef(name=account.name, key=key))
-                     for key in (account.username_key, account.password_key)]
+            refs += [("spec.notifications.email.credentialsSecretRef", ref)
+                     for ref in email.credentials_secret_ref.key_refs()]
         if email is not None and email.ca_secret_ref is not None:
             refs.append(("spec.notifications.email.caSecretRef", email.ca_secret_ref))
         if sms is not None:
@@ -351,7 +350,7 @@ def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageSt
     if old is not None and old.cpu.requested is not None and (
             (now - old.observed_at).total_seconds() < config.USAGE_REFRESH_SECONDS):
         return old
-    quota = kube.get("v1", "ResourceQuota", "tenant-quota", t.namespace)
+    quota = kube.get("v1", "ResourceQuota", namespace_builder.QUOTA_NAME, t.namespace)
     why: str | None = None
     metrics: list[dict[str, Any]] | None = None
     try:
