@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +21,7 @@ from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
-
-PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
-
-
-def plugin(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+from tests.support.plugin_cli import PLUGIN, plugin
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.plugin_cli import plugin
 
 KAFKA_IMAGE = f"localhost/stackforge/kafka:{KAFKA_VERSION}"
 NODES = 3
@@ -172,6 +173,18 @@ def test_the_exporter_reports_a_groups_lag_to_a_scraper_namespace_only(
     lag = 'kafka_consumergroup_lag{consumergroup="billing",partition="0",topic="invoices"}'
     assert samples[lag] == "6", scraped
     assert outsider == 1
+
+    # `kubectl stackforge health` reads the same exporter through a port-forward
+    # into a broker's pod: the brokers, the topic, the group's lag.
+    ran = plugin(real_cluster, "health", tenant, "-o", "json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    rows = [(c["component"], c["check"], c["result"], c["detail"])
+            for c in json.loads(ran.stdout)["checks"]]
+    assert ("kafka", "pods", "ok", f"{NODES}/{NODES} ready") in rows
+    assert ("kafka", "brokers", "ok", f"{NODES}/{NODES} brokers in the cluster") in rows
+    [topics] = [detail for component, check, _, detail in rows if check == "topics"]
+    assert "invoices" in topics.split(": ", 1)[1].split(", ")
+    assert ("kafka", "consumer lag", "ok", "group billing: 6 messages behind") in rows
 
 
 def _ready_reason(cluster: ClusterHandle, tenant: str) -> tuple[str, str]:

@@ -1,14 +1,16 @@
-"""`kubectl stackforge` on running pods (issue #19): psql in the tenant's database,
-its exit code on failing SQL, a support bundle with the pods' real logs and no
-Secret value, and the evidence bundle the operator writes to the tenant's bucket
-when it is isolated (the commands without running pods: tests/cluster/test_plugin.py)."""
+"""`kubectl stackforge` on running pods (issue #19): the runbook's health checks
+against a live PostgreSQL, Redis and app (and a failing one), psql in the tenant's
+database, its exit code on failing SQL, a support bundle with the pods' real logs
+and no Secret value, and the evidence bundle the operator writes to the tenant's
+bucket when it is isolated (the commands without running pods:
+tests/cluster/test_plugin.py; Kafka's health: test_kafka.py)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import subprocess
-import sys
+import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,19 +21,15 @@ import pytest
 from kubernetes import client
 
 from stackforge_operator import support_bundle as bundle
+from stackforge_operator.devcluster.dev_overlay import REDIS_VERSION_ON_NODE
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.s3server import S3Server
 from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
 from tests.support import operator_identity, tenants
 from tests.support.clusters import ClusterHandle
-
-PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
-
-
-def plugin(cluster: ClusterHandle, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+from tests.support.plugin_cli import plugin
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +44,12 @@ def real_operator(real_operator_identity: operator_identity.OperatorIdentity,
 @pytest.fixture(scope="module")
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
     name = f"cli-{uuid.uuid4().hex[:5]}"
-    tenants.apply(real_cluster, stack.postgres_only(name))
+    manifest = stack.postgres_only(name)
+    manifest["spec"]["components"] |= {
+        "redis": {"enabled": True, "version": REDIS_VERSION_ON_NODE, "storage": "1Gi"},
+        "apps": [{"name": "api", "image": TESTAPP_IMAGE, "port": 8080, "replicas": 1,
+                  "healthCheckPath": "/healthz", "env": {"PORT": "8080"}}]}
+    tenants.apply(real_cluster, manifest)
     try:
         stack.wait_ready(real_cluster, name)
         yield name
@@ -108,6 +111,52 @@ def test_psql_runs_sql_in_the_tenants_database_and_fails_with_it(
     assert f"no running postgres-replica pod of tenant {tenant}" in no_replica.stderr
 
 
+def _health(cluster: ClusterHandle, tenant: str) -> tuple[int, dict[tuple[str, str], Any]]:
+    """The exit code and the rows of ``health -o json`` by (component, check)."""
+    ran = plugin(cluster, "health", tenant, "-o", "json")
+    rows = {(c["component"], c["check"]): c for c in json.loads(ran.stdout)["checks"]}
+    return ran.returncode, rows
+
+
+def test_health_runs_the_runbooks_checks_on_the_live_stack_and_fails_with_it(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """#19 item 1: pg_isready and connections vs max in the primary, redis-cli ping
+    in Redis, the app's health path on its own port; Kong, at zero replicas here,
+    said and skipped. Redis paused stops answering: the check fails, so does the
+    command, and it passes again once Redis answers."""
+    code, rows = _health(real_cluster, tenant)
+    assert code == 0, rows
+    assert rows[("postgres", "pods")]["detail"] == "1/1 ready"
+    assert rows[("postgres", "ready")]["target"] == "postgres-0"
+    assert "accepting connections" in rows[("postgres", "ready")]["detail"]
+    connections = rows[("postgres", "connections")]
+    assert connections["result"] == "ok" and "/100 client connections" in connections["detail"]
+    assert (rows[("redis", "ping")]["result"], rows[("redis", "ping")]["detail"]) == ("ok", "PONG")
+    assert rows[("kong", "pods")]["result"] == "skipped"
+    probe = rows[("app/api", "GET /healthz")]
+    assert (probe["result"], probe["detail"]) == ("ok", "HTTP 200: ok")
+    assert probe["target"].startswith("api-")
+    text = plugin(real_cluster, "health", tenant)
+    assert text.returncode == 0 and text.stdout.splitlines()[-1].endswith("all passed")
+    assert "\033[" not in text.stdout  # no colour when not on a terminal
+
+    ns = tenants.namespace_of(tenant)
+    # Every client command waits while Redis is paused; the check gives up after 15 s.
+    paused = real_cluster.kubectl("exec", "-n", ns, "redis-0", "-c", "redis", "--",
+                                  "redis-cli", "client", "pause", "30000", "ALL")
+    assert paused.stdout.strip() == "OK", paused.stderr
+    failing = plugin(real_cluster, "health", tenant)
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    [row] = [line for line in failing.stdout.splitlines() if line.startswith("redis ")
+             and " ping " in line]
+    assert " FAIL " in row and "no answer within 15 s" in row, failing.stdout
+    assert failing.stdout.splitlines()[-1].endswith("1 failed"), failing.stdout
+    tenants.eventually(lambda: _health(real_cluster, tenant)[0] == 0 or None,
+                       timeout=90, interval=2)
+    missing = plugin(real_cluster, "health", "no-such-tenant")
+    assert missing.returncode == 1 and "no StackForgeTenant no-such-tenant" in missing.stderr
+
+
 def test_the_report_has_the_running_pods_logs_and_no_secret_value(
         real_cluster: ClusterHandle, tenant: str, tmp_path: Path) -> None:
     out = tmp_path / "bundle.tar.gz"
@@ -126,19 +175,26 @@ def test_the_report_has_the_running_pods_logs_and_no_secret_value(
     assert not [v[:4] for v in values if v in everything]
 
 
-def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
-        real_cluster: ClusterHandle, tenant: str, pod_s3: S3Server) -> None:
-    """#19 item 3: the runbook's security incident, "isolate", then "capture logs and
-    evidence": the operator writes the bundle to the tenant's backup bucket, with its
-    sha256, and says where in the status."""
+@pytest.fixture(scope="module")
+def bucket(real_cluster: ClusterHandle, tenant: str, pod_s3: S3Server) -> str:
+    """The tenant's BackupPolicy "nightly" and its bucket."""
     ns = tenants.namespace_of(tenant)
-    bucket = pod_s3.create_bucket()
+    created = pod_s3.create_bucket()
     runs.put_s3_secrets(real_cluster, ns, pod_s3)
-    runs.apply(real_cluster, runs.policy_manifest("nightly", runs.Tenant(tenant, ns, bucket),
+    runs.apply(real_cluster, runs.policy_manifest("nightly", runs.Tenant(tenant, ns, created),
                                                   pod_s3.endpoint))
     # The backup reads as the app's owner: the superuser's table of the psql test too.
     owner = runs.app_owner(real_cluster, ns)
     stack.psql(real_cluster, ns, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{owner}"')
+    return created
+
+
+def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
+        real_cluster: ClusterHandle, tenant: str, bucket: str, pod_s3: S3Server) -> None:
+    """#19 item 3: the runbook's security incident, "isolate", then "capture logs and
+    evidence": the operator writes the bundle to the tenant's backup bucket, with its
+    sha256, and says where in the status."""
+    ns = tenants.namespace_of(tenant)
     backed_up = plugin(real_cluster, "backup", tenant, "--wait", "--timeout", "300")
     assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
     assert "succeeded (Job " in backed_up.stdout
@@ -180,3 +236,37 @@ def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
     finally:
         plugin(real_cluster, "unisolate", tenant)
         tenants.wait_condition(real_cluster, tenant, "Isolated", "False")
+
+
+def test_a_drill_now_waits_for_its_verdict_and_exits_1_unless_it_passed(
+        real_cluster: ClusterHandle, tenant: str, bucket: str) -> None:
+    """``drill --from D --wait`` on running pods: the tenant's DRDrill copied and run
+    once now, restoring the backup just taken into a sandbox and judging it; a drill
+    whose check cannot pass exits 1 with its verdict."""
+    ns = tenants.namespace_of(tenant)
+    stack.psql(real_cluster, ns, "CREATE TABLE drill_rows AS SELECT generate_series(1, 7) AS n",
+               as_app=True)
+    assert plugin(real_cluster, "backup", tenant, "--wait", "--timeout", "300").returncode == 0
+    owner = runs.Tenant(tenant, ns, bucket)
+    # Scheduled once a year: only the plugin's copies run in this test.
+    for name, expected in (("monthly", "7"), ("wrong", "8")):
+        runs.apply(real_cluster, runs.drill_manifest(
+            name, owner, once=False, schedule="0 3 1 1 *",
+            checks={"queries": [{"name": "rows", "sql": "SELECT count(*) FROM drill_rows",
+                                 "expectedValue": expected}]}))
+    ambiguous = plugin(real_cluster, "drill", tenant)
+    assert ambiguous.returncode == 1 and "name one with --from" in ambiguous.stderr
+
+    passed = plugin(real_cluster, "drill", tenant, "--from", "monthly", "--wait",
+                    "--timeout", "300", timeout=330)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    verdict = passed.stdout.splitlines()[-1]
+    assert re.fullmatch(r"drill monthly-now-\d{14}: Passed, RTO \d+(\.\d+)? s, "
+                        r"RPO \d+(\.\d+)? s", verdict), passed.stdout
+    run = runs.finished_drill(real_cluster, ns, verdict.split()[1].rstrip(":"))
+    assert run["status"]["lastResult"]["verdict"] == "Passed"
+
+    failed = plugin(real_cluster, "drill", tenant, "--from", "wrong", "--wait",
+                    "--timeout", "300", timeout=330)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stdout.splitlines()[-1].split(": ", 1)[1].startswith("Failed")

@@ -4,14 +4,16 @@ resolved as kubectl does (``--kubeconfig``, else $KUBECONFIG, else ~/.kube/confi
 
 from __future__ import annotations
 
+import http.client
 import os
+import time
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
-from kubernetes.stream import stream
+from kubernetes.stream import portforward, stream
 
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.builders import postgres
@@ -33,6 +35,10 @@ BUNDLED_KINDS = (
 
 class NotFoundError(Exception):
     pass
+
+
+class ProbeError(Exception):
+    """A pod's port that gave no HTTP answer (nothing listening, no answer in time)."""
 
 
 class Cluster:
@@ -164,14 +170,32 @@ class Cluster:
                                 f"{tenant['metadata']['name']}")
         return running[0]
 
-    def exec(self, namespace: str, pod: str, container: str,
-             command: list[str]) -> tuple[int, str, str]:
-        """(exit code, stdout, stderr) of ``command`` in the container."""
+    def pods(self, namespace: str, selector: str) -> list[Obj]:
+        return self._pods(namespace, selector)
+
+    def wanted_replicas(self, namespace: str, selector: str) -> int | None:
+        """The replicas the StatefulSets and Deployments matching ``selector`` want
+        together; None when there is none (the component is not deployed)."""
+        found = (self._objects("apps/v1", "StatefulSet", namespace, selector)
+                 + self._objects("apps/v1", "Deployment", namespace, selector))
+        if not found:
+            return None
+        return sum(int((w.get("spec") or {}).get("replicas") or 0) for w in found)
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str],
+             timeout: float | None = None) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``command`` in the container; 124 (as
+        timeout(1) says it) when it has not ended within ``timeout`` seconds."""
         response = stream(self.core.connect_get_namespaced_pod_exec, pod, namespace,
                           container=container, command=command, stdin=False, stdout=True,
                           stderr=True, tty=False, _preload_content=False)
-        out, err = [], []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out: list[str] = []
+        err: list[str] = []
         while response.is_open():
+            if deadline is not None and time.monotonic() > deadline:
+                response.close()
+                return 124, "".join(out), "".join(err) + f"no answer within {timeout:.0f} s\n"
             response.update(timeout=1)
             if response.peek_stdout():
                 out.append(response.read_stdout())
@@ -180,3 +204,30 @@ class Cluster:
         response.close()
         code = response.returncode
         return (code if code is not None else 1), "".join(out), "".join(err)
+
+    def http_get(self, namespace: str, pod: str, port: int, path: str,
+                 timeout: float = 10) -> tuple[int, str]:
+        """(status, body) of GET ``path`` on the pod's own port, through a
+        port-forward: it enters the pod's network namespace as kubectl
+        port-forward does, so neither the tenant's NetworkPolicies nor the route
+        from here to the pod network decide the answer -- the pod does."""
+        forward = portforward(self.core.connect_get_namespaced_pod_portforward, pod,
+                              namespace, ports=str(port))
+        connection = forward.socket(port)
+        connection.settimeout(timeout)
+        try:
+            connection.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                               "User-Agent: kubectl-stackforge\r\nConnection: close\r\n\r\n"
+                               .encode())
+            answer = http.client.HTTPResponse(connection)
+            try:
+                answer.begin()
+                body = answer.read().decode(errors="replace")
+            except (http.client.HTTPException, OSError) as error:
+                refused = forward.error(port)
+                raise ProbeError((refused or "").strip() or
+                                 f"no HTTP answer on port {port}: {type(error).__name__}"
+                                 ) from None
+            return answer.status, body
+        finally:
+            forward.close()

@@ -1,7 +1,7 @@
 """kubectl stackforge: the runbook's daily work on StackForge tenants.
 
-Exit codes: 0 done; 1 failed (no such tenant, a backup that failed, SQL that
-failed, the API refusing); 2 wrong usage.
+Exit codes: 0 done; 1 failed (no such tenant, a health check or a backup that
+failed, SQL that failed, the API refusing); 2 wrong usage.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from stackforge_operator import support_bundle as bundle
 from stackforge_operator.builders.backup import BACKUP_NOW_ANNOTATION, POLICY_LABEL
-from stackforge_operator.models.effective import resolve
-from stackforge_operator.models.tenant import StackForgeTenantSpec
-from stackforge_operator.plugin import render
+from stackforge_operator.plugin import health, health_checks, render
 from stackforge_operator.plugin.api import Cluster, NotFoundError
 from stackforge_operator.reconcile.recovery import (
     RECOVER_CONFIRM_ANNOTATION,
@@ -183,9 +181,20 @@ def _isolation(value: bool) -> Callable[[Cluster, argparse.Namespace], int]:
 
 
 def _database(tenant: dict[str, Any]) -> str:
-    meta = tenant["metadata"]
-    spec = StackForgeTenantSpec.model_validate(tenant.get("spec") or {})
-    return resolve(meta["name"], spec, namespace=meta["namespace"]).postgres.database
+    return health.effective(tenant).postgres.database
+
+
+def _health(cluster: Cluster, args: argparse.Namespace) -> int:
+    tenant = cluster.tenant(args.tenant)
+    checks = health.run(cluster, tenant)
+    if args.output == "text":
+        print(health_checks.table(tenant, checks, color=_color()), end="")
+    else:
+        meta = tenant["metadata"]
+        _print_object({"tenant": meta["name"], "namespace": meta["namespace"],
+                       "failed": sum(c.result == health_checks.FAIL for c in checks),
+                       "checks": [c.as_json() for c in checks]}, args.output)
+    return health_checks.exit_code(checks)
 
 
 def _psql(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -240,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("tenant", nargs="?")
     status.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     status.set_defaults(run=_status)
+
+    checks = commands.add_parser(
+        "health", help="the runbook's health checks on the tenant's live pods "
+                       "(exit 1 if any fails)")
+    checks.add_argument("tenant")
+    checks.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    checks.set_defaults(run=_health)
 
     backup = commands.add_parser("backup", help="start a backup of the tenant now")
     backup.add_argument("tenant")

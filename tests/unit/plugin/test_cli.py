@@ -17,8 +17,8 @@ PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
 def test_the_plugin_is_installed_and_its_help_lists_every_command() -> None:
     ran = subprocess.run([str(PLUGIN), "--help"], capture_output=True, text=True, check=False)
     assert ran.returncode == 0, ran.stderr
-    for command in ("status", "backup", "drill", "restore", "isolate", "unisolate", "psql",
-                    "report"):
+    for command in ("status", "health", "backup", "drill", "restore", "isolate", "unisolate",
+                    "psql", "report"):
         assert f"    {command} " in ran.stdout, command
     assert "--kubeconfig" in ran.stdout and "--context" in ran.stdout
 
