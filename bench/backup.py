@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Benchmark: the backup runner vs ``pg_dump -Fc | aws s3 cp - s3://...``, same servers, same run.
+"""Benchmark: the backup runner (gzip and zstd dumps) vs ``pg_dump -Fc | aws s3 cp -
+s3://...``, same servers, same run.
 
 Starts a throwaway PostgreSQL (Debian's packages) and moto's S3 server,
 generates a database of at least ``--size-mib`` (default 1100 MiB), then
-alternates the two contenders ``--rounds`` times each, plus one
-``pg_dump -Fc > /dev/null`` to show what the producer alone manages.
-Prints a table: dump size, seconds, MB/s, the ratio runner/pipeline, and the
-runner's peak RSS (from wait4, so it includes the pg_dump and psql it reaped).
+alternates the three contenders ``--rounds`` times each, plus one
+``pg_dump -Fc > /dev/null`` and one ``pg_dump -Fc -Z0 > /dev/null`` to show what
+the producer alone manages (the second is the physical limit of a dump).
+Prints a table: dump size, seconds, the database's MB per second, each runner
+against the pipeline and against ``-Z0`` to /dev/null, and the runner's peak RSS
+(from wait4, so it includes the pg_dump and psql it reaped).
 
     .venv/bin/python bench/backup.py [--size-mib 1100] [--rounds 2]
 
@@ -117,24 +120,27 @@ def pipeline(
 
 
 def runner(
-    server: pg.PostgresServer, s3srv: s3.S3Server, database: str, bucket: str
+    server: pg.PostgresServer, s3srv: s3.S3Server, database: str, bucket: str,
+    compression: str,
 ) -> Sample:
     argv = runner_argv(tenant="bench", bucket=bucket, endpoint=s3srv.endpoint,
-                       extra=["--pg-bin-dir", str(server.bin_dir)])
+                       extra=["--pg-bin-dir", str(server.bin_dir),
+                              "--dump-compression", compression])
     run = run_runner_measured(argv, pg.env_for(server, database, s3srv.env()))
     if run.returncode != 0:
         raise SystemExit(f"runner failed:\n{run.stdout}\n{run.stderr}")
     body = s3srv.client().get_object(Bucket=bucket, Key=run.result["manifestKey"])["Body"]
     dump = Manifest.from_json(body.read()).artifact("postgres")
     assert dump is not None
-    return Sample("stackforge runner", run.seconds, dump.size_bytes, run.peak_rss_bytes)
+    return Sample(f"stackforge runner ({compression})", run.seconds, dump.size_bytes,
+                  run.peak_rss_bytes)
 
 
-def dump_to_null(server: pg.PostgresServer, database: str) -> Sample:
+def dump_to_null(server: pg.PostgresServer, database: str, *level: str) -> Sample:
     env = pg.env_for(server, database)
     started = time.monotonic()
     with Path(os.devnull).open("wb") as null:
-        proc = subprocess.Popen([server.bin("pg_dump"), "-Fc", "--no-password"],
+        proc = subprocess.Popen([server.bin("pg_dump"), "-Fc", *level, "--no-password"],
                                 stdout=subprocess.PIPE, env=env)
         assert proc.stdout is not None
         size = 0
@@ -142,7 +148,8 @@ def dump_to_null(server: pg.PostgresServer, database: str) -> Sample:
             size += len(chunk)
             null.write(chunk)
         proc.wait()
-    return Sample("pg_dump -Fc > /dev/null", time.monotonic() - started, size)
+    return Sample(" ".join(["pg_dump -Fc", *level, "> /dev/null"]), time.monotonic() - started,
+                  size)
 
 
 def _empty_bucket(s3srv: s3.S3Server, bucket: str) -> None:
@@ -174,59 +181,60 @@ def main() -> int:
               flush=True)
         bucket = s3srv.create_bucket("bench")
 
-        samples: list[Sample] = [
-            measured(server, s3srv, lambda: dump_to_null(server, database))
-        ]
+        samples: list[Sample] = []
+        for level in ((), ("-Z0",)):
+            samples.append(measured(server, s3srv,
+                                    functools.partial(dump_to_null, server, database, *level)))
+            print(f"  {samples[-1].who}: {samples[-1].seconds:.1f}s", flush=True)
         load_before = os.getloadavg()[0]
-        print(f"  {samples[-1].who}: {samples[-1].mb_per_s:.1f} MB/s", flush=True)
+        contenders: dict[str, Callable[[], Sample]] = {
+            "pipeline": functools.partial(pipeline, server, s3srv, database, bucket,
+                                          "pipe/latest.dump"),
+            "gzip": functools.partial(runner, server, s3srv, database, bucket, "gzip"),
+            "zstd": functools.partial(runner, server, s3srv, database, bucket, "zstd"),
+        }
         for round_ in range(args.rounds):
-            # Alternate who goes first so that neither always gets a warm cache.
-            order = ("pipeline", "runner") if round_ % 2 == 0 else ("runner", "pipeline")
+            # Rotate who goes first so that none always gets a warm cache.
+            names = list(contenders)
+            order = names[round_ % 3:] + names[:round_ % 3]
             for who in order:
-                contender = (
-                    functools.partial(pipeline, server, s3srv, database, bucket,
-                                      f"pipe/{round_}.dump")
-                    if who == "pipeline"
-                    else functools.partial(runner, server, s3srv, database, bucket)
-                )
-                sample = measured(server, s3srv, contender)
+                sample = measured(server, s3srv, contenders[who])
                 samples.append(sample)
-                print(f"  {sample.who}: {sample.mb_per_s:.1f} MB/s "
-                      f"({sample.size_bytes / MiB:.0f} MiB in {sample.seconds:.1f}s)", flush=True)
+                print(f"  {sample.who}: {sample.seconds:.1f}s "
+                      f"({sample.size_bytes / MiB:.0f} MiB stored)", flush=True)
                 _empty_bucket(s3srv, bucket)
     finally:
         s3srv.stop()
         server.stop()
 
-    pipe = [s for s in samples if s.who.startswith("pg_dump |")]
-    ours = [s for s in samples if s.who == "stackforge runner"]
-    pipe_rate = statistics.median(s.mb_per_s for s in pipe)
-    ours_rate = statistics.median(s.mb_per_s for s in ours)
-    peak = max(s.peak_rss_bytes or 0 for s in ours)
+    def seconds(who: str) -> float:
+        return statistics.median(s.seconds for s in samples if s.who == who)
+
+    pipe = seconds("pg_dump | aws s3 cp")
+    limit = seconds("pg_dump -Fc -Z0 > /dev/null")
     print()
     print(f"machine: {machine_facts()}")
-    # Each round's runner against the pipeline run next to it in time: slow
-    # drifts in background load cancel out of these.
-    pair_ratios = [o.mb_per_s / p.mb_per_s for o, p in zip(ours, pipe, strict=True)]
-    cpu_ours = statistics.median(s.client_cpu + s.server_cpu for s in ours)
-    cpu_pipe = statistics.median(s.client_cpu + s.server_cpu for s in pipe)
     print(f"database: {db_size / MiB:.0f} MiB (pg_database_size); "
           f"{args.rounds} rounds; total {time.monotonic() - t0:.0f}s; "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print()
-    print("| contender | dump MiB | seconds | MB/s | CPU s client | CPU s servers |")
+    print("| contender | stored MiB | seconds | database MB/s | CPU s client | CPU s servers |")
     print("|---|---:|---:|---:|---:|---:|")
     for s in samples:
         label = s.who.replace("|", "\\|")
-        print(f"| {label} | {s.size_bytes / MiB:.0f} | {s.seconds:.1f} | {s.mb_per_s:.1f} "
-              f"| {s.client_cpu:.1f} | {s.server_cpu:.1f} |")
+        print(f"| {label} | {s.size_bytes / MiB:.0f} | {s.seconds:.1f} "
+              f"| {db_size / MB / s.seconds:.1f} | {s.client_cpu:.1f} | {s.server_cpu:.1f} |")
     print()
-    print("| median runner MB/s | median pipeline MB/s | ratio of medians | "
-          "median of per-round ratios | CPU s runner / pipeline | runner peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    print(f"| {ours_rate:.1f} | {pipe_rate:.1f} | {ours_rate / pipe_rate:.3f} | "
-          f"{statistics.median(pair_ratios):.3f} | {cpu_ours:.1f} / {cpu_pipe:.1f} | "
-          f"{peak / MiB:.0f} MiB |")
+    # Speed in the database's bytes per second: the stored sizes differ by codec.
+    print("| runner | median seconds | speed / the pipeline's (goal >= 3 for zstd) | "
+          "time / pg_dump -Z0 to /dev/null's (goal <= 1.6 for zstd) | "
+          "peak RSS (goal <= 128 MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for codec in ("gzip", "zstd"):
+        who = f"stackforge runner ({codec})"
+        peak = max(s.peak_rss_bytes or 0 for s in samples if s.who == who)
+        print(f"| {codec} | {seconds(who):.1f} | {pipe / seconds(who):.2f} | "
+              f"{seconds(who) / limit:.2f} | {peak / MiB:.0f} MiB |")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,9 +48,10 @@ def _store(s3: S3Server, bucket: str) -> BackupStore:
     return BackupStore(StoreConfig(bucket=bucket), client=s3.client())
 
 
-def _backup(postgres: pg.PostgresServer, s3: S3Server, database: str, bucket: str) -> Manifest:
+def _backup(postgres: pg.PostgresServer, s3: S3Server, database: str, bucket: str,
+            *extra: str) -> Manifest:
     argv = runner_argv(tenant=TENANT, bucket=bucket, endpoint=s3.endpoint,
-                       extra=["--pg-bin-dir", str(postgres.bin_dir)])
+                       extra=["--pg-bin-dir", str(postgres.bin_dir), *extra])
     run = run_runner(argv, pg.env_for(postgres, database, s3.env()))
     assert run.returncode == 0, f"backup failed:\n{run.stdout}\n{run.stderr}"
     manifest = _store(s3, bucket).read_manifest(TENANT, run.result["runId"])
@@ -204,6 +206,85 @@ def test_backup_chosen_by_id_and_by_time(
             assert postgres_server.row_counts(scratch) == expected.postgres.row_counts  # type: ignore[union-attr]
         finally:
             postgres_server.drop_database(scratch)
+
+
+def test_a_zstd_dump_and_a_gzip_dump_both_restore_and_zstd_by_hand_too(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """#18 item 3: a policy's Zstd dumps and the Gzip ones (every backup made
+    before) restore through the same drill path, each to the source's data; a
+    person restores a zstd dump with ``zstd -dc | pg_restore`` (docs/operator.md)."""
+    zstd = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                   "--dump-compression", "zstd")
+    gzip = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    client = s3_server.client()
+    for manifest, name, fmt, magic in (
+            (zstd, "postgres.dump.zst", "pg_dump-custom+zstd", b"\x28\xb5\x2f\xfd"),
+            (gzip, "postgres.dump", "pg_dump-custom", b"PGDMP")):
+        dump = manifest.artifact("postgres")
+        assert dump is not None and dump.key.endswith(f"/{manifest.run_id}/{name}")
+        assert dump.format == fmt
+        head = client.get_object(Bucket=s3_bucket, Key=dump.key, Range="bytes=0-4")
+        assert head["Body"].read().startswith(magic)
+        scratch = postgres_server.create_database(f"scratch_{uuid.uuid4().hex[:10]}")
+        try:
+            run = _drill(postgres_server, s3_server, scratch, s3_bucket,
+                         "--backup", manifest.run_id)
+            result = _verdict(run, "Passed")
+            checksum = next(c for c in result["checks"] if c["kind"] == "Checksum")
+            assert (checksum["expected"], checksum["passed"]) == (dump.sha256, True)
+            assert postgres_server.row_counts(scratch) == seeded_database.row_counts
+            for table in ("customers", "orders"):
+                assert postgres_server.table_checksum(scratch, "shop", table) == \
+                    postgres_server.table_checksum(seeded_database.name, "shop", table)
+        finally:
+            postgres_server.drop_database(scratch)
+
+    # By hand, as docs/operator.md says: the object, zstd -dc, pg_restore.
+    dump = zstd.artifact("postgres")
+    assert dump is not None
+    stored = tmp_path / "postgres.dump.zst"
+    stored.write_bytes(client.get_object(Bucket=s3_bucket, Key=dump.key)["Body"].read())
+    scratch = postgres_server.create_database(f"scratch_{uuid.uuid4().hex[:10]}")
+    try:
+        env = pg.env_for(postgres_server, scratch, {})
+        decompressed = subprocess.Popen(["zstd", "-dc", str(stored)], stdout=subprocess.PIPE)
+        restored = subprocess.run(
+            [str(postgres_server.bin_dir / "pg_restore"), "--no-owner", "--no-privileges",
+             "--exit-on-error", "-d", scratch], stdin=decompressed.stdout, env=env,
+            capture_output=True, text=True, check=False, timeout=120)
+        assert decompressed.wait(timeout=60) == 0
+        assert restored.returncode == 0, restored.stderr
+        assert postgres_server.row_counts(scratch) == seeded_database.row_counts
+    finally:
+        postgres_server.drop_database(scratch)
+
+
+def test_flipped_bytes_in_a_zstd_dump_fail_with_checksum_mismatch(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """A corrupt zstd object stops decoding part-way: the drill names the checksum,
+    not a crash of the runner."""
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                       "--dump-compression", "zstd")
+    dump = manifest.artifact("postgres")
+    assert dump is not None
+    client = s3_server.client()
+    data = bytearray(client.get_object(Bucket=s3_bucket, Key=dump.key)["Body"].read())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    client.put_object(Bucket=s3_bucket, Key=dump.key, Body=bytes(data))
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, "--run-id", "corrupt")
+    result = _verdict(run, "Failed", "ChecksumMismatch")
+    assert [c["kind"] for c in result["checks"]] == ["Checksum"]
 
 
 # ---------------------------------------------------------------------- failures

@@ -177,12 +177,14 @@ def test_the_report_has_the_running_pods_logs_and_no_secret_value(
 
 @pytest.fixture(scope="module")
 def bucket(real_cluster: ClusterHandle, tenant: str, pod_s3: S3Server) -> str:
-    """The tenant's BackupPolicy "nightly" and its bucket."""
+    """The tenant's BackupPolicy "nightly" and its bucket; its dumps zstd (#18), so the
+    backup Job and the drill here run that path in the operator's image (gzip ones:
+    test_backup_runs.py, test_drill_runs.py)."""
     ns = tenants.namespace_of(tenant)
     created = pod_s3.create_bucket()
     runs.put_s3_secrets(real_cluster, ns, pod_s3)
     runs.apply(real_cluster, runs.policy_manifest("nightly", runs.Tenant(tenant, ns, created),
-                                                  pod_s3.endpoint))
+                                                  pod_s3.endpoint, dumpCompression="Zstd"))
     # The backup reads as the app's owner: the superuser's table of the psql test too.
     owner = runs.app_owner(real_cluster, ns)
     stack.psql(real_cluster, ns, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{owner}"')
@@ -239,7 +241,7 @@ def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
 
 
 def test_a_drill_now_waits_for_its_verdict_and_exits_1_unless_it_passed(
-        real_cluster: ClusterHandle, tenant: str, bucket: str) -> None:
+        real_cluster: ClusterHandle, tenant: str, bucket: str, pod_s3: S3Server) -> None:
     """``drill --from D --wait`` on running pods: the tenant's DRDrill copied and run
     once now, restoring the backup just taken into a sandbox and judging it; a drill
     whose check cannot pass exits 1 with its verdict."""
@@ -265,6 +267,10 @@ def test_a_drill_now_waits_for_its_verdict_and_exits_1_unless_it_passed(
                         r"RPO \d+(\.\d+)? s", verdict), passed.stdout
     run = runs.finished_drill(real_cluster, ns, verdict.split()[1].rstrip(":"))
     assert run["status"]["lastResult"]["verdict"] == "Passed"
+    # What it restored was the zstd dump the backup Job wrote.
+    listed = pod_s3.client().list_objects_v2(Bucket=bucket, Prefix=f"backups/{tenant}/")
+    dumps = [o["Key"] for o in listed.get("Contents", []) if "/postgres.dump" in o["Key"]]
+    assert dumps and all(key.endswith("/postgres.dump.zst") for key in dumps), dumps
 
     failed = plugin(real_cluster, "drill", tenant, "--from", "wrong", "--wait",
                     "--timeout", "300", timeout=330)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stackforge_operator import runner_process
 from stackforge_operator.backup import store
+from stackforge_operator.backup.dump_format import DumpCompression
 from stackforge_operator.backup.runner import BackupRequest, run_backup
 from stackforge_operator.backup.store import MiB
 from stackforge_operator.models.backup import BackupTarget, SSEAlgorithm
@@ -40,6 +41,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grafana-url", help="Grafana base URL; token from GRAFANA_TOKEN")
     parser.add_argument("--pg-bin-dir", type=Path,
                         help="directory of pg_dump and psql; default: PATH")
+    parser.add_argument("--dump-compression", choices=[c.value for c in DumpCompression],
+                        default=DumpCompression.GZIP.value,
+                        help="gzip: pg_dump's own (default); zstd: an uncompressed archive "
+                             "compressed in worker threads while it streams")
     parser.add_argument("--part-size-mib", type=int, default=8,
                         help="multipart part size; 10,000 parts at most (default: %(default)s)")
     parser.add_argument("--termination-log", type=Path,
@@ -91,6 +96,7 @@ def request_from_args(
         grafana_url=args.grafana_url,
         pg_bin_dir=args.pg_bin_dir,
         part_size=args.part_size_mib * MiB,
+        compression=DumpCompression(args.dump_compression),
     )
 
 

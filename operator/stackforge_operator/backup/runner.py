@@ -33,6 +33,13 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stackforge_operator import runner_process
+from stackforge_operator.backup.dump_format import (
+    DumpCompression,
+    compressed,
+    dump_format,
+    dump_name,
+    pg_dump_level,
+)
 from stackforge_operator.backup.failures import BackupFailure, redact, s3_failure, secret_values
 from stackforge_operator.backup.grafana import export_dashboards
 from stackforge_operator.backup.manifest import Manifest, ManifestArtifact, PostgresInfo
@@ -55,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stackforge_operator.backup")
 
-DUMP_NAME = "postgres.dump"
 CONFIGURATION_NAME = "configuration.json"
 GRAFANA_NAME = "grafana-dashboards.json"
 DEFAULT_LOCK_TIMEOUT_MS = 10 * 60 * 1000
@@ -78,6 +84,7 @@ class BackupRequest:
     parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
     compress: int | None = None
+    compression: DumpCompression = DumpCompression.GZIP
 
 
 @dataclass
@@ -315,8 +322,9 @@ class _Run:
 
     def _dump(self, pg_dump: str, snapshot: str) -> ManifestArtifact:
         request = self.request
-        key = self.prefix + DUMP_NAME
-        self.stage(f"streaming pg_dump into s3://{self.store.bucket}/{key}")
+        key = self.prefix + dump_name(request.compression)
+        self.stage(f"streaming pg_dump ({request.compression}) into "
+                   f"s3://{self.store.bucket}/{key}")
         self.upload = MultipartUpload(
             self.store.client, self.store.config, key,
             part_size=request.part_size, parts_in_flight=request.parts_in_flight,
@@ -324,12 +332,13 @@ class _Run:
         self.upload.start()
         self.uploaded.append(key)
         self.dump = PgDump(pg_dump, self.env, snapshot=snapshot,
-                           lock_timeout_ms=request.lock_timeout_ms, compress=request.compress)
+                           lock_timeout_ms=request.lock_timeout_ms,
+                           compress=pg_dump_level(request.compression, request.compress))
         stream = self.dump.start()
         assert self.session is not None
         # Counted in pg_dump's snapshot while it streams: same rows, no extra wait.
         self.session.start_counting()
-        self.upload.upload_from(stream)
+        self.upload.upload_from(compressed(stream, request.compression))
         stream.close()
         # Only a dump whose producer exited 0 is whole: check before completing.
         try:
@@ -355,7 +364,8 @@ class _Run:
                 f"{key}: stored {stored} bytes, streamed {result.size_bytes}",
             )
         log.info("dump uploaded: %d bytes in %d parts", result.size_bytes, result.parts)
-        return self._artifact("postgres", result, "application/octet-stream", "pg_dump-custom")
+        return self._artifact("postgres", result, "application/octet-stream",
+                              dump_format(request.compression))
 
     @staticmethod
     def _artifact(

@@ -149,6 +149,24 @@ class TooLarge(Exception):  # noqa: N818 - named for the reason it reports
     """The stream needs more than S3's 10,000 parts at this part size."""
 
 
+def _read_part(stream: IO[bytes], size: int) -> bytes:
+    """``size`` bytes, fewer only at EOF: S3 refuses a part under 5 MiB unless it
+    is the last. On a pipe, read(n) already blocks until n bytes or EOF (one
+    allocation per part, no copy); a compressing reader may answer short."""
+    data = stream.read(size)
+    if len(data) == size or not data:
+        return data
+    pieces = [data]
+    missing = size - len(data)
+    while missing > 0:
+        more = stream.read(missing)
+        if not more:
+            break
+        pieces.append(more)
+        missing -= len(more)
+    return b"".join(pieces)
+
+
 class MultipartUpload:
     """One S3 multipart upload fed from a stream, with bounded memory.
 
@@ -201,9 +219,7 @@ class MultipartUpload:
             try:
                 number = 0
                 while True:
-                    # On a pipe, read(n) blocks until n bytes or EOF: one
-                    # allocation per part, no extra copy.
-                    data = stream.read(self.part_size)
+                    data = _read_part(stream, self.part_size)
                     if not data and number > 0:
                         break
                     number += 1

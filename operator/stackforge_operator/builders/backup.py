@@ -35,7 +35,12 @@ from stackforge_operator.builders.secrets_names import (
     POSTGRES_SECRET,
     POSTGRES_USER_KEY,
 )
-from stackforge_operator.models.backup import BackupPolicySpec, BackupTarget, ObjectStorage
+from stackforge_operator.models.backup import (
+    BackupPolicySpec,
+    BackupTarget,
+    DumpCompression,
+    ObjectStorage,
+)
 from stackforge_operator.models.effective import EffectiveTenant
 
 POLICY_LABEL = f"{API_GROUP}/backup-policy"
@@ -134,6 +139,9 @@ def _runner_args(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[str]
             args += ["--kms-key-id", sse.kms_key_id]
     targets = sorted(target.value for target in policy_spec.targets)
     args += ["--targets", ",".join(targets)]
+    if policy_spec.dump_compression is DumpCompression.ZSTD:
+        # Only when asked: gzip policies keep the argument list (and CronJob) they had.
+        args += ["--dump-compression", "zstd"]
     if BackupTarget.CONFIGURATION in policy_spec.targets:
         args += ["--config-file", f"{CONFIG_MOUNT}/{CONFIG_FILE}"]
     if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and policy_spec.grafana:

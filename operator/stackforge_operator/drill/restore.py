@@ -12,9 +12,10 @@ import hashlib
 import logging
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from stackforge_operator.backup.dump_format import UndecodableDumpError
 from stackforge_operator.backup.postgres import StderrTail, libpq_env, start_tool, widen_pipe
 
 log = logging.getLogger("stackforge_operator.drill")
@@ -74,8 +75,10 @@ class PgRestore:
         assert self.proc.stdin is not None
         widen_pipe(self.proc.stdin)
 
-    def feed(self, chunks: Iterable[bytes]) -> tuple[int, str, bool]:
-        """Write every chunk to pg_restore; returns (bytes, sha256, cut_short).
+    def feed(self, chunks: Iterable[bytes],
+             decode: Callable[[bytes], bytes] | None = None) -> tuple[int, str, bool]:
+        """Write every chunk (through ``decode``, for a dump the runner compressed)
+        to pg_restore; returns (bytes, sha256, cut_short) of the stored bytes.
 
         Everything is hashed even after pg_restore has stopped reading: a
         corrupted object usually breaks the restore too, and only the whole
@@ -91,10 +94,14 @@ class PgRestore:
             size += len(chunk)
             if open_:
                 try:
-                    sink.write(chunk)
+                    sink.write(decode(chunk) if decode is not None else chunk)
                 except BrokenPipeError:
                     open_ = False
                     log.warning("pg_restore stopped reading after %d bytes", size)
+                except UndecodableDumpError as error:
+                    # pg_restore gets a cut archive and fails; the hash goes on.
+                    open_ = False
+                    log.warning("the dump stops decoding after %d bytes: %s", size, error)
         with contextlib.suppress(BrokenPipeError):
             sink.close()
         return size, digest.hexdigest(), not open_
@@ -112,14 +119,15 @@ class PgRestore:
 
 def stream_restore(
     chunks: Iterable[bytes], pg_restore: str, env: Mapping[str, str], *,
-    keep_owners: bool = False,
+    keep_owners: bool = False, decode: Callable[[bytes], bytes] | None = None,
 ) -> StreamResult:
-    """Restore the archive ``chunks`` yields into the database libpq's env names."""
+    """Restore the archive ``chunks`` yields (``decode``: dump_format.decoder) into
+    the database libpq's env names."""
     started = time.monotonic()
     restore = PgRestore(pg_restore, env, keep_owners=keep_owners)
     restore.start()
     try:
-        size, sha256, cut_short = restore.feed(chunks)
+        size, sha256, cut_short = restore.feed(chunks, decode)
         code, stderr = restore.wait()
     finally:
         # An S3 error or SIGTERM mid-stream: pg_restore must not outlive us.

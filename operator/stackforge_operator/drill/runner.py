@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stackforge_operator.backup import dump_format
 from stackforge_operator.backup.failures import BackupFailure, redact, s3_failure, secret_values
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.postgres import find_tool, tool_version
@@ -226,9 +227,14 @@ class _Drill:
             self.checks.append(made)
             if not made.passed:
                 raise BackupFailure(Reason.RESTORE_FAILED, made.message or "making roles failed")
-        self.step(f"restoring s3://{self.store.bucket}/{dump.key} ({dump.size_bytes} bytes)")
+        try:
+            decode = dump_format.decoder(dump.format)
+        except ValueError as unknown:
+            raise BackupFailure(Reason.RESTORE_FAILED, f"{dump.key}: {unknown}") from None
+        self.step(f"restoring s3://{self.store.bucket}/{dump.key} ({dump.size_bytes} bytes, "
+                  f"{dump.format or dump_format.GZIP_FORMAT})")
         result = stream_restore(self._open_dump(dump.key), pg_restore, self.env,
-                                keep_owners=request.keep_owners)
+                                keep_owners=request.keep_owners, decode=decode)
         tail = redact_lines(result.stderr_tail, self.secrets)
         self.restore = RestoreFacts(result.seconds, result.size_bytes, result.sha256,
                                     result.exit_code, tail)
