@@ -44,7 +44,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dump-compression", choices=[c.value for c in DumpCompression],
                         default=DumpCompression.GZIP.value,
                         help="gzip: pg_dump's own (default); zstd: an uncompressed archive "
-                             "compressed in worker threads while it streams")
+                             "compressed by zstd while it streams")
     parser.add_argument("--part-size-mib", type=int, default=8,
                         help="multipart part size; 10,000 parts at most (default: %(default)s)")
     parser.add_argument("--termination-log", type=Path,

@@ -3,8 +3,8 @@ itself (gzip, the default and what older backups are), or uncompressed and
 wrapped in one zstd frame by the runner while it streams to S3.
 
 zstd is the fast path: pg_dump's own gzip runs in pg_dump's single thread and
-caps a dump near 37 MB/s on this project's machine; zstd level 3 in worker
-threads keeps up with pg_dump -Z0 (docs/benchmarks.md). A person restores one
+caps a dump near 37 MB/s on this project's machine; zstd level 3, running
+beside it, nearly keeps up with pg_dump -Z0 (docs/benchmarks.md). A person restores one
 by hand with ``zstd -dc postgres.dump.zst | pg_restore -d DB``.
 """
 
@@ -19,10 +19,12 @@ import zstandard
 GZIP_FORMAT = "pg_dump-custom"
 ZSTD_FORMAT = "pg_dump-custom+zstd"
 # Level 3 is zstd's default: most of the ratio of the higher levels at several
-# times their speed. Two workers overlap compression with pg_dump where there
-# are cores for it; under the runner Job's limit of one core they share it.
+# times their speed. No worker threads: the compression runs in the runner's
+# own thread (zstd releases the GIL), beside pg_dump's process and the upload
+# threads, which is as fast on two cores; zstd's workers buffered whole jobs
+# each and took the runner from 91 to 145 MiB peak (tests/backup/test_memory.py).
 ZSTD_LEVEL = 3
-ZSTD_THREADS = 2
+ZSTD_THREADS = 0
 ZSTD_READ_SIZE = 1024 * 1024
 
 

@@ -385,8 +385,8 @@ class BackupPolicySpec(SpecModel):
         DumpCompression.GZIP,
         description=(
             "Compression of the PostgreSQL dump. Gzip: pg_dump's own, in its one thread "
-            "(postgres.dump). Zstd: an uncompressed archive compressed by the runner in "
-            "worker threads while it streams, several times faster (postgres.dump.zst; by "
+            "(postgres.dump). Zstd: an uncompressed archive compressed by the runner "
+            "while it streams, several times faster (postgres.dump.zst; by "
             "hand: zstd -dc | pg_restore). Drills and restores read both. Default: Gzip."
         ),
     )
