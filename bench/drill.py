@@ -84,9 +84,10 @@ def _aws_cli() -> str:
 
 
 def make_backup(server: pg.PostgresServer, s3srv: s3.S3Server, database: str,
-                bucket: str) -> Manifest:
+                bucket: str, compression: str = "gzip") -> Manifest:
     argv = runner_argv(tenant=TENANT, bucket=bucket, endpoint=s3srv.endpoint,
-                       extra=["--pg-bin-dir", str(server.bin_dir)])
+                       extra=["--pg-bin-dir", str(server.bin_dir),
+                              "--dump-compression", compression])
     run = run_runner_measured(argv, pg.env_for(server, database, s3srv.env()))
     if run.returncode != 0:
         raise SystemExit(f"backup failed:\n{run.stdout}\n{run.stderr}")
@@ -125,10 +126,11 @@ def run_with_peak(argv: list[str], env: dict[str, str]) -> tuple[str, str, int, 
         return out.read(), err.read(), peak, usage.ru_utime + usage.ru_stime
 
 
-def drill(server: pg.PostgresServer, s3srv: s3.S3Server, bucket: str, scratch: str) -> Sample:
+def drill(server: pg.PostgresServer, s3srv: s3.S3Server, bucket: str, scratch: str,
+          backup: Manifest) -> Sample:
     started = datetime.now(UTC)
     argv = drill_argv(tenant=TENANT, bucket=bucket, endpoint=s3srv.endpoint,
-                      extra=["--pg-bin-dir", str(server.bin_dir),
+                      extra=["--pg-bin-dir", str(server.bin_dir), "--backup", backup.run_id,
                              "--started-at", started.isoformat()])
     stdout, stderr, peak, cpu = run_with_peak(argv, pg.env_for(server, scratch, s3srv.env()))
     result = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {}
@@ -138,7 +140,9 @@ def drill(server: pg.PostgresServer, s3srv: s3.S3Server, bucket: str, scratch: s
     report: dict[str, Any] = json.loads(
         s3srv.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     )
-    return Sample("drill runner (RTO: start-up, restore, verification)",
+    dump = backup.artifact("postgres")
+    codec = "zstd" if dump is not None and dump.key.endswith(".zst") else "gzip"
+    return Sample(f"drill runner, {codec} dump (RTO: start-up, restore, verification)",
                   float(report["rto"]["seconds"]), cpu, float(report["restore"]["seconds"]),
                   peak)
 
@@ -178,6 +182,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="restores of each kind")
     parser.add_argument("--no-default-awscli", action="store_true",
                         help="skip the one pipeline run with awscli's default (ranged GETs)")
+    parser.add_argument("--zstd", action="store_true",
+                        help="also back the database up as a zstd dump and drill that too "
+                             "(its RTO beside the gzip dump's)")
     args = parser.parse_args()
 
     t0 = time.monotonic()
@@ -204,19 +211,22 @@ def main() -> int:
               f"{time.monotonic() - started:.0f}s", flush=True)
         if dump.size_bytes < args.min_dump_mib * MiB:
             raise SystemExit(f"dump is only {dump.size_bytes / MiB:.0f} MiB: raise DB_PER_DUMP")
+        zstd = make_backup(server, s3srv, database, bucket, "zstd") if args.zstd else None
         server.drop_database(database)  # frees memory and disk for the restores
 
         aws_config = single_get_config(s3srv.dir)
         order: list[str] = []
         for round_ in range(args.rounds):
             # Alternate who goes first so that neither always gets a warm cache.
-            order += ["pipeline", "drill"] if round_ % 2 == 0 else ["drill", "pipeline"]
+            kinds = ["pipeline", "drill"] + (["drill-zstd"] if zstd else [])
+            order += kinds if round_ % 2 == 0 else kinds[::-1]
         if not args.no_default_awscli:
             order.append("default-awscli")
         for who in order:
             scratch = fresh_scratch(server, "scratch")
-            if who == "drill":
-                sample = drill(server, s3srv, bucket, scratch)
+            if who.startswith("drill"):
+                sample = drill(server, s3srv, bucket, scratch,
+                               zstd if who == "drill-zstd" and zstd else manifest)
             else:
                 config = aws_config if who == "pipeline" else None
                 sample = pipeline(server, s3srv, bucket, dump.key, scratch, aws_config=config)
@@ -231,7 +241,8 @@ def main() -> int:
         server.stop()
 
     pipe = statistics.median(s.seconds for s in samples if "single GET" in s.who)
-    ours = [s for s in samples if s.who.startswith("drill")]
+    ours = [s for s in samples if s.who.startswith("drill runner, gzip")]
+    zstd_runs = [s for s in samples if s.who.startswith("drill runner, zstd")]
     rto = statistics.median(s.seconds for s in ours)
     print()
     print(f"machine: {machine_facts()}")
@@ -252,6 +263,12 @@ def main() -> int:
     peak = max(s.peak_rss_bytes or 0 for s in ours)
     print(f"| {rto:.1f} s | {restore:.1f} s | {pipe:.1f} s | {rto / pipe:.3f} | "
           f"{peak / MiB:.0f} MiB |")
+    if zstd_runs:
+        zstd_rto = statistics.median(s.seconds for s in zstd_runs)
+        print()
+        print("| median drill RTO, gzip dump | median drill RTO, zstd dump | zstd / gzip |")
+        print("|---:|---:|---:|")
+        print(f"| {rto:.1f} s | {zstd_rto:.1f} s | {zstd_rto / rto:.3f} |")
     return 0
 
 

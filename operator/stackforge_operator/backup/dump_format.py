@@ -3,8 +3,8 @@ itself (gzip, the default and what older backups are), or uncompressed and
 wrapped in one zstd frame by the runner while it streams to S3.
 
 zstd is the fast path: pg_dump's own gzip runs in pg_dump's single thread and
-caps a dump near 37 MB/s on this project's machine; zstd level 3, running
-beside it, nearly keeps up with pg_dump -Z0 (docs/benchmarks.md). A person restores one
+caps a dump near 28 MB/s of database on this project's machine; zstd level 1
+beside it is several times faster (docs/benchmarks.md). A person restores one
 by hand with ``zstd -dc postgres.dump.zst | pg_restore -d DB``.
 """
 
@@ -18,12 +18,13 @@ import zstandard
 
 GZIP_FORMAT = "pg_dump-custom"
 ZSTD_FORMAT = "pg_dump-custom+zstd"
-# Level 3 is zstd's default: most of the ratio of the higher levels at several
-# times their speed. No worker threads: the compression runs in the runner's
+# Level 1: on md5-like text it stored no more than level 3 (118 vs 122 MiB of a
+# 244 MiB archive) for half the CPU (0.9 vs 2.0 s), and on two cores that CPU is
+# the dump's wall time. No worker threads: the compression runs in the runner's
 # own thread (zstd releases the GIL), beside pg_dump's process and the upload
-# threads, which is as fast on two cores; zstd's workers buffered whole jobs
-# each and took the runner from 91 to 145 MiB peak (tests/backup/test_memory.py).
-ZSTD_LEVEL = 3
+# threads, which was as fast; zstd's workers buffer whole jobs, which took the
+# runner at level 3 from 91 to 145 MiB peak (tests/backup/test_memory.py).
+ZSTD_LEVEL = 1
 ZSTD_THREADS = 0
 ZSTD_READ_SIZE = 1024 * 1024
 
