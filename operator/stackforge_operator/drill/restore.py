@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import queue
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from stackforge_operator.backup.dump_format import UndecodableDumpError
 from stackforge_operator.backup.postgres import StderrTail, libpq_env, start_tool, widen_pipe
@@ -58,6 +61,64 @@ def pg_restore_argv(pg_restore: str, *, keep_owners: bool = False) -> list[str]:
             "--exit-on-error", "--no-password", "--dbname="]
 
 
+_DONE = object()
+# Chunks read (and decoded) ahead of the one being written: S3's next bytes and
+# their decompression overlap pg_restore's reading, which one thread cannot do.
+# Two 4 MiB chunks, and for zstd their larger decoded bytes, bound the memory.
+READ_AHEAD_CHUNKS = 2
+
+
+def _read_ahead(chunks: Iterable[bytes], decode: Callable[[bytes], bytes] | None,
+                ) -> Iterator[tuple[bytes, bytes | UndecodableDumpError]]:
+    """(stored bytes, what pg_restore gets) per chunk, from a reader thread. Once a
+    chunk does not decode, its error stands in for every later chunk's bytes; an
+    error reading the chunks is raised here."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        failed: UndecodableDumpError | None = None
+        try:
+            for chunk in chunks:
+                data: bytes | UndecodableDumpError = chunk
+                if decode is not None:
+                    try:
+                        data = failed or decode(chunk)
+                    except UndecodableDumpError as error:
+                        data = failed = error
+                if not put((chunk, data)):
+                    return
+        except Exception as error:  # S3 failing mid-stream: the writer raises it
+            put(error)
+            return
+        put(_DONE)
+
+    reader = threading.Thread(target=read, name="dump-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            try:
+                item = ready.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield cast("tuple[bytes, bytes | UndecodableDumpError]", item)
+    finally:
+        stop.set()
+
+
 class PgRestore:
     """One ``pg_restore`` reading the archive from stdin."""
 
@@ -89,19 +150,21 @@ class PgRestore:
         digest = hashlib.sha256()
         size = 0
         open_ = True
-        for chunk in chunks:
+        for chunk, data in _read_ahead(chunks, decode):
             digest.update(chunk)
             size += len(chunk)
-            if open_:
-                try:
-                    sink.write(decode(chunk) if decode is not None else chunk)
-                except BrokenPipeError:
-                    open_ = False
-                    log.warning("pg_restore stopped reading after %d bytes", size)
-                except UndecodableDumpError as error:
-                    # pg_restore gets a cut archive and fails; the hash goes on.
-                    open_ = False
-                    log.warning("the dump stops decoding after %d bytes: %s", size, error)
+            if not open_:
+                continue
+            if isinstance(data, UndecodableDumpError):
+                # pg_restore gets a cut archive and fails; the hash goes on.
+                open_ = False
+                log.warning("the dump stops decoding after %d bytes: %s", size, data)
+                continue
+            try:
+                sink.write(data)
+            except BrokenPipeError:
+                open_ = False
+                log.warning("pg_restore stopped reading after %d bytes", size)
         with contextlib.suppress(BrokenPipeError):
             sink.close()
         return size, digest.hexdigest(), not open_
