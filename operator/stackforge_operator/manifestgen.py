@@ -12,7 +12,9 @@ Under ``manifests/``:
   kustomization's directory, so ``kubectl apply -k manifests/`` and an Argo CD
   Application on ``manifests/`` need them inside it);
 - ``argocd/argocd-cm.yaml`` from ``argocd/health.lua``, the script registered
-  once per kind.
+  once per kind;
+- ``plugin/clusterrole.yaml``: the ClusterRole of ``kubectl stackforge``'s users
+  (:data:`rbac.PLUGIN_USER_RULES`), outside the kustomization.
 
 Under ``charts/stackforge-operator/``:
 
@@ -104,6 +106,27 @@ def render_cluster_role() -> str:
         + _labels("    ")
         + "rules:\n"
         + render_rules(rbac.CLUSTER_ROLE_RULES)
+    )
+
+
+def render_plugin_user_role() -> str:
+    header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(
+        "For the people who run `kubectl stackforge`, not for the operator: apply it, then bind "
+        "it to them with a ClusterRoleBinding (or a RoleBinding per tenant namespace, and "
+        "`kubectl stackforge -n`). It can open a shell in every tenant's database (pods/exec). "
+        "Not part of kustomization.yaml.",
+        "",
+    )
+    return (
+        header
+        + "apiVersion: rbac.authorization.k8s.io/v1\n"
+        + "kind: ClusterRole\n"
+        + "metadata:\n"
+        + f"  name: {rbac.PLUGIN_USER_ROLE}\n"
+        + "  labels:\n"
+        + _labels("    ")
+        + "rules:\n"
+        + render_rules(rbac.PLUGIN_USER_RULES)
     )
 
 
@@ -201,6 +224,7 @@ def render_all(manifests_dir: Path) -> dict[Path, str]:
         Path("peering.yaml"): render_peering(),
         Path("admissionpolicy.yaml"): render_admission_policy(),
         Path("argocd") / "argocd-cm.yaml": render_argocd_cm(script),
+        Path("plugin") / "clusterrole.yaml": render_plugin_user_role(),
     }
     for name, text in crdgen.render_all().items():
         files[Path("crds") / name] = text

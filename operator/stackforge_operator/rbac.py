@@ -176,6 +176,40 @@ PEERING_RULES: Final[tuple[Rule, ...]] = (
 # The generated ClusterRole (manifests/clusterrole.yaml): the shipped Deployment peers.
 CLUSTER_ROLE_RULES: Final[tuple[Rule, ...]] = (*REQUIRED_RULES, *PEERING_RULES)
 
+# What `kubectl stackforge` needs, for the people on call who run it
+# (manifests/plugin/clusterrole.yaml, ClusterRole PLUGIN_USER_ROLE; bind it with a
+# ClusterRoleBinding, or a RoleBinding per tenant namespace and `-n`). Not the
+# operator's own grant: it opens a shell in every tenant's database (pods/exec),
+# which the operator never holds. No Secrets: `report` leaves the kind out of
+# its bundle when it may not list it (its values would be redacted anyway).
+PLUGIN_USER_ROLE: Final = "stackforge-plugin-user"
+PLUGIN_USER_RULES: Final[tuple[Rule, ...]] = (
+    Rule(API_GROUP, ("stackforgetenants",), ("get", "list", "patch"),
+         "status reads tenants; isolate and unisolate patch spec.isolate; restore writes its "
+         "two recovery annotations"),
+    Rule(API_GROUP, ("backuppolicies",), ("get", "list", "patch"),
+         "status shows them; backup writes the backup-now annotation"),
+    Rule(API_GROUP, ("drdrills",), ("get", "list", "create"),
+         "drill creates a one-off copy of the tenant's drill and reads its verdict"),
+    Rule("", ("pods",), ("get", "list"), "health, psql and report find the tenant's pods"),
+    Rule("", ("pods/exec",), ("create",),
+         "health runs pg_isready, psql and redis-cli in the components' containers; psql"),
+    Rule("", ("pods/portforward",), ("create",),
+         "health's HTTP checks (Kong, Consul, the apps' health paths, Kafka's exporter) reach "
+         "a pod's own port"),
+    Rule("", ("pods/log",), ("get",), "report: the containers' and the operator's last lines"),
+    Rule("apps", ("deployments", "statefulsets"), ("list",),
+         "health compares ready pods with the replicas wanted; report"),
+    Rule("batch", ("jobs",), ("list",), "backup --wait follows its Job; report"),
+    Rule("", ("events", "configmaps", "services", "persistentvolumeclaims", "serviceaccounts",
+              "resourcequotas", "limitranges"), ("list",), "report"),
+    Rule("batch", ("cronjobs",), ("list",), "report"),
+    Rule("networking.k8s.io", ("networkpolicies",), ("list",), "report"),
+    Rule("policy", ("poddisruptionbudgets",), ("list",), "report"),
+    Rule("autoscaling", ("horizontalpodautoscalers",), ("list",), "report"),
+    Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("list",), "report"),
+)
+
 # (apiVersion, kind) -> (API group, plural) for every kind the operator touches.
 # Lets tests turn a `kube.get("v1", "Secret", ...)` call into an RBAC question.
 RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {

@@ -6,6 +6,7 @@ objects, not running pods (psql and a report with logs: tests/realnode/test_plug
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from kubernetes import client
 
 from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from tests.support import tenants
+from tests.support import plugin_user, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.plugin_cli import PLUGIN, plugin
 
@@ -162,3 +163,42 @@ def test_a_restore_is_asked_only_when_confirmed(cluster: ClusterHandle,
         lambda: ((tenants.get(cluster, name) or {}).get("status") or {}).get("recovery"),
         timeout=60)
     assert recovery["phase"] == "Refused" and recovery["message"], recovery
+
+
+def test_the_plugin_users_role_runs_every_command_and_no_role_none(
+        cluster: ClusterHandle, tenant: tuple[str, str], tmp_path: Path) -> None:
+    """manifests/plugin/clusterrole.yaml is enough for the commands (health and psql,
+    which need running pods: tests/realnode/test_plugin.py), and Secrets stay out of
+    a report made with it; a user without it is told the API server's 403."""
+    name, ns = tenant
+    oncall = plugin_user.install(cluster, tmp_path / "oncall.kubeconfig")
+    as_oncall = functools.partial(plugin, cluster, kubeconfig=oncall)
+    assert as_oncall("status").returncode == 0
+    shown = as_oncall("status", name)
+    assert shown.returncode == 0 and f"Tenant {name} (namespace {ns})" in shown.stdout
+    assert as_oncall("isolate", name).returncode == 0
+    tenants.wait_condition(cluster, name, "Isolated", "True")
+    assert as_oncall("unisolate", name).returncode == 0
+    refused = as_oncall("backup", name)
+    assert refused.returncode == 1 and "has 0 BackupPolicies" in refused.stderr
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "stackforge.io/v1alpha1", "kind": "DRDrill",
+        "metadata": {"name": "monthly", "namespace": ns},
+        "spec": {"tenantRef": {"name": name}, "schedule": "0 3 1 * *"}}))
+    drill = as_oncall("drill", name)
+    assert drill.returncode == 0, drill.stderr
+    out = tmp_path / "report.tar.gz"
+    report = as_oncall("report", name, "-f", str(out))
+    assert report.returncode == 0, report.stderr
+    files = bundle.verify(out.read_bytes())
+    assert any(f.startswith("objects/StatefulSet/") for f in files)
+    assert not [f for f in files if f.startswith("objects/Secret/")]
+    moment = "2026-12-01T02:00:00Z"
+    asked = as_oncall("restore", name, "--to", moment, "--confirm", f"{ns}/{name}@{moment}")
+    assert asked.returncode == 0, asked.stderr
+
+    stranger = plugin_user.install(cluster, tmp_path / "stranger.kubeconfig", "stranger",
+                                   bound=False)
+    denied = plugin(cluster, "status", name, kubeconfig=stranger)
+    assert denied.returncode == 1
+    assert denied.stderr.strip() == "error: the API server answered 403 Forbidden"

@@ -27,7 +27,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.s3server import S3Server
 from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
-from tests.support import operator_identity, tenants
+from tests.support import operator_identity, plugin_user, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.plugin_cli import plugin
 
@@ -119,7 +119,7 @@ def _health(cluster: ClusterHandle, tenant: str) -> tuple[int, dict[tuple[str, s
 
 
 def test_health_runs_the_runbooks_checks_on_the_live_stack_and_fails_with_it(
-        real_cluster: ClusterHandle, tenant: str) -> None:
+        real_cluster: ClusterHandle, tenant: str, tmp_path: Path) -> None:
     """#19 item 1: pg_isready and connections vs max in the primary, redis-cli ping
     in Redis, the app's health path on its own port; Kong, at zero replicas here,
     said and skipped. Redis paused stops answering: the check fails, so does the
@@ -139,6 +139,14 @@ def test_health_runs_the_runbooks_checks_on_the_live_stack_and_fails_with_it(
     text = plugin(real_cluster, "health", tenant)
     assert text.returncode == 0 and text.stdout.splitlines()[-1].endswith("all passed")
     assert "\033[" not in text.stdout  # no colour when not on a terminal
+    # The shipped role of the plugin's users is enough: exec and port-forward included.
+    oncall = plugin_user.install(real_cluster, tmp_path / "oncall.kubeconfig")
+    as_oncall = plugin(real_cluster, "health", tenant, kubeconfig=oncall)
+    assert as_oncall.returncode == 0, as_oncall.stdout + as_oncall.stderr
+    # The same checks as the admin's run, each passing.
+    assert as_oncall.stdout.splitlines()[-1] == text.stdout.splitlines()[-1]
+    psql = plugin(real_cluster, "psql", tenant, "-c", "SELECT 41 + 1", kubeconfig=oncall)
+    assert psql.returncode == 0 and "42" in psql.stdout, psql.stderr
 
     ns = tenants.namespace_of(tenant)
     # Every client command waits while Redis is paused; the check gives up after 15 s.

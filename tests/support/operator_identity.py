@@ -57,13 +57,13 @@ def install(cluster: ClusterHandle, kubeconfig_path: Path) -> OperatorIdentity:
     assert isinstance(account, dict) and isinstance(role, dict)
     namespace, name = str(account["namespace"]), str(account["name"])
     token = cluster.service_account_token(namespace, name, TOKEN_SECONDS)
-    _write_kubeconfig(cluster.kubeconfig, kubeconfig_path, token)
+    write_kubeconfig(cluster.kubeconfig, kubeconfig_path, token)
     return OperatorIdentity(namespace=namespace, service_account=name,
                             cluster_role=str(role["name"]), kubeconfig=kubeconfig_path,
                             token=token)
 
 
-def _write_kubeconfig(admin_path: Path, path: Path, token: str) -> None:
+def write_kubeconfig(admin_path: Path, path: Path, token: str) -> None:
     """The admin kubeconfig's server and CA, with the ServiceAccount's token as the user."""
     admin = yaml.safe_load(admin_path.read_text())
     context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])

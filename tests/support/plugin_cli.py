@@ -12,7 +12,8 @@ from tests.support.clusters import ClusterHandle
 PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
 
 
-def plugin(cluster: ClusterHandle, *args: str, timeout: float = 120
-           ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PLUGIN), "--kubeconfig", str(cluster.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def plugin(cluster: ClusterHandle, *args: str, timeout: float = 120,
+           kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The plugin as the cluster's admin, or as the user of ``kubeconfig``."""
+    return subprocess.run([str(PLUGIN), "--kubeconfig", str(kubeconfig or cluster.kubeconfig),
+                           *args], capture_output=True, text=True, timeout=timeout, check=False)

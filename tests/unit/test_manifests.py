@@ -103,9 +103,11 @@ def test_installs_exactly_the_expected_objects() -> None:
 
 
 def test_kustomization_lists_every_manifest() -> None:
-    # argocd/ patches Argo CD's own ConfigMap in another namespace: never installed here.
+    # argocd/ patches Argo CD's own ConfigMap in another namespace: never installed here;
+    # plugin/ is the role of the plugin's users, a person's to bind.
     on_disk = {p for p in MANIFESTS.rglob("*.yaml")
-               if p.name != "kustomization.yaml" and "argocd" not in p.parts}
+               if p.name != "kustomization.yaml" and "argocd" not in p.parts
+               and "plugin" not in p.parts}
     assert set(kustomized_files()) == on_disk
 
 
@@ -213,7 +215,25 @@ def test_binding_ties_the_role_to_the_service_account() -> None:
 
 
 def rbac_docs() -> list[dict[str, Any]]:
-    return [d for d in installed() if d["kind"] in ("ClusterRole", "Role")]
+    """The installed roles, and the plugin users' role beside them."""
+    return [d for d in installed() if d["kind"] in ("ClusterRole", "Role")] + _docs(
+        MANIFESTS / "plugin" / "clusterrole.yaml")
+
+
+def test_the_plugin_users_role_reads_no_secret_and_writes_only_requests() -> None:
+    """A person on call may start work (exec, port-forward, a drill, annotations and
+    spec.isolate through patch) but not read credentials nor change the stack."""
+    [role] = _docs(MANIFESTS / "plugin" / "clusterrole.yaml")
+    assert role["metadata"]["name"] == rbac.PLUGIN_USER_ROLE
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert not [g for g in granted if g[1] == "secrets"]
+    writes = {g for g in granted if g[2] not in ("get", "list", "watch")}
+    assert writes == {
+        (API_GROUP, "stackforgetenants", "patch"), (API_GROUP, "backuppolicies", "patch"),
+        (API_GROUP, "drdrills", "create"), ("", "pods/exec", "create"),
+        ("", "pods/portforward", "create"),
+    }
 
 
 def test_no_wildcards_or_dangerous_verbs() -> None:
