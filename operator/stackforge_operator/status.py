@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from stackforge_operator.models.common import Condition, ConditionStatus
-from stackforge_operator.models.conditions import ISOLATED
+from stackforge_operator.models.conditions import ISOLATED, TENANT_COMPONENT_CONDITIONS
 from stackforge_operator.pod_health import PodFault, workload_fault
 
 READY = "Ready"
@@ -266,22 +266,41 @@ def tenant_progress(
 
 
 # Conditions whose False is bad news (a Warning event); for the others
-# (Reconciling, Stalled) True is.
-_BAD_WHEN_TRUE = frozenset({RECONCILING, STALLED})
+# (Reconciling, Stalled, Isolated) True is.
+_BAD_WHEN_TRUE = frozenset({RECONCILING, STALLED, ISOLATED})
+# Not ready yet is routine for these while the object converges (Reconciling True).
+_CONVERGING = frozenset({READY, *TENANT_COMPONENT_CONDITIONS})
+
+
+def _good(condition: Condition) -> bool:
+    return (condition.status == ConditionStatus.TRUE) != (condition.type in _BAD_WHEN_TRUE)
 
 
 def transitions(
     old: Sequence[Condition], new: Sequence[Condition]
 ) -> list[tuple[str, str, str]]:
-    """(event type, reason, message) for every condition whose status flipped or appeared."""
+    """(event type, reason, message) for every meaningful transition: one Event a
+    reader of ``kubectl describe`` needs, not one per condition (a new tenant had
+    eleven). Left out, as routine: Reconciling itself (Ready says how it ended);
+    a condition appearing in a good or Unknown state; Ready or a component not
+    ready yet, and a component coming up, while the object converges. So a new
+    tenant that provisions cleanly posts one Event, Ready=True; a component
+    going down afterwards posts its own and Ready's."""
     before = {c.type: c.status for c in old}
+    # Before or now: the reconcile that ends the converging brings the last components up.
+    converging = any(c.type == RECONCILING and c.status == ConditionStatus.TRUE
+                     for c in (*old, *new))
     events = []
     for condition in new:
-        if before.get(condition.type) == condition.status:
+        previous = before.get(condition.type)
+        if previous == condition.status or condition.type == RECONCILING:
             continue
-        good = (condition.status == ConditionStatus.TRUE) != (condition.type in _BAD_WHEN_TRUE)
-        if condition.type == RECONCILING and condition.status == ConditionStatus.TRUE:
-            good = True  # converging is routine, not a warning
+        good = _good(condition)
+        if previous is None and (good or condition.status == ConditionStatus.UNKNOWN):
+            continue
+        if converging and condition.type in _CONVERGING and (
+                previous is None or (good and condition.type != READY)):
+            continue
         message = f"{condition.type}={condition.status.value}: {condition.message}".rstrip(": ")
         events.append(("Normal" if good else "Warning", condition.reason, message))
     return events
