@@ -123,6 +123,12 @@ def test_noop_resync_makes_zero_write_requests(
         assert writes_between(before, after, resources=OPERATOR_WRITES) == {}
     # The operator did look: each resync lists the tenant's StatefulSets.
     assert delta[("LIST", "statefulsets", "")] >= 3
+    # One Event for the whole provisioning (#18), not one per condition.
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(
+        "tenant-quiet", field_selector="involvedObject.name=quiet,"
+                                       "involvedObject.kind=StackForgeTenant").items
+    assert [(e.type, e.reason, e.count or 1) for e in events] == [
+        ("Normal", "AllComponentsReady", 1)], [(e.reason, e.message) for e in events]
 
 
 def test_owned_objects_are_restored_and_foreign_annotations_kept(
