@@ -172,6 +172,11 @@ def _tenant_cases() -> list[Case]:
         c("app-egress-not-a-cidr",
           {f"{apps}[0].egress": [{"cidr": "payments.example", "ports": [{"port": 443}]}]},
           f"{apps}[0].egress[0].cidr"),
+        # The API server checks the format instead of the type: a list went through
+        # until each formatted string got its CEL type rule (crdgen.STRING_RULE).
+        c("app-egress-cidr-a-list",
+          {f"{apps}[0].egress": [{"cidr": ["203.0.113.0/24"], "ports": [{"port": 443}]}]},
+          f"{apps}[0].egress[0].cidr"),
         c("app-egress-without-ports", {f"{apps}[0].egress": [{"cidr": "203.0.113.0/24"}]},
           f"{apps}[0].egress[0].ports"),
         c("app-egress-port-zero",

@@ -159,9 +159,14 @@ def pg_restore(cluster: ClusterHandle, namespace: str, database: str, dump: byte
 
 def policy_manifest(name: str, tenant: Tenant, endpoint: str, *, bucket: str | None = None,
                     credentials: str = "s3-credentials", **overrides: Any) -> dict[str, Any]:
+    """A nightly policy whose schedule is suspended unless ``suspend=False`` is given:
+    a run the CronJob starts at 02:00 UTC in the middle of a test would be a second,
+    newer backup than the one it made (a CI run at 02:00 met that). Tests of the
+    schedule itself say so."""
     spec: dict[str, Any] = {
         "tenantRef": {"name": tenant.name},
         "schedule": "0 2 * * *",
+        "suspend": True,
         "targets": ["Postgres", "Configuration"],
         "storage": {
             "bucket": bucket or tenant.bucket, "prefix": "backups", "endpoint": endpoint,

@@ -48,6 +48,8 @@ def test_backup_and_drill_run_as_pods_on_the_node(
         "spec": {
             "tenantRef": {"name": seeded_tenant},
             "schedule": "0 2 * * *",
+            # Runs on request only: one the schedule starts at 02:00 would be a second.
+            "suspend": True,
             "targets": ["Postgres"],
             "storage": {"bucket": bucket, "prefix": "backups", "endpoint": pod_s3.endpoint,
                         "region": "us-east-1", "forcePathStyle": True,

@@ -45,7 +45,7 @@ def test_on_demand_backup_end_to_end(
     real_operator: OperatorProcess,
 ) -> None:
     cluster, ns = real_cluster, tenant.namespace
-    runs.apply(cluster, policy_manifest("nightly", tenant, pod_s3.endpoint))
+    runs.apply(cluster, policy_manifest("nightly", tenant, pod_s3.endpoint, suspend=False))
     batch = client.BatchV1Api(cluster.api)
     cron = eventually(lambda: next(iter(batch.list_namespaced_cron_job(ns).items), None))
     assert cron.spec.schedule == "0 2 * * *" and cron.spec.time_zone == "Etc/UTC"
@@ -131,7 +131,7 @@ def test_the_schedule_itself_starts_a_backup_that_passes_the_tenants_policies(
     assert "default-deny" in {p.metadata.name for p in policies}
     bucket = pod_s3.create_bucket()
     runs.apply(cluster, policy_manifest("every-minute", tenant, pod_s3.endpoint, bucket=bucket,
-                                        schedule="* * * * *"))
+                                        schedule="* * * * *", suspend=False))
 
     def scheduled_run() -> dict[str, Any] | None:
         policy = get_policy(cluster, ns, "every-minute")

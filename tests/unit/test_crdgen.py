@@ -15,6 +15,7 @@ from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.crdgen import (
     FORBIDDEN_KEYS,
     KINDS,
+    STRING_RULE,
     TENANT,
     Kind,
     SchemaError,
@@ -360,3 +361,21 @@ def test_examples_validate_against_models(kind_name: str) -> None:
     assert obj["kind"] == kind_name
     k.spec.model_validate(obj["spec"])
     assert k.violations(obj) == []
+
+
+def test_every_cidr_string_carries_the_cel_type_rule_and_no_other_string() -> None:
+    """The API server checks a cidr format instead of the type and lets a list through
+    (found by the fuzz test): each cidr string also has STRING_RULE. Date-time strings
+    must not: CEL reads them as timestamps, and the rule would refuse every status."""
+    cidrs = 0
+    for text in render_all().values():
+        crd = yaml.safe_load(text)
+        for version in crd["spec"]["versions"]:
+            for path, node in iter_schema(version["schema"]["openAPIV3Schema"]):
+                ruled = STRING_RULE in node.get("x-kubernetes-validations", [])
+                if node.get("format") == "cidr":
+                    cidrs += 1
+                    assert ruled, path
+                else:
+                    assert not ruled, path
+    assert cidrs == 2
