@@ -88,46 +88,39 @@ def render_rules(rules: Sequence[rbac.Rule], indent: str = "  ") -> str:
     return "".join(out)
 
 
+def _cluster_role(name: str, why: str, rules: tuple[rbac.Rule, ...]) -> str:
+    header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(why, "")
+    return (
+        header
+        + "apiVersion: rbac.authorization.k8s.io/v1\n"
+        + "kind: ClusterRole\n"
+        + "metadata:\n"
+        + f"  name: {name}\n"
+        + "  labels:\n"
+        + _labels("    ")
+        + "rules:\n"
+        + render_rules(rules)
+    )
+
+
 def render_cluster_role() -> str:
-    header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(
+    return _cluster_role(
+        OPERATOR_NAME,
         "Cluster-wide because tenants live in namespaces of their own and drill sandboxes are "
         "created at run time; "
         "least privilege comes from the exact verbs below (no wildcards, no update, no "
         "escalate/bind/impersonate, no watch on Secrets). See rbac.py for the reasoning.",
-        "",
-    )
-    return (
-        header
-        + "apiVersion: rbac.authorization.k8s.io/v1\n"
-        + "kind: ClusterRole\n"
-        + "metadata:\n"
-        + f"  name: {OPERATOR_NAME}\n"
-        + "  labels:\n"
-        + _labels("    ")
-        + "rules:\n"
-        + render_rules(rbac.CLUSTER_ROLE_RULES)
-    )
+        rbac.CLUSTER_ROLE_RULES)
 
 
 def render_plugin_user_role() -> str:
-    header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(
+    return _cluster_role(
+        rbac.PLUGIN_USER_ROLE,
         "For the people who run `kubectl stackforge`, not for the operator: apply it, then bind "
         "it to them with a ClusterRoleBinding (or a RoleBinding per tenant namespace, and "
         "`kubectl stackforge -n`). It can open a shell in every tenant's database (pods/exec). "
         "Not part of kustomization.yaml.",
-        "",
-    )
-    return (
-        header
-        + "apiVersion: rbac.authorization.k8s.io/v1\n"
-        + "kind: ClusterRole\n"
-        + "metadata:\n"
-        + f"  name: {rbac.PLUGIN_USER_ROLE}\n"
-        + "  labels:\n"
-        + _labels("    ")
-        + "rules:\n"
-        + render_rules(rbac.PLUGIN_USER_RULES)
-    )
+        rbac.PLUGIN_USER_RULES)
 
 
 def render_peering() -> str:
