@@ -192,11 +192,13 @@ PLUGIN_USER_RULES: Final[tuple[Rule, ...]] = (
     Rule(API_GROUP, ("drdrills",), ("get", "list", "create"),
          "drill creates a one-off copy of the tenant's drill and reads its verdict"),
     Rule("", ("pods",), ("get", "list"), "health, psql and report find the tenant's pods"),
-    Rule("", ("pods/exec",), ("create",),
-         "health runs pg_isready, psql and redis-cli in the components' containers; psql"),
-    Rule("", ("pods/portforward",), ("create",),
+    Rule("", ("pods/exec",), ("get", "create"),
+         "health runs pg_isready, psql and redis-cli in the components' containers; psql. "
+         "get too: the client's websocket upgrade is a GET, which the API server authorizes "
+         "as get (403 on the real node with create alone)"),
+    Rule("", ("pods/portforward",), ("get", "create"),
          "health's HTTP checks (Kong, Consul, the apps' health paths, Kafka's exporter) reach "
-         "a pod's own port"),
+         "a pod's own port; get for the websocket upgrade, as for exec"),
     Rule("", ("pods/log",), ("get",), "report: the containers' and the operator's last lines"),
     Rule("apps", ("deployments", "statefulsets"), ("list",),
          "health compares ready pods with the replicas wanted; report"),
