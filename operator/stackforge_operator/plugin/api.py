@@ -110,7 +110,7 @@ class Cluster:
         return [{"apiVersion": api_version, "kind": kind, **item}
                 for item in found.get("items") or []]
 
-    def _pods(self, namespace: str, selector: str) -> list[Obj]:
+    def pods(self, namespace: str, selector: str) -> list[Obj]:
         return self._objects("v1", "Pod", namespace, selector)
 
     def namespace_objects(self, namespace: str) -> list[Obj]:
@@ -146,7 +146,7 @@ class Cluster:
         """The operator pods' lines naming the tenant (its name or namespace)."""
         name, namespace = tenant["metadata"]["name"], tenant["metadata"]["namespace"]
         try:
-            pods = self._pods(OPERATOR_NAMESPACE, OPERATOR_SELECTOR)
+            pods = self.pods(OPERATOR_NAMESPACE, OPERATOR_SELECTOR)
         except ApiException:
             return {}
         out = {}
@@ -160,7 +160,7 @@ class Cluster:
     def postgres_pod(self, tenant: Obj, replica: bool) -> str:
         """A running pod of the tenant's primary (or of a read replica)."""
         component = postgres.REPLICA_COMPONENT if replica else postgres.COMPONENT
-        pods = self._pods(tenant["metadata"]["namespace"],
+        pods = self.pods(tenant["metadata"]["namespace"],
                           f"{TENANT_LABEL}={tenant['metadata']['name']},"
                           f"{COMPONENT_LABEL}={component}")
         running = sorted(str(p["metadata"]["name"]) for p in pods
@@ -169,9 +169,6 @@ class Cluster:
             raise NotFoundError(f"no running {component} pod of tenant "
                                 f"{tenant['metadata']['name']}")
         return running[0]
-
-    def pods(self, namespace: str, selector: str) -> list[Obj]:
-        return self._pods(namespace, selector)
 
     def wanted_replicas(self, namespace: str, selector: str) -> int | None:
         """The replicas the StatefulSets and Deployments matching ``selector`` want
