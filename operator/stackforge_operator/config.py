@@ -33,6 +33,10 @@ STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECON
 # is alive but does no work, and only a restart mends that. Far above any healthy
 # reconcile (API calls time out well before).
 WEDGED_SECONDS = float(os.environ.get("STACKFORGE_WEDGED_SECONDS", "300"))
+# Reconciles read children, pods, namespaces, tenants, policies and drills from watch
+# caches (watch_cache.py); "off" reads the API server each time, as before them
+# (the baseline bench/scale.py measures against).
+WATCH_CACHES = os.environ.get("STACKFORGE_WATCH_CACHES", "on") != "off"
 # Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is looked
 # up again after this long: they are rarely installed, and each look is a request.
 ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))

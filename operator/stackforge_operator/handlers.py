@@ -14,11 +14,13 @@ import kopf
 from stackforge_operator import (
     API_GROUP,
     API_VERSION,
+    cached_kinds,
     config,
     image_catalog,
     kube,
     leadership,
     metrics,
+    watch_cache,
 )
 from stackforge_operator.builders.backup import POLICY_LABEL
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
@@ -90,6 +92,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.backups = Controller("BackupPolicy", backup.reconcile, is_active=lambda: gate.active)
     memo.drills = Controller("DRDrill", drill.reconcile, is_active=lambda: gate.active)
     memo.controllers = (memo.tenants, memo.backups, memo.drills)
+    # Before the first reconcile can read: each store answers once its LIST is in.
+    memo.informers = await asyncio.to_thread(cached_kinds.start)
     for controller in memo.controllers:
         controller.start()
     memo.leadership = asyncio.create_task(
@@ -141,12 +145,15 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.leadership.cancel()
     for controller in memo.controllers:
         await controller.stop()
+    cached_kinds.stop(memo.informers)
     await memo.notifier.stop()
     if memo.metrics_server is not None:
         memo.metrics_server.stop()
 
 
 def _feed(controller: Controller, event_type: str, body: kopf.Body) -> None:
+    # The reconcile it wakes reads the watch caches: at least this version.
+    watch_cache.CACHES.observed(event_type or "MODIFIED", body)
     if event_type == "DELETED":
         controller.deleted(body)
     else:
@@ -198,9 +205,11 @@ for _plural_group in (("batch", "v1", "jobs"), ("apps", "v1", "statefulsets")):
 
 
 async def _child_changed(
-    type: str | None, labels: kopf.Labels, namespace: str | None, name: str | None,
-    memo: kopf.Memo, **_: Any
+    type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str | None,
+    name: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
+    # The tenant's reconcile reads it from the watch caches: at least this version.
+    watch_cache.CACHES.observed(type or "MODIFIED", body)
     # A tenant's children live in its namespace; the namespace itself has none.
     # (No type: kopf listing every child again as a watch resumes; nothing moved.)
     memo.tenants.poke(f"{namespace or name}/{labels[TENANT_LABEL]}", changed=type is not None)

@@ -23,8 +23,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from kubernetes.dynamic.resource import Resource
+from kubernetes.watch.watch import iter_resp_lines
 
-from stackforge_operator import FIELD_MANAGER
+from stackforge_operator import FIELD_MANAGER, watch_cache
 
 Obj = dict[str, Any]
 logger = logging.getLogger(__name__)
@@ -159,7 +160,14 @@ def _as_dicts(_client: DynamicClient, data: Obj) -> Obj:
     return data
 
 
-def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+def get(api_version: str, kind: str, name: str, namespace: str | None = None, *,
+        fresh: bool = False) -> Obj | None:
+    """The object, or None when it does not exist; from the watch cache when it knows
+    (``fresh``: from the API server, for a read that must follow a write)."""
+    if not fresh:
+        cached = watch_cache.CACHES.get(api_version, kind, name, namespace)
+        if not isinstance(cached, watch_cache.Unknown):
+            return cached
     with translated_errors(f"reading {kind} {namespace or ''}/{name}"):
         try:
             found: Obj = _resource(api_version, kind).get(
@@ -202,6 +210,9 @@ def list_objects(
     api_version: str, kind: str, *, namespace: str | None = None, label_selector: str = "",
     field_selector: str = "",
 ) -> list[Obj]:
+    cached = watch_cache.CACHES.list(api_version, kind, namespace, label_selector, field_selector)
+    if not isinstance(cached, watch_cache.Unknown):
+        return cached
     with translated_errors(f"listing {kind}"):
         found: Obj = _resource(api_version, kind).get(
             namespace=namespace, label_selector=label_selector, field_selector=field_selector,
@@ -225,7 +236,9 @@ def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
             serializer=_as_dicts,
         )
         result: Obj = applied
-        return result
+    # The next reconcile reads the cache, which the watch may not have updated yet.
+    watch_cache.CACHES.written(result)
+    return result
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
@@ -251,7 +264,8 @@ def _merge_patch(resource: Resource, name: str, namespace: str | None, body: Obj
             serializer=_as_dicts,
         )
         result: Obj = patched
-        return result
+    watch_cache.CACHES.written(result)
+    return result
 
 
 def annotate(api_version: str, kind: str, name: str, namespace: str | None,
@@ -315,3 +329,82 @@ def record_event(involved: Obj, event_type: str, reason: str, message: str) -> N
         # status just written) must still happen. (Seen with connections reset.)
         logger.warning("could not post event %s for %s: %s", reason, meta["name"],
                        type(error).__name__)
+
+
+# --- LIST and WATCH for the watch caches (informer.py) ------------------------------
+
+
+class WatchExpiredError(Exception):
+    """The API server no longer holds the resourceVersion a watch asked for (410 Gone):
+    LIST again."""
+
+
+def watch_client() -> client.ApiClient:
+    """A client of its own for one informer: its watch holds a connection for minutes,
+    which the shared client's small pool keeps for the reconciles."""
+    return client.ApiClient(api_client().configuration)
+
+
+def collection_path(api_version: str, kind: str) -> str:
+    """The URL path of every object of a kind, across namespaces."""
+    return str(_resource(api_version, kind).path())
+
+
+def _streamed_get(api: client.ApiClient, path: str, query: list[tuple[str, Any]],
+                  read_timeout: float) -> Any:
+    request = api.param_serialize("GET", path, query_params=query,
+                                  header_params={"Accept": "application/json"},
+                                  auth_settings=["BearerToken"])
+    answer = api.call_api(*request, _request_timeout=(10, read_timeout))
+    if not 200 <= answer.status <= 299:
+        answer.read()
+        api.response_deserialize(answer, {})  # raises the ApiException
+    return answer.response
+
+
+def list_collection(api: client.ApiClient, api_version: str, kind: str, path: str,
+                    label_selector: str, page: int = 500) -> tuple[list[Obj], str]:
+    """Every object of the collection (in pages), and the resourceVersion to watch from."""
+    items: list[Obj] = []
+    token = ""
+    while True:
+        query: list[tuple[str, Any]] = [("limit", page)]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if token:
+            query.append(("continue", token))
+        data = json.loads(_streamed_get(api, path, query, 60).data)
+        for item in data.get("items") or []:
+            # As a typed list's items: the server leaves these out of each item.
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            items.append(item)
+        token = str((data.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return items, str(data["metadata"]["resourceVersion"])
+
+
+def watch_collection(api: client.ApiClient, path: str, label_selector: str,
+                     resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, Obj]]:
+    """(type, object) of each change after ``resource_version``, BOOKMARKs included,
+    until the server ends the watch (after ``timeout_seconds``)."""
+    query: list[tuple[str, Any]] = [
+        ("watch", "true"), ("allowWatchBookmarks", "true"),
+        ("resourceVersion", resource_version), ("timeoutSeconds", timeout_seconds)]
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    response = _streamed_get(api, path, query, timeout_seconds + 30)
+    try:
+        for line in iter_resp_lines(response):
+            event = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object") or {}
+                if status.get("code") == 410:
+                    raise WatchExpiredError(str(status.get("message") or "expired"))
+                raise ApiException(status=status.get("code"), reason=status.get("message"))
+            yield str(event["type"]), event["object"]
+    finally:
+        # Closed, not only released: a watch left half-read must not go back to the
+        # pool as if it were idle.
+        response.close()
+        response.release_conn()

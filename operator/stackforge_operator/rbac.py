@@ -90,15 +90,17 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "drill sandboxes are applied, and the labels (Pod Security, tenant) of each tenant's "
          "namespace; a namespace change wakes its tenant; delete only for drill sandboxes "
          "(a tenant never deletes the namespace it lives in)"),
-    Rule("", ("secrets",), _APPLIED,
+    Rule("", ("secrets",), _APPLIED_WATCHED,
          "generated credentials are applied and pruned; referenced Secrets (S3 keys and CA, "
          "TLS, notification URLs, image pull secrets) are read, and copied into drill "
-         "sandboxes; list only with the tenant's label selector; no watch, so the operator "
-         "never streams every Secret of the cluster"),
+         "sandboxes; list and watch (the watch cache) only with the operator's label "
+         "selector, so it never holds every Secret of the cluster; watch grants no more "
+         "than list already does"),
     Rule("", ("configmaps", "services"), _APPLIED_WATCHED,
          "component configuration and Services; changes wake the tenant"),
-    Rule("", ("resourcequotas", "limitranges"), _APPLIED,
-         "the tier's quota and default limits in each tenant namespace"),
+    Rule("", ("resourcequotas", "limitranges"), _APPLIED_WATCHED,
+         "the tier's quota and default limits in each tenant namespace; watched by the "
+         "watch cache"),
     Rule("", ("persistentvolumeclaims",), ("get", "list", "patch"),
          "grow claims when a component's storage grows (StatefulSet templates are "
          "immutable); never create: StatefulSets create their claims; never delete: "
@@ -108,25 +110,30 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("networking.k8s.io", ("networkpolicies",), _APPLIED_WATCHED,
          "tenant isolation policies, each BackupPolicy's runner and archive egress, drill "
          "sandbox isolation; a tampered policy wakes the tenant"),
-    Rule("networking.k8s.io", ("ingresses",), _APPLIED, "the tenant's domain through Kong"),
-    Rule("policy", ("poddisruptionbudgets",), _APPLIED, "PDBs of replicated components"),
-    Rule("autoscaling", ("horizontalpodautoscalers",), _APPLIED, "app autoscaling"),
-    Rule("cert-manager.io", ("certificates",), _APPLIED,
-         "the domain's Certificate when cert-manager is installed"),
-    Rule("monitoring.coreos.com", ("prometheusrules", "servicemonitors"), _APPLIED,
-         "per-tenant alert rules and scrape targets when the Prometheus Operator is installed"),
+    Rule("networking.k8s.io", ("ingresses",), _APPLIED_WATCHED,
+         "the tenant's domain through Kong; watched by the watch cache"),
+    Rule("policy", ("poddisruptionbudgets",), _APPLIED_WATCHED,
+         "PDBs of replicated components; watched by the watch cache"),
+    Rule("autoscaling", ("horizontalpodautoscalers",), _APPLIED_WATCHED,
+         "app autoscaling; watched by the watch cache"),
+    Rule("cert-manager.io", ("certificates",), _APPLIED_WATCHED,
+         "the domain's Certificate when cert-manager is installed; watched by the watch cache"),
+    Rule("monitoring.coreos.com", ("prometheusrules", "servicemonitors"), _APPLIED_WATCHED,
+         "per-tenant alert rules and scrape targets when the Prometheus Operator is "
+         "installed; watched by the watch cache"),
     # --- backups and drills ---------------------------------------------------------
     Rule("batch", ("cronjobs",), _APPLIED, "a CronJob per BackupPolicy"),
     Rule("batch", ("jobs",), _APPLIED_WATCHED,
          "on-demand backup Jobs and drill restore Jobs; a finished Job wakes its owner"),
-    Rule("", ("pods",), ("get", "list", "delete", "patch"),
+    Rule("", ("pods",), ("get", "list", "watch", "delete", "patch"),
          "read the runner pods' termination messages (backup and drill results) and, while "
          "a component is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); "
          "delete: a StatefulSet pod broken by the previous template, which the set never "
          "replaces by itself; patch: the primary's physical-backup request annotation, "
          "which its archiver sidecar reads through the downward API; get: the "
          "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
-         "image it runs itself (image_catalog.py)"),
+         "image it runs itself (image_catalog.py); watch: the watch cache of tenants' pods "
+         "(their label selector)"),
     Rule("metrics.k8s.io", ("pods",), ("list",),
          "status.usage: what a tenant's pods use, when the cluster serves the metrics API "
          "(metrics-server)"),

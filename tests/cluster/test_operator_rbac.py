@@ -36,7 +36,10 @@ FORBIDDEN = (
     ("delete", "persistentvolumeclaims", "default"),
     ("create", "customresourcedefinitions", None),
     ("patch", "validatingwebhookconfigurations", None),
-    ("watch", "secrets", "kube-system"),
+    # Reading Secrets is granted (list, and watch for its watch cache, which selects
+    # only its own by label: tests/unit/test_manifests.py); update never (its writes
+    # are server-side apply).
+    ("update", "secrets", "kube-system"),
     ("delete", "stackforgetenants.stackforge.io", None),
 )
 # A sample of what it needs, to show the binding is in effect at all.

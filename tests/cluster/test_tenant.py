@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 from kubernetes import client
 
 from stackforge_operator.devcluster.operator_process import OperatorProcess
@@ -91,7 +92,7 @@ def test_missing_secret_stalls_with_a_clear_reason_then_recovers(
     tenants.wait_condition(cluster, "stalls", "Ready", "True", timeout=60)
 
 
-def test_noop_resync_makes_zero_write_requests(
+def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
     cluster: ClusterHandle, operator: OperatorProcess,
     operator_identity_installed: OperatorIdentity, cleanup: list[str],
 ) -> None:
@@ -106,29 +107,50 @@ def test_noop_resync_makes_zero_write_requests(
 
     resync = audit.mark(local.audit_log) if local is not None else 0
     before = request_totals(cluster)
+    reconciled = _tenant_reconciles(operator)
     time.sleep(10)  # at least three 3-second resyncs
     after = request_totals(cluster)
-    delta = after - before
+    # The operator did look, from its watch caches (#18).
+    assert _tenant_reconciles(operator) - reconciled >= 3
     if local is not None:
         # Attributed by the API server itself: controllers aggregating Events or
         # re-creating ConfigMaps in other namespaces are not the operator.
         user = operator_identity_installed.username
         made = audit.writes_since(local.audit_log, provisioning, user)
-        # The log does see the operator: provisioning the tenant was writes.
+        # The log does see the operator: provisioning the tenant was writes...
         assert any(w.namespace == "tenant-quiet" for w in made), made
         assert [str(w) for w in audit.writes_since(local.audit_log, resync, user)] == []
+        # ... and reads (before the caches had the new namespace's objects, or of the
+        # kinds no cache holds).
+        read = audit.reads_since(local.audit_log, provisioning, user)
+        assert read, "the audit log shows no read by the operator at all"
+        idle = audit.reads_since(local.audit_log, resync, user)
+        # No GET or LIST of the tenant's objects, and no cluster-wide LIST of tenants
+        # (the name check), in three resyncs: each was answered from memory.
+        per_tenant = [str(r) for r in idle if r.namespace == "tenant-quiet"
+                      or r.resource in ("stackforgetenants", "backuppolicies", "drdrills",
+                                        "namespaces")]
+        assert per_tenant == [], per_tenant
+        # What is left is per process, not per tenant: whether the add-ons' CRDs
+        # are installed, looked up every ADDON_CHECK_SECONDS.
+        assert {r.resource for r in idle} <= {"customresourcedefinitions"}, idle
     else:
         # Everything the operator ever writes; controllers and kwok write other
         # resources (node heartbeats, leases, endpoints) on their own schedule.
         assert writes_between(before, after, resources=OPERATOR_WRITES) == {}
-    # The operator did look: each resync lists the tenant's StatefulSets.
-    assert delta[("LIST", "statefulsets", "")] >= 3
     # One Event for the whole provisioning (#18), not one per condition.
     events = client.CoreV1Api(cluster.api).list_namespaced_event(
         "tenant-quiet", field_selector="involvedObject.name=quiet,"
                                        "involvedObject.kind=StackForgeTenant").items
     assert [(e.type, e.reason, e.count or 1) for e in events] == [
         ("Normal", "AllComponentsReady", 1)], [(e.reason, e.message) for e in events]
+
+
+def _tenant_reconciles(operator: OperatorProcess) -> float:
+    text = httpx.get(operator.metrics_url, timeout=5).text
+    prefix = 'stackforge_reconcile_duration_seconds_count{kind="StackForgeTenant"} '
+    return sum(float(line[len(prefix):]) for line in text.splitlines()
+               if line.startswith(prefix))
 
 
 def test_owned_objects_are_restored_and_foreign_annotations_kept(

@@ -19,9 +19,21 @@ from typing import Any
 import pytest
 import yaml
 
-from stackforge_operator import API_GROUP, API_VERSION, admission, manifestgen, rbac
+from stackforge_operator import (
+    API_GROUP,
+    API_VERSION,
+    admission,
+    cached_kinds,
+    manifestgen,
+    rbac,
+)
 from stackforge_operator.builders import credentials, ingress, stack
-from stackforge_operator.builders.common import OPERATOR_NAMESPACE
+from stackforge_operator.builders.common import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OPERATOR_NAMESPACE,
+    TENANT_LABEL,
+)
 from stackforge_operator.crdgen import render_all as render_crds
 from stackforge_operator.metrics import DEFAULT_PORT, PORT_ENV
 from stackforge_operator.reconcile import tenant_evidence
@@ -249,11 +261,28 @@ def test_no_wildcards_or_dangerous_verbs() -> None:
                 assert all(r.endswith("/finalizers") for r in rule["resources"]), rule
 
 
-def test_secrets_are_never_watched() -> None:
-    # A watch on Secrets streams every Secret of the cluster into the operator.
-    for rule in rbac.REQUIRED_RULES:
-        if "secrets" in rule.resources:
-            assert "watch" not in rule.verbs
+def test_secrets_are_watched_only_with_the_operators_label() -> None:
+    # A watch on Secrets without a selector would stream every Secret of the cluster
+    # into the operator's memory: its watch cache holds only its own (RBAC cannot
+    # say so, since list already grants every Secret).
+    stores = cached_kinds.operator_stores(with_certificates=True, with_monitoring=True)
+    secrets = [s for s in stores if s.kind == "Secret"]
+    assert [s.label_selector for s in secrets] == [
+        f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}"]
+    # Every cached kind may be listed and watched by the shipped role.
+    for store in stores:
+        group = store.api_version.rpartition("/")[0]
+        plural = _plural(store.kind)
+        granted = {verb for rule in rbac.REQUIRED_RULES if rule.group == group
+                   and plural in rule.resources for verb in rule.verbs}
+        assert {"list", "watch"} <= granted, (store.kind, plural, granted)
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    if lower.endswith("y"):
+        return f"{lower[:-1]}ies"
+    return f"{lower}es" if lower.endswith("s") else f"{lower}s"
 
 
 def test_every_rule_says_why() -> None:

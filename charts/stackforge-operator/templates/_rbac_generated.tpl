@@ -30,20 +30,20 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
     resources: ["namespaces"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
   # generated credentials are applied and pruned; referenced Secrets (S3 keys and CA, TLS,
-  # notification URLs, image pull secrets) are read, and copied into drill sandboxes; list only
-  # with the tenant's label selector; no watch, so the operator never streams every Secret of the
-  # cluster
+  # notification URLs, image pull secrets) are read, and copied into drill sandboxes; list and
+  # watch (the watch cache) only with the operator's label selector, so it never holds every
+  # Secret of the cluster; watch grants no more than list already does
   - apiGroups: [""]
     resources: ["secrets"]
-    verbs: ["get", "list", "create", "patch", "delete"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   # component configuration and Services; changes wake the tenant
   - apiGroups: [""]
     resources: ["configmaps", "services"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # the tier's quota and default limits in each tenant namespace
+  # the tier's quota and default limits in each tenant namespace; watched by the watch cache
   - apiGroups: [""]
     resources: ["resourcequotas", "limitranges"]
-    verbs: ["get", "list", "create", "patch", "delete"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   # grow claims when a component's storage grows (StatefulSet templates are immutable); never
   # create: StatefulSets create their claims; never delete: the volumes an in-place recovery
   # leaves are a person's to delete
@@ -59,26 +59,27 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["networking.k8s.io"]
     resources: ["networkpolicies"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # the tenant's domain through Kong
+  # the tenant's domain through Kong; watched by the watch cache
   - apiGroups: ["networking.k8s.io"]
     resources: ["ingresses"]
-    verbs: ["get", "list", "create", "patch", "delete"]
-  # PDBs of replicated components
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # PDBs of replicated components; watched by the watch cache
   - apiGroups: ["policy"]
     resources: ["poddisruptionbudgets"]
-    verbs: ["get", "list", "create", "patch", "delete"]
-  # app autoscaling
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # app autoscaling; watched by the watch cache
   - apiGroups: ["autoscaling"]
     resources: ["horizontalpodautoscalers"]
-    verbs: ["get", "list", "create", "patch", "delete"]
-  # the domain's Certificate when cert-manager is installed
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # the domain's Certificate when cert-manager is installed; watched by the watch cache
   - apiGroups: ["cert-manager.io"]
     resources: ["certificates"]
-    verbs: ["get", "list", "create", "patch", "delete"]
-  # per-tenant alert rules and scrape targets when the Prometheus Operator is installed
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # per-tenant alert rules and scrape targets when the Prometheus Operator is installed; watched
+  # by the watch cache
   - apiGroups: ["monitoring.coreos.com"]
     resources: ["prometheusrules", "servicemonitors"]
-    verbs: ["get", "list", "create", "patch", "delete"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   # a CronJob per BackupPolicy
   - apiGroups: ["batch"]
     resources: ["cronjobs"]
@@ -92,10 +93,11 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   # broken by the previous template, which the set never replaces by itself; patch: the primary's
   # physical-backup request annotation, which its archiver sidecar reads through the downward API;
   # get: the operator reads its own Pod once at start-up, to run backup and drill Jobs from the
-  # image it runs itself (image_catalog.py)
+  # image it runs itself (image_catalog.py); watch: the watch cache of tenants' pods (their label
+  # selector)
   - apiGroups: [""]
     resources: ["pods"]
-    verbs: ["get", "list", "delete", "patch"]
+    verbs: ["get", "list", "watch", "delete", "patch"]
   # status.usage: what a tenant's pods use, when the cluster serves the metrics API (metrics-
   # server)
   - apiGroups: ["metrics.k8s.io"]

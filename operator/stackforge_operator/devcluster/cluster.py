@@ -35,11 +35,13 @@ SERVICE_CIDR = "10.96.0.0/16"
 # The first address of the service range is the `kubernetes` Service's.
 SERVICE_IP = "10.96.0.1"
 FAKE_NODE_PREFIX = "kwok-node-"
-# The API server audits exactly the writes made by ServiceAccounts of the
-# operator's namespace (JSON lines in <run dir>/audit.log): what the operator
-# changed, attributed to it, which the request counters cannot do.
+# The API server audits exactly the writes and reads (not watches) made by
+# ServiceAccounts of the operator's namespace (JSON lines in <run dir>/audit.log):
+# what the operator changed and what it asked, attributed to it, which the request
+# counters cannot do.
 AUDITED_GROUP = f"system:serviceaccounts:{OPERATOR_NAMESPACE}"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+READ_VERBS = ("get", "list")
 ZONES = ("zone-a", "zone-b", "zone-c")
 
 
@@ -70,13 +72,14 @@ def free_port() -> int:
 
 
 def audit_policy_document() -> dict[str, object]:
-    """Metadata-level entries for writes by :data:`AUDITED_GROUP`, nothing else."""
+    """Metadata-level entries for writes and reads by :data:`AUDITED_GROUP`, nothing else."""
     return {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
         "omitStages": ["RequestReceived"],
         "rules": [
-            {"level": "Metadata", "userGroups": [AUDITED_GROUP], "verbs": list(WRITE_VERBS)},
+            {"level": "Metadata", "userGroups": [AUDITED_GROUP],
+             "verbs": [*WRITE_VERBS, *READ_VERBS]},
             {"level": "None"},
         ],
     }

@@ -544,7 +544,7 @@ def _write_status(
         # The answer was lost, not necessarily the write. Had it landed, the next
         # reconcile would find the incidents recorded and announce nothing: ask
         # the API server what it holds. (Seen with the connection reset every 2 s.)
-        held = kube.get(API, KIND, meta["name"], meta.get("namespace"))
+        held = kube.get(API, KIND, meta["name"], meta.get("namespace"), fresh=True)
         if held is None or not tenant_notify.recorded(held, new.incidents):
             raise
         latest = held

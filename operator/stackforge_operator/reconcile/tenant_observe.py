@@ -48,6 +48,10 @@ _CACHE_SECONDS = config.ADDON_CHECK_SECONDS
 _cache_lock = threading.Lock()
 # CRD name -> (when looked up, whether it exists)
 _crds_seen: dict[str, tuple[float, bool]] = {}
+# When the metrics API was last found missing: asked again only after _CACHE_SECONDS,
+# not for every tenant's usage refresh (an idle thousand tenants would otherwise
+# make hundreds of failing LISTs a minute).
+_metrics_api_missing_at: float | None = None
 
 
 def validation_summary(error: ValidationError, limit: int = 3) -> str:
@@ -354,10 +358,23 @@ def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageSt
     why: str | None = None
     metrics: list[dict[str, Any]] | None = None
     try:
-        metrics = kube.list_pod_metrics(t.namespace)
+        metrics = _pod_metrics(t.namespace)
     except kopf.TemporaryError as error:
         why = f"the metrics API failed: {str(error)[:200]}"
     else:
         if metrics is None:
             why = "the cluster serves no metrics API (metrics-server): used is unknown"
     return tenant_usage.usage(quota, metrics, why, now)
+
+
+def _pod_metrics(namespace: str) -> list[dict[str, Any]] | None:
+    """The namespace's PodMetrics; None when the cluster serves no metrics API."""
+    global _metrics_api_missing_at
+    with _cache_lock:
+        missing_at = _metrics_api_missing_at
+    if missing_at is not None and time.monotonic() - missing_at < _CACHE_SECONDS:
+        return None
+    found = kube.list_pod_metrics(namespace)
+    with _cache_lock:
+        _metrics_api_missing_at = time.monotonic() if found is None else None
+    return found

@@ -1,0 +1,95 @@
+"""Keeps one watch cache (watch_cache.Store) current: LIST once, then WATCH.
+
+As client-go's reflector: a complete LIST replaces the store and gives the
+resourceVersion to watch from; each watch event updates the store; a watch
+ended by the server (its timeout) resumes from the last version seen
+(bookmarks keep it fresh while nothing changes); 410 Gone (the version was
+compacted away) LISTs again. Any other failure marks the store unsynced, so
+reads go to the API server and see its errors, until a LIST succeeds again
+after a capped backoff.
+
+A thread per informer, because the kubernetes client blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from stackforge_operator import kube
+from stackforge_operator.watch_cache import Store
+
+logger = logging.getLogger(__name__)
+
+# The server ends each watch after about this long (spread, so that the kinds'
+# watches are not re-made together); the informer resumes it at once.
+WATCH_SECONDS = 300
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class Informer:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"informer-{store.kind}", daemon=True)
+        # LISTs made (the first, and one after every expiry or failure): for tests
+        # and the operator's log.
+        self.lists = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """Asks the thread to end; it does so when its current watch returns (a daemon
+        thread, so it never holds the process)."""
+        self._stopping.set()
+        if timeout:
+            self._thread.join(timeout)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.store.synced and time.monotonic() < deadline:
+            self._stopping.wait(0.05)
+        return self.store.synced
+
+    def _run(self) -> None:
+        store = self.store
+        api = kube.watch_client()
+        backoff = FIRST_BACKOFF_SECONDS
+        path: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if path is None:
+                    path = kube.collection_path(store.api_version, store.kind)
+                items, version = kube.list_collection(
+                    api, store.api_version, store.kind, path, store.label_selector)
+                self.lists += 1
+                store.replace(items)
+                backoff = FIRST_BACKOFF_SECONDS
+                self._follow(api, path, version)
+            except kube.WatchExpiredError:
+                logger.info("watch of %s expired; listing again", store.kind)
+            except Exception as error:
+                store.unsynced()
+                logger.warning("watch cache of %s failed (%s: %s); reads go to the API "
+                               "server; listing again in %.0f s", store.kind,
+                               type(error).__name__, error, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _follow(self, api: Any, path: str, version: str) -> None:
+        """Watch from ``version`` until stopped (or a watch fails: raises)."""
+        while not self._stopping.is_set():
+            seconds = int(WATCH_SECONDS * random.uniform(0.8, 1.0))  # noqa: S311 - timing
+            for event_type, obj in kube.watch_collection(
+                    api, path, self.store.label_selector, version, seconds):
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if event_type != "BOOKMARK":
+                    self.store.watched(event_type, obj)
+                if self._stopping.is_set():
+                    return

@@ -1,0 +1,238 @@
+"""What the operator's watches have seen, answering reads in place of the API server.
+
+Every reconcile used to LIST each child kind, GET the namespace and LIST the
+tenants, policies and drills: sixteen requests per tenant per resync, all
+answered "unchanged" once a tenant has converged. A :class:`Store` per kind,
+filled by an informer (informer.py: LIST once, then WATCH), answers them from
+memory instead; ``kube.get`` and ``kube.list_objects`` ask :data:`CACHES` first
+and go to the API server only for what no synced store can answer exactly.
+
+A store holds either every object of its kind, or those a label selector
+selects (its *scope*: the operator's own children, never every Secret of the
+cluster). A store answers a list only when the list's selector implies its
+scope, and a get only when it holds the object: an object it lacks may exist
+outside the scope, or be too new for its watch, so that get goes to the API
+server. kopf's own watch events (which wake the reconciles) and the answers
+to the operator's writes are fed in too, newer versions only, so a reconcile
+never reads an object older than the event that woke it.
+
+Objects are kept as compact JSON text, without ``metadata.managedFields``:
+that is a fraction of the memory of parsed dicts, and each read parses a
+private copy, so no caller can change what the next one reads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from stackforge_operator import label_selectors
+from stackforge_operator.label_selectors import Requirement, UnsupportedSelectorError
+
+Obj = dict[str, Any]
+
+
+class Unknown:
+    """A read no store can answer; ask the API server."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = Unknown()
+
+
+def _newer(candidate: str, held: str) -> bool:
+    """Whether resourceVersion ``candidate`` is later than ``held``.
+
+    Versions are opaque to clients in general; this API server's are etcd
+    revisions, decimal integers. Anything else is not compared (False), so a
+    write-through never replaces what the watch delivered.
+    """
+    if not (candidate.isdigit() and held.isdigit()):
+        return False
+    return int(candidate) > int(held)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    resource_version: str
+    text: str
+
+    def load(self) -> Obj:
+        loaded: Obj = json.loads(self.text)
+        return loaded
+
+
+def _entry(obj: Mapping[str, Any]) -> _Entry:
+    meta = obj.get("metadata") or {}
+    slim = dict(obj)
+    slim["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return _Entry(str(meta.get("namespace") or ""), str(meta["name"]),
+                  dict(meta.get("labels") or {}), str(meta.get("resourceVersion") or ""),
+                  json.dumps(slim, separators=(",", ":")))
+
+
+@dataclass
+class Store:
+    """The objects of one kind within a scope, as the latest LIST and WATCH say."""
+
+    api_version: str
+    kind: str
+    # "" holds every object of the kind.
+    label_selector: str = ""
+    _scope: tuple[Requirement, ...] = field(init=False)
+    _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict, init=False)
+    # Deleted objects' last versions: a write-through of an older version (an apply
+    # answered just before the deletion was watched) must not bring them back.
+    _deleted: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+    _synced: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self._scope = label_selectors.parse(self.label_selector)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # --- fed by the informer ------------------------------------------------------
+
+    def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """A complete LIST: exactly these objects exist now."""
+        entries = {(e.namespace, e.name): e for e in map(_entry, objects)}
+        with self._lock:
+            self._entries = entries
+            self._deleted.clear()
+            self._synced = True
+
+    def unsynced(self) -> None:
+        """The watch broke: answer nothing until the next complete LIST."""
+        with self._lock:
+            self._synced = False
+
+    def watched(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        entry = _entry(obj)
+        key = (entry.namespace, entry.name)
+        with self._lock:
+            if event_type == "DELETED":
+                self._entries.pop(key, None)
+                self._deleted[key] = entry.resource_version
+            else:
+                self._entries[key] = entry
+                self._deleted.pop(key, None)
+
+    def observed(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        """An object seen elsewhere than this store's own watch: the API server's
+        answer to this operator's write, or kopf's watch event that is about to
+        wake a reconcile. Kept when newer than what the store holds, so that the
+        reconcile reads at least what woke it (the two watches are not in step)."""
+        meta = obj.get("metadata") or {}
+        if event_type != "DELETED" and not label_selectors.matches(self._scope,
+                                                                   meta.get("labels")):
+            return
+        entry = _entry(obj)
+        key = (entry.namespace, entry.name)
+        with self._lock:
+            if not self._synced:
+                return
+            held = self._entries.get(key)
+            if event_type == "DELETED":
+                if held is not None and not _newer(held.resource_version,
+                                                   entry.resource_version):
+                    del self._entries[key]
+                    self._deleted[key] = entry.resource_version
+                return
+            gone = self._deleted.get(key)
+            if gone is not None and not _newer(entry.resource_version, gone):
+                return
+            if held is None or _newer(entry.resource_version, held.resource_version):
+                self._entries[key] = entry
+
+    def written(self, obj: Mapping[str, Any]) -> None:
+        """The API server's answer to this operator's own write (the watch catches
+        up anyway)."""
+        self.observed("MODIFIED", obj)
+
+    # --- read by the reconciles ---------------------------------------------------
+
+    def list(self, namespace: str | None, label_selector: str,
+             field_selector: str) -> list[Obj] | Unknown:
+        if not self._synced:
+            return UNKNOWN
+        try:
+            wanted = label_selectors.parse(label_selector)
+        except UnsupportedSelectorError:
+            return UNKNOWN
+        fields = label_selectors.field_equalities(field_selector)
+        if fields is None or not label_selectors.implies(wanted, self._scope):
+            return UNKNOWN
+        if namespace is not None:
+            if fields.get("namespace", namespace) != namespace:
+                return []
+            fields["namespace"] = namespace
+        with self._lock:
+            entries = list(self._entries.values())
+        return [e.load() for e in entries
+                if fields.get("namespace", e.namespace) == e.namespace
+                and fields.get("name", e.name) == e.name
+                and label_selectors.matches(wanted, e.labels)]
+
+    def get(self, name: str, namespace: str | None) -> Obj | Unknown:
+        if not self._synced:
+            return UNKNOWN
+        with self._lock:
+            entry = self._entries.get((namespace or "", name))
+        # A miss may be an object outside the scope, or one this store's watch has
+        # not delivered yet: the API server knows.
+        return UNKNOWN if entry is None else entry.load()
+
+
+class Caches:
+    """The stores of the running operator, by (apiVersion, kind)."""
+
+    def __init__(self) -> None:
+        self._stores: dict[tuple[str, str], Store] = {}
+
+    def add(self, store: Store) -> None:
+        self._stores[(store.api_version, store.kind)] = store
+
+    def clear(self) -> None:
+        self._stores.clear()
+
+    def stores(self) -> list[Store]:
+        return list(self._stores.values())
+
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
+             field_selector: str) -> list[Obj] | Unknown:
+        store = self._stores.get((api_version, kind))
+        if store is None:
+            return UNKNOWN
+        return store.list(namespace, label_selector, field_selector)
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None) -> Obj | Unknown:
+        store = self._stores.get((api_version, kind))
+        return UNKNOWN if store is None else store.get(name, namespace)
+
+    def written(self, obj: Mapping[str, Any]) -> None:
+        self.observed("MODIFIED", obj)
+
+    def observed(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        store = self._stores.get((str(obj.get("apiVersion")), str(obj.get("kind"))))
+        if store is not None:
+            store.observed(event_type, obj)
+
+
+# The operator process's stores (handlers.py starts their informers); empty in
+# every other process (the plugin, the runners, tests), which read the API.
+CACHES: Final = Caches()

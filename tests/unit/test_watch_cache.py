@@ -1,0 +1,151 @@
+"""The watch caches' stores: what they answer, what they leave to the API server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stackforge_operator.watch_cache import UNKNOWN, Caches, Store
+
+SCOPE = "managed=op,tenant"
+
+
+def obj(name: str, namespace: str = "ns", version: str = "5", **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": version,
+                         "labels": labels, "managedFields": [{"manager": "x"}]},
+            "data": {"v": version}}
+
+
+def owned(name: str, namespace: str = "ns", version: str = "5",
+          tenant: str = "shop") -> dict[str, Any]:
+    return obj(name, namespace, version, managed="op", tenant=tenant)
+
+
+def test_nothing_is_answered_before_the_first_list() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    assert store.list("ns", "managed=op,tenant=shop", "") is UNKNOWN
+    assert store.get("a", "ns") is UNKNOWN
+
+
+def test_a_scoped_store_answers_lists_inside_its_scope_only() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a"), owned("b", tenant="other"), owned("c", namespace="elsewhere")])
+    names = [o["metadata"]["name"] for o in store.list("ns", "tenant=shop,managed=op", "")]
+    assert names == ["a"]
+    assert store.list("ns", "tenant=shop", "") is UNKNOWN
+    assert store.list("ns", "tenant=shop,managed=op", "status.phase=x") is UNKNOWN
+    assert store.list("ns", "tenant in (shop),managed=op", "") is UNKNOWN
+
+
+def test_a_scoped_store_knows_what_it_holds_not_what_it_lacks() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a")])
+    found = store.get("a", "ns")
+    assert isinstance(found, dict)
+    assert "managedFields" not in found["metadata"]
+    assert found["data"] == {"v": "5"}
+    # Perhaps an object without the operator's labels: the API server knows.
+    assert store.get("b", "ns") is UNKNOWN
+
+
+def test_a_miss_is_asked_of_the_api_server_even_in_a_store_of_every_object() -> None:
+    # Its watch may not have delivered an object made a moment ago.
+    store = Store("v1", "Namespace")
+    store.replace([{"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "tenant-a", "resourceVersion": "3"}}])
+    assert store.get("tenant-b", None) is UNKNOWN
+    found = store.get("tenant-a", None)
+    assert isinstance(found, dict) and found["metadata"]["name"] == "tenant-a"
+
+
+def test_field_selectors_on_name_and_namespace() -> None:
+    store = Store("stackforge.io/v1alpha1", "StackForgeTenant")
+    store.replace([obj("shop", "a"), obj("shop", "b"), obj("other", "a")])
+    found = store.list(None, "", "metadata.name=shop")
+    assert sorted(o["metadata"]["namespace"] for o in found) == ["a", "b"]
+    assert [o["metadata"]["name"] for o in store.list("a", "", "metadata.name=shop")] == ["shop"]
+    assert store.list("a", "", "metadata.namespace=b") == []
+
+
+def test_each_read_gets_its_own_copy() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a")])
+    first = store.get("a", "ns")
+    assert isinstance(first, dict)
+    first["data"]["v"] = "changed by a caller"
+    second = store.get("a", "ns")
+    assert isinstance(second, dict) and second["data"] == {"v": "5"}
+
+
+def test_watch_events_add_change_and_remove() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([])
+    store.watched("ADDED", owned("a", version="6"))
+    store.watched("MODIFIED", owned("a", version="7"))
+    found = store.get("a", "ns")
+    assert isinstance(found, dict) and found["data"] == {"v": "7"}
+    store.watched("DELETED", owned("a", version="8"))
+    assert store.get("a", "ns") is UNKNOWN
+    assert len(store) == 0
+
+
+def test_an_own_write_is_kept_only_when_newer_than_what_was_watched() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a", version="10")])
+    store.written(owned("a", version="9"))   # the watch has delivered a later one
+    assert store.get("a", "ns")["data"] == {"v": "10"}  # type: ignore[index]
+    store.written(owned("a", version="11"))
+    assert store.get("a", "ns")["data"] == {"v": "11"}  # type: ignore[index]
+    store.written(obj("foreign", version="12"))          # outside the scope
+    assert store.get("foreign", "ns") is UNKNOWN
+
+
+def test_an_own_write_answered_before_a_watched_deletion_does_not_bring_it_back() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([])
+    store.watched("DELETED", owned("a", version="21"))
+    store.written(owned("a", version="20"))
+    assert store.get("a", "ns") is UNKNOWN
+    store.written(owned("a", version="22"))   # made again, later
+    assert isinstance(store.get("a", "ns"), dict)
+
+
+def test_a_broken_watch_hands_reads_to_the_api_server_until_listed_again() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a")])
+    store.unsynced()
+    assert store.list("ns", "managed=op,tenant=shop", "") is UNKNOWN
+    store.written(owned("b", version="30"))  # nothing to keep it current meanwhile
+    store.replace([owned("a")])
+    assert store.get("b", "ns") is UNKNOWN
+
+
+def test_caches_route_by_kind_and_leave_the_rest_to_the_api_server() -> None:
+    caches = Caches()
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a")])
+    caches.add(store)
+    assert len(caches.list("v1", "ConfigMap", "ns", "managed=op,tenant=shop", "")) == 1  # type: ignore[arg-type]
+    assert caches.list("v1", "Secret", "ns", "managed=op,tenant=shop", "") is UNKNOWN
+    assert caches.get("v1", "Secret", "a", "ns") is UNKNOWN
+    caches.written(owned("a", version="6"))
+    assert caches.get("v1", "ConfigMap", "a", "ns")["data"] == {"v": "6"}  # type: ignore[index]
+    caches.clear()
+    assert caches.get("v1", "ConfigMap", "a", "ns") is UNKNOWN
+
+
+def test_an_event_of_the_other_watch_is_read_at_once_and_never_goes_back() -> None:
+    # kopf's watch woke a reconcile with version 41; this store's watch is behind.
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a", version="40")])
+    store.observed("MODIFIED", owned("a", version="41"))
+    assert store.get("a", "ns")["data"] == {"v": "41"}  # type: ignore[index]
+    store.watched("MODIFIED", owned("a", version="41"))  # the store's own, later
+    store.observed("MODIFIED", owned("a", version="40"))  # an old event, replayed
+    assert store.get("a", "ns")["data"] == {"v": "41"}  # type: ignore[index]
+    # A deletion seen by kopf first removes it; an older one does not.
+    store.observed("DELETED", owned("a", version="39"))
+    assert isinstance(store.get("a", "ns"), dict)
+    store.observed("DELETED", owned("a", version="42"))
+    assert store.get("a", "ns") is UNKNOWN
+    assert store.list("ns", "managed=op,tenant=shop", "") == []
