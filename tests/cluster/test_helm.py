@@ -173,7 +173,7 @@ def test_chart_installs_and_runs(
 
     subject = f"--as=system:serviceaccount:{namespace}:stackforge-operator"
     for verb, resource, extra, allowed in [
-        ("watch", "secrets", [], "no"),
+        ("update", "secrets", [], "no"),
         ("patch", "stackforgetenants.stackforge.io", ["--subresource=status"], "yes"),
         ("update", "deployments.apps", [], "no"),
         ("bind", "clusterroles.rbac.authorization.k8s.io", [], "no"),
