@@ -328,7 +328,7 @@ def main() -> int:
         bench.stop()
     print(table(results))
     for path in plot(results, args.plots):
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path}")
     return 0
 
 

@@ -6,6 +6,7 @@ the same credentials through :func:`connection_info`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _api_client: client.ApiClient | None = None
 _dynamic: DynamicClient | None = None
+_watch_client: client.ApiClient | None = None
 
 
 def load_configuration() -> client.Configuration:
@@ -59,10 +61,11 @@ def api_client() -> client.ApiClient:
 
 def reset_clients() -> None:
     """Forget the process's clients, so the next call reads the credentials afresh."""
-    global _api_client, _dynamic
+    global _api_client, _dynamic, _watch_client
     with _lock:
         _api_client = None
         _dynamic = None
+        _watch_client = None
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -339,10 +342,21 @@ class WatchExpiredError(Exception):
     LIST again."""
 
 
+# Connections of the informers' client: each watch holds one for minutes.
+_WATCH_CONNECTIONS = 32
+
+
 def watch_client() -> client.ApiClient:
-    """A client of its own for one informer: its watch holds a connection for minutes,
-    which the shared client's small pool keeps for the reconciles."""
-    return client.ApiClient(api_client().configuration)
+    """The informers' client: apart from the shared one, whose connections the
+    reconciles need, and with room for every watch at once (one pool, not one
+    client and TLS context per informer)."""
+    global _watch_client
+    with _lock:
+        if _watch_client is None:
+            configuration = copy.deepcopy(api_client_unlocked().configuration)
+            configuration.connection_pool_maxsize = _WATCH_CONNECTIONS
+            _watch_client = client.ApiClient(configuration)
+        return _watch_client
 
 
 def collection_path(api_version: str, kind: str) -> str:
