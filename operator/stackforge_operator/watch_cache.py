@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -91,7 +91,11 @@ class Store:
     # "" holds every object of the kind.
     label_selector: str = ""
     _scope: tuple[Requirement, ...] = field(init=False)
-    _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict, init=False)
+    # Indexed by namespace, and namespaces by name: a reconcile lists one namespace,
+    # and the name check finds a name's holders, without scanning every object
+    # (which would make a resync of every tenant cost N x N).
+    _namespaces: dict[str, dict[str, _Entry]] = field(default_factory=dict, init=False)
+    _names: dict[str, set[str]] = field(default_factory=dict, init=False)
     # Deleted objects' last versions: a write-through of an older version (an apply
     # answered just before the deletion was watched) must not bring them back.
     _deleted: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
@@ -106,15 +110,37 @@ class Store:
         return self._synced
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return sum(len(names) for names in self._namespaces.values())
+
+    def _held(self, key: tuple[str, str]) -> _Entry | None:
+        return self._namespaces.get(key[0], {}).get(key[1])
+
+    def _put(self, entry: _Entry) -> None:
+        self._namespaces.setdefault(entry.namespace, {})[entry.name] = entry
+        self._names.setdefault(entry.name, set()).add(entry.namespace)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        namespace, name = key
+        held = self._namespaces.get(namespace)
+        if held is None or held.pop(name, None) is None:
+            return
+        if not held:
+            del self._namespaces[namespace]
+        holders = self._names[name]
+        holders.discard(namespace)
+        if not holders:
+            del self._names[name]
 
     # --- fed by the informer ------------------------------------------------------
 
     def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
         """A complete LIST: exactly these objects exist now."""
-        entries = {(e.namespace, e.name): e for e in map(_entry, objects)}
+        entries = [_entry(o) for o in objects]
         with self._lock:
-            self._entries = entries
+            self._namespaces, self._names = {}, {}
+            for entry in entries:
+                self._put(entry)
             self._deleted.clear()
             self._synced = True
 
@@ -128,10 +154,10 @@ class Store:
         key = (entry.namespace, entry.name)
         with self._lock:
             if event_type == "DELETED":
-                self._entries.pop(key, None)
+                self._drop(key)
                 self._deleted[key] = entry.resource_version
             else:
-                self._entries[key] = entry
+                self._put(entry)
                 self._deleted.pop(key, None)
 
     def observed(self, event_type: str, obj: Mapping[str, Any]) -> None:
@@ -148,18 +174,18 @@ class Store:
         with self._lock:
             if not self._synced:
                 return
-            held = self._entries.get(key)
+            held = self._held(key)
             if event_type == "DELETED":
                 if held is not None and not _newer(held.resource_version,
                                                    entry.resource_version):
-                    del self._entries[key]
+                    self._drop(key)
                     self._deleted[key] = entry.resource_version
                 return
             gone = self._deleted.get(key)
             if gone is not None and not _newer(entry.resource_version, gone):
                 return
             if held is None or _newer(entry.resource_version, held.resource_version):
-                self._entries[key] = entry
+                self._put(entry)
 
     def written(self, obj: Mapping[str, Any]) -> None:
         """The API server's answer to this operator's own write (the watch catches
@@ -184,17 +210,24 @@ class Store:
                 return []
             fields["namespace"] = namespace
         with self._lock:
-            entries = list(self._entries.values())
-        return [e.load() for e in entries
-                if fields.get("namespace", e.namespace) == e.namespace
-                and fields.get("name", e.name) == e.name
-                and label_selectors.matches(wanted, e.labels)]
+            entries = self._candidates(fields.get("namespace"), fields.get("name"))
+        return [e.load() for e in entries if label_selectors.matches(wanted, e.labels)]
+
+    def _candidates(self, namespace: str | None, name: str | None) -> Sequence[_Entry]:
+        if namespace is not None:
+            held = self._namespaces.get(namespace, {})
+            if name is None:
+                return list(held.values())
+            return [held[name]] if name in held else []
+        if name is not None:
+            return [self._namespaces[ns][name] for ns in sorted(self._names.get(name, ()))]
+        return [e for held in self._namespaces.values() for e in held.values()]
 
     def get(self, name: str, namespace: str | None) -> Obj | Unknown:
         if not self._synced:
             return UNKNOWN
         with self._lock:
-            entry = self._entries.get((namespace or "", name))
+            entry = self._held((namespace or "", name))
         # A miss may be an object outside the scope, or one this store's watch has
         # not delivered yet: the API server knows.
         return UNKNOWN if entry is None else entry.load()

@@ -149,3 +149,15 @@ def test_an_event_of_the_other_watch_is_read_at_once_and_never_goes_back() -> No
     store.observed("DELETED", owned("a", version="42"))
     assert store.get("a", "ns") is UNKNOWN
     assert store.list("ns", "managed=op,tenant=shop", "") == []
+
+
+def test_the_indexes_follow_deletions_and_replacements() -> None:
+    store = Store("stackforge.io/v1alpha1", "StackForgeTenant")
+    store.replace([obj("shop", "a"), obj("shop", "b")])
+    store.watched("DELETED", obj("shop", "a", version="6"))
+    assert [o["metadata"]["namespace"] for o in store.list(None, "", "metadata.name=shop")] \
+        == ["b"]  # type: ignore[union-attr]
+    assert store.list("a", "", "") == []
+    store.replace([obj("other", "c")])
+    assert store.list(None, "", "metadata.name=shop") == []
+    assert len(store) == 1

@@ -7,6 +7,8 @@ change (``kubectl scale sft/NAME``) touches ``spec.replicas`` and nothing else.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from typing import Any
 
@@ -78,7 +80,14 @@ def declarative_config(t: EffectiveTenant) -> dict[str, Any]:
 
 
 def render_config(t: EffectiveTenant) -> str:
-    return yaml.safe_dump(declarative_config(t), sort_keys=True, default_flow_style=False)
+    # Rendered as JSON first (fast, and a dictionary key), then as YAML once per
+    # distinct configuration: PyYAML's emitter was a sixth of an idle resync's CPU.
+    return _as_yaml(json.dumps(declarative_config(t), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def _as_yaml(config_json: str) -> str:
+    return yaml.safe_dump(json.loads(config_json), sort_keys=True, default_flow_style=False)
 
 
 def build(t: EffectiveTenant) -> list[Manifest]:

@@ -99,6 +99,20 @@ def _until(what: str, check: Callable[[], str | None], progress: Callable[[], st
     raise ControlPlaneError(f"{what} did not happen within {timeout:.0f}s; last: {said}")
 
 
+def start_project_operator(cluster: LocalCluster) -> OperatorProcess:
+    """The operator on the host, running its components from the project's images (as
+    imported into the real node's containerd)."""
+    from stackforge_operator.devcluster import images
+
+    catalog = images.write_project_catalog(cluster.run_dir / "image-catalog.yaml")
+    operator = OperatorProcess(
+        cluster.kubeconfig, cluster.run_dir / "operator.log",
+        extra_env={"STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,
+                   "STACKFORGE_IMAGE_CATALOG": str(catalog)})
+    operator.start()
+    return operator
+
+
 def run_real_node(run_dir: Path | None, *, once: bool) -> int:
     clock = _Clock()
     signal.signal(signal.SIGTERM, interrupted)
@@ -125,12 +139,7 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
         clock.done(f"node Ready; export KUBECONFIG={cluster.kubeconfig}")
         clock.step(3, "CRDs, then the operator (stackforge-operator run)")
         install_crds(cluster)
-        catalog = images.write_project_catalog(cluster.run_dir / "image-catalog.yaml")
-        operator = OperatorProcess(
-            cluster.kubeconfig, cluster.run_dir / "operator.log",
-            extra_env={"STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,
-                       "STACKFORGE_IMAGE_CATALOG": str(catalog)})
-        operator.start()
+        operator = start_project_operator(cluster)
         clock.done(f"operator running; log {cluster.run_dir / 'operator.log'}")
 
         clock.step(4, "an S3 server for backups, over TLS on the node address")

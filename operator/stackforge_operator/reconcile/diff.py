@@ -52,29 +52,51 @@ def _scalars_equal(desired: Any, live: Any) -> bool:
     return False
 
 
+# Types that are neither mappings nor sequences here: checked first, because the
+# abstract-class checks (Mapping, Sequence) cost several times more, and a
+# converged resync compares every field of every child (most of its CPU).
+_SCALARS = (str, bytes, int, float, bool, type(None))
+_NOT_MAPPINGS = (*_SCALARS, list, tuple)
+_NOT_SEQUENCES = (*_SCALARS, dict)
+
+
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or (not isinstance(value, _NOT_MAPPINGS)
+                                   and isinstance(value, Mapping))
+
+
+def _is_sequence(value: Any) -> bool:
+    return type(value) is list or (not isinstance(value, _NOT_SEQUENCES)
+                                   and isinstance(value, Sequence))
+
+
 def differences(desired: Any, live: Any, path: str = "") -> list[str]:
     """Paths where ``live`` does not hold what ``desired`` says (empty: converged)."""
-    if isinstance(desired, Mapping):
-        if not isinstance(live, Mapping):
+    if _is_mapping(desired):
+        if not _is_mapping(live):
             return [] if _empty(desired) and _empty(live) else [path or "."]
         found: list[str] = []
         for key, want in desired.items():
             if path == ".metadata" and key in _SERVER_METADATA:
                 continue
-            child = f"{path}.{key}"
             if key not in live:
                 if not _empty(want):
-                    found.append(child)
+                    found.append(f"{path}.{key}")
                 continue
-            found.extend(differences(want, live[key], child))
+            have = live[key]
+            if want is have or (type(want) is str and want == have):
+                continue
+            found.extend(differences(want, have, f"{path}.{key}"))
         return found
-    if isinstance(desired, Sequence) and not isinstance(desired, str):
-        if not isinstance(live, Sequence) or isinstance(live, str):
+    if _is_sequence(desired):
+        if not _is_sequence(live):
             return [] if _empty(desired) and _empty(live) else [path]
         if len(desired) != len(live):
             return [path]
         found = []
         for index, (want, have) in enumerate(zip(desired, live, strict=True)):
+            if type(want) is str and want == have:
+                continue
             found.extend(differences(want, have, f"{path}[{index}]"))
         return found
     return [] if _scalars_equal(desired, live) else [path or "."]

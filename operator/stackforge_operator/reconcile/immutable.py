@@ -7,7 +7,6 @@ resizes each existing claim instead, which is how volumes really grow.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,9 @@ def keep_live_claim_templates(
     desired: Mapping[str, Any], live: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The desired StatefulSet carrying the live (immutable) volumeClaimTemplates."""
-    kept = copy.deepcopy(dict(desired))
+    # Copied only down to what changes (a deep copy was a tenth of an idle resync's CPU).
+    kept = dict(desired)
+    kept["spec"] = dict(desired["spec"])
     live_templates = (live.get("spec") or {}).get("volumeClaimTemplates")
     if live_templates is not None:
         kept["spec"]["volumeClaimTemplates"] = [
