@@ -244,6 +244,28 @@ def table(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+def parse_table(text: str) -> list[Figures]:
+    """The rows of tables this script printed (each step prints its own to stderr),
+    for drawing the plots of a run cut short. Probe lists keep their p50 and worst."""
+    found: dict[tuple[int, str], Figures] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 8 or not cells[0].replace(",", "").isdigit():
+            continue
+        tenants, way = int(cells[0].replace(",", "")), cells[1]
+        rss, peak = cells[3].replace("MiB", "").replace("(", "").replace(")", "").split()
+
+        def seconds(cell: str) -> list[float]:
+            return [float(v) for v in cell.replace("s", "").split("/")]
+
+        ready = None if cells[2] == "—" else float(cells[2].rstrip(" s"))
+        requests = Counter({("all", ""): int(cells[5].replace(",", ""))})
+        found[(tenants, way)] = Figures(tenants, way, ready, float(rss), float(peak),
+                                        float(cells[4].rstrip(" %")), requests,
+                                        seconds(cells[6]), seconds(cells[7]))
+    return list(found.values())
+
+
 def plot(results: list[Figures], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -293,7 +315,15 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS)
     parser.add_argument("--probes", type=int, default=10)
     parser.add_argument("--plots", type=Path, default=ROOT / "docs")
+    parser.add_argument("--replot", type=Path,
+                        help="only draw the plots from the tables of an earlier run's output")
     args = parser.parse_args()
+    if args.replot is not None:
+        results = parse_table(args.replot.read_text())
+        print(table(results))
+        for path in plot(results, args.plots):
+            print(f"wrote {path}")
+        return 0
     counts = [int(c) for c in args.counts.split(",")]
     run_dir = Path(tempfile.mkdtemp(prefix="stackforge-scale-"))
     bench = Bench(run_dir, args.probes)

@@ -354,6 +354,10 @@ class LocalCluster:
                 "--audit-log-format=json",
                 # Each entry is written before the request returns.
                 "--audit-log-mode=blocking",
+                # Never rotated (0 means the default, 100 MB): readers keep an offset
+                # into this one file (tests/support/audit.py), and a scale run's
+                # reads pass 100 MB within minutes.
+                "--audit-log-maxsize=1000000",
                 "--v=1",
             ],
         )
