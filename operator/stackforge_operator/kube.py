@@ -407,7 +407,13 @@ def watch_collection(api: client.ApiClient, path: str, label_selector: str,
         ("resourceVersion", resource_version), ("timeoutSeconds", timeout_seconds)]
     if label_selector:
         query.append(("labelSelector", label_selector))
-    response = _streamed_get(api, path, query, timeout_seconds + 30)
+    try:
+        response = _streamed_get(api, path, query, timeout_seconds + 30)
+    except ApiException as error:
+        # Some versions answer a compacted resourceVersion at once with HTTP 410.
+        if error.status == 410:
+            raise WatchExpiredError(_reason(error)) from error
+        raise
     try:
         for line in iter_resp_lines(response):
             event = json.loads(line)
