@@ -66,8 +66,7 @@ class Informer:
             try:
                 if path is None:
                     path = kube.collection_path(store.api_version, store.kind)
-                items, version = kube.list_collection(
-                    api, store.api_version, store.kind, path, store.label_selector)
+                items, version = kube.list_collection(api, path, store.label_selector)
                 self.lists += 1
                 store.replace(items)
                 backoff = FIRST_BACKOFF_SECONDS

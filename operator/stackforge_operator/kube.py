@@ -154,6 +154,12 @@ def _as_dicts(_client: DynamicClient, data: Obj) -> Obj:
     reconcile went to that round trip. Like the wrapper, the items of a list
     get the ``apiVersion`` and ``kind`` the server leaves out of them.
     """
+    return _with_item_kinds(data)
+
+
+def _with_item_kinds(data: Obj) -> Obj:
+    """A parsed list, its items given the ``apiVersion`` and ``kind`` the server
+    leaves out of them."""
     kind = str(data.get("kind", ""))
     if kind.endswith("List") and "items" in data:
         data["items"] = data["items"] or []
@@ -376,8 +382,8 @@ def _streamed_get(api: client.ApiClient, path: str, query: list[tuple[str, Any]]
     return answer.response
 
 
-def list_collection(api: client.ApiClient, api_version: str, kind: str, path: str,
-                    label_selector: str, page: int = 500) -> tuple[list[Obj], str]:
+def list_collection(api: client.ApiClient, path: str, label_selector: str,
+                    page: int = 500) -> tuple[list[Obj], str]:
     """Every object of the collection (in pages), and the resourceVersion to watch from."""
     items: list[Obj] = []
     token = ""
@@ -387,12 +393,8 @@ def list_collection(api: client.ApiClient, api_version: str, kind: str, path: st
             query.append(("labelSelector", label_selector))
         if token:
             query.append(("continue", token))
-        data = json.loads(_streamed_get(api, path, query, 60).data)
-        for item in data.get("items") or []:
-            # As a typed list's items: the server leaves these out of each item.
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-            items.append(item)
+        data = _with_item_kinds(json.loads(_streamed_get(api, path, query, 60).data))
+        items += data.get("items") or []
         token = str((data.get("metadata") or {}).get("continue") or "")
         if not token:
             return items, str(data["metadata"]["resourceVersion"])
