@@ -187,11 +187,6 @@ class Store:
             if held is None or _newer(entry.resource_version, held.resource_version):
                 self._put(entry)
 
-    def written(self, obj: Mapping[str, Any]) -> None:
-        """The API server's answer to this operator's own write (the watch catches
-        up anyway)."""
-        self.observed("MODIFIED", obj)
-
     # --- read by the reconciles ---------------------------------------------------
 
     def list(self, namespace: str | None, label_selector: str,
@@ -261,6 +256,8 @@ class Caches:
         return UNKNOWN if store is None else store.get(name, namespace)
 
     def written(self, obj: Mapping[str, Any]) -> None:
+        """The API server's answer to this operator's own write (the watch catches
+        up anyway)."""
         self.observed("MODIFIED", obj)
 
     def observed(self, event_type: str, obj: Mapping[str, Any]) -> None:

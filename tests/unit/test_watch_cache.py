@@ -92,11 +92,11 @@ def test_watch_events_add_change_and_remove() -> None:
 def test_an_own_write_is_kept_only_when_newer_than_what_was_watched() -> None:
     store = Store("v1", "ConfigMap", SCOPE)
     store.replace([owned("a", version="10")])
-    store.written(owned("a", version="9"))   # the watch has delivered a later one
+    store.observed("MODIFIED", owned("a", version="9"))   # the watch has delivered a later one
     assert store.get("a", "ns")["data"] == {"v": "10"}  # type: ignore[index]
-    store.written(owned("a", version="11"))
+    store.observed("MODIFIED", owned("a", version="11"))
     assert store.get("a", "ns")["data"] == {"v": "11"}  # type: ignore[index]
-    store.written(obj("foreign", version="12"))          # outside the scope
+    store.observed("MODIFIED", obj("foreign", version="12"))          # outside the scope
     assert store.get("foreign", "ns") is UNKNOWN
 
 
@@ -104,9 +104,9 @@ def test_an_own_write_answered_before_a_watched_deletion_does_not_bring_it_back(
     store = Store("v1", "ConfigMap", SCOPE)
     store.replace([])
     store.watched("DELETED", owned("a", version="21"))
-    store.written(owned("a", version="20"))
+    store.observed("MODIFIED", owned("a", version="20"))
     assert store.get("a", "ns") is UNKNOWN
-    store.written(owned("a", version="22"))   # made again, later
+    store.observed("MODIFIED", owned("a", version="22"))   # made again, later
     assert isinstance(store.get("a", "ns"), dict)
 
 
@@ -115,7 +115,7 @@ def test_a_broken_watch_hands_reads_to_the_api_server_until_listed_again() -> No
     store.replace([owned("a")])
     store.unsynced()
     assert store.list("ns", "managed=op,tenant=shop", "") is UNKNOWN
-    store.written(owned("b", version="30"))  # nothing to keep it current meanwhile
+    store.observed("MODIFIED", owned("b", version="30"))  # nothing to keep it current meanwhile
     store.replace([owned("a")])
     assert store.get("b", "ns") is UNKNOWN
 
