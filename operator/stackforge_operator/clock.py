@@ -13,6 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 
+def overridden() -> bool:
+    """Whether a test may move this clock at will (so nothing due can be foreseen)."""
+    return bool(os.environ.get("STACKFORGE_TEST_CLOCK_FILE"))
+
+
 def now() -> datetime:
     override = os.environ.get("STACKFORGE_TEST_CLOCK_FILE")
     if override:

@@ -25,6 +25,12 @@ RETRY_SECONDS = 10.0
 # How often a converged tenant is looked at again (drift in children that are
 # not watched, e.g. Secrets). Environment override for tests and tuning.
 RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
+# The longest a converged tenant goes without a full reconcile while nothing the
+# watch caches hold for it changes: its resyncs in between are skipped
+# (controller.py). It bounds how late the few inputs no cache holds are seen: a
+# Secret the spec names (not the operator's, so not watched), an add-on's CRDs
+# installed later, a metrics API that appears.
+FULL_RESYNC_SECONDS = float(os.environ.get("STACKFORGE_FULL_RESYNC_SECONDS", "600"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).
 STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,14 +21,12 @@ from stackforge_operator import (
     kube,
     leadership,
     metrics,
+    wakeups,
     watch_cache,
 )
-from stackforge_operator.builders.backup import POLICY_LABEL
-from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
-from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
 from stackforge_operator.controller import Controller
 from stackforge_operator.notify.sender import Backoff, Sender
-from stackforge_operator.reconcile import backup, drill, tenant, tenant_notify
+from stackforge_operator.reconcile import backup, drill, tenant, tenant_notify, tenant_settled
 from stackforge_operator.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -35,23 +34,9 @@ logger = logging.getLogger(__name__)
 TENANTS = (API_GROUP, API_VERSION, "stackforgetenants")
 BACKUP_POLICIES = (API_GROUP, API_VERSION, "backuppolicies")
 DRILLS = (API_GROUP, API_VERSION, "drdrills")
-# Children whose changes should wake their tenant at once (the rest are
-# repaired by the periodic resync). Secrets are deliberately not watched: the
-# operator would otherwise receive every Secret of the cluster.
-WATCHED_CHILDREN = (
-    ("v1", "namespaces"),
-    ("v1", "services"),
-    ("v1", "configmaps"),
-    ("apps/v1", "deployments"),
-    ("apps/v1", "statefulsets"),
-    ("networking.k8s.io/v1", "networkpolicies"),
-)
 # Like the decorators below, this hooks into kopf at import, before kopf.run
 # (`stackforge-operator run` and `kopf run -m stackforge_operator.handlers` alike).
 PAUSE_SEAM = leadership.install()
-OWNED: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: kopf.PRESENT}
-BACKUP_JOBS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, POLICY_LABEL: kopf.PRESENT}
-SANDBOX_OBJECTS: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY, DRILL_LABEL: kopf.PRESENT}
 
 
 @kopf.on.login()
@@ -88,12 +73,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
                               functools.partial(tenant.reconcile, notify=memo.notifier.submit),
                               observe=metrics.METRICS.observe_tenant,
                               forget=metrics.METRICS.forget_tenant,
-                              is_active=lambda: gate.active)
+                              is_active=lambda: gate.active,
+                              # Without watch caches every resync reads the API server.
+                              inputs_token=tenant_settled.inputs_token
+                              if config.WATCH_CACHES else None)
     memo.backups = Controller("BackupPolicy", backup.reconcile, is_active=lambda: gate.active)
     memo.drills = Controller("DRDrill", drill.reconcile, is_active=lambda: gate.active)
     memo.controllers = (memo.tenants, memo.backups, memo.drills)
     # Before the first reconcile can read: each store answers once its LIST is in.
-    memo.informers = await asyncio.to_thread(cached_kinds.start)
+    # Their watches wake the owners of what changed (the children are not kopf's).
+    owners = {"tenant": memo.tenants, "backup": memo.backups, "drill": memo.drills}
+    memo.informers = await asyncio.to_thread(cached_kinds.start, functools.partial(
+        _wake_owners, asyncio.get_running_loop(), owners))
     for controller in memo.controllers:
         controller.start()
     memo.leadership = asyncio.create_task(
@@ -195,38 +186,15 @@ def _referenced_tenant_key(body: kopf.Body) -> str:
     return f"{body.metadata.namespace}/{name}"
 
 
-async def _sandbox_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    memo.drills.poke(f"{labels[DRILL_NAMESPACE_LABEL]}/{labels[DRILL_LABEL]}")
-
-
-for _plural_group in (("batch", "v1", "jobs"), ("apps", "v1", "statefulsets")):
-    kopf.on.event(*_plural_group, labels=SANDBOX_OBJECTS,
-                  id=f"sandbox-{_plural_group[2]}")(_sandbox_changed)
-
-
-async def _child_changed(
-    type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str | None,
-    name: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    # The tenant's reconcile reads it from the watch caches: at least this version.
-    watch_cache.CACHES.observed(type or "MODIFIED", body)
-    # A tenant's children live in its namespace; the namespace itself has none.
-    # (No type: kopf listing every child again as a watch resumes; nothing moved.)
-    memo.tenants.poke(f"{namespace or name}/{labels[TENANT_LABEL]}", changed=type is not None)
-
-
-for _api_version, _plural in WATCHED_CHILDREN:
-    _group, _, _version = _api_version.rpartition("/")
-    kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")(
-        _child_changed
-    )
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=BACKUP_JOBS)
-async def backup_job_changed(
-    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    memo.backups.poke(f"{namespace}/{labels[POLICY_LABEL]}")
+def _wake_owners(loop: asyncio.AbstractEventLoop, owners: Mapping[str, Controller],
+                 kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
+    """An informer saw one of the operator's objects change: wake its owners'
+    reconciles (called in the informer's thread; the controllers live in the loop's)."""
+    del event_type  # a deletion wakes them as well: they make it again, or are gone too
+    for owner, key in wakeups.owners(kind, obj.get("metadata") or {}):
+        if loop.is_closed():
+            return  # the operator has stopped; its informers end with their watches
+        loop.call_soon_threadsafe(owners[owner].poke, key)
 
 
 @kopf.on.probe(id="version")

@@ -8,7 +8,9 @@ compacted away) LISTs again. Any other failure marks the store unsynced, so
 reads go to the API server and see its errors, until a LIST succeeds again
 after a capped backoff.
 
-A thread per informer, because the kubernetes client blocks.
+A thread per informer, because the kubernetes client blocks. Each change its
+watch delivers is also handed to ``on_event`` (after the store has it), which
+is how the operator's children wake their owners' reconciles.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stackforge_operator import kube
@@ -31,9 +34,14 @@ FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
+# Called from the informer's thread with each watch event's type and object.
+OnEvent = Callable[[str, Mapping[str, Any]], None]
+
+
 class Informer:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_event: OnEvent | None = None) -> None:
         self.store = store
+        self._on_event = on_event
         self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"informer-{store.kind}", daemon=True)
@@ -66,7 +74,8 @@ class Informer:
             try:
                 if path is None:
                     path = kube.collection_path(store.api_version, store.kind)
-                items, version = kube.list_collection(api, path, store.label_selector)
+                items, version = kube.list_collection(api, path, store.label_selector,
+                                                      metadata_only=store.counts_only)
                 self.lists += 1
                 store.replace(items)
                 backoff = FIRST_BACKOFF_SECONDS
@@ -81,14 +90,25 @@ class Informer:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
+    def _wake(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        assert self._on_event is not None
+        try:
+            self._on_event(event_type, obj)
+        except Exception:
+            # Its failure (a closed event loop at shutdown) is not the watch's.
+            logger.exception("handling a %s event of %s failed", event_type, self.store.kind)
+
     def _follow(self, api: Any, path: str, version: str) -> None:
         """Watch from ``version`` until stopped (or a watch fails: raises)."""
         while not self._stopping.is_set():
             seconds = int(WATCH_SECONDS * random.uniform(0.8, 1.0))  # noqa: S311 - timing
             for event_type, obj in kube.watch_collection(
-                    api, path, self.store.label_selector, version, seconds):
+                    api, path, self.store.label_selector, version, seconds,
+                    metadata_only=self.store.counts_only):
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if event_type != "BOOKMARK":
                     self.store.watched(event_type, obj)
+                    if self._on_event is not None and not self._stopping.is_set():
+                        self._wake(event_type, obj)
                 if self._stopping.is_set():
                     return

@@ -370,10 +370,14 @@ def collection_path(api_version: str, kind: str) -> str:
     return str(_resource(api_version, kind).path())
 
 
+# Metadata only (as client-go's metadata informers ask): no data, no spec.
+_METADATA = "application/json;as={};g=meta.k8s.io;v=v1"
+
+
 def _streamed_get(api: client.ApiClient, path: str, query: list[tuple[str, Any]],
-                  read_timeout: float) -> Any:
+                  read_timeout: float, accept: str = "application/json") -> Any:
     request = api.param_serialize("GET", path, query_params=query,
-                                  header_params={"Accept": "application/json"},
+                                  header_params={"Accept": accept},
                                   auth_settings=["BearerToken"])
     answer = api.call_api(*request, _request_timeout=(10, read_timeout))
     if not 200 <= answer.status <= 299:
@@ -383,8 +387,11 @@ def _streamed_get(api: client.ApiClient, path: str, query: list[tuple[str, Any]]
 
 
 def list_collection(api: client.ApiClient, path: str, label_selector: str,
-                    page: int = 500) -> tuple[list[Obj], str]:
-    """Every object of the collection (in pages), and the resourceVersion to watch from."""
+                    page: int = 500, *, metadata_only: bool = False) -> tuple[list[Obj], str]:
+    """Every object of the collection (in pages), and the resourceVersion to watch from;
+    ``metadata_only``: their metadata alone."""
+    accept = _METADATA.format("PartialObjectMetadataList") if metadata_only \
+        else "application/json"
     items: list[Obj] = []
     token = ""
     while True:
@@ -393,7 +400,7 @@ def list_collection(api: client.ApiClient, path: str, label_selector: str,
             query.append(("labelSelector", label_selector))
         if token:
             query.append(("continue", token))
-        data = _with_item_kinds(json.loads(_streamed_get(api, path, query, 60).data))
+        data = _with_item_kinds(json.loads(_streamed_get(api, path, query, 60, accept).data))
         items += data.get("items") or []
         token = str((data.get("metadata") or {}).get("continue") or "")
         if not token:
@@ -401,16 +408,20 @@ def list_collection(api: client.ApiClient, path: str, label_selector: str,
 
 
 def watch_collection(api: client.ApiClient, path: str, label_selector: str,
-                     resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, Obj]]:
+                     resource_version: str, timeout_seconds: int, *,
+                     metadata_only: bool = False) -> Iterator[tuple[str, Obj]]:
     """(type, object) of each change after ``resource_version``, BOOKMARKs included,
-    until the server ends the watch (after ``timeout_seconds``)."""
+    until the server ends the watch (after ``timeout_seconds``); ``metadata_only``:
+    each object's metadata alone."""
+    accept = _METADATA.format("PartialObjectMetadata") if metadata_only \
+        else "application/json"
     query: list[tuple[str, Any]] = [
         ("watch", "true"), ("allowWatchBookmarks", "true"),
         ("resourceVersion", resource_version), ("timeoutSeconds", timeout_seconds)]
     if label_selector:
         query.append(("labelSelector", label_selector))
     try:
-        response = _streamed_get(api, path, query, timeout_seconds + 30)
+        response = _streamed_get(api, path, query, timeout_seconds + 30, accept)
     except ApiException as error:
         # Some versions answer a compacted resourceVersion at once with HTTP 410.
         if error.status == 410:

@@ -6,6 +6,8 @@ isolated set. Series (all prefixed ``stackforge_``):
 
 - ``reconciles_total{kind, result}``: reconciles finished;
 - ``reconcile_duration_seconds{kind}``: histogram of their durations;
+- ``resyncs_skipped_total{kind}``: resyncs of a settled object that did not
+  reconcile, nothing it depends on having changed (controller.py);
 - ``tenants{ready="true"|"false"}``: tenants by their Ready condition;
 - ``backup_newest_age_seconds{tenant}``: age of the newest complete backup;
 - ``drill_last_verdict{tenant, verdict}``: 1 for the newest drill's verdict, 0 for the others;
@@ -222,6 +224,9 @@ class OperatorMetrics:
         self.reconcile_duration = Histogram(
             f"{PREFIX}_reconcile_duration_seconds", "Time one reconcile took.",
             ["kind"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.resyncs_skipped = Counter(
+            f"{PREFIX}_resyncs_skipped", "Resyncs of a settled object that did not "
+            "reconcile: nothing it depends on had changed.", ["kind"], registry=self.registry)
         self.watch_events = Counter(
             f"{PREFIX}_watch_events", "Watch events of the reconciled kinds, by kind: a flat "
             "line while objects change means a watch that stopped.", ["kind"],
@@ -239,6 +244,9 @@ class OperatorMetrics:
     def record_reconcile(self, kind: str, result: Result, seconds: float) -> None:
         self.reconciles.labels(kind=kind, result=result.value).inc()
         self.reconcile_duration.labels(kind=kind).observe(seconds)
+
+    def record_skipped_resync(self, kind: str) -> None:
+        self.resyncs_skipped.labels(kind=kind).inc()
 
     def record_watch_event(self, kind: str) -> None:
         self.watch_events.labels(kind=kind).inc()

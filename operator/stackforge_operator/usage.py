@@ -57,3 +57,13 @@ def usage(quota: Mapping[str, Any] | None, pod_metrics: Sequence[Mapping[str, An
     return UsageStatus(**figures, measured_by="metrics.k8s.io" if pod_metrics is not None
                        else None, unmeasured=why_unmeasured if pod_metrics is None else None,
                        observed_at=now)
+
+
+def kept(old: UsageStatus | None, fresh: UsageStatus) -> UsageStatus:
+    """What status.usage says now: ``old`` when ``fresh`` only repeats its quota
+    counts with nothing measured. Nothing measured goes stale, and a new
+    ``observedAt`` alone would be a status write per tenant at every refresh."""
+    if old is not None and fresh.measured_by is None and \
+            old.model_copy(update={"observed_at": fresh.observed_at}) == fresh:
+        return old
+    return fresh

@@ -26,6 +26,7 @@ a private copy, so no caller can change what the next one reads.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -73,12 +74,19 @@ class _Entry:
         return loaded
 
 
-def _entry(obj: Mapping[str, Any]) -> _Entry:
+def _entry(obj: Mapping[str, Any], *, counts_only: bool = False) -> _Entry:
     meta = obj.get("metadata") or {}
+    if counts_only:
+        return _Entry(str(meta.get("namespace") or ""), str(meta["name"]), {},
+                      str(meta.get("resourceVersion") or ""), b"")
     slim = dict(obj)
     slim["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    return _Entry(str(meta.get("namespace") or ""), str(meta["name"]),
-                  dict(meta.get("labels") or {}), str(meta.get("resourceVersion") or ""),
+    # Interned: the same few label keys and values (and namespaces) recur on every
+    # object of a tenant, and would otherwise be held once per object.
+    labels = {sys.intern(str(k)): sys.intern(str(v))
+              for k, v in (meta.get("labels") or {}).items()}
+    return _Entry(sys.intern(str(meta.get("namespace") or "")), str(meta["name"]),
+                  labels, str(meta.get("resourceVersion") or ""),
                   zlib.compress(json.dumps(slim, separators=(",", ":")).encode(), 1))
 
 
@@ -90,6 +98,10 @@ class Store:
     kind: str
     # "" holds every object of the kind.
     label_selector: str = ""
+    # Only counts the changes per namespace (``changes``), from the objects'
+    # metadata alone, and answers no read: for a kind whose objects the operator
+    # reads but need not hold, such as the customer's Secrets a spec names.
+    counts_only: bool = False
     _scope: tuple[Requirement, ...] = field(init=False)
     # Indexed by namespace, and namespaces by name: a reconcile lists one namespace,
     # and the name check finds a name's holders, without scanning every object
@@ -100,6 +112,12 @@ class Store:
     # answered just before the deletion was watched) must not bring them back.
     _deleted: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _synced: bool = field(default=False, init=False)
+    # How often what the store holds for each namespace has changed, and how often
+    # it may have changed unseen (a new LIST, a broken watch): together they tell
+    # a reconcile whether anything it read last time could read differently now.
+    # A cluster-scoped object counts for the namespace it names (Namespaces).
+    _changes: dict[str, int] = field(default_factory=dict, init=False)
+    _epoch: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -116,15 +134,29 @@ class Store:
     def _held(self, key: tuple[str, str]) -> _Entry | None:
         return self._namespaces.get(key[0], {}).get(key[1])
 
+    def changes(self, namespace: str) -> tuple[int, int] | None:
+        """A value that differs whenever what this store holds for ``namespace``
+        may have changed; None while the store is not synced (it knows nothing)."""
+        with self._lock:
+            if not self._synced:
+                return None
+            return self._epoch, self._changes.get(namespace, 0)
+
+    def _changed(self, key: tuple[str, str]) -> None:
+        namespace = key[0] or key[1]
+        self._changes[namespace] = self._changes.get(namespace, 0) + 1
+
     def _put(self, entry: _Entry) -> None:
         self._namespaces.setdefault(entry.namespace, {})[entry.name] = entry
         self._names.setdefault(entry.name, set()).add(entry.namespace)
+        self._changed((entry.namespace, entry.name))
 
     def _drop(self, key: tuple[str, str]) -> None:
         namespace, name = key
         held = self._namespaces.get(namespace)
         if held is None or held.pop(name, None) is None:
             return
+        self._changed(key)
         if not held:
             del self._namespaces[namespace]
         holders = self._names[name]
@@ -136,21 +168,23 @@ class Store:
 
     def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
         """A complete LIST: exactly these objects exist now."""
-        entries = [_entry(o) for o in objects]
+        entries = [_entry(o, counts_only=self.counts_only) for o in objects]
         with self._lock:
             self._namespaces, self._names = {}, {}
             for entry in entries:
                 self._put(entry)
             self._deleted.clear()
+            self._epoch += 1
             self._synced = True
 
     def unsynced(self) -> None:
         """The watch broke: answer nothing until the next complete LIST."""
         with self._lock:
             self._synced = False
+            self._epoch += 1
 
     def watched(self, event_type: str, obj: Mapping[str, Any]) -> None:
-        entry = _entry(obj)
+        entry = _entry(obj, counts_only=self.counts_only)
         key = (entry.namespace, entry.name)
         with self._lock:
             if event_type == "DELETED":
@@ -166,6 +200,8 @@ class Store:
         wake a reconcile. Kept when newer than what the store holds, so that the
         reconcile reads at least what woke it (the two watches are not in step)."""
         meta = obj.get("metadata") or {}
+        if self.counts_only:
+            return  # its own watch counts every change
         if event_type != "DELETED" and not label_selectors.matches(self._scope,
                                                                    meta.get("labels")):
             return
@@ -191,7 +227,7 @@ class Store:
 
     def list(self, namespace: str | None, label_selector: str,
              field_selector: str) -> list[Obj] | Unknown:
-        if not self._synced:
+        if not self._synced or self.counts_only:
             return UNKNOWN
         try:
             wanted = label_selectors.parse(label_selector)
@@ -219,7 +255,7 @@ class Store:
         return [e for held in self._namespaces.values() for e in held.values()]
 
     def get(self, name: str, namespace: str | None) -> Obj | Unknown:
-        if not self._synced:
+        if not self._synced or self.counts_only:
             return UNKNOWN
         with self._lock:
             entry = self._held((namespace or "", name))
@@ -232,16 +268,22 @@ class Caches:
     """The stores of the running operator, by (apiVersion, kind)."""
 
     def __init__(self) -> None:
+        # Those that answer reads, by (apiVersion, kind); and those that only count.
         self._stores: dict[tuple[str, str], Store] = {}
+        self._counters: list[Store] = []
 
     def add(self, store: Store) -> None:
-        self._stores[(store.api_version, store.kind)] = store
+        if store.counts_only:
+            self._counters.append(store)
+        else:
+            self._stores[(store.api_version, store.kind)] = store
 
     def clear(self) -> None:
         self._stores.clear()
+        self._counters.clear()
 
     def stores(self) -> list[Store]:
-        return list(self._stores.values())
+        return [*self._stores.values(), *self._counters]
 
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
              field_selector: str) -> list[Obj] | Unknown:
@@ -254,6 +296,16 @@ class Caches:
             namespace: str | None) -> Obj | Unknown:
         store = self._stores.get((api_version, kind))
         return UNKNOWN if store is None else store.get(name, namespace)
+
+    def changes(self, namespace: str) -> tuple[tuple[int, int], ...] | None:
+        """A value that differs whenever anything the stores hold for ``namespace``
+        (or for the Namespace of that name) may have changed; None when there are
+        no stores or one is not synced: then nothing can be vouched for."""
+        found = [store.changes(namespace) for store in self.stores()]
+        if not found:
+            return None
+        known = [changes for changes in found if changes is not None]
+        return tuple(known) if len(known) == len(found) else None
 
     def written(self, obj: Mapping[str, Any]) -> None:
         """The API server's answer to this operator's own write (the watch catches

@@ -108,3 +108,71 @@ def test_a_kind_the_operator_may_not_watch_leaves_reads_to_the_api_server(
     finally:
         watch_cache.CACHES.clear()
         informer.stop()
+
+
+def test_secrets_are_counted_from_their_metadata_and_never_held(
+    cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity
+) -> None:
+    """A customer's Secret the spec names moves its namespace's changes (a settled
+    tenant's token) though the operator holds nothing of it, not even its data."""
+    store = Store("v1", "Secret", counts_only=True)
+    seen: list[dict[str, Any]] = []
+    watched = store.watched
+
+    def watched_and_kept(event_type: str, obj: dict[str, Any]) -> None:
+        seen.append(obj)
+        watched(event_type, obj)
+
+    store.watched = watched_and_kept  # type: ignore[method-assign]
+    informer = Informer(store)
+    watch_cache.CACHES.add(store)
+    informer.start()
+    try:
+        assert informer.wait_synced(15), "the first LIST of Secrets' metadata never completed"
+        before = store.changes(namespace)
+        elsewhere = store.changes("kube-system")
+        core = client.CoreV1Api(cluster.api)
+        core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="customer-tls"),
+            string_data={"tls.key": "very-secret-key"}))
+        eventually(lambda: store.changes(namespace) != before, timeout=10)
+        assert store.changes("kube-system") == elsewhere
+        # Only metadata came over the wire, and reads still go to the API server.
+        mine = [o for o in seen if o["metadata"]["name"] == "customer-tls"]
+        assert mine and all("data" not in o and "stringData" not in o for o in mine), mine
+        assert mine[0]["kind"] == "PartialObjectMetadata"
+        assert store.get("customer-tls", namespace) is UNKNOWN
+        assert watch_cache.CACHES.get("v1", "Secret", "customer-tls", namespace) is UNKNOWN
+        assert kube.get("v1", "Secret", "customer-tls", namespace)["data"]  # type: ignore[index]
+    finally:
+        watch_cache.CACHES.clear()
+        informer.stop(timeout=1)
+
+
+def test_each_watched_change_is_handed_on_after_the_store_has_it(
+    namespace: str, kube_as_operator: OperatorIdentity
+) -> None:
+    """How a child's change wakes its tenant (wakeups.py): the store is current first,
+    so the reconcile it wakes reads at least that version."""
+    store = Store("v1", "ConfigMap", CHILDREN_SCOPE)
+    handed: list[tuple[str, str, bool]] = []
+
+    def on_event(event_type: str, obj: Any) -> None:
+        meta = obj["metadata"]
+        held = store.get(meta["name"], meta.get("namespace"))
+        current = event_type == "DELETED" or (
+            isinstance(held, dict)
+            and held["metadata"]["resourceVersion"] == meta["resourceVersion"])
+        handed.append((event_type, meta["name"], current))
+
+    informer = Informer(store, on_event)
+    informer.start()
+    try:
+        assert informer.wait_synced(15)
+        kube.apply(_config_map(namespace, "woken", OWNED_LABELS, "1"))
+        kube.delete("v1", "ConfigMap", "woken", namespace)
+        eventually(lambda: [(t, n) for t, n, _ in handed if n == "woken"]
+                   == [("ADDED", "woken"), ("DELETED", "woken")], timeout=10)
+        assert all(current for _, _, current in handed), handed
+    finally:
+        informer.stop(timeout=1)

@@ -140,3 +140,98 @@ def test_an_unchanged_version_is_due_and_a_new_one_urgent() -> None:
     c.poke("a", changed=False)  # a child listed again
     c.poke("a")  # a child moved
     assert added == [("a", True), ("a", False), ("a", True), ("a", False), ("a", True)]
+
+
+@dataclass
+class Quiet:
+    requeue_after: float = 0.02
+    latest: dict[str, Any] | None = None
+    quiet_seconds: float | None = 60.0
+
+
+def skipped(kind: str) -> float:
+    from stackforge_operator.metrics import METRICS
+
+    return METRICS.registry.get_sample_value(
+        "stackforge_resyncs_skipped_total", {"kind": kind}) or 0.0
+
+
+def run_for(c: Controller, seconds: float, *then: Any) -> None:
+    async def scenario() -> None:
+        c.start()
+        c.observed(body("a"))
+        await asyncio.sleep(seconds)
+        for step in then:
+            step()
+            await asyncio.sleep(seconds)
+        await c.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_settled_object_is_not_reconciled_again_until_its_inputs_move() -> None:
+    calls: list[str] = []
+    token = ["t1"]
+
+    def reconcile(obj: Mapping[str, Any]) -> Quiet:
+        calls.append(obj["metadata"]["name"])
+        return Quiet()
+
+    c = Controller("Settles", reconcile, workers=1, inputs_token=lambda _: token[0])
+    before = skipped("Settles")
+
+    def inputs_moved() -> None:
+        assert calls == ["a"]  # resyncs every 0.02 s, every one skipped
+        token[0] = "t2"
+
+    run_for(c, 0.3, inputs_moved)
+    assert calls == ["a", "a"]  # once more for the new token, then settled again
+    assert skipped("Settles") - before >= 10
+
+
+def test_settled_lasts_only_as_long_as_the_reconcile_said() -> None:
+    calls: list[str] = []
+
+    def reconcile(obj: Mapping[str, Any]) -> Quiet:
+        calls.append(obj["metadata"]["name"])
+        return Quiet(quiet_seconds=0.1)
+
+    run_for(Controller("Expires", reconcile, workers=1, inputs_token=lambda _: "same"), 0.55)
+    assert 3 <= len(calls) <= 6  # every 0.1 s, not every 0.02 s
+
+
+def test_nothing_is_skipped_without_a_token_a_quiet_time_or_after_a_write() -> None:
+    for name, token, outcome in (
+            ("NoToken", None, Quiet()),                   # no synced caches vouch
+            ("NoQuiet", "same", Quiet(quiet_seconds=None)),  # converging, or a change due
+            ("Wrote", "same", Quiet(latest={"metadata": {"name": "a"}}))):  # its own write
+        calls: list[str] = []
+
+        def reconcile(obj: Mapping[str, Any], outcome: Quiet = outcome,
+                      calls: list[str] = calls) -> Quiet:
+            calls.append(obj["metadata"]["name"])
+            return outcome
+
+        run_for(Controller(name, reconcile, workers=1,
+                           inputs_token=lambda _, token=token: token), 0.3)
+        assert len(calls) >= 5, name
+        assert skipped(name) == 0, name
+
+
+def test_an_object_made_again_after_its_deletion_is_reconciled_again() -> None:
+    calls: list[str] = []
+
+    def reconcile(obj: Mapping[str, Any]) -> Quiet:
+        calls.append(obj["metadata"]["name"])
+        return Quiet()
+
+    c = Controller("Remade", reconcile, workers=1, inputs_token=lambda _: "same")
+
+    def delete() -> None:
+        c.deleted(body("a"))
+
+    def make_again() -> None:
+        c.observed(body("a"))
+
+    run_for(c, 0.1, delete, make_again)
+    assert calls == ["a", "a"]  # its settled record went with it

@@ -261,14 +261,15 @@ def test_no_wildcards_or_dangerous_verbs() -> None:
                 assert all(r.endswith("/finalizers") for r in rule["resources"]), rule
 
 
-def test_secrets_are_watched_only_with_the_operators_label() -> None:
+def test_only_the_operators_own_secrets_are_held() -> None:
     # A watch on Secrets without a selector would stream every Secret of the cluster
     # into the operator's memory: its watch cache holds only its own (RBAC cannot
-    # say so, since list already grants every Secret).
+    # say so, since list already grants every Secret). The others' changes are
+    # counted from their metadata alone (a settled tenant's token).
     stores = cached_kinds.operator_stores(with_certificates=True, with_monitoring=True)
     secrets = [s for s in stores if s.kind == "Secret"]
-    assert [s.label_selector for s in secrets] == [
-        f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}"]
+    assert [(s.label_selector, s.counts_only) for s in secrets] == [
+        (f"{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}", False), ("", True)]
     # Every cached kind may be listed and watched by the shipped role.
     for store in stores:
         group, plural = rbac.resource_of(store.api_version, store.kind)

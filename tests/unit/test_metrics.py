@@ -227,6 +227,7 @@ def sample_names() -> set[str]:
         "usage": {"cpu": {"requested": "1500m", "quota": "4", "used": "120m"}}})
     m.record_notification("BackupFailed", "sent")
     m.record_watch_event("StackForgeTenant")
+    m.record_skipped_resync("StackForgeTenant")
     return {s.name for family in m.registry.collect() for s in family.samples}
 
 

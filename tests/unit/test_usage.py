@@ -43,3 +43,15 @@ def test_the_figures_reach_the_metrics_in_base_units() -> None:
     assert figures[("cpu", "requested")] == 1.5 and figures[("cpu", "used")] == 0
     assert figures[("memory", "quota")] == 8 * 2**30 and figures[("pods", "requested")] == 5
     assert ("storage", "used") not in figures
+
+
+def test_unchanged_quota_counts_keep_their_first_time_and_measured_use_its_new_one() -> None:
+    why = "no metrics API"
+    first = usage.usage(QUOTA, None, why, NOW)
+    later = datetime(2026, 12, 1, 22, tzinfo=UTC)
+    assert usage.kept(first, usage.usage(QUOTA, None, why, later)) is first
+    grown = {"status": {**QUOTA["status"], "used": {**QUOTA["status"]["used"], "pods": "6"}}}
+    assert usage.kept(first, usage.usage(grown, None, why, later)).observed_at == later
+    measured = usage.usage(QUOTA, [], None, NOW)
+    assert usage.kept(measured, usage.usage(QUOTA, [], None, later)).observed_at == later
+    assert usage.kept(None, first) is first

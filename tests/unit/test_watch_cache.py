@@ -161,3 +161,76 @@ def test_the_indexes_follow_deletions_and_replacements() -> None:
     store.replace([obj("other", "c")])
     assert store.list(None, "", "metadata.name=shop") == []
     assert len(store) == 1
+
+
+def test_changes_move_with_what_a_namespace_holds_and_nothing_else() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    assert store.changes("ns") is None  # nothing known before the first LIST
+    store.replace([owned("a"), owned("b", namespace="other")])
+    start = store.changes("ns")
+    store.watched("MODIFIED", owned("b", namespace="other", version="6"))
+    store.observed("MODIFIED", owned("a", version="4"))  # older than held: not kept
+    store.observed("MODIFIED", obj("foreign", version="9"))  # outside the scope
+    assert store.changes("ns") == start
+    store.watched("MODIFIED", owned("a", version="6"))
+    after_change = store.changes("ns")
+    assert after_change != start
+    store.observed("MODIFIED", owned("c", version="7"))  # an own write, newer
+    assert store.changes("ns") != after_change
+    after_write = store.changes("ns")
+    store.watched("DELETED", owned("c", version="8"))
+    assert store.changes("ns") != after_write
+
+
+def test_a_relist_or_a_broken_watch_changes_every_namespace() -> None:
+    """Events may have been missed in between: nothing can be vouched for."""
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a")])
+    before = store.changes("elsewhere")
+    store.unsynced()
+    assert store.changes("elsewhere") is None
+    store.replace([owned("a")])
+    assert store.changes("elsewhere") not in (None, before)
+
+
+def test_a_namespace_object_counts_for_the_namespace_it_names() -> None:
+    store = Store("v1", "Namespace")
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": "ns", "resourceVersion": "3", "labels": {}}}
+    store.replace([namespace])
+    before, other = store.changes("ns"), store.changes("other")
+    store.watched("MODIFIED", {**namespace, "metadata": {**namespace["metadata"],
+                                                          "resourceVersion": "4"}})
+    assert store.changes("ns") != before and store.changes("other") == other
+
+
+def test_caches_vouch_for_a_namespace_only_when_every_store_is_synced() -> None:
+    caches = Caches()
+    assert caches.changes("ns") is None  # no stores: the operator reads the API server
+    configmaps, secrets = Store("v1", "ConfigMap", SCOPE), Store("v1", "Secret", SCOPE)
+    caches.add(configmaps)
+    caches.add(secrets)
+    configmaps.replace([owned("a")])
+    assert caches.changes("ns") is None
+    secrets.replace([])
+    before = caches.changes("ns")
+    assert before is not None and caches.changes("ns") == before
+    caches.observed("MODIFIED", owned("a", version="6"))
+    assert caches.changes("ns") != before
+
+
+def test_a_counting_store_counts_changes_and_answers_nothing() -> None:
+    caches = Caches()
+    secrets = Store("v1", "Secret", counts_only=True)
+    caches.add(secrets)
+    secret = {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+              "metadata": {"name": "tls", "namespace": "ns", "resourceVersion": "3"}}
+    secrets.replace([secret])
+    before = caches.changes("ns")
+    assert secrets.get("tls", "ns") is UNKNOWN and secrets.list("ns", "", "") is UNKNOWN
+    assert caches.get("v1", "Secret", "tls", "ns") is UNKNOWN  # reads go to the API server
+    caches.observed("MODIFIED", {**secret, "apiVersion": "v1", "kind": "Secret"})
+    assert caches.changes("ns") == before  # only its own watch counts
+    secrets.watched("MODIFIED", {**secret, "metadata": {**secret["metadata"],
+                                                        "resourceVersion": "4"}})
+    assert caches.changes("ns") != before

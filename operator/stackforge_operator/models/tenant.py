@@ -1050,7 +1050,9 @@ class UsageStatus(StatusModel):
                                     description="Where the used figures come from.")
     unmeasured: str | None = Field(None, max_length=256,
                                    description="Why there are no used figures.")
-    observed_at: datetime = Field(description="When these figures were read.")
+    observed_at: datetime = Field(description=(
+        "When these figures were read; without measured use, when they were "
+        "first seen (unchanged quota counts are not written again)."))
 
 
 class EvidenceStatus(StatusModel):

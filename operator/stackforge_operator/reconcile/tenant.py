@@ -63,6 +63,7 @@ from stackforge_operator.reconcile import (
     tenant_evidence,
     tenant_notify,
     tenant_recovery,
+    tenant_settled,
 )
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
@@ -110,6 +111,9 @@ class Outcome:
     requeue_after: float
     # The tenant as the status write returned it (None: nothing written).
     latest: dict[str, Any] | None = None
+    # Settled: nothing changes by itself for this long unless an input does
+    # (tenant_settled.py); None: look again at every resync.
+    quiet_seconds: float | None = None
 
 
 def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -513,9 +517,21 @@ def _report(
     if window.next_change is not None:
         # Looked at again when a window opens or closes, not up to a resync late.
         requeue = min(requeue, max(1.0, (window.next_change - clock.now()).total_seconds()))
+    quiet = None
+    if progress is status.Progress.READY and not (applied or pruned or messages) \
+            and latest is None:
+        window_change = None
+        if window.next_change is not None:
+            # The windows' own clock, which a test may move at will: then always due.
+            window_change = now if clock.overridden() else (
+                now + (window.next_change - clock.now()))
+        quiet = tenant_settled.quiet_seconds(
+            now, [window_change, tenant_settled.certificate_changes_at(certificate),
+                  tenant_settled.usage_stale_at(new_status.usage)],
+            config.FULL_RESYNC_SECONDS)
     if applied or pruned:
         logger.info("tenant %s: applied %s; pruned %s", t.name, list(applied), list(pruned))
-    return Outcome(applied, pruned, progress, requeue, latest)
+    return Outcome(applied, pruned, progress, requeue, latest, quiet)
 
 
 def _bootstrap_events(body: Mapping[str, Any], old: BootstrapStatus | None,

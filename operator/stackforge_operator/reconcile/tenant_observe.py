@@ -348,11 +348,11 @@ def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus],
 
 
 def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageStatus:
-    """status.usage: the last figures while fresh (USAGE_REFRESH_SECONDS) and complete,
-    else read again: the quota's counts and, when the cluster serves the metrics
-    API, what the pods use."""
-    if old is not None and old.cpu.requested is not None and (
-            (now - old.observed_at).total_seconds() < config.USAGE_REFRESH_SECONDS):
+    """status.usage: measured figures while fresh (USAGE_REFRESH_SECONDS) and
+    complete, else read again: the quota's counts (from the watch cache: free) and,
+    when the cluster serves the metrics API, what the pods use."""
+    if old is not None and old.measured_by is not None and old.cpu.requested is not None \
+            and (now - old.observed_at).total_seconds() < config.USAGE_REFRESH_SECONDS:
         return old
     quota = kube.get("v1", "ResourceQuota", namespace_builder.QUOTA_NAME, t.namespace)
     why: str | None = None
@@ -364,7 +364,7 @@ def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageSt
     else:
         if metrics is None:
             why = "the cluster serves no metrics API (metrics-server): used is unknown"
-    return tenant_usage.usage(quota, metrics, why, now)
+    return tenant_usage.kept(old, tenant_usage.usage(quota, metrics, why, now))
 
 
 def _pod_metrics(namespace: str) -> list[dict[str, Any]] | None:

@@ -1,0 +1,44 @@
+"""Which reconcile a change to one of the operator's objects wakes."""
+
+from __future__ import annotations
+
+from stackforge_operator.builders.backup import POLICY_LABEL
+from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
+from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL
+from stackforge_operator.wakeups import owners
+
+OURS = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def meta(namespace: str | None, name: str, **labels: str) -> dict[str, object]:
+    found: dict[str, object] = {"name": name, "labels": {**OURS, **labels}}
+    if namespace is not None:
+        found["namespace"] = namespace
+    return found
+
+
+def test_a_child_wakes_its_tenant_and_a_namespace_the_tenant_it_holds() -> None:
+    child = meta("tenant-shop", "kong", **{TENANT_LABEL: "shop"})
+    assert owners("Deployment", child) == [("tenant", "tenant-shop/shop")]
+    assert owners("Secret", child) == [("tenant", "tenant-shop/shop")]
+    namespace = meta(None, "tenant-shop", **{TENANT_LABEL: "shop"})
+    assert owners("Namespace", namespace) == [("tenant", "tenant-shop/shop")]
+
+
+def test_pods_and_objects_not_the_operators_wake_nothing() -> None:
+    assert owners("Pod", meta("tenant-shop", "postgres-0", **{TENANT_LABEL: "shop"})) == []
+    foreign = {"name": "kong", "namespace": "tenant-shop", "labels": {TENANT_LABEL: "shop"}}
+    assert owners("Deployment", foreign) == []
+    assert owners("Secret", {"name": "tls", "namespace": "tenant-shop"}) == []
+
+
+def test_a_backup_job_wakes_its_policy_and_a_sandbox_its_drill() -> None:
+    job = meta("tenant-shop", "nightly-123", **{POLICY_LABEL: "nightly"})
+    assert owners("Job", job) == [("backup", "tenant-shop/nightly")]
+    sandbox = {DRILL_LABEL: "monthly", DRILL_NAMESPACE_LABEL: "tenant-shop"}
+    assert owners("StatefulSet", meta("sandbox-shop-1", "postgres", **sandbox)) == [
+        ("drill", "tenant-shop/monthly")]
+    assert owners("Job", meta("sandbox-shop-1", "restore", **sandbox)) == [
+        ("drill", "tenant-shop/monthly")]
+    # A policy's label on another kind (its CronJob, configuration) wakes no policy.
+    assert owners("CronJob", meta("tenant-shop", "nightly", **{POLICY_LABEL: "nightly"})) == []
