@@ -63,6 +63,11 @@ def operator_stores(*, with_certificates: bool, with_monitoring: bool,
         # sandbox Jobs and StatefulSet (wakeups.py); read from the API server.
         Store("batch/v1", "Job", OPERATOR_SCOPE, counts_only=True),
         Store("apps/v1", "StatefulSet", SANDBOX_SCOPE, counts_only=True),
+        # Whether an add-on is installed (cert-manager, the Prometheus Operator)
+        # changes what every tenant's reconcile makes: a CRD's change moves every
+        # token, and tenant_observe.crd_installed reads this store's metadata.
+        Store("apiextensions.k8s.io/v1", "CustomResourceDefinition", counts_only=True,
+              counts_everywhere=True),
     ]
 
 

@@ -27,9 +27,8 @@ RETRY_SECONDS = 10.0
 RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # The longest a converged tenant goes without a full reconcile while nothing the
 # watch caches hold for it changes: its resyncs in between are skipped
-# (controller.py). It bounds how late the few inputs no cache holds are seen: a
-# Secret the spec names (not the operator's, so not watched), an add-on's CRDs
-# installed later, a metrics API that appears.
+# (controller.py). It bounds how late what no watch tells is seen: a metrics API
+# that appears, and anything a watch missed.
 FULL_RESYNC_SECONDS = float(os.environ.get("STACKFORGE_FULL_RESYNC_SECONDS", "600"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).
@@ -43,8 +42,9 @@ WEDGED_SECONDS = float(os.environ.get("STACKFORGE_WEDGED_SECONDS", "300"))
 # caches (watch_cache.py); "off" reads the API server each time, as before them
 # (the baseline bench/scale.py measures against).
 WATCH_CACHES = os.environ.get("STACKFORGE_WATCH_CACHES", "on") != "off"
-# Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is looked
-# up again after this long: they are rarely installed, and each look is a request.
+# Whether an add-on's CRDs exist (cert-manager, the Prometheus Operator) is read
+# from the watch of CRDs (cached_kinds.py); without it (caches not synced yet),
+# looked up again after this long: each look is a request.
 ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))
 # How long an in-place recovery's restore may take before it is rolled back
 # (reconcile/recovery.py): a restore that never ends must not keep the apps down.

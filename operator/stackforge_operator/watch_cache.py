@@ -102,6 +102,9 @@ class Store:
     # metadata alone, and answers no read: for a kind whose objects the operator
     # reads but need not hold, such as the customer's Secrets a spec names.
     counts_only: bool = False
+    # Its changes count for every namespace: a kind whose objects change what every
+    # tenant's reconcile does (CustomResourceDefinitions: an add-on installed).
+    counts_everywhere: bool = False
     _scope: tuple[Requirement, ...] = field(init=False)
     # Indexed by namespace, and namespaces by name: a reconcile lists one namespace,
     # and the name check finds a name's holders, without scanning every object
@@ -118,6 +121,7 @@ class Store:
     # A cluster-scoped object counts for the namespace it names (Namespaces).
     _changes: dict[str, int] = field(default_factory=dict, init=False)
     _epoch: int = field(default=0, init=False)
+    _total: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -140,11 +144,22 @@ class Store:
         with self._lock:
             if not self._synced:
                 return None
+            if self.counts_everywhere:
+                return self._epoch, self._total
             return self._epoch, self._changes.get(namespace, 0)
+
+    def holds(self, name: str, namespace: str | None) -> bool | None:
+        """Whether the object exists (within the scope); None while not synced.
+        A counting store knows this much from the metadata it watches."""
+        with self._lock:
+            if not self._synced:
+                return None
+            return self._held((namespace or "", name)) is not None
 
     def _changed(self, key: tuple[str, str]) -> None:
         namespace = key[0] or key[1]
         self._changes[namespace] = self._changes.get(namespace, 0) + 1
+        self._total += 1
 
     def _put(self, entry: _Entry) -> None:
         self._namespaces.setdefault(entry.namespace, {})[entry.name] = entry
@@ -306,6 +321,16 @@ class Caches:
             return None
         known = [changes for changes in found if changes is not None]
         return tuple(known) if len(known) == len(found) else None
+
+    def holds(self, api_version: str, kind: str, name: str,
+              namespace: str | None) -> bool | None:
+        """Whether a synced store of the kind holds the object; None: none knows."""
+        for store in self.stores():
+            if (store.api_version, store.kind) == (api_version, kind):
+                held = store.holds(name, namespace)
+                if held is not None:
+                    return held
+        return None
 
     def written(self, obj: Mapping[str, Any]) -> None:
         """The API server's answer to this operator's own write (the watch catches

@@ -166,6 +166,26 @@ def _tenant_resyncs_skipped(operator: OperatorProcess) -> float:
     return _tenant_sample(operator, "stackforge_resyncs_skipped_total")
 
 
+def test_a_tenant_whose_namespace_is_deleted_makes_nothing_again(
+    cluster: ClusterHandle, operator: OperatorProcess
+) -> None:
+    """Deleting the namespace first deletes each child, and each deletion wakes the
+    tenant: it must not try to make them again in a namespace that refuses them."""
+    tenants.apply(cluster, tenants.small_tenant("leaving"))
+    tenants.wait_condition(cluster, "leaving", "Ready", "True")
+    log = operator.process.log_path
+    start = log.stat().st_size
+    cluster.kubectl("delete", "namespace", "tenant-leaving", "--wait=true", timeout=120)
+    eventually(lambda: tenants.get(cluster, "leaving") is None, timeout=30)
+    with log.open(errors="replace") as text:
+        text.seek(start)
+        since = [line for line in text if "leaving" in line]
+    assert any("namespace tenant-leaving is being deleted; nothing applied" in line
+               for line in since), since[-20:]
+    refused = [line for line in since if "forbidden" in line.lower()]
+    assert refused == [], refused[:5]
+
+
 def test_owned_objects_are_restored_and_foreign_annotations_kept(
     cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
 ) -> None:

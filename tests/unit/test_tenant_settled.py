@@ -75,3 +75,19 @@ def test_only_measured_use_goes_stale_by_time() -> None:
     assert tenant_settled.usage_stale_at(measured) == NOW + timedelta(seconds=300)
     assert tenant_settled.usage_stale_at(usage(None, None, "no metrics API", NOW)) is None
     assert tenant_settled.usage_stale_at(None) is None
+
+
+def test_whether_an_add_on_is_installed_is_read_from_the_watched_crds() -> None:
+    from stackforge_operator.reconcile import tenant_observe
+
+    crds = Store("apiextensions.k8s.io/v1", "CustomResourceDefinition", counts_only=True,
+                 counts_everywhere=True)
+    watch_cache.CACHES.add(crds)
+    try:
+        crds.replace([{"metadata": {"name": "certificates.cert-manager.io",
+                                    "resourceVersion": "1"}}])
+        # No API server in a unit test: the store alone answers.
+        assert tenant_observe.cert_manager_installed() is True
+        assert tenant_observe.prometheus_operator_installed() is False
+    finally:
+        watch_cache.CACHES.clear()

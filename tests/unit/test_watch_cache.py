@@ -234,3 +234,20 @@ def test_a_counting_store_counts_changes_and_answers_nothing() -> None:
     secrets.watched("MODIFIED", {**secret, "metadata": {**secret["metadata"],
                                                         "resourceVersion": "4"}})
     assert caches.changes("ns") != before
+
+
+def test_a_crd_counts_for_every_namespace_and_says_whether_it_exists() -> None:
+    """An add-on installed changes what every tenant's reconcile makes."""
+    caches = Caches()
+    crds = Store("apiextensions.k8s.io/v1", "CustomResourceDefinition", counts_only=True,
+                 counts_everywhere=True)
+    caches.add(crds)
+    name = "certificates.cert-manager.io"
+    assert caches.holds(crds.api_version, crds.kind, name, None) is None  # not synced
+    crds.replace([])
+    before = {ns: caches.changes(ns) for ns in ("tenant-a", "tenant-b")}
+    assert caches.holds(crds.api_version, crds.kind, name, None) is False
+    crds.watched("ADDED", {"metadata": {"name": name, "resourceVersion": "9"}})
+    assert all(caches.changes(ns) != before[ns] for ns in before)
+    assert caches.holds(crds.api_version, crds.kind, name, None) is True
+    assert caches.holds("v1", "Secret", "x", "ns") is None  # no store of the kind

@@ -180,6 +180,12 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if placement is not None:
         return _stalled(body, old_status, generation, [placement])
     live_namespace = kube.get("v1", "Namespace", t.namespace)
+    if live_namespace and live_namespace["metadata"].get("deletionTimestamp"):
+        # The namespace goes, and the tenant in it with it: the API server refuses
+        # whatever this would make again (each child's deletion wakes the tenant).
+        logger.info("tenant %s: its namespace %s is being deleted; nothing applied",
+                    name, t.namespace)
+        return Outcome((), (), status.Progress.RECONCILING, STALLED_SECONDS)
     # Read once: they configure the primary's archiving and report backup health.
     policies = observe.backup_policies(t.name, t.namespace)
     t = replace(t, archiving=archiving_policy.archiving(policies))

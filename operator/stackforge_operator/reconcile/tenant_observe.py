@@ -15,7 +15,7 @@ import kopf
 from cryptography import x509
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication, watch_cache
 from stackforge_operator import usage as tenant_usage
 from stackforge_operator.builders import ingress, postgres
 from stackforge_operator.builders import namespace as namespace_builder
@@ -112,13 +112,20 @@ def first_claimant(
     return min(earlier, key=age) if earlier else None
 
 
+_CRD_API = "apiextensions.k8s.io/v1"
+
+
 def crd_installed(name: str) -> bool:
-    """Whether a CRD exists (cached briefly: add-ons are rarely installed or removed)."""
+    """Whether a CRD exists: from the watch of CRDs' metadata (cached_kinds.py), or
+    else asked and remembered briefly (add-ons are rarely installed or removed)."""
+    watched = watch_cache.CACHES.holds(_CRD_API, "CustomResourceDefinition", name, None)
+    if watched is not None:
+        return watched
     with _cache_lock:
         seen = _crds_seen.get(name)
         if seen is not None and time.monotonic() - seen[0] < _CACHE_SECONDS:
             return seen[1]
-    found = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) is not None
+    found = kube.get(_CRD_API, "CustomResourceDefinition", name) is not None
     with _cache_lock:
         _crds_seen[name] = (time.monotonic(), found)
     return found
