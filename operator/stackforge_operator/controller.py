@@ -67,9 +67,8 @@ def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
     reconcile reads them, and on a tenant whose status the operator writes they
     are most of its size (thousands of tenants are held at once)."""
     meta = body.get("metadata") or {}
-    kept = copy.deepcopy({k: v for k, v in body.items() if k != "metadata"})
-    kept["metadata"] = copy.deepcopy({k: v for k, v in meta.items() if k != "managedFields"})
-    return kept
+    return copy.deepcopy({**body, "metadata": {k: v for k, v in meta.items()
+                                                if k != "managedFields"}})
 
 
 def object_key(body: Mapping[str, Any]) -> str:
@@ -177,14 +176,14 @@ class Controller:
         # Taken before the reconcile reads anything: a change during it moves the
         # token past this one, and the next resync runs in full.
         token = self._inputs_token(body) if self._inputs_token is not None else None
-        settled = self._settled.pop(key, None)
+        settled = self._settled.get(key)
         if (settled is not None and token is not None and settled.token == token
                 and time.monotonic() < settled.until):
-            self._settled[key] = settled
             METRICS.record_skipped_resync(self.kind)
             logger.debug("%s %s: settled, nothing it reads changed; resync skipped",
                          self.kind, key)
             return settled.requeue_after
+        self._settled.pop(key, None)
         loop = asyncio.get_running_loop()
         try:
             with METRICS.time_reconcile(self.kind) as timing:

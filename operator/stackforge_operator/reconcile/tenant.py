@@ -520,17 +520,17 @@ def _report(
             notify(sends)
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
+    window_change = None
     if window.next_change is not None:
+        # On the windows' own clock (clock.py), read once for both uses below.
+        until_window = window.next_change - clock.now()
         # Looked at again when a window opens or closes, not up to a resync late.
-        requeue = min(requeue, max(1.0, (window.next_change - clock.now()).total_seconds()))
+        requeue = min(requeue, max(1.0, until_window.total_seconds()))
+        # A test may move that clock at will: then the window is always due.
+        window_change = now if clock.overridden() else now + until_window
     quiet = None
     if progress is status.Progress.READY and not (applied or pruned or messages) \
             and latest is None:
-        window_change = None
-        if window.next_change is not None:
-            # The windows' own clock, which a test may move at will: then always due.
-            window_change = now if clock.overridden() else (
-                now + (window.next_change - clock.now()))
         quiet = tenant_settled.quiet_seconds(
             now, [window_change, tenant_settled.certificate_changes_at(certificate),
                   tenant_settled.usage_stale_at(new_status.usage)],
