@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -83,6 +84,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Before the first reconcile can read: each store answers once its LIST is in.
     # Their watches wake the owners of what changed (the children are not kopf's).
     owners = {"tenant": memo.tenants, "backup": memo.backups, "drill": memo.drills}
+    if config.WATCH_CACHES:
+        # A settled tenant has no resync timer: what its inputs token counts wakes it.
+        watch_cache.CACHES.listen(functools.partial(
+            _wake_namespace, asyncio.get_running_loop(), memo.tenants))
     memo.informers = await asyncio.to_thread(cached_kinds.start, functools.partial(
         _wake_owners, asyncio.get_running_loop(), owners))
     for controller in memo.controllers:
@@ -136,6 +141,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.leadership.cancel()
     for controller in memo.controllers:
         await controller.stop()
+    watch_cache.CACHES.listen(None)
     cached_kinds.stop(memo.informers)
     await memo.notifier.stop()
     if memo.metrics_server is not None:
@@ -195,6 +201,14 @@ def _wake_owners(loop: asyncio.AbstractEventLoop, owners: Mapping[str, Controlle
         if loop.is_closed():
             return  # the operator has stopped; its informers end with their watches
         loop.call_soon_threadsafe(owners[owner].poke, key)
+
+
+def _wake_namespace(loop: asyncio.AbstractEventLoop, tenants: Controller,
+                    namespace: str | None) -> None:
+    """A watch cache's counts for ``namespace`` moved (in any thread): wake the
+    settled tenants there."""
+    with contextlib.suppress(RuntimeError):  # the loop has closed: stopping
+        loop.call_soon_threadsafe(tenants.wake_namespace, namespace)
 
 
 @kopf.on.probe(id="version")

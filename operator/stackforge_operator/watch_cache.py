@@ -29,7 +29,7 @@ import json
 import sys
 import threading
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -37,6 +37,12 @@ from stackforge_operator import label_selectors
 from stackforge_operator.label_selectors import Requirement, UnsupportedSelectorError
 
 Obj = dict[str, Any]
+# Told, outside the store's lock and in whatever thread changed it, the namespace
+# whose change count moved (None: possibly every namespace's: a new LIST, or a
+# kind that counts everywhere). The operator wakes that namespace's settled
+# tenants with it (controller.py): a settled tenant has no resync timer to
+# notice a change otherwise.
+ChangeListener = Callable[[str | None], None]
 
 
 class Unknown:
@@ -123,6 +129,7 @@ class Store:
     _epoch: int = field(default=0, init=False)
     _total: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    on_change: ChangeListener | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._scope = label_selectors.parse(self.label_selector)
@@ -161,16 +168,26 @@ class Store:
         self._changes[namespace] = self._changes.get(namespace, 0) + 1
         self._total += 1
 
+    def _tell(self, key: tuple[str, str] | None) -> None:
+        """Tell the listener (never under the lock: it may call back into stores)."""
+        if self.on_change is None:
+            return
+        if key is None or self.counts_everywhere:
+            self.on_change(None)
+        else:
+            self.on_change(key[0] or key[1])
+
     def _put(self, entry: _Entry) -> None:
         self._namespaces.setdefault(entry.namespace, {})[entry.name] = entry
         self._names.setdefault(entry.name, set()).add(entry.namespace)
         self._changed((entry.namespace, entry.name))
 
-    def _drop(self, key: tuple[str, str]) -> None:
+    def _drop(self, key: tuple[str, str]) -> bool:
+        """Whether it held the object."""
         namespace, name = key
         held = self._namespaces.get(namespace)
         if held is None or held.pop(name, None) is None:
-            return
+            return False
         self._changed(key)
         if not held:
             del self._namespaces[namespace]
@@ -178,6 +195,7 @@ class Store:
         holders.discard(namespace)
         if not holders:
             del self._names[name]
+        return True
 
     # --- fed by the informer ------------------------------------------------------
 
@@ -191,6 +209,7 @@ class Store:
             self._deleted.clear()
             self._epoch += 1
             self._synced = True
+        self._tell(None)
 
     def unsynced(self) -> None:
         """The watch broke: answer nothing until the next complete LIST."""
@@ -203,11 +222,14 @@ class Store:
         key = (entry.namespace, entry.name)
         with self._lock:
             if event_type == "DELETED":
-                self._drop(key)
+                changed = self._drop(key)
                 self._deleted[key] = entry.resource_version
             else:
                 self._put(entry)
                 self._deleted.pop(key, None)
+                changed = True
+        if changed:
+            self._tell(key)
 
     def observed(self, event_type: str, obj: Mapping[str, Any]) -> None:
         """An object seen elsewhere than this store's own watch: the API server's
@@ -221,22 +243,30 @@ class Store:
                                                                    meta.get("labels")):
             return
         entry = _entry(obj)
+        if self._kept(event_type, entry):
+            self._tell((entry.namespace, entry.name))
+
+    def _kept(self, event_type: str, entry: _Entry) -> bool:
+        """Whether the store changed by an object observed (``observed``)."""
         key = (entry.namespace, entry.name)
         with self._lock:
             if not self._synced:
-                return
+                return False
             held = self._held(key)
             if event_type == "DELETED":
                 if held is not None and not _newer(held.resource_version,
                                                    entry.resource_version):
                     self._drop(key)
                     self._deleted[key] = entry.resource_version
-                return
+                    return True
+                return False
             gone = self._deleted.get(key)
             if gone is not None and not _newer(entry.resource_version, gone):
-                return
+                return False
             if held is None or _newer(entry.resource_version, held.resource_version):
                 self._put(entry)
+                return True
+            return False
 
     # --- read by the reconciles ---------------------------------------------------
 
@@ -286,8 +316,17 @@ class Caches:
         # Those that answer reads, by (apiVersion, kind); and those that only count.
         self._stores: dict[tuple[str, str], Store] = {}
         self._counters: list[Store] = []
+        self._on_change: ChangeListener | None = None
+
+    def listen(self, on_change: ChangeListener | None) -> None:
+        """Tell ``on_change`` of every change to a store's counts, of the stores held
+        now and of those added later (None: tell nobody)."""
+        self._on_change = on_change
+        for store in self.stores():
+            store.on_change = on_change
 
     def add(self, store: Store) -> None:
+        store.on_change = self._on_change
         if store.counts_only:
             self._counters.append(store)
         else:

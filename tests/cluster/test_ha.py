@@ -83,6 +83,9 @@ def _replica(
         extra_args=("--verbose", f"--peering={rbac.PEERING_NAME}", f"--priority={priority}"),
         extra_env={"STACKFORGE_RESYNC_SECONDS": str(RESYNC_SECONDS),
                    "STACKFORGE_STALLED_RECHECK_SECONDS": str(RESYNC_SECONDS),
+                   # A settled tenant has no resync timer, only this bound: the active
+                   # replica's looks then show every RESYNC_SECONDS.
+                   "STACKFORGE_FULL_RESYNC_SECONDS": str(RESYNC_SECONDS),
                    "STACKFORGE_PEERING_LIFETIME_SECONDS": str(lifetime)},
     )
 

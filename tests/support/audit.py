@@ -22,6 +22,8 @@ class Request:
     resource: str
     namespace: str
     name: str
+    # "" for the core group.
+    api_group: str = ""
 
     def __str__(self) -> str:
         return f"{self.verb} {self.resource} {self.namespace}/{self.name}"
@@ -55,5 +57,5 @@ def requests_since(audit_log: Path, offset: int, username: str,
             continue
         ref = entry.get("objectRef") or {}
         found.append(Request(entry["verb"], ref.get("resource", ""), ref.get("namespace", ""),
-                           ref.get("name", "")))
+                             ref.get("name", ""), ref.get("apiGroup", "")))
     return found

@@ -169,7 +169,8 @@ def run_for(c: Controller, seconds: float, *then: Any) -> None:
     asyncio.run(scenario())
 
 
-def test_a_settled_object_is_not_reconciled_again_until_its_inputs_move() -> None:
+def test_a_settled_object_waits_without_resyncs_until_a_change_to_its_inputs_wakes_it(
+) -> None:
     calls: list[str] = []
     token = ["t1"]
 
@@ -180,13 +181,70 @@ def test_a_settled_object_is_not_reconciled_again_until_its_inputs_move() -> Non
     c = Controller("Settles", reconcile, workers=1, inputs_token=lambda _: token[0])
     before = skipped("Settles")
 
-    def inputs_moved() -> None:
-        assert calls == ["a"]  # resyncs every 0.02 s, every one skipped
-        token[0] = "t2"
+    def woken_unchanged() -> None:
+        # Its requeue_after (0.02 s) is not used: no resync ran, none was skipped.
+        assert calls == ["a"]
+        assert skipped("Settles") == before
+        c.wake_namespace("")  # a change elsewhere in its namespace: token unchanged
 
-    run_for(c, 0.3, inputs_moved)
+    def inputs_moved() -> None:
+        assert calls == ["a"]
+        assert skipped("Settles") - before == 1
+        token[0] = "t2"
+        c.wake_namespace("")
+
+    run_for(c, 0.2, woken_unchanged, inputs_moved)
     assert calls == ["a", "a"]  # once more for the new token, then settled again
-    assert skipped("Settles") - before >= 10
+    assert skipped("Settles") - before == 1
+
+
+def test_a_wake_reaches_only_the_settled_objects_of_its_namespace() -> None:
+    calls: list[str] = []
+    token = ["t1"]
+
+    def reconcile(obj: Mapping[str, Any]) -> Quiet:
+        calls.append(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        return Quiet()
+
+    c = Controller("Namespaced", reconcile, workers=1, inputs_token=lambda _: token[0])
+
+    def in_namespace(namespace: str) -> dict[str, Any]:
+        found = body("t")
+        found["metadata"]["namespace"] = namespace
+        return found
+
+    async def scenario() -> None:
+        c.start()
+        c.observed(in_namespace("one"))
+        c.observed(in_namespace("two"))
+        await asyncio.sleep(0.1)
+        token[0] = "t2"
+        c.wake_namespace("one")
+        await asyncio.sleep(0.1)
+        assert sorted(calls) == ["one/t", "one/t", "two/t"]
+        token[0] = "t3"
+        c.wake_namespace(None)  # a new LIST, or a kind that counts everywhere
+        await asyncio.sleep(0.1)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert sorted(calls) == ["one/t", "one/t", "one/t", "two/t", "two/t"]
+
+
+def test_an_object_whose_inputs_moved_during_its_reconcile_is_not_settled() -> None:
+    calls: list[str] = []
+    token = ["t1"]
+
+    def reconcile(obj: Mapping[str, Any]) -> Quiet:
+        calls.append(obj["metadata"]["name"])
+        if len(calls) == 1:
+            # A change while it reads: the wake finds it unsettled, so only its
+            # resync timer can bring it back.
+            token[0] = "t2"
+        return Quiet()
+
+    run_for(Controller("Moved", reconcile, workers=1, inputs_token=lambda _: token[0]), 0.3)
+    assert calls == ["a", "a"]  # the resync after 0.02 s, which then settled
 
 
 def test_settled_lasts_only_as_long_as_the_reconcile_said() -> None:

@@ -251,3 +251,32 @@ def test_a_crd_counts_for_every_namespace_and_says_whether_it_exists() -> None:
     assert all(caches.changes(ns) != before[ns] for ns in before)
     assert caches.holds(crds.api_version, crds.kind, name, None) is True
     assert caches.holds("v1", "Secret", "x", "ns") is None  # no store of the kind
+
+
+def test_every_change_to_the_counts_is_told_with_its_namespace() -> None:
+    told: list[str | None] = []
+    caches = Caches()
+    caches.listen(told.append)
+    store = Store("v1", "ConfigMap", SCOPE)
+    caches.add(store)  # added after listen: told as well
+    store.replace([owned("a")])
+    assert told == [None]  # a LIST: any namespace may have changed
+    store.watched("MODIFIED", owned("a", version="6"))
+    store.watched("DELETED", owned("gone", namespace="other", version="7"))  # never held
+    store.watched("DELETED", owned("a", version="8"))
+    assert told == [None, "ns", "ns"]
+    caches.written(owned("b", namespace="ns2", version="9"))
+    caches.written(owned("b", namespace="ns2", version="9"))  # the same again: no change
+    caches.observed("MODIFIED", owned("a", version="3"))  # older than its deletion
+    assert told == [None, "ns", "ns", "ns2"]
+    spaces = Store("v1", "Namespace")
+    crds = Store("apiextensions.k8s.io/v1", "CustomResourceDefinition", counts_only=True,
+                 counts_everywhere=True)
+    caches.add(spaces)
+    caches.add(crds)
+    spaces.watched("ADDED", {"metadata": {"name": "tenant-x", "resourceVersion": "10"}})
+    crds.watched("ADDED", {"metadata": {"name": "x.example.com", "resourceVersion": "11"}})
+    assert told[-2:] == ["tenant-x", None]
+    caches.listen(None)
+    store.watched("ADDED", owned("c", version="12"))
+    assert len(told) == 6
