@@ -6,7 +6,9 @@ ended by the server (its timeout) resumes from the last version seen
 (bookmarks keep it fresh while nothing changes); 410 Gone (the version was
 compacted away) LISTs again. Any other failure marks the store unsynced, so
 reads go to the API server and see its errors, until a LIST succeeds again
-after a capped backoff.
+after a backoff capped at a few seconds (spread, so the kinds do not LIST in
+step): its cost while the API server is away is one failed request per kind,
+and a longer cap would leave the caches up to that long behind its return.
 
 A thread per informer, because the kubernetes client blocks. Each change its
 watch delivers is also handed to ``on_event`` (after the store has it), which
@@ -30,8 +32,8 @@ logger = logging.getLogger(__name__)
 # The server ends each watch after about this long (spread, so that the kinds'
 # watches are not re-made together); the informer resumes it at once.
 WATCH_SECONDS = 300
-FIRST_BACKOFF_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 30.0
+FIRST_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 4.0
 
 
 # Called from the informer's thread with each watch event's type and object.
@@ -87,7 +89,7 @@ class Informer:
                 logger.warning("watch cache of %s failed (%s: %s); reads go to the API "
                                "server; listing again in %.0f s", store.kind,
                                type(error).__name__, error, backoff)
-                self._stopping.wait(backoff)
+                self._stopping.wait(backoff * random.uniform(0.5, 1.0))  # noqa: S311
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _wake(self, event_type: str, obj: Mapping[str, Any]) -> None:
