@@ -122,9 +122,9 @@ class Bench:
         self.objects = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
 
-    def operator(self, way: str) -> OperatorProcess:
+    def operator(self, way: str, variant: dict[str, str] | None = None) -> OperatorProcess:
         env = {"STACKFORGE_WATCH_CACHES": "on" if way == "caches" else "off",
-               "STACKFORGE_RESYNC_SECONDS": "60"}
+               "STACKFORGE_RESYNC_SECONDS": "60", **(variant or {})}
         process = OperatorProcess(self.identity.kubeconfig,
                                   self.run_dir / f"operator-{way}-{time.time():.0f}.log",
                                   extra_env=env)
@@ -194,7 +194,8 @@ class Bench:
         return seconds
 
     def measure(self, operator: OperatorProcess, way: str, count: int,
-                all_ready_seconds: float | None, idle_seconds: float) -> Figures:
+                all_ready_seconds: float | None, idle_seconds: float,
+                probes: bool = True) -> Figures:
         pid = operator.process.pid
         assert pid is not None
         time.sleep(SETTLE_SECONDS)
@@ -212,7 +213,7 @@ class Bench:
         per_minute = Counter({k: round(v * scale) for k, v in per_minute.items()})
         figures = Figures(count, way, all_ready_seconds, _proc_status(pid, "VmRSS"),
                           _proc_status(pid, "VmHWM"), 100 * cpu / idle_seconds, per_minute)
-        for _ in range(self.probes):
+        for _ in range(self.probes if probes else 0):
             figures.new_tenant_seconds.append(self.probe_tenant())
             figures.control_plane_seconds.append(self.probe_control_plane())
         return figures
@@ -323,6 +324,10 @@ def main() -> int:
                         help="the idle window reading from caches: a whole cycle of the "
                              "settled tenants' full reconciles")
     parser.add_argument("--probes", type=int, default=10)
+    parser.add_argument("--caches-variant", metavar="NAME=VALUE", action="append", default=[],
+                        help="also measure, after the caches, an operator reading from "
+                             "caches with these environment variables (idle figures only), "
+                             "e.g. MALLOC_ARENA_MAX=16 for glibc's default arenas")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs")
     parser.add_argument("--replot", type=Path,
                         help="only draw the plots from the tables of an earlier run's output")
@@ -353,6 +358,16 @@ def main() -> int:
                                              args.caches_idle_seconds))
             finally:
                 operator.stop()
+            if args.caches_variant:
+                variant = dict(v.split("=", 1) for v in args.caches_variant)
+                operator = bench.operator("caches", variant)
+                try:
+                    time.sleep(max(SETTLE_SECONDS, count / 20))
+                    results.append(bench.measure(
+                        operator, f"watch caches, {' '.join(args.caches_variant)}", count,
+                        None, args.caches_idle_seconds, probes=False))
+                finally:
+                    operator.stop()
             if count <= args.baseline_max:
                 operator = bench.operator("api")
                 try:
