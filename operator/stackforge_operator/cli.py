@@ -8,12 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stackforge_operator import malloc_arenas, peering
+from stackforge_operator import peering
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Before any thread starts (the kubernetes client and kopf start pools).
-    malloc_arenas.limit()
     import kopf
 
     # Importing registers the handlers with kopf's default registry.
