@@ -86,10 +86,11 @@ class Informer:
                 logger.info("watch of %s expired; listing again", store.kind)
             except Exception as error:
                 store.unsynced()
+                delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - timing
                 logger.warning("watch cache of %s failed (%s: %s); reads go to the API "
-                               "server; listing again in %.0f s", store.kind,
-                               type(error).__name__, error, backoff)
-                self._stopping.wait(backoff * random.uniform(0.5, 1.0))  # noqa: S311
+                               "server; listing again in %.1f s", store.kind,
+                               type(error).__name__, error, delay)
+                self._stopping.wait(delay)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _wake(self, event_type: str, obj: Mapping[str, Any]) -> None:

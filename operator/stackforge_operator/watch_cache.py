@@ -163,8 +163,14 @@ class Store:
                 return None
             return self._held((namespace or "", name)) is not None
 
+    @staticmethod
+    def _counted_in(key: tuple[str, str]) -> str:
+        """The namespace whose count a change of the object ``key`` moves (a
+        cluster-scoped object's: the one it names, as a Namespace does)."""
+        return key[0] or key[1]
+
     def _changed(self, key: tuple[str, str]) -> None:
-        namespace = key[0] or key[1]
+        namespace = self._counted_in(key)
         self._changes[namespace] = self._changes.get(namespace, 0) + 1
         self._total += 1
 
@@ -175,7 +181,7 @@ class Store:
         if key is None or self.counts_everywhere:
             self.on_change(None)
         else:
-            self.on_change(key[0] or key[1])
+            self.on_change(self._counted_in(key))
 
     def _put(self, entry: _Entry) -> None:
         self._namespaces.setdefault(entry.namespace, {})[entry.name] = entry
