@@ -76,10 +76,11 @@ class Informer:
             try:
                 if path is None:
                     path = kube.collection_path(store.api_version, store.kind)
-                items, version = kube.list_collection(api, path, store.label_selector,
-                                                      metadata_only=store.counts_only)
+                entries, version = kube.list_collection(
+                    api, path, store.label_selector, metadata_only=store.counts_only,
+                    keep=store.pack)
                 self.lists += 1
-                store.replace(items)
+                store.replace_packed(entries)
                 backoff = FIRST_BACKOFF_SECONDS
                 self._follow(api, path, version)
             except kube.WatchExpiredError:

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -386,13 +386,21 @@ def _streamed_get(api: client.ApiClient, path: str, query: list[tuple[str, Any]]
     return answer.response
 
 
+def _same(obj: Obj) -> Obj:
+    return obj
+
+
 def list_collection(api: client.ApiClient, path: str, label_selector: str,
-                    page: int = 500, *, metadata_only: bool = False) -> tuple[list[Obj], str]:
-    """Every object of the collection (in pages), and the resourceVersion to watch from;
-    ``metadata_only``: their metadata alone."""
+                    page: int = 500, *, metadata_only: bool = False,
+                    keep: Callable[[Obj], Any] = _same) -> tuple[list[Any], str]:
+    """Every object of the collection (in pages), each as ``keep`` makes it as its page
+    arrives, and the resourceVersion to watch from; ``metadata_only``: their metadata
+    alone. A watch cache keeps each object packed: parsing a whole kind before
+    packing any (8,000 Services at 1,000 tenants, every kind at once when the
+    operator starts) was most of a restarted operator's memory."""
     accept = _METADATA.format("PartialObjectMetadataList") if metadata_only \
         else "application/json"
-    items: list[Obj] = []
+    items: list[Any] = []
     token = ""
     while True:
         query: list[tuple[str, Any]] = [("limit", page)]
@@ -401,7 +409,7 @@ def list_collection(api: client.ApiClient, path: str, label_selector: str,
         if token:
             query.append(("continue", token))
         data = _with_item_kinds(json.loads(_streamed_get(api, path, query, 60, accept).data))
-        items += data.get("items") or []
+        items += [keep(item) for item in data.get("items") or []]
         token = str((data.get("metadata") or {}).get("continue") or "")
         if not token:
             return items, str(data["metadata"]["resourceVersion"])

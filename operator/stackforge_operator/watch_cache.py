@@ -205,9 +205,16 @@ class Store:
 
     # --- fed by the informer ------------------------------------------------------
 
+    def pack(self, obj: Mapping[str, Any]) -> _Entry:
+        """What the store keeps of ``obj`` (for :meth:`replace_packed`)."""
+        return _entry(obj, counts_only=self.counts_only)
+
     def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
         """A complete LIST: exactly these objects exist now."""
-        entries = [_entry(o, counts_only=self.counts_only) for o in objects]
+        self.replace_packed([self.pack(o) for o in objects])
+
+    def replace_packed(self, entries: Iterable[_Entry]) -> None:
+        """:meth:`replace`, of objects packed as their LIST's pages arrived."""
         with self._lock:
             self._namespaces, self._names = {}, {}
             for entry in entries:

@@ -176,3 +176,30 @@ def test_each_watched_change_is_handed_on_after_the_store_has_it(
         assert all(current for _, _, current in handed), handed
     finally:
         informer.stop(timeout=1)
+
+
+def test_a_list_is_packed_page_by_page_into_what_the_store_keeps(
+    cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity
+) -> None:
+    for index in range(5):
+        kube.apply(_config_map(namespace, f"paged-{index}", OWNED_LABELS, str(index)))
+    store = Store("v1", "ConfigMap", CHILDREN_SCOPE)
+    seen: list[str] = []
+
+    def pack(obj: dict[str, Any]) -> Any:
+        seen.append(obj["metadata"]["name"])
+        return store.pack(obj)
+
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    entries, version = kube.list_collection(kube.api_client(), path, TENANT_SELECTOR,
+                                            page=2, keep=pack)
+    # Three pages, every object packed once, none returned as it was parsed.
+    assert sorted(seen) == [f"paged-{index}" for index in range(5)]
+    assert len(entries) == 5 and not any(isinstance(e, dict) for e in entries)
+    assert int(version) > 0
+    store.replace_packed(entries)
+    listed = store.list(namespace, TENANT_SELECTOR, "")
+    assert not isinstance(listed, type(UNKNOWN))
+    assert sorted(o["data"]["value"] for o in listed) == ["0", "1", "2", "3", "4"]
+    held = store.get("paged-3", namespace)
+    assert isinstance(held, dict) and held["kind"] == "ConfigMap"
