@@ -68,6 +68,12 @@ def operator_stores(*, with_certificates: bool, with_monitoring: bool,
         # token, and tenant_observe.crd_installed reads this store's metadata.
         Store("apiextensions.k8s.io/v1", "CustomResourceDefinition", counts_only=True,
               counts_everywhere=True),
+        # Whether the cluster serves the metrics API (metrics-server registers it as
+        # an APIService): one registered, or becoming available, moves every token,
+        # so measured use is read at once, and while none is registered nobody asks
+        # (tenant_observe._pod_metrics).
+        Store("apiregistration.k8s.io/v1", "APIService", counts_only=True,
+              counts_everywhere=True),
     ]
 
 

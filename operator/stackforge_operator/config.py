@@ -29,7 +29,7 @@ RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # watch caches hold for it changes: its resyncs in between are skipped
 # (controller.py). It bounds how late what no watch tells is seen: a metrics API
 # that appears, and anything a watch missed.
-FULL_RESYNC_SECONDS = float(os.environ.get("STACKFORGE_FULL_RESYNC_SECONDS", "600"))
+FULL_RESYNC_SECONDS = float(os.environ.get("STACKFORGE_FULL_RESYNC_SECONDS", "3600"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).
 STALLED_RECHECK_SECONDS = float(os.environ.get("STACKFORGE_STALLED_RECHECK_SECONDS", "30"))

@@ -137,6 +137,10 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("metrics.k8s.io", ("pods",), ("list",),
          "status.usage: what a tenant's pods use, when the cluster serves the metrics API "
          "(metrics-server)"),
+    Rule("apiregistration.k8s.io", ("apiservices",), ("list", "watch"),
+         "whether the cluster serves the metrics API, from the metadata of its APIService: "
+         "one registered or becoming available wakes every settled tenant to read its "
+         "measured use, and while none is, the metrics API is never asked"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list",),
          "a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses "
          "and ports go into the egress policies (they are matched after the Service's "
@@ -250,6 +254,7 @@ RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
     ("cert-manager.io/v1", "Certificate"): ("cert-manager.io", "certificates"),
     ("monitoring.coreos.com/v1", "PrometheusRule"): ("monitoring.coreos.com", "prometheusrules"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("monitoring.coreos.com", "servicemonitors"),
+    ("apiregistration.k8s.io/v1", "APIService"): ("apiregistration.k8s.io", "apiservices"),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"):
         ("apiextensions.k8s.io", "customresourcedefinitions"),
 }

@@ -103,6 +103,12 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["metrics.k8s.io"]
     resources: ["pods"]
     verbs: ["list"]
+  # whether the cluster serves the metrics API, from the metadata of its APIService: one
+  # registered or becoming available wakes every settled tenant to read its measured use, and
+  # while none is, the metrics API is never asked
+  - apiGroups: ["apiregistration.k8s.io"]
+    resources: ["apiservices"]
+    verbs: ["list", "watch"]
   # a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses and ports go
   # into the egress policies (they are matched after the Service's translation)
   - apiGroups: ["discovery.k8s.io"]

@@ -52,6 +52,9 @@ _crds_seen: dict[str, tuple[float, bool]] = {}
 # not for every tenant's usage refresh (an idle thousand tenants would otherwise
 # make hundreds of failing LISTs a minute).
 _metrics_api_missing_at: float | None = None
+_API_SERVICE_API = "apiregistration.k8s.io/v1"
+# The name metrics-server (and every other metrics API provider) registers.
+_METRICS_API_SERVICE = "v1beta1.metrics.k8s.io"
 
 
 def validation_summary(error: ValidationError, limit: int = 3) -> str:
@@ -374,9 +377,17 @@ def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageSt
     return tenant_usage.kept(old, tenant_usage.usage(quota, metrics, why, now))
 
 
+def metrics_api_registered() -> bool | None:
+    """Whether an APIService serves the metrics API, from the watch of APIServices'
+    metadata (cached_kinds.py); None while that watch knows nothing."""
+    return watch_cache.CACHES.holds(_API_SERVICE_API, "APIService", _METRICS_API_SERVICE, None)
+
+
 def _pod_metrics(namespace: str) -> list[dict[str, Any]] | None:
     """The namespace's PodMetrics; None when the cluster serves no metrics API."""
     global _metrics_api_missing_at
+    if metrics_api_registered() is False:
+        return None
     with _cache_lock:
         missing_at = _metrics_api_missing_at
     if missing_at is not None and time.monotonic() - missing_at < _CACHE_SECONDS:
