@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from stackforge_operator import kube
 from stackforge_operator.watch_cache import Store
 
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 4.0
+# Forbidden is mended by a human (the ClusterRole of an older release beside a
+# newer operator): asking every few seconds would only fill the API server's log.
+FORBIDDEN_BACKOFF_SECONDS = 60.0
 
 
 # Called from the informer's thread with each watch event's type and object.
@@ -85,14 +90,30 @@ class Informer:
                 self._follow(api, path, version)
             except kube.WatchExpiredError:
                 logger.info("watch of %s expired; listing again", store.kind)
-            except Exception as error:
+            except ApiException as error:
+                if error.status != 403:
+                    backoff = self._failed(error, backoff)
+                    continue
                 store.unsynced()
-                delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - timing
-                logger.warning("watch cache of %s failed (%s: %s); reads go to the API "
-                               "server; listing again in %.1f s", store.kind,
-                               type(error).__name__, error, delay)
-                self._stopping.wait(delay)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                logger.error("watch cache of %s: forbidden to list and watch %s; reads go to "
+                             "the API server and no tenant's resyncs are skipped until the "
+                             "operator's ClusterRole allows it (apply this release's RBAC); "
+                             "asking again in %.0f s", store.kind, path,
+                             FORBIDDEN_BACKOFF_SECONDS)
+                self._stopping.wait(FORBIDDEN_BACKOFF_SECONDS)
+            except Exception as error:
+                backoff = self._failed(error, backoff)
+
+    def _failed(self, error: Exception, backoff: float) -> float:
+        """Waits out a failed LIST or WATCH; the next backoff."""
+        store = self.store
+        store.unsynced()
+        delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - timing
+        logger.warning("watch cache of %s failed (%s: %s); reads go to the API "
+                       "server; listing again in %.1f s", store.kind,
+                       type(error).__name__, error, delay)
+        self._stopping.wait(delay)
+        return min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _wake(self, event_type: str, obj: Mapping[str, Any]) -> None:
         assert self._on_event is not None

@@ -16,6 +16,7 @@ from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TE
 from stackforge_operator.cached_kinds import CHILDREN_SCOPE
 from stackforge_operator.informer import Informer
 from stackforge_operator.watch_cache import UNKNOWN, Store
+from tests.support import audit
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals
 from tests.support.operator_identity import OperatorIdentity
@@ -95,8 +96,11 @@ def test_an_own_write_is_read_back_at_once(
 
 
 def test_a_kind_the_operator_may_not_watch_leaves_reads_to_the_api_server(
-    kube_as_operator: OperatorIdentity,
+    cluster: ClusterHandle, kube_as_operator: OperatorIdentity,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    local = cluster.local
+    mark = audit.mark(local.audit_log) if local is not None else 0
     informer = Informer(Store("rbac.authorization.k8s.io/v1", "ClusterRole"))
     watch_cache.CACHES.add(informer.store)
     informer.start()
@@ -108,6 +112,14 @@ def test_a_kind_the_operator_may_not_watch_leaves_reads_to_the_api_server(
     finally:
         watch_cache.CACHES.clear()
         informer.stop()
+    # Said once, with what mends it, and not asked again every few seconds.
+    said = [r.getMessage() for r in caplog.records if "forbidden to list" in r.getMessage()]
+    assert len(said) == 1 and "ClusterRole" in said[0], said
+    if local is not None:
+        asked = [r for r in audit.reads_since(local.audit_log, mark, kube_as_operator.username)
+                 if r.resource == "clusterroles"]
+        # The informer's one LIST, and the read above.
+        assert len(asked) == 2, asked
 
 
 def test_secrets_are_counted_from_their_metadata_and_never_held(
