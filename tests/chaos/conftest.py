@@ -13,13 +13,15 @@ from tests.support.operator_identity import OperatorIdentity
 
 
 @pytest.fixture(scope="module")
-def faulty_cluster(tmp_path_factory: pytest.TempPathFactory,
+def faulty_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                    ) -> Iterator[tuple[LocalCluster, ClusterHandle, OperatorIdentity]]:
-    """A local control plane with kwok nodes, the CRDs and the operator's identity;
-    not the session's: killing its components must not touch other tests. Its own
-    whatever the session's provider (kind, a kubeconfig): the faults need
-    processes this launcher owns, and a private one always is."""
+    """A local control plane with kwok nodes (a module's ``FAULTY_CLUSTER_NODES``,
+    else 3), the CRDs and the operator's identity; not the session's: killing its
+    components must not touch other tests. Its own whatever the session's provider
+    (kind, a kubeconfig): the faults need processes this launcher owns, and a
+    private one always is."""
     run_dir = tmp_path_factory.mktemp("faulty-controlplane")
-    with private_cluster(run_dir, nodes=3) as (local, handle):
+    nodes = int(getattr(request.module, "FAULTY_CLUSTER_NODES", 3))
+    with private_cluster(run_dir, nodes=nodes) as (local, handle):
         identity = operator_identity.install(handle, run_dir / "operator.kubeconfig")
         yield local, handle, identity
