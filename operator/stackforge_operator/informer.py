@@ -39,6 +39,13 @@ MAX_BACKOFF_SECONDS = 4.0
 # Forbidden is mended by a human (the ClusterRole of an older release beside a
 # newer operator): asking every few seconds would only fill the API server's log.
 FORBIDDEN_BACKOFF_SECONDS = 60.0
+# One informer LISTs at a time, in pages of LIST_PAGE objects: every kind's first
+# LIST at once (an operator restarted on a thousand tenants) parsed that many
+# pages side by side, and the stores' long-lived strings, made meanwhile, pinned
+# CPython's small-object arenas full of the pages' garbage: a restarted operator
+# held twice the memory of one that had provisioned the same tenants.
+LIST_PAGE = 100
+_listing = threading.Lock()
 
 
 # Called from the informer's thread with each watch event's type and object.
@@ -81,9 +88,10 @@ class Informer:
             try:
                 if path is None:
                     path = kube.collection_path(store.api_version, store.kind)
-                entries, version = kube.list_collection(
-                    api, path, store.label_selector, metadata_only=store.counts_only,
-                    keep=store.pack)
+                with _listing:
+                    entries, version = kube.list_collection(
+                        api, path, store.label_selector, LIST_PAGE,
+                        metadata_only=store.counts_only, keep=store.pack)
                 self.lists += 1
                 store.replace_packed(entries)
                 backoff = FIRST_BACKOFF_SECONDS
