@@ -27,8 +27,8 @@ RETRY_SECONDS = 10.0
 RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))
 # The longest a converged tenant goes without a full reconcile while nothing the
 # watch caches hold for it changes: its resyncs in between are skipped
-# (controller.py). It bounds how late what no watch tells is seen: a metrics API
-# that appears, and anything a watch missed.
+# (controller.py). It bounds how late anything a watch missed is seen (a metrics
+# API that appears is watched: cached_kinds.py).
 FULL_RESYNC_SECONDS = float(os.environ.get("STACKFORGE_FULL_RESYNC_SECONDS", "3600"))
 # A stalled tenant waits for a human; look again this often (a Secret that
 # appears is not a watch event the operator receives).

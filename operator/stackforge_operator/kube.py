@@ -396,8 +396,8 @@ def list_collection(api: client.ApiClient, path: str, label_selector: str,
     """Every object of the collection (in pages), each as ``keep`` makes it as its page
     arrives, and the resourceVersion to watch from; ``metadata_only``: their metadata
     alone. A watch cache keeps each object packed: parsing a whole kind before
-    packing any (8,000 Services at 1,000 tenants, every kind at once when the
-    operator starts) was most of a restarted operator's memory."""
+    packing any (8,000 Services at 1,000 tenants) added to a restarted operator's
+    memory (docs/benchmarks.md)."""
     accept = _METADATA.format("PartialObjectMetadataList") if metadata_only \
         else "application/json"
     items: list[Any] = []
