@@ -136,10 +136,8 @@ def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
         # The log does see the operator: provisioning the tenant was writes...
         assert any(w.namespace == "tenant-quiet" for w in made), made
         assert [str(w) for w in audit.writes_since(local.audit_log, resync, user)] == []
-        # ... and reads (before the caches had the new namespace's objects, or of the
-        # kinds no cache holds).
-        read = audit.reads_since(local.audit_log, provisioning, user)
-        assert read, "the audit log shows no read by the operator at all"
+        # (Its reads: none need be left even while provisioning, every kind it
+        # reads being cached, the metrics API included: not asserted either way.)
         idle = audit.reads_since(local.audit_log, resync, user)
         # No GET or LIST of the tenant's objects, and no cluster-wide LIST of tenants
         # (the name check), in those three reconciles: each was answered from memory.
