@@ -98,24 +98,21 @@ class Informer:
                 self._follow(api, path, version)
             except kube.WatchExpiredError:
                 logger.info("watch of %s expired; listing again", store.kind)
-            except ApiException as error:
-                if error.status != 403:
-                    backoff = self._failed(error, backoff)
-                    continue
-                store.unsynced()
-                logger.error("watch cache of %s: forbidden to list and watch %s; reads go to "
-                             "the API server and no tenant's resyncs are skipped until the "
-                             "operator's ClusterRole allows it (apply this release's RBAC); "
-                             "asking again in %.0f s", store.kind, path,
-                             FORBIDDEN_BACKOFF_SECONDS)
-                self._stopping.wait(FORBIDDEN_BACKOFF_SECONDS)
             except Exception as error:
-                backoff = self._failed(error, backoff)
+                backoff = self._failed(error, path, backoff)
 
-    def _failed(self, error: Exception, backoff: float) -> float:
+    def _failed(self, error: Exception, path: str | None, backoff: float) -> float:
         """Waits out a failed LIST or WATCH; the next backoff."""
         store = self.store
         store.unsynced()
+        if isinstance(error, ApiException) and error.status == 403:
+            logger.error("watch cache of %s: forbidden to list and watch %s; reads go to "
+                         "the API server and no tenant's resyncs are skipped until the "
+                         "operator's ClusterRole allows it (apply this release's RBAC); "
+                         "asking again in %.0f s", store.kind, path,
+                         FORBIDDEN_BACKOFF_SECONDS)
+            self._stopping.wait(FORBIDDEN_BACKOFF_SECONDS)
+            return backoff
         delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - timing
         logger.warning("watch cache of %s failed (%s: %s); reads go to the API "
                        "server; listing again in %.1f s", store.kind,
