@@ -153,6 +153,26 @@ def reachable(cluster: ClusterHandle, namespace: str, pod: str, host: str) -> bo
     return result.returncode == 0
 
 
+def wait_routed(cluster: ClusterHandle, namespace: str, pod: str, host: str,
+                timeout: float = 30) -> str:
+    """Wait until ``pod`` reaches PostgreSQL through the Service ``host``; its answer.
+
+    A backend's Ready condition comes before the Service routes to it: the
+    EndpointSlice controller, then kube-proxy's next sync, must see it first.
+    Clients of a new Service retry; so does this.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = exec_in(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3",
+                         check=False)
+        if result.returncode == 0:
+            return result.stdout
+        assert time.monotonic() < deadline, (
+            f"{host} did not route from {namespace}/{pod} within {timeout}s: "
+            f"pg_isready exited {result.returncode}: {result.stdout}{result.stderr}")
+        time.sleep(1)
+
+
 def image_containerd_runs(cluster: ClusterHandle, container_id: str) -> str:
     """The image of a running container as the node's containerd lists it (through
     its own API, not the kubelet's report)."""

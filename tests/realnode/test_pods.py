@@ -63,8 +63,7 @@ def test_service_names_resolve_and_route_to_pods(real_cluster: ClusterHandle, ns
     service = client.CoreV1Api(real_cluster.api).read_namespaced_service("db", ns)
     service_ip = service.spec.cluster_ip
     assert resolved.split()[0] == service_ip
-    answered = pods.exec_in(real_cluster, ns, "client", "pg_isready", "-h", "db", "-t", "5")
-    assert "accepting connections" in answered.stdout
+    assert "accepting connections" in pods.wait_routed(real_cluster, ns, "client", "db")
 
 
 def test_network_policy_is_enforced(real_cluster: ClusterHandle, ns: str) -> None:
@@ -81,7 +80,7 @@ def test_network_policy_is_enforced(real_cluster: ClusterHandle, ns: str) -> Non
                                (outsider_ns, "outsider")):
             pods.wait_ready(real_cluster, namespace, pod)
         target = f"db.{ns}.svc.cluster.local"
-        assert pods.reachable(real_cluster, outsider_ns, "outsider", target)  # before any policy
+        pods.wait_routed(real_cluster, outsider_ns, "outsider", target)  # before any policy
 
         pods.apply(real_cluster, {
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +26,12 @@ class Recorder:
         self.calls: list[str] = []
         self.release = threading.Event()
         self.release.set()
+        self.entered = threading.Event()
         self.observed: list[str] = []
         self.forgotten: list[str] = []
 
     def reconcile(self, obj: Mapping[str, Any]) -> Done:
+        self.entered.set()
         self.release.wait(5)
         self.calls.append(obj["metadata"]["name"])
         return Done(latest=dict(obj))
@@ -39,6 +41,14 @@ def make(rec: Recorder, active: list[bool]) -> Controller:
     return Controller("Thing", rec.reconcile, workers=2, stalled_seconds=1.0,
                       observe=lambda key, _: rec.observed.append(key),
                       forget=rec.forgotten.append, is_active=lambda: active[0])
+
+
+async def until(holds: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for ``holds()`` (a slow, busy machine must not fail a test of order)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not holds():
+        assert asyncio.get_running_loop().time() < deadline, "never held"
+        await asyncio.sleep(0.01)
 
 
 def test_active_controller_reconciles_and_resyncs() -> None:
@@ -67,6 +77,9 @@ def test_paused_controller_ignores_events_and_stops_resyncing() -> None:
         active[0] = False
         assert c.stand_by() == 2
         assert c.keys() == [] and sorted(rec.forgotten) == ["a", "b"]
+        # A reconcile already in its thread when paused finishes (threads cannot be
+        # interrupted; the next test shows it is not repeated): count from after it.
+        await until(lambda: c.queue.pending() == 0)
         before = len(rec.calls)
         c.observed(body("c"))  # an event kopf let through while pausing
         c.poke("a")
@@ -75,8 +88,8 @@ def test_paused_controller_ignores_events_and_stops_resyncing() -> None:
         # Resumed: kopf re-lists, and only what it lists is reconciled.
         active[0] = True
         c.observed(body("b", generation=2))
-        await asyncio.sleep(0.1)
-        assert rec.calls[before:] and set(rec.calls[before:]) == {"b"}
+        await until(lambda: len(rec.calls) > before)
+        assert set(rec.calls[before:]) == {"b"}
         assert c.body("b") is not None and c.body("b")["metadata"]["generation"] == 2  # type: ignore[index]
         await c.stop()
 
@@ -91,12 +104,13 @@ def test_a_reconcile_running_when_paused_is_not_repeated_or_remembered() -> None
         c.start()
         rec.release.clear()
         c.observed(body("a"))
-        await asyncio.sleep(0.05)  # "a" is in its reconcile thread now
+        await until(rec.entered.is_set)  # "a" is in its reconcile thread now
         active[0] = False
         c.stand_by()
         rec.forgotten.clear()
         rec.observed.clear()
         rec.release.set()
+        await until(lambda: c.queue.pending() == 0)
         await asyncio.sleep(0.3)
         assert rec.calls == ["a"]  # finished, never resynced
         assert c.keys() == [] and rec.observed == []  # its status series not brought back
