@@ -1,0 +1,51 @@
+"""Where a test run's time went: per pytest worker, and per part of the suite.
+
+With `-n 2` one worker runs the host-global chain (the real node's tests, in
+order) while the other runs everything else; the run takes as long as the
+longer of the two. The summary says which one that was, and what each part of
+the suite cost, so that a slow CI run points at what to shorten (issue #13).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+
+def part_of(nodeid: str) -> str:
+    """The suite's part a test belongs to: its directory under tests/ (tests/unit,
+    tests/realnode, ...), or the module for a test at the top of tests/."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else path
+
+
+def summary(reports: Iterable[Any]) -> list[str]:
+    """Lines of seconds spent (setup, call and teardown) per worker and per part.
+
+    ``reports``: pytest's test reports (what `terminalreporter.stats` holds);
+    anything without a ``when`` and a ``duration`` is not one and is skipped. A
+    report forwarded by an xdist worker names it (``report.node.gateway.id``);
+    without xdist everything ran in "main".
+    """
+    per_worker: dict[str, float] = defaultdict(float)
+    tests_per_worker: dict[str, set[str]] = defaultdict(set)
+    per_part: dict[str, float] = defaultdict(float)
+    tests_per_part: dict[str, set[str]] = defaultdict(set)
+    for report in reports:
+        when, duration = getattr(report, "when", None), getattr(report, "duration", None)
+        if when not in ("setup", "call", "teardown") or not isinstance(duration, float):
+            continue
+        node = getattr(report, "node", None)
+        worker = str(getattr(getattr(node, "gateway", None), "id", "main"))
+        per_worker[worker] += duration
+        tests_per_worker[worker].add(report.nodeid)
+        part = part_of(report.nodeid)
+        per_part[part] += duration
+        tests_per_part[part].add(report.nodeid)
+    lines = [f"{worker}: {seconds:,.0f} s in {len(tests_per_worker[worker])} tests"
+             for worker, seconds in sorted(per_worker.items())]
+    lines += [f"{part}: {seconds:,.0f} s in {len(tests_per_part[part])} tests"
+              for part, seconds in sorted(per_part.items(), key=lambda item: -item[1])]
+    return lines
