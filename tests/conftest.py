@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,14 @@ HOST_GLOBAL_LAST = "tests/realnode/test_control_plane_outage.py"
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        # The main process names the kubectl tally (read at the summary); the
+        # workers it starts next inherit the name.
+        tally = Path(tempfile.mkdtemp(prefix="stackforge-kubectl-")) / "calls"
+        os.environ[durations.KUBECTL_TALLY_ENV] = str(tally)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's module-by-module scheduling, with the host-global tests as one unit.
 
@@ -107,10 +116,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
     spent = durations.summary(report for reports in terminalreporter.stats.values()
                               for report in reports)
+    tally = os.environ.get(durations.KUBECTL_TALLY_ENV)
+    kubectl = durations.kubectl_summary(Path(tally)) if tally else None
     if spent:
         terminalreporter.write_sep("=", "seconds per worker and per part of the suite")
-        for line in spent:
+        for line in [*spent, *([kubectl] if kubectl else [])]:
             terminalreporter.write_line(line)
+    if tally and not hasattr(terminalreporter.config, "workerinput"):
+        # The main process's, once every worker is done with it.
+        shutil.rmtree(Path(tally).parent, ignore_errors=True)
 
 
 def _kind_cluster(request: pytest.FixtureRequest) -> ClusterHandle:

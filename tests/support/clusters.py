@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +14,15 @@ from pathlib import Path
 from kubernetes import client, config
 
 from stackforge_operator.devcluster import LocalCluster
+from tests.support import durations
 
 PROVIDERS = ("local", "kind", "kubeconfig")
+
+
+def _children_cpu() -> float:
+    """CPU-seconds used by this process's ended children so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 @dataclass
@@ -40,9 +49,13 @@ class ClusterHandle:
         cache = self.kubeconfig.parent / "kubectl-cache"
         argv = [*self.kubectl_argv, f"--kubeconfig={kubeconfig or self.kubeconfig}",
                 f"--cache-dir={cache}", *args]
+        started, children_before = time.monotonic(), _children_cpu()
         result = subprocess.run(
             argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
         )
+        # Other children of this process may end meanwhile (a held `kubectl exec`):
+        # the CPU figure is an estimate.
+        durations.note_kubectl(time.monotonic() - started, _children_cpu() - children_before)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"

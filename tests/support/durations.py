@@ -8,9 +8,18 @@ the suite cost, so that a slow CI run points at what to shorten (issue #13).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+# A file every test process appends one line to per kubectl call ("wall cpu",
+# seconds), named by the main process for its workers (they inherit its
+# environment). Each call starts the multi-call control-plane binary, whose
+# start alone costs about 0.1 CPU-second on this machine: a run makes thousands.
+KUBECTL_TALLY_ENV = "STACKFORGE_TEST_KUBECTL_TALLY"
 
 
 def part_of(nodeid: str) -> str:
@@ -49,3 +58,25 @@ def summary(reports: Iterable[Any]) -> list[str]:
     lines += [f"{part}: {seconds:,.0f} s in {len(tests_per_part[part])} tests"
               for part, seconds in sorted(per_part.items(), key=lambda item: -item[1])]
     return lines
+
+
+def note_kubectl(wall: float, cpu: float) -> None:
+    """Count one kubectl call, if the run keeps a tally (:data:`KUBECTL_TALLY_ENV`)."""
+    tally = os.environ.get(KUBECTL_TALLY_ENV)
+    if tally:
+        # One short write in append mode: lines from both workers never interleave.
+        # A tally is no reason to fail a test.
+        with contextlib.suppress(OSError), Path(tally).open("a", encoding="ascii") as out:
+            out.write(f"{wall:.3f} {cpu:.3f}\n")
+
+
+def kubectl_summary(tally: Path) -> str | None:
+    """One line: how many kubectl calls the run made and what they cost; None
+    without a tally."""
+    if not tally.exists():
+        return None
+    rows = [line.split() for line in tally.read_text(encoding="ascii").splitlines() if line]
+    wall = sum(float(row[0]) for row in rows)
+    cpu = sum(float(row[1]) for row in rows)
+    return (f"kubectl: {len(rows)} calls, {wall:,.0f} s waited on, "
+            f"about {cpu:,.0f} CPU-seconds")

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
-from tests.support.durations import part_of, summary
+import pytest
+
+from tests.support.durations import (
+    KUBECTL_TALLY_ENV,
+    kubectl_summary,
+    note_kubectl,
+    part_of,
+    summary,
+)
 
 
 def report(nodeid: str, when: str, duration: float, worker: str | None) -> SimpleNamespace:
@@ -40,3 +49,15 @@ def test_without_workers_everything_ran_in_main() -> None:
     assert summary([report("tests/unit/test_b.py::t", "call", 2.0, None)])[0] == \
         "main: 2 s in 1 tests"
     assert summary([]) == []
+
+
+def test_kubectl_calls_are_tallied_only_where_the_run_keeps_a_tally(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tally = tmp_path / "calls"
+    monkeypatch.delenv(KUBECTL_TALLY_ENV, raising=False)
+    note_kubectl(1.0, 0.1)
+    assert kubectl_summary(tally) is None
+    monkeypatch.setenv(KUBECTL_TALLY_ENV, str(tally))
+    note_kubectl(1.5, 0.12)
+    note_kubectl(0.5, 0.10)
+    assert kubectl_summary(tally) == "kubectl: 2 calls, 2 s waited on, about 0 CPU-seconds"
