@@ -173,6 +173,17 @@ def wait_routed(cluster: ClusterHandle, namespace: str, pod: str, host: str,
         time.sleep(1)
 
 
+def containers_of(cluster: ClusterHandle, namespace: str) -> dict[str, tuple[str, ...]]:
+    """Per pod of ``namespace``: its uid, then each container's id and restart count
+    (equal before and after a fault: the same processes ran on)."""
+    found = {}
+    for pod in client.CoreV1Api(cluster.api).list_namespaced_pod(namespace).items:
+        statuses = sorted(pod.status.container_statuses or [], key=lambda s: s.name)
+        found[pod.metadata.name] = (pod.metadata.uid, *(
+            f"{s.name}={s.container_id}#{s.restart_count}" for s in statuses))
+    return found
+
+
 def image_containerd_runs(cluster: ClusterHandle, container_id: str) -> str:
     """The image of a running container as the node's containerd lists it (through
     its own API, not the kubelet's report)."""

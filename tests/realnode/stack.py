@@ -1,10 +1,11 @@
-"""A tenant on the real node: PostgreSQL only (the one component with an image
-here), seeded through `kubectl exec` as its application role."""
+"""A tenant on the real node: PostgreSQL (and the test app, where a test needs an
+app), seeded through `kubectl exec` as its application role."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
@@ -25,6 +26,10 @@ INSERT INTO shop.orders SELECT g, 1 + g % {CUSTOMERS}, g * 1.5
 """  # noqa: S608 - built from this module's constants, no input
 
 
+# The seeded orders, as one value: equal before and after a fault, nothing lost.
+ORDERS_CHECKSUM_SQL = ("SELECT count(*) || ':' || md5(string_agg(id::text || '/' || "
+                       "total::text, ',' ORDER BY id)) FROM shop.orders")
+
 # What a restore into a tenant must keep: who owns what, and who may do what with it.
 OWNERSHIP_SQL = (
     "SELECT string_agg(format('%s|%s|%s', c.relname, pg_get_userbyid(c.relowner), "
@@ -41,6 +46,15 @@ def postgres_only(name: str) -> dict[str, Any]:
         "kong": {"replicas": 0},
         "apps": [],
     })
+
+
+def postgres_and_app(name: str, app_replicas: int = 1) -> dict[str, Any]:
+    """:func:`postgres_only` with the test app as its app "api" (answering /healthz)."""
+    manifest = postgres_only(name)
+    manifest["spec"]["components"]["apps"] = [{
+        "name": "api", "image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz",
+        "replicas": app_replicas, "env": {"PORT": "8080"}}]
+    return manifest
 
 
 def wait_ready(cluster: ClusterHandle, name: str, timeout: float = 240) -> None:

@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from kubernetes import client
 
-from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
-from tests.realnode import stack
+from tests.realnode import pods, stack
 from tests.realnode.operators import operator_running
 from tests.support import operator_identity, tenants
 from tests.support.clusters import ClusterHandle
@@ -26,16 +25,6 @@ from tests.support.clusters import ClusterHandle
 pytestmark = pytest.mark.chaos
 
 DOWN_SECONDS = 10
-
-
-def _containers(cluster: ClusterHandle, namespace: str) -> dict[str, tuple[str, ...]]:
-    """Per pod: its uid, then each container's id and restart count."""
-    found = {}
-    for pod in client.CoreV1Api(cluster.api).list_namespaced_pod(namespace).items:
-        statuses = sorted(pod.status.container_statuses or [], key=lambda s: s.name)
-        found[pod.metadata.name] = (pod.metadata.uid, *(
-            f"{s.name}={s.container_id}#{s.restart_count}" for s in statuses))
-    return found
 
 
 def _heartbeat_after(cluster: ClusterHandle, moment: datetime) -> bool:
@@ -56,20 +45,15 @@ def test_running_pods_survive_a_kubelet_and_containerd_restart(
     assert local is not None and local.node is not None
     name = f"nr-{uuid.uuid4().hex[:5]}"
     ns = tenants.namespace_of(name)
-    manifest = stack.postgres_only(name)
-    manifest["spec"]["components"]["apps"] = [{
-        "name": "api", "image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz",
-        "replicas": 1, "env": {"PORT": "8080"}}]
+    manifest = stack.postgres_and_app(name)
     try:
         with operator_running(real_operator_identity, tmp_path_factory):
             tenants.apply(real_cluster, manifest)
             stack.wait_ready(real_cluster, name)
             stack.psql(real_cluster, ns, stack.SEED_SQL, as_app=True)
-            checksum_sql = ("SELECT count(*) || ':' || md5(string_agg(id::text, ',' "
-                            "ORDER BY id)) FROM shop.orders")
-            seeded = stack.psql(real_cluster, ns, checksum_sql)
+            seeded = stack.psql(real_cluster, ns, stack.ORDERS_CHECKSUM_SQL)
             started = stack.psql(real_cluster, ns, "SELECT pg_postmaster_start_time()")
-            before = _containers(real_cluster, ns)
+            before = pods.containers_of(real_cluster, ns)
             assert {"postgres-0"} < set(before), before
 
             killed_at = datetime.now(UTC)
@@ -86,8 +70,8 @@ def test_running_pods_survive_a_kubelet_and_containerd_restart(
             stack.wait_ready(real_cluster, name, timeout=120)
             tenant_back = time.monotonic() - back
 
-            assert _containers(real_cluster, ns) == before
-            assert stack.psql(real_cluster, ns, checksum_sql) == seeded
+            assert pods.containers_of(real_cluster, ns) == before
+            assert stack.psql(real_cluster, ns, stack.ORDERS_CHECKSUM_SQL) == seeded
             # The same server process all along, not one started again.
             assert stack.psql(real_cluster, ns, "SELECT pg_postmaster_start_time()") == started
             # The node still starts new containers: a pod deleted comes back.
