@@ -197,10 +197,11 @@ def _wake_owners(loop: asyncio.AbstractEventLoop, owners: Mapping[str, Controlle
     """An informer saw one of the operator's objects change: wake its owners'
     reconciles (called in the informer's thread; the controllers live in the loop's)."""
     del event_type  # a deletion wakes them as well: they make it again, or are gone too
-    for owner, key in wakeups.owners(kind, obj.get("metadata") or {}):
-        if loop.is_closed():
-            return  # the operator has stopped; its informers end with their watches
-        loop.call_soon_threadsafe(owners[owner].poke, key)
+    # The loop may close between any check and the call (the operator stopping; its
+    # informers end with their watches): as in _wake_namespace, that ends the wake.
+    with contextlib.suppress(RuntimeError):
+        for owner, key in wakeups.owners(kind, obj.get("metadata") or {}):
+            loop.call_soon_threadsafe(owners[owner].poke, key)
 
 
 def _wake_namespace(loop: asyncio.AbstractEventLoop, tenants: Controller,

@@ -42,3 +42,42 @@ def test_a_backup_job_wakes_its_policy_and_a_sandbox_its_drill() -> None:
         ("drill", "tenant-shop/monthly")]
     # A policy's label on another kind (its CronJob, configuration) wakes no policy.
     assert owners("CronJob", meta("tenant-shop", "nightly", **{POLICY_LABEL: "nightly"})) == []
+
+
+def test_a_change_seen_after_the_operator_stopped_wakes_nothing_and_raises_nothing() -> None:
+    import asyncio
+    from typing import Any, cast
+
+    from stackforge_operator import handlers
+
+    class Woken:
+        def __init__(self) -> None:
+            self.calls: list[object] = []
+
+        def poke(self, key: str) -> None:
+            self.calls.append(key)
+
+        def wake_namespace(self, namespace: str | None) -> None:
+            self.calls.append(namespace)
+
+    class ClosingLoop:
+        """A loop that closes while an informer's thread is about to hand it a call:
+        open when asked, closed when called."""
+
+        def is_closed(self) -> bool:
+            return False
+
+        def call_soon_threadsafe(self, *_: object) -> None:
+            raise RuntimeError("Event loop is closed")
+
+    tenants = Woken()
+    child = meta("tenant-shop", "kong", **{TENANT_LABEL: "shop"})
+    assert owners("Deployment", child)  # it would wake its tenant
+    closed = asyncio.new_event_loop()
+    closed.close()
+    # Called in an informer's thread as the operator stops: nothing runs, nothing raises.
+    for loop in (closed, ClosingLoop()):
+        handlers._wake_owners(cast(Any, loop), cast(Any, {"tenant": tenants}), "Deployment",
+                              "MODIFIED", {"metadata": child})
+        handlers._wake_namespace(cast(Any, loop), cast(Any, tenants), "tenant-shop")
+    assert tenants.calls == []
