@@ -41,8 +41,6 @@ GROWN_SIZE = "320Mi"
 FILL_ROWS = 10_000
 FILL_SQL = ("INSERT INTO filler SELECT repeat(md5(g::text), 30) "  # noqa: S608 - constants
             f"FROM generate_series(1, {FILL_ROWS}) g")
-CHECKSUM_SQL = ("SELECT count(*) || ':' || md5(string_agg(id::text || '/' || total::text, ',' "
-                "ORDER BY id)) FROM shop.orders")
 INCIDENT = "VolumeFull/Postgres"
 
 
@@ -114,7 +112,7 @@ def test_a_full_database_volume_is_reported_and_growing_it_recovers_every_row(
             stack.wait_ready(cluster, name)
             channels.subscribe(cluster, name, ns, slack=False)
             stack.psql(cluster, ns, stack.SEED_SQL, as_app=True)
-            seeded = stack.psql(cluster, ns, CHECKSUM_SQL)
+            seeded = stack.psql(cluster, ns, stack.ORDERS_CHECKSUM_SQL)
             stack.psql(cluster, ns, "CREATE TABLE filler (x text)")
             assert _claim_capacity(cluster, ns) == FULL_SIZE
 
@@ -136,7 +134,7 @@ def test_a_full_database_volume_is_reported_and_growing_it_recovers_every_row(
             threshold = Thresholds().disk_ratio
             usage = tenants.eventually(
                 lambda: (u := _volume_usage(cluster, ns)) is not None and u > threshold and u,
-                timeout=150, interval=5)
+                timeout=60, interval=2)
 
             grow = time.monotonic()
             cluster.kubectl("patch", "sft", name, "-n", ns, "--type=merge", "-p", json.dumps(
@@ -146,7 +144,7 @@ def test_a_full_database_volume_is_reported_and_growing_it_recovers_every_row(
             stack.wait_ready(cluster, name, timeout=360)
             recovered = time.monotonic() - grow
 
-            assert stack.psql(cluster, ns, CHECKSUM_SQL) == seeded
+            assert stack.psql(cluster, ns, stack.ORDERS_CHECKSUM_SQL) == seeded
             # Every statement that committed before the disk filled, none of the one that did not.
             assert stack.psql(cluster, ns, "SELECT count(*) FROM filler") == str(committed)
             size = stack.psql(cluster, ns, "SELECT setting FROM pg_settings "
