@@ -60,7 +60,6 @@ HOST_GLOBAL = (
 HOST_GLOBAL_LAST = "tests/realnode/test_control_plane_outage.py"
 
 
-@pytest.hookimpl(optionalhook=True)
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         # The main process names the kubectl tally (read at the summary); the
@@ -69,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[durations.KUBECTL_TALLY_ENV] = str(tally)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's module-by-module scheduling, with the host-global tests as one unit.
 
