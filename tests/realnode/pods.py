@@ -148,9 +148,13 @@ def exec_in(cluster: ClusterHandle, namespace: str, pod: str, *command: str,
     return cluster.kubectl("exec", "-n", namespace, pod, "--", *command, check=check)
 
 
+def _pg_isready(cluster: ClusterHandle, namespace: str, pod: str,
+                host: str) -> subprocess.CompletedProcess[str]:
+    return exec_in(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3", check=False)
+
+
 def reachable(cluster: ClusterHandle, namespace: str, pod: str, host: str) -> bool:
-    result = exec_in(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3", check=False)
-    return result.returncode == 0
+    return _pg_isready(cluster, namespace, pod, host).returncode == 0
 
 
 def wait_routed(cluster: ClusterHandle, namespace: str, pod: str, host: str,
@@ -163,8 +167,7 @@ def wait_routed(cluster: ClusterHandle, namespace: str, pod: str, host: str,
     """
     deadline = time.monotonic() + timeout
     while True:
-        result = exec_in(cluster, namespace, pod, "pg_isready", "-h", host, "-t", "3",
-                         check=False)
+        result = _pg_isready(cluster, namespace, pod, host)
         if result.returncode == 0:
             return result.stdout
         assert time.monotonic() < deadline, (
