@@ -2,8 +2,9 @@
 
 With `-n 2` one worker runs the host-global chain (the real node's tests, in
 order) while the other runs everything else; the run takes as long as the
-longer of the two. The summary says which one that was, and what each part of
-the suite cost, so that a slow CI run points at what to shorten (issue #13).
+longer of the two. The summary says which one that was, what each part of the
+suite cost and which modules were the longest, so that a slow CI run points at
+what to shorten (issue #13).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def part_of(nodeid: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 else path
 
 
-def summary(reports: Iterable[Any]) -> list[str]:
-    """Lines of seconds spent (setup, call and teardown) per worker and per part.
+def summary(reports: Iterable[Any], longest_modules: int = 12) -> list[str]:
+    """Lines of seconds spent (setup, call and teardown) per worker and per part,
+    then the ``longest_modules`` longest modules with the workers that ran them.
 
     ``reports``: pytest's test reports (what `terminalreporter.stats` holds);
     anything without a ``when`` and a ``duration`` is not one and is skipped. A
@@ -43,6 +45,8 @@ def summary(reports: Iterable[Any]) -> list[str]:
     tests_per_worker: dict[str, set[str]] = defaultdict(set)
     per_part: dict[str, float] = defaultdict(float)
     tests_per_part: dict[str, set[str]] = defaultdict(set)
+    per_module: dict[str, float] = defaultdict(float)
+    workers_per_module: dict[str, set[str]] = defaultdict(set)
     for report in reports:
         when, duration = getattr(report, "when", None), getattr(report, "duration", None)
         if when not in ("setup", "call", "teardown") or not isinstance(duration, float):
@@ -54,10 +58,16 @@ def summary(reports: Iterable[Any]) -> list[str]:
         part = part_of(report.nodeid)
         per_part[part] += duration
         tests_per_part[part].add(report.nodeid)
+        module = report.nodeid.split("::", 1)[0]
+        per_module[module] += duration
+        workers_per_module[module].add(worker)
     lines = [f"{worker}: {seconds:,.0f} s in {len(tests_per_worker[worker])} tests"
              for worker, seconds in sorted(per_worker.items())]
     lines += [f"{part}: {seconds:,.0f} s in {len(tests_per_part[part])} tests"
               for part, seconds in sorted(per_part.items(), key=lambda item: -item[1])]
+    lines += [f"  {module}: {seconds:,.0f} s ({', '.join(sorted(workers_per_module[module]))})"
+              for module, seconds in sorted(per_module.items(),
+                                            key=lambda item: -item[1])[:longest_modules]]
     return lines
 
 

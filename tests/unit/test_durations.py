@@ -42,7 +42,18 @@ def test_seconds_are_summed_per_worker_and_per_part_over_every_phase() -> None:
         "gw1: 2 s in 2 tests",
         "tests/realnode: 61 s in 1 tests",
         "tests/unit: 2 s in 2 tests",
+        "  tests/realnode/test_a.py: 61 s (gw0)",
+        "  tests/unit/test_b.py: 2 s (gw1)",
     ]
+
+
+def test_only_the_longest_modules_are_listed_with_every_worker_that_ran_them() -> None:
+    reports = [report(f"tests/realnode/test_{n}.py::t", "call", float(n), f"gw{n % 2}")
+               for n in range(1, 6)]
+    reports.append(report("tests/realnode/test_5.py::u", "call", 1.0, "gw0"))
+    lines = summary(reports, longest_modules=2)
+    assert lines[-2:] == ["  tests/realnode/test_5.py: 6 s (gw0, gw1)",
+                          "  tests/realnode/test_4.py: 4 s (gw0)"]
 
 
 def test_without_workers_everything_ran_in_main() -> None:
