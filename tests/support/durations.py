@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,30 @@ from typing import Any
 KUBECTL_TALLY_ENV = "STACKFORGE_TEST_KUBECTL_TALLY"
 
 
+def module_of(nodeid: str) -> str:
+    """The test module's path of a test id."""
+    return nodeid.split("::", 1)[0]
+
+
 def part_of(nodeid: str) -> str:
     """The suite's part a test belongs to: its directory under tests/ (tests/unit,
     tests/realnode, ...), or the module for a test at the top of tests/."""
-    path = nodeid.split("::", 1)[0]
+    path = module_of(nodeid)
     parts = path.split("/")
     return "/".join(parts[:2]) if len(parts) > 2 else path
+
+
+@dataclass
+class _Spent:
+    """Seconds spent by one worker, part or module, and who spent them (test ids,
+    or workers)."""
+
+    seconds: float = 0.0
+    by: set[str] = field(default_factory=set)
+
+    def add(self, seconds: float, name: str) -> None:
+        self.seconds += seconds
+        self.by.add(name)
 
 
 def summary(reports: Iterable[Any], longest_modules: int = 12) -> list[str]:
@@ -41,33 +60,28 @@ def summary(reports: Iterable[Any], longest_modules: int = 12) -> list[str]:
     report forwarded by an xdist worker names it (``report.node.gateway.id``);
     without xdist everything ran in "main".
     """
-    per_worker: dict[str, float] = defaultdict(float)
-    tests_per_worker: dict[str, set[str]] = defaultdict(set)
-    per_part: dict[str, float] = defaultdict(float)
-    tests_per_part: dict[str, set[str]] = defaultdict(set)
-    per_module: dict[str, float] = defaultdict(float)
-    workers_per_module: dict[str, set[str]] = defaultdict(set)
+    per_worker: dict[str, _Spent] = defaultdict(_Spent)
+    per_part: dict[str, _Spent] = defaultdict(_Spent)
+    per_module: dict[str, _Spent] = defaultdict(_Spent)
     for report in reports:
         when, duration = getattr(report, "when", None), getattr(report, "duration", None)
         if when not in ("setup", "call", "teardown") or not isinstance(duration, float):
             continue
         node = getattr(report, "node", None)
         worker = str(getattr(getattr(node, "gateway", None), "id", "main"))
-        per_worker[worker] += duration
-        tests_per_worker[worker].add(report.nodeid)
-        part = part_of(report.nodeid)
-        per_part[part] += duration
-        tests_per_part[part].add(report.nodeid)
-        module = report.nodeid.split("::", 1)[0]
-        per_module[module] += duration
-        workers_per_module[module].add(worker)
-    lines = [f"{worker}: {seconds:,.0f} s in {len(tests_per_worker[worker])} tests"
-             for worker, seconds in sorted(per_worker.items())]
-    lines += [f"{part}: {seconds:,.0f} s in {len(tests_per_part[part])} tests"
-              for part, seconds in sorted(per_part.items(), key=lambda item: -item[1])]
-    lines += [f"  {module}: {seconds:,.0f} s ({', '.join(sorted(workers_per_module[module]))})"
-              for module, seconds in sorted(per_module.items(),
-                                            key=lambda item: -item[1])[:longest_modules]]
+        per_worker[worker].add(duration, report.nodeid)
+        per_part[part_of(report.nodeid)].add(duration, report.nodeid)
+        per_module[module_of(report.nodeid)].add(duration, worker)
+
+    def longest_first(spent: dict[str, _Spent]) -> list[tuple[str, _Spent]]:
+        return sorted(spent.items(), key=lambda item: -item[1].seconds)
+
+    lines = [f"{worker}: {spent.seconds:,.0f} s in {len(spent.by)} tests"
+             for worker, spent in sorted(per_worker.items())]
+    lines += [f"{part}: {spent.seconds:,.0f} s in {len(spent.by)} tests"
+              for part, spent in longest_first(per_part)]
+    lines += [f"  {module}: {spent.seconds:,.0f} s ({', '.join(sorted(spent.by))})"
+              for module, spent in longest_first(per_module)[:longest_modules]]
     return lines
 
 
