@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.dev_overlay import REDIS_VERSION_ON_NODE
+from stackforge_operator.devcluster.node import metrics_server
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.s3server import S3Server
@@ -60,8 +63,9 @@ def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Itera
 def test_usage_figures_in_status_on_running_pods(real_cluster: ClusterHandle,
                                                 tenant: str) -> None:
     """#19 item 5: requested vs quota from the namespace's ResourceQuota (the API
-    server's count of the running pods' requests), used unknown here (no
-    metrics-server on the real node) and said so; the plugin shows them."""
+    server's count of the running pods' requests), used unknown while the cluster
+    serves no metrics API (metrics-server comes in the next test) and said so;
+    the plugin shows them."""
     ns = tenants.namespace_of(tenant)
     core = client.CoreV1Api(real_cluster.api)
 
@@ -89,6 +93,63 @@ def test_usage_figures_in_status_on_running_pods(real_cluster: ClusterHandle,
     [row] = [line.split() for line in every.stdout.splitlines()
              if line.split()[:2] == [ns, tenant]]
     assert f"{usage['cpu']['requested']}/{quota.hard['requests.cpu']}" in row
+
+
+@pytest.fixture
+def metrics_api(real_cluster: ClusterHandle) -> Iterator[None]:
+    """metrics-server on the node for one test; removed after it, so no later
+    test depends on an aggregated API (devcluster/node/metrics_server.py)."""
+    assert real_cluster.local is not None
+    try:
+        metrics_server.install(real_cluster.local)
+        yield
+    finally:
+        metrics_server.remove(real_cluster.local)
+
+
+def _metrics_api_memory_mib(cluster: ClusterHandle, namespace: str) -> float:
+    """The namespace's pods' memory now, summed from the metrics API itself."""
+    listed = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+        "metrics.k8s.io", "v1beta1", namespace, "pods")
+    return sum(float(parse_quantity(c["usage"]["memory"])) for pod in listed["items"]
+               for c in pod["containers"]) / 2**20
+
+
+def test_measured_use_in_status_once_the_cluster_serves_the_metrics_api(
+        real_cluster: ClusterHandle, real_operator: OperatorProcess, tenant: str,
+        metrics_api: None) -> None:
+    """#19 item 5 on the real node: with metrics-server scraping the kubelet, the
+    tenant's status says what its running pods use (the APIService's arrival
+    wakes the settled tenant), near what the metrics API itself says; the
+    plugin and the operator's metrics show it."""
+    ns = tenants.namespace_of(tenant)
+
+    def measured() -> dict[str, Any] | None:
+        usage = ((tenants.get(real_cluster, tenant) or {}).get("status") or {}).get("usage")
+        return usage if usage and usage.get("measuredBy") == "metrics.k8s.io" else None
+
+    usage = tenants.eventually(measured, timeout=90, interval=1)
+    assert "unmeasured" not in usage, usage
+    cpu, memory = usage["cpu"]["used"], usage["memory"]["used"]
+    assert re.fullmatch(r"[1-9][0-9]*m", cpu), usage
+    assert re.fullmatch(r"[1-9][0-9]*Mi", memory), usage
+    # PostgreSQL, Redis and the app each hold a few MiB at least; and the figure
+    # is the metrics API's sum for this namespace (working sets move a little
+    # between scrapes, not by half).
+    memory_mib = int(memory.removesuffix("Mi"))
+    assert memory_mib >= 10, usage
+    now = _metrics_api_memory_mib(real_cluster, ns)
+    assert now / 2 <= memory_mib <= now * 2, (usage, now)
+    shown = plugin(real_cluster, "status", tenant)
+    assert (f"  memory: {usage['memory']['requested']} / {usage['memory']['quota']} / "
+            in shown.stdout), shown.stdout
+    assert "no metrics API" not in shown.stdout
+    exported = httpx.get(real_operator.metrics_url, timeout=5).text
+    used_bytes = [float(line.rsplit(" ", 1)[1]) for line in exported.splitlines()
+                  if line.startswith("stackforge_tenant_resources{")
+                  and f'tenant="{tenant}"' in line and 'resource="memory"' in line
+                  and 'figure="used"' in line]
+    assert used_bytes and used_bytes[0] >= 10 * 2**20, used_bytes
 
 
 def test_psql_runs_sql_in_the_tenants_database_and_fails_with_it(

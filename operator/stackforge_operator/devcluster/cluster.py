@@ -28,7 +28,14 @@ from stackforge_operator.devcluster.node.realnode import (
     ImageArchive,
     RealNode,
 )
-from stackforge_operator.devcluster.pki import ClusterPKI, KeyPair, create_pki, issue_certificate
+from stackforge_operator.devcluster.pki import (
+    FRONT_PROXY_CLIENT,
+    ClusterPKI,
+    KeyPair,
+    create_front_proxy,
+    create_pki,
+    issue_certificate,
+)
 from stackforge_operator.devcluster.processes import ManagedProcess, pid_alive
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -144,6 +151,8 @@ class LocalCluster:
         # What the teardown could not put back on the host (empty when clean).
         self.host_differences: list[str] = []
         self._kubelet_client: KeyPair | None = None
+        # (CA, client) of the aggregation layer, when a real node runs.
+        self._front_proxy: tuple[KeyPair, KeyPair] | None = None
 
     @property
     def bind_address(self) -> str:
@@ -171,6 +180,7 @@ class LocalCluster:
             if self.node is not None:
                 self._kubelet_client = issue_certificate(
                     self.pki, "apiserver-kubelet-client", KUBELET_CLIENT_USER)
+                self._front_proxy = create_front_proxy(self.run_dir / "pki")
             etcd_url = self._start_etcd(binary, deadline)
             etcd_done = time.monotonic()
             self._start_apiserver(binary, etcd_url, deadline)
@@ -336,6 +346,7 @@ class LocalCluster:
                 f"--bind-address={self.bind_address}",
                 f"--advertise-address={self.bind_address}",
                 *self._kubelet_client_args(),
+                *self._aggregation_args(),
                 f"--secure-port={port}",
                 f"--cert-dir={cert_dir}",
                 f"--tls-cert-file={pki.apiserver.cert}",
@@ -385,6 +396,25 @@ class LocalCluster:
             f"--kubelet-client-key={self._kubelet_client.key}",
             f"--kubelet-certificate-authority={self.pki.ca.cert}",
             "--kubelet-preferred-address-types=InternalIP",
+        ]
+
+    def _aggregation_args(self) -> list[str]:
+        """The aggregation layer, so that an extension API server on the real
+        node (metrics-server) serves an API group through this one."""
+        if self._front_proxy is None:
+            return []
+        ca, front_proxy_client = self._front_proxy
+        return [
+            f"--requestheader-client-ca-file={ca.cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front_proxy_client.cert}",
+            f"--proxy-client-key-file={front_proxy_client.key}",
+            # To the extension server's pod address, not its Service's: this
+            # process is no pod, and kube-proxy's rules may be behind.
+            "--enable-aggregator-routing=true",
         ]
 
     def _start_components(self, binary: Path) -> None:

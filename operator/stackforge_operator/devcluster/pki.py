@@ -206,23 +206,46 @@ def issue_certificate(
     )
 
 
+def _separate_ca(directory: Path, stem: str, common_name: str) -> tuple[
+        KeyPair, ec.EllipticCurvePrivateKey, x509.Name]:
+    """A CA apart from the cluster's, written as ``<stem>.crt``/``.key``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(common_name)
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca = KeyPair(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key")
+    _write_cert(ca.cert, ca_cert)
+    _write_key(ca.key, ca_key)
+    return ca, ca_key, ca_name
+
+
 def create_server_tls(
     directory: Path, common_name: str, *, server_names: tuple[str, ...] = (),
     server_ips: tuple[str, ...] = (),
 ) -> tuple[KeyPair, KeyPair]:
     """A CA of its own and one serving certificate it signed, for a test service
     (the S3 server pods reach over TLS). Returns (ca, server)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"{common_name} CA")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca = KeyPair(cert=directory / "ca.crt", key=directory / "ca.key")
-    _write_cert(ca.cert, ca_cert)
-    _write_key(ca.key, ca_key)
+    ca, ca_key, ca_name = _separate_ca(directory, "ca", f"{common_name} CA")
     server = _issue(directory, "server", ca_key, ca_name, _name(common_name),
                     server_names=server_names, server_ips=server_ips)
     return ca, server
+
+
+# The one name the API server accepts as its front proxy (--requestheader-allowed-names).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def create_front_proxy(directory: Path) -> tuple[KeyPair, KeyPair]:
+    """The aggregation layer's identities: a CA of its own, as kubeadm makes it,
+    and the client certificate the API server presents to aggregated API
+    servers (metrics-server) when it forwards a request with the caller's
+    name in headers. A CA apart from the cluster's: a certificate the cluster
+    CA signs for anyone else could never pass as the front proxy. Returns
+    (ca, client)."""
+    ca, ca_key, ca_name = _separate_ca(directory, "front-proxy-ca", "front-proxy-ca")
+    client = _issue(directory, FRONT_PROXY_CLIENT, ca_key, ca_name, _name(FRONT_PROXY_CLIENT))
+    return ca, client

@@ -6,7 +6,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from stackforge_operator.devcluster.pki import create_pki
+from stackforge_operator.devcluster.pki import FRONT_PROXY_CLIENT, create_front_proxy, create_pki
 
 
 def _load(path: Path) -> x509.Certificate:
@@ -53,3 +53,18 @@ def test_private_keys_are_readable_only_by_the_owner(tmp_path: Path) -> None:
     pki = create_pki(tmp_path, "10.96.0.1")
     for key in (pki.ca.key, pki.admin.key, pki.service_account_key):
         assert key.stat().st_mode & 0o077 == 0
+
+
+def test_the_front_proxy_has_a_ca_of_its_own_and_a_client_certificate(tmp_path: Path) -> None:
+    """The aggregation layer trusts only what the front-proxy CA signed: a
+    certificate from the cluster CA can never pass as the front proxy."""
+    pki = create_pki(tmp_path, "10.96.0.1")
+    ca_pair, client_pair = create_front_proxy(tmp_path)
+    ca, client = _load(ca_pair.cert), _load(client_pair.cert)
+    client.verify_directly_issued_by(ca)
+    assert ca.subject != _load(pki.ca.cert).subject
+    assert ca_pair.cert != pki.ca.cert  # the cluster CA's file is kept
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == \
+        FRONT_PROXY_CLIENT
+    usages = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]

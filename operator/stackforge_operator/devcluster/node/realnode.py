@@ -24,7 +24,14 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 
 from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
-from stackforge_operator.devcluster.node import hoststate, network, policy, runtime, services
+from stackforge_operator.devcluster.node import (
+    hoststate,
+    metrics_server,
+    network,
+    policy,
+    runtime,
+    services,
+)
 from stackforge_operator.devcluster.node.agent import (
     KubeletPaths,
     kubelet_args,
@@ -238,6 +245,8 @@ class RealNode:
             ScratchImage(services.PAUSE_IMAGE, CATATONIT, "/catatonit", ("/catatonit", "-P")),
             ScratchImage(services.COREDNS_IMAGE, self.tools_dir / "coredns", "/coredns",
                          ("/coredns",)),
+            ScratchImage(metrics_server.METRICS_SERVER_IMAGE, self.tools_dir / "metrics-server",
+                         "/metrics-server", ("/metrics-server",)),
             ScratchImage(services.TESTAPP_IMAGE, self.tools_dir / "testapp", "/testapp",
                          ("/testapp",), user="65532:65532"),
             # The same program as an image that runs as root, as many do: the

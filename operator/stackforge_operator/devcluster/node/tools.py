@@ -1,5 +1,6 @@
 """The node's Go programs that are not part of the control-plane binary:
-containerd (with ctr and the runc shim), CoreDNS and kube-router (its firewall).
+containerd (with ctr and the runc shim), CoreDNS, kube-router (its firewall)
+and metrics-server (the metrics API).
 
 Each is built from its Go module at a pinned version with the machine's Go
 toolchain, into ``<controlplane module>/bin/node/``. A stamp file beside each
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from stackforge_operator.devcluster import build_cache
 from stackforge_operator.devcluster.binary import ControlPlaneBuildError, module_dir
+from stackforge_operator.devcluster.node.metrics_server import METRICS_SERVER_VERSION
 
 NODE_BIN_ENV = "STACKFORGE_NODE_BIN_DIR"
 
@@ -62,6 +64,10 @@ PROGRAMS = (
     # The NetworkPolicy enforcer (firewall only; why this one: node/policy.py).
     GoProgram("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
               "v2.1.0"),
+    # The metrics API (node/metrics_server.py); its own module graph, apart
+    # from the control plane's (a k8s.io library line of its own).
+    GoProgram("metrics-server", "sigs.k8s.io/metrics-server/cmd/metrics-server",
+              METRICS_SERVER_VERSION),
     # The tenant app the real-node tests run (a single-binary image, node/realnode.py).
     GoProgram("testapp", "./cmd/testapp", "", local=True),
 )
