@@ -82,6 +82,18 @@ NOT_READY_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_NOT_READY_NOTIFY_SEC
 # API): figures that move all the time would otherwise rewrite every status at
 # every resync.
 USAGE_REFRESH_SECONDS = float(os.environ.get("STACKFORGE_USAGE_REFRESH_SECONDS", "300"))
+# Volume use, from the kubelets' /stats/summary (volume_stats.py): on unless
+# "off"; the kubelets' serving certificates are checked against this CA file (the
+# cluster's CA when empty), or not at all with STACKFORGE_KUBELET_INSECURE_TLS=true
+# (as metrics-server's --kubelet-insecure-tls, for kubelets with self-signed ones).
+VOLUME_STATS = os.environ.get("STACKFORGE_VOLUME_STATS", "on") != "off"
+KUBELET_CA_FILE = os.environ.get("STACKFORGE_KUBELET_CA_FILE") or None
+KUBELET_INSECURE_TLS = os.environ.get("STACKFORGE_KUBELET_INSECURE_TLS", "false") == "true"
+KUBELET_TIMEOUT_SECONDS = 3.0
+# How long one node's answer serves every tenant there, and how long a node whose
+# kubelet did not answer is left alone.
+KUBELET_STATS_SECONDS = float(os.environ.get("STACKFORGE_KUBELET_STATS_SECONDS", "60"))
+KUBELET_STATS_RETRY_SECONDS = 300.0
 # ... and the operators' one: "Service down for >2 minutes" (ComponentDegraded).
 DEGRADED_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_DEGRADED_NOTIFY_SECONDS", "120"))
 # One HTTP attempt may take this long; a hanging receiver costs a sender slot, no more.

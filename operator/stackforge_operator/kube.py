@@ -11,12 +11,14 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
 import urllib3
 from kubernetes import client, config
@@ -213,6 +215,56 @@ def list_pod_metrics(namespace: str) -> list[Obj] | None:
                 return None
             raise
         return list(found.get("items") or [])
+
+
+class KubeletStatsError(Exception):
+    """A kubelet's statistics could not be read; the message says why, for status."""
+
+
+def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
+                          timeout: float) -> Obj:
+    """The kubelet's ``/stats/summary`` of ``node`` (a Node object), asked of the
+    kubelet itself at the address and port its Node status names, with the
+    operator's own credentials: the kubelet authorises ``nodes/stats`` through
+    the API server. Not through the API server's node proxy, which would need
+    ``nodes/proxy``, a right that reaches every kubelet endpoint (exec included).
+    The kubelet's serving certificate is checked against ``ca_file``, else the
+    cluster's CA (kubelets with certificates the cluster signed)."""
+    name = node["metadata"]["name"]
+    addresses = (node.get("status") or {}).get("addresses") or []
+    address = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), None)
+    port = (((node.get("status") or {}).get("daemonEndpoints") or {})
+            .get("kubeletEndpoint") or {}).get("Port")
+    if not address or not port:
+        raise KubeletStatsError(f"node {name} names no kubelet address and port")
+    configuration = api_client().configuration
+    headers = {}
+    # Where the kubernetes client keeps a token: a kubeconfig's, or in-cluster's.
+    if header := configuration.get_api_key_with_prefix("BearerToken") or \
+            configuration.get_api_key_with_prefix("authorization"):
+        headers["Authorization"] = header
+    if insecure:
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    else:
+        tls = ssl.create_default_context(cafile=ca_file or configuration.ssl_ca_cert)
+    if configuration.cert_file and configuration.key_file:
+        tls.load_cert_chain(configuration.cert_file, configuration.key_file)
+    host = f"[{address}]" if ":" in address else address
+    try:
+        response = httpx.get(f"https://{host}:{port}/stats/summary", headers=headers,
+                             verify=tls, timeout=timeout)
+    except httpx.HTTPError as error:
+        raise KubeletStatsError(f"the kubelet of node {name} did not answer: "
+                                f"{type(error).__name__}: {str(error)[:120]}") from error
+    if response.status_code != 200:
+        raise KubeletStatsError(f"the kubelet of node {name} answered "
+                                f"{response.status_code}: {response.text[:120]}")
+    try:
+        summary: Obj = response.json()
+    except ValueError as error:
+        raise KubeletStatsError(f"the kubelet of node {name} answered no JSON") from error
+    return summary
 
 
 def list_objects(

@@ -137,6 +137,13 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("metrics.k8s.io", ("pods",), ("list",),
          "status.usage: what a tenant's pods use, when the cluster serves the metrics API "
          "(metrics-server)"),
+    Rule("", ("nodes",), ("get",),
+         "status.usage's volume figures: the address and port of the kubelet of a node "
+         "running a tenant pod that mounts a claim"),
+    Rule("", ("nodes/stats",), ("get",),
+         "status.usage's volume figures: that kubelet's /stats/summary, asked of the "
+         "kubelet itself, which authorises it as nodes/stats (not nodes/proxy, which "
+         "reaches every kubelet endpoint, exec included)"),
     Rule("apiregistration.k8s.io", ("apiservices",), ("list", "watch"),
          "whether the cluster serves the metrics API, from the metadata of its APIService: "
          "one registered or becoming available wakes every settled tenant to read its "
@@ -237,6 +244,7 @@ RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
     ("v1", "LimitRange"): ("", "limitranges"),
     ("v1", "PersistentVolumeClaim"): ("", "persistentvolumeclaims"),
     ("v1", "Pod"): ("", "pods"),
+    ("v1", "Node"): ("", "nodes"),
     ("v1", "ServiceAccount"): ("", "serviceaccounts"),
     ("v1", "Event"): ("", "events"),
     ("metrics.k8s.io/v1beta1", "PodMetrics"): ("metrics.k8s.io", "pods"),

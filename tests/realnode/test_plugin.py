@@ -2,7 +2,9 @@
 against a live PostgreSQL, Redis and app (and a failing one), psql in the tenant's
 database, its exit code on failing SQL, a support bundle with the pods' real logs
 and no Secret value, and the evidence bundle the operator writes to the tenant's
-bucket when it is isolated (the commands without running pods:
+bucket when it is isolated, and the tenant's usage: volume figures from the
+kubelet, and CPU and memory once metrics-server serves the metrics API (the commands
+without running pods:
 tests/cluster/test_plugin.py; Kafka's health: test_kafka.py)."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.dev_overlay import REDIS_VERSION_ON_NODE
 from stackforge_operator.devcluster.node import metrics_server
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
+from stackforge_operator.devcluster.node.storage import SIZED_STORAGE_CLASS
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.s3server import S3Server
 from tests.realnode import runs, stack
@@ -38,9 +41,11 @@ from tests.support.plugin_cli import plugin
 @pytest.fixture(scope="module")
 def real_operator(real_operator_identity: operator_identity.OperatorIdentity,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator, reading a tenant's usage at every reconcile (not every 5 minutes)."""
+    """The operator, reading a tenant's usage at every reconcile (not every 5 minutes)
+    and a kubelet's statistics again after 2 s (not 60)."""
     with operator_running(real_operator_identity, tmp_path_factory,
-                          STACKFORGE_USAGE_REFRESH_SECONDS="0") as process:
+                          STACKFORGE_USAGE_REFRESH_SECONDS="0",
+                          STACKFORGE_KUBELET_STATS_SECONDS="2") as process:
         yield process
 
 
@@ -48,6 +53,9 @@ def real_operator(real_operator_identity: operator_identity.OperatorIdentity,
 def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Iterator[str]:
     name = f"cli-{uuid.uuid4().hex[:5]}"
     manifest = stack.postgres_only(name)
+    # A volume of its own size (a tmpfs), so that the kubelet's figures are the
+    # database's, not the shared disk's.
+    manifest["spec"]["components"]["postgres"]["storageClassName"] = SIZED_STORAGE_CLASS
     manifest["spec"]["components"] |= {
         "redis": {"enabled": True, "version": REDIS_VERSION_ON_NODE, "storage": "1Gi"},
         "apps": [{"name": "api", "image": TESTAPP_IMAGE, "port": 8080, "replicas": 1,
@@ -92,7 +100,50 @@ def test_usage_figures_in_status_on_running_pods(real_cluster: ClusterHandle,
     every = plugin(real_cluster, "status")
     [row] = [line.split() for line in every.stdout.splitlines()
              if line.split()[:2] == [ns, tenant]]
-    assert f"{usage['cpu']['requested']}/{quota.hard['requests.cpu']}" in row
+    assert f"{usage['cpu']['requested']}/{quota.hard['requests.cpu']}/-" in row
+
+
+def _volumes(cluster: ClusterHandle, tenant: str) -> dict[str, Any] | None:
+    usage = ((tenants.get(cluster, tenant) or {}).get("status") or {}).get("usage") or {}
+    return usage if usage.get("volumesMeasuredBy") == "kubelet" else None
+
+
+def test_volume_use_in_status_from_the_kubelet_and_growing_with_the_data(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """#19 item 5: what the tenant's volumes hold, per claim and summed, from the
+    kubelet's statistics (read by the operator with its own account: nodes/stats);
+    rows written show up in the database volume's figure."""
+    ns = tenants.namespace_of(tenant)
+    try:
+        usage = tenants.eventually(lambda: _volumes(real_cluster, tenant), timeout=90,
+                                   interval=1)
+    except AssertionError:
+        status = (tenants.get(real_cluster, tenant) or {}).get("status") or {}
+        raise AssertionError(f"no volume figures: {status.get('usage')}") from None
+    claims = {v["claim"]: v for v in usage["volumes"]}
+    database = claims["data-postgres-0"]
+    # The sized volume is a tmpfs of the claim's size: its capacity is the claim's.
+    assert database["capacity"] == "1024Mi", claims
+    before = int(database["used"].removesuffix("Mi"))
+    assert before >= 10, claims  # an initialised PostgreSQL cluster
+    assert usage["storage"]["used"] == \
+        f"{sum(int(v['used'].removesuffix('Mi')) for v in claims.values())}Mi"
+    assert "volumesUnmeasured" not in usage
+    stack.psql(real_cluster, ns, "CREATE TABLE ballast AS SELECT g, repeat('x', 1000) AS pad "
+               "FROM generate_series(1, 40000) AS g; CHECKPOINT")
+
+    def grown() -> int | None:
+        now = _volumes(real_cluster, tenant)
+        used = {v["claim"]: int(v["used"].removesuffix("Mi"))
+                for v in (now or {}).get("volumes") or []}
+        return used.get("data-postgres-0") if used.get("data-postgres-0", 0) >= before + 30 \
+            else None
+
+    # 40,000 rows of 1 kB: 40 MiB of table (and as much WAL) more.
+    tenants.eventually(grown, timeout=90, interval=2)
+    shown = plugin(real_cluster, "status", tenant)
+    assert f"  storage: {usage['storage']['requested']} / {usage['storage']['quota']} / " \
+        in shown.stdout, shown.stdout
 
 
 @pytest.fixture
@@ -144,6 +195,11 @@ def test_measured_use_in_status_once_the_cluster_serves_the_metrics_api(
     assert (f"  memory: {usage['memory']['requested']} / {usage['memory']['quota']} / "
             in shown.stdout), shown.stdout
     assert "no metrics API" not in shown.stdout
+    every = plugin(real_cluster, "status")
+    [row] = [line.split() for line in every.stdout.splitlines()
+             if line.split()[:2] == [ns, tenant]]
+    assert any(re.fullmatch(rf"{re.escape(usage['cpu']['requested'])}/[^/]+/[1-9][0-9]*m", c)
+               for c in row), row
     exported = httpx.get(real_operator.metrics_url, timeout=5).text
     used_bytes = [float(line.rsplit(" ", 1)[1]) for line in exported.splitlines()
                   if line.startswith("stackforge_tenant_resources{")

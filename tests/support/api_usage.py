@@ -3,7 +3,8 @@
 Two sources, both without a cluster:
 
 - every call of the ``kube`` functions that reach the API (``get``, ``list_objects``,
-  ``apply``, ``delete``, ``patch_status``, ``record_event``, ``pod_log``, ``list_pod_metrics``)
+  ``apply``, ``delete``, ``patch_status``, ``record_event``, ``pod_log``, ``list_pod_metrics``,
+  ``kubelet_stats_summary``)
   in the package (kube.py is the only module that talks to the API), read
   with ``ast``; arguments that are string literals or module-level string
   constants are resolved, the rest is reported as :class:`Unresolved` for the
@@ -43,6 +44,7 @@ VERBS = {
     "record_event": ("create",),
     "pod_log": ("get",),
     "list_pod_metrics": ("list",),
+    "kubelet_stats_summary": ("get",),
 }
 
 
@@ -149,6 +151,8 @@ class _Visitor(ast.NodeVisitor):
             kind = ("v1", "Pod")
         elif function == "list_pod_metrics":
             kind = ("metrics.k8s.io/v1beta1", "PodMetrics")
+        elif function == "kubelet_stats_summary":
+            kind = ("v1", "Node")
         elif function == "apply" and call.args:
             target: ast.AST = call.args[0]
             if isinstance(target, ast.Name):
@@ -160,7 +164,8 @@ class _Visitor(ast.NodeVisitor):
         if kind is None:
             self.unresolved.append(Unresolved(where, function, ast.unparse(call)))
             return
-        sub = {"patch_status": "status", "pod_log": "log"}.get(function, "")
+        sub = {"patch_status": "status", "pod_log": "log",
+               "kubelet_stats_summary": "stats"}.get(function, "")
         self.uses += [Use(kind[0], kind[1], verb, where, sub) for verb in VERBS[function]]
 
 

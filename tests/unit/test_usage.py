@@ -55,3 +55,57 @@ def test_unchanged_quota_counts_keep_their_first_time_and_measured_use_its_new_o
     measured = usage.usage(QUOTA, [], None, NOW)
     assert usage.kept(measured, usage.usage(QUOTA, [], None, later)).observed_at == later
     assert usage.kept(None, first) is first
+
+
+def _volume(namespace: str, claim: str | None, used: int, capacity: int | None = None
+            ) -> dict[str, object]:
+    volume: dict[str, object] = {"name": "data", "usedBytes": used}
+    if capacity is not None:
+        volume["capacityBytes"] = capacity
+    if claim is not None:
+        volume["pvcRef"] = {"name": claim, "namespace": namespace}
+    return volume
+
+
+def test_a_namespaces_claims_from_the_kubelets_summaries_each_once() -> None:
+    """A claim mounted by two pods (or seen on two nodes) counts once, at its
+    largest; another namespace's claims and claimless volumes are not storage."""
+    node_a = {"pods": [
+        {"volume": [_volume("t", "data-postgres-0", 30 * 2**20, 2**30),
+                    _volume("t", None, 5 * 2**20)]},
+        {"volume": [_volume("other", "data-postgres-0", 900 * 2**20)]}]}
+    node_b = {"pods": [
+        {"volume": [_volume("t", "shared", 1)]},
+        {"volume": [_volume("t", "shared", 2 * 2**20 + 1, 10 * 2**20)]},
+        {"volume": [_volume("t", "data-postgres-0", 29 * 2**20)]},
+        {"volume": None}, {}]}
+    claims = usage.claims_in([node_a, node_b], "t")
+    assert [(c.claim, c.used, c.capacity) for c in claims] == [
+        ("data-postgres-0", "30Mi", "1024Mi"), ("shared", "3Mi", "10Mi")]
+    found = usage.usage(QUOTA, None, "no metrics API", NOW, claims)
+    assert found.storage.used == "33Mi" and found.volumes_measured_by == "kubelet"
+    assert found.volumes_unmeasured is None and found.volumes == claims
+    assert usage.measures_anything(found) and found.cpu.used is None
+
+
+def test_volumes_unmeasured_say_why_and_nothing_measured_keeps_the_old_figures() -> None:
+    found = usage.usage(QUOTA, None, "no metrics API", NOW, None, "kubelet refused")
+    assert found.storage.used is None and found.volumes == []
+    assert (found.volumes_measured_by, found.volumes_unmeasured) == (None, "kubelet refused")
+    assert not usage.measures_anything(found)
+    later = datetime(2026, 12, 1, 22, tzinfo=UTC)
+    assert usage.kept(found, usage.usage(QUOTA, None, "no metrics API", later, None,
+                                         "kubelet refused")) is found
+    # Measured volumes are written again with their new time.
+    measured = usage.usage(QUOTA, None, "no metrics API", NOW, [])
+    assert measured.storage.used == "0Mi"
+    assert usage.kept(measured, usage.usage(QUOTA, None, "no metrics API", later, [])
+                      ).observed_at == later
+
+
+def test_the_volume_figure_reaches_the_metrics() -> None:
+    claims = usage.claims_in([{"pods": [{"volume": [_volume("t", "c", 3 * 2**20)]}]}], "t")
+    status = {"usage": usage.usage(QUOTA, None, "x", NOW, claims).model_dump(
+        mode="json", by_alias=True)}
+    figures = {(r, f): v for r, f, v in tenant_health(status).usage}
+    assert figures[("storage", "used")] == 3 * 2**20

@@ -103,6 +103,17 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["metrics.k8s.io"]
     resources: ["pods"]
     verbs: ["list"]
+  # status.usage's volume figures: the address and port of the kubelet of a node running a tenant
+  # pod that mounts a claim
+  - apiGroups: [""]
+    resources: ["nodes"]
+    verbs: ["get"]
+  # status.usage's volume figures: that kubelet's /stats/summary, asked of the kubelet itself,
+  # which authorises it as nodes/stats (not nodes/proxy, which reaches every kubelet endpoint,
+  # exec included)
+  - apiGroups: [""]
+    resources: ["nodes/stats"]
+    verbs: ["get"]
   # whether the cluster serves the metrics API, from the metadata of its APIService: one
   # registered or becoming available wakes every settled tenant to read its measured use, and
   # while none is, the metrics API is never asked

@@ -1036,7 +1036,17 @@ class ResourceUsage(StatusModel):
                                   description="Requested by the tenant's pods (the quota's count).")
     quota: str | None = Field(None, max_length=64, description="The namespace's quota.")
     used: str | None = Field(None, max_length=64,
-                             description="Used now (metrics API); absent when not measured.")
+                             description=("Used now (CPU and memory: the metrics API; "
+                                          "storage: the kubelets); absent when not measured."))
+
+
+class VolumeUsage(StatusModel):
+    """One volume claim of the tenant, as its node's kubelet measures it."""
+
+    claim: str = Field(max_length=253, description="The PersistentVolumeClaim.")
+    used: str = Field(max_length=64, description="Bytes used on the volume's filesystem.")
+    capacity: str | None = Field(None, max_length=64,
+                                 description="The filesystem's capacity, as the kubelet sees it.")
 
 
 class UsageStatus(StatusModel):
@@ -1044,12 +1054,20 @@ class UsageStatus(StatusModel):
 
     cpu: ResourceUsage = Field(description="CPU (cores).")
     memory: ResourceUsage = Field(description="Memory (bytes).")
-    storage: ResourceUsage = Field(description="Requested volume storage (bytes).")
+    storage: ResourceUsage = Field(description=(
+        "Volume storage (bytes): requested, the quota, and used, the sum of the claims' "
+        "measured use."))
     pods: ResourceUsage = Field(description="Pods.")
     measured_by: str | None = Field(None, max_length=64,
                                     description="Where the used figures come from.")
     unmeasured: str | None = Field(None, max_length=256,
                                    description="Why there are no used figures.")
+    volumes: list[VolumeUsage] = Field(default_factory=list, max_length=64, description=(
+        "Each claim's use, from the kubelets' statistics of the nodes its pods run on."))
+    volumes_measured_by: str | None = Field(None, max_length=64,
+                                            description="Where the volume figures come from.")
+    volumes_unmeasured: str | None = Field(None, max_length=256,
+                                           description="Why there are no volume figures.")
     observed_at: datetime = Field(description=(
         "When these figures were read; without measured use, when they were "
         "first seen (unchanged quota counts are not written again)."))

@@ -112,14 +112,16 @@ def tenant_screen(tenant: Mapping[str, Any], policies: Sequence[Mapping[str, Any
 
 
 def _share(figures: Mapping[str, Any] | None) -> str:
+    """requested/quota/used, ``-`` for what is not known."""
     figures = figures or {}
-    return f"{figures.get('requested') or '-'}/{figures.get('quota') or '-'}"
+    return "/".join(figures.get(f) or "-" for f in ("requested", "quota", "used"))
 
 
 def cluster_summary(tenants: Sequence[Mapping[str, Any]], *, color: bool = False) -> str:
     """Every tenant on a line, and the totals."""
     rows = [["NAMESPACE", "TENANT", "TIER", "READY", "COMPONENTS", "INCIDENTS",
-             "CPU REQ/QUOTA", "MEMORY REQ/QUOTA", "PRICE/MONTH"]]
+             "CPU REQ/QUOTA/USED", "MEMORY REQ/QUOTA/USED", "STORAGE REQ/QUOTA/USED",
+             "PRICE/MONTH"]]
     total = 0.0
     ready_count = 0
     for t in sorted(tenants, key=lambda x: (x["metadata"]["namespace"], x["metadata"]["name"])):
@@ -132,7 +134,8 @@ def cluster_summary(tenants: Sequence[Mapping[str, Any]], *, color: bool = False
         rows.append([t["metadata"]["namespace"], t["metadata"]["name"],
                      str((t.get("spec") or {}).get("tier", "")), ready,
                      st.get("componentsReady", "-"), str(len(st.get("incidents") or [])),
-                     _share(usage.get("cpu")), _share(usage.get("memory")), price])
+                     _share(usage.get("cpu")), _share(usage.get("memory")),
+                     _share(usage.get("storage")), price])
     lines = _table(rows)
     if color:
         lines = [lines[0]] + [line.replace(" True ", f" {_GREEN}True{_RESET} ").replace(

@@ -491,7 +491,7 @@ def _report(
         if spec.suspend_windows else None,
         isolated=t.isolate,
         evidence=evidence,
-        usage=observe.usage(t, old_status.usage, now),
+        usage=observe.usage(t, old_status.usage, now, pods),
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
         replication=observe.replicas(t, old_status.replication, pods),
         bootstrap=None if restored is None else bootstrap.completed(

@@ -15,7 +15,15 @@ import kopf
 from cryptography import x509
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, replication, watch_cache
+from stackforge_operator import (
+    API_GROUP,
+    API_VERSION,
+    config,
+    kube,
+    replication,
+    volume_stats,
+    watch_cache,
+)
 from stackforge_operator import usage as tenant_usage
 from stackforge_operator.builders import ingress, postgres
 from stackforge_operator.builders import namespace as namespace_builder
@@ -357,11 +365,14 @@ def replicas(t: EffectiveTenant, previous: Sequence[ReplicaStatus],
     return replication.replica_statuses(names, replication.read_lag(primary), pods, previous)
 
 
-def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageStatus:
+def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime,
+          pods: Sequence[Mapping[str, Any]] | None = None) -> UsageStatus:
     """status.usage: measured figures while fresh (USAGE_REFRESH_SECONDS) and
-    complete, else read again: the quota's counts (from the watch cache: free) and,
-    when the cluster serves the metrics API, what the pods use."""
-    if old is not None and old.measured_by is not None and old.cpu.requested is not None \
+    complete, else read again: the quota's counts (from the watch cache: free),
+    when the cluster serves the metrics API what the pods use, and what the
+    volumes hold, from the kubelets (``pods``: the tenant's, when read already)."""
+    if old is not None and tenant_usage.measures_anything(old) \
+            and old.cpu.requested is not None \
             and (now - old.observed_at).total_seconds() < config.USAGE_REFRESH_SECONDS:
         return old
     quota = kube.get("v1", "ResourceQuota", namespace_builder.QUOTA_NAME, t.namespace)
@@ -374,7 +385,10 @@ def usage(t: EffectiveTenant, old: UsageStatus | None, now: datetime) -> UsageSt
     else:
         if metrics is None:
             why = "the cluster serves no metrics API (metrics-server): used is unknown"
-    return tenant_usage.kept(old, tenant_usage.usage(quota, metrics, why, now))
+    volumes, why_volumes = volume_stats.claims(
+        t.namespace, tenant_pods(t) if pods is None else pods)
+    return tenant_usage.kept(old, tenant_usage.usage(quota, metrics, why, now, volumes,
+                                                     why_volumes))
 
 
 def metrics_api_registered() -> bool | None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from stackforge_operator import config, watch_cache
+from stackforge_operator import usage as tenant_usage
 from stackforge_operator.models.tenant import CertificateStatus, UsageStatus
 
 
@@ -40,7 +41,7 @@ def certificate_changes_at(certificate: CertificateStatus | None) -> datetime | 
 def usage_stale_at(usage: UsageStatus | None) -> datetime | None:
     """When measured use is read again. The quota's counts alone never go stale by
     time: the ResourceQuota is a cached child, and its changes move the token."""
-    if usage is None or usage.measured_by is None:
+    if usage is None or not tenant_usage.measures_anything(usage):
         return None
     return usage.observed_at + timedelta(seconds=config.USAGE_REFRESH_SECONDS)
 

@@ -51,16 +51,17 @@ def test_colours_only_when_asked() -> None:
 
 
 def test_the_cluster_summary_lists_every_tenant_and_the_totals() -> None:
-    usage = {"cpu": {"requested": "1500m", "quota": "4"},
-             "memory": {"requested": "3Gi", "quota": "8Gi"}}
+    usage = {"cpu": {"requested": "1500m", "quota": "4", "used": "230m"},
+             "memory": {"requested": "3Gi", "quota": "8Gi"},
+             "storage": {"requested": "2Gi", "quota": "100Gi", "used": "61Mi"}}
     summary = render.cluster_summary([_tenant("zeta", usage=usage),
                                       _tenant("acme", ready="False")])
     lines = summary.splitlines()
     assert lines[0].split() == ["NAMESPACE", "TENANT", "TIER", "READY", "COMPONENTS",
-                                "INCIDENTS", "CPU", "REQ/QUOTA", "MEMORY", "REQ/QUOTA",
-                                "PRICE/MONTH"]
+                                "INCIDENTS", "CPU", "REQ/QUOTA/USED", "MEMORY",
+                                "REQ/QUOTA/USED", "STORAGE", "REQ/QUOTA/USED", "PRICE/MONTH"]
     assert lines[1].split() == ["tenant-acme", "acme", "Growth", "False", "2/2", "0",
-                                "-/-", "-/-", "393.15"]
-    assert lines[2].split()[6:8] == ["1500m/4", "3Gi/8Gi"]
+                                "-/-/-", "-/-/-", "-/-/-", "393.15"]
+    assert lines[2].split()[6:9] == ["1500m/4/230m", "3Gi/8Gi/-", "2Gi/100Gi/61Mi"]
     assert lines[2].split()[1] == "zeta"
     assert lines[-1] == "2 tenants, 1 Ready; 786.30 USD/month"
