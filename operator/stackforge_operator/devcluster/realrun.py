@@ -22,6 +22,7 @@ from stackforge_operator.devcluster.localrun import (
     interrupted,
     watch,
 )
+from stackforge_operator.devcluster.node import metrics_server
 from stackforge_operator.devcluster.node.realnode import ImageArchive, RealNodeError
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
 from stackforge_operator.devcluster.node.tools import ensure_node_tools
@@ -142,8 +143,10 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
         operator = start_project_operator(cluster)
         clock.done(f"operator running; log {cluster.run_dir / 'operator.log'}")
 
-        clock.step(4, "an S3 server for backups, over TLS on the node address")
+        clock.step(4, "an S3 server for backups, over TLS on the node address; "
+                      "metrics-server (measured use, kubectl top), not waited for")
         s3 = _start_s3(cluster)
+        metrics_server.install(cluster, wait=False)
         clock.done(f"{s3.endpoint}, bucket {DEV_BUCKET}")
 
         clock.step(5, f"applying {EXAMPLES_DIR}, adjusted to what runs on this node")

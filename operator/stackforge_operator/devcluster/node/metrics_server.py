@@ -13,7 +13,9 @@ Installed on demand (``install``/``remove``), not with the node: while an
 aggregated API is registered but unavailable (its pod restarting with the
 node, in the tests that stop the kubelet), the namespace controller cannot
 list every kind and leaves deleted namespaces Terminating, and discovery
-warns on every kubectl call.
+warns on every kubectl call. ``dev`` installs it without waiting (the
+operator sees the APIService become available by itself), so that
+``kubectl top`` and the tenant's measured use work there.
 """
 
 from __future__ import annotations
@@ -151,13 +153,15 @@ def manifests() -> list[dict[str, Any]]:
     ]
 
 
-def install(cluster: LocalCluster, timeout: float = 120) -> None:
-    """Apply it and wait until the API server serves the metrics API (its
-    APIService Available: the pod is ready, so it has stored a first scrape)."""
+def install(cluster: LocalCluster, timeout: float = 120, *, wait: bool = True) -> None:
+    """Apply it and (``wait``) wait until the API server serves the metrics API
+    (its APIService Available: the pod is ready, so it has stored a first scrape)."""
     if cluster.node is None:
         raise ValueError("metrics-server needs a cluster with a real node")
     cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
                     "-f", "-", input=yaml.safe_dump_all(manifests()))
+    if not wait:
+        return
     waited = cluster.kubectl("wait", "--for=condition=Available", f"apiservice/{API_SERVICE}",
                              f"--timeout={int(timeout)}s", check=False, timeout=timeout + 10)
     if waited.returncode != 0:
