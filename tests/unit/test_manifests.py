@@ -380,6 +380,9 @@ ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
     # builders/backup_network.py: the runners' egress policy.
     ("stackforge_operator.reconcile.backup:reconcile", "get"): backup_policy_kinds,
     ("stackforge_operator.reconcile.backup:reconcile", "apply"): backup_policy_kinds,
+    # The run a suspend window swallowed, started late (backup_catchup.py).
+    ("stackforge_operator.reconcile.backup:_make_up_missed_run", "apply"):
+        lambda: [("batch/v1", "Job")],
     # builders/drill.py: a run's sandbox and what lives in it.
     ("stackforge_operator.reconcile.drill:_drive", "get"): drill_sandbox_kinds,
     ("stackforge_operator.reconcile.drill:_drive", "apply"):

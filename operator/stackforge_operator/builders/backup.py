@@ -213,10 +213,17 @@ def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant)
     }
 
 
+# A run missed by more than this (control plane down, tenant suspended) is not
+# started late by the CronJob controller.
+STARTING_DEADLINE_SECONDS = 3600
+
+
 def cron_job(
     policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
-    schedule: str, time_zone: str,
+    schedule: str, time_zone: str, *, database_stopped: bool = False,
 ) -> Manifest:
+    """``database_stopped``: the tenant is suspended (by spec.suspend or a
+    window), or coming back from it: no run can reach its database."""
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -226,14 +233,16 @@ def cron_job(
             "timeZone": time_zone,
             # Also while the tenant's database is replaced or still being made (an
             # in-place recovery, a bootstrap from a backup): a dump then would be of
-            # no database or of half of one. A run missed meanwhile starts once it
-            # is back, within the starting deadline below.
-            "suspend": policy_spec.suspend or t.writes_stopped,
+            # no database or of half of one; and while it is stopped (suspended).
+            # A run missed meanwhile starts once it is back, within the starting
+            # deadline below; one a suspend window swallowed, later, by the
+            # operator (backup_catchup.py).
+            "suspend": policy_spec.suspend or t.writes_stopped or database_stopped,
             # Never two dumps of one database at once.
             "concurrencyPolicy": "Forbid",
             # A run missed by more than an hour (control plane down) is skipped;
             # BackupFresh then reports the gap.
-            "startingDeadlineSeconds": 3600,
+            "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": job_template(policy, policy_spec, t),

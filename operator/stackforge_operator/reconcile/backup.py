@@ -18,7 +18,17 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from stackforge_operator import API_GROUP, API_VERSION, config, kube, schedule, status
+from stackforge_operator import (
+    API_GROUP,
+    API_VERSION,
+    backup_catchup,
+    clock,
+    config,
+    kube,
+    schedule,
+    status,
+    suspend_windows,
+)
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.runner import parse_result
@@ -62,6 +72,8 @@ KIND = "BackupPolicy"
 # How late the newest complete backup may be beyond one schedule interval.
 GRACE = timedelta(seconds=float(os.environ.get("STACKFORGE_BACKUP_GRACE_SECONDS", "7200")))
 ACTIVE_SECONDS = 5.0
+# How soon a policy looks again while its tenant comes back from a suspend window.
+RESUMING_SECONDS = 15.0
 # A converged object is looked at again this often (S3 changes are no watch event).
 IDLE_SECONDS = config.RESYNC_SECONDS
 STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
@@ -111,6 +123,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if problems:
         return _stalled(body, old, problems)
 
+    window = _window(tenant_spec)
+    # A suspend window's tenant is stopped until its database is back: a
+    # scheduled run before that could only fail.
+    database_stopped = t.suspend or window.suspended or (
+        bool(tenant_spec.suspend_windows) and not _database_ready(namespace))
     owner = owner_reference(body)
     children = [
         # First: a runner started before its egress policy exists reaches nothing.
@@ -121,7 +138,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         builders.configuration(name, namespace, t, tenant_spec.model_dump(
             mode="json", by_alias=True, exclude_none=True),
             _rendered(replace(t, writes_stopped=False))),
-        builders.cron_job(name, namespace, spec, t, when, zone),
+        builders.cron_job(name, namespace, spec, t, when, zone,
+                          database_stopped=database_stopped),
     ]
     request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
     if request:
@@ -179,6 +197,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
                 logger.info("policy %s/%s: retention deleted %s", namespace, name,
                             report.deleted)
 
+    if storage_error is None and not database_stopped and not active:
+        made_up = _make_up_missed_run(body, spec, t, tenant_spec, when, zone, job_runs, newest,
+                                      owner)
+        if made_up is not None:
+            job_runs.append(made_up)
+            active = [made_up]
+
     finished = [r for r in job_runs if r.result != RunResult.RUNNING]
     successes = {m.run_id for m in manifests}
     failures = [r for r in finished if r.result == RunResult.FAILED and r.id not in successes
@@ -227,7 +252,55 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if active or (physical is not None and physical.pending_request is not None):
         return Outcome(ACTIVE_SECONDS, latest)
     upcoming = min(next_time, physical_fire) if physical_fire else next_time
-    return Outcome(min(IDLE_SECONDS, max(1.0, (upcoming - now).total_seconds())), latest)
+    wait = min(IDLE_SECONDS, max(1.0, (upcoming - now).total_seconds()))
+    if window.next_change is not None:
+        # On the windows' own clock (clock.py): the CronJob stops or resumes then.
+        wait = min(wait, max(1.0, (window.next_change - clock.now()).total_seconds()))
+    if database_stopped and not t.suspend and not window.suspended:
+        wait = min(wait, RESUMING_SECONDS)  # a missed run is due once it is back
+    return Outcome(wait, latest)
+
+
+def _window(tenant_spec: StackForgeTenantSpec) -> suspend_windows.WindowState:
+    """The tenant's suspend windows now; an unknown time zone holds nothing here
+    (the tenant's own status says what is wrong)."""
+    try:
+        return suspend_windows.state(tenant_spec.suspend_windows, clock.now())
+    except schedule.UnknownTimeZoneError:
+        return suspend_windows.WindowState(False, None)
+
+
+def _database_ready(namespace: str) -> bool:
+    found = kube.get("apps/v1", "StatefulSet", postgres.NAME, namespace)
+    return int(((found or {}).get("status") or {}).get("readyReplicas") or 0) > 0
+
+
+def _make_up_missed_run(
+    body: Mapping[str, Any], spec: BackupPolicySpec, t: EffectiveTenant,
+    tenant_spec: StackForgeTenantSpec, when: str, zone: str, job_runs: Sequence[BackupRun],
+    newest: Manifest | None, owner: dict[str, Any],
+) -> BackupRun | None:
+    """Start the run a suspend window swallowed (backup_catchup.py), once."""
+    attempts = [r.start_time for r in job_runs if r.start_time is not None]
+    if newest is not None:
+        attempts.append(newest.finished_at)
+    fire = backup_catchup.missed_fire(
+        tenant_spec.suspend_windows, when, zone, clock.now(), max(attempts, default=None),
+        timedelta(seconds=builders.STARTING_DEADLINE_SECONDS))
+    if fire is None:
+        return None
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    job = builders.manual_job(name, namespace, spec, t, backup_catchup.request_for(fire))
+    if kube.get("batch/v1", "Job", job["metadata"]["name"], namespace) is not None:
+        return None  # started already; its run is among job_runs once it has a pod
+    job["metadata"]["ownerReferences"] = [owner]
+    kube.apply(job)
+    message = (f"the run scheduled for {fire.isoformat()} fell in a suspend window: "
+               f"started now that the database is back")
+    logger.info("policy %s/%s: %s", namespace, name, message)
+    kube.record_event(dict(body), "Normal", "MissedBackupStarted", message)
+    return BackupRun(id=job["metadata"]["name"], result=RunResult.RUNNING,
+                     start_time=clock.now(), message=message)
 
 
 def _physical(

@@ -1,0 +1,79 @@
+"""The scheduled backup a suspend window swallowed (backup_catchup.py, pure)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from stackforge_operator import backup_catchup
+from stackforge_operator.builders import backup as builders
+from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.tenant import SuspendWindow
+from tests.unit.builders.runners import POLICY, _spec
+from tests.unit.builders.tenants import tenant
+
+# Weeknights 20:00-07:00 in Berlin (UTC+1): Tuesday 19:00 to Wednesday 06:00 UTC.
+WEEKNIGHTS = SuspendWindow(start="0 20 * * 1-5", end="0 7 * * 1-5", time_zone="Europe/Berlin")
+NIGHTLY = "0 2 * * *"  # Berlin: 01:00 UTC, inside every weeknight window
+FIRE = datetime(2026, 12, 2, 1, tzinfo=UTC)  # Wednesday
+CLOSED = datetime(2026, 12, 2, 6, tzinfo=UTC)
+DEADLINE = timedelta(seconds=builders.STARTING_DEADLINE_SECONDS)
+
+
+def _missed(now: datetime, last_attempt: datetime | None = None,
+            windows: tuple[SuspendWindow, ...] = (WEEKNIGHTS,), when: str = NIGHTLY
+            ) -> datetime | None:
+    return backup_catchup.missed_fire(windows, when, "Europe/Berlin", now, last_attempt,
+                                      DEADLINE)
+
+
+def test_the_run_a_window_swallowed_is_due_once_it_has_closed() -> None:
+    assert _missed(CLOSED) == FIRE
+    assert _missed(CLOSED + timedelta(hours=5)) == FIRE  # still, until something runs
+    # A run (or backup) since the fire, whatever its result: nothing is due.
+    assert _missed(CLOSED, last_attempt=CLOSED + timedelta(seconds=1)) is None
+    assert _missed(CLOSED, last_attempt=FIRE) is None
+    assert _missed(CLOSED, last_attempt=FIRE - timedelta(days=1)) == FIRE
+
+
+def test_nothing_is_due_while_the_window_is_open_or_without_one() -> None:
+    assert _missed(CLOSED - timedelta(seconds=1)) is None
+    assert _missed(CLOSED, windows=()) is None
+    # "1-5" ends: from Friday 20:00 the window stays open until Monday 07:00.
+    assert _missed(datetime(2026, 12, 5, 9, tzinfo=UTC)) is None
+    assert _missed(datetime(2026, 12, 7, 6, tzinfo=UTC)) == datetime(2026, 12, 7, 1, tzinfo=UTC)
+    # A fire outside every window ran, or failed, as the CronJob's own.
+    evenings = SuspendWindow(start="0 20 * * *", end="0 23 * * *", time_zone="Europe/Berlin")
+    assert _missed(CLOSED, windows=(evenings,)) is None
+    assert _missed(datetime(2026, 12, 2, 15, tzinfo=UTC), when="0 12 * * *") is None
+
+
+def test_a_run_missed_by_less_than_the_starting_deadline_is_the_cronjobs() -> None:
+    """Resumed, the CronJob controller starts it itself: the operator must not too."""
+    late = "30 6 * * *"  # Berlin 06:30, UTC 05:30: half an hour before the window closes
+    assert _missed(CLOSED, when=late) is None
+    assert _missed(CLOSED + timedelta(minutes=31), when=late) == datetime(
+        2026, 12, 2, 5, 30, tzinfo=UTC)
+
+
+def test_one_request_per_fire() -> None:
+    assert backup_catchup.request_for(FIRE) == "missed-20261202T0100Z"
+    assert builders.manual_job_name("nightly", backup_catchup.request_for(FIRE)) != \
+        builders.manual_job_name("nightly", backup_catchup.request_for(
+            FIRE + timedelta(days=1)))
+
+
+def test_the_cronjob_rests_while_the_database_is_stopped() -> None:
+    spec = BackupPolicySpec.model_validate(_spec("backuppolicy-acme.yaml"))
+    t = tenant({})
+
+    def suspended(**kwargs: bool) -> bool:
+        made = builders.cron_job(POLICY, t.namespace, spec, replace(
+            t, writes_stopped=kwargs.pop("writes_stopped", False)), NIGHTLY, "Etc/UTC",
+            **kwargs)
+        assert made["spec"]["startingDeadlineSeconds"] == builders.STARTING_DEADLINE_SECONDS
+        return bool(made["spec"]["suspend"])
+
+    assert not suspended()
+    assert suspended(database_stopped=True)
+    assert suspended(writes_stopped=True)
