@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from stackforge_operator.devcluster.node.services import DNS_NAMESPACE
+from stackforge_operator.devcluster.node.services import (
+    DNS_NAMESPACE,
+    LOCKED_DOWN_CONTAINER,
+    NOBODY_POD,
+    addon_deployment,
+)
 
 if TYPE_CHECKING:
     from stackforge_operator.devcluster.cluster import LocalCluster
@@ -54,60 +59,41 @@ def _binding(kind: str, name: str, role_kind: str, role: str,
 
 
 def _deployment(labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": DNS_NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": NAME,
-                    "priorityClassName": "system-cluster-critical",
-                    "nodeSelector": {"type": "real"},
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65534,
-                                        "runAsGroup": 65534,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": NAME,
-                        "image": METRICS_SERVER_IMAGE,
-                        "imagePullPolicy": "Never",
-                        "args": [
-                            # Its own serving certificate, self-signed, written here;
-                            # the APIService skips verifying it, as upstream's does.
-                            "--cert-dir=/certs",
-                            f"--secure-port={_PORT}",
-                            "--kubelet-preferred-address-types=InternalIP",
-                            # The kubelet's port is the one its Node status names
-                            # (the real node's is not 10250).
-                            "--kubelet-use-node-status-port",
-                            f"--kubelet-certificate-authority={_CA_FROM_SERVICE_ACCOUNT}",
-                            f"--metric-resolution={METRIC_RESOLUTION}",
-                            # Shorter than the resolution, which it must be.
-                            "--kubelet-request-timeout=5s",
-                        ],
-                        "ports": [{"name": "https", "containerPort": _PORT,
-                                   "protocol": "TCP"}],
-                        # Ready once it has stored a first scrape.
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https",
-                                                       "scheme": "HTTPS"},
-                                           "periodSeconds": 2, "failureThreshold": 3},
-                        "livenessProbe": {"httpGet": {"path": "/livez", "port": "https",
-                                                      "scheme": "HTTPS"},
-                                          "periodSeconds": 10, "failureThreshold": 3},
-                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                      "limits": {"memory": "256Mi"}},
-                        "securityContext": {"allowPrivilegeEscalation": False,
-                                            "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "certs", "mountPath": "/certs"}],
-                    }],
-                    "volumes": [{"name": "certs", "emptyDir": {}}],
-                },
-            },
-        },
-    }
+    return addon_deployment(NAME, labels, {
+        "securityContext": dict(NOBODY_POD),
+        "containers": [{
+            "name": NAME,
+            "image": METRICS_SERVER_IMAGE,
+            "imagePullPolicy": "Never",
+            "args": [
+                # Its own serving certificate, self-signed, written here; the
+                # APIService skips verifying it, as upstream's does.
+                "--cert-dir=/certs",
+                f"--secure-port={_PORT}",
+                "--kubelet-preferred-address-types=InternalIP",
+                # The kubelet's port is the one its Node status names (the real
+                # node's is not 10250).
+                "--kubelet-use-node-status-port",
+                f"--kubelet-certificate-authority={_CA_FROM_SERVICE_ACCOUNT}",
+                f"--metric-resolution={METRIC_RESOLUTION}",
+                # Shorter than the resolution, which it must be.
+                "--kubelet-request-timeout=5s",
+            ],
+            "ports": [{"name": "https", "containerPort": _PORT, "protocol": "TCP"}],
+            # Ready once it has stored a first scrape.
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https",
+                                           "scheme": "HTTPS"},
+                               "periodSeconds": 2, "failureThreshold": 3},
+            "livenessProbe": {"httpGet": {"path": "/livez", "port": "https",
+                                          "scheme": "HTTPS"},
+                              "periodSeconds": 10, "failureThreshold": 3},
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                          "limits": {"memory": "256Mi"}},
+            "securityContext": dict(LOCKED_DOWN_CONTAINER),
+            "volumeMounts": [{"name": "certs", "mountPath": "/certs"}],
+        }],
+        "volumes": [{"name": "certs", "emptyDir": {}}],
+    })
 
 
 def manifests() -> list[dict[str, Any]]:

@@ -21,6 +21,9 @@ PAUSE_IMAGE = "localhost/stackforge/pause:catatonit"
 TESTAPP_IMAGE = "localhost/stackforge/testapp:1"
 TESTAPP_ROOT_IMAGE = "localhost/stackforge/testapp:root"
 DNS_NAMESPACE = "kube-system"
+# The securityContext of every add-on container the node runs in kube-system.
+LOCKED_DOWN_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                         "capabilities": {"drop": ["ALL"]}}
 
 COREFILE = """\
 .:53 {
@@ -62,6 +65,30 @@ def kube_proxy_configuration(
     }
 
 
+NOBODY_POD = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
+              "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def addon_deployment(name: str, labels: dict[str, str], pod_spec: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """One replica of a kube-system add-on on the real node, as its own account
+    (named as it is)."""
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": DNS_NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"serviceAccountName": name,
+                         "priorityClassName": "system-cluster-critical",
+                         "nodeSelector": {"type": "real"}, **pod_spec},
+            },
+        },
+    }
+
+
 def dns_manifests(network: NodeNetwork) -> list[dict[str, Any]]:
     """CoreDNS's account, rights, configuration, Deployment and the kube-dns Service."""
     labels = {"k8s-app": "kube-dns"}
@@ -85,50 +112,32 @@ def dns_manifests(network: NodeNetwork) -> list[dict[str, Any]]:
                        "namespace": DNS_NAMESPACE}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", **meta},
          "data": {"Corefile": COREFILE}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "coredns", **meta},
-         "spec": {
-             "replicas": 1,
-             "selector": {"matchLabels": labels},
-             "template": {
-                 "metadata": {"labels": labels},
-                 "spec": {
-                     "serviceAccountName": "coredns",
-                     "priorityClassName": "system-cluster-critical",
-                     # Its own resolver is the host's, never itself.
-                     "dnsPolicy": "Default",
-                     "nodeSelector": {"type": "real"},
-                     "securityContext": {
-                         "runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
-                         # Port 53 without root or capabilities (a safe sysctl).
-                         "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start",
-                                      "value": "0"}],
-                         "seccompProfile": {"type": "RuntimeDefault"},
-                     },
-                     "containers": [{
-                         "name": "coredns",
-                         "image": COREDNS_IMAGE,
-                         "imagePullPolicy": "Never",
-                         "args": ["-conf", "/etc/coredns/Corefile"],
-                         "ports": [
-                             {"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                             {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
-                         ],
-                         "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
-                                            "periodSeconds": 2},
-                         "livenessProbe": {"httpGet": {"path": "/health", "port": 8080},
-                                           "periodSeconds": 10, "failureThreshold": 5},
-                         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
-                                       "limits": {"memory": "128Mi"}},
-                         "securityContext": {"allowPrivilegeEscalation": False,
-                                             "readOnlyRootFilesystem": True,
-                                             "capabilities": {"drop": ["ALL"]}},
-                         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
-                     }],
-                     "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-                 },
-             },
-         }},
+        addon_deployment("coredns", labels, {
+            # Its own resolver is the host's, never itself.
+            "dnsPolicy": "Default",
+            # Port 53 without root or capabilities (a safe sysctl).
+            "securityContext": {**NOBODY_POD, "sysctls": [
+                {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+            "containers": [{
+                "name": "coredns",
+                "image": COREDNS_IMAGE,
+                "imagePullPolicy": "Never",
+                "args": ["-conf", "/etc/coredns/Corefile"],
+                "ports": [
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                ],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
+                                   "periodSeconds": 2},
+                "livenessProbe": {"httpGet": {"path": "/health", "port": 8080},
+                                  "periodSeconds": 10, "failureThreshold": 5},
+                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
+                              "limits": {"memory": "128Mi"}},
+                "securityContext": dict(LOCKED_DOWN_CONTAINER),
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
+            }],
+            "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+        }),
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": "kube-dns", **meta},
          "spec": {
