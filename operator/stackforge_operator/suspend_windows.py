@@ -78,21 +78,28 @@ def suspended_share(windows: Sequence[SuspendWindow], week_start: datetime) -> f
 @lru_cache(maxsize=256)
 def _share(key: tuple[tuple[str, str, str], ...], week_start: datetime) -> float:
     # Cached: a tenant reconciles every resync, its windows and week change rarely.
-    week_end = week_start + WEEK
-    spans = sorted(span for start, end, zone in key for span in _open_spans(
-        SuspendWindow(start=start, end=end, time_zone=zone), week_start, week_end))
-    covered = timedelta(0)
+    windows = [SuspendWindow(start=start, end=end, time_zone=zone) for start, end, zone in key]
+    return covered(windows, week_start, week_start + WEEK) / WEEK
+
+
+def covered(windows: Sequence[SuspendWindow], begin: datetime, end: datetime) -> timedelta:
+    """How much of the time from ``begin`` to ``end`` some window covers (none
+    when ``end`` is not later)."""
+    if end <= begin:
+        return timedelta(0)
+    spans = sorted(span for w in windows for span in _open_spans(w, begin, end))
+    total = timedelta(0)
     current: tuple[datetime, datetime] | None = None
-    for begin, finish in spans:
-        if current is not None and begin <= current[1]:
-            current = (current[0], max(current[1], finish))
+    for opened, closed in spans:
+        if current is not None and opened <= current[1]:
+            current = (current[0], max(current[1], closed))
             continue
         if current is not None:
-            covered += current[1] - current[0]
-        current = (begin, finish)
+            total += current[1] - current[0]
+        current = (opened, closed)
     if current is not None:
-        covered += current[1] - current[0]
-    return covered / WEEK
+        total += current[1] - current[0]
+    return total
 
 
 def week_start(now: datetime) -> datetime:

@@ -79,3 +79,22 @@ def test_a_zone_the_database_does_not_know_is_refused() -> None:
     mars = SuspendWindow(start="0 20 * * *", end="0 7 * * *", time_zone="Mars/Olympus_Mons")
     with pytest.raises(schedule.UnknownTimeZoneError, match="Mars/Olympus_Mons"):
         sw.state([mars], TUESDAY)
+
+
+def test_the_time_windows_cover_between_two_moments_counts_overlaps_once() -> None:
+    """What a backup's age leaves out: from a backup on Friday morning to Monday's
+    window end, the weekend window (Friday 20:00 to Monday 07:00 Berlin) and the
+    weeknight one overlap; 59 hours are covered, the 12 h 55 min the database ran
+    are left."""
+    friday = datetime(2026, 12, 4, 6, 5, tzinfo=UTC)
+    monday = datetime(2026, 12, 7, 6, tzinfo=UTC)
+    covered = sw.covered([WEEKNIGHTS, WEEKEND], friday, monday)
+    assert covered == timedelta(hours=59)
+    assert monday - friday - covered == timedelta(hours=12, minutes=55)
+    # Inside one window, all of it; outside any, none; reversed or empty, none.
+    night = TUESDAY.replace(hour=20)
+    assert sw.covered([WEEKNIGHTS], night, night + timedelta(hours=3)) == timedelta(hours=3)
+    assert sw.covered([WEEKNIGHTS], TUESDAY.replace(hour=8), TUESDAY.replace(hour=18)) == \
+        timedelta(0)
+    assert sw.covered([WEEKNIGHTS], monday, friday) == timedelta(0)
+    assert sw.covered([], friday, monday) == timedelta(0)

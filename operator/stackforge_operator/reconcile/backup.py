@@ -221,8 +221,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             spec.continuous_archiving is not None):
         rpo = physical_backups.freshness(archive, spec.continuous_archiving.archive_timeout_seconds,
                                          now)
+    # Time a window held the database stopped changed nothing: the newest
+    # backup's age counts only the time the database ran since.
+    stopped = suspend_windows.covered(tenant_spec.suspend_windows, newest.finished_at,
+                                      clock.now()) if newest is not None else timedelta(0)
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
-                             storage_error, [o for o in (archived, physical_seen) if o], rpo)
+                             storage_error, [o for o in (archived, physical_seen) if o], rpo,
+                             stopped)
     next_time = schedule.next_fire(when, zone, now)
     physical_fire = _next_physical_fire(spec, zone, now) if physical is not None else None
     cron_status = (live_cron or {}).get("status") or {}
@@ -448,9 +453,11 @@ def _conditions(
     last_run: BackupRun | None, newest: Manifest | None, body: Mapping[str, Any],
     active: Sequence[BackupRun], storage_error: str | None,
     extra: Sequence[status.Observation], rpo: status.Observation | None = None,
+    stopped: timedelta = timedelta(0),
 ) -> list[Any]:
     """``rpo``: BackupFresh as judged from the archive, which replaces the
-    dumps' freshness once a restore to a moment is possible."""
+    dumps' freshness once a restore to a moment is possible; ``stopped``: how
+    long suspend windows held the database stopped since the newest backup."""
     if last_run is None:
         succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.UNKNOWN,
                                        "NoRunYet", "no backup has run yet")
@@ -473,12 +480,13 @@ def _conditions(
             generation=generation, now=now, drop=_dropped(extra))
     created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     if newest is not None:
-        age = now - newest.finished_at
+        age = now - newest.finished_at - stopped
         fresh = status.Observation(
             types.BACKUP_FRESH, ConditionStatus.TRUE if age <= limit else ConditionStatus.FALSE,
             "Fresh" if age <= limit else "Stale",
-            f"newest complete backup {newest.run_id} is {_hours(age)} old "
-            f"(allowed: {_hours(limit)})")
+            f"newest complete backup {newest.run_id} is {_hours(age)} old"
+            + (f" in running time ({_hours(stopped)} suspended since)" if stopped else "")
+            + f" (allowed: {_hours(limit)})")
     elif now - created > limit:
         fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.FALSE, "NoBackup",
                                    f"no complete backup within {_hours(limit)}")
