@@ -127,7 +127,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     # A suspend window's tenant is stopped until its database is back: a
     # scheduled run before that could only fail.
     database_stopped = t.suspend or window.suspended or (
-        bool(tenant_spec.suspend_windows) and not _database_ready(namespace))
+        bool(tenant_spec.suspend_windows) and t.postgres.enabled
+        and not _database_ready(namespace))
     owner = owner_reference(body)
     children = [
         # First: a runner started before its egress policy exists reaches nothing.
