@@ -140,7 +140,7 @@ def test_a_weeknight_window_suspends_the_tenant_and_resumes_it_with_its_rows(
         manifest = json.loads(pod_s3.client().get_object(
             Bucket=tenant.bucket, Key=f"backups/{name}/{ran.outcome()['runId']}/manifest.json"
         )["Body"].read())
-        assert manifest["rowCounts"]["public.notes"] == 1000, manifest
+        assert manifest["postgres"]["rowCounts"]["public.notes"] == 1000, manifest
         tenants.eventually(lambda: _cron_suspended(real_cluster, ns) is False, timeout=60)
         tenants.eventually(lambda: (runs.get_policy(real_cluster, ns, "nightly").get(
             "status") or {}).get("lastRun", {}).get("result") == "Succeeded", timeout=60)
