@@ -70,12 +70,17 @@ def reset_clients() -> None:
         _watch_client = None
 
 
+def _authorization(configuration: client.Configuration) -> str | None:
+    """The Authorization header of the credentials: where the kubernetes client
+    keeps a token, a kubeconfig's or in-cluster's."""
+    header: str | None = configuration.get_api_key_with_prefix(
+        "BearerToken") or configuration.get_api_key_with_prefix("authorization")
+    return header
+
+
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     """kopf's view of the same credentials the kubernetes client uses."""
-    header = configuration.get_api_key_with_prefix(
-        "BearerToken"
-    ) or configuration.get_api_key_with_prefix("authorization")
-    scheme, _, token = (header or "").rpartition(" ")
+    scheme, _, token = (_authorization(configuration) or "").rpartition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
@@ -239,9 +244,7 @@ def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
         raise KubeletStatsError(f"node {name} names no kubelet address and port")
     configuration = api_client().configuration
     headers = {}
-    # Where the kubernetes client keeps a token: a kubeconfig's, or in-cluster's.
-    if header := configuration.get_api_key_with_prefix("BearerToken") or \
-            configuration.get_api_key_with_prefix("authorization"):
+    if header := _authorization(configuration):
         headers["Authorization"] = header
     if insecure:
         tls = ssl.create_default_context()

@@ -126,9 +126,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     window = _window(tenant_spec)
     # A suspend window's tenant is stopped until its database is back: a
     # scheduled run before that could only fail.
-    database_stopped = t.suspend or window.suspended or (
-        bool(tenant_spec.suspend_windows) and t.postgres.enabled
-        and not _database_ready(namespace))
+    resuming = (not t.suspend and not window.suspended and bool(tenant_spec.suspend_windows)
+                and t.postgres.enabled and not _database_ready(namespace))
+    database_stopped = t.suspend or window.suspended or resuming
     owner = owner_reference(body)
     children = [
         # First: a runner started before its egress policy exists reaches nothing.
@@ -262,7 +262,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if window.next_change is not None:
         # On the windows' own clock (clock.py): the CronJob stops or resumes then.
         wait = min(wait, max(1.0, (window.next_change - clock.now()).total_seconds()))
-    if database_stopped and not t.suspend and not window.suspended:
+    if resuming:
         wait = min(wait, RESUMING_SECONDS)  # a missed run is due once it is back
     return Outcome(wait, latest)
 
