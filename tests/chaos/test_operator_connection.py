@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -34,7 +33,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import children, tenants
 from tests.support.channels import Channels
 from tests.support.clusters import ClusterHandle
-from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import FaultProxy, kubeconfig_through, upstream_of
 from tests.support.operator_identity import OperatorIdentity
 from tests.support.receiver import Receiver
 
@@ -52,20 +51,8 @@ BACKUP_REQUEST = "during-resets"
 def proxy(faulty_cluster: tuple[LocalCluster, ClusterHandle, OperatorIdentity]
           ) -> Iterator[FaultProxy]:
     local, _, _ = faulty_cluster
-    address = urlsplit(local.server)
-    assert address.hostname and address.port
-    with FaultProxy(address.hostname, address.port) as running:
+    with FaultProxy(*upstream_of(local.server)) as running:
         yield running
-
-
-def _through(identity: OperatorIdentity, proxy: FaultProxy, path: Path) -> Path:
-    """The operator's kubeconfig, its server the proxy (the API server's certificate
-    names 127.0.0.1, so TLS verifies through it)."""
-    config = yaml.safe_load(identity.kubeconfig.read_text())
-    for entry in config["clusters"]:
-        entry["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _scale_app(cluster: ClusterHandle, names: list[str], replicas: int) -> None:
@@ -139,7 +126,7 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
         for name, channel in channels.items():
             channel.subscribe(cluster, name, tenants.namespace_of(name), slack=False)
         operator = OperatorProcess(
-            _through(identity, proxy, tmp_path / "operator.kubeconfig"),
+            kubeconfig_through(identity.kubeconfig, proxy, tmp_path / "operator.kubeconfig"),
             tmp_path / "operator.log",
             extra_env={"STACKFORGE_RESYNC_SECONDS": "3",
                        "STACKFORGE_NOTIFY_BACKOFF_SECONDS": "0.5"})

@@ -14,24 +14,15 @@ running pods.)
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from stackforge_operator.builders.postgres import NAME as POSTGRES_SERVICE
-from stackforge_operator.builders.secrets_names import (
-    POSTGRES_PASSWORD_KEY,
-    POSTGRES_SECRET,
-    POSTGRES_USER_KEY,
-)
-from tests.realnode import pods, stack
+from tests.realnode import journal, pods, stack
 from tests.realnode.operators import operator_running
 from tests.support import children, operator_identity, tenants
 from tests.support.clusters import ClusterHandle
@@ -44,61 +35,6 @@ DOWN_SECONDS = 10
 # cluster's controllers, scheduler and kubelet to go through.
 WATCH_RESUME_LIMIT_SECONDS = 30
 SCALED_WITHIN_SECONDS = 90
-WRITER = "writer"
-WRITER_CONFIG_MAP = "journal-writer"
-JOURNAL_SQL = ("CREATE TABLE shop.journal (id bigserial PRIMARY KEY, "
-               "at timestamptz NOT NULL)")
-# A row of the writer's log: "id|timestamp" (psql -tA).
-ACKNOWLEDGED = re.compile(r"^(\d+)\|", re.MULTILINE)
-
-
-def _writer(namespace: str, tenant: str) -> list[dict[str, Any]]:
-    """A pod the tenant's policies treat as its app, running journal_writer.sql with
-    the app's own credentials, and the ConfigMap that holds the script."""
-    script = Path(__file__).with_name("journal_writer.sql").read_text(encoding="utf-8")
-
-    def from_secret(variable: str, key: str) -> dict[str, Any]:
-        return {"name": variable, "valueFrom": {"secretKeyRef": {
-            "name": POSTGRES_SECRET, "key": key}}}
-
-    return [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": WRITER_CONFIG_MAP, "namespace": namespace},
-         "data": {"journal_writer.sql": script}},
-        {"apiVersion": "v1", "kind": "Pod",
-         "metadata": {"name": WRITER, "namespace": namespace,
-                      "labels": pods.app_labels(tenant)},
-         "spec": {
-             "automountServiceAccountToken": False,
-             "terminationGracePeriodSeconds": 0,
-             "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999,
-                                 "seccompProfile": {"type": "RuntimeDefault"}},
-             "containers": [{
-                 "name": WRITER, "image": pods.POSTGRES_IMAGE, "imagePullPolicy": "Never",
-                 # A lost connection ends psql with an error, and the container's
-                 # restart count shows it.
-                 "command": ["psql", "-X", "-tA", "-v", "ON_ERROR_STOP=1",
-                             "-f", "/writer/journal_writer.sql"],
-                 "env": [{"name": "PGHOST", "value": POSTGRES_SERVICE},
-                         {"name": "PGDATABASE", "value": stack.DATABASE},
-                         from_secret("PGUSER", POSTGRES_USER_KEY),
-                         from_secret("PGPASSWORD", POSTGRES_PASSWORD_KEY)],
-                 "securityContext": {"allowPrivilegeEscalation": False,
-                                     "capabilities": {"drop": ["ALL"]}},
-                 "resources": {"requests": {"cpu": "5m", "memory": "16Mi"},
-                               "limits": {"memory": "64Mi"}},
-                 "volumeMounts": [{"name": "writer", "mountPath": "/writer"}],
-             }],
-             "volumes": [{"name": "writer", "configMap": {"name": WRITER_CONFIG_MAP}}],
-         }},
-    ]
-
-
-def _acknowledged(cluster: ClusterHandle, namespace: str) -> set[int]:
-    log = cluster.kubectl("logs", "-n", namespace, WRITER).stdout
-    return {int(found) for found in ACKNOWLEDGED.findall(log)}
-
-
 def _app_pods(cluster: ClusterHandle, namespace: str) -> tuple[int, int]:
     """The app Deployment's (asked, ready) pods: the operator's part, then the cluster's."""
     deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment("api", namespace)
@@ -120,13 +56,13 @@ def test_a_running_tenant_keeps_writing_and_loses_nothing_while_the_api_server_o
         with operator_running(real_operator_identity, tmp_path_factory):
             tenants.apply(real_cluster, stack.postgres_and_app(name, replicas))
             stack.wait_ready(real_cluster, name)
-            stack.psql(real_cluster, ns, stack.SEED_SQL + JOURNAL_SQL + ";", as_app=True)
+            stack.psql(real_cluster, ns, stack.SEED_SQL + journal.JOURNAL_SQL + ";", as_app=True)
             seeded = stack.psql(real_cluster, ns, stack.ORDERS_CHECKSUM_SQL)
-            pods.apply(real_cluster, *_writer(ns, name))
-            pods.wait_ready(real_cluster, ns, WRITER)
-            tenants.eventually(lambda: len(_acknowledged(real_cluster, ns)) >= 3, timeout=30)
+            pods.apply(real_cluster, *journal.writer(ns, name))
+            pods.wait_ready(real_cluster, ns, journal.WRITER)
+            tenants.eventually(lambda: len(journal.acknowledged(real_cluster, ns)) >= 3, timeout=30)
             before = pods.containers_of(real_cluster, ns)
-            assert {"postgres-0", WRITER} < set(before), before
+            assert {"postgres-0", journal.WRITER} < set(before), before
 
             for component in ("kube-apiserver", "etcd"):
                 killed_at = datetime.now(UTC)
@@ -171,7 +107,7 @@ def test_a_running_tenant_keeps_writing_and_loses_nothing_while_the_api_server_o
             # client was told of is stored, and the seeded rows are unchanged.
             after = pods.containers_of(real_cluster, ns)
             assert {pod: after.get(pod) for pod in before} == before
-            acknowledged = _acknowledged(real_cluster, ns)
+            acknowledged = journal.acknowledged(real_cluster, ns)
             stored = {int(row) for row in stack.psql(
                 real_cluster, ns, "SELECT id FROM shop.journal").split()}
             assert acknowledged and acknowledged <= stored, sorted(acknowledged - stored)

@@ -22,7 +22,11 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
 
 _CHUNK = 65536
 
@@ -178,3 +182,20 @@ class FaultProxy:
         if not reset and self._server is not None:
             self._server.close()
         return len(connections)
+
+
+def upstream_of(server: str) -> tuple[str, int]:
+    """The (host, port) of an API server's URL, for the proxy's upstream."""
+    address = urlsplit(server)
+    assert address.hostname and address.port, server
+    return address.hostname, address.port
+
+
+def kubeconfig_through(kubeconfig: Path, proxy: FaultProxy, path: Path) -> Path:
+    """A copy of ``kubeconfig`` whose server is the proxy: the API server's certificate
+    names 127.0.0.1, so TLS verifies through it."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path.write_text(yaml.safe_dump(config))
+    return path
