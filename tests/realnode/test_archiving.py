@@ -32,6 +32,7 @@ from kubernetes import client
 
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
+from stackforge_operator.devcluster.node.storage import STORAGE_CLASS
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, runs, stack
 from tests.realnode.operators import operator_running
@@ -576,13 +577,29 @@ def first_repository(cluster: ClusterHandle, namespace: str) -> str:
 
 
 def _physical_drill(name: str, tenant: str, namespace: str, backup: dict[str, Any],
-                    queries: list[dict[str, Any]]) -> dict[str, Any]:
+                    queries: list[dict[str, Any]],
+                    sandbox: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"tenantRef": {"name": tenant}, "backupPolicyRef": {"name": "archive"},
                      "once": True, "objectives": {"rtoSeconds": 600, "rpoSeconds": 60},
                      "backup": {"method": "Physical", **backup},
-                     "checks": {"queries": queries}}}
+                     "checks": {"queries": queries}, **({"sandbox": sandbox} if sandbox else {})}}
+
+
+def _scratch_volume(cluster: ClusterHandle, namespace: str) -> tuple[str, str, Any] | None:
+    """The running scratch database's (claim's class, claim's phase, server's resources)
+    in a sandbox of ``namespace``'s drills, once there is one."""
+    core = client.CoreV1Api(cluster.api)
+    for sandbox in _sandboxes(cluster, namespace):
+        claims = core.list_namespaced_persistent_volume_claim(sandbox).items
+        found = core.list_namespaced_pod(sandbox, label_selector=(
+            "app.kubernetes.io/component=scratch-postgres")).items
+        if claims and found and found[0].status.phase == "Running":
+            server = next(c for c in found[0].spec.containers if c.name == "postgres")
+            return (claims[0].spec.storage_class_name, claims[0].status.phase,
+                    server.resources)
+    return None
 
 
 def _rollup(cluster: ClusterHandle, namespace: str, drill: str, type_: str) -> dict[str, Any]:
@@ -647,6 +664,10 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
                              - datetime.now(UTC)).total_seconds()))
         stack.psql(real_cluster, ns, "DROP TABLE precious;")
 
+        # On a volume of the node's class, with resources of its own (the
+        # sandbox's settings), rather than the node's disk, best effort.
+        sandbox = {"storageClassName": STORAGE_CLASS,
+                   "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}
         runs.apply(real_cluster, _physical_drill(
             "pitr", name, ns, {"source": "PointInTime", "pointInTime": target_text}, [
                 {"name": "rows-before-target", "expectedValue": f"{before}:{before}",
@@ -655,7 +676,7 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
                  "sql": f"SELECT id FROM ledger WHERE at > '{target_text}'"},  # noqa: S608
                 {"name": "dropped-table-is-there", "expectedValue": "7",
                  "sql": "SELECT count(*) FROM precious"},
-            ]))
+            ], sandbox))
         # The archive's last point is an archive_timeout behind: T is past it for now.
         waiting = tenants.eventually(
             lambda: (c := _rollup(real_cluster, ns, "pitr", "Reconciling")).get(
@@ -664,6 +685,8 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
         assert _sandboxes(real_cluster, ns) == [], "a refused drill made a sandbox"
 
         try:
+            volume = tenants.eventually(lambda: _scratch_volume(real_cluster, ns),
+                                        timeout=240, interval=0.5)
             done = runs.finished_drill(real_cluster, ns, "pitr", timeout=420)
         except AssertionError as error:
             sandboxes = _sandboxes(real_cluster, ns)
@@ -675,6 +698,9 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
             "connectivity": True, "recovery": True, "rows-before-target": True,
             "none-after-target": True, "dropped-table-is-there": True}, result["checks"]
         assert runs.parse_time(result["recoveryTarget"]) == target, result
+        claim_class, claim_phase, resources = volume
+        assert (claim_class, claim_phase) == (STORAGE_CLASS, "Bound"), volume
+        assert resources.requests == {"cpu": "100m", "memory": "256Mi"}, volume
         point = runs.parse_time(result["recoveryPointTime"])
         assert times[before - 1] <= point <= target, (point, times[before - 1], target)
         assert result["rpoSeconds"] <= 1 and result["rtoSeconds"] > 0, result

@@ -42,7 +42,7 @@ from stackforge_operator.builders.postgres import (
 from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA, RUN_DIR
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
-from stackforge_operator.models.drill import DRDrillSpec, QueryCheck
+from stackforge_operator.models.drill import DRDrillSpec, QueryCheck, Sandbox
 from stackforge_operator.models.effective import EffectiveTenant
 
 DRILL_LABEL = f"{API_GROUP}/drill"
@@ -204,9 +204,33 @@ def pull_secret_copies(sandbox: str, drill: str, drill_namespace: str,
     ]
 
 
-def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant) -> (
-    list[Manifest]
-):
+def scratch_volumes(box: Sandbox, t: EffectiveTenant) -> list[dict[str, Any]]:
+    """The scratch database's data and socket volumes.
+
+    Data on the node's own disk, or, with ``box.storageClassName``, on a volume
+    of that class as large as the tenant's database (a generic ephemeral volume:
+    the claim is made with the pod and deleted with it).
+    """
+    data: dict[str, Any] = {"name": "data", "emptyDir": {}}
+    if box.storage_class_name is not None:
+        data = {"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": box.storage_class_name,
+            "resources": {"requests": {"storage": t.postgres.storage}},
+        }}}}
+    return [data, {"name": "run", "emptyDir": {"medium": "Memory"}}]
+
+
+def scratch_resources(box: Sandbox) -> dict[str, Any]:
+    """The scratch server's resources, as ``box.resources`` gives them (none: best effort)."""
+    if box.resources is None:
+        return {}
+    found = box.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {"resources": {kind: amounts for kind, amounts in found.items() if amounts}}
+
+
+def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant,
+                     box: Sandbox) -> list[Manifest]:
     """A throw-away PostgreSQL of the tenant's major version; its data dies with the sandbox."""
     container = {
         "name": "postgres",
@@ -220,13 +244,12 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
         "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP},
                            "periodSeconds": 5},
+        **scratch_resources(box),
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR},
                          {"name": "run", "mountPath": RUN_DIR}],
     }
-    return _scratch(sandbox, drill, drill_namespace, [container],
-                    [{"name": "data", "emptyDir": {}},
-                     {"name": "run", "emptyDir": {"medium": "Memory"}}])
+    return _scratch(sandbox, drill, drill_namespace, [container], scratch_volumes(box, t))
 
 
 def _sandbox_storage(storage: ObjectStorage) -> ObjectStorage:
@@ -249,7 +272,7 @@ def restore_environment(t: EffectiveTenant, storage: ObjectStorage,
 
 
 def restored_database(sandbox: str, drill: str, drill_namespace: str, t: EffectiveTenant, *,
-                      storage: ObjectStorage, source: PhysicalSource,
+                      box: Sandbox, storage: ObjectStorage, source: PhysicalSource,
                       app_user: str) -> list[Manifest]:
     """The tenant's database restored from its physical backups to ``source.target``.
 
@@ -260,6 +283,13 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
     sets the superuser's, the application's and the replication role's to the
     scratch password, then marks the pod Ready. Ready therefore means restored,
     promoted and reachable with the scratch password.
+
+    The runner does not wait for Ready, though: its Service publishes the pod as
+    soon as it has an address, so the runner's first successful connection comes
+    the moment the password is changed, not a readiness probe period and an
+    endpoint update later (about a second of every RTO). The scratch password is
+    the gate: only once the server is promoted and the passwords changed can
+    anything connect with it.
     """
     image = image_catalog.current().postgres_image(t.postgres.version)
     server = {
@@ -267,7 +297,11 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
         "image": image,
         "env": restore_environment(t, storage, source),
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP}, "periodSeconds": 1},
+        # Readiness is for people and the sandbox's status; the runner does not
+        # wait for it (see above). Each exec probe is a process started in the
+        # container, CPU the restore could use: every 5 s, not every second.
+        "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP}, "periodSeconds": 5},
+        **scratch_resources(box),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": sorted([
             mount("data", DATA_DIR), mount("run", RUN_DIR),
@@ -291,30 +325,31 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
             env("RETRY_SECONDS", RESTORED_RETRY_SECONDS),
         ],
         "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]},
-                           "periodSeconds": 1},
+                           "periodSeconds": 5},
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [mount("run", RUN_DIR),
                          mount("tmp", "/tmp")],  # noqa: S108 - the pod's private emptyDir
     }
-    volumes: list[dict[str, Any]] = [
-        {"name": "data", "emptyDir": {}},
-        {"name": "run", "emptyDir": {"medium": "Memory"}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
+    volumes = [*scratch_volumes(box, t), {"name": "tmp", "emptyDir": {}}]
     if storage.endpoint_ca is not None:
         volumes.append(s3ca.volume(S3_CA_SECRET, s3ca.CA_FILE_NAME))
-    return _scratch(sandbox, drill, drill_namespace, [server, upkeep], volumes)
+    return _scratch(sandbox, drill, drill_namespace, [server, upkeep], volumes,
+                    reached_before_ready=True)
 
 
 def _scratch(sandbox: str, drill: str, drill_namespace: str,
-             containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> list[Manifest]:
+             containers: list[dict[str, Any]], volumes: list[dict[str, Any]], *,
+             reached_before_ready: bool = False) -> list[Manifest]:
     """The scratch database's Service and one-pod StatefulSet."""
     selector = {**_labels(drill, drill_namespace), "app.kubernetes.io/component": SCRATCH}
+    service: dict[str, Any] = {"selector": selector, "ports": [
+        {"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}]}
+    if reached_before_ready:
+        service["publishNotReadyAddresses"] = True
     return [
         {"apiVersion": "v1", "kind": "Service",
          "metadata": _meta(SCRATCH, sandbox, drill, drill_namespace),
-         "spec": {"selector": selector, "ports": [
-             {"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}]}},
+         "spec": service},
         {"apiVersion": "apps/v1", "kind": "StatefulSet",
          "metadata": _meta(SCRATCH, sandbox, drill, drill_namespace),
          "spec": {

@@ -191,9 +191,20 @@ class Sandbox(SpecModel):
         False, description="Keep a failed run's sandbox (until ttlSeconds) for inspection."
     )
     storage_class_name: DNSLabel | None = Field(
-        None, description="StorageClass of the scratch database. Default: the cluster default."
+        None,
+        description=(
+            "StorageClass of the scratch database's data: a volume of the tenant's database "
+            "size, made with the pod and deleted with it. Default: the node's own disk (an "
+            "emptyDir)."
+        ),
     )
-    resources: ResourceRequirements | None = Field(None, description="Scratch database resources.")
+    resources: ResourceRequirements | None = Field(
+        None,
+        description=(
+            "Resources of the scratch database's server. Default: none (best effort: it "
+            "takes what the node has spare, and is the first to go under pressure)."
+        ),
+    )
 
 
 class DRDrillSpec(SpecModel):

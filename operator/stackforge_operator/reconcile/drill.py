@@ -258,11 +258,12 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     physical = (builders.PhysicalSource(active.repository_path, active.recovery_target)
                 if active.repository_path and active.recovery_target else None)
     if physical is None:
-        scratch_objects = builders.scratch_database(sandbox, drill, namespace, t)
+        scratch_objects = builders.scratch_database(sandbox, drill, namespace, t,
+                                                    spec.sandbox)
     else:
         scratch_objects = builders.restored_database(
-            sandbox, drill, namespace, t, storage=policy.storage, source=physical,
-            app_user=_app_user(t))
+            sandbox, drill, namespace, t, box=spec.sandbox, storage=policy.storage,
+            source=physical, app_user=_app_user(t))
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace,

@@ -44,9 +44,9 @@ def drill_objects(t: EffectiveTenant) -> list[Manifest]:
             backup_id="b1", run_id="1", started_at=datetime(2026, 1, 1, tzinfo=UTC),
             rto_seconds=3600, rpo_seconds=93600, with_s3_keys=True, physical=source)
 
-    return [*drill.scratch_database(SANDBOX, DRILL, t.namespace, t), job(None),
-            *drill.restored_database(SANDBOX, DRILL, t.namespace, t, storage=policy.storage,
-                                     source=physical, app_user="app"),
+    return [*drill.scratch_database(SANDBOX, DRILL, t.namespace, t, spec.sandbox), job(None),
+            *drill.restored_database(SANDBOX, DRILL, t.namespace, t, box=spec.sandbox,
+                                     storage=policy.storage, source=physical, app_user="app"),
             job(physical)]
 
 

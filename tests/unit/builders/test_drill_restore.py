@@ -13,7 +13,7 @@ from typing import Any
 
 from stackforge_operator.builders import drill, s3ca
 from stackforge_operator.models.backup import ObjectStorage
-from stackforge_operator.models.drill import DRDrillSpec
+from stackforge_operator.models.drill import DRDrillSpec, Sandbox
 from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
 
 SANDBOX, DRILL, NAMESPACE = "drill-pitr-1", "pitr", "tenant-acme"
@@ -28,9 +28,10 @@ STORAGE = ObjectStorage.model_validate({
 })
 
 
-def _restored(storage: ObjectStorage = STORAGE) -> list[dict[str, Any]]:
-    return drill.restored_database(SANDBOX, DRILL, NAMESPACE, tenant(), storage=storage,
-                                   source=SOURCE, app_user="acme_app")
+def _restored(storage: ObjectStorage = STORAGE,
+              box: Sandbox | None = None) -> list[dict[str, Any]]:
+    return drill.restored_database(SANDBOX, DRILL, NAMESPACE, tenant(), box=box or Sandbox(),
+                                   storage=storage, source=SOURCE, app_user="acme_app")
 
 
 def _source_options(env: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -90,6 +91,43 @@ def test_the_pod_is_ready_once_the_restored_roles_take_the_scratch_password() ->
     assert float(env["RETRY_SECONDS"]["value"]) < 1
     # No slots, admin accounts or isolation in a sandbox.
     assert not {"SLOTS_FILE", "ADMIN_ACCOUNTS_FILE", "ISOLATION_FILE"} & set(env)
+
+
+def test_the_runner_reaches_the_restored_server_before_its_pod_is_ready() -> None:
+    # The scratch password is the gate (above), not the pod's readiness: the
+    # runner connects the moment it works. A dump's scratch database, which the
+    # operator waits for before the runner starts, keeps the usual Service.
+    restored = find(_restored(), "Service", drill.SCRATCH)["spec"]
+    assert restored["publishNotReadyAddresses"] is True
+    assert restored["selector"] == find(_restored(), "StatefulSet", drill.SCRATCH)[
+        "spec"]["selector"]["matchLabels"]
+    empty = drill.scratch_database(SANDBOX, DRILL, NAMESPACE, tenant(), Sandbox())
+    assert "publishNotReadyAddresses" not in find(empty, "Service", drill.SCRATCH)["spec"]
+
+
+def test_the_sandboxs_storage_class_and_resources_reach_the_scratch_server() -> None:
+    box = Sandbox.model_validate({
+        "storageClassName": "fast-ssd",
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}})
+    t = tenant()
+    for objects in (_restored(box=box),
+                    drill.scratch_database(SANDBOX, DRILL, NAMESPACE, t, box)):
+        pod = find(objects, "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        claim = volumes["data"]["ephemeral"]["volumeClaimTemplate"]["spec"]
+        assert claim == {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast-ssd",
+                         "resources": {"requests": {"storage": t.postgres.storage}}}
+        server = container(find(objects, "StatefulSet", drill.SCRATCH), "postgres")
+        assert server["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                       "limits": {"memory": "2Gi"}}
+    # Unset: the node's disk, and best effort, as before.
+    for objects in (_restored(), drill.scratch_database(SANDBOX, DRILL, NAMESPACE, t,
+                                                        Sandbox())):
+        pod = find(objects, "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
+        assert {v["name"]: v for v in pod["volumes"]}["data"] == {"name": "data",
+                                                                  "emptyDir": {}}
+        assert "resources" not in container(find(objects, "StatefulSet", drill.SCRATCH),
+                                            "postgres")
 
 
 def test_the_cipher_passphrase_is_copied_only_when_given() -> None:
