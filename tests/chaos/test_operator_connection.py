@@ -33,16 +33,20 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import children, tenants
 from tests.support.channels import Channels
 from tests.support.clusters import ClusterHandle
-from tests.support.fault_proxy import FaultProxy, kubeconfig_through, upstream_of
+from tests.support.fault_proxy import (
+    BLACK_HOLE_SECONDS,
+    LATENCY_SECONDS,
+    RESET_EVERY_SECONDS,
+    FaultProxy,
+    kubeconfig_through,
+    upstream_of,
+)
 from tests.support.operator_identity import OperatorIdentity
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.chaos
 
 TENANTS = 5
-LATENCY_SECONDS = 2.0
-RESET_EVERY_SECONDS = 2.0
-BLACK_HOLE_SECONDS = 60
 POLICY = "nightly"
 BACKUP_REQUEST = "during-resets"
 

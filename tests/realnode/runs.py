@@ -262,6 +262,13 @@ def backup_ran(cluster: ClusterHandle, namespace: str, policy: str, request: str
     return ran
 
 
+def backup_manifest(s3: S3Server, bucket: str, tenant: str, run_id: str) -> dict[str, Any]:
+    """A backup run's manifest, as the runner stored it."""
+    body = s3.client().get_object(Bucket=bucket, Key=f"backups/{tenant}/{run_id}/manifest.json")
+    loaded: dict[str, Any] = json.loads(body["Body"].read())
+    return loaded
+
+
 def record_dataplane(cluster: ClusterHandle, label: str) -> Path | None:
     """Write the pods' addresses and the node's firewall rules and ipsets to a file
     in the run directory (root only), for a run that failed: returns its path."""

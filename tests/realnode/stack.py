@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes import client
+
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
@@ -55,6 +57,12 @@ def postgres_and_app(name: str, app_replicas: int = 1) -> dict[str, Any]:
         "name": "api", "image": TESTAPP_IMAGE, "port": 8080, "healthCheckPath": "/healthz",
         "replicas": app_replicas, "env": {"PORT": "8080"}}]
     return manifest
+
+
+def app_pods(cluster: ClusterHandle, namespace: str, app: str = "api") -> tuple[int, int]:
+    """The app Deployment's (asked, ready) pods: the operator's part, then the cluster's."""
+    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(app, namespace)
+    return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
 
 
 def wait_ready(cluster: ClusterHandle, name: str, timeout: float = 240) -> None:

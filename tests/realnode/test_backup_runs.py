@@ -34,12 +34,6 @@ def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess,
     tenants.discard(real_cluster, made.name)
 
 
-def _manifest(s3: S3Server, bucket: str, tenant: str, run_id: str) -> dict[str, Any]:
-    body = s3.client().get_object(Bucket=bucket, Key=f"backups/{tenant}/{run_id}/manifest.json")
-    loaded: dict[str, Any] = json.loads(body["Body"].read())
-    return loaded
-
-
 def test_on_demand_backup_end_to_end(
     real_cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server,
     real_operator: OperatorProcess,
@@ -76,7 +70,7 @@ def test_on_demand_backup_end_to_end(
 
     # The dump in S3 matches its manifest, and restores the seeded rows (pg_restore
     # inside the tenant's PostgreSQL pod, into a database of its own).
-    manifest = _manifest(pod_s3, tenant.bucket, tenant.name, run_id)
+    manifest = runs.backup_manifest(pod_s3, tenant.bucket, tenant.name, run_id)
     dump_entry = next(a for a in manifest["artifacts"] if a["name"] == "postgres")
     dump = pod_s3.client().get_object(Bucket=tenant.bucket, Key=dump_entry["key"])["Body"].read()
     assert hashlib.sha256(dump).hexdigest() == dump_entry["sha256"]
@@ -146,7 +140,7 @@ def test_the_schedule_itself_starts_a_backup_that_passes_the_tenants_policies(
                   for j in jobs}
     assert any(owners == [cron_job_name("every-minute")] for owners in started_by.values()), \
         started_by
-    manifest = _manifest(pod_s3, bucket, tenant.name, run_id)
+    manifest = runs.backup_manifest(pod_s3, bucket, tenant.name, run_id)
     assert {a["name"] for a in manifest["artifacts"]} == {"postgres", "configuration"}
     # Stop it: the next minutes must not keep running backups beside the other tests.
     runs.apply(cluster, policy_manifest("every-minute", tenant, pod_s3.endpoint, bucket=bucket,

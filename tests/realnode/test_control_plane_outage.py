@@ -20,7 +20,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from kubernetes import client
 
 from tests.realnode import journal, pods, stack
 from tests.realnode.operators import operator_running
@@ -35,12 +34,6 @@ DOWN_SECONDS = 10
 # cluster's controllers, scheduler and kubelet to go through.
 WATCH_RESUME_LIMIT_SECONDS = 30
 SCALED_WITHIN_SECONDS = 90
-def _app_pods(cluster: ClusterHandle, namespace: str) -> tuple[int, int]:
-    """The app Deployment's (asked, ready) pods: the operator's part, then the cluster's."""
-    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment("api", namespace)
-    return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
-
-
 def test_a_running_tenant_keeps_writing_and_loses_nothing_while_the_api_server_or_etcd_is_down(
         real_cluster: ClusterHandle,
         real_operator_identity: operator_identity.OperatorIdentity,
@@ -86,16 +79,16 @@ def test_a_running_tenant_keeps_writing_and_loses_nothing_while_the_api_server_o
                 tenants.apply(real_cluster, stack.postgres_and_app(name, replicas))
                 try:
                     tenants.eventually(lambda wanted=replicas:
-                                       _app_pods(real_cluster, ns)[0] == wanted,
+                                       stack.app_pods(real_cluster, ns)[0] == wanted,
                                        timeout=WATCH_RESUME_LIMIT_SECONDS, interval=0.25)
                     asked = time.monotonic() - back
                     tenants.eventually(lambda wanted=replicas:
-                                       _app_pods(real_cluster, ns)[1] == wanted,
+                                       stack.app_pods(real_cluster, ns)[1] == wanted,
                                        timeout=SCALED_WITHIN_SECONDS, interval=0.5)
                 except AssertionError:
                     raise AssertionError(
                         f"the app was not scaled to {replicas} in time after {component}'s "
-                        f"return: (asked, ready) {_app_pods(real_cluster, ns)}"
+                        f"return: (asked, ready) {stack.app_pods(real_cluster, ns)}"
                         f"{stack.diagnosis(real_cluster, ns)}") from None
                 scaled = time.monotonic() - back
                 stack.wait_ready(real_cluster, name, timeout=120)

@@ -15,7 +15,6 @@ tests/chaos/test_operator_connection.py on kwok nodes.)
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,14 +30,18 @@ from tests.realnode import journal, pods, runs, stack
 from tests.realnode.operators import operator_running
 from tests.support import children, operator_identity, tenants
 from tests.support.clusters import ClusterHandle
-from tests.support.fault_proxy import FaultProxy, kubeconfig_through, upstream_of
+from tests.support.fault_proxy import (
+    BLACK_HOLE_SECONDS,
+    LATENCY_SECONDS,
+    RESET_EVERY_SECONDS,
+    FaultProxy,
+    kubeconfig_through,
+    upstream_of,
+)
 from tests.support.s3_server import S3Server
 
 pytestmark = pytest.mark.chaos
 
-LATENCY_SECONDS = 2.0
-RESET_EVERY_SECONDS = 2.0
-BLACK_HOLE_SECONDS = 60
 POLICY = "nightly"
 BACKUP_REQUEST = "during-resets"
 
@@ -62,20 +65,14 @@ def operator_through_proxy(
         yield process
 
 
-def _app_pods(cluster: ClusterHandle, namespace: str) -> tuple[int, int]:
-    """The app Deployment's (asked, ready) pods: the operator's part, then the cluster's."""
-    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment("api", namespace)
-    return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
-
-
 def _scaled(cluster: ClusterHandle, name: str, replicas: int, timeout: float) -> None:
     namespace = tenants.namespace_of(name)
     try:
-        tenants.eventually(lambda: _app_pods(cluster, namespace) == (replicas, replicas),
+        tenants.eventually(lambda: stack.app_pods(cluster, namespace) == (replicas, replicas),
                            timeout=timeout, interval=0.5)
     except AssertionError:
         raise AssertionError(f"the app is not at {replicas} pods: (asked, ready) "
-                             f"{_app_pods(cluster, namespace)}"
+                             f"{stack.app_pods(cluster, namespace)}"
                              f"{stack.diagnosis(cluster, namespace)}") from None
 
 
@@ -88,12 +85,6 @@ def _policy_jobs(cluster: ClusterHandle, namespace: str) -> tuple[list[Any], lis
     crons = [c.metadata.name for c in batch.list_namespaced_cron_job(
         namespace, label_selector=selector).items]
     return jobs, crons
-
-
-def _manifest(s3: S3Server, bucket: str, tenant: str, run_id: str) -> dict[str, Any]:
-    body = s3.client().get_object(Bucket=bucket, Key=f"backups/{tenant}/{run_id}/manifest.json")
-    loaded: dict[str, Any] = json.loads(body["Body"].read())
-    return loaded
 
 
 def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection_losing_nothing(
@@ -132,7 +123,7 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection_losin
             time.sleep(3 * RESET_EVERY_SECONDS)  # resyncs and resets go on
         assert sum(resets) > 0, resets
         assert ran.returncode == 0, ran.termination_message + runs.explain(cluster, ns)
-        manifest = _manifest(pod_s3, tenant.bucket, name, ran.outcome()["runId"])
+        manifest = runs.backup_manifest(pod_s3, tenant.bucket, name, ran.outcome()["runId"])
         counts = manifest["postgres"]["rowCounts"]
         assert {t: counts.get(t) for t in runs.SEEDED} == runs.SEEDED, counts
 
@@ -142,7 +133,7 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection_losin
         time.sleep(BLACK_HOLE_SECONDS)
         assert operator_through_proxy.process.running(), \
             operator_through_proxy.process.log_tail()
-        assert _app_pods(cluster, ns)[0] == 2, "the operator acted on what it could not see"
+        assert stack.app_pods(cluster, ns)[0] == 2, "the operator acted on what it could not see"
         proxy.black_hole(False)
         lifted = time.monotonic()
         _scaled(cluster, name, 3, timeout=180)

@@ -30,6 +30,11 @@ import yaml
 
 _CHUNK = 65536
 
+# The faults of issue #17's case 3, for both of its tests (kwok and the real node).
+LATENCY_SECONDS = 2.0
+RESET_EVERY_SECONDS = 2.0
+BLACK_HOLE_SECONDS = 60
+
 
 @dataclass(eq=False)  # by identity: kept in a set
 class _Connection:
