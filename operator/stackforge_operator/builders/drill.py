@@ -31,6 +31,7 @@ from stackforge_operator.builders.common import (
     pod_security_context,
     runner_pod,
     secret_env,
+    volume_claim_template,
 )
 from stackforge_operator.builders.postgres import (
     ANSWERS_ON_TCP,
@@ -213,11 +214,9 @@ def scratch_volumes(box: Sandbox, t: EffectiveTenant) -> list[dict[str, Any]]:
     """
     data: dict[str, Any] = {"name": "data", "emptyDir": {}}
     if box.storage_class_name is not None:
-        data = {"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": box.storage_class_name,
-            "resources": {"requests": {"storage": t.postgres.storage}},
-        }}}}
+        # An ephemeral claim's template takes no name: the spec alone.
+        claim = volume_claim_template("data", t.postgres.storage, box.storage_class_name)
+        data = {"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": claim["spec"]}}}
     return [data, {"name": "run", "emptyDir": {"medium": "Memory"}}]
 
 
