@@ -112,11 +112,10 @@ class Timeline:
         self.lines: list[tuple[float, str]] = []
         self._done = threading.Event()
         self._followed: set[tuple[str, str, str]] = set()
-        self._threads = [threading.Thread(target=self._watch, daemon=True)]
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self) -> Timeline:
-        for thread in self._threads:
-            thread.start()
+        self._watcher.start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -404,9 +403,9 @@ def main() -> None:
         bench.tenant(args.size_mib)
         size = int(bench.psql("SELECT pg_database_size(current_database())"))
         for number in range(1, args.rounds + 1):
-            # Who goes first alternates: the first restore after the backup reads
-            # the repository's files from the S3 server's disk, the next one from
-            # its page cache (the drill, always first, lost 3-6 s to that).
+            # Who goes first alternates, so that neither is always the one that
+            # reads the repository first after the backup (from the S3 server's
+            # disk rather than its page cache).
             contenders = [("drill", lambda n=number: bench.drill(n)), ("raw", bench.raw)]
             for who, measure in contenders if number % 2 else contenders[::-1]:
                 if args.drop_caches:
