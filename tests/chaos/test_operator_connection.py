@@ -24,7 +24,6 @@ from kubernetes import client
 
 from stackforge_operator.builders.backup import (
     BACKUP_NOW_ANNOTATION,
-    POLICY_LABEL,
     cron_job_name,
     manual_job_name,
 )
@@ -101,17 +100,11 @@ def _ask_a_backup(cluster: ClusterHandle, names: list[str]) -> None:
 
 
 def _backup_jobs(cluster: ClusterHandle, names: list[str]) -> dict[str, list[str]]:
-    """Per tenant: the names of its policy's Jobs and CronJobs (not the Jobs its
-    CronJob starts: those are the controller-manager's, one per slot by name)."""
-    batch = client.BatchV1Api(cluster.api)
-    selector = f"{POLICY_LABEL}={POLICY}"
-    return {name: sorted(
-        [j.metadata.name for j in batch.list_namespaced_job(
-            tenants.namespace_of(name), label_selector=selector).items
-         if not any(o.kind == "CronJob" for o in j.metadata.owner_references or [])]
-        + [c.metadata.name for c in batch.list_namespaced_cron_job(
-            tenants.namespace_of(name), label_selector=selector).items])
-        for name in names}
+    """Per tenant: the names of its policy's own Jobs and its CronJobs."""
+    found = {name: children.policy_jobs(cluster, tenants.namespace_of(name), POLICY)
+             for name in names}
+    return {name: sorted([j.metadata.name for j in jobs] + crons)
+            for name, (jobs, crons) in found.items()}
 
 
 def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(

@@ -458,9 +458,7 @@ def test_the_primary_deleted_during_a_backup_fails_that_run_only(
         ran = runs.run_backup(real_cluster, ns, "archive", "after-the-cut", timeout=300)
         assert ran.returncode == 0, ran.termination_message + runs.explain(real_cluster, ns)
         assert ran.outcome()["result"] == "Succeeded", ran.outcome()
-        manifest = json.loads(s3.get_object(
-            Bucket=bucket, Key=f"backups/{name}/{ran.outcome()['runId']}/manifest.json")
-            ["Body"].read())
+        manifest = runs.backup_manifest(pod_s3, bucket, name, ran.outcome()["runId"])
         assert manifest, manifest
         stack.wait_ready(real_cluster, name)
         written = stack.psql(real_cluster, ns, "SELECT pg_walfile_name(pg_current_wal_lsn()) "

@@ -19,12 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from stackforge_operator.builders.backup import POLICY_LABEL, cron_job_name, manual_job_name
+from stackforge_operator.builders.backup import cron_job_name, manual_job_name
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import journal, pods, runs, stack
 from tests.realnode.operators import operator_running
@@ -74,17 +73,6 @@ def _scaled(cluster: ClusterHandle, name: str, replicas: int, timeout: float) ->
         raise AssertionError(f"the app is not at {replicas} pods: (asked, ready) "
                              f"{stack.app_pods(cluster, namespace)}"
                              f"{stack.diagnosis(cluster, namespace)}") from None
-
-
-def _policy_jobs(cluster: ClusterHandle, namespace: str) -> tuple[list[Any], list[str]]:
-    """The policy's own Jobs (not those its CronJob starts) and its CronJobs' names."""
-    batch = client.BatchV1Api(cluster.api)
-    selector = f"{POLICY_LABEL}={POLICY}"
-    jobs = [j for j in batch.list_namespaced_job(namespace, label_selector=selector).items
-            if not any(o.kind == "CronJob" for o in j.metadata.owner_references or [])]
-    crons = [c.metadata.name for c in batch.list_namespaced_cron_job(
-        namespace, label_selector=selector).items]
-    return jobs, crons
 
 
 def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection_losing_nothing(
@@ -152,7 +140,7 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection_losin
         assert acknowledged and acknowledged <= stored, sorted(acknowledged - stored)
         assert stack.psql(cluster, ns, stack.ORDERS_CHECKSUM_SQL) == seeded
         assert children.problems(cluster, stack.postgres_and_app(name, 3)) == []
-        jobs, crons = _policy_jobs(cluster, ns)
+        jobs, crons = children.policy_jobs(cluster, ns, POLICY)
         assert [j.metadata.name for j in jobs] == [manual_job_name(POLICY, BACKUP_REQUEST)]
         assert crons == [cron_job_name(POLICY)]
         job_pods = client.CoreV1Api(cluster.api).list_namespaced_pod(

@@ -10,7 +10,6 @@ edges: the minutes are injected, not waited for.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -137,9 +136,7 @@ def test_a_weeknight_window_suspends_the_tenant_and_resumes_it_with_its_rows(
         missed = backup_catchup.request_for(datetime(2026, 12, 2, 1, tzinfo=UTC))
         ran = runs.backup_ran(real_cluster, ns, "nightly", missed)
         assert ran.returncode == 0, ran.termination_message + runs.explain(real_cluster, ns)
-        manifest = json.loads(pod_s3.client().get_object(
-            Bucket=tenant.bucket, Key=f"backups/{name}/{ran.outcome()['runId']}/manifest.json"
-        )["Body"].read())
+        manifest = runs.backup_manifest(pod_s3, tenant.bucket, name, ran.outcome()["runId"])
         assert manifest["postgres"]["rowCounts"]["public.notes"] == 1000, manifest
         tenants.eventually(lambda: _cron_suspended(real_cluster, ns) is False, timeout=60)
         tenants.eventually(lambda: (runs.get_policy(real_cluster, ns, "nightly").get(

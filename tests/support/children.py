@@ -77,3 +77,15 @@ def problems(cluster: ClusterHandle, manifest: dict[str, Any]) -> list[str]:
     out += [f"{name}: Deployment {d} has {n} ReplicaSets (its pod template changed)"
             for d, n in per_deployment.items() if n > 1]
     return out
+
+
+def policy_jobs(cluster: ClusterHandle, namespace: str, policy: str) -> tuple[list[Any], list[str]]:
+    """A BackupPolicy's own Jobs (its on-demand runs; not the Jobs its CronJob starts,
+    which are the controller-manager's, one per slot by name) and its CronJobs' names."""
+    batch = client.BatchV1Api(cluster.api)
+    selector = f"{POLICY_LABEL}={policy}"
+    jobs = [j for j in batch.list_namespaced_job(namespace, label_selector=selector).items
+            if not any(o.kind == "CronJob" for o in j.metadata.owner_references or [])]
+    crons = [c.metadata.name for c in batch.list_namespaced_cron_job(
+        namespace, label_selector=selector).items]
+    return jobs, crons
