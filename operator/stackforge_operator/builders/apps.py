@@ -26,6 +26,7 @@ from stackforge_operator.builders.common import (
     replicas,
     resources,
     secret_env,
+    startup_probe,
 )
 from stackforge_operator.builders.secrets_names import (
     POSTGRES_PASSWORD_KEY,
@@ -115,6 +116,7 @@ def _deployment(t: EffectiveTenant, app: App) -> Manifest:
         "env": app_env(t, app),
         "ports": [container_port(PORT_NAME, app.port)],
         "readinessProbe": _probe(app),
+        "startupProbe": startup_probe(_probe(app)),
         "resources": resources(app.resources),
         # Root filesystem left writable: tenant images are not ours to know.
         "securityContext": container_security_context(),

@@ -201,6 +201,38 @@ def container_port(name: str, port: int, protocol: str = "TCP") -> dict[str, Any
     return {"name": name, "containerPort": port, "protocol": protocol}
 
 
+# A container's readiness probe looks every 5-20 s, so a server that answers just
+# after a look waits for the next one: at every start of a tenant's database,
+# the seconds its pod is not Ready though it could be. A startup probe runs the
+# same check every second until it first passes, and the kubelet then runs the
+# readiness probe at once instead of at its next period; after that only the
+# readiness probe runs, at its own pace.
+STARTUP_PROBE_PERIOD_SECONDS = 1
+# A startup probe that fails this often kills its container. It stands in for
+# readiness only, never for liveness: a server in crash recovery, or replaying
+# an archive after a restore, may take hours, and a kill would start that over.
+# A week of failures is a bound no start reaches.
+STARTUP_PROBE_FAILURES = 7 * 24 * 3600 // STARTUP_PROBE_PERIOD_SECONDS
+
+
+def startup_probe(readiness: Mapping[str, Any], liveness: Mapping[str, Any] | None = None,
+                  ) -> dict[str, Any]:
+    """A startup probe with the readiness probe's check, every second (above).
+
+    With the container's ``liveness`` probe, which the kubelet holds back until
+    the startup probe first passes, it gives up as late as that one would have
+    (its period times its failures) instead of after a week: a container that
+    never becomes ready is still restarted when it was before."""
+    check = {k: v for k, v in readiness.items()
+             if k not in ("periodSeconds", "failureThreshold", "successThreshold",
+                          "initialDelaySeconds")}
+    failures = STARTUP_PROBE_FAILURES
+    if liveness is not None:
+        bound = int(liveness.get("periodSeconds", 10)) * int(liveness.get("failureThreshold", 3))
+        failures = -(-bound // STARTUP_PROBE_PERIOD_SECONDS)
+    return {**check, "periodSeconds": STARTUP_PROBE_PERIOD_SECONDS, "failureThreshold": failures}
+
+
 def mount(name: str, path: str, *, read_only: bool = False) -> dict[str, Any]:
     m: dict[str, Any] = {"name": name, "mountPath": path}
     if read_only:

@@ -35,6 +35,7 @@ from stackforge_operator.builders.common import (
     service,
     service_dns,
     service_port,
+    startup_probe,
     stateful_set,
     volume_claim_template,
 )
@@ -142,6 +143,8 @@ def _args(t: EffectiveTenant) -> list[str]:
 
 
 def _stateful_set(t: EffectiveTenant, digest: str) -> Manifest:
+    knows_a_leader = {"exec": {"command": ["consul", "operator", "raft", "list-peers"]},
+                      "periodSeconds": 10, "timeoutSeconds": 5}
     container = {
         "name": "consul",
         "image": image(t),
@@ -163,11 +166,8 @@ def _stateful_set(t: EffectiveTenant, digest: str) -> Manifest:
         # none. (/v1/status/leader answers 200 with an empty body then.) The
         # headless Service publishes unready pods, so servers still find each
         # other to elect one; status.py counts ready servers against the quorum.
-        "readinessProbe": {
-            "exec": {"command": ["consul", "operator", "raft", "list-peers"]},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-        },
+        "readinessProbe": knows_a_leader,
+        "startupProbe": startup_probe(knows_a_leader),
         "resources": resources(t.consul.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [

@@ -32,6 +32,7 @@ from stackforge_operator.builders.common import (
     selector_labels,
     service,
     service_port,
+    startup_probe,
 )
 from stackforge_operator.builders.secrets_names import (
     POSTGRES_SECRET,
@@ -154,12 +155,14 @@ def _sidecar(name: str, image: str, port: int, environment: list[dict[str, Any]]
              command: list[str] | None = None, args: list[str] | None = None
              ) -> dict[str, Any]:
     container: dict[str, Any] = {"name": name, "image": image}
+    listening = {"tcpSocket": {"port": METRICS_PORT_NAME}, "periodSeconds": 20}
     if command:
         container["command"] = command
     container.update({
         "env": environment,
         "ports": [container_port(METRICS_PORT_NAME, port)],
-        "readinessProbe": {"tcpSocket": {"port": METRICS_PORT_NAME}, "periodSeconds": 20},
+        "readinessProbe": listening,
+        "startupProbe": startup_probe(listening),
         "resources": EXPORTER_RESOURCES,
         "securityContext": container_security_context(read_only_root_filesystem=True),
     })

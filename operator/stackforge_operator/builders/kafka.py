@@ -32,6 +32,7 @@ from stackforge_operator.builders.common import (
     service,
     service_dns,
     service_port,
+    startup_probe,
     stateful_set,
     volume_claim_template,
 )
@@ -130,6 +131,7 @@ def _env(t: EffectiveTenant) -> list[dict[str, Any]]:
 
 
 def _stateful_set(t: EffectiveTenant) -> Manifest:
+    listening = {"tcpSocket": {"port": "kafka"}, "periodSeconds": 10, "failureThreshold": 6}
     container = {
         "name": "kafka",
         "image": image(t),
@@ -138,11 +140,8 @@ def _stateful_set(t: EffectiveTenant) -> Manifest:
             container_port("kafka", KAFKA_PORT),
             container_port("controller", KAFKA_CONTROLLER_PORT),
         ],
-        "readinessProbe": {
-            "tcpSocket": {"port": "kafka"},
-            "periodSeconds": 10,
-            "failureThreshold": 6,
-        },
+        "readinessProbe": listening,
+        "startupProbe": startup_probe(listening),
         "resources": resources(t.kafka.resources),
         # The image renders server.properties under /opt/kafka at start, so
         # its root filesystem stays writable (restricted does not demand otherwise).

@@ -39,6 +39,7 @@ from stackforge_operator.builders.common import (
     service,
     service_dns,
     service_port,
+    startup_probe,
 )
 from stackforge_operator.models.common import parse_quantity
 from stackforge_operator.models.effective import EffectiveTenant
@@ -120,6 +121,9 @@ def worker_processes(t: EffectiveTenant) -> int:
 
 
 def _container(t: EffectiveTenant) -> dict[str, Any]:
+    ready = {"httpGet": {"path": "/status/ready", "port": "status"}, "periodSeconds": 10}
+    alive = {"httpGet": {"path": "/status", "port": "status"}, "periodSeconds": 20,
+             "failureThreshold": 6}
     return {
         "name": "kong",
         "image": image(t),
@@ -142,15 +146,9 @@ def _container(t: EffectiveTenant) -> dict[str, Any]:
             container_port("proxy-tls", KONG_PROXY_TLS_PORT),
             container_port("status", KONG_STATUS_PORT),
         ],
-        "readinessProbe": {
-            "httpGet": {"path": "/status/ready", "port": "status"},
-            "periodSeconds": 10,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/status", "port": "status"},
-            "periodSeconds": 20,
-            "failureThreshold": 6,
-        },
+        "readinessProbe": ready,
+        "startupProbe": startup_probe(ready, alive),
+        "livenessProbe": alive,
         # Keep serving while the pod leaves the Service endpoints, then drain.
         "lifecycle": {"preStop": {"exec": {"command": ["kong", "quit", "--wait", "15"]}}},
         "resources": resources(t.kong.resources),

@@ -31,6 +31,7 @@ from stackforge_operator.builders.common import (
     selector_labels,
     service,
     service_port,
+    startup_probe,
 )
 from stackforge_operator.builders.postgres import NAME as POSTGRES_SERVICE
 from stackforge_operator.builders.secrets_names import (
@@ -108,17 +109,16 @@ def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [mount("auth", AUTH_DIR)],
     }
+    listening = {"tcpSocket": {"port": "pgbouncer"}, "periodSeconds": 10}
+    alive = {"tcpSocket": {"port": "pgbouncer"}, "periodSeconds": 20, "failureThreshold": 6}
     pgbouncer = {
         "name": "pgbouncer",
         "image": image,
         "command": ["pgbouncer", f"{CONFIG_DIR}/pgbouncer.ini"],
         "ports": [container_port("pgbouncer", POOLER_PORT)],
-        "readinessProbe": {"tcpSocket": {"port": "pgbouncer"}, "periodSeconds": 10},
-        "livenessProbe": {
-            "tcpSocket": {"port": "pgbouncer"},
-            "periodSeconds": 20,
-            "failureThreshold": 6,
-        },
+        "readinessProbe": listening,
+        "startupProbe": startup_probe(listening, alive),
+        "livenessProbe": alive,
         "resources": resources(t.postgres.pooler.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [

@@ -45,6 +45,7 @@ from stackforge_operator.builders.common import (
     selector_labels,
     service,
     service_port,
+    startup_probe,
     stateful_set,
     volume_claim_template,
 )
@@ -260,18 +261,15 @@ def _postgres_container(
     extra_mounts: list[dict[str, Any]],
     ready: list[str],
 ) -> dict[str, Any]:
+    readiness = {"exec": {"command": ready}, "periodSeconds": 10, "timeoutSeconds": 5,
+                 "failureThreshold": 3}
     return {
         "name": name,
         "image": image(t),
         "args": args,
         "env": [env("PGDATA", PGDATA), *extra_env],
         "ports": [container_port("postgres", POSTGRES_PORT)],
-        "readinessProbe": {
-            "exec": {"command": ready},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
-        },
+        "readinessProbe": readiness,
         # No liveness probe: killing a server in crash recovery restarts the
         # recovery from scratch and never lets it finish.
         "resources": resources(t.postgres.resources),
@@ -314,6 +312,7 @@ def _role_env(t: EffectiveTenant) -> list[dict[str, Any]]:
 
 
 def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
+    synced = {"exec": {"command": ["test", "-e", SYNCED_MARKER]}, "periodSeconds": 5}
     return {
         "name": "upkeep",
         "image": image(t),
@@ -328,7 +327,8 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
             env("ISOLATION_FILE", f"{CONFIG_DIR}/{ISOLATION_KEY}"),
         ],
         # The pod is Ready only once the database takes the Secret's passwords.
-        "readinessProbe": {"exec": {"command": ["test", "-e", SYNCED_MARKER]}, "periodSeconds": 5},
+        "readinessProbe": synced,
+        "startupProbe": startup_probe(synced),
         "resources": SIDECAR_RESOURCES,
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [
@@ -351,6 +351,10 @@ def _primary(t: EffectiveTenant) -> Manifest:
         + (archiving.primary_restore_environment(r) if r else []),
         (archiving.mounts(a) if a else []) + (archiving.restore_mounts(r) if r else []),
         ANSWERS_ON_TCP)
+    # Not the replicas': a startup probe holds a container's liveness probe back
+    # until it first passes, and a replica's liveness probe is what re-clones a
+    # copy that can never become ready.
+    server["startupProbe"] = startup_probe(server["readinessProbe"])
     sidecars = [_upkeep(t), exporters.postgres_exporter(
         t.postgres.version, "config", CONFIG_DIR, EXPORTER_QUERIES_KEY)]
     if a is not None:

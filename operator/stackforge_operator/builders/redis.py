@@ -20,6 +20,7 @@ from stackforge_operator.builders.common import (
     selector_labels,
     service,
     service_port,
+    startup_probe,
     stateful_set,
     volume_claim_template,
 )
@@ -53,6 +54,9 @@ def build(t: EffectiveTenant) -> list[Manifest]:
 
 
 def _stateful_set(t: EffectiveTenant) -> Manifest:
+    answering = {"exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
+                 "periodSeconds": 10, "timeoutSeconds": 5}
+    alive = {"tcpSocket": {"port": "redis"}, "periodSeconds": 20, "failureThreshold": 6}
     container = {
         "name": "redis",
         "image": image(t),
@@ -71,16 +75,9 @@ def _stateful_set(t: EffectiveTenant) -> Manifest:
             secret_env("REDISCLI_AUTH", REDIS_SECRET, REDIS_PASSWORD_KEY),
         ],
         "ports": [container_port("redis", REDIS_PORT)],
-        "readinessProbe": {
-            "exec": {"command": ["sh", "-c", "redis-cli ping | grep -q PONG"]},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-        },
-        "livenessProbe": {
-            "tcpSocket": {"port": "redis"},
-            "periodSeconds": 20,
-            "failureThreshold": 6,
-        },
+        "readinessProbe": answering,
+        "startupProbe": startup_probe(answering, alive),
+        "livenessProbe": alive,
         "resources": resources(t.redis.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [mount("data", DATA_DIR), mount("tmp", "/tmp")],  # noqa: S108

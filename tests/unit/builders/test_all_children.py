@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from stackforge_operator import image_catalog
+from stackforge_operator.builders import postgres, stack
 from stackforge_operator.builders import secrets_names as sn
-from stackforge_operator.builders import stack
 from stackforge_operator.builders.common import (
     APP_LABEL,
     COMPONENT_LABEL,
@@ -110,6 +110,31 @@ def test_pods_get_no_api_token_and_no_service_links(t: EffectiveTenant) -> None:
     for name, pod in pod_specs(everything(t)):
         assert pod["automountServiceAccountToken"] is False, name
         assert pod["enableServiceLinks"] is False, name
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_every_stack_container_with_a_readiness_probe_starts_with_the_same_check(
+        t: EffectiveTenant) -> None:
+    """Seen ready within a second of passing at each start (builders/common.py
+    startup_probe). Not the replicas' server: its liveness probe, which a startup
+    probe would hold back until the copy first is ready, is what re-clones one
+    that never can be."""
+    checked = 0
+    for name, pod in pod_specs(everything(t)):
+        for c in pod["containers"]:
+            if "readinessProbe" not in c:
+                continue
+            if (name, c["name"]) == (postgres.REPLICA_NAME, "postgres"):
+                assert "startupProbe" not in c
+                continue
+            checked += 1
+            check = {k: v for k, v in c["readinessProbe"].items() if k not in
+                     ("periodSeconds", "failureThreshold", "successThreshold")}
+            startup = c["startupProbe"]
+            assert {k: v for k, v in startup.items()
+                    if k not in ("periodSeconds", "failureThreshold")} == check, (name, c["name"])
+            assert startup["periodSeconds"] == 1, (name, c["name"])
+    assert checked  # Kong at least, in every scenario
 
 
 def test_the_checker_catches_a_privileged_pod() -> None:

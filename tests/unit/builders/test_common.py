@@ -39,3 +39,23 @@ def test_container_security_context_read_only_is_opt_in() -> None:
 def test_secret_env_has_no_value() -> None:
     e = common.secret_env("X", "s", "k")
     assert e == {"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+
+
+def test_a_startup_probe_checks_as_the_readiness_probe_every_second_and_never_kills() -> None:
+    readiness = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3,
+                 "initialDelaySeconds": 5, "successThreshold": 1, "timeoutSeconds": 2}
+    startup = common.startup_probe(readiness)
+    assert startup == {"tcpSocket": {"port": "metrics"}, "timeoutSeconds": 2,
+                       "periodSeconds": 1, "failureThreshold": common.STARTUP_PROBE_FAILURES}
+    assert common.STARTUP_PROBE_FAILURES * common.STARTUP_PROBE_PERIOD_SECONDS == 7 * 24 * 3600
+    assert readiness["periodSeconds"] == 20  # the readiness probe's own pace is left alone
+
+
+def test_a_startup_probe_before_a_liveness_probe_gives_up_when_that_one_would() -> None:
+    startup = common.startup_probe({"exec": {"command": ["true"]}, "periodSeconds": 10},
+                                   {"tcpSocket": {"port": 1}, "periodSeconds": 20,
+                                    "failureThreshold": 6})
+    assert (startup["periodSeconds"], startup["failureThreshold"]) == (1, 120)
+    # The kubelet's defaults (10 s, 3 failures) where the liveness probe names none.
+    assert common.startup_probe({"exec": {"command": ["true"]}},
+                                {"exec": {"command": ["true"]}})["failureThreshold"] == 30

@@ -177,6 +177,16 @@ def test_exporters_read_credentials_by_reference_only() -> None:
     assert "value" not in password and password["valueFrom"]["secretKeyRef"]
 
 
+def test_exporters_are_seen_ready_within_a_second_of_listening() -> None:
+    t = tenant(ENTERPRISE)
+    for sidecar in (container(find(postgres.build(t), "StatefulSet", "postgres"),
+                              "postgres-exporter"),
+                    container(find(redis.build(t), "StatefulSet", "redis"), "redis-exporter")):
+        assert sidecar["startupProbe"]["tcpSocket"] == sidecar["readinessProbe"]["tcpSocket"]
+        assert sidecar["startupProbe"]["periodSeconds"] == 1
+        assert sidecar["readinessProbe"]["periodSeconds"] == 20
+
+
 def test_kong_serves_prometheus_metrics_through_its_plugin() -> None:
     config = kong.declarative_config(tenant())
     assert [p["name"] for p in config["plugins"]] == ["prometheus"]

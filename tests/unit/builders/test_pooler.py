@@ -67,6 +67,18 @@ def test_service_and_port() -> None:
     assert container(dep)["ports"][0]["containerPort"] == POOLER_PORT
 
 
+def test_the_pooler_is_seen_ready_at_once_and_restarted_as_late_as_before() -> None:
+    pgbouncer = container(find(pooler.build(tenant(with_pool())), "Deployment", "pooler"),
+                          "pgbouncer")
+    startup, liveness = pgbouncer["startupProbe"], pgbouncer["livenessProbe"]
+    assert startup["tcpSocket"] == pgbouncer["readinessProbe"]["tcpSocket"]
+    assert startup["periodSeconds"] == 1
+    # The liveness probe waits for the startup probe: one that never passes
+    # restarts the container after as long as the liveness probe would have.
+    assert startup["failureThreshold"] == liveness["periodSeconds"] * liveness[
+        "failureThreshold"] == 120
+
+
 def test_config_change_rolls_the_pooler_and_scaling_does_not() -> None:
     def template(**changes: object) -> Any:
         return find(pooler.build(tenant(with_pool(**changes))), "Deployment", "pooler")["spec"][

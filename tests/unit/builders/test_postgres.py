@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from stackforge_operator.builders import postgres
 from stackforge_operator.builders import secrets_names as sn
-from stackforge_operator.builders.common import POSTGRES_PORT, selector_labels
+from stackforge_operator.builders.common import (
+    POSTGRES_PORT,
+    STARTUP_PROBE_PERIOD_SECONDS,
+    selector_labels,
+)
 from tests.unit.builders.image_programs import IMAGES, script_required, script_variables
 from tests.unit.builders.tenants import container, env_of, find, names, secret_ref, tenant
 
@@ -26,6 +30,14 @@ def test_primary_statefulset() -> None:
     data_mount = next(m for m in c["volumeMounts"] if m["name"] == "data")["mountPath"]
     assert pgdata.startswith(data_mount + "/")
     assert c["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    # Ready within a second of answering at each start, not at the next period;
+    # and a start that takes hours (crash recovery, replay) is never killed.
+    startup = c["startupProbe"]
+    assert startup["exec"] == c["readinessProbe"]["exec"]
+    assert startup["timeoutSeconds"] == c["readinessProbe"]["timeoutSeconds"]
+    assert startup["periodSeconds"] == STARTUP_PROBE_PERIOD_SECONDS == 1
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 7 * 24 * 3600
+    assert "livenessProbe" not in c
     [claim] = spec["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
@@ -158,6 +170,9 @@ def test_each_replica_streams_through_a_slot_the_primary_keeps() -> None:
     assert server["readinessProbe"]["exec"]["command"] == [postgres.REPLICA_READY_PROGRAM]
     liveness = server["livenessProbe"]
     assert liveness["exec"]["command"] == [postgres.REPLICA_FOLLOWS_PROGRAM]
+    # No startup probe: it would hold the liveness probe back until the copy is
+    # first ready, and a copy that never can be would then never be cloned anew.
+    assert "startupProbe" not in server
     assert liveness["failureThreshold"] == 2
     assert liveness["timeoutSeconds"] > 8  # the program bounds itself to 2 x (2 s + 2 s)
     assert script_required(IMAGE / "stackforge-replica-follows.sh") <= set(env_of(server))
@@ -241,6 +256,8 @@ def test_role_passwords_are_synced_from_the_secret_at_every_start() -> None:
     hba = find(objs, "ConfigMap", "postgres-init")["data"]["pg_hba.conf"]
     assert hba.splitlines()[1].split() == ["local", "all", "postgres", "peer"]
     assert sync["readinessProbe"]["exec"]["command"] == ["test", "-e", postgres.SYNCED_MARKER]
+    assert sync["startupProbe"]["exec"] == sync["readinessProbe"]["exec"]
+    assert sync["startupProbe"]["periodSeconds"] == STARTUP_PROBE_PERIOD_SECONDS
 
 
 def test_isolation_reaches_the_primarys_sidecar_without_a_restart() -> None:

@@ -33,6 +33,10 @@ def test_statefulset_volume_and_service() -> None:
     svc = find(objs, "Service", "redis")
     assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     assert [p["port"] for p in svc["spec"]["ports"]] == [REDIS_PORT]
+    server = container(sts, "redis")
+    assert server["startupProbe"]["exec"] == server["readinessProbe"]["exec"]
+    assert server["startupProbe"]["periodSeconds"] == 1
+    assert server["startupProbe"]["failureThreshold"] == 120  # as its liveness probe's 20 s x 6
 
 
 def test_suspend() -> None:
