@@ -2,7 +2,8 @@
 or etcd, for 10 s while the operator provisions 30 tenants.
 
 Afterwards every tenant converges, every child exists exactly once owned by its
-tenant, and the operator never exits. Its watches are back within 30 s of the
+tenant, a backup asked of some of them before the fault has one Job (and their
+policies one CronJob each), and the operator never exits. Its watches are back within 30 s of the
 API's return: its count of watch events (stackforge_watch_events_total) moves
 again (kopf lists everything anew when it resumes a watch). A tenant created
 right then is reconciled too: its first reconcile can only come from its event
@@ -30,7 +31,7 @@ from kubernetes import client
 
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from tests.support import children, tenants
+from tests.support import backup_requests, children, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.operator_identity import OperatorIdentity
 
@@ -54,6 +55,11 @@ FOLLOW_LIMIT_SECONDS = 60
 # described in the figure (what their controllers had done by then).
 DESCRIBE_AFTER_SECONDS = 60
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+# Tenants whose BackupPolicy is asked for a backup with the applies, so that its
+# Job is made around the fault: none may be made twice.
+BACKED_UP = 5
+POLICY = "nightly"
+BACKUP_REQUEST = "before-the-fault"
 
 
 def _ready(cluster: ClusterHandle, names: list[str]) -> int:
@@ -132,6 +138,7 @@ def test_tenants_converge_when_a_control_plane_component_dies_mid_provisioning(
                    "metadata": {"name": tenants.namespace_of(n)}} for n in [*names, late_name]]
     cluster.kubectl("apply", "--server-side", "-f", "-",
                     input=yaml.safe_dump_all([*namespaces, *manifests]))
+    backup_requests.ask(cluster, names[:BACKED_UP], POLICY, BACKUP_REQUEST)
     # The periodic resync is long: only a live watch explains a quick first reconcile.
     operator = OperatorProcess(identity.kubeconfig, tmp_path / "operator.log",
                                extra_env={"STACKFORGE_RESYNC_SECONDS": "600"})
@@ -203,8 +210,15 @@ def test_tenants_converge_when_a_control_plane_component_dies_mid_provisioning(
             f"{slowest} Ready {lag[slowest]:.0f} s after its workloads were "
             f"(at {workloads_ready_at.get(slowest)} s after the return)")
         assert operator.process.running(), operator.process.log_tail()
+        wanted_jobs = {n: backup_requests.expected(POLICY, BACKUP_REQUEST)
+                       for n in names[:BACKED_UP]}
+        tenants.eventually(
+            lambda: backup_requests.jobs(cluster, names[:BACKED_UP], POLICY) == wanted_jobs,
+            timeout=120, interval=1)
         wrong = [p for m in [*manifests, late] for p in children.problems(cluster, m)]
         assert wrong == []
+        # Still one of each once the checks above have taken their seconds.
+        assert backup_requests.jobs(cluster, names[:BACKED_UP], POLICY) == wanted_jobs
         record_property("chaos", f"{component} killed for {DOWN_SECONDS} s with "
                                  f"{ready_at_kill}/{TENANTS} tenants Ready: watch events "
                                  f"{resumed:.1f} s after its return, a new tenant "

@@ -22,14 +22,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from stackforge_operator.builders.backup import (
-    BACKUP_NOW_ANNOTATION,
-    cron_job_name,
-    manual_job_name,
-)
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
-from tests.support import children, tenants
+from tests.support import backup_requests, children, tenants
 from tests.support.channels import Channels
 from tests.support.clusters import ClusterHandle
 from tests.support.fault_proxy import (
@@ -80,33 +75,6 @@ def _isolate(cluster: ClusterHandle, names: list[str], on: bool) -> None:
                         f'{{"spec": {{"isolate": {str(on).lower()}}}}}')
 
 
-def _ask_a_backup(cluster: ClusterHandle, names: list[str]) -> None:
-    """A BackupPolicy per tenant, asked for a backup now. Its S3 is nowhere (the
-    operator's reads of the bucket fail): the Jobs are what is counted here."""
-    for name in names:
-        namespace = tenants.namespace_of(name)
-        tenants.put_secret(cluster, namespace, "s3-credentials", {
-            "AWS_ACCESS_KEY_ID": "AKIACHAOSCHAOSCHAOS1",
-            "AWS_SECRET_ACCESS_KEY": "chaos-chaos-chaos-chaos-chaos-chaos-chaos1"})
-        policy = {
-            "apiVersion": "stackforge.io/v1alpha1", "kind": "BackupPolicy",
-            "metadata": {"name": POLICY, "namespace": namespace,
-                         "annotations": {BACKUP_NOW_ANNOTATION: BACKUP_REQUEST}},
-            "spec": {"tenantRef": {"name": name}, "targets": ["Postgres"],
-                     "storage": {"bucket": "nowhere", "endpoint": "http://127.0.0.1:9",
-                                 "credentialsSecretRef": {"name": "s3-credentials"}},
-                     "retention": {"keepLast": 3}}}
-        cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(policy))
-
-
-def _backup_jobs(cluster: ClusterHandle, names: list[str]) -> dict[str, list[str]]:
-    """Per tenant: the names of its policy's own Jobs and its CronJobs."""
-    found = {name: children.policy_jobs(cluster, tenants.namespace_of(name), POLICY)
-             for name in names}
-    return {name: sorted([j.metadata.name for j in jobs] + crons)
-            for name, (jobs, crons) in found.items()}
-
-
 def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
         faulty_cluster: tuple[LocalCluster, ClusterHandle, OperatorIdentity],
         proxy: FaultProxy, tmp_path: Path,
@@ -151,9 +119,9 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
                                                for c in channels.values()),
                                    timeout=120, interval=1)
                 # A backup asked now, while connections break under the applies.
-                _ask_a_backup(cluster, names)
-                tenants.eventually(lambda: all(len(j) >= 2 for j in _backup_jobs(
-                    cluster, names).values()), timeout=120, interval=1)
+                backup_requests.ask(cluster, names, POLICY, BACKUP_REQUEST)
+                tenants.eventually(lambda: all(len(j) >= 2 for j in backup_requests.jobs(
+                    cluster, names, POLICY).values()), timeout=120, interval=1)
                 time.sleep(3 * RESET_EVERY_SECONDS)  # resyncs and resets go on
             assert sum(resets) > 0, resets
             for name, channel in channels.items():
@@ -186,8 +154,8 @@ def test_the_operator_rides_out_a_slow_a_resetting_and_a_silent_connection(
             wrong = [p for m in current for p in children.problems(cluster, m)]
             assert wrong == []
             # One Job for the one request, one CronJob for the schedule: none doubled.
-            expected = sorted([manual_job_name(POLICY, BACKUP_REQUEST), cron_job_name(POLICY)])
-            assert _backup_jobs(cluster, names) == {n: expected for n in names}
+            expected = backup_requests.expected(POLICY, BACKUP_REQUEST)
+            assert backup_requests.jobs(cluster, names, POLICY) == {n: expected for n in names}
             record_property("chaos", f"{TENANTS} tenants' apps scaled through "
                                      f"{LATENCY_SECONDS:.0f} s of latency, Ready again in "
                                      f"{slow:.1f} s; {sum(resets)} connections "
