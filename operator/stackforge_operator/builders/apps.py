@@ -110,13 +110,14 @@ def _probe(app: App) -> dict[str, Any]:
 
 
 def _deployment(t: EffectiveTenant, app: App) -> Manifest:
+    probe = _probe(app)
     container = {
         "name": "app",
         "image": app.image,
         "env": app_env(t, app),
         "ports": [container_port(PORT_NAME, app.port)],
-        "readinessProbe": _probe(app),
-        "startupProbe": startup_probe(_probe(app)),
+        "readinessProbe": probe,
+        "startupProbe": startup_probe(probe),
         "resources": resources(app.resources),
         # Root filesystem left writable: tenant images are not ours to know.
         "securityContext": container_security_context(),
