@@ -29,6 +29,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from stackforge_operator import status
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import backup_requests, children, tenants
@@ -62,42 +63,45 @@ POLICY = "nightly"
 BACKUP_REQUEST = "before-the-fault"
 
 
+def _tenant_ready(cluster: ClusterHandle, name: str) -> bool:
+    return (tenants.condition(tenants.get(cluster, name), "Ready") or {}).get(
+        "status") == "True"
+
+
 def _ready(cluster: ClusterHandle, names: list[str]) -> int:
-    return sum(1 for n in names if (tenants.condition(tenants.get(cluster, n), "Ready") or {})
-               .get("status") == "True")
+    return sum(1 for n in names if _tenant_ready(cluster, n))
 
 
-def _workload_ready(obj: Any) -> bool:
-    """Ready as the operator judges a workload (status.workload_state): its
-    generation observed, every replica updated and ready."""
-    wanted = obj.spec.replicas if obj.spec.replicas is not None else 1
-    status = obj.status
-    if (status.observed_generation or 0) < (obj.metadata.generation or 0):
-        return False
-    if wanted == 0:
-        return not status.replicas
-    return (status.ready_replicas or 0) >= wanted and (status.updated_replicas or 0) >= wanted
+def _workload_ready(live: dict[str, Any]) -> bool:
+    """Ready by the operator's own rule (status.workload_state), applied to what
+    the API server has now rather than to the operator's view of it."""
+    return status.workload_state(live, live).ready
 
 
-def _workloads(cluster: ClusterHandle) -> dict[tuple[str, str, str], Any]:
-    """(kind, namespace, name) -> every StatefulSet and Deployment, as the API server has it."""
+def _workloads(cluster: ClusterHandle) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(kind, namespace, name) -> every StatefulSet and Deployment, as the API server
+    has it (plain data, as the operator reads objects)."""
     apps = client.AppsV1Api(cluster.api)
-    found = {("StatefulSet", o.metadata.namespace, o.metadata.name): o
-             for o in apps.list_stateful_set_for_all_namespaces().items}
-    found.update({("Deployment", o.metadata.namespace, o.metadata.name): o
-                  for o in apps.list_deployment_for_all_namespaces().items})
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for kind, listed in (("StatefulSet", apps.list_stateful_set_for_all_namespaces()),
+                         ("Deployment", apps.list_deployment_for_all_namespaces())):
+        for obj in listed.items:
+            found[(kind, obj.metadata.namespace, obj.metadata.name)] = (
+                cluster.api.sanitize_for_serialization(obj))
     return found
 
 
-def _describe(wanted: set[tuple[str, str, str]], live: dict[tuple[str, str, str], Any]) -> str:
+def _describe(wanted: set[tuple[str, str, str]],
+              live: dict[tuple[str, str, str], dict[str, Any]]) -> str:
     """What the controllers had done for a tenant's workloads: replicas ready of wanted."""
     parts = []
     for key in sorted(wanted):
         obj = live.get(key)
+        seen = (obj or {}).get("status") or {}
         parts.append(f"{key[0]} {key[2]} " + (
             "missing" if obj is None else
-            f"{obj.status.ready_replicas or 0}/{obj.spec.replicas} ready, "
-            f"{obj.status.replicas or 0} created"))
+            f"{seen.get('readyReplicas') or 0}/{obj['spec'].get('replicas')} ready, "
+            f"{seen.get('replicas') or 0} created"))
     return ", ".join(parts)
 
 
@@ -170,10 +174,11 @@ def test_tenants_converge_when_a_control_plane_component_dies_mid_provisioning(
             for n, m in zip(everyone, [*manifests, late], strict=True)}
         workloads_ready_at: dict[str, float] = {}
         tenant_ready_at: dict[str, float] = {}
-        still_waiting: list[str] = []  # tenants' workloads not ready DESCRIBE_AFTER in
-        described: list[float] = []
+        # Tenants' workloads not ready DESCRIBE_AFTER_SECONDS in (None: not looked yet).
+        still_waiting: list[str] | None = None
 
         def converged() -> bool:
+            nonlocal still_waiting
             # The API server's account first: a tenant seen Ready in the same
             # round cannot then look as if it had been ahead of its workloads.
             live = _workloads(cluster)
@@ -181,14 +186,12 @@ def test_tenants_converge_when_a_control_plane_component_dies_mid_provisioning(
             for n, wanted in workloads.items():
                 if all(k in live and _workload_ready(live[k]) for k in wanted):
                     workloads_ready_at.setdefault(n, now)
-            if now > DESCRIBE_AFTER_SECONDS and not described:
-                described.append(now)
-                still_waiting.extend(f"{n}: {_describe(wanted, live)}"
-                                     for n, wanted in workloads.items()
-                                     if n not in workloads_ready_at)
+            if now > DESCRIBE_AFTER_SECONDS and still_waiting is None:
+                still_waiting = [f"{n}: {_describe(wanted, live)}"
+                                 for n, wanted in workloads.items()
+                                 if n not in workloads_ready_at]
             for n in everyone:
-                if (tenants.condition(tenants.get(cluster, n), "Ready") or {}).get(
-                        "status") == "True":
+                if _tenant_ready(cluster, n):
                     tenant_ready_at.setdefault(n, time.monotonic() - back)
             return len(tenant_ready_at) == len(everyone)
 
