@@ -1,8 +1,7 @@
 """The read replicas' state for the tenant's status: lag, and the last re-clone.
 
 The lag is what the primary sees in pg_stat_replication, read from its exporter
-sidecar (our own query, builders/exporters.py) over HTTP, the way Prometheus
-reads it: the operator needs no database login and no ``pods/exec``. A re-clone
+sidecar (our own query, builders/exporters.py; primary_metrics.py reads it). A re-clone
 is read from the replica's pod: the liveness program that proves a replica can
 never follow the primary again (images/postgres/stackforge-replica-follows.sh)
 writes its proof into the container's termination message, which the kubelet
@@ -18,18 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from stackforge_operator.builders.exporters import POSTGRES_EXPORTER_PORT, REPLICATION_LAG_METRIC
+from stackforge_operator import primary_metrics
+from stackforge_operator.builders.exporters import REPLICATION_LAG_METRIC
 from stackforge_operator.builders.postgres import RECLONE_MESSAGE_PREFIX
 from stackforge_operator.models.tenant import ReplicaStatus
 
 logger = logging.getLogger(__name__)
 
-# A scrape is small; a primary that does not answer in this long is reported
-# as "no lag known", never waited for.
-METRICS_TIMEOUT_SECONDS = 3.0
 SERVER_CONTAINER = "postgres"
 
 
@@ -59,30 +55,10 @@ def parse_lag(metrics_text: str) -> dict[str, Lag]:
     return lags
 
 
-# Exporter URLs whose last read failed: a failure is logged when it starts and
-# when it ends, not at every reconcile in between (an isolated tenant's
-# exporter stays unreachable for as long as the isolation lasts).
-_unreadable: set[str] = set()
-
-
 def read_lag(primary_pod: Mapping[str, Any] | None) -> dict[str, Lag] | None:
     """The lag the primary's exporter serves now; None when it cannot be read."""
-    address = ((primary_pod or {}).get("status") or {}).get("podIP")
-    if not address:
-        return None
-    url = f"http://{address}:{POSTGRES_EXPORTER_PORT}/metrics"
-    try:
-        response = httpx.get(url, timeout=METRICS_TIMEOUT_SECONDS)
-        response.raise_for_status()
-    except httpx.HTTPError as error:
-        if url not in _unreadable:
-            _unreadable.add(url)
-            logger.info("replication lag unknown: %s: %s", url, error)
-        return None
-    if url in _unreadable:
-        _unreadable.discard(url)
-        logger.info("replication lag readable again: %s", url)
-    return parse_lag(response.text)
+    page = primary_metrics.read(primary_pod)
+    return None if page is None else parse_lag(page)
 
 
 def last_reclone(pod: Mapping[str, Any]) -> tuple[datetime, str] | None:
