@@ -16,6 +16,15 @@
 #    timeout's span, a segment reaches the archive at every timeout while
 #    archiving works; and its commit record gives a restore to a moment a
 #    commit later than that moment to stop at.
+#    Each beat also records, in the postgres database's table
+#    stackforge.heartbeat, its time and the WAL segment that holds its commit
+#    (the insert position just after it). Once PostgreSQL reports that segment
+#    archived (pg_stat_archiver), every moment before the beat is recoverable
+#    from the archive: the primary's exporter serves the newest such beat
+#    (builders/exporters.py), and the operator bounds the recoverability window
+#    with it. The bucket cannot tell that: a segment's upload time is when it
+#    arrived, which after an outage of the bucket is long after it was
+#    written. Rows older than KEEP_BEATS_DAYS go.
 # 3. Physical backups. REQUEST_FILE (the pod's request annotation, through the
 #    downward API) holds "<id> <full|diff|incr> <count|time> <n>"; a request
 #    with a newer id (ids are UTC times) runs one pgBackRest backup of that
@@ -35,7 +44,8 @@
 # Environment: the PGBACKREST_* options and STACKFORGE_REPOSITORY_BASE of
 #   stackforge-pgbackrest; PGHOST [/var/run/postgresql]; HEARTBEAT_SECONDS [60];
 #   RETRY_SECONDS [10]; REQUEST_FILE [none: no backups]; POLL_SECONDS [2];
-#   STATE_DIR [/tmp]; BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600].
+#   STATE_DIR [/tmp]; BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600];
+#   KEEP_BEATS_DAYS [8].
 set -uf  # f: no pathname expansion (the request is split into words)
 
 : "${PGHOST:=/var/run/postgresql}"
@@ -46,7 +56,14 @@ set -uf  # f: no pathname expansion (the request is split into words)
 : "${STATE_DIR:=/tmp}"
 : "${BACKUP_RETRY_SECONDS:=300}"
 : "${BACKUP_ARCHIVE_TIMEOUT_SECONDS:=3600}"
+: "${KEEP_BEATS_DAYS:=8}"
 export PGHOST
+case $KEEP_BEATS_DAYS in
+'' | *[!0-9]*)
+	echo "archiver: KEEP_BEATS_DAYS must be a whole number of days, not '$KEEP_BEATS_DAYS'" >&2
+	exit 2
+	;;
+esac
 
 handled_file="$STATE_DIR/stackforge-backup-handled"
 result_file="$STATE_DIR/stackforge-backup-result"
@@ -74,11 +91,28 @@ until stackforge-pgbackrest stanza-create; do
 done
 echo "archiver: stanza $PGBACKREST_STANZA is ready"
 
+# The beat: the record (its own transaction, committed first), then the row
+# saying which segment holds that commit. The row's time is the record's
+# transaction's start, no later than its commit; the insert position after the
+# commit is in the commit's segment or a later one, so the row never claims a
+# moment that is not archived yet. The table is made by the first beat
+# (IF NOT EXISTS: a restart, or a database restored with it, keeps it).
+beat_sql() {
+	cat <<SQL
+SET client_min_messages = warning;
+CREATE SCHEMA IF NOT EXISTS stackforge;
+CREATE TABLE IF NOT EXISTS stackforge.heartbeat (beat timestamptz PRIMARY KEY, segment text NOT NULL);
+SELECT now() AS beat, pg_logical_emit_message(true, 'stackforge.heartbeat', now()::text) AS lsn \gset
+INSERT INTO stackforge.heartbeat (beat, segment)
+  VALUES (:'beat', pg_walfile_name(pg_current_wal_insert_lsn())) ON CONFLICT DO NOTHING;
+DELETE FROM stackforge.heartbeat WHERE beat < now() - interval '$KEEP_BEATS_DAYS days';
+SQL
+}
+
 beating=
 heartbeat() {
-	if psql --quiet --no-psqlrc --tuples-only --no-align --username=postgres --dbname=postgres \
-		--command="SELECT pg_logical_emit_message(true, 'stackforge.heartbeat', now()::text)" \
-		>/dev/null; then
+	if beat_sql | psql --quiet --no-psqlrc --tuples-only --no-align --set=ON_ERROR_STOP=1 \
+		--username=postgres --dbname=postgres >/dev/null; then
 		[ -n "$beating" ] || echo "archiver: heartbeat every ${HEARTBEAT_SECONDS}s"
 		beating=1
 	else

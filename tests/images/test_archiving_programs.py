@@ -5,7 +5,10 @@ test_pgbackrest_s3.py and, in the pod, tests/realnode/test_archiving.py):
 - ``stackforge-pgbackrest`` runs pgBackRest in the repository of the database's
   incarnation, and refuses to run without one;
 - ``stackforge-archiver`` retries the stanza until it exists, then writes a
-  heartbeat record every HEARTBEAT_SECONDS, and ends at once on TERM.
+  heartbeat record every HEARTBEAT_SECONDS, and ends at once on TERM;
+- its heartbeat rows and the exporter's query of them say how far the archive
+  reaches: that one runs against a loopback PostgreSQL server whose
+  archive_command the test can make fail (a bucket that cannot be reached).
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.images.postgres_pods import program
+from stackforge_operator.builders.exporters import POSTGRES_EXPORTER_QUERIES
+from tests.images.postgres_pods import PG15_BIN, program
+from tests.support.postgres_server import PostgresServer
 
 WRAPPER = program("postgres/stackforge-pgbackrest.sh")
 ARCHIVER = program("postgres/stackforge-archiver.sh")
@@ -83,7 +90,7 @@ def test_the_archiver_retries_the_stanza_then_beats_and_ends_on_term(tmp_path: P
     _tool(bin_dir, "stackforge-pgbackrest",
           f'echo "pgbackrest $*" >>{calls}\n'
           f'[ -e {tmp_path}/tried ] || {{ touch {tmp_path}/tried; exit 1; }}\n')
-    _tool(bin_dir, "psql", f'echo "psql $*" >>{calls}\n')
+    _tool(bin_dir, "psql", f'echo "psql $* $(tr "\\n" " ")" >>{calls}\n')
     log = tmp_path / "archiver.log"
     with log.open("wb") as out:
         archiver = subprocess.Popen(
@@ -136,7 +143,7 @@ def test_the_archiver_runs_each_backup_request_once_and_beats_meanwhile(tmp_path
           f'[ "$1" = backup ] || exit 0\n'
           f'while [ ! -e {release} ]; do sleep 0.1; done\n'
           f'exit "$(cat {release})"\n')
-    _tool(bin_dir, "psql", f'echo "psql $*" >>{calls}\n')
+    _tool(bin_dir, "psql", f'echo "psql $* $(tr "\\n" " ")" >>{calls}\n')
     request = tmp_path / "request"
     request.write_text("")  # no annotation: the downward API's file is empty
 
@@ -235,3 +242,91 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return "Z"
+
+
+def _archived_through(server: PostgresServer) -> float:
+    """The exporter's figure, by the exporter's own query."""
+    query = yaml.safe_load(POSTGRES_EXPORTER_QUERIES)["stackforge_archive"]["query"]
+    return float(server.psql(query + ";").strip())
+
+
+def _server_now(server: PostgresServer) -> float:
+    return float(server.psql("SELECT extract(epoch FROM now());").strip())
+
+
+def test_the_beats_say_how_far_the_archive_reaches_and_stop_at_an_outage(
+        tmp_path: Path) -> None:
+    # The bucket stand-in: a directory the server's user can write (pytest's
+    # tmp_path is root's alone), unreachable while the outage file exists.
+    server = PostgresServer(bin_dir=PG15_BIN)
+    archive = server.root / "archive"
+    outage = server.root / "outage"
+    server.settings.update({"archive_mode": "on",
+                            "archive_command": f"test ! -e {outage} && cp %p {archive}/%f"})
+    server.start()
+    archive.mkdir()
+    os.chown(archive, server.os_user.uid, server.os_user.gid)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "stackforge-pgbackrest", "exit 0\n")
+    archiver = None
+    try:
+        # No table yet (a tenant without archiving): the figure is 0, not an error.
+        assert _archived_through(server) == 0
+        archiver = subprocess.Popen(
+            [str(ARCHIVER)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={"PATH": f"{bin_dir}:{server.bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "t",
+                 "PGHOST": str(server.socket_dir), "PGPORT": str(server.port),
+                 "HEARTBEAT_SECONDS": "1", "POLL_SECONDS": "0.2"})
+
+        def switch_until(check: Any, what: str) -> float:
+            deadline = time.monotonic() + 30
+            while True:
+                server.psql("SELECT pg_switch_wal();")
+                time.sleep(0.5)
+                through = _archived_through(server)
+                if check(through):
+                    return through
+                if time.monotonic() > deadline:
+                    archiver_view = server.psql("SELECT * FROM pg_stat_archiver;")
+                    raise AssertionError(f"{what}: {through}; archiver: {archiver_view}")
+
+        before = _server_now(server)
+        first = switch_until(lambda v: v > before, "a beat archived")
+        assert first <= _server_now(server)
+
+        outage.touch()
+        # The moment the bucket went: from here on nothing reaches it.
+        cut = _server_now(server)
+        deadline = time.monotonic() + 30
+        while float(server.psql("SELECT count(*) FROM stackforge.heartbeat "
+                                "WHERE beat > to_timestamp(:'after'::float8);",
+                                variables={"after": str(cut + 3)})) < 1:
+            assert time.monotonic() < deadline, "no beat after the cut"
+            server.psql("SELECT pg_switch_wal();")
+            time.sleep(0.5)
+        # Beats went on, in segments closed and waiting to be archived ...
+        waiting = int(server.psql(
+            "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready';"))
+        assert waiting >= 2
+        # ... and the figure stays before the cut: a restore to any moment after
+        # it would not find its WAL in the archive.
+        during = _archived_through(server)
+        assert first <= during < cut, (first, during, cut)
+
+        outage.unlink()
+        back = _server_now(server)
+        after = switch_until(lambda v: v > back, "the queue archived")
+        # Everything the figure claims is in the archive: the newest beat it
+        # names sits in a segment the archive holds.
+        segment = server.psql(
+            "SELECT segment FROM stackforge.heartbeat "
+            "WHERE abs(extract(epoch FROM beat) - :'after'::float8) < 0.00001;",
+            variables={"after": repr(after)}).strip()
+        assert (archive / segment).exists(), (segment, sorted(p.name for p in archive.iterdir()))
+        assert datetime.fromtimestamp(after, UTC) <= datetime.now(UTC)
+    finally:
+        if archiver is not None and archiver.poll() is None:
+            os.killpg(archiver.pid, signal.SIGKILL)
+        server.stop()

@@ -250,8 +250,11 @@ def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Serve
     local = real_cluster.local
     assert local is not None and local.node is not None
     node_ip = local.node.network.node_ip
+    # The primary says how far the archive reaches (its exporter's figure).
+    tenants.eventually(lambda: _archived_through(real_cluster, ns), timeout=300, interval=2)
     # The S3 Service leads nowhere: the pods and the operator lose the bucket
     # alike (both reach it through the Service), while its data stays.
+    cut = datetime.now(UTC)
     _route_s3(real_cluster, 1, node_ip)
     try:
         down = tenants.eventually(
@@ -271,10 +274,18 @@ def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Serve
             "INSERT INTO outage_rows SELECT generate_series(1, 1000);\n"
             "SELECT pg_walfile_name(pg_current_wal_insert_lsn());")
         written = printed.splitlines()[-1]
+        written_at = datetime.now(UTC)
+        # The heartbeats went on, in segments the primary could not archive:
+        # the figure stays before the cut (the recoverability window with it).
+        through = _archived_through(real_cluster, ns)
+        assert through is not None and through < cut, (through, cut)
     finally:
         _route_s3(real_cluster, pod_s3.port, node_ip)
 
     policy = _archived_up_to(real_cluster, ns, written)
+    # Once the queue is archived, the figure passes the rows written during the outage.
+    tenants.eventually(lambda: (_archived_through(real_cluster, ns) or cut) > written_at,
+                       timeout=300, interval=2)
     # No longer failing (Unknown, not True: this policy has made no dump yet).
     tenants.eventually(lambda: runs.condition_of(tenants.get(real_cluster, name) or {},
                                                  "BackupHealthy").get("status") != "False",
@@ -285,6 +296,14 @@ def _outage(real_cluster: ClusterHandle, name: str, bucket: str, pod_s3: S3Serve
     [resolved] = tenants.eventually(lambda: channels.webhook(key, "resolved"), timeout=60)
     assert resolved["since"] == opened["since"], (opened, resolved)
     assert len(channels.webhook(key, "opened")) == 1
+
+
+def _archived_through(cluster: ClusterHandle, namespace: str) -> datetime | None:
+    """The policy's archivedThrough: how far the primary says the archive reaches."""
+    policy = runs.get_policy(cluster, namespace, "archive")
+    found = ((policy.get("status") or {}).get("continuousArchiving") or {}).get(
+        "archivedThrough")
+    return runs.parse_time(found) if found else None
 
 
 def _archived_up_to(cluster: ClusterHandle, namespace: str, segment: str,
@@ -623,7 +642,7 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
     tenants.eventually(lambda: _archiving(real_cluster, ns), timeout=300, interval=2)
     _physical_spec(real_cluster, ns, {"fullSchedule": "0 0 1 1 *",
                                       "retention": {"fullCount": 1}})
-    drills = ("pitr", "pitr-too-early")
+    drills = ("pitr", "pitr-too-early", "pitr-too-late")
     try:
         window = tenants.eventually(
             lambda: _physical_status(real_cluster, ns).get("recoverabilityWindow"),
@@ -639,6 +658,18 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
         assert stalled["status"] == "True", stalled
         assert "is before the recoverability window" in stalled["message"], stalled
         assert window["firstPoint"].rstrip("Z") in stalled["message"], (stalled, window)
+        # A moment the archive has not reached waits for it, refused meanwhile.
+        too_late = datetime.now(UTC) + timedelta(hours=1)
+        runs.apply(real_cluster, _physical_drill(
+            "pitr-too-late", name, ns,
+            {"source": "PointInTime", "pointInTime": too_late.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            []))
+        waiting = tenants.eventually(
+            lambda: (c := _rollup(real_cluster, ns, "pitr-too-late", "Reconciling")).get(
+                "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
+        assert "is after the recoverability window" in waiting["message"], waiting
+        assert _sandboxes(real_cluster, ns) == [], "a refused drill made a sandbox"
+        real_cluster.kubectl("delete", "drdrills.stackforge.io", "pitr-too-late", "-n", ns)
 
         # One row a quarter second for ten seconds; T falls between two of them.
         stack.psql(real_cluster, ns,
@@ -675,13 +706,7 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
                 {"name": "dropped-table-is-there", "expectedValue": "7",
                  "sql": "SELECT count(*) FROM precious"},
             ], sandbox))
-        # The archive's last point is an archive_timeout behind: T is past it for now.
-        waiting = tenants.eventually(
-            lambda: (c := _rollup(real_cluster, ns, "pitr", "Reconciling")).get(
-                "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
-        assert "is after the recoverability window" in waiting["message"], waiting
-        assert _sandboxes(real_cluster, ns) == [], "a refused drill made a sandbox"
-
+        # It waits until the archive reaches T (a heartbeat after T archived).
         try:
             volume = tenants.eventually(lambda: _scratch_volume(real_cluster, ns),
                                         timeout=240, interval=0.5)
@@ -762,8 +787,10 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         manifest = stack.postgres_only(clone)
         manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": target}}
         tenants.apply(real_cluster, manifest)
-        # T is newer than the archive's last point for a while: the tenant waits,
-        # and nothing of it exists yet (a primary now would initialise instead).
+        # T is newer than the archive's last point until a heartbeat after it is
+        # archived (up to a timeout and a half; the policy's status shows it at its
+        # next reconcile): the tenant waits, and nothing of it exists yet (a primary
+        # now would initialise instead).
         waiting = tenants.eventually(
             lambda: (c := runs.condition_of(tenants.get(real_cluster, clone, clone_ns) or {},
                                             "Reconciling")).get("reason")

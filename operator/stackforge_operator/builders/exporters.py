@@ -69,7 +69,34 @@ SELECT archived_count::float8 AS archived_count, failed_count::float8 AS failed_
        coalesce(extract(epoch FROM last_archived_time), 0)::float8 AS last_archived_time_seconds,
        coalesce(extract(epoch FROM last_failed_time), 0)::float8 AS last_failed_time_seconds
 FROM pg_stat_archiver"""
+# How far the archive reaches, as the primary knows it:
+# stackforge_archive_archived_through_seconds, the newest archiver heartbeat
+# (images/postgres/stackforge-archiver.sh) whose commit is in a segment
+# pg_stat_archiver reports archived (PostgreSQL archives segments in order), in
+# seconds since the epoch; 0 when none is (no archiving, nothing archived since
+# the statistics' reset). The operator bounds the recoverability window with
+# it (reconcile/archive_status.py). The heartbeat table exists only where
+# archiving was asked for, and a query naming a missing table fails: it is read
+# through query_to_xml (dynamic SQL in core PostgreSQL) once it exists.
+ARCHIVE_METRIC = "stackforge_archive"
+ARCHIVED_THROUGH_SAMPLE = f"{ARCHIVE_METRIC}_archived_through_seconds"
+_ARCHIVED_THROUGH_QUERY = """\
+SELECT coalesce(CASE
+  WHEN to_regclass('stackforge.heartbeat') IS NOT NULL AND last_archived_wal ~ '^[0-9A-F]{24}'
+  THEN (xpath('/row/through/text()', query_to_xml(format(
+    'SELECT extract(epoch FROM max(beat))::float8 AS through FROM stackforge.heartbeat '
+    'WHERE segment <= %L', left(last_archived_wal, 24)), false, true, '')))[1]::text::float8
+  END, 0)::float8 AS archived_through_seconds
+FROM pg_stat_archiver"""
 POSTGRES_EXPORTER_QUERIES = json.dumps({  # JSON is YAML: the exporter's format
+    ARCHIVE_METRIC: {
+        "query": _ARCHIVED_THROUGH_QUERY,
+        "metrics": [
+            {"archived_through_seconds": {
+                "usage": "GAUGE",
+                "description": "Newest moment whose commits are all archived (0: unknown)"}},
+        ],
+    },
     ARCHIVER_METRIC: {
         "query": _ARCHIVER_QUERY,
         "metrics": [

@@ -474,6 +474,11 @@ class ArchiveStatus(StatusModel):
     last_archived_key: str | None = Field(
         None, max_length=2048, description="Its object key (listing resumes after it)."
     )
+    archived_through: datetime | None = Field(
+        None,
+        description="The newest moment the primary reports archived: its newest heartbeat in "
+        "a WAL segment PostgreSQL has archived. Bounds the recoverability window's last point.",
+    )
 
 
 class PhysicalBackupType(enum.StrEnum):

@@ -7,6 +7,13 @@ archived every ``archive_timeout`` while archiving works
 (images/postgres/stackforge-archiver.sh), so the newest segment's age is
 enough to tell archiving that works from archiving that does not.
 
+How far a restore can reach is another matter: a segment's upload time is
+when it reached the bucket, which after an outage of the bucket is long
+after it was written. The primary knows better (its archiver sidecar records
+which segment holds each heartbeat, and PostgreSQL which segments it has
+archived): its exporter's figure, ``archivedThrough``, bounds the
+recoverability window (reconcile/physical_backups.py).
+
 Listing stays cheap however long the archive grows: only the newest
 incarnation's directory is read (incarnation names sort by age: a system
 identifier starts with the time of its initdb, and a restore keeps it and
@@ -20,8 +27,11 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from stackforge_operator import config, status
 from stackforge_operator.builders import archiving
+from stackforge_operator.builders.exporters import ARCHIVED_THROUGH_SAMPLE
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import ArchiveStatus, ObjectStorage
 from stackforge_operator.models.common import ConditionStatus
@@ -96,6 +106,30 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
         last_archived_time=modified.astimezone(UTC) if isinstance(modified, datetime) else None,
         last_archived_key=str(last["Key"]),
     )
+
+
+def archived_through(metrics_page: str) -> datetime | None:
+    """The newest moment the primary says is archived, from its exporter's page
+    (None: not on the page, or 0: it does not know)."""
+    for family in text_string_to_metric_families(metrics_page):
+        for sample in family.samples:
+            if sample.name == ARCHIVED_THROUGH_SAMPLE and sample.value > 0:
+                return datetime.fromtimestamp(sample.value, UTC)
+    return None
+
+
+def with_primary(archive: ArchiveStatus | None, metrics_page: str | None,
+                 previous: ArchiveStatus | None) -> ArchiveStatus | None:
+    """``archive`` with the primary's ``archivedThrough``: read now when its page
+    says, else the one known before for the same repository (a primary that
+    cannot be read, isolated or restarting, must not widen the window)."""
+    if archive is None:
+        return None
+    reported = archived_through(metrics_page) if metrics_page else None
+    if reported is None and previous is not None and (
+            previous.repository_path == archive.repository_path):
+        reported = previous.archived_through
+    return archive.model_copy(update={"archived_through": reported})
 
 
 def observation(

@@ -25,6 +25,7 @@ from stackforge_operator import (
     clock,
     config,
     kube,
+    primary_metrics,
     schedule,
     status,
     suspend_windows,
@@ -188,6 +189,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             manifests = []
             archive = old.continuous_archiving if archiver == name else None
             backups = list(known)
+        if archive is not None and not database_stopped:
+            # How far the archive reaches, as the primary knows it.
+            primary = kube.get("v1", "Pod", postgres.primary_pod(t.primary_ordinal), namespace)
+            archive = archive_status.with_primary(archive, primary_metrics.read(primary),
+                                                  old.continuous_archiving)
         newest = manifests[-1] if manifests else None
         if storage_error is None and newest is not None and (
                 old.last_successful_run is None

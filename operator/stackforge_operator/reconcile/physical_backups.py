@@ -152,11 +152,22 @@ def plan(spec: PhysicalBackups, zone: str, now: datetime, backups: Sequence[Phys
 
 def window(backups: Sequence[PhysicalBackup], archive: ArchiveStatus | None,
            archive_timeout_seconds: int) -> RecoverabilityWindow | None:
-    """From the end of the oldest backup to a moment a commit later than which is archived."""
+    """From the end of the oldest backup to a moment a commit later than which is archived.
+
+    The primary's ``archivedThrough`` says it exactly: the time of a heartbeat
+    whose commit is in a segment PostgreSQL has archived (never later than the
+    newest segment's arrival, which comes after it). Without it (a primary not
+    read yet), a timeout before the newest segment reached the bucket: that
+    holds while the archive keeps up (the heartbeat commits twice per
+    timeout), not while a queue drains after an outage, when segments arrive
+    long after they were written."""
     if not backups or archive is None or archive.last_archived_time is None:
         return None
     first = min(b.stop_time for b in backups)
-    last = archive.last_archived_time - timedelta(seconds=archive_timeout_seconds)
+    if archive.archived_through is not None:
+        last = min(archive.archived_through, archive.last_archived_time)
+    else:
+        last = archive.last_archived_time - timedelta(seconds=archive_timeout_seconds)
     return RecoverabilityWindow(first_point=first, last_point=max(first, last))
 
 
@@ -169,12 +180,24 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
         return None
     age = now - archive.last_archived_time
     allowed = allowed_age(archive_timeout_seconds)
+    message = (f"the last archived point, {archive.last_archived_time.isoformat()}, is "
+               f"{int(age.total_seconds())}s old (allowed: {int(allowed.total_seconds())}s)")
     within = age <= allowed
+    if within and archive.archived_through is not None:
+        # A queue draining after an outage: new segments arrive, old ones.
+        # In step, the newest archived heartbeat is at most about two timeouts
+        # old (a beat every half timeout, in a segment closed up to a timeout
+        # later, pushed within the margin).
+        behind = now - archive.archived_through
+        reach = allowed + timedelta(seconds=archive_timeout_seconds)
+        if behind > reach:
+            within = False
+            message = (f"the primary has archived up to {archive.archived_through.isoformat()}, "
+                       f"{int(behind.total_seconds())}s ago (allowed: "
+                       f"{int(reach.total_seconds())}s): its archive queue is draining")
     return status.Observation(
         types.BACKUP_FRESH, ConditionStatus.TRUE if within else ConditionStatus.FALSE,
-        "WithinRPO" if within else "RPOExceeded",
-        f"the last archived point, {archive.last_archived_time.isoformat()}, is "
-        f"{int(age.total_seconds())}s old (allowed: {int(allowed.total_seconds())}s)")
+        "WithinRPO" if within else "RPOExceeded", message)
 
 
 def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None,

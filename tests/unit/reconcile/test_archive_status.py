@@ -135,3 +135,34 @@ def test_an_unreadable_bucket_is_unknown_until_the_last_known_segment_is_too_old
                                        "connection refused")
     assert (stale.status, stale.reason) == (ConditionStatus.FALSE, "ArchivingStalled")
     assert "121s ago" in stale.message and "connection refused" in stale.message
+
+
+def _page(seconds: float) -> str:
+    return ("# HELP stackforge_archive_archived_through_seconds x\n"
+            "# TYPE stackforge_archive_archived_through_seconds gauge\n"
+            f'stackforge_archive_archived_through_seconds{{server="localhost:5432"}} {seconds}\n')
+
+
+def test_the_primary_says_how_far_the_archive_reaches() -> None:
+    moment = NOW - timedelta(minutes=3)
+    assert archive_status.archived_through(_page(moment.timestamp())) == moment
+    # 0: the primary does not know (nothing archived since its statistics' reset).
+    assert archive_status.archived_through(_page(0)) is None
+    assert archive_status.archived_through("up 1\n") is None
+
+
+def test_a_primary_that_cannot_be_read_keeps_the_figure_known_before() -> None:
+    known = ArchiveStatus(repository_path="/r1", last_archived_time=NOW,
+                          archived_through=NOW - timedelta(minutes=5))
+    bucket = ArchiveStatus(repository_path="/r1", last_archived_time=NOW)
+    fresh = archive_status.with_primary(bucket, _page(NOW.timestamp() - 30), known)
+    assert fresh is not None and fresh.archived_through == NOW - timedelta(seconds=30)
+    # Unreadable, or not knowing: the last figure stays (the window must not widen).
+    for page in (None, _page(0)):
+        kept = archive_status.with_primary(bucket, page, known)
+        assert kept is not None and kept.archived_through == known.archived_through
+    # Another incarnation's figure says nothing of this one.
+    other = ArchiveStatus(repository_path="/r2", last_archived_time=NOW)
+    moved = archive_status.with_primary(other, None, known)
+    assert moved is not None and moved.archived_through is None
+    assert archive_status.with_primary(None, _page(1.0), known) is None

@@ -146,6 +146,32 @@ def test_the_window_runs_from_the_oldest_backup_to_a_timeout_before_the_newest_s
     assert physical.window(backups, ArchiveStatus(), 60) is None
 
 
+def test_while_a_queue_drains_the_window_ends_where_the_primary_says_it_is_archived() -> None:
+    backups = [_backup(FULL, NOW - timedelta(days=2))]
+    # After a 30-minute outage of the bucket: a segment written 29 minutes ago
+    # arrived just now; the primary has archived its heartbeats up to 28
+    # minutes ago. A restore to a minute ago would find no WAL for it.
+    draining = ArchiveStatus(last_archived_time=NOW - timedelta(seconds=2),
+                             archived_through=NOW - timedelta(minutes=28))
+    found = physical.window(backups, draining, 60)
+    assert found is not None and found.last_point == NOW - timedelta(minutes=28)
+    # In step the primary's figure is exact, and closer than the bucket's
+    # bound (a timeout before the newest arrival) ...
+    in_step = ArchiveStatus(last_archived_time=NOW - timedelta(seconds=20),
+                            archived_through=NOW - timedelta(seconds=50))
+    found = physical.window(backups, in_step, 60)
+    assert found is not None and found.last_point == NOW - timedelta(seconds=50)
+    # ... but never past what reached the bucket (a figure from another incarnation).
+    ahead = ArchiveStatus(last_archived_time=NOW - timedelta(seconds=20),
+                          archived_through=NOW - timedelta(seconds=5))
+    found = physical.window(backups, ahead, 60)
+    assert found is not None and found.last_point == NOW - timedelta(seconds=20)
+    # Never before the first point.
+    found = physical.window(backups, ArchiveStatus(
+        last_archived_time=NOW, archived_through=NOW - timedelta(days=3)), 60)
+    assert found is not None and found.last_point == found.first_point
+
+
 def test_the_condition_turns_false_when_a_request_outlives_the_deadline() -> None:
     deadline = timedelta(hours=6)
     asked = _request(NOW - timedelta(hours=7), DIFF)
@@ -175,3 +201,19 @@ def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() 
     assert old is not None and (old.status, old.reason) == (ConditionStatus.FALSE, "RPOExceeded")
     assert physical.freshness(ArchiveStatus(), 60, NOW) is None
     assert physical.freshness(None, 60, NOW) is None
+
+
+def test_a_draining_queue_exceeds_the_rpo_though_segments_arrive() -> None:
+    reach = physical.allowed_age(60) + timedelta(seconds=60)
+    arriving = NOW - timedelta(seconds=3)
+    draining = physical.freshness(ArchiveStatus(
+        last_archived_time=arriving, archived_through=NOW - reach - timedelta(seconds=1)),
+        60, NOW)
+    assert draining is not None
+    assert (draining.status, draining.reason) == (ConditionStatus.FALSE, "RPOExceeded")
+    assert "archive queue is draining" in draining.message
+    # Two timeouts behind is in step: a beat every half timeout, in a segment
+    # closed up to a timeout later.
+    in_step = physical.freshness(ArchiveStatus(
+        last_archived_time=arriving, archived_through=NOW - timedelta(seconds=120)), 60, NOW)
+    assert in_step is not None and in_step.status == ConditionStatus.TRUE
