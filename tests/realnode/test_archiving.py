@@ -647,26 +647,24 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
         window = tenants.eventually(
             lambda: _physical_status(real_cluster, ns).get("recoverabilityWindow"),
             timeout=300, interval=2)
-        too_early = runs.parse_time(window["firstPoint"]) - timedelta(days=1)
-        runs.apply(real_cluster, _physical_drill(
-            "pitr-too-early", name, ns,
-            {"source": "PointInTime", "pointInTime": too_early.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            []))
-        stalled = tenants.eventually(
-            lambda: (c := _rollup(real_cluster, ns, "pitr-too-early", "Stalled")).get(
-                "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
+        def refused(drill: str, moment: datetime, condition: str) -> dict[str, Any]:
+            """The condition of a drill to ``moment`` once it says the moment is outside."""
+            runs.apply(real_cluster, _physical_drill(
+                drill, name, ns,
+                {"source": "PointInTime", "pointInTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                []))
+            found: dict[str, Any] = tenants.eventually(
+                lambda: (c := _rollup(real_cluster, ns, drill, condition)).get(
+                    "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
+            return found
+
+        stalled = refused("pitr-too-early",
+                          runs.parse_time(window["firstPoint"]) - timedelta(days=1), "Stalled")
         assert stalled["status"] == "True", stalled
         assert "is before the recoverability window" in stalled["message"], stalled
         assert window["firstPoint"].rstrip("Z") in stalled["message"], (stalled, window)
         # A moment the archive has not reached waits for it, refused meanwhile.
-        too_late = datetime.now(UTC) + timedelta(hours=1)
-        runs.apply(real_cluster, _physical_drill(
-            "pitr-too-late", name, ns,
-            {"source": "PointInTime", "pointInTime": too_late.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            []))
-        waiting = tenants.eventually(
-            lambda: (c := _rollup(real_cluster, ns, "pitr-too-late", "Reconciling")).get(
-                "reason") == "TargetOutsideWindow" and c, timeout=60, interval=1)
+        waiting = refused("pitr-too-late", datetime.now(UTC) + timedelta(hours=1), "Reconciling")
         assert "is after the recoverability window" in waiting["message"], waiting
         assert _sandboxes(real_cluster, ns) == [], "a refused drill made a sandbox"
         real_cluster.kubectl("delete", "drdrills.stackforge.io", "pitr-too-late", "-n", ns)
