@@ -15,6 +15,13 @@ The baseline, in the same run: the logical dumps' RPO at the same moments, with
 one dump taken at the start of the run (in production the nightly dump makes
 that anything up to a day plus the dump's duration).
 
+At each D it also prints where the recoverability window would end, both ways
+the operator can say it (reconcile/physical_backups.py): the primary's figure
+(the exporter's ``stackforge_archive`` query: the newest heartbeat in a segment
+PostgreSQL reports archived) and the bucket's bound (the newest segment's
+upload time less the timeout), each as seconds before D, and whether the
+restore reached it (a window that ends later than the restore reaches lies).
+
     .venv/bin/python bench/archiving_rpo.py [--rounds 6]
 
 Needs: postgresql and pgbackrest (apt), moto[server] (pip). Run from the repo
@@ -34,8 +41,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,6 +60,11 @@ from tests.support.pgbackrest_repo import (  # noqa: E402
     pgbackrest,
 )
 
+from stackforge_operator.builders.exporters import (  # noqa: E402
+    ARCHIVE_METRIC,
+    POSTGRES_EXPORTER_QUERIES,
+)
+
 ARCHIVE_TIMEOUT_SECONDS = 60  # the default of continuousArchiving.archiveTimeoutSeconds
 WRITE_INTERVAL_SECONDS = 0.25
 GOAL_SECONDS = 60
@@ -62,6 +76,16 @@ class Round:
     segments: int
     newest_restored: datetime
     dump_taken: datetime
+    # Where the window would end: the primary's figure (None: it knew none), and
+    # the bucket's newest upload less the timeout.
+    primary_end: datetime | None
+    bucket_end: datetime
+
+    def before_disaster(self, end: datetime | None) -> str:
+        return "-" if end is None else f"{(self.disaster - end).total_seconds():.1f} s"
+
+    def reached(self, end: datetime | None) -> bool:
+        return end is None or end <= self.newest_restored
 
     @property
     def rpo(self) -> float:
@@ -101,17 +125,25 @@ class Writer:
         self.process.wait(30)
 
 
-def archived_segments(archiving: Archiving) -> list[str]:
-    """Names of the WAL segments in the archive now."""
+def archived_segments(archiving: Archiving) -> tuple[list[str], datetime]:
+    """Names of the WAL segments in the archive now, and the newest one's upload time."""
     prefix = f"{REPOSITORY_PATH.lstrip('/')}/archive/{STANZA}/"
-    names = []
+    found: dict[str, datetime] = {}
     for page in archiving.s3.client().get_paginator("list_objects_v2").paginate(
             Bucket=archiving.bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             name = obj["Key"].rsplit("/", 1)[-1]
             if len(name) > 24 and name[24] == "-":
-                names.append(name[:24])
-    return sorted(names)
+                found[name[:24]] = obj["LastModified"]
+    names = sorted(found)
+    return names, found[names[-1]]
+
+
+def primary_archived_through(server: pg.PostgresServer) -> datetime | None:
+    """The exporter's figure, by the exporter's own query."""
+    query = yaml.safe_load(POSTGRES_EXPORTER_QUERIES)[ARCHIVE_METRIC]["query"]
+    seconds = float(server.psql(query + ";").strip())
+    return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else None
 
 
 def restored_newest(archiving: Archiving, segments: list[str]) -> datetime:
@@ -190,9 +222,12 @@ def main() -> None:
                 # Any moment of the archive's cycle, never in step with it.
                 time.sleep(chance.uniform(20, 20 + ARCHIVE_TIMEOUT_SECONDS))
                 disaster = datetime.now(UTC)
-                segments = archived_segments(archiving)
+                segments, uploaded = archived_segments(archiving)
+                primary_end = primary_archived_through(archiving.server)
                 newest = restored_newest(archiving, segments)
-                rounds.append(Round(disaster, len(segments), newest, dump_taken))
+                rounds.append(Round(
+                    disaster, len(segments), newest, dump_taken, primary_end,
+                    uploaded - timedelta(seconds=ARCHIVE_TIMEOUT_SECONDS)))
                 print(f"round {number}: RPO {rounds[-1].rpo:.1f} s", flush=True)
         finally:
             writer.stop()
@@ -201,16 +236,26 @@ def main() -> None:
     print(f"\n{args.rounds} disasters at random moments; archive_timeout "
           f"{ARCHIVE_TIMEOUT_SECONDS} s, a commit every {WRITE_INTERVAL_SECONDS} s\n")
     print(f"| {'round':>5} | {'disaster (UTC)':<15} | {'segments':>8} | "
-          f"{'RPO, archive':>12} | {'RPO, dumps':>10} |")
-    print(f"|{'-' * 7}|{'-' * 17}|{'-' * 10}|{'-' * 14}|{'-' * 12}|")
+          f"{'RPO, archive':>12} | {'RPO, dumps':>10} | {'window end, primary':>19} | "
+          f"{'window end, bucket':>18} |")
+    print(f"|{'-' * 7}|{'-' * 17}|{'-' * 10}|{'-' * 14}|{'-' * 12}|{'-' * 21}|{'-' * 20}|")
     for number, r in enumerate(rounds, 1):
         moment = r.disaster.strftime("%H:%M:%S.%f")[:12]
         print(f"| {number:>5} | {moment:<15} | {r.segments:>8} | "
-              f"{r.rpo:>10.1f} s | {r.dump_rpo:>8.0f} s |")
+              f"{r.rpo:>10.1f} s | {r.dump_rpo:>8.0f} s | "
+              f"{r.before_disaster(r.primary_end):>19} | {r.before_disaster(r.bucket_end):>18} |")
     rpos = [r.rpo for r in rounds]
     print(f"\narchive RPO: median {statistics.median(rpos):.1f} s, worst {max(rpos):.1f} s "
           f"(goal: <= {GOAL_SECONDS} s); dumps: worst {max(r.dump_rpo for r in rounds):.0f} s "
           "in this run, up to a day with nightly dumps")
+    for way, ends in (("primary's figure", [r.primary_end for r in rounds]),
+                      ("bucket's bound", [r.bucket_end for r in rounds])):
+        behind = [(r.disaster - e).total_seconds() for r, e in zip(rounds, ends, strict=True)
+                  if e is not None]
+        lies = sum(not r.reached(e) for r, e in zip(rounds, ends, strict=True))
+        median = f"median {statistics.median(behind):.1f} s before D" if behind else "never known"
+        print(f"window end by the {way}: {median}; past what the restore reached: {lies} "
+              f"of {len(rounds)}")
 
 
 if __name__ == "__main__":
