@@ -323,6 +323,10 @@ def main() -> int:
                         default=max(IDLE_SECONDS, operator_config.FULL_RESYNC_SECONDS),
                         help="the idle window reading from caches: a whole cycle of the "
                              "settled tenants' full reconciles")
+    parser.add_argument("--restarted-idle-seconds", type=float,
+                        help="the idle window of each --caches-variant (default: "
+                             "--caches-idle-seconds); its memory after the start-up's "
+                             "reconciles needs no whole cycle of full reconciles")
     parser.add_argument("--probes", type=int, default=10)
     parser.add_argument("--caches-variant", metavar="NAME=VALUE[,NAME=VALUE]",
                         action="append", default=[],
@@ -366,9 +370,9 @@ def main() -> int:
                 operator = bench.operator("caches", variant)
                 try:
                     time.sleep(max(SETTLE_SECONDS, count / 20))
-                    results.append(bench.measure(operator, f"watch caches, restarted, {named}",
-                                                 count, None, args.caches_idle_seconds,
-                                                 probes=False))
+                    results.append(bench.measure(
+                        operator, f"watch caches, restarted, {named}", count, None,
+                        args.restarted_idle_seconds or args.caches_idle_seconds, probes=False))
                 finally:
                     operator.stop()
             if count <= args.baseline_max:
