@@ -172,10 +172,12 @@ def window(backups: Sequence[PhysicalBackup], archive: ArchiveStatus | None,
 
 
 def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
-              now: datetime) -> status.Observation | None:
+              now: datetime, primary_reported: bool = True) -> status.Observation | None:
     """BackupFresh as an RPO check, for a policy with a recoverability window:
     what a restore would lose is what came after the last archived point, so
-    that point must be as young as archiving promises (None: nothing archived)."""
+    that point must be as young as archiving promises (None: nothing archived).
+    ``primary_reported``: whether ``archivedThrough`` was read from the primary
+    just now, or kept from an earlier read (its exporter unreadable)."""
     if archive is None or archive.last_archived_time is None:
         return None
     age = now - archive.last_archived_time
@@ -191,10 +193,15 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
         behind = now - archive.archived_through
         reach = allowed + timedelta(seconds=archive_timeout_seconds)
         if behind > reach:
+            # Either way no restore can be promised a later point (the window
+            # ends there too); the message says which it is.
             within = False
+            cause = ("its archive queue is draining" if primary_reported else
+                     "it has reported nothing since (its exporter unreadable), so no later "
+                     "point can be confirmed")
             message = (f"the primary has archived up to {archive.archived_through.isoformat()}, "
                        f"{int(behind.total_seconds())}s ago (allowed: "
-                       f"{int(reach.total_seconds())}s): its archive queue is draining")
+                       f"{int(reach.total_seconds())}s): {cause}")
     return status.Observation(
         types.BACKUP_FRESH, ConditionStatus.TRUE if within else ConditionStatus.FALSE,
         "WithinRPO" if within else "RPOExceeded", message)

@@ -217,3 +217,18 @@ def test_a_draining_queue_exceeds_the_rpo_though_segments_arrive() -> None:
     in_step = physical.freshness(ArchiveStatus(
         last_archived_time=arriving, archived_through=NOW - timedelta(seconds=120)), 60, NOW)
     assert in_step is not None and in_step.status == ConditionStatus.TRUE
+
+
+def test_a_primary_figure_not_read_again_is_not_called_a_draining_queue() -> None:
+    # The figure kept from an earlier read (the exporter unreadable since) still
+    # bounds what can be promised, but the message says why it is old.
+    reach = physical.allowed_age(60) + timedelta(seconds=60)
+    kept = ArchiveStatus(last_archived_time=NOW - timedelta(seconds=3),
+                         archived_through=NOW - reach - timedelta(seconds=1))
+    unread = physical.freshness(kept, 60, NOW, primary_reported=False)
+    assert unread is not None
+    assert (unread.status, unread.reason) == (ConditionStatus.FALSE, "RPOExceeded")
+    assert "draining" not in unread.message
+    assert "reported nothing since" in unread.message
+    read_now = physical.freshness(kept, 60, NOW, primary_reported=True)
+    assert read_now is not None and "draining" in read_now.message
