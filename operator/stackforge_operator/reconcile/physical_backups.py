@@ -186,7 +186,7 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
                f"{int(age.total_seconds())}s old (allowed: {int(allowed.total_seconds())}s)")
     within = age <= allowed
     if within and archive.archived_through is not None:
-        # A queue draining after an outage: new segments arrive, old ones.
+        # A queue draining after an outage: segments arrive, but old ones.
         # In step, the newest archived heartbeat is at most about two timeouts
         # old (a beat every half timeout, in a segment closed up to a timeout
         # later, pushed within the margin).
@@ -197,8 +197,8 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
             # ends there too); the message says which it is.
             within = False
             cause = ("its archive queue is draining" if primary_reported else
-                     "it has reported nothing since (its exporter unreadable), so no later "
-                     "point can be confirmed")
+                     "it has reported nothing since (its exporter unreadable, or not knowing "
+                     "after a restart), so no later point can be confirmed")
             message = (f"the primary has archived up to {archive.archived_through.isoformat()}, "
                        f"{int(behind.total_seconds())}s ago (allowed: "
                        f"{int(reach.total_seconds())}s): {cause}")
