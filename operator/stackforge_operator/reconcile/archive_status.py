@@ -118,14 +118,14 @@ def archived_through(metrics_page: str) -> datetime | None:
     return None
 
 
-def with_primary(archive: ArchiveStatus | None, metrics_page: str | None,
+def with_primary(archive: ArchiveStatus | None, reported: datetime | None,
                  previous: ArchiveStatus | None) -> ArchiveStatus | None:
-    """``archive`` with the primary's ``archivedThrough``: read now when its page
-    says, else the one known before for the same repository (a primary that
-    cannot be read, isolated or restarting, must not widen the window)."""
+    """``archive`` with the primary's ``archivedThrough``: ``reported``, what its
+    page says now (:func:`archived_through`), else the one known before for the
+    same repository (a primary that cannot be read, isolated or restarting, must
+    not widen the window)."""
     if archive is None:
         return None
-    reported = archived_through(metrics_page) if metrics_page else None
     if reported is None and previous is not None and (
             previous.repository_path == archive.repository_path):
         reported = previous.archived_through

@@ -189,14 +189,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             manifests = []
             archive = old.continuous_archiving if archiver == name else None
             backups = list(known)
-        primary_reported = False
+        reported = None
         if archive is not None and not database_stopped:
             # How far the archive reaches, as the primary knows it.
             primary = kube.get("v1", "Pod", postgres.primary_pod(t.primary_ordinal), namespace)
             page = primary_metrics.read(primary)
-            primary_reported = page is not None and (
-                archive_status.archived_through(page) is not None)
-            archive = archive_status.with_primary(archive, page, old.continuous_archiving)
+            reported = archive_status.archived_through(page) if page else None
+            archive = archive_status.with_primary(archive, reported, old.continuous_archiving)
         newest = manifests[-1] if manifests else None
         if storage_error is None and newest is not None and (
                 old.last_successful_run is None
@@ -230,7 +229,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if physical is not None and physical.recoverability_window is not None and (
             spec.continuous_archiving is not None):
         rpo = physical_backups.freshness(archive, spec.continuous_archiving.archive_timeout_seconds,
-                                         now, primary_reported)
+                                         now, primary_reported=reported is not None)
     # Time a window held the database stopped changed nothing: the newest
     # backup's age counts only the time the database ran since.
     stopped = suspend_windows.covered(tenant_spec.suspend_windows, newest.finished_at,

@@ -177,7 +177,8 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
     what a restore would lose is what came after the last archived point, so
     that point must be as young as archiving promises (None: nothing archived).
     ``primary_reported``: whether ``archivedThrough`` was read from the primary
-    just now, or kept from an earlier read (its exporter unreadable)."""
+    just now, or kept from an earlier read (its exporter unreadable, or not
+    knowing after a restart)."""
     if archive is None or archive.last_archived_time is None:
         return None
     age = now - archive.last_archived_time

@@ -155,14 +155,15 @@ def test_a_primary_that_cannot_be_read_keeps_the_figure_known_before() -> None:
     known = ArchiveStatus(repository_path="/r1", last_archived_time=NOW,
                           archived_through=NOW - timedelta(minutes=5))
     bucket = ArchiveStatus(repository_path="/r1", last_archived_time=NOW)
-    fresh = archive_status.with_primary(bucket, _page(NOW.timestamp() - 30), known)
+    fresh = archive_status.with_primary(
+        bucket, archive_status.archived_through(_page(NOW.timestamp() - 30)), known)
     assert fresh is not None and fresh.archived_through == NOW - timedelta(seconds=30)
     # Unreadable, or not knowing: the last figure stays (the window must not widen).
-    for page in (None, _page(0)):
-        kept = archive_status.with_primary(bucket, page, known)
+    for reported in (None, archive_status.archived_through(_page(0))):
+        kept = archive_status.with_primary(bucket, reported, known)
         assert kept is not None and kept.archived_through == known.archived_through
     # Another incarnation's figure says nothing of this one.
     other = ArchiveStatus(repository_path="/r2", last_archived_time=NOW)
     moved = archive_status.with_primary(other, None, known)
     assert moved is not None and moved.archived_through is None
-    assert archive_status.with_primary(None, _page(1.0), known) is None
+    assert archive_status.with_primary(None, NOW, known) is None
