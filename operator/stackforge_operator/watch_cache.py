@@ -67,6 +67,20 @@ def _newer(candidate: str, held: str) -> bool:
     return int(candidate) > int(held)
 
 
+def pack(obj: Mapping[str, Any]) -> bytes:
+    """``obj`` without ``metadata.managedFields``, as compact JSON compressed at
+    level 1: about a tenth of the memory of the parsed dicts (module docstring)."""
+    meta = obj.get("metadata") or {}
+    slim = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return zlib.compress(json.dumps(slim, separators=(",", ":")).encode(), 1)
+
+
+def unpack(packed: bytes) -> Obj:
+    """A private copy of what :func:`pack` packed."""
+    loaded: Obj = json.loads(zlib.decompress(packed))
+    return loaded
+
+
 @dataclass(frozen=True)
 class _Entry:
     namespace: str
@@ -76,8 +90,7 @@ class _Entry:
     packed: bytes
 
     def load(self) -> Obj:
-        loaded: Obj = json.loads(zlib.decompress(self.packed))
-        return loaded
+        return unpack(self.packed)
 
 
 def _entry(obj: Mapping[str, Any], *, counts_only: bool = False) -> _Entry:
@@ -85,15 +98,12 @@ def _entry(obj: Mapping[str, Any], *, counts_only: bool = False) -> _Entry:
     if counts_only:
         return _Entry(str(meta.get("namespace") or ""), str(meta["name"]), {},
                       str(meta.get("resourceVersion") or ""), b"")
-    slim = dict(obj)
-    slim["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
     # Interned: the same few label keys and values (and namespaces) recur on every
     # object of a tenant, and would otherwise be held once per object.
     labels = {sys.intern(str(k)): sys.intern(str(v))
               for k, v in (meta.get("labels") or {}).items()}
     return _Entry(sys.intern(str(meta.get("namespace") or "")), str(meta["name"]),
-                  labels, str(meta.get("resourceVersion") or ""),
-                  zlib.compress(json.dumps(slim, separators=(",", ":")).encode(), 1))
+                  labels, str(meta.get("resourceVersion") or ""), pack(obj))
 
 
 @dataclass

@@ -307,3 +307,35 @@ def test_an_object_made_again_after_its_deletion_is_reconciled_again() -> None:
 
     run_for(c, 0.1, delete, make_again)
     assert calls == ["a", "a"]  # its settled record went with it
+
+
+def test_each_reconcile_reads_a_private_copy_of_the_latest_body_without_managed_fields() -> None:
+    """Bodies are held packed: what one reconcile changes in its copy never reaches
+    the next, and the status a reconcile wrote is what the next one starts from."""
+    seen: list[Mapping[str, Any]] = []
+    statuses: list[Any] = []
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        seen.append(obj)
+        statuses.append(obj["status"]["g"])
+        obj["status"]["g"] = "scribbled"
+        written = {"metadata": {"name": "a", "resourceVersion": str(len(seen) + 1)},
+                   "status": {"g": f"written {len(seen)}"}}
+        return Done(requeue_after=0.02, latest=written)
+
+    c = Controller("Private", reconcile, workers=1)
+    with_fields = {**body("a"), "metadata": {"name": "a", "resourceVersion": "1",
+                                             "managedFields": [{"manager": "kubectl"}]}}
+
+    async def scenario() -> None:
+        c.start()
+        c.observed(with_fields)
+        await until(lambda: len(seen) >= 3)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert "managedFields" not in seen[0]["metadata"]
+    assert with_fields["status"] == {"g": 1}  # the watch's own dict is untouched
+    assert statuses[:3] == [1, "written 1", "written 2"]
+    assert len({id(s) for s in seen}) == len(seen)
+    assert c.body("a") is not c.body("a")
