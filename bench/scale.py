@@ -357,8 +357,8 @@ def main() -> int:
                 print(f"{count} tenants: applying {count - bench.created}", file=sys.stderr)
                 started = time.monotonic()
                 bench.add_tenants(count)
-                # 823 s for 1,000 in one batch on this kind of machine: a second a
-                # tenant leaves room for the control plane slowing down as it fills.
+                # 823 s for 1,000 in one batch on this kind of machine: two seconds a
+                # tenant leave room for the control plane slowing down as it fills.
                 # Each look LISTs every tenant with its status (18 MB at 3,000): every
                 # 2 s that was the bench's own load on the API server it measures.
                 ready = time.monotonic() - started + _wait(
