@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import kopf
 
-from stackforge_operator import API_GROUP
+from stackforge_operator import API_GROUP, informer
 
 FINALIZER = f"{API_GROUP}/finalizer"
 STORAGE_PREFIX = API_GROUP
@@ -116,6 +116,10 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # kopf lists the custom resources before it watches them; unpaged, an
+    # operator restarted on a thousand tenants parsed one response of all of them
+    # at once, the memory peak the informers' paging removed for the children.
+    settings.watching.chunk_size = informer.LIST_PAGE
     # kopf's own retries (its watches of the custom resources, peering): capped at
     # a few seconds, so that a watch is back within seconds of the API server's
     # return. kopf's default sequence (1, 1, 2, ... 21 s) left it up to 8 s late

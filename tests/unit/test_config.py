@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import kopf
 
-from stackforge_operator import config
+from stackforge_operator import config, informer
 
 
 def test_own_finalizer_and_storage_prefix() -> None:
@@ -16,3 +16,10 @@ def test_own_finalizer_and_storage_prefix() -> None:
     assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
     assert diffbase.prefix == "stackforge.io"
     assert settings.execution.max_workers == config.MAX_SYNC_WORKERS
+
+
+def test_kopf_lists_custom_resources_in_pages_like_the_informers() -> None:
+    settings = kopf.OperatorSettings()
+    assert settings.watching.chunk_size is None  # kopf's default: one unpaged LIST
+    config.apply_settings(settings)
+    assert settings.watching.chunk_size == informer.LIST_PAGE
