@@ -3,8 +3,9 @@
 One Controller per kind: it keeps the latest body of every object (from the
 watch, so a reconcile starts without a read), and reconciles them in threads
 because the kubernetes client and boto3 block. Bodies are kept packed as the
-watch caches keep objects (watch_cache.pack): parsed, a tenant's body with its
-status took about 16 KiB, packed about 1.2 KiB, and thousands are held at once;
+watch caches keep objects (watch_cache.Packer): parsed, a tenant's body with its
+status took about 16 KiB, packed alone about 1.2 KiB (with the kind's dictionary
+about 0.1 KiB), and thousands are held at once;
 each reconcile unpacks a private copy.
 
 A settled object's resyncs are skipped while nothing it depends on has changed.
@@ -85,15 +86,6 @@ class _Held:
     deleting: bool
     packed: bytes
 
-    def load(self) -> dict[str, Any]:
-        return watch_cache.unpack(self.packed)
-
-
-def _held(body: Mapping[str, Any]) -> _Held:
-    meta = body.get("metadata") or {}
-    return _Held(str(meta.get("resourceVersion") or ""), bool(meta.get("deletionTimestamp")),
-                 watch_cache.pack(body))
-
 
 def _namespace_of(key: str) -> str:
     return key.partition("/")[0] if "/" in key else ""
@@ -128,10 +120,16 @@ class Controller:
         self._reconcile_fn = reconcile
         self._stalled_seconds = stalled_seconds
         self._bodies: dict[str, _Held] = {}
+        self._packer = watch_cache.Packer()
         # Keys by namespace, for wake_namespace.
         self._in_namespace: dict[str, set[str]] = {}
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=kind)
         self.queue = WorkQueue(self._reconcile, workers=workers)
+
+    def _held(self, body: Mapping[str, Any]) -> _Held:
+        meta = body.get("metadata") or {}
+        return _Held(str(meta.get("resourceVersion") or ""),
+                     bool(meta.get("deletionTimestamp")), self._packer.pack(body))
 
     def start(self) -> None:
         self.queue.start()
@@ -153,7 +151,7 @@ class Controller:
         # the echo of a status this operator wrote) changes nothing: due, not urgent.
         changed = known is None or (known.resource_version
                                     != str(body["metadata"].get("resourceVersion") or ""))
-        self._bodies[key] = _held(body)
+        self._bodies[key] = self._held(body)
         self._in_namespace.setdefault(_namespace_of(key), set()).add(key)
         self.queue.add(key, changed=changed)
 
@@ -189,7 +187,7 @@ class Controller:
         while it was reconciled)."""
         assert self._inputs_token is not None
         held = self._bodies.get(key)
-        return held is not None and self._inputs_token(held.load()) == token
+        return held is not None and self._inputs_token(self._packer.unpack(held.packed)) == token
 
     def _unindex(self, key: str) -> None:
         namespace = _namespace_of(key)
@@ -223,7 +221,7 @@ class Controller:
     def body(self, key: str) -> dict[str, Any] | None:
         """A private copy of the object's latest body."""
         held = self._bodies.get(key)
-        return None if held is None else held.load()
+        return None if held is None else self._packer.unpack(held.packed)
 
     async def _reconcile(self, key: str) -> float | None:
         again = await self._run(key)
@@ -234,7 +232,7 @@ class Controller:
         held = self._bodies.get(key)
         if held is None or held.deleting or not self._is_active():
             return None
-        body = held.load()
+        body = self._packer.unpack(held.packed)
         # Taken before the reconcile reads anything: a change during it moves the
         # token past this one, and the next resync runs in full.
         token = self._inputs_token(body) if self._inputs_token is not None else None
@@ -266,7 +264,7 @@ class Controller:
         latest = outcome.latest
         # Keep the status just written, unless a newer event replaced the body meanwhile.
         if latest is not None and self._bodies.get(key) is held:
-            self._bodies[key] = _held(latest)
+            self._bodies[key] = self._held(latest)
         if self._observe is not None:
             self._observe(key, (latest or body).get("status"))
         quiet = getattr(outcome, "quiet_seconds", None)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import zlib
 from typing import Any
 
-from stackforge_operator.watch_cache import UNKNOWN, Caches, Store
+import pytest
+
+from stackforge_operator.watch_cache import UNKNOWN, Caches, Packer, Store
 
 SCOPE = "managed=op,tenant"
 
@@ -280,3 +284,94 @@ def test_every_change_to_the_counts_is_told_with_its_namespace() -> None:
     caches.listen(None)
     store.watched("ADDED", owned("c", version="12"))
     assert len(told) == 6
+
+
+def pod_like(i: int) -> dict[str, Any]:
+    """An object of a kind whose objects share most of their text, as pods do."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"postgres-{i}", "namespace": f"tenant-{i:05d}",
+                         "resourceVersion": str(1000 + i),
+                         "labels": {"managed": "op", "tenant": f"t{i:05d}"},
+                         "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]},
+            "spec": {"containers": [{"name": "postgres", "image": "postgres:16",
+                                     "terminationMessagePath": "/dev/termination-log",
+                                     "imagePullPolicy": "IfNotPresent",
+                                     "env": [{"name": f"PGDATA_{k}", "value": f"/data/{k}/{i}"}
+                                             for k in range(12)]}],
+                     "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+                     "schedulerName": "default-scheduler"},
+            "status": {"phase": "Running", "podIP": f"10.0.{i // 250}.{i % 250}",
+                       "conditions": [{"type": t, "status": "True"}
+                                      for t in ("Initialized", "Ready", "ContainersReady")]}}
+
+
+def without_managed_fields(o: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in o["metadata"].items() if k != "managedFields"}
+    return {**o, "metadata": meta}
+
+
+def test_a_packer_unpacks_what_it_packed_before_and_after_its_dictionary() -> None:
+    packer = Packer()
+    objects = [pod_like(i) for i in range(60)]
+    packed = [packer.pack(o) for o in objects]
+    with_dictionary = [p for p in packed if p[1] & 0x20]  # zlib's FDICT flag
+    # The first objects (the sample) are packed alone, every later one with it.
+    assert 0 < len(with_dictionary) < len(packed)
+    assert not packed[0][1] & 0x20 and packed[-1][1] & 0x20
+    assert [packer.unpack(p) for p in packed] == [without_managed_fields(o) for o in objects]
+    # A private copy each time: changing one read changes no other.
+    first = packer.unpack(packed[-1])
+    first["spec"]["containers"][0]["image"] = "changed"
+    assert packer.unpack(packed[-1])["spec"]["containers"][0]["image"] == "postgres:16"
+
+
+def test_the_dictionary_makes_later_objects_of_the_kind_far_smaller() -> None:
+    packer = Packer()
+    for i in range(20):
+        packer.pack(pod_like(i))
+    later = pod_like(500)
+    alone = Packer().pack(later)  # a new packer's first object: no dictionary
+    with_dictionary = packer.pack(later)
+    assert len(with_dictionary) * 3 < len(alone), (len(with_dictionary), len(alone))
+
+
+def test_a_packer_refuses_what_another_packer_packed_with_its_dictionary() -> None:
+    one, other = Packer(), Packer()
+    for i in range(20):
+        one.pack(pod_like(i))
+        other.pack(pod_like(i + 100))
+    with pytest.raises(zlib.error):
+        other.unpack(one.pack(pod_like(7)))
+    with pytest.raises(ValueError, match="dictionary"):
+        Packer().unpack(one.pack(pod_like(7)))
+
+
+def test_threads_packing_at_once_make_one_dictionary_and_every_object_unpacks() -> None:
+    packer = Packer()
+    packed: dict[int, bytes] = {}
+    start = threading.Barrier(4)
+
+    def pack_some(first: int) -> None:
+        start.wait()
+        for i in range(first, first + 50):
+            packed[i] = packer.pack(pod_like(i))
+
+    threads = [threading.Thread(target=pack_some, args=(n * 50,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(packer.unpack(p) == without_managed_fields(pod_like(i)) for i, p in packed.items())
+
+
+def test_a_list_as_wide_as_the_scope_returns_every_object_and_a_narrower_one_filters() -> None:
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([obj("a", managed="op", tenant="shop", part="db"),
+                   obj("b", managed="op", tenant="shop", part="cache"),
+                   obj("c", managed="op", tenant="other")])
+    wide = store.list("ns", "managed=op,tenant", "")
+    assert sorted(o["metadata"]["name"] for o in wide) == ["a", "b", "c"]
+    narrow = store.list("ns", "managed=op,tenant,part=db", "")
+    assert [o["metadata"]["name"] for o in narrow] == ["a"]
+    assert [o["metadata"]["labels"] for o in narrow] == [{"managed": "op", "tenant": "shop",
+                                                           "part": "db"}]
