@@ -88,6 +88,10 @@ CLUSTER_NAMES = ROOT / "tests/realnode/cluster_names"
 class Sample:
     who: str
     seconds: float
+    # The raw baseline's `pgbackrest restore` alone (the rest is start-up and
+    # replay): beside the scratch pod's restore in --timeline, whether the pod
+    # restores more slowly or only adds time around the restore.
+    restore_seconds: float | None = None
 
 
 def _until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
@@ -316,6 +320,7 @@ class Bench:
                 capture_output=True, text=True, check=False, **user.popen_kwargs())
             if ran.returncode != 0:
                 raise SystemExit(f"pgbackrest restore failed:\n{ran.stdout}{ran.stderr}")
+            restored = time.monotonic() - started
             port = str(free_port())
             env = {**os.environ, "PGBACKREST_CONFIG": str(config)}
             server = subprocess.Popen(  # type: ignore[call-overload]
@@ -334,7 +339,7 @@ class Bench:
                 return bool(asked.stdout.strip() == "f")
 
             _until("the raw restore's promotion", promoted, 3600, 0.1)
-            return Sample("pgbackrest restore + replay", time.monotonic() - started)
+            return Sample("pgbackrest restore + replay", time.monotonic() - started, restored)
         finally:
             if server is not None:
                 server.send_signal(signal.SIGINT)
@@ -411,7 +416,10 @@ def main() -> None:
                 if args.drop_caches:
                     _drop_caches()
                 samples.append(measure())
-                print(f"{who} {number}: {samples[-1].seconds:.1f} s", flush=True)
+                restore = samples[-1].restore_seconds
+                print(f"{who} {number}: {samples[-1].seconds:.1f} s"
+                      + ("" if restore is None else f" (pgbackrest restore {restore:.1f} s)"),
+                      flush=True)
     finally:
         stop_everything(cluster, operator, s3)
 
@@ -426,6 +434,10 @@ def main() -> None:
         medians[who] = statistics.median(mine)
         each = ", ".join(f"{s:.1f}" for s in mine)
         print(f"| {who:<28} | {each:<24} | {medians[who]:>6.1f} s |")
+    raw_restores = [s.restore_seconds for s in samples if s.restore_seconds is not None]
+    print(f"\nof the raw baseline, `pgbackrest restore` alone: median "
+          f"{statistics.median(raw_restores):.1f} s "
+          f"({', '.join(f'{r:.1f}' for r in raw_restores)})")
     ratio = medians["drill (Physical, latest)"] / medians["pgbackrest restore + replay"]
     print(f"\ndrill RTO / raw restore + replay: {ratio:.2f} (goal: <= {GOAL})")
 
