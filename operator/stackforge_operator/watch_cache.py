@@ -90,7 +90,7 @@ class Packer:
 
     Each object is compressed on its own (a read unpacks one), and a single
     object of a few KB shares little with itself: zlib alone took a tenant's
-    children and pods from 80 to 28 KB. Objects of one kind share most of their
+    children and pods from about 75 to 28 KB. Objects of one kind share most of their
     text (field names, labels, images, the same defaults), so the first objects a
     packer sees become a preset dictionary for every later one: about 4 KB a
     tenant, measured on a bench tenant's objects. The dictionary never changes
