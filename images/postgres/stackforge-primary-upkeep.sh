@@ -82,8 +82,22 @@ as_superuser() {
 		--username=postgres --dbname=postgres "$@"
 }
 
+# as_superuser for a session that sends passwords (its SQL on stdin). By
+# default the server logs a failed statement's text, and an error inside a DO
+# block with its CONTEXT (the EXECUTEd statement): an ALTER ROLE refused while
+# a restored server still recovers would put the password in the server's log,
+# which is the pod's. A tenant's log_statement or log_min_duration_statement
+# would log it even when it succeeds. These settings are the superuser's, for
+# this session only; psql's terse verbosity keeps CONTEXT out of our own log.
+as_superuser_with_secrets() {
+	as_superuser --command='\set VERBOSITY terse' \
+		--command="SET log_statement = 'none'; SET log_min_duration_statement = -1;
+			SET log_min_error_statement = 'panic'; SET log_error_verbosity = 'terse'" \
+		--file=- "$@"
+}
+
 sync_passwords() {
-	as_superuser \
+	as_superuser_with_secrets \
 		--set=superuser="$POSTGRES_USER" --set=superuser_password="$POSTGRES_PASSWORD" \
 		--set=app_user="$APP_USER" --set=app_password="$APP_PASSWORD" \
 		--set=repl_user="$REPLICATION_USER" --set=repl_password="$REPLICATION_PASSWORD" <<'SQL'
@@ -134,7 +148,8 @@ SQL
 # The accounts as psql reads them; passwords stay inside the server's session
 # (set_config), never in a statement's text that a log could show.
 sync_admin_accounts() {
-	as_superuser --dbname="$POSTGRES_DB" --set=accounts="$(cat "$ADMIN_ACCOUNTS_FILE")" <<'SQL'
+	as_superuser_with_secrets --dbname="$POSTGRES_DB" \
+		--set=accounts="$(cat "$ADMIN_ACCOUNTS_FILE")" <<'SQL'
 SELECT set_config('stackforge.admin_accounts', :'accounts', false) \gset ignored_
 DO $do$
 DECLARE

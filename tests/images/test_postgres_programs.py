@@ -133,6 +133,51 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
             sidecar.wait()
 
 
+def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """A restored server (drill, clone, in-place recovery) takes connections
+    read-only until it is promoted: each of the sidecar's tries is refused
+    meanwhile, and the server would log a refused statement's text."""
+    require_peer_login()
+    initialised = start(pod, servers)
+    initialised.wait_ready()
+    initialised.stop()
+    # In recovery with nothing to replay from: a hot standby until promoted.
+    (pod.pgdata / "standby.signal").touch()
+    chown_tree(pod.pgdata / "standby.signal", pod.user)
+    recovering = start(pod, servers)
+    recovering.wait_ready()
+    assert query(pod, "SELECT pg_is_in_recovery()", user="postgres",
+                 password=SUPERUSER_PASSWORD, database="postgres") == "t"
+
+    rotated = {"POSTGRES_PASSWORD": "rotated-super-7f3a", "APP_PASSWORD": "rotated-app-9c1e",
+               "REPLICATION_PASSWORD": "rotated-repl-2b8d"}
+    marker = pod.root / "tmp" / "synced"
+    log = pod.root / "upkeep.log"
+    sidecar = start_program(pod, UPKEEP, pod.env(
+        PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
+        RETRY_SECONDS="0.2", **rotated), log)
+    try:
+        eventually(lambda: recovering.log.count("read-only transaction") >= 3, timeout=30)
+        assert not marker.exists()
+        query(pod, "SELECT pg_promote()", user="postgres", password=SUPERUSER_PASSWORD,
+              database="postgres")
+        wait_for(marker, sidecar, log)
+        assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
+        server_log, printed = recovering.log, log.read_text(errors="replace")
+        # The refusals are there, and said so; no password in either log.
+        assert "cannot execute ALTER ROLE in a read-only transaction" in server_log
+        assert "read-only transaction" in printed
+        for password in rotated.values():
+            assert password not in server_log
+            assert password not in printed
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
 def test_upkeep_refuses_to_start_without_its_settings(pod: Pod) -> None:
     env = pod.env(PGHOST=str(pod.run_dir))
     del env["APP_PASSWORD"]

@@ -13,7 +13,14 @@ if [ -z "${APP_USER:-}" ] || [ -z "${REPLICATION_USER:-}" ]; then
 	exit 0
 fi
 
+# No statement of this session is logged, failed or not, whatever the server's
+# logging settings: its text holds the passwords (stackforge-primary-upkeep
+# says more).
 psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --dbname="$POSTGRES_DB" \
+	--command='\set VERBOSITY terse' \
+	--command="SET log_statement = 'none'; SET log_min_duration_statement = -1;
+		SET log_min_error_statement = 'panic'; SET log_error_verbosity = 'terse'" \
+	--file=- \
 	--set=app_user="$APP_USER" --set=app_password="$APP_PASSWORD" \
 	--set=db="$POSTGRES_DB" \
 	--set=repl_user="$REPLICATION_USER" --set=repl_password="$REPLICATION_PASSWORD" <<'SQL'
