@@ -88,6 +88,18 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], log: Path,
         time.sleep(0.1)
 
 
+def start_password_upkeep(pod: Pod, passwords: dict[str, str]
+                          ) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The sidecar with these role passwords, retrying every 0.2 s; its ready
+    marker and its log."""
+    marker = pod.root / "tmp" / "synced"
+    log = pod.root / "upkeep.log"
+    sidecar = start_program(pod, UPKEEP, pod.env(
+        PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
+        RETRY_SECONDS="0.2", **passwords), log)
+    return sidecar, marker, log
+
+
 def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
     pod: Pod, servers: list[Server]
 ) -> None:
@@ -100,11 +112,7 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
     # as it may in the pod, and must keep trying.
     rotated = {"POSTGRES_PASSWORD": "new super", "APP_PASSWORD": "new 'app'",
                "REPLICATION_PASSWORD": "new $repl"}
-    marker = pod.root / "tmp" / "synced"
-    log = pod.root / "upkeep.log"
-    sidecar = start_program(pod, UPKEEP, pod.env(
-        PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
-        RETRY_SECONDS="0.2", **rotated), log)
+    sidecar, marker, log = start_password_upkeep(pod, rotated)
     try:
         time.sleep(1)
         assert sidecar.poll() is None and not marker.exists()
@@ -153,11 +161,7 @@ def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
 
     rotated = {"POSTGRES_PASSWORD": "rotated-super-7f3a", "APP_PASSWORD": "rotated-app-9c1e",
                "REPLICATION_PASSWORD": "rotated-repl-2b8d"}
-    marker = pod.root / "tmp" / "synced"
-    log = pod.root / "upkeep.log"
-    sidecar = start_program(pod, UPKEEP, pod.env(
-        PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
-        RETRY_SECONDS="0.2", **rotated), log)
+    sidecar, marker, log = start_password_upkeep(pod, rotated)
     try:
         eventually(lambda: recovering.log.count("read-only transaction") >= 3, timeout=30)
         assert not marker.exists()
