@@ -67,6 +67,10 @@ ACTIVE_SECONDS = 2.0
 IDLE_SECONDS = config.RESYNC_SECONDS
 STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
 WAITING_SECONDS = 5.0
+# The scratch database is the run's own: made once, never changed while the run
+# lasts. Re-rendered from a drill whose sandbox settings changed mid-run (or
+# from a new image catalog) it would replace the pod and start its restore over.
+RUN_FIXED_KINDS = frozenset({"Service", "StatefulSet"})
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         kube.record_event(dict(body), "Normal", "DrillStarted",
                           f"run {run_id} restores {what} in {active.sandbox_namespace}")
     if active is not None:
-        _drive(body, spec, t, policy, new, now)
+        _drive(body, spec, t, policy, new, now, fresh=due)
     new.observed_generation = int(meta.get("generation", 0))
     new.conditions = _conditions(old, new, now, suspended=spec.suspend)
     latest = _write(body, old, new)
@@ -239,7 +243,9 @@ def _until_next(spec: DRDrillSpec, t: EffectiveTenant, new: DRDrillStatus,
 
 
 def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
-           policy: BackupPolicySpec, new: DRDrillStatus, now: datetime) -> None:
+           policy: BackupPolicySpec, new: DRDrillStatus, now: datetime, *,
+           fresh: bool = False) -> None:
+    """One step of the active run; ``fresh``: it was started by this very reconcile."""
     active = new.active_run
     assert active is not None and active.sandbox_namespace is not None
     meta = body["metadata"]
@@ -251,7 +257,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                 now)
         return
 
-    live_secret = kube.get("v1", "Secret", builders.SCRATCH_SECRET, sandbox)
+    live_secret = None if fresh else kube.get("v1", "Secret", builders.SCRATCH_SECRET, sandbox)
     password = credentials.decode(live_secret).get("password") if live_secret else None
     s3_keys = _s3_keys(policy, namespace)
     s3_ca = storage.ca_bundle(policy.storage, namespace)
@@ -264,26 +270,35 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         scratch_objects = builders.restored_database(
             sandbox, drill, namespace, t, box=spec.sandbox, storage=policy.storage,
             source=physical, app_user=_app_user(t))
+    # In the order the scratch pod needs them, the pod before what only the
+    # restore Job needs (its identity, its checks): a physical restore starts
+    # with the pod, so every request made before it is part of the RTO. The
+    # isolating NetworkPolicy still comes before any pod.
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace,
                                 storage.endpoint_addresses(policy.storage.endpoint)),
-        *builders.rbac_objects(sandbox, drill, namespace),
         *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
                           s3_keys, s3_ca, _cipher_passphrase(policy, namespace, physical)),
         *builders.pull_secret_copies(sandbox, drill, namespace, _pull_secrets(namespace)),
         *scratch_objects,
+        *builders.rbac_objects(sandbox, drill, namespace),
         builders.checks_config(sandbox, drill, namespace, spec),
     ]
     live: dict[str, Any] = {}
     for child in children:
-        current = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"],
-                           child["metadata"].get("namespace"))
-        if needs_apply(child, current):
+        # A run started by this reconcile has a sandbox of a new name: nothing
+        # of it exists, and reading each object first would only delay the pod.
+        # (Applying is right either way; the read only saves needless writes.)
+        current = None if fresh else kube.get(
+            child["apiVersion"], child["kind"], child["metadata"]["name"],
+            child["metadata"].get("namespace"))
+        if current is None or (child["kind"] not in RUN_FIXED_KINDS
+                               and needs_apply(child, current)):
             current = kube.apply(child)
         live[child["kind"] + "/" + child["metadata"]["name"]] = current
     scratch = (live.get(f"StatefulSet/{builders.SCRATCH}") or {}).get("status") or {}
-    job = kube.get("batch/v1", "Job", builders.JOB, sandbox)
+    job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
     if job is None:
         # A dump is restored into a running scratch database: wait for it. A
         # physical restore is the scratch pod's own work, and its runner waits

@@ -1,0 +1,102 @@
+"""reconcile/drill.py against the API server: how a run makes its sandbox.
+
+A run's first pass makes the sandbox without reading any of it first (the
+scratch pod's start is part of a physical drill's RTO, and the sandbox's name is
+new), and the scratch database stays as the run made it when the drill's
+sandbox settings change mid-run (re-rendered, it would replace the pod and start
+the restore over). The nodes are kwok's: nothing has to run, only the objects
+the operator writes are looked at.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.builders import drill as builders
+from stackforge_operator.reconcile import drill
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+from tests.support.metrics import request_totals
+
+pytestmark = pytest.mark.usefixtures("kube_as_operator", "default_image_catalog")
+
+API = f"{API_GROUP}/{API_VERSION}"
+# What a sandbox is made of, as the API server's request counters name them.
+# Not its ServiceAccount: the API server's own admission reads the new
+# namespace's default account when the scratch pod is created.
+SANDBOX_RESOURCES = ("namespaces", "networkpolicies", "roles", "rolebindings", "services",
+                     "statefulsets", "configmaps", "jobs")
+
+
+def _drill(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, "drdrills", "nightly-check")
+    return found
+
+
+def _scratch(cluster: ClusterHandle, sandbox: str) -> Any:
+    return client.AppsV1Api(cluster.api).read_namespaced_stateful_set(builders.SCRATCH, sandbox)
+
+
+def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
+        cluster: ClusterHandle, namespace: str) -> None:
+    tenants.apply(cluster, tenants.small_tenant("drilled", namespace=namespace))
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                    input=json.dumps({
+                        "apiVersion": API, "kind": "BackupPolicy",
+                        "metadata": {"name": "nightly", "namespace": namespace},
+                        "spec": {"tenantRef": {"name": "drilled"}, "schedule": "0 2 * * *",
+                                 "storage": {"bucket": "backups"}, "retention": {"keepLast": 3}}}))
+    # A complete backup, as the policy's status would say after its first run.
+    cluster.kubectl("patch", "backuppolicies.stackforge.io", "nightly", "-n", namespace,
+                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                        "lastSuccessfulRun": {"id": "20261204T020000Z",
+                                              "result": "Succeeded"}}}))
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                    input=json.dumps({
+                        "apiVersion": API, "kind": "DRDrill",
+                        "metadata": {"name": "nightly-check", "namespace": namespace},
+                        "spec": {"tenantRef": {"name": "drilled"},
+                                 "backupPolicyRef": {"name": "nightly"},
+                                 "backup": {"source": "Latest"}, "once": True,
+                                 "sandbox": {"ttlSeconds": 900}}}))
+    sandbox = None
+    try:
+        before = request_totals(cluster)
+        drill.reconcile(_drill(cluster, namespace))
+        after = request_totals(cluster)
+
+        body = _drill(cluster, namespace)
+        sandbox = body["status"]["activeRun"]["sandboxNamespace"]
+        made = _scratch(cluster, sandbox)
+        assert made.metadata.generation == 1
+        core = client.CoreV1Api(cluster.api)
+        assert core.read_namespaced_service_account(builders.RUNNER_ACCOUNT, sandbox)
+        assert core.read_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
+        # Made, not read: a GET of any of it would only have delayed the pod.
+        reads = {resource: (after - before)[("GET", resource, "")]
+                 for resource in SANDBOX_RESOURCES}
+        assert reads == dict.fromkeys(SANDBOX_RESOURCES, 0), reads
+
+        # The drill's sandbox settings change while the run lasts: the next pass
+        # keeps the scratch database (and so its pod and the restore in it).
+        cluster.kubectl("patch", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
+                        "--type=merge", "-p", json.dumps({"spec": {"sandbox": {
+                            "resources": {"requests": {"cpu": "250m"}}}}}))
+        changed = _drill(cluster, namespace)
+        assert changed["status"]["activeRun"]["sandboxNamespace"] == sandbox
+        drill.reconcile(changed)
+        kept = _scratch(cluster, sandbox)
+        assert kept.metadata.generation == 1
+        assert kept.metadata.uid == made.metadata.uid
+        [container] = kept.spec.template.spec.containers
+        assert container.resources.requests is None, container.resources
+    finally:
+        if sandbox is not None:
+            client.CoreV1Api(cluster.api).delete_namespace(
+                sandbox, propagation_policy="Background")
