@@ -142,6 +142,11 @@ class Timeline:
             namespace, name = pod.metadata.namespace, pod.metadata.name
             if not namespace.startswith("drill-"):
                 continue
+            # The watch starts with every pod there is: an earlier round's, still
+            # going with its sandbox, is not this drill's (its logs came out at
+            # negative times). Creation times are whole seconds.
+            if pod.metadata.creation_timestamp.timestamp() < int(self.started):
+                continue
             statuses = pod.status.container_statuses or []
             state = "; ".join(
                 [f"{c.type}={c.status}" for c in pod.status.conditions or []]
