@@ -1,6 +1,7 @@
 """The node's Go programs that are not part of the control-plane binary:
-containerd (with ctr and the runc shim), CoreDNS, kube-router (its firewall)
-and metrics-server (the metrics API).
+containerd (with ctr and the runc shim), CoreDNS (the node's plugins only, from
+a small module of its own), kube-router (its firewall) and metrics-server (the
+metrics API).
 
 Each is built from its Go module at a pinned version with the machine's Go
 toolchain, into ``<controlplane module>/bin/node/``. A stamp file beside each
@@ -31,19 +32,28 @@ NODE_BIN_ENV = "STACKFORGE_NODE_BIN_DIR"
 class GoProgram:
     """One binary: ``package`` at ``version`` installed as ``name``; or, ``local``,
     a package of the test cluster's own module (``version`` is then unused: the
-    stamp is its sources' digest)."""
+    stamp is its sources' digest); or, ``own_module`` too, a directory of that
+    module holding a module of its own (its go.mod and go.sum count as sources)."""
 
     name: str
     package: str
     version: str
     tags: tuple[str, ...] = ()
     local: bool = False
+    own_module: bool = False
+
+    def sources(self) -> list[Path]:
+        """A local program's files, whose digest is its stamp."""
+        directory = module_dir() / self.package
+        found = sorted(directory.rglob("*.go"))
+        if self.own_module:
+            found += [directory / "go.mod", directory / "go.sum"]
+        return found
 
     @property
     def stamp(self) -> str:
         if self.local:
-            sources = sorted((module_dir() / self.package).rglob("*.go"))
-            digest = build_cache.key([p.read_bytes() for p in sources])
+            digest = build_cache.key([p.read_bytes() for p in self.sources()])
             return f"{self.package} local {digest}\n"
         return f"{self.package}@{self.version} tags={','.join(self.tags)}\n"
 
@@ -60,7 +70,9 @@ PROGRAMS = (
     GoProgram("containerd-shim-runc-v2",
               "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
               CONTAINERD_VERSION, _CONTAINERD_TAGS),
-    GoProgram("coredns", "github.com/coredns/coredns", "v1.15.0"),
+    # CoreDNS with the node's plugins only (tests/controlplane/coredns/main.go
+    # says why; its go.mod pins the version, services.COREDNS_VERSION).
+    GoProgram("coredns", "./coredns", "", local=True, own_module=True),
     # The NetworkPolicy enforcer (firewall only; why this one: node/policy.py).
     GoProgram("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
               "v2.1.0"),
@@ -110,7 +122,12 @@ def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
               file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="stackforge-gobin-") as gobin:
         built = Path(gobin) / Path(program.package).name
-        if program.local:
+        workdir: Path | None = None
+        if program.own_module:
+            workdir = module_dir() / program.package
+            command = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(built), "."]
+        elif program.local:
+            workdir = module_dir()
             command = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(built),
                        program.package]
         else:
@@ -120,8 +137,7 @@ def _install(program: GoProgram, directory: Path, *, log: bool) -> None:
             command.append(f"{program.package}@{program.version}")
         env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOBIN": gobin,
                "GOFLAGS": ""}
-        result = subprocess.run(command, env=env, check=False,
-                                cwd=module_dir() if program.local else None)
+        result = subprocess.run(command, env=env, check=False, cwd=workdir)
         if result.returncode != 0:
             raise ControlPlaneBuildError(
                 f"go {command[1]} {program.package} failed (exit {result.returncode})")
