@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog
@@ -157,6 +158,12 @@ CONFIG_HASH_ANNOTATION = f"{API_GROUP}/config-hash"
 # On the pod template of a component whose open sessions only a restart closes
 # (NetworkPolicy keeps established connections on some dataplanes).
 ISOLATED_ANNOTATION = f"{API_GROUP}/isolated"
+
+
+def rfc3339(when: datetime) -> str:
+    """UTC with a Z, the fraction kept only when there is one."""
+    text = when.astimezone(UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
 
 
 def canonical_json(value: Any) -> str:

@@ -29,6 +29,7 @@ from stackforge_operator.builders.common import (
     image_pull_secrets,
     mount,
     pod_security_context,
+    rfc3339,
     runner_pod,
     secret_env,
     volume_claim_template,
@@ -416,7 +417,9 @@ def restore_job(
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,
             "--run-id", run_id,
-            "--started-at", started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            # With its fraction: the RTO is measured from it (in whole
+            # seconds it was overstated by up to one).
+            "--started-at", rfc3339(started_at),
             "--rto-seconds", str(rto_seconds), "--rpo-seconds", str(rpo_seconds),
             "--checks-file", f"{CHECKS_MOUNT}/{CHECKS_FILE}",
             "--termination-log", "/dev/termination-log"]

@@ -23,6 +23,7 @@ from stackforge_operator.builders.common import (
     Manifest,
     labels,
     metadata,
+    rfc3339,
     runner_pod,
 )
 from stackforge_operator.builders.postgres import superuser_connection
@@ -78,7 +79,7 @@ def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: Obje
             "--repository", recovery.repository_path,
             "--wait-seconds", str(WAIT_SECONDS),
             "--run-id", run_id(recovery),
-            "--started-at", started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "--started-at", rfc3339(started_at),
             "--checks-file", f"{drill.CHECKS_MOUNT}/{drill.CHECKS_FILE}",
             "--termination-log", "/dev/termination-log"]
     # The restored pod itself: nothing else may answer.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from stackforge_operator import status
+from stackforge_operator.builders.common import rfc3339
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
 
@@ -32,12 +33,6 @@ class Refusal:
     progress: status.Progress
     reason: str
     message: str
-
-
-def rfc3339(when: datetime) -> str:
-    """UTC with a Z, the fraction kept only when there is one."""
-    text = when.astimezone(UTC).isoformat()
-    return text.removesuffix("+00:00") + "Z"
 
 
 def window_text(first: datetime, last: datetime) -> str:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stackforge_operator.builders import drill, s3ca
+from stackforge_operator.drill.selection import parse_time
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.drill import DRDrillSpec, Sandbox
 from tests.unit.builders.tenants import container, env_of, find, secret_ref, tenant
@@ -139,13 +140,23 @@ def test_the_cipher_passphrase_is_copied_only_when_given() -> None:
     assert drill.CIPHER_SECRET in drill.OWN_SECRETS
 
 
-def _job(physical: drill.PhysicalSource | None) -> dict[str, Any]:
+def _job(physical: drill.PhysicalSource | None,
+         started_at: datetime = datetime(2026, 12, 1, tzinfo=UTC)) -> dict[str, Any]:
     spec = DRDrillSpec.model_validate({"tenantRef": {"name": "acme"},
                                        "checks": {"rowCounts": False}})
     return drill.restore_job(
         SANDBOX, DRILL, NAMESPACE, spec, tenant(), storage={"bucket": "backups"},
-        backup_id="latest", run_id="1", started_at=datetime(2026, 12, 1, tzinfo=UTC),
+        backup_id="latest", run_id="1", started_at=started_at,
         rto_seconds=3600, rpo_seconds=60, with_s3_keys=True, physical=physical)
+
+
+def test_the_runner_measures_the_rto_from_the_runs_start_with_its_fraction() -> None:
+    # In whole seconds the start was floored, and every RTO overstated by up to one.
+    started = datetime(2026, 12, 1, 9, 30, 5, 873000, tzinfo=UTC)
+    args = container(_job(SOURCE, started))["args"]
+    given = args[args.index("--started-at") + 1]
+    assert given == "2026-12-01T09:30:05.873000Z"
+    assert parse_time(given) == started
 
 
 def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> None:

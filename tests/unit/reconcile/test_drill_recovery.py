@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from stackforge_operator import status
+from stackforge_operator.builders.common import rfc3339
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
 from stackforge_operator.reconcile import drill_recovery
-from stackforge_operator.reconcile.drill_recovery import Refusal, rfc3339
+from stackforge_operator.reconcile.drill_recovery import Refusal
 
 FIRST = datetime(2026, 11, 30, 1, 5, 12, tzinfo=UTC)
 LAST = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
