@@ -17,9 +17,14 @@ backup after it is seeded with ``--size-mib`` of table data. Then, alternating
   is promoted (the time of ``pgbackrest restore`` + the server's replay,
   nothing else).
 
+With ``--sandbox-cpu CPU``, a third contender: the same drill with its scratch
+server requesting that much CPU (``spec.sandbox.resources``). Without it the
+scratch pod is best effort: its cgroup weighs least of everything on the node,
+while the baseline's pgBackRest runs on the host with a process's full weight.
+
 Prints a table and the ratio of the median times (the issue's goal: at most 1.1).
 
-    .venv/bin/python bench/pitr_drill.py [--size-mib 1024] [--rounds 2]
+    .venv/bin/python bench/pitr_drill.py [--size-mib 1024] [--rounds 2] [--sandbox-cpu 1]
 
 Needs what `.ci/run` installs (the real node's programs, the images, PostgreSQL
 15 and pgBackRest on the host). Run from the repo root as root, with no other
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -81,6 +87,8 @@ NAMESPACE = f"tenant-{TENANT}"
 POLICY = "archive"
 CIPHER = "archive-cipher"
 GOAL = 1.1
+DRILL = "drill (Physical, latest)"
+RAW = "pgbackrest restore + replay"
 CLUSTER_NAMES = ROOT / "tests/realnode/cluster_names"
 
 
@@ -263,20 +271,23 @@ class Bench:
 
     # -- the contenders --------------------------------------------------------------
 
-    def drill(self, number: int) -> Sample:
+    def drill(self, number: int, cpu: str | None = None) -> Sample:
         if not self.timeline:
-            return self._drill(number)
+            return self._drill(number, cpu)
         with Timeline(self.cluster):
-            return self._drill(number)
+            return self._drill(number, cpu)
 
-    def _drill(self, number: int) -> Sample:
-        name = f"rto-{number}"
+    def _drill(self, number: int, cpu: str | None) -> Sample:
+        name = f"rto-{number}" if cpu is None else f"rto-cpu-{number}"
+        spec: dict[str, Any] = {
+            "tenantRef": {"name": TENANT}, "backupPolicyRef": {"name": POLICY},
+            "once": True, "backup": {"method": "Physical"},
+            "checks": {"queries": [{"name": "rows", "expectedRows": 1,
+                                    "sql": "SELECT 1 FROM bulk LIMIT 1"}]}}
+        if cpu is not None:
+            spec["sandbox"] = {"resources": {"requests": {"cpu": cpu}}}
         self.apply({"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill",
-                    "metadata": {"name": name, "namespace": NAMESPACE},
-                    "spec": {"tenantRef": {"name": TENANT}, "backupPolicyRef": {"name": POLICY},
-                             "once": True, "backup": {"method": "Physical"},
-                             "checks": {"queries": [{"name": "rows", "expectedRows": 1,
-                                                     "sql": "SELECT 1 FROM bulk LIMIT 1"}]}}})
+                    "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec})
 
         def finished() -> dict[str, Any] | None:
             found = self.get("sfdr", name).get("status") or {}
@@ -288,7 +299,8 @@ class Bench:
         key = result["reportLocation"].split("/", 3)[3]
         report = json.loads(self.s3.client().get_object(Bucket=self.bucket, Key=key)["Body"]
                             .read())
-        return Sample("drill (Physical, latest)", float(report["rto"]["seconds"]))
+        return Sample(DRILL if cpu is None else f"drill, {cpu} CPU requested",
+                      float(report["rto"]["seconds"]))
 
     def raw(self) -> Sample:
         repository = self.get("sfbp", POLICY)["status"]["continuousArchiving"]["repositoryPath"]
@@ -344,7 +356,7 @@ class Bench:
                 return bool(asked.stdout.strip() == "f")
 
             _until("the raw restore's promotion", promoted, 3600, 0.1)
-            return Sample("pgbackrest restore + replay", time.monotonic() - started, restored)
+            return Sample(RAW, time.monotonic() - started, restored)
         finally:
             if server is not None:
                 server.send_signal(signal.SIGINT)
@@ -373,6 +385,10 @@ def main() -> None:
                              "the repository from disk, as a restore after days would")
     parser.add_argument("--timeline", action="store_true",
                         help="print each drill's pods' changes and log lines as they came")
+    parser.add_argument("--sandbox-cpu", default=None, metavar="CPU",
+                        help="also a third contender: the drill with spec.sandbox.resources "
+                             "requesting this much CPU (the scratch pod is then Burstable, "
+                             "not best effort, and weighs as much as a host process)")
     args = parser.parse_args()
     print(machine_facts(), flush=True)
 
@@ -416,8 +432,14 @@ def main() -> None:
             # Who goes first alternates, so that neither is always the one that
             # reads the repository first after the backup (from the S3 server's
             # disk rather than its page cache).
-            contenders = [("drill", lambda n=number: bench.drill(n)), ("raw", bench.raw)]
-            for who, measure in contenders if number % 2 else contenders[::-1]:
+            contenders: list[tuple[str, Callable[[], Sample]]] = [
+                ("drill", functools.partial(bench.drill, number)), ("raw", bench.raw)]
+            if args.sandbox_cpu is not None:
+                contenders.insert(1, ("drill with CPU", functools.partial(
+                    bench.drill, number, args.sandbox_cpu)))
+            # Each round starts one later in the list.
+            shift = (number - 1) % len(contenders)
+            for who, measure in contenders[shift:] + contenders[:shift]:
                 if args.drop_caches:
                     _drop_caches()
                 samples.append(measure())
@@ -434,7 +456,7 @@ def main() -> None:
     print(f"| {'contender':<28} | {'seconds (each)':<24} | {'median':>8} |")
     print(f"|{'-' * 30}|{'-' * 26}|{'-' * 10}|")
     medians = {}
-    for who in ("drill (Physical, latest)", "pgbackrest restore + replay"):
+    for who in dict.fromkeys(s.who for s in samples):
         mine = [s.seconds for s in samples if s.who == who]
         medians[who] = statistics.median(mine)
         each = ", ".join(f"{s:.1f}" for s in mine)
@@ -443,8 +465,11 @@ def main() -> None:
     print(f"\nof the raw baseline, `pgbackrest restore` alone: median "
           f"{statistics.median(raw_restores):.1f} s "
           f"({', '.join(f'{r:.1f}' for r in raw_restores)})")
-    ratio = medians["drill (Physical, latest)"] / medians["pgbackrest restore + replay"]
-    print(f"\ndrill RTO / raw restore + replay: {ratio:.2f} (goal: <= {GOAL})")
+    print()
+    for who in medians:
+        if who != RAW:
+            print(f"{who} RTO / raw restore + replay: {medians[who] / medians[RAW]:.2f} "
+                  f"(goal: <= {GOAL})")
 
 
 if __name__ == "__main__":
