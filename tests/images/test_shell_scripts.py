@@ -39,8 +39,7 @@ def test_shellcheck_clean(script: Path) -> None:
 
 
 def test_the_ci_script_is_shellcheck_clean() -> None:
-    # It runs on every new machine first, in the background and foreground at
-    # once (the image build beside the Go builds): a quoting slip there costs a run.
+    # It runs first on every new machine: a slip there costs a whole run.
     _shellcheck(ROOT / ".ci" / "run")
 
 
