@@ -176,10 +176,11 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if window.suspended:
         # Exactly as spec.suspend: scaled to zero, data and configuration kept.
         t = replace(t, suspend=True)
-    placement = observe.placement_problem(meta)
+    live_namespace = kube.get("v1", "Namespace", t.namespace)
+    placement = observe.placement_problem(
+        meta, (live_namespace or {}).get("metadata", {}).get("labels"))
     if placement is not None:
         return _stalled(body, old_status, generation, [placement])
-    live_namespace = kube.get("v1", "Namespace", t.namespace)
     if live_namespace and live_namespace["metadata"].get("deletionTimestamp"):
         # The namespace goes, and the tenant in it with it: the API server refuses
         # whatever this would make again (each child's deletion wakes the tenant).

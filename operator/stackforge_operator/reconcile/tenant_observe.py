@@ -78,13 +78,15 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-def placement_problem(meta: Mapping[str, Any]) -> Problem | None:
+def placement_problem(meta: Mapping[str, Any],
+                      namespace_labels: Mapping[str, str] | None = None) -> Problem | None:
     """Why the tenant described by ``meta`` may not run where it is, or None.
 
     A tenant needs a namespace of its own, and its name must be unique across
     the cluster: backups in the object store, metrics and alerts are keyed by
     the name alone. Of two tenants that collide, the older keeps its place and
-    the newer one waits (Stalled) until the older is gone.
+    the newer one waits (Stalled) until the older is gone. ``namespace_labels``
+    (the live namespace's) say which tenant the operator built there already.
     """
     name, namespace = meta["name"], meta["namespace"]
     if reserved_namespace(namespace):
@@ -92,8 +94,9 @@ def placement_problem(meta: Mapping[str, Any]) -> Problem | None:
             "ReservedNamespace",
             f"namespace {namespace} is reserved: put the tenant in a namespace of its own "
             f"(not {RESERVED_NAMESPACES_TEXT})")
-    neighbour = first_claimant(
-        meta, kube.list_objects(API, TENANT_KIND, namespace=namespace))
+    neighbour = namespace_claimant(
+        meta, kube.list_objects(API, TENANT_KIND, namespace=namespace),
+        (namespace_labels or {}).get(TENANT_LABEL))
     if neighbour is not None:
         return Problem(
             "NamespaceShared",
@@ -108,6 +111,26 @@ def placement_problem(meta: Mapping[str, Any]) -> Problem | None:
             f"{namesake['namespace']}: tenant names are unique across the cluster, because "
             "backups, metrics and alerts are keyed by them")
     return None
+
+
+def namespace_claimant(
+    meta: Mapping[str, Any], others: Sequence[Mapping[str, Any]], holder: str | None
+) -> Mapping[str, Any] | None:
+    """The metadata of the tenant of ``others`` that keeps the namespace against ``meta``.
+
+    The one the namespace is labelled for (``holder``: the operator labels it
+    when it first builds a tenant there), as long as it exists; else the oldest
+    (first_claimant). Ages alone are not enough: creationTimestamp has whole
+    seconds, so two tenants made within one second were ordered by their
+    random uids, and a newcomer could take a running tenant's namespace.
+    """
+    if holder == meta["name"]:
+        return None
+    for other in others:
+        found: Mapping[str, Any] = other["metadata"]
+        if found["name"] == holder and found.get("uid") != meta.get("uid"):
+            return found
+    return first_claimant(meta, others)
 
 
 def first_claimant(

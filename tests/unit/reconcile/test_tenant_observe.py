@@ -7,7 +7,11 @@ from typing import Any
 import pytest
 
 from stackforge_operator.models.tenant import reserved_namespace
-from stackforge_operator.reconcile.tenant_observe import backup_health, first_claimant
+from stackforge_operator.reconcile.tenant_observe import (
+    backup_health,
+    first_claimant,
+    namespace_claimant,
+)
 
 
 def _tenant(uid: str, created: str, name: str = "acme", namespace: str = "ns") -> dict[str, Any]:
@@ -38,6 +42,22 @@ def test_same_second_the_uid_decides_and_both_sides_agree() -> None:
     two = _tenant("2222", "2026-11-27T09:00:00Z", name="two")
     assert first_claimant(two["metadata"], [one, two])["name"] == "one"  # type: ignore[index]
     assert first_claimant(one["metadata"], [one, two]) is None
+
+
+def test_the_tenant_the_namespace_was_built_for_keeps_it_against_a_same_second_newcomer(
+        ) -> None:
+    # The CI case: "first" Ready within the second it was made, "second" applied
+    # into its namespace in that same second, with the smaller uid. By age and uid
+    # the newcomer wins; the namespace's label says "first" is already there.
+    first = _tenant("9999", "2026-12-04T18:43:54Z", name="first")
+    second = _tenant("1111", "2026-12-04T18:43:54Z", name="second")
+    both = [first, second]
+    assert first_claimant(first["metadata"], both)["name"] == "second"  # type: ignore[index]
+    assert namespace_claimant(first["metadata"], both, "first") is None
+    assert namespace_claimant(second["metadata"], both, "first")["name"] == "first"  # type: ignore[index]
+    # Once the holder is gone, the oldest of those left takes over; unlabelled, as before.
+    assert namespace_claimant(second["metadata"], [second], "first") is None
+    assert namespace_claimant(first["metadata"], both, None)["name"] == "second"  # type: ignore[index]
 
 
 def test_the_oldest_of_several_is_named() -> None:
