@@ -84,9 +84,10 @@ def placement_problem(meta: Mapping[str, Any],
 
     A tenant needs a namespace of its own, and its name must be unique across
     the cluster: backups in the object store, metrics and alerts are keyed by
-    the name alone. Of two tenants that collide, the older keeps its place and
-    the newer one waits (Stalled) until the older is gone. ``namespace_labels``
-    (the live namespace's) say which tenant the operator built there already.
+    the name alone. Of two tenants that collide, the one the operator has built
+    already keeps its place, else the older; the other waits (Stalled) until it
+    is gone. ``namespace_labels`` (the live namespace's) say which tenant the
+    operator built there already.
     """
     name, namespace = meta["name"], meta["namespace"]
     if reserved_namespace(namespace):
@@ -102,8 +103,13 @@ def placement_problem(meta: Mapping[str, Any],
             "NamespaceShared",
             f"namespace {namespace} already holds StackForgeTenant {neighbour['name']}: "
             "each tenant needs a namespace of its own")
-    namesake = first_claimant(
-        meta, kube.list_objects(API, TENANT_KIND, field_selector=f"metadata.name={name}"))
+    namesakes = kube.list_objects(API, TENANT_KIND, field_selector=f"metadata.name={name}")
+    holders = {namespace: (namespace_labels or {}).get(TENANT_LABEL)}
+    for other in namesakes:
+        elsewhere = other["metadata"]["namespace"]
+        if elsewhere not in holders:
+            holders[elsewhere] = _tenant_label_of(elsewhere)
+    namesake = name_claimant(meta, namesakes, holders)
     if namesake is not None:
         return Problem(
             "TenantNameTaken",
@@ -133,17 +139,50 @@ def namespace_claimant(
     return first_claimant(meta, others)
 
 
+def name_claimant(
+    meta: Mapping[str, Any], namesakes: Sequence[Mapping[str, Any]],
+    holders: Mapping[str, str | None],
+) -> Mapping[str, Any] | None:
+    """The metadata of the tenant of ``namesakes`` that keeps the name against ``meta``.
+
+    ``holders`` has the tenant label of each namesake's namespace. A tenant the
+    operator has built (its namespace labelled with its name) keeps the name
+    against one it has not; among those alike the oldest does (first_claimant).
+    Ages alone misorder tenants made within one second, as in namespace_claimant.
+    """
+    def built(m: Mapping[str, Any]) -> bool:
+        return holders.get(str(m["namespace"])) == str(m["name"])
+
+    others = [o for o in namesakes if o["metadata"].get("uid") != meta.get("uid")]
+    rivals = [o for o in others if built(o["metadata"])]
+    if built(meta):
+        # Only another built one can contest it (a namespace relabelled by hand).
+        return first_claimant(meta, rivals)
+    if rivals:
+        oldest: Mapping[str, Any] = min((o["metadata"] for o in rivals), key=_age)
+        return oldest
+    return first_claimant(meta, others)
+
+
+def _tenant_label_of(namespace: str) -> str | None:
+    """The tenant label of ``namespace`` (served by the Namespace watch cache)."""
+    found = kube.get("v1", "Namespace", namespace)
+    labels: Mapping[str, str] = ((found or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(TENANT_LABEL)
+
+
+def _age(meta: Mapping[str, Any]) -> tuple[str, str]:
+    # RFC 3339 timestamps of one API server compare correctly as strings.
+    return (str(meta.get("creationTimestamp") or ""), str(meta.get("uid") or ""))
+
+
 def first_claimant(
     meta: Mapping[str, Any], others: Sequence[Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
     """The metadata of the oldest of ``others`` created before ``meta`` (uid breaks ties)."""
-    def age(m: Mapping[str, Any]) -> tuple[str, str]:
-        # RFC 3339 timestamps of one API server compare correctly as strings.
-        return (str(m.get("creationTimestamp") or ""), str(m.get("uid") or ""))
-
     earlier = [o["metadata"] for o in others
-               if o["metadata"].get("uid") != meta.get("uid") and age(o["metadata"]) < age(meta)]
-    return min(earlier, key=age) if earlier else None
+               if o["metadata"].get("uid") != meta.get("uid") and _age(o["metadata"]) < _age(meta)]
+    return min(earlier, key=_age) if earlier else None
 
 
 _CRD_API = "apiextensions.k8s.io/v1"

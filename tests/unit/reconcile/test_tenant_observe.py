@@ -10,6 +10,7 @@ from stackforge_operator.models.tenant import reserved_namespace
 from stackforge_operator.reconcile.tenant_observe import (
     backup_health,
     first_claimant,
+    name_claimant,
     namespace_claimant,
 )
 
@@ -58,6 +59,30 @@ def test_the_tenant_the_namespace_was_built_for_keeps_it_against_a_same_second_n
     # Once the holder is gone, the oldest of those left takes over; unlabelled, as before.
     assert namespace_claimant(second["metadata"], [second], "first") is None
     assert namespace_claimant(first["metadata"], both, None)["name"] == "second"  # type: ignore[index]
+
+
+def test_the_tenant_built_already_keeps_its_name_against_a_same_second_namesake() -> None:
+    # The CI case of 35ee0b6: "first" Ready within the second it was made, its
+    # namesake applied into tenant-taken in that same second, with the smaller
+    # uid. By age and uid the namesake wins; tenant-first's label says "first"
+    # was built there.
+    built = _tenant("9999", "2026-12-04T19:58:10Z", name="first", namespace="tenant-first")
+    newcomer = _tenant("1111", "2026-12-04T19:58:10Z", name="first", namespace="tenant-taken")
+    both = [built, newcomer]
+    holders = {"tenant-first": "first", "tenant-taken": None}
+    assert first_claimant(built["metadata"], both) is not None
+    assert name_claimant(built["metadata"], both, holders) is None
+    found = name_claimant(newcomer["metadata"], both, holders)
+    assert found is not None and found["namespace"] == "tenant-first"
+    # Alike (neither built, or both), the older one keeps it, as before.
+    for alike in ({}, {"tenant-first": "first", "tenant-taken": "first"}):
+        assert name_claimant(built["metadata"], both, alike)["namespace"] == (  # type: ignore[index]
+            "tenant-taken")
+        assert name_claimant(newcomer["metadata"], both, alike) is None
+    # A label for another tenant, or one left by a deleted namesake, is no claim.
+    assert name_claimant(built["metadata"], both, {"tenant-first": "other"})[  # type: ignore[index]
+        "namespace"] == "tenant-taken"
+    assert name_claimant(newcomer["metadata"], [newcomer], holders) is None
 
 
 def test_the_oldest_of_several_is_named() -> None:
