@@ -139,6 +139,13 @@ class Timeline:
         self.lines.append((time.time() if at is None else at, text))
 
     def _watch(self) -> None:
+        try:
+            self._watch_pods()
+        except Exception as error:  # the cluster stops at the end of the bench
+            if not self._done.is_set():
+                self._note(f"pod watch ended ({type(error).__name__})")
+
+    def _watch_pods(self) -> None:
         core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
         seen: dict[str, str] = {}
         watching = watch.Watch()
