@@ -7,9 +7,9 @@
 #    restarts the pod, and from then on the server must accept the new
 #    passwords and refuse the old. It logs in by peer over the Unix socket (the
 #    OS user is "postgres"), which needs no password, so the old one being
-#    already forgotten does not matter. Until the server is up and the roles
-#    exist it retries; once done it creates READY_MARKER (the container's
-#    readiness probe).
+#    already forgotten does not matter. Until the server is up, out of
+#    recovery and the roles exist it retries; once done it creates
+#    READY_MARKER (the container's readiness probe).
 # 2. Replication slots, every SLOT_SYNC_SECONDS for as long as the pod runs:
 #    one physical slot per read replica, named in SLOTS_FILE (one name a line,
 #    the operator's ConfigMap, which the kubelet refreshes without a restart).
@@ -201,7 +201,20 @@ $do$;
 SQL
 }
 
-until sync_passwords; do
+# Whether the server takes writes: its socket is there and it is not in
+# recovery. Asked before each try so that a server still being restored (a
+# drill's, a clone's or an in-place recovery's: hours for a large database)
+# or still replaying WAL is waited for quietly. A try would fail, printing
+# psql's error into the pod's log and the server's refusal into its own, five
+# times a second at a drill's pace; each psql is CPU the restore could use.
+server_takes_writes() {
+	case $PGHOST in
+	/*) [ -S "$PGHOST/.s.PGSQL.${PGPORT:-5432}" ] || return 1 ;;
+	esac
+	[ "$(as_superuser --command='SELECT pg_is_in_recovery()')" = f ]
+}
+
+until server_takes_writes && sync_passwords; do
 	pause "$RETRY_SECONDS"
 done
 touch "$READY_MARKER"

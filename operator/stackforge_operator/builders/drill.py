@@ -67,8 +67,9 @@ CHECKS_FILE = "checks.json"
 JOB = "drill-restore"
 SCRATCH_DATABASE = "restore"
 POSTGRES_UID = 999
-# The restored server's upkeep sidecar retries its password change this often
-# (seconds, for sleep(1)) while recovery still runs: what it adds to the RTO.
+# The restored server's upkeep sidecar asks this often (seconds, for sleep(1))
+# whether the server is up and promoted, then changes the passwords: at most
+# this much is added to the RTO.
 RESTORED_RETRY_SECONDS = "0.2"
 
 
