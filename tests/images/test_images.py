@@ -81,10 +81,10 @@ def test_operator_image(podman: Podman, operator: images.BuiltImage) -> None:
     assert "usage: stackforge-operator" in run(podman, operator, "--help",
                                                options=("--read-only",))  # fmt: skip
     assert run(podman, operator, "-u", entrypoint="id").strip() == str(RUNNER_UID)
-    for tool in ("pg_dump", "pg_restore", "psql"):
+    tools = ("pg_dump", "pg_restore", "psql")
+    for tool in tools:
         assert "(PostgreSQL) 15." in run(podman, operator, "--version", entrypoint=tool)
     # The tools themselves, not Debian's Perl wrapper in /usr/bin (18 ms a call).
-    tools = ("pg_dump", "pg_restore", "psql")
     found = run(podman, operator, "-c", f"for t in {' '.join(tools)}; do command -v $t; done",
                 entrypoint="sh")
     assert found.split() == [f"/usr/lib/postgresql/15/bin/{tool}" for tool in tools]
