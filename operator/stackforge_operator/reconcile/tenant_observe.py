@@ -95,16 +95,16 @@ def placement_problem(meta: Mapping[str, Any],
             "ReservedNamespace",
             f"namespace {namespace} is reserved: put the tenant in a namespace of its own "
             f"(not {RESERVED_NAMESPACES_TEXT})")
+    holder = (namespace_labels or {}).get(TENANT_LABEL)
     neighbour = namespace_claimant(
-        meta, kube.list_objects(API, TENANT_KIND, namespace=namespace),
-        (namespace_labels or {}).get(TENANT_LABEL))
+        meta, kube.list_objects(API, TENANT_KIND, namespace=namespace), holder)
     if neighbour is not None:
         return Problem(
             "NamespaceShared",
             f"namespace {namespace} already holds StackForgeTenant {neighbour['name']}: "
             "each tenant needs a namespace of its own")
     namesakes = kube.list_objects(API, TENANT_KIND, field_selector=f"metadata.name={name}")
-    holders = {namespace: (namespace_labels or {}).get(TENANT_LABEL)}
+    holders = {namespace: holder}
     for other in namesakes:
         elsewhere = other["metadata"]["namespace"]
         if elsewhere not in holders:
