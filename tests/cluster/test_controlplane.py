@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator.devcluster import LocalCluster
+from stackforge_operator.devcluster.cluster import FAKE_NODE_PREFIX, fake_node_manifest
 from stackforge_operator.devcluster.processes import pid_alive, processes_mentioning
 from stackforge_operator.devcluster.stages import RUNNER_LABEL
 from tests.support.clusters import ClusterHandle
@@ -286,6 +290,31 @@ def test_components_die_with_a_killed_launcher(tmp_path: Path) -> None:
         launcher.kill()
         launcher.wait()
     eventually(lambda: processes_mentioning(str(run_dir)) == [], timeout=15)
+
+
+def test_a_crashed_kwok_is_started_again_and_keeps_managing_nodes(tmp_path: Path) -> None:
+    """kwok v0.8.0 can die of a data race at start-up (supervisor.py); the
+    cluster starts it again instead of failing. SIGQUIT makes a Go program
+    exit 2 with its goroutines dumped, as a runtime fatal error does."""
+    run_dir = tmp_path / "kwok-crash"
+    local = LocalCluster(run_dir, nodes=1)
+    local.start()
+    try:
+        kwok = local.component("kwok")
+        restarter = local.kwok_restarter
+        assert restarter is not None and kwok.pid is not None
+        crashed_pid = kwok.pid
+        os.kill(crashed_pid, signal.SIGQUIT)
+        eventually(lambda: kwok.running() and kwok.pid != crashed_pid, timeout=15)
+        assert [crash.exit_status for crash in restarter.crashes] == [2]
+        # Only a running kwok makes a new fake node Ready.
+        local.kubectl("apply", "-f", "-", input=json.dumps(fake_node_manifest(1)))
+        eventually(lambda: local.kubectl(
+            "get", "node", f"{FAKE_NODE_PREFIX}1", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}').stdout == "True")
+    finally:
+        local.stop()
+    assert processes_mentioning(str(run_dir)) == []
 
 
 def test_statefulset_volume_claims_are_bound(cluster: ClusterHandle, namespace: str) -> None:

@@ -37,6 +37,7 @@ from stackforge_operator.devcluster.pki import (
     issue_certificate,
 )
 from stackforge_operator.devcluster.processes import ManagedProcess, pid_alive
+from stackforge_operator.devcluster.supervisor import CrashRestarter
 
 SERVICE_CIDR = "10.96.0.0/16"
 # The first address of the service range is the `kubernetes` Service's.
@@ -137,6 +138,8 @@ class LocalCluster:
         self._node_count = nodes
         self._log = log or (lambda _msg: None)
         self._processes: list[ManagedProcess] = []
+        # kwok, started again when it crashes (see supervisor.py).
+        self.kwok_restarter: CrashRestarter | None = None
         self._etcd_dir: Path | None = None
         self._etcd_url = ""
         self._admin_tls: ssl.SSLContext | None = None
@@ -206,6 +209,8 @@ class LocalCluster:
     def stop(self) -> None:
         # The node first (its containers die with it), then clients of the
         # API, etcd last; the host is put back once nothing runs any more.
+        if self.kwok_restarter is not None:
+            self.kwok_restarter.stop()  # before kwok stops: no restart of a stop
         if self.node is not None:
             self.node.stop_processes()
         for process in reversed(self._processes):
@@ -475,7 +480,7 @@ class LocalCluster:
         self._storage_class["allowVolumeExpansion"] = True
         kwok_config = self.run_dir / "kwok.yaml"
         kwok_config.write_text(kwok_stages.render_kwok_config(stages))
-        self._spawn(
+        kwok = self._spawn(
             "kwok",
             binary,
             [
@@ -486,6 +491,8 @@ class LocalCluster:
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             ],
         )
+        self.kwok_restarter = CrashRestarter(kwok, log=self._log)
+        self.kwok_restarter.start()
 
     def _create_nodes(self) -> None:
         if self._node_count == 0:
@@ -500,6 +507,11 @@ class LocalCluster:
 
     def _wait_usable(self, deadline: float) -> None:
         def nodes_ready() -> bool:
+            restarter = self.kwok_restarter
+            if restarter is not None and restarter.gave_up:
+                raise ControlPlaneError(
+                    f"kwok crashed {restarter.limit + 1} times while waiting for fake nodes "
+                    f"Ready; last log lines:\n{restarter.process.log_tail()}")
             result = self.kubectl(
                 "get", "nodes", "-l", "type=kwok", "-o",
                 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}'
@@ -515,9 +527,11 @@ class LocalCluster:
             return self.kubectl("get", "serviceaccount", "default", "-n", "default",
                                 check=False).returncode == 0
 
+        # A crashed kwok is its restarter's to answer, not a failed start.
+        watched = [p for p in self._processes if p.name != "kwok"]
         for what, check in (("fake nodes Ready", nodes_ready),
                             ("default ServiceAccount", default_service_account)):
-            _wait_for(what, check, deadline, None, processes=self._processes)
+            _wait_for(what, check, deadline, None, processes=watched)
 
 
 def run_kubectl(
