@@ -207,11 +207,21 @@ SQL
 # or still replaying WAL is waited for quietly. A try would fail, printing
 # psql's error into the pod's log and the server's refusal into its own, five
 # times a second at a drill's pace; each psql is CPU the restore could use.
+# A server that is there but not yet taking connections (starting, replaying
+# up to a consistent state, or a standby without hot standby) is waited for
+# as quietly; any other error is printed.
 server_takes_writes() {
 	case $PGHOST in
 	/*) [ -S "$PGHOST/.s.PGSQL.${PGPORT:-5432}" ] || return 1 ;;
 	esac
-	[ "$(as_superuser --command='SELECT pg_is_in_recovery()')" = f ]
+	if ! in_recovery=$(as_superuser --command='SELECT pg_is_in_recovery()' 2>&1); then
+		case $in_recovery in
+		*"accepting connections"* | *"is starting up"* | *"is shutting down"*) ;;
+		*) printf '%s\n' "$in_recovery" >&2 ;;
+		esac
+		return 1
+	fi
+	[ "$in_recovery" = f ]
 }
 
 until server_takes_writes && sync_passwords; do

@@ -189,6 +189,45 @@ def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
             sidecar.wait()
 
 
+def test_upkeep_waits_quietly_for_a_server_not_yet_taking_connections(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """A restored server's socket is there long before it takes connections
+    (its start-up replays up to a consistent state first). The sidecar's
+    question then fails with "not yet accepting connections"; that is waited
+    for without a line in the pod's log. A standby without hot standby answers
+    the same way for as long as it recovers, which makes the wait testable."""
+    require_peer_login()
+    initialised = start(pod, servers)
+    initialised.wait_ready()
+    initialised.stop()
+    (pod.pgdata / "standby.signal").touch()
+    chown_tree(pod.pgdata / "standby.signal", pod.user)
+    recovering = Server(pod, pod.env(), extra_args=["-c", "hot_standby=off"])
+    servers.append(recovering)
+    socket = pod.run_dir / f".s.PGSQL.{pod.port}"
+    eventually(lambda: socket.exists() or recovering.process.poll() is not None, timeout=30)
+    assert recovering.process.poll() is None, recovering.log
+
+    rotated = {"POSTGRES_PASSWORD": "rotated-super-5d1c", "APP_PASSWORD": "rotated-app-8e2f",
+               "REPLICATION_PASSWORD": "rotated-repl-3a7b"}
+    sidecar, marker, log = start_password_upkeep(pod, rotated)
+    try:
+        time.sleep(1.5)  # several tries at its 0.2 s pace
+        assert sidecar.poll() is None and not marker.exists()
+        assert "Hot standby mode is disabled" in recovering.log  # it was asked, and refused
+        assert log.read_text(errors="replace") == ""
+        subprocess.run([str(PG15_BIN / "pg_ctl"), "promote", "-D", str(pod.pgdata)],
+                       check=True, capture_output=True, **pod.user.popen_kwargs())
+        wait_for(marker, sidecar, log)
+        assert log.read_text(errors="replace").strip() == (
+            "role passwords match the credentials Secret")
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
 def test_upkeep_refuses_to_start_without_its_settings(pod: Pod) -> None:
     env = pod.env(PGHOST=str(pod.run_dir))
     del env["APP_PASSWORD"]
