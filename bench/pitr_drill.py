@@ -59,6 +59,7 @@ from kubernetes import client, config, watch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import cpu_ledger  # noqa: E402
 from bench.machine import machine_facts  # noqa: E402
 from tests.realnode import stack  # noqa: E402
 from tests.realnode.s3_service import (  # noqa: E402
@@ -410,6 +411,9 @@ def main() -> None:
                              "the repository from disk, as a restore after days would")
     parser.add_argument("--timeline", action="store_true",
                         help="print each drill's pods' changes and log lines as they came")
+    parser.add_argument("--cpu", action="store_true",
+                        help="print where the machine's CPU went during each contender "
+                             "(bench/cpu_ledger.py): what ran beside the restore")
     parser.add_argument("--sandbox-cpu", default=None, metavar="CPU",
                         help="also a third contender: the drill with spec.sandbox.resources "
                              "requesting this much CPU (the scratch pod is then Burstable, "
@@ -467,11 +471,15 @@ def main() -> None:
             for who, measure in contenders[shift:] + contenders[:shift]:
                 if args.drop_caches:
                     _drop_caches()
+                before = cpu_ledger.snapshot()
                 samples.append(measure())
+                spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                 restore = samples[-1].restore_seconds
                 print(f"{who} {number}: {samples[-1].seconds:.1f} s"
                       + ("" if restore is None else f" (pgbackrest restore {restore:.1f} s)"),
                       flush=True)
+                if args.cpu:
+                    print(f"  {spent.summary(top=12)}", flush=True)
     finally:
         stop_everything(cluster, operator, s3)
 
