@@ -1,0 +1,111 @@
+"""A Physical drill's wait for its restored database: psql only once the server listens."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from stackforge_operator.backup.store import StoreConfig
+from stackforge_operator.drill.runner import (
+    DrillRequest,
+    PhysicalRecovery,
+    run_drill,
+    server_listens,
+)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A port that accepts connections and closes them at once."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def _closed_port() -> int:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port: int = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_a_listening_port_is_told_from_a_closed_one(listener: int) -> None:
+    assert server_listens({"PGHOST": "127.0.0.1", "PGPORT": str(listener)})
+    assert not server_listens({"PGHOST": "127.0.0.1", "PGPORT": str(_closed_port())})
+
+
+@pytest.mark.parametrize("env", [
+    {}, {"PGHOST": "/var/run/postgresql"}, {"PGHOST": "a,b"},
+    {"PGHOST": "127.0.0.1", "PGPORT": "not-a-port"},
+])
+def test_what_is_not_one_tcp_address_is_left_to_psql(env: dict[str, str]) -> None:
+    assert server_listens(env)
+
+
+def _counting_psql(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in psql that answers --version and fails every query as refused,
+    counting the queries."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "psql-calls"
+    bin_dir.mkdir()
+    psql = bin_dir / "psql"
+    psql.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "psql (PostgreSQL) 15.10"; exit 0; fi\n'
+        f'echo query >> "{calls}"\n'
+        'echo "psql: error: connection refused" >&2\n'
+        "exit 2\n")
+    psql.chmod(0o755)
+    return bin_dir, calls
+
+
+def _drill(bin_dir: Path, port: int, wait_seconds: float) -> list[str]:
+    """Run a Physical drill against 127.0.0.1:port; the names of its failed checks.
+    Its report goes to an S3 endpoint where nothing listens: that failure is
+    not what these tests look at."""
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+                          region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s",
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    outcome = run_drill(
+        DrillRequest(tenant="restored", store=StoreConfig(bucket="reports"),
+                     recovery=PhysicalRecovery("/repo", wait_seconds=wait_seconds),
+                     pg_bin_dir=bin_dir),
+        env={"PGHOST": "127.0.0.1", "PGPORT": str(port), "PATH": "/usr/bin:/bin"},
+        client=client)
+    return [check.name for check in outcome.checks if not check.passed]
+
+
+def test_while_nothing_listens_psql_is_asked_only_at_the_deadline(tmp_path: Path) -> None:
+    bin_dir, calls = _counting_psql(tmp_path)
+    assert _drill(bin_dir, _closed_port(), wait_seconds=1.0) == ["connectivity"]
+    # Five polls a second for a second, and one query: the last, whose
+    # failure is the check's message.
+    assert calls.read_text().splitlines() == ["query"]
+
+
+def test_once_the_server_listens_psql_is_asked_at_the_polls_pace(
+        tmp_path: Path, listener: int) -> None:
+    bin_dir, calls = _counting_psql(tmp_path)
+    assert _drill(bin_dir, listener, wait_seconds=1.0) == ["connectivity"]
+    assert len(calls.read_text().splitlines()) >= 4
