@@ -410,7 +410,9 @@ def main() -> None:
                         help="empty the host's page cache before each restore: both read "
                              "the repository from disk, as a restore after days would")
     parser.add_argument("--timeline", action="store_true",
-                        help="print each drill's pods' changes and log lines as they came")
+                        help="print each drill's pods' changes and log lines as they came "
+                             "(its watch and log streams take CPU during the drills only: "
+                             "for where the time goes, not for the ratio)")
     parser.add_argument("--cpu", action="store_true",
                         help="print where the machine's CPU went during each contender "
                              "(bench/cpu_ledger.py): what ran beside the restore")
