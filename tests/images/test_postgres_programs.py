@@ -144,6 +144,16 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
             sidecar.wait()
 
 
+def make_standby(pod: Pod, servers: list[Server]) -> None:
+    """An initialised data directory that starts in recovery with nothing to
+    replay from: it stays a standby until promoted."""
+    initialised = start(pod, servers)
+    initialised.wait_ready()
+    initialised.stop()
+    (pod.pgdata / "standby.signal").touch()
+    chown_tree(pod.pgdata / "standby.signal", pod.user)
+
+
 def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
     pod: Pod, servers: list[Server]
 ) -> None:
@@ -152,12 +162,7 @@ def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
     instead of trying to change the passwords: a try would be refused, and the
     server would log the refusal (and by default the statement's text)."""
     require_peer_login()
-    initialised = start(pod, servers)
-    initialised.wait_ready()
-    initialised.stop()
-    # In recovery with nothing to replay from: a hot standby until promoted.
-    (pod.pgdata / "standby.signal").touch()
-    chown_tree(pod.pgdata / "standby.signal", pod.user)
+    make_standby(pod, servers)
     recovering = start(pod, servers)
     recovering.wait_ready()
     assert query(pod, "SELECT pg_is_in_recovery()", user="postgres",
@@ -198,11 +203,7 @@ def test_upkeep_waits_quietly_for_a_server_not_yet_taking_connections(
     for without a line in the pod's log. A standby without hot standby answers
     the same way for as long as it recovers, which makes the wait testable."""
     require_peer_login()
-    initialised = start(pod, servers)
-    initialised.wait_ready()
-    initialised.stop()
-    (pod.pgdata / "standby.signal").touch()
-    chown_tree(pod.pgdata / "standby.signal", pod.user)
+    make_standby(pod, servers)
     recovering = Server(pod, pod.env(), extra_args=["-c", "hot_standby=off"])
     servers.append(recovering)
     socket = pod.run_dir / f".s.PGSQL.{pod.port}"
