@@ -484,6 +484,10 @@ def main() -> None:
                     print(f"  {spent.summary(top=12)}", flush=True)
     finally:
         stop_everything(cluster, operator, s3)
+    # The run's tenant volumes, restores and logs: gigabytes per run, which
+    # filled this machine's disk after a few (the kubelet then evicted images
+    # under disk pressure). Kept when the run failed, for its logs.
+    shutil.rmtree(cluster.run_dir, ignore_errors=True)
 
     caches = "page cache emptied before each" if args.drop_caches else "warm page cache"
     print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds each, alternating who "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -154,6 +155,10 @@ def main() -> None:
                   f"kubectl apply {times['kubectl apply'][-1]:.2f} s", flush=True)
     finally:
         stop_everything(cluster, operator, None)
+    # The run's tenant volumes, restores and logs: gigabytes per run, which
+    # filled this machine's disk after a few (the kubelet then evicted images
+    # under disk pressure). Kept when the run failed, for its logs.
+    shutil.rmtree(cluster.run_dir, ignore_errors=True)
 
     print(f"\n| {'way':<14} | {'seconds to Ready (each)':<28} | {'median':>8} |")
     print(f"|{'-' * 16}|{'-' * 30}|{'-' * 10}|")
