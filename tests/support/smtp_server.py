@@ -7,6 +7,7 @@ to prove retries, a 5xx to prove giving up).
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import tempfile
 import threading
@@ -80,6 +81,8 @@ class SmtpServer:
 
     def __exit__(self, *_: object) -> None:
         self._controller.stop()
+        # Its CA and its server's private key: nothing is left in /tmp.
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def fail_next(self, count: int, reply: str = "451 4.3.0 try again later") -> None:
         with self._lock:

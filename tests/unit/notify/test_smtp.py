@@ -103,3 +103,10 @@ def test_credentials_stay_out_of_the_servers_repr() -> None:
     shown = repr(smtp.SmtpServer("smtp.example.com", 587, ca_pem="PEM", username="u-name",
                                  password="p-word"))
     assert "p-word" not in shown and "u-name" not in shown and "PEM" not in shown
+
+
+def test_the_test_server_leaves_no_files_behind() -> None:
+    with SmtpServer(PASSWORD) as server:
+        kept = server._dir
+        assert any(kept.iterdir())  # its CA and key, while it runs
+    assert not kept.exists()
