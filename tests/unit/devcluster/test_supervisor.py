@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from stackforge_operator.devcluster.processes import ManagedProcess
 from stackforge_operator.devcluster.supervisor import Crash, CrashRestarter, crash_reason
+from tests.support.tenants import eventually
 
 # Crashes like a Go program (exit 2, "fatal error: ...") the first time and
 # runs the second time: the marker file tells the runs apart.
@@ -23,13 +23,6 @@ time.sleep(60)
 """
 
 
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def _process(tmp_path: Path, code: str, *args: str) -> ManagedProcess:
     return ManagedProcess(name="component", argv=[sys.executable, "-c", code, *args],
                           log_path=tmp_path / "component.log")
@@ -43,7 +36,7 @@ def test_a_crash_is_answered_with_a_restart_and_recorded(tmp_path: Path) -> None
     first = process.pid
     restarter.start()
     try:
-        _until(lambda: process.pid != first and process.running())
+        eventually(lambda: process.pid != first and process.running(), timeout=10, interval=0.02)
         assert restarter.crashes == [Crash(2, "fatal error: concurrent map writes")]
         assert not restarter.gave_up
         assert logged == [f"component crashed (exit 2: fatal error: concurrent map writes); "
@@ -59,7 +52,7 @@ def test_a_component_that_always_crashes_is_given_up_after_the_limit(tmp_path: P
     process.start()
     restarter.start()
     try:
-        _until(lambda: restarter.gave_up)
+        eventually(lambda: restarter.gave_up, timeout=10, interval=0.02)
         assert restarter.crashes == [Crash(1, "panic: no config")] * 2
         assert not process.running()
     finally:
@@ -82,7 +75,8 @@ def test_a_kill_is_left_alone_and_a_process_started_again_is_watched(tmp_path: P
         marker.unlink()
         process.start()
         restarted_from = process.pid
-        _until(lambda: process.pid != restarted_from and process.running())
+        eventually(lambda: process.pid != restarted_from and process.running(),
+                   timeout=10, interval=0.02)
         assert [crash.exit_status for crash in restarter.crashes] == [2]
     finally:
         restarter.stop()

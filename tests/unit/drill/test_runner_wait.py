@@ -12,6 +12,7 @@ import pytest
 from botocore.config import Config
 
 from stackforge_operator.backup.store import StoreConfig
+from stackforge_operator.devcluster.cluster import free_port
 from stackforge_operator.drill.runner import (
     DrillRequest,
     PhysicalRecovery,
@@ -43,16 +44,9 @@ def listener() -> Iterator[int]:
     server.close()
 
 
-def _closed_port() -> int:
-    probe = socket.create_server(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
 def test_a_listening_port_is_told_from_a_closed_one(listener: int) -> None:
     assert server_listens({"PGHOST": "127.0.0.1", "PGPORT": str(listener)})
-    assert not server_listens({"PGHOST": "127.0.0.1", "PGPORT": str(_closed_port())})
+    assert not server_listens({"PGHOST": "127.0.0.1", "PGPORT": str(free_port())})
 
 
 @pytest.mark.parametrize("env", [
@@ -83,7 +77,7 @@ def _drill(bin_dir: Path, port: int, wait_seconds: float) -> list[str]:
     """Run a Physical drill against 127.0.0.1:port; the names of its failed checks.
     Its report goes to an S3 endpoint where nothing listens: that failure is
     not what these tests look at."""
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
                           region_name="us-east-1", aws_access_key_id="k",
                           aws_secret_access_key="s",
                           config=Config(retries={"max_attempts": 1}, connect_timeout=1))
@@ -98,7 +92,7 @@ def _drill(bin_dir: Path, port: int, wait_seconds: float) -> list[str]:
 
 def test_while_nothing_listens_psql_is_asked_only_at_the_deadline(tmp_path: Path) -> None:
     bin_dir, calls = _counting_psql(tmp_path)
-    assert _drill(bin_dir, _closed_port(), wait_seconds=1.0) == ["connectivity"]
+    assert _drill(bin_dir, free_port(), wait_seconds=1.0) == ["connectivity"]
     # Five polls a second for a second, and one query: the last, whose
     # failure is the check's message.
     assert calls.read_text().splitlines() == ["query"]
