@@ -80,7 +80,7 @@ from stackforge_operator.devcluster.node.realnode import ImageArchive  # noqa: E
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: E402
 from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
 from stackforge_operator.devcluster.operator_process import OperatorProcess  # noqa: E402
-from stackforge_operator.devcluster.realrun import stop_everything  # noqa: E402
+from stackforge_operator.devcluster.realrun import discard_run_dir, stop_everything  # noqa: E402
 from stackforge_operator.devcluster.s3server import S3Server  # noqa: E402
 
 TENANT = "rto"
@@ -484,10 +484,7 @@ def main() -> None:
                     print(f"  {spent.summary(top=12)}", flush=True)
     finally:
         stop_everything(cluster, operator, s3)
-    # The run's tenant volumes, restores and logs: gigabytes per run, which
-    # filled this machine's disk after a few (the kubelet then evicted images
-    # under disk pressure). Kept when the run failed, for its logs.
-    shutil.rmtree(cluster.run_dir, ignore_errors=True)
+    discard_run_dir(cluster)  # only after a run that finished
 
     caches = "page cache emptied before each" if args.drop_caches else "warm page cache"
     print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds each, alternating who "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: 
 from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
 from stackforge_operator.devcluster.operator_process import OperatorProcess  # noqa: E402
 from stackforge_operator.devcluster.realrun import (  # noqa: E402
+    discard_run_dir,
     start_project_operator,
     stop_everything,
 )
@@ -155,10 +155,7 @@ def main() -> None:
                   f"kubectl apply {times['kubectl apply'][-1]:.2f} s", flush=True)
     finally:
         stop_everything(cluster, operator, None)
-    # The run's tenant volumes, restores and logs: gigabytes per run, which
-    # filled this machine's disk after a few (the kubelet then evicted images
-    # under disk pressure). Kept when the run failed, for its logs.
-    shutil.rmtree(cluster.run_dir, ignore_errors=True)
+    discard_run_dir(cluster)  # only after a run that finished
 
     print(f"\n| {'way':<14} | {'seconds to Ready (each)':<28} | {'median':>8} |")
     print(f"|{'-' * 16}|{'-' * 30}|{'-' * 10}|")

@@ -4,6 +4,7 @@ an on-demand backup and a drill, each step a progress line with its time."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sys
 import time
@@ -234,6 +235,14 @@ def stop_everything(cluster: LocalCluster, operator: OperatorProcess | None, s3:
     cluster.stop()
     for difference in cluster.host_differences:
         print(f"warning: host not restored: {difference}", file=sys.stderr)
+
+
+def discard_run_dir(cluster: LocalCluster) -> None:
+    """Remove a finished run's directory: its tenant volumes, restores and logs,
+    gigabytes per benchmark run, which filled a machine's disk after a few (the
+    kubelet then evicted images under disk pressure). Called only after a run
+    that succeeded: a failed run's directory is kept for its logs."""
+    shutil.rmtree(cluster.run_dir, ignore_errors=True)
 
 
 def _start_s3(cluster: LocalCluster) -> Any:
