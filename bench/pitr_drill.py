@@ -473,14 +473,14 @@ def main() -> None:
             for who, measure in contenders[shift:] + contenders[:shift]:
                 if args.drop_caches:
                     _drop_caches()
-                before = cpu_ledger.snapshot()
+                before = cpu_ledger.snapshot() if args.cpu else None
                 samples.append(measure())
-                spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                 restore = samples[-1].restore_seconds
                 print(f"{who} {number}: {samples[-1].seconds:.1f} s"
                       + ("" if restore is None else f" (pgbackrest restore {restore:.1f} s)"),
                       flush=True)
-                if args.cpu:
+                if before is not None:
+                    spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                     print(f"  {spent.summary(top=12)}", flush=True)
     finally:
         stop_everything(cluster, operator, s3)
