@@ -298,10 +298,10 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
         "image": image,
         "env": restore_environment(t, storage, source),
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
-        # Readiness is for people and the sandbox's status; the runner does not
-        # wait for it (see above). Each exec probe is a process started in the
-        # container, CPU the restore could use: every 5 s, not every second.
-        "readinessProbe": {"exec": {"command": ANSWERS_ON_TCP}, "periodSeconds": 5},
+        # No probe of its own: the upkeep's marker (its probe, below) is written
+        # only once this server takes writes with the scratch password, so the
+        # pod's readiness already says the server answers. Each exec probe is a
+        # runc exec in the container, CPU taken from the restore it would watch.
         **scratch_resources(box),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": sorted([

@@ -89,6 +89,10 @@ def test_the_pod_is_ready_once_the_restored_roles_take_the_scratch_password() ->
             env["REPLICATION_USER"]["value"]) == ("postgres", "acme_app", "replicator")
     marker = env["READY_MARKER"]["value"]
     assert upkeep["readinessProbe"]["exec"]["command"] == ["test", "-e", marker]
+    # The marker implies the server answers: the server runs no probe of its
+    # own, a runc exec every period beside the restore.
+    server = container(find(_restored(), "StatefulSet", drill.SCRATCH), "postgres")
+    assert not {"readinessProbe", "livenessProbe", "startupProbe"} & set(server)
     assert float(env["RETRY_SECONDS"]["value"]) < 1
     # No slots, admin accounts or isolation in a sandbox.
     assert not {"SLOTS_FILE", "ADMIN_ACCOUNTS_FILE", "ISOLATION_FILE"} & set(env)
