@@ -75,7 +75,7 @@ from stackforge_operator import API_GROUP, API_VERSION  # noqa: E402
 from stackforge_operator.devcluster import images  # noqa: E402
 from stackforge_operator.devcluster.binary import ensure_binary  # noqa: E402
 from stackforge_operator.devcluster.cluster import LocalCluster, free_port  # noqa: E402
-from stackforge_operator.devcluster.localrun import install_crds  # noqa: E402
+from stackforge_operator.devcluster.localrun import install_crds, interrupt_on_signals  # noqa: E402
 from stackforge_operator.devcluster.node.realnode import ImageArchive  # noqa: E402
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: E402
 from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
@@ -421,6 +421,8 @@ def main() -> None:
                              "requesting this much CPU (the scratch pod is then Burstable, "
                              "not best effort, and weighs as much as a host process)")
     args = parser.parse_args()
+    # A TERM (or an INT to a background run) must still put the host back.
+    interrupt_on_signals()
     print(machine_facts(), flush=True)
 
     binary = ensure_binary()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -144,9 +145,11 @@ def main() -> int:
         print(f"| operator (namespaces and tenants applied at once) | {operator_seconds:.1f} s |")
         print(f"| ratio operator / raw (target <= 1.3) | {ratio:.2f} |")
         print(f"| operator peak RSS | {rss:.0f} MiB |")
-        return 0
     finally:
         cluster.stop()
+    # Only after a run that finished: a failed run's directory keeps its logs.
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from stackforge_operator.builders import credentials, postgres, stack  # noqa: E
 from stackforge_operator.devcluster import images  # noqa: E402
 from stackforge_operator.devcluster.binary import ensure_binary  # noqa: E402
 from stackforge_operator.devcluster.cluster import LocalCluster  # noqa: E402
-from stackforge_operator.devcluster.localrun import install_crds  # noqa: E402
+from stackforge_operator.devcluster.localrun import install_crds, interrupt_on_signals  # noqa: E402
 from stackforge_operator.devcluster.node.realnode import ImageArchive  # noqa: E402
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: E402
 from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
@@ -128,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    # A TERM (or an INT to a background run) must still put the host back.
+    interrupt_on_signals()
     print(machine_facts(), flush=True)
     binary = ensure_binary()
     ensure_node_tools()

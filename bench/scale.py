@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -392,6 +393,8 @@ def main() -> int:
             print(table(results[-2:]), file=sys.stderr)
     finally:
         bench.stop()
+    # Only after a run that finished: a failed run's directory keeps its logs.
+    shutil.rmtree(run_dir, ignore_errors=True)
     print(table(results))
     for path in plot(results, args.plots):
         print(f"wrote {path}")

@@ -82,7 +82,7 @@ def _run_kwok(run_dir: Path | None, *, once: bool, nodes: int) -> int:
              f"({nodes} fake nodes: pods are marked Ready and never run)")
     cluster = LocalCluster(run_dir, binary=binary, nodes=nodes, log=_info)
     operator: OperatorProcess | None = None
-    signal.signal(signal.SIGTERM, interrupted)
+    interrupt_on_signals()
     try:
         cluster.start()
         _step(3, "installing the StackForge CRDs")
@@ -123,6 +123,18 @@ def _run_kwok(run_dir: Path | None, *, once: bool, nodes: int) -> int:
 
 def interrupted(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT both raise KeyboardInterrupt, so that a run's teardown
+    (which puts the host back) runs whichever stops it.
+
+    SIGINT too: a program started in the background by a non-interactive shell
+    inherits SIGINT ignored, and Python then installs no handler of its own,
+    so a Ctrl-C or ``kill -INT`` would do nothing, and a TERM without this
+    handler would end the process with the node's changes to the host left."""
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
 
 
 # kubectl shows times as ages ("26s", "5m10s", "3d"): they change by themselves.

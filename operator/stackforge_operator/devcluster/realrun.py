@@ -20,7 +20,7 @@ from stackforge_operator.devcluster.cluster import ControlPlaneError, LocalClust
 from stackforge_operator.devcluster.localrun import (
     EXAMPLES_DIR,
     install_crds,
-    interrupted,
+    interrupt_on_signals,
     watch,
 )
 from stackforge_operator.devcluster.node import metrics_server
@@ -117,7 +117,7 @@ def start_project_operator(cluster: LocalCluster) -> OperatorProcess:
 
 def run_real_node(run_dir: Path | None, *, once: bool) -> int:
     clock = _Clock()
-    signal.signal(signal.SIGTERM, interrupted)
+    interrupt_on_signals()
     clock.step(1, "building what is missing: control plane, node programs, images "
                   "(cold: about 40 minutes on 2 cores; warm: seconds)")
     binary = ensure_binary()
