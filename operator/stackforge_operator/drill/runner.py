@@ -383,6 +383,12 @@ class _Drill:
             outcome.report_error = redact(f"{failure.reason}: {failure.message}", self.secrets)
             log.warning("%s", outcome.report_error)
             return
+        except ValueError as exc:
+            # botocore's refusal to make a client (an endpoint it cannot use):
+            # a Physical drill makes its client only here (store.make_client).
+            outcome.report_error = redact(f"InvalidStorage: {exc}", self.secrets)
+            log.warning("%s", outcome.report_error)
+            return
         except KeyboardInterrupt:
             # SIGTERM while the report uploads: the verdict line still goes out.
             outcome.report_error = f"Interrupted: writing the report {key}"

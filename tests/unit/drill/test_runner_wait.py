@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +107,45 @@ def test_once_the_server_listens_psql_is_asked_at_the_polls_pace(
     bin_dir, calls = _counting_psql(tmp_path)
     assert _drill(bin_dir, listener, wait_seconds=1.0) == ["connectivity"]
     assert len(calls.read_text().splitlines()) >= 4
+
+
+# A Physical drill run in a fresh interpreter: whether boto3 was loaded by the
+# time its verdict was in, and what became of its report.
+_PHYSICAL_RUN = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from stackforge_operator.backup.store import StoreConfig
+    from stackforge_operator.drill.runner import DrillRequest, PhysicalRecovery, run_drill
+    bin_dir, port, endpoint, report = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    outcome = run_drill(
+        DrillRequest(tenant="restored", store=StoreConfig(bucket="reports", endpoint=endpoint),
+                     recovery=PhysicalRecovery("/repo", wait_seconds=0.5),
+                     pg_bin_dir=Path(bin_dir), write_report=report == "report"),
+        env={"PGHOST": "127.0.0.1", "PGPORT": port, "PATH": "/usr/bin:/bin"})
+    print(json.dumps({"boto3": "boto3" in sys.modules, "verdict": outcome.grade.verdict.value,
+                      "report_error": outcome.report_error}))
+""")
+
+
+def _physical_run(tmp_path: Path, endpoint: str, report: bool) -> dict[str, object]:
+    bin_dir, _ = _counting_psql(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _PHYSICAL_RUN, str(bin_dir), str(free_port()), endpoint,
+         "report" if report else "none"],
+        capture_output=True, text=True, timeout=60, check=True)
+    found: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return found
+
+
+def test_a_physical_drills_runner_loads_no_s3_client_before_its_report(tmp_path: Path) -> None:
+    # boto3 and a client are about 0.4 s of CPU, which the runner's start would
+    # take from the restore it starts beside: only the report needs them.
+    found = _physical_run(tmp_path, f"http://127.0.0.1:{free_port()}", report=False)
+    assert found == {"boto3": False, "verdict": "Failed", "report_error": None}
+
+
+def test_a_client_botocore_refuses_to_make_is_the_reports_error_not_a_crash(
+        tmp_path: Path) -> None:
+    found = _physical_run(tmp_path, "not a url", report=True)
+    assert found["verdict"] == "Failed"
+    assert found["report_error"] == "InvalidStorage: Invalid endpoint: not a url"
