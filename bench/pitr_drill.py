@@ -72,7 +72,7 @@ from tests.support import postgres_server as pg  # noqa: E402
 from tests.support import tenants  # noqa: E402
 
 from stackforge_operator import API_GROUP, API_VERSION  # noqa: E402
-from stackforge_operator.builders.drill import DRILL_LABEL, DRILL_NAMESPACE_LABEL  # noqa: E402
+from stackforge_operator.builders.drill import DRILL_NAMESPACE_LABEL  # noqa: E402
 from stackforge_operator.devcluster import images  # noqa: E402
 from stackforge_operator.devcluster.binary import ensure_binary  # noqa: E402
 from stackforge_operator.devcluster.cluster import LocalCluster, free_port  # noqa: E402
@@ -305,22 +305,22 @@ class Bench:
         key = result["reportLocation"].split("/", 3)[3]
         report = json.loads(self.s3.client().get_object(Bucket=self.bucket, Key=key)["Body"]
                             .read())
-        # The operator removes the sandbox once the verdict is in: its pod's
-        # stop and its restored data's removal, a gigabyte or more. The raw
-        # baseline removes its copy before it returns, so the next contender
-        # starts on a quiet machine; a drill's next one must too. (Before,
-        # a drill that followed a drill ran about 1.5 s slower.)
-        self._until_sandbox_gone(name)
         return Sample(DRILL if cpu is None else f"drill, {cpu} CPU requested",
                       float(report["rto"]["seconds"]))
 
-    def _until_sandbox_gone(self, drill: str) -> None:
-        """Until the drill's sandbox namespace is gone. The kubelet lets a pod's
+    def until_sandboxes_gone(self) -> None:
+        """Until no drill's sandbox namespace is left.
+
+        The operator removes a sandbox once its verdict is in: the scratch pod's
+        stop and its restored data's removal, a gigabyte or more. The raw
+        baseline removes its copy before it returns, so the next contender
+        starts on a quiet machine; after a drill it must too. (Before, a drill
+        that followed a drill ran about 1.5 s slower.) The kubelet lets a pod's
         object go only once its volumes are torn down, and the namespace goes
-        after its pods, so then the restored data is removed too."""
+        after its pods: then the restored data is gone too."""
         core = client.CoreV1Api(self.api)
-        selector = f"{DRILL_LABEL}={drill},{DRILL_NAMESPACE_LABEL}={NAMESPACE}"
-        _until(f"drill {drill}'s sandbox to be removed",
+        selector = f"{DRILL_NAMESPACE_LABEL}={NAMESPACE}"
+        _until("the drills' sandboxes to be removed",
                lambda: not core.list_namespace(label_selector=selector).items, 600, 0.5)
 
     def _verdict(self, name: str, timeout: float = 3600) -> dict[str, Any]:
@@ -500,6 +500,7 @@ def main() -> None:
                 if before is not None:
                     spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                     print(f"  {spent.summary(top=12)}", flush=True)
+                bench.until_sandboxes_gone()
     finally:
         stop_everything(cluster, operator, s3)
     discard_run_dir(cluster)  # only after a run that finished
