@@ -88,15 +88,15 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], log: Path,
         time.sleep(0.1)
 
 
-def start_password_upkeep(pod: Pod, passwords: dict[str, str]
-                          ) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """The sidecar with these role passwords, retrying every 0.2 s; its ready
-    marker and its log."""
+def start_password_upkeep(pod: Pod, passwords: dict[str, str], retry_seconds: str = "0.2",
+                          **extra_env: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The sidecar with these role passwords, retrying every ``retry_seconds``;
+    its ready marker and its log."""
     marker = pod.root / "tmp" / "synced"
     log = pod.root / "upkeep.log"
     sidecar = start_program(pod, UPKEEP, pod.env(
         PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
-        RETRY_SECONDS="0.2", **passwords), log)
+        RETRY_SECONDS=retry_seconds, **passwords, **extra_env), log)
     return sidecar, marker, log
 
 
@@ -188,6 +188,33 @@ def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
         for password in rotated.values():
             assert password not in server_log
             assert password not in printed
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
+def test_upkeep_asks_at_its_starting_pace_once_the_servers_socket_is_there(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """A drill's RTO waits for the sidecar to see the promotion: once the socket
+    is there it asks every STARTING_RETRY_SECONDS, not at the slow pace it
+    waits for the socket with."""
+    require_peer_login()
+    make_standby(pod, servers)
+    start(pod, servers).wait_ready()
+    rotated = {"POSTGRES_PASSWORD": "rotated-super-1e4f", "APP_PASSWORD": "rotated-app-6b2d",
+               "REPLICATION_PASSWORD": "rotated-repl-9a5c"}
+    sidecar, marker, log = start_password_upkeep(pod, rotated, retry_seconds="60",
+                                                 STARTING_RETRY_SECONDS="0.1")
+    try:
+        time.sleep(0.5)  # asked, in recovery: not yet
+        assert sidecar.poll() is None and not marker.exists()
+        query(pod, "SELECT pg_promote()", user="postgres", password=SUPERUSER_PASSWORD,
+              database="postgres")
+        # At the 60 s pace the next question would come a minute later.
+        wait_for(marker, sidecar, log, timeout=5)
+        assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
     finally:
         if sidecar.poll() is None:
             os.killpg(sidecar.pid, signal.SIGKILL)

@@ -94,6 +94,8 @@ def test_the_pod_is_ready_once_the_restored_roles_take_the_scratch_password() ->
     server = container(find(_restored(), "StatefulSet", drill.SCRATCH), "postgres")
     assert not {"readinessProbe", "livenessProbe", "startupProbe"} & set(server)
     assert float(env["RETRY_SECONDS"]["value"]) < 1
+    # Once the server's socket is there (start-up, replay, promotion) it asks faster.
+    assert float(env["STARTING_RETRY_SECONDS"]["value"]) < float(env["RETRY_SECONDS"]["value"])
     # No slots, admin accounts or isolation in a sandbox.
     assert not {"SLOTS_FILE", "ADMIN_ACCOUNTS_FILE", "ISOLATION_FILE"} & set(env)
 
