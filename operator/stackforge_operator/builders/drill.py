@@ -390,6 +390,25 @@ def checks_document(queries: Sequence[QueryCheck]) -> str:
     return json.dumps(checks, sort_keys=True, indent=1)
 
 
+# The kinds of a sandbox that make pods.
+POD_MAKING_KINDS = frozenset({"StatefulSet", "Job", "Pod"})
+
+
+def sandbox_waves(objects: Sequence[Manifest]) -> list[list[Manifest]]:
+    """A new sandbox's objects in the order they may be made, each wave's at once.
+
+    The namespace first; then everything a pod may need or must find in place
+    (the isolating NetworkPolicy, the Secrets it mounts, its Service, the
+    runner's identity and checks); then what makes pods. A pod started before
+    its Secrets waits for the kubelet's back-off; one started before the
+    NetworkPolicy would not be isolated for a moment."""
+    first = [o for o in objects if o["kind"] == "Namespace"]
+    last = [o for o in objects if o["kind"] in POD_MAKING_KINDS]
+    between = [o for o in objects
+               if o["kind"] != "Namespace" and o["kind"] not in POD_MAKING_KINDS]
+    return [wave for wave in (first, between, last) if wave]
+
+
 def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec) -> Manifest:
     return {
         "apiVersion": "v1", "kind": "ConfigMap",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +72,9 @@ WAITING_SECONDS = 5.0
 # lasts. Re-rendered from a drill whose sandbox settings changed mid-run (or
 # from a new image catalog) it would replace the pod and start its restore over.
 RUN_FIXED_KINDS = frozenset({"Service", "StatefulSet"})
+# Applies a new sandbox's objects of one wave at once (_make); shared by every
+# drill's reconciles, which the workers run side by side.
+_APPLIERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="drill-sandbox")
 
 
 @dataclass(frozen=True)
@@ -270,10 +274,6 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         scratch_objects = builders.restored_database(
             sandbox, drill, namespace, t, box=spec.sandbox, storage=policy.storage,
             source=physical, app_user=_app_user(t))
-    # In the order the scratch pod needs them, the pod before what only the
-    # restore Job needs (its identity, its checks): a physical restore starts
-    # with the pod, so every request made before it is part of the RTO. The
-    # isolating NetworkPolicy still comes before any pod.
     children = [
         builders.namespace(sandbox, drill, namespace, expires),
         builders.network_policy(sandbox, drill, namespace, t.namespace,
@@ -285,18 +285,11 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         *builders.rbac_objects(sandbox, drill, namespace),
         builders.checks_config(sandbox, drill, namespace, spec),
     ]
-    live: dict[str, Any] = {}
-    for child in children:
-        # A run started by this reconcile has a sandbox of a new name: nothing
-        # of it exists, and reading each object first would only delay the pod.
-        # (Applying is right either way; the read only saves needless writes.)
-        current = None if fresh else kube.get(
-            child["apiVersion"], child["kind"], child["metadata"]["name"],
-            child["metadata"].get("namespace"))
-        if current is None or (child["kind"] not in RUN_FIXED_KINDS
-                               and needs_apply(child, current)):
-            current = kube.apply(child)
-        live[child["kind"] + "/" + child["metadata"]["name"]] = current
+    # A run started by this reconcile has a sandbox of a new name: nothing of it
+    # exists, so it is made without reading any of it first, in waves of what
+    # may be made at once (builders.sandbox_waves). A physical restore starts
+    # with the scratch pod, so every request made before it is part of the RTO.
+    live = _make(children) if fresh else _repair(children)
     scratch = (live.get(f"StatefulSet/{builders.SCRATCH}") or {}).get("status") or {}
     job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
     if job is None:
@@ -333,6 +326,35 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         result = {"verdict": "Failed", "reason": "RunnerFailed",
                   "message": "the restore Job ended without a result"}
     _finish(body, spec, new, result, now)
+
+
+def _key(child: Mapping[str, Any]) -> str:
+    return f"{child['kind']}/{child['metadata']['name']}"
+
+
+def _make(children: list[dict[str, Any]]) -> dict[str, Any]:
+    """A new sandbox's objects, each wave's applied at once; the applied objects by key."""
+    live: dict[str, Any] = {}
+    for wave in builders.sandbox_waves(children):
+        # map() raises the first failure once the wave is done; the next pass
+        # (not fresh then) repairs what is missing.
+        for child, applied in zip(wave, _APPLIERS.map(kube.apply, wave), strict=True):
+            live[_key(child)] = applied
+    return live
+
+
+def _repair(children: list[dict[str, Any]]) -> dict[str, Any]:
+    """An existing sandbox's objects: each read, and applied where missing or changed
+    (not the kinds a run keeps as it made them)."""
+    live: dict[str, Any] = {}
+    for child in children:
+        current = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"],
+                           child["metadata"].get("namespace"))
+        if current is None or (child["kind"] not in RUN_FIXED_KINDS
+                               and needs_apply(child, current)):
+            current = kube.apply(child)
+        live[_key(child)] = current
+    return live
 
 
 def _s3_keys(policy: BackupPolicySpec, namespace: str) -> dict[str, str]:

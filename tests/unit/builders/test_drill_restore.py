@@ -178,3 +178,30 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     assert logical["args"][logical["args"].index("--backup") + 1] == "latest"
     assert "--no-row-counts" in logical["args"]
     assert env_of(logical)["PGDATABASE"]["value"] == drill.SCRATCH_DATABASE
+
+
+def test_a_new_sandbox_is_made_namespace_first_and_pods_last_the_rest_at_once() -> None:
+    expires = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    objects = [
+        drill.namespace(SANDBOX, DRILL, NAMESPACE, expires),
+        drill.network_policy(SANDBOX, DRILL, NAMESPACE, "tenant-acme"),
+        *drill.secrets(SANDBOX, DRILL, NAMESPACE, "scratch", {"AWS_ACCESS_KEY_ID": "id"},
+                       "-----BEGIN CERTIFICATE-----", "passphrase"),
+        *_restored(),
+        *drill.rbac_objects(SANDBOX, DRILL, NAMESPACE),
+        drill.checks_config(SANDBOX, DRILL, NAMESPACE, DRDrillSpec.model_validate(
+            {"tenantRef": {"name": "acme"}, "backupPolicyRef": {"name": "nightly"}})),
+    ]
+    waves = drill.sandbox_waves(objects)
+    kinds = [sorted({o["kind"] for o in wave}) for wave in waves]
+    assert kinds == [["Namespace"],
+                     ["ConfigMap", "NetworkPolicy", "Role", "RoleBinding", "Secret", "Service",
+                      "ServiceAccount"],
+                     ["StatefulSet"]]
+    # Every object once; the scratch pod's every Secret is made a wave before it.
+    assert sorted(map(id, (o for wave in waves for o in wave))) == sorted(map(id, objects))
+    pod = find(_restored(), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
+    referenced = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} | {
+        secret_ref(e)[0] for c in pod["containers"] for e in c["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
+    assert referenced <= {o["metadata"]["name"] for o in waves[1] if o["kind"] == "Secret"}
