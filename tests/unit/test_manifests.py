@@ -384,9 +384,9 @@ ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
     ("stackforge_operator.reconcile.backup:_make_up_missed_run", "apply"):
         lambda: [("batch/v1", "Job")],
     # builders/drill.py: a run's sandbox and what lives in it.
-    ("stackforge_operator.reconcile.drill:_drive", "get"): drill_sandbox_kinds,
-    ("stackforge_operator.reconcile.drill:_drive", "apply"):
-        lambda: [*drill_sandbox_kinds(), ("batch/v1", "Job")],
+    ("stackforge_operator.reconcile.drill:_repair", "get"): drill_sandbox_kinds,
+    ("stackforge_operator.reconcile.drill:_repair", "apply"): drill_sandbox_kinds,
+    ("stackforge_operator.reconcile.drill:_drive", "apply"): lambda: [("batch/v1", "Job")],
     # An isolated tenant's evidence: the kinds it bundles.
     ("stackforge_operator.reconcile.tenant_evidence:_files", "list_objects"):
         lambda: list(tenant_evidence.KINDS),

@@ -379,8 +379,9 @@ class _Drill:
 
     def _write_report(self, outcome: DrillOutcome) -> None:
         key = report_key(self.store.config, outcome.tenant, outcome.backup_id, outcome.run_id)
+        report = outcome.report_json()
         try:
-            self.store.put_bytes(key, outcome.report_json())
+            self.store.put_bytes(key, report)
         except (ClientError, BotoCoreError) as exc:
             failure = s3_failure(exc, f"writing the report {key}")
             outcome.report_error = redact(f"{failure.reason}: {failure.message}", self.secrets)

@@ -337,7 +337,8 @@ def _make(children: list[dict[str, Any]]) -> dict[str, Any]:
     live: dict[str, Any] = {}
     for wave in builders.sandbox_waves(children):
         # map() raises the first failure once the wave is done; the next pass
-        # (not fresh then) repairs what is missing.
+        # (not fresh then) repairs what is missing. (The same objects as
+        # _repair's: tests/unit/test_manifests.py accounts their kinds there.)
         for child, applied in zip(wave, _APPLIERS.map(kube.apply, wave), strict=True):
             live[_key(child)] = applied
     return live
