@@ -390,8 +390,10 @@ def checks_document(queries: Sequence[QueryCheck]) -> str:
     return json.dumps(checks, sort_keys=True, indent=1)
 
 
-# The kinds of a sandbox that make pods.
-POD_MAKING_KINDS = frozenset({"StatefulSet", "Job", "Pod"})
+# The kinds of a sandbox made in its last wave: what makes pods, and the
+# RoleBinding, which the API server refuses before its Role exists (it checks
+# that whoever binds a Role holds what the Role grants).
+LAST_WAVE_KINDS = frozenset({"StatefulSet", "Job", "Pod", "RoleBinding"})
 
 
 def sandbox_waves(objects: Sequence[Manifest]) -> list[list[Manifest]]:
@@ -399,13 +401,14 @@ def sandbox_waves(objects: Sequence[Manifest]) -> list[list[Manifest]]:
 
     The namespace first; then everything a pod may need or must find in place
     (the isolating NetworkPolicy, the Secrets it mounts, its Service, the
-    runner's identity and checks); then what makes pods. A pod started before
-    its Secrets waits for the kubelet's back-off; one started before the
-    NetworkPolicy would not be isolated for a moment."""
+    runner's ServiceAccount, Role and checks); then what makes pods, and the
+    RoleBinding. A pod started before its Secrets waits for the kubelet's
+    back-off; one started before the NetworkPolicy would not be isolated for
+    a moment."""
     first = [o for o in objects if o["kind"] == "Namespace"]
-    last = [o for o in objects if o["kind"] in POD_MAKING_KINDS]
+    last = [o for o in objects if o["kind"] in LAST_WAVE_KINDS]
     between = [o for o in objects
-               if o["kind"] != "Namespace" and o["kind"] not in POD_MAKING_KINDS]
+               if o["kind"] != "Namespace" and o["kind"] not in LAST_WAVE_KINDS]
     return [wave for wave in (first, between, last) if wave]
 
 

@@ -194,10 +194,12 @@ def test_a_new_sandbox_is_made_namespace_first_and_pods_last_the_rest_at_once() 
     ]
     waves = drill.sandbox_waves(objects)
     kinds = [sorted({o["kind"] for o in wave}) for wave in waves]
+    # The RoleBinding after its Role: the API server refuses a binding whose
+    # Role it cannot find unless the binder may bind any role.
     assert kinds == [["Namespace"],
-                     ["ConfigMap", "NetworkPolicy", "Role", "RoleBinding", "Secret", "Service",
+                     ["ConfigMap", "NetworkPolicy", "Role", "Secret", "Service",
                       "ServiceAccount"],
-                     ["StatefulSet"]]
+                     ["RoleBinding", "StatefulSet"]]
     # Every object once; the scratch pod's every Secret is made a wave before it.
     assert sorted(map(id, (o for wave in waves for o in wave))) == sorted(map(id, objects))
     pod = find(_restored(), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
