@@ -4,7 +4,9 @@
 On the real node (the project's cluster, its images, the operator on the
 host): a tenant whose BackupPolicy archives its WAL and takes a full physical
 backup after it is seeded with ``--size-mib`` of table data. Then, alternating
-(and alternating which goes first in a round), ``--rounds`` times each:
+(and alternating which goes first in a round), ``--rounds`` times each, each
+one started once the last drill's sandbox is removed (the raw baseline
+removes its copy before it returns):
 
 - the drill: a DRDrill with ``backup.method: Physical`` restoring the last
   archived moment; its RTO is the drill's own (status ``lastResult.rtoSeconds``
