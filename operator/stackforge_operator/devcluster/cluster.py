@@ -543,8 +543,13 @@ def run_kubectl(
     check: bool = True,
     timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
+    # Its discovery cache beside the kubeconfig, in the run's directory, which
+    # goes with the cluster: the default, ~/.kube/cache, keeps a directory per
+    # host:port, and every local cluster has a new port (407 MB of them after
+    # two days of test and bench runs on one machine).
+    cache = kubeconfig.parent / "kubectl-cache"
     result = subprocess.run(
-        [str(binary), "kubectl", f"--kubeconfig={kubeconfig}", *args],
+        [str(binary), "kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", *args],
         input=input,
         capture_output=True,
         text=True,
