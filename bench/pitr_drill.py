@@ -505,7 +505,7 @@ def main() -> None:
                 bench.until_sandboxes_gone()
     finally:
         stop_everything(cluster, operator, s3)
-    discard_run_dir(cluster)  # only after a run that finished
+    discard_run_dir(cluster.run_dir)  # only after a run that finished
 
     caches = "page cache emptied before each" if args.drop_caches else "warm page cache"
     print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds each, alternating who "

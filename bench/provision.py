@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from stackforge_operator.builders.common import TENANT_LABEL
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.localrun import install_crds
 from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.devcluster.realrun import discard_run_dir
 from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
 
@@ -147,8 +147,7 @@ def main() -> int:
         print(f"| operator peak RSS | {rss:.0f} MiB |")
     finally:
         cluster.stop()
-    # Only after a run that finished: a failed run's directory keeps its logs.
-    shutil.rmtree(run_dir, ignore_errors=True)
+    discard_run_dir(run_dir)  # only after a run that finished
     return 0
 
 

@@ -157,7 +157,7 @@ def main() -> None:
                   f"kubectl apply {times['kubectl apply'][-1]:.2f} s", flush=True)
     finally:
         stop_everything(cluster, operator, None)
-    discard_run_dir(cluster)  # only after a run that finished
+    discard_run_dir(cluster.run_dir)  # only after a run that finished
 
     print(f"\n| {'way':<14} | {'seconds to Ready (each)':<28} | {'median':>8} |")
     print(f"|{'-' * 16}|{'-' * 30}|{'-' * 10}|")

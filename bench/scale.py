@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from stackforge_operator import config as operator_config  # noqa: E402
 from stackforge_operator.devcluster import LocalCluster  # noqa: E402
 from stackforge_operator.devcluster.localrun import install_crds  # noqa: E402
 from stackforge_operator.devcluster.operator_process import OperatorProcess  # noqa: E402
+from stackforge_operator.devcluster.realrun import discard_run_dir  # noqa: E402
 
 API = "stackforge.io/v1alpha1"
 IDLE_SECONDS = 60.0
@@ -393,8 +393,7 @@ def main() -> int:
             print(table(results[-2:]), file=sys.stderr)
     finally:
         bench.stop()
-    # Only after a run that finished: a failed run's directory keeps its logs.
-    shutil.rmtree(run_dir, ignore_errors=True)
+    discard_run_dir(run_dir)  # only after a run that finished
     print(table(results))
     for path in plot(results, args.plots):
         print(f"wrote {path}")

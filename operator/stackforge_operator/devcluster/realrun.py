@@ -237,12 +237,13 @@ def stop_everything(cluster: LocalCluster, operator: OperatorProcess | None, s3:
         print(f"warning: host not restored: {difference}", file=sys.stderr)
 
 
-def discard_run_dir(cluster: LocalCluster) -> None:
-    """Remove a finished run's directory: its tenant volumes, restores and logs,
-    gigabytes per benchmark run, which filled a machine's disk after a few (the
-    kubelet then evicted images under disk pressure). Called only after a run
-    that succeeded: a failed run's directory is kept for its logs."""
-    shutil.rmtree(cluster.run_dir, ignore_errors=True)
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a finished run's directory (a cluster's, or a bench's that holds
+    one): its tenant volumes, restores, etcd data and logs, gigabytes per
+    benchmark run, which filled a machine's disk after a few (the kubelet then
+    evicted images under disk pressure). Called only after a run that
+    succeeded: a failed run's directory is kept for its logs."""
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _start_s3(cluster: LocalCluster) -> Any:
