@@ -14,6 +14,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from stackforge_operator.devcluster import LocalCluster
+from stackforge_operator.devcluster.cluster import kubectl_cache_dir
 from tests.support import durations
 
 PROVIDERS = ("local", "kind", "kubeconfig")
@@ -43,10 +44,7 @@ class ClusterHandle:
         kubeconfig: Path | None = None,
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[str]:
-        # A discovery cache of this cluster's own: the shared ~/.kube/cache is keyed by
-        # host:port, which another (earlier, or parallel) test cluster may have used
-        # with other resources, and `kubectl explain` trusts it.
-        cache = self.kubeconfig.parent / "kubectl-cache"
+        cache = kubectl_cache_dir(self.kubeconfig)
         argv = [*self.kubectl_argv, f"--kubeconfig={kubeconfig or self.kubeconfig}",
                 f"--cache-dir={cache}", *args]
         started, children_before = time.monotonic(), _children_cpu()

@@ -534,6 +534,16 @@ class LocalCluster:
             _wait_for(what, check, deadline, None, processes=watched)
 
 
+def kubectl_cache_dir(kubeconfig: Path) -> Path:
+    """kubectl's discovery cache for a local cluster: beside its kubeconfig, in
+    the run's directory, which goes with the cluster. The default,
+    ~/.kube/cache, keeps a directory per host:port, and every local cluster
+    has a new port (407 MB of them after two days of test and bench runs on
+    one machine); another cluster that had the port once may also have served
+    other resources, and `kubectl explain` trusts the cache."""
+    return kubeconfig.parent / "kubectl-cache"
+
+
 def run_kubectl(
     binary: Path,
     kubeconfig: Path,
@@ -543,11 +553,7 @@ def run_kubectl(
     check: bool = True,
     timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
-    # Its discovery cache beside the kubeconfig, in the run's directory, which
-    # goes with the cluster: the default, ~/.kube/cache, keeps a directory per
-    # host:port, and every local cluster has a new port (407 MB of them after
-    # two days of test and bench runs on one machine).
-    cache = kubeconfig.parent / "kubectl-cache"
+    cache = kubectl_cache_dir(kubeconfig)
     result = subprocess.run(
         [str(binary), "kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", *args],
         input=input,
