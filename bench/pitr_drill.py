@@ -77,12 +77,13 @@ from stackforge_operator import API_GROUP, API_VERSION  # noqa: E402
 from stackforge_operator.builders.drill import DRILL_NAMESPACE_LABEL  # noqa: E402
 from stackforge_operator.devcluster import images  # noqa: E402
 from stackforge_operator.devcluster.binary import ensure_binary  # noqa: E402
-from stackforge_operator.devcluster.cluster import LocalCluster, free_port  # noqa: E402
+from stackforge_operator.devcluster.cluster import LocalCluster  # noqa: E402
 from stackforge_operator.devcluster.localrun import install_crds, interrupt_on_signals  # noqa: E402
 from stackforge_operator.devcluster.node.realnode import ImageArchive  # noqa: E402
 from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY  # noqa: E402
 from stackforge_operator.devcluster.node.tools import ensure_node_tools  # noqa: E402
 from stackforge_operator.devcluster.operator_process import OperatorProcess  # noqa: E402
+from stackforge_operator.devcluster.ports import free_port  # noqa: E402
 from stackforge_operator.devcluster.realrun import discard_run_dir, stop_everything  # noqa: E402
 from stackforge_operator.devcluster.s3server import S3Server  # noqa: E402
 

@@ -16,8 +16,8 @@ from kubernetes import client
 
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.binary import default_binary_path
-from stackforge_operator.devcluster.cluster import free_port
 from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.devcluster.processes import processes_mentioning
 from tests.support import crds, durations, operator_identity
 from tests.support.clusters import (

@@ -24,7 +24,7 @@ import pytest
 
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.store import BackupStore, StoreConfig
-from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.ports import free_port
 from tests.support import postgres_server as pg
 from tests.support.drill import drill_argv
 from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stackforge_operator.builders.postgres import PG_HBA, SERVER_ARGS
-from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.ports import free_port
 from tests.support.postgres_server import PgUser
 
 IMAGE_DIR = Path(__file__).resolve().parents[2] / "images" / "postgres"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.ports import free_port
 
 _PR_SET_PDEATHSIG = 1
 

@@ -21,8 +21,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from stackforge_operator.devcluster.cluster import free_port
 from stackforge_operator.devcluster.pki import create_server_tls
+from stackforge_operator.devcluster.ports import free_port
 
 USERNAME = "stackforge-alerts"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from stackforge_operator.devcluster.pki import (
     create_pki,
     issue_certificate,
 )
+from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.devcluster.processes import ManagedProcess, pid_alive
 from stackforge_operator.devcluster.supervisor import CrashRestarter
 
@@ -70,13 +70,6 @@ class StartupTimings:
             f"(etcd {self.etcd:.1f}s, apiserver {self.apiserver:.1f}s, "
             f"nodes and controllers {self.components:.1f}s)"
         )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def audit_policy_document() -> dict[str, object]:

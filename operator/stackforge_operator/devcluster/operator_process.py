@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from stackforge_operator.devcluster.cluster import ControlPlaneError, free_port
+from stackforge_operator.devcluster.cluster import ControlPlaneError
+from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.devcluster.processes import ManagedProcess
 
 

@@ -41,8 +41,8 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from stackforge_operator.devcluster.cluster import free_port
 from stackforge_operator.devcluster.pki import KeyPair, create_server_tls
+from stackforge_operator.devcluster.ports import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

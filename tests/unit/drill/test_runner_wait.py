@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 
 from stackforge_operator.backup.store import StoreConfig
-from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.drill.runner import (
     DrillRequest,
     PhysicalRecovery,

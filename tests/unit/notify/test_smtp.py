@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from stackforge_operator.devcluster.cluster import free_port
+from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.notify import smtp
 from tests.support.smtp_server import USERNAME, SmtpServer
 

@@ -44,6 +44,7 @@ from stackforge_operator.devcluster.node.storage import (
 )
 from stackforge_operator.devcluster.node.tools import ensure_node_tools
 from stackforge_operator.devcluster.pki import issue_certificate
+from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.devcluster.processes import ManagedProcess
 
 if TYPE_CHECKING:
@@ -71,13 +72,6 @@ class ImageArchive:
     reference: str
     archive: Path
     fingerprint: str
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RealNode:
@@ -277,7 +271,7 @@ class RealNode:
         config = kubelet_configuration(
             network=self.network, paths=paths, runtime_endpoint=self.runtime_paths.endpoint,
             client_ca=cluster.pki.ca.cert, serving_cert=self.kubelet_serving.cert,
-            serving_key=self.kubelet_serving.key, port=_free_port(), healthz_port=_free_port(),
+            serving_key=self.kubelet_serving.key, port=free_port(), healthz_port=free_port(),
         )
         paths.config.write_text(yaml.safe_dump(config))
         process = self._spawn("kubelet", [
@@ -297,14 +291,14 @@ class RealNode:
         config_path = self.dir / "kube-proxy-config.yaml"
         config_path.write_text(yaml.safe_dump(services.kube_proxy_configuration(
             network=self.network, kubeconfig=kubeconfig, node_name=self.name,
-            healthz_port=_free_port(), metrics_port=_free_port())))
+            healthz_port=free_port(), metrics_port=free_port())))
         self._spawn("kube-proxy", [str(cluster.binary), "kube-proxy",
                                    f"--config={config_path}", "--v=1"])
 
     def _start_enforcer(self, kubeconfig: Path) -> None:
         assert self.tools_dir is not None
         self._spawn("kube-router", [str(self.tools_dir / "kube-router"), *policy.kube_router_args(
-            kubeconfig=kubeconfig, node_name=self.name, health_port=_free_port())])
+            kubeconfig=kubeconfig, node_name=self.name, health_port=free_port())])
 
     def _wait_rollout(self, cluster: LocalCluster, deadline: float) -> None:
         for kind, name in (("deployment", "coredns"),):
