@@ -9,10 +9,12 @@ cgroups, well-known directories, processes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.node.realnode import ImageArchive
@@ -20,9 +22,37 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.devcluster.processes import processes_mentioning
 from tests.realnode.operators import operator_running
 from tests.realnode.s3_service import S3_SERVICE_NAME, s3_service
-from tests.support import crds, operator_identity
+from tests.support import crds, failed_pods, operator_identity
 from tests.support.clusters import ClusterHandle, local_handle
 from tests.support.s3_server import S3Server
+
+_TEST_START = pytest.StashKey[datetime]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # A second early: the kubelet's finishedAt has whole seconds.
+    item.stash[_TEST_START] = datetime.now(UTC) - timedelta(seconds=1)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None],
+) -> Generator[None, pytest.TestReport, None]:
+    """A failed test's report gets what the containers that failed during it said
+    (their pods may be gone before anyone looks)."""
+    outcome = yield
+    report = outcome.get_result()
+    cluster = getattr(item, "funcargs", {}).get("real_cluster")
+    if not report.failed or report.when == "teardown" or not isinstance(
+            cluster, ClusterHandle) or _TEST_START not in item.stash:
+        return
+    try:
+        found = failed_pods.report(cluster.api, item.stash[_TEST_START])
+    except (ApiException, OSError) as error:
+        found = f"(could not read the pods: {error})"
+    if found:
+        report.sections.append(("containers that failed during the test", found))
 
 
 def project_images() -> list[ImageArchive]:
