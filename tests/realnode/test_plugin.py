@@ -401,3 +401,20 @@ def test_a_drill_now_waits_for_its_verdict_and_exits_1_unless_it_passed(
                     "--timeout", "300", timeout=330)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert failed.stdout.splitlines()[-1].split(": ", 1)[1].startswith("Failed")
+
+
+def test_a_failed_backup_exits_1_with_the_runners_reason(
+        real_cluster: ClusterHandle, tenant: str, bucket: str) -> None:
+    """``backup --wait`` of a run that fails says why, as the runner said it: the Job's
+    own message ("backoff limit") alone leaves a person to find its pod."""
+    ns = tenants.namespace_of(tenant)
+    # The superuser's table, not granted to the app's owner as whom the backup reads.
+    stack.psql(real_cluster, ns, "CREATE TABLE locked_out (n int)")
+    try:
+        failed = plugin(real_cluster, "backup", tenant, "--wait", "--timeout", "300")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        why = "reached the specified backoff limit): DatabasePermissionDenied: "
+        assert why in failed.stderr, failed.stderr
+        assert "permission denied for table locked_out" in failed.stderr, failed.stderr
+    finally:
+        stack.psql(real_cluster, ns, "DROP TABLE locked_out")

@@ -103,6 +103,11 @@ class Cluster:
             API_GROUP, API_VERSION, namespace, "drdrills", name)
         return dict(found)
 
+    def policy(self, namespace: str, name: str) -> Obj:
+        found: Any = self.custom.get_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, "backuppolicies", name)
+        return dict(found)
+
     def _objects(self, api_version: str, kind: str, namespace: str,
                  selector: str | None = None) -> list[Obj]:
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -31,6 +31,8 @@ from stackforge_operator.reconcile.recovery import (
 )
 
 PSQL = ["psql", "-U", "postgres", "-h", "/var/run/postgresql", "-v", "ON_ERROR_STOP=1"]
+# How long a failed backup waits for the operator to record its runner's reason.
+RUN_RECORD_SECONDS = 20.0
 
 
 class CommandError(Exception):
@@ -102,11 +104,29 @@ def _backup(cluster: Cluster, args: argparse.Namespace) -> int:
                 print(f"backup {request} succeeded (Job {job['metadata']['name']})")
                 return 0
             if "Failed" in done:
-                raise CommandError(f"backup {request} failed (Job {job['metadata']['name']}: "
-                                   f"{done['Failed'].get('message', '')})")
+                job_name = job["metadata"]["name"]
+                why = _failed_run(cluster, namespace, name, job_name)
+                raise CommandError(f"backup {request} failed (Job {job_name}: "
+                                   f"{done['Failed'].get('message', '')})"
+                                   + (f": {why}" if why else ""))
             print(f"  running (Job {job['metadata']['name']})", file=sys.stderr)
         time.sleep(2)
     raise CommandError(f"backup {request} not finished within {args.timeout:.0f} s")
+
+
+def _failed_run(cluster: Cluster, namespace: str, policy: str, job: str,
+                timeout: float = RUN_RECORD_SECONDS) -> str | None:
+    """Why the runner said its run failed, as the operator records it in the policy's
+    status.lastRun once it sees the Job fail (None if not recorded in ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = ((cluster.policy(namespace, policy).get("status") or {}).get("lastRun") or {})
+        if run.get("jobName") == job and run.get("result") == "Failed":
+            return ": ".join(str(part) for part in (run.get("reason"), run.get("message"))
+                             if part)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1)
 
 
 def _drill(cluster: Cluster, args: argparse.Namespace) -> int:
