@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.cluster import FAKE_NODE_PREFIX, fake_node_manifest
+from stackforge_operator.devcluster.kubeconfig import python_discovery_cache
 from stackforge_operator.devcluster.processes import pid_alive, processes_mentioning
 from stackforge_operator.devcluster.stages import RUNNER_LABEL
 from tests.support.clusters import ClusterHandle
@@ -257,14 +259,21 @@ def test_operator_runs_as_subprocess_and_answers_liveness(operator_subprocess: A
 
 
 def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Nor the Python client's discovery cache of its address (a file per API server
+    in the temporary directory, never removed by the client)."""
     local = LocalCluster(tmp_path / "second")
     local.start()
     pids = local.alive_pids()
     assert len(pids) == 5  # etcd, apiserver, controller-manager, scheduler, kwok
+    api = config.new_client_from_config(config_file=str(local.kubeconfig))
+    DynamicClient(api).resources.get(api_version="v1", kind="Pod")
+    cache = python_discovery_cache(local.server)
+    assert cache.is_file()
     local.stop()
     assert local.alive_pids() == []
     assert processes_mentioning(str(tmp_path / "second")) == []
     assert not any(pid_alive(pid) for pid in pids)
+    assert not cache.exists()
 
 
 def test_components_die_with_a_killed_launcher(tmp_path: Path) -> None:

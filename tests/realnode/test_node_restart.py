@@ -9,6 +9,7 @@ all there.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.realnode import pods, stack
 from tests.realnode.operators import operator_running
@@ -34,6 +36,21 @@ def _heartbeat_after(cluster: ClusterHandle, moment: datetime) -> bool:
     node = core.list_node().items[0].metadata.name
     lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease(node, "kube-node-lease")
     return bool(lease.spec.renew_time > moment)
+
+
+def _kubelet_knows(cluster: ClusterHandle, namespace: str, pod: str) -> bool:
+    """The node's kubelet has the pod in its own list again (its /pods, through the API
+    server's node proxy). A restarted kubelet renews its lease before its pod list
+    from the API server is in: until then it answers an exec "pod does not exist"."""
+    core = client.CoreV1Api(cluster.api)
+    node = core.list_node().items[0].metadata.name
+    try:
+        found = json.loads(core.connect_get_node_proxy_with_path(
+            node, "pods", _preload_content=False).data)
+    except ApiException:
+        return False  # its server not listening yet
+    return any(item["metadata"]["namespace"] == namespace and item["metadata"]["name"] == pod
+               for item in found.get("items") or [])
 
 
 def test_running_pods_survive_a_kubelet_and_containerd_restart(
@@ -67,6 +84,8 @@ def test_running_pods_survive_a_kubelet_and_containerd_restart(
             tenants.eventually(lambda: _heartbeat_after(real_cluster, killed_at),
                                timeout=60, interval=1)
             node_back = time.monotonic() - back
+            tenants.eventually(lambda: _kubelet_knows(real_cluster, ns, "postgres-0"),
+                               timeout=60, interval=0.5)
             stack.wait_ready(real_cluster, name, timeout=120)
             tenant_back = time.monotonic() - back
 

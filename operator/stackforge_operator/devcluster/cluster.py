@@ -21,7 +21,7 @@ import yaml
 from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.devcluster import stages as kwok_stages
 from stackforge_operator.devcluster.binary import ensure_binary, kwok_source_dir
-from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
+from stackforge_operator.devcluster.kubeconfig import python_discovery_cache, write_kubeconfig
 from stackforge_operator.devcluster.node.realnode import (
     KUBELET_CLIENT_USER,
     ImageArchive,
@@ -213,6 +213,8 @@ class LocalCluster:
             self._etcd_dir = None
         if self.node is not None:
             self.host_differences = self.node.restore_host()
+        if self.server:
+            python_discovery_cache(self.server).unlink(missing_ok=True)
 
     def component(self, name: str) -> ManagedProcess:
         """A running component by name: etcd, kube-apiserver, kubelet, containerd..."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -47,3 +49,15 @@ def write_kubeconfig(
     # It carries a private key.
     path.chmod(0o600)
     return path
+
+
+def python_discovery_cache(server: str) -> Path:
+    """Where the Python client's DynamicClient keeps its discovery of ``server``.
+
+    Without a ``cache_file`` it writes ``osrcp-<md5 of the server URL>.json`` to
+    the temporary directory and never removes it: a file per API server, and every
+    local cluster has a new port (the operator and the plugin both use it). The
+    cluster that made the address removes it when it stops.
+    """
+    digest = hashlib.md5(server.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return Path(tempfile.gettempdir()) / f"osrcp-{digest}.json"
