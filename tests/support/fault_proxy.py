@@ -44,9 +44,10 @@ class _Connection:
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, port: int = 0) -> None:
+        """``port``: where to listen once started (0: a port the kernel picks)."""
         self.upstream = (upstream_host, upstream_port)
-        self.port = 0
+        self.port = port
         self._delay = 0.0
         self._loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
@@ -112,7 +113,7 @@ class FaultProxy:
 
     async def _listen(self) -> int:
         self._flowing.set()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

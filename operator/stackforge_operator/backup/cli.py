@@ -47,6 +47,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "compressed by zstd while it streams")
     parser.add_argument("--part-size-mib", type=int, default=8,
                         help="multipart part size; 10,000 parts at most (default: %(default)s)")
+    parser.add_argument("--connect-wait-seconds", type=float, default=0.0,
+                        help="ask a database that refuses or does not answer again for this "
+                             "long before failing DatabaseUnreachable (default: %(default)s)")
     parser.add_argument("--termination-log", type=Path,
                         help="also write the result line here (e.g. /dev/termination-log)")
 
@@ -85,6 +88,8 @@ def request_from_args(
     sse = SSEAlgorithm(args.sse) if args.sse else None
     if (args.kms_key_id is not None) != (sse == SSEAlgorithm.KMS):
         parser.error("--kms-key-id goes with --sse aws:kms, and only with it")
+    if args.connect_wait_seconds < 0:
+        parser.error("--connect-wait-seconds must not be negative")
     if args.part_size_mib < 5:
         parser.error("--part-size-mib must be at least 5 (S3's minimum part size)")
     return BackupRequest(
@@ -97,6 +102,7 @@ def request_from_args(
         pg_bin_dir=args.pg_bin_dir,
         part_size=args.part_size_mib * MiB,
         compression=DumpCompression(args.dump_compression),
+        connect_wait_seconds=args.connect_wait_seconds,
     )
 
 

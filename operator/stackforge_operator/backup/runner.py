@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import resource
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +44,13 @@ from stackforge_operator.backup.dump_format import (
 from stackforge_operator.backup.failures import BackupFailure, redact, s3_failure, secret_values
 from stackforge_operator.backup.grafana import export_dashboards
 from stackforge_operator.backup.manifest import Manifest, ManifestArtifact, PostgresInfo
-from stackforge_operator.backup.postgres import PgDump, SnapshotSession, find_tool, tool_version
+from stackforge_operator.backup.postgres import (
+    PgDump,
+    SnapshotInfo,
+    SnapshotSession,
+    find_tool,
+    tool_version,
+)
 from stackforge_operator.backup.runid import new_run_id, run_started_at
 from stackforge_operator.backup.store import (
     DEFAULT_PART_SIZE,
@@ -65,6 +72,8 @@ log = logging.getLogger("stackforge_operator.backup")
 CONFIGURATION_NAME = "configuration.json"
 GRAFANA_NAME = "grafana-dashboards.json"
 DEFAULT_LOCK_TIMEOUT_MS = 10 * 60 * 1000
+# Between tries at a database that refused or did not answer (--connect-wait-seconds).
+CONNECT_RETRY_SECONDS = 2.0
 # Tenants are Kubernetes object names; the name is also a key segment.
 _TENANT_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -85,6 +94,9 @@ class BackupRequest:
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
     compress: int | None = None
     compression: DumpCompression = DumpCompression.GZIP
+    # How long a database that refuses or does not answer the first connection is
+    # asked again before the run fails DatabaseUnreachable (0: fail at once).
+    connect_wait_seconds: float = 0.0
 
 
 @dataclass
@@ -241,8 +253,7 @@ class _Run:
             psql = find_tool("psql", request.pg_bin_dir)
             tools["pg_dump"] = tool_version(pg_dump)
             self.stage("opening a snapshot of the database")
-            self.session = SnapshotSession(psql, self.env, request.lock_timeout_ms)
-            info = self.session.open()
+            info = self._open_session(psql)
             log.info("database %s, PostgreSQL %s", info.database, info.server_version)
 
         artifacts.extend(self._small_artifacts())
@@ -278,6 +289,26 @@ class _Run:
         log.info("backup complete: %s (%d bytes)", manifest.location, manifest.size_bytes)
         return RunOutcome("Succeeded", request.tenant, self.run_id, manifest=manifest,
                           manifest_key=key)
+
+    def _open_session(self, psql: str) -> SnapshotInfo:
+        """The snapshot session. A database that refuses or does not answer is asked
+        again for ``connect_wait_seconds``: a run that starts while the primary fails
+        over, or before the network policy enforcer has let the new runner pod in,
+        is not a lost night. Any other failure (a password, a missing database)
+        fails at once."""
+        deadline = time.monotonic() + self.request.connect_wait_seconds
+        while True:
+            self.session = SnapshotSession(psql, self.env, self.request.lock_timeout_ms)
+            try:
+                return self.session.open()
+            except BackupFailure as failure:
+                left = deadline - time.monotonic()
+                if failure.reason != "DatabaseUnreachable" or left <= 0:
+                    raise
+                self.session.close()
+                log.warning("%s; asking again for up to %.0f s more",
+                            redact(failure.message), left)
+                time.sleep(min(CONNECT_RETRY_SECONDS, left))
 
     def _existing_manifest(self) -> Manifest | None:
         # Listing (not a GET of the manifest) because it also proves the

@@ -43,6 +43,8 @@ from stackforge_operator.models.backup import (
 )
 from stackforge_operator.models.effective import EffectiveTenant
 
+# How long a backup run asks a database that refuses or does not answer (runner flag).
+CONNECT_WAIT_SECONDS = 20
 POLICY_LABEL = f"{API_GROUP}/backup-policy"
 BACKUP_NOW_ANNOTATION = f"{API_GROUP}/backup-now"
 CONFIG_MOUNT = "/etc/stackforge/configuration"
@@ -146,6 +148,10 @@ def _runner_args(policy_spec: BackupPolicySpec, t: EffectiveTenant) -> list[str]
         args += ["--config-file", f"{CONFIG_MOUNT}/{CONFIG_FILE}"]
     if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and policy_spec.grafana:
         args += ["--grafana-url", policy_spec.grafana.url]
+    # A database that refuses the first connection is asked again for a while:
+    # the run may start while the primary restarts, or before the node's network
+    # policy enforcer lets the new runner pod in (backoffLimit is 0: one run).
+    args += ["--connect-wait-seconds", str(CONNECT_WAIT_SECONDS)]
     args += ["--termination-log", "/dev/termination-log"]
     return args
 

@@ -99,3 +99,9 @@ def test_a_zstd_policy_asks_its_runner_for_zstd_and_gzip_ones_keep_their_job() -
     assert args[args.index("--dump-compression") + 1] == "zstd"
     with pytest.raises(ValueError, match="dumpCompression"):
         _runner_args({"dumpCompression": "zstd"})
+
+
+def test_every_policys_runner_asks_a_refusing_database_again_for_a_while() -> None:
+    args = _runner_args({})
+    assert args[args.index("--connect-wait-seconds") + 1] == str(backup.CONNECT_WAIT_SECONDS)
+    assert backup.CONNECT_WAIT_SECONDS > 0

@@ -82,6 +82,11 @@ def test_defaults_back_up_postgres_only() -> None:
     assert request.targets == {BackupTarget.POSTGRES}
     assert request.store == StoreConfig(bucket="backups")
     assert request.part_size == 8 * MiB
+    assert request.connect_wait_seconds == 0
+
+
+def test_the_connect_wait_is_read() -> None:
+    assert _parse(*BASE, "--connect-wait-seconds", "20").connect_wait_seconds == 20
 
 
 def test_inputs_imply_targets(tmp_path: Path) -> None:
@@ -99,6 +104,7 @@ def test_inputs_imply_targets(tmp_path: Path) -> None:
         ("--sse", "aws:kms"),
         ("--sse", "AES256", "--kms-key-id", "k"),
         ("--part-size-mib", "4"),
+        ("--connect-wait-seconds", "-1"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv: tuple[str, ...]) -> None:
