@@ -98,15 +98,16 @@ class Cluster:
             API_GROUP, API_VERSION, namespace, "drdrills",
             {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DRDrill", **body})
 
-    def drill(self, namespace: str, name: str) -> Obj:
+    def _get(self, plural: str, namespace: str, name: str) -> Obj:
         found: Any = self.custom.get_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, "drdrills", name)
+            API_GROUP, API_VERSION, namespace, plural, name)
         return dict(found)
 
+    def drill(self, namespace: str, name: str) -> Obj:
+        return self._get("drdrills", namespace, name)
+
     def policy(self, namespace: str, name: str) -> Obj:
-        found: Any = self.custom.get_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, "backuppolicies", name)
-        return dict(found)
+        return self._get("backuppolicies", namespace, name)
 
     def _objects(self, api_version: str, kind: str, namespace: str,
                  selector: str | None = None) -> list[Obj]:
