@@ -29,23 +29,19 @@ pytestmark = pytest.mark.chaos
 DOWN_SECONDS = 10
 
 
-def _heartbeat_after(cluster: ClusterHandle, moment: datetime) -> bool:
+def _heartbeat_after(cluster: ClusterHandle, node: str, moment: datetime) -> bool:
     """The node's kubelet has renewed its lease since ``moment`` (the node's status
     itself is written only when it changes, or every 5 minutes)."""
-    core = client.CoreV1Api(cluster.api)
-    node = core.list_node().items[0].metadata.name
     lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease(node, "kube-node-lease")
     return bool(lease.spec.renew_time > moment)
 
 
-def _kubelet_knows(cluster: ClusterHandle, namespace: str, pod: str) -> bool:
+def _kubelet_knows(cluster: ClusterHandle, node: str, namespace: str, pod: str) -> bool:
     """The node's kubelet has the pod in its own list again (its /pods, through the API
     server's node proxy). A restarted kubelet renews its lease before its pod list
     from the API server is in: until then it answers an exec "pod does not exist"."""
-    core = client.CoreV1Api(cluster.api)
-    node = core.list_node().items[0].metadata.name
     try:
-        found = json.loads(core.connect_get_node_proxy_with_path(
+        found = json.loads(client.CoreV1Api(cluster.api).connect_get_node_proxy_with_path(
             node, "pods", _preload_content=False).data)
     except ApiException:
         return False  # its server not listening yet
@@ -60,6 +56,7 @@ def test_running_pods_survive_a_kubelet_and_containerd_restart(
         record_property: Callable[[str, object], None]) -> None:
     local = real_cluster.local
     assert local is not None and local.node is not None
+    node = local.node.name
     name = f"nr-{uuid.uuid4().hex[:5]}"
     ns = tenants.namespace_of(name)
     manifest = stack.postgres_and_app(name)
@@ -81,10 +78,10 @@ def test_running_pods_survive_a_kubelet_and_containerd_restart(
             local.restart_component("containerd")
             local.restart_component("kubelet")
             back = time.monotonic()
-            tenants.eventually(lambda: _heartbeat_after(real_cluster, killed_at),
+            tenants.eventually(lambda: _heartbeat_after(real_cluster, node, killed_at),
                                timeout=60, interval=1)
             node_back = time.monotonic() - back
-            tenants.eventually(lambda: _kubelet_knows(real_cluster, ns, "postgres-0"),
+            tenants.eventually(lambda: _kubelet_knows(real_cluster, node, ns, "postgres-0"),
                                timeout=60, interval=0.5)
             stack.wait_ready(real_cluster, name, timeout=120)
             tenant_back = time.monotonic() - back
