@@ -56,7 +56,7 @@ def failed_since(pods: Iterable[Mapping[str, Any]], since: datetime) -> list[Fai
                 ended = _terminated(state)
                 if ended is None or not ended.get("finishedAt"):
                     continue
-                finished = datetime.fromisoformat(str(ended["finishedAt"]).replace("Z", "+00:00"))
+                finished = datetime.fromisoformat(str(ended["finishedAt"]))
                 if finished < since:
                     continue
                 found.append(FailedContainer(
