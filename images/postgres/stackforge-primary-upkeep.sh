@@ -39,7 +39,8 @@
 #    loopback address (this sidecar, the exporter) stay.
 #
 # Environment: POSTGRES_USER POSTGRES_PASSWORD APP_USER APP_PASSWORD
-#   REPLICATION_USER REPLICATION_PASSWORD; PGHOST [/var/run/postgresql];
+#   REPLICATION_USER REPLICATION_PASSWORD; PGHOST [/var/run/postgresql] (or @name,
+#   an abstract socket);
 #   READY_MARKER [/tmp/role-passwords-synced]; RETRY_SECONDS [5];
 #   STARTING_RETRY_SECONDS [RETRY_SECONDS: how often to ask once the server's
 #   socket is there, while it starts, replays and is promoted];
@@ -216,6 +217,7 @@ SQL
 server_takes_writes() {
 	case $PGHOST in
 	/*) [ -S "$PGHOST/.s.PGSQL.${PGPORT:-5432}" ] || return 1 ;;
+	@*) abstract_socket_listed "$PGHOST/.s.PGSQL.${PGPORT:-5432}" || return 1 ;;
 	esac
 	server_started=yes
 	if ! in_recovery=$(as_superuser --command='SELECT pg_is_in_recovery()' 2>&1); then
@@ -226,6 +228,16 @@ server_takes_writes() {
 		return 1
 	fi
 	[ "$in_recovery" = f ]
+}
+
+# An abstract socket (PGHOST=@name: a drill's restored server, reached from
+# another container of its pod) has no path to test; the network namespace's
+# socket table lists it. Read with the shell's own read: no process per look.
+abstract_socket_listed() {
+	while read -r _ _ _ _ _ _ _ path; do
+		[ "$path" != "$1" ] || return 0
+	done </proc/net/unix
+	return 1
 }
 
 # Until the socket is there (a restore: most of a drill) a try is a test of a

@@ -34,6 +34,9 @@
 #   STACKFORGE_RESTORE_TARGET      an RFC 3339 time (2026-11-30T22:15:05Z), or "latest":
 #                                  the end of the archived WAL
 #   STACKFORGE_RESTORE_PGBACKREST_* every other pgBackRest option of the source
+#   STACKFORGE_RESTORE_CA_PEM      the source endpoint's CA bundle as text, for a pod
+#                                  with no volume for it (a drill's): written to the
+#                                  file its REPO1_STORAGE_CA_FILE option names
 set -eu
 
 die() {
@@ -64,6 +67,18 @@ use_source_options() {
 		eval "$name=\$STACKFORGE_RESTORE_$name"
 		export "${name?}"
 	done
+	if [ -n "${STACKFORGE_RESTORE_CA_PEM:-}" ]; then
+		write_ca "${PGBACKREST_REPO1_STORAGE_CA_FILE:?STACKFORGE_RESTORE_CA_PEM needs STACKFORGE_RESTORE_PGBACKREST_REPO1_STORAGE_CA_FILE}"
+	fi
+}
+
+# The CA as a file, written once per container (each WAL segment's archive-get
+# finds it there) and whole: renamed into place.
+write_ca() {
+	[ ! -s "$1" ] || return 0
+	mkdir -p "$(dirname "$1")"
+	printf '%s\n' "$STACKFORGE_RESTORE_CA_PEM" >"$1.new"
+	mv "$1.new" "$1"
 }
 
 source="--repo1-path=$STACKFORGE_RESTORE_REPOSITORY --stanza=$STACKFORGE_RESTORE_STANZA"

@@ -231,11 +231,19 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         bin_dir = pod.root / "bin"
         bin_dir.mkdir()
         (bin_dir / "stackforge-restore").symlink_to(RESTORE)
+        # The endpoint's CA as text, as a drill's pod (which has no volume for
+        # it) gets it: written where the option names, before the restore and
+        # every WAL fetch read it. Its path overrides the configuration's.
+        ca_file = pod.root / "tmp" / "stackforge" / "restore-ca.crt"
+        ca_text = Path(archiving.s3.ca_bundle).read_text().strip()
         restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
                          **_source_options(archiving, pod),
+                         STACKFORGE_RESTORE_PGBACKREST_REPO1_STORAGE_CA_FILE=str(ca_file),
+                         STACKFORGE_RESTORE_CA_PEM=ca_text,
                          STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
                          STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET=target)
         restored.wait_ready()
+        assert ca_file.read_text().strip() == ca_text
 
         def sql(text: str) -> str:
             return query(pod, text, user="postgres", password=server.password,

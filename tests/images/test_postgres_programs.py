@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -94,9 +95,10 @@ def start_password_upkeep(pod: Pod, passwords: dict[str, str], retry_seconds: st
     its ready marker and its log."""
     marker = pod.root / "tmp" / "synced"
     log = pod.root / "upkeep.log"
-    sidecar = start_program(pod, UPKEEP, pod.env(
-        PGHOST=str(pod.run_dir), PGPORT=str(pod.port), READY_MARKER=str(marker),
-        RETRY_SECONDS=retry_seconds, **passwords, **extra_env), log)
+    settings = {"PGHOST": str(pod.run_dir), "PGPORT": str(pod.port),
+                "READY_MARKER": str(marker), "RETRY_SECONDS": retry_seconds,
+                **passwords, **extra_env}
+    sidecar = start_program(pod, UPKEEP, pod.env(**settings), log)
     return sidecar, marker, log
 
 
@@ -215,6 +217,48 @@ def test_upkeep_asks_at_its_starting_pace_once_the_servers_socket_is_there(
         # At the 60 s pace the next question would come a minute later.
         wait_for(marker, sidecar, log, timeout=5)
         assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
+def test_upkeep_reaches_a_server_on_an_abstract_socket_and_waits_quietly_for_it(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """A drill's restored server and its upkeep share no directory (the pod has
+    no volume): the socket is in the abstract namespace of the network
+    namespace they share, PGHOST=@name. Until it is listed the sidecar waits
+    without a psql, as it does for a socket file."""
+    require_peer_login()
+    start(pod, servers).wait_ready()
+    servers.pop().stop()  # initialised; started again below on the abstract socket only
+    socket = f"@stackforge-test-{uuid.uuid4().hex[:8]}"
+    rotated = {"POSTGRES_PASSWORD": "abstract-super-3c1d", "APP_PASSWORD": "abstract-app-77e0",
+               "REPLICATION_PASSWORD": "abstract-repl-0b9f"}
+    # psql through a shim that counts its runs: before the socket is listed,
+    # none (a failed try would be quiet too: "accepting connections").
+    shims = pod.root / "shims"
+    shims.mkdir()
+    calls = pod.root / "tmp" / "psql-calls"
+    shim = shims / "psql"
+    shim.write_text(f'#!/bin/sh\necho run >>{calls}\nexec {PG15_BIN}/psql "$@"\n')
+    shim.chmod(0o755)
+    sidecar, marker, log = start_password_upkeep(
+        pod, rotated, PGHOST=socket, PATH=f"{shims}:{PG15_BIN}:/usr/bin:/bin")
+    try:
+        time.sleep(1)
+        assert sidecar.poll() is None and not marker.exists()
+        assert log.read_text(errors="replace") == ""
+        assert not calls.exists()
+        server = Server(pod, pod.env(), ["-c", f"unix_socket_directories={socket}"])
+        servers.append(server)
+        server.wait_ready()
+        assert not (pod.run_dir / f".s.PGSQL.{pod.port}").exists()
+        wait_for(marker, sidecar, log)
+        assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
+        assert logs_in(pod, "shop_app", rotated["APP_PASSWORD"])
+        assert calls.exists()  # the shim was the psql it ran
     finally:
         if sidecar.poll() is None:
             os.killpg(sidecar.pid, signal.SIGKILL)

@@ -194,8 +194,9 @@ class Sandbox(SpecModel):
         None,
         description=(
             "StorageClass of the scratch database's data: a volume of the tenant's database "
-            "size, made with the pod and deleted with it. Default: the node's own disk (an "
-            "emptyDir)."
+            "size, made with the pod and deleted with it. Default: the node's own disk (the "
+            "container's writable layer: the pod then has no volume, which the kubelet starts "
+            "sooner)."
         ),
     )
     resources: ResourceRequirements | None = Field(
