@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from stackforge_operator.devcluster.kubeconfig import python_discovery_cache
 from tests.support.fault_proxy import FaultProxy
 
 
@@ -69,3 +70,20 @@ def test_a_black_hole_holds_everything_until_lifted(proxy: FaultProxy) -> None:
         proxy.black_hole(False)
         connection.settimeout(10)
         assert connection.recv(4096) == b"held"
+
+
+def test_stopping_removes_a_python_clients_discovery_cache_of_its_address() -> None:
+    # The DynamicClient of a client that went through the proxy writes one
+    # file per address and never removes it; every proxy has a new port.
+    proxy = FaultProxy("127.0.0.1", 9).start()
+    cache = python_discovery_cache(proxy.url())
+    cache.write_text("{}")
+    other = python_discovery_cache("https://127.0.0.1:1")
+    other.write_text("{}")
+    try:
+        proxy.stop()
+        assert not cache.exists()
+        assert other.exists()  # only its own
+    finally:
+        cache.unlink(missing_ok=True)
+        other.unlink(missing_ok=True)

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from stackforge_operator.devcluster.kubeconfig import python_discovery_cache
+
 _CHUNK = 65536
 
 # The faults of issue #17's case 3, for both of its tests (kwok and the real node).
@@ -69,6 +71,16 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+        # A Python client that reached an API server through the proxy (the
+        # operator, through kubeconfig_through) left its discovery cache of the
+        # proxy's address in the temporary directory; LocalCluster.stop()
+        # removes its own address's, and it cannot know this one.
+        python_discovery_cache(self.url()).unlink(missing_ok=True)
+
+    def url(self) -> str:
+        """The proxy as an API server's address: the API server's certificate names
+        127.0.0.1, so TLS verifies through it."""
+        return f"https://127.0.0.1:{self.port}"
 
     def latency(self, seconds: float) -> None:
         self._delay = seconds
@@ -198,10 +210,9 @@ def upstream_of(server: str) -> tuple[str, int]:
 
 
 def kubeconfig_through(kubeconfig: Path, proxy: FaultProxy, path: Path) -> Path:
-    """A copy of ``kubeconfig`` whose server is the proxy: the API server's certificate
-    names 127.0.0.1, so TLS verifies through it."""
+    """A copy of ``kubeconfig`` whose server is the proxy (:meth:`FaultProxy.url`)."""
     config = yaml.safe_load(kubeconfig.read_text())
     for entry in config["clusters"]:
-        entry["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+        entry["cluster"]["server"] = proxy.url()
     path.write_text(yaml.safe_dump(config))
     return path
