@@ -243,8 +243,11 @@ def scratch_volumes(box: Sandbox, t: EffectiveTenant) -> list[dict[str, Any]]:
     return [{"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": claim["spec"]}}}]
 
 
-def scratch_data_mounts(box: Sandbox) -> list[dict[str, Any]]:
-    return [mount("data", DATA_DIR)] if box.storage_class_name is not None else []
+def scratch_data_mounts(box: Sandbox) -> dict[str, Any]:
+    """The scratch server's mount of its data volume, if it has one (scratch_volumes)."""
+    if box.storage_class_name is None:
+        return {}
+    return {"volumeMounts": [mount("data", DATA_DIR)]}
 
 
 def scratch_resources(box: Sandbox) -> dict[str, Any]:
@@ -274,7 +277,7 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
         # The data directory and the socket's in the writable layer (the
         # image makes both for its user): see scratch_volumes.
         "securityContext": container_security_context(),
-        "volumeMounts": scratch_data_mounts(box),
+        **scratch_data_mounts(box),
     }
     return _scratch(sandbox, drill, drill_namespace, [container], scratch_volumes(box, t))
 
@@ -339,7 +342,7 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
         # runc exec in the container, CPU taken from the restore it would watch.
         **scratch_resources(box),
         "securityContext": container_security_context(),
-        "volumeMounts": scratch_data_mounts(box),
+        **scratch_data_mounts(box),
     }
     upkeep = {
         "name": "upkeep",
