@@ -783,19 +783,27 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
 
         _archiving_policy(real_cluster, pod_s3, clone, bucket)
         manifest = stack.postgres_only(clone)
-        manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": target}}
+        # A moment the archive has not reached: the tenant waits, and nothing of
+        # it exists yet (a primary now would initialise instead). An hour ahead,
+        # not T: T enters the window once a heartbeat after it is archived and
+        # the policy's status shows it, which can come before the tenant's first
+        # reconcile (bootstrap is immutable: a new tenant of the same name next).
+        ahead = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": ahead}}
         tenants.apply(real_cluster, manifest)
-        # T is newer than the archive's last point until a heartbeat after it is
-        # archived (up to a timeout and a half; the policy's status shows it at its
-        # next reconcile): the tenant waits, and nothing of it exists yet (a primary
-        # now would initialise instead).
         waiting = tenants.eventually(
             lambda: (c := runs.condition_of(tenants.get(real_cluster, clone, clone_ns) or {},
                                             "Reconciling")).get("reason")
             == "TargetOutsideWindow" and c, timeout=60, interval=1)
         assert "spec.bootstrap.recovery.pointInTime" in waiting["message"], waiting
+        assert "after the recoverability window" in waiting["message"], waiting
         apps = client.AppsV1Api(real_cluster.api)
         assert not apps.list_namespaced_stateful_set(clone_ns).items
+        tenants.delete(real_cluster, clone, namespace=clone_ns)
+        # T itself: the tenant waits as long as T is past the window (up to a
+        # timeout and a half), then restores.
+        manifest["spec"]["bootstrap"] = {"recovery": {"tenant": name, "pointInTime": target}}
+        tenants.apply(real_cluster, manifest)
 
         def restored() -> dict[str, Any] | None:
             found = tenants.get(real_cluster, clone, clone_ns) or {}
