@@ -43,8 +43,8 @@ def _scratch(cluster: ClusterHandle, sandbox: str) -> Any:
     return client.AppsV1Api(cluster.api).read_namespaced_stateful_set(builders.SCRATCH, sandbox)
 
 
-def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
-        cluster: ClusterHandle, namespace: str) -> None:
+def _drill_with_a_backup(cluster: ClusterHandle, namespace: str) -> None:
+    """Tenant "drilled", policy "nightly" with a complete backup, DRDrill "nightly-check"."""
     tenants.apply(cluster, tenants.small_tenant("drilled", namespace=namespace))
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
                     input=json.dumps({
@@ -65,6 +65,11 @@ def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
                                  "backupPolicyRef": {"name": "nightly"},
                                  "backup": {"source": "Latest"}, "once": True,
                                  "sandbox": {"ttlSeconds": 900}}}))
+
+
+def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
+        cluster: ClusterHandle, namespace: str) -> None:
+    _drill_with_a_backup(cluster, namespace)
     sandbox = None
     try:
         before = request_totals(cluster)
@@ -96,6 +101,44 @@ def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
         assert kept.metadata.uid == made.metadata.uid
         [container] = kept.spec.template.spec.containers
         assert container.resources.requests is None, container.resources
+    finally:
+        if sandbox is not None:
+            client.CoreV1Api(cluster.api).delete_namespace(
+                sandbox, propagation_policy="Background")
+
+
+def test_while_its_job_works_a_run_reads_the_job_alone_and_looks_over_the_sandbox_seldom(
+        cluster: ClusterHandle, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore can take hours: a pass every two seconds that read and compared the
+    whole sandbox was some twenty requests each. Between look-overs (every
+    REPAIR_SECONDS) a pass reads the Job; a look-over still puts back what is gone."""
+    _drill_with_a_backup(cluster, namespace)
+    sandbox = None
+    try:
+        drill.reconcile(_drill(cluster, namespace))  # the sandbox
+        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
+        # A dump's Job starts once the scratch database is ready (kwok's pods are).
+        tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
+                           timeout=60, interval=0.5)
+        drill.reconcile(_drill(cluster, namespace))  # the Job, after a look-over
+        jobs = client.BatchV1Api(cluster.api)
+        assert jobs.read_namespaced_job(builders.JOB, sandbox)
+
+        before = request_totals(cluster)
+        for _ in range(3):
+            drill.reconcile(_drill(cluster, namespace))
+        read = request_totals(cluster) - before
+        reads = {resource: read[("GET", resource, "")] for resource in SANDBOX_RESOURCES}
+        assert reads == {**dict.fromkeys(SANDBOX_RESOURCES, 0), "jobs": 3}, reads
+        assert _drill(cluster, namespace)["status"]["activeRun"]["step"] == "Restoring"
+
+        # Due again (at once, here): the look-over reads the sandbox and puts back
+        # what someone deleted.
+        core = client.CoreV1Api(cluster.api)
+        core.delete_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
+        monkeypatch.setattr(drill, "REPAIR_SECONDS", 0.0)
+        drill.reconcile(_drill(cluster, namespace))
+        assert core.read_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
     finally:
         if sandbox is not None:
             client.CoreV1Api(cluster.api).delete_namespace(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,6 +77,39 @@ RUN_FIXED_KINDS = frozenset({"Service", "StatefulSet"})
 # Applies a new sandbox's objects of one wave at once (_make); shared by every
 # drill's reconciles, which the workers run side by side.
 _APPLIERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="drill-sandbox")
+# While a run's Job works, its sandbox is looked over (each object read, and
+# applied where missing or changed: the S3 endpoint's addresses in the
+# NetworkPolicy, the copies of the policy's Secrets) this often, not at every
+# pass: a pass in between reads the Job alone. At every pass it was some twenty
+# requests every ACTIVE_SECONDS for as long as a restore takes (hours, for a
+# large database).
+REPAIR_SECONDS = 30.0
+# When this process last looked over each active run's sandbox (monotonic
+# seconds, by sandbox namespace). A restarted operator, or a new leader, looks
+# over at its first pass. Entries of runs no longer driven (a drill deleted
+# mid-run) go after STALE_REPAIR_SECONDS.
+STALE_REPAIR_SECONDS = 3600.0
+_repaired: dict[str, float] = {}
+_repaired_lock = threading.Lock()
+
+
+def _repair_due(sandbox: str) -> bool:
+    with _repaired_lock:
+        last = _repaired.get(sandbox)
+    return last is None or time.monotonic() - last >= REPAIR_SECONDS
+
+
+def _looked_over(sandbox: str | None, *, done: bool = False) -> None:
+    """Note a sandbox looked over now (``done``: its run is over, forget it)."""
+    now = time.monotonic()
+    with _repaired_lock:
+        for stale in [s for s, at in _repaired.items() if now - at > STALE_REPAIR_SECONDS]:
+            del _repaired[stale]
+        if sandbox is not None:
+            if done:
+                _repaired.pop(sandbox, None)
+            else:
+                _repaired[sandbox] = now
 
 
 @dataclass(frozen=True)
@@ -261,6 +296,10 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                 now)
         return
 
+    job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
+    if job is not None and not _repair_due(sandbox):
+        _follow_job(body, spec, new, job, now)
+        return
     live_secret = None if fresh else kube.get("v1", "Secret", builders.SCRATCH_SECRET, sandbox)
     password = credentials.decode(live_secret).get("password") if live_secret else None
     s3_keys = _s3_keys(policy, namespace)
@@ -290,8 +329,8 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     # may be made at once (builders.sandbox_waves). A physical restore starts
     # with the scratch pod, so every request made before it is part of the RTO.
     live = _make(children) if fresh else _repair(children)
+    _looked_over(sandbox)
     scratch = (live.get(f"StatefulSet/{builders.SCRATCH}") or {}).get("status") or {}
-    job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
     if job is None:
         # A dump is restored into a running scratch database: wait for it. A
         # physical restore is the scratch pod's own work, and its runner waits
@@ -315,13 +354,21 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         kube.record_event(dict(body), "Normal", "RestoreStarted",
                           f"run {active.run_id}: restoring into {sandbox}")
         return
+    _follow_job(body, spec, new, job, now)
+
+
+def _follow_job(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
+                job: Mapping[str, Any], now: datetime) -> None:
+    """The active run's step from its Job; its verdict once the Job has ended."""
+    active = new.active_run
+    assert active is not None and active.sandbox_namespace is not None
     conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or []
                   if c.get("status") == "True"}
     if not {"Complete", "Failed"} & conditions:
         active.step = DrillStep.VERIFYING if active.step == DrillStep.VERIFYING else (
             DrillStep.RESTORING)
         return
-    result = termination_result(sandbox, builders.JOB, parse_result)
+    result = termination_result(active.sandbox_namespace, builders.JOB, parse_result)
     if not result:
         result = {"verdict": "Failed", "reason": "RunnerFailed",
                   "message": "the restore Job ended without a result"}
@@ -447,6 +494,7 @@ def _finish(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
     new.active_run = None
     new.phase = DrillPhase.PASSED if verdict == Verdict.PASSED else DrillPhase.FAILED
     keep = verdict == Verdict.FAILED and spec.sandbox.keep_on_failure
+    _looked_over(active.sandbox_namespace, done=True)
     if not keep and active.sandbox_namespace:
         kube.delete("v1", "Namespace", active.sandbox_namespace)
     if verdict == Verdict.PASSED:
