@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.devcluster.ports import free_port
 from tests.support import postgres_server as pg
 from tests.support.drill import drill_argv
+from tests.support.fault_proxy import FaultProxy
 from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
 from tests.support.s3_server import S3Credentials, S3Server
 
@@ -459,6 +461,39 @@ def test_s3_unreachable_leaves_no_report(
     run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, endpoint=closed)
     result = _verdict(run, "Failed", "S3Unreachable")
     assert "reportLocation" not in result and "reportError" not in result
+
+
+@pytest.mark.parametrize("wait_seconds", [0, 30])
+def test_a_scratch_database_that_accepts_connections_late_is_waited_for(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    wait_seconds: int,
+) -> None:
+    """The runner's pod can be refused a moment after the scratch pod is Ready (the
+    node's Service rules, the NetworkPolicy enforcer): with --wait-seconds it asks
+    again, and restores once the database accepts connections; without, the
+    restore fails on the refusal."""
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    port = free_port()
+    late = FaultProxy("127.0.0.1", postgres_server.port, port=port)
+    opening = threading.Timer(3.0, late.start)
+    opening.start()
+    try:
+        run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                     "--wait-seconds", str(wait_seconds),
+                     env={"PGHOST": "127.0.0.1", "PGPORT": str(port)})
+    finally:
+        opening.join()
+        late.stop()
+    if wait_seconds:
+        _verdict(run, "Passed")
+        assert "waiting for the database to accept connections" in run.stderr, run.stderr
+    else:
+        result = _verdict(run, "Failed", "RestoreFailed")
+        assert "Connection refused" in result["message"], result
 
 
 def test_read_only_credentials_drill_but_cannot_store_the_report(

@@ -42,8 +42,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --recovery-target: the repository's path in the bucket "
                         "(repo1-path), for the report")
     parser.add_argument("--wait-seconds", type=float, default=0,
-                        help="with --recovery-target: how long the restored database may take "
-                        "to answer (it may still be restoring); default: not at all")
+                        help="how long the database may take to answer: with "
+                        "--recovery-target the restored one (it may still be restoring), "
+                        "else the one the dump goes into (to accept connections); "
+                        "default: not at all")
     store.add_location_arguments(parser)
     parser.add_argument("--started-at",
                         help="when the drill started (ISO 8601), the origin of RTO and RPO; "
@@ -100,6 +102,8 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     _positive(parser, "--rto-seconds", args.rto_seconds)
     _positive(parser, "--rpo-seconds", args.rpo_seconds)
     _positive(parser, "--query-timeout-seconds", args.query_timeout_seconds)
+    if args.wait_seconds < 0:
+        parser.error("--wait-seconds must not be negative")
     recovery = None
     if args.recovery_target is not None:
         recovery = _recovery(args, parser)
@@ -127,6 +131,7 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         recovery=recovery,
         keep_owners=args.keep_owners,
         write_report=not args.no_report,
+        connect_wait_seconds=0 if recovery is not None else args.wait_seconds,
     )
 
 
@@ -135,8 +140,6 @@ def _recovery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Phys
         parser.error("--backup names a dump: it does not go with --recovery-target")
     if not args.repository or not args.repository.startswith("/"):
         parser.error("--recovery-target needs --repository, an absolute repository path")
-    if args.wait_seconds < 0:
-        parser.error("--wait-seconds must not be negative")
     if args.recovery_target.strip().lower() == "latest":
         return PhysicalRecovery(args.repository, wait_seconds=args.wait_seconds)
     try:

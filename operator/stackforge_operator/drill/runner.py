@@ -79,6 +79,9 @@ _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # server's log), and at 0.05 s a 1 GB drill was not faster (run M).
 RESTORED_POLL_SECONDS = 0.2
 WAITING = "waiting for the restored database to answer"
+SCRATCH_WAITING = "waiting for the database to accept connections"
+# How often a dump's restore asks again whether the database accepts connections.
+CONNECT_RETRY_SECONDS = 0.5
 # Reasons after which there is no point in trying to write a report.
 _NO_REPORT = {"S3Unreachable", "S3Timeout"}
 
@@ -120,6 +123,9 @@ class DrillRequest:
     # missing; and no report, since the bucket is another tenant's.
     keep_owners: bool = False
     write_report: bool = True
+    # A dump's restore: how long the database may take to accept connections
+    # before the restore starts (Physical drills wait in ``recovery`` instead).
+    connect_wait_seconds: float = 0
 
     def describe(self) -> str:
         return self.recovery.describe() if self.recovery else self.backup.describe()
@@ -236,6 +242,7 @@ class _Drill:
         self.manifest = manifest
         dump = manifest.artifact(DUMP_ARTIFACT)
         assert dump is not None  # select_backup returns only manifests with a dump
+        self._until_listening(request.connect_wait_seconds)
 
         if request.keep_owners:
             self.step("making the roles the dump names")
@@ -304,6 +311,21 @@ class _Drill:
             if self.doing != WAITING:
                 self.step(WAITING)
             time.sleep(RESTORED_POLL_SECONDS)
+
+    def _until_listening(self, wait_seconds: float) -> None:
+        """Until the database accepts TCP connections, for at most ``wait_seconds``.
+
+        The operator starts a drill's Job once the scratch pod is Ready, but the
+        runner's own pod can be refused a moment longer: the node's rules for
+        the Service (kube-proxy refuses a Service whose endpoint it has not yet
+        seen) and the NetworkPolicy enforcer's admission of a new pod come after
+        their events. pg_restore failed a drill so on the real node. What still
+        refuses after the wait is pg_restore's to report."""
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline and not server_listens(self.env):
+            if self.doing != SCRATCH_WAITING:
+                self.step(SCRATCH_WAITING)
+            time.sleep(CONNECT_RETRY_SECONDS)
 
     def _select(self) -> Manifest:
         request = self.request

@@ -191,6 +191,9 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     assert env_of(runner)["PGDATABASE"]["value"] == tenant().postgres.database
     logical = container(_job(None))
     assert logical["args"][logical["args"].index("--backup") + 1] == "latest"
+    # A dump's runner asks a Ready scratch database again while its own pod is refused.
+    assert logical["args"][logical["args"].index("--wait-seconds") + 1] == str(
+        drill.SCRATCH_CONNECT_WAIT_SECONDS)
     assert "--no-row-counts" in logical["args"]
     assert env_of(logical)["PGDATABASE"]["value"] == drill.SCRATCH_DATABASE
 

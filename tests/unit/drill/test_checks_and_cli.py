@@ -211,6 +211,16 @@ def test_a_physical_drill_verifies_a_restore_to_its_target() -> None:
     assert _parse(*BASE).recovery is None
 
 
+def test_a_dumps_restore_waits_for_its_database_as_long_as_asked() -> None:
+    assert _parse(*BASE, "--wait-seconds", "20").connect_wait_seconds == 20
+    assert _parse(*BASE).connect_wait_seconds == 0
+    # A Physical drill's wait is for the restored database to answer (recovery).
+    physical = _parse(*BASE, "--recovery-target", "latest", "--repository", REPOSITORY,
+                      "--wait-seconds", "600")
+    assert physical.connect_wait_seconds == 0 and physical.recovery is not None
+    assert physical.recovery.wait_seconds == 600
+
+
 def test_a_restore_into_a_tenant_keeps_owners_and_writes_no_report() -> None:
     request = _parse(*BASE, "--keep-owners", "--no-report")
     assert request.keep_owners and not request.write_report
@@ -229,6 +239,7 @@ def test_a_restore_into_a_tenant_keeps_owners_and_writes_no_report() -> None:
         ("--recovery-target", "latest"),
         ("--recovery-target", "latest", "--repository", "backups/relative"),
         ("--recovery-target", "latest", "--repository", REPOSITORY, "--wait-seconds", "-1"),
+        ("--wait-seconds", "-1"),
         ("--repository", REPOSITORY),
         ("--backup", "20261127T020000Z-abcdef", "--recovery-target", "latest",
          "--repository", REPOSITORY),
