@@ -18,6 +18,7 @@ from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog, rbac
 from stackforge_operator.builders import archiving, network, s3ca
+from stackforge_operator.builders.backup import CONNECT_WAIT_SECONDS
 from stackforge_operator.builders.common import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -74,9 +75,6 @@ POSTGRES_UID = 999
 # psql of a few milliseconds, for the two seconds or so of start-up and replay.
 RESTORED_RETRY_SECONDS = "0.2"
 RESTORED_STARTING_RETRY_SECONDS = "0.05"
-# How long a dump drill's runner asks a Ready scratch database again while its
-# own pod is refused (as a backup's runner does: builders/backup.py).
-SCRATCH_CONNECT_WAIT_SECONDS = 20
 # The restored server's Unix socket, in the abstract namespace (PostgreSQL 14
 # and later): it belongs to the pod's network namespace, which every container
 # of the pod shares, so the upkeep reaches the server by peer with no volume
@@ -464,8 +462,8 @@ def restore_job(
     if physical is None:
         # The scratch pod is Ready when the Job starts, but the runner's new pod
         # can be refused a moment longer (the node's Service rules, the
-        # NetworkPolicy enforcer): it asks again for a while (drill/runner.py).
-        chosen = ["--backup", backup_id, "--wait-seconds", str(SCRATCH_CONNECT_WAIT_SECONDS)]
+        # NetworkPolicy enforcer): it asks again as long as a backup's runner does.
+        chosen = ["--backup", backup_id, "--wait-seconds", str(CONNECT_WAIT_SECONDS)]
         database = SCRATCH_DATABASE
     else:
         chosen = ["--recovery-target", physical.target,

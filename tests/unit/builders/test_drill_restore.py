@@ -11,7 +11,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from stackforge_operator.builders import drill, s3ca
+from stackforge_operator.builders import backup, drill, s3ca
 from stackforge_operator.drill.selection import parse_time
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.drill import DRDrillSpec, Sandbox
@@ -193,7 +193,7 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     assert logical["args"][logical["args"].index("--backup") + 1] == "latest"
     # A dump's runner asks a Ready scratch database again while its own pod is refused.
     assert logical["args"][logical["args"].index("--wait-seconds") + 1] == str(
-        drill.SCRATCH_CONNECT_WAIT_SECONDS)
+        backup.CONNECT_WAIT_SECONDS)
     assert "--no-row-counts" in logical["args"]
     assert env_of(logical)["PGDATABASE"]["value"] == drill.SCRATCH_DATABASE
 
