@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.devcluster.ports import free_port
 from tests.support import postgres_server as pg
-from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import opening_after
 from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
 from tests.support.grafana_api import GrafanaAPI
 from tests.support.s3_fault_proxy import S3FaultProxy
@@ -317,17 +316,10 @@ def test_a_database_that_answers_within_the_connect_wait_is_backed_up(
 ) -> None:
     """A run that starts while nothing listens where the database will be (its
     primary restarting) asks again, and backs it up once it answers."""
-    port = free_port()
-    late = FaultProxy("127.0.0.1", postgres_server.port, port=port)
-    opening = threading.Timer(3.0, late.start)
-    opening.start()
-    try:
+    with opening_after(3.0, "127.0.0.1", postgres_server.port) as late:
         run = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
                       "--connect-wait-seconds", "30",
-                      env={"PGHOST": "127.0.0.1", "PGPORT": str(port)})
-    finally:
-        opening.join()
-        late.stop()
+                      env={"PGHOST": "127.0.0.1", "PGPORT": str(late.port)})
     result = _succeeded(run)
     assert "asking again for up to" in run.stderr, run.stderr
     assert run.seconds >= 3, run.seconds

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.devcluster.ports import free_port
 from tests.support import postgres_server as pg
 from tests.support.drill import drill_argv
-from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import opening_after
 from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
 from tests.support.s3_server import S3Credentials, S3Server
 
@@ -477,17 +476,10 @@ def test_a_scratch_database_that_accepts_connections_late_is_waited_for(
     again, and restores once the database accepts connections; without, the
     restore fails on the refusal."""
     _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
-    port = free_port()
-    late = FaultProxy("127.0.0.1", postgres_server.port, port=port)
-    opening = threading.Timer(3.0, late.start)
-    opening.start()
-    try:
+    with opening_after(3.0, "127.0.0.1", postgres_server.port) as late:
         run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
                      "--wait-seconds", str(wait_seconds),
-                     env={"PGHOST": "127.0.0.1", "PGPORT": str(port)})
-    finally:
-        opening.join()
-        late.stop()
+                     env={"PGHOST": "127.0.0.1", "PGPORT": str(late.port)})
     if wait_seconds:
         _verdict(run, "Passed")
         assert "waiting for the database to accept connections" in run.stderr, run.stderr

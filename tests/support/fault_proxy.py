@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from stackforge_operator.devcluster.kubeconfig import python_discovery_cache
+from stackforge_operator.devcluster.ports import free_port
 
 _CHUNK = 65536
 
@@ -200,6 +201,21 @@ class FaultProxy:
         if not reset and self._server is not None:
             self._server.close()
         return len(connections)
+
+
+@contextlib.contextmanager
+def opening_after(seconds: float, upstream_host: str, upstream_port: int
+                  ) -> Iterator[FaultProxy]:
+    """A proxy to the upstream on a port known now that listens only after ``seconds``
+    (a database that is not yet there); stopped when the block ends."""
+    late = FaultProxy(upstream_host, upstream_port, port=free_port())
+    opening = threading.Timer(seconds, late.start)
+    opening.start()
+    try:
+        yield late
+    finally:
+        opening.join()
+        late.stop()
 
 
 def upstream_of(server: str) -> tuple[str, int]:
