@@ -15,6 +15,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +177,33 @@ def _with_item_kinds(data: Obj) -> Obj:
     return data
 
 
+# Within one_read_per_secret(): each Secret read so far, by (namespace, name).
+_secrets_read: ContextVar[dict[tuple[str | None, str], Obj | None] | None] = ContextVar(
+    "secrets_read", default=None)
+
+
+@contextmanager
+def one_read_per_secret() -> Iterator[None]:
+    """Within it, a Secret the watch caches do not hold (a spec's S3 keys, CA bundle,
+    cipher passphrase) is read from the API server once, and its later reads get
+    that answer.
+
+    For one reconcile pass: one view of its inputs. A drill's first pass read its
+    policy's Secrets seven times (checked, then copied), each request before the
+    scratch pod's start and so part of the drill's RTO."""
+    token = _secrets_read.set({})
+    try:
+        yield
+    finally:
+        _secrets_read.reset(token)
+
+
+def _forget_secret(api_version: str, kind: str, name: str, namespace: str | None) -> None:
+    read = _secrets_read.get()
+    if read is not None and api_version == "v1" and kind == "Secret":
+        read.pop((namespace, name), None)
+
+
 def get(api_version: str, kind: str, name: str, namespace: str | None = None, *,
         fresh: bool = False) -> Obj | None:
     """The object, or None when it does not exist; from the watch cache when it knows
@@ -184,13 +212,18 @@ def get(api_version: str, kind: str, name: str, namespace: str | None = None, *,
         cached = watch_cache.CACHES.get(api_version, kind, name, namespace)
         if not isinstance(cached, watch_cache.Unknown):
             return cached
+    read = _secrets_read.get() if api_version == "v1" and kind == "Secret" else None
+    if read is not None and not fresh and (namespace, name) in read:
+        return copy.deepcopy(read[(namespace, name)])
     with translated_errors(f"reading {kind} {namespace or ''}/{name}"):
         try:
-            found: Obj = _resource(api_version, kind).get(
+            found: Obj | None = _resource(api_version, kind).get(
                 name=name, namespace=namespace, serializer=_as_dicts)
         except NotFoundError:
-            return None
-        return found
+            found = None
+    if read is not None:
+        read[(namespace, name)] = copy.deepcopy(found)
+    return found
 
 
 def pod_log(namespace: str, pod: str, container: str, tail_lines: int) -> str:
@@ -302,11 +335,13 @@ def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
         result: Obj = applied
     # The next reconcile reads the cache, which the watch may not have updated yet.
     watch_cache.CACHES.written(result)
+    _forget_secret(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
     return result
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
     """Delete in the background; False when it was already gone."""
+    _forget_secret(api_version, kind, name, namespace)
     with translated_errors(f"deleting {kind} {namespace or ''}/{name}"):
         try:
             _resource(api_version, kind).delete(

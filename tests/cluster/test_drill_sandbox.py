@@ -43,7 +43,8 @@ def _scratch(cluster: ClusterHandle, sandbox: str) -> Any:
     return client.AppsV1Api(cluster.api).read_namespaced_stateful_set(builders.SCRATCH, sandbox)
 
 
-def _drill_with_a_backup(cluster: ClusterHandle, namespace: str) -> None:
+def _drill_with_a_backup(cluster: ClusterHandle, namespace: str,
+                         storage: dict[str, Any] | None = None) -> None:
     """Tenant "drilled", policy "nightly" with a complete backup, DRDrill "nightly-check"."""
     tenants.apply(cluster, tenants.small_tenant("drilled", namespace=namespace))
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
@@ -51,7 +52,8 @@ def _drill_with_a_backup(cluster: ClusterHandle, namespace: str) -> None:
                         "apiVersion": API, "kind": "BackupPolicy",
                         "metadata": {"name": "nightly", "namespace": namespace},
                         "spec": {"tenantRef": {"name": "drilled"}, "schedule": "0 2 * * *",
-                                 "storage": {"bucket": "backups"}, "retention": {"keepLast": 3}}}))
+                                 "storage": {"bucket": "backups", **(storage or {})},
+                                 "retention": {"keepLast": 3}}}))
     # A complete backup, as the policy's status would say after its first run.
     cluster.kubectl("patch", "backuppolicies.stackforge.io", "nightly", "-n", namespace,
                     "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
@@ -143,3 +145,39 @@ def test_while_its_job_works_a_run_reads_the_job_alone_and_looks_over_the_sandbo
         if sandbox is not None:
             client.CoreV1Api(cluster.api).delete_namespace(
                 sandbox, propagation_policy="Background")
+
+
+def test_a_first_pass_reads_each_of_the_policys_secrets_once(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The policy's S3 keys and CA are checked, then copied into the new sandbox:
+    read once each (kube.one_read_per_secret), not once per use: every request
+    of that pass comes before the scratch pod's start."""
+    core = client.CoreV1Api(cluster.api)
+    for name, data in (("acme-s3", {"AWS_ACCESS_KEY_ID": "id",
+                                    "AWS_SECRET_ACCESS_KEY": "very-secret"}),
+                       ("s3-ca", {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n"
+                                            "-----END CERTIFICATE-----\n"})):
+        core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name), string_data=data))
+    _drill_with_a_backup(cluster, namespace, storage={
+        "endpoint": "https://10.1.2.3:9000", "forcePathStyle": True,
+        "credentialsSecretRef": {"name": "acme-s3"}, "endpointCA": {"name": "s3-ca"}})
+    sandbox = None
+    try:
+        before = request_totals(cluster)
+        drill.reconcile(_drill(cluster, namespace))
+        read = request_totals(cluster) - before
+        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
+        # The copies were made from what was read.
+        copied = core.read_namespaced_secret(builders.S3_CA_SECRET, sandbox)
+        assert copied.data
+        assert read[("GET", "secrets", "")] == 2, read[("GET", "secrets", "")]
+        # Told after the sandbox is made (not before: RTO), still told.
+        [started] = core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=nightly-check,reason=DrillStarted",
+        ).items
+        assert sandbox in started.message, started.message
+    finally:
+        if sandbox is not None:
+            core.delete_namespace(sandbox, propagation_policy="Background")
+

@@ -119,6 +119,12 @@ class Outcome:
 
 
 def reconcile(body: Mapping[str, Any]) -> Outcome:
+    # The policy's Secrets are checked, then copied into a new sandbox: read once.
+    with kube.one_read_per_secret():
+        return _reconcile(body)
+
+
+def _reconcile(body: Mapping[str, Any]) -> Outcome:
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     old = DRDrillStatus.model_validate(body.get("status") or {})
@@ -168,10 +174,6 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         # Recorded before anything exists, so a restart continues this very run.
         body = _write(body, old, new) or body
         old = new.model_copy(deep=True)
-        what = (f"{physical.repository_path} to {physical.target}" if physical
-                else active.backup_id)
-        kube.record_event(dict(body), "Normal", "DrillStarted",
-                          f"run {run_id} restores {what} in {active.sandbox_namespace}")
     if active is not None:
         _drive(body, spec, t, policy, new, now, fresh=due)
     new.observed_generation = int(meta.get("generation", 0))
@@ -328,7 +330,18 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     # exists, so it is made without reading any of it first, in waves of what
     # may be made at once (builders.sandbox_waves). A physical restore starts
     # with the scratch pod, so every request made before it is part of the RTO.
-    live = _make(children) if fresh else _repair(children)
+    if fresh:
+        try:
+            live = _make(children)
+        finally:
+            # Told once the sandbox is made, not before: a physical restore
+            # starts with its pod, and every request before that is RTO.
+            what = (f"{active.repository_path} to {active.recovery_target}"
+                    if physical else active.backup_id)
+            kube.record_event(dict(body), "Normal", "DrillStarted",
+                              f"run {active.run_id} restores {what} in {sandbox}")
+    else:
+        live = _repair(children)
     _looked_over(sandbox)
     scratch = (live.get(f"StatefulSet/{builders.SCRATCH}") or {}).get("status") or {}
     if job is None:
