@@ -425,9 +425,11 @@ RUNNER_UID = 65532
 
 def runner_pod(container: str, args: list[str], variables: list[dict[str, Any]],
                mounts: list[dict[str, Any]], volumes: list[dict[str, Any]], *,
-               service_account: str | None = None) -> dict[str, Any]:
+               service_account: str | None = None,
+               command: list[str] | None = None) -> dict[str, Any]:
     """The pod spec of a runner Job: the operator's own image (it holds the runners),
-    run once, its result in the termination message."""
+    run once, its result in the termination message. ``command``: what runs
+    ``stackforge-operator`` (default: nothing before it)."""
     spec: dict[str, Any] = {"restartPolicy": "Never"}
     if service_account is not None:
         spec["serviceAccountName"] = service_account
@@ -440,7 +442,7 @@ def runner_pod(container: str, args: list[str], variables: list[dict[str, Any]],
         "containers": [{
             "name": container,
             "image": image_catalog.current().operator,
-            "command": ["stackforge-operator"],
+            "command": [*(command or []), "stackforge-operator"],
             "args": args,
             "env": variables,
             "terminationMessagePolicy": "FallbackToLogsOnError",

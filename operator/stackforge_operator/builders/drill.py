@@ -43,6 +43,7 @@ from stackforge_operator.builders.postgres import (
     UPKEEP_PROGRAM,
 )
 from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA
+from stackforge_operator.drill import await_server
 from stackforge_operator.models.backup import ObjectStorage
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.drill import DRDrillSpec, QueryCheck, Sandbox
@@ -73,6 +74,9 @@ POSTGRES_UID = 999
 # this much is added to the RTO. While the server's socket is not there yet
 # (the restore) each try is a test of a path and a sleep; after it each is a
 # psql of a few milliseconds, for the two seconds or so of start-up and replay.
+# What a physical run's runner is started by: it waits for the restored server to
+# listen, then becomes stackforge-operator (in the operator image's Python).
+AWAIT_SERVER = ["python", "-m", await_server.__name__]
 RESTORED_RETRY_SECONDS = "0.2"
 RESTORED_STARTING_RETRY_SECONDS = "0.05"
 # The restored server's Unix socket, in the abstract namespace (PostgreSQL 14
@@ -472,6 +476,10 @@ def restore_job(
                   # as the sandbox lives, the database may still be coming.
                   "--wait-seconds", str(spec.sandbox.ttl_seconds)]
         database = t.postgres.database
+    # A physical run's runner starts its Python only once the restored server
+    # listens (drill/await_server.py): not in the middle of the restore.
+    command = ([*AWAIT_SERVER, str(spec.sandbox.ttl_seconds)] if physical is not None
+               else None)
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,
             "--run-id", run_id,
@@ -520,7 +528,7 @@ def restore_job(
             "template": {
                 "metadata": {"labels": labels},
                 "spec": runner_pod("drill", args, variables, mounts, volumes,
-                                   service_account=RUNNER_ACCOUNT),
+                                   service_account=RUNNER_ACCOUNT, command=command),
             },
         },
     }

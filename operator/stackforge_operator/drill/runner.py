@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from stackforge_operator.backup.runid import new_run_id
 from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig, missing_object
 from stackforge_operator.drill import checks as verify
 from stackforge_operator.drill import roles
+from stackforge_operator.drill.await_server import server_listens
 from stackforge_operator.drill.grading import (
     Failure,
     Objectives,
@@ -140,20 +140,6 @@ def report_key(store: StoreConfig, tenant: str, backup_id: str | None, run_id: s
     if backup_id is None:
         return f"{store.tenant_prefix(tenant)}drills/{run_id}.json"
     return f"{store.run_prefix(tenant, backup_id)}drills/{run_id}.json"
-
-
-def server_listens(env: Mapping[str, str], timeout: float = 1.0) -> bool:
-    """Whether something accepts TCP connections where libpq's PGHOST and
-    PGPORT point. True without asking for a socket directory or several hosts
-    (psql itself is the judge of those)."""
-    host, port = env.get("PGHOST", ""), env.get("PGPORT", "5432")
-    if not host or host.startswith("/") or "," in host or not port.isdigit():
-        return True
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def run_drill(

@@ -198,6 +198,16 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     assert env_of(logical)["PGDATABASE"]["value"] == drill.SCRATCH_DATABASE
 
 
+def test_the_physical_runner_starts_its_python_only_once_the_restored_server_listens() -> None:
+    # In the middle of the restore, the runner's start took CPU from it.
+    runner = container(_job(SOURCE))
+    assert runner["command"] == ["python", "-m", "stackforge_operator.drill.await_server",
+                                 "3600", "stackforge-operator"]
+    assert runner["args"][:2] == ["drill", "run"]
+    # A dump's runner starts once the scratch database is Ready: nothing to wait for.
+    assert container(_job(None))["command"] == ["stackforge-operator"]
+
+
 def test_a_new_sandbox_is_made_namespace_first_and_pods_last_the_rest_at_once() -> None:
     expires = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     objects = [

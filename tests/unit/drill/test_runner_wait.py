@@ -17,12 +17,8 @@ from botocore.config import Config
 
 from stackforge_operator.backup.store import StoreConfig
 from stackforge_operator.devcluster.ports import free_port
-from stackforge_operator.drill.runner import (
-    DrillRequest,
-    PhysicalRecovery,
-    run_drill,
-    server_listens,
-)
+from stackforge_operator.drill.await_server import server_listens
+from stackforge_operator.drill.runner import DrillRequest, PhysicalRecovery, run_drill
 
 
 @pytest.fixture
