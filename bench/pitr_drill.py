@@ -120,7 +120,9 @@ def _state(state: Any) -> str:
 
 class Timeline:
     """What the drill's sandbox went through, seconds after the DRDrill was applied:
-    each pod's changes (watched) and its containers' log lines (followed), printed
+    each pod's changes (watched), its containers' log lines (followed) and the
+    Events of the sandbox and the tenant (watched: the operator's DrillStarted,
+    a controller's FailedCreate, the kubelet's Pulled and Started), printed
     after the run. For finding where a drill's time goes, not part of the figure."""
 
     def __init__(self, cluster: LocalCluster) -> None:
@@ -129,10 +131,13 @@ class Timeline:
         self.lines: list[tuple[float, str]] = []
         self._done = threading.Event()
         self._followed: set[tuple[str, str, str]] = set()
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watchers = [threading.Thread(target=self._watch, args=(watched,), daemon=True)
+                          for watched in (self._watch_pods, self._watch_events,
+                                          self._watch_sandbox_objects)]
 
     def __enter__(self) -> Timeline:
-        self._watcher.start()
+        for watcher in self._watchers:
+            watcher.start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -140,15 +145,57 @@ class Timeline:
         for line in sorted(self.lines):
             print(f"  {line[0] - self.started:7.2f} s  {line[1]}", flush=True)
 
-    def _note(self, text: str, at: float | None = None) -> None:
+    def note(self, text: str, at: float | None = None) -> None:
         self.lines.append((time.time() if at is None else at, text))
 
-    def _watch(self) -> None:
+    def _watch(self, watched: Callable[[], None]) -> None:
         try:
-            self._watch_pods()
+            watched()
         except Exception as error:  # the cluster stops at the end of the bench
             if not self._done.is_set():
-                self._note(f"pod watch ended ({type(error).__name__})")
+                self.note(f"{watched.__name__} ended ({type(error).__name__})")
+
+    def _watch_sandbox_objects(self) -> None:
+        """When the sandbox's namespace and its StatefulSet arrive (the pod's own
+        arrival is the pod watch's first line): the operator's part of the start."""
+        api = config.new_client_from_config(str(self.cluster.kubeconfig))
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        for kind, listing in (("Namespace", core.list_namespace),
+                              ("StatefulSet", apps.list_stateful_set_for_all_namespaces)):
+            threading.Thread(target=self._watch_added, args=(kind, listing),
+                             daemon=True).start()
+
+    def _watch_added(self, kind: str, listing: Any) -> None:
+        with contextlib.suppress(Exception):  # the cluster stops at the end of the bench
+            for event in watch.Watch().stream(listing, timeout_seconds=600):
+                if self._done.is_set():
+                    break
+                found = event["object"]
+                name = found.metadata.name
+                namespace = found.metadata.namespace or name
+                if (event["type"] == "ADDED" and namespace.startswith("drill-")
+                        and found.metadata.creation_timestamp.timestamp() >= int(self.started)):
+                    self.note(f"{kind} {namespace}/{name} added")
+
+    def _watch_events(self) -> None:
+        """Each new Event of a drill's sandbox or the tenant's namespace, at its arrival
+        (an Event's own times are whole seconds)."""
+        core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
+        watching = watch.Watch()
+        for event in watching.stream(core.list_event_for_all_namespaces, timeout_seconds=600):
+            if self._done.is_set():
+                watching.stop()
+                break
+            found = event["object"]
+            namespace = found.metadata.namespace
+            if event["type"] != "ADDED" or not (namespace.startswith("drill-")
+                                                or namespace == NAMESPACE):
+                continue
+            if found.metadata.creation_timestamp.timestamp() < int(self.started):
+                continue  # the watch starts with every Event there is
+            involved = found.involved_object
+            self.note(f"event {involved.kind}/{involved.name}: {found.reason}: "
+                       f"{(found.message or '')[:120]}")
 
     def _watch_pods(self) -> None:
         core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
@@ -173,7 +220,7 @@ class Timeline:
                 + [f"{c.name}:{_state(c.state)}" for c in statuses])
             if seen.get(name) != state:
                 seen[name] = state
-                self._note(f"{name}: {state}")
+                self.note(f"{name}: {state}")
             for container in statuses:
                 key = (namespace, name, container.name)
                 if container.state.running and key not in self._followed:
@@ -191,9 +238,9 @@ class Timeline:
                     stamp, _, text = line.partition(" ")
                     with contextlib.suppress(ValueError):
                         at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-                        self._note(f"{pod}/{container}| {text.strip()[:150]}", at)
+                        self.note(f"{pod}/{container}| {text.strip()[:150]}", at)
         except Exception as error:  # the pod went with its sandbox
-            self._note(f"{pod}/{container}: log ended ({type(error).__name__})")
+            self.note(f"{pod}/{container}: log ended ({type(error).__name__})")
 
 
 class Bench:
@@ -287,10 +334,10 @@ class Bench:
     def drill(self, number: int, cpu: str | None = None) -> Sample:
         if not self.timeline:
             return self._drill(number, cpu)
-        with Timeline(self.cluster):
-            return self._drill(number, cpu)
+        with Timeline(self.cluster) as timeline:
+            return self._drill(number, cpu, timeline)
 
-    def _drill(self, number: int, cpu: str | None) -> Sample:
+    def _drill(self, number: int, cpu: str | None, timeline: Timeline | None = None) -> Sample:
         name = f"rto-{number}" if cpu is None else f"rto-cpu-{number}"
         spec: dict[str, Any] = {
             "tenantRef": {"name": TENANT}, "backupPolicyRef": {"name": POLICY},
@@ -308,6 +355,12 @@ class Bench:
         key = result["reportLocation"].split("/", 3)[3]
         report = json.loads(self.s3.client().get_object(Bucket=self.bucket, Key=key)["Body"]
                             .read())
+        if timeline is not None:
+            # The RTO's own ends, as the runner wrote them (milliseconds).
+            for moment in ("startedAt", "verifiedAt"):
+                at = report.get(moment)
+                if at:
+                    timeline.note(f"report {moment}", datetime.fromisoformat(at).timestamp())
         return Sample(DRILL if cpu is None else f"drill, {cpu} CPU requested",
                       float(report["rto"]["seconds"]))
 
