@@ -59,9 +59,20 @@ def cluster_id(t: EffectiveTenant) -> str:
 
     It must never change for an existing cluster, and builders may not draw
     random numbers: hashing the namespace and name gives both.
+
+    Never one that starts with '-' (one tenant in 64 had one): the storage
+    tool's parser took it for an option ("--cluster-id: expected one
+    argument") and the brokers crash-looped. Kafka's own random ids avoid a
+    leading dash for the same reason. Such a cluster never formatted its
+    storage, so hashing again for it changes no cluster that ever ran.
     """
-    digest = hashlib.sha256(f"{t.namespace}/{t.name}/kafka".encode()).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    seed = f"{t.namespace}/{t.name}/kafka"
+    while True:
+        digest = hashlib.sha256(seed.encode()).digest()[:16]
+        found = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
+        seed += "/again"
 
 
 def pod_host(t: EffectiveTenant, ordinal: int) -> str:

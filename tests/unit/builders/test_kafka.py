@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from stackforge_operator.builders import kafka
@@ -60,6 +62,25 @@ def test_cluster_id_is_stable_valid_and_per_tenant() -> None:
     assert a == kafka.cluster_id(tenant(brokers(3)))
     assert len(a) == 22 and "=" not in a
     assert a != kafka.cluster_id(tenant(brokers(1), name="other"))
+
+
+def _hashed_once(name: str) -> str:
+    digest = hashlib.sha256(f"tenant-{name}/{name}/kafka".encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def test_cluster_id_never_starts_with_a_dash_and_others_keep_theirs() -> None:
+    # "kf-f3430" (a CI run's tenant) hashed to "-vCi...": kafka-storage read it as
+    # an option and every broker crash-looped on "--cluster-id: expected one argument".
+    for name in ("kf-f3430", "kf-0006f"):
+        assert _hashed_once(name).startswith("-")
+        found = kafka.cluster_id(tenant(brokers(1), name=name))
+        assert not found.startswith("-")
+        assert len(base64.urlsafe_b64decode(found + "==")) == 16
+        assert found == kafka.cluster_id(tenant(brokers(3), name=name))
+    # Every id a running cluster can have formatted with stays what it was.
+    for name in ("acme", "other", "kf-00001"):
+        assert kafka.cluster_id(tenant(brokers(1), name=name)) == _hashed_once(name)
 
 
 def test_suspend_leaves_the_template_alone() -> None:
