@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -165,54 +165,46 @@ class Timeline:
             threading.Thread(target=self._watch_added, args=(kind, listing),
                              daemon=True).start()
 
+    def _new_objects(self, listing: Any) -> Iterator[tuple[str, Any]]:
+        """(change, object) of each object made since the timeline began, until it ends.
+
+        The watch starts with every object there is: an earlier round's (its
+        sandbox still going) is not this drill's; its log lines came out at
+        negative times. Creation times are whole seconds."""
+        watching = watch.Watch()
+        for event in watching.stream(listing, timeout_seconds=600):
+            if self._done.is_set():
+                watching.stop()
+                return
+            found = event["object"]
+            if found.metadata.creation_timestamp.timestamp() >= int(self.started):
+                yield event["type"], found
+
     def _watch_added(self, kind: str, listing: Any) -> None:
         with contextlib.suppress(Exception):  # the cluster stops at the end of the bench
-            for event in watch.Watch().stream(listing, timeout_seconds=600):
-                if self._done.is_set():
-                    break
-                found = event["object"]
+            for change, found in self._new_objects(listing):
                 name = found.metadata.name
                 namespace = found.metadata.namespace or name
-                if (event["type"] == "ADDED" and namespace.startswith("drill-")
-                        and found.metadata.creation_timestamp.timestamp() >= int(self.started)):
+                if change == "ADDED" and namespace.startswith("drill-"):
                     self.note(f"{kind} {namespace}/{name} added")
 
     def _watch_events(self) -> None:
         """Each new Event of a drill's sandbox or the tenant's namespace, at its arrival
         (an Event's own times are whole seconds)."""
         core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
-        watching = watch.Watch()
-        for event in watching.stream(core.list_event_for_all_namespaces, timeout_seconds=600):
-            if self._done.is_set():
-                watching.stop()
-                break
-            found = event["object"]
+        for change, found in self._new_objects(core.list_event_for_all_namespaces):
             namespace = found.metadata.namespace
-            if event["type"] != "ADDED" or not (namespace.startswith("drill-")
-                                                or namespace == NAMESPACE):
-                continue
-            if found.metadata.creation_timestamp.timestamp() < int(self.started):
-                continue  # the watch starts with every Event there is
-            involved = found.involved_object
-            self.note(f"event {involved.kind}/{involved.name}: {found.reason}: "
-                       f"{(found.message or '')[:120]}")
+            if change == "ADDED" and (namespace.startswith("drill-") or namespace == NAMESPACE):
+                involved = found.involved_object
+                self.note(f"event {involved.kind}/{involved.name}: {found.reason}: "
+                          f"{(found.message or '')[:120]}")
 
     def _watch_pods(self) -> None:
         core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
         seen: dict[str, str] = {}
-        watching = watch.Watch()
-        for event in watching.stream(core.list_pod_for_all_namespaces, timeout_seconds=600):
-            if self._done.is_set():
-                watching.stop()
-                break
-            pod = event["object"]
+        for _, pod in self._new_objects(core.list_pod_for_all_namespaces):
             namespace, name = pod.metadata.namespace, pod.metadata.name
             if not namespace.startswith("drill-"):
-                continue
-            # The watch starts with every pod there is: an earlier round's, still
-            # going with its sandbox, is not this drill's (its logs came out at
-            # negative times). Creation times are whole seconds.
-            if pod.metadata.creation_timestamp.timestamp() < int(self.started):
                 continue
             statuses = pod.status.container_statuses or []
             state = "; ".join(
