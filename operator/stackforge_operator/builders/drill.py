@@ -69,14 +69,14 @@ CHECKS_FILE = "checks.json"
 JOB = "drill-restore"
 SCRATCH_DATABASE = "restore"
 POSTGRES_UID = 999
+# What a physical run's runner is started by: it waits for the restored server to
+# listen, then becomes stackforge-operator (in the operator image's Python).
+AWAIT_SERVER = ["python", "-m", await_server.__name__]
 # The restored server's upkeep sidecar asks this often (seconds, for sleep(1))
 # whether the server is up and promoted, then changes the passwords: at most
 # this much is added to the RTO. While the server's socket is not there yet
 # (the restore) each try is a test of a path and a sleep; after it each is a
 # psql of a few milliseconds, for the two seconds or so of start-up and replay.
-# What a physical run's runner is started by: it waits for the restored server to
-# listen, then becomes stackforge-operator (in the operator image's Python).
-AWAIT_SERVER = ["python", "-m", await_server.__name__]
 RESTORED_RETRY_SECONDS = "0.2"
 RESTORED_STARTING_RETRY_SECONDS = "0.05"
 # The restored server's Unix socket, in the abstract namespace (PostgreSQL 14
