@@ -44,7 +44,7 @@ from stackforge_operator.backup.runid import new_run_id
 from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig, missing_object
 from stackforge_operator.drill import checks as verify
 from stackforge_operator.drill import roles
-from stackforge_operator.drill.await_server import server_listens
+from stackforge_operator.drill.await_server import await_listening, server_listens
 from stackforge_operator.drill.grading import (
     Failure,
     Objectives,
@@ -307,11 +307,9 @@ class _Drill:
         seen) and the NetworkPolicy enforcer's admission of a new pod come after
         their events. pg_restore failed a drill so on the real node. What still
         refuses after the wait is pg_restore's to report."""
-        deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline and not server_listens(self.env):
-            if self.doing != SCRATCH_WAITING:
-                self.step(SCRATCH_WAITING)
-            time.sleep(CONNECT_RETRY_SECONDS)
+        if wait_seconds > 0 and not server_listens(self.env):
+            self.step(SCRATCH_WAITING)
+            await_listening(self.env, wait_seconds, CONNECT_RETRY_SECONDS)
 
     def _select(self) -> Manifest:
         request = self.request
