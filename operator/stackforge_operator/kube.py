@@ -10,6 +10,7 @@ import copy
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -95,9 +96,19 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
 
 # -- generic object access (DynamicClient: any kind, CRDs included) ---------------
 
-# Statuses worth retrying: conflict, invalid-for-now (e.g. a namespace still
-# terminating), throttling and server trouble.
-_RETRYABLE = {409, 422, 429, 500, 502, 503, 504}
+# Statuses worth retrying: conflict, throttling and server trouble.
+_RETRYABLE = {409, 429, 500, 502, 503, 504}
+# The object itself refused (malformed, or invalid for its kind): the same object
+# gets the same answer, so only a changed object can succeed.
+_REFUSING = {400, 422}
+
+
+class Refused(kopf.TemporaryError):
+    """The API server refuses the object sent (400, 422), not the moment.
+
+    A TemporaryError still, so a caller that knows no better retries; one that
+    derives the object from a user's spec reports it instead: retrying the same
+    object can only get the same answer."""
 
 
 def dynamic() -> DynamicClient:
@@ -122,6 +133,8 @@ def translated_errors(action: str) -> Iterator[None]:
         yield
     except ApiException as error:
         reason = _reason(error)
+        if error.status in _REFUSING:
+            raise Refused(f"{action}: {reason}", delay=5) from error
         if error.status in _RETRYABLE:
             raise kopf.TemporaryError(f"{action}: {reason}", delay=5) from error
         if error.status == 403:
@@ -325,7 +338,7 @@ def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
     with translated_errors(what):
         applied = dynamic().server_side_apply(
             _resource(manifest["apiVersion"], manifest["kind"]),
-            body=manifest,
+            body=apply_body(manifest),
             name=meta["name"],
             namespace=meta.get("namespace"),
             field_manager=field_manager,
@@ -337,6 +350,29 @@ def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
     watch_cache.CACHES.written(result)
     _forget_secret(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
     return result
+
+
+# Past printable ASCII: DEL and everything beyond it.
+_BEYOND_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _yaml_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\U{code:08x}" if code > 0xFFFF else f"\\u{code:04x}"
+
+
+def apply_body(manifest: Obj) -> bytes:
+    """``manifest`` as the YAML an apply patch is (JSON is YAML), every character
+    past printable ASCII escaped the way YAML reads it.
+
+    The API server parses apply patches as YAML, whose parser refuses the UTF-16
+    surrogate pairs JSON writes for characters beyond U+FFFF (an emoji in an
+    app's env value: "found invalid Unicode character escape code"); YAML spells
+    those \\UXXXXXXXX. Raw UTF-8 is no way out either: tried on the API server,
+    a raw NEL came back as a space, and a raw DEL or C1 control was refused.
+    With ensure_ascii=False, every such character sits inside a string literal,
+    never in an escape, so each can be replaced on its own."""
+    return _BEYOND_ASCII.sub(_yaml_escape, json.dumps(manifest, ensure_ascii=False)).encode()
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:

@@ -117,6 +117,35 @@ def test_conflicts_become_temporary_errors(namespace: str) -> None:
         kube.apply(stale)
 
 
+# What a user may write into a value the operator copies into a child: beyond
+# U+FFFF (JSON's surrogate pairs, which the API server's YAML parser refuses), the
+# characters YAML would read as line breaks, DEL and C1 controls, quotes, backslashes.
+AWKWARD_TEXT = {"emoji": "deploy \U0001F680 done", "math": "\U0001D4B3 > 0",
+                "breaks": "a\u0085b\u2028c\u2029d", "controls": "x\x7fy\x80z\x1bw",
+                "quoted": 'say "\\ud83d" \\U0001F680 \\', "accents": "Zoë, café, 東京"}
+
+
+@pytest.mark.usefixtures("operator_credentials")
+def test_any_text_a_user_writes_is_applied_and_read_back_unchanged(namespace: str) -> None:
+    applied = kube.apply(_config_map(namespace, AWKWARD_TEXT))
+    assert applied["data"] == AWKWARD_TEXT
+    live = kube.get("v1", "ConfigMap", "settings", namespace)
+    assert live is not None and live["data"] == AWKWARD_TEXT
+    # Converged: the same text is not applied again.
+    assert not needs_apply(_config_map(namespace, AWKWARD_TEXT), live)
+
+
+@pytest.mark.usefixtures("operator_credentials")
+def test_an_object_the_api_server_refuses_is_told_apart_from_a_bad_moment(
+        namespace: str) -> None:
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "empty", "namespace": namespace},
+             "spec": {"accessModes": ["ReadWriteOnce"],
+                      "resources": {"requests": {"storage": "0"}}}}
+    with pytest.raises(kube.Refused, match="must be greater than zero"):
+        kube.apply(claim)
+
+
 @pytest.mark.usefixtures("operator_credentials")
 def test_status_written_over_a_stale_read_is_refused(
     cluster: ClusterHandle, stackforge_crds: list[str]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import kopf
@@ -98,3 +99,19 @@ def test_an_event_lost_to_a_broken_connection_does_not_fail_the_reconcile(
               "metadata": {"name": "acme", "namespace": "tenant-acme", "uid": "u1"}}
     kube.record_event(tenant, "Warning", "TenantIsolated", "isolated")
     assert "could not post event TenantIsolated for acme: ProtocolError" in caplog.text
+
+
+def test_an_apply_body_reads_back_as_the_same_object_in_yaml() -> None:
+    """PyYAML, like the API server's parser, reads apply patches as YAML 1.1."""
+    manifest = {"kind": "ConfigMap", "metadata": {"name": "x"},
+                "data": {"emoji": "\U0001F680", "breaks": "a\u0085b\u2028c", "del": "\x7f",
+                         "escapes": '"\\ud83d" \\', "plain": "ok", "accents": "東京"}}
+    body = kube.apply_body(manifest)
+    assert body.isascii()
+    assert yaml.safe_load(body) == manifest
+    assert json.loads(kube.apply_body({"plain": "ascii only"})) == {"plain": "ascii only"}
+    # JSON's own spelling: YAML reads the rocket's surrogate pair as two lone halves
+    # (the API server's parser refuses it outright), and raw DEL not at all.
+    assert yaml.safe_load(json.dumps(manifest)) != manifest
+    with pytest.raises(yaml.YAMLError):
+        yaml.safe_load(json.dumps(manifest, ensure_ascii=False))
