@@ -223,6 +223,11 @@ def _tenant_cases() -> list[Case]:
             {"spec.components.postgres.storage": "lots"},
             "spec.components.postgres.storage",
         ),
+        # A claim of size 0 is refused, hence the StatefulSet made from it.
+        c("redis-storage-zero", {"spec.components.redis.storage": "0"},
+          "spec.components.redis.storage"),
+        c("kafka-storage-zero", {"spec.components.kafka.storage": "0.0Gi"},
+          "spec.components.kafka.storage"),
         c(
             "bad-pool-mode",
             {"spec.components.postgres.pooler.poolMode": "bogus"},

@@ -215,12 +215,81 @@ def test_a_metrics_api_registered_later_wakes_a_settled_tenant_to_measure(
         # Registered, and woken at once (not at STACKFORGE_FULL_RESYNC_SECONDS): it
         # asks the metrics API, whose missing server makes the API server answer 503.
         eventually(lambda: "the metrics API failed" in unmeasured(), timeout=20)
-        assert _looks_at(operator, key) > looks
+        # The queue logs a run once it has finished, after the status it wrote.
+        eventually(lambda: _looks_at(operator, key) > looks, timeout=10)
     finally:
         cluster.kubectl("delete", "apiservice", "v1beta1.metrics.k8s.io",
                         "--ignore-not-found", "--wait=true")
     # Gone again: the next wake finds no metrics API, without asking it.
     eventually(lambda: "serves no metrics API" in unmeasured(), timeout=20)
+
+
+def _refusing_policy(namespace: str) -> list[dict[str, Any]]:
+    """An admission policy of the cluster's (as a policy engine would add) that refuses
+    any Deployment named api in ``namespace``: the API server answers 422 Invalid."""
+    name = f"refuse-api-{namespace}"
+    policy = {"apiVersion": "admissionregistration.k8s.io/v1",
+              "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+              "spec": {"failurePolicy": "Fail",
+                       "matchConstraints": {"resourceRules": [{
+                           "apiGroups": ["apps"], "apiVersions": ["v1"],
+                           "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]}]},
+                       "validations": [{"expression": "object.metadata.name != 'api'",
+                                        "message": "no deployment may be called api here",
+                                        "reason": "Invalid"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1",
+               "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+               "spec": {"policyName": name, "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": namespace}}}}}
+    return [policy, binding]
+
+
+def test_a_child_the_api_server_refuses_stalls_the_tenant_saying_why_and_the_rest_is_made(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    cleanup.append("refused")
+    namespace = tenants.namespace_of("refused")
+    tenants.ensure_namespace(cluster, namespace)
+    policy, binding = _refusing_policy(namespace)
+    apps = client.AppsV1Api(cluster.api)
+
+    def _ready_reason(name: str) -> str | None:
+        found = tenants.condition(tenants.get(cluster, name), "Ready")
+        return None if found is None else str(found.get("reason"))
+
+    probe = {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": "api", "namespace": namespace},
+             "spec": {"selector": {"matchLabels": {"a": "b"}},
+                      "template": {"metadata": {"labels": {"a": "b"}},
+                                   "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+
+    def refuses() -> bool:
+        try:
+            apps.create_namespaced_deployment(namespace, probe, dry_run="All")
+        except client.ApiException as error:
+            return error.status == 422
+        return False
+
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
+    try:
+        eventually(refuses, timeout=30)  # the API server has loaded the policy
+        tenants.apply(cluster, tenants.small_tenant("refused"))
+        # Not retried unseen: Stalled, naming the child and the API server's answer.
+        eventually(lambda: _ready_reason("refused") == "ChildRefused", timeout=60)
+        ready = tenants.condition(tenants.get(cluster, "refused"), "Ready") or {}
+        assert ready["status"] == "False", ready
+        assert "Deployment" in ready["message"] and "called api" in ready["message"], ready
+        # What it could make, it made.
+        assert client.CoreV1Api(cluster.api).read_namespaced_service("api", namespace)
+        assert _deployment(apps, "api", namespace) is None
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                        policy["metadata"]["name"], "--ignore-not-found")
+    # The cluster's policy lifted: the next look makes it, and the tenant moves on.
+    eventually(lambda: _deployment(apps, "api", namespace) is not None, timeout=60)
+    eventually(lambda: _ready_reason("refused") not in (None, "ChildRefused"), timeout=30)
 
 
 def test_a_tenant_whose_namespace_is_deleted_makes_nothing_again(

@@ -111,8 +111,11 @@ TIME_ZONE_RE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
 HTTP_URL_RE = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[^\s]*)?$"
 # Kubernetes' resource.Quantity grammar, without a sign: requests are never negative.
 QUANTITY_RE = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$"
-# Volume sizes: whole-ish numbers with a byte unit; "20Gi", "500M".
-STORAGE_RE = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+# Volume sizes: whole-ish numbers with a byte unit; "20Gi", "500M", "0.5Gi". Not zero:
+# a claim of size 0 is refused, and so the StatefulSet that would make it. (No
+# look-ahead: the API server's patterns are RE2.)
+STORAGE_RE = (r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)"
+              r"(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 IMAGE_RE = (
     r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"

@@ -278,7 +278,14 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             problems += _grow_volumes(t, manifest, current, applied)
             manifest = immutable.keep_live_claim_templates(manifest, current)
         if needs_apply(manifest, current):
-            live[key] = kube.apply(manifest)
+            try:
+                live[key] = kube.apply(manifest)
+            except kube.Refused as error:
+                # Built from a spec the schema admits but the child's kind does not
+                # (a volume of size 0): the same spec gets the same answer, so the
+                # tenant says why instead of retrying unseen. The rest is applied.
+                problems.append(status.Problem("ChildRefused", str(error)))
+                continue
             applied.append(f"{key[0]}/{key[1]}")
     pruned = _prune(t, live, stack.by_key(desired), meta["uid"])
     if t.isolate:
