@@ -10,6 +10,8 @@ nothing is stored):
   or ``metadata``), so a user learns what to fix;
 - every object it admits goes through the operator's own reading of it (the
   pydantic models, then the builders of what it would create): no exception;
+  and the API server takes each child built (a server-side dry run of its
+  apply): what the schema admits, the children's kinds admit too;
 - and every admitted one is created for real and reconciled by the operator,
   each ending Ready, Reconciling or Stalled with a reason, with no traceback
   in the operator's log.
@@ -30,8 +32,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
-from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator import API_GROUP, API_VERSION, FIELD_MANAGER, kube
 from stackforge_operator.builders import stack
 from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
@@ -124,16 +127,46 @@ def _dry_run(cluster: ClusterHandle, kind: str, obj: dict[str, Any]) -> dict[str
     return stored
 
 
-def _read_as_the_operator(kind: str, obj: dict[str, Any]) -> None:
+def _read_as_the_operator(kind: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
     """The operator's reading of an admitted object: its model and what it builds."""
     spec = obj.get("spec") or {}
     if kind == "StackForgeTenant":
         t = resolve("fuzz", StackForgeTenantSpec.model_validate(spec), namespace=NAMESPACE)
-        stack.desired_children(t, secrets=[], tls=None, rotation=None)
-    elif kind == "BackupPolicy":
+        return stack.desired_children(t, secrets=[], tls=None, rotation=None)
+    if kind == "BackupPolicy":
         BackupPolicySpec.model_validate(spec)
     else:
         DRDrillSpec.model_validate(spec)
+    return []
+
+
+def _refusal_of(api: DynamicClient, child: dict[str, Any]) -> str | None:
+    """What the API server says to ``child`` applied as the operator applies it (a
+    server-side dry run), or None when it would take it."""
+    try:
+        resource = api.resources.get(api_version=child["apiVersion"], kind=child["kind"])
+        api.server_side_apply(
+            resource, body=kube.apply_body(child), name=child["metadata"]["name"],
+            namespace=child["metadata"].get("namespace"), field_manager=FIELD_MANAGER,
+            force_conflicts=True, dry_run="All")
+    except ApiException as error:
+        if error.status not in (400, 422):
+            raise
+        return f"{child['kind']}/{child['metadata']['name']}: {error.body}"
+    return None
+
+
+def _why_unsettled(api: client.CustomObjectsApi, kind: str, namespace: str, name: str,
+                   log_path: Path) -> str:
+    """What a failure says about an object that never settled: its status and the
+    operator's log lines that name it."""
+    found = api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
+                                             KINDS[kind][0], name)
+    lines = [line for line in log_path.read_text(errors="replace").splitlines()
+             if f"{namespace}/{name}" in line or f" {name}:" in line or f" {name} " in line]
+    return (f"{kind} {namespace}/{name} has no Ready condition with a reason after 120 s; "
+            f"its status: {json.dumps(found.get('status'))}; the operator's last lines "
+            f"about it:\n" + "\n".join(lines[-30:]))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -145,6 +178,9 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
     refused: list[str] = []
     admitted: list[dict[str, Any]] = []
     nameless: list[tuple[dict[str, Any], str]] = []
+    children_asked: set[str] = set()
+    children_api = DynamicClient(cluster.api)
+    refused_children: list[str] = []
 
     @settings(max_examples=PER_KIND, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
@@ -152,7 +188,15 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
     def check(obj: dict[str, Any]) -> None:
         answer = _dry_run(cluster, kind, obj)
         if isinstance(answer, dict):
-            _read_as_the_operator(kind, answer)  # raises on the operator's error
+            # Raises on the operator's error.
+            for child in _read_as_the_operator(kind, answer):
+                # What the schema admits, the children's kinds take too (a volume of
+                # size 0 did not); each distinct child is asked once.
+                digest = json.dumps(child, sort_keys=True)
+                if digest not in children_asked:
+                    children_asked.add(digest)
+                    if (refusal := _refusal_of(children_api, child)) is not None:
+                        refused_children.append(refusal)
             admitted.append(copy.deepcopy(obj))
         elif FIELD_PATH.search(answer):
             refused.append(answer)
@@ -161,12 +205,14 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
 
     check()
     assert nameless == [], f"{len(nameless)} refusals name no field, e.g. {nameless[:3]}"
+    assert refused_children == [], refused_children[:3]
     assert len(refused) + len(admitted) >= PER_KIND * 0.9  # hypothesis drops duplicates
     assert refused and admitted, (len(refused), len(admitted))
 
     # Every admitted one, reconciled for real by the operator.
     api = client.CustomObjectsApi(cluster.api)
     operator = OperatorProcess(identity.kubeconfig, tmp_path / "operator.log",
+                               extra_args=("--verbose",),
                                extra_env={"STACKFORGE_RESYNC_SECONDS": "5"})
     operator.start()
     created: list[tuple[str, str]] = []
@@ -186,8 +232,14 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
                           if c["type"] == "Ready"), None)
             return ready if ready and ready.get("reason") else None
 
-        outcomes = [tenants.eventually(lambda ns=ns, n=n: settled(ns, n), timeout=120,
-                                       interval=1)["reason"] for ns, n in created]
+        outcomes = []
+        for ns, n in created:
+            try:
+                ready = tenants.eventually(lambda ns=ns, n=n: settled(ns, n), timeout=120,
+                                           interval=1)
+            except AssertionError:
+                pytest.fail(_why_unsettled(api, kind, ns, n, tmp_path / "operator.log"))
+            outcomes.append(ready["reason"])
         log = (tmp_path / "operator.log").read_text()
         assert "Traceback" not in log and "failed unexpectedly" not in log, log[-3000:]
         assert operator.process.running()
