@@ -426,10 +426,10 @@ RUNNER_UID = 65532
 def runner_pod(container: str, args: list[str], variables: list[dict[str, Any]],
                mounts: list[dict[str, Any]], volumes: list[dict[str, Any]], *,
                service_account: str | None = None,
-               command: list[str] | None = None) -> dict[str, Any]:
+               launcher: list[str] | None = None) -> dict[str, Any]:
     """The pod spec of a runner Job: the operator's own image (it holds the runners),
-    run once, its result in the termination message. ``command``: what runs
-    ``stackforge-operator`` (default: nothing before it)."""
+    run once, its result in the termination message. ``launcher``: the command
+    that runs ``stackforge-operator`` (it comes before it; default: none)."""
     spec: dict[str, Any] = {"restartPolicy": "Never"}
     if service_account is not None:
         spec["serviceAccountName"] = service_account
@@ -442,7 +442,7 @@ def runner_pod(container: str, args: list[str], variables: list[dict[str, Any]],
         "containers": [{
             "name": container,
             "image": image_catalog.current().operator,
-            "command": [*(command or []), "stackforge-operator"],
+            "command": [*(launcher or []), "stackforge-operator"],
             "args": args,
             "env": variables,
             "terminationMessagePolicy": "FallbackToLogsOnError",

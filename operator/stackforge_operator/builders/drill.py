@@ -478,8 +478,8 @@ def restore_job(
         database = t.postgres.database
     # A physical run's runner starts its Python only once the restored server
     # listens (drill/await_server.py): not in the middle of the restore.
-    command = ([*AWAIT_SERVER, str(spec.sandbox.ttl_seconds)] if physical is not None
-               else None)
+    launcher = ([*AWAIT_SERVER, str(spec.sandbox.ttl_seconds)] if physical is not None
+                else None)
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,
             "--run-id", run_id,
@@ -528,7 +528,7 @@ def restore_job(
             "template": {
                 "metadata": {"labels": labels},
                 "spec": runner_pod("drill", args, variables, mounts, volumes,
-                                   service_account=RUNNER_ACCOUNT, command=command),
+                                   service_account=RUNNER_ACCOUNT, launcher=launcher),
             },
         },
     }
