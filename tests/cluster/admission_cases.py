@@ -224,6 +224,11 @@ def _tenant_cases() -> list[Case]:
             "spec.components.postgres.storage",
         ),
         # A claim of size 0 is refused, hence the StatefulSet made from it.
+        # The names a Deployment takes: printable ASCII but '='.
+        c("app-env-name-with-equals", {f"{apps}[0].env": {"A=B": "x"}},
+          "printable ASCII characters other than '='"),
+        c("app-env-name-not-ascii", {f"{apps}[0].env": {"café": "x"}},
+          "printable ASCII characters other than '='"),
         c("redis-storage-zero", {"spec.components.redis.storage": "0"},
           "spec.components.redis.storage"),
         c("kafka-storage-zero", {"spec.components.kafka.storage": "0.0Gi"},

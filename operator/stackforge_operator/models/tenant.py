@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StrictBool, StrictInt
 
 from stackforge_operator.models.backup import RunResult
-from stackforge_operator.models.cel import Rule, ServerDefault
+from stackforge_operator.models.cel import Cel, Rule, ServerDefault
 from stackforge_operator.models.common import (
     DNS_LABEL_RE,
     DNS_SUBDOMAIN_RE,
@@ -332,6 +332,17 @@ class AppSecurityContext(SpecModel):
     )
 
 
+# The names a container's environment takes (the API server's own rule): printable
+# ASCII but '='. A Deployment with any other name is refused.
+ENV_NAME_RE = "^[ -<>-~]+$"
+_ENV_NAME = re.compile(ENV_NAME_RE)
+ENV_NAMES_RULE = Rule(
+    cel=f"self.all(name, name.matches('{ENV_NAME_RE}'))",
+    message="env: each variable's name must be printable ASCII characters other than '='",
+    check=lambda env: all(_ENV_NAME.fullmatch(name) for name in env),
+)
+
+
 class AppServiceSpec(SpecModel):
     """One application service: a Deployment and Service behind Kong, registered in Consul."""
 
@@ -353,7 +364,8 @@ class AppServiceSpec(SpecModel):
         Annotated[str, Field(min_length=1, max_length=256, pattern=r"^/[A-Za-z0-9/_.~-]*$")] | None
     ) = Field(None, description="HTTP path of the readiness probe. Default: TCP probe.")
     env: (
-        Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] | None
+        Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64),
+                  Cel(ENV_NAMES_RULE)] | None
     ) = Field(None, description="Plain environment variables (put secrets in Secrets).")
     resources: ResourceRequirements | None = Field(None, description="Pod resources.")
     egress: Annotated[list[AppEgressRule], Field(max_length=32)] | None = Field(
