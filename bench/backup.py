@@ -11,9 +11,14 @@ Prints a table: dump size, seconds, the database's MB per second, each runner
 against the pipeline and against ``-Z0`` to /dev/null, and the runner's peak RSS
 (from wait4, so it includes the pg_dump and psql it reaped).
 
-    .venv/bin/python bench/backup.py [--size-mib 1100] [--rounds 2]
+    .venv/bin/python bench/backup.py [--size-mib 1100] [--rounds 2] [--s3 moto|lean]
 
-Needs: postgresql (apt), moto[server] and awscli (pip).  Run from the repo root.
+``--s3 lean`` serves S3 from bench/leans3 (gofakes3, in memory; bench/lean_s3.py
+says why) instead of moto, which takes as much CPU as PostgreSQL on these two
+cores; every contender uses the same server in a run.
+
+Needs: postgresql (apt), moto[server] and awscli (pip); Go for ``--s3 lean``.
+Run from the repo root.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.lean_s3 import LeanS3Server  # noqa: E402
 from bench.machine import machine_facts  # noqa: E402
 from tests.support import postgres_server as pg  # noqa: E402
 from tests.support import s3_server as s3  # noqa: E402
@@ -43,6 +49,8 @@ from stackforge_operator.backup.manifest import Manifest  # noqa: E402
 
 MB = 1_000_000
 MiB = 1024 * 1024
+# Either server: every contender of a run uses the same one.
+S3 = s3.S3Server | LeanS3Server
 
 
 @dataclass
@@ -53,7 +61,7 @@ class Sample:
     peak_rss_bytes: int | None = None
     client_cpu: float = 0.0  # the contender and its children (pg_dump, psql or aws)
     postgres_cpu: float = 0.0  # PostgreSQL's backends
-    s3_cpu: float = 0.0  # moto_server: on this machine's cores, unlike a real bucket
+    s3_cpu: float = 0.0  # the S3 server: on this machine's cores, unlike a real bucket
 
     @property
     def mb_per_s(self) -> float:
@@ -76,7 +84,7 @@ def _process_cpu(pid: int | None) -> float:
 
 
 def measured(
-    server: pg.PostgresServer, s3srv: s3.S3Server, contender: Callable[[], Sample]
+    server: pg.PostgresServer, s3srv: S3, contender: Callable[[], Sample]
 ) -> Sample:
     """Run one contender, adding what it cost in CPU on both sides.
 
@@ -105,7 +113,7 @@ def _aws_cli() -> str:
 
 
 def pipeline(
-    server: pg.PostgresServer, s3srv: s3.S3Server, database: str, bucket: str, key: str
+    server: pg.PostgresServer, s3srv: S3, database: str, bucket: str, key: str
 ) -> Sample:
     env = pg.env_for(server, database, s3srv.env())
     script = (
@@ -122,7 +130,7 @@ def pipeline(
 
 
 def runner(
-    server: pg.PostgresServer, s3srv: s3.S3Server, database: str, bucket: str,
+    server: pg.PostgresServer, s3srv: S3, database: str, bucket: str,
     compression: str,
 ) -> Sample:
     argv = runner_argv(tenant="bench", bucket=bucket, endpoint=s3srv.endpoint,
@@ -154,8 +162,8 @@ def dump_to_null(server: pg.PostgresServer, database: str, *level: str) -> Sampl
                   size)
 
 
-def _empty_bucket(s3srv: s3.S3Server, bucket: str) -> None:
-    # moto keeps objects in memory: drop each run's dump before the next.
+def _empty_bucket(s3srv: S3, bucket: str) -> None:
+    # Both servers keep objects in memory: drop each run's dump before the next.
     client = s3srv.client()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
@@ -166,11 +174,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--size-mib", type=int, default=1100, help="database size to generate")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each contender")
+    parser.add_argument("--s3", choices=("moto", "lean"), default="moto",
+                        help="the S3 server: moto (the tests') or leans3 (little CPU)")
     args = parser.parse_args()
 
     t0 = time.monotonic()
     server = pg.PostgresServer()
-    s3srv = s3.S3Server()
+    s3srv: S3 = s3.S3Server() if args.s3 == "moto" else LeanS3Server()
     server.start()
     try:
         s3srv.start()
@@ -217,7 +227,7 @@ def main() -> int:
     print()
     print(f"machine: {machine_facts()}")
     print(f"database: {db_size / MiB:.0f} MiB (pg_database_size); "
-          f"{args.rounds} rounds; total {time.monotonic() - t0:.0f}s; "
+          f"{args.rounds} rounds; S3 server {args.s3}; total {time.monotonic() - t0:.0f}s; "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print()
     print("| contender | stored MiB | seconds | database MB/s | CPU s client | "
