@@ -22,6 +22,7 @@ from stackforge_operator.reconcile import drill
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals
+from tests.support.secrets import FAKE_CA_PEM, S3_KEYS, put_secret
 
 pytestmark = pytest.mark.usefixtures("kube_as_operator", "default_image_catalog")
 
@@ -153,12 +154,8 @@ def test_a_first_pass_reads_each_of_the_policys_secrets_once(
     read once each (kube.one_read_per_secret), not once per use: every request
     of that pass comes before the scratch pod's start."""
     core = client.CoreV1Api(cluster.api)
-    for name, data in (("acme-s3", {"AWS_ACCESS_KEY_ID": "id",
-                                    "AWS_SECRET_ACCESS_KEY": "very-secret"}),
-                       ("s3-ca", {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n"
-                                            "-----END CERTIFICATE-----\n"})):
-        core.create_namespaced_secret(namespace, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name), string_data=data))
+    put_secret(cluster, namespace, "acme-s3", S3_KEYS)
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": FAKE_CA_PEM})
     _drill_with_a_backup(cluster, namespace, storage={
         "endpoint": "https://10.1.2.3:9000", "forcePathStyle": True,
         "credentialsSecretRef": {"name": "acme-s3"}, "endpointCA": {"name": "s3-ca"}})

@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, SSLError
-from kubernetes import client
 
 from stackforge_operator.devcluster.pki import create_server_tls
 from stackforge_operator.models.backup import ObjectStorage
@@ -26,23 +25,9 @@ from stackforge_operator.status import Problem
 from tests.support.clusters import ClusterHandle
 from tests.support.fixtures_backup import running_s3_server
 from tests.support.s3_server import S3Server
+from tests.support.secrets import FAKE_CA_PEM, S3_KEYS, put_secret
 
 pytestmark = pytest.mark.usefixtures("kube_as_operator")
-
-# Enough for the Secret checks, which look for the PEM marker; the S3 tests use the
-# server's real CA.
-PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-KEYS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "very-secret"}
-
-
-def _put(cluster: ClusterHandle, namespace: str, name: str,
-         data: Mapping[str, str | bytes]) -> None:
-    """A Secret in ``namespace``, its values as given (bytes stay bytes, any encoding)."""
-    raw = {k: v.encode() if isinstance(v, str) else v for k, v in data.items()}
-    client.CoreV1Api(cluster.api).create_namespaced_secret(namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name=name),
-        data={k: base64.b64encode(v).decode() for k, v in raw.items()}))
-
 
 def _storage(**changes: Any) -> ObjectStorage:
     return ObjectStorage.model_validate({
@@ -59,22 +44,22 @@ def _reasons(problems: list[Problem]) -> list[tuple[str, str]]:
 
 
 def test_all_present(cluster: ClusterHandle, namespace: str) -> None:
-    _put(cluster, namespace, "acme-s3", KEYS)
-    _put(cluster, namespace, "s3-ca", {"ca.crt": PEM})
+    put_secret(cluster, namespace, "acme-s3", S3_KEYS)
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": FAKE_CA_PEM})
     assert storage.storage_problems(_storage(), namespace) == []
-    assert storage.ca_bundle(_storage(), namespace) == PEM
+    assert storage.ca_bundle(_storage(), namespace) == FAKE_CA_PEM
 
 
 def test_missing_ca_secret_is_missing_secret(cluster: ClusterHandle, namespace: str) -> None:
-    _put(cluster, namespace, "acme-s3", KEYS)
+    put_secret(cluster, namespace, "acme-s3", S3_KEYS)
     assert _reasons(storage.storage_problems(_storage(), namespace)) == [(
         "MissingSecret", f"spec.storage.endpointCA: Secret {namespace}/s3-ca does not exist")]
     assert storage.ca_bundle(_storage(), namespace) is None
 
 
 def test_missing_ca_key_is_missing_secret_key(cluster: ClusterHandle, namespace: str) -> None:
-    _put(cluster, namespace, "acme-s3", KEYS)
-    _put(cluster, namespace, "ca", {"ca.crt": PEM})
+    put_secret(cluster, namespace, "acme-s3", S3_KEYS)
+    put_secret(cluster, namespace, "ca", {"ca.crt": FAKE_CA_PEM})
     ref = {"name": "ca", "key": "bundle.pem"}
     assert _reasons(storage.storage_problems(_storage(endpointCA=ref), namespace)) == [(
         "MissingSecretKey", f"spec.storage.endpointCA: Secret {namespace}/ca lacks bundle.pem")]
@@ -83,8 +68,8 @@ def test_missing_ca_key_is_missing_secret_key(cluster: ClusterHandle, namespace:
 
 def test_missing_credentials_key_is_missing_secret_key(
         cluster: ClusterHandle, namespace: str) -> None:
-    _put(cluster, namespace, "acme-s3", {"AWS_ACCESS_KEY_ID": "id"})
-    _put(cluster, namespace, "s3-ca", {"ca.crt": PEM})
+    put_secret(cluster, namespace, "acme-s3", {"AWS_ACCESS_KEY_ID": "id"})
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": FAKE_CA_PEM})
     assert _reasons(storage.storage_problems(_storage(), namespace)) == [(
         "MissingSecretKey", f"spec.storage.credentialsSecretRef: Secret {namespace}/acme-s3 "
         "lacks AWS_SECRET_ACCESS_KEY")]
@@ -102,8 +87,8 @@ def test_credentials_and_ca_are_both_reported(namespace: str) -> None:
                          ids=["text-without-pem", "not-text"])
 def test_a_ca_key_without_pem_is_invalid(cluster: ClusterHandle, namespace: str,
                                          content: bytes) -> None:
-    _put(cluster, namespace, "acme-s3", KEYS)
-    _put(cluster, namespace, "s3-ca", {"ca.crt": content})
+    put_secret(cluster, namespace, "acme-s3", S3_KEYS)
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": content})
     [(reason, message)] = _reasons(storage.storage_problems(_storage(), namespace))
     assert reason == "InvalidEndpointCA"
     assert "spec.storage.endpointCA" in message and f"{namespace}/s3-ca" in message
@@ -154,8 +139,8 @@ def _keys(server: S3Server, *, read_only: bool = False) -> dict[str, str]:
 
 def test_policy_store_reaches_the_bucket_over_https_with_the_policys_ca(
         cluster: ClusterHandle, namespace: str, tls_s3: S3Server, ca_files: Path) -> None:
-    _put(cluster, namespace, "acme-s3", _keys(tls_s3))
-    _put(cluster, namespace, "s3-ca", {"ca.crt": _ca_pem(tls_s3)})
+    put_secret(cluster, namespace, "acme-s3", _keys(tls_s3))
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": _ca_pem(tls_s3)})
     bucket = tls_s3.create_bucket()
     with storage.policy_store(_s3_storage(tls_s3, bucket), namespace) as store:
         # boto3 reads the bundle on every new connection: it exists while the store is used,
@@ -179,8 +164,8 @@ def test_policy_store_signs_with_the_keys_of_the_credentials_secret(
         cluster: ClusterHandle, namespace: str, tls_s3: S3Server, ca_files: Path) -> None:
     # The server's read-only user: reading works, writing is refused. Only the Secret's
     # keys make that difference (no AWS_* keys are in this process's environment).
-    _put(cluster, namespace, "acme-s3", _keys(tls_s3, read_only=True))
-    _put(cluster, namespace, "s3-ca", {"ca.crt": _ca_pem(tls_s3)})
+    put_secret(cluster, namespace, "acme-s3", _keys(tls_s3, read_only=True))
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": _ca_pem(tls_s3)})
     bucket = tls_s3.create_bucket()
     tls_s3.client().put_object(Bucket=bucket, Key="stackforge/acme/old.json", Body=b"{}")
     with storage.policy_store(_s3_storage(tls_s3, bucket), namespace) as store:
@@ -195,7 +180,7 @@ def test_policy_store_without_endpoint_ca_keeps_botocores_default_trust(
         cluster: ClusterHandle, namespace: str, tls_s3: S3Server, ca_files: Path) -> None:
     # The same endpoint, keys and bucket, but no endpointCA: botocore verifies with its
     # default trust (system CAs, or AWS_CA_BUNDLE), which has never heard of the server's CA.
-    _put(cluster, namespace, "acme-s3", _keys(tls_s3))
+    put_secret(cluster, namespace, "acme-s3", _keys(tls_s3))
     bucket = tls_s3.create_bucket()
     with (pytest.raises(SSLError, match="CERTIFICATE_VERIFY_FAILED"),
           storage.policy_store(_s3_storage(tls_s3, bucket, endpointCA=None), namespace) as store):
@@ -210,8 +195,8 @@ def test_policy_store_with_another_ca_fails_verification(
     # A CA the server's certificate was not signed by: the policy's CA is really what
     # verifies the endpoint (verification is not merely turned off when a CA is given).
     other, _ = create_server_tls(tmp_path / "other", "someone-else")
-    _put(cluster, namespace, "acme-s3", _keys(tls_s3))
-    _put(cluster, namespace, "s3-ca", {"ca.crt": other.cert.read_text()})
+    put_secret(cluster, namespace, "acme-s3", _keys(tls_s3))
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": other.cert.read_text()})
     bucket = tls_s3.create_bucket()
     with (pytest.raises(SSLError, match="CERTIFICATE_VERIFY_FAILED"),
           storage.policy_store(_s3_storage(tls_s3, bucket), namespace) as store):
