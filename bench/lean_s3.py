@@ -61,11 +61,13 @@ class LeanS3Server:
         return None if self._popen is None else self._popen.pid
 
     def start(self) -> None:
+        # Only the address comes on stdout. stderr is not a pipe: the HTTP server
+        # writes there now and then, and an unread pipe would fill and block it.
         self._popen = subprocess.Popen([str(ensure_built()), "-listen", "127.0.0.1:0"],
-                                       stderr=subprocess.PIPE, text=True,
+                                       stdout=subprocess.PIPE, text=True,
                                        start_new_session=True)
-        assert self._popen.stderr is not None
-        first = self._popen.stderr.readline()
+        assert self._popen.stdout is not None
+        first = self._popen.stdout.readline()
         found = LISTENING.search(first)
         if found is None:
             self.stop()

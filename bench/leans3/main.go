@@ -6,6 +6,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"log"
 	"net"
 	"net/http"
@@ -25,9 +26,9 @@ func main() {
 	if err != nil {
 		log.Fatalf("leans3: %v", err)
 	}
-	// The bench reads the chosen address from this first line.
-	log.SetFlags(0)
-	log.Printf("leans3 listening on %s", listener.Addr())
+	// The bench reads the chosen address from stdout's only line; stderr (the
+	// HTTP server's own complaints) is left to the bench's.
+	fmt.Printf("leans3 listening on %s\n", listener.Addr())
 
 	faker := gofakes3.New(s3mem.New())
 	server := &http.Server{Handler: faker.Server()}
