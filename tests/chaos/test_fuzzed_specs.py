@@ -192,9 +192,9 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
             for child in _read_as_the_operator(kind, answer):
                 # What the schema admits, the children's kinds take too (a volume of
                 # size 0 did not); each distinct child is asked once.
-                digest = json.dumps(child, sort_keys=True)
-                if digest not in children_asked:
-                    children_asked.add(digest)
+                as_text = json.dumps(child, sort_keys=True)
+                if as_text not in children_asked:
+                    children_asked.add(as_text)
                     if (refusal := _refusal_of(children_api, child)) is not None:
                         refused_children.append(refusal)
             admitted.append(copy.deepcopy(obj))
