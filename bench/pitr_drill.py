@@ -107,7 +107,7 @@ class Sample:
     restore_seconds: float | None = None
 
 
-def _until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+def until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
     try:
         return tenants.eventually(check, timeout=timeout, interval=interval)
     except AssertionError as error:
@@ -283,7 +283,7 @@ class Bench:
         tenant = stack.postgres_only(TENANT)
         tenant["spec"]["components"]["postgres"]["storage"] = f"{max(4, size_mib // 256)}Gi"
         self.apply(tenant)
-        _until("the tenant Ready", lambda: _condition(self.get("sft", TENANT), "Ready") == "True",
+        until("the tenant Ready", lambda: _condition(self.get("sft", TENANT), "Ready") == "True",
                600)
         print(f"seeding {size_mib} MiB", flush=True)
         rows = size_mib * 1024 * 1024 // 120
@@ -301,7 +301,7 @@ class Bench:
             found = (self.get("sfbp", POLICY).get("status") or {}).get("physicalBackups") or {}
             return bool(found.get("recoverabilityWindow")) and not found.get("pendingRequest")
 
-        _until("the full backup", backed_up, 1800, 2)
+        until("the full backup", backed_up, 1800, 2)
 
     def policy(self, *, physical: bool) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -368,7 +368,7 @@ class Bench:
         after its pods: then the restored data is gone too."""
         core = client.CoreV1Api(self.api)
         selector = f"{DRILL_NAMESPACE_LABEL}={NAMESPACE}"
-        _until("the drills' sandboxes to be removed",
+        until("the drills' sandboxes to be removed",
                lambda: not core.list_namespace(label_selector=selector).items, 600, 0.5)
 
     def _verdict(self, name: str, timeout: float = 3600) -> dict[str, Any]:
@@ -445,7 +445,7 @@ class Bench:
                     capture_output=True, text=True, check=False, **user.popen_kwargs())
                 return bool(asked.stdout.strip() == "f")
 
-            _until("the raw restore's promotion", promoted, 3600, 0.1)
+            until("the raw restore's promotion", promoted, 3600, 0.1)
             return Sample(RAW, time.monotonic() - started, restored)
         finally:
             if server is not None:
@@ -464,6 +464,50 @@ def _condition(found: dict[str, Any], type_: str) -> str | None:
         if condition["type"] == type_:
             return str(condition["status"])
     return None
+
+
+@contextlib.contextmanager
+def real_node_stack() -> Iterator[tuple[LocalCluster, S3Server, str]]:
+    """The project's cluster with its real node and images, an S3 server over TLS
+    with a bucket (pods reach it as S3_SERVICE_NAME, the host at localhost) and the
+    operator on the host; everything stopped afterwards, the host put back.
+    """
+    binary = ensure_binary()
+    ensure_node_tools()
+    built = images.ensure_images()
+    cluster = LocalCluster(None, binary=binary, nodes=0, real_node=True,
+                           images=[ImageArchive(i.reference, i.archive_path, i.inputs)
+                                   for i in built])
+    operator: OperatorProcess | None = None
+    s3: S3Server | None = None
+    try:
+        cluster.start(timeout=180)
+        install_crds(cluster)
+        assert cluster.node is not None
+        node_ip = cluster.node.network.node_ip
+        # On every address: pods reach it at the node's (through the Service), the
+        # baseline on the host at localhost.
+        s3 = S3Server(host="0.0.0.0", tls=True, server_names=(S3_SERVICE_NAME,))  # noqa: S104
+        s3.start()
+        bucket = s3.create_bucket()
+        cluster.kubectl("apply", "--server-side", "-f", "-",
+                        input=yaml.safe_dump_all(s3_service(node_ip, s3.port)))
+        service_ip = json.loads(cluster.kubectl(
+            "get", "service", S3_SERVICE, "-n", S3_NAMESPACE, "-o", "json").stdout)[
+            "spec"]["clusterIP"]
+        catalog = images.write_project_catalog(cluster.run_dir / "image-catalog.yaml")
+        operator = OperatorProcess(
+            cluster.kubeconfig, cluster.run_dir / "operator.log",
+            extra_env={"STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,
+                       "STACKFORGE_IMAGE_CATALOG": str(catalog),
+                       # The operator on the host reaches S3 by the name pods use.
+                       "PYTHONPATH": str(CLUSTER_NAMES),
+                       "STACKFORGE_TEST_SERVICE_ADDRESSES": f"{S3_SERVICE_NAME}={service_ip}"})
+        operator.start()
+        yield cluster, s3, bucket
+    finally:
+        stop_everything(cluster, operator, s3)
+    discard_run_dir(cluster.run_dir)  # only after a run that finished
 
 
 def main() -> None:
@@ -489,39 +533,8 @@ def main() -> None:
     interrupt_on_signals()
     print(machine_facts(), flush=True)
 
-    binary = ensure_binary()
-    ensure_node_tools()
-    built = images.ensure_images()
-    cluster = LocalCluster(None, binary=binary, nodes=0, real_node=True,
-                           images=[ImageArchive(i.reference, i.archive_path, i.inputs)
-                                   for i in built])
-    operator: OperatorProcess | None = None
-    s3: S3Server | None = None
     samples: list[Sample] = []
-    try:
-        cluster.start(timeout=180)
-        install_crds(cluster)
-        assert cluster.node is not None
-        node_ip = cluster.node.network.node_ip
-        # On every address: pods reach it at the node's (through the Service), the
-        # baseline on the host at localhost.
-        s3 = S3Server(host="0.0.0.0", tls=True, server_names=(S3_SERVICE_NAME,))  # noqa: S104
-        s3.start()
-        bucket = s3.create_bucket()
-        cluster.kubectl("apply", "--server-side", "-f", "-",
-                        input=yaml.safe_dump_all(s3_service(node_ip, s3.port)))
-        service_ip = json.loads(cluster.kubectl(
-            "get", "service", S3_SERVICE, "-n", S3_NAMESPACE, "-o", "json").stdout)[
-            "spec"]["clusterIP"]
-        catalog = images.write_project_catalog(cluster.run_dir / "image-catalog.yaml")
-        operator = OperatorProcess(
-            cluster.kubeconfig, cluster.run_dir / "operator.log",
-            extra_env={"STACKFORGE_IMAGE_REGISTRY": LOCAL_REGISTRY,
-                       "STACKFORGE_IMAGE_CATALOG": str(catalog),
-                       # The operator on the host reaches S3 by the name pods use.
-                       "PYTHONPATH": str(CLUSTER_NAMES),
-                       "STACKFORGE_TEST_SERVICE_ADDRESSES": f"{S3_SERVICE_NAME}={service_ip}"})
-        operator.start()
+    with real_node_stack() as (cluster, s3, bucket):
         bench = Bench(cluster, s3, bucket, timeline=args.timeline)
         bench.tenant(args.size_mib)
         size = int(bench.psql("SELECT pg_database_size(current_database())"))
@@ -549,9 +562,6 @@ def main() -> None:
                     spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                     print(f"  {spent.summary(top=12)}", flush=True)
                 bench.until_sandboxes_gone()
-    finally:
-        stop_everything(cluster, operator, s3)
-    discard_run_dir(cluster.run_dir)  # only after a run that finished
 
     caches = "page cache emptied before each" if args.drop_caches else "warm page cache"
     print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds each, alternating who "
