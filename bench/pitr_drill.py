@@ -114,6 +114,12 @@ def until(what: str, check: Callable[[], Any], timeout: float, interval: float =
         raise SystemExit(f"gave up waiting for {what}: {error}") from None
 
 
+def log_time(line: str) -> float:
+    """The time of a pod's log line read with timestamps (``kubectl logs --timestamps``,
+    the API's ``timestamps=True``): RFC 3339 with nanoseconds, taken to the microsecond."""
+    return datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00")).timestamp()
+
+
 def _state(state: Any) -> str:
     return "running" if state.running else "terminated" if state.terminated else "waiting"
 
@@ -227,10 +233,9 @@ class Timeline:
                                                   _preload_content=False)
             for raw in answer.stream():
                 for line in raw.decode(errors="replace").splitlines():
-                    stamp, _, text = line.partition(" ")
+                    text = line.partition(" ")[2]
                     with contextlib.suppress(ValueError):
-                        at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-                        self.note(f"{pod}/{container}| {text.strip()[:150]}", at)
+                        self.note(f"{pod}/{container}| {text.strip()[:150]}", log_time(line))
         except Exception as error:  # the pod went with its sandbox
             self.note(f"{pod}/{container}: log ended ({type(error).__name__})")
 

@@ -35,7 +35,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from bench.pitr_drill import (  # noqa: E402
     POLICY,
     TENANT,
     Bench,
+    log_time,
     real_node_stack,
     until,
 )
@@ -131,13 +131,6 @@ def restore_pod(name: str, image: str, environment: list[dict[str, Any]], *,
         spec["securityContext"] = {"fsGroup": 999}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": BENCH_NAMESPACE}, "spec": spec}
-
-
-def log_time(line: str) -> float:
-    """The container runtime's timestamp of a ``kubectl logs --timestamps`` line."""
-    stamp = line.split(" ", 1)[0].rstrip("Z")
-    whole, _, fraction = stamp.partition(".")
-    return datetime.fromisoformat(f"{whole}.{(fraction + '000000')[:6]}+00:00").timestamp()
 
 
 class PodRestores:

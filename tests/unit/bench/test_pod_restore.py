@@ -1,11 +1,13 @@
-"""bench/pod_restore.py's pure parts: the pods it runs and the log times it reads."""
+"""bench/pod_restore.py's pure parts: the pods it runs and the log times it reads
+(bench/pitr_drill.log_time, which its timeline reads with too)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.pod_restore import CREDENTIALS, log_time, restore_pod
+from bench.pitr_drill import log_time
+from bench.pod_restore import CREDENTIALS, restore_pod
 
 from stackforge_operator.builders.postgres_paths import DATA_DIR
 
