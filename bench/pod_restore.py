@@ -74,9 +74,10 @@ VARIANTS = ("pod", "upkeep", "unconfined", "hostnet", "emptydir")
 SETTLE_SECONDS = 5.0
 
 
-def restore_environment(bench: Bench, *, endpoint: str, port: int | None) -> list[dict[str, Any]]:
-    """stackforge-restore's settings for the bench tenant's repository; keys from CREDENTIALS."""
-    repository = bench.get("sfbp", POLICY)["status"]["continuousArchiving"]["repositoryPath"]
+def restore_environment(bench: Bench, repository: str, *, endpoint: str,
+                        port: int | None) -> list[dict[str, Any]]:
+    """stackforge-restore's settings for the bench tenant's ``repository``; keys from
+    CREDENTIALS."""
     prefix = "STACKFORGE_RESTORE_PGBACKREST_"
     plain = {
         "PGDATA": PGDATA,
@@ -134,7 +135,7 @@ def restore_pod(name: str, image: str, environment: list[dict[str, Any]], *,
 
 
 class PodRestores:
-    def __init__(self, bench: Bench, s3_port: int) -> None:
+    def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.image = json.loads(bench.kubectl(
             "get", "pod", "postgres-0", "-n", NAMESPACE, "-o", "json"))["spec"]["containers"][0][
@@ -148,8 +149,12 @@ class PodRestores:
                      "stringData": {"cipher": bench.passphrase, "key-id": keys.access_key_id,
                                     "secret-key": keys.secret_access_key,
                                     "ca": bench.s3.ca_bundle.read_text()}})
-        self.through_service = restore_environment(bench, endpoint=S3_SERVICE_NAME, port=None)
-        self.at_localhost = restore_environment(bench, endpoint="localhost", port=s3_port)
+        repository = bench.get("sfbp", POLICY)["status"]["continuousArchiving"][
+            "repositoryPath"]
+        self.through_service = restore_environment(bench, repository, endpoint=S3_SERVICE_NAME,
+                                                   port=None)
+        self.at_localhost = restore_environment(bench, repository, endpoint="localhost",
+                                                port=bench.s3.port)
 
     def manifest(self, variant: str, name: str) -> dict[str, Any]:
         env = self.through_service
@@ -215,7 +220,7 @@ def main() -> None:
         bench = Bench(cluster, s3, bucket)
         bench.tenant(args.size_mib)
         size = int(bench.psql("SELECT pg_database_size(current_database())"))
-        pods = PodRestores(bench, s3.port)
+        pods = PodRestores(bench)
 
         def host_seconds() -> float:
             seconds = bench.raw().restore_seconds
