@@ -62,7 +62,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import cpu_ledger  # noqa: E402
-from bench.machine import machine_facts  # noqa: E402
+from bench.machine import (  # noqa: E402
+    machine_facts,
+    page_reporting_paused,
+    page_reporting_state,
+    reported_kib,
+    reported_since,
+)
 from tests.realnode import stack  # noqa: E402
 from tests.realnode.s3_service import (  # noqa: E402
     S3_NAMESPACE,
@@ -533,13 +539,20 @@ def main() -> None:
                         help="also a third contender: the drill with spec.sandbox.resources "
                              "requesting this much CPU (the scratch pod is then Burstable, "
                              "not best effort, and weighs as much as a host process)")
+    parser.add_argument("--pause-page-reporting", action="store_true",
+                        help="turn the kernel's free page reporting off for the run and put "
+                             "it back after (bench/machine.py): with it on, whichever "
+                             "contender meets reported pages pays about 1 s a GiB more")
     args = parser.parse_args()
     # A TERM (or an INT to a background run) must still put the host back.
     interrupt_on_signals()
     print(machine_facts(), flush=True)
 
     samples: list[Sample] = []
-    with real_node_stack() as (cluster, s3, bucket):
+    paused = page_reporting_paused() if args.pause_page_reporting else contextlib.nullcontext()
+    with paused, real_node_stack() as (cluster, s3, bucket):
+        print(f"during the run: {page_reporting_state() or 'no free page reporting'}",
+              flush=True)
         bench = Bench(cluster, s3, bucket, timeline=args.timeline)
         bench.tenant(args.size_mib)
         size = int(bench.psql("SELECT pg_database_size(current_database())"))
@@ -558,11 +571,12 @@ def main() -> None:
                 if args.drop_caches:
                     _drop_caches()
                 before = cpu_ledger.snapshot() if args.cpu else None
+                reported_before = reported_kib()
                 samples.append(measure())
                 restore = samples[-1].restore_seconds
                 print(f"{who} {number}: {samples[-1].seconds:.1f} s"
-                      + ("" if restore is None else f" (pgbackrest restore {restore:.1f} s)"),
-                      flush=True)
+                      + ("" if restore is None else f" (pgbackrest restore {restore:.1f} s)")
+                      + reported_since(reported_before), flush=True)
                 if before is not None:
                     spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                     print(f"  {spent.summary(top=12)}", flush=True)

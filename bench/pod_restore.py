@@ -28,6 +28,7 @@ Usage: .venv/bin/python bench/pod_restore.py [--size-mib 1024] [--rounds 8]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -44,7 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import cpu_ledger  # noqa: E402
-from bench.machine import machine_facts  # noqa: E402
+from bench.machine import (  # noqa: E402
+    machine_facts,
+    page_reporting_paused,
+    page_reporting_state,
+    reported_kib,
+    reported_since,
+)
 from bench.pitr_drill import (  # noqa: E402
     NAMESPACE,
     POLICY,
@@ -207,6 +214,9 @@ def main() -> None:
                              "(bench/cpu_ledger.py)")
     parser.add_argument("--variants", default="pod,upkeep",
                         help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--pause-page-reporting", action="store_true",
+                        help="turn the kernel's free page reporting off for the run and put "
+                             "it back after (bench/machine.py)")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -216,7 +226,10 @@ def main() -> None:
     print(machine_facts(), flush=True)
 
     results: dict[str, list[float]] = {}
-    with real_node_stack() as (cluster, s3, bucket):
+    paused = page_reporting_paused() if args.pause_page_reporting else contextlib.nullcontext()
+    with paused, real_node_stack() as (cluster, s3, bucket):
+        print(f"during the run: {page_reporting_state() or 'no free page reporting'}",
+              flush=True)
         bench = Bench(cluster, s3, bucket)
         bench.tenant(args.size_mib)
         size = int(bench.psql("SELECT pg_database_size(current_database())"))
@@ -234,9 +247,10 @@ def main() -> None:
             shift = (number - 1) % len(contenders)
             for who, measure in contenders[shift:] + contenders[:shift]:
                 before = cpu_ledger.snapshot() if args.cpu else None
+                reported_before = reported_kib()
                 results.setdefault(who, []).append(measure(number))
-                print(f"{time.strftime('%T')} {who} {number}: {results[who][-1]:.2f} s",
-                      flush=True)
+                print(f"{time.strftime('%T')} {who} {number}: {results[who][-1]:.2f} s"
+                      + reported_since(reported_before), flush=True)
                 if before is not None:
                     spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                     print(f"  {spent.summary(top=10)}", flush=True)
