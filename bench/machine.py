@@ -76,6 +76,16 @@ def page_reporting_paused(page_reporting: Path = PAGE_REPORTING) -> Iterator[boo
         setting.write_text(f"{order}\n")
 
 
+@contextlib.contextmanager
+def page_reporting_for_the_run(pause: bool,
+                               page_reporting: Path = PAGE_REPORTING) -> Iterator[str]:
+    """Reporting paused for the block if ``pause``; yields its state during the block,
+    for the bench's header."""
+    held = page_reporting_paused(page_reporting) if pause else contextlib.nullcontext(False)
+    with held:
+        yield page_reporting_state(page_reporting) or "no free page reporting"
+
+
 def _order(page_reporting: Path) -> int | None:
     try:
         return int((page_reporting / "page_reporting_order").read_text())

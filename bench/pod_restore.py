@@ -28,7 +28,6 @@ Usage: .venv/bin/python bench/pod_restore.py [--size-mib 1024] [--rounds 8]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -47,8 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench import cpu_ledger  # noqa: E402
 from bench.machine import (  # noqa: E402
     machine_facts,
-    page_reporting_paused,
-    page_reporting_state,
+    page_reporting_for_the_run,
     reported_kib,
     reported_since,
 )
@@ -226,10 +224,9 @@ def main() -> None:
     print(machine_facts(), flush=True)
 
     results: dict[str, list[float]] = {}
-    paused = page_reporting_paused() if args.pause_page_reporting else contextlib.nullcontext()
-    with paused, real_node_stack() as (cluster, s3, bucket):
-        print(f"during the run: {page_reporting_state() or 'no free page reporting'}",
-              flush=True)
+    with page_reporting_for_the_run(args.pause_page_reporting) as reporting, \
+            real_node_stack() as (cluster, s3, bucket):
+        print(f"during the run: {reporting}", flush=True)
         bench = Bench(cluster, s3, bucket)
         bench.tenant(args.size_mib)
         size = int(bench.psql("SELECT pg_database_size(current_database())"))

@@ -44,3 +44,13 @@ def test_nothing_is_written_where_there_is_no_reporting_to_pause(tmp_path: Path)
     with machine.page_reporting_paused(already_off) as paused:
         assert not paused
     assert machine.reported_kib(tmp_path / "absent") is None
+
+
+def test_a_run_says_how_reporting_stands_during_it(tmp_path: Path) -> None:
+    parameters = _parameters(tmp_path, 9)
+    with machine.page_reporting_for_the_run(True, parameters) as paused:
+        assert paused == "free page reporting off (order 11)"
+    with machine.page_reporting_for_the_run(False, parameters) as left:
+        assert left == "free page reporting on (blocks of order 9)"
+    with machine.page_reporting_for_the_run(True, tmp_path / "absent") as none:
+        assert none == "no free page reporting"
