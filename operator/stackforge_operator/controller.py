@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -85,10 +86,19 @@ class _Held:
     resource_version: str
     deleting: bool
     packed: bytes
+    uid: str
 
 
 def _namespace_of(key: str) -> str:
     return key.partition("/")[0] if "/" in key else ""
+
+
+# Deleted uids remembered, to ignore their late events (a few KiB).
+GONE_UIDS_KEPT = 1024
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
 
 
 def object_key(body: Mapping[str, Any]) -> str:
@@ -120,6 +130,13 @@ class Controller:
         self._reconcile_fn = reconcile
         self._stalled_seconds = stalled_seconds
         self._bodies: dict[str, _Held] = {}
+        # kopf runs each object's events in a worker of its own, keyed by uid, so an
+        # object deleted and made again under the same name can have its old self's
+        # last events handled after the new one's first. Per key, the uids of older
+        # objects a newer one has replaced (their deletion still to come), and the
+        # uids whose deletion came: their late events change nothing.
+        self._replaced: dict[str, set[str]] = {}
+        self._gone: OrderedDict[str, None] = OrderedDict()
         self._packer = watch_cache.Packer()
         # Keys by namespace, for wake_namespace.
         self._in_namespace: dict[str, set[str]] = {}
@@ -129,7 +146,7 @@ class Controller:
     def _held(self, body: Mapping[str, Any]) -> _Held:
         meta = body.get("metadata") or {}
         return _Held(str(meta.get("resourceVersion") or ""),
-                     bool(meta.get("deletionTimestamp")), self._packer.pack(body))
+                     bool(meta.get("deletionTimestamp")), self._packer.pack(body), _uid(body))
 
     def start(self) -> None:
         self.queue.start()
@@ -146,7 +163,13 @@ class Controller:
             # and kopf re-lists everything when this replica resumes.
             return
         key = object_key(body)
+        uid = _uid(body)
         known = self._bodies.get(key)
+        if uid in self._gone or uid in self._replaced.get(key, ()):
+            return  # late news of an object gone or replaced under this name
+        if known is not None and uid and known.uid and known.uid != uid:
+            # A new object of this name, seen before its old self's deletion.
+            self._replaced.setdefault(key, set()).add(known.uid)
         # The same version again (kopf re-lists everything when a watch resumes;
         # the echo of a status this operator wrote) changes nothing: due, not urgent.
         changed = known is None or (known.resource_version
@@ -158,6 +181,21 @@ class Controller:
     def deleted(self, body: Mapping[str, Any]) -> None:
         METRICS.record_watch_event(self.kind)
         key = object_key(body)
+        uid = _uid(body)
+        if uid:
+            self._gone[uid] = None
+            while len(self._gone) > GONE_UIDS_KEPT:
+                self._gone.popitem(last=False)
+        replaced = self._replaced.get(key)
+        if replaced is not None and uid in replaced:
+            # An older object of this name: the newer one stays, and is reconciled.
+            replaced.discard(uid)
+            if not replaced:
+                del self._replaced[key]
+            return
+        known = self._bodies.get(key)
+        if known is not None and uid and known.uid and known.uid != uid:
+            return  # not the object held under this name
         self._bodies.pop(key, None)
         self._unindex(key)
         self._settled.pop(key, None)
@@ -207,6 +245,7 @@ class Controller:
         """
         keys = list(self._bodies)
         self._bodies.clear()
+        self._replaced.clear()
         self._in_namespace.clear()
         self._settled.clear()
         self.queue.clear()

@@ -309,6 +309,62 @@ def test_an_object_made_again_after_its_deletion_is_reconciled_again() -> None:
     assert calls == ["a", "a"]  # its settled record went with it
 
 
+def incarnation(uid: str, *, deleting: bool = False, version: str = "1") -> dict[str, Any]:
+    """Object "a" as one of its incarnations (kopf handles each uid's events apart)."""
+    meta: dict[str, Any] = {"name": "a", "uid": uid, "resourceVersion": version}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-05T23:55:52Z"
+    return {"metadata": meta, "spec": {"made": uid}}
+
+
+def test_an_object_made_again_is_kept_when_its_old_selfs_deletion_comes_after() -> None:
+    """Seen in CI: a tenant deleted and applied again at once was never reconciled,
+    because its old self's DELETED was handled after the new one's ADDED."""
+    made: list[str] = []
+    rec = Recorder()
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        made.append(obj["spec"]["made"])
+        return Done(requeue_after=60.0)
+
+    c = Controller("Remade", reconcile, workers=1, forget=rec.forgotten.append)
+
+    async def scenario() -> None:
+        c.start()
+        c.observed(incarnation("old"))
+        await until(lambda: made == ["old"])
+        c.observed(incarnation("old", deleting=True, version="2"))
+        c.observed(incarnation("new", version="3"))
+        # The old one's last events, late: neither replaces nor forgets the new one.
+        c.observed(incarnation("old", deleting=True, version="2"))
+        c.deleted(incarnation("old", deleting=True, version="2"))
+        c.observed(incarnation("old", version="1"))
+        await until(lambda: made[-1:] == ["new"])
+        await asyncio.sleep(0.1)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert made == ["old", "new"]
+    assert c.keys() == ["a"] and (c.body("a") or {})["spec"] == {"made": "new"}
+    assert rec.forgotten == []
+    # The new one's own deletion forgets it, as before.
+    c.deleted(incarnation("new", version="4"))
+    assert c.keys() == [] and rec.forgotten == ["a"]
+
+
+def test_a_deletion_of_another_incarnation_than_the_one_held_forgets_nothing() -> None:
+    rec = Recorder()
+    c = Controller("Remade", rec.reconcile, workers=1, forget=rec.forgotten.append)
+    c.observed(incarnation("current"))
+    c.deleted(incarnation("never-seen"))
+    assert c.keys() == ["a"] and rec.forgotten == []
+    c.deleted(incarnation("current"))
+    assert c.keys() == [] and rec.forgotten == ["a"]
+    # Late news of a deleted incarnation does not bring it back.
+    c.observed(incarnation("current", version="9"))
+    assert c.keys() == []
+
+
 def test_each_reconcile_reads_a_private_copy_of_the_latest_body_without_managed_fields() -> None:
     """Bodies are held packed: what one reconcile changes in its copy never reaches
     the next, and the status a reconcile wrote is what the next one starts from."""
