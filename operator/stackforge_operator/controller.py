@@ -132,10 +132,8 @@ class Controller:
         self._bodies: dict[str, _Held] = {}
         # kopf runs each object's events in a worker of its own, keyed by uid, so an
         # object deleted and made again under the same name can have its old self's
-        # last events handled after the new one's first. Per key, the uids of older
-        # objects a newer one has replaced (their deletion still to come), and the
-        # uids whose deletion came: their late events change nothing.
-        self._replaced: dict[str, set[str]] = {}
+        # last events handled after the new one's first. The uids deleted, or
+        # replaced by a newer object of their name: their late events change nothing.
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._packer = watch_cache.Packer()
         # Keys by namespace, for wake_namespace.
@@ -165,11 +163,11 @@ class Controller:
         key = object_key(body)
         uid = _uid(body)
         known = self._bodies.get(key)
-        if uid in self._gone or uid in self._replaced.get(key, ()):
+        if uid in self._gone:
             return  # late news of an object gone or replaced under this name
         if known is not None and uid and known.uid and known.uid != uid:
             # A new object of this name, seen before its old self's deletion.
-            self._replaced.setdefault(key, set()).add(known.uid)
+            self._forget_uid(known.uid)
         # The same version again (kopf re-lists everything when a watch resumes;
         # the echo of a status this operator wrote) changes nothing: due, not urgent.
         changed = known is None or (known.resource_version
@@ -183,25 +181,21 @@ class Controller:
         key = object_key(body)
         uid = _uid(body)
         if uid:
-            self._gone[uid] = None
-            while len(self._gone) > GONE_UIDS_KEPT:
-                self._gone.popitem(last=False)
-        replaced = self._replaced.get(key)
-        if replaced is not None and uid in replaced:
-            # An older object of this name: the newer one stays, and is reconciled.
-            replaced.discard(uid)
-            if not replaced:
-                del self._replaced[key]
-            return
+            self._forget_uid(uid)
         known = self._bodies.get(key)
         if known is not None and uid and known.uid and known.uid != uid:
-            return  # not the object held under this name
+            return  # an older object of this name (the newer one stays), or one never held
         self._bodies.pop(key, None)
         self._unindex(key)
         self._settled.pop(key, None)
         self.queue.forget(key)
         if self._forget is not None:
             self._forget(key)
+
+    def _forget_uid(self, uid: str) -> None:
+        self._gone[uid] = None
+        while len(self._gone) > GONE_UIDS_KEPT:
+            self._gone.popitem(last=False)
 
     def poke(self, key: str, *, changed: bool = True) -> None:
         """Something it owns changed (or, ``changed=False``, was only listed again
@@ -245,7 +239,6 @@ class Controller:
         """
         keys = list(self._bodies)
         self._bodies.clear()
-        self._replaced.clear()
         self._in_namespace.clear()
         self._settled.clear()
         self.queue.clear()
