@@ -62,6 +62,7 @@ from bench.pitr_drill import (  # noqa: E402
 from tests.realnode.s3_service import S3_SERVICE_NAME  # noqa: E402
 
 from stackforge_operator.builders import archiving  # noqa: E402
+from stackforge_operator.builders.common import env, secret_env  # noqa: E402
 from stackforge_operator.builders.drill import (  # noqa: E402
     RESTORE_CA_FILE,
     RESTORED_RETRY_SECONDS,
@@ -71,6 +72,8 @@ from stackforge_operator.builders.drill import (  # noqa: E402
 from stackforge_operator.builders.postgres import SYNCED_MARKER, UPKEEP_PROGRAM  # noqa: E402
 from stackforge_operator.builders.postgres_paths import DATA_DIR, PGDATA  # noqa: E402
 from stackforge_operator.devcluster.localrun import interrupt_on_signals  # noqa: E402
+from stackforge_operator.models.backup import ObjectStorage  # noqa: E402
+from stackforge_operator.models.common import SecretKeyRef  # noqa: E402
 
 BENCH_NAMESPACE = "bench-pod-restore"
 CREDENTIALS = "restore-source"
@@ -79,32 +82,22 @@ VARIANTS = ("pod", "upkeep", "unconfined", "hostnet", "emptydir")
 SETTLE_SECONDS = 5.0
 
 
-def restore_environment(bench: Bench, repository: str, *, endpoint: str,
+def restore_environment(bucket: str, repository: str, *, endpoint: str,
                         port: int | None) -> list[dict[str, Any]]:
-    """stackforge-restore's settings for the bench tenant's ``repository``; keys from
-    CREDENTIALS."""
-    prefix = "STACKFORGE_RESTORE_PGBACKREST_"
-    plain = {
-        "PGDATA": PGDATA,
-        "STACKFORGE_RESTORE_REPOSITORY": repository,
-        "STACKFORGE_RESTORE_STANZA": archiving.stanza(TENANT),
-        "STACKFORGE_RESTORE_TARGET": "latest",
-        f"{prefix}REPO1_TYPE": "s3",
-        f"{prefix}REPO1_S3_BUCKET": bench.bucket,
-        f"{prefix}REPO1_S3_ENDPOINT": endpoint,
-        f"{prefix}REPO1_S3_REGION": "us-east-1",
-        f"{prefix}REPO1_S3_URI_STYLE": "path",
-        f"{prefix}REPO1_CIPHER_TYPE": archiving.CIPHER_TYPE,
-        f"{prefix}REPO1_STORAGE_CA_FILE": RESTORE_CA_FILE,
-        f"{prefix}LOG_LEVEL_FILE": "off",
-    }
-    if port is not None:
-        plain[f"{prefix}REPO1_STORAGE_PORT"] = str(port)
-    secret = {f"{prefix}REPO1_CIPHER_PASS": "cipher", f"{prefix}REPO1_S3_KEY": "key-id",
-              f"{prefix}REPO1_S3_KEY_SECRET": "secret-key", "STACKFORGE_RESTORE_CA_PEM": "ca"}
-    return ([{"name": k, "value": v} for k, v in plain.items()]
-            + [{"name": k, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS, "key": key}}}
-               for k, key in secret.items()])
+    """stackforge-restore's settings for the bench tenant's ``repository`` in ``bucket``, built by
+    the builder the drill's scratch server uses (builders/archiving), with the
+    keys, cipher and CA from CREDENTIALS and the CA as text, as a drill hands it."""
+    url = f"https://{endpoint}" + (f":{port}" if port is not None else "")
+    storage = ObjectStorage.model_validate({
+        "bucket": bucket, "endpoint": url, "region": "us-east-1", "forcePathStyle": True,
+        "credentialsSecretRef": {"name": CREDENTIALS, "accessKeyIdKey": "key-id",
+                                 "secretAccessKeyKey": "secret-key"},
+        "endpointCA": {"name": CREDENTIALS, "key": "ca"}})
+    return [env("PGDATA", PGDATA),
+            *archiving.restore_environment(
+                storage, SecretKeyRef(name=CREDENTIALS, key="cipher"), stanza_name=TENANT,
+                repository_path=repository, target="latest", ca_file=RESTORE_CA_FILE),
+            secret_env("STACKFORGE_RESTORE_CA_PEM", CREDENTIALS, "ca")]
 
 
 def restore_pod(name: str, image: str, environment: list[dict[str, Any]], *,
@@ -156,10 +149,10 @@ class PodRestores:
                                     "ca": bench.s3.ca_bundle.read_text()}})
         repository = bench.get("sfbp", POLICY)["status"]["continuousArchiving"][
             "repositoryPath"]
-        self.through_service = restore_environment(bench, repository, endpoint=S3_SERVICE_NAME,
-                                                   port=None)
-        self.at_localhost = restore_environment(bench, repository, endpoint="localhost",
-                                                port=bench.s3.port)
+        self.through_service = restore_environment(
+            bench.bucket, repository, endpoint=S3_SERVICE_NAME, port=None)
+        self.at_localhost = restore_environment(
+            bench.bucket, repository, endpoint="localhost", port=bench.s3.port)
 
     def manifest(self, variant: str, name: str) -> dict[str, Any]:
         env = self.through_service

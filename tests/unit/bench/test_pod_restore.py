@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.pitr_drill import log_time
-from bench.pod_restore import CREDENTIALS, restore_pod
+from bench.pod_restore import CREDENTIALS, restore_environment, restore_pod
 
 from stackforge_operator.builders.postgres_paths import DATA_DIR
 
@@ -56,3 +56,24 @@ def test_log_time_reads_the_runtimes_nanoseconds_to_the_microsecond() -> None:
     assert log_time(line) == at(123456)
     assert log_time("2026-12-05T19:42:41.5Z x") == at(500000)
     assert log_time("2026-12-05T19:42:41Z x") == at(0)
+
+
+def test_the_restore_reads_the_source_as_a_drills_scratch_server_does() -> None:
+    through_service = {e["name"]: e for e in restore_environment(
+        "bench-bucket", "/backups/_pgbackrest/rto/1-2", endpoint="s3.example.svc", port=None)}
+    at_localhost = {e["name"]: e for e in restore_environment(
+        "bench-bucket", "/backups/_pgbackrest/rto/1-2", endpoint="localhost", port=9000)}
+    option = "STACKFORGE_RESTORE_PGBACKREST_"
+    assert through_service[f"{option}REPO1_S3_ENDPOINT"]["value"] == "s3.example.svc"
+    assert f"{option}REPO1_STORAGE_PORT" not in through_service
+    assert at_localhost[f"{option}REPO1_S3_ENDPOINT"]["value"] == "localhost"
+    assert at_localhost[f"{option}REPO1_STORAGE_PORT"]["value"] == "9000"
+    assert through_service["STACKFORGE_RESTORE_TARGET"]["value"] == "latest"
+    # Every secret from the bench's one Secret, none as a literal; the CA as text,
+    # as a drill's scratch server gets it (no volume).
+    secrets = {name: e["valueFrom"]["secretKeyRef"] for name, e in through_service.items()
+               if "valueFrom" in e}
+    assert {ref["name"] for ref in secrets.values()} == {CREDENTIALS}
+    assert {ref["key"] for ref in secrets.values()} == {"cipher", "key-id", "secret-key", "ca"}
+    assert "STACKFORGE_RESTORE_CA_PEM" in secrets
+    assert not any(name.startswith("PGBACKREST_") for name in through_service)
