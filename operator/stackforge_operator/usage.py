@@ -11,6 +11,7 @@ Figures are Kubernetes quantities as the quota writes them (``1500m``,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -43,7 +44,17 @@ def measured(pod_metrics: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     return _millicores(cpu), _mebibytes(memory)
 
 
-def claims_in(summaries: Sequence[Mapping[str, Any]], namespace: str) -> list[VolumeUsage]:
+@dataclass(frozen=True)
+class MeasuredClaims:
+    """A namespace's claims as the kubelets measure them."""
+
+    volumes: list[VolumeUsage]
+    # Their sum, exact: each volume's figure is rounded up to a MiB, and a sum
+    # of those would count up to a MiB too many per volume.
+    used_bytes: int
+
+
+def claims_in(summaries: Sequence[Mapping[str, Any]], namespace: str) -> MeasuredClaims:
     """The namespace's claims in the kubelets' summaries, by name. A claim mounted
     by several pods is one volume: its largest figure counts, once. Volumes
     without a claim (emptyDir, projected) are the pods' own, not storage."""
@@ -60,15 +71,16 @@ def claims_in(summaries: Sequence[Mapping[str, Any]], namespace: str) -> list[Vo
                 used[name] = max(used.get(name, 0), int(volume["usedBytes"]))
                 if volume.get("capacityBytes") is not None:
                     capacity[name] = max(capacity.get(name, 0), int(volume["capacityBytes"]))
-    return [VolumeUsage(claim=name, used=_mebibytes(Decimal(used[name])),
-                        capacity=_mebibytes(Decimal(capacity[name])) if name in capacity
-                        else None)
-            for name in sorted(used)]
+    volumes = [VolumeUsage(claim=name, used=_mebibytes(Decimal(used[name])),
+                           capacity=_mebibytes(Decimal(capacity[name])) if name in capacity
+                           else None)
+               for name in sorted(used)]
+    return MeasuredClaims(volumes, sum(used.values()))
 
 
 def usage(quota: Mapping[str, Any] | None, pod_metrics: Sequence[Mapping[str, Any]] | None,
           why_unmeasured: str | None, now: datetime,
-          volumes: Sequence[VolumeUsage] | None = None,
+          volumes: MeasuredClaims | None = None,
           why_volumes_unmeasured: str | None = None) -> UsageStatus:
     """``pod_metrics``: the metrics API's PodMetrics of the namespace, or None with
     ``why_unmeasured`` when the cluster serves none; ``volumes``: its claims as
@@ -82,11 +94,10 @@ def usage(quota: Mapping[str, Any] | None, pod_metrics: Sequence[Mapping[str, An
                for name, key in QUOTA_KEYS.items()}
     figures["cpu"].used, figures["memory"].used = cpu, memory
     if volumes is not None:
-        figures["storage"].used = _mebibytes(
-            sum((parse_quantity(v.used) for v in volumes), Decimal(0)))
+        figures["storage"].used = _mebibytes(Decimal(volumes.used_bytes))
     return UsageStatus(**figures, measured_by="metrics.k8s.io" if pod_metrics is not None
                        else None, unmeasured=why_unmeasured if pod_metrics is None else None,
-                       volumes=list(volumes or []),
+                       volumes=list(volumes.volumes) if volumes is not None else [],
                        volumes_measured_by="kubelet" if volumes is not None else None,
                        volumes_unmeasured=why_volumes_unmeasured if volumes is None else None,
                        observed_at=now)

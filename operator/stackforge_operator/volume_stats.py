@@ -19,7 +19,6 @@ import kopf
 
 from stackforge_operator import config, kube
 from stackforge_operator import usage as tenant_usage
-from stackforge_operator.models.tenant import VolumeUsage
 
 _lock = threading.Lock()
 # node -> (monotonic time read, the summary, or why it could not be read)
@@ -68,7 +67,7 @@ def _summary(node_name: str) -> dict[str, Any] | str:
 
 
 def claims(namespace: str, pods: Sequence[Mapping[str, Any]]
-           ) -> tuple[list[VolumeUsage] | None, str | None]:
+           ) -> tuple[tenant_usage.MeasuredClaims | None, str | None]:
     """(the namespace's claims as measured, None) or (None, why not measured)."""
     if not config.VOLUME_STATS:
         return None, "reading the kubelets' statistics is turned off (STACKFORGE_VOLUME_STATS)"

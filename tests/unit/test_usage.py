@@ -80,12 +80,23 @@ def test_a_namespaces_claims_from_the_kubelets_summaries_each_once() -> None:
         {"volume": [_volume("t", "data-postgres-0", 29 * 2**20)]},
         {"volume": None}, {}]}
     claims = usage.claims_in([node_a, node_b], "t")
-    assert [(c.claim, c.used, c.capacity) for c in claims] == [
+    assert [(c.claim, c.used, c.capacity) for c in claims.volumes] == [
         ("data-postgres-0", "30Mi", "1024Mi"), ("shared", "3Mi", "10Mi")]
     found = usage.usage(QUOTA, None, "no metrics API", NOW, claims)
     assert found.storage.used == "33Mi" and found.volumes_measured_by == "kubelet"
-    assert found.volumes_unmeasured is None and found.volumes == claims
+    assert found.volumes_unmeasured is None and found.volumes == claims.volumes
     assert usage.measures_anything(found) and found.cpu.used is None
+
+
+def test_the_storage_used_is_the_exact_sum_rounded_once() -> None:
+    """Each volume's figure is rounded up to a MiB; the sum is of the bytes, not of
+    the rounded figures (which would count up to a MiB too many per volume)."""
+    just_over = 2**20 + 1
+    claims = usage.claims_in([{"pods": [{"volume": [
+        _volume("t", "a", just_over), _volume("t", "b", just_over),
+        _volume("t", "c", just_over)]}]}], "t")
+    assert [c.used for c in claims.volumes] == ["2Mi", "2Mi", "2Mi"]
+    assert usage.usage(QUOTA, None, "x", NOW, claims).storage.used == "4Mi"
 
 
 def test_volumes_unmeasured_say_why_and_nothing_measured_keeps_the_old_figures() -> None:
@@ -97,9 +108,10 @@ def test_volumes_unmeasured_say_why_and_nothing_measured_keeps_the_old_figures()
     assert usage.kept(found, usage.usage(QUOTA, None, "no metrics API", later, None,
                                          "kubelet refused")) is found
     # Measured volumes are written again with their new time.
-    measured = usage.usage(QUOTA, None, "no metrics API", NOW, [])
+    nothing = usage.MeasuredClaims([], 0)
+    measured = usage.usage(QUOTA, None, "no metrics API", NOW, nothing)
     assert measured.storage.used == "0Mi"
-    assert usage.kept(measured, usage.usage(QUOTA, None, "no metrics API", later, [])
+    assert usage.kept(measured, usage.usage(QUOTA, None, "no metrics API", later, nothing)
                       ).observed_at == later
 
 
