@@ -6,7 +6,8 @@ host): a tenant whose BackupPolicy archives its WAL and takes a full physical
 backup after it is seeded with ``--size-mib`` of table data. Then, alternating
 (and alternating which goes first in a round), ``--rounds`` times each, each
 one started once the last drill's sandbox is removed (the raw baseline
-removes its copy before it returns):
+removes its copy before it returns) and the machine has settled (a pause and
+a sync: see settle()):
 
 - the drill: a DRDrill with ``backup.method: Physical`` restoring the last
   archived moment; its RTO is the drill's own (status ``lastResult.rtoSeconds``
@@ -110,6 +111,24 @@ class Sample:
     # replay): beside the scratch pod's restore in --timeline, whether the pod
     # restores more slowly or only adds time around the restore.
     restore_seconds: float | None = None
+
+
+# A pause before each contender, then everything dirty written (see settle).
+SETTLE_SECONDS = 5.0
+
+
+def settle() -> None:
+    """Before a contender: what came before it is written and freed first.
+
+    The seeding and the backup leave gigabytes of dirty pages (the tenant's
+    table and WAL, the S3 server's objects); a contender that starts while the
+    kernel writes them back pays for it, its own writes throttled behind
+    theirs. A 4 GB run's first contender took 48.8 s against 25.5 s for the
+    next two (docs/benchmarks.md, AE). The same for what the last contender
+    left (a deleted layer, freed files).
+    """
+    time.sleep(SETTLE_SECONDS)
+    os.sync()
 
 
 def until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
@@ -566,6 +585,7 @@ def main() -> None:
             # Each round starts one later in the list.
             shift = (number - 1) % len(contenders)
             for who, measure in contenders[shift:] + contenders[:shift]:
+                settle()
                 if args.drop_caches:
                     _drop_caches()
                 before = cpu_ledger.snapshot() if args.cpu else None

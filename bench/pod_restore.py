@@ -18,8 +18,9 @@ variants of what a scratch pod is:
 
 A pod's restore is timed from stackforge-restore's "restoring" line to its
 "restored" line (the container runtime's timestamps), the host's around
-``pgbackrest restore``. Between contenders the machine settles (a pause and a
-sync), so that one's teardown does not land in the next's time.
+``pgbackrest restore``. Before each contender the machine settles (a pause and a
+sync, bench/pitr_drill.settle), so that neither the setup's writes nor the last
+contender's teardown land in its time.
 
 Usage: .venv/bin/python bench/pod_restore.py [--size-mib 1024] [--rounds 8]
        [--variants pod,upkeep]
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import sys
 import time
@@ -57,6 +57,7 @@ from bench.pitr_drill import (  # noqa: E402
     Bench,
     log_time,
     real_node_stack,
+    settle,
     until,
 )
 from tests.realnode.s3_service import S3_SERVICE_NAME  # noqa: E402
@@ -79,7 +80,6 @@ BENCH_NAMESPACE = "bench-pod-restore"
 CREDENTIALS = "restore-source"
 HOST = "host"
 VARIANTS = ("pod", "upkeep", "unconfined", "hostnet", "emptydir")
-SETTLE_SECONDS = 5.0
 
 
 def restore_environment(bucket: str, repository: str, *, endpoint: str,
@@ -236,6 +236,7 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             shift = (number - 1) % len(contenders)
             for who, measure in contenders[shift:] + contenders[:shift]:
+                settle()
                 before = cpu_ledger.snapshot() if args.cpu else None
                 reported_before = reported_kib()
                 results.setdefault(who, []).append(measure(number))
@@ -244,10 +245,6 @@ def main() -> None:
                 if before is not None:
                     spent = cpu_ledger.between(before, cpu_ledger.snapshot())
                     print(f"  {spent.summary(top=10)}", flush=True)
-                # What the last one left (a deleted layer, dirty pages) is
-                # written and freed before the next starts.
-                time.sleep(SETTLE_SECONDS)
-                os.sync()
 
     print(f"\ndatabase: {size / 1e6:.0f} MB; {args.rounds} rounds, alternating who goes "
           f"first; `pgbackrest restore` alone, seconds\n")
