@@ -72,6 +72,10 @@ POSTGRES_UID = 999
 # What a physical run's runner is started by: it waits for the restored server to
 # listen, then becomes stackforge-operator (in the operator image's Python).
 AWAIT_SERVER = ["python", "-m", await_server.__name__]
+# A physical run's runner stops waiting for its restored database this long
+# before the sandbox's TTL (a quarter of a short one), so that it still writes
+# its verdict and report ("did not answer") before the Job's deadline kills it.
+REPORT_MARGIN_SECONDS = 30
 # The restored server's upkeep sidecar asks this often (seconds, for sleep(1))
 # whether the server is up and promoted, then changes the passwords: at most
 # this much is added to the RTO. While the server's socket is not there yet
@@ -452,6 +456,12 @@ def checks_config(sandbox: str, drill: str, drill_namespace: str, spec: DRDrillS
     }
 
 
+def restored_wait_seconds(ttl_seconds: int) -> int:
+    """How long a physical run's runner waits for the restored database: the
+    sandbox's TTL but the margin its report needs (REPORT_MARGIN_SECONDS)."""
+    return ttl_seconds - min(REPORT_MARGIN_SECONDS, ttl_seconds // 4)
+
+
 def restore_job(
     sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec, t: EffectiveTenant,
     *, storage: Mapping[str, Any], backup_id: str, run_id: str, started_at: datetime,
@@ -472,14 +482,15 @@ def restore_job(
     else:
         chosen = ["--recovery-target", physical.target,
                   "--repository", physical.repository_path,
-                  # The Job starts with the restore (reconcile/drill.py): as long
-                  # as the sandbox lives, the database may still be coming.
-                  "--wait-seconds", str(spec.sandbox.ttl_seconds)]
+                  # The Job starts with the restore (reconcile/drill.py): almost
+                  # as long as the sandbox lives, the database may still be
+                  # coming. The runner counts it from the run's start.
+                  "--wait-seconds", str(restored_wait_seconds(spec.sandbox.ttl_seconds))]
         database = t.postgres.database
     # A physical run's runner starts its Python only once the restored server
     # listens (drill/await_server.py): not in the middle of the restore.
-    launcher = ([*AWAIT_SERVER, str(spec.sandbox.ttl_seconds)] if physical is not None
-                else None)
+    launcher = ([*AWAIT_SERVER, str(restored_wait_seconds(spec.sandbox.ttl_seconds))]
+                if physical is not None else None)
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,
             "--run-id", run_id,

@@ -43,9 +43,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "(repo1-path), for the report")
     parser.add_argument("--wait-seconds", type=float, default=0,
                         help="how long the database may take to answer: with "
-                        "--recovery-target the restored one (it may still be restoring), "
-                        "else the one the dump goes into (to accept connections); "
-                        "default: not at all")
+                        "--recovery-target the restored one (it may still be restoring; "
+                        "counted from --started-at), else the one the dump goes into (to "
+                        "accept connections); default: not at all")
     store.add_location_arguments(parser)
     parser.add_argument("--started-at",
                         help="when the drill started (ISO 8601), the origin of RTO and RPO; "

@@ -92,9 +92,9 @@ class PhysicalRecovery:
 
     repository: str  # pgBackRest's repo1-path in the bucket
     target: datetime | None = None  # None: the end of the archive
-    # How long the database may take to answer: the scratch pod may still be
-    # restoring when the runner starts (it answers, with the scratch password,
-    # only once promoted).
+    # How long the database may take to answer, counted from the run's start:
+    # the scratch pod may still be restoring when the runner starts (it
+    # answers, with the scratch password, only once promoted).
     wait_seconds: float = 0
 
     def describe(self) -> str:
@@ -159,7 +159,7 @@ def run_drill(
     started = request.started_at or clock()
     run_id = request.run_id or new_run_id(clock())
     secrets = secret_values([env.get("AWS_SECRET_ACCESS_KEY", ""), env.get("PGPASSWORD", "")])
-    drill = _Drill(request, BackupStore(request.store, client), env, secrets, clock)
+    drill = _Drill(request, BackupStore(request.store, client), env, secrets, clock, started)
     try:
         drill.execute()
     except BackupFailure as exc:
@@ -182,12 +182,14 @@ class _Drill:
         env: dict[str, str],
         secrets: list[str],
         clock: Callable[[], datetime],
+        started: datetime,
     ) -> None:
         self.request = request
         self.store = store
         self.env = env
         self.secrets = secrets
         self.clock = clock
+        self.started = started
         self.doing = "starting"
         self.failures: list[Failure] = []
         self.manifest: Manifest | None = None
@@ -272,7 +274,12 @@ class _Drill:
                   f"(s3://{self.store.bucket}{recovery.repository})")
         psql = verify.Psql(psql_path, self.env, secrets=self.secrets,
                            query_timeout_seconds=self.request.query_timeout_seconds)
-        connectivity = self._restored(psql, recovery.wait_seconds)
+        # The wait is the run's, from its start: await_server (which started
+        # this process) has spent part of it, and the sandbox's deadline counts
+        # from the start too. Waited afresh here, a server that never came
+        # kept the runner past its Job's deadline, killed with no report.
+        spent = (self.clock() - self.started).total_seconds()
+        connectivity = self._restored(psql, max(0.0, recovery.wait_seconds - spent))
         self.checks.append(connectivity)
         if not connectivity.passed:
             return

@@ -185,8 +185,12 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     args = runner["args"]
     assert args[args.index("--recovery-target") + 1] == SOURCE.target
     assert args[args.index("--repository") + 1] == SOURCE.repository_path
-    # It starts with the restore and waits for it as long as the sandbox lives.
-    assert args[args.index("--wait-seconds") + 1] == "3600"
+    # It starts with the restore and waits for it as long as the sandbox lives,
+    # but the time its report needs before the Job's deadline; so does the
+    # launcher that starts it once the server listens.
+    assert args[args.index("--wait-seconds") + 1] == "3570"
+    # A short TTL keeps three quarters of itself for the wait.
+    assert (drill.restored_wait_seconds(60), drill.restored_wait_seconds(100)) == (45, 75)
     assert "--backup" not in args and "--no-row-counts" not in args
     assert env_of(runner)["PGDATABASE"]["value"] == tenant().postgres.database
     logical = container(_job(None))
@@ -202,7 +206,7 @@ def test_the_physical_runner_starts_its_python_only_once_the_restored_server_lis
     # In the middle of the restore, the runner's start took CPU from it.
     runner = container(_job(SOURCE))
     assert runner["command"] == ["python", "-m", "stackforge_operator.drill.await_server",
-                                 "3600", "stackforge-operator"]
+                                 "3570", "stackforge-operator"]
     assert runner["args"][:2] == ["drill", "run"]
     # A dump's runner starts once the scratch database is Ready: nothing to wait for.
     assert container(_job(None))["command"] == ["stackforge-operator"]

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -145,3 +147,25 @@ def test_a_client_botocore_refuses_to_make_is_the_reports_error_not_a_crash(
     found = _physical_run(tmp_path, "not a url", report=True)
     assert found["verdict"] == "Failed"
     assert found["report_error"] == "InvalidStorage: Invalid endpoint: not a url"
+
+
+def test_the_wait_is_counted_from_the_runs_start(tmp_path: Path, listener: int) -> None:
+    """The launcher spent part of the wait before the runner started: what is left
+    is the run's, not a fresh wait (which kept a runner past its Job's deadline)."""
+    bin_dir, calls = _counting_psql(tmp_path)
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
+                          region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s",
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    # The run started 30 s ago with 30.5 s to wait: half a second is left.
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    began = time.monotonic()
+    outcome = run_drill(
+        DrillRequest(tenant="restored", store=StoreConfig(bucket="reports"), started_at=started,
+                     recovery=PhysicalRecovery("/repo", wait_seconds=30.5),
+                     pg_bin_dir=bin_dir),
+        env={"PGHOST": "127.0.0.1", "PGPORT": str(listener), "PATH": "/usr/bin:/bin"},
+        client=client)
+    assert [c.name for c in outcome.checks if not c.passed] == ["connectivity"]
+    assert time.monotonic() - began < 10, "waited afresh instead of what was left"
+    assert 1 <= len(calls.read_text().splitlines()) <= 6
