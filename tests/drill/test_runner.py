@@ -462,6 +462,9 @@ def test_s3_unreachable_leaves_no_report(
     assert "reportLocation" not in result and "reportError" not in result
 
 
+LATE_DATABASE_SECONDS = 12.0
+
+
 @pytest.mark.parametrize("wait_seconds", [0, 30])
 def test_a_scratch_database_that_accepts_connections_late_is_waited_for(
     postgres_server: pg.PostgresServer,
@@ -476,7 +479,9 @@ def test_a_scratch_database_that_accepts_connections_late_is_waited_for(
     again, and restores once the database accepts connections; without, the
     restore fails on the refusal."""
     _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
-    with opening_after(3.0, "127.0.0.1", postgres_server.port) as late:
+    # Late enough that the runner gets there first: its start and its look into
+    # S3 took 3 s and more on a slow day, when a 3 s opening came before it.
+    with opening_after(LATE_DATABASE_SECONDS, "127.0.0.1", postgres_server.port) as late:
         run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
                      "--wait-seconds", str(wait_seconds),
                      env={"PGHOST": "127.0.0.1", "PGPORT": str(late.port)})
