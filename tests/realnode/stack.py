@@ -82,7 +82,16 @@ def diagnosis(cluster: ClusterHandle, namespace: str, pods: str = "") -> str:
                              check=False).stdout
     described = cluster.kubectl("describe", "pods", "-n", namespace, *pods.split(),
                                 check=False).stdout
+    # The database pods' own words (the archiver's pushes among them): once the
+    # test is over its namespace, and these logs, are gone.
+    databases = [name for name in cluster.kubectl(
+        "get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split()
+        if name.startswith("pod/postgres-")]
+    logs = "".join(cluster.kubectl("logs", "-n", namespace, name, "--all-containers",
+                                   "--prefix", "--tail=30", check=False).stdout
+                   for name in databases)
     return (f"\n{listing}\nevents (last ones):\n{events[-3000:]}\n"
+            f"database pods' logs (last lines):\n{logs[-6000:]}\n"
             f"described:\n{described[-4000:]}")
 
 
