@@ -38,8 +38,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -172,7 +170,9 @@ class PodRestores:
     def seconds(self, variant: str, number: int) -> float:
         name = f"{variant}-{number}"
         kubectl = self.bench.kubectl
-        kubectl("apply", "-f", "-", stdin=yaml.safe_dump(self.manifest(variant, name)))
+        # JSON, not YAML: kubectl reads YAML 1.1, where PyYAML's plain "y" (pgBackRest's
+        # ARCHIVE_ASYNC and BUNDLE settings) is a boolean.
+        kubectl("apply", "-f", "-", stdin=json.dumps(self.manifest(variant, name)))
 
         def restored() -> bool:
             status = json.loads(kubectl("get", "pod", name, "-n", BENCH_NAMESPACE,
