@@ -479,18 +479,18 @@ def restore_job(
         # NetworkPolicy enforcer): it asks again as long as a backup's runner does.
         chosen = ["--backup", backup_id, "--wait-seconds", str(CONNECT_WAIT_SECONDS)]
         database = SCRATCH_DATABASE
+        launcher: list[str] | None = None
     else:
+        # The Job starts with the restore (reconcile/drill.py): almost as long as
+        # the sandbox lives, the database may still be coming. The runner counts
+        # it from the run's start.
+        wait = str(restored_wait_seconds(spec.sandbox.ttl_seconds))
         chosen = ["--recovery-target", physical.target,
-                  "--repository", physical.repository_path,
-                  # The Job starts with the restore (reconcile/drill.py): almost
-                  # as long as the sandbox lives, the database may still be
-                  # coming. The runner counts it from the run's start.
-                  "--wait-seconds", str(restored_wait_seconds(spec.sandbox.ttl_seconds))]
+                  "--repository", physical.repository_path, "--wait-seconds", wait]
         database = t.postgres.database
-    # A physical run's runner starts its Python only once the restored server
-    # listens (drill/await_server.py): not in the middle of the restore.
-    launcher = ([*AWAIT_SERVER, str(restored_wait_seconds(spec.sandbox.ttl_seconds))]
-                if physical is not None else None)
+        # The runner starts its Python only once the restored server listens
+        # (drill/await_server.py): not in the middle of the restore.
+        launcher = [*AWAIT_SERVER, wait]
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,
             "--run-id", run_id,

@@ -171,7 +171,7 @@ def run_drill(
         drill.fail("Interrupted", f"interrupted while {drill.doing}")
     except Exception as exc:  # reported, not swallowed: the drill fails with it
         drill.fail("InternalError", f"{drill.doing}: {type(exc).__name__}: {exc}")
-    return drill.finish(run_id, started)
+    return drill.finish(run_id)
 
 
 class _Drill:
@@ -363,18 +363,18 @@ class _Drill:
 
     # -- the outcome -----------------------------------------------------------------
 
-    def finish(self, run_id: str, started: datetime) -> DrillOutcome:
+    def finish(self, run_id: str) -> DrillOutcome:
         manifest = self.manifest
         recovery = self.request.recovery
         point = recovery_point(manifest) if manifest is not None else self.recovery_point
-        rto = elapsed_seconds(self.verified_at, started) if self.verified_at else None
+        rto = elapsed_seconds(self.verified_at, self.started) if self.verified_at else None
         # What the restore lost: up to the moment asked for, or up to the drill's start.
-        wanted = recovery.target if recovery is not None and recovery.target else started
+        wanted = recovery.target if recovery is not None and recovery.target else self.started
         rpo = elapsed_seconds(wanted, point) if point else None
         verdict = grade(self.checks, rto_seconds=rto, rpo_seconds=rpo,
                         objectives=self.request.objectives, failures=self.failures)
         outcome = DrillOutcome(
-            tenant=self.request.tenant, run_id=run_id, grade=verdict, started_at=started,
+            tenant=self.request.tenant, run_id=run_id, grade=verdict, started_at=self.started,
             finished_at=self.clock(), selection=self.request.describe(),
             objectives=self.request.objectives, manifest=manifest,
             recovery_point=point, verified_at=self.verified_at, rto_seconds=rto,
