@@ -11,6 +11,7 @@ the operator writes are looked at.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -77,10 +78,11 @@ def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
     local = cluster.local
     sandbox = None
     try:
+        # The audit log where there is one; else the API server's counters.
         mark = audit.mark(local.audit_log) if local is not None else 0
-        before = request_totals(cluster)
+        before = request_totals(cluster) if local is None else Counter()
         drill.reconcile(_drill(cluster, namespace))
-        after = request_totals(cluster)
+        after = request_totals(cluster) if local is None else Counter()
 
         body = _drill(cluster, namespace)
         sandbox = body["status"]["activeRun"]["sandboxNamespace"]

@@ -75,16 +75,18 @@ def _counting_psql(tmp_path: Path) -> tuple[Path, Path]:
     return bin_dir, calls
 
 
-def _drill(bin_dir: Path, port: int, wait_seconds: float) -> list[str]:
+def _drill(bin_dir: Path, port: int, wait_seconds: float,
+           started_at: datetime | None = None) -> list[str]:
     """Run a Physical drill against 127.0.0.1:port; the names of its failed checks.
     Its report goes to an S3 endpoint where nothing listens: that failure is
-    not what these tests look at."""
+    not what these tests look at. ``started_at``: the run's start (default: now)."""
     client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
                           region_name="us-east-1", aws_access_key_id="k",
                           aws_secret_access_key="s",
                           config=Config(retries={"max_attempts": 1}, connect_timeout=1))
     outcome = run_drill(
         DrillRequest(tenant="restored", store=StoreConfig(bucket="reports"),
+                     started_at=started_at,
                      recovery=PhysicalRecovery("/repo", wait_seconds=wait_seconds),
                      pg_bin_dir=bin_dir),
         env={"PGHOST": "127.0.0.1", "PGPORT": str(port), "PATH": "/usr/bin:/bin"},
@@ -153,19 +155,9 @@ def test_the_wait_is_counted_from_the_runs_start(tmp_path: Path, listener: int) 
     """The launcher spent part of the wait before the runner started: what is left
     is the run's, not a fresh wait (which kept a runner past its Job's deadline)."""
     bin_dir, calls = _counting_psql(tmp_path)
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                          region_name="us-east-1", aws_access_key_id="k",
-                          aws_secret_access_key="s",
-                          config=Config(retries={"max_attempts": 1}, connect_timeout=1))
     # The run started 30 s ago with 30.5 s to wait: half a second is left.
     started = datetime.now(UTC) - timedelta(seconds=30)
     began = time.monotonic()
-    outcome = run_drill(
-        DrillRequest(tenant="restored", store=StoreConfig(bucket="reports"), started_at=started,
-                     recovery=PhysicalRecovery("/repo", wait_seconds=30.5),
-                     pg_bin_dir=bin_dir),
-        env={"PGHOST": "127.0.0.1", "PGPORT": str(listener), "PATH": "/usr/bin:/bin"},
-        client=client)
-    assert [c.name for c in outcome.checks if not c.passed] == ["connectivity"]
+    assert _drill(bin_dir, listener, wait_seconds=30.5, started_at=started) == ["connectivity"]
     assert time.monotonic() - began < 10, "waited afresh instead of what was left"
     assert 1 <= len(calls.read_text().splitlines()) <= 6
