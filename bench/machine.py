@@ -129,10 +129,14 @@ def _alive(pid: int) -> bool:
 def page_reporting_for_the_run(pause: bool, page_reporting: Path = PAGE_REPORTING,
                                record: Path = PAUSE_RECORD) -> Iterator[str]:
     """Reporting paused for the block if ``pause``; yields its state during the block,
-    for the bench's header. Either way a killed run's order is put back first."""
-    put_back_a_dead_runs_order(page_reporting, record)
-    held = (page_reporting_paused(page_reporting, record) if pause
-            else contextlib.nullcontext(False))
+    for the bench's header. Either way a killed run's order is put back first
+    (page_reporting_paused does that itself)."""
+    if pause:
+        held: contextlib.AbstractContextManager[bool] = page_reporting_paused(
+            page_reporting, record)
+    else:
+        put_back_a_dead_runs_order(page_reporting, record)
+        held = contextlib.nullcontext(False)
     with held:
         yield page_reporting_state(page_reporting) or "no free page reporting"
 
