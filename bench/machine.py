@@ -83,12 +83,11 @@ def page_reporting_paused(page_reporting: Path = PAGE_REPORTING,
     written = record.with_name(record.name + ".new")
     written.write_text(f"{order} {os.getpid()}\n")
     written.replace(record)
-    setting = page_reporting / "page_reporting_order"
-    setting.write_text(f"{PAUSED_ORDER}\n")
+    _set_order(page_reporting, PAUSED_ORDER)
     try:
         yield True
     finally:
-        setting.write_text(f"{order}\n")
+        _set_order(page_reporting, order)
         record.unlink(missing_ok=True)
 
 
@@ -110,7 +109,7 @@ def put_back_a_dead_runs_order(page_reporting: Path = PAGE_REPORTING,
     if pid != os.getpid() and _alive(pid):
         return None
     if _order(page_reporting) is not None:
-        (page_reporting / "page_reporting_order").write_text(f"{order}\n")
+        _set_order(page_reporting, order)
     record.unlink(missing_ok=True)
     return order
 
@@ -141,11 +140,19 @@ def page_reporting_for_the_run(pause: bool, page_reporting: Path = PAGE_REPORTIN
         yield page_reporting_state(page_reporting) or "no free page reporting"
 
 
+def _order_file(page_reporting: Path) -> Path:
+    return page_reporting / "page_reporting_order"
+
+
 def _order(page_reporting: Path) -> int | None:
     try:
-        return int((page_reporting / "page_reporting_order").read_text())
+        return int(_order_file(page_reporting).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _set_order(page_reporting: Path, order: int) -> None:
+    _order_file(page_reporting).write_text(f"{order}\n")
 
 
 def reported_since(before: int | None, page_reporting: Path = PAGE_REPORTING) -> str:

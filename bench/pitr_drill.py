@@ -56,7 +56,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config, watch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,8 +275,11 @@ class Bench:
         return self.cluster.kubectl(*args, input=stdin).stdout
 
     def apply(self, *documents: dict[str, Any]) -> None:
+        # JSON, not YAML: kubectl reads YAML 1.1, where a plain y or n that
+        # PyYAML writes unquoted is a boolean, and the API server refuses it.
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                     stdin=yaml.safe_dump_all(documents))
+                     stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                       "items": list(documents)}))
 
     def get(self, resource: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(self.kubectl("get", resource, name, "-n", NAMESPACE,
@@ -520,7 +522,8 @@ def real_node_stack() -> Iterator[tuple[LocalCluster, S3Server, str]]:
         s3.start()
         bucket = s3.create_bucket()
         cluster.kubectl("apply", "--server-side", "-f", "-",
-                        input=yaml.safe_dump_all(s3_service(node_ip, s3.port)))
+                        input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                          "items": s3_service(node_ip, s3.port)}))
         service_ip = json.loads(cluster.kubectl(
             "get", "service", S3_SERVICE, "-n", S3_NAMESPACE, "-o", "json").stdout)[
             "spec"]["clusterIP"]
