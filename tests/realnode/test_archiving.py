@@ -976,6 +976,12 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
         # The failed restore's volume is kept (the operator never deletes one).
         assert failed["keptVolumes"] == ["data-postgres-1"], failed
         core = client.CoreV1Api(real_cluster.api)
+        # Failed once the old database runs on its own template again: archiving on,
+        # its archiver beside it. (Not the restore's template, which has no archiving:
+        # the StatefulSet controller once made the old pod from it first, and WAL it
+        # wrote then could be recycled unarchived.)
+        old_primary = core.read_namespaced_pod("postgres-0", ns)
+        assert "archiver" in {c.name for c in old_primary.spec.containers}, old_primary.spec
         claims = lambda: {c.metadata.name for c in  # noqa: E731
                           core.list_namespaced_persistent_volume_claim(ns).items}
         assert {"data-postgres-0", "data-postgres-1"} <= claims()

@@ -386,7 +386,14 @@ def stateful_set(
         # Quorum members (Kafka, Consul) must all start to elect a leader;
         # OrderedReady would wait for pod 0 to be Ready, which needs a quorum.
         "podManagementPolicy": "Parallel" if parallel else "OrderedReady",
-        "updateStrategy": {"type": "RollingUpdate"},
+        # The partition written out (0, as the API server would default it had
+        # no type been given): with rollingUpdate unset, the StatefulSet
+        # controller makes a missing pod whose number is below the status's
+        # currentReplicas from the *current* revision, not the new one. A
+        # recovery that moves the primary to another pod number (or back) would
+        # then start it, once, on the template it is leaving: a restore's pod
+        # without the restore, or the old database without archiving.
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
         "template": template,
         "volumeClaimTemplates": claims,
     }

@@ -63,6 +63,8 @@ from stackforge_operator.pod_health import job_conditions, job_messages, result_
 RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
 RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
 RECOVER_VERIFY_ANNOTATION: Final = f"{API_GROUP}/recover-verify-drill"
+# The StatefulSet controller's label on each pod: the revision (template) it was made from.
+REVISION_LABEL: Final = "controller-revision-hash"
 
 Phase = RecoveryPhase
 ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING,
@@ -217,7 +219,7 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         return replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} to stop")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
-        if _ready(pod):
+        if _ready(pod) and on_newest_template(pod, facts.primary):
             return _next(recovery, now, Phase.VERIFYING, VERIFY,
                          "the restored primary is Ready", "verifying the restored database")
         failure = restore_failure(pod)
@@ -253,7 +255,8 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         restored = postgres.primary_pod(recovery.ordinal)
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         failure = recovery.steps[-2].message if len(recovery.steps) > 1 else None
-        if restored in facts.pods or not _ready(old):
+        if (restored in facts.pods or not _ready(old)
+                or not on_newest_template(old, facts.primary)):
             return replace_message(recovery, (
                 f"{failure or 'the recovery failed'}; waiting for the old primary to be "
                 f"Ready and {restored} to stop"))
@@ -306,6 +309,23 @@ def _ready(pod: Mapping[str, Any] | None) -> bool:
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def on_newest_template(pod: Mapping[str, Any] | None,
+                       statefulset: Mapping[str, Any] | None) -> bool:
+    """Whether ``pod`` was made from its StatefulSet's newest template, as the
+    controller has seen it: a pod the recovery waits for must be the restore's
+    (or, rolled back, the old database's with archiving), not one made from
+    the template being left."""
+    if pod is None or statefulset is None:
+        return False
+    state = statefulset.get("status") or {}
+    if int(state.get("observedGeneration") or 0) < int(
+            statefulset["metadata"].get("generation") or 0):
+        return False
+    revision = state.get("updateRevision")
+    labels = pod.get("metadata", {}).get("labels") or {}
+    return bool(revision) and labels.get(REVISION_LABEL) == revision
 
 
 def restore_failure(pod: Mapping[str, Any] | None) -> str | None:

@@ -23,6 +23,10 @@ def test_primary_statefulset() -> None:
     spec = sts["spec"]
     assert spec["replicas"] == 1
     assert spec["serviceName"] == "postgres-headless"
+    # Written out: without it the controller makes a missing pod from the template
+    # the StatefulSet is leaving (reconcile/recovery.py moves the primary's number).
+    assert spec["updateStrategy"] == {"type": "RollingUpdate",
+                                      "rollingUpdate": {"partition": 0}}
     c = container(sts, "postgres")
     assert c["image"] == "stackforge/postgres:16"
     env = env_of(c)

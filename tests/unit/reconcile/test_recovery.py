@@ -53,7 +53,7 @@ def _begun(previous: RecoveryStatus | None = None) -> RecoveryStatus:
 
 def _pod(name: str, *, ready: bool = True, component: str = "postgres",
          restarts: int = 0, exit_code: int = 0, labels: dict[str, str] | None = None,
-         message: str = "") -> dict[str, Any]:
+         message: str = "", revision: str = "postgres-b") -> dict[str, Any]:
     status: dict[str, Any] = {
         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
         "containerStatuses": [{
@@ -61,7 +61,8 @@ def _pod(name: str, *, ready: bool = True, component: str = "postgres",
             "lastState": {"terminated": {"exitCode": exit_code}} if exit_code else {},
             "state": {"terminated": {"message": message}} if message else {}}]}
     return {"metadata": {"name": name, "labels": {
-        "app.kubernetes.io/component": component, **(labels or {})}}, "status": status}
+        "app.kubernetes.io/component": component, recovery.REVISION_LABEL: revision,
+        **(labels or {})}}, "status": status}
 
 
 def _facts(*pods: dict[str, Any], statefulset: dict[str, Any] | None = None,
@@ -282,10 +283,19 @@ def test_writes_are_stopped_once_no_app_and_no_old_primary_is_left() -> None:
         ("StopWrites", later), ("Restore", None)]
 
 
-def test_the_restore_is_done_when_the_new_primary_is_ready() -> None:
+def test_the_restore_is_done_when_the_new_primary_is_ready_on_the_restores_template() -> None:
     restoring = _in(Phase.RESTORING)
-    assert recovery.advance(restoring, _facts(_pod("postgres-1", ready=False))) == restoring
-    moved = recovery.advance(restoring, _facts(_pod("postgres-1")))
+    restore = _statefulset(ordinal=1, restoring=True)
+    assert recovery.advance(restoring, _facts(_pod("postgres-1", ready=False),
+                                              statefulset=restore)) == restoring
+    # Ready, but made from the template before the restore's (it would have made
+    # a new database, not restored one), or not yet seen by the controller.
+    for pod, statefulset in ((_pod("postgres-1", revision="postgres-a"), restore),
+                             (_pod("postgres-1"), _statefulset(ordinal=1, restoring=True,
+                                                               rolled=False)),
+                             (_pod("postgres-1"), None)):
+        assert recovery.advance(restoring, _facts(pod, statefulset=statefulset)) == restoring
+    moved = recovery.advance(restoring, _facts(_pod("postgres-1"), statefulset=restore))
     assert moved.phase == Phase.VERIFYING and moved.steps[-1].name == "Verify"
 
 
@@ -356,9 +366,15 @@ def test_a_roll_back_ends_with_the_old_primary_ready_and_keeps_the_restores_clai
     assert again.message == both.message == (
         "the verification failed: no; waiting for the old primary to be Ready and "
         "postgres-1 to stop")
-    not_ready = recovery.advance(rolling, _facts(_pod("postgres-0", ready=False)))
+    not_ready = recovery.advance(rolling, _facts(_pod("postgres-0", ready=False),
+                                                 statefulset=_statefulset(ordinal=0)))
     assert not_ready.phase == Phase.ROLLING_BACK
-    done = recovery.advance(rolling, _facts(_pod("postgres-0")))
+    # The old pod made again from the restore's template (no archiving) is not back yet.
+    restores = recovery.advance(rolling, _facts(_pod("postgres-0", revision="postgres-a"),
+                                                statefulset=_statefulset(ordinal=0)))
+    assert restores.phase == Phase.ROLLING_BACK
+    done = recovery.advance(rolling, _facts(_pod("postgres-0"),
+                                            statefulset=_statefulset(ordinal=0)))
     assert done.phase == Phase.FAILED and done.kept_volumes == ["data-postgres-1"]
     assert [s.name for s in done.steps] == ["StopWrites", "Restore", "Verify",
                                                      "RollBack"]
