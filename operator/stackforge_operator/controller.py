@@ -168,6 +168,13 @@ class Controller:
         if known is not None and uid and known.uid and known.uid != uid:
             # A new object of this name, seen before its old self's deletion.
             self._forget_uid(known.uid)
+        elif known is not None and watch_cache.newer_version(
+                known.resource_version, str(body["metadata"].get("resourceVersion") or "")):
+            # Older than what is held: the late echo of a write whose answer (a
+            # reconcile's ``latest``) is already here. Taken, it would hand the next
+            # reconcile a status this operator has since moved past (a recovery's
+            # phase, a bootstrap's completion), to act on once more.
+            return
         # The same version again (kopf re-lists everything when a watch resumes;
         # the echo of a status this operator wrote) changes nothing: due, not urgent.
         changed = known is None or (known.resource_version
@@ -294,8 +301,13 @@ class Controller:
             # Deleted or forgotten (stand_by) meanwhile: do not bring its series back.
             return None
         latest = outcome.latest
-        # Keep the status just written, unless a newer event replaced the body meanwhile.
-        if latest is not None and self._bodies.get(key) is held:
+        # Keep the status just written, unless a newer event replaced the body
+        # meanwhile (an event older than it, the echo of an earlier write, does not).
+        current = self._bodies.get(key)
+        if latest is not None and current is not None and (
+                current is held or (current.uid == _uid(latest) and watch_cache.newer_version(
+                    str(latest["metadata"].get("resourceVersion") or ""),
+                    current.resource_version))):
             self._bodies[key] = self._held(latest)
         if self._observe is not None:
             self._observe(key, (latest or body).get("status"))

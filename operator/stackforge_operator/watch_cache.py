@@ -57,7 +57,7 @@ class Unknown:
 UNKNOWN: Final = Unknown()
 
 
-def _newer(candidate: str, held: str) -> bool:
+def newer_version(candidate: str, held: str) -> bool:
     """Whether resourceVersion ``candidate`` is later than ``held``.
 
     Versions are opaque to clients in general; this API server's are etcd
@@ -332,16 +332,16 @@ class Store:
                 return False
             held = self._held(key)
             if event_type == "DELETED":
-                if held is not None and not _newer(held.resource_version,
+                if held is not None and not newer_version(held.resource_version,
                                                    entry.resource_version):
                     self._drop(key)
                     self._deleted[key] = entry.resource_version
                     return True
                 return False
             gone = self._deleted.get(key)
-            if gone is not None and not _newer(entry.resource_version, gone):
+            if gone is not None and not newer_version(entry.resource_version, gone):
                 return False
-            if held is None or _newer(entry.resource_version, held.resource_version):
+            if held is None or newer_version(entry.resource_version, held.resource_version):
                 self._put(entry)
                 return True
             return False

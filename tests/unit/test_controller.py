@@ -397,3 +397,55 @@ def test_each_reconcile_reads_a_private_copy_of_the_latest_body_without_managed_
     assert statuses[:3] == [1, "written", "written"]
     assert len({id(s) for s in seen}) == len(seen)
     assert c.body("a") is not c.body("a")
+
+
+def _phase(version: str, phase: str, uid: str = "u1") -> dict[str, Any]:
+    return {"metadata": {"name": "a", "uid": uid, "resourceVersion": version},
+            "status": {"phase": phase}}
+
+
+def test_an_event_older_than_the_body_held_is_not_taken() -> None:
+    """The late echo of an earlier status write must not hand the next reconcile a
+    status the operator has moved past (a recovery's phase acted on twice)."""
+    c = Controller("Echoes", lambda _: Done(), workers=1)
+    added: list[tuple[str, bool]] = []
+    c.queue.add = lambda key, *, changed=True: added.append((key, changed))  # type: ignore[method-assign]
+    c.observed(_phase("7", "RollingBack"))
+    c.observed(_phase("5", "Verifying"))  # the echo of the write before
+    assert (c.body("a") or {})["status"] == {"phase": "RollingBack"}
+    assert added == [("a", True)]
+    c.observed(_phase("8", "Failed"))  # a newer one is taken
+    assert (c.body("a") or {})["status"] == {"phase": "Failed"}
+    # Another object of the same name is taken whatever its version.
+    c.observed(_phase("3", "Restoring", uid="u2"))
+    assert (c.body("a") or {})["status"] == {"phase": "Restoring"}
+
+
+def test_a_reconciles_write_is_kept_over_an_older_event_that_came_during_it() -> None:
+    """Reconcile B writes RollingBack (version 7) while the echo of the previous
+    write (Verifying, version 6) arrives: the next reconcile starts from 7."""
+    phases: list[str] = []
+    inside = threading.Event()
+    proceed = threading.Event()
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        phases.append(obj["status"]["phase"])
+        if len(phases) == 1:
+            inside.set()
+            proceed.wait(5)
+            return Done(requeue_after=0.02, latest=_phase("7", "RollingBack"))
+        return Done(requeue_after=0.02)
+
+    c = Controller("Latest", reconcile, workers=1)
+
+    async def scenario() -> None:
+        c.start()
+        c.observed(_phase("5", "Verifying"))
+        await until(inside.is_set)
+        c.observed(_phase("6", "Verifying"))  # newer than held, older than the write
+        proceed.set()
+        await until(lambda: len(phases) >= 2)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert phases[:2] == ["Verifying", "RollingBack"]
