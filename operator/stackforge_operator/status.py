@@ -200,8 +200,16 @@ def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -
         message = "" if done else (
             f"{ready}/{wanted} servers ready (quorum needs {quorum}), {updated} updated")
         return WorkloadState(meta["name"], component, wanted, ready, done, message)
-    done = ready >= wanted and updated >= wanted
-    message = "" if done else f"{ready}/{wanted} replicas ready, {updated} updated"
+    # readyReplicas counts every pod, of the old template too; updatedReplicas
+    # counts the new template's, ready or not. During a Deployment's rollout
+    # (maxSurge 1, maxUnavailable 0) the old pod is Ready and the new one
+    # exists: ready 1, updated 1. So the rollout is done only once no pod of an
+    # older template is left (replicas = updated), as `kubectl rollout status`
+    # judges it; otherwise a new template that never starts would read Ready.
+    old = current - updated
+    done = ready >= wanted and updated >= wanted and old <= 0
+    message = "" if done else (f"{ready}/{wanted} replicas ready, {updated} updated"
+                               + (f", {old} of an older template left" if old > 0 else ""))
     return WorkloadState(meta["name"], component, wanted, ready, done, message)
 
 
