@@ -210,12 +210,17 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
     if recovery.phase == Phase.STOPPING_WRITES:
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         apps = [n for n, p in facts.pods.items() if _component(p) == APP_COMPONENT]
-        if old is None and not apps:
+        # The old primary's absence from the pods seen is not enough: the
+        # StatefulSet controller may not have taken the scale to zero in yet,
+        # and would make the pod again.
+        if old is None and not apps and scaled_to_zero(facts.primary):
             return _next(recovery, now, Phase.RESTORING, RESTORE,
                          "the apps and the primary are stopped",
                          f"restoring {recovery.repository_path} to "
                          f"{recovery.recovery_target} into a new volume")
         waiting = [*apps, *([postgres.primary_pod(recovery.previous_ordinal)] if old else [])]
+        if not waiting:
+            waiting = [f"StatefulSet {postgres.NAME} to scale to zero"]
         return replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} to stop")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
@@ -309,6 +314,18 @@ def _ready(pod: Mapping[str, Any] | None) -> bool:
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def scaled_to_zero(statefulset: Mapping[str, Any] | None) -> bool:
+    """Whether the StatefulSet asks for no pod and its controller has seen that and
+    has none left."""
+    if statefulset is None:
+        return False
+    spec, state = statefulset.get("spec") or {}, statefulset.get("status") or {}
+    return (int(spec.get("replicas", 1)) == 0
+            and int(state.get("observedGeneration") or 0)
+            >= int(statefulset["metadata"].get("generation") or 0)
+            and int(state.get("replicas") or 0) == 0)
 
 
 def on_newest_template(pod: Mapping[str, Any] | None,

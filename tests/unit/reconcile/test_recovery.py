@@ -88,12 +88,13 @@ def _job(condition: str | None) -> dict[str, Any]:
 
 
 def _statefulset(*, ordinal: int, restoring: bool = False, rolled: bool = True,
-                 ready: int = 1) -> dict[str, Any]:
+                 ready: int = 1, replicas: int = 1, pods: int | None = None) -> dict[str, Any]:
     env = [{"name": "STACKFORGE_RESTORE_TARGET", "value": TARGET}] if restoring else []
     return {"metadata": {"name": "postgres", "generation": 4},
-            "spec": {"ordinals": {"start": ordinal},
+            "spec": {"replicas": replicas, "ordinals": {"start": ordinal},
                      "template": {"spec": {"containers": [{"name": "postgres", "env": env}]}}},
             "status": {"observedGeneration": 4 if rolled else 3, "readyReplicas": ready,
+                       "replicas": replicas if pods is None else pods,
                        "currentRevision": "postgres-b", "updateRevision": "postgres-b"}}
 
 
@@ -277,7 +278,16 @@ def test_writes_are_stopped_once_no_app_and_no_old_primary_is_left() -> None:
     assert waiting.phase == Phase.STOPPING_WRITES
     assert "api-1, postgres-0" in (waiting.message or "")
     later = NOW + timedelta(seconds=20)
-    moved = recovery.advance(begun, _facts(_pod("redis-0", component="redis"), at=later))
+    stopped = _statefulset(ordinal=0, replicas=0, ready=0)
+    # No pod seen, but the StatefulSet's controller has not taken the scale to zero
+    # in (or still counts a pod): it could make the old primary again.
+    for statefulset in (None, _statefulset(ordinal=0, replicas=0, ready=0, rolled=False),
+                        _statefulset(ordinal=0, replicas=0, ready=0, pods=1)):
+        unconfirmed = recovery.advance(begun, _facts(statefulset=statefulset, at=later))
+        assert unconfirmed.phase == Phase.STOPPING_WRITES
+        assert "StatefulSet postgres to scale to zero" in (unconfirmed.message or "")
+    moved = recovery.advance(begun, _facts(_pod("redis-0", component="redis"),
+                                           statefulset=stopped, at=later))
     assert moved.phase == Phase.RESTORING
     assert [(s.name, s.completion_time) for s in moved.steps] == [
         ("StopWrites", later), ("Restore", None)]
