@@ -154,7 +154,12 @@ def stuck_on_an_old_revision(statefulset: Mapping[str, Any],
     """
     status = statefulset.get("status") or {}
     wanted = status.get("updateRevision")
-    if not wanted:
+    # A status older than the spec names the revision before the newest: a pod of
+    # the newest template, broken on its own (a new image not pulled), would look
+    # old, and be deleted again and again.
+    seen = int(status.get("observedGeneration") or 0) >= int(
+        (statefulset.get("metadata") or {}).get("generation") or 0)
+    if not wanted or not seen:
         return []
     stuck = []
     for pod in _own_staying_pods(statefulset, pods):

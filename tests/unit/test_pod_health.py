@@ -195,3 +195,9 @@ def test_a_broken_pod_of_an_old_revision_is_the_one_to_replace() -> None:
             ]
     assert pod_health.stuck_on_an_old_revision(statefulset, pods) == ["postgres-0"]
     assert pod_health.stuck_on_an_old_revision({"spec": {"selector": SELECTOR}}, pods) == []
+    # A status not yet of the newest spec: its updateRevision may be the old one.
+    unseen = {**statefulset, "metadata": {"generation": 5},
+              "status": {"updateRevision": "postgres-new", "observedGeneration": 4}}
+    assert pod_health.stuck_on_an_old_revision(unseen, pods) == []
+    seen = {**unseen, "status": {**unseen["status"], "observedGeneration": 5}}
+    assert pod_health.stuck_on_an_old_revision(seen, pods) == ["postgres-0"]
