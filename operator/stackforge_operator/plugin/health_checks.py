@@ -45,15 +45,20 @@ def failed(component: str, check: str, target: str, detail: str) -> Check:
 
 def pods_check(component: str, wanted: int, ready: Sequence[str],
                not_ready: Sequence[str]) -> Check:
-    """Ready pods against the workload's wanted count; zero wanted (suspended, or
-    scaled to zero) is said and skipped, not failed."""
+    """Ready pods against the workload's wanted count, and no pod that is not ready;
+    zero wanted (suspended, or scaled to zero) is said and skipped, not failed.
+
+    A pod not ready beside enough ready ones fails too: in a rollout the old pods
+    are the ready ones, and a new template that never starts (a wrong image)
+    would otherwise pass for as long as they serve."""
     if wanted == 0:
         return Check(component, "pods", "-", SKIP,
                      "0 replicas wanted (suspended or scaled to zero)")
     detail = f"{len(ready)}/{wanted} ready"
     if not_ready:
         detail += f"; not ready: {', '.join(sorted(not_ready))}"
-    return Check(component, "pods", "-", PASS if len(ready) >= wanted else FAIL, detail)
+    healthy = len(ready) >= wanted and not not_ready
+    return Check(component, "pods", "-", PASS if healthy else FAIL, detail)
 
 
 def _last_line(text: str) -> str:

@@ -27,6 +27,9 @@ def test_zero_wanted_pods_are_skipped_and_fewer_ready_than_wanted_fail() -> None
     assert hc.pods_check("redis", 1, ["redis-0"], []).result == hc.PASS
     short = hc.pods_check("kafka", 3, ["kafka-0", "kafka-2"], ["kafka-1"])
     assert (short.result, short.detail) == (hc.FAIL, "2/3 ready; not ready: kafka-1")
+    # A rollout whose new pod does not start: the old one still serves.
+    stuck = hc.pods_check("api", 1, ["api-old"], ["api-new"])
+    assert (stuck.result, stuck.detail) == (hc.FAIL, "1/1 ready; not ready: api-new")
 
 
 def test_a_command_passes_on_exit_0_and_fails_with_its_error_otherwise() -> None:
