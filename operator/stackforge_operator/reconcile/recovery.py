@@ -252,8 +252,8 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         kept = postgres.data_claim(postgres.NAME, recovery.previous_ordinal)
         done = _finish(recovery, now, Phase.SUCCEEDED,
                        f"the database is restored to {recovery.recovery_target}; the apps "
-                       f"are back; the old database's volume {kept} is kept until you "
-                       "delete it",
+                       "are scaled back up (AppsReady says when they serve); the old "
+                       f"database's volume {kept} is kept until you delete it",
                        "the primary runs the restored database")
         return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, kept][-16:]})
     if recovery.phase == Phase.ROLLING_BACK:
