@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.argocd import health
 from tests.support.clusters import ClusterHandle
-from tests.support.tenants import eventually
 
 
 def _health(cluster: ClusterHandle, name: str) -> tuple[str, str]:
@@ -35,8 +36,13 @@ def test_tenant_health_in_each_state(
     tenants.wait_condition(cluster, "argo-paused", "Ready", "True")
     assert _health(cluster, "argo-paused")[0] == "Suspended"
 
-    # A spec change the operator has not observed yet: Progressing again.
-    tenants.apply(cluster, tenants.small_tenant("argo-ok", tier="Growth"))
-    eventually(lambda: _health(cluster, "argo-ok")[0] in ("Progressing", "Healthy"))
+    # A spec change the operator has not observed yet: Progressing again. The
+    # object the API server answers the change with has the new generation and
+    # the status of the old one, whatever the operator does next.
+    changed = json.loads(cluster.kubectl(
+        "apply", "--server-side", "--field-manager=tests", "--force-conflicts", "-o", "json",
+        "-f", "-", input=json.dumps(tenants.small_tenant("argo-ok", tier="Growth"))).stdout)
+    assert changed["metadata"]["generation"] > changed["status"]["observedGeneration"]
+    assert health("StackForgeTenant", changed)[0] == "Progressing"
     tenants.wait_condition(cluster, "argo-ok", "Ready", "True")
     assert _health(cluster, "argo-ok")[0] == "Healthy"

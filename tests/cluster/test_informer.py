@@ -174,9 +174,11 @@ def test_each_watched_change_is_handed_on_after_the_store_has_it(
     def on_event(event_type: str, obj: Any) -> None:
         meta = obj["metadata"]
         held = store.get(meta["name"], meta.get("namespace"))
-        current = event_type == "DELETED" or (
-            isinstance(held, dict)
-            and held["metadata"]["resourceVersion"] == meta["resourceVersion"])
+        if event_type == "DELETED":
+            current = held is UNKNOWN  # the store holds it no more
+        else:
+            current = (isinstance(held, dict)
+                       and held["metadata"]["resourceVersion"] == meta["resourceVersion"])
         handed.append((event_type, meta["name"], current))
 
     informer = Informer(store, on_event)

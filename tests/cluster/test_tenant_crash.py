@@ -7,12 +7,12 @@ exists exactly once with its owner, and nothing is left over.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
 
 import yaml
-from kubernetes import client
 
 from stackforge_operator.builders.common import TENANT_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
@@ -23,6 +23,18 @@ from tests.support.tenants import eventually
 
 TENANTS = [f"crash-{i:02d}" for i in range(20)]
 KILL_POINTS = 10
+
+
+def _labelled_children(cluster: ClusterHandle) -> list[tuple[str, str, str, str]]:
+    """(kind, namespace, name, tenant) of every Namespace and object of a child kind,
+    in any namespace, labelled for one of these tenants (a Namespace's own name
+    stands for its namespace)."""
+    found = json.loads(cluster.kubectl(
+        "get", f"namespaces,{children.KINDS}", "--all-namespaces", "-o", "json",
+        "-l", f"{TENANT_LABEL} in ({','.join(TENANTS)})").stdout)
+    return [(item["kind"], meta.get("namespace", meta["name"]), meta["name"],
+             meta["labels"][TENANT_LABEL])
+            for item in found["items"] for meta in (item["metadata"],)]
 
 
 def test_killed_operator_leaves_no_duplicates_or_orphans(
@@ -53,9 +65,10 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
                 1 for n in TENANTS
                 if (tenants.condition(tenants.get(cluster, n), "Ready") or {}).get("status")
                 == "True")
-            kill_points.append((round(delay, 2), ready))
-        # Kill points must really fall while provisioning is under way.
-        assert any(ready < len(TENANTS) for _, ready in kill_points), kill_points
+            kill_points.append((round(delay, 2), ready, len(_labelled_children(cluster))))
+        # Kill points must really fall while provisioning is under way: children
+        # made, and not every tenant Ready yet.
+        assert any(made and ready < len(TENANTS) for _, ready, made in kill_points), kill_points
 
         final = OperatorProcess(kubeconfig, tmp_path / "operator-final.log", extra_env=env)
         final.start()
@@ -65,15 +78,14 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
         finally:
             final.stop()
 
-        core = client.CoreV1Api(cluster.api)
         wrong = [p for manifest in manifests for p in children.problems(cluster, manifest)]
         assert wrong == []
         # Nothing labelled for these tenants lives outside their namespaces.
-        stray = [
-            ns.metadata.name for ns in core.list_namespace(label_selector=TENANT_LABEL).items
-            if ns.metadata.labels[TENANT_LABEL] in TENANTS
-            and ns.metadata.name != f"tenant-{ns.metadata.labels[TENANT_LABEL]}"
-        ]
+        labelled = _labelled_children(cluster)
+        assert labelled
+        stray = [f"{kind}/{namespace}/{name} of {tenant}"
+                 for kind, namespace, name, tenant in labelled
+                 if namespace != tenants.namespace_of(tenant)]
         assert stray == []
     finally:
         for name in TENANTS:

@@ -417,7 +417,10 @@ def test_no_backup_is_backup_not_found(
     # The report goes under the tenant, outside any run a retention pass would see.
     assert result["reportLocation"] == f"s3://{s3_bucket}/stackforge/{TENANT}/drills/nothing.json"
     assert _report(s3_server, s3_bucket, result)["reason"] == "BackupNotFound"
-    assert all(r.complete for r in _store(s3_server, s3_bucket).list_runs(TENANT))
+    # Only the backup made above (none for "latest"), complete: the report made no run.
+    listed = _store(s3_server, s3_bucket).list_runs(TENANT)
+    assert len(listed) == (0 if selector == "latest" else 1), listed
+    assert all(r.complete for r in listed), listed
 
 
 def test_restore_into_a_missing_database_fails_with_the_stderr_tail(

@@ -3,20 +3,21 @@ project's image, a Service, waiting, exec and reachability."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 
 from stackforge_operator.builders.common import (
     APP_COMPONENT,
     APP_LABEL,
     COMPONENT_LABEL,
+    OPERATOR_NAMESPACE,
     TENANT_LABEL,
 )
 from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
@@ -73,7 +74,43 @@ def probe_pod(name: str, namespace: str, labels: dict[str, str],
 
 
 def apply(cluster: ClusterHandle, *documents: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(documents))
+    # JSON: kubectl reads YAML 1.1, where an unquoted y or n is a boolean.
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": list(documents)}))
+
+
+@contextlib.contextmanager
+def operator_stand_in(cluster: ClusterHandle, name: str) -> Iterator[str]:
+    """A probe pod in the operator's namespace, for the block; yields its name.
+
+    Every tenant policy admits the operator's namespace, isolated or not
+    (builders/network.operator_flows). So it is the control beside a refusal: where
+    it reaches a listener and a tenant's pod does not, the refusal is the policy's,
+    not a listener that is not there (yet), a name that does not resolve or a
+    Service without endpoints."""
+    apply(cluster, probe_config_map(OPERATOR_NAMESPACE),
+          probe_pod(name, OPERATOR_NAMESPACE, {"role": "control"}))
+    try:
+        wait_ready(cluster, OPERATOR_NAMESPACE, name)
+        yield name
+    finally:
+        for kind, delete in (("pod", name), ("configmap", PROBE_CONFIG_MAP)):
+            cluster.kubectl("delete", kind, delete, "-n", OPERATOR_NAMESPACE, "--wait=false",
+                            "--ignore-not-found", check=False)
+
+
+def refused_but_reached_by(cluster: ClusterHandle, namespace: str, pod: str, target: str,
+                           control: str) -> bool:
+    """Whether the probe pod ``pod`` is refused ``target`` (IP:PORT) while the
+    operator's stand-in ``control`` reaches it (see operator_stand_in)."""
+    return (probe_reaches(cluster, OPERATOR_NAMESPACE, control, target)
+            and not probe_reaches(cluster, namespace, pod, target))
+
+
+def ready_uids(cluster: ClusterHandle, namespace: str, selector: str) -> set[str]:
+    """The uids of the Ready pods of ``namespace`` that ``selector`` (labels) selects."""
+    return {p.metadata.uid for p in client.CoreV1Api(cluster.api).list_namespaced_pod(
+        namespace, label_selector=selector).items if is_ready(p)}
 
 
 def postgres_pod(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:

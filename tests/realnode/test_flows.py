@@ -1,4 +1,5 @@
-"""Every row of docs/network-flows.md on the enforcing dataplane (kube-router).
+"""Every row of the first three tables of docs/network-flows.md (a tenant
+namespace, its stack, its backup runners) on the enforcing dataplane (kube-router).
 
 The tenant's policies (builders/network.py) and a BackupPolicy's runner egress
 are applied to a namespace of stand-in pods: one per peer of the flow list,
@@ -9,6 +10,11 @@ row does not open, or (for egress) a destination it does not name. Every
 refusal is controlled: the operator's stand-in (allowed everything) reaches the
 same listener. Then the tenant is isolated (only the operator's rows remain),
 and released again.
+
+The later tables (a drill's sandbox, the primary archiving or restoring, a dump
+restored into a new tenant) are not probed here: the tests of those features
+need their allowed rows to work, and tests/cluster/test_drill_sandbox.py checks
+the sandbox's policy; their refusals are not probed row by row.
 """
 
 from __future__ import annotations

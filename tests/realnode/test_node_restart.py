@@ -90,9 +90,14 @@ def test_running_pods_survive_a_kubelet_and_containerd_restart(
             assert stack.psql(real_cluster, ns, stack.ORDERS_CHECKSUM_SQL) == seeded
             # The same server process all along, not one started again.
             assert stack.psql(real_cluster, ns, "SELECT pg_postmaster_start_time()") == started
-            # The node still starts new containers: a pod deleted comes back.
-            real_cluster.kubectl("delete", "pod", "-n", ns, "-l",
-                                 "app.kubernetes.io/component=app", "--wait=true")
+            # The node still starts new containers: a pod deleted comes back (a new
+            # one, Ready; the tenant's Ready alone may still be the old pods').
+            apps = "app.kubernetes.io/component=app"
+            old_apps = pods.ready_uids(real_cluster, ns, apps)
+            assert old_apps
+            real_cluster.kubectl("delete", "pod", "-n", ns, "-l", apps, "--wait=true")
+            tenants.eventually(lambda: pods.ready_uids(real_cluster, ns, apps) - old_apps,
+                               timeout=120, interval=1)
             stack.wait_ready(real_cluster, name, timeout=120)
         record_property("chaos", f"kubelet and containerd killed for {DOWN_SECONDS} s: "
                                  f"{len(before)} pods kept, no restart; node Ready "

@@ -397,10 +397,12 @@ def test_a_drill_now_waits_for_its_verdict_and_exits_1_unless_it_passed(
                         r"RPO \d+(\.\d+)? s", verdict), passed.stdout
     run = runs.finished_drill(real_cluster, ns, verdict.split()[1].rstrip(":"))
     assert run["status"]["lastResult"]["verdict"] == "Passed"
-    # What it restored was the zstd dump the backup Job wrote.
+    # What it restored was the zstd dump the backup Job just wrote: the newest run's.
     listed = pod_s3.client().list_objects_v2(Bucket=bucket, Prefix=f"backups/{tenant}/")
     dumps = [o["Key"] for o in listed.get("Contents", []) if "/postgres.dump" in o["Key"]]
     assert dumps and all(key.endswith("/postgres.dump.zst") for key in dumps), dumps
+    restored = run["status"]["lastResult"]["backupId"]
+    assert f"backups/{tenant}/{restored}/postgres.dump.zst" == max(dumps), (restored, dumps)
 
     failed = plugin(real_cluster, "drill", tenant, "--from", "wrong", "--wait",
                     "--timeout", "300", timeout=330)

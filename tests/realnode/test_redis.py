@@ -105,8 +105,11 @@ def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
         lambda: tenants.set_isolation(real_cluster, tenant, True))
     assert outcome == "closed", outcome
     tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
-    tenants.eventually(lambda: not pods.probe_reaches(real_cluster, ns, "holder", target),
-                       timeout=60, interval=1)
+    # New sessions refused: Redis answers through its Service (the operator's
+    # stand-in reaches it), and the app does not.
+    with pods.operator_stand_in(real_cluster, "redis-control") as control:
+        tenants.eventually(lambda: pods.refused_but_reached_by(
+            real_cluster, ns, "holder", target, control), timeout=90, interval=1)
 
     tenants.set_isolation(real_cluster, tenant, False)
     stack.wait_ready(real_cluster, tenant)

@@ -9,11 +9,14 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from stackforge_operator.builders.common import RUNNER_LABEL
+from stackforge_operator.builders.common import OPERATOR_NAMESPACE, RUNNER_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+
+# A client in the operator's namespace, which every tenant policy admits.
+CONTROL = "postgres-control"
 
 
 @pytest.fixture
@@ -59,17 +62,22 @@ def test_the_tenants_policies_keep_other_pods_from_its_database(
     try:
         pods.apply(real_cluster, pods.postgres_pod("outsider", outside, {"role": "client"}),
                    pods.postgres_pod("fake-runner", outside, {RUNNER_LABEL: "backup"}),
-                   pods.postgres_pod("stranger", ns, {"role": "client"}))
+                   pods.postgres_pod("stranger", ns, {"role": "client"}),
+                   pods.postgres_pod(CONTROL, OPERATOR_NAMESPACE, {"role": "control"}))
         pods.wait_ready(real_cluster, outside, "outsider")
         pods.wait_ready(real_cluster, outside, "fake-runner")
         pods.wait_ready(real_cluster, ns, "stranger")
+        pods.wait_ready(real_cluster, OPERATOR_NAMESPACE, CONTROL)
         target = f"postgres.{ns}.svc.cluster.local"
+        # The control: a pod the policies admit (the operator's namespace) reaches the
+        # database by the same name, through DNS, the Service and the pod network.
+        # So the refusals below are the policy's.
+        pods.wait_routed(real_cluster, OPERATOR_NAMESPACE, CONTROL, target)
         assert not pods.reachable(real_cluster, outside, "outsider", target)
         assert not pods.reachable(real_cluster, outside, "fake-runner", target)
         assert not pods.reachable(real_cluster, ns, "stranger", target)
-        # The database itself answers on its own address: the refusal is the policy's.
-        assert pods.exec_in(real_cluster, ns, "postgres-0", "pg_isready", "-h", "127.0.0.1",
-                            "-t", "3").returncode == 0
     finally:
         client.CoreV1Api(real_cluster.api).delete_namespace(outside,
                                                             propagation_policy="Background")
+        real_cluster.kubectl("delete", "pod", CONTROL, "-n", OPERATOR_NAMESPACE,
+                             "--wait=false", "--ignore-not-found", check=False)

@@ -22,7 +22,7 @@ from stackforge_operator.models.tenant import StackForgeTenantSpec
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 
-_KINDS = ("secrets,configmaps,services,resourcequotas,limitranges,deployments,statefulsets,"
+KINDS = ("secrets,configmaps,services,resourcequotas,limitranges,deployments,statefulsets,"
           "networkpolicies,poddisruptionbudgets,horizontalpodautoscalers,ingresses")
 
 
@@ -42,7 +42,7 @@ def expected(name: str, spec: dict[str, Any]) -> set[tuple[str, str]]:
 def live(cluster: ClusterHandle, name: str) -> list[dict[str, Any]]:
     """The objects labelled as the tenant's in its namespace (not its BackupPolicies'
     children, which carry its label too but are theirs)."""
-    out = cluster.kubectl("get", _KINDS, "-n", tenants.namespace_of(name), "-l",
+    out = cluster.kubectl("get", KINDS, "-n", tenants.namespace_of(name), "-l",
                           f"{TENANT_LABEL}={name},!{POLICY_LABEL}", "-o", "yaml").stdout
     items: list[dict[str, Any]] = yaml.safe_load(out)["items"]
     return items
