@@ -12,12 +12,18 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from stackforge_operator.builders.common import COMPONENT_LABEL
+from stackforge_operator.builders.common import (
+    COMPONENT_LABEL,
+    KAFKA_CONTROLLER_PORT,
+    KAFKA_PORT,
+    OPERATOR_NAMESPACE,
+)
 from stackforge_operator.builders.exporters import KAFKA_EXPORTER_PORT
 from stackforge_operator.builders.kafka import VOTERS_VARIABLE
 from stackforge_operator.devcluster.images import KAFKA_VERSION
@@ -31,6 +37,9 @@ from tests.support.plugin_cli import plugin
 KAFKA_IMAGE = f"localhost/stackforge/kafka:{KAFKA_VERSION}"
 NODES = 3
 BOOTSTRAP = "kafka:9092"
+# A Kafka node not isolated listens within seconds of its container's start (its
+# JVM's start-up); one isolated this long and still silent does not listen at all.
+LISTENING_WITHIN_SECONDS = 30
 CLIENT = "client"
 KAFKA_PODS = f"{COMPONENT_LABEL}=kafka"
 
@@ -243,13 +252,45 @@ def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
     assert pods.probe_reaches(real_cluster, ns, "holder", target)
 
     # The operator deletes the Kafka pods made before the isolation (all of them).
+    isolated_at = datetime.now(UTC).replace(microsecond=0)
     outcome = pods.held_connection_outcome(
         real_cluster, ns, "holder", target,
         lambda: tenants.set_isolation(real_cluster, tenant, True), seconds=200)
     assert outcome == "closed", outcome
     tenants.wait_condition(real_cluster, tenant, "Isolated", "True", timeout=60)
-    new_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
-    assert not pods.probe_reaches(real_cluster, ns, "holder", f"{new_ip}:9092")
+    # New connections: none. While isolated Kafka serves nobody: its new pods can
+    # neither resolve nor reach each other (no DNS, no quorum), and open no
+    # listener at all, so even the operator's stand-in, which the policies admit,
+    # gets no answer on either port. (Were it to listen, the app's refusal here
+    # would need that stand-in as its control; test_flows.py shows the isolation's
+    # refusals against listening stand-ins.)
+    core = client.CoreV1Api(real_cluster.api)
+    seen: list[str] = []
+    with pods.operator_stand_in(real_cluster, "kafka-control") as control:
+        def serves_nobody() -> bool:
+            pod = core.read_namespaced_pod("kafka-0", ns)
+            if pod.metadata.creation_timestamp < isolated_at or not pod.status.pod_ip:
+                return False  # not yet the pod made since the isolation
+            kafka = next((c for c in pod.status.container_statuses or []
+                          if c.name == "kafka"), None)
+            running = kafka.state.running if kafka is not None else None
+            if running is None or (datetime.now(UTC) - running.started_at
+                                   < timedelta(seconds=LISTENING_WITHIN_SECONDS)):
+                return False  # give it the time it takes to listen when not isolated
+            targets = [f"{pod.status.pod_ip}:{port}" for port in (KAFKA_PORT,
+                                                                  KAFKA_CONTROLLER_PORT)]
+            reached = {t: pods.probe_reaches(real_cluster, OPERATOR_NAMESPACE, control, t)
+                       for t in targets}
+            app = pods.probe_reaches(real_cluster, ns, "holder", targets[0])
+            seen.append(f"the operator's stand-in reaches {reached}, the app {app}")
+            return not app and not any(reached.values())
+
+        try:
+            tenants.eventually(serves_nobody, timeout=120, interval=2)
+        except AssertionError:
+            described = real_cluster.kubectl("get", "pods", "-n", ns, "-o", "wide",
+                                             check=False).stdout
+            raise AssertionError("\n".join([*seen[-3:], described])) from None
 
     tenants.set_isolation(real_cluster, tenant, False)
     stack.wait_ready(real_cluster, tenant, timeout=400)
