@@ -21,7 +21,14 @@ from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.devcluster.ports import free_port
 from tests.support import postgres_server as pg
 from tests.support.fault_proxy import opening_after
-from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
+from tests.support.fixtures_backup import (
+    RunnerProcess,
+    SeededDatabase,
+    recorded_invocations,
+    recording_pg_bin_dir,
+    run_runner,
+    runner_argv,
+)
 from tests.support.grafana_api import GrafanaAPI
 from tests.support.s3_fault_proxy import S3FaultProxy
 from tests.support.s3_server import S3Credentials, S3Server, multipart_uploads, object_sha256s
@@ -248,14 +255,18 @@ def test_s3_unreachable(
     s3_server: S3Server,
     seeded_database: SeededDatabase,
     s3_bucket: str,
+    tmp_path: Path,
 ) -> None:
     earlier = _earlier_backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
     closed = f"http://127.0.0.1:{free_port()}"
-    run = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket, endpoint=closed)
+    shims, invocations = recording_pg_bin_dir(postgres_server, tmp_path)
+    run = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                  "--pg-bin-dir", str(shims), endpoint=closed)
     result = _assert_failed_cleanly(run, "S3Unreachable", s3_server, s3_bucket, earlier)
     assert closed in result["message"]
-    # Nothing was dumped: the bucket is checked before the database is read.
-    assert not any("pg_dump" in " ".join(argv) for argv in run.children_argv)
+    # Nothing was dumped, or even asked of the database: the bucket is checked
+    # first. (The shims record every client started, however short-lived.)
+    assert recorded_invocations(invocations) == []
 
 
 @pytest.mark.parametrize("which", ["wrong-secret", "unknown-key"])
@@ -435,7 +446,7 @@ def test_no_secret_in_output_or_in_any_child_argv(
     config_file.write_text("{}")
     # Every PostgreSQL client the runner starts goes through a shim that records its
     # argv: short-lived children (psql) are checked for sure, not only when sampled.
-    shims, invocations = _recording_pg_bin_dir(postgres_server, tmp_path)
+    shims, invocations = recording_pg_bin_dir(postgres_server, tmp_path)
     runs = []
     with GrafanaAPI(token, [{"uid": "a", "title": "A"}]) as grafana:
         extra = ("--config-file", str(config_file), "--grafana-url", grafana.url,
@@ -484,21 +495,6 @@ def test_no_secret_in_output_or_in_any_child_argv(
         joined = b" ".join(argv).decode()
         for value in secrets + connection:
             assert value not in joined, f"{value!r} in {joined}"
-
-
-def _recording_pg_bin_dir(postgres: pg.PostgresServer, tmp_path: Path) -> tuple[Path, Path]:
-    """A --pg-bin-dir whose clients write their argv to a file each, then exec the real one."""
-    shims, invocations = tmp_path / "pg-bin", tmp_path / "invocations"
-    shims.mkdir()
-    invocations.mkdir()
-    for name in ("pg_dump", "psql", "pg_restore"):
-        shim = shims / name
-        shim.write_text(
-            "#!/bin/sh\n"
-            f"printf '%s\\0' \"$0\" \"$@\" > '{invocations}/{name}.'$$\n"
-            f"exec '{postgres.bin(name)}' \"$@\"\n")
-        shim.chmod(0o755)
-    return shims, invocations
 
 
 # ---------------------------------------------------------------------- tolerance of the store

@@ -28,7 +28,14 @@ from stackforge_operator.devcluster.ports import free_port
 from tests.support import postgres_server as pg
 from tests.support.drill import drill_argv
 from tests.support.fault_proxy import opening_after
-from tests.support.fixtures_backup import RunnerProcess, SeededDatabase, run_runner, runner_argv
+from tests.support.fixtures_backup import (
+    RunnerProcess,
+    SeededDatabase,
+    recorded_invocations,
+    recording_pg_bin_dir,
+    run_runner,
+    runner_argv,
+)
 from tests.support.s3_server import S3Credentials, S3Server
 
 TENANT = "acme"
@@ -405,15 +412,21 @@ def test_no_backup_is_backup_not_found(
     scratch_database: str,
     s3_bucket: str,
     selector: str,
+    tmp_path: Path,
 ) -> None:
     if selector != "latest":
         _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    shims, invocations = recording_pg_bin_dir(postgres_server, tmp_path)
     run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
-                 "--backup", selector, "--run-id", "nothing")
+                 "--pg-bin-dir", str(shims), "--backup", selector, "--run-id", "nothing")
     result = _verdict(run, "Failed", "BackupNotFound")
     assert "backupId" not in result and "rpoSeconds" not in result
-    assert not any("pg_restore" in " ".join(argv) for argv in run.children_argv
-                   if "--version" not in argv)
+    # Nothing restored (the shims record every client started, however short-lived;
+    # the runner's look at its tools shows they are the ones it runs).
+    recorded = recorded_invocations(invocations)
+    assert recorded, "the runner started no client through the shims"
+    assert not [argv for argv in recorded
+                if Path(argv[0]).name == "pg_restore" and "--version" not in argv], recorded
     # The report goes under the tenant, outside any run a retention pass would see.
     assert result["reportLocation"] == f"s3://{s3_bucket}/stackforge/{TENANT}/drills/nothing.json"
     assert _report(s3_server, s3_bucket, result)["reason"] == "BackupNotFound"

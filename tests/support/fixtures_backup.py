@@ -282,3 +282,26 @@ def run_runner_measured(
     )
     result.children_peak_bytes = max(children_peak.values(), default=0)
     return result
+
+
+def recording_pg_bin_dir(postgres: pg.PostgresServer, tmp_path: Path) -> tuple[Path, Path]:
+    """A --pg-bin-dir whose clients write their argv to a file each, then exec the real
+    one: (the directory, where the records go). Short-lived children are seen for
+    sure, not only when a sample of /proc happens to catch them."""
+    shims, invocations = tmp_path / "pg-bin", tmp_path / "invocations"
+    shims.mkdir()
+    invocations.mkdir()
+    for name in ("pg_dump", "psql", "pg_restore"):
+        shim = shims / name
+        shim.write_text(
+            "#!/bin/sh\n"
+            f"printf '%s\\0' \"$0\" \"$@\" > '{invocations}/{name}.'$$\n"
+            f"exec '{postgres.bin(name)}' \"$@\"\n")
+        shim.chmod(0o755)
+    return shims, invocations
+
+
+def recorded_invocations(invocations: Path) -> list[list[str]]:
+    """The argv of every client run through :func:`recording_pg_bin_dir`'s shims."""
+    return [[arg.decode() for arg in path.read_bytes().split(b"\0")[:-1]]
+            for path in sorted(invocations.iterdir())]
