@@ -142,6 +142,18 @@ def workload_fault(workload: Mapping[str, Any],
     return None
 
 
+# The StatefulSet controller's label on each pod: the revision (template) it was made from.
+REVISION_LABEL = "controller-revision-hash"
+
+
+def status_observed(workload: Mapping[str, Any] | None) -> bool:
+    """Whether a workload's status is of its current spec: its controller has seen
+    the generation (until then, what the status says is about the spec before)."""
+    state = (workload or {}).get("status") or {}
+    generation = ((workload or {}).get("metadata") or {}).get("generation") or 0
+    return int(state.get("observedGeneration") or 0) >= int(generation)
+
+
 def stuck_on_an_old_revision(statefulset: Mapping[str, Any],
                              pods: Iterable[Mapping[str, Any]]) -> list[str]:
     """Pods of a StatefulSet that will never be replaced by themselves: broken (a fault
@@ -157,13 +169,11 @@ def stuck_on_an_old_revision(statefulset: Mapping[str, Any],
     # A status older than the spec names the revision before the newest: a pod of
     # the newest template, broken on its own (a new image not pulled), would look
     # old, and be deleted again and again.
-    seen = int(status.get("observedGeneration") or 0) >= int(
-        (statefulset.get("metadata") or {}).get("generation") or 0)
-    if not wanted or not seen:
+    if not wanted or not status_observed(statefulset):
         return []
     stuck = []
     for pod in _own_staying_pods(statefulset, pods):
-        revision = (pod["metadata"].get("labels") or {}).get("controller-revision-hash")
+        revision = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
         if revision in (None, wanted):
             continue
         fault = pod_fault(pod)

@@ -16,7 +16,7 @@ from typing import Any
 
 from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.conditions import ISOLATED, TENANT_COMPONENT_CONDITIONS
-from stackforge_operator.pod_health import PodFault, workload_fault
+from stackforge_operator.pod_health import PodFault, status_observed, workload_fault
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -182,8 +182,7 @@ def workload_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     current = int(status.get("replicas") or 0)
-    seen = int(status.get("observedGeneration") or 0) >= int(live["metadata"].get("generation", 0))
-    if not seen:
+    if not status_observed(live):
         return WorkloadState(meta["name"], component, wanted, ready, False, "rollout not observed")
     if wanted == 0:
         done = current == 0

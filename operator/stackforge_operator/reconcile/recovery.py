@@ -58,13 +58,17 @@ from stackforge_operator.drill import outcome
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
-from stackforge_operator.pod_health import job_conditions, job_messages, result_of
+from stackforge_operator.pod_health import (
+    REVISION_LABEL,
+    job_conditions,
+    job_messages,
+    result_of,
+    status_observed,
+)
 
 RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
 RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
 RECOVER_VERIFY_ANNOTATION: Final = f"{API_GROUP}/recover-verify-drill"
-# The StatefulSet controller's label on each pod: the revision (template) it was made from.
-REVISION_LABEL: Final = "controller-revision-hash"
 
 Phase = RecoveryPhase
 ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING,
@@ -322,9 +326,7 @@ def scaled_to_zero(statefulset: Mapping[str, Any] | None) -> bool:
     if statefulset is None:
         return False
     spec, state = statefulset.get("spec") or {}, statefulset.get("status") or {}
-    return (int(spec.get("replicas", 1)) == 0
-            and int(state.get("observedGeneration") or 0)
-            >= int(statefulset["metadata"].get("generation") or 0)
+    return (int(spec.get("replicas", 1)) == 0 and status_observed(statefulset)
             and int(state.get("replicas") or 0) == 0)
 
 
@@ -334,13 +336,9 @@ def on_newest_template(pod: Mapping[str, Any] | None,
     controller has seen it: a pod the recovery waits for must be the restore's
     (or, rolled back, the old database's with archiving), not one made from
     the template being left."""
-    if pod is None or statefulset is None:
+    if pod is None or statefulset is None or not status_observed(statefulset):
         return False
-    state = statefulset.get("status") or {}
-    if int(state.get("observedGeneration") or 0) < int(
-            statefulset["metadata"].get("generation") or 0):
-        return False
-    revision = state.get("updateRevision")
+    revision = (statefulset.get("status") or {}).get("updateRevision")
     labels = pod.get("metadata", {}).get("labels") or {}
     return bool(revision) and labels.get(REVISION_LABEL) == revision
 
@@ -391,8 +389,7 @@ def switched(statefulset: Mapping[str, Any] | None, ordinal: int) -> bool:
         if any(str(e.get("name", "")).startswith(RESTORE_OPTION_PREFIX) or
                e.get("name") == "STACKFORGE_RESTORE_TARGET" for e in container.get("env") or []):
             return False
-    return (int(state.get("observedGeneration") or 0)
-            >= int(statefulset["metadata"].get("generation") or 0)
+    return (status_observed(statefulset)
             and bool(state.get("updateRevision"))
             and state.get("updateRevision") == state.get("currentRevision")
             and int(state.get("readyReplicas") or 0) >= 1)

@@ -23,7 +23,7 @@ from stackforge_operator.builders.common import Manifest
 from stackforge_operator.drill import outcome
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import BootstrapStatus
-from stackforge_operator.pod_health import job_conditions
+from stackforge_operator.pod_health import job_conditions, status_observed
 from stackforge_operator.reconcile import bootstrap, storage
 from stackforge_operator.reconcile.common import termination_result
 
@@ -44,8 +44,7 @@ class DumpStep:
 def primary_ready(statefulset: Mapping[str, Any] | None) -> bool:
     """The primary's StatefulSet has a Ready pod of the template it wants now."""
     state = (statefulset or {}).get("status") or {}
-    generation = int(((statefulset or {}).get("metadata") or {}).get("generation") or 0)
-    return (int(state.get("observedGeneration") or 0) >= generation
+    return (status_observed(statefulset)
             and int(state.get("readyReplicas") or 0) >= 1
             and int(state.get("updatedReplicas") or 0) >= 1)
 

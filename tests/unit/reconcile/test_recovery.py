@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stackforge_operator import config
+from stackforge_operator import config, pod_health
 from stackforge_operator.builders import apps, postgres
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec
@@ -61,7 +61,7 @@ def _pod(name: str, *, ready: bool = True, component: str = "postgres",
             "lastState": {"terminated": {"exitCode": exit_code}} if exit_code else {},
             "state": {"terminated": {"message": message}} if message else {}}]}
     return {"metadata": {"name": name, "labels": {
-        "app.kubernetes.io/component": component, recovery.REVISION_LABEL: revision,
+        "app.kubernetes.io/component": component, pod_health.REVISION_LABEL: revision,
         **(labels or {})}}, "status": status}
 
 
