@@ -101,6 +101,10 @@ def _uid(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("uid") or "")
 
 
+def _version(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def object_key(body: Mapping[str, Any]) -> str:
     meta = body["metadata"]
     return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
@@ -143,7 +147,7 @@ class Controller:
 
     def _held(self, body: Mapping[str, Any]) -> _Held:
         meta = body.get("metadata") or {}
-        return _Held(str(meta.get("resourceVersion") or ""),
+        return _Held(_version(body),
                      bool(meta.get("deletionTimestamp")), self._packer.pack(body), _uid(body))
 
     def start(self) -> None:
@@ -161,15 +165,14 @@ class Controller:
             # and kopf re-lists everything when this replica resumes.
             return
         key = object_key(body)
-        uid = _uid(body)
+        uid, version = _uid(body), _version(body)
         known = self._bodies.get(key)
         if uid in self._gone:
             return  # late news of an object gone or replaced under this name
         if known is not None and uid and known.uid and known.uid != uid:
             # A new object of this name, seen before its old self's deletion.
             self._forget_uid(known.uid)
-        elif known is not None and watch_cache.newer_version(
-                known.resource_version, str(body["metadata"].get("resourceVersion") or "")):
+        elif known is not None and watch_cache.newer_version(known.resource_version, version):
             # Older than what is held: the late echo of a write whose answer (a
             # reconcile's ``latest``) is already here. Taken, it would hand the next
             # reconcile a status this operator has since moved past (a recovery's
@@ -177,8 +180,7 @@ class Controller:
             return
         # The same version again (kopf re-lists everything when a watch resumes;
         # the echo of a status this operator wrote) changes nothing: due, not urgent.
-        changed = known is None or (known.resource_version
-                                    != str(body["metadata"].get("resourceVersion") or ""))
+        changed = known is None or known.resource_version != version
         self._bodies[key] = self._held(body)
         self._in_namespace.setdefault(_namespace_of(key), set()).add(key)
         self.queue.add(key, changed=changed)
@@ -306,8 +308,7 @@ class Controller:
         current = self._bodies.get(key)
         if latest is not None and current is not None and (
                 current is held or (current.uid == _uid(latest) and watch_cache.newer_version(
-                    str(latest["metadata"].get("resourceVersion") or ""),
-                    current.resource_version))):
+                    _version(latest), current.resource_version))):
             self._bodies[key] = self._held(latest)
         if self._observe is not None:
             self._observe(key, (latest or body).get("status"))
