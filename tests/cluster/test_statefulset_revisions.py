@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 
 from stackforge_operator.builders import postgres
 from tests.support import tenants
@@ -39,7 +39,11 @@ def _statefulset(namespace: str, start: int, template: str,
 def _first_template_of_pod(cluster: ClusterHandle, namespace: str,
                            strategy: dict[str, Any]) -> str:
     """Pod 1 on template A, then the set moved to pod 0 with template B in one
-    apply: the template pod 0 is first made from."""
+    apply: the template pod 0 is first made from.
+
+    Read from a watch begun before the move, not by polling: on kwok's nodes a
+    pod made from A is Ready, replaced by the rolling update and made again from
+    B in well under a second, which a poll of a loaded machine can miss whole."""
     def apply(start: int, template: str) -> None:
         cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
             _statefulset(namespace, start, template, strategy)))
@@ -48,19 +52,17 @@ def _first_template_of_pod(cluster: ClusterHandle, namespace: str,
     apply(1, "A")
     tenants.eventually(lambda: (apps.read_namespaced_stateful_set("moved", namespace).status
                                 .current_replicas == 1), timeout=60, interval=0.5)
+    before_the_move = core.list_namespaced_pod(namespace).metadata.resource_version
     apply(0, "B")
-    first: list[str] = []
-
-    def made() -> bool:
-        try:
-            pod = core.read_namespaced_pod("moved-0", namespace)
-        except client.ApiException:
-            return False
-        first.append((pod.metadata.annotations or {})["template"])
-        return True
-
-    tenants.eventually(made, timeout=60, interval=0.05)
-    return first[0]
+    stream = watch.Watch()
+    for event in stream.stream(core.list_namespaced_pod, namespace,
+                               resource_version=before_the_move, timeout_seconds=60):
+        pod = event["object"]
+        if event["type"] == "ADDED" and pod.metadata.name == "moved-0":
+            stream.stop()
+            template: str = (pod.metadata.annotations or {})["template"]
+            return template
+    raise AssertionError("pod moved-0 was not made within 60 s of the move")
 
 
 def test_a_pod_moved_to_another_number_is_made_from_the_newest_template(
