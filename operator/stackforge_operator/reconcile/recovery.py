@@ -206,6 +206,7 @@ class Facts:
     pods: Mapping[str, Mapping[str, Any]]  # the tenant's pods, by name
     primary: Mapping[str, Any] | None  # the primary's live StatefulSet
     job: Mapping[str, Any] | None  # the verification Job, while verifying
+    apps: Sequence[Mapping[str, Any]] = ()  # the tenant's app Deployments, live
 
 
 def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
@@ -214,17 +215,22 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
     if recovery.phase == Phase.STOPPING_WRITES:
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         apps = [n for n, p in facts.pods.items() if _component(p) == APP_COMPONENT]
-        # The old primary's absence from the pods seen is not enough: the
-        # StatefulSet controller may not have taken the scale to zero in yet,
-        # and would make the pod again.
-        if old is None and not apps and scaled_to_zero(facts.primary):
+        # The old primary's and the apps' absence from the pods seen is not
+        # enough: a StatefulSet or Deployment controller that has not taken the
+        # scale to zero in yet would make a pod again (a ReplicaSet replaces an
+        # app pod that went away by itself until its own scale is lowered).
+        unscaled = [f"Deployment {d['metadata']['name']}"
+                    for d in facts.apps if not scaled_to_zero(d)]
+        if not scaled_to_zero(facts.primary):
+            unscaled.append(f"StatefulSet {postgres.NAME}")
+        if old is None and not apps and not unscaled:
             return _next(recovery, now, Phase.RESTORING, RESTORE,
                          "the apps and the primary are stopped",
                          f"restoring {recovery.repository_path} to "
                          f"{recovery.recovery_target} into a new volume")
         waiting = [*apps, *([postgres.primary_pod(recovery.previous_ordinal)] if old else [])]
         if not waiting:
-            waiting = [f"StatefulSet {postgres.NAME} to scale to zero"]
+            waiting = [f"{', '.join(sorted(unscaled))} to scale to zero"]
         return replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} to stop")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
@@ -320,13 +326,13 @@ def _ready(pod: Mapping[str, Any] | None) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def scaled_to_zero(statefulset: Mapping[str, Any] | None) -> bool:
-    """Whether the StatefulSet asks for no pod and its controller has seen that and
-    has none left."""
-    if statefulset is None:
+def scaled_to_zero(workload: Mapping[str, Any] | None) -> bool:
+    """Whether a StatefulSet or Deployment asks for no pod and its controller has
+    seen that and has none left."""
+    if workload is None:
         return False
-    spec, state = statefulset.get("spec") or {}, statefulset.get("status") or {}
-    return (int(spec.get("replicas", 1)) == 0 and status_observed(statefulset)
+    spec, state = workload.get("spec") or {}, workload.get("status") or {}
+    return (int(spec.get("replicas", 1)) == 0 and status_observed(workload)
             and int(state.get("replicas") or 0) == 0)
 
 

@@ -66,8 +66,9 @@ def _pod(name: str, *, ready: bool = True, component: str = "postgres",
 
 
 def _facts(*pods: dict[str, Any], statefulset: dict[str, Any] | None = None,
-           job: dict[str, Any] | None = None, at: datetime = NOW) -> Facts:
-    return Facts(at, {p["metadata"]["name"]: p for p in pods}, statefulset, job)
+           job: dict[str, Any] | None = None, at: datetime = NOW,
+           apps: tuple[dict[str, Any], ...] = ()) -> Facts:
+    return Facts(at, {p["metadata"]["name"]: p for p in pods}, statefulset, job, apps)
 
 
 def _in(phase: RecoveryPhase, steps: int = 1) -> RecoveryStatus:
@@ -85,6 +86,14 @@ def _in(phase: RecoveryPhase, steps: int = 1) -> RecoveryStatus:
 def _job(condition: str | None) -> dict[str, Any]:
     conditions = [{"type": condition, "status": "True"}] if condition else []
     return {"metadata": {"name": "recovery-verify-x"}, "status": {"conditions": conditions}}
+
+
+def _deployment(name: str, *, replicas: int = 0, rolled: bool = True,
+                pods: int | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "generation": 7},
+            "spec": {"replicas": replicas},
+            "status": {"observedGeneration": 7 if rolled else 6,
+                       "replicas": replicas if pods is None else pods}}
 
 
 def _statefulset(*, ordinal: int, restoring: bool = False, rolled: bool = True,
@@ -286,8 +295,17 @@ def test_writes_are_stopped_once_no_app_and_no_old_primary_is_left() -> None:
         unconfirmed = recovery.advance(begun, _facts(statefulset=statefulset, at=later))
         assert unconfirmed.phase == Phase.STOPPING_WRITES
         assert "StatefulSet postgres to scale to zero" in (unconfirmed.message or "")
+    # The same for an app's Deployment: no app pod seen, but its controller could
+    # still make one (a ReplicaSet not yet scaled down replaces a pod gone).
+    for deployment in (_deployment("api", replicas=2), _deployment("api", rolled=False),
+                       _deployment("api", pods=1)):
+        unconfirmed = recovery.advance(begun, _facts(statefulset=stopped, at=later,
+                                                     apps=(deployment, _deployment("web"))))
+        assert unconfirmed.phase == Phase.STOPPING_WRITES
+        assert "Deployment api to scale to zero" in (unconfirmed.message or "")
     moved = recovery.advance(begun, _facts(_pod("redis-0", component="redis"),
-                                           statefulset=stopped, at=later))
+                                           statefulset=stopped, at=later,
+                                           apps=(_deployment("api"), _deployment("web"))))
     assert moved.phase == Phase.RESTORING
     assert [(s.name, s.completion_time) for s in moved.steps] == [
         ("StopWrites", later), ("Restore", None)]
