@@ -336,6 +336,13 @@ def scaled_to_zero(workload: Mapping[str, Any] | None) -> bool:
             and int(state.get("replicas") or 0) == 0)
 
 
+def app_deployments(live: Mapping[tuple[str, str], Mapping[str, Any]]
+                    ) -> list[Mapping[str, Any]]:
+    """The app Deployments among a tenant's observed children (by kind and name)."""
+    return [obj for (kind, _), obj in live.items()
+            if kind == "Deployment" and _component(obj) == APP_COMPONENT]
+
+
 def on_newest_template(pod: Mapping[str, Any] | None,
                        statefulset: Mapping[str, Any] | None) -> bool:
     """Whether ``pod`` was made from its StatefulSet's newest template, as the

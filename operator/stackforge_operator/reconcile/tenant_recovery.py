@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from stackforge_operator import API_GROUP, API_VERSION, kube
 from stackforge_operator.builders import postgres
 from stackforge_operator.builders import recovery as builders
-from stackforge_operator.builders.common import APP_COMPONENT, COMPONENT_LABEL, Manifest
+from stackforge_operator.builders.common import Manifest
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
 from stackforge_operator.models.drill import DRDrillSpec, QueryCheck
 from stackforge_operator.models.effective import EffectiveTenant
@@ -60,11 +60,9 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
             if job is not None:
                 live[("Job", name)] = job
         pods = {p["metadata"]["name"]: p for p in observe.tenant_pods(t)}
-        apps = [obj for (kind, _), obj in live.items() if kind == "Deployment"
-                and ((obj.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL)
-                == APP_COMPONENT]
         recorded = recovery.advance(recorded, recovery.Facts(
-            now, pods, live.get(("StatefulSet", postgres.NAME)), job, apps))
+            now, pods, live.get(("StatefulSet", postgres.NAME)), job,
+            recovery.app_deployments(live)))
     else:
         recorded = _answer(t, annotations, recorded, policies, now)
     policy = _policy_spec(policies, recorded.backup_policy) if recorded else None

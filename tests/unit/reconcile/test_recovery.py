@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from stackforge_operator import config, pod_health
-from stackforge_operator.builders import apps, postgres
+from stackforge_operator.builders import apps, postgres, stack
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus
 from stackforge_operator.reconcile import archiving_policy, recovery
 from stackforge_operator.reconcile.recovery import Facts, Phase
-from tests.unit.builders.tenants import find, tenant
+from tests.unit.builders.tenants import ENTERPRISE, find, tenant
 
 NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 TARGET = "2026-12-01T05:40:00Z"
@@ -218,6 +218,15 @@ def test_stopping_writes_stops_the_apps_and_the_old_primary() -> None:
     # Even the autoscaled app: an HPA never scales up from zero.
     assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in built
             if d["kind"] == "Deployment"} == {"api": 0, "worker": 0, "web": 0}
+
+
+def test_the_app_deployments_waited_for_are_those_the_builders_make() -> None:
+    everything = stack.workloads(tenant(ENTERPRISE))
+    live = {(m["kind"], m["metadata"]["name"]): m for m in everything}
+    # Not the other Deployments of the stack (Kong, the pooler, ...).
+    assert {"api", "web", "worker"} < {n for k, n in live if k == "Deployment"}
+    assert sorted(d["metadata"]["name"] for d in recovery.app_deployments(live)) == [
+        "api", "web", "worker"]
 
 
 @pytest.mark.parametrize("phase", [Phase.RESTORING, Phase.VERIFYING])
