@@ -69,8 +69,7 @@ class _Tenant:
         pods = self.cluster.pods(self.t.namespace, selector)
         running = sorted(str(p["metadata"]["name"]) for p in pods
                          if (p.get("status") or {}).get("phase") == "Running")
-        ready = [str(p["metadata"]["name"]) for p in pods if _ready(p)]
-        not_ready = [str(p["metadata"]["name"]) for p in pods if not _ready(p)]
+        ready, not_ready = verdict.ready_and_not(pods)
         return [verdict.pods_check(label, wanted, ready, not_ready)], running
 
     def selector(self, component: str, app: str | None = None) -> str:
@@ -83,11 +82,6 @@ class _Tenant:
 
     def get(self, pod: str, port: int, path: str) -> tuple[int, str]:
         return self.cluster.http_get(self.t.namespace, pod, port, path)
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def _pg_ready(at: _Tenant, component: str, pod: str) -> list[Check]:

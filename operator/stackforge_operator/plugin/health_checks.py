@@ -43,6 +43,26 @@ def failed(component: str, check: str, target: str, detail: str) -> Check:
     return Check(component, check, target, FAIL, detail)
 
 
+def ready_and_not(pods: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """The names of the pods that count, Ready and not Ready.
+
+    A pod that has finished (Failed or Succeeded: e.g. evicted under node
+    pressure, kept until the pod garbage collector's threshold) or is being
+    deleted is on its way out: its workload has made, or makes, another in its
+    place, and that one is judged."""
+    ready: list[str] = []
+    not_ready: list[str] = []
+    for pod in pods:
+        state = pod.get("status") or {}
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or state.get("phase") in (
+                "Failed", "Succeeded"):
+            continue
+        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                       for c in state.get("conditions") or [])
+        (ready if is_ready else not_ready).append(str(pod["metadata"]["name"]))
+    return ready, not_ready
+
+
 def pods_check(component: str, wanted: int, ready: Sequence[str],
                not_ready: Sequence[str]) -> Check:
     """Ready pods against the workload's wanted count, and no pod that is not ready;

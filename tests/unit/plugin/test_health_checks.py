@@ -32,6 +32,26 @@ def test_zero_wanted_pods_are_skipped_and_fewer_ready_than_wanted_fail() -> None
     assert (stuck.result, stuck.detail) == (hc.FAIL, "1/1 ready; not ready: api-new")
 
 
+def _pod(name: str, ready: bool, phase: str = "Running", deleting: bool = False
+         ) -> dict[str, object]:
+    meta: dict[str, object] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-06T09:00:00Z"
+    return {"metadata": meta, "status": {"phase": phase, "conditions": [
+        {"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_pods_on_their_way_out_are_not_judged_their_replacements_are() -> None:
+    pods = [_pod("api-a", True), _pod("api-b", False),
+            _pod("api-evicted", False, phase="Failed"), _pod("job-done", False, "Succeeded"),
+            _pod("api-old", True, deleting=True)]
+    assert hc.ready_and_not(pods) == (["api-a"], ["api-b"])
+    # A tenant whose one app pod was evicted and replaced stays healthy.
+    ready, not_ready = hc.ready_and_not([_pod("api-evicted", False, "Failed"),
+                                         _pod("api-new", True)])
+    assert hc.pods_check("api", 1, ready, not_ready).result == hc.PASS
+
+
 def test_a_command_passes_on_exit_0_and_fails_with_its_error_otherwise() -> None:
     ok = hc.command_check("postgres", "ready", "postgres-0", 0,
                           "/var/run/postgresql:5432 - accepting connections\n", "")
