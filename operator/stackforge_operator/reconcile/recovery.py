@@ -163,6 +163,12 @@ def with_plan(t: EffectiveTenant, recovery: RecoveryStatus | None,
               policy: BackupPolicySpec | None) -> EffectiveTenant:
     """The tenant as the recovery's phase wants it built."""
     phase = recovery.phase if recovery is not None else None
+    if phase in ACTIVE:
+        # The recovery holds the database until it ends: a suspension (a suspend
+        # window opening at night) or PostgreSQL switched off would kill the
+        # restore or the old primary it rolls back to, and leave it waiting for a
+        # pod that never comes. They take effect once it has ended.
+        t = replace(t, suspend=False, postgres=replace(t.postgres, enabled=True))
     t = replace(t, primary_ordinal=primary_ordinal(recovery),
                 primary_stopped=phase == Phase.STOPPING_WRITES,
                 # Back with the switch-over, or once rolled back: never while
@@ -229,9 +235,11 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
                          f"restoring {recovery.repository_path} to "
                          f"{recovery.recovery_target} into a new volume")
         waiting = [*apps, *([postgres.primary_pod(recovery.previous_ordinal)] if old else [])]
-        if not waiting:
-            waiting = [f"{', '.join(sorted(unscaled))} to scale to zero"]
-        return replace_message(recovery, f"waiting for {', '.join(sorted(waiting))} to stop")
+        if waiting:
+            return replace_message(recovery,
+                                   f"waiting for {', '.join(sorted(waiting))} to stop")
+        return replace_message(recovery,
+                               f"waiting for {', '.join(sorted(unscaled))} to scale to zero")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
         if _ready(pod) and on_newest_template(pod, facts.primary):

@@ -220,6 +220,26 @@ def test_stopping_writes_stops_the_apps_and_the_old_primary() -> None:
             if d["kind"] == "Deployment"} == {"api": 0, "worker": 0, "web": 0}
 
 
+@pytest.mark.parametrize("phase", sorted(recovery.ACTIVE))
+@pytest.mark.parametrize("change", [{"suspend": True},
+                                    {"components": {"postgres": {"enabled": False}}}])
+def test_an_active_recovery_holds_the_database_against_suspension_and_switching_it_off(
+        phase: RecoveryPhase, change: dict[str, Any]) -> None:
+    t = replace(tenant(change), archiving=archiving_policy.archiving([{
+        "metadata": {"name": "archive"}, "spec": _policy().model_dump(mode="json",
+                                                                      by_alias=True)}]))
+    found = _begun().model_copy(update={"phase": phase})
+    primary = find(postgres.build(recovery.with_plan(t, found, _policy())),
+                   "StatefulSet", "postgres")
+    on = phase != Phase.STOPPING_WRITES
+    assert primary["spec"]["replicas"] == (1 if on else 0)
+    # Once it has ended, the tenant's own spec again.
+    ended = found.model_copy(update={"phase": Phase.SUCCEEDED})
+    after = postgres.build(recovery.with_plan(t, ended, _policy()))
+    assert [m for m in after if m["kind"] == "StatefulSet" and m["metadata"]["name"] == "postgres"
+            and m["spec"]["replicas"] > 0] == []
+
+
 def test_the_app_deployments_waited_for_are_those_the_builders_make() -> None:
     everything = stack.workloads(tenant(ENTERPRISE))
     live = {(m["kind"], m["metadata"]["name"]): m for m in everything}
