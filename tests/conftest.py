@@ -75,7 +75,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     (Not `--dist loadgroup`: its group marks are applied by renaming test ids, which
     this pytest ignores; the groups silently split.)
     """
-    from xdist.scheduler import LoadScopeScheduling
+    # pytest-xdist ships no type information.
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
     # Units in collection order (the host-global one first: see modifyitems), not
     # largest first.
@@ -131,7 +132,8 @@ def _kind_cluster(request: pytest.FixtureRequest) -> ClusterHandle:
     if shutil.which("docker") is None or not Path("/var/run/docker.sock").exists():
         pytest.skip("cluster provider 'kind' needs a running Docker engine; none here")
     try:
-        import pytest_kind  # noqa: F401
+        # An optional extra ('.[kind]'): missing where not installed, untyped where it is.
+        import pytest_kind  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
     except ImportError:
         pytest.skip("cluster provider 'kind' needs pytest-kind (pip install '.[kind]')")
     kind = request.getfixturevalue("kind_cluster")

@@ -235,6 +235,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         # it) gets it: written where the option names, before the restore and
         # every WAL fetch read it. Its path overrides the configuration's.
         ca_file = pod.root / "tmp" / "stackforge" / "restore-ca.crt"
+        assert archiving.s3.ca_bundle is not None  # archiving_server serves over TLS
         ca_text = Path(archiving.s3.ca_bundle).read_text().strip()
         restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
                          **_source_options(archiving, pod),

@@ -491,8 +491,8 @@ def test_no_secret_in_output_or_in_any_child_argv(
     recorded = [path.read_bytes().split(b"\0")[:-1] for path in invocations.iterdir()]
     assert {Path(argv[0].decode()).name for argv in recorded} >= {"pg_dump", "psql"}
     assert [argv for argv in recorded if b"--format=custom" in argv], recorded
-    for argv in recorded:
-        joined = b" ".join(argv).decode()
+    for shim_argv in recorded:
+        joined = b" ".join(shim_argv).decode()
         for value in secrets + connection:
             assert value not in joined, f"{value!r} in {joined}"
 

@@ -34,6 +34,7 @@ from stackforge_operator.devcluster import LocalCluster
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import backup_requests, children, tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import metadata_of, name_of
 from tests.support.operator_identity import OperatorIdentity
 
 pytestmark = pytest.mark.chaos
@@ -86,8 +87,9 @@ def _workloads(cluster: ClusterHandle) -> dict[tuple[str, str, str], dict[str, A
     for kind, listed in (("StatefulSet", apps.list_stateful_set_for_all_namespaces()),
                          ("Deployment", apps.list_deployment_for_all_namespaces())):
         for obj in listed.items:
-            found[(kind, obj.metadata.namespace, obj.metadata.name)] = (
-                cluster.api.sanitize_for_serialization(obj))
+            namespace = metadata_of(obj).namespace
+            assert namespace is not None  # of a namespaced kind
+            found[(kind, namespace, name_of(obj))] = cluster.api.sanitize_for_serialization(obj)
     return found
 
 

@@ -20,6 +20,7 @@ nothing is stored):
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -116,14 +117,14 @@ def _dry_run(cluster: ClusterHandle, kind: str, obj: dict[str, Any]) -> dict[str
     """The object as the API server would store it (defaulted, nulls pruned: what
     the operator reads), or the message it refuses ``obj`` with."""
     try:
-        stored: dict[str, Any] = client.CustomObjectsApi(
-            cluster.api).create_namespaced_custom_object(
+        stored = client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
             API_GROUP, API_VERSION, NAMESPACE, KINDS[kind][0], obj, dry_run="All",
             field_validation="Strict")
     except ApiException as error:
         if error.status not in (400, 422):
             raise
         return str(json.loads(error.body or "{}").get("message") or error.body)
+    assert isinstance(stored, dict)  # the client types a custom object as a bare object
     return stored
 
 
@@ -162,6 +163,7 @@ def _why_unsettled(api: client.CustomObjectsApi, kind: str, namespace: str, name
     operator's log lines that name it."""
     found = api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
                                              KINDS[kind][0], name)
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
     lines = [line for line in log_path.read_text(errors="replace").splitlines()
              if f"{namespace}/{name}" in line or f" {name}:" in line or f" {name} " in line]
     return (f"{kind} {namespace}/{name} has no Ready condition with a reason after 120 s; "
@@ -228,6 +230,7 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
         def settled(namespace: str, name: str) -> dict[str, Any] | None:
             found = api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
                                                      KINDS[kind][0], name)
+            assert isinstance(found, dict)  # the client types a custom object as a bare object
             ready = next((c for c in (found.get("status") or {}).get("conditions") or []
                           if c["type"] == "Ready"), None)
             return ready if ready and ready.get("reason") else None
@@ -235,7 +238,7 @@ def test_every_fuzzed_object_is_refused_naming_a_field_or_read_without_error(
         outcomes = []
         for ns, n in created:
             try:
-                ready = tenants.eventually(lambda ns=ns, n=n: settled(ns, n), timeout=120,
+                ready = tenants.eventually(functools.partial(settled, ns, n), timeout=120,
                                            interval=1)
             except AssertionError:
                 pytest.fail(_why_unsettled(api, kind, ns, n, tmp_path / "operator.log"))

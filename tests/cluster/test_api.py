@@ -46,6 +46,7 @@ def _replace(cluster: ClusterHandle, manifest: dict[str, Any], namespace: str) -
     name = manifest["metadata"]["name"]
     manifest["metadata"]["namespace"] = namespace
     live = objects.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
+    assert isinstance(live, dict)  # the client types a custom object as a bare object
     manifest["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
     return objects.replace_namespaced_custom_object(
         API_GROUP, API_VERSION, namespace, plural, name, manifest, field_validation="Strict"
@@ -62,6 +63,7 @@ def test_malformed_object_is_refused_at_admission_naming_the_field(
     assert refused.value.status == 422 or (case.strict and refused.value.status == 400), (
         refused.value.body
     )
+    assert refused.value.body is not None  # the API server's response
     assert case.expect in refused.value.body
 
 
@@ -74,6 +76,7 @@ def test_forbidden_change_is_refused(
     with pytest.raises(ApiException) as refused:
         _replace(cluster, copy.deepcopy(case.modified), namespace)
     assert refused.value.status == 422
+    assert refused.value.body is not None  # the API server's response
     assert case.expect in refused.value.body
 
 
@@ -138,13 +141,15 @@ def test_every_crd_has_status_subresource_short_name_and_category(
     cluster: ClusterHandle, stackforge_crds: list[str]
 ) -> None:
     extensions = client.ApiextensionsV1Api(cluster.api)
-    short_names = set()
+    short_names: set[str] = set()
     for name in stackforge_crds:
         crd = extensions.read_custom_resource_definition(name)
         version = crd.spec.versions[0]
-        assert version.subresources.status is not None
-        assert "stackforge" in crd.spec.names.categories
+        assert version.subresources is not None and version.subresources.status is not None
+        assert "stackforge" in (crd.spec.names.categories or [])
+        assert crd.spec.names.short_names is not None
         short_names.update(crd.spec.names.short_names)
+        assert version.additional_printer_columns is not None
         columns = [c.name for c in version.additional_printer_columns]
         assert {"Ready", "Reason"} <= set(columns)
     assert short_names == {"sft", "sfbp", "sfdr"}

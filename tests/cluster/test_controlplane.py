@@ -24,6 +24,7 @@ from stackforge_operator.devcluster.kubeconfig import python_discovery_cache
 from stackforge_operator.devcluster.processes import pid_alive, processes_mentioning
 from stackforge_operator.devcluster.stages import RUNNER_LABEL
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, spec_of, status_of
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25) -> Any:
@@ -63,15 +64,15 @@ def test_deployment_reaches_ready_replicas(cluster: ClusterHandle, namespace: st
     )
 
     def ready() -> int:
-        status = apps.read_namespaced_deployment_status("web", namespace).status
+        status = status_of(apps.read_namespaced_deployment_status("web", namespace))
         return (status.ready_replicas or 0) == 3
 
     eventually(ready)
     pods = client.CoreV1Api(cluster.api).list_namespaced_pod(namespace, label_selector="app=web")
     assert len(pods.items) == 3
     # The scheduler really placed them on kwok's fake nodes.
-    assert all(p.spec.node_name and p.spec.node_name.startswith("kwok-node-") for p in pods.items)
-    assert all(p.status.phase == "Running" for p in pods.items)
+    assert all((spec_of(p).node_name or "").startswith("kwok-node-") for p in pods.items)
+    assert all(status_of(p).phase == "Running" for p in pods.items)
 
 
 def _create_job(cluster: ClusterHandle, namespace: str, name: str, labels: dict[str, str]) -> None:
@@ -90,14 +91,14 @@ def _create_job(cluster: ClusterHandle, namespace: str, name: str, labels: dict[
 
 def _job_condition(cluster: ClusterHandle, namespace: str, name: str, kind: str) -> bool:
     job = client.BatchV1Api(cluster.api).read_namespaced_job_status(name, namespace)
-    return any(c.type == kind and c.status == "True" for c in job.status.conditions or [])
+    return any(c.type == kind and c.status == "True" for c in status_of(job).conditions or [])
 
 
 def test_job_completes(cluster: ClusterHandle, namespace: str) -> None:
     _create_job(cluster, namespace, "batch", {})
     eventually(lambda: _job_condition(cluster, namespace, "batch", "Complete"))
     job = client.BatchV1Api(cluster.api).read_namespaced_job_status("batch", namespace)
-    assert job.status.succeeded == 2
+    assert status_of(job).succeeded == 2
 
 
 def test_runner_pods_are_left_for_the_harness(cluster: ClusterHandle, namespace: str) -> None:
@@ -107,12 +108,12 @@ def test_runner_pods_are_left_for_the_harness(cluster: ClusterHandle, namespace:
 
     def running_pod() -> list[client.V1Pod]:
         pods = core.list_namespaced_pod(namespace, label_selector=f"{RUNNER_LABEL}=backup").items
-        return [p for p in pods if p.status.phase == "Running"]
+        return [p for p in pods if status_of(p).phase == "Running"]
 
     eventually(running_pod)
     time.sleep(3)  # several kwok stage periods
     pods = core.list_namespaced_pod(namespace, label_selector=f"{RUNNER_LABEL}=backup").items
-    assert pods and all(p.status.phase == "Running" for p in pods)
+    assert pods and all(status_of(p).phase == "Running" for p in pods)
     assert not _job_condition(cluster, namespace, "backup", "Complete")
 
 
@@ -127,6 +128,7 @@ def test_rbac_is_enforced(cluster: ClusterHandle, namespace: str) -> None:
     with pytest.raises(ApiException) as denied:
         as_reader.list_namespaced_config_map(namespace)
     assert denied.value.status == 403
+    assert denied.value.body is not None  # the API server's response
     assert f"system:serviceaccount:{namespace}:reader" in denied.value.body
 
     rbac = client.RbacAuthorizationV1Api(cluster.api)
@@ -189,7 +191,7 @@ def test_namespace_deletion_completes(cluster: ClusterHandle) -> None:
         try:
             core.read_namespace(name)
         except ApiException as error:
-            return error.status == 404
+            return bool(error.status == 404)  # the client leaves status untyped
         return False
 
     eventually(gone, timeout=90)
@@ -350,9 +352,9 @@ def test_statefulset_volume_claims_are_bound(cluster: ClusterHandle, namespace: 
     )
     cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest)
     apps = client.AppsV1Api(cluster.api)
-    eventually(lambda: apps.read_namespaced_stateful_set_status("db", namespace).status
+    eventually(lambda: status_of(apps.read_namespaced_stateful_set_status("db", namespace))
                .ready_replicas == 2)
     claims = client.CoreV1Api(cluster.api).list_namespaced_persistent_volume_claim(namespace)
-    assert sorted(c.metadata.name for c in claims.items) == ["data-db-0", "data-db-1"]
-    assert all(c.status.phase == "Bound" for c in claims.items)
-    assert all(c.spec.storage_class_name == "kwok-volume" for c in claims.items)
+    assert sorted(name_of(c) for c in claims.items) == ["data-db-0", "data-db-1"]
+    assert all(status_of(c).phase == "Bound" for c in claims.items)
+    assert all(spec_of(c).storage_class_name == "kwok-volume" for c in claims.items)

@@ -37,8 +37,9 @@ SANDBOX_RESOURCES = ("namespaces", "networkpolicies", "roles", "rolebindings", "
 
 
 def _drill(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+    found = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
         API_GROUP, API_VERSION, namespace, "drdrills", "nightly-check")
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
     return found
 
 
@@ -190,7 +191,7 @@ def test_a_first_pass_reads_each_of_the_policys_secrets_once(
         [started] = core.list_namespaced_event(
             namespace, field_selector="involvedObject.name=nightly-check,reason=DrillStarted",
         ).items
-        assert sandbox in started.message, started.message
+        assert started.message is not None and sandbox in started.message, started.message
     finally:
         if sandbox is not None:
             core.delete_namespace(sandbox, propagation_policy="Background")

@@ -22,6 +22,7 @@ from kubernetes import client
 from stackforge_operator import peering, rbac
 from tests.support import helm
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import spec_of, status_of
 from tests.support.tenants import eventually
 
 RELEASE = "t-helm"
@@ -105,8 +106,9 @@ def _service_account_rules(cluster: ClusterHandle, namespace: str, name: str) ->
     review = client.AuthorizationV1Api(cluster.api_as(token)).create_self_subject_rules_review(
         client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(
             namespace=namespace)))
-    assert not review.status.incomplete, review.status.evaluation_error
-    return _grants(client.ApiClient().sanitize_for_serialization(review.status.resource_rules))
+    status = status_of(review)
+    assert not status.incomplete, status.evaluation_error
+    return _grants(client.ApiClient().sanitize_for_serialization(status.resource_rules))
 
 
 def _granted_to_everyone(cluster: ClusterHandle, namespace: str) -> set[Grant]:
@@ -154,9 +156,10 @@ def test_chart_installs_and_runs(
         namespace, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
     assert len(pods) == 2
     for pod in pods:
-        assert pod.spec.node_name.startswith("kwok-node-")
-        assert pod.spec.service_account_name == "stackforge-operator"
-        assert f"--peering={namespace}" in pod.spec.containers[0].args
+        spec = spec_of(pod)
+        assert spec.node_name is not None and spec.node_name.startswith("kwok-node-")
+        assert spec.service_account_name == "stackforge-operator"
+        assert f"--peering={namespace}" in (spec.containers[0].args or [])
     # Where the scheduler puts the standby is its call: the anti-affinity is only
     # preferred (the rendered rule is checked in tests/unit/test_chart.py).
 

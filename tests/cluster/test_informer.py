@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -17,7 +17,7 @@ from stackforge_operator import kube, watch_cache
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cached_kinds import CHILDREN_SCOPE
 from stackforge_operator.informer import Informer
-from stackforge_operator.watch_cache import UNKNOWN, Store
+from stackforge_operator.watch_cache import UNKNOWN, Store, Unknown
 from tests.support import audit
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals
@@ -56,7 +56,7 @@ def test_a_store_follows_the_api_server_and_answers_reads(
 
     def listed() -> list[dict[str, Any]]:
         found = store.list(namespace, TENANT_SELECTOR, "")
-        assert not isinstance(found, type(UNKNOWN))
+        assert not isinstance(found, Unknown)
         return found
 
     eventually(lambda: [o["data"] for o in listed()] == [{"value": "1"}], timeout=10)
@@ -130,10 +130,10 @@ def test_secrets_are_counted_from_their_metadata_and_never_held(
     """A customer's Secret the spec names moves its namespace's changes (a settled
     tenant's token) though the operator holds nothing of it, not even its data."""
     store = Store("v1", "Secret", counts_only=True)
-    seen: list[dict[str, Any]] = []
+    seen: list[Mapping[str, Any]] = []
     watched = store.watched
 
-    def watched_and_kept(event_type: str, obj: dict[str, Any]) -> None:
+    def watched_and_kept(event_type: str, obj: Mapping[str, Any]) -> None:
         seen.append(obj)
         watched(event_type, obj)
 
@@ -215,7 +215,7 @@ def test_a_list_is_packed_page_by_page_into_what_the_store_keeps(
     assert int(version) > 0
     store.replace_packed(entries)
     listed = store.list(namespace, TENANT_SELECTOR, "")
-    assert not isinstance(listed, type(UNKNOWN))
+    assert not isinstance(listed, Unknown)
     assert sorted(o["data"]["value"] for o in listed) == ["0", "1", "2", "3", "4"]
     held = store.get("paged-3", namespace)
     assert isinstance(held, dict) and held["kind"] == "ConfigMap"

@@ -14,6 +14,7 @@ from stackforge_operator.builders.monitoring import RULE_NAME
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import prometheus_operator, tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, spec_of
 from tests.support.tenants import eventually
 
 NAME = "watched"
@@ -47,17 +48,19 @@ def watched(cluster: ClusterHandle, prometheus_crds: None,
 def _objects(cluster: ClusterHandle, plural: str) -> dict[str, dict[str, Any]]:
     found = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
         GROUP, VERSION, NS, plural)
+    assert isinstance(found, dict)  # the client types a custom object list as a bare object
     return {o["metadata"]["name"]: o for o in found["items"]}
 
 
 def _rule(cluster: ClusterHandle) -> dict[str, Any] | None:
     try:
-        found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        found = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
             GROUP, VERSION, NS, "prometheusrules", RULE_NAME)
     except ApiException as error:
         if error.status == 404:
             return None
         raise
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
     return found
 
 
@@ -98,12 +101,12 @@ def test_a_service_monitor_per_component_resolves_to_its_pods(
         selector = ",".join(f"{k}={v}"
                             for k, v in monitor["spec"]["selector"]["matchLabels"].items())
         services = core.list_namespaced_service(NS, label_selector=selector).items
-        assert [s.metadata.name for s in services] == [f"{component}-metrics"]
+        assert [name_of(s) for s in services] == [f"{component}-metrics"]
         port = monitor["spec"]["endpoints"][0]["port"]
-        assert [p.name for p in services[0].spec.ports] == [port]
+        assert [p.name for p in spec_of(services[0]).ports or []] == [port]
 
         # The endpoints controller found ready pods behind the metrics Service.
-        def ready_endpoints(service: str = services[0].metadata.name) -> list[str] | None:
+        def ready_endpoints(service: str = name_of(services[0])) -> list[str] | None:
             slices = discovery.list_namespaced_endpoint_slice(
                 NS, label_selector=f"kubernetes.io/service-name={service}").items
             addresses = [a for s in slices for e in (s.endpoints or [])

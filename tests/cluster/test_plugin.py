@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import plugin_user, tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of
 from tests.support.plugin_cli import PLUGIN, plugin
 
 
@@ -96,17 +98,22 @@ def test_the_report_bundles_the_tenants_objects_with_no_secret_value(
     assert any(f.startswith("objects/StatefulSet/") for f in files)
     secrets = client.CoreV1Api(cluster.api).list_namespaced_secret(ns).items
     assert secrets, "the tenant has generated credentials"
-    values = {base64.b64decode(v).decode(errors="replace")
-              for s in secrets for v in (s.data or {}).values()} | {
-        v for s in secrets for v in (s.data or {}).values()}
+    encoded = {_base64_text(v) for s in secrets for v in (s.data or {}).values()}
+    values = {base64.b64decode(v).decode(errors="replace") for v in encoded} | encoded
     values = {v for v in values if len(v) >= 8}
     assert values
     everything = b"".join(files.values()).decode(errors="replace")
     leaked = [v[:4] + "..." for v in values if v in everything]
     assert not leaked, leaked
     for s in secrets:
-        kept = yaml.safe_load(files[f"objects/Secret/{s.metadata.name}.yaml"])
+        kept = yaml.safe_load(files[f"objects/Secret/{name_of(s)}.yaml"])
         assert set(kept.get("data") or {}) == set(s.data or {})  # the keys stay
+
+
+def _base64_text(value: bytes | str) -> str:
+    """A Secret's data value as read: base64 text (the client's model allows bytes too)."""
+    assert isinstance(value, str)
+    return value
 
 
 def test_a_drill_now_copies_the_tenants_drill_to_run_once(
@@ -115,17 +122,19 @@ def test_a_drill_now_copies_the_tenants_drill_to_run_once(
     refused = plugin(cluster, "drill", name)
     assert refused.returncode == 1
     assert f"tenant {name} has 0 DRDrills (none): name one with --from" in refused.stderr
-    monthly = {"apiVersion": "stackforge.io/v1alpha1", "kind": "DRDrill",
-               "metadata": {"name": "monthly", "namespace": ns},
-               "spec": {"tenantRef": {"name": name}, "schedule": "0 3 1 * *",
-                        "timeZone": "Etc/UTC",
-                        "checks": {"queries": [{"name": "one", "sql": "SELECT 1",
-                                                "expectedValue": "1"}]}}}
+    monthly: dict[str, Any] = {"apiVersion": "stackforge.io/v1alpha1", "kind": "DRDrill",
+                               "metadata": {"name": "monthly", "namespace": ns},
+                               "spec": {"tenantRef": {"name": name}, "schedule": "0 3 1 * *",
+                                        "timeZone": "Etc/UTC",
+                                        "checks": {"queries": [{"name": "one", "sql": "SELECT 1",
+                                                                "expectedValue": "1"}]}}}
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(monthly))
     started = plugin(cluster, "drill", name)
     assert started.returncode == 0, started.stderr
-    drills = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
-        "stackforge.io", "v1alpha1", ns, "drdrills")["items"]
+    listed = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+        "stackforge.io", "v1alpha1", ns, "drdrills")
+    assert isinstance(listed, dict)  # the client types a custom object list as a bare object
+    drills = listed["items"]
     [made] = [d for d in drills if d["metadata"]["name"].startswith("monthly-now-")]
     assert f"drill {ns}/{made['metadata']['name']} started" in started.stdout
     assert made["spec"]["once"] is True and "schedule" not in made["spec"]

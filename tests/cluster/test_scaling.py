@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import metadata_of, name_of, spec_of, status_of, uid_of
 from tests.support.tenants import eventually
 
 NAME = "scaly"
@@ -41,10 +42,11 @@ def scaly(cluster: ClusterHandle, operator: OperatorProcess) -> Iterator[str]:
     tenants.discard(cluster, NAME)  # in the background; the name is not reused
 
 
-def _kong_pods(cluster: ClusterHandle) -> dict[str, str]:
+def _kong_pods(cluster: ClusterHandle) -> dict[str, str | None]:
     pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
         NS, label_selector="app.kubernetes.io/component=kong").items
-    return {p.metadata.uid: p.status.phase for p in pods if not p.metadata.deletion_timestamp}
+    return {uid_of(p): status_of(p).phase for p in pods
+            if not metadata_of(p).deletion_timestamp}
 
 
 def _scale(cluster: ClusterHandle, replicas: int) -> dict[str, Any]:
@@ -82,11 +84,12 @@ def test_kubectl_scale_adds_pods_without_restarting_running_ones(
         f"app.kubernetes.io/component=kong,stackforge.io/tenant={NAME}")
     scale = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object_scale(
         "stackforge.io", "v1alpha1", NS, "stackforgetenants", NAME)
+    assert isinstance(scale, dict)  # the client types a custom object as a bare object
     assert scale["spec"]["replicas"] == 4 and scale["status"]["replicas"] == 4
     # The PodDisruptionBudget follows the replica count.
     pdb = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget("kong", NS)
-    assert pdb.spec.max_unavailable == 1
-    assert pdb.status.expected_pods == 4
+    assert spec_of(pdb).max_unavailable == 1
+    assert status_of(pdb).expected_pods == 4
 
 
 def test_scale_to_zero_and_back_converges_each_time(cluster: ClusterHandle, scaly: str) -> None:
@@ -114,14 +117,16 @@ def test_spec_change_scales_too(cluster: ClusterHandle, scaly: str) -> None:
 
 def test_app_hpas_resolve_their_scale_targets(cluster: ClusterHandle, scaly: str) -> None:
     autoscaling = client.AutoscalingV2Api(cluster.api)
-    app_hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("api", NS)
-    assert app_hpa.spec.min_replicas == 2 and app_hpa.spec.max_replicas == 5
-    assert app_hpa.spec.metrics[0].resource.target.average_utilization == 80
-    assert app_hpa.spec.behavior.scale_down.stabilization_window_seconds == 300
+    app_hpa = spec_of(autoscaling.read_namespaced_horizontal_pod_autoscaler("api", NS))
+    assert app_hpa.min_replicas == 2 and app_hpa.max_replicas == 5
+    assert app_hpa.metrics is not None and app_hpa.metrics[0].resource is not None
+    assert app_hpa.metrics[0].resource.target.average_utilization == 80
+    assert app_hpa.behavior is not None and app_hpa.behavior.scale_down is not None
+    assert app_hpa.behavior.scale_down.stabilization_window_seconds == 300
 
     def able_to_scale() -> bool:
         hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("api", NS)
-        conditions = {c.type: c for c in hpa.status.conditions or []}
+        conditions = {c.type: c for c in status_of(hpa).conditions or []}
         able = conditions.get("AbleToScale")
         return able is not None and able.status == "True" and able.reason == "SucceededGetScale"
 
@@ -164,10 +169,11 @@ def test_an_hpa_scales_the_tenant_through_its_scale_subresource(
         tenant = _converged(cluster, 3)
         assert tenant["spec"]["components"]["kong"]["replicas"] == 3
         assert before <= set(_kong_pods(cluster)), "running gateway pods were replaced"
-        hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("tenant-gateway", NS)
-        conditions = {c.type: c for c in hpa.status.conditions or []}
+        hpa = status_of(autoscaling.read_namespaced_horizontal_pod_autoscaler(
+            "tenant-gateway", NS))
+        conditions = {c.type: c for c in hpa.conditions or []}
         assert conditions["AbleToScale"].status == "True", conditions["AbleToScale"]
-        assert hpa.status.current_replicas == 3 or hpa.status.desired_replicas == 3
+        assert hpa.current_replicas == 3 or hpa.desired_replicas == 3
         events = client.CoreV1Api(cluster.api).list_namespaced_event(
             NS, field_selector="involvedObject.name=tenant-gateway").items
         reasons = {e.reason for e in events}
@@ -186,14 +192,15 @@ def test_every_app_is_routed_by_kong_and_registered_in_consul(
     cluster: ClusterHandle, scaly: str
 ) -> None:
     core = client.CoreV1Api(cluster.api)
-    kong = yaml.safe_load(core.read_namespaced_config_map("kong-config", NS).data["kong.yml"])
+    kong = yaml.safe_load(
+        (core.read_namespaced_config_map("kong-config", NS).data or {})["kong.yml"])
     routes = {s["name"]: (s["url"], s["routes"][0]["paths"]) for s in kong["services"]}
     assert routes == {
         "api": (f"http://api.{NS}.svc:8080", ["/api"]),
         "web": (f"http://web.{NS}.svc:3000", ["/"]),
     }
-    consul = json.loads(core.read_namespaced_config_map("consul-services", NS)
-                        .data["services.json"])
+    consul = json.loads(
+        (core.read_namespaced_config_map("consul-services", NS).data or {})["services.json"])
     registered = {s["name"]: (s["address"], s["port"]) for s in consul["services"]}
     assert registered == {
         "api": (f"api.{NS}.svc", 8080),
@@ -201,9 +208,10 @@ def test_every_app_is_routed_by_kong_and_registered_in_consul(
     }
     # Each routed address is a real Service selecting the app's pods.
     for app in ("api", "web"):
-        svc = core.read_namespaced_service(app, NS)
+        selector = spec_of(core.read_namespaced_service(app, NS)).selector
+        assert selector is not None
         pods = core.list_namespaced_pod(NS, label_selector=",".join(
-            f"{k}={v}" for k, v in svc.spec.selector.items())).items
+            f"{k}={v}" for k, v in selector.items())).items
         assert len(pods) >= 2
 
 
@@ -212,18 +220,20 @@ def test_read_replicas_and_pooler_follow_the_spec(cluster: ClusterHandle, scaly:
     core = client.CoreV1Api(cluster.api)
 
     def app_env() -> dict[str, str]:
-        container = apps.read_namespaced_deployment("web", NS).spec.template.spec.containers[0]
+        template = spec_of(apps.read_namespaced_deployment("web", NS)).template
+        container = spec_of(template).containers[0]
+        assert container.env is not None
         return {e.name: e.value for e in container.env if e.value is not None}
 
     tenants.apply(cluster, tenants.small_tenant(NAME, **_spec(
         kong={"replicas": 1},
         postgres={"readReplicas": 2, "pooler": {"enabled": True, "defaultPoolSize": 30}})))
     tenants.wait_condition(cluster, NAME, "Ready", "True")
-    assert apps.read_namespaced_stateful_set("postgres-replica", NS).spec.replicas == 2
-    assert core.read_namespaced_service("postgres-read", NS).spec.selector[
+    assert spec_of(apps.read_namespaced_stateful_set("postgres-replica", NS)).replicas == 2
+    assert (spec_of(core.read_namespaced_service("postgres-read", NS)).selector or {})[
         "app.kubernetes.io/component"] == "postgres-replica"
-    assert apps.read_namespaced_deployment("pooler", NS).status.ready_replicas == 1
-    ini = core.read_namespaced_config_map("pooler-config", NS).data["pgbouncer.ini"]
+    assert status_of(apps.read_namespaced_deployment("pooler", NS)).ready_replicas == 1
+    ini = (core.read_namespaced_config_map("pooler-config", NS).data or {})["pgbouncer.ini"]
     assert "default_pool_size = 30" in ini
     env = app_env()
     assert (env["DATABASE_HOST"], env["DATABASE_PORT"]) == ("pooler", "6432")
@@ -234,9 +244,9 @@ def test_read_replicas_and_pooler_follow_the_spec(cluster: ClusterHandle, scaly:
     tenants.wait_condition(cluster, NAME, "Ready", "True")
 
     def gone() -> bool:
-        names = {d.metadata.name for d in apps.list_namespaced_deployment(NS).items}
-        names |= {s.metadata.name for s in apps.list_namespaced_stateful_set(NS).items}
-        names |= {s.metadata.name for s in core.list_namespaced_service(NS).items}
+        names = {name_of(d) for d in apps.list_namespaced_deployment(NS).items}
+        names |= {name_of(s) for s in apps.list_namespaced_stateful_set(NS).items}
+        names |= {name_of(s) for s in core.list_namespaced_service(NS).items}
         return not names & {"pooler", "postgres-replica", "postgres-read"}
 
     eventually(gone, timeout=60)

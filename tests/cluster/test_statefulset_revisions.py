@@ -19,6 +19,7 @@ from kubernetes import client, watch
 from stackforge_operator.builders import postgres
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import status_of
 from tests.unit.builders.tenants import find, tenant
 
 LABELS = {"app": "moved"}
@@ -50,9 +51,11 @@ def _first_template_of_pod(cluster: ClusterHandle, namespace: str,
 
     apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
     apply(1, "A")
-    tenants.eventually(lambda: (apps.read_namespaced_stateful_set("moved", namespace).status
+    tenants.eventually(lambda: (status_of(apps.read_namespaced_stateful_set("moved", namespace))
                                 .current_replicas == 1), timeout=60, interval=0.5)
-    before_the_move = core.list_namespaced_pod(namespace).metadata.resource_version
+    listed = core.list_namespaced_pod(namespace).metadata
+    assert listed is not None  # a list's metadata, with its resourceVersion
+    before_the_move = listed.resource_version
     apply(0, "B")
     stream = watch.Watch()
     for event in stream.stream(core.list_namespaced_pod, namespace,

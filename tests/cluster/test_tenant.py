@@ -14,6 +14,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import audit, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals, writes_between
+from tests.support.objects import metadata_of, name_of, spec_of, uid_of
 from tests.support.operator_identity import OperatorIdentity
 from tests.support.tenants import eventually
 
@@ -56,11 +57,11 @@ def test_example_tenant_becomes_ready(
     assert status["replicas"] == 2 and status["readyReplicas"] == 2
     assert status["selector"] == "app.kubernetes.io/component=kong,stackforge.io/tenant=acme"
 
-    namespace = client.CoreV1Api(cluster.api).read_namespace("tenant-acme")
-    assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert namespace.metadata.labels["stackforge.io/tenant"] == "acme"
+    namespace = metadata_of(client.CoreV1Api(cluster.api).read_namespace("tenant-acme"))
+    assert (namespace.labels or {})["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert (namespace.labels or {})["stackforge.io/tenant"] == "acme"
     # The tenant lives in the namespace; it labels it but does not own it.
-    assert not namespace.metadata.owner_references
+    assert not namespace.owner_references
     children = _kinds(cluster, "tenant-acme", "statefulsets,deployments")
     assert children == {
         "statefulset.apps/postgres", "statefulset.apps/postgres-replica", "statefulset.apps/redis",
@@ -120,8 +121,11 @@ def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
                   "metadata": {"name": "unrelated", "namespace": "tenant-quiet"},
                   "stringData": {"v": value}}
         cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
-        eventually(lambda seen=looks: _looks_at(operator, "tenant-quiet/quiet") > seen,
-                   timeout=10)
+
+        def looked_again(seen: int = looks) -> bool:
+            return _looks_at(operator, "tenant-quiet/quiet") > seen
+
+        eventually(looked_again, timeout=10)
         looks = _looks_at(operator, "tenant-quiet/quiet")
     # Full reconciles, not skips (other tenants of the module may add to the count).
     assert _tenant_reconciles(operator) - reconciled >= 3
@@ -266,9 +270,10 @@ def test_a_child_the_api_server_refuses_stalls_the_tenant_saying_why_and_the_res
 
     def refuses() -> bool:
         try:
-            apps.create_namespaced_deployment(namespace, probe, dry_run="All")
+            # Typed V1Deployment, but its validate_call takes the manifest as a dict too.
+            apps.create_namespaced_deployment(namespace, probe, dry_run="All")  # type: ignore[arg-type]
         except client.ApiException as error:
-            return error.status == 422
+            return bool(error.status == 422)  # the client leaves status untyped
         return False
 
     cluster.kubectl("apply", "-f", "-", input=json.dumps(
@@ -320,7 +325,7 @@ def test_owned_objects_are_restored_and_foreign_annotations_kept(
     tenants.wait_condition(cluster, "drift", "Ready", "True")
     ns = "tenant-drift"
     apps = client.AppsV1Api(cluster.api)
-    original_uid = apps.read_namespaced_deployment("kong", ns).metadata.uid
+    original_uid = uid_of(apps.read_namespaced_deployment("kong", ns))
 
     # A deleted workload comes back.
     apps.delete_namespaced_deployment("kong", ns)
@@ -338,11 +343,11 @@ def test_owned_objects_are_restored_and_foreign_annotations_kept(
                     "-p", json.dumps(patch))
 
     def reverted() -> bool:
-        d = apps.read_namespaced_deployment("api", ns)
-        return d.spec.template.spec.containers[0].image == "registry.example.com/shop/api:1.0.0"
+        template = spec_of(apps.read_namespaced_deployment("api", ns)).template
+        return spec_of(template).containers[0].image == "registry.example.com/shop/api:1.0.0"
 
     eventually(reverted, timeout=30)
-    annotations = apps.read_namespaced_deployment("api", ns).metadata.annotations
+    annotations = metadata_of(apps.read_namespaced_deployment("api", ns)).annotations or {}
     assert annotations["argocd.argoproj.io/tracking-id"] == "shop:apps/Deployment"
 
 
@@ -367,9 +372,9 @@ def test_generated_credentials_never_reach_the_logs(
     core = client.CoreV1Api(cluster.api)
     values = []
     for name in ("postgres-credentials", "redis-credentials", "admin-jane"):
-        secret = core.read_namespaced_secret(name, "tenant-secretive")
-        values += [base64.b64decode(v).decode() for k, v in secret.data.items()
-                   if k != "username"]
+        data = core.read_namespaced_secret(name, "tenant-secretive").data
+        assert data is not None  # each holds its credentials
+        values += [base64.b64decode(v).decode() for k, v in data.items() if k != "username"]
     assert len(values) >= 5 and all(len(v) >= 20 for v in values)
     time.sleep(4)  # a resync or two more
     log = operator.process.log_path.read_text()
@@ -387,7 +392,7 @@ def test_credentials_are_kept_across_reconciles_and_rotated_on_request(
     core = client.CoreV1Api(cluster.api)
 
     def password() -> str:
-        data = core.read_namespaced_secret("postgres-credentials", "tenant-rotate").data
+        data = core.read_namespaced_secret("postgres-credentials", "tenant-rotate").data or {}
         return str(data["password"])
 
     first = password()
@@ -400,8 +405,8 @@ def test_credentials_are_kept_across_reconciles_and_rotated_on_request(
     rotated = password()
     time.sleep(4)
     assert password() == rotated  # one request, one rotation
-    template = client.AppsV1Api(cluster.api).read_namespaced_stateful_set(
-        "postgres", "tenant-rotate").spec.template.metadata.annotations
+    template = metadata_of(spec_of(client.AppsV1Api(cluster.api).read_namespaced_stateful_set(
+        "postgres", "tenant-rotate")).template).annotations or {}
     assert template["stackforge.io/rotation"] == "incident-42"
     tenant = tenants.wait_condition(cluster, "rotate", "Ready", "True")
     assert tenant["status"]["credentialsRotatedAt"]
@@ -419,11 +424,13 @@ def test_changes_converge(
     tenants.wait_condition(cluster, "shifty", "Ready", "True")
     assert "statefulset.apps/kafka" in _kinds(cluster, ns, "statefulsets")
     core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
-    assert core.read_namespaced_resource_quota("tenant-quota", ns).spec.hard["requests.cpu"] == "4"
+    assert (spec_of(core.read_namespaced_resource_quota("tenant-quota", ns)).hard or {})[
+        "requests.cpu"] == "4"
 
     # A new PostgreSQL major is refused by the API server, naming the way that works
     # (the data files of one major crash-loop a server of another).
-    image = apps.read_namespaced_stateful_set("postgres", ns).spec.template.spec.containers[0].image
+    template = spec_of(apps.read_namespaced_stateful_set("postgres", ns)).template
+    image = spec_of(template).containers[0].image
     bumped = cluster.kubectl("apply", "--server-side", "-f", "-", check=False,
                              input=json.dumps(tenants.small_tenant("shifty", components={
                                  "kafka": {"enabled": True}, "postgres": {"version": 17},
@@ -439,29 +446,31 @@ def test_changes_converge(
         "apps": [{"name": "api", "image": "registry.example.com/shop/api:1.0.0", "port": 8080}],
     }))
     tenants.wait_condition(cluster, "shifty", "Ready", "True")
-    assert core.read_namespaced_resource_quota("tenant-quota", ns).spec.hard["requests.cpu"] == "8"
+    assert (spec_of(core.read_namespaced_resource_quota("tenant-quota", ns)).hard or {})[
+        "requests.cpu"] == "8"
     eventually(lambda: "statefulset.apps/kafka" not in _kinds(cluster, ns, "statefulsets"))
     assert not any("kafka" in n for n in _kinds(cluster, ns, "services"))
     postgres = apps.read_namespaced_stateful_set("postgres", ns)
-    assert postgres.spec.template.spec.containers[0].image == image
+    assert spec_of(spec_of(postgres).template).containers[0].image == image
     # Growth's database volume is larger: the existing claim grows in place
     # (the StatefulSet's claim template itself is immutable).
     claim = core.read_namespaced_persistent_volume_claim("data-postgres-0", ns)
-    assert claim.spec.resources.requests["storage"] == "50Gi"
+    resources = spec_of(claim).resources
+    assert resources is not None
+    assert (resources.requests or {})["storage"] == "50Gi"
 
     # Suspend scales to zero and keeps the data.
-    claims_before = {c.metadata.name for c in
-                     core.list_namespaced_persistent_volume_claim(ns).items}
+    claims_before = {name_of(c) for c in core.list_namespaced_persistent_volume_claim(ns).items}
     tenants.apply(cluster, tenants.small_tenant("shifty", tier="Growth", suspend=True,
                   components={"kafka": {"enabled": False},
                               "apps": [{"name": "api", "port": 8080,
                                         "image": "registry.example.com/shop/api:1.0.0"}]}))
     tenant = tenants.wait_condition(cluster, "shifty", "Ready", "True")
     assert tenants.condition(tenant, "Ready")["reason"] == "Suspended"  # type: ignore[index]
-    assert apps.read_namespaced_stateful_set("postgres", ns).spec.replicas == 0
-    assert apps.read_namespaced_deployment("kong", ns).spec.replicas == 0
+    assert spec_of(apps.read_namespaced_stateful_set("postgres", ns)).replicas == 0
+    assert spec_of(apps.read_namespaced_deployment("kong", ns)).replicas == 0
     eventually(lambda: not core.list_namespaced_pod(ns).items)
-    claims_after = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(ns).items}
+    claims_after = {name_of(c) for c in core.list_namespaced_persistent_volume_claim(ns).items}
     assert claims_before and claims_before <= claims_after
 
 
@@ -479,12 +488,16 @@ def test_isolate_cuts_everything_but_the_operator(
         "networkpolicy.networking.k8s.io/default-deny",
         "networkpolicy.networking.k8s.io/allow-operator"})
     policies = client.NetworkingV1Api(cluster.api)
-    deny = policies.read_namespaced_network_policy("default-deny", ns)
-    assert deny.spec.pod_selector.match_labels is None
-    assert sorted(deny.spec.policy_types) == ["Egress", "Ingress"]
-    assert not deny.spec.ingress and not deny.spec.egress
-    allow = policies.read_namespaced_network_policy("allow-operator", ns)
-    peer = allow.spec.ingress[0]._from[0].namespace_selector.match_labels
+    deny = spec_of(policies.read_namespaced_network_policy("default-deny", ns))
+    assert deny.pod_selector is not None and deny.pod_selector.match_labels is None
+    assert deny.policy_types is not None
+    assert sorted(deny.policy_types) == ["Egress", "Ingress"]
+    assert not deny.ingress and not deny.egress
+    allow = spec_of(policies.read_namespaced_network_policy("allow-operator", ns))
+    assert allow.ingress is not None and allow.ingress[0]._from is not None
+    from_operator = allow.ingress[0]._from[0].namespace_selector
+    assert from_operator is not None
+    peer = from_operator.match_labels
     assert peer == {"kubernetes.io/metadata.name": "stackforge-system"}
     tenant = tenants.wait_condition(cluster, "incident", "Ready", "True")
     assert tenant["status"]["isolated"] is True
@@ -501,7 +514,7 @@ def test_deleting_the_tenant_removes_its_stack_and_keeps_its_namespace(
     core.create_namespaced_config_map("tenant-gone", client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="users-own")))
     claims = eventually(lambda: {
-        c.metadata.name for c in core.list_namespaced_persistent_volume_claim("tenant-gone").items})
+        name_of(c) for c in core.list_namespaced_persistent_volume_claim("tenant-gone").items})
     tenants.delete(cluster, "gone", wait=True)
 
     def stack_gone() -> bool:
@@ -511,9 +524,9 @@ def test_deleting_the_tenant_removes_its_stack_and_keeps_its_namespace(
 
     eventually(stack_gone, timeout=120)
     assert tenants.namespace_exists(cluster, "tenant-gone")
-    assert core.read_namespaced_config_map("users-own", "tenant-gone").metadata.name
+    assert name_of(core.read_namespaced_config_map("users-own", "tenant-gone"))
     # The data outlives the tenant (the StatefulSets retain their claims).
-    kept = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(
+    kept = {name_of(c) for c in core.list_namespaced_persistent_volume_claim(
         "tenant-gone").items}
     assert claims and claims <= kept, (claims, kept)
 
@@ -558,7 +571,7 @@ def test_tenant_in_a_system_namespace_is_refused(
     try:
         stalled = _stalled_in(cluster, "intruder", "default")
         assert stalled["reason"] == "ReservedNamespace", stalled
-        labels = client.CoreV1Api(cluster.api).read_namespace("default").metadata.labels or {}
+        labels = metadata_of(client.CoreV1Api(cluster.api).read_namespace("default")).labels or {}
         assert "stackforge.io/tenant" not in labels
         assert _kinds(cluster, "default", "statefulsets,deployments") == set()
     finally:
@@ -635,12 +648,13 @@ def test_certificate_is_requested_from_cert_manager_when_installed(
             from kubernetes.client.exceptions import ApiException
 
             try:
-                found: dict[str, Any] = objects.get_namespaced_custom_object(
+                found = objects.get_namespaced_custom_object(
                     "cert-manager.io", "v1", ns, "certificates", "tenant")
             except ApiException as error:
                 if error.status == 404:
                     return None
                 raise
+            assert isinstance(found, dict)  # the client types a custom object as a bare object
             return found
 
         # The operator notices the CRD within its discovery cache period.
@@ -650,7 +664,8 @@ def test_certificate_is_requested_from_cert_manager_when_installed(
                                               "group": "cert-manager.io"}
         assert found["spec"]["secretName"] == "issued-tls"
         ingress = client.NetworkingV1Api(cluster.api).read_namespaced_ingress("tenant", ns)
-        assert ingress.spec.tls[0].secret_name == "issued-tls"
+        tls = spec_of(ingress).tls
+        assert tls is not None and tls[0].secret_name == "issued-tls"
         pending = tenants.wait_condition(cluster, "issued", "CertificatesValid", "Unknown")
         assert tenants.condition(pending, "CertificatesValid")["reason"] == (  # type: ignore[index]
             "CertificatePending")

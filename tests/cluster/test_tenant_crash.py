@@ -91,4 +91,8 @@ def test_killed_operator_leaves_no_duplicates_or_orphans(
         for name in TENANTS:
             tenants.discard(cluster, name)
         for name in TENANTS:
-            eventually(lambda n=name: tenants.get(cluster, n) is None, timeout=180)
+
+            def gone(n: str = name) -> bool:
+                return tenants.get(cluster, n) is None
+
+            eventually(gone, timeout=180)

@@ -289,8 +289,10 @@ def test_upkeep_waits_quietly_for_a_server_not_yet_taking_connections(
         assert sidecar.poll() is None and not marker.exists()
         assert "Hot standby mode is disabled" in recovering.log  # it was asked, and refused
         assert log.read_text(errors="replace") == ""
-        subprocess.run([str(PG15_BIN / "pg_ctl"), "promote", "-D", str(pod.pgdata)],
-                       check=True, capture_output=True, **pod.user.popen_kwargs())
+        # popen_kwargs() types its values object, as in postgres_pods.run_program.
+        subprocess.run(  # type: ignore[call-overload]
+            [str(PG15_BIN / "pg_ctl"), "promote", "-D", str(pod.pgdata)],
+            check=True, capture_output=True, **pod.user.popen_kwargs())
         wait_for(marker, sidecar, log)
         assert log.read_text(errors="replace").strip() == (
             "role passwords match the credentials Secret")

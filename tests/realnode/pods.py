@@ -23,6 +23,7 @@ from stackforge_operator.builders.common import (
 from stackforge_operator.builders.network import SCRAPER_NAMESPACE_LABEL
 from stackforge_operator.devcluster.node.runtime import K8S_NAMESPACE
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, status_of, uid_of
 
 # What the test cluster's catalog (registry prefix "localhost") names.
 POSTGRES_IMAGE = "localhost/stackforge/postgres:15"
@@ -109,7 +110,7 @@ def refused_but_reached_by(cluster: ClusterHandle, namespace: str, pod: str, tar
 
 def ready_uids(cluster: ClusterHandle, namespace: str, selector: str) -> set[str]:
     """The uids of the Ready pods of ``namespace`` that ``selector`` (labels) selects."""
-    return {p.metadata.uid for p in client.CoreV1Api(cluster.api).list_namespaced_pod(
+    return {uid_of(p) for p in client.CoreV1Api(cluster.api).list_namespaced_pod(
         namespace, label_selector=selector).items if is_ready(p)}
 
 
@@ -166,7 +167,7 @@ def replace_pod(cluster: ClusterHandle, namespace: str, pod: str, timeout: float
     """Delete a pod of a StatefulSet and wait until its replacement (same name, new
     uid) is Ready."""
     core = client.CoreV1Api(cluster.api)
-    first = core.read_namespaced_pod(pod, namespace).metadata.uid
+    first = uid_of(core.read_namespaced_pod(pod, namespace))
     cluster.kubectl("delete", "pod", "-n", namespace, pod, "--wait=true")
     deadline = time.monotonic() + timeout
     while True:
@@ -174,7 +175,7 @@ def replace_pod(cluster: ClusterHandle, namespace: str, pod: str, timeout: float
             current = core.read_namespaced_pod(pod, namespace)
         except client.ApiException:
             current = None  # between the old pod and its replacement
-        if current is not None and current.metadata.uid != first and is_ready(current):
+        if current is not None and uid_of(current) != first and is_ready(current):
             return
         assert time.monotonic() < deadline, f"{namespace}/{pod} not replaced in {timeout}s"
         time.sleep(0.5)
@@ -218,8 +219,8 @@ def containers_of(cluster: ClusterHandle, namespace: str) -> dict[str, tuple[str
     (equal before and after a fault: the same processes ran on)."""
     found = {}
     for pod in client.CoreV1Api(cluster.api).list_namespaced_pod(namespace).items:
-        statuses = sorted(pod.status.container_statuses or [], key=lambda s: s.name)
-        found[pod.metadata.name] = (pod.metadata.uid, *(
+        statuses = sorted(status_of(pod).container_statuses or [], key=lambda s: s.name)
+        found[name_of(pod)] = (uid_of(pod), *(
             f"{s.name}={s.container_id}#{s.restart_count}" for s in statuses))
     return found
 

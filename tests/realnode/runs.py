@@ -23,6 +23,7 @@ from stackforge_operator import API_GROUP, API_VERSION
 from tests.realnode import stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import status_of
 from tests.support.s3_server import S3Server
 from tests.support.tenants import eventually
 
@@ -102,8 +103,9 @@ def set_suspended(cluster: ClusterHandle, tenant: Tenant, suspended: bool) -> No
             pods = core.list_namespaced_pod(tenant.namespace,
                                             field_selector="metadata.name=postgres-0").items
             return sts.spec.replicas == 0 and not pods
-        return bool(sts.spec.replicas == 1 and sts.status.ready_replicas == 1
-                    and sts.status.updated_replicas == 1)
+        status = status_of(sts)
+        return bool(sts.spec.replicas == 1 and status.ready_replicas == 1
+                    and status.updated_replicas == 1)
 
     try:
         eventually(settled, timeout=120, interval=0.5)
@@ -187,8 +189,9 @@ def apply(cluster: ClusterHandle, manifest: dict[str, Any]) -> None:
 
 
 def custom(cluster: ClusterHandle, namespace: str, plural: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+    found = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
         API_GROUP, API_VERSION, namespace, plural, name)
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
     return found
 
 

@@ -10,6 +10,7 @@ from kubernetes import client
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import status_of
 
 DATABASE = "shop"
 CUSTOMERS = 500
@@ -62,7 +63,7 @@ def postgres_and_app(name: str, app_replicas: int = 1) -> dict[str, Any]:
 def app_pods(cluster: ClusterHandle, namespace: str, app: str = "api") -> tuple[int, int]:
     """The app Deployment's (asked, ready) pods: the operator's part, then the cluster's."""
     deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(app, namespace)
-    return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
+    return int(deployment.spec.replicas or 0), int(status_of(deployment).ready_replicas or 0)
 
 
 def wait_ready(cluster: ClusterHandle, name: str, timeout: float = 240) -> None:

@@ -40,6 +40,7 @@ from tests.realnode.s3_service import S3_NAMESPACE, S3_SERVICE, S3_SERVICE_NAME,
 from tests.support import operator_identity, tenants
 from tests.support.channels import Channels
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import metadata_of, name_of, spec_of, status_of, uid_of
 from tests.support.receiver import Receiver
 from tests.support.s3_fault_proxy import S3FaultProxy
 from tests.support.s3_server import S3Server
@@ -64,7 +65,7 @@ def real_operator(real_operator_identity: operator_identity.OperatorIdentity,
                                        os.environ.get("PYTHONPATH", "")) if p)
     with operator_running(
             real_operator_identity, tmp_path_factory, PYTHONPATH=path,
-            STACKFORGE_TEST_SERVICE_ADDRESSES=f"{S3_SERVICE_NAME}={service.spec.cluster_ip}",
+            STACKFORGE_TEST_SERVICE_ADDRESSES=f"{S3_SERVICE_NAME}={spec_of(service).cluster_ip}",
             # An outage shows 40 s sooner than with the default 60 s margin.
             STACKFORGE_ARCHIVE_MARGIN_SECONDS=str(ARCHIVE_MARGIN_SECONDS),
     ) as process:
@@ -218,7 +219,7 @@ def _egress_admits(cluster: ClusterHandle, namespace: str, ip: str, port: int) -
         "archive-archive-egress", namespace)
     return any(p.port == port and any(to.ip_block and to.ip_block.cidr == f"{ip}/32"
                                       for to in rule.to or [])
-               for rule in policy.spec.egress or [] for p in rule.ports or [])
+               for rule in spec_of(policy).egress or [] for p in rule.ports or [])
 
 
 def _condition(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
@@ -448,7 +449,7 @@ def test_the_primary_deleted_during_a_backup_fails_that_run_only(
         except AssertionError as error:
             raise AssertionError(f"{error}\n{runs.explain(real_cluster, ns)}") from None
         core = client.CoreV1Api(real_cluster.api)
-        deleted = core.read_namespaced_pod("postgres-0", ns).metadata.uid
+        deleted = uid_of(core.read_namespaced_pod("postgres-0", ns))
         real_cluster.kubectl("delete", "pod", "-n", ns, "postgres-0", "--wait=false")
         deleted_at = time.monotonic()
         cut = runs.backup_ran(real_cluster, ns, "archive", "cut-short")
@@ -469,7 +470,7 @@ def test_the_primary_deleted_during_a_backup_fails_that_run_only(
                 pod = core.read_namespaced_pod("postgres-0", ns)
             except client.ApiException:
                 return False
-            return pod.metadata.uid != deleted and pods.is_ready(pod)
+            return uid_of(pod) != deleted and pods.is_ready(pod)
 
         tenants.eventually(successor_ready, timeout=180, interval=1)
         primary_back = time.monotonic() - deleted_at
@@ -583,7 +584,7 @@ def test_physical_backups_run_on_their_schedules_and_expire_by_retention(
         tenants.eventually(lambda: not _physical_status(real_cluster, ns).get("pendingRequest"),
                            timeout=60, interval=2)
         pod = client.CoreV1Api(real_cluster.api).read_namespaced_pod("postgres-0", ns)
-        assert "stackforge.io/physical-backup-request" not in (pod.metadata.annotations or {})
+        assert "stackforge.io/physical-backup-request" not in (metadata_of(pod).annotations or {})
     finally:
         _physical_spec(real_cluster, ns, None)
 
@@ -604,7 +605,8 @@ def _physical_drill(name: str, tenant: str, namespace: str, backup: dict[str, An
                      "checks": {"queries": queries}, **({"sandbox": sandbox} if sandbox else {})}}
 
 
-def _scratch_volume(cluster: ClusterHandle, namespace: str) -> tuple[str, str, Any] | None:
+def _scratch_volume(cluster: ClusterHandle,
+                    namespace: str) -> tuple[str | None, str | None, Any] | None:
     """The running scratch database's (claim's class, claim's phase, server's resources)
     in a sandbox of ``namespace``'s drills, once there is one."""
     core = client.CoreV1Api(cluster.api)
@@ -612,9 +614,9 @@ def _scratch_volume(cluster: ClusterHandle, namespace: str) -> tuple[str, str, A
         claims = core.list_namespaced_persistent_volume_claim(sandbox).items
         found = core.list_namespaced_pod(sandbox, label_selector=(
             "app.kubernetes.io/component=scratch-postgres")).items
-        if claims and found and found[0].status.phase == "Running":
-            server = next(c for c in found[0].spec.containers if c.name == "postgres")
-            return (claims[0].spec.storage_class_name, claims[0].status.phase,
+        if claims and found and status_of(found[0]).phase == "Running":
+            server = next(c for c in spec_of(found[0]).containers if c.name == "postgres")
+            return (spec_of(claims[0]).storage_class_name, status_of(claims[0]).phase,
                     server.resources)
     return None
 
@@ -627,7 +629,7 @@ def _rollup(cluster: ClusterHandle, namespace: str, drill: str, type_: str) -> d
 def _sandboxes(cluster: ClusterHandle, namespace: str) -> list[str]:
     listed = client.CoreV1Api(cluster.api).list_namespace(
         label_selector=f"{API_GROUP}/drill-namespace={namespace}")
-    return [n.metadata.name for n in listed.items]
+    return [name_of(n) for n in listed.items]
 
 
 def test_a_drill_restores_the_database_as_it_was_at_a_moment(
@@ -821,7 +823,7 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
         assert runs.parse_time(record["recoveryTarget"]) == runs.parse_time(target), record
         # The copies of the source's Secrets go once the restore is done.
         core = client.CoreV1Api(real_cluster.api)
-        tenants.eventually(lambda: not {s.metadata.name for s in core.list_namespaced_secret(
+        tenants.eventually(lambda: not {name_of(s) for s in core.list_namespaced_secret(
             clone_ns).items} & {"bootstrap-s3-credentials", "bootstrap-s3-ca",
                                  "bootstrap-repository-cipher"}, timeout=60, interval=1)
         stack.wait_ready(real_cluster, clone)
@@ -829,7 +831,7 @@ def test_a_tenant_created_from_the_archive_has_the_data_of_its_moment(
                                                   "FROM cloned") == "10:10"
         assert stack.psql(real_cluster, ns, "SELECT count(*) FROM cloned") == "20"
         # The primary's route to the source's bucket goes with the restore.
-        assert "restore-egress" not in {p.metadata.name for p in client.NetworkingV1Api(
+        assert "restore-egress" not in {name_of(p) for p in client.NetworkingV1Api(
             real_cluster.api).list_namespaced_network_policy(clone_ns).items}
         # Its own archive, under its own name.
         own = tenants.eventually(lambda: _archiving(real_cluster, clone_ns), timeout=300,
@@ -891,7 +893,8 @@ def _recovered(cluster: ClusterHandle, name: str, namespace: str, phase: str,
                 seen_apps.add(replicas)
         return found if found.get("phase") == phase else None
     try:
-        return tenants.eventually(reached, timeout=420, interval=1)
+        recovery: dict[str, Any] = tenants.eventually(reached, timeout=420, interval=1)
+        return recovery
     except AssertionError as error:
         raise AssertionError(f"{error}\n{_recovery(cluster, name, namespace)}\n"
                              f"{stack.diagnosis(cluster, namespace)}") from None
@@ -981,9 +984,12 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
         # the StatefulSet controller once made the old pod from it first, and WAL it
         # wrote then could be recycled unarchived.)
         old_primary = core.read_namespaced_pod("postgres-0", ns)
+        assert old_primary.spec is not None
         assert "archiver" in {c.name for c in old_primary.spec.containers}, old_primary.spec
-        claims = lambda: {c.metadata.name for c in  # noqa: E731
-                          core.list_namespaced_persistent_volume_claim(ns).items}
+
+        def claims() -> set[str]:
+            return {name_of(c) for c in core.list_namespaced_persistent_volume_claim(ns).items}
+
         assert {"data-postgres-0", "data-postgres-1"} <= claims()
         stack.wait_ready(real_cluster, name)
         assert stack.psql(real_cluster, ns, "SELECT to_regclass('treasure') IS NULL") == "t"

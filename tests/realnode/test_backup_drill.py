@@ -20,6 +20,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import runs, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import status_of
 from tests.support.s3_server import S3Server
 
 OPERATOR_IMAGE = "localhost/stackforge/stackforge-operator:0.1.0"
@@ -83,8 +84,9 @@ def test_backup_and_drill_run_as_pods_on_the_node(
     def runner_terminated() -> Any:
         runner = next(p for p in core.list_namespaced_pod(
             ns, label_selector="stackforge.io/runner=backup").items)
-        statuses = runner.status.container_statuses or []
-        return runner if statuses and statuses[0].state.terminated is not None else None
+        statuses = status_of(runner).container_statuses or []
+        state = statuses[0].state if statuses else None
+        return runner if state is not None and state.terminated is not None else None
 
     runner = tenants.eventually(runner_terminated, timeout=60, interval=0.5)
     assert runner.spec.node_name == NODE_NAME

@@ -21,6 +21,7 @@ from tests.realnode import runs, stack
 from tests.realnode.runs import Tenant, condition_of, get_policy, policy_manifest, run_backup
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import metadata_of, name_of
 from tests.support.s3_server import S3Server
 from tests.support.tenants import eventually
 
@@ -107,8 +108,10 @@ def test_on_demand_backup_end_to_end(
 
     # No credential in the operator's log (it reads the S3 keys to list the bucket)
     # nor in the runner pod's argument list.
-    pg_password = base64.b64decode(client.CoreV1Api(cluster.api).read_namespaced_secret(
-        "postgres-credentials", ns).data["password"]).decode()
+    credentials = client.CoreV1Api(cluster.api).read_namespaced_secret(
+        "postgres-credentials", ns).data
+    assert credentials is not None
+    pg_password = base64.b64decode(credentials["password"]).decode()
     secret_values = [pod_s3.credentials.secret_access_key, pg_password]
     log = real_operator.process.log_path.read_text()
     assert not [v for v in secret_values if v in log]
@@ -122,7 +125,7 @@ def test_the_schedule_itself_starts_a_backup_that_passes_the_tenants_policies(
     policy's own egress (the enforcer is kube-router on the node)."""
     cluster, ns = real_cluster, tenant.namespace
     policies = client.NetworkingV1Api(cluster.api).list_namespaced_network_policy(ns).items
-    assert "default-deny" in {p.metadata.name for p in policies}
+    assert "default-deny" in {name_of(p) for p in policies}
     bucket = pod_s3.create_bucket()
     runs.apply(cluster, policy_manifest("every-minute", tenant, pod_s3.endpoint, bucket=bucket,
                                         schedule="* * * * *", suspend=False))
@@ -136,7 +139,7 @@ def test_the_schedule_itself_starts_a_backup_that_passes_the_tenants_policies(
     run_id = policy["status"]["lastSuccessfulRun"]["id"]
     jobs = client.BatchV1Api(cluster.api).list_namespaced_job(
         ns, label_selector=f"{POLICY_LABEL}=every-minute").items
-    started_by = {j.metadata.name: [o.name for o in j.metadata.owner_references or []]
+    started_by = {name_of(j): [o.name for o in metadata_of(j).owner_references or []]
                   for j in jobs}
     assert any(owners == [cron_job_name("every-minute")] for owners in started_by.values()), \
         started_by

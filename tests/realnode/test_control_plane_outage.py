@@ -77,14 +77,18 @@ def test_a_running_tenant_keeps_writing_and_loses_nothing_while_the_api_server_o
 
                 replicas += 1
                 tenants.apply(real_cluster, stack.postgres_and_app(name, replicas))
+
+                def asked_for(wanted: int = replicas) -> bool:
+                    return stack.app_pods(real_cluster, ns)[0] == wanted
+
+                def scaled_to(wanted: int = replicas) -> bool:
+                    return stack.app_pods(real_cluster, ns)[1] == wanted
+
                 try:
-                    tenants.eventually(lambda wanted=replicas:
-                                       stack.app_pods(real_cluster, ns)[0] == wanted,
-                                       timeout=WATCH_RESUME_LIMIT_SECONDS, interval=0.25)
+                    tenants.eventually(asked_for, timeout=WATCH_RESUME_LIMIT_SECONDS,
+                                       interval=0.25)
                     asked = time.monotonic() - back
-                    tenants.eventually(lambda wanted=replicas:
-                                       stack.app_pods(real_cluster, ns)[1] == wanted,
-                                       timeout=SCALED_WITHIN_SECONDS, interval=0.5)
+                    tenants.eventually(scaled_to, timeout=SCALED_WITHIN_SECONDS, interval=0.5)
                 except AssertionError:
                     raise AssertionError(
                         f"the app was not scaled to {replicas} in time after {component}'s "

@@ -32,6 +32,7 @@ from tests.realnode.runs import (
 )
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, spec_of, status_of
 from tests.support.s3_server import S3Server
 from tests.support.tenants import eventually
 
@@ -80,8 +81,8 @@ def _namespace_gone(cluster: ClusterHandle, name: str) -> bool:
     try:
         ns = client.CoreV1Api(cluster.api).read_namespace(name)
     except ApiException as error:
-        return error.status == 404
-    return ns.status.phase == "Terminating"
+        return bool(error.status == 404)
+    return status_of(ns).phase == "Terminating"
 
 
 def _allowed(cluster: ClusterHandle, sandbox: str, verb: str, resource: str,
@@ -95,7 +96,7 @@ def _allowed(cluster: ClusterHandle, sandbox: str, verb: str, resource: str,
         resource_attributes=client.V1ResourceAttributes(
             verb=verb, resource=resource, namespace=namespace)))
     answer = client.AuthorizationV1Api(cluster.api).create_subject_access_review(review)
-    return bool(answer.status.allowed)
+    return bool(status_of(answer).allowed)
 
 
 def _spoil(s3: S3Server, backup: Backup, change: Any) -> None:
@@ -127,8 +128,12 @@ def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
                 verb, resource, namespace)
         policy = client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
             "sandbox-isolation", sandbox)
-        blocked = policy.spec.egress[2].to[0].namespace_selector.match_expressions[0]
-        assert blocked.operator == "NotIn" and tenant.namespace in blocked.values
+        egress = spec_of(policy).egress
+        assert egress is not None and egress[2].to is not None
+        selector = egress[2].to[0].namespace_selector
+        assert selector is not None and selector.match_expressions is not None
+        blocked = selector.match_expressions[0]
+        assert blocked.operator == "NotIn" and tenant.namespace in (blocked.values or [])
         ran = watching.result()
     assert ran.returncode == 0, ran.termination_message
     drill = finished_drill(cluster, tenant.namespace, "monthly")
@@ -256,8 +261,7 @@ def _sandboxes(cluster: ClusterHandle, tenant: Tenant, drill: str) -> list[str]:
     """The drill's sandbox namespaces that exist (named after the drill and its run)."""
     listed = client.CoreV1Api(cluster.api).list_namespace(
         label_selector=f"{DRILL_NAMESPACE_LABEL}={tenant.namespace}").items
-    return [n.metadata.name for n in listed
-            if n.metadata.name.startswith(f"drill-{drill}-")]
+    return [name_of(n) for n in listed if name_of(n).startswith(f"drill-{drill}-")]
 
 
 def _rollup(cluster: ClusterHandle, tenant: Tenant, drill: str, type_: str) -> dict[str, Any]:
@@ -335,7 +339,8 @@ def test_a_sandbox_reaches_storage_and_dns_but_never_the_tenant(
         pods.wait_ready(cluster, sandbox, "probe")
         pods.wait_ready(cluster, tenant.namespace, "open-target")
         core = client.CoreV1Api(cluster.api)
-        target_ip = core.read_namespaced_pod("open-target", tenant.namespace).status.pod_ip
+        target_ip = status_of(core.read_namespaced_pod("open-target", tenant.namespace)).pod_ip
+        assert target_ip is not None  # a Ready pod has its address
 
         def opens(host: str, port: int) -> bool:
             return pods.exec_in(cluster, sandbox, "probe", "timeout", "4", "bash", "-c",

@@ -19,6 +19,7 @@ from tests.realnode import runs, stack
 from tests.realnode.runs import Tenant
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, status_of
 from tests.support.s3_server import S3Server
 
 # As the superuser: a role no tenant spec names owns one table (which the
@@ -129,13 +130,13 @@ def test_a_tenant_created_from_a_dump_has_its_rows_owners_and_grants(
         def restored() -> dict[str, Any] | None:
             # The app first, then the Job: an app scaled up means the operator saw the
             # Job complete before, so the Job read after is complete or pruned.
-            deployments = {d.metadata.name: d for d in apps.list_namespaced_deployment(ns).items}
-            jobs = {j.metadata.name: j for j in batch.list_namespaced_job(ns).items}
+            deployments = {name_of(d): d for d in apps.list_namespaced_deployment(ns).items}
+            jobs = {name_of(j): j for j in batch.list_namespaced_job(ns).items}
             if "api" in deployments:
                 job = jobs.get(DUMP_JOB)
                 running = job is not None and not any(
                     c.type == "Complete" and c.status == "True"
-                    for c in job.status.conditions or [])
+                    for c in status_of(job).conditions or [])
                 seen.append((running, int(deployments["api"].spec.replicas or 0)))
             found = tenants.get(real_cluster, name, ns) or {}
             done = ((found.get("status") or {}).get("bootstrap") or {}).get("completionTime")
@@ -159,16 +160,16 @@ def test_a_tenant_created_from_a_dump_has_its_rows_owners_and_grants(
         # The application role reads what it was granted (psql prints its SET ROLE first).
         assert stack.psql(real_cluster, ns, "SELECT count(*) FROM treasure",
                           as_app=True).splitlines()[-1] == "7"
-        tenants.eventually(lambda: apps.read_namespaced_deployment("api", ns).status
+        tenants.eventually(lambda: status_of(apps.read_namespaced_deployment("api", ns))
                            .ready_replicas == 1, timeout=120, interval=1)
 
         # What the restore needed goes with it: the Job, its egress, the copies.
         core = client.CoreV1Api(real_cluster.api)
-        tenants.eventually(lambda: not {s.metadata.name for s in core.list_namespaced_secret(
+        tenants.eventually(lambda: not {name_of(s) for s in core.list_namespaced_secret(
             ns).items} & COPIES, timeout=60, interval=1)
         tenants.eventually(lambda: not client.BatchV1Api(real_cluster.api)
                            .list_namespaced_job(ns).items, timeout=60, interval=1)
-        assert DUMP_EGRESS not in {p.metadata.name for p in client.NetworkingV1Api(
+        assert DUMP_EGRESS not in {name_of(p) for p in client.NetworkingV1Api(
             real_cluster.api).list_namespaced_network_policy(ns).items}
         # Nothing was written into the source's bucket.
         assert _objects(pod_s3, source.bucket) == before

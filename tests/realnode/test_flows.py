@@ -39,6 +39,7 @@ from stackforge_operator.models.tenant import StackForgeTenantSpec
 from tests.realnode import pods
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, status_of
 
 TENANT = "acme"
 POLICY = "acme-nightly"
@@ -162,9 +163,13 @@ class Lab:
         core = client.CoreV1Api(self.cluster.api)
         for s in stand_ins:
             pods.wait_ready(self.cluster, s.namespace, s.name, timeout=180)
-            s.ip = core.read_namespaced_pod(s.name, s.namespace).status.pod_ip
+            ip = status_of(core.read_namespaced_pod(s.name, s.namespace)).pod_ip
+            assert ip is not None  # a Ready pod has its address
+            s.ip = ip
         dns = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns")
-        self.coredns_ip = dns.items[0].status.pod_ip
+        coredns_ip = status_of(dns.items[0]).pod_ip
+        assert coredns_ip is not None
+        self.coredns_ip = coredns_ip
 
     def apply_policies(self, t: EffectiveTenant) -> None:
         """Exactly ``t``'s policies in the tenant namespace, as the operator prunes them."""
@@ -175,8 +180,8 @@ class Lab:
         names = {m["metadata"]["name"] for m in wanted}
         api = client.NetworkingV1Api(self.cluster.api)
         for live in api.list_namespaced_network_policy(self.tenant_ns).items:
-            if live.metadata.name not in names:
-                api.delete_namespaced_network_policy(live.metadata.name, self.tenant_ns)
+            if name_of(live) not in names:
+                api.delete_namespaced_network_policy(name_of(live), self.tenant_ns)
 
     def cleanup(self) -> None:
         core = client.CoreV1Api(self.cluster.api)

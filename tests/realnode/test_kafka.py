@@ -32,6 +32,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import metadata_of, name_of, status_of, uid_of
 from tests.support.plugin_cli import plugin
 
 KAFKA_IMAGE = f"localhost/stackforge/kafka:{KAFKA_VERSION}"
@@ -123,7 +124,8 @@ def _round_trip(cluster: ClusterHandle, namespace: str, topic: str) -> list[str]
 
 def _voters(statefulset: Any) -> str:
     container = next(c for c in statefulset.spec.template.spec.containers if c.name == "kafka")
-    return next(e.value for e in container.env if e.name == VOTERS_VARIABLE)
+    voters: str = next(e.value for e in container.env if e.name == VOTERS_VARIABLE)
+    return voters
 
 
 def test_three_nodes_run_the_project_image_and_form_one_quorum(
@@ -132,7 +134,9 @@ def test_three_nodes_run_the_project_image_and_form_one_quorum(
     core = client.CoreV1Api(real_cluster.api)
     for ordinal in range(NODES):
         status = core.read_namespaced_pod(f"kafka-{ordinal}", ns).status
+        assert status is not None and status.container_statuses is not None
         kafka = next(c for c in status.container_statuses if c.name == "kafka")
+        assert kafka.container_id is not None
         assert pods.image_containerd_runs(real_cluster, kafka.container_id) == KAFKA_IMAGE
     quorum = _tool(real_cluster, ns, "kafka-metadata-quorum", "--bootstrap-server", BOOTSTRAP,
                    "describe", "--status")
@@ -172,7 +176,7 @@ def test_the_exporter_reports_a_groups_lag_to_a_scraper_namespace_only(
     # The consumer commits what it read when it closes.
     assert len(_consume(real_cluster, ns, "invoices", "billing", 4)) == 4
 
-    pod_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-1", ns).status.pod_ip
+    pod_ip = status_of(client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-1", ns)).pod_ip
     url = f"http://{pod_ip}:{KAFKA_EXPORTER_PORT}/metrics"
     scraped, outsider = pods.scrape_from_a_scraper_and_an_outsider(real_cluster, ns, url)
     samples = dict(line.rsplit(" ", 1) for line in scraped.splitlines()
@@ -207,7 +211,7 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     apps = client.AppsV1Api(real_cluster.api)
     core = client.CoreV1Api(real_cluster.api)
     before = apps.read_namespaced_stateful_set("kafka", ns)
-    uids = {p.metadata.name: p.metadata.uid
+    uids = {name_of(p): uid_of(p)
             for p in core.list_namespaced_pod(ns, label_selector=KAFKA_PODS).items}
     assert len(uids) == NODES
 
@@ -229,9 +233,9 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     assert "set spec.components.kafka.replicas to 3" in message, message
     after = apps.read_namespaced_stateful_set("kafka", ns)
     assert after.spec.replicas == NODES and _voters(after) == _voters(before)
-    assert after.metadata.generation == before.metadata.generation
+    assert metadata_of(after).generation == metadata_of(before).generation
     # Nothing was restarted, and the cluster serves.
-    assert {p.metadata.name: p.metadata.uid for p in core.list_namespaced_pod(
+    assert {name_of(p): uid_of(p) for p in core.list_namespaced_pod(
         ns, label_selector=KAFKA_PODS).items} == uids
     assert _round_trip(real_cluster, ns, "after-refusal") == ["after-refusal"]
 
@@ -247,7 +251,7 @@ def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
     pods.apply(real_cluster, pods.probe_config_map(ns),
                pods.probe_pod("holder", ns, pods.app_labels(tenant)))
     pods.wait_ready(real_cluster, ns, "holder")
-    pod_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns).status.pod_ip
+    pod_ip = status_of(client.CoreV1Api(real_cluster.api).read_namespaced_pod("kafka-0", ns)).pod_ip
     target = f"{pod_ip}:9092"
     assert pods.probe_reaches(real_cluster, ns, "holder", target)
 
@@ -269,16 +273,20 @@ def test_isolation_closes_open_sessions_and_lifting_it_serves_again(
     with pods.operator_stand_in(real_cluster, "kafka-control") as control:
         def serves_nobody() -> bool:
             pod = core.read_namespaced_pod("kafka-0", ns)
-            if pod.metadata.creation_timestamp < isolated_at or not pod.status.pod_ip:
+            created, status = metadata_of(pod).creation_timestamp, status_of(pod)
+            assert created is not None
+            if created < isolated_at or not status.pod_ip:
                 return False  # not yet the pod made since the isolation
-            kafka = next((c for c in pod.status.container_statuses or []
+            kafka = next((c for c in status.container_statuses or []
                           if c.name == "kafka"), None)
-            running = kafka.state.running if kafka is not None else None
-            if running is None or (datetime.now(UTC) - running.started_at
-                                   < timedelta(seconds=LISTENING_WITHIN_SECONDS)):
+            state = kafka.state if kafka is not None else None
+            running = state.running if state is not None else None
+            if running is None or running.started_at is None or (
+                    datetime.now(UTC) - running.started_at
+                    < timedelta(seconds=LISTENING_WITHIN_SECONDS)):
                 return False  # give it the time it takes to listen when not isolated
-            targets = [f"{pod.status.pod_ip}:{port}" for port in (KAFKA_PORT,
-                                                                  KAFKA_CONTROLLER_PORT)]
+            targets = [f"{status.pod_ip}:{port}" for port in (KAFKA_PORT,
+                                                              KAFKA_CONTROLLER_PORT)]
             reached = {t: pods.probe_reaches(real_cluster, OPERATOR_NAMESPACE, control, t)
                        for t in targets}
             app = pods.probe_reaches(real_cluster, ns, "holder", targets[0])

@@ -30,7 +30,9 @@ def primary_image(cluster: ClusterHandle, namespace: str) -> tuple[str, bool] | 
         if error.status == 404:
             return None
         raise
+    assert pod.spec is not None
     server = next(c for c in pod.spec.containers if c.name == "postgres")
+    assert server.image is not None  # a pod's containers always name theirs
     return server.image, pods.is_ready(pod)
 
 

@@ -33,6 +33,7 @@ def _heartbeat_after(cluster: ClusterHandle, node: str, moment: datetime) -> boo
     """The node's kubelet has renewed its lease since ``moment`` (the node's status
     itself is written only when it changes, or every 5 minutes)."""
     lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease(node, "kube-node-lease")
+    assert lease.spec is not None and lease.spec.renew_time is not None
     return bool(lease.spec.renew_time > moment)
 
 
@@ -41,8 +42,11 @@ def _kubelet_knows(cluster: ClusterHandle, node: str, namespace: str, pod: str) 
     server's node proxy). A restarted kubelet renews its lease before its pod list
     from the API server is in: until then it answers an exec "pod does not exist"."""
     try:
-        found = json.loads(client.CoreV1Api(cluster.api).connect_get_node_proxy_with_path(
-            node, "pods", _preload_content=False).data)
+        response = client.CoreV1Api(cluster.api).connect_get_node_proxy_with_path(
+            node, "pods", _preload_content=False)
+        # Not the str the client's annotation says: with _preload_content=False it
+        # returns the raw urllib3 response.
+        found = json.loads(response.data)  # type: ignore[attr-defined]
     except ApiException:
         return False  # its server not listening yet
     return any(item["metadata"]["namespace"] == namespace and item["metadata"]["name"] == pod

@@ -35,6 +35,7 @@ from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
 from tests.support import operator_identity, plugin_user, tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import status_of
 from tests.support.plugin_cli import plugin
 
 
@@ -78,10 +79,11 @@ def test_usage_figures_in_status_on_running_pods(real_cluster: ClusterHandle,
     core = client.CoreV1Api(real_cluster.api)
 
     def agreed() -> tuple[dict[str, Any], Any] | None:
-        quota = core.read_namespaced_resource_quota("tenant-quota", ns).status
+        quota = status_of(core.read_namespaced_resource_quota("tenant-quota", ns))
         usage = ((tenants.get(real_cluster, tenant) or {}).get("status") or {}).get("usage")
         if not usage or not quota.used:
             return None
+        assert quota.hard is not None  # counted against it: the quota controller sets both
         same = all(usage[r].get("requested") == quota.used.get(k) and
                    usage[r].get("quota") == quota.hard.get(k)
                    for r, k in (("cpu", "requests.cpu"), ("memory", "requests.memory"),
@@ -90,7 +92,7 @@ def test_usage_figures_in_status_on_running_pods(real_cluster: ClusterHandle,
 
     usage, quota = tenants.eventually(agreed, timeout=90, interval=1)
     running = [p for p in core.list_namespaced_pod(ns).items
-               if p.status.phase in ("Pending", "Running")]
+               if status_of(p).phase in ("Pending", "Running")]
     assert usage["pods"]["requested"] == str(len(running))
     assert usage["cpu"]["requested"] not in (None, "0")  # the primary's own request
     assert "used" not in usage["cpu"] and "no metrics API" in usage["unmeasured"]
@@ -165,6 +167,7 @@ def _metrics_api_memory_mib(cluster: ClusterHandle, namespace: str) -> float:
     """The namespace's pods' memory now, summed from the metrics API itself."""
     listed = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
         "metrics.k8s.io", "v1beta1", namespace, "pods")
+    assert isinstance(listed, dict)  # the client types a custom object list as a bare object
     return sum(float(parse_quantity(c["usage"]["memory"])) for pod in listed["items"]
                for c in pod["containers"]) / 2**20
 

@@ -28,6 +28,8 @@ def ns(real_cluster: ClusterHandle) -> Iterator[str]:
 
 def test_the_node_is_real_and_ready(real_cluster: ClusterHandle) -> None:
     node = client.CoreV1Api(real_cluster.api).read_node(NODE_NAME)
+    assert node.status is not None
+    assert node.status.conditions is not None and node.status.node_info is not None
     ready = next(c for c in node.status.conditions if c.type == "Ready")
     assert ready.status == "True"
     assert node.status.node_info.container_runtime_version.startswith("containerd://2.3")
@@ -47,9 +49,12 @@ def test_project_postgres_image_runs_and_answers_exec(real_cluster: ClusterHandl
 
     # The container the kubelet runs is the project's image, as containerd sees it.
     status = client.CoreV1Api(real_cluster.api).read_namespaced_pod("db", ns).status
+    assert status is not None and status.container_statuses is not None
+    container = status.container_statuses[0]
+    assert container.container_id is not None
     assert pods.image_containerd_runs(
-        real_cluster, status.container_statuses[0].container_id) == pods.POSTGRES_IMAGE
-    assert status.container_statuses[0].state.running is not None
+        real_cluster, container.container_id) == pods.POSTGRES_IMAGE
+    assert container.state is not None and container.state.running is not None
 
 
 def test_service_names_resolve_and_route_to_pods(real_cluster: ClusterHandle, ns: str) -> None:
@@ -61,6 +66,7 @@ def test_service_names_resolve_and_route_to_pods(real_cluster: ClusterHandle, ns
     resolved = pods.exec_in(real_cluster, ns, "client", "getent", "hosts",
                      f"db.{ns}.svc.cluster.local").stdout
     service = client.CoreV1Api(real_cluster.api).read_namespaced_service("db", ns)
+    assert service.spec is not None
     service_ip = service.spec.cluster_ip
     assert resolved.split()[0] == service_ip
     assert "accepting connections" in pods.wait_routed(real_cluster, ns, "client", "db")
@@ -126,6 +132,7 @@ def test_claims_get_local_volumes_whose_data_survives_the_pod(real_cluster: Clus
     assert kept.strip() == "survives"
     claim = client.CoreV1Api(real_cluster.api).read_namespaced_persistent_volume_claim(
         "data-db-0", ns)
+    assert claim.spec is not None and claim.spec.volume_name is not None
     volume = client.CoreV1Api(real_cluster.api).read_persistent_volume(claim.spec.volume_name)
     assert volume.spec.local.path.startswith(str(real_cluster.local.run_dir))  # type: ignore[union-attr]
 

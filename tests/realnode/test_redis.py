@@ -20,6 +20,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import spec_of, status_of
 
 # What the project's image carries (Debian bookworm's redis-server 7.0).
 REDIS_VERSION = "7.0"
@@ -60,7 +61,9 @@ def test_runs_the_project_image_and_refuses_commands_without_the_password(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
     status = client.CoreV1Api(real_cluster.api).read_namespaced_pod("redis-0", ns).status
+    assert status is not None and status.container_statuses is not None
     redis = next(c for c in status.container_statuses if c.name == "redis")
+    assert redis.container_id is not None
     assert pods.image_containerd_runs(real_cluster, redis.container_id) == REDIS_IMAGE
     refused = _redis_cli(real_cluster, ns, "set", "intruder", "1", authenticated=False)
     assert "NOAUTH" in refused.stdout + refused.stderr
@@ -78,8 +81,8 @@ def test_data_survives_the_pod(real_cluster: ClusterHandle, tenant: str) -> None
 def test_exporter_answers_a_scraper_namespace_and_no_other(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
-    redis_ip = client.CoreV1Api(real_cluster.api).read_namespaced_pod(
-        "redis-0", ns).status.pod_ip
+    redis_ip = status_of(client.CoreV1Api(real_cluster.api).read_namespaced_pod(
+        "redis-0", ns)).pod_ip
     url = f"http://{redis_ip}:{REDIS_EXPORTER_PORT}/metrics"
     scraped, outsider = pods.scrape_from_a_scraper_and_an_outsider(real_cluster, ns, url)
     # The exporter logged in with the tenant's password: Redis answers it.
@@ -91,8 +94,8 @@ def test_isolation_closes_open_sessions_refuses_new_ones_and_lifting_restores(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
     assert _redis_cli(real_cluster, ns, "set", "cart:7", "kept").stdout.strip() == "OK"
-    service_ip = client.CoreV1Api(real_cluster.api).read_namespaced_service(
-        "redis", ns).spec.cluster_ip
+    service_ip = spec_of(client.CoreV1Api(real_cluster.api).read_namespaced_service(
+        "redis", ns)).cluster_ip
     target = f"{service_ip}:6379"
     # A pod the tenant's policies treat as its app "api" (which may reach Redis).
     pods.apply(real_cluster, pods.probe_config_map(ns),

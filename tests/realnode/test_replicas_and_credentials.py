@@ -48,6 +48,7 @@ from stackforge_operator.models.tenant import admin_secret_name
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import spec_of, status_of, uid_of
 
 CLIENT = "client"
 
@@ -194,9 +195,10 @@ def test_rows_reach_both_replicas_each_through_its_own_slot(
     stack.psql(real_cluster, ns, "CREATE TABLE shipped AS SELECT generate_series(1, 300) AS n",
                as_app=True)
     for pod in ("postgres-replica-0", "postgres-replica-1"):
-        tenants.eventually(lambda p=pod: on_replica(real_cluster, ns, p,
-                                                    "SELECT count(*) FROM shipped") == "300",
-                           timeout=60, interval=1)
+        def shipped(p: str = pod) -> bool:
+            return on_replica(real_cluster, ns, p, "SELECT count(*) FROM shipped") == "300"
+
+        tenants.eventually(shipped, timeout=60, interval=1)
         # A replica is a standby: it refuses writes.
         refused = psql_in(real_cluster, ns, pod, "INSERT INTO shipped VALUES (0)")
         assert "read-only transaction" in refused.stderr
@@ -207,7 +209,7 @@ def test_a_replica_whose_volume_is_lost_is_cloned_again(
     ns = tenants.namespace_of(tenant)
     core = client.CoreV1Api(real_cluster.api)
     claim = "data-postgres-replica-1"
-    old_claim = core.read_namespaced_persistent_volume_claim(claim, ns).metadata.uid
+    old_claim = uid_of(core.read_namespaced_persistent_volume_claim(claim, ns))
     stack.psql(real_cluster, ns, "CREATE TABLE after_loss AS SELECT 7 AS n", as_app=True)
     # The claim goes once no pod uses it: delete it, then the pod.
     real_cluster.kubectl("delete", "pvc", "-n", ns, claim, "--wait=false")
@@ -219,7 +221,7 @@ def test_a_replica_whose_volume_is_lost_is_cloned_again(
             pod = core.read_namespaced_pod("postgres-replica-1", ns)
         except client.ApiException:
             return False
-        return bool(fresh.metadata.uid != old_claim and pods.is_ready(pod))
+        return bool(uid_of(fresh) != old_claim and pods.is_ready(pod))
 
     try:
         tenants.eventually(cloned_again, timeout=180, interval=2)
@@ -275,7 +277,8 @@ def test_a_replica_whose_wal_is_gone_is_cloned_anew_and_the_status_says_why(
         for replica in (tenants.get(real_cluster, tenant) or {}).get("status", {}).get(
                 "replication") or []:
             if replica["name"] == "postgres-replica-1":
-                return replica.get("lastRecloneReason")
+                reason: str | None = replica.get("lastRecloneReason")
+                return reason
         return None
 
     try:
@@ -298,7 +301,7 @@ def test_a_replica_whose_wal_is_gone_is_cloned_anew_and_the_status_says_why(
 
 def pod_restarts(core: client.CoreV1Api, namespace: str, pod: str) -> int:
     found = core.read_namespaced_pod(pod, namespace)
-    return sum(c.restart_count for c in (found.status.container_statuses or []))
+    return sum(c.restart_count for c in (status_of(found).container_statuses or []))
 
 
 def test_rotation_changes_every_password_in_the_database_and_the_pooler(
@@ -354,6 +357,7 @@ def test_admin_accounts_log_in_with_their_roles_privileges_until_removed(
 
     def login(account: str) -> str:
         data = core.read_namespaced_secret(admin_secret_name(account), ns).data
+        assert data is not None
         password = base64.b64decode(data[sn.ADMIN_PASSWORD_KEY]).decode()
         return f"host=postgres user={account} dbname={stack.DATABASE} password={password}"
 
@@ -392,7 +396,7 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
     app, password = credentials[sn.POSTGRES_USER_KEY], credentials[sn.POSTGRES_PASSWORD_KEY]
 
     def address(service: str) -> str:
-        return str(core.read_namespaced_service(service, ns).spec.cluster_ip)
+        return str(spec_of(core.read_namespaced_service(service, ns)).cluster_ip)
 
     # By Service address, so that a refusal is the connection's, not DNS's.
     flows = {service: (f"host={address(service)} port={port} user={app} "

@@ -28,6 +28,7 @@ from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
 from tests.support import operator_identity, tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of
 
 # Every weeknight from 20:00 to 07:00 in Berlin (UTC+1 in December).
 WEEKNIGHTS = {"start": "0 20 * * 1-5", "end": "0 7 * * 1-5", "timeZone": "Europe/Berlin"}
@@ -60,7 +61,7 @@ def _status(cluster: ClusterHandle, name: str) -> dict[str, Any]:
 
 
 def _postgres_pods(cluster: ClusterHandle, namespace: str) -> list[str]:
-    return [p.metadata.name for p in client.CoreV1Api(cluster.api).list_namespaced_pod(
+    return [name_of(p) for p in client.CoreV1Api(cluster.api).list_namespaced_pod(
         namespace, label_selector="app.kubernetes.io/component=postgres").items]
 
 
@@ -105,7 +106,7 @@ def test_a_weeknight_window_suspends_the_tenant_and_resumes_it_with_its_rows(
         suspended_after = time.monotonic() - opened
         core = client.CoreV1Api(real_cluster.api)
         claim = core.read_namespaced_persistent_volume_claim("data-postgres-0", ns)
-        assert claim.status.phase == "Bound"
+        assert claim.status is not None and claim.status.phase == "Bound"
         statefulset = client.AppsV1Api(real_cluster.api).read_namespaced_stateful_set(
             "postgres", ns)
         assert statefulset.spec.replicas == 0
@@ -142,7 +143,7 @@ def test_a_weeknight_window_suspends_the_tenant_and_resumes_it_with_its_rows(
         tenants.eventually(lambda: (runs.get_policy(real_cluster, ns, "nightly").get(
             "status") or {}).get("lastRun", {}).get("result") == "Succeeded", timeout=60)
         jobs = client.BatchV1Api(real_cluster.api).list_namespaced_job(ns).items
-        assert [j.metadata.name for j in jobs] == [manual_job_name("nightly", missed)]
+        assert [name_of(j) for j in jobs] == [manual_job_name("nightly", missed)]
         print(f"suspended (no pod) {suspended_after:.1f} s after the window opened; "
               f"Ready {resumed_after:.1f} s after it closed")
     finally:

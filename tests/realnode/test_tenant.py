@@ -41,9 +41,12 @@ def test_tenant_postgres_runs_the_project_image_and_keeps_its_data(
 
     core = client.CoreV1Api(real_cluster.api)
     pod = core.read_namespaced_pod("postgres-0", ns)
+    assert pod.spec is not None and pod.status is not None
     assert pod.spec.node_name == "real-node-0"
+    assert pod.status.container_statuses is not None
     postgres = next(s for s in pod.status.container_statuses if s.name == "postgres")
-    assert postgres.state.running is not None
+    assert postgres.state is not None and postgres.state.running is not None
+    assert postgres.container_id is not None
     assert pods.image_containerd_runs(real_cluster, postgres.container_id) == pods.POSTGRES_IMAGE
 
     pods.replace_pod(real_cluster, ns, "postgres-0", timeout=180)

@@ -30,6 +30,7 @@ from tests.realnode.operators import operator_running
 from tests.support import operator_identity, tenants
 from tests.support.channels import Channels, incidents
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, status_of
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.chaos
@@ -57,14 +58,14 @@ def _postgres_condition(cluster: ClusterHandle, name: str) -> dict[str, Any]:
 def _claim_capacity(cluster: ClusterHandle, namespace: str) -> str | None:
     claim = client.CoreV1Api(cluster.api).read_namespaced_persistent_volume_claim(
         "data-postgres-0", namespace)
-    return (claim.status.capacity or {}).get("storage")
+    return (status_of(claim).capacity or {}).get("storage")
 
 
 def _volume_usage(cluster: ClusterHandle, namespace: str) -> float | None:
     """The database claim's used share as the kubelet reports it (its /metrics, which
     the StackForgeDiskFilling alert reads), or None before it has a sample."""
     core = client.CoreV1Api(cluster.api)
-    node = core.list_node().items[0].metadata.name
+    node = name_of(core.list_node().items[0])
     page = core.connect_get_node_proxy_with_path(node, "metrics")
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(page):

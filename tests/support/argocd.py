@@ -44,7 +44,8 @@ def _to_lua(lua: Any, value: Any) -> Any:
 
 def health(kind: str, obj: Mapping[str, Any]) -> tuple[str, str]:
     """(status, message) Argo CD would show for ``obj``, an object as the API returns it."""
-    import lupa.lua51 as lupa
+    # lupa ships no type information.
+    import lupa.lua51 as lupa  # type: ignore[import-untyped]
 
     script = scripts().get(kind)
     if script is None:

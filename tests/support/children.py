@@ -21,6 +21,7 @@ from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import StackForgeTenantSpec
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import metadata_of, name_of
 
 KINDS = ("secrets,configmaps,services,resourcequotas,limitranges,deployments,statefulsets,"
           "networkpolicies,poddisruptionbudgets,horizontalpodautoscalers,ingresses")
@@ -71,7 +72,8 @@ def problems(cluster: ClusterHandle, manifest: dict[str, Any]) -> list[str]:
             out.append(f"{name}: {obj['kind']}/{obj['metadata']['name']} owned by {owners}")
     replica_sets = client.AppsV1Api(cluster.api).list_namespaced_replica_set(
         tenants.namespace_of(name)).items
-    per_deployment = Counter(rs.metadata.owner_references[0].name for rs in replica_sets)
+    per_deployment = Counter((metadata_of(rs).owner_references or [])[0].name
+                             for rs in replica_sets)
     if not per_deployment:
         out.append(f"{name}: no ReplicaSet")
     out += [f"{name}: Deployment {d} has {n} ReplicaSets (its pod template changed)"
@@ -85,7 +87,7 @@ def policy_jobs(cluster: ClusterHandle, namespace: str, policy: str) -> tuple[li
     batch = client.BatchV1Api(cluster.api)
     selector = f"{POLICY_LABEL}={policy}"
     jobs = [j for j in batch.list_namespaced_job(namespace, label_selector=selector).items
-            if not any(o.kind == "CronJob" for o in j.metadata.owner_references or [])]
-    crons = [c.metadata.name for c in batch.list_namespaced_cron_job(
+            if not any(o.kind == "CronJob" for o in metadata_of(j).owner_references or [])]
+    crons = [name_of(c) for c in batch.list_namespaced_cron_job(
         namespace, label_selector=selector).items]
     return jobs, crons

@@ -73,6 +73,7 @@ class ClusterHandle:
         issued = client.CoreV1Api(self.api).create_namespaced_service_account_token(
             name, namespace, client.AuthenticationV1TokenRequest(
                 spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)))
+        assert issued.status is not None
         return str(issued.status.token)
 
     def api_as(self, token: str) -> client.ApiClient:

@@ -33,7 +33,9 @@ class _QuietController(Controller):
         # refuses) are meant so; aiosmtpd warns about them at every connection.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-            return super().factory()
+            # aiosmtpd leaves Controller.factory unannotated; it returns an SMTP.
+            server: SMTP = super().factory()  # type: ignore[no-untyped-call]
+            return server
 
 
 @dataclass(frozen=True)

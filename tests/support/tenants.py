@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import API_GROUP, API_VERSION
 from tests.support.clusters import ClusterHandle
+from tests.support.objects import status_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PLURAL = "stackforgetenants"
@@ -84,12 +85,13 @@ def apply(cluster: ClusterHandle, manifest: dict[str, Any]) -> None:
 
 def get(cluster: ClusterHandle, name: str, namespace: str | None = None) -> dict[str, Any] | None:
     try:
-        found: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        found = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
             API_GROUP, API_VERSION, namespace or namespace_of(name), PLURAL, name)
     except ApiException as error:
         if error.status == 404:
             return None
         raise
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
     return found
 
 
@@ -183,7 +185,7 @@ def wait_for_no_terminating_namespace(cluster: ClusterHandle, timeout: float = 1
     test counting write requests would see."""
     core = client.CoreV1Api(cluster.api)
     eventually(lambda: not [n for n in core.list_namespace().items
-                            if n.status.phase == "Terminating"], timeout=timeout, interval=1)
+                            if status_of(n).phase == "Terminating"], timeout=timeout, interval=1)
 
 
 def certificate_pem(days: int) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 from stackforge_operator.models.common import parse_quantity
 
@@ -70,12 +72,12 @@ def compile_rule(rule: str) -> None:
 
 
 def _holds(rule: str, value: Any, old: Any) -> bool:
-    activation: dict[str, Any] = {"self": celpy.json_to_cel(_escape(value))}
+    activation: dict[str, Any] = {"self": json_to_cel(_escape(value))}
     if old is not None:
-        activation["oldSelf"] = celpy.json_to_cel(_escape(old))
+        activation["oldSelf"] = json_to_cel(_escape(old))
     try:
         result = _program(rule).evaluate(activation)
-    except celpy.CELEvalError:
+    except CELEvalError:
         return False
     return isinstance(result, celtypes.BoolType) and bool(result)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import celpy
 import pytest
+from celpy.adapter import json_to_cel
 
 from stackforge_operator import admission
 from stackforge_operator.models.tenant import reserved_namespace
@@ -19,8 +20,8 @@ def _evaluate(expression: str, namespace: str, name: str = "acme") -> Any:
     env = celpy.Environment()
     program = env.program(env.compile(expression))
     return program.evaluate({
-        "request": celpy.json_to_cel({"namespace": namespace, "operation": "CREATE"}),
-        "object": celpy.json_to_cel({"metadata": {"name": name, "namespace": namespace}}),
+        "request": json_to_cel({"namespace": namespace, "operation": "CREATE"}),
+        "object": json_to_cel({"metadata": {"name": name, "namespace": namespace}}),
     })
 
 

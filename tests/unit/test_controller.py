@@ -284,8 +284,10 @@ def test_nothing_is_skipped_without_a_token_a_quiet_time_or_after_a_write() -> N
             calls.append(obj["metadata"]["name"])
             return outcome
 
-        run_for(Controller(name, reconcile, workers=1,
-                           inputs_token=lambda _, token=token: token), 0.3)
+        def inputs_token(_: Mapping[str, Any], token: str | None = token) -> str | None:
+            return token
+
+        run_for(Controller(name, reconcile, workers=1, inputs_token=inputs_token), 0.3)
         assert len(calls) >= 5, name
         assert skipped(name) == 0, name
 

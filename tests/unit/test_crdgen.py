@@ -100,7 +100,7 @@ def test_every_property_has_a_description(kind: Kind) -> None:
 
 
 # Defaults the API server fills in, by design (see ServerDefault).
-SERVER_DEFAULTS = {
+SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
     "StackForgeTenant": {
         ".spec.components": {},
         ".spec.components.postgres": {},

@@ -181,7 +181,8 @@ def test_without_a_pod_fault_the_component_is_only_not_ready() -> None:
 
 
 def test_a_broken_pod_of_an_old_revision_is_the_one_to_replace() -> None:
-    statefulset = {"spec": {"selector": SELECTOR}, "status": {"updateRevision": "postgres-new"}}
+    statefulset: dict[str, Any] = {"spec": {"selector": SELECTOR},
+                                   "status": {"updateRevision": "postgres-new"}}
     oom = _waiting("CrashLoopBackOff", "back-off", last={"reason": "OOMKilled", "exitCode": 137})
 
     def pod(name: str, revision: str, *containers: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from stackforge_operator import support_bundle as bundle
 
 
 def test_a_secrets_values_are_replaced_by_their_length_and_its_keys_kept() -> None:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {
+    secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": {
         "name": "postgres-app", "managedFields": [{"manager": "x"}],
         "annotations": {bundle.LAST_APPLIED: '{"data": {"password": "aHVudGVyMg=="}}',
                         "other": "kept"}},

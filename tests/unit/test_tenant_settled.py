@@ -64,7 +64,7 @@ def test_the_certificate_changes_when_its_whole_days_count_down() -> None:
     when = tenant_settled.certificate_changes_at(
         CertificateStatus(secret_name="tls", not_after=not_after, days_remaining=days))
     assert when == NOW + timedelta(hours=5)
-    just_after = when + timedelta(seconds=1)  # type: ignore[operator]
+    just_after = when + timedelta(seconds=1)
     assert int((not_after - just_after).total_seconds() // 86400) == days - 1
     assert tenant_settled.certificate_changes_at(CertificateStatus(secret_name="tls")) is None
     assert tenant_settled.certificate_changes_at(None) is None

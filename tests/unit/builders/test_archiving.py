@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stackforge_operator.builders import archiving, backup_network, postgres, s3ca
+from stackforge_operator.builders import archiving, backup_network, postgres, postgres_paths, s3ca
 from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
 from stackforge_operator.models.backup import (
     BackupPolicySpec,
@@ -94,7 +94,7 @@ def test_pgbackrest_options_come_from_the_policy_and_secrets_by_reference() -> N
         assert env["PGBACKREST_ARCHIVE_ASYNC"] == "y"
         assert env["PGBACKREST_REPO1_BUNDLE"] == "y"
         assert env["PGBACKREST_SPOOL_PATH"].startswith("/var/lib/postgresql/data/")
-        assert not env["PGBACKREST_SPOOL_PATH"].startswith(postgres.PGDATA)
+        assert not env["PGBACKREST_SPOOL_PATH"].startswith(postgres_paths.PGDATA)
         assert env["PGBACKREST_STANZA"] == "acme"
         assert env["STACKFORGE_REPOSITORY_BASE"] == "/sf/_pgbackrest/acme"
         # Credentials only by reference, and optional: a missing Secret fails

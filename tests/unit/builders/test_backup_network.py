@@ -16,17 +16,17 @@ POSTGRES_RULE: dict[str, Any] = {
     "to": [{"podSelector": {"matchLabels": {COMPONENT_LABEL: "postgres", TENANT_LABEL: "acme"}}}],
     "ports": [{"protocol": "TCP", "port": 5432}],
 }
-PUBLIC = [
+PUBLIC: list[dict[str, Any]] = [
     {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "100.64.0.0/10",
                                                   "169.254.0.0/16", "172.16.0.0/12",
                                                   "192.168.0.0/16"]}},
     {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}},
 ]
-NOT_THE_TENANTS_NAMESPACE = {"namespaceSelector": {"matchExpressions": [{
+NOT_THE_TENANTS_NAMESPACE: dict[str, Any] = {"namespaceSelector": {"matchExpressions": [{
     "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["tenant-acme"]}]}}
 # A host name: public addresses and pods of other namespaces, never 0.0.0.0/0
 # (which kube-router matches against the tenant's own pods too).
-HOST_NAME = [*PUBLIC, NOT_THE_TENANTS_NAMESPACE]
+HOST_NAME: list[dict[str, Any]] = [*PUBLIC, NOT_THE_TENANTS_NAMESPACE]
 
 
 def _on_port(peers: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:

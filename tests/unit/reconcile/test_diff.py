@@ -78,5 +78,5 @@ def test_removed_label_and_changed_list_length_are_detected() -> None:
 
 
 def test_empty_desired_values_match_absent_live_values() -> None:
-    desired = {"spec": {"selector": {}, "ports": []}}
+    desired: dict[str, Any] = {"spec": {"selector": {}, "ports": []}}
     assert differences(desired, {"spec": {}}) == []

@@ -19,6 +19,7 @@ from stackforge_operator.models.backup import (
 )
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.reconcile import physical_backups as physical
+from stackforge_operator.reconcile.archive_status import allowed_age
 
 FULL, DIFF, INCR = (PhysicalBackupType.FULL, PhysicalBackupType.DIFFERENTIAL,
                     PhysicalBackupType.INCREMENTAL)
@@ -189,7 +190,7 @@ def test_the_condition_turns_false_when_a_request_outlives_the_deadline() -> Non
 
 
 def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() -> None:
-    margin = physical.allowed_age(60)  # the timeout plus the operator's push margin
+    margin = allowed_age(60)  # the timeout plus the operator's push margin
     young = physical.freshness(ArchiveStatus(last_archived_time=NOW - timedelta(seconds=30)),
                                60, NOW)
     assert young is not None
@@ -204,7 +205,7 @@ def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() 
 
 
 def test_a_draining_queue_exceeds_the_rpo_though_segments_arrive() -> None:
-    reach = physical.allowed_age(60) + timedelta(seconds=60)
+    reach = allowed_age(60) + timedelta(seconds=60)
     arriving = NOW - timedelta(seconds=3)
     draining = physical.freshness(ArchiveStatus(
         last_archived_time=arriving, archived_through=NOW - reach - timedelta(seconds=1)),
@@ -222,7 +223,7 @@ def test_a_draining_queue_exceeds_the_rpo_though_segments_arrive() -> None:
 def test_a_primary_figure_not_read_again_is_not_called_a_draining_queue() -> None:
     # The figure kept from an earlier read (the exporter unreadable since) still
     # bounds what can be promised, but the message says why it is old.
-    reach = physical.allowed_age(60) + timedelta(seconds=60)
+    reach = allowed_age(60) + timedelta(seconds=60)
     kept = ArchiveStatus(last_archived_time=NOW - timedelta(seconds=3),
                          archived_through=NOW - reach - timedelta(seconds=1))
     unread = physical.freshness(kept, 60, NOW, primary_reported=False)
