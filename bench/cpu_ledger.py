@@ -74,5 +74,6 @@ def between(before: Snapshot, after: Snapshot) -> Ledger:
     by_name: Counter[str] = Counter()
     for key, (name, seconds) in after.processes.items():
         earlier = before.processes.get(key)
-        by_name[name] += seconds - (earlier[1] if earlier else 0.0)
+        # Counter takes float counts (most_common only orders them); typeshed types them int.
+        by_name[name] += seconds - (earlier[1] if earlier else 0.0)  # type: ignore[assignment]
     return Ledger(after.busy_seconds - before.busy_seconds, by_name)

@@ -299,8 +299,8 @@ class Bench:
     def tenant(self, size_mib: int) -> None:
         keys = self.s3.credentials
         assert self.s3.ca_bundle is not None
-        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                  "metadata": {"namespace": NAMESPACE}}
+        secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                  "metadata": {"namespace": NAMESPACE}}
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         self.apply(
             {**secret, "metadata": {**secret["metadata"], "name": "s3-credentials"},

@@ -50,19 +50,23 @@ def workloads_ready(apps: client.AppsV1Api, prefix: str, count: int) -> bool:
     for items in (apps.list_deployment_for_all_namespaces(label_selector=selector).items,
                   apps.list_stateful_set_for_all_namespaces(label_selector=selector).items):
         for workload in items:
+            # Listed by the label's selector: each has metadata and that label.
+            assert workload.metadata is not None and workload.metadata.labels is not None
             tenant = workload.metadata.labels[TENANT_LABEL]
             if not tenant.startswith(prefix):
                 continue
             seen.add(tenant)
-            wanted = workload.spec.replicas or 0
-            if (workload.status.ready_replicas or 0) < wanted:
+            wanted = (workload.spec.replicas or 0) if workload.spec is not None else 0
+            ready = workload.status.ready_replicas if workload.status is not None else None
+            if (ready or 0) < wanted:
                 return False
     return len(seen) == count
 
 
 def tenants_ready(objects: client.CustomObjectsApi, prefix: str, count: int) -> bool:
-    items = objects.list_cluster_custom_object("stackforge.io", "v1alpha1",
-                                               "stackforgetenants")["items"]
+    found = objects.list_cluster_custom_object("stackforge.io", "v1alpha1", "stackforgetenants")
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
+    items = found["items"]
     ready = 0
     for item in items:
         if not item["metadata"]["name"].startswith(prefix):

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,10 @@ class Bench:
         self.created = upto
 
     def all_ready(self, count: int) -> bool:
-        items = self.objects.list_cluster_custom_object(
-            "stackforge.io", "v1alpha1", "stackforgetenants")["items"]
+        found = self.objects.list_cluster_custom_object(
+            "stackforge.io", "v1alpha1", "stackforgetenants")
+        assert isinstance(found, dict)  # the client types a custom object as a bare object
+        items = found["items"]
         return sum(1 for i in items if i["metadata"]["name"].startswith("s") and _ready(i)) \
             >= count
 
@@ -166,6 +169,7 @@ class Bench:
         def ready() -> bool:
             body = self.objects.get_namespaced_custom_object(
                 "stackforge.io", "v1alpha1", namespace, "stackforgetenants", name)
+            assert isinstance(body, dict)  # the client types a custom object as a bare object
             return _ready(body)
 
         _wait(ready, 300)
@@ -184,10 +188,14 @@ class Bench:
         self.apply(children[1:])
 
         def ready() -> bool:
-            workloads = [*self.apps.list_namespaced_deployment(namespace).items,
-                         *self.apps.list_namespaced_stateful_set(namespace).items]
-            return bool(workloads) and all(
-                (w.status.ready_replicas or 0) >= (w.spec.replicas or 0) for w in workloads)
+            counts = [*((d.status.ready_replicas if d.status else None,
+                         d.spec.replicas if d.spec else None)
+                        for d in self.apps.list_namespaced_deployment(namespace).items),
+                      *((s.status.ready_replicas if s.status else None,
+                         s.spec.replicas if s.spec else None)
+                        for s in self.apps.list_namespaced_stateful_set(namespace).items)]
+            return bool(counts) and all((ready or 0) >= (wanted or 0)
+                                        for ready, wanted in counts)
 
         _wait(ready, 300)
         seconds = time.monotonic() - started
@@ -340,9 +348,9 @@ def main() -> int:
                         help="only draw the plots from the tables of an earlier run's output")
     args = parser.parse_args()
     if args.replot is not None:
-        results = parse_table(args.replot.read_text())
-        print(table(results))
-        for path in plot(results, args.plots):
+        replotted = parse_table(args.replot.read_text())
+        print(table(replotted))
+        for path in plot(replotted, args.plots):
             print(f"wrote {path}")
         return 0
     counts = [int(c) for c in args.counts.split(",")]
@@ -363,7 +371,7 @@ def main() -> int:
                 # Each look LISTs every tenant with its status (18 MB at 3,000): every
                 # 2 s that was the bench's own load on the API server it measures.
                 ready = time.monotonic() - started + _wait(
-                    lambda c=count: bench.all_ready(c), max(3600, 2 * count),
+                    partial(bench.all_ready, count), max(3600, 2 * count),
                     interval=max(2.0, count / 200))
                 print(f"  all Ready after {ready:.0f} s", file=sys.stderr)
                 results.append(bench.measure(operator, "watch caches", count, ready,
