@@ -10,6 +10,7 @@ operator deletes it when the run ends, and sweeps any sandbox whose
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,8 +104,14 @@ class PhysicalSource:
     target: str
 
 
-def sandbox_name(drill: str, run_id: str) -> str:
-    return f"drill-{drill}-{run_id.lower()}"[:63].rstrip("-")
+def sandbox_name(drill: str, run_id: str, drill_identity: str) -> str:
+    """``drill-<drill>-<run>-<digest>``: the digest of ``drill_identity`` (the
+    drill's uid) tells apart drills of one name in different namespaces that
+    start a run in the same second, which would otherwise share (and fight
+    over) one sandbox. The drill's name is shortened, never the rest."""
+    digest = hashlib.sha256(drill_identity.encode()).hexdigest()[:6]
+    suffix = f"-{run_id.lower()}-{digest}"
+    return f"drill-{drill}"[:63 - len(suffix)].rstrip("-") + suffix
 
 
 def _labels(drill: str, drill_namespace: str) -> dict[str, str]:

@@ -168,7 +168,8 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
             backup_id=None if physical else _backup_argument(spec),
             recovery_target=physical.target if physical else None,
             repository_path=physical.repository_path if physical else None,
-            sandbox_namespace=builders.sandbox_name(name, run_id))
+            sandbox_namespace=builders.sandbox_name(
+                name, run_id, str(meta.get("uid") or f"{namespace}/{name}")))
         new.active_run = active
         new.phase = DrillPhase.RUNNING
         # Recorded before anything exists, so a restart continues this very run.
