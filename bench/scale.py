@@ -188,14 +188,12 @@ class Bench:
         self.apply(children[1:])
 
         def ready() -> bool:
-            counts = [*((d.status.ready_replicas if d.status else None,
-                         d.spec.replicas if d.spec else None)
-                        for d in self.apps.list_namespaced_deployment(namespace).items),
-                      *((s.status.ready_replicas if s.status else None,
-                         s.spec.replicas if s.spec else None)
-                        for s in self.apps.list_namespaced_stateful_set(namespace).items)]
-            return bool(counts) and all((ready or 0) >= (wanted or 0)
-                                        for ready, wanted in counts)
+            workloads: list[client.V1Deployment | client.V1StatefulSet] = [
+                *self.apps.list_namespaced_deployment(namespace).items,
+                *self.apps.list_namespaced_stateful_set(namespace).items]
+            return bool(workloads) and all(
+                ((w.status.ready_replicas if w.status else None) or 0)
+                >= ((w.spec.replicas if w.spec else None) or 0) for w in workloads)
 
         _wait(ready, 300)
         seconds = time.monotonic() - started
