@@ -115,6 +115,15 @@ def pod_fault(pod: Mapping[str, Any]) -> PodFault | None:
     return None
 
 
+def ready(pod: Mapping[str, Any] | None) -> bool:
+    """Whether the pod is Ready and staying (not being deleted: on its way out,
+    whatever it still serves, it is about to stop)."""
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
 def selects(selector: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
     """Whether a workload's ``matchLabels`` selector takes this pod."""
     wanted = selector.get("matchLabels") or {}

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from stackforge_operator import pod_health
 from stackforge_operator.builders.monitoring import THRESHOLDS
 
 _GREEN, _RED, _YELLOW, _RESET = "\033[32m", "\033[31m", "\033[33m", "\033[0m"
@@ -57,9 +58,7 @@ def ready_and_not(pods: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[st
         if (pod.get("metadata") or {}).get("deletionTimestamp") or state.get("phase") in (
                 "Failed", "Succeeded"):
             continue
-        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                       for c in state.get("conditions") or [])
-        (ready if is_ready else not_ready).append(str(pod["metadata"]["name"]))
+        (ready if pod_health.ready(pod) else not_ready).append(str(pod["metadata"]["name"]))
     return ready, not_ready
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from stackforge_operator import API_GROUP, config
+from stackforge_operator import API_GROUP, config, pod_health
 from stackforge_operator.builders import postgres
 from stackforge_operator.builders.archiving import RESTORE_OPTION_PREFIX
 from stackforge_operator.builders.common import APP_COMPONENT, COMPONENT_LABEL
@@ -242,7 +242,7 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
                                f"waiting for {', '.join(sorted(unscaled))} to scale to zero")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
-        if _ready(pod) and on_newest_template(pod, facts.primary):
+        if pod_health.ready(pod) and on_newest_template(pod, facts.primary):
             return _next(recovery, now, Phase.VERIFYING, VERIFY,
                          "the restored primary is Ready", "verifying the restored database")
         failure = restore_failure(pod)
@@ -278,7 +278,7 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         restored = postgres.primary_pod(recovery.ordinal)
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         failure = recovery.steps[-2].message if len(recovery.steps) > 1 else None
-        if (restored in facts.pods or not _ready(old)
+        if (restored in facts.pods or not pod_health.ready(old)
                 or not on_newest_template(old, facts.primary)):
             return replace_message(recovery, (
                 f"{failure or 'the recovery failed'}; waiting for the old primary to be "
@@ -325,13 +325,6 @@ def _finish(recovery: RecoveryStatus, now: datetime, phase: RecoveryPhase, messa
 def _component(pod: Mapping[str, Any]) -> str | None:
     value = (pod.get("metadata", {}).get("labels") or {}).get(COMPONENT_LABEL)
     return str(value) if value is not None else None
-
-
-def _ready(pod: Mapping[str, Any] | None) -> bool:
-    if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def scaled_to_zero(workload: Mapping[str, Any] | None) -> bool:
