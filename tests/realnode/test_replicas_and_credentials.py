@@ -414,20 +414,29 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
     for service, conninfo in flows.items():
         assert works(conninfo), service
     assert resolves()
-    restarts = {pod: pod_restarts(core, ns, pod)
-                for pod in ("postgres-replica-0", "postgres-replica-1")}
+    replicas = ("postgres-replica-0", "postgres-replica-1")
+    replica_uids = {pod: uid_of(core.read_namespaced_pod(pod, ns)) for pod in replicas}
 
-    # A session open before the isolation, as an attacker's would be: the
-    # dataplane lets open connections go on, so the primary's sidecar closes it.
-    held_open = subprocess.Popen(
-        [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}",
-         "exec", "-n", ns, CLIENT, "--", "psql", "-X",
-         flows["postgres"], "-c", "SELECT pg_sleep(600)"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Sessions open before the isolation, as an attacker's would be: the
+    # dataplane lets open connections go on, so the primary's sidecar closes
+    # the one on the primary, and the replicas' pods are replaced (no sidecar
+    # runs there) for the one on a replica.
+    def hold(service: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}",
+             "exec", "-n", ns, CLIENT, "--", "psql", "-X",
+             flows[service], "-c", "SELECT pg_sleep(600)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def sleeping(pod: str) -> int:
+        answer = psql_in(real_cluster, ns, pod, "SELECT count(*) FROM pg_stat_activity "
+                         "WHERE query LIKE 'SELECT pg_sleep(600)%'").stdout.strip()
+        return int(answer or "0")
+
+    held_open = {"postgres": hold("postgres"), "postgres-read": hold("postgres-read")}
     try:
-        tenants.eventually(lambda: stack.psql(
-            real_cluster, ns, "SELECT count(*) FROM pg_stat_activity "
-            "WHERE query LIKE 'SELECT pg_sleep(600)%'") == "1", timeout=30)
+        tenants.eventually(lambda: sleeping("postgres-0") == 1
+                           and sum(sleeping(pod) for pod in replicas) == 1, timeout=30)
         isolated = replicated_tenant(tenant)
         isolated["spec"]["adminAccounts"] = isolated["spec"]["adminAccounts"][:1]
         isolated["spec"]["isolate"] = True
@@ -438,12 +447,19 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
             assert not works(conninfo), f"{service} still reachable while isolated"
         assert not resolves()
         # The kubelet refreshes the sidecar's file within a minute or so.
-        held_open.wait(timeout=180)
-        assert "terminating connection" in (held_open.stderr.read() if held_open.stderr else "")
+        for service, session in held_open.items():
+            try:
+                session.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"a session held open through {service} outlived "
+                                     "180 s of isolation") from None
+            stderr = session.stderr.read() if session.stderr else ""
+            assert "terminating connection" in stderr, (service, stderr)
     finally:
-        if held_open.poll() is None:
-            held_open.kill()
-        held_open.wait()
+        for session in held_open.values():
+            if session.poll() is None:
+                session.kill()
+            session.wait()
     log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
     assert "isolated: closed" in log
     # The replicas' connections were closed too and cannot come back; the
@@ -462,7 +478,14 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
     assert resolves()
     tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
                        timeout=120, interval=2)
-    assert {pod: pod_restarts(core, ns, pod) for pod in restarts} == restarts
+    # Each replica was replaced once, by a pod that started from its volume and
+    # was never restarted: the copy was kept, never cloned anew.
+    for pod in replicas:
+        replacement = core.read_namespaced_pod(pod, ns)
+        assert uid_of(replacement) != replica_uids[pod], f"{pod} was not replaced"
+        assert pod_restarts(core, ns, pod) == 0, pod
+        started = real_cluster.kubectl("logs", "-n", ns, pod, "-c", "postgres").stdout
+        assert "cloning" not in started, (pod, started)
     stack.wait_ready(real_cluster, tenant, timeout=120)
 
 

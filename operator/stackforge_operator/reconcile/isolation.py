@@ -2,12 +2,16 @@
 
 The dataplane refuses new connections once the isolating NetworkPolicies are
 in place, but lets established ones go on. Each component closes its own:
-PostgreSQL's upkeep sidecar ends network sessions, Redis's pod is replaced
-through its template (builders/redis.py). Kafka and Consul run quorums whose
-members talk over the flows isolation removes, so a rolling replacement stalls
-on the first member that cannot rejoin (tried: the open session outlived 400 s
-of it). Their pods are deleted together instead, once: every pod created
-before the isolation started.
+the primary's upkeep sidecar ends PostgreSQL's network sessions, Redis's pod is
+replaced through its template (builders/redis.py). The rest cannot be rolled:
+Kafka and Consul run quorums whose members talk over the flows isolation
+removes, so a rolling replacement stalls on the first member that cannot
+rejoin (tried: the open session outlived 400 s of it); a read replica is Ready
+only while it streams from the primary, which isolation cuts, so a roll would
+stall on the first replica too, and a replica has no sidecar to close its
+readers' sessions. Their pods are deleted together instead, once: every pod
+created before the isolation started. A replica's replacement starts from its
+own volume (nothing is cloned) and streams again once the isolation is lifted.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from stackforge_operator.builders import consul, kafka, postgres
 from stackforge_operator.builders.common import COMPONENT_LABEL
 from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.conditions import ISOLATED
 
-# Components whose pods are replaced all at once when isolation starts.
-QUORUM_COMPONENTS = ("kafka", "consul")
+# Components whose pods are deleted all at once when isolation starts.
+DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COMPONENT)
 
 
 def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
@@ -34,7 +39,7 @@ def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
 
 
 def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[str]:
-    """The quorum components' pods made before ``since`` (still holding sessions).
+    """The pods of DELETED_WHEN_ISOLATED made before ``since`` (may hold sessions).
 
     Compared in whole seconds, as the API server records a pod's creation: a
     replacement made within the second the isolation started is not taken for
@@ -44,7 +49,7 @@ def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[
     names = []
     for pod in pods:
         meta = pod.get("metadata") or {}
-        if (meta.get("labels") or {}).get(COMPONENT_LABEL) not in QUORUM_COMPONENTS:
+        if (meta.get("labels") or {}).get(COMPONENT_LABEL) not in DELETED_WHEN_ISOLATED:
             continue
         if meta.get("deletionTimestamp"):
             continue

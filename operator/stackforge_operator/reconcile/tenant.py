@@ -289,7 +289,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             applied.append(f"{key[0]}/{key[1]}")
     pruned = _prune(t, live, stack.by_key(desired), meta["uid"])
     if t.isolate:
-        _close_quorum_sessions(t, old_status)
+        _close_unrollable_sessions(t, old_status)
 
     return _report(body, old_status, t, spec, window, evidence, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
@@ -297,10 +297,11 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                    recovering.recovery)
 
 
-def _close_quorum_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
-    """Delete the Kafka and Consul pods made before the isolation started
-    (reconcile/isolation.py says why not a rolling replacement)."""
-    if not (t.kafka.enabled or t.consul.enabled):
+def _close_unrollable_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
+    """Delete the Kafka, Consul and read replica pods made before the isolation
+    started (reconcile/isolation.py says why not a rolling replacement)."""
+    if not (t.kafka.enabled or t.consul.enabled
+            or (t.postgres.enabled and t.postgres.read_replicas > 0)):
         return
     since = isolation.isolated_since(old_status.conditions, datetime.now(UTC))
     for pod in isolation.pods_to_replace(observe.tenant_pods(t), since):

@@ -25,19 +25,22 @@ def test_isolation_starts_now_until_the_condition_says_true() -> None:
     assert isolation.isolated_since([_isolated(ConditionStatus.TRUE, earlier)], NOW) == earlier
 
 
-def test_only_quorum_pods_older_than_the_isolation_are_replaced() -> None:
+def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
     old = NOW - timedelta(minutes=5)
     pods = [
         _pod("kafka-0", "kafka", old), _pod("kafka-1", "kafka", old),
         _pod("consul-0", "consul", old),
-        # Others close their own sessions (PostgreSQL) or roll (Redis).
+        # A read replica's readers: no sidecar closes their sessions.
+        _pod("postgres-replica-0", "postgres-replica", old),
+        # Others close their own sessions (the primary) or roll (Redis).
         _pod("redis-0", "redis", old), _pod("postgres-0", "postgres", old),
         # A replacement, made within the second the isolation started.
         _pod("kafka-2", "kafka", NOW),
         # Already on its way out.
         _pod("kafka-3", "kafka", old, deletionTimestamp="2026-11-30T12:00:00Z"),
     ]
-    assert isolation.pods_to_replace(pods, NOW) == ["consul-0", "kafka-0", "kafka-1"]
+    assert isolation.pods_to_replace(pods, NOW) == [
+        "consul-0", "kafka-0", "kafka-1", "postgres-replica-0"]
     # Once replaced, nothing more: the next reconcile finds only new pods.
     later = [_pod(n, "kafka", NOW + timedelta(seconds=2)) for n in ("kafka-0", "kafka-1")]
     assert isolation.pods_to_replace(later, NOW) == []
