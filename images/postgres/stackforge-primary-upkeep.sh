@@ -227,7 +227,33 @@ server_takes_writes() {
 		esac
 		return 1
 	fi
-	[ "$in_recovery" = f ]
+	[ "$in_recovery" = f ] || await_promotion
+}
+
+# A server in recovery that takes connections (a hot standby replaying up to
+# its target) is watched in one session until it is promoted: psql's \watch
+# asks again every STARTING_RETRY_SECONDS over the same connection. A replay
+# may take hours, and a psql for each look would be a process and a login
+# each time, twenty a second at a drill's pace. Between two looks the session
+# is idle and holds no snapshot, so the replay never waits for it (a query
+# held open, such as a DO block sleeping in a loop, would hold up the replay
+# of every cleanup it conflicts with). Succeeds once the server says it is
+# promoted; fails when the session ends first (the server stopped, or an
+# error), and the caller asks again. In the background, as pause's sleep, so
+# that TERM ends the sidecar at once.
+await_promotion() {
+	printf 'SELECT pg_is_in_recovery() \\watch %s\n' "$STARTING_RETRY_SECONDS" |
+		as_superuser 2>/dev/null | promoted &
+	sleeper=$!
+	wait "$sleeper"
+}
+
+# Reads the watch's answers (one a line) until one says "not in recovery".
+promoted() {
+	while read -r answer; do
+		[ "$answer" != f ] || return 0
+	done
+	return 1
 }
 
 # An abstract socket (PGHOST=@name: a drill's restored server, reached from
@@ -241,8 +267,9 @@ abstract_socket_listed() {
 }
 
 # Until the socket is there (a restore: most of a drill) a try is a test of a
-# path; after it, each try is a psql. A drill asks for both paces: its
-# RTO waits for this loop to see the promotion.
+# path; after it, a try is a psql, and a server in hot standby is watched
+# (await_promotion). A drill asks for both paces: its RTO waits for this loop
+# to see the promotion.
 server_started=
 until server_takes_writes && sync_passwords; do
 	if [ -n "$server_started" ]; then

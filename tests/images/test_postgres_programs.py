@@ -223,6 +223,73 @@ def test_upkeep_asks_at_its_starting_pace_once_the_servers_socket_is_there(
             sidecar.wait()
 
 
+def psql_counting_shim(pod: Pod) -> tuple[str, Path]:
+    """A PATH whose psql counts its runs into the returned file, then runs PG 15's."""
+    shims = pod.root / "shims"
+    shims.mkdir()
+    calls = pod.root / "tmp" / "psql-calls"
+    shim = shims / "psql"
+    shim.write_text(f'#!/bin/sh\necho run >>{calls}\nexec {PG15_BIN}/psql "$@"\n')
+    shim.chmod(0o755)
+    return f"{shims}:{PG15_BIN}:/usr/bin:/bin", calls
+
+
+def test_upkeep_watches_a_recovering_server_in_one_session_until_its_promotion(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """A replay may take hours: at a drill's pace of 0.05 s, a psql each look
+    would be twenty processes and logins a second. The sidecar asks once, then
+    watches the server in one session at that pace, and sees the promotion
+    as soon. TERM ends it at once while it watches."""
+    require_peer_login()
+    make_standby(pod, servers)
+    start(pod, servers).wait_ready()
+    path, calls = psql_counting_shim(pod)
+    rotated = {"POSTGRES_PASSWORD": "watched-super-4b2e", "APP_PASSWORD": "watched-app-1f7c",
+               "REPLICATION_PASSWORD": "watched-repl-8d3a"}
+    sidecar, marker, log = start_password_upkeep(
+        pod, rotated, retry_seconds="60", STARTING_RETRY_SECONDS="0.05", PATH=path)
+    try:
+        time.sleep(2)  # forty looks at this pace
+        assert sidecar.poll() is None and not marker.exists()
+        # The first question, and the session that watches.
+        assert calls.read_text().splitlines() == ["run", "run"]
+        promoted_at = time.monotonic()
+        query(pod, "SELECT pg_promote()", user="postgres", password=SUPERUSER_PASSWORD,
+              database="postgres")
+        wait_for(marker, sidecar, log, timeout=5)
+        assert time.monotonic() - promoted_at < 2
+        assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
+        assert log.read_text(errors="replace").strip() == (
+            "role passwords match the credentials Secret")
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
+def test_upkeep_ends_at_once_on_term_while_it_watches_a_recovering_server(
+    pod: Pod, servers: list[Server]
+) -> None:
+    require_peer_login()
+    make_standby(pod, servers)
+    start(pod, servers).wait_ready()
+    path, calls = psql_counting_shim(pod)
+    sidecar, marker, log = start_password_upkeep(
+        pod, {"POSTGRES_PASSWORD": "x", "APP_PASSWORD": "y", "REPLICATION_PASSWORD": "z"},
+        retry_seconds="60", STARTING_RETRY_SECONDS="30", PATH=path)
+    try:
+        eventually(lambda: calls.exists() and len(calls.read_text().splitlines()) == 2,
+                   timeout=10)
+        sidecar.send_signal(signal.SIGTERM)
+        assert sidecar.wait(timeout=3) == 0, log.read_text(errors="replace")
+        assert not marker.exists()
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
+
+
 def test_upkeep_reaches_a_server_on_an_abstract_socket_and_waits_quietly_for_it(
     pod: Pod, servers: list[Server]
 ) -> None:
@@ -238,14 +305,8 @@ def test_upkeep_reaches_a_server_on_an_abstract_socket_and_waits_quietly_for_it(
                "REPLICATION_PASSWORD": "abstract-repl-0b9f"}
     # psql through a shim that counts its runs: before the socket is listed,
     # none (a failed try would be quiet too: "accepting connections").
-    shims = pod.root / "shims"
-    shims.mkdir()
-    calls = pod.root / "tmp" / "psql-calls"
-    shim = shims / "psql"
-    shim.write_text(f'#!/bin/sh\necho run >>{calls}\nexec {PG15_BIN}/psql "$@"\n')
-    shim.chmod(0o755)
-    sidecar, marker, log = start_password_upkeep(
-        pod, rotated, PGHOST=socket, PATH=f"{shims}:{PG15_BIN}:/usr/bin:/bin")
+    path, calls = psql_counting_shim(pod)
+    sidecar, marker, log = start_password_upkeep(pod, rotated, PGHOST=socket, PATH=path)
     try:
         time.sleep(1)
         assert sidecar.poll() is None and not marker.exists()
