@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -40,6 +40,47 @@ def interval(expression: str, time_zone: str, at: datetime) -> timedelta:
     return next_fire(expression, time_zone, first) - first
 
 
-def staleness_limit(expression: str, time_zone: str, at: datetime, grace: timedelta) -> timedelta:
-    """How old the newest complete backup may be before it counts as stale (the RPO breach)."""
-    return interval(expression, time_zone, at) + grace
+def staleness_limit(
+    expression: str, time_zone: str, started: datetime, grace: timedelta
+) -> timedelta:
+    """How old the newest complete backup may be (since it finished) before it
+    counts as stale, the RPO breach: until the schedule's next run after the one
+    that made it has had as long as that one took, plus ``grace``.
+
+    Measured from the backup's own start, not from now: the gap to the next run
+    is that backup's, whatever the gaps around now (a weekday schedule's Friday
+    backup waits until Monday's run, not a day). A wall-clock time that comes
+    twice when the clocks go back counts once: a nightly run at 02:00 does not
+    owe a second backup an hour after the first.
+    """
+    return _next_distinct_fire(expression, time_zone, started) - started + grace
+
+
+def first_backup_deadline(
+    expression: str, time_zone: str, created: datetime, grace: timedelta
+) -> datetime:
+    """When a policy made at ``created`` is late with its first complete backup:
+    its first run has had until the run after it, plus ``grace``."""
+    first = _next_distinct_fire(expression, time_zone, created)
+    return _next_distinct_fire(expression, time_zone, first) + grace
+
+
+def _next_distinct_fire(expression: str, time_zone: str, after: datetime) -> datetime:
+    """next_fire, skipping the second occurrence of a wall-clock time repeated
+    when the clocks go back (croniter yields both)."""
+    local_zone = zone(time_zone)
+    times = croniter(expression, after.astimezone(local_zone))
+    found: datetime = times.get_next(datetime)
+    # A repeated hour comes once a year: two skips in a row cannot happen.
+    for _ in range(2):
+        if not _repeated_wall_time(found, local_zone):
+            break
+        found = times.get_next(datetime)
+    return found.astimezone(after.tzinfo)
+
+
+def _repeated_wall_time(moment: datetime, local_zone: ZoneInfo) -> bool:
+    """Whether ``moment`` is the second occurrence of its wall-clock time."""
+    wall = moment.astimezone(local_zone).replace(tzinfo=None)
+    first = wall.replace(tzinfo=local_zone, fold=0).astimezone(UTC)
+    return first < moment.astimezone(UTC)

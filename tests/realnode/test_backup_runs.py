@@ -90,8 +90,10 @@ def test_on_demand_backup_end_to_end(
     found = tenants.wait_condition(cluster, tenant.name, "BackupHealthy", "True", timeout=120)
     assert found["status"]["lastBackup"]["runId"] == run_id
 
-    # Made stale (the manifest now says the backup finished three days ago)...
-    manifest["finishedAt"] = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    # Made stale (the manifest now says the backup ran three days ago)...
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    manifest["startedAt"] = (three_days_ago - timedelta(minutes=1)).isoformat()
+    manifest["finishedAt"] = three_days_ago.isoformat()
     pod_s3.client().put_object(
         Bucket=tenant.bucket, Key=f"backups/{tenant.name}/{run_id}/manifest.json",
         Body=json.dumps(manifest).encode())

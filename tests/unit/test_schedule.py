@@ -17,10 +17,48 @@ def test_nightly_schedule_in_a_time_zone() -> None:
     assert schedule.interval("0 2 * * *", "Etc/UTC", at) == timedelta(days=1)
 
 
-def test_staleness_limit_is_interval_plus_grace() -> None:
+GRACE = timedelta(hours=2)
+
+
+def test_staleness_limit_is_the_gap_after_the_backups_own_run_plus_grace() -> None:
     at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     assert schedule.staleness_limit("*/15 * * * *", "Etc/UTC", at, timedelta(minutes=5)) == (
         timedelta(minutes=20))
+    # A weekday schedule: Friday's backup is owed a successor on Monday, so it is
+    # not stale on Saturday morning (the gap after now would say 24 h).
+    friday = datetime(2026, 12, 4, 2, 0, 5, tzinfo=UTC)
+    assert schedule.staleness_limit("0 2 * * 1-5", "Etc/UTC", friday, GRACE) == (
+        timedelta(days=3, seconds=-5) + GRACE)
+    thursday = friday - timedelta(days=1)
+    assert schedule.staleness_limit("0 2 * * 1-5", "Etc/UTC", thursday, GRACE) == (
+        timedelta(days=1, seconds=-5) + GRACE)
+    # Two runs a day, unevenly spaced: each backup's own gap.
+    one = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)
+    assert schedule.staleness_limit("0 1,3 * * *", "Etc/UTC", one, GRACE) == (
+        timedelta(hours=2) + GRACE)
+    assert schedule.staleness_limit("0 1,3 * * *", "Etc/UTC", one + timedelta(hours=2),
+                                    GRACE) == timedelta(hours=22) + GRACE
+
+
+def test_a_wall_time_repeated_when_the_clocks_go_back_is_owed_once() -> None:
+    # Berlin goes back from 03:00 CEST to 02:00 CET on 2026-10-25: 02:00 comes
+    # twice (00:00 and 01:00 UTC). Croniter yields both; the night owes one run.
+    first_two = datetime(2026, 10, 25, 0, 0, tzinfo=UTC)
+    assert schedule.next_fire("0 2 * * *", "Europe/Berlin", first_two) == (
+        first_two + timedelta(hours=1))  # croniter's repeat, kept for other callers
+    assert schedule.staleness_limit("0 2 * * *", "Europe/Berlin", first_two, GRACE) == (
+        timedelta(hours=25) + GRACE)  # next: 02:00 CET on the 26th, 01:00 UTC
+    the_night_before = datetime(2026, 10, 24, 0, 0, tzinfo=UTC)
+    assert schedule.staleness_limit("0 2 * * *", "Europe/Berlin", the_night_before, GRACE) == (
+        timedelta(hours=24) + GRACE)
+
+
+def test_a_first_backup_is_late_once_the_run_after_the_first_has_come_and_gone() -> None:
+    created = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # a Friday
+    assert schedule.first_backup_deadline("0 2 * * *", "Etc/UTC", created, GRACE) == (
+        datetime(2026, 12, 6, 2, 0, tzinfo=UTC) + GRACE)
+    assert schedule.first_backup_deadline("0 2 * * 1-5", "Etc/UTC", created, GRACE) == (
+        datetime(2026, 12, 8, 2, 0, tzinfo=UTC) + GRACE)
 
 
 def test_unknown_time_zone_is_a_clear_error() -> None:

@@ -477,7 +477,6 @@ def _conditions(
         succeeded = status.Observation(types.LAST_BACKUP_SUCCEEDED, ConditionStatus.FALSE,
                                        last_run.reason or "Failed",
                                        f"run {last_run.id}: {last_run.message or 'failed'}")
-    limit = schedule.staleness_limit(when, zone, now, GRACE)
     if storage_error is not None:
         # Freshness cannot be judged without the bucket.
         fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.UNKNOWN,
@@ -490,15 +489,16 @@ def _conditions(
     created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     if newest is not None:
         age = now - newest.finished_at - stopped
+        limit = schedule.staleness_limit(when, zone, newest.started_at, GRACE)
         fresh = status.Observation(
             types.BACKUP_FRESH, ConditionStatus.TRUE if age <= limit else ConditionStatus.FALSE,
             "Fresh" if age <= limit else "Stale",
             f"newest complete backup {newest.run_id} is {_hours(age)} old"
             + (f" in running time ({_hours(stopped)} suspended since)" if stopped else "")
             + f" (allowed: {_hours(limit)})")
-    elif now - created > limit:
+    elif now > (due := schedule.first_backup_deadline(when, zone, created, GRACE)):
         fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.FALSE, "NoBackup",
-                                   f"no complete backup within {_hours(limit)}")
+                                   f"no complete backup within {_hours(due - created)}")
     else:
         fresh = status.Observation(types.BACKUP_FRESH, ConditionStatus.UNKNOWN, "NoBackupYet",
                                    "no complete backup yet")

@@ -14,13 +14,14 @@ FINISHED = datetime(2026, 12, 4, 6, 5, tzinfo=UTC)  # Friday, after the night's 
 NOW = datetime(2026, 12, 7, 6, tzinfo=UTC)  # Monday, as the weekend window closes
 
 
-def _fresh(stopped: timedelta) -> dict[str, str]:
-    newest = Manifest(tenant="acme", run_id="r1", bucket="b", prefix="backups/acme/r1",
-                      started_at=FINISHED - timedelta(minutes=1), finished_at=FINISHED,
-                      artifacts=[])
+def _fresh(stopped: timedelta, *, now: datetime = NOW, when: str = "0 2 * * *",
+           finished: datetime | None = FINISHED) -> dict[str, str]:
+    newest = None if finished is None else Manifest(
+        tenant="acme", run_id="r1", bucket="b", prefix="backups/acme/r1",
+        started_at=finished - timedelta(minutes=1), finished_at=finished, artifacts=[])
     body = {"metadata": {"name": "nightly", "namespace": "tenant-acme",
                          "creationTimestamp": CREATED.isoformat().replace("+00:00", "Z")}}
-    conditions = backup._conditions(BackupPolicyStatus(), 1, NOW, "0 2 * * *", "Europe/Berlin",
+    conditions = backup._conditions(BackupPolicyStatus(), 1, now, when, "Europe/Berlin",
                                     None, newest, body, [], None, [], None, stopped)
     [found] = [c for c in conditions if c.type == "BackupFresh"]
     return {"status": found.status.value, "reason": found.reason, "message": found.message}
@@ -32,3 +33,21 @@ def test_a_weekend_suspended_is_not_counted_against_the_newest_backup() -> None:
     fresh = _fresh(timedelta(hours=59))
     assert (fresh["status"], fresh["reason"]) == ("True", "Fresh")
     assert "12.9h old in running time (2.5d suspended since)" in fresh["message"]
+
+
+def test_a_weekday_schedules_friday_backup_is_fresh_until_mondays_run_is_late() -> None:
+    friday = datetime(2026, 12, 4, 1, 10, tzinfo=UTC)  # 02:10 in Berlin
+    saturday = datetime(2026, 12, 5, 3, 20, tzinfo=UTC)  # 26 h 10 min later
+    assert _fresh(timedelta(0), now=saturday, when="0 2 * * 1-5", finished=friday)[
+        "reason"] == "Fresh"
+    monday_late = datetime(2026, 12, 7, 3, 30, tzinfo=UTC)  # 04:30 in Berlin, no run since
+    assert _fresh(timedelta(0), now=monday_late, when="0 2 * * 1-5", finished=friday)[
+        "reason"] == "Stale"
+
+
+def test_no_backup_is_late_once_the_run_after_the_first_has_had_its_grace() -> None:
+    # Created on 2026-11-01 (UTC); runs at 02:00 in Berlin (01:00 UTC).
+    assert _fresh(timedelta(0), now=datetime(2026, 11, 2, 3, 0, tzinfo=UTC),
+                  finished=None)["reason"] == "NoBackupYet"
+    late = _fresh(timedelta(0), now=datetime(2026, 11, 2, 3, 1, tzinfo=UTC), finished=None)
+    assert (late["status"], late["reason"]) == ("False", "NoBackup")
