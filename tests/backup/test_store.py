@@ -12,7 +12,8 @@ import pytest
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest, ManifestArtifact
 from stackforge_operator.backup.store import BackupStore, MiB, MultipartUpload, StoreConfig
-from stackforge_operator.models.backup import Retention
+from stackforge_operator.models.backup import BackupPolicySpec, Retention
+from stackforge_operator.reconcile.backup import retain
 from tests.support.s3_server import S3Server, multipart_uploads
 
 TENANT = "globex"
@@ -174,6 +175,41 @@ def test_a_run_marked_running_keeps_its_upload(
     # Later, once the Job is known gone, it is swept.
     apply_retention(store, TENANT, Retention(keep_last=20), NOW)
     assert history["abandoned-upload"] not in multipart_uploads(store.client, s3_bucket)
+
+
+def test_runs_started_since_the_oldest_running_job_are_kept_past_the_grace(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    """The operator knows a running Job, not its run id: every run without a
+    manifest that started since the oldest running Job may be that Job's, and a
+    dump may run past the grace. Runs begun before it are not protected."""
+    store = _store(s3_server, s3_bucket)
+    abandoned_run = history["abandoned-upload"].split("/")[2]  # a day old, no manifest
+    kept = apply_retention(store, TENANT, Retention(keep_last=20), NOW,
+                           running_since=NOW - timedelta(days=1, minutes=1))
+    assert abandoned_run not in kept.deleted and kept.aborted_uploads == []
+    assert history["stale"] in kept.deleted  # two days old: begun before that Job
+    assert history["abandoned-upload"] in multipart_uploads(store.client, s3_bucket)
+    # Once the only running Job is one started since, the run is garbage.
+    swept = apply_retention(store, TENANT, Retention(keep_last=20), NOW,
+                            running_since=NOW - timedelta(hours=1))
+    assert abandoned_run in swept.deleted
+    assert history["abandoned-upload"] not in multipart_uploads(store.client, s3_bucket)
+    # A complete backup is never protected this way: retention still decides.
+    assert history["complete-9"] not in swept.deleted  # kept by keepLast 20
+
+
+def test_a_retention_the_bucket_refuses_is_a_reason_not_an_error(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """The policy's reconcile reports it and goes on to write the status."""
+    store = BackupStore(StoreConfig(bucket=f"{s3_bucket}-missing", prefix="sf"),
+                        client=s3_server.client())
+    spec = BackupPolicySpec.model_validate({
+        "tenantRef": {"name": TENANT}, "retention": {"keepLast": 1},
+        "storage": {"bucket": f"{s3_bucket}-missing"}})
+    reason = retain(store, TENANT, spec, NOW, [])
+    assert reason is not None and "NoSuchBucket" in reason, reason
 
 
 def test_deleting_a_run_removes_all_its_objects(

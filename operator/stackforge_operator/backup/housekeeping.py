@@ -16,6 +16,7 @@ from stackforge_operator.backup.retention import (
     RunState,
     select_for_deletion,
 )
+from stackforge_operator.backup.runid import run_started_at
 from stackforge_operator.backup.store import BackupStore, OpenUpload
 from stackforge_operator.models.backup import Retention
 
@@ -29,6 +30,11 @@ class RetentionReport:
     aborted_uploads: list[OpenUpload] = field(default_factory=list)
 
 
+# How much earlier than its Job's start a runner's clock may date its run id
+# (the id is the runner's time, the Job's start the API server's).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 def apply_retention(
     store: BackupStore,
     tenant: str,
@@ -36,14 +42,30 @@ def apply_retention(
     now: datetime | None = None,
     *,
     running: Collection[str] = (),
+    running_since: datetime | None = None,
     in_progress_grace: timedelta = DEFAULT_IN_PROGRESS_GRACE,
     tz: tzinfo = UTC,
 ) -> RetentionReport:
-    """Delete the runs retention selects and abort multipart uploads older than the grace."""
+    """Delete the runs retention selects and abort multipart uploads older than the grace.
+
+    ``running``: run ids known to be in progress. ``running_since``: when the
+    oldest Job still running for this tenant's policy started. The operator
+    knows a Job, not the run id its runner makes, so every run without a
+    manifest that started since then may be that Job's and is kept with its
+    upload, however long it has been going (a dump may run for up to its
+    deadline, 24 h at most, past the grace).
+    """
     now = now or datetime.now(UTC)
     runs = store.list_runs(tenant)
+
+    def in_progress(run_id: str, started_at: datetime | None, complete: bool) -> bool:
+        return run_id in running or (
+            not complete and running_since is not None and started_at is not None
+            and started_at >= running_since - CLOCK_SKEW)
+
     states = [
-        RunState(r.run_id, r.started_at, complete=r.complete, running=r.run_id in running)
+        RunState(r.run_id, r.started_at, complete=r.complete,
+                 running=in_progress(r.run_id, r.started_at, r.complete))
         for r in runs
     ]
     doomed = select_for_deletion(states, policy, now, in_progress_grace=in_progress_grace, tz=tz)
@@ -56,7 +78,8 @@ def apply_retention(
         else:
             report.kept.append(run.run_id)
     for upload in store.abandoned_uploads(tenant, in_progress_grace, now):
-        if _run_of(store, tenant, upload) in running:
+        run_id = _run_of(store, tenant, upload)
+        if in_progress(run_id, run_started_at(run_id), complete=False):
             continue
         store.abort_upload(upload)
         report.aborted_uploads.append(upload)

@@ -11,8 +11,10 @@ Every rule *keeps*; a complete backup is deleted only when no rule keeps it
 And whatever the rules say:
 
 - the newest complete backup is never deleted;
-- a run marked running is never deleted, nor is a run without a manifest
-  younger than the in-progress grace period (it may still finish);
+- a run marked running is never deleted (the caller marks every run without
+  a manifest begun since its policy's oldest running Job: housekeeping.py),
+  nor is a run without a manifest younger than the in-progress grace period
+  (it may still finish);
 - a run without a manifest older than the grace period is garbage: deleted.
 
 A backup's time is its run's start (the run id's timestamp), the moment its

@@ -33,6 +33,7 @@ from stackforge_operator import (
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.runner import parse_result
+from stackforge_operator.backup.store import BackupStore
 from stackforge_operator.builders import archiving, backup_network, credentials, postgres, stack
 from stackforge_operator.builders import backup as builders
 from stackforge_operator.models import conditions as types
@@ -197,14 +198,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             reported = archive_status.archived_through(page) if page else None
             archive = archive_status.with_primary(archive, reported, old.continuous_archiving)
         newest = manifests[-1] if manifests else None
-        if storage_error is None and newest is not None and (
-                old.last_successful_run is None
-                or old.last_successful_run.id != newest.run_id):
-            report = apply_retention(store, t.name, spec.retention, now,
-                                     running=[r.id for r in active])
-            if report.deleted:
-                logger.info("policy %s/%s: retention deleted %s", namespace, name,
-                            report.deleted)
+        new_backup = newest is not None and (old.last_successful_run is None
+                                             or old.last_successful_run.id != newest.run_id)
+        if storage_error is None and new_backup and (
+                retention_error := retain(store, t.name, spec, now, active)):
+            logger.warning("policy %s/%s: %s", namespace, name, retention_error)
+            kube.record_event(dict(body), "Warning", "RetentionFailed",
+                              f"{retention_error}; tried again after the next backup")
 
     if storage_error is None and not database_stopped and not active:
         made_up = _make_up_missed_run(body, spec, t, tenant_spec, when, zone, job_runs, newest,
@@ -422,6 +422,24 @@ def _missing_secrets(spec: BackupPolicySpec, namespace: str) -> list[status.Prob
         wanted.append(storage.SecretKeys("spec.grafana.apiTokenSecretRef", ref.name, (ref.key,)))
     return storage.secret_problems(wanted, namespace) or storage.ca_problems(
         spec.storage, namespace)
+
+
+def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetime,
+           active: Sequence[BackupRun]) -> str | None:
+    """Apply the policy's retention once a new backup is complete; why it failed,
+    or None. A failure (the bucket refuses deletes, as a write-only key does)
+    must not end the pass: the caller reports it and writes the status, and
+    retention is tried again after the next backup."""
+    running_since = min((r.start_time for r in active if r.start_time is not None),
+                        default=None)
+    try:
+        report = apply_retention(store, tenant, spec.retention, now,
+                                 running_since=running_since)
+    except (BotoCoreError, ClientError, RuntimeError) as error:
+        return f"retention could not delete expired backups: {error}"[:1024]
+    if report.deleted:
+        logger.info("tenant %s: retention deleted %s", tenant, report.deleted)
+    return None
 
 
 def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:
