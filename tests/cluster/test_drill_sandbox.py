@@ -1,17 +1,21 @@
-"""reconcile/drill.py against the API server: how a run makes its sandbox.
+"""reconcile/drill.py against the API server: how a run makes its sandbox, and
+how it ends when it cannot go on or is looked at late.
 
 A run's first pass makes the sandbox without reading any of it first (the
 scratch pod's start is part of a physical drill's RTO, and the sandbox's name is
 new), and the scratch database stays as the run made it when the drill's
 sandbox settings change mid-run (re-rendered, it would replace the pod and start
-the restore over). The nodes are kwok's: nothing has to run, only the objects
-the operator writes are looked at.
+the restore over). A run whose policy goes away still ends at its TTL with its
+sandbox deleted, and a Job that ended in time gives the run its verdict even
+when the operator reads it after the TTL. The nodes are kwok's: nothing has to
+run, only the objects the operator writes are looked at.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -196,3 +200,90 @@ def test_a_first_pass_reads_each_of_the_policys_secrets_once(
         if sandbox is not None:
             core.delete_namespace(sandbox, propagation_policy="Background")
 
+
+
+def _started_ago(cluster: ClusterHandle, namespace: str, seconds: float) -> None:
+    """Move the active run's start back, as if that long had gone by."""
+    started = (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cluster.kubectl("patch", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
+                    "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"activeRun": {"startTime": started}}}))
+
+
+def _deleted(cluster: ClusterHandle, name: str) -> bool:
+    try:
+        found = client.CoreV1Api(cluster.api).read_namespace(name)
+    except client.ApiException as error:
+        return bool(error.status == 404)
+    return found.metadata is not None and found.metadata.deletion_timestamp is not None
+
+
+def test_a_run_whose_policy_goes_away_ends_at_its_ttl_with_its_sandbox(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity) -> None:
+    """The sandbox holds a copy of the tenant's data and the bucket's keys: a run
+    stalled on a reference must not keep it past the TTL (it was kept for ever)."""
+    _drill_with_a_backup(cluster, namespace)
+    sandbox = None
+    try:
+        drill.reconcile(_drill(cluster, namespace))
+        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
+        cluster.kubectl("delete", "backuppolicies.stackforge.io", "nightly", "-n", namespace)
+
+        # Within its TTL the run is kept: a reference may come back.
+        drill.reconcile(_drill(cluster, namespace))
+        stalled = _drill(cluster, namespace)
+        assert stalled["status"]["activeRun"]["sandboxNamespace"] == sandbox
+        found = tenants.condition(stalled, "Stalled") or {}
+        assert (found.get("status"), found.get("reason")) == ("True", "BackupPolicyNotFound")
+        assert not _deleted(cluster, sandbox)
+
+        _started_ago(cluster, namespace, 901)  # ttlSeconds 900
+        drill.reconcile(_drill(cluster, namespace))
+        ended = _drill(cluster, namespace)["status"]
+        assert ended.get("activeRun") is None
+        result = ended["lastResult"]
+        assert (result["verdict"], result["reason"]) == ("Failed", "Timeout")
+        assert "BackupPolicy nightly must exist" in result["message"], result["message"]
+        assert _deleted(cluster, sandbox)
+        found = tenants.condition(_drill(cluster, namespace), "Stalled") or {}
+        assert found.get("reason") == "BackupPolicyNotFound"
+    finally:
+        if sandbox is not None and not _deleted(cluster, sandbox):
+            client.CoreV1Api(cluster.api).delete_namespace(
+                sandbox, propagation_policy="Background")
+
+
+def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity) -> None:
+    """The operator was away (a restart, a leadership move) until after the run's
+    TTL: the Job's end is the run's verdict, not a Timeout."""
+    _drill_with_a_backup(cluster, namespace)
+    sandbox = None
+    try:
+        drill.reconcile(_drill(cluster, namespace))  # the sandbox
+        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
+        tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
+                           timeout=60, interval=0.5)
+        drill.reconcile(_drill(cluster, namespace))  # the Job
+        # The Job ends (as its controller records a success), then the TTL passes.
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cluster.kubectl("patch", "jobs.batch", builders.JOB, "-n", sandbox,
+                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                            "startTime": now, "completionTime": now, "active": 0,
+                            "succeeded": 1, "ready": 0, "terminating": 0,
+                            "conditions": [
+                                {"type": "SuccessCriteriaMet", "status": "True",
+                                 "lastTransitionTime": now, "lastProbeTime": now},
+                                {"type": "Complete", "status": "True",
+                                 "lastTransitionTime": now, "lastProbeTime": now}]}}))
+        _started_ago(cluster, namespace, 901)
+        drill.reconcile(_drill(cluster, namespace))
+        ended = _drill(cluster, namespace)["status"]
+        assert ended.get("activeRun") is None
+        # kwok ran nothing, so the ended Job left no result: its own reason, not
+        # the TTL's.
+        assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
+    finally:
+        if sandbox is not None and not _deleted(cluster, sandbox):
+            client.CoreV1Api(cluster.api).delete_namespace(
+                sandbox, propagation_policy="Background")

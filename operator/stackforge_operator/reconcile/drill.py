@@ -135,13 +135,14 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
         return _stalled(body, old, "InvalidSpec", validation_summary(error))
     found = _references(spec, namespace)
     if isinstance(found, status.Problem):
-        return _stalled(body, old, found.reason, found.message)
+        return _stalled_run(body, spec, old, now, found)
     t, policy, policy_body = found
     # The restore Job gets copies of the policy's Secrets: they must be there.
     problems = storage.storage_problems(policy.storage, namespace) + _cipher_problems(
         spec, policy, namespace)
     if problems:
-        return _stalled(body, old, problems[0].reason, "; ".join(p.message for p in problems))
+        return _stalled_run(body, spec, old, now, status.Problem(
+            problems[0].reason, "; ".join(p.message for p in problems)))
     _sweep(namespace, old.active_run, now)
 
     new = old.model_copy(deep=True)
@@ -293,13 +294,17 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     meta = body["metadata"]
     drill, namespace, sandbox = meta["name"], meta["namespace"], active.sandbox_namespace
     expires = active.start_time + timedelta(seconds=spec.sandbox.ttl_seconds)
+    job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
+    # A Job that has ended holds the run's verdict, even when it is read only
+    # after the TTL (the operator was down, or leadership moved, meanwhile).
+    if job is not None and _ended(job):
+        _follow_job(body, spec, new, job, now)
+        return
     if now > expires:
         _finish(body, spec, new, {"verdict": "Failed", "reason": "Timeout",
                                   "message": f"no verdict within {spec.sandbox.ttl_seconds}s"},
                 now)
         return
-
-    job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
     if job is not None and not _repair_due(sandbox):
         _follow_job(body, spec, new, job, now)
         return
@@ -371,14 +376,18 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     _follow_job(body, spec, new, job, now)
 
 
+def _ended(job: Mapping[str, Any]) -> bool:
+    conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or []
+                  if c.get("status") == "True"}
+    return bool({"Complete", "Failed"} & conditions)
+
+
 def _follow_job(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
                 job: Mapping[str, Any], now: datetime) -> None:
     """The active run's step from its Job; its verdict once the Job has ended."""
     active = new.active_run
     assert active is not None and active.sandbox_namespace is not None
-    conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or []
-                  if c.get("status") == "True"}
-    if not {"Complete", "Failed"} & conditions:
+    if not _ended(job):
         active.step = DrillStep.VERIFYING if active.step == DrillStep.VERIFYING else (
             DrillStep.RESTORING)
         return
@@ -566,6 +575,37 @@ def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime, *,
                                 f"run {result.run_id} failed: {result.message or ''}"))
     generation = new.observed_generation or 0
     return status.merge(old.conditions, [*rollup, *observations], generation=generation, now=now)
+
+
+def _stalled_run(body: Mapping[str, Any], spec: DRDrillSpec, old: DRDrillStatus,
+                 now: datetime, problem: status.Problem) -> Outcome:
+    """Stalled on what the drill names (its tenant, its policy or a Secret gone).
+
+    A run under way cannot go on without them, but its TTL still holds: once it
+    has passed, the run fails and its sandbox, which holds a copy of the
+    tenant's data and of the bucket's keys, is deleted; so are the
+    namespace's other expired sandboxes. Until then the run is kept, as a
+    Secret may be back soon (a rotation).
+    """
+    _sweep(body["metadata"]["namespace"], old.active_run, now)
+    active = old.active_run
+    if active is None:
+        return _stalled(body, old, problem.reason, problem.message)
+    ttl = spec.sandbox.ttl_seconds
+    left = (active.start_time + timedelta(seconds=ttl) - now).total_seconds()
+    if left >= 0:
+        outcome = _stalled(body, old, problem.reason, problem.message)
+        return Outcome(min(outcome.requeue_after, left + 1), outcome.latest)
+    new = old.model_copy(deep=True)
+    _finish(body, spec, new, {"verdict": "Failed", "reason": "Timeout",
+                              "message": f"no verdict within {ttl}s: {problem.message}"}, now)
+    generation = int(body["metadata"].get("generation", 0))
+    new.observed_generation = generation
+    new.conditions = status.merge(
+        _conditions(old, new, now, suspended=spec.suspend),
+        status.rollup(status.Progress.STALLED, problem.reason, problem.message),
+        generation=generation, now=now)
+    return Outcome(STALLED_SECONDS, _write(body, old, new))
 
 
 def _stalled(body: Mapping[str, Any], old: DRDrillStatus, reason: str, message: str) -> Outcome:
