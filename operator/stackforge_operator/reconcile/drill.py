@@ -174,13 +174,19 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
         new.active_run = active
         new.phase = DrillPhase.RUNNING
         # Recorded before anything exists, so a restart continues this very run.
-        body = _write(body, old, new) or body
+        started = _write(body, old, new)
+        body = started or body
         old = new.model_copy(deep=True)
+    else:
+        started = None
     if active is not None:
         _drive(body, spec, t, policy, new, now, fresh=due)
     new.observed_generation = int(meta.get("generation", 0))
     new.conditions = _conditions(old, new, now, suspended=spec.suspend)
-    latest = _write(body, old, new)
+    # The body that records a run's start is the one to hold even when nothing
+    # more is written: held without it, a next pass ahead of the watch's echo
+    # would start a second run.
+    latest = _write(body, old, new) or started
     if new.active_run is not None:
         return Outcome(ACTIVE_SECONDS, latest)
     return Outcome(_until_next(spec, t, new, now), latest)
