@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -210,6 +211,22 @@ def test_a_retention_the_bucket_refuses_is_a_reason_not_an_error(
         "storage": {"bucket": f"{s3_bucket}-missing"}})
     reason = retain(store, TENANT, spec, NOW, [])
     assert reason is not None and "NoSuchBucket" in reason, reason
+
+
+def test_an_unreadable_manifest_leaves_out_its_run_only(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    """A manifest of a newer format (or damaged) must not hide the other backups:
+    reading them raised, and the policy's every reconcile with it."""
+    store = _store(s3_server, s3_bucket)
+    newer = _complete_run(store, NOW - timedelta(minutes=5), "newer0")
+    key = store.manifest_key(TENANT, newer)
+    written = json.loads(store.get_bytes(key))
+    store.put_bytes(key, json.dumps({**written, "formatVersion": 2}).encode())
+    damaged = _complete_run(store, NOW - timedelta(minutes=4), "broken")
+    store.put_bytes(store.manifest_key(TENANT, damaged), b"{not json")
+    assert [m.run_id for m in store.manifests(TENANT)] == sorted(
+        history[f"complete-{d}"] for d in range(10))
 
 
 def test_deleting_a_run_removes_all_its_objects(

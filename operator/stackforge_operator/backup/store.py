@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from stackforge_operator.backup.manifest import MANIFEST_NAME, Manifest
 from stackforge_operator.backup.runid import run_started_at
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
     from botocore.config import _S3Dict
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+log = logging.getLogger("stackforge_operator.backup")
+
+# Manifests already warned about as unreadable (see BackupStore.manifests).
+_unreadable_manifests: set[str] = set()
 
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MiB
@@ -437,10 +444,27 @@ class BackupStore:
         return sorted(runs.values(), key=lambda r: (r.started_at, r.run_id))
 
     def manifests(self, tenant: str) -> list[Manifest]:
-        """Manifests of the complete runs, oldest first: the backups that exist."""
+        """Manifests of the complete runs, oldest first: the backups that exist.
+
+        A manifest this code cannot read (a newer format, a damaged or
+        hand-made object) is left out, with a warning once per object: one such
+        object must not hide every other backup of the tenant.
+        """
         found = []
         for run in self.list_runs(tenant):
-            if run.complete and (manifest := self.read_manifest(tenant, run.run_id)):
+            if not run.complete:
+                continue
+            try:
+                manifest = self.read_manifest(tenant, run.run_id)
+            except ValidationError as error:
+                key = self.manifest_key(tenant, run.run_id)
+                if key not in _unreadable_manifests:
+                    _unreadable_manifests.add(key)
+                    log.warning("manifest s3://%s/%s is unreadable, its run left out: %s",
+                                self.bucket, key, error.errors(include_url=False,
+                                                               include_input=False)[:3])
+                continue
+            if manifest is not None:
                 found.append(manifest)
         return found
 
