@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,101 +78,114 @@ def _drill_with_a_backup(cluster: ClusterHandle, namespace: str,
                                  "sandbox": {"ttlSeconds": 900}}}))
 
 
-def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
-        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity) -> None:
-    _drill_with_a_backup(cluster, namespace)
-    local = cluster.local
-    sandbox = None
-    try:
-        # The audit log where there is one; else the API server's counters.
-        mark = audit.mark(local.audit_log) if local is not None else 0
-        before = request_totals(cluster) if local is None else Counter()
-        drill.reconcile(_drill(cluster, namespace))
-        after = request_totals(cluster) if local is None else Counter()
+class Sandboxes:
+    """The sandboxes a test's runs made, deleted at its end (unless already going)."""
 
-        body = _drill(cluster, namespace)
-        sandbox = body["status"]["activeRun"]["sandboxNamespace"]
-        made = _scratch(cluster, sandbox)
-        assert made.metadata.generation == 1
-        core = client.CoreV1Api(cluster.api)
-        assert core.read_namespaced_service_account(builders.RUNNER_ACCOUNT, sandbox)
-        assert core.read_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
-        # Made, not read: a GET of any of it would only have delayed the pod.
-        if local is not None:
-            # The operator's own GETs, by the audit log. The API server's counters
-            # also count other clients' (the namespace controller's, deleting
-            # earlier tests' namespaces: three GETs on a slow day).
-            asked = [str(r) for r in audit.reads_since(local.audit_log, mark,
-                                                       kube_as_operator.username)
-                     if r.verb == "get" and r.resource in SANDBOX_RESOURCES]
-            assert asked == [], asked
-            # And the log does attribute this reconcile's requests to that user.
-            written = audit.writes_since(local.audit_log, mark, kube_as_operator.username)
-            assert {"namespaces", "statefulsets"} <= {r.resource for r in written}, written
-        else:
-            reads = {resource: (after - before)[("GET", resource, "")]
-                     for resource in SANDBOX_RESOURCES}
-            assert reads == dict.fromkeys(SANDBOX_RESOURCES, 0), reads
+    def __init__(self, cluster: ClusterHandle) -> None:
+        self.cluster, self.made = cluster, list[str]()
 
-        # The drill's sandbox settings change while the run lasts: the next pass
-        # keeps the scratch database (and so its pod and the restore in it).
-        cluster.kubectl("patch", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
-                        "--type=merge", "-p", json.dumps({"spec": {"sandbox": {
-                            "resources": {"requests": {"cpu": "250m"}}}}}))
-        changed = _drill(cluster, namespace)
-        assert changed["status"]["activeRun"]["sandboxNamespace"] == sandbox
-        drill.reconcile(changed)
-        kept = _scratch(cluster, sandbox)
-        assert kept.metadata.generation == 1
-        assert kept.metadata.uid == made.metadata.uid
-        [container] = kept.spec.template.spec.containers
-        assert container.resources.requests is None, container.resources
-    finally:
-        if sandbox is not None:
+    def of(self, drill_body: dict[str, Any]) -> str:
+        """The active run's sandbox, to be deleted at the end."""
+        sandbox = str(drill_body["status"]["activeRun"]["sandboxNamespace"])
+        self.made.append(sandbox)
+        return sandbox
+
+
+@pytest.fixture
+def sandboxes(cluster: ClusterHandle) -> Iterator[Sandboxes]:
+    made = Sandboxes(cluster)
+    yield made
+    for sandbox in made.made:
+        if not _deleted(cluster, sandbox):
             client.CoreV1Api(cluster.api).delete_namespace(
                 sandbox, propagation_policy="Background")
 
 
+def test_a_run_makes_its_sandbox_unread_and_keeps_its_scratch_database(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes) -> None:
+    _drill_with_a_backup(cluster, namespace)
+    local = cluster.local
+    # The audit log where there is one; else the API server's counters.
+    mark = audit.mark(local.audit_log) if local is not None else 0
+    before = request_totals(cluster) if local is None else Counter()
+    drill.reconcile(_drill(cluster, namespace))
+    after = request_totals(cluster) if local is None else Counter()
+
+    body = _drill(cluster, namespace)
+    sandbox = sandboxes.of(body)
+    made = _scratch(cluster, sandbox)
+    assert made.metadata.generation == 1
+    core = client.CoreV1Api(cluster.api)
+    assert core.read_namespaced_service_account(builders.RUNNER_ACCOUNT, sandbox)
+    assert core.read_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
+    # Made, not read: a GET of any of it would only have delayed the pod.
+    if local is not None:
+        # The operator's own GETs, by the audit log. The API server's counters
+        # also count other clients' (the namespace controller's, deleting
+        # earlier tests' namespaces: three GETs on a slow day).
+        asked = [str(r) for r in audit.reads_since(local.audit_log, mark,
+                                                   kube_as_operator.username)
+                 if r.verb == "get" and r.resource in SANDBOX_RESOURCES]
+        assert asked == [], asked
+        # And the log does attribute this reconcile's requests to that user.
+        written = audit.writes_since(local.audit_log, mark, kube_as_operator.username)
+        assert {"namespaces", "statefulsets"} <= {r.resource for r in written}, written
+    else:
+        reads = {resource: (after - before)[("GET", resource, "")]
+                 for resource in SANDBOX_RESOURCES}
+        assert reads == dict.fromkeys(SANDBOX_RESOURCES, 0), reads
+
+    # The drill's sandbox settings change while the run lasts: the next pass
+    # keeps the scratch database (and so its pod and the restore in it).
+    cluster.kubectl("patch", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
+                    "--type=merge", "-p", json.dumps({"spec": {"sandbox": {
+                        "resources": {"requests": {"cpu": "250m"}}}}}))
+    changed = _drill(cluster, namespace)
+    assert changed["status"]["activeRun"]["sandboxNamespace"] == sandbox
+    drill.reconcile(changed)
+    kept = _scratch(cluster, sandbox)
+    assert kept.metadata.generation == 1
+    assert kept.metadata.uid == made.metadata.uid
+    [container] = kept.spec.template.spec.containers
+    assert container.resources.requests is None, container.resources
+
+
 def test_while_its_job_works_a_run_reads_the_job_alone_and_looks_over_the_sandbox_seldom(
-        cluster: ClusterHandle, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: ClusterHandle, namespace: str, monkeypatch: pytest.MonkeyPatch,
+        sandboxes: Sandboxes) -> None:
     """A restore can take hours: a pass every two seconds that read and compared the
     whole sandbox was some twenty requests each. Between look-overs (every
     REPAIR_SECONDS) a pass reads the Job; a look-over still puts back what is gone."""
     _drill_with_a_backup(cluster, namespace)
-    sandbox = None
-    try:
-        drill.reconcile(_drill(cluster, namespace))  # the sandbox
-        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
-        # A dump's Job starts once the scratch database is ready (kwok's pods are).
-        tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
-                           timeout=60, interval=0.5)
-        drill.reconcile(_drill(cluster, namespace))  # the Job, after a look-over
-        jobs = client.BatchV1Api(cluster.api)
-        assert jobs.read_namespaced_job(builders.JOB, sandbox)
+    drill.reconcile(_drill(cluster, namespace))  # the sandbox
+    sandbox = sandboxes.of(_drill(cluster, namespace))
+    # A dump's Job starts once the scratch database is ready (kwok's pods are).
+    tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
+                       timeout=60, interval=0.5)
+    drill.reconcile(_drill(cluster, namespace))  # the Job, after a look-over
+    jobs = client.BatchV1Api(cluster.api)
+    assert jobs.read_namespaced_job(builders.JOB, sandbox)
 
-        before = request_totals(cluster)
-        for _ in range(3):
-            drill.reconcile(_drill(cluster, namespace))
-        read = request_totals(cluster) - before
-        reads = {resource: read[("GET", resource, "")] for resource in SANDBOX_RESOURCES}
-        assert reads == {**dict.fromkeys(SANDBOX_RESOURCES, 0), "jobs": 3}, reads
-        assert _drill(cluster, namespace)["status"]["activeRun"]["step"] == "Restoring"
-
-        # Due again (at once, here): the look-over reads the sandbox and puts back
-        # what someone deleted.
-        core = client.CoreV1Api(cluster.api)
-        core.delete_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
-        monkeypatch.setattr(drill, "REPAIR_SECONDS", 0.0)
+    before = request_totals(cluster)
+    for _ in range(3):
         drill.reconcile(_drill(cluster, namespace))
-        assert core.read_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
-    finally:
-        if sandbox is not None:
-            client.CoreV1Api(cluster.api).delete_namespace(
-                sandbox, propagation_policy="Background")
+    read = request_totals(cluster) - before
+    reads = {resource: read[("GET", resource, "")] for resource in SANDBOX_RESOURCES}
+    assert reads == {**dict.fromkeys(SANDBOX_RESOURCES, 0), "jobs": 3}, reads
+    assert _drill(cluster, namespace)["status"]["activeRun"]["step"] == "Restoring"
+
+    # Due again (at once, here): the look-over reads the sandbox and puts back
+    # what someone deleted.
+    core = client.CoreV1Api(cluster.api)
+    core.delete_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
+    monkeypatch.setattr(drill, "REPAIR_SECONDS", 0.0)
+    drill.reconcile(_drill(cluster, namespace))
+    assert core.read_namespaced_config_map(builders.CHECKS_CONFIG, sandbox)
 
 
 def test_a_first_pass_reads_each_of_the_policys_secrets_once(
-        cluster: ClusterHandle, namespace: str) -> None:
+        cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> None:
     """The policy's S3 keys and CA are checked, then copied into the new sandbox:
     read once each (kube.one_read_per_secret), not once per use: every request
     of that pass comes before the scratch pod's start."""
@@ -181,25 +195,19 @@ def test_a_first_pass_reads_each_of_the_policys_secrets_once(
     _drill_with_a_backup(cluster, namespace, storage={
         "endpoint": "https://10.1.2.3:9000", "forcePathStyle": True,
         "credentialsSecretRef": {"name": "acme-s3"}, "endpointCA": {"name": "s3-ca"}})
-    sandbox = None
-    try:
-        before = request_totals(cluster)
-        drill.reconcile(_drill(cluster, namespace))
-        read = request_totals(cluster) - before
-        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
-        # The copies were made from what was read.
-        copied = core.read_namespaced_secret(builders.S3_CA_SECRET, sandbox)
-        assert copied.data
-        assert read[("GET", "secrets", "")] == 2, read[("GET", "secrets", "")]
-        # Told after the sandbox is made (not before: RTO), still told.
-        [started] = core.list_namespaced_event(
-            namespace, field_selector="involvedObject.name=nightly-check,reason=DrillStarted",
-        ).items
-        assert started.message is not None and sandbox in started.message, started.message
-    finally:
-        if sandbox is not None:
-            core.delete_namespace(sandbox, propagation_policy="Background")
-
+    before = request_totals(cluster)
+    drill.reconcile(_drill(cluster, namespace))
+    read = request_totals(cluster) - before
+    sandbox = sandboxes.of(_drill(cluster, namespace))
+    # The copies were made from what was read.
+    copied = core.read_namespaced_secret(builders.S3_CA_SECRET, sandbox)
+    assert copied.data
+    assert read[("GET", "secrets", "")] == 2, read[("GET", "secrets", "")]
+    # Told after the sandbox is made (not before: RTO), still told.
+    [started] = core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=nightly-check,reason=DrillStarted",
+    ).items
+    assert started.message is not None and sandbox in started.message, started.message
 
 
 def _started_ago(cluster: ClusterHandle, namespace: str, seconds: float) -> None:
@@ -219,71 +227,61 @@ def _deleted(cluster: ClusterHandle, name: str) -> bool:
 
 
 def test_a_run_whose_policy_goes_away_ends_at_its_ttl_with_its_sandbox(
-        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity) -> None:
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes) -> None:
     """The sandbox holds a copy of the tenant's data and the bucket's keys: a run
     stalled on a reference must not keep it past the TTL (it was kept for ever)."""
     _drill_with_a_backup(cluster, namespace)
-    sandbox = None
-    try:
-        drill.reconcile(_drill(cluster, namespace))
-        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
-        cluster.kubectl("delete", "backuppolicies.stackforge.io", "nightly", "-n", namespace)
+    drill.reconcile(_drill(cluster, namespace))
+    sandbox = sandboxes.of(_drill(cluster, namespace))
+    cluster.kubectl("delete", "backuppolicies.stackforge.io", "nightly", "-n", namespace)
 
-        # Within its TTL the run is kept: a reference may come back.
-        drill.reconcile(_drill(cluster, namespace))
-        stalled = _drill(cluster, namespace)
-        assert stalled["status"]["activeRun"]["sandboxNamespace"] == sandbox
-        found = tenants.condition(stalled, "Stalled") or {}
-        assert (found.get("status"), found.get("reason")) == ("True", "BackupPolicyNotFound")
-        assert not _deleted(cluster, sandbox)
+    # Within its TTL the run is kept: a reference may come back.
+    drill.reconcile(_drill(cluster, namespace))
+    stalled = _drill(cluster, namespace)
+    assert stalled["status"]["activeRun"]["sandboxNamespace"] == sandbox
+    found = tenants.condition(stalled, "Stalled") or {}
+    assert (found.get("status"), found.get("reason")) == ("True", "BackupPolicyNotFound")
+    assert not _deleted(cluster, sandbox)
 
-        _started_ago(cluster, namespace, 901)  # ttlSeconds 900
-        drill.reconcile(_drill(cluster, namespace))
-        ended = _drill(cluster, namespace)["status"]
-        assert ended.get("activeRun") is None
-        result = ended["lastResult"]
-        assert (result["verdict"], result["reason"]) == ("Failed", "Timeout")
-        assert "BackupPolicy nightly must exist" in result["message"], result["message"]
-        assert _deleted(cluster, sandbox)
-        found = tenants.condition(_drill(cluster, namespace), "Stalled") or {}
-        assert found.get("reason") == "BackupPolicyNotFound"
-    finally:
-        if sandbox is not None and not _deleted(cluster, sandbox):
-            client.CoreV1Api(cluster.api).delete_namespace(
-                sandbox, propagation_policy="Background")
+    _started_ago(cluster, namespace, 901)  # ttlSeconds 900
+    drill.reconcile(_drill(cluster, namespace))
+    ended = _drill(cluster, namespace)["status"]
+    assert ended.get("activeRun") is None
+    result = ended["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "Timeout")
+    assert "BackupPolicy nightly must exist" in result["message"], result["message"]
+    assert _deleted(cluster, sandbox)
+    found = tenants.condition(_drill(cluster, namespace), "Stalled") or {}
+    assert found.get("reason") == "BackupPolicyNotFound"
 
 
 def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
-        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity) -> None:
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes) -> None:
     """The operator was away (a restart, a leadership move) until after the run's
     TTL: the Job's end is the run's verdict, not a Timeout."""
     _drill_with_a_backup(cluster, namespace)
-    sandbox = None
-    try:
-        drill.reconcile(_drill(cluster, namespace))  # the sandbox
-        sandbox = _drill(cluster, namespace)["status"]["activeRun"]["sandboxNamespace"]
-        tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
-                           timeout=60, interval=0.5)
-        drill.reconcile(_drill(cluster, namespace))  # the Job
-        # The Job ends (as its controller records a success), then the TTL passes.
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cluster.kubectl("patch", "jobs.batch", builders.JOB, "-n", sandbox,
-                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
-                            "startTime": now, "completionTime": now, "active": 0,
-                            "succeeded": 1, "ready": 0, "terminating": 0,
-                            "conditions": [
-                                {"type": "SuccessCriteriaMet", "status": "True",
-                                 "lastTransitionTime": now, "lastProbeTime": now},
-                                {"type": "Complete", "status": "True",
-                                 "lastTransitionTime": now, "lastProbeTime": now}]}}))
-        _started_ago(cluster, namespace, 901)
-        drill.reconcile(_drill(cluster, namespace))
-        ended = _drill(cluster, namespace)["status"]
-        assert ended.get("activeRun") is None
-        # kwok ran nothing, so the ended Job left no result: its own reason, not
-        # the TTL's.
-        assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
-    finally:
-        if sandbox is not None and not _deleted(cluster, sandbox):
-            client.CoreV1Api(cluster.api).delete_namespace(
-                sandbox, propagation_policy="Background")
+    drill.reconcile(_drill(cluster, namespace))  # the sandbox
+    sandbox = sandboxes.of(_drill(cluster, namespace))
+    tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
+                       timeout=60, interval=0.5)
+    drill.reconcile(_drill(cluster, namespace))  # the Job
+    # The Job ends (as its controller records a success), then the TTL passes.
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cluster.kubectl("patch", "jobs.batch", builders.JOB, "-n", sandbox,
+                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                        "startTime": now, "completionTime": now, "active": 0,
+                        "succeeded": 1, "ready": 0, "terminating": 0,
+                        "conditions": [
+                            {"type": "SuccessCriteriaMet", "status": "True",
+                             "lastTransitionTime": now, "lastProbeTime": now},
+                            {"type": "Complete", "status": "True",
+                             "lastTransitionTime": now, "lastProbeTime": now}]}}))
+    _started_ago(cluster, namespace, 901)
+    drill.reconcile(_drill(cluster, namespace))
+    ended = _drill(cluster, namespace)["status"]
+    assert ended.get("activeRun") is None
+    # kwok ran nothing, so the ended Job left no result: its own reason, not
+    # the TTL's.
+    assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]

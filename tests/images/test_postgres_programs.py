@@ -23,6 +23,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,17 +90,23 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], log: Path,
         time.sleep(0.1)
 
 
-def start_password_upkeep(pod: Pod, passwords: dict[str, str], retry_seconds: str = "0.2",
-                          **extra_env: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+@contextmanager
+def password_upkeep(pod: Pod, passwords: dict[str, str], retry_seconds: str = "0.2",
+                    **extra_env: str) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
     """The sidecar with these role passwords, retrying every ``retry_seconds``;
-    its ready marker and its log."""
+    its ready marker and its log. Killed, with what it started, at the end."""
     marker = pod.root / "tmp" / "synced"
     log = pod.root / "upkeep.log"
     settings = {"PGHOST": str(pod.run_dir), "PGPORT": str(pod.port),
                 "READY_MARKER": str(marker), "RETRY_SECONDS": retry_seconds,
                 **passwords, **extra_env}
     sidecar = start_program(pod, UPKEEP, pod.env(**settings), log)
-    return sidecar, marker, log
+    try:
+        yield sidecar, marker, log
+    finally:
+        if sidecar.poll() is None:
+            os.killpg(sidecar.pid, signal.SIGKILL)
+            sidecar.wait()
 
 
 def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
@@ -114,8 +121,7 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
     # as it may in the pod, and must keep trying.
     rotated = {"POSTGRES_PASSWORD": "new super", "APP_PASSWORD": "new 'app'",
                "REPLICATION_PASSWORD": "new $repl"}
-    sidecar, marker, log = start_password_upkeep(pod, rotated)
-    try:
+    with password_upkeep(pod, rotated) as (sidecar, marker, log):
         time.sleep(1)
         assert sidecar.poll() is None and not marker.exists()
         # Without the server's socket it waits quietly: no psql failing into
@@ -140,10 +146,6 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
         assert sidecar.wait(5) == 0
         time.sleep(0.2)
         assert processes_in_group(sidecar.pid) == []
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def make_standby(pod: Pod, servers: list[Server]) -> None:
@@ -172,8 +174,7 @@ def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
 
     rotated = {"POSTGRES_PASSWORD": "rotated-super-7f3a", "APP_PASSWORD": "rotated-app-9c1e",
                "REPLICATION_PASSWORD": "rotated-repl-2b8d"}
-    sidecar, marker, log = start_password_upkeep(pod, rotated)
-    try:
+    with password_upkeep(pod, rotated) as (sidecar, marker, log):
         # Asked many times at its 0.2 s pace, it has tried nothing yet.
         time.sleep(1.5)
         assert sidecar.poll() is None and not marker.exists()
@@ -190,10 +191,6 @@ def test_upkeep_retrying_while_the_server_recovers_puts_no_password_in_any_log(
         for password in rotated.values():
             assert password not in server_log
             assert password not in printed
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def test_upkeep_asks_at_its_starting_pace_once_the_servers_socket_is_there(
@@ -207,9 +204,8 @@ def test_upkeep_asks_at_its_starting_pace_once_the_servers_socket_is_there(
     start(pod, servers).wait_ready()
     rotated = {"POSTGRES_PASSWORD": "rotated-super-1e4f", "APP_PASSWORD": "rotated-app-6b2d",
                "REPLICATION_PASSWORD": "rotated-repl-9a5c"}
-    sidecar, marker, log = start_password_upkeep(pod, rotated, retry_seconds="60",
-                                                 STARTING_RETRY_SECONDS="0.1")
-    try:
+    with password_upkeep(pod, rotated, retry_seconds="60",
+                         STARTING_RETRY_SECONDS="0.1") as (sidecar, marker, log):
         time.sleep(0.5)  # asked, in recovery: not yet
         assert sidecar.poll() is None and not marker.exists()
         query(pod, "SELECT pg_promote()", user="postgres", password=SUPERUSER_PASSWORD,
@@ -217,10 +213,6 @@ def test_upkeep_asks_at_its_starting_pace_once_the_servers_socket_is_there(
         # At the 60 s pace the next question would come a minute later.
         wait_for(marker, sidecar, log, timeout=5)
         assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def psql_counting_shim(pod: Pod) -> tuple[str, Path]:
@@ -247,9 +239,8 @@ def test_upkeep_watches_a_recovering_server_in_one_session_until_its_promotion(
     path, calls = psql_counting_shim(pod)
     rotated = {"POSTGRES_PASSWORD": "watched-super-4b2e", "APP_PASSWORD": "watched-app-1f7c",
                "REPLICATION_PASSWORD": "watched-repl-8d3a"}
-    sidecar, marker, log = start_password_upkeep(
-        pod, rotated, retry_seconds="60", STARTING_RETRY_SECONDS="0.05", PATH=path)
-    try:
+    with password_upkeep(pod, rotated, retry_seconds="60", STARTING_RETRY_SECONDS="0.05",
+                         PATH=path) as (sidecar, marker, log):
         time.sleep(2)  # forty looks at this pace
         assert sidecar.poll() is None and not marker.exists()
         # The first question, and the session that watches.
@@ -262,10 +253,6 @@ def test_upkeep_watches_a_recovering_server_in_one_session_until_its_promotion(
         assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
         assert log.read_text(errors="replace").strip() == (
             "role passwords match the credentials Secret")
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def test_upkeep_ends_at_once_on_term_while_it_watches_a_recovering_server(
@@ -275,19 +262,15 @@ def test_upkeep_ends_at_once_on_term_while_it_watches_a_recovering_server(
     make_standby(pod, servers)
     start(pod, servers).wait_ready()
     path, calls = psql_counting_shim(pod)
-    sidecar, marker, log = start_password_upkeep(
+    upkeep = password_upkeep(
         pod, {"POSTGRES_PASSWORD": "x", "APP_PASSWORD": "y", "REPLICATION_PASSWORD": "z"},
         retry_seconds="60", STARTING_RETRY_SECONDS="30", PATH=path)
-    try:
+    with upkeep as (sidecar, marker, log):
         eventually(lambda: calls.exists() and len(calls.read_text().splitlines()) == 2,
                    timeout=10)
         sidecar.send_signal(signal.SIGTERM)
         assert sidecar.wait(timeout=3) == 0, log.read_text(errors="replace")
         assert not marker.exists()
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def test_upkeep_reaches_a_server_on_an_abstract_socket_and_waits_quietly_for_it(
@@ -306,8 +289,7 @@ def test_upkeep_reaches_a_server_on_an_abstract_socket_and_waits_quietly_for_it(
     # psql through a shim that counts its runs: before the socket is listed,
     # none (a failed try would be quiet too: "accepting connections").
     path, calls = psql_counting_shim(pod)
-    sidecar, marker, log = start_password_upkeep(pod, rotated, PGHOST=socket, PATH=path)
-    try:
+    with password_upkeep(pod, rotated, PGHOST=socket, PATH=path) as (sidecar, marker, log):
         time.sleep(1)
         assert sidecar.poll() is None and not marker.exists()
         assert log.read_text(errors="replace") == ""
@@ -320,10 +302,6 @@ def test_upkeep_reaches_a_server_on_an_abstract_socket_and_waits_quietly_for_it(
         assert logs_in(pod, "postgres", rotated["POSTGRES_PASSWORD"])
         assert logs_in(pod, "shop_app", rotated["APP_PASSWORD"])
         assert calls.exists()  # the shim was the psql it ran
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def test_upkeep_waits_quietly_for_a_server_not_yet_taking_connections(
@@ -344,8 +322,7 @@ def test_upkeep_waits_quietly_for_a_server_not_yet_taking_connections(
 
     rotated = {"POSTGRES_PASSWORD": "rotated-super-5d1c", "APP_PASSWORD": "rotated-app-8e2f",
                "REPLICATION_PASSWORD": "rotated-repl-3a7b"}
-    sidecar, marker, log = start_password_upkeep(pod, rotated)
-    try:
+    with password_upkeep(pod, rotated) as (sidecar, marker, log):
         time.sleep(1.5)  # several tries at its 0.2 s pace
         assert sidecar.poll() is None and not marker.exists()
         assert "Hot standby mode is disabled" in recovering.log  # it was asked, and refused
@@ -357,10 +334,6 @@ def test_upkeep_waits_quietly_for_a_server_not_yet_taking_connections(
         wait_for(marker, sidecar, log)
         assert log.read_text(errors="replace").strip() == (
             "role passwords match the credentials Secret")
-    finally:
-        if sidecar.poll() is None:
-            os.killpg(sidecar.pid, signal.SIGKILL)
-            sidecar.wait()
 
 
 def test_upkeep_refuses_to_start_without_its_settings(pod: Pod) -> None:
