@@ -404,6 +404,27 @@ def test_an_rpo_objective_older_than_the_backup_is_missed(
     assert result["rpoSeconds"] >= 120 and result["rpoMet"] is False
 
 
+def test_the_rpo_of_a_drill_of_a_past_moment_runs_from_that_moment(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """A drill of the tenant as it was at T lost what came after the backup up to
+    T, not up to the drill's start (a drill of last month's state would miss any
+    RPO objective otherwise)."""
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    moment = manifest.finished_at + timedelta(minutes=2)
+    started = moment + timedelta(days=30)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--backup", f"before={_iso(moment)}", "--started-at", _iso(started),
+                 "--rpo-seconds", "300")
+    result = _verdict(run, "Passed")
+    assert 120 <= result["rpoSeconds"] <= 300, result["rpoSeconds"]
+    assert result["rpoMet"] is True
+
+
 @pytest.mark.parametrize("selector", ["latest", "20260101T000000Z-abcdef", "before=2020-01-01"])
 def test_no_backup_is_backup_not_found(
     postgres_server: pg.PostgresServer,

@@ -368,8 +368,10 @@ class _Drill:
         recovery = self.request.recovery
         point = recovery_point(manifest) if manifest is not None else self.recovery_point
         rto = elapsed_seconds(self.verified_at, self.started) if self.verified_at else None
-        # What the restore lost: up to the moment asked for, or up to the drill's start.
-        wanted = recovery.target if recovery is not None and recovery.target else self.started
+        # What the restore lost: up to the moment asked for (a physical target,
+        # or a dump's "before=<time>"), or up to the drill's start.
+        wanted = (recovery.target if recovery is not None and recovery.target
+                  else self.request.backup.before or self.started)
         rpo = elapsed_seconds(wanted, point) if point else None
         verdict = grade(self.checks, rto_seconds=rto, rpo_seconds=rpo,
                         objectives=self.request.objectives, failures=self.failures)
