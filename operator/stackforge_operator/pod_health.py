@@ -197,6 +197,11 @@ def job_conditions(job: Mapping[str, Any] | None) -> set[str]:
             if c.get("status") == "True"}
 
 
+def job_ended(job: Mapping[str, Any] | None) -> bool:
+    """Whether the Job has ended, done or failed for good."""
+    return bool(job_conditions(job) & {"Complete", "Failed"})
+
+
 def job_messages(pods: Iterable[Mapping[str, Any]], job: str) -> list[str]:
     """The termination messages of the containers of ``job``'s pods, those that have one."""
     return [message

@@ -202,3 +202,14 @@ def test_a_broken_pod_of_an_old_revision_is_the_one_to_replace() -> None:
     assert pod_health.stuck_on_an_old_revision(unseen, pods) == []
     seen = {**unseen, "status": {**unseen["status"], "observedGeneration": 5}}
     assert pod_health.stuck_on_an_old_revision(seen, pods) == ["postgres-0"]
+
+
+def test_a_job_has_ended_once_complete_or_failed_is_true() -> None:
+    def job(*conditions: tuple[str, str]) -> dict[str, Any]:
+        return {"status": {"conditions": [{"type": t, "status": s} for t, s in conditions]}}
+
+    assert not pod_health.job_ended(None)
+    assert not pod_health.job_ended(job())
+    assert not pod_health.job_ended(job(("SuccessCriteriaMet", "True"), ("Complete", "False")))
+    assert pod_health.job_ended(job(("SuccessCriteriaMet", "True"), ("Complete", "True")))
+    assert pod_health.job_ended(job(("FailureTarget", "True"), ("Failed", "True")))

@@ -50,6 +50,7 @@ from stackforge_operator.models.drill import (
     Verdict,
 )
 from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.pod_health import job_ended
 from stackforge_operator.reconcile import drill_recovery, storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
@@ -303,7 +304,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     job = None if fresh else kube.get("batch/v1", "Job", builders.JOB, sandbox)
     # A Job that has ended holds the run's verdict, even when it is read only
     # after the TTL (the operator was down, or leadership moved, meanwhile).
-    if job is not None and _ended(job):
+    if job is not None and job_ended(job):
         _follow_job(body, spec, new, job, now)
         return
     if now > expires:
@@ -382,18 +383,12 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     _follow_job(body, spec, new, job, now)
 
 
-def _ended(job: Mapping[str, Any]) -> bool:
-    conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or []
-                  if c.get("status") == "True"}
-    return bool({"Complete", "Failed"} & conditions)
-
-
 def _follow_job(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
                 job: Mapping[str, Any], now: datetime) -> None:
     """The active run's step from its Job; its verdict once the Job has ended."""
     active = new.active_run
     assert active is not None and active.sandbox_namespace is not None
-    if not _ended(job):
+    if not job_ended(job):
         active.step = DrillStep.VERIFYING if active.step == DrillStep.VERIFYING else (
             DrillStep.RESTORING)
         return

@@ -23,7 +23,7 @@ from stackforge_operator.builders.common import Manifest
 from stackforge_operator.drill import outcome
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import BootstrapStatus
-from stackforge_operator.pod_health import job_conditions, status_observed
+from stackforge_operator.pod_health import job_ended, status_observed
 from stackforge_operator.reconcile import bootstrap, storage
 from stackforge_operator.reconcile.common import termination_result
 
@@ -58,7 +58,7 @@ def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
     result: dict[str, Any] = {}
     if job is not None:
         live[("Job", builders.DUMP_JOB)] = job
-        if job_conditions(job) & {"Complete", "Failed"}:
+        if job_ended(job):
             # Its log's end by FallbackToLogsOnError, when it printed no result.
             result = termination_result(t.namespace, builders.DUMP_JOB, outcome.parse_result,
                                         log_tail_as_message=True)
