@@ -34,12 +34,6 @@ def previous_fire(expression: str, time_zone: str, at: datetime) -> datetime:
     return found.astimezone(at.tzinfo)
 
 
-def interval(expression: str, time_zone: str, at: datetime) -> timedelta:
-    """The gap between the next two fire times after ``at`` (a day for "0 2 * * *")."""
-    first = next_fire(expression, time_zone, at)
-    return next_fire(expression, time_zone, first) - first
-
-
 def staleness_limit(
     expression: str, time_zone: str, started: datetime, grace: timedelta
 ) -> timedelta:

@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 
 API = f"{API_GROUP}/{API_VERSION}"
 KIND = "BackupPolicy"
-# How late the newest complete backup may be beyond one schedule interval.
+# How late the run owed after the newest complete backup may finish (schedule.staleness_limit).
 GRACE = timedelta(seconds=float(os.environ.get("STACKFORGE_BACKUP_GRACE_SECONDS", "7200")))
 ACTIVE_SECONDS = 5.0
 # How soon a policy looks again while its tenant comes back from a suspend window.
