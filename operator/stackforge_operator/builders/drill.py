@@ -471,7 +471,7 @@ def restored_wait_seconds(ttl_seconds: int) -> int:
 
 def restore_job(
     sandbox: str, drill: str, drill_namespace: str, spec: DRDrillSpec, t: EffectiveTenant,
-    *, storage: Mapping[str, Any], backup_id: str, run_id: str, started_at: datetime,
+    *, storage: Mapping[str, Any], backup_id: str, started_at: datetime,
     rto_seconds: int, rpo_seconds: int, with_s3_keys: bool, with_s3_ca: bool = False,
     physical: PhysicalSource | None = None,
 ) -> Manifest:
@@ -500,7 +500,10 @@ def restore_job(
         launcher = [*AWAIT_SERVER, wait]
     args = ["drill", "run", "--tenant", t.name, "--bucket", storage["bucket"],
             "--prefix", storage.get("prefix", "stackforge"), *chosen,
-            "--run-id", run_id,
+            # The report's name: the sandbox's, unique to this drill (by its
+            # uid) and run. The run id alone is a second: two drills of one
+            # tenant started together wrote one report over the other.
+            "--run-id", sandbox,
             # With its fraction: the RTO is measured from it (in whole
             # seconds it was overstated by up to one).
             "--started-at", rfc3339(started_at),

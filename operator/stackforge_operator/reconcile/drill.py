@@ -372,7 +372,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         kube.apply(builders.restore_job(
             sandbox, drill, namespace, spec, t,
             storage=policy.storage.model_dump(mode="json", by_alias=True, exclude_none=True),
-            backup_id=active.backup_id or "latest", run_id=active.run_id,
+            backup_id=active.backup_id or "latest",
             started_at=active.start_time, rto_seconds=rto, rpo_seconds=rpo,
             with_s3_keys=bool(s3_keys), with_s3_ca=s3_ca is not None, physical=physical))
         active.step = DrillStep.RESTORING

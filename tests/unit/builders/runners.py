@@ -41,7 +41,7 @@ def drill_objects(t: EffectiveTenant) -> list[Manifest]:
     def job(source: drill.PhysicalSource | None) -> Manifest:
         return drill.restore_job(
             SANDBOX, DRILL, t.namespace, spec, t, storage={"bucket": "backups"},
-            backup_id="b1", run_id="1", started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            backup_id="b1", started_at=datetime(2026, 1, 1, tzinfo=UTC),
             rto_seconds=3600, rpo_seconds=93600, with_s3_keys=True, physical=source)
 
     return [*drill.scratch_database(SANDBOX, DRILL, t.namespace, t, spec.sandbox), job(None),

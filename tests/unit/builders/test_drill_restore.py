@@ -167,7 +167,7 @@ def _job(physical: drill.PhysicalSource | None,
                                        "checks": {"rowCounts": False}})
     return drill.restore_job(
         SANDBOX, DRILL, NAMESPACE, spec, tenant(), storage={"bucket": "backups"},
-        backup_id="latest", run_id="1", started_at=started_at,
+        backup_id="latest", started_at=started_at,
         rto_seconds=3600, rpo_seconds=60, with_s3_keys=True, physical=physical)
 
 
@@ -239,3 +239,20 @@ def test_a_new_sandbox_is_made_namespace_first_and_pods_last_the_rest_at_once() 
         secret_ref(e)[0] for c in pod["containers"] for e in c["env"]
         if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
     assert referenced <= {o["metadata"]["name"] for o in waves[1] if o["kind"] == "Secret"}
+
+
+def test_the_report_is_named_after_the_sandbox_not_the_second_the_run_began() -> None:
+    """Two drills of one tenant started in the same second wrote one report key
+    (``drills/<run id>.json``): the second overwrote the first's evidence."""
+    started = datetime(2026, 12, 1, 9, 30, 5, tzinfo=UTC)
+    run_id = started.strftime("%Y%m%dT%H%M%SZ")
+    names = set()
+    for drill_name, uid in (("nightly", "uid-1"), ("weekly", "uid-2"), ("nightly", "uid-3")):
+        sandbox = drill.sandbox_name(drill_name, run_id, uid)
+        spec = DRDrillSpec.model_validate({"tenantRef": {"name": "acme"}})
+        args = container(drill.restore_job(
+            sandbox, drill_name, NAMESPACE, spec, tenant(), storage={"bucket": "backups"},
+            backup_id="latest", started_at=started, rto_seconds=3600, rpo_seconds=60,
+            with_s3_keys=True))["args"]
+        names.add(args[args.index("--run-id") + 1])
+    assert len(names) == 3, names

@@ -42,7 +42,7 @@ def _restore_pod(*, with_s3_ca: bool) -> dict[str, Any]:
         "drill-acme-1", "monthly", "tenant-acme", DRDrillSpec.model_validate(
             {"tenantRef": {"name": "acme"}}), tenant(),
         storage={"bucket": "backups", "endpoint": "https://s3.storage.svc:9000"},
-        backup_id="latest", run_id="1", started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        backup_id="latest", started_at=datetime(2026, 1, 1, tzinfo=UTC),
         rto_seconds=3600, rpo_seconds=3600, with_s3_keys=True, with_s3_ca=with_s3_ca)
     pod: dict[str, Any] = job["spec"]["template"]["spec"]
     return pod
