@@ -60,11 +60,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _failing_policy(cluster: ClusterHandle, tenant: Tenant, s3: S3Server, name: str) -> None:
-    """A policy of its own whose credentials Secret holds keys the S3 server refuses."""
+    """A policy of its own whose credentials Secret holds keys the S3 server refuses,
+    in a bucket of its own (beside "nightly" it would be refused its place)."""
     credentials = f"s3-credentials-{name}"
     runs.put_s3_secrets(cluster, tenant.namespace, s3, credentials)
     tenants.put_secret(cluster, tenant.namespace, credentials, WRONG_KEYS)
-    runs.apply(cluster, policy_manifest(name, tenant, s3.endpoint, credentials=credentials))
+    runs.apply(cluster, policy_manifest(name, tenant, s3.endpoint, bucket=s3.create_bucket(),
+                                        credentials=credentials))
 
 
 def test_failed_backup_is_notified_once_per_channel_and_resolved_once(

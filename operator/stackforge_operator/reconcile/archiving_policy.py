@@ -2,9 +2,10 @@
 
 A database has one archive: of the tenant's policies that ask for it, the
 oldest (by creation, then name) wins, and the others are refused with the
-winner's name (reconcile/backup.py). Both the tenant's reconcile (which
-configures the primary) and each policy's (which reports) ask this one
-function, so they cannot disagree.
+winner's name (reconcile/backup.py). A policy refused for another's place in
+the bucket (reconcile/backup_location.py) runs nothing, so archives nothing.
+Both the tenant's reconcile (which configures the primary) and each policy's
+(which reports) ask this one function, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import Archiving
+from stackforge_operator.reconcile import backup_location
 
 
 def _archiving_spec(policy: Mapping[str, Any]) -> BackupPolicySpec | None:
@@ -31,7 +33,9 @@ def _archiving_spec(policy: Mapping[str, Any]) -> BackupPolicySpec | None:
 
 def chosen(policies: Sequence[Mapping[str, Any]]) -> tuple[str, BackupPolicySpec] | None:
     """(name, spec) of the archiving policy among one tenant's policies, or None."""
-    candidates = [(p, spec) for p in policies if (spec := _archiving_spec(p)) is not None]
+    candidates = [(p, spec) for p in policies if (spec := _archiving_spec(p)) is not None
+                  and backup_location.conflict(policies, str(p["metadata"]["name"]),
+                                               spec.tenant_ref.name, spec.storage) is None]
     if not candidates:
         return None
     policy, spec = min(candidates, key=lambda c: (

@@ -54,6 +54,7 @@ from stackforge_operator.models.tenant import StackForgeTenantSpec
 from stackforge_operator.reconcile import (
     archive_status,
     archiving_policy,
+    backup_location,
     physical_backups,
     storage,
 )
@@ -112,7 +113,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
     # The tenant's policies, read once: which one archives, and the primary's
     # archiving settings in the configuration this policy saves.
-    t = replace(t, archiving=archiving_policy.archiving(backup_policies(t.name, namespace)))
+    policies = backup_policies(t.name, namespace)
+    taken = backup_location.conflict(policies, name, t.name, spec.storage)
+    if taken is not None:
+        _stop_scheduled_runs(name, namespace)
+        return _stalled(body, old, [status.Problem("StorageInUse", taken.message(t.name))])
+    t = replace(t, archiving=archiving_policy.archiving(policies))
     archiver = (t.archiving.policy if t.archiving is not None
                 and spec.continuous_archiving is not None else None)
     addresses = storage.endpoint_addresses(spec.storage.endpoint)
@@ -273,6 +279,16 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if resuming:
         wait = min(wait, RESUMING_SECONDS)  # a missed run is due once it is back
     return Outcome(wait, latest)
+
+
+def _stop_scheduled_runs(name: str, namespace: str) -> None:
+    """The CronJob of a policy refused its place goes (a policy moved onto
+    another's place had one): each run it started would be another policy's
+    backup to prune, and would prune them. Read first, so a policy left
+    refused asks nothing more of the API server at each look."""
+    cron_job = builders.cron_job_name(name)
+    if kube.get("batch/v1", "CronJob", cron_job, namespace) is not None:
+        kube.delete("batch/v1", "CronJob", cron_job, namespace)
 
 
 def _window(tenant_spec: StackForgeTenantSpec) -> suspend_windows.WindowState:

@@ -224,6 +224,9 @@ def _policy(name: str, created: str, *, archives: bool = True,
     spec = _policy_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
     if not archives:
         del spec["continuousArchiving"]
+    # A place of its own: sharing one, the younger would be refused outright
+    # (reconcile/backup_location.py).
+    spec["storage"]["prefix"] = name
     meta: dict[str, Any] = {"name": name, "creationTimestamp": created}
     if deleting:
         meta["deletionTimestamp"] = "2026-11-30T00:00:00Z"
