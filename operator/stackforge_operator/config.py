@@ -82,6 +82,10 @@ NOT_READY_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_NOT_READY_NOTIFY_SEC
 # API): figures that move all the time would otherwise rewrite every status at
 # every resync.
 USAGE_REFRESH_SECONDS = float(os.environ.get("STACKFORGE_USAGE_REFRESH_SECONDS", "300"))
+# How often drill sandboxes are looked over for a DRDrill deleted while no
+# operator watched (reconcile/drill_orphans.py); one LIST of labelled Namespaces.
+DRILL_ORPHAN_SWEEP_SECONDS = float(
+    os.environ.get("STACKFORGE_DRILL_ORPHAN_SWEEP_SECONDS", "600"))
 # Volume use, from the kubelets' /stats/summary (volume_stats.py): on unless
 # "off"; the kubelets' serving certificates are checked against this CA file (the
 # cluster's CA when empty), or not at all with STACKFORGE_KUBELET_INSECURE_TLS=true

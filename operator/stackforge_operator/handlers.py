@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,14 @@ from stackforge_operator import (
 )
 from stackforge_operator.controller import Controller
 from stackforge_operator.notify.sender import Backoff, Sender
-from stackforge_operator.reconcile import backup, drill, tenant, tenant_notify, tenant_settled
+from stackforge_operator.reconcile import (
+    backup,
+    drill,
+    drill_orphans,
+    tenant,
+    tenant_notify,
+    tenant_settled,
+)
 from stackforge_operator.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -38,6 +46,8 @@ DRILLS = (API_GROUP, API_VERSION, "drdrills")
 # Like the decorators below, this hooks into kopf at import, before kopf.run
 # (`stackforge-operator run` and `kopf run -m stackforge_operator.handlers` alike).
 PAUSE_SEAM = leadership.install()
+# How often the orphan sweep looks whether this replica leads (cheap: no request).
+ORPHAN_SWEEP_TICK_SECONDS = 5.0
 
 
 @kopf.on.login()
@@ -94,6 +104,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         controller.start()
     memo.leadership = asyncio.create_task(
         gate.follow(lambda active: _leadership_changed(memo, active)), name="leadership")
+    memo.orphan_sweep = asyncio.create_task(_reap_orphans(gate), name="drill-orphan-sweep")
     memo.metrics_server = None
     port = metrics.port_from_env()
     if port:
@@ -139,6 +150,7 @@ def _leadership_changed(memo: kopf.Memo, active: bool) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.leadership.cancel()
+    memo.orphan_sweep.cancel()
     for controller in memo.controllers:
         await controller.stop()
     watch_cache.CACHES.listen(None)
@@ -184,6 +196,30 @@ async def drill_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     _feed(memo.drills, type, body)
     # A drill's verdict feeds its tenant's DrillPassing.
     memo.tenants.poke(_referenced_tenant_key(body))
+    if type == "DELETED" and memo.gate.active:
+        # Its sandboxes are Namespaces, which nothing else deletes with it.
+        await _reap_sandboxes(body.metadata.namespace, body.metadata.name)
+
+
+async def _reap_sandboxes(drill_namespace: str | None = None, drill: str | None = None) -> None:
+    try:
+        await asyncio.to_thread(drill_orphans.reap, drill_namespace, drill)
+    except kopf.TemporaryError as error:
+        # The periodic pass (_reap_orphans) tries again.
+        logger.warning("orphaned drill sandboxes not deleted yet: %s", error)
+
+
+async def _reap_orphans(gate: leadership.Leadership) -> None:
+    """Sandboxes of drills deleted while no operator watched: as soon as this
+    replica is the active one, then every STACKFORGE_DRILL_ORPHAN_SWEEP_SECONDS."""
+    last: float | None = None
+    while True:
+        if not gate.active:
+            last = None  # the next leadership looks at once
+        elif last is None or time.monotonic() - last >= config.DRILL_ORPHAN_SWEEP_SECONDS:
+            last = time.monotonic()
+            await _reap_sandboxes()
+        await asyncio.sleep(min(ORPHAN_SWEEP_TICK_SECONDS, config.DRILL_ORPHAN_SWEEP_SECONDS))
 
 
 def _referenced_tenant_key(body: kopf.Body) -> str:

@@ -7,8 +7,9 @@ new), and the scratch database stays as the run made it when the drill's
 sandbox settings change mid-run (re-rendered, it would replace the pod and start
 the restore over). A run whose policy goes away still ends at its TTL with its
 sandbox deleted, and a Job that ended in time gives the run its verdict even
-when the operator reads it after the TTL. The nodes are kwok's: nothing has to
-run, only the objects the operator writes are looked at.
+when the operator reads it after the TTL. A deleted drill's sandboxes go with
+it, also when it was deleted while no operator ran. The nodes are kwok's:
+nothing has to run, only the objects the operator writes are looked at.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +26,8 @@ from kubernetes import client
 
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.builders import drill as builders
-from stackforge_operator.reconcile import drill
+from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.reconcile import drill, drill_orphans
 from tests.support import audit, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals
@@ -41,9 +44,9 @@ SANDBOX_RESOURCES = ("namespaces", "networkpolicies", "roles", "rolebindings", "
                      "statefulsets", "configmaps", "jobs")
 
 
-def _drill(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
+def _drill(cluster: ClusterHandle, namespace: str, name: str = "nightly-check") -> dict[str, Any]:
     found = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-        API_GROUP, API_VERSION, namespace, "drdrills", "nightly-check")
+        API_GROUP, API_VERSION, namespace, "drdrills", name)
     assert isinstance(found, dict)  # the client types a custom object as a bare object
     return found
 
@@ -68,10 +71,15 @@ def _drill_with_a_backup(cluster: ClusterHandle, namespace: str,
                     "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
                         "lastSuccessfulRun": {"id": "20261204T020000Z",
                                               "result": "Succeeded"}}}))
+    _apply_drill(cluster, namespace, "nightly-check")
+
+
+def _apply_drill(cluster: ClusterHandle, namespace: str, name: str) -> None:
+    """A DRDrill of policy "nightly" that runs once."""
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
                     input=json.dumps({
                         "apiVersion": API, "kind": "DRDrill",
-                        "metadata": {"name": "nightly-check", "namespace": namespace},
+                        "metadata": {"name": name, "namespace": namespace},
                         "spec": {"tenantRef": {"name": "drilled"},
                                  "backupPolicyRef": {"name": "nightly"},
                                  "backup": {"source": "Latest"}, "once": True,
@@ -285,3 +293,59 @@ def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
     # kwok ran nothing, so the ended Job left no result: its own reason, not
     # the TTL's.
     assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
+
+
+def test_a_deleted_drills_sandboxes_are_reaped_and_a_live_drills_kept(
+        cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> None:
+    """A sandbox is a Namespace: no garbage collection takes it with its drill.
+    It went only when another drill of the namespace swept it after its TTL;
+    with none, never."""
+    _drill_with_a_backup(cluster, namespace)
+    _apply_drill(cluster, namespace, "other-check")
+    drill.reconcile(_drill(cluster, namespace))
+    drill.reconcile(_drill(cluster, namespace, "other-check"))
+    first = _drill(cluster, namespace)
+    doomed = sandboxes.of(first)
+    kept = sandboxes.of(_drill(cluster, namespace, "other-check"))
+    made = client.CoreV1Api(cluster.api).read_namespace(doomed).metadata
+    assert made is not None and made.labels is not None
+    assert made.labels[builders.DRILL_UID_LABEL] == first["metadata"]["uid"]
+    assert drill_orphans.reap() == []  # both drills are there
+
+    # Deleted and made again under its name: another drill, not the run's.
+    cluster.kubectl("delete", "drdrills.stackforge.io", "nightly-check", "-n", namespace)
+    _apply_drill(cluster, namespace, "nightly-check")
+    assert drill_orphans.reap() == [doomed]
+    assert _deleted(cluster, doomed) and not _deleted(cluster, kept)
+
+    # On its deletion's watch event, the operator asks for the drill's own.
+    cluster.kubectl("delete", "drdrills.stackforge.io", "other-check", "-n", namespace)
+    assert drill_orphans.reap(namespace, "other-check") == [kept]
+    assert _deleted(cluster, kept)
+
+
+def test_the_operator_deletes_a_drills_sandbox_with_it_and_after_it_was_away(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes, tmp_path: Path) -> None:
+    """A drill deleted while no operator ran: its sandbox goes when one starts.
+    One deleted while the operator runs: at once, not at the next periodic pass
+    (STACKFORGE_DRILL_ORPHAN_SWEEP_SECONDS, 600 s)."""
+    _drill_with_a_backup(cluster, namespace)
+    drill.reconcile(_drill(cluster, namespace))
+    away = sandboxes.of(_drill(cluster, namespace))
+    cluster.kubectl("delete", "drdrills.stackforge.io", "nightly-check", "-n", namespace)
+    assert not _deleted(cluster, away)
+
+    operator = OperatorProcess(kube_as_operator.kubeconfig, tmp_path / "operator.log")
+    operator.start()
+    try:
+        tenants.eventually(lambda: _deleted(cluster, away), timeout=30, interval=0.5)
+        _apply_drill(cluster, namespace, "other-check")
+        running = tenants.eventually(lambda: (_drill(cluster, namespace, "other-check").get(
+            "status") or {}).get("activeRun", {}).get("sandboxNamespace"), timeout=60)
+        sandboxes.made.append(running)
+        tenants.eventually(lambda: not _deleted(cluster, running), timeout=30)
+        cluster.kubectl("delete", "drdrills.stackforge.io", "other-check", "-n", namespace)
+        tenants.eventually(lambda: _deleted(cluster, running), timeout=30, interval=0.5)
+    finally:
+        operator.stop()

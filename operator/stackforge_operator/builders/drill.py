@@ -52,6 +52,9 @@ from stackforge_operator.models.effective import EffectiveTenant
 
 DRILL_LABEL = f"{API_GROUP}/drill"
 DRILL_NAMESPACE_LABEL = f"{API_GROUP}/drill-namespace"
+# On the sandbox's Namespace: which drill of that name made it (one deleted and
+# made again is another drill; reconcile/drill_orphans.py).
+DRILL_UID_LABEL = f"{API_GROUP}/drill-uid"
 EXPIRES_ANNOTATION = f"{API_GROUP}/expires-at"
 SCRATCH = "scratch-postgres"
 SCRATCH_SECRET = "scratch-credentials"  # noqa: S105 - a Secret's name
@@ -123,9 +126,11 @@ def _meta(name: str, sandbox: str, drill: str, drill_namespace: str) -> dict[str
     return {"name": name, "namespace": sandbox, "labels": _labels(drill, drill_namespace)}
 
 
-def namespace(sandbox: str, drill: str, drill_namespace: str, expires: datetime) -> Manifest:
+def namespace(sandbox: str, drill: str, drill_namespace: str, expires: datetime,
+              drill_uid: str | None = None) -> Manifest:
     labels = {
         **_labels(drill, drill_namespace),
+        **({DRILL_UID_LABEL: drill_uid} if drill_uid else {}),
         **{f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")},
     }
     return {

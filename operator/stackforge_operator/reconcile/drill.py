@@ -329,7 +329,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
             sandbox, drill, namespace, t, box=spec.sandbox, storage=policy.storage,
             source=physical, app_user=_app_user(t))
     children = [
-        builders.namespace(sandbox, drill, namespace, expires),
+        builders.namespace(sandbox, drill, namespace, expires, meta.get("uid")),
         builders.network_policy(sandbox, drill, namespace, t.namespace,
                                 storage.endpoint_addresses(policy.storage.endpoint)),
         *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
