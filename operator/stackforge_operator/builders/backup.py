@@ -226,10 +226,12 @@ STARTING_DEADLINE_SECONDS = 3600
 
 def cron_job(
     policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
-    schedule: str, time_zone: str, *, database_stopped: bool = False,
+    schedule: str, time_zone: str, *, database_stopped: bool = False, other_run: bool = False,
 ) -> Manifest:
     """``database_stopped``: the tenant is suspended (by spec.suspend or a
-    window), or coming back from it: no run can reach its database."""
+    window), or coming back from it: no run can reach its database.
+    ``other_run``: a run the CronJob did not start (on demand, or one made up
+    after a window) is under way."""
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -243,8 +245,9 @@ def cron_job(
             # A run missed meanwhile starts once it is back, within the starting
             # deadline below; one a suspend window swallowed, later, by the
             # operator (backup_catchup.py).
-            "suspend": policy_spec.suspend or t.writes_stopped or database_stopped,
-            # Never two dumps of one database at once.
+            "suspend": policy_spec.suspend or t.writes_stopped or database_stopped or other_run,
+            # Never two dumps of one database at once (of its own Jobs; the
+            # others hold it suspended).
             "concurrencyPolicy": "Forbid",
             # A run missed by more than an hour (control plane down) is skipped;
             # BackupFresh then reports the gap.

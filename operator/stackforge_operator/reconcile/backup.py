@@ -138,6 +138,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
                 and t.postgres.enabled and not _database_ready(namespace))
     database_stopped = t.suspend or window.suspended or resuming
     owner = owner_reference(body)
+    # Read before the children: a run of either kind holds back the other.
+    jobs = kube.list_objects("batch/v1", "Job", namespace=namespace,
+                             label_selector=f"{builders.POLICY_LABEL}={name}")
+    job_runs = [_job_run(namespace, job) for job in jobs]
+    running = sorted(job["metadata"]["name"] for job, run in zip(jobs, job_runs, strict=True)
+                     if run.result == RunResult.RUNNING)
+    on_demand = _on_demand_job(body, spec, t, running)
     children = [
         # First: a runner started before its egress policy exists reaches nothing.
         egress,
@@ -147,18 +154,26 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         builders.configuration(name, namespace, t, tenant_spec.model_dump(
             mode="json", by_alias=True, exclude_none=True),
             _rendered(replace(t, writes_stopped=False))),
+        # Held while a run it did not start lasts: its concurrencyPolicy Forbid
+        # counts its own Jobs only. A time it misses meanwhile it runs once
+        # resumed, within its starting deadline.
         builders.cron_job(name, namespace, spec, t, when, zone,
-                          database_stopped=database_stopped),
+                          database_stopped=database_stopped,
+                          other_run=on_demand is not None or any(
+                              not _started_by_cron_job(j) for j in jobs
+                              if j["metadata"]["name"] in running)),
+        *([on_demand] if on_demand is not None else []),
     ]
-    request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
-    if request:
-        children.append(builders.manual_job(name, namespace, spec, t, request))
     live_cron = None
     for child in children:
         child["metadata"]["ownerReferences"] = [owner]
+        if child is on_demand:
+            kube.apply(child)  # checked not to exist (_on_demand_job)
+            job_runs.append(BackupRun(id=f"job:{child['metadata']['name']}",
+                                      result=RunResult.RUNNING, start_time=clock.now(),
+                                      job_name=child["metadata"]["name"]))
+            continue
         live = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"], namespace)
-        if child["kind"] == "Job" and live is not None:
-            continue  # a Job's template is immutable, and this request already ran
         if needs_apply(child, live):
             live = kube.apply(child)
         if child["kind"] == "CronJob":
@@ -171,9 +186,6 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
                     backup_network.archive_egress_name(name), namespace)
 
     now = datetime.now(UTC)
-    jobs = kube.list_objects("batch/v1", "Job", namespace=namespace,
-                             label_selector=f"{builders.POLICY_LABEL}={name}")
-    job_runs = [_job_run(namespace, job) for job in jobs]
     storage_error: str | None = None
     active = [r for r in job_runs if r.result == RunResult.RUNNING]
     archive = None
@@ -456,6 +468,33 @@ def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetim
     if report.deleted:
         logger.info("tenant %s: retention deleted %s", tenant, report.deleted)
     return None
+
+
+def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: EffectiveTenant,
+                   running: Sequence[str]) -> dict[str, Any] | None:
+    """The Job to start for the policy's on-demand request, if one is to start now.
+
+    A request runs once: its Job's name is made from it, and a Job of that name
+    means it ran (a Job's template is immutable anyway). One asked while a run
+    is under way waits for it (``activeRun`` shows which): never two dumps of
+    one database at once.
+    """
+    meta = body["metadata"]
+    request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
+    if not request:
+        return None
+    job = builders.manual_job(meta["name"], meta["namespace"], spec, t, request)
+    if kube.get("batch/v1", "Job", job["metadata"]["name"], meta["namespace"]) is not None:
+        return None
+    if running:
+        logger.info("policy %s/%s: backup request %r waits for Job %s", meta["namespace"],
+                    meta["name"], request, running[0])
+        return None
+    return job
+
+
+def _started_by_cron_job(job: Mapping[str, Any]) -> bool:
+    return any(o.get("kind") == "CronJob" for o in job["metadata"].get("ownerReferences") or [])
 
 
 def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:

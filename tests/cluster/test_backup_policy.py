@@ -1,0 +1,183 @@
+"""reconcile/backup.py against the API server: what a policy may run, and when.
+
+Two BackupPolicies of one tenant in one place of a bucket: each policy's
+retention prunes every run under ``<prefix>/<tenant>/``, so two there deleted
+each other's backups. The younger is refused before it makes or runs
+anything, and one moved onto the older's place loses its CronJob (that path
+ends before any S3 request).
+
+A run on demand and a scheduled one never overlap: the CronJob's
+concurrencyPolicy counts only its own Jobs. These tests read the bucket of
+moto's S3 server; the nodes are kwok's, so no Job runs: the tests end Jobs by
+writing their status.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.builders import backup as builders
+from stackforge_operator.devcluster.s3server import S3Server
+from stackforge_operator.reconcile import backup
+from tests.support import tenants
+from tests.support.clusters import ClusterHandle
+from tests.support.fixtures_backup import s3_bucket, s3_server  # noqa: F401 - fixtures
+from tests.support.secrets import put_secret
+
+pytestmark = pytest.mark.usefixtures("kube_as_operator", "default_image_catalog")
+
+API = f"{API_GROUP}/{API_VERSION}"
+
+
+def _apply_policy(cluster: ClusterHandle, namespace: str, name: str, prefix: str) -> None:
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                    input=json.dumps({
+                        "apiVersion": API, "kind": "BackupPolicy",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "spec": {"tenantRef": {"name": "shared"}, "schedule": "0 2 * * *",
+                                 "storage": {"bucket": "backups", "prefix": prefix},
+                                 "retention": {"keepLast": 2}}}))
+
+
+def _policy(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
+    found = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, "backuppolicies", name)
+    assert isinstance(found, dict)  # the client types a custom object as a bare object
+    return found
+
+
+def _cron_job_exists(cluster: ClusterHandle, namespace: str, policy: str) -> bool:
+    try:
+        job = client.BatchV1Api(cluster.api).read_namespaced_cron_job(
+            builders.cron_job_name(policy), namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return job.metadata is not None and job.metadata.deletion_timestamp is None
+
+
+def test_a_second_policy_in_the_same_place_is_refused_and_runs_nothing(
+        cluster: ClusterHandle, namespace: str) -> None:
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    # Named in the order they are made: created in one second, the name decides.
+    _apply_policy(cluster, namespace, "a-nightly", "stackforge")
+    _apply_policy(cluster, namespace, "b-hourly", "stackforge")
+
+    outcome = backup.reconcile(_policy(cluster, namespace, "b-hourly"))
+    assert outcome.requeue_after == backup.STALLED_SECONDS
+    refused = _policy(cluster, namespace, "b-hourly")
+    found = tenants.condition(refused, "Stalled") or {}
+    assert (found.get("status"), found.get("reason")) == ("True", "StorageInUse"), found
+    assert "BackupPolicy a-nightly" in found["message"]
+    assert "s3://backups/stackforge/shared/" in found["message"]
+    assert not _cron_job_exists(cluster, namespace, "b-hourly")
+
+
+def test_a_policy_moved_onto_anothers_place_loses_its_cron_job(
+        cluster: ClusterHandle, namespace: str) -> None:
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    _apply_policy(cluster, namespace, "a-nightly", "stackforge")
+    _apply_policy(cluster, namespace, "b-hourly", "hourly")
+    # The CronJob it made while in a place of its own (kwok runs none of its Jobs).
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": builders.cron_job_name("b-hourly")},
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "backup", "image": "stackforge-operator:test"}]}}}}}}))
+    assert _cron_job_exists(cluster, namespace, "b-hourly")
+
+    _apply_policy(cluster, namespace, "b-hourly", "stackforge")  # moved
+    backup.reconcile(_policy(cluster, namespace, "b-hourly"))
+    found = tenants.condition(_policy(cluster, namespace, "b-hourly"), "Stalled") or {}
+    assert found.get("reason") == "StorageInUse", found
+    assert not _cron_job_exists(cluster, namespace, "b-hourly")
+
+
+def _cron_job(cluster: ClusterHandle, namespace: str) -> Any:
+    return client.BatchV1Api(cluster.api).read_namespaced_cron_job(
+        builders.cron_job_name("nightly"), namespace)
+
+
+def _policy_jobs(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
+    listed = client.BatchV1Api(cluster.api).list_namespaced_job(
+        namespace, label_selector=f"{builders.POLICY_LABEL}=nightly").items
+    return {str(job.metadata.name): job for job in listed if job.metadata is not None}
+
+
+def _end(cluster: ClusterHandle, namespace: str, job: str) -> None:
+    """The Job's controller records its success (kwok ran nothing)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Set once by the Job controller, then immutable.
+    started = tenants.eventually(lambda: (client.BatchV1Api(cluster.api).read_namespaced_job(
+        job, namespace).status or client.V1JobStatus()).start_time, timeout=30)
+    cluster.kubectl("patch", "jobs.batch", job, "-n", namespace, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": {
+                        "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "completionTime": now, "active": 0, "succeeded": 1,
+                        "ready": 0, "terminating": 0, "conditions": [
+                            {"type": "SuccessCriteriaMet", "status": "True",
+                             "lastTransitionTime": now, "lastProbeTime": now},
+                            {"type": "Complete", "status": "True",
+                             "lastTransitionTime": now, "lastProbeTime": now}]}}))
+
+
+def _ask(cluster: ClusterHandle, namespace: str, request: str) -> None:
+    cluster.kubectl("annotate", "--overwrite", "backuppolicies.stackforge.io", "nightly",
+                    "-n", namespace, f"{builders.BACKUP_NOW_ANNOTATION}={request}")
+
+
+def test_a_backup_on_demand_waits_for_the_scheduled_run_and_holds_the_next_one(
+        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
+        s3_bucket: str) -> None:  # noqa: F811
+    """Two dumps of one database at once: twice the load on the primary, for a
+    backup that is no newer. The CronJob's Forbid saw neither way across."""
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    put_secret(cluster, namespace, "s3-credentials", s3_server.credentials.env())
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                    input=json.dumps({
+                        "apiVersion": API, "kind": "BackupPolicy",
+                        "metadata": {"name": "nightly", "namespace": namespace},
+                        "spec": {"tenantRef": {"name": "shared"}, "schedule": "0 2 * * *",
+                                 "storage": {"bucket": s3_bucket, "endpoint": s3_server.endpoint,
+                                             "forcePathStyle": True,
+                                             "credentialsSecretRef": {"name": "s3-credentials"}},
+                                 "retention": {"keepLast": 2}}}))
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    cron = _cron_job(cluster, namespace)
+    assert cron.spec.suspend is False
+    # The CronJob starts its run (as its controller would, owner and all).
+    scheduled = "nightly-29000000"
+    client.BatchV1Api(cluster.api).create_namespaced_job(namespace, client.V1Job(
+        metadata=client.V1ObjectMeta(
+            name=scheduled, labels={builders.POLICY_LABEL: "nightly"},
+            owner_references=[client.V1OwnerReference(
+                api_version="batch/v1", kind="CronJob", name=cron.metadata.name,
+                uid=cron.metadata.uid, controller=True)]),
+        spec=cron.spec.job_template.spec))
+
+    _ask(cluster, namespace, "before-the-upgrade")
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert set(_policy_jobs(cluster, namespace)) == {scheduled}
+    waiting = _policy(cluster, namespace, "nightly")["status"]
+    assert waiting["activeRun"]["jobName"] == scheduled, waiting
+
+    _end(cluster, namespace, scheduled)
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    asked = builders.manual_job_name("nightly", "before-the-upgrade")
+    assert set(_policy_jobs(cluster, namespace)) == {scheduled, asked}
+    assert _policy(cluster, namespace, "nightly")["status"]["activeRun"]["jobName"] == asked
+    # While it runs, the schedule is held: a 02:00 now would be a second dump.
+    assert _cron_job(cluster, namespace).spec.suspend is True
+
+    _end(cluster, namespace, asked)
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert _cron_job(cluster, namespace).spec.suspend is False
