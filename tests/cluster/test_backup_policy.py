@@ -15,7 +15,8 @@ writing their status.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -113,9 +114,10 @@ def _policy_jobs(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
     return {str(job.metadata.name): job for job in listed if job.metadata is not None}
 
 
-def _end(cluster: ClusterHandle, namespace: str, job: str) -> None:
+def _end(cluster: ClusterHandle, namespace: str, job: str,
+         finished: datetime | None = None) -> None:
     """The Job's controller records its success (kwok ran nothing)."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = (finished or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     # Set once by the Job controller, then immutable.
     started = tenants.eventually(lambda: (client.BatchV1Api(cluster.api).read_namespaced_job(
         job, namespace).status or client.V1JobStatus()).start_time, timeout=30)
@@ -135,22 +137,27 @@ def _ask(cluster: ClusterHandle, namespace: str, request: str) -> None:
                     "-n", namespace, f"{builders.BACKUP_NOW_ANNOTATION}={request}")
 
 
-def test_a_backup_on_demand_waits_for_the_scheduled_run_and_holds_the_next_one(
-        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
-        s3_bucket: str) -> None:  # noqa: F811
-    """Two dumps of one database at once: twice the load on the primary, for a
-    backup that is no newer. The CronJob's Forbid saw neither way across."""
+def _nightly_in(cluster: ClusterHandle, namespace: str, s3: S3Server, bucket: str) -> None:
+    """Tenant "shared" and its policy "nightly" into ``bucket``."""
     tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
-    put_secret(cluster, namespace, "s3-credentials", s3_server.credentials.env())
+    put_secret(cluster, namespace, "s3-credentials", s3.credentials.env())
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
                     input=json.dumps({
                         "apiVersion": API, "kind": "BackupPolicy",
                         "metadata": {"name": "nightly", "namespace": namespace},
                         "spec": {"tenantRef": {"name": "shared"}, "schedule": "0 2 * * *",
-                                 "storage": {"bucket": s3_bucket, "endpoint": s3_server.endpoint,
+                                 "storage": {"bucket": bucket, "endpoint": s3.endpoint,
                                              "forcePathStyle": True,
                                              "credentialsSecretRef": {"name": "s3-credentials"}},
                                  "retention": {"keepLast": 2}}}))
+
+
+def test_a_backup_on_demand_waits_for_the_scheduled_run_and_holds_the_next_one(
+        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
+        s3_bucket: str) -> None:  # noqa: F811
+    """Two dumps of one database at once: twice the load on the primary, for a
+    backup that is no newer. The CronJob's Forbid saw neither way across."""
+    _nightly_in(cluster, namespace, s3_server, s3_bucket)
     backup.reconcile(_policy(cluster, namespace, "nightly"))
     cron = _cron_job(cluster, namespace)
     assert cron.spec.suspend is False
@@ -181,3 +188,38 @@ def test_a_backup_on_demand_waits_for_the_scheduled_run_and_holds_the_next_one(
     _end(cluster, namespace, asked)
     backup.reconcile(_policy(cluster, namespace, "nightly"))
     assert _cron_job(cluster, namespace).spec.suspend is False
+
+
+def test_the_jobs_of_runs_on_demand_are_kept_as_the_schedules_are(
+        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
+        s3_bucket: str) -> None:  # noqa: F811
+    """One Job (and its pod) per request was kept for ever; the CronJob keeps 3."""
+    _nightly_in(cluster, namespace, s3_server, s3_bucket)
+    asked = [f"request-{i}" for i in range(5)]
+    finished = datetime.now(UTC) + timedelta(minutes=1)
+    for i, request in enumerate(asked):
+        _ask(cluster, namespace, request)
+        backup.reconcile(_policy(cluster, namespace, "nightly"))
+        _end(cluster, namespace, builders.manual_job_name("nightly", request),
+             finished + timedelta(minutes=i))
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    kept = {builders.manual_job_name("nightly", r) for r in asked[-backup.ON_DEMAND_JOBS_KEPT:]}
+    tenants.eventually(lambda: set(_policy_jobs(cluster, namespace)) == kept, timeout=30)
+
+    # The request on the policy keeps its Job however old: without it the same
+    # request would run again. (Three newer runs: made up after a window.)
+    current = builders.manual_job_name("nightly", asked[-1])
+    uid = _policy_jobs(cluster, namespace)[current].metadata.uid
+    for i, made_up in enumerate(("made-up-1", "made-up-2", "made-up-3")):
+        client.BatchV1Api(cluster.api).create_namespaced_job(namespace, client.V1Job(
+            metadata=client.V1ObjectMeta(
+                name=builders.manual_job_name("nightly", made_up),
+                labels={builders.POLICY_LABEL: "nightly"}),
+            spec=_cron_job(cluster, namespace).spec.job_template.spec))
+        _end(cluster, namespace, builders.manual_job_name("nightly", made_up),
+             finished + timedelta(minutes=10 + i))
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    time.sleep(2)  # a deletion (in the background) would show by now
+    jobs = _policy_jobs(cluster, namespace)
+    assert jobs[current].metadata.uid == uid
+    assert len(jobs) == 4, sorted(jobs)

@@ -80,6 +80,8 @@ RESUMING_SECONDS = 15.0
 # A converged object is looked at again this often (S3 changes are no watch event).
 IDLE_SECONDS = config.RESYNC_SECONDS
 STALLED_SECONDS = config.STALLED_RECHECK_SECONDS
+# Ended Jobs of runs on demand kept for their record, as the CronJob keeps 3.
+ON_DEMAND_JOBS_KEPT = 3
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             live = kube.apply(child)
         if child["kind"] == "CronJob":
             live_cron = live
+    _prune_on_demand_jobs(namespace, jobs, job_runs, body)
     if archive_egress is None and old.continuous_archiving is not None:
         # This policy archived and no longer does (turned off, or another one's
         # now): the primary's way out goes. (The status forgets the archive
@@ -491,6 +494,22 @@ def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: Effective
                     meta["name"], request, running[0])
         return None
     return job
+
+
+def _prune_on_demand_jobs(namespace: str, jobs: Sequence[Mapping[str, Any]],
+                          job_runs: Sequence[BackupRun], body: Mapping[str, Any]) -> None:
+    """Ended runs on demand (and made up after a window) beyond the newest
+    ON_DEMAND_JOBS_KEPT go, with their pods, as the CronJob's history does: one
+    Job per request was kept for ever. The current request's Job stays
+    whatever its age: it is what says the request ran."""
+    request = (body["metadata"].get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
+    current = builders.manual_job_name(body["metadata"]["name"], request) if request else None
+    ended = sorted(((run, job) for job, run in zip(jobs, job_runs, strict=False)
+                    if run.result != RunResult.RUNNING and not _started_by_cron_job(job)),
+                   key=lambda pair: _finished_at(pair[0]), reverse=True)
+    for _run, job in ended[ON_DEMAND_JOBS_KEPT:]:
+        if job["metadata"]["name"] != current:
+            kube.delete("batch/v1", "Job", job["metadata"]["name"], namespace)
 
 
 def _started_by_cron_job(job: Mapping[str, Any]) -> bool:
