@@ -1215,6 +1215,10 @@ class RecoveryStatus(StatusModel):
     ordinal: int = Field(0, ge=0, description="The restored primary's pod ordinal.")
     start_time: datetime | None = Field(None, description="When the recovery began.")
     completion_time: datetime | None = Field(None, description="When it succeeded or failed.")
+    asked_time: datetime | None = Field(
+        None, description=("When the refused request was first seen: it is looked at again "
+                           "until STACKFORGE_RECOVERY_REQUEST_SECONDS (1 h) after, then no "
+                           "more until asked again."))
     steps: Annotated[list[RecoveryStep], Field(max_length=8)] = Field(
         default_factory=list, description="Every step, in order, with its times.")
     kept_volumes: Annotated[list[ClaimName], Field(max_length=16)] = Field(

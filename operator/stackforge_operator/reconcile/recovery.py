@@ -10,9 +10,15 @@ GitOps sync or a copied manifest must not start one):
 
 Optionally ``stackforge.io/recover-verify-drill`` names a DRDrill of the
 namespace whose queries must pass on the restored database. A request (the
-moment and the drill) is answered once (``status.recovery``); a refused one is looked at again
-on every reconcile, so a target the archive has not reached yet starts once it
-has, and a missing confirmation can be added.
+moment, as written) is answered once (``status.recovery``); after a failed
+one, naming another drill asks again, but taking the drill off does not (it
+restored again, unverified), and after a success nothing does. A refused one
+is looked at again on
+every reconcile for ``config.RECOVERY_REQUEST_SECONDS`` from when it was first
+seen, so a target the archive has not reached yet starts once it has, and a
+missing confirmation can be added; not after, or a request refused while the
+tenant was suspended would restore a weeks-old moment once it is resumed.
+Taking the annotation off and writing it again asks anew.
 
 The steps, each recorded with its times in ``status.recovery.steps``:
 
@@ -78,6 +84,9 @@ _ON_RESTORED: Final = frozenset({Phase.RESTORING, Phase.VERIFYING, Phase.SWITCHI
                                  Phase.SUCCEEDED})
 # A restore that exits in error this often will not succeed by trying again.
 RESTORE_ATTEMPTS: Final = 3
+# status.recovery.request's limit: a longer recover-to (no RFC 3339 time) is
+# refused with its first characters.
+REQUEST_LENGTH: Final = 64
 STOP_WRITES, RESTORE, VERIFY, SWITCH_OVER, ROLL_BACK = (
     "StopWrites", "Restore", "Verify", "SwitchOver", "RollBack")
 
@@ -97,15 +106,26 @@ class Request:
 
 
 def request(annotations: Mapping[str, str], namespace: str, name: str,
-            recorded: RecoveryStatus | None) -> Request | str | None:
+            recorded: RecoveryStatus | None, now: datetime) -> Request | str | None:
     """The request to act on, why the one written is refused (a message), or None."""
     target = (annotations.get(RECOVER_TO_ANNOTATION) or "").strip()
     if not target:
         return None
     drill = (annotations.get(RECOVER_VERIFY_ANNOTATION) or "").strip() or None
-    if (recorded is not None and recorded.request == target and recorded.phase != Phase.REFUSED
-            and recorded.verify_drill == drill):
-        return None  # answered already (another drill to verify with is a new request)
+    if recorded is not None and recorded.request == target:
+        if recorded.phase == Phase.REFUSED:
+            if recorded.asked_time is not None and now >= _looked_at_until(recorded.asked_time):
+                return None  # refused for good: too old to start unattended
+        elif not (recorded.phase == Phase.FAILED and drill is not None
+                  and drill != recorded.verify_drill):
+            # Answered. After a failure, another drill to verify with asks again;
+            # none does not (tidying the annotation off must not restore again,
+            # unverified), and nothing asks again after a success (the writes
+            # since would be thrown away).
+            return None
+    if len(target) > REQUEST_LENGTH:
+        return (f"annotation {RECOVER_TO_ANNOTATION}: {target[:REQUEST_LENGTH]!r}... is "
+                f"longer than {REQUEST_LENGTH} characters: not an RFC 3339 time")
     wanted = confirmation(namespace, name, target)
     if (annotations.get(RECOVER_CONFIRM_ANNOTATION) or "").strip() != wanted:
         return (f"annotation {RECOVER_TO_ANNOTATION} asks for an in-place recovery, which "
@@ -139,11 +159,30 @@ def _highest(previous: RecoveryStatus | None) -> int:
     return max(previous.previous_ordinal, previous.ordinal) if previous else 0
 
 
-def refused(req_target: str, message: str, previous: RecoveryStatus | None) -> RecoveryStatus:
+def _looked_at_until(asked: datetime) -> datetime:
+    return asked + timedelta(seconds=config.RECOVERY_REQUEST_SECONDS)
+
+
+def refused(req_target: str, message: str, previous: RecoveryStatus | None,
+            now: datetime) -> RecoveryStatus:
     """A request not started; what an earlier recovery left stays."""
-    return RecoveryStatus(request=req_target, phase=Phase.REFUSED, message=message,
+    recorded = req_target[:REQUEST_LENGTH]
+    asked = (previous.asked_time if previous is not None and previous.phase == Phase.REFUSED
+             and previous.request == recorded and previous.asked_time is not None else now)
+    until = _looked_at_until(asked).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return RecoveryStatus(request=recorded, phase=Phase.REFUSED,
+                          message=(f"{message} (looked at again until {until}; after that, "
+                                   "take the annotations off and ask again)")[:2048],
+                          asked_time=asked,
                           previous_ordinal=primary_ordinal(previous), ordinal=_highest(previous),
                           kept_volumes=list(previous.kept_volumes) if previous else [])
+
+
+def withdrawn(recorded: RecoveryStatus | None) -> RecoveryStatus | None:
+    """The recover-to annotation is off: a refused request asked again counts anew."""
+    if recorded is None or recorded.phase != Phase.REFUSED or recorded.asked_time is None:
+        return recorded
+    return recorded.model_copy(update={"asked_time": None})
 
 
 def begin(req: Request, source: PhysicalSource, policy: str, previous: RecoveryStatus | None,

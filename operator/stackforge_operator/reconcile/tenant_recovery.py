@@ -7,6 +7,7 @@ returns the tenant as the recovery's phase wants it built.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,26 +88,26 @@ def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
             recorded: RecoveryStatus | None, policies: Sequence[Mapping[str, Any]],
             now: datetime) -> RecoveryStatus | None:
     """A new request started, refused, or nothing new."""
-    wanted = recovery.request(annotations, t.namespace, t.name, recorded)
+    target = (annotations.get(recovery.RECOVER_TO_ANNOTATION) or "").strip()
+    if not target:
+        return recovery.withdrawn(recorded)
+    wanted = recovery.request(annotations, t.namespace, t.name, recorded, now)
     if wanted is None:
         return recorded
-    target = (annotations.get(recovery.RECOVER_TO_ANNOTATION) or "").strip()
+    refused = functools.partial(recovery.refused, previous=recorded, now=now)
     if isinstance(wanted, str):
-        return recovery.refused(target, wanted, recorded)
+        return refused(target, wanted)
     if not t.postgres.enabled or t.suspend:
-        return recovery.refused(target, "an in-place recovery needs a running PostgreSQL "
-                                        "(spec.components.postgres enabled, not suspended)",
-                                recorded)
+        return refused(target, "an in-place recovery needs a running PostgreSQL "
+                               "(spec.components.postgres enabled, not suspended)")
     chosen = archiving_policy.chosen(policies)
     if chosen is None:
-        return recovery.refused(target, "no BackupPolicy of this tenant archives its WAL "
-                                        "(spec.continuousArchiving): nothing restores to a "
-                                        "moment", recorded)
+        return refused(target, "no BackupPolicy of this tenant archives its WAL "
+                               "(spec.continuousArchiving): nothing restores to a moment")
     policy_name, spec = chosen
     if wanted.verify_drill is not None and _queries(t.namespace, wanted.verify_drill) is None:
-        return recovery.refused(target, f"annotation {recovery.RECOVER_VERIFY_ANNOTATION}: "
-                                        f"DRDrill {t.namespace}/{wanted.verify_drill} does "
-                                        "not exist", recorded)
+        return refused(target, f"annotation {recovery.RECOVER_VERIFY_ANNOTATION}: "
+                               f"DRDrill {t.namespace}/{wanted.verify_drill} does not exist")
     observed = next((BackupPolicyStatus.model_validate(p.get("status") or {})
                      for p in policies if p["metadata"]["name"] == policy_name),
                     BackupPolicyStatus())
@@ -114,7 +115,7 @@ def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
         wanted.point, policy_name, spec, observed,
         field=f"annotation {recovery.RECOVER_TO_ANNOTATION}", what="the recovery")
     if isinstance(source, drill_recovery.Refusal):
-        return recovery.refused(target, source.message, recorded)
+        return refused(target, source.message)
     logger.warning("tenant %s/%s: in-place recovery to %s confirmed; stopping its apps",
                    t.namespace, t.name, source.target)
     return recovery.begin(wanted, source, policy_name, recorded, now)

@@ -32,7 +32,7 @@ def _annotations(**values: str) -> dict[str, str]:
 
 
 def _request(**values: str) -> recovery.Request | str | None:
-    return recovery.request(_annotations(**values), "tenant-acme", "acme", None)
+    return recovery.request(_annotations(**values), "tenant-acme", "acme", None, NOW)
 
 
 def _policy() -> BackupPolicySpec:
@@ -141,13 +141,79 @@ def test_a_confirmed_request_carries_its_moment_and_drill() -> None:
 def test_a_request_is_answered_once_but_a_refused_one_is_looked_at_again() -> None:
     annotations = _annotations(recover_to=TARGET, recover_confirm=CONFIRM)
     done = _begun().model_copy(update={"phase": Phase.FAILED})
-    assert recovery.request(annotations, "tenant-acme", "acme", done) is None
-    refused = recovery.refused(TARGET, "after the window", None)
-    assert isinstance(recovery.request(annotations, "tenant-acme", "acme", refused),
+    assert recovery.request(annotations, "tenant-acme", "acme", done, NOW) is None
+    refused = recovery.refused(TARGET, "after the window", None, NOW)
+    assert isinstance(recovery.request(annotations, "tenant-acme", "acme", refused, NOW),
                       recovery.Request)
-    # Another drill to verify with is another request.
-    other = _annotations(recover_to=TARGET, recover_confirm=CONFIRM, recover_verify_drill="x")
-    assert isinstance(recovery.request(other, "tenant-acme", "acme", done), recovery.Request)
+
+
+def test_only_another_drill_after_a_failure_asks_again_for_an_answered_moment() -> None:
+    """A recovery verified with drill "monthly" failed; taking the drill
+    annotation off (tidying up) started the recovery again, unverified. And
+    after a success, naming a drill restored the moment again, throwing away
+    every write since."""
+    with_drill = _annotations(recover_to=TARGET, recover_confirm=CONFIRM,
+                              recover_verify_drill="monthly")
+    wanted = recovery.request(with_drill, "tenant-acme", "acme", None, NOW)
+    assert isinstance(wanted, recovery.Request)
+    done = recovery.begin(wanted, PhysicalSource(REPOSITORY, TARGET), "archive", None, NOW)
+    failed = done.model_copy(update={"phase": Phase.FAILED})
+    succeeded = done.model_copy(update={"phase": Phase.SUCCEEDED})
+
+    def asked(answered: RecoveryStatus, **drill: str) -> recovery.Request | str | None:
+        again = _annotations(recover_to=TARGET, recover_confirm=CONFIRM, **drill)
+        return recovery.request(again, "tenant-acme", "acme", answered, NOW)
+
+    assert asked(failed) is None
+    assert asked(failed, recover_verify_drill="monthly") is None
+    retried = asked(failed, recover_verify_drill="other")
+    assert isinstance(retried, recovery.Request) and retried.verify_drill == "other"
+    assert asked(succeeded) is None
+    assert asked(succeeded, recover_verify_drill="other") is None
+    # The moment written anew (and confirmed so) is a new request.
+    anew = "2026-12-01T05:40:00+00:00"
+    again = _annotations(recover_to=anew, recover_confirm=f"tenant-acme/acme@{anew}")
+    assert isinstance(recovery.request(again, "tenant-acme", "acme", done, NOW),
+                      recovery.Request)
+
+
+def test_a_refused_request_is_looked_at_again_for_a_while_not_for_ever() -> None:
+    """Refused while the tenant was suspended, a request left on it restored a
+    weeks-old moment, unattended, the day the tenant was resumed."""
+    annotations = _annotations(recover_to=TARGET, recover_confirm=CONFIRM)
+    first = recovery.refused(TARGET, "the tenant is suspended", None, NOW)
+    assert first.asked_time == NOW
+    assert "looked at again until 2026-12-01T07:00:00Z" in (first.message or "")
+    later = NOW + timedelta(seconds=config.RECOVERY_REQUEST_SECONDS - 1)
+    # Refused again within the hour: still counted from when it was first seen.
+    again = recovery.refused(TARGET, "outside the window", first, later)
+    assert again.asked_time == NOW
+    assert isinstance(recovery.request(annotations, "tenant-acme", "acme", again, later),
+                      recovery.Request)
+    expired = NOW + timedelta(seconds=config.RECOVERY_REQUEST_SECONDS)
+    assert recovery.request(annotations, "tenant-acme", "acme", again, expired) is None
+    # Taken off and written again: asked anew.
+    withdrawn = recovery.withdrawn(again)
+    assert withdrawn is not None and withdrawn.asked_time is None
+    assert withdrawn.phase == Phase.REFUSED  # what it left (ordinals, volumes) stays
+    assert isinstance(recovery.request(annotations, "tenant-acme", "acme", withdrawn, expired),
+                      recovery.Request)
+    assert recovery.refused(TARGET, "no", withdrawn, expired).asked_time == expired
+    # A finished recovery is not touched.
+    succeeded = _begun().model_copy(update={"phase": Phase.SUCCEEDED})
+    assert recovery.withdrawn(succeeded) is succeeded
+
+
+def test_a_recover_to_too_long_to_record_is_refused_not_an_error() -> None:
+    """One over status.recovery.request's 64 characters raised a ValidationError
+    at every reconcile: the tenant was not reconciled at all, with no word why."""
+    target = f"{TARGET} -- the moment before the bad migration ran, ask Sam"
+    wanted = _request(recover_to=target, recover_confirm=f"tenant-acme/acme@{target}")
+    assert isinstance(wanted, str) and "longer than 64 characters" in wanted
+    recorded = recovery.refused(target, wanted, None, NOW)
+    assert recorded.request == target[:64]
+    # Refused again at the next pass: the same record, so no status write.
+    assert recovery.refused(target, wanted, recorded, NOW + timedelta(minutes=5)) == recorded
 
 
 def test_a_new_recovery_restores_into_the_next_pod_and_keeps_what_was_kept() -> None:
@@ -165,12 +231,12 @@ def test_a_new_recovery_restores_into_the_next_pod_and_keeps_what_was_kept() -> 
     failed = first.model_copy(update={"phase": Phase.FAILED,
                                       "kept_volumes": ["data-postgres-1"]})
     assert (_begun(failed).previous_ordinal, _begun(failed).ordinal) == (0, 2)
-    refused = recovery.refused(TARGET, "no", failed)
+    refused = recovery.refused(TARGET, "no", failed, NOW)
     assert (refused.previous_ordinal, refused.ordinal, refused.kept_volumes) == (
         0, 1, ["data-postgres-1"])
     assert recovery.primary_ordinal(refused) == 0
     assert (_begun(refused).previous_ordinal, _begun(refused).ordinal) == (0, 2)
-    refused_after_success = recovery.refused(TARGET, "no", succeeded)
+    refused_after_success = recovery.refused(TARGET, "no", succeeded, NOW)
     assert (refused_after_success.previous_ordinal, refused_after_success.ordinal) == (1, 1)
 
 
