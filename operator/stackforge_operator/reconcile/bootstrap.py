@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, kube, status
 from stackforge_operator.builders import bootstrap as builders
-from stackforge_operator.builders import credentials
+from stackforge_operator.builders import credentials, postgres
 from stackforge_operator.builders.common import Manifest
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus, BackupTarget
 from stackforge_operator.models.common import SecretKeyRef
@@ -47,6 +47,7 @@ from stackforge_operator.models.tenant import (
 )
 from stackforge_operator.pod_health import job_conditions
 from stackforge_operator.reconcile import archiving_policy, drill_recovery, storage
+from stackforge_operator.status import WorkloadState
 
 API = f"{API_GROUP}/{API_VERSION}"
 FIELD = "spec.bootstrap.recovery"
@@ -183,6 +184,14 @@ def compatibility_problem(t: EffectiveTenant, source: EffectiveTenant) -> str | 
         return (f"{FIELD}: the restored database is {source.postgres.database!r}: set "
                 f"spec.components.postgres.database to it (not {t.postgres.database!r})")
     return None
+
+
+def primary_serving(states: Sequence[WorkloadState]) -> bool:
+    """The primary's StatefulSet is Ready with a pod that runs. At zero (the
+    tenant suspended, or a window open, mid-restore) it is ready as a
+    workload, yet has restored nothing: the restore was recorded complete, its
+    settings and copied keys went, and the next start found half a database."""
+    return any(s.name == postgres.NAME and s.ready and s.ready_replicas > 0 for s in states)
 
 
 def completed(recorded: BootstrapStatus, primary_ready: bool, now: datetime) -> BootstrapStatus:

@@ -504,7 +504,7 @@ def _report(
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
         replication=observe.replicas(t, old_status.replication, pods),
         bootstrap=None if restored is None else bootstrap.completed(
-            restored, any(s.name == postgres.NAME and s.ready for s in states), now),
+            restored, bootstrap.primary_serving(states), now),
         recovery=recovered,
     )
     for kind, event, text in recovery.events(old_status.recovery, recovered):

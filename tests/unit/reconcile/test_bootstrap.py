@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stackforge_operator import status
+from stackforge_operator.builders import postgres
 from stackforge_operator.models.tenant import BootstrapMethod, BootstrapStatus, DumpSource
 from stackforge_operator.reconcile.bootstrap import (
     completed,
@@ -13,6 +14,7 @@ from stackforge_operator.reconcile.bootstrap import (
     dump_compatibility_problem,
     dump_progress,
     events,
+    primary_serving,
     rollup,
 )
 from tests.unit.builders.tenants import tenant
@@ -106,3 +108,20 @@ def test_events_say_what_is_restored_how_it_failed_and_when_it_is_done() -> None
     assert [(e[0], e[1]) for e in events(DUMP, done)] == [("Normal", "RestoreComplete")]
     assert "owners and grants included" in events(DUMP, done)[0][2]
     assert "at 2026-12-01T09:00:00Z" in events(ARCHIVE, completed(ARCHIVE, True, STARTED))[0][2]
+
+
+def test_a_restore_is_complete_only_with_a_primary_pod_that_runs() -> None:
+    """Cloned with spec.suspend (or a window opening mid-restore), the primary's
+    StatefulSet at zero is a ready workload: the restore was recorded complete,
+    its settings went, and the resumed primary started on half a database."""
+    stopped = status.workload_state(
+        {"metadata": {"name": postgres.NAME, "labels": {}}},
+        {"metadata": {"generation": 2}, "spec": {"replicas": 0},
+         "status": {"observedGeneration": 2, "replicas": 0}})
+    assert stopped.ready
+    assert not primary_serving([stopped])
+    assert completed(ARCHIVE, primary_serving([stopped]), STARTED).completion_time is None
+    serving = status.WorkloadState(postgres.NAME, "postgres", 1, 1, True, "")
+    assert primary_serving([serving])
+    other = status.WorkloadState("redis", "redis", 1, 1, True, "")
+    assert not primary_serving([other])
