@@ -96,11 +96,21 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
     if isinstance(source, Held):
         return source
     namespace, source_t = source
+    if recorded is not None and recorded.backup_policy:
+        # The policy the restore began from, not whichever archives now: another
+        # (a bucket moved) would pair its bucket and keys with this repository.
+        wanted = wanted.model_copy(update={"backup_policy": recorded.backup_policy})
     found = _policy(wanted, source_t, namespace)
     if isinstance(found, Held):
         return found
     policy_name, policy, observed = found
     archive = policy.continuous_archiving
+    if archive is None and recorded is not None:
+        # (Before a restore begins, physical_source() says so with the window.)
+        return _stalled("BootstrapSourceNotFound",
+                        f"{FIELD}: BackupPolicy {namespace}/{policy_name}, whose repository "
+                        "this restore reads, no longer archives (spec.continuousArchiving): "
+                        "its keys and passphrase are not known any more")
     if archive is not None and t.namespace not in archive.allowed_restore_namespaces:
         return _not_allowed(FIELD, f"{namespace}/{policy_name}", t.namespace,
                             "spec.continuousArchiving.allowedRestoreNamespaces")
