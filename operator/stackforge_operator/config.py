@@ -46,14 +46,18 @@ WATCH_CACHES = os.environ.get("STACKFORGE_WATCH_CACHES", "on") != "off"
 # from the watch of CRDs (cached_kinds.py); without it (caches not synced yet),
 # looked up again after this long: each look is a request.
 ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30"))
-# How long an in-place recovery's restore may take before it is rolled back
-# (reconcile/recovery.py): a restore that never ends must not keep the apps down.
 # How long a refused in-place recovery request is looked at again (a moment the
 # archive reaches, a confirmation added): not for ever, or a request refused
 # while the tenant was suspended would restore a weeks-old moment once resumed.
 RECOVERY_REQUEST_SECONDS = float(os.environ.get("STACKFORGE_RECOVERY_REQUEST_SECONDS", "3600"))
+# How long an in-place recovery's restore may take before it is rolled back
+# (reconcile/recovery.py): a restore that never ends must not keep the apps down.
 RECOVERY_RESTORE_DEADLINE_SECONDS = float(
     os.environ.get("STACKFORGE_RECOVERY_RESTORE_DEADLINE_SECONDS", "7200"))
+# And its verification: a Job never made (refused by a quota or an admission
+# policy) or never ending kept the apps down for ever.
+RECOVERY_VERIFY_DEADLINE_SECONDS = float(
+    os.environ.get("STACKFORGE_RECOVERY_VERIFY_DEADLINE_SECONDS", "3600"))
 # How late, beyond its archive_timeout, a tenant's newest archived WAL segment may
 # be before ContinuousArchiving turns False (pgBackRest pushes in the background,
 # and a slow bucket takes a while). Lower only to see a failure sooner (tests).

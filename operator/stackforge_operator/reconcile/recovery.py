@@ -296,6 +296,13 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
     if recovery.phase == Phase.VERIFYING:
         result = job_result(facts.job, facts.pods)
         if result is None:
+            started = recovery.steps[-1].start_time if recovery.steps else now
+            if now - started > timedelta(seconds=config.RECOVERY_VERIFY_DEADLINE_SECONDS):
+                where = ("its Job was never made: see the tenant's events" if facts.job is None
+                         else f"see Job {facts.job['metadata']['name']}")
+                return roll_back(recovery, now, (
+                    f"the verification did not finish within "
+                    f"{int(config.RECOVERY_VERIFY_DEADLINE_SECONDS)} s ({where})"))
             return recovery
         passed, message = result
         if passed:

@@ -464,6 +464,21 @@ def test_verification_waits_for_the_job_and_follows_its_result() -> None:
     assert "kubectl logs job/recovery-verify-x" in (gone.message or "")
 
 
+def test_a_verification_that_never_ends_rolls_back_at_its_deadline() -> None:
+    """A verification Job refused by a quota or an admission policy (never made),
+    or one that never ends, kept the apps down for ever."""
+    verifying = _in(Phase.VERIFYING)
+    deadline = NOW + timedelta(seconds=config.RECOVERY_VERIFY_DEADLINE_SECONDS)
+    assert recovery.advance(verifying, _facts(job=None, at=deadline)) == verifying
+    late = deadline + timedelta(seconds=1)
+    never_made = recovery.advance(verifying, _facts(job=None, at=late))
+    assert never_made.phase == Phase.ROLLING_BACK
+    assert "did not finish within 3600 s (its Job was never made" in (never_made.message or "")
+    hanging = recovery.advance(verifying, _facts(job=_job(None), at=late))
+    assert hanging.phase == Phase.ROLLING_BACK
+    assert "see Job recovery-verify-x" in (hanging.message or "")
+
+
 def test_the_switch_over_ends_once_the_primary_runs_without_the_restore() -> None:
     switching = _in(Phase.SWITCHING_OVER)
     for statefulset in (None, _statefulset(ordinal=1, restoring=True),
