@@ -82,6 +82,8 @@ ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYI
 # The database pod is the restored one (the new pod number).
 _ON_RESTORED: Final = frozenset({Phase.RESTORING, Phase.VERIFYING, Phase.SWITCHING_OVER,
                                  Phase.SUCCEEDED})
+# Until verified, the restored database is built from the policy's settings.
+_NEEDS_SOURCE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING})
 # A restore that exits in error this often will not succeed by trying again.
 RESTORE_ATTEMPTS: Final = 3
 # status.recovery.request's limit: a longer recover-to (no RFC 3339 time) is
@@ -353,6 +355,24 @@ def _next(recovery: RecoveryStatus, now: datetime, phase: RecoveryPhase, step: s
           done: str, doing: str) -> RecoveryStatus:
     steps = [*_closed(recovery.steps, now, done), RecoveryStep(name=step, start_time=now)]
     return recovery.model_copy(update={"phase": phase, "message": doing, "steps": steps})
+
+
+def source_kept(recovery: RecoveryStatus | None, policy: BackupPolicySpec | None,
+                now: datetime) -> RecoveryStatus | None:
+    """The recovery, rolled back if its restore lost its source mid-way.
+
+    The restore's settings come from the BackupPolicy it restores from. Deleted,
+    or its archiving turned off, before the restored database is verified: the
+    primary's pod on the new volume would start without them as a new, empty
+    database, and a verification without a drill's queries (promoted, nothing
+    replayed after the moment) would pass it.
+    """
+    if (recovery is None or recovery.phase not in _NEEDS_SOURCE
+            or (policy is not None and policy.continuous_archiving is not None)):
+        return recovery
+    why = "is gone" if policy is None else "no longer archives (spec.continuousArchiving)"
+    return roll_back(recovery, now, f"BackupPolicy {recovery.backup_policy}, whose archive "
+                                    f"this restores, {why}")
 
 
 def roll_back(recovery: RecoveryStatus, now: datetime, failure: str) -> RecoveryStatus:

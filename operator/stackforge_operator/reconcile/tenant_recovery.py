@@ -67,6 +67,7 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
     else:
         recorded = _answer(t, annotations, recorded, policies, now)
     policy = _policy_spec(policies, recorded.backup_policy) if recorded else None
+    recorded = recovery.source_kept(recorded, policy, now)
     built = recovery.with_plan(t, recovery.plan(before, recorded), policy)
     children: list[Manifest] = []
     if recorded is not None and recorded.phase == RecoveryPhase.VERIFYING and policy is not None:

@@ -479,6 +479,30 @@ def test_a_verification_that_never_ends_rolls_back_at_its_deadline() -> None:
     assert "see Job recovery-verify-x" in (hanging.message or "")
 
 
+def test_a_restore_whose_policy_goes_rolls_back_before_it_is_verified() -> None:
+    """Without the policy's settings the restored pod started as a new, empty
+    database, and a verification without queries passed it."""
+    for phase in (Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING):
+        going = _in(phase)
+        assert recovery.source_kept(going, _policy(), NOW) == going
+        gone = recovery.source_kept(going, None, NOW)
+        assert gone is not None and gone.phase == Phase.ROLLING_BACK
+        assert "BackupPolicy archive, whose archive this restores, is gone" in (
+            gone.message or "")
+        dumps_only = _policy().model_copy(update={"continuous_archiving": None})
+        stopped = recovery.source_kept(going, dumps_only, NOW)
+        assert stopped is not None and "no longer archives" in (stopped.message or "")
+        # Nothing of it is built from the restore any more.
+        built = recovery.with_plan(tenant(), stopped, dumps_only)
+        assert built.restore is None and built.primary_ordinal == 0
+    # Verified: the switch-over needs the policy no more, and what ended stays.
+    for phase in (Phase.SWITCHING_OVER,):
+        assert recovery.source_kept(_in(phase), None, NOW) == _in(phase)
+    succeeded = _in(Phase.SWITCHING_OVER).model_copy(update={"phase": Phase.SUCCEEDED})
+    assert recovery.source_kept(succeeded, None, NOW) == succeeded
+    assert recovery.source_kept(None, None, NOW) is None
+
+
 def test_the_switch_over_ends_once_the_primary_runs_without_the_restore() -> None:
     switching = _in(Phase.SWITCHING_OVER)
     for statefulset in (None, _statefulset(ordinal=1, restoring=True),
