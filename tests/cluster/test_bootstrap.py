@@ -1,5 +1,7 @@
 """reconcile/bootstrap.py against the API server: a clone's restore under way
-keeps to the source policy it began from.
+keeps to the source policy it began from, and is recorded complete once its
+primary serves even when the source went meanwhile; a tenant made again in
+place over its kept volume restores nothing over it.
 
 Re-chosen at every pass, the archiving policy of the source could be another
 one by now (its owner moving the archive to a new bucket): the restore then
@@ -10,15 +12,16 @@ primary's settings changed mid-restore. The nodes are kwok's; nothing runs.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import BootstrapStatus, StackForgeTenantSpec
-from stackforge_operator.reconcile import bootstrap
+from stackforge_operator.reconcile import bootstrap, tenant
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.secrets import S3_KEYS, put_secret
@@ -77,3 +80,95 @@ def test_a_restore_under_way_keeps_to_the_policy_it_began_from(
         assert "archive-old" in prepared.message and "no longer archives" in prepared.message
     finally:
         cluster.kubectl("delete", "namespace", clone_ns, "--wait=false", check=False)
+
+
+def _claim(cluster: ClusterHandle, namespace: str, name: str) -> datetime:
+    """A bound-or-not claim of that name; its creationTimestamp."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}}}))
+    made = client.CoreV1Api(cluster.api).read_namespaced_persistent_volume_claim(
+        name, namespace).metadata
+    assert made is not None and made.creation_timestamp is not None
+    return made.creation_timestamp.astimezone(UTC)
+
+
+def test_a_tenant_made_again_over_its_kept_volume_restores_nothing_over_it(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """Claims outlive their tenant: made again in place (a GitOps sync), spec.bootstrap
+    and all, a clone recorded a restore it never did, and a dump's Job ran
+    pg_restore into the live database and held the apps at zero for ever. (Its
+    source here is long gone, as it may well be by then: that must not matter.)"""
+    def clone_of(bootstrap_spec: dict[str, Any]) -> tuple[Any, StackForgeTenantSpec]:
+        spec = StackForgeTenantSpec.model_validate({
+            **tenants.small_tenant("copy")["spec"], "bootstrap": bootstrap_spec})
+        return resolve("copy", spec, namespace=namespace), spec
+
+    # A read replica's claim is no database of the primary's.
+    made = _claim(cluster, namespace, "data-postgres-replica-0")
+    later = made + timedelta(seconds=30)
+    clone, spec = clone_of({"recovery": {"tenant": "long-gone"}})
+    assert isinstance(bootstrap.prepare(clone, spec, None, later, tenant_created=later),
+                      bootstrap.Held)
+    made = _claim(cluster, namespace, "data-postgres-0")
+    for bootstrap_spec in ({"recovery": {"tenant": "long-gone"}},
+                           {"logical": {"tenant": "long-gone"}}):
+        clone, spec = clone_of(bootstrap_spec)
+
+        found = bootstrap.prepare(clone, spec, None, later, tenant_created=later)
+
+        assert isinstance(found, bootstrap.Prepared), found
+        assert found.restore is None and found.dump is None and found.copies == []
+        assert found.recorded.kept_volume == "data-postgres-0"
+        assert found.recorded.completion_time == later
+        # The claim of the tenant's own bootstrap (made after it, its start's
+        # status write lost) is not one found again: the source is looked for.
+        own = bootstrap.prepare(clone, spec, None, later, tenant_created=made)
+        assert isinstance(own, bootstrap.Held) and own.reason == "BootstrapSourceNotFound"
+
+
+def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The source deleted mid-restore (a clone made, then the broken original
+    dropped): the clone was held, nothing applied, and its completion never
+    recorded, though its primary went on and finished the restore."""
+    manifest = tenants.small_tenant("copy", namespace=namespace,
+                                    bootstrap={"recovery": {"tenant": "dropped"}})
+    tenants.apply(cluster, manifest)
+    began = BootstrapStatus(
+        source_tenant="dropped", source_namespace=f"{namespace}-gone", backup_policy="archive",
+        repository_path="/stackforge/_pgbackrest/dropped/7400000000000000001-x",
+        recovery_target="2026-12-06T08:00:00Z", start_time=STARTED)
+    cluster.kubectl("patch", "stackforgetenants.stackforge.io", "copy", "-n", namespace,
+                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                        "bootstrap": began.model_dump(mode="json", by_alias=True,
+                                                      exclude_none=True)}}))
+    # Still restoring: held, saying why.
+    tenant.reconcile(tenants.get(cluster, "copy", namespace) or {})
+    held = tenants.get(cluster, "copy", namespace) or {}
+    assert (tenants.condition(held, "Stalled") or {}).get("reason") == \
+        "BootstrapSourceNotFound", held["status"]
+    assert held["status"]["bootstrap"].get("completionTime") is None
+    # Its primary, started before the source went, finishes (kwok's pod is Ready).
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres",
+                 "selector": {"matchLabels": {"app": "restoring"}},
+                 "template": {"metadata": {"labels": {"app": "restoring"}}, "spec": {
+                     "containers": [{"name": "postgres", "image": "postgres:restoring"}]}}}}))
+
+    def ready() -> int:
+        found = client.AppsV1Api(cluster.api).read_namespaced_stateful_set("postgres", namespace)
+        return (found.status.ready_replicas or 0) if found.status else 0
+
+    tenants.eventually(lambda: ready() >= 1, timeout=60, interval=0.5)
+
+    tenant.reconcile(tenants.get(cluster, "copy", namespace) or {})
+
+    restored = tenants.get(cluster, "copy", namespace) or {}
+    assert restored["status"]["bootstrap"].get("completionTime"), restored["status"]
+    assert (tenants.condition(restored, "Stalled") or {}).get("status") != "True"
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=copy,reason=RestoreComplete").items
+    assert events, "no RestoreComplete event"

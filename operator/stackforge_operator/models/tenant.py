@@ -1158,6 +1158,10 @@ class BootstrapStatus(StatusModel):
     message: str | None = Field(
         None, max_length=2048, description="Logical: why the last restore attempt failed."
     )
+    kept_volume: str | None = Field(
+        None, max_length=253,
+        description=("The primary's data volume that already held a database when the tenant "
+                     "was made (made again in place): nothing was restored over it."))
     start_time: datetime = Field(description="When the restore was set up.")
     completion_time: datetime | None = Field(
         None,

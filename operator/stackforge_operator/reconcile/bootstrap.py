@@ -24,6 +24,7 @@ tenant's own repository path if a policy of its own asks for it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStat
 from stackforge_operator.models.common import SecretKeyRef
 from stackforge_operator.models.effective import EffectiveTenant, Restore, resolve
 from stackforge_operator.models.tenant import (
+    Bootstrap,
     BootstrapMethod,
     BootstrapStatus,
     DumpSource,
@@ -50,6 +52,8 @@ from stackforge_operator.reconcile import archiving_policy, drill_recovery, stor
 from stackforge_operator.status import WorkloadState
 
 API = f"{API_GROUP}/{API_VERSION}"
+# The primary's data claims (postgres-<n>; not the read replicas').
+_PRIMARY_CLAIM = re.compile(rf"data-{postgres.NAME}-\d+")
 FIELD = "spec.bootstrap.recovery"
 DUMP_FIELD = "spec.bootstrap.logical"
 
@@ -82,12 +86,15 @@ def _not_allowed(field: str, policy: str, namespace: str, list_field: str) -> He
 
 
 def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapStatus | None,
-            now: datetime) -> Prepared | Held | None:
-    """What the tenant's reconcile applies for its bootstrap (None: it has none)."""
+            now: datetime, *, tenant_created: datetime | None = None) -> Prepared | Held | None:
+    """What the tenant's reconcile applies for its bootstrap (None: it has none);
+    ``tenant_created``: the tenant object's creationTimestamp."""
     if spec.bootstrap is None:
         return None
     if recorded is not None and recorded.completion_time is not None:
         return Prepared(None, recorded, [])
+    if recorded is None and (kept := _existing_database(t, tenant_created)) is not None:
+        return Prepared(None, _not_restored(spec.bootstrap, kept, now), [])
     if spec.bootstrap.logical is not None:
         return _prepare_dump(t, spec.bootstrap.logical, recorded, now)
     wanted = spec.bootstrap.recovery
@@ -131,6 +138,37 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
     restore = builders.restore(recorded.source_tenant, recorded.repository_path,
                                recorded.recovery_target, policy.storage)
     return Prepared(restore, recorded, copies)
+
+
+def _existing_database(t: EffectiveTenant, tenant_created: datetime | None) -> str | None:
+    """The primary's data claim, when one is older than the tenant itself.
+
+    Claims outlive their tenant (whenDeleted: Retain). A tenant made again in
+    place, spec.bootstrap and all (a GitOps sync, a re-applied manifest), found
+    its database again: a clone's first start then restored nothing yet
+    recorded the new target as restored, and a dump's Job ran pg_restore into
+    the live database, failed on what exists, and held the apps at zero for ever.
+    Older, not merely there: the claim of a bootstrap whose start was not
+    recorded yet (its status write lost) is the tenant's own, made after it.
+    """
+    if tenant_created is None:
+        return None
+    for claim in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace):
+        meta = claim["metadata"]
+        made = meta.get("creationTimestamp")
+        if (_PRIMARY_CLAIM.fullmatch(str(meta["name"])) and not meta.get("deletionTimestamp")
+                and made and datetime.fromisoformat(str(made)) < tenant_created):
+            return str(meta["name"])
+    return None
+
+
+def _not_restored(wanted: Bootstrap, kept: str, now: datetime) -> BootstrapStatus:
+    source = wanted.logical if wanted.logical is not None else wanted.recovery
+    assert source is not None  # a CEL rule: exactly one of recovery and logical
+    return BootstrapStatus(
+        method=BootstrapMethod.LOGICAL if wanted.logical is not None else BootstrapMethod.PHYSICAL,
+        source_tenant=source.tenant, source_namespace="", backup_policy=source.backup_policy or "",
+        kept_volume=kept, start_time=now, completion_time=now)
 
 
 def _prepare_dump(t: EffectiveTenant, wanted: DumpSource, recorded: BootstrapStatus | None,
@@ -204,6 +242,24 @@ def primary_serving(states: Sequence[WorkloadState]) -> bool:
     return any(s.name == postgres.NAME and s.ready and s.ready_replicas > 0 for s in states)
 
 
+def completed_while_held(recorded: BootstrapStatus | None,
+                         primary: Mapping[str, Any] | None,
+                         now: datetime) -> BootstrapStatus | None:
+    """A restore under way whose source can no longer be read (the source tenant
+    deleted, its policy gone or no longer allowing this namespace) holds the
+    tenant; its primary, started with the restore's settings, may still finish
+    it. Without this the completion was never recorded and the tenant stayed
+    held for ever. The new record once the primary (its live StatefulSet)
+    serves, else None."""
+    if (recorded is None or recorded.completion_time is not None
+            or recorded.method is BootstrapMethod.LOGICAL or primary is None):
+        return None
+    state = status.workload_state({"metadata": {"name": postgres.NAME, "labels": {}}}, primary)
+    if not primary_serving([state]):
+        return None
+    return completed(recorded, True, now)
+
+
 def completed(recorded: BootstrapStatus, primary_ready: bool, now: datetime) -> BootstrapStatus:
     """The record, with its completion once the restored primary is Ready (an archive;
     a dump is done when its Job is: ``dump_progress``)."""
@@ -250,6 +306,12 @@ def events(old: BootstrapStatus | None,
     what = (f"tenant {new.source_tenant}'s dump ({new.backup})" if logical
             else f"{new.repository_path} of tenant {new.source_tenant} to {new.recovery_target}")
     out = []
+    if new.kept_volume is not None:
+        return [] if old is not None else [(
+            "Warning", "RestoreSkipped",
+            f"volume {new.kept_volume} already holds a database (the tenant was made again in "
+            f"place): nothing is restored over it. To restore tenant {new.source_tenant}'s, "
+            "delete the tenant and that claim, then create it again")]
     if old is None:
         out.append(("Normal", "RestoreStarted", f"restoring {what}"))
     if new.message and (old is None or old.message != new.message):

@@ -190,8 +190,19 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     # Read once: they configure the primary's archiving and report backup health.
     policies = observe.backup_policies(t.name, t.namespace)
     t = replace(t, archiving=archiving_policy.archiving(policies))
-    prepared = bootstrap.prepare(t, spec, old_status.bootstrap, datetime.now(UTC))
+    created = meta.get("creationTimestamp")
+    prepared = bootstrap.prepare(
+        t, spec, old_status.bootstrap, datetime.now(UTC),
+        tenant_created=datetime.fromisoformat(str(created)) if created else None)
     if isinstance(prepared, bootstrap.Held):
+        done = bootstrap.completed_while_held(
+            old_status.bootstrap, kube.get("apps/v1", "StatefulSet", postgres.NAME, t.namespace),
+            datetime.now(UTC))
+        if done is not None:
+            # Restored all the same: the next pass builds the tenant without it.
+            _bootstrap_events(body, old_status.bootstrap, done)
+            return _held(body, old_status, generation, status.Progress.RECONCILING, "Restored",
+                         "restored; the source is not needed any more", restored=done)
         # Nothing before the restore is set up: the primary would initialise instead.
         return _held(body, old_status, generation, prepared.progress, prepared.reason,
                      prepared.message)
@@ -392,14 +403,17 @@ def _stalled(
 
 
 def _held(body: Mapping[str, Any], old_status: StackForgeTenantStatus, generation: int,
-          progress: status.Progress, reason: str, message: str) -> Outcome:
-    """Nothing applied: the rollup says why; the rest of the status stays."""
+          progress: status.Progress, reason: str, message: str, *,
+          restored: BootstrapStatus | None = None) -> Outcome:
+    """Nothing applied: the rollup says why; the rest of the status stays (but
+    the bootstrap's record, when ``restored`` is its completion)."""
     conditions = status.merge(
         old_status.conditions, status.rollup(progress, reason, message),
         generation=generation, now=datetime.now(UTC),
     )
     new_status = old_status.model_copy(
-        update={"observed_generation": generation, "conditions": conditions}
+        update={"observed_generation": generation, "conditions": conditions,
+                "bootstrap": restored or old_status.bootstrap}
     )
     latest = _write_status(body, old_status, new_status)
     logger.warning("tenant %s is held (%s): %s", body["metadata"]["name"], reason, message)

@@ -10,6 +10,7 @@ from stackforge_operator.builders import postgres
 from stackforge_operator.models.tenant import BootstrapMethod, BootstrapStatus, DumpSource
 from stackforge_operator.reconcile.bootstrap import (
     completed,
+    completed_while_held,
     dump_argument,
     dump_compatibility_problem,
     dump_progress,
@@ -125,3 +126,35 @@ def test_a_restore_is_complete_only_with_a_primary_pod_that_runs() -> None:
     assert primary_serving([serving])
     other = status.WorkloadState("redis", "redis", 1, 1, True, "")
     assert not primary_serving([other])
+
+
+def test_a_database_found_again_is_told_as_not_restored_not_as_restored() -> None:
+    kept = ARCHIVE.model_copy(update={"kept_volume": "data-postgres-0",
+                                      "completion_time": STARTED})
+    [(kind, reason, text)] = events(None, kept)
+    assert (kind, reason) == ("Warning", "RestoreSkipped")
+    assert "data-postgres-0 already holds a database" in text
+    assert events(kept, kept) == []
+    assert rollup(kept, *READY) == READY
+
+
+def _primary(ready: int) -> dict[str, Any]:
+    return {"metadata": {"name": postgres.NAME, "generation": 1},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": ready,
+                       "updatedReplicas": 1, "currentReplicas": 1, "availableReplicas": ready,
+                       "currentRevision": "postgres-1", "updateRevision": "postgres-1"}}
+
+
+def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves() -> None:
+    """The source tenant deleted mid-restore held the clone (nothing applied) and
+    its completion was never recorded: held for ever, though its primary,
+    started with the restore's settings, finished the restore."""
+    assert completed_while_held(ARCHIVE, _primary(ready=0), STARTED) is None
+    assert completed_while_held(ARCHIVE, None, STARTED) is None
+    done = completed_while_held(ARCHIVE, _primary(ready=1), STARTED)
+    assert done is not None and done.completion_time == STARTED
+    # A dump is done when its Job is, and what is done stays done.
+    assert completed_while_held(DUMP, _primary(ready=1), STARTED) is None
+    assert completed_while_held(done, _primary(ready=1), STARTED) is None
+    assert completed_while_held(None, _primary(ready=1), STARTED) is None
