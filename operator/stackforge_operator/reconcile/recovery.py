@@ -53,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 from stackforge_operator import API_GROUP, config, pod_health
@@ -62,6 +63,7 @@ from stackforge_operator.builders.common import APP_COMPONENT, COMPONENT_LABEL
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.drill import outcome
 from stackforge_operator.models.backup import BackupPolicySpec
+from stackforge_operator.models.common import parse_quantity
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
 from stackforge_operator.pod_health import (
@@ -86,6 +88,7 @@ _ON_RESTORED: Final = frozenset({Phase.RESTORING, Phase.VERIFYING, Phase.SWITCHI
 _NEEDS_SOURCE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING})
 # A restore that exits in error this often will not succeed by trying again.
 RESTORE_ATTEMPTS: Final = 3
+STORAGE_QUOTA: Final = "requests.storage"
 # status.recovery.request's limit: a longer recover-to (no RFC 3339 time) is
 # refused with its first characters.
 REQUEST_LENGTH: Final = 64
@@ -141,6 +144,31 @@ def request(annotations: Mapping[str, str], namespace: str, name: str,
         return (f"annotation {RECOVER_TO_ANNOTATION}: {target!r} is not an RFC 3339 time "
                 "with a zone, e.g. 2026-12-01T06:00:00Z")
     return Request(target, point, drill)
+
+
+def storage_shortfall(quotas: Sequence[Mapping[str, Any]], needed: str) -> str | None:
+    """Why a ResourceQuota of the namespace leaves no room for the restore's new
+    volume of ``needed``, or None. Without room its claim is refused, no restore
+    pod is ever made, and the apps stayed stopped until the restore's deadline
+    (2 h) rolled it back: refused before anything stops instead."""
+    want = parse_quantity(needed)
+    for quota in quotas:
+        state = quota.get("status") or {}
+        hard = (state.get("hard") or {}).get(STORAGE_QUOTA)
+        used = (state.get("used") or {}).get(STORAGE_QUOTA, "0")
+        if hard is None:
+            continue
+        try:
+            free = parse_quantity(str(hard)) - parse_quantity(str(used))
+        except ValueError:
+            continue  # a quota this cannot read is the API server's to enforce
+        if free < want:
+            left = max(free, Decimal(0)) / Decimal(2**30)
+            return (f"the restore needs a new {needed} volume and ResourceQuota "
+                    f"{quota['metadata']['name']} leaves {left:.1f}Gi of {STORAGE_QUOTA} "
+                    f"({used} of {hard} used, kept volumes included): delete a kept volume "
+                    "or raise the quota first; nothing was stopped")
+    return None
 
 
 def primary_ordinal(recovery: RecoveryStatus | None) -> int:

@@ -562,3 +562,24 @@ def test_events_say_each_phase_once() -> None:
     failed = begun.model_copy(update={"phase": Phase.FAILED, "message": "no"})
     assert recovery.events(begun, failed) == [("Warning", "RecoveryFailed", "no")]
     assert recovery.events(begun, None) == []
+
+
+def _quota(hard: str | None, used: str, name: str = "tenant-quota") -> dict[str, Any]:
+    limits = {"requests.cpu": "4"} if hard is None else {"requests.storage": hard}
+    return {"metadata": {"name": name},
+            "status": {"hard": limits, "used": {"requests.storage": used}}}
+
+
+def test_a_recovery_without_room_for_its_volume_is_refused_before_anything_stops() -> None:
+    """The restore's claim refused by the quota: no restore pod, and the apps
+    stopped until the 2 h deadline rolled it back."""
+    assert recovery.storage_shortfall([], "50Gi") is None
+    assert recovery.storage_shortfall([_quota("100Gi", "50Gi")], "50Gi") is None
+    assert recovery.storage_shortfall([_quota(None, "90Gi")], "50Gi") is None
+    short = recovery.storage_shortfall([_quota("100Gi", "50Gi"), _quota("100Gi", "51Gi", "team")],
+                                       "50Gi")
+    assert short is not None
+    assert "ResourceQuota team leaves 49.0Gi of requests.storage (51Gi of 100Gi used" in short
+    over = recovery.storage_shortfall([_quota("10Gi", "12Gi")], "1Gi")
+    assert over is not None and "leaves 0.0Gi" in over
+    assert recovery.storage_shortfall([_quota("lots", "12Gi")], "1Gi") is None
