@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -52,6 +52,9 @@ from stackforge_operator.reconcile import archiving_policy, drill_recovery, stor
 from stackforge_operator.status import WorkloadState
 
 API = f"{API_GROUP}/{API_VERSION}"
+# The runner's reasons for a dump that may have been restored (committed) yet
+# failed its verification (drill/grading.py): a checksum, or a check after it.
+_FAILED_AFTER_COMMIT: Final = ("CheckFailed", "ChecksumMismatch")
 # The primary's data claims (postgres-<n>; not the read replicas').
 _PRIMARY_CLAIM = re.compile(rf"data-{postgres.NAME}-\d+")
 FIELD = "spec.bootstrap.recovery"
@@ -340,10 +343,20 @@ def rollup(recorded: BootstrapStatus | None, progress: status.Progress, reason: 
         return progress, reason, message
     if recorded.method is BootstrapMethod.LOGICAL:
         if recorded.message:
+            failed = (f"restoring tenant {recorded.source_tenant}'s dump ({recorded.backup}) "
+                      f"failed: {recorded.message}")
+            if recorded.message.startswith(_FAILED_AFTER_COMMIT):
+                # pg_restore's one transaction had committed: trying again
+                # meets what it made ("already exists") and fails.
+                return (status.Progress.STALLED, "BootstrapFailed",
+                        f"{failed}; the dump did not verify, and its one transaction may "
+                        "have committed (the Job's log says): the database then holds it "
+                        "and a second Job fails on what exists. Look at the database; to "
+                        "start over, delete the tenant and its claim "
+                        f"{postgres.data_claim(postgres.NAME, 0)}, then create it again")
             return (status.Progress.STALLED, "BootstrapFailed",
-                    f"restoring tenant {recorded.source_tenant}'s dump ({recorded.backup}) "
-                    f"failed: {recorded.message}; the restore is one transaction, the "
-                    f"database is as it was: delete Job {recorded.job_name} to try again")
+                    f"{failed}; the restore is one transaction, the database is as it "
+                    f"was: delete Job {recorded.job_name} to try again")
         return (status.Progress.RECONCILING, "RestoringDump",
                 f"restoring tenant {recorded.source_tenant}'s dump ({recorded.backup}); "
                 f"the apps and read replicas start after it")

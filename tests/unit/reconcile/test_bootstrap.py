@@ -92,6 +92,15 @@ def test_the_rollup_holds_the_tenant_until_its_restore_is_done() -> None:
     assert stalled[:2] == (status.Progress.STALLED, "BootstrapFailed")
     assert "BackupNotFound: gone" in stalled[2]
     assert "delete Job bootstrap-dump-restore" in stalled[2]
+    # Restored and committed, then not verified: a second Job would only meet
+    # what the first made ("already exists"); the message said "as it was".
+    for kept in ("CheckFailed: shop.orders has 9 rows, the dump 10",
+                 "ChecksumMismatch: the stream's sha256 differs"):
+        unverified = rollup(DUMP.model_copy(update={"message": kept}), *READY)
+        assert unverified[:2] == (status.Progress.STALLED, "BootstrapFailed")
+        assert "as it was" not in unverified[2] and "delete Job" not in unverified[2]
+        assert "the database then holds it" in unverified[2]
+        assert "delete the tenant and its claim data-postgres-0" in unverified[2]
     # A problem of the tenant's own speaks first; no bootstrap, no change.
     own = (status.Progress.STALLED, "ImagePullBackOff", "no image")
     assert rollup(DUMP, *own) == own and rollup(None, *READY) == READY
