@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import (
     API_GROUP,
@@ -204,8 +205,9 @@ async def drill_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
 async def _reap_sandboxes(drill_namespace: str | None = None, drill: str | None = None) -> None:
     try:
         await asyncio.to_thread(drill_orphans.reap, drill_namespace, drill)
-    except kopf.TemporaryError as error:
-        # The periodic pass (_reap_orphans) tries again.
+    except (kopf.TemporaryError, ApiException) as error:
+        # The periodic pass (_reap_orphans) tries again: one failure must not
+        # end it, whatever the API server answered.
         logger.warning("orphaned drill sandboxes not deleted yet: %s", error)
 
 
