@@ -54,6 +54,13 @@ RECOVERY_REQUEST_SECONDS = float(os.environ.get("STACKFORGE_RECOVERY_REQUEST_SEC
 # (reconcile/recovery.py): a restore that never ends must not keep the apps down.
 RECOVERY_RESTORE_DEADLINE_SECONDS = float(
     os.environ.get("STACKFORGE_RECOVERY_RESTORE_DEADLINE_SECONDS", "7200"))
+# Its first step (the apps and the primary stopping; a pod stuck terminating on a
+# lost node never does) and its roll-back (the old primary Ready again): past
+# these, it rolls back, or ends Failed, rather than wait for ever.
+RECOVERY_STOP_DEADLINE_SECONDS = float(
+    os.environ.get("STACKFORGE_RECOVERY_STOP_DEADLINE_SECONDS", "900"))
+RECOVERY_ROLL_BACK_DEADLINE_SECONDS = float(
+    os.environ.get("STACKFORGE_RECOVERY_ROLL_BACK_DEADLINE_SECONDS", "1800"))
 # And its verification: a Job never made (refused by a quota or an admission
 # policy) or never ending kept the apps down for ever.
 RECOVERY_VERIFY_DEADLINE_SECONDS = float(

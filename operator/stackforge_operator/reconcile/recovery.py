@@ -304,20 +304,21 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
                          f"restoring {recovery.repository_path} to "
                          f"{recovery.recovery_target} into a new volume")
         waiting = [*apps, *([postgres.primary_pod(recovery.previous_ordinal)] if old else [])]
-        if waiting:
-            return replace_message(recovery,
-                                   f"waiting for {', '.join(sorted(waiting))} to stop")
-        return replace_message(recovery,
-                               f"waiting for {', '.join(sorted(unscaled))} to scale to zero")
+        what = (f"{', '.join(sorted(waiting))} to stop" if waiting
+                else f"{', '.join(sorted(unscaled))} to scale to zero")
+        if _past(recovery, now, config.RECOVERY_STOP_DEADLINE_SECONDS):
+            # Nothing was restored: the old database comes back as it was.
+            return roll_back(recovery, now, (
+                f"the writes did not stop within {int(config.RECOVERY_STOP_DEADLINE_SECONDS)} s "
+                f"(still waiting for {what})"))
+        return replace_message(recovery, f"waiting for {what}")
     if recovery.phase == Phase.RESTORING:
         pod = facts.pods.get(postgres.primary_pod(recovery.ordinal))
         if pod_health.ready(pod) and on_newest_template(pod, facts.primary):
             return _next(recovery, now, Phase.VERIFYING, VERIFY,
                          "the restored primary is Ready", "verifying the restored database")
         failure = restore_failure(pod)
-        started = recovery.steps[-1].start_time if recovery.steps else now
-        if failure is None and now - started > timedelta(
-                seconds=config.RECOVERY_RESTORE_DEADLINE_SECONDS):
+        if failure is None and _past(recovery, now, config.RECOVERY_RESTORE_DEADLINE_SECONDS):
             failure = (f"the restore did not finish within "
                        f"{int(config.RECOVERY_RESTORE_DEADLINE_SECONDS)} s")
         if failure is not None:
@@ -326,8 +327,7 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
     if recovery.phase == Phase.VERIFYING:
         result = job_result(facts.job, facts.pods)
         if result is None:
-            started = recovery.steps[-1].start_time if recovery.steps else now
-            if now - started > timedelta(seconds=config.RECOVERY_VERIFY_DEADLINE_SECONDS):
+            if _past(recovery, now, config.RECOVERY_VERIFY_DEADLINE_SECONDS):
                 where = ("its Job was never made: see the tenant's events" if facts.job is None
                          else f"see Job {facts.job['metadata']['name']}")
                 return roll_back(recovery, now, (
@@ -354,18 +354,35 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         restored = postgres.primary_pod(recovery.ordinal)
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         failure = recovery.steps[-2].message if len(recovery.steps) > 1 else None
+        claim = postgres.data_claim(postgres.NAME, recovery.ordinal)
         if (restored in facts.pods or not pod_health.ready(old)
                 or not on_newest_template(old, facts.primary)):
+            if _past(recovery, now, config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS):
+                # The apps come back (to a database that may not answer yet), and
+                # the tenant may be suspended or recovered again: not held for ever.
+                done = _finish(recovery, now, Phase.FAILED, (
+                    f"{failure or 'the recovery failed'}; rolled back, but the old primary "
+                    f"{postgres.primary_pod(recovery.previous_ordinal)} was not Ready within "
+                    f"{int(config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)} s: look at it (and "
+                    f"at {restored}, if it has not stopped); the restore's volume {claim} is "
+                    "kept until you delete it"), "the old database is not back yet")
+                return done.model_copy(
+                    update={"kept_volumes": [*recovery.kept_volumes, claim][-16:]})
             return replace_message(recovery, (
                 f"{failure or 'the recovery failed'}; waiting for the old primary to be "
                 f"Ready and {restored} to stop"))
-        claim = postgres.data_claim(postgres.NAME, recovery.ordinal)
         done = _finish(recovery, now, Phase.FAILED,
                        f"{failure or 'the recovery failed'}; the tenant runs its old database "
                        f"again; the restore's volume {claim} is kept until you delete it",
                        "the old database is back")
         return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, claim][-16:]})
     return recovery
+
+
+def _past(recovery: RecoveryStatus, now: datetime, seconds: float) -> bool:
+    """Whether the current step began more than ``seconds`` ago."""
+    started = recovery.steps[-1].start_time if recovery.steps else now
+    return now - started > timedelta(seconds=seconds)
 
 
 def replace_message(recovery: RecoveryStatus, message: str) -> RecoveryStatus:

@@ -583,3 +583,33 @@ def test_a_recovery_without_room_for_its_volume_is_refused_before_anything_stops
     over = recovery.storage_shortfall([_quota("10Gi", "12Gi")], "1Gi")
     assert over is not None and "leaves 0.0Gi" in over
     assert recovery.storage_shortfall([_quota("lots", "12Gi")], "1Gi") is None
+
+
+def test_writes_that_never_stop_roll_back_at_a_deadline() -> None:
+    """The old primary stuck terminating on a lost node: StoppingWrites, with the
+    apps down, for ever."""
+    begun = _begun()
+    stuck = _facts(_pod("postgres-0"), at=NOW + timedelta(
+        seconds=config.RECOVERY_STOP_DEADLINE_SECONDS))
+    assert recovery.advance(begun, stuck).phase == Phase.STOPPING_WRITES
+    late = _facts(_pod("postgres-0"), at=NOW + timedelta(
+        seconds=config.RECOVERY_STOP_DEADLINE_SECONDS + 1))
+    rolled = recovery.advance(begun, late)
+    assert rolled.phase == Phase.ROLLING_BACK
+    assert "did not stop within 900 s (still waiting for postgres-0 to stop)" in (
+        rolled.message or "")
+
+
+def test_a_roll_back_whose_old_primary_never_comes_back_ends_failed_at_a_deadline() -> None:
+    """RollingBack for ever held the apps at zero and the tenant in its recovery
+    (no suspension, no new recovery)."""
+    rolling = recovery.roll_back(_in(Phase.VERIFYING), NOW, "the verification failed: no")
+    deadline = NOW + timedelta(seconds=config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)
+    not_ready = _pod("postgres-0", ready=False)
+    assert recovery.advance(rolling, _facts(not_ready, at=deadline)).phase == (
+        Phase.ROLLING_BACK)
+    ended = recovery.advance(rolling, _facts(not_ready, at=deadline + timedelta(seconds=1)))
+    assert ended.phase == Phase.FAILED and not recovery.active(ended)
+    assert "the old primary postgres-0 was not Ready within 1800 s" in (ended.message or "")
+    assert ended.kept_volumes == ["data-postgres-1"]
+    assert recovery.with_plan(tenant(), ended, _policy()).writes_stopped is False
