@@ -144,9 +144,10 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     jobs = kube.list_objects("batch/v1", "Job", namespace=namespace,
                              label_selector=f"{builders.POLICY_LABEL}={name}")
     job_runs = [_job_run(namespace, job) for job in jobs]
-    running = sorted(job["metadata"]["name"] for job, run in zip(jobs, job_runs, strict=True)
-                     if run.result == RunResult.RUNNING)
-    on_demand = _on_demand_job(body, spec, t, running)
+    running = [job for job, run in zip(jobs, job_runs, strict=True)
+               if run.result == RunResult.RUNNING]
+    request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION) or None
+    on_demand = _on_demand_job(body, spec, t, request, running)
     children = [
         # First: a runner started before its egress policy exists reaches nothing.
         egress,
@@ -162,25 +163,23 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         builders.cron_job(name, namespace, spec, t, when, zone,
                           database_stopped=database_stopped,
                           other_run=on_demand is not None or any(
-                              not _started_by_cron_job(j) for j in jobs
-                              if j["metadata"]["name"] in running)),
+                              not _started_by_cron_job(j) for j in running)),
         *([on_demand] if on_demand is not None else []),
     ]
     live_cron = None
     for child in children:
         child["metadata"]["ownerReferences"] = [owner]
         if child is on_demand:
-            kube.apply(child)  # checked not to exist (_on_demand_job)
-            job_runs.append(BackupRun(id=f"job:{child['metadata']['name']}",
-                                      result=RunResult.RUNNING, start_time=clock.now(),
-                                      job_name=child["metadata"]["name"]))
+            # Checked not to exist (_on_demand_job); its run is under way from now.
+            job_runs.append(_job_run(namespace, kube.apply(child)))
             continue
         live = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"], namespace)
         if needs_apply(child, live):
             live = kube.apply(child)
         if child["kind"] == "CronJob":
             live_cron = live
-    _prune_on_demand_jobs(namespace, jobs, job_runs, body)
+    _prune_on_demand_jobs(namespace, jobs, job_runs,
+                          builders.manual_job_name(name, request) if request else None)
     if archive_egress is None and old.continuous_archiving is not None:
         # This policy archived and no longer does (turned off, or another one's
         # now): the primary's way out goes. (The status forgets the archive
@@ -474,7 +473,8 @@ def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetim
 
 
 def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: EffectiveTenant,
-                   running: Sequence[str]) -> dict[str, Any] | None:
+                   request: str | None,
+                   running: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The Job to start for the policy's on-demand request, if one is to start now.
 
     A request runs once: its Job's name is made from it, and a Job of that name
@@ -483,27 +483,24 @@ def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: Effective
     one database at once.
     """
     meta = body["metadata"]
-    request = (meta.get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
-    if not request:
+    if request is None:
         return None
     job = builders.manual_job(meta["name"], meta["namespace"], spec, t, request)
     if kube.get("batch/v1", "Job", job["metadata"]["name"], meta["namespace"]) is not None:
         return None
     if running:
         logger.info("policy %s/%s: backup request %r waits for Job %s", meta["namespace"],
-                    meta["name"], request, running[0])
+                    meta["name"], request, running[0]["metadata"]["name"])
         return None
     return job
 
 
 def _prune_on_demand_jobs(namespace: str, jobs: Sequence[Mapping[str, Any]],
-                          job_runs: Sequence[BackupRun], body: Mapping[str, Any]) -> None:
+                          job_runs: Sequence[BackupRun], current: str | None) -> None:
     """Ended runs on demand (and made up after a window) beyond the newest
     ON_DEMAND_JOBS_KEPT go, with their pods, as the CronJob's history does: one
-    Job per request was kept for ever. The current request's Job stays
+    Job per request was kept for ever. The ``current`` request's Job stays
     whatever its age: it is what says the request ran."""
-    request = (body["metadata"].get("annotations") or {}).get(builders.BACKUP_NOW_ANNOTATION)
-    current = builders.manual_job_name(body["metadata"]["name"], request) if request else None
     ended = sorted(((run, job) for job, run in zip(jobs, job_runs, strict=False)
                     if run.result != RunResult.RUNNING and not _started_by_cron_job(job)),
                    key=lambda pair: _finished_at(pair[0]), reverse=True)
