@@ -355,26 +355,24 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
         failure = recovery.steps[-2].message if len(recovery.steps) > 1 else None
         claim = postgres.data_claim(postgres.NAME, recovery.ordinal)
-        if (restored in facts.pods or not pod_health.ready(old)
-                or not on_newest_template(old, facts.primary)):
-            if _past(recovery, now, config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS):
-                # The apps come back (to a database that may not answer yet), and
-                # the tenant may be suspended or recovered again: not held for ever.
-                done = _finish(recovery, now, Phase.FAILED, (
-                    f"{failure or 'the recovery failed'}; rolled back, but the old primary "
-                    f"{postgres.primary_pod(recovery.previous_ordinal)} was not Ready within "
-                    f"{int(config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)} s: look at it (and "
-                    f"at {restored}, if it has not stopped); the restore's volume {claim} is "
-                    "kept until you delete it"), "the old database is not back yet")
-                return done.model_copy(
-                    update={"kept_volumes": [*recovery.kept_volumes, claim][-16:]})
+        if (restored not in facts.pods and pod_health.ready(old)
+                and on_newest_template(old, facts.primary)):
+            ending, step = "the tenant runs its old database again", "the old database is back"
+        elif _past(recovery, now, config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS):
+            # The apps come back (to a database that may not answer yet), and
+            # the tenant may be suspended or recovered again: not held for ever.
+            ending = (f"rolled back, but the old primary "
+                      f"{postgres.primary_pod(recovery.previous_ordinal)} was not Ready "
+                      f"within {int(config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)} s: look at "
+                      f"it (and at {restored}, if it has not stopped)")
+            step = "the old database is not back yet"
+        else:
             return replace_message(recovery, (
                 f"{failure or 'the recovery failed'}; waiting for the old primary to be "
                 f"Ready and {restored} to stop"))
         done = _finish(recovery, now, Phase.FAILED,
-                       f"{failure or 'the recovery failed'}; the tenant runs its old database "
-                       f"again; the restore's volume {claim} is kept until you delete it",
-                       "the old database is back")
+                       f"{failure or 'the recovery failed'}; {ending}; the restore's volume "
+                       f"{claim} is kept until you delete it", step)
         return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, claim][-16:]})
     return recovery
 
