@@ -245,22 +245,18 @@ def primary_serving(states: Sequence[WorkloadState]) -> bool:
     return any(s.name == postgres.NAME and s.ready and s.ready_replicas > 0 for s in states)
 
 
-def completed_while_held(recorded: BootstrapStatus | None,
-                         primary: Mapping[str, Any] | None,
+def completed_while_held(recorded: BootstrapStatus | None, primary_ready: bool,
                          now: datetime) -> BootstrapStatus | None:
     """A restore under way whose source can no longer be read (the source tenant
     deleted, its policy gone or no longer allowing this namespace) holds the
     tenant; its primary, started with the restore's settings, may still finish
     it. Without this the completion was never recorded and the tenant stayed
-    held for ever. The new record once the primary (its live StatefulSet)
-    serves, else None."""
-    if (recorded is None or recorded.completion_time is not None
-            or recorded.method is BootstrapMethod.LOGICAL or primary is None):
+    held for ever. The new record once the primary is Ready
+    (tenant_bootstrap.primary_ready of its live StatefulSet), else None."""
+    if recorded is None or recorded.completion_time is not None:
         return None
-    state = status.workload_state({"metadata": {"name": postgres.NAME, "labels": {}}}, primary)
-    if not primary_serving([state]):
-        return None
-    return completed(recorded, True, now)
+    done = completed(recorded, primary_ready, now)
+    return done if done.completion_time is not None else None
 
 
 def completed(recorded: BootstrapStatus, primary_ready: bool, now: datetime) -> BootstrapStatus:

@@ -195,8 +195,11 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         t, spec, old_status.bootstrap, datetime.now(UTC),
         tenant_created=datetime.fromisoformat(str(created)) if created else None)
     if isinstance(prepared, bootstrap.Held):
-        done = bootstrap.completed_while_held(
-            old_status.bootstrap, kube.get("apps/v1", "StatefulSet", postgres.NAME, t.namespace),
+        begun = old_status.bootstrap
+        # The primary is read only for a restore that began (held before, no pod runs).
+        done = bootstrap.completed_while_held(begun, begun is not None and (
+            tenant_bootstrap.primary_ready(
+                kube.get("apps/v1", "StatefulSet", postgres.NAME, t.namespace))),
             datetime.now(UTC))
         if done is not None:
             # Restored all the same: the next pass builds the tenant without it.

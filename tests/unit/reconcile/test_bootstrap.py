@@ -18,6 +18,7 @@ from stackforge_operator.reconcile.bootstrap import (
     primary_serving,
     rollup,
 )
+from stackforge_operator.reconcile.tenant_bootstrap import primary_ready
 from tests.unit.builders.tenants import tenant
 
 STARTED = datetime(2026, 12, 1, 10, tzinfo=UTC)
@@ -159,11 +160,11 @@ def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves() -> No
     """The source tenant deleted mid-restore held the clone (nothing applied) and
     its completion was never recorded: held for ever, though its primary,
     started with the restore's settings, finished the restore."""
-    assert completed_while_held(ARCHIVE, _primary(ready=0), STARTED) is None
-    assert completed_while_held(ARCHIVE, None, STARTED) is None
-    done = completed_while_held(ARCHIVE, _primary(ready=1), STARTED)
+    assert completed_while_held(ARCHIVE, primary_ready(_primary(ready=0)), STARTED) is None
+    assert completed_while_held(ARCHIVE, primary_ready(None), STARTED) is None
+    done = completed_while_held(ARCHIVE, primary_ready(_primary(ready=1)), STARTED)
     assert done is not None and done.completion_time == STARTED
     # A dump is done when its Job is, and what is done stays done.
-    assert completed_while_held(DUMP, _primary(ready=1), STARTED) is None
-    assert completed_while_held(done, _primary(ready=1), STARTED) is None
-    assert completed_while_held(None, _primary(ready=1), STARTED) is None
+    assert completed_while_held(DUMP, primary_ready(_primary(ready=1)), STARTED) is None
+    assert completed_while_held(done, primary_ready(_primary(ready=1)), STARTED) is None
+    assert completed_while_held(None, primary_ready(_primary(ready=1)), STARTED) is None
