@@ -116,18 +116,27 @@ def test_volume_use_in_status_from_the_kubelet_and_growing_with_the_data(
     kubelet's statistics (read by the operator with its own account: nodes/stats);
     rows written show up in the database volume's figure."""
     ns = tenants.namespace_of(tenant)
+
+    def initialised() -> dict[str, Any] | None:
+        # The kubelet samples a volume every volumeStatsAggPeriod (10 s here), so
+        # its first figure may be from before initdb wrote: wait for one of an
+        # initialised PostgreSQL cluster (some 40 MiB), not merely for any figure.
+        usage = _volumes(real_cluster, tenant)
+        used = {v["claim"]: v["used"] for v in (usage or {}).get("volumes") or []}
+        return usage if int(used.get("data-postgres-0", "0Mi").removesuffix("Mi")) >= 10 \
+            else None
+
     try:
-        usage = tenants.eventually(lambda: _volumes(real_cluster, tenant), timeout=90,
-                                   interval=1)
+        usage = tenants.eventually(initialised, timeout=90, interval=1)
     except AssertionError:
         status = (tenants.get(real_cluster, tenant) or {}).get("status") or {}
-        raise AssertionError(f"no volume figures: {status.get('usage')}") from None
+        raise AssertionError(f"no volume figures of an initialised cluster: "
+                             f"{status.get('usage')}") from None
     claims = {v["claim"]: v for v in usage["volumes"]}
     database = claims["data-postgres-0"]
     # The sized volume is a tmpfs of the claim's size: its capacity is the claim's.
     assert database["capacity"] == "1024Mi", claims
     before = int(database["used"].removesuffix("Mi"))
-    assert before >= 10, claims  # an initialised PostgreSQL cluster
     # The total is the bytes' sum rounded up once; each claim's figure is rounded
     # up on its own, so their sum may be up to a MiB per further claim more.
     rounded = sum(int(v["used"].removesuffix("Mi")) for v in claims.values())
