@@ -1199,6 +1199,19 @@ class RecoveryStep(StatusModel):
     message: str | None = Field(None, max_length=1024, description="How it ended.")
 
 
+class EndedRecovery(StatusModel):
+    """How the last in-place recovery that ran ended, kept while later requests are
+    refused: a refusal starts nothing, so it does not undo what that one left."""
+
+    request: str = Field(max_length=64, description="The recover-to annotation it answered.")
+    phase: RecoveryPhase = Field(description="Succeeded or Failed.")
+    message: str | None = Field(None, max_length=2048, description="Why it ended so.")
+    recovery_target: str | None = Field(
+        None, max_length=64, description="The moment it restored to (RFC 3339).")
+    start_time: datetime | None = Field(None, description="When it began.")
+    completion_time: datetime | None = Field(None, description="When it ended.")
+
+
 class RecoveryStatus(StatusModel):
     """The tenant's latest in-place recovery (asked with the recover-to and
     recover-confirm annotations, docs/api.md)."""
@@ -1229,6 +1242,9 @@ class RecoveryStatus(StatusModel):
         default_factory=list,
         description=("Claims a recovery left (the old database's after a success, the "
                      "restore's after a roll-back), kept until a person deletes them."))
+    last_ended: EndedRecovery | None = Field(
+        None, description=("While a request is Refused: how the last recovery that ran "
+                           "ended (a Failed one stays notified until another starts)."))
 
 
 class SuspendWindowStatus(StatusModel):

@@ -176,21 +176,33 @@ def certificate_incident(status: StackForgeTenantStatus, days: int) -> Incident 
 
 def recovery_incidents(status: StackForgeTenantStatus) -> list[Incident]:
     """TenantRecovering while an in-place recovery runs (its apps are stopped), and
-    RecoveryFailed once one failed, until the next one starts."""
+    RecoveryFailed once one failed, until the next one starts (a request refused
+    meanwhile starts nothing: its record keeps the failure in ``lastEnded``)."""
     recovery = status.recovery
+    if recovery is not None and recovery.phase == RecoveryPhase.REFUSED:
+        ended = recovery.last_ended
+        if ended is None or ended.phase != RecoveryPhase.FAILED or ended.start_time is None:
+            return []
+        return [_recovery_failed(ended.request, ended.recovery_target, ended.message,
+                                 ended.completion_time or ended.start_time)]
     if recovery is None or recovery.start_time is None:
         return []
-    target = recovery.recovery_target or recovery.request
-    if recovery.phase in (RecoveryPhase.SUCCEEDED, RecoveryPhase.REFUSED):
+    if recovery.phase == RecoveryPhase.SUCCEEDED:
         return []
     if recovery.phase == RecoveryPhase.FAILED:
-        return [Incident(f"{Event.RECOVERY_FAILED.value}/{recovery.request}",
-                         Event.RECOVERY_FAILED, recovery.completion_time or recovery.start_time,
-                         f"the in-place recovery to {target} failed: {recovery.message}")]
+        return [_recovery_failed(recovery.request, recovery.recovery_target, recovery.message,
+                                 recovery.completion_time or recovery.start_time)]
+    target = recovery.recovery_target or recovery.request
     return [Incident(f"{Event.TENANT_RECOVERING.value}/{recovery.request}",
                      Event.TENANT_RECOVERING, recovery.start_time,
                      f"recovering the database in place to {target}: the apps are stopped "
                      f"until it is done ({recovery.phase.value})")]
+
+
+def _recovery_failed(request: str, target: str | None, message: str | None,
+                     since: datetime) -> Incident:
+    return Incident(f"{Event.RECOVERY_FAILED.value}/{request}", Event.RECOVERY_FAILED, since,
+                    f"the in-place recovery to {target or request} failed: {message}")
 
 
 def detect(

@@ -65,7 +65,12 @@ from stackforge_operator.drill import outcome
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.common import parse_quantity
 from stackforge_operator.models.effective import EffectiveTenant, Restore
-from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus, RecoveryStep
+from stackforge_operator.models.tenant import (
+    EndedRecovery,
+    RecoveryPhase,
+    RecoveryStatus,
+    RecoveryStep,
+)
 from stackforge_operator.pod_health import (
     REVISION_LABEL,
     job_conditions,
@@ -193,9 +198,22 @@ def _looked_at_until(asked: datetime) -> datetime:
     return asked + timedelta(seconds=config.RECOVERY_REQUEST_SECONDS)
 
 
+def _ended(previous: RecoveryStatus | None) -> EndedRecovery | None:
+    """How the last recovery that ran ended, as a refusal after it keeps it."""
+    if previous is None or previous.phase == Phase.REFUSED:
+        return previous.last_ended if previous is not None else None
+    if previous.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        return None  # (one under way is never replaced by a refusal)
+    return EndedRecovery(request=previous.request, phase=previous.phase,
+                         message=previous.message, recovery_target=previous.recovery_target,
+                         start_time=previous.start_time,
+                         completion_time=previous.completion_time)
+
+
 def refused(req_target: str, message: str, previous: RecoveryStatus | None,
             now: datetime) -> RecoveryStatus:
-    """A request not started; what an earlier recovery left stays."""
+    """A request not started; what an earlier recovery left stays: its claims, and
+    how it ended (``last_ended``)."""
     recorded = req_target[:REQUEST_LENGTH]
     asked = (previous.asked_time if previous is not None and previous.phase == Phase.REFUSED
              and previous.request == recorded and previous.asked_time is not None else now)
@@ -205,7 +223,8 @@ def refused(req_target: str, message: str, previous: RecoveryStatus | None,
                                    "take the annotations off and ask again)")[:2048],
                           asked_time=asked,
                           previous_ordinal=primary_ordinal(previous), ordinal=_highest(previous),
-                          kept_volumes=list(previous.kept_volumes) if previous else [])
+                          kept_volumes=list(previous.kept_volumes) if previous else [],
+                          last_ended=_ended(previous))
 
 
 def withdrawn(recorded: RecoveryStatus | None) -> RecoveryStatus | None:

@@ -9,6 +9,7 @@ from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.drill import Verdict
 from stackforge_operator.models.tenant import (
     CertificateStatus,
+    EndedRecovery,
     LastDrillSummary,
     NotificationEvent,
     RecoveryPhase,
@@ -144,6 +145,19 @@ def test_an_in_place_recovery_is_an_incident_while_it_runs_and_once_it_failed() 
         request="yesterday", phase=RecoveryPhase.REFUSED, message="not a time"))
     assert incidents.recovery_incidents(refused) == []
     assert incidents.recovery_incidents(StackForgeTenantStatus()) == []
+    # A request refused after the failure starts nothing: the failure stays notified,
+    # under the same key (so it is neither resolved nor sent again).
+    after_failure = StackForgeTenantStatus(recovery=RecoveryStatus(
+        request="yesterday", phase=RecoveryPhase.REFUSED, message="not a time",
+        last_ended=EndedRecovery(
+            request="2026-12-01T05:40:00Z", phase=RecoveryPhase.FAILED, message="why",
+            recovery_target="2026-12-01T05:40:00Z", start_time=started,
+            completion_time=NOW)))
+    assert incidents.recovery_incidents(after_failure) == [failed]
+    after_success = after_failure.model_copy(deep=True)
+    assert after_success.recovery is not None and after_success.recovery.last_ended
+    after_success.recovery.last_ended.phase = RecoveryPhase.SUCCEEDED
+    assert incidents.recovery_incidents(after_success) == []
 
 
 def test_certificate_under_thirty_days() -> None:

@@ -204,6 +204,28 @@ def test_a_refused_request_is_looked_at_again_for_a_while_not_for_ever() -> None
     assert recovery.withdrawn(succeeded) is succeeded
 
 
+def test_a_refused_request_keeps_how_the_last_recovery_that_ran_ended() -> None:
+    """A request refused after a failed recovery replaced its record: why it
+    failed was lost, and the RecoveryFailed incident was resolved, though the
+    refusal started nothing."""
+    failed = _begun().model_copy(update={
+        "phase": Phase.FAILED, "message": "the verification failed: orders is empty",
+        "completion_time": NOW})
+    refused = recovery.refused("2026-12-01T05:00:00Z", "outside the window", failed,
+                               NOW + timedelta(minutes=5))
+    ended = refused.last_ended
+    assert ended is not None and ended.phase == Phase.FAILED
+    assert (ended.request, ended.message, ended.completion_time) == (
+        failed.request, failed.message, NOW)
+    assert ended.recovery_target == failed.recovery_target
+    # Refused again, and taken off: still kept; a new recovery that starts drops it.
+    again = recovery.refused("2026-12-01T04:00:00Z", "no", refused, NOW + timedelta(hours=2))
+    assert again.last_ended == ended
+    withdrawn = recovery.withdrawn(again)
+    assert withdrawn is not None and withdrawn.last_ended == ended
+    assert recovery.refused(TARGET, "no", None, NOW).last_ended is None
+
+
 def test_a_recover_to_too_long_to_record_is_refused_not_an_error() -> None:
     """One over status.recovery.request's 64 characters raised a ValidationError
     at every reconcile: the tenant was not reconciled at all, with no word why."""
