@@ -27,7 +27,7 @@ from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.builders import backup as builders
 from stackforge_operator.devcluster.s3server import S3Server
 from stackforge_operator.reconcile import backup
-from tests.support import tenants
+from tests.support import kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.fixtures_backup import s3_bucket, s3_server  # noqa: F401 - fixtures
 from tests.support.secrets import put_secret
@@ -114,24 +114,6 @@ def _policy_jobs(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
     return {str(job.metadata.name): job for job in listed if job.metadata is not None}
 
 
-def _end(cluster: ClusterHandle, namespace: str, job: str,
-         finished: datetime | None = None) -> None:
-    """The Job's controller records its success (kwok ran nothing)."""
-    now = (finished or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # Set once by the Job controller, then immutable.
-    started = tenants.eventually(lambda: (client.BatchV1Api(cluster.api).read_namespaced_job(
-        job, namespace).status or client.V1JobStatus()).start_time, timeout=30)
-    cluster.kubectl("patch", "jobs.batch", job, "-n", namespace, "--subresource=status",
-                    "--type=merge", "-p", json.dumps({"status": {
-                        "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "completionTime": now, "active": 0, "succeeded": 1,
-                        "ready": 0, "terminating": 0, "conditions": [
-                            {"type": "SuccessCriteriaMet", "status": "True",
-                             "lastTransitionTime": now, "lastProbeTime": now},
-                            {"type": "Complete", "status": "True",
-                             "lastTransitionTime": now, "lastProbeTime": now}]}}))
-
-
 def _ask(cluster: ClusterHandle, namespace: str, request: str) -> None:
     cluster.kubectl("annotate", "--overwrite", "backuppolicies.stackforge.io", "nightly",
                     "-n", namespace, f"{builders.BACKUP_NOW_ANNOTATION}={request}")
@@ -177,7 +159,7 @@ def test_a_backup_on_demand_waits_for_the_scheduled_run_and_holds_the_next_one(
     waiting = _policy(cluster, namespace, "nightly")["status"]
     assert waiting["activeRun"]["jobName"] == scheduled, waiting
 
-    _end(cluster, namespace, scheduled)
+    kwok_jobs.record_success(cluster, namespace, scheduled)
     backup.reconcile(_policy(cluster, namespace, "nightly"))
     asked = builders.manual_job_name("nightly", "before-the-upgrade")
     assert set(_policy_jobs(cluster, namespace)) == {scheduled, asked}
@@ -185,7 +167,7 @@ def test_a_backup_on_demand_waits_for_the_scheduled_run_and_holds_the_next_one(
     # While it runs, the schedule is held: a 02:00 now would be a second dump.
     assert _cron_job(cluster, namespace).spec.suspend is True
 
-    _end(cluster, namespace, asked)
+    kwok_jobs.record_success(cluster, namespace, asked)
     backup.reconcile(_policy(cluster, namespace, "nightly"))
     assert _cron_job(cluster, namespace).spec.suspend is False
 
@@ -200,8 +182,9 @@ def test_the_jobs_of_runs_on_demand_are_kept_as_the_schedules_are(
     for i, request in enumerate(asked):
         _ask(cluster, namespace, request)
         backup.reconcile(_policy(cluster, namespace, "nightly"))
-        _end(cluster, namespace, builders.manual_job_name("nightly", request),
-             finished + timedelta(minutes=i))
+        kwok_jobs.record_success(cluster, namespace,
+                                 builders.manual_job_name("nightly", request),
+                                 finished + timedelta(minutes=i))
     backup.reconcile(_policy(cluster, namespace, "nightly"))
     kept = {builders.manual_job_name("nightly", r) for r in asked[-backup.ON_DEMAND_JOBS_KEPT:]}
     tenants.eventually(lambda: set(_policy_jobs(cluster, namespace)) == kept, timeout=30)
@@ -216,8 +199,9 @@ def test_the_jobs_of_runs_on_demand_are_kept_as_the_schedules_are(
                 name=builders.manual_job_name("nightly", made_up),
                 labels={builders.POLICY_LABEL: "nightly"}),
             spec=_cron_job(cluster, namespace).spec.job_template.spec))
-        _end(cluster, namespace, builders.manual_job_name("nightly", made_up),
-             finished + timedelta(minutes=10 + i))
+        kwok_jobs.record_success(cluster, namespace,
+                                 builders.manual_job_name("nightly", made_up),
+                                 finished + timedelta(minutes=10 + i))
     backup.reconcile(_policy(cluster, namespace, "nightly"))
     time.sleep(2)  # a deletion (in the background) would show by now
     jobs = _policy_jobs(cluster, namespace)

@@ -1,7 +1,8 @@
 """reconcile/bootstrap.py against the API server: a clone's restore under way
 keeps to the source policy it began from, and is recorded complete once its
 primary serves even when the source went meanwhile; a tenant made again in
-place over its kept volume restores nothing over it.
+place over its kept volume restores nothing over it; a dump's passed Job
+outlives the pass that records it.
 
 Re-chosen at every pass, the archiving policy of the source could be another
 one by now (its owner moving the archive to a new bucket): the restore then
@@ -19,10 +20,11 @@ import pytest
 from kubernetes import client
 
 from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.builders.bootstrap import DUMP_JOB
 from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import BootstrapStatus, StackForgeTenantSpec
 from stackforge_operator.reconcile import bootstrap, tenant
-from tests.support import tenants
+from tests.support import kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.secrets import S3_KEYS, put_secret
 
@@ -172,3 +174,76 @@ def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves(
     events = client.CoreV1Api(cluster.api).list_namespaced_event(
         namespace, field_selector="involvedObject.name=copy,reason=RestoreComplete").items
     assert events, "no RestoreComplete event"
+
+
+def _passed_runner_pod(cluster: ClusterHandle, namespace: str) -> None:
+    """A pod of the dump's Job whose runner said "Passed" as it ended: never
+    scheduled (no scheduler by that name), so only this status patch speaks."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{DUMP_JOB}-ended", "labels": {"job-name": DUMP_JOB}},
+        "spec": {"schedulerName": "nobody",
+                 # The tenant's namespace enforces the restricted Pod Security level.
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{"name": "restore", "image": "runner:ended",
+                                 "securityContext": {
+                                     "allowPrivilegeEscalation": False,
+                                     "capabilities": {"drop": ["ALL"]}}}]}}))
+    result = json.dumps({"verdict": "Passed", "backupId": "20261206T020000Z-a1b2c3"})
+    cluster.kubectl("patch", "pod", f"{DUMP_JOB}-ended", "-n", namespace,
+                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                        "phase": "Succeeded", "containerStatuses": [{
+                            "name": "restore", "image": "runner:ended", "imageID": "",
+                            "ready": False, "restartCount": 0, "state": {"terminated": {
+                                "exitCode": 0, "reason": "Completed",
+                                "message": result}}}]}}))
+
+
+def test_a_dump_restores_job_is_pruned_only_after_its_success_is_recorded(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The pass that saw the Job pass pruned it before its status write: an
+    operator dying in between left no record and no Job, and the next pass
+    started another restore over the restored database."""
+    source_ns, clone_ns = namespace, f"{namespace}-d"[:63]
+    source, clone = f"src-{namespace[-12:]}", f"dst-{namespace[-12:]}"
+    tenants.apply(cluster, tenants.small_tenant(source, namespace=source_ns))
+    tenants.ensure_namespace(cluster, clone_ns)
+    try:
+        put_secret(cluster, source_ns, "origin-s3", S3_KEYS)
+        policy = _policy("nightly", source_ns, "dumps", clone_namespace=clone_ns,
+                         archives=False)
+        policy["spec"]["tenantRef"]["name"] = source
+        policy["spec"]["allowedDumpRestoreNamespaces"] = [clone_ns]
+        cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                        input=json.dumps(policy))
+        tenants.apply(cluster, tenants.small_tenant(
+            clone, namespace=clone_ns, bootstrap={"logical": {"tenant": source}}))
+        batch = client.BatchV1Api(cluster.api)
+
+        def job_made() -> Any:
+            # The primary Ready (kwok's pod), the next pass makes the runner's Job.
+            tenant.reconcile(tenants.get(cluster, clone, clone_ns) or {})
+            found = batch.list_namespaced_job(clone_ns).items
+            return [j for j in found if j.metadata and j.metadata.name == DUMP_JOB]
+
+        tenants.eventually(job_made, timeout=60, interval=1)
+        _passed_runner_pod(cluster, clone_ns)
+        kwok_jobs.record_success(cluster, clone_ns, DUMP_JOB)
+
+        tenant.reconcile(tenants.get(cluster, clone, clone_ns) or {})
+
+        recorded = (tenants.get(cluster, clone, clone_ns) or {})["status"]["bootstrap"]
+        assert recorded.get("completionTime") and recorded.get("backupId") == \
+            "20261206T020000Z-a1b2c3", recorded
+        # Still there: had the status write been lost, the next pass sees it passed.
+        assert batch.read_namespaced_job(DUMP_JOB, clone_ns)
+
+        tenant.reconcile(tenants.get(cluster, clone, clone_ns) or {})
+
+        gone = batch.list_namespaced_job(clone_ns).items
+        assert not [j for j in gone if j.metadata and j.metadata.name == DUMP_JOB
+                    and not j.metadata.deletion_timestamp], gone
+    finally:
+        cluster.kubectl("delete", "namespace", clone_ns, "--wait=false", check=False)
+

@@ -28,7 +28,7 @@ from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.builders import drill as builders
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from stackforge_operator.reconcile import drill, drill_orphans
-from tests.support import audit, tenants
+from tests.support import audit, kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.metrics import request_totals
 from tests.support.operator_identity import OperatorIdentity
@@ -276,16 +276,7 @@ def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
                        timeout=60, interval=0.5)
     drill.reconcile(_drill(cluster, namespace))  # the Job
     # The Job ends (as its controller records a success), then the TTL passes.
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    cluster.kubectl("patch", "jobs.batch", builders.JOB, "-n", sandbox,
-                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
-                        "startTime": now, "completionTime": now, "active": 0,
-                        "succeeded": 1, "ready": 0, "terminating": 0,
-                        "conditions": [
-                            {"type": "SuccessCriteriaMet", "status": "True",
-                             "lastTransitionTime": now, "lastProbeTime": now},
-                            {"type": "Complete", "status": "True",
-                             "lastTransitionTime": now, "lastProbeTime": now}]}}))
+    kwok_jobs.record_success(cluster, sandbox, builders.JOB)
     _started_ago(cluster, namespace, 901)
     drill.reconcile(_drill(cluster, namespace))
     ended = _drill(cluster, namespace)["status"]

@@ -9,7 +9,7 @@ tenant costs reads only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -227,6 +227,8 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         if dumped.pending:
             # Nothing may write to (or follow) the database before the dump is in.
             t = replace(t, writes_stopped=True)
+    elif prepared is not None:
+        tenant_bootstrap.finished_job(t, prepared.recorded, live)
     rotation = (meta.get("annotations") or {}).get(credentials.ROTATE_ANNOTATION) or None
     live_secrets = {n: s for (k, n), s in live.items() if k == "Secret"}
     handled = {
@@ -301,7 +303,8 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                 problems.append(status.Problem("ChildRefused", str(error)))
                 continue
             applied.append(f"{key[0]}/{key[1]}")
-    pruned = _prune(t, live, stack.by_key(desired), meta["uid"])
+    pruned = _prune(t, live, {*stack.by_key(desired), *(dumped.kept if dumped else ())},
+                    meta["uid"])
     if t.isolate:
         _close_unrollable_sessions(t, old_status)
 
@@ -365,7 +368,7 @@ def _observe_children(
 def _prune(
     t: EffectiveTenant,
     live: Mapping[tuple[str, str], dict[str, Any]],
-    desired: Mapping[tuple[str, str], Any],
+    desired: Collection[tuple[str, str]],
     uid: str,
 ) -> tuple[str, ...]:
     """Delete children no longer wanted (a component switched off, isolation on).

@@ -4,8 +4,9 @@ The tenant is built as any new one (an empty database), with its apps and
 read replicas held at zero; once the primary is Ready the runner's Job
 restores the dump into it (builders/bootstrap.py), through a NetworkPolicy of
 its own to the source's bucket. When the Job has passed, the record is done:
-the Job, its egress and the copies of the source's Secrets are pruned, and
-the apps start. A failed Job stays, with its reason in the record, until a
+its egress and the copies of the source's Secrets are pruned, and the apps
+start; the Job itself goes one pass later, once that record is written (it is
+the only evidence that the restore ran). A failed Job stays, with its reason in the record, until a
 person deletes it (the restore was one transaction: trying again is safe).
 """
 
@@ -16,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stackforge_operator import kube, status
+from stackforge_operator import kube, status, watch_cache
 from stackforge_operator.builders import backup_network, postgres
 from stackforge_operator.builders import bootstrap as builders
 from stackforge_operator.builders.common import Manifest
 from stackforge_operator.drill import outcome
 from stackforge_operator.models.effective import EffectiveTenant
-from stackforge_operator.models.tenant import BootstrapStatus
+from stackforge_operator.models.tenant import BootstrapMethod, BootstrapStatus
 from stackforge_operator.pod_health import job_ended, status_observed
 from stackforge_operator.reconcile import bootstrap, storage
 from stackforge_operator.reconcile.common import termination_result
@@ -35,6 +36,8 @@ class DumpStep:
     recorded: BootstrapStatus
     children: list[Manifest] = field(default_factory=list)
     problems: list[status.Problem] = field(default_factory=list)
+    # Children not desired any more yet not pruned in this pass.
+    kept: tuple[tuple[str, str], ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -64,7 +67,10 @@ def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
                                         log_tail_as_message=True)
     recorded = bootstrap.dump_progress(prepared.recorded, job, result, now)
     if recorded.completion_time is not None:
-        return DumpStep(recorded)
+        # Pruned now, a crash before the status write would leave nothing saying the
+        # restore ran, and the next pass would start another over the restored
+        # database: the Job goes once the record is written (finished_job).
+        return DumpStep(recorded, kept=(("Job", builders.DUMP_JOB),) if job else ())
     children: list[Manifest] = []
     problems: list[status.Problem] = []
     try:
@@ -75,3 +81,18 @@ def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
     if job is not None or primary_ready(live.get(("StatefulSet", postgres.NAME))):
         children.append(builders.dump_restore_job(t, dump))
     return DumpStep(recorded, children, problems)
+
+
+def finished_job(t: EffectiveTenant, recorded: BootstrapStatus | None,
+                 live: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """A dump's restore recorded done: its Job, if still there, joins ``live`` so
+    that it is pruned. Asked of the Jobs' metadata watch first: free once gone."""
+    if recorded is None or recorded.completion_time is None \
+            or recorded.method is not BootstrapMethod.LOGICAL \
+            or recorded.kept_volume is not None:
+        return
+    if watch_cache.CACHES.holds("batch/v1", "Job", builders.DUMP_JOB, t.namespace) is False:
+        return
+    job = kube.get("batch/v1", "Job", builders.DUMP_JOB, t.namespace)
+    if job is not None:
+        live[("Job", builders.DUMP_JOB)] = job
