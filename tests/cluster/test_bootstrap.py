@@ -21,9 +21,10 @@ from kubernetes import client
 
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.builders.bootstrap import DUMP_JOB
+from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import resolve
 from stackforge_operator.models.tenant import BootstrapStatus, StackForgeTenantSpec
-from stackforge_operator.reconcile import bootstrap, tenant
+from stackforge_operator.reconcile import archiving_policy, bootstrap, tenant
 from tests.support import kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.secrets import S3_KEYS, put_secret
@@ -80,6 +81,49 @@ def test_a_restore_under_way_keeps_to_the_policy_it_began_from(
         assert isinstance(prepared, bootstrap.Held), prepared
         assert prepared.reason == "BootstrapSourceNotFound"
         assert "archive-old" in prepared.message and "no longer archives" in prepared.message
+    finally:
+        cluster.kubectl("delete", "namespace", clone_ns, "--wait=false", check=False)
+
+
+def test_a_restore_under_way_stops_when_its_policy_moves_the_archive(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The source policy's bucket edited mid-restore: the primary was built
+    again with the new bucket and the old repository path, and restarted its
+    restore from a place that is not the archive."""
+    source_ns, clone_ns = namespace, f"{namespace}-m"[:63]
+    source = f"moved-{namespace[-12:]}"
+    tenants.apply(cluster, tenants.small_tenant(source, namespace=source_ns))
+    tenants.ensure_namespace(cluster, clone_ns)
+    try:
+        put_secret(cluster, source_ns, "origin-s3", S3_KEYS)
+        put_secret(cluster, source_ns, "origin-cipher", {"passphrase": "not-a-real-one"})
+        policy = _policy("archive", source_ns, "new-bucket", clone_namespace=clone_ns,
+                         archives=True)
+        policy["spec"]["tenantRef"]["name"] = source
+        cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                        input=json.dumps(policy))
+        spec = StackForgeTenantSpec.model_validate({
+            **tenants.small_tenant("copy")["spec"],
+            "bootstrap": {"recovery": {"tenant": source}}})
+        clone = resolve(f"copy-{namespace[-12:]}", spec, namespace=clone_ns)
+        began_on = BackupPolicySpec.model_validate({
+            **policy["spec"], "storage": {**policy["spec"]["storage"], "bucket": "old-bucket"}})
+        recorded = BootstrapStatus(
+            source_tenant=source, source_namespace=source_ns, backup_policy="archive",
+            repository_path=f"/stackforge/_pgbackrest/{source}/7400000000000000001-x",
+            recovery_target="2026-12-06T08:00:00Z",
+            archive_fingerprint=archiving_policy.fingerprint(began_on), start_time=STARTED)
+
+        moved = bootstrap.prepare(clone, spec, recorded, STARTED)
+
+        assert isinstance(moved, bootstrap.Held), moved
+        assert moved.reason == "BootstrapSourceChanged" and "archive" in moved.message
+        # Where it began, the restore goes on with the policy's settings.
+        same = recorded.model_copy(update={"archive_fingerprint": archiving_policy.fingerprint(
+            BackupPolicySpec.model_validate(policy["spec"]))})
+        going = bootstrap.prepare(clone, spec, same, STARTED)
+        assert isinstance(going, bootstrap.Prepared) and going.restore is not None
+        assert going.restore.storage.bucket == "new-bucket"
     finally:
         cluster.kubectl("delete", "namespace", clone_ns, "--wait=false", check=False)
 

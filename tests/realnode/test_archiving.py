@@ -34,6 +34,7 @@ from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from stackforge_operator.devcluster.node.storage import STORAGE_CLASS
 from stackforge_operator.devcluster.operator_process import OperatorProcess
+from stackforge_operator.reconcile import recovery
 from tests.realnode import pods, runs, stack
 from tests.realnode.operators import operator_running
 from tests.realnode.s3_service import S3_NAMESPACE, S3_SERVICE, S3_SERVICE_NAME, s3_service
@@ -893,11 +894,20 @@ def _recovered(cluster: ClusterHandle, name: str, namespace: str, phase: str,
                 seen_apps.add(replicas)
         return found if found.get("phase") == phase else None
     try:
-        recovery: dict[str, Any] = tenants.eventually(reached, timeout=420, interval=1)
-        return recovery
+        record: dict[str, Any] = tenants.eventually(reached, timeout=420, interval=1)
+        return record
     except AssertionError as error:
         raise AssertionError(f"{error}\n{_recovery(cluster, name, namespace)}\n"
                              f"{stack.diagnosis(cluster, namespace)}") from None
+
+
+def _serving_mark(core: client.CoreV1Api, namespace: str,
+                  claim: str) -> tuple[str | None, str | None]:
+    """The claim's marks: the start of the recovery that ended on it, its moment."""
+    found = core.read_namespaced_persistent_volume_claim(claim, namespace).metadata
+    notes = (found.annotations if found else None) or {}
+    return (notes.get(recovery.SERVING_ANNOTATION),
+            notes.get(recovery.REQUEST_MARK_ANNOTATION))
 
 
 def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_database(
@@ -991,6 +1001,9 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
             return {name_of(c) for c in core.list_namespaced_persistent_volume_claim(ns).items}
 
         assert {"data-postgres-0", "data-postgres-1"} <= claims()
+        # The claim it ended on is marked: a tenant made again over them adopts it.
+        assert _serving_mark(core, ns, "data-postgres-0") == (failed["startTime"], target)
+        assert _serving_mark(core, ns, "data-postgres-1") == (None, None)
         stack.wait_ready(real_cluster, name)
         assert stack.psql(real_cluster, ns, "SELECT to_regclass('treasure') IS NULL") == "t"
         assert stack.psql(real_cluster, ns, "SELECT count(*) FROM journal") == "40"
@@ -1017,6 +1030,8 @@ def test_an_in_place_recovery_restores_the_tenant_or_leaves_it_on_its_old_databa
         assert restored("SELECT count(*) FROM journal") == "20"
         assert restored(stack.OWNERSHIP_SQL) == owned
         assert {"data-postgres-0", "data-postgres-1"} <= claims()
+        assert _serving_mark(core, ns, "data-postgres-2") == (done["startTime"], target)
+        assert runs.parse_time(done["startTime"]) > runs.parse_time(failed["startTime"])
 
         # A person deletes the kept volumes; the recovery's record forgets them.
         real_cluster.kubectl("delete", "pvc", "-n", ns, "data-postgres-0", "data-postgres-1",

@@ -1162,6 +1162,10 @@ class BootstrapStatus(StatusModel):
         None, max_length=253,
         description=("The primary's data volume that already held a database when the tenant "
                      "was made (made again in place): nothing was restored over it."))
+    archive_fingerprint: str | None = Field(
+        None, max_length=64,
+        description=("A digest of the BackupPolicy's storage and repository cipher when the "
+                     "restore began: the archive it restores must stay where it was."))
     start_time: datetime = Field(description="When the restore was set up.")
     completion_time: datetime | None = Field(
         None,
@@ -1184,6 +1188,9 @@ class RecoveryPhase(enum.StrEnum):
     ROLLING_BACK = "RollingBack"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    # No recovery of this tenant object: made again over the claims one left, it
+    # serves the database the last recovery ended on (reconcile/recovery.py).
+    ADOPTED = "Adopted"
 
 
 ClaimName = Annotated[str, Field(max_length=253)]
@@ -1208,6 +1215,8 @@ class EndedRecovery(StatusModel):
     message: str | None = Field(None, max_length=2048, description="Why it ended so.")
     recovery_target: str | None = Field(
         None, max_length=64, description="The moment it restored to (RFC 3339).")
+    verify_drill: str | None = Field(
+        None, max_length=253, description="The DRDrill whose queries verified it.")
     start_time: datetime | None = Field(None, description="When it began.")
     completion_time: datetime | None = Field(None, description="When it ended.")
 
@@ -1227,6 +1236,10 @@ class RecoveryStatus(StatusModel):
         None, max_length=1024, description="The pgBackRest repository (repo1-path) restored.")
     verify_drill: str | None = Field(
         None, max_length=253, description="The DRDrill whose queries verified the database.")
+    archive_fingerprint: str | None = Field(
+        None, max_length=64,
+        description=("A digest of the BackupPolicy's storage and repository cipher when the "
+                     "restore began: the archive it restores must stay where it was."))
     previous_ordinal: int = Field(
         0, ge=0, description="The primary's pod ordinal (and volume) before the recovery.")
     ordinal: int = Field(0, ge=0, description="The restored primary's pod ordinal.")

@@ -10,6 +10,7 @@ Both the tenant's reconcile (which configures the primary) and each policy's
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,3 +55,19 @@ def archiving(policies: Sequence[Mapping[str, Any]]) -> Archiving | None:
     return Archiving(policy=name, storage=spec.storage,
                      archive_timeout_seconds=settings.archive_timeout_seconds,
                      cipher=settings.repository_cipher_secret_ref)
+
+
+def fingerprint(spec: BackupPolicySpec) -> str:
+    """Where the policy's archive is and how it is read: endpoint, bucket, prefix,
+    region, the keys' Secret and the repository cipher's. A restore records it at
+    its start: the same repository path in another place is another archive. Only
+    these, spelled out: a field that does not move the archive (encryption of new
+    objects, the endpoint's CA), or one a later release adds, must not count."""
+    storage = spec.storage
+    keys = storage.credentials_secret_ref
+    cipher = spec.continuous_archiving.repository_cipher_secret_ref \
+        if spec.continuous_archiving is not None else None
+    where = [str(storage.endpoint or ""), storage.bucket, storage.prefix or "",
+             storage.region or "", keys.name if keys else "",
+             f"{cipher.name}/{cipher.key}" if cipher else ""]
+    return hashlib.sha256("\n".join(where).encode()).hexdigest()[:32]

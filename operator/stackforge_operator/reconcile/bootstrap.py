@@ -124,6 +124,15 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
     if archive is not None and t.namespace not in archive.allowed_restore_namespaces:
         return _not_allowed(FIELD, f"{namespace}/{policy_name}", t.namespace,
                             "spec.continuousArchiving.allowedRestoreNamespaces")
+    if recorded is not None and recorded.archive_fingerprint not in (
+            None, archiving_policy.fingerprint(policy)):
+        # Held, the primary's pod keeps the settings it restores with; built again
+        # from the policy, it would restart the restore in a place that is not it.
+        return _stalled("BootstrapSourceChanged",
+                        f"{FIELD}: BackupPolicy {namespace}/{policy_name} changed its storage "
+                        "or repository cipher since this restore began: the repository it "
+                        "restores is not where it was. Put them back (the restore goes on), or "
+                        "delete this tenant and its claim data-postgres-0 and make it again")
     if recorded is None:
         chosen = drill_recovery.physical_source(
             wanted.point_in_time, policy_name, policy, observed,
@@ -133,7 +142,7 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
         recorded = BootstrapStatus(
             source_tenant=wanted.tenant, source_namespace=namespace, backup_policy=policy_name,
             repository_path=chosen.repository_path, recovery_target=chosen.target,
-            start_time=now)
+            archive_fingerprint=archiving_policy.fingerprint(policy), start_time=now)
     copies = _copies(t, policy, namespace)
     if isinstance(copies, Held):
         return copies

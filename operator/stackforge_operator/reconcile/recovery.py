@@ -45,11 +45,20 @@ failed restore's after a roll-back) is listed in ``keptVolumes`` until a
 person deletes it; pod numbers only grow, so a later recovery never starts
 on one of them.
 
+Claims outlive their tenant, and which one holds the database is in the
+tenant's status only. So a recovery that ends marks the claim the database
+is on (``SERVING_ANNOTATION``: the recovery's start; beside it the moment it
+answered); a tenant made again over them (a GitOps sync) adopts the newest
+marked one (``adopted``), answers that moment as already answered, and
+refuses to start while unmarked claims leave it in doubt: on pod number 0
+it would serve the database as it was before a recovery, as if current.
+
 Everything here is pure; reconcile/tenant.py observes and applies.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -78,10 +87,17 @@ from stackforge_operator.pod_health import (
     result_of,
     status_observed,
 )
+from stackforge_operator.reconcile import archiving_policy
 
 RECOVER_TO_ANNOTATION: Final = f"{API_GROUP}/recover-to"
 RECOVER_CONFIRM_ANNOTATION: Final = f"{API_GROUP}/recover-confirm"
 RECOVER_VERIFY_ANNOTATION: Final = f"{API_GROUP}/recover-verify-drill"
+# On the claim a recovery ended on (its start time): the database, for a tenant
+# made again over the claims.
+SERVING_ANNOTATION: Final = f"{API_GROUP}/database-since"
+# Beside it: the recover-to that recovery answered.
+REQUEST_MARK_ANNOTATION: Final = f"{API_GROUP}/database-recovered-to"
+_PRIMARY_CLAIM: Final = re.compile(rf"data-{postgres.NAME}-(\d+)")
 
 Phase = RecoveryPhase
 ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING,
@@ -133,6 +149,12 @@ def request(annotations: Mapping[str, str], namespace: str, name: str,
             # unverified), and nothing asks again after a success (the writes
             # since would be thrown away).
             return None
+    ended = recorded.last_ended if recorded is not None else None
+    if ended is not None and ended.request == target and not (
+            ended.phase == Phase.FAILED and drill is not None and drill != ended.verify_drill):
+        # Answered before a refusal replaced its record (a typo, then the old
+        # moment written back): a success restored again would throw away writes.
+        return None
     if len(target) > REQUEST_LENGTH:
         return (f"annotation {RECOVER_TO_ANNOTATION}: {target[:REQUEST_LENGTH]!r}... is "
                 f"longer than {REQUEST_LENGTH} characters: not an RFC 3339 time")
@@ -203,10 +225,10 @@ def _ended(previous: RecoveryStatus | None) -> EndedRecovery | None:
     if previous is None or previous.phase == Phase.REFUSED:
         return previous.last_ended if previous is not None else None
     if previous.phase not in (Phase.SUCCEEDED, Phase.FAILED):
-        return None  # (one under way is never replaced by a refusal)
+        return None  # adopted, or (never) one under way
     return EndedRecovery(request=previous.request, phase=previous.phase,
                          message=previous.message, recovery_target=previous.recovery_target,
-                         start_time=previous.start_time,
+                         verify_drill=previous.verify_drill, start_time=previous.start_time,
                          completion_time=previous.completion_time)
 
 
@@ -235,11 +257,12 @@ def withdrawn(recorded: RecoveryStatus | None) -> RecoveryStatus | None:
 
 
 def begin(req: Request, source: PhysicalSource, policy: str, previous: RecoveryStatus | None,
-          now: datetime) -> RecoveryStatus:
+          now: datetime, *, fingerprint: str) -> RecoveryStatus:
+    """``fingerprint``: the policy's (archiving_policy.fingerprint), as it begins."""
     return RecoveryStatus(
         request=req.target, phase=Phase.STOPPING_WRITES,
         message="stopping the apps and the primary",
-        recovery_target=source.target, backup_policy=policy,
+        recovery_target=source.target, backup_policy=policy, archive_fingerprint=fingerprint,
         repository_path=source.repository_path, verify_drill=req.verify_drill,
         previous_ordinal=primary_ordinal(previous), ordinal=_highest(previous) + 1,
         start_time=now,
@@ -429,10 +452,17 @@ def source_kept(recovery: RecoveryStatus | None, policy: BackupPolicySpec | None
     database, and a verification without a drill's queries (promoted, nothing
     replayed after the moment) would pass it.
     """
-    if (recovery is None or recovery.phase not in _NEEDS_SOURCE
-            or (policy is not None and policy.continuous_archiving is not None)):
+    if recovery is None or recovery.phase not in _NEEDS_SOURCE:
         return recovery
-    why = "is gone" if policy is None else "no longer archives (spec.continuousArchiving)"
+    if policy is not None and policy.continuous_archiving is not None:
+        if recovery.archive_fingerprint in (None, archiving_policy.fingerprint(policy)):
+            return recovery
+        # Moved to another bucket (or cipher) mid-way: the primary would restart
+        # its restore from the same repository path in a place that is not it.
+        why = ("changed its storage or repository cipher since the restore began (the "
+               "repository is not where it was)")
+    else:
+        why = "is gone" if policy is None else "no longer archives (spec.continuousArchiving)"
     return roll_back(recovery, now, f"BackupPolicy {recovery.backup_policy}, whose archive "
                                     f"this restores, {why}")
 
@@ -537,6 +567,94 @@ def switched(statefulset: Mapping[str, Any] | None, ordinal: int) -> bool:
             and int(state.get("readyReplicas") or 0) >= 1)
 
 
+def _marks(ended: RecoveryStatus) -> dict[str, str]:
+    """The annotations of the claim a recovery ended on: its start, as the status
+    writes it, and its request (a tenant made again answers it once, too)."""
+    written = ended.model_dump(mode="json", by_alias=True, include={"start_time", "request"})
+    return {SERVING_ANNOTATION: str(written["startTime"]),
+            REQUEST_MARK_ANNOTATION: str(written["request"])}
+
+
+def _serving(recovery: RecoveryStatus) -> str:
+    return f"data-{postgres.primary_pod(primary_ordinal(recovery))}"
+
+
+def serving_claim(before: RecoveryStatus | None,
+                  after: RecoveryStatus | None) -> tuple[str, dict[str, str]] | None:
+    """(claim, annotations) to write when this pass ends a recovery: the claim the
+    database is on from now on, marked with the recovery's start."""
+    if after is None or after.start_time is None \
+            or after.phase not in (Phase.SUCCEEDED, Phase.FAILED) \
+            or (before is not None and before.phase == after.phase
+                and before.request == after.request):
+        return None
+    return _serving(after), _marks(after)
+
+
+def unmarked_claim(recovery: RecoveryStatus | None,
+                   claims: Sequence[Mapping[str, Any]]) -> tuple[str, dict[str, str]] | None:
+    """The claim an ended recovery left the database on, when it lacks its mark:
+    the pass that ended it died before marking, or it ended before claims were
+    marked. (Asked while volumes are kept: only then are there claims to doubt.)"""
+    if recovery is None or recovery.start_time is None \
+            or recovery.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        return None
+    serving = _serving(recovery)
+    for claim in claims:
+        meta = claim.get("metadata") or {}
+        if meta.get("name") == serving and not meta.get("deletionTimestamp"):
+            if (meta.get("annotations") or {}).get(SERVING_ANNOTATION):
+                return None
+            return serving, _marks(recovery)
+    return None
+
+
+def _mark_time(mark: str | None) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(mark) if mark else None
+    except ValueError:
+        return None  # not a time: as if unmarked
+    return when if when is not None and when.tzinfo is not None else None
+
+
+def adopted(claims: Sequence[Mapping[str, Any]], now: datetime, *,
+            started_at: int = 0) -> RecoveryStatus | str | None:
+    """For a tenant without a recovery record whose primary has no StatefulSet of
+    its own (or one started at ``started_at`` > 0: its status write was lost):
+    the database among the primary claims found (None: pod number 0, as a new
+    tenant), or why it cannot tell. The newest claim a recovery marked; else the
+    only claim; never a guess between unmarked ones."""
+    found: dict[int, Mapping[str, str]] = {}
+    for claim in claims:
+        meta = claim.get("metadata") or {}
+        matched = _PRIMARY_CLAIM.fullmatch(str(meta.get("name")))
+        if matched and not meta.get("deletionTimestamp"):
+            found[int(matched[1])] = meta.get("annotations") or {}
+    if set(found) <= {0} and started_at == 0:
+        return None
+    marked = [(when, ordinal) for ordinal, notes in found.items()
+              if (when := _mark_time(notes.get(SERVING_ANNOTATION))) is not None]
+    if marked:
+        serving = max(marked)[1]
+    elif len(found) == 1:
+        [serving] = found
+    else:
+        names = ", ".join(f"data-{postgres.primary_pod(o)}" for o in sorted(found)) or "none"
+        return (f"the primary's pod number is {started_at} but the database claims here "
+                f"({names}) do not say which holds the database: none is marked by a "
+                f"recovery ({SERVING_ANNOTATION}), and starting on one could serve an old "
+                "database as current. Delete the claims that do not hold the database, "
+                f"or annotate the one that does: kubectl annotate pvc <claim> "
+                f"{SERVING_ANNOTATION}={now:%Y-%m-%dT%H:%M:%SZ}")
+    kept = [f"data-{postgres.primary_pod(o)}" for o in sorted(found) if o != serving]
+    return RecoveryStatus(
+        request=str(found[serving].get(REQUEST_MARK_ANNOTATION) or "")[:REQUEST_LENGTH],
+        phase=Phase.ADOPTED, previous_ordinal=serving, ordinal=max(found),
+        message=(f"made again over the claims a recovery left: the database is "
+                 f"data-{postgres.primary_pod(serving)}'s")[:2048],
+        kept_volumes=kept[-16:])
+
+
 def forget_deleted(recovery: RecoveryStatus | None,
                    claims: Collection[str]) -> RecoveryStatus | None:
     """The recovery without the kept volumes no longer among ``claims`` (deleted)."""
@@ -561,6 +679,7 @@ def events(old: RecoveryStatus | None,
         Phase.ROLLING_BACK: ("Warning", "RecoveryRollingBack"),
         Phase.SUCCEEDED: ("Normal", "RecoverySucceeded"),
         Phase.FAILED: ("Warning", "RecoveryFailed"),
+        Phase.ADOPTED: ("Normal", "DatabaseAdopted"),
     }
     kind, reason = reasons[new.phase]
     return [(kind, reason, new.message or new.phase.value)]

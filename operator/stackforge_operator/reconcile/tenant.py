@@ -220,6 +220,9 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     # An in-place recovery (annotations) decides how the database and apps are built.
     recovering = tenant_recovery.run(body, t, old_status.recovery, policies, live,
                                      datetime.now(UTC))
+    if recovering.held is not None:
+        return _stalled(body, old_status, generation,
+                        [status.Problem("DatabaseClaimsAmbiguous", recovering.held)])
     t = recovering.t
     dumped = None
     if prepared is not None and prepared.dump is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from stackforge_operator import API_GROUP, API_VERSION, kube
@@ -38,6 +39,8 @@ class Recovering:
     t: EffectiveTenant
     recovery: RecoveryStatus | None
     children: list[Manifest]
+    # Why nothing of the database may start (claims it cannot choose between).
+    held: str | None = None
 
 
 def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | None,
@@ -46,11 +49,26 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
     """One reconcile's step of the recovery; ``live`` gains the verification Job (so
     that it is pruned once the recovery is past it)."""
     annotations = body["metadata"].get("annotations") or {}
+    primary = live.get(("StatefulSet", postgres.NAME))
+    own = primary is not None and observe.owned_by(primary, body["metadata"]["uid"])
+    started_at = int((((primary or {}).get("spec") or {}).get("ordinals") or {}).get("start")
+                     or 0) if own else 0
+    if recorded is None and t.postgres.enabled and (not own or started_at > 0):
+        # A new tenant, or one made again over the claims of an earlier one (whose
+        # StatefulSet may be left too, orphaned: its pod number is not this one's),
+        # or one whose adoption's status write was lost (its own StatefulSet says).
+        found = recovery.adopted(
+            kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace), now,
+            started_at=started_at)
+        if isinstance(found, str):
+            return Recovering(t, None, [], held=found)
+        recorded = found
     if recorded is not None and recorded.kept_volumes:
         # A person deletes a kept volume when done with it; it is forgotten then.
-        recorded = recovery.forget_deleted(recorded, {
-            c["metadata"]["name"]
-            for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)})
+        claims = kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)
+        recorded = recovery.forget_deleted(recorded, {c["metadata"]["name"] for c in claims})
+        if (mark := recovery.unmarked_claim(recorded, claims)) is not None:
+            _mark_serving(t, *mark)
     before = recorded
     if recovery.active(recorded):
         assert recorded is not None
@@ -64,6 +82,8 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
         recorded = recovery.advance(recorded, recovery.Facts(
             now, pods, live.get(("StatefulSet", postgres.NAME)), job,
             recovery.app_deployments(live)))
+        if (mark := recovery.serving_claim(before, recorded)) is not None:
+            _mark_serving(t, *mark)
     else:
         recorded = _answer(t, annotations, recorded, policies, now)
     policy = _policy_spec(policies, recorded.backup_policy) if recorded else None
@@ -83,6 +103,18 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
                         builders.verification_job(built, recorded, policy.storage,
                                                   recorded.start_time)]
     return Recovering(built, recorded, children)
+
+
+def _mark_serving(t: EffectiveTenant, claim: str, marks: Mapping[str, str]) -> None:
+    """Marked before the status says the recovery ended: a tenant made again
+    over the claims finds the database by it (recovery.adopted)."""
+    try:
+        kube.annotate("v1", "PersistentVolumeClaim", claim, t.namespace, marks)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        # Deleted by a person already: nothing to find it by any more.
+        logger.info("tenant %s: claim %s is gone; not marked", t.name, claim)
 
 
 def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
@@ -123,7 +155,8 @@ def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
         return refused(target, source.message)
     logger.warning("tenant %s/%s: in-place recovery to %s confirmed; stopping its apps",
                    t.namespace, t.name, source.target)
-    return recovery.begin(wanted, source, policy_name, recorded, now)
+    return recovery.begin(wanted, source, policy_name, recorded, now,
+                          fingerprint=archiving_policy.fingerprint(spec))
 
 
 def _policy_spec(policies: Sequence[Mapping[str, Any]], name: str | None) -> (

@@ -48,7 +48,8 @@ def _policy() -> BackupPolicySpec:
 def _begun(previous: RecoveryStatus | None = None) -> RecoveryStatus:
     wanted = _request(recover_to=TARGET, recover_confirm=CONFIRM)
     assert isinstance(wanted, recovery.Request)
-    return recovery.begin(wanted, PhysicalSource(REPOSITORY, TARGET), "archive", previous, NOW)
+    return recovery.begin(wanted, PhysicalSource(REPOSITORY, TARGET), "archive", previous, NOW,
+                          fingerprint=archiving_policy.fingerprint(_policy()))
 
 
 def _pod(name: str, *, ready: bool = True, component: str = "postgres",
@@ -156,7 +157,8 @@ def test_only_another_drill_after_a_failure_asks_again_for_an_answered_moment() 
                               recover_verify_drill="monthly")
     wanted = recovery.request(with_drill, "tenant-acme", "acme", None, NOW)
     assert isinstance(wanted, recovery.Request)
-    done = recovery.begin(wanted, PhysicalSource(REPOSITORY, TARGET), "archive", None, NOW)
+    done = recovery.begin(wanted, PhysicalSource(REPOSITORY, TARGET), "archive", None, NOW,
+                          fingerprint=archiving_policy.fingerprint(_policy()))
     failed = done.model_copy(update={"phase": Phase.FAILED})
     succeeded = done.model_copy(update={"phase": Phase.SUCCEEDED})
 
@@ -525,6 +527,40 @@ def test_a_restore_whose_policy_goes_rolls_back_before_it_is_verified() -> None:
     assert recovery.source_kept(None, None, NOW) is None
 
 
+def test_a_restore_whose_policy_moves_its_archive_rolls_back_before_it_is_verified() -> None:
+    """The policy's bucket edited mid-restore: the primary restarted its restore
+    from the same repository path in another bucket (or with another cipher)."""
+    moved = _policy().model_copy(deep=True)
+    moved.storage.bucket = "backups-2027"
+    recipher = _policy().model_copy(deep=True)
+    assert recipher.continuous_archiving is not None
+    recipher.continuous_archiving.repository_cipher_secret_ref.name = "cipher-2"
+    tuned = _policy().model_copy(update={"schedule": "0 3 * * *"})
+    # Pinned: an operator upgraded mid-restore must read the same digest (a field a
+    # release adds, or how a library writes a URL, must not roll restores back).
+    assert archiving_policy.fingerprint(_policy()) == "9fbad4da78a03c7397d426d9efef27cc"
+    encrypted = BackupPolicySpec.model_validate({**_policy().model_dump(by_alias=True,
+                                                                        exclude_none=True),
+                                                 "storage": {**_policy().storage.model_dump(
+                                                     by_alias=True, exclude_none=True),
+                                                     "serverSideEncryption": {
+                                                         "algorithm": "AES256"}}})
+    assert archiving_policy.fingerprint(encrypted) == archiving_policy.fingerprint(_policy())
+    for phase in (Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING):
+        going = _in(phase)
+        assert going.archive_fingerprint == archiving_policy.fingerprint(_policy())
+        assert recovery.source_kept(going, tuned, NOW) == going  # not where it is
+        for changed in (moved, recipher):
+            back = recovery.source_kept(going, changed, NOW)
+            assert back is not None and back.phase == Phase.ROLLING_BACK
+            assert "changed its storage or repository cipher" in (back.message or "")
+        # A record from before fingerprints: as before, only a policy gone counts.
+        unrecorded = going.model_copy(update={"archive_fingerprint": None})
+        assert recovery.source_kept(unrecorded, moved, NOW) == unrecorded
+    switching = _in(Phase.SWITCHING_OVER)
+    assert recovery.source_kept(switching, moved, NOW) == switching
+
+
 def test_the_switch_over_ends_once_the_primary_runs_without_the_restore() -> None:
     switching = _in(Phase.SWITCHING_OVER)
     for statefulset in (None, _statefulset(ordinal=1, restoring=True),
@@ -635,3 +671,96 @@ def test_a_roll_back_whose_old_primary_never_comes_back_ends_failed_at_a_deadlin
     assert "the old primary postgres-0 was not Ready within 1800 s" in (ended.message or "")
     assert ended.kept_volumes == ["data-postgres-1"]
     assert recovery.with_plan(tenant(), ended, _policy()).writes_stopped is False
+
+
+def _claim(ordinal: int, mark: str | None = None, request: str | None = None, *,
+           going: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"data-postgres-{ordinal}", "annotations": {}}
+    if mark is not None:
+        meta["annotations"][recovery.SERVING_ANNOTATION] = mark
+    if request is not None:
+        meta["annotations"][recovery.REQUEST_MARK_ANNOTATION] = request
+    if going:
+        meta["deletionTimestamp"] = "2026-12-01T06:00:00Z"
+    return {"metadata": meta}
+
+
+def test_a_recovery_that_ends_marks_the_claim_its_database_is_on() -> None:
+    """Claims outlive the tenant; only its status said which one is the database."""
+    begun = _begun()
+    # The mark is the start as the status writes it, and the request answered.
+    marks = {recovery.SERVING_ANNOTATION: begun.model_dump(mode="json", by_alias=True)[
+        "startTime"], recovery.REQUEST_MARK_ANNOTATION: TARGET}
+    succeeded = begun.model_copy(update={"phase": Phase.SUCCEEDED, "completion_time": NOW})
+    assert recovery.serving_claim(begun, succeeded) == ("data-postgres-1", marks)
+    failed = begun.model_copy(update={"phase": Phase.FAILED, "completion_time": NOW})
+    assert recovery.serving_claim(begun, failed) == ("data-postgres-0", marks)
+    # Once, when it ends; not for a step, a refusal or an adoption.
+    assert recovery.serving_claim(succeeded, succeeded) is None
+    restoring = begun.model_copy(update={"phase": Phase.RESTORING})
+    assert recovery.serving_claim(begun, restoring) is None
+    assert recovery.serving_claim(None, recovery.refused(TARGET, "no", None, NOW)) is None
+    # The pass that ended it died before marking (or it ended before claims were
+    # marked): a later pass marks it, once.
+    claims = [_claim(0), _claim(1)]
+    assert recovery.unmarked_claim(succeeded, claims) == ("data-postgres-1", marks)
+    assert recovery.unmarked_claim(succeeded, [_claim(0), _claim(1, "2026-12-01T06:00:00Z")]) \
+        is None
+    assert recovery.unmarked_claim(failed, claims) == ("data-postgres-0", marks)
+    assert recovery.unmarked_claim(restoring, claims) is None
+    assert recovery.unmarked_claim(succeeded, [_claim(0)]) is None  # deleted by a person
+
+
+def test_a_tenant_made_again_over_a_recoverys_claims_adopts_its_database() -> None:
+    """Made again in place (a GitOps sync) after a recovery, the tenant started
+    postgres-0 on the database as it was before the recovery, as if current."""
+    assert recovery.adopted([], NOW) is None  # a new tenant
+    assert recovery.adopted([_claim(0), _claim(4, going=True)], NOW) is None
+    assert recovery.adopted([{"metadata": {"name": "data-postgres-replica-1"}}], NOW) is None
+    # The newest mark, compared as times: the last recovery that ended (here
+    # rolled back onto 1); a mark that is no time counts as none.
+    found = recovery.adopted([_claim(0), _claim(1, "2026-12-01T06:00:00.250+00:00", TARGET),
+                              _claim(2, "2026-12-01T05:59:59Z"), _claim(3, "yesterday")], NOW)
+    assert isinstance(found, RecoveryStatus) and found.phase == Phase.ADOPTED
+    assert recovery.primary_ordinal(found) == 1 and found.request == TARGET
+    assert found.kept_volumes == ["data-postgres-0", "data-postgres-2", "data-postgres-3"]
+    # The next recovery starts above every claim found.
+    assert _begun(found).ordinal == 4 and _begun(found).previous_ordinal == 1
+    # Its old database deleted, the one claim left is the database.
+    only = recovery.adopted([_claim(2)], NOW)
+    assert isinstance(only, RecoveryStatus) and recovery.primary_ordinal(only) == 2
+    assert only.kept_volumes == [] and only.request == ""
+    # Several unmarked (a recovery ended before claims were marked): no guess.
+    doubt = recovery.adopted([_claim(0), _claim(1)], NOW)
+    assert isinstance(doubt, str) and "data-postgres-0, data-postgres-1" in doubt
+    assert recovery.SERVING_ANNOTATION in doubt
+    # Its own StatefulSet at pod number 1 but no record (the adoption's status
+    # write lost): adopted again, never moved back to 0.
+    again = recovery.adopted([_claim(0), _claim(1, "2026-12-01T06:00:00Z")], NOW, started_at=1)
+    assert isinstance(again, RecoveryStatus) and recovery.primary_ordinal(again) == 1
+    assert isinstance(recovery.adopted([_claim(0), _claim(1)], NOW, started_at=1), str)
+    # The moment the marked recovery answered is answered; another is a new request.
+    annotations = _annotations(recover_to=TARGET, recover_confirm=CONFIRM)
+    assert recovery.request(annotations, "tenant-acme", "acme", found, NOW) is None
+    assert isinstance(recovery.request(annotations, "tenant-acme", "acme", only, NOW),
+                      recovery.Request)
+    assert recovery.events(None, found)[0][1] == "DatabaseAdopted"
+
+
+def test_a_moment_answered_before_a_refusal_is_not_restored_again() -> None:
+    """Recovered to X, then a typo refused (replacing the record), then X written
+    back with its confirmation still there: X was restored again, and every write
+    since the recovery thrown away."""
+    annotations = _annotations(recover_to=TARGET, recover_confirm=CONFIRM)
+    succeeded = _begun().model_copy(update={"phase": Phase.SUCCEEDED, "completion_time": NOW})
+    typo = recovery.refused("2026-12-01T05:4O:00Z", "not a time", succeeded, NOW)
+    assert recovery.request(annotations, "tenant-acme", "acme", typo, NOW) is None
+    # After a failure, another drill to verify with still asks again; none does not.
+    failed = _begun().model_copy(update={"phase": Phase.FAILED, "completion_time": NOW,
+                                         "verify_drill": "monthly"})
+    typo = recovery.refused("2026-12-01T05:4O:00Z", "not a time", failed, NOW)
+    assert recovery.request(annotations, "tenant-acme", "acme", typo, NOW) is None
+    other = _annotations(recover_to=TARGET, recover_confirm=CONFIRM,
+                         recover_verify_drill="weekly")
+    assert isinstance(recovery.request(other, "tenant-acme", "acme", typo, NOW),
+                      recovery.Request)
