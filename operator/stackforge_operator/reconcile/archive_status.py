@@ -15,9 +15,9 @@ archived): its exporter's figure, ``archivedThrough``, bounds the
 recoverability window (reconcile/physical_backups.py).
 
 Listing stays cheap however long the archive grows: only the newest
-incarnation's directory is read (incarnation names sort by age: a system
-identifier starts with the time of its initdb, and a restore keeps it and
-adds a later time), and from the last segment seen on (``StartAfter``).
+incarnation's directory is read (the newest by the time its name ends
+with: a clone keeps its source's system identifier, so names alone do not
+sort by age), and from the last segment seen on (``StartAfter``).
 """
 
 from __future__ import annotations
@@ -60,6 +60,15 @@ def _segment(key: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _incarnation_order(prefix: str) -> tuple[str, str]:
+    """Newest last: by the time an incarnation was named (``<system identifier>-
+    <UTC time>``), not by its name. A clone keeps its source's system identifier,
+    so a tenant made again as a clone of an older one sorted before the
+    incarnation it replaced, and the deleted database was read as the tenant's."""
+    name = prefix.rstrip("/").rsplit("/", 1)[-1]
+    return name.rpartition("-")[2], name
+
+
 def list_pages(client: S3Client, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
     """The listing's pages, one at a time (a year of segments is half a million keys)."""
     while True:
@@ -76,9 +85,9 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
     Raises the client's errors (the caller reports the bucket unreadable)."""
     base = archiving.repository_key_prefix(storage, tenant)
     incarnations = sorted(
-        str(p["Prefix"]) for page in list_pages(client, Bucket=storage.bucket, Prefix=base,
-                                           Delimiter="/")
-        for p in page.get("CommonPrefixes") or [])
+        (str(p["Prefix"]) for page in list_pages(client, Bucket=storage.bucket, Prefix=base,
+                                            Delimiter="/")
+         for p in page.get("CommonPrefixes") or []), key=_incarnation_order)
     if not incarnations:
         return None
     newest = incarnations[-1]
@@ -148,7 +157,7 @@ def observation(
             return status.Observation(
                 types.CONTINUOUS_ARCHIVING, ConditionStatus.FALSE, "ArchivingStalled",
                 f"newest segment known, {archive.last_archived_wal if archive else ''}, was "
-                f"archived {_seconds(now - last)} ago (allowed: {_seconds(allowed)}); the "
+                f"archived at {_at(last)} (allowed: {_seconds(allowed)} old); the "
                 f"bucket cannot be read: {storage_error}")
         return status.Observation(types.CONTINUOUS_ARCHIVING, ConditionStatus.UNKNOWN,
                                   "StorageUnavailable", storage_error)
@@ -160,8 +169,10 @@ def observation(
             types.CONTINUOUS_ARCHIVING, ConditionStatus.FALSE, "NothingArchived",
             f"no WAL segment archived within {_seconds(allowed + STARTUP_GRACE)} of asking")
     age = max(now - archive.last_archived_time, timedelta(0))
-    newest = (f"newest segment {archive.last_archived_wal} archived {_seconds(age)} ago "
-              f"(allowed: {_seconds(allowed)})")
+    # Times, not ages, in the message: an age changes at every pass, and the status
+    # with it (a write, and the tenant's reconcile it wakes, every few seconds).
+    newest = (f"newest segment {archive.last_archived_wal} archived at "
+              f"{_at(archive.last_archived_time)} (allowed: {_seconds(allowed)} old)")
     if age <= allowed:
         return status.Observation(types.CONTINUOUS_ARCHIVING, ConditionStatus.TRUE,
                                   "Archiving", newest)
@@ -171,3 +182,7 @@ def observation(
 
 def _seconds(delta: timedelta) -> str:
     return f"{int(delta.total_seconds())}s"
+
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

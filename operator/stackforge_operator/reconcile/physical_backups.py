@@ -183,8 +183,9 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
         return None
     age = now - archive.last_archived_time
     allowed = allowed_age(archive_timeout_seconds)
-    message = (f"the last archived point, {archive.last_archived_time.isoformat()}, is "
-               f"{int(age.total_seconds())}s old (allowed: {int(allowed.total_seconds())}s)")
+    # Times, not ages: an age in the message rewrote the status at every pass.
+    message = (f"the last archived point is {archive.last_archived_time.isoformat()} "
+               f"(allowed: {int(allowed.total_seconds())}s old)")
     within = age <= allowed
     if within and archive.archived_through is not None:
         # A queue draining after an outage: segments arrive, but old ones.
@@ -200,9 +201,8 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
             cause = ("its archive queue is draining" if primary_reported else
                      "it has reported nothing since (its exporter unreadable, or not knowing "
                      "after a restart), so no later point can be confirmed")
-            message = (f"the primary has archived up to {archive.archived_through.isoformat()}, "
-                       f"{int(behind.total_seconds())}s ago (allowed: "
-                       f"{int(reach.total_seconds())}s): {cause}")
+            message = (f"the primary has archived up to {archive.archived_through.isoformat()} "
+                       f"(allowed: {int(reach.total_seconds())}s behind): {cause}")
     return status.Observation(
         types.BACKUP_FRESH, ConditionStatus.TRUE if within else ConditionStatus.FALSE,
         "WithinRPO" if within else "RPOExceeded", message)

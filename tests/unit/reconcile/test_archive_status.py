@@ -93,6 +93,19 @@ def test_a_new_incarnation_starts_over() -> None:
     assert "StartAfter" not in bucket.calls[-1]
 
 
+def test_the_newest_incarnation_is_the_last_named_not_the_last_by_name() -> None:
+    """A tenant made again as a clone of an older tenant keeps that tenant's
+    system identifier, which may sort before the one of the database it
+    replaced: that deleted database was read as the tenant's (its window, its
+    backups, the restore source of a drill or a clone "at latest")."""
+    clone = f"{BASE}7200000000000000001-20261201T000000Z/"
+    bucket = _bucket()
+    bucket.objects[_segment_key(clone, "000000020000000000000004")] = NOW - timedelta(minutes=1)
+    found = archive_status.read(bucket, STORAGE, "acme", None)  # type: ignore[arg-type]
+    assert found is not None and found.repository_path == f"/{clone.rstrip('/')}"
+    assert found.last_archived_wal == "000000020000000000000004"
+
+
 def test_nothing_archived_yet() -> None:
     assert archive_status.read(Bucket({}), STORAGE, "acme", None) is None  # type: ignore[arg-type]
     only_info = Bucket({f"{NEW}archive/acme/archive.info": NOW})
@@ -113,7 +126,11 @@ def test_true_while_the_newest_segment_is_younger_than_a_timeout_and_a_margin() 
     late = archive_status.observation(_archived(allowed + timedelta(seconds=1)), 60, NOW, NOW,
                                       None)
     assert (late.status, late.reason) == (ConditionStatus.FALSE, "ArchivingStalled")
-    assert SEGMENTS[0] in late.message and "121s ago" in late.message
+    assert SEGMENTS[0] in late.message and "archived at 2026-11-30T11:57:59Z" in late.message
+    # A time, not an age: the same archive read a pass later writes no new status.
+    same = _archived(allowed + timedelta(seconds=1))
+    assert archive_status.observation(same, 60, NOW + timedelta(seconds=5), NOW,
+                                      None).message == late.message
 
 
 def test_waiting_for_the_first_segment_then_false() -> None:
@@ -134,7 +151,8 @@ def test_an_unreadable_bucket_is_unknown_until_the_last_known_segment_is_too_old
     stale = archive_status.observation(_archived(timedelta(seconds=121)), 60, NOW, NOW,
                                        "connection refused")
     assert (stale.status, stale.reason) == (ConditionStatus.FALSE, "ArchivingStalled")
-    assert "121s ago" in stale.message and "connection refused" in stale.message
+    assert "archived at 2026-11-30T11:57:59Z" in stale.message
+    assert "connection refused" in stale.message
 
 
 def _page(seconds: float) -> str:

@@ -196,7 +196,12 @@ def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() 
     assert young is not None
     assert (young.type, young.status, young.reason) == ("BackupFresh", ConditionStatus.TRUE,
                                                         "WithinRPO")
-    assert "30s old" in young.message
+    assert young.message == ("the last archived point is 2026-11-30T22:29:30+00:00 "
+                             "(allowed: 120s old)")
+    # A time, not an age: read again a pass later, the status is the same.
+    again = physical.freshness(ArchiveStatus(last_archived_time=NOW - timedelta(seconds=30)),
+                               60, NOW + timedelta(seconds=5))
+    assert again is not None and again.message == young.message
     old = physical.freshness(ArchiveStatus(last_archived_time=NOW - margin - timedelta(seconds=1)),
                              60, NOW)
     assert old is not None and (old.status, old.reason) == (ConditionStatus.FALSE, "RPOExceeded")
