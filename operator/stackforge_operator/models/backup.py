@@ -506,6 +506,10 @@ class PhysicalBackupRequest(StatusModel):
     id: str = Field(max_length=32, description="The request's id: its time, UTC.")
     type: PhysicalBackupType = Field(description="full, diff or incr.")
     pod: str = Field(max_length=253, description="The primary pod asked.")
+    waiting_since: datetime | None = Field(
+        None, description=("When the oldest request still unanswered was asked: a later "
+                           "schedule's request replaces one that never completed, and the "
+                           "deadline counts from the first (BackupOverdue)."))
 
 
 class RecoverabilityWindow(StatusModel):

@@ -387,14 +387,17 @@ def _physical(
         kube.record_event(dict(body), "Normal", "PhysicalBackupComplete",
                           f"physical backup {label} is in the repository")
     deadline = timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
+    since = physical_backups.waiting_since(
+        old.physical_backups.pending_request if old.physical_backups else None, pending, backups)
     found = PhysicalBackupsStatus(
         backups=backups,
-        pending_request=PhysicalBackupRequest(id=pending.id, type=pending.type, pod=pod_name)
+        pending_request=PhysicalBackupRequest(id=pending.id, type=pending.type, pod=pod_name,
+                                              waiting_since=since)
         if pending else None,
         recoverability_window=physical_backups.window(
             backups, archive, archiving_settings.archive_timeout_seconds),
     )
-    return found, physical_backups.observation(backups, pending, pod_name, now, deadline)
+    return found, physical_backups.observation(backups, pending, pod_name, now, deadline, since)
 
 
 def _next_physical_fire(spec: BackupPolicySpec, zone: str, now: datetime) -> datetime | None:

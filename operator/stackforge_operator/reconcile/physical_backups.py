@@ -30,6 +30,7 @@ from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import (
     ArchiveStatus,
     PhysicalBackup,
+    PhysicalBackupRequest,
     PhysicalBackups,
     PhysicalBackupType,
     RecoverabilityWindow,
@@ -208,16 +209,37 @@ def freshness(archive: ArchiveStatus | None, archive_timeout_seconds: int,
         "WithinRPO" if within else "RPOExceeded", message)
 
 
+def waiting_since(previous: PhysicalBackupRequest | None, pending: BackupRequest | None,
+                  backups: Sequence[PhysicalBackup]) -> datetime | None:
+    """When the oldest unanswered request was asked (None: none is pending).
+
+    Each fire of a schedule replaces a request that never completed with one
+    stamped now: timed from the newest, a backup failing for ever stayed within
+    its deadline whenever a schedule fired more often than the deadline."""
+    if pending is None:
+        return None
+    first = previous.waiting_since if previous is not None else None
+    if first is None or any(b.stop_time >= first for b in backups):
+        return pending.requested_at  # nothing older waits: answered since, or the first
+    return min(first, pending.requested_at)
+
+
 def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None,
-                pod: str | None, now: datetime, deadline: timedelta) -> status.Observation:
-    """PhysicalBackups: False once a request waited longer than the policy's deadline."""
-    if pending is not None and now - pending.requested_at > deadline:
+                pod: str | None, now: datetime, deadline: timedelta,
+                since: datetime | None = None) -> status.Observation:
+    """PhysicalBackups: False once requests waited longer than the policy's deadline,
+    counted from ``since`` (waiting_since) when an older one was replaced."""
+    first = min(since, pending.requested_at) if pending and since else (
+        pending.requested_at if pending else None)
+    if pending is not None and first is not None and now - first > deadline:
         where = f"pod {pod}" if pod else "the primary"
+        older = (f" (backups asked since {first.isoformat()} have not completed)"
+                 if first < pending.requested_at else "")
         return status.Observation(
             types.PHYSICAL_BACKUPS, ConditionStatus.FALSE, "BackupOverdue",
             f"the {pending.type.value} backup asked of {where} at "
             f"{pending.requested_at.isoformat()} is not in the repository after "
-            f"{_duration(deadline)}; the archiver's log says why "
+            f"{_duration(deadline)}{older}; the archiver's log says why "
             f"(kubectl logs {pod or 'postgres-0'} -c {archiving.ARCHIVER_CONTAINER})")
     if not backups:
         if pending is not None:

@@ -14,6 +14,7 @@ from stackforge_operator.builders import archiving
 from stackforge_operator.models.backup import (
     ArchiveStatus,
     PhysicalBackup,
+    PhysicalBackupRequest,
     PhysicalBackups,
     PhysicalBackupType,
 )
@@ -187,6 +188,43 @@ def test_the_condition_turns_false_when_a_request_outlives_the_deadline() -> Non
     assert (first.status, first.reason) == (ConditionStatus.UNKNOWN, "FirstBackupRunning")
     nothing = physical.observation([], None, None, NOW, deadline)
     assert (nothing.status, nothing.reason) == (ConditionStatus.UNKNOWN, "WaitingForRepository")
+
+
+def test_backups_that_never_complete_turn_the_condition_false_though_fires_replace_them() -> None:
+    """Each fire replaces a request that never completed with one stamped now:
+    timed from the newest, a backup failing for ever stayed BackupsCurrent when a
+    schedule fired more often than the deadline (a full every 4 h, 6 h allowed)."""
+    spec = PhysicalBackups.model_validate({"fullSchedule": "0 */4 * * *",
+                                           "retention": {"fullCount": 2}})
+    deadline = timedelta(hours=6)
+    start = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+    backups = [_backup(FULL, start - timedelta(minutes=30))]
+    current: archiving.BackupRequest | None = None
+    recorded: PhysicalBackupRequest | None = None
+    overdue_at = None
+    replaced = 0
+    for minute in range(0, 12 * 60, 5):
+        now = start + timedelta(minutes=minute)
+        plan = physical.plan(spec, ZONE, now, backups, current)
+        replaced += plan.request is not None and current is not None and plan.request != current
+        current = plan.request
+        since = physical.waiting_since(recorded, plan.pending, backups)
+        assert plan.pending is not None
+        recorded = PhysicalBackupRequest(id=plan.pending.id, type=plan.pending.type,
+                                         pod="postgres-0", waiting_since=since)
+        found = physical.observation(backups, plan.pending, "postgres-0", now, deadline, since)
+        if found.reason == "BackupOverdue" and overdue_at is None:
+            overdue_at = now
+            assert "have not completed" in found.message
+    assert replaced >= 2  # (the fires did replace the request)
+    assert overdue_at is not None and overdue_at - start <= deadline + timedelta(minutes=5)
+    # A backup completes: the wait starts over from the request now pending.
+    done = [*backups, _backup(FULL, start + timedelta(hours=12, minutes=1))]
+    later = start + timedelta(hours=16, minutes=1)
+    fresh = physical.plan(spec, ZONE, later, done, current)
+    assert fresh.pending is not None
+    assert physical.waiting_since(recorded, fresh.pending, done) == fresh.pending.requested_at
+    assert physical.waiting_since(recorded, None, done) is None
 
 
 def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() -> None:
