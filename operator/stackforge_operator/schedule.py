@@ -34,6 +34,20 @@ def previous_fire(expression: str, time_zone: str, at: datetime) -> datetime:
     return found.astimezone(at.tzinfo)
 
 
+def previous_distinct_fire(expression: str, time_zone: str, at: datetime) -> datetime:
+    """previous_fire, a wall-clock time repeated when the clocks go back counted at
+    its first occurrence: a nightly backup at 02:30 is not owed again at the
+    second 02:30 an hour after the first."""
+    found = previous_fire(expression, time_zone, at)
+    local_zone = zone(time_zone)
+    if _repeated_wall_time(found, local_zone):
+        # The same wall-clock time, its first occurrence: a fire too. (Not croniter
+        # asked again from just before: around the change it answers a day early.)
+        wall = found.astimezone(local_zone).replace(tzinfo=None)
+        return wall.replace(tzinfo=local_zone, fold=0).astimezone(at.tzinfo)
+    return found
+
+
 def staleness_limit(
     expression: str, time_zone: str, started: datetime, grace: timedelta
 ) -> timedelta:

@@ -50,6 +50,15 @@ def test_a_wall_time_repeated_when_the_clocks_go_back_is_owed_once() -> None:
     the_night_before = datetime(2026, 10, 24, 0, 0, tzinfo=UTC)
     assert schedule.staleness_limit("0 2 * * *", "Europe/Berlin", the_night_before, GRACE) == (
         timedelta(hours=24) + GRACE)
+    # Looking back (a physical backup's schedule): croniter names the second 02:30
+    # (01:30 UTC) once it has passed; it counts as the first (00:30 UTC).
+    first_half = first_two + timedelta(minutes=30)
+    after_second = first_two + timedelta(hours=2)
+    assert schedule.previous_fire("30 2 * * *", "Europe/Berlin", after_second) == (
+        first_half + timedelta(hours=1))
+    for at in (after_second, after_second + timedelta(hours=20)):
+        assert schedule.previous_distinct_fire("30 2 * * *", "Europe/Berlin", at) == first_half
+    assert schedule.previous_distinct_fire("0 * * * *", "Etc/UTC", after_second) == after_second
 
 
 def test_a_first_backup_is_late_once_the_run_after_the_first_has_come_and_gone() -> None:

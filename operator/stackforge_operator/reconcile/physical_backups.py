@@ -114,7 +114,7 @@ def due(spec: PhysicalBackups, zone: str, now: datetime,
                              (PhysicalBackupType.INCREMENTAL, spec.incremental_schedule)):
         if expression is None:
             continue
-        fired = schedule.previous_fire(expression, zone, now)
+        fired = schedule.previous_distinct_fire(expression, zone, now)
         if not any(_RANK[b.type] >= _RANK[kind] and b.stop_time >= fired for b in backups):
             return Due(kind, fired)
     return None

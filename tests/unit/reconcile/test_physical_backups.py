@@ -227,6 +227,20 @@ def test_backups_that_never_complete_turn_the_condition_false_though_fires_repla
     assert physical.waiting_since(recorded, None, done) is None
 
 
+def test_a_schedule_in_the_hour_the_clocks_repeat_asks_once() -> None:
+    """Croniter yields 02:30 twice the night Berlin goes back: a second full
+    backup an hour after the first, and with fullCount retention an older full
+    expired a cycle early."""
+    spec = PhysicalBackups.model_validate({"fullSchedule": "30 2 * * *",
+                                           "retention": {"fullCount": 2}})
+    first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST
+    made = [_backup(FULL, first - timedelta(days=1)),
+            _backup(FULL, first + timedelta(minutes=20))]
+    for minutes in (0, 60, 61, 90, 120):  # the second 02:30 CET is 01:30 UTC
+        assert physical.due(spec, "Europe/Berlin", first + timedelta(minutes=minutes + 21),
+                            made) is None
+
+
 def test_with_a_window_backup_freshness_is_the_age_of_the_last_archived_point() -> None:
     margin = allowed_age(60)  # the timeout plus the operator's push margin
     young = physical.freshness(ArchiveStatus(last_archived_time=NOW - timedelta(seconds=30)),
