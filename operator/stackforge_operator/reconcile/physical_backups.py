@@ -90,7 +90,25 @@ def read(client: S3Client, bucket: str, repository_path: str, stanza: str,
                 raise
             found.append(PhysicalBackup(label=label, type=parsed[0], start_time=parsed[1],
                                         stop_time=head["LastModified"].astimezone(UTC)))
-    return sorted(found, key=lambda b: (b.start_time or b.stop_time, b.label))
+    ordered = sorted(found, key=lambda b: (b.start_time or b.stop_time, b.label))
+    # pgBackRest's expiry, oldest first, deletes a backup's manifest before its
+    # files: one interrupted (its pod stopped) leaves a folder that restores
+    # nothing, and the window would start at it. The oldest known one is looked
+    # at again (one request a pass); the newer ones are newer than any expiry.
+    while ordered and ordered[0].label in seen and not _manifest_exists(
+            client, bucket, f"{prefix}{ordered[0].label}/{MANIFEST}"):
+        ordered.pop(0)
+    return ordered
+
+
+def _manifest_exists(client: S3Client, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if missing_object(error):
+            return False
+        raise
+    return True
 
 
 @dataclass(frozen=True)

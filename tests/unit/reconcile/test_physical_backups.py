@@ -7,8 +7,10 @@ test_pgbackrest_s3.py; on running pods: tests/realnode/test_archiving.py.)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from stackforge_operator.builders import archiving
 from stackforge_operator.models.backup import (
@@ -21,6 +23,7 @@ from stackforge_operator.models.backup import (
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.reconcile import physical_backups as physical
 from stackforge_operator.reconcile.archive_status import allowed_age
+from tests.unit.reconcile.test_archive_status import Bucket
 
 FULL, DIFF, INCR = (PhysicalBackupType.FULL, PhysicalBackupType.DIFFERENTIAL,
                     PhysicalBackupType.INCREMENTAL)
@@ -290,3 +293,41 @@ def test_a_primary_figure_not_read_again_is_not_called_a_draining_queue() -> Non
     assert "reported nothing since" in unread.message
     read_now = physical.freshness(kept, 60, NOW, primary_reported=True)
     assert read_now is not None and "draining" in read_now.message
+
+
+class _Repository(Bucket):
+    """The archive-status test's bucket, answering HEAD as S3 does."""
+
+    def __init__(self, objects: dict[str, datetime]) -> None:
+        super().__init__(objects)
+        self.heads: list[str] = []
+
+    def head_object(self, **kwargs: str) -> dict[str, Any]:
+        key = kwargs["Key"]  # (boto3's names)
+        self.heads.append(key)
+        if key not in self.objects:
+            raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
+        return {"LastModified": self.objects[key]}
+
+
+def test_a_backup_whose_expiry_was_interrupted_leaves_the_window() -> None:
+    """pgBackRest's expiry deletes a backup's manifest before its files: one cut
+    short (its pod stopped) left a folder that restores nothing, and the window
+    started at it, so targets no backup reaches were accepted."""
+    prefix = physical.backup_prefix("/sf/_pgbackrest/acme/7400-20261101T000000Z", "acme")
+    labels = ["20261128-010000F", "20261129-010000F", "20261130-010000F"]
+    objects = {}
+    for i, label in enumerate(labels):
+        objects[f"{prefix}{label}/{physical.MANIFEST}"] = NOW - timedelta(days=2 - i)
+        objects[f"{prefix}{label}/pg_data/PG_VERSION.zst"] = NOW - timedelta(days=2 - i)
+    repository = _Repository(objects)
+    path = "/sf/_pgbackrest/acme/7400-20261101T000000Z"
+    known = physical.read(repository, "bkt", path, "acme", [])  # type: ignore[arg-type]
+    assert [b.label for b in known] == labels
+    repository.heads = []
+    assert physical.read(repository, "bkt", path, "acme", known) == known  # type: ignore[arg-type]
+    # What was known is looked at again, the oldest only: one request a pass.
+    assert repository.heads == [f"{prefix}{labels[0]}/{physical.MANIFEST}"]
+    del repository.objects[f"{prefix}{labels[0]}/{physical.MANIFEST}"]  # expiry cut short
+    again = physical.read(repository, "bkt", path, "acme", known)  # type: ignore[arg-type]
+    assert [b.label for b in again] == labels[1:]
