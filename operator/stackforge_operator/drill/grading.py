@@ -114,7 +114,9 @@ def grade(
 
     An objective counts as missed only when it was set and its figure was
     measured: RTO is not measured when the restore never got verified, and
-    that run has already failed for the reason that stopped it.
+    that run has already failed for the reason that stopped it. An RPO
+    objective of a run that failed nothing else yet measured no recovery point
+    is missed: it cannot be confirmed.
     """
     # Messages give the figures as status does (whole seconds, rounded up), so a
     # message never shows "60.0s exceeds 60s" beside a status of 61.
@@ -140,6 +142,14 @@ def grade(
             f"RPO {whole_seconds(rpo_seconds)}s exceeds the objective of "
             f"{objectives.rpo_seconds:g}s"
         )
+    if not found and objectives.rpo_seconds is not None and rpo_seconds is None:
+        # Restored and checked, yet no recovery point to measure (a physical
+        # restore whose server names no replayed transaction): an objective that
+        # cannot be confirmed is not met.
+        rpo_met = False
+        found[Reason.RPO_MISSED] = (
+            f"RPO not measured: the restored database gives no recovery point, so the "
+            f"objective of {objectives.rpo_seconds:g}s cannot be confirmed")
     ranked = sorted(found, key=lambda r: _PRIORITY.index(r) if r in _PRIORITY else -1)
     if not ranked:
         parts = [f"all {len(checks)} checks passed"]

@@ -54,6 +54,19 @@ def test_objectives_are_inclusive_and_each_has_its_reason() -> None:
     assert "RPO 3601s exceeds the objective of 3600s" in late.message
 
 
+def test_an_rpo_objective_with_no_recovery_point_measured_is_missed() -> None:
+    """A restored server naming no replayed transaction gave no RPO: the drill
+    passed with its objectives "met", the RPO one never graded."""
+    unmeasured = grade(OK, rto_seconds=12, rpo_seconds=None, objectives=OBJECTIVES)
+    assert unmeasured.verdict == Verdict.FAILED and unmeasured.reasons == [Reason.RPO_MISSED]
+    assert unmeasured.rpo_met is False and "RPO not measured" in unmeasured.message
+    # Without an RPO objective nothing is owed; a run failed otherwise keeps its reason.
+    assert grade(OK, rto_seconds=12, rpo_seconds=None,
+                 objectives=Objectives(rto_seconds=60)).verdict == Verdict.PASSED
+    assert grade([*OK, BAD_TABLE], rto_seconds=12, rpo_seconds=None,
+                 objectives=OBJECTIVES).reasons == [Reason.CHECK_FAILED]
+
+
 def test_without_objectives_nothing_is_graded_but_checks() -> None:
     result = grade(OK, rto_seconds=1e6, rpo_seconds=1e9, objectives=Objectives())
     assert result.verdict == Verdict.PASSED
