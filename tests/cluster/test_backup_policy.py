@@ -24,13 +24,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.builders import archiving
 from stackforge_operator.builders import backup as builders
 from stackforge_operator.devcluster.s3server import S3Server
 from stackforge_operator.reconcile import backup
 from tests.support import kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.fixtures_backup import s3_bucket, s3_server  # noqa: F401 - fixtures
-from tests.support.secrets import put_secret
+from tests.support.secrets import S3_KEYS, put_secret
 
 pytestmark = pytest.mark.usefixtures("kube_as_operator", "default_image_catalog")
 
@@ -207,3 +208,49 @@ def test_the_jobs_of_runs_on_demand_are_kept_as_the_schedules_are(
     jobs = _policy_jobs(cluster, namespace)
     assert jobs[current].metadata.uid == uid
     assert len(jobs) == 4, sorted(jobs)
+
+
+def test_physical_backups_turned_off_withdraw_the_request_left_on_the_primary(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """Turned off (often because they failed), a request left on the primary's pod
+    was tried again by its archiver every few minutes, for ever, unreported.
+    (The bucket answers nothing here: withdrawing needs no S3.)"""
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    put_secret(cluster, namespace, "s3-credentials", S3_KEYS)
+    put_secret(cluster, namespace, "cipher", {"passphrase": "not-a-real-one"})
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                    input=json.dumps({
+                        "apiVersion": API, "kind": "BackupPolicy",
+                        "metadata": {"name": "nightly", "namespace": namespace},
+                        "spec": {"tenantRef": {"name": "shared"}, "schedule": "0 2 * * *",
+                                 "storage": {"bucket": "backups",
+                                             "endpoint": "https://127.0.0.1:1",
+                                             "credentialsSecretRef": {"name": "s3-credentials"}},
+                                 "retention": {"keepLast": 2},
+                                 "continuousArchiving": {"repositoryCipherSecretRef": {
+                                     "name": "cipher", "key": "passphrase"}}}}))
+    request = "20261206T010000Z full count 2"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "postgres-0",
+                     "annotations": {archiving.REQUEST_ANNOTATION: request}},
+        "spec": {"schedulerName": "nobody",
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{"name": "postgres", "image": "postgres:asked",
+                                 "securityContext": {
+                                     "allowPrivilegeEscalation": False,
+                                     "capabilities": {"drop": ["ALL"]}}}]}}))
+    core = client.CoreV1Api(cluster.api)
+
+    def annotations() -> dict[str, str]:
+        meta = core.read_namespaced_pod("postgres-0", namespace).metadata
+        return dict((meta.annotations if meta else None) or {})
+
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+
+    assert archiving.REQUEST_ANNOTATION not in annotations(), annotations()
+    events = core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=nightly,"
+                                  "reason=PhysicalBackupWithdrawn").items
+    assert events and "20261206T010000Z" in (events[0].message or ""), events

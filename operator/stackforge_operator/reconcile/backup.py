@@ -355,12 +355,20 @@ def _physical(
     """The physical backups of the archiving policy: ask the primary for the one
     due (reconcile/physical_backups.py), and say what the repository holds."""
     settings, archiving_settings = spec.physical_backups, spec.continuous_archiving
-    if settings is None or archiving_settings is None:
-        return None, None
     pod_name = postgres.primary_pod(t.primary_ordinal)
-    pod = kube.get("v1", "Pod", pod_name, t.namespace)
+    pod = kube.get("v1", "Pod", pod_name, t.namespace)  # (the pods' watch cache)
     live = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(
         archiving.REQUEST_ANNOTATION)
+    if settings is None or archiving_settings is None:
+        if live is not None:
+            # Turned off (often because they failed): a request left on the pod is
+            # tried again by the archiver every few minutes, for ever, unreported.
+            kube.annotate("v1", "Pod", pod_name, t.namespace,
+                          {archiving.REQUEST_ANNOTATION: None})
+            kube.record_event(dict(body), "Normal", "PhysicalBackupWithdrawn",
+                              f"physicalBackups is off: the request {live.split(' ')[0]} "
+                              f"asked of pod {pod_name} is withdrawn")
+        return None, None
     current = archiving.parse_request(live)
     # A request needs the primary and its repository (the archiver makes the
     # stanza first), a readable bucket to judge what is due, and a tenant that
