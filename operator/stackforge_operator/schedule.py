@@ -61,7 +61,7 @@ def staleness_limit(
     twice when the clocks go back counts once: a nightly run at 02:00 does not
     owe a second backup an hour after the first.
     """
-    return _next_distinct_fire(expression, time_zone, started) - started + grace
+    return next_distinct_fire(expression, time_zone, started) - started + grace
 
 
 def first_backup_deadline(
@@ -69,11 +69,11 @@ def first_backup_deadline(
 ) -> datetime:
     """When a policy made at ``created`` is late with its first complete backup:
     its first run has had until the run after it, plus ``grace``."""
-    first = _next_distinct_fire(expression, time_zone, created)
-    return _next_distinct_fire(expression, time_zone, first) + grace
+    first = next_distinct_fire(expression, time_zone, created)
+    return next_distinct_fire(expression, time_zone, first) + grace
 
 
-def _next_distinct_fire(expression: str, time_zone: str, after: datetime) -> datetime:
+def next_distinct_fire(expression: str, time_zone: str, after: datetime) -> datetime:
     """next_fire, skipping the second occurrence of a wall-clock time repeated
     when the clocks go back (croniter yields both)."""
     local_zone = zone(time_zone)

@@ -286,6 +286,55 @@ def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
     assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
 
 
+def test_a_drills_sweep_keeps_another_drills_expired_run_for_its_verdict(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes) -> None:
+    """Two drills of a namespace, the operator away across one's TTL: the other's
+    sweep deleted that run's sandbox first, its ended Job with it, and the run
+    was recorded lost (Timeout) instead of its verdict."""
+    _drill_with_a_backup(cluster, namespace)
+    drill.reconcile(_drill(cluster, namespace))
+    theirs = sandboxes.of(_drill(cluster, namespace))
+    # Its sandbox past the TTL, its drill not reconciled since.
+    cluster.kubectl("annotate", "--overwrite", "namespace", theirs,
+                    f"{builders.EXPIRES_ANNOTATION}=2026-01-01T00:00:00Z")
+    _apply_drill(cluster, namespace, "other-check")
+
+    drill.reconcile(_drill(cluster, namespace, "other-check"))
+
+    sandboxes.of(_drill(cluster, namespace, "other-check"))
+    assert not _deleted(cluster, theirs)
+    # Its own drill still deletes it once its run is over (here: past the TTL).
+    _started_ago(cluster, namespace, 901)
+    drill.reconcile(_drill(cluster, namespace))
+    assert _drill(cluster, namespace)["status"].get("activeRun") is None
+    assert _deleted(cluster, theirs)
+
+
+def test_a_job_that_ended_gives_its_verdict_though_the_policy_went(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes) -> None:
+    """A run stalled on a reference (its policy deleted, a Secret recreated by a
+    rotation) never read its ended Job: past the TTL it was recorded lost."""
+    _drill_with_a_backup(cluster, namespace)
+    drill.reconcile(_drill(cluster, namespace))  # the sandbox
+    sandbox = sandboxes.of(_drill(cluster, namespace))
+    tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
+                       timeout=60, interval=0.5)
+    drill.reconcile(_drill(cluster, namespace))  # the Job
+    kwok_jobs.record_success(cluster, sandbox, builders.JOB)
+    cluster.kubectl("delete", "backuppolicies.stackforge.io", "nightly", "-n", namespace)
+
+    drill.reconcile(_drill(cluster, namespace))
+
+    ended = _drill(cluster, namespace)["status"]
+    assert ended.get("activeRun") is None
+    # kwok ran nothing, so the ended Job left no result: its own reason, at once.
+    assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
+    found = tenants.condition(_drill(cluster, namespace), "Stalled") or {}
+    assert found.get("reason") == "BackupPolicyNotFound"
+
+
 def test_a_deleted_drills_sandboxes_are_reaped_and_a_live_drills_kept(
         cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> None:
     """A sandbox is a Namespace: no garbage collection takes it with its drill.

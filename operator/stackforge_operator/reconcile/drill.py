@@ -276,7 +276,9 @@ def _due(spec: DRDrillSpec, t: EffectiveTenant, old: DRDrillStatus, now: datetim
     if spec.once:
         return False
     when, zone = _schedule(spec, t)
-    return schedule.next_fire(when, zone, last) <= now
+    # A wall time the clocks repeat counts once: not a second full restore an hour
+    # after the first, the night they go back.
+    return schedule.next_distinct_fire(when, zone, last) <= now
 
 
 def _until_next(spec: DRDrillSpec, t: EffectiveTenant, new: DRDrillStatus,
@@ -285,7 +287,7 @@ def _until_next(spec: DRDrillSpec, t: EffectiveTenant, new: DRDrillStatus,
     if spec.once or spec.suspend or last is None:
         return IDLE_SECONDS
     when, zone = _schedule(spec, t)
-    seconds = (schedule.next_fire(when, zone, last) - now).total_seconds()
+    seconds = (schedule.next_distinct_fire(when, zone, last) - now).total_seconds()
     return min(IDLE_SECONDS, max(0.5, seconds))
 
 
@@ -531,11 +533,20 @@ def _finish(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
 
 
 def _sweep(namespace: str, active: ActiveDrillRun | None, now: datetime) -> None:
-    """Delete expired sandboxes of this namespace's drills (kept failures, lost runs)."""
+    """Delete expired sandboxes of this namespace's drills (kept failures, lost runs).
+
+    Never one that a drill of the namespace still names as its run: past its TTL
+    (its operator away meanwhile), that drill reads its Job's verdict from it
+    first, then deletes it itself. Another drill's sweep took it first, and the
+    run that had passed was recorded as lost."""
+    running = {active.sandbox_namespace} if active is not None else set()
+    for drill_body in kube.list_objects(API, "DRDrill", namespace=namespace):  # (watch cache)
+        run = ((drill_body.get("status") or {}).get("activeRun") or {})
+        running.add(run.get("sandboxNamespace"))
     for sandbox in kube.list_objects("v1", "Namespace",
                                      label_selector=f"{builders.DRILL_NAMESPACE_LABEL}={namespace}"):
         name = sandbox["metadata"]["name"]
-        if active is not None and name == active.sandbox_namespace:
+        if name in running:
             continue
         if sandbox["metadata"].get("deletionTimestamp"):
             continue
@@ -586,20 +597,29 @@ def _stalled_run(body: Mapping[str, Any], spec: DRDrillSpec, old: DRDrillStatus,
     has passed, the run fails and its sandbox, which holds a copy of the
     tenant's data and of the bucket's keys, is deleted; so are the
     namespace's other expired sandboxes. Until then the run is kept, as a
-    Secret may be back soon (a rotation).
+    Secret may be back soon (a rotation). A Job that has ended gives the run's
+    verdict all the same: reading it needs none of what is missing.
     """
     _sweep(body["metadata"]["namespace"], old.active_run, now)
     active = old.active_run
     if active is None:
         return _stalled(body, old, problem.reason, problem.message)
+    job = kube.get("batch/v1", "Job", builders.JOB, active.sandbox_namespace) \
+        if active.sandbox_namespace else None
     ttl = spec.sandbox.ttl_seconds
     left = (active.start_time + timedelta(seconds=ttl) - now).total_seconds()
-    if left >= 0:
+    new = old.model_copy(deep=True)
+    if job is not None and job_ended(job):
+        # Its verdict needs none of what is missing: read it, as _drive would
+        # (a Secret recreated by a rotation meanwhile cost a run that passed).
+        _follow_job(body, spec, new, job, now)
+    elif left >= 0:
         outcome = _stalled(body, old, problem.reason, problem.message)
         return Outcome(min(outcome.requeue_after, left + 1), outcome.latest)
-    new = old.model_copy(deep=True)
-    _finish(body, spec, new, {"verdict": "Failed", "reason": "Timeout",
-                              "message": f"no verdict within {ttl}s: {problem.message}"}, now)
+    else:
+        _finish(body, spec, new, {"verdict": "Failed", "reason": "Timeout",
+                                  "message": f"no verdict within {ttl}s: {problem.message}"},
+                now)
     generation = int(body["metadata"].get("generation", 0))
     new.observed_generation = generation
     new.conditions = status.merge(
