@@ -230,17 +230,8 @@ def test_physical_backups_turned_off_withdraw_the_request_left_on_the_primary(
                                  "continuousArchiving": {"repositoryCipherSecretRef": {
                                      "name": "cipher", "key": "passphrase"}}}}))
     request = "20261206T010000Z full count 2"
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "postgres-0",
-                     "annotations": {archiving.REQUEST_ANNOTATION: request}},
-        "spec": {"schedulerName": "nobody",
-                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                     "seccompProfile": {"type": "RuntimeDefault"}},
-                 "containers": [{"name": "postgres", "image": "postgres:asked",
-                                 "securityContext": {
-                                     "allowPrivilegeEscalation": False,
-                                     "capabilities": {"drop": ["ALL"]}}}]}}))
+    kwok_jobs.unscheduled_pod(cluster, namespace, "postgres-0", "postgres",
+                              annotations={archiving.REQUEST_ANNOTATION: request})
     core = client.CoreV1Api(cluster.api)
 
     def annotations() -> dict[str, str]:

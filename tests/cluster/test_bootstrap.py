@@ -223,22 +223,13 @@ def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves(
 def _passed_runner_pod(cluster: ClusterHandle, namespace: str) -> None:
     """A pod of the dump's Job whose runner said "Passed" as it ended: never
     scheduled (no scheduler by that name), so only this status patch speaks."""
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{DUMP_JOB}-ended", "labels": {"job-name": DUMP_JOB}},
-        "spec": {"schedulerName": "nobody",
-                 # The tenant's namespace enforces the restricted Pod Security level.
-                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                     "seccompProfile": {"type": "RuntimeDefault"}},
-                 "containers": [{"name": "restore", "image": "runner:ended",
-                                 "securityContext": {
-                                     "allowPrivilegeEscalation": False,
-                                     "capabilities": {"drop": ["ALL"]}}}]}}))
+    kwok_jobs.unscheduled_pod(cluster, namespace, f"{DUMP_JOB}-ended", "restore",
+                              labels={"job-name": DUMP_JOB})
     result = json.dumps({"verdict": "Passed", "backupId": "20261206T020000Z-a1b2c3"})
     cluster.kubectl("patch", "pod", f"{DUMP_JOB}-ended", "-n", namespace,
                     "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
                         "phase": "Succeeded", "containerStatuses": [{
-                            "name": "restore", "image": "runner:ended", "imageID": "",
+                            "name": "restore", "image": "restore:unscheduled", "imageID": "",
                             "ready": False, "restartCount": 0, "state": {"terminated": {
                                 "exitCode": 0, "reason": "Completed",
                                 "message": result}}}]}}))

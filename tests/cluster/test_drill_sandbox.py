@@ -234,6 +234,17 @@ def _deleted(cluster: ClusterHandle, name: str) -> bool:
     return found.metadata is not None and found.metadata.deletion_timestamp is not None
 
 
+def _run_with_its_job(cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> str:
+    """Drill "nightly-check"'s run up to its Job (its scratch database Ready); its sandbox."""
+    _drill_with_a_backup(cluster, namespace)
+    drill.reconcile(_drill(cluster, namespace))  # the sandbox
+    sandbox = sandboxes.of(_drill(cluster, namespace))
+    tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
+                       timeout=60, interval=0.5)
+    drill.reconcile(_drill(cluster, namespace))  # the Job
+    return sandbox
+
+
 def test_a_run_whose_policy_goes_away_ends_at_its_ttl_with_its_sandbox(
         cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
         sandboxes: Sandboxes) -> None:
@@ -269,12 +280,7 @@ def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
         sandboxes: Sandboxes) -> None:
     """The operator was away (a restart, a leadership move) until after the run's
     TTL: the Job's end is the run's verdict, not a Timeout."""
-    _drill_with_a_backup(cluster, namespace)
-    drill.reconcile(_drill(cluster, namespace))  # the sandbox
-    sandbox = sandboxes.of(_drill(cluster, namespace))
-    tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
-                       timeout=60, interval=0.5)
-    drill.reconcile(_drill(cluster, namespace))  # the Job
+    sandbox = _run_with_its_job(cluster, namespace, sandboxes)
     # The Job ends (as its controller records a success), then the TTL passes.
     kwok_jobs.record_success(cluster, sandbox, builders.JOB)
     _started_ago(cluster, namespace, 901)
@@ -316,12 +322,7 @@ def test_a_job_that_ended_gives_its_verdict_though_the_policy_went(
         sandboxes: Sandboxes) -> None:
     """A run stalled on a reference (its policy deleted, a Secret recreated by a
     rotation) never read its ended Job: past the TTL it was recorded lost."""
-    _drill_with_a_backup(cluster, namespace)
-    drill.reconcile(_drill(cluster, namespace))  # the sandbox
-    sandbox = sandboxes.of(_drill(cluster, namespace))
-    tenants.eventually(lambda: (_scratch(cluster, sandbox).status.ready_replicas or 0) >= 1,
-                       timeout=60, interval=0.5)
-    drill.reconcile(_drill(cluster, namespace))  # the Job
+    sandbox = _run_with_its_job(cluster, namespace, sandboxes)
     kwok_jobs.record_success(cluster, sandbox, builders.JOB)
     cluster.kubectl("delete", "backuppolicies.stackforge.io", "nightly", "-n", namespace)
 

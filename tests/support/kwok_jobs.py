@@ -1,5 +1,6 @@
-"""What the Job controller records when a Job's pod succeeds, written by a test:
-on kwok nodes no runner pod runs, so its Job never ends by itself."""
+"""What kwok's nodes never do, done by a test: the Job controller's record of a
+Job whose pod succeeded (no runner pod runs, so no Job ends by itself), and a
+pod that stays as written (never scheduled, so no stage rewrites its status)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,20 @@ def record_success(cluster: ClusterHandle, namespace: str, job: str,
                              "lastTransitionTime": now, "lastProbeTime": now},
                             {"type": "Complete", "status": "True",
                              "lastTransitionTime": now, "lastProbeTime": now}]}}))
+
+
+def unscheduled_pod(cluster: ClusterHandle, namespace: str, name: str, container: str, *,
+                    labels: dict[str, str] | None = None,
+                    annotations: dict[str, str] | None = None) -> None:
+    """A pod no scheduler takes (none by its name): only what a test writes into its
+    status speaks. Restricted Pod Security, as tenant namespaces enforce it."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}, "annotations": annotations or {}},
+        "spec": {"schedulerName": "nobody",
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{"name": container, "image": f"{container}:unscheduled",
+                                 "securityContext": {
+                                     "allowPrivilegeEscalation": False,
+                                     "capabilities": {"drop": ["ALL"]}}}]}}))
