@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -163,6 +164,13 @@ def superuser_connection(t: EffectiveTenant, ordinal: int) -> list[dict[str, Any
 def data_claim(statefulset: str, ordinal: int) -> str:
     """The data volume's claim of pod ``ordinal`` (the StatefulSet controller's name)."""
     return f"data-{statefulset}-{ordinal}"
+
+
+def primary_claim_ordinal(claim: str) -> int | None:
+    """The pod number of a primary's data claim (``data_claim(NAME, n)``); None for
+    any other claim (a read replica's: data-postgres-replica-<n>)."""
+    matched = re.fullmatch(rf"data-{NAME}-(\d+)", claim)
+    return int(matched[1]) if matched else None
 
 
 def image(t: EffectiveTenant) -> str:

@@ -24,7 +24,6 @@ tenant's own repository path if a policy of its own asks for it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,8 +54,6 @@ API = f"{API_GROUP}/{API_VERSION}"
 # The runner's reasons for a dump that may have been restored (committed) yet
 # failed its verification (drill/grading.py): a checksum, or a check after it.
 _FAILED_AFTER_COMMIT: Final = ("CheckFailed", "ChecksumMismatch")
-# The primary's data claims (postgres-<n>; not the read replicas').
-_PRIMARY_CLAIM = re.compile(rf"data-{postgres.NAME}-\d+")
 FIELD = "spec.bootstrap.recovery"
 DUMP_FIELD = "spec.bootstrap.logical"
 
@@ -168,7 +165,8 @@ def _existing_database(t: EffectiveTenant, tenant_created: datetime | None) -> s
     for claim in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace):
         meta = claim["metadata"]
         made = meta.get("creationTimestamp")
-        if (_PRIMARY_CLAIM.fullmatch(str(meta["name"])) and not meta.get("deletionTimestamp")
+        if (postgres.primary_claim_ordinal(str(meta["name"])) is not None
+                and not meta.get("deletionTimestamp")
                 and made and datetime.fromisoformat(str(made)) < tenant_created):
             return str(meta["name"])
     return None

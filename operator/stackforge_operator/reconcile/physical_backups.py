@@ -15,10 +15,10 @@ taken from there.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -82,12 +82,9 @@ def read(client: S3Client, bucket: str, repository_path: str, stanza: str,
             if label in seen:
                 found.append(seen[label])
                 continue
-            try:
-                head = client.head_object(Bucket=bucket, Key=f"{prefix}{label}/{MANIFEST}")
-            except ClientError as error:
-                if missing_object(error):
-                    continue  # still running, or interrupted: not a backup
-                raise
+            head = _manifest(client, bucket, f"{prefix}{label}/{MANIFEST}")
+            if head is None:
+                continue  # still running, or interrupted: not a backup
             found.append(PhysicalBackup(label=label, type=parsed[0], start_time=parsed[1],
                                         stop_time=head["LastModified"].astimezone(UTC)))
     ordered = sorted(found, key=lambda b: (b.start_time or b.stop_time, b.label))
@@ -95,20 +92,21 @@ def read(client: S3Client, bucket: str, repository_path: str, stanza: str,
     # files: one interrupted (its pod stopped) leaves a folder that restores
     # nothing, and the window would start at it. The oldest known one is looked
     # at again (one request a pass); the newer ones are newer than any expiry.
-    while ordered and ordered[0].label in seen and not _manifest_exists(
-            client, bucket, f"{prefix}{ordered[0].label}/{MANIFEST}"):
+    while ordered and ordered[0].label in seen and _manifest(
+            client, bucket, f"{prefix}{ordered[0].label}/{MANIFEST}") is None:
         ordered.pop(0)
     return ordered
 
 
-def _manifest_exists(client: S3Client, bucket: str, key: str) -> bool:
+def _manifest(client: S3Client, bucket: str, key: str) -> Mapping[str, Any] | None:
+    """The manifest's HEAD answer, or None when it is not there."""
     try:
-        client.head_object(Bucket=bucket, Key=key)
+        head: Mapping[str, Any] = client.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if missing_object(error):
-            return False
+            return None
         raise
-    return True
+    return head
 
 
 @dataclass(frozen=True)
@@ -247,8 +245,7 @@ def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None
                 since: datetime | None = None) -> status.Observation:
     """PhysicalBackups: False once requests waited longer than the policy's deadline,
     counted from ``since`` (waiting_since) when an older one was replaced."""
-    first = min(since, pending.requested_at) if pending and since else (
-        pending.requested_at if pending else None)
+    first = (since or pending.requested_at) if pending is not None else None
     if pending is not None and first is not None and now - first > deadline:
         where = f"pod {pod}" if pod else "the primary"
         older = (f" (backups asked since {first.isoformat()} have not completed)"

@@ -58,7 +58,6 @@ Everything here is pure; reconcile/tenant.py observes and applies.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -97,7 +96,6 @@ RECOVER_VERIFY_ANNOTATION: Final = f"{API_GROUP}/recover-verify-drill"
 SERVING_ANNOTATION: Final = f"{API_GROUP}/database-since"
 # Beside it: the recover-to that recovery answered.
 REQUEST_MARK_ANNOTATION: Final = f"{API_GROUP}/database-recovered-to"
-_PRIMARY_CLAIM: Final = re.compile(rf"data-{postgres.NAME}-(\d+)")
 
 Phase = RecoveryPhase
 ACTIVE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.VERIFYING,
@@ -575,20 +573,27 @@ def _marks(ended: RecoveryStatus) -> dict[str, str]:
             REQUEST_MARK_ANNOTATION: str(written["request"])}
 
 
-def _serving(recovery: RecoveryStatus) -> str:
-    return f"data-{postgres.primary_pod(primary_ordinal(recovery))}"
+def _claim(ordinal: int) -> str:
+    return postgres.data_claim(postgres.NAME, ordinal)
+
+
+def _ended_on(recovery: RecoveryStatus | None) -> str | None:
+    """The claim an ended recovery left the database on (None: none has ended)."""
+    if recovery is None or recovery.start_time is None \
+            or recovery.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        return None
+    return _claim(primary_ordinal(recovery))
 
 
 def serving_claim(before: RecoveryStatus | None,
                   after: RecoveryStatus | None) -> tuple[str, dict[str, str]] | None:
     """(claim, annotations) to write when this pass ends a recovery: the claim the
     database is on from now on, marked with the recovery's start."""
-    if after is None or after.start_time is None \
-            or after.phase not in (Phase.SUCCEEDED, Phase.FAILED) \
-            or (before is not None and before.phase == after.phase
-                and before.request == after.request):
+    serving = _ended_on(after)
+    if serving is None or after is None or (before is not None and before.phase == after.phase
+                                            and before.request == after.request):
         return None
-    return _serving(after), _marks(after)
+    return serving, _marks(after)
 
 
 def unmarked_claim(recovery: RecoveryStatus | None,
@@ -596,10 +601,9 @@ def unmarked_claim(recovery: RecoveryStatus | None,
     """The claim an ended recovery left the database on, when it lacks its mark:
     the pass that ended it died before marking, or it ended before claims were
     marked. (Asked while volumes are kept: only then are there claims to doubt.)"""
-    if recovery is None or recovery.start_time is None \
-            or recovery.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+    serving = _ended_on(recovery)
+    if serving is None or recovery is None:
         return None
-    serving = _serving(recovery)
     for claim in claims:
         meta = claim.get("metadata") or {}
         if meta.get("name") == serving and not meta.get("deletionTimestamp"):
@@ -627,9 +631,9 @@ def adopted(claims: Sequence[Mapping[str, Any]], now: datetime, *,
     found: dict[int, Mapping[str, str]] = {}
     for claim in claims:
         meta = claim.get("metadata") or {}
-        matched = _PRIMARY_CLAIM.fullmatch(str(meta.get("name")))
-        if matched and not meta.get("deletionTimestamp"):
-            found[int(matched[1])] = meta.get("annotations") or {}
+        ordinal = postgres.primary_claim_ordinal(str(meta.get("name")))
+        if ordinal is not None and not meta.get("deletionTimestamp"):
+            found[ordinal] = meta.get("annotations") or {}
     if set(found) <= {0} and started_at == 0:
         return None
     marked = [(when, ordinal) for ordinal, notes in found.items()
@@ -639,19 +643,19 @@ def adopted(claims: Sequence[Mapping[str, Any]], now: datetime, *,
     elif len(found) == 1:
         [serving] = found
     else:
-        names = ", ".join(f"data-{postgres.primary_pod(o)}" for o in sorted(found)) or "none"
+        names = ", ".join(_claim(o) for o in sorted(found)) or "none"
         return (f"the primary's pod number is {started_at} but the database claims here "
                 f"({names}) do not say which holds the database: none is marked by a "
                 f"recovery ({SERVING_ANNOTATION}), and starting on one could serve an old "
                 "database as current. Delete the claims that do not hold the database, "
                 f"or annotate the one that does: kubectl annotate pvc <claim> "
                 f"{SERVING_ANNOTATION}={now:%Y-%m-%dT%H:%M:%SZ}")
-    kept = [f"data-{postgres.primary_pod(o)}" for o in sorted(found) if o != serving]
+    kept = [_claim(o) for o in sorted(found) if o != serving]
     return RecoveryStatus(
         request=str(found[serving].get(REQUEST_MARK_ANNOTATION) or "")[:REQUEST_LENGTH],
         phase=Phase.ADOPTED, previous_ordinal=serving, ordinal=max(found),
         message=(f"made again over the claims a recovery left: the database is "
-                 f"data-{postgres.primary_pod(serving)}'s")[:2048],
+                 f"{_claim(serving)}'s")[:2048],
         kept_volumes=kept[-16:])
 
 

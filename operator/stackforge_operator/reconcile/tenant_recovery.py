@@ -53,19 +53,20 @@ def run(body: Mapping[str, Any], t: EffectiveTenant, recorded: RecoveryStatus | 
     own = primary is not None and observe.owned_by(primary, body["metadata"]["uid"])
     started_at = int((((primary or {}).get("spec") or {}).get("ordinals") or {}).get("start")
                      or 0) if own else 0
+    claims: list[dict[str, Any]] | None = None  # read once, when needed
     if recorded is None and t.postgres.enabled and (not own or started_at > 0):
         # A new tenant, or one made again over the claims of an earlier one (whose
         # StatefulSet may be left too, orphaned: its pod number is not this one's),
         # or one whose adoption's status write was lost (its own StatefulSet says).
-        found = recovery.adopted(
-            kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace), now,
-            started_at=started_at)
+        claims = kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)
+        found = recovery.adopted(claims, now, started_at=started_at)
         if isinstance(found, str):
             return Recovering(t, None, [], held=found)
         recorded = found
     if recorded is not None and recorded.kept_volumes:
         # A person deletes a kept volume when done with it; it is forgotten then.
-        claims = kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)
+        if claims is None:
+            claims = kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)
         recorded = recovery.forget_deleted(recorded, {c["metadata"]["name"] for c in claims})
         if (mark := recovery.unmarked_claim(recorded, claims)) is not None:
             _mark_serving(t, *mark)
