@@ -31,12 +31,17 @@
 #    login (NOLOGIN) but keeps what it owns. A role of a listed name that is
 #    not a member of the group is not ours and is left alone (the operator
 #    refuses the stack's own names before they get here).
-# 4. Isolation, at the same passes: while ISOLATION_FILE holds "true" (the
-#    tenant is isolated), every session that came over the network (clients,
-#    the replicas' WAL senders, the pooler's) is closed. The NetworkPolicies
-#    refuse new connections, but the dataplane lets connections already open
-#    go on; closed, they cannot come back. Sessions over the socket or the
-#    loopback address (this sidecar, the exporter) stay.
+# 4. Isolation, at the same passes: while ISOLATION_FILE holds a moment (whole
+#    seconds since the epoch; the tenant is isolated), every session that came
+#    over the network (clients, the replicas' WAL senders, the pooler's) and
+#    began before it is closed. The NetworkPolicies refuse new connections,
+#    but the dataplane lets connections already open go on; closed, they
+#    cannot come back. A session begun after the moment is left alone: the
+#    kubelet refreshes the file late, and a session that began after the
+#    moment came after the isolation was lifted (the operator reports the lift
+#    no sooner). "all" (or "true") closes every network session; empty or
+#    "false": not isolated. Sessions over the socket or the loopback address (this
+#    sidecar, the exporter) stay.
 #
 # Environment: POSTGRES_USER POSTGRES_PASSWORD APP_USER APP_PASSWORD
 #   REPLICATION_USER REPLICATION_PASSWORD; PGHOST [/var/run/postgresql] (or @name,
@@ -281,27 +286,43 @@ done
 touch "$READY_MARKER"
 echo "role passwords match the credentials Secret"
 
-# Sessions from the network, closed; prints how many.
+# Sessions from the network that began before $1 (seconds since the epoch;
+# empty: whenever they began), closed; prints how many.
 close_network_sessions() {
-	as_superuser <<'SQL'
+	as_superuser --set=before="$1" <<'SQL'
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE pid <> pg_backend_pid()
   AND backend_type IN ('client backend', 'walsender')
   AND client_addr IS NOT NULL
   AND NOT (client_addr << inet '127.0.0.0/8' OR client_addr = inet '::1')
+  AND (:'before' = '' OR backend_start < to_timestamp(:'before'::bigint))
 SQL
+}
+
+# Closes what the isolation in ISOLATION_FILE asks for, if any.
+enforce_isolation() {
+	isolation=$(cat "$ISOLATION_FILE" 2>/dev/null)
+	case $isolation in
+	"" | false) return 0 ;;
+	all | true) before= ;; # "true": as an operator before the moments wrote it
+	*[!0-9]*)
+		echo "$ISOLATION_FILE holds neither a moment nor \"all\": $isolation;" \
+			"every network session is closed" >&2
+		before=
+		;;
+	*) before=$isolation ;;
+	esac
+	if closed=$(close_network_sessions "$before"); then
+		[ "$closed" = 0 ] || echo "isolated: closed $closed network sessions"
+	else
+		echo "could not close the network sessions of an isolated tenant; retrying" >&2
+	fi
 }
 
 unused_before=
 applied_accounts=
 while :; do
-	if [ -n "$ISOLATION_FILE" ] && [ "$(cat "$ISOLATION_FILE" 2>/dev/null)" = true ]; then
-		if closed=$(close_network_sessions); then
-			[ "$closed" = 0 ] || echo "isolated: closed $closed network sessions"
-		else
-			echo "could not close the network sessions of an isolated tenant; retrying" >&2
-		fi
-	fi
+	[ -z "$ISOLATION_FILE" ] || enforce_isolation
 	if [ -n "$ADMIN_ACCOUNTS_FILE" ] && [ -r "$ADMIN_ACCOUNTS_FILE" ]; then
 		# Applied again only when the file changes (the Secret volume is
 		# refreshed by swapping a symlink; its content is what counts).

@@ -69,6 +69,12 @@ RECOVERY_VERIFY_DEADLINE_SECONDS = float(
 # be before ContinuousArchiving turns False (pgBackRest pushes in the background,
 # and a slow bucket takes a while). Lower only to see a failure sooner (tests).
 ARCHIVE_MARGIN_SECONDS = float(os.environ.get("STACKFORGE_ARCHIVE_MARGIN_SECONDS", "60"))
+# How long after an isolation begins its NetworkPolicies surely refuse new
+# connections: the rest of that reconcile (the policies are written after the
+# moment is taken) and the enforcer's lag, seconds at most. The primary closes
+# the network sessions that began before then; a lift is reported no sooner, so
+# that no session begun after the lift can be taken for one of the isolation's.
+ISOLATION_SETTLE_SECONDS = float(os.environ.get("STACKFORGE_ISOLATION_SETTLE_SECONDS", "10"))
 # With peering: how long a replica's keep-alive stays valid. A killed active
 # replica is replaced once its record expires, i.e. within this time (kopf's
 # default, 60 s, is too slow for a 30 s failover). kopf renews the record

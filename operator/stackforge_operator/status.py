@@ -103,14 +103,30 @@ def rollup(progress: Progress, reason: str, message: str) -> list[Observation]:
     ]
 
 
-def isolation(isolated: bool) -> Observation:
+def isolation(isolated: bool, lifting_until: datetime | None = None) -> Observation:
     """Isolated: True while spec.isolate cuts the tenant off (not part of Ready: an
-    isolated tenant is deliberately unreachable, its components may well be fine)."""
+    isolated tenant is deliberately unreachable, its components may well be fine),
+    and while its lift settles (``lifting_until``, reconcile/isolation.py): until
+    then the primary may still close a session that began after the lift."""
     if isolated:
         return Observation(ISOLATED, ConditionStatus.TRUE, "IsolationRequested",
                            "spec.isolate is set: only the operator's traffic is allowed")
+    if lifting_until is not None:
+        return Observation(ISOLATED, ConditionStatus.TRUE, "IsolationLifting",
+                           "spec.isolate is off and the network policies allow the stack's "
+                           "flows again; the primary may close network sessions begun before "
+                           f"{lifting_until.isoformat()}, when the isolation ends")
     return Observation(ISOLATED, ConditionStatus.FALSE, "NotIsolated",
                        "network policies allow the stack's own flows")
+
+
+def with_transition(conditions: Sequence[Condition], type_: str,
+                    when: datetime) -> list[Condition]:
+    """``conditions`` with the True condition ``type_`` begun ``when`` (a moment
+    the reconcile took before writing, not the moment of the write)."""
+    return [c.model_copy(update={"last_transition_time": when})
+            if c.type == type_ and c.status == ConditionStatus.TRUE else c
+            for c in conditions]
 
 
 def same_conditions(a: Sequence[Condition], b: Sequence[Condition]) -> bool:

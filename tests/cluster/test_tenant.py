@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
 from kubernetes import client
 
+from stackforge_operator import config
+from stackforge_operator.builders import postgres
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import audit, tenants
 from tests.support.clusters import ClusterHandle
@@ -501,6 +505,35 @@ def test_isolate_cuts_everything_but_the_operator(
     assert peer == {"kubernetes.io/metadata.name": "stackforge-system"}
     tenant = tenants.wait_condition(cluster, "incident", "Ready", "True")
     assert tenant["status"]["isolated"] is True
+
+    # The primary's sidecar closes the network sessions begun before the
+    # isolation settled: a moment, in its ConfigMap and on its pod (which has
+    # the kubelet write the file at once).
+    began = datetime.fromisoformat(
+        tenants.condition(tenant, "Isolated")["lastTransitionTime"])  # type: ignore[index]
+    moment = str(math.ceil(began.timestamp() + config.ISOLATION_SETTLE_SECONDS))
+    core = client.CoreV1Api(cluster.api)
+
+    def primary_told() -> str | None:
+        annotations = metadata_of(core.read_namespaced_pod("postgres-0", ns)).annotations or {}
+        return annotations.get(postgres.SESSIONS_BEFORE_ANNOTATION)
+
+    eventually(lambda: primary_told() == moment)
+    init = core.read_namespaced_config_map("postgres-init", ns).data or {}
+    assert init[postgres.ISOLATION_KEY] == moment
+
+    # Lifted: the policies come back at once, the lift is reported once no
+    # session begun after it can be taken for one of the isolation's.
+    tenants.apply(cluster, tenants.small_tenant("incident"))
+    eventually(lambda: len(_kinds(cluster, ns, "networkpolicies")) > 3)
+    lifted = tenants.wait_condition(cluster, "incident", "Isolated", "False", timeout=60)
+    ended = datetime.fromisoformat(
+        tenants.condition(lifted, "Isolated")["lastTransitionTime"])  # type: ignore[index]
+    assert ended.timestamp() >= int(moment), (ended, moment)
+    assert lifted["status"]["isolated"] is False
+    eventually(lambda: primary_told() is None)
+    assert (core.read_namespaced_config_map("postgres-init", ns).data or {})[
+        postgres.ISOLATION_KEY] == ""
 
 
 def test_deleting_the_tenant_removes_its_stack_and_keeps_its_namespace(

@@ -17,6 +17,7 @@ run for real against the host's PostgreSQL 15:
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -752,15 +753,18 @@ def network_address() -> Iterator[str]:
                        check=False)
 
 
-def test_upkeep_closes_network_sessions_while_the_tenant_is_isolated(
+def test_upkeep_closes_network_sessions_begun_before_the_isolations_moment(
     pod: Pod, upkeep: Callable[..., subprocess.Popen[bytes]], network_address: str
 ) -> None:
+    """The file holds the moment before which network sessions are closed. A
+    session begun after it stays although the file still says isolated: the
+    kubelet refreshes it late, and such a session came after the lift."""
     address = network_address
     server = Server(pod, pod.env(), extra_args=["-c", f"listen_addresses=127.0.0.1,{address}"])
     try:
         server.wait_ready()
         isolation = pod.root / "tmp" / "isolated"
-        isolation.write_text("false")
+        isolation.write_text("")
 
         def session(host: str) -> subprocess.Popen[bytes]:
             return subprocess.Popen(
@@ -769,24 +773,44 @@ def test_upkeep_closes_network_sessions_while_the_tenant_is_isolated(
                 env={"PGPASSWORD": APP_PASSWORD, "PATH": "/usr/bin:/bin"},
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-        remote, local = session(address), session("127.0.0.1")
+        def sleeping() -> int:
+            return int(query(pod, "SELECT count(*) FROM pg_stat_activity "
+                             "WHERE query = 'SELECT pg_sleep(120)'",
+                             user="shop_app", password=APP_PASSWORD, database="shop"))
+
+        before, local = session(address), session("127.0.0.1")
+        sessions = [before, local]
         try:
+            eventually(lambda: sleeping() == 2, timeout=10)
             upkeep("", ISOLATION_FILE=str(isolation))
             time.sleep(1.5)  # passes while not isolated: nothing is closed
-            assert remote.poll() is None and local.poll() is None
-            isolation.write_text("true\n")
-            assert remote.wait(30) != 0
-            assert remote.stderr is not None
-            assert "terminating connection" in remote.stderr.read().decode()
-            # The loopback session (the exporter's kind) stays.
-            assert local.poll() is None
+            assert before.poll() is None and local.poll() is None
+            # The moment: a whole second after the first session began.
+            moment = math.ceil(time.time())
+            time.sleep(max(0.0, moment - time.time()) + 0.2)
+            after = session(address)
+            sessions.append(after)
+            eventually(lambda: sleeping() == 3, timeout=10)
+            isolation.write_text(f"{moment}\n")
+            assert before.wait(30) != 0
+            assert before.stderr is not None
+            assert "terminating connection" in before.stderr.read().decode()
             # The program logs after pg_terminate_backend returns, which can be after
             # the client has already seen its connection end (seen in CI under load).
             log = pod.root / "upkeep.log"
             eventually(lambda: "isolated: closed 1 network sessions" in log.read_text(),
                        timeout=10)
+            time.sleep(1.5)  # more passes with the file as it is
+            # The loopback session (the exporter's kind) stays, and so does the
+            # network session begun after the moment.
+            assert local.poll() is None and after.poll() is None
+            assert log.read_text().count("isolated: closed") == 1
+            # "all": every network session, whenever it began.
+            isolation.write_text("all")
+            assert after.wait(30) != 0
+            assert local.poll() is None
         finally:
-            for process in (remote, local):
+            for process in sessions:
                 if process.poll() is None:
                     process.kill()
                 process.wait()

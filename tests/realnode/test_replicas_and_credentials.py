@@ -446,13 +446,15 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
         for service, conninfo in flows.items():
             assert not works(conninfo), f"{service} still reachable while isolated"
         assert not resolves()
-        # The kubelet refreshes the sidecar's file within a minute or so.
+        # The operator touches the primary's pod, so the kubelet writes the
+        # sidecar's file at once (not up to a minute later); then its next pass
+        # (10 s). A replica's session ends with its pod.
         for service, session in held_open.items():
             try:
-                session.wait(timeout=180)
+                session.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 raise AssertionError(f"a session held open through {service} outlived "
-                                     "180 s of isolation") from None
+                                     "60 s of isolation") from None
             stderr = session.stderr.read() if session.stderr else ""
             assert "terminating connection" in stderr, (service, stderr)
     finally:
@@ -474,10 +476,25 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
     lifted = replicated_tenant(tenant)
     lifted["spec"]["adminAccounts"] = lifted["spec"]["adminAccounts"][:1]
     tenants.apply(real_cluster, lifted)
+    # Reported lifted: a session begun now is never taken for one of the
+    # isolation's, however late the kubelet refreshes the sidecar's file.
+    tenants.wait_condition(real_cluster, tenant, "Isolated", "False", timeout=60)
     tenants.eventually(lambda: all(works(c) for c in flows.values()), timeout=120, interval=2)
     assert resolves()
-    tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
-                       timeout=120, interval=2)
+    after_lift = hold("postgres")
+    held_since = time.monotonic()
+    try:
+        tenants.eventually(lambda: streaming_replicas(real_cluster, ns) == STREAMING,
+                           timeout=120, interval=2)
+        # Held through three of the sidecar's passes (10 s apart).
+        time.sleep(max(0.0, 30 - (time.monotonic() - held_since)))
+        assert after_lift.poll() is None, after_lift.stderr.read() if after_lift.stderr else ""
+        assert sleeping("postgres-0") == 1
+    finally:
+        after_lift.kill()
+        after_lift.wait()
+        psql_in(real_cluster, ns, "postgres-0", "SELECT count(pg_terminate_backend(pid)) "
+                "FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%'")
     # Each replica was replaced once, by a pod that started from its volume and
     # was never restarted: the copy was kept, never cloned anew.
     for pod in replicas:

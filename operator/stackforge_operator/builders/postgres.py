@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from stackforge_operator import image_catalog
+from stackforge_operator import API_GROUP, image_catalog
 from stackforge_operator.builders import archiving, exporters
 from stackforge_operator.builders.common import (
     POSTGRES_PORT,
@@ -93,9 +93,15 @@ RECLONE_MESSAGE_PREFIX = "re-clone: "
 SLOT_PREFIX = "postgres_replica_"
 SLOTS_KEY = "replica-slots"
 EXPORTER_QUERIES_KEY = "exporter-queries.yaml"
-# "true" while the tenant is isolated: the upkeep sidecar then closes sessions
-# that came over the network, which the NetworkPolicies alone leave open.
-ISOLATION_KEY = "isolated"
+# While the tenant is isolated, a moment (whole seconds since the epoch): the
+# upkeep sidecar closes the sessions that came over the network and began
+# before it, which the NetworkPolicies alone leave open (reconcile/isolation.py
+# says why not every one). Empty when the tenant is not isolated.
+ISOLATION_KEY = "isolated-sessions-before"
+# The same moment on the primary's pod, written when it changes: a pod update
+# has the kubelet write the pod's ConfigMap files anew at once (otherwise up to
+# a minute late).
+SESSIONS_BEFORE_ANNOTATION = f"{API_GROUP}/isolated-sessions-before"
 # How much WAL the slots may hold back on the primary's volume, as a share of it:
 # a replica that stays away loses its slot (and must be cloned again) before the
 # primary's disk fills. Applied by the upkeep sidecar (ALTER SYSTEM, a reload):
@@ -223,8 +229,19 @@ def _init_config(t: EffectiveTenant) -> Manifest:
         {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t),
          SLOT_WAL_LIMIT_KEY: slot_wal_limit(t),
          EXPORTER_QUERIES_KEY: exporters.POSTGRES_EXPORTER_QUERIES,
-         ISOLATION_KEY: "true" if t.isolate else "false"},
+         ISOLATION_KEY: isolation_value(t) or ""},
     )
+
+
+def isolation_value(t: EffectiveTenant) -> str | None:
+    """What the upkeep sidecar reads as the isolation: the moment before which
+    network sessions are closed; "all" for an isolation the reconcile has not
+    timed (every network session is closed then); None when not isolated."""
+    if not t.isolate:
+        return None
+    if t.isolation is None:
+        return "all"
+    return str(int(t.isolation.sessions_before.timestamp()))
 
 
 def admin_roles_secret(t: EffectiveTenant, passwords: Mapping[str, str]) -> Manifest:

@@ -7,6 +7,7 @@ tier" at each use; nothing here is ever written back to the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from stackforge_operator.models.backup import ObjectStorage
@@ -154,6 +155,19 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class Isolation:
+    """An isolation in force, as the tenant's reconcile times it
+    (reconcile/isolation.py)."""
+
+    # When it began: the Isolated condition's transition.
+    since: datetime
+    # The primary closes every network session that began before this moment:
+    # ``since`` plus the time the NetworkPolicies take to refuse new connections.
+    # A session that begins later came after the isolation was lifted, and stays.
+    sessions_before: datetime
+
+
+@dataclass(frozen=True)
 class EffectiveTenant:
     """Everything the builders need, with no value left unset."""
 
@@ -191,6 +205,8 @@ class EffectiveTenant:
     primary_ordinal: int = 0
     primary_stopped: bool = False
     writes_stopped: bool = False
+    # Set by the tenant's reconcile while ``isolate`` is on.
+    isolation: Isolation | None = None
 
 
 def _app(app: AppServiceSpec, tier: Tier) -> App:

@@ -1300,7 +1300,9 @@ class StackForgeTenantStatus(StatusModel):
     suspended: bool | None = Field(None, description="Workloads are scaled to zero.")
     suspend_window: SuspendWindowStatus | None = Field(
         None, description="The suspend windows' state, when the spec has some.")
-    isolated: bool | None = Field(None, description="Isolation network policies are in force.")
+    isolated: bool | None = Field(
+        None, description="Isolation network policies are in force, or their lift has not "
+                          "settled yet (the Isolated condition says which).")
     evidence: EvidenceStatus | None = Field(
         None, description="Logs and objects captured to the backup bucket when isolated.")
     usage: UsageStatus | None = Field(

@@ -42,7 +42,10 @@ def tenant_screen(tenant: Mapping[str, Any], policies: Sequence[Mapping[str, Any
         lines.append("  suspended" + (f" by a window until {window.get('nextChange')}"
                                       if window.get("open") else ""))
     if st.get("isolated"):
-        lines.append("  " + _paint("ISOLATED", "False", color) + " (spec.isolate)")
+        lifting = _condition(tenant, "Isolated").get("reason") == "IsolationLifting"
+        lines.append("  " + _paint("ISOLATED", "False", color)
+                     + (" (lifted; settling, see the Isolated condition)" if lifting
+                        else " (spec.isolate)"))
     lines += ["", "Conditions:"]
     rows = [["TYPE", "STATUS", "REASON", "MESSAGE"]]
     for c in st.get("conditions") or []:

@@ -1,5 +1,18 @@
 """Closing the sessions that are open when a tenant's isolation starts.
 
+The primary's upkeep sidecar closes the network sessions that began before
+the isolation's ``sessions_before`` moment (its start plus the time the
+NetworkPolicies take to refuse new connections), not every network session:
+it reads the isolation from a ConfigMap file the kubelet refreshes up to a
+minute late, and a sidecar closing every session while that file still says
+"isolated" would end the sessions of a tenant whose isolation was lifted (a
+backup, an app reconnecting). A session begun after the moment cannot be the
+isolation's: the policies refused it, or it came after the lift, which is
+reported only once the moment has passed. The operator also touches the
+primary pod (``SESSIONS_BEFORE_ANNOTATION``) when the moment changes: a pod
+update has the kubelet sync the pod, which writes its ConfigMap files anew,
+so the sidecar learns of an isolation within seconds, not a minute.
+
 The dataplane refuses new connections once the isolating NetworkPolicies are
 in place, but lets established ones go on. Each component closes its own:
 the primary's upkeep sidecar ends PostgreSQL's network sessions, Redis's pod is
@@ -16,14 +29,17 @@ own volume (nothing is cloned) and streams again once the isolation is lifted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stackforge_operator import config
 from stackforge_operator.builders import consul, kafka, postgres
 from stackforge_operator.builders.common import COMPONENT_LABEL
 from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.conditions import ISOLATED
+from stackforge_operator.models.effective import Isolation
 
 # Components whose pods are deleted all at once when isolation starts.
 DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COMPONENT)
@@ -36,6 +52,33 @@ def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
         if condition.type == ISOLATED and condition.status == ConditionStatus.TRUE:
             return condition.last_transition_time
     return now
+
+
+def timed(conditions: Sequence[Condition], now: datetime) -> Isolation:
+    """The isolation in force, begun when ``isolated_since`` says."""
+    since = isolated_since(conditions, now)
+    return Isolation(since, sessions_before(since))
+
+
+def sessions_before(since: datetime) -> datetime:
+    """The moment before which a network session is the isolation's: ``since``
+    plus the settle time, up to a whole second (the sidecar reads whole seconds)."""
+    moment = since + timedelta(seconds=config.ISOLATION_SETTLE_SECONDS)
+    return datetime.fromtimestamp(math.ceil(moment.timestamp()), UTC)
+
+
+def lifting_until(isolate: bool, conditions: Sequence[Condition],
+                  now: datetime) -> datetime | None:
+    """While an isolation is being lifted: when the lift may be reported (its
+    ``sessions_before`` moment). None when the tenant is isolated, or the lift
+    may be reported now, or there was no isolation."""
+    if isolate:
+        return None
+    for condition in conditions:
+        if condition.type == ISOLATED and condition.status == ConditionStatus.TRUE:
+            until = sessions_before(condition.last_transition_time)
+            return until if now < until else None
+    return None
 
 
 def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[str]:

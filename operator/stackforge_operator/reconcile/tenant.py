@@ -40,6 +40,7 @@ from stackforge_operator.builders import (
 from stackforge_operator.builders import secrets_names as names
 from stackforge_operator.builders.common import MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL
 from stackforge_operator.cost import estimate
+from stackforge_operator.models.conditions import ISOLATED
 from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import (
     BootstrapStatus,
@@ -253,6 +254,17 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         secrets.append(postgres.admin_roles_secret(t, _admin_passwords(t, secrets)))
     if prepared is not None and (dumped is None or dumped.pending):
         secrets += prepared.copies
+    evidence = old_status.evidence
+    if tenant_evidence.due(t.isolate, old_status):
+        # Before the isolation's own changes are applied, as the runbook's step 2.
+        evidence = tenant_evidence.capture(t, body, policies, datetime.now(UTC))
+        if evidence.location is not None:
+            kube.record_event(dict(body), "Normal", "EvidenceCaptured",
+                              f"{evidence.files} files written to {evidence.location}")
+    if t.isolate:
+        # Timed after the capture (which may take a while): the policies that
+        # refuse new connections are written moments later (config.py).
+        t = replace(t, isolation=isolation.timed(old_status.conditions, datetime.now(UTC)))
     owner = owner_reference(body)
     desired = [_owned(m, owner) for m in stack.desired_children(
         t, secrets=secrets, tls=spec.tls, rotation=rotation)]
@@ -275,13 +287,6 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         except ValueError as error:
             problems.append(status.Problem("RestoreUnreachable", str(error)))
 
-    evidence = old_status.evidence
-    if tenant_evidence.due(t.isolate, old_status):
-        # Before the isolation's own changes are applied, as the runbook's step 2.
-        evidence = tenant_evidence.capture(t, body, policies, datetime.now(UTC))
-        if evidence.location is not None:
-            kube.record_event(dict(body), "Normal", "EvidenceCaptured",
-                              f"{evidence.files} files written to {evidence.location}")
     live[("Namespace", t.namespace)] = live_namespace or {}
     applied: list[str] = []
     for manifest in desired:
@@ -308,8 +313,10 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             applied.append(f"{key[0]}/{key[1]}")
     pruned = _prune(t, live, {*stack.by_key(desired), *(dumped.kept if dumped else ())},
                     meta["uid"])
-    if t.isolate:
-        _close_unrollable_sessions(t, old_status)
+    if t.postgres.enabled:
+        _point_primary_at_isolation(t)
+    if t.isolation is not None:
+        _close_unrollable_sessions(t, t.isolation.since)
 
     return _report(body, old_status, t, spec, window, evidence, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
@@ -317,13 +324,27 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                    recovering.recovery)
 
 
-def _close_unrollable_sessions(t: EffectiveTenant, old_status: StackForgeTenantStatus) -> None:
+def _point_primary_at_isolation(t: EffectiveTenant) -> None:
+    """Touch the primary's pod when the isolation's moment in its ConfigMap
+    changes, so that the kubelet writes the file now (reconcile/isolation.py).
+    Read from the pods' watch cache: a converged tenant costs no request."""
+    wanted = postgres.isolation_value(t)
+    name = postgres.primary_pod(t.primary_ordinal)
+    pod = kube.get("v1", "Pod", name, t.namespace)
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return  # a pod made from now on reads the ConfigMap as it is
+    annotations = pod["metadata"].get("annotations") or {}
+    if annotations.get(postgres.SESSIONS_BEFORE_ANNOTATION) != wanted:
+        kube.annotate("v1", "Pod", name, t.namespace,
+                      {postgres.SESSIONS_BEFORE_ANNOTATION: wanted})
+
+
+def _close_unrollable_sessions(t: EffectiveTenant, since: datetime) -> None:
     """Delete the Kafka, Consul and read replica pods made before the isolation
     started (reconcile/isolation.py says why not a rolling replacement)."""
     if not (t.kafka.enabled or t.consul.enabled
             or (t.postgres.enabled and t.postgres.read_replicas > 0)):
         return
-    since = isolation.isolated_since(old_status.conditions, datetime.now(UTC))
     for pod in isolation.pods_to_replace(observe.tenant_pods(t), since):
         logger.info("tenant %s is isolated: deleting pod %s, which may hold sessions "
                     "opened before", t.name, pod)
@@ -481,14 +502,18 @@ def _report(
             f"in-place recovery to {recovered.recovery_target}: {recovered.phase.value}: "
             f"{recovered.message or ''}".rstrip(": "))
     in_use = {o.type for o in components}
+    lifting = isolation.lifting_until(t.isolate, old_status.conditions, now)
     conditions = status.merge(
         old_status.conditions,
         [*status.rollup(progress, reason, message), *components, *informational,
-         status.isolation(t.isolate)],
+         status.isolation(t.isolate, lifting)],
         generation=generation,
         now=now,
         drop=status.ALL_COMPONENT_CONDITIONS - in_use,
     )
+    if t.isolation is not None:
+        # Begun when its moment was taken, which the primary's file is counted from.
+        conditions = status.with_transition(conditions, ISOLATED, t.isolation.since)
     kong_live = live.get(("Deployment", "kong")) or {}
     kong_status = kong_live.get("status") or {}
     component_status = [
@@ -521,7 +546,7 @@ def _report(
         suspend_window=SuspendWindowStatus(open=window.suspended,
                                            next_change=window.next_change)
         if spec.suspend_windows else None,
-        isolated=t.isolate,
+        isolated=t.isolate or lifting is not None,
         evidence=evidence,
         usage=observe.usage(t, old_status.usage, now, pods),
         credentials_rotated_at=now if rotated else old_status.credentials_rotated_at,
@@ -552,6 +577,9 @@ def _report(
             notify(sends)
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
+    if lifting is not None:
+        # The lift is reported once its moment has passed, not a resync late.
+        requeue = min(requeue, max(1.0, (lifting - now).total_seconds()))
     window_change = None
     if window.next_change is not None:
         # On the windows' own clock (clock.py), read once for both uses below.

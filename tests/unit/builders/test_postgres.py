@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 from stackforge_operator.builders import postgres
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import (
@@ -7,6 +10,7 @@ from stackforge_operator.builders.common import (
     STARTUP_PROBE_PERIOD_SECONDS,
     selector_labels,
 )
+from stackforge_operator.models.effective import Isolation
 from tests.unit.builders.image_programs import IMAGES, script_required, script_variables
 from tests.unit.builders.tenants import container, env_of, find, names, secret_ref, tenant
 
@@ -265,15 +269,22 @@ def test_role_passwords_are_synced_from_the_secret_at_every_start() -> None:
 
 
 def test_isolation_reaches_the_primarys_sidecar_without_a_restart() -> None:
-    def config_and_template(isolate: bool) -> tuple[str, object]:
-        objs = postgres.build(tenant({"isolate": isolate}))
+    began = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    timed = Isolation(began, began + timedelta(seconds=10))
+
+    def config_and_template(isolate: bool, isolation: Isolation | None) -> tuple[str, object]:
+        objs = postgres.build(replace(tenant({"isolate": isolate}), isolation=isolation))
         config = find(objs, "ConfigMap", "postgres-init")["data"][postgres.ISOLATION_KEY]
         return config, find(objs, "StatefulSet", "postgres")["spec"]["template"]
 
-    assert config_and_template(True)[0] == "true"
-    assert config_and_template(False)[0] == "false"
+    # Sessions begun before the moment (seconds since the epoch) are closed.
+    assert config_and_template(True, timed)[0] == str(int(began.timestamp()) + 10)
+    # Not timed by a reconcile: every network session.
+    assert config_and_template(True, None)[0] == "all"
+    assert config_and_template(False, None)[0] == ""
     # The file changes under the running sidecar: the pod template does not.
-    assert config_and_template(True)[1] == config_and_template(False)[1]
+    assert config_and_template(True, timed)[1] == config_and_template(False, None)[1]
+    assert postgres.isolation_value(replace(tenant({"isolate": False}), isolation=timed)) is None
     upkeep = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "upkeep")
     assert env_of(upkeep)["ISOLATION_FILE"]["value"] == (
         f"{postgres.CONFIG_DIR}/{postgres.ISOLATION_KEY}")

@@ -45,6 +45,18 @@ def test_one_screen_has_conditions_components_backups_drills_incidents_and_cost(
     assert "\033[" not in screen  # no colour unless asked
 
 
+def test_an_isolation_and_its_settling_lift_are_told_apart() -> None:
+    def screen(reason: str) -> str:
+        tenant = _tenant(isolated=True)
+        tenant["status"]["conditions"].append(
+            {"type": "Isolated", "status": "True", "reason": reason, "message": ""})
+        return render.tenant_screen(tenant, [], [])
+
+    assert "ISOLATED (spec.isolate)" in screen("IsolationRequested")
+    assert "ISOLATED (lifted; settling, see the Isolated condition)" in screen("IsolationLifting")
+    assert "ISOLATED" not in render.tenant_screen(_tenant(), [], [])
+
+
 def test_colours_only_when_asked() -> None:
     screen = render.tenant_screen(_tenant(ready="False"), [], [], color=True)
     assert "\033[31mReady=False\033[0m" in screen

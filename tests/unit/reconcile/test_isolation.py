@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stackforge_operator import config
 from stackforge_operator.models.common import Condition, ConditionStatus
+from stackforge_operator.models.effective import Isolation
 from stackforge_operator.reconcile import isolation
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, 700000, tzinfo=UTC)
@@ -44,3 +46,27 @@ def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
     # Once replaced, nothing more: the next reconcile finds only new pods.
     later = [_pod(n, "kafka", NOW + timedelta(seconds=2)) for n in ("kafka-0", "kafka-1")]
     assert isolation.pods_to_replace(later, NOW) == []
+
+
+def test_the_primary_closes_sessions_begun_before_the_isolation_settled() -> None:
+    # NOW is 12:00:00.7: the settle time on top, up to the whole second.
+    settled = datetime(2026, 11, 30, 12, 0, 11, tzinfo=UTC)
+    assert config.ISOLATION_SETTLE_SECONDS == 10
+    assert isolation.timed([], NOW) == Isolation(NOW, settled)
+    earlier = NOW - timedelta(hours=1)
+    assert isolation.timed([_isolated(ConditionStatus.TRUE, earlier)], NOW) == Isolation(
+        earlier, datetime(2026, 11, 30, 11, 0, 11, tzinfo=UTC))
+
+
+def test_a_lift_is_reported_once_no_later_session_can_be_taken_for_the_isolations() -> None:
+    began = NOW - timedelta(seconds=4)
+    settled = isolation.sessions_before(began)
+    true = [_isolated(ConditionStatus.TRUE, began)]
+    # Lifted 4 s into the isolation: reported when its moment has passed.
+    assert isolation.lifting_until(False, true, NOW) == settled
+    assert isolation.lifting_until(False, true, settled - timedelta(microseconds=1)) == settled
+    assert isolation.lifting_until(False, true, settled) is None
+    # Still isolated, never isolated, or already reported lifted: nothing to wait for.
+    assert isolation.lifting_until(True, true, NOW) is None
+    assert isolation.lifting_until(False, [], NOW) is None
+    assert isolation.lifting_until(False, [_isolated(ConditionStatus.FALSE, began)], NOW) is None
