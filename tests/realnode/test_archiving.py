@@ -591,6 +591,13 @@ def test_physical_backups_run_on_their_schedules_and_expire_by_retention(
                            timeout=60, interval=2)
         pod = client.CoreV1Api(real_cluster.api).read_namespaced_pod("postgres-0", ns)
         assert "stackforge.io/physical-backup-request" not in (metadata_of(pod).annotations or {})
+        # The retention its expiry ran by stays on record: the repository is
+        # judged by it (a full backup it should have removed turns the
+        # condition False), and here nothing is left over.
+        answered = _physical_status(real_cluster, ns)
+        assert str(answered.get("lastRequest")).endswith(" full count 1"), answered
+        policy = runs.get_policy(real_cluster, ns, "archive")
+        assert runs.condition_of(policy, "PhysicalBackups")["status"] == "True", policy["status"]
     finally:
         _physical_spec(real_cluster, ns, None)
 

@@ -537,6 +537,11 @@ class PhysicalBackupsStatus(StatusModel):
     recoverability_window: RecoverabilityWindow | None = Field(
         None, description="First and last moment a restore can reach (none before a backup)."
     )
+    last_request: str | None = Field(
+        None, max_length=64,
+        description=("The newest request handed to the primary's archiver, as it reads it "
+                     "('<id> <type> <count|time> <n>'): the retention pgBackRest expires by "
+                     "after the backup that answers it."))
 
 
 class BackupPolicyStatus(StatusModel):

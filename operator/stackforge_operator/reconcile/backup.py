@@ -370,6 +370,7 @@ def _physical(
                               f"asked of pod {pod_name} is withdrawn")
         return None, None
     current = archiving.parse_request(live)
+    handed = live if current is not None else None
     # A request needs the primary and its repository (the archiver makes the
     # stanza first), a readable bucket to judge what is due, and a tenant that
     # is not isolated (no data leaves it then).
@@ -381,6 +382,7 @@ def _physical(
         if wanted != live:
             kube.annotate("v1", "Pod", pod_name, t.namespace,
                           {archiving.REQUEST_ANNOTATION: wanted})
+            handed = wanted or handed
             if plan.request is not None and plan.request != current:
                 kube.record_event(dict(body), "Normal", "PhysicalBackupRequested",
                                   f"a {plan.request.type.value} backup asked of pod "
@@ -397,6 +399,9 @@ def _physical(
     deadline = timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
     since = physical_backups.waiting_since(
         old.physical_backups.pending_request if old.physical_backups else None, pending, backups)
+    # What the archiver was handed last (the pod's annotation as this pass left it).
+    last_request = handed or (old.physical_backups.last_request if old.physical_backups
+                              else None)
     found = PhysicalBackupsStatus(
         backups=backups,
         pending_request=PhysicalBackupRequest(id=pending.id, type=pending.type, pod=pod_name,
@@ -404,8 +409,11 @@ def _physical(
         if pending else None,
         recoverability_window=physical_backups.window(
             backups, archive, archiving_settings.archive_timeout_seconds),
+        last_request=last_request,
     )
-    return found, physical_backups.observation(backups, pending, pod_name, now, deadline, since)
+    stale = physical_backups.unexpired(last_request, backups, now)
+    return found, physical_backups.observation(backups, pending, pod_name, now, deadline, since,
+                                               stale)
 
 
 def _next_physical_fire(spec: BackupPolicySpec, zone: str, now: datetime) -> datetime | None:

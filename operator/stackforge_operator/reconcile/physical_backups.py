@@ -240,11 +240,44 @@ def waiting_since(previous: PhysicalBackupRequest | None, pending: BackupRequest
     return min(first, pending.requested_at)
 
 
+# pgBackRest expires right after each backup; a listing taken meanwhile still
+# shows what goes. Past this, what should have gone and is there was not expired.
+EXPIRY_GRACE = timedelta(minutes=15)
+
+
+def unexpired(last_request: str | None, backups: Sequence[PhysicalBackup],
+              now: datetime) -> list[PhysicalBackup]:
+    """The full backups pgBackRest's expiry, by the retention ``last_request``
+    carried, should have removed after the newest backup and did not (its
+    failure is otherwise only in the archiver's log, while the repository grows).
+
+    Judged only once the newest backup answers that request (an older one was
+    expired by an older retention) and is EXPIRY_GRACE old. Count: the newest N
+    full backups stay. Time: the full backups complete within N days of the
+    newest backup stay, and the newest one before them (a day more is allowed
+    for how pgBackRest counts days)."""
+    request = archiving.parse_request(last_request)
+    if request is None or not backups:
+        return []
+    newest = max(b.stop_time for b in backups)
+    if newest < request.requested_at or now - newest < EXPIRY_GRACE:
+        return []
+    fulls = sorted((b for b in backups if b.type is PhysicalBackupType.FULL),
+                   key=lambda b: b.stop_time)
+    if request.retention_type == "count":
+        return fulls[:-request.retention] if len(fulls) > request.retention else []
+    before = newest - timedelta(days=request.retention + 1)
+    older = [b for b in fulls if b.stop_time < before]
+    return older[:-1]
+
+
 def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None,
                 pod: str | None, now: datetime, deadline: timedelta,
-                since: datetime | None = None) -> status.Observation:
+                since: datetime | None = None,
+                stale: Sequence[PhysicalBackup] = ()) -> status.Observation:
     """PhysicalBackups: False once requests waited longer than the policy's deadline,
-    counted from ``since`` (waiting_since) when an older one was replaced."""
+    counted from ``since`` (waiting_since) when an older one was replaced, or
+    when backups the retention removes are still there (``stale``: unexpired)."""
     first = (since or pending.requested_at) if pending is not None else None
     if pending is not None and first is not None and now - first > deadline:
         where = f"pod {pod}" if pod else "the primary"
@@ -266,6 +299,15 @@ def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None
                                   "WaitingForRepository",
                                   "no backup yet: waiting for the primary and its repository")
     newest = max(backups, key=lambda b: b.stop_time)
+    if stale:
+        where = pod or "postgres-0"
+        return status.Observation(
+            types.PHYSICAL_BACKUPS, ConditionStatus.FALSE, "RetentionNotApplied",
+            f"{len(stale)} full backups the retention removes after {newest.label} are still "
+            f"in the repository ({', '.join(b.label for b in stale[:3])}"
+            f"{', ...' if len(stale) > 3 else ''}): pgBackRest's expiry failed, and the "
+            f"repository grows; the archiver's log says why "
+            f"(kubectl logs {where} -c {archiving.ARCHIVER_CONTAINER})")
     return status.Observation(
         types.PHYSICAL_BACKUPS, ConditionStatus.TRUE, "BackupsCurrent",
         f"{len(backups)} backups; the newest, {newest.label} ({newest.type.value}), was "

@@ -331,3 +331,42 @@ def test_a_backup_whose_expiry_was_interrupted_leaves_the_window() -> None:
     del repository.objects[f"{prefix}{labels[0]}/{physical.MANIFEST}"]  # expiry cut short
     again = physical.read(repository, "bkt", path, "acme", known)  # type: ignore[arg-type]
     assert [b.label for b in again] == labels[1:]
+
+
+def _handed(at: datetime, retention: str) -> str:
+    return f"{at.strftime('%Y%m%dT%H%M%SZ')} full {retention}"
+
+
+def test_full_backups_the_count_retention_removes_and_still_there_are_stale() -> None:
+    week = timedelta(days=7)
+    fulls = [_backup(FULL, NOW - 3 * week), _backup(FULL, NOW - 2 * week),
+             _backup(FULL, NOW - week - timedelta(hours=1))]
+    newest = _backup(INCR, NOW - week)
+    backups = [*fulls, newest]
+    asked = _handed(NOW - week - timedelta(minutes=5), "count 2")
+    assert physical.unexpired(asked, backups, NOW) == fulls[:1]
+    # Within the grace after the newest backup: expiry may still be deleting.
+    grace = newest.stop_time + physical.EXPIRY_GRACE - timedelta(seconds=1)
+    assert physical.unexpired(asked, backups, grace) == []
+    # The newest backup answers an older request (kept by its retention): not judged.
+    assert physical.unexpired(_handed(NOW - week + timedelta(minutes=1), "count 2"),
+                              backups, NOW) == []
+    assert physical.unexpired(_handed(NOW - 4 * week, "count 3"), backups, NOW) == []
+    assert physical.unexpired(None, backups, NOW) == []
+    observed = physical.observation(backups, None, "postgres-0", NOW, timedelta(hours=1),
+                                    stale=fulls[:1])
+    assert (observed.status, observed.reason) == (ConditionStatus.FALSE, "RetentionNotApplied")
+    assert fulls[0].label in observed.message and "kubectl logs postgres-0 -c" in observed.message
+
+
+def test_the_time_retention_keeps_the_newest_full_backup_before_its_days() -> None:
+    day = timedelta(days=1)
+    fulls = [_backup(FULL, NOW - 40 * day), _backup(FULL, NOW - 35 * day),
+             _backup(FULL, NOW - 25 * day), _backup(FULL, NOW - 2 * day)]
+    asked = _handed(NOW - 2 * day - timedelta(hours=1), "time 30")
+    # 35 days old restores the days before the 25-day-old one: kept; 40 days is not.
+    assert physical.unexpired(asked, fulls, NOW) == fulls[:1]
+    # A day's slack for how pgBackRest counts days: 31.5 days before the newest
+    # backup is not judged.
+    assert physical.unexpired(asked, [_backup(FULL, NOW - 33.5 * day),
+                                      _backup(FULL, NOW - 33 * day), *fulls[2:]], NOW) == []
