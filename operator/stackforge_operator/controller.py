@@ -50,6 +50,20 @@ from stackforge_operator.workqueue import WorkQueue
 logger = logging.getLogger(__name__)
 
 
+class WriteThenError(Exception):
+    """A reconcile failed after it wrote the object: ``latest`` is the body its
+    write returned, which the controller holds for the retry as it holds an
+    Outcome's. Held without it, a retry ahead of the watch's echo reads the body
+    from before the write (a drill's run recorded as started, then a 503 while
+    its sandbox is made: a second run, and a second sandbox). ``error`` is
+    handled as if the reconcile had raised it."""
+
+    def __init__(self, error: Exception, latest: dict[str, Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.latest = latest
+
+
 class Outcome(Protocol):
     @property
     def requeue_after(self) -> float: ...
@@ -269,6 +283,15 @@ class Controller:
         # Paused meanwhile: stand_by() forgot the object; no retry, no resync.
         return again if self._is_active() else None
 
+    def _hold_written(self, key: str, held: _Held, latest: dict[str, Any]) -> None:
+        """Keep the status just written, unless a newer event replaced the body
+        meanwhile (an event older than it, the echo of an earlier write, does not)."""
+        current = self._bodies.get(key)
+        if current is not None and (
+                current is held or (current.uid == _uid(latest) and watch_cache.newer_version(
+                    _version(latest), current.resource_version))):
+            self._bodies[key] = self._held(latest)
+
     async def _run(self, key: str) -> float | None:
         held = self._bodies.get(key)
         if held is None or held.deleting or not self._is_active():
@@ -288,11 +311,16 @@ class Controller:
         self._settled.pop(key, None)
         loop = asyncio.get_running_loop()
         try:
-            with METRICS.time_reconcile(self.kind) as timing:
-                outcome = await loop.run_in_executor(self._executor, self._reconcile_fn, body)
-                progress = getattr(outcome, "progress", None)
-                if progress is not None:
-                    timing.result = result_of_progress(progress.value)
+            try:
+                with METRICS.time_reconcile(self.kind) as timing:
+                    outcome = await loop.run_in_executor(self._executor, self._reconcile_fn,
+                                                         body)
+                    progress = getattr(outcome, "progress", None)
+                    if progress is not None:
+                        timing.result = result_of_progress(progress.value)
+            except WriteThenError as failed:
+                self._hold_written(key, held, failed.latest)
+                raise failed.error from failed
         except kopf.TemporaryError as error:
             logger.info("%s %s: %s; retrying in %ss", self.kind, key, error, error.delay)
             return float(error.delay or config.RETRY_SECONDS)
@@ -303,13 +331,8 @@ class Controller:
             # Deleted or forgotten (stand_by) meanwhile: do not bring its series back.
             return None
         latest = outcome.latest
-        # Keep the status just written, unless a newer event replaced the body
-        # meanwhile (an event older than it, the echo of an earlier write, does not).
-        current = self._bodies.get(key)
-        if latest is not None and current is not None and (
-                current is held or (current.uid == _uid(latest) and watch_cache.newer_version(
-                    _version(latest), current.resource_version))):
-            self._bodies[key] = self._held(latest)
+        if latest is not None:
+            self._hold_written(key, held, latest)
         if self._observe is not None:
             self._observe(key, (latest or body).get("status"))
         quiet = getattr(outcome, "quiet_seconds", None)

@@ -8,7 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stackforge_operator.controller import Controller
+import kopf
+
+from stackforge_operator.controller import Controller, WriteThenError
 
 
 @dataclass
@@ -451,3 +453,27 @@ def test_a_reconciles_write_is_kept_over_an_older_event_that_came_during_it() ->
 
     asyncio.run(scenario())
     assert phases[:2] == ["Verifying", "RollingBack"]
+
+
+def test_a_reconcile_that_fails_after_its_write_is_retried_from_what_it_wrote() -> None:
+    """A drill's run recorded as started, then a 503 while its sandbox is made:
+    the retry, ahead of the watch's echo, must see the run, not start another."""
+    phases: list[str] = []
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        phases.append(obj["status"]["phase"])
+        if len(phases) == 1:
+            raise WriteThenError(kopf.TemporaryError("the API server said 503", delay=0.02),
+                                 _phase("6", "Running"))
+        return Done(requeue_after=0.02)
+
+    c = Controller("Drills", reconcile, workers=1)
+
+    async def scenario() -> None:
+        c.start()
+        c.observed(_phase("5", "Idle"))
+        await until(lambda: len(phases) >= 2)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert phases[:2] == ["Idle", "Running"]

@@ -32,6 +32,7 @@ from stackforge_operator import (
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders import drill as builders
 from stackforge_operator.builders import secrets_names as names
+from stackforge_operator.controller import WriteThenError
 from stackforge_operator.drill.outcome import parse_result
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
@@ -181,7 +182,13 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
     else:
         started = None
     if active is not None:
-        _drive(body, spec, t, policy, new, now, fresh=due)
+        try:
+            _drive(body, spec, t, policy, new, now, fresh=due)
+        except Exception as error:
+            if started is None:
+                raise
+            # The run's start is written: the retry must start from it.
+            raise WriteThenError(error, started) from error
     new.observed_generation = int(meta.get("generation", 0))
     new.conditions = _conditions(old, new, now, suspended=spec.suspend)
     # The body that records a run's start is the one to hold even when nothing
