@@ -507,20 +507,27 @@ def test_isolate_cuts_everything_but_the_operator(
     assert tenant["status"]["isolated"] is True
 
     # The primary's sidecar closes the network sessions begun before the
-    # isolation settled: a moment, in its ConfigMap and on its pod (which has
-    # the kubelet write the file at once).
+    # isolation settled: a moment, in its ConfigMap. The pod is touched with
+    # the ConfigMap's version, which has the kubelet write the file at once.
     began = datetime.fromisoformat(
         tenants.condition(tenant, "Isolated")["lastTransitionTime"])  # type: ignore[index]
     moment = str(math.ceil(began.timestamp() + config.ISOLATION_SETTLE_SECONDS))
     core = client.CoreV1Api(cluster.api)
 
-    def primary_told() -> str | None:
-        annotations = metadata_of(core.read_namespaced_pod("postgres-0", ns)).annotations or {}
-        return annotations.get(postgres.SESSIONS_BEFORE_ANNOTATION)
+    def isolation_file() -> str:
+        return str((core.read_namespaced_config_map(postgres.INIT_CONFIG, ns).data or {})[
+            postgres.ISOLATION_KEY])
 
-    eventually(lambda: primary_told() == moment)
-    init = core.read_namespaced_config_map("postgres-init", ns).data or {}
-    assert init[postgres.ISOLATION_KEY] == moment
+    def primary_told_of_the_files() -> bool:
+        annotations = metadata_of(core.read_namespaced_pod("postgres-0", ns)).annotations or {}
+        files = core.read_namespaced_config_map(postgres.INIT_CONFIG, ns)
+        accounts = core.read_namespaced_secret("postgres-admin-roles", ns)
+        versions = (f"{postgres.INIT_CONFIG}={metadata_of(files).resource_version} "
+                    f"postgres-admin-roles={metadata_of(accounts).resource_version}")
+        return annotations.get(postgres.LIVE_FILES_ANNOTATION) == versions
+
+    assert isolation_file() == moment
+    eventually(primary_told_of_the_files)
 
     # Lifted: the policies come back at once, the lift is reported once no
     # session begun after it can be taken for one of the isolation's.
@@ -531,9 +538,8 @@ def test_isolate_cuts_everything_but_the_operator(
         tenants.condition(lifted, "Isolated")["lastTransitionTime"])  # type: ignore[index]
     assert ended.timestamp() >= int(moment), (ended, moment)
     assert lifted["status"]["isolated"] is False
-    eventually(lambda: primary_told() is None)
-    assert (core.read_namespaced_config_map("postgres-init", ns).data or {})[
-        postgres.ISOLATION_KEY] == ""
+    assert isolation_file() == ""
+    eventually(primary_told_of_the_files)
 
 
 def test_deleting_the_tenant_removes_its_stack_and_keeps_its_namespace(

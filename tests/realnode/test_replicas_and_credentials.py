@@ -381,8 +381,9 @@ def test_admin_accounts_log_in_with_their_roles_privileges_until_removed(
     def vic_refused() -> bool:
         return "not permitted to log in" in connect(real_cluster, ns, vic, "SELECT 1").stderr
 
-    # The kubelet refreshes the Secret volume, then the sidecar's next pass.
-    tenants.eventually(vic_refused, timeout=180, interval=3)
+    # The operator touches the pod, so the kubelet writes the Secret's file at
+    # once (not up to a minute later); then the sidecar's next pass (10 s).
+    tenants.eventually(vic_refused, timeout=60, interval=3)
     assert connect(real_cluster, ns, alice, "SELECT count(*) FROM audit").returncode == 0
     log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
     assert "admin account vic_viewer removed" in log
@@ -512,10 +513,11 @@ def test_replicas_scaled_away_leave_no_slot(real_cluster: ClusterHandle, tenant:
     manifest["spec"]["components"]["postgres"]["readReplicas"] = 0
     manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
     tenants.apply(real_cluster, manifest)
-    # The primary's sidecar sees the shorter list once the kubelet refreshes the
-    # ConfigMap's file (up to a minute or so), and the replicas' pods are gone.
+    # The primary's sidecar sees the shorter list once the kubelet writes the
+    # ConfigMap's file (at once: the operator touches the pod) and the
+    # replicas' pods are gone (a slot is dropped unused at two passes, 10 s apart).
     tenants.eventually(lambda: stack.psql(real_cluster, ns, SLOTS_SQL) == "",
-                       timeout=180, interval=3)
+                       timeout=90, interval=3)
     log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
     assert "replication slot postgres_replica_1 dropped" in log
     stack.wait_ready(real_cluster, tenant)

@@ -98,10 +98,13 @@ EXPORTER_QUERIES_KEY = "exporter-queries.yaml"
 # before it, which the NetworkPolicies alone leave open (reconcile/isolation.py
 # says why not every one). Empty when the tenant is not isolated.
 ISOLATION_KEY = "isolated-sessions-before"
-# The same moment on the primary's pod, written when it changes: a pod update
-# has the kubelet write the pod's ConfigMap files anew at once (otherwise up to
-# a minute late).
-SESSIONS_BEFORE_ANNOTATION = f"{API_GROUP}/isolated-sessions-before"
+# On the primary's pod: the versions of the ConfigMap and Secret whose files its
+# sidecar reads while it runs (isolation, slots, slot WAL limit, admin accounts),
+# written when one changes. A pod update has the kubelet sync the pod, which
+# writes its ConfigMap and Secret files anew at once; otherwise they follow up
+# to a minute late (the kubelet's periodic sync), and an admin account removed
+# could still log in, or an isolation still close sessions after its lift.
+LIVE_FILES_ANNOTATION = f"{API_GROUP}/live-files"
 # How much WAL the slots may hold back on the primary's volume, as a share of it:
 # a replica that stays away loses its slot (and must be cloned again) before the
 # primary's disk fills. Applied by the upkeep sidecar (ALTER SYSTEM, a reload):
@@ -231,6 +234,17 @@ def _init_config(t: EffectiveTenant) -> Manifest:
          EXPORTER_QUERIES_KEY: exporters.POSTGRES_EXPORTER_QUERIES,
          ISOLATION_KEY: isolation_value(t) or ""},
     )
+
+
+def live_files_version(config: Mapping[str, Any] | None,
+                       admin_roles: Mapping[str, Any] | None) -> str | None:
+    """LIVE_FILES_ANNOTATION's value for the live ConfigMap and admin accounts'
+    Secret (resource versions, never contents: the Secret holds passwords);
+    None while one of them does not exist yet."""
+    if config is None or admin_roles is None:
+        return None
+    return (f"{INIT_CONFIG}={config['metadata']['resourceVersion']} "
+            f"{POSTGRES_ADMIN_ROLES_SECRET}={admin_roles['metadata']['resourceVersion']}")
 
 
 def isolation_value(t: EffectiveTenant) -> str | None:

@@ -314,7 +314,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     pruned = _prune(t, live, {*stack.by_key(desired), *(dumped.kept if dumped else ())},
                     meta["uid"])
     if t.postgres.enabled:
-        _point_primary_at_isolation(t)
+        _refresh_primary_files(t, live)
     if t.isolation is not None:
         _close_unrollable_sessions(t, t.isolation.since)
 
@@ -324,19 +324,22 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                    recovering.recovery)
 
 
-def _point_primary_at_isolation(t: EffectiveTenant) -> None:
-    """Touch the primary's pod when the isolation's moment in its ConfigMap
-    changes, so that the kubelet writes the file now (reconcile/isolation.py).
-    Read from the pods' watch cache: a converged tenant costs no request."""
-    wanted = postgres.isolation_value(t)
+def _refresh_primary_files(t: EffectiveTenant,
+                           live: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+    """Touch the primary's pod when the ConfigMap or Secret its sidecar reads
+    while it runs changed, so that the kubelet writes their files now
+    (postgres.LIVE_FILES_ANNOTATION). Read from the pods' watch cache: a
+    converged tenant costs no request."""
+    wanted = postgres.live_files_version(
+        live.get(("ConfigMap", postgres.INIT_CONFIG)),
+        live.get(("Secret", names.POSTGRES_ADMIN_ROLES_SECRET)))
     name = postgres.primary_pod(t.primary_ordinal)
     pod = kube.get("v1", "Pod", name, t.namespace)
-    if pod is None or pod["metadata"].get("deletionTimestamp"):
-        return  # a pod made from now on reads the ConfigMap as it is
+    if wanted is None or pod is None or pod["metadata"].get("deletionTimestamp"):
+        return  # a pod made from now on reads them as they are
     annotations = pod["metadata"].get("annotations") or {}
-    if annotations.get(postgres.SESSIONS_BEFORE_ANNOTATION) != wanted:
-        kube.annotate("v1", "Pod", name, t.namespace,
-                      {postgres.SESSIONS_BEFORE_ANNOTATION: wanted})
+    if annotations.get(postgres.LIVE_FILES_ANNOTATION) != wanted:
+        kube.annotate("v1", "Pod", name, t.namespace, {postgres.LIVE_FILES_ANNOTATION: wanted})
 
 
 def _close_unrollable_sessions(t: EffectiveTenant, since: datetime) -> None:

@@ -288,3 +288,13 @@ def test_isolation_reaches_the_primarys_sidecar_without_a_restart() -> None:
     upkeep = container(find(postgres.build(tenant()), "StatefulSet", "postgres"), "upkeep")
     assert env_of(upkeep)["ISOLATION_FILE"]["value"] == (
         f"{postgres.CONFIG_DIR}/{postgres.ISOLATION_KEY}")
+
+
+def test_the_primary_is_touched_with_versions_of_its_live_files_never_their_contents() -> None:
+    def obj(version: str) -> dict[str, object]:
+        return {"metadata": {"resourceVersion": version}, "data": {"k": "c2VjcmV0"}}
+
+    assert postgres.live_files_version(obj("7"), obj("9")) == (
+        "postgres-init=7 postgres-admin-roles=9")
+    assert postgres.live_files_version(None, obj("9")) is None
+    assert postgres.live_files_version(obj("7"), None) is None
