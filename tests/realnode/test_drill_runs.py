@@ -199,6 +199,21 @@ def test_missed_rto_objective_is_reported(real_cluster: ClusterHandle,
         result, ran.started_at)
 
 
+def test_a_scratch_server_that_cannot_run_fails_the_run_at_once_with_its_cause(
+        real_cluster: ClusterHandle, backed_up: Backup) -> None:
+    """Not after the sandbox's TTL as a bare "Timeout": the server's stop is the cause."""
+    cluster, tenant = real_cluster, backed_up.tenant
+    starved = {"requests": {"memory": "16Mi"}, "limits": {"memory": "16Mi"}}
+    runs.apply(cluster, drill_manifest("starved", tenant,
+                                       sandbox={"ttlSeconds": 900, "resources": starved}))
+    drill = finished_drill(cluster, tenant.namespace, "starved", timeout=180)
+    result = drill["status"]["lastResult"]
+    assert (result["verdict"], result["reason"]) == ("Failed", "ScratchDatabaseFailed"), result
+    assert "exit code" in result["message"], result
+    took = runs.parse_time(result["completionTime"]) - runs.parse_time(result["startTime"])
+    assert took.total_seconds() < 180, result
+
+
 def test_missing_backup_stalls_the_drill(real_cluster: ClusterHandle, backed_up: Backup) -> None:
     cluster, tenant = real_cluster, backed_up.tenant
     runs.apply(cluster, drill_manifest(

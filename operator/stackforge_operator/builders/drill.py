@@ -57,6 +57,8 @@ DRILL_NAMESPACE_LABEL = f"{API_GROUP}/drill-namespace"
 DRILL_UID_LABEL = f"{API_GROUP}/drill-uid"
 EXPIRES_ANNOTATION = f"{API_GROUP}/expires-at"
 SCRATCH = "scratch-postgres"
+# The scratch database's server container: a stop of it ends the run (reconcile/drill.py).
+SCRATCH_SERVER_CONTAINER = "postgres"
 SCRATCH_SECRET = "scratch-credentials"  # noqa: S105 - a Secret's name
 S3_SECRET = "drill-s3-credentials"  # noqa: S105 - a Secret's name
 S3_CA_SECRET = "drill-s3-ca"  # noqa: S105 - a Secret's name
@@ -283,8 +285,10 @@ def scratch_database(sandbox: str, drill: str, drill_namespace: str, t: Effectiv
                      box: Sandbox) -> list[Manifest]:
     """A throw-away PostgreSQL of the tenant's major version; its data dies with the sandbox."""
     container = {
-        "name": "postgres",
+        "name": SCRATCH_SERVER_CONTAINER,
         "image": image_catalog.current().postgres_image(t.postgres.version),
+        # A stop ends the run, with its log's tail as the cause.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": [
             {"name": "POSTGRES_DB", "value": SCRATCH_DATABASE},
             {"name": "PGDATA", "value": PGDATA},
@@ -352,8 +356,10 @@ def restored_database(sandbox: str, drill: str, drill_namespace: str, t: Effecti
     """
     image = image_catalog.current().postgres_image(t.postgres.version)
     server = {
-        "name": "postgres",
+        "name": SCRATCH_SERVER_CONTAINER,
         "image": image,
+        # A failed restore ends the run, with its log's tail as the cause.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "args": ["postgres", "-c", f"unix_socket_directories={SCRATCH_SOCKET}"],
         "env": restore_environment(t, storage, source),
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],

@@ -51,7 +51,7 @@ from stackforge_operator.models.drill import (
     Verdict,
 )
 from stackforge_operator.models.effective import EffectiveTenant
-from stackforge_operator.pod_health import job_ended
+from stackforge_operator.pod_health import job_ended, pod_fault
 from stackforge_operator.reconcile import drill_recovery, storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
@@ -321,6 +321,12 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                                   "message": f"no verdict within {spec.sandbox.ttl_seconds}s"},
                 now)
         return
+    if job is not None:
+        failed = scratch_failure(kube.get("v1", "Pod", f"{builders.SCRATCH}-0", sandbox))
+        if failed is not None:
+            # The runner would wait for it until the TTL and then say only "Timeout".
+            _finish(body, spec, new, failed, now)
+            return
     if job is not None and not _repair_due(sandbox):
         _follow_job(body, spec, new, job, now)
         return
@@ -390,6 +396,35 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                           f"run {active.run_id}: restoring into {sandbox}")
         return
     _follow_job(body, spec, new, job, now)
+
+
+def scratch_failure(pod: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A failed run's result when the scratch database cannot come up by itself:
+    its server stopped with an error (a restore or replay that failed, killed
+    out of memory; a healthy one never stops during a run), or its pod has a
+    fault that does not heal (an image that cannot be pulled). None otherwise
+    (starting, restoring, waiting for a node)."""
+    if pod is None:
+        return None
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container.get("name") != builders.SCRATCH_SERVER_CONTAINER:
+            continue
+        stopped = ((container.get("state") or {}).get("terminated")
+                   or (container.get("lastState") or {}).get("terminated") or {})
+        if stopped.get("exitCode") not in (None, 0):
+            # Its log's tail, as the kubelet kept it (FallbackToLogsOnError).
+            tail = str(stopped.get("message") or "").strip()
+            return {"verdict": "Failed", "reason": "ScratchDatabaseFailed",
+                    "message": f"the scratch database's server stopped "
+                               f"({stopped.get('reason') or 'Error'}, exit code "
+                               f"{stopped['exitCode']}): the restore or the server failed; "
+                               f"its log's tail is in restoreLogTail",
+                    **({"restoreLogTail": tail} if tail else {})}
+    fault = pod_fault(pod)
+    if fault is not None and not fault.heals_by_itself:
+        return {"verdict": "Failed", "reason": "ScratchDatabaseFailed",
+                "message": f"the scratch database cannot start: {fault.describe()}"}
+    return None
 
 
 def _follow_job(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,

@@ -22,3 +22,39 @@ def test_a_schedule_in_the_hour_the_clocks_repeat_runs_once() -> None:
     a_week_on = datetime(2026, 11, 8, 6, 30, 5, tzinfo=UTC)  # 01:30 EST
     assert drill._due(spec, tenant(), old, a_week_on)
     assert not drill._due(spec, tenant(), old, a_week_on - timedelta(minutes=1))
+
+
+def _scratch_pod(**server: object) -> dict[str, object]:
+    return {"metadata": {"name": "scratch-postgres-0"},
+            "status": {"containerStatuses": [
+                {"name": "upkeep", "ready": False, "state": {"running": {}}},
+                {"name": "postgres", "ready": False, **server}]}}
+
+
+def test_a_scratch_server_that_stopped_with_an_error_ends_the_run_with_its_log() -> None:
+    failed = drill.scratch_failure(_scratch_pod(
+        state={"waiting": {"reason": "CrashLoopBackOff"}}, restartCount=1,
+        lastState={"terminated": {"exitCode": 1, "reason": "Error",
+                                  "message": "ERROR: [055]: unable to load info file"}}))
+    assert failed is not None
+    assert (failed["verdict"], failed["reason"]) == ("Failed", "ScratchDatabaseFailed")
+    assert "exit code 1" in failed["message"]
+    assert failed["restoreLogTail"] == "ERROR: [055]: unable to load info file"
+    # Killed out of memory, before any restart.
+    oom = drill.scratch_failure(_scratch_pod(
+        state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
+    assert oom is not None and "OOMKilled, exit code 137" in oom["message"]
+    # An image that cannot be pulled never heals.
+    pull = drill.scratch_failure(_scratch_pod(
+        state={"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}))
+    assert pull is not None and "ImagePullBackOff" in pull["message"]
+
+
+def test_a_scratch_database_starting_restoring_or_waiting_for_a_node_is_waited_for() -> None:
+    assert drill.scratch_failure(None) is None
+    assert drill.scratch_failure(_scratch_pod(state={"running": {}})) is None
+    assert drill.scratch_failure(_scratch_pod(
+        state={"waiting": {"reason": "ContainerCreating"}})) is None
+    unscheduled = {"metadata": {"name": "scratch-postgres-0"}, "status": {"conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}
+    assert drill.scratch_failure(unscheduled) is None
