@@ -55,8 +55,10 @@ def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
 
 
 def timed(conditions: Sequence[Condition], now: datetime) -> Isolation:
-    """The isolation in force, begun when ``isolated_since`` says."""
-    since = isolated_since(conditions, now)
+    """The isolation in force, begun when ``isolated_since`` says, in whole
+    seconds: as the condition's transition is written and read back, so that
+    the next pass finds the same moment (and writes nothing)."""
+    since = isolated_since(conditions, now).replace(microsecond=0)
     return Isolation(since, sessions_before(since))
 
 

@@ -49,13 +49,15 @@ def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
 
 
 def test_the_primary_closes_sessions_begun_before_the_isolation_settled() -> None:
-    # NOW is 12:00:00.7: the settle time on top, up to the whole second.
-    settled = datetime(2026, 11, 30, 12, 0, 11, tzinfo=UTC)
+    # NOW is 12:00:00.7: whole seconds (as the condition is read back), then
+    # the settle time on top.
+    began = NOW.replace(microsecond=0)
     assert config.ISOLATION_SETTLE_SECONDS == 10
-    assert isolation.timed([], NOW) == Isolation(NOW, settled)
+    assert isolation.timed([], NOW) == Isolation(began, began + timedelta(seconds=10))
+    assert isolation.sessions_before(NOW) == datetime(2026, 11, 30, 12, 0, 11, tzinfo=UTC)
     earlier = NOW - timedelta(hours=1)
     assert isolation.timed([_isolated(ConditionStatus.TRUE, earlier)], NOW) == Isolation(
-        earlier, datetime(2026, 11, 30, 11, 0, 11, tzinfo=UTC))
+        earlier.replace(microsecond=0), datetime(2026, 11, 30, 11, 0, 10, tzinfo=UTC))
 
 
 def test_a_lift_is_reported_once_no_later_session_can_be_taken_for_the_isolations() -> None:
