@@ -768,6 +768,27 @@ def test_no_check_runs_where_the_role_could_read_server_files(
     assert _check_roles_left(postgres_server) == 0
 
 
+def test_with_checksum_off_the_dump_is_not_compared_with_the_manifest(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """spec.checks.checksum: false (--no-checksum): a manifest whose hash is wrong
+    fails no drill, and no Checksum check is reported."""
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    dump = manifest.artifact("postgres")
+    assert dump is not None
+    read = dump.sha256
+    dump.sha256 = "0" * 64
+    _store(s3_server, s3_bucket).write_manifest(manifest)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, "--no-checksum")
+    result = _verdict(run, "Passed")
+    assert "Checksum" not in {c["kind"] for c in result["checks"]}
+    assert _report(s3_server, s3_bucket, result)["restore"]["sha256"] == read
+
+
 # ---------------------------------------------------------------------- into a tenant's database
 
 

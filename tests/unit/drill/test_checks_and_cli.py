@@ -222,6 +222,12 @@ def test_a_dumps_restore_waits_for_its_database_as_long_as_asked() -> None:
     assert physical.recovery.wait_seconds == 600
 
 
+def test_the_dumps_checksum_is_verified_unless_told_not_to() -> None:
+    # A DRDrill's spec.checks.checksum: false reaches the runner as --no-checksum.
+    assert _parse(*BASE).checksum
+    assert not _parse(*BASE, "--no-checksum").checksum
+
+
 def test_a_check_not_run_fails_saying_why() -> None:
     spec = QueryCheckSpec(name="n", sql="SELECT 1", expected_rows=2)
     result = not_run(spec, "no login")
