@@ -627,6 +627,168 @@ def test_no_secret_in_output_or_in_any_child_argv(
     assert any("pg_restore" in a or "psql" in a for a in seen), seen
 
 
+# ---------------------------------------------------------------------- the SQL checks' login
+
+CHECK_ROLES = ("SELECT count(*) FROM pg_roles "
+               r"WHERE rolname LIKE 'stackforge\_drill\_checks\_%'")
+# What a check's SQL tried in order to read the scratch server's environment,
+# which in a physical drill holds the bucket's secret key and the cipher
+# passphrase: as the superuser each of them ran, and environ-program answered
+# with the server's PATH. (A backend's own /proc/self/environ shows only the
+# zeros of its process title, but any file the server can read was readable.)
+HOSTILE_CHECKS: list[dict[str, Any]] = [
+    {"name": "environ-file", "expected": "nothing",
+     "sql": "SELECT encode(pg_read_binary_file('/proc/self/environ'), 'escape')"},
+    {"name": "environ-copy", "expected": "nothing",
+     "sql": "SET TRANSACTION READ WRITE; CREATE TEMP TABLE e (line text); "
+            "COPY e FROM '/proc/self/environ'; SELECT line FROM e"},
+    {"name": "environ-program", "expected": "nothing",
+     "sql": "SET TRANSACTION READ WRITE; CREATE TEMP TABLE e (line text); "
+            "COPY e FROM PROGRAM 'env | grep ^PATH='; SELECT line FROM e"},
+    {"name": "program", "expectedRows": 0, "sql": "COPY (SELECT 1) TO PROGRAM 'true'"},
+]
+HOSTILE = {"environ-file", "environ-copy", "environ-program", "program"}
+
+
+def _checks_file(tmp_path: Path, checks: list[dict[str, Any]]) -> str:
+    path = tmp_path / "checks.json"
+    path.write_text(json.dumps(checks))
+    return str(path)
+
+
+def _check_roles_left(postgres: pg.PostgresServer) -> int:
+    return int(postgres.psql(CHECK_ROLES).strip())
+
+
+def _no_environment_in(run: RunnerProcess, *texts: str) -> None:
+    """Nothing of the server's environment (its PATH is this process's) anywhere."""
+    for text in (run.stdout, run.stderr, *texts):
+        assert "PATH=" not in text and os.environ["PATH"] not in text
+
+
+def test_sql_checks_log_in_as_a_role_that_reads_tables_and_nothing_of_the_server(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    checks = _checks_file(tmp_path, [
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"},
+        *HOSTILE_CHECKS,
+        # A role of its own, not SET ROLE: RESET ROLE is still not the superuser.
+        {"name": "reset-role", "sql": "RESET ROLE; SELECT current_setting('is_superuser')",
+         "expected": "off"},
+        {"name": "no-file-roles", "expected": "0",
+         "sql": "SELECT count(*) FROM unnest(ARRAY['pg_read_server_files', "
+                "'pg_write_server_files', 'pg_execute_server_program']) AS r "
+                "WHERE pg_has_role(r, 'MEMBER')"},
+        {"name": "no-attributes", "expected": "false",
+         "sql": "SELECT (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication)::text "
+                "FROM pg_roles WHERE rolname = session_user"},
+        # Another database: the role reaches it too; a missing one fails alone.
+        {"name": "elsewhere", "sql": "SELECT current_database()", "database": "postgres",
+         "expected": "postgres"},
+        {"name": "nowhere", "sql": "SELECT 1", "database": "no_such_database",
+         "expected": "1"},
+        # The statement timeout still holds for the role's sessions.
+        {"name": "slow", "sql": "SELECT pg_sleep(5)", "expectedRows": 1},
+    ])
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--checks-file", checks, "--query-timeout-seconds", "1")
+    result = _verdict(run, "Failed", "CheckFailed")
+    found = {c["name"]: c for c in result["checks"] if c["kind"] == "Query"}
+    failed = {name for name, c in found.items() if not c["passed"]}
+    assert failed == {*HOSTILE, "nowhere", "slow"}, json.dumps(found, indent=1)
+    assert "permission denied for function pg_read_binary_file" in \
+        found["environ-file"]["message"]
+    assert "pg_read_server_files" in found["environ-copy"]["message"]
+    for name in ("environ-program", "program"):
+        assert "pg_execute_server_program" in found[name]["message"], found[name]
+    assert 'database "no_such_database" does not exist' in found["nowhere"]["message"]
+    assert "statement timeout" in found["slow"]["message"]
+    assert not any(found[name].get("actual") for name in HOSTILE), found
+    # The runner's own checks stay the superuser's: every row counted.
+    assert all(c["passed"] for c in result["checks"] if c["kind"] == "RowCount")
+    report = _report(s3_server, s3_bucket, result)
+    _no_environment_in(run, json.dumps(report))
+    # The role is gone again.
+    assert _check_roles_left(postgres_server) == 0
+
+
+def test_a_physical_drills_checks_log_in_as_their_own_role_too(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """The restored database is verified where it is (here the seeded one, a
+    primary: promoted, nothing replayed), its checks as the checks' role."""
+    checks = _checks_file(tmp_path, [
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"},
+        *HOSTILE_CHECKS,
+    ])
+    run = _drill(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                 "--recovery-target", "latest", "--repository", "/repo",
+                 "--checks-file", checks)
+    result = _verdict(run, "Failed", "CheckFailed")
+    outcome = {c["name"]: c["passed"] for c in result["checks"]}
+    assert outcome == {"connectivity": True, "recovery": True, "orders": True,
+                       **dict.fromkeys(HOSTILE, False)}, result["checks"]
+    _no_environment_in(run, json.dumps(_report(s3_server, s3_bucket, result)))
+    assert _check_roles_left(postgres_server) == 0
+
+
+def test_no_check_runs_where_the_role_could_read_server_files(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """A restored database may grant what reads files to PUBLIC: no check runs there."""
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    postgres_server.psql("GRANT EXECUTE ON FUNCTION pg_read_binary_file(text) TO PUBLIC",
+                         scratch_database)
+    checks = _checks_file(tmp_path, [
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"},
+        {"name": "elsewhere", "sql": "SELECT 1", "database": "postgres", "expected": "1"},
+    ])
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--checks-file", checks)
+    result = _verdict(run, "Failed", "CheckFailed")
+    found = {c["name"]: c for c in result["checks"] if c["kind"] == "Query"}
+    assert not found["orders"]["passed"] and found["elsewhere"]["passed"], found
+    assert found["orders"]["message"].startswith("not run: the checks' login role may "
+                                                 "execute pg_read_binary_file(text)")
+    assert _check_roles_left(postgres_server) == 0
+
+
+def test_with_checksum_off_the_dump_is_not_compared_with_the_manifest(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """spec.checks.checksum: false (--no-checksum): a manifest whose hash is wrong
+    fails no drill, and no Checksum check is reported."""
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    dump = manifest.artifact("postgres")
+    assert dump is not None
+    read = dump.sha256
+    dump.sha256 = "0" * 64
+    _store(s3_server, s3_bucket).write_manifest(manifest)
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket, "--no-checksum")
+    result = _verdict(run, "Passed")
+    assert "Checksum" not in {c["kind"] for c in result["checks"]}
+    assert _report(s3_server, s3_bucket, result)["restore"]["sha256"] == read
+
+
 # ---------------------------------------------------------------------- into a tenant's database
 
 

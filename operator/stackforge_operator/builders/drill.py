@@ -529,6 +529,8 @@ def restore_job(
         args.append("--force-path-style")
     if not spec.checks.row_counts and physical is None:
         args.append("--no-row-counts")
+    if not spec.checks.checksum and physical is None:
+        args.append("--no-checksum")
     variables: list[dict[str, Any]] = [
         {"name": "PGHOST", "value": f"{SCRATCH}.{sandbox}.svc"},
         {"name": "PGPORT", "value": str(POSTGRES_PORT)},

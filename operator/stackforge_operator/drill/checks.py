@@ -4,7 +4,9 @@ Every session is read-only (``default_transaction_read_only``): verifying
 must not change what it verifies.  A user's SQL reaches psql on stdin as a
 quoted literal run by ``\\gexec``, so it is sent to the server as one query
 string (several statements run together, the last one's result counts) and
-never appears in an argument list.
+never appears in an argument list. The user's SQL logs in as a role of its
+own, never the superuser's (check_login.py); the runner's own checks (row
+counts, recovery) are the superuser's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from stackforge_operator.drill.selection import parse_time
 from stackforge_operator.models.drill import CheckKind, CheckResult
 
 APPLICATION_NAME = "stackforge-drill/psql"
+# The user's SQL checks: their own login (check_login.py), their own name in pg_stat_activity.
+CHECKS_APPLICATION_NAME = "stackforge-drill/checks"
 DEFAULT_QUERY_TIMEOUT_SECONDS = 300
 CHECKSUM_NAME = "postgres.dump"
 CONNECTIVITY_NAME = "connectivity"
@@ -187,9 +191,10 @@ class Psql:
         *,
         query_timeout_seconds: float = DEFAULT_QUERY_TIMEOUT_SECONDS,
         secrets: Sequence[str] = (),
+        application: str = APPLICATION_NAME,
     ) -> None:
         self._psql = psql
-        env = libpq_env(env, APPLICATION_NAME)
+        env = libpq_env(env, application)
         options = [env.get("PGOPTIONS", ""), "-c default_transaction_read_only=on"]
         env["PGOPTIONS"] = " ".join(o for o in options if o)
         self._env = env
@@ -245,10 +250,12 @@ def row_count_checks(psql: Psql, expected: Mapping[str, int]) -> list[CheckResul
     return compare_row_counts(expected, actual)
 
 
+def _expected(spec: QueryCheckSpec) -> str | None:
+    return str(spec.expected_rows) if spec.expected_rows is not None else spec.expected_value
+
+
 def query_check(psql: Psql, spec: QueryCheckSpec) -> CheckResult:
-    expected = (
-        str(spec.expected_rows) if spec.expected_rows is not None else spec.expected_value
-    )
+    expected = _expected(spec)
     try:
         answer = psql.query(spec.sql, spec.database)
     except QueryFailed as exc:
@@ -261,6 +268,12 @@ def query_check(psql: Psql, spec: QueryCheckSpec) -> CheckResult:
                             actual=str(answer.rows), message=message)
     return check_result(spec.name, CheckKind.QUERY, answer.first_value == spec.expected_value,
                         expected=expected, actual=answer.first_value)
+
+
+def not_run(spec: QueryCheckSpec, why: str) -> CheckResult:
+    """A failed Query check that was never sent to the server, and why."""
+    return check_result(spec.name, CheckKind.QUERY, False, expected=_expected(spec),
+                        message=f"not run: {why}")
 
 
 def recovery_check(psql: Psql, target: datetime | None) -> tuple[CheckResult, datetime | None]:

@@ -59,6 +59,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "database?}]")
     parser.add_argument("--no-row-counts", action="store_true",
                         help="skip comparing every table's row count with the manifest")
+    parser.add_argument("--no-checksum", action="store_true",
+                        help="skip comparing the dump's SHA-256 with the manifest's (no "
+                        "Checksum check is reported; a Physical drill has no dump)")
     parser.add_argument("--query-timeout-seconds", type=float,
                         default=DEFAULT_QUERY_TIMEOUT_SECONDS,
                         help="statement timeout of each SQL check (default: %(default)s)")
@@ -125,6 +128,7 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         started_at=started_at,
         objectives=Objectives(args.rto_seconds, args.rpo_seconds),
         row_counts=not args.no_row_counts,
+        checksum=not args.no_checksum,
         queries=tuple(queries),
         pg_bin_dir=args.pg_bin_dir,
         query_timeout_seconds=args.query_timeout_seconds,

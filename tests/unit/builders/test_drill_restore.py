@@ -162,9 +162,10 @@ def test_the_cipher_passphrase_is_copied_only_when_given() -> None:
 
 
 def _job(physical: drill.PhysicalSource | None,
-         started_at: datetime = datetime(2026, 12, 1, tzinfo=UTC)) -> dict[str, Any]:
+         started_at: datetime = datetime(2026, 12, 1, tzinfo=UTC),
+         checks: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = DRDrillSpec.model_validate({"tenantRef": {"name": "acme"},
-                                       "checks": {"rowCounts": False}})
+                                       "checks": checks or {"rowCounts": False}})
     return drill.restore_job(
         SANDBOX, DRILL, NAMESPACE, spec, tenant(), storage={"bucket": "backups"},
         backup_id="latest", started_at=started_at,
@@ -200,6 +201,14 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
         backup.CONNECT_WAIT_SECONDS)
     assert "--no-row-counts" in logical["args"]
     assert env_of(logical)["PGDATABASE"]["value"] == drill.SCRATCH_DATABASE
+
+
+def test_checksum_false_reaches_a_dumps_runner() -> None:
+    # It was dropped on the way: every dump drill compared the checksum.
+    assert "--no-checksum" not in container(_job(None))["args"]
+    assert "--no-checksum" in container(_job(None, checks={"checksum": False}))["args"]
+    # A physical drill has no dump: nothing to skip.
+    assert "--no-checksum" not in container(_job(SOURCE, checks={"checksum": False}))["args"]
 
 
 def test_the_physical_runner_starts_its_python_only_once_the_restored_server_listens() -> None:

@@ -16,6 +16,7 @@ from stackforge_operator.drill.checks import (
     checksum_check,
     compare_row_counts,
     load_query_checks,
+    not_run,
     parse_csv_answer,
 )
 from stackforge_operator.drill.restore import pg_restore_argv, stream_restore
@@ -219,6 +220,19 @@ def test_a_dumps_restore_waits_for_its_database_as_long_as_asked() -> None:
                       "--wait-seconds", "600")
     assert physical.connect_wait_seconds == 0 and physical.recovery is not None
     assert physical.recovery.wait_seconds == 600
+
+
+def test_the_dumps_checksum_is_verified_unless_told_not_to() -> None:
+    # A DRDrill's spec.checks.checksum: false reaches the runner as --no-checksum.
+    assert _parse(*BASE).checksum
+    assert not _parse(*BASE, "--no-checksum").checksum
+
+
+def test_a_check_not_run_fails_saying_why() -> None:
+    spec = QueryCheckSpec(name="n", sql="SELECT 1", expected_rows=2)
+    result = not_run(spec, "no login")
+    assert (result.kind, result.passed, result.expected, result.actual, result.message) == (
+        CheckKind.QUERY, False, "2", None, "not run: no login")
 
 
 def test_a_restore_into_a_tenant_keeps_owners_and_writes_no_report() -> None:
