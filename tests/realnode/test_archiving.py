@@ -718,6 +718,12 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
                  "sql": f"SELECT id FROM ledger WHERE at > '{target_text}'"},  # noqa: S608
                 {"name": "dropped-table-is-there", "expectedValue": "7",
                  "sql": "SELECT count(*) FROM precious"},
+                # Checks log in as a role of their own: the scratch server's
+                # environment holds the bucket's keys and the passphrase.
+                {"name": "not-the-superuser", "expectedValue": "off|false|false",
+                 "sql": "SELECT current_setting('is_superuser') || '|' || "
+                        "pg_has_role('pg_execute_server_program', 'MEMBER') || '|' || "
+                        "has_function_privilege('pg_read_binary_file(text)', 'EXECUTE')"},
             ], sandbox))
         # It waits until the archive reaches T (a heartbeat after T archived).
         try:
@@ -732,7 +738,8 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
         assert result["verdict"] == "Passed", result
         assert {c["name"]: c["passed"] for c in result["checks"]} == {
             "connectivity": True, "recovery": True, "rows-before-target": True,
-            "none-after-target": True, "dropped-table-is-there": True}, result["checks"]
+            "none-after-target": True, "dropped-table-is-there": True,
+            "not-the-superuser": True}, result["checks"]
         assert runs.parse_time(result["recoveryTarget"]) == target, result
         claim_class, claim_phase, resources = volume
         assert (claim_class, claim_phase) == (STORAGE_CLASS, "Bound"), volume
