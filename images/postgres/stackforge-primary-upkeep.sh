@@ -295,7 +295,7 @@ WHERE pid <> pg_backend_pid()
   AND backend_type IN ('client backend', 'walsender')
   AND client_addr IS NOT NULL
   AND NOT (client_addr << inet '127.0.0.0/8' OR client_addr = inet '::1')
-  AND (:'before' = '' OR backend_start < to_timestamp(:'before'::bigint))
+  AND backend_start < coalesce(to_timestamp(nullif(:'before', '')::bigint), 'infinity')
 SQL
 }
 
