@@ -581,8 +581,9 @@ def _report(
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
     if lifting is not None:
-        # The lift is reported once its moment has passed, not a resync late.
-        requeue = min(requeue, max(1.0, (lifting - now).total_seconds()))
+        # The lift is reported once its moment has passed, not a resync late
+        # (a little after it: a pass a moment early would find it still to come).
+        requeue = min(requeue, max(1.0, (lifting - now).total_seconds() + 0.5))
     window_change = None
     if window.next_change is not None:
         # On the windows' own clock (clock.py), read once for both uses below.
@@ -596,7 +597,7 @@ def _report(
             and latest is None:
         quiet = tenant_settled.quiet_seconds(
             now, [window_change, tenant_settled.certificate_changes_at(certificate),
-                  tenant_settled.usage_stale_at(new_status.usage)],
+                  tenant_settled.usage_stale_at(new_status.usage), lifting],
             config.FULL_RESYNC_SECONDS)
     if applied or pruned:
         logger.info("tenant %s: applied %s; pruned %s", t.name, list(applied), list(pruned))
