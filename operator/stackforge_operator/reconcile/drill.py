@@ -321,10 +321,12 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                                   "message": f"no verdict within {spec.sandbox.ttl_seconds}s"},
                 now)
         return
-    if job is not None:
+    if not fresh:
+        # A logical drill's Job waits for the scratch database to be Ready; a
+        # physical drill's runner waits for its answer: either would wait until
+        # the TTL, and then say only "Timeout".
         failed = scratch_failure(kube.get("v1", "Pod", f"{builders.SCRATCH}-0", sandbox))
         if failed is not None:
-            # The runner would wait for it until the TTL and then say only "Timeout".
             _finish(body, spec, new, failed, now)
             return
     if job is not None and not _repair_due(sandbox):
