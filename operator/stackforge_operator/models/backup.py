@@ -539,9 +539,9 @@ class PhysicalBackupsStatus(StatusModel):
     )
     last_request: str | None = Field(
         None, max_length=64,
-        description=("The newest request handed to the primary's archiver, as it reads it "
-                     "('<id> <type> <count|time> <n>'): the retention pgBackRest expires by "
-                     "after the backup that answers it."))
+        description=("The newest request a backup answered, as the primary's archiver read "
+                     "it ('<id> <type> <count|time> <n>'): the retention pgBackRest expired "
+                     "by after that backup."))
 
 
 class BackupPolicyStatus(StatusModel):

@@ -370,7 +370,7 @@ def _physical(
                               f"asked of pod {pod_name} is withdrawn")
         return None, None
     current = archiving.parse_request(live)
-    handed = live if current is not None else None
+    answered = physical_backups.answered(live, backups)
     # A request needs the primary and its repository (the archiver makes the
     # stanza first), a readable bucket to judge what is due, and a tenant that
     # is not isolated (no data leaves it then).
@@ -382,7 +382,6 @@ def _physical(
         if wanted != live:
             kube.annotate("v1", "Pod", pod_name, t.namespace,
                           {archiving.REQUEST_ANNOTATION: wanted})
-            handed = wanted or handed
             if plan.request is not None and plan.request != current:
                 kube.record_event(dict(body), "Normal", "PhysicalBackupRequested",
                                   f"a {plan.request.type.value} backup asked of pod "
@@ -399,9 +398,8 @@ def _physical(
     deadline = timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
     since = physical_backups.waiting_since(
         old.physical_backups.pending_request if old.physical_backups else None, pending, backups)
-    # What the archiver was handed last (the pod's annotation as this pass left it).
-    last_request = handed or (old.physical_backups.last_request if old.physical_backups
-                              else None)
+    last_request = answered or (old.physical_backups.last_request if old.physical_backups
+                                else None)
     found = PhysicalBackupsStatus(
         backups=backups,
         pending_request=PhysicalBackupRequest(id=pending.id, type=pending.type, pod=pod_name,

@@ -240,6 +240,15 @@ def waiting_since(previous: PhysicalBackupRequest | None, pending: BackupRequest
     return min(first, pending.requested_at)
 
 
+def answered(request_value: str | None, backups: Sequence[PhysicalBackup]) -> str | None:
+    """The request on the pod (its annotation's value) when a backup answered
+    it: pgBackRest then expired by the retention it carried. One handed and not
+    answered yet says nothing of the repository (judged by it, an old failure
+    would look mended until its backup is in)."""
+    request = archiving.parse_request(request_value)
+    return request_value if request is not None and satisfied(request, backups) else None
+
+
 # pgBackRest expires right after each backup; a listing taken meanwhile still
 # shows what goes. Past this, what should have gone and is there was not expired.
 EXPIRY_GRACE = timedelta(minutes=15)

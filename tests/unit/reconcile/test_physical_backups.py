@@ -370,3 +370,13 @@ def test_the_time_retention_keeps_the_newest_full_backup_before_its_days() -> No
     # backup is not judged.
     assert physical.unexpired(asked, [_backup(FULL, NOW - 33.5 * day),
                                       _backup(FULL, NOW - 33 * day), *fulls[2:]], NOW) == []
+
+
+def test_only_an_answered_request_says_which_retention_the_repository_was_expired_by() -> None:
+    backup = _backup(FULL, NOW - timedelta(hours=1))
+    before, after = _handed(NOW - timedelta(hours=2), "count 1"), _handed(NOW, "count 1")
+    assert physical.answered(before, [backup]) == before
+    # Handed and not answered yet: the record stays the older one's.
+    assert physical.answered(after, [backup]) is None
+    assert physical.answered(None, [backup]) is None
+    assert physical.answered("not a request", [backup]) is None
