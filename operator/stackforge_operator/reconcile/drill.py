@@ -181,20 +181,20 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
         old = new.model_copy(deep=True)
     else:
         started = None
-    if active is not None:
-        try:
+    try:
+        if active is not None:
             _drive(body, spec, t, policy, new, now, fresh=due)
-        except Exception as error:
-            if started is None:
-                raise
-            # The run's start is written: the retry must start from it.
-            raise WriteThenError(error, started) from error
-    new.observed_generation = int(meta.get("generation", 0))
-    new.conditions = _conditions(old, new, now, suspended=spec.suspend)
-    # The body that records a run's start is the one to hold even when nothing
-    # more is written: held without it, a next pass ahead of the watch's echo
-    # would start a second run.
-    latest = _write(body, old, new) or started
+        new.observed_generation = int(meta.get("generation", 0))
+        new.conditions = _conditions(old, new, now, suspended=spec.suspend)
+        # The body that records a run's start is the one to hold even when nothing
+        # more is written: held without it, a next pass ahead of the watch's echo
+        # would start a second run.
+        latest = _write(body, old, new) or started
+    except Exception as error:
+        if started is None:
+            raise
+        # The run's start is written: the retry must start from it.
+        raise WriteThenError(error, started) from error
     if new.active_run is not None:
         return Outcome(ACTIVE_SECONDS, latest)
     return Outcome(_until_next(spec, t, new, now), latest)
@@ -400,12 +400,18 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     _follow_job(body, spec, new, job, now)
 
 
+# Pod faults no retry ends. A pull that failed (a registry's timeout or rate
+# limit) or a Secret not there yet may well pass at the kubelet's next try:
+# those are left to the TTL.
+_NEVER_STARTS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+
+
 def scratch_failure(pod: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A failed run's result when the scratch database cannot come up by itself:
     its server stopped with an error (a restore or replay that failed, killed
-    out of memory; a healthy one never stops during a run), or its pod has a
-    fault that does not heal (an image that cannot be pulled). None otherwise
-    (starting, restoring, waiting for a node)."""
+    out of memory; a healthy one never stops during a run), or its image can
+    never run (a name that is no image's). None otherwise (starting,
+    restoring, waiting for a node or for an image pull's next try)."""
     if pod is None:
         return None
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -423,7 +429,7 @@ def scratch_failure(pod: Mapping[str, Any] | None) -> dict[str, Any] | None:
                                f"its log's tail is in restoreLogTail",
                     **({"restoreLogTail": tail} if tail else {})}
     fault = pod_fault(pod)
-    if fault is not None and not fault.heals_by_itself:
+    if fault is not None and fault.reason in _NEVER_STARTS:
         return {"verdict": "Failed", "reason": "ScratchDatabaseFailed",
                 "message": f"the scratch database cannot start: {fault.describe()}"}
     return None

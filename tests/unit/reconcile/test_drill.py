@@ -44,10 +44,10 @@ def test_a_scratch_server_that_stopped_with_an_error_ends_the_run_with_its_log()
     oom = drill.scratch_failure(_scratch_pod(
         state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
     assert oom is not None and "OOMKilled, exit code 137" in oom["message"]
-    # An image that cannot be pulled never heals.
-    pull = drill.scratch_failure(_scratch_pod(
-        state={"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}))
-    assert pull is not None and "ImagePullBackOff" in pull["message"]
+    # An image name that is no image's never runs.
+    invalid = drill.scratch_failure(_scratch_pod(
+        state={"waiting": {"reason": "InvalidImageName", "message": "bad ref"}}))
+    assert invalid is not None and "InvalidImageName" in invalid["message"]
 
 
 def test_a_scratch_database_starting_restoring_or_waiting_for_a_node_is_waited_for() -> None:
@@ -55,6 +55,10 @@ def test_a_scratch_database_starting_restoring_or_waiting_for_a_node_is_waited_f
     assert drill.scratch_failure(_scratch_pod(state={"running": {}})) is None
     assert drill.scratch_failure(_scratch_pod(
         state={"waiting": {"reason": "ContainerCreating"}})) is None
+    # A pull that failed (a registry's timeout, a rate limit) may pass next time.
+    for reason in ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"):
+        assert drill.scratch_failure(_scratch_pod(
+            state={"waiting": {"reason": reason, "message": "try again"}})) is None
     unscheduled = {"metadata": {"name": "scratch-postgres-0"}, "status": {"conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}
     assert drill.scratch_failure(unscheduled) is None
