@@ -130,7 +130,9 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "a component is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); "
          "delete: a StatefulSet pod broken by the previous template, which the set never "
          "replaces by itself; patch: the primary's physical-backup request annotation, "
-         "which its archiver sidecar reads through the downward API; get: the "
+         "which its archiver sidecar reads through the downward API, and its "
+         "stackforge.io/live-files annotation, which has the kubelet write its ConfigMap "
+         "and Secret files at once; get: the "
          "operator reads its own Pod once at start-up, to run backup and drill Jobs from the "
          "image it runs itself (image_catalog.py); watch: the watch cache of tenants' pods "
          "(their label selector)"),

@@ -12,6 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from stackforge_operator import config
 from stackforge_operator import support_bundle as bundle
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support import plugin_user, tenants
@@ -66,9 +68,16 @@ def test_isolate_and_unisolate_and_a_backup_without_a_policy(
     name, _ = tenant
     ran = plugin(cluster, "isolate", name)
     assert ran.returncode == 0, ran.stderr
-    tenants.wait_condition(cluster, name, "Isolated", "True")
+    isolated = tenants.wait_condition(cluster, name, "Isolated", "True")
+    began = datetime.fromisoformat(
+        tenants.condition(isolated, "Isolated")["lastTransitionTime"])  # type: ignore[index]
     assert plugin(cluster, "unisolate", name).returncode == 0
-    tenants.wait_condition(cluster, name, "Isolated", "False")
+    lifted = tenants.wait_condition(cluster, name, "Isolated", "False")
+    # Lifted seconds after it began: reported only once the primary can no
+    # longer take a session begun since for one of the isolation's.
+    ended = datetime.fromisoformat(
+        tenants.condition(lifted, "Isolated")["lastTransitionTime"])  # type: ignore[index]
+    assert (ended - began).total_seconds() >= config.ISOLATION_SETTLE_SECONDS, (began, ended)
     refused = plugin(cluster, "backup", name)
     assert refused.returncode == 1
     assert "has 0 BackupPolicies (none): name one with --policy" in refused.stderr

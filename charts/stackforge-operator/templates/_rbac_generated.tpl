@@ -91,10 +91,11 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   # read the runner pods' termination messages (backup and drill results) and, while a component
   # is not ready, its pods' reasons (ImagePullBackOff, OOMKilled, ...); delete: a StatefulSet pod
   # broken by the previous template, which the set never replaces by itself; patch: the primary's
-  # physical-backup request annotation, which its archiver sidecar reads through the downward API;
-  # get: the operator reads its own Pod once at start-up, to run backup and drill Jobs from the
-  # image it runs itself (image_catalog.py); watch: the watch cache of tenants' pods (their label
-  # selector)
+  # physical-backup request annotation, which its archiver sidecar reads through the downward API,
+  # and its stackforge.io/live-files annotation, which has the kubelet write its ConfigMap and
+  # Secret files at once; get: the operator reads its own Pod once at start-up, to run backup and
+  # drill Jobs from the image it runs itself (image_catalog.py); watch: the watch cache of
+  # tenants' pods (their label selector)
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["get", "list", "watch", "delete", "patch"]

@@ -96,8 +96,11 @@ EXPORTER_QUERIES_KEY = "exporter-queries.yaml"
 # While the tenant is isolated, a moment (whole seconds since the epoch): the
 # upkeep sidecar closes the sessions that came over the network and began
 # before it, which the NetworkPolicies alone leave open (reconcile/isolation.py
-# says why not every one). Empty when the tenant is not isolated.
-ISOLATION_KEY = "isolated-sessions-before"
+# says why not every one). Empty when the tenant is not isolated. (The key keeps
+# its name from when it held "true": the sidecar's environment names the file,
+# and a new name would change every primary's pod template, restarting them all
+# on the operator's upgrade.)
+ISOLATION_KEY = "isolated"
 # On the primary's pod: the versions of the ConfigMap and Secret whose files its
 # sidecar reads while it runs (isolation, slots, slot WAL limit, admin accounts),
 # written when one changes. A pod update has the kubelet sync the pod, which

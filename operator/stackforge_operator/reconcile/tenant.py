@@ -333,10 +333,16 @@ def _refresh_primary_files(t: EffectiveTenant,
     wanted = postgres.live_files_version(
         live.get(("ConfigMap", postgres.INIT_CONFIG)),
         live.get(("Secret", names.POSTGRES_ADMIN_ROLES_SECRET)))
-    name = postgres.primary_pod(t.primary_ordinal)
-    pod = kube.get("v1", "Pod", name, t.namespace)
-    if wanted is None or pod is None or pod["metadata"].get("deletionTimestamp"):
+    if wanted is None or t.suspend or t.primary_stopped:
         return  # a pod made from now on reads them as they are
+    name = postgres.primary_pod(t.primary_ordinal)
+    # Listed, not read by name: the pods' cache answers a list, an empty one
+    # included (a name it does not hold is asked of the API server).
+    pod = next(iter(kube.list_objects("v1", "Pod", namespace=t.namespace,
+                                      label_selector=f"{TENANT_LABEL}={t.name}",
+                                      field_selector=f"metadata.name={name}")), None)
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return
     annotations = pod["metadata"].get("annotations") or {}
     if annotations.get(postgres.LIVE_FILES_ANNOTATION) != wanted:
         kube.annotate("v1", "Pod", name, t.namespace, {postgres.LIVE_FILES_ANNOTATION: wanted})
