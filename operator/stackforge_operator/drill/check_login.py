@@ -13,13 +13,11 @@ drops it after them:
 - a login of its own, not ``SET ROLE`` in the superuser's session: a check's
   SQL could ``RESET ROLE``. A session that logged in as the role cannot
   become anyone else (``SET SESSION AUTHORIZATION`` needs a superuser's).
-- SELECT on every table and sequence of every schema but the system's, and
-  USAGE of those schemas, granted in each database the checks use before
-  they run there (``BYPASSRLS`` for tables with row security); never
-  SUPERUSER, CREATEROLE, CREATEDB or REPLICATION. Not ``pg_read_all_data``:
-  it reads the system catalogs too, ``pg_authid`` with every role's password
-  hash among them. After the grants the runner asks the server what the role
-  may do there: a restored tenant's database may have granted more to PUBLIC,
+- a member of ``pg_read_all_data`` only (every table, as the superuser saw
+  it; ``BYPASSRLS`` for tables with row security), never SUPERUSER,
+  CREATEROLE, CREATEDB or REPLICATION. After making it the runner asks the
+  server what the role may do, in every database the checks use: a restored
+  tenant's database may have granted more to PUBLIC or to pg_read_all_data,
   and then no check runs (``refusals``).
 - it logs in the way the runner's superuser does (libpq's PGHOST and PGPORT,
   over TCP, with a password): every server the runner verifies takes a SCRAM
@@ -36,6 +34,8 @@ drops it after them:
   drop, the password expires by itself (an in-place recovery's verification
   runs in the tenant's own primary, which lives on).
 
+PostgreSQL 13 has no pg_read_all_data: there the role is not made and the
+checks do not run (they fail, saying why) rather than run as the superuser.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ _ROLE_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 _B64 = "[A-Za-z0-9+/=]+"
 _VERIFIER_RE = re.compile(rf"^SCRAM-SHA-256\$[0-9]+:{_B64}\${_B64}:{_B64}$")
 
-# The role, a member of no role; CONNECT to every database
+# The role, made a member of pg_read_all_data only; CONNECT to every database
 # (a tenant may have revoked it from PUBLIC; the checks reach what the
 # superuser reached), which the drop revokes again (DROP OWNED). The session
 # keeps CREATE ROLE out of the server's log whatever the tenant set (as the
@@ -81,26 +81,15 @@ SET log_statement = 'none';
 SET log_min_duration_statement = -1;
 SET log_min_error_statement = 'panic';
 SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-              'INHERIT BYPASSRLS PASSWORD %L VALID UNTIL %L',
+              'INHERIT BYPASSRLS IN ROLE pg_read_all_data PASSWORD %L VALID UNTIL %L',
               :'role', :'verifier', now() + make_interval(secs => :seconds)) \\gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', datname, :'role')
   FROM pg_database WHERE datallowconn \\gexec
 """
 
-# What the checks read, in the database this runs in: every table and sequence
-# of the schemas that are not the system's (pg_catalog, pg_toast, the temporary
-# ones, information_schema). DROP OWNED revokes it again.
-GRANT_READ_SCRIPT = """\
-SELECT format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'role'),
-       format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', nspname, :'role'),
-       format('GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I', nspname, :'role')
-  FROM pg_namespace
- WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%' \\gexec
-"""
-
 # What the role may do that would let a check read the server's files or
-# environment, or the roles' password hashes, or more: one line each. Roles
-# are the cluster's, functions' grants each database's own.
+# environment, or more: one line each. Roles are the cluster's, functions'
+# grants each database's own.
 REFUSALS_QUERY = """\
 SELECT 'is ' || v.attribute
   FROM pg_roles AS r, LATERAL (VALUES ('SUPERUSER', r.rolsuper),
@@ -116,11 +105,7 @@ UNION ALL
 SELECT 'may execute ' || f
   FROM unnest(ARRAY['pg_read_file(text)', 'pg_read_binary_file(text)', 'lo_import(text)',
                     'lo_import(text, oid)', 'lo_export(oid, text)']) AS f
-  WHERE has_function_privilege(:'role', to_regprocedure(f), 'EXECUTE')
-UNION ALL
-SELECT 'may read ' || c
-  FROM unnest(ARRAY['pg_authid', 'pg_shadow', 'pg_user_mapping']) AS c
-  WHERE to_regclass(c) IS NOT NULL AND has_table_privilege(:'role', c, 'SELECT');
+  WHERE has_function_privilege(:'role', to_regprocedure(f), 'EXECUTE');
 """
 
 # Logins refused first, whatever follows; what the role owns (a check that
@@ -229,11 +214,9 @@ def create(psql: str, env: Mapping[str, str], login: CheckLogin, *, seconds: int
 
 def refusals(psql: str, env: Mapping[str, str], login: CheckLogin, database: str | None,
              secrets: Sequence[str] = ()) -> list[str]:
-    """Grant ``login``'s role what the checks read in ``database`` (None: env's), then
-    what it may do there that a check must not; LoginFailed if the superuser cannot
-    ask there (no such database)."""
-    out = _psql(psql, env, _variables(role=login.role) + GRANT_READ_SCRIPT + REFUSALS_QUERY,
-                database, secrets)
+    """What ``login``'s role may do in ``database`` (None: env's) that a check must not;
+    LoginFailed if the superuser cannot ask there (no such database)."""
+    out = _psql(psql, env, _variables(role=login.role) + REFUSALS_QUERY, database, secrets)
     return [line for line in out.splitlines() if line.strip()]
 
 

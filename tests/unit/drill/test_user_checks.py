@@ -66,13 +66,13 @@ def test_no_check_runs_where_the_login_may_do_more_than_read(tmp_path: Path) -> 
 def test_a_login_that_cannot_be_made_runs_no_check_and_is_dropped_all_the_same(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     psql = StandInPsql(tmp_path)
-    env = {**ENV, "STATUS": "2", "ERR": 'ERROR: permission denied to create role'}
+    env = {**ENV, "STATUS": "2", "ERR": 'ERROR: role "pg_read_all_data" does not exist'}
     with caplog.at_level(logging.WARNING, "stackforge_operator.drill"):
         results = user_checks.run(str(psql.path), env, QUERIES, query_timeout_seconds=5,
                                   secrets=[])
     assert {r.message for r in results} == {
         "not run: the checks' login role could not be made: "
-        'ERROR: permission denied to create role'}
+        'ERROR: role "pg_read_all_data" does not exist'}
     calls = psql.calls()
     assert len(calls) == 2 and "DROP ROLE" in calls[1].stdin
     assert "dropping the checks' role" in caplog.text
