@@ -350,15 +350,14 @@ def test_a_query_check_that_fails_is_named(
     tmp_path: Path,
 ) -> None:
     _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
-    checks = tmp_path / "checks.json"
-    checks.write_text(json.dumps([
+    checks = _checks_file(tmp_path, [
         {"name": "deleted-table", "sql": "SELECT count(*) FROM public.gone", "expected": "1"},
         {"name": "wrong-count", "sql": "SELECT count(*) FROM shop.customers",
          "expected": "501"},
         {"name": "read-only", "sql": "CREATE TABLE public.sneaky (i int)", "expectedRows": 0},
-    ]))
+    ])
     run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
-                 "--checks-file", str(checks))
+                 "--checks-file", checks)
     result = _verdict(run, "Failed", "CheckFailed")
     failing = {c["name"]: c for c in result["checks"] if not c["passed"]}
     assert set(failing) == {"deleted-table", "wrong-count", "read-only"}
@@ -593,11 +592,10 @@ def test_no_secret_in_output_or_in_any_child_argv(
 ) -> None:
     pg.seed_bulk(postgres_server, seeded_database.name, 20)  # pg_restore lives long enough to see
     _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
-    checks = tmp_path / "checks.json"
-    checks.write_text(json.dumps([{"name": "n", "sql": "SELECT 'check-sql-text'",
-                                   "expected": "check-sql-text"}]))
+    checks = _checks_file(tmp_path, [{"name": "n", "sql": "SELECT 'check-sql-text'",
+                                      "expected": "check-sql-text"}])
     runs = [_drill(postgres_server, s3_server, scratch_database, s3_bucket,
-                   "--checks-file", str(checks))]
+                   "--checks-file", checks)]
     _verdict(runs[0], "Passed")
     # Failures print messages from libpq and boto3: those must be clean too.
     runs.append(_drill(postgres_server, s3_server, scratch_database, s3_bucket,
