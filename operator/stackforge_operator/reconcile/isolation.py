@@ -9,9 +9,9 @@ minute late, and a sidecar closing every session while that file still says
 backup, an app reconnecting). A session begun after the moment cannot be the
 isolation's: the policies refused it, or it came after the lift, which is
 reported only once the moment has passed. The operator also touches the
-primary pod (``SESSIONS_BEFORE_ANNOTATION``) when the moment changes: a pod
-update has the kubelet sync the pod, which writes its ConfigMap files anew,
-so the sidecar learns of an isolation within seconds, not a minute.
+primary pod (``postgres.LIVE_FILES_ANNOTATION``) when its ConfigMap changes:
+a pod update has the kubelet sync the pod, which writes its ConfigMap files
+anew, so the sidecar learns of an isolation within seconds, not a minute.
 
 The dataplane refuses new connections once the isolating NetworkPolicies are
 in place, but lets established ones go on. Each component closes its own:
@@ -48,10 +48,15 @@ DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COM
 def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
     """When the isolation started: the Isolated condition's transition, or now
     when the condition (as last written) does not say True yet."""
+    return _began(conditions) or now
+
+
+def _began(conditions: Sequence[Condition]) -> datetime | None:
+    """The transition of the Isolated condition while it says True."""
     for condition in conditions:
         if condition.type == ISOLATED and condition.status == ConditionStatus.TRUE:
             return condition.last_transition_time
-    return now
+    return None
 
 
 def timed(conditions: Sequence[Condition], now: datetime) -> Isolation:
@@ -74,13 +79,11 @@ def lifting_until(isolate: bool, conditions: Sequence[Condition],
     """While an isolation is being lifted: when the lift may be reported (its
     ``sessions_before`` moment). None when the tenant is isolated, or the lift
     may be reported now, or there was no isolation."""
-    if isolate:
+    began = None if isolate else _began(conditions)
+    if began is None:
         return None
-    for condition in conditions:
-        if condition.type == ISOLATED and condition.status == ConditionStatus.TRUE:
-            until = sessions_before(condition.last_transition_time)
-            return until if now < until else None
-    return None
+    until = sessions_before(began)
+    return until if now < until else None
 
 
 def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[str]:
