@@ -644,8 +644,17 @@ HOSTILE_CHECKS: list[dict[str, Any]] = [
      "sql": "SET TRANSACTION READ WRITE; CREATE TEMP TABLE e (line text); "
             "COPY e FROM PROGRAM 'env | grep ^PATH='; SELECT line FROM e"},
     {"name": "program", "expectedRows": 0, "sql": "COPY (SELECT 1) TO PROGRAM 'true'"},
+    # The roles' password hashes (a member of pg_read_all_data reads them).
+    {"name": "password-hashes", "expected": "nothing",
+     "sql": "SELECT rolpassword FROM pg_authid WHERE rolname = current_user"},
 ]
-HOSTILE = {"environ-file", "environ-copy", "environ-program", "program"}
+HOSTILE = {"environ-file", "environ-copy", "environ-program", "program", "password-hashes"}
+# Every ACL of the database's tables, sequences and schemas, as text.
+ACLS = ("SELECT string_agg(format('%s %s', oid::regclass, relacl), ', ' ORDER BY oid) "
+        "FROM pg_class WHERE relnamespace NOT IN ('pg_catalog'::regnamespace, "
+        "'information_schema'::regnamespace, 'pg_toast'::regnamespace) "
+        "UNION ALL SELECT string_agg(format('%s %s', nspname, nspacl), ', ' ORDER BY oid) "
+        "FROM pg_namespace")
 
 
 def _checks_file(tmp_path: Path, checks: list[dict[str, Any]]) -> str:
@@ -705,6 +714,7 @@ def test_sql_checks_log_in_as_a_role_that_reads_tables_and_nothing_of_the_server
     assert "pg_read_server_files" in found["environ-copy"]["message"]
     for name in ("environ-program", "program"):
         assert "pg_execute_server_program" in found[name]["message"], found[name]
+    assert "permission denied for table pg_authid" in found["password-hashes"]["message"]
     assert 'database "no_such_database" does not exist' in found["nowhere"]["message"]
     assert "statement timeout" in found["slow"]["message"]
     assert not any(found[name].get("actual") for name in HOSTILE), found
@@ -737,6 +747,34 @@ def test_a_physical_drills_checks_log_in_as_their_own_role_too(
     assert outcome == {"connectivity": True, "recovery": True, "orders": True,
                        **dict.fromkeys(HOSTILE, False)}, result["checks"]
     _no_environment_in(run, json.dumps(_report(s3_server, s3_bucket, result)))
+    assert _check_roles_left(postgres_server) == 0
+
+
+def test_checks_in_a_tenants_own_database_read_all_data_and_leave_its_acls_as_they_were(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """An in-place recovery's verification (--checks-read all-data): a grant per
+    schema would leave the tables' default ACLs spelled out after its revoke."""
+    before = postgres_server.psql(ACLS, seeded_database.name)
+    checks = _checks_file(tmp_path, [
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"},
+        {"name": "reads-all-data", "sql": "SELECT pg_has_role('pg_read_all_data', 'MEMBER')::text",
+         "expected": "true"},
+        {"name": "no-file-roles", "expected": "0",
+         "sql": "SELECT count(*) FROM unnest(ARRAY['pg_read_server_files', "
+                "'pg_execute_server_program']) AS r WHERE pg_has_role(r, 'MEMBER')"},
+    ])
+    run = _drill(postgres_server, s3_server, seeded_database.name, s3_bucket,
+                 "--recovery-target", "latest", "--repository", "/repo",
+                 "--checks-file", checks, "--checks-read", "all-data")
+    result = _verdict(run, "Passed", None)
+    assert {c["name"] for c in result["checks"] if c["passed"]} >= {
+        "orders", "reads-all-data", "no-file-roles"}, result["checks"]
+    assert postgres_server.psql(ACLS, seeded_database.name) == before
     assert _check_roles_left(postgres_server) == 0
 
 

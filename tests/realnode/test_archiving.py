@@ -719,11 +719,13 @@ def test_a_drill_restores_the_database_as_it_was_at_a_moment(
                 {"name": "dropped-table-is-there", "expectedValue": "7",
                  "sql": "SELECT count(*) FROM precious"},
                 # Checks log in as a role of their own: the scratch server's
-                # environment holds the bucket's keys and the passphrase.
-                {"name": "not-the-superuser", "expectedValue": "off|false|false",
+                # environment holds the bucket's keys and the passphrase, and
+                # pg_authid the restored roles' password hashes.
+                {"name": "not-the-superuser", "expectedValue": "off|false|false|false",
                  "sql": "SELECT current_setting('is_superuser') || '|' || "
                         "pg_has_role('pg_execute_server_program', 'MEMBER') || '|' || "
-                        "has_function_privilege('pg_read_binary_file(text)', 'EXECUTE')"},
+                        "has_function_privilege('pg_read_binary_file(text)', 'EXECUTE') "
+                        "|| '|' || has_table_privilege('pg_authid', 'SELECT')"},
             ], sandbox))
         # It waits until the archive reaches T (a heartbeat after T archived).
         try:

@@ -81,6 +81,9 @@ def verification_job(t: EffectiveTenant, recovery: RecoveryStatus, storage: Obje
             "--run-id", run_id(recovery),
             "--started-at", rfc3339(started_at),
             "--checks-file", f"{drill.CHECKS_MOUNT}/{drill.CHECKS_FILE}",
+            # The tenant's own database: per-schema grants would stay in its
+            # ACLs (check_login.py), pg_read_all_data grants on nothing.
+            "--checks-read", "all-data",
             "--termination-log", "/dev/termination-log"]
     # The restored pod itself: nothing else may answer.
     variables = superuser_connection(t, recovery.ordinal)

@@ -13,12 +13,23 @@ drops it after them:
 - a login of its own, not ``SET ROLE`` in the superuser's session: a check's
   SQL could ``RESET ROLE``. A session that logged in as the role cannot
   become anyone else (``SET SESSION AUTHORIZATION`` needs a superuser's).
-- a member of ``pg_read_all_data`` only (every table, as the superuser saw
-  it; ``BYPASSRLS`` for tables with row security), never SUPERUSER,
-  CREATEROLE, CREATEDB or REPLICATION. After making it the runner asks the
-  server what the role may do, in every database the checks use: a restored
-  tenant's database may have granted more to PUBLIC or to pg_read_all_data,
-  and then no check runs (``refusals``).
+- what it reads depends on whose database it is (``ReadAccess``):
+  - ``schemas`` (a drill's scratch server, thrown away after the run): SELECT
+    on every table and sequence of every schema but the system's, and USAGE
+    of those schemas, granted in each database the checks use before they
+    run there. Not ``pg_read_all_data``, which reads the system catalogs too,
+    ``pg_authid`` and every role's password hash among them. The grants
+    spell out ACLs that were the default before; in a copy that is removed
+    after the run nobody sees them.
+  - ``all-data`` (an in-place recovery's verification, in the tenant's own
+    restored database, which lives on): a member of ``pg_read_all_data``,
+    which grants nothing on any object, so the tenant's owners and grants stay
+    exactly as restored. It reads ``pg_authid`` (a known limit, docs/api.md).
+  Never SUPERUSER, CREATEROLE, CREATEDB or REPLICATION; ``BYPASSRLS`` for
+  tables with row security. After making it the runner asks the server what
+  the role may do, in every database the checks use: a restored tenant's
+  database may have granted more to PUBLIC (or to pg_read_all_data), and then
+  no check runs (``refusals``).
 - it logs in the way the runner's superuser does (libpq's PGHOST and PGPORT,
   over TCP, with a password): every server the runner verifies takes a SCRAM
   password from any address for any role (the image's initdb adds ``host all
@@ -34,8 +45,9 @@ drops it after them:
   drop, the password expires by itself (an in-place recovery's verification
   runs in the tenant's own primary, which lives on).
 
-PostgreSQL 13 has no pg_read_all_data: there the role is not made and the
-checks do not run (they fail, saying why) rather than run as the superuser.
+PostgreSQL 13 has no pg_read_all_data: there an ``all-data`` role is not made
+and the checks do not run (they fail, saying why) rather than run as the
+superuser.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from secrets import token_bytes, token_hex, token_urlsafe
-from typing import Self
+from typing import Literal, Self
 
 from stackforge_operator.backup.failures import redact
 from stackforge_operator.backup.postgres import libpq_env
@@ -59,6 +71,9 @@ ROLE_PREFIX = "stackforge_drill_checks_"
 # PostgreSQL's own defaults for the verifiers it makes (scram_sha_256_iterations, 16-byte salt).
 SCRAM_ITERATIONS = 4096
 SALT_BYTES = 16
+# What the checks' role reads (module docstring): granted per schema, or pg_read_all_data.
+ReadAccess = Literal["schemas", "all-data"]
+READ_ACCESS: tuple[ReadAccess, ...] = ("schemas", "all-data")
 # How long the login stays valid beyond what its checks may take.
 VALIDITY_MARGIN_SECONDS = 600
 # Per check, beside its statement timeout: connecting and the answer's way back.
@@ -70,21 +85,33 @@ _ROLE_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 _B64 = "[A-Za-z0-9+/=]+"
 _VERIFIER_RE = re.compile(rf"^SCRAM-SHA-256\$[0-9]+:{_B64}\${_B64}:{_B64}$")
 
-# The role, made a member of pg_read_all_data only; CONNECT to every database
-# (a tenant may have revoked it from PUBLIC; the checks reach what the
-# superuser reached), which the drop revokes again (DROP OWNED). The session
-# keeps CREATE ROLE out of the server's log whatever the tenant set (as the
-# upkeep does with passwords): the verifier is no password, but a log is no
-# place for it either.
+# The role (``:membership`` is empty or `` IN ROLE pg_read_all_data``); CONNECT
+# to every database (a tenant may have revoked it from PUBLIC; the checks
+# reach what the superuser reached), which the drop revokes again (DROP
+# OWNED). The session keeps CREATE ROLE out of the server's log whatever the
+# tenant set (as the upkeep does with passwords): the verifier is no password,
+# but a log is no place for it either.
 CREATE_SCRIPT = """\
 SET log_statement = 'none';
 SET log_min_duration_statement = -1;
 SET log_min_error_statement = 'panic';
 SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-              'INHERIT BYPASSRLS IN ROLE pg_read_all_data PASSWORD %L VALID UNTIL %L',
-              :'role', :'verifier', now() + make_interval(secs => :seconds)) \\gexec
+              'INHERIT BYPASSRLS%s PASSWORD %L VALID UNTIL %L', :'role', :'membership',
+              :'verifier', now() + make_interval(secs => :seconds)) \\gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', datname, :'role')
   FROM pg_database WHERE datallowconn \\gexec
+"""
+_MEMBERSHIP: dict[ReadAccess, str] = {"schemas": "", "all-data": " IN ROLE pg_read_all_data"}
+
+# ``schemas``: what the checks read, in the database this runs in: every table
+# and sequence of the schemas that are not the system's (pg_catalog, pg_toast,
+# the temporary ones, information_schema). DROP OWNED revokes it again.
+GRANT_READ_SCRIPT = """\
+SELECT format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'role'),
+       format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', nspname, :'role'),
+       format('GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I', nspname, :'role')
+  FROM pg_namespace
+ WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%' \\gexec
 """
 
 # What the role may do that would let a check read the server's files or
@@ -106,6 +133,12 @@ SELECT 'may execute ' || f
   FROM unnest(ARRAY['pg_read_file(text)', 'pg_read_binary_file(text)', 'lo_import(text)',
                     'lo_import(text, oid)', 'lo_export(oid, text)']) AS f
   WHERE has_function_privilege(:'role', to_regprocedure(f), 'EXECUTE');
+"""
+# ``schemas``: the roles' password hashes too (an ``all-data`` role reads them by design).
+HASHES_REFUSAL_QUERY = """\
+SELECT 'may read ' || c
+  FROM unnest(ARRAY['pg_authid', 'pg_shadow', 'pg_user_mapping']) AS c
+  WHERE to_regclass(c) IS NOT NULL AND has_table_privilege(:'role', c, 'SELECT');
 """
 
 # Logins refused first, whatever follows; what the role owns (a check that
@@ -200,7 +233,7 @@ def _psql(psql: str, env: Mapping[str, str], script: str, database: str | None,
 
 
 def create(psql: str, env: Mapping[str, str], login: CheckLogin, *, seconds: int,
-           secrets: Sequence[str] = ()) -> None:
+           access: ReadAccess = "schemas", secrets: Sequence[str] = ()) -> None:
     """Make ``login``'s role, valid for ``seconds``, as the superuser ``env`` names;
     LoginFailed if it could not be made."""
     if not _ROLE_RE.match(login.role):
@@ -208,15 +241,19 @@ def create(psql: str, env: Mapping[str, str], login: CheckLogin, *, seconds: int
     verifier = scram_sha256_verifier(login.password, token_bytes(SALT_BYTES))
     if not _VERIFIER_RE.match(verifier):
         raise ValueError("unexpected verifier shape")
-    _psql(psql, env, _variables(role=login.role, verifier=verifier, seconds=seconds)
+    _psql(psql, env, _variables(role=login.role, verifier=verifier, seconds=seconds,
+                                membership=_MEMBERSHIP[access])
           + CREATE_SCRIPT, None, secrets)
 
 
 def refusals(psql: str, env: Mapping[str, str], login: CheckLogin, database: str | None,
-             secrets: Sequence[str] = ()) -> list[str]:
-    """What ``login``'s role may do in ``database`` (None: env's) that a check must not;
-    LoginFailed if the superuser cannot ask there (no such database)."""
-    out = _psql(psql, env, _variables(role=login.role) + REFUSALS_QUERY, database, secrets)
+             access: ReadAccess = "schemas", secrets: Sequence[str] = ()) -> list[str]:
+    """With ``schemas`` access, grant ``login``'s role what the checks read in
+    ``database`` (None: env's) first; then what it may do there that a check must
+    not. LoginFailed if the superuser cannot ask there (no such database)."""
+    script = (GRANT_READ_SCRIPT + REFUSALS_QUERY + HASHES_REFUSAL_QUERY
+              if access == "schemas" else REFUSALS_QUERY)
+    out = _psql(psql, env, _variables(role=login.role) + script, database, secrets)
     return [line for line in out.splitlines() if line.strip()]
 
 

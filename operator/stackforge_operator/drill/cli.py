@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stackforge_operator import runner_process
 from stackforge_operator.backup import store
+from stackforge_operator.drill import check_login
 from stackforge_operator.drill.checks import DEFAULT_QUERY_TIMEOUT_SECONDS, load_query_checks
 from stackforge_operator.drill.grading import Objectives
 from stackforge_operator.drill.runner import DrillRequest, PhysicalRecovery, run_drill
@@ -65,6 +66,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-timeout-seconds", type=float,
                         default=DEFAULT_QUERY_TIMEOUT_SECONDS,
                         help="statement timeout of each SQL check (default: %(default)s)")
+    parser.add_argument(
+        "--checks-read", choices=check_login.READ_ACCESS, default="schemas",
+        help="what the SQL checks' login role reads: 'schemas' (SELECT granted on every "
+        "table of the non-system schemas; for a throw-away copy: the grants are ACL entries) "
+        "or 'all-data' (a member of pg_read_all_data, which also reads pg_authid; for a "
+        "tenant's own database, whose ACLs must stay as they are); default: %(default)s")
     parser.add_argument("--keep-owners", action="store_true",
                         help="restore the dump with its owners and grants, in one transaction, "
                         "making the roles it names where missing (NOLOGIN): a tenant's "
@@ -132,6 +139,7 @@ def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         queries=tuple(queries),
         pg_bin_dir=args.pg_bin_dir,
         query_timeout_seconds=args.query_timeout_seconds,
+        checks_read=args.checks_read,
         recovery=recovery,
         keep_owners=args.keep_owners,
         write_report=not args.no_report,

@@ -43,8 +43,8 @@ from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.backup.postgres import find_tool, tool_version
 from stackforge_operator.backup.runid import new_run_id
 from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig, missing_object
+from stackforge_operator.drill import check_login, roles, user_checks
 from stackforge_operator.drill import checks as verify
-from stackforge_operator.drill import roles, user_checks
 from stackforge_operator.drill.await_server import await_listening, server_listens
 from stackforge_operator.drill.grading import (
     Failure,
@@ -120,6 +120,9 @@ class DrillRequest:
     queries: tuple[verify.QueryCheckSpec, ...] = ()
     pg_bin_dir: Path | None = None
     query_timeout_seconds: float = verify.DEFAULT_QUERY_TIMEOUT_SECONDS
+    # What the SQL checks' login reads (check_login.py): per-schema grants in a
+    # throw-away copy, pg_read_all_data in a tenant's own database.
+    checks_read: check_login.ReadAccess = "schemas"
     chunk_size: int = DEFAULT_CHUNK_SIZE
     recovery: PhysicalRecovery | None = None
     # A tenant's database created from the dump (spec.bootstrap.logical), not a
@@ -376,7 +379,7 @@ class _Drill:
         self.step("running the SQL checks as their own login")
         return user_checks.run(psql_path, self.env, self.request.queries,
                                query_timeout_seconds=self.request.query_timeout_seconds,
-                               secrets=self.secrets)
+                               secrets=self.secrets, access=self.request.checks_read)
 
     # -- the outcome -----------------------------------------------------------------
 

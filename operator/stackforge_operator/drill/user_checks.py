@@ -4,7 +4,9 @@ The same for a dump's drill, a Physical one and an in-place recovery's
 verification: the superuser (libpq's environment) makes the role
 (check_login.py), asks in each database a check names what the role may do
 there, and runs a check only where the role may read tables and nothing of
-the server's files, programs or roles.
+the server's files, programs or roles. What it reads (``access``) is the one
+difference: per-schema grants in a drill's throw-away copy, pg_read_all_data
+in a tenant's own database, whose ACLs must stay as restored.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ log = logging.getLogger("stackforge_operator.drill")
 
 
 def run(psql: str, env: Mapping[str, str], queries: Sequence[verify.QueryCheckSpec], *,
-        query_timeout_seconds: float, secrets: list[str]) -> list[CheckResult]:
+        query_timeout_seconds: float, secrets: list[str],
+        access: check_login.ReadAccess = "schemas") -> list[CheckResult]:
     """Each check's result, in order. The login's password joins ``secrets`` (the
     run's list of what no message may show)."""
     login = check_login.CheckLogin.new()
     secrets.append(login.password)
     try:
-        check_login.create(psql, env, login, secrets=secrets, seconds=check_login.valid_seconds(
-            len(queries), query_timeout_seconds))
+        check_login.create(psql, env, login, access=access, secrets=secrets,
+                           seconds=check_login.valid_seconds(len(queries),
+                                                             query_timeout_seconds))
     except check_login.LoginFailed as exc:
         # The role may exist all the same (a failure after CREATE ROLE): dropped below.
         failure = f"the checks' login role could not be made: {exc}"
@@ -43,8 +47,8 @@ def run(psql: str, env: Mapping[str, str], queries: Sequence[verify.QueryCheckSp
     try:
         for spec in queries:
             if spec.database not in refused:
-                refused[spec.database] = _refused(psql, env, login, spec.database, secrets,
-                                                  reached)
+                refused[spec.database] = _refused(psql, env, login, spec.database, access,
+                                                  secrets, reached)
             why = refused[spec.database]
             results.append(verify.not_run(spec, why) if why else verify.query_check(checker, spec))
     finally:
@@ -55,10 +59,12 @@ def run(psql: str, env: Mapping[str, str], queries: Sequence[verify.QueryCheckSp
 
 
 def _refused(psql: str, env: Mapping[str, str], login: check_login.CheckLogin,
-             database: str | None, secrets: Sequence[str], reached: list[str]) -> str | None:
+             database: str | None, access: check_login.ReadAccess, secrets: Sequence[str],
+             reached: list[str]) -> str | None:
     """Why no check runs as the login in ``database``; None: they may."""
     try:
-        found = check_login.refusals(psql, env, login, database, secrets)
+        found = check_login.refusals(psql, env, login, database, access=access,
+                                     secrets=secrets)
     except check_login.LoginFailed as exc:
         return f"asking what the checks' login role may do: {exc}"
     if database is not None:

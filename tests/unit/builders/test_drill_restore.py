@@ -193,6 +193,8 @@ def test_the_physical_runner_verifies_the_tenants_database_at_the_target() -> No
     # A short TTL keeps three quarters of itself for the wait.
     assert (drill.restored_wait_seconds(60), drill.restored_wait_seconds(100)) == (45, 75)
     assert "--backup" not in args and "--no-row-counts" not in args
+    # A throw-away copy: its checks' login is granted the schemas, never pg_read_all_data.
+    assert "--checks-read" not in args
     assert env_of(runner)["PGDATABASE"]["value"] == tenant().postgres.database
     logical = container(_job(None))
     assert logical["args"][logical["args"].index("--backup") + 1] == "latest"

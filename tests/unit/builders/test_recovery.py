@@ -40,6 +40,8 @@ def test_the_runner_verifies_the_restored_pod_to_the_target_and_reports_beside_t
     assert after("--bucket") == "backups" and after("--endpoint") == "https://s3.internal:9000"
     assert after("--run-id").startswith("recovery-20261201T060005Z-")
     assert "--force-path-style" in args
+    # The tenant's own database: its checks' login grants on nothing (no ACL changes).
+    assert after("--checks-read") == "all-data"
     env = env_of(runner)
     # The restored pod by its own name, not the Service (the old pod may answer there).
     assert env["PGHOST"]["value"] == "postgres-1.postgres-headless.tenant-acme.svc"

@@ -102,7 +102,31 @@ def test_the_role_is_made_with_a_verifier_on_stdin_and_no_password_anywhere(
     assert f"\\set role '{login.role}'" in call.stdin and "\\set seconds '900'" in call.stdin
     # Nothing of the statement in the server's log, whatever the tenant set.
     assert call.stdin.index("SET log_statement = 'none'") < call.stdin.index("CREATE ROLE")
-    assert "IN ROLE pg_read_all_data" in call.stdin and "NOSUPERUSER" in call.stdin
+    # By default a member of no role: pg_read_all_data would read pg_authid's hashes.
+    assert "\\set membership ''" in call.stdin and "NOSUPERUSER" in call.stdin
+
+
+def test_an_all_data_role_is_a_member_of_pg_read_all_data(tmp_path: Path) -> None:
+    psql = StandInPsql(tmp_path)
+    check_login.create(str(psql.path), SUPERUSER_ENV, CheckLogin.new(), seconds=60,
+                       access="all-data")
+    [call] = psql.calls()
+    assert "\\set membership ' IN ROLE pg_read_all_data'" in call.stdin
+
+
+def test_a_schemas_role_is_granted_the_schemas_before_it_is_asked_what_it_may_read(
+        tmp_path: Path) -> None:
+    psql = StandInPsql(tmp_path)
+    login = CheckLogin.new()
+    check_login.refusals(str(psql.path), SUPERUSER_ENV, login, "app")
+    check_login.refusals(str(psql.path), SUPERUSER_ENV, login, "app", access="all-data")
+    schemas, all_data = psql.calls()
+    assert schemas.stdin.index("GRANT SELECT ON ALL TABLES") < schemas.stdin.index(
+        "has_function_privilege")
+    assert "pg_authid" in schemas.stdin
+    # pg_read_all_data grants on no object: nothing is granted, and it reads pg_authid by design.
+    assert "GRANT" not in all_data.stdin and "pg_authid" not in all_data.stdin
+    assert "has_function_privilege" in all_data.stdin
 
 
 def test_what_the_role_may_do_is_asked_in_the_checks_database(tmp_path: Path) -> None:

@@ -51,6 +51,16 @@ def test_the_superuser_makes_and_drops_the_login_and_the_checks_run_as_it(
     assert len(secrets) == 2 and secrets[1] not in " ".join(c.stdin for c in calls)
 
 
+def test_the_access_reaches_the_role_and_each_database_asked(tmp_path: Path) -> None:
+    psql = StandInPsql(tmp_path)
+    user_checks.run(str(psql.path), ENV, QUERIES, query_timeout_seconds=5, secrets=[],
+                    access="all-data")
+    made, *asked = [c for c in psql.calls() if c.user == "postgres" and "DROP" not in c.stdin]
+    assert "IN ROLE pg_read_all_data" in made.stdin
+    assert [c.database for c in asked] == ["restore", "app"]
+    assert not any("GRANT" in c.stdin for c in asked)
+
+
 def test_no_check_runs_where_the_login_may_do_more_than_read(tmp_path: Path) -> None:
     psql = StandInPsql(tmp_path)
     results = user_checks.run(str(psql.path), {**ENV, "ANSWER": "is CREATEROLE\n"}, QUERIES,
