@@ -702,13 +702,17 @@ def test_sql_checks_log_in_as_a_role_that_reads_tables_and_nothing_of_the_server
          "expected": "1"},
         # The statement timeout still holds for the role's sessions.
         {"name": "slow", "sql": "SELECT pg_sleep(5)", "expectedRows": 1},
+        # A check that sets it aside is given up on by the runner, and its
+        # session ended with the role.
+        {"name": "timeout-aside", "expectedRows": 1,
+         "sql": "SET statement_timeout = 0; SELECT pg_sleep(60)"},
     ])
     run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
                  "--checks-file", checks, "--query-timeout-seconds", "1")
     result = _verdict(run, "Failed", "CheckFailed")
     found = {c["name"]: c for c in result["checks"] if c["kind"] == "Query"}
     failed = {name for name, c in found.items() if not c["passed"]}
-    assert failed == {*HOSTILE, "nowhere", "slow"}, json.dumps(found, indent=1)
+    assert failed == {*HOSTILE, "nowhere", "slow", "timeout-aside"}, json.dumps(found, indent=1)
     assert "permission denied for function pg_read_binary_file" in \
         found["environ-file"]["message"]
     assert "pg_read_server_files" in found["environ-copy"]["message"]
@@ -717,6 +721,12 @@ def test_sql_checks_log_in_as_a_role_that_reads_tables_and_nothing_of_the_server
     assert "permission denied for table pg_authid" in found["password-hashes"]["message"]
     assert 'database "no_such_database" does not exist' in found["nowhere"]["message"]
     assert "statement timeout" in found["slow"]["message"]
+    assert found["timeout-aside"]["message"].startswith("no answer within 6 s"), found
+    assert run.seconds < 40, run.seconds
+    # Its session did not outlive the run (the drop ended it).
+    assert postgres_server.psql(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = 'stackforge-drill/checks'").strip() == "0"
     assert not any(found[name].get("actual") for name in HOSTILE), found
     # The runner's own checks stay the superuser's: every row counted.
     assert all(c["passed"] for c in result["checks"] if c["kind"] == "RowCount")

@@ -141,12 +141,16 @@ SELECT 'may read ' || c
   WHERE to_regclass(c) IS NOT NULL AND has_table_privilege(:'role', c, 'SELECT');
 """
 
-# Logins refused first, whatever follows; what the role owns (a check that
-# turned its session read-write) and its grants (CONNECT) go with DROP OWNED.
+# Logins refused first, whatever follows; then its sessions ended (a check
+# that set its statement timeout aside still runs after psql was killed, and
+# its locks would hold DROP OWNED); what the role owns (a check that turned
+# its session read-write) and its grants (CONNECT) go with DROP OWNED.
 DROP_OWNED_SCRIPT = """\
 SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') AS made \\gset
 \\if :made
 ALTER ROLE :"role" NOLOGIN;
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE usename = :'role' AND pid <> pg_backend_pid();
 DROP OWNED BY :"role";
 \\endif
 """

@@ -42,6 +42,10 @@ APPLICATION_NAME = "stackforge-drill/psql"
 # The user's SQL checks: their own login (check_login.py), their own name in pg_stat_activity.
 CHECKS_APPLICATION_NAME = "stackforge-drill/checks"
 DEFAULT_QUERY_TIMEOUT_SECONDS = 300
+# A check's SQL may SET statement_timeout = 0 (a user's setting: no grant
+# takes it away), so psql itself gets the timeout plus this, then is killed;
+# the session it leaves is ended with the checks' role (check_login.drop).
+CLIENT_GRACE_SECONDS = 5
 CHECKSUM_NAME = "postgres.dump"
 CONNECTIVITY_NAME = "connectivity"
 ROW_COUNTS_NAME = "row-counts"
@@ -207,13 +211,22 @@ class Psql:
         env = dict(self._env)
         if database:
             env["PGDATABASE"] = database
+        statement_seconds = client_timeout = None
         if timeout_ms:
             env["PGOPTIONS"] += f" -c statement_timeout={timeout_ms}"
-        result = subprocess.run(
-            [self._psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
-             *args, "--file=-"],
-            input=script, capture_output=True, text=True, env=env, check=False,
-        )
+            statement_seconds = timeout_ms / 1000
+            client_timeout = statement_seconds + CLIENT_GRACE_SECONDS
+        try:
+            result = subprocess.run(
+                [self._psql, "--no-psqlrc", "--quiet", "--no-password",
+                 "--set=ON_ERROR_STOP=1", *args, "--file=-"],
+                input=script, capture_output=True, text=True, env=env, check=False,
+                timeout=client_timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise QueryFailed(
+                f"no answer within {client_timeout:g} s, though the statement timeout "
+                f"is {statement_seconds:g} s (did the check set it aside?)") from None
         if result.returncode != 0:
             stderr = result.stderr.strip() or f"psql exited {result.returncode}"
             raise QueryFailed(redact(stderr, self._secrets))
