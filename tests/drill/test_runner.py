@@ -814,6 +814,37 @@ def test_no_check_runs_where_the_role_could_read_server_files(
     assert _check_roles_left(postgres_server) == 0
 
 
+def test_no_check_runs_where_the_role_may_call_a_superusers_security_definer_function(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """A restored database's SECURITY DEFINER function of the superuser runs as the
+    superuser for whoever calls it (PUBLIC, unless revoked): no check runs there."""
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    postgres_server.psql("CREATE FUNCTION public.peek(path text) RETURNS bytea "
+                         "LANGUAGE sql SECURITY DEFINER AS "
+                         "$$ SELECT pg_read_binary_file(path) $$", scratch_database)
+    checks = _checks_file(tmp_path, [
+        {"name": "environ", "expected": "nothing",
+         "sql": "SELECT encode(public.peek('/proc/self/environ'), 'escape')"},
+        {"name": "elsewhere", "sql": "SELECT 1", "database": "postgres", "expected": "1"},
+    ])
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--checks-file", checks)
+    result = _verdict(run, "Failed", "CheckFailed")
+    found = {c["name"]: c for c in result["checks"] if c["kind"] == "Query"}
+    assert not found["environ"]["passed"] and found["elsewhere"]["passed"], found
+    assert found["environ"]["message"].startswith(
+        "not run: the checks' login role may execute peek(text), which runs as "), found
+    assert "actual" not in found["environ"], found
+    _no_environment_in(run, json.dumps(_report(s3_server, s3_bucket, result)))
+    assert _check_roles_left(postgres_server) == 0
+
+
 def test_with_checksum_off_the_dump_is_not_compared_with_the_manifest(
     postgres_server: pg.PostgresServer,
     s3_server: S3Server,

@@ -116,7 +116,9 @@ SELECT format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'role'),
 
 # What the role may do that would let a check read the server's files or
 # environment, or more: one line each. Roles are the cluster's, functions'
-# grants each database's own.
+# grants each database's own. A SECURITY DEFINER function runs as its owner:
+# one a superuser (or a file role) owns lends that power to whoever may call
+# it, and PUBLIC may call a function unless it was revoked (the first three).
 REFUSALS_QUERY = """\
 SELECT 'is ' || v.attribute
   FROM pg_roles AS r, LATERAL (VALUES ('SUPERUSER', r.rolsuper),
@@ -132,7 +134,14 @@ UNION ALL
 SELECT 'may execute ' || f
   FROM unnest(ARRAY['pg_read_file(text)', 'pg_read_binary_file(text)', 'lo_import(text)',
                     'lo_import(text, oid)', 'lo_export(oid, text)']) AS f
-  WHERE has_function_privilege(:'role', to_regprocedure(f), 'EXECUTE');
+  WHERE has_function_privilege(:'role', to_regprocedure(f), 'EXECUTE')
+UNION ALL
+(SELECT 'may execute ' || p.oid::regprocedure || ', which runs as ' || o.rolname
+   FROM pg_proc AS p JOIN pg_roles AS o ON o.oid = p.proowner
+  WHERE p.prosecdef AND (o.rolsuper OR pg_has_role(o.oid, 'pg_read_server_files', 'MEMBER')
+                         OR pg_has_role(o.oid, 'pg_execute_server_program', 'MEMBER'))
+    AND has_function_privilege(:'role', p.oid, 'EXECUTE')
+  ORDER BY p.oid LIMIT 3);
 """
 # ``schemas``: the roles' password hashes too (an ``all-data`` role reads them by design).
 HASHES_REFUSAL_QUERY = """\
