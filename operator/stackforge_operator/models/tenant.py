@@ -80,6 +80,10 @@ Version = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+(\.
 # --------------------------------------------------------------------------- components
 
 
+# How many claims of earlier in-place recoveries a tenant's status lists; a
+# recovery that would leave one more is refused (reconcile/recovery.py).
+KEPT_VOLUMES_MAX = 16
+
 class PoolerSpec(SpecModel):
     """PgBouncer connection pooler in front of PostgreSQL (runbook: Database Scaling)."""
 
@@ -1251,7 +1255,7 @@ class RecoveryStatus(StatusModel):
                            "more until asked again."))
     steps: Annotated[list[RecoveryStep], Field(max_length=8)] = Field(
         default_factory=list, description="Every step, in order, with its times.")
-    kept_volumes: Annotated[list[ClaimName], Field(max_length=16)] = Field(
+    kept_volumes: Annotated[list[ClaimName], Field(max_length=KEPT_VOLUMES_MAX)] = Field(
         default_factory=list,
         description=("Claims a recovery left (the old database's after a success, the "
                      "restore's after a roll-back), kept until a person deletes them."))

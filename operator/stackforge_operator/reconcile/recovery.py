@@ -74,6 +74,7 @@ from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.common import parse_quantity
 from stackforge_operator.models.effective import EffectiveTenant, Restore
 from stackforge_operator.models.tenant import (
+    KEPT_VOLUMES_MAX,
     EndedRecovery,
     RecoveryPhase,
     RecoveryStatus,
@@ -194,6 +195,20 @@ def storage_shortfall(quotas: Sequence[Mapping[str, Any]], needed: str) -> str |
                     f"({used} of {hard} used, kept volumes included): delete a kept volume "
                     "or raise the quota first; nothing was stopped")
     return None
+
+
+def kept_volumes_full(recorded: RecoveryStatus | None) -> str | None:
+    """Why a recovery may not start while its claim would not be listed, or None.
+
+    Every recovery leaves a claim (the old database's, or the restore's after a
+    roll-back), and the status lists KEPT_VOLUMES_MAX: one more would drop the
+    oldest from the list while its volume and its data stayed, found by nobody."""
+    kept = recorded.kept_volumes if recorded is not None else []
+    if len(kept) < KEPT_VOLUMES_MAX:
+        return None
+    return (f"{len(kept)} volumes of earlier recoveries are kept ({', '.join(kept)}), as "
+            "many as the status lists: delete those you no longer need (kubectl delete pvc) "
+            "before another recovery, which would keep one more; nothing was stopped")
 
 
 def primary_ordinal(recovery: RecoveryStatus | None) -> int:
@@ -389,7 +404,8 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
                        "are scaled back up (AppsReady says when they serve); the old "
                        f"database's volume {kept} is kept until you delete it",
                        "the primary runs the restored database")
-        return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, kept][-16:]})
+        return done.model_copy(
+            update={"kept_volumes": [*recovery.kept_volumes, kept][-KEPT_VOLUMES_MAX:]})
     if recovery.phase == Phase.ROLLING_BACK:
         restored = postgres.primary_pod(recovery.ordinal)
         old = facts.pods.get(postgres.primary_pod(recovery.previous_ordinal))
@@ -413,7 +429,8 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         done = _finish(recovery, now, Phase.FAILED,
                        f"{failure or 'the recovery failed'}; {ending}; the restore's volume "
                        f"{claim} is kept until you delete it", step)
-        return done.model_copy(update={"kept_volumes": [*recovery.kept_volumes, claim][-16:]})
+        return done.model_copy(
+            update={"kept_volumes": [*recovery.kept_volumes, claim][-KEPT_VOLUMES_MAX:]})
     return recovery
 
 
@@ -656,7 +673,7 @@ def adopted(claims: Sequence[Mapping[str, Any]], now: datetime, *,
         phase=Phase.ADOPTED, previous_ordinal=serving, ordinal=max(found),
         message=(f"made again over the claims a recovery left: the database is "
                  f"{_claim(serving)}'s")[:2048],
-        kept_volumes=kept[-16:])
+        kept_volumes=kept[-KEPT_VOLUMES_MAX:])
 
 
 def forget_deleted(recovery: RecoveryStatus | None,

@@ -142,6 +142,9 @@ def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
     if wanted.verify_drill is not None and _queries(t.namespace, wanted.verify_drill) is None:
         return refused(target, f"annotation {recovery.RECOVER_VERIFY_ANNOTATION}: "
                                f"DRDrill {t.namespace}/{wanted.verify_drill} does not exist")
+    full = recovery.kept_volumes_full(recorded)
+    if full is not None:
+        return refused(target, full)
     short = recovery.storage_shortfall(
         kube.list_objects("v1", "ResourceQuota", namespace=t.namespace), t.postgres.storage)
     if short is not None:

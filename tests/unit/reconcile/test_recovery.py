@@ -16,7 +16,7 @@ from stackforge_operator import config, pod_health
 from stackforge_operator.builders import apps, postgres, stack
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec
-from stackforge_operator.models.tenant import RecoveryPhase, RecoveryStatus
+from stackforge_operator.models.tenant import KEPT_VOLUMES_MAX, RecoveryPhase, RecoveryStatus
 from stackforge_operator.reconcile import archiving_policy, recovery
 from stackforge_operator.reconcile.recovery import Facts, Phase
 from tests.unit.builders.tenants import ENTERPRISE, find, tenant
@@ -641,6 +641,20 @@ def test_a_recovery_without_room_for_its_volume_is_refused_before_anything_stops
     over = recovery.storage_shortfall([_quota("10Gi", "12Gi")], "1Gi")
     assert over is not None and "leaves 0.0Gi" in over
     assert recovery.storage_shortfall([_quota("lots", "12Gi")], "1Gi") is None
+
+
+def test_a_recovery_that_would_keep_more_volumes_than_are_listed_is_refused() -> None:
+    """The 17th kept claim would push the oldest out of the list, its data kept
+    and found by nobody."""
+    assert recovery.kept_volumes_full(None) is None
+    claims = [f"data-postgres-{n}" for n in range(KEPT_VOLUMES_MAX)]
+    ended = _begun().model_copy(update={"phase": Phase.SUCCEEDED,
+                                        "kept_volumes": claims[:-1]})
+    assert recovery.kept_volumes_full(ended) is None
+    full = recovery.kept_volumes_full(ended.model_copy(update={"kept_volumes": claims}))
+    assert full is not None and full.startswith(
+        "16 volumes of earlier recoveries are kept (data-postgres-0, data-postgres-1, ")
+    assert "delete those you no longer need" in full and "nothing was stopped" in full
 
 
 def test_writes_that_never_stop_roll_back_at_a_deadline() -> None:
