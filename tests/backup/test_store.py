@@ -213,6 +213,24 @@ def test_a_retention_the_bucket_refuses_is_a_reason_not_an_error(
     assert reason is not None and "NoSuchBucket" in reason, reason
 
 
+def test_retention_counts_days_and_months_in_the_schedules_time_zone(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """A nightly backup at 21:00 in New York on the last of February is
+    February's month-end backup, though it is 1 March in UTC."""
+    store = _store(s3_server, s3_bucket)
+    feb_27 = _complete_run(store, datetime(2027, 2, 28, 2, tzinfo=UTC), "feb27n")
+    feb_28 = _complete_run(store, datetime(2027, 3, 1, 2, tzinfo=UTC), "feb28n")
+    march = _complete_run(store, datetime(2027, 3, 10, 2, tzinfo=UTC), "mar10n")
+    spec = BackupPolicySpec.model_validate({
+        "tenantRef": {"name": TENANT}, "retention": {"monthly": 2},
+        "storage": {"bucket": s3_bucket}})
+    now = datetime(2027, 3, 11, 12, tzinfo=UTC)
+    assert retain(store, TENANT, spec, now, [], "America/New_York") is None
+    assert [m.run_id for m in store.manifests(TENANT)] == [feb_28, march]
+    assert store.read_manifest(TENANT, feb_27) is None
+
+
 def test_an_unreadable_manifest_leaves_out_its_run_only(
     s3_server: S3Server, s3_bucket: str, history: dict[str, str]
 ) -> None:

@@ -77,3 +77,22 @@ def test_the_cronjob_rests_while_the_database_is_stopped() -> None:
     assert not suspended()
     assert suspended(database_stopped=True)
     assert suspended(writes_stopped=True)
+
+
+def test_a_run_is_not_made_up_when_the_cronjob_would_rest_for_its_own_reasons() -> None:
+    """One rule for the CronJob and the made-up run: a suspended policy, or a
+    tenant whose database a recovery or a bootstrap is replacing, starts neither
+    (a made-up run started every weekday morning for a suspended policy)."""
+    spec = BackupPolicySpec.model_validate(_spec("backuppolicy-acme.yaml"))
+    held_spec = spec.model_copy(update={"suspend": True})
+    t = tenant({})
+    assert not builders.scheduled_runs_held(spec, t, database_stopped=False)
+    assert builders.scheduled_runs_held(held_spec, t, database_stopped=False)
+    assert builders.scheduled_runs_held(spec, replace(t, writes_stopped=True),
+                                        database_stopped=False)
+    assert builders.scheduled_runs_held(spec, t, database_stopped=True)
+    for policy, tenant_now, stopped in ((held_spec, t, False),
+                                        (spec, replace(t, writes_stopped=True), False)):
+        made = builders.cron_job(POLICY, t.namespace, policy, tenant_now, NIGHTLY, "Etc/UTC",
+                                 database_stopped=stopped)
+        assert made["spec"]["suspend"] is True

@@ -224,6 +224,19 @@ def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant)
 STARTING_DEADLINE_SECONDS = 3600
 
 
+def scheduled_runs_held(policy_spec: BackupPolicySpec, t: EffectiveTenant, *,
+                        database_stopped: bool) -> bool:
+    """Whether no run of the schedule may start now: the CronJob rests, and a run a
+    suspend window swallowed is not made up either (one rule for both).
+
+    The policy is suspended (``spec.suspend``: skip scheduled runs); the tenant's
+    database is replaced or still being made (an in-place recovery, a bootstrap
+    from a backup), when a dump would be of no database or of half of one, and
+    would become the newest backup retention keeps; or it is stopped
+    (``database_stopped``: suspended by spec.suspend or a window, or coming back)."""
+    return policy_spec.suspend or t.writes_stopped or database_stopped
+
+
 def cron_job(
     policy: str, namespace: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
     schedule: str, time_zone: str, *, database_stopped: bool = False, other_run: bool = False,
@@ -239,13 +252,11 @@ def cron_job(
         "spec": {
             "schedule": schedule,
             "timeZone": time_zone,
-            # Also while the tenant's database is replaced or still being made (an
-            # in-place recovery, a bootstrap from a backup): a dump then would be of
-            # no database or of half of one; and while it is stopped (suspended).
             # A run missed meanwhile starts once it is back, within the starting
             # deadline below; one a suspend window swallowed, later, by the
             # operator (backup_catchup.py).
-            "suspend": policy_spec.suspend or t.writes_stopped or database_stopped or other_run,
+            "suspend": scheduled_runs_held(policy_spec, t, database_stopped=database_stopped)
+                       or other_run,
             # Never two dumps of one database at once (of its own Jobs; the
             # others hold it suspended).
             "concurrencyPolicy": "Forbid",

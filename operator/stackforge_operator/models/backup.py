@@ -176,7 +176,8 @@ def _max_age_covers_counts(r: Retention) -> bool:
 class Retention(SpecModel):
     """Which complete backups to keep; a backup is kept if any rule keeps it.
 
-    The newest complete backup is never deleted, whatever the rules say.
+    The newest complete backup is never deleted, whatever the rules say. Days,
+    weeks and months are those of the schedule's time zone.
     """
 
     cel_rules = (

@@ -221,12 +221,16 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         new_backup = newest is not None and (old.last_successful_run is None
                                              or old.last_successful_run.id != newest.run_id)
         if storage_error is None and new_backup and (
-                retention_error := retain(store, t.name, spec, now, active)):
+                retention_error := retain(store, t.name, spec, now, active, zone)):
             logger.warning("policy %s/%s: %s", namespace, name, retention_error)
             kube.record_event(dict(body), "Warning", "RetentionFailed",
                               f"{retention_error}; tried again after the next backup")
 
-    if storage_error is None and not database_stopped and not active:
+    # As the CronJob: not for a suspended policy, nor while the tenant's
+    # database is replaced or being made (its dump would become the newest
+    # backup, and retention would drop a good one for it).
+    if storage_error is None and not active and not builders.scheduled_runs_held(
+            spec, t, database_stopped=database_stopped):
         made_up = _make_up_missed_run(body, spec, t, tenant_spec, when, zone, job_runs, newest,
                                       owner)
         if made_up is not None:
@@ -472,16 +476,18 @@ def _missing_secrets(spec: BackupPolicySpec, namespace: str) -> list[status.Prob
 
 
 def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetime,
-           active: Sequence[BackupRun]) -> str | None:
+           active: Sequence[BackupRun], zone: str = "Etc/UTC") -> str | None:
     """Apply the policy's retention once a new backup is complete; why it failed,
     or None. A failure (the bucket refuses deletes, as a write-only key does)
     must not end the pass: the caller reports it and writes the status, and
-    retention is tried again after the next backup."""
+    retention is tried again after the next backup. Days, weeks and months are
+    the schedule's ``zone``'s: a nightly 21:00 New York backup of the last of
+    February is February's, though it is March in UTC."""
     running_since = min((r.start_time for r in active if r.start_time is not None),
                         default=None)
     try:
         report = apply_retention(store, tenant, spec.retention, now,
-                                 running_since=running_since)
+                                 running_since=running_since, tz=schedule.zone(zone))
     except (BotoCoreError, ClientError, RuntimeError) as error:
         return f"retention could not delete expired backups: {error}"[:1024]
     if report.deleted:
@@ -497,7 +503,8 @@ def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: Effective
     A request runs once: its Job's name is made from it, and a Job of that name
     means it ran (a Job's template is immutable anyway). One asked while a run
     is under way waits for it (``activeRun`` shows which): never two dumps of
-    one database at once.
+    one database at once; one asked while the tenant's writes are stopped for a
+    recovery or a bootstrap waits until they resume.
     """
     meta = body["metadata"]
     if request is None:
@@ -508,6 +515,13 @@ def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: Effective
     if running:
         logger.info("policy %s/%s: backup request %r waits for Job %s", meta["namespace"],
                     meta["name"], request, running[0]["metadata"]["name"])
+        return None
+    if t.writes_stopped:
+        # A recovery or a bootstrap is replacing or making the database: its dump
+        # would be of half of one, yet the newest backup retention keeps.
+        logger.info("policy %s/%s: backup request %r waits for tenant %s's database "
+                    "(a recovery or a bootstrap is under way)", meta["namespace"],
+                    meta["name"], request, t.name)
         return None
     return job
 
