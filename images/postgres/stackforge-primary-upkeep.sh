@@ -73,6 +73,9 @@ export PGHOST
 : "${APP_PASSWORD:?APP_PASSWORD must be set}"
 : "${REPLICATION_USER:?REPLICATION_USER must be set}"
 : "${REPLICATION_PASSWORD:?REPLICATION_PASSWORD must be set}"
+# sync_passwords' psql reads them from its environment.
+export POSTGRES_USER POSTGRES_PASSWORD APP_USER APP_PASSWORD REPLICATION_USER \
+	REPLICATION_PASSWORD
 
 # On TERM the pause's sleep goes too: nothing of the sidecar outlives it.
 sleeper=
@@ -105,11 +108,17 @@ as_superuser_with_secrets() {
 		--file=- "$@"
 }
 
+# The passwords reach psql through its environment (\getenv), never its
+# arguments: a process's command line is anyone's to read on the node (ps,
+# monitoring agents).
 sync_passwords() {
-	as_superuser_with_secrets \
-		--set=superuser="$POSTGRES_USER" --set=superuser_password="$POSTGRES_PASSWORD" \
-		--set=app_user="$APP_USER" --set=app_password="$APP_PASSWORD" \
-		--set=repl_user="$REPLICATION_USER" --set=repl_password="$REPLICATION_PASSWORD" <<'SQL'
+	as_superuser_with_secrets <<'SQL'
+\getenv superuser POSTGRES_USER
+\getenv superuser_password POSTGRES_PASSWORD
+\getenv app_user APP_USER
+\getenv app_password APP_PASSWORD
+\getenv repl_user REPLICATION_USER
+\getenv repl_password REPLICATION_PASSWORD
 ALTER ROLE :"superuser" PASSWORD :'superuser_password';
 ALTER ROLE :"app_user" PASSWORD :'app_password';
 ALTER ROLE :"repl_user" PASSWORD :'repl_password';
@@ -154,11 +163,13 @@ SQL
 	echo "max_slot_wal_keep_size set to ${limit_wanted}MB (was ${limit_now}MB)"
 }
 
-# The accounts as psql reads them; passwords stay inside the server's session
-# (set_config), never in a statement's text that a log could show.
+# The accounts as psql reads them from their file itself (not an argument,
+# which ps shows); passwords stay inside the server's session (set_config),
+# never in a statement's text that a log could show.
 sync_admin_accounts() {
 	as_superuser_with_secrets --dbname="$POSTGRES_DB" \
-		--set=accounts="$(cat "$ADMIN_ACCOUNTS_FILE")" <<'SQL'
+		--set=accounts_file="$ADMIN_ACCOUNTS_FILE" <<'SQL'
+\set accounts `cat :'accounts_file'`
 SELECT set_config('stackforge.admin_accounts', :'accounts', false) \gset ignored_
 DO $do$
 DECLARE

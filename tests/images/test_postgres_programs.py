@@ -122,7 +122,8 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
     # as it may in the pod, and must keep trying.
     rotated = {"POSTGRES_PASSWORD": "new super", "APP_PASSWORD": "new 'app'",
                "REPLICATION_PASSWORD": "new $repl"}
-    with password_upkeep(pod, rotated) as (sidecar, marker, log):
+    path, records = psql_recording_shim(pod)
+    with password_upkeep(pod, rotated, PATH=path) as (sidecar, marker, log):
         time.sleep(1)
         assert sidecar.poll() is None and not marker.exists()
         # Without the server's socket it waits quietly: no psql failing into
@@ -141,6 +142,10 @@ def test_upkeep_waits_for_the_server_then_makes_it_take_the_new_passwords(
         printed = log.read_text()
         assert "role passwords match" in printed
         assert not any(p in printed for p in rotated.values())
+        # Nor in any psql's arguments (a command line is anyone's to read: ps).
+        arguments = recorded_arguments(records)
+        assert "--file=-" in arguments
+        assert not any(p in a for a in arguments for p in rotated.values()), arguments
         # TERM (the pod stopping) ends it at once, successfully, and nothing of it
         # stays behind (its pause's sleep included).
         sidecar.send_signal(signal.SIGTERM)
@@ -225,6 +230,27 @@ def psql_counting_shim(pod: Pod) -> tuple[str, Path]:
     shim.write_text(f'#!/bin/sh\necho run >>{calls}\nexec {PG15_BIN}/psql "$@"\n')
     shim.chmod(0o755)
     return f"{shims}:{PG15_BIN}:/usr/bin:/bin", calls
+
+
+def psql_recording_shim(pod: Pod) -> tuple[str, Path]:
+    """A PATH whose psql writes its arguments to a file of its own in the returned
+    directory, then runs PG 15's: every run is seen, however short."""
+    shims, records = pod.root / "recording-shims", pod.root / "tmp" / "psql-argv"
+    shims.mkdir()
+    records.mkdir()
+    chown_tree(records, pod.user)
+    shim = shims / "psql"
+    shim.write_text("#!/bin/sh\n"
+                    f"printf '%s\\0' \"$@\" > {records}/psql.$$\n"
+                    f'exec {PG15_BIN}/psql "$@"\n')
+    shim.chmod(0o755)
+    return f"{shims}:{PG15_BIN}:/usr/bin:/bin", records
+
+
+def recorded_arguments(records: Path) -> list[str]:
+    """Every argument of every recorded psql run."""
+    return [arg.decode() for path in records.iterdir()
+            for arg in path.read_bytes().split(b"\0")[:-1]]
 
 
 def test_upkeep_watches_a_recovering_server_in_one_session_until_its_promotion(
@@ -680,7 +706,8 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     everyone = [("alice", "Admin", "alice's pw"), ("olga", "Operator", "olga-pw"),
                 ("vic", "Viewer", "vic-pw"), ("mallory", "Viewer", "taken")]
     accounts(*everyone)
-    upkeep("", ADMIN_ACCOUNTS_FILE=str(accounts_file), POSTGRES_DB="shop")
+    path, records = psql_recording_shim(pod)
+    upkeep("", ADMIN_ACCOUNTS_FILE=str(accounts_file), POSTGRES_DB="shop", PATH=path)
     log = pod.root / "upkeep.log"
     eventually(lambda: "admin account vic created" in log.read_text(), timeout=30)
 
@@ -704,6 +731,10 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     assert as_("mallory", "kept", "SELECT 1").returncode == 0
     assert "warning: role mallory exists and is not an admin account" in log.read_text()
     assert not any(p in log.read_text() for _, _, p in everyone)
+    # The accounts' file is read by psql itself: no password in any psql's arguments.
+    arguments = recorded_arguments(records)
+    assert f"--set=accounts_file={accounts_file}" in arguments
+    assert not any(p in a for a in arguments for _, _, p in everyone), arguments
 
     # Removing an account stops its login and keeps the role (and what it owns).
     accounts(*everyone[:2])
