@@ -97,9 +97,14 @@ echo "archiver: stanza $PGBACKREST_STANZA is ready"
 # commit is in the commit's segment or a later one, so the row never claims a
 # moment that is not archived yet. The table is made by the first beat
 # (IF NOT EXISTS: a restart, or a database restored with it, keeps it).
+# Bounded: a session that holds a lock on the table (an Operator account may
+# LOCK it) or a server that does not answer must not hold the loop, which
+# also starts the backups and ends on TERM, for ever.
 beat_sql() {
 	cat <<SQL
 SET client_min_messages = warning;
+SET lock_timeout = '5s';
+SET statement_timeout = '20s';
 CREATE SCHEMA IF NOT EXISTS stackforge;
 CREATE TABLE IF NOT EXISTS stackforge.heartbeat (beat timestamptz PRIMARY KEY, segment text NOT NULL);
 SELECT now() AS beat, pg_logical_emit_message(true, 'stackforge.heartbeat', now()::text) AS lsn \gset
@@ -111,8 +116,8 @@ SQL
 
 beating=
 heartbeat() {
-	if beat_sql | psql --quiet --no-psqlrc --tuples-only --no-align --set=ON_ERROR_STOP=1 \
-		--username=postgres --dbname=postgres >/dev/null; then
+	if beat_sql | PGCONNECT_TIMEOUT=5 psql --quiet --no-psqlrc --tuples-only --no-align \
+		--set=ON_ERROR_STOP=1 --username=postgres --dbname=postgres >/dev/null; then
 		[ -n "$beating" ] || echo "archiver: heartbeat every ${HEARTBEAT_SECONDS}s"
 		beating=1
 	else

@@ -330,3 +330,54 @@ def test_the_beats_say_how_far_the_archive_reaches_and_stop_at_an_outage(
         if archiver is not None and archiver.poll() is None:
             os.killpg(archiver.pid, signal.SIGKILL)
         server.stop()
+
+
+def test_a_locked_heartbeat_table_holds_the_archiver_seconds_not_for_ever(
+        tmp_path: Path) -> None:
+    """A session holding a lock on the beats' table (an Operator account may take
+    one) made the beat's INSERT wait for ever, and with it the archiver's loop:
+    no beats, no backup requests, and TERM not heard."""
+    server = PostgresServer(bin_dir=PG15_BIN)
+    server.start()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "stackforge-pgbackrest", "exit 0\n")
+    errors = tmp_path / "archiver.err"
+    archiver = locker = None
+    try:
+        with errors.open("wb") as sink:
+            archiver = subprocess.Popen(
+                [str(ARCHIVER)], stdout=subprocess.DEVNULL, stderr=sink,
+                start_new_session=True,
+                env={"PATH": f"{bin_dir}:{server.bin_dir}:/usr/bin:/bin",
+                     "PGBACKREST_STANZA": "t", "PGHOST": str(server.socket_dir),
+                     "PGPORT": str(server.port), "HEARTBEAT_SECONDS": "1",
+                     "POLL_SECONDS": "0.2"})
+
+        def beats() -> int:
+            return int(server.psql("SELECT count(*) FROM stackforge.heartbeat;")
+                       if server.psql("SELECT to_regclass('stackforge.heartbeat') IS NOT NULL;")
+                       .strip() == "t" else "0")
+
+        deadline = time.monotonic() + 30
+        while beats() < 1:
+            assert time.monotonic() < deadline, "no beat"
+            time.sleep(0.2)
+        locker = subprocess.Popen(
+            [str(server.bin_dir / "psql"), "--no-psqlrc", "-h", str(server.socket_dir),
+             "-p", str(server.port), "-U", "postgres", "-d", "postgres", "-c",
+             "BEGIN; LOCK TABLE stackforge.heartbeat; SELECT pg_sleep(60);"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"}, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while b"could not write the heartbeat" not in errors.read_bytes():
+            assert time.monotonic() < deadline, errors.read_text()
+            time.sleep(0.2)
+        # The loop goes on: TERM ends it at once, lock or not.
+        archiver.send_signal(signal.SIGTERM)
+        assert archiver.wait(10) == 0
+    finally:
+        for process in (archiver, locker):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        server.stop()
