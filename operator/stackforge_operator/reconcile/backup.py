@@ -50,7 +50,7 @@ from stackforge_operator.models.backup import (
 )
 from stackforge_operator.models.common import ConditionStatus
 from stackforge_operator.models.effective import EffectiveTenant
-from stackforge_operator.models.tenant import StackForgeTenantSpec
+from stackforge_operator.models.tenant import StackForgeTenantSpec, SuspendWindow
 from stackforge_operator.reconcile import (
     archive_status,
     archiving_policy,
@@ -254,10 +254,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             spec.continuous_archiving is not None):
         rpo = physical_backups.freshness(archive, spec.continuous_archiving.archive_timeout_seconds,
                                          now, primary_reported=reported is not None)
-    # Time a window held the database stopped changed nothing: the newest
-    # backup's age counts only the time the database ran since.
-    stopped = suspend_windows.covered(tenant_spec.suspend_windows, newest.finished_at,
-                                      clock.now()) if newest is not None else timedelta(0)
+    stopped = suspended_while_owed(tenant_spec.suspend_windows, when, zone, newest,
+                                   clock.now())
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
                              storage_error, [o for o in (archived, physical_seen) if o], rpo,
                              stopped)
@@ -473,6 +471,22 @@ def _missing_secrets(spec: BackupPolicySpec, namespace: str) -> list[status.Prob
         wanted.append(storage.SecretKeys("spec.grafana.apiTokenSecretRef", ref.name, (ref.key,)))
     return storage.secret_problems(wanted, namespace) or storage.ca_problems(
         spec.storage, namespace)
+
+
+def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,
+                         newest: Manifest | None, now: datetime) -> timedelta:
+    """How long suspend windows held the database stopped while the next backup
+    was owed: the newest backup's age does not count it.
+
+    Only from the schedule's first run after the newest backup on: a window
+    before that run changed nothing (the run was not due yet), and the
+    staleness limit, which reaches to that run, already spans it. Counting it
+    too let one missed weekday backup stay Fresh for another 11 h of a
+    nightly window, until the next run was due as well."""
+    if newest is None:
+        return timedelta(0)
+    owed = schedule.next_distinct_fire(when, zone, newest.started_at)
+    return suspend_windows.covered(windows, max(newest.finished_at, owed), now)
 
 
 def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetime,

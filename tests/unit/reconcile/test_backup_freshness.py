@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from stackforge_operator.backup.manifest import Manifest
 from stackforge_operator.models.backup import BackupPolicyStatus
+from stackforge_operator.models.tenant import SuspendWindow
 from stackforge_operator.reconcile import backup
 
 CREATED = datetime(2026, 11, 1, tzinfo=UTC)
@@ -51,3 +52,47 @@ def test_no_backup_is_late_once_the_run_after_the_first_has_had_its_grace() -> N
                   finished=None)["reason"] == "NoBackupYet"
     late = _fresh(timedelta(0), now=datetime(2026, 11, 2, 3, 1, tzinfo=UTC), finished=None)
     assert (late["status"], late["reason"]) == ("False", "NoBackup")
+
+
+WEEKNIGHTS = SuspendWindow(start="0 20 * * 1-5", end="0 7 * * 1-5", time_zone="Etc/UTC")
+
+
+def _backup(started: datetime, minutes: int = 30) -> Manifest:
+    return Manifest(tenant="acme", run_id="r1", bucket="b", prefix="backups/acme/r1",
+                    started_at=started, finished_at=started + timedelta(minutes=minutes),
+                    artifacts=[])
+
+
+def test_a_window_before_the_next_run_is_due_does_not_excuse_its_miss() -> None:
+    """Backups at 12:00 daily, weeknights suspended: Monday's backup done, Tuesday's
+    failed. The window of Monday night came before Tuesday's run was owed."""
+    monday = _backup(datetime(2026, 11, 30, 12, tzinfo=UTC))
+    tuesday_afternoon = datetime(2026, 12, 1, 15, tzinfo=UTC)
+    assert backup.suspended_while_owed([WEEKNIGHTS], "0 12 * * *", "Etc/UTC", monday,
+                                       tuesday_afternoon) == timedelta(0)
+    # Tuesday night's window, after the owed run, is the database's stopped time.
+    wednesday_night = datetime(2026, 12, 2, 1, tzinfo=UTC)
+    assert backup.suspended_while_owed([WEEKNIGHTS], "0 12 * * *", "Etc/UTC", monday,
+                                       wednesday_night) == timedelta(hours=5)
+    stopped = backup.suspended_while_owed([WEEKNIGHTS], "0 12 * * *", "Etc/UTC", monday,
+                                          tuesday_afternoon)
+    # 26.5 h against 24 h to the next run and the grace: stale, as without windows.
+    conditions = backup._conditions(
+        BackupPolicyStatus(), 1, tuesday_afternoon, "0 12 * * *", "Etc/UTC", None, monday,
+        {"metadata": {"name": "n", "namespace": "ns",
+                      "creationTimestamp": "2026-11-01T00:00:00Z"}},
+        [], None, [], None, stopped)
+    [fresh] = [c for c in conditions if c.type == "BackupFresh"]
+    assert fresh.reason == "Stale", fresh.message
+
+
+def test_a_run_that_fell_in_the_window_is_owed_only_from_its_fire_on() -> None:
+    """A nightly 02:00 run inside the weekend window: Friday's backup stays Fresh
+    over the weekend, the time from Saturday's run on not counted."""
+    friday = _backup(datetime(2026, 12, 4, 2, tzinfo=UTC), minutes=5)
+    weekend = SuspendWindow(start="0 20 * * 5", end="0 7 * * 1", time_zone="Etc/UTC")
+    monday = datetime(2026, 12, 7, 7, 30, tzinfo=UTC)
+    stopped = backup.suspended_while_owed([weekend], "0 2 * * *", "Etc/UTC", friday, monday)
+    assert stopped == timedelta(days=2, hours=5)  # Saturday 02:00 to Monday 07:00
+    age = monday - friday.finished_at - stopped
+    assert age < timedelta(hours=26), age
