@@ -170,6 +170,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     for child in children:
         child["metadata"]["ownerReferences"] = [owner]
         if child is on_demand:
+            # The CronJob is held from here on (applied just before), but it may
+            # have started a run since the Jobs were read: never two dumps.
+            if _started_since(namespace, name, jobs):
+                logger.info("policy %s/%s: backup request %r waits for the scheduled run "
+                            "that started meanwhile", namespace, name, request)
+                continue
             # Checked not to exist (_on_demand_job); its run is under way from now.
             job_runs.append(_job_run(namespace, kube.apply(child)))
             continue
@@ -507,6 +513,15 @@ def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetim
     if report.deleted:
         logger.info("tenant %s: retention deleted %s", tenant, report.deleted)
     return None
+
+
+def _started_since(namespace: str, policy: str, jobs: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a Job of the policy exists now that is not among ``jobs`` (read
+    earlier in the pass). One LIST, only when an on-demand run is about to start."""
+    known = {job["metadata"]["uid"] for job in jobs}
+    return any(job["metadata"]["uid"] not in known for job in kube.list_objects(
+        "batch/v1", "Job", namespace=namespace,
+        label_selector=f"{builders.POLICY_LABEL}={policy}"))
 
 
 def _on_demand_job(body: Mapping[str, Any], spec: BackupPolicySpec, t: EffectiveTenant,
