@@ -415,6 +415,23 @@ def test_credentials_are_kept_across_reconciles_and_rotated_on_request(
     tenant = tenants.wait_condition(cluster, "rotate", "Ready", "True")
     assert tenant["status"]["credentialsRotatedAt"]
 
+    # The annotation taken off (a GitOps clean-up): nothing restarts, the record
+    # stays, and the same request set again rotates nothing.
+    apps = client.AppsV1Api(cluster.api)
+    generation = metadata_of(apps.read_namespaced_stateful_set(
+        "postgres", "tenant-rotate")).generation
+    cluster.kubectl("annotate", "sft", "rotate", "-n", "tenant-rotate",
+                    "stackforge.io/rotate-credentials-")
+    time.sleep(6)  # resyncs every 3 s in the tests
+    cluster.kubectl("annotate", "sft", "rotate", "-n", "tenant-rotate",
+                    "stackforge.io/rotate-credentials=incident-42")
+    time.sleep(6)
+    assert password() == rotated
+    secret = metadata_of(core.read_namespaced_secret("postgres-credentials", "tenant-rotate"))
+    assert (secret.annotations or {})["stackforge.io/rotation"] == "incident-42"
+    assert metadata_of(apps.read_namespaced_stateful_set(
+        "postgres", "tenant-rotate")).generation == generation
+
 
 def test_changes_converge(
     cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
@@ -476,6 +493,31 @@ def test_changes_converge(
     eventually(lambda: not core.list_namespaced_pod(ns).items)
     claims_after = {name_of(c) for c in core.list_namespaced_persistent_volume_claim(ns).items}
     assert claims_before and claims_before <= claims_after
+
+
+def test_a_resumed_tenant_hands_its_autoscaled_apps_back_to_their_autoscalers(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    """Suspended, an autoscaled app's Deployment gets replicas: 0 (an HPA does not
+    scale from zero); resumed, the field is left out for the HPA. Left out, it
+    differed from nothing, so it was never applied: the app stayed at 0 replicas
+    for good, and the tenant said Ready."""
+    cleanup.append("elastic")
+    ns = tenants.namespace_of("elastic")
+    autoscaled = {"apps": [{"name": "api", "port": 8080,
+                            "image": "registry.example.com/shop/api:1.0.0",
+                            "autoscaling": {"enabled": True, "minReplicas": 2,
+                                            "maxReplicas": 4}}]}
+    apps = client.AppsV1Api(cluster.api)
+    tenants.apply(cluster, tenants.small_tenant("elastic", suspend=True, components=autoscaled))
+    tenant = tenants.wait_condition(cluster, "elastic", "Ready", "True")
+    assert tenants.condition(tenant, "Ready")["reason"] == "Suspended"  # type: ignore[index]
+    assert spec_of(apps.read_namespaced_deployment("api", ns)).replicas == 0
+
+    tenants.apply(cluster, tenants.small_tenant("elastic", components=autoscaled))
+    # The field released, the API server defaults it to one; the HPA takes it on.
+    eventually(lambda: (spec_of(apps.read_namespaced_deployment("api", ns)).replicas or 0) >= 1,
+               timeout=60)
 
 
 def test_isolate_cuts_everything_but_the_operator(

@@ -87,8 +87,11 @@ def build(
             keep = key in have and not (rotate and key != names.POSTGRES_USER_KEY)
             data[key] = have[key] if keep else generate()
         meta = metadata(t, name, "credentials")
-        if rotation_request:
-            meta["annotations"] = {ROTATION_HANDLED_ANNOTATION: rotation_request}
+        # The request honoured stays recorded once the tenant's annotation is
+        # gone: set to the same value again, it must not rotate a second time.
+        honoured = rotation_request or existing_rotation.get(name)
+        if honoured:
+            meta["annotations"] = {ROTATION_HANDLED_ANNOTATION: honoured}
         manifests.append({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -97,6 +100,16 @@ def build(
             "data": {k: base64.b64encode(v.encode()).decode("ascii") for k, v in data.items()},
         })
     return manifests
+
+
+def template_rotation(rotation_request: str | None,
+                      existing_rotation: Mapping[str, str]) -> str | None:
+    """What the workloads' pod templates carry (builders/stack.py): the request, or
+    once it is gone from the tenant the one last honoured, so that removing the
+    annotation restarts nothing (a changed template replaces every pod)."""
+    if rotation_request:
+        return rotation_request
+    return next((value for _, value in sorted(existing_rotation.items()) if value), None)
 
 
 def decode(secret: Mapping[str, object]) -> dict[str, str]:

@@ -65,7 +65,7 @@ from stackforge_operator.reconcile.common import (
     status_patch,
     termination_result,
 )
-from stackforge_operator.reconcile.diff import needs_apply
+from stackforge_operator.reconcile.diff import needs_apply, stamped
 from stackforge_operator.reconcile.tenant_observe import backup_policies, validation_summary
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             job_runs.append(_job_run(namespace, kube.apply(child)))
             continue
         live = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"], namespace)
+        child = stamped(child)
         if needs_apply(child, live):
             live = kube.apply(child)
         if child["kind"] == "CronJob":

@@ -4,13 +4,25 @@ Server-side apply is itself idempotent, but every apply is a write request.
 To make a converged resync write nothing, a child is applied only when the
 live object differs from what we want in a field we set. Fields we do not set
 (server defaults, status, annotations added by Argo CD or people) are ignored.
+
+That comparison alone cannot see a field we set before and no longer set (an
+autoscaled app's ``replicas: 0`` of a suspend, left out on resume for the HPA
+to own): nothing desired differs, so the apply that would drop the field
+never comes. So each child carries a digest of what was last applied
+(``stamped``): a desired object that changed in any way, a field left out
+included, differs from the live one in that annotation.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+# A digest of the desired object as last applied (``stamped``).
+APPLIED_DIGEST_ANNOTATION = "stackforge.io/applied-digest"
 
 # Metadata that the API server owns; desired objects never set these, and
 # comparing them would always differ.
@@ -104,3 +116,18 @@ def differences(desired: Any, live: Any, path: str = "") -> list[str]:
 
 def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
     return live is None or bool(differences(desired, live))
+
+
+def stamped(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """``desired`` with its digest in ``APPLIED_DIGEST_ANNOTATION`` (of everything
+    but that annotation), so that ``needs_apply`` sees a field it no longer sets."""
+    meta = desired["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != APPLIED_DIGEST_ANNOTATION}
+    unstamped = {**desired, "metadata": {**meta, "annotations": annotations}}
+    if not annotations:
+        unstamped["metadata"].pop("annotations")
+    text = json.dumps(unstamped, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+    return {**desired, "metadata": {**meta, "annotations": {
+        **annotations, APPLIED_DIGEST_ANNOTATION: digest}}}

@@ -68,7 +68,7 @@ from stackforge_operator.reconcile import (
 )
 from stackforge_operator.reconcile import tenant_observe as observe
 from stackforge_operator.reconcile.common import post_transitions, status_changed, status_patch
-from stackforge_operator.reconcile.diff import needs_apply
+from stackforge_operator.reconcile.diff import needs_apply, stamped
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,8 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         t = replace(t, isolation=isolation.timed(old_status.conditions, datetime.now(UTC)))
     owner = owner_reference(body)
     desired = [_owned(m, owner) for m in stack.desired_children(
-        t, secrets=secrets, tls=spec.tls, rotation=rotation)]
+        t, secrets=secrets, tls=spec.tls,
+        rotation=credentials.template_rotation(rotation, handled))]
     issuer = spec.tls.issuer_ref if spec.tls else None
     if issuer is not None and t.domain and with_certificates:
         desired.append(_owned(ingress.build_certificate(t, issuer.name, issuer.kind), owner))
@@ -301,6 +302,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         if key[0] == "StatefulSet" and current is not None:
             problems += _grow_volumes(t, manifest, current, applied)
             manifest = immutable.keep_live_claim_templates(manifest, current)
+        manifest = stamped(manifest)
         if needs_apply(manifest, current):
             try:
                 live[key] = kube.apply(manifest)

@@ -47,6 +47,29 @@ def test_a_rotation_changes_admin_passwords_not_their_names() -> None:
         sn.ADMIN_PASSWORD_KEY]
 
 
+def test_a_rotation_stays_recorded_and_in_the_templates_once_its_annotation_is_gone(
+        ) -> None:
+    """Each child carries a digest of what was applied (reconcile/diff.py), so
+    whatever the build leaves out is removed: the Secrets' record of the request
+    honoured (the same value set again would rotate twice) and the pod templates'
+    rotation annotation (every pod of the stack replaced) must stay."""
+    t = tenant(ADMINS)
+    first = credentials.build(t, existing={}, existing_rotation={}, rotation_request="r1")
+    existing = {s["metadata"]["name"]: decoded(s) for s in first}
+    honoured = {s["metadata"]["name"]: "r1" for s in first}
+    later = credentials.build(t, existing=existing, existing_rotation=honoured,
+                              rotation_request=None)
+    assert [s["metadata"]["annotations"] for s in later] == [
+        {credentials.ROTATION_HANDLED_ANNOTATION: "r1"}] * len(later)
+    assert [decoded(s) for s in later] == [decoded(s) for s in first]
+    again = credentials.build(t, existing=existing, existing_rotation=honoured,
+                              rotation_request="r1")
+    assert [decoded(s) for s in again] == [decoded(s) for s in first]  # not twice
+    assert credentials.template_rotation(None, honoured) == "r1"
+    assert credentials.template_rotation("r2", honoured) == "r2"
+    assert credentials.template_rotation(None, {"a": "", "b": ""}) is None
+
+
 def test_the_primary_reads_every_account_with_its_role_and_password() -> None:
     t = tenant(ADMINS)
     secret = postgres.admin_roles_secret(t, {"jane_doe": "j-pw", "own": "o-pw"})

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackforge_operator.reconcile.diff import differences, needs_apply
+from stackforge_operator.reconcile.diff import (
+    APPLIED_DIGEST_ANNOTATION,
+    differences,
+    needs_apply,
+    stamped,
+)
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -80,3 +85,39 @@ def test_removed_label_and_changed_list_length_are_detected() -> None:
 def test_empty_desired_values_match_absent_live_values() -> None:
     desired: dict[str, Any] = {"spec": {"selector": {}, "ports": []}}
     assert differences(desired, {"spec": {}}) == []
+
+
+def _applied(desired: dict[str, Any]) -> dict[str, Any]:
+    """What the API server holds after ``desired`` was applied, plus its own fields."""
+    import copy
+
+    live = copy.deepcopy(desired)
+    live["metadata"].update(uid="u-1", resourceVersion="42")
+    live["metadata"].setdefault("annotations", {})["argocd.argoproj.io/tracking-id"] = "x"
+    return live
+
+
+def test_a_field_left_out_of_the_desired_object_is_a_difference_once_stamped() -> None:
+    """An autoscaled app's replicas: 0 while suspended, left out on resume for the
+    HPA: the bare comparison saw nothing to apply, and the apps stayed at 0."""
+    suspended = {**DESIRED, "spec": {**DESIRED["spec"], "replicas": 0}}
+    resumed = {**DESIRED, "spec": {k: v for k, v in DESIRED["spec"].items() if k != "replicas"}}
+    live = _applied(stamped(suspended))
+    assert not needs_apply(resumed, live)  # why the stamp is needed
+    assert needs_apply(stamped(resumed), live)
+    assert differences(stamped(resumed), live) == [
+        f".metadata.annotations.{APPLIED_DIGEST_ANNOTATION}"]
+
+
+def test_a_stamped_converged_object_needs_no_write_and_the_stamp_is_stable() -> None:
+    once = stamped(DESIRED)
+    assert stamped(once) == once  # stamping a stamped object changes nothing
+    assert not needs_apply(stamped(DESIRED), _applied(once))
+    # Key order does not change the digest; a value does.
+    reordered = dict(reversed(list(DESIRED.items())))
+    assert stamped(reordered)["metadata"] == once["metadata"]
+    other = {**DESIRED, "metadata": {**DESIRED["metadata"], "labels": {"app": "api"}}}
+    digest = once["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION]
+    assert stamped(other)["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION] != digest
+    # The desired object itself is left as it was.
+    assert "annotations" not in DESIRED["metadata"]
