@@ -184,6 +184,10 @@ def _tenant_cases() -> list[Case]:
           f"{apps}[0].egress[0].ports[0].port"),
         c("app-runs-as-root", {f"{apps}[0].securityContext": {"runAsUser": 0}},
           f"{apps}[0].securityContext.runAsUser"),
+        # Its Service would be the database's (selecting the app's pods).
+        c("app-named-as-the-stack", {f"{apps}[0].name": "postgres",
+                                     f"{apps}[0].path": "/postgres"},
+          "the stack's own objects use this name"),
         c(
             "autoscaling-min-gt-max",
             {f"{apps}[0].autoscaling.minReplicas": 8},

@@ -10,6 +10,7 @@ from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog
 from stackforge_operator.models.effective import EffectiveTenant, Resources
+from stackforge_operator.models.tenant import RESERVED_APP_NAMES
 
 Manifest = dict[str, Any]
 
@@ -134,20 +135,9 @@ def app_metadata(t: EffectiveTenant, app: str) -> dict[str, Any]:
     return meta
 
 
-# Object names the component builders use; an app service must not take one
-# (its Deployment and Service are named after it).
-RESERVED_NAMES = frozenset(
-    {
-        "consul", "consul-headless", "consul-services",
-        "kafka", "kafka-headless",
-        "kong", "kong-config", "kong-proxy",
-        "pooler", "pooler-config",
-        "postgres", "postgres-headless", "postgres-init", "postgres-read",
-        "postgres-replica",
-        "redis",
-        "tenant",
-    }
-)  # fmt: skip
+# Object names the component builders use; an app service may not take one
+# (the model refuses it).
+RESERVED_NAMES = frozenset(RESERVED_APP_NAMES)
 
 
 # --------------------------------------------------------------------------- rendering

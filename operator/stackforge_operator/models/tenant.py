@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -347,8 +348,34 @@ ENV_NAMES_RULE = Rule(
 )
 
 
+# Object names the stack's own components use (builders/); an app service must
+# not take one: its Deployment, Service, HPA and PodDisruptionBudget are named
+# after it, and two desired objects of one name would each overwrite the other
+# (the postgres Service selecting the app's pods) at every reconcile.
+RESERVED_APP_NAMES = (
+    "consul", "consul-headless", "consul-metrics", "consul-services",
+    "kafka", "kafka-headless", "kafka-metrics",
+    "kong", "kong-config", "kong-metrics", "kong-proxy",
+    "pooler", "pooler-config",
+    "postgres", "postgres-headless", "postgres-init", "postgres-metrics", "postgres-read",
+    "postgres-replica",
+    "redis", "redis-metrics",
+    "tenant",
+)  # fmt: skip
+
+
 class AppServiceSpec(SpecModel):
     """One application service: a Deployment and Service behind Kong, registered in Consul."""
+
+    cel_rules = (
+        Rule(
+            cel=f"!(self.name in {json.dumps(list(RESERVED_APP_NAMES))})",
+            message=("name: the stack's own objects use this name (apps may not be named "
+                     + ", ".join(RESERVED_APP_NAMES) + ")"),
+            field_path=".name",
+            check=lambda app: app.name not in RESERVED_APP_NAMES,
+        ),
+    )
 
     name: Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL_RE)] = Field(
         description="Service name, unique within the tenant (a DNS label of up to 40 characters)."

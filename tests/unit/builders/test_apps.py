@@ -2,10 +2,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackforge_operator.builders import apps
+import pytest
+from pydantic import ValidationError
+
+from stackforge_operator.builders import apps, stack
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import APP_LABEL, selector_labels
-from tests.unit.builders.tenants import BASE, container, env_of, find, names, secret_ref, tenant
+from stackforge_operator.models.tenant import RESERVED_APP_NAMES, AppServiceSpec
+from tests.unit.builders.tenants import (
+    BASE,
+    ENTERPRISE,
+    container,
+    env_of,
+    find,
+    names,
+    secret_ref,
+    tenant,
+)
 
 APPS: list[dict[str, Any]] = BASE["components"]["apps"]
 
@@ -183,3 +196,19 @@ def test_security_context_knob_sets_user_and_group_within_restricted() -> None:
     default = find(apps.build(tenant()), "Deployment", "worker")["spec"]["template"]["spec"]
     assert "runAsUser" not in default["securityContext"]
     assert "runAsGroup" not in default["securityContext"]
+
+
+def test_no_app_may_take_a_name_of_the_stacks_own_objects() -> None:
+    """Every object of a kind an app makes (Deployment, Service, HPA, PDB), built for
+    a tenant with every component, is either an app's or a reserved name: an app
+    named like the postgres Service made the two overwrite each other."""
+    t = tenant(ENTERPRISE)
+    own = {a.name for a in t.apps}
+    kinds = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    stack_names = {m["metadata"]["name"]
+                   for m in stack.desired_children(t, secrets=[], tls=None, rotation=None)
+                   if m["kind"] in kinds} - own
+    assert stack_names <= set(RESERVED_APP_NAMES), stack_names - set(RESERVED_APP_NAMES)
+    with pytest.raises(ValidationError, match="the stack's own objects use this name"):
+        AppServiceSpec.model_validate({"name": "postgres-metrics", "image": "r.example/a:1",
+                                       "port": 80})
