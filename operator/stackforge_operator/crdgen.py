@@ -46,6 +46,7 @@ from stackforge_operator.models.cel import (
     VALIDATIONS_KEY,
     Rule,
     failed_messages,
+    name_in_labels_rule,
 )
 from stackforge_operator.models.common import field_path
 from stackforge_operator.models.drill import DRDrillSpec, DRDrillStatus
@@ -374,6 +375,7 @@ BACKUP_POLICY = Kind(
                description="First moment a point-in-time restore reaches.", priority=1),
         AGE,
     ),
+    root_rules=(name_in_labels_rule(),),
 )
 
 DR_DRILL = Kind(
@@ -397,6 +399,7 @@ DR_DRILL = Kind(
         Column("Last Drill", ".status.lastResult.completionTime", "date", "Age of the last drill."),
         AGE,
     ),
+    root_rules=(name_in_labels_rule(),),
 )
 
 KINDS: tuple[Kind, ...] = (TENANT, BACKUP_POLICY, DR_DRILL)

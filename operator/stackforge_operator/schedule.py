@@ -19,6 +19,20 @@ def zone(name: str) -> ZoneInfo:
         raise UnknownTimeZoneError(f"unknown time zone {name!r}") from error
 
 
+def problem(expression: str, time_zone: str, now: datetime) -> str | None:
+    """Why ``expression`` in ``time_zone`` cannot be scheduled, or None. The CRDs
+    check a schedule's grammar and a zone's spelling, not that the zone exists
+    or that the date ever comes (``0 2 30 2 *``): either made every later pass
+    that asks for the next run raise, retried unseen."""
+    try:
+        next_distinct_fire(expression, time_zone, now)
+    except UnknownTimeZoneError as error:
+        return str(error)
+    except ValueError as error:  # croniter's errors: a date that never comes
+        return f"schedule {expression!r} never fires: {error}"
+    return None
+
+
 def next_fire(expression: str, time_zone: str, after: datetime) -> datetime:
     """The first time the schedule fires strictly after ``after`` (aware, in UTC)."""
     local = after.astimezone(zone(time_zone))
@@ -79,12 +93,17 @@ def next_distinct_fire(expression: str, time_zone: str, after: datetime) -> date
     local_zone = zone(time_zone)
     times = croniter(expression, after.astimezone(local_zone))
     found: datetime = times.get_next(datetime)
-    # A repeated hour comes once a year: two skips in a row cannot happen.
-    for _ in range(2):
+    # Every fire in the repeated hour is skipped: a schedule of every few
+    # minutes has many there (bounded: a repeated span is hours at most).
+    for _ in range(_MAX_REPEATED_FIRES):
         if not _repeated_wall_time(found, local_zone):
             break
         found = times.get_next(datetime)
     return found.astimezone(after.tzinfo)
+
+
+# Fires a schedule can have in a repeated span: every minute of three hours.
+_MAX_REPEATED_FIRES = 3 * 60 + 1
 
 
 def _repeated_wall_time(moment: datetime, local_zone: ZoneInfo) -> bool:

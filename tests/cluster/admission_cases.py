@@ -370,6 +370,8 @@ def _tenant_cases() -> list[Case]:
 def _backup_cases() -> list[Case]:
     c: Callable[..., Case] = lambda *a, **k: _case(BP, *a, **k)  # noqa: E731
     return [
+        c("name-longer-than-a-label", {"metadata.name": "b" * 64},
+          "metadata.name must be at most 63 characters"),
         c("missing-bucket", {"spec.storage.bucket": DELETE}, "spec.storage.bucket"),
         c("missing-storage", {"spec.storage": DELETE}, "spec.storage"),
         c("bad-bucket-name", {"spec.storage.bucket": "My_Bucket"}, "spec.storage.bucket"),
@@ -467,6 +469,9 @@ PHYSICAL = {"fullSchedule": "0 1 * * 0", "retention": {"fullCount": 2}}
 def _drill_cases() -> list[Case]:
     c: Callable[..., Case] = lambda *a, **k: _case(DR, *a, **k)  # noqa: E731
     return [
+        # Its sandboxes carry the name in a label: each would be refused.
+        c("name-longer-than-a-label", {"metadata.name": "d" * 64},
+          "metadata.name must be at most 63 characters"),
         c("zero-rto", {"spec.objectives.rtoSeconds": 0}, "spec.objectives.rtoSeconds"),
         c("negative-rto", {"spec.objectives.rtoSeconds": -5}, "spec.objectives.rtoSeconds"),
         c("zero-rpo", {"spec.objectives.rpoSeconds": 0}, "spec.objectives.rpoSeconds"),

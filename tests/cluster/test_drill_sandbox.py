@@ -390,3 +390,20 @@ def test_the_operator_deletes_a_drills_sandbox_with_it_and_after_it_was_away(
         tenants.eventually(lambda: _deleted(cluster, running), timeout=30, interval=0.5)
     finally:
         operator.stop()
+
+
+def test_a_drill_whose_schedule_never_fires_is_stalled_before_its_first_run(
+        cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> None:
+    """The CRD admits 30 February (and an unknown zone of the right spelling). The
+    first run went ahead, and every pass after it raised: no further drill, the
+    status still saying Ready."""
+    _drill_with_a_backup(cluster, namespace)
+    cluster.kubectl("patch", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
+                    "--type=merge", "-p", json.dumps({"spec": {
+                        "once": False, "schedule": "0 2 30 2 *"}}))
+    drill.reconcile(_drill(cluster, namespace))
+    body = _drill(cluster, namespace)
+    assert not (body["status"].get("activeRun") or {}), body["status"]
+    [stalled] = [c for c in body["status"]["conditions"] if c["type"] == "Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSchedule"), stalled
+    assert "'0 2 30 2 *' never fires" in stalled["message"]

@@ -72,3 +72,21 @@ def test_a_first_backup_is_late_once_the_run_after_the_first_has_come_and_gone()
 def test_unknown_time_zone_is_a_clear_error() -> None:
     with pytest.raises(schedule.UnknownTimeZoneError, match="Mars/Olympus"):
         schedule.next_fire("0 2 * * *", "Mars/Olympus", datetime.now(UTC))
+
+
+def test_every_fire_in_the_repeated_hour_is_skipped() -> None:
+    """Every 20 minutes in New York the night the clocks go back (2026-11-01,
+    01:00-02:00 EDT, then 01:00-02:00 EST): 01:20, 01:40 and 01:00 EST of the
+    repeated hour are skipped, not only the first two."""
+    after = datetime(2026, 11, 1, 5, 41, tzinfo=UTC)  # 01:41 EDT
+    found = schedule.next_distinct_fire("*/20 * * * *", "America/New_York", after)
+    assert found == datetime(2026, 11, 1, 7, 0, tzinfo=UTC)  # 02:00 EST
+
+
+def test_a_schedule_that_never_fires_or_an_unknown_zone_is_a_problem_not_an_error() -> None:
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    assert schedule.problem("0 2 * * *", "Europe/Berlin", now) is None
+    never = schedule.problem("0 2 30 2 *", "Etc/UTC", now)
+    assert never is not None and never.startswith("schedule '0 2 30 2 *' never fires")
+    assert schedule.problem("0 2 * * *", "Europe/Kiev2", now) == (
+        "unknown time zone 'Europe/Kiev2'")

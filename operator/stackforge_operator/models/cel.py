@@ -148,3 +148,20 @@ class ServerDefault:
         out = handler(schema)
         out[SERVER_DEFAULT_KEY] = self.value
         return out
+
+
+# A label value's limit: objects named after a BackupPolicy or a DRDrill carry
+# its name in a label (their Jobs, a drill's sandbox namespace).
+MAX_LABEL_VALUE = 63
+
+
+def name_in_labels_rule() -> Rule:
+    """Root-level rule: the name is a label value of what the operator makes for it;
+    a longer one got every sandbox (or Job) refused, each run ending in Timeout."""
+    return Rule(
+        cel=f"size(self.metadata.name) <= {MAX_LABEL_VALUE}",
+        message=(f"metadata.name must be at most {MAX_LABEL_VALUE} characters (it is a "
+                 "label value of the objects made for it)"),
+        # No fieldPath: the CRD schema does not declare metadata's properties.
+        check=lambda obj: len(obj["metadata"]["name"]) <= MAX_LABEL_VALUE,
+    )

@@ -113,6 +113,16 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         schedule.zone(zone)
     except schedule.UnknownTimeZoneError as error:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
+    else:
+        physical_schedules = [] if spec.physical_backups is None else [
+            (f"spec.physicalBackups.{field}", expression) for field, expression in (
+                ("fullSchedule", spec.physical_backups.full_schedule),
+                ("differentialSchedule", spec.physical_backups.differential_schedule),
+                ("incrementalSchedule", spec.physical_backups.incremental_schedule))
+            if expression is not None]
+        for field, expression in [("spec.schedule", when), *physical_schedules]:
+            if (why := schedule.problem(expression, zone, datetime.now(UTC))) is not None:
+                problems.append(status.Problem("InvalidSchedule", f"{field}: {why}"))
     # The tenant's policies, read once: which one archives, and the primary's
     # archiving settings in the configuration this policy saves.
     policies = backup_policies(t.name, namespace)

@@ -139,6 +139,11 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
     if isinstance(found, status.Problem):
         return _stalled_run(body, spec, old, now, found)
     t, policy, policy_body = found
+    if not spec.once and (why := schedule.problem(*_schedule(spec, t), now)) is not None:
+        # Else the first run went ahead and every pass after it raised, unseen.
+        return _stalled_run(body, spec, old, now, status.Problem(
+            "InvalidSchedule", f"spec.schedule/spec.timeZone (or the tenant's drill "
+                               f"schedule): {why}"))
     # The restore Job gets copies of the policy's Secrets: they must be there.
     problems = storage.storage_problems(policy.storage, namespace) + _cipher_problems(
         spec, policy, namespace)
