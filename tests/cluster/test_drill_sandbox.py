@@ -290,6 +290,9 @@ def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
     # kwok ran nothing, so the ended Job left no result: its own reason, not
     # the TTL's.
     assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
+    # The sandbox goes once the verdict is written (before it, a failed write
+    # had the next pass make the whole sandbox again).
+    assert _deleted(cluster, sandbox)
 
 
 def test_a_drills_sweep_keeps_another_drills_expired_run_for_its_verdict(

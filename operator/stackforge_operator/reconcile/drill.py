@@ -200,6 +200,7 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
             raise
         # The run's start is written: the retry must start from it.
         raise WriteThenError(error, started) from error
+    _remove_ended_sandbox(spec, active, new)
     if new.active_run is not None:
         return Outcome(ACTIVE_SECONDS, latest)
     return Outcome(_until_next(spec, t, new, now), latest)
@@ -574,10 +575,10 @@ def _finish(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
     new.history = [summary, *new.history][: spec.history_limit]
     new.active_run = None
     new.phase = DrillPhase.PASSED if verdict == Verdict.PASSED else DrillPhase.FAILED
-    keep = verdict == Verdict.FAILED and spec.sandbox.keep_on_failure
+    # The sandbox goes once the verdict is written (_remove_ended_sandbox): were
+    # it gone first and the write failed, the next pass would find the run
+    # still active, its Job gone, and make the whole sandbox again.
     _looked_over(active.sandbox_namespace, done=True)
-    if not keep and active.sandbox_namespace:
-        kube.delete("v1", "Namespace", active.sandbox_namespace)
     if verdict == Verdict.PASSED:
         kube.record_event(dict(body), "Normal", "DrillPassed",
                           f"run {active.run_id} passed: RTO {outcome.rto_seconds}s, "
@@ -681,7 +682,25 @@ def _stalled_run(body: Mapping[str, Any], spec: DRDrillSpec, old: DRDrillStatus,
         _conditions(old, new, now, suspended=spec.suspend),
         status.rollup(status.Progress.STALLED, problem.reason, problem.message),
         generation=generation, now=now)
-    return Outcome(STALLED_SECONDS, _write(body, old, new))
+    latest = _write(body, old, new)
+    _remove_ended_sandbox(spec, active, new)
+    return Outcome(STALLED_SECONDS, latest)
+
+
+def _remove_ended_sandbox(spec: DRDrillSpec, active: ActiveDrillRun | None,
+                          new: DRDrillStatus) -> None:
+    """After the status write: the sandbox of the run that ``new`` ended, unless a
+    failed run's is kept (``keepOnFailure``). A process that dies between the
+    write and this leaves it to the sweep, which removes sandboxes no drill's
+    active run names once they are past their TTL."""
+    if active is None or new.active_run is not None or not active.sandbox_namespace:
+        return
+    result = new.last_result
+    if result is None or result.run_id != active.run_id:
+        return
+    if result.verdict == Verdict.FAILED and spec.sandbox.keep_on_failure:
+        return
+    kube.delete("v1", "Namespace", active.sandbox_namespace)
 
 
 def _stalled(body: Mapping[str, Any], old: DRDrillStatus, reason: str, message: str) -> Outcome:
