@@ -103,6 +103,12 @@ _RETRYABLE = {409, 429, 500, 502, 503, 504}
 _REFUSING = {400, 422}
 
 
+class Forbidden(kopf.TemporaryError):
+    """403: RBAC, or an admission webhook that denies (Gatekeeper, Kyverno answer
+    403). A person fixes it; the operator retries slowly. A caller that applies
+    many objects reports it for the one refused and goes on with the others."""
+
+
 class Refused(kopf.TemporaryError):
     """The API server refuses the object sent (400, 422), not the moment.
 
@@ -140,7 +146,7 @@ def translated_errors(action: str) -> Iterator[None]:
         if error.status == 403:
             # RBAC is fixed by a human, but then the operator must recover by
             # itself: retry, slowly.
-            raise kopf.TemporaryError(f"{action}: forbidden: {reason}", delay=60) from error
+            raise Forbidden(f"{action}: forbidden: {reason}", delay=60) from error
         raise
     except urllib3.exceptions.HTTPError as error:
         # The connection broke (reset, closed mid-answer, retries used up): the

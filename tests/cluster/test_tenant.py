@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 from kubernetes import client
 
 from stackforge_operator import config
@@ -232,9 +233,10 @@ def test_a_metrics_api_registered_later_wakes_a_settled_tenant_to_measure(
     eventually(lambda: "serves no metrics API" in unmeasured(), timeout=20)
 
 
-def _refusing_policy(namespace: str) -> list[dict[str, Any]]:
+def _refusing_policy(namespace: str, reason: str = "Invalid") -> list[dict[str, Any]]:
     """An admission policy of the cluster's (as a policy engine would add) that refuses
-    any Deployment named api in ``namespace``: the API server answers 422 Invalid."""
+    any Deployment named api in ``namespace``: the API server answers 422 Invalid,
+    or 403 with ``reason`` Forbidden (as Gatekeeper's and Kyverno's webhooks do)."""
     name = f"refuse-api-{namespace}"
     policy = {"apiVersion": "admissionregistration.k8s.io/v1",
               "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
@@ -244,7 +246,7 @@ def _refusing_policy(namespace: str) -> list[dict[str, Any]]:
                            "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]}]},
                        "validations": [{"expression": "object.metadata.name != 'api'",
                                         "message": "no deployment may be called api here",
-                                        "reason": "Invalid"}]}}
+                                        "reason": reason}]}}
     binding = {"apiVersion": "admissionregistration.k8s.io/v1",
                "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
                "spec": {"policyName": name, "validationActions": ["Deny"],
@@ -253,13 +255,19 @@ def _refusing_policy(namespace: str) -> list[dict[str, Any]]:
     return [policy, binding]
 
 
+@pytest.mark.parametrize(("reason", "status", "problem"), [
+    ("Invalid", 422, "ChildRefused"),
+    # A 403 was raised out of the pass: no status written, Ready stayed True.
+    ("Forbidden", 403, "ChildForbidden")])
 def test_a_child_the_api_server_refuses_stalls_the_tenant_saying_why_and_the_rest_is_made(
-    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str], reason: str,
+    status: int, problem: str
 ) -> None:
-    cleanup.append("refused")
-    namespace = tenants.namespace_of("refused")
+    name = f"refused-{status}"  # names are unique: a namespace goes after its test
+    cleanup.append(name)
+    namespace = tenants.namespace_of(name)
     tenants.ensure_namespace(cluster, namespace)
-    policy, binding = _refusing_policy(namespace)
+    policy, binding = _refusing_policy(namespace, reason)
     apps = client.AppsV1Api(cluster.api)
 
     def _ready_reason(name: str) -> str | None:
@@ -277,17 +285,17 @@ def test_a_child_the_api_server_refuses_stalls_the_tenant_saying_why_and_the_res
             # Typed V1Deployment, but its validate_call takes the manifest as a dict too.
             apps.create_namespaced_deployment(namespace, probe, dry_run="All")  # type: ignore[arg-type]
         except client.ApiException as error:
-            return bool(error.status == 422)  # the client leaves status untyped
+            return bool(error.status == status)  # the client leaves status untyped
         return False
 
     cluster.kubectl("apply", "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
     try:
         eventually(refuses, timeout=30)  # the API server has loaded the policy
-        tenants.apply(cluster, tenants.small_tenant("refused"))
+        tenants.apply(cluster, tenants.small_tenant(name))
         # Not retried unseen: Stalled, naming the child and the API server's answer.
-        eventually(lambda: _ready_reason("refused") == "ChildRefused", timeout=60)
-        ready = tenants.condition(tenants.get(cluster, "refused"), "Ready") or {}
+        eventually(lambda: _ready_reason(name) == problem, timeout=60)
+        ready = tenants.condition(tenants.get(cluster, name), "Ready") or {}
         assert ready["status"] == "False", ready
         assert "Deployment" in ready["message"] and "called api" in ready["message"], ready
         # What it could make, it made.
@@ -298,7 +306,7 @@ def test_a_child_the_api_server_refuses_stalls_the_tenant_saying_why_and_the_res
                         policy["metadata"]["name"], "--ignore-not-found")
     # The cluster's policy lifted: the next look makes it, and the tenant moves on.
     eventually(lambda: _deployment(apps, "api", namespace) is not None, timeout=60)
-    eventually(lambda: _ready_reason("refused") not in (None, "ChildRefused"), timeout=30)
+    eventually(lambda: _ready_reason(name) not in (None, problem), timeout=30)
 
 
 def test_a_tenant_whose_namespace_is_deleted_makes_nothing_again(

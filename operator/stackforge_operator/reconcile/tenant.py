@@ -312,6 +312,13 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                 # tenant says why instead of retrying unseen. The rest is applied.
                 problems.append(status.Problem("ChildRefused", str(error)))
                 continue
+            except kube.Forbidden as error:
+                # A policy webhook's denial or a missing RBAC verb: raised, it ended
+                # every pass before the status write, Ready staying True with an
+                # old observedGeneration and the reason in the operator's log only.
+                # The tenant is not Ready while it holds: every resync tries again.
+                problems.append(status.Problem("ChildForbidden", str(error)))
+                continue
             applied.append(f"{key[0]}/{key[1]}")
     pruned = _prune(t, live, {*stack.by_key(desired), *(dumped.kept if dumped else ())},
                     meta["uid"])
