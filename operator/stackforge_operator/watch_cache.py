@@ -303,9 +303,15 @@ class Store:
                 changed = self._drop(key)
                 self._deleted[key] = entry.resource_version
             else:
-                self._put(entry)
-                self._deleted.pop(key, None)
-                changed = True
+                held = self._held(key)
+                # The answer to an own write (``observed``) may come before the
+                # watch's older events: kept, a reconcile woken by them would read
+                # the object as it was before the write (and rotate again, say).
+                changed = held is None or not newer_version(held.resource_version,
+                                                            entry.resource_version)
+                if changed:
+                    self._put(entry)
+                    self._deleted.pop(key, None)
         if changed:
             self._tell(key)
 

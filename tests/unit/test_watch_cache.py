@@ -112,6 +112,19 @@ def test_an_own_write_is_kept_only_when_newer_than_what_was_watched() -> None:
     assert store.get("foreign", "ns") is UNKNOWN
 
 
+def test_a_watched_event_older_than_an_own_write_does_not_take_the_store_back() -> None:
+    """Two writes within the watch's lag (a Secret rotated twice, say): the second
+    write's answer is held; the watch's event of the first must not replace it."""
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a", version="40")])
+    store.observed("MODIFIED", owned("a", version="42"))  # the answer to an own write
+    store.watched("MODIFIED", owned("a", version="41"))   # the watch, late
+    assert store.get("a", "ns")["data"] == {"v": "42"}  # type: ignore[index]
+    store.watched("MODIFIED", owned("a", version="42"))
+    store.watched("MODIFIED", owned("a", version="43"))
+    assert store.get("a", "ns")["data"] == {"v": "43"}  # type: ignore[index]
+
+
 def test_an_own_write_answered_before_a_watched_deletion_does_not_bring_it_back() -> None:
     store = Store("v1", "ConfigMap", SCOPE)
     store.replace([])
