@@ -528,6 +528,32 @@ def test_a_resumed_tenant_hands_its_autoscaled_apps_back_to_their_autoscalers(
                timeout=60)
 
 
+def test_a_database_turned_off_and_on_with_more_storage_grows_its_kept_claim(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    """Turned off, the StatefulSet goes and its claim stays; turned on with more
+    storage, the new StatefulSet's larger template never grew the kept claim (the
+    resize looked only at a StatefulSet already there)."""
+    cleanup.append("regrown")
+    ns = tenants.namespace_of("regrown")
+    core = client.CoreV1Api(cluster.api)
+
+    def claim_size() -> str:
+        claim = core.read_namespaced_persistent_volume_claim("data-postgres-0", ns)
+        return str(((spec_of(claim).resources.requests) or {})["storage"])
+
+    tenants.apply(cluster, tenants.small_tenant("regrown", components={
+        "postgres": {"storage": "10Gi"}}))
+    tenants.wait_condition(cluster, "regrown", "Ready", "True")
+    eventually(lambda: claim_size() == "10Gi", timeout=60)
+    tenants.apply(cluster, tenants.small_tenant("regrown", components={
+        "postgres": {"enabled": False, "storage": "10Gi"}}))
+    eventually(lambda: "statefulset.apps/postgres" not in _kinds(cluster, ns, "statefulsets"))
+    tenants.apply(cluster, tenants.small_tenant("regrown", components={
+        "postgres": {"storage": "20Gi"}}))
+    eventually(lambda: claim_size() == "20Gi", timeout=60)
+
+
 def test_isolate_cuts_everything_but_the_operator(
     cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
 ) -> None:

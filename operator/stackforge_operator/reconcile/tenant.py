@@ -299,9 +299,13 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                 # The running cluster stays as it is; the tenant says why.
                 problems.append(status.Problem("KafkaVotersFixed", refused))
                 continue
-        if key[0] == "StatefulSet" and current is not None:
+        if key[0] == "StatefulSet":
+            # Also when it is made anew: over claims kept from before (the
+            # component turned off and on, the tenant made again), which its
+            # larger templates would never grow.
             problems += _grow_volumes(t, manifest, current, applied)
-            manifest = immutable.keep_live_claim_templates(manifest, current)
+            if current is not None:
+                manifest = immutable.keep_live_claim_templates(manifest, current)
         manifest = stamped(manifest)
         if needs_apply(manifest, current):
             try:
@@ -370,10 +374,12 @@ def _close_unrollable_sessions(t: EffectiveTenant, since: datetime) -> None:
 
 
 def _grow_volumes(
-    t: EffectiveTenant, desired: dict[str, Any], live: dict[str, Any], applied: list[str]
+    t: EffectiveTenant, desired: dict[str, Any], live: dict[str, Any] | None,
+    applied: list[str]
 ) -> list[status.Problem]:
-    """Resize the claims of a StatefulSet whose storage grew (its templates cannot change)."""
-    if not immutable.grown_templates(desired, live):
+    """Resize the claims of a StatefulSet whose storage grew (its templates cannot
+    change), or of one about to be made (``live`` None) over smaller kept claims."""
+    if live is not None and not immutable.grown_templates(desired, live):
         return []
     claims = {c["metadata"]["name"]: c
               for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)}
