@@ -540,7 +540,9 @@ def test_a_database_turned_off_and_on_with_more_storage_grows_its_kept_claim(
 
     def claim_size() -> str:
         claim = core.read_namespaced_persistent_volume_claim("data-postgres-0", ns)
-        return str(((spec_of(claim).resources.requests) or {})["storage"])
+        resources = spec_of(claim).resources
+        assert resources is not None
+        return str((resources.requests or {})["storage"])
 
     tenants.apply(cluster, tenants.small_tenant("regrown", components={
         "postgres": {"storage": "10Gi"}}))
