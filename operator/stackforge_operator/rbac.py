@@ -139,6 +139,9 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("metrics.k8s.io", ("pods",), ("list",),
          "status.usage: what a tenant's pods use, when the cluster serves the metrics API "
          "(metrics-server)"),
+    Rule("storage.k8s.io", ("storageclasses",), ("get",),
+         "a DRDrill's spec.sandbox.storageClassName: a class that retains released "
+         "volumes would keep every run's restored copy of the tenant's data"),
     Rule("", ("nodes",), ("get",),
          "status.usage's volume figures: the address and port of the kubelet of a node "
          "running a tenant pod that mounts a claim"),
@@ -247,6 +250,7 @@ RESOURCES: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
     ("v1", "PersistentVolumeClaim"): ("", "persistentvolumeclaims"),
     ("v1", "Pod"): ("", "pods"),
     ("v1", "Node"): ("", "nodes"),
+    ("storage.k8s.io/v1", "StorageClass"): ("storage.k8s.io", "storageclasses"),
     ("v1", "ServiceAccount"): ("", "serviceaccounts"),
     ("v1", "Event"): ("", "events"),
     ("metrics.k8s.io/v1beta1", "PodMetrics"): ("metrics.k8s.io", "pods"),

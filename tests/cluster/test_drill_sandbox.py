@@ -410,3 +410,29 @@ def test_a_drill_whose_schedule_never_fires_is_stalled_before_its_first_run(
     [stalled] = [c for c in body["status"]["conditions"] if c["type"] == "Stalled"]
     assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSchedule"), stalled
     assert "'0 2 30 2 *' never fires" in stalled["message"]
+
+
+def test_a_drill_on_a_storage_class_that_retains_volumes_is_stalled_before_any_run(
+        cluster: ClusterHandle, namespace: str, kube_as_operator: OperatorIdentity,
+        sandboxes: Sandboxes) -> None:
+    """The sandbox's claim goes with it, but a Retain class keeps the volume, with
+    the whole restored copy of the tenant's data, after every run."""
+    retaining = f"retain-{namespace}"[:63]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": retaining}, "provisioner": "example.com/none",
+        "reclaimPolicy": "Retain"}))
+    try:
+        _drill_with_a_backup(cluster, namespace)
+        cluster.kubectl("patch", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
+                        "--type=merge", "-p", json.dumps({"spec": {"sandbox": {
+                            "storageClassName": retaining}}}))
+        drill.reconcile(_drill(cluster, namespace))
+        body = _drill(cluster, namespace)
+        assert not (body["status"].get("activeRun") or {}), body["status"]
+        found = tenants.condition(body, "Stalled") or {}
+        assert (found.get("status"), found.get("reason")) == (
+            "True", "SandboxVolumesRetained"), found
+        assert "reclaimPolicy Retain" in str(found.get("message")), found
+    finally:
+        cluster.kubectl("delete", "storageclass", retaining, "--ignore-not-found")

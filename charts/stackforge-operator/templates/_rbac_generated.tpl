@@ -104,6 +104,11 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["metrics.k8s.io"]
     resources: ["pods"]
     verbs: ["list"]
+  # a DRDrill's spec.sandbox.storageClassName: a class that retains released volumes would keep
+  # every run's restored copy of the tenant's data
+  - apiGroups: ["storage.k8s.io"]
+    resources: ["storageclasses"]
+    verbs: ["get"]
   # status.usage's volume figures: the address and port of the kubelet of a node running a tenant
   # pod that mounts a claim
   - apiGroups: [""]

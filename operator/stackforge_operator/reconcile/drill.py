@@ -169,6 +169,9 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
     elif due and (waiting := _without_backup(spec, policy_body)) is not None:
         # A run now could only fail: there is nothing to restore yet.
         return _reconciling(body, old, "WaitingForBackup", waiting)
+    if due and (kept := _retained_volumes(spec)) is not None:
+        # Nothing is created: each run would leave a copy of the tenant's data.
+        return _stalled(body, old, "SandboxVolumesRetained", kept)
     if due:
         run_id = now.strftime("%Y%m%dT%H%M%SZ")
         active = ActiveDrillRun(
@@ -228,6 +231,26 @@ def _references(
         return status.Problem("BackupPolicyNotFound",
                               f"spec.backupPolicyRef: {what} must exist in {namespace}")
     return t, BackupPolicySpec.model_validate(policies[0]["spec"]), policies[0]
+
+
+def _retained_volumes(spec: DRDrillSpec) -> str | None:
+    """Why the sandbox's storage class may not hold a run's restored database, or None.
+
+    The sandbox's claim goes with it, but a class whose reclaimPolicy is not
+    Delete (Retain, common for databases) keeps the volume, Released, with the
+    whole restored copy on it: one more after every run, found by nobody."""
+    name = spec.sandbox.storage_class_name
+    if name is None:
+        return None
+    found = kube.get("storage.k8s.io/v1", "StorageClass", name)
+    if found is None:
+        return (f"spec.sandbox.storageClassName: StorageClass {name} does not exist")
+    policy = found.get("reclaimPolicy") or "Delete"
+    if policy != "Delete":
+        return (f"spec.sandbox.storageClassName: StorageClass {name} has reclaimPolicy "
+                f"{policy}, which keeps every run's volume and its restored copy of the "
+                "tenant's data after the sandbox is gone: name a class that deletes them")
+    return None
 
 
 def _policy_status(policy: Mapping[str, Any]) -> BackupPolicyStatus:
