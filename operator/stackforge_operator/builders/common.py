@@ -10,7 +10,6 @@ from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog
 from stackforge_operator.models.effective import EffectiveTenant, Resources
-from stackforge_operator.models.tenant import RESERVED_APP_NAMES
 
 Manifest = dict[str, Any]
 
@@ -135,9 +134,6 @@ def app_metadata(t: EffectiveTenant, app: str) -> dict[str, Any]:
     return meta
 
 
-# Object names the component builders use; an app service may not take one
-# (the model refuses it).
-RESERVED_NAMES = frozenset(RESERVED_APP_NAMES)
 
 
 # --------------------------------------------------------------------------- rendering

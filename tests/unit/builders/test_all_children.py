@@ -8,18 +8,18 @@ from typing import Any
 import pytest
 
 from stackforge_operator import image_catalog
-from stackforge_operator.builders import postgres, stack
+from stackforge_operator.builders import exporters, postgres, stack
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import (
     APP_LABEL,
     COMPONENT_LABEL,
-    RESERVED_NAMES,
     TENANT_LABEL,
     Manifest,
     app_labels,
     labels,
 )
 from stackforge_operator.models.effective import EffectiveTenant
+from stackforge_operator.models.tenant import RESERVED_APP_NAMES
 from tests.unit.builders.runners import pod_specs as all_pod_specs
 from tests.unit.builders.runners import runner_objects
 from tests.unit.builders.tenants import (
@@ -186,11 +186,15 @@ def test_names_are_unique_per_kind(t: EffectiveTenant) -> None:
 
 
 def test_component_object_names_are_reserved() -> None:
+    """Every name the components' objects take (their metrics Services included) is
+    one no app may take: an app named like the postgres Service made the two
+    overwrite each other at every reconcile (the model refuses reserved names)."""
     t = tenant(ENTERPRISE_ALL)
     app_names = {a.name for a in t.apps}
-    fixed = {m["metadata"]["name"] for m in everything(t)} - app_names
-    assert fixed <= RESERVED_NAMES
-    assert not app_names & RESERVED_NAMES
+    built = [*everything(t), *exporters.metrics_services(t)]
+    fixed = {m["metadata"]["name"] for m in built} - app_names
+    assert fixed <= set(RESERVED_APP_NAMES), fixed - set(RESERVED_APP_NAMES)
+    assert not app_names & set(RESERVED_APP_NAMES)
 
 
 @pytest.mark.parametrize("t", TENANTS, ids=IDS)

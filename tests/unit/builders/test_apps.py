@@ -5,13 +5,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stackforge_operator.builders import apps, stack
+from stackforge_operator.builders import apps
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import APP_LABEL, selector_labels
-from stackforge_operator.models.tenant import RESERVED_APP_NAMES, AppServiceSpec
+from stackforge_operator.models.tenant import AppServiceSpec
 from tests.unit.builders.tenants import (
     BASE,
-    ENTERPRISE,
     container,
     env_of,
     find,
@@ -199,16 +198,7 @@ def test_security_context_knob_sets_user_and_group_within_restricted() -> None:
 
 
 def test_no_app_may_take_a_name_of_the_stacks_own_objects() -> None:
-    """Every object of a kind an app makes (Deployment, Service, HPA, PDB), built for
-    a tenant with every component, is either an app's or a reserved name: an app
-    named like the postgres Service made the two overwrite each other."""
-    t = tenant(ENTERPRISE)
-    own = {a.name for a in t.apps}
-    kinds = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
-    stack_names = {m["metadata"]["name"]
-                   for m in stack.desired_children(t, secrets=[], tls=None, rotation=None)
-                   if m["kind"] in kinds} - own
-    assert stack_names <= set(RESERVED_APP_NAMES), stack_names - set(RESERVED_APP_NAMES)
+    """Which names those are: test_all_children.test_component_object_names_are_reserved."""
     with pytest.raises(ValidationError, match="the stack's own objects use this name"):
         AppServiceSpec.model_validate({"name": "postgres-metrics", "image": "r.example/a:1",
                                        "port": 80})
