@@ -8,6 +8,7 @@ tenant costs reads only.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -290,6 +291,11 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
 
     live[("Namespace", t.namespace)] = live_namespace or {}
     applied: list[str] = []
+    # The namespace's claims, read once in the pass and only if a StatefulSet
+    # needs them (_grow_volumes): a new tenant makes several StatefulSets.
+    claims = functools.cache(lambda: {
+        c["metadata"]["name"]: c
+        for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)})
     for manifest in desired:
         key = (manifest["kind"], manifest["metadata"]["name"])
         current = live.get(key) or None
@@ -303,7 +309,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             # Also when it is made anew: over claims kept from before (the
             # component turned off and on, the tenant made again), which its
             # larger templates would never grow.
-            problems += _grow_volumes(t, manifest, current, applied)
+            problems += _grow_volumes(t, manifest, current, claims, applied)
             if current is not None:
                 manifest = immutable.keep_live_claim_templates(manifest, current)
         manifest = stamped(manifest)
@@ -375,16 +381,14 @@ def _close_unrollable_sessions(t: EffectiveTenant, since: datetime) -> None:
 
 def _grow_volumes(
     t: EffectiveTenant, desired: dict[str, Any], live: dict[str, Any] | None,
-    applied: list[str]
+    claims: Callable[[], Mapping[str, Mapping[str, Any]]], applied: list[str]
 ) -> list[status.Problem]:
     """Resize the claims of a StatefulSet whose storage grew (its templates cannot
     change), or of one about to be made (``live`` None) over smaller kept claims."""
     if live is not None and not immutable.grown_templates(desired, live):
         return []
-    claims = {c["metadata"]["name"]: c
-              for c in kube.list_objects("v1", "PersistentVolumeClaim", namespace=t.namespace)}
     problems = []
-    for resize in immutable.claim_resizes(desired, claims):
+    for resize in immutable.claim_resizes(desired, claims()):
         patch = {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
