@@ -115,11 +115,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         problems.append(status.Problem("UnknownTimeZone", f"spec.timeZone: {error}"))
     else:
         physical_schedules = [] if spec.physical_backups is None else [
-            (f"spec.physicalBackups.{field}", expression) for field, expression in (
-                ("fullSchedule", spec.physical_backups.full_schedule),
-                ("differentialSchedule", spec.physical_backups.differential_schedule),
-                ("incrementalSchedule", spec.physical_backups.incremental_schedule))
-            if expression is not None]
+            (f"spec.physicalBackups.{field}", expression)
+            for _, field, expression in physical_backups.schedules(spec.physical_backups)]
         for field, expression in [("spec.schedule", when), *physical_schedules]:
             if (why := schedule.problem(expression, zone, datetime.now(UTC))) is not None:
                 problems.append(status.Problem("InvalidSchedule", f"{field}: {why}"))

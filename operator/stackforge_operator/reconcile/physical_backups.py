@@ -118,6 +118,15 @@ class Due:
     fired: datetime | None
 
 
+def schedules(spec: PhysicalBackups) -> list[tuple[PhysicalBackupType, str, str]]:
+    """The schedules set, the biggest kind first: (kind, field name, expression)."""
+    return [(kind, field, expression) for kind, field, expression in (
+        (PhysicalBackupType.FULL, "fullSchedule", spec.full_schedule),
+        (PhysicalBackupType.DIFFERENTIAL, "differentialSchedule", spec.differential_schedule),
+        (PhysicalBackupType.INCREMENTAL, "incrementalSchedule", spec.incremental_schedule))
+        if expression is not None]
+
+
 def due(spec: PhysicalBackups, zone: str, now: datetime,
         backups: Sequence[PhysicalBackup]) -> Due | None:
     """The backup due now, the biggest kind first (None: every schedule is satisfied).
@@ -125,11 +134,7 @@ def due(spec: PhysicalBackups, zone: str, now: datetime,
     A fire time is satisfied by a backup of at least its kind finished since."""
     if not any(b.type == PhysicalBackupType.FULL for b in backups):
         return Due(PhysicalBackupType.FULL, None)
-    for kind, expression in ((PhysicalBackupType.FULL, spec.full_schedule),
-                             (PhysicalBackupType.DIFFERENTIAL, spec.differential_schedule),
-                             (PhysicalBackupType.INCREMENTAL, spec.incremental_schedule)):
-        if expression is None:
-            continue
+    for kind, _, expression in schedules(spec):
         fired = schedule.previous_distinct_fire(expression, zone, now)
         if not any(_RANK[b.type] >= _RANK[kind] and b.stop_time >= fired for b in backups):
             return Due(kind, fired)
