@@ -24,9 +24,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.backup.manifest import Manifest, ManifestArtifact
+from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.builders import archiving
 from stackforge_operator.builders import backup as builders
 from stackforge_operator.devcluster.s3server import S3Server
+from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
 from stackforge_operator.reconcile import backup
 from tests.support import kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
@@ -245,3 +248,97 @@ def test_physical_backups_turned_off_withdraw_the_request_left_on_the_primary(
         namespace, field_selector="involvedObject.name=nightly,"
                                   "reason=PhysicalBackupWithdrawn").items
     assert events and "20261206T010000Z" in (events[0].message or ""), events
+
+
+def _dump_of_shared(store: BackupStore, started: datetime) -> str:
+    """A complete logical backup run of tenant "shared", as the runner leaves it."""
+    run_id = f"{started.strftime('%Y%m%dT%H%M%SZ')}-aaaaaa"
+    prefix = store.config.run_prefix("shared", run_id)
+    dump = store.put_bytes(prefix + "postgres.dump", b"dump " + run_id.encode())
+    store.write_manifest(Manifest(
+        tenant="shared", run_id=run_id, bucket=store.bucket, prefix=prefix.rstrip("/"),
+        started_at=started, finished_at=started + timedelta(minutes=2),
+        artifacts=[ManifestArtifact(name="postgres", key=dump.key,
+                                    size_bytes=dump.size_bytes, sha256=dump.sha256)]))
+    return run_id
+
+
+def _drill_run(cluster: ClusterHandle, namespace: str, name: str,
+               run: dict[str, Any] | None) -> None:
+    """A DRDrill of tenant "shared" with ``run`` as its active run, as the drill's
+    reconcile records it (none runs here: the status is written as it would)."""
+    cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                    input=json.dumps({
+                        "apiVersion": API, "kind": "DRDrill",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "spec": {"tenantRef": {"name": "shared"},
+                                 "backupPolicyRef": {"name": "nightly"}, "once": True}}))
+    cluster.kubectl("patch", "drdrills.stackforge.io", name, "-n", namespace,
+                    "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"activeRun": run}}))
+
+
+def test_retention_keeps_the_dump_a_running_drill_restores_until_the_run_ends(
+        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
+        s3_bucket: str) -> None:  # noqa: F811
+    """A drill of last month's dump lost it to the nightly retention midway
+    through its restore, and failed."""
+    _nightly_in(cluster, namespace, s3_server, s3_bucket)  # keepLast 2
+    store = BackupStore(StoreConfig(bucket=s3_bucket), client=s3_server.client())
+    now = datetime.now(UTC).replace(microsecond=0)
+    runs = [_dump_of_shared(store, now - timedelta(days=days)) for days in (4, 3, 2, 1)]
+    _drill_run(cluster, namespace, "monthly", {
+        "runId": now.strftime("%Y%m%dT%H%M%SZ"), "step": "Restoring",
+        "startTime": (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "backupId": runs[0]})
+
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert [r.run_id for r in store.list_runs("shared")] == [runs[0], *runs[2:]]
+
+    _drill_run(cluster, namespace, "monthly", None)  # the run has ended
+    runs.append(_dump_of_shared(store, now))
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert [r.run_id for r in store.list_runs("shared")] == runs[3:]
+
+
+def test_a_physical_backup_whose_expiry_removes_what_a_restore_reads_is_held(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The drills and tenants the policy's pass reads, as the operator reads them
+    (its RBAC): a drill's run of the repository, then a clone's bootstrap of it."""
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    repository = f"/stackforge/_pgbackrest/shared-{namespace}/7400000000000000001-x"
+    now = datetime.now(UTC).replace(microsecond=0)
+    week = timedelta(days=7)
+    backups = [PhysicalBackup(label=f"{label}F", type=PhysicalBackupType.FULL, stop_time=stop)
+               for label, stop in (("20261116-010000", now - 2 * week),
+                                   ("20261123-010000", now - week))]
+    request = archiving.BackupRequest(now, PhysicalBackupType.FULL, "count", 2)
+    deadline = timedelta(hours=6)
+    assert backup._request_held(request, backups, repository, now, deadline) is None
+
+    started = (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    into_first = (now - week - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _drill_run(cluster, namespace, "pitr", {
+        "runId": now.strftime("%Y%m%dT%H%M%SZ"), "step": "Restoring", "startTime": started,
+        "repositoryPath": repository, "recoveryTarget": into_first})
+    held = backup._request_held(request, backups, repository, now, deadline)
+    assert held is not None and f"DRDrill {namespace}/pitr" in held, held
+    assert "backup 20261116-010000F" in held, held
+    # Its run asks for the latest: the new full backup leaves the newest one.
+    _drill_run(cluster, namespace, "pitr", {
+        "runId": now.strftime("%Y%m%dT%H%M%SZ"), "step": "Restoring", "startTime": started,
+        "repositoryPath": repository, "recoveryTarget": "latest"})
+    assert backup._request_held(request, backups, repository, now, deadline) is None
+
+    tenants.apply(cluster, tenants.small_tenant("clone", namespace=namespace))
+    cluster.kubectl("patch", "stackforgetenants.stackforge.io", "clone", "-n", namespace,
+                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                        "bootstrap": {"method": "Physical", "sourceTenant": "shared",
+                                      "sourceNamespace": namespace, "backupPolicy": "nightly",
+                                      "repositoryPath": repository,
+                                      "recoveryTarget": into_first, "startTime": started}}}))
+    held = backup._request_held(request, backups, repository, now, deadline)
+    assert held is not None and f"StackForgeTenant {namespace}/clone" in held, held
+    # Past the policy's deadline a restore holds nothing: backups must not stop for ever.
+    assert backup._request_held(request, backups, repository, now + deadline,
+                                deadline) is None

@@ -45,6 +45,7 @@ def apply_retention(
     running_since: datetime | None = None,
     in_progress_grace: timedelta = DEFAULT_IN_PROGRESS_GRACE,
     tz: tzinfo = UTC,
+    held: Collection[str] = (),
 ) -> RetentionReport:
     """Delete the runs retention selects and abort multipart uploads older than the grace.
 
@@ -53,7 +54,8 @@ def apply_retention(
     knows a Job, not the run id its runner makes, so every run without a
     manifest that started since then may be that Job's and is kept with its
     upload, however long it has been going (a dump may run for up to its
-    deadline, 24 h at most, past the grace).
+    deadline, 24 h at most, past the grace). ``held``: run ids of complete runs
+    a restore is reading (reconcile/restore_holds.py), kept whatever the rules say.
     """
     now = now or datetime.now(UTC)
     runs = store.list_runs(tenant)
@@ -68,7 +70,8 @@ def apply_retention(
                  running=in_progress(r.run_id, r.started_at, r.complete))
         for r in runs
     ]
-    doomed = select_for_deletion(states, policy, now, in_progress_grace=in_progress_grace, tz=tz)
+    doomed = select_for_deletion(states, policy, now, in_progress_grace=in_progress_grace, tz=tz,
+                                 held=held)
     report = RetentionReport()
     for run in runs:
         if run.run_id in doomed:

@@ -15,7 +15,9 @@ And whatever the rules say:
   a manifest begun since its policy's oldest running Job: housekeeping.py),
   nor is a run without a manifest younger than the in-progress grace period
   (it may still finish);
-- a run without a manifest older than the grace period is garbage: deleted.
+- a run without a manifest older than the grace period is garbage: deleted;
+- a complete run a restore is reading (``held``: reconcile/restore_holds.py)
+  is kept until the restore ends, whatever the rules say.
 
 A backup's time is its run's start (the run id's timestamp), the moment its
 snapshot was taken.
@@ -23,7 +25,7 @@ snapshot was taken.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
@@ -119,10 +121,11 @@ def select_for_deletion(
     *,
     in_progress_grace: timedelta = DEFAULT_IN_PROGRESS_GRACE,
     tz: tzinfo = UTC,
+    held: Collection[str] = (),
 ) -> set[str]:
     """Ids of the runs to delete now."""
     runs = list(runs)
-    keep = kept_by_rules(runs, policy, now, tz=tz)
+    keep = kept_by_rules(runs, policy, now, tz=tz) | set(held)
     doomed = set()
     for run in runs:
         if run.running:

@@ -543,6 +543,11 @@ class PhysicalBackupsStatus(StatusModel):
         description=("The newest request a backup answered, as the primary's archiver read "
                      "it ('<id> <type> <count|time> <n>'): the retention pgBackRest expired "
                      "by after that backup."))
+    held_request: str | None = Field(
+        None, max_length=1024,
+        description=("Why the physical backup due is not asked for yet: pgBackRest's expiry "
+                     "after it would remove the full backup a running restore (a drill, a "
+                     "clone, an in-place recovery) starts from."))
 
 
 class BackupPolicyStatus(StatusModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,7 @@ from stackforge_operator.backup.runner import parse_result
 from stackforge_operator.backup.store import BackupStore
 from stackforge_operator.builders import archiving, backup_network, credentials, postgres, stack
 from stackforge_operator.builders import backup as builders
+from stackforge_operator.builders.archiving import BackupRequest
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import (
     ArchiveStatus,
@@ -56,6 +57,7 @@ from stackforge_operator.reconcile import (
     archiving_policy,
     backup_location,
     physical_backups,
+    restore_holds,
     storage,
 )
 from stackforge_operator.reconcile.common import (
@@ -234,8 +236,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         newest = manifests[-1] if manifests else None
         new_backup = newest is not None and (old.last_successful_run is None
                                              or old.last_successful_run.id != newest.run_id)
-        if storage_error is None and new_backup and (
-                retention_error := retain(store, t.name, spec, now, active, zone)):
+        if storage_error is None and new_backup and (retention_error := retain(
+                store, t.name, spec, now, active, zone, _dumps_read(t.name, name, namespace,
+                                                                    manifests, now, spec))):
             logger.warning("policy %s/%s: %s", namespace, name, retention_error)
             kube.record_event(dict(body), "Warning", "RetentionFailed",
                               f"{retention_error}; tried again after the next backup")
@@ -299,7 +302,8 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         else:
             kube.record_event(dict(body), "Warning", last_run.reason or "BackupFailed",
                               f"backup {last_run.id} failed: {last_run.message or ''}")
-    if active or (physical is not None and physical.pending_request is not None):
+    if active or (physical is not None and (physical.pending_request is not None
+                                            or physical.held_request is not None)):
         return Outcome(ACTIVE_SECONDS, latest)
     upcoming = min(next_time, physical_fire) if physical_fire else next_time
     wait = min(IDLE_SECONDS, max(1.0, (upcoming - now).total_seconds()))
@@ -387,6 +391,8 @@ def _physical(
         return None, None
     current = archiving.parse_request(live)
     answered = physical_backups.answered(live, backups)
+    deadline = _deadline(spec)
+    held: str | None = None
     # A request needs the primary and its repository (the archiver makes the
     # stanza first), a readable bucket to judge what is due, and a tenant that
     # is not isolated (no data leaves it then).
@@ -394,6 +400,15 @@ def _physical(
     if pod is not None and archive is not None and archive.repository_path and usable and (
             not t.isolate and not t.writes_stopped):
         plan = physical_backups.plan(settings, zone, now, backups, current)
+        if plan.request is not None and plan.request != current and (
+                held := _request_held(plan.request, backups, archive.repository_path, now,
+                                      deadline)):
+            # Asked once the restore has read its backup: the plan asks again then.
+            outstanding = current if current and not physical_backups.satisfied(
+                current, backups) else None
+            plan = physical_backups.Plan(outstanding, outstanding)
+            if old.physical_backups is None or old.physical_backups.held_request != held:
+                kube.record_event(dict(body), "Normal", "PhysicalBackupHeld", held)
         wanted = archiving.request_value(plan.request) if plan.request else None
         if wanted != live:
             kube.annotate("v1", "Pod", pod_name, t.namespace,
@@ -411,7 +426,6 @@ def _physical(
     for label in sorted(new):
         kube.record_event(dict(body), "Normal", "PhysicalBackupComplete",
                           f"physical backup {label} is in the repository")
-    deadline = timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
     since = physical_backups.waiting_since(
         old.physical_backups.pending_request if old.physical_backups else None, pending, backups)
     last_request = answered or (old.physical_backups.last_request if old.physical_backups
@@ -424,10 +438,28 @@ def _physical(
         recoverability_window=physical_backups.window(
             backups, archive, archiving_settings.archive_timeout_seconds),
         last_request=last_request,
+        held_request=held,
     )
     stale = physical_backups.unexpired(last_request, backups, now)
     return found, physical_backups.observation(backups, pending, pod_name, now, deadline, since,
                                                stale)
+
+
+def _request_held(request: BackupRequest, backups: Sequence[PhysicalBackup], repository: str,
+                  now: datetime, deadline: timedelta) -> str | None:
+    """Why ``request`` is not asked for yet: the expiry after its backup would
+    remove the full backup a running restore of the repository starts from
+    (restore_holds.py); None when nothing is in its way."""
+    restores = restore_holds.lasting(restore_holds.physical_restores(
+        repository, kube.list_objects(API, "DRDrill"), kube.list_objects(API, "StackForgeTenant")),
+        now, deadline)
+    found = restore_holds.endangered(restores, request, backups, now)
+    if not found:
+        return None
+    restore, removed = found[0]
+    return (f"the {request.type.value} backup due is asked for once {restore.holder} has "
+            f"restored backup {removed.label}, which pgBackRest's expiry after it would "
+            f"remove"[:1024])
 
 
 def _next_physical_fire(spec: BackupPolicySpec, zone: str, now: datetime) -> datetime | None:
@@ -504,23 +536,43 @@ def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,
 
 
 def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetime,
-           active: Sequence[BackupRun], zone: str = "Etc/UTC") -> str | None:
+           active: Sequence[BackupRun], zone: str = "Etc/UTC",
+           held: Collection[str] = ()) -> str | None:
     """Apply the policy's retention once a new backup is complete; why it failed,
     or None. A failure (the bucket refuses deletes, as a write-only key does)
     must not end the pass: the caller reports it and writes the status, and
     retention is tried again after the next backup. Days, weeks and months are
     the schedule's ``zone``'s: a nightly 21:00 New York backup of the last of
-    February is February's, though it is March in UTC."""
+    February is February's, though it is March in UTC. ``held``: the runs
+    restores are reading (restore_holds.held_dumps), kept."""
     running_since = min((r.start_time for r in active if r.start_time is not None),
                         default=None)
     try:
         report = apply_retention(store, tenant, spec.retention, now,
-                                 running_since=running_since, tz=schedule.zone(zone))
+                                 running_since=running_since, tz=schedule.zone(zone),
+                                 held=held)
     except (BotoCoreError, ClientError, RuntimeError) as error:
         return f"retention could not delete expired backups: {error}"[:1024]
     if report.deleted:
         logger.info("tenant %s: retention deleted %s", tenant, report.deleted)
     return None
+
+
+def _dumps_read(tenant: str, policy: str, namespace: str, manifests: Sequence[Manifest],
+                now: datetime, spec: BackupPolicySpec) -> set[str]:
+    """The policy's dumps that running drills and bootstraps read (restore_holds.py)."""
+    restores = restore_holds.lasting(restore_holds.logical_restores(
+        tenant, namespace, policy, kube.list_objects(API, "DRDrill", namespace=namespace),
+        kube.list_objects(API, "StackForgeTenant")), now, _deadline(spec))
+    held = restore_holds.held_dumps(restores, manifests)
+    if held:
+        logger.info("policy %s/%s: retention keeps %s, read by %s", namespace, policy,
+                    sorted(held), ", ".join(r.holder for r in restores))
+    return held
+
+
+def _deadline(spec: BackupPolicySpec) -> timedelta:
+    return timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
 
 
 def _started_since(namespace: str, policy: str, jobs: Sequence[Mapping[str, Any]]) -> bool:

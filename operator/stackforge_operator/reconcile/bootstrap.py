@@ -133,7 +133,7 @@ def prepare(t: EffectiveTenant, spec: StackForgeTenantSpec, recorded: BootstrapS
     if recorded is None:
         chosen = drill_recovery.physical_source(
             wanted.point_in_time, policy_name, policy, observed,
-            field=f"{FIELD}.pointInTime", what="the restore")
+            field=f"{FIELD}.pointInTime", what="the restore", now=now)
         if isinstance(chosen, Held):
             return chosen
         recorded = BootstrapStatus(

@@ -161,7 +161,7 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
                  if spec.backup.source == BackupSource.POINT_IN_TIME else None)
         chosen = drill_recovery.physical_source(
             point, policy_body["metadata"]["name"], policy, _policy_status(policy_body),
-            field="spec.backup.pointInTime", what="the drill's run")
+            field="spec.backup.pointInTime", what="the drill's run", now=now)
         if isinstance(chosen, drill_recovery.Refusal):
             # Nothing is created for a run that could only fail.
             return _held(body, old, chosen.progress, chosen.reason, chosen.message)

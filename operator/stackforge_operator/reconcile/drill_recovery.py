@@ -16,12 +16,15 @@ incarnation of the source's database meanwhile does not move it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from stackforge_operator import status
+from stackforge_operator.builders import archiving
+from stackforge_operator.builders.backup import DEFAULT_DEADLINE_SECONDS
 from stackforge_operator.builders.common import rfc3339
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
+from stackforge_operator.reconcile import physical_backups
 
 LATEST = "latest"
 
@@ -40,8 +43,8 @@ def window_text(first: datetime, last: datetime) -> str:
 
 
 def physical_source(point_in_time: datetime | None, policy_name: str, policy: BackupPolicySpec,
-                    observed: BackupPolicyStatus, *, field: str,
-                    what: str) -> PhysicalSource | Refusal:
+                    observed: BackupPolicyStatus, *, field: str, what: str,
+                    now: datetime) -> PhysicalSource | Refusal:
     """The repository and target of a restore to ``point_in_time`` (None: the latest),
     or why there is none; ``field`` names the time in messages, ``what`` the restore."""
     if policy.continuous_archiving is None or policy.physical_backups is None:
@@ -58,9 +61,11 @@ def physical_source(point_in_time: datetime | None, policy_name: str, policy: Ba
             status.Progress.RECONCILING, "WaitingForBackup",
             f"BackupPolicy {policy_name} has no physical backup yet; {what} starts "
             "after its first one")
-    if point_in_time is None:
+    target = point_in_time.astimezone(UTC) if point_in_time is not None else None
+    if (waiting := _expiry_under_way(target, policy_name, policy, observed, what, now)):
+        return waiting
+    if target is None:
         return PhysicalSource(repository, LATEST)
-    target = point_in_time.astimezone(UTC)
     span = window_text(window.first_point, window.last_point)
     if target < window.first_point:
         return Refusal(
@@ -74,3 +79,29 @@ def physical_source(point_in_time: datetime | None, policy_name: str, policy: Ba
             f"of BackupPolicy {policy_name} ({span}): {what} starts once the WAL past it "
             "is archived")
     return PhysicalSource(repository, rfc3339(target))
+
+
+def _expiry_under_way(target: datetime | None, policy_name: str, policy: BackupPolicySpec,
+                      observed: BackupPolicyStatus, what: str, now: datetime) -> Refusal | None:
+    """Why the restore waits: a backup is under way whose expiry, by the policy's
+    retention, removes the full backup the restore needs (restore_holds.py). Not
+    once the backup is overdue: a backup that keeps failing must not hold
+    restores, the way out of a failure, for ever."""
+    physical = observed.physical_backups
+    settings = policy.physical_backups
+    pending = physical.pending_request if physical is not None else None
+    if physical is None or settings is None or pending is None:
+        return None
+    deadline = timedelta(seconds=policy.active_deadline_seconds or DEFAULT_DEADLINE_SECONDS)
+    if pending.waiting_since is not None and now - pending.waiting_since > deadline:
+        return None
+    request = archiving.backup_request(now, pending.type, settings.retention)
+    removed = physical_backups.expired_by(request, physical.backups, target, now)
+    if removed is None:
+        return None
+    return Refusal(
+        status.Progress.RECONCILING, "WaitingForBackup",
+        f"a {pending.type.value} backup of BackupPolicy {policy_name} is under way (request "
+        f"{pending.id}, pod {pending.pod}), and pgBackRest's expiry after it removes backup "
+        f"{removed.label}, which {what} restores from: {what} starts once that backup is "
+        "complete")

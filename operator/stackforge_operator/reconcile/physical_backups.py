@@ -276,13 +276,54 @@ def unexpired(last_request: str | None, backups: Sequence[PhysicalBackup],
     newest = max(b.stop_time for b in backups)
     if newest < request.requested_at or now - newest < EXPIRY_GRACE:
         return []
+    return _expired_fulls(backups, request.retention_type, request.retention, newest,
+                          days_allowed=1)
+
+
+def _expired_fulls(backups: Sequence[PhysicalBackup], retention_type: str, retention: int,
+                   newest: datetime, *, days_allowed: int) -> list[PhysicalBackup]:
+    """The full backups a retention leaves out once ``newest`` is the newest backup.
+    Count: all but the newest N. Time: those older than N days (± ``days_allowed``,
+    for how pgBackRest counts days), but for the newest of them, which the window's
+    start needs."""
     fulls = sorted((b for b in backups if b.type is PhysicalBackupType.FULL),
                    key=lambda b: b.stop_time)
-    if request.retention_type == "count":
-        return fulls[:-request.retention] if len(fulls) > request.retention else []
-    before = newest - timedelta(days=request.retention + 1)
+    if retention_type == "count":
+        return fulls[:-retention] if len(fulls) > retention else []
+    before = newest - timedelta(days=retention + days_allowed)
     older = [b for b in fulls if b.stop_time < before]
     return older[:-1]
+
+
+def needed_full(backups: Sequence[PhysicalBackup],
+                target: datetime | None) -> PhysicalBackup | None:
+    """The full backup a restore to ``target`` (None: the latest) starts from:
+    pgBackRest restores the newest backup complete by the target, and a
+    differential or incremental one needs the full backup before it."""
+    chosen = max((b for b in backups if target is None or b.stop_time <= target),
+                 key=lambda b: b.stop_time, default=None)
+    if chosen is None:
+        return None
+    return max((b for b in backups if b.type is PhysicalBackupType.FULL
+                and b.stop_time <= chosen.stop_time), key=lambda b: b.stop_time, default=None)
+
+
+def expired_by(request: BackupRequest, backups: Sequence[PhysicalBackup],
+               target: datetime | None, now: datetime) -> PhysicalBackup | None:
+    """The full backup a restore to ``target`` needs when pgBackRest's expiry
+    after ``request``'s backup, complete now, removes it; else None. It errs
+    towards removing: a day less of a time retention."""
+    needed = needed_full(backups, target)
+    if needed is None:
+        return None
+    after = list(backups)
+    if request.type is PhysicalBackupType.FULL:
+        after.append(PhysicalBackup(label="requested", type=PhysicalBackupType.FULL,
+                                    stop_time=max(now, *(b.stop_time for b in backups))))
+    newest = max(now, *(b.stop_time for b in backups))
+    gone = _expired_fulls(after, request.retention_type, request.retention, newest,
+                          days_allowed=-1)
+    return needed if needed in gone else None
 
 
 def observation(backups: Sequence[PhysicalBackup], pending: BackupRequest | None,

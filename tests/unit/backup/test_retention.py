@@ -212,6 +212,13 @@ def test_incomplete_runs_in_progress_and_abandoned() -> None:
     }
 
 
+def test_a_backup_a_restore_reads_is_kept_whatever_the_rules_say() -> None:
+    runs = _daily_history(5)
+    read = runs[3].run_id
+    doomed = select_for_deletion(runs, _policy(keep_last=1), NOW, held={read})
+    assert doomed == {r.run_id for r in runs[1:]} - {read}
+
+
 def test_no_rule_keeps_everything_complete() -> None:
     runs = _daily_history(10)
     assert select_for_deletion(runs, _policy(), NOW) == set()

@@ -13,7 +13,13 @@ import pytest
 from stackforge_operator import status
 from stackforge_operator.builders.common import rfc3339
 from stackforge_operator.builders.drill import PhysicalSource
-from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
+from stackforge_operator.models.backup import (
+    BackupPolicySpec,
+    BackupPolicyStatus,
+    PhysicalBackup,
+    PhysicalBackupRequest,
+    PhysicalBackupType,
+)
 from stackforge_operator.reconcile import drill_recovery
 from stackforge_operator.reconcile.drill_recovery import Refusal
 
@@ -21,6 +27,7 @@ FIRST = datetime(2026, 11, 30, 1, 5, 12, tzinfo=UTC)
 LAST = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 REPOSITORY = "/backups/_pgbackrest/acme/7400000000000000001-20261129T000000Z"
 SPAN = "2026-11-30T01:05:12Z to 2026-12-01T09:30:00Z"
+NOW = LAST + timedelta(minutes=1)
 
 
 def _policy(*, archiving: bool = True, physical: bool = True) -> BackupPolicySpec:
@@ -47,7 +54,8 @@ def _status(*, window: bool = True) -> BackupPolicyStatus:
 def physical_source(point: datetime | None, policy_name: str, policy: BackupPolicySpec,
                     observed: BackupPolicyStatus) -> PhysicalSource | Refusal:
     return drill_recovery.physical_source(point, policy_name, policy, observed,
-                                          field="spec.backup.pointInTime", what="the run")
+                                          field="spec.backup.pointInTime", what="the run",
+                                          now=NOW)
 
 
 def test_latest_restores_the_current_repository_to_its_end() -> None:
@@ -103,3 +111,48 @@ def test_before_the_first_physical_backup_the_drill_waits(observed: BackupPolicy
     chosen = physical_source(FIRST, "nightly", _policy(), observed)
     assert isinstance(chosen, Refusal)
     assert (chosen.progress, chosen.reason) == (status.Progress.RECONCILING, "WaitingForBackup")
+
+
+def _backing_up(kind: str, asked: datetime, *, full_count: int) -> tuple[BackupPolicySpec,
+                                                                        BackupPolicyStatus]:
+    """A policy whose primary is asked for a ``kind`` backup since ``asked``; the
+    repository holds one full backup, ending at FIRST, and a differential one."""
+    policy = _policy().model_copy(deep=True)
+    assert policy.physical_backups is not None
+    policy.physical_backups.retention.full_count = full_count
+    observed = _status()
+    assert observed.physical_backups is not None
+    observed.physical_backups.backups = [
+        PhysicalBackup(label="20261130-010000F", type=PhysicalBackupType.FULL, stop_time=FIRST),
+        PhysicalBackup(label="20261130-010000F_20261201-010000D",
+                       type=PhysicalBackupType.DIFFERENTIAL,
+                       stop_time=datetime(2026, 12, 1, 1, 5, tzinfo=UTC))]
+    observed.physical_backups.pending_request = PhysicalBackupRequest(
+        id=asked.strftime("%Y%m%dT%H%M%SZ"), type=PhysicalBackupType(kind), pod="postgres-0",
+        waiting_since=asked)
+    return policy, observed
+
+
+@pytest.mark.parametrize("point", [None, FIRST + timedelta(hours=1)])
+def test_a_restore_waits_while_a_backup_whose_expiry_removes_its_full_backup_runs(
+        point: datetime | None) -> None:
+    """A new full backup with a count of one expires the full backup every
+    restore of this repository starts from, midway through the restore."""
+    policy, observed = _backing_up("full", NOW - timedelta(minutes=10), full_count=1)
+    chosen = physical_source(point, "nightly", policy, observed)
+    assert isinstance(chosen, Refusal)
+    assert (chosen.progress, chosen.reason) == (status.Progress.RECONCILING, "WaitingForBackup")
+    assert "a full backup of BackupPolicy nightly is under way" in chosen.message
+    assert "removes backup 20261130-010000F, which the run restores from" in chosen.message
+
+
+@pytest.mark.parametrize(("kind", "full_count", "asked"), [
+    ("full", 2, NOW - timedelta(minutes=10)),  # the full backup stays: a count of two
+    ("diff", 1, NOW - timedelta(minutes=10)),  # a differential backup adds no full one
+    ("full", 1, NOW - timedelta(hours=7)),  # overdue (6 h): a failing backup holds nothing
+])
+def test_a_restore_starts_beside_a_backup_whose_expiry_leaves_its_full_backup(
+        kind: str, full_count: int, asked: datetime) -> None:
+    policy, observed = _backing_up(kind, asked, full_count=full_count)
+    assert physical_source(None, "nightly", policy, observed) == PhysicalSource(REPOSITORY,
+                                                                                "latest")

@@ -380,3 +380,41 @@ def test_only_an_answered_request_says_which_retention_the_repository_was_expire
     assert physical.answered(after, [backup]) is None
     assert physical.answered(None, [backup]) is None
     assert physical.answered("not a request", [backup]) is None
+
+
+def test_a_restore_starts_from_the_full_backup_of_the_newest_backup_its_target_follows() -> None:
+    day = timedelta(days=1)
+    first, diff = _backup(FULL, NOW - 14 * day), _backup(DIFF, NOW - 10 * day)
+    second, incr = _backup(FULL, NOW - 7 * day), _backup(INCR, NOW - day)
+    backups = [first, diff, second, incr]
+    assert physical.needed_full(backups, None) == second
+    assert physical.needed_full(backups, NOW - 9 * day) == first  # the diff's full backup
+    assert physical.needed_full(backups, NOW - 7 * day) == second
+    assert physical.needed_full(backups, NOW - 15 * day) is None  # before every backup
+    assert physical.needed_full([], None) is None
+
+
+def test_the_expiry_after_a_full_backup_removes_what_a_count_retention_leaves_out() -> None:
+    week = timedelta(days=7)
+    first, second = _backup(FULL, NOW - 2 * week), _backup(FULL, NOW - week)
+    backups = [first, second]
+    two = archiving.BackupRequest(NOW, FULL, "count", 2)
+    # Restoring into the first full backup's days: the new one pushes it out.
+    assert physical.expired_by(two, backups, NOW - week - timedelta(days=1), NOW) == first
+    assert physical.expired_by(two, backups, None, NOW) is None
+    one = archiving.BackupRequest(NOW, FULL, "count", 1)
+    assert physical.expired_by(one, backups, None, NOW) == second
+    # A differential backup adds no full one: the count keeps what it kept.
+    assert physical.expired_by(archiving.BackupRequest(NOW, DIFF, "count", 2), backups,
+                               NOW - week - timedelta(days=1), NOW) is None
+
+
+def test_the_expiry_by_days_is_judged_a_day_early() -> None:
+    day = timedelta(days=1)
+    oldest, older = _backup(FULL, NOW - 40 * day), _backup(FULL, NOW - 29.5 * day)
+    backups = [oldest, older, _backup(FULL, NOW - 2 * day)]
+    request = archiving.BackupRequest(NOW, INCR, "time", 30)
+    # 29.5 days old is within 30, but pgBackRest may count it a day older:
+    # then the newest full one before the 30 days is it, and the oldest goes.
+    assert physical.expired_by(request, backups, NOW - 35 * day, NOW) == oldest
+    assert physical.expired_by(request, backups, NOW - 20 * day, NOW) is None
