@@ -41,10 +41,11 @@
 #    archive's queue can take many minutes, and pgBackRest's own default (60 s)
 #    failed the first full backup of a freshly loaded database on the real node.
 #
-# Environment: the PGBACKREST_* options and STACKFORGE_REPOSITORY_BASE of
-#   stackforge-pgbackrest; PGHOST [/var/run/postgresql]; HEARTBEAT_SECONDS [60];
-#   RETRY_SECONDS [10]; REQUEST_FILE [none: no backups]; POLL_SECONDS [2];
-#   STATE_DIR [/tmp]; BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600];
+# Environment: the PGBACKREST_* options, STACKFORGE_REPOSITORY_BASE and
+#   STACKFORGE_INCARNATION_FILE of stackforge-pgbackrest; PGHOST
+#   [/var/run/postgresql]; HEARTBEAT_SECONDS [60]; RETRY_SECONDS [10];
+#   REQUEST_FILE [none: no backups]; POLL_SECONDS [2]; STATE_DIR [/tmp];
+#   BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600];
 #   KEEP_BEATS_DAYS [8].
 set -uf  # f: no pathname expansion (the request is split into words)
 
@@ -100,24 +101,46 @@ echo "archiver: stanza $PGBACKREST_STANZA is ready"
 # Bounded: a session that holds a lock on the table (an Operator account may
 # LOCK it) or a server that does not answer must not hold the loop, which
 # also starts the backups and ends on TERM, for ever.
+# Each row names the incarnation this server archives into (its repository,
+# stackforge-pgbackrest): the operator reads the archive of the incarnation
+# the primary writes, not of the newest one, which a database taken back to
+# a volume kept from before a recovery no longer writes. The column is added
+# to a table an older image made (a DO block: ALTER TABLE would take its lock
+# at every beat).
 beat_sql() {
 	cat <<SQL
 SET client_min_messages = warning;
 SET lock_timeout = '5s';
 SET statement_timeout = '20s';
 CREATE SCHEMA IF NOT EXISTS stackforge;
-CREATE TABLE IF NOT EXISTS stackforge.heartbeat (beat timestamptz PRIMARY KEY, segment text NOT NULL);
+CREATE TABLE IF NOT EXISTS stackforge.heartbeat (beat timestamptz PRIMARY KEY, segment text NOT NULL, incarnation text);
+DO \$\$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'stackforge.heartbeat'::regclass
+                 AND attname = 'incarnation' AND NOT attisdropped) THEN
+    ALTER TABLE stackforge.heartbeat ADD COLUMN incarnation text;
+  END IF;
+END\$\$;
 SELECT now() AS beat, pg_logical_emit_message(true, 'stackforge.heartbeat', now()::text) AS lsn \gset
-INSERT INTO stackforge.heartbeat (beat, segment)
-  VALUES (:'beat', pg_walfile_name(pg_current_wal_insert_lsn())) ON CONFLICT DO NOTHING;
+INSERT INTO stackforge.heartbeat (beat, segment, incarnation)
+  VALUES (:'beat', pg_walfile_name(pg_current_wal_insert_lsn()), NULLIF(:'incarnation', ''))
+  ON CONFLICT DO NOTHING;
 DELETE FROM stackforge.heartbeat WHERE beat < now() - interval '$KEEP_BEATS_DAYS days';
 SQL
+}
+
+# The incarnation's name as stackforge-pgbackrest reads it; empty when there is
+# none (the row then names none, and the operator goes by the newest).
+incarnation() {
+	name=$(cat "${STACKFORGE_INCARNATION_FILE:-${PGDATA:-/var/lib/postgresql/data/pgdata}/stackforge-incarnation}" 2>/dev/null) || name=
+	case $name in '' | *[!0-9A-Za-z-]*) name= ;; esac
+	printf '%s' "$name"
 }
 
 beating=
 heartbeat() {
 	if beat_sql | PGCONNECT_TIMEOUT=5 psql --quiet --no-psqlrc --tuples-only --no-align \
-		--set=ON_ERROR_STOP=1 --username=postgres --dbname=postgres >/dev/null; then
+		--set=ON_ERROR_STOP=1 --set=incarnation="$(incarnation)" \
+		--username=postgres --dbname=postgres >/dev/null; then
 		[ -n "$beating" ] || echo "archiver: heartbeat every ${HEARTBEAT_SECONDS}s"
 		beating=1
 	else

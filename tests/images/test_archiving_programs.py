@@ -381,3 +381,62 @@ def test_a_locked_heartbeat_table_holds_the_archiver_seconds_not_for_ever(
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
         server.stop()
+
+
+def _named_incarnation(server: PostgresServer) -> tuple[str, float]:
+    """The exporter's incarnation sample, by the exporter's own query: label and value."""
+    query = yaml.safe_load(POSTGRES_EXPORTER_QUERIES)["stackforge_incarnation"]["query"]
+    label, value = server.psql(query + ";").strip().split("|")
+    return label, float(value)
+
+
+def test_the_beats_name_the_incarnation_the_server_archives_into(tmp_path: Path) -> None:
+    """The operator reads the archive of the incarnation the primary writes, not of
+    the newest one: the exporter says which, from the archiver's beats. A table
+    an older image made (no column) is given one."""
+    name = "7412345678901234567-20261130T120000Z"
+    incarnation = tmp_path / "stackforge-incarnation"
+    incarnation.write_text(name + "\n")
+    server = PostgresServer(bin_dir=PG15_BIN)
+    server.start()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "stackforge-pgbackrest", "exit 0\n")
+    archiver = None
+    try:
+        # No table (a tenant without archiving): nothing named, and no error.
+        assert _named_incarnation(server) == ("", 0)
+        server.psql("CREATE SCHEMA stackforge; CREATE TABLE stackforge.heartbeat "
+                    "(beat timestamptz PRIMARY KEY, segment text NOT NULL);"
+                    "INSERT INTO stackforge.heartbeat VALUES (now() - interval '1 day', 'x');")
+        assert _named_incarnation(server) == ("", 0)  # the old table: no column yet
+        started = float(server.psql("SELECT extract(epoch FROM now());").strip())
+        archiver = subprocess.Popen(
+            [str(ARCHIVER)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={"PATH": f"{bin_dir}:{server.bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "t",
+                 "PGHOST": str(server.socket_dir), "PGPORT": str(server.port),
+                 "STACKFORGE_INCARNATION_FILE": str(incarnation),
+                 "HEARTBEAT_SECONDS": "1", "POLL_SECONDS": "0.2"})
+        deadline = time.monotonic() + 30
+        while (found := _named_incarnation(server))[0] != name:
+            assert time.monotonic() < deadline, f"no beat named the incarnation: {found}"
+            time.sleep(0.3)
+        assert found[1] >= started
+        # A restored database's own archiver names its own, as soon as it beats.
+        incarnation.write_text("7412345678901234567-20261207T000000Z\n")
+        deadline = time.monotonic() + 30
+        while _named_incarnation(server)[0] != "7412345678901234567-20261207T000000Z":
+            assert time.monotonic() < deadline, "the new name was never beaten"
+            time.sleep(0.3)
+        # A file that holds no name: rows name none, and the newest named stays.
+        incarnation.write_text("not a name; DROP TABLE x\n")
+        time.sleep(2.5)
+        assert _named_incarnation(server)[0] == "7412345678901234567-20261207T000000Z"
+        assert server.psql("SELECT count(*) FROM stackforge.heartbeat "
+                           "WHERE incarnation IS NULL AND segment <> 'x';").strip() != "0"
+    finally:
+        if archiver is not None and archiver.poll() is None:
+            os.killpg(archiver.pid, signal.SIGTERM)
+            archiver.wait(timeout=30)
+        server.stop()

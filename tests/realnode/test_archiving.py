@@ -157,6 +157,18 @@ def test_a_committed_rows_wal_is_archived_within_the_timeout_encrypted(
     incarnation = stack.psql(real_cluster, ns, "SELECT system_identifier FROM pg_control_system()")
     assert repository[len(base):].startswith(f"{incarnation}-"), (repository, incarnation)
 
+    # The archiver's beats name the incarnation it archives into: the one whose
+    # archive the operator reads (not always the newest: a database taken back
+    # to a volume kept from before a recovery writes its older one).
+    def named() -> str:
+        return real_cluster.kubectl(
+            "exec", "-n", ns, "postgres-0", "-c", "postgres", "--", "psql", "-U", "postgres",
+            "-h", "/var/run/postgresql", "-d", "postgres", "-tAc",
+            "SELECT incarnation FROM stackforge.heartbeat WHERE incarnation IS NOT NULL "
+            "ORDER BY beat DESC LIMIT 1", check=False).stdout.strip()
+
+    assert f"{base}{tenants.eventually(named, timeout=60, interval=1)}" == repository
+
     # A row committed at T: its segment is in the bucket by T + archive_timeout.
     printed = stack.psql(
         real_cluster, ns,

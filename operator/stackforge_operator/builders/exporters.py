@@ -88,7 +88,36 @@ SELECT coalesce(CASE
     'WHERE segment <= %L', left(last_archived_wal, 24)), false, true, '')))[1]::text::float8
   END, 0)::float8 AS archived_through_seconds
 FROM pg_stat_archiver"""
+# Which incarnation's repository the primary archives into:
+# stackforge_incarnation_beat_seconds{incarnation="<name>"}, the newest
+# heartbeat row that names one, and its time (0 and "" when none does). A
+# database restored from another carries that one's rows until its own
+# archiver beats: the operator trusts a beat only if it is newer than the
+# server's start (reconcile/archive_status.writing_incarnation). Dynamic SQL
+# again: the column is missing until the archiver of this image adds it.
+INCARNATION_METRIC = "stackforge_incarnation"
+INCARNATION_SAMPLE = f"{INCARNATION_METRIC}_beat_seconds"
+_INCARNATION_QUERY = """\
+SELECT coalesce((xpath('/row/incarnation/text()', found.doc))[1]::text, '') AS incarnation,
+       coalesce((xpath('/row/beat/text()', found.doc))[1]::text::float8, 0) AS beat_seconds
+FROM (SELECT CASE WHEN EXISTS (
+  SELECT FROM pg_attribute WHERE attrelid = to_regclass('stackforge.heartbeat')
+    AND attname = 'incarnation' AND NOT attisdropped)
+  THEN query_to_xml(
+    'SELECT (array_agg(incarnation ORDER BY beat DESC))[1] AS incarnation, '
+    'extract(epoch FROM max(beat))::float8 AS beat '
+    'FROM stackforge.heartbeat WHERE incarnation IS NOT NULL', false, true, '')
+  END AS doc) AS found"""
 POSTGRES_EXPORTER_QUERIES = json.dumps({  # JSON is YAML: the exporter's format
+    INCARNATION_METRIC: {
+        "query": _INCARNATION_QUERY,
+        "metrics": [
+            {"incarnation": {"usage": "LABEL",
+                             "description": "The incarnation the primary archives into"}},
+            {"beat_seconds": {"usage": "GAUGE",
+                              "description": "When its archiver last said so (0: never)"}},
+        ],
+    },
     ARCHIVE_METRIC: {
         "query": _ARCHIVED_THROUGH_QUERY,
         "metrics": [

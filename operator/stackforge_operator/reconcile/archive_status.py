@@ -31,10 +31,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackforge_operator import config, status
 from stackforge_operator.builders import archiving
-from stackforge_operator.builders.exporters import ARCHIVED_THROUGH_SAMPLE
+from stackforge_operator.builders.exporters import ARCHIVED_THROUGH_SAMPLE, INCARNATION_SAMPLE
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import ArchiveStatus, ObjectStorage
 from stackforge_operator.models.common import ConditionStatus
+from stackforge_operator.replication import SERVER_CONTAINER
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -80,9 +81,13 @@ def list_pages(client: S3Client, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
 
 
 def read(client: S3Client, storage: ObjectStorage, tenant: str,
-         previous: ArchiveStatus | None) -> ArchiveStatus | None:
-    """The newest segment of the tenant's newest incarnation (None: nothing archived).
-    Raises the client's errors (the caller reports the bucket unreadable)."""
+         previous: ArchiveStatus | None, writing: str | None = None) -> ArchiveStatus | None:
+    """The newest segment of the incarnation the primary archives into, ``writing``
+    (writing_incarnation), or else of the tenant's newest incarnation (None:
+    nothing archived). The newest is not always the primary's: a database taken
+    back to a volume kept from before an in-place recovery archives into its
+    older incarnation. Raises the client's errors (the caller reports the bucket
+    unreadable)."""
     base = archiving.repository_key_prefix(storage, tenant)
     incarnations = sorted(
         (str(p["Prefix"]) for page in list_pages(client, Bucket=storage.bucket, Prefix=base,
@@ -91,6 +96,8 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
     if not incarnations:
         return None
     newest = incarnations[-1]
+    if writing and f"{base}{writing}/" in incarnations:
+        newest = f"{base}{writing}/"
     archive_prefix = f"{newest}archive/{archiving.stanza(tenant)}/"
     resume = previous.last_archived_key if previous and previous.last_archived_key else None
     options: dict[str, Any] = {"Bucket": storage.bucket, "Prefix": archive_prefix}
@@ -115,6 +122,33 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
         last_archived_time=modified.astimezone(UTC) if isinstance(modified, datetime) else None,
         last_archived_key=str(last["Key"]),
     )
+
+
+def writing_incarnation(metrics_page: str | None,
+                        primary_pod: Mapping[str, Any] | None) -> str | None:
+    """The incarnation the primary archives into, as its exporter's page says
+    (builders/exporters.py), if its archiver said so since the server started:
+    a restored database carries its source's heartbeat rows, naming the
+    source's incarnation, until its own archiver beats. None: not known."""
+    started = _server_started(primary_pod)
+    if not metrics_page or started is None:
+        return None
+    for family in text_string_to_metric_families(metrics_page):
+        for sample in family.samples:
+            name = sample.labels.get("incarnation", "")
+            if (sample.name == INCARNATION_SAMPLE and name
+                    and sample.value >= started.timestamp()):
+                return name
+    return None
+
+
+def _server_started(pod: Mapping[str, Any] | None) -> datetime | None:
+    for container in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if container.get("name") == SERVER_CONTAINER:
+            running = (container.get("state") or {}).get("running") or {}
+            started = running.get("startedAt")
+            return datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None
+    return None
 
 
 def archived_through(metrics_page: str) -> datetime | None:

@@ -209,13 +209,20 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     archive = None
     known = old.physical_backups.backups if old.physical_backups else []
     backups: list[PhysicalBackup] = []
+    # The primary's exporter says how far the archive reaches, and into which
+    # incarnation's repository it archives.
+    primary = page = None
+    if archiver == name and not database_stopped:
+        primary = kube.get("v1", "Pod", postgres.primary_pod(t.primary_ordinal), namespace)
+        page = primary_metrics.read(primary)
     # The block bounds the life of the CA bundle's temporary file.
     with storage.policy_store(spec.storage, namespace) as store:
         try:
             manifests = store.manifests(t.name)
             if archiver == name:
-                archive = archive_status.read(store.client, spec.storage, t.name,
-                                              old.continuous_archiving)
+                archive = archive_status.read(
+                    store.client, spec.storage, t.name, old.continuous_archiving,
+                    archive_status.writing_incarnation(page, primary))
                 if spec.physical_backups is not None and archive and archive.repository_path:
                     backups = physical_backups.read(
                         store.client, spec.storage.bucket, archive.repository_path,
@@ -229,8 +236,6 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         reported = None
         if archive is not None and not database_stopped:
             # How far the archive reaches, as the primary knows it.
-            primary = kube.get("v1", "Pod", postgres.primary_pod(t.primary_ordinal), namespace)
-            page = primary_metrics.read(primary)
             reported = archive_status.archived_through(page) if page else None
             archive = archive_status.with_primary(archive, reported, old.continuous_archiving)
         newest = manifests[-1] if manifests else None

@@ -106,6 +106,49 @@ def test_the_newest_incarnation_is_the_last_named_not_the_last_by_name() -> None
     assert found.last_archived_wal == "000000020000000000000004"
 
 
+def test_the_incarnation_the_primary_archives_into_is_read_though_a_newer_one_exists() -> None:
+    """A database taken back to a volume kept from before an in-place recovery
+    archives into its older incarnation: its window, not the abandoned one's."""
+    old_name = OLD.rstrip("/").rsplit("/", 1)[-1]
+    found = archive_status.read(_bucket(), STORAGE, "acme", None,  # type: ignore[arg-type]
+                                writing=old_name)
+    assert found is not None
+    assert found.repository_path == f"/{OLD.rstrip('/')}"
+    assert found.last_archived_wal == "000000010000000000000009"
+    # One the bucket does not hold (yet): the newest, as without a word from it.
+    unknown = archive_status.read(_bucket(), STORAGE, "acme", None,  # type: ignore[arg-type]
+                                  writing="7500000000000000001-20261201T000000Z")
+    assert unknown is not None and unknown.repository_path == f"/{NEW.rstrip('/')}"
+
+
+def _incarnation_page(name: str, beat: datetime) -> str:
+    return ("# HELP stackforge_incarnation_beat_seconds x\n"
+            "# TYPE stackforge_incarnation_beat_seconds gauge\n"
+            f'stackforge_incarnation_beat_seconds{{incarnation="{name}",server="localhost:5432"}}'
+            f" {beat.timestamp()}\n")
+
+
+def _primary(started: str | None) -> dict[str, Any]:
+    state = {"running": {"startedAt": started}} if started else {"waiting": {}}
+    return {"status": {"containerStatuses": [
+        {"name": "archiver", "state": {"running": {"startedAt": "2026-11-30T00:00:00Z"}}},
+        {"name": "postgres", "state": state}]}}
+
+
+def test_the_primary_names_its_incarnation_once_its_archiver_beat_since_it_started() -> None:
+    name = "7300000000000000001-20260101T000000Z"
+    page = _incarnation_page(name, NOW - timedelta(seconds=30))
+    assert archive_status.writing_incarnation(page, _primary("2026-11-30T11:00:00Z")) == name
+    # A restored database's rows are its source's, older than the server's start.
+    assert archive_status.writing_incarnation(page, _primary("2026-11-30T11:59:50Z")) is None
+    assert archive_status.writing_incarnation(page, _primary(None)) is None
+    assert archive_status.writing_incarnation(page, None) is None
+    assert archive_status.writing_incarnation(None, _primary("2026-11-30T11:00:00Z")) is None
+    # No row names one (an archiver of an older image): "" and 0.
+    nothing = _incarnation_page("", datetime.fromtimestamp(0, UTC))
+    assert archive_status.writing_incarnation(nothing, _primary("2026-11-30T11:00:00Z")) is None
+
+
 def test_nothing_archived_yet() -> None:
     assert archive_status.read(Bucket({}), STORAGE, "acme", None) is None  # type: ignore[arg-type]
     only_info = Bucket({f"{NEW}archive/acme/archive.info": NOW})
