@@ -548,6 +548,9 @@ class PhysicalBackupsStatus(StatusModel):
         description=("Why the physical backup due is not asked for yet: pgBackRest's expiry "
                      "after it would remove the full backup a running restore (a drill, a "
                      "clone, an in-place recovery) starts from."))
+    held_since: datetime | None = Field(
+        None, description=("Since when restores have held the backup due: it is asked for "
+                           "anyway once held longer than activeDeadlineSeconds."))
 
 
 class BackupPolicyStatus(StatusModel):

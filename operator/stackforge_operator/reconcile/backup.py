@@ -77,6 +77,8 @@ KIND = "BackupPolicy"
 # How late the run owed after the newest complete backup may finish (schedule.staleness_limit).
 GRACE = timedelta(seconds=float(os.environ.get("STACKFORGE_BACKUP_GRACE_SECONDS", "7200")))
 ACTIVE_SECONDS = 5.0
+# How soon a policy holding a physical backup for a restore looks again.
+HELD_SECONDS = 30.0
 # How soon a policy looks again while its tenant comes back from a suspend window.
 RESUMING_SECONDS = 15.0
 # A converged object is looked at again this often (S3 changes are no watch event).
@@ -307,9 +309,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         else:
             kube.record_event(dict(body), "Warning", last_run.reason or "BackupFailed",
                               f"backup {last_run.id} failed: {last_run.message or ''}")
-    if active or (physical is not None and (physical.pending_request is not None
-                                            or physical.held_request is not None)):
+    if active or (physical is not None and physical.pending_request is not None):
         return Outcome(ACTIVE_SECONDS, latest)
+    if physical is not None and physical.held_request is not None:
+        # Each pass reads the bucket: a restore's end is seen within this.
+        return Outcome(HELD_SECONDS, latest)
     upcoming = min(next_time, physical_fire) if physical_fire else next_time
     wait = min(IDLE_SECONDS, max(1.0, (upcoming - now).total_seconds()))
     if window.next_change is not None:
@@ -398,6 +402,7 @@ def _physical(
     answered = physical_backups.answered(live, backups)
     deadline = _deadline(spec)
     held: str | None = None
+    held_since: datetime | None = None
     # A request needs the primary and its repository (the archiver makes the
     # stanza first), a readable bucket to judge what is due, and a tenant that
     # is not isolated (no data leaves it then).
@@ -405,15 +410,24 @@ def _physical(
     if pod is not None and archive is not None and archive.repository_path and usable and (
             not t.isolate and not t.writes_stopped):
         plan = physical_backups.plan(settings, zone, now, backups, current)
-        if plan.request is not None and plan.request != current and (
-                held := _request_held(plan.request, backups, archive.repository_path, now,
-                                      deadline)):
-            # Asked once the restore has read its backup: the plan asks again then.
-            outstanding = current if current and not physical_backups.satisfied(
-                current, backups) else None
-            plan = physical_backups.Plan(outstanding, outstanding)
-            if old.physical_backups is None or old.physical_backups.held_request != held:
+        blocking = _request_held(plan.request, backups, archive.repository_path, now,
+                                 deadline) if plan.request is not None else None
+        before = old.physical_backups
+        decided = restore_holds.hold(blocking, before.held_since if before else None, now,
+                                     deadline)
+        held, held_since = decided.reason, decided.since
+        if held is not None:
+            # Not asked, or withdrawn (one left on the pod after it was overdue is
+            # retried by the archiver, whose expiry would hit the restore; the
+            # archiver reads requests only when idle, so nothing running stops):
+            # the plan asks again once the restore has read its backup.
+            plan = physical_backups.Plan(None, None)
+            if before is None or before.held_request != held:
                 kube.record_event(dict(body), "Normal", "PhysicalBackupHeld", held)
+        elif decided.overran and before is not None and before.held_request is not None:
+            kube.record_event(dict(body), "Warning", "PhysicalBackupHeldTooLong",
+                              f"{before.held_request[:700]}; held since {held_since}, longer "
+                              "than the policy's deadline: asked now")
         wanted = archiving.request_value(plan.request) if plan.request else None
         if wanted != live:
             kube.annotate("v1", "Pod", pod_name, t.namespace,
@@ -444,6 +458,7 @@ def _physical(
             backups, archive, archiving_settings.archive_timeout_seconds),
         last_request=last_request,
         held_request=held,
+        held_since=held_since,
     )
     stale = physical_backups.unexpired(last_request, backups, now)
     return found, physical_backups.observation(backups, pending, pod_name, now, deadline, since,
@@ -464,7 +479,7 @@ def _request_held(request: BackupRequest, backups: Sequence[PhysicalBackup], rep
     restore, removed = found[0]
     return (f"the {request.type.value} backup due is asked for once {restore.holder} has "
             f"restored backup {removed.label}, which pgBackRest's expiry after it would "
-            f"remove"[:1024])
+            f"remove (for {_hours(deadline)} at most)"[:1024])
 
 
 def _next_physical_fire(spec: BackupPolicySpec, zone: str, now: datetime) -> datetime | None:

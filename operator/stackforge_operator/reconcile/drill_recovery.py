@@ -44,9 +44,12 @@ def window_text(first: datetime, last: datetime) -> str:
 
 def physical_source(point_in_time: datetime | None, policy_name: str, policy: BackupPolicySpec,
                     observed: BackupPolicyStatus, *, field: str, what: str,
-                    now: datetime) -> PhysicalSource | Refusal:
+                    now: datetime, waits_for_backups: bool = True) -> PhysicalSource | Refusal:
     """The repository and target of a restore to ``point_in_time`` (None: the latest),
-    or why there is none; ``field`` names the time in messages, ``what`` the restore."""
+    or why there is none; ``field`` names the time in messages, ``what`` the restore.
+    ``waits_for_backups``: whether a restore of the latest waits for a backup under
+    way whose expiry removes what it would restore (not an in-place recovery:
+    stopping the tenant's writes stops that backup before its expiry)."""
     if policy.continuous_archiving is None or policy.physical_backups is None:
         return Refusal(
             status.Progress.STALLED, "PhysicalBackupsNotConfigured",
@@ -61,11 +64,12 @@ def physical_source(point_in_time: datetime | None, policy_name: str, policy: Ba
             status.Progress.RECONCILING, "WaitingForBackup",
             f"BackupPolicy {policy_name} has no physical backup yet; {what} starts "
             "after its first one")
-    target = point_in_time.astimezone(UTC) if point_in_time is not None else None
-    if (waiting := _expiry_under_way(target, policy_name, policy, observed, what, now)):
-        return waiting
-    if target is None:
+    if point_in_time is None:
+        if waits_for_backups and (
+                waiting := _expiry_under_way(policy_name, policy, observed, what, now)):
+            return waiting
         return PhysicalSource(repository, LATEST)
+    target = point_in_time.astimezone(UTC)
     span = window_text(window.first_point, window.last_point)
     if target < window.first_point:
         return Refusal(
@@ -81,12 +85,15 @@ def physical_source(point_in_time: datetime | None, policy_name: str, policy: Ba
     return PhysicalSource(repository, rfc3339(target))
 
 
-def _expiry_under_way(target: datetime | None, policy_name: str, policy: BackupPolicySpec,
-                      observed: BackupPolicyStatus, what: str, now: datetime) -> Refusal | None:
-    """Why the restore waits: a backup is under way whose expiry, by the policy's
-    retention, removes the full backup the restore needs (restore_holds.py). Not
-    once the backup is overdue: a backup that keeps failing must not hold
-    restores, the way out of a failure, for ever."""
+def _expiry_under_way(policy_name: str, policy: BackupPolicySpec, observed: BackupPolicyStatus,
+                      what: str, now: datetime) -> Refusal | None:
+    """Why a restore of the latest waits: a backup is under way whose expiry, by
+    the policy's retention, removes the full backup it would restore from
+    (restore_holds.py); once complete, that backup is the latest. Not a restore
+    to a moment: after that backup its full backup is gone for good, so it
+    starts at once and may finish first. Not once the backup is overdue: a
+    backup that keeps failing must not hold restores, the way out of a
+    failure, for ever."""
     physical = observed.physical_backups
     settings = policy.physical_backups
     pending = physical.pending_request if physical is not None else None
@@ -96,12 +103,12 @@ def _expiry_under_way(target: datetime | None, policy_name: str, policy: BackupP
     if pending.waiting_since is not None and now - pending.waiting_since > deadline:
         return None
     request = archiving.backup_request(now, pending.type, settings.retention)
-    removed = physical_backups.expired_by(request, physical.backups, target, now)
+    removed = physical_backups.expired_by(request, physical.backups, None, now)
     if removed is None:
         return None
     return Refusal(
         status.Progress.RECONCILING, "WaitingForBackup",
         f"a {pending.type.value} backup of BackupPolicy {policy_name} is under way (request "
         f"{pending.id}, pod {pending.pod}), and pgBackRest's expiry after it removes backup "
-        f"{removed.label}, which {what} restores from: {what} starts once that backup is "
-        "complete")
+        f"{removed.label}, which {what} would restore from: {what} starts once that backup "
+        "is complete, from it")

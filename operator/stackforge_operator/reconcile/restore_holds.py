@@ -97,9 +97,12 @@ def logical_restores(tenant: str, namespace: str, policy: str,
                     bootstrap.get("backupPolicy")) != (tenant, namespace, policy)):
             continue
         meta = other.get("metadata") or {}
-        found.append(Restore(
-            f"StackForgeTenant {meta.get('namespace')}/{meta.get('name')} (spec.bootstrap)",
-            started, choice=str(bootstrap.get("backupId") or bootstrap.get("backup") or LATEST)))
+        holder = f"StackForgeTenant {meta.get('namespace')}/{meta.get('name')} (spec.bootstrap)"
+        # The dump asked for; and the one an attempt chose, which a failed attempt
+        # records too (the next one chooses again, by what was asked).
+        found.append(Restore(holder, started, choice=str(bootstrap.get("backup") or LATEST)))
+        if bootstrap.get("backupId"):
+            found.append(Restore(holder, started, choice=str(bootstrap["backupId"])))
     return found
 
 
@@ -176,7 +179,31 @@ def endangered(restores: Iterable[Restore], request: BackupRequest,
     backup would remove, each with that backup."""
     found = []
     for restore in restores:
-        removed = expired_by(request, backups, restore.target, now)
+        # A restore of the latest restores what was newest when it began, not now.
+        removed = expired_by(request, backups, restore.target or restore.started, now)
         if removed is not None:
             found.append((restore, removed))
     return found
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What a policy's pass does with the physical backup due."""
+
+    reason: str | None  # why it is not asked for (None: it is)
+    since: datetime | None  # since when restores have held it
+    overran: bool = False  # held longer than the deadline: asked anyway
+
+
+def hold(blocking: str | None, since: datetime | None, now: datetime,
+         limit: timedelta) -> Hold:
+    """``blocking``: why a restore is in the backup's way (None: nothing is);
+    ``since``: when the hold began, as the status records it. Restores that
+    follow each other hold it for ``limit`` in all, then it is asked anyway,
+    until nothing is in its way."""
+    if blocking is None:
+        return Hold(None, None)
+    since = since or now
+    if now - since <= limit:
+        return Hold(blocking, since)
+    return Hold(None, since, overran=True)

@@ -154,7 +154,8 @@ def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
                     BackupPolicyStatus())
     source = drill_recovery.physical_source(
         wanted.point, policy_name, spec, observed,
-        field=f"annotation {recovery.RECOVER_TO_ANNOTATION}", what="the recovery", now=now)
+        field=f"annotation {recovery.RECOVER_TO_ANNOTATION}", what="the recovery", now=now,
+        waits_for_backups=False)
     if isinstance(source, drill_recovery.Refusal):
         return refused(target, source.message)
     logger.warning("tenant %s/%s: in-place recovery to %s confirmed; stopping its apps",

@@ -133,17 +133,29 @@ def _backing_up(kind: str, asked: datetime, *, full_count: int) -> tuple[BackupP
     return policy, observed
 
 
-@pytest.mark.parametrize("point", [None, FIRST + timedelta(hours=1)])
-def test_a_restore_waits_while_a_backup_whose_expiry_removes_its_full_backup_runs(
-        point: datetime | None) -> None:
-    """A new full backup with a count of one expires the full backup every
-    restore of this repository starts from, midway through the restore."""
+def test_a_restore_of_the_latest_waits_while_a_backup_whose_expiry_removes_its_own_runs() -> None:
+    """A new full backup with a count of one expires the full backup a restore
+    of the latest starts from, midway through it; complete, it is the latest."""
     policy, observed = _backing_up("full", NOW - timedelta(minutes=10), full_count=1)
-    chosen = physical_source(point, "nightly", policy, observed)
+    chosen = physical_source(None, "nightly", policy, observed)
     assert isinstance(chosen, Refusal)
     assert (chosen.progress, chosen.reason) == (status.Progress.RECONCILING, "WaitingForBackup")
     assert "a full backup of BackupPolicy nightly is under way" in chosen.message
-    assert "removes backup 20261130-010000F, which the run restores from" in chosen.message
+    assert ("removes backup 20261130-010000F, which the run would restore from: the run "
+            "starts once that backup is complete") in chosen.message
+
+
+def test_a_restore_to_a_moment_or_in_place_starts_beside_such_a_backup() -> None:
+    """To a moment, waiting would lose it for good (its full backup goes with the
+    expiry); started at once, it may finish first. An in-place recovery stops
+    the primary, and the backup with it, before its expiry."""
+    policy, observed = _backing_up("full", NOW - timedelta(minutes=10), full_count=1)
+    moment = FIRST + timedelta(hours=1)
+    assert physical_source(moment, "nightly", policy, observed) == PhysicalSource(
+        REPOSITORY, rfc3339(moment))
+    assert drill_recovery.physical_source(
+        None, "nightly", policy, observed, field="annotation", what="the recovery", now=NOW,
+        waits_for_backups=False) == PhysicalSource(REPOSITORY, "latest")
 
 
 @pytest.mark.parametrize(("kind", "full_count", "asked"), [

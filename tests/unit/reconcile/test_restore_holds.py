@@ -107,6 +107,16 @@ def test_the_physical_restores_are_those_of_the_repository_until_they_have_read_
                                                                         found[3]]
 
 
+def test_a_dump_bootstrap_holds_what_it_asked_for_and_what_an_attempt_chose() -> None:
+    """A failed attempt records the dump it chose; the next chooses again."""
+    bootstrap = {"method": "Logical", "sourceTenant": "acme", "sourceNamespace": "shop",
+                 "backupPolicy": "dumps", "backup": "latest",
+                 "backupId": "20261206T020000Z-abcdef", "startTime": "2026-12-07T02:55:00Z"}
+    found = restore_holds.logical_restores("acme", "shop", "dumps", [],
+                                           [_tenant("copy", bootstrap=bootstrap)])
+    assert [r.choice for r in found] == ["latest", "20261206T020000Z-abcdef"]
+
+
 def _dump(started: datetime, minutes: int = 10, *, dump: bool = True) -> Manifest:
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + "-aaaaaa"
     artifacts = [ManifestArtifact(name="postgres", key=f"p/{run_id}/postgres.dump",
@@ -148,3 +158,24 @@ def test_only_restores_whose_full_backup_the_expiry_removes_are_endangered() -> 
     request = archiving.BackupRequest(NOW, PhysicalBackupType.FULL, "count", 2)
     assert restore_holds.endangered([into_first, latest], request, [first, second], NOW) == [
         (into_first, first)]
+    # A restore of the latest begun before the second full backup reads the
+    # first: a third one's expiry removes it, though the newest is the second.
+    earlier = Restore("DRDrill shop/slow", NOW - week - timedelta(hours=1))
+    assert restore_holds.endangered([earlier], request, [first, second], NOW) == [
+        (earlier, first)]
+
+
+def test_restores_hold_the_backup_for_the_deadline_in_all_then_it_is_asked() -> None:
+    limit = timedelta(hours=6)
+    why = "the full backup due is asked for once DRDrill shop/x has restored ..."
+    first = restore_holds.hold(why, None, NOW, limit)
+    assert first == restore_holds.Hold(why, NOW)
+    # Another restore after the first: the count goes on from the first hold.
+    later = NOW + timedelta(hours=5)
+    assert restore_holds.hold("another", first.since, later, limit) == restore_holds.Hold(
+        "another", NOW)
+    overran = restore_holds.hold("another", first.since, NOW + limit + timedelta(seconds=1),
+                                 limit)
+    assert overran == restore_holds.Hold(None, NOW, overran=True)
+    # Nothing in the way: asked, and the next hold counts afresh.
+    assert restore_holds.hold(None, first.since, later, limit) == restore_holds.Hold(None, None)
