@@ -83,12 +83,27 @@ write_ca() {
 
 source="--repo1-path=$STACKFORGE_RESTORE_REPOSITORY --stanza=$STACKFORGE_RESTORE_STANZA"
 
+# PostgreSQL takes any failure of the restore_command for the end of the
+# archive, unless its exit status is above 125: an archive recovery then ends
+# where the bucket failed to answer, and a restore of the latest is promoted
+# short of the archive's end without a word. pgBackRest says 1 when the file
+# is not in the archive and another status when it could not look: that one
+# stops the recovery instead (the server exits and starts again from where it
+# was, as its container is restarted). A standby (a replica cloned from a
+# restored primary inherits the restore_command) keeps taking any failure for
+# "not there": it goes on streaming.
 if [ "${1:-}" = archive-get ]; then
 	[ $# -eq 3 ] || die "usage: stackforge-restore archive-get <segment> <path>"
 	use_source_options
+	status=0
 	# $source is two words on purpose; its characters were checked above.
 	# shellcheck disable=SC2086
-	exec pgbackrest $source --pg1-path="$PGDATA" archive-get "$2" "$3"
+	pgbackrest $source --pg1-path="$PGDATA" archive-get "$2" "$3" || status=$?
+	if [ "$status" -le 1 ] || [ -e "$PGDATA/standby.signal" ]; then
+		exit "$status"
+	fi
+	printf 'stackforge-restore: could not fetch %s from the archive (pgBackRest exit status %s): the recovery stops here rather than end short of the archive\n' "$2" "$status" >&2
+	exit 128
 fi
 [ $# -eq 0 ] || die "usage: stackforge-restore [archive-get <segment> <path>]"
 

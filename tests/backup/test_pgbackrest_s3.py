@@ -310,6 +310,78 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
         next(pods, None)
 
 
+def test_a_restore_of_the_latest_stops_where_the_archive_cannot_be_read_never_short(
+        archiving: Archiving) -> None:
+    """PostgreSQL takes a failing restore_command for the archive's end: a restore
+    of the latest whose WAL fetch failed (the bucket away for a moment) was
+    promoted without the rows after the backup, and said nothing. Now the
+    server stops there and, started again with the bucket back, replays it all."""
+    server = archiving.server
+    created = pgbackrest(archiving, "stanza-create")
+    assert created.returncode == 0, created.stdout + created.stderr
+    server.psql("CREATE TABLE kept (id int PRIMARY KEY);"
+                "INSERT INTO kept SELECT generate_series(1, 100);")
+    _backup(archiving, "full")
+    # Rows in segments after the backup's: those a failing fetch would cut off.
+    server.psql("SELECT pg_switch_wal();")
+    first_after = server.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn());").strip()
+    server.psql("INSERT INTO kept SELECT generate_series(101, 300);")
+    checked = pgbackrest(archiving, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    pods = make_pod()
+    pod = next(pods)
+    servers: list[Server] = []
+    try:
+        bin_dir = pod.root / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "stackforge-restore").symlink_to(RESTORE)
+        # The bucket away: pgBackRest fails to fetch the segments after the
+        # backup's with its connection error's status, as it does.
+        outage = pod.root / "outage"
+        shim = bin_dir / "pgbackrest"
+        shim.write_text(f"""#!/bin/sh
+wanted=
+for arg; do
+    [ "$previous" = archive-get ] && wanted=$arg  # archive-get <file> <path>
+    previous=$arg
+done
+case $wanted in
+*.*) ;;  # a timeline's history: not a segment
+?*) if [ -e {outage} ] && expr "x$wanted" \\>= "x{first_after}" >/dev/null; then
+        echo "ERROR: [039]: could not connect to the bucket" >&2
+        exit 39
+    fi ;;
+esac
+exec /usr/bin/pgbackrest "$@"
+""")
+        shim.chmod(0o755)
+        outage.touch()
+        env = dict(PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin", **_source_options(archiving, pod),
+                   STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
+                   STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET="latest")
+        stopped = start(pod, servers, **env)
+        assert stopped.process.wait(timeout=120) != 0, stopped.log
+        assert f"could not fetch {first_after} from the archive" in stopped.log, stopped.log
+        assert (pod.pgdata / "recovery.signal").exists(), stopped.log  # never promoted
+
+        outage.unlink()
+        restored = start(pod, servers, **env)
+        restored.wait_ready()
+
+        def sql(text: str) -> str:
+            return query(pod, text, user="postgres", password=server.password,
+                         database="postgres")
+
+        tenants.eventually(lambda: sql("SELECT pg_is_in_recovery()") == "f", timeout=60,
+                           interval=0.5)
+        assert sql("SELECT count(*) FROM kept") == "300", restored.log
+    finally:
+        for started in servers:
+            started.stop()
+        next(pods, None)
+
+
 @pytest.mark.parametrize(("target", "refusal"), [
     ("yesterday", "neither 'latest' nor an RFC 3339 time"),
     ("2026-11-30T22:15:05", "needs a zone"),
