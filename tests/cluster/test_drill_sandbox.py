@@ -436,3 +436,28 @@ def test_a_drill_on_a_storage_class_that_retains_volumes_is_stalled_before_any_r
         assert "reclaimPolicy Retain" in str(found.get("message")), found
     finally:
         cluster.kubectl("delete", "storageclass", retaining, "--ignore-not-found")
+
+
+def test_a_drill_deleted_while_its_first_sandbox_is_made_leaves_none(
+        cluster: ClusterHandle, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its deletion's sweep looked before the sandbox existed: the restored copy
+    of the tenant's data stayed until the periodic sweep, ten minutes on."""
+    _drill_with_a_backup(cluster, namespace)
+    made = drill._make
+
+    def deleted_meanwhile(children: list[dict[str, Any]]) -> dict[str, Any]:
+        # The deletion, and its sweep, come after the run's start is recorded
+        # and before its sandbox exists.
+        cluster.kubectl("delete", "drdrills.stackforge.io", "nightly-check", "-n", namespace)
+        sandbox = children[0]["metadata"]["name"]
+        assert drill_orphans.reap(namespace, "nightly-check") == []
+        live = made(children)
+        assert not _deleted(cluster, sandbox)
+        return live
+
+    monkeypatch.setattr(drill, "_make", deleted_meanwhile)
+    outcome = drill.reconcile(_drill(cluster, namespace))
+    assert outcome.requeue_after == drill.STALLED_SECONDS
+    sandboxes = [str(s.metadata.name) for s in client.CoreV1Api(cluster.api).list_namespace(
+        label_selector=f"{builders.DRILL_LABEL}=nightly-check").items if s.metadata]
+    assert sandboxes and all(_deleted(cluster, sandbox) for sandbox in sandboxes), sandboxes

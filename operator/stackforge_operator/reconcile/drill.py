@@ -120,10 +120,17 @@ class Outcome:
     latest: dict[str, Any] | None = None
 
 
+class _DeletedMidRunError(Exception):
+    """The drill went while its run's first pass made the sandbox (deleted, now)."""
+
+
 def reconcile(body: Mapping[str, Any]) -> Outcome:
     # The policy's Secrets are checked, then copied into a new sandbox: read once.
     with kube.one_read_per_secret():
-        return _reconcile(body)
+        try:
+            return _reconcile(body)
+        except _DeletedMidRunError:
+            return Outcome(STALLED_SECONDS)
 
 
 def _reconcile(body: Mapping[str, Any]) -> Outcome:
@@ -198,6 +205,8 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
         # more is written: held without it, a next pass ahead of the watch's echo
         # would start a second run.
         latest = _write(body, old, new) or started
+    except _DeletedMidRunError:
+        raise
     except Exception as error:
         if started is None:
             raise
@@ -399,6 +408,14 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                     if physical else active.backup_id)
             kube.record_event(dict(body), "Normal", "DrillStarted",
                               f"run {active.run_id} restores {what} in {sandbox}")
+        if _gone(meta):
+            # Its deletion's sweep (handlers.py) may have looked before the
+            # sandbox existed: a restored copy of the tenant's data would stay
+            # until the periodic sweep.
+            kube.delete("v1", "Namespace", sandbox)
+            logger.info("drill %s/%s was deleted while its sandbox %s was made: deleted it",
+                        namespace, drill, sandbox)
+            raise _DeletedMidRunError
     else:
         live = _repair(children)
     _looked_over(sandbox)
@@ -478,6 +495,13 @@ def _follow_job(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
         result = {"verdict": "Failed", "reason": "RunnerFailed",
                   "message": "the restore Job ended without a result"}
     _finish(body, spec, new, result, now)
+
+
+def _gone(meta: Mapping[str, Any]) -> bool:
+    """Whether the drill is deleted (or made again under its name), as the API server
+    says now: one GET, once per run."""
+    live = kube.get(API, KIND, meta["name"], meta["namespace"], fresh=True)
+    return live is None or live["metadata"].get("uid") != meta.get("uid")
 
 
 def _key(child: Mapping[str, Any]) -> str:
