@@ -511,6 +511,10 @@ class PhysicalBackupRequest(StatusModel):
         None, description=("When the oldest request still unanswered was asked: a later "
                            "schedule's request replaces one that never completed, and the "
                            "deadline counts from the first (BackupOverdue)."))
+    retention: str | None = Field(
+        None, max_length=32, pattern=r"^(count|time) [0-9]+$",
+        description=("The retention pgBackRest expires by after this backup, as the request "
+                     "carries it ('count 2', 'time 30'): the policy's when it was asked."))
 
 
 class RecoverabilityWindow(StatusModel):

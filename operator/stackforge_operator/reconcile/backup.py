@@ -451,8 +451,9 @@ def _physical(
                                 else None)
     found = PhysicalBackupsStatus(
         backups=backups,
-        pending_request=PhysicalBackupRequest(id=pending.id, type=pending.type, pod=pod_name,
-                                              waiting_since=since)
+        pending_request=PhysicalBackupRequest(
+            id=pending.id, type=pending.type, pod=pod_name, waiting_since=since,
+            retention=f"{pending.retention_type} {pending.retention}")
         if pending else None,
         recoverability_window=physical_backups.window(
             backups, archive, archiving_settings.archive_timeout_seconds),

@@ -103,6 +103,10 @@ def _expiry_under_way(policy_name: str, policy: BackupPolicySpec, observed: Back
     if pending.waiting_since is not None and now - pending.waiting_since > deadline:
         return None
     request = archiving.backup_request(now, pending.type, settings.retention)
+    if pending.retention is not None:
+        # The retention the request carries: the policy's may have changed since.
+        kind, _, count = pending.retention.partition(" ")
+        request = archiving.BackupRequest(now, pending.type, kind, int(count))
     removed = physical_backups.expired_by(request, physical.backups, None, now)
     if removed is None:
         return None

@@ -145,6 +145,20 @@ def test_a_restore_of_the_latest_waits_while_a_backup_whose_expiry_removes_its_o
             "starts once that backup is complete") in chosen.message
 
 
+def test_the_retention_the_request_carries_is_the_one_its_expiry_goes_by() -> None:
+    """The policy's retention raised after the request: the backup under way
+    still expires by the count of one it was asked with."""
+    policy, observed = _backing_up("full", NOW - timedelta(minutes=10), full_count=3)
+    assert observed.physical_backups is not None
+    assert observed.physical_backups.pending_request is not None
+    observed.physical_backups.pending_request.retention = "count 1"
+    chosen = physical_source(None, "nightly", policy, observed)
+    assert isinstance(chosen, Refusal) and chosen.reason == "WaitingForBackup"
+    observed.physical_backups.pending_request.retention = "count 2"
+    assert physical_source(None, "nightly", policy, observed) == PhysicalSource(REPOSITORY,
+                                                                                "latest")
+
+
 def test_a_restore_to_a_moment_or_in_place_starts_beside_such_a_backup() -> None:
     """To a moment, waiting would lose it for good (its full backup goes with the
     expiry); started at once, it may finish first. An in-place recovery stops
