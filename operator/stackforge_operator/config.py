@@ -124,7 +124,10 @@ DEGRADED_NOTIFY_SECONDS = float(os.environ.get("STACKFORGE_DEGRADED_NOTIFY_SECON
 # One HTTP attempt may take this long; a hanging receiver costs a sender slot, no more.
 NOTIFY_TIMEOUT_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_TIMEOUT_SECONDS", "10"))
 # Attempts per message, and the first retry delay (doubling, capped at NOTIFY_MAX_BACKOFF).
-NOTIFY_ATTEMPTS = int(os.environ.get("STACKFORGE_NOTIFY_ATTEMPTS", "6"))
+# Thirteen span 17 to 24 minutes (1 s, 2 s, ... 256 s, then 300 s three times,
+# each less up to a quarter for jitter): a receiver away for a quarter of an
+# hour still gets the message. Six spanned 31 s, never reaching the cap.
+NOTIFY_ATTEMPTS = int(os.environ.get("STACKFORGE_NOTIFY_ATTEMPTS", "13"))
 NOTIFY_BACKOFF_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_BACKOFF_SECONDS", "1"))
 NOTIFY_MAX_BACKOFF_SECONDS = 300.0
 

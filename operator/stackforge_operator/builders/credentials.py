@@ -113,7 +113,16 @@ def template_rotation(rotation_request: str | None,
 
 
 def decode(secret: Mapping[str, object]) -> dict[str, str]:
-    """A live Secret's data, decoded."""
+    """A live Secret's data, decoded: its text values. A key that holds no UTF-8
+    text (a keystore beside a CA, in a Secret a person or cert-manager made) is
+    left out, as if missing: every value read from here is text, and one such
+    key raised in every reconcile that read the Secret for another."""
     data = secret.get("data") or {}
     assert isinstance(data, Mapping)
-    return {str(k): base64.b64decode(str(v)).decode() for k, v in data.items()}
+    found = {}
+    for key, value in data.items():
+        try:
+            found[str(key)] = base64.b64decode(str(value)).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return found

@@ -1051,7 +1051,7 @@ class LastBackupSummary(StatusModel):
     result: RunResult = Field(description="Outcome of the run.")
     completion_time: datetime | None = Field(None, description="When it finished.")
     last_success_time: datetime | None = Field(
-        None, description="When the newest complete backup finished."
+        None, description="When the newest complete backup finished (of any policy)."
     )
     size_bytes: int | None = Field(None, ge=0, description="Total size of the artifacts.")
 

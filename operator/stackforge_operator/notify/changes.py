@@ -59,7 +59,9 @@ def diff(
 ) -> tuple[list[OpenIncident], list[Change]]:
     """(the incidents to remember, the messages to send)."""
     known = {i.key: i for i in before}
-    current = {i.key: i for i in now if i.event in enabled}
+    # Undecided: kept when announced, never opened.
+    current = {i.key: i for i in now if i.event in enabled
+               and (not i.undecided or i.key in known)}
     # Beyond the cap, incidents already announced keep their place; new ones wait.
     kept = sorted(current, key=lambda key: (key not in known, key))[:MAX_OPEN]
     current = {key: current[key] for key in kept}

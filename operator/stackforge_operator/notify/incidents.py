@@ -41,6 +41,9 @@ class Incident:
     event: NotificationEvent
     since: datetime
     summary: str
+    # Its condition is Unknown now (the bucket unreadable for a moment): an
+    # incident already announced stays open, none opens (changes.diff).
+    undecided: bool = False
 
 
 def down_since(conditions: Sequence[Condition]) -> datetime | None:
@@ -128,23 +131,28 @@ def isolated_incident(conditions: Sequence[Condition]) -> Incident | None:
 
 def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
     """BackupFailed (of the dumps, of the physical backups), BackupStale and
-    ArchivingFailed of one BackupPolicy, from its own conditions."""
+    ArchivingFailed of one BackupPolicy, from its own conditions: False opens
+    one, True resolves it, Unknown (the bucket unreadable, a first backup
+    running) decides neither: "resolved" while the backups are as stale as
+    before was untrue, and another "opened" followed once the bucket answered."""
     found = []
     for type_, event, what in ((types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "failed"),
                                (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale"),
                                (types.CONTINUOUS_ARCHIVING, Event.ARCHIVING_FAILED,
-                                "cannot archive WAL")):
+                                "cannot archive WAL"),
+                               (types.PHYSICAL_BACKUPS, Event.BACKUP_FAILED,
+                                "a physical backup failed")):
         condition = find(policy.conditions, type_)
-        if condition is not None and condition.status == ConditionStatus.FALSE:
-            found.append(Incident(f"{event.value}/{name}", event, condition.last_transition_time,
-                                  f"backup policy {name} {what}: {condition.message}"))
-    physical = find(policy.conditions, types.PHYSICAL_BACKUPS)
-    if physical is not None and physical.status == ConditionStatus.FALSE:
-        # A BackupFailed of its own: it opens and resolves apart from the dumps'.
-        found.append(Incident(f"{Event.BACKUP_FAILED.value}/{name}/physical", Event.BACKUP_FAILED,
-                              physical.last_transition_time,
-                              f"backup policy {name}: a physical backup failed: "
-                              f"{physical.message}"))
+        if condition is None or condition.status == ConditionStatus.TRUE:
+            continue
+        # The physical backups' BackupFailed opens and resolves apart from the dumps'.
+        key = (f"{event.value}/{name}/physical" if type_ == types.PHYSICAL_BACKUPS
+               else f"{event.value}/{name}")
+        summary = (f"backup policy {name}: {what}: {condition.message}"
+                   if type_ == types.PHYSICAL_BACKUPS
+                   else f"backup policy {name} {what}: {condition.message}")
+        found.append(Incident(key, event, condition.last_transition_time, summary,
+                              undecided=condition.status != ConditionStatus.FALSE))
     return found
 
 

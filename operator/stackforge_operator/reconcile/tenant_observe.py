@@ -343,6 +343,9 @@ def backup_health(
         return Observation(types.BACKUP_HEALTHY, ConditionStatus.UNKNOWN, "NoBackupPolicy",
                            "no BackupPolicy backs this tenant up"), None
     failing, unknown, newest = [], [], None
+    # The newest complete backup of any policy (the age metric's): not the one
+    # of the policy whose run is newest, which may have failed for a week.
+    newest_success: datetime | None = None
     for policy in policies:
         name = policy["metadata"]["name"]
         st = BackupPolicyStatus.model_validate(policy.get("status") or {})
@@ -360,13 +363,17 @@ def backup_health(
                 failing.append(f"{name}: {found.reason}: {found.message}")
         run = st.last_run
         if run is not None and (newest is None or _when(run) > _when(newest[1])):
-            newest = (name, run, st.last_successful_run)
+            newest = (name, run)
+        success = st.last_successful_run
+        if success is not None and success.completion_time is not None and (
+                newest_success is None or success.completion_time > newest_success):
+            newest_success = success.completion_time
     summary = None
     if newest is not None:
-        name, run, success = newest
+        name, run = newest
         summary = LastBackupSummary(
             policy=name, run_id=run.id, result=run.result, completion_time=run.completion_time,
-            last_success_time=success.completion_time if success else None,
+            last_success_time=newest_success,
             size_bytes=run.size_bytes if run.result == RunResult.SUCCEEDED else None)
     if failing:
         return Observation(types.BACKUP_HEALTHY, ConditionStatus.FALSE, "BackupUnhealthy",

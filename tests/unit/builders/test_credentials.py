@@ -114,3 +114,12 @@ def test_two_accounts_cannot_share_a_secret() -> None:
         StackForgeTenantSpec.model_validate({"adminAccounts": [
             {"username": "a_b", "email": "x@example.com"},
             {"username": "a-b", "email": "y@example.com"}]})
+
+
+def test_a_secret_is_decoded_to_its_text_values_and_a_binary_key_left_out() -> None:
+    """A keystore beside the CA a notification channel names raised in every
+    reconcile that read the Secret, and stopped the tenant's status writes."""
+    secret = {"data": {
+        "ca.crt": base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode(),
+        "keystore.p12": base64.b64encode(b"\x30\x82\x0a\xff\xfe").decode()}}
+    assert credentials.decode(secret) == {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}

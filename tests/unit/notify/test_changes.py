@@ -49,6 +49,17 @@ def test_a_gone_incident_is_resolved_once() -> None:
     assert diff(remember, [], ALL, NOW) == ([], [])
 
 
+def test_an_undecided_incident_keeps_an_announced_one_open_and_opens_none() -> None:
+    """Its condition Unknown (the bucket unreadable for a moment): neither
+    "resolved" nor, once the bucket answers, a second "opened"."""
+    before = [OpenIncident(key="BackupStale/p", event=E.BACKUP_STALE,
+                           since=NOW - timedelta(hours=30))]
+    unknown = Incident("BackupStale/p", E.BACKUP_STALE, NOW, "unknown", undecided=True)
+    assert diff(before, [unknown], ALL, NOW) == (before, [])
+    # Not announced before: it opens nothing, and nothing is remembered.
+    assert diff([], [unknown], ALL, NOW) == ([], [])
+
+
 def test_unsubscribed_events_are_neither_sent_nor_remembered() -> None:
     only_backups = frozenset({E.BACKUP_FAILED})
     found = [incident("BackupFailed/p", E.BACKUP_FAILED), incident("TenantNotReady",

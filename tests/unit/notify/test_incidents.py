@@ -91,7 +91,7 @@ def test_failing_wal_archiving_is_an_incident_of_its_policy() -> None:
     assert "cannot archive WAL" in found.summary and "240s ago" in found.summary
     waiting = BackupPolicyStatus(conditions=[
         cond("ContinuousArchiving", ConditionStatus.UNKNOWN, reason="WaitingForFirstSegment")])
-    assert incidents.backup_incidents("archive", waiting) == []
+    assert [i.undecided for i in incidents.backup_incidents("archive", waiting)] == [True]
 
 
 def test_an_overdue_physical_backup_is_a_backup_failure_of_its_own() -> None:
@@ -108,9 +108,19 @@ def test_an_overdue_physical_backup_is_a_backup_failure_of_its_own() -> None:
     assert "a physical backup failed" in physical.summary and "6h00m" in physical.summary
 
 
-def test_unknown_backup_conditions_are_no_incident() -> None:
-    policy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", ConditionStatus.UNKNOWN)])
-    assert incidents.backup_incidents("nightly", policy) == []
+def test_unknown_backup_conditions_are_undecided_incidents() -> None:
+    """Neither opened nor resolved by them (changes.diff): the bucket unreadable
+    for a moment said "resolved" of stale backups, then "opened" again."""
+    policy = BackupPolicyStatus(conditions=[
+        cond("LastBackupSucceeded", ConditionStatus.UNKNOWN),
+        cond("BackupFresh", ConditionStatus.UNKNOWN, reason="StorageUnavailable"),
+        cond("PhysicalBackups", ConditionStatus.UNKNOWN, reason="WaitingForRepository")])
+    found = incidents.backup_incidents("nightly", policy)
+    assert [(i.key, i.undecided) for i in found] == [
+        ("BackupFailed/nightly", True), ("BackupStale/nightly", True),
+        ("BackupFailed/nightly/physical", True)]
+    healthy = BackupPolicyStatus(conditions=[cond("LastBackupSucceeded", T)])
+    assert incidents.backup_incidents("nightly", healthy) == []
 
 
 def test_failed_drill_is_an_incident_until_a_pass() -> None:

@@ -12,6 +12,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from stackforge_operator import config
 from stackforge_operator.notify import smtp
 from stackforge_operator.notify.sender import (
     Backoff,
@@ -64,6 +65,17 @@ def test_backoff_doubles_up_to_the_cap_and_honours_retry_after() -> None:
     assert backoff.delay(1, retry_after=3600.0) == 10.0
     jittered = Backoff(first=1.0, cap=10.0)
     assert all(0.75 <= jittered.delay(1) <= 1.0 for _ in range(50))
+
+
+def test_the_default_attempts_outlast_a_receiver_away_for_a_quarter_of_an_hour() -> None:
+    """Six attempts spanned 31 s: a webhook down for a minute lost every message."""
+    def span(jitter: float) -> float:
+        backoff = Backoff(first=config.NOTIFY_BACKOFF_SECONDS,
+                          cap=config.NOTIFY_MAX_BACKOFF_SECONDS, jitter=lambda: jitter)
+        return sum(backoff.delay(n) for n in range(1, config.NOTIFY_ATTEMPTS))
+
+    assert span(0.75) > 15 * 60
+    assert span(1.0) < 30 * 60
 
 
 def test_retry_after_header_forms() -> None:

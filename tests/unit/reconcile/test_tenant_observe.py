@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -126,3 +127,22 @@ def test_an_overdue_physical_backup_makes_the_backups_unhealthy() -> None:
     assert failing.status == "False" and "PhysicalBackups is False" in failing.message
     first, _ = backup_health([_policy_with(*fresh, ("PhysicalBackups", "Unknown"))])
     assert first.status == "True"
+
+
+def test_the_newest_complete_backup_is_the_newest_of_any_policy() -> None:
+    """The age metric took the last success of the policy whose run was newest:
+    an hourly policy failing for a week hid the nightly's backup of last night."""
+    def policy(name: str, last: dict[str, Any], success: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "status": {
+            "lastRun": last,
+            "lastSuccessfulRun": {"id": f"{name}-ok", "result": "Succeeded",
+                                  "completionTime": success}}}
+
+    hourly = policy("hourly", {"id": "h", "result": "Failed",
+                               "completionTime": "2026-11-30T12:00:00Z"}, "2026-11-23T12:00:00Z")
+    nightly = policy("nightly", {"id": "n", "result": "Succeeded",
+                                 "completionTime": "2026-11-30T02:00:00Z"},
+                     "2026-11-30T02:00:00Z")
+    _, summary = backup_health([hourly, nightly])
+    assert summary is not None and (summary.policy, summary.run_id) == ("hourly", "h")
+    assert summary.last_success_time == datetime(2026, 11, 30, 2, tzinfo=UTC)
