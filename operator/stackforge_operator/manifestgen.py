@@ -118,9 +118,15 @@ def render_plugin_user_role() -> str:
         rbac.PLUGIN_USER_ROLE,
         "For the people who run `kubectl stackforge`, not for the operator: apply it, then bind "
         "it to them with a ClusterRoleBinding (or a RoleBinding per tenant namespace, and "
-        "`kubectl stackforge -n`). It can open a shell in every tenant's database (pods/exec). "
+        "`kubectl stackforge -n`). It reads no Secret and opens no shell. "
         "Not part of kustomization.yaml.",
-        rbac.PLUGIN_USER_RULES)
+        rbac.PLUGIN_USER_RULES) + "---\n" + _cluster_role(
+        rbac.PLUGIN_SHELL_ROLE,
+        "A shell and port-forwarding in pods, for `kubectl stackforge health` and `psql`: bind "
+        "it ONLY with a RoleBinding in each tenant's namespace, never a ClusterRoleBinding "
+        "(cluster-wide it reaches the operator's own pod, whose token holds the operator's "
+        "role, and kube-system's).",
+        rbac.PLUGIN_SHELL_RULES)
 
 
 def render_peering() -> str:

@@ -200,12 +200,25 @@ PEERING_RULES: Final[tuple[Rule, ...]] = (
 CLUSTER_ROLE_RULES: Final[tuple[Rule, ...]] = (*REQUIRED_RULES, *PEERING_RULES)
 
 # What `kubectl stackforge` needs, for the people on call who run it
-# (manifests/plugin/clusterrole.yaml, ClusterRole PLUGIN_USER_ROLE; bind it with a
-# ClusterRoleBinding, or a RoleBinding per tenant namespace and `-n`). Not the
-# operator's own grant: it opens a shell in every tenant's database (pods/exec),
-# which the operator never holds. No Secrets: `report` leaves the kind out of
-# its bundle when it may not list it (its values would be redacted anyway).
+# (manifests/plugin/clusterrole.yaml), in two ClusterRoles. PLUGIN_USER_ROLE reads
+# and asks (bind it cluster-wide, or per tenant namespace and `-n`).
+# PLUGIN_SHELL_ROLE opens a shell in a pod and forwards its ports (health's
+# checks, psql): bound only with a RoleBinding in each tenant's namespace, never
+# cluster-wide, where it reached every pod of the cluster: the operator's own,
+# whose token holds the operator's role, and kube-system's. Not the operator's
+# own grants: it never holds pods/exec. No Secrets: `report` leaves the kind out
+# of its bundle when it may not list it (its values would be redacted anyway).
 PLUGIN_USER_ROLE: Final = "stackforge-plugin-user"
+PLUGIN_SHELL_ROLE: Final = "stackforge-plugin-shell"
+PLUGIN_SHELL_RULES: Final[tuple[Rule, ...]] = (
+    Rule("", ("pods/exec",), ("get", "create"),
+         "health runs pg_isready, psql and redis-cli in the components' containers; psql. "
+         "get too: the client's websocket upgrade is a GET, which the API server authorizes "
+         "as get (403 on the real node with create alone)"),
+    Rule("", ("pods/portforward",), ("get", "create"),
+         "health's HTTP checks (Kong, Consul, the apps' health paths, Kafka's exporter) reach "
+         "a pod's own port; get for the websocket upgrade, as for exec"),
+)
 PLUGIN_USER_RULES: Final[tuple[Rule, ...]] = (
     Rule(API_GROUP, ("stackforgetenants",), ("get", "list", "patch"),
          "status reads tenants; isolate and unisolate patch spec.isolate; restore writes its "
@@ -215,13 +228,6 @@ PLUGIN_USER_RULES: Final[tuple[Rule, ...]] = (
     Rule(API_GROUP, ("drdrills",), ("get", "list", "create"),
          "drill creates a one-off copy of the tenant's drill and reads its verdict"),
     Rule("", ("pods",), ("get", "list"), "health, psql and report find the tenant's pods"),
-    Rule("", ("pods/exec",), ("get", "create"),
-         "health runs pg_isready, psql and redis-cli in the components' containers; psql. "
-         "get too: the client's websocket upgrade is a GET, which the API server authorizes "
-         "as get (403 on the real node with create alone)"),
-    Rule("", ("pods/portforward",), ("get", "create"),
-         "health's HTTP checks (Kong, Consul, the apps' health paths, Kafka's exporter) reach "
-         "a pod's own port; get for the websocket upgrade, as for exec"),
     Rule("", ("pods/log",), ("get",), "report: the containers' and the operator's last lines"),
     Rule("apps", ("deployments", "statefulsets"), ("list",),
          "health compares ready pods with the replicas wanted; report"),

@@ -271,8 +271,15 @@ def test_health_runs_the_runbooks_checks_on_the_live_stack_and_fails_with_it(
     text = plugin(real_cluster, "health", tenant)
     assert text.returncode == 0 and text.stdout.splitlines()[-1].endswith("all passed")
     assert "\033[" not in text.stdout  # no colour when not on a terminal
-    # The shipped role of the plugin's users is enough: exec and port-forward included.
-    oncall = plugin_user.install(real_cluster, tmp_path / "oncall.kubeconfig")
+    # The shipped roles of the plugin's users are enough: the user's cluster-wide
+    # opens no shell (bound so, it reached every pod of the cluster, the operator's
+    # own with its token among them); the shell's, bound in the tenant's namespace,
+    # runs exec and port-forward there.
+    reader = plugin_user.install(real_cluster, tmp_path / "reader.kubeconfig", "reader")
+    refused = plugin(real_cluster, "psql", tenant, "-c", "SELECT 1", kubeconfig=reader)
+    assert refused.returncode == 1 and "403" in refused.stderr, refused.stderr
+    oncall = plugin_user.install(real_cluster, tmp_path / "oncall.kubeconfig",
+                                 shell_in=[tenants.namespace_of(tenant)])
     as_oncall = plugin(real_cluster, "health", tenant, kubeconfig=oncall)
     assert as_oncall.returncode == 0, as_oncall.stdout + as_oncall.stderr
     # The same checks as the admin's run, each passing.

@@ -235,17 +235,25 @@ def rbac_docs() -> list[dict[str, Any]]:
 def test_the_plugin_users_role_reads_no_secret_and_writes_only_requests() -> None:
     """A person on call may start work (exec, port-forward, a drill, annotations and
     spec.isolate through patch) but not read credentials nor change the stack."""
-    [role] = _docs(MANIFESTS / "plugin" / "clusterrole.yaml")
-    assert role["metadata"]["name"] == rbac.PLUGIN_USER_ROLE
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
-               for r in rule["resources"] for v in rule["verbs"]}
-    assert not [g for g in granted if g[1] == "secrets"]
-    writes = {g for g in granted if g[2] not in ("get", "list", "watch")}
+    role, shell = _docs(MANIFESTS / "plugin" / "clusterrole.yaml")
+    assert (role["metadata"]["name"], shell["metadata"]["name"]) == (
+        rbac.PLUGIN_USER_ROLE, rbac.PLUGIN_SHELL_ROLE)
+
+    def granted(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
+        return {(g, r, v) for rule in doc["rules"] for g in rule["apiGroups"]
+                for r in rule["resources"] for v in rule["verbs"]}
+
+    assert not [g for g in granted(role) | granted(shell) if g[1] == "secrets"]
+    writes = {g for g in granted(role) if g[2] not in ("get", "list", "watch")}
     assert writes == {
         (API_GROUP, "stackforgetenants", "patch"), (API_GROUP, "backuppolicies", "patch"),
-        (API_GROUP, "drdrills", "create"), ("", "pods/exec", "create"),
-        ("", "pods/portforward", "create"),
+        (API_GROUP, "drdrills", "create"),
     }
+    # A shell in pods only through the role bound per tenant namespace: bound
+    # cluster-wide with the rest, it reached the operator's pod and its token.
+    assert granted(shell) == {("", "pods/exec", "get"), ("", "pods/exec", "create"),
+                              ("", "pods/portforward", "get"),
+                              ("", "pods/portforward", "create")}
 
 
 def test_no_wildcards_or_dangerous_verbs() -> None:
