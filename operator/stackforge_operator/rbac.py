@@ -39,6 +39,8 @@ from stackforge_operator import API_GROUP, API_VERSION
 # The verbs an applied (server-side apply) and pruned child needs.
 _APPLIED: Final = ("get", "list", "create", "patch", "delete")
 _APPLIED_WATCHED: Final = ("get", "list", "watch", "create", "patch", "delete")
+# A drill sandbox's objects, read and applied one by one; its Namespace deletes them.
+_SANDBOX_APPLIED: Final = ("get", "create", "patch")
 
 # Verbs that would let the operator hand out rights it does not hold, or act
 # as someone else: never granted (tested).
@@ -73,9 +75,9 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     # --- the operator's own kinds -------------------------------------------------
     Rule(API_GROUP, ("stackforgetenants",), ("get", "list", "watch"),
          "kopf watches tenants; BackupPolicy and DRDrill resolve their tenantRef"),
-    Rule(API_GROUP, ("backuppolicies", "drdrills"), ("get", "list", "watch", "patch"),
-         "watched by kopf, listed by the tenant's BackupHealthy/DrillPassing; patch for "
-         "kopf's finalizer and handler-progress annotations"),
+    Rule(API_GROUP, ("backuppolicies", "drdrills"), ("get", "list", "watch"),
+         "watched by kopf (event handlers only: no finalizer, no progress annotations, as "
+         "for tenants), listed by the tenant's BackupHealthy/DrillPassing"),
     Rule(API_GROUP, ("stackforgetenants/status", "backuppolicies/status", "drdrills/status"),
          ("patch",),
          "status is written as a merge patch of the status subresource"),
@@ -157,10 +159,13 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
          "a BackupPolicy whose endpoint is a cluster Service name: its endpoints' addresses "
          "and ports go into the egress policies (they are matched after the Service's "
          "translation)"),
-    Rule("", ("serviceaccounts",), _APPLIED, "the drill sandbox's ServiceAccount"),
-    Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), _APPLIED,
+    Rule("", ("serviceaccounts",), _SANDBOX_APPLIED,
+         "the drill sandbox's ServiceAccount (read and applied, never listed nor deleted: "
+         "it goes with its sandbox's Namespace)"),
+    Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), _SANDBOX_APPLIED,
          "the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no "
-         "escalate or bind needed) and its RoleBinding"),
+         "escalate or bind needed) and its RoleBinding, as its ServiceAccount: cluster-wide "
+         "delete would reach kube-system's"),
     # --- platform -------------------------------------------------------------------
     Rule("", ("events",), ("create", "list"),
          "condition transitions and kopf's warnings are posted as core/v1 Events; list: an "

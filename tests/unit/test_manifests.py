@@ -490,6 +490,24 @@ def test_every_rule_is_used_or_planned() -> None:
     assert not landed, f"code for these landed; drop them from PLANNED: {sorted(landed)}"
 
 
+def test_the_sandbox_kinds_and_the_operators_own_kinds_grant_only_the_verbs_used() -> None:
+    """Verb by verb where the code is plain to read: a drill sandbox's
+    ServiceAccount, Role and RoleBinding are read and applied, never listed nor
+    deleted (their Namespace takes them); cluster-wide, delete reached
+    kube-system's. Policies and drills are only watched and read (event
+    handlers: kopf patches nothing on them), their status aside."""
+    used = {u.rbac_question() for u in all_uses()}
+    granted = {(rule.group, res, verb) for rule in rbac.CLUSTER_ROLE_RULES
+               for res in rule.resources for verb in rule.verbs}
+    for group, resource in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
+                            ("rbac.authorization.k8s.io", "rolebindings"),
+                            (API_GROUP, "backuppolicies"), (API_GROUP, "drdrills")):
+        verbs = {v for g, r, v in granted if (g, r) == (group, resource)}
+        needed = {v for g, r, v in used if (g, r) == (group, resource)}
+        needed |= {v for g, r, v, _ in kopf_watches() if (g, r) == (group, resource)}
+        assert verbs == needed, (resource, sorted(verbs), sorted(needed))
+
+
 def test_the_scan_sees_the_calls_it_should() -> None:
     # Guard against a scan that silently finds nothing (e.g. kube imported under a new name).
     questions = {u.rbac_question() for u in all_uses()}

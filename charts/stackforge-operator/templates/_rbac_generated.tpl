@@ -8,11 +8,11 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["stackforge.io"]
     resources: ["stackforgetenants"]
     verbs: ["get", "list", "watch"]
-  # watched by kopf, listed by the tenant's BackupHealthy/DrillPassing; patch for kopf's finalizer
-  # and handler-progress annotations
+  # watched by kopf (event handlers only: no finalizer, no progress annotations, as for tenants),
+  # listed by the tenant's BackupHealthy/DrillPassing
   - apiGroups: ["stackforge.io"]
     resources: ["backuppolicies", "drdrills"]
-    verbs: ["get", "list", "watch", "patch"]
+    verbs: ["get", "list", "watch"]
   # status is written as a merge patch of the status subresource
   - apiGroups: ["stackforge.io"]
     resources: ["stackforgetenants/status", "backuppolicies/status", "drdrills/status"]
@@ -131,15 +131,17 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: ["discovery.k8s.io"]
     resources: ["endpointslices"]
     verbs: ["list"]
-  # the drill sandbox's ServiceAccount
+  # the drill sandbox's ServiceAccount (read and applied, never listed nor deleted: it goes with
+  # its sandbox's Namespace)
   - apiGroups: [""]
     resources: ["serviceaccounts"]
-    verbs: ["get", "list", "create", "patch", "delete"]
+    verbs: ["get", "create", "patch"]
   # the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no escalate or
-  # bind needed) and its RoleBinding
+  # bind needed) and its RoleBinding, as its ServiceAccount: cluster-wide delete would reach kube-
+  # system's
   - apiGroups: ["rbac.authorization.k8s.io"]
     resources: ["roles", "rolebindings"]
-    verbs: ["get", "list", "create", "patch", "delete"]
+    verbs: ["get", "create", "patch"]
   # condition transitions and kopf's warnings are posted as core/v1 Events; list: an isolated
   # tenant's namespace events go into its evidence bundle
   - apiGroups: [""]
