@@ -61,10 +61,17 @@ class _Tenant:
     def __init__(self, cluster: Cluster, t: EffectiveTenant) -> None:
         self.cluster, self.t = cluster, t
 
-    def component(self, label: str, selector: str) -> tuple[list[Check], list[str]]:
-        """The pods row of a component (none if it is not deployed) and its running pods."""
+    def component(self, label: str, selector: str,
+                  expected: bool = True) -> tuple[list[Check], list[str]]:
+        """The pods row of a component and its running pods. Not deployed: a failed
+        row when the tenant's spec has it (``expected``; a tenant stalled before its
+        workloads were made, one deleted by hand), else none."""
         wanted = self.cluster.wanted_replicas(self.t.namespace, selector)
         if wanted is None:
+            if expected:
+                return [verdict.failed(label, "pods", "-",
+                                       "not deployed: its spec has it, the cluster has no "
+                                       "workload of it (the tenant's status says why)")], []
             return [], []
         pods = self.cluster.pods(self.t.namespace, selector)
         running = sorted(str(p["metadata"]["name"]) for p in pods
@@ -97,8 +104,10 @@ def _pg_connections(at: _Tenant, pod: str) -> list[Check]:
 
 def _postgres(at: _Tenant) -> list[Check]:
     out: list[Check] = []
-    for component in (postgres.COMPONENT, postgres.REPLICA_COMPONENT):
-        rows, running = at.component(component, at.selector(component))
+    pg = at.t.postgres
+    for component, expected in ((postgres.COMPONENT, pg.enabled),
+                                (postgres.REPLICA_COMPONENT, pg.enabled and pg.read_replicas > 0)):
+        rows, running = at.component(component, at.selector(component), expected)
         out += rows
         for pod in running:
             out += _guarded(component, "ready", pod, partial(_pg_ready, at, component, pod))
@@ -114,7 +123,8 @@ def _redis_ping(at: _Tenant, pod: str) -> list[Check]:
 
 
 def _redis(at: _Tenant) -> list[Check]:
-    rows, running = at.component(redis.COMPONENT, at.selector(redis.COMPONENT))
+    rows, running = at.component(redis.COMPONENT, at.selector(redis.COMPONENT),
+                                 at.t.redis.enabled)
     for pod in running:
         rows += _guarded("redis", "ping", pod, partial(_redis_ping, at, pod))
     return rows
@@ -133,7 +143,8 @@ def _kafka_cluster(at: _Tenant, pod: str) -> list[Check]:
 
 
 def _kafka(at: _Tenant) -> list[Check]:
-    rows, running = at.component(kafka.COMPONENT, at.selector(kafka.COMPONENT))
+    rows, running = at.component(kafka.COMPONENT, at.selector(kafka.COMPONENT),
+                                 at.t.kafka.enabled)
     if running:
         # The exporter sidecar asks the cluster at every scrape; a Kafka tool's JVM
         # started in the broker's container could push it past its memory limit.
@@ -148,7 +159,8 @@ def _consul_status(at: _Tenant, pod: str) -> list[Check]:
 
 
 def _consul(at: _Tenant) -> list[Check]:
-    rows, running = at.component(consul.COMPONENT, at.selector(consul.COMPONENT))
+    rows, running = at.component(consul.COMPONENT, at.selector(consul.COMPONENT),
+                                 at.t.consul.enabled)
     for pod in running:
         rows += _guarded("consul", "leader", pod, partial(_consul_status, at, pod))
     return rows
@@ -159,7 +171,8 @@ def _http(at: _Tenant, component: str, pod: str, port: int, path: str) -> list[C
 
 
 def _kong(at: _Tenant) -> list[Check]:
-    rows, running = at.component(kong.COMPONENT, at.selector(kong.COMPONENT))
+    rows, running = at.component(kong.COMPONENT, at.selector(kong.COMPONENT),
+                                 at.t.kong.replicas > 0)
     for pod in running:
         rows += _guarded("kong", "GET /status", pod,
                          partial(_http, at, "kong", pod, KONG_STATUS_PORT, "/status"))
