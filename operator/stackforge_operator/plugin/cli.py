@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
 from stackforge_operator import support_bundle as bundle
@@ -338,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (HTTPError, OSError) as error:
         print(f"error: cannot reach the cluster: {type(error).__name__}", file=sys.stderr)
+        return 1
+    except ValidationError as error:
+        # The cluster's objects have fields this plugin does not know: older than the CRDs.
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors()[:3])
+        print(f"error: this plugin cannot read the tenant ({fields}): is it older than the "
+              "operator? Install the plugin of the operator's version", file=sys.stderr)
         return 1
     return code
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stackforge_operator.models.tenant import StackForgeTenantSpec
 from stackforge_operator.plugin import cli
 
 PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
@@ -40,3 +41,18 @@ def test_an_unreachable_cluster_exits_1_with_one_line(tmp_path: Path,
         "contexts: [{name: gone, context: {cluster: gone, user: u}}]\n")
     assert cli.main(["--kubeconfig", str(kubeconfig), "status"]) == 1
     assert capsys.readouterr().err.startswith("error: cannot reach the cluster")
+
+
+def test_a_tenant_with_fields_the_plugin_does_not_know_exits_1_with_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plugin older than the operator's CRDs ended in a traceback."""
+    def newer_spec(*_: object) -> int:
+        StackForgeTenantSpec.model_validate({"tier": "Starter", "someNewField": 1})
+        return 0
+
+    monkeypatch.setattr(cli, "_status", newer_spec)
+    monkeypatch.setattr(cli, "Cluster", lambda *_: None)  # no connection needed
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: this plugin cannot read the tenant (someNewField)"), err
+    assert "Traceback" not in err and err.count("\n") == 1
