@@ -201,6 +201,11 @@ class Sender:
         except httpx.HTTPError as error:
             # The exception's text can carry the URL: log its type only.
             return type(error).__name__, True, None
+        except httpx.InvalidURL:
+            # Not an HTTPError: it reached the worker's catch-all, its text (part of
+            # the URL) in a traceback, and was never counted as failed. It does not
+            # mend itself: no retry.
+            return "InvalidURL", False, None
         if response.is_success:
             return None, False, None
         retry_after = None

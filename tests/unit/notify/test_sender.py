@@ -120,6 +120,18 @@ def test_client_errors_are_not_retried(receiver: Receiver) -> None:
     assert len(receiver.requests()) == 1 and results == [("BackupFailed", "failed")]
 
 
+def test_a_url_httpx_cannot_parse_fails_once_counted_and_without_its_text(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """httpx.InvalidURL is no HTTPError: it reached the worker's catch-all, its
+    text in a traceback, and was never counted."""
+    bad = Delivery(HttpPost("https://hooks.example.com/s3cr3t\x01token", json={}),
+                   label="test message", event="BackupFailed")
+    with caplog.at_level(logging.INFO):
+        results = run(Sender(backoff=FAST, attempts=3), [bad])
+    assert results == [("BackupFailed", "failed")]
+    assert "s3cr3t" not in caplog.text and "Traceback" not in caplog.text
+
+
 def test_429_waits_as_long_as_retry_after_says(receiver: Receiver) -> None:
     receiver.fail_next(1, 429, {"Retry-After": "1"})
     run(Sender(backoff=FAST, attempts=3), [delivery(receiver)])
