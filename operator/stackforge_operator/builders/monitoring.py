@@ -102,15 +102,20 @@ def alerts(t: EffectiveTenant, th: Thresholds = THRESHOLDS) -> list[Alert]:
             f"up{{{ns}}} == 0",
             th.down_for, "critical", f"a scrape target has been down for {th.down_for}",
             "prometheus"),
+        # Per Kong service: the scrape (service_monitors, no honorLabels) sets
+        # `service` to the metrics Service's name and keeps Kong's own label as
+        # `exported_service`; by `service`, every route of the tenant was one sum,
+        # a small service's failures lost in a busy one's traffic.
         Alert(
             "StackForgeHighErrorRate",
-            f'sum by (namespace, service) (rate(kong_http_requests_total{{{ns}, code=~"5.."}}[5m]))'
-            f" / sum by (namespace, service) (rate(kong_http_requests_total{{{ns}}}[5m]))"
+            f'sum by (namespace, exported_service) (rate(kong_http_requests_total{{{ns}, '
+            f'code=~"5.."}}[5m]))'
+            f" / sum by (namespace, exported_service) (rate(kong_http_requests_total{{{ns}}}[5m]))"
             f" > {th.error_ratio}",
             "5m", "critical", f"more than {th.error_ratio:.0%} of requests fail", "kong"),
         Alert(
             "StackForgeSlowResponses",
-            f"histogram_quantile(0.95, sum by (namespace, service, le) "
+            f"histogram_quantile(0.95, sum by (namespace, exported_service, le) "
             f"(rate(kong_request_latency_ms_bucket{{{ns}}}[5m]))) > {th.latency_p95_ms:g}",
             "5m", "warning", f"p95 response time above {th.latency_p95_ms:g} ms", "kong"),
         Alert(

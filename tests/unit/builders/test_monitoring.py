@@ -142,6 +142,20 @@ def test_one_service_monitor_per_scraped_component_selecting_its_metrics_service
     assert monitors["consul"]["spec"]["endpoints"][0]["params"] == {"format": ["prometheus"]}
 
 
+def test_kongs_alerts_group_by_its_own_service_label_as_the_scrape_keeps_it() -> None:
+    """Without honorLabels the scrape's `service` (the metrics Service's name)
+    wins and Kong's is kept as `exported_service`: grouped by `service`, every
+    route of the tenant was one sum."""
+    t = tenant(ENTERPRISE)
+    [kong] = [m for m in monitoring.service_monitors(t) if m["metadata"]["name"] == "kong"]
+    assert "honorLabels" not in kong["spec"]["endpoints"][0]
+    rules = _rules(t)
+    for name in ("StackForgeHighErrorRate", "StackForgeSlowResponses"):
+        groupings = re.findall(r"by \(([^)]*)\)", str(rules[name]["expr"]))
+        assert groupings and all("exported_service" in g.split(", ") for g in groupings), (
+            name, groupings)
+
+
 def test_nothing_scraped_for_components_switched_off() -> None:
     t = tenant(EVERYTHING_OFF)
     assert [m["metadata"]["name"] for m in monitoring.service_monitors(t)] == ["kong"]
