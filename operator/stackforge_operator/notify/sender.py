@@ -194,10 +194,16 @@ class Sender:
         """(problem or None when delivered, retryable, the receiver's Retry-After)."""
         assert self._client is not None
         try:
-            response = await self._client.post(
-                post.url, json=dict(post.json) if post.json is not None else None,
-                data=dict(post.form) if post.form is not None else None,
-                headers=dict(post.headers))
+            # httpx's timeout bounds each read, not the request: a receiver that
+            # trickles its answer a byte at a time held a worker (of the few all
+            # tenants share) for as long as it liked.
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.post(
+                    post.url, json=dict(post.json) if post.json is not None else None,
+                    data=dict(post.form) if post.form is not None else None,
+                    headers=dict(post.headers))
+        except TimeoutError:
+            return "Timeout", True, None
         except httpx.HTTPError as error:
             # The exception's text can carry the URL: log its type only.
             return type(error).__name__, True, None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -130,6 +132,38 @@ def test_a_url_httpx_cannot_parse_fails_once_counted_and_without_its_text(
         results = run(Sender(backoff=FAST, attempts=3), [bad])
     assert results == [("BackupFailed", "failed")]
     assert "s3cr3t" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout() -> None:
+    """httpx's timeout bounds each read: a byte every half second kept an attempt
+    going for minutes, and a worker all tenants share with it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.5):
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    try:
+        port = listener.getsockname()[1]
+        slow = Delivery(HttpPost(f"http://127.0.0.1:{port}/hook", json={}), label="slow",
+                        event="BackupFailed")
+        started = time.monotonic()
+        results = run(Sender(backoff=FAST, attempts=1, timeout=2), [slow], settle=20)
+        assert results == [("BackupFailed", "failed")]
+        assert time.monotonic() - started < 8
+    finally:
+        stop.set()
+        listener.close()
 
 
 def test_429_waits_as_long_as_retry_after_says(receiver: Receiver) -> None:
