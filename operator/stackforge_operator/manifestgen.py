@@ -109,7 +109,9 @@ def render_cluster_role() -> str:
         "Cluster-wide because tenants live in namespaces of their own and drill sandboxes are "
         "created at run time; "
         "least privilege comes from the exact verbs below (no wildcards, no update, no "
-        "escalate/bind/impersonate, no watch on Secrets). See rbac.py for the reasoning.",
+        "escalate/bind/impersonate; list and watch on Secrets serve the watch caches, whole "
+        "objects only under the operator's label, metadata only for the rest). See rbac.py "
+        "for the reasoning.",
         rbac.CLUSTER_ROLE_RULES)
 
 
