@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -33,8 +34,26 @@ BUNDLED_KINDS = (
 )
 
 
+# One API request may take this long: a stalled connection hung every command,
+# past its own --timeout (the client sets none by default).
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
 class NotFoundError(Exception):
     pass
+
+
+def _bounded(api: client.ApiClient, seconds: float) -> None:
+    """Every request of ``api`` without a timeout of its own gets ``seconds``."""
+    rest = api.rest_client
+    request: Callable[..., Any] = rest.request
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = seconds
+        return request(*args, **kwargs)
+
+    setattr(rest, "request", bounded)  # noqa: B010 - an instance's method, replaced
 
 
 class ProbeError(Exception):
@@ -48,7 +67,8 @@ class Cluster:
         # --kubeconfig to a plugin only so, as flags may not precede a plugin's name.
         self.api = config.new_client_from_config(
             config_file=kubeconfig or os.environ.get("KUBECONFIG") or None, context=context)
-        self.dynamic = DynamicClient(self.api)
+        _bounded(self.api, REQUEST_TIMEOUT_SECONDS)
+        self.dynamic = DynamicClient(self.api)  # (its discovery is a request too)
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)

@@ -3,14 +3,16 @@ commands against one: tests/cluster/test_plugin.py, tests/realnode/test_plugin.p
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from stackforge_operator.models.tenant import StackForgeTenantSpec
-from stackforge_operator.plugin import cli
+from stackforge_operator.plugin import api, cli
 
 PLUGIN = Path(sys.executable).parent / "kubectl-stackforge"
 
@@ -56,3 +58,25 @@ def test_a_tenant_with_fields_the_plugin_does_not_know_exits_1_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: this plugin cannot read the tenant (someNewField)"), err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_an_api_server_that_never_answers_ends_the_command_at_the_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The client sets no timeout: a stalled connection hung every command."""
+    monkeypatch.setattr(api, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:"
+            f"{listener.getsockname()[1]}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: c, user: u}}]\n")
+        started = time.monotonic()
+        assert cli.main(["--kubeconfig", str(kubeconfig), "status"]) == 1
+        assert time.monotonic() - started < 20
+        assert capsys.readouterr().err.startswith("error: cannot reach the cluster")
+    finally:
+        listener.close()
