@@ -70,8 +70,7 @@ def test_archive_command_pushes_wal_into_an_encrypted_repository_over_tls(
     assert created.returncode == 0, created.stdout + created.stderr
     # `check` switches to a new WAL segment and waits until archive_command has
     # put it into the repository.
-    checked = pgbackrest(archiving, "check")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    checked = _checked(archiving)
     assert "successfully archived" in checked.stdout
 
     shown = pgbackrest(archiving, "info", "--output=json")
@@ -98,6 +97,13 @@ def test_archive_command_pushes_wal_into_an_encrypted_repository_over_tls(
     printed = created.stdout + created.stderr + checked.stdout + checked.stderr
     for secret in (archiving.cipher_pass, archiving.s3.credentials.secret_access_key):
         assert secret not in printed
+
+
+def _checked(archiving: Archiving) -> subprocess.CompletedProcess[str]:
+    """pgBackRest's `check`: it switches WAL and waits until that segment is archived."""
+    checked = pgbackrest(archiving, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    return checked
 
 
 def _backup(archiving: Archiving, kind: str) -> None:
@@ -210,8 +216,7 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
     server.psql("INSERT INTO kept (id) SELECT generate_series(201, 300);")
     server.psql("DROP TABLE dropped;")
     # `check` switches WAL and waits until the segment with the drop is archived.
-    checked = pgbackrest(archiving, "check")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    _checked(archiving)
 
     pods = make_pod()
     pod = next(pods)
@@ -326,8 +331,7 @@ def test_a_restore_of_the_latest_stops_where_the_archive_cannot_be_read_never_sh
     server.psql("SELECT pg_switch_wal();")
     first_after = server.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn());").strip()
     server.psql("INSERT INTO kept SELECT generate_series(101, 300);")
-    checked = pgbackrest(archiving, "check")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    _checked(archiving)
 
     pods = make_pod()
     pod = next(pods)
