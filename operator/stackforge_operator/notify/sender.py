@@ -15,6 +15,7 @@ httpx's own request log (which prints URLs) is silenced.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import logging
 import random
@@ -60,6 +61,10 @@ class Delivery:
     target: HttpPost | Mail
     label: str  # safe to log: "tenant acme slack BackupFailed/nightly opened"
     event: str
+    # Deliveries of one key go one after another, in the order submitted: an
+    # incident's "resolved" never overtakes its "opened" still being retried on
+    # the same channel (retries span many minutes). None: no order.
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class Sender:
         self._timers: set[asyncio.TimerHandle] = set()
         self._client: httpx.AsyncClient | None = None
         self._busy = 0
+        # Per order key with a delivery under way: those waiting for it (the loop's only).
+        self._lines: dict[str, collections.deque[Delivery]] = {}
 
     async def start(self) -> None:
         for noisy in ("httpx", "httpcore"):
@@ -149,9 +156,29 @@ class Sender:
             return
         for delivery in deliveries:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, (delivery, 1))
+                loop.call_soon_threadsafe(self._enqueue, delivery)
             except RuntimeError:  # the loop closed meanwhile (shutdown)
                 logger.warning("notification %s dropped: the sender stopped", delivery.label)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        """Queue ``delivery``, or line it up behind one of its order key under way."""
+        assert self._queue is not None
+        if delivery.order is not None:
+            if delivery.order in self._lines:
+                self._lines[delivery.order].append(delivery)
+                return
+            self._lines[delivery.order] = collections.deque()
+        self._queue.put_nowait((delivery, 1))
+
+    def _finished(self, delivery: Delivery) -> None:
+        """``delivery`` is done with (sent, or given up): the next of its key goes."""
+        if delivery.order is None or self._queue is None:
+            return
+        line = self._lines.get(delivery.order)
+        if line:
+            self._queue.put_nowait((line.popleft(), 1))
+        else:
+            self._lines.pop(delivery.order, None)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is queued, in flight or waiting for a retry (for tests)."""
@@ -166,8 +193,10 @@ class Sender:
         """Stop now: queued messages and pending retries are dropped (with a log line)."""
         for timer in self._timers:
             timer.cancel()
-        pending = len(self._timers) + (self._queue.qsize() if self._queue else 0)
+        pending = len(self._timers) + (self._queue.qsize() if self._queue else 0) + sum(
+            len(line) for line in self._lines.values())
         self._timers.clear()
+        self._lines.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -183,11 +212,14 @@ class Sender:
         while True:
             delivery, attempt = await self._queue.get()
             self._busy += 1
+            finished = True
             try:
-                await self._attempt(delivery, attempt)
+                finished = await self._attempt(delivery, attempt)
             except Exception:  # a bug must not kill the worker
                 logger.exception("notification %s: unexpected error", delivery.label)
             finally:
+                if finished:
+                    self._finished(delivery)
                 self._busy -= 1
 
     async def _post(self, post: HttpPost) -> tuple[str | None, bool, float | None]:
@@ -227,24 +259,26 @@ class Sender:
             return failure.problem, failure.retryable, None
         return None, False, None
 
-    async def _attempt(self, delivery: Delivery, attempt: int) -> None:
+    async def _attempt(self, delivery: Delivery, attempt: int) -> bool:
+        """One attempt; whether the delivery is done with (False: a retry is due)."""
         target = delivery.target
         problem, retryable, retry_after = await (
             self._mail(target) if isinstance(target, Mail) else self._post(target))
         if problem is None:
             logger.info("notification %s delivered (attempt %d)", delivery.label, attempt)
             self._report(delivery, "sent")
-            return
+            return True
         if not retryable or attempt >= self._attempts:
             logger.error("notification %s failed after %d attempts: %s",
                          delivery.label, attempt, problem)
             self._report(delivery, "failed")
-            return
+            return True
         delay = self._backoff.delay(attempt, retry_after)
         logger.warning("notification %s: attempt %d failed (%s); retrying in %.1fs",
                        delivery.label, attempt, problem, delay)
         self._report(delivery, "retried")
         self._retry_later(delivery, attempt + 1, delay)
+        return False
 
     def _retry_later(self, delivery: Delivery, attempt: int, delay: float) -> None:
         assert self._loop is not None and self._queue is not None

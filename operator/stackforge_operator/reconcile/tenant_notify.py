@@ -94,7 +94,8 @@ def _http_channels(tenant: str, namespace: str, spec: NotificationsSpec,
             payload = (payloads.slack(tenant, change, slack_channel) if channel == "slack"
                        else payloads.webhook(tenant, change))
             out.append(Delivery(HttpPost(url, json=payload), event=change.event.value,
-                                label=f"tenant {tenant} {channel} {change.key} {change.state}"))
+                                label=f"tenant {tenant} {channel} {change.key} {change.state}",
+                                order=f"{tenant} {channel} {change.key}"))
     return out
 
 
@@ -125,7 +126,8 @@ def _email(tenant: str, namespace: str, channel: EmailChannel,
     return [Delivery(Mail(server, payloads.email(tenant, change, channel.from_address,
                                                  channel.to)),
                      event=change.event.value,
-                     label=f"tenant {tenant} email {change.key} {change.state}")
+                     label=f"tenant {tenant} email {change.key} {change.state}",
+                     order=f"{tenant} email {change.key}")
             for change in to_send]
 
 
@@ -169,7 +171,8 @@ def _sms(tenant: str, namespace: str, channel: SmsChannel,
             # Recipients by their place in the list: a phone number is personal data.
             out.append(Delivery(post, event=change.event.value,
                                 label=f"tenant {tenant} sms#{number} {change.key} "
-                                      f"{change.state}"))
+                                      f"{change.state}",
+                                order=f"{tenant} sms#{number} {change.key}"))
     return out
 
 

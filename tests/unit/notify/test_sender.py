@@ -166,6 +166,28 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout() -> None
         listener.close()
 
 
+def test_an_incidents_resolved_never_overtakes_its_opened_still_being_retried(
+        receiver: Receiver) -> None:
+    """Separate deliveries on retry timers of their own: with retries spanning
+    minutes, "resolved" could reach a channel before "opened", leaving the
+    incident looking open there. Another incident's messages do not wait."""
+    receiver.fail_next(1, 503)
+
+    def message(path: str, order: str) -> Delivery:
+        return Delivery(HttpPost(receiver.url(path), json={}), label=path, event="BackupFailed",
+                        order=order)
+
+    run(Sender(backoff=FAST, attempts=3, workers=1), [
+        message("/opened", "acme slack BackupFailed/nightly"),
+        message("/resolved", "acme slack BackupFailed/nightly"),
+        message("/other", "acme slack BackupStale/nightly")])
+    answered = [r.path for r in receiver.requests() if r.status == 200]
+    assert sorted(answered) == ["/opened", "/other", "/resolved"], answered
+    assert answered.index("/opened") < answered.index("/resolved"), answered
+    # The other incident went while the first one's "opened" waited for its retry.
+    assert answered.index("/other") < answered.index("/opened"), answered
+
+
 def test_429_waits_as_long_as_retry_after_says(receiver: Receiver) -> None:
     receiver.fail_next(1, 429, {"Retry-After": "1"})
     run(Sender(backoff=FAST, attempts=3), [delivery(receiver)])
