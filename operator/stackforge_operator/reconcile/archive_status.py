@@ -81,13 +81,15 @@ def list_pages(client: S3Client, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
 
 
 def read(client: S3Client, storage: ObjectStorage, tenant: str,
-         previous: ArchiveStatus | None, writing: str | None = None) -> ArchiveStatus | None:
-    """The newest segment of the incarnation the primary archives into, ``writing``
-    (writing_incarnation), or else of the tenant's newest incarnation (None:
-    nothing archived). The newest is not always the primary's: a database taken
-    back to a volume kept from before an in-place recovery archives into its
-    older incarnation. Raises the client's errors (the caller reports the bucket
-    unreadable)."""
+         previous: ArchiveStatus | None, writing: str | None = "") -> ArchiveStatus | None:
+    """The newest segment of the incarnation the primary archives into (None:
+    nothing archived). The newest incarnation is not always the primary's: a
+    database taken back to a volume kept from before an in-place recovery
+    archives into its older one. ``writing`` (writing_incarnation): its name;
+    None when the primary cannot be asked now (its page unreadable, its server
+    restarted and not beaten since): the incarnation read before stays; "" when
+    it cannot say (an archiver of an older image): the newest. Raises the
+    client's errors (the caller reports the bucket unreadable)."""
     base = archiving.repository_key_prefix(storage, tenant)
     incarnations = sorted(
         (str(p["Prefix"]) for page in list_pages(client, Bucket=storage.bucket, Prefix=base,
@@ -96,8 +98,14 @@ def read(client: S3Client, storage: ObjectStorage, tenant: str,
     if not incarnations:
         return None
     newest = incarnations[-1]
+    known = f"{previous.repository_path.lstrip('/')}/" if (
+        previous and previous.repository_path) else None
     if writing and f"{base}{writing}/" in incarnations:
         newest = f"{base}{writing}/"
+    elif writing is None and known in incarnations:
+        # Not the newest for a pass the primary did not answer: the window,
+        # backups and drills would follow an abandoned database, and back.
+        newest = known
     archive_prefix = f"{newest}archive/{archiving.stanza(tenant)}/"
     resume = previous.last_archived_key if previous and previous.last_archived_key else None
     options: dict[str, Any] = {"Bucket": storage.bucket, "Prefix": archive_prefix}
@@ -129,17 +137,18 @@ def writing_incarnation(metrics_page: str | None,
     """The incarnation the primary archives into, as its exporter's page says
     (builders/exporters.py), if its archiver said so since the server started:
     a restored database carries its source's heartbeat rows, naming the
-    source's incarnation, until its own archiver beats. None: not known."""
+    source's incarnation, until its own archiver beats. None: not known now
+    (no page, no running server, no beat since its start); "": the page names
+    none (an archiver of an image that does not write it)."""
     started = _server_started(primary_pod)
     if not metrics_page or started is None:
         return None
     for family in text_string_to_metric_families(metrics_page):
         for sample in family.samples:
             name = sample.labels.get("incarnation", "")
-            if (sample.name == INCARNATION_SAMPLE and name
-                    and sample.value >= started.timestamp()):
-                return name
-    return None
+            if sample.name == INCARNATION_SAMPLE and name:
+                return name if sample.value >= started.timestamp() else None
+    return ""
 
 
 def _server_started(pod: Mapping[str, Any] | None) -> datetime | None:

@@ -144,9 +144,31 @@ def test_the_primary_names_its_incarnation_once_its_archiver_beat_since_it_start
     assert archive_status.writing_incarnation(page, _primary(None)) is None
     assert archive_status.writing_incarnation(page, None) is None
     assert archive_status.writing_incarnation(None, _primary("2026-11-30T11:00:00Z")) is None
-    # No row names one (an archiver of an older image): "" and 0.
+    # No row names one (an archiver of an older image): it cannot say.
     nothing = _incarnation_page("", datetime.fromtimestamp(0, UTC))
-    assert archive_status.writing_incarnation(nothing, _primary("2026-11-30T11:00:00Z")) is None
+    assert archive_status.writing_incarnation(nothing, _primary("2026-11-30T11:00:00Z")) == ""
+
+
+def test_while_the_primary_cannot_be_asked_the_incarnation_read_before_stays() -> None:
+    """Its page unreadable for a pass (isolated, a scrape timeout, its server just
+    restarted): the status went to the newest incarnation, an abandoned
+    database's, and back, listing each archive anew every time."""
+    old_name = OLD.rstrip("/").rsplit("/", 1)[-1]
+    bucket = _bucket()
+    on_old = archive_status.read(bucket, STORAGE, "acme", None,  # type: ignore[arg-type]
+                                 writing=old_name)
+    assert on_old is not None and on_old.repository_path == f"/{OLD.rstrip('/')}"
+    kept = archive_status.read(bucket, STORAGE, "acme", on_old,  # type: ignore[arg-type]
+                               writing=None)
+    assert kept == on_old
+    # An archiver that cannot say which (an older image): the newest, as before.
+    newest = archive_status.read(bucket, STORAGE, "acme", on_old,  # type: ignore[arg-type]
+                                 writing="")
+    assert newest is not None and newest.repository_path == f"/{NEW.rstrip('/')}"
+    # Nothing known before: the newest.
+    first = archive_status.read(bucket, STORAGE, "acme", None,  # type: ignore[arg-type]
+                                writing=None)
+    assert first is not None and first.repository_path == f"/{NEW.rstrip('/')}"
 
 
 def test_nothing_archived_yet() -> None:
