@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, SSLError
+from botocore.exceptions import ClientError, PartialCredentialsError, SSLError
 
 from stackforge_operator.devcluster.pki import create_server_tls
 from stackforge_operator.models.backup import ObjectStorage
@@ -73,6 +73,21 @@ def test_missing_credentials_key_is_missing_secret_key(
     assert _reasons(storage.storage_problems(_storage(), namespace)) == [(
         "MissingSecretKey", f"spec.storage.credentialsSecretRef: Secret {namespace}/acme-s3 "
         "lacks AWS_SECRET_ACCESS_KEY")]
+
+
+def test_a_credentials_key_without_text_is_empty_and_never_the_operators_identity(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """An S3 client given no keys takes boto3's default chain: the operator's own
+    identity, against a bucket the policy names (listing, and retention's deletes)."""
+    put_secret(cluster, namespace, "acme-s3", {"AWS_ACCESS_KEY_ID": "  ",
+                                               "AWS_SECRET_ACCESS_KEY": b"\xff\xfe"})
+    put_secret(cluster, namespace, "s3-ca", {"ca.crt": FAKE_CA_PEM})
+    assert _reasons(storage.storage_problems(_storage(), namespace)) == [(
+        "EmptySecretKey", f"spec.storage.credentialsSecretRef: Secret {namespace}/acme-s3 "
+        "holds no text in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY")]
+    with pytest.raises(PartialCredentialsError, match=f"Secret {namespace}/acme-s3"), \
+            storage.policy_store(_storage(), namespace):
+        pass
 
 
 def test_credentials_and_ca_are_both_reported(namespace: str) -> None:

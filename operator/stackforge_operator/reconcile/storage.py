@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import PartialCredentialsError
 
 from stackforge_operator import kube, status
 from stackforge_operator.backup.store import BackupStore, StoreConfig
@@ -39,6 +40,9 @@ class SecretKeys:
     field: str  # the spec field naming the Secret, for the message
     secret: str
     keys: tuple[str, ...]
+    # Whether a key without text is EmptySecretKey here; not for a CA, whose own
+    # check says more (ca_problems: no PEM certificate in it).
+    text: bool = True
 
 
 def storage_secrets(storage: ObjectStorage) -> list[SecretKeys]:
@@ -50,12 +54,15 @@ def storage_secrets(storage: ObjectStorage) -> list[SecretKeys]:
                                  (creds.access_key_id_key, creds.secret_access_key_key)))
     if storage.endpoint_ca is not None:
         wanted.append(SecretKeys("spec.storage.endpointCA", storage.endpoint_ca.name,
-                                 (storage.endpoint_ca.key,)))
+                                 (storage.endpoint_ca.key,), text=False))
     return wanted
 
 
 def secret_problems(wanted: Sequence[SecretKeys], namespace: str) -> list[status.Problem]:
-    """MissingSecret / MissingSecretKey for each Secret or key that is not there."""
+    """MissingSecret / MissingSecretKey for each Secret or key that is not there, and
+    EmptySecretKey for a key that holds no text (empty, blank, or not UTF-8): an
+    S3 client given no keys takes the operator's own identity from its
+    environment, against a bucket the policy names."""
     problems = []
     for need in wanted:
         secret = kube.get("v1", "Secret", need.secret, namespace)
@@ -68,6 +75,14 @@ def secret_problems(wanted: Sequence[SecretKeys], namespace: str) -> list[status
             problems.append(status.Problem(
                 "MissingSecretKey",
                 f"{need.field}: Secret {namespace}/{need.secret} lacks {', '.join(absent)}"))
+            continue
+        text = credentials.decode(secret)
+        empty = [k for k in need.keys if not text.get(k, "").strip()]
+        if empty and need.text:
+            problems.append(status.Problem(
+                "EmptySecretKey",
+                f"{need.field}: Secret {namespace}/{need.secret} holds no text in "
+                f"{', '.join(empty)}"))
     return problems
 
 
@@ -135,8 +150,15 @@ def policy_store(storage: ObjectStorage, namespace: str) -> Iterator[BackupStore
     creds = storage.credentials_secret_ref
     if creds is not None:
         data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
-        access_key = data.get(creds.access_key_id_key)
-        secret_key = data.get(creds.secret_access_key_key)
+        access_key = data.get(creds.access_key_id_key, "").strip() or None
+        secret_key = data.get(creds.secret_access_key_key, "").strip() or None
+        if access_key is None or secret_key is None:
+            # Never the operator's own identity (boto3's default chain) for a policy
+            # that names keys: reported as the bucket unreadable, and why.
+            raise PartialCredentialsError(
+                provider=f"Secret {namespace}/{creds.name}",
+                cred_var=creds.access_key_id_key if access_key is None
+                else creds.secret_access_key_key)
     pem = ca_bundle(storage, namespace)
     with _maybe_file(pem) as ca_path:
         session = boto3.session.Session(aws_access_key_id=access_key,
