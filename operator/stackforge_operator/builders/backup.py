@@ -53,6 +53,12 @@ DEFAULT_DEADLINE_SECONDS = 6 * 3600
 # The runner's own user (the operator image runs as non-root).
 
 
+def deadline_seconds(policy_spec: BackupPolicySpec) -> int:
+    """How long a run of the policy may take (its Jobs' activeDeadlineSeconds), and
+    how long a physical backup it asks for may stay unanswered."""
+    return policy_spec.active_deadline_seconds or DEFAULT_DEADLINE_SECONDS
+
+
 def cron_job_name(policy: str) -> str:
     return f"backup-{policy}"
 
@@ -208,8 +214,7 @@ def job_template(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant)
             # A failed backup is reported, not retried blindly: the next
             # scheduled (or on-demand) run is the retry.
             "backoffLimit": 0,
-            "activeDeadlineSeconds": policy_spec.active_deadline_seconds
-            or DEFAULT_DEADLINE_SECONDS,
+            "activeDeadlineSeconds": deadline_seconds(policy_spec),
             "template": {
                 "metadata": {"labels": labels},
                 "spec": runner_pod("backup", _runner_args(policy_spec, t),

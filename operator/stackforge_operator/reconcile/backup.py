@@ -593,7 +593,7 @@ def _dumps_read(tenant: str, policy: str, namespace: str, manifests: Sequence[Ma
 
 
 def _deadline(spec: BackupPolicySpec) -> timedelta:
-    return timedelta(seconds=spec.active_deadline_seconds or builders.DEFAULT_DEADLINE_SECONDS)
+    return timedelta(seconds=builders.deadline_seconds(spec))
 
 
 def _started_since(namespace: str, policy: str, jobs: Sequence[Mapping[str, Any]]) -> bool:

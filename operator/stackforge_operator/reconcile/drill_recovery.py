@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from stackforge_operator import status
 from stackforge_operator.builders import archiving
-from stackforge_operator.builders.backup import DEFAULT_DEADLINE_SECONDS
+from stackforge_operator.builders.backup import deadline_seconds
 from stackforge_operator.builders.common import rfc3339
 from stackforge_operator.builders.drill import PhysicalSource
 from stackforge_operator.models.backup import BackupPolicySpec, BackupPolicyStatus
@@ -99,7 +99,7 @@ def _expiry_under_way(policy_name: str, policy: BackupPolicySpec, observed: Back
     pending = physical.pending_request if physical is not None else None
     if physical is None or settings is None or pending is None:
         return None
-    deadline = timedelta(seconds=policy.active_deadline_seconds or DEFAULT_DEADLINE_SECONDS)
+    deadline = timedelta(seconds=deadline_seconds(policy))
     if pending.waiting_since is not None and now - pending.waiting_since > deadline:
         return None
     request = archiving.backup_request(now, pending.type, settings.retention)
