@@ -102,11 +102,11 @@ def _expiry_under_way(policy_name: str, policy: BackupPolicySpec, observed: Back
     deadline = timedelta(seconds=deadline_seconds(policy))
     if pending.waiting_since is not None and now - pending.waiting_since > deadline:
         return None
-    request = archiving.backup_request(now, pending.type, settings.retention)
-    if pending.retention is not None:
-        # The retention the request carries: the policy's may have changed since.
-        kind, _, count = pending.retention.partition(" ")
-        request = archiving.BackupRequest(now, pending.type, kind, int(count))
+    # The retention the request carries (the policy's may have changed since),
+    # read as the archiver reads the request.
+    carried = archiving.parse_request(
+        f"{pending.id} {pending.type.value} {pending.retention}") if pending.retention else None
+    request = carried or archiving.backup_request(now, pending.type, settings.retention)
     removed = physical_backups.expired_by(request, physical.backups, None, now)
     if removed is None:
         return None

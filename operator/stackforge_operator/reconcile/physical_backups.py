@@ -316,11 +316,11 @@ def expired_by(request: BackupRequest, backups: Sequence[PhysicalBackup],
     needed = needed_full(backups, target)
     if needed is None:
         return None
+    newest = max(now, *(b.stop_time for b in backups))
     after = list(backups)
     if request.type is PhysicalBackupType.FULL:
         after.append(PhysicalBackup(label="requested", type=PhysicalBackupType.FULL,
-                                    stop_time=max(now, *(b.stop_time for b in backups))))
-    newest = max(now, *(b.stop_time for b in backups))
+                                    stop_time=newest))
     gone = _expired_fulls(after, request.retention_type, request.retention, newest,
                           days_allowed=-1)
     return needed if needed in gone else None
