@@ -52,7 +52,7 @@ from stackforge_operator.models.drill import (
 )
 from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.pod_health import job_ended, pod_fault
-from stackforge_operator.reconcile import drill_recovery, storage
+from stackforge_operator.reconcile import drill_orphans, drill_recovery, storage
 from stackforge_operator.reconcile.common import (
     post_transitions,
     referenced_tenant,
@@ -408,7 +408,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                     if physical else active.backup_id)
             kube.record_event(dict(body), "Normal", "DrillStarted",
                               f"run {active.run_id} restores {what} in {sandbox}")
-        if _gone(meta):
+        if not drill_orphans.drill_exists(namespace, drill, meta.get("uid")):
             # Its deletion's sweep (handlers.py) may have looked before the
             # sandbox existed: a restored copy of the tenant's data would stay
             # until the periodic sweep.
@@ -495,13 +495,6 @@ def _follow_job(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
         result = {"verdict": "Failed", "reason": "RunnerFailed",
                   "message": "the restore Job ended without a result"}
     _finish(body, spec, new, result, now)
-
-
-def _gone(meta: Mapping[str, Any]) -> bool:
-    """Whether the drill is deleted (or made again under its name), as the API server
-    says now: one GET, once per run."""
-    live = kube.get(API, KIND, meta["name"], meta["namespace"], fresh=True)
-    return live is None or live["metadata"].get("uid") != meta.get("uid")
 
 
 def _key(child: Mapping[str, Any]) -> str:

@@ -27,6 +27,14 @@ logger = logging.getLogger(__name__)
 API = f"{API_GROUP}/{API_VERSION}"
 
 
+def drill_exists(namespace: str, name: str, uid: str | None) -> bool:
+    """Whether DRDrill ``namespace/name`` is there, as the API server says now (not a
+    watch cache: a run records its sandbox before making it), and is the one of
+    ``uid`` (None: whichever); one made again under its name is another drill."""
+    live = kube.get(API, "DRDrill", name, namespace, fresh=True)
+    return live is not None and (uid is None or live["metadata"].get("uid") == uid)
+
+
 def reap(drill_namespace: str | None = None, drill: str | None = None) -> list[str]:
     """Delete the orphaned sandboxes (of drill ``drill_namespace/drill`` only,
     when given); their names."""
@@ -42,9 +50,7 @@ def reap(drill_namespace: str | None = None, drill: str | None = None) -> list[s
         owner = labels.get(builders.DRILL_LABEL)
         if meta.get("deletionTimestamp") or not owner or not owner_namespace:
             continue
-        live = kube.get(API, "DRDrill", owner, owner_namespace, fresh=True)
-        uid = labels.get(builders.DRILL_UID_LABEL)
-        if live is not None and (uid is None or live["metadata"].get("uid") == uid):
+        if drill_exists(owner_namespace, owner, labels.get(builders.DRILL_UID_LABEL)):
             continue  # its drill's own sweep keeps or deletes it
         if kube.delete("v1", "Namespace", meta["name"]):
             reaped.append(meta["name"])
