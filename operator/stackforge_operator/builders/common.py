@@ -134,8 +134,6 @@ def app_metadata(t: EffectiveTenant, app: str) -> dict[str, Any]:
     return meta
 
 
-
-
 # --------------------------------------------------------------------------- rendering
 
 # Pod-template annotation holding a digest of the configuration the pods read

@@ -136,22 +136,20 @@ def backup_incidents(name: str, policy: BackupPolicyStatus) -> list[Incident]:
     running) decides neither: "resolved" while the backups are as stale as
     before was untrue, and another "opened" followed once the bucket answered."""
     found = []
-    for type_, event, what in ((types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "failed"),
-                               (types.BACKUP_FRESH, Event.BACKUP_STALE, "is stale"),
-                               (types.CONTINUOUS_ARCHIVING, Event.ARCHIVING_FAILED,
-                                "cannot archive WAL"),
-                               (types.PHYSICAL_BACKUPS, Event.BACKUP_FAILED,
-                                "a physical backup failed")):
+    # (condition, event, key's end, summary's start); the physical backups'
+    # BackupFailed opens and resolves apart from the dumps'.
+    for type_, event, subject, heading in (
+            (types.LAST_BACKUP_SUCCEEDED, Event.BACKUP_FAILED, "", f"backup policy {name} failed"),
+            (types.BACKUP_FRESH, Event.BACKUP_STALE, "", f"backup policy {name} is stale"),
+            (types.CONTINUOUS_ARCHIVING, Event.ARCHIVING_FAILED, "",
+             f"backup policy {name} cannot archive WAL"),
+            (types.PHYSICAL_BACKUPS, Event.BACKUP_FAILED, "/physical",
+             f"backup policy {name}: a physical backup failed")):
         condition = find(policy.conditions, type_)
         if condition is None or condition.status == ConditionStatus.TRUE:
             continue
-        # The physical backups' BackupFailed opens and resolves apart from the dumps'.
-        key = (f"{event.value}/{name}/physical" if type_ == types.PHYSICAL_BACKUPS
-               else f"{event.value}/{name}")
-        summary = (f"backup policy {name}: {what}: {condition.message}"
-                   if type_ == types.PHYSICAL_BACKUPS
-                   else f"backup policy {name} {what}: {condition.message}")
-        found.append(Incident(key, event, condition.last_transition_time, summary,
+        found.append(Incident(f"{event.value}/{name}{subject}", event,
+                              condition.last_transition_time, f"{heading}: {condition.message}",
                               undecided=condition.status != ConditionStatus.FALSE))
     return found
 
