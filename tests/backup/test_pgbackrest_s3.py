@@ -36,7 +36,6 @@ from tests.images.postgres_pods import (
     Pod,
     Server,
     chown_tree,
-    make_pod,
     program,
     query,
     start,
@@ -191,7 +190,7 @@ def _restore(archiving: Archiving, pod: Pod, target: str) -> subprocess.Complete
 
 
 def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
-        archiving: Archiving) -> None:
+        archiving: Archiving, pod: Pod, servers: list[Server]) -> None:
     """The image's entrypoint and stackforge-restore on a repository pgBackRest
     wrote: rows committed before T are there, later ones are not, a table
     dropped after T is there; the restored database is promoted and named as an
@@ -218,105 +217,97 @@ def test_a_restore_to_a_moment_has_every_commit_before_it_and_none_after(
     # `check` switches WAL and waits until the segment with the drop is archived.
     _checked(archiving)
 
-    pods = make_pod()
-    pod = next(pods)
-    servers: list[Server] = []
-    try:
-        # Never over a database.
-        pod.pgdata.mkdir()
-        (pod.pgdata / "PG_VERSION").write_text("15\n")
-        chown_tree(pod.data_dir, pod.user)
-        refused = _restore(archiving, pod, target)
-        assert refused.returncode != 0 and "is not empty" in refused.stderr, refused.stderr
-        shutil.rmtree(pod.pgdata)
+    # Never over a database.
+    pod.pgdata.mkdir()
+    (pod.pgdata / "PG_VERSION").write_text("15\n")
+    chown_tree(pod.data_dir, pod.user)
+    refused = _restore(archiving, pod, target)
+    assert refused.returncode != 0 and "is not empty" in refused.stderr, refused.stderr
+    shutil.rmtree(pod.pgdata)
 
-        # The pod's way: the entrypoint, with a restore target and an empty
-        # volume, restores instead of initialising, then starts the server,
-        # which replays the archive to the target and is promoted.
-        bin_dir = pod.root / "bin"
-        bin_dir.mkdir()
-        (bin_dir / "stackforge-restore").symlink_to(RESTORE)
-        # The endpoint's CA as text, as a drill's pod (which has no volume for
-        # it) gets it: written where the option names, before the restore and
-        # every WAL fetch read it. Its path overrides the configuration's.
-        ca_file = pod.root / "tmp" / "stackforge" / "restore-ca.crt"
-        assert archiving.s3.ca_bundle is not None  # archiving_server serves over TLS
-        ca_text = Path(archiving.s3.ca_bundle).read_text().strip()
-        restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
-                         **_source_options(archiving, pod),
-                         STACKFORGE_RESTORE_PGBACKREST_REPO1_STORAGE_CA_FILE=str(ca_file),
-                         STACKFORGE_RESTORE_CA_PEM=ca_text,
-                         STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
-                         STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET=target)
-        restored.wait_ready()
-        assert ca_file.read_text().strip() == ca_text
+    # The pod's way: the entrypoint, with a restore target and an empty
+    # volume, restores instead of initialising, then starts the server,
+    # which replays the archive to the target and is promoted.
+    bin_dir = pod.root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "stackforge-restore").symlink_to(RESTORE)
+    # The endpoint's CA as text, as a drill's pod (which has no volume for
+    # it) gets it: written where the option names, before the restore and
+    # every WAL fetch read it. Its path overrides the configuration's.
+    ca_file = pod.root / "tmp" / "stackforge" / "restore-ca.crt"
+    assert archiving.s3.ca_bundle is not None  # archiving_server serves over TLS
+    ca_text = Path(archiving.s3.ca_bundle).read_text().strip()
+    restored = start(pod, servers, PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin",
+                     **_source_options(archiving, pod),
+                     STACKFORGE_RESTORE_PGBACKREST_REPO1_STORAGE_CA_FILE=str(ca_file),
+                     STACKFORGE_RESTORE_CA_PEM=ca_text,
+                     STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
+                     STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET=target)
+    restored.wait_ready()
+    assert ca_file.read_text().strip() == ca_text
 
-        def sql(text: str) -> str:
-            return query(pod, text, user="postgres", password=server.password,
-                         database="postgres")
+    def sql(text: str) -> str:
+        return query(pod, text, user="postgres", password=server.password,
+                     database="postgres")
 
-        tenants.eventually(lambda: sql("SELECT pg_is_in_recovery()") == "f", timeout=60,
-                           interval=0.5)
-        assert "restoring" in restored.log and "initialising" not in restored.log
-        assert sql("SELECT min(id) || '|' || max(id) || '|' || count(*) FROM kept") == (
-            "1|200|200"), restored.log
-        assert sql("SELECT count(*) FROM dropped") == "1"
-        newest = float(sql("SELECT extract(epoch FROM max(at)) FROM kept"))
-        assert newest <= datetime.fromisoformat(target).timestamp()
-        # A timeline of its own, and an incarnation of its own: it can never
-        # be taken for the source, nor archive into the source's repository.
-        assert sql("SELECT timeline_id FROM pg_control_checkpoint()") != "1"
-        named = (pod.pgdata / "stackforge-incarnation").read_text().strip()
-        assert named != "7400000000000000001-20261130T000000Z"
-        system_id = sql("SELECT system_identifier FROM pg_control_system()")
-        assert named.startswith(f"{system_id}-"), (named, system_id)
-        assert not Path(f"{pod.pgdata}.restore").exists()
+    tenants.eventually(lambda: sql("SELECT pg_is_in_recovery()") == "f", timeout=60,
+                       interval=0.5)
+    assert "restoring" in restored.log and "initialising" not in restored.log
+    assert sql("SELECT min(id) || '|' || max(id) || '|' || count(*) FROM kept") == (
+        "1|200|200"), restored.log
+    assert sql("SELECT count(*) FROM dropped") == "1"
+    newest = float(sql("SELECT extract(epoch FROM max(at)) FROM kept"))
+    assert newest <= datetime.fromisoformat(target).timestamp()
+    # A timeline of its own, and an incarnation of its own: it can never
+    # be taken for the source, nor archive into the source's repository.
+    assert sql("SELECT timeline_id FROM pg_control_checkpoint()") != "1"
+    named = (pod.pgdata / "stackforge-incarnation").read_text().strip()
+    assert named != "7400000000000000001-20261130T000000Z"
+    system_id = sql("SELECT system_identifier FROM pg_control_system()")
+    assert named.startswith(f"{system_id}-"), (named, system_id)
+    assert not Path(f"{pod.pgdata}.restore").exists()
 
-        # The drill runner's Physical checks on it: promoted, nothing after the
-        # target; RPO is the target less the last replayed commit (the inserts
-        # 1.1 s before it). Against a target before that commit, they fail.
-        def drill(moment: datetime) -> DrillOutcome:
-            kept = QueryCheckSpec(name="kept", sql="SELECT count(*) FROM kept",
-                                  expected_value="200")
-            dropped = QueryCheckSpec(name="dropped", sql="SELECT count(*) FROM dropped",
-                                     expected_value="1")
-            return run_drill(
-                DrillRequest(tenant="restored", store=StoreConfig(bucket=archiving.bucket),
-                             recovery=PhysicalRecovery(REPOSITORY_PATH, moment),
-                             queries=(kept, dropped), pg_bin_dir=PG15_BIN),
-                env={"PGHOST": "127.0.0.1", "PGPORT": str(pod.port), "PGUSER": "postgres",
-                     "PGPASSWORD": server.password, "PGDATABASE": "postgres",
-                     "PATH": "/usr/bin:/bin"},
-                client=archiving.s3.client())
+    # The drill runner's Physical checks on it: promoted, nothing after the
+    # target; RPO is the target less the last replayed commit (the inserts
+    # 1.1 s before it). Against a target before that commit, they fail.
+    def drill(moment: datetime) -> DrillOutcome:
+        kept = QueryCheckSpec(name="kept", sql="SELECT count(*) FROM kept",
+                              expected_value="200")
+        dropped = QueryCheckSpec(name="dropped", sql="SELECT count(*) FROM dropped",
+                                 expected_value="1")
+        return run_drill(
+            DrillRequest(tenant="restored", store=StoreConfig(bucket=archiving.bucket),
+                         recovery=PhysicalRecovery(REPOSITORY_PATH, moment),
+                         queries=(kept, dropped), pg_bin_dir=PG15_BIN),
+            env={"PGHOST": "127.0.0.1", "PGPORT": str(pod.port), "PGUSER": "postgres",
+                 "PGPASSWORD": server.password, "PGDATABASE": "postgres",
+                 "PATH": "/usr/bin:/bin"},
+            client=archiving.s3.client())
 
-        moment = parse_time(target)
-        outcome = drill(moment)
-        line = json.loads(outcome.to_json_line())
-        assert outcome.passed, line
-        assert [c.name for c in outcome.checks] == ["connectivity", "recovery", "kept", "dropped"]
-        assert outcome.recovery_point is not None
-        assert moment - timedelta(seconds=3) < outcome.recovery_point <= moment
-        assert line["rpoSeconds"] == math.ceil((moment - outcome.recovery_point).total_seconds())
-        assert line["recoveryTarget"] == moment.isoformat()
-        assert line["backupLocation"] == f"s3://{archiving.bucket}{REPOSITORY_PATH}"
-        report = json.loads(archiving.s3.client().get_object(
-            Bucket=archiving.bucket, Key="stackforge/restored/drills/"
-            f"{outcome.run_id}.json")["Body"].read())
-        assert report["backup"]["method"] == "Physical", report
-        assert report["rpo"]["measuredTo"] == "backup.recoveryTarget"
+    moment = parse_time(target)
+    outcome = drill(moment)
+    line = json.loads(outcome.to_json_line())
+    assert outcome.passed, line
+    assert [c.name for c in outcome.checks] == ["connectivity", "recovery", "kept", "dropped"]
+    assert outcome.recovery_point is not None
+    assert moment - timedelta(seconds=3) < outcome.recovery_point <= moment
+    assert line["rpoSeconds"] == math.ceil((moment - outcome.recovery_point).total_seconds())
+    assert line["recoveryTarget"] == moment.isoformat()
+    assert line["backupLocation"] == f"s3://{archiving.bucket}{REPOSITORY_PATH}"
+    report = json.loads(archiving.s3.client().get_object(
+        Bucket=archiving.bucket, Key="stackforge/restored/drills/"
+        f"{outcome.run_id}.json")["Body"].read())
+    assert report["backup"]["method"] == "Physical", report
+    assert report["rpo"]["measuredTo"] == "backup.recoveryTarget"
 
-        early = drill(outcome.recovery_point - timedelta(seconds=1))
-        assert not early.passed and early.grade.reason == "CheckFailed"
-        [recovery] = [c for c in early.checks if c.name == "recovery"]
-        assert not recovery.passed and "after the target" in (recovery.message or "")
-    finally:
-        for started in servers:
-            started.stop()
-        next(pods, None)
+    early = drill(outcome.recovery_point - timedelta(seconds=1))
+    assert not early.passed and early.grade.reason == "CheckFailed"
+    [recovery] = [c for c in early.checks if c.name == "recovery"]
+    assert not recovery.passed and "after the target" in (recovery.message or "")
 
 
 def test_a_restore_of_the_latest_stops_where_the_archive_cannot_be_read_never_short(
-        archiving: Archiving) -> None:
+        archiving: Archiving, pod: Pod, servers: list[Server]) -> None:
     """PostgreSQL takes a failing restore_command for the archive's end: a restore
     of the latest whose WAL fetch failed (the bucket away for a moment) was
     promoted without the rows after the backup, and said nothing. Now the
@@ -333,18 +324,14 @@ def test_a_restore_of_the_latest_stops_where_the_archive_cannot_be_read_never_sh
     server.psql("INSERT INTO kept SELECT generate_series(101, 300);")
     _checked(archiving)
 
-    pods = make_pod()
-    pod = next(pods)
-    servers: list[Server] = []
-    try:
-        bin_dir = pod.root / "bin"
-        bin_dir.mkdir()
-        (bin_dir / "stackforge-restore").symlink_to(RESTORE)
-        # The bucket away: pgBackRest fails to fetch the segments after the
-        # backup's with its connection error's status, as it does.
-        outage = pod.root / "outage"
-        shim = bin_dir / "pgbackrest"
-        shim.write_text(f"""#!/bin/sh
+    bin_dir = pod.root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "stackforge-restore").symlink_to(RESTORE)
+    # The bucket away: pgBackRest fails to fetch the segments after the
+    # backup's with its connection error's status, as it does.
+    outage = pod.root / "outage"
+    shim = bin_dir / "pgbackrest"
+    shim.write_text(f"""#!/bin/sh
 wanted=
 for arg; do
     [ "$previous" = archive-get ] && wanted=$arg  # archive-get <file> <path>
@@ -359,31 +346,27 @@ case $wanted in
 esac
 exec /usr/bin/pgbackrest "$@"
 """)
-        shim.chmod(0o755)
-        outage.touch()
-        env = dict(PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin", **_source_options(archiving, pod),
-                   STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
-                   STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET="latest")
-        stopped = start(pod, servers, **env)
-        assert stopped.process.wait(timeout=120) != 0, stopped.log
-        assert f"could not fetch {first_after} from the archive" in stopped.log, stopped.log
-        assert (pod.pgdata / "recovery.signal").exists(), stopped.log  # never promoted
+    shim.chmod(0o755)
+    outage.touch()
+    env = dict(PATH=f"{bin_dir}:{PG15_BIN}:/usr/bin:/bin", **_source_options(archiving, pod),
+               STACKFORGE_RESTORE_REPOSITORY=REPOSITORY_PATH,
+               STACKFORGE_RESTORE_STANZA=STANZA, STACKFORGE_RESTORE_TARGET="latest")
+    stopped = start(pod, servers, **env)
+    assert stopped.process.wait(timeout=120) != 0, stopped.log
+    assert f"could not fetch {first_after} from the archive" in stopped.log, stopped.log
+    assert (pod.pgdata / "recovery.signal").exists(), stopped.log  # never promoted
 
-        outage.unlink()
-        restored = start(pod, servers, **env)
-        restored.wait_ready()
+    outage.unlink()
+    restored = start(pod, servers, **env)
+    restored.wait_ready()
 
-        def sql(text: str) -> str:
-            return query(pod, text, user="postgres", password=server.password,
-                         database="postgres")
+    def sql(text: str) -> str:
+        return query(pod, text, user="postgres", password=server.password,
+                     database="postgres")
 
-        tenants.eventually(lambda: sql("SELECT pg_is_in_recovery()") == "f", timeout=60,
-                           interval=0.5)
-        assert sql("SELECT count(*) FROM kept") == "300", restored.log
-    finally:
-        for started in servers:
-            started.stop()
-        next(pods, None)
+    tenants.eventually(lambda: sql("SELECT pg_is_in_recovery()") == "f", timeout=60,
+                       interval=0.5)
+    assert sql("SELECT count(*) FROM kept") == "300", restored.log
 
 
 @pytest.mark.parametrize(("target", "refusal"), [

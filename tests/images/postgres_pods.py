@@ -174,6 +174,18 @@ def server_list() -> Iterator[list[Server]]:
         server.stop()
 
 
+@pytest.fixture
+def pod() -> Iterator[Pod]:
+    """A PostgreSQL pod's tree on the host (registered by tests/images and tests/backup)."""
+    yield from make_pod()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """The entrypoints a test starts in ``pod``, stopped at its end (before the pod goes)."""
+    yield from server_list()
+
+
 def start(pod: Pod, servers: list[Server], **extra_env: str) -> Server:
     server = Server(pod, pod.env(**extra_env))
     servers.append(server)
