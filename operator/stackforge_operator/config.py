@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import kopf
 
 from stackforge_operator import API_GROUP, informer
+from stackforge_operator.notify import destinations
 
 FINALIZER = f"{API_GROUP}/finalizer"
 STORAGE_PREFIX = API_GROUP
@@ -130,6 +131,12 @@ NOTIFY_TIMEOUT_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_TIMEOUT_SECONDS
 NOTIFY_ATTEMPTS = int(os.environ.get("STACKFORGE_NOTIFY_ATTEMPTS", "13"))
 NOTIFY_BACKOFF_SECONDS = float(os.environ.get("STACKFORGE_NOTIFY_BACKOFF_SECONDS", "1"))
 NOTIFY_MAX_BACKOFF_SECONDS = 300.0
+
+
+def notify_destinations(environ: Mapping[str, str] | None = None) -> destinations.Destinations:
+    """Where notifications may connect (STACKFORGE_NOTIFY_DENIED_NETWORKS and
+    STACKFORGE_NOTIFY_ALLOWED_NETWORKS over the defaults); ValueError names a bad one."""
+    return destinations.from_environ(os.environ if environ is None else environ)
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:

@@ -64,6 +64,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     except image_catalog.CatalogError as error:
         # A wrong image setting would fail every reconcile: refuse to start instead.
         raise kopf.PermanentError(str(error)) from error
+    try:
+        notify_destinations = config.notify_destinations()
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from error
     await asyncio.to_thread(adopt_own_image)
     toggles = leadership.recorded_toggles()
     if toggles is None and not settings.peering.standalone:
@@ -77,6 +81,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Notifications go out from tasks of their own: a reconcile only queues them.
     memo.notifier = Sender(
         timeout=config.NOTIFY_TIMEOUT_SECONDS, attempts=config.NOTIFY_ATTEMPTS,
+        destinations=notify_destinations,
         backoff=Backoff(first=config.NOTIFY_BACKOFF_SECONDS,
                         cap=config.NOTIFY_MAX_BACKOFF_SECONDS),
         on_result=metrics.METRICS.record_notification)

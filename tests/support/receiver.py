@@ -8,6 +8,7 @@ requests fail with a status, or hang for a while before answering.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ class Received:
 class Receiver:
     """Start with :meth:`start` (or as a context manager); URLs with :meth:`url`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._lock = threading.Lock()
         self._requests: list[Received] = []
         self._fail: list[tuple[int, dict[str, str]]] = []
@@ -37,6 +38,10 @@ class Receiver:
         self._stop_hanging = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # -- control ------------------------------------------------------------------
@@ -61,8 +66,8 @@ class Receiver:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self._scheme}://{host}:{self.port}{path}"
 
     def fail_next(self, count: int, status: int = 500, headers: dict[str, str] | None = None
                   ) -> None:

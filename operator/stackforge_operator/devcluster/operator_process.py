@@ -12,6 +12,7 @@ import httpx
 from stackforge_operator.devcluster.cluster import ControlPlaneError
 from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.devcluster.processes import ManagedProcess
+from stackforge_operator.notify import destinations
 
 
 class OperatorProcess:
@@ -27,6 +28,9 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         env = {
+            # A local cluster's receivers (a developer's, the tests') listen on this
+            # host, which a deployed operator's notifications may never reach.
+            destinations.ALLOWED_ENV: "127.0.0.0/8 ::1/128",
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "STACKFORGE_METRICS_PORT": str(self.metrics_port),

@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 
 from stackforge_operator.notify import smtp
+from stackforge_operator.notify.destinations import DEFAULT, DestinationRefusedError, Destinations
+from stackforge_operator.notify.guarded_transport import guarded_transport
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +118,14 @@ class Sender:
         attempts: int = 6,
         backoff: Backoff | None = None,
         on_result: ResultHook | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        destinations: Destinations = DEFAULT,
     ) -> None:
         self._workers = workers
         self._timeout = timeout
         self._attempts = max(1, attempts)
         self._backoff = backoff or Backoff()
         self._on_result = on_result
-        self._transport = transport
+        self._destinations = destinations
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[Delivery, int]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,7 +143,7 @@ class Sender:
         self._queue = asyncio.Queue()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout), follow_redirects=False,
-            transport=self._transport,
+            transport=guarded_transport(self._destinations),
             headers={"User-Agent": "stackforge-operator"})
         self._tasks = [asyncio.create_task(self._work(), name=f"notify-{n}")
                        for n in range(self._workers)]
@@ -236,6 +238,9 @@ class Sender:
                     headers=dict(post.headers))
         except TimeoutError:
             return "Timeout", True, None
+        except DestinationRefusedError as refused:
+            # The address (never the URL) says which setting to look at.
+            return f"destination refused: {refused}", False, None
         except httpx.HTTPError as error:
             # The exception's text can carry the URL: log its type only.
             return type(error).__name__, True, None
@@ -254,7 +259,8 @@ class Sender:
     async def _mail(self, mail: Mail) -> tuple[str | None, bool, float | None]:
         # smtplib blocks: a thread of the loop's executor, bounded by the timeout.
         try:
-            await asyncio.to_thread(smtp.send, mail.server, mail.message, self._timeout)
+            await asyncio.to_thread(smtp.send, mail.server, mail.message, self._timeout,
+                                    self._destinations)
         except smtp.SmtpError as failure:
             return failure.problem, failure.retryable, None
         return None, False, None

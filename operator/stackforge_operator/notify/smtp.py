@@ -1,6 +1,11 @@
 """Hand an email to an SMTP server: encrypted always (STARTTLS or TLS), verified.
 
-Blocking (smtplib): the sender runs it in a thread. A failure is classified as
+Blocking (smtplib): the sender runs it in a thread, and a watchdog cuts the
+connection when the whole exchange has taken the timeout (smtplib's own timeout
+bounds each read, so a server answering a byte at a time held the thread for as
+long as it liked). The server's host is resolved and checked against the
+allowed destinations (notify.destinations) before connecting, and the
+connection goes to the address checked. A failure is classified as
 SMTP classifies it: a 4xx answer and a broken connection are worth another
 attempt, a 5xx answer (unknown mailbox, refused login) and a server that cannot
 encrypt are not. What is logged of a failure is its code or its kind, never the
@@ -9,10 +14,16 @@ server's text (it can echo the account) nor the credentials.
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
+
+from stackforge_operator.notify.destinations import DestinationRefusedError, Destinations, connect
 
 
 @dataclass(frozen=True)
@@ -39,42 +50,101 @@ def _context(server: SmtpServer) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _connect(server: SmtpServer, timeout: float) -> smtplib.SMTP:
-    context = _context(server)
+class _GuardedSmtp(smtplib.SMTP):
+    """smtplib.SMTP connecting only to a checked address of its host."""
+
+    destinations: Destinations
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # The name TLS verifies (STARTTLS and SMTP_SSL read it): smtplib sets it only
+        # when the host is given to the constructor, which would connect before
+        # the watchdog could run.
+        self._host = host
+        return connect(host, port, timeout, self.destinations)
+
+
+class _GuardedSmtpTls(smtplib.SMTP_SSL, _GuardedSmtp):
+    """TLS from the first byte over _GuardedSmtp's connection (SMTP_SSL wraps its
+    socket; the certificate is checked against the host's name, not the address)."""
+
+
+class _Watchdog:
+    """Shuts ``client``'s socket down at the deadline, which fails the blocking call."""
+
+    def __init__(self, client: smtplib.SMTP, seconds: float) -> None:
+        self.fired = False
+        self._client = client
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock: Any = self._client.sock
+        if sock is not None:
+            # socket.socket's own shutdown: an SSL socket's would also drop its TLS
+            # state under the reading thread's feet. OSError: closed already.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+
+def _client(server: SmtpServer, timeout: float, destinations: Destinations) -> smtplib.SMTP:
+    """Not connected yet (no host given), so the watchdog can run from the start."""
+    client: smtplib.SMTP
     if server.implicit_tls:
-        return smtplib.SMTP_SSL(server.host, server.port, timeout=timeout, context=context)
-    client = smtplib.SMTP(server.host, server.port, timeout=timeout)
-    try:
-        # Never on in clear text: a server without STARTTLS is refused (below).
-        client.starttls(context=context)
-    except BaseException:
-        client.close()
-        raise
+        client = _GuardedSmtpTls(timeout=timeout, context=_context(server))
+    else:
+        client = _GuardedSmtp(timeout=timeout)
+    client.destinations = destinations
     return client
 
 
-def send(server: SmtpServer, message: EmailMessage, timeout: float) -> None:
-    """Deliver ``message`` to its recipients; raises SmtpError."""
+def _exchange(client: smtplib.SMTP, server: SmtpServer, message: EmailMessage) -> None:
+    client.connect(server.host, server.port)
+    if not server.implicit_tls:
+        # Never on in clear text: a server without STARTTLS is refused (below).
+        client.starttls(context=_context(server))
+    if server.username is not None:
+        client.login(server.username, server.password or "")
+    # Recipients the server refused while accepting others get nothing
+    # more: another attempt would repeat the message to those it took.
+    client.send_message(message)
+
+
+def send(server: SmtpServer, message: EmailMessage, timeout: float,
+         destinations: Destinations) -> None:
+    """Deliver ``message`` to its recipients within ``timeout`` in all; raises SmtpError."""
+    client = _client(server, timeout, destinations)
+    watchdog = _Watchdog(client, timeout)
     try:
-        with _connect(server, timeout) as client:
-            if server.username is not None:
-                client.login(server.username, server.password or "")
-            # Recipients the server refused while accepting others get nothing
-            # more: another attempt would repeat the message to those it took.
-            client.send_message(message)
-    except smtplib.SMTPRecipientsRefused as error:
-        codes = sorted({code for code, _ in error.recipients.values()})
-        raise SmtpError(f"SMTP recipients refused ({', '.join(map(str, codes))})",
-                          retryable=all(400 <= c < 500 for c in codes)) from None
-    except smtplib.SMTPResponseException as error:
-        # Login refused, sender refused, data refused: the code says whether for now.
-        raise SmtpError(f"SMTP {error.smtp_code}",
-                          retryable=400 <= error.smtp_code < 500) from None
-    except smtplib.SMTPNotSupportedError:
-        raise SmtpError("SMTP server offers no STARTTLS (or no AUTH, for a login)",
-                          retryable=False) from None
-    except ssl.SSLCertVerificationError:
-        raise SmtpError("SMTP server's certificate not verified", retryable=False) from None
+        with watchdog, client:
+            _exchange(client, server, message)
+    except DestinationRefusedError as refused:
+        raise SmtpError(f"destination refused: {refused}", retryable=False) from None
     except (OSError, smtplib.SMTPException) as error:
-        # Refused, reset, timed out, closed midway: the server may be back soon.
-        raise SmtpError(f"SMTP {type(error).__name__}", retryable=True) from None
+        if watchdog.fired:
+            raise SmtpError("SMTP Timeout", retryable=True) from None
+        raise _classified(error) from None
+
+
+def _classified(error: OSError | smtplib.SMTPException) -> SmtpError:
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in error.recipients.values()})
+        return SmtpError(f"SMTP recipients refused ({', '.join(map(str, codes))})",
+                         retryable=all(400 <= c < 500 for c in codes))
+    if isinstance(error, smtplib.SMTPResponseException):
+        # Login refused, sender refused, data refused: the code says whether for now.
+        return SmtpError(f"SMTP {error.smtp_code}", retryable=400 <= error.smtp_code < 500)
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        return SmtpError("SMTP server offers no STARTTLS (or no AUTH, for a login)",
+                         retryable=False)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return SmtpError("SMTP server's certificate not verified", retryable=False)
+    # Refused, reset, timed out, closed midway: the server may be back soon.
+    return SmtpError(f"SMTP {type(error).__name__}", retryable=True)

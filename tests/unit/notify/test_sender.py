@@ -6,16 +6,20 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from stackforge_operator import config
+from stackforge_operator.devcluster.pki import create_server_tls
 from stackforge_operator.notify import smtp
+from stackforge_operator.notify.destinations import Destinations
 from stackforge_operator.notify.sender import (
     Backoff,
     Delivery,
@@ -27,6 +31,8 @@ from stackforge_operator.notify.sender import (
 from tests.support.receiver import Receiver
 from tests.support.smtp_server import USERNAME, SmtpServer
 
+# The receivers here listen on this host, which the defaults refuse.
+LOCAL = Destinations.parse(allowed="127.0.0.0/8 ::1/128")
 FAST = Backoff(first=0.05, cap=1.0, jitter=lambda: 1.0)
 
 
@@ -89,7 +95,8 @@ def test_retry_after_header_forms() -> None:
 
 
 def test_delivers_json(receiver: Receiver) -> None:
-    results = run(Sender(backoff=FAST), [delivery(receiver, n=1), delivery(receiver, n=2)])
+    results = run(Sender(destinations=LOCAL, backoff=FAST),
+                  [delivery(receiver, n=1), delivery(receiver, n=2)])
     got = receiver.requests()
     assert sorted(r.body["n"] for r in got) == [1, 2]
     assert all(r.method == "POST" and r.path == "/hook/s3cr3t-token" for r in got)
@@ -99,7 +106,7 @@ def test_delivers_json(receiver: Receiver) -> None:
 
 def test_server_errors_are_retried_with_growing_delays(receiver: Receiver) -> None:
     receiver.fail_next(3, 503)
-    results = run(Sender(backoff=FAST, attempts=5), [delivery(receiver)])
+    results = run(Sender(destinations=LOCAL, backoff=FAST, attempts=5), [delivery(receiver)])
     got = receiver.requests()
     assert len(got) == 4
     gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
@@ -111,14 +118,14 @@ def test_server_errors_are_retried_with_growing_delays(receiver: Receiver) -> No
 
 def test_gives_up_after_the_last_attempt(receiver: Receiver) -> None:
     receiver.fail_next(10, 500)
-    results = run(Sender(backoff=FAST, attempts=3), [delivery(receiver)])
+    results = run(Sender(destinations=LOCAL, backoff=FAST, attempts=3), [delivery(receiver)])
     assert len(receiver.requests()) == 3
     assert results[-1] == ("BackupFailed", "failed")
 
 
 def test_client_errors_are_not_retried(receiver: Receiver) -> None:
     receiver.fail_next(1, 404)
-    results = run(Sender(backoff=FAST, attempts=5), [delivery(receiver)])
+    results = run(Sender(destinations=LOCAL, backoff=FAST, attempts=5), [delivery(receiver)])
     assert len(receiver.requests()) == 1 and results == [("BackupFailed", "failed")]
 
 
@@ -129,7 +136,7 @@ def test_a_url_httpx_cannot_parse_fails_once_counted_and_without_its_text(
     bad = Delivery(HttpPost("https://hooks.example.com/s3cr3t\x01token", json={}),
                    label="test message", event="BackupFailed")
     with caplog.at_level(logging.INFO):
-        results = run(Sender(backoff=FAST, attempts=3), [bad])
+        results = run(Sender(destinations=LOCAL, backoff=FAST, attempts=3), [bad])
     assert results == [("BackupFailed", "failed")]
     assert "s3cr3t" not in caplog.text and "Traceback" not in caplog.text
 
@@ -158,7 +165,8 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout() -> None
         slow = Delivery(HttpPost(f"http://127.0.0.1:{port}/hook", json={}), label="slow",
                         event="BackupFailed")
         started = time.monotonic()
-        results = run(Sender(backoff=FAST, attempts=1, timeout=2), [slow], settle=20)
+        results = run(Sender(destinations=LOCAL, backoff=FAST, attempts=1, timeout=2), [slow],
+                      settle=20)
         assert results == [("BackupFailed", "failed")]
         assert time.monotonic() - started < 8
     finally:
@@ -177,7 +185,7 @@ def test_an_incidents_resolved_never_overtakes_its_opened_still_being_retried(
         return Delivery(HttpPost(receiver.url(path), json={}), label=path, event="BackupFailed",
                         order=order)
 
-    run(Sender(backoff=FAST, attempts=3, workers=1), [
+    run(Sender(destinations=LOCAL, backoff=FAST, attempts=3, workers=1), [
         message("/opened", "acme slack BackupFailed/nightly"),
         message("/resolved", "acme slack BackupFailed/nightly"),
         message("/other", "acme slack BackupStale/nightly")])
@@ -190,7 +198,7 @@ def test_an_incidents_resolved_never_overtakes_its_opened_still_being_retried(
 
 def test_429_waits_as_long_as_retry_after_says(receiver: Receiver) -> None:
     receiver.fail_next(1, 429, {"Retry-After": "1"})
-    run(Sender(backoff=FAST, attempts=3), [delivery(receiver)])
+    run(Sender(destinations=LOCAL, backoff=FAST, attempts=3), [delivery(receiver)])
     first, second = receiver.requests()
     assert second.at - first.at >= 0.95  # not the 0.05 s backoff
 
@@ -201,7 +209,7 @@ def test_a_hanging_receiver_times_out_and_does_not_hold_up_others(receiver: Rece
         started = time.monotonic()
         # The timeout is far above what the healthy delivery needs even on a busy
         # machine: that one answered before it proves nothing waited for the other.
-        sender = Sender(backoff=FAST, attempts=1, timeout=4, workers=2)
+        sender = Sender(destinations=LOCAL, backoff=FAST, attempts=1, timeout=4, workers=2)
         results: list[tuple[str, str]] = []
 
         async def main() -> None:
@@ -227,17 +235,17 @@ def test_a_hanging_receiver_times_out_and_does_not_hold_up_others(receiver: Rece
 def test_unreachable_receiver_is_retried_then_dropped() -> None:
     gone = Delivery(HttpPost("http://127.0.0.1:9/hook/s3cr3t-token", json={}),
                     label="to nowhere", event="DrillFailed")
-    results = run(Sender(backoff=FAST, attempts=2, timeout=1), [gone])
+    results = run(Sender(destinations=LOCAL, backoff=FAST, attempts=2, timeout=1), [gone])
     assert results == [("DrillFailed", "retried"), ("DrillFailed", "failed")]
 
 
 def test_no_url_in_logs(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     receiver.fail_next(1, 500)
-    run(Sender(backoff=FAST), [delivery(receiver)])
+    run(Sender(destinations=LOCAL, backoff=FAST), [delivery(receiver)])
     gone = Delivery(HttpPost("http://127.0.0.1:9/hook/s3cr3t-token", json={}), label="nowhere",
                     event="DrillFailed")
-    run(Sender(backoff=FAST, attempts=1), [gone])
+    run(Sender(destinations=LOCAL, backoff=FAST, attempts=1), [gone])
     assert "test message 1" in caplog.text and "delivered" in caplog.text
     assert "s3cr3t-token" not in caplog.text
     assert "s3cr3t-token" not in repr(gone)
@@ -246,7 +254,7 @@ def test_no_url_in_logs(receiver: Receiver, caplog: pytest.LogCaptureFixture) ->
 def test_submit_before_start_drops_with_a_warning(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    Sender().submit([delivery(receiver)])
+    Sender(destinations=LOCAL).submit([delivery(receiver)])
     assert "dropped" in caplog.text and receiver.requests() == []
 
 
@@ -254,7 +262,7 @@ def test_stop_drops_pending_retries(receiver: Receiver) -> None:
     receiver.fail_next(1, 500)
 
     async def main() -> None:
-        sender = Sender(backoff=Backoff(first=60, jitter=lambda: 1.0))
+        sender = Sender(destinations=LOCAL, backoff=Backoff(first=60, jitter=lambda: 1.0))
         await sender.start()
         sender.submit([delivery(receiver)])
         while not receiver.requests():
@@ -273,8 +281,8 @@ def test_a_form_with_an_authorization_header_as_sms_providers_take_it(
     post = HttpPost(receiver.url("/2010-04-01/Accounts/AC1/Messages.json"),
                     form={"To": "+15550002222", "From": "+15550001111", "Body": "a b&c"},
                     headers={"Authorization": "Basic QUMxOnRva2Vu"})
-    assert run(Sender(backoff=FAST), [Delivery(post, label="sms#1", event="VolumeFull")]) == [
-        ("VolumeFull", "sent")]
+    assert run(Sender(destinations=LOCAL, backoff=FAST),
+               [Delivery(post, label="sms#1", event="VolumeFull")]) == [("VolumeFull", "sent")]
     [got] = receiver.requests()
     assert got.body == "To=%2B15550002222&From=%2B15550001111&Body=a+b%26c"
     assert got.headers["Content-Type"] == "application/x-www-form-urlencoded"
@@ -291,7 +299,42 @@ def test_an_email_refused_for_now_is_sent_again() -> None:
         message.set_content("body")
         mail = Mail(smtp.SmtpServer(server.host, server.port, ca_pem=server.ca_pem,
                                     username=USERNAME, password="pw"), message)
-        results = run(Sender(backoff=FAST), [Delivery(mail, label="mail", event="BackupFailed")])
+        results = run(Sender(destinations=LOCAL, backoff=FAST),
+                      [Delivery(mail, label="mail", event="BackupFailed")])
         assert results == [("BackupFailed", "retried"), ("BackupFailed", "sent")]
         [received] = server.messages()
         assert received.message["Subject"] == "s" and received.recipients == ["ops@sf.io"]
+
+
+def test_a_webhook_on_a_denied_address_gets_nothing_and_is_not_retried(
+        receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """A tenant's URL may name this host (by address or by name), where nothing a
+    tenant names should be reached from the operator's position."""
+    caplog.set_level(logging.INFO)
+    by_address = delivery(receiver)
+    by_name = Delivery(HttpPost(receiver.url("/hook/s3cr3t-token", host="localhost"), json={}),
+                       label="by name", event="BackupStale")
+    results = run(Sender(backoff=FAST, attempts=5), [by_address, by_name])
+    assert sorted(results) == [("BackupFailed", "failed"), ("BackupStale", "failed")]
+    assert receiver.requests() == []
+    assert "Traceback" not in caplog.text  # a refusal, not a bug
+    assert "destination refused: 127.0.0.1 is in a denied network (127.0.0.0/8)" in caplog.text
+    assert "s3cr3t-token" not in caplog.text
+
+
+def test_a_webhook_by_name_is_verified_against_its_name_after_connecting_to_the_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard connects to the address it checked; TLS must still verify the
+    certificate for the URL's name (this one names no address), and the request
+    must carry it as its Host."""
+    ca, served = create_server_tls(tmp_path, "hooks", server_names=("localhost",))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(served.cert), str(served.key))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))  # httpx's default context reads it
+    with Receiver(tls=context) as secure:
+        post = Delivery(HttpPost(secure.url("/hook", host="localhost"), json={"n": 1}),
+                        label="secure", event="BackupFailed")
+        assert run(Sender(destinations=LOCAL, backoff=FAST, attempts=1), [post]) == [
+            ("BackupFailed", "sent")]
+        [received] = secure.requests()
+        assert received.headers["Host"] == f"localhost:{secure.port}"

@@ -5,6 +5,8 @@ says (4xx: again later; 5xx, no encryption, an unknown certificate: not)."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 
@@ -12,9 +14,12 @@ import pytest
 
 from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.notify import smtp
+from stackforge_operator.notify.destinations import DEFAULT, Destinations
 from tests.support.smtp_server import USERNAME, SmtpServer
 
 PASSWORD = "correct-horse-battery"
+# The servers here listen on this host, which the defaults refuse.
+LOCAL = Destinations.parse(allowed="127.0.0.0/8 ::1/128")
 
 
 @pytest.fixture
@@ -41,7 +46,7 @@ def _to(server: SmtpServer, **changes: object) -> smtp.SmtpServer:
 
 def test_a_message_reaches_every_recipient_over_starttls_with_a_login(
         server: SmtpServer) -> None:
-    smtp.send(_to(server), _message(), timeout=10)
+    smtp.send(_to(server), _message(), timeout=10, destinations=LOCAL)
     [received] = server.messages()
     assert received.recipients == ["ops@stackforge.io", "oncall@stackforge.io"]
     assert received.login == USERNAME
@@ -51,7 +56,7 @@ def test_a_message_reaches_every_recipient_over_starttls_with_a_login(
 
 def test_implicit_tls_delivers_too() -> None:
     with SmtpServer(PASSWORD, implicit_tls=True) as server:
-        smtp.send(_to(server), _message(), timeout=10)
+        smtp.send(_to(server), _message(), timeout=10, destinations=LOCAL)
         assert len(server.messages()) == 1
 
 
@@ -61,7 +66,7 @@ def test_a_refused_message_is_retried_only_for_a_4xx(
         server: SmtpServer, reply: str, retryable: bool) -> None:
     server.fail_next(1, reply)
     with pytest.raises(smtp.SmtpError) as failed:
-        smtp.send(_to(server), _message(), timeout=10)
+        smtp.send(_to(server), _message(), timeout=10, destinations=LOCAL)
     assert failed.value.retryable is retryable
     assert failed.value.problem == f"SMTP {reply[:3]}"
     assert server.messages() == []
@@ -69,7 +74,8 @@ def test_a_refused_message_is_retried_only_for_a_4xx(
 
 def test_a_wrong_password_is_not_retried_and_not_told(server: SmtpServer) -> None:
     with pytest.raises(smtp.SmtpError) as failed:
-        smtp.send(_to(server, password="wrong-password"), _message(), timeout=10)
+        smtp.send(_to(server, password="wrong-password"), _message(), timeout=10,
+                  destinations=LOCAL)
     assert failed.value.problem == "SMTP 535" and not failed.value.retryable
     assert server.logins_refused >= 1 and server.messages() == []
     assert "wrong-password" not in str(failed.value) and USERNAME not in str(failed.value)
@@ -78,14 +84,14 @@ def test_a_wrong_password_is_not_retried_and_not_told(server: SmtpServer) -> Non
 def test_a_server_without_starttls_gets_nothing_in_clear_text() -> None:
     with SmtpServer(PASSWORD, starttls=False) as server:
         with pytest.raises(smtp.SmtpError) as failed:
-            smtp.send(_to(server), _message(), timeout=10)
+            smtp.send(_to(server), _message(), timeout=10, destinations=LOCAL)
         assert "STARTTLS" in failed.value.problem and not failed.value.retryable
         assert server.messages() == []
 
 
 def test_a_certificate_of_another_ca_is_refused(server: SmtpServer) -> None:
     with SmtpServer(PASSWORD) as other, pytest.raises(smtp.SmtpError) as failed:
-        smtp.send(_to(server, ca_pem=other.ca_pem), _message(), timeout=10)
+        smtp.send(_to(server, ca_pem=other.ca_pem), _message(), timeout=10, destinations=LOCAL)
     assert "certificate" in failed.value.problem and not failed.value.retryable
     assert server.messages() == []
 
@@ -95,7 +101,7 @@ def test_no_server_listening_is_worth_another_attempt() -> None:
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     with pytest.raises(smtp.SmtpError) as failed:
-        smtp.send(smtp.SmtpServer("127.0.0.1", port), _message(), timeout=5)
+        smtp.send(smtp.SmtpServer("127.0.0.1", port), _message(), timeout=5, destinations=LOCAL)
     assert failed.value.retryable and failed.value.problem.startswith("SMTP ")
 
 
@@ -110,3 +116,55 @@ def test_the_test_server_leaves_no_files_behind() -> None:
         kept = server._dir
         assert any(kept.iterdir())  # its CA and key, while it runs
     assert not kept.exists()
+
+
+def test_a_mail_server_on_a_denied_address_is_never_connected_to() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        for host in ("127.0.0.1", "localhost"):
+            with pytest.raises(smtp.SmtpError) as failed:
+                smtp.send(smtp.SmtpServer(host, port), _message(), timeout=5,
+                          destinations=DEFAULT)
+            assert failed.value.problem.startswith("destination refused: ")
+            assert not failed.value.retryable
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # no connection was ever made
+
+
+def test_a_server_named_by_its_host_name_is_verified_for_that_name(server: SmtpServer) -> None:
+    # The connection goes to the address checked; STARTTLS verifies the name.
+    smtp.send(_to(server, host="localhost"), _message(), timeout=10, destinations=LOCAL)
+    assert len(server.messages()) == 1
+
+
+def test_a_server_that_trickles_its_answers_is_cut_off_at_the_timeout() -> None:
+    """smtplib's timeout bounds each read: a byte every 0.3 s held the sender's
+    thread for as long as the server liked."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def trickle() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"220")
+                for _ in range(100):  # 30 s at most
+                    if stop.wait(0.3):
+                        return
+                    try:
+                        connection.sendall(b"-")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(smtp.SmtpError) as failed:
+                smtp.send(smtp.SmtpServer("127.0.0.1", listener.getsockname()[1]), _message(),
+                          timeout=2, destinations=LOCAL)
+        finally:
+            stop.set()
+        assert time.monotonic() - started < 5
+        assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
+        thread.join(timeout=5)
