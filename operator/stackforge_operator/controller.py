@@ -226,6 +226,13 @@ class Controller:
         if key in self._bodies and self._is_active():
             self.queue.add(key, changed=changed)
 
+    def poke_namespace(self, namespace: str) -> None:
+        """Something every object held in ``namespace`` reads changed: look at each
+        again now, settled or not (their resyncs may be a minute away)."""
+        if self._is_active():
+            for key in self._in_namespace.get(namespace, ()):
+                self.queue.add(key, changed=True)
+
     def wake_namespace(self, namespace: str | None) -> None:
         """What the watch caches hold for ``namespace`` (None: for any namespace)
         changed: look again at the settled objects there (the others have their

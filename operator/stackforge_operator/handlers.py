@@ -178,6 +178,7 @@ def _feed(controller: Controller, event_type: str, body: kopf.Body) -> None:
 @kopf.on.event(*TENANTS)
 async def tenant_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _feed(memo.tenants, type, body)
+    _wake_policies_on_isolation(memo, type, body)
     if type == "DELETED" and memo.gate.active:
         # Reading the channels' Secrets blocks: off the event loop.
         try:
@@ -188,6 +189,22 @@ async def tenant_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) 
                            body.metadata.name, error)
             return
         memo.notifier.submit(sends)
+
+
+def _wake_policies_on_isolation(memo: kopf.Memo, event_type: str, body: kopf.Body) -> None:
+    """The tenant's isolation turned on or off: its BackupPolicies' egress objects
+    (the runners', the primary's to the archive) follow now, not at their next
+    resync a minute later. Their controller is poked for the tenant's namespace,
+    where they live (tenantRef resolves there); a change is seen once per replica."""
+    key = f"{body.metadata.namespace}/{body.metadata.name}"
+    seen: dict[str, bool] = memo.setdefault("isolation_seen", {})
+    if event_type == "DELETED":
+        seen.pop(key, None)
+        return
+    isolate = bool((body.get("spec") or {}).get("isolate"))
+    if key in seen and seen[key] != isolate and body.metadata.namespace:
+        memo.backups.poke_namespace(body.metadata.namespace)
+    seen[key] = isolate
 
 
 @kopf.on.event(*BACKUP_POLICIES)

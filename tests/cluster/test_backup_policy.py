@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.backup.manifest import Manifest, ManifestArtifact
 from stackforge_operator.backup.store import BackupStore, StoreConfig
-from stackforge_operator.builders import archiving
+from stackforge_operator.builders import archiving, backup_network
 from stackforge_operator.builders import backup as builders
 from stackforge_operator.devcluster.s3server import S3Server
 from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
@@ -342,3 +342,36 @@ def test_a_physical_backup_whose_expiry_removes_what_a_restore_reads_is_held(
     # Past the policy's deadline a restore holds nothing: backups must not stop for ever.
     assert backup._request_held(request, backups, repository, now + deadline,
                                 deadline) is None
+
+
+def _egress_rules(cluster: ClusterHandle, namespace: str, name: str) -> list[Any]:
+    found = client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(name, namespace)
+    assert found.spec is not None and found.spec.policy_types == ["Egress"]
+    return list(found.spec.egress or [])
+
+
+def test_an_isolated_tenants_runners_lose_their_way_out_even_while_the_policy_is_stalled(
+        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
+        s3_bucket: str) -> None:  # noqa: F811
+    """The runbook's incident: the responder isolates the tenant and deletes the
+    leaked bucket credentials. That stalls the policy (its Secret is missing), and
+    the stalled reconcile returned before applying anything: the runners' egress
+    to the bucket stayed open for the whole isolation."""
+    _nightly_in(cluster, namespace, s3_server, s3_bucket)
+    egress = backup_network.runner_egress_name("nightly")
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert _egress_rules(cluster, namespace, egress), "the runners reach the bucket first"
+
+    client.CoreV1Api(cluster.api).delete_namespaced_secret("s3-credentials", namespace)
+    cluster.kubectl("patch", "stackforgetenants.stackforge.io", "shared", "-n", namespace,
+                    "--type=merge", "-p", json.dumps({"spec": {"isolate": True}}))
+    outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert outcome.requeue_after == backup.STALLED_SECONDS
+    stalled = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
+    assert stalled.get("status") == "True", stalled
+    assert _egress_rules(cluster, namespace, egress) == []
+    # A policy that archives nothing gets no archive egress to empty.
+    with pytest.raises(ApiException) as absent:
+        client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
+            backup_network.archive_egress_name("nightly"), namespace)
+    assert absent.value.status == 404

@@ -479,3 +479,34 @@ def test_a_reconcile_that_fails_after_its_write_is_retried_from_what_it_wrote() 
 
     asyncio.run(scenario())
     assert phases[:2] == ["Idle", "Running"]
+
+
+def test_poke_namespace_looks_again_at_every_object_there_now_settled_or_not() -> None:
+    """A tenant's isolation turned on: its BackupPolicies (there, some settled, some
+    with a resync a minute away) must cut their egress now."""
+    calls: list[str] = []
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        calls.append(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        return Done(requeue_after=60.0)
+
+    c = Controller("Policy", reconcile, workers=1)
+
+    def in_namespace(namespace: str, name: str) -> dict[str, Any]:
+        found = body(name)
+        found["metadata"]["namespace"] = namespace
+        return found
+
+    async def scenario() -> None:
+        c.start()
+        for namespace, name in (("one", "nightly"), ("one", "hourly"), ("two", "nightly")):
+            c.observed(in_namespace(namespace, name))
+        await until(lambda: len(calls) == 3)
+        c.poke_namespace("one")
+        await until(lambda: len(calls) == 5)
+        await asyncio.sleep(0.1)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert sorted(calls[3:]) == ["one/hourly", "one/nightly"]
+    assert len(calls) == 5

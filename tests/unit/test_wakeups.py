@@ -81,3 +81,39 @@ def test_a_change_seen_after_the_operator_stopped_wakes_nothing_and_raises_nothi
                               "MODIFIED", {"metadata": child})
         handlers._wake_namespace(cast(Any, loop), cast(Any, tenants), "tenant-shop")
     assert tenants.calls == []
+
+
+def test_a_tenants_isolation_turned_on_or_off_wakes_the_policies_in_its_namespace() -> None:
+    """The policies' egress objects (the runners', the primary's to the archive)
+    follow the tenant's isolation: without a wake they waited for their resync,
+    and a stalled policy's never came."""
+    import kopf
+
+    from stackforge_operator import handlers
+
+    class Policies:
+        def __init__(self) -> None:
+            self.poked: list[str] = []
+
+        def poke_namespace(self, namespace: str) -> None:
+            self.poked.append(namespace)
+
+    policies = Policies()
+    memo = kopf.Memo(backups=policies)
+
+    def tenant(isolate: bool | None) -> kopf.Body:
+        spec = {} if isolate is None else {"isolate": isolate}
+        return kopf.Body({"metadata": {"name": "shop", "namespace": "tenant-shop"},
+                          "spec": spec})
+
+    handlers._wake_policies_on_isolation(memo, "ADDED", tenant(None))  # first sight
+    handlers._wake_policies_on_isolation(memo, "MODIFIED", tenant(False))  # same: not isolated
+    assert policies.poked == []
+    handlers._wake_policies_on_isolation(memo, "MODIFIED", tenant(True))
+    handlers._wake_policies_on_isolation(memo, "MODIFIED", tenant(True))  # a status write
+    assert policies.poked == ["tenant-shop"]
+    handlers._wake_policies_on_isolation(memo, "MODIFIED", tenant(False))
+    assert policies.poked == ["tenant-shop", "tenant-shop"]
+    handlers._wake_policies_on_isolation(memo, "DELETED", tenant(False))
+    handlers._wake_policies_on_isolation(memo, "ADDED", tenant(True))  # made again: first sight
+    assert policies.poked == ["tenant-shop", "tenant-shop"]

@@ -110,6 +110,11 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     t, tenant_spec, problem = _tenant(spec.tenant_ref.name, namespace)
     if t is None or tenant_spec is None:
         return _stalled(body, old, [problem] if problem else [])
+    if t.isolate:
+        # Before anything below can stall this pass: an incident's responder who
+        # deletes a leaked Secret stalls the policy, and its runners and primary
+        # kept their way out to the bucket for as long as the isolation lasted.
+        _cut_off(name, namespace, spec, t, owner_reference(body))
     when = spec.schedule or t.backup_schedule
     zone = spec.time_zone or t.backup_time_zone
     problems = _missing_secrets(spec, namespace)
@@ -190,10 +195,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             # Checked not to exist (_on_demand_job); its run is under way from now.
             job_runs.append(_job_run(namespace, kube.apply(child)))
             continue
-        live = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"], namespace)
-        child = stamped(child)
-        if needs_apply(child, live):
-            live = kube.apply(child)
+        live = _applied(child, namespace)
         if child["kind"] == "CronJob":
             live_cron = live
     _prune_on_demand_jobs(namespace, jobs, job_runs,
@@ -512,6 +514,29 @@ def _archiving_observation(
         waiting_since = previous.last_transition_time
     return archive_status.observation(archive, settings.archive_timeout_seconds, now,
                                       waiting_since, storage_error)
+
+
+def _applied(child: dict[str, Any], namespace: str) -> dict[str, Any] | None:
+    """``child`` as it is live once applied (not written when it is so already)."""
+    live = kube.get(child["apiVersion"], child["kind"], child["metadata"]["name"], namespace)
+    child = stamped(child)
+    if needs_apply(child, live):
+        live = kube.apply(child)
+    return live
+
+
+def _cut_off(name: str, namespace: str, spec: BackupPolicySpec, t: EffectiveTenant,
+             owner: dict[str, Any]) -> None:
+    """The policy's egress objects, empty for an isolated tenant: its runners', and
+    the primary's to the archive where this policy made one (made anew for a
+    policy that archives nothing, it would be an object with no purpose)."""
+    cut = [backup_network.runner_egress(name, namespace, spec, t)]
+    if kube.get("networking.k8s.io/v1", "NetworkPolicy",
+                backup_network.archive_egress_name(name), namespace) is not None:
+        cut.append(backup_network.archive_egress(name, namespace, spec, t))
+    for child in cut:
+        child["metadata"]["ownerReferences"] = [owner]
+        _applied(child, namespace)
 
 
 def _tenant(
