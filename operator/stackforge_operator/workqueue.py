@@ -33,9 +33,11 @@ logger = logging.getLogger(__name__)
 Reconcile = Callable[[str], Awaitable[float | None]]
 # Queue priorities: lower runs first.
 CHANGED, DUE = 0, 1
-# Delays this long or longer (resyncs, waits for a human) are spread by up to a
-# tenth either way: tenants applied together would otherwise resync together,
-# a wave every minute. Short retries keep their time.
+# Delays this long or longer (resyncs, waits for a human) are spread over up to a
+# tenth before they end: tenants applied together would otherwise resync
+# together, a wave every minute. Never after: a delay is often a deadline (a
+# suspend window opening in an hour was acted on up to six minutes late when
+# spread either way). Short retries keep their time.
 SPREAD_FROM_SECONDS = 10.0
 SPREAD = 0.1
 
@@ -43,7 +45,7 @@ SPREAD = 0.1
 def spread(delay: float) -> float:
     if delay < SPREAD_FROM_SECONDS:
         return delay
-    return delay * random.uniform(1 - SPREAD, 1 + SPREAD)  # noqa: S311 - timing, not secrets
+    return delay * random.uniform(1 - SPREAD, 1.0)  # noqa: S311 - timing, not secrets
 
 
 @dataclass

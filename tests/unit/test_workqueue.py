@@ -254,5 +254,6 @@ def test_long_delays_are_spread_and_short_retries_kept() -> None:
 
     assert spread(5.0) == 5.0
     resyncs = [spread(60.0) for _ in range(200)]
-    assert all(54.0 <= r <= 66.0 for r in resyncs)
-    assert max(resyncs) - min(resyncs) > 6.0  # really spread, not one value
+    # Never later than asked: a delay may be a deadline (a suspend window's edge).
+    assert all(54.0 <= r <= 60.0 for r in resyncs)
+    assert max(resyncs) - min(resyncs) > 3.0  # really spread, not one value
