@@ -4,7 +4,8 @@ As client-go's reflector: a complete LIST replaces the store and gives the
 resourceVersion to watch from; each watch event updates the store; a watch
 ended by the server (its timeout) resumes from the last version seen
 (bookmarks keep it fresh while nothing changes); 410 Gone (the version was
-compacted away) LISTs again. Any other failure marks the store unsynced, so
+compacted away) marks the store unsynced and LISTs again. Any other failure
+marks the store unsynced too, so
 reads go to the API server and see its errors, until a LIST succeeds again
 after a backoff capped at a few seconds (spread, so the kinds do not LIST in
 step): its cost while the API server is away is one failed request per kind,
@@ -97,6 +98,10 @@ class Informer:
                 backoff = FIRST_BACKOFF_SECONDS
                 self._follow(api, path, version)
             except kube.WatchExpiredError:
+                # Until the new LIST is in, what the store holds may include objects
+                # deleted meanwhile (the LIST can wait behind other kinds' too):
+                # reads go to the API server, as after any other failure.
+                store.unsynced()
                 logger.info("watch of %s expired; listing again", store.kind)
             except Exception as error:
                 backoff = self._failed(error, path, backoff)

@@ -1,0 +1,66 @@
+"""The informer's reaction to a watch that expired (410 Gone), which the API
+server gives only once its history has been compacted past the watch's version:
+not something a test can make it do on demand, so the informer's LIST and WATCH
+calls are replaced here by ones that play that sequence. Everything else about
+informers runs against the API server (tests/cluster/test_informer.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from stackforge_operator import kube
+from stackforge_operator.informer import Informer
+from stackforge_operator.watch_cache import UNKNOWN, Store
+
+
+def _config_map(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "1"}}
+
+
+def test_a_store_answers_nothing_while_it_lists_again_after_its_watch_expired(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted while the watch was away, "web" was still answered from the store
+    during the new LIST: a reconcile reading it would not make it again."""
+    lists = [[_config_map("web")], []]  # "web" is deleted in the gap
+    second_list_asked, second_list_may_end = threading.Event(), threading.Event()
+    watches = 0
+
+    def list_collection(*_: Any, keep: Any, **__: Any) -> tuple[list[Any], str]:
+        objects = lists.pop(0)
+        if not lists:
+            second_list_asked.set()
+            assert second_list_may_end.wait(10)
+        return [keep(o) for o in objects], "1"
+
+    def watch_collection(*_: Any, **__: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        nonlocal watches
+        watches += 1
+        if watches == 1:
+            raise kube.WatchExpiredError("too old resource version")
+        stop.wait(10)
+        return iter(())
+
+    monkeypatch.setattr(kube, "watch_client", lambda: None)
+    monkeypatch.setattr(kube, "collection_path", lambda *_: "/api/v1/configmaps")
+    monkeypatch.setattr(kube, "list_collection", list_collection)
+    monkeypatch.setattr(kube, "watch_collection", watch_collection)
+    stop = threading.Event()
+    store = Store("v1", "ConfigMap", "")
+    informer = Informer(store)
+    informer.start()
+    try:
+        assert second_list_asked.wait(10)
+        assert not store.synced
+        assert store.get("web", "shop") is UNKNOWN
+        second_list_may_end.set()
+        assert informer.wait_synced(10)
+        assert store.list("shop", "", "") == []  # the new LIST's word: "web" is gone
+    finally:
+        second_list_may_end.set()
+        informer.stop()
+        stop.set()
