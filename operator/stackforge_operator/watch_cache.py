@@ -69,6 +69,9 @@ def newer_version(candidate: str, held: str) -> bool:
     return int(candidate) > int(held)
 
 
+# Deletions a store remembers (Store._deleted): a write-through racing one
+# arrives within seconds, while thousands of deletions come between.
+TOMBSTONES_KEPT = 4096
 # zlib's window: a preset dictionary is read back at most this far.
 _DICTIONARY_BYTES = 32 * 1024
 # The first objects a Packer packs, up to this many or a window's worth of them,
@@ -182,7 +185,9 @@ class Store:
     _namespaces: dict[str, dict[str, _Entry]] = field(default_factory=dict, init=False)
     _names: dict[str, set[str]] = field(default_factory=dict, init=False)
     # Deleted objects' last versions: a write-through of an older version (an apply
-    # answered just before the deletion was watched) must not bring them back.
+    # answered just before the deletion was watched) must not bring them back. The
+    # newest TOMBSTONES_KEPT only (a LIST clears them, and with bookmarks one may
+    # not come for days: each backup Job, pod and Secret deleted added one).
     _deleted: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _synced: bool = field(default=False, init=False)
     # How often what the store holds for each namespace has changed, and how often
@@ -301,7 +306,7 @@ class Store:
         with self._lock:
             if event_type == "DELETED":
                 changed = self._drop(key)
-                self._deleted[key] = entry.resource_version
+                self._bury(key, entry.resource_version)
             else:
                 held = self._held(key)
                 # The answer to an own write (``observed``) may come before the
@@ -314,6 +319,16 @@ class Store:
                     self._deleted.pop(key, None)
         if changed:
             self._tell(key)
+
+    def _bury(self, key: tuple[str, str], version: str) -> None:
+        """Remember a deletion (under the lock), forgetting the oldest beyond the bound.
+        A counting store never reads them (``observed`` returns first): none kept."""
+        if self._packer is None:
+            return
+        self._deleted.pop(key, None)  # to the end: the newest
+        self._deleted[key] = version
+        while len(self._deleted) > TOMBSTONES_KEPT:
+            del self._deleted[next(iter(self._deleted))]
 
     def observed(self, event_type: str, obj: Mapping[str, Any]) -> None:
         """An object seen elsewhere than this store's own watch: the API server's
@@ -341,7 +356,7 @@ class Store:
                 if held is not None and not newer_version(held.resource_version,
                                                    entry.resource_version):
                     self._drop(key)
-                    self._deleted[key] = entry.resource_version
+                    self._bury(key, entry.resource_version)
                     return True
                 return False
             gone = self._deleted.get(key)

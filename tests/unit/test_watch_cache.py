@@ -398,3 +398,24 @@ def test_a_list_as_wide_as_the_scope_returns_every_object_and_a_narrower_one_fil
     assert [o["metadata"]["name"] for o in narrow] == ["a"]
     assert [o["metadata"]["labels"] for o in narrow] == [{"managed": "op", "tenant": "shop",
                                                            "part": "db"}]
+
+
+def test_deletions_are_remembered_within_a_bound_and_not_at_all_by_a_counting_store() -> None:
+    """Only a LIST cleared them, and with bookmarks one may not come for days:
+    every backup Job, pod and Secret deleted anywhere added one for good."""
+    from stackforge_operator.watch_cache import TOMBSTONES_KEPT
+
+    store = Store("v1", "ConfigMap", SCOPE)
+    counting = Store("v1", "Secret", "", counts_only=True)
+    store.replace([])
+    counting.replace([])
+    for n in range(TOMBSTONES_KEPT + 500):
+        for each in (store, counting):
+            each.watched("ADDED", owned(f"job-{n}", version=str(2 * n + 1)))
+            each.watched("DELETED", owned(f"job-{n}", version=str(2 * n + 2)))
+    assert len(store._deleted) == TOMBSTONES_KEPT
+    assert counting._deleted == {}
+    # The newest are the ones kept: a late write-through of one still stays out.
+    last = TOMBSTONES_KEPT + 499
+    store.observed("MODIFIED", owned(f"job-{last}", version=str(2 * last + 1)))
+    assert store.get(f"job-{last}", "ns") is UNKNOWN
