@@ -59,6 +59,17 @@ wait_for_primary() {
 	done
 }
 
+# A primary restored to a moment (a clone's bootstrap, an in-place recovery)
+# keeps the recovery settings pgBackRest wrote into its postgresql.auto.conf:
+# the server never removes them and ignores them once promoted. pg_basebackup
+# copies that file, and a standby obeys them: it stopped at that old target at
+# its first later commit, then failed for ever or promoted itself. A replica's
+# own settings come from its command line.
+forget_restore_settings() {
+	[ -f "$1" ] || return 0
+	sed -i -e '/^[[:space:]]*recovery_target/d' -e '/^[[:space:]]*restore_command/d' "$1"
+}
+
 # A function: its "set --" leaves the script's arguments (the server) alone.
 clone_from_primary() {
 	clone="$PGDATA.clone"
@@ -77,6 +88,7 @@ clone_from_primary() {
 		pg_basebackup "$@" --slot="$REPLICATION_SLOT" --create-slot
 	fi
 	rm -f "$clone.err"
+	forget_restore_settings "$clone/postgresql.auto.conf"
 	mv "$clone" "$PGDATA"
 	rm -f "$RECLONE_MARKER"
 	echo "clone complete" >&2
