@@ -99,12 +99,17 @@ as_superuser() {
 # block with its CONTEXT (the EXECUTEd statement): an ALTER ROLE refused while
 # a restored server still recovers would put the password in the server's log,
 # which is the pod's. A tenant's log_statement or log_min_duration_statement
-# would log it even when it succeeds. These settings are the superuser's, for
-# this session only; psql's terse verbosity keeps CONTEXT out of our own log.
+# would log it even when it succeeds. And pg_stat_activity shows each session's
+# statement to roles with pg_read_all_stats (an Operator admin account has it
+# through pg_monitor): polled, it gave away the superuser's password at every
+# start of the pod; track_activities off hides this session's statements there.
+# These settings are the superuser's, for this session only; psql's terse
+# verbosity keeps CONTEXT out of our own log.
 as_superuser_with_secrets() {
 	as_superuser --command='\set VERBOSITY terse' \
 		--command="SET log_statement = 'none'; SET log_min_duration_statement = -1;
-			SET log_min_error_statement = 'panic'; SET log_error_verbosity = 'terse'" \
+			SET log_min_error_statement = 'panic'; SET log_error_verbosity = 'terse';
+			SET track_activities = off" \
 		--file=- "$@"
 }
 
@@ -213,8 +218,14 @@ BEGIN
        AND r.rolname NOT IN (SELECT a.name FROM json_to_recordset(
              current_setting('stackforge.admin_accounts')::json) AS a(name text))
   LOOP
+    -- Its privileges and its open sessions go too: a session opened before kept
+    -- every right until it ended.
     EXECUTE format('ALTER ROLE %I NOLOGIN', account.name);
-    RAISE NOTICE 'admin account % removed: login disabled, what it owns kept', account.name;
+    EXECUTE format('REVOKE pg_read_all_data, pg_write_all_data, pg_monitor, %I FROM %I',
+                   owner, account.name);
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = account.name;
+    RAISE NOTICE 'admin account % removed: login, rights and sessions ended; what it owns kept',
+      account.name;
   END LOOP;
 END
 $do$;

@@ -769,10 +769,49 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     assert f"--set=accounts_file={accounts_file}" in arguments
     assert not any(p in a for a in arguments for _, _, p in everyone), arguments
 
-    # Removing an account stops its login and keeps the role (and what it owns).
+    # An Operator account reads every session's statement (pg_monitor): polling
+    # pg_stat_activity while the accounts change, it never sees a password.
+    poll = ("CREATE TEMP TABLE seen (who name, q text); "
+            "DO $$ BEGIN FOR i IN 1..40000 LOOP "
+            "INSERT INTO seen SELECT usename, query FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND usename = 'postgres'; "
+            "PERFORM pg_stat_clear_snapshot(); END LOOP; END $$; "
+            "SELECT 'rows ' || count(*) || E'\\n' || coalesce(string_agg(DISTINCT q, E'\\n'), '') "
+            "FROM seen")
+    poller = subprocess.Popen(
+        [str(PG15_BIN / "psql"), "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+         "-p", str(pod.port), "-U", "olga", "-d", "shop", "-c", poll],
+        env={"PGPASSWORD": "olga-pw", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    rotated = [f"vic-pw-{n}" for n in range(4)]
+    for password in rotated:
+        accounts(*everyone[:2], ("vic", "Viewer", password), ("mallory", "Viewer", "taken"))
+        eventually(lambda password=password: as_("vic", password, "SELECT 1").returncode == 0,
+                   timeout=30)
+    watched, problems = poller.communicate(timeout=120)
+    assert poller.returncode == 0, problems
+    rows, _, texts = watched.split("rows ", 1)[1].partition("\n")
+    assert int(rows) > 0  # it saw the superuser's sessions while they ran
+    assert not any(p in texts for p in [*rotated, "alice's pw", "olga-pw"]), texts
+
+    # Removing an account stops its login, ends its sessions and takes its rights;
+    # the role stays (and what it owns).
+    held = subprocess.Popen(
+        [str(PG15_BIN / "psql"), "-X", "-tA", "-h", "127.0.0.1", "-p", str(pod.port),
+         "-U", "vic", "-d", "shop", "-c", "SELECT pg_sleep(120)"],
+        env={"PGPASSWORD": rotated[-1], "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    eventually(lambda: superuser_query(
+        pod, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'vic'") == "1", timeout=30)
     accounts(*everyone[:2])
     eventually(lambda: "admin account vic removed" in log.read_text(), timeout=30)
-    refused = as_("vic", "vic-pw", "SELECT 1")
+    _, ended = held.communicate(timeout=30)
+    assert "terminating connection due to administrator command" in ended, ended
+    assert superuser_query(pod, "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r "
+                                "ON r.oid = m.member WHERE r.rolname = 'vic' AND "
+                                "m.roleid <> (SELECT oid FROM pg_roles WHERE rolname = "
+                                "'stackforge_admin_accounts')") == "0"
+    refused = as_("vic", rotated[-1], "SELECT 1")
     assert "not permitted to log in" in refused.stderr
     assert superuser_query(pod, "SELECT count(*) FROM pg_roles WHERE rolname = 'vic'") == "1"
     assert as_("alice", "alice's pw", "SELECT count(*) FROM audit").returncode == 0
