@@ -12,7 +12,11 @@
 #   - the primary invalidated this replica's slot (it fell further behind
 #     than max_slot_wal_keep_size lets the primary keep);
 #   - the slot keeps WAL only from a position past where this replica stopped
-#     (the slot was dropped and made anew while the replica was away).
+#     (the slot was dropped and made anew while the replica was away);
+#   - the primary's timeline left this replica's before the position it
+#     stopped at, or never passed through it (the primary was restored to a
+#     moment, an in-place recovery: same system, a new timeline forked in the
+#     past; its slots are made anew, so the slot check sees nothing).
 # Anything short of proof passes: this server or the primary not answering, a
 # missing slot (the primary's upkeep sidecar creates it), a replica catching
 # up. The reason goes to stderr and to TERMINATION_LOG, where the kubelet
@@ -53,9 +57,10 @@ sql() {
 here=$(sql --host="$PGHOST" --username=postgres --dbname=postgres --command="
 	SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'stopped'),
 	       coalesce(pg_last_wal_replay_lsn()::text, 'none'),
-	       system_identifier
+	       system_identifier,
+	       (SELECT timeline_id FROM pg_control_checkpoint())
 	FROM pg_control_system()") || exit 0
-read -r receiver replayed system <<EOF
+read -r receiver replayed system timeline <<EOF
 $here
 EOF
 if [ "$receiver" = streaming ] || [ "$replayed" = none ]; then
@@ -86,14 +91,31 @@ there=$(sql --host="$PRIMARY_HOST" --port="$PRIMARY_PORT" \
 SELECT (SELECT system_identifier FROM pg_control_system()),
        coalesce(s.wal_status, 'missing'),
        coalesce(s.restart_lsn::text, 'none'),
-       coalesce(s.restart_lsn > :'replayed'::pg_lsn, false)
+       coalesce(s.restart_lsn > :'replayed'::pg_lsn, false),
+       (SELECT timeline_id FROM pg_control_checkpoint())
 FROM (SELECT 1) AS one
 LEFT JOIN pg_replication_slots AS s ON s.slot_name = :'slot'
 SQL
 ) || exit 0
-read -r primary_system slot_status kept_from past_us <<EOF
+read -r primary_system slot_status kept_from past_us primary_timeline <<EOF
 $there
 EOF
+
+# Where the primary's history left this replica's timeline: "none" when it
+# never passed through it, "" when that is not known (asked of a primary on
+# this replica's timeline, or not answering). The history comes over a
+# replication connection (TIMELINE_HISTORY), as the WAL receiver asks it.
+left_our_timeline() {
+	[ "$primary_timeline" -gt "$timeline" ] || return 0
+	history=$(sql --command="TIMELINE_HISTORY $primary_timeline" --field-separator='|' \
+		--dbname="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER replication=true") ||
+		return 0
+	# Lines "<parent timeline><tab><where it ended><tab><why>"; the first after
+	# the file's name and the separator.
+	switch=$(printf '%s\n' "$history" | sed 's/^[^|]*|//' |
+		awk -F'\t' -v tli="$timeline" '$1 == tli { print $2; exit }')
+	echo "${switch:-none}"
+}
 
 if [ "$primary_system" != "$system" ]; then
 	reason="the primary is another cluster (system $primary_system; this copy is of $system)"
@@ -102,7 +124,18 @@ elif [ "$slot_status" = lost ]; then
 elif [ "$past_us" = t ]; then
 	reason="slot $REPLICATION_SLOT keeps WAL from $kept_from only; this replica stopped at $replayed"
 else
-	exit 0
+	switch=$(left_our_timeline)
+	if [ "$switch" = none ]; then
+		reason="the primary's timeline $primary_timeline does not descend from this copy's timeline $timeline"
+	elif [ -n "$switch" ] && [ "$(sql --host="$PGHOST" --username=postgres --dbname=postgres \
+		--set=replayed="$replayed" --set=switch="$switch" <<'SQL'
+SELECT :'replayed'::pg_lsn > :'switch'::pg_lsn
+SQL
+	)" = t ]; then
+		reason="the primary's timeline $primary_timeline left timeline $timeline at $switch, before this replica's $replayed (it was restored to a moment)"
+	else
+		exit 0
+	fi
 fi
 printf '%s\n' "$reason" >"$RECLONE_MARKER"
 printf 're-clone: %s\n' "$reason" >"$TERMINATION_LOG" 2>/dev/null || true

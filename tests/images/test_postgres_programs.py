@@ -602,6 +602,60 @@ def probe_until_it_fails(replica: Pod, env: dict[str, str]) -> subprocess.Comple
     return probe
 
 
+@pytest.fixture
+def second_replica() -> Iterator[Pod]:
+    """A third pod's tree: another replica's volume, empty."""
+    yield from make_pod()
+
+
+def test_the_liveness_probe_proves_a_replica_past_a_restored_primarys_fork(
+    pod: Pod, replica: Pod, second_replica: Pod, servers: list[Server]
+) -> None:
+    """An in-place recovery restores the primary to a moment: the same system on a
+    new timeline forked in the past, with its slots made anew. A replica back on
+    its old volume had replayed past the fork and can never follow; nothing
+    proved it, and it stayed not ready until the primary had written a fifth of
+    its volume in WAL. The restored primary is made here by promoting a standby
+    that stopped earlier than the replica: its timeline forks where it stopped."""
+    require_peer_login()
+    primary = start(pod, servers)
+    primary.wait_ready()
+    query(pod, "CREATE TABLE t AS SELECT generate_series(1, 100) AS n", user="shop_app",
+          password=APP_PASSWORD, database="shop")
+
+    def rows(at: Pod) -> str:
+        return query(at, "SELECT count(*) FROM t", user="shop_app", password=APP_PASSWORD,
+                     database="shop")
+
+    early = second_replica
+    for standby_pod, slot in ((replica, "postgres_replica_0"), (early, "postgres_replica_1")):
+        cloned = run_program(standby_pod, CLONE_REPLICA, clone_env(pod, standby_pod, slot=slot))
+        assert cloned.returncode == 0, cloned.stderr
+    follower = start_standby(pod, replica, servers)
+    stopped_early = start_standby(pod, early, servers, slot="postgres_replica_1")
+    eventually_equal(lambda: rows(early), "100")
+    stopped_early.stop()  # it stops at the fork to be
+    query(pod, "INSERT INTO t SELECT generate_series(101, 200)", user="shop_app",
+          password=APP_PASSWORD, database="shop")
+    eventually_equal(lambda: rows(replica), "200")  # the replica goes past it
+    follower.stop()
+    primary.stop()
+
+    # The "restored" primary: the early standby promoted, timeline 2 from its stop.
+    start_standby(pod, early, servers, slot="postgres_replica_1")
+    superuser_query(early, "SELECT pg_promote()")
+    eventually_equal(lambda: superuser_query(early, "SELECT pg_is_in_recovery()"), "f")
+    superuser_query(early, "SELECT 1 FROM pg_create_physical_replication_slot("
+                           "'postgres_replica_0', true)")
+    assert rows(early) == "100"
+
+    start_standby(early, replica, servers)
+    env = follows_env(early, replica)
+    failed = probe_until_it_fails(replica, env)
+    assert "the primary's timeline 2 left timeline 1 at" in failed.stderr, failed.stderr
+    assert Path(f"{replica.pgdata}.reclone").exists()
+
+
 def test_a_replica_whose_slot_was_invalidated_is_recloned_and_streams_again(
     pod: Pod, replica: Pod, servers: list[Server]
 ) -> None:
