@@ -840,8 +840,11 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     rotated = [f"vic-pw-{n}" for n in range(4)]
     for password in rotated:
         accounts(*everyone[:2], ("vic", "Viewer", password), ("mallory", "Viewer", "taken"))
-        eventually(lambda password=password: as_("vic", password, "SELECT 1").returncode == 0,
-                   timeout=30)
+
+        def taken(password: str = password) -> bool:
+            return as_("vic", password, "SELECT 1").returncode == 0
+
+        eventually(taken, timeout=30)
     watched, problems = poller.communicate(timeout=120)
     assert poller.returncode == 0, problems
     rows, _, texts = watched.split("rows ", 1)[1].partition("\n")
