@@ -42,8 +42,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
-from stackforge_operator import config, watch_cache
+from stackforge_operator import API_GROUP, API_VERSION, config, kube, watch_cache
 from stackforge_operator.metrics import METRICS, result_of_progress
 from stackforge_operator.workqueue import WorkQueue
 
@@ -334,6 +335,18 @@ class Controller:
         except kopf.PermanentError as error:
             logger.error("%s %s: %s", self.kind, key, error)
             return self._stalled_seconds
+        except ApiException as error:
+            # kopf re-lists after its watch expired (410) and reports what exists:
+            # an object deleted in that gap never gets its DELETED event, and was
+            # reconciled for ever (its children made again, and collected again,
+            # its status write refused with 404). Asked of the API server itself.
+            if error.status == 404 and await loop.run_in_executor(
+                    self._executor, _gone_from_api, body):
+                logger.info("%s %s: no longer exists (its deletion was not seen): "
+                            "forgotten", self.kind, key)
+                self.deleted(body)
+                return None
+            raise
         if key not in self._bodies:
             # Deleted or forgotten (stand_by) meanwhile: do not bring its series back.
             return None
@@ -351,3 +364,12 @@ class Controller:
             # No resync until then: a change to what it reads wakes it (see above).
             return float(quiet)
         return outcome.requeue_after
+
+
+def _gone_from_api(body: Mapping[str, Any]) -> bool:
+    """The API server holds no object of this name, or another one (a new uid)."""
+    meta = body.get("metadata") or {}
+    live = kube.get(str(body.get("apiVersion") or f"{API_GROUP}/{API_VERSION}"),
+                    str(body.get("kind")), str(meta.get("name")), meta.get("namespace"),
+                    fresh=True)
+    return live is None or (live.get("metadata") or {}).get("uid") != meta.get("uid")
