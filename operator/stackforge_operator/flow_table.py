@@ -117,7 +117,7 @@ def sections(t: EffectiveTenant, policy_name: str,
          f"`{backup_network.runner_egress_name(policy_name)}`)",
          backup_network.runner_flows(policy_name, policy, t)),
         ("A drill's sandbox namespace (policy `sandbox-isolation`)",
-         drill.sandbox_flows("<sandbox>", t.namespace)),
+         drill.sandbox_flows("<sandbox>", t.namespace, policy.storage.endpoint)),
         (f"The primary archiving WAL for BackupPolicy `{policy_name}` (egress, with "
          f"`continuousArchiving`; policy `{backup_network.archive_egress_name(policy_name)}`)",
          backup_network.archive_flows(policy, t)),

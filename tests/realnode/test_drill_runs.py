@@ -364,7 +364,7 @@ def test_a_sandbox_reaches_storage_and_dns_but_never_the_tenant(
         # Before the sandbox's policy the probe connects: the target admits everyone.
         eventually(lambda: opens(target_ip, 5432), timeout=30)
         runs.apply(cluster, drill_builders.network_policy(
-            sandbox, "probe", tenant.namespace, tenant.namespace,
+            sandbox, "probe", tenant.namespace, tenant.namespace, pod_s3.endpoint,
             storage.endpoint_addresses(pod_s3.endpoint)))
         eventually(lambda: not opens(target_ip, 5432), timeout=30)
         assert opens(pod_s3.host, pod_s3.port), "the sandbox cannot reach its object storage"

@@ -386,8 +386,12 @@ ACKNOWLEDGED: dict[tuple[str, str], Callable[[], Iterable[tuple[str, str]]]] = {
         lambda: [(API, "BackupPolicy"), (API, "DRDrill")],
     # builders/backup.py: the configuration snapshot, the CronJob, an on-demand Job;
     # builders/backup_network.py: the runners' egress policy.
-    ("stackforge_operator.reconcile.backup:reconcile", "get"): backup_policy_kinds,
     ("stackforge_operator.reconcile.backup:reconcile", "apply"): backup_policy_kinds,
+    ("stackforge_operator.reconcile.backup:_applied", "get"): backup_policy_kinds,
+    ("stackforge_operator.reconcile.backup:_applied", "apply"): backup_policy_kinds,
+    # The object a reconcile met a 404 for, read back: the operator's own kinds.
+    ("stackforge_operator.controller:_gone_from_api", "get"):
+        lambda: [(API, "StackForgeTenant"), (API, "BackupPolicy"), (API, "DRDrill")],
     # The run a suspend window swallowed, started late (backup_catchup.py).
     ("stackforge_operator.reconcile.backup:_make_up_missed_run", "apply"):
         lambda: [("batch/v1", "Job")],

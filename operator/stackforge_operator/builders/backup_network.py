@@ -67,7 +67,8 @@ AWS_S3 = network.Peer("aws-s3", outside=(("ipBlock", {"cidr": "0.0.0.0/0"}),))
 
 
 def url_destinations(url: str, tenant_namespace: str,
-                     resolved: Sequence[str] = ()) -> list[network.Peer]:
+                     resolved: Sequence[str] = (), *,
+                     also_excluded: Sequence[str] = ()) -> list[network.Peer]:
     """Where a URL's host is: exactly it when it is an IP; for a host name (whose
     addresses a NetworkPolicy cannot name, and which change) the addresses it
     resolved to now, public addresses, and pods of namespaces other than the
@@ -82,7 +83,7 @@ def url_destinations(url: str, tenant_namespace: str,
     # policy whenever round-robin DNS answers another set.
     private = sorted({ip for ip in resolved if not network.is_public(ip)})
     return [*(network.address(ip) for ip in private), *network.PUBLIC_INTERNET,
-            network.other_namespaces(tenant_namespace)]
+            network.other_namespaces(tenant_namespace, *also_excluded)]
 
 
 def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
@@ -104,28 +105,43 @@ def runner_flows(policy: str, policy_spec: BackupPolicySpec, t: EffectiveTenant,
         flows.append(network.Flow(runner, AWS_S3, network.tcp(DEFAULT_S3_PORT),
                                   "the runner uploads to AWS S3"))
     else:
-        flows += _to_url("spec.storage.endpoint", endpoint, runner, t, storage_addresses,
+        flows += _to_url("spec.storage.endpoint", endpoint, runner, t.namespace, storage_addresses,
                          "the runner uploads to the S3 endpoint")
     grafana = policy_spec.grafana
     if BackupTarget.GRAFANA_DASHBOARDS in policy_spec.targets and grafana is not None:
-        flows += _to_url("spec.grafana.url", grafana.url, runner, t, (),
+        flows += _to_url("spec.grafana.url", grafana.url, runner, t.namespace, (),
                          "the runner exports Grafana's dashboards")
     return flows
 
 
-def _to_url(field: str, url: str, runner: network.Peer, t: EffectiveTenant,
-            resolved: Sequence[tuple[str, int]], why: str) -> list[network.Flow]:
+def _to_url(field: str, url: str, runner: network.Peer, tenant_namespace: str,
+            resolved: Sequence[tuple[str, int]], why: str,
+            also_excluded: Sequence[str] = ()) -> list[network.Flow]:
     try:
         _, port = url_host_port(url)
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
     flows = [network.Flow(runner, peer, network.tcp(port), why) for peer in url_destinations(
-        url, t.namespace, [ip for ip, at in resolved if at == port])]
+        url, tenant_namespace, [ip for ip, at in resolved if at == port],
+        also_excluded=also_excluded)]
     # A Service's endpoints serve on ports of their own (its targetPort); the
     # policies are matched after the translation.
     flows += [network.Flow(runner, network.address(ip), network.tcp(at), why)
               for ip, at in sorted(set(resolved)) if at != port and not network.is_public(ip)]
     return flows
+
+
+def storage_flows(peer: network.Peer, endpoint: str | None, tenant_namespace: str,
+                  resolved: Sequence[tuple[str, int]], why: str, *,
+                  also_excluded: Sequence[str] = ()) -> list[network.Flow]:
+    """Where ``peer`` reaches a bucket: AWS S3 on 443 without an endpoint; else the
+    endpoint's host on its port (url_destinations, pods of namespaces other than
+    the tenant's and ``also_excluded``), and a Service's endpoints on their own
+    ports. Raises ValueError naming the endpoint."""
+    if endpoint is None:
+        return [network.Flow(peer, AWS_S3, network.tcp(DEFAULT_S3_PORT), why)]
+    return _to_url("spec.storage.endpoint", endpoint, peer, tenant_namespace, resolved, why,
+                   also_excluded)
 
 
 def archive_egress_name(policy: str) -> str:
@@ -141,7 +157,7 @@ def archive_flows(policy_spec: BackupPolicySpec, t: EffectiveTenant,
     if endpoint is None:
         return [network.Flow(primary, AWS_S3, network.tcp(DEFAULT_S3_PORT),
                              "the primary archives WAL to AWS S3")]
-    return _to_url("spec.storage.endpoint", endpoint, primary, t, storage_addresses,
+    return _to_url("spec.storage.endpoint", endpoint, primary, t.namespace, storage_addresses,
                    "the primary archives WAL to the S3 endpoint")
 
 
@@ -168,7 +184,7 @@ def restore_flows(storage: ObjectStorage, t: EffectiveTenant,
     if storage.endpoint is None:
         return [network.Flow(primary, AWS_S3, network.tcp(DEFAULT_S3_PORT),
                              "the primary restores from AWS S3")]
-    return _to_url("the restore's storage.endpoint", storage.endpoint, primary, t,
+    return _to_url("the restore's storage.endpoint", storage.endpoint, primary, t.namespace,
                    storage_addresses, "the primary restores from the S3 endpoint")
 
 
@@ -217,7 +233,7 @@ def dump_restore_flows(storage: ObjectStorage, t: EffectiveTenant,
     if storage.endpoint is None:
         return [*flows, network.Flow(runner, AWS_S3, network.tcp(DEFAULT_S3_PORT),
                                      "the runner reads the dump from AWS S3")]
-    return flows + _to_url("the dump's storage.endpoint", storage.endpoint, runner, t,
+    return flows + _to_url("the dump's storage.endpoint", storage.endpoint, runner, t.namespace,
                            storage_addresses, "the runner reads the dump from the S3 endpoint")
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog, rbac
-from stackforge_operator.builders import archiving, network, s3ca
+from stackforge_operator.builders import archiving, backup_network, network, s3ca
 from stackforge_operator.builders.backup import CONNECT_WAIT_SECONDS
 from stackforge_operator.builders.common import (
     MANAGED_BY,
@@ -143,34 +143,35 @@ def namespace(sandbox: str, drill: str, drill_namespace: str, expires: datetime,
     }
 
 
-def sandbox_flows(sandbox: str, tenant_namespace: str,
+def sandbox_flows(sandbox: str, tenant_namespace: str, endpoint: str | None,
                   storage_addresses: Sequence[tuple[str, int]] = ()) -> list[network.Flow]:
-    """Nothing comes in; out only to DNS, the sandbox itself, the object storage
-    (``storage_addresses``: its endpoint's addresses and port, see
-    reconcile/storage.py; or any public address), and pods of namespaces other
-    than the tenant's (an S3 server running in the cluster)."""
+    """Nothing comes in; out only to the cluster's DNS, the sandbox itself, and the
+    bucket's endpoint on its port (``storage_addresses``: its addresses and ports,
+    see reconcile/storage.py; public addresses and pods of namespaces other than
+    the tenant's and the sandbox's stand for a host name, as for the backup
+    runners). A restored copy of customer data reached anything else on any port
+    before: the public internet, every other namespace, any address on port 53.
+    Raises ValueError for an endpoint no policy can hold."""
     everyone = network.EVERY_POD
     return [
         network.Flow(everyone, everyone, (), "the restore runner and its scratch database"),
-        network.Flow(everyone, network.ANYWHERE, network.DNS_PORTS, "DNS"),
-        network.Flow(everyone, network.other_namespaces(tenant_namespace, sandbox), (),
-                     "an S3 server in the cluster; never the tenant's pods"),
-        *(network.Flow(everyone, peer, (), "an S3 service on the internet")
-          for peer in network.PUBLIC_INTERNET),
-        *(network.Flow(everyone, network.address(ip), network.tcp(port),
-                       "the storage endpoint's addresses")
-          for ip, port in storage_addresses),
+        network.dns_flow(),
+        *backup_network.storage_flows(
+            everyone, endpoint, tenant_namespace, storage_addresses,
+            "the bucket the restore reads; never the tenant's pods",
+            also_excluded=(sandbox,)),
     ]
 
 
 def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namespace: str,
+                   endpoint: str | None,
                    storage_addresses: Sequence[tuple[str, int]] = ()) -> Manifest:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta("sandbox-isolation", sandbox, drill, drill_namespace),
         "spec": network.single_policy_spec(
-            sandbox_flows(sandbox, tenant_namespace, storage_addresses)),
+            sandbox_flows(sandbox, tenant_namespace, endpoint, storage_addresses)),
     }
 
 

@@ -383,10 +383,17 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
         scratch_objects = builders.restored_database(
             sandbox, drill, namespace, t, box=spec.sandbox, storage=policy.storage,
             source=physical, app_user=_app_user(t))
+    try:
+        isolation = builders.network_policy(
+            sandbox, drill, namespace, t.namespace, policy.storage.endpoint,
+            storage.endpoint_addresses(policy.storage.endpoint))
+    except ValueError as error:  # an endpoint whose port no policy can hold
+        _finish(body, spec, new, {"verdict": "Failed", "reason": "InvalidStorage",
+                                  "message": str(error)}, now)
+        return
     children = [
         builders.namespace(sandbox, drill, namespace, expires, meta.get("uid")),
-        builders.network_policy(sandbox, drill, namespace, t.namespace,
-                                storage.endpoint_addresses(policy.storage.endpoint)),
+        isolation,
         *builders.secrets(sandbox, drill, namespace, password or secrets.token_urlsafe(24),
                           s3_keys, s3_ca, _cipher_passphrase(policy, namespace, physical)),
         *builders.pull_secret_copies(sandbox, drill, namespace, _pull_secrets(namespace)),

@@ -227,7 +227,7 @@ def test_a_new_sandbox_is_made_namespace_first_and_pods_last_the_rest_at_once() 
     expires = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     objects = [
         drill.namespace(SANDBOX, DRILL, NAMESPACE, expires),
-        drill.network_policy(SANDBOX, DRILL, NAMESPACE, "tenant-acme"),
+        drill.network_policy(SANDBOX, DRILL, NAMESPACE, "tenant-acme", None),
         *drill.secrets(SANDBOX, DRILL, NAMESPACE, "scratch", {"AWS_ACCESS_KEY_ID": "id"},
                        "-----BEGIN CERTIFICATE-----", "passphrase"),
         *_restored(),
