@@ -163,11 +163,14 @@ DNS_PORTS = (("UDP", DNS_PORT), ("TCP", DNS_PORT))
 
 
 def operator_flows() -> list[Flow]:
-    """The operator's own access, kept while the tenant is isolated."""
+    """The operator's own access, kept while the tenant is isolated. One way: the
+    enforcers track connections, so the answers go back without a rule, and no
+    tenant pod starts one to the operator. The other way was open too, on every
+    port: any tenant pod, an isolated one included, read the operator's metrics
+    (every tenant's name, backups and drill verdicts)."""
     return [
         Flow(OPERATOR, EVERY_POD, (), "the operator reads the exporters (replication lag) "
              "and checks the stack"),
-        Flow(EVERY_POD, OPERATOR, (), "replies and the operator's endpoints"),
     ]
 
 
