@@ -25,6 +25,12 @@ stall on the first replica too, and a replica has no sidecar to close its
 readers' sessions. Their pods are deleted together instead, once: every pod
 created before the isolation started. A replica's replacement starts from its
 own volume (nothing is cloned) and streams again once the isolation is lifted.
+The apps, Kong and the pooler are deleted the same way: a rolling replacement
+would stall on the first new pod, which cannot reach the database under the
+isolation to become Ready, and their open sessions are the likeliest to be an
+intruder's (an app's outbound connection, a client's WebSocket through Kong).
+The evidence bundle (tenant_evidence) is written in the pass before, with their
+logs.
 """
 
 from __future__ import annotations
@@ -35,14 +41,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stackforge_operator import config
-from stackforge_operator.builders import consul, kafka, postgres
-from stackforge_operator.builders.common import COMPONENT_LABEL
+from stackforge_operator.builders import consul, kafka, kong, pooler, postgres
+from stackforge_operator.builders.common import APP_COMPONENT, COMPONENT_LABEL
 from stackforge_operator.models.common import Condition, ConditionStatus
 from stackforge_operator.models.conditions import ISOLATED
 from stackforge_operator.models.effective import Isolation
 
 # Components whose pods are deleted all at once when isolation starts.
-DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COMPONENT)
+DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COMPONENT,
+                         kong.COMPONENT, pooler.COMPONENT, APP_COMPONENT)
 
 
 def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:

@@ -368,11 +368,8 @@ def _refresh_primary_files(t: EffectiveTenant,
 
 
 def _close_unrollable_sessions(t: EffectiveTenant, since: datetime) -> None:
-    """Delete the Kafka, Consul and read replica pods made before the isolation
-    started (reconcile/isolation.py says why not a rolling replacement)."""
-    if not (t.kafka.enabled or t.consul.enabled
-            or (t.postgres.enabled and t.postgres.read_replicas > 0)):
-        return
+    """Delete the Kafka, Consul, read replica, app, Kong and pooler pods made before
+    the isolation started (reconcile/isolation.py says why not a rolling replacement)."""
     for pod in isolation.pods_to_replace(observe.tenant_pods(t), since):
         logger.info("tenant %s is isolated: deleting pod %s, which may hold sessions "
                     "opened before", t.name, pod)

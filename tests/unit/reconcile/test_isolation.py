@@ -34,6 +34,10 @@ def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
         _pod("consul-0", "consul", old),
         # A read replica's readers: no sidecar closes their sessions.
         _pod("postgres-replica-0", "postgres-replica", old),
+        # The apps, Kong and the pooler: an intruder's outbound session, a
+        # client's WebSocket kept going through an isolation.
+        _pod("api-7d9f-abcde", "app", old), _pod("kong-5c6b-fghij", "kong", old),
+        _pod("pooler-4a3b-klmno", "pooler", old),
         # Others close their own sessions (the primary) or roll (Redis).
         _pod("redis-0", "redis", old), _pod("postgres-0", "postgres", old),
         # A replacement, made within the second the isolation started.
@@ -42,7 +46,8 @@ def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
         _pod("kafka-3", "kafka", old, deletionTimestamp="2026-11-30T12:00:00Z"),
     ]
     assert isolation.pods_to_replace(pods, NOW) == [
-        "consul-0", "kafka-0", "kafka-1", "postgres-replica-0"]
+        "api-7d9f-abcde", "consul-0", "kafka-0", "kafka-1", "kong-5c6b-fghij",
+        "pooler-4a3b-klmno", "postgres-replica-0"]
     # Once replaced, nothing more: the next reconcile finds only new pods.
     later = [_pod(n, "kafka", NOW + timedelta(seconds=2)) for n in ("kafka-0", "kafka-1")]
     assert isolation.pods_to_replace(later, NOW) == []
