@@ -94,7 +94,9 @@ def lifting_until(isolate: bool, conditions: Sequence[Condition],
 
 
 def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[str]:
-    """The pods of DELETED_WHEN_ISOLATED made before ``since`` (may hold sessions).
+    """The pods of DELETED_WHEN_ISOLATED made before ``since`` (may hold sessions)
+    that a workload makes again: a pod with no controller carrying such a label
+    is not the operator's, and would be gone for good.
 
     Compared in whole seconds, as the API server records a pod's creation: a
     replacement made within the second the isolation started is not taken for
@@ -107,6 +109,8 @@ def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[
         if (meta.get("labels") or {}).get(COMPONENT_LABEL) not in DELETED_WHEN_ISOLATED:
             continue
         if meta.get("deletionTimestamp"):
+            continue
+        if not any(owner.get("controller") for owner in meta.get("ownerReferences") or []):
             continue
         created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
         if created < since:

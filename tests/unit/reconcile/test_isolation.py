@@ -12,8 +12,11 @@ NOW = datetime(2026, 11, 30, 12, 0, 0, 700000, tzinfo=UTC)
 
 
 def _pod(name: str, component: str, created: datetime, **meta: Any) -> dict[str, Any]:
+    """A pod of a workload (a StatefulSet's, a ReplicaSet's), unless ``meta`` says."""
     return {"metadata": {"name": name, "labels": {"app.kubernetes.io/component": component},
-                         "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"), **meta}}
+                         "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "ownerReferences": [{"kind": "StatefulSet", "name": component,
+                                              "controller": True}], **meta}}
 
 
 def _isolated(status: ConditionStatus, since: datetime) -> Condition:
@@ -44,6 +47,8 @@ def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
         _pod("kafka-2", "kafka", NOW),
         # Already on its way out.
         _pod("kafka-3", "kafka", old, deletionTimestamp="2026-11-30T12:00:00Z"),
+        # A bare pod with an app's labels: nothing would make it again.
+        _pod("debug-shell", "app", old, ownerReferences=[]),
     ]
     assert isolation.pods_to_replace(pods, NOW) == [
         "api-7d9f-abcde", "consul-0", "kafka-0", "kafka-1", "kong-5c6b-fghij",
