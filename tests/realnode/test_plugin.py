@@ -25,6 +25,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from stackforge_operator import support_bundle as bundle
+from stackforge_operator.builders.common import APP_LABEL, TENANT_LABEL
 from stackforge_operator.devcluster.dev_overlay import REDIS_VERSION_ON_NODE
 from stackforge_operator.devcluster.node import metrics_server
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
@@ -349,6 +350,17 @@ def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
     backed_up = plugin(real_cluster, "backup", tenant, "--wait", "--timeout", "300")
     assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
     assert "succeeded (Job " in backed_up.stdout
+    core = client.CoreV1Api(real_cluster.api)
+    app_pods = f"{APP_LABEL}=api,{TENANT_LABEL}={tenant}"
+
+    def serving_app_pods() -> dict[str, str]:
+        """uid -> name of the app's pods not on their way out."""
+        return {str(p.metadata.uid): str(p.metadata.name)
+                for p in core.list_namespaced_pod(ns, label_selector=app_pods).items
+                if p.metadata is not None and p.metadata.deletion_timestamp is None}
+
+    before = serving_app_pods()
+    assert before
     try:
         assert plugin(real_cluster, "isolate", tenant).returncode == 0
         tenants.wait_condition(real_cluster, tenant, "Isolated", "True")
@@ -374,6 +386,11 @@ def test_isolating_the_tenant_writes_an_evidence_bundle_to_its_bucket(
             "logs/postgres-0/postgres.log"].decode()
         assert f"objects/StackForgeTenant/{tenant}.yaml" in files
         assert "objects/NetworkPolicy/default-deny.yaml" in files and "events.yaml" in files
+        # The app's pods made before the isolation go (sessions they held with
+        # them), after the bundle took their logs; their Deployment makes new ones.
+        assert any(name.split("/")[1] in before.values()
+                   for name in files if name.startswith("logs/")), sorted(files)
+        tenants.eventually(lambda: not set(serving_app_pods()) & set(before), timeout=60)
         secrets = client.CoreV1Api(real_cluster.api).list_namespaced_secret(ns).items
         values = {base64.b64decode(v).decode(errors="replace")
                   for s in secrets for v in (s.data or {}).values()}
