@@ -128,12 +128,20 @@ def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
                 verb, resource, namespace)
         policy = client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
             "sandbox-isolation", sandbox)
-        egress = spec_of(policy).egress
-        assert egress is not None and egress[2].to is not None
-        selector = egress[2].to[0].namespace_selector
-        assert selector is not None and selector.match_expressions is not None
-        blocked = selector.match_expressions[0]
-        assert blocked.operator == "NotIn" and tenant.namespace in (blocked.values or [])
+        egress = spec_of(policy).egress or []
+        # Out: the sandbox itself on any port; the cluster's DNS and the bucket's
+        # endpoint on their ports only; no namespace selector admits the tenant's.
+        inside = [r for r in egress if r.to and r.to[0].pod_selector is not None
+                  and r.to[0].namespace_selector is None]
+        outward = [r for r in egress if r not in inside]
+        assert len(inside) == 1 and outward and all(r.ports for r in outward), egress
+        for rule in outward:
+            for peer in rule.to or []:
+                selector = peer.namespace_selector
+                if selector is not None and selector.match_expressions:
+                    blocked = selector.match_expressions[0]
+                    assert blocked.operator == "NotIn", selector
+                    assert tenant.namespace in (blocked.values or []), selector
         ran = watching.result()
     assert ran.returncode == 0, ran.termination_message
     drill = finished_drill(cluster, tenant.namespace, "monthly")

@@ -149,17 +149,25 @@ def sandbox_flows(sandbox: str, tenant_namespace: str, endpoint: str | None,
     bucket's endpoint on its port (``storage_addresses``: its addresses and ports,
     see reconcile/storage.py; public addresses and pods of namespaces other than
     the tenant's and the sandbox's stand for a host name, as for the backup
-    runners). A restored copy of customer data reached anything else on any port
-    before: the public internet, every other namespace, any address on port 53.
+    runners; no endpoint, AWS S3: public addresses on 443). A restored copy of
+    customer data reached anything else on any port before: the public internet,
+    every other namespace, any address on port 53.
     Raises ValueError for an endpoint no policy can hold."""
     everyone = network.EVERY_POD
+    why = "the bucket the restore reads; never the tenant's pods"
+    if endpoint is None:
+        # AWS S3: public addresses (not the runners' 0.0.0.0/0, which on a
+        # dataplane matching ipBlocks against pods takes in the tenant's too).
+        to_bucket = [network.Flow(everyone, peer, network.tcp(backup_network.DEFAULT_S3_PORT),
+                                  why) for peer in network.PUBLIC_INTERNET]
+    else:
+        to_bucket = backup_network.storage_flows(everyone, endpoint, tenant_namespace,
+                                                 storage_addresses, why,
+                                                 also_excluded=(sandbox,))
     return [
         network.Flow(everyone, everyone, (), "the restore runner and its scratch database"),
         network.dns_flow(),
-        *backup_network.storage_flows(
-            everyone, endpoint, tenant_namespace, storage_addresses,
-            "the bucket the restore reads; never the tenant's pods",
-            also_excluded=(sandbox,)),
+        *to_bucket,
     ]
 
 

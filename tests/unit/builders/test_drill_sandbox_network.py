@@ -59,3 +59,12 @@ def test_out_of_the_sandbox_only_the_buckets_port_and_the_clusters_dns() -> None
             if rule in dns:
                 continue
             assert rule["ports"] == [{"protocol": "TCP", "port": port}], rule
+
+
+def test_a_sandbox_restoring_from_aws_s3_reaches_public_addresses_only() -> None:
+    """The runners' AWS rule (0.0.0.0/0) would take in the tenant's pods on a
+    dataplane that matches ipBlocks against pod addresses."""
+    spec = _policy(None, [])
+    blocks = [p["ipBlock"] for r in spec["egress"] for p in r.get("to", []) if "ipBlock" in p]
+    assert {b["cidr"] for b in blocks} == {"0.0.0.0/0", "::/0"}
+    assert all("10.0.0.0/8" in b["except"] or "fc00::/7" in b["except"] for b in blocks)
