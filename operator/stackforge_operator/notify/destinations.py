@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -118,13 +119,18 @@ def resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
-def connect(host: str, port: int, timeout: float | None,
+def connect(host: str, port: int, timeout: float,
             destinations: Destinations) -> socket.socket:
-    """A TCP connection to a checked address of ``host`` (blocking)."""
+    """A TCP connection to a checked address of ``host`` (blocking), within
+    ``timeout`` for all of its addresses together."""
+    end = time.monotonic() + timeout
     error: OSError | None = None
     for address in destinations.check(resolve(host, port)):
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{host}: no address answered in time")
         try:
-            return socket.create_connection((address, port), timeout=timeout)
+            return socket.create_connection((address, port), timeout=left)
         except OSError as failed:
             error = failed
     raise error or OSError(f"{host}: no address")

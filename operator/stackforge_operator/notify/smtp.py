@@ -19,6 +19,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -51,27 +52,53 @@ def _context(server: SmtpServer) -> ssl.SSLContext:
 
 
 class _GuardedSmtp(smtplib.SMTP):
-    """smtplib.SMTP connecting only to a checked address of its host."""
+    """smtplib.SMTP connecting only to a checked address of its host, and never
+    past ``deadline`` (time.monotonic()) while it connects."""
 
     destinations: Destinations
+    deadline: float
+    # The socket as soon as it exists, for the watchdog: smtplib keeps it in
+    # ``sock`` only once connected (and, with TLS, once the handshake is done).
+    raw: socket.socket | None = None
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        # The name TLS verifies (STARTTLS and SMTP_SSL read it): smtplib sets it only
-        # when the host is given to the constructor, which would connect before
-        # the watchdog could run.
+        # The name TLS verifies (STARTTLS reads it): smtplib sets it only when the
+        # host is given to the constructor, which would connect before the
+        # watchdog could run.
         self._host = host
-        return connect(host, port, timeout, self.destinations)
+        sock = connect(host, port, min(timeout, self.deadline - time.monotonic()),
+                       self.destinations)
+        self.raw = sock
+        if time.monotonic() >= self.deadline:  # the watchdog came before the socket
+            sock.close()
+            raise TimeoutError("the exchange's time was up while connecting")
+        return sock
 
 
-class _GuardedSmtpTls(smtplib.SMTP_SSL, _GuardedSmtp):
-    """TLS from the first byte over _GuardedSmtp's connection (SMTP_SSL wraps its
-    socket; the certificate is checked against the host's name, not the address)."""
+class _GuardedSmtpTls(_GuardedSmtp):
+    """TLS from the first byte (port 465) over _GuardedSmtp's connection, the
+    certificate checked against the host's name. Not smtplib.SMTP_SSL: its wrap
+    shakes hands inside, where the watchdog cannot reach the socket."""
+
+    default_port = smtplib.SMTP_SSL_PORT
+
+    def __init__(self, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(timeout=timeout)
+        self.context = context
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        wrapped = self.context.wrap_socket(super()._get_socket(host, port, timeout),
+                                           server_hostname=host,
+                                           do_handshake_on_connect=False)
+        self.raw = wrapped
+        wrapped.do_handshake()
+        return wrapped
 
 
 class _Watchdog:
     """Shuts ``client``'s socket down at the deadline, which fails the blocking call."""
 
-    def __init__(self, client: smtplib.SMTP, seconds: float) -> None:
+    def __init__(self, client: _GuardedSmtp, seconds: float) -> None:
         self.fired = False
         self._client = client
         self._timer = threading.Timer(seconds, self._cut)
@@ -79,7 +106,7 @@ class _Watchdog:
 
     def _cut(self) -> None:
         self.fired = True
-        sock: Any = self._client.sock
+        sock: Any = self._client.sock or self._client.raw
         if sock is not None:
             # socket.socket's own shutdown: an SSL socket's would also drop its TLS
             # state under the reading thread's feet. OSError: closed already.
@@ -94,14 +121,15 @@ class _Watchdog:
         self._timer.cancel()
 
 
-def _client(server: SmtpServer, timeout: float, destinations: Destinations) -> smtplib.SMTP:
+def _client(server: SmtpServer, timeout: float, destinations: Destinations) -> _GuardedSmtp:
     """Not connected yet (no host given), so the watchdog can run from the start."""
-    client: smtplib.SMTP
+    client: _GuardedSmtp
     if server.implicit_tls:
         client = _GuardedSmtpTls(timeout=timeout, context=_context(server))
     else:
         client = _GuardedSmtp(timeout=timeout)
     client.destinations = destinations
+    client.deadline = time.monotonic() + timeout
     return client
 
 
@@ -128,7 +156,7 @@ def send(server: SmtpServer, message: EmailMessage, timeout: float,
     except DestinationRefusedError as refused:
         raise SmtpError(f"destination refused: {refused}", retryable=False) from None
     except (OSError, smtplib.SMTPException) as error:
-        if watchdog.fired:
+        if watchdog.fired or time.monotonic() >= client.deadline:
             raise SmtpError("SMTP Timeout", retryable=True) from None
         raise _classified(error) from None
 

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import pytest
 
 from stackforge_operator.devcluster.ports import free_port
-from stackforge_operator.notify import smtp
+from stackforge_operator.notify import destinations, smtp
 from stackforge_operator.notify.destinations import DEFAULT, Destinations
 from tests.support.smtp_server import USERNAME, SmtpServer
 
@@ -153,6 +153,81 @@ def test_a_server_that_trickles_its_answers_is_cut_off_at_the_timeout() -> None:
                         return
                     try:
                         connection.sendall(b"-")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(smtp.SmtpError) as failed:
+                smtp.send(smtp.SmtpServer("127.0.0.1", listener.getsockname()[1]), _message(),
+                          timeout=2, destinations=LOCAL)
+        finally:
+            stop.set()
+        assert time.monotonic() - started < 5
+        assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
+        thread.join(timeout=5)
+
+
+def test_a_tls_handshake_trickled_a_byte_at_a_time_is_cut_off_at_the_timeout() -> None:
+    """Port 465: smtplib.SMTP_SSL shakes hands before it keeps the socket, where the
+    watchdog could not reach it; a server trickling its handshake held the thread."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def trickle() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                # A handshake record's header announcing 16 KiB, then its body slowly.
+                connection.sendall(b"\x16\x03\x03\x40\x00")
+                for _ in range(100):  # 30 s at most
+                    if stop.wait(0.3):
+                        return
+                    try:
+                        connection.sendall(b"\x00")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(smtp.SmtpError) as failed:
+                smtp.send(smtp.SmtpServer("127.0.0.1", listener.getsockname()[1],
+                                          implicit_tls=True), _message(), timeout=2,
+                          destinations=LOCAL)
+        finally:
+            stop.set()
+        assert time.monotonic() - started < 5
+        assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
+        thread.join(timeout=5)
+
+
+def test_the_timeout_holds_when_it_runs_out_before_the_connection_exists(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow name lookup (or a first address that never answers) took the whole
+    timeout before smtplib had a socket for the watchdog to cut; the watchdog
+    found none and never came back, and a trickled greeting then held the thread
+    for as long as the server liked."""
+    stop = threading.Event()
+    real_resolve = destinations.resolve
+
+    def slow_resolve(host: str, port: int) -> list[str]:
+        time.sleep(2.5)  # a resolver answering late: past the 2 s timeout
+        return real_resolve(host, port)
+
+    monkeypatch.setattr(destinations, "resolve", slow_resolve)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def trickle() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                for _ in range(100):  # "220" and more, a byte every 0.3 s for 30 s
+                    if stop.wait(0.3):
+                        return
+                    try:
+                        connection.sendall(b"2")
                     except OSError:
                         return
 
