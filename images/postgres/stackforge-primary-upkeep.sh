@@ -212,23 +212,51 @@ BEGIN
         EXECUTE format('GRANT pg_read_all_data TO %I', account.name);
     END CASE;
   END LOOP;
+  -- Removed accounts: no login, and none of their role's rights (a session
+  -- opened before kept them all; end_removed_sessions ends it once this has
+  -- committed). Also those removed by an older sidecar, which kept the rights.
   FOR account IN
-    SELECT r.rolname AS name FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
-     WHERE m.roleid = grp AND r.rolcanlogin
+    SELECT r.rolname AS name, r.rolcanlogin AS could_log_in,
+           (SELECT string_agg(quote_ident(g.rolname), ', ')
+              FROM pg_auth_members held JOIN pg_roles g ON g.oid = held.roleid
+             WHERE held.member = r.oid AND held.roleid <> grp) AS rights
+      FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+     WHERE m.roleid = grp
        AND r.rolname NOT IN (SELECT a.name FROM json_to_recordset(
              current_setting('stackforge.admin_accounts')::json) AS a(name text))
   LOOP
-    -- Its privileges and its open sessions go too: a session opened before kept
-    -- every right until it ended.
-    EXECUTE format('ALTER ROLE %I NOLOGIN', account.name);
-    EXECUTE format('REVOKE pg_read_all_data, pg_write_all_data, pg_monitor, %I FROM %I',
-                   owner, account.name);
-    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = account.name;
-    RAISE NOTICE 'admin account % removed: login, rights and sessions ended; what it owns kept',
-      account.name;
+    IF account.could_log_in THEN
+      EXECUTE format('ALTER ROLE %I NOLOGIN', account.name);
+      RAISE NOTICE 'admin account % removed: login and rights taken, sessions ended; '
+        'what it owns kept', account.name;
+    END IF;
+    IF account.rights IS NOT NULL THEN
+      EXECUTE format('REVOKE %s FROM %I', account.rights, account.name);
+    END IF;
   END LOOP;
 END
 $do$;
+SQL
+}
+
+# The sessions of removed admin accounts (NOLOGIN members of the accounts'
+# group), ended at every pass: only once the removal has committed can a
+# session not log in again right after, and one that slipped in between (or
+# came over a replica's restart of the primary) is ended at the next pass.
+end_removed_sessions() {
+	# Chosen first, ended after (MATERIALIZED): in one WHERE clause the planner
+	# may call pg_terminate_backend before the other conditions have excluded a
+	# session, and end a current account's.
+	as_superuser <<'SQL'
+WITH removed AS MATERIALIZED (
+  SELECT a.pid, a.usename
+    FROM pg_stat_activity a
+    JOIN pg_roles r ON r.rolname = a.usename
+    JOIN pg_auth_members m ON m.member = r.oid
+    JOIN pg_roles g ON g.oid = m.roleid AND g.rolname = 'stackforge_admin_accounts'
+   WHERE NOT r.rolcanlogin)
+SELECT 'admin account ' || usename || ': session ended (the account was removed)'
+  FROM removed WHERE pg_terminate_backend(pid);
 SQL
 }
 
@@ -362,6 +390,7 @@ while :; do
 				"$report"
 			rm -f "$report"
 		fi
+		end_removed_sessions || echo "could not end the removed admin accounts' sessions; retrying" >&2
 	fi
 	if [ -n "$SLOT_WAL_LIMIT_FILE" ] && [ -r "$SLOT_WAL_LIMIT_FILE" ]; then
 		sync_slot_wal_limit || echo "could not set max_slot_wal_keep_size; retrying" >&2
