@@ -106,6 +106,8 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	clone_from_primary
 fi
+# A copy cloned by an older image still carries them.
+forget_restore_settings "$PGDATA/postgresql.auto.conf"
 chmod 0700 "$PGDATA"
 touch "$PGDATA/standby.signal"
 if [ $# -gt 0 ]; then

@@ -16,7 +16,11 @@
 #   - the primary's timeline left this replica's before the position it
 #     stopped at, or never passed through it (the primary was restored to a
 #     moment, an in-place recovery: same system, a new timeline forked in the
-#     past; its slots are made anew, so the slot check sees nothing).
+#     past; its slots are made anew, so the slot check sees nothing);
+#   - this copy is on a later timeline than the primary (it was promoted).
+# This replica's timeline is the newest of its WAL segments' and its last
+# restartpoint's: a replica that followed the primary onto a new timeline
+# writes that timeline's segments at once, long before its next restartpoint.
 # Anything short of proof passes: this server or the primary not answering, a
 # missing slot (the primary's upkeep sidecar creates it), a replica catching
 # up. The reason goes to stderr and to TERMINATION_LOG, where the kubelet
@@ -58,7 +62,9 @@ here=$(sql --host="$PGHOST" --username=postgres --dbname=postgres --command="
 	SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'stopped'),
 	       coalesce(pg_last_wal_replay_lsn()::text, 'none'),
 	       system_identifier,
-	       (SELECT timeline_id FROM pg_control_checkpoint())
+	       greatest((SELECT timeline_id FROM pg_control_checkpoint()),
+	                (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int)
+	                   FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}\$'))
 	FROM pg_control_system()") || exit 0
 read -r receiver replayed system timeline <<EOF
 $here
@@ -112,13 +118,15 @@ left_our_timeline() {
 		return 0
 	# Lines "<parent timeline><tab><where it ended><tab><why>"; the first after
 	# the file's name and the separator.
-	switch=$(printf '%s\n' "$history" | sed 's/^[^|]*|//' |
+	switch=$(printf '%s\n' "$history" | sed '1s/^[^|]*|//' |
 		awk -F'\t' -v tli="$timeline" '$1 == tli { print $2; exit }')
 	echo "${switch:-none}"
 }
 
 if [ "$primary_system" != "$system" ]; then
 	reason="the primary is another cluster (system $primary_system; this copy is of $system)"
+elif [ "$timeline" -gt "$primary_timeline" ] 2>/dev/null; then
+	reason="this copy is on timeline $timeline, past the primary's $primary_timeline (it was promoted)"
 elif [ "$slot_status" = lost ]; then
 	reason="the primary invalidated slot $REPLICATION_SLOT: this replica fell further behind than max_slot_wal_keep_size"
 elif [ "$past_us" = t ]; then

@@ -529,6 +529,12 @@ def test_a_replica_of_a_primary_restored_to_a_moment_keeps_following_it(
     assert cloned.returncode == 0, cloned.stderr
     copied = (replica.pgdata / "postgresql.auto.conf").read_text()
     assert "recovery_target" not in copied and "restore_command" not in copied, copied
+    # A copy an older image cloned still has them: its next start drops them.
+    (replica.pgdata / "postgresql.auto.conf").write_text(
+        copied + "recovery_target_action = 'promote'\n")
+    again = run_program(replica, CLONE_REPLICA, clone_env(pod, replica))
+    assert again.returncode == 0 and "cloning" not in again.stderr, again.stderr
+    assert "recovery_target" not in (replica.pgdata / "postgresql.auto.conf").read_text()
     start_standby(pod, replica, servers)
     query(pod, "INSERT INTO t VALUES (101)", user="shop_app", password=APP_PASSWORD,
           database="shop")
@@ -654,6 +660,31 @@ def test_the_liveness_probe_proves_a_replica_past_a_restored_primarys_fork(
     failed = probe_until_it_fails(replica, env)
     assert "the primary's timeline 2 left timeline 1 at" in failed.stderr, failed.stderr
     assert Path(f"{replica.pgdata}.reclone").exists()
+
+
+def test_the_liveness_probe_proves_a_replica_that_was_promoted(
+    pod: Pod, replica: Pod, servers: list[Server]
+) -> None:
+    """A replica that promoted itself (a restored primary's recovery target it
+    inherited, before the clone dropped it) is on a later timeline than the
+    primary and can never follow it again; nothing proved it."""
+    require_peer_login()
+    start(pod, servers).wait_ready()
+    query(pod, "CREATE TABLE t AS SELECT generate_series(1, 100) AS n", user="shop_app",
+          password=APP_PASSWORD, database="shop")
+    assert run_program(replica, CLONE_REPLICA, clone_env(pod, replica)).returncode == 0
+    standby = start_standby(pod, replica, servers)
+    eventually_equal(lambda: query(replica, "SELECT count(*) FROM t", user="shop_app",
+                                   password=APP_PASSWORD, database="shop"), "100")
+    superuser_query(replica, "SELECT pg_promote()")
+    eventually_equal(lambda: superuser_query(replica, "SELECT pg_is_in_recovery()"), "f")
+    standby.stop()
+    # Its next start makes it a standby again (the marker), of the same primary.
+    restarted = run_program(replica, CLONE_REPLICA, clone_env(pod, replica))
+    assert restarted.returncode == 0, restarted.stderr
+    start_standby(pod, replica, servers)
+    failed = probe_until_it_fails(replica, follows_env(pod, replica))
+    assert "past the primary's 1 (it was promoted)" in failed.stderr, failed.stderr
 
 
 def test_a_replica_whose_slot_was_invalidated_is_recloned_and_streams_again(
