@@ -76,6 +76,12 @@ ARCHIVE_MARGIN_SECONDS = float(os.environ.get("STACKFORGE_ARCHIVE_MARGIN_SECONDS
 # the network sessions that began before then; a lift is reported no sooner, so
 # that no session begun after the lift can be taken for one of the isolation's.
 ISOLATION_SETTLE_SECONDS = float(os.environ.get("STACKFORGE_ISOLATION_SETTLE_SECONDS", "10"))
+# How long the app, Kong and pooler pods of an isolated tenant wait for the
+# evidence bundle (their logs) before their deletion closes their sessions
+# anyway (reconcile/isolation.py): no bucket, or one away, must not keep an
+# intruder's session open for good.
+ISOLATION_EVIDENCE_WAIT_SECONDS = float(
+    os.environ.get("STACKFORGE_ISOLATION_EVIDENCE_WAIT_SECONDS", "300"))
 # With peering: how long a replica's keep-alive stays valid. A killed active
 # replica is replaced once its record expires, i.e. within this time (kopf's
 # default, 60 s, is too slow for a 30 s failover). kopf renews the record

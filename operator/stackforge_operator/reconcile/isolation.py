@@ -50,6 +50,17 @@ from stackforge_operator.models.effective import Isolation
 # Components whose pods are deleted all at once when isolation starts.
 DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COMPONENT,
                          kong.COMPONENT, pooler.COMPONENT, APP_COMPONENT)
+# Of those, the ones whose logs the evidence bundle is for: deleted once it is
+# written, or config.ISOLATION_EVIDENCE_WAIT_SECONDS into an isolation whose
+# bundle cannot be written (no bucket, an outage); before this, an app's
+# deleted pod took its logs with it.
+KEPT_FOR_EVIDENCE = (kong.COMPONENT, pooler.COMPONENT, APP_COMPONENT)
+
+
+def spared(evidence_written: bool, since: datetime, now: datetime) -> tuple[str, ...]:
+    """The components whose pods wait for the evidence bundle now."""
+    waited = (now - since).total_seconds() >= config.ISOLATION_EVIDENCE_WAIT_SECONDS
+    return () if evidence_written or waited else KEPT_FOR_EVIDENCE
 
 
 def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:
@@ -93,7 +104,8 @@ def lifting_until(isolate: bool, conditions: Sequence[Condition],
     return until if now < until else None
 
 
-def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[str]:
+def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime,
+                    spare: Sequence[str] = ()) -> list[str]:
     """The pods of DELETED_WHEN_ISOLATED made before ``since`` (may hold sessions)
     that a workload makes again: a pod with no controller carrying such a label
     is not the operator's, and would be gone for good.
@@ -106,7 +118,8 @@ def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime) -> list[
     names = []
     for pod in pods:
         meta = pod.get("metadata") or {}
-        if (meta.get("labels") or {}).get(COMPONENT_LABEL) not in DELETED_WHEN_ISOLATED:
+        component = (meta.get("labels") or {}).get(COMPONENT_LABEL)
+        if component not in DELETED_WHEN_ISOLATED or component in spare:
             continue
         if meta.get("deletionTimestamp"):
             continue

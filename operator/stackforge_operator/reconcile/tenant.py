@@ -335,7 +335,9 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if t.postgres.enabled:
         _refresh_primary_files(t, live)
     if t.isolation is not None:
-        _close_unrollable_sessions(t, t.isolation.since)
+        _close_unrollable_sessions(t, t.isolation.since, isolation.spared(
+            evidence is not None and evidence.location is not None, t.isolation.since,
+            datetime.now(UTC)))
 
     return _report(body, old_status, t, spec, window, evidence, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
@@ -367,10 +369,12 @@ def _refresh_primary_files(t: EffectiveTenant,
         kube.annotate("v1", "Pod", name, t.namespace, {postgres.LIVE_FILES_ANNOTATION: wanted})
 
 
-def _close_unrollable_sessions(t: EffectiveTenant, since: datetime) -> None:
+def _close_unrollable_sessions(t: EffectiveTenant, since: datetime,
+                               spare: Sequence[str]) -> None:
     """Delete the Kafka, Consul, read replica, app, Kong and pooler pods made before
-    the isolation started (reconcile/isolation.py says why not a rolling replacement)."""
-    for pod in isolation.pods_to_replace(observe.tenant_pods(t), since):
+    the isolation started (reconcile/isolation.py says why not a rolling
+    replacement), but those of ``spare`` (waiting for the evidence bundle)."""
+    for pod in isolation.pods_to_replace(observe.tenant_pods(t), since, spare):
         logger.info("tenant %s is isolated: deleting pod %s, which may hold sessions "
                     "opened before", t.name, pod)
         kube.delete("v1", "Pod", pod, t.namespace)

@@ -82,3 +82,18 @@ def test_a_lift_is_reported_once_no_later_session_can_be_taken_for_the_isolation
     assert isolation.lifting_until(True, true, NOW) is None
     assert isolation.lifting_until(False, [], NOW) is None
     assert isolation.lifting_until(False, [_isolated(ConditionStatus.FALSE, began)], NOW) is None
+
+
+def test_app_kong_and_pooler_pods_wait_for_the_evidence_bundle_within_a_bound() -> None:
+    """Deleted in the pass whose capture failed, their logs were gone before the
+    retry; kept until the bundle is written, or for a bounded time."""
+    old = NOW - timedelta(minutes=5)
+    pods = [_pod("api-7d9f-abcde", "app", old), _pod("kafka-0", "kafka", old)]
+    began = NOW - timedelta(seconds=30)
+    waiting = isolation.spared(False, began, NOW)
+    assert isolation.pods_to_replace(pods, NOW, waiting) == ["kafka-0"]
+    assert isolation.spared(True, began, NOW) == ()
+    late = began + timedelta(seconds=config.ISOLATION_EVIDENCE_WAIT_SECONDS)
+    assert isolation.spared(False, began, late) == ()
+    assert isolation.pods_to_replace(pods, NOW, isolation.spared(False, began, late)) == [
+        "api-7d9f-abcde", "kafka-0"]
