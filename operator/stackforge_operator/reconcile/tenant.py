@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -256,7 +256,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
     if prepared is not None and (dumped is None or dumped.pending):
         secrets += prepared.copies
     evidence = old_status.evidence
-    if tenant_evidence.due(t.isolate, old_status):
+    if tenant_evidence.due(t.isolate, old_status, datetime.now(UTC)):
         # Before the isolation's own changes are applied, as the runbook's step 2.
         evidence = tenant_evidence.capture(t, body, policies, datetime.now(UTC))
         if evidence.location is not None:
@@ -334,15 +334,20 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                     meta["uid"])
     if t.postgres.enabled:
         _refresh_primary_files(t, live)
+    evidence_wait_ends = None
     if t.isolation is not None:
-        _close_unrollable_sessions(t, t.isolation.since, isolation.spared(
-            evidence is not None and evidence.location is not None, t.isolation.since,
-            datetime.now(UTC)))
+        spare = isolation.spared(evidence is not None and evidence.location is not None,
+                                 t.isolation.since, datetime.now(UTC))
+        _close_unrollable_sessions(t, t.isolation.since, spare)
+        if spare:
+            # Looked at again then, settled or not: the spared pods go at that moment.
+            evidence_wait_ends = t.isolation.since + timedelta(
+                seconds=config.ISOLATION_EVIDENCE_WAIT_SECONDS)
 
     return _report(body, old_status, t, spec, window, evidence, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
                    dumped.recorded if dumped else prepared.recorded if prepared else None,
-                   recovering.recovery)
+                   recovering.recovery, evidence_wait_ends)
 
 
 def _refresh_primary_files(t: EffectiveTenant,
@@ -499,6 +504,7 @@ def _report(
     policies: Sequence[dict[str, Any]],
     restored: BootstrapStatus | None,
     recovered: RecoveryStatus | None,
+    evidence_wait_ends: datetime | None,
 ) -> Outcome:
     now = datetime.now(UTC)
     workloads = [(m, live.get((m["kind"], m["metadata"]["name"])) or None)
@@ -610,6 +616,12 @@ def _report(
         # The lift is reported once its moment has passed, not a resync late
         # (a little after it: a pass a moment early would find it still to come).
         requeue = min(requeue, max(1.0, (lifting - now).total_seconds() + 0.5))
+    # A failed evidence capture is tried again then; the pods spared for it go then.
+    evidence_retry = (tenant_evidence.retry_at(evidence) if t.isolate and evidence is not None
+                      and evidence.location is None else None)
+    for moment in (evidence_wait_ends, evidence_retry):
+        if moment is not None:
+            requeue = min(requeue, max(1.0, (moment - now).total_seconds() + 0.5))
     window_change = None
     if window.next_change is not None:
         # On the windows' own clock (clock.py), read once for both uses below.
@@ -623,7 +635,8 @@ def _report(
             and latest is None:
         quiet = tenant_settled.quiet_seconds(
             now, [window_change, tenant_settled.certificate_changes_at(certificate),
-                  tenant_settled.usage_stale_at(new_status.usage), lifting],
+                  tenant_settled.usage_stale_at(new_status.usage), lifting,
+                  evidence_wait_ends, evidence_retry],
             config.FULL_RESYNC_SECONDS)
     if applied or pruned:
         logger.info("tenant %s: applied %s; pruned %s", t.name, list(applied), list(pruned))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -43,12 +43,26 @@ KINDS = (
 )
 
 
-def due(isolate: bool, old: StackForgeTenantStatus) -> bool:
+# A failed capture is tried again this long after the last attempt, not at every
+# pass: each pass wrote the failure with a new time, and that write woke the
+# next pass at once, about fifty a second for as long as the isolation lasted
+# (a tenant without a BackupPolicy, a bucket away).
+RETRY_SECONDS = 60.0
+
+
+def due(isolate: bool, old: StackForgeTenantStatus, now: datetime) -> bool:
     """A capture is due when the tenant is isolated and this isolation has none yet:
-    it just began (the status said not isolated), or its capture failed."""
+    it just began (the status said not isolated), or its capture failed a while ago."""
     if not isolate:
         return False
-    return not old.isolated or old.evidence is None or old.evidence.location is None
+    if not old.isolated or old.evidence is None:
+        return True
+    return old.evidence.location is None and now >= retry_at(old.evidence)
+
+
+def retry_at(evidence: EvidenceStatus) -> datetime:
+    """When a failed capture (the attempt ``evidence`` records) is tried again."""
+    return evidence.isolated_at + timedelta(seconds=RETRY_SECONDS)
 
 
 def _policy(policies: Sequence[Mapping[str, Any]]) -> tuple[str, BackupPolicySpec] | None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from stackforge_operator.models.tenant import EvidenceStatus, StackForgeTenantStatus
 from stackforge_operator.reconcile import tenant_evidence
@@ -14,15 +14,21 @@ WRITTEN = EvidenceStatus(isolated_at=NOW, location="s3://b/k.tar.gz", sha256="0"
 FAILED = EvidenceStatus(isolated_at=NOW, error="bucket unreachable")
 
 
-def test_due_when_an_isolation_begins_or_its_capture_failed() -> None:
+def test_due_when_an_isolation_begins_or_a_while_after_its_capture_failed() -> None:
     not_isolated = StackForgeTenantStatus(isolated=False, evidence=WRITTEN)
-    assert tenant_evidence.due(True, not_isolated)  # a new isolation, an old capture
-    assert tenant_evidence.due(True, StackForgeTenantStatus())
-    assert tenant_evidence.due(True, StackForgeTenantStatus(isolated=True, evidence=FAILED))
+    later = NOW + timedelta(seconds=tenant_evidence.RETRY_SECONDS)
+    assert tenant_evidence.due(True, not_isolated, NOW)  # a new isolation, an old capture
+    assert tenant_evidence.due(True, StackForgeTenantStatus(), NOW)
+    failed = StackForgeTenantStatus(isolated=True, evidence=FAILED)
+    # Not at the next pass: its write of the failure woke that pass at once, and
+    # the tenant was reconciled some fifty times a second while isolated.
+    assert not tenant_evidence.due(True, failed, NOW + timedelta(seconds=1))
+    assert tenant_evidence.retry_at(FAILED) == later
+    assert tenant_evidence.due(True, failed, later)
     assert not tenant_evidence.due(True, StackForgeTenantStatus(isolated=True,
-                                                                evidence=WRITTEN))
-    assert not tenant_evidence.due(False, not_isolated)
-    assert not tenant_evidence.due(False, StackForgeTenantStatus(isolated=True))
+                                                                evidence=WRITTEN), later)
+    assert not tenant_evidence.due(False, not_isolated, NOW)
+    assert not tenant_evidence.due(False, StackForgeTenantStatus(isolated=True), NOW)
 
 
 def test_the_first_valid_policy_by_name_takes_it() -> None:
