@@ -55,11 +55,23 @@ def _networks(text: str, source: str) -> tuple[IpNetwork, ...]:
     return tuple(networks)
 
 
-def _plain(address: IpAddress) -> IpAddress:
-    """An IPv4 address written as IPv6 (::ffff:a.b.c.d) is the IPv4 address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+# IPv6 forms that carry an IPv4 address in their last 32 bits: NAT64's
+# well-known and local-use prefixes, and the old IPv4-compatible form. Through
+# a NAT64 gateway 64:ff9b::a9fe:a9fe reaches 169.254.169.254.
+_EMBEDDING = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48",
+                                                       "::/96"))
+
+
+def _forms(address: IpAddress) -> list[IpAddress]:
+    """The address, and the IPv4 address it stands for when it embeds one."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return [address]
+    if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 address
+        return [address.ipv4_mapped]
+    # :: and ::1 are themselves (unspecified, loopback), not 0.0.0.0 and 0.0.0.1.
+    if int(address) > 1 and any(address in network for network in _EMBEDDING):
+        return [address, ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    return [address]
 
 
 @dataclass(frozen=True)
@@ -75,13 +87,14 @@ class Destinations:
             allowed=_networks(allowed, ALLOWED_ENV))
 
     def refusal(self, address: IpAddress) -> str | None:
-        """Why ``address`` is refused, or None when it may be reached."""
-        address = _plain(address)
-        if any(address in network for network in self.allowed):
-            return None
-        for network in self.denied:
-            if address in network:
-                return f"{address} is in a denied network ({network})"
+        """Why ``address`` is refused, or None when it may be reached. An address
+        that embeds an IPv4 one is judged as both: refused if either is."""
+        for form in _forms(address):
+            if any(form in network for network in self.allowed):
+                continue
+            for network in self.denied:
+                if form in network:
+                    return f"{form} is in a denied network ({network})"
         return None
 
     def check(self, addresses: Sequence[str]) -> list[str]:

@@ -23,6 +23,8 @@ from stackforge_operator.notify.destinations import (
     "::ffff:169.254.169.254",  # the same, written as IPv6
     "::ffff:127.0.0.1",
     "fe80::1", "100.100.100.200", "fd00:ec2::254", "224.0.0.1", "255.255.255.255",
+    "64:ff9b::a9fe:a9fe",  # 169.254.169.254 through a NAT64 gateway
+    "64:ff9b:1::7f00:1", "::7f00:1",  # local-use NAT64; the old IPv4-compatible form
 ])
 def test_the_defaults_refuse_this_host_link_local_metadata_and_multicast(address: str) -> None:
     refusal = DEFAULT.refusal(ipaddress.ip_address(address))
@@ -30,7 +32,8 @@ def test_the_defaults_refuse_this_host_link_local_metadata_and_multicast(address
 
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "10.1.2.3", "192.168.0.9",
-                                     "2606:4700::1111", "100.64.0.1"])
+                                     "2606:4700::1111", "100.64.0.1",
+                                     "64:ff9b::5db8:d822"])  # 93.184.216.34 via NAT64
 def test_the_defaults_let_public_and_private_addresses_through(address: str) -> None:
     # A mail relay or a chat proxy on a private network is a common destination;
     # denying private ranges is the platform's choice (DENIED_ENV), not a default.
@@ -69,3 +72,11 @@ def test_a_name_with_one_denied_address_among_others_is_refused_whole() -> None:
     with pytest.raises(DestinationRefusedError):
         DEFAULT.check(["fe80::1%eth0"])  # a scoped address is judged by its address
     assert Destinations.parse(allowed="fe80::/10").check(["fe80::1%eth0"]) == ["fe80::1%eth0"]
+
+
+def test_an_exception_for_this_hosts_ipv6_address_holds() -> None:
+    """::1 is loopback, not the IPv4-compatible form of 0.0.0.1 (which is denied)."""
+    local = Destinations.parse(allowed="127.0.0.0/8 ::1/128")
+    assert local.refusal(ipaddress.ip_address("::1")) is None
+    assert local.refusal(ipaddress.ip_address("::7f00:1")) is None  # 127.0.0.1, allowed
+    assert local.refusal(ipaddress.ip_address("::a9fe:a9fe")) is not None
