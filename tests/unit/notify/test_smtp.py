@@ -4,6 +4,7 @@ says (4xx: again later; 5xx, no encryption, an unknown certificate: not)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -138,70 +139,55 @@ def test_a_server_named_by_its_host_name_is_verified_for_that_name(server: SmtpS
     assert len(server.messages()) == 1
 
 
+@contextlib.contextmanager
+def _trickling_server(first: bytes, each: bytes) -> Iterator[int]:
+    """A server on this host that sends ``first``, then ``each`` every 0.3 s (for
+    30 s at most) to its first client; yields its port."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def trickle() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(first)
+                for _ in range(100):
+                    if stop.wait(0.3):
+                        return
+                    try:
+                        connection.sendall(each)
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+
+def _times_out(server: smtp.SmtpServer) -> None:
+    """Sending to ``server`` with a 2 s timeout fails as a timeout within 5 s."""
+    started = time.monotonic()
+    with pytest.raises(smtp.SmtpError) as failed:
+        smtp.send(server, _message(), timeout=2, destinations=LOCAL)
+    assert time.monotonic() - started < 5
+    assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
+
+
 def test_a_server_that_trickles_its_answers_is_cut_off_at_the_timeout() -> None:
     """smtplib's timeout bounds each read: a byte every 0.3 s held the sender's
     thread for as long as the server liked."""
-    stop = threading.Event()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-
-        def trickle() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.sendall(b"220")
-                for _ in range(100):  # 30 s at most
-                    if stop.wait(0.3):
-                        return
-                    try:
-                        connection.sendall(b"-")
-                    except OSError:
-                        return
-
-        thread = threading.Thread(target=trickle, daemon=True)
-        thread.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(smtp.SmtpError) as failed:
-                smtp.send(smtp.SmtpServer("127.0.0.1", listener.getsockname()[1]), _message(),
-                          timeout=2, destinations=LOCAL)
-        finally:
-            stop.set()
-        assert time.monotonic() - started < 5
-        assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
-        thread.join(timeout=5)
+    with _trickling_server(b"220", b"-") as port:
+        _times_out(smtp.SmtpServer("127.0.0.1", port))
 
 
 def test_a_tls_handshake_trickled_a_byte_at_a_time_is_cut_off_at_the_timeout() -> None:
-    """Port 465: smtplib.SMTP_SSL shakes hands before it keeps the socket, where the
-    watchdog could not reach it; a server trickling its handshake held the thread."""
-    stop = threading.Event()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-
-        def trickle() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                # A handshake record's header announcing 16 KiB, then its body slowly.
-                connection.sendall(b"\x16\x03\x03\x40\x00")
-                for _ in range(100):  # 30 s at most
-                    if stop.wait(0.3):
-                        return
-                    try:
-                        connection.sendall(b"\x00")
-                    except OSError:
-                        return
-
-        thread = threading.Thread(target=trickle, daemon=True)
-        thread.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(smtp.SmtpError) as failed:
-                smtp.send(smtp.SmtpServer("127.0.0.1", listener.getsockname()[1],
-                                          implicit_tls=True), _message(), timeout=2,
-                          destinations=LOCAL)
-        finally:
-            stop.set()
-        assert time.monotonic() - started < 5
-        assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
-        thread.join(timeout=5)
+    """Port 465: the handshake on a socket the watchdog holds (a handshake record's
+    header announcing 16 KiB, then its body slowly)."""
+    with _trickling_server(b"\x16\x03\x03\x40\x00", b"\x00") as port:
+        _times_out(smtp.SmtpServer("127.0.0.1", port, implicit_tls=True))
 
 
 def test_the_timeout_holds_when_it_runs_out_before_the_connection_exists(
@@ -210,7 +196,6 @@ def test_the_timeout_holds_when_it_runs_out_before_the_connection_exists(
     timeout before smtplib had a socket for the watchdog to cut; the watchdog
     found none and never came back, and a trickled greeting then held the thread
     for as long as the server liked."""
-    stop = threading.Event()
     real_resolve = destinations.resolve
 
     def slow_resolve(host: str, port: int) -> list[str]:
@@ -218,28 +203,5 @@ def test_the_timeout_holds_when_it_runs_out_before_the_connection_exists(
         return real_resolve(host, port)
 
     monkeypatch.setattr(destinations, "resolve", slow_resolve)
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-
-        def trickle() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                for _ in range(100):  # "220" and more, a byte every 0.3 s for 30 s
-                    if stop.wait(0.3):
-                        return
-                    try:
-                        connection.sendall(b"2")
-                    except OSError:
-                        return
-
-        thread = threading.Thread(target=trickle, daemon=True)
-        thread.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(smtp.SmtpError) as failed:
-                smtp.send(smtp.SmtpServer("127.0.0.1", listener.getsockname()[1]), _message(),
-                          timeout=2, destinations=LOCAL)
-        finally:
-            stop.set()
-        assert time.monotonic() - started < 5
-        assert failed.value.problem == "SMTP Timeout" and failed.value.retryable
-        thread.join(timeout=5)
+    with _trickling_server(b"2", b"2") as port:
+        _times_out(smtp.SmtpServer("127.0.0.1", port))
