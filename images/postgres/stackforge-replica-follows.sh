@@ -21,6 +21,8 @@
 # This replica's timeline is the newest of its WAL segments' and its last
 # restartpoint's: a replica that followed the primary onto a new timeline
 # writes that timeline's segments at once, long before its next restartpoint.
+# The timelines are compared only with a primary out of recovery: one still
+# restoring reports its last restartpoint's, which may lag.
 # Anything short of proof passes: this server or the primary not answering, a
 # missing slot (the primary's upkeep sidecar creates it), a replica catching
 # up. The reason goes to stderr and to TERMINATION_LOG, where the kubelet
@@ -98,12 +100,13 @@ SELECT (SELECT system_identifier FROM pg_control_system()),
        coalesce(s.wal_status, 'missing'),
        coalesce(s.restart_lsn::text, 'none'),
        coalesce(s.restart_lsn > :'replayed'::pg_lsn, false),
-       (SELECT timeline_id FROM pg_control_checkpoint())
+       (SELECT timeline_id FROM pg_control_checkpoint()),
+       pg_is_in_recovery()
 FROM (SELECT 1) AS one
 LEFT JOIN pg_replication_slots AS s ON s.slot_name = :'slot'
 SQL
 ) || exit 0
-read -r primary_system slot_status kept_from past_us primary_timeline <<EOF
+read -r primary_system slot_status kept_from past_us primary_timeline primary_recovering <<EOF
 $there
 EOF
 
@@ -112,7 +115,7 @@ EOF
 # this replica's timeline, or not answering). The history comes over a
 # replication connection (TIMELINE_HISTORY), as the WAL receiver asks it.
 left_our_timeline() {
-	[ "$primary_timeline" -gt "$timeline" ] || return 0
+	[ "$primary_recovering" = f ] && [ "$primary_timeline" -gt "$timeline" ] || return 0
 	history=$(sql --command="TIMELINE_HISTORY $primary_timeline" --field-separator='|' \
 		--dbname="host=$PRIMARY_HOST port=$PRIMARY_PORT user=$REPLICATION_USER replication=true") ||
 		return 0
@@ -125,7 +128,7 @@ left_our_timeline() {
 
 if [ "$primary_system" != "$system" ]; then
 	reason="the primary is another cluster (system $primary_system; this copy is of $system)"
-elif [ "$timeline" -gt "$primary_timeline" ] 2>/dev/null; then
+elif [ "$primary_recovering" = f ] && [ "$timeline" -gt "$primary_timeline" ] 2>/dev/null; then
 	reason="this copy is on timeline $timeline, past the primary's $primary_timeline (it was promoted)"
 elif [ "$slot_status" = lost ]; then
 	reason="the primary invalidated slot $REPLICATION_SLOT: this replica fell further behind than max_slot_wal_keep_size"

@@ -138,10 +138,15 @@ def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
         for rule in outward:
             for peer in rule.to or []:
                 selector = peer.namespace_selector
-                if selector is not None and selector.match_expressions:
+                if selector is None:
+                    continue
+                if selector.match_expressions:  # other namespaces: never the tenant's
                     blocked = selector.match_expressions[0]
                     assert blocked.operator == "NotIn", selector
                     assert tenant.namespace in (blocked.values or []), selector
+                else:  # the cluster's DNS, nothing wider (an empty selector is any)
+                    assert selector.match_labels == {
+                        "kubernetes.io/metadata.name": "kube-system"}, selector
         ran = watching.result()
     assert ran.returncode == 0, ran.termination_message
     drill = finished_drill(cluster, tenant.namespace, "monthly")

@@ -38,6 +38,9 @@ DEFAULT_DENIED = (
     "::/128", "::1/128", "fe80::/10", "ff00::/8",
     # Metadata endpoints outside link-local: one cloud's IPv4, another's IPv6.
     "100.100.100.200/32", "fd00:ec2::254/128",
+    # NAT64's local-use prefix: where in it the IPv4 address sits depends on the
+    # network's prefix length (RFC 6052), so no single reading of it holds.
+    "64:ff9b:1::/48",
 )
 
 
@@ -56,10 +59,9 @@ def _networks(text: str, source: str) -> tuple[IpNetwork, ...]:
 
 
 # IPv6 forms that carry an IPv4 address in their last 32 bits: NAT64's
-# well-known and local-use prefixes, and the old IPv4-compatible form. Through
+# well-known prefix and the old IPv4-compatible form. Through
 # a NAT64 gateway 64:ff9b::a9fe:a9fe reaches 169.254.169.254.
-_EMBEDDING = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48",
-                                                       "::/96"))
+_EMBEDDING = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96"))
 
 
 def _forms(address: IpAddress) -> list[IpAddress]:

@@ -53,7 +53,12 @@ def _context(server: SmtpServer) -> ssl.SSLContext:
 
 class _GuardedSmtp(smtplib.SMTP):
     """smtplib.SMTP connecting only to a checked address of its host, and never
-    past ``deadline`` (time.monotonic()) while it connects."""
+    past ``deadline`` (time.monotonic()) while it connects or shakes hands."""
+
+    def __init__(self, *, timeout: float) -> None:
+        # The name given in EHLO: this host's, without smtplib's default lookup of
+        # its fully qualified name (a DNS query before any deadline could run).
+        super().__init__(local_hostname=socket.gethostname(), timeout=timeout)
 
     destinations: Destinations
     deadline: float
@@ -62,17 +67,51 @@ class _GuardedSmtp(smtplib.SMTP):
     raw: socket.socket | None = None
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        # The name TLS verifies (STARTTLS reads it): smtplib sets it only when the
-        # host is given to the constructor, which would connect before the
-        # watchdog could run.
+        # The name TLS verifies: smtplib sets it only when the host is given to the
+        # constructor, which would connect before the watchdog could run.
         self._host = host
         sock = connect(host, port, min(timeout, self.deadline - time.monotonic()),
                        self.destinations)
-        self.raw = sock
-        if time.monotonic() >= self.deadline:  # the watchdog came before the socket
-            sock.close()
-            raise TimeoutError("the exchange's time was up while connecting")
+        self._published(sock)
         return sock
+
+    def _published(self, sock: socket.socket) -> None:
+        """``sock`` is the one the watchdog cuts from now on; if the deadline passed
+        before it could (the timer fired on a socket gone, or none), it is cut here."""
+        self.raw = sock
+        if time.monotonic() >= self.deadline:
+            sock.close()
+            raise TimeoutError("the exchange's time was up")
+
+    def _handshake(self, context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+        """TLS over ``sock`` on a socket the watchdog holds during the handshake:
+        wrapping detaches ``sock`` first, so cutting it then did nothing."""
+        wrapped = context.wrap_socket(sock, server_hostname=self._host,
+                                      do_handshake_on_connect=False)
+        self._published(wrapped)
+        wrapped.do_handshake()
+        self._published(wrapped)
+        return wrapped
+
+    def starttls(self, keyfile: Any = None, certfile: Any = None,
+                 context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+        """smtplib's STARTTLS, the handshake as in _handshake (smtplib's wraps with
+        the handshake inside, out of the watchdog's reach)."""
+        del keyfile, certfile  # never given: a client certificate is not used
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("starttls"):
+            raise smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server.")
+        code, reply = self.docmd("STARTTLS")
+        if code != 220:
+            raise smtplib.SMTPResponseException(code, reply)
+        assert self.sock is not None and context is not None
+        self.sock = self._handshake(context, self.sock)
+        # As smtplib: what was learned before encryption is forgotten.
+        self.file = None
+        self.helo_resp = self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        return code, reply
 
 
 class _GuardedSmtpTls(_GuardedSmtp):
@@ -87,12 +126,7 @@ class _GuardedSmtpTls(_GuardedSmtp):
         self.context = context
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        wrapped = self.context.wrap_socket(super()._get_socket(host, port, timeout),
-                                           server_hostname=host,
-                                           do_handshake_on_connect=False)
-        self.raw = wrapped
-        wrapped.do_handshake()
-        return wrapped
+        return self._handshake(self.context, super()._get_socket(host, port, timeout))
 
 
 class _Watchdog:

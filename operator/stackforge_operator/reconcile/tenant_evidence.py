@@ -115,7 +115,10 @@ def capture(t: EffectiveTenant, body: Mapping[str, Any],
                                     ContentType="application/gzip", **extra)
             store.client.put_object(Bucket=spec.storage.bucket, Key=f"{key}.sha256",
                                     Body=f"{digest}  {root}.tar.gz\n".encode(), **extra)
-    except (BotoCoreError, ClientError) as error:
+    except (BotoCoreError, ClientError, kopf.TemporaryError, ApiException, ValueError) as error:
+        # Its Secrets unreadable (an API hiccup, a CA that is no PEM) as much as the
+        # bucket away: said and retried, never the pass's end before the
+        # isolating policies are applied.
         logger.warning("tenant %s: evidence not written to BackupPolicy %s's bucket: %s",
                        t.name, policy_name, type(error).__name__)
         return EvidenceStatus(isolated_at=now, error=f"BackupPolicy {policy_name}'s bucket: "

@@ -25,6 +25,7 @@ from stackforge_operator.notify.destinations import (
     "fe80::1", "100.100.100.200", "fd00:ec2::254", "224.0.0.1", "255.255.255.255",
     "64:ff9b::a9fe:a9fe",  # 169.254.169.254 through a NAT64 gateway
     "64:ff9b:1::7f00:1", "::7f00:1",  # local-use NAT64; the old IPv4-compatible form
+    "64:ff9b:1:0:a9:feaa:200:0",  # 169.254.170.2 under a local-use /64 NAT64 prefix
 ])
 def test_the_defaults_refuse_this_host_link_local_metadata_and_multicast(address: str) -> None:
     refusal = DEFAULT.refusal(ipaddress.ip_address(address))

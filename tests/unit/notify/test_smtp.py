@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
+from stackforge_operator.devcluster.pki import create_server_tls
 from stackforge_operator.devcluster.ports import free_port
 from stackforge_operator.notify import destinations, smtp
 from stackforge_operator.notify.destinations import DEFAULT, Destinations
@@ -183,11 +186,62 @@ def test_a_server_that_trickles_its_answers_is_cut_off_at_the_timeout() -> None:
         _times_out(smtp.SmtpServer("127.0.0.1", port))
 
 
-def test_a_tls_handshake_trickled_a_byte_at_a_time_is_cut_off_at_the_timeout() -> None:
-    """Port 465: the handshake on a socket the watchdog holds (a handshake record's
-    header announcing 16 KiB, then its body slowly)."""
-    with _trickling_server(b"\x16\x03\x03\x40\x00", b"\x00") as port:
-        _times_out(smtp.SmtpServer("127.0.0.1", port, implicit_tls=True))
+@contextlib.contextmanager
+def _slow_handshake_server(directory: Path, starttls: bool) -> Iterator[tuple[int, str]]:
+    """A mail server on this host whose TLS handshake ends 2.5 s into the exchange
+    (greeting at 1.2 s; with ``starttls``, EHLO and STARTTLS answered at once), then
+    trickles a byte every 0.3 s over TLS; yields its port and its CA."""
+    ca, served = create_server_tls(directory, "slow-smtp", server_names=("localhost",),
+                                   server_ips=("127.0.0.1",))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(served.cert), str(served.key))
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            try:
+                if starttls:
+                    if stop.wait(1.2):
+                        return
+                    connection.sendall(b"220 slow.example ESMTP\r\n")
+                    for answer in (b"250-slow.example\r\n250 STARTTLS\r\n", b"220 go ahead\r\n"):
+                        while not connection.recv(1024).endswith(b"\r\n"):
+                            pass
+                        connection.sendall(answer)
+                    delay = 1.3
+                else:
+                    delay = 2.5
+                if stop.wait(delay):
+                    return
+                secure = context.wrap_socket(connection, server_side=True)
+                for _ in range(100):
+                    if stop.wait(0.3):
+                        return
+                    secure.sendall(b"2")
+            except OSError:
+                return
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1], ca.cert.read_text()
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("starttls", [True, False], ids=["starttls", "implicit-tls"])
+def test_a_handshake_the_deadline_falls_in_is_cut_off_after_it(
+        tmp_path: Path, starttls: bool) -> None:
+    """Wrapping detaches the plain socket before the handshake: the watchdog, firing
+    then, cut a socket gone, never fired again, and the answers trickled after the
+    handshake held the thread (20 s and more)."""
+    with _slow_handshake_server(tmp_path, starttls) as (port, ca_pem):
+        _times_out(smtp.SmtpServer("127.0.0.1", port, implicit_tls=not starttls,
+                                   ca_pem=ca_pem))
 
 
 def test_the_timeout_holds_when_it_runs_out_before_the_connection_exists(
