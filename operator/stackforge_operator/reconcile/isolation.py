@@ -29,8 +29,8 @@ The apps, Kong and the pooler are deleted the same way: a rolling replacement
 would stall on the first new pod, which cannot reach the database under the
 isolation to become Ready, and their open sessions are the likeliest to be an
 intruder's (an app's outbound connection, a client's WebSocket through Kong).
-The evidence bundle (tenant_evidence) is written in the pass before, with their
-logs.
+They wait for the evidence bundle (tenant_evidence), which holds their logs,
+within a bound (``spared``).
 """
 
 from __future__ import annotations
@@ -57,10 +57,14 @@ DELETED_WHEN_ISOLATED = (kafka.COMPONENT, consul.COMPONENT, postgres.REPLICA_COM
 KEPT_FOR_EVIDENCE = (kong.COMPONENT, pooler.COMPONENT, APP_COMPONENT)
 
 
+def evidence_wait_ends(since: datetime) -> datetime:
+    """When the pods of KEPT_FOR_EVIDENCE stop waiting for the bundle."""
+    return since + timedelta(seconds=config.ISOLATION_EVIDENCE_WAIT_SECONDS)
+
+
 def spared(evidence_written: bool, since: datetime, now: datetime) -> tuple[str, ...]:
     """The components whose pods wait for the evidence bundle now."""
-    waited = (now - since).total_seconds() >= config.ISOLATION_EVIDENCE_WAIT_SECONDS
-    return () if evidence_written or waited else KEPT_FOR_EVIDENCE
+    return () if evidence_written or now >= evidence_wait_ends(since) else KEPT_FOR_EVIDENCE
 
 
 def isolated_since(conditions: Sequence[Condition], now: datetime) -> datetime:

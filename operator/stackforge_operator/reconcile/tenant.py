@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -341,8 +341,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         _close_unrollable_sessions(t, t.isolation.since, spare)
         if spare:
             # Looked at again then, settled or not: the spared pods go at that moment.
-            evidence_wait_ends = t.isolation.since + timedelta(
-                seconds=config.ISOLATION_EVIDENCE_WAIT_SECONDS)
+            evidence_wait_ends = isolation.evidence_wait_ends(t.isolation.since)
 
     return _report(body, old_status, t, spec, window, evidence, generation, desired, live,
                    tuple(applied), pruned, rotated, problems, notify, policies,
@@ -612,14 +611,13 @@ def _report(
             notify(sends)
     requeue = RESYNC_SECONDS if progress is status.Progress.READY else (
         STALLED_SECONDS if progress is status.Progress.STALLED else CONVERGING_SECONDS)
-    if lifting is not None:
-        # The lift is reported once its moment has passed, not a resync late
-        # (a little after it: a pass a moment early would find it still to come).
-        requeue = min(requeue, max(1.0, (lifting - now).total_seconds() + 0.5))
     # A failed evidence capture is tried again then; the pods spared for it go then.
     evidence_retry = (tenant_evidence.retry_at(evidence) if t.isolate and evidence is not None
                       and evidence.location is None else None)
-    for moment in (evidence_wait_ends, evidence_retry):
+    # Each moment is acted on once it has passed, not a resync late (a little
+    # after it: a pass a moment early would find it still to come): the lift's
+    # report, the evidence's wait and retry.
+    for moment in (lifting, evidence_wait_ends, evidence_retry):
         if moment is not None:
             requeue = min(requeue, max(1.0, (moment - now).total_seconds() + 0.5))
     window_change = None
