@@ -131,15 +131,13 @@ def _to_url(field: str, url: str, runner: network.Peer, tenant_namespace: str,
     return flows
 
 
-def storage_flows(peer: network.Peer, endpoint: str | None, tenant_namespace: str,
-                  resolved: Sequence[tuple[str, int]], why: str, *,
-                  also_excluded: Sequence[str] = ()) -> list[network.Flow]:
-    """Where ``peer`` reaches a bucket: AWS S3 on 443 without an endpoint; else the
-    endpoint's host on its port (url_destinations, pods of namespaces other than
-    the tenant's and ``also_excluded``), and a Service's endpoints on their own
-    ports. Raises ValueError naming the endpoint."""
-    if endpoint is None:
-        return [network.Flow(peer, AWS_S3, network.tcp(DEFAULT_S3_PORT), why)]
+def endpoint_flows(peer: network.Peer, endpoint: str, tenant_namespace: str,
+                   resolved: Sequence[tuple[str, int]], why: str, *,
+                   also_excluded: Sequence[str] = ()) -> list[network.Flow]:
+    """Where ``peer`` reaches a bucket's endpoint: its host on its port
+    (url_destinations, pods of namespaces other than the tenant's and
+    ``also_excluded``), and a Service's endpoints on their own ports. Raises
+    ValueError naming the endpoint."""
     return _to_url("spec.storage.endpoint", endpoint, peer, tenant_namespace, resolved, why,
                    also_excluded)
 

@@ -161,9 +161,9 @@ def sandbox_flows(sandbox: str, tenant_namespace: str, endpoint: str | None,
         to_bucket = [network.Flow(everyone, peer, network.tcp(backup_network.DEFAULT_S3_PORT),
                                   why) for peer in network.PUBLIC_INTERNET]
     else:
-        to_bucket = backup_network.storage_flows(everyone, endpoint, tenant_namespace,
-                                                 storage_addresses, why,
-                                                 also_excluded=(sandbox,))
+        to_bucket = backup_network.endpoint_flows(everyone, endpoint, tenant_namespace,
+                                                  storage_addresses, why,
+                                                  also_excluded=(sandbox,))
     return [
         network.Flow(everyone, everyone, (), "the restore runner and its scratch database"),
         network.dns_flow(),
