@@ -130,16 +130,14 @@ class _GuardedSmtpTls(_GuardedSmtp):
 
 
 class _Watchdog:
-    """Shuts ``client``'s socket down at the deadline, which fails the blocking call."""
+    """Shuts ``client``'s socket down at its deadline, which fails the blocking call."""
 
-    def __init__(self, client: _GuardedSmtp, seconds: float) -> None:
-        self.fired = False
+    def __init__(self, client: _GuardedSmtp) -> None:
         self._client = client
-        self._timer = threading.Timer(seconds, self._cut)
+        self._timer = threading.Timer(client.deadline - time.monotonic(), self._cut)
         self._timer.daemon = True
 
     def _cut(self) -> None:
-        self.fired = True
         sock: Any = self._client.sock or self._client.raw
         if sock is not None:
             # socket.socket's own shutdown: an SSL socket's would also drop its TLS
@@ -183,14 +181,15 @@ def send(server: SmtpServer, message: EmailMessage, timeout: float,
          destinations: Destinations) -> None:
     """Deliver ``message`` to its recipients within ``timeout`` in all; raises SmtpError."""
     client = _client(server, timeout, destinations)
-    watchdog = _Watchdog(client, timeout)
+    watchdog = _Watchdog(client)
     try:
         with watchdog, client:
             _exchange(client, server, message)
     except DestinationRefusedError as refused:
         raise SmtpError(f"destination refused: {refused}", retryable=False) from None
     except (OSError, smtplib.SMTPException) as error:
-        if watchdog.fired or time.monotonic() >= client.deadline:
+        # The watchdog fires at the deadline only: past it, a failure is the timeout's.
+        if time.monotonic() >= client.deadline:
             raise SmtpError("SMTP Timeout", retryable=True) from None
         raise _classified(error) from None
 
