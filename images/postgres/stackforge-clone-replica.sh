@@ -88,7 +88,6 @@ clone_from_primary() {
 		pg_basebackup "$@" --slot="$REPLICATION_SLOT" --create-slot
 	fi
 	rm -f "$clone.err"
-	forget_restore_settings "$clone/postgresql.auto.conf"
 	mv "$clone" "$PGDATA"
 	rm -f "$RECLONE_MARKER"
 	echo "clone complete" >&2
@@ -106,7 +105,7 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	clone_from_primary
 fi
-# A copy cloned by an older image still carries them.
+# Every start, a new clone's and one an older image made alike.
 forget_restore_settings "$PGDATA/postgresql.auto.conf"
 chmod 0700 "$PGDATA"
 touch "$PGDATA/standby.signal"
