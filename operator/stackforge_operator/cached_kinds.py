@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,9 +80,92 @@ def operator_stores(*, with_certificates: bool, with_monitoring: bool,
 
 # Called from an informer's thread: (kind, watch event type, object).
 OnEvent = Callable[[str, str, Mapping[str, Any]], None]
+# What identifies a store among the operator's: a kind may have two (the drill
+# sandboxes' StatefulSets are counted, the tenants' children held).
+StoreKey = tuple[str, str, str, bool]
+_CRD_KIND = "CustomResourceDefinition"
 
 
-def start(on_event: OnEvent | None = None) -> list[Informer]:
+def _key(store: Store) -> StoreKey:
+    return store.api_version, store.kind, store.label_selector, store.counts_only
+
+
+class CachedKinds:
+    """The operator's informers, whose add-on kinds follow the add-ons' CRDs.
+
+    An add-on installed after the operator started gets its stores (its kinds'
+    reads were otherwise asked of the API server at every reconcile, for as long
+    as the process lived), and one removed loses them: its informer would LIST a
+    kind that no longer exists every few seconds, and its store, never synced
+    again, would leave every tenant's inputs token unknown, so none would settle.
+    The CRDs' own watch says when (each change, and each LIST of it after a
+    broken watch, which may hold a CRD added meanwhile).
+    """
+
+    def __init__(self, on_event: OnEvent | None) -> None:
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._informers: dict[StoreKey, Informer] = {}
+        self._addons: tuple[bool, bool] | None = None
+        self._stopped = False
+
+    @property
+    def informers(self) -> list[Informer]:
+        with self._lock:
+            return list(self._informers.values())
+
+    def follow_addons(self) -> None:
+        """Start the informers of the kinds wanted now and stop those no longer
+        wanted (blocks while a CRD's presence is asked of the API server)."""
+        with self._lock:
+            if self._stopped:
+                return
+            addons = (tenant_observe.cert_manager_installed(),
+                      tenant_observe.prometheus_operator_installed())
+            if addons == self._addons:
+                return
+            if self._addons is not None:
+                logger.info("add-ons changed (cert-manager %s, Prometheus Operator %s): "
+                            "the watch caches follow", *("installed" if a else "absent"
+                                                         for a in addons))
+            self._addons = addons
+            wanted = {_key(s): s for s in operator_stores(
+                with_certificates=addons[0], with_monitoring=addons[1],
+                reads=config.WATCH_CACHES)}
+            for key in [k for k in self._informers if k not in wanted]:
+                informer = self._informers.pop(key)
+                informer.stop()
+                watch_cache.CACHES.remove(informer.store)
+            for key, store in wanted.items():
+                if key not in self._informers:
+                    self._informers[key] = self._start(store)
+
+    def _start(self, store: Store) -> Informer:
+        watch_cache.CACHES.add(store)
+        if store.kind == _CRD_KIND:
+            informer = Informer(store, functools.partial(self._crd_changed, store.kind),
+                                on_listed=self.follow_addons)
+        else:
+            informer = Informer(store, None if self._on_event is None else functools.partial(
+                self._on_event, store.kind))
+        informer.start()
+        return informer
+
+    def _crd_changed(self, kind: str, event_type: str, crd: Mapping[str, Any]) -> None:
+        self.follow_addons()
+        if self._on_event is not None:
+            self._on_event(kind, event_type, crd)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            informers, self._informers = list(self._informers.values()), {}
+        watch_cache.CACHES.clear()
+        for informer in informers:
+            informer.stop()
+
+
+def start(on_event: OnEvent | None = None) -> CachedKinds:
     """Fill :data:`watch_cache.CACHES` and keep it current (blocks: a thread's job);
     every change the watches deliver goes to ``on_event`` too.
 
@@ -89,20 +173,10 @@ def start(on_event: OnEvent | None = None) -> list[Informer]:
     reconciles need not wait for it."""
     if not config.WATCH_CACHES:
         logger.info("watch caches off: every read goes to the API server")
-    informers = []
-    for store in operator_stores(
-            with_certificates=tenant_observe.cert_manager_installed(),
-            with_monitoring=tenant_observe.prometheus_operator_installed(),
-            reads=config.WATCH_CACHES):
-        watch_cache.CACHES.add(store)
-        informer = Informer(store, None if on_event is None else functools.partial(
-            on_event, store.kind))
-        informer.start()
-        informers.append(informer)
-    return informers
+    cached = CachedKinds(on_event)
+    cached.follow_addons()
+    return cached
 
 
-def stop(informers: list[Informer]) -> None:
-    watch_cache.CACHES.clear()
-    for informer in informers:
-        informer.stop()
+def stop(cached: CachedKinds) -> None:
+    cached.stop()

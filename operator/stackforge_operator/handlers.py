@@ -104,7 +104,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         # A settled tenant has no resync timer: what its inputs token counts wakes it.
         watch_cache.CACHES.listen(functools.partial(
             _wake_namespace, asyncio.get_running_loop(), memo.tenants))
-    memo.informers = await asyncio.to_thread(cached_kinds.start, functools.partial(
+    memo.cached_kinds = await asyncio.to_thread(cached_kinds.start, functools.partial(
         _wake_owners, asyncio.get_running_loop(), owners))
     for controller in memo.controllers:
         controller.start()
@@ -160,7 +160,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for controller in memo.controllers:
         await controller.stop()
     watch_cache.CACHES.listen(None)
-    cached_kinds.stop(memo.informers)
+    cached_kinds.stop(memo.cached_kinds)
     await memo.notifier.stop()
     if memo.metrics_server is not None:
         memo.metrics_server.stop()

@@ -13,7 +13,8 @@ and a longer cap would leave the caches up to that long behind its return.
 
 A thread per informer, because the kubernetes client blocks. Each change its
 watch delivers is also handed to ``on_event`` (after the store has it), which
-is how the operator's children wake their owners' reconciles.
+is how the operator's children wake their owners' reconciles; ``on_listed`` is
+told after each complete LIST (which delivers no events).
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ OnEvent = Callable[[str, Mapping[str, Any]], None]
 
 
 class Informer:
-    def __init__(self, store: Store, on_event: OnEvent | None = None) -> None:
+    def __init__(self, store: Store, on_event: OnEvent | None = None, *,
+                 on_listed: Callable[[], None] | None = None) -> None:
         self.store = store
         self._on_event = on_event
+        self._on_listed = on_listed
         self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"informer-{store.kind}", daemon=True)
@@ -96,6 +99,8 @@ class Informer:
                 self.lists += 1
                 store.replace_packed(entries)
                 backoff = FIRST_BACKOFF_SECONDS
+                if self._on_listed is not None:
+                    self._tell_listed()
                 self._follow(api, path, version)
             except kube.WatchExpiredError:
                 # Until the new LIST is in, what the store holds may include objects
@@ -124,6 +129,13 @@ class Informer:
                        type(error).__name__, error, delay)
         self._stopping.wait(delay)
         return min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _tell_listed(self) -> None:
+        assert self._on_listed is not None
+        try:
+            self._on_listed()
+        except Exception:
+            logger.exception("handling the LIST of %s failed", self.store.kind)
 
     def _wake(self, event_type: str, obj: Mapping[str, Any]) -> None:
         assert self._on_event is not None

@@ -423,8 +423,11 @@ class Caches:
 
     def __init__(self) -> None:
         # Those that answer reads, by (apiVersion, kind); and those that only count.
+        # Replaced, never changed in place: reconciles read them in other threads
+        # while an add-on's stores come and go (cached_kinds.py).
         self._stores: dict[tuple[str, str], Store] = {}
-        self._counters: list[Store] = []
+        self._counters: tuple[Store, ...] = ()
+        self._lock = threading.Lock()
         self._on_change: ChangeListener | None = None
 
     def listen(self, on_change: ChangeListener | None) -> None:
@@ -436,14 +439,25 @@ class Caches:
 
     def add(self, store: Store) -> None:
         store.on_change = self._on_change
-        if store.counts_only:
-            self._counters.append(store)
-        else:
-            self._stores[(store.api_version, store.kind)] = store
+        with self._lock:
+            if store.counts_only:
+                self._counters = (*self._counters, store)
+            else:
+                self._stores = {**self._stores, (store.api_version, store.kind): store}
+
+    def remove(self, store: Store) -> None:
+        """A store no longer kept current (an add-on's kind, removed): what it held
+        is no longer read, and every token it was part of changes."""
+        store.on_change = None
+        with self._lock:
+            self._counters = tuple(s for s in self._counters if s is not store)
+            self._stores = {key: s for key, s in self._stores.items() if s is not store}
+        if self._on_change is not None:
+            self._on_change(None)
 
     def clear(self) -> None:
-        self._stores.clear()
-        self._counters.clear()
+        with self._lock:
+            self._stores, self._counters = {}, ()
 
     def stores(self) -> list[Store]:
         return [*self._stores.values(), *self._counters]

@@ -113,10 +113,10 @@ def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
 
     resync = audit.mark(local.audit_log) if local is not None else 0
     before = request_totals(cluster)
-    looks = _looks_at(operator, "tenant-quiet/quiet")
+    looks = tenants.looks_at(operator, "tenant-quiet/quiet")
     time.sleep(5)  # more than a 3-second resync
     # Settled (#18): no resync timer runs at all, so it is not even looked at.
-    assert _looks_at(operator, "tenant-quiet/quiet") == looks
+    assert tenants.looks_at(operator, "tenant-quiet/quiet") == looks
     # What its inputs token counts wakes it: here a Secret of the customer's in its
     # namespace, made and changed three times; each change is one full reconcile.
     core = client.CoreV1Api(cluster.api)
@@ -128,10 +128,10 @@ def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
         cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
 
         def looked_again(seen: int = looks) -> bool:
-            return _looks_at(operator, "tenant-quiet/quiet") > seen
+            return tenants.looks_at(operator, "tenant-quiet/quiet") > seen
 
         eventually(looked_again, timeout=10)
-        looks = _looks_at(operator, "tenant-quiet/quiet")
+        looks = tenants.looks_at(operator, "tenant-quiet/quiet")
     # Full reconciles, not skips (other tenants of the module may add to the count).
     assert _tenant_reconciles(operator) - reconciled >= 3
     core.delete_namespaced_secret("unrelated", "tenant-quiet")
@@ -182,12 +182,6 @@ def _tenant_reconciles(operator: OperatorProcess) -> float:
     return _tenant_sample(operator, "stackforge_reconcile_duration_seconds_count")
 
 
-def _looks_at(operator: OperatorProcess, key: str) -> int:
-    """How often the tenant's queue ran its key (a reconcile or a skipped resync):
-    the work queue logs each run (--verbose)."""
-    return operator.process.log_path.read_text().count(f"reconciled {key} in ")
-
-
 METRICS_API_SERVICE = {
     "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
     "metadata": {"name": "v1beta1.metrics.k8s.io"},
@@ -212,20 +206,20 @@ def test_a_metrics_api_registered_later_wakes_a_settled_tenant_to_measure(
 
     def settled() -> bool:
         """Not looked at for 4 s (more than a 3-second resync)."""
-        seen = _looks_at(operator, key)
+        seen = tenants.looks_at(operator, key)
         time.sleep(4)
-        return _looks_at(operator, key) == seen
+        return tenants.looks_at(operator, key) == seen
 
     eventually(lambda: "serves no metrics API" in unmeasured(), timeout=30)
     eventually(settled, timeout=30)
-    looks = _looks_at(operator, key)
+    looks = tenants.looks_at(operator, key)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(METRICS_API_SERVICE))
     try:
         # Registered, and woken at once (not at STACKFORGE_FULL_RESYNC_SECONDS): it
         # asks the metrics API, whose missing server makes the API server answer 503.
         eventually(lambda: "the metrics API failed" in unmeasured(), timeout=20)
         # The queue logs a run once it has finished, after the status it wrote.
-        eventually(lambda: _looks_at(operator, key) > looks, timeout=10)
+        eventually(lambda: tenants.looks_at(operator, key) > looks, timeout=10)
     finally:
         cluster.kubectl("delete", "apiservice", "v1beta1.metrics.k8s.io",
                         "--ignore-not-found", "--wait=true")

@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import API_GROUP, API_VERSION
+from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.support.clusters import ClusterHandle
 from tests.support.objects import status_of
 
@@ -216,3 +217,9 @@ def set_isolation(cluster: ClusterHandle, name: str, isolate: bool) -> None:
     """Turn the tenant's ``spec.isolate`` on or off, as a person would with kubectl."""
     cluster.kubectl("patch", "stackforgetenant", name, "-n", namespace_of(name),
                     "--type=merge", "-p", json.dumps({"spec": {"isolate": isolate}}))
+
+
+def looks_at(operator: OperatorProcess, key: str) -> int:
+    """How often the tenant's queue ran its key (a reconcile or a skipped resync):
+    the work queue logs each run (--verbose)."""
+    return operator.process.log_path.read_text().count(f"reconciled {key} in ")

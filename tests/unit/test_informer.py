@@ -64,3 +64,47 @@ def test_a_store_answers_nothing_while_it_lists_again_after_its_watch_expired(
         second_list_may_end.set()
         informer.stop()
         stop.set()
+
+
+def test_each_complete_list_is_told_after_the_store_holds_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LIST delivers no events: a CRD added while the watch was away is seen only
+    by what is told of the LIST (cached_kinds.py starts the add-on's informers)."""
+    lists = [[_config_map("web")], [_config_map("web"), _config_map("api")]]
+    watches = 0
+    stop = threading.Event()
+
+    def list_collection(*_: Any, keep: Any, **__: Any) -> tuple[list[Any], str]:
+        return [keep(o) for o in lists.pop(0)], "1"
+
+    def watch_collection(*_: Any, **__: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        nonlocal watches
+        watches += 1
+        if watches == 1:
+            raise kube.WatchExpiredError("too old resource version")
+        stop.wait(10)
+        return iter(())
+
+    monkeypatch.setattr(kube, "watch_client", lambda: None)
+    monkeypatch.setattr(kube, "collection_path", lambda *_: "/api/v1/configmaps")
+    monkeypatch.setattr(kube, "list_collection", list_collection)
+    monkeypatch.setattr(kube, "watch_collection", watch_collection)
+    store = Store("v1", "ConfigMap", "")
+    held_when_told: list[list[str]] = []
+    second = threading.Event()
+
+    def listed() -> None:
+        found = store.list("shop", "", "")
+        assert isinstance(found, list)
+        held_when_told.append(sorted(o["metadata"]["name"] for o in found))
+        if len(held_when_told) == 2:
+            second.set()
+
+    informer = Informer(store, on_listed=listed)
+    informer.start()
+    try:
+        assert second.wait(10)
+        assert held_when_told == [["web"], ["api", "web"]]
+    finally:
+        informer.stop()
+        stop.set()

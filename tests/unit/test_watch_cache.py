@@ -419,3 +419,30 @@ def test_deletions_are_remembered_within_a_bound_and_not_at_all_by_a_counting_st
     last = TOMBSTONES_KEPT + 499
     store.observed("MODIFIED", owned(f"job-{last}", version=str(2 * last + 1)))
     assert store.get(f"job-{last}", "ns") is UNKNOWN
+
+
+def test_a_removed_store_no_longer_holds_back_the_tokens_and_every_tenant_is_told() -> None:
+    """An add-on's store whose kind is gone never syncs again: kept, no tenant's
+    token would ever be known (cached_kinds.py removes it)."""
+    caches = Caches()
+    told: list[str | None] = []
+    caches.listen(told.append)
+    configmaps = Store("v1", "ConfigMap", SCOPE)
+    monitors = Store("monitoring.coreos.com/v1", "ServiceMonitor", SCOPE)
+    counted = Store("v1", "Secret", counts_only=True)
+    for store in (configmaps, monitors, counted):
+        caches.add(store)
+    configmaps.replace([owned("a")])
+    counted.replace([])
+    assert caches.changes("ns") is None  # the monitors' store never listed
+    told.clear()
+    caches.remove(monitors)
+    assert told == [None]
+    assert caches.changes("ns") is not None
+    assert caches.stores() == [configmaps, counted]
+    assert caches.list("monitoring.coreos.com/v1", "ServiceMonitor", "ns", SCOPE, "") is UNKNOWN
+    # Its informer may still deliver an event before its thread ends: nobody is told.
+    monitors.replace([owned("m")])
+    assert told == [None]
+    caches.remove(counted)
+    assert caches.stores() == [configmaps]
