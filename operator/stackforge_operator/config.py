@@ -21,8 +21,14 @@ STORAGE_PREFIX = API_GROUP
 MAX_SYNC_WORKERS = 8
 # Tenants reconciled at the same time.
 RECONCILE_WORKERS = 8
-# Retry delay after an unexpected API error.
+# Retry delay of a TemporaryError that names none.
 RETRY_SECONDS = 10.0
+# ... and of a reconcile that failed unexpectedly (a bug, or an error nobody
+# translated): logged with its traceback.
+UNEXPECTED_RETRY_SECONDS = 30.0
+# An object's consecutive failures wait twice as long each time, from the delay
+# the error asks, up to this (controller.py).
+RETRY_MAX_SECONDS = float(os.environ.get("STACKFORGE_RETRY_MAX_SECONDS", "120"))
 # How often a converged tenant is looked at again (drift in children that are
 # not watched, e.g. Secrets). Environment override for tests and tuning.
 RESYNC_SECONDS = float(os.environ.get("STACKFORGE_RESYNC_SECONDS", "60"))

@@ -28,6 +28,17 @@ not settled (what moved it may have come too late for that reconcile), so a
 change is never left to a settled object's quiet time. At a thousand tenants
 the timers of the skipped resyncs (nine per tenant in each full-resync
 period) were a large part of the idle CPU.
+
+An object's consecutive failures back off: each retry waits twice as long as
+the last, from the delay its error asks (5 s for a conflict or API trouble,
+60 s for forbidden, 30 s for an unexpected error), up to
+``config.RETRY_MAX_SECONDS``. With fixed delays, a thousand tenants retried
+every 5 s through an API server outage (two hundred failing reconciles a
+second against a server trying to come back), and an object failing for good
+every 5 s for ever. The end of an outage does not wait for the longest
+backoff: kopf lists again when its watch is back, and every object it lists
+wakes its key (``observed``); any success, or a stall for a human, starts the
+count again.
 """
 
 from __future__ import annotations
@@ -149,6 +160,8 @@ class Controller:
         self._reconcile_fn = reconcile
         self._stalled_seconds = stalled_seconds
         self._bodies: dict[str, _Held] = {}
+        # Each failing object's consecutive failures (a success forgets it).
+        self._failures: dict[str, int] = {}
         # kopf runs each object's events in a worker of its own, keyed by uid, so an
         # object deleted and made again under the same name can have its old self's
         # last events handled after the new one's first. The uids deleted, or
@@ -212,6 +225,7 @@ class Controller:
         self._bodies.pop(key, None)
         self._unindex(key)
         self._settled.pop(key, None)
+        self._failures.pop(key, None)
         self.queue.forget(key)
         if self._forget is not None:
             self._forget(key)
@@ -272,6 +286,7 @@ class Controller:
         self._bodies.clear()
         self._in_namespace.clear()
         self._settled.clear()
+        self._failures.clear()
         self.queue.clear()
         if self._forget is not None:
             for key in keys:
@@ -287,9 +302,23 @@ class Controller:
         return None if held is None else self._packer.unpack(held.packed)
 
     async def _reconcile(self, key: str) -> float | None:
-        again = await self._run(key)
+        try:
+            again = await self._run(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s %s: reconcile failed unexpectedly", self.kind, key)
+            again = self._backoff(key, config.UNEXPECTED_RETRY_SECONDS)
         # Paused meanwhile: stand_by() forgot the object; no retry, no resync.
         return again if self._is_active() else None
+
+    def _backoff(self, key: str, asked: float) -> float:
+        """The wait before the retry of a failure that asked for ``asked`` seconds:
+        doubled for each failure of the object before it in a row."""
+        failures = self._failures.get(key, 0)
+        if key in self._bodies:
+            self._failures[key] = failures + 1
+        return min(asked * 2.0 ** min(failures, 32), max(asked, config.RETRY_MAX_SECONDS))
 
     def _hold_written(self, key: str, held: _Held, latest: dict[str, Any]) -> None:
         """Keep the status just written, unless a newer event replaced the body
@@ -330,9 +359,11 @@ class Controller:
                 self._hold_written(key, held, failed.latest)
                 raise failed.error from failed
         except kopf.TemporaryError as error:
-            logger.info("%s %s: %s; retrying in %ss", self.kind, key, error, error.delay)
-            return float(error.delay or config.RETRY_SECONDS)
+            delay = self._backoff(key, float(error.delay or config.RETRY_SECONDS))
+            logger.info("%s %s: %s; retrying in %.0f s", self.kind, key, error, delay)
+            return delay
         except kopf.PermanentError as error:
+            self._failures.pop(key, None)
             logger.error("%s %s: %s", self.kind, key, error)
             return self._stalled_seconds
         except ApiException as error:
@@ -350,6 +381,7 @@ class Controller:
         if key not in self._bodies:
             # Deleted or forgotten (stand_by) meanwhile: do not bring its series back.
             return None
+        self._failures.pop(key, None)
         latest = outcome.latest
         if latest is not None:
             self._hold_written(key, held, latest)

@@ -31,6 +31,7 @@ from kubernetes.dynamic.resource import Resource
 from kubernetes.watch.watch import iter_resp_lines
 
 from stackforge_operator import FIELD_MANAGER, watch_cache
+from stackforge_operator.retry_after import retry_after_seconds
 
 Obj = dict[str, Any]
 logger = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ _RETRYABLE = {409, 429, 500, 502, 503, 504}
 # The object itself refused (malformed, or invalid for its kind): the same object
 # gets the same answer, so only a changed object can succeed.
 _REFUSING = {400, 422}
+# A retry waits at least this long, and longer when the API server (or a proxy in
+# front of it) says so in Retry-After: the priority-and-fairness filter answers
+# 429 with it, and throttled requests sent again at once only add to the load.
+RETRY_SECONDS = 5.0
+# A Retry-After beyond this is not believed (a misconfigured proxy's).
+RETRY_AFTER_MAX_SECONDS = 600.0
 
 
 class Forbidden(kopf.TemporaryError):
@@ -142,7 +149,8 @@ def translated_errors(action: str) -> Iterator[None]:
         if error.status in _REFUSING:
             raise Refused(f"{action}: {reason}", delay=5) from error
         if error.status in _RETRYABLE:
-            raise kopf.TemporaryError(f"{action}: {reason}", delay=5) from error
+            raise kopf.TemporaryError(f"{action}: {reason}",
+                                      delay=_retry_delay(error)) from error
         if error.status == 403:
             # RBAC is fixed by a human, but then the operator must recover by
             # itself: retry, slowly.
@@ -152,7 +160,15 @@ def translated_errors(action: str) -> Iterator[None]:
         # The connection broke (reset, closed mid-answer, retries used up): the
         # API server or the way to it is away for a while, not a bug to trace.
         raise kopf.TemporaryError(f"{action}: the connection to the API server failed: "
-                                  f"{type(error).__name__}", delay=5) from error
+                                  f"{type(error).__name__}", delay=RETRY_SECONDS) from error
+
+
+def _retry_delay(error: ApiException) -> float:
+    headers = error.headers or {}
+    asked = retry_after_seconds(headers.get("Retry-After")) \
+        if error.status in (429, 503) else None
+    return RETRY_SECONDS if asked is None else max(RETRY_SECONDS,
+                                                  min(asked, RETRY_AFTER_MAX_SECONDS))
 
 
 def answer_lost(error: BaseException) -> bool:

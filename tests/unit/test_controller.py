@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import pytest
 
 from stackforge_operator.controller import Controller, WriteThenError
 
@@ -510,3 +511,64 @@ def test_poke_namespace_looks_again_at_every_object_there_now_settled_or_not() -
     asyncio.run(scenario())
     assert sorted(calls[3:]) == ["one/hourly", "one/nightly"]
     assert len(calls) == 5
+
+
+def test_consecutive_failures_of_an_object_back_off_and_a_success_starts_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fixed delays a thousand tenants retried every 5 s through an API server
+    outage, and an object failing for good every 5 s for ever. The runs are asked of
+    the controller one by one (the delays, not a clock, are what is checked)."""
+    from stackforge_operator import config
+
+    monkeypatch.setattr(config, "RETRY_MAX_SECONDS", 4.0)
+    answers: list[Exception | None] = [
+        kopf.TemporaryError("conflict", delay=1), kopf.TemporaryError("conflict", delay=1),
+        kopf.TemporaryError("conflict", delay=1), kopf.TemporaryError("conflict", delay=1),
+        None,
+        kopf.TemporaryError("forbidden", delay=60),
+        kopf.TemporaryError("forbidden", delay=60),
+        RuntimeError("a bug"), RuntimeError("a bug"),
+        kopf.PermanentError("bad spec"),
+        kopf.TemporaryError("conflict", delay=1),
+    ]
+
+    def reconcile(_obj: Mapping[str, Any]) -> Done:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return Done(requeue_after=7.0)
+
+    c = Controller("Things", reconcile, workers=1, stalled_seconds=99.0)
+
+    async def scenario() -> list[float | None]:
+        c.observed(body("a"))
+        return [await c._reconcile("a") for _ in range(11)]
+
+    monkeypatch.setattr(config, "UNEXPECTED_RETRY_SECONDS", 3.0)
+    delays = asyncio.run(scenario())
+    assert delays == [1.0, 2.0, 4.0, 4.0,  # doubled up to the cap
+                      7.0,  # a success: the count starts again
+                      60.0, 60.0,  # the error asks more than the cap: never less
+                      4.0, 4.0,  # unexpected (3 s) after two failures: 12, capped
+                      99.0,  # stalled for a human
+                      1.0]  # and the count started again
+
+
+def test_a_deleted_object_forgets_its_failures() -> None:
+    failing = [True]
+
+    def reconcile(_obj: Mapping[str, Any]) -> Done:
+        if failing[0]:
+            raise kopf.TemporaryError("conflict", delay=1)
+        return Done()
+
+    c = Controller("Things", reconcile, workers=1)
+
+    async def scenario() -> list[float | None]:
+        c.observed(body("a"))
+        first = [await c._reconcile("a") for _ in range(3)]
+        c.deleted(body("a"))
+        c.observed(body("a", generation=2))
+        return [*first, await c._reconcile("a")]
+
+    assert asyncio.run(scenario()) == [1.0, 2.0, 4.0, 1.0]

@@ -75,6 +75,28 @@ def test_a_broken_connection_to_the_api_server_is_retried_not_traced(
         "listing Secret: the connection to the API server failed: ")
 
 
+@pytest.mark.parametrize(("status", "retry_after", "delay"), [
+    (429, "30", 30.0),  # the priority-and-fairness filter's answer, or a proxy's
+    (503, "Fri, 27 Nov 2099 12:00:30 GMT", kube.RETRY_AFTER_MAX_SECONDS),  # not believed
+    (429, "1", kube.RETRY_SECONDS),  # never sooner than the operator's own delay
+    (429, None, kube.RETRY_SECONDS),
+    (409, "30", kube.RETRY_SECONDS),  # a conflict's Retry-After is no throttle
+    (500, "soon", kube.RETRY_SECONDS),
+])
+def test_a_throttled_request_is_retried_when_the_server_asks(
+        status: int, retry_after: str | None, delay: float) -> None:
+    """429's Retry-After was ignored: throttled requests came back after 5 s,
+    whatever the API server had asked."""
+    from kubernetes.client.exceptions import ApiException
+
+    error = ApiException(status=status, reason="Too Many Requests")
+    error.headers = urllib3.HTTPHeaderDict(
+        {} if retry_after is None else {"retry-after": retry_after})
+    with pytest.raises(kopf.TemporaryError) as raised, kube.translated_errors("listing Pod"):
+        raise error
+    assert raised.value.delay == delay
+
+
 def test_only_a_broken_connection_leaves_the_outcome_of_a_write_unknown() -> None:
     from kubernetes.client.exceptions import ApiException
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import email.utils
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -30,6 +28,7 @@ import httpx
 from stackforge_operator.notify import smtp
 from stackforge_operator.notify.destinations import DEFAULT, DestinationRefusedError, Destinations
 from stackforge_operator.notify.guarded_transport import guarded_transport
+from stackforge_operator.retry_after import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +84,6 @@ class Backoff:
             return min(max(retry_after, 0.0), self.cap)
         factor: float = self.jitter()
         return float(min(self.first * 2 ** (attempt - 1), self.cap) * factor)
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """A Retry-After header (delta-seconds or an HTTP date) in seconds; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 # (event, result) -> None, with result one of "sent", "retried", "failed".

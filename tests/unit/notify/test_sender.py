@@ -10,7 +10,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from stackforge_operator.notify.sender import (
     HttpPost,
     Mail,
     Sender,
-    retry_after_seconds,
 )
 from tests.support.receiver import Receiver
 from tests.support.smtp_server import USERNAME, SmtpServer
@@ -84,14 +82,6 @@ def test_the_default_attempts_outlast_a_receiver_away_for_a_quarter_of_an_hour()
 
     assert span(0.75) > 15 * 60
     assert span(1.0) < 30 * 60
-
-
-def test_retry_after_header_forms() -> None:
-    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-    assert retry_after_seconds("5") == 5.0
-    assert retry_after_seconds("Fri, 27 Nov 2026 12:00:30 GMT", now) == 30.0
-    assert retry_after_seconds("Fri, 27 Nov 2026 11:00:00 GMT", now) == 0.0
-    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 def test_delivers_json(receiver: Receiver) -> None:
