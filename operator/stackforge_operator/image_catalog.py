@@ -87,6 +87,9 @@ ROLES: Final[tuple[Role, ...]] = (
     Role("postgres-exporter", f"stackforge/postgres:{MAJOR}", MAJOR),
     Role("redis-exporter", "oliver006/redis_exporter:v1.67.0"),
     Role("kafka-exporter", "danielqsj/kafka-exporter:v1.9.0"),
+    # The Prometheus project's exporter of Consul's health, catalog and raft:
+    # scrapers reach it, never Consul's own HTTP API (builders/exporters.py).
+    Role("consul-exporter", "prom/consul-exporter:v0.13.0"),
 )
 ROLE_KEYS: Final = tuple(role.key for role in ROLES)
 _BY_KEY: Final = {role.key: role for role in ROLES}
@@ -118,6 +121,7 @@ class ImageCatalog:
     postgres_exporter: str
     redis_exporter: str
     kafka_exporter: str
+    consul_exporter: str
     image_pull_secrets: tuple[str, ...] = ()
     registry: str = ""
     # True when a setting named the operator image: then it is not looked up

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from stackforge_operator import image_catalog
+from stackforge_operator.builders import exporters
 from stackforge_operator.builders.common import (
     CONSUL_HTTP_PORT,
     CONSUL_SERF_LAN_PORT,
@@ -136,8 +137,6 @@ def _args(t: EffectiveTenant) -> list[str]:
         "-node=$(POD_NAME)",
         # Expanded by the kubelet from the Secret-backed variable.
         "-encrypt=$(CONSUL_GOSSIP_KEY)",
-        # Keeps metrics for /v1/agent/metrics?format=prometheus (builders/exporters.py).
-        '-hcl=telemetry { prometheus_retention_time = "60s" disable_hostname = true }',
         *joins,
     ]
 
@@ -177,7 +176,7 @@ def _stateful_set(t: EffectiveTenant, digest: str) -> Manifest:
         ],
     }
     spec = pod_spec(
-        containers=[container],
+        containers=[container, exporters.consul_exporter()],
         user_id=CONSUL_UID,
         volumes=[config_map_volume("config", SERVICES_CONFIG), empty_dir("tmp")],
     )

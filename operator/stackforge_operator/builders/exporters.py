@@ -3,8 +3,11 @@
 PostgreSQL, Redis and Kafka speak no Prometheus format themselves, so each
 gets the community exporter as a sidecar next to the server it watches (it
 talks to it over localhost, with the same Secret-backed credentials as the
-server). Kong and Consul serve metrics natively (Kong's status listener with
-its prometheus plugin, Consul's agent endpoint). Every scraped component has a
+server). Consul gets the Prometheus project's consul_exporter the same way: its
+own agent endpoint (/v1/agent/metrics) is on the HTTP API's port, and a
+scraper allowed there could read and write every key of the tenant's KV store
+and catalog (Consul runs without ACLs). Kong serves metrics natively (its
+status listener with the prometheus plugin). Every scraped component has a
 ``<component>-metrics`` Service exposing one port named ``metrics``: the
 ServiceMonitors (builders/monitoring.py) select those Services, and the client
 Services apps use stay free of scrape ports.
@@ -48,6 +51,7 @@ METRICS_LABEL = "stackforge.io/metrics"
 POSTGRES_EXPORTER_PORT = 9187
 REDIS_EXPORTER_PORT = 9121
 KAFKA_EXPORTER_PORT = 9308
+CONSUL_EXPORTER_PORT = 9107
 # The lag of each read replica as the primary sees it, under names of our own
 # (the operator reads them into the tenant's status; the alert watches them):
 # stackforge_replication_lag_bytes / _lag_seconds{replica=<pod>, state=...}.
@@ -188,8 +192,7 @@ def scrape_targets(t: EffectiveTenant) -> list[ScrapeTarget]:
     if t.kafka.enabled:
         targets.append(ScrapeTarget("kafka", KAFKA_EXPORTER_PORT))
     if t.consul.enabled:
-        targets.append(ScrapeTarget("consul", CONSUL_HTTP_PORT, "/v1/agent/metrics",
-                                    (("format", "prometheus"),)))
+        targets.append(ScrapeTarget("consul", CONSUL_EXPORTER_PORT))
     # Kong is always on (the tenant's only ingress).
     targets.append(ScrapeTarget("kong", KONG_STATUS_PORT))
     return targets
@@ -272,3 +275,14 @@ def kafka_exporter() -> dict[str, Any]:
                                f"--web.listen-address=:{KAFKA_EXPORTER_PORT}"])
     container["resources"] = KAFKA_EXPORTER_RESOURCES
     return container
+
+
+def consul_exporter() -> dict[str, Any]:
+    # /bin/consul_exporter is the image's entrypoint, named in case a mirror's
+    # image has another. It reads Consul's health, catalog and raft state over
+    # localhost (no KV: no --kv.prefix), and is all a scraper reaches.
+    image = image_catalog.current().consul_exporter
+    return _sidecar("consul-exporter", image, CONSUL_EXPORTER_PORT, [],
+                    command=["/bin/consul_exporter"],
+                    args=[f"--consul.server=http://localhost:{CONSUL_HTTP_PORT}",
+                          f"--web.listen-address=:{CONSUL_EXPORTER_PORT}"])

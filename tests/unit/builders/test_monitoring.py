@@ -139,7 +139,8 @@ def test_one_service_monitor_per_scraped_component_selecting_its_metrics_service
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["port"] == "metrics"
         assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
-    assert monitors["consul"]["spec"]["endpoints"][0]["params"] == {"format": ["prometheus"]}
+    # Consul's exporter serves /metrics itself: no agent endpoint, no parameters.
+    assert "params" not in monitors["consul"]["spec"]["endpoints"][0]
 
 
 def test_kongs_alerts_group_by_its_own_service_label_as_the_scrape_keeps_it() -> None:
