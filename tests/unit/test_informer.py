@@ -22,20 +22,11 @@ def _config_map(name: str) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": "shop", "resourceVersion": "1"}}
 
 
-def test_a_store_answers_nothing_while_it_lists_again_after_its_watch_expired(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deleted while the watch was away, "web" was still answered from the store
-    during the new LIST: a reconcile reading it would not make it again."""
-    lists = [[_config_map("web")], []]  # "web" is deleted in the gap
-    second_list_asked, second_list_may_end = threading.Event(), threading.Event()
+def _expire_first_watch(monkeypatch: pytest.MonkeyPatch, list_collection: Any,
+                        stop: threading.Event) -> None:
+    """The informer's calls replaced: ``list_collection`` answers the LISTs; the
+    first WATCH expires (410), later ones wait for ``stop``."""
     watches = 0
-
-    def list_collection(*_: Any, keep: Any, **__: Any) -> tuple[list[Any], str]:
-        objects = lists.pop(0)
-        if not lists:
-            second_list_asked.set()
-            assert second_list_may_end.wait(10)
-        return [keep(o) for o in objects], "1"
 
     def watch_collection(*_: Any, **__: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
         nonlocal watches
@@ -49,7 +40,24 @@ def test_a_store_answers_nothing_while_it_lists_again_after_its_watch_expired(
     monkeypatch.setattr(kube, "collection_path", lambda *_: "/api/v1/configmaps")
     monkeypatch.setattr(kube, "list_collection", list_collection)
     monkeypatch.setattr(kube, "watch_collection", watch_collection)
+
+
+def test_a_store_answers_nothing_while_it_lists_again_after_its_watch_expired(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted while the watch was away, "web" was still answered from the store
+    during the new LIST: a reconcile reading it would not make it again."""
+    lists = [[_config_map("web")], []]  # "web" is deleted in the gap
+    second_list_asked, second_list_may_end = threading.Event(), threading.Event()
+
+    def list_collection(*_: Any, keep: Any, **__: Any) -> tuple[list[Any], str]:
+        objects = lists.pop(0)
+        if not lists:
+            second_list_asked.set()
+            assert second_list_may_end.wait(10)
+        return [keep(o) for o in objects], "1"
+
     stop = threading.Event()
+    _expire_first_watch(monkeypatch, list_collection, stop)
     store = Store("v1", "ConfigMap", "")
     informer = Informer(store)
     informer.start()
@@ -71,24 +79,12 @@ def test_each_complete_list_is_told_after_the_store_holds_it(
     """A LIST delivers no events: a CRD added while the watch was away is seen only
     by what is told of the LIST (cached_kinds.py starts the add-on's informers)."""
     lists = [[_config_map("web")], [_config_map("web"), _config_map("api")]]
-    watches = 0
     stop = threading.Event()
 
     def list_collection(*_: Any, keep: Any, **__: Any) -> tuple[list[Any], str]:
         return [keep(o) for o in lists.pop(0)], "1"
 
-    def watch_collection(*_: Any, **__: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-        nonlocal watches
-        watches += 1
-        if watches == 1:
-            raise kube.WatchExpiredError("too old resource version")
-        stop.wait(10)
-        return iter(())
-
-    monkeypatch.setattr(kube, "watch_client", lambda: None)
-    monkeypatch.setattr(kube, "collection_path", lambda *_: "/api/v1/configmaps")
-    monkeypatch.setattr(kube, "list_collection", list_collection)
-    monkeypatch.setattr(kube, "watch_collection", watch_collection)
+    _expire_first_watch(monkeypatch, list_collection, stop)
     store = Store("v1", "ConfigMap", "")
     held_when_told: list[list[str]] = []
     second = threading.Event()
