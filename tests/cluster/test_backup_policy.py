@@ -31,12 +31,22 @@ from stackforge_operator.builders import backup as builders
 from stackforge_operator.devcluster.s3server import S3Server
 from stackforge_operator.models.backup import PhysicalBackup, PhysicalBackupType
 from stackforge_operator.reconcile import backup
+from stackforge_operator.reconcile.common import referenced_tenant
+from stackforge_operator.status import Problem
 from tests.support import kwok_jobs, tenants
 from tests.support.clusters import ClusterHandle
 from tests.support.fixtures_backup import s3_bucket, s3_server  # noqa: F401 - fixtures
 from tests.support.secrets import S3_KEYS, put_secret
 
 pytestmark = pytest.mark.usefixtures("kube_as_operator", "default_image_catalog")
+
+
+@pytest.fixture(autouse=True)
+def _names_free(cluster: ClusterHandle) -> None:
+    """Each test makes its tenants anew: an earlier test's, its namespace still
+    going, would keep the name (TenantNameTaken) and this test's would be no
+    tenant to back up or drill."""
+    tenants.remove_namesakes(cluster, "shared", "clone")
 
 API = f"{API_GROUP}/{API_VERSION}"
 
@@ -84,6 +94,31 @@ def test_a_second_policy_in_the_same_place_is_refused_and_runs_nothing(
     assert "BackupPolicy a-nightly" in found["message"]
     assert "s3://backups/stackforge/shared/" in found["message"]
     assert not _cron_job_exists(cluster, namespace, "b-hourly")
+
+
+def test_a_policy_beside_a_tenant_that_lost_its_name_does_nothing(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """Backups are keyed by the tenant's name alone: a policy beside a namesake
+    that may not run (TenantNameTaken) listed, reported and pruned the backups of
+    the tenant that holds the name, with keys and retention its owner chose."""
+    holder_ns = f"{namespace}-h"[:63]
+    try:
+        tenants.apply(cluster, tenants.small_tenant("shared", namespace=holder_ns))
+        time.sleep(1.1)  # whole seconds: the first made is the older, and keeps the name
+        tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+        _apply_policy(cluster, namespace, "nightly", "stackforge")
+
+        outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
+
+        assert outcome.requeue_after == backup.STALLED_SECONDS
+        found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
+        assert (found.get("status"), found.get("reason")) == ("True", "TenantNotPlaced"), found
+        assert "TenantNameTaken" in found["message"] and holder_ns in found["message"]
+        assert not _cron_job_exists(cluster, namespace, "nightly")
+        # The tenant that holds the name is one to back up.
+        assert not isinstance(referenced_tenant("shared", holder_ns), Problem)
+    finally:
+        cluster.kubectl("delete", "namespace", holder_ns, "--wait=false", check=False)
 
 
 def test_a_policy_moved_onto_anothers_place_loses_its_cron_job(

@@ -13,6 +13,7 @@ primary's settings changed mid-restore. The nodes are kwok's; nothing runs.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,14 @@ from tests.support.clusters import ClusterHandle
 from tests.support.secrets import S3_KEYS, put_secret
 
 pytestmark = pytest.mark.usefixtures("kube_as_operator", "default_image_catalog")
+
+
+@pytest.fixture(autouse=True)
+def _names_free(cluster: ClusterHandle) -> None:
+    """Each test makes its tenants anew: an earlier test's, its namespace still
+    going, would keep the name (TenantNameTaken) and be the only source a clone
+    may restore from."""
+    tenants.remove_namesakes(cluster, "origin", "copy", "dropped")
 
 API = f"{API_GROUP}/{API_VERSION}"
 STARTED = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -126,6 +135,47 @@ def test_a_restore_under_way_stops_when_its_policy_moves_the_archive(
         assert going.restore.storage.bucket == "new-bucket"
     finally:
         cluster.kubectl("delete", "namespace", clone_ns, "--wait=false", check=False)
+
+
+def test_a_clone_restores_from_the_tenant_that_holds_the_name_not_a_namesake(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """Of two tenants of one name, the one made later may not run (TenantNameTaken),
+    yet its owner chooses its policy: bucket, prefix, keys and which namespaces may
+    restore. The clone took whichever the cluster listed first, by namespace."""
+    source = f"dup-{namespace[-12:]}"
+    holder_ns, namesake_ns = f"{namespace}-z"[:63], f"{namespace}-a"[:63]
+    policies = {}
+    try:
+        for source_ns, bucket in ((holder_ns, "holder-bucket"), (namesake_ns, "other-bucket")):
+            tenants.apply(cluster, tenants.small_tenant(source, namespace=source_ns))
+            put_secret(cluster, source_ns, "origin-s3", S3_KEYS)
+            put_secret(cluster, source_ns, "origin-cipher", {"passphrase": "not-a-real-one"})
+            policy = _policy("archive", source_ns, bucket, clone_namespace=namespace,
+                             archives=True)
+            policy["spec"]["tenantRef"]["name"] = source
+            cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
+                            input=json.dumps(policy))
+            policies[source_ns] = policy
+            time.sleep(1.1)  # whole seconds: the first made is the older, and keeps the name
+        spec = StackForgeTenantSpec.model_validate({
+            **tenants.small_tenant("copy")["spec"],
+            "bootstrap": {"recovery": {"tenant": source}}})
+        clone = resolve(f"copy-{namespace[-12:]}", spec, namespace=namespace)
+        recorded = BootstrapStatus(
+            source_tenant=source, source_namespace=holder_ns, backup_policy="archive",
+            repository_path=f"/stackforge/_pgbackrest/{source}/7400000000000000001-x",
+            recovery_target="2026-12-06T08:00:00Z",
+            archive_fingerprint=archiving_policy.fingerprint(
+                BackupPolicySpec.model_validate(policies[holder_ns]["spec"])),
+            start_time=STARTED)
+
+        going = bootstrap.prepare(clone, spec, recorded, STARTED)
+
+        assert isinstance(going, bootstrap.Prepared) and going.restore is not None, going
+        assert going.restore.storage.bucket == "holder-bucket"
+    finally:
+        for source_ns in (holder_ns, namesake_ns):
+            cluster.kubectl("delete", "namespace", source_ns, "--wait=false", check=False)
 
 
 def _claim(cluster: ClusterHandle, namespace: str, name: str) -> datetime:

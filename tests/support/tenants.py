@@ -223,3 +223,29 @@ def looks_at(operator: OperatorProcess, key: str) -> int:
     """How often the tenant's queue ran its key (a reconcile or a skipped resync):
     the work queue logs each run (--verbose)."""
     return operator.process.log_path.read_text().count(f"reconciled {key} in ")
+
+
+def remove_namesakes(cluster: ClusterHandle, *names: str, timeout: float = 60.0) -> None:
+    """Delete every tenant of these names, wherever it is, and wait until none is left.
+
+    Tenant names are unique across the cluster: a test that makes a tenant of a
+    name an earlier test used (its namespace still being torn down) gets one that
+    may not run (TenantNameTaken), and nothing backs it up or drills it. Tenants
+    carry no finalizer, so they go at once."""
+    api = client.CustomObjectsApi(cluster.api)
+    deadline = time.monotonic() + timeout
+    while True:
+        listed: Any = api.list_cluster_custom_object(API_GROUP, API_VERSION, "stackforgetenants")
+        found = [item["metadata"] for item in listed["items"]
+                 if item["metadata"]["name"] in names]
+        if not found:
+            return
+        assert time.monotonic() < deadline, f"tenants not gone: {found}"
+        for meta in found:
+            try:
+                api.delete_namespaced_custom_object(API_GROUP, API_VERSION, meta["namespace"],
+                                                    "stackforgetenants", meta["name"])
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        time.sleep(0.2)

@@ -48,6 +48,7 @@ from stackforge_operator.models.tenant import (
 )
 from stackforge_operator.pod_health import job_conditions
 from stackforge_operator.reconcile import archiving_policy, drill_recovery, storage
+from stackforge_operator.reconcile.tenant_observe import placement_problem
 from stackforge_operator.status import WorkloadState
 
 API = f"{API_GROUP}/{API_VERSION}"
@@ -387,16 +388,30 @@ def _compatible_source(
 
 def _source_tenant(name: str, field: str) -> tuple[Mapping[str, Any], EffectiveTenant] | Held:
     found = kube.list_objects(API, "StackForgeTenant", field_selector=f"metadata.name={name}")
-    if not found:
+    # The one that holds the name: a namesake that lost it (Stalled, TenantNameTaken)
+    # may have a policy on the same bucket and prefix, which its owner chose, and
+    # the first of the list was whichever namespace sorted first.
+    placed = [body for body in found if placement_problem(
+        body["metadata"], _namespace_labels(body["metadata"]["namespace"])) is None]
+    if not placed:
         return _stalled("BootstrapSourceNotFound",
-                        f"{field}.tenant: no StackForgeTenant {name} in the cluster")
-    body = found[0]
+                        f"{field}.tenant: no StackForgeTenant {name} in the cluster"
+                        if not found else f"{field}.tenant: StackForgeTenant {name} may not "
+                        "run where it is (see its Stalled condition): nothing is restored "
+                        "from it")
+    body = placed[0]
     try:
         spec = StackForgeTenantSpec.model_validate(body.get("spec") or {})
     except ValidationError:
         return _stalled("BootstrapSourceNotFound",
                         f"{field}.tenant: StackForgeTenant {name} has an invalid spec")
     return body, resolve(name, spec, namespace=body["metadata"]["namespace"])
+
+
+def _namespace_labels(namespace: str) -> Mapping[str, str] | None:
+    found = kube.get("v1", "Namespace", namespace)
+    labels: Mapping[str, str] | None = ((found or {}).get("metadata") or {}).get("labels")
+    return labels
 
 
 def _policy(wanted: RecoverySource, source: EffectiveTenant, namespace: str) -> (

@@ -16,7 +16,7 @@ from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import RecoveryStatus, StackForgeTenantSpec
 from stackforge_operator.pod_health import job_messages, result_of
 from stackforge_operator.reconcile import recovery
-from stackforge_operator.reconcile.tenant_observe import validation_summary
+from stackforge_operator.reconcile.tenant_observe import placement_problem, validation_summary
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def referenced_tenant(
 
     Like an HPA's target, the tenant is looked up in the referrer's own
     namespace: backups and drills live beside the tenant they serve.
+
+    A tenant that may not run where it is (its name held by a tenant elsewhere,
+    its namespace another's) is no tenant to back up or drill: backups are
+    keyed by the tenant's name alone, so a policy beside a namesake that lost
+    the name listed, reported and pruned the other tenant's backups.
     """
     body = kube.get(API, "StackForgeTenant", name, namespace)
     if body is None:
@@ -84,6 +89,15 @@ def referenced_tenant(
             "TenantNotFound",
             f"spec.tenantRef.name: StackForgeTenant {name} does not exist in namespace "
             f"{namespace}")
+    live_namespace = kube.get("v1", "Namespace", namespace)
+    placement = placement_problem(
+        body["metadata"], ((live_namespace or {}).get("metadata") or {}).get("labels"))
+    if placement is not None:
+        return status.Problem(
+            "TenantNotPlaced",
+            f"spec.tenantRef.name: StackForgeTenant {name} may not run in namespace "
+            f"{namespace} ({placement.reason}: {placement.message}); nothing is done for it "
+            "until it may")
     return as_referenced(body)
 
 
