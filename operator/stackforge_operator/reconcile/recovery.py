@@ -415,12 +415,24 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
                 and on_newest_template(old, facts.primary)):
             ending, step = "the tenant runs its old database again", "the old database is back"
         elif _past(recovery, now, config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS):
+            if restored in facts.pods:
+                # The postgres Service selects every primary pod: ended now, the
+                # apps would come back and write to the restored database, which
+                # failed (or never reached) its verification, and split the writes
+                # with the old one once it is back. The StatefulSet deletes the
+                # restored pod only once the old one is Ready: a person decides.
+                return replace_message(recovery, (
+                    f"{failure or 'the recovery failed'}; the old primary "
+                    f"{postgres.primary_pod(recovery.previous_ordinal)} was not Ready within "
+                    f"{int(config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)} s and {restored} (the "
+                    "restored database) still runs, so the apps stay stopped: mend the old "
+                    f"primary, or delete pod {restored} (its volume {claim} is kept) to let "
+                    "the roll back end"))
             # The apps come back (to a database that may not answer yet), and
             # the tenant may be suspended or recovered again: not held for ever.
             ending = (f"rolled back, but the old primary "
                       f"{postgres.primary_pod(recovery.previous_ordinal)} was not Ready "
-                      f"within {int(config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)} s: look at "
-                      f"it (and at {restored}, if it has not stopped)")
+                      f"within {int(config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS)} s: look at it")
             step = "the old database is not back yet"
         else:
             return replace_message(recovery, (
@@ -602,11 +614,22 @@ def _ended_on(recovery: RecoveryStatus | None) -> str | None:
     return _claim(primary_ordinal(recovery))
 
 
+def _switched_to(recovery: RecoveryStatus | None) -> str | None:
+    """The restored claim, once the apps write to it (the switch-over begins)."""
+    if recovery is None or recovery.start_time is None \
+            or recovery.phase != Phase.SWITCHING_OVER:
+        return None
+    return _claim(recovery.ordinal)
+
+
 def serving_claim(before: RecoveryStatus | None,
                   after: RecoveryStatus | None) -> tuple[str, dict[str, str]] | None:
-    """(claim, annotations) to write when this pass ends a recovery: the claim the
-    database is on from now on, marked with the recovery's start."""
-    serving = _ended_on(after)
+    """(claim, annotations) to write when this pass begins a switch-over or ends a
+    recovery: the claim the database is on from now on, marked with the recovery's
+    start. Marked as the switch-over begins, when the apps start writing there: a
+    tenant made again before the recovery ended adopted the newest claim marked,
+    an earlier recovery's, and served the database without those writes."""
+    serving = _ended_on(after) or _switched_to(after)
     if serving is None or after is None or (before is not None and before.phase == after.phase
                                             and before.request == after.request):
         return None

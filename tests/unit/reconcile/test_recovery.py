@@ -713,6 +713,14 @@ def test_a_recovery_that_ends_marks_the_claim_its_database_is_on() -> None:
     assert recovery.serving_claim(succeeded, succeeded) is None
     restoring = begun.model_copy(update={"phase": Phase.RESTORING})
     assert recovery.serving_claim(begun, restoring) is None
+    # The apps write to the restored claim from the switch-over on: marked then
+    # (a tenant made again meanwhile adopted an earlier recovery's claim), and
+    # marked alike when it ends.
+    switching = begun.model_copy(update={"phase": Phase.SWITCHING_OVER})
+    verifying = begun.model_copy(update={"phase": Phase.VERIFYING})
+    assert recovery.serving_claim(verifying, switching) == ("data-postgres-1", marks)
+    assert recovery.serving_claim(switching, switching) is None
+    assert recovery.serving_claim(switching, succeeded) == ("data-postgres-1", marks)
     assert recovery.serving_claim(None, recovery.refused(TARGET, "no", None, NOW)) is None
     # The pass that ended it died before marking (or it ended before claims were
     # marked): a later pass marks it, once.
@@ -778,3 +786,23 @@ def test_a_moment_answered_before_a_refusal_is_not_restored_again() -> None:
                          recover_verify_drill="weekly")
     assert isinstance(recovery.request(other, "tenant-acme", "acme", typo, NOW),
                       recovery.Request)
+
+
+def test_a_roll_back_past_its_deadline_holds_the_apps_while_the_restored_pod_runs() -> None:
+    """The postgres Service selects every primary pod: ended at the deadline with
+    the restored pod still Ready (the StatefulSet deletes it only once the old
+    primary is Ready), the apps came back and wrote to the database that failed
+    its verification."""
+    rolling = recovery.roll_back(_in(Phase.VERIFYING), NOW, "the verification failed: no")
+    late = NOW + timedelta(seconds=config.RECOVERY_ROLL_BACK_DEADLINE_SECONDS + 1)
+    both = _facts(_pod("postgres-0", ready=False), _pod("postgres-1"), at=late)
+    held = recovery.advance(rolling, both)
+    assert held.phase == Phase.ROLLING_BACK and recovery.active(held)
+    assert recovery.with_plan(tenant(), held, _policy()).writes_stopped is True
+    assert "postgres-1 (the restored database) still runs, so the apps stay stopped" in (
+        held.message or "")
+    assert "delete pod postgres-1 (its volume data-postgres-1 is kept)" in (held.message or "")
+    # Once it is gone, the deadline ends it as before.
+    ended = recovery.advance(held, _facts(_pod("postgres-0", ready=False), at=late))
+    assert ended.phase == Phase.FAILED
+    assert recovery.with_plan(tenant(), ended, _policy()).writes_stopped is False
