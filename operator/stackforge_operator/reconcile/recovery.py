@@ -109,6 +109,7 @@ _NEEDS_SOURCE: Final = frozenset({Phase.STOPPING_WRITES, Phase.RESTORING, Phase.
 # A restore that exits in error this often will not succeed by trying again.
 RESTORE_ATTEMPTS: Final = 3
 STORAGE_QUOTA: Final = "requests.storage"
+CLAIMS_QUOTA: Final = "persistentvolumeclaims"
 # status.recovery.request's limit: a longer recover-to (no RFC 3339 time) is
 # refused with its first characters.
 REQUEST_LENGTH: Final = 64
@@ -172,26 +173,41 @@ def request(annotations: Mapping[str, str], namespace: str, name: str,
     return Request(target, point, drill)
 
 
-def storage_shortfall(quotas: Sequence[Mapping[str, Any]], needed: str) -> str | None:
+def storage_shortfall(quotas: Sequence[Mapping[str, Any]], needed: str,
+                      storage_class: str | None = None) -> str | None:
     """Why a ResourceQuota of the namespace leaves no room for the restore's new
     volume of ``needed``, or None. Without room its claim is refused, no restore
     pod is ever made, and the apps stayed stopped until the restore's deadline
-    (2 h) rolled it back: refused before anything stops instead."""
-    want = parse_quantity(needed)
+    (2 h) rolled it back: refused before anything stops instead.
+
+    Room is storage and a claim, in all and in ``storage_class`` (when the tenant
+    names one: the cluster's default class is not known to the operator, whose
+    role may only get a class it is told of)."""
+    wants: list[tuple[str, Decimal, str]] = [
+        (STORAGE_QUOTA, parse_quantity(needed), f"a new {needed} volume"),
+        (CLAIMS_QUOTA, Decimal(1), "a new claim")]
+    if storage_class:
+        scoped = f"{storage_class}.storageclass.storage.k8s.io/"
+        wants += [(scoped + STORAGE_QUOTA, wants[0][1], f"a new {needed} volume"),
+                  (scoped + CLAIMS_QUOTA, Decimal(1), "a new claim")]
     for quota in quotas:
         state = quota.get("status") or {}
-        hard = (state.get("hard") or {}).get(STORAGE_QUOTA)
-        used = (state.get("used") or {}).get(STORAGE_QUOTA, "0")
-        if hard is None:
-            continue
-        try:
-            free = parse_quantity(str(hard)) - parse_quantity(str(used))
-        except ValueError:
-            continue  # a quota this cannot read is the API server's to enforce
-        if free < want:
-            left = max(free, Decimal(0)) / Decimal(2**30)
-            return (f"the restore needs a new {needed} volume and ResourceQuota "
-                    f"{quota['metadata']['name']} leaves {left:.1f}Gi of {STORAGE_QUOTA} "
+        for resource, want, what in wants:
+            hard = (state.get("hard") or {}).get(resource)
+            used = (state.get("used") or {}).get(resource, "0")
+            if hard is None:
+                continue
+            try:
+                free = parse_quantity(str(hard)) - parse_quantity(str(used))
+            except ValueError:
+                continue  # a quota this cannot read is the API server's to enforce
+            if free >= want:
+                continue
+            left = max(free, Decimal(0))
+            room = f"{left / Decimal(2**30):.1f}Gi" if resource.endswith(STORAGE_QUOTA) \
+                else f"{left:.0f}"
+            return (f"the restore needs {what} and ResourceQuota "
+                    f"{quota['metadata']['name']} leaves {room} of {resource} "
                     f"({used} of {hard} used, kept volumes included): delete a kept volume "
                     "or raise the quota first; nothing was stopped")
     return None

@@ -146,7 +146,8 @@ def _answer(t: EffectiveTenant, annotations: Mapping[str, str],
     if full is not None:
         return refused(target, full)
     short = recovery.storage_shortfall(
-        kube.list_objects("v1", "ResourceQuota", namespace=t.namespace), t.postgres.storage)
+        kube.list_objects("v1", "ResourceQuota", namespace=t.namespace), t.postgres.storage,
+        t.postgres.storage_class_name)
     if short is not None:
         return refused(target, short)
     observed = next((BackupPolicyStatus.model_validate(p.get("status") or {})

@@ -643,6 +643,27 @@ def test_a_recovery_without_room_for_its_volume_is_refused_before_anything_stops
     assert recovery.storage_shortfall([_quota("lots", "12Gi")], "1Gi") is None
 
 
+def test_a_recovery_refused_by_a_claim_count_or_a_class_quota_is_refused_first() -> None:
+    """Only requests.storage was checked: a quota on the number of claims, or on a
+    storage class, refused the restore's claim as surely, with the apps stopped."""
+    def quota(hard: dict[str, str], used: dict[str, str]) -> dict[str, Any]:
+        return {"metadata": {"name": "tenant-quota"}, "status": {"hard": hard, "used": used}}
+
+    count = quota({"persistentvolumeclaims": "4"}, {"persistentvolumeclaims": "4"})
+    short = recovery.storage_shortfall([count], "50Gi")
+    assert short is not None and "the restore needs a new claim" in short
+    assert "leaves 0 of persistentvolumeclaims (4 of 4 used" in short
+    assert recovery.storage_shortfall(
+        [quota({"persistentvolumeclaims": "5"}, {"persistentvolumeclaims": "4"})], "50Gi") is None
+    fast = "fast.storageclass.storage.k8s.io/requests.storage"
+    scoped = quota({fast: "100Gi"}, {fast: "60Gi"})
+    short = recovery.storage_shortfall([scoped], "50Gi", "fast")
+    assert short is not None and f"leaves 40.0Gi of {fast}" in short
+    # Another class's quota, or the default class (not known here), is not this claim's.
+    assert recovery.storage_shortfall([scoped], "50Gi", "slow") is None
+    assert recovery.storage_shortfall([scoped], "50Gi") is None
+
+
 def test_a_recovery_that_would_keep_more_volumes_than_are_listed_is_refused() -> None:
     """The 17th kept claim would push the oldest out of the list, its data kept
     and found by nobody."""
