@@ -67,7 +67,8 @@ def apply_retention(
 
     states = [
         RunState(r.run_id, r.started_at, complete=r.complete,
-                 running=in_progress(r.run_id, r.started_at, r.complete))
+                 running=in_progress(r.run_id, r.started_at, r.complete),
+                 has_dump=r.has_dump)
         for r in runs
     ]
     doomed = select_for_deletion(states, policy, now, in_progress_grace=in_progress_grace, tz=tz,

@@ -10,7 +10,10 @@ Every rule *keeps*; a complete backup is deleted only when no rule keeps it
 
 And whatever the rules say:
 
-- the newest complete backup is never deleted;
+- the newest complete backup is never deleted, nor the newest complete one
+  that holds a PostgreSQL dump: the rules count runs of every kind, and a
+  policy's targets changed to the configuration alone would otherwise have
+  its last database dumps pruned by a few runs without one;
 - a run marked running is never deleted (the caller marks every run without
   a manifest begun since its policy's oldest running Job: housekeeping.py),
   nor is a run without a manifest younger than the in-progress grace period
@@ -44,6 +47,7 @@ class RunState:
     started_at: datetime
     complete: bool  # has a manifest
     running: bool = False  # known to be in progress (its Job is active)
+    has_dump: bool = True  # holds a PostgreSQL dump (as its objects' names say)
 
 
 def _day(d: date) -> int:
@@ -89,7 +93,8 @@ def _order(run: RunState) -> tuple[datetime, str]:
 def kept_by_rules(
     runs: Iterable[RunState], policy: Retention, now: datetime, *, tz: tzinfo = UTC
 ) -> set[str]:
-    """Ids of complete runs that some rule keeps (the newest complete one always)."""
+    """Ids of complete runs that some rule keeps (the newest complete one always,
+    and the newest complete one with a PostgreSQL dump)."""
     complete = sorted((r for r in runs if r.complete), key=_order)
     if not complete:
         return set()
@@ -101,6 +106,9 @@ def kept_by_rules(
         # No rule at all (the CRD refuses this): keeping everything is the safe reading.
         return {r.run_id for r in complete}
     keep = {complete[-1].run_id}
+    with_dump = [r for r in complete if r.has_dump]
+    if with_dump:
+        keep.add(with_dump[-1].run_id)
     if policy.keep_last:
         keep |= {r.run_id for r in complete[-policy.keep_last:]}
     today = now.astimezone(tz).date()

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from stackforge_operator.backup.dump_format import DumpCompression, dump_name
 from stackforge_operator.backup.manifest import MANIFEST_NAME, Manifest
 from stackforge_operator.backup.runid import run_started_at
 from stackforge_operator.models.backup import DEFAULT_REGION, ObjectStorage, SSEAlgorithm
@@ -314,6 +315,10 @@ class OpenUpload:
     initiated: datetime
 
 
+# A run's dump, by name: "/postgres.dump" or "/postgres.dump.zst".
+DUMP_NAMES = tuple("/" + dump_name(c) for c in DumpCompression)
+
+
 @dataclass
 class RunListing:
     """What the bucket holds for one run id (objects, open uploads); no manifest parsing."""
@@ -326,6 +331,11 @@ class RunListing:
     @property
     def complete(self) -> bool:
         return any(o.key.endswith("/" + MANIFEST_NAME) for o in self.objects)
+
+    @property
+    def has_dump(self) -> bool:
+        """Whether it holds a PostgreSQL dump (of either compression)."""
+        return any(o.key.endswith(DUMP_NAMES) for o in self.objects)
 
     @property
     def size_bytes(self) -> int:

@@ -176,8 +176,9 @@ def _max_age_covers_counts(r: Retention) -> bool:
 class Retention(SpecModel):
     """Which complete backups to keep; a backup is kept if any rule keeps it.
 
-    The newest complete backup is never deleted, whatever the rules say. Days,
-    weeks and months are those of the schedule's time zone.
+    The newest complete backup is never deleted, nor the newest complete one
+    holding a PostgreSQL dump, whatever the rules say. Days, weeks and months are
+    those of the schedule's time zone.
     """
 
     cel_rules = (

@@ -15,6 +15,7 @@ from stackforge_operator.backup.retention import (
     kept_by_rules,
     select_for_deletion,
 )
+from stackforge_operator.backup.store import RunListing, StoredObject
 from stackforge_operator.models.backup import Retention
 
 NOW = datetime(2026, 11, 27, 2, 30, tzinfo=UTC)
@@ -217,6 +218,30 @@ def test_a_backup_a_restore_reads_is_kept_whatever_the_rules_say() -> None:
     read = runs[3].run_id
     doomed = select_for_deletion(runs, _policy(keep_last=1), NOW, held={read})
     assert doomed == {r.run_id for r in runs[1:]} - {read}
+
+
+def test_the_newest_database_dump_outlives_runs_without_one() -> None:
+    """Targets changed to the configuration alone: keepLast 3 counted those runs,
+    and after three of them every database dump was pruned."""
+    runs = _daily_history(10)
+    config_only = {r.run_id for r in runs[:4]}  # the four newest hold no dump
+    runs = [RunState(r.run_id, r.started_at, True, has_dump=r.run_id not in config_only)
+            for r in runs]
+    doomed = select_for_deletion(runs, _policy(keep_last=3), NOW)
+    kept = {r.run_id for r in runs} - doomed
+    assert kept == {runs[0].run_id, runs[1].run_id, runs[2].run_id, runs[4].run_id}
+
+
+def test_a_run_holds_a_dump_by_its_objects_names() -> None:
+    prefix = "stackforge/shop/20261127T020000Z-aaaaaa/"
+    listing = RunListing("20261127T020000Z-aaaaaa", NOW, objects=[
+        StoredObject(prefix + "manifest.json", 10, NOW),
+        StoredObject(prefix + "configuration.json", 5, NOW)])
+    assert listing.complete and not listing.has_dump
+    for name in ("postgres.dump", "postgres.dump.zst"):
+        dumped = RunListing(listing.run_id, NOW, objects=[
+            *listing.objects, StoredObject(prefix + name, 100, NOW)])
+        assert dumped.has_dump
 
 
 def test_no_rule_keeps_everything_complete() -> None:
