@@ -46,7 +46,7 @@ from stackforge_operator.models.tenant import (
     RecoverySource,
     StackForgeTenantSpec,
 )
-from stackforge_operator.pod_health import job_conditions
+from stackforge_operator.pod_health import job_conditions, result_of
 from stackforge_operator.reconcile import archiving_policy, drill_recovery, storage
 from stackforge_operator.reconcile.tenant_observe import placement_problem
 from stackforge_operator.status import WorkloadState
@@ -302,6 +302,22 @@ def dump_progress(recorded: BootstrapStatus, job: Mapping[str, Any] | None,
         # A new Job (the failed one deleted): its own result will speak.
         return recorded.model_copy(update={"message": None})
     return recorded
+
+
+def dump_result(messages: Sequence[str],
+                parse: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+    """The dump restore's result among its Job's pods (one per attempt): one that
+    failed after pg_restore's transaction committed, if any pod says so. The
+    attempts after it fail on what it made ("already exists"), and the result
+    was whichever pod the list named first: the status could then say the
+    database is as it was, to delete the Job and try again, while it held an
+    unverified dump. Else the first result (or the log's end) as for any runner."""
+    for message in messages:
+        parsed = parse(message)
+        if parsed is not None and str(parsed.get("reason") or "").startswith(
+                _FAILED_AFTER_COMMIT):
+            return parsed
+    return result_of(messages, parse, log_tail_as_message=True)
 
 
 def events(old: BootstrapStatus | None,

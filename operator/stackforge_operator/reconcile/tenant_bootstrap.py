@@ -26,7 +26,7 @@ from stackforge_operator.models.effective import EffectiveTenant
 from stackforge_operator.models.tenant import BootstrapMethod, BootstrapStatus
 from stackforge_operator.pod_health import job_ended, status_observed
 from stackforge_operator.reconcile import bootstrap, storage
-from stackforge_operator.reconcile.common import termination_result
+from stackforge_operator.reconcile.common import termination_messages
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ def run(t: EffectiveTenant, prepared: bootstrap.Prepared,
         live[("Job", builders.DUMP_JOB)] = job
         if job_ended(job):
             # Its log's end by FallbackToLogsOnError, when it printed no result.
-            result = termination_result(t.namespace, builders.DUMP_JOB, outcome.parse_result,
-                                        log_tail_as_message=True)
+            result = bootstrap.dump_result(
+                termination_messages(t.namespace, builders.DUMP_JOB), outcome.parse_result)
     recorded = bootstrap.dump_progress(prepared.recorded, job, result, now)
     if recorded.completion_time is not None:
         # Pruned now, a crash before the status write would leave nothing saying the

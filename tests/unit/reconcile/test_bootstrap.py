@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,3 +169,23 @@ def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves() -> No
     assert completed_while_held(DUMP, primary_ready(_primary(ready=1)), STARTED) is None
     assert completed_while_held(done, primary_ready(_primary(ready=1)), STARTED) is None
     assert completed_while_held(None, primary_ready(_primary(ready=1)), STARTED) is None
+
+
+def test_a_dump_that_failed_after_its_commit_speaks_for_the_attempts_after_it() -> None:
+    """The Job retries (backoffLimit 2): the attempts after a failure past the
+    commit fail on what it made, and whichever pod was listed first gave the
+    result, which could tell to delete the Job and try again over an unverified
+    dump."""
+    from stackforge_operator.drill import outcome
+    from stackforge_operator.reconcile.bootstrap import dump_result
+
+    def line(reason: str) -> str:
+        return json.dumps({"verdict": "Failed", "reason": reason, "message": reason})
+
+    retried = [line("RestoreFailed"), line("ChecksumMismatch"), line("RestoreFailed")]
+    assert dump_result(retried, outcome.parse_result)["reason"] == "ChecksumMismatch"
+    # Without one, the first result, and without any the log's end, as before.
+    assert dump_result([line("RestoreFailed"), line("Unreachable")],
+                       outcome.parse_result)["reason"] == "RestoreFailed"
+    assert dump_result(["pg_restore: error: out of memory"], outcome.parse_result) == {
+        "message": "pg_restore: error: out of memory"}
