@@ -798,7 +798,7 @@ def test_checks_in_a_tenants_own_database_read_all_data_and_leave_its_acls_as_th
     ("CREATE FUNCTION public.peek(path text) RETURNS bytea LANGUAGE sql SECURITY DEFINER "
      "AS $$ SELECT pg_read_binary_file(path) $$",
      "SELECT encode(public.peek('/proc/self/environ'), 'escape')",
-     "may execute peek(text), which runs as "),
+     "may execute public.peek(text), which runs as "),
 ], ids=["granted-to-public", "security-definer"])
 def test_no_check_runs_where_the_role_could_read_server_files(
     postgres_server: pg.PostgresServer,
@@ -926,3 +926,66 @@ def test_a_keep_owners_restore_that_fails_leaves_the_database_as_it_was(
     assert "already exists" in result["restoreLogTail"]
     # One transaction: nothing of the dump stayed beside what was there.
     assert postgres_server.row_counts(scratch_database) == {"shop.orders": 0}
+
+
+# A function the database's owner may make (public is the owner's): a closer
+# match for format('...%I.%I', name, name) than pg_catalog.format(text, VARIADIC
+# "any"). Called by a superuser's session, it runs with the superuser's rights.
+STAND_IN_FORMAT = """
+CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'stand-in format called by %', current_user;
+END $$;
+"""
+
+
+def test_the_superusers_sessions_never_call_a_function_the_owner_made_in_its_stead(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """The backup's row counts (in the tenant's database) and the drill's (in the
+    restored copy, which holds whatever the tenant made) ran as the superuser with
+    the default search path: public.format was called in pg_catalog.format's
+    stead, with the superuser's rights (CVE-2018-1058's pattern)."""
+    postgres_server.psql(STAND_IN_FORMAT, seeded_database.name)
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    assert manifest.postgres is not None
+    assert manifest.postgres.row_counts == seeded_database.row_counts
+    checks = _checks_file(tmp_path, [
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"}])
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--checks-file", checks)
+    result = _verdict(run, "Passed")
+    assert all(c["passed"] for c in result["checks"]), result["checks"]
+    assert "stand-in" not in run.stdout + run.stderr
+
+
+def test_a_checks_sql_stays_one_query_where_backslashes_escape_quotes(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """The database's owner may set standard_conforming_strings off: psql then read
+    a backslash before a quote as escaping it, a check's SQL (quoted by doubling
+    its quotes) ended its literal, and the rest ran as psql's own commands: a
+    shell, with the runner's environment and the bucket's keys in it."""
+    marker = tmp_path / "shell-ran"
+    _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    postgres_server.psql(f"ALTER DATABASE {scratch_database} SET standard_conforming_strings "
+                         "= off")
+    checks = _checks_file(tmp_path, [
+        {"name": "breakout", "sql": f"SELECT '\\'; \\! touch {marker} #", "expectedRows": 1},
+        {"name": "orders", "sql": "SELECT count(*) FROM shop.orders", "expected": "4000"}])
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--checks-file", checks)
+    assert not marker.exists(), "a check's SQL ran a shell command"
+    result = json.loads(json.dumps(run.result))
+    found = {c["name"]: c for c in result["checks"] if c["kind"] == "Query"}
+    assert found["orders"]["passed"], found

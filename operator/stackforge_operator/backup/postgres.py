@@ -105,6 +105,23 @@ def widen_pipe(pipe: IO[bytes]) -> None:
         fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
+# The superuser's sessions in a database the tenant owns search the system
+# catalog alone: a function or operator the owner made in a schema of theirs
+# (public is the database owner's) could otherwise stand in for a built-in one
+# that the session calls with arguments not yet typed, and run with the
+# superuser's rights: CVE-2018-1058's pattern, public.format(text, name, name)
+# being a closer match than pg_catalog.format(text, VARIADIC "any"). Their SQL
+# names every user object with its schema. (pg_dump and the dumps it writes
+# set their own path the same way.)
+CATALOG_ONLY_OPTION = "-c search_path=pg_catalog"
+
+
+def privileged_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a superuser's session in a database the tenant owns."""
+    options = [env.get("PGOPTIONS", ""), CATALOG_ONLY_OPTION]
+    return {**env, "PGOPTIONS": " ".join(o for o in options if o)}
+
+
 def libpq_env(base: Mapping[str, str], application: str) -> dict[str, str]:
     """The child's environment: ours plus defaults that keep it from hanging or prompting."""
     env = dict(base)
@@ -173,7 +190,7 @@ class SnapshotSession:
     ) -> None:
         self._argv = [psql, "--no-psqlrc", "--quiet", "--no-align", "--tuples-only",
                       "--no-password", "--set=ON_ERROR_STOP=1"]
-        self._env = libpq_env(env, f"{APPLICATION_NAME}/psql")
+        self._env = privileged_env(libpq_env(env, f"{APPLICATION_NAME}/psql"))
         self._lock_timeout_ms = lock_timeout_ms
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: StderrTail | None = None

@@ -64,7 +64,7 @@ from secrets import token_bytes, token_hex, token_urlsafe
 from typing import Literal, Self
 
 from stackforge_operator.backup.failures import redact
-from stackforge_operator.backup.postgres import libpq_env
+from stackforge_operator.backup.postgres import libpq_env, privileged_env
 
 APPLICATION_NAME = "stackforge-drill/check-login"
 ROLE_PREFIX = "stackforge_drill_checks_"
@@ -232,7 +232,7 @@ def _variables(**values: str | int) -> str:
 def _psql(psql: str, env: Mapping[str, str], script: str, database: str | None,
           secrets: Sequence[str]) -> str:
     """``script`` as the superuser ``env`` names, in ``database`` (None: env's); its output."""
-    run_env = libpq_env(env, APPLICATION_NAME)
+    run_env = privileged_env(libpq_env(env, APPLICATION_NAME))
     if database:
         run_env["PGDATABASE"] = database
     result = subprocess.run(

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from secrets import token_hex
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -185,6 +186,20 @@ class QueryFailed(Exception):  # noqa: N818 - carries psql's message to the Chec
     pass
 
 
+def dollar_quoted(text: str) -> str:
+    """``text`` as a dollar-quoted literal whose tag it does not contain.
+
+    Quoted by doubling its quotes, a check's SQL could end the literal where
+    the database sets standard_conforming_strings off (its owner may): psql then
+    reads a backslash before a quote as escaping it, and what followed ran as
+    psql's own commands (``\\!`` a shell, with the runner's environment). A
+    dollar-quoted body is read as it is, whatever that setting says."""
+    while True:
+        tag = f"$q{token_hex(6)}$"
+        if tag not in text:
+            return f"{tag}{text}{tag}"
+
+
 class Psql:
     """Runs read-only SQL against the scratch database (libpq's env names it)."""
 
@@ -234,7 +249,7 @@ class Psql:
 
     def query(self, sql: str, database: str | None = None) -> QueryAnswer:
         """``sql`` as one query string; the last statement's result."""
-        literal = "'" + sql.replace("'", "''") + "'"
+        literal = dollar_quoted(sql)
         # SHOW_ALL_RESULTS (psql 15+; older ones show only the last anyway).
         script = f"\\set SHOW_ALL_RESULTS off\nSELECT {literal} \\gexec\n"
         return parse_csv_answer(self._run(script, ["--csv"], database, self._timeout_ms))

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from stackforge_operator.backup.failures import redact
-from stackforge_operator.backup.postgres import libpq_env
+from stackforge_operator.backup.postgres import libpq_env, privileged_env
 from stackforge_operator.drill.checks import check_result
 from stackforge_operator.models.drill import CheckKind, CheckResult
 
@@ -50,7 +50,7 @@ def ensure(psql: str, env: Mapping[str, str], roles: Sequence[str],
         [psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
          "--no-align", "--tuples-only", f"--set=roles={json.dumps(list(roles))}", "--file=-"],
         input=SCRIPT, capture_output=True, text=True,
-        env=libpq_env(env, APPLICATION_NAME), check=False)
+        env=privileged_env(libpq_env(env, APPLICATION_NAME)), check=False)
     wanted = ", ".join(roles)
     if result.returncode != 0:
         stderr = result.stderr.strip() or f"psql exited {result.returncode}"

@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stackforge_operator.backup import dump_format
 from stackforge_operator.backup.failures import BackupFailure, redact, s3_failure, secret_values
 from stackforge_operator.backup.manifest import Manifest
-from stackforge_operator.backup.postgres import find_tool, tool_version
+from stackforge_operator.backup.postgres import find_tool, privileged_env, tool_version
 from stackforge_operator.backup.runid import new_run_id
 from stackforge_operator.backup.store import BackupStore, MiB, StoreConfig, missing_object
 from stackforge_operator.drill import check_login, roles, user_checks
@@ -283,7 +283,7 @@ class _Drill:
     def _verify_physical(self, psql_path: str, recovery: PhysicalRecovery) -> None:
         self.step(f"verifying {recovery.describe()} "
                   f"(s3://{self.store.bucket}{recovery.repository})")
-        psql = verify.Psql(psql_path, self.env, secrets=self.secrets,
+        psql = verify.Psql(psql_path, privileged_env(self.env), secrets=self.secrets,
                            query_timeout_seconds=self.request.query_timeout_seconds)
         # The wait is the run's, from its start: await_server (which started
         # this process) has spent part of it, and the sandbox's deadline counts
@@ -360,7 +360,7 @@ class _Drill:
 
     def _verify(self, psql_path: str, manifest: Manifest) -> list[CheckResult]:
         request = self.request
-        psql = verify.Psql(psql_path, self.env, secrets=self.secrets,
+        psql = verify.Psql(psql_path, privileged_env(self.env), secrets=self.secrets,
                            query_timeout_seconds=request.query_timeout_seconds)
         connectivity = verify.connectivity_check(psql)
         if not connectivity.passed:
