@@ -21,7 +21,8 @@ STORAGE_PREFIX = API_GROUP
 MAX_SYNC_WORKERS = 8
 # Tenants reconciled at the same time.
 RECONCILE_WORKERS = 8
-# Retry delay of a TemporaryError that names none.
+# Retry delay of a TemporaryError whose delay is None or 0 (kopf's own default is 60 s;
+# every error kube.py raises names its delay).
 RETRY_SECONDS = 10.0
 # ... and of a reconcile that failed unexpectedly (a bug, or an error nobody
 # translated): logged with its traceback.

@@ -36,9 +36,9 @@ the last, from the delay its error asks (5 s for a conflict or API trouble,
 every 5 s through an API server outage (two hundred failing reconciles a
 second against a server trying to come back), and an object failing for good
 every 5 s for ever. The end of an outage does not wait for the longest
-backoff: kopf lists again when its watch is back, and every object it lists
-wakes its key (``observed``); any success, or a stall for a human, starts the
-count again.
+backoff: the watch caches list again once the API server answers, and that
+wakes every failing object (``wake_namespace``), as does any change in its
+namespace; any success, or a stall for a human, starts the count again.
 """
 
 from __future__ import annotations
@@ -200,6 +200,7 @@ class Controller:
         if known is not None and uid and known.uid and known.uid != uid:
             # A new object of this name, seen before its old self's deletion.
             self._forget_uid(known.uid)
+            self._failures.pop(key, None)
         elif known is not None and watch_cache.newer_version(known.resource_version, version):
             # Older than what is held: the late echo of a write whose answer (a
             # reconcile's ``latest``) is already here. Taken, it would hand the next
@@ -251,11 +252,16 @@ class Controller:
     def wake_namespace(self, namespace: str | None) -> None:
         """What the watch caches hold for ``namespace`` (None: for any namespace)
         changed: look again at the settled objects there (the others have their
-        resync timers), behind the objects that changed themselves."""
+        resync timers), behind the objects that changed themselves; and at the
+        failing ones, whose backoff may be minutes. After an outage the caches
+        list again (None: every namespace), and that ends every backoff: kopf
+        resumes its watch where it was, without listing, unless the API server
+        has compacted its history past it."""
         if not self._is_active():
             return
-        keys = list(self._settled) if namespace is None else \
-            [k for k in self._in_namespace.get(namespace, ()) if k in self._settled]
+        waiting = self._settled.keys() | self._failures.keys()
+        keys = list(waiting) if namespace is None else \
+            [k for k in self._in_namespace.get(namespace, ()) if k in waiting]
         for key in keys:
             self.queue.add(key, changed=False)
 

@@ -102,9 +102,10 @@ _RETRYABLE = {409, 429, 500, 502, 503, 504}
 # The object itself refused (malformed, or invalid for its kind): the same object
 # gets the same answer, so only a changed object can succeed.
 _REFUSING = {400, 422}
-# A retry waits at least this long, and longer when the API server (or a proxy in
-# front of it) says so in Retry-After: the priority-and-fairness filter answers
-# 429 with it, and throttled requests sent again at once only add to the load.
+# A retry waits this long, and longer when the API server (or a proxy in front of
+# it) says so in Retry-After (the work queue spreads long delays up to a tenth
+# earlier): the priority-and-fairness filter answers 429 with it, and throttled
+# requests sent again at once only add to the load.
 RETRY_SECONDS = 5.0
 # A Retry-After beyond this is not believed (a misconfigured proxy's).
 RETRY_AFTER_MAX_SECONDS = 600.0

@@ -452,8 +452,9 @@ class Caches:
         with self._lock:
             self._counters = tuple(s for s in self._counters if s is not store)
             self._stores = {key: s for key, s in self._stores.items() if s is not store}
-        if self._on_change is not None:
-            self._on_change(None)
+        listener = self._on_change  # read once: listen(None) may come from another thread
+        if listener is not None:
+            listener(None)
 
     def clear(self) -> None:
         with self._lock:

@@ -79,6 +79,17 @@ def _cron_job_exists(cluster: ClusterHandle, namespace: str, policy: str) -> boo
     return job.metadata is not None and job.metadata.deletion_timestamp is None
 
 
+def _put_cron_job(cluster: ClusterHandle, namespace: str, policy: str) -> None:
+    """A CronJob as the policy's own (kwok runs none of its Jobs)."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": builders.cron_job_name(policy)},
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "backup", "image": "stackforge-operator:test"}]}}}}}}))
+    assert _cron_job_exists(cluster, namespace, policy)
+
+
 def test_a_second_policy_in_the_same_place_is_refused_and_runs_nothing(
         cluster: ClusterHandle, namespace: str) -> None:
     tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
@@ -107,6 +118,8 @@ def test_a_policy_beside_a_tenant_that_lost_its_name_does_nothing(
         time.sleep(1.1)  # whole seconds: the first made is the older, and keeps the name
         tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
         _apply_policy(cluster, namespace, "nightly", "stackforge")
+        # A CronJob made before its tenant's place was asked (an older operator).
+        _put_cron_job(cluster, namespace, "nightly")
 
         outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
 
@@ -127,13 +140,7 @@ def test_a_policy_moved_onto_anothers_place_loses_its_cron_job(
     _apply_policy(cluster, namespace, "a-nightly", "stackforge")
     _apply_policy(cluster, namespace, "b-hourly", "hourly")
     # The CronJob it made while in a place of its own (kwok runs none of its Jobs).
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": builders.cron_job_name("b-hourly")},
-        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "backup", "image": "stackforge-operator:test"}]}}}}}}))
-    assert _cron_job_exists(cluster, namespace, "b-hourly")
+    _put_cron_job(cluster, namespace, "b-hourly")
 
     _apply_policy(cluster, namespace, "b-hourly", "stackforge")  # moved
     backup.reconcile(_policy(cluster, namespace, "b-hourly"))

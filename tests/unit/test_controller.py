@@ -572,3 +572,64 @@ def test_a_deleted_object_forgets_its_failures() -> None:
         return [*first, await c._reconcile("a")]
 
     assert asyncio.run(scenario()) == [1.0, 2.0, 4.0, 1.0]
+
+
+def test_a_failing_object_is_woken_when_the_caches_list_again_or_its_namespace_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf resumes its watch where it was after an outage, without listing: a
+    failing object waited out its whole backoff (minutes) after the API server
+    was back. The watch caches list again then, which wakes it."""
+    from stackforge_operator import config
+
+    monkeypatch.setattr(config, "RETRY_MAX_SECONDS", 600.0)
+    calls: list[str] = []
+    failing = [True]
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        calls.append(obj["metadata"]["name"])
+        if failing[0]:
+            raise kopf.TemporaryError("the API server is away", delay=300)
+        return Done(requeue_after=600.0)
+
+    c = Controller("Things", reconcile, workers=1)
+
+    async def scenario() -> None:
+        c.start()
+        c.observed({"metadata": {"name": "a", "namespace": "shop", "uid": "u1"}})
+        await until(lambda: len(calls) == 1)
+        await asyncio.sleep(0.1)
+        assert len(calls) == 1  # waiting out its 300 s
+        c.wake_namespace("elsewhere")
+        await asyncio.sleep(0.1)
+        assert len(calls) == 1
+        c.wake_namespace(None)  # a cache listed again: the API server answers
+        await until(lambda: len(calls) == 2)
+        failing[0] = False
+        c.wake_namespace("shop")
+        await until(lambda: len(calls) == 3)
+        # Succeeded: no longer failing, so a wake leaves it to its resync.
+        c.wake_namespace(None)
+        await asyncio.sleep(0.1)
+        assert len(calls) == 3
+        await c.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_object_made_again_does_not_inherit_its_old_selfs_failures() -> None:
+    """The new object's event came before the old one's deletion: its first failure
+    waited as long as the old object's tenth."""
+    def reconcile(_obj: Mapping[str, Any]) -> Done:
+        raise kopf.TemporaryError("conflict", delay=1)
+
+    c = Controller("Things", reconcile, workers=1)
+
+    async def scenario() -> list[float | None]:
+        old = {"metadata": {"name": "a", "uid": "old"}}
+        c.observed(old)
+        first = [await c._reconcile("a") for _ in range(3)]
+        c.observed({"metadata": {"name": "a", "uid": "new"}})
+        c.deleted(old)  # late: changes nothing for the new object
+        return [*first, await c._reconcile("a")]
+
+    assert asyncio.run(scenario()) == [1.0, 2.0, 4.0, 1.0]

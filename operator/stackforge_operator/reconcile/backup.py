@@ -61,6 +61,7 @@ from stackforge_operator.reconcile import (
     storage,
 )
 from stackforge_operator.reconcile.common import (
+    TENANT_NOT_PLACED,
     post_transitions,
     referenced_tenant,
     status_changed,
@@ -109,6 +110,10 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         return _stalled(body, old, [status.Problem("InvalidSpec", validation_summary(error))])
     t, tenant_spec, problem = _tenant(spec.tenant_ref.name, namespace)
     if t is None or tenant_spec is None:
+        if problem is not None and problem.reason == TENANT_NOT_PLACED:
+            # Its runs would write (and count, for retention) under the name of
+            # the tenant that holds it: a CronJob made before that was known goes.
+            _stop_scheduled_runs(name, namespace)
         return _stalled(body, old, [problem] if problem else [])
     if t.isolate:
         # Before anything below can stall this pass: an incident's responder who

@@ -70,6 +70,10 @@ def termination_result(
                      log_tail_as_message=log_tail_as_message)
 
 
+# A BackupPolicy's or DRDrill's tenant may not run where it is (referenced_tenant).
+TENANT_NOT_PLACED = "TenantNotPlaced"
+
+
 def referenced_tenant(
     name: str, namespace: str,
 ) -> tuple[EffectiveTenant, StackForgeTenantSpec] | status.Problem:
@@ -94,7 +98,7 @@ def referenced_tenant(
         body["metadata"], ((live_namespace or {}).get("metadata") or {}).get("labels"))
     if placement is not None:
         return status.Problem(
-            "TenantNotPlaced",
+            TENANT_NOT_PLACED,
             f"spec.tenantRef.name: StackForgeTenant {name} may not run in namespace "
             f"{namespace} ({placement.reason}: {placement.message}); nothing is done for it "
             "until it may")
