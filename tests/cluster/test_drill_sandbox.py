@@ -15,6 +15,7 @@ nothing has to run, only the objects the operator writes are looked at.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -467,13 +468,13 @@ def test_a_drill_deleted_while_its_first_sandbox_is_made_leaves_none(
     _drill_with_a_backup(cluster, namespace)
     made = drill._make
 
-    def deleted_meanwhile(children: list[dict[str, Any]]) -> dict[str, Any]:
+    def deleted_meanwhile(children: list[dict[str, Any]], started: datetime) -> dict[str, Any]:
         # The deletion, and its sweep, come after the run's start is recorded
         # and before its sandbox exists.
         cluster.kubectl("delete", "drdrills.stackforge.io", "nightly-check", "-n", namespace)
         sandbox = children[0]["metadata"]["name"]
         assert drill_orphans.reap(namespace, "nightly-check") == []
-        live = made(children)
+        live = made(children, started)
         assert not _deleted(cluster, sandbox)
         return live
 
@@ -483,3 +484,29 @@ def test_a_drill_deleted_while_its_first_sandbox_is_made_leaves_none(
     sandboxes = [str(s.metadata.name) for s in client.CoreV1Api(cluster.api).list_namespace(
         label_selector=f"{builders.DRILL_LABEL}=nightly-check").items if s.metadata]
     assert sandboxes and all(_deleted(cluster, sandbox) for sandbox in sandboxes), sandboxes
+
+
+def test_a_sandbox_namespace_made_before_its_run_gets_nothing_of_it(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """A sandbox's name can be foretold (the drill's uid, the schedule's second):
+    where people may make namespaces, one made beforehand with its maker's
+    RoleBinding was handed the bucket's keys and a restored copy of the data."""
+    _drill_with_a_backup(cluster, namespace)
+    body = _drill(cluster, namespace)
+    # The run will begin in the second after next (its id is that second)...
+    second = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    foretold = builders.sandbox_name("nightly-check", second.strftime("%Y%m%dT%H%M%SZ"),
+                                     body["metadata"]["uid"])
+    tenants.ensure_namespace(cluster, foretold)  # ...and its namespace is made before
+    try:
+        time.sleep(max(0.0, (second - datetime.now(UTC)).total_seconds()) + 0.05)
+        drill.reconcile(body)
+        ended = _drill(cluster, namespace)
+        result = ended["status"].get("lastResult") or {}
+        assert (result.get("verdict"), result.get("reason")) == ("Failed", "SandboxTaken"), \
+            ended["status"]
+        core = client.CoreV1Api(cluster.api)
+        assert core.list_namespaced_secret(foretold).items == []
+        assert client.AppsV1Api(cluster.api).list_namespaced_stateful_set(foretold).items == []
+    finally:
+        cluster.kubectl("delete", "namespace", foretold, "--wait=false", check=False)

@@ -407,7 +407,11 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     # with the scratch pod, so every request made before it is part of the RTO.
     if fresh:
         try:
-            live = _make(children)
+            live = _make(children, active.start_time)
+        except _SandboxTakenError as taken:
+            _finish(body, spec, new, {"verdict": "Failed", "reason": "SandboxTaken",
+                                      "message": str(taken)}, now)
+            return
         finally:
             # Told once the sandbox is made, not before: a physical restore
             # starts with its pod, and every request before that is RTO.
@@ -508,8 +512,26 @@ def _key(child: Mapping[str, Any]) -> str:
     return f"{child['kind']}/{child['metadata']['name']}"
 
 
-def _make(children: list[dict[str, Any]]) -> dict[str, Any]:
-    """A new sandbox's objects, each wave's applied at once; the applied objects by key."""
+class _SandboxTakenError(Exception):
+    """The sandbox's namespace existed before its run began: someone else's."""
+
+
+def _made_since(namespace: Mapping[str, Any], started: datetime) -> bool:
+    """Whether the namespace was made at or after ``started`` (whole seconds)."""
+    made = (namespace.get("metadata") or {}).get("creationTimestamp")
+    if not made:
+        return True  # nothing to doubt it by
+    return datetime.fromisoformat(str(made)) >= started.replace(microsecond=0)
+
+
+def _make(children: list[dict[str, Any]], started: datetime) -> dict[str, Any]:
+    """A new sandbox's objects, each wave's applied at once; the applied objects by key.
+
+    Its name can be foretold (the drill's uid and the schedule's second): where
+    people may make namespaces, one made beforehand, with a RoleBinding of its
+    maker's, would be handed the bucket's keys and the restored data by the
+    waves after the first. The namespace's answer says when it was made: before
+    the run began, nothing more goes into it (_SandboxTakenError)."""
     live: dict[str, Any] = {}
     for wave in builders.sandbox_waves(children):
         # map() raises the first failure once the wave is done; the next pass
@@ -517,6 +539,11 @@ def _make(children: list[dict[str, Any]]) -> dict[str, Any]:
         # _repair's: tests/unit/test_manifests.py accounts their kinds there.)
         for child, applied in zip(wave, _APPLIERS.map(kube.apply, wave), strict=True):
             live[_key(child)] = applied
+            if child["kind"] == "Namespace" and not _made_since(applied, started):
+                raise _SandboxTakenError(
+                    f"namespace {child['metadata']['name']} existed before the run began "
+                    f"(made {applied['metadata'].get('creationTimestamp')}): someone "
+                    "else's, so nothing of the run went into it")
     return live
 
 
