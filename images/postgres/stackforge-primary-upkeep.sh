@@ -89,8 +89,15 @@ pause() {
 	wait "$sleeper"
 }
 
+# The superuser's sessions search the system catalog alone: in POSTGRES_DB the
+# app's role owns the public schema, and a function it made there with a closer
+# signature than a built-in one (public.format(text, text, text) against
+# pg_catalog.format(text, VARIADIC "any")) was called in the built-in's stead,
+# with the superuser's rights and the accounts' passwords as its arguments
+# (CVE-2018-1058's pattern). Every object of ours is named with its schema.
 as_superuser() {
-	psql -v ON_ERROR_STOP=1 --quiet --no-psqlrc --tuples-only --no-align \
+	PGOPTIONS="-c search_path=pg_catalog${PGOPTIONS:+ $PGOPTIONS}" \
+		psql -v ON_ERROR_STOP=1 --quiet --no-psqlrc --tuples-only --no-align \
 		--username=postgres --dbname=postgres "$@"
 }
 

@@ -1013,3 +1013,31 @@ def test_upkeep_closes_network_sessions_begun_before_the_isolations_moment(
                 process.wait()
     finally:
         server.stop()
+
+
+def test_upkeep_never_calls_a_function_the_apps_role_made_in_a_built_ins_stead(
+    pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """The app's role owns the public schema of its database: public.format(text,
+    text, text) is a closer match than pg_catalog.format(text, VARIADIC "any"),
+    and the sidecar's superuser session in that database called it with each
+    admin account's password, with the superuser's rights (CVE-2018-1058)."""
+    require_peer_login()
+    start(pod, servers).wait_ready()
+    query(pod, "CREATE TABLE public.caught (args text); "
+               "CREATE FUNCTION public.format(text, text, text) RETURNS text "
+               "LANGUAGE plpgsql AS $$ BEGIN "
+               "INSERT INTO public.caught VALUES (concat_ws(' ', $1, $2, $3, current_user)); "
+               "RETURN pg_catalog.format($1, $2, $3); END $$",
+          user="shop_app", password=APP_PASSWORD, database="shop")
+    accounts_file = pod.root / "tmp" / "accounts.json"
+    accounts_file.write_text(json.dumps([{"name": "vic", "role": "Viewer",
+                                          "password": "vic-secret"}]))
+    chown_tree(pod.root / "tmp", pod.user)
+    upkeep("", ADMIN_ACCOUNTS_FILE=str(accounts_file), POSTGRES_DB="shop")
+    log = pod.root / "upkeep.log"
+    eventually(lambda: "admin account vic created" in log.read_text(), timeout=30)
+    caught = query(pod, "SELECT count(*) FROM public.caught", user="shop_app",
+                   password=APP_PASSWORD, database="shop")
+    assert caught.strip() == "0", query(pod, "SELECT string_agg(args, '; ') FROM public.caught",
+                                        user="shop_app", password=APP_PASSWORD, database="shop")
