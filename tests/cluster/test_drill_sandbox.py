@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client
 
@@ -510,3 +511,25 @@ def test_a_sandbox_namespace_made_before_its_run_gets_nothing_of_it(
         assert client.AppsV1Api(cluster.api).list_namespaced_stateful_set(foretold).items == []
     finally:
         cluster.kubectl("delete", "namespace", foretold, "--wait=false", check=False)
+
+
+def test_a_run_starts_only_over_the_status_its_pass_read(
+        cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> None:
+    """Two replicas briefly both active (kopf's peering is no lock) each started a
+    run from what it had read: the second write replaced the first run, whose
+    sandbox (a copy of the data, and the bucket's keys) was named by nothing
+    until its TTL."""
+    _drill_with_a_backup(cluster, namespace)
+    stale = _drill(cluster, namespace)
+    # Another writer moved the drill on since (here a label; there, its run).
+    cluster.kubectl("label", "drdrills.stackforge.io", "nightly-check", "-n", namespace,
+                    "moved=yes")
+    with pytest.raises(kopf.TemporaryError):
+        drill.reconcile(stale)
+    assert not (_drill(cluster, namespace).get("status") or {}).get("activeRun")
+    made = client.CoreV1Api(cluster.api).list_namespace(
+        label_selector=f"{builders.DRILL_UID_LABEL}={stale['metadata']['uid']}").items
+    assert [m.metadata.name for m in made if m.metadata] == []
+    # From what is there now, it starts.
+    drill.reconcile(_drill(cluster, namespace))
+    assert sandboxes.of(_drill(cluster, namespace))

@@ -86,8 +86,10 @@ def test_app_pods_go_once_the_evidence_could_not_be_written_for_the_wait(
                               .get("evidence"), timeout=60)
         assert evidence.get("location") is None and "no BackupPolicy" in evidence["error"]
         # The failed capture is not tried at every pass: each wrote the failure with
-        # a new time, which woke the next pass at once (fifty writes a second).
-        assert _writes_of(cluster, name, seconds=4) <= 2
+        # a new time, which woke the next pass at once (180 writes in these 4 s on
+        # that code). The isolation's own steps may still be settling into status
+        # meanwhile: two here alone, five in a cold CI with tests run beside it.
+        assert _writes_of(cluster, name, seconds=4) <= 10
         # Kept while the bundle could still come (half the wait, measured from the start).
         time.sleep(max(0.0, began.timestamp() + WAIT_SECONDS / 2 - time.time()))
         assert app_pods() == before

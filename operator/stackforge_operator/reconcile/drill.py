@@ -190,8 +190,11 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
                 name, run_id, str(meta.get("uid") or f"{namespace}/{name}")))
         new.active_run = active
         new.phase = DrillPhase.RUNNING
-        # Recorded before anything exists, so a restart continues this very run.
-        started = _write(body, old, new)
+        # Recorded before anything exists, so a restart continues this very run;
+        # only over the status this pass read: two replicas both active for a
+        # moment (kopf's peering is no lock) each started a run, and the second
+        # write left the first run's sandbox named by nothing until its TTL.
+        started = _write(body, old, new, guarded=True)
         body = started or body
         old = new.model_copy(deep=True)
     else:
@@ -802,10 +805,14 @@ def _held(body: Mapping[str, Any], old: DRDrillStatus, progress: status.Progress
 
 
 def _write(body: Mapping[str, Any], old: DRDrillStatus,
-           new: DRDrillStatus) -> dict[str, Any] | None:
+           new: DRDrillStatus, *, guarded: bool = False) -> dict[str, Any] | None:
+    """``guarded``: only if the drill is still at the version ``body`` was (a 409,
+    retried from a fresh body, otherwise)."""
     if not status_changed(body, old, new):
         return None
     meta = body["metadata"]
-    latest = kube.patch_status(API, KIND, meta["name"], meta.get("namespace"), status_patch(new))
+    latest = kube.patch_status(
+        API, KIND, meta["name"], meta.get("namespace"), status_patch(new),
+        resource_version=str(meta.get("resourceVersion") or "") or None if guarded else None)
     post_transitions(body, old, new)
     return latest
