@@ -128,7 +128,6 @@ class CachedKinds:
                 logger.info("add-ons changed (cert-manager %s, Prometheus Operator %s): "
                             "the watch caches follow", *("installed" if a else "absent"
                                                          for a in addons))
-            self._addons = addons
             wanted = {_key(s): s for s in operator_stores(
                 with_certificates=addons[0], with_monitoring=addons[1],
                 reads=config.WATCH_CACHES)}
@@ -139,6 +138,9 @@ class CachedKinds:
             for key, store in wanted.items():
                 if key not in self._informers:
                     self._informers[key] = self._start(store)
+            # Only once the switch is complete: a failure midway is redone by the
+            # next call (each step above looks at what is there).
+            self._addons = addons
 
     def _start(self, store: Store) -> Informer:
         watch_cache.CACHES.add(store)
