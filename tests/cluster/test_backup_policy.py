@@ -324,14 +324,16 @@ def test_retention_keeps_the_dump_a_running_drill_restores_until_the_run_ends(
         cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
         s3_bucket: str) -> None:  # noqa: F811
     """A drill of last month's dump lost it to the nightly retention midway
-    through its restore, and failed."""
+    through its restore, and failed. Also one restoring for longer than the
+    policy's run deadline (6 h): the hold lapsed then, midway through a large
+    restore."""
     _nightly_in(cluster, namespace, s3_server, s3_bucket)  # keepLast 2
     store = BackupStore(StoreConfig(bucket=s3_bucket), client=s3_server.client())
     now = datetime.now(UTC).replace(microsecond=0)
     runs = [_dump_of_shared(store, now - timedelta(days=days)) for days in (4, 3, 2, 1)]
     _drill_run(cluster, namespace, "monthly", {
         "runId": now.strftime("%Y%m%dT%H%M%SZ"), "step": "Restoring",
-        "startTime": (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "startTime": (now - timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "backupId": runs[0]})
 
     backup.reconcile(_policy(cluster, namespace, "nightly"))

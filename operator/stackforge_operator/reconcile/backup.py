@@ -611,15 +611,27 @@ def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetim
 
 def _dumps_read(tenant: str, policy: str, namespace: str, manifests: Sequence[Manifest],
                 now: datetime, spec: BackupPolicySpec) -> set[str]:
-    """The policy's dumps that running drills and bootstraps read (restore_holds.py)."""
+    """The policy's dumps that running drills and bootstraps read (restore_holds.py).
+
+    Held for as long as they read, up to the longest a drill's run may last
+    (its sandbox's longest TTL), not the policy's run deadline: a restore of a
+    large dump outlasted a short deadline, and the dump it was reading could
+    fall out of keepLast midway. A dump held longer costs storage; a physical
+    backup held longer would stop backups, and keeps the deadline (_physical)."""
     restores = restore_holds.lasting(restore_holds.logical_restores(
         tenant, namespace, policy, kube.list_objects(API, "DRDrill", namespace=namespace),
-        kube.list_objects(API, "StackForgeTenant")), now, _deadline(spec))
+        kube.list_objects(API, "StackForgeTenant")), now,
+        max(_deadline(spec), LOGICAL_HOLD_LIMIT))
     held = restore_holds.held_dumps(restores, manifests)
     if held:
         logger.info("policy %s/%s: retention keeps %s, read by %s", namespace, policy,
                     sorted(held), ", ".join(r.holder for r in restores))
     return held
+
+
+# The longest a restore holds the dumps it reads: a drill's run lasts at most its
+# sandbox's TTL, whose longest is this (models/drill.py).
+LOGICAL_HOLD_LIMIT = timedelta(seconds=604800)
 
 
 def _deadline(spec: BackupPolicySpec) -> timedelta:

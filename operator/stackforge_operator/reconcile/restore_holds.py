@@ -16,8 +16,10 @@ restore fail midway. So:
   whose expiry removes its full backup is under way
   (drill_recovery.physical_source).
 
-A restore holds for at most the policy's run deadline from its start: one that
-never ends must not stop the tenant's physical backups for ever.
+A restore holds a physical backup for at most the policy's run deadline from
+its start: one that never ends must not stop the tenant's physical backups for
+ever. Dumps are held longer (reconcile/backup._dumps_read): a held dump costs
+only its storage.
 
 The restores are read from the watch caches' bodies, not validated models:
 this runs in every policy's pass, over every drill and tenant of the cluster.
