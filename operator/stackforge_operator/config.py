@@ -71,6 +71,10 @@ RECOVERY_ROLL_BACK_DEADLINE_SECONDS = float(
     os.environ.get("STACKFORGE_RECOVERY_ROLL_BACK_DEADLINE_SECONDS", "1800"))
 # And its verification: a Job never made (refused by a quota or an admission
 # policy) or never ending kept the apps down for ever.
+# A switch-over (the restored primary restarted without the restore) taking longer
+# than this is said in the recovery's message: it cannot be rolled back.
+RECOVERY_SWITCH_OVER_WARNING_SECONDS = float(
+    os.environ.get("STACKFORGE_RECOVERY_SWITCH_OVER_WARNING_SECONDS", "900"))
 RECOVERY_VERIFY_DEADLINE_SECONDS = float(
     os.environ.get("STACKFORGE_RECOVERY_VERIFY_DEADLINE_SECONDS", "3600"))
 # How late, beyond its archive_timeout, a tenant's newest archived WAL segment may

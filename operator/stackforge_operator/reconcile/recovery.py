@@ -413,6 +413,15 @@ def advance(recovery: RecoveryStatus, facts: Facts) -> RecoveryStatus:
         return roll_back(recovery, now, f"the verification failed: {message}")
     if recovery.phase == Phase.SWITCHING_OVER:
         if not switched(facts.primary, recovery.ordinal):
+            if _past(recovery, now, config.RECOVERY_SWITCH_OVER_WARNING_SECONDS):
+                # Nothing to roll back to (the apps write to the restored database
+                # already), and the recovery holds the tenant (no suspension, no
+                # other recovery) until it ends: a person must look, and be told.
+                return replace_message(recovery, (
+                    f"verified, but the primary {postgres.primary_pod(recovery.ordinal)} "
+                    "has not come back without the restore's settings within "
+                    f"{int(config.RECOVERY_SWITCH_OVER_WARNING_SECONDS)} s: look at that "
+                    "pod (its events and log); the recovery ends once it serves"))
             return recovery
         kept = postgres.data_claim(postgres.NAME, recovery.previous_ordinal)
         done = _finish(recovery, now, Phase.SUCCEEDED,

@@ -827,3 +827,20 @@ def test_a_roll_back_past_its_deadline_holds_the_apps_while_the_restored_pod_run
     ended = recovery.advance(held, _facts(_pod("postgres-0", ready=False), at=late))
     assert ended.phase == Phase.FAILED
     assert recovery.with_plan(tenant(), ended, _policy()).writes_stopped is False
+
+
+def test_a_switch_over_that_does_not_end_says_so_and_is_not_rolled_back() -> None:
+    """Verified and switched, the primary restarted without the restore never came
+    back: the recovery held the tenant (no suspension, no other recovery) for
+    ever, saying only that it was switching over."""
+    switching = _in(Phase.SWITCHING_OVER)
+    soon = NOW + timedelta(seconds=config.RECOVERY_SWITCH_OVER_WARNING_SECONDS)
+    assert recovery.advance(switching, _facts(at=soon)) == switching
+    late = recovery.advance(switching, _facts(at=soon + timedelta(seconds=1)))
+    assert late.phase == Phase.SWITCHING_OVER  # the apps write there: nothing to go back to
+    assert "the primary postgres-1 has not come back without the restore's settings " \
+           "within 900 s: look at that pod" in (late.message or "")
+    # Once it serves, it ends as ever.
+    done = recovery.advance(late, _facts(statefulset=_statefulset(ordinal=1),
+                                         at=soon + timedelta(seconds=2)))
+    assert done.phase == Phase.SUCCEEDED
