@@ -419,3 +419,29 @@ def test_an_isolated_tenants_runners_lose_their_way_out_even_while_the_policy_is
         client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
             backup_network.archive_egress_name("nightly"), namespace)
     assert absent.value.status == 404
+
+
+def test_a_run_whose_pod_is_gone_reads_as_its_manifest_says_not_failed(
+        cluster: ClusterHandle, namespace: str, s3_server: S3Server,  # noqa: F811
+        s3_bucket: str) -> None:  # noqa: F811
+    """A Job Complete whose pod was collected (its node deleted) has no result to
+    read: it was taken as failed (JobFailed, under an id no manifest has), newer
+    than the backup it made, and LastBackupSucceeded turned False over it."""
+    _nightly_in(cluster, namespace, s3_server, s3_bucket)
+    store = BackupStore(StoreConfig(bucket=s3_bucket), client=s3_server.client())
+    _ask(cluster, namespace, "by-hand")
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    asked = builders.manual_job_name("nightly", "by-hand")
+    assert asked in _policy_jobs(cluster, namespace)
+    made = _dump_of_shared(store, datetime.now(UTC).replace(microsecond=0)
+                           - timedelta(minutes=3))  # the run's backup, as its runner left it
+    kwok_jobs.record_success(cluster, namespace, asked)
+    cluster.kubectl("delete", "pods", "-n", namespace, "-l", f"job-name={asked}",
+                    "--ignore-not-found", "--wait=true")
+
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+
+    observed = _policy(cluster, namespace, "nightly")["status"]
+    succeeded = tenants.condition({"status": observed}, "LastBackupSucceeded") or {}
+    assert succeeded.get("status") == "True", observed
+    assert observed["lastRun"]["id"] == made, observed["lastRun"]

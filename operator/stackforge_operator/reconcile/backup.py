@@ -716,6 +716,13 @@ def _job_run(namespace: str, job: Mapping[str, Any]) -> BackupRun:
         return BackupRun(id=run_id, result=RunResult.FAILED, reason="NoManifest",
                          message="the Job succeeded but no manifest exists for its run",
                          start_time=started, completion_time=finished, job_name=name)
+    if "Complete" in job_conditions and not result:
+        # Its pod is gone (its node deleted, the pod collected): the runner exited
+        # 0, which it does only with its manifest written, so the bucket's newest
+        # backup speaks for it. Read as failed (JobFailed, under an id no manifest
+        # has), it turned LastBackupSucceeded False over a backup that exists.
+        return BackupRun(id=run_id, result=RunResult.SUCCEEDED, start_time=started,
+                         completion_time=finished, job_name=name)
     failed = job_conditions.get("Failed") or {}
     return BackupRun(
         id=run_id, result=RunResult.FAILED,
