@@ -533,3 +533,25 @@ def test_a_run_starts_only_over_the_status_its_pass_read(
     # From what is there now, it starts.
     drill.reconcile(_drill(cluster, namespace))
     assert sandboxes.of(_drill(cluster, namespace))
+
+
+def test_an_expired_sandbox_goes_though_its_drills_spec_cannot_be_read(
+        cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> None:
+    """A spec the CRD admits and the models refuse (an operator rolled back, say)
+    stalled the drill before any sweep, and every sweep spares the sandbox a run
+    names: the copy of the data and the bucket's keys stayed until it was mended."""
+    _drill_with_a_backup(cluster, namespace)
+    drill.reconcile(_drill(cluster, namespace))
+    body = _drill(cluster, namespace)
+    sandbox = sandboxes.of(body)
+    core = client.CoreV1Api(cluster.api)
+    unreadable = {**body, "spec": {**body["spec"], "sandbox": {"ttlSeconds": "a day"}}}
+    drill.reconcile(unreadable)  # not expired yet: kept
+    assert not _deleted(cluster, sandbox)
+    stalled = tenants.condition(_drill(cluster, namespace), "Stalled") or {}
+    assert stalled.get("reason") == "InvalidSpec", stalled
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    core.patch_namespace(sandbox, {"metadata": {"annotations": {
+        builders.EXPIRES_ANNOTATION: past}}})
+    drill.reconcile(unreadable)
+    assert _deleted(cluster, sandbox)

@@ -141,6 +141,7 @@ def _reconcile(body: Mapping[str, Any]) -> Outcome:
     try:
         spec = DRDrillSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
+        _expire_own_sandbox(old.active_run, now)
         return _stalled(body, old, "InvalidSpec", validation_summary(error))
     found = _references(spec, namespace)
     if isinstance(found, status.Problem):
@@ -663,6 +664,24 @@ def _finish(body: Mapping[str, Any], spec: DRDrillSpec, new: DRDrillStatus,
     else:
         kube.record_event(dict(body), "Warning", outcome.reason or "DrillFailed",
                           f"run {active.run_id} failed: {outcome.message or ''}")
+
+
+def _expire_own_sandbox(active: ActiveDrillRun | None, now: datetime) -> None:
+    """A drill whose spec the models refuse (one the CRD admits: an operator rolled
+    back, say) cannot end its run, and every sweep spares the sandbox its run
+    names: the copy of the data and the bucket's keys stayed until the spec was
+    mended. Past the expiry written on it at its making, it goes; the run ends
+    (Timeout) once the spec can be read again."""
+    if active is None or not active.sandbox_namespace:
+        return
+    sandbox = kube.get("v1", "Namespace", active.sandbox_namespace)
+    if sandbox is None or sandbox["metadata"].get("deletionTimestamp"):
+        return
+    expires = (sandbox["metadata"].get("annotations") or {}).get(builders.EXPIRES_ANNOTATION)
+    if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now:
+        kube.delete("v1", "Namespace", active.sandbox_namespace)
+        logger.info("drill run's sandbox %s expired while its drill's spec is invalid: "
+                    "deleted", active.sandbox_namespace)
 
 
 def _sweep(namespace: str, active: ActiveDrillRun | None, now: datetime) -> None:
