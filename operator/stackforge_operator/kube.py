@@ -375,6 +375,25 @@ def apply(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
     return result
 
 
+def create(manifest: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj | None:
+    """Create ``manifest``: None when an object of its name exists already (409),
+    which an apply would have taken over."""
+    meta = manifest["metadata"]
+    what = f"creating {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
+    with translated_errors(what):
+        try:
+            created: Obj = dynamic().create(
+                _resource(manifest["apiVersion"], manifest["kind"]), body=manifest,
+                namespace=meta.get("namespace"), field_manager=field_manager,
+                serializer=_as_dicts)
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+    watch_cache.CACHES.written(created)
+    return created
+
+
 # Past printable ASCII: DEL and everything beyond it.
 _BEYOND_ASCII = re.compile(r"[^\x00-\x7e]")
 

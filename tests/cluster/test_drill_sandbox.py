@@ -469,13 +469,13 @@ def test_a_drill_deleted_while_its_first_sandbox_is_made_leaves_none(
     _drill_with_a_backup(cluster, namespace)
     made = drill._make
 
-    def deleted_meanwhile(children: list[dict[str, Any]], started: datetime) -> dict[str, Any]:
+    def deleted_meanwhile(children: list[dict[str, Any]]) -> dict[str, Any]:
         # The deletion, and its sweep, come after the run's start is recorded
         # and before its sandbox exists.
         cluster.kubectl("delete", "drdrills.stackforge.io", "nightly-check", "-n", namespace)
         sandbox = children[0]["metadata"]["name"]
         assert drill_orphans.reap(namespace, "nightly-check") == []
-        live = made(children, started)
+        live = made(children)
         assert not _deleted(cluster, sandbox)
         return live
 

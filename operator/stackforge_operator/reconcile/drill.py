@@ -411,7 +411,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
     # with the scratch pod, so every request made before it is part of the RTO.
     if fresh:
         try:
-            live = _make(children, active.start_time)
+            live = _make(children)
         except _SandboxTakenError as taken:
             _finish(body, spec, new, {"verdict": "Failed", "reason": "SandboxTaken",
                                       "message": str(taken)}, now)
@@ -520,34 +520,32 @@ class _SandboxTakenError(Exception):
     """The sandbox's namespace existed before its run began: someone else's."""
 
 
-def _made_since(namespace: Mapping[str, Any], started: datetime) -> bool:
-    """Whether the namespace was made at or after ``started`` (whole seconds)."""
-    made = (namespace.get("metadata") or {}).get("creationTimestamp")
-    if not made:
-        return True  # nothing to doubt it by
-    return datetime.fromisoformat(str(made)) >= started.replace(microsecond=0)
-
-
-def _make(children: list[dict[str, Any]], started: datetime) -> dict[str, Any]:
+def _make(children: list[dict[str, Any]]) -> dict[str, Any]:
     """A new sandbox's objects, each wave's applied at once; the applied objects by key.
 
     Its name can be foretold (the drill's uid and the schedule's second): where
     people may make namespaces, one made beforehand, with a RoleBinding of its
-    maker's, would be handed the bucket's keys and the restored data by the
-    waves after the first. The namespace's answer says when it was made: before
-    the run began, nothing more goes into it (_SandboxTakenError)."""
+    maker's, was taken over by an apply and handed the bucket's keys and the
+    restored data by the waves after it. The namespace (the first wave, alone)
+    is created, not applied: one that exists already is someone else's, and
+    nothing more goes into it (_SandboxTakenError). A pass that made it and
+    died is followed by one that repairs (_repair), not by this."""
     live: dict[str, Any] = {}
     for wave in builders.sandbox_waves(children):
+        if [child["kind"] for child in wave] == ["Namespace"]:
+            [namespace] = wave
+            created = kube.create(namespace)
+            if created is None:
+                raise _SandboxTakenError(
+                    f"namespace {namespace['metadata']['name']} existed before the run "
+                    "made it: someone else's, so nothing of the run went into it")
+            live[_key(namespace)] = created
+            continue
         # map() raises the first failure once the wave is done; the next pass
         # (not fresh then) repairs what is missing. (The same objects as
         # _repair's: tests/unit/test_manifests.py accounts their kinds there.)
         for child, applied in zip(wave, _APPLIERS.map(kube.apply, wave), strict=True):
             live[_key(child)] = applied
-            if child["kind"] == "Namespace" and not _made_since(applied, started):
-                raise _SandboxTakenError(
-                    f"namespace {child['metadata']['name']} existed before the run began "
-                    f"(made {applied['metadata'].get('creationTimestamp')}): someone "
-                    "else's, so nothing of the run went into it")
     return live
 
 
