@@ -37,8 +37,8 @@ every 5 s through an API server outage (two hundred failing reconciles a
 second against a server trying to come back), and an object failing for good
 every 5 s for ever. The end of an outage does not wait for the longest
 backoff: the watch caches list again once the API server answers, and that
-wakes every failing object (``wake_namespace``), as does any change in its
-namespace; any success, or a stall for a human, starts the count again.
+wakes every failing object (``wake_namespace``); any success, or a stall for a
+human, starts the count again.
 """
 
 from __future__ import annotations
@@ -252,16 +252,18 @@ class Controller:
     def wake_namespace(self, namespace: str | None) -> None:
         """What the watch caches hold for ``namespace`` (None: for any namespace)
         changed: look again at the settled objects there (the others have their
-        resync timers), behind the objects that changed themselves; and at the
-        failing ones, whose backoff may be minutes. After an outage the caches
-        list again (None: every namespace), and that ends every backoff: kopf
-        resumes its watch where it was, without listing, unless the API server
-        has compacted its history past it."""
+        resync timers), behind the objects that changed themselves. For any
+        namespace (None: a cache listed again, as after an outage), the failing
+        objects too, whose backoff may be minutes: kopf resumes its watch where
+        it was, without listing, unless the API server has compacted its history
+        past it. Not for one namespace's change: that may be the echo of the
+        failing reconcile's own writes, which would wake it again at once."""
         if not self._is_active():
             return
-        waiting = self._settled.keys() | self._failures.keys()
-        keys = list(waiting) if namespace is None else \
-            [k for k in self._in_namespace.get(namespace, ()) if k in waiting]
+        if namespace is None:
+            keys = list(self._settled.keys() | self._failures.keys())
+        else:
+            keys = [k for k in self._in_namespace.get(namespace, ()) if k in self._settled]
         for key in keys:
             self.queue.add(key, changed=False)
 
