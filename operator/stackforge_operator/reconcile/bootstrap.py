@@ -48,7 +48,7 @@ from stackforge_operator.models.tenant import (
 )
 from stackforge_operator.pod_health import job_conditions, result_of
 from stackforge_operator.reconcile import archiving_policy, drill_recovery, storage
-from stackforge_operator.reconcile.tenant_observe import placement_problem
+from stackforge_operator.reconcile.tenant_observe import live_placement_problem
 from stackforge_operator.status import WorkloadState
 
 API = f"{API_GROUP}/{API_VERSION}"
@@ -407,8 +407,7 @@ def _source_tenant(name: str, field: str) -> tuple[Mapping[str, Any], EffectiveT
     # The one that holds the name: a namesake that lost it (Stalled, TenantNameTaken)
     # may have a policy on the same bucket and prefix, which its owner chose, and
     # the first of the list was whichever namespace sorted first.
-    placed = [body for body in found if placement_problem(
-        body["metadata"], _namespace_labels(body["metadata"]["namespace"])) is None]
+    placed = [body for body in found if live_placement_problem(body["metadata"]) is None]
     if not placed:
         return _stalled("BootstrapSourceNotFound",
                         f"{field}.tenant: no StackForgeTenant {name} in the cluster"
@@ -422,12 +421,6 @@ def _source_tenant(name: str, field: str) -> tuple[Mapping[str, Any], EffectiveT
         return _stalled("BootstrapSourceNotFound",
                         f"{field}.tenant: StackForgeTenant {name} has an invalid spec")
     return body, resolve(name, spec, namespace=body["metadata"]["namespace"])
-
-
-def _namespace_labels(namespace: str) -> Mapping[str, str] | None:
-    found = kube.get("v1", "Namespace", namespace)
-    labels: Mapping[str, str] | None = ((found or {}).get("metadata") or {}).get("labels")
-    return labels
 
 
 def _policy(wanted: RecoverySource, source: EffectiveTenant, namespace: str) -> (

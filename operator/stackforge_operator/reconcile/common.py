@@ -16,7 +16,7 @@ from stackforge_operator.models.effective import EffectiveTenant, resolve
 from stackforge_operator.models.tenant import RecoveryStatus, StackForgeTenantSpec
 from stackforge_operator.pod_health import job_messages, result_of
 from stackforge_operator.reconcile import recovery
-from stackforge_operator.reconcile.tenant_observe import placement_problem, validation_summary
+from stackforge_operator.reconcile.tenant_observe import live_placement_problem, validation_summary
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ def referenced_tenant(
             "TenantNotFound",
             f"spec.tenantRef.name: StackForgeTenant {name} does not exist in namespace "
             f"{namespace}")
-    live_namespace = kube.get("v1", "Namespace", namespace)
-    placement = placement_problem(
-        body["metadata"], ((live_namespace or {}).get("metadata") or {}).get("labels"))
+    placement = live_placement_problem(body["metadata"])
     if placement is not None:
         return status.Problem(
             TENANT_NOT_PLACED,

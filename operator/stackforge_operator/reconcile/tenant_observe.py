@@ -119,6 +119,13 @@ def placement_problem(meta: Mapping[str, Any],
     return None
 
 
+def live_placement_problem(meta: Mapping[str, Any]) -> Problem | None:
+    """:func:`placement_problem` of a tenant as its live namespace's labels say
+    (the Namespace watch cache): for those that refer to a tenant, not build it."""
+    found = kube.get("v1", "Namespace", meta["namespace"])
+    return placement_problem(meta, ((found or {}).get("metadata") or {}).get("labels"))
+
+
 def namespace_claimant(
     meta: Mapping[str, Any], others: Sequence[Mapping[str, Any]], holder: str | None
 ) -> Mapping[str, Any] | None:
