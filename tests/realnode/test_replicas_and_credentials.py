@@ -29,11 +29,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from stackforge_operator.builders import pooler
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import (
     APP_COMPONENT,
@@ -521,3 +523,54 @@ def test_replicas_scaled_away_leave_no_slot(real_cluster: ClusterHandle, tenant:
     log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "upkeep").stdout
     assert "replication slot postgres_replica_1 dropped" in log
     stack.wait_ready(real_cluster, tenant)
+
+
+def test_every_pooler_together_stays_within_the_primarys_connections(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """Two poolers of 100 server connections each (Enterprise's defaults) and 100
+    clients at once: PgBouncer queues what the primary cannot take rather than
+    opening 200 connections to a server that admits 100, so every client's
+    statement runs and the primary's connections stay within the pooled share."""
+    ns = tenants.namespace_of(tenant)
+    manifest = replicated_tenant(tenant)
+    manifest["spec"]["components"]["postgres"].update(
+        {"readReplicas": 0, "pooler": {"enabled": True, "replicas": 2, "defaultPoolSize": 100}})
+    manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
+    tenants.apply(real_cluster, manifest)
+    apps = client.AppsV1Api(real_cluster.api)
+    tenants.eventually(
+        lambda: spec_of(apps.read_namespaced_deployment("pooler", ns)).replicas == 2, timeout=60)
+    real_cluster.kubectl("rollout", "status", "-n", ns, "deployment/pooler", "--timeout=180s",
+                         timeout=200)
+    stack.wait_ready(real_cluster, tenant)
+    # The share assumes the image's max_connections; the image keeps initdb's.
+    assert stack.psql(real_cluster, ns, "SHOW max_connections") == str(
+        pooler.POSTGRES_MAX_CONNECTIONS)
+
+    credentials = secret(real_cluster, ns)
+    app = credentials[sn.POSTGRES_USER_KEY]
+    clients = 100
+    # Each client's transaction holds a server connection for 3 s.
+    bench = ["exec", "-i", "-n", ns, CLIENT, "--", "env", "PGHOST=pooler",
+             f"PGPORT={POOLER_PORT}", f"PGUSER={app}", f"PGDATABASE={stack.DATABASE}",
+             f"PGPASSWORD={credentials[sn.POSTGRES_PASSWORD_KEY]}",
+             "pgbench", "-n", f"--client={clients}", "--jobs=2", "--transactions=1",
+             "--file=/dev/stdin"]
+    # The role's name is the operator's own (letters and digits).
+    count_app_sessions = f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{app}'"  # noqa: S608
+    peak = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(real_cluster.kubectl, *bench, input="SELECT pg_sleep(3);\n",
+                              check=False, timeout=180)
+        while not running.done():
+            peak = max(peak, int(stack.psql(real_cluster, ns, count_app_sessions)))
+            time.sleep(0.3)
+        result = running.result()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"number of transactions actually processed: {clients}/{clients}" in result.stdout, \
+        result.stdout
+    share = pooler.POOLED_CONNECTIONS
+    # The poolers were busy (the clients outnumber their connections) ...
+    assert peak >= 2 * (share // 3) - 2, peak
+    # ... and took no more than their share.
+    assert peak <= share, peak

@@ -52,6 +52,28 @@ AUTH_FILE = f"{AUTH_DIR}/userlist.txt"
 
 USERLIST_PROGRAM = "stackforge-pgbouncer-userlist"
 
+# PostgreSQL's max_connections and superuser_reserved_connections: initdb's
+# defaults, which the image keeps (no server argument sets them, and changing
+# one would restart every tenant's database).
+POSTGRES_MAX_CONNECTIONS = 100
+POSTGRES_SUPERUSER_RESERVED = 3
+# Left for whoever logs in without the pooler: the primary's upkeep sidecar and
+# exporter, backups and the archiver's checks, admin accounts, apps that connect
+# directly.
+DIRECT_CONNECTIONS = 22
+POOLED_CONNECTIONS = POSTGRES_MAX_CONNECTIONS - POSTGRES_SUPERUSER_RESERVED - DIRECT_CONNECTIONS
+
+
+def server_connections_per_pooler(t: EffectiveTenant) -> int:
+    """What one PgBouncer may open to the primary (``max_db_connections``).
+
+    ``default_pool_size`` is per pooler: two Enterprise poolers of 100 would ask
+    for 200 of PostgreSQL's 100 connections, and the ones past the limit fail
+    ("too many clients") while the operator's own sidecars lose theirs. The
+    pooled share is split over every pooler that may run at once: the replicas
+    and the one a rolling update adds (maxSurge 1)."""
+    return max(1, POOLED_CONNECTIONS // (t.postgres.pooler.replicas + 1))
+
 
 def build(t: EffectiveTenant) -> list[Manifest]:
     if not (t.postgres.enabled and t.postgres.pooler.enabled):
@@ -85,6 +107,7 @@ auth_type = scram-sha-256
 auth_file = {AUTH_FILE}
 pool_mode = {p.pool_mode}
 default_pool_size = {p.default_pool_size}
+max_db_connections = {server_connections_per_pooler(t)}
 max_client_conn = {p.max_client_connections}
 ignore_startup_parameters = extra_float_digits
 logfile =

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stackforge_operator.builders import pooler
 from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import CONFIG_HASH_ANNOTATION, POOLER_PORT
@@ -79,15 +81,50 @@ def test_the_pooler_is_seen_ready_at_once_and_restarted_as_late_as_before() -> N
         "failureThreshold"] == 120
 
 
-def test_config_change_rolls_the_pooler_and_scaling_does_not() -> None:
+def test_config_change_rolls_the_pooler() -> None:
     def template(**changes: object) -> Any:
         return find(pooler.build(tenant(with_pool(**changes))), "Deployment", "pooler")["spec"][
             "template"
         ]
 
     base = template()
-    assert template(replicas=3) == base
-    changed = template(defaultPoolSize=41)
-    digest = changed["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
-    assert digest != base["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
-    assert {**changed, "metadata": base["metadata"]} == base  # nothing else moved
+    # Scaling changes each pooler's share of the primary's connections, so
+    # the pods take the new configuration too.
+    for changed in (template(defaultPoolSize=41), template(replicas=3)):
+        digest = changed["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        assert digest != base["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        assert {**changed, "metadata": base["metadata"]} == base  # nothing else moved
+
+
+def test_suspending_does_not_change_the_pooler_configuration() -> None:
+    running = find(pooler.build(tenant(with_pool(replicas=2))), "ConfigMap", "pooler-config")
+    suspended = find(pooler.build(tenant({**with_pool(replicas=2), "suspend": True})),
+                     "ConfigMap", "pooler-config")
+    assert suspended["data"] == running["data"]
+
+
+def ini_settings(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    ini = find(manifests, "ConfigMap", "pooler-config")["data"]["pgbouncer.ini"]
+    return dict(line.split(" = ", 1) for line in ini.splitlines() if " = " in line)
+
+
+@pytest.mark.parametrize("spec", [
+    {"tier": "Growth"},
+    {"tier": "Enterprise"},
+    with_pool(replicas=1, defaultPoolSize=10000, maxClientConnections=10000),
+    with_pool(replicas=3, defaultPoolSize=100),
+    with_pool(replicas=10),
+])
+def test_every_pooler_at_once_stays_within_postgres_connections(spec: dict[str, Any]) -> None:
+    """The poolers together, one more during a rolling update, never ask the primary
+    for more than its max_connections leaves once its superusers' reserved slots
+    and the direct clients' share are set aside."""
+    t = tenant(spec)
+    built = pooler.build(t)
+    settings = ini_settings(built)
+    running_at_once = find(built, "Deployment", "pooler")["spec"]["replicas"] + 1
+    per_pooler = int(settings["max_db_connections"])
+    assert per_pooler >= 1
+    assert per_pooler * running_at_once <= (
+        pooler.POSTGRES_MAX_CONNECTIONS - pooler.POSTGRES_SUPERUSER_RESERVED
+        - pooler.DIRECT_CONNECTIONS)
