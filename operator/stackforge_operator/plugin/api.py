@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,30 @@ class ProbeError(Exception):
     """A pod's port that gave no HTTP answer (nothing listening, no answer in time)."""
 
 
+def only_tenant(tenants: list[Obj], name: str, namespace: str | None) -> Obj:
+    """The one tenant of that name among ``tenants``. The operator runs only one
+    tenant of a name (a later namesake stalls ``TenantNameTaken``) but the API
+    server keeps both, sorted by namespace: picking the first would isolate,
+    restore into or report on the namesake. Several: the user says which."""
+    found = [t for t in tenants if t["metadata"]["name"] == name]
+    if not found:
+        where = f"namespace {namespace}" if namespace else "any namespace"
+        raise NotFoundError(f"no StackForgeTenant {name} in {where}")
+    if len(found) > 1:
+        where = ", ".join(sorted(str(t["metadata"]["namespace"]) for t in found))
+        raise NotFoundError(f"StackForgeTenant {name} is in more than one namespace "
+                            f"({where}): say which with --namespace")
+    return found[0]
+
+
+def names_tenant(line: str, name: str, namespace: str) -> bool:
+    """Whether an operator log line is about the tenant: its key or its namespace as
+    whole words, not as part of another's (``acme`` in ``acme-eu``): a report goes
+    to people the other tenants' lines are not for."""
+    return any(re.search(rf"(?<![\w.-]){re.escape(word)}(?![\w-]|\.[\w-])", line)
+               for word in (name, namespace))
+
+
 class Cluster:
     def __init__(self, kubeconfig: str | None, context: str | None,
                  namespace: str | None) -> None:
@@ -87,13 +112,8 @@ class Cluster:
         return self._list("stackforgetenants", self.namespace)
 
     def tenant(self, name: str) -> Obj:
-        """The tenant of that name: in ``--namespace`` when given, else wherever it is
-        (a tenant's name is unique across the cluster)."""
-        found = [t for t in self.tenants() if t["metadata"]["name"] == name]
-        if not found:
-            where = f"namespace {self.namespace}" if self.namespace else "any namespace"
-            raise NotFoundError(f"no StackForgeTenant {name} in {where}")
-        return found[0]
+        """The tenant of that name: in ``--namespace`` when given, else wherever it is."""
+        return only_tenant(self.tenants(), name, self.namespace)
 
     def of_tenant(self, plural: str, tenant: Obj) -> list[Obj]:
         """The tenant's BackupPolicies or DRDrills (those whose tenantRef names it)."""
@@ -179,7 +199,7 @@ class Cluster:
         for pod in pods:
             pod_name = str(pod["metadata"]["name"])
             text = self.pod_log(OPERATOR_NAMESPACE, pod_name, "operator", 20 * tail)
-            lines = [line for line in text.splitlines() if name in line or namespace in line]
+            lines = [line for line in text.splitlines() if names_tenant(line, name, namespace)]
             out[pod_name] = "\n".join(lines[-tail:]) + "\n"
         return out
 

@@ -196,7 +196,9 @@ def _isolation(value: bool) -> Callable[[Cluster, argparse.Namespace], int]:
     def run(cluster: Cluster, args: argparse.Namespace) -> int:
         tenant = cluster.tenant(args.tenant)
         cluster.patch_tenant(tenant, {"spec": {"isolate": value}})
-        print(f"tenant {args.tenant}: spec.isolate set to {str(value).lower()}")
+        meta = tenant["metadata"]
+        print(f"tenant {meta['namespace']}/{meta['name']}: spec.isolate set to "
+              f"{str(value).lower()}")
         return 0
     return run
 
