@@ -26,7 +26,8 @@ def missed_fire(windows: Sequence[SuspendWindow], when: str, zone: str, now: dat
     (``last_attempt``: the newest run's start or backup's end, any result) and
     the CronJob controller will not start it (older than ``starting_deadline``);
     else None."""
-    if not windows:
+    if not windows or suspend_windows.problem(windows, now) is not None:
+        # No window, or none that can be kept (the tenant stalls on it).
         return None
     fire = schedule.previous_fire(when, zone, now)
     if last_attempt is not None and last_attempt >= fire:

@@ -33,6 +33,19 @@ class WindowState:
     next_change: datetime | None
 
 
+def problem(windows: Sequence[SuspendWindow], now: datetime) -> str | None:
+    """Why a window cannot be kept, or None: a zone the zone database does not
+    know, or a schedule whose date never comes (``0 20 30 2 *``), which the CRD's
+    grammar lets through and which made every pass of the tenant, and of its
+    policies, raise before it wrote a status."""
+    for index, window in enumerate(windows):
+        for field, expression in (("start", window.start), ("end", window.end)):
+            why = schedule.problem(expression, window.time_zone, now)
+            if why is not None:
+                return f"spec.suspendWindows[{index}].{field}: {why}"
+    return None
+
+
 def is_open(window: SuspendWindow, at: datetime) -> bool:
     opened = schedule.previous_fire(window.start, window.time_zone, at)
     closed = schedule.previous_fire(window.end, window.time_zone, at)

@@ -378,6 +378,7 @@ def _backup_cases() -> list[Case]:
         c("missing-tenant-ref", {"spec.tenantRef": DELETE}, "spec.tenantRef"),
         c("invalid-cron", {"spec.schedule": "daily at 2am"}, CRON_MESSAGE),
         c("cron-hour-24", {"spec.schedule": "0 24 * * *"}, CRON_MESSAGE),
+        c("cron-sunday-as-seven", {"spec.schedule": "0 2 * * 5-7"}, CRON_MESSAGE),
         c("bad-time-zone", {"spec.timeZone": "Europe/Berlin Time"}, "spec.timeZone"),
         c("endpoint-not-url", {"spec.storage.endpoint": "not a url"}, "spec.storage.endpoint"),
         c(

@@ -98,6 +98,25 @@ def test_missing_secret_stalls_with_a_clear_reason_then_recovers(
     tenants.wait_condition(cluster, "stalls", "Ready", "True", timeout=60)
 
 
+def test_a_suspend_window_whose_date_never_comes_stalls_the_tenant_saying_which(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    """The CRD's grammar admits 30 February; the tenant's every pass raised before
+    it wrote a status, retried unseen, the tenant frozen as it was."""
+    cleanup.append("feb30")
+    weeknights = {"start": "0 20 * * 1-5", "end": "0 7 * * 1-5"}
+    tenants.apply(cluster, tenants.small_tenant(
+        "feb30", suspendWindows=[weeknights, {"start": "0 20 30 2 *", "end": "0 7 * * *"}]))
+    tenant = tenants.wait_condition(cluster, "feb30", "Stalled", "True")
+    stalled = tenants.condition(tenant, "Stalled") or {}
+    assert stalled["reason"] == "InvalidSchedule", stalled
+    assert stalled["message"].startswith(
+        "spec.suspendWindows[1].start: schedule '0 20 30 2 *' never fires"), stalled
+
+    tenants.apply(cluster, tenants.small_tenant("feb30", suspendWindows=[weeknights]))
+    tenants.wait_condition(cluster, "feb30", "Stalled", "False", timeout=60)
+
+
 def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
     cluster: ClusterHandle, operator: OperatorProcess,
     operator_identity_installed: OperatorIdentity, cleanup: list[str],

@@ -96,3 +96,10 @@ def test_a_run_is_not_made_up_when_the_cronjob_would_rest_for_its_own_reasons() 
         made = builders.cron_job(POLICY, t.namespace, policy, tenant_now, NIGHTLY, "Etc/UTC",
                                  database_stopped=stopped)
         assert made["spec"]["suspend"] is True
+
+
+def test_a_window_that_cannot_be_kept_makes_nothing_up_and_raises_nothing() -> None:
+    """A window whose date never comes raised in every pass of the policy (the
+    tenant stalls on it and says so)."""
+    never = SuspendWindow(start="0 20 30 2 *", end="0 7 * * 1-5", time_zone="Europe/Berlin")
+    assert _missed(CLOSED, windows=(WEEKNIGHTS, never)) is None

@@ -98,3 +98,17 @@ def test_the_time_windows_cover_between_two_moments_counts_overlaps_once() -> No
         timedelta(0)
     assert sw.covered([WEEKNIGHTS], monday, friday) == timedelta(0)
     assert sw.covered([], friday, monday) == timedelta(0)
+
+
+def test_a_window_that_cannot_be_kept_is_named() -> None:
+    """The CRD's grammar lets a date through that never comes: state() raised
+    then, in every pass of the tenant and its policies, before any status."""
+    never = SuspendWindow(start="0 20 * * 1-5", end="0 7 30 2 *", time_zone="Europe/Berlin")
+    assert sw.problem([WEEKNIGHTS, WEEKEND], TUESDAY) is None
+    why = sw.problem([WEEKNIGHTS, never], TUESDAY)
+    assert why is not None and why.startswith(
+        "spec.suspendWindows[1].end: schedule '0 7 30 2 *' never fires"), why
+    with pytest.raises(ValueError):  # what the passes met before
+        sw.state([WEEKNIGHTS, never], TUESDAY)
+    unknown = SuspendWindow(start="0 20 * * *", end="0 7 * * *", time_zone="Mars/Olympus_Mons")
+    assert "Mars/Olympus_Mons" in (sw.problem([unknown], TUESDAY) or "")

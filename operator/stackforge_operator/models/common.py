@@ -144,7 +144,9 @@ CRON_RE = (
             _cron_field("([01]?[0-9]|2[0-3])"),
             _cron_field("(0?[1-9]|[12][0-9]|3[01])", wildcard_q=True),
             _cron_field(f"(0?[1-9]|1[0-2]|(?i:{_MONTHS}))"),
-            _cron_field(f"([0-7]|(?i:{_DAYS}))", wildcard_q=True),
+            # 0-6: robfig/cron refuses 7 for Sunday, so the API server refused
+            # the CronJob of a schedule this grammar let through.
+            _cron_field(f"([0-6]|(?i:{_DAYS}))", wildcard_q=True),
         ]
     )
     + ")$"

@@ -342,12 +342,13 @@ def _stop_scheduled_runs(name: str, namespace: str) -> None:
 
 
 def _window(tenant_spec: StackForgeTenantSpec) -> suspend_windows.WindowState:
-    """The tenant's suspend windows now; an unknown time zone holds nothing here
-    (the tenant's own status says what is wrong)."""
-    try:
-        return suspend_windows.state(tenant_spec.suspend_windows, clock.now())
-    except schedule.UnknownTimeZoneError:
+    """The tenant's suspend windows now; a window that cannot be kept (an unknown
+    time zone, a date that never comes) holds nothing here (the tenant's own
+    status says what is wrong)."""
+    now = clock.now()
+    if suspend_windows.problem(tenant_spec.suspend_windows, now) is not None:
         return suspend_windows.WindowState(False, None)
+    return suspend_windows.state(tenant_spec.suspend_windows, now)
 
 
 def _database_ready(namespace: str) -> bool:
@@ -580,7 +581,8 @@ def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,
     staleness limit, which reaches to that run, already spans it. Counting it
     too let one missed weekday backup stay Fresh for another 11 h of a
     nightly window, until the next run was due as well."""
-    if newest is None:
+    if newest is None or suspend_windows.problem(windows, now) is not None:
+        # A window that cannot be kept held nothing (the tenant stalls on it).
         return timedelta(0)
     owed = schedule.next_distinct_fire(when, zone, newest.started_at)
     return suspend_windows.covered(windows, max(newest.finished_at, owed), now)

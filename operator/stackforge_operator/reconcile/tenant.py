@@ -170,11 +170,16 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
         return _stalled(body, old_status, generation, [problem])
     t = resolve(name, spec, namespace=meta["namespace"])
     try:
-        window = suspend_windows.state(spec.suspend_windows, clock.now())
+        for window_spec in spec.suspend_windows:
+            schedule.zone(window_spec.time_zone)
     except schedule.UnknownTimeZoneError as error:
         # The schema allows any zone-shaped name; the zone database decides.
         return _stalled(body, old_status, generation,
                         [status.Problem("UnknownTimeZone", f"spec.suspendWindows: {error}")])
+    now = clock.now()
+    if (why := suspend_windows.problem(spec.suspend_windows, now)) is not None:
+        return _stalled(body, old_status, generation, [status.Problem("InvalidSchedule", why)])
+    window = suspend_windows.state(spec.suspend_windows, now)
     if window.suspended:
         # Exactly as spec.suspend: scaled to zero, data and configuration kept.
         t = replace(t, suspend=True)
