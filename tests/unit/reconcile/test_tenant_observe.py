@@ -146,3 +146,18 @@ def test_the_newest_complete_backup_is_the_newest_of_any_policy() -> None:
     _, summary = backup_health([hourly, nightly])
     assert summary is not None and (summary.policy, summary.run_id) == ("hourly", "h")
     assert summary.last_success_time == datetime(2026, 11, 30, 2, tzinfo=UTC)
+
+
+def test_a_stalled_policy_makes_the_backups_unhealthy_though_its_last_backup_was_fresh() -> None:
+    """A policy stalled on its spec or Secrets runs nothing and keeps the backup
+    conditions it had: the tenant read BackupHealthy True, and Ready, for as long
+    as nothing was backed up."""
+    fresh = [("LastBackupSucceeded", "True"), ("BackupFresh", "True")]
+    stalled, _ = backup_health([_policy_with(*fresh, ("Stalled", "True"))])
+    assert stalled.status == "False" and "archive: R: Stalled is True" in stalled.message
+    # A policy stalled by a failing backup names that failure once.
+    stale, _ = backup_health([_policy_with(("LastBackupSucceeded", "True"),
+                                           ("BackupFresh", "False"), ("Stalled", "True"))])
+    assert stale.status == "False" and stale.message == "archive: R: BackupFresh is False"
+    healthy, _ = backup_health([_policy_with(*fresh, ("Stalled", "False"))])
+    assert healthy.status == "True"
