@@ -159,8 +159,17 @@ def _object_sha256s(s3: S3Server, bucket: str, tenant: Tenant) -> dict[str, str]
                                      .read()).hexdigest() for o in objects.get("Contents", [])}
 
 
-@pytest.mark.parametrize("failure", ["database-unreachable", "pg-dump-fails", "s3-unreachable",
-                                     "wrong-credentials"])
+# Each failure's own reason: one of them read as another (a runner's egress
+# fault read as wrong keys) would be a fault the status hides.
+FAILURE_REASONS = {
+    "database-unreachable": "DatabaseUnreachable",
+    "pg-dump-fails": "DatabasePermissionDenied",  # a grant to fix, not an outage
+    "s3-unreachable": "S3Unreachable",
+    "wrong-credentials": "S3AuthenticationFailed",
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURE_REASONS))
 def test_failed_run_is_reported_and_earlier_backups_are_untouched(
     real_cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server, failure: str,
 ) -> None:
@@ -212,7 +221,8 @@ def _fail_a_run(cluster: ClusterHandle, tenant: Tenant, pod_s3: S3Server, failur
             runs.psql_db(cluster, ns, stack.DATABASE, f'GRANT SELECT ON shop.orders TO "{owner}"')
     assert ran.returncode != 0, ran.termination_message
     outcome = ran.outcome()
-    assert outcome["result"] == "Failed" and outcome["reason"]
+    assert outcome["result"] == "Failed", outcome
+    assert outcome["reason"] == FAILURE_REASONS[failure], outcome
 
     def failed() -> dict[str, Any] | None:
         policy = get_policy(cluster, ns, name)
