@@ -4,7 +4,8 @@ What `helm install` would send is applied into a fresh namespace that enforces
 Pod Security `restricted`, CRDs first (as Helm installs crds/ before the
 templates; the ClusterKopfPeering needs its CRD Established); the objects must
 come back as rendered, the operator's Deployment (two peered replicas by
-default) must become Available (kwok's nodes run its pods), and the
+default) must become Available (kwok's nodes only mark its pods Running: that
+they run, peer and reconcile is tests/realnode/test_operator_pod.py), and the
 ServiceAccount must hold exactly the ClusterRole's rules, i.e. rbac.py's, on
 top of what every authenticated identity gets.
 """
@@ -147,7 +148,7 @@ def test_chart_installs_and_runs(
             "get", doc["kind"], doc["metadata"]["name"], *scope, "-o", "json").stdout)
         assert _contains(found, doc) == [], doc["kind"]
 
-    # The operator's pods pass restricted admission and become ready on kwok nodes,
+    # The operator's pods pass restricted admission and are marked ready on kwok nodes,
     # each peering through this release's peering object.
     waited = cluster.kubectl("wait", "-n", namespace, "--for=condition=Available",
                              "--timeout=90s", "deployment/stackforge-operator")

@@ -1,0 +1,119 @@
+"""The operator as the chart installs it, in pods on the real node.
+
+Every other module runs the operator as a host process, and kwok's nodes only
+mark the chart's pods Running (tests/cluster/test_helm.py): here the chart's
+Deployment runs its two peered replicas from the project's operator image under
+the chart's own security context and probes, they reach the API server from the
+pod network with the ServiceAccount's token, and the active one reconciles a
+tenant to Ready on running pods while the other stands by.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from stackforge_operator.devcluster.images import PROJECT_CATALOG
+from stackforge_operator.devcluster.node.runtime import LOCAL_REGISTRY
+from tests.realnode import pods, stack
+from tests.support import helm, operator_identity, tenants
+from tests.support.clusters import ClusterHandle
+from tests.support.objects import name_of, spec_of, status_of
+
+RELEASE = "stackforge"
+DEPLOYMENT = "stackforge-operator"
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
+                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _values(directory: Path) -> Path:
+    """The chart's values for this node: the operator image as imported, and the
+    catalog the host-process operators get (every image one the node holds)."""
+    repository, tag = pods.OPERATOR_IMAGE.rsplit(":", 1)
+    values = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "images": {"registry": LOCAL_REGISTRY, "overrides": dict(PROJECT_CATALOG)},
+        "resyncSeconds": 5,
+        "stalledRecheckSeconds": 5,
+    }
+    path = directory / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _exists(cluster: ClusterHandle, doc: dict[str, Any]) -> bool:
+    scope = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
+    found = cluster.kubectl("get", doc["kind"], doc["metadata"]["name"], *scope,
+                            "--ignore-not-found", "-o", "name", check=False)
+    return found.returncode == 0 and bool(found.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def installed(real_cluster: ClusterHandle,
+              real_operator_identity: operator_identity.OperatorIdentity,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, Any]]]:
+    """The chart's templates applied (its CRDs are the session's already); after
+    the module, what it made goes, and the session's identity is as it shipped."""
+    values = _values(tmp_path_factory.mktemp("chart"))
+    docs = [d for d in yaml.safe_load_all(helm.template_text(
+        release=RELEASE, namespace=real_operator_identity.namespace, value_files=[values]))
+        if d]
+    made = [d for d in docs if not _exists(real_cluster, d)]
+    real_cluster.kubectl("apply", "--server-side", "--force-conflicts",
+                         "--field-manager=stackforge-chart-test", "-f", "-",
+                         input=yaml.safe_dump_all(docs))
+    try:
+        yield docs
+    finally:
+        for doc in reversed(made):
+            scope = (["-n", doc["metadata"]["namespace"]]
+                     if "namespace" in doc["metadata"] else [])
+            real_cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], *scope,
+                                 "--ignore-not-found", "--wait=true", timeout=180)
+        tenants.eventually(lambda: not client.CoreV1Api(real_cluster.api).list_namespaced_pod(
+            real_operator_identity.namespace,
+            label_selector=f"app.kubernetes.io/name={DEPLOYMENT}").items, timeout=120)
+        # The identity the chart shares with the session's (same names) as it ships.
+        operator_identity.install(real_cluster, real_operator_identity.kubeconfig)
+
+
+def test_the_charts_operator_runs_on_the_node_and_reconciles_a_tenant(
+        real_cluster: ClusterHandle, installed: list[dict[str, Any]],
+        real_operator_identity: operator_identity.OperatorIdentity) -> None:
+    namespace = real_operator_identity.namespace
+    # The image starts as the chart runs it (non-root, read-only root, every
+    # capability dropped) and passes the chart's own probes.
+    waited = real_cluster.kubectl("wait", "-n", namespace, "--for=condition=Available",
+                                  "--timeout=180s", f"deployment/{DEPLOYMENT}", timeout=200)
+    assert "condition met" in waited.stdout, waited.stdout + waited.stderr
+    core = client.CoreV1Api(real_cluster.api)
+    operators = core.list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/name={DEPLOYMENT}").items
+    names = [name_of(p) for p in operators]
+    assert len(operators) == 2, names
+    for pod in operators:
+        node = spec_of(pod).node_name
+        assert node is not None and not node.startswith("kwok-"), node
+        [container] = status_of(pod).container_statuses or []
+        assert container.ready and container.restart_count == 0, container
+
+    name = f"inpod-{uuid.uuid4().hex[:5]}"
+    tenants.apply(real_cluster, stack.postgres_only(name))
+    try:
+        stack.wait_ready(real_cluster, name, timeout=300)
+        ns = tenants.namespace_of(name)
+        assert stack.psql(real_cluster, ns, "SELECT 1") == "1"
+
+        # One replica reconciled it; the other stood by (peering).
+        def applied_by() -> list[str]:
+            return [pod for pod in names if f"tenant {name}: applied" in real_cluster.kubectl(
+                "logs", "-n", namespace, pod, check=False).stdout]
+        assert len(applied_by()) == 1, applied_by()
+    finally:
+        tenants.discard(real_cluster, name)
