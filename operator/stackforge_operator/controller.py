@@ -56,7 +56,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import API_GROUP, API_VERSION, config, kube, watch_cache
-from stackforge_operator.metrics import METRICS, result_of_progress
+from stackforge_operator.metrics import METRICS, result_of_conditions, result_of_progress
 from stackforge_operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -361,8 +361,9 @@ class Controller:
                     outcome = await loop.run_in_executor(self._executor, self._reconcile_fn,
                                                          body)
                     progress = getattr(outcome, "progress", None)
-                    if progress is not None:
-                        timing.result = result_of_progress(progress.value)
+                    timing.result = (result_of_progress(progress.value) if progress is not None
+                                     else result_of_conditions(
+                                         getattr(outcome, "latest", None) or body))
             except WriteThenError as failed:
                 self._hold_written(key, held, failed.latest)
                 raise failed.error from failed

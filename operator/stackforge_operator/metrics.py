@@ -68,6 +68,18 @@ def result_of_progress(progress: str) -> Result:
             "Stalled": Result.STALLED}.get(progress, Result.ERROR)
 
 
+def result_of_conditions(obj: Mapping[str, Any] | None) -> Result:
+    """The label for a reconcile whose outcome names no progress (policies', drills'):
+    what the object's status says, as the reconcile wrote or kept it."""
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    true = {c.get("type") for c in conditions if c.get("status") == "True"}
+    if "Stalled" in true:
+        return Result.STALLED
+    if "Ready" in true:
+        return Result.READY
+    return Result.RECONCILING
+
+
 def result_of_error(error: BaseException) -> Result:
     """The label for a reconcile that raised."""
     if isinstance(error, kopf.TemporaryError):

@@ -637,3 +637,40 @@ def test_an_object_made_again_does_not_inherit_its_old_selfs_failures() -> None:
         return [*first, await c._reconcile("a")]
 
     assert asyncio.run(scenario()) == [1.0, 2.0, 4.0, 1.0]
+
+
+def reconciles(kind: str, result: str) -> float:
+    from stackforge_operator.metrics import METRICS
+
+    return METRICS.registry.get_sample_value(
+        "stackforge_reconciles_total", {"kind": kind, "result": result}) or 0.0
+
+
+def test_an_outcome_without_progress_is_counted_by_the_status_it_left() -> None:
+    """Policies' and drills' outcomes name no progress: every one of their reconciles,
+    stalled or waiting, was counted "ready"."""
+    def conditions(**true: bool) -> dict[str, Any]:
+        return {"status": {"conditions": [
+            {"type": t, "status": "True" if v else "False"} for t, v in true.items()]}}
+
+    left = {"a": conditions(Ready=False, Stalled=True),
+            "b": conditions(Ready=False, Stalled=False, Reconciling=True),
+            "c": conditions(Ready=True, Stalled=False)}
+
+    def reconcile(obj: Mapping[str, Any]) -> Done:
+        return Done(requeue_after=60, latest={**obj, **left[obj["metadata"]["name"]]})
+
+    before = {r: reconciles("Policyish", r) for r in ("stalled", "reconciling", "ready")}
+    c = Controller("Policyish", reconcile, workers=1, stalled_seconds=1.0,
+                   observe=lambda *_: None, forget=lambda *_: None, is_active=lambda: True)
+
+    async def scenario() -> None:
+        c.start()
+        for name in left:
+            c.observed(body(name))
+        await until(lambda: sum(reconciles("Policyish", r) - before[r] for r in before) == 3)
+        await c.stop()
+
+    asyncio.run(scenario())
+    assert {r: reconciles("Policyish", r) - before[r] for r in before} == {
+        "stalled": 1, "reconciling": 1, "ready": 1}
