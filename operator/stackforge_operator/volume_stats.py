@@ -62,7 +62,13 @@ def _summary(node_name: str) -> dict[str, Any] | str:
             return answer
     answer = _read(node_name)
     with _lock:
-        _answers[node_name] = (time.monotonic(), answer)
+        now = time.monotonic()
+        # Answers past their use go: a node gone (an autoscaler's churn) kept
+        # its whole summary, every pod of it, for the operator's life.
+        longest = max(config.KUBELET_STATS_SECONDS, config.KUBELET_STATS_RETRY_SECONDS)
+        for node in [n for n, (read_at, _) in _answers.items() if now - read_at >= longest]:
+            del _answers[node]
+        _answers[node_name] = (now, answer)
     return answer
 
 

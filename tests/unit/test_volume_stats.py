@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackforge_operator import volume_stats
+import pytest
+
+from stackforge_operator import config, volume_stats
 
 
 def _pod(node: str | None, phase: str, *volumes: dict[str, Any]) -> dict[str, Any]:
@@ -29,3 +31,19 @@ def test_no_pod_with_a_claim_is_said_without_asking_any_kubelet() -> None:
     volume_stats.forget()
     assert volume_stats.claims("t", [_pod("c", "Running", EMPTY)]) == (
         None, "no running pod mounts a volume claim")
+
+
+def test_answers_past_their_use_are_dropped_when_another_is_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node gone (an autoscaler's churn) kept its whole summary for the
+    operator's life."""
+    volume_stats.forget()
+    now = [1000.0]
+    monkeypatch.setattr("stackforge_operator.volume_stats.time.monotonic", lambda: now[0])
+    monkeypatch.setattr(volume_stats, "_read", lambda node: {"node": {"nodeName": node}})
+    volume_stats._summary("gone")
+    volume_stats._summary("failing")
+    now[0] += max(config.KUBELET_STATS_SECONDS, config.KUBELET_STATS_RETRY_SECONDS)
+    volume_stats._summary("new")
+    assert set(volume_stats._answers) == {"new"}
+    volume_stats.forget()
