@@ -710,6 +710,14 @@ def _sweep(namespace: str, active: ActiveDrillRun | None, now: datetime) -> None
 
 def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime, *,
                 suspended: bool) -> list[Any]:
+    rollup, observations = _observations(new, suspended=suspended)
+    generation = new.observed_generation or 0
+    return status.merge(old.conditions, [*rollup, *observations], generation=generation, now=now)
+
+
+def _observations(new: DRDrillStatus, *, suspended: bool
+                  ) -> tuple[list[status.Observation], list[status.Observation]]:
+    """(the rollup, the drill's own conditions) that ``new`` reads as."""
     result = new.last_result
     observations: list[status.Observation] = []
     if result is None:
@@ -735,8 +743,7 @@ def _conditions(old: DRDrillStatus, new: DRDrillStatus, now: datetime, *,
                   if passed else
                   status.rollup(status.Progress.STALLED, result.reason or "DrillFailed",
                                 f"run {result.run_id} failed: {result.message or ''}"))
-    generation = new.observed_generation or 0
-    return status.merge(old.conditions, [*rollup, *observations], generation=generation, now=now)
+    return rollup, observations
 
 
 def _stalled_run(body: Mapping[str, Any], spec: DRDrillSpec, old: DRDrillStatus,
@@ -772,9 +779,14 @@ def _stalled_run(body: Mapping[str, Any], spec: DRDrillSpec, old: DRDrillStatus,
                 now)
     generation = int(body["metadata"].get("generation", 0))
     new.observed_generation = generation
+    # One merge against the old conditions: merging the stall over the run's own
+    # rollup flipped Ready twice, and its lastTransitionTime moved though Ready
+    # had been False all along.
+    _, observations = _observations(new, suspended=spec.suspend)
     new.conditions = status.merge(
-        _conditions(old, new, now, suspended=spec.suspend),
-        status.rollup(status.Progress.STALLED, problem.reason, problem.message),
+        old.conditions,
+        [*status.rollup(status.Progress.STALLED, problem.reason, problem.message),
+         *observations],
         generation=generation, now=now)
     latest = _write(body, old, new)
     _remove_ended_sandbox(spec, active, new)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from stackforge_operator import status
 from stackforge_operator.models.drill import DRDrillSpec, DRDrillStatus, DrillResult, Verdict
 from stackforge_operator.reconcile import drill
 from tests.unit.builders.tenants import tenant
@@ -62,3 +65,45 @@ def test_a_scratch_database_starting_restoring_or_waiting_for_a_node_is_waited_f
     unscheduled = {"metadata": {"name": "scratch-postgres-0"}, "status": {"conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}
     assert drill.scratch_failure(unscheduled) is None
+
+
+def test_a_run_ending_while_the_drill_is_stalled_keeps_the_conditions_transition_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stall was merged over the run's own rollup: Ready flipped True then False
+    again in one pass, and its lastTransitionTime (and Stalled's) moved to now
+    though the drill had been stalled all along."""
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+    now = since + timedelta(hours=2)
+    stalled_since = [{"type": t, "status": s, "reason": "MissingSecret", "message": "gone",
+                      "lastTransitionTime": since.isoformat()}
+                     for t, s in (("Ready", "False"), ("Stalled", "True"),
+                                  ("Reconciling", "False"))]
+    old = DRDrillStatus.model_validate({
+        "conditions": stalled_since,
+        "activeRun": {"runId": "r1", "startTime": (now - timedelta(minutes=5)).isoformat(),
+                      "step": "Verifying", "sandboxNamespace": "drill-sandbox"}})
+    spec = DRDrillSpec.model_validate({"tenantRef": {"name": "acme"}})
+
+    def passed(_body: object, _spec: object, new: DRDrillStatus, _job: object,
+               at: datetime) -> None:
+        new.last_result = DrillResult(run_id="r1", verdict=Verdict.PASSED, start_time=at)
+        new.active_run = None
+
+    written: list[DRDrillStatus] = []
+    monkeypatch.setattr(drill, "_sweep", lambda *_: None)
+    monkeypatch.setattr("stackforge_operator.kube.get", lambda *_: {"status": {"succeeded": 1}})
+    monkeypatch.setattr(drill, "job_ended", lambda _job: True)
+    monkeypatch.setattr(drill, "_follow_job", passed)
+    def write(_body: object, _old: object, new: DRDrillStatus) -> None:
+        written.append(new)
+
+    monkeypatch.setattr(drill, "_write", write)
+    monkeypatch.setattr(drill, "_remove_ended_sandbox", lambda *_: None)
+    body = {"metadata": {"name": "d", "namespace": "ns", "generation": 3}}
+    drill._stalled_run(body, spec, old, now, status.Problem("MissingSecret", "gone"))
+    [new] = written
+    by_type = {c.type: c for c in new.conditions}
+    assert by_type["Ready"].status == "False" and by_type["Stalled"].status == "True"
+    assert by_type["Ready"].last_transition_time == since
+    assert by_type["Stalled"].last_transition_time == since
+    assert by_type["LastDrillPassed"].status == "True"
