@@ -88,18 +88,31 @@ def first_backup_deadline(
 
 
 def next_distinct_fire(expression: str, time_zone: str, after: datetime) -> datetime:
-    """next_fire, skipping the second occurrence of a wall-clock time repeated
-    when the clocks go back (croniter yields both)."""
+    """next_fire as the CronJob controller fires: skipping the second occurrence
+    of a wall-clock time repeated when the clocks go back (croniter yields both),
+    and a time the clocks skip when they go forward, which croniter moves to the
+    first time after the gap (02:00 to 03:00) and robfig/cron does not run at
+    all: a nightly 02:00 backup's limit counted on a run that never came, and
+    the policy read Stale for a day every spring."""
     local_zone = zone(time_zone)
     times = croniter(expression, after.astimezone(local_zone))
     found: datetime = times.get_next(datetime)
     # Every fire in the repeated hour is skipped: a schedule of every few
     # minutes has many there (bounded: a repeated span is hours at most).
     for _ in range(_MAX_REPEATED_FIRES):
-        if not _repeated_wall_time(found, local_zone):
+        if not _repeated_wall_time(found, local_zone) and not _moved_past_a_gap(
+                expression, found, local_zone):
             break
         found = times.get_next(datetime)
     return found.astimezone(after.tzinfo)
+
+
+def _moved_past_a_gap(expression: str, moment: datetime, local_zone: ZoneInfo) -> bool:
+    """Whether croniter gave ``moment`` for a wall-clock time that did not exist
+    (the schedule itself does not name the time it landed on)."""
+    wall = moment.astimezone(local_zone).replace(tzinfo=None)
+    named: bool = croniter.match(expression, wall)
+    return not named
 
 
 # Fires a schedule can have in a repeated span: every minute of three hours.

@@ -61,6 +61,26 @@ def test_a_wall_time_repeated_when_the_clocks_go_back_is_owed_once() -> None:
     assert schedule.previous_distinct_fire("0 * * * *", "Etc/UTC", after_second) == after_second
 
 
+def test_a_wall_time_the_clocks_skip_is_not_owed() -> None:
+    """Berlin goes forward from 02:00 CET to 03:00 CEST on 2026-03-29: 02:00 does
+    not exist. Croniter moves that night's fire to 03:00; the CronJob controller
+    (robfig/cron) does not run it, so the backup of the 28th is owed until the
+    30th, and the policy read Stale for a day."""
+    night_before = datetime(2026, 3, 28, 1, 0, tzinfo=UTC)  # 02:00 CET
+    assert schedule.next_fire("0 2 * * *", "Europe/Berlin", night_before) == datetime(
+        2026, 3, 29, 1, 0, tzinfo=UTC)  # croniter's 03:00 CEST, kept for other callers
+    assert schedule.next_distinct_fire("0 2 * * *", "Europe/Berlin", night_before) == (
+        datetime(2026, 3, 30, 0, 0, tzinfo=UTC))  # 02:00 CEST on the 30th
+    assert schedule.staleness_limit("0 2 * * *", "Europe/Berlin", night_before, GRACE) == (
+        timedelta(hours=47) + GRACE)
+    # A time that exists that night is owed as ever, and so are a frequent
+    # schedule's fires after the gap.
+    assert schedule.next_distinct_fire("30 3 * * *", "Europe/Berlin", datetime(
+        2026, 3, 29, 0, 30, tzinfo=UTC)) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    assert schedule.next_distinct_fire("*/30 * * * *", "Europe/Berlin", datetime(
+        2026, 3, 29, 0, 45, tzinfo=UTC)) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+
+
 def test_a_first_backup_is_late_once_the_run_after_the_first_has_come_and_gone() -> None:
     created = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # a Friday
     assert schedule.first_backup_deadline("0 2 * * *", "Etc/UTC", created, GRACE) == (
