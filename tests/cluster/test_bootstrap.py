@@ -271,18 +271,9 @@ def test_a_restore_whose_source_went_is_recorded_once_its_primary_serves(
 
 
 def _passed_runner_pod(cluster: ClusterHandle, namespace: str) -> None:
-    """A pod of the dump's Job whose runner said "Passed" as it ended: never
-    scheduled (no scheduler by that name), so only this status patch speaks."""
-    kwok_jobs.unscheduled_pod(cluster, namespace, f"{DUMP_JOB}-ended", "restore",
-                              labels={"job-name": DUMP_JOB})
-    result = json.dumps({"verdict": "Passed", "backupId": "20261206T020000Z-a1b2c3"})
-    cluster.kubectl("patch", "pod", f"{DUMP_JOB}-ended", "-n", namespace,
-                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
-                        "phase": "Succeeded", "containerStatuses": [{
-                            "name": "restore", "image": "restore:unscheduled", "imageID": "",
-                            "ready": False, "restartCount": 0, "state": {"terminated": {
-                                "exitCode": 0, "reason": "Completed",
-                                "message": result}}}]}}))
+    """A pod of the dump's Job whose runner said "Passed" as it ended."""
+    kwok_jobs.runner_said(cluster, namespace, DUMP_JOB, "restore",
+                          {"verdict": "Passed", "backupId": "20261206T020000Z-a1b2c3"})
 
 
 def test_a_dump_restores_job_is_pruned_only_after_its_success_is_recorded(

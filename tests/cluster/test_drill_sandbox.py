@@ -258,6 +258,15 @@ def _deleted(cluster: ClusterHandle, name: str) -> bool:
     return found.metadata is not None and found.metadata.deletion_timestamp is not None
 
 
+RUNNER_SAID = "restored 20261206T020000Z-a1b2c3; every check passed"
+
+
+def _runner_passed(cluster: ClusterHandle, sandbox: str) -> None:
+    """The run's runner pod ends saying "Passed" (kwok's own pod of the Job never ends)."""
+    kwok_jobs.runner_said(cluster, sandbox, builders.JOB, "drill",
+                          {"verdict": "Passed", "message": RUNNER_SAID})
+
+
 def _run_with_its_job(cluster: ClusterHandle, namespace: str, sandboxes: Sandboxes) -> str:
     """Drill "nightly-check"'s run up to its Job (its scratch database Ready); its sandbox."""
     _drill_with_a_backup(cluster, namespace)
@@ -305,15 +314,17 @@ def test_a_job_that_ended_gives_its_verdict_when_read_after_the_ttl(
     """The operator was away (a restart, a leadership move) until after the run's
     TTL: the Job's end is the run's verdict, not a Timeout."""
     sandbox = _run_with_its_job(cluster, namespace, sandboxes)
-    # The Job ends (as its controller records a success), then the TTL passes.
+    # The runner says its verdict as it ends, the Job ends (as its controller
+    # records a success), then the TTL passes.
+    _runner_passed(cluster, sandbox)
     kwok_jobs.record_success(cluster, sandbox, builders.JOB)
     _started_ago(cluster, namespace, 901)
     drill.reconcile(_drill(cluster, namespace))
     ended = _drill(cluster, namespace)["status"]
     assert ended.get("activeRun") is None
-    # kwok ran nothing, so the ended Job left no result: its own reason, not
-    # the TTL's.
-    assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
+    # The runner's verdict, not the TTL's Timeout.
+    assert ended["lastResult"]["verdict"] == "Passed", ended["lastResult"]
+    assert ended["lastResult"]["message"] == RUNNER_SAID, ended["lastResult"]
     # The sandbox goes once the verdict is written (before it, a failed write
     # had the next pass make the whole sandbox again).
     assert _deleted(cluster, sandbox)
@@ -350,6 +361,7 @@ def test_a_job_that_ended_gives_its_verdict_though_the_policy_went(
     """A run stalled on a reference (its policy deleted, a Secret recreated by a
     rotation) never read its ended Job: past the TTL it was recorded lost."""
     sandbox = _run_with_its_job(cluster, namespace, sandboxes)
+    _runner_passed(cluster, sandbox)
     kwok_jobs.record_success(cluster, sandbox, builders.JOB)
     cluster.kubectl("delete", "backuppolicies.stackforge.io", "nightly", "-n", namespace)
 
@@ -357,8 +369,9 @@ def test_a_job_that_ended_gives_its_verdict_though_the_policy_went(
 
     ended = _drill(cluster, namespace)["status"]
     assert ended.get("activeRun") is None
-    # kwok ran nothing, so the ended Job left no result: its own reason, at once.
-    assert ended["lastResult"]["reason"] == "RunnerFailed", ended["lastResult"]
+    # The runner's verdict, at once.
+    assert ended["lastResult"]["verdict"] == "Passed", ended["lastResult"]
+    assert ended["lastResult"]["message"] == RUNNER_SAID, ended["lastResult"]
     found = tenants.condition(_drill(cluster, namespace), "Stalled") or {}
     assert found.get("reason") == "BackupPolicyNotFound"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes import client
 
@@ -46,3 +47,20 @@ def unscheduled_pod(cluster: ClusterHandle, namespace: str, name: str, container
                                  "securityContext": {
                                      "allowPrivilegeEscalation": False,
                                      "capabilities": {"drop": ["ALL"]}}}]}}))
+
+
+def runner_said(cluster: ClusterHandle, namespace: str, job: str, container: str,
+                result: dict[str, Any]) -> None:
+    """A pod of ``job`` whose runner ended with ``result`` as its termination
+    message, as a runner's pod on a kubelet does (kwok's pods never end):
+    never scheduled, so only this status speaks."""
+    name = f"{job}-ended"
+    unscheduled_pod(cluster, namespace, name, container, labels={"job-name": job})
+    cluster.kubectl("patch", "pod", name, "-n", namespace,
+                    "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                        "phase": "Succeeded", "containerStatuses": [{
+                            "name": container, "image": f"{container}:unscheduled",
+                            "imageID": "", "ready": False, "restartCount": 0,
+                            "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                     "message": json.dumps(result)}}}]}}))
+
