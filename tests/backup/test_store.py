@@ -196,8 +196,12 @@ def test_runs_started_since_the_oldest_running_job_are_kept_past_the_grace(
                             running_since=NOW - timedelta(hours=1))
     assert abandoned_run in swept.deleted
     assert history["abandoned-upload"] not in multipart_uploads(store.client, s3_bucket)
-    # A complete backup is never protected this way: retention still decides.
-    assert history["complete-9"] not in swept.deleted  # kept by keepLast 20
+    # A complete backup is never protected this way: retention still decides,
+    # for one started since the oldest running Job too.
+    trimmed = apply_retention(store, TENANT, Retention(keep_last=1), NOW,
+                              running_since=NOW - timedelta(days=1, hours=2))
+    assert history["complete-1"] in trimmed.deleted  # started 1 d 1 h ago
+    assert history["complete-0"] not in trimmed.deleted
 
 
 def test_a_retention_the_bucket_refuses_is_a_reason_not_an_error(

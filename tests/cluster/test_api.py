@@ -88,7 +88,21 @@ def test_legitimate_change_is_accepted(
 ) -> None:
     original = copy.deepcopy(case.original)
     _create(cluster, original, namespace)
-    _replace(cluster, copy.deepcopy(case.modified), namespace)
+    replaced = _replace(cluster, copy.deepcopy(case.modified), namespace)
+    # Stored as sent (Strict field validation refuses unknown fields; nothing
+    # dropped on the way): the API server's defaults may only add to it.
+    assert _holds(replaced["spec"], case.modified["spec"]), replaced["spec"]
+
+
+def _holds(stored: Any, sent: Any) -> bool:
+    """Whether ``stored`` has everything ``sent`` has (defaults may add to it)."""
+    if isinstance(sent, dict):
+        return isinstance(stored, dict) and all(
+            _holds(stored.get(key), value) for key, value in sent.items())
+    if isinstance(sent, list):
+        return isinstance(stored, list) and len(stored) == len(sent) and all(
+            _holds(a, b) for a, b in zip(stored, sent, strict=True))
+    return bool(stored == sent)
 
 
 def test_examples_are_accepted_and_shown_with_printer_columns(

@@ -169,6 +169,8 @@ def test_status_written_over_a_stale_read_is_refused(
             kube.patch_status(api, "StackForgeTenant", "guarded", ns,
                               {"observedGeneration": 2}, resource_version=version)
         # Unguarded writes (every other status field) are unchanged.
-        kube.patch_status(api, "StackForgeTenant", "guarded", ns, {"observedGeneration": 3})
+        unguarded = kube.patch_status(api, "StackForgeTenant", "guarded", ns,
+                                      {"observedGeneration": 3})
+        assert unguarded["status"]["observedGeneration"] == 3
     finally:
         tenants.discard(cluster, "guarded")
