@@ -5,7 +5,11 @@ Policy: a workload that can run more than one pod gets ``maxUnavailable: 1``.
 - ``maxUnavailable`` rather than ``minAvailable``: it stays right while the
   replica count moves (``kubectl scale``, an HPA) without rewriting the PDB,
   and with a single pod it still lets a node drain instead of blocking it.
-- One at a time keeps a 3- or 5-member Kafka or Consul quorum alive.
+- One at a time keeps a 3- or 5-member Kafka or Consul quorum alive. A quorum
+  of an even count tolerates no more failures than the odd count below it:
+  two Kafka controllers (or Consul servers) lose their quorum with one down,
+  so their budget is ``maxUnavailable: 0`` (a drain waits for a person, as it
+  should, rather than stopping the tenant's Kafka or Consul).
 - None for single-pod workloads (nothing to keep available) nor while the
   tenant is suspended (nothing runs).
 - An HPA-managed Deployment has no ``spec.replicas`` in its manifest; it is
@@ -50,18 +54,30 @@ def build(t: EffectiveTenant, manifests: Sequence[Manifest] | None = None) -> li
         name = m["metadata"]["name"]
         count = m["spec"].get("replicas", hpa_max.get(name, 1))
         if count > 1:
-            out.append(_budget(m))
+            out.append(_budget(m, _unavailable(m, count)))
     return sorted(out, key=lambda p: str(p["metadata"]["name"]))
 
 
-def _budget(workload: Manifest) -> Manifest:
+# Every pod of these StatefulSets votes (KRaft controllers, Consul servers).
+QUORUMS = frozenset({("StatefulSet", kafka.NAME), ("StatefulSet", consul.NAME)})
+
+
+def _unavailable(workload: Manifest, count: int) -> int:
+    """How many of the workload's pods may be disrupted at once: one, or for a
+    quorum no more than it survives losing (a majority must stay)."""
+    if (workload["kind"], workload["metadata"]["name"]) in QUORUMS:
+        return min(1, (count - 1) // 2)
+    return 1
+
+
+def _budget(workload: Manifest, max_unavailable: int) -> Manifest:
     meta: dict[str, Any] = copy.deepcopy(workload["metadata"])
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": meta,
         "spec": {
-            "maxUnavailable": 1,
+            "maxUnavailable": max_unavailable,
             "selector": copy.deepcopy(workload["spec"]["selector"]),
             # A pod that is not Ready protects nothing: let drains evict it
             # rather than wedge on a crash-looping replica.

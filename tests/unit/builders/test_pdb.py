@@ -70,3 +70,15 @@ def test_explicit_manifests_are_used_as_given() -> None:
         pdb.build(t), "PodDisruptionBudget", "kong"
     )
     assert names(pdb.build(t, apps.build(t)), "PodDisruptionBudget") == ["api", "web"]
+
+
+def test_a_quorum_is_never_disrupted_below_its_majority() -> None:
+    """Two KRaft controllers lose their quorum with one down: the budget allowed a
+    drain to take one. (Consul's server counts are 1, 3 or 5 already.)"""
+    for replicas, allowed in ((2, 0), (3, 1), (4, 1), (5, 1)):
+        t = tenant({"tier": "Growth", "components": {"kafka": {"replicas": replicas}}})
+        budget = find(pdb.build(t), "PodDisruptionBudget", "kafka")
+        assert budget["spec"]["maxUnavailable"] == allowed, replicas
+    budgets = pdb.build(tenant(ENTERPRISE))
+    assert find(budgets, "PodDisruptionBudget", "consul")["spec"]["maxUnavailable"] == 1
+    assert find(budgets, "PodDisruptionBudget", "kong")["spec"]["maxUnavailable"] == 1
