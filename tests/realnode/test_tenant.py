@@ -3,12 +3,16 @@ reachable by exec, its data surviving the pod."""
 
 from __future__ import annotations
 
+import base64
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
+from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import OPERATOR_NAMESPACE, RUNNER_LABEL
 from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
@@ -84,3 +88,47 @@ def test_the_tenants_policies_keep_other_pods_from_its_database(
                                                             propagation_policy="Background")
         real_cluster.kubectl("delete", "pod", CONTROL, "-n", OPERATOR_NAMESPACE,
                              "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_a_primary_deleted_with_a_session_open_stops_at_once_and_cleanly(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """PostgreSQL takes SIGTERM for a smart shutdown, which waits for every session
+    to end: with an app's session open the server would be killed at the grace
+    period's end and start again in crash recovery. The image's stop signal
+    (SIGINT, a fast shutdown) ends the sessions and stops it cleanly at once."""
+    ns = tenants.namespace_of(tenant)
+    _psql(real_cluster, ns, "create table kept(id int); insert into kept values (1)")
+    # An app's session over the network, from a pod the policies admit.
+    pods.apply(real_cluster, pods.postgres_pod(CONTROL, OPERATOR_NAMESPACE, {"role": "control"}))
+    pods.wait_ready(real_cluster, OPERATOR_NAMESPACE, CONTROL)
+    data = client.CoreV1Api(real_cluster.api).read_namespaced_secret(
+        sn.POSTGRES_SECRET, ns).data or {}
+    password = base64.b64decode(data[sn.POSTGRES_SUPERUSER_PASSWORD_KEY]).decode()
+    held = subprocess.Popen(
+        [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}", "exec", "-n",
+         OPERATOR_NAMESPACE, CONTROL, "--", "psql", "-X",
+         f"host=postgres.{ns}.svc.cluster.local user=postgres dbname=postgres "
+         f"password={password}", "-c", "select pg_sleep(600)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        tenants.eventually(lambda: _psql(
+            real_cluster, ns, "select count(*) from pg_stat_activity "
+            "where query like 'select pg_sleep(600)%'") == "1", timeout=30)
+        started = time.monotonic()
+        real_cluster.kubectl("delete", "pod", "-n", ns, "postgres-0", "--wait=true",
+                             timeout=180)
+        took = time.monotonic() - started
+    finally:
+        if held.poll() is None:
+            held.kill()
+        held.wait()
+        real_cluster.kubectl("delete", "pod", CONTROL, "-n", OPERATOR_NAMESPACE,
+                             "--wait=false", "--ignore-not-found", check=False)
+    assert took < 15, f"the primary took {took:.0f} s to stop"
+    tenants.eventually(lambda: real_cluster.kubectl(
+        "get", "pod", "-n", ns, "postgres-0", check=False).returncode == 0, timeout=60)
+    pods.wait_ready(real_cluster, ns, "postgres-0", timeout=180)
+    started_log = real_cluster.kubectl("logs", "-n", ns, "postgres-0", "-c", "postgres").stdout
+    assert "database system was shut down at" in started_log, started_log
+    assert "not properly shut down" not in started_log, started_log
+    assert _psql(real_cluster, ns, "select count(*) from kept") == "1"
