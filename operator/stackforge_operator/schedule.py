@@ -63,7 +63,8 @@ def previous_distinct_fire(expression: str, time_zone: str, at: datetime) -> dat
 
 
 def staleness_limit(
-    expression: str, time_zone: str, started: datetime, grace: timedelta
+    expression: str, time_zone: str, started: datetime, grace: timedelta, *,
+    finished: datetime | None = None, starting_deadline: timedelta | None = None,
 ) -> timedelta:
     """How old the newest complete backup may be (since it finished) before it
     counts as stale, the RPO breach: until the schedule's next run after the one
@@ -73,9 +74,31 @@ def staleness_limit(
     is that backup's, whatever the gaps around now (a weekday schedule's Friday
     backup waits until Monday's run, not a day). A wall-clock time that comes
     twice when the clocks go back counts once: a nightly run at 02:00 does not
-    owe a second backup an hour after the first.
+    owe a second backup an hour after the first. The run owed is
+    :func:`owed_fire`'s.
     """
-    return next_distinct_fire(expression, time_zone, started) - started + grace
+    owed = owed_fire(expression, time_zone, started, finished=finished,
+                     starting_deadline=starting_deadline)
+    return owed - started + grace
+
+
+def owed_fire(
+    expression: str, time_zone: str, started: datetime, *,
+    finished: datetime | None = None, starting_deadline: timedelta | None = None,
+) -> datetime:
+    """The scheduled run owed after a backup that ran from ``started`` to
+    ``finished``: the schedule's next fire after its start, unless the backup
+    outlasted that fire by more than the CronJob's ``starting_deadline``. A run
+    holds the CronJob (its own concurrencyPolicy, or the operator's hold for a
+    run it did not start), and the controller starts a fire it missed only
+    within the deadline: a 01:30 on-demand dump that ended at 03:10 swallowed
+    the 02:00 run, and the limit counted on that run, so the policy read Stale
+    hours later though nothing was wrong."""
+    owed = next_distinct_fire(expression, time_zone, started)
+    if finished is not None and starting_deadline is not None and (
+            finished - owed > starting_deadline):
+        owed = next_distinct_fire(expression, time_zone, finished - starting_deadline)
+    return owed
 
 
 def first_backup_deadline(

@@ -110,3 +110,28 @@ def test_a_schedule_that_never_fires_or_an_unknown_zone_is_a_problem_not_an_erro
     assert never is not None and never.startswith("schedule '0 2 30 2 *' never fires")
     assert schedule.problem("0 2 * * *", "Europe/Kiev2", now) == (
         "unknown time zone 'Europe/Kiev2'")
+
+
+def test_a_fire_a_long_run_outlasted_past_the_starting_deadline_is_not_owed() -> None:
+    """A run holds the CronJob; the controller starts a fire it missed only within
+    its starting deadline. A 01:30 dump that ended at 03:10 swallowed the 02:00
+    run, and the limit counted on that run: Stale at 05:40 though nothing was
+    wrong."""
+    deadline = timedelta(hours=1)
+    started = datetime(2026, 12, 1, 1, 30, tzinfo=UTC)
+    late = started + timedelta(hours=1, minutes=40)  # 03:10
+    assert schedule.owed_fire("0 2 * * *", "Etc/UTC", started, finished=late,
+                              starting_deadline=deadline) == datetime(2026, 12, 2, 2, 0,
+                                                                      tzinfo=UTC)
+    assert schedule.staleness_limit("0 2 * * *", "Etc/UTC", started, GRACE, finished=late,
+                                    starting_deadline=deadline) == (
+        timedelta(hours=24, minutes=30) + GRACE)
+    # Ended within the deadline: the controller starts the missed run then, so
+    # it is still the one owed.
+    soon = started + timedelta(hours=1, minutes=20)  # 02:50
+    assert schedule.owed_fire("0 2 * * *", "Etc/UTC", started, finished=soon,
+                              starting_deadline=deadline) == datetime(2026, 12, 1, 2, 0,
+                                                                      tzinfo=UTC)
+    # Without the run's end, as before.
+    assert schedule.staleness_limit("0 2 * * *", "Etc/UTC", started, GRACE) == (
+        timedelta(minutes=30) + GRACE)

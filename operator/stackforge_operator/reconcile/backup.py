@@ -584,7 +584,9 @@ def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,
     if newest is None or suspend_windows.problem(windows, now) is not None:
         # A window that cannot be kept held nothing (the tenant stalls on it).
         return timedelta(0)
-    owed = schedule.next_distinct_fire(when, zone, newest.started_at)
+    owed = schedule.owed_fire(
+        when, zone, newest.started_at, finished=newest.finished_at,
+        starting_deadline=timedelta(seconds=builders.STARTING_DEADLINE_SECONDS))
     return suspend_windows.covered(windows, max(newest.finished_at, owed), now)
 
 
@@ -770,7 +772,9 @@ def _conditions(
     created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     if newest is not None:
         age = now - newest.finished_at - stopped
-        limit = schedule.staleness_limit(when, zone, newest.started_at, GRACE)
+        limit = schedule.staleness_limit(
+            when, zone, newest.started_at, GRACE, finished=newest.finished_at,
+            starting_deadline=timedelta(seconds=builders.STARTING_DEADLINE_SECONDS))
         fresh = status.Observation(
             types.BACKUP_FRESH, ConditionStatus.TRUE if age <= limit else ConditionStatus.FALSE,
             "Fresh" if age <= limit else "Stale",

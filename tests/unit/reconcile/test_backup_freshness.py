@@ -16,10 +16,11 @@ NOW = datetime(2026, 12, 7, 6, tzinfo=UTC)  # Monday, as the weekend window clos
 
 
 def _fresh(stopped: timedelta, *, now: datetime = NOW, when: str = "0 2 * * *",
-           finished: datetime | None = FINISHED) -> dict[str, str]:
+           finished: datetime | None = FINISHED,
+           took: timedelta = timedelta(minutes=1)) -> dict[str, str]:
     newest = None if finished is None else Manifest(
         tenant="acme", run_id="r1", bucket="b", prefix="backups/acme/r1",
-        started_at=finished - timedelta(minutes=1), finished_at=finished, artifacts=[])
+        started_at=finished - took, finished_at=finished, artifacts=[])
     body = {"metadata": {"name": "nightly", "namespace": "tenant-acme",
                          "creationTimestamp": CREATED.isoformat().replace("+00:00", "Z")}}
     conditions = backup._conditions(BackupPolicyStatus(), 1, now, when, "Europe/Berlin",
@@ -44,6 +45,19 @@ def test_a_weekday_schedules_friday_backup_is_fresh_until_mondays_run_is_late() 
     monday_late = datetime(2026, 12, 7, 3, 30, tzinfo=UTC)  # 04:30 in Berlin, no run since
     assert _fresh(timedelta(0), now=monday_late, when="0 2 * * 1-5", finished=friday)[
         "reason"] == "Stale"
+
+
+def test_a_dump_that_swallowed_the_nights_run_is_fresh_until_the_next_nights() -> None:
+    """An on-demand dump from 01:30 to 03:10 in Berlin holds the CronJob past its
+    02:00 fire and the starting deadline: the CronJob controller skips that run.
+    The policy read Stale from 05:40 on, counting on it."""
+    ended = datetime(2026, 12, 4, 2, 10, tzinfo=UTC)  # 03:10 in Berlin
+    took = timedelta(hours=1, minutes=40)
+    assert _fresh(timedelta(0), now=ended + timedelta(hours=5), finished=ended,
+                  took=took)["reason"] == "Fresh"
+    # Until the next night's run has had as long, and the grace.
+    assert _fresh(timedelta(0), now=ended + timedelta(hours=27), finished=ended,
+                  took=took)["reason"] == "Stale"
 
 
 def test_no_backup_is_late_once_the_run_after_the_first_has_had_its_grace() -> None:
