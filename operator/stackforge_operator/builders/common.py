@@ -50,11 +50,28 @@ def selector_labels(t: EffectiveTenant, component: str) -> dict[str, str]:
     return {TENANT_LABEL: t.name, COMPONENT_LABEL: component}
 
 
+# A label value's limit (the API server refuses a longer one).
+LABEL_VALUE_MAX = 63
+
+
+def instance_label(value: str) -> str:
+    """``value`` as an app.kubernetes.io/instance label: as it is when it fits, else
+    cut and told apart by a digest of the whole. A tenant name of up to 56 with
+    "-postgres-replica" (or an app's name of up to 40) made a value the API
+    server refused, and with it the child: no read replica, no app, and, from
+    "-network", no NetworkPolicy at all (the tenant ran unisolated). A value
+    that fits is kept as it was: changing it would roll every pod."""
+    if len(value) <= LABEL_VALUE_MAX:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{value[:LABEL_VALUE_MAX - len(digest) - 1].rstrip('-._')}-{digest}"
+
+
 def labels(t: EffectiveTenant, component: str) -> dict[str, str]:
     return {
         **selector_labels(t, component),
         NAME_LABEL: component,
-        INSTANCE_LABEL: f"{t.name}-{component}",
+        INSTANCE_LABEL: instance_label(f"{t.name}-{component}"),
         MANAGED_BY_LABEL: MANAGED_BY,
         PART_OF_LABEL: PART_OF,
     }
@@ -123,7 +140,7 @@ def app_labels(t: EffectiveTenant, app: str) -> dict[str, str]:
     return {
         **labels(t, APP_COMPONENT),
         NAME_LABEL: app,
-        INSTANCE_LABEL: f"{t.name}-{app}",
+        INSTANCE_LABEL: instance_label(f"{t.name}-{app}"),
         APP_LABEL: app,
     }
 

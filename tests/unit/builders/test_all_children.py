@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,13 +15,14 @@ from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.builders.common import (
     APP_LABEL,
     COMPONENT_LABEL,
+    INSTANCE_LABEL,
     TENANT_LABEL,
     Manifest,
     app_labels,
     labels,
 )
 from stackforge_operator.models.effective import EffectiveTenant
-from stackforge_operator.models.tenant import RESERVED_APP_NAMES
+from stackforge_operator.models.tenant import MAX_TENANT_NAME, RESERVED_APP_NAMES
 from tests.unit.builders.runners import pod_specs as all_pod_specs
 from tests.unit.builders.runners import runner_objects
 from tests.unit.builders.tenants import (
@@ -304,3 +307,41 @@ def test_default_images_name_no_registry() -> None:
     images = {c["image"] for _, pod in every_pod(t)
               for c in [*pod.get("initContainers", []), *pod["containers"]]} - apps
     assert images and not any(image_catalog.has_host(i) for i in images), images
+
+
+# --------------------------------------------------------------------------- label values
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _label_maps(obj: Any) -> Iterator[dict[str, str]]:
+    """Every labels / matchLabels / selector map in ``obj``, however deep."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in ("labels", "matchLabels") and isinstance(value, dict):
+                yield value
+            yield from _label_maps(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _label_maps(item)
+
+
+def test_every_label_value_is_one_the_api_server_takes_for_the_longest_names() -> None:
+    """A tenant name of 56 with "-postgres-replica", or an app's name of up to 40,
+    made an instance label over 63 characters: the API server refused the read
+    replicas, the app and, from "-network", every NetworkPolicy."""
+    longest = "t" * MAX_TENANT_NAME
+    app = "a" + "p" * 39
+    t = tenant(merge(ENTERPRISE_ALL, {"components": {"apps": [
+        {"name": app, "image": "registry.example.com/shop/api:1.0.0", "port": 8080}]}}),
+        name=longest)
+    children = stack.desired_children(t, secrets=[], tls=None, rotation=None)
+    bad = [(m["kind"], m["metadata"]["name"], value)
+           for m in [*children, *runner_objects(t)] for found in _label_maps(m)
+           for value in found.values() if len(value) > 63 or not LABEL_VALUE.match(value)]
+    assert bad == []
+    # Distinct per component, and a value that fits is as it always was.
+    replica = labels(t, "postgres-replica")[INSTANCE_LABEL]
+    assert replica != labels(t, "postgres")[INSTANCE_LABEL]
+    assert replica.startswith(longest[:40])
+    assert labels(tenant(), "postgres")[INSTANCE_LABEL] == "acme-postgres"
