@@ -34,11 +34,13 @@ from tests.support.fixtures_backup import (
     recorded_invocations,
     recording_pg_bin_dir,
     run_runner,
+    run_runner_measured,
     runner_argv,
 )
 from tests.support.s3_server import S3Credentials, S3Server
 
 TENANT = "acme"
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -273,6 +275,32 @@ def test_a_zstd_dump_and_a_gzip_dump_both_restore_and_zstd_by_hand_too(
 
 
 # ---------------------------------------------------------------------- failures
+
+
+def test_a_zstd_dump_that_decodes_a_thousandfold_restores_within_the_runners_memory(
+    postgres_server: pg.PostgresServer, s3_server: S3Server, pg_database: str, s3_bucket: str,
+) -> None:
+    """Blank-padded rows compress a thousandfold and more: each stored 4 MiB chunk
+    was decoded in one piece, and the runner (256 MiB limit in its pod) was
+    killed on every drill and bootstrap of such a dump."""
+    postgres_server.psql("CREATE TABLE padded (id int, filler char(2000)); "
+                         "INSERT INTO padded SELECT i, '' FROM generate_series(1, 150000) i",
+                         pg_database)
+    manifest = _backup(postgres_server, s3_server, pg_database, s3_bucket,
+                       "--dump-compression", "zstd")
+    dump = manifest.artifact("postgres")
+    assert dump is not None and dump.size_bytes < 4 * MiB  # 300 MB of rows in one chunk
+    scratch = postgres_server.create_database(f"scratch_{uuid.uuid4().hex[:10]}")
+    try:
+        argv = drill_argv(tenant=TENANT, bucket=s3_bucket, endpoint=s3_server.endpoint,
+                          extra=["--pg-bin-dir", str(postgres_server.bin_dir),
+                                 "--backup", manifest.run_id])
+        run = run_runner_measured(argv, pg.env_for(postgres_server, scratch, s3_server.env()))
+        _verdict(run, "Passed")
+        assert postgres_server.row_counts(scratch) == postgres_server.row_counts(pg_database)
+        assert 0 < run.peak_rss_bytes <= 128 * MiB, f"peak RSS {run.peak_rss_bytes / MiB:.0f} MiB"
+    finally:
+        postgres_server.drop_database(scratch)
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])

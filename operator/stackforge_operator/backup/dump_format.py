@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
@@ -59,18 +59,45 @@ class UndecodableDumpError(ValueError):
     """Stored bytes that are no zstd stream (a corrupt object): the checksum says which."""
 
 
-def decoder(fmt: str | None) -> Callable[[bytes], bytes] | None:
+# The most decoded archive handed on at once. A stored chunk is no bound: a
+# blank-padded table compresses a hundredfold and more at level 1, so one 4 MiB
+# chunk decoded in one piece was hundreds of MiB, and the drill runner (256 MiB)
+# was killed on every restore of such a dump.
+DECODED_PIECE_SIZE = 1024 * 1024
+
+# decode(stored chunk, emit): hands every decoded piece to ``emit`` as it comes.
+Decode = Callable[[bytes, Callable[[bytes], None]], None]
+
+
+class _Pieces:
+    """What the decompressor writes into: each piece goes to the current emit."""
+
+    def __init__(self) -> None:
+        self.emit: Callable[[bytes], None] = lambda _piece: None
+
+    def write(self, piece: bytes) -> int:
+        data = bytes(piece)
+        self.emit(data)
+        return len(data)
+
+
+def decoder(fmt: str | None) -> Decode | None:
     """For a stored dump of format ``fmt``: what turns its bytes into pg_restore's
-    input (None: they are it already). Unknown formats are refused, never guessed."""
+    input, in pieces of at most DECODED_PIECE_SIZE (None: they are it already).
+    Unknown formats are refused, never guessed."""
     if fmt in (None, GZIP_FORMAT):
         return None
     if fmt != ZSTD_FORMAT:
         raise ValueError(f"unknown dump format {fmt!r}")
-    stream = zstandard.ZstdDecompressor().decompressobj()
+    pieces = _Pieces()
+    # (The decompressor only calls write; _Pieces is no whole file.)
+    stream = zstandard.ZstdDecompressor().stream_writer(
+        cast("IO[bytes]", pieces), write_size=DECODED_PIECE_SIZE, closefd=False)
 
-    def decode(chunk: bytes) -> bytes:
+    def decode(chunk: bytes, emit: Callable[[bytes], None]) -> None:
+        pieces.emit = emit
         try:
-            return stream.decompress(chunk)
+            stream.write(chunk)
         except zstandard.ZstdError as error:
             raise UndecodableDumpError(str(error)) from None
 

@@ -14,11 +14,11 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from stackforge_operator.backup.dump_format import UndecodableDumpError
+from stackforge_operator.backup.dump_format import Decode, UndecodableDumpError
 from stackforge_operator.backup.postgres import StderrTail, libpq_env, start_tool, widen_pipe
 
 log = logging.getLogger("stackforge_operator.drill")
@@ -62,17 +62,24 @@ def pg_restore_argv(pg_restore: str, *, keep_owners: bool = False) -> list[str]:
 
 
 _DONE = object()
-# Chunks read (and decoded) ahead of the one being written: S3's next bytes and
+# Items read (and decoded) ahead of the one being written: S3's next bytes and
 # their decompression overlap pg_restore's reading, which one thread cannot do.
-# Two 4 MiB chunks, and for zstd their larger decoded bytes, bound the memory.
+# An item is a stored chunk (4 MiB) or a decoded piece (dump_format's 1 MiB),
+# so two of them, the one being written and the decoder's own buffers bound
+# the memory, whatever the dump's compression ratio.
 READ_AHEAD_CHUNKS = 2
 
 
-def _read_ahead(chunks: Iterable[bytes], decode: Callable[[bytes], bytes] | None,
+class _StoppedError(Exception):
+    """The writer is gone: the reader stops decoding."""
+
+
+def _read_ahead(chunks: Iterable[bytes], decode: Decode | None,
                 ) -> Iterator[tuple[bytes, bytes | UndecodableDumpError]]:
-    """(stored bytes, what pg_restore gets) per chunk, from a reader thread. Once a
-    chunk does not decode, its error stands in for every later chunk's bytes; an
-    error reading the chunks is raised here."""
+    """(stored bytes, what pg_restore gets) from a reader thread: a stored chunk
+    travels with its first decoded piece (b"" with the others), for the hash. Once
+    a chunk does not decode, its error stands in for every later chunk's bytes;
+    an error reading the chunks is raised here."""
     ready: queue.Queue[object] = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
     stop = threading.Event()
 
@@ -85,18 +92,36 @@ def _read_ahead(chunks: Iterable[bytes], decode: Callable[[bytes], bytes] | None
                 continue
         return False
 
+    def decoded(chunk: bytes, failed: UndecodableDumpError | None,
+                ) -> UndecodableDumpError | None:
+        """Every piece of ``chunk`` put (the chunk with the first); the error it
+        ended in, if any. _StoppedError once the writer is gone."""
+        unsent = [chunk]
+
+        def emit(piece: bytes) -> None:
+            if not put((unsent.pop() if unsent else b"", piece)):
+                raise _StoppedError
+        if failed is None and decode is not None:
+            try:
+                decode(chunk, emit)
+            except UndecodableDumpError as error:
+                failed = error
+        if (unsent or failed is not None) and not put(
+                (unsent.pop() if unsent else b"", failed or b"")):
+            raise _StoppedError
+        return failed
+
     def read() -> None:
         failed: UndecodableDumpError | None = None
         try:
             for chunk in chunks:
-                data: bytes | UndecodableDumpError = chunk
-                if decode is not None:
-                    try:
-                        data = failed or decode(chunk)
-                    except UndecodableDumpError as error:
-                        data = failed = error
-                if not put((chunk, data)):
-                    return
+                if decode is None:
+                    if not put((chunk, chunk)):
+                        return
+                    continue
+                failed = decoded(chunk, failed)
+        except _StoppedError:
+            return
         except Exception as error:  # S3 failing mid-stream: the writer raises it
             put(error)
             return
@@ -137,7 +162,7 @@ class PgRestore:
         widen_pipe(self.proc.stdin)
 
     def feed(self, chunks: Iterable[bytes],
-             decode: Callable[[bytes], bytes] | None = None) -> tuple[int, str, bool]:
+             decode: Decode | None = None) -> tuple[int, str, bool]:
         """Write every chunk (through ``decode``, for a dump the runner compressed)
         to pg_restore; returns (bytes, sha256, cut_short) of the stored bytes.
 
@@ -182,7 +207,7 @@ class PgRestore:
 
 def stream_restore(
     chunks: Iterable[bytes], pg_restore: str, env: Mapping[str, str], *,
-    keep_owners: bool = False, decode: Callable[[bytes], bytes] | None = None,
+    keep_owners: bool = False, decode: Decode | None = None,
 ) -> StreamResult:
     """Restore the archive ``chunks`` yields (``decode``: dump_format.decoder) into
     the database libpq's env names."""

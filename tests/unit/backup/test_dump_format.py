@@ -4,6 +4,7 @@ made and restored against a real PostgreSQL: tests/drill/test_runner.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 from stackforge_operator.backup import cli
 from stackforge_operator.backup.dump_format import (
+    DECODED_PIECE_SIZE,
     GZIP_FORMAT,
     ZSTD_FORMAT,
     DumpCompression,
@@ -51,7 +53,29 @@ def test_a_zstd_stream_decodes_chunk_by_chunk_to_what_was_read() -> None:
     decode = decoder(ZSTD_FORMAT)
     assert decode is not None
     chunks = [stored[i:i + 65536] for i in range(0, len(stored), 65536)]
-    assert b"".join(decode(c) for c in chunks) == original
+    pieces: list[bytes] = []
+    for chunk in chunks:
+        decode(chunk, pieces.append)
+    assert b"".join(pieces) == original
+
+
+def test_a_chunk_that_decodes_to_far_more_comes_in_bounded_pieces() -> None:
+    """A blank-padded table compresses thousands-fold: one stored chunk decoded in
+    one piece was hundreds of MiB, and the drill runner was killed restoring it."""
+    original = (b"row " + b" " * 84 + b"\n") * (64 * 1024 * 1024 // 89)
+    stored = compressed(io.BytesIO(original), DumpCompression.ZSTD).read()
+    assert len(original) // len(stored) > 1000  # one 4 MiB chunk would be >4 GiB
+    decode = decoder(ZSTD_FORMAT)
+    assert decode is not None
+    sizes: list[int] = []
+    joined = hashlib.sha256()
+
+    def take(piece: bytes) -> None:
+        sizes.append(len(piece))
+        joined.update(piece)
+    decode(stored, take)  # the whole dump as one stored chunk
+    assert max(sizes) <= DECODED_PIECE_SIZE and len(sizes) >= 64
+    assert joined.hexdigest() == hashlib.sha256(original).hexdigest()
 
 
 def test_gzip_dumps_are_read_as_they_are_and_unknown_formats_refused() -> None:
@@ -67,7 +91,7 @@ def test_bytes_that_are_no_zstd_stream_raise_a_named_error() -> None:
     decode = decoder(ZSTD_FORMAT)
     assert decode is not None
     with pytest.raises(UndecodableDumpError):
-        decode(b"PGDMP not zstd at all" * 100)
+        decode(b"PGDMP not zstd at all" * 100, lambda _piece: None)
 
 
 def test_the_runner_takes_the_compression_as_a_flag() -> None:
