@@ -275,6 +275,17 @@ class SnapshotSession:
             proc.kill()
             proc.wait()
 
+    def abandon(self) -> None:
+        """End the session at once, after a failure. Its transaction only read
+        (READ ONLY), so there is nothing to commit; and close() waits for psql to
+        reach the COMMIT behind a row count still running, up to 30 s: a runner
+        stopped by the kubelet (30 s grace) was killed before it aborted its
+        upload or said why it stopped."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
 
 class PgDump:
     """``pg_dump --format=custom`` writing to a pipe, started in the given snapshot."""

@@ -412,7 +412,7 @@ class _Run:
         if self.dump is not None:
             self.dump.kill()
         if self.session is not None:
-            self.session.close()
+            self.session.abandon()
         if self.upload is not None:
             try:
                 self.upload.abort()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from stackforge_operator.backup.failures import BackupFailure
-from stackforge_operator.backup.postgres import start_tool
+from stackforge_operator.backup.postgres import SnapshotSession, start_tool
 
 
 def test_a_missing_tool_fails_as_tool_missing_naming_it(tmp_path: Path) -> None:
@@ -38,3 +39,17 @@ def test_the_environment_given_is_the_one_the_tool_sees() -> None:
     out, _ = proc.communicate(timeout=30)
     assert out.decode().strip() == "stackforge-backup/psql"
     assert tail.text() == ""
+
+
+def test_an_abandoned_snapshot_session_ends_at_once() -> None:
+    """After a failure the session is killed, not asked to COMMIT: psql reads the
+    COMMIT only once a row count still running ends, and close() waited up to
+    30 s for it, the kubelet's whole grace period, before the upload was aborted."""
+    session = SnapshotSession("psql", {}, 1000)
+    busy = subprocess.Popen(["sleep", "600"], stdin=subprocess.PIPE)  # psql mid-count
+    session._proc = busy
+    started = time.monotonic()
+    session.abandon()
+    assert time.monotonic() - started < 5
+    assert busy.poll() is not None
+    session.abandon()  # twice is nothing
