@@ -103,3 +103,16 @@ def test_a_window_that_cannot_be_kept_makes_nothing_up_and_raises_nothing() -> N
     tenant stalls on it and says so)."""
     never = SuspendWindow(start="0 20 30 2 *", end="0 7 * * 1-5", time_zone="Europe/Berlin")
     assert _missed(CLOSED, windows=(WEEKNIGHTS, never)) is None
+
+
+def test_a_policys_longest_name_makes_job_names_the_api_server_takes() -> None:
+    """A policy's name may be 63 long: past 45 its CronJob's name was refused
+    (no scheduled backup at all), past 41 every on-demand Job's."""
+    longest = "p" * 63
+    assert len(builders.cron_job_name(longest)) <= 52
+    names = {builders.manual_job_name(longest, request) for request in ("r1", "r2")}
+    assert len(names) == 2 and all(len(n) <= 63 for n in names)
+    assert len({builders.cron_job_name(longest), builders.cron_job_name("p" * 62)}) == 2
+    # A name that fits is as it always was.
+    assert builders.cron_job_name("nightly") == "backup-nightly"
+    assert builders.manual_job_name("nightly", "r1").startswith("backup-nightly-now-")

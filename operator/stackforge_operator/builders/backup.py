@@ -28,6 +28,7 @@ from stackforge_operator.builders.common import (
     RUNNER_LABEL,
     TENANT_LABEL,
     Manifest,
+    fitted,
     runner_pod,
 )
 from stackforge_operator.builders.secrets_names import (
@@ -59,8 +60,16 @@ def deadline_seconds(policy_spec: BackupPolicySpec) -> int:
     return policy_spec.active_deadline_seconds or DEFAULT_DEADLINE_SECONDS
 
 
+# The API server's limits: a CronJob's name is at most 52 (its Jobs add 11), a
+# Job's at most 63 (its pods' job-name label). A policy's name may be 63: one of
+# more than 45 had its CronJob refused (no scheduled backup at all), of more than
+# 41 every on-demand Job. Longer derived names are cut and told apart by a digest.
+CRON_JOB_NAME_MAX = 52
+JOB_NAME_MAX = 63
+
+
 def cron_job_name(policy: str) -> str:
-    return f"backup-{policy}"
+    return fitted(f"backup-{policy}", CRON_JOB_NAME_MAX)
 
 
 def configuration_name(policy: str) -> str:
@@ -70,7 +79,7 @@ def configuration_name(policy: str) -> str:
 def manual_job_name(policy: str, request: str) -> str:
     """One Job per on-demand request: the same request never runs twice."""
     digest = hashlib.sha256(request.encode()).hexdigest()[:10]
-    return f"backup-{policy}-now-{digest}"
+    return f"{fitted(f'backup-{policy}', JOB_NAME_MAX - 15)}-now-{digest}"
 
 
 def _labels(policy: str, tenant: str) -> dict[str, str]:

@@ -61,10 +61,17 @@ def instance_label(value: str) -> str:
     server refused, and with it the child: no read replica, no app, and, from
     "-network", no NetworkPolicy at all (the tenant ran unisolated). A value
     that fits is kept as it was: changing it would roll every pod."""
-    if len(value) <= LABEL_VALUE_MAX:
+    return fitted(value, LABEL_VALUE_MAX)
+
+
+def fitted(value: str, limit: int) -> str:
+    """``value`` when it is at most ``limit`` long, else cut and ended by a digest
+    of the whole (a distinct value for each, within the limit, still a DNS label
+    when ``value`` is one)."""
+    if len(value) <= limit:
         return value
     digest = hashlib.sha256(value.encode()).hexdigest()[:8]
-    return f"{value[:LABEL_VALUE_MAX - len(digest) - 1].rstrip('-._')}-{digest}"
+    return f"{value[:limit - len(digest) - 1].rstrip('-._')}-{digest}"
 
 
 def labels(t: EffectiveTenant, component: str) -> dict[str, str]:
