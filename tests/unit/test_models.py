@@ -132,6 +132,31 @@ def test_partial_resource_override_keeps_other_tier_values() -> None:
     )
 
 
+def test_a_request_or_limit_the_spec_sets_is_never_crossed_by_the_tiers_other() -> None:
+    """The spec's check sees only what it sets: a request above the tier's limit (or
+    a limit below its request, or either after a tier change) made a container the
+    API server refuses, and the workload with it."""
+    def postgres(tier: str, resources: dict[str, Any]) -> Any:
+        spec = StackForgeTenantSpec.model_validate(
+            {"tier": tier, "components": {"postgres": {"resources": resources}}})
+        return resolve("x", spec, namespace="tenant-x").postgres.resources
+
+    # Starter's PostgreSQL: 250m/512Mi requested, 1/1Gi limits.
+    raised = postgres("Starter", {"requests": {"memory": "2Gi", "cpu": "2"}})
+    assert (raised.memory_request, raised.memory_limit) == ("2Gi", "2Gi")
+    assert (raised.cpu_request, raised.cpu_limit) == ("2", "2")
+    lowered = postgres("Starter", {"limits": {"memory": "256Mi", "cpu": "100m"}})
+    assert (lowered.memory_request, lowered.memory_limit) == ("256Mi", "256Mi")
+    assert (lowered.cpu_request, lowered.cpu_limit) == ("100m", "100m")
+    # Within the tier's other value: as before.
+    kept = postgres("Starter", {"requests": {"memory": "768Mi"}})
+    assert (kept.memory_request, kept.memory_limit) == ("768Mi", "1Gi")
+    for tier in Tier:
+        for res in (postgres(tier.value, {"requests": {"memory": "64Gi"}}),
+                    postgres(tier.value, {"limits": {"memory": "1Mi"}})):
+            assert parse_quantity(res.memory_request) <= parse_quantity(res.memory_limit)
+
+
 @pytest.mark.parametrize("tier", list(Tier))
 def test_tier_profiles_are_consistent(tier: Tier) -> None:
     t = TIERS[tier]

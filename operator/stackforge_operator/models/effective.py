@@ -11,7 +11,12 @@ from datetime import datetime
 from typing import TypeVar
 
 from stackforge_operator.models.backup import ObjectStorage
-from stackforge_operator.models.common import ResourceList, ResourceRequirements, SecretKeyRef
+from stackforge_operator.models.common import (
+    ResourceList,
+    ResourceRequirements,
+    SecretKeyRef,
+    parse_quantity,
+)
 from stackforge_operator.models.tenant import (
     AdminRole,
     AppEgressRule,
@@ -45,12 +50,28 @@ class Resources:
 def _resources(spec: ResourceRequirements | None, default: Res) -> Resources:
     req = spec.requests if spec and spec.requests else ResourceList()
     lim = spec.limits if spec and spec.limits else ResourceList()
-    return Resources(
-        cpu_request=req.cpu if req.cpu is not None else default.cpu_request,
-        memory_request=req.memory if req.memory is not None else default.memory_request,
-        cpu_limit=lim.cpu if lim.cpu is not None else default.cpu_limit,
-        memory_limit=lim.memory if lim.memory is not None else default.memory_limit,
-    )
+    cpu_request, cpu_limit = _paired(req.cpu, lim.cpu, default.cpu_request, default.cpu_limit)
+    memory_request, memory_limit = _paired(req.memory, lim.memory, default.memory_request,
+                                           default.memory_limit)
+    return Resources(cpu_request=cpu_request, memory_request=memory_request,
+                     cpu_limit=cpu_limit, memory_limit=memory_limit)
+
+
+def _paired(request: int | str | None, limit: int | str | None, default_request: int | str,
+            default_limit: int | str) -> tuple[int | str, int | str]:
+    """A request and a limit, each the spec's or the tier's. The spec's checks see
+    only what it sets: a request above the tier's limit (or a limit below the
+    tier's request, or either after a tier change) made a container the API
+    server refuses, and with it the workload. What the spec sets wins: its
+    request raises the tier's limit to it, its limit lowers the tier's request."""
+    if request is not None and limit is None and (
+            parse_quantity(request) > parse_quantity(default_limit)):
+        return request, request
+    if limit is not None and request is None and (
+            parse_quantity(default_request) > parse_quantity(limit)):
+        return limit, limit
+    return (request if request is not None else default_request,
+            limit if limit is not None else default_limit)
 
 
 T = TypeVar("T")
