@@ -576,6 +576,13 @@ UPDATE_CASES: list[UpdateCase] = [
     ),
     _update(
         T,
+        "postgres-database-renamed",
+        {"spec.components.postgres.database": "shop"},
+        {"spec.components.postgres.database": "orders"},
+        "postgres.database cannot change on an existing tenant",
+    ),
+    _update(
+        T,
         "postgres-storage-shrink",
         {},
         {"spec.components.postgres.storage": "20Gi"},
@@ -607,6 +614,19 @@ UPDATE_CASES: list[UpdateCase] = [
     ),
     _update(
         DR, "tenant-ref-changed", {}, {"spec.tenantRef.name": "globex"}, "tenantRef is immutable"
+    ),
+]
+
+# Refused through the API server's defaulting (a field left out takes its
+# ServerDefault before the rules run), which the local CEL evaluator does not do:
+# the real API server only (tests/cluster/test_api.py).
+SERVER_DEFAULTED_UPDATE_CASES: list[UpdateCase] = [
+    _update(
+        T,
+        "postgres-database-dropped",
+        {"spec.components.postgres.database": "shop"},
+        {"spec.components.postgres.database": DELETE},
+        "postgres.database cannot change on an existing tenant",
     ),
 ]
 

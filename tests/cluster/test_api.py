@@ -14,6 +14,7 @@ from stackforge_operator import API_GROUP, API_VERSION
 from tests.cluster.admission_cases import (
     ACCEPTED_UPDATES,
     CASES,
+    SERVER_DEFAULTED_UPDATE_CASES,
     UPDATE_CASES,
     Case,
     UpdateCase,
@@ -67,7 +68,11 @@ def test_malformed_object_is_refused_at_admission_naming_the_field(
     assert case.expect in refused.value.body
 
 
-@pytest.mark.parametrize("case", UPDATE_CASES, ids=[f"{c.kind}-{c.id}" for c in UPDATE_CASES])
+REFUSED_UPDATES = [*UPDATE_CASES, *SERVER_DEFAULTED_UPDATE_CASES]
+
+
+@pytest.mark.parametrize("case", REFUSED_UPDATES,
+                         ids=[f"{c.kind}-{c.id}" for c in REFUSED_UPDATES])
 def test_forbidden_change_is_refused(
     cluster: ClusterHandle, namespace: str, case: UpdateCase
 ) -> None:

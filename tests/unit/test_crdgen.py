@@ -105,6 +105,7 @@ SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
         ".spec.components": {},
         ".spec.components.postgres": {},
         ".spec.components.postgres.version": 16,
+        ".spec.components.postgres.database": "app",
         ".spec.components.postgres.pooler": {},
     },
     "BackupPolicy": {".spec.targets": ["Postgres", "Configuration"]},

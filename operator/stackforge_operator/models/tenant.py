@@ -135,6 +135,20 @@ class PostgresSpec(SpecModel):
             field_path=".version",
             check_update=lambda old, new: new.version == old.version,
         ),
+        # The database is made under its name at the primary's first start only;
+        # apps, the pooler and backups follow the name: a new one pointed them all
+        # at a database that does not exist.
+        Rule(
+            cel=("!has(oldSelf.database) || !has(self.database) "
+                 "|| self.database == oldSelf.database"),
+            message=(
+                "postgres.database cannot change on an existing tenant: the database was "
+                "made under its name at the first start, and apps, the pooler and backups "
+                "would look for one that does not exist"
+            ),
+            field_path=".database",
+            check_update=lambda old, new: new.database == old.database,
+        ),
         _storage_may_not_shrink("postgres"),
     )
 
@@ -152,8 +166,10 @@ class PostgresSpec(SpecModel):
             "restored from a backup); minor updates come with the image."
         ),
     )
-    database: Annotated[str, Field(max_length=63, pattern=r"^[a-z_][a-z0-9_]*$")] = Field(
-        "app", description="Name of the application database."
+    # Pinned server-side: leaving the field out of an update cannot rename it.
+    database: Annotated[str, Field(max_length=63, pattern=r"^[a-z_][a-z0-9_]*$"),
+                        ServerDefault("app")] = Field(
+        "app", description="Name of the application database, fixed at creation."
     )
     storage: StorageSize | None = Field(
         None, description="Volume size per instance, e.g. 50Gi; can grow, never shrink."
