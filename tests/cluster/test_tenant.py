@@ -117,6 +117,29 @@ def test_a_suspend_window_whose_date_never_comes_stalls_the_tenant_saying_which(
     tenants.wait_condition(cluster, "feb30", "Stalled", "False", timeout=60)
 
 
+def test_a_kafka_count_refused_keeps_the_running_clusters_disruption_budget(
+    cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]
+) -> None:
+    """Without kafka.replicas the Growth tier's one node would apply: the operator
+    refuses it and keeps the three that run, but their budget followed the refused
+    count (none for one node) and was pruned."""
+    cleanup.append("voters")
+    three = tenants.small_tenant("voters", tier="Growth", components={
+        "apps": [], "kafka": {"enabled": True, "replicas": 3}})
+    tenants.apply(cluster, three)
+    tenants.wait_condition(cluster, "voters", "Ready", "True")
+    policy = client.PolicyV1Api(cluster.api)
+    assert spec_of(policy.read_namespaced_pod_disruption_budget(
+        "kafka", "tenant-voters")).max_unavailable == 1
+    del three["spec"]["components"]["kafka"]["replicas"]
+    tenants.apply(cluster, three)  # the same field manager: the field goes
+    eventually(lambda: (tenants.condition(tenants.get(cluster, "voters"), "Ready") or {})
+               .get("reason") == "KafkaVotersFixed", timeout=60)
+    time.sleep(1)  # a pass more
+    assert spec_of(policy.read_namespaced_pod_disruption_budget(
+        "kafka", "tenant-voters")).max_unavailable == 1
+
+
 def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
     cluster: ClusterHandle, operator: OperatorProcess,
     operator_identity_installed: OperatorIdentity, cleanup: list[str],

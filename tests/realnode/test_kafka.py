@@ -32,7 +32,7 @@ from stackforge_operator.devcluster.operator_process import OperatorProcess
 from tests.realnode import pods, stack
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
-from tests.support.objects import metadata_of, name_of, status_of, uid_of
+from tests.support.objects import metadata_of, name_of, spec_of, status_of, uid_of
 from tests.support.plugin_cli import plugin
 
 KAFKA_IMAGE = f"localhost/stackforge/kafka:{KAFKA_VERSION}"
@@ -233,6 +233,11 @@ def test_a_node_count_change_is_refused_and_the_cluster_keeps_serving(
     assert "set spec.components.kafka.replicas to 3" in message, message
     after = apps.read_namespaced_stateful_set("kafka", ns)
     assert after.spec.replicas == NODES and _voters(after) == _voters(before)
+    # The running cluster keeps its disruption budget (it followed the refused
+    # count, and one node has none: a drain could take two of three voters).
+    budget = client.PolicyV1Api(real_cluster.api).read_namespaced_pod_disruption_budget(
+        "kafka", ns)
+    assert spec_of(budget).max_unavailable == 1
     assert metadata_of(after).generation == metadata_of(before).generation
     # Nothing was restarted, and the cluster serves.
     assert {name_of(p): uid_of(p) for p in core.list_namespaced_pod(

@@ -8,6 +8,7 @@ tenant costs reads only.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -35,6 +36,7 @@ from stackforge_operator.builders import (
     ingress,
     kafka,
     monitoring,
+    pdb,
     postgres,
     stack,
 )
@@ -295,6 +297,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             problems.append(status.Problem("RestoreUnreachable", str(error)))
 
     live[("Namespace", t.namespace)] = live_namespace or {}
+    desired = _kafka_budget_as_running(t, desired, live, owner)
     applied: list[str] = []
     # The namespace's claims, read once in the pass and only if a StatefulSet
     # needs them (_grow_volumes): a new tenant makes several StatefulSets.
@@ -387,6 +390,27 @@ def _close_unrollable_sessions(t: EffectiveTenant, since: datetime,
         logger.info("tenant %s is isolated: deleting pod %s, which may hold sessions "
                     "opened before", t.name, pod)
         kube.delete("v1", "Pod", pod, t.namespace)
+
+
+def _kafka_budget_as_running(t: EffectiveTenant, desired: list[dict[str, Any]],
+                             live: Mapping[tuple[str, str], Any],
+                             owner: dict[str, Any]) -> list[dict[str, Any]]:
+    """``desired`` with Kafka's disruption budget judged by the cluster that runs.
+
+    A Kafka count that changes without the field (a tier's default) is refused
+    (the StatefulSet stays as it runs, immutable.kafka_voters_change), but the
+    budget followed the refused count: from three nodes to the Growth tier's one
+    the budget was pruned, and a drain could take two of three voters."""
+    key = ("StatefulSet", kafka.NAME)
+    running = live.get(key)
+    wanted = next((m for m in desired if (m["kind"], m["metadata"]["name"]) == key), None)
+    if not running or wanted is None or immutable.kafka_voters_change(wanted, running) is None:
+        return desired
+    as_running = copy.deepcopy(wanted)
+    as_running["spec"]["replicas"] = (running.get("spec") or {}).get("replicas", 1)
+    budget = ("PodDisruptionBudget", kafka.NAME)
+    return [*(m for m in desired if (m["kind"], m["metadata"]["name"]) != budget),
+            *(_owned(b, owner) for b in pdb.build(t, [as_running]))]
 
 
 def _grow_volumes(
