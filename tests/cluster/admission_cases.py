@@ -597,6 +597,13 @@ UPDATE_CASES: list[UpdateCase] = [
     ),
     _update(
         T,
+        "consul-below-a-majority",
+        {"spec.components.consul.replicas": 3},
+        {"spec.components.consul.replicas": 1},
+        "consul.replicas cannot drop below a majority of the running servers",
+    ),
+    _update(
+        T,
         "kafka-replicas-change",
         {"spec.components.kafka.replicas": 3},
         {"spec.components.kafka.replicas": 5},
@@ -632,6 +639,10 @@ SERVER_DEFAULTED_UPDATE_CASES: list[UpdateCase] = [
 
 # Positive controls: legitimate updates the transition rules must let through.
 ACCEPTED_UPDATES: list[UpdateCase] = [
+    _update(T, "consul-five-to-three", {"spec.components.consul.replicas": 5},
+            {"spec.components.consul.replicas": 3}, ""),
+    _update(T, "consul-one-to-three", {"spec.components.consul.replicas": 1},
+            {"spec.components.consul.replicas": 3}, ""),
     _update(T, "postgres-same-major", {}, {"spec.components.postgres.version": 16}, ""),
     _update(T, "postgres-storage-grow", {}, {"spec.components.postgres.storage": "80Gi"}, ""),
     _update(T, "tier-change", {}, {"spec.tier": "Enterprise"}, ""),

@@ -255,7 +255,27 @@ class KongSpec(SpecModel):
 class ConsulSpec(SpecModel):
     """Consul service discovery; every app instance is registered."""
 
-    cel_rules = (_storage_may_not_shrink("consul"),)
+    cel_rules = (
+        # The servers' Raft configuration lists every server: dropping to fewer
+        # than a majority of it (3 to 1, 5 to 1) leaves the rest without a
+        # leader for good. 5 to 3 keeps one, and the dropped servers are
+        # cleaned up.
+        Rule(
+            cel=("!has(oldSelf.replicas) || !has(self.replicas) "
+                 "|| self.replicas * 2 > oldSelf.replicas"),
+            message=(
+                "consul.replicas cannot drop below a majority of the running servers: "
+                "those left would never elect a leader; remove servers at most down to a "
+                "majority (5 to 3), or create a new tenant"
+            ),
+            field_path=".replicas",
+            check_update=lambda old, new: (
+                old.replicas is None or new.replicas is None
+                or new.replicas * 2 > old.replicas
+            ),
+        ),
+        _storage_may_not_shrink("consul"),
+    )
 
     enabled: StrictBool | None = Field(None, description="Run Consul. Default: the tier's.")
     version: Version = Field("1.18", description="Consul version, e.g. 1.18.")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stackforge_operator.builders import kafka
+from stackforge_operator.builders import consul, kafka
 from stackforge_operator.models.common import parse_quantity
 
 
@@ -70,6 +70,32 @@ def claim_resizes(
             if parse_quantity(want) > parse_quantity(have):
                 resizes.append(ClaimResize(claim_name, want))
     return resizes
+
+
+def consul_quorum_loss(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """Why the desired Consul StatefulSet may not replace the live one, or None.
+
+    Judged by the servers' configured count (``-bootstrap-expect``, which a
+    suspension leaves as it is). The API server refuses ``consul.replicas``
+    dropping below a majority (models/tenant.py); a count that drops without
+    the field (a tier's default) is refused here.
+    """
+    want, have = _expected_servers(desired), _expected_servers(live)
+    if want is None or have is None or want * 2 > have:
+        return None
+    return (f"Consul runs {have} servers and would keep {want}, fewer than a majority of "
+            f"them: they would never elect a leader, so the change is not applied; set "
+            f"spec.components.consul.replicas to {have} (or at least {have // 2 + 1}), or "
+            f"create a new tenant")
+
+
+def _expected_servers(statefulset: Mapping[str, Any]) -> int | None:
+    for candidate in statefulset["spec"]["template"]["spec"].get("containers", []):
+        if candidate.get("name") == consul.NAME:
+            for arg in candidate.get("args") or []:
+                if str(arg).startswith("-bootstrap-expect="):
+                    return int(str(arg).split("=", 1)[1])
+    return None
 
 
 def _env_value(statefulset: Mapping[str, Any], container: str, variable: str) -> str | None:

@@ -32,6 +32,7 @@ from stackforge_operator import (
 )
 from stackforge_operator.builders import (
     backup_network,
+    consul,
     credentials,
     ingress,
     kafka,
@@ -312,6 +313,11 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             if refused is not None:
                 # The running cluster stays as it is; the tenant says why.
                 problems.append(status.Problem("KafkaVotersFixed", refused))
+                continue
+        if key == ("StatefulSet", consul.NAME) and current is not None:
+            refused = immutable.consul_quorum_loss(manifest, current)
+            if refused is not None:
+                problems.append(status.Problem("ConsulQuorumKept", refused))
                 continue
         if key[0] == "StatefulSet":
             # Also when it is made anew: over claims kept from before (the

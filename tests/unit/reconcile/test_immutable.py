@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackforge_operator.builders import kafka
+from stackforge_operator.builders import consul, kafka
 from stackforge_operator.reconcile.immutable import (
     ClaimResize,
     claim_resizes,
+    consul_quorum_loss,
     grown_templates,
     kafka_voters_change,
     keep_live_claim_templates,
@@ -81,3 +82,21 @@ def test_a_live_statefulset_without_voters_is_not_judged() -> None:
     live = _kafka(3)
     container(live, "kafka")["env"] = []
     assert kafka_voters_change(_kafka(1), live) is None
+
+
+def _consul(servers: int, **spec: Any) -> dict[str, Any]:
+    return find(consul.build(tenant({"components": {"consul": {"enabled": True,
+                                                               "replicas": servers}},
+                                     **spec})), "StatefulSet", "consul")
+
+
+def test_consul_dropping_below_a_majority_of_its_servers_is_refused() -> None:
+    """A tier's default (Enterprise's 3 to Growth's 1) took the servers below a
+    majority of their Raft configuration: no leader, for good."""
+    message = consul_quorum_loss(_consul(1), _consul(3))
+    assert message is not None and "runs 3 servers and would keep 1" in message
+    assert consul_quorum_loss(_consul(1), _consul(5)) is not None
+    for fine in ((3, 5), (3, 3), (3, 1), (5, 3)):
+        assert consul_quorum_loss(_consul(fine[0]), _consul(fine[1])) is None, fine
+    # A suspended tenant runs none but keeps its count.
+    assert consul_quorum_loss(_consul(3, suspend=True), _consul(3)) is None
