@@ -33,6 +33,39 @@ def problem(expression: str, time_zone: str, now: datetime) -> str | None:
     return None
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# Names in a cron field, as numbers (months from 1, days from Sunday 0).
+_NAMES = {**{m: i for i, m in enumerate(_MONTHS, start=1)}, **{d: i for i, d in enumerate(_DAYS)}}
+
+
+def cron_job_problem(expression: str) -> str | None:
+    """What the CronJob API's parser (robfig/cron) refuses in a schedule the CRD's
+    grammar and croniter take, or None: a range that runs backwards (``22-2``,
+    ``FRI-MON``), which croniter wraps round and robfig calls "beginning of range
+    beyond end of range". The CronJob was refused, retried unseen, and no backup
+    ran. (The operator's own schedules, suspend windows and drills, keep
+    croniter's wrap.)"""
+    if expression.startswith("@"):
+        return None
+    for field in expression.split():
+        for item in field.split(","):
+            span = item.split("/", 1)[0]
+            if "-" not in span:
+                continue
+            first, last = (_cron_value(part) for part in span.split("-", 1))
+            if first is not None and last is not None and first > last:
+                return (f"schedule {expression!r}: the range {span} runs backwards, which "
+                        "the CronJob's parser refuses; write it as two ranges")
+    return None
+
+
+def _cron_value(text: str) -> int | None:
+    if text.isdigit():
+        return int(text)
+    return _NAMES.get(text.lower())
+
+
 def next_fire(expression: str, time_zone: str, after: datetime) -> datetime:
     """The first time the schedule fires strictly after ``after`` (aware, in UTC)."""
     local = after.astimezone(zone(time_zone))

@@ -51,12 +51,13 @@ def _names_free(cluster: ClusterHandle) -> None:
 API = f"{API_GROUP}/{API_VERSION}"
 
 
-def _apply_policy(cluster: ClusterHandle, namespace: str, name: str, prefix: str) -> None:
+def _apply_policy(cluster: ClusterHandle, namespace: str, name: str, prefix: str,
+                  schedule: str = "0 2 * * *") -> None:
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
                     input=json.dumps({
                         "apiVersion": API, "kind": "BackupPolicy",
                         "metadata": {"name": name, "namespace": namespace},
-                        "spec": {"tenantRef": {"name": "shared"}, "schedule": "0 2 * * *",
+                        "spec": {"tenantRef": {"name": "shared"}, "schedule": schedule,
                                  "storage": {"bucket": "backups", "prefix": prefix},
                                  "retention": {"keepLast": 2}}}))
 
@@ -88,6 +89,20 @@ def _put_cron_job(cluster: ClusterHandle, namespace: str, policy: str) -> None:
             "restartPolicy": "Never",
             "containers": [{"name": "backup", "image": "stackforge-operator:test"}]}}}}}}))
     assert _cron_job_exists(cluster, namespace, policy)
+
+
+def test_a_schedule_whose_range_runs_backwards_stalls_the_policy_saying_so(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The CRD's grammar and croniter take "22-2"; the CronJob API refuses it, so
+    the policy's CronJob was refused at every pass, unreported, and nothing ran."""
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    _apply_policy(cluster, namespace, "nightly", "stackforge", schedule="0 22-2 * * *")
+    outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert outcome.requeue_after == backup.STALLED_SECONDS
+    found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
+    assert (found.get("status"), found.get("reason")) == ("True", "InvalidSchedule"), found
+    assert "the range 22-2 runs backwards" in found["message"], found
+    assert not _cron_job_exists(cluster, namespace, "nightly")
 
 
 def test_a_second_policy_in_the_same_place_is_refused_and_runs_nothing(

@@ -135,3 +135,25 @@ def test_a_fire_a_long_run_outlasted_past_the_starting_deadline_is_not_owed() ->
     # Without the run's end, as before.
     assert schedule.staleness_limit("0 2 * * *", "Etc/UTC", started, GRACE) == (
         timedelta(minutes=30) + GRACE)
+
+
+@pytest.mark.parametrize(("expression", "backwards"), [
+    ("0 22-2 * * *", "22-2"),
+    ("0 2 * * FRI-MON", "FRI-MON"),
+    ("0 2 * nov-feb *", "nov-feb"),
+    ("30-10/5 * * * *", "30-10"),
+])
+def test_a_range_running_backwards_is_named_for_a_cron_job(expression: str,
+                                                            backwards: str) -> None:
+    """Croniter wraps such a range round; robfig/cron, the CronJob API's parser,
+    refuses it, so the policy's CronJob was refused and retried unseen."""
+    why = schedule.cron_job_problem(expression)
+    assert why is not None and f"the range {backwards} runs backwards" in why
+    assert schedule.problem(expression, "Etc/UTC", datetime(2026, 12, 1, tzinfo=UTC)) is None
+
+
+@pytest.mark.parametrize("expression", [
+    "0 2 * * *", "0 2,14 * * *", "*/15 0-6 * * MON-FRI", "0 3 1 */3 *", "@daily",
+    "0 2 * jan-mar 0-6"])
+def test_ranges_that_run_forwards_are_a_cron_jobs(expression: str) -> None:
+    assert schedule.cron_job_problem(expression) is None

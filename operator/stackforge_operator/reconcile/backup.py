@@ -134,6 +134,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         for field, expression in [("spec.schedule", when), *physical_schedules]:
             if (why := schedule.problem(expression, zone, datetime.now(UTC))) is not None:
                 problems.append(status.Problem("InvalidSchedule", f"{field}: {why}"))
+        # Only the dumps' schedule is a CronJob's; the others are the operator's.
+        if (why := schedule.cron_job_problem(when)) is not None:
+            problems.append(status.Problem("InvalidSchedule", f"spec.schedule: {why}"))
     # The tenant's policies, read once: which one archives, and the primary's
     # archiving settings in the configuration this policy saves.
     policies = backup_policies(t.name, namespace)
