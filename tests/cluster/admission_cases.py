@@ -166,6 +166,8 @@ def _tenant_cases() -> list[Case]:
             "every app service needs its own Kong route path",
         ),
         c("bad-app-name", {f"{apps}[0].name": "Web_API"}, f"{apps}[0].name"),
+        # A Service's name must start with a letter.
+        c("app-name-starting-with-a-digit", {f"{apps}[0].name": "1api"}, f"{apps}[0].name"),
         c("app-port-zero", {f"{apps}[0].port": 0}, f"{apps}[0].port"),
         c("app-port-too-big", {f"{apps}[0].port": 70000}, f"{apps}[0].port"),
         c("negative-app-replicas", {f"{apps}[1].replicas": -1}, f"{apps}[1].replicas"),

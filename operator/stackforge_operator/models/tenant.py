@@ -400,6 +400,9 @@ RESERVED_APP_NAMES = (
 )  # fmt: skip
 
 
+APP_NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
 class AppServiceSpec(SpecModel):
     """One application service: a Deployment and Service behind Kong, registered in Consul."""
 
@@ -413,8 +416,11 @@ class AppServiceSpec(SpecModel):
         ),
     )
 
-    name: Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL_RE)] = Field(
-        description="Service name, unique within the tenant (a DNS label of up to 40 characters)."
+    # A Service's name is a DNS-1035 label: it starts with a letter. A name
+    # starting with a digit got the app's Service refused, and with it the app.
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=APP_NAME_RE)] = Field(
+        description=("Service name, unique within the tenant: a DNS label of up to 40 "
+                     "characters that starts with a letter.")
     )
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_RE)] = Field(
         description="Container image, e.g. registry.example.com/acme/api:1.4.2."
