@@ -370,10 +370,13 @@ def backup_health(
                 failing.append(f"{name}: {found.reason}: {found.message}")
         # A policy stalled on its spec or its Secrets (a deleted key, a bucket
         # another policy uses) runs nothing and keeps the backup conditions it
-        # had: Fresh for as long as nothing was backed up.
+        # had: Fresh for as long as nothing was backed up. (One whose bucket
+        # cannot be read says its freshness is Unknown itself.)
         stalled = find(st.conditions, types.STALLED)
-        if stalled is not None and stalled.status == ConditionStatus.TRUE and not any(
-                entry.startswith(f"{name}: ") for entry in failing):
+        fresh = find(st.conditions, types.BACKUP_FRESH)
+        if (stalled is not None and stalled.status == ConditionStatus.TRUE
+                and fresh is not None and fresh.status == ConditionStatus.TRUE
+                and not any(entry.startswith(f"{name}: ") for entry in failing)):
             failing.append(f"{name}: {stalled.reason}: {stalled.message}")
         run = st.last_run
         if run is not None and (newest is None or _when(run) > _when(newest[1])):

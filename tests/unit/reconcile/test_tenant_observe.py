@@ -161,3 +161,8 @@ def test_a_stalled_policy_makes_the_backups_unhealthy_though_its_last_backup_was
     assert stale.status == "False" and stale.message == "archive: R: BackupFresh is False"
     healthy, _ = backup_health([_policy_with(*fresh, ("Stalled", "False"))])
     assert healthy.status == "True"
+    # Its bucket unreadable, the policy says its freshness is Unknown itself: the
+    # tenant's BackupHealthy stays Unknown (a False one stalls the tenant).
+    unreadable, _ = backup_health([_policy_with(("LastBackupSucceeded", "True"),
+                                                ("BackupFresh", "Unknown"), ("Stalled", "True"))])
+    assert unreadable.status == "Unknown"
