@@ -76,6 +76,17 @@ def _storage_may_not_shrink(component: str) -> Rule:
     )
 
 
+def _fixed(field: str, message: str) -> Rule:
+    """A field that may not change once set (``field``: its name in the schema and
+    in the model, one word)."""
+    return Rule(
+        cel=f"!has(oldSelf.{field}) || !has(self.{field}) || self.{field} == oldSelf.{field}",
+        message=message,
+        field_path=f".{field}",
+        check_update=lambda old, new: getattr(new, field) == getattr(old, field),
+    )
+
+
 Version = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+(\.[0-9]+){0,2}$")]
 
 # --------------------------------------------------------------------------- components
@@ -125,29 +136,20 @@ class PostgresSpec(SpecModel):
         # A data directory belongs to one major version: a newer server refuses it
         # ("database files are incompatible with server") and crash-loops, an older
         # one too. No in-place pg_upgrade here: the way is a new tenant.
-        Rule(
-            cel="!has(oldSelf.version) || !has(self.version) || self.version == oldSelf.version",
-            message=(
-                "postgres.version cannot change on an existing tenant: its data files are of "
-                "one major version; to move to another, create a new tenant with that "
-                "version and restore a backup of this one into it"
-            ),
-            field_path=".version",
-            check_update=lambda old, new: new.version == old.version,
+        _fixed(
+            "version",
+            "postgres.version cannot change on an existing tenant: its data files are of "
+            "one major version; to move to another, create a new tenant with that "
+            "version and restore a backup of this one into it",
         ),
         # The database is made under its name at the primary's first start only;
         # apps, the pooler and backups follow the name: a new one pointed them all
         # at a database that does not exist.
-        Rule(
-            cel=("!has(oldSelf.database) || !has(self.database) "
-                 "|| self.database == oldSelf.database"),
-            message=(
-                "postgres.database cannot change on an existing tenant: the database was "
-                "made under its name at the first start, and apps, the pooler and backups "
-                "would look for one that does not exist"
-            ),
-            field_path=".database",
-            check_update=lambda old, new: new.database == old.database,
+        _fixed(
+            "database",
+            "postgres.database cannot change on an existing tenant: the database was "
+            "made under its name at the first start, and apps, the pooler and backups "
+            "would look for one that does not exist",
         ),
         _storage_may_not_shrink("postgres"),
     )
