@@ -151,6 +151,9 @@ def test_examples_are_accepted_and_shown_with_printer_columns(
 def test_kubectl_explain_shows_field_descriptions(
     cluster: ClusterHandle, stackforge_crds: list[str], resource: str, field: str, words: str
 ) -> None:
+    # kubectl's discovery cache may predate the CRDs (a call earlier in the
+    # session): api-resources reads discovery afresh and rewrites it.
+    cluster.kubectl("api-resources", "--api-group=stackforge.io")
     explained = cluster.kubectl("explain", f"{resource}.{field}").stdout
     assert "DESCRIPTION" in explained or "FIELD" in explained
     assert words.lower() in explained.lower(), explained
