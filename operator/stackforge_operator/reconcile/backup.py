@@ -77,6 +77,8 @@ API = f"{API_GROUP}/{API_VERSION}"
 KIND = "BackupPolicy"
 # How late the run owed after the newest complete backup may finish (schedule.staleness_limit).
 GRACE = timedelta(seconds=float(os.environ.get("STACKFORGE_BACKUP_GRACE_SECONDS", "7200")))
+# How late the CronJob controller still starts a fire it missed.
+STARTING_DEADLINE = timedelta(seconds=builders.STARTING_DEADLINE_SECONDS)
 ACTIVE_SECONDS = 5.0
 # How soon a policy holding a physical backup for a restore looks again.
 HELD_SECONDS = 30.0
@@ -157,7 +159,9 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     if problems:
         return _stalled(body, old, problems)
 
-    window = _window(tenant_spec)
+    # The tenant's suspend windows that can be kept, judged once for the pass.
+    windows = _kept_windows(tenant_spec.suspend_windows)
+    window = suspend_windows.state(windows, clock.now())
     # A suspend window's tenant is stopped until its database is back: a
     # scheduled run before that could only fail.
     resuming = (not t.suspend and not window.suspended and bool(tenant_spec.suspend_windows)
@@ -265,7 +269,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
     # backup, and retention would drop a good one for it).
     if storage_error is None and not active and not builders.scheduled_runs_held(
             spec, t, database_stopped=database_stopped):
-        made_up = _make_up_missed_run(body, spec, t, tenant_spec, when, zone, job_runs, newest,
+        made_up = _make_up_missed_run(body, spec, t, windows, when, zone, job_runs, newest,
                                       owner)
         if made_up is not None:
             job_runs.append(made_up)
@@ -288,8 +292,7 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
             spec.continuous_archiving is not None):
         rpo = physical_backups.freshness(archive, spec.continuous_archiving.archive_timeout_seconds,
                                          now, primary_reported=reported is not None)
-    stopped = suspended_while_owed(tenant_spec.suspend_windows, when, zone, newest,
-                                   clock.now())
+    stopped = suspended_while_owed(windows, when, zone, newest, clock.now())
     conditions = _conditions(old, generation, now, when, zone, last_run, newest, body, active,
                              storage_error, [o for o in (archived, physical_seen) if o], rpo,
                              stopped)
@@ -344,14 +347,11 @@ def _stop_scheduled_runs(name: str, namespace: str) -> None:
         kube.delete("batch/v1", "CronJob", cron_job, namespace)
 
 
-def _window(tenant_spec: StackForgeTenantSpec) -> suspend_windows.WindowState:
-    """The tenant's suspend windows now; a window that cannot be kept (an unknown
-    time zone, a date that never comes) holds nothing here (the tenant's own
-    status says what is wrong)."""
-    now = clock.now()
-    if suspend_windows.problem(tenant_spec.suspend_windows, now) is not None:
-        return suspend_windows.WindowState(False, None)
-    return suspend_windows.state(tenant_spec.suspend_windows, now)
+def _kept_windows(windows: Sequence[SuspendWindow]) -> Sequence[SuspendWindow]:
+    """The tenant's suspend windows, or none if one cannot be kept (an unknown time
+    zone, a date that never comes): such windows hold nothing here, and the
+    tenant's own status says what is wrong."""
+    return () if suspend_windows.problem(windows, clock.now()) is not None else windows
 
 
 def _database_ready(namespace: str) -> bool:
@@ -361,7 +361,7 @@ def _database_ready(namespace: str) -> bool:
 
 def _make_up_missed_run(
     body: Mapping[str, Any], spec: BackupPolicySpec, t: EffectiveTenant,
-    tenant_spec: StackForgeTenantSpec, when: str, zone: str, job_runs: Sequence[BackupRun],
+    windows: Sequence[SuspendWindow], when: str, zone: str, job_runs: Sequence[BackupRun],
     newest: Manifest | None, owner: dict[str, Any],
 ) -> BackupRun | None:
     """Start the run a suspend window swallowed (backup_catchup.py), once."""
@@ -369,8 +369,7 @@ def _make_up_missed_run(
     if newest is not None:
         attempts.append(newest.finished_at)
     fire = backup_catchup.missed_fire(
-        tenant_spec.suspend_windows, when, zone, clock.now(), max(attempts, default=None),
-        timedelta(seconds=builders.STARTING_DEADLINE_SECONDS))
+        windows, when, zone, clock.now(), max(attempts, default=None), STARTING_DEADLINE)
     if fire is None:
         return None
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
@@ -584,12 +583,10 @@ def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,
     staleness limit, which reaches to that run, already spans it. Counting it
     too let one missed weekday backup stay Fresh for another 11 h of a
     nightly window, until the next run was due as well."""
-    if newest is None or suspend_windows.problem(windows, now) is not None:
-        # A window that cannot be kept held nothing (the tenant stalls on it).
+    if newest is None:
         return timedelta(0)
-    owed = schedule.owed_fire(
-        when, zone, newest.started_at, finished=newest.finished_at,
-        starting_deadline=timedelta(seconds=builders.STARTING_DEADLINE_SECONDS))
+    owed = schedule.owed_fire(when, zone, newest.started_at, finished=newest.finished_at,
+                              starting_deadline=STARTING_DEADLINE)
     return suspend_windows.covered(windows, max(newest.finished_at, owed), now)
 
 
@@ -775,9 +772,9 @@ def _conditions(
     created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     if newest is not None:
         age = now - newest.finished_at - stopped
-        limit = schedule.staleness_limit(
-            when, zone, newest.started_at, GRACE, finished=newest.finished_at,
-            starting_deadline=timedelta(seconds=builders.STARTING_DEADLINE_SECONDS))
+        limit = schedule.staleness_limit(when, zone, newest.started_at, GRACE,
+                                         finished=newest.finished_at,
+                                         starting_deadline=STARTING_DEADLINE)
         fresh = status.Observation(
             types.BACKUP_FRESH, ConditionStatus.TRUE if age <= limit else ConditionStatus.FALSE,
             "Fresh" if age <= limit else "Stale",
