@@ -42,6 +42,7 @@ from stackforge_operator.models.backup import (
     DumpCompression,
     ObjectStorage,
 )
+from stackforge_operator.models.cel import MAX_LABEL_VALUE
 from stackforge_operator.models.effective import EffectiveTenant
 
 # How long a backup run asks a database that refuses or does not answer (runner flag).
@@ -61,11 +62,10 @@ def deadline_seconds(policy_spec: BackupPolicySpec) -> int:
 
 
 # The API server's limits: a CronJob's name is at most 52 (its Jobs add 11), a
-# Job's at most 63 (its pods' job-name label). A policy's name may be 63: one of
+# Job's is a label value (its pods' job-name). A policy's name may be 63: one of
 # more than 45 had its CronJob refused (no scheduled backup at all), of more than
 # 41 every on-demand Job. Longer derived names are cut and told apart by a digest.
 CRON_JOB_NAME_MAX = 52
-JOB_NAME_MAX = 63
 
 
 def cron_job_name(policy: str) -> str:
@@ -78,8 +78,8 @@ def configuration_name(policy: str) -> str:
 
 def manual_job_name(policy: str, request: str) -> str:
     """One Job per on-demand request: the same request never runs twice."""
-    digest = hashlib.sha256(request.encode()).hexdigest()[:10]
-    return f"{fitted(f'backup-{policy}', JOB_NAME_MAX - 15)}-now-{digest}"
+    suffix = f"-now-{hashlib.sha256(request.encode()).hexdigest()[:10]}"
+    return fitted(f"backup-{policy}", MAX_LABEL_VALUE - len(suffix)) + suffix
 
 
 def _labels(policy: str, tenant: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stackforge_operator import API_GROUP, image_catalog
+from stackforge_operator.models.cel import MAX_LABEL_VALUE
 from stackforge_operator.models.effective import EffectiveTenant, Resources
 
 Manifest = dict[str, Any]
@@ -50,10 +51,6 @@ def selector_labels(t: EffectiveTenant, component: str) -> dict[str, str]:
     return {TENANT_LABEL: t.name, COMPONENT_LABEL: component}
 
 
-# A label value's limit (the API server refuses a longer one).
-LABEL_VALUE_MAX = 63
-
-
 def instance_label(value: str) -> str:
     """``value`` as an app.kubernetes.io/instance label: as it is when it fits, else
     cut and told apart by a digest of the whole. A tenant name of up to 56 with
@@ -61,7 +58,7 @@ def instance_label(value: str) -> str:
     server refused, and with it the child: no read replica, no app, and, from
     "-network", no NetworkPolicy at all (the tenant ran unisolated). A value
     that fits is kept as it was: changing it would roll every pod."""
-    return fitted(value, LABEL_VALUE_MAX)
+    return fitted(value, MAX_LABEL_VALUE)
 
 
 def fitted(value: str, limit: int) -> str:
