@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from stackforge_operator.models.common import CRON_DAYS, CRON_MONTHS
+
 
 class UnknownTimeZoneError(ValueError):
     pass
@@ -33,10 +35,9 @@ def problem(expression: str, time_zone: str, now: datetime) -> str | None:
     return None
 
 
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # Names in a cron field, as numbers (months from 1, days from Sunday 0).
-_NAMES = {**{m: i for i, m in enumerate(_MONTHS, start=1)}, **{d: i for i, d in enumerate(_DAYS)}}
+_NAMES = {**{m.lower(): i for i, m in enumerate(CRON_MONTHS, start=1)},
+          **{d.lower(): i for i, d in enumerate(CRON_DAYS)}}
 
 
 def cron_job_problem(expression: str) -> str | None:

@@ -131,8 +131,11 @@ def _cron_field(value: str, wildcard_q: bool = False) -> str:
     return f"{item}(,{item})*"
 
 
-_MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
-_DAYS = "SUN|MON|TUE|WED|THU|FRI|SAT"
+# A cron field's names, in order: months from 1, days from Sunday 0.
+CRON_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+CRON_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_MONTHS = "|".join(CRON_MONTHS)
+_DAYS = "|".join(CRON_DAYS)
 # The grammar the CronJob controller (robfig/cron, standard parser) accepts,
 # minus the "TZ=" prefix which the CronJob API forbids in favour of timeZone.
 # Written without backslashes or quotes so it can sit inside a CEL string.
