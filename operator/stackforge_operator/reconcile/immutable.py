@@ -90,22 +90,27 @@ def consul_quorum_loss(desired: Mapping[str, Any], live: Mapping[str, Any]) -> s
 
 
 def _expected_servers(statefulset: Mapping[str, Any]) -> int | None:
-    for candidate in statefulset["spec"]["template"]["spec"].get("containers", []):
-        if candidate.get("name") == consul.NAME:
-            for arg in candidate.get("args") or []:
-                if str(arg).startswith("-bootstrap-expect="):
-                    return int(str(arg).split("=", 1)[1])
+    for arg in _container(statefulset, consul.NAME).get("args") or []:
+        if str(arg).startswith("-bootstrap-expect="):
+            return int(str(arg).split("=", 1)[1])
     return None
 
 
 def _env_value(statefulset: Mapping[str, Any], container: str, variable: str) -> str | None:
-    for candidate in statefulset["spec"]["template"]["spec"].get("containers", []):
-        if candidate.get("name") == container:
-            for entry in candidate.get("env") or []:
-                if entry.get("name") == variable:
-                    value = entry.get("value")
-                    return str(value) if value is not None else None
+    for entry in _container(statefulset, container).get("env") or []:
+        if entry.get("name") == variable:
+            value = entry.get("value")
+            return str(value) if value is not None else None
     return None
+
+
+def _container(statefulset: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The pod template's container of that name ({} if none)."""
+    for candidate in statefulset["spec"]["template"]["spec"].get("containers", []):
+        if candidate.get("name") == name:
+            found: Mapping[str, Any] = candidate
+            return found
+    return {}
 
 
 def kafka_voters_change(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
