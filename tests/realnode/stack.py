@@ -3,10 +3,12 @@ app), seeded through `kubectl exec` as its application role."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from kubernetes import client
 
+from stackforge_operator.builders import secrets_names as sn
 from stackforge_operator.devcluster.node.services import TESTAPP_IMAGE
 from tests.support import tenants
 from tests.support.clusters import ClusterHandle
@@ -112,3 +114,10 @@ def psql(cluster: ClusterHandle, namespace: str, sql: str, *, as_app: bool = Fal
         "exec", "-i", "-n", namespace, pod, "-c", "postgres", "--",
         "psql", "-U", "postgres", "-h", "/var/run/postgresql", "-d", DATABASE,
         "-v", "ON_ERROR_STOP=1", "-tA", input=sql).stdout.strip()
+
+
+def postgres_credentials(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
+    """The tenant's PostgreSQL credentials Secret, decoded (throwaway passwords of a
+    throwaway tenant)."""
+    found = client.CoreV1Api(cluster.api).read_namespaced_secret(sn.POSTGRES_SECRET, namespace)
+    return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}

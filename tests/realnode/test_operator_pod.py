@@ -28,8 +28,6 @@ from tests.support.objects import name_of, spec_of, status_of
 
 RELEASE = "stackforge"
 DEPLOYMENT = "stackforge-operator"
-CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
-                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 def _values(directory: Path) -> Path:
@@ -47,9 +45,12 @@ def _values(directory: Path) -> Path:
     return path
 
 
+def _scope(doc: dict[str, Any]) -> list[str]:
+    return ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
+
+
 def _exists(cluster: ClusterHandle, doc: dict[str, Any]) -> bool:
-    scope = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
-    found = cluster.kubectl("get", doc["kind"], doc["metadata"]["name"], *scope,
+    found = cluster.kubectl("get", doc["kind"], doc["metadata"]["name"], *_scope(doc),
                             "--ignore-not-found", "-o", "name", check=False)
     return found.returncode == 0 and bool(found.stdout.strip())
 
@@ -72,9 +73,7 @@ def installed(real_cluster: ClusterHandle,
         yield docs
     finally:
         for doc in reversed(made):
-            scope = (["-n", doc["metadata"]["namespace"]]
-                     if "namespace" in doc["metadata"] else [])
-            real_cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], *scope,
+            real_cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], *_scope(doc),
                                  "--ignore-not-found", "--wait=true", timeout=180)
         tenants.eventually(lambda: not client.CoreV1Api(real_cluster.api).list_namespaced_pod(
             real_operator_identity.namespace,

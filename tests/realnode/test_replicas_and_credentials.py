@@ -81,11 +81,6 @@ def tenant(real_cluster: ClusterHandle, real_operator: OperatorProcess) -> Itera
     tenants.discard(real_cluster, name)
 
 
-def secret(cluster: ClusterHandle, namespace: str) -> dict[str, str]:
-    found = client.CoreV1Api(cluster.api).read_namespaced_secret(sn.POSTGRES_SECRET, namespace)
-    return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
-
-
 def connect(cluster: ClusterHandle, namespace: str, conninfo: str,
             sql: str) -> subprocess.CompletedProcess[str]:
     """psql from the client pod. The conninfo, password included, is an argument:
@@ -310,7 +305,7 @@ def pod_restarts(core: client.CoreV1Api, namespace: str, pod: str) -> int:
 def test_rotation_changes_every_password_in_the_database_and_the_pooler(
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
-    old = secret(real_cluster, ns)
+    old = stack.postgres_credentials(real_cluster, ns)
     before = logins(old, stack.DATABASE)
     for role, (conninfo, sql) in before.items():
         assert logs_in(real_cluster, ns, conninfo, sql), role
@@ -319,7 +314,7 @@ def test_rotation_changes_every_password_in_the_database_and_the_pooler(
     real_cluster.kubectl("annotate", "stackforgetenant", "-n", ns, tenant,
                          f"{ROTATE_ANNOTATION}=r1", "--overwrite")
     new = tenants.eventually(
-        lambda: (s := secret(real_cluster, ns))[sn.POSTGRES_PASSWORD_KEY]
+        lambda: (s := stack.postgres_credentials(real_cluster, ns))[sn.POSTGRES_PASSWORD_KEY]
         != old[sn.POSTGRES_PASSWORD_KEY] and s, timeout=60)
     assert new[sn.POSTGRES_USER_KEY] == old[sn.POSTGRES_USER_KEY]
     for key in (sn.POSTGRES_PASSWORD_KEY, sn.POSTGRES_SUPERUSER_PASSWORD_KEY,
@@ -396,7 +391,7 @@ def test_isolation_refuses_every_flow_but_the_operators_and_lifting_it_restores_
         real_cluster: ClusterHandle, tenant: str) -> None:
     ns = tenants.namespace_of(tenant)
     core = client.CoreV1Api(real_cluster.api)
-    credentials = secret(real_cluster, ns)
+    credentials = stack.postgres_credentials(real_cluster, ns)
     app, password = credentials[sn.POSTGRES_USER_KEY], credentials[sn.POSTGRES_PASSWORD_KEY]
 
     def address(service: str) -> str:
@@ -588,7 +583,7 @@ def test_every_pooler_together_stays_within_the_primarys_connections(
     assert stack.psql(real_cluster, ns, "SHOW max_connections") == str(
         pooler.POSTGRES_MAX_CONNECTIONS)
 
-    credentials = secret(real_cluster, ns)
+    credentials = stack.postgres_credentials(real_cluster, ns)
     app = credentials[sn.POSTGRES_USER_KEY]
     clients = 100
     # Each client's transaction holds a server connection for 3 s.

@@ -3,7 +3,6 @@ reachable by exec, its data surviving the pod."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import time
 import uuid
@@ -101,9 +100,7 @@ def test_a_primary_deleted_with_a_session_open_stops_at_once_and_cleanly(
     # An app's session over the network, from a pod the policies admit.
     pods.apply(real_cluster, pods.postgres_pod(CONTROL, OPERATOR_NAMESPACE, {"role": "control"}))
     pods.wait_ready(real_cluster, OPERATOR_NAMESPACE, CONTROL)
-    data = client.CoreV1Api(real_cluster.api).read_namespaced_secret(
-        sn.POSTGRES_SECRET, ns).data or {}
-    password = base64.b64decode(data[sn.POSTGRES_SUPERUSER_PASSWORD_KEY]).decode()
+    password = stack.postgres_credentials(real_cluster, ns)[sn.POSTGRES_SUPERUSER_PASSWORD_KEY]
     held = subprocess.Popen(
         [*real_cluster.kubectl_argv, f"--kubeconfig={real_cluster.kubeconfig}", "exec", "-n",
          OPERATOR_NAMESPACE, CONTROL, "--", "psql", "-X",
