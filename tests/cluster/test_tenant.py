@@ -186,7 +186,7 @@ def test_noop_resync_makes_zero_write_requests_and_reads_nothing_per_tenant(
         made = audit.writes_since(local.audit_log, provisioning, user)
         # The log does see the operator: provisioning the tenant was writes...
         assert any(w.namespace == "tenant-quiet" for w in made), made
-        assert [str(w) for w in audit.writes_since(local.audit_log, resync, user)] == []
+        assert [w.described() for w in audit.writes_since(local.audit_log, resync, user)] == []
         # (Its reads: none need be left even while provisioning, every kind it
         # reads being cached, the metrics API included: not asserted either way.)
         idle = audit.reads_since(local.audit_log, resync, user)

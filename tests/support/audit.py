@@ -24,9 +24,17 @@ class Request:
     name: str
     # "" for the core group.
     api_group: str = ""
+    subresource: str = ""
+    # What was written, where the audit policy logs it (the operator's own kinds).
+    body: object = None
 
     def __str__(self) -> str:
-        return f"{self.verb} {self.resource} {self.namespace}/{self.name}"
+        kind = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return f"{self.verb} {kind} {self.namespace}/{self.name}"
+
+    def described(self) -> str:
+        """What :meth:`__str__` says, and the body written where the log holds it."""
+        return f"{self} {json.dumps(self.body)}" if self.body is not None else str(self)
 
 
 def mark(audit_log: Path) -> int:
@@ -57,5 +65,6 @@ def requests_since(audit_log: Path, offset: int, username: str,
             continue
         ref = entry.get("objectRef") or {}
         found.append(Request(entry["verb"], ref.get("resource", ""), ref.get("namespace", ""),
-                             ref.get("name", ""), ref.get("apiGroup", "")))
+                             ref.get("name", ""), ref.get("apiGroup", ""),
+                             ref.get("subresource", ""), entry.get("requestObject")))
     return found

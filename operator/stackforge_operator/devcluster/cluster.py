@@ -18,6 +18,7 @@ from types import TracebackType
 import httpx
 import yaml
 
+from stackforge_operator import API_GROUP
 from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.devcluster import stages as kwok_stages
 from stackforge_operator.devcluster.binary import ensure_binary, kwok_source_dir
@@ -73,12 +74,16 @@ class StartupTimings:
 
 
 def audit_policy_document() -> dict[str, object]:
-    """Metadata-level entries for writes and reads by :data:`AUDITED_GROUP`, nothing else."""
+    """Metadata-level entries for writes and reads by :data:`AUDITED_GROUP`, nothing
+    else; its writes to the operator's own resources with their bodies, so that a
+    test finding a write it did not expect can say what was written."""
     return {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
         "omitStages": ["RequestReceived"],
         "rules": [
+            {"level": "Request", "userGroups": [AUDITED_GROUP], "verbs": list(WRITE_VERBS),
+             "resources": [{"group": API_GROUP}]},
             {"level": "Metadata", "userGroups": [AUDITED_GROUP],
              "verbs": [*WRITE_VERBS, *READ_VERBS]},
             {"level": "None"},

@@ -11,6 +11,11 @@ from stackforge_operator.devcluster.cluster import audit_policy_document, run_ku
 def test_audit_policy_logs_only_writes_and_reads_by_the_operator_namespace() -> None:
     rules = audit_policy_document()["rules"]
     assert rules == [
+        # Its writes of its own resources with what they wrote (a test that finds
+        # one it did not expect says what it was).
+        {"level": "Request", "userGroups": ["system:serviceaccounts:stackforge-system"],
+         "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+         "resources": [{"group": "stackforge.io"}]},
         {"level": "Metadata", "userGroups": ["system:serviceaccounts:stackforge-system"],
          "verbs": ["create", "update", "patch", "delete", "deletecollection", "get", "list"]},
         # Everything else (watches, controllers, kwok's heartbeats): not logged.
