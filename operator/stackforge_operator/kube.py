@@ -295,6 +295,18 @@ class KubeletStatsError(Exception):
     """A kubelet's statistics could not be read; the message says why, for status."""
 
 
+def _kubelet_tls(configuration: Any, *, ca_file: str | None,
+                 insecure: bool) -> ssl.SSLContext:
+    if insecure:
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    else:
+        tls = ssl.create_default_context(cafile=ca_file or configuration.ssl_ca_cert)
+    if configuration.cert_file and configuration.key_file:
+        tls.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return tls
+
+
 def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
                           timeout: float) -> Obj:
     """The kubelet's ``/stats/summary`` of ``node`` (a Node object), asked of the
@@ -315,13 +327,15 @@ def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
     headers = {}
     if header := _authorization(configuration):
         headers["Authorization"] = header
-    if insecure:
-        tls = ssl.create_default_context()
-        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
-    else:
-        tls = ssl.create_default_context(cafile=ca_file or configuration.ssl_ca_cert)
-    if configuration.cert_file and configuration.key_file:
-        tls.load_cert_chain(configuration.cert_file, configuration.key_file)
+    try:
+        tls = _kubelet_tls(configuration, ca_file=ca_file, insecure=insecure)
+    except (OSError, ssl.SSLError) as error:
+        # A CA file not mounted, or not PEM: said on every tenant's status, which
+        # raised before it was written (retried for ever, its every field frozen).
+        raise KubeletStatsError(
+            f"the TLS set-up for the kubelet of node {name} failed (CA file "
+            f"{ca_file or configuration.ssl_ca_cert}): {type(error).__name__}: "
+            f"{str(error)[:120]}") from error
     host = f"[{address}]" if ":" in address else address
     try:
         response = httpx.get(f"https://{host}:{port}/stats/summary", headers=headers,

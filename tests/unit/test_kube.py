@@ -137,3 +137,30 @@ def test_an_apply_body_reads_back_as_the_same_object_in_yaml() -> None:
     assert yaml.safe_load(json.dumps(manifest)) != manifest
     with pytest.raises(yaml.YAMLError):
         yaml.safe_load(json.dumps(manifest, ensure_ascii=False))
+
+
+def _node_with_kubelet() -> dict[str, object]:
+    return {"metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                       "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}}
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_a_kubelet_ca_file_missing_or_not_pem_is_a_stats_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None,
+) -> None:
+    """It raised OSError or SSLError, which volume_stats does not catch: every
+    tenant with a claim failed its reconcile before its status was written."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", "https://h:6443", "tok")))
+    kube.reset_clients()
+    ca_file = tmp_path / "kubelet-ca.crt"
+    if content is not None:
+        ca_file.write_text(content)
+    try:
+        with pytest.raises(kube.KubeletStatsError, match="TLS set-up for the kubelet of "
+                           f"node n1 failed \\(CA file {ca_file}\\)"):
+            kube.kubelet_stats_summary(_node_with_kubelet(), ca_file=str(ca_file),
+                                       insecure=False, timeout=1)
+    finally:
+        kube.reset_clients()
