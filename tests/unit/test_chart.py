@@ -420,7 +420,9 @@ def test_image_values_reach_the_operator(tmp_path: Path) -> None:
     pod, container = _pod_spec(docs), _container(docs)
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[image_catalog.REGISTRY_ENV] == "mirror.example.internal:5000/team"
-    assert env[image_catalog.PULL_SECRETS_ENV] == "regcred,mirror-pull"
+    # Its backup and drill Jobs run its own image: they need its pull secrets too
+    # (they had only the catalog's, and pulled a private operator image in vain).
+    assert env[image_catalog.PULL_SECRETS_ENV] == "operator-pull,regcred,mirror-pull"
     # The operator's own pod pulls with its secrets and the catalog's, each once.
     assert pod["imagePullSecrets"] == [
         {"name": "operator-pull"}, {"name": "regcred"}, {"name": "mirror-pull"}]
@@ -440,7 +442,7 @@ def test_image_values_reach_the_operator(tmp_path: Path) -> None:
     assert catalog.redis_image("7.2") == "mirror.example.internal:5000/team/acme/redis:7.2"
     assert catalog.postgres_exporter_image(15) == (
         "mirror.example.internal:5000/team/prom/postgres-exporter:v0.17.1")
-    assert catalog.image_pull_secrets == ("regcred", "mirror-pull")
+    assert catalog.image_pull_secrets == ("operator-pull", "regcred", "mirror-pull")
     # The operator reads the file once: a changed catalog rolls the pod.
     annotations = only(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     values.write_text(yaml.safe_dump({"images": {"overrides": {"redis": "b/redis:{version}"}}}))
