@@ -10,6 +10,11 @@ reads go to the API server and see its errors, until a LIST succeeds again
 after a backoff capped at a few seconds (spread, so the kinds do not LIST in
 step): its cost while the API server is away is one failed request per kind,
 and a longer cap would leave the caches up to that long behind its return.
+The backoff starts over only once a watch has held for a while, not after each
+LIST: an API server that answers LISTs but refuses or drops every WATCH (429
+from its priority and fairness, a proxy closing streams) was otherwise LISTed
+in full by every kind about twice a second. A watch that ends at once without
+an event is such a failure too (as client-go's "very short watch").
 
 A thread per informer, because the kubernetes client blocks. Each change its
 watch delivers is also handed to ``on_event`` (after the store has it), which
@@ -38,6 +43,10 @@ logger = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 4.0
+# A watch that held this long was healthy: the next failure's backoff starts over.
+HEALTHY_WATCH_SECONDS = 30.0
+# A watch ending sooner than this without an event failed (see above).
+SHORT_WATCH_SECONDS = 1.0
 # Forbidden is mended by a human (the ClusterRole of an older release beside a
 # newer operator): asking every few seconds would only fill the API server's log.
 FORBIDDEN_BACKOFF_SECONDS = 60.0
@@ -48,6 +57,11 @@ FORBIDDEN_BACKOFF_SECONDS = 60.0
 # held twice the memory of one that had provisioned the same tenants.
 LIST_PAGE = 100
 _listing = threading.Lock()
+
+
+class ShortWatchError(Exception):
+    """A watch ended at once without delivering anything: something between the
+    operator and the API server closes them (a failure, not the server's timeout)."""
 
 
 # Called from the informer's thread with each watch event's type and object.
@@ -98,10 +112,14 @@ class Informer:
                         metadata_only=store.counts_only, keep=store.pack)
                 self.lists += 1
                 store.replace_packed(entries)
-                backoff = FIRST_BACKOFF_SECONDS
                 if self._on_listed is not None:
                     self._tell_listed()
-                self._follow(api, path, version)
+                followed = time.monotonic()
+                try:
+                    self._follow(api, path, version)
+                finally:
+                    if time.monotonic() - followed >= HEALTHY_WATCH_SECONDS:
+                        backoff = FIRST_BACKOFF_SECONDS
             except kube.WatchExpiredError:
                 # Until the new LIST is in, what the store holds may include objects
                 # deleted meanwhile (the LIST can wait behind other kinds' too):
@@ -149,9 +167,11 @@ class Informer:
         """Watch from ``version`` until stopped (or a watch fails: raises)."""
         while not self._stopping.is_set():
             seconds = int(WATCH_SECONDS * random.uniform(0.8, 1.0))  # noqa: S311 - timing
+            started, events = time.monotonic(), 0
             for event_type, obj in kube.watch_collection(
                     api, path, self.store.label_selector, version, seconds,
                     metadata_only=self.store.counts_only):
+                events += 1
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if event_type != "BOOKMARK":
                     self.store.watched(event_type, obj)
@@ -159,3 +179,7 @@ class Informer:
                         self._wake(event_type, obj)
                 if self._stopping.is_set():
                     return
+            if events == 0 and time.monotonic() - started < SHORT_WATCH_SECONDS \
+                    and not self._stopping.is_set():
+                raise ShortWatchError(
+                    f"the watch of {self.store.kind} ended at once without an event")

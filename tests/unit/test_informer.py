@@ -7,10 +7,12 @@ informers runs against the API server (tests/cluster/test_informer.py)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from stackforge_operator import kube
 from stackforge_operator.informer import Informer
@@ -104,3 +106,38 @@ def test_each_complete_list_is_told_after_the_store_holds_it(
     finally:
         informer.stop()
         stop.set()
+
+
+@pytest.mark.parametrize("watch_fails", ["refused", "ends at once"])
+def test_a_watch_failing_again_and_again_backs_off_instead_of_listing_in_a_loop(
+        monkeypatch: pytest.MonkeyPatch, watch_fails: str) -> None:
+    """Each LIST that succeeded reset the backoff: with every WATCH refused (429 from
+    the API server's priority and fairness) each kind was LISTed in full about
+    twice a second; with every watch closed at once (a proxy), it was watched
+    again without any pause, millions of times a second."""
+    watches = 0
+
+    def list_collection(*_: Any, keep: Any, **__: Any) -> tuple[list[Any], str]:
+        return [keep(_config_map("web"))], "1"
+
+    def watch_collection(*_: Any, **__: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        nonlocal watches
+        watches += 1
+        if watch_fails == "refused":
+            raise ApiException(status=429, reason="Too Many Requests")
+        return iter(())
+
+    monkeypatch.setattr(kube, "watch_client", lambda: None)
+    monkeypatch.setattr(kube, "collection_path", lambda *_: "/api/v1/configmaps")
+    monkeypatch.setattr(kube, "list_collection", list_collection)
+    monkeypatch.setattr(kube, "watch_collection", watch_collection)
+    informer = Informer(Store("v1", "ConfigMap", ""))
+    informer.start()
+    try:
+        time.sleep(4)
+    finally:
+        informer.stop()
+    # Backoffs of 0.5, 1, 2 s (each spread down to half): at most four LISTs in
+    # 4 s (the old code: eleven), and a watch for each.
+    assert 2 <= informer.lists <= 4, informer.lists
+    assert watches <= informer.lists, watches
