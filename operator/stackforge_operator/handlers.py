@@ -242,7 +242,14 @@ async def _reap_orphans(gate: leadership.Leadership) -> None:
             last = None  # the next leadership looks at once
         elif last is None or time.monotonic() - last >= config.DRILL_ORPHAN_SWEEP_SECONDS:
             last = time.monotonic()
-            await _reap_sandboxes()
+            try:
+                await _reap_sandboxes()
+            except Exception:
+                # Anything else (a discovery race of the dynamic client's) ended
+                # this task unseen until shutdown, and orphaned sandboxes, with
+                # restored customer data and the bucket's keys, stayed for good.
+                logger.exception("the sweep of orphaned drill sandboxes failed; "
+                                 "trying again in %s s", config.DRILL_ORPHAN_SWEEP_SECONDS)
         await asyncio.sleep(min(ORPHAN_SWEEP_TICK_SECONDS, config.DRILL_ORPHAN_SWEEP_SECONDS))
 
 
