@@ -565,7 +565,7 @@ UPDATE_CASES: list[UpdateCase] = [
     _update(
         T,
         "postgres-downgrade",
-        {},
+        {"spec.components.postgres.version": 16},
         {"spec.components.postgres.version": 15},
         "postgres.version cannot change on an existing tenant",
     ),
@@ -645,7 +645,7 @@ ACCEPTED_UPDATES: list[UpdateCase] = [
             {"spec.components.consul.replicas": 3}, ""),
     _update(T, "consul-one-to-three", {"spec.components.consul.replicas": 1},
             {"spec.components.consul.replicas": 3}, ""),
-    _update(T, "postgres-same-major", {}, {"spec.components.postgres.version": 16}, ""),
+    _update(T, "postgres-same-major", {}, {"spec.components.postgres.version": 15}, ""),
     _update(T, "postgres-storage-grow", {}, {"spec.components.postgres.storage": "80Gi"}, ""),
     _update(T, "tier-change", {}, {"spec.tier": "Enterprise"}, ""),
     # Dropping the field is let through: the operator refuses the tier's count if it

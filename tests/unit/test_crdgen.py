@@ -104,7 +104,7 @@ SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
     "StackForgeTenant": {
         ".spec.components": {},
         ".spec.components.postgres": {},
-        ".spec.components.postgres.version": 16,
+        ".spec.components.postgres.version": 15,
         ".spec.components.postgres.database": "app",
         ".spec.components.postgres.pooler": {},
     },

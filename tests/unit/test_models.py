@@ -51,7 +51,7 @@ def _bp(**spec: Any) -> dict[str, Any]:
 def test_minimal_tenant_takes_everything_from_its_tier() -> None:
     spec = StackForgeTenantSpec.model_validate({"tier": "Starter"})
     assert spec.provider is Provider.DIGITALOCEAN
-    assert spec.components.postgres.version == 16
+    assert spec.components.postgres.version == 15
     assert spec.components.apps == []
     eff = resolve("globex", spec, namespace="tenant-globex")
     starter = TIERS[Tier.STARTER]

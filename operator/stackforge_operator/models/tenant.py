@@ -57,7 +57,11 @@ RESERVED_NAMESPACES_TEXT = (
 # The name is a label value and part of child names ("<name>-tls"); kept to
 # the length it always had so every derived name still fits.
 MAX_TENANT_NAME = 56
-POSTGRES_DEFAULT_VERSION = 16
+# The major the project's images serve (images/postgres, and the runners' client
+# tools in images/operator: pg_dump dumps servers up to its own major). It was 16:
+# a tenant created without a version asked for an image the project cannot build,
+# and its backups, had one been found, failed "server version mismatch".
+POSTGRES_DEFAULT_VERSION = 15
 
 
 def _storage_may_not_shrink(component: str) -> Rule:

@@ -94,7 +94,7 @@ def test_without_a_restore_the_primary_has_none_of_its_settings() -> None:
 def test_the_source_must_have_the_same_major_version_and_database() -> None:
     source = tenant(name="acme")
     assert compatibility_problem(tenant(name="acme-past"), source) is None
-    other = tenant({"components": {"postgres": {"version": 15}}}, name="acme-past")
+    other = tenant({"components": {"postgres": {"version": 16}}}, name="acme-past")
     assert "keeps its major version" in (compatibility_problem(other, source) or "")
     renamed = tenant({"components": {"postgres": {"database": "other"}}}, name="acme-past")
     assert "set spec.components.postgres.database to it" in (

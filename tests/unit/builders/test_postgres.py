@@ -32,7 +32,7 @@ def test_primary_statefulset() -> None:
     assert spec["updateStrategy"] == {"type": "RollingUpdate",
                                       "rollingUpdate": {"partition": 0}}
     c = container(sts, "postgres")
-    assert c["image"] == "stackforge/postgres:16"
+    assert c["image"] == "stackforge/postgres:15"
     env = env_of(c)
     pgdata = env["PGDATA"]["value"]
     data_mount = next(m for m in c["volumeMounts"] if m["name"] == "data")["mountPath"]
