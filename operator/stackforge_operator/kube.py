@@ -133,10 +133,29 @@ def dynamic() -> DynamicClient:
         return _dynamic
 
 
+# (connect, read) seconds of every request of the shared client that names no
+# timeout of its own. The client has no default: a request in flight when the
+# API server's machine died (or its address moved) waited for the kernel to give
+# up on the connection, about 15 minutes, its reconcile stuck meanwhile until the
+# liveness probe restarted the operator. Read is the wait between bytes, not for
+# the whole answer: a long LIST that keeps coming is not cut.
+REQUEST_TIMEOUT = (10.0, 60.0)
+
+
+class _TimedApiClient(client.ApiClient):
+    """The kubernetes client with :data:`REQUEST_TIMEOUT` as its default."""
+
+    def call_api(self, method: Any, url: Any, header_params: Any = None, body: Any = None,
+                 post_params: Any = None, _request_timeout: Any = None) -> Any:
+        return super().call_api(
+            method, url, header_params, body, post_params,
+            REQUEST_TIMEOUT if _request_timeout is None else _request_timeout)
+
+
 def api_client_unlocked() -> client.ApiClient:
     global _api_client
     if _api_client is None:
-        _api_client = client.ApiClient(load_configuration())
+        _api_client = _TimedApiClient(load_configuration())
     return _api_client
 
 

@@ -164,3 +164,45 @@ def test_a_kubelet_ca_file_missing_or_not_pem_is_a_stats_error_naming_it(
                                        insecure=False, timeout=1)
     finally:
         kube.reset_clients()
+
+
+def test_a_request_to_an_api_server_that_never_answers_ends_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The client has no default timeout: a request in flight when the API server's
+    machine died waited for the kernel to give up (about 15 minutes)."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    server = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", server, "tok")))
+    monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (1.0, 1.0), raising=False)
+    kube.reset_clients()
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            client.CoreV1Api(kube.api_client()).read_namespace("shop")
+        except BaseException as error:
+            failed.append(error)
+
+    reading = threading.Thread(target=read, daemon=True)
+    started = time.monotonic()
+    reading.start()
+    try:
+        reading.join(10)
+        assert not reading.is_alive(), "still waiting for an answer after 10 s"
+    finally:
+        kube.reset_clients()
+        listener.close()
+        for connection in held:
+            connection.close()
+    assert time.monotonic() - started < 10
+    assert isinstance(failed[0], urllib3.exceptions.HTTPError), failed
