@@ -190,10 +190,14 @@ class Store:
     # not come for days: each backup Job, pod and Secret deleted added one).
     _deleted: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _synced: bool = field(default=False, init=False)
-    # How often what the store holds for each namespace has changed, and how often
-    # it may have changed unseen (a new LIST, a broken watch): together they tell
-    # a reconcile whether anything it read last time could read differently now.
-    # A cluster-scoped object counts for the namespace it names (Namespaces).
+    # When what the store holds for each namespace last changed (the number of
+    # the store's change), and how often it may have changed unseen (a new LIST,
+    # a broken watch): together they tell a reconcile whether anything it read
+    # last time could read differently now. A cluster-scoped object counts for
+    # the namespace it names (Namespaces). A namespace left with nothing is
+    # forgotten: 0 then, as for one never seen, which holds the same (nothing);
+    # counts kept for every namespace ever seen (each drill's sandbox, each CI
+    # run's) grew for the operator's life.
     _changes: dict[str, int] = field(default_factory=dict, init=False)
     _epoch: int = field(default=0, init=False)
     _total: int = field(default=0, init=False)
@@ -240,9 +244,8 @@ class Store:
         return key[0] or key[1]
 
     def _changed(self, key: tuple[str, str]) -> None:
-        namespace = self._counted_in(key)
-        self._changes[namespace] = self._changes.get(namespace, 0) + 1
         self._total += 1
+        self._changes[self._counted_in(key)] = self._total
 
     def _tell(self, key: tuple[str, str] | None) -> None:
         """Tell the listener (never under the lock: it may call back into stores)."""
@@ -267,6 +270,9 @@ class Store:
         self._changed(key)
         if not held:
             del self._namespaces[namespace]
+        if not namespace or not held:
+            # Nothing left that counts for it (see _changes).
+            del self._changes[self._counted_in(key)]
         holders = self._names[name]
         holders.discard(namespace)
         if not holders:
@@ -286,7 +292,7 @@ class Store:
     def replace_packed(self, entries: Iterable[_Entry]) -> None:
         """:meth:`replace`, of objects packed as their LIST's pages arrived."""
         with self._lock:
-            self._namespaces, self._names = {}, {}
+            self._namespaces, self._names, self._changes = {}, {}, {}
             for entry in entries:
                 self._put(entry)
             self._deleted.clear()

@@ -207,6 +207,29 @@ def test_changes_move_with_what_a_namespace_holds_and_nothing_else() -> None:
     assert store.changes("ns") != after_write
 
 
+def test_a_namespace_left_with_nothing_is_forgotten_and_its_token_still_moves() -> None:
+    """Counts were kept for every namespace ever seen: each drill sandbox and each
+    Secret's namespace added one for the operator's life."""
+    store = Store("v1", "Secret", counts_only=True)
+    store.replace([])
+    for index in range(1000):
+        secret = {"metadata": {"name": "s", "namespace": f"sandbox-{index}",
+                               "resourceVersion": str(2 * index + 10)}}
+        store.watched("ADDED", secret)
+        held = store.changes(f"sandbox-{index}")
+        store.watched("DELETED", {"metadata": {**secret["metadata"],
+                                               "resourceVersion": str(2 * index + 11)}})
+        assert store.changes(f"sandbox-{index}") != held
+    assert len(store) == 0
+    assert len(store._changes) == 0
+    # Emptied, it reads as a namespace never seen (which holds the same: nothing),
+    # and anything put there moves it again.
+    assert store.changes("sandbox-1") == store.changes("never-seen")
+    store.watched("ADDED", {"metadata": {"name": "s", "namespace": "sandbox-1",
+                                         "resourceVersion": "5000"}})
+    assert store.changes("sandbox-1") != store.changes("never-seen")
+
+
 def test_a_relist_or_a_broken_watch_changes_every_namespace() -> None:
     """Events may have been missed in between: nothing can be vouched for."""
     store = Store("v1", "ConfigMap", SCOPE)
