@@ -111,7 +111,7 @@ class Informer:
                         api, path, store.label_selector, LIST_PAGE,
                         metadata_only=store.counts_only, keep=store.pack)
                 self.lists += 1
-                store.replace_packed(entries)
+                store.replace_packed(entries, version)
                 if self._on_listed is not None:
                     self._tell_listed()
                 followed = time.monotonic()

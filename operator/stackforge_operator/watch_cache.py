@@ -69,6 +69,12 @@ def newer_version(candidate: str, held: str) -> bool:
     return int(candidate) > int(held)
 
 
+def _at_most(candidate: str, held: str) -> bool:
+    """Whether ``candidate`` is known to be no later than ``held`` (compared as
+    :func:`newer_version` compares, or not at all: False)."""
+    return candidate.isdigit() and held.isdigit() and int(candidate) <= int(held)
+
+
 # Deletions a store remembers (Store._deleted): a write-through racing one
 # arrives within seconds, while thousands of deletions come between.
 TOMBSTONES_KEPT = 4096
@@ -189,6 +195,8 @@ class Store:
     # newest TOMBSTONES_KEPT only (a LIST clears them, and with bookmarks one may
     # not come for days: each backup Job, pod and Secret deleted added one).
     _deleted: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+    # The resourceVersion of the last complete LIST ("" unknown).
+    _listed_version: str = field(default="", init=False)
     _synced: bool = field(default=False, init=False)
     # When what the store holds for each namespace last changed (the number of
     # the store's change), and how often it may have changed unseen (a new LIST,
@@ -285,17 +293,21 @@ class Store:
         """What the store keeps of ``obj`` (for :meth:`replace_packed`)."""
         return _entry(obj, self._packer)
 
-    def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
-        """A complete LIST: exactly these objects exist now."""
-        self.replace_packed([self.pack(o) for o in objects])
+    def replace(self, objects: Iterable[Mapping[str, Any]], version: str = "") -> None:
+        """A complete LIST (at ``version``): exactly these objects exist now."""
+        self.replace_packed([self.pack(o) for o in objects], version)
 
-    def replace_packed(self, entries: Iterable[_Entry]) -> None:
+    def replace_packed(self, entries: Iterable[_Entry], version: str = "") -> None:
         """:meth:`replace`, of objects packed as their LIST's pages arrived."""
         with self._lock:
             self._namespaces, self._names, self._changes = {}, {}, {}
             for entry in entries:
                 self._put(entry)
+            # The deletions the LIST has seen are in it (their objects absent):
+            # what it does not hold is gone as of its version, and a write's late
+            # answer of an older version must not bring it back (see _kept).
             self._deleted.clear()
+            self._listed_version = version
             self._epoch += 1
             self._synced = True
         self._tell(None)
@@ -311,6 +323,14 @@ class Store:
         key = (entry.namespace, entry.name)
         with self._lock:
             if event_type == "DELETED":
+                held = self._held(key)
+                if held is not None and newer_version(held.resource_version,
+                                                      entry.resource_version):
+                    # The deletion of an older object of this name, watched after
+                    # the answer to the write that made it anew: the new one stays
+                    # (dropped, a reconcile meanwhile made it again, new passwords
+                    # and all).
+                    return
                 changed = self._drop(key)
                 self._bury(key, entry.resource_version)
             else:
@@ -367,6 +387,9 @@ class Store:
                 return False
             gone = self._deleted.get(key)
             if gone is not None and not newer_version(entry.resource_version, gone):
+                return False
+            if held is None and _at_most(entry.resource_version, self._listed_version):
+                # Absent from a LIST at least as new: deleted since.
                 return False
             if held is None or newer_version(entry.resource_version, held.resource_version):
                 self._put(entry)

@@ -230,6 +230,35 @@ def test_a_namespace_left_with_nothing_is_forgotten_and_its_token_still_moves() 
     assert store.changes("sandbox-1") != store.changes("never-seen")
 
 
+def test_an_objects_late_answer_after_a_relist_that_saw_it_gone_does_not_bring_it_back(
+        ) -> None:
+    """The LIST clears the deletions remembered; an apply's answer of the deleted
+    object, handled after it, was kept until the next LIST (days, with bookmarks):
+    a reconcile that applies only on a difference never made the child again."""
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a", version="5")], "5")
+    store.watched("DELETED", owned("a", version="7"))
+    store.replace([], "8")  # the watch broke; the new LIST no longer has it
+    store.observed("MODIFIED", owned("a", version="6"))  # the late answer of a write
+    assert store.holds("a", "ns") is False
+    store.observed("ADDED", owned("a", version="9"))  # made anew after the LIST: kept
+    assert store.holds("a", "ns") is True
+
+
+def test_the_deletion_of_an_older_object_does_not_drop_the_one_made_anew() -> None:
+    """Made again (its answer written through at 9), then the watch's DELETED of
+    the old one (7): the store held nothing until the ADDED came, and a reconcile
+    meanwhile listing Secrets made new passwords."""
+    store = Store("v1", "ConfigMap", SCOPE)
+    store.replace([owned("a", version="5")], "5")
+    store.observed("ADDED", owned("a", version="9"))
+    store.watched("DELETED", owned("a", version="7"))
+    held = store.get("a", "ns")
+    assert isinstance(held, dict) and held["metadata"]["resourceVersion"] == "9"
+    store.watched("DELETED", owned("a", version="10"))  # its own deletion: gone
+    assert store.holds("a", "ns") is False
+
+
 def test_a_relist_or_a_broken_watch_changes_every_namespace() -> None:
     """Events may have been missed in between: nothing can be vouched for."""
     store = Store("v1", "ConfigMap", SCOPE)
