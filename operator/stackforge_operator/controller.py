@@ -257,11 +257,16 @@ class Controller:
         objects too, whose backoff may be minutes: kopf resumes its watch where
         it was, without listing, unless the API server has compacted its history
         past it. Not for one namespace's change: that may be the echo of the
-        failing reconcile's own writes, which would wake it again at once."""
+        failing reconcile's own writes, which would wake it again at once. Nor
+        for a change seen of a cluster-wide kind (watch_cache.EVERY_NAMESPACE: a
+        CRD or APIService): an unrelated add-on's install, hundreds of CRDs and
+        their status updates, ended every failing object's backoff each time."""
         if not self._is_active():
             return
         if namespace is None:
             keys = list(self._settled.keys() | self._failures.keys())
+        elif namespace == watch_cache.EVERY_NAMESPACE:
+            keys = list(self._settled)
         else:
             keys = [k for k in self._in_namespace.get(namespace, ()) if k in self._settled]
         for key in keys:

@@ -40,11 +40,13 @@ from stackforge_operator.label_selectors import Requirement, UnsupportedSelector
 
 Obj = dict[str, Any]
 # Told, outside the store's lock and in whatever thread changed it, the namespace
-# whose change count moved (None: possibly every namespace's: a new LIST, or a
-# kind that counts everywhere). The operator wakes that namespace's settled
-# tenants with it (controller.py): a settled tenant has no resync timer to
-# notice a change otherwise.
+# whose change count moved (None: possibly every namespace's, unseen: a new LIST;
+# EVERY_NAMESPACE: a change seen of a kind that counts everywhere). The operator
+# wakes that namespace's settled tenants with it (controller.py): a settled
+# tenant has no resync timer to notice a change otherwise.
 ChangeListener = Callable[[str | None], None]
+# Not a namespace's name (those are DNS labels).
+EVERY_NAMESPACE = "*"
 
 
 class Unknown:
@@ -259,8 +261,10 @@ class Store:
         """Tell the listener (never under the lock: it may call back into stores)."""
         if self.on_change is None:
             return
-        if key is None or self.counts_everywhere:
+        if key is None:
             self.on_change(None)
+        elif self.counts_everywhere:
+            self.on_change(EVERY_NAMESPACE)
         else:
             self.on_change(self._counted_in(key))
 

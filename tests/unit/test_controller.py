@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 import pytest
 
+from stackforge_operator import watch_cache
 from stackforge_operator.controller import Controller, WriteThenError
 
 
@@ -242,12 +243,15 @@ def test_a_wake_reaches_only_the_settled_objects_of_its_namespace() -> None:
         await asyncio.sleep(0.1)
         assert sorted(calls) == ["one/t", "one/t", "two/t"]
         token[0] = "t3"
-        c.wake_namespace(None)  # a new LIST, or a kind that counts everywhere
+        c.wake_namespace(None)  # a new LIST
+        await asyncio.sleep(0.1)
+        token[0] = "t4"
+        c.wake_namespace(watch_cache.EVERY_NAMESPACE)  # a CRD installed, say
         await asyncio.sleep(0.1)
         await c.stop()
 
     asyncio.run(scenario())
-    assert sorted(calls) == ["one/t", "one/t", "one/t", "two/t", "two/t"]
+    assert sorted(calls) == ["one/t"] * 4 + ["two/t"] * 3
 
 
 def test_an_object_whose_inputs_moved_during_its_reconcile_is_not_settled() -> None:
@@ -604,6 +608,11 @@ def test_a_failing_object_is_woken_when_the_caches_list_again(
         assert len(calls) == 1
         # A change in its own namespace may be its own writes' echo: not woken.
         c.wake_namespace("shop")
+        await asyncio.sleep(0.1)
+        assert len(calls) == 1
+        # An add-on's CRDs installed (hundreds, each with status updates) ended
+        # its backoff each time: not any more, only the settled are looked at.
+        c.wake_namespace(watch_cache.EVERY_NAMESPACE)
         await asyncio.sleep(0.1)
         assert len(calls) == 1
         c.wake_namespace(None)  # a cache listed again: the API server answers

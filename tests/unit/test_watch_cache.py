@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from stackforge_operator.watch_cache import UNKNOWN, Caches, Packer, Store, Unknown
+from stackforge_operator.watch_cache import (
+    EVERY_NAMESPACE,
+    UNKNOWN,
+    Caches,
+    Packer,
+    Store,
+    Unknown,
+)
 
 SCOPE = "managed=op,tenant"
 
@@ -355,7 +362,8 @@ def test_every_change_to_the_counts_is_told_with_its_namespace() -> None:
     caches.add(crds)
     spaces.watched("ADDED", {"metadata": {"name": "tenant-x", "resourceVersion": "10"}})
     crds.watched("ADDED", {"metadata": {"name": "x.example.com", "resourceVersion": "11"}})
-    assert told[-2:] == ["tenant-x", None]
+    # A cluster-wide kind's change seen: every namespace, but not a LIST's None.
+    assert told[-2:] == ["tenant-x", EVERY_NAMESPACE]
     caches.listen(None)
     store.watched("ADDED", owned("c", version="12"))
     assert len(told) == 6
