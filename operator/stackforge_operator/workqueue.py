@@ -9,7 +9,10 @@ next: a periodic resync, a short retry, or a long wait for a human.
 Keys added for a change (a new or changed object, a child that moved) go
 ahead of keys whose timer fired (resyncs, retries): a tenant applied while
 every tenant's resync is due, or while an outage's retries are queued,
-does not wait behind them.
+does not wait behind them. Not for ever: a key due for ``DUE_AGING_SECONDS``
+joins the changed ones (at their end), so that a steady stream of changes
+(children's status during a node pool's drain) cannot starve retries and
+timers that are deadlines (a suspend window opening).
 
 Reconciling from a queue rather than from kopf's per-object handlers needs
 no finalizer (kopf adds one for daemons and timers) and writes no progress
@@ -40,6 +43,7 @@ CHANGED, DUE = 0, 1
 # spread either way). Short retries keep their time.
 SPREAD_FROM_SECONDS = 10.0
 SPREAD = 0.1
+DUE_AGING_SECONDS = 60.0
 
 
 def spread(delay: float) -> float:
@@ -97,6 +101,16 @@ class WorkQueue:
                 self._progress_at = time.monotonic()
             self._queued[key] = priority
             self._queue.put_nowait((priority, next(self._arrivals), key))
+            if priority == DUE:
+                asyncio.get_running_loop().call_later(DUE_AGING_SECONDS, self._aged, key)
+
+    def _aged(self, key: str) -> None:
+        """A key due this long joins the changed ones (see the module's docstring).
+        Its DUE entry, left behind, is skipped as a promoted key's is; a key run
+        and due again meanwhile is promoted a little early, which is harmless."""
+        if self._queued.get(key) == DUE:
+            self._queued[key] = CHANGED
+            self._queue.put_nowait((CHANGED, next(self._arrivals), key))
 
     def add_after(self, key: str, delay: float) -> None:
         """Reconcile ``key`` in ``delay`` seconds unless something enqueues it earlier."""

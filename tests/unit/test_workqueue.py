@@ -5,6 +5,9 @@ import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import pytest
+
+from stackforge_operator import workqueue
 from stackforge_operator.workqueue import WorkQueue
 
 
@@ -247,6 +250,38 @@ def test_a_changed_key_goes_ahead_of_keys_merely_due() -> None:
 
     run(scenario())
     assert order == ["busy", "new", "due-3", "due-0", "due-1", "due-2", "due-4"]
+
+
+def test_a_key_merely_due_is_not_starved_by_a_stream_of_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changed keys always went first and nothing aged a due one: while changes
+    kept coming (children's status churning), retries and timed deadlines (a
+    suspend window) never ran."""
+    monkeypatch.setattr(workqueue, "DUE_AGING_SECONDS", 0.2, raising=False)
+    ran: list[str] = []
+    queue: WorkQueue
+
+    async def reconcile(key: str) -> float | None:
+        ran.append(key)
+        await asyncio.sleep(0.005)
+        if key.startswith("busy"):
+            queue.add(f"busy-{len(ran) % 2}")  # another change, every run
+        return None
+
+    async def scenario() -> None:
+        nonlocal queue
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("busy-0")
+        queue.add("busy-1")
+        await asyncio.sleep(0.01)
+        queue.add("due", changed=False)
+        await asyncio.sleep(1.0)
+        await queue.stop()
+
+    run(scenario())
+    assert "due" in ran, Counter(ran)
+    assert len(ran) > 50  # the stream of changes went on meanwhile
 
 
 def test_long_delays_are_spread_and_short_retries_kept() -> None:
