@@ -209,6 +209,14 @@ def test_helm_usage_errors_exit_non_zero() -> None:
      "does not match pattern '\\\\{major\\\\}'"),
     (["--set", "images.overrides.redis=redis:7.2"], "/images/overrides/redis",
      "does not match pattern '\\\\{version\\\\}'"),
+    # A placeholder its role does not take: the operator refused it at start-up,
+    # a crash loop on install (or a stuck rollout on upgrade).
+    (["--set-string", "images.overrides.pgbouncer=stackforge/pgbouncer:{version}"],
+     "/images/overrides/pgbouncer", "does not match pattern"),
+    (["--set-string", "images.overrides.postgres-exporter=acme/exporter:{version}"],
+     "/images/overrides/postgres-exporter", "does not match pattern"),
+    (["--set-string", "images.overrides.redis=acme/redis:{version}-{major}"],
+     "/images/overrides/redis", "does not match pattern"),
     (["--set", "images.registry=https://mirror.example.internal"], "/images/registry",
      "does not match pattern"),
     (["--set", "images.pullSecrets[0]=Bad_Name"], "/images/pullSecrets/0",
@@ -455,3 +463,20 @@ def _written(directory: Path, config_map: dict[str, Any], key: str) -> Path:
     path = directory / key
     path.write_text(config_map["data"][key])
     return path
+
+
+def test_each_override_takes_exactly_the_placeholder_of_its_catalog_role() -> None:
+    """The schema let {major} and {version} into any role, which the operator then
+    refused at start-up: every role's schema now names its catalog role's own."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    overrides = schema["properties"]["images"]["properties"]["overrides"]["properties"]
+    wanted = {None: "#/definitions/imageReference",
+              image_catalog.MAJOR: "#/definitions/majorImage",
+              image_catalog.VERSION_PLACEHOLDER: "#/definitions/versionedImage"}
+    for role in image_catalog.ROLES:
+        if role.key == "operator":
+            assert role.key not in overrides  # the Jobs run the Deployment's image
+            continue
+        refs = {overrides[role.key].get("$ref"),
+                *(part.get("$ref") for part in overrides[role.key].get("allOf", []))}
+        assert wanted[role.placeholder] in refs, (role.key, refs)
