@@ -58,6 +58,26 @@ die() {
 	exit 1
 }
 
+# The container's first process until it execs the server: a signal without a
+# handler is ignored there, so a pod deleted while it initialised or restored
+# its database waited out its whole grace period, then was killed. Those steps
+# run in the background (in_background) because a shell takes a trap only
+# between commands; what they leave half-made is cleared by the next start.
+child=
+stop() {
+	[ -z "$child" ] || kill "$child" 2>/dev/null || true
+	exit 143
+}
+
+in_background() {
+	"$@" &
+	child=$!
+	status=0
+	wait "$child" || status=$?
+	child=
+	return "$status"
+}
+
 # "postgres --version" and friends must not initialise anything.
 wants_help() {
 	for arg in "$@"; do
@@ -188,17 +208,19 @@ case "${1:-}" in
 esac
 
 if [ "${1:-}" = postgres ] && ! wants_help "$@"; then
+	trap stop INT TERM
 	[ "$(id -u)" != 0 ] || die "PostgreSQL does not run as root; run as uid 999 (the image's user)"
 	if [ ! -s "$PGDATA/PG_VERSION" ]; then
 		if [ -n "${STACKFORGE_RESTORE_TARGET:-}" ]; then
 			# A database from a backup instead of a new one; the server below
 			# replays WAL to the target and is promoted (stackforge-restore).
 			log "restoring $PGDATA from a backup"
-			stackforge-restore || die "the restore of $PGDATA failed"
+			in_background stackforge-restore || die "the restore of $PGDATA failed"
 		else
-			# A subshell: its exports, trap and temporary files end with it, so the
-			# server below starts with the environment it was given.
-			(initialise)
+			# A subshell (run in the background, as a function is): its exports,
+			# trap and temporary files end with it, so the server below starts
+			# with the environment it was given.
+			in_background initialise
 		fi
 	fi
 	# Also repairs a directory that a recursive fsGroup chown made

@@ -35,6 +35,26 @@ set -eu
 PGDATA=${PGDATA%/}
 : "${RECLONE_MARKER:=$PGDATA.reclone}"
 
+# The container's first process: a signal without a handler is ignored there,
+# so a replica deleted while it waited for its primary or cloned waited out its
+# whole grace period, then was killed. Long steps run in the background
+# (in_background) because a shell takes a trap only between commands.
+child=
+stop() {
+	[ -z "$child" ] || kill "$child" 2>/dev/null || true
+	exit 143
+}
+trap stop INT TERM
+
+in_background() {
+	"$@" &
+	child=$!
+	status=0
+	wait "$child" || status=$?
+	child=
+	return "$status"
+}
+
 drop_invalidated_slot() {
 	psql --no-psqlrc --quiet --tuples-only --no-align --set=ON_ERROR_STOP=1 \
 		--host="$PRIMARY_HOST" --port="$PRIMARY_PORT" --username="$REPLICATION_USER" \
@@ -55,7 +75,7 @@ wait_for_primary() {
 			echo "waiting for the primary $PRIMARY_HOST:$PRIMARY_PORT to answer" >&2
 		fi
 		waited=$((waited + 1))
-		sleep "${PRIMARY_WAIT_INTERVAL:-2}"
+		in_background sleep "${PRIMARY_WAIT_INTERVAL:-2}"
 	done
 }
 
@@ -79,13 +99,13 @@ clone_from_primary() {
 	set -- --host="$PRIMARY_HOST" --port="$PRIMARY_PORT" --username="$REPLICATION_USER" \
 		--no-password --pgdata="$clone" --wal-method=stream --checkpoint=fast
 	if [ -z "${REPLICATION_SLOT:-}" ]; then
-		pg_basebackup "$@"
-	elif ! pg_basebackup "$@" --slot="$REPLICATION_SLOT" 2>"$clone.err"; then
+		in_background pg_basebackup "$@"
+	elif ! in_background pg_basebackup "$@" --slot="$REPLICATION_SLOT" 2>"$clone.err"; then
 		cat "$clone.err" >&2
 		grep -q "replication slot .* does not exist" "$clone.err" || exit 1
 		rm -rf "$clone"
 		echo "creating replication slot $REPLICATION_SLOT on the primary" >&2
-		pg_basebackup "$@" --slot="$REPLICATION_SLOT" --create-slot
+		in_background pg_basebackup "$@" --slot="$REPLICATION_SLOT" --create-slot
 	fi
 	rm -f "$clone.err"
 	mv "$clone" "$PGDATA"

@@ -228,3 +228,32 @@ def start_program(pod: Pod, path: Path, env: Mapping[str, str],
             [str(path)], env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True, **pod.user.popen_kwargs(),
         )  # fmt: skip
+
+
+class FirstProcess:
+    """A program of the image started as its container starts it: the first
+    process of a PID namespace (``unshare --pid``), as the pod's user. There a
+    signal without a handler is ignored, unlike anywhere else on the host."""
+
+    def __init__(self, pod: Pod, argv: Sequence[str], env: Mapping[str, str],
+                 log: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("a PID namespace needs root")
+        with log.open("wb") as out:
+            self.launcher = subprocess.Popen(
+                ["unshare", "--pid", "--fork", "--kill-child", "setpriv",
+                 f"--reuid={pod.user.uid}", f"--regid={pod.user.gid}", "--clear-groups",
+                 *argv], env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the namespace's first process, as the kubelet does."""
+        pid = self.launcher.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signum)
+
+    def end(self) -> None:
+        if self.launcher.poll() is None:
+            os.killpg(self.launcher.pid, signal.SIGKILL)
+            self.launcher.wait()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.images.postgres_pods import (
     ENTRYPOINT,
     PG15_BIN,
     SUPERUSER_PASSWORD,
+    FirstProcess,
     Pod,
     Server,
     chown_tree,
@@ -174,3 +176,30 @@ def test_other_commands_and_help_run_without_initialising(pod: Pod) -> None:
     # A first argument that is an option means the server, as in the community image.
     assert "(PostgreSQL) 15." in run_entrypoint(pod, "--version").stdout
     assert not pod.pgdata.exists()
+
+
+def test_the_stop_signal_during_initialisation_ends_it_and_the_next_start_begins_anew(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """The first process of its container ignored the stop signal while it
+    initialised (or restored) the database: a pod deleted then waited out its
+    whole grace period before it was killed."""
+    pod.add_init_file("20-slow.sh", "#!/bin/sh\nsleep 120\n", 0o755)
+    chown_tree(pod.initdb_dir, pod.user)
+    log = pod.root / "first.log"
+    first = FirstProcess(pod, [str(ENTRYPOINT), *pod.server_args()], pod.env(), log)
+    try:
+        deadline = time.monotonic() + 60
+        while "20-slow.sh" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "20-slow.sh" in log.read_text(), log.read_text()
+        first.signal(signal.SIGINT)  # the image's STOPSIGNAL
+        assert first.launcher.wait(5) != 0, log.read_text()
+    finally:
+        first.end()
+    assert not (pod.pgdata / "PG_VERSION").exists()
+    (pod.initdb_dir / "20-slow.sh").unlink()
+    again = start(pod, servers)
+    again.wait_ready()
+    assert query(pod, "SELECT 1", user="postgres", password=SUPERUSER_PASSWORD,
+                 database="postgres") == "1"

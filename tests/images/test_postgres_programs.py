@@ -33,6 +33,7 @@ from tests.images.postgres_pods import (
     APP_PASSWORD,
     PG15_BIN,
     SUPERUSER_PASSWORD,
+    FirstProcess,
     Pod,
     Server,
     chown_tree,
@@ -562,6 +563,25 @@ def test_a_clone_waits_for_its_primary_to_answer_then_runs_the_server(
             clone.wait()
     assert "clone complete" in log.read_text()
     assert (replica.pgdata / "standby.signal").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_clone_waiting_as_its_containers_first_process_ends_on_the_stop_signal(
+    pod: Pod, replica: Pod, signum: int
+) -> None:
+    """The first process of its container, the script ignored the stop signal (no
+    handler): a replica deleted while it waited for its primary, or cloned,
+    waited out its whole grace period and was then killed."""
+    log = replica.root / "clone.log"
+    env = {**clone_env(pod, replica), "PRIMARY_WAIT_INTERVAL": "30"}  # no primary
+    clone = FirstProcess(replica, [str(CLONE_REPLICA)], env, log)
+    try:
+        eventually(lambda: "waiting for the primary" in log.read_text(), timeout=30)
+        clone.signal(signum)
+        assert clone.launcher.wait(5) != 0, log.read_text()
+    finally:
+        clone.end()
+    assert not replica.pgdata.exists()
 
 
 def test_a_failed_clone_leaves_nothing_a_restart_would_take_for_a_replica(
