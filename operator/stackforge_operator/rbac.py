@@ -8,10 +8,10 @@ This is the one place the operator's RBAC is written down:
   committed file drifts;
 - ``tests/unit/test_manifests.py`` scans the package for the API calls it makes
   (``kube.*`` calls, kopf handlers) and checks each one is allowed here;
-- the DR drill builds its sandbox Role from :data:`SANDBOX_ROLE_RULES`. RBAC
-  refuses to let anyone grant a permission they do not hold themselves (unless
-  they have ``escalate``/``bind``, which the operator deliberately lacks), so
-  every sandbox rule must also be in :data:`REQUIRED_RULES` (tested).
+- the operator grants no rights to anyone: it makes no Role or RoleBinding
+  (the drill sandbox's runner has no token: builders/drill.py), so it holds no
+  right to make them, which would let a stolen token of its bind its own rights
+  to any identity in any namespace.
 
 Why a ClusterRole rather than Roles: tenants are created in namespaces, and
 drill sandboxes are created at run time, whose names are not known when the
@@ -162,10 +162,6 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("", ("serviceaccounts",), _SANDBOX_APPLIED,
          "the drill sandbox's ServiceAccount (read and applied, never listed nor deleted: "
          "it goes with its sandbox's Namespace)"),
-    Rule("rbac.authorization.k8s.io", ("roles", "rolebindings"), _SANDBOX_APPLIED,
-         "the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no "
-         "escalate or bind needed) and its RoleBinding, as its ServiceAccount: cluster-wide "
-         "delete would reach kube-system's"),
     # --- platform -------------------------------------------------------------------
     Rule("", ("events",), ("create", "list"),
          "condition transitions and kopf's warnings are posted as core/v1 Events; list: an "
@@ -176,15 +172,6 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch"),
          "get: detect cert-manager and the Prometheus Operator; list/watch: kopf's resource "
          "scanning (it serves CRDs that appear or change while it runs)"),
-)
-
-# What the DR drill's per-sandbox Role grants its restore pod's ServiceAccount:
-# see its own pods (the scratch database's readiness), nothing else. Secrets
-# reach the pod as environment variables from secretKeyRef, never through the
-# API; logs go out as the termination message, so no pods/log either.
-SANDBOX_ROLE_RULES: Final[tuple[Rule, ...]] = (
-    Rule("", ("pods",), ("get", "list"),
-         "the restore runner waits for the scratch database pod in its sandbox"),
 )
 
 # For `stackforge-operator run --peering=stackforge`: the shipped Deployment
@@ -314,11 +301,3 @@ def policy_rules(rules: Sequence[Rule]) -> list[dict[str, Any]]:
     return [rule.as_policy_rule() for rule in rules]
 
 
-def sandbox_role(name: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    """The drill sandbox's Role manifest, granting exactly SANDBOX_ROLE_RULES."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "rules": policy_rules(SANDBOX_ROLE_RULES),
-    }

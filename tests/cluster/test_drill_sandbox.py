@@ -50,7 +50,7 @@ API = f"{API_GROUP}/{API_VERSION}"
 # What a sandbox is made of, as the API server's request counters name them.
 # Not its ServiceAccount: the API server's own admission reads the new
 # namespace's default account when the scratch pod is created.
-SANDBOX_RESOURCES = ("namespaces", "networkpolicies", "roles", "rolebindings", "services",
+SANDBOX_RESOURCES = ("namespaces", "networkpolicies", "services",
                      "statefulsets", "configmaps", "jobs")
 
 

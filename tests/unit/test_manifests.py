@@ -286,7 +286,7 @@ def test_only_the_operators_own_secrets_are_held() -> None:
 
 
 def test_every_rule_says_why() -> None:
-    for rule in (*rbac.REQUIRED_RULES, *rbac.SANDBOX_ROLE_RULES, *rbac.PEERING_RULES):
+    for rule in (*rbac.REQUIRED_RULES, *rbac.PEERING_RULES):
         assert len(rule.why) > 10, rule
 
 
@@ -297,15 +297,17 @@ def test_cluster_role_is_the_required_and_peering_rules() -> None:
         (*rbac.REQUIRED_RULES, *rbac.PEERING_RULES))
 
 
-def test_sandbox_role_grants_only_what_the_operator_holds() -> None:
-    # RBAC's escalation check: without escalate/bind the operator can only
-    # grant what it has itself, or creating the drill's Role fails with 403.
-    role = rbac.sandbox_role("drill", "sandbox-acme-1", {"app": "x"})
-    assert role["rules"] == rbac.policy_rules(rbac.SANDBOX_ROLE_RULES)
-    for rule in rbac.SANDBOX_ROLE_RULES:
-        for resource in rule.resources:
-            for verb in rule.verbs:
-                assert rbac.allows(rbac.REQUIRED_RULES, rule.group, resource, verb), rule
+def test_the_operator_may_grant_no_rights() -> None:
+    """The drill sandbox had a Role and RoleBinding, unused (its runner has no
+    token), for which the operator could make Roles and RoleBindings in any
+    namespace: a stolen token of its could bind its own rights to anyone."""
+    for group, resource in (("rbac.authorization.k8s.io", "roles"),
+                            ("rbac.authorization.k8s.io", "rolebindings"),
+                            ("rbac.authorization.k8s.io", "clusterroles"),
+                            ("rbac.authorization.k8s.io", "clusterrolebindings")):
+        for verb in ("create", "patch", "update", "bind", "escalate"):
+            assert not rbac.allows(rbac.CLUSTER_ROLE_RULES, group, resource, verb), (
+                resource, verb)
 
 
 def test_peering_rules_cover_kopf_peering() -> None:
@@ -371,8 +373,7 @@ def backup_policy_kinds() -> list[tuple[str, str]]:
 
 def drill_sandbox_kinds() -> list[tuple[str, str]]:
     return [("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"),
-            ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "Secret"),
+            ("v1", "ServiceAccount"), ("v1", "Secret"),
             ("v1", "Service"), ("apps/v1", "StatefulSet"), ("v1", "ConfigMap")]
 
 
@@ -481,8 +482,6 @@ def test_every_rule_is_used_or_planned() -> None:
     # The other half of least privilege: no rule for a resource nothing touches.
     used = {u.rbac_question()[:2] for u in all_uses()}
     used |= {(g, r) for g, r, _, _ in kopf_watches()} | {(g, r) for g, r, _ in FRAMEWORK}
-    # Rules every sandbox Role grant requires the operator to hold.
-    used |= {(r.group, res) for r in rbac.SANDBOX_ROLE_RULES for res in r.resources}
     used |= {(g, r) for g, r, _, _ in PEERING}
     # The watch caches' LISTs and WATCHes (informer.py).
     used |= {rbac.resource_of(s.api_version, s.kind) for s in cached_kinds.operator_stores(
@@ -496,15 +495,14 @@ def test_every_rule_is_used_or_planned() -> None:
 
 def test_the_sandbox_kinds_and_the_operators_own_kinds_grant_only_the_verbs_used() -> None:
     """Verb by verb where the code is plain to read: a drill sandbox's
-    ServiceAccount, Role and RoleBinding are read and applied, never listed nor
-    deleted (their Namespace takes them); cluster-wide, delete reached
-    kube-system's. Policies and drills are only watched and read (event
-    handlers: kopf patches nothing on them), their status aside."""
+    ServiceAccount is read and applied, never listed nor deleted (its Namespace
+    takes it); cluster-wide, delete reached kube-system's. Policies and drills
+    are only watched and read (event handlers: kopf patches nothing on them),
+    their status aside."""
     used = {u.rbac_question() for u in all_uses()}
     granted = {(rule.group, res, verb) for rule in rbac.CLUSTER_ROLE_RULES
                for res in rule.resources for verb in rule.verbs}
-    for group, resource in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
-                            ("rbac.authorization.k8s.io", "rolebindings"),
+    for group, resource in (("", "serviceaccounts"),
                             (API_GROUP, "backuppolicies"), (API_GROUP, "drdrills")):
         verbs = {v for g, r, v in granted if (g, r) == (group, resource)}
         needed = {v for g, r, v in used if (g, r) == (group, resource)}

@@ -136,12 +136,6 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["serviceaccounts"]
     verbs: ["get", "create", "patch"]
-  # the drill sandbox's Role (SANDBOX_ROLE_RULES, all held by the operator itself: no escalate or
-  # bind needed) and its RoleBinding, as its ServiceAccount: cluster-wide delete would reach kube-
-  # system's
-  - apiGroups: ["rbac.authorization.k8s.io"]
-    resources: ["roles", "rolebindings"]
-    verbs: ["get", "create", "patch"]
   # condition transitions and kopf's warnings are posted as core/v1 Events; list: an isolated
   # tenant's namespace events go into its evidence bundle
   - apiGroups: [""]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stackforge_operator import API_GROUP, image_catalog, rbac
+from stackforge_operator import API_GROUP, image_catalog
 from stackforge_operator.builders import archiving, backup_network, network, s3ca
 from stackforge_operator.builders.backup import CONNECT_WAIT_SECONDS
 from stackforge_operator.builders.common import (
@@ -183,21 +183,14 @@ def network_policy(sandbox: str, drill: str, drill_namespace: str, tenant_namesp
     }
 
 
-def rbac_objects(sandbox: str, drill: str, drill_namespace: str) -> list[Manifest]:
-    """The restore pod's identity: rights in its own sandbox only."""
-    labels = _labels(drill, drill_namespace)
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": _meta(RUNNER_ACCOUNT, sandbox, drill, drill_namespace),
-         "automountServiceAccountToken": False},
-        rbac.sandbox_role(RUNNER_ACCOUNT, sandbox, labels),
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": _meta(RUNNER_ACCOUNT, sandbox, drill, drill_namespace),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                     "name": RUNNER_ACCOUNT},
-         "subjects": [{"kind": "ServiceAccount", "name": RUNNER_ACCOUNT,
-                       "namespace": sandbox}]},
-    ]
+def runner_account(sandbox: str, drill: str, drill_namespace: str) -> Manifest:
+    """The restore pod's identity, with no rights and no token: the runner never
+    asks the API (it waits for its scratch database on the network, and reports
+    through its termination message). It had a Role and RoleBinding, unused, for
+    which the operator held the right to make Roles and RoleBindings anywhere."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": _meta(RUNNER_ACCOUNT, sandbox, drill, drill_namespace),
+            "automountServiceAccountToken": False}
 
 
 def _secret(name: str, sandbox: str, drill: str, drill_namespace: str,
@@ -453,10 +446,8 @@ def checks_document(queries: Sequence[QueryCheck]) -> str:
     return json.dumps(checks, sort_keys=True, indent=1)
 
 
-# The kinds of a sandbox made in its last wave: what makes pods, and the
-# RoleBinding, which the API server refuses before its Role exists (it checks
-# that whoever binds a Role holds what the Role grants).
-LAST_WAVE_KINDS = frozenset({"StatefulSet", "Job", "Pod", "RoleBinding"})
+# The kinds of a sandbox made in its last wave: what makes pods.
+LAST_WAVE_KINDS = frozenset({"StatefulSet", "Job", "Pod"})
 
 
 def sandbox_waves(objects: Sequence[Manifest]) -> list[list[Manifest]]:
@@ -464,8 +455,8 @@ def sandbox_waves(objects: Sequence[Manifest]) -> list[list[Manifest]]:
 
     The namespace first; then everything a pod may need or must find in place
     (the isolating NetworkPolicy, the Secrets it mounts, its Service, the
-    runner's ServiceAccount, Role and checks); then what makes pods, and the
-    RoleBinding. A pod started before its Secrets waits for the kubelet's
+    runner's ServiceAccount and checks); then what makes pods. A pod started
+    before its Secrets waits for the kubelet's
     back-off; one started before the NetworkPolicy would not be isolated for
     a moment."""
     first = [o for o in objects if o["kind"] == "Namespace"]

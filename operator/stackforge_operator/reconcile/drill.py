@@ -402,7 +402,7 @@ def _drive(body: Mapping[str, Any], spec: DRDrillSpec, t: EffectiveTenant,
                           s3_keys, s3_ca, _cipher_passphrase(policy, namespace, physical)),
         *builders.pull_secret_copies(sandbox, drill, namespace, _pull_secrets(namespace)),
         *scratch_objects,
-        *builders.rbac_objects(sandbox, drill, namespace),
+        builders.runner_account(sandbox, drill, namespace),
         builders.checks_config(sandbox, drill, namespace, spec),
     ]
     # A run started by this reconcile has a sandbox of a new name: nothing of it

@@ -231,18 +231,15 @@ def test_a_new_sandbox_is_made_namespace_first_and_pods_last_the_rest_at_once() 
         *drill.secrets(SANDBOX, DRILL, NAMESPACE, "scratch", {"AWS_ACCESS_KEY_ID": "id"},
                        "-----BEGIN CERTIFICATE-----", "passphrase"),
         *_restored(),
-        *drill.rbac_objects(SANDBOX, DRILL, NAMESPACE),
+        drill.runner_account(SANDBOX, DRILL, NAMESPACE),
         drill.checks_config(SANDBOX, DRILL, NAMESPACE, DRDrillSpec.model_validate(
             {"tenantRef": {"name": "acme"}, "backupPolicyRef": {"name": "nightly"}})),
     ]
     waves = drill.sandbox_waves(objects)
     kinds = [sorted({o["kind"] for o in wave}) for wave in waves]
-    # The RoleBinding after its Role: the API server refuses a binding whose
-    # Role it cannot find unless the binder may bind any role.
     assert kinds == [["Namespace"],
-                     ["ConfigMap", "NetworkPolicy", "Role", "Secret", "Service",
-                      "ServiceAccount"],
-                     ["RoleBinding", "StatefulSet"]]
+                     ["ConfigMap", "NetworkPolicy", "Secret", "Service", "ServiceAccount"],
+                     ["StatefulSet"]]
     # Every object once; the scratch pod's every Secret is made a wave before it.
     assert sorted(map(id, (o for wave in waves for o in wave))) == sorted(map(id, objects))
     pod = find(_restored(), "StatefulSet", drill.SCRATCH)["spec"]["template"]["spec"]
