@@ -80,3 +80,45 @@ def test_the_readmes_kustomize_overlay_sets_every_image_setting(tmp_path: Path) 
     assert container["image"].startswith(f"{catalog.registry}/stackforge/stackforge-operator:")
     assert catalog.redis_image("7.2") == f"{catalog.registry}/redis:7.2"
     assert pod["imagePullSecrets"] == catalog.pod_pull_secrets() == [{"name": "regcred"}]
+
+
+def _runtime_closure() -> set[str]:
+    """The installed distributions the package needs at run time (no extras)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted, seen = ["stackforge-operator"], set[str]()
+    while wanted:
+        name = str(canonicalize_name(wanted.pop()))
+        if name in seen:
+            continue
+        seen.add(name)
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                wanted.append(requirement.name)
+    return seen - {"stackforge-operator"}
+
+
+def test_every_runtime_dependency_is_pinned_to_the_version_the_tests_ran_with() -> None:
+    """The image installed the newest of everything at each build: a kopf release
+    without the seam leadership.py patches would have crash-looped a rebuilt
+    image while every test here passed. The image and .ci/run's environment now
+    install the same pins."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    constraints = (Path(__file__).resolve().parents[2] / "images" / "operator"
+                   / "constraints.txt").read_text()
+    pins = dict(line.split("==", 1) for line in constraints.splitlines()
+                if "==" in line and not line.startswith("#"))
+    pinned = {str(canonicalize_name(name)): version for name, version in pins.items()}
+    closure = _runtime_closure()
+    assert {"kopf", "kubernetes", "pydantic", "boto3"} <= closure
+    for name in sorted(closure):
+        assert pinned.get(name) == metadata.version(name), (name, pinned.get(name))
+    ci_run = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    assert "--constraint images/operator/constraints.txt -e '.[dev]'" in ci_run
