@@ -66,6 +66,8 @@ class WorkQueue:
     _running: dict[str, float] = field(default_factory=dict, init=False)
     _dirty: set[str] = field(default_factory=set, init=False)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
+    # The aging clock of each key queued as DUE (see DUE_AGING_SECONDS).
+    _aging: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     # When a reconcile last finished, or a key came to a queue with nothing waiting:
     # waiting keys are late only when neither happened for a while.
@@ -79,9 +81,10 @@ class WorkQueue:
         ]
 
     async def stop(self) -> None:
-        for handle in self._timers.values():
+        for handle in [*self._timers.values(), *self._aging.values()]:
             handle.cancel()
         self._timers.clear()
+        self._aging.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -101,16 +104,23 @@ class WorkQueue:
                 self._progress_at = time.monotonic()
             self._queued[key] = priority
             self._queue.put_nowait((priority, next(self._arrivals), key))
+            self._stop_aging(key)  # promoted, or due anew: its own clock
             if priority == DUE:
-                asyncio.get_running_loop().call_later(DUE_AGING_SECONDS, self._aged, key)
+                self._aging[key] = asyncio.get_running_loop().call_later(
+                    DUE_AGING_SECONDS, self._aged, key)
 
     def _aged(self, key: str) -> None:
         """A key due this long joins the changed ones (see the module's docstring).
-        Its DUE entry, left behind, is skipped as a promoted key's is; a key run
-        and due again meanwhile is promoted a little early, which is harmless."""
+        Its DUE entry, left behind, is skipped as a promoted key's is."""
+        self._aging.pop(key, None)
         if self._queued.get(key) == DUE:
             self._queued[key] = CHANGED
             self._queue.put_nowait((CHANGED, next(self._arrivals), key))
+
+    def _stop_aging(self, key: str) -> None:
+        handle = self._aging.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def add_after(self, key: str, delay: float) -> None:
         """Reconcile ``key`` in ``delay`` seconds unless something enqueues it earlier."""
@@ -133,9 +143,10 @@ class WorkQueue:
     def clear(self) -> None:
         """Drop every queued key, timer and rerun; a running reconcile finishes (threads
         cannot be interrupted) but is not repeated unless added again."""
-        for handle in self._timers.values():
+        for handle in [*self._timers.values(), *self._aging.values()]:
             handle.cancel()
         self._timers.clear()
+        self._aging.clear()
         self._dirty.clear()
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -171,6 +182,7 @@ class WorkQueue:
             if self._queued.get(key) != priority:
                 continue  # promoted (its CHANGED entry runs it), or cleared
             del self._queued[key]
+            self._stop_aging(key)
             started = time.monotonic()
             self._running[key] = started
             try:

@@ -284,6 +284,41 @@ def test_a_key_merely_due_is_not_starved_by_a_stream_of_changes(
     assert len(ran) > 50  # the stream of changes went on meanwhile
 
 
+def test_a_key_due_again_has_its_own_aging_clock_and_none_outlives_the_queue(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock of a key's earlier stay in the queue promoted it when it was due
+    again, at once, ahead of what changed; and every clock outlived stop()."""
+    monkeypatch.setattr(workqueue, "DUE_AGING_SECONDS", 0.3)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(key: str) -> float | None:
+        if key == "blocker":
+            await gate.wait()
+        order.append(key)
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(reconcile, workers=1)
+        queue.start()
+        queue.add("x", changed=False)  # its first clock starts
+        await asyncio.sleep(0.05)  # x ran
+        await asyncio.sleep(0.15)
+        queue.add("blocker")
+        await asyncio.sleep(0.01)
+        queue.add("x", changed=False)  # due again, 0.2 s into the first clock
+        await asyncio.sleep(0.15)  # the first clock would have promoted it now
+        queue.add("new")
+        gate.set()
+        await asyncio.sleep(0.05)
+        assert order == ["x", "blocker", "new", "x"]
+        queue.add("later", changed=False)
+        await queue.stop()
+        assert queue._aging == {}
+
+    run(scenario())
+
+
 def test_long_delays_are_spread_and_short_retries_kept() -> None:
     from stackforge_operator.workqueue import spread
 
