@@ -31,6 +31,7 @@ import json
 import sys
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -80,6 +81,8 @@ def _at_most(candidate: str, held: str) -> bool:
 # Deletions a store remembers (Store._deleted): a write-through racing one
 # arrives within seconds, while thousands of deletions come between.
 TOMBSTONES_KEPT = 4096
+# Namespaces left with nothing whose last change a store keeps (Store._changes).
+EMPTIED_KEPT = 4096
 # zlib's window: a preset dictionary is read back at most this far.
 _DICTIONARY_BYTES = 32 * 1024
 # The first objects a Packer packs, up to this many or a window's worth of them,
@@ -204,11 +207,16 @@ class Store:
     # the store's change), and how often it may have changed unseen (a new LIST,
     # a broken watch): together they tell a reconcile whether anything it read
     # last time could read differently now. A cluster-scoped object counts for
-    # the namespace it names (Namespaces). A namespace left with nothing is
-    # forgotten: 0 then, as for one never seen, which holds the same (nothing);
-    # counts kept for every namespace ever seen (each drill's sandbox, each CI
-    # run's) grew for the operator's life.
+    # the namespace it names (Namespaces). A namespace left with nothing moves to
+    # _emptied, the newest EMPTIED_KEPT of them: counts kept for every namespace
+    # ever seen (each drill's sandbox, each CI run's) grew for the operator's
+    # life. One forgotten, or never seen, reads as the newest change forgotten
+    # (_forgotten): a namespace's token never returns to an earlier value while
+    # its content changed in between (empty, then an object, then empty again
+    # read 0 twice, and a reconcile that saw the object settled as if nothing).
     _changes: dict[str, int] = field(default_factory=dict, init=False)
+    _emptied: OrderedDict[str, int] = field(default_factory=OrderedDict, init=False)
+    _forgotten: int = field(default=0, init=False)
     _epoch: int = field(default=0, init=False)
     _total: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -237,7 +245,8 @@ class Store:
                 return None
             if self.counts_everywhere:
                 return self._epoch, self._total
-            return self._epoch, self._changes.get(namespace, 0)
+            return self._epoch, self._changes.get(
+                namespace, self._emptied.get(namespace, self._forgotten))
 
     def holds(self, name: str, namespace: str | None) -> bool | None:
         """Whether the object exists (within the scope); None while not synced.
@@ -255,7 +264,9 @@ class Store:
 
     def _changed(self, key: tuple[str, str]) -> None:
         self._total += 1
-        self._changes[self._counted_in(key)] = self._total
+        counted = self._counted_in(key)
+        self._changes[counted] = self._total
+        self._emptied.pop(counted, None)
 
     def _tell(self, key: tuple[str, str] | None) -> None:
         """Tell the listener (never under the lock: it may call back into stores)."""
@@ -284,7 +295,10 @@ class Store:
             del self._namespaces[namespace]
         if not namespace or not held:
             # Nothing left that counts for it (see _changes).
-            del self._changes[self._counted_in(key)]
+            counted = self._counted_in(key)
+            self._emptied[counted] = self._changes.pop(counted)
+            while len(self._emptied) > EMPTIED_KEPT:
+                self._forgotten = max(self._forgotten, self._emptied.popitem(last=False)[1])
         holders = self._names[name]
         holders.discard(namespace)
         if not holders:
@@ -305,6 +319,8 @@ class Store:
         """:meth:`replace`, of objects packed as their LIST's pages arrived."""
         with self._lock:
             self._namespaces, self._names, self._changes = {}, {}, {}
+            # The epoch moves every token: nothing before it needs telling apart.
+            self._emptied, self._forgotten = OrderedDict(), 0
             for entry in entries:
                 self._put(entry)
             # The deletions the LIST has seen are in it (their objects absent):

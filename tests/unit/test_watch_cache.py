@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stackforge_operator import watch_cache
 from stackforge_operator.watch_cache import (
     EVERY_NAMESPACE,
     UNKNOWN,
@@ -214,11 +215,16 @@ def test_changes_move_with_what_a_namespace_holds_and_nothing_else() -> None:
     assert store.changes("ns") != after_write
 
 
-def test_a_namespace_left_with_nothing_is_forgotten_and_its_token_still_moves() -> None:
+def test_a_namespace_left_with_nothing_is_forgotten_and_its_token_still_moves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Counts were kept for every namespace ever seen: each drill sandbox and each
-    Secret's namespace added one for the operator's life."""
+    Secret's namespace added one for the operator's life. Now only the newest
+    emptied ones are kept, and no token comes back to a value it had while the
+    namespace's content changed in between."""
+    monkeypatch.setattr(watch_cache, "EMPTIED_KEPT", 10, raising=False)
     store = Store("v1", "Secret", counts_only=True)
     store.replace([])
+    never_seen_before = store.changes("sandbox-0")
     for index in range(1000):
         secret = {"metadata": {"name": "s", "namespace": f"sandbox-{index}",
                                "resourceVersion": str(2 * index + 10)}}
@@ -227,14 +233,16 @@ def test_a_namespace_left_with_nothing_is_forgotten_and_its_token_still_moves() 
         store.watched("DELETED", {"metadata": {**secret["metadata"],
                                                "resourceVersion": str(2 * index + 11)}})
         assert store.changes(f"sandbox-{index}") != held
+    # Empty, then a Secret, then empty again: not the token it had at first (a
+    # reconcile that read the Secret meanwhile would have settled on it).
+    assert store.changes("sandbox-0") != never_seen_before
     assert len(store) == 0
-    assert len(store._changes) == 0
-    # Emptied, it reads as a namespace never seen (which holds the same: nothing),
-    # and anything put there moves it again.
-    assert store.changes("sandbox-1") == store.changes("never-seen")
+    assert len(store._changes) == 0 and len(store._emptied) == 10
+    assert store.changes("sandbox-999") != store.changes("sandbox-998")
+    before = store.changes("sandbox-1")
     store.watched("ADDED", {"metadata": {"name": "s", "namespace": "sandbox-1",
                                          "resourceVersion": "5000"}})
-    assert store.changes("sandbox-1") != store.changes("never-seen")
+    assert store.changes("sandbox-1") != before
 
 
 def test_an_objects_late_answer_after_a_relist_that_saw_it_gone_does_not_bring_it_back(
