@@ -138,8 +138,11 @@ def dynamic() -> DynamicClient:
 # API server's machine died (or its address moved) waited for the kernel to give
 # up on the connection, about 15 minutes, its reconcile stuck meanwhile until the
 # liveness probe restarted the operator. Read is the wait between bytes, not for
-# the whole answer: a long LIST that keeps coming is not cut.
-REQUEST_TIMEOUT = (10.0, 60.0)
+# the whole answer: a long LIST that keeps coming is not cut. Longer than the API
+# server's own limit on a request (60 s by default): a slow write, queued by its
+# priority and fairness, gets the server's definite answer rather than a cut
+# connection that leaves whether it was done unknown.
+REQUEST_TIMEOUT = (10.0, 90.0)
 
 
 class _TimedApiClient(client.ApiClient):
