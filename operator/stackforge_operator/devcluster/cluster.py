@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import yaml
@@ -91,6 +95,58 @@ def audit_policy_document() -> dict[str, object]:
     }
 
 
+ETCD_DIR_PREFIX = "stackforge-etcd-"
+
+
+def etcd_dir_prefix(pid: int) -> str:
+    """The data directory's name names the process whose cluster it is: its etcd may
+    be down a while (the chaos tests kill it), the process that started it not."""
+    return f"{ETCD_DIR_PREFIX}{pid}-"
+
+
+def sweep_abandoned_etcd_dirs(base: Path) -> list[Path]:
+    """Remove etcd data directories of killed runs from ``base`` (RAM: up to etcd's
+    quota each, which every killed session left behind for good): those whose
+    process is gone (stop() removes its own); returns them."""
+    removed = []
+    for directory in base.glob(f"{ETCD_DIR_PREFIX}*-*"):
+        owner = directory.name[len(ETCD_DIR_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not pid_alive(int(owner)):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
+
+
+def _put_back(signum: int, handler: Any) -> None:
+    if handler is not None:  # None: not installed from Python; nothing to put back
+        signal.signal(signum, handler)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then act as they would have);
+    in the main thread only, the one Python delivers signals to."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in previous.items():
+        if handler != signal.SIG_IGN:  # ignored (dev's teardown) stays ignored
+            signal.signal(signum, lambda received, _frame: held.append(received))
+    try:
+        yield
+    finally:
+        # Each put back whatever arrives meanwhile (a KeyboardInterrupt raised
+        # after the first must not leave the second swallowing TERMs for good).
+        try:
+            _put_back(signal.SIGINT, previous[signal.SIGINT])
+        finally:
+            _put_back(signal.SIGTERM, previous[signal.SIGTERM])
+        for received in held[:1]:
+            signal.raise_signal(received)
+
+
 def fake_node_manifest(index: int) -> dict[str, object]:
     name = f"{FAKE_NODE_PREFIX}{index}"
     return {
@@ -130,7 +186,9 @@ class LocalCluster:
         real_node: bool = False,
         images: Sequence[ImageArchive] = (),
     ) -> None:
-        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="stackforge-cp-"))
+        # Absolute: the node's socket endpoints are URLs (unix://run/... reads "run"
+        # as a host), and the host's restore matches mounts by absolute path.
+        self.run_dir = (run_dir or Path(tempfile.mkdtemp(prefix="stackforge-cp-"))).absolute()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._binary = binary
         self._node_count = nodes
@@ -171,7 +229,14 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> StartupTimings:
         binary = self.binary  # building, when needed, is not start-up time
         if self.node is not None:
-            self.node.prepare_host()
+            try:
+                # Building its tools, when needed, is not start-up time either.
+                self.node.prepare_host()
+            except BaseException:
+                # Past the host's record (the bridge's address refused, a Ctrl-C):
+                # undone here, as a failure of the steps below is.
+                self.stop()
+                raise
         started = time.monotonic()
         deadline = started + timeout
         try:
@@ -206,20 +271,29 @@ class LocalCluster:
 
     def stop(self) -> None:
         # The node first (its containers die with it), then clients of the
-        # API, etcd last; the host is put back once nothing runs any more.
-        if self.kwok_restarter is not None:
-            self.kwok_restarter.stop()  # before kwok stops: no restart of a stop
-        if self.node is not None:
-            self.node.stop_processes()
-        for process in reversed(self._processes):
-            process.stop()
-        if self._etcd_dir is not None:
-            shutil.rmtree(self._etcd_dir, ignore_errors=True)
-            self._etcd_dir = None
-        if self.node is not None:
-            self.host_differences = self.node.restore_host()
-        if self.server:
-            python_discovery_cache(self.server).unlink(missing_ok=True)
+        # API, etcd last; the host is put back once nothing runs any more,
+        # even when stopping something failed, and a second Ctrl-C (or a TERM)
+        # meanwhile waits until it is: a half-restored host stays changed.
+        with _signals_held():
+            try:
+                if self.kwok_restarter is not None:
+                    self.kwok_restarter.stop()  # before kwok stops: no restart of a stop
+                if self.node is not None:
+                    self.node.stop_processes()
+                for process in reversed(self._processes):
+                    process.stop()
+            finally:
+                if self._etcd_dir is not None:
+                    shutil.rmtree(self._etcd_dir, ignore_errors=True)
+                    self._etcd_dir = None
+                if self.node is not None:
+                    differences = self.node.restore_host()
+                    # None: nothing recorded, or restored already (a start that failed
+                    # stops once itself, then its caller): what was found stays said.
+                    if differences is not None:
+                        self.host_differences = differences
+                if self.server:
+                    python_discovery_cache(self.server).unlink(missing_ok=True)
 
     def component(self, name: str) -> ManagedProcess:
         """A running component by name: etcd, kube-apiserver, kubelet, containerd..."""
@@ -306,7 +380,8 @@ class LocalCluster:
         # outlives the run.
         shm = Path("/dev/shm")  # noqa: S108 - mkdtemp below makes a private dir in it
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.run_dir
-        self._etcd_dir = Path(tempfile.mkdtemp(prefix="stackforge-etcd-", dir=base))
+        sweep_abandoned_etcd_dirs(base)
+        self._etcd_dir = Path(tempfile.mkdtemp(prefix=etcd_dir_prefix(os.getpid()), dir=base))
         client_port, peer_port = free_port(), free_port()
         client_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"

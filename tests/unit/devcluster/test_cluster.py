@@ -3,7 +3,12 @@ are logged."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from stackforge_operator.devcluster.cluster import audit_policy_document, run_kubectl
 
@@ -34,3 +39,59 @@ def test_kubectl_keeps_its_discovery_cache_in_the_runs_directory(tmp_path: Path)
     cache = tmp_path / "run" / "kubectl-cache"
     assert ran.stdout.splitlines() == [
         "kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", "get", "pods"]
+
+
+def test_a_ctrl_c_during_the_clusters_stop_waits_until_the_host_is_back() -> None:
+    """A second Ctrl-C cut stop() short between stopping the node and restoring
+    the host: the host stayed changed. Now it acts once the block is done."""
+    from stackforge_operator.devcluster.cluster import _signals_held
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt), _signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # delivered meanwhile: held, not raised
+        finished = True
+    assert finished
+
+
+def test_a_killed_runs_etcd_data_is_swept_and_a_live_ones_is_kept(tmp_path: Path) -> None:
+    """etcd's data lives in RAM (/dev/shm) and only stop() removed it: every
+    killed session left its clusters' data there for good. A live cluster's
+    stays even while its etcd is down (the chaos tests kill it for a while)."""
+    import subprocess
+    import sys
+
+    from stackforge_operator.devcluster.cluster import (
+        etcd_dir_prefix,
+        sweep_abandoned_etcd_dirs,
+    )
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        abandoned = tmp_path / f"{etcd_dir_prefix(gone.pid)}abc"
+        in_use = tmp_path / f"{etcd_dir_prefix(alive.pid)}def"
+        own = tmp_path / f"{etcd_dir_prefix(os.getpid())}ghi"
+        for directory in (abandoned, in_use, own):
+            (directory / "member").mkdir(parents=True)
+        assert sweep_abandoned_etcd_dirs(tmp_path) == [abandoned]
+    finally:
+        alive.kill()
+        alive.wait()
+    assert not abandoned.exists() and in_use.exists() and own.exists()
+
+
+def test_a_signal_ignored_before_the_clusters_stop_stays_ignored_in_it() -> None:
+    """dev's teardown ignores SIGINT: held instead, the restore's own programs
+    (iptables-restore, umount), started meanwhile, took a Ctrl-C's default."""
+    from stackforge_operator.devcluster.cluster import _signals_held
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _signals_held():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # held
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

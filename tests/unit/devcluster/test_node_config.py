@@ -136,3 +136,14 @@ def test_a_run_directory_too_deep_for_the_sockets_is_refused_before_any_change(
     assert not deep.exists()  # refused before making anything
     shallow = realnode.RealNode(Path("/tmp/pytest-of-root/pytest-999/popen-gw1/dev0"))
     assert all(len(str(p)) <= realnode.UNIX_PATH_MAX for p in shallow.sockets())
+
+
+def test_a_relative_run_directory_gives_absolute_endpoints(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`dev --run-dir run` made unix://run/node/containerd/containerd.sock, whose
+    "run" a URL parser reads as a host: the kubelet never reached containerd, and
+    the host's restore, matching mounts by absolute path, unmounted nothing."""
+    monkeypatch.chdir(tmp_path)
+    node = realnode.RealNode(Path("run"))
+    assert node.dir == tmp_path / "run" / "node"
+    assert node.runtime_paths.endpoint == f"unix://{tmp_path}/run/node/containerd/containerd.sock"

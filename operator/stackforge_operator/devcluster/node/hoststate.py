@@ -89,8 +89,10 @@ class HostState:
 def _run(*argv: str, check: bool = False, stdin: str | None = None) -> str:
     if shutil.which(argv[0]) is None:
         return ""
+    # A session of their own: a Ctrl-C at the terminal, which the teardown holds
+    # off for itself, must not kill iptables-restore or umount half-way.
     result = subprocess.run(argv, capture_output=True, text=True, check=False, input=stdin,
-                            timeout=60)
+                            timeout=60, start_new_session=True)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result.stdout

@@ -92,16 +92,23 @@ def _ip(*args: str) -> None:
         raise NetworkSetupError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
-def create_bridge(network: NodeNetwork) -> None:
-    """The bridge, up, with the node address and a fixed MAC address (see
-    :attr:`NodeNetwork.bridge_mac`); refuses to reuse a leftover one."""
+def refuse_existing_bridge(network: NodeNetwork) -> None:
+    """Raises if the bridge exists: another node runs, or one's teardown has not
+    finished (its guardian restores the host of a node whose launcher died)."""
     existing = subprocess.run(["ip", "link", "show", network.bridge], capture_output=True,
                               check=False)
     if existing.returncode == 0:
         raise NetworkSetupError(
-            f"link {network.bridge} already exists: another real node is running on this host, "
-            "or one was killed without its teardown; stop it, or remove the link with "
-            f"`ip link delete {network.bridge}`")
+            f"link {network.bridge} already exists: another real node is running on this "
+            "host, or one's teardown has not finished (a node whose launcher was killed is "
+            "restored by its guardian: node/guardian.log in its run directory); stop it "
+            "and wait for its teardown")
+
+
+def create_bridge(network: NodeNetwork) -> None:
+    """The bridge, up, with the node address and a fixed MAC address (see
+    :attr:`NodeNetwork.bridge_mac`); refuses to reuse a leftover one."""
+    refuse_existing_bridge(network)
     _ip("link", "add", network.bridge, "address", network.bridge_mac, "type", "bridge")
     _ip("addr", "add", f"{network.node_ip}/{network.prefix_length}", "dev", network.bridge)
     _ip("link", "set", network.bridge, "up")

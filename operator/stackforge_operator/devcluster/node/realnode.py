@@ -25,6 +25,7 @@ from kubernetes.client import ApiClient
 
 from stackforge_operator.devcluster.kubeconfig import write_kubeconfig
 from stackforge_operator.devcluster.node import (
+    guardian,
     hoststate,
     metrics_server,
     network,
@@ -77,11 +78,13 @@ class ImageArchive:
 class RealNode:
     def __init__(self, run_dir: Path, *, log: Callable[[str], None] | None = None,
                  network_: network.NodeNetwork | None = None) -> None:
-        self.dir = run_dir / "node"
+        self.dir = run_dir.absolute() / "node"
         self.network = network_ or network.NodeNetwork()
         self.name = NODE_NAME
         self._log = log or (lambda _msg: None)
         self._before: hoststate.HostState | None = None
+        self._guardian: guardian.Guardian | None = None
+        self._host_lock: int | None = None
         self._processes: list[ManagedProcess] = []
         self.runtime_paths = runtime.RuntimePaths(self.dir / "containerd")
         self.kubelet_paths = KubeletPaths(self.dir)
@@ -96,9 +99,21 @@ class RealNode:
         if os.geteuid() != 0:
             raise RealNodeError("a real node needs root (kubelet, containerd, bridge, iptables)")
         self.tools_dir = ensure_node_tools()
-        self._before = hoststate.snapshot(str(self.dir))
+        # Before anything is recorded: a start refused here must not "restore" the
+        # host to a snapshot holding a running node's bridge, rules and pods, nor
+        # record what a killed node's guardian is still undoing.
+        try:
+            self._host_lock = guardian.hold_host()
+        except guardian.HostBusyError as error:
+            raise RealNodeError(str(error)) from None
+        network.refuse_existing_bridge(self.network)
+        before = hoststate.snapshot(str(self.dir))
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "host-before.txt").write_text(repr(self._before.sysctls) + "\n")
+        (self.dir / "host-before.txt").write_text(repr(before.sysctls) + "\n")
+        self._before = before
+        # Whatever ends this process from here on, the host is put back.
+        self._guardian = guardian.start(before, str(self.dir), self.dir / "guardian.log",
+                                        self._host_lock)
         network.create_bridge(self.network)
 
     def sockets(self) -> list[Path]:
@@ -153,18 +168,32 @@ class RealNode:
         for process in reversed(self._processes):
             if process.name != "containerd":
                 process.stop(timeout=5)
-        hoststate.kill_node_processes(
-            self._before.node_processes if self._before else frozenset(), str(self.dir))
+        if self._before is not None:
+            # Never recorded, never started: every pod process on the host would
+            # count as this node's (another node's pods, killed).
+            hoststate.kill_node_processes(self._before.node_processes, str(self.dir))
         for process in self._processes:
             process.stop(timeout=5)
 
-    def restore_host(self) -> list[str]:
-        """Put the host back as recorded; returns what still differs (empty when clean)."""
+    def restore_host(self) -> list[str] | None:
+        """Put the host back as recorded; returns what still differs (empty when
+        clean), None when nothing was recorded (or it was restored already)."""
         if self._before is None:
-            return []
+            self._let_go_of_host()
+            return None
         left = hoststate.restore(self._before, str(self.dir))
         self._before = None
+        self._let_go_of_host()
         return left
+
+    def _let_go_of_host(self) -> None:
+        """The guardian ends without restoring anything, then the host's lock goes."""
+        if self._guardian is not None:
+            self._guardian.release()
+            self._guardian = None
+        if self._host_lock is not None:
+            os.close(self._host_lock)
+            self._host_lock = None
 
     def log_paths(self) -> dict[str, Path]:
         return {p.name: p.log_path for p in self._processes}
