@@ -610,3 +610,43 @@ def test_every_pooler_together_stays_within_the_primarys_connections(
     assert peak >= 2 * (share // 3) - 2, peak
     # ... and took no more than their share.
     assert peak <= share, peak
+
+
+def test_new_connections_through_a_rolling_pooler_are_all_served(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """A pooler pod being replaced stopped at once while kube-proxy still sent it
+    new connections for a moment: refused ("Connection refused" at the Service's
+    address, seen by a pgbench run started right after a rollout). Each pod now
+    serves until the Service has forgotten it."""
+    ns = tenants.namespace_of(tenant)
+    manifest = replicated_tenant(tenant)
+    manifest["spec"]["components"]["postgres"].update(
+        {"readReplicas": 0, "pooler": {"enabled": True, "replicas": 2}})
+    manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
+    tenants.apply(real_cluster, manifest)
+    apps = client.AppsV1Api(real_cluster.api)
+    tenants.eventually(
+        lambda: spec_of(apps.read_namespaced_deployment("pooler", ns)).replicas == 2, timeout=60)
+    real_cluster.kubectl("rollout", "status", "-n", ns, "deployment/pooler", "--timeout=180s",
+                         timeout=200)
+    stack.wait_ready(real_cluster, tenant)
+    credentials = stack.postgres_credentials(real_cluster, ns)
+    # A new connection for every transaction, 20 a second, through the rollout.
+    bench = ["exec", "-i", "-n", ns, CLIENT, "--", "env", "PGHOST=pooler",
+             f"PGPORT={POOLER_PORT}", f"PGUSER={credentials[sn.POSTGRES_USER_KEY]}",
+             f"PGDATABASE={stack.DATABASE}",
+             f"PGPASSWORD={credentials[sn.POSTGRES_PASSWORD_KEY]}",
+             "pgbench", "-n", "--connect", "--client=4", "--rate=20", "--time=40",
+             "--file=/dev/stdin"]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(real_cluster.kubectl, *bench, input="SELECT 1;\n",
+                              check=False, timeout=120)
+        time.sleep(3)
+        real_cluster.kubectl("rollout", "restart", "-n", ns, "deployment/pooler")
+        real_cluster.kubectl("rollout", "status", "-n", ns, "deployment/pooler",
+                             "--timeout=90s", timeout=100)
+        result = running.result()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "aborted" not in result.stdout + result.stderr, result.stdout + result.stderr
+    processed = re.search(r"number of transactions actually processed: (\d+)", result.stdout)
+    assert processed is not None and int(processed.group(1)) >= 600, result.stdout

@@ -117,6 +117,10 @@ log_disconnections = 0
 """
 
 
+# How long a pooler pod being replaced keeps serving (see _deployment).
+DRAIN_SECONDS = 5
+
+
 def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
     image = image_catalog.current().pgbouncer
     userlist = {
@@ -142,6 +146,12 @@ def _deployment(t: EffectiveTenant, digest: str) -> Manifest:
         "readinessProbe": listening,
         "startupProbe": startup_probe(listening, alive),
         "livenessProbe": alive,
+        # A pod being replaced leaves the Service's endpoints at once, but each
+        # node's kube-proxy learns it a moment later: stopped at once (the
+        # image's STOPSIGNAL, PgBouncer's safe shutdown), it refused the new
+        # connections still sent its way during a rollout. It serves a while
+        # longer instead.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
         "resources": resources(t.postgres.pooler.resources),
         "securityContext": container_security_context(read_only_root_filesystem=True),
         "volumeMounts": [

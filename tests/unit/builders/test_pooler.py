@@ -60,6 +60,17 @@ def test_auth_from_the_secret_into_a_memory_volume() -> None:
     assert pooler.AUTH_FILE.startswith(mounted["mountPath"] + "/")
 
 
+def test_a_pooler_pod_being_replaced_serves_until_the_service_forgot_it() -> None:
+    """Stopped at once, it refused the connections kube-proxy still sent its way."""
+    dep = find(pooler.build(tenant(with_pool())), "Deployment", "pooler")
+    pod = dep["spec"]["template"]["spec"]
+    bouncer = container(dep, "pgbouncer")
+    assert bouncer["lifecycle"]["preStop"] == {
+        "exec": {"command": ["sleep", str(pooler.DRAIN_SECONDS)]}}
+    # The sleep and PgBouncer's safe shutdown both fit the grace period.
+    assert pod.get("terminationGracePeriodSeconds", 30) / 2 > pooler.DRAIN_SECONDS
+
+
 def test_service_and_port() -> None:
     objs = pooler.build(tenant(with_pool()))
     svc = find(objs, "Service", "pooler")
