@@ -321,6 +321,12 @@ class LocalCluster:
         elif name == "containerd" and self.node is not None:
             # The kubelet exits at start-up when the runtime does not answer yet.
             _wait_for("containerd socket", self.node.runtime_answers, deadline, process)
+        elif name == "kubelet":
+            # containerd answers on its socket a moment before its CRI serves
+            # ("server is not initialized yet"), and a kubelet that meets that
+            # exits: started again, as systemd's Restart= would, until it stays.
+            # (A CI run's node stayed NotReady for good after such an exit.)
+            keep_running(process, deadline, log=self._log)
         elif not process.running():
             raise ControlPlaneError(f"{name} exited at once:\n{process.log_tail()}")
 
@@ -647,6 +653,28 @@ def run_kubectl(
 def _etcd_healthy(client_url: str) -> bool:
     response = httpx.get(f"{client_url}/health", timeout=2)
     return response.status_code == 200 and response.json().get("health") == "true"
+
+
+# How long a restarted program must run to count as started (keep_running).
+SETTLE_SECONDS = 3.0
+
+
+def keep_running(process: ManagedProcess, deadline: float,
+                 log: Callable[[str], None] = lambda _msg: None) -> None:
+    """Start ``process`` again whenever it exits within SETTLE_SECONDS of a start,
+    until it stays up that long or ``deadline`` passes (then raise, with its log)."""
+    while True:
+        settled = time.monotonic() + SETTLE_SECONDS
+        while process.running() and time.monotonic() < settled:
+            time.sleep(0.1)
+        if process.running():
+            return
+        if time.monotonic() >= deadline:
+            raise ControlPlaneError(f"{process.name} kept exiting at start-up; last log "
+                                    f"lines:\n{process.log_tail()}")
+        log(f"{process.name} exited at start-up; starting it again")
+        time.sleep(0.5)
+        process.start()
 
 
 def _wait_for(

@@ -95,3 +95,36 @@ def test_a_signal_ignored_before_the_clusters_stop_stays_ignored_in_it() -> None
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_restarted_kubelet_that_exits_at_once_is_started_again_until_it_stays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """containerd answers on its socket a moment before its CRI serves; a kubelet
+    restarted then exits ("server is not initialized yet"), and the node stayed
+    NotReady for good (a CI run's every later real-node test failed)."""
+    import sys
+
+    from stackforge_operator.devcluster import cluster
+    from stackforge_operator.devcluster.processes import ManagedProcess
+
+    monkeypatch.setattr(cluster, "SETTLE_SECONDS", 1.0)
+    marker = tmp_path / "tried"
+    program = ("import pathlib, sys, time\n"
+               f"m = pathlib.Path({str(marker)!r})\n"
+               "if not m.exists():\n"
+               "    m.write_text('x'); sys.exit(1)  # the runtime is not serving yet\n"
+               "time.sleep(60)\n")
+    kubelet = ManagedProcess("kubelet", [sys.executable, "-c", program], tmp_path / "k.log")
+    kubelet.start()
+    told: list[str] = []
+    try:
+        cluster.keep_running(kubelet, time.monotonic() + 20, log=told.append)
+        assert kubelet.running()
+        assert told == ["kubelet exited at start-up; starting it again"]
+    finally:
+        kubelet.stop(timeout=5)
+    never = ManagedProcess("kubelet", [sys.executable, "-c", "raise SystemExit(1)"],
+                           tmp_path / "never.log")
+    never.start()
+    with pytest.raises(cluster.ControlPlaneError, match="kept exiting"):
+        cluster.keep_running(never, time.monotonic() + 3)
