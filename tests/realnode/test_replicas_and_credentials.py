@@ -561,16 +561,12 @@ def test_replicas_scaled_away_leave_no_slot(real_cluster: ClusterHandle, tenant:
     stack.wait_ready(real_cluster, tenant)
 
 
-def test_every_pooler_together_stays_within_the_primarys_connections(
-        real_cluster: ClusterHandle, tenant: str) -> None:
-    """Two poolers of 100 server connections each (Enterprise's defaults) and 100
-    clients at once: PgBouncer queues what the primary cannot take rather than
-    opening 200 connections to a server that admits 100, so every client's
-    statement runs and the primary's connections stay within the pooled share."""
+def _two_poolers(real_cluster: ClusterHandle, tenant: str, **pooler_spec: int) -> str:
+    """The tenant with two poolers rolled out and Ready, no replica; its namespace."""
     ns = tenants.namespace_of(tenant)
     manifest = replicated_tenant(tenant)
     manifest["spec"]["components"]["postgres"].update(
-        {"readReplicas": 0, "pooler": {"enabled": True, "replicas": 2, "defaultPoolSize": 100}})
+        {"readReplicas": 0, "pooler": {"enabled": True, "replicas": 2, **pooler_spec}})
     manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
     tenants.apply(real_cluster, manifest)
     apps = client.AppsV1Api(real_cluster.api)
@@ -579,6 +575,16 @@ def test_every_pooler_together_stays_within_the_primarys_connections(
     real_cluster.kubectl("rollout", "status", "-n", ns, "deployment/pooler", "--timeout=180s",
                          timeout=200)
     stack.wait_ready(real_cluster, tenant)
+    return ns
+
+
+def test_every_pooler_together_stays_within_the_primarys_connections(
+        real_cluster: ClusterHandle, tenant: str) -> None:
+    """Two poolers of 100 server connections each (Enterprise's defaults) and 100
+    clients at once: PgBouncer queues what the primary cannot take rather than
+    opening 200 connections to a server that admits 100, so every client's
+    statement runs and the primary's connections stay within the pooled share."""
+    ns = _two_poolers(real_cluster, tenant, defaultPoolSize=100)
     # The share assumes the image's max_connections; the image keeps initdb's.
     assert stack.psql(real_cluster, ns, "SHOW max_connections") == str(
         pooler.POSTGRES_MAX_CONNECTIONS)
@@ -618,18 +624,7 @@ def test_new_connections_through_a_rolling_pooler_are_all_served(
     new connections for a moment: refused ("Connection refused" at the Service's
     address, seen by a pgbench run started right after a rollout). Each pod now
     serves until the Service has forgotten it."""
-    ns = tenants.namespace_of(tenant)
-    manifest = replicated_tenant(tenant)
-    manifest["spec"]["components"]["postgres"].update(
-        {"readReplicas": 0, "pooler": {"enabled": True, "replicas": 2}})
-    manifest["spec"]["adminAccounts"] = manifest["spec"]["adminAccounts"][:1]
-    tenants.apply(real_cluster, manifest)
-    apps = client.AppsV1Api(real_cluster.api)
-    tenants.eventually(
-        lambda: spec_of(apps.read_namespaced_deployment("pooler", ns)).replicas == 2, timeout=60)
-    real_cluster.kubectl("rollout", "status", "-n", ns, "deployment/pooler", "--timeout=180s",
-                         timeout=200)
-    stack.wait_ready(real_cluster, tenant)
+    ns = _two_poolers(real_cluster, tenant)
     credentials = stack.postgres_credentials(real_cluster, ns)
     # A new connection for every transaction, 20 a second, through the rollout.
     bench = ["exec", "-i", "-n", ns, CLIENT, "--", "env", "PGHOST=pooler",
