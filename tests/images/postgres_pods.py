@@ -230,6 +230,11 @@ def start_program(pod: Pod, path: Path, env: Mapping[str, str],
         )  # fmt: skip
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class FirstProcess:
     """A program of the image started as its container starts it: the first
     process of a PID namespace (``unshare --pid``), as the pod's user. There a
@@ -244,7 +249,11 @@ class FirstProcess:
                 ["unshare", "--pid", "--fork", "--kill-child", "setpriv",
                  f"--reuid={pod.user.uid}", f"--regid={pod.user.gid}", "--clear-groups",
                  *argv], env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                stderr=subprocess.STDOUT, start_new_session=True,
+                # A container's first process starts with default dispositions;
+                # a test run in the background inherits SIGINT ignored, which a
+                # shell may then neither trap nor reset.
+                preexec_fn=_default_signals)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the namespace's first process, as the kubelet does."""

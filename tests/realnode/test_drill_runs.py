@@ -116,9 +116,10 @@ def test_drill_passes_measures_rto_rpo_and_leaves_the_tenant_untouched(
     sandbox = sandbox_of(cluster, tenant.namespace, "monthly")
     with ThreadPoolExecutor(1) as pool:
         watching = pool.submit(watch_drill_pod, cluster, sandbox)
-        # The restore pod's identity has rights in its sandbox only.
+        # The restore pod's identity has no rights at all (it has no token either),
+        # not even in its own sandbox.
         for verb, resource, namespace, allowed in (
-            ("list", "pods", sandbox, True),
+            ("list", "pods", sandbox, False),
             ("create", "pods", tenant.namespace, False),
             ("get", "secrets", tenant.namespace, False),
             ("delete", "statefulsets", tenant.namespace, False),

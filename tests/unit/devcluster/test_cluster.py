@@ -47,10 +47,15 @@ def test_a_ctrl_c_during_the_clusters_stop_waits_until_the_host_is_back() -> Non
     from stackforge_operator.devcluster.cluster import _signals_held
 
     finished = False
-    with pytest.raises(KeyboardInterrupt), _signals_held():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.1)  # delivered meanwhile: held, not raised
-        finished = True
+    # Python's own Ctrl-C (a run in the background may have inherited it ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # delivered meanwhile: held, not raised
+            finished = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert finished
 
 
