@@ -243,7 +243,7 @@ class FirstProcess:
     def __init__(self, pod: Pod, argv: Sequence[str], env: Mapping[str, str],
                  log: Path) -> None:
         if os.geteuid() != 0:
-            pytest.skip("a PID namespace needs root")
+            pytest.fail("a PID namespace needs root (unshare --pid): run the tests as root")
         with log.open("wb") as out:
             self.launcher = subprocess.Popen(
                 ["unshare", "--pid", "--fork", "--kill-child", "setpriv",
