@@ -46,8 +46,7 @@ def test_its_launcher_gone_it_restores_the_recorded_host_and_says_what_differs(
         restores: list[tuple[Any, ...]]) -> None:
     log = io.StringIO()
     assert guardian.guard(_stream(b""), log) == ["sysctl kernel.panic"]
-    assert restores == [("kill", frozenset(), "/run/x/node"),
-                        ("restore", BEFORE, "/run/x/node")]
+    assert restores == [("restore", BEFORE, "/run/x/node")]
     assert "host not restored: sysctl kernel.panic" in log.getvalue()
 
 

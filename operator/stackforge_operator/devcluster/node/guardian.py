@@ -149,8 +149,7 @@ def guard(stream: IO[bytes], log: IO[str]) -> list[str] | None:
     started = time.monotonic()
     print(f"the launcher of the node in {scope} ended without restoring the host: "
           "restoring it", file=log, flush=True)
-    hoststate.kill_node_processes(before.node_processes, scope)
-    left = hoststate.restore(before, scope)
+    left = hoststate.restore(before, scope)  # which kills what the node left first
     for difference in left:
         print(f"host not restored: {difference}", file=log, flush=True)
     print(f"restored in {time.monotonic() - started:.1f} s", file=log, flush=True)
