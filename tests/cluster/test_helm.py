@@ -24,7 +24,7 @@ from stackforge_operator import peering, rbac
 from tests.support import helm
 from tests.support.clusters import ClusterHandle
 from tests.support.objects import spec_of, status_of
-from tests.support.tenants import eventually
+from tests.support.tenants import eventually, small_tenant
 
 RELEASE = "t-helm"
 FIELD_MANAGER = "stackforge-tests"  # the same as the stackforge_crds fixture: no CRD conflicts
@@ -187,3 +187,19 @@ def test_chart_installs_and_runs(
         answer = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-A", subject,
                                  check=False)
         assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)
+
+    # The release's namespace is the operator's own: a tenant there (whose
+    # default-deny policy would cut the operator off) is refused at admission.
+    tenant = small_tenant("squatter", namespace=namespace)
+
+    def refused() -> str | None:
+        created = cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(tenant),
+                                  check=False)
+        if created.returncode == 0:
+            cluster.kubectl("delete", "stackforgetenant", "squatter", "-n", namespace)
+            return None
+        return created.stderr
+
+    message = eventually(refused, timeout=30)  # a new policy compiles within moments
+    assert (f"namespace {namespace} is the StackForge operator's own; put the tenant in a "
+            "namespace of its own") in message, message

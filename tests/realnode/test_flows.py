@@ -203,7 +203,7 @@ class Lab:
         if peer == network.EVERY_POD:
             return self.postgres()
         # Outside peers hold dicts (unhashable): matched by name.
-        return {network.OPERATOR.name: self.operator, network.ANYWHERE.name: self.outsider,
+        return {network.operator_peer().name: self.operator, network.ANYWHERE.name: self.outsider,
                 network.SCRAPERS.name: self.scraper,
                 network.BACKUP_RUNNERS.name: self.runner()}[peer.name]
 
@@ -212,7 +212,7 @@ class Lab:
             return self.in_tenant[peer.pod_labels].ip
         if peer == network.EVERY_POD:
             return self.postgres().ip
-        if peer == network.OPERATOR:
+        if peer == network.operator_peer():
             return self.operator.ip
         if peer == network.KUBE_DNS:
             return self.coredns_ip
@@ -245,7 +245,7 @@ def _row(flow: network.Flow) -> str:
 def _ports(flow: network.Flow) -> tuple[tuple[str, int], ...]:
     if flow.ports:
         return flow.ports
-    return (("TCP", OPERATOR_PORT if flow.destination == network.OPERATOR else 5432),)
+    return (("TCP", OPERATOR_PORT if flow.destination == network.operator_peer() else 5432),)
 
 
 def positives(lab: Lab, flows: list[network.Flow]) -> list[Check]:
@@ -279,7 +279,7 @@ def negatives(lab: Lab, flows: list[network.Flow]) -> list[Check]:
         elif src == network.BACKUP_RUNNERS:
             impostor = lab.impostors[RUNNER_LABELS]
             out.append(Check(impostor, _target(ip, proto, port), False, row))
-        elif src in (network.OPERATOR, network.SCRAPERS):
+        elif src in (network.operator_peer(), network.SCRAPERS):
             out.append(Check(lab.outsider, _target(ip, proto, port), False, row))
     # The kube-router case: a host-name endpoint's rule must not reach the tenant's
     # pods, even one that admits anyone on that port.

@@ -5,7 +5,9 @@ mark the chart's pods Running (tests/cluster/test_helm.py): here the chart's
 Deployment runs its two peered replicas from the project's operator image under
 the chart's own security context and probes, they reach the API server from the
 pod network with the ServiceAccount's token, and the active one reconciles a
-tenant to Ready on running pods while the other stands by.
+tenant to Ready on running pods while the other stands by. The release goes
+into a namespace of its own, not stackforge-system, as `helm install -n` does:
+the tenant's NetworkPolicies admit the operator from wherever its pod runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from tests.support.objects import name_of, spec_of, status_of
 
 RELEASE = "stackforge"
 DEPLOYMENT = "stackforge-operator"
+# Not the manifests' stackforge-system (the session's host-process operators' own).
+CHART_NAMESPACE = "stackforge-chart"
 
 
 def _values(directory: Path) -> Path:
@@ -63,8 +67,11 @@ def installed(real_cluster: ClusterHandle,
     the module, what it made goes, and the session's identity is as it shipped."""
     values = _values(tmp_path_factory.mktemp("chart"))
     docs = [d for d in yaml.safe_load_all(helm.template_text(
-        release=RELEASE, namespace=real_operator_identity.namespace, value_files=[values]))
+        release=RELEASE, namespace=CHART_NAMESPACE, value_files=[values]))
         if d]
+    tenants.ensure_namespace(real_cluster, CHART_NAMESPACE)
+    client.CoreV1Api(real_cluster.api).patch_namespace(CHART_NAMESPACE, {"metadata": {
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     made = [d for d in docs if not _exists(real_cluster, d)]
     real_cluster.kubectl("apply", "--server-side", "--force-conflicts",
                          "--field-manager=stackforge-chart-test", "-f", "-",
@@ -75,17 +82,16 @@ def installed(real_cluster: ClusterHandle,
         for doc in reversed(made):
             real_cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], *_scope(doc),
                                  "--ignore-not-found", "--wait=true", timeout=180)
-        tenants.eventually(lambda: not client.CoreV1Api(real_cluster.api).list_namespaced_pod(
-            real_operator_identity.namespace,
-            label_selector=f"app.kubernetes.io/name={DEPLOYMENT}").items, timeout=120)
-        # The identity the chart shares with the session's (same names) as it ships.
+        real_cluster.kubectl("delete", "namespace", CHART_NAMESPACE, "--wait=true",
+                             timeout=180)
+        # The session's identity as it ships (the chart's cluster-wide objects
+        # may have shared its names).
         operator_identity.install(real_cluster, real_operator_identity.kubeconfig)
 
 
 def test_the_charts_operator_runs_on_the_node_and_reconciles_a_tenant(
-        real_cluster: ClusterHandle, installed: list[dict[str, Any]],
-        real_operator_identity: operator_identity.OperatorIdentity) -> None:
-    namespace = real_operator_identity.namespace
+        real_cluster: ClusterHandle, installed: list[dict[str, Any]]) -> None:
+    namespace = CHART_NAMESPACE
     # The image starts as the chart runs it (non-root, read-only root, every
     # capability dropped) and passes the chart's own probes.
     waited = real_cluster.kubectl("wait", "-n", namespace, "--for=condition=Available",
@@ -114,5 +120,17 @@ def test_the_charts_operator_runs_on_the_node_and_reconciles_a_tenant(
             return [pod for pod in names if f"tenant {name}: applied" in real_cluster.kubectl(
                 "logs", "-n", namespace, pod, check=False).stdout]
         assert len(applied_by()) == 1, applied_by()
+
+        # The operator's pods reach the tenant's (its checks, the exporters): the
+        # tenant's policies admit them from this namespace. Named stackforge-system
+        # only before, so this connection was refused.
+        primary = core.read_namespaced_pod("postgres-0", ns)
+        address = status_of(primary).pod_ip
+        assert address is not None
+        reached = real_cluster.kubectl(
+            "exec", "-n", namespace, names[0], "--", "python3", "-c",
+            "import socket, sys; socket.create_connection((sys.argv[1], 5432), 5).close()",
+            address, check=False, timeout=30)
+        assert reached.returncode == 0, reached.stderr
     finally:
         tenants.discard(real_cluster, name)

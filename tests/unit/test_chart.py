@@ -68,6 +68,19 @@ def test_admission_policy_is_the_manifests_policy(rendered: list[dict[str, Any]]
     assert binding["spec"] == {"policyName": POLICY_NAME, "validationActions": ["Deny"]}
 
 
+def test_the_release_namespace_is_reserved_when_it_is_not_the_manifests() -> None:
+    """The operator's own namespace may hold no tenant: its default-deny policy
+    there would cut the operator off."""
+    validations = only(template(namespace="ops"), "ValidatingAdmissionPolicy")["spec"][
+        "validations"]
+    assert validations[:-1] == manifests.one("ValidatingAdmissionPolicy")["spec"]["validations"]
+    assert validations[-1] == {
+        "expression": 'request.namespace != "ops"',
+        "message": "namespace ops is the StackForge operator's own; put the tenant in a "
+                   "namespace of its own",
+        "reason": "Forbidden"}
+
+
 def test_binding_ties_the_role_to_the_release_service_account() -> None:
     docs = template(release="other", namespace="ops")
     binding = only(docs, "ClusterRoleBinding")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +29,18 @@ RUNNER_LABEL = f"{API_GROUP}/runner"
 MANAGED_BY = "stackforge-operator"
 PART_OF = "stackforge"
 
-# The operator's own namespace: isolation keeps exactly its traffic.
+# The namespace manifests/ installs the operator into, and the operator's own
+# namespace when it runs outside a pod (development, the tests).
 OPERATOR_NAMESPACE = "stackforge-system"
+
+
+def operator_namespace(environ: Mapping[str, str] = os.environ) -> str:
+    """The namespace the operator runs in: its pod's (POD_NAMESPACE, from the
+    downward API, as the Deployment and the chart set it), else
+    :data:`OPERATOR_NAMESPACE`. Tenant NetworkPolicies admit the operator from
+    it (isolation keeps exactly its traffic), and no tenant may live in it: a
+    tenant's default-deny policy there would cut the operator itself off."""
+    return environ.get(image_catalog.POD_NAMESPACE_ENV, "").strip() or OPERATOR_NAMESPACE
 
 # Well-known ports of the components (containers and Services alike).
 POSTGRES_PORT = 5432

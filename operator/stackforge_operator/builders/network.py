@@ -27,7 +27,6 @@ from stackforge_operator.builders.common import (
     KAFKA_PORT,
     KONG_PROXY_PORT,
     KONG_PROXY_TLS_PORT,
-    OPERATOR_NAMESPACE,
     POOLER_PORT,
     POSTGRES_PORT,
     REDIS_PORT,
@@ -35,6 +34,7 @@ from stackforge_operator.builders.common import (
     TENANT_LABEL,
     Manifest,
     metadata,
+    operator_namespace,
 )
 from stackforge_operator.models.effective import App, EffectiveTenant
 
@@ -82,10 +82,17 @@ def app_peer(t: EffectiveTenant, app_name: str) -> Peer:
 
 ANYWHERE = Peer("anywhere", outside=())
 EVERY_POD = Peer("every-pod", pod_labels=())
-OPERATOR = Peer(
-    "operator",
-    outside=(("namespaceSelector", {"matchLabels": {NAMESPACE_NAME_LABEL: OPERATOR_NAMESPACE}}),),
-)
+
+
+def operator_peer() -> Peer:
+    """The operator's pods, in whichever namespace it was installed into."""
+    return Peer(
+        "operator",
+        outside=(("namespaceSelector",
+                  {"matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace()}}),),
+    )
+
+
 KUBE_DNS = Peer(
     "kube-dns",
     outside=(("namespaceSelector", {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}}),
@@ -169,7 +176,7 @@ def operator_flows() -> list[Flow]:
     port: any tenant pod, an isolated one included, read the operator's metrics
     (every tenant's name, backups and drill verdicts)."""
     return [
-        Flow(OPERATOR, EVERY_POD, (), "the operator reads the exporters (replication lag) "
+        Flow(operator_peer(), EVERY_POD, (), "the operator reads the exporters (replication lag) "
              "and checks the stack"),
     ]
 

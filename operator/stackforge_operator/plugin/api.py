@@ -19,10 +19,9 @@ from kubernetes.stream import portforward, stream
 
 from stackforge_operator import API_GROUP, API_VERSION
 from stackforge_operator.builders import postgres
-from stackforge_operator.builders.common import COMPONENT_LABEL, TENANT_LABEL
+from stackforge_operator.builders.common import COMPONENT_LABEL, OPERATOR_NAMESPACE, TENANT_LABEL
 
 Obj = dict[str, Any]
-OPERATOR_NAMESPACE = "stackforge-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=stackforge-operator"
 # What a report gathers from the tenant's namespace, beside its own kinds.
 BUNDLED_KINDS = (
@@ -188,17 +187,19 @@ class Cluster:
             return f"(no log: {error.status} {error.reason})\n"
         return str(text)
 
-    def operator_log_lines(self, tenant: Obj, tail: int) -> dict[str, str]:
-        """The operator pods' lines naming the tenant (its name or namespace)."""
+    def operator_log_lines(self, tenant: Obj, tail: int,
+                           operator_namespace: str = OPERATOR_NAMESPACE) -> dict[str, str]:
+        """The lines naming the tenant (its name or namespace) of the operator's pods
+        in ``operator_namespace``."""
         name, namespace = tenant["metadata"]["name"], tenant["metadata"]["namespace"]
         try:
-            pods = self.pods(OPERATOR_NAMESPACE, OPERATOR_SELECTOR)
+            pods = self.pods(operator_namespace, OPERATOR_SELECTOR)
         except ApiException:
             return {}
         out = {}
         for pod in pods:
             pod_name = str(pod["metadata"]["name"])
-            text = self.pod_log(OPERATOR_NAMESPACE, pod_name, "operator", 20 * tail)
+            text = self.pod_log(operator_namespace, pod_name, "operator", 20 * tail)
             lines = [line for line in text.splitlines() if names_tenant(line, name, namespace)]
             out[pod_name] = "\n".join(lines[-tail:]) + "\n"
         return out

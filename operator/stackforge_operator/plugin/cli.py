@@ -23,6 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from stackforge_operator import support_bundle as bundle
 from stackforge_operator.builders.backup import BACKUP_NOW_ANNOTATION, POLICY_LABEL
+from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.plugin import health, health_checks, render
 from stackforge_operator.plugin.api import Cluster, NotFoundError
 from stackforge_operator.reconcile.recovery import (
@@ -244,7 +245,8 @@ def _report(cluster: Cluster, args: argparse.Namespace) -> int:
     logs = {(pod, container): cluster.pod_log(namespace, pod, container, args.tail)
             for pod, container in bundle.containers(objects)}
     extra = {f"operator/{pod}.log": lines
-             for pod, lines in cluster.operator_log_lines(tenant, args.tail).items()}
+             for pod, lines in cluster.operator_log_lines(
+                 tenant, args.tail, args.operator_namespace).items()}
     extra["status.txt"] = render.tenant_screen(
         tenant, cluster.of_tenant("backuppolicies", tenant),
         cluster.of_tenant("drdrills", tenant))
@@ -324,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("tenant")
     report.add_argument("-f", "--file", help="where to write the .tar.gz")
     report.add_argument("--tail", type=int, default=200, help="log lines per container")
+    report.add_argument("--operator-namespace", default=OPERATOR_NAMESPACE,
+                        help="where the operator runs, for its log lines about the tenant "
+                             f"(default {OPERATOR_NAMESPACE})")
     report.set_defaults(run=_report)
     return parser
 

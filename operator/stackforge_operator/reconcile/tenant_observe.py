@@ -27,7 +27,7 @@ from stackforge_operator import (
 from stackforge_operator import usage as tenant_usage
 from stackforge_operator.builders import ingress, postgres
 from stackforge_operator.builders import namespace as namespace_builder
-from stackforge_operator.builders.common import TENANT_LABEL, selector_labels
+from stackforge_operator.builders.common import TENANT_LABEL, operator_namespace, selector_labels
 from stackforge_operator.models import conditions as types
 from stackforge_operator.models.backup import BackupPolicyStatus, RunResult
 from stackforge_operator.models.common import ConditionStatus, SecretKeyRef
@@ -95,6 +95,12 @@ def placement_problem(meta: Mapping[str, Any],
             "ReservedNamespace",
             f"namespace {namespace} is reserved: put the tenant in a namespace of its own "
             f"(not {RESERVED_NAMESPACES_TEXT})")
+    if namespace == operator_namespace():
+        # The tenant's default-deny NetworkPolicy would cut the operator off there.
+        return Problem(
+            "ReservedNamespace",
+            f"namespace {namespace} is the operator's own: put the tenant in a namespace "
+            "of its own")
     holder = (namespace_labels or {}).get(TENANT_LABEL)
     neighbour = namespace_claimant(
         meta, kube.list_objects(API, TENANT_KIND, namespace=namespace), holder)

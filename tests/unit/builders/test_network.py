@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stackforge_operator.builders import network
 from stackforge_operator.builders.common import Manifest
 from tests.unit.builders.tenants import tenant
@@ -78,6 +80,17 @@ def test_isolation_leaves_default_deny_and_the_operator_only() -> None:
     # not, opens one to the operator's namespace (its metrics name every tenant).
     assert operator == {"podSelector": {}, "policyTypes": ["Ingress"],
                         "ingress": [{"from": [peer]}]}
+
+
+def test_the_operator_is_admitted_from_the_namespace_its_pod_runs_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chart installs into any namespace; the policies named stackforge-system
+    only, so an operator installed elsewhere could not reach any tenant pod."""
+    monkeypatch.setenv("POD_NAMESPACE", "platform-ops")
+    operator = _policies()["allow-operator"]["spec"]
+    assert operator["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "platform-ops"}}}]}]
 
 
 def test_every_flow_has_a_reason_and_both_halves_render() -> None:

@@ -13,6 +13,7 @@ from stackforge_operator.reconcile.tenant_observe import (
     first_claimant,
     name_claimant,
     namespace_claimant,
+    placement_problem,
 )
 
 
@@ -99,6 +100,18 @@ def test_the_oldest_of_several_is_named() -> None:
 ])
 def test_reserved_namespaces(namespace: str, reserved: bool) -> None:
     assert reserved_namespace(namespace) is reserved
+
+
+def test_a_tenant_in_the_operators_own_namespace_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Installed by the chart into another namespace than stackforge-system, the
+    operator's pod would fall under the tenant's default-deny policy there."""
+    monkeypatch.setenv("POD_NAMESPACE", "platform-ops")
+    problem = placement_problem(
+        _tenant("u1", "2026-11-27T12:00:00Z", namespace="platform-ops")["metadata"])
+    assert problem is not None and problem.reason == "ReservedNamespace"
+    assert "platform-ops is the operator's own" in problem.message
 
 
 def _policy_with(*conditions: tuple[str, str]) -> dict[str, Any]:
