@@ -77,6 +77,19 @@ def test_example_tenant_becomes_ready(
     shown = shown[1].split()
     assert shown[:5] == ["acme", "Growth", "True", "AllComponentsReady", "9/9"]
 
+    # The scheduler spread each workload's pods over the three kwok nodes, and
+    # the read replicas away from their primary (preferred anti-affinity).
+    placed: dict[str, list[str]] = {}
+    for pod in client.CoreV1Api(cluster.api).list_namespaced_pod("tenant-acme").items:
+        labels = metadata_of(pod).labels or {}
+        workload = labels.get("stackforge.io/app") or labels.get("app.kubernetes.io/component")
+        if workload is not None:
+            placed.setdefault(workload, []).append(str(spec_of(pod).node_name))
+    assert any(len(nodes) > 1 for nodes in placed.values()), placed
+    for workload, nodes in placed.items():
+        assert len(set(nodes)) == min(len(nodes), 3), (workload, placed)
+    assert not set(placed["postgres"]) & set(placed.get("postgres-replica", [])), placed
+
 
 def test_missing_secret_stalls_with_a_clear_reason_then_recovers(
     cluster: ClusterHandle, operator: OperatorProcess, cleanup: list[str]

@@ -335,6 +335,29 @@ def pod_template(
     return {"metadata": meta, "spec": spec}
 
 
+# Nodes are told apart by this label (the kubelet sets it on its own node).
+HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
+
+
+def spread_over_nodes(*selectors: Mapping[str, str]) -> dict[str, Any]:
+    """A pod's affinity: prefer a node that runs no pod matching ``selectors``.
+
+    Three Consul servers or Kafka controllers on one node lose their quorum with
+    that node, and a read replica beside its primary fails with it. Preferred,
+    not required: a one-node cluster, or more replicas than nodes, still runs
+    every pod (CloudNativePG's default is the same).
+    """
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {
+            "labelSelector": {"matchLabels": dict(selector)},
+            "topologyKey": HOSTNAME_TOPOLOGY_KEY}}
+        for selector in selectors]}}
+
+
+def _spread(template: dict[str, Any], *selectors: Mapping[str, str]) -> dict[str, Any]:
+    return {**template, "spec": {**template["spec"], "affinity": spread_over_nodes(*selectors)}}
+
+
 # --------------------------------------------------------------------------- objects
 
 
@@ -392,13 +415,16 @@ def stateful_set(
     claims: list[dict[str, Any]],
     parallel: bool = False,
     first_ordinal: int | None = None,
+    apart_from: Iterable[Mapping[str, str]] = (),
 ) -> Manifest:
     """``first_ordinal``: the first pod's number, so its claims' names (written even
-    when 0, so that going back to 0 is a change to apply)."""
+    when 0, so that going back to 0 is a change to apply). The pods prefer nodes
+    apart from each other and from pods matching ``apart_from``."""
+    selector = selector_labels(t, component)
     spec: dict[str, Any] = {
         "replicas": replicas_,
         "serviceName": service_name,
-        "selector": {"matchLabels": selector_labels(t, component)},
+        "selector": {"matchLabels": selector},
         # Quorum members (Kafka, Consul) must all start to elect a leader;
         # OrderedReady would wait for pod 0 to be Ready, which needs a quorum.
         "podManagementPolicy": "Parallel" if parallel else "OrderedReady",
@@ -410,7 +436,7 @@ def stateful_set(
         # then start it, once, on the template it is leaving: a restore's pod
         # without the restore, or the old database without archiving.
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
-        "template": template,
+        "template": _spread(template, selector, *apart_from),
         "volumeClaimTemplates": claims,
     }
     if first_ordinal is not None:
@@ -430,14 +456,15 @@ def deployment(
     selector: Mapping[str, str],
     template: dict[str, Any],
 ) -> Manifest:
-    """``replicas_=None`` leaves the count to an HPA (the field is not ours then)."""
+    """``replicas_=None`` leaves the count to an HPA (the field is not ours then).
+    The pods prefer nodes apart from each other."""
     spec: dict[str, Any] = {}
     if replicas_ is not None:
         spec["replicas"] = replicas_
     spec["selector"] = {"matchLabels": dict(selector)}
     spec["strategy"] = {"type": "RollingUpdate",
                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    spec["template"] = template
+    spec["template"] = _spread(template, selector)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 

@@ -483,6 +483,8 @@ def _replicas(t: EffectiveTenant) -> Manifest:
         template=pod_template(labels(t, REPLICA_COMPONENT), spec, config=_config_digest()),
         claims=[volume_claim_template("data", t.postgres.storage, t.postgres.storage_class_name)],
         parallel=True,
+        # A replica on its primary's node would go down with it.
+        apart_from=[selector_labels(t, COMPONENT)],
     )
 
 

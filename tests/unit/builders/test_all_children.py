@@ -28,6 +28,7 @@ from tests.unit.builders.runners import runner_objects
 from tests.unit.builders.tenants import (
     SCENARIOS,
     everything,
+    find,
     merge,
     scenarios,
     tenant,
@@ -216,6 +217,28 @@ def test_selectors_match_their_own_pods_only(t: EffectiveTenant) -> None:
                 owner["metadata"]["name"],
                 other["metadata"]["name"],
             )
+
+
+@pytest.mark.parametrize("t", TENANTS, ids=IDS)
+def test_every_workloads_pods_prefer_nodes_apart_and_replicas_their_primarys(
+    t: EffectiveTenant,
+) -> None:
+    """Three Consul servers or Kafka controllers on one node lost their quorum with
+    it, and a read replica beside its primary went down with it: no workload had
+    any affinity."""
+    wl = workloads(everything(t))
+    assert wl
+    for owner in wl:
+        terms = owner["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"]
+        apart = [term["podAffinityTerm"]["labelSelector"]["matchLabels"] for term in terms]
+        assert all(term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+                   and term["weight"] == 100 for term in terms), terms
+        expected = [owner["spec"]["selector"]["matchLabels"]]
+        if owner["metadata"]["name"] == postgres.REPLICA_NAME:
+            expected.append(find(wl, "StatefulSet", postgres.NAME)["spec"]["selector"][
+                "matchLabels"])
+        assert apart == expected, owner["metadata"]["name"]
 
 
 @pytest.mark.parametrize("t", TENANTS, ids=IDS)
