@@ -78,12 +78,9 @@ def test_app_pods_go_once_the_evidence_could_not_be_written_for_the_wait(
     try:
         tenants.wait_condition(cluster, name, "Ready", "True", timeout=120)
         before = eventually(app_pods, timeout=60)
-        # The operator replaces pods made before the isolation's second, not in it
-        # (isolation.pods_to_replace: a replacement made within that second is no
-        # old pod). kwok readies a tenant within a second of its pods' making:
-        # isolated at once, its app pods could share that second, and were spared
-        # for good (the final CI of b594a90).
-        time.sleep(1.1)
+        # Isolated at once: kwok readies a tenant within a second of its pods'
+        # making, so they may share the isolation's second, which spared them for
+        # good before (the final CI of b594a90; isolation.pods_to_replace).
         tenants.apply(cluster, tenants.small_tenant(name, isolate=True))
         isolated = tenants.wait_condition(cluster, name, "Isolated", "True", timeout=60)
         began = datetime.fromisoformat(

@@ -114,11 +114,14 @@ def pods_to_replace(pods: Sequence[Mapping[str, Any]], since: datetime,
     that a workload makes again: a pod with no controller carrying such a label
     is not the operator's, and would be gone for good.
 
-    Compared in whole seconds, as the API server records a pod's creation: a
-    replacement made within the second the isolation started is not taken for
-    an old pod.
+    Compared in whole seconds, as the API server records a pod's creation, and
+    a pod made within the second the isolation started counts as made before
+    it: it may have been, and opened a session before the policies held. Sparing
+    it (as before) left such a pod's session open for the whole isolation. A
+    replacement made within that second is deleted again, once or a few times
+    until the second is over.
     """
-    since = since.replace(microsecond=0)
+    since = since.replace(microsecond=0) + timedelta(seconds=1)
     names = []
     for pod in pods:
         meta = pod.get("metadata") or {}

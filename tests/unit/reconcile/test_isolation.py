@@ -43,18 +43,21 @@ def test_only_unrollable_pods_older_than_the_isolation_are_replaced() -> None:
         _pod("pooler-4a3b-klmno", "pooler", old),
         # Others close their own sessions (the primary) or roll (Redis).
         _pod("redis-0", "redis", old), _pod("postgres-0", "postgres", old),
-        # A replacement, made within the second the isolation started.
-        _pod("kafka-2", "kafka", NOW),
+        # Made within the second the isolation started: perhaps before it, so
+        # perhaps holding a session (spared before, for the whole isolation).
+        _pod("kafka-2", "kafka", NOW + timedelta(microseconds=999_999 - NOW.microsecond)),
         # Already on its way out.
         _pod("kafka-3", "kafka", old, deletionTimestamp="2026-11-30T12:00:00Z"),
         # A bare pod with an app's labels: nothing would make it again.
         _pod("debug-shell", "app", old, ownerReferences=[]),
     ]
     assert isolation.pods_to_replace(pods, NOW) == [
-        "api-7d9f-abcde", "consul-0", "kafka-0", "kafka-1", "kong-5c6b-fghij",
+        "api-7d9f-abcde", "consul-0", "kafka-0", "kafka-1", "kafka-2", "kong-5c6b-fghij",
         "pooler-4a3b-klmno", "postgres-replica-0"]
-    # Once replaced, nothing more: the next reconcile finds only new pods.
-    later = [_pod(n, "kafka", NOW + timedelta(seconds=2)) for n in ("kafka-0", "kafka-1")]
+    # Once replaced, nothing more: the next reconcile finds only new pods, made
+    # from the next whole second on.
+    next_second = NOW.replace(microsecond=0) + timedelta(seconds=1)
+    later = [_pod(n, "kafka", next_second) for n in ("kafka-0", "kafka-1")]
     assert isolation.pods_to_replace(later, NOW) == []
 
 
