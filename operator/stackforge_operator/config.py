@@ -58,6 +58,21 @@ ADDON_CHECK_SECONDS = float(os.environ.get("STACKFORGE_ADDON_CHECK_SECONDS", "30
 # archive reaches, a confirmation added): not for ever, or a request refused
 # while the tenant was suspended would restore a weeks-old moment once resumed.
 RECOVERY_REQUEST_SECONDS = float(os.environ.get("STACKFORGE_RECOVERY_REQUEST_SECONDS", "3600"))
+
+
+# Name of the setting that lets a BackupPolicy without access keys use an ambient
+# S3 identity: the operator's own (its status reads, retention, evidence) and its
+# pods' (the runners', the primary's archiving: the node's role, unless the
+# cluster gives their ServiceAccounts one). Any tenant's policy may name any
+# bucket and prefix, so one identity shared by every tenant would read and prune
+# wherever it may, for each of them. Off unless a cluster's operator says
+# "allow" (every tenant trusted with that identity), as CloudNativePG asks for
+# inheritFromIAMRole explicitly.
+AMBIENT_S3_IDENTITY_ENV = "STACKFORGE_AMBIENT_S3_IDENTITY"
+
+
+def ambient_s3_identity_allowed() -> bool:
+    return os.environ.get(AMBIENT_S3_IDENTITY_ENV, "deny").strip().lower() == "allow"
 # How long an in-place recovery's restore may take before it is rolled back
 # (reconcile/recovery.py): a restore that never ends must not keep the apps down.
 RECOVERY_RESTORE_DEADLINE_SECONDS = float(

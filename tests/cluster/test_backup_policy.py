@@ -52,14 +52,21 @@ API = f"{API_GROUP}/{API_VERSION}"
 
 
 def _apply_policy(cluster: ClusterHandle, namespace: str, name: str, prefix: str,
-                  schedule: str = "0 2 * * *") -> None:
+                  schedule: str = "0 2 * * *", *, keys: bool = True) -> None:
+    storage: dict[str, Any] = {"bucket": "backups", "prefix": prefix}
+    if keys:
+        try:
+            put_secret(cluster, namespace, "policy-s3", S3_KEYS)
+        except ApiException as error:
+            if error.status != 409:  # the test's second policy: the same keys
+                raise
+        storage["credentialsSecretRef"] = {"name": "policy-s3"}
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
                     input=json.dumps({
                         "apiVersion": API, "kind": "BackupPolicy",
                         "metadata": {"name": name, "namespace": namespace},
                         "spec": {"tenantRef": {"name": "shared"}, "schedule": schedule,
-                                 "storage": {"bucket": "backups", "prefix": prefix},
-                                 "retention": {"keepLast": 2}}}))
+                                 "storage": storage, "retention": {"keepLast": 2}}}))
 
 
 def _policy(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]:
@@ -103,6 +110,28 @@ def test_a_schedule_whose_range_runs_backwards_stalls_the_policy_saying_so(
     assert (found.get("status"), found.get("reason")) == ("True", "InvalidSchedule"), found
     assert "the range 22-2 runs backwards" in found["message"], found
     assert not _cron_job_exists(cluster, namespace, "nightly")
+
+
+def test_a_policy_without_keys_stalls_unless_the_operator_lends_an_identity(
+        cluster: ClusterHandle, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without keys, the operator read (and pruned) the named bucket and prefix with
+    its own identity, and the runners used the node's: any tenant's policy could
+    name another's place."""
+    tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
+    _apply_policy(cluster, namespace, "nightly", "stackforge", keys=False)
+    monkeypatch.delenv("STACKFORGE_AMBIENT_S3_IDENTITY", raising=False)
+    outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert outcome.requeue_after == backup.STALLED_SECONDS
+    found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
+    assert (found.get("status"), found.get("reason")) == ("True", "CredentialsRequired"), found
+    assert "STACKFORGE_AMBIENT_S3_IDENTITY=allow" in found["message"], found
+    assert not _cron_job_exists(cluster, namespace, "nightly")
+    # Where the operator lends it, the policy runs (its CronJob is made).
+    monkeypatch.setenv("STACKFORGE_AMBIENT_S3_IDENTITY", "allow")
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
+    assert found.get("reason") != "CredentialsRequired", found
+    assert _cron_job_exists(cluster, namespace, "nightly")
 
 
 def test_a_second_policy_in_the_same_place_is_refused_and_runs_nothing(

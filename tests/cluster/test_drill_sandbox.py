@@ -67,8 +67,12 @@ def _scratch(cluster: ClusterHandle, sandbox: str) -> Any:
 
 def _drill_with_a_backup(cluster: ClusterHandle, namespace: str,
                          storage: dict[str, Any] | None = None) -> None:
-    """Tenant "drilled", policy "nightly" with a complete backup, DRDrill "nightly-check"."""
+    """Tenant "drilled", policy "nightly" with a complete backup, DRDrill "nightly-check".
+    Without ``storage``, keys of their own (the operator lends no ambient identity)."""
     tenants.apply(cluster, tenants.small_tenant("drilled", namespace=namespace))
+    if storage is None:
+        put_secret(cluster, namespace, "drill-s3", S3_KEYS)
+        storage = {"credentialsSecretRef": {"name": "drill-s3"}}
     cluster.kubectl("apply", "--server-side", "--field-manager=tests", "-f", "-",
                     input=json.dumps({
                         "apiVersion": API, "kind": "BackupPolicy",

@@ -50,7 +50,8 @@ class GrafanaSource(SpecModel):
 
 
 class CredentialsRef(SpecModel):
-    """A Secret with S3 access keys (omit to use the pod's ambient identity)."""
+    """A Secret with S3 access keys (omit to use an ambient identity, where the
+    operator allows it: STACKFORGE_AMBIENT_S3_IDENTITY=allow)."""
 
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_RE)] = Field(
         description="Name of the Secret."
@@ -141,7 +142,9 @@ class ObjectStorage(SpecModel):
         None, description="Address buckets by path (most S3-compatible servers need it)."
     )
     credentials_secret_ref: CredentialsRef | None = Field(
-        None, description="Access keys. Default: the pod's ambient credentials."
+        None, description="Access keys. Required unless the operator allows an ambient "
+        "identity (STACKFORGE_AMBIENT_S3_IDENTITY=allow): then, without keys, the "
+        "operator's own and the pods' ambient credentials."
     )
     endpoint_ca: EndpointCA | None = Field(
         None,

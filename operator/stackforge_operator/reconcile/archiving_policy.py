@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from stackforge_operator import config
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import Archiving
 from stackforge_operator.reconcile import backup_location
@@ -36,7 +37,11 @@ def chosen(policies: Sequence[Mapping[str, Any]]) -> tuple[str, BackupPolicySpec
     """(name, spec) of the archiving policy among one tenant's policies, or None."""
     candidates = [(p, spec) for p in policies if (spec := _archiving_spec(p)) is not None
                   and backup_location.conflict(policies, str(p["metadata"]["name"]),
-                                               spec.tenant_ref.name, spec.storage) is None]
+                                               spec.tenant_ref.name, spec.storage) is None
+                  # Without keys, only where the operator lends the pods' own
+                  # identity (its reconcile says CredentialsRequired otherwise).
+                  and (spec.storage.credentials_secret_ref is not None
+                       or config.ambient_s3_identity_allowed())]
     if not candidates:
         return None
     policy, spec = min(candidates, key=lambda c: (

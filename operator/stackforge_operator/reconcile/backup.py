@@ -569,8 +569,8 @@ def _missing_secrets(spec: BackupPolicySpec, namespace: str) -> list[status.Prob
     if BackupTarget.GRAFANA_DASHBOARDS in spec.targets and spec.grafana is not None:
         ref = spec.grafana.api_token_secret_ref
         wanted.append(storage.SecretKeys("spec.grafana.apiTokenSecretRef", ref.name, (ref.key,)))
-    return storage.secret_problems(wanted, namespace) or storage.ca_problems(
-        spec.storage, namespace)
+    return storage.identity_problems(spec.storage) or storage.secret_problems(
+        wanted, namespace) or storage.ca_problems(spec.storage, namespace)
 
 
 def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,

@@ -22,12 +22,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import PartialCredentialsError
+from botocore.exceptions import BotoCoreError, PartialCredentialsError
 
 from stackforge_operator import kube, status
 from stackforge_operator.backup.store import BackupStore, StoreConfig
 from stackforge_operator.builders import credentials
 from stackforge_operator.builders.backup_network import url_host_port
+from stackforge_operator.config import AMBIENT_S3_IDENTITY_ENV, ambient_s3_identity_allowed
 from stackforge_operator.models.backup import DEFAULT_REGION, ObjectStorage
 
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
@@ -103,9 +104,31 @@ def ca_problems(storage: ObjectStorage, namespace: str) -> list[status.Problem]:
 
 
 def storage_problems(storage: ObjectStorage, namespace: str) -> list[status.Problem]:
-    """Everything wrong with the Secrets ``spec.storage`` names."""
-    return secret_problems(storage_secrets(storage), namespace) or ca_problems(
-        storage, namespace)
+    """Everything wrong with the identity and the Secrets ``spec.storage`` names."""
+    return identity_problems(storage) or secret_problems(
+        storage_secrets(storage), namespace) or ca_problems(storage, namespace)
+
+
+AMBIENT_IDENTITY_REFUSED = (
+    "spec.storage.credentialsSecretRef is required: without access keys the operator and "
+    "the tenant's pods would use an ambient S3 identity (the operator's, the node's), "
+    "one for every tenant, against whatever bucket and prefix a policy names; an "
+    f"operator whose every tenant may share it allows that with "
+    f"{AMBIENT_S3_IDENTITY_ENV}=allow")
+
+
+def identity_problems(storage: ObjectStorage) -> list[status.Problem]:
+    """CredentialsRequired when ``storage`` names no keys and the operator lends no
+    ambient identity (config.ambient_s3_identity_allowed)."""
+    if storage.credentials_secret_ref is not None or ambient_s3_identity_allowed():
+        return []
+    return [status.Problem("CredentialsRequired", AMBIENT_IDENTITY_REFUSED)]
+
+
+class AmbientIdentityRefusedError(BotoCoreError):
+    """A bucket asked for with no keys while the operator lends no ambient identity."""
+
+    fmt = AMBIENT_IDENTITY_REFUSED
 
 
 def ca_bundle(storage: ObjectStorage, namespace: str) -> str | None:
@@ -148,6 +171,10 @@ def policy_store(storage: ObjectStorage, namespace: str) -> Iterator[BackupStore
                                      read_timeout=30.0)
     access_key = secret_key = None
     creds = storage.credentials_secret_ref
+    if creds is None and not ambient_s3_identity_allowed():
+        # Never boto3's default chain (the operator's own identity) unless allowed:
+        # the reconciles say CredentialsRequired first; this is the last guard.
+        raise AmbientIdentityRefusedError()
     if creds is not None:
         data = credentials.decode(kube.get("v1", "Secret", creds.name, namespace) or {})
         access_key = data.get(creds.access_key_id_key, "").strip() or None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.reconcile import archiving_policy, backup_location
 
@@ -13,7 +15,8 @@ TENANT = "acme"
 def _policy(name: str, created: str, *, prefix: str = "stackforge", bucket: str = "backups",
             endpoint: str | None = None, archiving: bool = False,
             deleting: bool = False) -> dict[str, Any]:
-    storage: dict[str, Any] = {"bucket": bucket, "prefix": prefix}
+    storage: dict[str, Any] = {"bucket": bucket, "prefix": prefix,
+                               "credentialsSecretRef": {"name": "s3-keys"}}
     if endpoint:
         storage["endpoint"] = endpoint
     spec: dict[str, Any] = {"tenantRef": {"name": TENANT}, "storage": storage,
@@ -101,4 +104,18 @@ def test_a_policy_refused_its_place_never_archives() -> None:
     assert archiving_policy.chosen(policies) is None
     policies[1]["spec"]["storage"]["prefix"] = "wal"
     chosen = archiving_policy.chosen(policies)
+    assert chosen is not None and chosen[0] == "wal"
+
+
+def test_a_policy_without_keys_archives_only_where_the_operator_lends_an_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without keys the primary's pgBackRest took the pod's ambient identity (the
+    node's role, shared by every tenant) against whatever bucket the policy named."""
+    policy = _policy("wal", "2026-12-02T00:00:00Z", archiving=True)
+    del policy["spec"]["storage"]["credentialsSecretRef"]
+    monkeypatch.delenv("STACKFORGE_AMBIENT_S3_IDENTITY", raising=False)
+    assert archiving_policy.chosen([policy]) is None
+    monkeypatch.setenv("STACKFORGE_AMBIENT_S3_IDENTITY", "allow")
+    chosen = archiving_policy.chosen([policy])
     assert chosen is not None and chosen[0] == "wal"

@@ -17,7 +17,8 @@ PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @pytest.mark.usefixtures("no_cluster")
-def test_without_endpoint_ca_nothing_is_read_for_it() -> None:
+def test_without_endpoint_ca_nothing_is_read_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACKFORGE_AMBIENT_S3_IDENTITY", "allow")
     plain = ObjectStorage.model_validate({"bucket": "backups"})
     assert storage.storage_secrets(plain) == []
     assert storage.storage_problems(plain, "tenant-acme") == []
@@ -26,6 +27,26 @@ def test_without_endpoint_ca_nothing_is_read_for_it() -> None:
     with pytest.raises(ConfigException):
         storage.ca_bundle(ObjectStorage.model_validate(
             {"bucket": "backups", "endpointCA": {"name": "s3-ca"}}), "tenant-acme")
+
+
+def test_storage_without_keys_is_refused_unless_the_operator_lends_its_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without keys, boto3's default chain took the operator's own identity for
+    any bucket and prefix a tenant's policy named (and the runners the node's)."""
+    keyless = ObjectStorage.model_validate({"bucket": "backups"})
+    monkeypatch.delenv("STACKFORGE_AMBIENT_S3_IDENTITY", raising=False)
+    [problem] = storage.storage_problems(keyless, "tenant-acme")
+    assert problem.reason == "CredentialsRequired"
+    assert "STACKFORGE_AMBIENT_S3_IDENTITY=allow" in problem.message
+    # The last guard: no client is made (nothing read from the API either).
+    with pytest.raises(storage.AmbientIdentityRefusedError, match="credentialsSecretRef"), \
+            storage.policy_store(keyless, "tenant-acme"):
+        pass
+    monkeypatch.setenv("STACKFORGE_AMBIENT_S3_IDENTITY", "allow")
+    assert storage.storage_problems(keyless, "tenant-acme") == []
+    with storage.policy_store(keyless, "tenant-acme") as store:
+        assert store.bucket == "backups"
 
 
 def test_private_file_is_owner_only_and_removed_after() -> None:
