@@ -7,8 +7,9 @@
 #    the one there belongs to this database. Until it has, the server's
 #    archive_command fails and PostgreSQL keeps the segments: it is retried
 #    every RETRY_SECONDS.
-# 2. A heartbeat. Every HEARTBEAT_SECONDS (half the server's archive_timeout)
-#    one committed transaction that touches no table (a transactional
+# 2. A heartbeat. Every half of the server's archive_timeout (read at each beat:
+#    the upkeep sidecar sets it without a restart; at least 5 s, 30 s while it
+#    is unset; HEARTBEAT_SECONDS fixes it instead) one committed transaction that touches no table (a transactional
 #    logical-decoding message): archive_timeout switches segments only when
 #    WAL was written, so a quiet database would archive nothing, and the age
 #    of the newest archived segment (what the operator reads from the bucket)
@@ -43,14 +44,14 @@
 #
 # Environment: the PGBACKREST_* options, STACKFORGE_REPOSITORY_BASE and
 #   STACKFORGE_INCARNATION_FILE of stackforge-pgbackrest; PGHOST
-#   [/var/run/postgresql]; HEARTBEAT_SECONDS [60]; RETRY_SECONDS [10];
+#   [/var/run/postgresql]; HEARTBEAT_SECONDS [from archive_timeout]; RETRY_SECONDS [10];
 #   REQUEST_FILE [none: no backups]; POLL_SECONDS [2]; STATE_DIR [/tmp];
 #   BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600];
 #   KEEP_BEATS_DAYS [8].
 set -uf  # f: no pathname expansion (the request is split into words)
 
 : "${PGHOST:=/var/run/postgresql}"
-: "${HEARTBEAT_SECONDS:=60}"
+: "${HEARTBEAT_SECONDS:=}"
 : "${RETRY_SECONDS:=10}"
 : "${REQUEST_FILE:=}"
 : "${POLL_SECONDS:=2}"
@@ -125,7 +126,22 @@ INSERT INTO stackforge.heartbeat (beat, segment, incarnation)
   VALUES (:'beat', pg_walfile_name(pg_current_wal_insert_lsn()), NULLIF(:'incarnation', ''))
   ON CONFLICT DO NOTHING;
 DELETE FROM stackforge.heartbeat WHERE beat < now() - interval '$KEEP_BEATS_DAYS days';
+SELECT setting FROM pg_settings WHERE name = 'archive_timeout';
 SQL
+}
+
+# Seconds until the next beat: HEARTBEAT_SECONDS, else half the server's
+# archive_timeout (seconds, as pg_settings gives it), at least 5; 30 while it is
+# 0 or unknown (the upkeep sets it moments after the server's start).
+beat_interval() {
+	if [ -n "$HEARTBEAT_SECONDS" ]; then
+		printf '%s' "$HEARTBEAT_SECONDS"
+		return
+	fi
+	case $1 in
+	'' | 0 | *[!0-9]*) printf '30' ;;
+	*) half=$(($1 / 2)) && if [ "$half" -lt 5 ]; then printf '5'; else printf '%s' "$half"; fi ;;
+	esac
 }
 
 # The incarnation's name as stackforge-pgbackrest reads it; empty when there is
@@ -137,11 +153,15 @@ incarnation() {
 }
 
 beating=
+interval=$(beat_interval '')
 heartbeat() {
-	if beat_sql | PGCONNECT_TIMEOUT=5 psql --quiet --no-psqlrc --tuples-only --no-align \
-		--set=ON_ERROR_STOP=1 --set=incarnation="$(incarnation)" \
-		--username=postgres --dbname=postgres >/dev/null; then
-		[ -n "$beating" ] || echo "archiver: heartbeat every ${HEARTBEAT_SECONDS}s"
+	if answer=$(beat_sql | PGCONNECT_TIMEOUT=5 psql --quiet --no-psqlrc --tuples-only \
+		--no-align --set=ON_ERROR_STOP=1 --set=incarnation="$(incarnation)" \
+		--username=postgres --dbname=postgres); then
+		was=$interval
+		interval=$(beat_interval "$(printf '%s\n' "$answer" | tail -n 1)")
+		[ -n "$beating" ] && [ "$interval" = "$was" ] ||
+			echo "archiver: heartbeat every ${interval}s"
 		beating=1
 	else
 		echo "archiver: could not write the heartbeat; retrying" >&2
@@ -204,7 +224,7 @@ while :; do
 	now=$(date +%s)
 	if [ "$now" -ge "$next_beat" ]; then
 		heartbeat
-		next_beat=$((now + HEARTBEAT_SECONDS))
+		next_beat=$((now + interval))
 	fi
 	if [ -n "$running" ] && [ -s "$result_file" ]; then
 		read -r finished status <"$result_file"

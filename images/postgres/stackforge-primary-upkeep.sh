@@ -21,6 +21,10 @@
 #    SLOT_WAL_LIMIT_FILE holds max_slot_wal_keep_size in megabytes: set with
 #    ALTER SYSTEM and a reload whenever it differs from the server's, so the
 #    WAL a missing replica holds back cannot fill the primary's volume.
+#    ARCHIVE_TIMEOUT_FILE holds archive_timeout in seconds, set the same way
+#    (a -c argument would outrank ALTER SYSTEM, and changing one restarts the
+#    pod); empty resets it (archiving was turned off: the checkpointer would
+#    still switch segments at every timeout).
 # 3. Admin accounts, at the same passes, whenever ADMIN_ACCOUNTS_FILE changes
 #    (a JSON list of {"name", "role", "password"}, from a Secret volume the
 #    kubelet refreshes): each becomes a login role in POSTGRES_DB's cluster,
@@ -51,6 +55,7 @@
 #   socket is there, while it starts, replays and is promoted];
 #   SLOTS_FILE [none: no slot is managed]; SLOT_PREFIX [postgres_replica_];
 #   SLOT_SYNC_SECONDS [10]; SLOT_WAL_LIMIT_FILE [none: the server's setting stays];
+#   ARCHIVE_TIMEOUT_FILE [none: the server's setting stays];
 #   ADMIN_ACCOUNTS_FILE [none: no account is managed];
 #   ISOLATION_FILE [none: sessions are never closed];
 #   POSTGRES_DB (the database Admin accounts own through its owner)
@@ -65,6 +70,7 @@ set -u
 : "${SLOT_SYNC_SECONDS:=10}"
 : "${ADMIN_ACCOUNTS_FILE:=}"
 : "${SLOT_WAL_LIMIT_FILE:=}"
+: "${ARCHIVE_TIMEOUT_FILE:=}"
 : "${ISOLATION_FILE:=}"
 export PGHOST
 : "${POSTGRES_USER:?POSTGRES_USER must be set}"
@@ -173,6 +179,29 @@ ALTER SYSTEM SET max_slot_wal_keep_size = :'wanted';
 SELECT pg_reload_conf() \gset ignored_
 SQL
 	echo "max_slot_wal_keep_size set to ${limit_wanted}MB (was ${limit_now}MB)"
+}
+
+# archive_timeout from its file (seconds, the setting's unit in pg_settings),
+# when the server's differs; empty: RESET to the default (0, off).
+sync_archive_timeout() {
+	timeout_wanted=$(tr -d ' \t\r\n' <"$ARCHIVE_TIMEOUT_FILE")
+	timeout_now=$(as_superuser --command="SELECT setting FROM pg_settings
+		WHERE name = 'archive_timeout'") || return 1
+	if [ -z "$timeout_wanted" ]; then
+		[ "$timeout_now" != 0 ] || return 0
+		as_superuser <<'SQL' || return 1
+ALTER SYSTEM RESET archive_timeout;
+SELECT pg_reload_conf() \gset ignored_
+SQL
+		echo "archive_timeout reset (was ${timeout_now}s)"
+		return 0
+	fi
+	[ "$timeout_now" != "$timeout_wanted" ] || return 0
+	as_superuser --set=wanted="$timeout_wanted" <<'SQL' || return 1
+ALTER SYSTEM SET archive_timeout = :'wanted';
+SELECT pg_reload_conf() \gset ignored_
+SQL
+	echo "archive_timeout set to ${timeout_wanted}s (was ${timeout_now}s)"
 }
 
 # The accounts as psql reads them from their file itself (not an argument,
@@ -401,6 +430,9 @@ while :; do
 	fi
 	if [ -n "$SLOT_WAL_LIMIT_FILE" ] && [ -r "$SLOT_WAL_LIMIT_FILE" ]; then
 		sync_slot_wal_limit || echo "could not set max_slot_wal_keep_size; retrying" >&2
+	fi
+	if [ -n "$ARCHIVE_TIMEOUT_FILE" ] && [ -r "$ARCHIVE_TIMEOUT_FILE" ]; then
+		sync_archive_timeout || echo "could not set archive_timeout; retrying" >&2
 	fi
 	if [ -n "$SLOTS_FILE" ]; then
 		if report=$(sync_slots); then

@@ -120,6 +120,45 @@ def test_the_archiver_retries_the_stanza_then_beats_and_ends_on_term(tmp_path: P
     assert "heartbeat every 1s" in printed
 
 
+def test_the_archivers_beat_follows_the_servers_archive_timeout(tmp_path: Path) -> None:
+    """Half the server's archive_timeout, read at each beat: as an env of the
+    container (HEARTBEAT_SECONDS) a policy's new timeout restarted the primary."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "stackforge-pgbackrest", "exit 0\n")
+    setting = tmp_path / "archive_timeout"
+    setting.write_text("10\n")
+    # The server's answer to the beat: its archive_timeout in seconds, last.
+    _tool(bin_dir, "psql", f"cat >/dev/null\ncat {setting}\n")
+    log = tmp_path / "archiver.log"
+    with log.open("wb") as out:
+        archiver = subprocess.Popen(
+            [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme",
+                 "POLL_SECONDS": "0.2"})
+    try:
+        def said(line: str, times: int = 1) -> bool:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if log.read_text().count(line) >= times:
+                    return True
+                time.sleep(0.2)
+            return False
+
+        assert said("heartbeat every 5s"), log.read_text()  # half of 10 s
+        setting.write_text("14\n")  # a new timeout, set by the upkeep with a reload
+        assert said("heartbeat every 7s"), log.read_text()
+        setting.write_text("4\n")
+        assert said("heartbeat every 5s", times=2), log.read_text()  # never below 5 s
+    finally:
+        archiver.terminate()
+        try:
+            archiver.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(archiver.pid, signal.SIGKILL)
+    assert log.read_text().count("heartbeat every") == 3, log.read_text()
+
+
 def _start_archiver(tmp_path: Path, bin_dir: Path, request_file: Path) -> subprocess.Popen[bytes]:
     log = tmp_path / "archiver.log"
     with log.open("wb") as out:

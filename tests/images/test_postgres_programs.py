@@ -954,6 +954,35 @@ def test_upkeep_bounds_the_wal_slots_may_hold_back(
     assert log.count("max_slot_wal_keep_size set to") == 2  # once per change, not per pass
 
 
+def test_upkeep_sets_archive_timeout_without_a_restart_and_resets_it_when_emptied(
+    pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """As a -c argument (outranking ALTER SYSTEM) a policy's new archive_timeout
+    restarted the primary; the upkeep now applies the live ConfigMap's value."""
+    require_peer_login()
+    start(pod, servers).wait_ready()
+    timeout_file = pod.root / "tmp" / "archive-timeout"
+    timeout_file.write_text("60")
+    upkeep("", ARCHIVE_TIMEOUT_FILE=str(timeout_file))
+
+    def timeout() -> str:
+        return superuser_query(pod, "SHOW archive_timeout")
+
+    eventually_equal(timeout, "1min")
+    started = superuser_query(pod, "SELECT pg_postmaster_start_time()")
+    timeout_file.write_text("15\n")
+    eventually_equal(timeout, "15s")
+    # Archiving turned off: back to the default (no segment switch every 15 s).
+    timeout_file.write_text("")
+    eventually_equal(timeout, "0")
+    assert superuser_query(pod, "SELECT pg_postmaster_start_time()") == started
+    log = (pod.root / "upkeep.log").read_text()
+    assert "archive_timeout set to 60s (was 0s)" in log
+    assert "archive_timeout set to 15s (was 60s)" in log
+    assert "archive_timeout reset (was 15s)" in log
+    assert log.count("archive_timeout set to") == 2  # once per change, not per pass
+
+
 # A client address that is not loopback, as a pod's peer has: from the
 # benchmarking range (RFC 2544), which no real peer uses, put on lo for the test.
 CLIENT_ADDRESS = "198.18.0.77"

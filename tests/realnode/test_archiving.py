@@ -208,6 +208,42 @@ def test_a_committed_rows_wal_is_archived_within_the_timeout_encrypted(
     assert passphrase not in logs and pod_s3.credentials.secret_access_key not in logs
 
 
+def test_a_new_archive_timeout_reaches_the_running_primary_without_a_restart(
+        real_cluster: ClusterHandle, archived_tenant: tuple[str, str, str]) -> None:
+    """The timeout was a -c argument of the server and the archiver's heartbeat
+    an env of its container: a policy's new timeout rolled the primary."""
+    name, _, _ = archived_tenant
+    ns = tenants.namespace_of(name)
+    core = client.CoreV1Api(real_cluster.api)
+
+    def shown() -> str:
+        return stack.psql(real_cluster, ns, "SHOW archive_timeout")
+
+    def restarts(pod: Any) -> dict[str, int]:
+        return {c.name: c.restart_count for c in status_of(pod).container_statuses or []}
+
+    def set_timeout(seconds: int) -> None:
+        real_cluster.kubectl("patch", "backuppolicies.stackforge.io", "archive", "-n", ns,
+                             "--type=merge", "-p", json.dumps({"spec": {"continuousArchiving": {
+                                 "archiveTimeoutSeconds": seconds}}}))
+
+    tenants.eventually(lambda: shown() == "1min", timeout=60, interval=1)
+    before = core.read_namespaced_pod("postgres-0", ns)
+    set_timeout(30)
+    try:
+        tenants.eventually(lambda: shown() == "30s", timeout=90, interval=1)
+        tenants.eventually(lambda: "heartbeat every 15s" in real_cluster.kubectl(
+            "logs", "-n", ns, "postgres-0", "-c", "archiver").stdout, timeout=60, interval=2)
+        after = core.read_namespaced_pod("postgres-0", ns)
+        assert metadata_of(after).uid == metadata_of(before).uid
+        assert restarts(after) == restarts(before)
+        assert stack.psql(real_cluster, ns, "SELECT pg_postmaster_start_time() < now() - "
+                          "interval '20 seconds'") == "t"
+    finally:
+        set_timeout(ARCHIVE_TIMEOUT_SECONDS)  # the later tests' timeout
+        tenants.eventually(lambda: shown() == "1min", timeout=90, interval=1)
+
+
 def _endpoint_slice(port: int, node_ip: str) -> dict[str, Any]:
     [found] = [d for d in s3_service(node_ip, port) if d["kind"] == "EndpointSlice"]
     return found

@@ -127,12 +127,13 @@ def repository_key_prefix(storage: ObjectStorage, tenant: str) -> str:
     return f"{repository_base(storage, tenant).lstrip('/')}/"
 
 
-def server_args(a: Archiving) -> list[str]:
-    """Settings of the primary's server (archive_mode is read only at a start)."""
+def server_args() -> list[str]:
+    """Settings of the primary's server (archive_mode is read only at a start).
+    Not archive_timeout: a -c argument outranks ALTER SYSTEM, and the upkeep
+    sidecar sets it from the live ConfigMap, so a new timeout restarts nothing."""
     return [
         "-c", "archive_mode=on",
         "-c", f"archive_command={PGBACKREST_PROGRAM} archive-push %p",
-        "-c", f"archive_timeout={a.archive_timeout_seconds}s",
     ]  # fmt: skip
 
 
@@ -278,12 +279,6 @@ def mounts(a: Archiving) -> list[dict[str, Any]]:
     return [s3ca.mount()] if a.storage.endpoint_ca is not None else []
 
 
-def heartbeat_seconds(a: Archiving) -> int:
-    """Twice per archive_timeout: every check of the timeout then finds a record
-    to close a segment for, so a segment is archived once per timeout."""
-    return max(a.archive_timeout_seconds // 2, 5)
-
-
 def archiver_container(
     a: Archiving, tenant: str, image: str, resources: dict[str, Any]
 ) -> dict[str, Any]:
@@ -293,8 +288,9 @@ def archiver_container(
         "name": ARCHIVER_CONTAINER,
         "image": image,
         "command": [ARCHIVER_PROGRAM],
+        # No heartbeat period: the archiver reads the server's archive_timeout
+        # at each beat (an env of it would restart the pod at every change).
         "env": [*environment(a, tenant),
-                env("HEARTBEAT_SECONDS", str(heartbeat_seconds(a))),
                 env("PGHOST", RUN_DIR),
                 env("REQUEST_FILE", REQUEST_FILE)],
         "resources": resources,

@@ -113,6 +113,10 @@ LIVE_FILES_ANNOTATION = f"{API_GROUP}/live-files"
 # primary's disk fills. Applied by the upkeep sidecar (ALTER SYSTEM, a reload):
 # resizing the volume never restarts the primary.
 SLOT_WAL_LIMIT_KEY = "max-slot-wal-keep-size"
+# The primary's archive_timeout in seconds (empty without archiving), set by the
+# upkeep sidecar too (ALTER SYSTEM, a reload): a policy's new timeout never
+# restarts the primary (as a -c argument it rolled the pod).
+ARCHIVE_TIMEOUT_KEY = "archive-timeout"
 SLOT_WAL_SHARE = Decimal("0.2")
 # The admin accounts (role and password each), where the upkeep sidecar reads them.
 ADMIN_ROLES_DIR = "/etc/postgresql/stackforge-admins"
@@ -234,9 +238,16 @@ def _init_config(t: EffectiveTenant) -> Manifest:
         # the file): scaling the replicas never restarts the primary.
         {"pg_hba.conf": PG_HBA, SLOTS_KEY: replica_slots(t),
          SLOT_WAL_LIMIT_KEY: slot_wal_limit(t),
+         ARCHIVE_TIMEOUT_KEY: archive_timeout(t),
          EXPORTER_QUERIES_KEY: exporters.POSTGRES_EXPORTER_QUERIES,
          ISOLATION_KEY: isolation_value(t) or ""},
     )
+
+
+def archive_timeout(t: EffectiveTenant) -> str:
+    """ARCHIVE_TIMEOUT_KEY's value: the archiving policy's timeout in seconds, or
+    empty (the upkeep then resets the setting) while nothing is archived."""
+    return str(t.archiving.archive_timeout_seconds) if t.archiving is not None else ""
 
 
 def live_files_version(config: Mapping[str, Any] | None,
@@ -364,6 +375,7 @@ def _upkeep(t: EffectiveTenant) -> dict[str, Any]:
             env("READY_MARKER", SYNCED_MARKER),
             env("SLOTS_FILE", f"{CONFIG_DIR}/{SLOTS_KEY}"),
             env("SLOT_WAL_LIMIT_FILE", f"{CONFIG_DIR}/{SLOT_WAL_LIMIT_KEY}"),
+            env("ARCHIVE_TIMEOUT_FILE", f"{CONFIG_DIR}/{ARCHIVE_TIMEOUT_KEY}"),
             env("SLOT_PREFIX", SLOT_PREFIX),
             env("ADMIN_ACCOUNTS_FILE", f"{ADMIN_ROLES_DIR}/{POSTGRES_ADMIN_ROLES_KEY}"),
             env("ISOLATION_FILE", f"{CONFIG_DIR}/{ISOLATION_KEY}"),
@@ -388,7 +400,7 @@ def _primary(t: EffectiveTenant) -> Manifest:
     # restores the source's archive instead of initdb (the image's entrypoint).
     server = _postgres_container(
         t, "postgres",
-        SERVER_ARGS + (archiving.server_args(a) if a else []),
+        SERVER_ARGS + (archiving.server_args() if a else []),
         _role_env(t) + (archiving.environment(a, t.name) if a else [])
         + (archiving.primary_restore_environment(r) if r else []),
         (archiving.mounts(a) if a else []) + (archiving.restore_mounts(r) if r else []),

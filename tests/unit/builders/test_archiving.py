@@ -62,14 +62,32 @@ def test_without_a_policy_the_primary_archives_nothing() -> None:
     assert not any(e["name"].startswith("PGBACKREST_") for e in containers["postgres"]["env"])
 
 
-def test_the_server_archives_through_the_wrapper_with_the_policys_timeout() -> None:
-    server = _containers(_archived(tenant(), _policy_spec(archiveTimeoutSeconds=30)))["postgres"]
-    args = server["args"]
+def test_the_server_archives_through_the_wrapper_and_a_new_timeout_restarts_nothing() -> None:
+    """archive_timeout was a -c argument (which outranks ALTER SYSTEM), and the
+    archiver's heartbeat an env of its container: a policy's new timeout changed
+    the pod template, so the primary restarted. It is the live ConfigMap's now,
+    which the upkeep sets with a reload."""
+    thirty, ninety = (_archived(tenant(), _policy_spec(archiveTimeoutSeconds=seconds))
+                      for seconds in (30, 90))
+    args = _containers(thirty)["postgres"]["args"]
     assert args[:len(postgres.SERVER_ARGS)] == postgres.SERVER_ARGS
     settings = dict(a.split("=", 1) for a in args[len(postgres.SERVER_ARGS):] if a != "-c")
     assert settings == {"archive_mode": "on",
-                        "archive_command": "stackforge-pgbackrest archive-push %p",
-                        "archive_timeout": "30s"}
+                        "archive_command": "stackforge-pgbackrest archive-push %p"}
+
+    def template(t: EffectiveTenant) -> Any:
+        return find(postgres.build(t), "StatefulSet", postgres.NAME)["spec"]["template"]
+
+    def live(t: EffectiveTenant) -> Any:
+        return find(postgres.build(t), "ConfigMap", postgres.INIT_CONFIG)["data"]
+
+    assert template(thirty) == template(ninety)
+    assert live(thirty)[postgres.ARCHIVE_TIMEOUT_KEY] == "30"
+    assert live(ninety)[postgres.ARCHIVE_TIMEOUT_KEY] == "90"
+    assert live(tenant())[postgres.ARCHIVE_TIMEOUT_KEY] == ""  # reset: nothing archived
+    upkeep = _env(_containers(thirty)["upkeep"])
+    assert upkeep["ARCHIVE_TIMEOUT_FILE"] == (
+        f"{postgres.CONFIG_DIR}/{postgres.ARCHIVE_TIMEOUT_KEY}")
 
 
 def test_the_default_timeout_is_sixty_seconds() -> None:
@@ -131,14 +149,13 @@ def test_kms_encryption_is_passed_on() -> None:
     assert env["PGBACKREST_REPO1_S3_KMS_KEY_ID"] == "arn:aws:kms:eu-west-1:1:key/k"
 
 
-def test_the_archiver_sidecar_reads_the_data_volume_and_beats_twice_per_timeout() -> None:
+def test_the_archiver_sidecar_reads_the_data_volume_and_beats_by_the_servers_timeout(
+) -> None:
     sidecar = _containers(_archived(tenant(), _policy_spec(archiveTimeoutSeconds=45)))[
         archiving.ARCHIVER_CONTAINER]
     assert sidecar["command"] == [archiving.ARCHIVER_PROGRAM]
-    assert _env(sidecar)["HEARTBEAT_SECONDS"] == "22"
-    short = _containers(_archived(tenant(), _policy_spec(archiveTimeoutSeconds=10)))[
-        archiving.ARCHIVER_CONTAINER]
-    assert _env(short)["HEARTBEAT_SECONDS"] == "5"
+    # Its beat follows the server's archive_timeout, read at each beat.
+    assert "HEARTBEAT_SECONDS" not in _env(sidecar)
     [data] = [m for m in sidecar["volumeMounts"] if m["name"] == "data"]
     assert data == {"name": "data", "mountPath": "/var/lib/postgresql/data", "readOnly": True}
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
