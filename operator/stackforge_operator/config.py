@@ -73,6 +73,8 @@ AMBIENT_S3_IDENTITY_ENV = "STACKFORGE_AMBIENT_S3_IDENTITY"
 
 def ambient_s3_identity_allowed() -> bool:
     return os.environ.get(AMBIENT_S3_IDENTITY_ENV, "deny").strip().lower() == "allow"
+
+
 # How long an in-place recovery's restore may take before it is rolled back
 # (reconcile/recovery.py): a restore that never ends must not keep the apps down.
 RECOVERY_RESTORE_DEADLINE_SECONDS = float(
