@@ -165,43 +165,34 @@ SELECT 'unused ' || string_agg(slot_name, ',')
 SQL
 }
 
-# max_slot_wal_keep_size from its file (megabytes, the setting's own unit), when
-# the server's differs. A value that is no number is refused by the server (and
-# said in the log), never half-applied.
-sync_slot_wal_limit() {
-	limit_wanted=$(tr -d ' \t\r\n' <"$SLOT_WAL_LIMIT_FILE")
-	[ -n "$limit_wanted" ] || return 0
-	limit_now=$(as_superuser --command="SELECT setting FROM pg_settings
-		WHERE name = 'max_slot_wal_keep_size'") || return 1
-	[ "$limit_now" != "$limit_wanted" ] || return 0
-	as_superuser --set=wanted="$limit_wanted" <<'SQL' || return 1
-ALTER SYSTEM SET max_slot_wal_keep_size = :'wanted';
+# A server setting from its file, when the server's differs: ALTER SYSTEM and a
+# reload, never a restart. $1 the setting; $2 its file, in the unit pg_settings
+# gives it (printed after values: $3); $4 what an empty file means: "keep" the
+# server's setting, or "reset" it to its default. A value that is no number is
+# refused by the server (and said in the log), never half-applied.
+sync_setting() {
+	setting=$1 setting_wanted=$(tr -d ' \t\r\n' <"$2") setting_unit=$3 setting_empty=$4
+	[ -n "$setting_wanted" ] || [ "$setting_empty" = reset ] || return 0
+	setting_found=$(as_superuser --field-separator=' ' --set=name="$setting" <<'SQL'
+SELECT setting, boot_val FROM pg_settings WHERE name = :'name';
+SQL
+) || return 1
+	setting_now=${setting_found% *} setting_default=${setting_found#* }
+	if [ -z "$setting_wanted" ]; then
+		[ "$setting_now" != "$setting_default" ] || return 0
+		as_superuser --set=name="$setting" <<'SQL' || return 1
+ALTER SYSTEM RESET :"name";
 SELECT pg_reload_conf() \gset ignored_
 SQL
-	echo "max_slot_wal_keep_size set to ${limit_wanted}MB (was ${limit_now}MB)"
-}
-
-# archive_timeout from its file (seconds, the setting's unit in pg_settings),
-# when the server's differs; empty: RESET to the default (0, off).
-sync_archive_timeout() {
-	timeout_wanted=$(tr -d ' \t\r\n' <"$ARCHIVE_TIMEOUT_FILE")
-	timeout_now=$(as_superuser --command="SELECT setting FROM pg_settings
-		WHERE name = 'archive_timeout'") || return 1
-	if [ -z "$timeout_wanted" ]; then
-		[ "$timeout_now" != 0 ] || return 0
-		as_superuser <<'SQL' || return 1
-ALTER SYSTEM RESET archive_timeout;
-SELECT pg_reload_conf() \gset ignored_
-SQL
-		echo "archive_timeout reset (was ${timeout_now}s)"
+		echo "$setting reset (was ${setting_now}${setting_unit})"
 		return 0
 	fi
-	[ "$timeout_now" != "$timeout_wanted" ] || return 0
-	as_superuser --set=wanted="$timeout_wanted" <<'SQL' || return 1
-ALTER SYSTEM SET archive_timeout = :'wanted';
+	[ "$setting_now" != "$setting_wanted" ] || return 0
+	as_superuser --set=name="$setting" --set=wanted="$setting_wanted" <<'SQL' || return 1
+ALTER SYSTEM SET :"name" = :'wanted';
 SELECT pg_reload_conf() \gset ignored_
 SQL
-	echo "archive_timeout set to ${timeout_wanted}s (was ${timeout_now}s)"
+	echo "$setting set to ${setting_wanted}${setting_unit} (was ${setting_now}${setting_unit})"
 }
 
 # The accounts as psql reads them from their file itself (not an argument,
@@ -429,10 +420,12 @@ while :; do
 		end_removed_sessions || echo "could not end the removed admin accounts' sessions; retrying" >&2
 	fi
 	if [ -n "$SLOT_WAL_LIMIT_FILE" ] && [ -r "$SLOT_WAL_LIMIT_FILE" ]; then
-		sync_slot_wal_limit || echo "could not set max_slot_wal_keep_size; retrying" >&2
+		sync_setting max_slot_wal_keep_size "$SLOT_WAL_LIMIT_FILE" MB keep ||
+			echo "could not set max_slot_wal_keep_size; retrying" >&2
 	fi
 	if [ -n "$ARCHIVE_TIMEOUT_FILE" ] && [ -r "$ARCHIVE_TIMEOUT_FILE" ]; then
-		sync_archive_timeout || echo "could not set archive_timeout; retrying" >&2
+		sync_setting archive_timeout "$ARCHIVE_TIMEOUT_FILE" s reset ||
+			echo "could not set archive_timeout; retrying" >&2
 	fi
 	if [ -n "$SLOTS_FILE" ]; then
 		if report=$(sync_slots); then
