@@ -40,9 +40,13 @@ def listen_candidates(ephemeral: range) -> list[int]:
 
 
 def bindable(port: int) -> bool:
+    """Whether no local address has the port: the wildcard's bind fails while any
+    address holds it. (Asked on 127.0.0.1 only, a port a listener held on the node's
+    bridge address, where the API server, the kubelet and the S3 server listen,
+    looked free.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind(("0.0.0.0", port))  # noqa: S104 - bound for a moment, never listening
         except OSError:
             return False
     return True
@@ -57,6 +61,6 @@ def free_port(ephemeral: range | None = None) -> int:
     # No free port outside the ephemeral range: the kernel's choice is still a free port,
     # only one an outgoing connection may take before its listener binds it.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("0.0.0.0", 0))  # noqa: S104 - as bindable
         chosen: int = sock.getsockname()[1]
         return chosen

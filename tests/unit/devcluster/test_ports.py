@@ -35,6 +35,17 @@ def test_a_port_with_a_listener_is_never_chosen() -> None:
         assert all(free_port(ephemeral) != busy for _ in range(300))
 
 
+def test_a_port_held_on_another_local_address_is_never_chosen() -> None:
+    """The cluster's listeners bind the node's bridge address too (10.244.0.1):
+    a port held there looked free when asked on 127.0.0.1."""
+    ephemeral = range(10100, 65536)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.2", free_port(ephemeral)))  # lo holds all of 127/8
+        taken.listen()
+        busy = taken.getsockname()[1]
+        assert all(free_port(ephemeral) != busy for _ in range(300))
+
+
 def test_the_candidates_leave_out_an_ephemeral_range_reaching_into_the_listen_range() -> None:
     candidates = listen_candidates(range(20000, 61000))
     assert candidates == list(range(LISTEN_RANGE.start, 20000))
