@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -132,17 +133,29 @@ def ensure_binary(binary: Path | None = None, *, log: bool = True) -> Path:
 
 
 def kwok_source_dir(module: Path | None = None) -> Path:
-    """Where the kwok module the binary is built from lies in the Go module cache."""
+    """Where the kwok module the binary is built from lies in the Go module cache.
+
+    Downloaded there first when the cache lacks it: a binary up to date from the
+    build cache needs no module source to be built, but the kwok stages are read
+    from that source (``go list`` names no directory for a module not extracted).
+    """
     module = module or module_dir()
+    go_env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
     result = subprocess.run(
         ["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
-        cwd=module,
-        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        check=False,
+        cwd=module, env=go_env, capture_output=True, text=True, check=False,
     )
     directory = result.stdout.strip()
+    if result.returncode == 0 and not directory:
+        result = subprocess.run(
+            ["go", "mod", "download", "-json", "sigs.k8s.io/kwok"],
+            cwd=module, env=go_env, capture_output=True, text=True, check=False,
+        )
+        try:
+            directory = str(json.loads(result.stdout or "{}").get("Dir") or "")
+        except json.JSONDecodeError:
+            directory = ""
     if result.returncode != 0 or not directory:
-        raise ControlPlaneBuildError(f"cannot locate the kwok module: {result.stderr.strip()}")
+        raise ControlPlaneBuildError(f"cannot locate the kwok module: "
+                                     f"{(result.stderr or result.stdout).strip()}")
     return Path(directory)
