@@ -38,3 +38,27 @@ def test_windows_take_their_share_off_compute_and_its_backup_overhead_only() -> 
     none = estimate(_example(), 0.0)
     assert none.scheduled_saving_monthly == "0.00"
     assert none.price_monthly == full.price_monthly
+
+
+def test_a_suspended_tenant_pays_for_its_volumes_only() -> None:
+    """spec.suspend (every workload at zero, indefinitely) was priced as running:
+    only suspend windows took compute off."""
+    from datetime import UTC, datetime
+
+    from stackforge_operator.reconcile.tenant import suspended_share
+
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    body = example_tenant()
+    running = StackForgeTenantSpec.model_validate(body["spec"])
+    suspended = StackForgeTenantSpec.model_validate({**body["spec"], "suspend": True})
+    windowed = StackForgeTenantSpec.model_validate({**body["spec"], "suspendWindows": [
+        {"start": "0 20 * * *", "end": "0 8 * * *"}]})
+    assert suspended_share(running, now) is None
+    assert suspended_share(suspended, now) == 1.0
+    assert suspended_share(windowed, now) == 0.5
+    cost = estimate(_example(), suspended_share(suspended, now))
+    assert Decimal(cost.compute_monthly) == 0
+    assert cost.storage_monthly == estimate(_example()).storage_monthly
+    # What is left is the volumes and their backup overhead (to the cent).
+    assert abs(Decimal(cost.infrastructure_monthly)
+               - Decimal(cost.storage_monthly) * Decimal("1.2")) <= Decimal("0.01")

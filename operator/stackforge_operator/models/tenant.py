@@ -1084,11 +1084,12 @@ class CostStatus(StatusModel):
     infrastructure_monthly: Money = Field(description="Total infrastructure cost per month.")
     price_monthly: Money = Field(description="Customer price per month: infrastructure x 3.")
     suspended_share: float | None = Field(
-        None, ge=0, le=1, description="Share of a week spec.suspendWindows keep the tenant "
-                                      "suspended.")
+        None, ge=0, le=1, description="Share of a week the tenant is kept suspended: 1 while "
+                                      "spec.suspend holds, else what spec.suspendWindows "
+                                      "cover.")
     scheduled_saving_monthly: Money | None = Field(
-        None, description="Infrastructure not paid while suspended by spec.suspendWindows, "
-                          "per month (the amounts above are net of it).")
+        None, description="Infrastructure not paid while suspended (spec.suspend, "
+                          "spec.suspendWindows), per month (the amounts above are net of it).")
 
 
 class LastBackupSummary(StatusModel):

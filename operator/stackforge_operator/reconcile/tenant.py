@@ -605,9 +605,7 @@ def _report(
         components=component_status,
         components_ready=f"{sum(s.ready for s in states)}/{len(states)}",
         endpoint=f"https://{t.domain}" if t.domain else None,
-        cost=estimate(t, suspend_windows.suspended_share(
-            spec.suspend_windows, suspend_windows.week_start(now))
-            if spec.suspend_windows else None),
+        cost=estimate(t, suspended_share(spec, now)),
         last_backup=last_backup,
         last_drill=last_drill,
         certificate=certificate,
@@ -710,3 +708,15 @@ def _write_status(
                     meta["name"])
     post_transitions(body, old, new)
     return latest
+
+
+def suspended_share(spec: StackForgeTenantSpec, now: datetime) -> float | None:
+    """The share of the week the tenant is kept suspended, for the cost estimate:
+    all of it while spec.suspend holds (its nodes are not paid then either; it was
+    priced as running), else what its windows cover; None with neither."""
+    if spec.suspend:
+        return 1.0
+    if spec.suspend_windows:
+        return suspend_windows.suspended_share(spec.suspend_windows,
+                                               suspend_windows.week_start(now))
+    return None
