@@ -243,7 +243,7 @@ def test_a_request_to_an_api_server_that_never_answers_ends_within_the_timeout(
         server.close()
     assert isinstance(outcome[0], urllib3.exceptions.ReadTimeoutError), outcome
     assert len(server.connections) == 1, "the timed-out read was asked again"
-    assert elapsed < 2.5
+    assert elapsed < 3.9  # four timed-out reads take 4 s at the least
 
 
 def test_a_connection_the_server_closed_unanswered_is_asked_again(
