@@ -956,6 +956,35 @@ def test_a_keep_owners_restore_that_fails_leaves_the_database_as_it_was(
     assert postgres_server.row_counts(scratch_database) == {"shop.orders": 0}
 
 
+def test_a_keep_owners_restore_of_a_dump_not_matching_its_manifest_commits_nothing(
+    postgres_server: pg.PostgresServer,
+    s3_server: S3Server,
+    seeded_database: SeededDatabase,
+    scratch_database: str,
+    s3_bucket: str,
+) -> None:
+    """The object is a readable dump, but not the one the manifest describes (its
+    hash differs): restored in one transaction and compared afterwards, its rows
+    were committed into the tenant's database before the run failed."""
+    manifest = _backup(postgres_server, s3_server, seeded_database.name, s3_bucket)
+    client = s3_server.client()
+    [key] = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]
+             if o["Key"].endswith(f"{manifest.run_id}/manifest.json")]
+    recorded = json.loads(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    for artifact in recorded["artifacts"]:
+        if artifact["name"] == "postgres":
+            artifact["sha256"] = "0" * 64
+    client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(recorded).encode())
+
+    run = _drill(postgres_server, s3_server, scratch_database, s3_bucket,
+                 "--keep-owners", "--no-report")
+    result = _verdict(run, "Failed", "ChecksumMismatch")
+    checksum = next(c for c in result["checks"] if c["kind"] == "Checksum")
+    assert checksum["passed"] is False and checksum["expected"] == "0" * 64, checksum
+    # The transaction never saw the archive's end: nothing of it stayed.
+    assert postgres_server.row_counts(scratch_database) == {}
+
+
 # A function the database's owner may make (public is the owner's): a closer
 # match for format('...%I.%I', name, name) than pg_catalog.format(text, VARIADIC
 # "any"). Called by a superuser's session, it runs with the superuser's rights.

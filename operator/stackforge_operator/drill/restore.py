@@ -161,20 +161,37 @@ class PgRestore:
         assert self.proc.stdin is not None
         widen_pipe(self.proc.stdin)
 
-    def feed(self, chunks: Iterable[bytes],
-             decode: Decode | None = None) -> tuple[int, str, bool]:
+    def feed(self, chunks: Iterable[bytes], decode: Decode | None = None,
+             expected_sha256: str | None = None) -> tuple[int, str, bool]:
         """Write every chunk (through ``decode``, for a dump the runner compressed)
         to pg_restore; returns (bytes, sha256, cut_short) of the stored bytes.
 
         Everything is hashed even after pg_restore has stopped reading: a
         corrupted object usually breaks the restore too, and only the whole
         hash can tell "the backup is corrupt" from "the restore failed".
+
+        With ``expected_sha256`` the archive's last piece is held back until the
+        whole object's hash is known, and given to pg_restore only if it is the
+        expected one: without its end a custom archive cannot be finished, so a
+        restore in one transaction (into a tenant's database) rolls back rather
+        than commit what a corrupt object held. (The hash was compared after
+        pg_restore had committed.)
         """
         assert self.proc is not None and self.proc.stdin is not None
         sink = self.proc.stdin
         digest = hashlib.sha256()
         size = 0
         open_ = True
+        held = b""
+
+        def write(data: bytes) -> bool:
+            try:
+                sink.write(data)
+            except BrokenPipeError:
+                log.warning("pg_restore stopped reading after %d bytes", size)
+                return False
+            return True
+
         for chunk, data in _read_ahead(chunks, decode):
             digest.update(chunk)
             size += len(chunk)
@@ -185,14 +202,22 @@ class PgRestore:
                 open_ = False
                 log.warning("the dump stops decoding after %d bytes: %s", size, data)
                 continue
-            try:
-                sink.write(data)
-            except BrokenPipeError:
+            if expected_sha256 is None:
+                open_ = write(data)
+            elif data:
+                open_ = write(held) if held else True
+                held = data
+        sha256 = digest.hexdigest()
+        if open_ and held:
+            if sha256 == expected_sha256:
+                open_ = write(held)
+            else:
                 open_ = False
-                log.warning("pg_restore stopped reading after %d bytes", size)
+                log.warning("the dump's sha256 is %s, not %s: its end is withheld, so "
+                            "pg_restore ends without it", sha256, expected_sha256)
         with contextlib.suppress(BrokenPipeError):
             sink.close()
-        return size, digest.hexdigest(), not open_
+        return size, sha256, not open_
 
     def wait(self) -> tuple[int, str]:
         assert self.proc is not None and self._stderr is not None
@@ -208,14 +233,16 @@ class PgRestore:
 def stream_restore(
     chunks: Iterable[bytes], pg_restore: str, env: Mapping[str, str], *,
     keep_owners: bool = False, decode: Decode | None = None,
+    expected_sha256: str | None = None,
 ) -> StreamResult:
     """Restore the archive ``chunks`` yields (``decode``: dump_format.decoder) into
-    the database libpq's env names."""
+    the database libpq's env names; with ``expected_sha256``, its end only if the
+    object has that hash (PgRestore.feed)."""
     started = time.monotonic()
     restore = PgRestore(pg_restore, env, keep_owners=keep_owners)
     restore.start()
     try:
-        size, sha256, cut_short = restore.feed(chunks, decode)
+        size, sha256, cut_short = restore.feed(chunks, decode, expected_sha256)
         code, stderr = restore.wait()
     finally:
         # An S3 error or SIGTERM mid-stream: pg_restore must not outlive us.

@@ -139,6 +139,27 @@ def test_stream_restore_feeds_stdin_and_hashes_every_byte(tmp_path: Path) -> Non
     assert result.restored and not result.cut_short
 
 
+def test_with_an_expected_hash_the_archives_end_goes_only_to_a_matching_object(
+    tmp_path: Path,
+) -> None:
+    """A restore into a tenant's database is one transaction, but its hash was
+    compared after pg_restore had committed: a corrupt object's rows stayed."""
+    out = tmp_path / "received"
+    tool = _tool(tmp_path, "pg_restore", f'cat > "{out}"')
+    chunks = [bytes([i]) * 100_000 for i in range(30)]
+    data = b"".join(chunks)
+    good = hashlib.sha256(data).hexdigest()
+    matching = stream_restore(iter(chunks), tool, {"PATH": "/usr/bin:/bin"},
+                              expected_sha256=good)
+    assert out.read_bytes() == data and matching.sha256 == good
+    assert matching.restored and not matching.cut_short
+    other = stream_restore(iter(chunks), tool, {"PATH": "/usr/bin:/bin"},
+                           expected_sha256="0" * 64)
+    # Everything but the last piece: pg_restore cannot finish the archive.
+    assert out.read_bytes() == data[:-len(chunks[-1])]
+    assert other.sha256 == good and other.cut_short
+
+
 def test_a_restore_that_dies_early_still_hashes_the_whole_object(tmp_path: Path) -> None:
     tool = _tool(tmp_path, "pg_restore",
                  'head -c 1000 > /dev/null; echo "pg_restore: error: bad block" >&2; exit 1')
