@@ -96,13 +96,16 @@ def test_the_rollup_holds_the_tenant_until_its_restore_is_done() -> None:
     assert "delete Job bootstrap-dump-restore" in stalled[2]
     # Restored and committed, then not verified: a second Job would only meet
     # what the first made ("already exists"); the message said "as it was".
-    for kept in ("CheckFailed: shop.orders has 9 rows, the dump 10",
-                 "ChecksumMismatch: the stream's sha256 differs"):
-        unverified = rollup(DUMP.model_copy(update={"message": kept}), *READY)
-        assert unverified[:2] == (status.Progress.STALLED, "BootstrapFailed")
-        assert "as it was" not in unverified[2] and "delete Job" not in unverified[2]
-        assert "the database then holds it" in unverified[2]
-        assert "delete the tenant and its claim data-postgres-0" in unverified[2]
+    kept = "CheckFailed: shop.orders has 9 rows, the dump 10"
+    unverified = rollup(DUMP.model_copy(update={"message": kept}), *READY)
+    assert unverified[:2] == (status.Progress.STALLED, "BootstrapFailed")
+    assert "as it was" not in unverified[2] and "delete Job" not in unverified[2]
+    assert "the database then holds it" in unverified[2]
+    assert "delete the tenant and its claim data-postgres-0" in unverified[2]
+    # A dump whose hash differs never reaches its end, so never commits.
+    mismatched = rollup(DUMP.model_copy(update={
+        "message": "ChecksumMismatch: the stream's sha256 differs"}), *READY)
+    assert "as it was" in mismatched[2] and "delete Job" in mismatched[2]
     # A problem of the tenant's own speaks first; no bootstrap, no change.
     own = (status.Progress.STALLED, "ImagePullBackOff", "no image")
     assert rollup(DUMP, *own) == own and rollup(None, *READY) == READY
@@ -182,8 +185,8 @@ def test_a_dump_that_failed_after_its_commit_speaks_for_the_attempts_after_it() 
     def line(reason: str) -> str:
         return json.dumps({"verdict": "Failed", "reason": reason, "message": reason})
 
-    retried = [line("RestoreFailed"), line("ChecksumMismatch"), line("RestoreFailed")]
-    assert dump_result(retried, outcome.parse_result)["reason"] == "ChecksumMismatch"
+    retried = [line("RestoreFailed"), line("CheckFailed"), line("RestoreFailed")]
+    assert dump_result(retried, outcome.parse_result)["reason"] == "CheckFailed"
     # Without one, the first result, and without any the log's end, as before.
     assert dump_result([line("RestoreFailed"), line("Unreachable")],
                        outcome.parse_result)["reason"] == "RestoreFailed"
