@@ -225,6 +225,20 @@ def _read_namespace_in_thread(limit: float) -> tuple[list[object], float]:
     return outcome, time.monotonic() - started
 
 
+def _read_namespace_from(server: _ScriptedServer, monkeypatch: pytest.MonkeyPatch,
+                         tmp_path: Path) -> tuple[list[object], float]:
+    """One read of the shared client (timeouts of 1 s) against ``server``."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", server.url, "tok")))
+    monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (1.0, 1.0), raising=False)
+    kube.reset_clients()
+    try:
+        return _read_namespace_in_thread(10)
+    finally:
+        kube.reset_clients()
+        server.close()
+
+
 def test_a_request_to_an_api_server_that_never_answers_ends_within_the_timeout(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -232,15 +246,7 @@ def test_a_request_to_an_api_server_that_never_answers_ends_within_the_timeout(
     machine died waited for the kernel to give up (about 15 minutes). Then urllib3
     asked again three times after each timed-out read: 4 x the timeout."""
     server = _ScriptedServer([])
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", server.url, "tok")))
-    monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (1.0, 1.0), raising=False)
-    kube.reset_clients()
-    try:
-        outcome, elapsed = _read_namespace_in_thread(10)
-    finally:
-        kube.reset_clients()
-        server.close()
+    outcome, elapsed = _read_namespace_from(server, monkeypatch, tmp_path)
     assert isinstance(outcome[0], urllib3.exceptions.ReadTimeoutError), outcome
     assert len(server.connections) == 1, "the timed-out read was asked again"
     assert elapsed < 3.9  # four timed-out reads take 4 s at the least
@@ -256,15 +262,7 @@ def test_a_connection_the_server_closed_unanswered_is_asked_again(
     answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     server = _ScriptedServer([b"", answer])
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", server.url, "tok")))
-    monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (1.0, 1.0), raising=False)
-    kube.reset_clients()
-    try:
-        outcome, _ = _read_namespace_in_thread(10)
-    finally:
-        kube.reset_clients()
-        server.close()
+    outcome, _ = _read_namespace_from(server, monkeypatch, tmp_path)
     namespace = outcome[0]
     assert isinstance(namespace, client.V1Namespace), outcome
     assert namespace.metadata is not None and namespace.metadata.name == "shop"
