@@ -7,9 +7,10 @@
 #    the one there belongs to this database. Until it has, the server's
 #    archive_command fails and PostgreSQL keeps the segments: it is retried
 #    every RETRY_SECONDS.
-# 2. A heartbeat. Every half of the server's archive_timeout (read at each beat:
-#    the upkeep sidecar sets it without a restart; at least 5 s, 30 s while it
-#    is unset; HEARTBEAT_SECONDS fixes it instead) one committed transaction that touches no table (a transactional
+# 2. A heartbeat. Every half of the server's archive_timeout (read at each
+#    beat: the upkeep sidecar sets it without a restart; at least 5 s, 30 s
+#    while it is unset; HEARTBEAT_SECONDS fixes it instead) one committed
+#    transaction that touches no table (a transactional
 #    logical-decoding message): archive_timeout switches segments only when
 #    WAL was written, so a quiet database would archive nothing, and the age
 #    of the newest archived segment (what the operator reads from the bucket)
@@ -44,7 +45,8 @@
 #
 # Environment: the PGBACKREST_* options, STACKFORGE_REPOSITORY_BASE and
 #   STACKFORGE_INCARNATION_FILE of stackforge-pgbackrest; PGHOST
-#   [/var/run/postgresql]; HEARTBEAT_SECONDS [from archive_timeout]; RETRY_SECONDS [10];
+#   [/var/run/postgresql]; HEARTBEAT_SECONDS [from archive_timeout];
+#   RETRY_SECONDS [10];
 #   REQUEST_FILE [none: no backups]; POLL_SECONDS [2]; STATE_DIR [/tmp];
 #   BACKUP_RETRY_SECONDS [300]; BACKUP_ARCHIVE_TIMEOUT_SECONDS [3600];
 #   KEEP_BEATS_DAYS [8].
