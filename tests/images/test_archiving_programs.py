@@ -82,6 +82,15 @@ def test_the_wrapper_refuses_to_run_without_an_incarnation(bin_dir: Path,
     assert "no incarnation file" in ran.stderr and "entrypoint" in ran.stderr
 
 
+def _archiver(tmp_path: Path, bin_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """The archiver of stanza "acme", its tools from ``bin_dir`` first, its output in
+    ``tmp_path``/archiver.log, ``env`` beside that."""
+    with (tmp_path / "archiver.log").open("wb") as out:
+        return subprocess.Popen(
+            [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme", **env})
+
+
 def test_the_archiver_retries_the_stanza_then_beats_and_ends_on_term(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -92,11 +101,7 @@ def test_the_archiver_retries_the_stanza_then_beats_and_ends_on_term(tmp_path: P
           f'[ -e {tmp_path}/tried ] || {{ touch {tmp_path}/tried; exit 1; }}\n')
     _tool(bin_dir, "psql", f'echo "psql $* $(tr "\\n" " ")" >>{calls}\n')
     log = tmp_path / "archiver.log"
-    with log.open("wb") as out:
-        archiver = subprocess.Popen(
-            [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme",
-                 "RETRY_SECONDS": "1", "HEARTBEAT_SECONDS": "1"})
+    archiver = _archiver(tmp_path, bin_dir, RETRY_SECONDS="1", HEARTBEAT_SECONDS="1")
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -131,11 +136,7 @@ def test_the_archivers_beat_follows_the_servers_archive_timeout(tmp_path: Path) 
     # The server's answer to the beat: its archive_timeout in seconds, last.
     _tool(bin_dir, "psql", f"cat >/dev/null\ncat {setting}\n")
     log = tmp_path / "archiver.log"
-    with log.open("wb") as out:
-        archiver = subprocess.Popen(
-            [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme",
-                 "POLL_SECONDS": "0.2"})
+    archiver = _archiver(tmp_path, bin_dir, POLL_SECONDS="0.2")
     try:
         def said(line: str, times: int = 1) -> bool:
             deadline = time.monotonic() + 15
@@ -160,14 +161,10 @@ def test_the_archivers_beat_follows_the_servers_archive_timeout(tmp_path: Path) 
 
 
 def _start_archiver(tmp_path: Path, bin_dir: Path, request_file: Path) -> subprocess.Popen[bytes]:
-    log = tmp_path / "archiver.log"
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(ARCHIVER)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PGBACKREST_STANZA": "acme",
-                 "RETRY_SECONDS": "1", "HEARTBEAT_SECONDS": "1", "POLL_SECONDS": "0.2",
-                 "BACKUP_RETRY_SECONDS": "2", "BACKUP_ARCHIVE_TIMEOUT_SECONDS": "900",
-                 "REQUEST_FILE": str(request_file), "STATE_DIR": str(tmp_path / "state")})
+    return _archiver(tmp_path, bin_dir, RETRY_SECONDS="1", HEARTBEAT_SECONDS="1",
+                     POLL_SECONDS="0.2", BACKUP_RETRY_SECONDS="2",
+                     BACKUP_ARCHIVE_TIMEOUT_SECONDS="900", REQUEST_FILE=str(request_file),
+                     STATE_DIR=str(tmp_path / "state"))
 
 
 def test_the_archiver_runs_each_backup_request_once_and_beats_meanwhile(tmp_path: Path) -> None:
