@@ -76,6 +76,17 @@ def _policy(cluster: ClusterHandle, namespace: str, name: str) -> dict[str, Any]
     return found
 
 
+def _reconciled_stalled(cluster: ClusterHandle, namespace: str, name: str,
+                        reason: str) -> dict[str, Any]:
+    """Reconcile policy ``name``: it stalls (a stalled policy's pace) with
+    ``reason``; its Stalled condition."""
+    outcome = backup.reconcile(_policy(cluster, namespace, name))
+    assert outcome.requeue_after == backup.STALLED_SECONDS
+    found = tenants.condition(_policy(cluster, namespace, name), "Stalled") or {}
+    assert (found.get("status"), found.get("reason")) == ("True", reason), found
+    return found
+
+
 def _cron_job_exists(cluster: ClusterHandle, namespace: str, policy: str) -> bool:
     try:
         job = client.BatchV1Api(cluster.api).read_namespaced_cron_job(
@@ -104,10 +115,7 @@ def test_a_schedule_whose_range_runs_backwards_stalls_the_policy_saying_so(
     the policy's CronJob was refused at every pass, unreported, and nothing ran."""
     tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
     _apply_policy(cluster, namespace, "nightly", "stackforge", schedule="0 22-2 * * *")
-    outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
-    assert outcome.requeue_after == backup.STALLED_SECONDS
-    found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
-    assert (found.get("status"), found.get("reason")) == ("True", "InvalidSchedule"), found
+    found = _reconciled_stalled(cluster, namespace, "nightly", "InvalidSchedule")
     assert "the range 22-2 runs backwards" in found["message"], found
     assert not _cron_job_exists(cluster, namespace, "nightly")
 
@@ -120,10 +128,7 @@ def test_a_policy_without_keys_stalls_unless_the_operator_lends_an_identity(
     tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))
     _apply_policy(cluster, namespace, "nightly", "stackforge", keys=False)
     monkeypatch.delenv("STACKFORGE_AMBIENT_S3_IDENTITY", raising=False)
-    outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
-    assert outcome.requeue_after == backup.STALLED_SECONDS
-    found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
-    assert (found.get("status"), found.get("reason")) == ("True", "CredentialsRequired"), found
+    found = _reconciled_stalled(cluster, namespace, "nightly", "CredentialsRequired")
     assert "STACKFORGE_AMBIENT_S3_IDENTITY=allow" in found["message"], found
     assert not _cron_job_exists(cluster, namespace, "nightly")
     # Where the operator lends it, the policy runs (its CronJob is made).
@@ -141,11 +146,7 @@ def test_a_second_policy_in_the_same_place_is_refused_and_runs_nothing(
     _apply_policy(cluster, namespace, "a-nightly", "stackforge")
     _apply_policy(cluster, namespace, "b-hourly", "stackforge")
 
-    outcome = backup.reconcile(_policy(cluster, namespace, "b-hourly"))
-    assert outcome.requeue_after == backup.STALLED_SECONDS
-    refused = _policy(cluster, namespace, "b-hourly")
-    found = tenants.condition(refused, "Stalled") or {}
-    assert (found.get("status"), found.get("reason")) == ("True", "StorageInUse"), found
+    found = _reconciled_stalled(cluster, namespace, "b-hourly", "StorageInUse")
     assert "BackupPolicy a-nightly" in found["message"]
     assert "s3://backups/stackforge/shared/" in found["message"]
     assert not _cron_job_exists(cluster, namespace, "b-hourly")
@@ -165,11 +166,7 @@ def test_a_policy_beside_a_tenant_that_lost_its_name_does_nothing(
         # A CronJob made before its tenant's place was asked (an older operator).
         _put_cron_job(cluster, namespace, "nightly")
 
-        outcome = backup.reconcile(_policy(cluster, namespace, "nightly"))
-
-        assert outcome.requeue_after == backup.STALLED_SECONDS
-        found = tenants.condition(_policy(cluster, namespace, "nightly"), "Stalled") or {}
-        assert (found.get("status"), found.get("reason")) == ("True", "TenantNotPlaced"), found
+        found = _reconciled_stalled(cluster, namespace, "nightly", "TenantNotPlaced")
         assert "TenantNameTaken" in found["message"] and holder_ns in found["message"]
         assert not _cron_job_exists(cluster, namespace, "nightly")
         # The tenant that holds the name is one to back up.
