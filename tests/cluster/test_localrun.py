@@ -18,6 +18,7 @@ import pytest
 
 from stackforge_operator.devcluster.node.network import NodeNetwork
 from stackforge_operator.devcluster.processes import processes_mentioning
+from tests.support.signals import default_stop_signals
 
 
 def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes],
@@ -27,13 +28,6 @@ def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes],
         assert process.poll() is None, f"dev exited before {text!r}:\n{path.read_text()}"
         assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{path.read_text()}"
         time.sleep(0.2)
-
-
-def _as_in_a_terminal() -> None:
-    # A terminal's program gets SIGINT at its default; a pytest-xdist worker
-    # ignores it, and a child would inherit that (Python then never raises
-    # KeyboardInterrupt), so it is put back before dev starts.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _run_until_watching_then_ctrl_c_twice(run_dir: Path, tmp_path: Path, *extra: str,
@@ -47,7 +41,7 @@ def _run_until_watching_then_ctrl_c_twice(run_dir: Path, tmp_path: Path, *extra:
             [sys.executable, "-m", "stackforge_operator", "dev", "--run-dir", str(run_dir),
              *extra],
             stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_as_in_a_terminal)
+            preexec_fn=default_stop_signals)  # as in a terminal
     try:
         _wait_for_line(out_path, "watching", process, timeout=timeout)
         os.killpg(process.pid, signal.SIGINT)

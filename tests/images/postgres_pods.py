@@ -20,6 +20,7 @@ import pytest
 from stackforge_operator.builders.postgres import PG_HBA, SERVER_ARGS
 from stackforge_operator.devcluster.ports import free_port
 from tests.support.postgres_server import PgUser
+from tests.support.signals import default_stop_signals
 
 IMAGE_DIR = Path(__file__).resolve().parents[2] / "images" / "postgres"
 ENTRYPOINT = IMAGE_DIR / "docker-entrypoint.sh"
@@ -230,11 +231,6 @@ def start_program(pod: Pod, path: Path, env: Mapping[str, str],
         )  # fmt: skip
 
 
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 class FirstProcess:
     """A program of the image started as its container starts it: the first
     process of a PID namespace (``unshare --pid``), as the pod's user. There a
@@ -250,10 +246,8 @@ class FirstProcess:
                  f"--reuid={pod.user.uid}", f"--regid={pod.user.gid}", "--clear-groups",
                  *argv], env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                # A container's first process starts with default dispositions;
-                # a test run in the background inherits SIGINT ignored, which a
-                # shell may then neither trap nor reset.
-                preexec_fn=_default_signals)
+                # A container's first process starts with default dispositions.
+                preexec_fn=default_stop_signals)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the namespace's first process, as the kubelet does."""
