@@ -931,25 +931,37 @@ def test_upkeep_makes_admin_accounts_login_roles_with_their_roles_privileges(
     assert as_("alice", "alice's pw", "SELECT count(*) FROM audit").returncode == 0
 
 
+def _upkeep_follows(pod: Pod, servers: list[Server],
+                    upkeep: Callable[..., subprocess.Popen[bytes]], setting: str,
+                    file_variable: str, steps: list[tuple[str, str]]) -> str:
+    """The upkeep given ``setting``'s file (``file_variable``): for each (written,
+    shown) of ``steps`` the file is written and the server soon shows that value,
+    each by a reload (the same server process throughout). The upkeep's log."""
+    require_peer_login()
+    start(pod, servers).wait_ready()
+    setting_file = pod.root / "tmp" / setting
+    (written, shown), *changes = steps
+    setting_file.write_text(written)
+    upkeep("", **{file_variable: str(setting_file)})
+
+    def value() -> str:
+        return superuser_query(pod, f"SHOW {setting}")
+
+    eventually_equal(value, shown)
+    started = superuser_query(pod, "SELECT pg_postmaster_start_time()")
+    for written, shown in changes:
+        setting_file.write_text(written)
+        eventually_equal(value, shown)
+    assert superuser_query(pod, "SELECT pg_postmaster_start_time()") == started
+    return (pod.root / "upkeep.log").read_text()
+
+
 def test_upkeep_bounds_the_wal_slots_may_hold_back(
     pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    require_peer_login()
-    start(pod, servers).wait_ready()
-    limit_file = pod.root / "tmp" / "max-slot-wal-keep-size"
-    limit_file.write_text("256")
-    upkeep("", SLOT_WAL_LIMIT_FILE=str(limit_file))
-
-    def limit() -> str:
-        return superuser_query(pod, "SHOW max_slot_wal_keep_size")
-
-    eventually_equal(limit, "256MB")
     # A new value (the volume grew) is applied by a reload: the same server process.
-    started = superuser_query(pod, "SELECT pg_postmaster_start_time()")
-    limit_file.write_text("2048\n")
-    eventually_equal(limit, "2GB")
-    assert superuser_query(pod, "SELECT pg_postmaster_start_time()") == started
-    log = (pod.root / "upkeep.log").read_text()
+    log = _upkeep_follows(pod, servers, upkeep, "max_slot_wal_keep_size",
+                          "SLOT_WAL_LIMIT_FILE", [("256", "256MB"), ("2048\n", "2GB")])
     assert "max_slot_wal_keep_size set to 256MB (was -1MB)" in log
     assert log.count("max_slot_wal_keep_size set to") == 2  # once per change, not per pass
 
@@ -958,25 +970,10 @@ def test_upkeep_sets_archive_timeout_without_a_restart_and_resets_it_when_emptie
     pod: Pod, servers: list[Server], upkeep: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     """As a -c argument (outranking ALTER SYSTEM) a policy's new archive_timeout
-    restarted the primary; the upkeep now applies the live ConfigMap's value."""
-    require_peer_login()
-    start(pod, servers).wait_ready()
-    timeout_file = pod.root / "tmp" / "archive-timeout"
-    timeout_file.write_text("60")
-    upkeep("", ARCHIVE_TIMEOUT_FILE=str(timeout_file))
-
-    def timeout() -> str:
-        return superuser_query(pod, "SHOW archive_timeout")
-
-    eventually_equal(timeout, "1min")
-    started = superuser_query(pod, "SELECT pg_postmaster_start_time()")
-    timeout_file.write_text("15\n")
-    eventually_equal(timeout, "15s")
-    # Archiving turned off: back to the default (no segment switch every 15 s).
-    timeout_file.write_text("")
-    eventually_equal(timeout, "0")
-    assert superuser_query(pod, "SELECT pg_postmaster_start_time()") == started
-    log = (pod.root / "upkeep.log").read_text()
+    restarted the primary; the upkeep now applies the live ConfigMap's value.
+    Emptied (archiving turned off): back to the default, no segment switch every 15 s."""
+    log = _upkeep_follows(pod, servers, upkeep, "archive_timeout", "ARCHIVE_TIMEOUT_FILE",
+                          [("60", "1min"), ("15\n", "15s"), ("", "0")])
     assert "archive_timeout set to 60s (was 0s)" in log
     assert "archive_timeout set to 15s (was 60s)" in log
     assert "archive_timeout reset (was 15s)" in log
