@@ -16,10 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stackforge_operator import config
 from stackforge_operator.models.backup import BackupPolicySpec
 from stackforge_operator.models.effective import Archiving
-from stackforge_operator.reconcile import backup_location
+from stackforge_operator.reconcile import backup_location, storage
 
 
 def _archiving_spec(policy: Mapping[str, Any]) -> BackupPolicySpec | None:
@@ -40,8 +39,7 @@ def chosen(policies: Sequence[Mapping[str, Any]]) -> tuple[str, BackupPolicySpec
                                                spec.tenant_ref.name, spec.storage) is None
                   # Without keys, only where the operator lends the pods' own
                   # identity (its reconcile says CredentialsRequired otherwise).
-                  and (spec.storage.credentials_secret_ref is not None
-                       or config.ambient_s3_identity_allowed())]
+                  and not storage.identity_problems(spec.storage)]
     if not candidates:
         return None
     policy, spec = min(candidates, key=lambda c: (
