@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import httpx
 import kopf
@@ -339,25 +339,50 @@ class KubeletStatsError(Exception):
 
 def _kubelet_tls(configuration: Any, *, ca_file: str | None,
                  insecure: bool) -> ssl.SSLContext:
+    # No client certificate: the kubelet is shown the reader's token only (a
+    # certificate of the operator's would be taken for the operator's identity).
     if insecure:
         tls = ssl.create_default_context()
         tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     else:
         tls = ssl.create_default_context(cafile=ca_file or configuration.ssl_ca_cert)
-    if configuration.cert_file and configuration.key_file:
-        tls.load_cert_chain(configuration.cert_file, configuration.key_file)
     return tls
 
 
-def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
-                          timeout: float) -> Obj:
+class ServiceAccountToken(NamedTuple):
+    token: str
+    expires: datetime
+
+
+def service_account_token(namespace: str, name: str, seconds: int) -> ServiceAccountToken:
+    """A new token of the ServiceAccount ``namespace/name`` (TokenRequest), for the
+    API server's own audience, valid ``seconds`` (or what the server grants)."""
+    body = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds))
+    what = f"requesting a token of ServiceAccount {namespace}/{name}"
+    with translated_errors(what):
+        try:
+            granted: Any = client.CoreV1Api(api_client()).create_namespaced_service_account_token(
+                name, namespace, body)
+        except ApiException as error:
+            if error.status == 404:
+                # Installed without it (an older manifest): a person adds it.
+                raise kopf.TemporaryError(f"{what}: it does not exist", delay=60) from error
+            raise
+    return ServiceAccountToken(granted.status.token, granted.status.expiration_timestamp)
+
+
+def kubelet_stats_summary(node: Obj, *, token: Callable[[], str], ca_file: str | None,
+                          insecure: bool, timeout: float) -> Obj:
     """The kubelet's ``/stats/summary`` of ``node`` (a Node object), asked of the
-    kubelet itself at the address and port its Node status names, with the
-    operator's own credentials: the kubelet authorises ``nodes/stats`` through
-    the API server. Not through the API server's node proxy, which would need
-    ``nodes/proxy``, a right that reaches every kubelet endpoint (exec included).
-    The kubelet's serving certificate is checked against ``ca_file``, else the
-    cluster's CA (kubelets with certificates the cluster signed)."""
+    kubelet itself at the address and port its Node status names, with the token
+    ``token()`` gives once the node names them (the kubelet reader's,
+    rbac.KUBELET_READER: never the operator's own, which the node would hold
+    from then on): the kubelet authorises ``nodes/stats``
+    through the API server. Not through the API server's node proxy, which would
+    need ``nodes/proxy``, a right that reaches every kubelet endpoint (exec
+    included). The kubelet's serving certificate is checked against ``ca_file``,
+    else the cluster's CA (kubelets with certificates the cluster signed)."""
     name = node["metadata"]["name"]
     addresses = (node.get("status") or {}).get("addresses") or []
     address = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), None)
@@ -366,9 +391,6 @@ def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
     if not address or not port:
         raise KubeletStatsError(f"node {name} names no kubelet address and port")
     configuration = api_client().configuration
-    headers = {}
-    if header := _authorization(configuration):
-        headers["Authorization"] = header
     try:
         tls = _kubelet_tls(configuration, ca_file=ca_file, insecure=insecure)
     except (OSError, ssl.SSLError) as error:
@@ -378,6 +400,7 @@ def kubelet_stats_summary(node: Obj, *, ca_file: str | None, insecure: bool,
             f"the TLS set-up for the kubelet of node {name} failed (CA file "
             f"{ca_file or configuration.ssl_ca_cert}): {type(error).__name__}: "
             f"{str(error)[:120]}") from error
+    headers = {"Authorization": f"Bearer {token()}"}
     host = f"[{address}]" if ":" in address else address
     try:
         response = httpx.get(f"https://{host}:{port}/stats/summary", headers=headers,

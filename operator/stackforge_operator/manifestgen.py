@@ -5,6 +5,9 @@
 Under ``manifests/``:
 
 - ``clusterrole.yaml`` from :mod:`stackforge_operator.rbac` (one reason comment per rule);
+- ``kubelet-reader.yaml``: the ServiceAccount the kubelets are shown
+  (:data:`rbac.KUBELET_READER`), its ClusterRole, and the operator's Role in its
+  own namespace that lets it request that account's tokens;
 - ``peering.yaml``: the ClusterKopfPeering object named :data:`rbac.PEERING_NAME`;
 - ``admissionpolicy.yaml``: the ValidatingAdmissionPolicy (and its binding) from
   :mod:`stackforge_operator.admission`;
@@ -21,7 +24,8 @@ Under ``charts/stackforge-operator/``:
 - ``crds/*.yaml``: copies of every file of the repository's ``crds/`` (Helm
   installs a chart's ``crds/`` before its templates and never templates them);
 - ``templates/_rbac_generated.tpl``: the ClusterRole rules (and the peering
-  rules for ``replicaCount > 1``) from :mod:`stackforge_operator.rbac`, the
+  rules for ``replicaCount > 1``), the kubelet reader's and the operator's
+  namespace Role's rules from :mod:`stackforge_operator.rbac`, the
   admission policy's spec from :mod:`stackforge_operator.admission`, and the
   argocd-cm keys, as named templates;
 - ``files/health.lua``: a copy of ``manifests/argocd/health.lua``.
@@ -42,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from stackforge_operator import API_GROUP, admission, crdgen, peering, rbac
+from stackforge_operator.builders.common import OPERATOR_NAMESPACE
 from stackforge_operator.models.tenant import RESERVED_NAMESPACES_TEXT
 
 OPERATOR_NAME = "stackforge-operator"
@@ -113,6 +118,76 @@ def render_cluster_role() -> str:
         "objects only under the operator's label, metadata only for the rest). See rbac.py "
         "for the reasoning.",
         rbac.CLUSTER_ROLE_RULES)
+
+
+def _binding(kind: str, name: str, role_kind: str, account: str,
+             namespace: str | None = None) -> str:
+    where = f"  namespace: {namespace}\n" if namespace else ""
+    return (
+        "apiVersion: rbac.authorization.k8s.io/v1\n"
+        + f"kind: {kind}\n"
+        + "metadata:\n"
+        + f"  name: {name}\n"
+        + where
+        + "  labels:\n"
+        + _labels("    ")
+        + "roleRef:\n"
+        + "  apiGroup: rbac.authorization.k8s.io\n"
+        + f"  kind: {role_kind}\n"
+        + f"  name: {name}\n"
+        + "subjects:\n"
+        + "  - kind: ServiceAccount\n"
+        + f"    name: {account}\n"
+        + f"    namespace: {OPERATOR_NAMESPACE}\n"
+    )
+
+
+def render_kubelet_reader() -> str:
+    """The kubelet reader's ServiceAccount and ClusterRole, and the operator's Role
+    in its namespace, which may request tokens of that account and nothing else."""
+    reader = rbac.KUBELET_READER
+    return (
+        _HEADER.format(source="operator/stackforge_operator/rbac.py")
+        + _comment(
+            "The identity the operator shows the kubelets when it reads their statistics "
+            "(status.usage's volume figures): a token sent to a kubelet is held by its node "
+            "from then on, so it is a token of this account, which may read node statistics "
+            "and nothing else, requested for ten minutes at a time; never the operator's "
+            "own. No pod runs as it.", "")
+        + "apiVersion: v1\n"
+        + "kind: ServiceAccount\n"
+        + "metadata:\n"
+        + f"  name: {reader}\n"
+        + f"  namespace: {OPERATOR_NAMESPACE}\n"
+        + "  labels:\n"
+        + _labels("    ")
+        + "automountServiceAccountToken: false\n"
+        + "---\n"
+        + "apiVersion: rbac.authorization.k8s.io/v1\n"
+        + "kind: ClusterRole\n"
+        + "metadata:\n"
+        + f"  name: {reader}\n"
+        + "  labels:\n"
+        + _labels("    ")
+        + "rules:\n"
+        + render_rules(rbac.KUBELET_READER_RULES)
+        + "---\n"
+        + _binding("ClusterRoleBinding", reader, "ClusterRole", reader)
+        + "---\n"
+        + _comment("The operator's only rights in its own namespace beyond its ClusterRole's.",
+                   "")
+        + "apiVersion: rbac.authorization.k8s.io/v1\n"
+        + "kind: Role\n"
+        + "metadata:\n"
+        + f"  name: {OPERATOR_NAME}\n"
+        + f"  namespace: {OPERATOR_NAMESPACE}\n"
+        + "  labels:\n"
+        + _labels("    ")
+        + "rules:\n"
+        + render_rules(rbac.OPERATOR_NAMESPACE_RULES)
+        + "---\n"
+        + _binding("RoleBinding", OPERATOR_NAME, "Role", OPERATOR_NAME, OPERATOR_NAMESPACE)
+    )
 
 
 def render_plugin_user_role() -> str:
@@ -222,6 +297,7 @@ def render_all(manifests_dir: Path) -> dict[Path, str]:
     script = (manifests_dir / HEALTH_SCRIPT).read_text(encoding="utf-8")
     files = {
         Path("clusterrole.yaml"): render_cluster_role(),
+        Path("kubelet-reader.yaml"): render_kubelet_reader(),
         Path("peering.yaml"): render_peering(),
         Path("admissionpolicy.yaml"): render_admission_policy(),
         Path("argocd") / "argocd-cm.yaml": render_argocd_cm(script),
@@ -257,6 +333,10 @@ def render_chart_rbac() -> str:
         + "\n"
         + "{{/* Only with replicaCount > 1 (kopf peering, see rbac.PEERING_RULES). */}}\n"
         + _define("peeringRules", render_rules(rbac.PEERING_RULES))
+        + "\n"
+        + "{{/* The kubelet reader's ClusterRole, and the operator's Role in its namespace. */}}\n"
+        + _define("kubeletReaderRules", render_rules(rbac.KUBELET_READER_RULES))
+        + _define("operatorNamespaceRules", render_rules(rbac.OPERATOR_NAMESPACE_RULES))
         + "\n"
         + "{{/* The tenant-namespace admission policy's spec (admission.py). */}}\n"
         + _define("tenantNamespacePolicySpec", _yaml(admission.policy_spec(), ""))

@@ -4,8 +4,9 @@ This is the one place the operator's RBAC is written down:
 
 - ``manifests/clusterrole.yaml`` is generated from :data:`CLUSTER_ROLE_RULES`
   (:data:`REQUIRED_RULES` plus :data:`PEERING_RULES`;
-  ``python -m stackforge_operator.manifestgen``); a unit test fails when the
-  committed file drifts;
+  ``python -m stackforge_operator.manifestgen``), and
+  ``manifests/kubelet-reader.yaml`` from :data:`KUBELET_READER_RULES` and
+  :data:`OPERATOR_NAMESPACE_RULES`; a unit test fails when a committed file drifts;
 - ``tests/unit/test_manifests.py`` scans the package for the API calls it makes
   (``kube.*`` calls, kopf handlers) and checks each one is allowed here;
 - the operator grants no rights to anyone: it makes no Role or RoleBinding
@@ -147,10 +148,6 @@ REQUIRED_RULES: Final[tuple[Rule, ...]] = (
     Rule("", ("nodes",), ("get",),
          "status.usage's volume figures: the address and port of the kubelet of a node "
          "running a tenant pod that mounts a claim"),
-    Rule("", ("nodes/stats",), ("get",),
-         "status.usage's volume figures: that kubelet's /stats/summary, asked of the "
-         "kubelet itself, which authorises it as nodes/stats (not nodes/proxy, which "
-         "reaches every kubelet endpoint, exec included)"),
     Rule("apiregistration.k8s.io", ("apiservices",), ("list", "watch"),
          "whether the cluster serves the metrics API, from the metadata of its APIService: "
          "one registered or becoming available wakes every settled tenant to read its "
@@ -190,6 +187,28 @@ PEERING_RULES: Final[tuple[Rule, ...]] = (
 
 # The generated ClusterRole (manifests/clusterrole.yaml): the shipped Deployment peers.
 CLUSTER_ROLE_RULES: Final[tuple[Rule, ...]] = (*REQUIRED_RULES, *PEERING_RULES)
+
+# Who reads the kubelets' statistics. Not the operator's own account: a bearer
+# token sent to a kubelet is a token that kubelet's node holds from then on, and
+# the operator's reaches Secrets and workloads in every namespace. The operator
+# requests a short-lived token of this ServiceAccount (TokenRequest, in its own
+# namespace) for those reads, so a node taken over learns a token that can read
+# node statistics and nothing else.
+KUBELET_READER: Final = "stackforge-kubelet-reader"
+KUBELET_READER_TOKEN_SECONDS: Final = 600  # the API server's shortest
+KUBELET_READER_RULES: Final[tuple[Rule, ...]] = (
+    Rule("", ("nodes/stats",), ("get",),
+         "status.usage's volume figures: a kubelet's /stats/summary, asked of the kubelet "
+         "itself, which authorises it as nodes/stats (not nodes/proxy, which reaches every "
+         "kubelet endpoint, exec included)"),
+)
+# A Role in the operator's namespace (not its ClusterRole): tokens of the reader
+# only, not of any ServiceAccount of that name elsewhere.
+OPERATOR_NAMESPACE_RULES: Final[tuple[Rule, ...]] = (
+    Rule("", ("serviceaccounts/token",), ("create",),
+         "a short-lived token of the kubelet reader, the one identity the operator shows "
+         "a kubelet", resource_names=(KUBELET_READER,)),
+)
 
 # What `kubectl stackforge` needs, for the people on call who run it
 # (manifests/plugin/clusterrole.yaml), in two ClusterRoles. PLUGIN_USER_ROLE reads

@@ -5,7 +5,8 @@ every tenant there: each node's answer is kept ``KUBELET_STATS_SECONDS`` (60),
 and a node whose kubelet could not be read is not asked again for
 ``KUBELET_STATS_RETRY_SECONDS`` (300) — a cluster whose kubelets the operator
 cannot reach (a firewall, a fake node) costs one failed read per node per
-five minutes, not one per tenant refresh.
+five minutes, not one per tenant refresh. The kubelets are shown a token of
+the kubelet reader (rbac.KUBELET_READER), never the operator's own.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from stackforge_operator import config, kube
+from stackforge_operator import config, kube, rbac
 from stackforge_operator import usage as tenant_usage
+from stackforge_operator.builders import common
 
 _lock = threading.Lock()
 # node -> (monotonic time read, the summary, or why it could not be read)
 _answers: dict[str, tuple[float, dict[str, Any] | str]] = {}
+# The kubelet reader's token, and when to ask for a new one.
+_token: tuple[str, datetime] | None = None
 
 
 def nodes_with_claims(pods: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -36,14 +41,32 @@ def nodes_with_claims(pods: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(nodes)
 
 
+def _reader_token() -> str:
+    """A token of the kubelet reader (rbac.KUBELET_READER), requested again when a
+    fifth of its life is left: a kubelet given one about to expire could check it
+    after it has."""
+    global _token
+    now = datetime.now(UTC)
+    with _lock:
+        held = _token
+    if held is not None and now < held[1]:
+        return held[0]
+    granted = kube.service_account_token(
+        common.operator_namespace(), rbac.KUBELET_READER, rbac.KUBELET_READER_TOKEN_SECONDS)
+    renew = granted.expires - (granted.expires - now) / 5
+    with _lock:
+        _token = (granted.token, renew)
+    return granted.token
+
+
 def _read(node_name: str) -> dict[str, Any] | str:
     try:
         node = kube.get("v1", "Node", node_name)
         if node is None:
             return f"node {node_name} is gone"
         return kube.kubelet_stats_summary(
-            node, ca_file=config.KUBELET_CA_FILE, insecure=config.KUBELET_INSECURE_TLS,
-            timeout=config.KUBELET_TIMEOUT_SECONDS)
+            node, token=_reader_token, ca_file=config.KUBELET_CA_FILE,
+            insecure=config.KUBELET_INSECURE_TLS, timeout=config.KUBELET_TIMEOUT_SECONDS)
     except (kube.KubeletStatsError, kopf.TemporaryError) as error:
         # Volume figures are not worth failing a reconcile for (a Node not
         # readable, forbidden): status says why instead.
@@ -94,6 +117,8 @@ def claims(namespace: str, pods: Sequence[Mapping[str, Any]]
 
 
 def forget() -> None:
-    """Drop every kept answer (tests)."""
+    """Drop every kept answer and the token (tests)."""
+    global _token
     with _lock:
         _answers.clear()
+        _token = None

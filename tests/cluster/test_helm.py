@@ -167,11 +167,14 @@ def test_chart_installs_and_runs(
     # The ServiceAccount holds exactly rbac.py's rules beyond what everyone holds
     # (the peering patch rule naming this release's peering object);
     # the binding reaches the authorizer's cache within moments.
-    role = helm.only(docs, "ClusterRole")
+    role = helm.only(docs, "ClusterRole", "stackforge-operator:")
     assert _grants(role["rules"]) == {
         (group, resource, verb, namespace if name == rbac.PEERING_NAME else name)
         for group, resource, verb, name in _grants(rbac.policy_rules(rbac.CLUSTER_ROLE_RULES))}
-    expected = _grants(role["rules"]) | _granted_to_everyone(cluster, namespace)
+    # In its own namespace also its Role's: tokens of the kubelet reader, no other.
+    own = _grants(helm.only(docs, "Role")["rules"])
+    assert own == {("", "serviceaccounts/token", "create", rbac.KUBELET_READER)}
+    expected = _grants(role["rules"]) | own | _granted_to_everyone(cluster, namespace)
     eventually(lambda: _service_account_rules(cluster, namespace, "stackforge-operator")
                == expected, timeout=15)
 
@@ -187,6 +190,22 @@ def test_chart_installs_and_runs(
         answer = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-A", subject,
                                  check=False)
         assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)
+    # The kubelets are shown the reader's tokens, never the operator's: it may
+    # mint those in its namespace only, and the reader may read node statistics only.
+    reader = f"--as=system:serviceaccount:{namespace}:{rbac.KUBELET_READER}"
+    token = ("create", f"serviceaccounts/{rbac.KUBELET_READER}", "--subresource=token")
+    for question, allowed in [
+        ((subject, "get", "nodes", "--subresource=stats"), "no"),
+        ((subject, *token, "-n", namespace), "yes"),
+        ((subject, *token, "-n", "default"), "no"),
+        ((subject, "create", "serviceaccounts/default", "--subresource=token", "-n", namespace),
+         "no"),
+        ((reader, "get", "nodes", "--subresource=stats"), "yes"),
+        ((reader, "get", "nodes", "--subresource=proxy"), "no"),
+        ((reader, "get", "secrets", "-A"), "no"),
+    ]:
+        answer = cluster.kubectl("auth", "can-i", *question, check=False)
+        assert answer.stdout.strip() == allowed, (question, answer.stdout)
 
     # The release's namespace is the operator's own: a tenant there (whose
     # default-deny policy would cut the operator off) is refused at admission.

@@ -43,6 +43,9 @@ def _values(directory: Path) -> Path:
         "images": {"registry": LOCAL_REGISTRY, "overrides": dict(PROJECT_CATALOG)},
         "resyncSeconds": 5,
         "stalledRecheckSeconds": 5,
+        # Usage read at every reconcile and a kubelet's answer kept 2 s (not 300 and 60).
+        "extraEnv": [{"name": "STACKFORGE_USAGE_REFRESH_SECONDS", "value": "0"},
+                     {"name": "STACKFORGE_KUBELET_STATS_SECONDS", "value": "2"}],
     }
     path = directory / "values.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -132,5 +135,21 @@ def test_the_charts_operator_runs_on_the_node_and_reconciles_a_tenant(
             "import socket, sys; socket.create_connection((sys.argv[1], 5432), 5).close()",
             address, check=False, timeout=30)
         assert reached.returncode == 0, reached.stderr
+
+        # From its pod it reads the kubelet with a token of the release's kubelet
+        # reader (its own account may not read node statistics): the database
+        # volume's figure comes.
+        def measured() -> dict[str, Any] | None:
+            usage = ((tenants.get(real_cluster, name) or {}).get("status") or {}).get(
+                "usage") or {}
+            claims = {v["claim"] for v in usage.get("volumes") or []}
+            return usage if "data-postgres-0" in claims else None
+
+        try:
+            usage = tenants.eventually(measured, timeout=90, interval=2)
+        except AssertionError:
+            status = (tenants.get(real_cluster, name) or {}).get("status") or {}
+            raise AssertionError(f"no volume figures: {status.get('usage')}") from None
+        assert usage["volumesMeasuredBy"] == "kubelet" and "volumesUnmeasured" not in usage
     finally:
         tenants.discard(real_cluster, name)

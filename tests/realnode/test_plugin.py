@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
+from stackforge_operator import rbac
 from stackforge_operator import support_bundle as bundle
 from stackforge_operator.builders.common import APP_LABEL, TENANT_LABEL
 from stackforge_operator.devcluster.dev_overlay import REDIS_VERSION_ON_NODE
@@ -36,7 +38,7 @@ from tests.realnode import runs, stack
 from tests.realnode.operators import operator_running
 from tests.support import operator_identity, plugin_user, tenants
 from tests.support.clusters import ClusterHandle
-from tests.support.objects import status_of
+from tests.support.objects import spec_of, status_of
 from tests.support.plugin_cli import plugin
 
 
@@ -114,8 +116,9 @@ def _volumes(cluster: ClusterHandle, tenant: str) -> dict[str, Any] | None:
 def test_volume_use_in_status_from_the_kubelet_and_growing_with_the_data(
         real_cluster: ClusterHandle, tenant: str) -> None:
     """#19 item 5: what the tenant's volumes hold, per claim and summed, from the
-    kubelet's statistics (read by the operator with its own account: nodes/stats);
-    rows written show up in the database volume's figure."""
+    kubelet's statistics (read by the operator with a token of the kubelet reader,
+    its own account having no nodes/stats: the next test); rows written show up
+    in the database volume's figure."""
     ns = tenants.namespace_of(tenant)
 
     def initialised() -> dict[str, Any] | None:
@@ -159,6 +162,42 @@ def test_volume_use_in_status_from_the_kubelet_and_growing_with_the_data(
     shown = plugin(real_cluster, "status", tenant)
     assert f"  storage: {usage['storage']['requested']} / {usage['storage']['quota']} / " \
         in shown.stdout, shown.stdout
+
+
+def test_the_kubelet_serves_the_readers_token_and_refuses_the_operators(
+        real_cluster: ClusterHandle, real_operator_identity: operator_identity.OperatorIdentity,
+        tenant: str) -> None:
+    """A token sent to a kubelet is its node's from then on: the operator's own
+    (Secrets and workloads everywhere) is refused there, so the figures of the
+    test before came with the reader's, which may read node statistics only."""
+    core = client.CoreV1Api(real_cluster.api)
+    pod = core.read_namespaced_pod("postgres-0", tenants.namespace_of(tenant))
+    node_name = str(spec_of(pod).node_name)
+    node: dict[str, Any] = client.ApiClient().sanitize_for_serialization(
+        core.read_node(node_name))["status"]
+    address = next(a["address"] for a in node["addresses"] if a["type"] == "InternalIP")
+    url = f"https://{address}:{node['daemonEndpoints']['kubeletEndpoint']['Port']}/stats/summary"
+    reader = real_cluster.service_account_token(real_operator_identity.namespace,
+                                                rbac.KUBELET_READER)
+    # The kubelet's serving certificate is the cluster CA's, as the operator checks it.
+    tls = ssl.create_default_context(cafile=real_cluster.api.configuration.ssl_ca_cert)
+
+    def asked(token: str) -> httpx.Response:
+        return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=tls,
+                         timeout=10)
+
+    own = asked(real_operator_identity.token)
+    assert own.status_code == 403, (own.status_code, own.text[:200])
+    # The kubelet's own refusal (its authorizer asked the API server), naming who.
+    assert real_operator_identity.username in own.text and "stats" in own.text, own.text
+    served = asked(reader)
+    assert served.status_code == 200, (served.status_code, served.text[:200])
+    assert served.json()["node"]["nodeName"] == node_name
+    # The reader's token opens nothing else there: a pod's logs (nodes/proxy).
+    logs = httpx.get(f"{url.removesuffix('/stats/summary')}/containerLogs/"
+                     f"{tenants.namespace_of(tenant)}/postgres-0/postgres",
+                     headers={"Authorization": f"Bearer {reader}"}, verify=tls, timeout=10)
+    assert logs.status_code == 403, (logs.status_code, logs.text[:200])
 
 
 @pytest.fixture

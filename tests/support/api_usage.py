@@ -4,7 +4,7 @@ Two sources, both without a cluster:
 
 - every call of the ``kube`` functions that reach the API (``get``, ``list_objects``,
   ``apply``, ``delete``, ``patch_status``, ``record_event``, ``pod_log``, ``list_pod_metrics``,
-  ``kubelet_stats_summary``)
+  ``service_account_token``)
   in the package (kube.py is the only module that talks to the API), read
   with ``ast``; arguments that are string literals or module-level string
   constants are resolved, the rest is reported as :class:`Unresolved` for the
@@ -44,7 +44,7 @@ VERBS = {
     "record_event": ("create",),
     "pod_log": ("get",),
     "list_pod_metrics": ("list",),
-    "kubelet_stats_summary": ("get",),
+    "service_account_token": ("create",),
 }
 
 
@@ -151,8 +151,8 @@ class _Visitor(ast.NodeVisitor):
             kind = ("v1", "Pod")
         elif function == "list_pod_metrics":
             kind = ("metrics.k8s.io/v1beta1", "PodMetrics")
-        elif function == "kubelet_stats_summary":
-            kind = ("v1", "Node")
+        elif function == "service_account_token":
+            kind = ("v1", "ServiceAccount")
         elif function == "apply" and call.args:
             target: ast.AST = call.args[0]
             if isinstance(target, ast.Name):
@@ -165,7 +165,7 @@ class _Visitor(ast.NodeVisitor):
             self.unresolved.append(Unresolved(where, function, ast.unparse(call)))
             return
         sub = {"patch_status": "status", "pod_log": "log",
-               "kubelet_stats_summary": "stats"}.get(function, "")
+               "service_account_token": "token"}.get(function, "")
         self.uses += [Use(kind[0], kind[1], verb, where, sub) for verb in VERBS[function]]
 
 

@@ -69,7 +69,8 @@ def find(docs: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def only(docs: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = find(docs, kind)
-    assert len(found) == 1, f"{kind}: {len(found)} rendered"
+def only(docs: Sequence[dict[str, Any]], kind: str, name_prefix: str = "") -> dict[str, Any]:
+    """The one ``kind`` rendered (whose name starts with ``name_prefix``)."""
+    found = [d for d in find(docs, kind) if d["metadata"]["name"].startswith(name_prefix)]
+    assert len(found) == 1, f"{kind} {name_prefix}: {len(found)} rendered"
     return found[0]

@@ -23,6 +23,7 @@ IDENTITY_FILES = (
     "serviceaccount.yaml",
     "clusterrole.yaml",
     "clusterrolebinding.yaml",
+    "kubelet-reader.yaml",
 )
 # Long enough for a whole test session; the API server caps it at its own maximum.
 TOKEN_SECONDS = 24 * 3600

@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 import yaml
 
-from stackforge_operator import image_catalog, rbac
+from stackforge_operator import admission, image_catalog, rbac
 from tests.support import helm
 from tests.support.helm import CHART, NAMESPACE, RELEASE, HelmError, find, only, template
 from tests.support.pod_security import restricted_violations
 from tests.unit import test_manifests as manifests
 
 CLUSTER_NAME = f"stackforge-operator:{NAMESPACE}:{RELEASE}"
+READER_CLUSTER_NAME = f"{rbac.KUBELET_READER}:{NAMESPACE}:{RELEASE}"
+# The operator's ClusterRole(Binding), not the kubelet reader's.
+OPERATOR_ROLE = "stackforge-operator:"
 POLICY_NAME = f"stackforge-tenant-namespace.{NAMESPACE}.{RELEASE}"
 
 
@@ -48,17 +51,38 @@ def test_renders_the_objects_manifests_install(rendered: list[dict[str, Any]]) -
     # The namespace comes from `helm install -n ... --create-namespace`, the CRDs from crds/.
     expected = {(kind, name) for kind, name in manifests.EXPECTED
                 if kind not in ("Namespace", "CustomResourceDefinition")}
-    renamed = {"ClusterRole": CLUSTER_NAME, "ClusterRoleBinding": CLUSTER_NAME,
-               "ValidatingAdmissionPolicy": POLICY_NAME,
-               "ValidatingAdmissionPolicyBinding": POLICY_NAME}
-    expected = {(kind, renamed.get(kind, name)) for kind, name in expected}
+    renamed = {("ClusterRole", manifests.NAME): CLUSTER_NAME,
+               ("ClusterRoleBinding", manifests.NAME): CLUSTER_NAME,
+               ("ClusterRole", rbac.KUBELET_READER): READER_CLUSTER_NAME,
+               ("ClusterRoleBinding", rbac.KUBELET_READER): READER_CLUSTER_NAME,
+               ("ValidatingAdmissionPolicy", admission.POLICY_NAME): POLICY_NAME,
+               ("ValidatingAdmissionPolicyBinding", admission.POLICY_NAME): POLICY_NAME}
+    expected = {(kind, renamed.get((kind, name), name)) for kind, name in expected}
     assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == expected
 
 
 def test_cluster_role_has_the_manifests_rules(rendered: list[dict[str, Any]]) -> None:
-    rules = only(rendered, "ClusterRole")["rules"]
+    rules = only(rendered, "ClusterRole", OPERATOR_ROLE)["rules"]
     assert rules == manifests.one("ClusterRole", manifests.NAME)["rules"]
     assert rules == rbac.policy_rules(rbac.CLUSTER_ROLE_RULES)
+
+
+def test_the_kubelet_reader_and_the_operators_role_are_the_manifests(
+        rendered: list[dict[str, Any]]) -> None:
+    """The same rules as manifests/kubelet-reader.yaml, bound to the release's accounts."""
+    reader_role = only(rendered, "ClusterRole", rbac.KUBELET_READER)
+    assert reader_role["rules"] == manifests.one("ClusterRole", rbac.KUBELET_READER)["rules"]
+    reader_binding = only(rendered, "ClusterRoleBinding", rbac.KUBELET_READER)
+    assert reader_binding["roleRef"]["name"] == READER_CLUSTER_NAME
+    assert reader_binding["subjects"] == [{"kind": "ServiceAccount",
+                                           "name": rbac.KUBELET_READER,
+                                           "namespace": NAMESPACE}]
+    assert only(rendered, "ServiceAccount", rbac.KUBELET_READER)[
+        "automountServiceAccountToken"] is False
+    role = only(rendered, "Role")
+    assert role["rules"] == manifests.one("Role", manifests.NAME)["rules"]
+    assert only(rendered, "RoleBinding")["subjects"] == [
+        {"kind": "ServiceAccount", "name": manifests.NAME, "namespace": NAMESPACE}]
 
 
 def test_admission_policy_is_the_manifests_policy(rendered: list[dict[str, Any]]) -> None:
@@ -83,8 +107,8 @@ def test_the_release_namespace_is_reserved_when_it_is_not_the_manifests() -> Non
 
 def test_binding_ties_the_role_to_the_release_service_account() -> None:
     docs = template(release="other", namespace="ops")
-    binding = only(docs, "ClusterRoleBinding")
-    role = only(docs, "ClusterRole")
+    binding = only(docs, "ClusterRoleBinding", OPERATOR_ROLE)
+    role = only(docs, "ClusterRole", OPERATOR_ROLE)
     # Cluster-scoped names carry namespace and release: no clash with manifests/ or another release.
     assert role["metadata"]["name"] == "stackforge-operator:ops:other"
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
@@ -285,7 +309,7 @@ def test_several_replicas_peer(replicas: int) -> None:
     assert env["STACKFORGE_PEERING_LIFETIME_SECONDS"]["value"] == "20"
     assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == rbac.PEERING_NAME
     assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
-    rules = only(docs, "ClusterRole")["rules"]
+    rules = only(docs, "ClusterRole", OPERATOR_ROLE)["rules"]
     assert rules == rbac.policy_rules((*rbac.REQUIRED_RULES, *rbac.PEERING_RULES))
 
 
@@ -302,7 +326,8 @@ def test_one_replica_is_a_standalone_operator(replicas: int) -> None:
         e["name"] for e in container["env"]}
     assert find(docs, "ClusterKopfPeering") == []
     assert find(docs, "PodDisruptionBudget") == []
-    assert not any("kopf.dev" in r["apiGroups"] for r in only(docs, "ClusterRole")["rules"])
+    assert not any("kopf.dev" in r["apiGroups"]
+                   for r in only(docs, "ClusterRole", OPERATOR_ROLE)["rules"])
     # Otherwise the same pod as the default, peered one.
     default = template()
     peered = _pod_spec(default)
@@ -323,7 +348,7 @@ def test_peering_name_and_lifetime_are_values() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STACKFORGE_PEERING_LIFETIME_SECONDS"] == "45"
     # The ClusterRole may patch that peering object and no other.
-    rules = only(docs, "ClusterRole")["rules"]
+    rules = only(docs, "ClusterRole", OPERATOR_ROLE)["rules"]
     named = [r for r in rules if "kopf.dev" in r["apiGroups"] and "resourceNames" in r]
     assert [r["resourceNames"] for r in named] == [["sf-blue"]]
     assert len(rules) == len(rbac.policy_rules(rbac.CLUSTER_ROLE_RULES))

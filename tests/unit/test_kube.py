@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import kopf
 import pytest
 import urllib3
@@ -145,6 +146,10 @@ def _node_with_kubelet() -> dict[str, object]:
                        "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}}
 
 
+def _no_token() -> str:
+    raise AssertionError("a token requested for a kubelet that is not asked")
+
+
 @pytest.mark.parametrize("content", [None, "not a certificate\n"])
 def test_a_kubelet_ca_file_missing_or_not_pem_is_a_stats_error_naming_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None,
@@ -160,10 +165,33 @@ def test_a_kubelet_ca_file_missing_or_not_pem_is_a_stats_error_naming_it(
     try:
         with pytest.raises(kube.KubeletStatsError, match="TLS set-up for the kubelet of "
                            f"node n1 failed \\(CA file {ca_file}\\)"):
-            kube.kubelet_stats_summary(_node_with_kubelet(), ca_file=str(ca_file),
+            kube.kubelet_stats_summary(_node_with_kubelet(), token=_no_token, ca_file=str(ca_file),
                                        insecure=False, timeout=1)
     finally:
         kube.reset_clients()
+
+
+def test_a_kubelet_is_sent_the_token_given_never_the_operators_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", "https://h:6443",
+                                                     "operators-own")))
+    kube.reset_clients()
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def get(url: str, *, headers: dict[str, str], **_: object) -> httpx.Response:
+        sent.append((url, headers))
+        return httpx.Response(200, json={"node": {"nodeName": "n1"}})
+
+    monkeypatch.setattr(httpx, "get", get)
+    try:
+        summary = kube.kubelet_stats_summary(_node_with_kubelet(), token=lambda: "reader",
+                                             ca_file=None, insecure=True, timeout=1)
+    finally:
+        kube.reset_clients()
+    assert summary == {"node": {"nodeName": "n1"}}
+    assert sent == [("https://127.0.0.1:1/stats/summary", {"Authorization": "Bearer reader"})]
 
 
 class _ScriptedServer:

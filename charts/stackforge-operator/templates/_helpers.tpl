@@ -13,6 +13,10 @@ stackforge-operator
 {{- printf "stackforge-operator:%s:%s" .Release.Namespace .Release.Name | trunc 253 -}}
 {{- end }}
 
+{{- define "stackforge-operator.kubeletReaderClusterName" -}}
+{{- printf "stackforge-kubelet-reader:%s:%s" .Release.Namespace .Release.Name | trunc 253 -}}
+{{- end }}
+
 {{/* Admission policy names are DNS subdomains: no colons. */}}
 {{- define "stackforge-operator.policyName" -}}
 {{- printf "stackforge-tenant-namespace.%s.%s" .Release.Namespace .Release.Name | trunc 253 -}}

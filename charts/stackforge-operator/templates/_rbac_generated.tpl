@@ -114,12 +114,6 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
   - apiGroups: [""]
     resources: ["nodes"]
     verbs: ["get"]
-  # status.usage's volume figures: that kubelet's /stats/summary, asked of the kubelet itself,
-  # which authorises it as nodes/stats (not nodes/proxy, which reaches every kubelet endpoint,
-  # exec included)
-  - apiGroups: [""]
-    resources: ["nodes/stats"]
-    verbs: ["get"]
   # whether the cluster serves the metrics API, from the metadata of its APIService: one
   # registered or becoming available wakes every settled tenant to read its measured use, and
   # while none is, the metrics API is never asked
@@ -165,6 +159,23 @@ Do not edit: change the source and run `python -m stackforge_operator.manifestge
     resources: ["clusterkopfpeerings"]
     resourceNames: ["stackforge"]
     verbs: ["patch"]
+{{- end }}
+
+{{/* The kubelet reader's ClusterRole, and the operator's Role in its namespace. */}}
+{{- define "stackforge-operator.kubeletReaderRules" }}
+  # status.usage's volume figures: a kubelet's /stats/summary, asked of the kubelet itself, which
+  # authorises it as nodes/stats (not nodes/proxy, which reaches every kubelet endpoint, exec
+  # included)
+  - apiGroups: [""]
+    resources: ["nodes/stats"]
+    verbs: ["get"]
+{{- end }}
+{{- define "stackforge-operator.operatorNamespaceRules" }}
+  # a short-lived token of the kubelet reader, the one identity the operator shows a kubelet
+  - apiGroups: [""]
+    resources: ["serviceaccounts/token"]
+    resourceNames: ["stackforge-kubelet-reader"]
+    verbs: ["create"]
 {{- end }}
 
 {{/* The tenant-namespace admission policy's spec (admission.py). */}}
