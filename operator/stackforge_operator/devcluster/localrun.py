@@ -51,6 +51,20 @@ def install_crds(cluster: LocalCluster) -> None:
     )
 
 
+def install_kubelet_reader(cluster: LocalCluster) -> None:
+    """The account whose tokens the operator shows the kubelets (rbac.KUBELET_READER;
+    manifests/kubelet-reader.yaml), in the operator's namespace: without it a dev
+    operator's volume figures stay unmeasured."""
+    from stackforge_operator import manifestgen
+    from stackforge_operator.builders.common import OPERATOR_NAMESPACE
+
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": OPERATOR_NAMESPACE}}
+    cluster.kubectl("apply", "--server-side", "--field-manager=stackforge-operator", "-f", "-",
+                    input=yaml.safe_dump(namespace) + "---\n"
+                    + manifestgen.render_kubelet_reader())
+
+
 def apply_examples(cluster: LocalCluster) -> None:
     """Namespaces first, then everything that lives in them (kubectl keeps file order)."""
     documents = [
@@ -87,6 +101,7 @@ def _run_kwok(run_dir: Path | None, *, once: bool, nodes: int) -> int:
         cluster.start()
         _step(3, "installing the StackForge CRDs")
         install_crds(cluster)
+        install_kubelet_reader(cluster)
         _step(4, "starting the operator (stackforge-operator run)")
         operator = OperatorProcess(cluster.kubeconfig, cluster.run_dir / "operator.log")
         operator.start()

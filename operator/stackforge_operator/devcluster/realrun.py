@@ -20,6 +20,7 @@ from stackforge_operator.devcluster.cluster import ControlPlaneError, LocalClust
 from stackforge_operator.devcluster.localrun import (
     EXAMPLES_DIR,
     install_crds,
+    install_kubelet_reader,
     interrupt_on_signals,
     watch,
 )
@@ -139,8 +140,9 @@ def run_real_node(run_dir: Path | None, *, once: bool) -> int:
     try:
         cluster.start(timeout=180)
         clock.done(f"node Ready; export KUBECONFIG={cluster.kubeconfig}")
-        clock.step(3, "CRDs, then the operator (stackforge-operator run)")
+        clock.step(3, "CRDs and the kubelet reader, then the operator (stackforge-operator run)")
         install_crds(cluster)
+        install_kubelet_reader(cluster)
         operator = start_project_operator(cluster)
         clock.done(f"operator running; log {cluster.run_dir / 'operator.log'}")
 
