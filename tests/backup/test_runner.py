@@ -110,6 +110,9 @@ def test_backup_uploads_a_verified_dump_that_restores_the_rows(
     assert manifest.postgres is not None
     assert manifest.postgres.row_counts == seeded_database.row_counts
     assert manifest.postgres.short_version == postgres_server.version().split()[2]
+    # Which database it is: retention tells a database made afresh by it.
+    assert manifest.postgres.system_identifier == postgres_server.psql(
+        "SELECT system_identifier FROM pg_control_system()").strip()
     assert manifest.tools["pg_dump"].startswith("pg_dump (PostgreSQL)")
 
     # Every artifact: downloaded bytes hash to what the manifest says.

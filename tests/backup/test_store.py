@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stackforge_operator.backup.housekeeping import apply_retention
-from stackforge_operator.backup.manifest import Manifest, ManifestArtifact
+from stackforge_operator.backup.manifest import Manifest, ManifestArtifact, PostgresInfo
 from stackforge_operator.backup.store import BackupStore, MiB, MultipartUpload, StoreConfig
 from stackforge_operator.models.backup import BackupPolicySpec, Retention
-from stackforge_operator.reconcile.backup import retain
+from stackforge_operator.reconcile.backup import database_replaced, databases_of, retain
 from tests.support.s3_server import S3Server, multipart_uploads
 
 TENANT = "globex"
@@ -80,16 +80,21 @@ def _run_id(when: datetime, suffix: str) -> str:
     return f"{when.strftime('%Y%m%dT%H%M%SZ')}-{suffix}"
 
 
-def _complete_run(store: BackupStore, when: datetime, suffix: str) -> str:
+def _complete_run(store: BackupStore, when: datetime, suffix: str,
+                  database: str | None = None) -> str:
     run_id = _run_id(when, suffix)
     prefix = store.config.run_prefix(TENANT, run_id)
     dump = store.put_bytes(prefix + "postgres.dump", b"dump " + run_id.encode())
+    postgres = None if database is None else PostgresInfo(
+        server_version="15.18", server_version_num=150018, database="app",
+        system_identifier=database)
     store.write_manifest(
         Manifest(
             tenant=TENANT, run_id=run_id, bucket=store.bucket, prefix=prefix.rstrip("/"),
             started_at=when, finished_at=when + timedelta(minutes=2),
             artifacts=[ManifestArtifact(name="postgres", key=dump.key,
                                         size_bytes=dump.size_bytes, sha256=dump.sha256)],
+            postgres=postgres,
         )
     )
     return run_id
@@ -202,6 +207,36 @@ def test_runs_started_since_the_oldest_running_job_are_kept_past_the_grace(
                               running_since=NOW - timedelta(days=1, hours=2))
     assert history["complete-1"] in trimmed.deleted  # started 1 d 1 h ago
     assert history["complete-0"] not in trimmed.deleted
+
+
+def test_backups_of_a_database_made_afresh_never_push_the_old_ones_out(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """The tenant's volume lost and its database made again, empty: three nights
+    of its dumps under keepLast 2 deleted every backup of the old database. The
+    old database's backups stay, the new one's are pruned as ever, and what
+    happened is said once, at the first backup of the new database."""
+    store = _store(s3_server, s3_bucket)
+    old = [_complete_run(store, NOW - timedelta(days=days, hours=1), f"o{days:05d}", "111")
+           for days in range(9, 3, -1)]
+    spec = BackupPolicySpec.model_validate({
+        "tenantRef": {"name": TENANT}, "retention": {"keepLast": 2},
+        "storage": {"bucket": s3_bucket, "prefix": "sf"}})
+    new = []
+    for days in (3, 2, 1):
+        new.append(_complete_run(store, NOW - timedelta(days=days, hours=1),
+                                 f"n{days:05d}", "222"))
+        manifests = store.manifests(TENANT)
+        said = database_replaced(manifests)
+        if days == 3:
+            assert said is not None and said.startswith(
+                f"backup {new[0]} is of another database (system identifier 222) than "
+                f"backup {old[-1]} before it (111)"), said
+            assert "keeps the 6 backups of other databases" in said, said
+        else:
+            assert said is None, said
+        assert retain(store, TENANT, spec, NOW, [], databases=databases_of(manifests)) is None
+    assert sorted(r.run_id for r in store.list_runs(TENANT)) == sorted([*old, *new[1:]])
 
 
 def test_a_retention_the_bucket_refuses_is_a_reason_not_an_error(

@@ -7,9 +7,10 @@ worker thread: it blocks on S3).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from types import MappingProxyType
 
 from stackforge_operator.backup.retention import (
     DEFAULT_IN_PROGRESS_GRACE,
@@ -46,6 +47,7 @@ def apply_retention(
     in_progress_grace: timedelta = DEFAULT_IN_PROGRESS_GRACE,
     tz: tzinfo = UTC,
     held: Collection[str] = (),
+    databases: Mapping[str, str] = MappingProxyType({}),
 ) -> RetentionReport:
     """Delete the runs retention selects and abort multipart uploads older than the grace.
 
@@ -56,6 +58,8 @@ def apply_retention(
     upload, however long it has been going (a dump may run for up to its
     deadline, 24 h at most, past the grace). ``held``: run ids of complete runs
     a restore is reading (reconcile/restore_holds.py), kept whatever the rules say.
+    ``databases``: run id -> the system identifier of the database its dump is
+    of (from its manifest): runs of another database than the newest are kept.
     """
     now = now or datetime.now(UTC)
     runs = store.list_runs(tenant)
@@ -68,7 +72,7 @@ def apply_retention(
     states = [
         RunState(r.run_id, r.started_at, complete=r.complete,
                  running=in_progress(r.run_id, r.started_at, r.complete),
-                 has_dump=r.has_dump)
+                 has_dump=r.has_dump, database=databases.get(r.run_id))
         for r in runs
     ]
     doomed = select_for_deletion(states, policy, now, in_progress_grace=in_progress_grace, tz=tz,

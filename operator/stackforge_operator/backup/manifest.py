@@ -56,6 +56,12 @@ class PostgresInfo(_ManifestModel):
     # The roles the dump's owners and grants name (the superuser among them):
     # a restore that keeps owners makes the missing ones. Older manifests lack it.
     roles: list[str] = Field(default_factory=list, description="Roles owning or granted objects.")
+    # initdb's identifier of the dumped database (pg_control_system()): a dump of
+    # another database than the backups before it (made afresh after a lost
+    # volume, or a tenant made again under its name) is told apart, and
+    # retention does not count it against them. Older manifests lack it.
+    system_identifier: str | None = Field(
+        None, description="The database's system identifier (pg_control_system()).")
 
     @property
     def short_version(self) -> str:

@@ -44,6 +44,10 @@ SELECT json_build_object(
   -- The recovery point a drill measures RPO from: this statement started
   -- before its snapshot was taken, so the time errs on the early (honest) side.
   'snapshotTime', statement_timestamp(),
+  -- Which database this is: initdb's identifier, kept by physical copies and
+  -- new after any initdb. Retention never lets the dumps of a database made
+  -- afresh (a lost volume, a tenant made again) push out the old one's.
+  'systemIdentifier', (SELECT system_identifier::text FROM pg_control_system()),
   -- The roles the dump's ownerships and grants name (restoring it with them
   -- needs them to exist): the dump itself lists them nowhere it can be read
   -- without reading all of it.
@@ -172,6 +176,7 @@ class SnapshotInfo:
     database: str
     snapshot_time: datetime | None = None
     roles: tuple[str, ...] = ()
+    system_identifier: str | None = None
 
 
 class SnapshotSession:
@@ -221,6 +226,7 @@ class SnapshotSession:
                 datetime.fromisoformat(data["snapshotTime"]) if data.get("snapshotTime") else None
             ),
             roles=tuple(str(r) for r in data.get("roles") or ()),
+            system_identifier=data.get("systemIdentifier"),
         )
 
     def start_counting(self) -> None:

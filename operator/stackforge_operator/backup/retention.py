@@ -20,7 +20,14 @@ And whatever the rules say:
   (it may still finish);
 - a run without a manifest older than the grace period is garbage: deleted;
 - a complete run a restore is reading (``held``: reconcile/restore_holds.py)
-  is kept until the restore ends, whatever the rules say.
+  is kept until the restore ends, whatever the rules say;
+- a complete run of another database than the newest backup's (its
+  ``database``, initdb's system identifier, differs) is kept and not counted:
+  a volume lost and made afresh, or a tenant made again under its name, would
+  otherwise have its empty database's nightly dumps push the old database's
+  last backups out within ``keepLast`` nights. A person deletes those once
+  they are not needed. Runs whose database is not known (older manifests) are
+  taken for the newest one's.
 
 A backup's time is its run's start (the run id's timestamp), the moment its
 snapshot was taken.
@@ -48,6 +55,7 @@ class RunState:
     complete: bool  # has a manifest
     running: bool = False  # known to be in progress (its Job is active)
     has_dump: bool = True  # holds a PostgreSQL dump (as its objects' names say)
+    database: str | None = None  # the dumped database's system identifier, if known
 
 
 def _day(d: date) -> int:
@@ -122,6 +130,21 @@ def kept_by_rules(
     return keep
 
 
+def current_database(runs: Iterable[RunState]) -> str | None:
+    """The system identifier of the newest complete run that names one."""
+    named = sorted((r for r in runs if r.complete and r.database), key=_order)
+    return named[-1].database if named else None
+
+
+def of_other_databases(runs: Iterable[RunState]) -> list[str]:
+    """Ids of the complete runs of another database than the newest backup's,
+    oldest first: kept, and left out of every rule's count."""
+    runs = sorted(runs, key=_order)
+    current = current_database(runs)
+    return [r.run_id for r in runs
+            if r.complete and r.database is not None and r.database != current]
+
+
 def select_for_deletion(
     runs: Iterable[RunState],
     policy: Retention,
@@ -133,6 +156,8 @@ def select_for_deletion(
 ) -> set[str]:
     """Ids of the runs to delete now."""
     runs = list(runs)
+    others = set(of_other_databases(runs))
+    runs = [r for r in runs if r.run_id not in others]
     keep = kept_by_rules(runs, policy, now, tz=tz) | set(held)
     doomed = set()
     for run in runs:

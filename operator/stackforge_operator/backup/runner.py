@@ -268,6 +268,7 @@ class _Run:
                 row_counts=self.row_counts,
                 snapshot_time=info.snapshot_time,
                 roles=list(info.roles),
+                system_identifier=info.system_identifier,
             )
             self.session.close()
 

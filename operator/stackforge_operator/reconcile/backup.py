@@ -257,9 +257,13 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         newest = manifests[-1] if manifests else None
         new_backup = newest is not None and (old.last_successful_run is None
                                              or old.last_successful_run.id != newest.run_id)
+        if storage_error is None and new_backup and (replaced := database_replaced(manifests)):
+            logger.warning("policy %s/%s: %s", namespace, name, replaced)
+            kube.record_event(dict(body), "Warning", "DatabaseReplaced", replaced)
         if storage_error is None and new_backup and (retention_error := retain(
                 store, t.name, spec, now, active, zone, _dumps_read(t.name, name, namespace,
-                                                                    manifests, now, spec))):
+                                                                    manifests, now, spec),
+                databases_of(manifests))):
             logger.warning("policy %s/%s: %s", namespace, name, retention_error)
             kube.record_event(dict(body), "Warning", "RetentionFailed",
                               f"{retention_error}; tried again after the next backup")
@@ -590,22 +594,51 @@ def suspended_while_owed(windows: Sequence[SuspendWindow], when: str, zone: str,
     return suspend_windows.covered(windows, max(newest.finished_at, owed), now)
 
 
+def databases_of(manifests: Sequence[Manifest]) -> dict[str, str]:
+    """Run id -> the system identifier of the database its dump is of (pure)."""
+    return {m.run_id: m.postgres.system_identifier for m in manifests
+            if m.postgres is not None and m.postgres.system_identifier}
+
+
+def database_replaced(manifests: Sequence[Manifest]) -> str | None:
+    """What to say when the newest backup (``manifests`` are oldest first) is of
+    another database than the backup before it that names one (pure): the
+    tenant's database was made afresh (a volume lost, the tenant made again
+    under its name, a logical restore). Retention keeps the earlier database's
+    backups from then on (backup/retention.py)."""
+    databases = databases_of(manifests)
+    named = [m for m in manifests if m.run_id in databases]
+    if len(named) < 2 or named[-1] is not manifests[-1]:
+        return None
+    newest, before = databases[named[-1].run_id], databases[named[-2].run_id]
+    if newest == before:
+        return None
+    earlier = [m.run_id for m in named if databases[m.run_id] != newest]
+    return (f"backup {named[-1].run_id} is of another database (system identifier "
+            f"{newest}) than backup {named[-2].run_id} before it ({before}): the tenant's "
+            f"database was made afresh. Retention keeps the {len(earlier)} backups of "
+            f"other databases and no longer counts them; restore from them if the new "
+            f"database is not the one wanted, and delete them by hand once not needed")
+
+
 def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetime,
            active: Sequence[BackupRun], zone: str = "Etc/UTC",
-           held: Collection[str] = ()) -> str | None:
+           held: Collection[str] = (), databases: Mapping[str, str] | None = None,
+           ) -> str | None:
     """Apply the policy's retention once a new backup is complete; why it failed,
     or None. A failure (the bucket refuses deletes, as a write-only key does)
     must not end the pass: the caller reports it and writes the status, and
     retention is tried again after the next backup. Days, weeks and months are
     the schedule's ``zone``'s: a nightly 21:00 New York backup of the last of
     February is February's, though it is March in UTC. ``held``: the runs
-    restores are reading (restore_holds.held_dumps), kept."""
+    restores are reading (restore_holds.held_dumps), kept. ``databases``: run id
+    -> its dump's database (databases_of): other databases' runs are kept."""
     running_since = min((r.start_time for r in active if r.start_time is not None),
                         default=None)
     try:
         report = apply_retention(store, tenant, spec.retention, now,
                                  running_since=running_since, tz=schedule.zone(zone),
-                                 held=held)
+                                 held=held, databases=databases or {})
     except (BotoCoreError, ClientError, RuntimeError) as error:
         return f"retention could not delete expired backups: {error}"[:1024]
     if report.deleted:

@@ -13,6 +13,7 @@ from stackforge_operator.backup.retention import (
     DEFAULT_IN_PROGRESS_GRACE,
     RunState,
     kept_by_rules,
+    of_other_databases,
     select_for_deletion,
 )
 from stackforge_operator.backup.store import RunListing, StoredObject
@@ -230,6 +231,25 @@ def test_the_newest_database_dump_outlives_runs_without_one() -> None:
     doomed = select_for_deletion(runs, _policy(keep_last=3), NOW)
     kept = {r.run_id for r in runs} - doomed
     assert kept == {runs[0].run_id, runs[1].run_id, runs[2].run_id, runs[4].run_id}
+
+
+def test_a_database_made_afresh_never_pushes_the_old_ones_backups_out() -> None:
+    """A volume lost (or the tenant made again) and an empty database dumped every
+    night: keepLast 3 deleted the old database's last backups after three nights.
+    Its backups are kept, and counted by no rule; the new database's are pruned as
+    ever. Runs whose manifest names no database (older ones) count as the newest's."""
+    runs = _daily_history(12)
+    new, old, legacy = runs[:5], runs[5:9], runs[9:]
+    runs = [*(RunState(r.run_id, r.started_at, True, database="222") for r in new),
+            *(RunState(r.run_id, r.started_at, True, database="111") for r in old),
+            *legacy]
+    doomed = select_for_deletion(runs, _policy(keep_last=3), NOW)
+    assert doomed == {r.run_id for r in new[3:]} | {r.run_id for r in legacy}
+    assert of_other_databases(runs) == sorted(r.run_id for r in old)
+    # Before the new database's first backup the old one is simply the newest.
+    assert of_other_databases(runs[5:]) == []
+    assert select_for_deletion(runs[5:], _policy(keep_last=3), NOW) == (
+        {runs[8].run_id} | {r.run_id for r in legacy})
 
 
 def test_a_run_holds_a_dump_by_its_objects_names() -> None:
