@@ -175,6 +175,29 @@ def test_a_policy_beside_a_tenant_that_lost_its_name_does_nothing(
         cluster.kubectl("delete", "namespace", holder_ns, "--wait=false", check=False)
 
 
+def test_a_policy_whose_tenant_is_deleted_runs_nothing_until_it_is_back(
+        cluster: ClusterHandle, namespace: str) -> None:
+    """The tenant deleted, its policy kept: its CronJob started a run every night
+    that waited for the tenant's credentials Secret (gone with it) until its
+    deadline, then failed."""
+    tenant = tenants.small_tenant("shared", namespace=namespace)
+    tenants.apply(cluster, tenant)
+    _apply_policy(cluster, namespace, "nightly", "stackforge")
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert _cron_job_exists(cluster, namespace, "nightly")
+
+    cluster.kubectl("delete", "stackforgetenant", "shared", "-n", namespace, "--wait=true")
+    found = _reconciled_stalled(cluster, namespace, "nightly", "TenantNotFound")
+    assert f"StackForgeTenant shared does not exist in namespace {namespace}" in found[
+        "message"], found
+    assert not _cron_job_exists(cluster, namespace, "nightly")
+
+    # Made again (a GitOps sync): its schedule is back.
+    tenants.apply(cluster, tenant)
+    backup.reconcile(_policy(cluster, namespace, "nightly"))
+    assert _cron_job_exists(cluster, namespace, "nightly")
+
+
 def test_a_policy_moved_onto_anothers_place_loses_its_cron_job(
         cluster: ClusterHandle, namespace: str) -> None:
     tenants.apply(cluster, tenants.small_tenant("shared", namespace=namespace))

@@ -61,6 +61,7 @@ from stackforge_operator.reconcile import (
     storage,
 )
 from stackforge_operator.reconcile.common import (
+    TENANT_NOT_FOUND,
     TENANT_NOT_PLACED,
     post_transitions,
     referenced_tenant,
@@ -112,9 +113,12 @@ def reconcile(body: Mapping[str, Any]) -> Outcome:
         return _stalled(body, old, [status.Problem("InvalidSpec", validation_summary(error))])
     t, tenant_spec, problem = _tenant(spec.tenant_ref.name, namespace)
     if t is None or tenant_spec is None:
-        if problem is not None and problem.reason == TENANT_NOT_PLACED:
-            # Its runs would write (and count, for retention) under the name of
-            # the tenant that holds it: a CronJob made before that was known goes.
+        if problem is not None and problem.reason in (TENANT_NOT_PLACED, TENANT_NOT_FOUND):
+            # Not placed: its runs would write (and count, for retention) under
+            # the name of the tenant that holds it. Not found (deleted): each
+            # night's run waited for the tenant's gone credentials Secret until
+            # its deadline, then failed. A CronJob made before goes; it comes
+            # back with the tenant.
             _stop_scheduled_runs(name, namespace)
         return _stalled(body, old, [problem] if problem else [])
     if t.isolate:

@@ -71,6 +71,7 @@ def termination_result(
 
 
 # A BackupPolicy's or DRDrill's tenant may not run where it is (referenced_tenant).
+TENANT_NOT_FOUND = "TenantNotFound"
 TENANT_NOT_PLACED = "TenantNotPlaced"
 
 
@@ -90,7 +91,7 @@ def referenced_tenant(
     body = kube.get(API, "StackForgeTenant", name, namespace)
     if body is None:
         return status.Problem(
-            "TenantNotFound",
+            TENANT_NOT_FOUND,
             f"spec.tenantRef.name: StackForgeTenant {name} does not exist in namespace "
             f"{namespace}")
     placement = live_placement_problem(body["metadata"])
