@@ -60,6 +60,7 @@ from stackforge_operator.notify.sender import Delivery
 from stackforge_operator.reconcile import (
     archiving_policy,
     bootstrap,
+    foreign_claims,
     immutable,
     isolation,
     recovery,
@@ -319,6 +320,13 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
             if refused is not None:
                 problems.append(status.Problem("ConsulQuorumKept", refused))
                 continue
+        if key[0] == "StatefulSet" and foreign_claims.may_take_claims(manifest, current) and (
+                foreign := foreign_claims.problem(name, foreign_claims.foreign_claims(
+                    name, [manifest], claims().values()))) is not None:
+            # Made, or given more pods, it would mount them at once (and the
+            # growth below would resize them).
+            problems.append(foreign)
+            continue
         if key[0] == "StatefulSet":
             # Also when it is made anew: over claims kept from before (the
             # component turned off and on, the tenant made again), which its
