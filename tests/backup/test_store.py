@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from stackforge_operator.backup import store as store_module
 from stackforge_operator.backup.housekeeping import apply_retention
 from stackforge_operator.backup.manifest import Manifest, ManifestArtifact, PostgresInfo
 from stackforge_operator.backup.store import BackupStore, MiB, MultipartUpload, StoreConfig
@@ -63,6 +64,36 @@ def test_multipart_upload_streams_and_hashes(s3_server: S3Server, s3_bucket: str
     sink = io.BytesIO()
     assert store.download("sf/x/blob", sink) == result.sha256
     assert len(sink.getvalue()) == total
+
+
+def test_parts_grow_with_the_object_and_it_reads_back_whole(
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten thousand parts of a fixed 8 MiB stopped every dump past 78 GiB; parts
+    now double every PART_GROWTH_EVERY (here 2) up to the cap (here 10 MiB),
+    parts of different sizes in one object, as S3 takes them."""
+    monkeypatch.setattr(store_module, "PART_GROWTH_EVERY", 2)
+    monkeypatch.setattr(store_module, "MAX_GROWN_PART_SIZE", 10 * MiB)
+    store = _store(s3_server, s3_bucket)
+    total = 5 * MiB * 2 + 10 * MiB * 2 + 3 * MiB  # 5, 5, 10, 10, then 3 of a 10
+    upload = MultipartUpload(store.client, store.config, "sf/x/grown", part_size=5 * MiB)
+    upload.upload_from(io.BufferedReader(_Stream(total)))
+    result = upload.complete()
+    assert (result.size_bytes, result.parts) == (total, 5)
+    assert result.sha256 == _expected_sha256(total)
+    sink = io.BytesIO()
+    assert store.download("sf/x/grown", sink) == result.sha256
+    assert len(sink.getvalue()) == total
+
+
+def test_an_upload_holds_more_than_fixed_parts_could() -> None:
+    assert store_module.part_size_of(1, 8 * MiB) == 8 * MiB
+    assert store_module.part_size_of(2_000, 8 * MiB) == 8 * MiB
+    assert store_module.part_size_of(2_001, 8 * MiB) == 16 * MiB
+    assert store_module.part_size_of(10_000, 8 * MiB) == 32 * MiB
+    # A larger first part than the cap is kept, never shrunk.
+    assert store_module.part_size_of(9_000, 64 * MiB) == 64 * MiB
+    assert store_module.capacity(8 * MiB) > 200 * 1024 * MiB > 10_000 * 8 * MiB
 
 
 def test_a_failing_stream_is_aborted_without_a_trace(s3_server: S3Server, s3_bucket: str) -> None:

@@ -45,6 +45,26 @@ MAX_PARTS = 10_000
 # Parts uploading while the next one is read: enough to keep the pipe from
 # pg_dump flowing, few enough that memory stays (parts + 1) x part size.
 DEFAULT_PARTS_IN_FLIGHT = 2
+# Parts grow with the object: 10,000 parts of 8 MiB stopped every dump past
+# 78 GiB (DumpTooLarge, a few hundred GB of database), each run streaming that
+# much first. Doubling every 2,000 parts up to 32 MiB reaches 234 GiB, while
+# (parts in flight + 1) x 32 MiB stays well within the runner's memory limit
+# (builders/common.py: 256Mi); a dump of up to 15.6 GiB keeps 8 MiB parts.
+PART_GROWTH_EVERY = 2_000
+MAX_GROWN_PART_SIZE = 32 * MiB
+
+
+def part_size_of(number: int, base: int) -> int:
+    """The size of part ``number`` (from 1) of an upload whose first parts have
+    ``base`` bytes: doubled every PART_GROWTH_EVERY parts, up to
+    MAX_GROWN_PART_SIZE (never below ``base``)."""
+    grown = base << min((number - 1) // PART_GROWTH_EVERY, 8)
+    return max(base, min(grown, MAX_GROWN_PART_SIZE))
+
+
+def capacity(base: int) -> int:
+    """The largest object an upload starting with ``base``-byte parts can hold."""
+    return sum(part_size_of(n, base) for n in range(1, MAX_PARTS + 1))
 
 
 @dataclass(frozen=True)
@@ -183,7 +203,8 @@ def _read_part(stream: IO[bytes], size: int) -> bytes:
 class MultipartUpload:
     """One S3 multipart upload fed from a stream, with bounded memory.
 
-    ``upload_from`` reads ``part_size`` bytes at a time, hashes them, and hands
+    ``upload_from`` reads ``part_size`` bytes at a time (more for later parts:
+    ``part_size_of``), hashes them, and hands
     them to a small thread pool; it waits for the oldest part when
     ``parts_in_flight`` are already uploading, so at most
     ``parts_in_flight + 1`` parts are ever held. ``complete`` and ``abort`` are
@@ -232,13 +253,16 @@ class MultipartUpload:
             try:
                 number = 0
                 while True:
-                    data = _read_part(stream, self.part_size)
+                    data = _read_part(stream, part_size_of(number + 1, self.part_size))
                     if not data and number > 0:
                         break
                     number += 1
                     if number > MAX_PARTS:
                         raise TooLarge(
-                            f"more than {MAX_PARTS} parts of {self.part_size // MiB} MiB"
+                            f"more than {capacity(self.part_size) // MiB // 1024} GiB: "
+                            f"{MAX_PARTS} parts, the most S3 takes, of "
+                            f"{self.part_size // MiB} MiB growing to "
+                            f"{max(self.part_size, MAX_GROWN_PART_SIZE) // MiB} MiB"
                         )
                     self._sha256.update(data)
                     self._size += len(data)
