@@ -725,10 +725,21 @@ def test_a_tenant_needs_a_namespace_and_a_name_of_its_own(
     first = tenants.get(cluster, "first")
     assert (tenants.condition(first, "Ready") or {}).get("status") == "True"
 
-    # Once the first tenant is gone, both take over.
+    # Once the first tenant is gone, both take over; the one in its namespace
+    # without its kept claims (the former tenant's data: it ran on them before).
     tenants.delete(cluster, "first", wait=True)
-    tenants.wait_condition(cluster, "second", "Ready", "True", namespace="tenant-first")
     tenants.wait_condition(cluster, "first", "Ready", "True", namespace="tenant-taken")
+
+    def held() -> dict[str, Any] | None:
+        ready = tenants.condition(tenants.get(cluster, "second", "tenant-first"), "Ready") or {}
+        return ready if ready.get("reason") == "ForeignVolumeClaims" else None
+
+    ready = eventually(held, timeout=120)
+    assert "data-postgres-0 (tenant first)" in ready["message"], ready
+    assert "statefulset.apps/postgres" not in _kinds(cluster, "tenant-first", "statefulsets")
+    cluster.kubectl("delete", "pvc", "-n", "tenant-first", "-l", "stackforge.io/tenant=first",
+                    "--wait=true", timeout=120)
+    tenants.wait_condition(cluster, "second", "Ready", "True", namespace="tenant-first")
 
 
 def test_tenant_in_a_system_namespace_is_refused(
