@@ -85,6 +85,10 @@ def test_on_demand_backup_end_to_end(
         runs.psql_db(cluster, ns, "postgres", f"DROP DATABASE IF EXISTS {restored} WITH (FORCE)")
     configuration = next(a for a in manifest["artifacts"] if a["name"] == "configuration")
     assert configuration["sizeBytes"] > 0
+    # Which database it is (read by the runner as the application role): what
+    # retention tells a database made afresh by.
+    assert manifest["postgres"]["systemIdentifier"] == stack.psql(
+        cluster, ns, "SELECT system_identifier FROM pg_control_system()")
 
     # The tenant's BackupHealthy follows.
     found = tenants.wait_condition(cluster, tenant.name, "BackupHealthy", "True", timeout=120)
