@@ -270,6 +270,27 @@ def test_backups_of_a_database_made_afresh_never_push_the_old_ones_out(
     assert sorted(r.run_id for r in store.list_runs(TENANT)) == sorted([*old, *new[1:]])
 
 
+def test_manifests_are_read_once_until_they_change(
+    s3_server: S3Server, s3_bucket: str, history: dict[str, str]
+) -> None:
+    """A policy reads all its tenant's manifests at every pass, every 5 s while a
+    run lasts: one GET per backup each time (some 400 for a year of dailies)."""
+    store = _store(s3_server, s3_bucket)
+    gets: list[str] = []
+    store.client.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
+    first = store.manifests(TENANT)
+    assert len(first) == 10 and len(gets) == 10
+    again = store.manifests(TENANT)
+    assert again == first and len(gets) == 10
+    # An object written again (by hand) is read again, that one only.
+    changed = first[0].model_copy(update={"finished_at": NOW})
+    store.write_manifest(changed)
+    later = store.manifests(TENANT)
+    assert len(gets) == 11 and gets[-1].endswith(f"{first[0].run_id}/manifest.json")
+    assert later[0].finished_at == NOW and later[1:] == first[1:]
+
+
 def test_a_retention_the_bucket_refuses_is_a_reason_not_an_error(
     s3_server: S3Server, s3_bucket: str
 ) -> None:
