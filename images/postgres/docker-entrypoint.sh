@@ -216,6 +216,11 @@ if [ "${1:-}" = postgres ] && ! wants_help "$@"; then
 			# replays WAL to the target and is promoted (stackforge-restore).
 			log "restoring $PGDATA from a backup"
 			in_background stackforge-restore || die "the restore of $PGDATA failed"
+		elif [ -e "$PGDATA.restore" ]; then
+			# A restore (stackforge-restore) was under way here, and this pod is
+			# not asked to finish it: its tenant was deleted and made again. A new,
+			# empty database here would be served as the restored one.
+			die "an unfinished restore is on this volume ($PGDATA.restore) and none is asked for: delete this volume claim to begin again (the tenant restores anew), or delete $PGDATA.restore to initialise an empty database"
 		else
 			# A subshell (run in the background, as a function is): its exports,
 			# trap and temporary files end with it, so the server below starts

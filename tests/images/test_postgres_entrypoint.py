@@ -142,6 +142,27 @@ def test_a_failed_initialisation_is_retried_from_scratch(
                  database="shop") == "shop_app"
 
 
+def test_an_unfinished_restore_is_never_initialised_over(
+    pod: Pod, servers: list[Server]
+) -> None:
+    """A clone deleted mid-restore and made again (a retry, a GitOps sync) starts
+    without the restore's settings: an empty database was initialised beside the
+    half-restored one and served as the clone."""
+    partial = Path(f"{pod.pgdata}.restore")
+    partial.mkdir(parents=True)
+    (partial / "base").mkdir()
+    chown_tree(pod.data_dir, pod.user)
+    server = start(pod, servers)
+    assert server.wait_exit() != 0
+    assert f"an unfinished restore is on this volume ({partial})" in server.log
+    assert not (pod.pgdata / "PG_VERSION").exists() and (partial / "base").exists()
+    # Its way out, as the message says: the leftover gone, a new database.
+    subprocess.run(["rm", "-rf", str(partial)], check=True)
+    started = start(pod, servers)
+    started.wait_ready()
+    assert "initialisation complete" in started.log
+
+
 def test_initialisation_needs_a_password(pod: Pod, servers: list[Server]) -> None:
     server = start(pod, servers, POSTGRES_PASSWORD="")
     assert server.wait_exit() != 0
