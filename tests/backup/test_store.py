@@ -53,17 +53,22 @@ def _expected_sha256(total: int) -> str:
     return digest.hexdigest()
 
 
-def test_multipart_upload_streams_and_hashes(s3_server: S3Server, s3_bucket: str) -> None:
-    store = _store(s3_server, s3_bucket)
-    total = 23 * MiB + 123
-    upload = MultipartUpload(store.client, store.config, "sf/x/blob", part_size=5 * MiB)
+def _uploaded_whole(store: BackupStore, key: str, total: int) -> int:
+    """Upload ``total`` bytes in 5 MiB (first) parts; check the object reads back
+    whole with the hash it was given; the number of parts."""
+    upload = MultipartUpload(store.client, store.config, key, part_size=5 * MiB)
     upload.upload_from(io.BufferedReader(_Stream(total)))
     result = upload.complete()
-    assert (result.size_bytes, result.parts) == (total, 5)
+    assert result.size_bytes == total
     assert result.sha256 == _expected_sha256(total)
     sink = io.BytesIO()
-    assert store.download("sf/x/blob", sink) == result.sha256
+    assert store.download(key, sink) == result.sha256
     assert len(sink.getvalue()) == total
+    return result.parts
+
+
+def test_multipart_upload_streams_and_hashes(s3_server: S3Server, s3_bucket: str) -> None:
+    assert _uploaded_whole(_store(s3_server, s3_bucket), "sf/x/blob", 23 * MiB + 123) == 5
 
 
 def test_parts_grow_with_the_object_and_it_reads_back_whole(
@@ -74,16 +79,8 @@ def test_parts_grow_with_the_object_and_it_reads_back_whole(
     parts of different sizes in one object, as S3 takes them."""
     monkeypatch.setattr(store_module, "PART_GROWTH_EVERY", 2)
     monkeypatch.setattr(store_module, "MAX_GROWN_PART_SIZE", 10 * MiB)
-    store = _store(s3_server, s3_bucket)
     total = 5 * MiB * 2 + 10 * MiB * 2 + 3 * MiB  # 5, 5, 10, 10, then 3 of a 10
-    upload = MultipartUpload(store.client, store.config, "sf/x/grown", part_size=5 * MiB)
-    upload.upload_from(io.BufferedReader(_Stream(total)))
-    result = upload.complete()
-    assert (result.size_bytes, result.parts) == (total, 5)
-    assert result.sha256 == _expected_sha256(total)
-    sink = io.BytesIO()
-    assert store.download("sf/x/grown", sink) == result.sha256
-    assert len(sink.getvalue()) == total
+    assert _uploaded_whole(_store(s3_server, s3_bucket), "sf/x/grown", total) == 5
 
 
 def test_an_upload_holds_more_than_fixed_parts_could() -> None:
