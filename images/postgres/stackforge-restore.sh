@@ -45,6 +45,17 @@ die() {
 }
 
 : "${PGDATA:?PGDATA must be set}"
+# A server still recovering a restore, in a pod that no longer carries it: its
+# tenant was deleted and made again mid-recovery (the claim kept, the restore
+# not asked again). The shell's own failure below (status 2) would read as the
+# archive's end, and a restore of the latest would be promoted where its replay
+# had got to and served as the clone. The recovery stops instead; a standby
+# (see below) still takes it for "not there".
+if [ "${1:-}" = archive-get ] && [ -z "${STACKFORGE_RESTORE_REPOSITORY:-}" ]; then
+	[ ! -e "$PGDATA/standby.signal" ] || exit 1
+	printf 'stackforge-restore: the restore'"'"'s settings are gone while the server recovers it (its tenant was made again mid-restore): the recovery stops here; delete this volume claim to restore anew\n' >&2
+	exit 128
+fi
 : "${STACKFORGE_RESTORE_REPOSITORY:?STACKFORGE_RESTORE_REPOSITORY must be set}"
 : "${STACKFORGE_RESTORE_STANZA:?STACKFORGE_RESTORE_STANZA must be set}"
 : "${STACKFORGE_RESTORE_TARGET:?STACKFORGE_RESTORE_TARGET must be set}"

@@ -356,6 +356,14 @@ exec /usr/bin/pgbackrest "$@"
     assert f"could not fetch {first_after} from the archive" in stopped.log, stopped.log
     assert (pod.pgdata / "recovery.signal").exists(), stopped.log  # never promoted
 
+    # Its tenant made again mid-recovery: the pod carries none of the restore's
+    # settings. The shell's failure read as the archive's end, and the server
+    # was promoted with 100 rows of 300, served as the clone.
+    orphaned = start(pod, servers, PATH=env["PATH"])
+    assert orphaned.process.wait(timeout=120) != 0, orphaned.log
+    assert "the restore's settings are gone while the server recovers it" in orphaned.log
+    assert (pod.pgdata / "recovery.signal").exists(), orphaned.log  # never promoted
+
     outage.unlink()
     restored = start(pod, servers, **env)
     restored.wait_ready()
