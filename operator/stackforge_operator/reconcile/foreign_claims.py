@@ -14,41 +14,26 @@ A claim labelled with another tenant's name is refused; a claim without the labe
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from stackforge_operator import status
 from stackforge_operator.builders.common import TENANT_LABEL
+from stackforge_operator.reconcile import immutable
 
 REASON = "ForeignVolumeClaims"
 
 
-def _claim_patterns(desired: Iterable[Mapping[str, Any]]) -> list[re.Pattern[str]]:
-    patterns = []
-    for manifest in desired:
-        if manifest.get("kind") != "StatefulSet":
-            continue
-        stateful_set = manifest["metadata"]["name"]
-        for template in manifest["spec"].get("volumeClaimTemplates") or []:
-            claim = template["metadata"]["name"]
-            patterns.append(re.compile(rf"{re.escape(claim)}-{re.escape(stateful_set)}-\d+"))
-    return patterns
-
-
-def foreign_claims(tenant: str, desired: Iterable[Mapping[str, Any]],
-                   claims: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+def foreign_claims(tenant: str, statefulset: Mapping[str, Any],
+                   claims: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(claim, the tenant it is labelled with), sorted, for every claim in the
-    namespace that one of ``desired``'s StatefulSets would mount and that is
-    labelled with a tenant other than ``tenant``."""
-    patterns = _claim_patterns(desired)
+    namespace (``claims``: name -> claim) that ``statefulset`` would mount
+    (immutable.claims_of) and that is labelled with a tenant other than ``tenant``."""
     found = []
-    for claim in claims:
-        meta = claim.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(TENANT_LABEL)
-        if owner and owner != tenant and any(p.fullmatch(meta.get("name", ""))
-                                             for p in patterns):
-            found.append((meta["name"], owner))
+    for _, name, claim in immutable.claims_of(statefulset, claims):
+        owner = ((claim.get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL)
+        if owner and owner != tenant:
+            found.append((name, owner))
     return sorted(found)
 
 

@@ -7,7 +7,7 @@ resizes each existing claim instead, which is how volumes really grow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,25 +50,34 @@ def grown_templates(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool
     )
 
 
+def claims_of(
+    statefulset: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]]
+) -> Iterator[tuple[Mapping[str, Any], str, Mapping[str, Any]]]:
+    """(template, claim name, claim) for each claim in ``claims`` (name -> live
+    PersistentVolumeClaim) that a pod of this StatefulSet mounts or would: the
+    StatefulSet controller names them ``<template>-<statefulset>-<ordinal>``.
+    Template by template, claims by name."""
+    name = statefulset["metadata"]["name"]
+    for template in statefulset["spec"].get("volumeClaimTemplates") or []:
+        prefix = f"{template['metadata']['name']}-{name}-"
+        for claim_name, claim in sorted(claims.items()):
+            if claim_name.startswith(prefix) and claim_name[len(prefix):].isdigit():
+                yield template, claim_name, claim
+
+
 def claim_resizes(
     desired: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]]
 ) -> list[ClaimResize]:
     """Claims of this StatefulSet whose requested size is below the desired one.
 
-    ``claims`` maps claim name -> live PersistentVolumeClaim. Claims are named
-    ``<template>-<statefulset>-<ordinal>`` by the StatefulSet controller.
+    ``claims`` maps claim name -> live PersistentVolumeClaim (claims_of).
     """
-    name = desired["metadata"]["name"]
     resizes = []
-    for template in desired["spec"].get("volumeClaimTemplates", []):
+    for template, claim_name, claim in claims_of(desired, claims):
         want = template["spec"]["resources"]["requests"]["storage"]
-        prefix = f"{template['metadata']['name']}-{name}-"
-        for claim_name, claim in sorted(claims.items()):
-            if not claim_name.startswith(prefix) or not claim_name[len(prefix):].isdigit():
-                continue
-            have = claim["spec"]["resources"]["requests"]["storage"]
-            if parse_quantity(want) > parse_quantity(have):
-                resizes.append(ClaimResize(claim_name, want))
+        have = claim["spec"]["resources"]["requests"]["storage"]
+        if parse_quantity(want) > parse_quantity(have):
+            resizes.append(ClaimResize(claim_name, want))
     return resizes
 
 

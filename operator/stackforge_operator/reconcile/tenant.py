@@ -322,7 +322,7 @@ def reconcile(body: Mapping[str, Any], notify: Notify | None = None) -> Outcome:
                 continue
         if key[0] == "StatefulSet" and foreign_claims.may_take_claims(manifest, current) and (
                 foreign := foreign_claims.problem(name, foreign_claims.foreign_claims(
-                    name, [manifest], claims().values()))) is not None:
+                    name, manifest, claims()))) is not None:
             # Made, or given more pods, it would mount them at once (and the
             # growth below would resize them).
             problems.append(foreign)

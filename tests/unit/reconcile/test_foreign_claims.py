@@ -34,7 +34,9 @@ def test_claims_labelled_with_another_tenant_are_named_with_it() -> None:
         _claim("scratch-postgres-0", "former"),   # no template of that name
         _claim("data-postgres", "former"),        # not a pod's claim
     ]
-    found = foreign_claims.foreign_claims(name, desired, claims)
+    by_name = {c["metadata"]["name"]: c for c in claims}
+    found = sorted(f for statefulset in desired
+                   for f in foreign_claims.foreign_claims(name, statefulset, by_name))
     assert found == [("data-postgres-0", "former"), ("data-postgres-7", "former"),
                      ("data-redis-0", "former")]
     problem = foreign_claims.problem(name, found)
