@@ -93,19 +93,26 @@ def render_rules(rules: Sequence[rbac.Rule], indent: str = "  ") -> str:
     return "".join(out)
 
 
-def _cluster_role(name: str, why: str, rules: tuple[rbac.Rule, ...]) -> str:
-    header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(why, "")
+def _role(kind: str, name: str, rules: Sequence[rbac.Rule],
+          namespace: str | None = None) -> str:
+    """A ClusterRole, or a Role in ``namespace``, holding ``rules``."""
+    where = f"  namespace: {namespace}\n" if namespace else ""
     return (
-        header
-        + "apiVersion: rbac.authorization.k8s.io/v1\n"
-        + "kind: ClusterRole\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\n"
+        + f"kind: {kind}\n"
         + "metadata:\n"
         + f"  name: {name}\n"
+        + where
         + "  labels:\n"
         + _labels("    ")
         + "rules:\n"
         + render_rules(rules)
     )
+
+
+def _cluster_role(name: str, why: str, rules: tuple[rbac.Rule, ...]) -> str:
+    header = _HEADER.format(source="operator/stackforge_operator/rbac.py") + _comment(why, "")
+    return header + _role("ClusterRole", name, rules)
 
 
 def render_cluster_role() -> str:
@@ -163,28 +170,13 @@ def render_kubelet_reader() -> str:
         + _labels("    ")
         + "automountServiceAccountToken: false\n"
         + "---\n"
-        + "apiVersion: rbac.authorization.k8s.io/v1\n"
-        + "kind: ClusterRole\n"
-        + "metadata:\n"
-        + f"  name: {reader}\n"
-        + "  labels:\n"
-        + _labels("    ")
-        + "rules:\n"
-        + render_rules(rbac.KUBELET_READER_RULES)
+        + _role("ClusterRole", reader, rbac.KUBELET_READER_RULES)
         + "---\n"
         + _binding("ClusterRoleBinding", reader, "ClusterRole", reader)
         + "---\n"
         + _comment("The operator's only rights in its own namespace beyond its ClusterRole's.",
                    "")
-        + "apiVersion: rbac.authorization.k8s.io/v1\n"
-        + "kind: Role\n"
-        + "metadata:\n"
-        + f"  name: {OPERATOR_NAME}\n"
-        + f"  namespace: {OPERATOR_NAMESPACE}\n"
-        + "  labels:\n"
-        + _labels("    ")
-        + "rules:\n"
-        + render_rules(rbac.OPERATOR_NAMESPACE_RULES)
+        + _role("Role", OPERATOR_NAME, rbac.OPERATOR_NAMESPACE_RULES, OPERATOR_NAMESPACE)
         + "---\n"
         + _binding("RoleBinding", OPERATOR_NAME, "Role", OPERATOR_NAME, OPERATOR_NAMESPACE)
     )
