@@ -130,17 +130,12 @@ def kept_by_rules(
     return keep
 
 
-def current_database(runs: Iterable[RunState]) -> str | None:
-    """The system identifier of the newest complete run that names one."""
-    named = sorted((r for r in runs if r.complete and r.database), key=_order)
-    return named[-1].database if named else None
-
-
 def of_other_databases(runs: Iterable[RunState]) -> list[str]:
-    """Ids of the complete runs of another database than the newest backup's,
-    oldest first: kept, and left out of every rule's count."""
+    """Ids of the complete runs of another database than the newest backup's
+    (the newest complete run that names one), oldest first: kept, and left out
+    of every rule's count."""
     runs = sorted(runs, key=_order)
-    current = current_database(runs)
+    current = next((r.database for r in reversed(runs) if r.complete and r.database), None)
     return [r.run_id for r in runs
             if r.complete and r.database is not None and r.database != current]
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -627,8 +628,8 @@ def database_replaced(manifests: Sequence[Manifest]) -> str | None:
 
 def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetime,
            active: Sequence[BackupRun], zone: str = "Etc/UTC",
-           held: Collection[str] = (), databases: Mapping[str, str] | None = None,
-           ) -> str | None:
+           held: Collection[str] = (),
+           databases: Mapping[str, str] = MappingProxyType({})) -> str | None:
     """Apply the policy's retention once a new backup is complete; why it failed,
     or None. A failure (the bucket refuses deletes, as a write-only key does)
     must not end the pass: the caller reports it and writes the status, and
@@ -642,7 +643,7 @@ def retain(store: BackupStore, tenant: str, spec: BackupPolicySpec, now: datetim
     try:
         report = apply_retention(store, tenant, spec.retention, now,
                                  running_since=running_since, tz=schedule.zone(zone),
-                                 held=held, databases=databases or {})
+                                 held=held, databases=databases)
     except (BotoCoreError, ClientError, RuntimeError) as error:
         return f"retention could not delete expired backups: {error}"[:1024]
     if report.deleted:
