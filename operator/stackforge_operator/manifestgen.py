@@ -93,9 +93,8 @@ def render_rules(rules: Sequence[rbac.Rule], indent: str = "  ") -> str:
     return "".join(out)
 
 
-def _role(kind: str, name: str, rules: Sequence[rbac.Rule],
-          namespace: str | None = None) -> str:
-    """A ClusterRole, or a Role in ``namespace``, holding ``rules``."""
+def _rbac_object(kind: str, name: str, namespace: str | None) -> str:
+    """An RBAC object's apiVersion, kind and metadata (with the operator's labels)."""
     where = f"  namespace: {namespace}\n" if namespace else ""
     return (
         "apiVersion: rbac.authorization.k8s.io/v1\n"
@@ -105,9 +104,13 @@ def _role(kind: str, name: str, rules: Sequence[rbac.Rule],
         + where
         + "  labels:\n"
         + _labels("    ")
-        + "rules:\n"
-        + render_rules(rules)
     )
+
+
+def _role(kind: str, name: str, rules: Sequence[rbac.Rule],
+          namespace: str | None = None) -> str:
+    """A ClusterRole, or a Role in ``namespace``, holding ``rules``."""
+    return _rbac_object(kind, name, namespace) + "rules:\n" + render_rules(rules)
 
 
 def _cluster_role(name: str, why: str, rules: tuple[rbac.Rule, ...]) -> str:
@@ -129,15 +132,8 @@ def render_cluster_role() -> str:
 
 def _binding(kind: str, name: str, role_kind: str, account: str,
              namespace: str | None = None) -> str:
-    where = f"  namespace: {namespace}\n" if namespace else ""
     return (
-        "apiVersion: rbac.authorization.k8s.io/v1\n"
-        + f"kind: {kind}\n"
-        + "metadata:\n"
-        + f"  name: {name}\n"
-        + where
-        + "  labels:\n"
-        + _labels("    ")
+        _rbac_object(kind, name, namespace)
         + "roleRef:\n"
         + "  apiGroup: rbac.authorization.k8s.io\n"
         + f"  kind: {role_kind}\n"
